@@ -1,0 +1,46 @@
+# Culprit: `make run` to try it, `make test` to check it. Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
+HOST ?= 127.0.0.1
+PORT ?= 8000
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+
+.PHONY: setup run test test-fast lock clean bench
+
+setup: $(STAMP)
+
+$(STAMP):
+	@bash .ci/ensure-python.sh "$(PYTHON)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	@rm -f $(VENV)/.installed-* && touch $@
+
+# Embedded mode unless DATABASE_URL / CELERY_BROKER_URL say otherwise: SQLite under var/, filesystem broker.
+run: setup
+	@mkdir -p var
+	@$(BIN)/python manage.py migrate --noinput -v0
+	@$(BIN)/python manage.py bootstrap_demo
+	@echo "Starting the web server on http://$(HOST):$(PORT)/ and a Celery worker (Ctrl+C stops both)"
+	@trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
+	  $(BIN)/celery -A config worker --loglevel=WARNING --concurrency=2 --without-mingle --without-gossip & worker=$$!; \
+	  $(BIN)/python manage.py runserver $(HOST):$(PORT) --noreload
+
+# The whole suite against real PostgreSQL and Redis (started or installed when they do not answer) and Chromium.
+test: setup
+	@bash .ci/services.sh
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lock:
+	$(BIN)/python -m pip install --quiet uv==0.13.8
+	$(BIN)/uv pip compile pyproject.toml --extra test -o requirements.lock --python-version 3.11
+
+bench: setup
+	@bash .ci/services.sh
+	$(BIN)/python bench/import_speed.py
+	$(BIN)/python bench/viewer_speed.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+
+from tracing import services
+from tracing.models import IngestJob, JobStatus, Project, Role, Trace
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data"
+WHO_AND_WHEN = SHARED / "who_and_when"
+DEMO_DATA = ROOT / "tracing" / "demo_data"
+
+
+def whowhen_files() -> list[Path]:
+    """Every Who&When file we have: the shared collection when it is beside the project, else the demo copies."""
+    files = sorted(WHO_AND_WHEN.rglob("*.json")) if WHO_AND_WHEN.exists() else []
+    return files or sorted(DEMO_DATA.rglob("*.json"))
+
+
+def sample_file(subset: str = "Hand-Crafted") -> Path:
+    return next(p for p in sorted(DEMO_DATA.rglob("*.json")) if p.parent.name == subset)
+
+
+@pytest.fixture
+def make_user(db: Any):
+    counter = iter(range(10_000))
+
+    def make(username: str | None = None, **extra: Any):
+        name = username or f"user{next(counter)}"
+        return get_user_model().objects.create_user(username=name, password="pw-for-tests-1", **extra)
+
+    return make
+
+
+@pytest.fixture
+def make_project(db: Any):
+    def make(name: str, members: dict[Any, str] | None = None) -> Project:
+        project = services.project_create(name=name)
+        for user, role in (members or {}).items():
+            services.membership_set(project=project, user=user, role=role)
+        return project
+
+    return make
+
+
+@pytest.fixture
+def owner(make_user):
+    return make_user("owner")
+
+
+@pytest.fixture
+def project(make_project, owner) -> Project:
+    return make_project("Alpha", {owner: Role.OWNER})
+
+
+@pytest.fixture
+def owner_client(client, owner):
+    client.force_login(owner)
+    return client
+
+
+def incoming_bytes(name: str, data: bytes) -> services.IncomingFile:
+    import io
+
+    return services.IncomingFile(name=name, size=len(data), open=lambda: io.BytesIO(data))
+
+
+def incoming_path(path: Path, name: str | None = None) -> services.IncomingFile:
+    return services.IncomingFile(name=name or path.name, size=path.stat().st_size, open=lambda: path.open("rb"))
+
+
+def import_now(project: Project, *files: services.IncomingFile) -> list[IngestJob]:
+    """Create jobs and run them in this process, as the CLI does."""
+    jobs = services.ingest_jobs_create(project=project, files=files, user=None, enqueue=False)
+    return [services.ingest_job_run(job_id=j.pk) if j.status == JobStatus.QUEUED else j for j in jobs]
+
+
+@pytest.fixture
+def imported_trace(project) -> Trace:
+    path = sample_file("Hand-Crafted")
+    (job,) = import_now(project, incoming_path(path, f"Hand-Crafted/{path.name}"))
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    return Trace.objects.get(pk=job.trace_ids[0])
+
+
+# --- real processes ------------------------------------------------------------------------------------------------
+
+def test_database_url() -> str:
+    db = settings.DATABASES["default"]
+    return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+test_database_url.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
+
+
+def process_env(**overrides: str) -> dict[str, str]:
+    env = os.environ.copy()
+    env["DATABASE_URL"] = test_database_url()
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[subprocess.Popen]:
+    """A real Celery worker process on the real Redis broker, working on the test database."""
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool=solo", "--loglevel=INFO",
+             "--without-mingle", "--without-gossip", "--without-heartbeat"],
+            cwd=ROOT, env=process_env(), stdout=out, stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 60
+    while b"ready." not in log.read_bytes():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"the Celery worker did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def wait_for_jobs(jobs: list[IngestJob], timeout: float = 60) -> list[IngestJob]:
+    ids = [j.pk for j in jobs]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        fresh = list(IngestJob.objects.filter(pk__in=ids).order_by("pk"))
+        if all(j.is_finished for j in fresh):
+            return fresh
+        time.sleep(0.2)
+    raise AssertionError(f"jobs still pending after {timeout}s: {[(j.filename, j.status) for j in fresh]}")

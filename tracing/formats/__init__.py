@@ -1,0 +1,66 @@
+"""The trace format registry: one module per format, each exporting ``FORMAT``.
+
+Adding a format is one new module and one line in ``_MODULES``.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from .base import ParsedAgent, ParsedGold, ParsedStep, ParsedTrace, Source, TraceFormat, TraceFormatError
+
+__all__ = [
+    "ParsedAgent",
+    "ParsedGold",
+    "ParsedStep",
+    "ParsedTrace",
+    "Source",
+    "TraceFormat",
+    "TraceFormatError",
+    "all_formats",
+    "detect_format",
+    "get_format",
+]
+
+_MODULES = ["whowhen"]
+
+# Below this confidence a guess is not trusted; the person is asked to pick the format instead.
+MIN_CONFIDENCE = 0.5
+
+
+def all_formats() -> list[TraceFormat]:
+    return [import_module(f"{__name__}.{module}").FORMAT for module in _MODULES]
+
+
+def get_format(name: str) -> TraceFormat:
+    for fmt in all_formats():
+        if fmt.name == name:
+            return fmt
+    known = ", ".join(f.name for f in all_formats())
+    raise TraceFormatError(f"unknown format {name!r} (known formats: {known})")
+
+
+def detect_format(source: Source) -> TraceFormat:
+    """The most confident format for ``source``, or a TraceFormatError that says why none fits."""
+    if source.size == 0 or not source.head.strip():
+        raise TraceFormatError("the file is empty")
+    if b"\x00" in source.head[:4096]:
+        raise TraceFormatError("binary data, not a JSON or text trace (a zip must end in .zip or start with PK)")
+    scored = sorted(((fmt.detect(source), fmt) for fmt in all_formats()), key=lambda pair: -pair[0])
+    best_score, best = scored[0]
+    if best_score >= MIN_CONFIDENCE:
+        return best
+    labels = ", ".join(f.label for f in all_formats())
+    if source.head_text()[:1] in ("{", "["):
+        document = source.json()  # a syntax error or truncation is the more useful message
+        raise TraceFormatError(f"JSON of an unknown shape ({describe_shape(document)}); looked for: {labels}")
+    raise TraceFormatError(f"not JSON and not a recognised trace format (looked for: {labels})")
+
+
+def describe_shape(document: object) -> str:
+    if isinstance(document, dict):
+        keys = ", ".join(list(map(str, document))[:8]) or "no keys"
+        return f"an object with keys {keys}"
+    if isinstance(document, list):
+        return f"a list of {len(document)} item(s)"
+    return f"a bare {type(document).__name__}"

@@ -1,0 +1,146 @@
+"""What every trace format plug-in produces and consumes.
+
+A format module exposes one ``FORMAT`` object with a ``name``, a human ``label``, a cheap ``detect`` that returns a
+confidence in [0, 1] from the source's head, and a ``parse`` that yields normalised traces one at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+HEAD_BYTES = 64 * 1024
+
+
+class TraceFormatError(Exception):
+    """The input cannot be imported; the message is shown to the person as is (after the file name)."""
+
+
+@dataclass
+class ParsedAgent:
+    name: str
+    system_prompt: str = ""
+
+
+@dataclass
+class ParsedStep:
+    speaker: str
+    agent: str | None
+    kind: str
+    content: str
+    recipient: str = ""
+    tool_name: str = ""
+    tool_arguments: Any = None
+    raw: Any = None
+
+
+@dataclass
+class ParsedGold:
+    agent: str
+    step: int
+    reason: str = ""
+    category: str = ""
+
+
+@dataclass
+class ParsedTrace:
+    name: str
+    source_format: str
+    steps: list[ParsedStep]
+    agents: list[ParsedAgent] = field(default_factory=list)
+    gold: list[ParsedGold] = field(default_factory=list)
+    external_id: str = ""
+    question: str = ""
+    ground_truth: str = ""
+    outcome: str = "unknown"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class Source:
+    """A named blob of bytes with lazy, cached access to its head and its JSON document."""
+
+    def __init__(self, name: str, opener: Callable[[], Any], size: int) -> None:
+        self.name = name
+        self.size = size
+        self._opener = opener
+        self._head: bytes | None = None
+        self._json: Any = None
+        self._json_loaded = False
+
+    @classmethod
+    def from_bytes(cls, name: str, data: bytes) -> Source:
+        import io
+
+        return cls(name, lambda: io.BytesIO(data), len(data))
+
+    def open(self) -> Any:
+        return self._opener()
+
+    @property
+    def head(self) -> bytes:
+        if self._head is None:
+            with self.open() as fh:
+                self._head = fh.read(HEAD_BYTES)
+        return self._head
+
+    def head_text(self) -> str:
+        return self.head.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
+
+    def json(self) -> Any:
+        if not self._json_loaded:
+            self._json = load_json(self)
+            self._json_loaded = True
+        return self._json
+
+
+def load_json(source: Source) -> Any:
+    with source.open() as fh:
+        data = fh.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise TraceFormatError(f"not UTF-8 text (invalid byte at offset {exc.start})") from None
+    if not text.strip():
+        raise TraceFormatError("the file is empty")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        # The parser ran out of input (or out of a string) before the document closed: the file was cut short.
+        if exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string"):
+            raise TraceFormatError(
+                f"the JSON ends unexpectedly at line {exc.lineno}, column {exc.colno}: the file looks truncated"
+            ) from None
+        raise TraceFormatError(f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+
+
+class TraceFormat(Protocol):
+    name: str
+    label: str
+
+    def detect(self, source: Source) -> float: ...
+
+    def parse(self, source: Source) -> Iterator[ParsedTrace]: ...
+
+
+_SPEAKER = re.compile(r"^(?P<name>.*?)\s*\((?:\s*->\s*(?P<to>[^)]*)|(?P<tag>[^)]*))\)\s*$")
+
+
+@dataclass(frozen=True)
+class Speaker:
+    agent: str
+    recipient: str = ""
+    tag: str = ""
+
+
+def normalise_speaker(raw: str) -> Speaker:
+    """``Orchestrator (-> WebSurfer)`` -> Orchestrator to WebSurfer; ``Orchestrator (thought)`` -> tag thought."""
+    text = (raw or "").strip()
+    match = _SPEAKER.match(text)
+    if not match or not match["name"]:
+        return Speaker(agent=text)
+    if match["to"] is not None:
+        return Speaker(agent=match["name"], recipient=match["to"].strip())
+    return Speaker(agent=match["name"], tag=match["tag"].strip().lower())

@@ -1,0 +1,152 @@
+"""Who&When (ag2ai/Agents_Failure_Attribution): one failed run per JSON file.
+
+Two subsets share the shape ``{question, ground_truth, history, mistake_agent, mistake_step, mistake_reason}``:
+Algorithm-Generated (CaptainAgent/AG2) names the speaker in ``history[i].name`` and ships ``system_prompt`` per
+agent; Hand-Crafted (Magentic-One) puts the speaker in ``history[i].role``, e.g. ``Orchestrator (-> WebSurfer)``.
+``mistake_step`` is a 0-based index into ``history``, stored as a string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import PurePosixPath
+from typing import Any
+
+from .base import ParsedAgent, ParsedGold, ParsedStep, ParsedTrace, Source, TraceFormatError, normalise_speaker
+
+# Chat-API roles that say nothing about who spoke; the speaker is then in ``name``.
+_GENERIC_ROLES = {"user", "assistant", "system", "tool", "function"}
+_HUMAN_SPEAKERS = {"human", "user"}
+
+
+class WhoAndWhen:
+    name = "whowhen"
+    label = "Who&When JSON"
+
+    def detect(self, source: Source) -> float:
+        head = source.head_text()
+        if not head.startswith("{") or '"history"' not in head:
+            return 0.0
+        document = source.json()
+        if isinstance(document, dict) and _looks_like_history(document.get("history")):
+            return 0.95 if "mistake_agent" in document or "question" in document else 0.6
+        return 0.0
+
+    def parse(self, source: Source) -> Iterator[ParsedTrace]:
+        document = source.json()
+        if not isinstance(document, dict) or not isinstance(document.get("history"), list):
+            raise TraceFormatError("a Who&When file must be an object with a 'history' list")
+        yield parse_document(document, name=_trace_name(source.name))
+
+
+def parse_document(document: dict[str, Any], *, name: str) -> ParsedTrace:
+    history = document["history"]
+    if not history:
+        raise TraceFormatError("the 'history' list is empty: there are no steps to import")
+    prompts = document.get("system_prompt") if isinstance(document.get("system_prompt"), dict) else {}
+    steps = [_parse_message(i, message) for i, message in enumerate(history)]
+    agents = _agents_in_order(steps, prompts)
+    subset = "Algorithm-Generated" if prompts or any(isinstance(m, dict) and "name" in m for m in history) else (
+        "Hand-Crafted"
+    )
+    metadata = {"subset": subset}
+    for key in ("question_ID", "level", "is_correct", "is_corrected", "mistake_type"):
+        if key in document:
+            metadata[key] = document[key]
+    return ParsedTrace(
+        name=name,
+        source_format=WhoAndWhen.name,
+        steps=steps,
+        agents=agents,
+        gold=_gold(document, len(steps)),
+        external_id=str(document.get("question_ID") or ""),
+        question=_text(document.get("question")),
+        ground_truth=_text(document.get("ground_truth")),
+        # Every Who&When run is a failure; ``is_correct`` (when present) says so explicitly.
+        outcome="succeeded" if document.get("is_correct") is True else "failed",
+        metadata=metadata,
+    )
+
+
+def _looks_like_history(history: Any) -> bool:
+    return isinstance(history, list) and all(isinstance(m, dict) and "content" in m for m in history[:5])
+
+
+def _trace_name(path: str) -> str:
+    pure = PurePosixPath(path.replace("\\", "/"))
+    parts = [p for p in pure.with_suffix("").parts[-2:] if p not in ("/", "")]
+    return "/".join(parts) or path
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+def _parse_message(index: int, message: Any) -> ParsedStep:
+    if not isinstance(message, dict):
+        raise TraceFormatError(f"history[{index}] is not an object")
+    role = _text(message.get("role")).strip()
+    named = _text(message.get("name")).strip()
+    speaker_raw = named if named and (role.lower() in _GENERIC_ROLES or not role) else (role or named)
+    speaker = normalise_speaker(speaker_raw)
+    content = message.get("content")
+    content_text = _text(content) if not isinstance(content, (list, dict)) else _flatten(content)
+    return ParsedStep(
+        speaker=speaker_raw,
+        agent=speaker.agent or None,
+        kind=_kind(speaker.agent, speaker.tag, role, content_text),
+        content=content_text,
+        recipient=speaker.recipient,
+        raw=message,
+    )
+
+
+def _kind(agent: str, tag: str, role: str, content: str) -> str:
+    if tag in ("thought", "termination condition"):
+        return "thought"
+    lowered = agent.lower()
+    if lowered in _HUMAN_SPEAKERS and (not role or role.lower() == lowered):
+        return "human"
+    if "terminal" in lowered or content.lstrip().startswith("exitcode:"):
+        return "tool_result"
+    if role.lower() in ("system",):
+        return "system"
+    return "message"
+
+
+def _flatten(content: Any) -> str:
+    import json
+
+    return json.dumps(content, ensure_ascii=False, indent=2)
+
+
+def _agents_in_order(steps: list[ParsedStep], prompts: dict[str, Any]) -> list[ParsedAgent]:
+    seen: dict[str, ParsedAgent] = {}
+    for step in steps:
+        if step.agent and step.agent not in seen:
+            seen[step.agent] = ParsedAgent(name=step.agent)
+    for agent_name, prompt in prompts.items():
+        agent = seen.setdefault(str(agent_name), ParsedAgent(name=str(agent_name)))
+        agent.system_prompt = _text(prompt)
+    return list(seen.values())
+
+
+def _gold(document: dict[str, Any], step_count: int) -> list[ParsedGold]:
+    agent = _text(document.get("mistake_agent")).strip()
+    raw_step = document.get("mistake_step")
+    if not agent and raw_step in (None, ""):
+        return []
+    try:
+        step = int(str(raw_step).strip())
+    except ValueError:
+        raise TraceFormatError(f"mistake_step must be a step number, got {raw_step!r}") from None
+    if not 0 <= step < step_count:
+        raise TraceFormatError(f"mistake_step {step} is outside the history (0..{step_count - 1})")
+    category = _text(document.get("mistake_type"))
+    return [ParsedGold(agent=normalise_speaker(agent).agent, step=step, reason=_text(document.get("mistake_reason")),
+                       category=category)]
+
+
+FORMAT = WhoAndWhen()

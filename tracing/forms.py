@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from .formats import all_formats
+from .models import Project
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": ".json,.jsonl,.zip,application/json,application/zip"}))
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data: Any, initial: Any = None) -> list[Any]:
+        single = super().clean
+        if isinstance(data, (list, tuple)):
+            return [single(d, initial) for d in data]
+        return [single(data, initial)]
+
+
+def format_choices() -> list[tuple[str, str]]:
+    return [("", "Detect automatically")] + [(f.name, f.label) for f in all_formats()]
+
+
+class UploadForm(forms.Form):
+    files = MultipleFileField(label="Trace files")
+    format = forms.ChoiceField(required=False, label="Format")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["format"].choices = format_choices()
+
+
+class TraceFilterForm(forms.Form):
+    q = forms.CharField(required=False, max_length=200, label="Search")
+    gold = forms.ChoiceField(
+        required=False, choices=[("", "Any label"), ("yes", "Has gold label"), ("no", "No gold label")]
+    )
+    format = forms.ChoiceField(required=False)
+    page = forms.IntegerField(required=False, min_value=1)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["format"].choices = [("", "Any format")] + [(f.name, f.label) for f in all_formats()]
+
+
+class StepJumpForm(forms.Form):
+    page = forms.IntegerField(required=False, min_value=1)
+    step = forms.IntegerField(required=False, min_value=0)
+
+
+class ProjectForm(forms.ModelForm):
+    class Meta:
+        model = Project
+        fields = ["name", "description"]
+        widgets = {"description": forms.Textarea(attrs={"rows": 2})}

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandParser
+
+from tracing import services
+from tracing.models import JobStatus, Role
+
+DEMO_DATA = Path(__file__).resolve().parents[2] / "demo_data"
+
+
+class Command(BaseCommand):
+    help = "Create the demo account and project and load the demo traces (idempotent). Prints the login."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--username", default="demo")
+        parser.add_argument("--project", default="Demo")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        username, password = options["username"], _demo_password()
+        User = get_user_model()
+        user = User.objects.filter(username=username).first()
+        if user is None:
+            user = User.objects.create_superuser(username=username, email="", password=password)
+        elif not user.check_password(password):
+            user.set_password(password)
+            user.save(update_fields=["password"])
+        project, _ = services.project_get_or_create(name=options["project"], owner=user)
+        services.membership_set(project=project, user=user, role=Role.OWNER)
+        files = sorted(p for p in DEMO_DATA.rglob("*.json"))
+        incoming = [services.IncomingFile(name=str(p.relative_to(DEMO_DATA)), size=p.stat().st_size,
+                                          open=lambda p=p: p.open("rb")) for p in files]
+        jobs = services.ingest_jobs_create(project=project, files=incoming, user=user, enqueue=False)
+        imported = sum(services.ingest_job_run(job_id=j.pk).status == JobStatus.SUCCEEDED
+                       for j in jobs if j.status == JobStatus.QUEUED)
+        self.stdout.write(f"Demo project {project.name!r}: {imported} new trace file(s), {len(files)} in the demo set.")
+        self.stdout.write(self.style.SUCCESS(f"Log in at http://127.0.0.1:8000/ as  {username} / {password}"))
+
+
+def _demo_password() -> str:
+    """A random password made once per install and kept under var/, so every `make run` prints the same one."""
+    path = Path(settings.VAR_DIR) / "demo-password.txt"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(9)
+    path.write_text(password + "\n")
+    path.chmod(0o600)
+    return password

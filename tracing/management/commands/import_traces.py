@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from tracing import services
+from tracing.formats import all_formats
+from tracing.models import IngestJob, JobStatus, Trace
+
+# Extensions picked up when walking a folder; a file named explicitly is always tried, whatever its name.
+FOLDER_EXTENSIONS = {".json", ".jsonl", ".zip"}
+STATUS_WORDS = {JobStatus.SUCCEEDED: "imported", JobStatus.DUPLICATE: "duplicate", JobStatus.FAILED: "failed"}
+
+
+class Command(BaseCommand):
+    help = "Import trace files, folders (recursively) and zip archives into a project, in this process."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("paths", nargs="+", metavar="PATH")
+        parser.add_argument("--project", required=True, help="project name; created if it does not exist")
+        parser.add_argument("--format", default="", choices=[""] + [f.name for f in all_formats()],
+                            help="skip detection and parse every file as this format")
+        parser.add_argument("--json", action="store_true", help="print one JSON list, one object per file")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        project, created = services.project_get_or_create(name=options["project"])
+        if created and not options["json"]:
+            self.stdout.write(f"Created project {project.name!r}")
+        results = []
+        for path_text in options["paths"]:
+            results.extend(self._import_path(project, Path(path_text), options["format"]))
+        if options["json"]:
+            self.stdout.write(json.dumps(results, indent=2))
+        else:
+            self._print_table(results)
+        failed = sum(r["status"] == "failed" for r in results)
+        if failed:
+            raise CommandError(f"{failed} of {len(results)} file(s) failed to import")
+
+    def _import_path(self, project: Any, path: Path, fmt: str) -> list[dict[str, Any]]:
+        if not path.exists():
+            return [_failure(str(path), "no such file or directory")]
+        files = [path] if path.is_file() else sorted(
+            p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FOLDER_EXTENSIONS
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
+        incoming = [services.IncomingFile(name=str(p), size=p.stat().st_size, open=lambda p=p: p.open("rb"))
+                    for p in files]
+        jobs = services.ingest_jobs_create(project=project, files=incoming, user=None, requested_format=fmt,
+                                           enqueue=False)
+        return [_describe(_run(job)) for job in jobs]
+
+    def _print_table(self, results: list[dict[str, Any]]) -> None:
+        for r in results:
+            if r["status"] == "failed":
+                self.stderr.write(self.style.ERROR(f"failed     {r['error']}"))
+            else:
+                detail = f"{len(r['trace_ids'])} trace(s), {r['steps']} steps, {r['labels']} label(s) [{r['format']}]"
+                self.stdout.write(f"{r['status']:<10} {r['path']}: {detail}")
+        counts = {word: sum(r["status"] == word for r in results) for word in ("imported", "duplicate", "failed")}
+        self.stdout.write(", ".join(f"{n} {word}" for word, n in counts.items()))
+
+
+def _run(job: IngestJob) -> IngestJob:
+    if job.status == JobStatus.QUEUED:
+        return services.ingest_job_run(job_id=job.pk)
+    return job
+
+
+def _failure(path: str, reason: str) -> dict[str, Any]:
+    return {"path": path, "status": "failed", "format": "", "trace_ids": [], "steps": 0, "agents": 0, "labels": 0,
+            "gold": [], "error": f"{path}: {reason}"}
+
+
+def _describe(job: IngestJob) -> dict[str, Any]:
+    if job.status == JobStatus.FAILED:
+        return _failure(job.filename, "") | {"error": job.error, "format": job.detected_format}
+    traces = Trace.objects.filter(pk__in=job.trace_ids).prefetch_related("gold_labels").order_by("ordinal")
+    gold = [{"trace_id": t.pk, "agent": g.agent_name, "step": g.step_index} for t in traces for g in t.gold_labels.all()]
+    return {
+        "path": job.filename,
+        "status": STATUS_WORDS[job.status],
+        "format": job.detected_format,
+        "trace_ids": [t.pk for t in traces],
+        "steps": sum(t.step_count for t in traces),
+        "agents": sum(t.agent_count for t in traces),
+        "labels": len(gold),
+        "gold": gold,
+        "error": "",
+    }

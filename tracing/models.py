@@ -1,0 +1,281 @@
+"""The normalised trace model: projects own uploads, uploads become traces, traces hold agents and steps.
+
+Traces are immutable once imported (later analysis adds rows in other apps, it never edits steps), so the
+per-trace counts are stored on the Trace row at import time instead of being recounted on every list page.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Role(models.TextChoices):
+    OWNER = "owner", "Owner"
+    ANNOTATOR = "annotator", "Annotator"
+    VIEWER = "viewer", "Viewer"
+
+
+class Project(models.Model):
+    name = models.CharField(max_length=120, unique=True)
+    slug = models.SlugField(max_length=140, unique=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="projects")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "user"], name="membership_unique_user_per_project"),
+            models.CheckConstraint(condition=Q(role__in=Role.values), name="membership_role_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.project} ({self.role})"
+
+    @property
+    def can_upload(self) -> bool:
+        return self.role in (Role.OWNER, Role.ANNOTATOR)
+
+
+def upload_path(instance: RawUpload, filename: str) -> str:
+    # Content-addressed per project: the same bytes are stored once, the original name is kept on the row.
+    return f"uploads/{instance.project_id}/{instance.sha256[:2]}/{instance.sha256}"
+
+
+class RawUpload(models.Model):
+    """The bytes a person gave us, exactly as given, so any import can be re-run or audited."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="uploads")
+    sha256 = models.CharField(max_length=64)
+    filename = models.CharField(max_length=500)
+    size = models.PositiveBigIntegerField()
+    file = models.FileField(upload_to=upload_path, max_length=300)
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            # Re-uploading the same bytes into the same project reuses this row (duplicate detection).
+            models.UniqueConstraint(fields=["project", "sha256"], name="rawupload_unique_bytes_per_project"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.filename} ({self.sha256[:12]})"
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Importing"
+    SUCCEEDED = "succeeded", "Imported"
+    DUPLICATE = "duplicate", "Already imported"
+    FAILED = "failed", "Failed"
+
+
+FINISHED_JOB_STATUSES = (JobStatus.SUCCEEDED, JobStatus.DUPLICATE, JobStatus.FAILED)
+
+
+class IngestJob(models.Model):
+    """One uploaded file (or one member of an uploaded zip) on its way to becoming traces.
+
+    The row, not the broker, is the source of truth: a task re-delivered after a worker died finds the job here
+    and continues; traces already committed by the earlier attempt are recognised by (upload, ordinal).
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="ingest_jobs")
+    batch = models.UUIDField(default=uuid.uuid4, db_index=True)  # one browser upload / one CLI call
+    filename = models.CharField(max_length=500)
+    upload = models.ForeignKey(RawUpload, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
+    requested_format = models.CharField(max_length=40, blank=True)  # empty: detect automatically
+    detected_format = models.CharField(max_length=40, blank=True)
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    steps_total = models.PositiveIntegerField(default=0)
+    steps_done = models.PositiveIntegerField(default=0)
+    trace_ids = models.JSONField(default=list, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [models.CheckConstraint(condition=Q(status__in=JobStatus.values), name="ingestjob_status_valid")]
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.status}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_JOB_STATUSES
+
+    @property
+    def percent(self) -> int:
+        if self.is_finished:
+            return 100
+        if not self.steps_total:
+            return 0
+        return min(99, int(100 * self.steps_done / self.steps_total))
+
+
+class Outcome(models.TextChoices):
+    FAILED = "failed", "Failed"
+    SUCCEEDED = "succeeded", "Succeeded"
+    UNKNOWN = "unknown", "Unknown"
+
+
+class Provenance(models.TextChoices):
+    UPLOADED = "uploaded", "Uploaded"
+    INJECTED = "injected", "Fault injected"
+    REPLAYED = "replayed", "Replayed"
+
+
+class Trace(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="traces")
+    upload = models.ForeignKey(RawUpload, null=True, blank=True, on_delete=models.SET_NULL, related_name="traces")
+    # Position of this trace inside its upload (a file may hold several runs); makes re-imports idempotent.
+    ordinal = models.PositiveIntegerField(default=0)
+    name = models.CharField(max_length=300)
+    source_format = models.CharField(max_length=40)
+    external_id = models.CharField(max_length=200, blank=True)
+    question = models.TextField(blank=True)
+    ground_truth = models.TextField(blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.UNKNOWN)
+    provenance = models.CharField(max_length=16, choices=Provenance.choices, default=Provenance.UPLOADED)
+    derived_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    metadata = models.JSONField(default=dict, blank=True)
+    step_count = models.PositiveIntegerField(default=0)
+    agent_count = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["upload", "ordinal"], name="trace_unique_ordinal_per_upload"),
+            models.CheckConstraint(condition=Q(outcome__in=Outcome.values), name="trace_outcome_valid"),
+        ]
+        indexes = [
+            # The trace list: one project's traces, newest first.
+            models.Index(fields=["project", "-created_at"], name="trace_project_recent"),
+            # The trace list filtered by format.
+            models.Index(fields=["project", "source_format"], name="trace_project_format"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Agent(models.Model):
+    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="agents")
+    name = models.CharField(max_length=200)  # normalised: "Orchestrator (-> WebSurfer)" -> "Orchestrator"
+    system_prompt = models.TextField(blank=True)
+    # Order of first appearance; also picks the agent's colour in the viewer.
+    position = models.PositiveSmallIntegerField(default=0)
+    step_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "id"]
+        constraints = [models.UniqueConstraint(fields=["trace", "name"], name="agent_unique_name_per_trace")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def colour(self) -> int:
+        return self.position % 12
+
+
+class StepKind(models.TextChoices):
+    MESSAGE = "message", "Message"
+    THOUGHT = "thought", "Thought"
+    LLM_CALL = "llm_call", "LLM call"
+    TOOL_CALL = "tool_call", "Tool call"
+    TOOL_RESULT = "tool_result", "Tool result"
+    HUMAN = "human", "Human"
+    SYSTEM = "system", "System"
+
+
+class Step(models.Model):
+    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="steps")
+    index = models.PositiveIntegerField()  # 0-based, the source's own order
+    agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="steps")
+    speaker = models.CharField(max_length=300, blank=True)  # the original speaker string, unnormalised
+    recipient = models.CharField(max_length=200, blank=True)  # "Orchestrator (-> WebSurfer)" -> "WebSurfer"
+    kind = models.CharField(max_length=16, choices=StepKind.choices, default=StepKind.MESSAGE)
+    content = models.TextField(blank=True)
+    tool_name = models.CharField(max_length=200, blank=True)
+    tool_arguments = models.JSONField(null=True, blank=True)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    input_tokens = models.PositiveIntegerField(null=True, blank=True)
+    output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    raw = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["trace", "index"]
+        constraints = [
+            # Also the index behind the viewer's windowed step query (trace, index range).
+            models.UniqueConstraint(fields=["trace", "index"], name="step_unique_index_per_trace"),
+            models.CheckConstraint(condition=Q(kind__in=StepKind.values), name="step_kind_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"step {self.index} of trace {self.trace_id}"
+
+
+class LabelSource(models.TextChoices):
+    IMPORTED = "imported", "Imported"
+    ANNOTATOR = "annotator", "Annotator"
+    ADJUDICATED = "adjudicated", "Adjudicated"
+    INJECTED = "injected", "Fault injected"
+    COUNTERFACTUAL = "counterfactual", "Counterfactual"
+
+
+class GoldLabel(models.Model):
+    """Who made the decisive error, and at which step. The agent name is kept as given even when no step of
+    the trace carries it (Who&When has such labels), so the label always round-trips to its source."""
+
+    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="gold_labels")
+    agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    agent_name = models.CharField(max_length=200)
+    step_index = models.PositiveIntegerField()
+    reason = models.TextField(blank=True)
+    category = models.CharField(max_length=80, blank=True)
+    source = models.CharField(max_length=16, choices=LabelSource.choices, default=LabelSource.IMPORTED)
+    confidence = models.FloatField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(source__in=LabelSource.values), name="goldlabel_source_valid"),
+            models.CheckConstraint(
+                condition=Q(confidence__isnull=True) | Q(confidence__gte=0, confidence__lte=1),
+                name="goldlabel_confidence_range",
+            ),
+        ]
+        indexes = [
+            # The trace list's "has gold label" filter and the viewer's header: labels of one trace.
+            models.Index(fields=["trace", "source"], name="goldlabel_trace_source"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent_name} @ step {self.step_index} ({self.source})"

@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from . import views
+
+app_name = "tracing"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("projects/", views.project_list, name="project_list"),
+    path("projects/<slug:slug>/", views.trace_list, name="trace_list"),
+    path("projects/<slug:slug>/upload/", views.upload, name="upload"),
+    path("projects/<slug:slug>/uploads/<uuid:batch>/", views.upload_batch, name="upload_batch"),
+    path("traces/<int:trace_id>/", views.trace_detail, name="trace_detail"),
+]

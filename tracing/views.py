@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods
+
+from . import selectors, services
+from .forms import ProjectForm, StepJumpForm, TraceFilterForm, UploadForm
+from .models import Membership, StepKind
+
+TRACES_PER_PAGE = 50
+
+
+@login_required
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    projects = list(selectors.projects_for_user(request.user)[:2])
+    if len(projects) == 1:
+        return redirect("tracing:trace_list", slug=projects[0].slug)
+    return redirect("tracing:project_list")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_list(request: HttpRequest) -> HttpResponse:
+    form = ProjectForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        project = services.project_create(name=form.cleaned_data["name"], owner=request.user,
+                                          description=form.cleaned_data["description"])
+        return redirect("tracing:trace_list", slug=project.slug)
+    projects = selectors.projects_for_user(request.user)
+    return render(request, "tracing/project_list.html", {"projects": projects, "form": form})
+
+
+@login_required
+@require_GET
+def trace_list(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = selectors.membership_for_user(user=request.user, slug=slug)
+    form = TraceFilterForm(request.GET)
+    data = form.cleaned_data if form.is_valid() else {}
+    filters = selectors.TraceFilters(q=data.get("q", ""), has_gold=data.get("gold", ""),
+                                     source_format=data.get("format", ""))
+    traces = selectors.trace_list(project=membership.project, filters=filters)
+    page = Paginator(traces, TRACES_PER_PAGE).get_page(data.get("page"))
+    context = {
+        "membership": membership, "project": membership.project, "form": form, "page": page,
+        "counts": selectors.trace_counts(project=membership.project),
+        "querystring": _without_page(request),
+    }
+    template = "tracing/trace_list.html#results" if request.htmx else "tracing/trace_list.html"
+    return render(request, template, context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def upload(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = _uploader_membership(request, slug)
+    form = UploadForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        files = [services.IncomingFile(name=f.name, size=f.size, open=_reopener(f)) for f in form.cleaned_data["files"]]
+        jobs = services.ingest_jobs_create(project=membership.project, files=files, user=request.user,
+                                           requested_format=form.cleaned_data["format"])
+        if request.htmx:
+            return _render_jobs(request, membership, jobs)
+        return redirect("tracing:upload_batch", slug=slug, batch=jobs[0].batch)
+    context = {"membership": membership, "project": membership.project, "form": form,
+               "recent": selectors.recent_jobs(project=membership.project),
+               "max_mb": settings.CULPRIT_MAX_UPLOAD_BYTES // (1024 * 1024)}
+    return render(request, "tracing/upload.html", context, status=400 if form.errors else 200)
+
+
+@login_required
+@require_GET
+def upload_batch(request: HttpRequest, slug: str, batch: str) -> HttpResponse:
+    membership = selectors.membership_for_user(user=request.user, slug=slug)
+    jobs = list(selectors.jobs_for_batch(project=membership.project, batch=batch))
+    if request.htmx:
+        return _render_jobs(request, membership, jobs)
+    return render(request, "tracing/upload_batch.html",
+                  {"membership": membership, "project": membership.project, "jobs": jobs, "batch": batch,
+                   "pending": any(not j.is_finished for j in jobs)})
+
+
+@login_required
+@require_GET
+def trace_detail(request: HttpRequest, trace_id: int) -> HttpResponse:
+    trace, membership = selectors.trace_for_user(user=request.user, trace_id=trace_id)
+    form = StepJumpForm(request.GET)
+    data = form.cleaned_data if form.is_valid() else {}
+    per_page = settings.CULPRIT_STEPS_PER_PAGE
+    target = data.get("step")
+    page = selectors.page_of_step(index=target, per_page=per_page) if target is not None else data.get("page") or 1
+    window = selectors.step_window(trace=trace, page=page, per_page=per_page)
+    gold = list(trace.gold_labels.all())
+    agents = list(trace.agents.all())
+    context = {
+        "trace": trace, "project": trace.project, "membership": membership, "window": window,
+        "agents": agents, "has_prompts": any(a.system_prompt for a in agents),
+        "gold": gold, "gold_steps": {g.step_index for g in gold},
+        "target": target, "kinds": StepKind,
+    }
+    template = "tracing/trace_detail.html#steps" if request.htmx else "tracing/trace_detail.html"
+    return render(request, template, context)
+
+
+# --- helpers ---------------------------------------------------------------------------------------------------
+
+def _uploader_membership(request: HttpRequest, slug: str) -> Membership:
+    membership = selectors.membership_for_user(user=request.user, slug=slug)
+    if not membership.can_upload:
+        raise PermissionDenied("Viewers cannot upload traces")
+    return membership
+
+
+def _render_jobs(request: HttpRequest, membership: Membership, jobs: list) -> HttpResponse:
+    context = {"project": membership.project, "jobs": jobs, "batch": jobs[0].batch if jobs else None,
+               "pending": any(not j.is_finished for j in jobs)}
+    return render(request, "tracing/upload_batch.html#jobs", context)
+
+
+def _reopener(uploaded):  # type: ignore[no-untyped-def]
+    """Django's UploadedFile is one handle; services read it more than once (hash, then store), so rewind."""
+
+    class _Rewound:
+        def __enter__(self):  # type: ignore[no-untyped-def]
+            uploaded.seek(0)
+            return uploaded
+
+        def __exit__(self, *exc: object) -> None:
+            uploaded.seek(0)
+
+    return _Rewound
+
+
+def _without_page(request: HttpRequest) -> str:
+    params = request.GET.copy()
+    params.pop("page", None)
+    return params.urlencode()
