@@ -15,6 +15,9 @@ from django.contrib.auth import get_user_model
 from tracing import services
 from tracing.models import IngestJob, JobStatus, Project, Role, Trace
 
+# Hashing with the production hasher costs ~0.4 s per user; tests create many users and prove nothing by it.
+settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
 WHO_AND_WHEN = SHARED / "who_and_when"

@@ -14,13 +14,17 @@ class MultipleFileInput(forms.ClearableFileInput):
 
 class MultipleFileField(forms.FileField):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": ".json,.jsonl,.zip,application/json,application/zip"}))
+        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": ".json,.jsonl,.zip,.txt,.log"}))
+        # An empty file must fail alone, as an import error next to the others, not reject the whole upload.
+        kwargs.setdefault("allow_empty_file", True)
         super().__init__(*args, **kwargs)
 
     def clean(self, data: Any, initial: Any = None) -> list[Any]:
         single = super().clean
-        if isinstance(data, (list, tuple)):
+        if isinstance(data, (list, tuple)) and data:
             return [single(d, initial) for d in data]
+        if isinstance(data, (list, tuple)):
+            data = None  # lets FileField say "This field is required."
         return [single(data, initial)]
 
 

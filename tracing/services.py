@@ -135,6 +135,9 @@ def _zip_members(incoming: IncomingFile) -> Iterator[IncomingFile | tuple[str, s
         yield incoming.name, f"not a valid zip archive ({exc})"
         return
     infos = [i for i in infos if not _is_junk_member(i.filename)]
+    if not infos:
+        yield incoming.name, "the archive holds no files"
+        return
     if len(infos) > settings.CULPRIT_MAX_ZIP_MEMBERS:
         yield incoming.name, f"the archive holds {len(infos)} files, over the {settings.CULPRIT_MAX_ZIP_MEMBERS} limit"
         return
@@ -165,6 +168,8 @@ def expand_incoming(incoming: IncomingFile) -> Iterator[IncomingFile | tuple[str
     """One entry per importable file: zips are opened, oversize files become (name, error)."""
     if error := _size_error(incoming.size):
         yield incoming.name, error
+    elif incoming.size == 0:
+        yield incoming.name, "the file is empty"
     elif incoming.size >= 4 and _is_zip(incoming):
         yield from _zip_members(incoming)
     else:

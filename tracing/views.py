@@ -27,7 +27,7 @@ def home(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def project_list(request: HttpRequest) -> HttpResponse:
-    form = ProjectForm(request.POST or None)
+    form = ProjectForm(request.POST) if request.method == "POST" else ProjectForm()
     if request.method == "POST" and form.is_valid():
         project = services.project_create(name=form.cleaned_data["name"], owner=request.user,
                                           description=form.cleaned_data["description"])
@@ -59,7 +59,7 @@ def trace_list(request: HttpRequest, slug: str) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def upload(request: HttpRequest, slug: str) -> HttpResponse:
     membership = _uploader_membership(request, slug)
-    form = UploadForm(request.POST or None, request.FILES or None)
+    form = UploadForm(request.POST, request.FILES) if request.method == "POST" else UploadForm()
     if request.method == "POST" and form.is_valid():
         files = [services.IncomingFile(name=f.name, size=f.size, open=_reopener(f)) for f in form.cleaned_data["files"]]
         jobs = services.ingest_jobs_create(project=membership.project, files=files, user=request.user,

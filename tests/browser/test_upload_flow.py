@@ -1,0 +1,77 @@
+"""The first used-by flow in a real browser: log in, drop files on the page, watch them import, open a trace."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from tests.conftest import sample_file
+from tracing import services
+from tracing.models import Role, Trace
+
+pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+DROP_FILES = """
+([selector, files]) => {
+  const transfer = new DataTransfer();
+  for (const f of files) transfer.items.add(new File([f.body], f.name, {type: "application/json"}));
+  const zone = document.querySelector(selector);
+  zone.dispatchEvent(new DragEvent("dragenter", {bubbles: true, dataTransfer: transfer}));
+  zone.dispatchEvent(new DragEvent("drop", {bubbles: true, cancelable: true, dataTransfer: transfer}));
+}
+"""
+
+
+def _shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
+    if folder := os.environ.get("CULPRIT_SCREENSHOTS"):
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+
+
+def test_a_person_drops_files_watches_them_import_and_finds_the_gold_step(live_server, celery_worker, page):
+    user = get_user_model().objects.create_user("ada", password="a-long-test-password")
+    project = services.project_create(name="Browser", owner=user)
+    services.membership_set(project=project, user=user, role=Role.OWNER)
+    hand, algo = sample_file("Hand-Crafted"), sample_file("Algorithm-Generated")
+
+    page.goto(f"{live_server.url}/")
+    page.fill("input[name=username]", "ada")
+    page.fill("input[name=password]", "a-long-test-password")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"**/projects/{project.slug}/")
+    page.click("text=Upload traces")
+    page.wait_for_selector("#dropzone")
+
+    files = [{"name": hand.name, "body": hand.read_text()}, {"name": algo.name, "body": algo.read_text()},
+             {"name": "broken.json", "body": '{"history": ['}]
+    page.evaluate(DROP_FILES, ["#dropzone", files])
+
+    page.wait_for_selector(".job[data-status=succeeded] >> nth=1", timeout=60_000)
+    page.wait_for_selector(".job[data-status=failed]")
+    page.wait_for_function("() => !document.querySelector('.jobs[hx-trigger]')")  # polling stopped
+    _shot(page, "upload-finished")
+    failed = page.inner_text(".job[data-status=failed]")
+    assert "broken.json: the JSON ends unexpectedly" in failed and "truncated" in failed
+    assert page.locator(".job[data-status=succeeded]").count() == 2
+
+    trace = Trace.objects.get(project=project, name=hand.stem)
+    gold = trace.gold_labels.get()
+    page.click(f".job[data-status=succeeded] a[href='/traces/{trace.pk}/']")
+    page.wait_for_selector(".trace-head")
+    assert gold.agent_name in page.inner_text(".gold-label")
+    page.click(f".gold-label a:has-text('step {gold.step_index}')")
+    highlighted = page.locator(f"#step-{gold.step_index}")
+    highlighted.wait_for()
+    classes = highlighted.get_attribute("class")
+    assert "gold" in classes and "target" in classes
+    assert highlighted.is_visible()
+    assert json.loads(hand.read_text())["history"][gold.step_index]["content"][:40] in highlighted.inner_text()
+    _shot(page, "trace-gold-step")
+
+    # Jump to another step with the form, as a person would.
+    page.fill("#jump-step", "0")
+    page.click("form.jump button")
+    page.wait_for_selector("#step-0.target")

@@ -1,0 +1,65 @@
+"""The one test of the embedded mode `make run` uses: SQLite under var/ and the filesystem broker, no servers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.embedded
+
+ENQUEUE_AND_WAIT = """
+import time
+from django.db import transaction
+from tracing import services
+from tracing.models import IngestJob, Project
+project = Project.objects.get(name="Demo")
+data = b'{"question": "q", "ground_truth": "4", "mistake_agent": "B", "mistake_step": "1", "mistake_reason": "r",' \\
+       b' "history": [{"role": "A", "content": "2+2?"}, {"role": "B", "content": "5"}]}'
+import io
+incoming = services.IncomingFile(name="smoke.json", size=len(data), open=lambda: io.BytesIO(data))
+with transaction.atomic():
+    (job,) = services.ingest_jobs_create(project=project, files=[incoming], user=None)
+for _ in range(300):
+    job.refresh_from_db()
+    if job.is_finished:
+        break
+    time.sleep(0.2)
+print("JOB", job.status, job.trace_ids, job.error)
+"""
+
+
+def test_make_run_mode_imports_through_the_filesystem_broker(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL",
+                                                              "MEDIA_ROOT", "CELERY_TASK_DEFAULT_QUEUE")}
+    env["CULPRIT_VAR_DIR"] = str(tmp_path / "var")
+    manage = [sys.executable, "manage.py"]
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*manage, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+
+    assert run("migrate", "--noinput", "-v0").returncode == 0
+    demo = run("bootstrap_demo")
+    assert demo.returncode == 0, demo.stderr
+    assert "Log in at http://127.0.0.1:8000/ as  demo / " in demo.stdout
+    assert (tmp_path / "var" / "culprit.sqlite3").exists()
+
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool=solo", "--without-mingle",
+         "--without-gossip", "--loglevel=INFO"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        result = run("shell", "-c", ENQUEUE_AND_WAIT)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=20)
+    assert "JOB succeeded" in result.stdout, result.stdout + result.stderr
+    again = run("bootstrap_demo")  # idempotent, same printed password
+    assert demo.stdout.splitlines()[-1] == again.stdout.splitlines()[-1]
+    assert "0 new trace file(s)" in again.stdout
