@@ -108,9 +108,18 @@ def page_of_step(*, index: int, per_page: int) -> int:
     return index // per_page + 1
 
 
-def jobs_for_batch(*, project: Project, batch: str) -> QuerySet[IngestJob]:
-    return IngestJob.objects.filter(project=project, batch=batch).order_by("id")
+def jobs_for_batch(*, project: Project, batch: str) -> list[IngestJob]:
+    return with_traces(list(IngestJob.objects.filter(project=project, batch=batch).order_by("id")))
+
+
+def with_traces(jobs: list[IngestJob]) -> list[IngestJob]:
+    """Attach ``job.traces`` (the traces each job produced, in file order) with one query for all jobs."""
+    ids = [pk for job in jobs for pk in job.trace_ids]
+    traces = Trace.objects.in_bulk(ids) if ids else {}
+    for job in jobs:
+        job.traces = [traces[pk] for pk in job.trace_ids if pk in traces]  # type: ignore[attr-defined]
+    return jobs
 
 
 def recent_jobs(*, project: Project, limit: int = 20) -> list[IngestJob]:
-    return list(IngestJob.objects.filter(project=project).order_by("-id")[:limit])
+    return with_traces(list(IngestJob.objects.filter(project=project).order_by("-id")[:limit]))

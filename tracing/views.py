@@ -65,7 +65,7 @@ def upload(request: HttpRequest, slug: str) -> HttpResponse:
         jobs = services.ingest_jobs_create(project=membership.project, files=files, user=request.user,
                                            requested_format=form.cleaned_data["format"])
         if request.htmx:
-            return _render_jobs(request, membership, jobs)
+            return _render_jobs(request, membership, selectors.with_traces(jobs))
         return redirect("tracing:upload_batch", slug=slug, batch=jobs[0].batch)
     context = {"membership": membership, "project": membership.project, "form": form,
                "recent": selectors.recent_jobs(project=membership.project),
@@ -77,7 +77,7 @@ def upload(request: HttpRequest, slug: str) -> HttpResponse:
 @require_GET
 def upload_batch(request: HttpRequest, slug: str, batch: str) -> HttpResponse:
     membership = selectors.membership_for_user(user=request.user, slug=slug)
-    jobs = list(selectors.jobs_for_batch(project=membership.project, batch=batch))
+    jobs = selectors.jobs_for_batch(project=membership.project, batch=batch)
     if request.htmx:
         return _render_jobs(request, membership, jobs)
     return render(request, "tracing/upload_batch.html",

@@ -57,7 +57,7 @@ def test_a_person_drops_files_watches_them_import_and_finds_the_gold_step(live_s
     assert "broken.json: the JSON ends unexpectedly" in failed and "truncated" in failed
     assert page.locator(".job[data-status=succeeded]").count() == 2
 
-    trace = Trace.objects.get(project=project, name=hand.stem)
+    trace = Trace.objects.get(project=project, name=f"Hand-Crafted/{hand.stem}")
     gold = trace.gold_labels.get()
     page.click(f".job[data-status=succeeded] a[href='/traces/{trace.pk}/']")
     page.wait_for_selector(".trace-head")

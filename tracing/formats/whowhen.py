@@ -36,10 +36,11 @@ class WhoAndWhen:
         document = source.json()
         if not isinstance(document, dict) or not isinstance(document.get("history"), list):
             raise TraceFormatError("a Who&When file must be an object with a 'history' list")
-        yield parse_document(document, name=_trace_name(source.name))
+        yield parse_document(document, name=source.name)
 
 
 def parse_document(document: dict[str, Any], *, name: str) -> ParsedTrace:
+    """One trace from one Who&When document; ``name`` is the file's path, shortened to ``folder/stem``."""
     history = document["history"]
     if not history:
         raise TraceFormatError("the 'history' list is empty: there are no steps to import")
@@ -50,6 +51,7 @@ def parse_document(document: dict[str, Any], *, name: str) -> ParsedTrace:
         "Hand-Crafted"
     )
     metadata = {"subset": subset}
+    name = _trace_name(name, subset)
     for key in ("question_ID", "level", "is_correct", "is_corrected", "mistake_type"):
         if key in document:
             metadata[key] = document[key]
@@ -72,9 +74,12 @@ def _looks_like_history(history: Any) -> bool:
     return isinstance(history, list) and all(isinstance(m, dict) and "content" in m for m in history[:5])
 
 
-def _trace_name(path: str) -> str:
-    pure = PurePosixPath(path.replace("\\", "/"))
-    parts = [p for p in pure.with_suffix("").parts[-2:] if p not in ("/", "")]
+def _trace_name(path: str, subset: str) -> str:
+    """``Hand-Crafted/16.json`` -> ``Hand-Crafted/16``; a bare ``16.json`` is named after its subset, so files
+    called ``1.json`` from both subsets stay apart in the trace list."""
+    parts = [p for p in PurePosixPath(path.replace("\\", "/")).with_suffix("").parts[-2:] if p not in ("/", "")]
+    if len(parts) == 1:
+        parts.insert(0, subset)
     return "/".join(parts) or path
 
 
