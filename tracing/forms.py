@@ -5,7 +5,7 @@ from typing import Any
 from django import forms
 
 from .formats import all_formats
-from .models import Project
+from .models import Project, Role
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -64,3 +64,16 @@ class ProjectForm(forms.ModelForm):
         model = Project
         fields = ["name", "description"]
         widgets = {"description": forms.Textarea(attrs={"rows": 2})}
+
+
+class MemberForm(forms.Form):
+    username = forms.CharField(max_length=150)
+    role = forms.ChoiceField(choices=Role.choices)
+
+    def clean_username(self) -> str:
+        from django.contrib.auth import get_user_model
+
+        username = self.cleaned_data["username"].strip()
+        if not get_user_model().objects.filter(username=username).exists():
+            raise forms.ValidationError(f"There is no user called {username!r}.")
+        return username

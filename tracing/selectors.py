@@ -24,6 +24,10 @@ def membership_for_user(*, user: AbstractBaseUser, slug: str) -> Membership:
     return membership
 
 
+def members_of(*, project: Project) -> QuerySet[Membership]:
+    return Membership.objects.filter(project=project).select_related("user").order_by("user__username")
+
+
 def trace_for_user(*, user: AbstractBaseUser, trace_id: int) -> tuple[Trace, Membership]:
     trace = Trace.objects.select_related("project", "upload").filter(pk=trace_id, project__memberships__user=user).first()
     if trace is None:

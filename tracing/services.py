@@ -68,6 +68,26 @@ def membership_set(*, project: Project, user: AbstractBaseUser, role: str) -> Me
     return membership
 
 
+class LastOwnerError(Exception):
+    """A project must keep at least one owner, or nobody could manage it any more."""
+
+
+def membership_change(*, project: Project, username: str, role: str | None) -> Membership | None:
+    """Add, re-role (``role``) or remove (``role=None``) a member, refusing to leave the project without an owner."""
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.get(username=username)
+    with transaction.atomic():
+        # Lock the owners in a fixed order so two concurrent demotions cannot both pass the check below.
+        owners = list(Membership.objects.select_for_update().filter(project=project, role=Role.OWNER).order_by("pk"))
+        if role != Role.OWNER and [m.user_id for m in owners] == [user.pk]:
+            raise LastOwnerError("A project needs at least one owner; make someone else owner first.")
+        if role is None:
+            Membership.objects.filter(project=project, user=user).delete()
+            return None
+        return membership_set(project=project, user=user, role=role)
+
+
 # --- uploads -----------------------------------------------------------------------------------------------------
 
 @dataclass

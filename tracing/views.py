@@ -9,8 +9,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from . import selectors, services
-from .forms import ProjectForm, StepJumpForm, TraceFilterForm, UploadForm
-from .models import Membership, StepKind
+from .forms import MemberForm, ProjectForm, StepJumpForm, TraceFilterForm, UploadForm
+from .models import Membership, Role, StepKind
 
 TRACES_PER_PAGE = 50
 
@@ -105,6 +105,29 @@ def trace_detail(request: HttpRequest, trace_id: int) -> HttpResponse:
     }
     template = "tracing/trace_detail.html#steps" if request.htmx else "tracing/trace_detail.html"
     return render(request, template, context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_members(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = selectors.membership_for_user(user=request.user, slug=slug)
+    if request.method == "POST":
+        if membership.role != Role.OWNER:
+            raise PermissionDenied("Only owners manage members")
+        form = MemberForm(request.POST)
+        if form.is_valid():
+            role = None if request.POST.get("remove") else form.cleaned_data["role"]
+            try:
+                services.membership_change(project=membership.project, username=form.cleaned_data["username"],
+                                           role=role)
+                return redirect("tracing:project_members", slug=slug)
+            except services.LastOwnerError as exc:
+                form.add_error(None, str(exc))
+    else:
+        form = MemberForm(initial={"role": Role.ANNOTATOR})
+    context = {"membership": membership, "project": membership.project, "form": form, "roles": Role.choices,
+               "members": selectors.members_of(project=membership.project)}
+    return render(request, "tracing/project_members.html", context, status=400 if form.errors else 200)
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------

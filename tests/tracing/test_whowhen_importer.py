@@ -100,3 +100,39 @@ def test_detection_names_who_and_when_with_high_confidence():
     path = FILES[0]
     source = Source.from_bytes(path.name, path.read_bytes())
     assert detect_format(source).name == "whowhen"
+
+
+def _jsonl(paths: list[Path]) -> bytes:
+    lines = []
+    for path in paths:
+        document = json.loads(path.read_text())
+        document["trace_name"] = _rel(path)
+        lines.append(json.dumps(document))
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.mark.django_db
+def test_a_who_and_when_jsonl_file_gives_one_trace_per_line(project):
+    from tests.conftest import incoming_bytes
+
+    paths = FILES[:3]
+    (job,) = import_now(project, incoming_bytes("export.jsonl", _jsonl(paths)))
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    assert job.detected_format == "whowhen-jsonl"
+    traces = list(Trace.objects.filter(pk__in=job.trace_ids).order_by("ordinal"))
+    assert [t.name for t in traces] == [_rel(p) for p in paths]
+    for trace, path in zip(traces, paths):
+        document = json.loads(path.read_text())
+        assert trace.step_count == len(document["history"])
+        assert trace.gold_labels.get().step_index == int(document["mistake_step"])
+
+
+@pytest.mark.django_db
+def test_a_bad_line_in_jsonl_fails_the_file_before_anything_is_written(project):
+    from tests.conftest import incoming_bytes
+
+    data = _jsonl(FILES[:2]) + b'{"history": [\n'
+    (job,) = import_now(project, incoming_bytes("cut.jsonl", data))
+    assert job.status == JobStatus.FAILED
+    assert job.error.startswith("cut.jsonl: line 3 is not valid JSON")
+    assert Trace.objects.count() == 0

@@ -22,7 +22,7 @@ __all__ = [
     "get_format",
 ]
 
-_MODULES = ["whowhen"]
+_MODULES = ["whowhen", "whowhen_jsonl"]
 
 # Below this confidence a guess is not trusted; the person is asked to pick the format instead.
 MIN_CONFIDENCE = 0.5

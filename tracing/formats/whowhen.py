@@ -27,7 +27,10 @@ class WhoAndWhen:
         head = source.head_text()
         if not head.startswith("{") or '"history"' not in head:
             return 0.0
-        document = source.json()
+        try:
+            document = source.json()
+        except TraceFormatError:
+            return 0.0  # not one JSON document (JSON Lines, or broken): detection reports it if nothing fits
         if isinstance(document, dict) and _looks_like_history(document.get("history")):
             return 0.95 if "mistake_agent" in document or "question" in document else 0.6
         return 0.0
@@ -36,22 +39,18 @@ class WhoAndWhen:
         document = source.json()
         if not isinstance(document, dict) or not isinstance(document.get("history"), list):
             raise TraceFormatError("a Who&When file must be an object with a 'history' list")
-        yield parse_document(document, name=source.name)
+        yield parse_document(document, name=_trace_name(source.name, _subset(document)))
 
 
 def parse_document(document: dict[str, Any], *, name: str) -> ParsedTrace:
-    """One trace from one Who&When document; ``name`` is the file's path, shortened to ``folder/stem``."""
+    """One trace from one Who&When document, named ``name``."""
     history = document["history"]
     if not history:
         raise TraceFormatError("the 'history' list is empty: there are no steps to import")
     prompts = document.get("system_prompt") if isinstance(document.get("system_prompt"), dict) else {}
     steps = [_parse_message(i, message) for i, message in enumerate(history)]
     agents = _agents_in_order(steps, prompts)
-    subset = "Algorithm-Generated" if prompts or any(isinstance(m, dict) and "name" in m for m in history) else (
-        "Hand-Crafted"
-    )
-    metadata = {"subset": subset}
-    name = _trace_name(name, subset)
+    metadata = {"subset": _subset(document)}
     for key in ("question_ID", "level", "is_correct", "is_corrected", "mistake_type"):
         if key in document:
             metadata[key] = document[key]
@@ -68,6 +67,13 @@ def parse_document(document: dict[str, Any], *, name: str) -> ParsedTrace:
         outcome="succeeded" if document.get("is_correct") is True else "failed",
         metadata=metadata,
     )
+
+
+def _subset(document: dict[str, Any]) -> str:
+    """Algorithm-Generated (CaptainAgent) runs name their speakers and ship system prompts; Hand-Crafted do not."""
+    history = document.get("history") or []
+    named = any(isinstance(m, dict) and "name" in m for m in history)
+    return "Algorithm-Generated" if document.get("system_prompt") or named else "Hand-Crafted"
 
 
 def _looks_like_history(history: Any) -> bool:
