@@ -64,4 +64,4 @@ class AgentAdmin(admin.ModelAdmin):
 class StepAdmin(admin.ModelAdmin):
     list_display = ["trace", "index", "agent", "kind"]
     list_filter = ["kind"]
-    raw_id_fields = ["trace", "agent", "parent"]
+    raw_id_fields = ["trace", "agent"]

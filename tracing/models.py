@@ -10,7 +10,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 
 
 class Role(models.TextChoices):
@@ -103,6 +103,9 @@ class IngestJob(models.Model):
     upload = models.ForeignKey(RawUpload, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
     requested_format = models.CharField(max_length=40, blank=True)  # empty: detect automatically
     detected_format = models.CharField(max_length=40, blank=True)
+    confidence = models.FloatField(null=True, blank=True)  # the detector's confidence; 1.0 when chosen by hand
+    # The import report: counts and warnings (e.g. "label location span X not found"), filled as the job runs.
+    report = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
     error = models.TextField(blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
@@ -175,6 +178,8 @@ class Trace(models.Model):
             models.Index(fields=["project", "-created_at"], name="trace_project_recent"),
             # The trace list filtered by format.
             models.Index(fields=["project", "source_format"], name="trace_project_format"),
+            # Label files and the OTLP receiver find a trace by the source's own id.
+            models.Index(fields=["project", "external_id"], name="trace_project_external"),
         ]
 
     def __str__(self) -> str:
@@ -221,7 +226,10 @@ class Step(models.Model):
     content = models.TextField(blank=True)
     tool_name = models.CharField(max_length=200, blank=True)
     tool_arguments = models.JSONField(null=True, blank=True)
-    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+    # Span trees: the index of the parent step in the same trace. An index, not a foreign key, so a trace's steps
+    # are written in batches without a second pass to fill in ids.
+    parent_index = models.PositiveIntegerField(null=True, blank=True)
+    span_id = models.CharField(max_length=200, blank=True)  # the source's span/observation/run id
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     input_tokens = models.PositiveIntegerField(null=True, blank=True)
@@ -234,10 +242,35 @@ class Step(models.Model):
             # Also the index behind the viewer's windowed step query (trace, index range).
             models.UniqueConstraint(fields=["trace", "index"], name="step_unique_index_per_trace"),
             models.CheckConstraint(condition=Q(kind__in=StepKind.values), name="step_kind_valid"),
+            models.CheckConstraint(condition=Q(parent_index__lt=F("index")), name="step_parent_precedes"),
+        ]
+        indexes = [
+            # Label files (TRAIL) point at a span id: find the step built from that span.
+            models.Index(fields=["trace", "span_id"], name="step_trace_span"),
         ]
 
     def __str__(self) -> str:
         return f"step {self.index} of trace {self.trace_id}"
+
+
+class PendingLabel(models.Model):
+    """Labels that arrived in a file of their own before the trace they describe (matched on external id).
+
+    They are attached when a trace with that external id is imported into the project, then deleted.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="pending_labels")
+    target_external_id = models.CharField(max_length=200)
+    source_format = models.CharField(max_length=40)
+    labels = models.JSONField()  # [ParsedGold as dict]
+    job = models.ForeignKey(IngestJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            # Run at every trace import: pending labels for this project and external id.
+            models.Index(fields=["project", "target_external_id"], name="pendinglabel_target"),
+        ]
 
 
 class LabelSource(models.TextChoices):

@@ -22,7 +22,7 @@ def _big_trace(project, steps: int = 10_000) -> Trace:
         name="big", source_format="whowhen", question="Long run",
         steps=[ParsedStep(speaker=f"Agent{i % 3}", agent=f"Agent{i % 3}", kind="message", content=f"step body {i}")
                for i in range(steps)],
-        gold=[ParsedGold(agent="Agent1", step=7654, reason="made it up")],
+        gold=[ParsedGold(agent="Agent1", step=min(7654, steps - 1), reason="made it up")],
     )
     return services.trace_create_from_parsed(project=project, upload=None, ordinal=0, parsed=parsed)
 

@@ -1,7 +1,8 @@
 """What every trace format plug-in produces and consumes.
 
 A format module exposes one ``FORMAT`` object with a ``name``, a human ``label``, a cheap ``detect`` that returns a
-confidence in [0, 1] from the source's head, and a ``parse`` that yields normalised traces one at a time.
+confidence in [0, 1] from the source's head, and a ``parse`` that yields normalised traces (``ParsedTrace``) or, for
+label files, labels for traces that live in other files (``ParsedLabels``), one at a time.
 """
 
 from __future__ import annotations
@@ -10,9 +11,13 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 HEAD_BYTES = 64 * 1024
+# Deeper JSON than this is refused before Python's recursive parser sees it (it would raise RecursionError near
+# 1,000 levels; real traces stay under 40: the deepest file in shared/data nests 19 levels).
+MAX_JSON_DEPTH = 200
 
 
 class TraceFormatError(Exception):
@@ -27,22 +32,34 @@ class ParsedAgent:
 
 @dataclass
 class ParsedStep:
-    speaker: str
-    agent: str | None
+    """One step. ``kind`` is one of message, thought, llm_call, tool_call, tool_result, human, system."""
+
+    speaker: str  # the source's own speaker string, unnormalised
+    agent: str | None  # normalised agent name
     kind: str
     content: str
     recipient: str = ""
     tool_name: str = ""
     tool_arguments: Any = None
+    parent: int | None = None  # index of the parent step in this trace (span trees); must be smaller than ours
+    span_id: str = ""  # the source's id for the span/observation/run this step came from
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
     raw: Any = None
 
 
 @dataclass
 class ParsedGold:
-    agent: str
-    step: int
+    """A decisive-error label: the step by index, or by the source's span id (resolved when the trace is known)."""
+
+    agent: str = ""  # empty: the agent of the labelled step
+    step: int | None = None
+    span_id: str = ""
     reason: str = ""
     category: str = ""
+    confidence: float | None = None
 
 
 @dataclass
@@ -57,6 +74,18 @@ class ParsedTrace:
     ground_truth: str = ""
     outcome: str = "unknown"
     metadata: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # shown in the import report, e.g. "span X has no parent"
+
+
+@dataclass
+class ParsedLabels:
+    """Labels shipped in a file of their own (AgentRx ground truth, TRAIL labels) for a trace found by its
+    ``external_id`` in the same project, imported before or after the labels."""
+
+    target_external_id: str
+    labels: list[ParsedGold]
+    source_format: str
+    warnings: list[str] = field(default_factory=list)
 
 
 class Source:
@@ -105,6 +134,7 @@ def load_json(source: Source) -> Any:
         raise TraceFormatError(f"not UTF-8 text (invalid byte at offset {exc.start})") from None
     if not text.strip():
         raise TraceFormatError("the file is empty")
+    check_json_depth(text)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -116,13 +146,41 @@ def load_json(source: Source) -> Any:
         raise TraceFormatError(f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
 
 
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+
+
+def check_json_depth(text: str, limit: int = MAX_JSON_DEPTH) -> None:
+    """Refuse JSON nested deeper than ``limit`` without recursing: strings are blanked, then brackets counted."""
+    brackets = _NOT_BRACKETS.sub("", _JSON_STRING.sub("", text))
+    depth = deepest = 0
+    for char in brackets:
+        if char in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    raise TraceFormatError(f"the JSON nests deeper than {limit} levels")
+        else:
+            depth -= 1
+
+
+def json_text(value: Any) -> str:
+    """Text for a step's content: strings as they are, anything else as readable JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, indent=2, default=str)
+
+
 class TraceFormat(Protocol):
     name: str
     label: str
 
     def detect(self, source: Source) -> float: ...
 
-    def parse(self, source: Source) -> Iterator[ParsedTrace]: ...
+    def parse(self, source: Source) -> Iterator[ParsedTrace | ParsedLabels]: ...
 
 
 _SPEAKER = re.compile(r"^(?P<name>.*?)\s*\((?:\s*->\s*(?P<to>[^)]*)|(?P<tag>[^)]*))\)\s*$")

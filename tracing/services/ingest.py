@@ -1,0 +1,209 @@
+"""Ingest jobs: one per file, claimed by a worker, turned into traces by a format plug-in and the writer."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, InterfaceError, OperationalError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from ..formats import ParsedLabels, ParsedTrace, Source, TraceFormatError, detect_format_scored, get_format
+from ..models import IngestJob, JobStatus, Project, Trace
+from .uploads import IncomingFile, expand_incoming, raw_upload_store
+from .writer import labels_attach, trace_create_from_parsed
+
+logger = logging.getLogger(__name__)
+
+# A job whose worker died is retried; after this many starts it fails with a readable reason instead.
+MAX_INGEST_ATTEMPTS = 3
+
+
+def ingest_jobs_create(
+    *,
+    project: Project,
+    files: Iterable[IncomingFile],
+    user: AbstractBaseUser | None,
+    requested_format: str = "",
+    enqueue: bool = True,
+) -> list[IngestJob]:
+    """Record one IngestJob per file (zip members count as files) and queue the importable ones.
+
+    A file that cannot even be stored (too big, broken zip) gets a failed job straight away, so the person sees
+    it next to the others; bytes already imported into this project give a 'duplicate' job naming the traces.
+    """
+
+    batch = uuid.uuid4()
+    jobs = []
+    for incoming in files:
+        for entry in expand_incoming(incoming):
+            jobs.append(_job_for_entry(project=project, entry=entry, user=user, batch=batch,
+                                       requested_format=requested_format))
+    if enqueue:
+        from ..tasks import ingest_file_task
+
+        for job in jobs:
+            if job.status == JobStatus.QUEUED:
+                transaction.on_commit(lambda job_id=job.pk: ingest_file_task.delay(job_id))
+    return jobs
+
+
+def _job_for_entry(*, project: Project, entry: IncomingFile | tuple[str, str], user: AbstractBaseUser | None,
+                   batch: Any, requested_format: str) -> IngestJob:
+    job = IngestJob(project=project, batch=batch, created_by=user, requested_format=requested_format)
+    if isinstance(entry, tuple):
+        job.filename, reason = entry
+        job.status, job.error, job.finished_at = JobStatus.FAILED, f"{job.filename}: {reason}", timezone.now()
+        job.save()
+        return job
+    job.filename = entry.name[:500]
+    job.upload = raw_upload_store(project=project, incoming=entry, user=user)
+    existing = list(job.upload.traces.order_by("ordinal").values_list("pk", flat=True))
+    if existing:
+        job.status, job.trace_ids, job.finished_at = JobStatus.DUPLICATE, existing, timezone.now()
+        job.detected_format = job.upload.traces.values_list("source_format", flat=True).first() or ""
+    job.save()
+    return job
+
+
+# --- running an ingest job -------------------------------------------------------------------------------------
+
+def ingest_job_run(*, job_id: int) -> IngestJob:
+    """Import one job's file. Safe to call again for the same job (re-delivery after a crash)."""
+    claimed = IngestJob.objects.filter(
+        pk=job_id, status__in=[JobStatus.QUEUED, JobStatus.RUNNING], attempts__lt=MAX_INGEST_ATTEMPTS
+    ).update(status=JobStatus.RUNNING, attempts=F("attempts") + 1, started_at=timezone.now())
+    job = IngestJob.objects.select_related("upload", "project").get(pk=job_id)
+    if not claimed:
+        if job.status == JobStatus.RUNNING:  # every attempt died half-way
+            return ingest_job_fail(job=job, reason=f"gave up after {job.attempts} interrupted attempts")
+        return job  # already finished: a duplicate delivery
+    try:
+        _import_job(job)
+    except TraceFormatError as exc:
+        return ingest_job_fail(job=job, reason=str(exc))
+    except (OperationalError, InterfaceError):
+        raise  # transient: the task retries, and the claim above lets the retry in
+    except Exception:
+        logger.exception("ingest job %s crashed", job.pk)
+        return ingest_job_fail(job=job, reason="an internal error stopped the import; it has been logged")
+    return job
+
+
+def ingest_job_fail(*, job: IngestJob, reason: str) -> IngestJob:
+    job.status, job.error, job.finished_at = JobStatus.FAILED, f"{job.filename}: {reason}", timezone.now()
+    job.save(update_fields=["status", "error", "finished_at"])
+    return job
+
+
+def _import_job(job: IngestJob) -> None:
+    if job.upload is None:
+        raise TraceFormatError("the uploaded bytes are no longer stored")
+    upload = job.upload
+    source = Source(job.filename, lambda: upload.file.storage.open(upload.file.name, "rb"), upload.size)
+    if job.requested_format:
+        fmt, confidence = get_format(job.requested_format), 1.0
+    else:
+        fmt, confidence = detect_format_scored(source)
+    job.detected_format, job.confidence = fmt.name, round(confidence, 3)
+    job.save(update_fields=["detected_format", "confidence"])
+    report = _Report()
+    try:
+        for ordinal, item in enumerate(fmt.parse(source)):
+            if isinstance(item, ParsedLabels):
+                _attach_labels(job, item, report)
+            else:
+                _import_one(job=job, ordinal=ordinal, parsed=item, report=report)
+    except TraceFormatError:
+        _undo(job)  # a file fails whole: traces committed before the bad part are taken back out
+        raise
+    if not report.items:
+        raise TraceFormatError(f"no traces or labels found in this {fmt.label} file")
+    job.report = report.as_dict()
+    # Every trace already existed, made by another job from the same bytes: report the upload as a duplicate.
+    duplicate = report.traces and not report.labels and not _committed_trace_ids(job)
+    job.status = JobStatus.DUPLICATE if duplicate else JobStatus.SUCCEEDED
+    job.finished_at = timezone.now()
+    job.save(update_fields=["status", "finished_at", "trace_ids", "report"])
+
+
+class _Report:
+    """What the import report shows for one file: counts and warnings, capped so a noisy file stays readable."""
+
+    MAX_WARNINGS = 50
+
+    def __init__(self) -> None:
+        self.items = 0
+        self.traces = 0
+        self.steps = 0
+        self.agents = 0
+        self.labels = 0
+        self.warnings: list[str] = []
+        self.dropped = 0
+
+    def warn(self, messages: Iterable[str]) -> None:
+        for message in messages:
+            if len(self.warnings) < self.MAX_WARNINGS:
+                self.warnings.append(message)
+            else:
+                self.dropped += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        warnings = self.warnings + ([f"… and {self.dropped} more warnings"] if self.dropped else [])
+        return {"traces": self.traces, "steps": self.steps, "agents": self.agents, "labels": self.labels,
+                "warnings": warnings}
+
+
+def _attach_labels(job: IngestJob, labels: ParsedLabels, report: _Report) -> None:
+    with transaction.atomic():
+        trace_ids, written, warnings = labels_attach(project=job.project, labels=labels, job_id=job.pk)
+    report.items += 1
+    report.labels += written
+    report.warn(warnings)
+
+
+def _import_one(*, job: IngestJob, ordinal: int, parsed: ParsedTrace, report: _Report) -> None:
+    trace = Trace.objects.filter(upload=job.upload, ordinal=ordinal).first()
+    if trace is None:
+        try:
+            with transaction.atomic():
+                trace = trace_create_from_parsed(project=job.project, upload=job.upload, ordinal=ordinal,
+                                                 parsed=parsed)
+                # Progress and the job's own trace list move in the same transaction as the rows they count, so a
+                # crash never leaves a job claiming a trace that is not there (and _undo knows what is its own).
+                job.trace_ids = job.trace_ids + [trace.pk]
+                IngestJob.objects.filter(pk=job.pk).update(steps_done=F("steps_done") + trace.step_count,
+                                                           trace_ids=job.trace_ids)
+        except IntegrityError:  # the same bytes are being imported by another job right now
+            trace = Trace.objects.filter(upload=job.upload, ordinal=ordinal).first()
+            if trace is None:
+                raise
+    if trace.pk not in job.trace_ids:
+        job.trace_ids.append(trace.pk)  # another job's trace: linked in the report, not counted as ours
+    report.items += 1
+    report.traces += 1
+    report.steps += trace.step_count
+    report.agents += trace.agent_count
+    report.labels += trace.gold_labels.count()
+    report.warn(getattr(trace, "import_warnings", []))
+
+
+def _committed_trace_ids(job: IngestJob) -> list[int]:
+    """Traces this job (any attempt of it) created: the list as committed, not as held in memory."""
+    return list(IngestJob.objects.values_list("trace_ids", flat=True).get(pk=job.pk))
+
+
+def _undo(job: IngestJob) -> None:
+    """Delete what this job committed before its file turned out to be bad (traces it created, labels it parked)."""
+    from ..models import PendingLabel
+
+    mine = _committed_trace_ids(job)
+    with transaction.atomic():
+        Trace.objects.filter(pk__in=mine, upload=job.upload).delete()
+        PendingLabel.objects.filter(job=job).delete()
+        IngestJob.objects.filter(pk=job.pk).update(trace_ids=[], steps_done=0)
+    job.trace_ids = []

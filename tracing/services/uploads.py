@@ -1,0 +1,122 @@
+"""Incoming files: size limits, zip archives, and content-addressed storage of the raw bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import IO
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.files.base import File
+from django.db import IntegrityError, transaction
+
+from ..models import Project, RawUpload
+
+
+@dataclass
+class IncomingFile:
+    """A file handed to us by a browser, the CLI or the API: a name, a size and a way to read it."""
+
+    name: str
+    size: int
+    open: Callable[[], IO[bytes]]
+
+
+def _human_size(size: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size} bytes"
+
+
+def _size_error(size: int) -> str | None:
+    limit = settings.CULPRIT_MAX_UPLOAD_BYTES
+    if size > limit:
+        return f"the file is {_human_size(size)}, over the {_human_size(limit)} limit"
+    return None
+
+
+def _sha256(fh: IO[bytes]) -> str:
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: fh.read(1024 * 1024), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def raw_upload_store(*, project: Project, incoming: IncomingFile, user: AbstractBaseUser | None) -> RawUpload:
+    """Store the bytes once per project; the same bytes again return the existing row."""
+    with incoming.open() as fh:
+        sha = _sha256(fh)
+    existing = RawUpload.objects.filter(project=project, sha256=sha).first()
+    if existing:
+        return existing
+    upload = RawUpload(project=project, sha256=sha, filename=incoming.name[:500], size=incoming.size,
+                       uploaded_by=user)
+    with incoming.open() as fh:
+        upload.file.save(sha, File(fh), save=False)
+    try:
+        with transaction.atomic():
+            upload.save()
+    except IntegrityError:  # the same bytes arrived concurrently; theirs won
+        return RawUpload.objects.get(project=project, sha256=sha)
+    return upload
+
+
+def _is_zip(incoming: IncomingFile) -> bool:
+    with incoming.open() as fh:
+        return fh.read(4) == b"PK\x03\x04"
+
+
+def _zip_members(incoming: IncomingFile) -> Iterator[IncomingFile | tuple[str, str]]:
+    """Members of an uploaded zip as IncomingFiles, or (name, error) for members that cannot be taken."""
+    try:
+        with incoming.open() as fh:
+            archive = zipfile.ZipFile(fh)
+            infos = [i for i in archive.infolist() if not i.is_dir()]
+    except (zipfile.BadZipFile, OSError) as exc:
+        yield incoming.name, f"not a valid zip archive ({exc})"
+        return
+    infos = [i for i in infos if not _is_junk_member(i.filename)]
+    if not infos:
+        yield incoming.name, "the archive holds no files"
+        return
+    if len(infos) > settings.CULPRIT_MAX_ZIP_MEMBERS:
+        yield incoming.name, f"the archive holds {len(infos)} files, over the {settings.CULPRIT_MAX_ZIP_MEMBERS} limit"
+        return
+    for info in infos:
+        name = f"{incoming.name}/{info.filename}"
+        if error := _size_error(info.file_size):  # checked before unpacking: a zip bomb never inflates
+            yield name, error
+            continue
+        yield IncomingFile(name=name, size=info.file_size, open=_member_opener(incoming, info.filename))
+
+
+def _member_opener(incoming: IncomingFile, member: str) -> Callable[[], IO[bytes]]:
+    def opener() -> IO[bytes]:
+
+        with incoming.open() as fh, zipfile.ZipFile(fh) as archive:
+            return io.BytesIO(archive.read(member))
+
+    return opener
+
+
+def _is_junk_member(name: str) -> bool:
+    parts = name.replace("\\", "/").split("/")
+    return parts[0] == "__MACOSX" or parts[-1].startswith(".")
+
+
+def expand_incoming(incoming: IncomingFile) -> Iterator[IncomingFile | tuple[str, str]]:
+    """One entry per importable file: zips are opened, oversize files become (name, error)."""
+    if error := _size_error(incoming.size):
+        yield incoming.name, error
+    elif incoming.size == 0:
+        yield incoming.name, "the file is empty"
+    elif incoming.size >= 4 and _is_zip(incoming):
+        yield from _zip_members(incoming)
+    else:
+        yield incoming

@@ -1,0 +1,175 @@
+"""Writing parsed traces and labels into the database. Callers hold the transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict
+from itertools import islice
+
+from ..formats import ParsedGold, ParsedLabels, ParsedStep, ParsedTrace
+from ..models import Agent, GoldLabel, LabelSource, PendingLabel, Project, RawUpload, Step, Trace
+
+# Rows per INSERT. 2,000 steps of Who&When-sized text (~1 KB each) keep one statement near 2 MB, which PostgreSQL and
+# SQLite take without strain; bench/ingest.py measures throughput at this size.
+STEP_BATCH_SIZE = 2000
+
+
+def trace_create_from_parsed(
+    *, project: Project, upload: RawUpload | None, ordinal: int, parsed: ParsedTrace, provenance: str = "uploaded"
+) -> Trace:
+    """Write one parsed trace with its agents, steps and gold labels, streaming the steps in batches.
+
+    Returns the trace with ``import_warnings`` set (a list of strings for the import report).
+    """
+    trace = Trace.objects.create(
+        project=project, upload=upload, ordinal=ordinal, name=parsed.name[:300], source_format=parsed.source_format,
+        external_id=parsed.external_id[:200], question=parsed.question, ground_truth=parsed.ground_truth,
+        outcome=parsed.outcome, provenance=provenance, metadata=parsed.metadata,
+    )
+    warnings = list(parsed.warnings)
+    agents = _AgentBook(trace, parsed)
+    count = 0
+    for batch in _batches(parsed.steps, STEP_BATCH_SIZE):
+        agents.ensure(step.agent for step in batch)
+        Step.objects.bulk_create(_step_row(trace, count + i, step, agents, warnings) for i, step in enumerate(batch))
+        count += len(batch)
+    agents.save_counts()
+    trace.step_count = count
+    trace.agent_count = agents.active_count()
+    trace.save(update_fields=["step_count", "agent_count"])
+    gold_write(trace=trace, labels=parsed.gold, source=LabelSource.IMPORTED, warnings=warnings)
+    _attach_pending(trace, warnings)
+    trace.import_warnings = warnings  # type: ignore[attr-defined]
+    return trace
+
+
+class _AgentBook:
+    """Agents of one trace, created as their names first appear (declared agents first, in declared order)."""
+
+    def __init__(self, trace: Trace, parsed: ParsedTrace) -> None:
+        self.trace = trace
+        self.by_name: dict[str, Agent] = {}
+        self.counts: dict[str, int] = {}
+        self.prompts = {a.name: a.system_prompt for a in parsed.agents}
+        self.ensure(a.name for a in parsed.agents)
+
+    def ensure(self, names: Iterable[str | None]) -> None:
+        new = [n[:200] for n in dict.fromkeys(n for n in names if n) if n[:200] not in self.by_name]
+        start = len(self.by_name)
+        rows = Agent.objects.bulk_create(
+            Agent(trace=self.trace, name=name, system_prompt=self.prompts.get(name, ""), position=start + i)
+            for i, name in enumerate(new)
+        )
+        self.by_name.update((agent.name, agent) for agent in rows)
+
+    def get(self, name: str | None) -> Agent | None:
+        if not name:
+            return None
+        agent = self.by_name.get(name[:200])
+        if agent is not None:
+            self.counts[agent.name] = self.counts.get(agent.name, 0) + 1
+        return agent
+
+    def save_counts(self) -> None:
+        changed = []
+        for name, agent in self.by_name.items():
+            agent.step_count = self.counts.get(name, 0)
+            changed.append(agent)
+        Agent.objects.bulk_update(changed, ["step_count"])
+
+    def active_count(self) -> int:
+        return sum(1 for n in self.counts.values() if n)
+
+
+def _batches(steps: Iterable[ParsedStep], size: int) -> Iterator[list[ParsedStep]]:
+    iterator = iter(steps)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def _step_row(trace: Trace, index: int, step: ParsedStep, agents: _AgentBook, warnings: list[str]) -> Step:
+    parent = step.parent
+    if parent is not None and not 0 <= parent < index:
+        warnings.append(f"step {index}: parent {parent} does not precede it; the link was dropped")
+        parent = None
+    return Step(
+        trace=trace, index=index, agent=agents.get(step.agent), speaker=step.speaker[:300],
+        recipient=step.recipient[:200], kind=step.kind, content=step.content, tool_name=step.tool_name[:200],
+        tool_arguments=step.tool_arguments, parent_index=parent, span_id=step.span_id[:200],
+        started_at=step.started_at, ended_at=step.ended_at, input_tokens=_tokens(step.input_tokens),
+        output_tokens=_tokens(step.output_tokens), raw=step.raw,
+    )
+
+
+def _tokens(value: object) -> int | None:
+    return value if isinstance(value, int) and 0 <= value < 2**31 else None
+
+
+# --- labels ------------------------------------------------------------------------------------------------------
+
+def gold_write(*, trace: Trace, labels: Iterable[ParsedGold], source: str, warnings: list[str]) -> int:
+    """Store labels on ``trace``, resolving span ids to steps. A label that is already there is not added twice
+    (a re-delivered job, or the same label file uploaded again)."""
+    written = 0
+    for label in labels:
+        step = _resolve_step(trace, label, warnings)
+        if step is None:
+            continue
+        agent_name = (label.agent or (step.agent.name if step.agent else "")).strip()[:200]
+        agent = Agent.objects.filter(trace=trace, name=agent_name).first()
+        if agent is None and agent_name:
+            same_but_case = Agent.objects.filter(trace=trace, name__iexact=agent_name).first()
+            if same_but_case is not None:
+                warnings.append(f"label agent {agent_name!r} matched trace agent {same_but_case.name!r} by case only")
+                agent = same_but_case
+        row = {"trace": trace, "agent_name": agent_name, "step_index": step.index, "source": source,
+               "category": label.category[:80]}
+        if GoldLabel.objects.filter(**row).exists():
+            continue
+        GoldLabel.objects.create(**row, agent=agent, reason=label.reason, confidence=label.confidence)
+        written += 1
+    return written
+
+
+def _resolve_step(trace: Trace, label: ParsedGold, warnings: list[str]) -> Step | None:
+    steps = Step.objects.filter(trace=trace).select_related("agent")
+    if label.span_id:
+        step = steps.filter(span_id=label.span_id).order_by("index").first()
+        if step is None:
+            warnings.append(f"label location span {label.span_id} not found in trace {trace.name!r}")
+        return step
+    if label.step is None:
+        warnings.append("a label names neither a step nor a span; it was skipped")
+        return None
+    step = steps.filter(index=label.step).first()
+    if step is None:
+        warnings.append(f"label step {label.step} is outside trace {trace.name!r} ({trace.step_count} steps)")
+    return step
+
+
+def labels_attach(*, project: Project, labels: ParsedLabels, job_id: int | None) -> tuple[list[int], int, list[str]]:
+    """Attach a label file's labels to every trace of the project with the target id, or keep them pending until
+    such a trace is imported. Returns (trace ids labelled, labels written, warnings)."""
+    warnings = list(labels.warnings)
+    targets = list(Trace.objects.filter(project=project, external_id=labels.target_external_id))
+    if not targets:
+        PendingLabel.objects.get_or_create(
+            project=project, target_external_id=labels.target_external_id[:200], job_id=job_id,
+            defaults={"source_format": labels.source_format, "labels": [asdict(g) for g in labels.labels]},
+        )
+        warnings.append(f"no trace {labels.target_external_id!r} in this project yet: its labels wait for it")
+        return [], 0, warnings
+    written = sum(gold_write(trace=t, labels=labels.labels, source=LabelSource.IMPORTED, warnings=warnings)
+                  for t in targets)
+    return [t.pk for t in targets], written, warnings
+
+
+def _attach_pending(trace: Trace, warnings: list[str]) -> None:
+    if not trace.external_id:
+        return
+    pending = list(PendingLabel.objects.filter(project=trace.project_id, target_external_id=trace.external_id))
+    for row in pending:
+        labels = [ParsedGold(**label) for label in row.labels]
+        gold_write(trace=trace, labels=labels, source=LabelSource.IMPORTED, warnings=warnings)
+    # Kept until attached: a label file describes one run, which the project holds once.
+    PendingLabel.objects.filter(pk__in=[row.pk for row in pending]).delete()
