@@ -7,11 +7,21 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from .base import ParsedAgent, ParsedGold, ParsedStep, ParsedTrace, Source, TraceFormat, TraceFormatError
+from .base import (
+    ParsedAgent,
+    ParsedGold,
+    ParsedLabels,
+    ParsedStep,
+    ParsedTrace,
+    Source,
+    TraceFormat,
+    TraceFormatError,
+)
 
 __all__ = [
     "ParsedAgent",
     "ParsedGold",
+    "ParsedLabels",
     "ParsedStep",
     "ParsedTrace",
     "Source",
@@ -19,6 +29,7 @@ __all__ = [
     "TraceFormatError",
     "all_formats",
     "detect_format",
+    "detect_format_scored",
     "get_format",
 ]
 
@@ -41,20 +52,35 @@ def get_format(name: str) -> TraceFormat:
 
 
 def detect_format(source: Source) -> TraceFormat:
-    """The most confident format for ``source``, or a TraceFormatError that says why none fits."""
+    return detect_format_scored(source)[0]
+
+
+def detect_format_scored(source: Source) -> tuple[TraceFormat, float]:
+    """The most confident format for ``source`` and its confidence, or a TraceFormatError saying why none fits."""
     if source.size == 0 or not source.head.strip():
         raise TraceFormatError("the file is empty")
     if b"\x00" in source.head[:4096]:
         raise TraceFormatError("binary data, not a JSON or text trace (a zip must end in .zip or start with PK)")
-    scored = sorted(((fmt.detect(source), fmt) for fmt in all_formats()), key=lambda pair: -pair[0])
+    scored = sorted(((_safe_detect(fmt, source), fmt) for fmt in all_formats()), key=lambda pair: -pair[0])
     best_score, best = scored[0]
     if best_score >= MIN_CONFIDENCE:
-        return best
+        return best, best_score
     labels = ", ".join(f.label for f in all_formats())
     if source.head_text()[:1] in ("{", "["):
         document = source.json()  # a syntax error or truncation is the more useful message
         raise TraceFormatError(f"JSON of an unknown shape ({describe_shape(document)}); looked for: {labels}")
     raise TraceFormatError(f"not JSON and not a recognised trace format (looked for: {labels})")
+
+
+def _safe_detect(fmt: TraceFormat, source: Source) -> float:
+    # A detector must never take the import down; one that raises simply does not claim the file.
+    try:
+        return float(fmt.detect(source))
+    except Exception:  # noqa: BLE001
+        import logging
+
+        logging.getLogger(__name__).exception("format %s raised in detect() on %s", fmt.name, source.name)
+        return 0.0
 
 
 def describe_shape(document: object) -> str:
