@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "template_partials",
+    "ninja",  # serves the API docs' JavaScript from our own static files instead of a CDN
     "tracing",
     "attribution",
     "annotations",

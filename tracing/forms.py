@@ -77,3 +77,8 @@ class MemberForm(forms.Form):
         if not get_user_model().objects.filter(username=username).exists():
             raise forms.ValidationError(f"There is no user called {username!r}.")
         return username
+
+
+class TokenForm(forms.Form):
+    name = forms.CharField(max_length=100, required=False, initial="exporter")
+    revoke = forms.IntegerField(required=False)

@@ -312,3 +312,45 @@ class GoldLabel(models.Model):
 
     def __str__(self) -> str:
         return f"{self.agent_name} @ step {self.step_index} ({self.source})"
+
+
+class ApiToken(models.Model):
+    """A project's key for the REST API and the OTLP receiver. Only a hash is stored; the token is shown once.
+
+    Tokens are 32 random bytes, so a plain SHA-256 is enough (a slow password hash buys nothing against
+    guessing a 256-bit secret, and would cost every API request tens of milliseconds).
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=12, unique=True)  # shown in the UI and used to find the row
+    token_hash = models.CharField(max_length=64)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class OtlpSpan(models.Model):
+    """A span received by the OTLP endpoint, kept so spans of one trace arriving in many requests can be merged:
+    the trace is rebuilt from all its stored spans after each request (idempotent by span id)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="otlp_spans")
+    trace_id = models.CharField(max_length=64)
+    span_id = models.CharField(max_length=32)
+    resource = models.JSONField(default=dict)  # {"attributes": [...]} of the resource that sent it
+    scope = models.JSONField(default=dict)
+    span = models.JSONField()  # the span in OTLP/JSON shape
+    received_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            # Re-sent spans replace themselves (upsert on this key); also the index behind the rebuild query.
+            models.UniqueConstraint(fields=["project", "trace_id", "span_id"], name="otlpspan_unique_span"),
+        ]

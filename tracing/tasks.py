@@ -22,3 +22,12 @@ def ingest_file_task(self, job_id: int) -> None:
             services.ingest_job_fail(job=job, reason=f"the database stayed unavailable ({exc.__class__.__name__})")
             return
         raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 30)) from exc
+
+
+@shared_task(bind=True, name="tracing.rebuild_otlp_trace", max_retries=MAX_RETRIES)
+def rebuild_otlp_trace_task(self, project_id: int, trace_id: str) -> None:
+    # Idempotent: a rebuild reads every stored span of the trace, so a re-delivery or a late duplicate is harmless.
+    try:
+        services.otlp_trace_rebuild(project_id=project_id, trace_id=trace_id)
+    except TRANSIENT_ERRORS as exc:
+        raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 30)) from exc

@@ -11,6 +11,7 @@ urlpatterns = [
     path("projects/", views.project_list, name="project_list"),
     path("projects/<slug:slug>/", views.trace_list, name="trace_list"),
     path("projects/<slug:slug>/members/", views.project_members, name="project_members"),
+    path("projects/<slug:slug>/tokens/", views.project_tokens, name="project_tokens"),
     path("projects/<slug:slug>/upload/", views.upload, name="upload"),
     path("projects/<slug:slug>/uploads/<uuid:batch>/", views.upload_batch, name="upload_batch"),
     path("traces/<int:trace_id>/", views.trace_detail, name="trace_detail"),

@@ -5,12 +5,12 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from . import selectors, services
-from .forms import MemberForm, ProjectForm, StepJumpForm, TraceFilterForm, UploadForm
-from .models import Membership, Role, StepKind
+from .forms import MemberForm, ProjectForm, StepJumpForm, TokenForm, TraceFilterForm, UploadForm
+from .models import ApiToken, Membership, Role, StepKind
 
 TRACES_PER_PAGE = 50
 
@@ -61,7 +61,7 @@ def upload(request: HttpRequest, slug: str) -> HttpResponse:
     membership = _uploader_membership(request, slug)
     form = UploadForm(request.POST, request.FILES) if request.method == "POST" else UploadForm()
     if request.method == "POST" and form.is_valid():
-        files = [services.IncomingFile(name=f.name, size=f.size, open=_reopener(f)) for f in form.cleaned_data["files"]]
+        files = [services.incoming_from_upload(f) for f in form.cleaned_data["files"]]
         jobs = services.ingest_jobs_create(project=membership.project, files=files, user=request.user,
                                            requested_format=form.cleaned_data["format"])
         if request.htmx:
@@ -130,6 +130,28 @@ def project_members(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "tracing/project_members.html", context, status=400 if form.errors else 200)
 
 
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_tokens(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = selectors.membership_for_user(user=request.user, slug=slug)
+    if membership.role != Role.OWNER:
+        raise PermissionDenied("Only owners manage API tokens")
+    new_token = ""
+    form = TokenForm(request.POST) if request.method == "POST" else TokenForm()
+    if request.method == "POST" and form.is_valid():
+        if revoke := form.cleaned_data.get("revoke"):
+            token = get_object_or_404(ApiToken, pk=revoke, project=membership.project)
+            services.api_token_revoke(token=token)
+            return redirect("tracing:project_tokens", slug=slug)
+        # Rendered, not redirected: the plain token is shown this once and is never stored.
+        _, new_token = services.api_token_create(project=membership.project, name=form.cleaned_data["name"],
+                                                 user=request.user)
+        form = TokenForm()
+    context = {"membership": membership, "project": membership.project, "form": form, "new_token": new_token,
+               "tokens": membership.project.api_tokens.all(), "base_url": request.build_absolute_uri("/")}
+    return render(request, "tracing/project_tokens.html", context)
+
+
 # --- helpers ---------------------------------------------------------------------------------------------------
 
 def _uploader_membership(request: HttpRequest, slug: str) -> Membership:
@@ -143,20 +165,6 @@ def _render_jobs(request: HttpRequest, membership: Membership, jobs: list) -> Ht
     context = {"project": membership.project, "jobs": jobs, "batch": jobs[0].batch if jobs else None,
                "pending": any(not j.is_finished for j in jobs)}
     return render(request, "tracing/upload_batch.html#jobs", context)
-
-
-def _reopener(uploaded):  # type: ignore[no-untyped-def]
-    """Django's UploadedFile is one handle; services read it more than once (hash, then store), so rewind."""
-
-    class _Rewound:
-        def __enter__(self):  # type: ignore[no-untyped-def]
-            uploaded.seek(0)
-            return uploaded
-
-        def __exit__(self, *exc: object) -> None:
-            uploaded.seek(0)
-
-    return _Rewound
 
 
 def _without_page(request: HttpRequest) -> str:

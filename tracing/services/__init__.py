@@ -3,25 +3,35 @@
 from __future__ import annotations
 
 from .ingest import MAX_INGEST_ATTEMPTS, ingest_job_fail, ingest_job_run, ingest_jobs_create
+from .otlp import otlp_id, otlp_spans_store, otlp_trace_rebuild
 from .projects import LastOwnerError, membership_change, membership_set, project_create, project_get_or_create
-from .uploads import IncomingFile, expand_incoming, raw_upload_store
-from .writer import STEP_BATCH_SIZE, gold_write, labels_attach, trace_create_from_parsed
+from .tokens import api_token_authenticate, api_token_create, api_token_revoke
+from .uploads import IncomingFile, expand_incoming, incoming_from_upload, raw_upload_store
+from .writer import STEP_BATCH_SIZE, gold_write, labels_attach, trace_create_from_parsed, trace_replace_from_parsed
 
 __all__ = [
     "MAX_INGEST_ATTEMPTS",
     "STEP_BATCH_SIZE",
     "IncomingFile",
     "LastOwnerError",
+    "api_token_authenticate",
+    "api_token_create",
+    "api_token_revoke",
     "expand_incoming",
     "gold_write",
+    "incoming_from_upload",
     "ingest_job_fail",
     "ingest_job_run",
     "ingest_jobs_create",
     "labels_attach",
     "membership_change",
+    "otlp_id",
+    "otlp_spans_store",
+    "otlp_trace_rebuild",
     "membership_set",
     "project_create",
     "project_get_or_create",
     "raw_upload_store",
     "trace_create_from_parsed",
+    "trace_replace_from_parsed",
 ]

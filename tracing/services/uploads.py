@@ -7,7 +7,8 @@ import io
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO
+from contextlib import contextmanager
+from typing import IO, Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -24,6 +25,19 @@ class IncomingFile:
     name: str
     size: int
     open: Callable[[], IO[bytes]]
+
+
+def incoming_from_upload(uploaded: Any) -> IncomingFile:
+    """An IncomingFile over a Django UploadedFile. It is one handle that services read more than once (hash,
+    then store), so each open() rewinds it, and closing leaves it open for the next reader."""
+
+    @contextmanager
+    def rewound() -> Iterator[IO[bytes]]:
+        uploaded.seek(0)
+        yield uploaded
+        uploaded.seek(0)
+
+    return IncomingFile(name=uploaded.name or "upload", size=uploaded.size, open=rewound)
 
 
 def _human_size(size: int) -> str:

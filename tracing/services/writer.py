@@ -21,11 +21,32 @@ def trace_create_from_parsed(
 
     Returns the trace with ``import_warnings`` set (a list of strings for the import report).
     """
-    trace = Trace.objects.create(
-        project=project, upload=upload, ordinal=ordinal, name=parsed.name[:300], source_format=parsed.source_format,
-        external_id=parsed.external_id[:200], question=parsed.question, ground_truth=parsed.ground_truth,
-        outcome=parsed.outcome, provenance=provenance, metadata=parsed.metadata,
-    )
+    trace = Trace.objects.create(project=project, upload=upload, ordinal=ordinal, provenance=provenance,
+                                 **_header(parsed))
+    _write_contents(trace, parsed)
+    return trace
+
+
+def trace_replace_from_parsed(*, trace: Trace, parsed: ParsedTrace) -> Trace:
+    """Rewrite an existing trace's header, agents, steps and imported labels in place (same id, so links hold):
+    the OTLP receiver rebuilds a trace this way each time more of its spans arrive."""
+    Step.objects.filter(trace=trace).delete()
+    Agent.objects.filter(trace=trace).delete()
+    GoldLabel.objects.filter(trace=trace, source=LabelSource.IMPORTED).delete()
+    for field, value in _header(parsed).items():
+        setattr(trace, field, value)
+    trace.save()
+    _write_contents(trace, parsed)
+    return trace
+
+
+def _header(parsed: ParsedTrace) -> dict[str, object]:
+    return {"name": parsed.name[:300], "source_format": parsed.source_format, "external_id": parsed.external_id[:200],
+            "question": parsed.question, "ground_truth": parsed.ground_truth, "outcome": parsed.outcome,
+            "metadata": parsed.metadata}
+
+
+def _write_contents(trace: Trace, parsed: ParsedTrace) -> None:
     warnings = list(parsed.warnings)
     agents = _AgentBook(trace, parsed)
     count = 0
@@ -40,7 +61,6 @@ def trace_create_from_parsed(
     gold_write(trace=trace, labels=parsed.gold, source=LabelSource.IMPORTED, warnings=warnings)
     _attach_pending(trace, warnings)
     trace.import_warnings = warnings  # type: ignore[attr-defined]
-    return trace
 
 
 class _AgentBook:

@@ -1,0 +1,217 @@
+"""The REST API (django-ninja; OpenAPI schema at /api/openapi.json, docs at /api/docs).
+
+Every call carries a project API token (``Authorization: Bearer cul_…``); the token's project scopes everything, so
+another project's ids answer 404 exactly as in the browser.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.http import HttpRequest
+from django.shortcuts import get_object_or_404
+from ninja import File, Form, NinjaAPI, Query, Schema, Status
+from ninja.errors import HttpError
+from ninja.files import UploadedFile
+from ninja.security import HttpBearer
+
+from . import selectors, services
+from .formats import all_formats
+from .models import ApiToken, IngestJob, Step, Trace
+
+MAX_PAGE = 500
+
+
+class TokenAuth(HttpBearer):
+    def authenticate(self, request: HttpRequest, token: str) -> ApiToken | None:
+        return services.api_token_authenticate(token)
+
+
+api = NinjaAPI(
+    title="Culprit API",
+    version="1",
+    description="Upload multi-agent traces, follow their import, and read traces, steps and labels.",
+    auth=TokenAuth(),
+    urls_namespace="api",
+)
+
+
+class FormatOut(Schema):
+    name: str
+    label: str
+
+
+class JobOut(Schema):
+    id: int
+    batch: str
+    filename: str
+    status: str
+    format: str
+    confidence: float | None
+    error: str
+    trace_ids: list[int]
+    report: dict[str, Any]
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class UploadOut(Schema):
+    batch: str
+    jobs: list[JobOut]
+
+
+class GoldOut(Schema):
+    agent: str
+    step: int
+    reason: str
+    category: str
+    source: str
+    confidence: float | None
+
+
+class AgentOut(Schema):
+    name: str
+    steps: int
+    system_prompt: str
+
+
+class TraceOut(Schema):
+    id: int
+    name: str
+    format: str
+    external_id: str
+    question: str
+    ground_truth: str
+    outcome: str
+    steps: int
+    agents: int
+    created_at: datetime
+
+
+class TraceDetailOut(TraceOut):
+    metadata: dict[str, Any]
+    agent_list: list[AgentOut]
+    gold: list[GoldOut]
+
+
+class StepOut(Schema):
+    index: int
+    agent: str | None
+    speaker: str
+    kind: str
+    content: str
+    recipient: str
+    tool_name: str
+    tool_arguments: Any
+    parent: int | None
+    span_id: str
+    started_at: datetime | None
+
+
+class Page(Schema):
+    count: int
+    offset: int
+    limit: int
+
+
+class TracePage(Page):
+    items: list[TraceOut]
+
+
+class StepPage(Page):
+    items: list[StepOut]
+
+
+class ErrorOut(Schema):
+    detail: str
+
+
+class TraceQuery(Schema):
+    q: str = ""
+    format: str = ""
+    has_gold: str = ""
+    offset: int = 0
+    limit: int = 50
+
+
+def _job(job: IngestJob) -> dict[str, Any]:
+    return {"id": job.pk, "batch": str(job.batch), "filename": job.filename, "status": job.status,
+            "format": job.detected_format, "confidence": job.confidence, "error": job.error,
+            "trace_ids": job.trace_ids, "report": job.report, "created_at": job.created_at,
+            "finished_at": job.finished_at}
+
+
+def _trace(trace: Trace) -> dict[str, Any]:
+    return {"id": trace.pk, "name": trace.name, "format": trace.source_format, "external_id": trace.external_id,
+            "question": trace.question, "ground_truth": trace.ground_truth, "outcome": trace.outcome,
+            "steps": trace.step_count, "agents": trace.agent_count, "created_at": trace.created_at}
+
+
+def _bounds(offset: int, limit: int) -> tuple[int, int]:
+    if offset < 0 or not 1 <= limit <= MAX_PAGE:
+        raise HttpError(422, f"offset must be >= 0 and limit between 1 and {MAX_PAGE}")
+    return offset, limit
+
+
+@api.get("/formats", response=list[FormatOut], summary="Trace formats this server can import")
+def list_formats(request: HttpRequest) -> list[dict[str, str]]:
+    return [{"name": f.name, "label": f.label} for f in all_formats()]
+
+
+@api.post("/uploads", response={202: UploadOut, 422: ErrorOut}, summary="Upload trace files (JSON, JSONL, zip, logs)")
+def upload(request: HttpRequest, files: list[UploadedFile] = File(...), format: str = Form("")) -> Status:
+    known = {f.name for f in all_formats()}
+    if format and format not in known:
+        return Status(422, {"detail": f"unknown format {format!r} (known formats: {', '.join(sorted(known))})"})
+    token: ApiToken = request.auth  # type: ignore[attr-defined]
+    incoming = [services.incoming_from_upload(f) for f in files]
+    jobs = services.ingest_jobs_create(project=token.project, files=incoming, user=None, requested_format=format)
+    return Status(202, {"batch": str(jobs[0].batch), "jobs": [_job(j) for j in jobs]})
+
+
+@api.get("/jobs", response=list[JobOut], summary="Ingest jobs, newest first, optionally of one upload batch")
+def list_jobs(request: HttpRequest, batch: str = "", limit: int = 50) -> list[dict[str, Any]]:
+    _bounds(0, limit)
+    jobs = IngestJob.objects.filter(project=request.auth.project).order_by("-id")  # type: ignore[attr-defined]
+    if batch:
+        jobs = jobs.filter(batch=batch)
+    return [_job(j) for j in jobs[:limit]]
+
+
+@api.get("/jobs/{job_id}", response=JobOut, summary="One ingest job with its status, error and import report")
+def get_job(request: HttpRequest, job_id: int) -> dict[str, Any]:
+    return _job(get_object_or_404(IngestJob, pk=job_id, project=request.auth.project))  # type: ignore[attr-defined]
+
+
+@api.get("/traces", response=TracePage, summary="Traces of the token's project, searchable and filterable")
+def list_traces(request: HttpRequest, query: Query[TraceQuery]) -> dict[str, Any]:
+    offset, limit = _bounds(query.offset, query.limit)
+    filters = selectors.TraceFilters(q=query.q, has_gold=query.has_gold, source_format=query.format)
+    traces = selectors.trace_list(project=request.auth.project, filters=filters)  # type: ignore[attr-defined]
+    return {"count": traces.count(), "offset": offset, "limit": limit,
+            "items": [_trace(t) for t in traces[offset:offset + limit]]}
+
+
+@api.get("/traces/{trace_id}", response=TraceDetailOut, summary="One trace with its agents and gold labels")
+def get_trace(request: HttpRequest, trace_id: int) -> dict[str, Any]:
+    trace = get_object_or_404(Trace, pk=trace_id, project=request.auth.project)  # type: ignore[attr-defined]
+    return {
+        **_trace(trace), "metadata": trace.metadata,
+        "agent_list": [{"name": a.name, "steps": a.step_count, "system_prompt": a.system_prompt}
+                       for a in trace.agents.all()],
+        "gold": [{"agent": g.agent_name, "step": g.step_index, "reason": g.reason, "category": g.category,
+                  "source": g.source, "confidence": g.confidence} for g in trace.gold_labels.all()],
+    }
+
+
+@api.get("/traces/{trace_id}/steps", response=StepPage, summary="A window of a trace's steps, in order")
+def list_steps(request: HttpRequest, trace_id: int, offset: int = 0, limit: int = 100) -> dict[str, Any]:
+    offset, limit = _bounds(offset, limit)
+    trace = get_object_or_404(Trace, pk=trace_id, project=request.auth.project)  # type: ignore[attr-defined]
+    steps = (Step.objects.filter(trace=trace, index__gte=offset, index__lt=offset + limit)
+             .select_related("agent").order_by("index"))
+    return {"count": trace.step_count, "offset": offset, "limit": limit, "items": [
+        {"index": s.index, "agent": s.agent.name if s.agent else None, "speaker": s.speaker, "kind": s.kind,
+         "content": s.content, "recipient": s.recipient, "tool_name": s.tool_name, "tool_arguments": s.tool_arguments,
+         "parent": s.parent_index, "span_id": s.span_id, "started_at": s.started_at} for s in steps]}

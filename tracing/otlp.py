@@ -1,0 +1,113 @@
+"""OTLP/HTTP trace receiver at /v1/traces: point any OpenTelemetry / OpenInference exporter at Culprit.
+
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://culprit.example/v1/traces
+    OTEL_EXPORTER_OTLP_TRACES_HEADERS="Authorization=Bearer cul_…"
+
+Accepts ``application/x-protobuf`` (ExportTraceServiceRequest) and ``application/json`` (OTLP/JSON), optionally
+gzip-compressed, and answers in the request's encoding as the OTLP specification asks.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+
+from django.conf import settings
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+from . import services
+from .formats import TraceFormatError
+from .formats.base import check_json_depth
+from .models import ApiToken
+
+PROTOBUF = "application/x-protobuf"
+
+
+def _error(status: int, message: str, protobuf: bool) -> HttpResponse:
+    # OTLP errors carry a google.rpc.Status; its JSON form is {"code", "message"}.
+    if protobuf:
+        return HttpResponse(_status_message(status, message), status=status, content_type=PROTOBUF)
+    return JsonResponse({"code": status, "message": message}, status=status)
+
+
+def _varint(number: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, number = number & 0x7F, number >> 7
+        out.append(byte | (0x80 if number else 0))
+        if not number:
+            return bytes(out)
+
+
+def _status_message(code: int, message: str) -> bytes:
+    """A serialized google.rpc.Status {1: code, 2: message}; written by hand to avoid a dependency for two fields."""
+    text = message.encode()
+    return b"\x08" + _varint(code) + b"\x12" + _varint(len(text)) + text
+
+
+def _token(request: HttpRequest) -> ApiToken | None:
+    header = request.headers.get("Authorization", "")
+    token = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("X-Api-Key", "")
+    return services.api_token_authenticate(token) if token else None
+
+
+def _body(request: HttpRequest) -> bytes:
+    data = request.body
+    if request.headers.get("Content-Encoding", "").lower() == "gzip":
+        # Inflate with a cap: a small gzip body must not expand into gigabytes.
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        data = inflater.decompress(data, settings.CULPRIT_MAX_UPLOAD_BYTES + 1)
+        if len(data) > settings.CULPRIT_MAX_UPLOAD_BYTES or inflater.unconsumed_tail:
+            raise TraceFormatError("the decompressed request is over the upload size limit")
+    return data
+
+
+def _document(data: bytes, protobuf: bool) -> dict:
+    if protobuf:
+        message = trace_service_pb2.ExportTraceServiceRequest.FromString(data)
+        return json_format.MessageToDict(message)
+    text = data.decode("utf-8")
+    check_json_depth(text)
+    return json.loads(text)
+
+
+@csrf_exempt
+@require_POST
+def receive_traces(request: HttpRequest) -> HttpResponse:
+    protobuf = request.content_type == PROTOBUF
+    token = _token(request)
+    if token is None:
+        return _error(401, "a valid project API token is required (Authorization: Bearer cul_…)", protobuf)
+    if request.content_type not in (PROTOBUF, "application/json"):
+        return _error(415, "send application/x-protobuf or application/json", protobuf)
+    try:
+        document = _document(_body(request), protobuf)
+        trace_ids, rejected = services.otlp_spans_store(project=token.project, document=document)
+    except (TraceFormatError, DecodeError, UnicodeDecodeError, ValueError, zlib.error, gzip.BadGzipFile) as exc:
+        return _error(400, f"not a valid OTLP trace export: {exc}", protobuf)
+    _enqueue_rebuilds(token.project_id, trace_ids)
+    return _success(rejected, protobuf)
+
+
+def _enqueue_rebuilds(project_id: int, trace_ids: set[str]) -> None:
+    from .tasks import rebuild_otlp_trace_task
+
+    for trace_id in sorted(trace_ids):
+        transaction.on_commit(lambda t=trace_id: rebuild_otlp_trace_task.delay(project_id, t))
+
+
+def _success(rejected: int, protobuf: bool) -> HttpResponse:
+    response = trace_service_pb2.ExportTraceServiceResponse()
+    if rejected:
+        response.partial_success.rejected_spans = rejected
+        response.partial_success.error_message = f"{rejected} span(s) without a valid traceId/spanId were dropped"
+    if protobuf:
+        return HttpResponse(response.SerializeToString(), content_type=PROTOBUF)
+    return JsonResponse(json_format.MessageToDict(response))
