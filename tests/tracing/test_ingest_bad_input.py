@@ -162,3 +162,32 @@ def test_an_explicit_unknown_format_is_a_clear_error(project):
     done = services.ingest_job_run(job_id=job.pk)
     assert done.status == JobStatus.FAILED
     assert "unknown format 'nosuch'" in done.error
+
+
+def test_a_zip_bomb_is_refused_by_its_compression_ratio(project):
+    data = _zip({"bomb.json": b"0" * 20_000_000})
+    (job,) = import_now(project, incoming_bytes("bomb.zip", data))
+    assert job.status == JobStatus.FAILED
+    assert "over the 200:1 limit (a zip bomb?)" in job.error
+    _assert_nothing_imported()
+
+
+def test_a_zip_over_the_total_unpacked_size_is_refused_whole(project, settings):
+    settings.CULPRIT_MAX_ZIP_TOTAL_BYTES = len(GOOD.read_bytes()) * 2
+    data = _zip({f"r{i}.json": GOOD.read_bytes() for i in range(3)})
+    (job,) = import_now(project, incoming_bytes("many.zip", data))
+    assert job.status == JobStatus.FAILED
+    assert job.error.startswith("many.zip: the archive unpacks to ")
+    _assert_nothing_imported()
+
+
+def test_too_many_zip_members_are_refused(project, settings):
+    settings.CULPRIT_MAX_ZIP_MEMBERS = 2
+    (job,) = import_now(project, incoming_bytes("lots.zip", _zip({f"{i}.json": b"{}" for i in range(3)})))
+    assert job.error == "lots.zip: the archive holds 3 files, over the 2 limit"
+
+
+def test_json_nested_too_deep_is_refused_before_parsing(project):
+    (job,) = import_now(project, incoming_bytes("deep.json", b'{"history": ' + b"[" * 5000 + b"]" * 5000 + b"}"))
+    assert job.status == JobStatus.FAILED
+    assert "nests deeper than 200 levels" in job.error

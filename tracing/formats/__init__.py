@@ -33,7 +33,7 @@ __all__ = [
     "get_format",
 ]
 
-_MODULES = ["whowhen", "whowhen_jsonl"]
+_MODULES = ["whowhen", "whowhen_jsonl", "agentrx_magentic", "agentrx_labels", "taubench"]
 
 # Below this confidence a guess is not trusted; the person is asked to pick the format instead.
 MIN_CONFIDENCE = 0.5
