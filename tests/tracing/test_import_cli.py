@@ -25,7 +25,7 @@ def _run(*args: str) -> list[dict]:
 @pytest.mark.django_db
 def test_it_imports_a_folder_recursively_and_creates_the_project(tmp_path):
     shutil.copytree(DEMO_DATA, tmp_path / "runs")
-    (tmp_path / "runs" / "README.md").write_text("not a trace; skipped because folders take .json/.jsonl/.zip")
+    (tmp_path / "runs" / "README.md").write_text("not a trace; skipped: folders take trace extensions only")
     results = _run(str(tmp_path / "runs"), "--project", "Fresh")
     files = sorted((tmp_path / "runs").rglob("*.json"))
     assert [r["path"] for r in results] == [str(p) for p in files]
@@ -40,7 +40,8 @@ def test_it_imports_a_folder_recursively_and_creates_the_project(tmp_path):
         assert result["gold"] == [{"trace_id": result["trace_ids"][0], "agent": document["mistake_agent"],
                                    "step": int(document["mistake_step"])}]
         assert result["error"] == ""
-        assert set(result) == {"path", "status", "format", "trace_ids", "steps", "agents", "labels", "gold", "error"}
+        assert set(result) == {"path", "status", "format", "confidence", "trace_ids", "steps", "agents", "labels",
+                               "gold", "warnings", "error"}
 
 
 @pytest.mark.django_db

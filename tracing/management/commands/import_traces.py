@@ -11,7 +11,7 @@ from tracing.formats import all_formats
 from tracing.models import IngestJob, JobStatus, Trace
 
 # Extensions picked up when walking a folder; a file named explicitly is always tried, whatever its name.
-FOLDER_EXTENSIONS = {".json", ".jsonl", ".zip"}
+FOLDER_EXTENSIONS = {".json", ".jsonl", ".ndjson", ".zip", ".log", ".txt"}
 STATUS_WORDS = {JobStatus.SUCCEEDED: "imported", JobStatus.DUPLICATE: "duplicate", JobStatus.FAILED: "failed"}
 
 
@@ -60,6 +60,8 @@ class Command(BaseCommand):
             else:
                 detail = f"{len(r['trace_ids'])} trace(s), {r['steps']} steps, {r['labels']} label(s) [{r['format']}]"
                 self.stdout.write(f"{r['status']:<10} {r['path']}: {detail}")
+                for warning in r["warnings"][:5]:
+                    self.stdout.write(f"           warning: {warning}")
         counts = {word: sum(r["status"] == word for r in results) for word in ("imported", "duplicate", "failed")}
         self.stdout.write(", ".join(f"{n} {word}" for word, n in counts.items()))
 
@@ -71,8 +73,8 @@ def _run(job: IngestJob) -> IngestJob:
 
 
 def _failure(path: str, reason: str) -> dict[str, Any]:
-    return {"path": path, "status": "failed", "format": "", "trace_ids": [], "steps": 0, "agents": 0, "labels": 0,
-            "gold": [], "error": f"{path}: {reason}"}
+    return {"path": path, "status": "failed", "format": "", "confidence": None, "trace_ids": [], "steps": 0,
+            "agents": 0, "labels": 0, "gold": [], "warnings": [], "error": f"{path}: {reason}"}
 
 
 def _describe(job: IngestJob) -> dict[str, Any]:
@@ -84,10 +86,13 @@ def _describe(job: IngestJob) -> dict[str, Any]:
         "path": job.filename,
         "status": STATUS_WORDS[job.status],
         "format": job.detected_format,
+        "confidence": job.confidence,
         "trace_ids": [t.pk for t in traces],
         "steps": sum(t.step_count for t in traces),
         "agents": sum(t.agent_count for t in traces),
-        "labels": len(gold),
+        # A label file's labels land on traces from other files: count what it attached, not what its traces hold.
+        "labels": len(gold) if traces else job.report.get("labels", 0),
         "gold": gold,
+        "warnings": job.report.get("warnings", []),
         "error": "",
     }
