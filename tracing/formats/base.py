@@ -165,6 +165,15 @@ def check_json_depth(text: str, limit: int = MAX_JSON_DEPTH) -> None:
             depth -= 1
 
 
+def loads_line(text: str, number: int) -> Any:
+    """One JSON Lines record, depth-checked, or a TraceFormatError naming the line."""
+    check_json_depth(text)
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise TraceFormatError(f"line {number} is not valid JSON ({exc})") from None
+
+
 def json_text(value: Any) -> str:
     """Text for a step's content: strings as they are, anything else as readable JSON."""
     if value is None:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import PurePosixPath
 
-from .base import ParsedTrace, Source, TraceFormatError
+from .base import ParsedTrace, Source, TraceFormatError, loads_line
 from .whowhen import parse_document
 
 
@@ -20,8 +19,8 @@ class WhoAndWhenJsonl:
         with source.open() as fh:
             first, rest = fh.readline(), fh.read(64)
         try:
-            document = json.loads(first)
-        except ValueError:
+            document = loads_line(first.decode("utf-8-sig"), 1)
+        except (TraceFormatError, UnicodeDecodeError):
             return 0.0  # the first line is not a whole document: not JSON Lines
         if not isinstance(document, dict) or not isinstance(document.get("history"), list):
             return 0.0
@@ -38,10 +37,7 @@ class WhoAndWhenJsonl:
                     raise TraceFormatError(f"line {number} is not UTF-8 text") from None
                 if not line:
                     continue
-                try:
-                    document = json.loads(line)
-                except ValueError as exc:
-                    raise TraceFormatError(f"line {number} is not valid JSON ({exc})") from None
+                document = loads_line(line, number)
                 if not isinstance(document, dict) or not isinstance(document.get("history"), list):
                     raise TraceFormatError(f"line {number} is not a Who&When document (no 'history' list)")
                 name = str(document.get("trace_name") or document.get("name") or f"{stem}/{number}")
