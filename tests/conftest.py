@@ -137,6 +137,16 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory) -> Itera
         proc.kill()
 
 
+def wait_for(probe, timeout: float = 60):  # type: ignore[no-untyped-def]
+    """Poll ``probe`` until it returns something truthy (work done by another process), or fail."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := probe():
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"nothing after {timeout}s")
+
+
 def wait_for_jobs(jobs: list[IngestJob], timeout: float = 60) -> list[IngestJob]:
     ids = [j.pk for j in jobs]
     deadline = time.monotonic() + timeout

@@ -14,7 +14,7 @@ class MultipleFileInput(forms.ClearableFileInput):
 
 class MultipleFileField(forms.FileField):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": ".json,.jsonl,.zip,.txt,.log"}))
+        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": ".json,.jsonl,.ndjson,.zip,.txt,.log"}))
         # An empty file must fail alone, as an import error next to the others, not reject the whole upload.
         kwargs.setdefault("allow_empty_file", True)
         super().__init__(*args, **kwargs)

@@ -9,6 +9,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from . import selectors, services
+from .formats import all_formats
 from .forms import MemberForm, ProjectForm, StepJumpForm, TokenForm, TraceFilterForm, UploadForm
 from .models import ApiToken, Membership, Role, StepKind
 
@@ -69,7 +70,8 @@ def upload(request: HttpRequest, slug: str) -> HttpResponse:
         return redirect("tracing:upload_batch", slug=slug, batch=jobs[0].batch)
     context = {"membership": membership, "project": membership.project, "form": form,
                "recent": selectors.recent_jobs(project=membership.project),
-               "max_mb": settings.CULPRIT_MAX_UPLOAD_BYTES // (1024 * 1024)}
+               "max_mb": settings.CULPRIT_MAX_UPLOAD_BYTES // (1024 * 1024),
+               "formats": [f.label for f in all_formats()]}
     return render(request, "tracing/upload.html", context, status=400 if form.errors else 200)
 
 

@@ -191,3 +191,15 @@ def test_json_nested_too_deep_is_refused_before_parsing(project):
     (job,) = import_now(project, incoming_bytes("deep.json", b'{"history": ' + b"[" * 5000 + b"]" * 5000 + b"}"))
     assert job.status == JobStatus.FAILED
     assert "nests deeper than 200 levels" in job.error
+
+
+def test_nul_characters_and_nan_values_are_stored_not_fatal(project):
+    document = json.loads(GOOD.read_text())
+    document["history"][0]["content"] = "before\u0000after"
+    document["history"][0]["score"] = float("nan")
+    data = json.dumps(document).replace('"before', '"be\\u0000fore').encode()  # NaN is written bare by json.dumps
+    (job,) = import_now(project, incoming_bytes("odd.json", data))
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    step = Step.objects.get(trace_id=job.trace_ids[0], index=0)
+    assert step.content == "be\ufffdfore\ufffdafter"
+    assert step.raw["score"] == "nan"

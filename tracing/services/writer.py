@@ -46,7 +46,7 @@ def trace_replace_from_parsed(*, trace: Trace, parsed: ParsedTrace) -> Trace:
 def _header(parsed: ParsedTrace) -> dict[str, object]:
     return {"name": parsed.name[:300], "source_format": parsed.source_format, "external_id": parsed.external_id[:200],
             "question": parsed.question, "ground_truth": parsed.ground_truth, "outcome": parsed.outcome,
-            "metadata": parsed.metadata}
+            "metadata": finite(parsed.metadata)}
 
 
 def _write_contents(trace: Trace, parsed: ParsedTrace) -> None:
@@ -157,12 +157,28 @@ def _clean(text: str | None) -> str:
 def _json(value: object) -> str | None:
     if value is None:
         return None
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=str, allow_nan=False)
+    except ValueError:  # NaN / Infinity: valid for Python's json, refused by PostgreSQL's jsonb
+        text = json.dumps(finite(value), ensure_ascii=False, default=str)
     # jsonb refuses \u0000 as well: neutralise it in the serialised text.
-    return json.dumps(value, ensure_ascii=False, default=str).replace("\\u0000", "\\ufffd")
+    return text.replace("\\u0000", "\\ufffd")
+
+
+def finite(value: object) -> object:
+    """``value`` with NaN and infinities replaced by their names as strings (kept visible, storable anywhere)."""
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
 
 
 def _bulk_create_steps(rows: list[dict]) -> None:
-    Step.objects.bulk_create(Step(**row) for row in rows)
+    Step.objects.bulk_create(Step(**{k: finite(v) if k in _JSON_COLUMNS else v for k, v in row.items()})
+                             for row in rows)
 
 
 def _copy_steps(rows: list[dict]) -> None:
