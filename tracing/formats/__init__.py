@@ -33,7 +33,17 @@ __all__ = [
     "get_format",
 ]
 
-_MODULES = ["whowhen", "whowhen_jsonl", "agentrx_magentic", "agentrx_labels", "taubench"]
+_MODULES = [
+    # Who&When and AgentRx / tau-bench (benchmark datasets)
+    "whowhen", "whowhen_jsonl", "agentrx_magentic", "agentrx_labels", "taubench",
+    # span trees and observability exports
+    "trail", "trail_labels", "otlp_json", "otel_span_attributes", "phoenix", "langfuse", "langfuse_chatml",
+    "langsmith",
+    # chat transcripts
+    "openai_chat",
+    # raw text logs, the generic fallback last
+    "text_magentic", "text_ag2", "text_chatdev", "text_metagpt", "text_openmanus", "text_appworld", "text_generic",
+]
 
 # Below this confidence a guess is not trusted; the person is asked to pick the format instead.
 MIN_CONFIDENCE = 0.5

@@ -126,7 +126,8 @@ def _spellings(document: list[Any]) -> dict[str, str]:
     """Lower-cased name -> the spelling the traces use: known agent names first, else the commonest in the file."""
     counts: dict[str, int] = {}
     for entry in document:
-        for failure in (entry.get("failures") if isinstance(entry, dict) else None) or []:
+        failures = entry.get("failures") if isinstance(entry, dict) else None
+        for failure in failures if isinstance(failures, list) else []:
             if isinstance(failure, dict):
                 name = normalise_speaker(_text(failure.get("failed_agent"))).agent
                 counts[name] = counts.get(name, 0) + 1

@@ -121,6 +121,13 @@ def _import_job(job: IngestJob) -> None:
     except TraceFormatError:
         _undo(job)  # a file fails whole: traces committed before the bad part are taken back out
         raise
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError, RecursionError) as exc:
+        # A reader met a shape it did not foresee: that is our bug to fix (logged), but for the person it is a file
+        # this reader cannot take, and it must fail like one, cleanly and whole.
+        logger.exception("format %s crashed on %s", fmt.name, job.filename)
+        _undo(job)
+        raise TraceFormatError(f"this file does not have the shape the {fmt.label} reader expects "
+                               f"({exc.__class__.__name__})") from None
     if not report.items:
         raise TraceFormatError(f"no traces or labels found in this {fmt.label} file")
     job.report = report.as_dict()

@@ -3,14 +3,13 @@ its spans, so an exporter may send a trace's spans in any number of requests, in
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterable
 from typing import Any
 
 from django.db import transaction
 
 from ..formats import TraceFormatError
+from ..formats.otel_traces import hex_id
 from ..models import OtlpSpan, Project, Trace
 from .writer import trace_create_from_parsed, trace_replace_from_parsed
 
@@ -18,14 +17,9 @@ OTLP_FORMAT = "otlp-json"
 
 
 def otlp_id(value: Any) -> str:
-    """Trace and span ids as lowercase hex: OTLP/JSON sends hex, the protobuf-to-JSON mapping sends base64."""
-    text = str(value or "").strip()
-    if text and len(text) in (16, 32) and all(c in "0123456789abcdefABCDEF" for c in text):
-        return text.lower()
-    try:
-        return base64.b64decode(text, validate=True).hex()
-    except (binascii.Error, ValueError):
-        return ""
+    """Trace and span ids as lowercase hex (OTLP/JSON sends hex, the protobuf JSON mapping base64); "" if invalid."""
+    text = hex_id(value)
+    return text if len(text) in (16, 32) and all(c in "0123456789abcdef" for c in text) else ""
 
 
 def otlp_spans_store(*, project: Project, document: dict[str, Any]) -> tuple[set[str], int]:
