@@ -145,7 +145,7 @@ WHITENOISE_AUTOREFRESH = DEBUG
 
 # Uploads larger than this are rejected per file with a message naming the file; the request itself may carry
 # many files, so Django's own request cap is set well above one file's limit.
-CULPRIT_MAX_UPLOAD_BYTES = env_int("CULPRIT_MAX_UPLOAD_BYTES", 50 * 1024 * 1024)
+CULPRIT_MAX_UPLOAD_BYTES = env_int("CULPRIT_MAX_UPLOAD_BYTES", 256 * 1024 * 1024)
 CULPRIT_MAX_FILES_PER_UPLOAD = env_int("CULPRIT_MAX_FILES_PER_UPLOAD", 500)
 # Zip archives: at most this many members, and the same per-file limit applies to each member's unpacked size.
 CULPRIT_MAX_ZIP_MEMBERS = env_int("CULPRIT_MAX_ZIP_MEMBERS", 2000)

@@ -125,7 +125,18 @@ class Source:
         return self._json
 
 
+# Readers that need the whole document in memory refuse files above this size (a parsed JSON document takes 5-10x
+# its size in Python objects, so 64 MB already means ~500 MB of RAM). Who&When and every JSON Lines format stream
+# instead and take files of any size up to the upload limit.
+MAX_WHOLE_JSON_BYTES = 64 * 1024 * 1024
+
+
 def load_json(source: Source) -> Any:
+    if source.size > MAX_WHOLE_JSON_BYTES:
+        raise TraceFormatError(
+            f"the file is {source.size // (1024 * 1024)} MB and this reader loads files whole, up to "
+            f"{MAX_WHOLE_JSON_BYTES // (1024 * 1024)} MB; split it, or export it as JSON Lines (streamed at any size)"
+        )
     with source.open() as fh:
         data = fh.read()
     try:
@@ -136,7 +147,7 @@ def load_json(source: Source) -> Any:
         raise TraceFormatError("the file is empty")
     check_json_depth(text)
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_constant)
     except json.JSONDecodeError as exc:
         # The parser ran out of input (or out of a string) before the document closed: the file was cut short.
         if exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string"):
@@ -165,11 +176,16 @@ def check_json_depth(text: str, limit: int = MAX_JSON_DEPTH) -> None:
             depth -= 1
 
 
+def _constant(name: str) -> str:
+    # NaN / Infinity / -Infinity are not JSON, though Python writes them: keep them as text, which any database takes.
+    return name
+
+
 def loads_line(text: str, number: int) -> Any:
     """One JSON Lines record, depth-checked, or a TraceFormatError naming the line."""
     check_json_depth(text)
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_constant)
     except ValueError as exc:
         raise TraceFormatError(f"line {number} is not valid JSON ({exc})") from None
 

@@ -12,6 +12,9 @@ from typing import Any
 
 from .base import Source, TraceFormatError, check_json_depth
 
+# The longest first line (or whole document) a detector reads to guess the shape.
+PEEK_LINE_BYTES = 8 * 1024 * 1024
+
 
 def peek(source: Source) -> tuple[Any, bool] | None:
     """``(first value, is_lines)``: the whole document, or the first line of JSON Lines; None when neither parses.
@@ -23,10 +26,13 @@ def peek(source: Source) -> tuple[Any, bool] | None:
         if not head or head[0] not in "[{":
             return None
         with source.open() as fh:
-            first, rest = fh.readline(), fh.read(256)
+            # Bounded: a detector must not read a 200 MB one-line document to make a guess.
+            first, rest = fh.readline(PEEK_LINE_BYTES), fh.read(256)
         try:
             value = json.loads(first.decode("utf-8-sig"))
         except ValueError:  # also UnicodeDecodeError: a pretty-printed document's first line is "{" or "["
+            if source.size > PEEK_LINE_BYTES:
+                return None  # too big to load for a guess; the person can still pick the format by hand
             return source.json(), False
         return value, bool(rest.strip())
     except (TraceFormatError, OSError, RecursionError):

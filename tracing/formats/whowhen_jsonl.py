@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import PurePosixPath
 
 from .base import ParsedTrace, Source, TraceFormatError, loads_line
+from .jsonlines import PEEK_LINE_BYTES
 from .whowhen import parse_document
 
 
@@ -17,7 +18,9 @@ class WhoAndWhenJsonl:
         if not source.head_text().startswith("{"):
             return 0.0
         with source.open() as fh:
-            first, rest = fh.readline(), fh.read(64)
+            first, rest = fh.readline(PEEK_LINE_BYTES), fh.read(64)
+        if not first.endswith(b"\n") and rest:
+            return 0.0  # a first line longer than the peek: one big document, not JSON Lines
         try:
             document = loads_line(first.decode("utf-8-sig"), 1)
         except (TraceFormatError, UnicodeDecodeError):
