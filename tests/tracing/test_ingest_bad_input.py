@@ -202,4 +202,4 @@ def test_nul_characters_and_nan_values_are_stored_not_fatal(project):
     assert job.status == JobStatus.SUCCEEDED, job.error
     step = Step.objects.get(trace_id=job.trace_ids[0], index=0)
     assert step.content == "be\ufffdfore\ufffdafter"
-    assert step.raw["score"] == "nan"
+    assert step.raw["score"] == "NaN"  # kept as the text the file had
