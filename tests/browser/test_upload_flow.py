@@ -75,3 +75,32 @@ def test_a_person_drops_files_watches_them_import_and_finds_the_gold_step(live_s
     page.fill("#jump-step", "0")
     page.click("form.jump button")
     page.wait_for_selector("#step-0.target")
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def test_many_formats_dropped_together_import_like_the_cli_does(live_server, celery_worker, page):
+    user = get_user_model().objects.create_user("grace", password="a-long-test-password")
+    project = services.project_create(name="Formats", owner=user)
+    trail = sorted((FIXTURES / "trail" / "gaia").glob("*.trace.json"))[0]
+    files = [trail.with_name(trail.name.replace(".trace.", ".labels.")), trail,
+             FIXTURES / "textlogs" / "ag2.log", FIXTURES / "textlogs" / "unknown_framework.log",
+             FIXTURES / "otlp" / "multi_agent_genai.json", FIXTURES / "openai_chat" / "refund_handoff.json"]
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.fill("input[name=username]", "grace")
+    page.fill("input[name=password]", "a-long-test-password")
+    page.click("button[type=submit]")
+    page.goto(f"{live_server.url}/projects/{project.slug}/upload/")
+    page.evaluate(DROP_FILES, ["#dropzone", [{"name": f.name, "body": f.read_text()} for f in files]])
+    page.wait_for_selector(f".job[data-status=succeeded] >> nth={len(files) - 1}", timeout=60_000)
+    page.wait_for_function("() => !document.querySelector('.jobs[hx-trigger]')")
+    _shot(page, "upload-many-formats")
+    formats = page.locator(".job .tag").all_inner_texts()
+    assert {f.split(" ")[0] for f in formats} == {"trail-labels", "trail", "text-ag2", "text-log", "otlp-json",
+                                                  "openai-chat"}
+    # The label file came first; its labels waited for the trace and now sit on it.
+    trace = Trace.objects.get(project=project, source_format="trail")
+    gold = trace.gold_labels.get()
+    page.goto(f"{live_server.url}/traces/{trace.pk}/?step={gold.step_index}")
+    assert "gold" in page.locator(f"#step-{gold.step_index}").get_attribute("class")
