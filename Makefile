@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: setup run test test-fast lock clean bench
+.PHONY: setup run test lock clean bench
 
 setup: $(STAMP)
 
@@ -41,6 +41,7 @@ bench: setup
 	@bash .ci/services.sh
 	$(BIN)/python bench/import_speed.py
 	$(BIN)/python bench/viewer_speed.py
+	$(BIN)/python bench/ingest.py --steps 100000
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
