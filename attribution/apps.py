@@ -5,3 +5,4 @@ from django.apps import AppConfig
 
 class AttributionConfig(AppConfig):
     name = "attribution"
+    verbose_name = "Attribution"

@@ -1,3 +1,150 @@
-"""Attribution runs and verdicts arrive with the attribution-engine issue; this app depends on ``tracing`` only."""
+"""Attribution runs, their verdicts, the LLM settings of a project and every LLM call made.
+
+This app depends on ``tracing`` only. A run is the unit of work people start (one method over a set of traces); a
+verdict is one trace's answer within a run. The database rows, not the broker, are the source of truth: a verdict is
+unique per (run, trace), so a task re-delivered after a crash can never write a second one.
+"""
 
 from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from tracing.models import Project, Trace
+
+
+class ProjectLlmSettings(models.Model):
+    """Which model a project's LLM methods call, and how. The API key is stored encrypted (Fernet, key from the
+    environment) and is decrypted only inside the gateway at call time: never logged, never passed to a task."""
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="llm_settings")
+    model = models.CharField(max_length=200, blank=True)  # litellm model string: openai/gpt-4o-mini, ollama/llama3…
+    api_base = models.URLField(max_length=300, blank=True)  # OpenAI-compatible endpoints, Ollama, vLLM
+    api_key_encrypted = models.TextField(blank=True)
+    temperature = models.FloatField(default=0.0)
+    timeout_seconds = models.PositiveIntegerField(default=120)
+    max_retries = models.PositiveSmallIntegerField(default=3)
+    spending_cap_usd = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.project}: {self.model or 'no model'}"
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Finished"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+FINISHED_RUN_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+class AttributionRun(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="attribution_runs")
+    method = models.CharField(max_length=40)
+    model = models.CharField(max_length=200, blank=True)  # empty for offline methods
+    params = models.JSONField(default=dict, blank=True)  # {"with_ground_truth": true, ...}
+    trace_ids = models.JSONField(default=list)  # the set the run covers, fixed when it starts
+    description = models.CharField(max_length=300, blank=True)  # how the set was chosen ("3 traces", "filter: …")
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)  # verdicts written, ok or failed
+    failed = models.PositiveIntegerField(default=0)
+    calls = models.PositiveIntegerField(default=0)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [models.CheckConstraint(condition=Q(status__in=RunStatus.values), name="run_status_valid")]
+        indexes = [
+            # The project's run list, newest first.
+            models.Index(fields=["project", "-created_at"], name="run_project_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.method} run {self.pk} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_RUN_STATUSES
+
+    @property
+    def percent(self) -> int:
+        return 100 if self.is_finished else (int(100 * self.done / self.total) if self.total else 0)
+
+
+class VerdictStatus(models.TextChoices):
+    OK = "ok", "Verdict"
+    FAILED = "failed", "Failed"
+
+
+class Verdict(models.Model):
+    run = models.ForeignKey(AttributionRun, on_delete=models.CASCADE, related_name="verdicts")
+    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="verdicts")
+    method = models.CharField(max_length=40)  # copied from the run: the trace page lists verdicts by method
+    status = models.CharField(max_length=8, choices=VerdictStatus.choices, default=VerdictStatus.OK)
+    agent_name = models.CharField(max_length=200, blank=True)
+    step_index = models.IntegerField(null=True, blank=True)
+    confidence = models.FloatField(null=True, blank=True)
+    reason = models.TextField(blank=True)
+    category = models.CharField(max_length=80, blank=True)
+    scores = models.JSONField(default=list, blank=True)  # suspicion per step, in step order
+    details = models.JSONField(default=dict, blank=True)
+    calls = models.PositiveIntegerField(default=0)
+    input_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # Exactly one verdict per trace and run: re-delivered tasks find it and stop.
+            models.UniqueConstraint(fields=["run", "trace"], name="verdict_unique_per_run_trace"),
+            models.CheckConstraint(condition=Q(status__in=VerdictStatus.values), name="verdict_status_valid"),
+        ]
+        indexes = [
+            # The trace page: this trace's verdicts, newest first.
+            models.Index(fields=["trace", "-created_at"], name="verdict_trace_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.method}: {self.agent_name} @ {self.step_index}"
+
+
+class LlmCall(models.Model):
+    """One request to a model (or a cache hit), for accounting and the spending cap. No prompt text is kept."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="llm_calls")
+    run = models.ForeignKey(AttributionRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="llm_calls")
+    trace = models.ForeignKey(Trace, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    method = models.CharField(max_length=40, blank=True)
+    purpose = models.CharField(max_length=80, blank=True)  # "all_at_once", "step_by_step step 7", "window 2/5"…
+    model = models.CharField(max_length=200)
+    ok = models.BooleanField(default=True)
+    cached = models.BooleanField(default=False)
+    input_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    latency_ms = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # The spending cap: sum of a project's costs.
+            models.Index(fields=["project", "created_at"], name="llmcall_project_time"),
+        ]

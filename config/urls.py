@@ -13,5 +13,6 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/", api.urls),
     path("v1/traces", receive_traces, name="otlp_traces"),
+    path("attribution/", include("attribution.urls")),
     path("", include("tracing.urls")),
 ]

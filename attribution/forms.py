@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from .methods import all_methods
+from .models import ProjectLlmSettings
+
+
+def method_choices() -> list[tuple[str, str]]:
+    return [(m.name, f"{m.label}{'' if m.needs_llm else ' (offline)'}") for m in all_methods()]
+
+
+class StartRunForm(forms.Form):
+    method = forms.ChoiceField()
+    with_ground_truth = forms.BooleanField(required=False, initial=True, label="Show the task's answer to the method")
+    # The trace set, as the trace list filters it (empty: every trace of the project).
+    q = forms.CharField(required=False, max_length=200)
+    gold = forms.ChoiceField(required=False, choices=[("", "any"), ("yes", "with gold label"), ("no", "without")])
+    format = forms.CharField(required=False, max_length=40)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["method"].choices = method_choices()
+
+
+class EvaluationForm(forms.Form):
+    method = forms.ChoiceField(required=False)
+    split = forms.ChoiceField(required=False, choices=[("all", "all labelled traces"), ("dev", "dev split"),
+                                                       ("heldout", "held-out split")])
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["method"].choices = method_choices()
+
+
+class LlmSettingsForm(forms.ModelForm):
+    api_key = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False),
+                              help_text="Stored encrypted. Leave empty to keep the current key.")
+    clear_api_key = forms.BooleanField(required=False, label="Remove the stored key")
+
+    class Meta:
+        model = ProjectLlmSettings
+        fields = ["model", "api_base", "temperature", "timeout_seconds", "max_retries", "spending_cap_usd"]
+        help_texts = {
+            "model": "A litellm model string: openai/gpt-4o-mini, anthropic/claude-3-5-sonnet-latest, ollama/llama3.1 …",
+            "api_base": "For Ollama, vLLM or any OpenAI-compatible server, e.g. http://127.0.0.1:11434",
+            "spending_cap_usd": "Runs stop with a clear message once the project's LLM spending reaches this.",
+        }

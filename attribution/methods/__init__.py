@@ -1,0 +1,31 @@
+"""Attribution methods: one module per method, each exporting ``METHOD``. Adding one is a new module and a line in
+``_MODULES``."""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from .base import Method, MethodError, MethodResult, StepView, TraceView
+
+__all__ = ["Method", "MethodError", "MethodResult", "StepView", "TraceView", "all_methods", "get_method"]
+
+_MODULES = ["heuristic", "all_at_once", "step_by_step", "binary_search", "hybrid"]
+
+
+def all_methods() -> list[Method]:
+    methods = []
+    for module in _MODULES:
+        try:
+            methods.append(import_module(f"{__name__}.{module}").METHOD)
+        except ModuleNotFoundError as exc:  # a member still being written must not take the registry down
+            if exc.name != f"{__name__}.{module}":
+                raise
+    return methods
+
+
+def get_method(name: str) -> Method:
+    for method in all_methods():
+        if method.name == name:
+            return method
+    known = ", ".join(m.name for m in all_methods())
+    raise MethodError(f"unknown method {name!r} (known methods: {known})")

@@ -1,0 +1,138 @@
+"""Reads for the attribution app."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from tracing.models import Agent, GoldLabel, Step, Trace
+
+from .methods.base import StepView, TraceView
+from .models import AttributionRun, Verdict
+
+
+def trace_view(trace: Trace) -> TraceView:
+    """A read-only snapshot of a trace for the methods: one query for the steps, one for the agents."""
+    rows = (Step.objects.filter(trace=trace).order_by("index")
+            .values_list("index", "agent__name", "kind", "content", "speaker", "recipient", "tool_name", "parent_index"))
+    steps = tuple(StepView(index=i, agent=a or "", kind=k, content=c, speaker=s, recipient=r, tool_name=t, parent=p)
+                  for i, a, k, c, s, r, t, p in rows)
+    acting = tuple(dict.fromkeys(s.agent for s in steps if s.agent))
+    prompts = dict(Agent.objects.filter(trace=trace).exclude(system_prompt="").values_list("name", "system_prompt"))
+    return TraceView(trace_id=trace.pk, name=trace.name, question=trace.question, ground_truth=trace.ground_truth,
+                     outcome=trace.outcome, steps=steps, agents=acting, system_prompts=prompts,
+                     source_format=trace.source_format)
+
+
+def gold_for(trace: Trace) -> GoldLabel | None:
+    """The label a verdict is scored against: adjudicated beats annotator beats the rest, newest first."""
+    order = {"adjudicated": 0, "annotator": 1}
+    labels = sorted(trace.gold_labels.all(), key=lambda g: (order.get(g.source, 2), -g.pk))
+    return labels[0] if labels else None
+
+
+def verdicts_for_trace(trace: Trace) -> QuerySet[Verdict]:
+    return Verdict.objects.filter(trace=trace).select_related("run").order_by("-created_at")
+
+
+def runs_for_project(project_id: int, limit: int = 20) -> list[AttributionRun]:
+    return list(AttributionRun.objects.filter(project_id=project_id).order_by("-id")[:limit])
+
+
+def labelled_traces(*, project, split: str = "all") -> list[Trace]:  # type: ignore[no-untyped-def]
+    """The project's traces that have a gold label, optionally only one side of the dev / held-out split."""
+    from .splits import split_of
+
+    traces = list(Trace.objects.filter(project=project, gold_labels__isnull=False).distinct().order_by("pk"))
+    if split == "all":
+        return traces
+    return [t for t in traces
+            if split_of(source_format=t.source_format, external_id=t.external_id, name=t.name) == split]
+
+
+def evaluation_records(*, run: AttributionRun, split: str = "all") -> list:  # type: ignore[type-arg]
+    """One evaluation record per verdict of ``run`` whose trace has a gold label; failed verdicts count as wrong."""
+    from .evaluation import Record
+    from .splits import split_of
+
+    records = []
+    verdicts = Verdict.objects.filter(run=run).select_related("trace").prefetch_related("trace__gold_labels")
+    for verdict in verdicts:
+        t = verdict.trace
+        if split != "all" and split_of(source_format=t.source_format, external_id=t.external_id, name=t.name) != split:
+            continue
+        gold = gold_for(verdict.trace)
+        if gold is None:
+            continue
+        agents = tuple(Agent.objects.filter(trace=verdict.trace, step_count__gt=0).order_by("position")
+                       .values_list("name", flat=True))
+        records.append(Record(
+            pred_agent=verdict.agent_name if verdict.status == "ok" else "",
+            pred_step=verdict.step_index if verdict.status == "ok" and verdict.step_index is not None else -1,
+            gold_agent=gold.agent_name, gold_step=gold.step_index, n_steps=verdict.trace.step_count,
+            agents=agents, calls=verdict.calls, tokens=verdict.input_tokens + verdict.output_tokens,
+            cost=float(verdict.cost),
+        ))
+    return records
+
+
+def latest_evaluation_run(*, project, method: str) -> AttributionRun | None:  # type: ignore[no-untyped-def]
+    """The newest finished run of ``method`` in the project that covered at least one labelled trace."""
+    runs = AttributionRun.objects.filter(project=project, method=method, status="succeeded").order_by("-id")
+    for run in runs[:20]:
+        if Verdict.objects.filter(run=run, trace__gold_labels__isnull=False).exists():
+            return run
+    return None
+
+
+def project_spend(*, project) -> float:  # type: ignore[no-untyped-def]
+    from django.db.models import Sum
+
+    from .models import LlmCall
+
+    return float(LlmCall.objects.filter(project=project).aggregate(total=Sum("cost"))["total"] or 0)
+
+
+# Buckets of the suspicion strip: a 10,000-step trace is drawn as 400 cells, each the most suspicious of its steps.
+STRIP_CELLS = 400
+
+
+def suspicion_strip(scores: list[float]) -> list[dict]:
+    if not scores:
+        return []
+    size = max(1, -(-len(scores) // STRIP_CELLS))
+    cells = []
+    for start in range(0, len(scores), size):
+        chunk = scores[start:start + size]
+        top = max(range(len(chunk)), key=lambda i: chunk[i])
+        cells.append({"step": start + top, "first": start, "last": start + len(chunk) - 1,
+                      "score": chunk[top], "level": min(9, int(chunk[top] * 10))})
+    return cells
+
+
+def trace_panel_context(trace: Trace, membership) -> dict:  # type: ignore[no-untyped-def]
+    from .forms import StartRunForm
+
+    verdicts = list(verdicts_for_trace(trace)[:30])
+    latest: dict[str, Verdict] = {}
+    for v in verdicts:
+        latest.setdefault(v.method, v)
+    newest_ok = next((v for v in verdicts if v.status == "ok" and v.scores), None)
+    # Runs in flight are few; reading their id lists beats a JSON containment query SQLite cannot do.
+    in_flight = AttributionRun.objects.filter(project=trace.project, status__in=["queued", "running"])
+    pending = any(trace.pk in run.trace_ids for run in in_flight.only("trace_ids")[:50])
+    gold = gold_for(trace)
+    return {"trace": trace, "membership": membership, "verdicts": list(latest.values()), "gold": gold,
+            "strip": suspicion_strip(newest_ok.scores) if newest_ok else [], "strip_verdict": newest_ok,
+            "pending": pending, "form": StartRunForm(initial={"with_ground_truth": True})}
+
+
+def run_detail_context(run: AttributionRun) -> dict:
+    verdicts = list(Verdict.objects.filter(run=run).select_related("trace").prefetch_related("trace__gold_labels")
+                    .order_by("trace_id")[:500])
+    rows = []
+    for v in verdicts:
+        gold = gold_for(v.trace)
+        rows.append({"verdict": v, "gold": gold,
+                     "agent_ok": bool(gold and v.status == "ok" and v.agent_name == gold.agent_name),
+                     "step_ok": bool(gold and v.status == "ok" and v.step_index == gold.step_index)})
+    return {"run": run, "rows": rows}

@@ -1,0 +1,156 @@
+"""Writes for the attribution app: starting, running, cancelling attribution runs and storing verdicts.
+
+A run fans out one task per trace. Each task is idempotent: the verdict is unique per (run, trace), the run's counters
+move in the same transaction as the verdict they count, and a cancelled run stops taking traces.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from decimal import Decimal
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from tracing.models import Project, Trace
+
+from .methods import MethodError, MethodResult, get_method
+from .models import AttributionRun, ProjectLlmSettings, RunStatus, Verdict, VerdictStatus
+from .selectors import trace_view
+
+logger = logging.getLogger(__name__)
+
+
+def run_create(
+    *,
+    project: Project,
+    method: str,
+    trace_ids: Iterable[int],
+    user: AbstractBaseUser | None = None,
+    with_ground_truth: bool = True,
+    model: str = "",
+    description: str = "",
+    enqueue: bool = True,
+) -> AttributionRun:
+    """Record a run over ``trace_ids`` (only the project's own traces are kept) and queue it."""
+    chosen = get_method(method)  # MethodError for an unknown name
+    if chosen.needs_llm:
+        model = model or _project_model(project)
+        if not model:
+            raise MethodError(f"{chosen.label} needs a model: set one on the project's LLM settings page first")
+    ids = list(Trace.objects.filter(project=project, pk__in=list(trace_ids)).order_by("pk").values_list("pk", flat=True))
+    if not ids:
+        raise MethodError("no traces to attribute: the selection is empty")
+    run = AttributionRun.objects.create(
+        project=project, method=chosen.name, model=model if chosen.needs_llm else "", trace_ids=ids, total=len(ids),
+        params={"with_ground_truth": with_ground_truth}, created_by=user,
+        description=description or f"{len(ids)} trace{'s' if len(ids) != 1 else ''}",
+    )
+    if enqueue:
+        from .tasks import start_run_task
+
+        transaction.on_commit(lambda: start_run_task.delay(run.pk))
+    return run
+
+
+def _project_model(project: Project) -> str:
+    return ProjectLlmSettings.objects.filter(project=project).values_list("model", flat=True).first() or ""
+
+
+def run_claim(*, run_id: int) -> bool:
+    """queued -> running, once. The fan-out happens only for the caller that wins."""
+    return bool(AttributionRun.objects.filter(pk=run_id, status=RunStatus.QUEUED)
+                .update(status=RunStatus.RUNNING, started_at=timezone.now()))
+
+
+def run_cancel(*, run: AttributionRun) -> bool:
+    """Stop a run: traces not yet attributed are skipped; verdicts already written stay."""
+    return bool(AttributionRun.objects.filter(pk=run.pk, status__in=[RunStatus.QUEUED, RunStatus.RUNNING])
+                .update(status=RunStatus.CANCELLED, finished_at=timezone.now()))
+
+
+def run_trace(*, run_id: int, trace_id: int) -> Verdict | None:
+    """Attribute one trace of a run. Safe to call again: an existing verdict is returned untouched."""
+    run = AttributionRun.objects.select_related("project").get(pk=run_id)
+    existing = Verdict.objects.filter(run=run, trace_id=trace_id).first()
+    if existing is not None or run.status not in (RunStatus.RUNNING, RunStatus.QUEUED):
+        return existing
+    trace = Trace.objects.get(pk=trace_id, project=run.project)
+    method = get_method(run.method)
+    try:
+        llm = _llm_for(run, trace) if method.needs_llm else None
+        result = method.run(trace_view(trace), llm=llm, with_ground_truth=run.params.get("with_ground_truth", True))
+        error = ""
+    except MethodError as exc:
+        result, error = None, str(exc)
+    # No network I/O past this point: the verdict and the counters are written together.
+    return _store_verdict(run, trace, result, error)
+
+
+def _llm_for(run: AttributionRun, trace: Trace):  # type: ignore[no-untyped-def]
+    from .llm import LlmClient
+
+    return LlmClient.for_project(run.project, run=run, trace=trace, method=run.method)
+
+
+def _store_verdict(run: AttributionRun, trace: Trace, result: MethodResult | None, error: str) -> Verdict | None:
+    row = _verdict_row(run, trace, result, error)
+    try:
+        with transaction.atomic():
+            row.save()
+            AttributionRun.objects.filter(pk=run.pk).update(
+                done=F("done") + 1, failed=F("failed") + (1 if result is None else 0), calls=F("calls") + row.calls,
+                input_tokens=F("input_tokens") + row.input_tokens, output_tokens=F("output_tokens") + row.output_tokens,
+                cost=F("cost") + row.cost,
+            )
+    except IntegrityError:  # another delivery of the same task got there first
+        return Verdict.objects.filter(run=run, trace=trace).first()
+    _finish_if_done(run.pk)
+    return row
+
+
+def _verdict_row(run: AttributionRun, trace: Trace, result: MethodResult | None, error: str) -> Verdict:
+    if result is None:
+        return Verdict(run=run, trace=trace, method=run.method, status=VerdictStatus.FAILED, error=error[:2000])
+    return Verdict(
+        run=run, trace=trace, method=run.method, agent_name=result.agent[:200], step_index=result.step,
+        confidence=max(0.0, min(1.0, float(result.confidence))), reason=result.reason, category=result.category[:80],
+        scores=[round(float(s), 4) for s in result.scores], details=result.details, calls=result.calls,
+        input_tokens=result.input_tokens, output_tokens=result.output_tokens,
+        cost=Decimal(str(round(result.cost, 6))),
+    )
+
+
+def _finish_if_done(run_id: int) -> None:
+    AttributionRun.objects.filter(pk=run_id, status=RunStatus.RUNNING, done__gte=F("total")).update(
+        status=RunStatus.SUCCEEDED, finished_at=timezone.now())
+
+
+def run_fail(*, run_id: int, reason: str) -> None:
+    AttributionRun.objects.filter(pk=run_id, status__in=[RunStatus.QUEUED, RunStatus.RUNNING]).update(
+        status=RunStatus.FAILED, error=reason[:2000], finished_at=timezone.now())
+
+
+def run_execute_inline(*, run: AttributionRun) -> AttributionRun:
+    """Run every trace in this process (the CLI and `evaluate`): the same code path the workers take."""
+    run_claim(run_id=run.pk)
+    for trace_id in run.trace_ids:
+        run_trace(run_id=run.pk, trace_id=trace_id)
+    _finish_if_done(run.pk)
+    run.refresh_from_db()
+    return run
+
+
+def llm_settings_save(*, settings: ProjectLlmSettings, api_key: str, clear_key: bool) -> ProjectLlmSettings:
+    """Save model settings; a new key is encrypted before it touches the database, an empty one keeps the old."""
+    from .crypto import encrypt
+
+    if clear_key:
+        settings.api_key_encrypted = ""
+    elif api_key:
+        settings.api_key_encrypted = encrypt(api_key.strip())
+    settings.save()
+    return settings

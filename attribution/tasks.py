@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from celery import group, shared_task
+from django.db import InterfaceError, OperationalError
+
+from . import services
+from .models import AttributionRun, RunStatus, Verdict
+
+TRANSIENT_ERRORS = (OperationalError, InterfaceError)
+MAX_RETRIES = 5
+# Traces per enqueue round trip; a 10,000-trace run is queued in 10 batches.
+FAN_OUT_CHUNK = 1000
+
+
+@shared_task(bind=True, name="attribution.start_run", max_retries=MAX_RETRIES)
+def start_run_task(self, run_id: int) -> None:
+    """Fan a run out into one task per trace. Re-delivered after a crash, it queues only the traces still missing
+    a verdict; a duplicate trace task is harmless (the verdict is unique per run and trace)."""
+    try:
+        services.run_claim(run_id=run_id)
+        run = AttributionRun.objects.get(pk=run_id)
+        if run.status != RunStatus.RUNNING:
+            return
+        done = set(Verdict.objects.filter(run=run).values_list("trace_id", flat=True))
+        missing = [t for t in run.trace_ids if t not in done]
+        for start in range(0, len(missing), FAN_OUT_CHUNK):
+            group(attribute_trace_task.s(run_id, t) for t in missing[start:start + FAN_OUT_CHUNK]).apply_async()
+        if not missing:
+            services.run_execute_inline(run=run)  # nothing left: just close it
+    except TRANSIENT_ERRORS as exc:
+        raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 30)) from exc
+
+
+@shared_task(bind=True, name="attribution.attribute_trace", max_retries=MAX_RETRIES)
+def attribute_trace_task(self, run_id: int, trace_id: int) -> None:
+    try:
+        services.run_trace(run_id=run_id, trace_id=trace_id)
+    except TRANSIENT_ERRORS as exc:
+        if self.request.retries >= MAX_RETRIES:
+            services.run_fail(run_id=run_id, reason=f"the database stayed unavailable ({exc.__class__.__name__})")
+            return
+        raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 30)) from exc

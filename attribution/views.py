@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from tracing import selectors as tracing_selectors
+from tracing.models import Membership, Role
+
+from . import selectors, services
+from .evaluation import score
+from .forms import EvaluationForm, LlmSettingsForm, StartRunForm
+from .methods import MethodError, all_methods
+from .models import AttributionRun, ProjectLlmSettings
+
+
+def _contributor(membership: Membership) -> Membership:
+    if not membership.can_upload:
+        raise PermissionDenied("Viewers cannot start attribution runs")
+    return membership
+
+
+@login_required
+@require_GET
+def trace_panel(request: HttpRequest, trace_id: int) -> HttpResponse:
+    """The verdict panel of the trace page (loaded there with hx-get): verdicts beside the gold label, the suspicion
+    strip of the newest verdict, and a form to run a method on this trace."""
+    trace, membership = tracing_selectors.trace_for_user(user=request.user, trace_id=trace_id)
+    return render(request, "attribution/trace_panel.html", selectors.trace_panel_context(trace, membership))
+
+
+@login_required
+@require_POST
+def trace_attribute(request: HttpRequest, trace_id: int) -> HttpResponse:
+    trace, membership = tracing_selectors.trace_for_user(user=request.user, trace_id=trace_id)
+    _contributor(membership)
+    form = StartRunForm(request.POST)
+    error = ""
+    if form.is_valid():
+        try:
+            services.run_create(project=trace.project, method=form.cleaned_data["method"], trace_ids=[trace.pk],
+                                user=request.user, with_ground_truth=form.cleaned_data["with_ground_truth"],
+                                description=f"trace {trace.name}")
+        except MethodError as exc:
+            error = str(exc)
+    if not request.htmx:
+        return redirect("tracing:trace_detail", trace_id=trace.pk)
+    context = selectors.trace_panel_context(trace, membership)
+    context["error"] = error or "; ".join(e for errs in form.errors.values() for e in errs)
+    return render(request, "attribution/trace_panel.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def run_list(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = tracing_selectors.membership_for_user(user=request.user, slug=slug)
+    form = StartRunForm(request.POST) if request.method == "POST" else StartRunForm(initial={"with_ground_truth": True})
+    if request.method == "POST":
+        _contributor(membership)
+        if form.is_valid():
+            try:
+                run = _start_filtered_run(request, membership, form.cleaned_data)
+                return redirect("attribution:run_detail", run_id=run.pk)
+            except MethodError as exc:
+                form.add_error(None, str(exc))
+    context = {"project": membership.project, "membership": membership, "form": form,
+               "runs": selectors.runs_for_project(membership.project.pk)}
+    return render(request, "attribution/run_list.html", context, status=400 if form.errors else 200)
+
+
+def _start_filtered_run(request: HttpRequest, membership: Membership, data: dict) -> AttributionRun:
+    filters = tracing_selectors.TraceFilters(q=data["q"], has_gold=data["gold"], source_format=data["format"])
+    ids = list(tracing_selectors.trace_list(project=membership.project, filters=filters).values_list("pk", flat=True))
+    described = ", ".join(f"{k}={v}" for k, v in (("search", data["q"]), ("gold", data["gold"]),
+                                                   ("format", data["format"])) if v) or "all traces"
+    return services.run_create(project=membership.project, method=data["method"], trace_ids=ids, user=request.user,
+                               with_ground_truth=data["with_ground_truth"], description=described)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = get_object_or_404(AttributionRun.objects.select_related("project"), pk=run_id,
+                            project__memberships__user=request.user)
+    membership = Membership.objects.get(project=run.project, user=request.user)
+    if request.method == "POST":
+        _contributor(membership)
+        services.run_cancel(run=run)
+        return redirect("attribution:run_detail", run_id=run.pk)
+    context = selectors.run_detail_context(run) | {"project": run.project, "membership": membership}
+    template = "attribution/run_detail.html#progress" if request.htmx else "attribution/run_detail.html"
+    return render(request, template, context)
+
+
+@login_required
+@require_GET
+def evaluation(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = tracing_selectors.membership_for_user(user=request.user, slug=slug)
+    form = EvaluationForm(request.GET or {"method": "heuristic", "split": "all"})
+    data = form.cleaned_data if form.is_valid() else {"method": "heuristic", "split": "all"}
+    method, split = data.get("method") or "heuristic", data.get("split") or "all"
+    run = selectors.latest_evaluation_run(project=membership.project, method=method)
+    records = selectors.evaluation_records(run=run, split=split) if run else []
+    context = {"project": membership.project, "membership": membership, "form": form, "run": run,
+               "method": method, "split": split, "result": score(records) if records else None,
+               "labelled": len(selectors.labelled_traces(project=membership.project, split=split))}
+    return render(request, "attribution/evaluation.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def llm_settings(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = tracing_selectors.membership_for_user(user=request.user, slug=slug)
+    if membership.role != Role.OWNER:
+        raise PermissionDenied("Only owners change the project's model settings")
+    current, _ = ProjectLlmSettings.objects.get_or_create(project=membership.project)
+    form = LlmSettingsForm(request.POST or None, instance=current)
+    if request.method == "POST" and form.is_valid():
+        services.llm_settings_save(settings=form.save(commit=False), api_key=form.cleaned_data["api_key"],
+                                   clear_key=form.cleaned_data["clear_api_key"])
+        return redirect("attribution:llm_settings", slug=slug)
+    context = {"project": membership.project, "membership": membership, "form": form,
+               "has_key": bool(current.api_key_encrypted), "methods": all_methods(),
+               "spent": selectors.project_spend(project=membership.project)}
+    return render(request, "attribution/llm_settings.html", context, status=400 if form.errors else 200)
+
+
+@login_required
+@require_POST
+def evaluation_start(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = _contributor(tracing_selectors.membership_for_user(user=request.user, slug=slug))
+    form = EvaluationForm(request.POST)
+    if not form.is_valid():
+        return redirect("attribution:evaluation", slug=slug)
+    traces = selectors.labelled_traces(project=membership.project, split="all")
+    try:
+        run = services.run_create(project=membership.project, method=form.cleaned_data["method"],
+                                  trace_ids=[t.pk for t in traces], user=request.user, description="evaluation")
+    except MethodError as exc:
+        return render(request, "attribution/evaluation.html",
+                      {"project": membership.project, "membership": membership, "form": form, "error": str(exc),
+                       "result": None, "labelled": len(traces)}, status=400)
+    return redirect("attribution:run_detail", run_id=run.pk)
