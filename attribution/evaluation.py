@@ -18,7 +18,8 @@ WITHIN = (1, 3, 5)
 @dataclass(frozen=True)
 class Record:
     """One verdict next to its gold label. ``agents`` are the agents acting in the trace (the random baseline picks
-    among them); ``calls``, ``tokens`` and ``cost`` are what the method spent on this trace."""
+    among them); ``calls``, ``tokens`` and ``cost`` are what the method spent on this trace. A method that gave no
+    verdict is recorded with ``pred_step`` -1 (and ``pred_agent`` ""): it counts as wrong everywhere."""
 
     pred_agent: str
     pred_step: int
@@ -49,7 +50,11 @@ def scorer_agent_match(pred: str, gold: str) -> bool:
 
 def scorer_step_match(pred: int, gold: int) -> bool:
     """The released Who&When scorer's rule, kept deliberately: the gold step's digits anywhere in the prediction."""
-    return str(gold) in str(pred)
+    return pred >= 0 and str(gold) in str(pred)
+
+
+def _step_hit(record: Record, k: int = 0) -> bool:
+    return record.pred_step >= 0 and abs(record.pred_step - record.gold_step) <= k
 
 
 def baselines(records: Sequence[Record]) -> dict[str, dict[str, float]]:
@@ -72,11 +77,11 @@ def score(records: Sequence[Record]) -> dict:
     return {
         "n": len(records),
         "agent_accuracy": _rate(records, lambda r: r.pred_agent == r.gold_agent),
-        "step_accuracy": _rate(records, lambda r: r.pred_step == r.gold_step),
-        "joint_accuracy": _rate(records, lambda r: r.pred_agent == r.gold_agent and r.pred_step == r.gold_step),
-        "step_accuracy_within": {str(k): _rate(records, lambda r, k=k: abs(r.pred_step - r.gold_step) <= k)
-                                 for k in WITHIN},
-        "scorer_compatible": {"agent": _rate(records, lambda r: scorer_agent_match(r.pred_agent, r.gold_agent)),
+        "step_accuracy": _rate(records, _step_hit),
+        "joint_accuracy": _rate(records, lambda r: r.pred_agent == r.gold_agent and _step_hit(r)),
+        "step_accuracy_within": {str(k): _rate(records, lambda r, k=k: _step_hit(r, k)) for k in WITHIN},
+        "scorer_compatible": {"agent": _rate(records, lambda r: bool(r.pred_agent)
+                                             and scorer_agent_match(r.pred_agent, r.gold_agent)),
                               "step": _rate(records, lambda r: scorer_step_match(r.pred_step, r.gold_step))},
         "baselines": baselines(records),
         "calls": _mean([float(r.calls) for r in records]),

@@ -34,7 +34,9 @@ _TOKEN = re.compile(
       | (?<![\w'])(?P<q>["'`])(?P<quoted>[^"'`\n]{3,80}?)(?P=q)(?![\w'])
       | (?P<file>\b[\w\-]+\.(?:py|csv|json|jsonl|txt|pdf|xlsx?|docx?|pptx?|md|html?|xml|ya?ml|ipynb|sh|js|ts|zip|
                                 png|jpe?g|gif|mp[34]|wav|pdb|gff3|gz|tsv|log|sql|db)\b)
-      | (?P<number>(?<![\w.])\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\d])|(?<![\w.])\d+\.\d+(?!\d|\.\d)|(?<![\w.])\d{2,}(?![\d]))
+      | (?P<number>(?<![\w.])\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\d])
+                  | (?<![\w.])\d+\.\d+(?!\d|\.\d)
+                  | (?<![\w.])\d{2,}(?![\d]))
       | (?P<ident>\b[A-Za-z_][A-Za-z0-9_]{5,}\b)
     """,
     re.VERBOSE,

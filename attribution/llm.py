@@ -253,7 +253,24 @@ class LlmClient:
         return text.replace(self._secret, "[redacted]") if self._secret else text
 
     def usage(self) -> Usage:
+        """Running totals since the client was built; a method subtracts the totals it started from."""
         return self.totals
+
+    @property
+    def calls(self) -> int:
+        return self.totals.calls
+
+    @property
+    def input_tokens(self) -> int:
+        return self.totals.input_tokens
+
+    @property
+    def output_tokens(self) -> int:
+        return self.totals.output_tokens
+
+    @property
+    def cost(self) -> float:
+        return self.totals.cost
 
     # --- context arithmetic ------------------------------------------------------------------------------------------
 

@@ -31,7 +31,10 @@ def start_run_task(self, run_id: int) -> None:
         raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 30)) from exc
 
 
-@shared_task(bind=True, name="attribution.attribute_trace", max_retries=MAX_RETRIES)
+# Step-by-step may make one call per step; at the gateway's 120 s timeout a long trace needs far more than the default
+# 10 minutes, so this task alone gets an hour before it is stopped.
+@shared_task(bind=True, name="attribution.attribute_trace", max_retries=MAX_RETRIES, soft_time_limit=3600,
+             time_limit=3660)
 def attribute_trace_task(self, run_id: int, trace_id: int) -> None:
     try:
         services.run_trace(run_id=run_id, trace_id=trace_id)

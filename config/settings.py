@@ -186,6 +186,10 @@ CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 660)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
+# LLM response cache (Redis). Default: the broker when it is Redis; "off" disables it.
+CULPRIT_LLM_CACHE_URL = os.environ.get("CULPRIT_LLM_CACHE_URL") or (
+    CELERY_BROKER_URL if CELERY_BROKER_URL.startswith("redis") else "")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -166,8 +166,8 @@ class _Context:
         self.final = self._final_step()
         self.answer = self._answer_text()
         self.ground_truth = trace.ground_truth.strip() if with_ground_truth else ""
-        self.answer_wrong = bool(self.ground_truth and self.answer
-                                 and not _contains(_norm(self.answer), _norm(self.ground_truth)))
+        truth = _norm(self.ground_truth)
+        self.answer_wrong = bool(truth and self.answer and not _contains(_norm(self.answer), truth))
         self.closer = ""  # the agent that declared the task done while it was not (set by premature termination)
 
     def _producers(self) -> dict[int, int]:
@@ -216,6 +216,9 @@ class _Context:
 
 
 def _detect_tool_errors(ctx: _Context) -> Iterator[Signal]:
+    """Exit codes, tracebacks, exceptions, HTTP 4xx/5xx, "failed": charged to the action whose output shows them
+    (tool_error), or to the agent whose own message carries one (runtime_error: a crashed browser, a task that is
+    itself an error log). Code blocks in messages are skipped: ``except ValueError:`` is not an error."""
     for step in ctx.steps:
         text = step.content if step.kind == "tool_result" else _without_code(step.content)
         match = _TOOL_ERROR.search(text)
@@ -231,10 +234,11 @@ def _detect_tool_errors(ctx: _Context) -> Iterator[Signal]:
 
 
 def _detect_empty_results(ctx: _Context) -> Iterator[Signal]:
+    """Results that came back empty or "not found". A result is a tool's output or, in orchestrated runs, a
+    worker's report to the planner (WebSurfer describing the page it reached)."""
     for step in ctx.steps:
-        if step.kind != "tool_result" and step.agent not in ctx.planners and ctx.style == "group":
-            continue  # in group chats only tool output counts; a worker report in orchestrated runs is a result
-        if step.kind in ("human", "system", "thought") or step.agent in ctx.planners or _NO_CODE.search(step.content):
+        is_result = step.kind == "tool_result" or (ctx.style == "orchestrated" and ctx.role(step) == "worker")
+        if not is_result or _NO_CODE.search(step.content):
             continue
         text = step.content if step.kind == "tool_result" else _without_code(step.content)
         match = _EMPTY.search(text)

@@ -87,6 +87,15 @@ def test_accuracies_are_fractions_rounded_to_four_decimals():
         assert 0.0 <= value <= 1.0
 
 
+def test_a_missing_verdict_counts_as_wrong_even_for_the_lenient_figures():
+    # pred_step -1 is 1 away from gold step 0, and "1" is a substring of "-1": neither may count.
+    records = [Record("", -1, "a", 0, n_steps=5, agents=("a",)), Record("", -1, "a", 1, n_steps=5, agents=("a",))]
+    result = score(records)
+    assert result["step_accuracy"] == result["joint_accuracy"] == 0.0
+    assert result["step_accuracy_within"] == {"1": 0.0, "3": 0.0, "5": 0.0}
+    assert result["scorer_compatible"] == {"agent": 0.0, "step": 0.0}
+
+
 def test_an_empty_set_scores_zero_without_dividing_by_zero():
     result = score([])
     assert result["n"] == 0 and result["agent_accuracy"] == 0.0

@@ -14,10 +14,11 @@ from attribution.methods.base import StepView, TraceView
 from attribution.methods.heuristic import METHOD
 from attribution.selectors import gold_for, trace_view
 from attribution.splits import split_of
-from tests.conftest import SHARED, import_now, incoming_path, whowhen_files
+from tests.conftest import ROOT, SHARED, import_now, incoming_path, whowhen_files
 from tracing.models import JobStatus, Trace
 
 FILES = whowhen_files()
+TRAIL_DIR = SHARED / "traces" / "trail" if SHARED.exists() else ROOT / "tests" / "fixtures" / "trail"
 
 
 def _rel(path: Path) -> str:
@@ -65,6 +66,18 @@ def test_it_returns_a_valid_explained_verdict_for_every_shared_who_and_when_run(
     assert all(0 <= i < n for i in result.details["ancestors"])
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", sorted(TRAIL_DIR.rglob("*.trace.json")), ids=lambda p: p.name.split(".")[0])
+def test_it_returns_a_valid_verdict_for_a_trail_span_tree(project, path):
+    (job,) = import_now(project, incoming_path(path, f"{path.parent.name}/{path.name}"))
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    view = trace_view(Trace.objects.get(pk=job.trace_ids[0]))
+    result = METHOD.run(view, llm=None)
+    assert result.agent in view.agents and 0 <= result.step < len(view.steps)
+    assert view.steps[result.step].kind != "tool_result"
+    assert len(result.scores) == len(view.steps) and result.reason
+
+
 def _dev_score(project, subset: str) -> dict:
     records = []
     for path in (p for p in FILES if p.parent.name == subset and _is_dev(p)):
@@ -76,7 +89,6 @@ def _dev_score(project, subset: str) -> dict:
         records.append(Record(pred_agent=result.agent, pred_step=result.step,
                               gold_agent=gold.agent.name if gold.agent else gold.agent_name,
                               gold_step=gold.step_index, n_steps=len(view.steps), agents=view.agents))
-    print("\nDEVSCORE", subset, score(records))
     return score(records)
 
 

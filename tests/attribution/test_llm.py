@@ -364,7 +364,8 @@ def test_tokens_and_cost_are_counted_per_call_and_in_running_totals(client_for, 
         expected = call.input_tokens * INPUT_COST + call.output_tokens * OUTPUT_COST
         assert float(call.cost) == pytest.approx(expected, abs=1e-6)
     totals = llm.usage()
-    assert totals.calls == 2
+    assert totals.calls == llm.calls == 2 and (llm.input_tokens, llm.output_tokens) == (totals.input_tokens,
+                                                                                       totals.output_tokens)
     assert totals.input_tokens == sum(c.input_tokens for c in calls)
     assert totals.output_tokens == sum(c.output_tokens for c in calls)
     assert totals.cost == pytest.approx(float(sum(c.cost for c in calls)), abs=1e-6)
