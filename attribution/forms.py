@@ -9,7 +9,8 @@ from .models import ProjectLlmSettings
 
 
 def method_choices() -> list[tuple[str, str]]:
-    return [(m.name, f"{m.label}{'' if m.needs_llm else ' (offline)'}") for m in all_methods()]
+    return [(m.name, m.label if m.needs_llm or "offline" in m.label.lower() else f"{m.label} (offline)")
+            for m in all_methods()]
 
 
 class StartRunForm(forms.Form):

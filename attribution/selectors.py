@@ -136,3 +136,11 @@ def run_detail_context(run: AttributionRun) -> dict:
                      "agent_ok": bool(gold and v.status == "ok" and v.agent_name == gold.agent_name),
                      "step_ok": bool(gold and v.status == "ok" and v.step_index == gold.step_index)})
     return {"run": run, "rows": rows}
+
+
+def reusable_run(*, project, method: str, trace_ids: list[int], with_ground_truth: bool) -> AttributionRun | None:  # type: ignore[no-untyped-def]
+    run = (AttributionRun.objects.filter(project=project, method=method, status="succeeded")
+           .order_by("-id").first())
+    if run and sorted(run.trace_ids) == sorted(trace_ids) and run.params.get("with_ground_truth") == with_ground_truth:
+        return run
+    return None

@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from attribution import services
 from attribution.evaluation import score
 from attribution.methods import MethodError, all_methods
+from attribution import selectors
 from attribution.selectors import evaluation_records, labelled_traces
 from tracing.models import Project
 
@@ -24,6 +25,8 @@ class Command(BaseCommand):
         parser.add_argument("--split", choices=["all", "dev", "heldout"], default="all",
                             help="dev: the part methods may be tuned on; heldout: the part kept back")
         parser.add_argument("--json", action="store_true")
+        parser.add_argument("--reuse", action="store_true",
+                            help="score the newest finished run over the same traces instead of running again")
 
     def handle(self, *args: Any, **options: Any) -> None:
         project = Project.objects.filter(name=options["project"]).first()
@@ -32,8 +35,10 @@ class Command(BaseCommand):
         traces = labelled_traces(project=project, split=options["split"])
         if not traces:
             raise CommandError("no trace with a gold label in this project (and split)")
+        run = selectors.reusable_run(project=project, method=options["method"], trace_ids=[t.pk for t in traces],
+                                     with_ground_truth=not options["without_ground_truth"]) if options["reuse"] else None
         try:
-            run = services.run_create(project=project, method=options["method"], trace_ids=[t.pk for t in traces],
+            run = run or services.run_create(project=project, method=options["method"], trace_ids=[t.pk for t in traces],
                                       model=options["model"], with_ground_truth=not options["without_ground_truth"],
                                       description=f"evaluate ({options['split']})", enqueue=False)
         except MethodError as exc:
