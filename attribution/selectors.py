@@ -121,9 +121,54 @@ def trace_panel_context(trace: Trace, membership) -> dict:  # type: ignore[no-un
     in_flight = AttributionRun.objects.filter(project=trace.project, status__in=["queued", "running"])
     pending = any(trace.pk in run.trace_ids for run in in_flight.only("trace_ids")[:50])
     gold = gold_for(trace)
+    view = trace_view(trace)
     return {"trace": trace, "membership": membership, "verdicts": list(latest.values()), "gold": gold,
             "strip": suspicion_strip(newest_ok.scores) if newest_ok else [], "strip_verdict": newest_ok,
-            "pending": pending, "form": StartRunForm(initial={"with_ground_truth": True})}
+            "pending": pending, "form": StartRunForm(initial={"with_ground_truth": True}),
+            "agent_graph": agent_graph_drawing(view, highlight={gold.agent_name if gold else "",
+                                                                newest_ok.agent_name if newest_ok else ""}),
+            "evidence": _evidence(view, newest_ok)}
+
+
+def _evidence(view: TraceView, verdict: Verdict | None) -> list[str]:
+    """What the blamed step used from earlier steps, from the dependency graph ("step 12 uses '17' from step 7")."""
+    if verdict is None or verdict.step_index is None or len(view.steps) > 5000:
+        return []
+    from .graph import build_graph, explain_use
+
+    return explain_use(build_graph(view), verdict.step_index)[:5]
+
+
+def agent_graph_drawing(view: TraceView, *, highlight: set[str]) -> dict:
+    """Agents on a circle with their hand-overs as arrows, laid out here so the template only draws."""
+    import math
+
+    from .graph import agent_graph
+
+    graph = agent_graph(view)
+    nodes = graph["nodes"][:12]  # past a dozen agents a circle stops being readable
+    if len(nodes) < 2:
+        return {}
+    cx, cy, radius = 170, 120, 95
+    position = {}
+    for i, node in enumerate(nodes):
+        angle = -math.pi / 2 + 2 * math.pi * i / len(nodes)
+        position[node["agent"]] = (round(cx + radius * math.cos(angle)), round(cy + radius * math.sin(angle)))
+    top = max((e["count"] for e in graph["edges"]), default=1) or 1
+    edges = []
+    for edge in graph["edges"]:
+        if edge["source"] in position and edge["target"] in position:
+            (x1, y1), (x2, y2) = position[edge["source"]], position[edge["target"]]
+            # Stop short of the target's circle so the arrow head stays visible.
+            length = math.hypot(x2 - x1, y2 - y1) or 1
+            # Shift sideways, so a -> b and b -> a are two visible arrows instead of one line drawn twice.
+            ox, oy = -(y2 - y1) / length * 5, (x2 - x1) / length * 5
+            x1, y1 = round(x1 + ox), round(y1 + oy)
+            x2, y2 = round(x2 - (x2 - x1) * 22 / length + ox), round(y2 - (y2 - y1) * 22 / length + oy)
+            edges.append({**edge, "x1": x1, "y1": y1, "x2": x2, "y2": y2,
+                          "width": round(1 + 4 * edge["count"] / top, 1)})
+    return {"nodes": [{**n, "x": position[n["agent"]][0], "y": position[n["agent"]][1],
+                       "hot": n["agent"] in highlight} for n in nodes], "edges": edges}
 
 
 def run_detail_context(run: AttributionRun) -> dict:
@@ -139,8 +184,8 @@ def run_detail_context(run: AttributionRun) -> dict:
 
 
 def reusable_run(*, project, method: str, trace_ids: list[int], with_ground_truth: bool) -> AttributionRun | None:  # type: ignore[no-untyped-def]
-    run = (AttributionRun.objects.filter(project=project, method=method, status="succeeded")
-           .order_by("-id").first())
-    if run and sorted(run.trace_ids) == sorted(trace_ids) and run.params.get("with_ground_truth") == with_ground_truth:
-        return run
+    wanted = sorted(trace_ids)
+    for run in AttributionRun.objects.filter(project=project, method=method, status="succeeded").order_by("-id")[:50]:
+        if sorted(run.trace_ids) == wanted and run.params.get("with_ground_truth") == with_ground_truth:
+            return run
     return None

@@ -117,6 +117,7 @@ def test_the_trace_page_panel_shows_verdicts_beside_the_gold_label(owner_client,
     gold = trace.gold_labels.get()
     assert "Gold label" in body and gold.agent_name in body
     assert f"step {verdict.step_index}" in body and 'class="strip"' in body
+    assert "Agent graph" in body and "<svg" in body
     page = owner_client.get(reverse("tracing:trace_detail", args=[trace.pk])).content.decode()
     assert reverse("attribution:trace_panel", args=[trace.pk]) in page
 
