@@ -172,7 +172,13 @@ if EMBEDDED_BROKER:
     # The filesystem transport cannot broadcast, so remote control (and with it mingle/gossip) is off.
     CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
 else:
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
+    # A task whose worker died stays unacknowledged in Redis; after the visibility timeout a live worker puts it back.
+    # Workers look for such tasks every interval x throttle seconds (kombu's defaults: 10 x 10).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600),
+        "unacked_restore_interval": env_int("CELERY_UNACKED_RESTORE_INTERVAL", 10),
+        "unacked_restore_throttle": env_int("CELERY_UNACKED_RESTORE_THROTTLE", 10),
+    }
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "culprit")
 # Job state lives in the database (IngestJob and friends), never in a result backend.
 CELERY_TASK_IGNORE_RESULT = True

@@ -1,0 +1,27 @@
+"""A worker killed with SIGKILL in the middle of a run: its unacknowledged task is redelivered to the restarted
+worker, and every trace ends with exactly one verdict."""
+
+from __future__ import annotations
+
+import pytest
+
+from attribution import services
+from attribution.models import AttributionRun, RunStatus, Verdict
+from tests.conftest import import_now, incoming_path, wait_for, whowhen_files
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+
+def test_a_run_survives_a_worker_killed_mid_run_with_one_verdict_per_trace(project, celery_worker):
+    paths = whowhen_files()[:40]
+    jobs = import_now(project, *[incoming_path(p, f"{p.parent.name}/{p.name}") for p in paths])
+    ids = [j.trace_ids[0] for j in jobs]
+    run = services.run_create(project=project, method="heuristic", trace_ids=ids)
+    wait_for(lambda: Verdict.objects.filter(run=run).count() >= 3, timeout=60)
+    celery_worker.kill()
+    assert Verdict.objects.filter(run=run).count() < len(ids), "the run finished before the kill: use more traces"
+    celery_worker.start()
+    done = wait_for(lambda: AttributionRun.objects.filter(pk=run.pk, status=RunStatus.SUCCEEDED).first(), timeout=90)
+    assert done.done == done.total == len(ids)
+    assert Verdict.objects.filter(run=run).count() == len(ids)
+    assert set(Verdict.objects.filter(run=run).values_list("trace_id", flat=True)) == set(ids)
