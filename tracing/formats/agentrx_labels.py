@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from .base import ParsedGold, ParsedLabels, Source, TraceFormatError, normalise_speaker
+from .base import ParsedGold, ParsedLabels, Source, TraceFormatError, list_of_records_confidence, normalise_speaker
 
 # Agent names as the traces spell them; a label spelled otherwise ("Websurfer") is kept but flagged.
 _KNOWN_AGENTS = ("Orchestrator", "WebSurfer", "FileSurfer", "Coder", "ComputerTerminal", "Assistant", "User")
@@ -26,18 +26,8 @@ class AgentRxLabels:
     label = "AgentRx ground-truth labels"
 
     def detect(self, source: Source) -> float:
-        head = source.head_text()
-        if not head.startswith("[") or '"trajectory_id"' not in head or '"failures"' not in head:
-            return 0.0
-        try:
-            document = source.json()
-        except TraceFormatError:
-            return 0.0
-        if isinstance(document, list) and document and all(
-            isinstance(t, dict) and "trajectory_id" in t and "failures" in t for t in document[:20]
-        ):
-            return 0.95
-        return 0.0
+        return list_of_records_confidence(source, markers=("trajectory_id", "failures"),
+                                          keys=("trajectory_id", "failures"))
 
     def parse(self, source: Source) -> Iterator[ParsedLabels]:
         document = source.json()

@@ -190,6 +190,24 @@ def loads_line(text: str, number: int) -> Any:
         raise TraceFormatError(f"line {number} is not valid JSON ({exc})") from None
 
 
+def list_of_records_confidence(source: Source, *, markers: tuple[str, ...], keys: tuple[str, ...],
+                               score: float = 0.95) -> float:
+    """Detection for files that are a JSON list of records: cheap marker check on the head, then the first 20
+    records must all be objects with ``keys``. Never raises."""
+    head = source.head_text()
+    if not head.startswith("[") or not all(f'"{marker}"' in head for marker in markers):
+        return 0.0
+    try:
+        document = source.json()
+    except TraceFormatError:
+        return 0.0
+    if isinstance(document, list) and document and all(
+        isinstance(r, dict) and all(k in r for k in keys) for r in document[:20]
+    ):
+        return score
+    return 0.0
+
+
 def json_text(value: Any) -> str:
     """Text for a step's content: strings as they are, anything else as readable JSON."""
     if value is None:

@@ -19,7 +19,15 @@ from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import Any
 
-from .base import ParsedAgent, ParsedStep, ParsedTrace, Source, TraceFormatError, json_text
+from .base import (
+    ParsedAgent,
+    ParsedStep,
+    ParsedTrace,
+    Source,
+    TraceFormatError,
+    json_text,
+    list_of_records_confidence,
+)
 
 # Names matching the AgentRx labels' ``failed_agent`` ("Assistant", "User"), so label agents resolve.
 ASSISTANT = "Assistant"
@@ -31,18 +39,7 @@ class TauBench:
     label = "tau-bench run results"
 
     def detect(self, source: Source) -> float:
-        head = source.head_text()
-        if not head.startswith("[") or '"traj"' not in head or '"task_id"' not in head:
-            return 0.0
-        try:
-            document = source.json()
-        except TraceFormatError:
-            return 0.0
-        if isinstance(document, list) and document and all(
-            isinstance(r, dict) and "task_id" in r and "traj" in r for r in document[:20]
-        ):
-            return 0.95
-        return 0.0
+        return list_of_records_confidence(source, markers=("traj", "task_id"), keys=("task_id", "traj"))
 
     def parse(self, source: Source) -> Iterator[ParsedTrace]:
         document = source.json()
