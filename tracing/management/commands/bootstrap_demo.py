@@ -20,6 +20,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--username", default="demo")
         parser.add_argument("--project", default="Demo")
+        parser.add_argument("--url", default="http://127.0.0.1:8000/", help="where the server will listen")
 
     def handle(self, *args: Any, **options: Any) -> None:
         username, password = options["username"], _demo_password()
@@ -39,7 +40,7 @@ class Command(BaseCommand):
         imported = sum(services.ingest_job_run(job_id=j.pk).status == JobStatus.SUCCEEDED
                        for j in jobs if j.status == JobStatus.QUEUED)
         self.stdout.write(f"Demo project {project.name!r}: {imported} new trace file(s), {len(files)} in the demo set.")
-        self.stdout.write(self.style.SUCCESS(f"Log in at http://127.0.0.1:8000/ as  {username} / {password}"))
+        self.stdout.write(self.style.SUCCESS(f"Log in at {options['url']} as  {username} / {password}"))
 
 
 def _demo_password() -> str:
