@@ -121,3 +121,28 @@ def test_benchmark_command_reports_its_keys_and_meets_the_targets():
     again = StringIO()
     call_command("sandbox_benchmark", "--runs", "60", "--seed", "2", "--json", stdout=again)
     assert json.loads(again.getvalue()) == report  # deterministic
+
+
+@pytest.mark.django_db
+def test_sandbox_generate_keeps_broken_runs_labelled_as_injected_and_counterfactual_finds_them(project):
+    import io
+
+    from django.core.management import call_command
+
+    from attribution import services as attribution_services
+    from attribution.models import Verdict
+    from tracing.models import GoldLabel, Trace
+
+    out = io.StringIO()
+    call_command("sandbox_generate", "--project", project.name, "--runs", "6", "--seed", "3", stdout=out)
+    call_command("sandbox_generate", "--project", project.name, "--runs", "6", "--seed", "3", stdout=out)
+    traces = list(Trace.objects.filter(project=project))
+    assert traces and len(traces) <= 6  # the second call added nothing
+    assert all(t.provenance == "injected" and t.outcome == "failed" for t in traces)
+    assert GoldLabel.objects.filter(trace__in=traces, source="injected").count() == len(traces)
+    run = attribution_services.run_create(project=project, method="counterfactual",
+                                          trace_ids=[t.pk for t in traces], enqueue=False)
+    attribution_services.run_execute_inline(run=run)
+    for verdict in Verdict.objects.filter(run=run).select_related("trace"):
+        gold = verdict.trace.gold_labels.get()
+        assert (verdict.agent_name, verdict.step_index) == (gold.agent_name, gold.step_index)

@@ -18,7 +18,8 @@ STEP_BATCH_SIZE = 2000
 
 
 def trace_create_from_parsed(
-    *, project: Project, upload: RawUpload | None, ordinal: int, parsed: ParsedTrace, provenance: str = "uploaded"
+    *, project: Project, upload: RawUpload | None, ordinal: int, parsed: ParsedTrace, provenance: str = "uploaded",
+    label_source: str = LabelSource.IMPORTED,
 ) -> Trace:
     """Write one parsed trace with its agents, steps and gold labels, streaming the steps in batches.
 
@@ -26,7 +27,7 @@ def trace_create_from_parsed(
     """
     trace = Trace.objects.create(project=project, upload=upload, ordinal=ordinal, provenance=provenance,
                                  **_header(parsed))
-    _write_contents(trace, parsed)
+    _write_contents(trace, parsed, label_source)
     return trace
 
 
@@ -49,7 +50,7 @@ def _header(parsed: ParsedTrace) -> dict[str, object]:
             "metadata": finite(parsed.metadata)}
 
 
-def _write_contents(trace: Trace, parsed: ParsedTrace) -> None:
+def _write_contents(trace: Trace, parsed: ParsedTrace, label_source: str = LabelSource.IMPORTED) -> None:
     warnings = list(parsed.warnings)
     agents = _AgentBook(trace, parsed)
     count = 0
@@ -66,7 +67,7 @@ def _write_contents(trace: Trace, parsed: ParsedTrace) -> None:
     trace.step_count = count
     trace.agent_count = agents.active_count()
     trace.save(update_fields=[*_header(parsed), "step_count", "agent_count"])
-    gold_write(trace=trace, labels=parsed.gold, source=LabelSource.IMPORTED, warnings=warnings)
+    gold_write(trace=trace, labels=parsed.gold, source=label_source, warnings=warnings)
     _attach_pending(trace, warnings)
     trace.import_warnings = warnings  # type: ignore[attr-defined]
 
