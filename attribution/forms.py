@@ -49,3 +49,8 @@ class LlmSettingsForm(forms.ModelForm):
             "api_base": "For Ollama, vLLM or any OpenAI-compatible server, e.g. http://127.0.0.1:11434",
             "spending_cap_usd": "Runs stop with a clear message once the project's LLM spending reaches this.",
         }
+
+
+class SandboxForm(forms.Form):
+    runs = forms.IntegerField(min_value=1, max_value=500, initial=10)
+    seed = forms.IntegerField(min_value=0, max_value=10**9, initial=100)

@@ -189,3 +189,28 @@ def reusable_run(*, project, method: str, trace_ids: list[int], with_ground_trut
         if sorted(run.trace_ids) == wanted and run.params.get("with_ground_truth") == with_ground_truth:
             return run
     return None
+
+
+def replay_inspector_context(verdict: Verdict, selected: int | None) -> dict:
+    """The replays a counterfactual verdict made, and one of them beside the original run from its first correction.
+
+    By default the replay shown is the last one that turned the run into a success (the confirming single-step
+    flip), else the last one.
+    """
+    replays = list((verdict.details or {}).get("replays") or [])
+    for number, replay in enumerate(replays):
+        replay["number"] = number
+        replay["flipped"] = replay.get("outcome") == "success"
+    if not replays:
+        return {"verdict": verdict, "replays": [], "replay": None}
+    if selected is None or not 0 <= selected < len(replays):
+        flips = [r for r in replays if r["flipped"]]
+        selected = (flips or replays)[-1]["number"]
+    replay = replays[selected]
+    first = min(replay.get("corrections") or [0])
+    original = list(Step.objects.filter(trace=verdict.trace, index__gte=first).select_related("agent")
+                    .order_by("index")[:300])
+    corrected = {int(k): v for k, v in (replay.get("corrected_content") or {}).items()}
+    return {"verdict": verdict, "replays": replays, "replay": replay, "first": first, "original": original,
+            "continuation": (replay.get("continuation") or [])[:300], "corrected": corrected,
+            "original_outcome": verdict.trace.get_outcome_display()}

@@ -154,3 +154,30 @@ def llm_settings_save(*, settings: ProjectLlmSettings, api_key: str, clear_key: 
         settings.api_key_encrypted = encrypt(api_key.strip())
     settings.save()
     return settings
+
+
+def sandbox_cases_generate(*, project: Project, runs: int, seed: int) -> tuple[int, int]:
+    """Run the built-in sandbox ``runs`` times with one injected fault each; keep the runs the fault broke as traces
+    labelled at the faulty step (source: injected). Idempotent by trace name. Returns (kept, already there)."""
+    from tracing import services as tracing_services
+    from tracing.models import LabelSource, Provenance
+
+    from .replay import sandbox
+
+    kept = existing = 0
+    for i in range(runs):
+        task_seed, fault_seed = seed + i, i
+        name = sandbox.trace_name(task_seed, fault_seed)
+        if Trace.objects.filter(project=project, name=name).exists():
+            existing += 1
+            continue
+        result = sandbox.run(sandbox.generate_task(task_seed), sandbox.inject(task_seed, fault_seed))
+        if result.outcome != "failure":
+            continue  # the fault did not break this run (the verifier caught it): no labelled case
+        with transaction.atomic():
+            tracing_services.trace_create_from_parsed(
+                project=project, upload=None, ordinal=0, parsed=sandbox.to_parsed(result, name=name,
+                                                                                 fault_seed=fault_seed),
+                provenance=Provenance.INJECTED, label_source=LabelSource.INJECTED)
+        kept += 1
+    return kept, existing

@@ -43,3 +43,14 @@ def attribute_trace_task(self, run_id: int, trace_id: int) -> None:
             services.run_fail(run_id=run_id, reason=f"the database stayed unavailable ({exc.__class__.__name__})")
             return
         raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 30)) from exc
+
+
+@shared_task(bind=True, name="attribution.generate_sandbox_cases", max_retries=MAX_RETRIES)
+def generate_sandbox_cases_task(self, project_id: int, runs: int, seed: int) -> None:
+    # Idempotent by trace name: a re-delivery only fills in what the first delivery did not write.
+    from tracing.models import Project
+
+    try:
+        services.sandbox_cases_generate(project=Project.objects.get(pk=project_id), runs=runs, seed=seed)
+    except TRANSIENT_ERRORS as exc:
+        raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 30)) from exc

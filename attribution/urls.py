@@ -12,6 +12,8 @@ urlpatterns = [
     path("projects/<slug:slug>/runs/", views.run_list, name="run_list"),
     path("projects/<slug:slug>/evaluation/", views.evaluation, name="evaluation"),
     path("projects/<slug:slug>/evaluation/start/", views.evaluation_start, name="evaluation_start"),
+    path("projects/<slug:slug>/sandbox/", views.sandbox_generate, name="sandbox_generate"),
     path("projects/<slug:slug>/llm/", views.llm_settings, name="llm_settings"),
     path("runs/<int:run_id>/", views.run_detail, name="run_detail"),
+    path("verdicts/<int:verdict_id>/replays/", views.replay_inspector, name="replay_inspector"),
 ]

@@ -11,9 +11,9 @@ from tracing.models import Membership, Role
 
 from . import selectors, services
 from .evaluation import score
-from .forms import EvaluationForm, LlmSettingsForm, StartRunForm
+from .forms import EvaluationForm, LlmSettingsForm, SandboxForm, StartRunForm
 from .methods import MethodError, all_methods
-from .models import AttributionRun, ProjectLlmSettings
+from .models import AttributionRun, ProjectLlmSettings, Verdict
 
 
 def _contributor(membership: Membership) -> Membership:
@@ -66,7 +66,7 @@ def run_list(request: HttpRequest, slug: str) -> HttpResponse:
             except MethodError as exc:
                 form.add_error(None, str(exc))
     context = {"project": membership.project, "membership": membership, "form": form,
-               "runs": selectors.runs_for_project(membership.project.pk)}
+               "runs": selectors.runs_for_project(membership.project.pk), "sandbox_form": SandboxForm()}
     return render(request, "attribution/run_list.html", context, status=400 if form.errors else 200)
 
 
@@ -107,6 +107,37 @@ def evaluation(request: HttpRequest, slug: str) -> HttpResponse:
                "method": method, "split": split, "result": score(records) if records else None,
                "labelled": len(selectors.labelled_traces(project=membership.project, split=split))}
     return render(request, "attribution/evaluation.html", context)
+
+
+@login_required
+@require_POST
+def sandbox_generate(request: HttpRequest, slug: str) -> HttpResponse:
+    """Queue sandbox runs with injected faults; they appear in the trace list as `sandbox/task-…` traces."""
+    membership = _contributor(tracing_selectors.membership_for_user(user=request.user, slug=slug))
+    form = SandboxForm(request.POST)
+    if form.is_valid():
+        from django.db import transaction
+
+        from .tasks import generate_sandbox_cases_task
+
+        project_id, runs, seed = membership.project.pk, form.cleaned_data["runs"], form.cleaned_data["seed"]
+        transaction.on_commit(lambda: generate_sandbox_cases_task.delay(project_id, runs, seed))
+    return redirect("attribution:run_list", slug=slug)
+
+
+@login_required
+@require_GET
+def replay_inspector(request: HttpRequest, verdict_id: int) -> HttpResponse:
+    verdict = get_object_or_404(Verdict.objects.select_related("trace", "trace__project", "run"), pk=verdict_id,
+                                trace__project__memberships__user=request.user)
+    membership = Membership.objects.get(project=verdict.trace.project, user=request.user)
+    try:
+        selected = int(request.GET["replay"]) if "replay" in request.GET else None
+    except ValueError:
+        selected = None
+    context = selectors.replay_inspector_context(verdict, selected) | {"project": verdict.trace.project,
+                                                                       "membership": membership}
+    return render(request, "attribution/replay_inspector.html", context)
 
 
 @login_required
