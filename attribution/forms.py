@@ -40,14 +40,21 @@ class LlmSettingsForm(forms.ModelForm):
     api_key = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False),
                               help_text="Stored encrypted. Leave empty to keep the current key.")
     clear_api_key = forms.BooleanField(required=False, label="Remove the stored key")
+    replay_hook_auth = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False),
+                                       label="Replay hook Authorization header",
+                                       help_text='Sent as the Authorization header, e.g. "Bearer …". Stored encrypted; '
+                                                 "leave empty to keep the current one.")
 
     class Meta:
         model = ProjectLlmSettings
-        fields = ["model", "api_base", "temperature", "timeout_seconds", "max_retries", "spending_cap_usd"]
+        fields = ["model", "api_base", "temperature", "timeout_seconds", "max_retries", "spending_cap_usd",
+                  "replay_hook_url"]
         help_texts = {
             "model": "A litellm model string: openai/gpt-4o-mini, anthropic/claude-3-5-sonnet-latest, ollama/llama3.1 …",
             "api_base": "For Ollama, vLLM or any OpenAI-compatible server, e.g. http://127.0.0.1:11434",
             "spending_cap_usd": "Runs stop with a clear message once the project's LLM spending reaches this.",
+            "replay_hook_url": "Your system's replay endpoint (README: HTTP replay hook contract); counterfactual "
+                               "replay uses it for this project's traces that are not sandbox runs.",
         }
 
 

@@ -26,6 +26,9 @@ class ProjectLlmSettings(models.Model):
     timeout_seconds = models.PositiveIntegerField(default=120)
     max_retries = models.PositiveSmallIntegerField(default=3)
     spending_cap_usd = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True)
+    # Counterfactual replay of real traces through the team's own system (contract: attribution/replay/hook_contract.py).
+    replay_hook_url = models.URLField(max_length=500, blank=True)
+    replay_hook_auth_encrypted = models.TextField(blank=True)  # the full header value, e.g. "Bearer …", encrypted
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:

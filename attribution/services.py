@@ -82,12 +82,33 @@ def run_trace(*, run_id: int, trace_id: int) -> Verdict | None:
     method = get_method(run.method)
     try:
         llm = _llm_for(run, trace) if method.needs_llm else None
-        result = method.run(trace_view(trace), llm=llm, with_ground_truth=run.params.get("with_ground_truth", True))
+        view = trace_view(trace)
+        extra = {"replayer": replayer_for(run.project, view)} if getattr(method, "needs_replayer", False) else {}
+        result = method.run(view, llm=llm, with_ground_truth=run.params.get("with_ground_truth", True), **extra)
         error = ""
     except MethodError as exc:
         result, error = None, str(exc)
     # No network I/O past this point: the verdict and the counters are written together.
     return _store_verdict(run, trace, result, error)
+
+
+def replayer_for(project: Project, view):  # type: ignore[no-untyped-def]
+    """The replayer for a trace: the built-in sandbox for sandbox runs (None: the method builds it from the trace),
+    else the project's HTTP replay hook when one is configured."""
+    from .replay.sandbox import parse_name
+
+    if view.source_format == "sandbox" and parse_name(view.name) is not None:
+        return None
+    settings = ProjectLlmSettings.objects.filter(project=project).exclude(replay_hook_url="").first()
+    if settings is None:
+        raise MethodError("counterfactual replay of this trace needs a replayer: set the project's replay hook URL on "
+                          "the model page (sandbox runs replay without one)")
+    from .crypto import decrypt
+    from .replay.http_hook import HttpHookReplayer
+
+    auth = decrypt(settings.replay_hook_auth_encrypted) if settings.replay_hook_auth_encrypted else None
+    return HttpHookReplayer(settings.replay_hook_url, auth_header=auth, timeout=settings.timeout_seconds,
+                            retries=settings.max_retries)
 
 
 def _llm_for(run: AttributionRun, trace: Trace):  # type: ignore[no-untyped-def]
@@ -144,7 +165,8 @@ def run_execute_inline(*, run: AttributionRun) -> AttributionRun:
     return run
 
 
-def llm_settings_save(*, settings: ProjectLlmSettings, api_key: str, clear_key: bool) -> ProjectLlmSettings:
+def llm_settings_save(*, settings: ProjectLlmSettings, api_key: str, clear_key: bool,
+                      hook_auth: str = "") -> ProjectLlmSettings:
     """Save model settings; a new key is encrypted before it touches the database, an empty one keeps the old."""
     from .crypto import encrypt
 
@@ -152,6 +174,8 @@ def llm_settings_save(*, settings: ProjectLlmSettings, api_key: str, clear_key: 
         settings.api_key_encrypted = ""
     elif api_key:
         settings.api_key_encrypted = encrypt(api_key.strip())
+    if hook_auth:
+        settings.replay_hook_auth_encrypted = encrypt(hook_auth.strip())
     settings.save()
     return settings
 

@@ -85,6 +85,7 @@ class Counterfactual:
     name = "counterfactual"
     label = "Counterfactual replay (sandbox, offline)"
     needs_llm = False
+    needs_replayer = True  # the service hands it the project's replayer (sandbox or HTTP hook)
 
     def run(self, trace: TraceView, *, llm: LlmClient | None = None, with_ground_truth: bool = True,
             replayer: Replayer | None = None, budget: Budget | None = None, prune: bool = False) -> MethodResult:

@@ -51,3 +51,59 @@ def test_generating_sandbox_runs_from_the_runs_page_queues_a_task(owner_client, 
     tracing_services.membership_set(project=project, user=viewer, role=Role.VIEWER)
     client.force_login(viewer)
     assert client.post(url, {"runs": "5", "seed": "7"}).status_code == 403
+
+
+def test_counterfactual_replays_a_real_trace_through_the_projects_http_hook(owner_client, project):
+    """A real HTTP server on 127.0.0.1 plays the team's system: the run succeeds once step K is corrected."""
+    import threading
+
+    from attribution.models import ProjectLlmSettings
+    from tests.attribution.test_http_hook import Hook, QuietServer, _handler
+    from tests.conftest import import_now, incoming_path, whowhen_files
+
+    path = next(p for p in whowhen_files() if p.parent.name == "Algorithm-Generated")
+    (job,) = import_now(project, incoming_path(path))
+    trace = Trace.objects.get(pk=job.trace_ids[0])
+    decisive = trace.steps.exclude(kind__in=["tool_result", "human", "system"]).order_by("index")[1].index
+
+    class System(Hook):
+        def answer(self, payload: dict) -> dict:
+            if payload.get("action") == "propose":
+                return {"content": f"a better action for step {payload['index']}"}
+            fixed = any(c["index"] == decisive for c in payload["corrections"])
+            answer = payload["trace"]["ground_truth"] if fixed else "wrong"
+            return {"continuation": [{"agent": payload["corrections"][0]["agent"], "kind": "message",
+                                      "content": f"FINAL ANSWER: {answer}"}],
+                    "outcome": "success" if fixed else "failure", "final_answer": answer, "cost_usd": 0}
+
+    system = System()
+    server = QuietServer(("127.0.0.1", 0), _handler(system))
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        url = reverse("attribution:llm_settings", args=[project.slug])
+        owner_client.post(url, {"model": "", "api_base": "", "temperature": "0", "timeout_seconds": "10",
+                                "max_retries": "1", "spending_cap_usd": "",
+                                "replay_hook_url": f"http://127.0.0.1:{server.server_address[1]}/replay",
+                                "replay_hook_auth": "Bearer hook-secret"})
+        stored = ProjectLlmSettings.objects.get(project=project)
+        assert stored.replay_hook_url and "hook-secret" not in stored.replay_hook_auth_encrypted
+        run = services.run_create(project=project, method="counterfactual", trace_ids=[trace.pk], enqueue=False)
+        services.run_execute_inline(run=run)
+    finally:
+        server.shutdown()
+        server.server_close()
+    verdict = Verdict.objects.get(run=run)
+    assert verdict.status == "ok", verdict.error
+    assert verdict.step_index == decisive
+    assert system.requests and all(r["headers"].get("Authorization") == "Bearer hook-secret" for r in system.requests)
+
+
+def test_counterfactual_without_a_hook_says_how_to_get_one(project):
+    from tests.conftest import import_now, incoming_path, whowhen_files
+
+    path = whowhen_files()[0]
+    (job,) = import_now(project, incoming_path(path))
+    run = services.run_create(project=project, method="counterfactual", trace_ids=job.trace_ids, enqueue=False)
+    services.run_execute_inline(run=run)
+    verdict = Verdict.objects.get(run=run)
+    assert verdict.status == "failed" and "replay hook URL" in verdict.error
