@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import Prefetch, QuerySet
 
 from tracing.models import Agent, GoldLabel, Step, Trace
 
@@ -55,7 +55,10 @@ def evaluation_records(*, run: AttributionRun, split: str = "all") -> list:  # t
     from .splits import split_of
 
     records = []
-    verdicts = Verdict.objects.filter(run=run).select_related("trace").prefetch_related("trace__gold_labels")
+    acting = Prefetch("trace__agents", queryset=Agent.objects.filter(step_count__gt=0).order_by("position"),
+                      to_attr="acting_agents")
+    verdicts = (Verdict.objects.filter(run=run).select_related("trace")
+                .prefetch_related("trace__gold_labels", acting))  # three queries for the whole run
     for verdict in verdicts:
         t = verdict.trace
         if split != "all" and split_of(source_format=t.source_format, external_id=t.external_id, name=t.name) != split:
@@ -63,8 +66,7 @@ def evaluation_records(*, run: AttributionRun, split: str = "all") -> list:  # t
         gold = gold_for(verdict.trace)
         if gold is None:
             continue
-        agents = tuple(Agent.objects.filter(trace=verdict.trace, step_count__gt=0).order_by("position")
-                       .values_list("name", flat=True))
+        agents = tuple(a.name for a in t.acting_agents)
         records.append(Record(
             pred_agent=verdict.agent_name if verdict.status == "ok" else "",
             pred_step=verdict.step_index if verdict.status == "ok" and verdict.step_index is not None else -1,
@@ -77,11 +79,9 @@ def evaluation_records(*, run: AttributionRun, split: str = "all") -> list:  # t
 
 def latest_evaluation_run(*, project, method: str) -> AttributionRun | None:  # type: ignore[no-untyped-def]
     """The newest finished run of ``method`` in the project that covered at least one labelled trace."""
-    runs = AttributionRun.objects.filter(project=project, method=method, status="succeeded").order_by("-id")
-    for run in runs[:20]:
-        if Verdict.objects.filter(run=run, trace__gold_labels__isnull=False).exists():
-            return run
-    return None
+    return (AttributionRun.objects.filter(project=project, method=method, status="succeeded",
+                                          verdicts__trace__gold_labels__isnull=False)
+            .distinct().order_by("-id").first())
 
 
 def project_spend(*, project) -> float:  # type: ignore[no-untyped-def]
