@@ -23,7 +23,7 @@ run: setup
 	@mkdir -p var
 	@$(BIN)/python manage.py migrate --noinput -v0
 	@$(BIN)/python manage.py bootstrap_demo --url http://$(HOST):$(PORT)/
-	@$(BIN)/python manage.py sandbox_generate --project Demo --runs 6 --seed 1
+	@$(BIN)/python manage.py sandbox_generate --project Demo --runs 6 --seed 1 --clean 4
 	@$(BIN)/python manage.py evaluate --project Demo --method heuristic --reuse
 	@echo "Starting the web server on http://$(HOST):$(PORT)/ and a Celery worker (Ctrl+C stops both)"
 	@trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \

@@ -151,3 +151,137 @@ class LlmCall(models.Model):
             # The spending cap: sum of a project's costs.
             models.Index(fields=["project", "created_at"], name="llmcall_project_time"),
         ]
+
+
+class CampaignStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Finished"
+    STOPPED = "stopped", "Stopped by its budget"
+    CANCELLED = "cancelled", "Cancelled"
+    FAILED = "failed", "Failed"
+
+
+FINISHED_CAMPAIGN_STATUSES = (CampaignStatus.SUCCEEDED, CampaignStatus.STOPPED, CampaignStatus.CANCELLED,
+                              CampaignStatus.FAILED)
+
+
+class InjectionCampaign(models.Model):
+    """Break successful runs on purpose: each planned ``Injection`` puts one fault into one step of one origin trace
+    and replays the run; injections that turn success into failure become new traces labelled at the fault.
+
+    The rows are the source of truth. The budget (replays, tokens, cost) is shared by every worker through atomic
+    updates of the counters below, so a campaign stops cleanly at its limit however many workers take part.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="injection_campaigns")
+    description = models.CharField(max_length=300, blank=True)
+    trace_ids = models.JSONField(default=list)  # the origin traces (successful runs), fixed at creation
+    # {"faults_per_trace": 3, "seed": 0, "writer": "perturb" | "llm", "kinds": [...]}
+    params = models.JSONField(default=dict, blank=True)
+    max_replays = models.PositiveIntegerField(null=True, blank=True)
+    max_tokens = models.PositiveBigIntegerField(null=True, blank=True)
+    max_cost = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True)
+    status = models.CharField(max_length=16, choices=CampaignStatus.choices, default=CampaignStatus.QUEUED)
+    total = models.PositiveIntegerField(default=0)  # injections planned
+    done = models.PositiveIntegerField(default=0)  # injections settled: kept, discarded, failed or skipped
+    kept = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    replays = models.PositiveIntegerField(default=0)  # replays reserved against the budget
+    tokens = models.PositiveBigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    stop_reason = models.CharField(max_length=300, blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [models.CheckConstraint(condition=Q(status__in=CampaignStatus.values),
+                                              name="campaign_status_valid")]
+        indexes = [models.Index(fields=["project", "-created_at"], name="campaign_project_recent")]
+
+    def __str__(self) -> str:
+        return f"injection campaign {self.pk} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_CAMPAIGN_STATUSES
+
+    @property
+    def percent(self) -> int:
+        return 100 if self.is_finished else (int(100 * self.done / self.total) if self.total else 0)
+
+
+class InjectionStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    KEPT = "kept", "Kept: the fault broke the run"
+    DISCARDED = "discarded", "Discarded: the run still succeeded"
+    FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Skipped (budget or cancelled)"
+
+
+class Injection(models.Model):
+    """One planned fault: which step of which origin trace, which kind, and what became of it."""
+
+    campaign = models.ForeignKey(InjectionCampaign, on_delete=models.CASCADE, related_name="injections")
+    origin = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=120)  # unique within the campaign: "t12:s5:wrong_number", "t12:sandbox-3"
+    step_index = models.IntegerField(null=True, blank=True)
+    agent_name = models.CharField(max_length=200, blank=True)
+    fault_kind = models.CharField(max_length=40)
+    category = models.CharField(max_length=80, blank=True)  # taxonomy code
+    original = models.TextField(blank=True)
+    faulty = models.TextField(blank=True)
+    status = models.CharField(max_length=12, choices=InjectionStatus.choices, default=InjectionStatus.PENDING)
+    outcome = models.CharField(max_length=12, blank=True)  # the replay's outcome
+    final_answer = models.TextField(blank=True)
+    result_trace = models.ForeignKey(Trace, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    error = models.TextField(blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "key"], name="injection_unique_key"),
+            models.CheckConstraint(condition=Q(status__in=InjectionStatus.values), name="injection_status_valid"),
+        ]
+        indexes = [models.Index(fields=["campaign", "status"], name="injection_campaign_status")]
+
+    def __str__(self) -> str:
+        return f"{self.fault_kind} at step {self.step_index} of trace {self.origin_id}"
+
+
+class ReplayRecord(models.Model):
+    """One finished replay, written the moment it returns. A task re-delivered after a crash finds its replays here
+    and does not run them again (replays cost model calls or a round trip to the team's own system)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="replay_records")
+    run = models.ForeignKey(AttributionRun, null=True, blank=True, on_delete=models.CASCADE, related_name="replays")
+    campaign = models.ForeignKey(InjectionCampaign, null=True, blank=True, on_delete=models.CASCADE,
+                                 related_name="replay_records")
+    key = models.CharField(max_length=200)  # which corrections: "3,7" or "inject:t12:s5:wrong_number"
+    purpose = models.CharField(max_length=20, blank=True)
+    replayer = models.CharField(max_length=20, blank=True)
+    corrections = models.JSONField(default=dict)  # {"3": "corrected content"}
+    outcome = models.CharField(max_length=12)
+    final_answer = models.TextField(blank=True)
+    continuation = models.JSONField(default=list)
+    tokens = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "trace", "key"], condition=Q(run__isnull=False),
+                                    name="replay_unique_per_run"),
+            models.UniqueConstraint(fields=["campaign", "trace", "key"], condition=Q(campaign__isnull=False),
+                                    name="replay_unique_per_campaign"),
+        ]
+
+    def __str__(self) -> str:
+        return f"replay {self.key} of trace {self.trace_id}: {self.outcome}"

@@ -19,6 +19,7 @@ from tracing.models import Project, Trace
 
 from .methods import MethodError, MethodResult, get_method
 from .models import AttributionRun, ProjectLlmSettings, RunStatus, Verdict, VerdictStatus
+from .replay.base import ReplayError
 from .selectors import trace_view
 
 logger = logging.getLogger(__name__)
@@ -83,7 +84,10 @@ def run_trace(*, run_id: int, trace_id: int) -> Verdict | None:
     try:
         llm = _llm_for(run, trace) if method.needs_llm else None
         view = trace_view(trace)
-        extra = {"replayer": replayer_for(run.project, view)} if getattr(method, "needs_replayer", False) else {}
+        extra = {}
+        if getattr(method, "needs_replayer", False):
+            replayer = replayer_for(run.project, view)
+            extra = {"replayer": replayer, "store": RunReplayStore(run, trace, getattr(replayer, "name", "sandbox"))}
         result = method.run(view, llm=llm, with_ground_truth=run.params.get("with_ground_truth", True), **extra)
         error = ""
     except MethodError as exc:
@@ -205,3 +209,414 @@ def sandbox_cases_generate(*, project: Project, runs: int, seed: int) -> tuple[i
                 provenance=Provenance.INJECTED, label_source=LabelSource.INJECTED)
         kept += 1
     return kept, existing
+
+
+# --- replay records ---------------------------------------------------------------------------------------------------
+
+class RunReplayStore:
+    """Replays of one trace within one attribution run, kept in ``ReplayRecord`` as each finishes: a counterfactual
+    search re-delivered after a worker crash reads them back instead of replaying again."""
+
+    def __init__(self, run: AttributionRun, trace: Trace, replayer: str = "") -> None:
+        self.run, self.trace, self.replayer = run, trace, replayer
+
+    def get(self, key: str) -> dict | None:
+        from .models import ReplayRecord
+
+        row = ReplayRecord.objects.filter(run=self.run, trace=self.trace, key=key).first()
+        return None if row is None else _replay_dict(row)
+
+    def put(self, key: str, replay: dict) -> None:
+        from .models import ReplayRecord
+
+        try:
+            with transaction.atomic():
+                ReplayRecord.objects.create(
+                    project_id=self.run.project_id, trace=self.trace, run=self.run, key=key[:200],
+                    purpose=str(replay.get("purpose", ""))[:20], replayer=self.replayer[:20],
+                    corrections=replay.get("corrected_content") or {}, outcome=replay["outcome"],
+                    final_answer=replay.get("final_answer", ""), continuation=replay.get("continuation") or [],
+                    tokens=int(replay.get("tokens") or 0), cost=Decimal(str(round(float(replay.get("cost") or 0), 6))))
+        except IntegrityError:
+            pass  # another delivery recorded the same replay first
+
+
+def _replay_dict(row) -> dict:  # type: ignore[no-untyped-def]
+    return {"purpose": row.purpose, "corrections": sorted(int(k) for k in row.corrections),
+            "corrected_content": row.corrections, "outcome": row.outcome, "final_answer": row.final_answer,
+            "continuation": row.continuation, "cost": float(row.cost), "tokens": row.tokens}
+
+
+# --- injection campaigns ----------------------------------------------------------------------------------------------
+
+def campaign_create(
+    *,
+    project: Project,
+    trace_ids: Iterable[int],
+    faults_per_trace: int = 3,
+    seed: int = 0,
+    writer: str = "perturb",
+    kinds: list[str] | None = None,
+    max_replays: int | None = None,
+    max_tokens: int | None = None,
+    max_cost: float | Decimal | None = None,
+    user: AbstractBaseUser | None = None,
+    description: str = "",
+    enqueue: bool = True,
+):  # -> InjectionCampaign
+    """Plan to break each successful trace of ``trace_ids`` with up to ``faults_per_trace`` faults, and queue it.
+
+    Sandbox runs are broken by the sandbox's own deterministic faults; other traces by a fault writer (``perturb``,
+    offline, or ``llm``, the project's model) and replayed through the project's replay hook or model.
+    """
+    from tracing.models import Outcome
+
+    from .models import InjectionCampaign
+    from .replay.sandbox import parse_name
+
+    if writer not in ("perturb", "llm"):
+        raise MethodError(f"unknown fault writer {writer!r}: use perturb or llm")
+    if faults_per_trace < 1:
+        raise MethodError("faults per trace must be at least 1")
+    traces = list(Trace.objects.filter(project=project, pk__in=list(trace_ids), outcome=Outcome.SUCCEEDED)
+                  .order_by("pk").only("pk", "name", "source_format"))
+    if not traces:
+        raise MethodError("no successful traces in the selection: faults are injected into runs that succeeded")
+    real = [t for t in traces if not (t.source_format == "sandbox" and parse_name(t.name) is not None)]
+    settings = ProjectLlmSettings.objects.filter(project=project).first()
+    if real and not (settings and (settings.replay_hook_url or settings.model)):
+        raise MethodError(f"{len(real)} of the selected traces are not sandbox runs: replaying them needs the "
+                          "project's replay hook URL or a model (set one on the model page)")
+    if writer == "llm" and not (settings and settings.model):
+        raise MethodError("LLM-written faults need a model: set one on the project's model page")
+    campaign = InjectionCampaign.objects.create(
+        project=project, trace_ids=[t.pk for t in traces], created_by=user,
+        params={"faults_per_trace": faults_per_trace, "seed": seed, "writer": writer, "kinds": kinds or []},
+        max_replays=max_replays, max_tokens=max_tokens,
+        max_cost=Decimal(str(max_cost)) if max_cost is not None else None,
+        description=description or f"{len(traces)} successful trace{'s' if len(traces) != 1 else ''}",
+    )
+    if enqueue:
+        from .tasks import start_campaign_task
+
+        transaction.on_commit(lambda: start_campaign_task.delay(campaign.pk))
+    return campaign
+
+
+def campaign_claim(*, campaign_id: int) -> bool:
+    from .models import CampaignStatus, InjectionCampaign
+
+    return bool(InjectionCampaign.objects.filter(pk=campaign_id, status=CampaignStatus.QUEUED)
+                .update(status=CampaignStatus.RUNNING, started_at=timezone.now()))
+
+
+def campaign_plan(*, campaign) -> int:  # type: ignore[no-untyped-def]
+    """Write the campaign's injections (idempotent: a key is planned once). Returns how many are planned."""
+    from .models import Injection, InjectionCampaign, InjectionStatus
+    from .replay import perturb, sandbox
+
+    params = campaign.params
+    n, seed = int(params.get("faults_per_trace", 3)), int(params.get("seed", 0))
+    rows: list[Injection] = []
+    for trace in Trace.objects.filter(pk__in=campaign.trace_ids, project=campaign.project).order_by("pk"):
+        view = trace_view(trace)
+        parsed = sandbox.parse_name(trace.name) if trace.source_format == "sandbox" else None
+        try:
+            if parsed is not None:
+                rows += _plan_sandbox(campaign, trace, view, parsed, n, seed)
+            else:
+                targets = perturb.choose_targets(view, n, seed, params.get("kinds") or None)
+                if not targets:
+                    raise MethodError("no agent action in this trace can take a fault")
+                rows += [Injection(campaign=campaign, origin=trace, key=f"t{trace.pk}:s{index}:{kind}",
+                                   step_index=index, agent_name=view.steps[index].agent, fault_kind=kind,
+                                   category=perturb.KINDS[kind], original=view.steps[index].content)
+                         for index, kind in targets]
+        except (MethodError, sandbox.ReplayError) as exc:
+            rows.append(Injection(campaign=campaign, origin=trace, key=f"t{trace.pk}:plan", fault_kind="none",
+                                  status=InjectionStatus.FAILED, error=str(exc)[:2000], finished_at=timezone.now()))
+    with transaction.atomic():
+        Injection.objects.bulk_create(rows, ignore_conflicts=True)
+        total = Injection.objects.filter(campaign=campaign).count()
+        settled = Injection.objects.filter(campaign=campaign).exclude(status=InjectionStatus.PENDING)
+        InjectionCampaign.objects.filter(pk=campaign.pk).update(
+            total=total, done=settled.count(), failed=settled.filter(status=InjectionStatus.FAILED).count())
+    return total
+
+
+def _plan_sandbox(campaign, trace: Trace, view, parsed, n: int, seed: int) -> list:  # type: ignore[no-untyped-def]
+    """Sandbox faults for a clean sandbox run: the fault seeds ``seed``, ``seed+1``… each pick one (action, kind)."""
+    from .models import Injection
+    from .replay import sandbox
+
+    task_seed, faults = parsed
+    if faults:
+        raise MethodError("this sandbox run already carries a fault: inject into clean runs (sandbox/task-N)")
+    sandbox.SandboxReplayer(task_seed).check(view)  # the stored run must be the sandbox's own
+    by_key = {key: index for index, key in sandbox.turn_keys(view.steps).items()}
+    rows, seen = [], set()
+    for fault_seed in range(seed, seed + 4 * n):  # a few spare seeds: two seeds may pick the same fault
+        if len(rows) == n:
+            break
+        ((agent, turn), kind), = sandbox.inject(task_seed, fault_seed).items()
+        index = by_key[(agent, turn)]
+        if (index, kind) in seen:
+            continue
+        seen.add((index, kind))
+        rows.append(Injection(campaign=campaign, origin=trace, key=f"t{trace.pk}:sandbox-{fault_seed}",
+                              step_index=index, agent_name=agent, fault_kind=kind,
+                              category=sandbox.FAULT_KINDS[kind], original=view.steps[index].content))
+    return rows
+
+
+def campaign_cancel(*, campaign) -> bool:  # type: ignore[no-untyped-def]
+    """Stop a campaign: injections not started are skipped; cases already kept stay."""
+    from .models import CampaignStatus
+
+    return _campaign_stop(campaign.pk, CampaignStatus.CANCELLED, "cancelled",
+                          from_statuses=(CampaignStatus.QUEUED, CampaignStatus.RUNNING))
+
+
+def _campaign_stop(campaign_id: int, status: str, reason: str, *, from_statuses: tuple[str, ...]) -> bool:
+    from .models import InjectionCampaign, InjectionStatus
+
+    with transaction.atomic():
+        stopped = InjectionCampaign.objects.filter(pk=campaign_id, status__in=from_statuses).update(
+            status=status, stop_reason=reason[:300], finished_at=timezone.now())
+        if stopped:
+            skipped = (InjectionCampaign.objects.get(pk=campaign_id).injections
+                       .filter(status=InjectionStatus.PENDING)
+                       .update(status=InjectionStatus.SKIPPED, error=reason[:2000], finished_at=timezone.now()))
+            InjectionCampaign.objects.filter(pk=campaign_id).update(done=F("done") + skipped)
+    return bool(stopped)
+
+
+def campaign_finish_if_done(campaign_id: int) -> None:
+    from .models import CampaignStatus, InjectionCampaign
+
+    InjectionCampaign.objects.filter(pk=campaign_id, status=CampaignStatus.RUNNING, done__gte=F("total")).update(
+        status=CampaignStatus.SUCCEEDED, finished_at=timezone.now())
+
+
+def _reserve_replay(campaign_id: int) -> str:
+    """Take one replay from the campaign's budget; "" when granted, else why not. Atomic across workers."""
+    from .models import CampaignStatus, InjectionCampaign
+
+    current = InjectionCampaign.objects.get(pk=campaign_id)
+    if current.status != CampaignStatus.RUNNING:
+        return f"the campaign is {current.get_status_display().lower()}"
+    if current.max_tokens is not None and current.tokens >= current.max_tokens:
+        return f"token budget of {current.max_tokens:,} reached"
+    if current.max_cost is not None and current.cost >= current.max_cost:
+        return f"cost budget of ${current.max_cost} reached"
+    rows = InjectionCampaign.objects.filter(pk=campaign_id, status=CampaignStatus.RUNNING)
+    if current.max_replays is not None:
+        rows = rows.filter(replays__lt=F("max_replays"))
+    if rows.update(replays=F("replays") + 1):
+        return ""
+    return f"replay budget of {current.max_replays:,} replays reached"
+
+
+def injection_execute(*, injection_id: int):  # -> Injection
+    """Break one origin trace at one step, replay it, and keep the case when the run now fails.
+
+    Safe to call again after a crash: a settled injection is returned untouched, and a replay that finished before
+    the crash is read back from its ``ReplayRecord`` rather than run again.
+    """
+    from .models import CampaignStatus, Injection, InjectionStatus, ReplayRecord
+
+    injection = Injection.objects.select_related("campaign", "origin", "campaign__project").get(pk=injection_id)
+    campaign = injection.campaign
+    if injection.status != InjectionStatus.PENDING:
+        return injection
+    if campaign.status != CampaignStatus.RUNNING:
+        return _injection_settle(injection, InjectionStatus.SKIPPED, error=f"campaign {campaign.status}")
+    record = ReplayRecord.objects.filter(campaign=campaign, trace=injection.origin, key=injection.key).first()
+    if record is None:
+        refused = _reserve_replay(campaign.pk)
+        if refused:
+            if campaign.status == CampaignStatus.RUNNING and "budget" in refused:
+                _campaign_stop(campaign.pk, CampaignStatus.STOPPED, refused, from_statuses=(CampaignStatus.RUNNING,))
+            injection.refresh_from_db()
+            return (injection if injection.status != InjectionStatus.PENDING
+                    else _injection_settle(injection, InjectionStatus.SKIPPED, error=refused))
+        try:
+            record = _injection_replay(injection)
+        except (MethodError, ReplayError) as exc:
+            return _injection_settle(injection, InjectionStatus.FAILED, error=str(exc))
+    return _injection_keep_or_discard(injection, record)
+
+
+def _injection_replay(injection):  # type: ignore[no-untyped-def]
+    """Run the faulty replay and record it (with what it cost, against the campaign's budget)."""
+    from .models import InjectionCampaign, ReplayRecord
+    from .replay import sandbox
+    from .replay.base import Budget
+
+    campaign, origin = injection.campaign, injection.origin
+    view = trace_view(origin)
+    parsed = sandbox.parse_name(origin.name) if origin.source_format == "sandbox" else None
+    tokens = 0
+    if parsed is not None:
+        fault_seed = int(injection.key.rsplit("sandbox-", 1)[1])
+        result = sandbox.run(sandbox.generate_task(parsed[0]), sandbox.inject(parsed[0], fault_seed))
+        faulty = result.steps[injection.step_index].content if injection.step_index < len(result.steps) else ""
+        outcome, answer, cost, replayer_name = result.outcome, result.final_answer, 0.0, "sandbox"
+        continuation = [sandbox._step_dict(i, s) for i, s in enumerate(result.steps)  # noqa: SLF001
+                        if i >= injection.step_index]
+    else:
+        replayer = replayer_for(campaign.project, view)
+        writer = _fault_writer(campaign)
+        faulty = writer.write(view, injection.step_index, injection.fault_kind)
+        budget = Budget()
+        replayed = replayer.replay(view, {injection.step_index: faulty}, budget=budget)
+        outcome, answer, cost, continuation = (replayed.outcome, replayed.final_answer, replayed.cost,
+                                               replayed.continuation)
+        tokens = int(getattr(budget, "tokens", 0) or 0)
+        replayer_name = getattr(replayer, "name", "")
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                record = ReplayRecord.objects.create(
+                    project=campaign.project, trace=origin, campaign=campaign, key=injection.key,
+                    purpose="inject", replayer=replayer_name[:20], corrections={str(injection.step_index): faulty},
+                    outcome=outcome, final_answer=answer, continuation=continuation, tokens=tokens,
+                    cost=Decimal(str(round(cost, 6))))
+        except IntegrityError:  # a parallel delivery recorded it first: keep theirs, count once
+            return ReplayRecord.objects.get(campaign=campaign, trace=origin, key=injection.key)
+        InjectionCampaign.objects.filter(pk=campaign.pk).update(tokens=F("tokens") + tokens,
+                                                                cost=F("cost") + record.cost)
+    return record
+
+
+def _fault_writer(campaign):  # type: ignore[no-untyped-def]
+    from .replay.perturb import Perturber
+
+    if campaign.params.get("writer") == "llm":
+        from .llm import LlmClient
+        from .replay.fault_writer import FaultWriter
+
+        return FaultWriter(LlmClient.for_project(campaign.project, method="inject_faults"))
+    return Perturber()
+
+
+def _injection_keep_or_discard(injection, record):  # type: ignore[no-untyped-def]
+    from .models import InjectionStatus
+
+    if record.outcome != "failure":
+        return _injection_settle(injection, InjectionStatus.DISCARDED, record=record)
+    return _injection_settle(injection, InjectionStatus.KEPT, record=record)
+
+
+def _injection_settle(injection, status: str, *, record=None, error: str = ""):  # type: ignore[no-untyped-def]
+    """Write the injection's end state, the kept case's trace and the campaign's counters in one transaction."""
+    from .models import Injection, InjectionCampaign, InjectionStatus
+
+    with transaction.atomic():
+        locked = Injection.objects.select_for_update().get(pk=injection.pk)
+        if locked.status != InjectionStatus.PENDING:
+            return locked
+        if record is not None:
+            locked.outcome, locked.final_answer = record.outcome, record.final_answer[:5000]
+            locked.faulty = (record.corrections or {}).get(str(locked.step_index), "")
+        if status == InjectionStatus.KEPT:
+            locked.result_trace = _kept_case_trace(locked, record)
+        locked.status, locked.error, locked.finished_at = status, error[:2000], timezone.now()
+        locked.save()
+        InjectionCampaign.objects.filter(pk=locked.campaign_id).update(
+            done=F("done") + 1, kept=F("kept") + (1 if status == InjectionStatus.KEPT else 0),
+            failed=F("failed") + (1 if status == InjectionStatus.FAILED else 0))
+    campaign_finish_if_done(locked.campaign_id)
+    return locked
+
+
+def _kept_case_trace(injection, record) -> Trace:  # type: ignore[no-untyped-def]
+    """The broken run as a new trace labelled at the fault (source: injected), linked to the run it came from."""
+    from tracing import services as tracing_services
+    from tracing.formats.base import ParsedAgent, ParsedGold, ParsedStep, ParsedTrace
+    from tracing.models import LabelSource, Provenance
+
+    from .replay import sandbox
+
+    from .models import Injection, InjectionStatus
+
+    origin = injection.origin
+    same = (Injection.objects.filter(origin=origin, step_index=injection.step_index, faulty=injection.faulty,
+                                     status=InjectionStatus.KEPT, result_trace__isnull=False)
+            .exclude(pk=injection.pk).values_list("result_trace_id", flat=True).first())
+    if same is not None:  # an earlier campaign made this very case: link it rather than copy it
+        return Trace.objects.get(pk=same)
+    parsed_name = sandbox.parse_name(origin.name) if origin.source_format == "sandbox" else None
+    if parsed_name is not None:
+        fault_seed = int(injection.key.rsplit("sandbox-", 1)[1])
+        name = sandbox.trace_name(parsed_name[0], fault_seed)
+        existing = Trace.objects.filter(project=origin.project_id, name=name).first()
+        if existing is not None:  # the same sandbox case, generated before: link it rather than copy it
+            return existing
+        parsed = sandbox.to_parsed(sandbox.run(sandbox.generate_task(parsed_name[0]),
+                                               sandbox.inject(parsed_name[0], fault_seed)),
+                                   name=name, fault_seed=fault_seed)
+    else:
+        view = trace_view(origin)
+        index = injection.step_index
+        steps = [ParsedStep(speaker=s.speaker or s.agent, agent=s.agent or None, kind=s.kind, content=s.content,
+                            recipient=s.recipient, tool_name=s.tool_name, parent=s.parent)
+                 for s in view.steps[:index]]
+        for k, s in enumerate(record.continuation or []):
+            content = record.corrections.get(str(index), "") if k == 0 else str(s.get("content", ""))
+            steps.append(ParsedStep(speaker=s.get("agent") or s.get("speaker") or "", agent=s.get("agent") or None,
+                                    kind=s.get("kind") or "message", content=content,
+                                    tool_name=s.get("tool_name") or ""))
+        parsed = ParsedTrace(
+            name=f"{origin.name} · {injection.fault_kind} at step {index}"[:300], source_format=origin.source_format,
+            steps=steps, agents=[ParsedAgent(a, p) for a, p in view.system_prompts.items()],
+            gold=[ParsedGold(agent=injection.agent_name, step=index, category=injection.category,
+                             reason=f"injected fault: {injection.fault_kind} (campaign {injection.campaign_id})",
+                             confidence=1.0)],
+            external_id=f"injected:{injection.campaign_id}:{injection.key}"[:200], question=origin.question,
+            ground_truth=origin.ground_truth, outcome="failed",
+            metadata={"injection": {"campaign": injection.campaign_id, "origin": origin.pk,
+                                    "origin_name": origin.name, "step": index, "fault_kind": injection.fault_kind,
+                                    "final_answer": record.final_answer}})
+    trace = tracing_services.trace_create_from_parsed(project=origin.project, upload=None, ordinal=0, parsed=parsed,
+                                                      provenance=Provenance.INJECTED,
+                                                      label_source=LabelSource.INJECTED)
+    Trace.objects.filter(pk=trace.pk).update(derived_from=origin)
+    return trace
+
+
+def campaign_execute_inline(*, campaign):  # type: ignore[no-untyped-def]
+    """Plan and run every injection in this process (the CLI): the same code path the workers take."""
+    from .models import Injection, InjectionStatus
+
+    campaign_claim(campaign_id=campaign.pk)
+    campaign.refresh_from_db()
+    campaign_plan(campaign=campaign)
+    for injection_id in (Injection.objects.filter(campaign=campaign, status=InjectionStatus.PENDING)
+                         .order_by("pk").values_list("pk", flat=True)):
+        injection_execute(injection_id=injection_id)
+    campaign_finish_if_done(campaign.pk)
+    campaign.refresh_from_db()
+    return campaign
+
+
+def sandbox_clean_runs_generate(*, project: Project, runs: int, seed: int) -> tuple[int, int]:
+    """Store ``runs`` fault-free sandbox runs (``sandbox/task-<seed>``, all succeeded): the raw material of
+    injection campaigns. Idempotent by name. Returns (written, already there)."""
+    from tracing import services as tracing_services
+    from tracing.models import Provenance
+
+    from .replay import sandbox
+
+    written = existing = 0
+    for task_seed in range(seed, seed + runs):
+        name = sandbox.trace_name(task_seed)
+        if Trace.objects.filter(project=project, name=name).exists():
+            existing += 1
+            continue
+        with transaction.atomic():
+            tracing_services.trace_create_from_parsed(
+                project=project, upload=None, ordinal=0, parsed=sandbox.to_parsed(sandbox.run(
+                    sandbox.generate_task(task_seed)), name=name), provenance=Provenance.GENERATED)
+        written += 1
+    return written, existing

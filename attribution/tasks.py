@@ -54,3 +54,35 @@ def generate_sandbox_cases_task(self, project_id: int, runs: int, seed: int) -> 
         services.sandbox_cases_generate(project=Project.objects.get(pk=project_id), runs=runs, seed=seed)
     except TRANSIENT_ERRORS as exc:
         raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 30)) from exc
+
+
+@shared_task(bind=True, name="attribution.start_campaign", max_retries=MAX_RETRIES)
+def start_campaign_task(self, campaign_id: int) -> None:
+    """Plan an injection campaign and fan its injections out as a group, one task each. Re-delivered after a crash,
+    it plans nothing twice (keys are unique) and queues only the injections still pending.
+
+    No chord: completion is counted in the database (the last injection to settle closes the campaign), which needs
+    no result backend and survives a worker dying between the group and its callback."""
+    from .models import CampaignStatus, Injection, InjectionCampaign, InjectionStatus
+
+    try:
+        services.campaign_claim(campaign_id=campaign_id)
+        campaign = InjectionCampaign.objects.get(pk=campaign_id)
+        if campaign.status != CampaignStatus.RUNNING:
+            return
+        services.campaign_plan(campaign=campaign)
+        pending = list(Injection.objects.filter(campaign=campaign, status=InjectionStatus.PENDING)
+                       .order_by("pk").values_list("pk", flat=True))
+        for start in range(0, len(pending), FAN_OUT_CHUNK):
+            group(inject_task.s(i) for i in pending[start:start + FAN_OUT_CHUNK]).apply_async()
+        services.campaign_finish_if_done(campaign_id)  # nothing pending: close it now
+    except TRANSIENT_ERRORS as exc:
+        raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 30)) from exc
+
+
+@shared_task(bind=True, name="attribution.inject", max_retries=MAX_RETRIES, soft_time_limit=3600, time_limit=3660)
+def inject_task(self, injection_id: int) -> None:
+    try:
+        services.injection_execute(injection_id=injection_id)
+    except TRANSIENT_ERRORS as exc:
+        raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 30)) from exc

@@ -20,7 +20,7 @@ from the trace's name (``SandboxReplayer.for_trace``), which is why the method n
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..graph import ancestors, build_graph
 from ..replay.base import Budget, Replayer, ReplayError
@@ -32,13 +32,23 @@ if TYPE_CHECKING:
 DEFAULT_MAX_REPLAYS = 200
 
 
+class ReplayStore(Protocol):
+    """Where finished replays are kept by their corrected steps ("3,7"), so a search resumed after a crash reads
+    them back instead of replaying again (``attribution.services.RunReplayStore``)."""
+
+    def get(self, key: str) -> dict[str, Any] | None: ...
+
+    def put(self, key: str, replay: dict[str, Any]) -> None: ...
+
+
 class _Search:
     """Replays for one trace, memoised by the set of corrected steps, each recorded."""
 
-    def __init__(self, trace: TraceView, replayer: Replayer, budget: Budget) -> None:
+    def __init__(self, trace: TraceView, replayer: Replayer, budget: Budget, store: ReplayStore | None = None) -> None:
         self.trace = trace
         self.replayer = replayer
         self.budget = budget
+        self.store = store
         self.proposals: dict[int, str] = {}
         self.outcomes: dict[frozenset[int], bool] = {}
         self.replays: list[dict[str, Any]] = []
@@ -52,14 +62,24 @@ class _Search:
     def succeeds(self, indices: list[int], purpose: str) -> bool:
         key = frozenset(indices)
         if key not in self.outcomes:
-            corrections = {i: self.proposal(i) for i in sorted(key)}
-            result = self.replayer.replay(self.trace, corrections, budget=self.budget)
-            self.outcomes[key] = result.outcome == "success"
-            self.answers[key] = result.final_answer
-            self.replays.append({"purpose": purpose, "corrections": sorted(key),
-                                 "corrected_content": {str(i): c for i, c in corrections.items()},
-                                 "outcome": result.outcome, "final_answer": result.final_answer,
-                                 "continuation": result.continuation, "cost": result.cost})
+            name = ",".join(str(i) for i in sorted(key))
+            replay = self.store.get(name) if self.store is not None else None
+            if replay is None:  # not replayed before (a re-delivered search finds its finished replays stored)
+                corrections = {i: self.proposal(i) for i in sorted(key)}
+                tokens_before = getattr(self.budget, "tokens", 0)
+                result = self.replayer.replay(self.trace, corrections, budget=self.budget)
+                replay = {"purpose": purpose, "corrections": sorted(key),
+                          "corrected_content": {str(i): c for i, c in corrections.items()},
+                          "outcome": result.outcome, "final_answer": result.final_answer,
+                          "continuation": result.continuation, "cost": result.cost,
+                          "tokens": getattr(self.budget, "tokens", 0) - tokens_before}
+                if self.store is not None:
+                    self.store.put(name, replay)
+            else:
+                replay = {**replay, "purpose": purpose}
+            self.outcomes[key] = replay["outcome"] == "success"
+            self.answers[key] = replay["final_answer"]
+            self.replays.append(replay)
         return self.outcomes[key]
 
     def binary(self, candidates: list[int]) -> int | None:
@@ -88,7 +108,8 @@ class Counterfactual:
     needs_replayer = True  # the service hands it the project's replayer (sandbox or HTTP hook)
 
     def run(self, trace: TraceView, *, llm: LlmClient | None = None, with_ground_truth: bool = True,
-            replayer: Replayer | None = None, budget: Budget | None = None, prune: bool = False) -> MethodResult:
+            replayer: Replayer | None = None, budget: Budget | None = None, prune: bool = False,
+            store: ReplayStore | None = None) -> MethodResult:
         if not trace.steps:
             raise MethodError("the trace has no steps")
         if trace.outcome in ("succeeded", "success"):
@@ -106,7 +127,7 @@ class Counterfactual:
             raise MethodError("the trace has no agent actions to correct")
         final = actions[-1]
         pruned = sorted((ancestors(build_graph(trace), final) | {final}) & set(actions)) if prune else actions
-        search = _Search(trace, replayer, budget)
+        search = _Search(trace, replayer, budget, store)
         found, strategy = None, ""
         try:
             for label, candidates in (("pruned", pruned), ("all", actions)):
@@ -121,8 +142,9 @@ class Counterfactual:
                 strategy = "scan of single-step corrections"
         except ReplayError as exc:  # budget exhausted or the replayer refused
             raise MethodError(f"counterfactual search stopped: {exc}") from None
+        spent = sum(float(r.get("cost") or 0) for r in search.replays)  # stored replays included
         details = {"replays": search.replays, "replay_count": len(search.replays), "candidates": pruned,
-                   "actions": actions, "final_step": final, "strategy": strategy, "cost": budget.cost}
+                   "actions": actions, "final_step": final, "strategy": strategy, "cost": spent}
         if found is None:
             return MethodResult(agent="", step=-1, confidence=0.0, scores=[0.0] * len(trace.steps),
                                 reason="no single corrected step turns this run into a success", details=details)
@@ -132,7 +154,7 @@ class Counterfactual:
                   f"{answer}). Found by {strategy} in {len(search.replays)} replays.")
         scores = [1.0 if i == found else 0.0 for i in range(len(trace.steps))]
         return MethodResult(agent=agent, step=found, confidence=1.0, reason=reason, scores=scores,
-                            cost=budget.cost, details=details)
+                            cost=spent, details=details)
 
 
 METHOD = Counterfactual()

@@ -10,15 +10,23 @@ from tracing import services as tracing_services
 
 class Command(BaseCommand):
     help = ("Run the built-in sandbox multi-agent system, inject one fault into each run, and keep the runs the fault "
-            "broke as traces of a project, each labelled (source: injected) at its faulty step. Idempotent.")
+            "broke as traces of a project, each labelled (source: injected) at its faulty step; with --clean, also "
+            "store fault-free runs for injection campaigns. Idempotent.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--project", required=True, help="created if it does not exist")
         parser.add_argument("--runs", type=int, default=10)
         parser.add_argument("--seed", type=int, default=1)
+        parser.add_argument("--clean", type=int, default=0,
+                            help="also store this many fault-free (successful) runs, for injection campaigns")
 
     def handle(self, *args: Any, **options: Any) -> None:
         project, _ = tracing_services.project_get_or_create(name=options["project"])
         kept, existing = services.sandbox_cases_generate(project=project, runs=options["runs"], seed=options["seed"])
         self.stdout.write(f"Sandbox: {kept} new failed run(s) with an injected fault in {project.name!r}"
                           f"{f', {existing} already there' if existing else ''}.")
+        if options["clean"]:
+            written, there = services.sandbox_clean_runs_generate(project=project, runs=options["clean"],
+                                                                  seed=options["seed"])
+            self.stdout.write(f"Sandbox: {written} new successful run(s) to inject faults into"
+                              f"{f', {there} already there' if there else ''}.")
