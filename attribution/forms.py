@@ -59,5 +59,21 @@ class LlmSettingsForm(forms.ModelForm):
 
 
 class SandboxForm(forms.Form):
-    runs = forms.IntegerField(min_value=1, max_value=500, initial=10)
+    runs = forms.IntegerField(min_value=0, max_value=500, initial=10)
+    clean = forms.IntegerField(min_value=0, max_value=500, initial=0, required=False,
+                               help_text="fault-free runs (they succeed), for injection campaigns")
     seed = forms.IntegerField(min_value=0, max_value=10**9, initial=100)
+
+
+class CampaignForm(forms.Form):
+    """An injection campaign over the project's successful traces, chosen with the trace list's filters."""
+
+    q = forms.CharField(required=False, max_length=200, label="Search")
+    format = forms.CharField(required=False, max_length=40)
+    faults_per_trace = forms.IntegerField(min_value=1, max_value=20, initial=3)
+    seed = forms.IntegerField(min_value=0, max_value=10**9, initial=0)
+    writer = forms.ChoiceField(choices=[("perturb", "offline perturbations"), ("llm", "LLM-written (project model)")],
+                               initial="perturb", label="Faults in real traces")
+    max_replays = forms.IntegerField(min_value=1, max_value=1_000_000, required=False)
+    max_tokens = forms.IntegerField(min_value=1, required=False)
+    max_cost = forms.DecimalField(min_value=0, max_digits=10, decimal_places=4, required=False, label="Max cost ($)")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Count, Prefetch, QuerySet
 
 from tracing.models import Agent, GoldLabel, Step, Trace
 
@@ -214,3 +214,34 @@ def replay_inspector_context(verdict: Verdict, selected: int | None) -> dict:
     return {"verdict": verdict, "replays": replays, "replay": replay, "first": first, "original": original,
             "continuation": (replay.get("continuation") or [])[:300], "corrected": corrected,
             "original_outcome": verdict.trace.get_outcome_display()}
+
+
+def campaigns_for_project(project_id: int, limit: int = 20) -> list:  # type: ignore[type-arg]
+    from .models import InjectionCampaign
+
+    return list(InjectionCampaign.objects.filter(project_id=project_id).order_by("-created_at", "-id")[:limit])
+
+
+def campaign_detail_context(campaign, status: str = "") -> dict:  # type: ignore[no-untyped-def]
+    from .models import InjectionStatus
+
+    injections = campaign.injections.select_related("origin", "result_trace").order_by("pk")
+    counts = dict(campaign.injections.values_list("status").annotate(n=Count("pk")).values_list("status", "n"))
+    if status in InjectionStatus.values:
+        injections = injections.filter(status=status)
+    return {"campaign": campaign, "injections": list(injections[:500]), "status_filter": status,
+            "status_counts": [(value, label, counts.get(value, 0)) for value, label in InjectionStatus.choices]}
+
+
+def injection_inspector_context(injection) -> dict:  # type: ignore[no-untyped-def]
+    """The origin run beside the faulty replay, both from the injected step, as the replay inspector shows them."""
+    from .models import ReplayRecord
+
+    record = ReplayRecord.objects.filter(campaign_id=injection.campaign_id, trace_id=injection.origin_id,
+                                         key=injection.key).first()
+    first = injection.step_index if injection.step_index is not None else 0
+    original = list(Step.objects.filter(trace_id=injection.origin_id, index__gte=first).select_related("agent")
+                    .order_by("index")[:300])
+    return {"injection": injection, "record": record, "first": first, "original": original,
+            "continuation": (record.continuation if record else [])[:300],
+            "flipped": bool(record and record.outcome == "failure")}

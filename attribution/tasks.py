@@ -46,12 +46,15 @@ def attribute_trace_task(self, run_id: int, trace_id: int) -> None:
 
 
 @shared_task(bind=True, name="attribution.generate_sandbox_cases", max_retries=MAX_RETRIES)
-def generate_sandbox_cases_task(self, project_id: int, runs: int, seed: int) -> None:
+def generate_sandbox_cases_task(self, project_id: int, runs: int, seed: int, clean: int = 0) -> None:
     # Idempotent by trace name: a re-delivery only fills in what the first delivery did not write.
     from tracing.models import Project
 
     try:
-        services.sandbox_cases_generate(project=Project.objects.get(pk=project_id), runs=runs, seed=seed)
+        project = Project.objects.get(pk=project_id)
+        services.sandbox_cases_generate(project=project, runs=runs, seed=seed)
+        if clean:
+            services.sandbox_clean_runs_generate(project=project, runs=clean, seed=seed)
     except TRANSIENT_ERRORS as exc:
         raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 30)) from exc
 

@@ -11,9 +11,9 @@ from tracing.models import Membership, Role
 
 from . import selectors, services
 from .evaluation import score
-from .forms import EvaluationForm, LlmSettingsForm, SandboxForm, StartRunForm
+from .forms import CampaignForm, EvaluationForm, LlmSettingsForm, SandboxForm, StartRunForm
 from .methods import MethodError, all_methods
-from .models import AttributionRun, ProjectLlmSettings, Verdict
+from .models import AttributionRun, Injection, InjectionCampaign, ProjectLlmSettings, Verdict
 
 
 def _contributor(membership: Membership) -> Membership:
@@ -121,7 +121,10 @@ def sandbox_generate(request: HttpRequest, slug: str) -> HttpResponse:
         from .tasks import generate_sandbox_cases_task
 
         project_id, runs, seed = membership.project.pk, form.cleaned_data["runs"], form.cleaned_data["seed"]
-        transaction.on_commit(lambda: generate_sandbox_cases_task.delay(project_id, runs, seed))
+        clean = form.cleaned_data.get("clean") or 0
+        transaction.on_commit(lambda: generate_sandbox_cases_task.delay(project_id, runs, seed, clean))
+    if request.POST.get("next") == "campaigns":
+        return redirect("attribution:campaign_list", slug=slug)
     return redirect("attribution:run_list", slug=slug)
 
 
@@ -175,3 +178,62 @@ def evaluation_start(request: HttpRequest, slug: str) -> HttpResponse:
                       {"project": membership.project, "membership": membership, "form": form, "error": str(exc),
                        "result": None, "labelled": len(traces)}, status=400)
     return redirect("attribution:run_detail", run_id=run.pk)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def campaign_list(request: HttpRequest, slug: str) -> HttpResponse:
+    """Injection campaigns: break successful runs on purpose to manufacture labelled failures."""
+    membership = tracing_selectors.membership_for_user(user=request.user, slug=slug)
+    project = membership.project
+    form = CampaignForm(request.POST) if request.method == "POST" else CampaignForm()
+    if request.method == "POST":
+        _contributor(membership)
+        if form.is_valid():
+            data = form.cleaned_data
+            filters = tracing_selectors.TraceFilters(q=data["q"], source_format=data["format"], outcome="succeeded")
+            ids = list(tracing_selectors.trace_list(project=project, filters=filters).values_list("pk", flat=True))
+            described = ", ".join(f"{k}={v}" for k, v in (("search", data["q"]), ("format", data["format"])) if v)
+            try:
+                campaign = services.campaign_create(
+                    project=project, trace_ids=ids, faults_per_trace=data["faults_per_trace"], seed=data["seed"],
+                    writer=data["writer"], max_replays=data["max_replays"], max_tokens=data["max_tokens"],
+                    max_cost=data["max_cost"], user=request.user,
+                    description=f"{len(ids)} successful trace{'s' if len(ids) != 1 else ''}"
+                                f"{f' ({described})' if described else ''}")
+                return redirect("attribution:campaign_detail", campaign_id=campaign.pk)
+            except MethodError as exc:
+                form.add_error(None, str(exc))
+    context = {"project": project, "membership": membership, "form": form, "sandbox_form": SandboxForm(),
+               "campaigns": selectors.campaigns_for_project(project.pk),
+               "succeeded": tracing_selectors.trace_list(
+                   project=project, filters=tracing_selectors.TraceFilters(outcome="succeeded")).count()}
+    return render(request, "attribution/campaign_list.html", context, status=400 if form.errors else 200)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def campaign_detail(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    campaign = get_object_or_404(InjectionCampaign.objects.select_related("project"), pk=campaign_id,
+                                 project__memberships__user=request.user)
+    membership = Membership.objects.get(project=campaign.project, user=request.user)
+    if request.method == "POST":
+        _contributor(membership)
+        services.campaign_cancel(campaign=campaign)
+        return redirect("attribution:campaign_detail", campaign_id=campaign.pk)
+    context = selectors.campaign_detail_context(campaign, request.GET.get("status", "")) | {
+        "project": campaign.project, "membership": membership}
+    template = "attribution/campaign_detail.html#progress" if request.htmx else "attribution/campaign_detail.html"
+    return render(request, template, context)
+
+
+@login_required
+@require_GET
+def injection_inspector(request: HttpRequest, injection_id: int) -> HttpResponse:
+    injection = get_object_or_404(Injection.objects.select_related("campaign", "origin", "result_trace",
+                                                                    "campaign__project"),
+                                  pk=injection_id, campaign__project__memberships__user=request.user)
+    membership = Membership.objects.get(project=injection.campaign.project, user=request.user)
+    context = selectors.injection_inspector_context(injection) | {"project": injection.campaign.project,
+                                                                  "membership": membership}
+    return render(request, "attribution/injection_inspector.html", context)

@@ -40,6 +40,7 @@ class TraceFilters:
     q: str = ""
     has_gold: str = ""  # "", "yes", "no"
     source_format: str = ""
+    outcome: str = ""  # "", or an Outcome value
 
 
 def trace_list(*, project: Project, filters: TraceFilters) -> QuerySet[Trace]:
@@ -55,6 +56,8 @@ def trace_list(*, project: Project, filters: TraceFilters) -> QuerySet[Trace]:
         traces = traces.filter(has_gold=False)
     if filters.source_format:
         traces = traces.filter(source_format=filters.source_format)
+    if filters.outcome:
+        traces = traces.filter(outcome=filters.outcome)
     return traces.order_by("-created_at", "-id")
 
 
