@@ -28,7 +28,22 @@ class TokenAuth(HttpBearer):
         return services.api_token_authenticate(token)
 
 
-api = NinjaAPI(
+class CulpritApi(NinjaAPI):
+    """The API, plus what other apps add to its OpenAPI document (``openapi_extenders``: callables that edit the
+    schema in place), so an app further up the dependency chain can document itself without tracing importing it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.openapi_extenders: list[Any] = []
+
+    def get_openapi_schema(self, *args: Any, **kwargs: Any) -> Any:
+        schema = super().get_openapi_schema(*args, **kwargs)
+        for extend in self.openapi_extenders:
+            extend(schema)
+        return schema
+
+
+api = CulpritApi(
     title="Culprit API",
     version="1",
     description="Upload multi-agent traces, follow their import, and read traces, steps and labels.",

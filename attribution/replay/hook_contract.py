@@ -176,3 +176,27 @@ def openapi_components(ref_template: str = "#/components/schemas/{model}") -> di
         ref_template=ref_template,
     )
     return dict(top.get("$defs", {}))
+
+
+def openapi_extend(schema: dict[str, Any]) -> None:
+    """Publish the contract in the API's OpenAPI document: the models under ``components.schemas`` and the hook itself
+    under ``webhooks`` (OpenAPI 3.1: requests Culprit sends to an endpoint the user runs)."""
+    schema.setdefault("components", {}).setdefault("schemas", {}).update(openapi_components())
+
+    def ref(model: type[BaseModel]) -> dict[str, str]:
+        return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+    schema.setdefault("webhooks", {})["replayHook"] = {"post": {
+        "summary": "Counterfactual replay hook (served by your multi-agent system)",
+        "description": (__doc__ or "").strip(),
+        "operationId": "culprit_replay_hook",
+        "requestBody": {"required": True, "content": {"application/json": {
+            "schema": {"oneOf": [ref(ReplayRequest), ref(ProposeRequest)]}}}},
+        "responses": {
+            "200": {"description": "The continuation and outcome (replay) or the corrected content (propose)",
+                    "content": {"application/json": {"schema": {"oneOf": [ref(ReplayResponse),
+                                                                          ref(ProposeResponse)]}}}},
+            "4XX": {"description": "A request the hook will never serve: not retried"},
+            "429": {"description": "Transient: retried with backoff (also 502, 503, 504)"},
+        },
+    }}

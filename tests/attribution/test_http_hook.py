@@ -331,3 +331,15 @@ def test_the_contract_publishes_json_schemas_for_the_openapi_document():
         components)
     assert "#/components/schemas/" in json.dumps(components["ReplayResponse"])
     assert set(contract.STEP_KINDS) == {"message", "thought", "llm_call", "tool_call", "tool_result", "human", "system"}
+
+
+@pytest.mark.django_db
+def test_the_hook_contract_is_published_in_the_openapi_document(client):
+    schema = client.get("/api/openapi.json").json()
+    hook = schema["webhooks"]["replayHook"]["post"]
+    assert {"$ref": "#/components/schemas/ReplayRequest"} in hook["requestBody"]["content"]["application/json"][
+        "schema"]["oneOf"]
+    components = schema["components"]["schemas"]
+    for name in ("ReplayRequest", "ProposeRequest", "ReplayResponse", "ProposeResponse", "ContinuationStep"):
+        assert name in components, name
+    assert set(components["ReplayResponse"]["properties"]) >= {"continuation", "outcome", "final_answer", "cost_usd"}
