@@ -242,6 +242,10 @@ def injection_inspector_context(injection) -> dict:  # type: ignore[no-untyped-d
     first = injection.step_index if injection.step_index is not None else 0
     original = list(Step.objects.filter(trace_id=injection.origin_id, index__gte=first).select_related("agent")
                     .order_by("index")[:300])
+    continuation = [dict(step) for step in (record.continuation if record else [])[:300]]
+    recorded = {s.index: s.content for s in original}
+    for step in continuation:  # where the replay parts from the recorded run
+        step["changed"] = recorded.get(step.get("index")) != step.get("content")
     return {"injection": injection, "record": record, "first": first, "original": original,
-            "continuation": (record.continuation if record else [])[:300],
+            "continuation": continuation,
             "flipped": bool(record and record.outcome == "failure")}
