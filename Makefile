@@ -27,7 +27,7 @@ run: setup
 	@$(BIN)/python manage.py evaluate --project Demo --method heuristic --reuse
 	@echo "Starting the web server on http://$(HOST):$(PORT)/ and a Celery worker (Ctrl+C stops both)"
 	@trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
-	  $(BIN)/celery -A config --quiet worker --loglevel=WARNING --concurrency=2 --without-mingle --without-gossip & worker=$$!; \
+	  $(BIN)/celery -A config --quiet worker -B --loglevel=WARNING --concurrency=2 --without-mingle --without-gossip & worker=$$!; \
 	  $(BIN)/python manage.py runserver $(HOST):$(PORT) --noreload
 
 # The whole suite against real PostgreSQL and Redis (started or installed when they do not answer) and Chromium.

@@ -66,6 +66,9 @@ class AttributionRun(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Last sign of life (claimed, a verdict written, re-enqueued); the reaper re-enqueues a run gone quiet.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    reaped = models.PositiveSmallIntegerField(default=0)  # times the reaper had to re-enqueue it
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -196,6 +199,8 @@ class InjectionCampaign(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)  # as AttributionRun
+    reaped = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at", "-id"]

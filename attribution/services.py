@@ -64,7 +64,7 @@ def _project_model(project: Project) -> str:
 def run_claim(*, run_id: int) -> bool:
     """queued -> running, once. The fan-out happens only for the caller that wins."""
     return bool(AttributionRun.objects.filter(pk=run_id, status=RunStatus.QUEUED)
-                .update(status=RunStatus.RUNNING, started_at=timezone.now()))
+                .update(status=RunStatus.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now()))
 
 
 def run_cancel(*, run: AttributionRun) -> bool:
@@ -129,7 +129,7 @@ def _store_verdict(run: AttributionRun, trace: Trace, result: MethodResult | Non
             AttributionRun.objects.filter(pk=run.pk).update(
                 done=F("done") + 1, failed=F("failed") + (1 if result is None else 0), calls=F("calls") + row.calls,
                 input_tokens=F("input_tokens") + row.input_tokens, output_tokens=F("output_tokens") + row.output_tokens,
-                cost=F("cost") + row.cost,
+                cost=F("cost") + row.cost, heartbeat_at=timezone.now(),
             )
     except IntegrityError:  # another delivery of the same task got there first
         return Verdict.objects.filter(run=run, trace=trace).first()
@@ -307,7 +307,7 @@ def campaign_claim(*, campaign_id: int) -> bool:
     from .models import CampaignStatus, InjectionCampaign
 
     return bool(InjectionCampaign.objects.filter(pk=campaign_id, status=CampaignStatus.QUEUED)
-                .update(status=CampaignStatus.RUNNING, started_at=timezone.now()))
+                .update(status=CampaignStatus.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now()))
 
 
 def campaign_plan(*, campaign) -> int:  # type: ignore[no-untyped-def]
@@ -525,7 +525,7 @@ def _injection_settle(injection, status: str, *, record=None, error: str = ""): 
         locked.save()
         InjectionCampaign.objects.filter(pk=locked.campaign_id).update(
             done=F("done") + 1, kept=F("kept") + (1 if status == InjectionStatus.KEPT else 0),
-            failed=F("failed") + (1 if status == InjectionStatus.FAILED else 0))
+            failed=F("failed") + (1 if status == InjectionStatus.FAILED else 0), heartbeat_at=timezone.now())
     campaign_finish_if_done(locked.campaign_id)
     return locked
 
@@ -620,3 +620,50 @@ def sandbox_clean_runs_generate(*, project: Project, runs: int, seed: int) -> tu
                     sandbox.generate_task(task_seed)), name=name), provenance=Provenance.GENERATED)
         written += 1
     return written, existing
+
+
+
+# --- the reaper -------------------------------------------------------------------------------------------------------
+
+MAX_REAPS = 5
+
+
+def jobs_reap(*, stale_after: int) -> dict[str, int]:
+    """Runs and campaigns whose workers vanished (no sign of life for ``stale_after`` seconds, longer than one task
+    may run): their start task is sent again -- it queues only the traces without a verdict, the injections still
+    pending -- or, after ``MAX_REAPS`` tries, they fail with a readable reason. Run every minute by Celery beat."""
+    from datetime import timedelta
+
+    from django.db.models import Q
+
+    from .models import CampaignStatus, InjectionCampaign
+    from .tasks import start_campaign_task, start_run_task
+
+    cutoff = timezone.now() - timedelta(seconds=stale_after)
+    stale = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff)
+    counts = {"requeued": 0, "failed": 0}
+    reason = (f"gave up after {MAX_REAPS} restarts: the workers running it stopped each time (killed, out of memory, "
+              "or the broker lost the work)")
+    for model, live, task, fail in (
+        (AttributionRun, [RunStatus.QUEUED, RunStatus.RUNNING], start_run_task,
+         lambda pk: run_fail(run_id=pk, reason=reason)),
+        (InjectionCampaign, [CampaignStatus.QUEUED, CampaignStatus.RUNNING], start_campaign_task,
+         lambda pk: _campaign_fail(pk, reason)),
+    ):
+        for pk, beat, reaped in model.objects.filter(stale, status__in=live).values_list(
+                "pk", "heartbeat_at", "reaped")[:1000]:
+            if reaped >= MAX_REAPS:
+                fail(pk)
+                counts["failed"] += 1
+            elif model.objects.filter(pk=pk, heartbeat_at=beat).update(heartbeat_at=timezone.now(),
+                                                                      reaped=F("reaped") + 1):
+                transaction.on_commit(lambda task=task, pk=pk: task.delay(pk))
+                counts["requeued"] += 1
+    return counts
+
+
+def _campaign_fail(campaign_id: int, reason: str) -> None:
+    from .models import CampaignStatus, InjectionCampaign
+
+    InjectionCampaign.objects.filter(pk=campaign_id, status__in=[CampaignStatus.QUEUED, CampaignStatus.RUNNING]).update(
+        status=CampaignStatus.FAILED, error=reason[:2000], finished_at=timezone.now())

@@ -89,3 +89,11 @@ def inject_task(self, injection_id: int) -> None:
         services.injection_execute(injection_id=injection_id)
     except TRANSIENT_ERRORS as exc:
         raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 30)) from exc
+
+
+@shared_task(name="attribution.reap_jobs")
+def reap_jobs_task(stale_after: int | None = None) -> dict[str, int]:
+    """Celery beat, every minute: re-enqueue runs and campaigns whose workers vanished, fail the hopeless ones."""
+    from django.conf import settings
+
+    return services.jobs_reap(stale_after=stale_after or settings.CULPRIT_REAP_RUN_AFTER)

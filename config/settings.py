@@ -192,6 +192,18 @@ CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 660)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
+# The reaper (Celery beat, every minute) re-enqueues jobs whose worker vanished -- killed, out of memory, or a broker
+# that lost the message -- and fails those out of attempts with a readable reason. A job counts as abandoned after
+# this many seconds without a sign of life: longer than its task may run, so a live worker is never doubled.
+CULPRIT_REAP_INGEST_AFTER = env_int("CULPRIT_REAP_INGEST_AFTER", CELERY_TASK_TIME_LIMIT + 240)
+CULPRIT_REAP_RUN_AFTER = env_int("CULPRIT_REAP_RUN_AFTER", 3660 + 240)  # one trace or injection may take an hour
+CELERY_BEAT_SCHEDULE = {
+    f"reap-{app}": {"task": f"{app}.reap_jobs", "schedule": env_int("CULPRIT_REAP_EVERY", 60),
+                    "kwargs": {"stale_after": stale_after}}
+    for app, stale_after in (("tracing", CULPRIT_REAP_INGEST_AFTER), ("attribution", CULPRIT_REAP_RUN_AFTER))
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
 # LLM response cache (Redis). Default: the broker when it is Redis; "off" disables it.
 CULPRIT_LLM_CACHE_URL = os.environ.get("CULPRIT_LLM_CACHE_URL") or (
     CELERY_BROKER_URL if CELERY_BROKER_URL.startswith("redis") else "")

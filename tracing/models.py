@@ -116,10 +116,14 @@ class IngestJob(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Last sign of life (claimed, a trace committed, re-enqueued by the reaper): the reaper re-enqueues a job whose
+    # worker went quiet for longer than any task may run.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["created_at", "id"]
         constraints = [models.CheckConstraint(condition=Q(status__in=JobStatus.values), name="ingestjob_status_valid")]
+        indexes = [models.Index(fields=["status", "heartbeat_at"], name="ingestjob_status_heartbeat")]
 
     def __str__(self) -> str:
         return f"{self.filename}: {self.status}"

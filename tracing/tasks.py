@@ -31,3 +31,11 @@ def rebuild_otlp_trace_task(self, project_id: int, trace_id: str) -> None:
         services.otlp_trace_rebuild(project_id=project_id, trace_id=trace_id)
     except TRANSIENT_ERRORS as exc:
         raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 30)) from exc
+
+
+@shared_task(name="tracing.reap_jobs")
+def reap_jobs_task(stale_after: int | None = None) -> dict[str, int]:
+    """Celery beat, every minute: re-enqueue ingest jobs whose worker vanished, fail those out of attempts."""
+    from django.conf import settings
+
+    return services.ingest_jobs_reap(stale_after=stale_after or settings.CULPRIT_REAP_INGEST_AFTER)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .ingest import MAX_INGEST_ATTEMPTS, ingest_job_fail, ingest_job_run, ingest_jobs_create
+from .ingest import MAX_INGEST_ATTEMPTS, ingest_job_fail, ingest_job_run, ingest_jobs_create, ingest_jobs_reap
 from .otlp import otlp_id, otlp_spans_store, otlp_trace_rebuild
 from .projects import LastOwnerError, membership_change, membership_set, project_create, project_get_or_create
 from .tokens import api_token_authenticate, api_token_create, api_token_revoke
@@ -23,6 +23,7 @@ __all__ = [
     "ingest_job_fail",
     "ingest_job_run",
     "ingest_jobs_create",
+    "ingest_jobs_reap",
     "labels_attach",
     "membership_change",
     "otlp_id",

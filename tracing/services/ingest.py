@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, InterfaceError, OperationalError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from ..formats import ParsedLabels, ParsedTrace, Source, TraceFormatError, detect_format_scored, get_format
@@ -76,7 +77,8 @@ def ingest_job_run(*, job_id: int) -> IngestJob:
     """Import one job's file. Safe to call again for the same job (re-delivery after a crash)."""
     claimed = IngestJob.objects.filter(
         pk=job_id, status__in=[JobStatus.QUEUED, JobStatus.RUNNING], attempts__lt=MAX_INGEST_ATTEMPTS
-    ).update(status=JobStatus.RUNNING, attempts=F("attempts") + 1, started_at=timezone.now())
+    ).update(status=JobStatus.RUNNING, attempts=F("attempts") + 1, started_at=timezone.now(),
+             heartbeat_at=timezone.now())
     job = IngestJob.objects.select_related("upload", "project").get(pk=job_id)
     if not claimed:
         if job.status == JobStatus.RUNNING:  # every attempt died half-way
@@ -184,7 +186,7 @@ def _import_one(*, job: IngestJob, ordinal: int, parsed: ParsedTrace, report: _R
                 # crash never leaves a job claiming a trace that is not there (and _undo knows what is its own).
                 job.trace_ids = job.trace_ids + [trace.pk]
                 IngestJob.objects.filter(pk=job.pk).update(steps_done=F("steps_done") + trace.step_count,
-                                                           trace_ids=job.trace_ids)
+                                                           trace_ids=job.trace_ids, heartbeat_at=timezone.now())
         except IntegrityError:  # the same bytes are being imported by another job right now
             trace = Trace.objects.filter(upload=job.upload, ordinal=ordinal).first()
             if trace is None:
@@ -214,3 +216,29 @@ def _undo(job: IngestJob) -> None:
         PendingLabel.objects.filter(job=job).delete()
         IngestJob.objects.filter(pk=job.pk).update(trace_ids=[], steps_done=0)
     job.trace_ids = []
+
+
+# --- the reaper ----------------------------------------------------------------------------------------------------
+
+def ingest_jobs_reap(*, stale_after: int) -> dict[str, int]:
+    """Jobs whose worker vanished: queued or running with no sign of life for ``stale_after`` seconds (longer than
+    any task may run, so the worker is surely gone, or the broker lost the message). Each is re-enqueued, or failed
+    with a readable reason once its attempts are spent. Run every minute by Celery beat."""
+    from ..tasks import ingest_file_task
+
+    cutoff = timezone.now() - timedelta(seconds=stale_after)
+    stale = IngestJob.objects.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).filter(
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff))
+    requeued = failed = 0
+    for job in stale.order_by("pk")[:1000]:
+        if job.attempts >= MAX_INGEST_ATTEMPTS:
+            ingest_job_fail(job=job, reason=f"gave up after {job.attempts} attempts: the worker running it stopped "
+                                            "each time (killed, out of memory, or restarted)")
+            failed += 1
+            continue
+        # Only the reaper that moves the heartbeat re-enqueues (two beat processes never double a job).
+        if IngestJob.objects.filter(pk=job.pk, heartbeat_at=job.heartbeat_at).update(heartbeat_at=timezone.now()):
+            job_id = job.pk
+            transaction.on_commit(lambda job_id=job_id: ingest_file_task.delay(job_id))
+            requeued += 1
+    return {"requeued": requeued, "failed": failed}

@@ -1,0 +1,98 @@
+"""The reaper: jobs whose worker vanished (or whose message the broker lost) are re-enqueued from the database rows,
+and jobs out of attempts fail with a readable reason. The last test runs real Celery beat beside the real worker."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from attribution import services as attribution_services
+from attribution.models import AttributionRun, CampaignStatus, InjectionCampaign, RunStatus, Verdict
+from tests.conftest import ROOT, incoming_path, process_env, sample_file, wait_for
+from tracing import services
+from tracing.models import IngestJob, JobStatus, Trace
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+LONG_AGO = timezone.now() - timedelta(hours=3)
+
+
+def lost_ingest_job(project) -> IngestJob:
+    """A job whose message never reached a worker (a broker restarted without persistence, say)."""
+    (job,) = services.ingest_jobs_create(project=project, files=[incoming_path(sample_file())], user=None,
+                                         enqueue=False)
+    IngestJob.objects.filter(pk=job.pk).update(created_at=LONG_AGO)
+    return job
+
+
+def test_a_lost_ingest_job_is_reenqueued_and_imported(project, celery_worker):
+    job = lost_ingest_job(project)
+    assert services.ingest_jobs_reap(stale_after=600) == {"requeued": 1, "failed": 0}
+    done = wait_for(lambda: IngestJob.objects.filter(pk=job.pk, status=JobStatus.SUCCEEDED).first(), timeout=60)
+    assert len(done.trace_ids) == 1 and Trace.objects.filter(project=project).count() == 1
+    assert services.ingest_jobs_reap(stale_after=600) == {"requeued": 0, "failed": 0}  # finished: left alone
+
+
+def test_a_job_that_kept_losing_its_worker_fails_with_a_reason(project):
+    job = lost_ingest_job(project)
+    IngestJob.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, attempts=services.MAX_INGEST_ATTEMPTS,
+                                               heartbeat_at=LONG_AGO)
+    assert services.ingest_jobs_reap(stale_after=600) == {"requeued": 0, "failed": 1}
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED and "gave up after 3 attempts" in job.error and job.filename in job.error
+
+
+def test_a_job_with_a_recent_heartbeat_is_left_alone(project):
+    job = lost_ingest_job(project)
+    IngestJob.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, heartbeat_at=timezone.now())
+    assert services.ingest_jobs_reap(stale_after=600) == {"requeued": 0, "failed": 0}
+
+
+def test_a_lost_run_and_a_lost_campaign_are_restarted(project, celery_worker):
+    trace_ids = []
+    for subset in ("Hand-Crafted", "Algorithm-Generated"):
+        (job,) = services.ingest_jobs_create(project=project, files=[incoming_path(sample_file(subset))],
+                                             user=None, enqueue=False)
+        trace_ids += services.ingest_job_run(job_id=job.pk).trace_ids
+    run = attribution_services.run_create(project=project, method="heuristic", trace_ids=trace_ids, enqueue=False)
+    attribution_services.sandbox_clean_runs_generate(project=project, runs=1, seed=5)
+    clean = Trace.objects.get(project=project, name="sandbox/task-5")
+    campaign = attribution_services.campaign_create(project=project, trace_ids=[clean.pk], faults_per_trace=2,
+                                                    enqueue=False)
+    AttributionRun.objects.filter(pk=run.pk).update(created_at=LONG_AGO)
+    InjectionCampaign.objects.filter(pk=campaign.pk).update(created_at=LONG_AGO)
+
+    assert attribution_services.jobs_reap(stale_after=600) == {"requeued": 2, "failed": 0}
+    wait_for(lambda: AttributionRun.objects.filter(pk=run.pk, status=RunStatus.SUCCEEDED).exists(), timeout=60)
+    wait_for(lambda: InjectionCampaign.objects.filter(pk=campaign.pk, status=CampaignStatus.SUCCEEDED).exists(),
+             timeout=60)
+    assert Verdict.objects.filter(run=run).count() == len(trace_ids)
+    assert AttributionRun.objects.get(pk=run.pk).reaped == 1
+
+
+def test_a_run_restarted_too_often_fails_with_a_reason(project):
+    run = AttributionRun.objects.create(project=project, method="heuristic", trace_ids=[1], total=1,
+                                        status=RunStatus.RUNNING, heartbeat_at=LONG_AGO,
+                                        reaped=attribution_services.MAX_REAPS)
+    assert attribution_services.jobs_reap(stale_after=600) == {"requeued": 0, "failed": 1}
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and "gave up after" in run.error
+
+
+def test_celery_beat_runs_the_reaper_on_its_own(project, celery_worker, tmp_path):
+    job = lost_ingest_job(project)
+    beat = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "config", "beat", "--loglevel=INFO",
+         f"--schedule={tmp_path / 'beat-schedule'}"],
+        cwd=ROOT, env=process_env(CULPRIT_REAP_EVERY="1", CULPRIT_REAP_INGEST_AFTER="60"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        done = wait_for(lambda: IngestJob.objects.filter(pk=job.pk, status=JobStatus.SUCCEEDED).first(), timeout=60)
+    finally:
+        beat.terminate()
+        beat.wait(timeout=15)
+    assert done.attempts == 1
