@@ -170,17 +170,32 @@ def run_execute_inline(*, run: AttributionRun) -> AttributionRun:
 
 
 def llm_settings_save(*, settings: ProjectLlmSettings, api_key: str, clear_key: bool,
-                      hook_auth: str = "") -> ProjectLlmSettings:
-    """Save model settings; a new key is encrypted before it touches the database, an empty one keeps the old."""
+                      hook_auth: str = "", actor: AbstractBaseUser | None = None) -> ProjectLlmSettings:
+    """Save model settings; a new key is encrypted before it touches the database, an empty one keeps the old.
+    The change is audited (which fields changed, never a secret)."""
+    from tracing.services import audit_record
+
     from .crypto import encrypt
 
+    changed = []
     if clear_key:
         settings.api_key_encrypted = ""
+        changed.append("api key removed")
     elif api_key:
         settings.api_key_encrypted = encrypt(api_key.strip())
+        changed.append("api key set")
     if hook_auth:
         settings.replay_hook_auth_encrypted = encrypt(hook_auth.strip())
-    settings.save()
+        changed.append("hook auth set")
+    previous = ProjectLlmSettings.objects.filter(pk=settings.pk).values("model", "api_base", "replay_hook_url").first()
+    for field in ("model", "api_base", "replay_hook_url"):
+        if (previous or {}).get(field, "") != getattr(settings, field):
+            changed.append(f"{field} = {getattr(settings, field) or '(empty)'}")
+    with transaction.atomic():
+        settings.save()
+        if changed:
+            audit_record(action="llm_settings.changed", project=settings.project, actor=actor,
+                         target="model settings", details={"changes": changed})
     return settings
 
 
@@ -536,9 +551,8 @@ def _kept_case_trace(injection, record) -> Trace:  # type: ignore[no-untyped-def
     from tracing.formats.base import ParsedAgent, ParsedGold, ParsedStep, ParsedTrace
     from tracing.models import LabelSource, Provenance
 
-    from .replay import sandbox
-
     from .models import Injection, InjectionStatus
+    from .replay import sandbox
 
     origin = injection.origin
     same = (Injection.objects.filter(origin=origin, step_index=injection.step_index, faulty=injection.faulty,

@@ -154,7 +154,7 @@ def llm_settings(request: HttpRequest, slug: str) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         services.llm_settings_save(settings=form.save(commit=False), api_key=form.cleaned_data["api_key"],
                                    clear_key=form.cleaned_data["clear_api_key"],
-                                   hook_auth=form.cleaned_data["replay_hook_auth"])
+                                   hook_auth=form.cleaned_data["replay_hook_auth"], actor=request.user)
         return redirect("attribution:llm_settings", slug=slug)
     context = {"project": membership.project, "membership": membership, "form": form,
                "has_key": bool(current.api_key_encrypted), "methods": all_methods(),

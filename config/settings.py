@@ -84,6 +84,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "config.middleware.HtmxMiddleware",
+    "config.middleware.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -204,6 +205,18 @@ CELERY_BEAT_SCHEDULE = {
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
+# Django's cache: rate-limit counters (config.ratelimit) and the like. Redis when CULPRIT_CACHE_URL is set (the team
+# deployment gives it a database of its own) or when the broker is Redis; in-process in the embedded mode.
+CULPRIT_CACHE_URL = os.environ.get("CULPRIT_CACHE_URL") or (
+    CELERY_BROKER_URL if CELERY_BROKER_URL.startswith("redis") else "")
+CACHES = {"default": (
+    {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CULPRIT_CACHE_URL,
+     "KEY_PREFIX": "culprit"}
+    if CULPRIT_CACHE_URL.startswith("redis") else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"})}
+CULPRIT_RATE_LIMITS = {"login": "10/m", "login_ip": "60/m", "upload": "120/m", "api": "600/m", "otlp": "1200/m"} | {
+    scope.strip(): rate.strip()
+    for scope, _, rate in (item.partition("=") for item in env_str("CULPRIT_RATE_LIMITS", "").split(",") if item)}
+
 # LLM response cache (Redis). Default: the broker when it is Redis; "off" disables it.
 CULPRIT_LLM_CACHE_URL = os.environ.get("CULPRIT_LLM_CACHE_URL") or (
     CELERY_BROKER_URL if CELERY_BROKER_URL.startswith("redis") else "")
@@ -217,9 +230,32 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 
-# Behind a TLS-terminating proxy (docker/compose.yaml) these become true.
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("CULPRIT_BEHIND_PROXY", False) else None
-SESSION_COOKIE_SECURE = env_bool("CULPRIT_SECURE_COOKIES", False)
+# --- security ---------------------------------------------------------------------------------------------------
+# CULPRIT_PRODUCTION=true (the team deployment, docker/compose.yaml) turns on everything `check --deploy` asks for:
+# a real secret required, HTTPS only (redirect, HSTS, secure cookies), and the proxy's X-Forwarded-Proto trusted.
+# The embedded mode serves plain HTTP on 127.0.0.1 for one person and leaves them off.
+PRODUCTION = env_bool("CULPRIT_PRODUCTION", False)
+if PRODUCTION and SECRET_KEY == "culprit-embedded-insecure-key-change-me":
+    raise ImproperlyConfigured("CULPRIT_PRODUCTION is set: DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) must be set")
+_behind_proxy = env_bool("CULPRIT_BEHIND_PROXY", PRODUCTION)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if _behind_proxy else None
+SECURE_SSL_REDIRECT = env_bool("CULPRIT_SSL_REDIRECT", PRODUCTION)
+# The health check answers over plain HTTP inside the container network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS = env_int("CULPRIT_HSTS_SECONDS", 31_536_000 if PRODUCTION else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("CULPRIT_HSTS_INCLUDE_SUBDOMAINS", PRODUCTION)
+SECURE_HSTS_PRELOAD = env_bool("CULPRIT_HSTS_PRELOAD", PRODUCTION)
+SESSION_COOKIE_SECURE = env_bool("CULPRIT_SECURE_COOKIES", PRODUCTION)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy (config.middleware.ContentSecurityPolicyMiddleware): only the app's own scripts, styles,
+# images and connections; nothing may frame the app; forms post only to it.
+CULPRIT_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+               "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
+# The API docs page (Swagger UI, served from our own static files) sets inline styles as it renders.
+CULPRIT_CSP_DOCS = CULPRIT_CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")

@@ -4,12 +4,16 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from config import ratelimit
+from config.views import healthz
 from tracing.api import api
 from tracing.otlp import receive_traces
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("accounts/login/", ratelimit.limited("login_ip", ratelimit.by_ip)(ratelimit.limited("login", ratelimit.by_login)(
+        auth_views.LoginView.as_view(redirect_authenticated_user=True))), name="login"),
+    path("healthz", healthz, name="healthz"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/", api.urls),
     path("v1/traces", receive_traces, name="otlp_traces"),

@@ -123,8 +123,9 @@ class WorkerProcess:
 
     VISIBILITY_TIMEOUT = "8"
 
-    def __init__(self, log: Path) -> None:
+    def __init__(self, log: Path, name: str = "") -> None:
         self.log = log
+        self.name = name  # a node name of its own, for a second worker beside the first
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -132,7 +133,8 @@ class WorkerProcess:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool=solo", "--loglevel=INFO",
-                 "--without-mingle", "--without-gossip", "--without-heartbeat"],
+                 "--without-mingle", "--without-gossip", "--without-heartbeat",
+                 *([f"--hostname={self.name}@%h"] if self.name else [])],
                 cwd=ROOT, env=process_env(CELERY_VISIBILITY_TIMEOUT=self.VISIBILITY_TIMEOUT,
                                           CELERY_UNACKED_RESTORE_INTERVAL="2", CELERY_UNACKED_RESTORE_THROTTLE="1"),
                 stdout=out,

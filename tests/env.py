@@ -19,3 +19,6 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 # Playwright's sync API runs an event loop in the test thread; the ORM calls around it are still synchronous.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+# The suite makes hundreds of uploads and API calls a minute; tests/test_security.py sets the real limits it checks.
+os.environ.setdefault("CULPRIT_RATE_LIMITS", ",".join(
+    f"{scope}=1000000/m" for scope in ("login", "login_ip", "upload", "api", "otlp")))

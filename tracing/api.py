@@ -15,12 +15,26 @@ from ninja import File, Form, NinjaAPI, Query, Schema, Status
 from ninja.errors import HttpError
 from ninja.files import UploadedFile
 from ninja.security import HttpBearer
+from ninja.throttling import BaseThrottle
+
+from config import ratelimit
 
 from . import selectors, services
 from .formats import all_formats
 from .models import ApiToken, IngestJob, Step, Trace
 
 MAX_PAGE = 500
+
+
+class TokenRateThrottle(BaseThrottle):
+    """The API's rate limit (``settings.CULPRIT_RATE_LIMITS["api"]``), counted per token in the shared cache."""
+
+    def allow_request(self, request: HttpRequest) -> bool:
+        self._wait = ratelimit.hit("api", ratelimit.by_token(request))
+        return not self._wait
+
+    def wait(self) -> float | None:
+        return float(self._wait) or None
 
 
 class TokenAuth(HttpBearer):
@@ -48,6 +62,7 @@ api = CulpritApi(
     version="1",
     description="Upload multi-agent traces, follow their import, and read traces, steps and labels.",
     auth=TokenAuth(),
+    throttle=[TokenRateThrottle()],
     urls_namespace="api",
 )
 

@@ -359,3 +359,25 @@ class OtlpSpan(models.Model):
             # Re-sent spans replace themselves (upsert on this key); also the index behind the rebuild query.
             models.UniqueConstraint(fields=["project", "trace_id", "span_id"], name="otlpspan_unique_span"),
         ]
+
+
+class AuditEvent(models.Model):
+    """Who changed what that matters for security: memberships, API tokens, provider keys and hooks, exports, schema
+    promotions. Written by the service that makes the change, in its transaction; never edited, never deleted with
+    the actor (the username is copied)."""
+
+    project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.CASCADE, related_name="audit_events")
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="+")
+    actor_name = models.CharField(max_length=150, blank=True)
+    action = models.CharField(max_length=60)  # "membership.added", "token.created", "export.created"...
+    target = models.CharField(max_length=300, blank=True)  # what it was done to, in words
+    details = models.JSONField(default=dict, blank=True)  # never secrets
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["project", "-created_at"], name="audit_project_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.actor_name or 'system'} {self.action} {self.target}"

@@ -22,6 +22,8 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
+from config import ratelimit
+
 from . import services
 from .formats import TraceFormatError
 from .formats.base import check_json_depth
@@ -82,6 +84,10 @@ def _document(data: bytes, protobuf: bool) -> dict:
 @require_POST
 def receive_traces(request: HttpRequest) -> HttpResponse:
     protobuf = request.content_type == PROTOBUF
+    if wait := ratelimit.hit("otlp", ratelimit.by_token(request)):
+        response = _error(429, f"too many requests; retry after {wait} s", protobuf)
+        response["Retry-After"] = str(wait)
+        return response
     token = _token(request)
     if token is None:
         return _error(401, "a valid project API token is required (Authorization: Bearer cul_…)", protobuf)

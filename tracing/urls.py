@@ -12,7 +12,9 @@ urlpatterns = [
     path("projects/<slug:slug>/", views.trace_list, name="trace_list"),
     path("projects/<slug:slug>/members/", views.project_members, name="project_members"),
     path("projects/<slug:slug>/tokens/", views.project_tokens, name="project_tokens"),
+    path("projects/<slug:slug>/audit/", views.project_audit, name="project_audit"),
     path("projects/<slug:slug>/upload/", views.upload, name="upload"),
     path("projects/<slug:slug>/uploads/<uuid:batch>/", views.upload_batch, name="upload_batch"),
     path("traces/<int:trace_id>/", views.trace_detail, name="trace_detail"),
+    path("traces/<int:trace_id>/original/", views.trace_original, name="trace_original"),
 ]

@@ -4,9 +4,11 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
+
+from config import ratelimit
 
 from . import selectors, services
 from .formats import all_formats
@@ -58,6 +60,7 @@ def trace_list(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@ratelimit.limited("upload", ratelimit.by_user)
 def upload(request: HttpRequest, slug: str) -> HttpResponse:
     membership = _uploader_membership(request, slug)
     form = UploadForm(request.POST, request.FILES) if request.method == "POST" else UploadForm()
@@ -121,7 +124,7 @@ def project_members(request: HttpRequest, slug: str) -> HttpResponse:
             role = None if request.POST.get("remove") else form.cleaned_data["role"]
             try:
                 services.membership_change(project=membership.project, username=form.cleaned_data["username"],
-                                           role=role)
+                                           role=role, actor=request.user)
                 return redirect("tracing:project_members", slug=slug)
             except services.LastOwnerError as exc:
                 form.add_error(None, str(exc))
@@ -143,7 +146,7 @@ def project_tokens(request: HttpRequest, slug: str) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         if revoke := form.cleaned_data.get("revoke"):
             token = get_object_or_404(ApiToken, pk=revoke, project=membership.project)
-            services.api_token_revoke(token=token)
+            services.api_token_revoke(token=token, actor=request.user)
             return redirect("tracing:project_tokens", slug=slug)
         # Rendered, not redirected: the plain token is shown this once and is never stored.
         _, new_token = services.api_token_create(project=membership.project, name=form.cleaned_data["name"],
@@ -152,6 +155,33 @@ def project_tokens(request: HttpRequest, slug: str) -> HttpResponse:
     context = {"membership": membership, "project": membership.project, "form": form, "new_token": new_token,
                "tokens": membership.project.api_tokens.all(), "base_url": request.build_absolute_uri("/")}
     return render(request, "tracing/project_tokens.html", context)
+
+
+@login_required
+@require_GET
+def trace_original(request: HttpRequest, trace_id: int) -> FileResponse:
+    """The uploaded file, byte for byte, always as a download: never rendered, sniffed or run by the browser."""
+    trace, _ = selectors.trace_for_user(user=request.user, trace_id=trace_id)
+    if trace.upload is None or not trace.upload.file:
+        raise Http404("This trace was not uploaded as a file")
+    response = FileResponse(trace.upload.file.open("rb"), as_attachment=True,
+                            filename=trace.upload.filename.rsplit("/", 1)[-1] or "trace",
+                            content_type="application/octet-stream")
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@login_required
+@require_GET
+def project_audit(request: HttpRequest, slug: str) -> HttpResponse:
+    """The project's audit log (owners): memberships, tokens, model settings, exports, schema promotions."""
+    membership = selectors.membership_for_user(user=request.user, slug=slug)
+    if membership.role != Role.OWNER:
+        raise PermissionDenied("Only owners read the audit log")
+    page = Paginator(membership.project.audit_events.all(), 100).get_page(request.GET.get("page"))
+    return render(request, "tracing/project_audit.html",
+                  {"membership": membership, "project": membership.project, "page": page})
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------

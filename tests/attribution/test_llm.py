@@ -8,6 +8,7 @@ cache and the database all run for real.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -450,3 +451,22 @@ def run_factory(project):  # type: ignore[no-untyped-def]
     from attribution.models import AttributionRun
 
     return lambda: AttributionRun.objects.create(project=project, method="all_at_once", model="m", trace_ids=[])
+
+
+def test_rotate_keys_reencrypts_every_stored_secret_so_the_old_key_can_go(project, fernet_keys, monkeypatch):
+    from django.core.management import call_command
+
+    from attribution.models import ProjectLlmSettings
+    from tracing.models import AuditEvent
+
+    stored = ProjectLlmSettings.objects.create(project=project, model="openai/x",
+                                               api_key_encrypted=crypto.encrypt("sk-live-123"),
+                                               replay_hook_auth_encrypted=crypto.encrypt("Bearer hook"))
+    new_key = Fernet.generate_key().decode()
+    monkeypatch.setenv("CULPRIT_FERNET_KEYS", ",".join([new_key, *fernet_keys]))
+    call_command("rotate_keys", stdout=io.StringIO())
+    monkeypatch.setenv("CULPRIT_FERNET_KEYS", new_key)
+    stored.refresh_from_db()
+    assert crypto.decrypt(stored.api_key_encrypted) == "sk-live-123"
+    assert crypto.decrypt(stored.replay_hook_auth_encrypted) == "Bearer hook"
+    assert AuditEvent.objects.filter(project=project, action="keys.rotated").count() == 1

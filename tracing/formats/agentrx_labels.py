@@ -15,7 +15,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from .base import ParsedGold, ParsedLabels, Source, TraceFormatError, list_of_records_confidence, normalise_speaker
+from .base import (
+    ParsedGold,
+    ParsedLabels,
+    Source,
+    TraceFormatError,
+    list_of_records_confidence,
+    normalise_speaker,
+)
 
 # Agent names as the traces spell them; a label spelled otherwise ("Websurfer") is kept but flagged.
 _KNOWN_AGENTS = ("Orchestrator", "WebSurfer", "FileSurfer", "Coder", "ComputerTerminal", "Assistant", "User")

@@ -26,7 +26,16 @@ from collections.abc import Iterator
 from typing import Any
 
 from .base import ParsedStep, ParsedTrace, Source, TraceFormatError
-from .textlog import AgentNames, Block, build_trace, count_matches, dedent_body, head_text, read_text, split_blocks
+from .textlog import (
+    AgentNames,
+    Block,
+    build_trace,
+    count_matches,
+    dedent_body,
+    head_text,
+    read_text,
+    split_blocks,
+)
 
 _HEADER = re.compile(
     r"^[ \t]*(?:Response from send_message API|Response from (?P<resp>[^\n]+?) Agent"

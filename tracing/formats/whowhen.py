@@ -12,7 +12,15 @@ from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import Any
 
-from .base import ParsedAgent, ParsedGold, ParsedStep, ParsedTrace, Source, TraceFormatError, normalise_speaker
+from .base import (
+    ParsedAgent,
+    ParsedGold,
+    ParsedStep,
+    ParsedTrace,
+    Source,
+    TraceFormatError,
+    normalise_speaker,
+)
 
 # Files above this size are parsed as a stream (ijson), step by step, so memory stays flat however long the run;
 # below it, loading the document whole is faster and lets every check run before anything is written.

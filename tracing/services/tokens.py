@@ -10,6 +10,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
 
 from ..models import ApiToken, Project
+from .audit import audit_record
 
 TOKEN_PREFIX = "cul_"
 
@@ -24,6 +25,8 @@ def api_token_create(*, project: Project, name: str, user: AbstractBaseUser | No
     token = f"{TOKEN_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
     row = ApiToken.objects.create(project=project, name=name.strip()[:100] or "token", prefix=prefix,
                                   token_hash=_hash(token), created_by=user)
+    audit_record(action="token.created", project=project, actor=user, target=row.name,
+                 details={"prefix": prefix})
     return row, token
 
 
@@ -42,5 +45,7 @@ def api_token_authenticate(token: str) -> ApiToken | None:
     return row
 
 
-def api_token_revoke(*, token: ApiToken) -> None:
-    ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+def api_token_revoke(*, token: ApiToken, actor: AbstractBaseUser | None = None) -> None:
+    if ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now()):
+        audit_record(action="token.revoked", project=token.project, actor=actor, target=token.name,
+                     details={"prefix": token.prefix})

@@ -7,9 +7,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from itertools import islice
 
-from ..formats import ParsedAgent, ParsedGold, ParsedLabels, ParsedStep, ParsedTrace
 from django.db import connection
 
+from ..formats import ParsedAgent, ParsedGold, ParsedLabels, ParsedStep, ParsedTrace
 from ..models import Agent, GoldLabel, LabelSource, PendingLabel, Project, RawUpload, Step, StepKind, Trace
 
 # Rows per INSERT. 2,000 steps of Who&When-sized text (~1 KB each) keep one statement near 2 MB, which PostgreSQL and

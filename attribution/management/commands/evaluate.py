@@ -5,10 +5,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from attribution import services
+from attribution import selectors, services
 from attribution.evaluation import score
 from attribution.methods import MethodError, all_methods
-from attribution import selectors
 from attribution.selectors import evaluation_records, labelled_traces
 from tracing.models import Project
 
