@@ -126,6 +126,7 @@ class WorkerProcess:
     def __init__(self, log: Path, name: str = "") -> None:
         self.log = log
         self.name = name  # a node name of its own, for a second worker beside the first
+        self.env: dict[str, str] = {}  # overrides: another broker, database or queue (chaos tests)
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -136,7 +137,8 @@ class WorkerProcess:
                  "--without-mingle", "--without-gossip", "--without-heartbeat",
                  *([f"--hostname={self.name}@%h"] if self.name else [])],
                 cwd=ROOT, env=process_env(CELERY_VISIBILITY_TIMEOUT=self.VISIBILITY_TIMEOUT,
-                                          CELERY_UNACKED_RESTORE_INTERVAL="2", CELERY_UNACKED_RESTORE_THROTTLE="1"),
+                                          CELERY_UNACKED_RESTORE_INTERVAL="2", CELERY_UNACKED_RESTORE_THROTTLE="1",
+                                          **self.env),
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
