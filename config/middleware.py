@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.cache import patch_vary_headers
 
 
@@ -34,3 +34,19 @@ class ContentSecurityPolicyMiddleware:
             docs = request.path.startswith("/api/docs")
             response["Content-Security-Policy"] = settings.CULPRIT_CSP_DOCS if docs else settings.CULPRIT_CSP
         return response
+
+
+class RejectNulMiddleware:
+    """A query string with a NUL character is answered ``400`` here: PostgreSQL text cannot hold NUL, so such a
+    search would otherwise fail deep in a query as a server error. (Forms reject NUL on their own.)"""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if any("\x00" in key or any("\x00" in v for v in values) for key, values in request.GET.lists()):
+            message = "NUL characters are not allowed in the query string"
+            if request.path.startswith("/api/"):
+                return JsonResponse({"detail": message}, status=400)
+            return HttpResponse(f"{message}\n", status=400, content_type="text/plain")
+        return self.get_response(request)

@@ -52,9 +52,32 @@ class CulpritApi(NinjaAPI):
 
     def get_openapi_schema(self, *args: Any, **kwargs: Any) -> Any:
         schema = super().get_openapi_schema(*args, **kwargs)
+        _document_errors(schema)
         for extend in self.openapi_extenders:
             extend(schema)
         return schema
+
+
+_ERROR_BODY = {"application/json": {"schema": {"type": "object", "properties": {"detail": {}}}}}
+_COMMON_ERRORS = {
+    "400": "A malformed request (e.g. a NUL character in the query string)",
+    "401": "No valid project API token (Authorization: Bearer cul_…)",
+    "422": "The request does not match the operation's parameters or body",
+    "429": "Rate limited: retry after the Retry-After header's seconds",
+}
+
+
+def _document_errors(schema: Any) -> None:
+    """Every operation can answer these (the token check, ninja's validation, the rate limit): say so in the schema,
+    so clients and schema-driven tests know them."""
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            for status, text in _COMMON_ERRORS.items():
+                responses.setdefault(status, {"description": text, "content": _ERROR_BODY})
+            if "{" in path:
+                responses.setdefault("404", {"description": "Not found in the token's project",
+                                             "content": _ERROR_BODY})
 
 
 api = CulpritApi(
