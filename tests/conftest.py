@@ -199,3 +199,14 @@ def wait_for_jobs(jobs: list[IngestJob], timeout: float = 60) -> list[IngestJob]
             return fresh
         time.sleep(0.2)
     raise AssertionError(f"jobs still pending after {timeout}s: {[(j.filename, j.status) for j in fresh]}")
+
+
+@pytest.fixture
+def slow_system():  # type: ignore[no-untyped-def]
+    """A team's multi-agent system behind a replay hook on 127.0.0.1 whose replays take a moment, so a worker, a
+    broker or a database can be stopped in the middle of a campaign (tests/attribution/test_campaign_worker.py)."""
+    from tests.attribution.test_campaign_worker import SlowSystem
+    from tests.attribution.test_http_hook import serving
+
+    with serving(SlowSystem()) as state:
+        yield state

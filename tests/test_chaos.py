@@ -26,9 +26,7 @@ import pytest
 
 from attribution import services as attribution_services
 from attribution.models import CampaignStatus, Injection, InjectionCampaign, ReplayRecord
-from tests.attribution.test_campaign_worker import SlowSystem
 from tests.attribution.test_campaigns import real_trace, use_hook
-from tests.attribution.test_http_hook import QuietServer, _handler
 from tests.conftest import ROOT, WorkerProcess, incoming_bytes, process_env, wait_for
 from tracing import services
 from tracing.models import IngestJob, JobStatus, Provenance, Step, Trace
@@ -51,20 +49,6 @@ def wait_port(port: int, timeout: float = 30) -> None:
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"nothing answers on 127.0.0.1:{port}")
-
-
-@pytest.fixture
-def slow_system() -> Iterator[SlowSystem]:
-    state = SlowSystem()
-    server = QuietServer(("127.0.0.1", 0), _handler(state))
-    import threading
-
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/replay"
-    yield state
-    server.shutdown()
-    server.server_close()
 
 
 # --- a worker killed in the middle of an import ----------------------------------------------------------------------

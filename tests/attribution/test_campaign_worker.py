@@ -3,7 +3,6 @@ SIGKILL mid-campaign without running a finished replay again or writing a case t
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 
 import pytest
@@ -11,7 +10,6 @@ import pytest
 from attribution import services
 from attribution.models import CampaignStatus, Injection, InjectionCampaign, InjectionStatus, ReplayRecord
 from tests.attribution.test_campaigns import System, real_trace, use_hook
-from tests.attribution.test_http_hook import QuietServer, _handler
 from tests.conftest import wait_for
 from tracing.models import GoldLabel, Provenance, Trace
 
@@ -26,19 +24,6 @@ class SlowSystem(System):
 
         time.sleep(0.3)
         return super().answer(payload)
-
-
-@pytest.fixture
-def slow_system():
-    state = SlowSystem()
-    server = QuietServer(("127.0.0.1", 0), _handler(state))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/replay"
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
 
 
 def test_a_sandbox_campaign_runs_on_the_worker(project, celery_worker):

@@ -3,8 +3,6 @@ budgets that stop a campaign cleanly, cancellation, and replays that are never r
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 from django.urls import reverse
 
@@ -21,7 +19,7 @@ from attribution.models import (
 )
 from attribution.replay import perturb
 from attribution.selectors import trace_view
-from tests.attribution.test_http_hook import Hook, QuietServer, _handler
+from tests.attribution.test_http_hook import Hook, serving
 from tracing import services as tracing_services
 from tracing.formats.base import ParsedAgent, ParsedStep, ParsedTrace
 from tracing.models import GoldLabel, LabelSource, Membership, Provenance, Role, Trace
@@ -49,15 +47,8 @@ class System(Hook):
 
 @pytest.fixture
 def system():
-    state = System(cost=0.01)
-    server = QuietServer(("127.0.0.1", 0), _handler(state))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/replay"
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with serving(System(cost=0.01)) as state:
+        yield state
 
 
 def real_trace(project, name: str = "crew/run-1") -> Trace:

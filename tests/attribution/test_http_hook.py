@@ -6,6 +6,7 @@ Each test can script the server's next answers (a status, a raw body, a delay) b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -99,17 +100,25 @@ class QuietServer(ThreadingHTTPServer):
         pass
 
 
-@pytest.fixture
-def hook():
-    state = Hook()
+@contextlib.contextmanager
+def serving(state: Hook, path: str = "/culprit/replay"):  # type: ignore[no-untyped-def]
+    """Run ``state`` as a real HTTP server on 127.0.0.1 for the block; ``state.url`` is its hook URL."""
     server = QuietServer(("127.0.0.1", 0), _handler(state))
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/culprit/replay"
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}{path}"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def hook():
+    with serving(Hook()) as state:
+        yield state
 
 
 @pytest.fixture

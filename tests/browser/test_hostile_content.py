@@ -18,7 +18,7 @@ from attribution import services as attribution_services
 from attribution.models import Injection, Verdict
 from attribution.selectors import trace_view
 from tests.attribution.test_campaigns import System, use_hook
-from tests.attribution.test_http_hook import QuietServer, _handler
+from tests.attribution.test_http_hook import serving
 from tests.conftest import import_now, incoming_bytes
 from tracing import services
 from tracing.models import Role, Trace
@@ -62,18 +62,12 @@ def hostile_world(db):  # type: ignore[no-untyped-def]
     run = attribution_services.run_create(project=project, method="heuristic", trace_ids=[trace.pk], enqueue=False)
     attribution_services.run_execute_inline(run=run)
     # A succeeded copy of the same text, broken through a replay hook: injection pages show the payloads too.
-    import threading
-
-    system = System()
-    server = QuietServer(("127.0.0.1", 0), _handler(system))
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    system.url = f"http://127.0.0.1:{server.server_address[1]}/replay"
     Trace.objects.filter(pk=trace.pk).update(outcome="succeeded")
-    use_hook(project, system)
-    campaign = attribution_services.campaign_execute_inline(campaign=attribution_services.campaign_create(
-        project=project, trace_ids=[trace.pk], faults_per_trace=2, enqueue=False))
+    with serving(System()) as system:
+        use_hook(project, system)
+        campaign = attribution_services.campaign_execute_inline(campaign=attribution_services.campaign_create(
+            project=project, trace_ids=[trace.pk], faults_per_trace=2, enqueue=False))
     Trace.objects.filter(pk=trace.pk).update(outcome="failed")
-    server.shutdown()
     injection = Injection.objects.filter(campaign=campaign, status="kept").first()
     return {"user": user, "project": project, "trace": trace, "run": run, "job": job, "campaign": campaign,
             "injection": injection, "verdict": Verdict.objects.get(run=run)}
