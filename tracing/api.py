@@ -73,11 +73,11 @@ def _document_errors(schema: Any) -> None:
     for path, operations in schema.get("paths", {}).items():
         for operation in operations.values():
             responses = operation.setdefault("responses", {})
-            for status, text in _COMMON_ERRORS.items():
-                responses.setdefault(status, {"description": text, "content": _ERROR_BODY})
-            if "{" in path:
-                responses.setdefault("404", {"description": "Not found in the token's project",
-                                             "content": _ERROR_BODY})
+            known = {str(code) for code in responses}  # ninja keys its own by int, JSON by string: never both
+            extra = dict(_COMMON_ERRORS) | ({"404": "Not found in the token's project"} if "{" in path else {})
+            for status, text in extra.items():
+                if status not in known:
+                    responses[status] = {"description": text, "content": _ERROR_BODY}
 
 
 api = CulpritApi(
@@ -177,7 +177,8 @@ class StepPage(Page):
 
 
 class ErrorOut(Schema):
-    detail: str
+    # A sentence from us, or the list of field errors from the request validation.
+    detail: str | list[dict[str, Any]]
 
 
 class TraceQuery(Schema):

@@ -114,3 +114,16 @@ def test_an_annotator_cannot_manage_tokens(client, project, make_user):
     services.membership_set(project=project, user=annotator, role=Role.ANNOTATOR)
     client.force_login(annotator)
     assert client.get(reverse("tracing:project_tokens", args=[project.slug])).status_code == 403
+
+
+@pytest.mark.django_db
+def test_the_openapi_document_has_no_duplicate_keys(client):
+    """Swagger UI refuses a document with a key twice (e.g. a status code as int and as string)."""
+    import json as _json
+
+    def no_duplicates(pairs):  # type: ignore[no-untyped-def]
+        keys = [k for k, _ in pairs]
+        assert len(keys) == len(set(keys)), f"duplicate keys: {keys}"
+        return dict(pairs)
+
+    _json.loads(client.get("/api/openapi.json").content, object_pairs_hook=no_duplicates)
