@@ -99,3 +99,60 @@ def test_an_annotator_labels_a_queue_item_with_the_keyboard_only(live_server, pa
     page.wait_for_selector("text=Nothing left for you in this queue")
     assert Skip.objects.filter(annotator=ann, item__trace__name="short run").exists()
     assert Annotation.objects.get(item__trace__name="short run").status == CopyStatus.OPEN
+
+
+def test_an_owner_creates_a_queue_reads_the_agreement_and_adjudicates(live_server, page):
+    owner = get_user_model().objects.create_user("olga", password="a-long-test-password")
+    project = services.project_create(name="Review", owner=owner)
+    people = []
+    for name in ("ann", "bob"):
+        person = get_user_model().objects.create_user(name)
+        services.membership_set(project=project, user=person, role=Role.ANNOTATOR)
+        people.append(person)
+    agreed, split = _trace(project, "agreed run", 6), _trace(project, "split run", 7)
+
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.fill("input[name=username]", "olga")
+    page.fill("input[name=password]", "a-long-test-password")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"**/projects/{project.slug}/")
+    page.click(f"nav a[href='/annotations/projects/{project.slug}/queues/']")
+    page.fill("input[name=name]", "Triage")
+    page.select_option("select[name=source]", "no_gold")
+    page.fill("input[name=overlap]", "2")
+    page.fill("textarea[name=instructions]", "Blame the first wrong step.")
+    _shot(page, "queue-create")
+    page.click("text=Create queue")
+    page.wait_for_selector("#start-labelling")
+    assert "2 items" in page.inner_text("main")
+
+    from annotations.models import ReviewQueue
+
+    queue = ReviewQueue.objects.get(name="Triage")
+    for person, steps in zip(people, ((4, 1), (4, 5)), strict=True):
+        for step in steps:
+            copy = queue_services.annotation_claim(queue=queue, user=person)
+            queue_services.annotation_submit(annotation=copy, user=person, step_index=step, reason=f"{person} says")
+
+    page.click("text=Agreement")
+    page.wait_for_selector("#queue-agreement")
+    assert page.inner_text("#agent-agreement") == "50.0%"
+    assert page.inner_text("#step-agreement") == "50.0%"
+    assert page.locator("#per-annotator tbody tr").count() == 2
+    _shot(page, "agreement")
+
+    page.click("text=Adjudicate 1 disagreement")
+    page.click("#accept-unanimous")
+    page.wait_for_selector("text=1 unanimous item accepted")
+    page.click("#disagreements >> text=Decide")
+    page.wait_for_selector("#answers")
+    _shot(page, "adjudicate-item")
+    page.click("#answers li:has-text('bob') >> text=Accept this answer")
+    page.wait_for_selector("text=resolved.")
+    _shot(page, "adjudication")
+    gold = split.gold_labels.get()
+    assert (gold.source, gold.step_index, gold.agent_name) == ("adjudicated", 5, "Checker")
+    assert agreed.gold_labels.get().source == "annotator"
+    page.click(f"#resolved a:has-text('{split.name}')")
+    page.wait_for_selector(".gold-label")
+    assert "adjudicated" in page.inner_text(".gold-label")
