@@ -136,9 +136,11 @@ class Annotation(models.Model):
         ]
         indexes = [
             # The claim query: a queue's copies that are open or whose lease ran out, first item first.
-            models.Index(fields=["queue", "status", "item"], name="annotation_claim"),
-            # "Resume my lease" and the per-annotator agreement table.
+            models.Index(fields=["queue", "status", "item", "slot"], name="annotation_claim"),
+            # "Resume my lease": this person's leased copy.
             models.Index(fields=["annotator", "status"], name="annotation_annotator_status"),
+            # The claim's "not an item I already hold or answered" anti-join, read in item order (a merge join).
+            models.Index(fields=["annotator", "item"], name="annotation_annotator_item"),
         ]
 
     def __str__(self) -> str:

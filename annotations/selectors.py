@@ -11,10 +11,11 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, Q
 from django.http import Http404
 
+from attribution.methods.base import StepView, TraceView
 from attribution.models import Verdict
 from attribution.taxonomy import CATEGORIES
 from tracing import selectors as tracing_selectors
-from tracing.models import Membership, Project, Role
+from tracing.models import Membership, Project, Role, Step, Trace
 
 from .agreement import Answer, PairRates, cohen_kappa, krippendorff_alpha, majority, pairwise, unanimous
 from .models import Annotation, Assignment, CopyStatus, QueueItem, QueueSource, ReviewQueue
@@ -22,6 +23,8 @@ from .models import Annotation, Assignment, CopyStatus, QueueItem, QueueSource, 
 DEFAULT_LIMIT = 500  # traces a new queue takes from its filter unless told otherwise
 MAX_LIMIT = 20_000
 DEFAULT_THRESHOLD = 0.5
+# Above this many steps the labelling page skips the dependency-graph evidence hint, as the trace page does.
+EVIDENCE_MAX_STEPS = 5000
 
 
 # --- filling -----------------------------------------------------------------------------------------------------
@@ -139,21 +142,34 @@ def label_context(*, annotation: Annotation, page: int, per_page: int) -> dict:
     queue, trace = annotation.queue, annotation.item.trace
     window = tracing_selectors.step_window(trace=trace, page=page, per_page=per_page)
     verdicts = [] if queue.blind else latest_verdicts(trace_ids=[trace.pk]).get(trace.pk, [])
-    view = trace_view(trace)
+    # The evidence hint needs step contents; the agent graph only agents and recipients. On big traces only the
+    # graph is drawn, from a light read (bench/review_queue.py: 10,000 steps, page 330 ms -> see notes/review.md).
+    evidence_wanted = not queue.blind and trace.step_count <= EVIDENCE_MAX_STEPS
+    view = trace_view(trace) if evidence_wanted else _graph_view(trace)
     highlight = set() if queue.blind else {v.agent_name for v in verdicts}
     verdict_steps = {v.step_index: v for v in verdicts}
     return {"annotation": annotation, "queue": queue, "trace": trace, "project": queue.project, "window": window,
             "agents": list(trace.agents.all()), "verdicts": verdicts, "verdict_steps": verdict_steps,
             "agent_graph": agent_graph_drawing(view, highlight=highlight),
-            "evidence": [] if queue.blind else _evidence(view, verdicts),
+            "evidence": _evidence(view, verdicts) if evidence_wanted else [],
             "groups": taxonomy_groups(queue.taxonomy),
             "draft_key": f"{annotation.pk}:{int(annotation.leased_at.timestamp()) if annotation.leased_at else 0}"}
 
 
-def _evidence(view, verdicts: list[Verdict]) -> list[str]:  # type: ignore[no-untyped-def]
+def _graph_view(trace: Trace) -> TraceView:
+    """Just enough of a trace for the agent graph: who spoke and to whom, without the step contents."""
+    rows = Step.objects.filter(trace=trace).order_by("index").values_list("index", "agent__name", "recipient")
+    steps = tuple(StepView(index=i, agent=a or "", kind="message", content="", speaker="", recipient=r,
+                           tool_name="", parent=None) for i, a, r in rows.iterator(chunk_size=5000))
+    return TraceView(trace_id=trace.pk, name=trace.name, question="", ground_truth="", outcome=trace.outcome,
+                     steps=steps, agents=tuple(dict.fromkeys(s.agent for s in steps if s.agent)), system_prompts={},
+                     source_format=trace.source_format)
+
+
+def _evidence(view: TraceView, verdicts: list[Verdict]) -> list[str]:
     """What the first verdict's blamed step used from earlier steps, from the dependency graph."""
     step = next((v.step_index for v in verdicts if v.step_index is not None), None)
-    if step is None or len(view.steps) > 5000:  # the graph of a huge trace costs more than the hint is worth
+    if step is None:
         return []
     from attribution.graph import build_graph, explain_use
 
