@@ -34,7 +34,10 @@ def _owner(membership: Membership) -> None:
 def queue_list(request: HttpRequest, slug: str) -> HttpResponse:
     membership = tracing_selectors.membership_for_user(user=request.user, slug=slug)
     project = membership.project
-    form = QueueForm(request.POST or None, project=project)
+    # GET parameters pre-fill the form, so a trace-list search can be turned into a queue by a link:
+    # ?source=search&q=…&gold=no&format=whowhen
+    initial = {k: v for k, v in request.GET.items() if k in ("name", "source", "q", "gold", "format", "threshold")}
+    form = QueueForm(request.POST or None, project=project, initial=initial)
     if request.method == "POST":
         _owner(membership)
         if form.is_valid():

@@ -141,3 +141,16 @@ def test_large_traces_are_windowed_on_the_labelling_page(project, owner, make_tr
     page = client.get(url + "?step=260").content.decode()
     assert 'id="step-260"' in page and 'id="step-249"' not in page and 'id="step-300"' not in page
     assert "page 6 of 10" in page
+
+
+def test_a_trace_list_search_becomes_a_queue_from_a_prefilled_link(project, owner, make_trace):
+    traces = [make_trace() for _ in range(3)]
+    client = _client(owner)
+    url = reverse("annotations:queue_list", args=[project.slug])
+    page = client.get(url + f"?source=search&q={traces[2].name}&gold=no").content.decode()
+    assert f'value="{traces[2].name}"' in page and '<option value="search" selected>' in page
+    response = _create_queue(client, project, source="search", q=traces[2].name, gold="no", format="")
+    assert response.status_code == 302
+    queue = ReviewQueue.objects.get(project=project)
+    assert list(queue.items.values_list("trace_id", flat=True)) == [traces[2].pk]
+    assert queue.filter == {"limit": 100, "q": traces[2].name, "gold": "no", "format": ""}
