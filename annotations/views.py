@@ -16,7 +16,7 @@ from tracing.models import Membership, Step
 
 from . import selectors, services
 from .forms import AnswerForm, QueueForm, StepForm
-from .models import CopyStatus, ReviewQueue
+from .models import Annotation, CopyStatus, ReviewQueue
 
 
 def _labeller(queue: ReviewQueue, membership: Membership) -> None:
@@ -108,7 +108,8 @@ def label(request: HttpRequest, annotation_id: int) -> HttpResponse:
     return _render_label(request, annotation, membership, form)
 
 
-def _render_label(request: HttpRequest, annotation, membership: Membership, form: AnswerForm) -> HttpResponse:  # type: ignore[no-untyped-def]
+def _render_label(request: HttpRequest, annotation: Annotation, membership: Membership,
+                  form: AnswerForm) -> HttpResponse:
     where = StepForm(request.GET)
     data = where.cleaned_data if where.is_valid() else {}
     per_page = settings.CULPRIT_STEPS_PER_PAGE
