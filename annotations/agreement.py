@@ -127,6 +127,19 @@ def pairwise(units: Iterable[Sequence[Answer]], k: int) -> tuple[PairRates, dict
     return overall, per_rater
 
 
+def rater_kappa(units: Iterable[Sequence[Answer]], rater: Hashable, field: str = "agent") -> float | None:
+    """One rater against everyone else: Cohen's kappa over every pair (their answer, another's answer to the same
+    unit), pooled. The per-annotator chance-corrected figure; None when the rater shares no unit with anyone."""
+    mine: list[Hashable] = []
+    theirs: list[Hashable] = []
+    for answers in units:
+        for own in (a for a in answers if a.rater == rater):
+            for other in (a for a in answers if a.rater != rater):
+                mine.append(getattr(own, field))
+                theirs.append(getattr(other, field))
+    return cohen_kappa(mine, theirs) if mine else None
+
+
 def majority(answers: Sequence[Answer]) -> tuple[str, int] | None:
     """The (agent, step) most answers chose, or None when there is no answer or the top is tied."""
     counts = Counter((a.agent, a.step) for a in answers).most_common(2)

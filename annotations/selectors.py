@@ -17,7 +17,9 @@ from attribution.taxonomy import CATEGORIES
 from tracing import selectors as tracing_selectors
 from tracing.models import Membership, Project, Role, Step, Trace
 
-from .agreement import Answer, PairRates, cohen_kappa, krippendorff_alpha, majority, pairwise, unanimous
+from .agreement import (
+    Answer, PairRates, cohen_kappa, krippendorff_alpha, majority, pairwise, rater_kappa, unanimous,
+)
 from .models import Annotation, Assignment, CopyStatus, QueueItem, QueueSource, ReviewQueue
 
 DEFAULT_LIMIT = 500  # traces a new queue takes from its filter unless told otherwise
@@ -230,7 +232,7 @@ def agreement_report(*, queue: ReviewQueue) -> dict:
         "alpha_agent": krippendorff_alpha([[a.agent for a in u] for u in units]),
         "alpha_step": krippendorff_alpha([[a.step for a in u] for u in units]),
         "alpha_step_interval": krippendorff_alpha([[a.step for a in u] for u in units], "interval"),
-        "annotators": _per_annotator(rows, per_rater, queue.step_tolerance),
+        "annotators": _per_annotator(rows, units, per_rater, queue.step_tolerance),
         "methods": judge_vs_human(reference={t: r for t, r in reference.items() if r}, k=queue.step_tolerance),
         "states": {s: sum(1 for r in rows if r.state == s) for s in ("pending", "disagree", "unanimous", "resolved")},
     }
@@ -243,7 +245,8 @@ def _reference(row: ItemRow) -> tuple[str, int] | None:
     return majority(row.as_answers())
 
 
-def _per_annotator(rows: list[ItemRow], per_rater: dict[Hashable, PairRates], k: int) -> list[dict]:
+def _per_annotator(rows: list[ItemRow], units: list[list[Answer]], per_rater: dict[Hashable, PairRates],
+                   k: int) -> list[dict]:
     people: dict[int, dict] = {}
     for row in rows:
         gold = row.item.resolved_label
@@ -262,6 +265,7 @@ def _per_annotator(rows: list[ItemRow], per_rater: dict[Hashable, PairRates], k:
         n = person["gold_n"]
         out.append({**person, **_rates(per_rater.get(rater, PairRates())),
                     "median_seconds": statistics.median(times) if times else None,
+                    "kappa_agent": rater_kappa(units, rater, "agent"),
                     "vs_adjudicated_agent": person["gold_agent"] / n if n else None,
                     "vs_adjudicated_step": person["gold_step"] / n if n else None})
     return sorted(out, key=lambda p: p["user"].get_username() if p["user"] else "")

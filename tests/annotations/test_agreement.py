@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from annotations.agreement import (
-    Answer, cohen_kappa, fleiss_kappa, krippendorff_alpha, majority, pairwise, unanimous,
+    Answer, cohen_kappa, fleiss_kappa, krippendorff_alpha, majority, pairwise, rater_kappa, unanimous,
 )
 
 # Krippendorff (2011), "Computing Krippendorff's Alpha-Reliability", section C: four observers, twelve units,
@@ -84,3 +84,11 @@ def test_majority_and_unanimity():
     assert majority([a, b, c]) == ("X", 3)
     assert majority([a, c]) is None
     assert unanimous([a, b]) and not unanimous([a, c])
+
+
+def test_a_raters_kappa_pools_their_pairs_with_everyone_else():
+    units = [[Answer("a", "X", 1), Answer("b", "X", 1)], [Answer("a", "Y", 2), Answer("b", "Y", 2)],
+             [Answer("a", "X", 3), Answer("b", "Y", 3)], [Answer("c", "X", 1)]]
+    # a vs b: X/X, Y/Y, X/Y -> p_o 2/3, p_e (2*1 + 1*2)/9 = 4/9 -> kappa (2/3 - 4/9) / (5/9) = 0.4
+    assert rater_kappa(units, "a") == pytest.approx(0.4)
+    assert rater_kappa(units, "c") is None

@@ -225,6 +225,8 @@ def test_the_agreement_report_counts_pairs_alpha_and_judge_versus_human(
     assert report["alpha_agent"] is not None and report["alpha_step"] is not None
     people = {p["user"].username: p for p in report["annotators"]}
     assert people["ann"]["answered"] == 3 and people["bob"]["pairs"] == 3
+    # ann's agents Checker, Checker, Coder against bob's Checker, Planner, Coder: p_o 2/3, p_e 1/3 -> kappa 0.5.
+    assert people["ann"]["kappa_agent"] == pytest.approx(0.5)
     # Only trace 0 has a human majority (both said step 2); the heuristic got it right.
     (row,) = report["methods"]
     assert (row["method"], row["n"], row["agent"], row["step_exact"]) == ("heuristic", 1, 1.0, 1.0)
