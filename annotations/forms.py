@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib.auth import get_user_model
+
+from attribution.taxonomy import is_known
+
+from .models import Assignment, QueueSource, ReviewQueue, TaxonomyFamily
+from .selectors import DEFAULT_LIMIT, DEFAULT_THRESHOLD, MAX_LIMIT
+
+
+class QueueForm(forms.Form):
+    name = forms.CharField(max_length=120)
+    instructions = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+    source = forms.ChoiceField(choices=QueueSource.choices, initial=QueueSource.NO_GOLD)
+    # The trace-list search, for source "search" (same fields as the trace list's filters).
+    q = forms.CharField(required=False, max_length=200, label="Search")
+    gold = forms.ChoiceField(required=False, choices=[("", "any"), ("yes", "with gold label"), ("no", "without")])
+    format = forms.CharField(required=False, max_length=40)
+    threshold = forms.FloatField(required=False, min_value=0, max_value=1, initial=DEFAULT_THRESHOLD,
+                                 label="Confidence below")
+    limit = forms.IntegerField(min_value=1, max_value=MAX_LIMIT, initial=DEFAULT_LIMIT, label="At most (traces)")
+    overlap = forms.IntegerField(min_value=1, max_value=10, initial=2, label="Annotators per item")
+    assignment = forms.ChoiceField(choices=Assignment.choices, initial=Assignment.ANYONE)
+    annotators = forms.ModelMultipleChoiceField(queryset=get_user_model().objects.none(), required=False,
+                                                widget=forms.CheckboxSelectMultiple)
+    blind = forms.BooleanField(required=False, label="Blind: hide the methods' verdicts")
+    taxonomy = forms.ChoiceField(choices=TaxonomyFamily.choices, initial=TaxonomyFamily.AGENT_ERROR)
+    step_tolerance = forms.IntegerField(min_value=0, max_value=50, initial=1, label="Step agreement within ±k")
+
+    def __init__(self, *args: Any, project: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.project = project
+        self.fields["annotators"].queryset = get_user_model().objects.filter(
+            memberships__project=project, memberships__role__in=["owner", "annotator"]).order_by("username")
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if ReviewQueue.objects.filter(project=self.project, name=name).exists():
+            raise forms.ValidationError("This project already has a queue with that name.")
+        return name
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("assignment") == Assignment.NAMED and not data.get("annotators"):
+            self.add_error("annotators", "Name at least one annotator, or let anyone label.")
+        return data
+
+    def filter_params(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        params: dict[str, Any] = {"limit": data["limit"]}
+        if data["source"] == QueueSource.SEARCH:
+            params.update(q=data["q"], gold=data["gold"], format=data["format"])
+        if data["source"] == QueueSource.LOW_CONFIDENCE:
+            params["threshold"] = DEFAULT_THRESHOLD if data["threshold"] is None else data["threshold"]
+        return params
+
+
+class AnswerForm(forms.Form):
+    """The decisive error as the labelling screen (or an adjudicating owner) sends it."""
+
+    step_index = forms.IntegerField(min_value=0, error_messages={"required": "Mark the decisive step first (Enter)."})
+    agent_name = forms.CharField(required=False, max_length=200)
+    category = forms.CharField(required=False, max_length=80)
+    reason = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+    lead_time_ms = forms.IntegerField(required=False, min_value=0)
+
+    def clean_category(self) -> str:
+        code = self.cleaned_data["category"].strip()
+        if code and not is_known(code):
+            raise forms.ValidationError(f"Unknown category {code!r}.")
+        return code
+
+    def cleaned_data_for_submit(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        return {"step_index": data["step_index"], "agent_name": data["agent_name"], "category": data["category"],
+                "reason": data["reason"], "lead_time_ms": data.get("lead_time_ms") or 0}
+
+
+class StepForm(forms.Form):
+    page = forms.IntegerField(required=False, min_value=1)
+    step = forms.IntegerField(required=False, min_value=0)

@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from . import views
+
+app_name = "annotations"
+
+urlpatterns = [
+    path("projects/<slug:slug>/queues/", views.queue_list, name="queue_list"),
+    path("queues/<int:queue_id>/", views.queue_detail, name="queue_detail"),
+    path("queues/<int:queue_id>/fill/", views.queue_refill, name="queue_refill"),
+    path("queues/<int:queue_id>/next/", views.queue_next, name="queue_next"),
+    path("queues/<int:queue_id>/agreement/", views.agreement, name="agreement"),
+    path("queues/<int:queue_id>/adjudication/", views.adjudication, name="adjudication"),
+    path("items/<int:item_id>/adjudicate/", views.adjudicate_item, name="adjudicate_item"),
+    path("label/<int:annotation_id>/", views.label, name="label"),
+    path("label/<int:annotation_id>/skip/", views.skip, name="skip"),
+]

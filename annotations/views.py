@@ -1,0 +1,184 @@
+"""Pages of the review queues. Every view authorizes while fetching: a queue, copy or item of a project the person
+is not a member of answers 404; a viewer who tries to label, or a non-owner who tries to adjudicate, gets 403."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from tracing import selectors as tracing_selectors
+from tracing.models import Membership, Step
+
+from . import selectors, services
+from .forms import AnswerForm, QueueForm, StepForm
+from .models import Annotation, CopyStatus, ReviewQueue
+
+
+def _labeller(queue: ReviewQueue, membership: Membership) -> None:
+    if not selectors.may_label(queue=queue, membership=membership):
+        raise PermissionDenied("You cannot label in this queue")
+
+
+def _owner(membership: Membership) -> None:
+    if not selectors.may_adjudicate(membership):
+        raise PermissionDenied("Only owners manage queues and adjudicate")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def queue_list(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = tracing_selectors.membership_for_user(user=request.user, slug=slug)
+    project = membership.project
+    # GET parameters pre-fill the form, so a trace-list search can be turned into a queue by a link:
+    # ?source=search&q=…&gold=no&format=whowhen
+    initial = {k: v for k, v in request.GET.items() if k in ("name", "source", "q", "gold", "format", "threshold")}
+    form = QueueForm(request.POST or None, project=project, initial=initial)
+    if request.method == "POST":
+        _owner(membership)
+        if form.is_valid():
+            data = form.cleaned_data
+            queue = services.queue_create(
+                project=project, user=request.user, name=data["name"], source=data["source"],
+                filter=form.filter_params(), overlap=data["overlap"], assignment=data["assignment"],
+                annotators=data["annotators"], blind=data["blind"], instructions=data["instructions"],
+                taxonomy=data["taxonomy"], step_tolerance=data["step_tolerance"])
+            return redirect("annotations:queue_detail", queue_id=queue.pk)
+    context = {"project": project, "membership": membership, "form": form,
+               "queues": selectors.queues_for_project(project=project, user=request.user)}
+    return render(request, "annotations/queue_list.html", context, status=400 if form.errors else 200)
+
+
+@login_required
+@require_GET
+def queue_detail(request: HttpRequest, queue_id: int) -> HttpResponse:
+    queue, membership = selectors.queue_for_user(user=request.user, queue_id=queue_id)
+    context = {"queue": queue, "project": queue.project, "membership": membership,
+               "progress": selectors.queue_progress(queue=queue, user=request.user),
+               "may_label": selectors.may_label(queue=queue, membership=membership),
+               "annotators": list(queue.annotators.order_by("username"))}
+    return render(request, "annotations/queue_detail.html", context)
+
+
+@login_required
+@require_POST
+def queue_refill(request: HttpRequest, queue_id: int) -> HttpResponse:
+    queue, membership = selectors.queue_for_user(user=request.user, queue_id=queue_id)
+    _owner(membership)
+    added = services.queue_fill(queue=queue)
+    messages.success(request, f"{added} trace{'' if added == 1 else 's'} added.")
+    return redirect("annotations:queue_detail", queue_id=queue.pk)
+
+
+@login_required
+@require_GET
+def queue_next(request: HttpRequest, queue_id: int) -> HttpResponse:
+    """Lease the next copy (or return the one already held) and open it. Safe to repeat: a person holds at most one
+    lease per queue, so a second visit returns the same copy."""
+    queue, membership = selectors.queue_for_user(user=request.user, queue_id=queue_id)
+    _labeller(queue, membership)
+    copy = services.annotation_claim(queue=queue, user=request.user)
+    if copy is None:
+        messages.info(request, "Nothing left for you in this queue. Thank you!")
+        return redirect("annotations:queue_detail", queue_id=queue.pk)
+    return redirect("annotations:label", annotation_id=copy.pk)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def label(request: HttpRequest, annotation_id: int) -> HttpResponse:
+    annotation, membership = selectors.annotation_for_user(user=request.user, annotation_id=annotation_id)
+    _labeller(annotation.queue, membership)
+    if annotation.annotator_id != request.user.pk or annotation.status != CopyStatus.LEASED:
+        messages.info(request, "That item is no longer yours; here is your next one.")
+        return redirect("annotations:queue_next", queue_id=annotation.queue_id)
+    form = AnswerForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.annotation_submit(annotation=annotation, user=request.user, **form.cleaned_data_for_submit())
+            return redirect("annotations:queue_next", queue_id=annotation.queue_id)
+        except services.QueueError as exc:
+            form.add_error(None, str(exc))
+    elif request.method == "GET":
+        services.annotation_touch(annotation=annotation, user=request.user)
+    return _render_label(request, annotation, membership, form)
+
+
+def _render_label(request: HttpRequest, annotation: Annotation, membership: Membership,
+                  form: AnswerForm) -> HttpResponse:
+    where = StepForm(request.GET)
+    data = where.cleaned_data if where.is_valid() else {}
+    per_page = settings.CULPRIT_STEPS_PER_PAGE
+    target = data.get("step")
+    page = tracing_selectors.page_of_step(index=target, per_page=per_page) if target is not None else data.get("page")
+    context = selectors.label_context(annotation=annotation, page=page or 1, per_page=per_page)
+    context.update(membership=membership, form=form, target=target)
+    return render(request, "annotations/label.html", context, status=400 if form.errors else 200)
+
+
+@login_required
+@require_POST
+def skip(request: HttpRequest, annotation_id: int) -> HttpResponse:
+    annotation, membership = selectors.annotation_for_user(user=request.user, annotation_id=annotation_id)
+    _labeller(annotation.queue, membership)
+    try:
+        services.annotation_skip(annotation=annotation, user=request.user)
+    except services.QueueError as exc:
+        messages.info(request, str(exc))
+    return redirect("annotations:queue_next", queue_id=annotation.queue_id)
+
+
+@login_required
+@require_GET
+def agreement(request: HttpRequest, queue_id: int) -> HttpResponse:
+    queue, membership = selectors.queue_for_user(user=request.user, queue_id=queue_id)
+    context = {"queue": queue, "project": queue.project, "membership": membership,
+               "report": selectors.agreement_report(queue=queue)}
+    return render(request, "annotations/agreement.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def adjudication(request: HttpRequest, queue_id: int) -> HttpResponse:
+    queue, membership = selectors.queue_for_user(user=request.user, queue_id=queue_id)
+    _owner(membership)
+    if request.method == "POST":
+        accepted = services.queue_accept_unanimous(queue=queue, user=request.user)
+        messages.success(request, f"{accepted} unanimous item{'' if accepted == 1 else 's'} accepted as gold labels.")
+        return redirect("annotations:adjudication", queue_id=queue.pk)
+    rows = selectors.adjudication_rows(queue=queue)
+    context = {"queue": queue, "project": queue.project, "membership": membership,
+               "disagree": [r for r in rows if r.state == "disagree"],
+               "unanimous": [r for r in rows if r.state == "unanimous"],
+               "resolved": [r for r in rows if r.state == "resolved"]}
+    return render(request, "annotations/adjudication.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def adjudicate_item(request: HttpRequest, item_id: int) -> HttpResponse:
+    item, membership = selectors.item_for_user(user=request.user, item_id=item_id)
+    _owner(membership)
+    form = AnswerForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data_for_submit()
+        data.pop("lead_time_ms")
+        try:
+            services.item_resolve(item=item, user=request.user, **data)
+            messages.success(request, f"Trace {item.trace.name} resolved.")
+            return redirect("annotations:adjudication", queue_id=item.queue_id)
+        except services.QueueError as exc:
+            form.add_error(None, str(exc))
+    answers = list(item.copies.filter(status=CopyStatus.SUBMITTED).select_related("annotator"))
+    named = sorted({a.step_index for a in answers if a.step_index is not None})
+    steps = (Step.objects.filter(trace=item.trace, index__in=named).select_related("agent").defer("raw")
+             .order_by("index"))
+    context = {"item": item, "queue": item.queue, "project": item.queue.project, "membership": membership,
+               "trace": item.trace, "answers": answers, "steps": steps, "form": form,
+               "agents": list(item.trace.agents.all()),
+               "groups": selectors.taxonomy_groups(item.queue.taxonomy)}
+    return render(request, "annotations/adjudicate_item.html", context, status=400 if form.errors else 200)

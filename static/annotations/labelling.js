@@ -1,0 +1,206 @@
+// The labelling screen, keyboard first. The form is plain HTML and works without this script; the script adds the
+// key map (j/k, Enter, digits, o, r, s, ?, Ctrl+Enter), keeps a draft in localStorage so a reload (or paging to
+// another window of steps) loses nothing, and measures the time spent while the page is visible.
+(function () {
+  "use strict";
+  const root = document.getElementById("labelling");
+  const form = document.getElementById("answer-form");
+  if (!root || !form) return;
+
+  const stepInput = document.getElementById("id_step_index");
+  const agentInput = document.getElementById("id_agent_name");
+  const categoryInput = document.getElementById("id_category");
+  const reasonInput = document.getElementById("id_reason");
+  const leadInput = document.getElementById("id_lead_time_ms");
+  const summary = document.getElementById("answer-summary");
+  const skipForm = document.getElementById("skip-form");
+  const cheatsheet = document.getElementById("cheatsheet");
+  const steps = Array.from(root.querySelectorAll(".label-steps > li.step"));
+  const groups = Array.from(document.querySelectorAll("#categories li.group"));
+  const first = parseInt(root.dataset.first, 10);
+  const last = parseInt(root.dataset.last, 10);
+  const total = parseInt(root.dataset.total, 10);
+  const key = "culprit-label-draft:" + root.dataset.draftKey;
+
+  // --- draft -----------------------------------------------------------------------------------------------------
+  function loadDraft() {
+    try { return JSON.parse(window.localStorage.getItem(key) || "{}") || {}; } catch (e) { return {}; }
+  }
+  const draft = loadDraft();
+  let visibleSince = document.visibilityState === "visible" ? Date.now() : null;
+  let spentMs = typeof draft.ms === "number" ? draft.ms : 0;
+
+  function elapsed() {
+    return spentMs + (visibleSince === null ? 0 : Date.now() - visibleSince);
+  }
+
+  function saveDraft(extra) {
+    const data = {step: stepInput.value, agent: agentInput.value, category: categoryInput.value,
+                  reason: reasonInput.value, ms: elapsed(), cursor: currentIndex()};
+    Object.assign(data, extra || {});
+    try { window.localStorage.setItem(key, JSON.stringify(data)); } catch (e) { /* storage full or disabled */ }
+  }
+
+  // The server re-renders posted values after a refused submit; only fill fields it left empty.
+  if (draft.step !== undefined && stepInput.value === "") stepInput.value = draft.step;
+  if (draft.agent && !agentInput.value) agentInput.value = draft.agent;
+  if (draft.category && !categoryInput.value) categoryInput.value = draft.category;
+  if (draft.reason && !reasonInput.value) reasonInput.value = draft.reason;
+
+  document.addEventListener("visibilitychange", function () {
+    if (document.visibilityState === "visible") {
+      visibleSince = Date.now();
+    } else if (visibleSince !== null) {
+      spentMs += Date.now() - visibleSince;
+      visibleSince = null;
+      saveDraft();
+    }
+  });
+  window.addEventListener("pagehide", function () { saveDraft(); });
+
+  // --- the current step ------------------------------------------------------------------------------------------
+  let current = 0;
+  function currentIndex() {
+    return steps.length ? parseInt(steps[current].dataset.index, 10) : null;
+  }
+
+  function focusStep(position) {
+    if (!steps.length) return;
+    steps[current].classList.remove("current");
+    current = Math.max(0, Math.min(steps.length - 1, position));
+    const li = steps[current];
+    li.classList.add("current");
+    li.focus({preventScroll: true});
+    li.scrollIntoView({block: "nearest"});
+  }
+
+  function goToStep(index) {
+    saveDraft({cursor: index});
+    window.location.search = "?step=" + index;
+  }
+
+  function move(delta) {
+    const position = current + delta;
+    if (position >= steps.length && last + 1 < total) return goToStep(last + 1);
+    if (position < 0 && first > 0) return goToStep(first - 1);
+    focusStep(position);
+  }
+
+  // --- the answer ------------------------------------------------------------------------------------------------
+  function categoryLabel(code) {
+    const item = document.querySelector("#categories li[data-code='" + code + "']");
+    return item ? item.textContent.trim().replace(/^\d+\s*/, "") : code;
+  }
+
+  function render() {
+    steps.forEach(function (li) { li.classList.toggle("decisive", li.dataset.index === stepInput.value); });
+    if (stepInput.value === "") return;
+    const agent = agentInput.value || agentOfStep(stepInput.value) || "(the step's agent)";
+    summary.textContent = "Decisive error: " + agent + " at step " + stepInput.value +
+      (categoryInput.value ? " · " + categoryLabel(categoryInput.value) : " · no category");
+  }
+
+  function agentOfStep(index) {
+    const li = steps.find(function (s) { return s.dataset.index === String(index); });
+    return li ? li.dataset.agent : "";
+  }
+
+  function mark() {
+    if (!steps.length) return;
+    const li = steps[current];
+    stepInput.value = li.dataset.index;
+    agentInput.value = li.dataset.agent;
+    render();
+    saveDraft();
+  }
+
+  let pendingGroup = null;
+  function digit(n) {
+    if (n === 0) {
+      pendingGroup = null;
+      categoryInput.value = "";
+    } else if (pendingGroup === null) {
+      if (n > groups.length) return;
+      pendingGroup = n;
+    } else {
+      const item = groups[pendingGroup - 1].querySelector("li[data-number='" + n + "']");
+      if (!item) return;
+      categoryInput.value = item.dataset.code;
+      pendingGroup = null;
+    }
+    groups.forEach(function (g, i) { g.classList.toggle("open", pendingGroup === i + 1); });
+    document.querySelectorAll("#categories li[data-code]").forEach(function (li) {
+      li.classList.toggle("chosen", li.dataset.code === categoryInput.value);
+    });
+    render();
+    saveDraft();
+  }
+
+  function submit() {
+    leadInput.value = String(Math.round(elapsed()));
+    form.requestSubmit();
+  }
+
+  form.addEventListener("submit", function () {
+    leadInput.value = String(Math.round(elapsed()));
+    try { window.localStorage.removeItem(key); } catch (e) { /* nothing to clean */ }
+  });
+  skipForm.addEventListener("submit", function () {
+    try { window.localStorage.removeItem(key); } catch (e) { /* nothing to clean */ }
+  });
+  [stepInput, agentInput, categoryInput, reasonInput].forEach(function (input) {
+    input.addEventListener("input", function () { render(); saveDraft(); });
+    input.addEventListener("change", function () { render(); saveDraft(); });
+  });
+
+  function toggleCheatsheet() {
+    if (cheatsheet.open) cheatsheet.close(); else cheatsheet.showModal();
+  }
+  document.getElementById("show-keys").addEventListener("click", toggleCheatsheet);
+
+  // --- the key map -----------------------------------------------------------------------------------------------
+  document.addEventListener("keydown", function (event) {
+    const target = event.target;
+    const typing = target.matches && target.matches("input, textarea, select");
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+      event.preventDefault();
+      submit();
+      return;
+    }
+    if (typing) {
+      if (event.key === "Escape") { event.preventDefault(); target.blur(); focusStep(current); }
+      return;
+    }
+    if (cheatsheet.open || event.altKey || event.ctrlKey || event.metaKey) return;
+    const onControl = target.matches && target.matches("button, a, summary");
+    if (/^[0-9]$/.test(event.key)) { event.preventDefault(); digit(parseInt(event.key, 10)); return; }
+    switch (event.key) {
+      case "j": event.preventDefault(); move(1); break;
+      case "k": event.preventDefault(); move(-1); break;
+      case "Enter":
+        if (onControl) return;  // a focused button or link keeps its own Enter
+        event.preventDefault(); mark(); break;
+      case "o": {
+        const details = steps.length ? steps[current].querySelector("details") : null;
+        if (details) { event.preventDefault(); details.open = !details.open; }
+        break;
+      }
+      case "r": event.preventDefault(); reasonInput.focus(); break;
+      case "s": event.preventDefault(); skipForm.requestSubmit(); break;
+      case "?": event.preventDefault(); toggleCheatsheet(); break;
+      case "Escape": pendingGroup = null; groups.forEach(function (g) { g.classList.remove("open"); }); break;
+      default: break;
+    }
+  });
+
+  // Start where the person was: the step asked for in the URL, else the draft's cursor, else the first step here.
+  const wanted = root.dataset.target !== "" ? root.dataset.target : draft.cursor;
+  const start = steps.findIndex(function (li) { return wanted !== undefined && li.dataset.index === String(wanted); });
+  focusStep(start >= 0 ? start : 0);
+  if (categoryInput.value) {
+    document.querySelectorAll("#categories li[data-code]").forEach(function (li) {
+      li.classList.toggle("chosen", li.dataset.code === categoryInput.value);
+    });
+  }
+  render();
+}());
