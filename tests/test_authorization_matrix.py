@@ -64,6 +64,17 @@ PAGES: dict[str, dict[str, dict[str, Any]]] = {
     "attribution:campaign_detail": {"GET": READ, "POST": CONTRIBUTE},
     "attribution:injection_inspector": {"GET": READ},
     "attribution:replay_inspector": {"GET": READ},
+    "annotations:queue_list": {"GET": READ, "POST": OWNER_WRITE},
+    "annotations:queue_detail": {"GET": READ},
+    "annotations:queue_refill": {"POST": OWNER_WRITE},
+    "annotations:queue_next": {"GET": expect(viewer=403, annotator=302, owner=302)},
+    "annotations:agreement": {"GET": READ},
+    "annotations:adjudication": {"GET": OWNER_ONLY, "POST": OWNER_WRITE},
+    "annotations:adjudicate_item": {"GET": OWNER_ONLY, "POST": OWNER_WRITE},
+    # The copy is leased to the annotator: the owner, who does not hold it, is sent on to a copy of their own.
+    "annotations:label": {"GET": expect(viewer=403, annotator=200, owner=302),
+                          "POST": expect(viewer=403, annotator=OK, owner=302)},
+    "annotations:skip": {"POST": expect(viewer=403, annotator=302, owner=302)},
 }
 
 # The API answers for a token's project: no token 401, another project's token 404 for A's objects.
@@ -111,11 +122,17 @@ def world(make_user, make_project):  # type: ignore[no-untyped-def]
     campaign = attribution_services.campaign_execute_inline(campaign=attribution_services.campaign_create(
         project=project, trace_ids=list(Trace.objects.filter(project=project, outcome="succeeded")
                                         .values_list("pk", flat=True)), faults_per_trace=1, enqueue=False))
+    from annotations import services as annotation_services
+
+    queue = annotation_services.queue_create(project=project, user=users["owner"], name="Q", source="search",
+                                             filter={"q": ""}, overlap=2)
+    leased = annotation_services.annotation_claim(queue=queue, user=users["annotator"])
     _, own_token = services.api_token_create(project=project, name="own", user=users["owner"])
     _, other_token = services.api_token_create(project=other, name="other", user=users["outsider"])
     kwargs = {"slug": project.slug, "trace_id": trace.pk, "run_id": run.pk, "batch": job.batch,
               "verdict_id": Verdict.objects.get(run=run).pk, "campaign_id": campaign.pk,
-              "injection_id": Injection.objects.filter(campaign=campaign).first().pk, "job_id": job.pk}
+              "injection_id": Injection.objects.filter(campaign=campaign).first().pk, "job_id": job.pk,
+              "queue_id": queue.pk, "item_id": leased.item_id, "annotation_id": leased.pk}
     return {"users": users, "kwargs": kwargs, "tokens": {"own": own_token, "other": other_token}}
 
 
@@ -173,7 +190,8 @@ def test_each_api_endpoint_answers_each_token_as_the_matrix_says(name, world, cl
 def test_ids_that_do_not_exist_answer_like_ids_of_another_project(world, client):
     client.force_login(world["users"]["owner"])
     missing = {**world["kwargs"], "trace_id": 10**9, "run_id": 10**9, "verdict_id": 10**9, "campaign_id": 10**9,
-               "injection_id": 10**9, "batch": uuid.uuid4(), "slug": "no-such-project"}
+               "injection_id": 10**9, "batch": uuid.uuid4(), "slug": "no-such-project", "queue_id": 10**9,
+               "item_id": 10**9, "annotation_id": 10**9}
     patterns = dict(_patterns())
     checked = 0
     for name, methods in PAGES.items():

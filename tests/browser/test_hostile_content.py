@@ -69,8 +69,14 @@ def hostile_world(db):  # type: ignore[no-untyped-def]
             project=project, trace_ids=[trace.pk], faults_per_trace=2, enqueue=False))
     Trace.objects.filter(pk=trace.pk).update(outcome="failed")
     injection = Injection.objects.filter(campaign=campaign, status="kept").first()
+    from annotations import services as annotation_services
+
+    queue = annotation_services.queue_create(project=project, user=user, name="<b>evil</b> queue", source="search",
+                                             filter={"q": "evil"}, overlap=1,
+                                             instructions=f"<script>window.__pwned='instructions'</script>")
+    leased = annotation_services.annotation_claim(queue=queue, user=user)
     return {"user": user, "project": project, "trace": trace, "run": run, "job": job, "campaign": campaign,
-            "injection": injection, "verdict": Verdict.objects.get(run=run)}
+            "injection": injection, "verdict": Verdict.objects.get(run=run), "queue": queue, "leased": leased}
 
 
 def pages_showing_it(w) -> list[str]:  # type: ignore[no-untyped-def]
@@ -80,6 +86,11 @@ def pages_showing_it(w) -> list[str]:  # type: ignore[no-untyped-def]
             f"/attribution/verdicts/{w['verdict'].pk}/replays/", f"/projects/{slug}/upload/",
             f"/projects/{slug}/uploads/{w['job'].batch}/", f"/attribution/campaigns/{w['campaign'].pk}/",
             f"/attribution/projects/{slug}/evaluation/"]
+    queue = w["queue"]
+    urls += [f"/annotations/projects/{slug}/queues/", f"/annotations/queues/{queue.pk}/",
+             f"/annotations/label/{w['leased'].pk}/", f"/annotations/label/{w['leased'].pk}/?step=3",
+             f"/annotations/queues/{queue.pk}/agreement/", f"/annotations/queues/{queue.pk}/adjudication/",
+             f"/annotations/items/{w['leased'].item_id}/adjudicate/"]
     if w["injection"] is not None:
         urls += [f"/attribution/injections/{w['injection'].pk}/", f"/traces/{w['injection'].result_trace_id}/"]
     return urls
@@ -116,7 +127,7 @@ def test_no_page_runs_the_traces_scripts_or_calls_a_foreign_host(live_server, pa
         assert page.evaluate("() => window.__pwned === undefined"), f"{url}: a trace script ran"
         assert page.locator("[hx-get*='evil'], [onerror], [onload], iframe, script[src*='evil']").count() == 0, url
         visited += 1
-    assert visited >= 11
+    assert visited >= 18
     assert not dialogs, dialogs
     assert not foreign, foreign
     # The text is there, shown as text: the viewer still reads what the agents wrote.
