@@ -83,7 +83,8 @@ def run_trace(*, run_id: int, trace_id: int) -> Verdict | None:
     try:
         llm = _llm_for(run, trace) if method.needs_llm else None
         view = trace_view(trace)
-        extra = {"replayer": replayer_for(run.project, view)} if getattr(method, "needs_replayer", False) else {}
+        replays = getattr(method, "needs_replayer", False)
+        extra = {"replayer": replayer_for(run.project, view, run=run)} if replays else {}
         result = method.run(view, llm=llm, with_ground_truth=run.params.get("with_ground_truth", True), **extra)
         error = ""
     except MethodError as exc:
@@ -92,17 +93,23 @@ def run_trace(*, run_id: int, trace_id: int) -> Verdict | None:
     return _store_verdict(run, trace, result, error)
 
 
-def replayer_for(project: Project, view):  # type: ignore[no-untyped-def]
+def replayer_for(project: Project, view, *, run: AttributionRun | None = None):  # type: ignore[no-untyped-def]
     """The replayer for a trace: the built-in sandbox for sandbox runs (None: the method builds it from the trace),
-    else the project's HTTP replay hook when one is configured."""
+    else the project's HTTP replay hook when one is configured, else the project's model simulating the agents."""
     from .replay.sandbox import parse_name
 
     if view.source_format == "sandbox" and parse_name(view.name) is not None:
         return None
-    settings = ProjectLlmSettings.objects.filter(project=project).exclude(replay_hook_url="").first()
-    if settings is None:
-        raise MethodError("counterfactual replay of this trace needs a replayer: set the project's replay hook URL on "
-                          "the model page (sandbox runs replay without one)")
+    settings = ProjectLlmSettings.objects.filter(project=project).first()
+    if settings is not None and not settings.replay_hook_url and settings.model:
+        from .llm import LlmClient
+        from .replay.llm_sim import LlmSimulatedReplayer
+
+        llm = LlmClient.for_project(project, run=run, trace=view.trace_id, method="counterfactual")
+        return LlmSimulatedReplayer(llm)
+    if settings is None or not settings.replay_hook_url:
+        raise MethodError("counterfactual replay of this trace needs a replayer: set the project's replay hook URL or "
+                          "a model (LLM-simulated replay) on the model page (sandbox runs replay without one)")
     from .crypto import decrypt
     from .replay.http_hook import HttpHookReplayer
 
