@@ -10,11 +10,13 @@ error. AgenTracer answers it with a model that plays the agents; this module doe
 - ``replay`` keeps every step before the first corrected one as recorded, substitutes the corrections, then plays
   each following agent from its recorded system prompt and the conversation so far (fenced as data). The recorded
   speaker order is followed while it lasts (a recorded human or system step is kept as it was: the simulator plays
-  agents and tools, not people); past it, the speaker the last step named in its ``next`` field, else the agent that
-  spoke before the last one. The replay stops after a step that states a final answer (the step's ``final_answer``
-  field or a ``FINAL ANSWER:`` line) or says ``TERMINATE``; at the recorded end, unless the agent that acted there
-  names someone to act next; past the recorded end, once the recorded final speaker (who ended the recorded run)
-  has acted again or an agent names nobody; at ``max_new_steps``; or when the budget runs out mid-replay.
+  agents and tools, not people). Past it: a tool call is followed by the tool's simulated output and that by the
+  caller; otherwise the agent the last step named in its ``next`` field acts, and when no step named one (a
+  corrected step) the model is asked who acts next. Past the recording an agent may also choose to call a tool.
+  The replay stops after a step that states a final answer (the step's ``final_answer`` field or a ``FINAL ANSWER:``
+  line) or says ``TERMINATE``; at or past the recorded end, after an agent names nobody to act next; at ``max_new_steps``; or when the budget runs out mid-replay. A corrected step at the
+  recorded end does not end the replay: in the recording it was the last word (often a premature final answer),
+  corrected it usually is not, and somebody must react to it.
 - The outcome is a normalised exact match of the final answer against the ground truth first (case, punctuation,
   whitespace, thousands separators and number forms ignored); otherwise an LLM judge that is shown the ground truth;
   ``unknown`` without a ground truth, when the judge cannot decide, or when the replay was cut short.
@@ -118,14 +120,12 @@ class LlmSimulatedReplayer:
         step = trace.steps[index]
         if not step.agent or step.kind in NOT_ACTIONS:
             raise ReplayError(f"step {index} is not an agent's action and cannot be corrected")
-        original = step.content.strip()
 
         def validate(answer: dict[str, Any]) -> str | None:
+            # The step may come back unchanged: correcting a sound step changes nothing, as in the sandbox.
             content = answer.get("content")
             if not isinstance(content, str) or not content.strip():
                 return "\"content\" must be the corrected step as a non-empty string"
-            if content.strip() == original:
-                return "\"content\" must differ from the recorded step: write the corrected version"
             return None
 
         try:
@@ -215,13 +215,13 @@ class LlmSimulatedReplayer:
         return sim_prompts.conversation(trace.name, rendered, cut=cut)
 
     def act(self, trace: TraceView, conversation: list[StepView], *, speaker: str, kind: str,
-            tool: bool) -> dict[str, Any]:
-        """One role-played step: ``content``, ``final_answer`` and ``next``."""
-        agents = list(trace.agents)
+            tool: bool, free: bool = False) -> dict[str, Any]:
+        """One role-played step: ``content``, ``final_answer`` and ``next`` (and ``kind``, ``tool`` when ``free``)."""
+        agents = cast(trace)
         system = sim_prompts.simulator_system(trace, speaker, tool=tool)
 
         def frame(rendered: str) -> str:
-            return sim_prompts.simulator(trace, rendered, speaker=speaker, kind=kind, agents=agents)
+            return sim_prompts.simulator(trace, rendered, speaker=speaker, kind=kind, agents=agents, free=free)
 
         def validate(answer: dict[str, Any]) -> str | None:
             if not isinstance(answer.get("content"), str) or not answer["content"].strip():
@@ -230,13 +230,35 @@ class LlmSimulatedReplayer:
                 if not isinstance(answer.get(key, ""), str):
                     return f"\"{key}\" must be a string"
             nxt = answer.get("next", "")
-            if nxt and nxt not in agents:
+            if nxt and nxt not in agents and not tool:  # a tool's output names nobody; a stray name is ignored
                 return f"\"next\" must be \"\" or one of {', '.join(agents)}, got {nxt[:100]!r}"
+            if free and answer.get("kind", "message") not in ("message", "tool_call"):
+                return "\"kind\" must be \"message\" or \"tool_call\""
+            if free and not isinstance(answer.get("tool", ""), str):
+                return "\"tool\" must be a string"
             return None
 
         user = frame(self._fit(trace, conversation, system, frame))
         return self.llm.complete_json(system=system, user=user, validate=validate,
                                       purpose=f"replay step {len(conversation)} as {speaker}"[:80])
+
+    def who_next(self, trace: TraceView, conversation: list[StepView]) -> str:
+        """The agent the model says acts next past the recorded order, "" when it says the run is over."""
+        agents = cast(trace)
+
+        def frame(rendered: str) -> str:
+            return sim_prompts.who_next(trace, rendered, agents=agents)
+
+        def validate(answer: dict[str, Any]) -> str | None:
+            nxt = answer.get("next")
+            if not isinstance(nxt, str) or (nxt and nxt not in agents):
+                return f"\"next\" must be \"\" or one of {', '.join(agents)}"
+            return None
+
+        user = frame(self._fit(trace, conversation, sim_prompts.WHO_NEXT_SYSTEM, frame))
+        answer = self.llm.complete_json(system=sim_prompts.WHO_NEXT_SYSTEM, user=user, validate=validate,
+                                        purpose=f"replay step {len(conversation)}: who acts next")
+        return answer["next"]
 
 
 class _Run:
@@ -259,8 +281,7 @@ class _Run:
         return used.cost, used.input_tokens + used.output_tokens
 
     def play(self) -> None:
-        trace, last = self.trace, len(self.trace.steps) - 1
-        final_speaker = _speaker(trace.steps[last]) if trace.steps else ""
+        last = len(self.trace.steps) - 1
         while True:
             step, source, nxt, declared = self._next()
             if step is None:
@@ -275,10 +296,8 @@ class _Run:
                 self.stopped = "terminated"
             elif self.position >= last and nxt == "":
                 self.stopped = "nobody_next"
-            elif self.position == last and nxt is None:  # corrected, kept or tool step: nobody says the run goes on
+            elif self.position >= last and source == "recorded":  # the recording ends with a person or the system
                 self.stopped = "recorded_end"
-            elif self.position > last and _speaker(step) == final_speaker:
-                self.stopped = "recorded_final_speaker"
             if self.stopped:
                 return
             self.hint = nxt or ""
@@ -299,30 +318,48 @@ class _Run:
         if self.budget is not None and self.budget.exhausted_by(*self.spent()):
             self.stopped = "budget"
             return None, "", None, ""
+        free = recorded is None
+        before = self.conversation[-1] if self.conversation else None
         if recorded is not None:
             agent, speaker, kind, tool_name, recipient = (recorded.agent, _speaker(recorded), recorded.kind,
                                                           recorded.tool_name, recorded.recipient)
+        elif before is not None and before.kind == "tool_call":  # past the recording, a call gets its output
+            agent, speaker, kind, tool_name, recipient = "", before.tool_name or "tool", "tool_result", \
+                before.tool_name, ""
         else:
             agent = speaker = self._chosen()
+            if not agent:
+                self.stopped = "nobody_next"
+                return None, "", None, ""
             kind, tool_name, recipient = "message", "", ""
         tool = kind == "tool_result"
-        answer = self.replayer.act(trace, self.conversation, speaker=speaker, kind=kind, tool=tool)
+        answer = self.replayer.act(trace, self.conversation, speaker=speaker, kind=kind, tool=tool,
+                                   free=free and not tool)
         self.new_steps += 1
+        if free and not tool and answer.get("kind") == "tool_call":
+            kind, tool_name = "tool_call", str(answer.get("tool", "")).strip()
         declared = "" if tool else str(answer.get("final_answer", "")).strip()
         step = StepView(index=i, agent=agent, kind=kind, content=answer["content"].strip(), speaker=speaker,
                         recipient=recipient, tool_name=tool_name)
-        return step, "simulated", (None if tool else str(answer.get("next", ""))), declared
+        # A tool call's output comes next whatever the caller names; tool output names nobody.
+        nxt = None if kind in ("tool_call", "tool_result") else str(answer.get("next", ""))
+        return step, "simulated", nxt, declared
 
     def _chosen(self) -> str:
-        """Past the recorded order: the speaker the last step named, else the agent before the last speaker."""
-        agents = self.trace.agents
-        if self.hint in agents:
+        """Past the recorded order: the agent the last step named; after tool output, the agent that called the
+        tool; otherwise the model is asked ("" when it says the run is over)."""
+        if self.hint in cast(self.trace):
             return self.hint
         speakers = [s.agent for s in self.conversation if s.agent]
-        for agent in reversed(speakers[:-1]):
-            if speakers and agent != speakers[-1]:
-                return agent
-        return speakers[-1] if speakers else agents[0]
+        if self.conversation and self.conversation[-1].kind == "tool_result" and speakers:
+            return speakers[-1]
+        return self.replayer.who_next(self.trace, self.conversation)
+
+
+def cast(trace: TraceView) -> list[str]:
+    """Every agent of the system: those acting in the recording, then those known only by their system prompt (a
+    run that stopped early may never have reached them, and a corrected one may)."""
+    return list(dict.fromkeys([*trace.agents, *trace.system_prompts]))
 
 
 def _speaker(step: StepView) -> str:

@@ -72,7 +72,8 @@ def test_the_writer_asks_for_a_plausible_error_of_the_category_without_the_groun
     assert writer.last_explanation == "reports 1792 instead of 1729"
     (request,) = sim.seen["fault"]
     text = user_text(request)
-    assert "Reflection: outcome misinterpretation" in text and DESCRIPTIONS["reflection.outcome_misinterpretation"] in text
+    assert "Reflection: outcome misinterpretation" in text
+    assert DESCRIPTIONS["reflection.outcome_misinterpretation"] in text
     assert "Rewrite step 3 (agent \"calculator\"" in text and "<ground_truth>" not in text
     assert "Verified: 1729" not in text  # the writer sees the run up to the step only
 

@@ -58,7 +58,7 @@ def request_kind(messages: list[dict[str, str]]) -> str:
     system = messages[0]["content"]
     for marker, kind in (("minimal local fix", "analyzer"), ("You role-play the agent", "agent"),
                          ("You simulate the tool", "tool"), ("You judge whether", "judge"),
-                         ("You help build a benchmark", "fault")):
+                         ("You help build a benchmark", "fault"), ("You moderate the replay", "who")):
         if marker in system:
             return kind
     raise AssertionError(f"unexpected request: {system[:80]}")
@@ -127,14 +127,17 @@ def test_propose_asks_for_a_minimal_fix_without_ever_showing_the_ground_truth(ll
     assert "Verified: 1728" not in text  # the analyzer sees the run up to the step, not after it
 
 
-def test_propose_refuses_tool_output_and_a_model_that_only_copies_the_step(llm, provider):
+def test_propose_refuses_tool_output_and_an_answer_without_content(llm, provider):
     trace = calc_trace()
     replayer = LlmSimulatedReplayer(llm)
     with pytest.raises(ReplayError, match="not an agent's action"):
         replayer.propose(trace, 2)
-    Simulation(provider, analyzer=lambda m: {"content": "The result is 1728.", "reason": "fine as it is"})
-    with pytest.raises(ReplayError, match=r"could not propose a fix for step 3 .*must differ"):
+    Simulation(provider, analyzer=lambda m: {"fix": "The result is 1729.", "reason": "misread"})
+    with pytest.raises(ReplayError, match=r"could not propose a fix for step 3 .*\"content\" must be"):
         replayer.propose(trace, 3)
+    # A step the analyzer finds sound comes back unchanged (correcting it changes nothing).
+    Simulation(provider, analyzer=lambda m: {"content": "Verified: 1728.", "reason": "the check itself is fine"})
+    assert replayer.propose(trace, 4) == "Verified: 1728."
 
 
 # --- replay and outcome -----------------------------------------------------------------------------------------------
@@ -223,7 +226,8 @@ def test_tool_output_after_a_corrected_call_is_simulated_by_the_tool_and_data_st
     assert result.outcome == "success" and result.details["stopped"] == "final_answer"
     (tool_request,) = sim.seen["tool"]
     assert 'You simulate the tool "calc"' in tool_request[0]["content"]
-    assert tool_request[1]["content"].count("</conversation>") == 1 and "&lt;/conversation" in tool_request[1]["content"]
+    user = tool_request[1]["content"]
+    assert user.count("</conversation>") == 1 and "&lt;/conversation" in user
 
 
 def test_the_replay_stops_at_max_new_steps_with_an_unknown_outcome(llm, provider):
@@ -243,6 +247,39 @@ def test_past_the_recorded_order_the_speaker_the_last_step_named_acts_next(llm, 
     assert [s["agent"] for s in result.continuation] == ["calculator", "verifier", "planner"]
     assert result.outcome == "success" and result.final_answer == "1729"
     assert "No instructions were recorded" in sim.seen["agent"][1][0]["content"]
+
+
+def test_a_corrected_premature_ending_goes_on_past_the_recording_with_tools_and_turns_the_model_chooses(llm,
+                                                                                                        provider):
+    # The recorded run is one premature final answer; its fix hands the work on, so the replay must go past the end.
+    trace = replace(calc_trace(), steps=(StepView(index=0, agent="planner", kind="message",
+                                                  content="FINAL ANSWER: 1000", speaker="planner"),),
+                    agents=("planner",))
+    turns = iter([
+        {"content": "calc('12**3 + 1')", "final_answer": "", "next": "calculator", "kind": "tool_call",
+         "tool": "calc"},
+        {"content": "The result is 1729.", "final_answer": "", "next": "planner", "kind": "message", "tool": ""},
+        {"content": "FINAL ANSWER: 1729", "final_answer": "1729", "next": "", "kind": "message", "tool": ""}])
+    sim = Simulation(provider, who=lambda m: {"next": "calculator", "reason": "the planner asked it"},
+                     agent=lambda m: next(turns), tool=lambda m: {"content": "1729", "final_answer": "", "next": ""})
+    result = LlmSimulatedReplayer(llm).replay(trace, {0: "Calculator, please compute 12**3 + 1."})
+    assert [(s["agent"], s["kind"], s["tool_name"]) for s in result.continuation] == [
+        ("planner", "message", ""), ("calculator", "tool_call", "calc"), ("", "tool_result", "calc"),
+        ("calculator", "message", ""), ("planner", "message", "")]
+    assert result.outcome == "success" and result.details["stopped"] == "final_answer"
+    assert sim.count("who") == 1 and sim.count("tool") == 1
+    # The calculator never acted in the recording: it is known from its system prompt, and may be named.
+    assert '"calculator"' in user_text(sim.seen["who"][0])
+    assert '"kind": "tool_call"' in user_text(sim.seen["agent"][0])
+
+
+def test_the_model_saying_nobody_acts_next_ends_a_replay_past_the_recording(llm, provider):
+    trace = replace(calc_trace(), steps=calc_trace().steps[:1])
+    sim = Simulation(provider, who=lambda m: {"next": "", "reason": "the planner is done"},
+                     judge=lambda m: {"verdict": "failure", "final_answer": "", "reason": "no answer"})
+    result = LlmSimulatedReplayer(llm).replay(trace, {0: "I give up."})
+    assert result.details["stopped"] == "nobody_next" and result.outcome == "failure"
+    assert len(result.continuation) == 1 and sim.count("agent") == 0
 
 
 # --- budget -----------------------------------------------------------------------------------------------------------
