@@ -126,9 +126,9 @@ def main() -> None:
             for r in (result.details["replays"] if result is not None else []):
                 print("  ", r["corrections"], r["outcome"], repr(r["final_answer"]),
                       [(c["index"], c["agent"], c["content"][:50]) for c in r["continuation"]][-3:], file=sys.stderr)
-        rows.append({"kind": faulty.fired()[0][1].fault, "hit": found == gold, "steps": len(view.steps), "replays": replays, "calls": usage.calls,
-                     "input": usage.input_tokens, "output": usage.output_tokens,
-                     "actions": len(turn_keys(view.steps))})
+        rows.append({"kind": faulty.fired()[0][1].fault, "hit": found == gold, "steps": len(view.steps),
+                     "replays": replays, "calls": usage.calls, "input": usage.input_tokens,
+                     "output": usage.output_tokens, "actions": len(turn_keys(view.steps))})
     elapsed = time.perf_counter() - started
 
     def mean(key: str) -> float:

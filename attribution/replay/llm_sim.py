@@ -14,9 +14,10 @@ error. AgenTracer answers it with a model that plays the agents; this module doe
   caller; otherwise the agent the last step named in its ``next`` field acts, and when no step named one (a
   corrected step) the model is asked who acts next. Past the recording an agent may also choose to call a tool.
   The replay stops after a step that states a final answer (the step's ``final_answer`` field or a ``FINAL ANSWER:``
-  line) or says ``TERMINATE``; at or past the recorded end, after an agent names nobody to act next; at ``max_new_steps``; or when the budget runs out mid-replay. A corrected step at the
-  recorded end does not end the replay: in the recording it was the last word (often a premature final answer),
-  corrected it usually is not, and somebody must react to it.
+  line) or says ``TERMINATE``; at or past the recorded end, after an agent names nobody to act next; at
+  ``max_new_steps``; or when the budget runs out mid-replay. A corrected step at the recorded end does not end the
+  replay: in the recording it was the last word (often a premature final answer), corrected it usually is not, and
+  somebody must react to it.
 - The outcome is a normalised exact match of the final answer against the ground truth first (case, punctuation,
   whitespace, thousands separators and number forms ignored); otherwise an LLM judge that is shown the ground truth;
   ``unknown`` without a ground truth, when the judge cannot decide, or when the replay was cut short.
