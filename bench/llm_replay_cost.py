@@ -44,7 +44,12 @@ def main() -> None:
     import django
 
     django.setup()
+    import logging
+
     import litellm
+
+    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "attribution.llm"):  # one line per call otherwise
+        logging.getLogger(name).setLevel(logging.WARNING)
 
     from attribution.llm import LlmClient
     from attribution.methods.base import MethodError
