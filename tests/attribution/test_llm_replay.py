@@ -8,9 +8,14 @@ model would, from the prompt it is sent (which request it is, which agent it pla
 
 from __future__ import annotations
 
+import json
 import re
+import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,14 +24,14 @@ from attribution import services
 from attribution.llm import LlmClient
 from attribution.methods.base import MethodError, StepView, TraceView
 from attribution.methods.counterfactual import METHOD as COUNTERFACTUAL
-from attribution.models import LlmCall, ProjectLlmSettings, Verdict
+from attribution.models import AttributionRun, LlmCall, ProjectLlmSettings, RunStatus, Verdict
 from attribution.replay.base import Budget, BudgetExhausted, ReplayError
 from attribution.replay.http_hook import HttpHookReplayer
 from attribution.replay.llm_sim import LlmSimulatedReplayer, answers_match, normalise_answer, stated_answer
 from attribution.replay.sandbox import generate_task, inject, run, to_view
 from attribution.selectors import trace_view
 from tests.attribution import test_llm as shared
-from tests.conftest import DEMO_DATA, import_now, incoming_path
+from tests.conftest import DEMO_DATA, import_now, incoming_path, wait_for
 from tracing.models import JobStatus, Trace
 
 provider, model = shared.provider, shared.model
@@ -67,7 +72,7 @@ def request_kind(messages: list[dict[str, str]]) -> str:
 class Simulation:
     """Answers each kind of request with a function of the messages; keeps every request by kind."""
 
-    def __init__(self, handler: shared.Recorded, **answers: Callable[[list[dict[str, str]]], Any]) -> None:
+    def __init__(self, handler: Any, **answers: Callable[[list[dict[str, str]]], Any]) -> None:
         self.answers = answers
         self.seen: dict[str, list[list[dict[str, str]]]] = {}
         handler.respond = self
@@ -337,7 +342,7 @@ def imported(project, name: str = ALGO) -> Trace:  # type: ignore[no-untyped-def
     return Trace.objects.get(pk=job.trace_ids[0])
 
 
-def cube_world(provider: shared.Recorded) -> Simulation:
+def cube_world(provider: Any) -> Simulation:
     """A team that finds the right cube only when step 1's analysis was fixed."""
     def analyzer(messages: list[dict[str, str]]) -> dict[str, Any]:
         index = int(re.search(r"Step (\d+) \(agent", user_text(messages))[1])
@@ -396,3 +401,50 @@ def test_a_counterfactual_run_uses_the_project_model_to_replay_and_accounts_each
     calls = LlmCall.objects.filter(project=project, run=run_row, trace=trace)
     assert calls.exists() and all(c.method == "counterfactual" for c in calls)
     assert float(verdict.cost) == pytest.approx(float(sum(c.cost for c in calls)), abs=1e-5)
+
+
+# --- through a real worker ----------------------------------------------------------------------------------------
+
+class _OpenAiCompatible(BaseHTTPRequestHandler):
+    """The provider boundary for a worker process: an OpenAI-compatible endpoint on 127.0.0.1 (as a local vLLM server
+    would be) that answers each chat request with the simulation's answer."""
+
+    simulation: Simulation
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        text = json.dumps(self.simulation(body["messages"]))
+        payload = json.dumps({"id": "sim", "object": "chat.completion", "created": 0, "model": body["model"],
+                              "choices": [{"index": 0, "finish_reason": "stop",
+                                           "message": {"role": "assistant", "content": text}}],
+                              "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_counterfactual_run_replays_by_simulation_on_a_real_worker(celery_worker, project):
+    trace = imported(project)
+    handler = type("Handler", (_OpenAiCompatible,), {"simulation": cube_world(SimpleNamespace())})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        ProjectLlmSettings.objects.create(project=project, model=f"hosted_vllm/sim-{uuid.uuid4().hex[:8]}",
+                                          api_base=f"http://127.0.0.1:{server.server_address[1]}/v1", max_retries=0)
+        run_row = services.run_create(project=project, method="counterfactual", trace_ids=[trace.pk])
+        finished = wait_for(lambda: AttributionRun.objects.filter(pk=run_row.pk, status=RunStatus.SUCCEEDED).first(),
+                            timeout=120)
+    finally:
+        server.shutdown()
+        server.server_close()
+    verdict = Verdict.objects.get(run=finished)
+    assert verdict.status == "ok", verdict.error
+    assert (verdict.step_index, verdict.agent_name) == (1, "Cubing_Expert")
+    assert LlmCall.objects.filter(run=finished, trace=trace, ok=True).count() >= 5
