@@ -59,7 +59,8 @@ class _Search:
             self.replays.append({"purpose": purpose, "corrections": sorted(key),
                                  "corrected_content": {str(i): c for i, c in corrections.items()},
                                  "outcome": result.outcome, "final_answer": result.final_answer,
-                                 "continuation": result.continuation, "cost": result.cost})
+                                 "continuation": result.continuation, "cost": result.cost,
+                                 "details": result.details})
         return self.outcomes[key]
 
     def binary(self, candidates: list[int]) -> int | None:

@@ -19,6 +19,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from django.urls import reverse
 
 from attribution import services
 from attribution.llm import LlmClient
@@ -389,7 +390,8 @@ def test_replayer_for_picks_the_llm_simulator_when_only_a_model_is_set(project, 
     assert services.replayer_for(project, sandbox) is None
 
 
-def test_a_counterfactual_run_uses_the_project_model_to_replay_and_accounts_each_call(project, provider, model):
+def test_a_counterfactual_run_uses_the_project_model_to_replay_and_accounts_each_call(project, provider, model,
+                                                                                      owner_client):
     trace = imported(project)
     ProjectLlmSettings.objects.create(project=project, model=model)
     cube_world(provider)
@@ -401,6 +403,12 @@ def test_a_counterfactual_run_uses_the_project_model_to_replay_and_accounts_each
     calls = LlmCall.objects.filter(project=project, run=run_row, trace=trace)
     assert calls.exists() and all(c.method == "counterfactual" for c in calls)
     assert float(verdict.cost) == pytest.approx(float(sum(c.cost for c in calls)), abs=1e-5)
+    # The inspector says the replays were simulated, with the judge's reason, and marks the simulated steps.
+    failed = next(i for i, r in enumerate(verdict.details["replays"]) if r["details"]["match"] == "judge")
+    page = owner_client.get(reverse("attribution:replay_inspector", args=[verdict.pk]) + f"?replay={failed}")
+    html = page.content.decode()
+    assert page.status_code == 200 and "role-played by the model" in html and "judge: wrong cube" in html
+    assert '<span class="badge">simulated</span>' in html
 
 
 # --- through a real worker ----------------------------------------------------------------------------------------
