@@ -170,7 +170,7 @@ def judge(trace: TraceView, rendered: str, final_answer: str) -> str:
         "a different answer or none, \"unknown\" when you cannot decide.\n"
         "2. \"final_answer\": the run's final answer as you read it (\"\" when there is none).\n"
         "3. \"reason\": one sentence.\n"
-        'Answer with JSON only: {"verdict": "failure", "final_answer": "...", "reason": "..."}'
+        'Answer with JSON only: {"verdict": "...", "final_answer": "...", "reason": "..."}'
     )
 
 
