@@ -126,14 +126,24 @@ class Counterfactual:
                    "actions": actions, "final_step": final, "strategy": strategy, "cost": budget.cost}
         if found is None:
             return MethodResult(agent="", step=-1, confidence=0.0, scores=[0.0] * len(trace.steps),
-                                reason="no single corrected step turns this run into a success", details=details)
+                                reason="no single corrected step turns this run into a success", details=details,
+                                cost=budget.cost, **_calls(replayer))
         agent = trace.steps[found].agent
         answer = search.answers[frozenset([found])]
         reason = (f"Correcting step {found} ({agent}) alone turns the failed run into a success (final answer "
                   f"{answer}). Found by {strategy} in {len(search.replays)} replays.")
         scores = [1.0 if i == found else 0.0 for i in range(len(trace.steps))]
         return MethodResult(agent=agent, step=found, confidence=1.0, reason=reason, scores=scores,
-                            cost=budget.cost, details=details)
+                            cost=budget.cost, details=details, **_calls(replayer))
+
+
+def _calls(replayer: Replayer) -> dict[str, int]:
+    """The model calls and tokens a replayer that calls a model (the LLM simulator) spent, for the verdict."""
+    usage = getattr(replayer, "usage", None)
+    if usage is None:
+        return {}
+    spent = usage()
+    return {"calls": spent.calls, "input_tokens": spent.input_tokens, "output_tokens": spent.output_tokens}
 
 
 METHOD = Counterfactual()

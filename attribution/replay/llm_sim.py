@@ -108,7 +108,11 @@ class LlmSimulatedReplayer:
         self.replays = 0
         # Usage already charged to a budget. ``propose`` takes no budget, so what the analyzer spends between two
         # replays is charged with the next replay: a budget then covers every call the replayer made.
-        self._billed = llm.usage()
+        self._billed = self._built = llm.usage()
+
+    def usage(self) -> Usage:
+        """What the replayer's model calls (proposals, role-play, judge) cost since it was built."""
+        return self.llm.usage() - self._built
 
     def __repr__(self) -> str:
         return f"LlmSimulatedReplayer({self.llm!r}, max_new_steps={self.max_new_steps}, judge={self.judge})"

@@ -402,6 +402,9 @@ def test_a_counterfactual_run_uses_the_project_model_to_replay_and_accounts_each
     assert (verdict.step_index, verdict.agent_name) == (1, "Cubing_Expert")
     calls = LlmCall.objects.filter(project=project, run=run_row, trace=trace)
     assert calls.exists() and all(c.method == "counterfactual" for c in calls)
+    assert verdict.calls == calls.count() and verdict.input_tokens == sum(c.input_tokens for c in calls) > 0
+    run_row.refresh_from_db()
+    assert run_row.calls == verdict.calls and run_row.output_tokens == verdict.output_tokens
     assert float(verdict.cost) == pytest.approx(float(sum(c.cost for c in calls)), abs=1e-5)
     # The inspector says the replays were simulated, with the judge's reason, and marks the simulated steps.
     failed = next(i for i, r in enumerate(verdict.details["replays"]) if r["details"]["match"] == "judge")
