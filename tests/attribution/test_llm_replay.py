@@ -214,9 +214,19 @@ def test_malformed_role_play_is_a_clear_replay_error_after_one_retry(llm, provid
     with pytest.raises(ReplayError, match=r"LLM-simulated replay of 'calc-run' stopped at step 4: .*asked twice"):
         LlmSimulatedReplayer(llm).replay(calc_trace(), {3: "The result is 1729."})
     assert sim.count("agent") == 2
-    Simulation(provider, agent=lambda m: {"content": "ok", "final_answer": "", "next": "the boss"})
+    Simulation(provider, agent=lambda m: {"content": "ok", "final_answer": 1729, "next": ["planner"]})
     with pytest.raises(ReplayError, match="next"):
         LlmSimulatedReplayer(llm).replay(calc_trace(), {3: "The result is 1729."})
+
+
+def test_a_number_as_final_answer_counts_and_a_next_speaker_that_is_no_agent_is_ignored(llm, provider):
+    trace = replace(calc_trace(), steps=calc_trace().steps[:5])  # the recording ends with the verifier
+    answers = iter([{"content": "Verified.", "final_answer": "", "next": "the boss"},
+                    {"content": "Done.", "final_answer": 1729, "next": ""}])
+    sim = Simulation(provider, agent=lambda m: next(answers), who=lambda m: {"next": "planner", "reason": "ends"})
+    result = LlmSimulatedReplayer(llm).replay(trace, {3: "The result is 1729."})
+    assert result.outcome == "success" and result.final_answer == "1729"
+    assert sim.count("who") == 1  # "the boss" was no hint, so the model was asked who acts after the recording
 
 
 def test_tool_output_after_a_corrected_call_is_simulated_by_the_tool_and_data_stays_fenced(llm, provider):
