@@ -275,6 +275,7 @@ class ReplayRecord(models.Model):
     outcome = models.CharField(max_length=12)
     final_answer = models.TextField(blank=True)
     continuation = models.JSONField(default=list)
+    details = models.JSONField(default=dict, blank=True)  # the replayer's own account (model, stop reason, judge)
     tokens = models.PositiveIntegerField(default=0)
     cost = models.DecimalField(max_digits=12, decimal_places=6, default=0)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -86,7 +86,7 @@ def run_trace(*, run_id: int, trace_id: int) -> Verdict | None:
         view = trace_view(trace)
         extra = {}
         if getattr(method, "needs_replayer", False):
-            replayer = replayer_for(run.project, view)
+            replayer = replayer_for(run.project, view, run=run)
             extra = {"replayer": replayer, "store": RunReplayStore(run, trace, getattr(replayer, "name", "sandbox"))}
         result = method.run(view, llm=llm, with_ground_truth=run.params.get("with_ground_truth", True), **extra)
         error = ""
@@ -96,17 +96,23 @@ def run_trace(*, run_id: int, trace_id: int) -> Verdict | None:
     return _store_verdict(run, trace, result, error)
 
 
-def replayer_for(project: Project, view):  # type: ignore[no-untyped-def]
+def replayer_for(project: Project, view, *, run: AttributionRun | None = None):  # type: ignore[no-untyped-def]
     """The replayer for a trace: the built-in sandbox for sandbox runs (None: the method builds it from the trace),
-    else the project's HTTP replay hook when one is configured."""
+    else the project's HTTP replay hook when one is configured, else the project's model simulating the agents."""
     from .replay.sandbox import parse_name
 
     if view.source_format == "sandbox" and parse_name(view.name) is not None:
         return None
-    settings = ProjectLlmSettings.objects.filter(project=project).exclude(replay_hook_url="").first()
-    if settings is None:
-        raise MethodError("counterfactual replay of this trace needs a replayer: set the project's replay hook URL on "
-                          "the model page (sandbox runs replay without one)")
+    settings = ProjectLlmSettings.objects.filter(project=project).first()
+    if settings is not None and not settings.replay_hook_url and settings.model:
+        from .llm import LlmClient
+        from .replay.llm_sim import LlmSimulatedReplayer
+
+        llm = LlmClient.for_project(project, run=run, trace=view.trace_id, method="counterfactual")
+        return LlmSimulatedReplayer(llm)
+    if settings is None or not settings.replay_hook_url:
+        raise MethodError("counterfactual replay of this trace needs a replayer: set the project's replay hook URL or "
+                          "a model (LLM-simulated replay) on the model page (sandbox runs replay without one)")
     from .crypto import decrypt
     from .replay.http_hook import HttpHookReplayer
 
@@ -251,7 +257,8 @@ class RunReplayStore:
                     purpose=str(replay.get("purpose", ""))[:20], replayer=self.replayer[:20],
                     corrections=replay.get("corrected_content") or {}, outcome=replay["outcome"],
                     final_answer=replay.get("final_answer", ""), continuation=replay.get("continuation") or [],
-                    tokens=int(replay.get("tokens") or 0), cost=Decimal(str(round(float(replay.get("cost") or 0), 6))))
+                    tokens=int(replay.get("tokens") or 0), cost=Decimal(str(round(float(replay.get("cost") or 0), 6))),
+                    details=replay.get("details") or {})
         except IntegrityError:
             pass  # another delivery recorded the same replay first
 
@@ -259,7 +266,7 @@ class RunReplayStore:
 def _replay_dict(row) -> dict:  # type: ignore[no-untyped-def]
     return {"purpose": row.purpose, "corrections": sorted(int(k) for k in row.corrections),
             "corrected_content": row.corrections, "outcome": row.outcome, "final_answer": row.final_answer,
-            "continuation": row.continuation, "cost": float(row.cost), "tokens": row.tokens}
+            "continuation": row.continuation, "cost": float(row.cost), "tokens": row.tokens, "details": row.details}
 
 
 # --- injection campaigns ----------------------------------------------------------------------------------------------
@@ -340,13 +347,19 @@ def campaign_plan(*, campaign) -> int:  # type: ignore[no-untyped-def]
             if parsed is not None:
                 rows += _plan_sandbox(campaign, trace, view, parsed, n, seed)
             else:
-                targets = perturb.choose_targets(view, n, seed, params.get("kinds") or None)
+                if params.get("writer") == "llm":  # the model writes a fault of a taxonomy category
+                    from .replay.fault_writer import choose_targets
+
+                    targets = [(index, category, category) for index, category in choose_targets(view, n, seed)]
+                else:
+                    targets = [(index, kind, perturb.KINDS[kind])
+                               for index, kind in perturb.choose_targets(view, n, seed, params.get("kinds") or None)]
                 if not targets:
                     raise MethodError("no agent action in this trace can take a fault")
-                rows += [Injection(campaign=campaign, origin=trace, key=f"t{trace.pk}:s{index}:{kind}",
-                                   step_index=index, agent_name=view.steps[index].agent, fault_kind=kind,
-                                   category=perturb.KINDS[kind], original=view.steps[index].content)
-                         for index, kind in targets]
+                rows += [Injection(campaign=campaign, origin=trace, key=f"t{trace.pk}:s{index}:{kind}"[:120],
+                                   step_index=index, agent_name=view.steps[index].agent, fault_kind=kind[:40],
+                                   category=category, original=view.steps[index].content)
+                         for index, kind, category in targets]
         except (MethodError, sandbox.ReplayError) as exc:
             rows.append(Injection(campaign=campaign, origin=trace, key=f"t{trace.pk}:plan", fault_kind="none",
                                   status=InjectionStatus.FAILED, error=str(exc)[:2000], finished_at=timezone.now()))
@@ -471,7 +484,7 @@ def _injection_replay(injection):  # type: ignore[no-untyped-def]
     campaign, origin = injection.campaign, injection.origin
     view = trace_view(origin)
     parsed = sandbox.parse_name(origin.name) if origin.source_format == "sandbox" else None
-    tokens = 0
+    tokens, details = 0, {}
     if parsed is not None:
         fault_seed = int(injection.key.rsplit("sandbox-", 1)[1])
         result = sandbox.run(sandbox.generate_task(parsed[0]), sandbox.inject(parsed[0], fault_seed))
@@ -482,11 +495,14 @@ def _injection_replay(injection):  # type: ignore[no-untyped-def]
     else:
         replayer = replayer_for(campaign.project, view)
         writer = _fault_writer(campaign)
-        faulty = writer.write(view, injection.step_index, injection.fault_kind)
+        # The model writes a fault of a category; the offline perturber applies a fault kind.
+        faulty = writer.write(view, injection.step_index,
+                              injection.category if writer.name == "llm" else injection.fault_kind)
         budget = Budget()
         replayed = replayer.replay(view, {injection.step_index: faulty}, budget=budget)
         outcome, answer, cost, continuation = (replayed.outcome, replayed.final_answer, replayed.cost,
                                                replayed.continuation)
+        details = {**(replayed.details or {}), "explanation": getattr(writer, "last_explanation", "") or ""}
         tokens = int(getattr(budget, "tokens", 0) or 0)
         replayer_name = getattr(replayer, "name", "")
     with transaction.atomic():
@@ -496,7 +512,7 @@ def _injection_replay(injection):  # type: ignore[no-untyped-def]
                     project=campaign.project, trace=origin, campaign=campaign, key=injection.key,
                     purpose="inject", replayer=replayer_name[:20], corrections={str(injection.step_index): faulty},
                     outcome=outcome, final_answer=answer, continuation=continuation, tokens=tokens,
-                    cost=Decimal(str(round(cost, 6))))
+                    cost=Decimal(str(round(cost, 6))), details=details)
         except IntegrityError:  # a parallel delivery recorded it first: keep theirs, count once
             return ReplayRecord.objects.get(campaign=campaign, trace=origin, key=injection.key)
         InjectionCampaign.objects.filter(pk=campaign.pk).update(tokens=F("tokens") + tokens,
@@ -548,7 +564,6 @@ def _injection_settle(injection, status: str, *, record=None, error: str = ""): 
 def _kept_case_trace(injection, record) -> Trace:  # type: ignore[no-untyped-def]
     """The broken run as a new trace labelled at the fault (source: injected), linked to the run it came from."""
     from tracing import services as tracing_services
-    from tracing.formats.base import ParsedAgent, ParsedGold, ParsedStep, ParsedTrace
     from tracing.models import LabelSource, Provenance
 
     from .models import Injection, InjectionStatus
@@ -571,27 +586,16 @@ def _kept_case_trace(injection, record) -> Trace:  # type: ignore[no-untyped-def
                                                sandbox.inject(parsed_name[0], fault_seed)),
                                    name=name, fault_seed=fault_seed)
     else:
-        view = trace_view(origin)
-        index = injection.step_index
-        steps = [ParsedStep(speaker=s.speaker or s.agent, agent=s.agent or None, kind=s.kind, content=s.content,
-                            recipient=s.recipient, tool_name=s.tool_name, parent=s.parent)
-                 for s in view.steps[:index]]
-        for k, s in enumerate(record.continuation or []):
-            content = record.corrections.get(str(index), "") if k == 0 else str(s.get("content", ""))
-            steps.append(ParsedStep(speaker=s.get("agent") or s.get("speaker") or "", agent=s.get("agent") or None,
-                                    kind=s.get("kind") or "message", content=content,
-                                    tool_name=s.get("tool_name") or ""))
-        parsed = ParsedTrace(
-            name=f"{origin.name} · {injection.fault_kind} at step {index}"[:300], source_format=origin.source_format,
-            steps=steps, agents=[ParsedAgent(a, p) for a, p in view.system_prompts.items()],
-            gold=[ParsedGold(agent=injection.agent_name, step=index, category=injection.category,
-                             reason=f"injected fault: {injection.fault_kind} (campaign {injection.campaign_id})",
-                             confidence=1.0)],
-            external_id=f"injected:{injection.campaign_id}:{injection.key}"[:200], question=origin.question,
-            ground_truth=origin.ground_truth, outcome="failed",
-            metadata={"injection": {"campaign": injection.campaign_id, "origin": origin.pk,
-                                    "origin_name": origin.name, "step": index, "fault_kind": injection.fault_kind,
-                                    "final_answer": record.final_answer}})
+        from .replay.base import ReplayResult
+        from .replay.fault_writer import parsed_case
+
+        fault = {"index": injection.step_index, "agent": injection.agent_name, "category": injection.category,
+                 "original": injection.original, "faulty": injection.faulty,
+                 "explanation": (record.details or {}).get("explanation", "")}
+        replayed = ReplayResult(continuation=record.continuation, outcome=record.outcome,
+                                final_answer=record.final_answer, cost=float(record.cost), details=record.details)
+        parsed = parsed_case(trace_view(origin), fault, replayed, record.replayer)
+        parsed.metadata["injection"] |= {"campaign": injection.campaign_id, "fault_kind": injection.fault_kind}
     trace = tracing_services.trace_create_from_parsed(project=origin.project, upload=None, ordinal=0, parsed=parsed,
                                                       provenance=Provenance.INJECTED,
                                                       label_source=LabelSource.INJECTED)

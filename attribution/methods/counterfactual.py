@@ -49,6 +49,7 @@ class _Search:
         self.replayer = replayer
         self.budget = budget
         self.store = store
+        self.stored_cost = 0.0
         self.proposals: dict[int, str] = {}
         self.outcomes: dict[frozenset[int], bool] = {}
         self.replays: list[dict[str, Any]] = []
@@ -72,11 +73,12 @@ class _Search:
                           "corrected_content": {str(i): c for i, c in corrections.items()},
                           "outcome": result.outcome, "final_answer": result.final_answer,
                           "continuation": result.continuation, "cost": result.cost,
-                          "tokens": getattr(self.budget, "tokens", 0) - tokens_before}
+                          "tokens": getattr(self.budget, "tokens", 0) - tokens_before, "details": result.details}
                 if self.store is not None:
                     self.store.put(name, replay)
             else:
                 replay = {**replay, "purpose": purpose}
+                self.stored_cost += float(replay.get("cost") or 0)
             self.outcomes[key] = replay["outcome"] == "success"
             self.answers[key] = replay["final_answer"]
             self.replays.append(replay)
@@ -142,19 +144,29 @@ class Counterfactual:
                 strategy = "scan of single-step corrections"
         except ReplayError as exc:  # budget exhausted or the replayer refused
             raise MethodError(f"counterfactual search stopped: {exc}") from None
-        spent = sum(float(r.get("cost") or 0) for r in search.replays)  # stored replays included
+        spent = budget.cost + search.stored_cost  # replays read back after a crash cost what they cost then
         details = {"replays": search.replays, "replay_count": len(search.replays), "candidates": pruned,
                    "actions": actions, "final_step": final, "strategy": strategy, "cost": spent}
         if found is None:
             return MethodResult(agent="", step=-1, confidence=0.0, scores=[0.0] * len(trace.steps),
-                                reason="no single corrected step turns this run into a success", details=details)
+                                reason="no single corrected step turns this run into a success", details=details,
+                                cost=spent, **_calls(replayer))
         agent = trace.steps[found].agent
         answer = search.answers[frozenset([found])]
         reason = (f"Correcting step {found} ({agent}) alone turns the failed run into a success (final answer "
                   f"{answer}). Found by {strategy} in {len(search.replays)} replays.")
         scores = [1.0 if i == found else 0.0 for i in range(len(trace.steps))]
         return MethodResult(agent=agent, step=found, confidence=1.0, reason=reason, scores=scores,
-                            cost=spent, details=details)
+                            cost=spent, details=details, **_calls(replayer))
+
+
+def _calls(replayer: Replayer) -> dict[str, int]:
+    """The model calls and tokens a replayer that calls a model (the LLM simulator) spent, for the verdict."""
+    usage = getattr(replayer, "usage", None)
+    if usage is None:
+        return {}
+    spent = usage()
+    return {"calls": spent.calls, "input_tokens": spent.input_tokens, "output_tokens": spent.output_tokens}
 
 
 METHOD = Counterfactual()

@@ -28,19 +28,55 @@ class BudgetExhausted(ReplayError):
 
 @dataclass
 class Budget:
+    """Limits shared by every replay of one attribution. A replayer whose cost is known up front (the sandbox) calls
+    ``charge``; one that learns its cost while running (an LLM simulator, a hook) calls ``begin`` before the replay,
+    checks ``exhausted_by`` between its requests, and ``spend``s what it used afterwards."""
+
     max_replays: int | None = None
     max_cost: float | None = None
+    max_tokens: int | None = None
     replays: int = 0
     cost: float = 0.0
+    tokens: int = 0
 
-    def charge(self, cost: float = 0.0) -> None:
-        """Account for one replay; refuse it when the replay or cost limit is already reached."""
+    def charge(self, cost: float = 0.0, tokens: int = 0) -> None:
+        """Account for one replay; refuse it when the replay, cost or token limit is already reached."""
         if self.max_replays is not None and self.replays >= self.max_replays:
             raise BudgetExhausted(f"replay budget of {self.max_replays} replays exhausted")
         if self.max_cost is not None and self.cost + cost > self.max_cost:
             raise BudgetExhausted(f"cost budget of {self.max_cost} exhausted")
+        if self.max_tokens is not None and self.tokens + tokens > self.max_tokens:
+            raise BudgetExhausted(f"token budget of {self.max_tokens} tokens exhausted")
         self.replays += 1
         self.cost += cost
+        self.tokens += tokens
+
+    def begin(self) -> None:
+        """Count one replay whose cost is not known yet; refuse it when any limit is already used up."""
+        problem = self.exhausted_by(0.0, 0)
+        if problem:
+            raise BudgetExhausted(problem)
+        if self.max_replays is not None and self.replays >= self.max_replays:
+            raise BudgetExhausted(f"replay budget of {self.max_replays} replays exhausted")
+        self.replays += 1
+
+    def exhausted_by(self, cost: float, tokens: int) -> str:
+        """Why spending ``cost`` and ``tokens`` more (within the running replay) reaches a limit, "" when it does not.
+        A positive limit is reached when it is met; a zero limit only when it is passed (free local models)."""
+        if self.max_cost is not None and _reached(self.cost + cost, self.max_cost):
+            return f"cost budget of {self.max_cost} exhausted"
+        if self.max_tokens is not None and _reached(self.tokens + tokens, self.max_tokens):
+            return f"token budget of {self.max_tokens} tokens exhausted"
+        return ""
+
+    def spend(self, cost: float = 0.0, tokens: int = 0) -> None:
+        """Add what a replay begun with ``begin`` used (never refuses: the replay already happened)."""
+        self.cost += cost
+        self.tokens += tokens
+
+
+def _reached(spent: float, limit: float) -> bool:
+    return spent > limit or (limit > 0 and spent >= limit)
 
 
 @dataclass

@@ -170,7 +170,7 @@ def test_a_real_trace_is_broken_through_the_replay_hook_with_offline_perturbatio
         gold = GoldLabel.objects.get(trace=case)
         assert gold.source == LabelSource.INJECTED and gold.step_index == injection.step_index
         assert gold.category == perturb.KINDS[injection.fault_kind]
-        assert case.metadata["injection"]["origin"] == trace.pk
+        assert case.metadata["injection"]["origin_trace_id"] == trace.pk
 
 
 def test_a_cost_budget_stops_a_hook_campaign(project, system):
