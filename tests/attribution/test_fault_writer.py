@@ -180,3 +180,28 @@ def test_the_benchmark_runs_the_llm_judge_beside_the_heuristic_only_when_asked(p
     provider.respond = "no idea"
     garbage = benchmark(judge_model=f"{model}-x")
     assert garbage["judge_failed"] == n and garbage["judge_step_accuracy"] == 0.0
+
+
+def test_an_injection_campaign_with_llm_written_faults_replays_them_through_the_hook(project, provider, model):
+    """The campaign plans taxonomy categories, the project's model writes each fault, the team's system replays it
+    (its hook wins over the simulator), and the failures come back as cases labelled with the category."""
+    from attribution import services
+    from attribution.models import Injection, ProjectLlmSettings
+    from tests.attribution.test_campaigns import System, real_trace
+    from tests.attribution.test_http_hook import serving
+
+    Simulation(provider, fault=fault_at("1792"))
+    trace = real_trace(project)
+    with serving(System()) as system:
+        ProjectLlmSettings.objects.create(project=project, model=model, replay_hook_url=system.url,
+                                          timeout_seconds=10, max_retries=1)
+        campaign = services.campaign_execute_inline(campaign=services.campaign_create(
+            project=project, trace_ids=[trace.pk], faults_per_trace=2, writer="llm", enqueue=False))
+    assert campaign.status == "succeeded" and campaign.total == 2 and campaign.kept == 2
+    for injection in Injection.objects.filter(campaign=campaign):
+        assert injection.category in CATEGORIES and injection.fault_kind == injection.category
+        assert injection.faulty == "The result is 1792."
+        gold = GoldLabel.objects.get(trace=injection.result_trace)
+        assert gold.source == LabelSource.INJECTED and gold.category == injection.category
+        assert "reports 1792 instead of 1729" in gold.reason
+    assert [r["json"]["corrections"][0]["content"] for r in system.requests] == ["The result is 1792."] * 2
