@@ -1,0 +1,130 @@
+"""Writes for the annotations app: dataset exports (create, run, fail, delete) and the file they produce.
+
+An export is claimed with a conditional UPDATE (queued/running -> running, attempts + 1) and the row count checked,
+so a finished export is never written twice; a re-delivered task whose first attempt died half-way writes the whole
+file again. Every attempt writes into its own temporary name beside the final file and renames it into place with
+``os.replace`` (atomic on one filesystem), then marks the row finished only if its own attempt still holds it: a
+download sees no file or the whole file, never a partial one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import InterfaceError, OperationalError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from tracing.models import Project
+
+from .exporters import get_exporter
+from .exporters.rows import STEP_CHUNK
+from .models import DatasetExport, ExportStatus
+from .selectors import ExportCase, ExportFilters, export_cases, export_manifest
+
+logger = logging.getLogger(__name__)
+
+# A job whose worker died is tried again; after this many starts it fails with a readable reason instead.
+MAX_EXPORT_ATTEMPTS = 3
+# Progress is written to the row every this many steps: a few UPDATEs per second at the measured export speed.
+PROGRESS_EVERY = 5 * STEP_CHUNK
+
+
+def export_create(*, project: Project, fmt: str, filters: ExportFilters, user: AbstractBaseUser | None,
+                  enqueue: bool = True) -> DatasetExport:
+    get_exporter(fmt)  # KeyError for an unknown format, before a row exists
+    export = DatasetExport.objects.create(project=project, format=fmt, filters=filters.as_json(), created_by=user)
+    if enqueue:
+        from .tasks import export_dataset_task
+
+        transaction.on_commit(lambda: export_dataset_task.delay(export.pk))
+    return export
+
+
+def export_run(*, export_id: int) -> DatasetExport:
+    """Build one export's file. Safe to call again for the same export (re-delivery after a crash)."""
+    claimed = DatasetExport.objects.filter(
+        pk=export_id, status__in=[ExportStatus.QUEUED, ExportStatus.RUNNING], attempts__lt=MAX_EXPORT_ATTEMPTS,
+    ).update(status=ExportStatus.RUNNING, attempts=F("attempts") + 1, started_at=timezone.now(), steps_done=0)
+    export = DatasetExport.objects.select_related("project").get(pk=export_id)
+    if not claimed:
+        if export.status == ExportStatus.RUNNING:  # every attempt died half-way
+            return export_fail(export=export, reason=f"gave up after {export.attempts} interrupted attempts")
+        return export  # already finished: a duplicate delivery writes nothing
+    try:
+        _build(export)
+    except (OperationalError, InterfaceError, DatasetExport.DoesNotExist):
+        raise  # transient: the task retries (the claim above lets the retry in); or deleted meanwhile
+    except Exception:
+        logger.exception("dataset export %s crashed", export.pk)
+        return export_fail(export=export, reason="an internal error stopped the export; it has been logged")
+    return export
+
+
+def _build(export: DatasetExport) -> None:
+    filters = ExportFilters.from_json(export.filters)
+    cases = export_cases(project=export.project, filters=filters)
+    manifest = export_manifest(project=export.project, filters=filters, cases=cases, fmt=export.format)
+    DatasetExport.objects.filter(pk=export.pk).update(cases_total=len(cases),
+                                                      steps_total=manifest["counts"]["steps"])
+    exporter = get_exporter(export.format)
+    relative = f"exports/{export.project_id}/{export.pk}-{export.project.slug}.{exporter.extension}"
+    final = Path(settings.MEDIA_ROOT) / relative
+    written = write_atomically(final, cases, manifest, export.format, progress=_ProgressWriter(export.pk),
+                               tag=f"attempt{export.attempts}")
+    manifest["counts"]["steps_written"] = written
+    # Only the attempt that still holds the row finishes it (a newer attempt would have bumped ``attempts``).
+    finished = DatasetExport.objects.filter(pk=export.pk, status=ExportStatus.RUNNING, attempts=export.attempts).update(
+        status=ExportStatus.SUCCEEDED, file=relative, file_size=final.stat().st_size, manifest=manifest,
+        steps_done=written, finished_at=timezone.now())
+    if not finished and not DatasetExport.objects.filter(pk=export.pk).exists():
+        final.unlink(missing_ok=True)  # deleted while it was being written: leave no orphan file
+        raise DatasetExport.DoesNotExist(f"export {export.pk} was deleted while it was written")
+    export.refresh_from_db()
+
+
+def write_atomically(final: Path, cases: list[ExportCase], manifest: dict[str, Any], fmt: str, *,
+                     progress: Any = None, tag: str = "") -> int:
+    """Write the dataset to a temporary name beside ``final`` and rename it into place; returns steps written."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temporary = final.with_name(f".{final.name}.{os.getpid()}.{tag or 'cli'}.tmp")
+    try:
+        written = get_exporter(fmt).write(temporary, cases, manifest, progress or (lambda n: None))
+        os.replace(temporary, final)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return written
+
+
+class _ProgressWriter:
+    """Counts written steps and moves the row's counter every ``PROGRESS_EVERY`` steps (one narrow UPDATE)."""
+
+    def __init__(self, export_id: int) -> None:
+        self.export_id = export_id
+        self.done = 0
+        self.reported = 0
+
+    def __call__(self, steps: int) -> None:
+        self.done += steps
+        if self.done - self.reported >= PROGRESS_EVERY:
+            DatasetExport.objects.filter(pk=self.export_id, status=ExportStatus.RUNNING).update(steps_done=self.done)
+            self.reported = self.done
+
+
+def export_fail(*, export: DatasetExport, reason: str) -> DatasetExport:
+    DatasetExport.objects.filter(pk=export.pk).update(status=ExportStatus.FAILED, error=reason,
+                                                      finished_at=timezone.now())
+    export.refresh_from_db()
+    return export
+
+
+def export_delete(*, export: DatasetExport) -> None:
+    """Remove the file and the row. An attempt still writing finds no row to finish and removes its own file."""
+    if export.file:
+        (Path(settings.MEDIA_ROOT) / export.file.name).unlink(missing_ok=True)
+    export.delete()

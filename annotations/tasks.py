@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+
+from . import services
+from .models import DatasetExport
+
+# Database hiccups are worth retrying; anything else is a real failure the service has written onto the row.
+TRANSIENT_ERRORS = (OperationalError, InterfaceError)
+MAX_RETRIES = 5
+
+
+# bench/export_speed.py writes 100,000 steps in well under a minute; an hour leaves room for exports of millions.
+@shared_task(bind=True, name="annotations.export_dataset", max_retries=MAX_RETRIES, soft_time_limit=3600,
+             time_limit=3660)
+def export_dataset_task(self, export_id: int) -> None:
+    try:
+        services.export_run(export_id=export_id)
+    except DatasetExport.DoesNotExist:
+        return  # deleted before or while it ran: nothing to do
+    except TRANSIENT_ERRORS as exc:
+        if self.request.retries >= MAX_RETRIES:
+            export = DatasetExport.objects.get(pk=export_id)
+            services.export_fail(export=export, reason=f"the database stayed unavailable ({exc.__class__.__name__})")
+            return
+        raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 30)) from exc
