@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import InterfaceError, OperationalError, transaction
@@ -33,6 +35,9 @@ logger = logging.getLogger(__name__)
 MAX_EXPORT_ATTEMPTS = 3
 # Progress is written to the row every this many steps: a few UPDATEs per second at the measured export speed.
 PROGRESS_EVERY = 5 * STEP_CHUNK
+# The export task's hard time limit (seconds). bench/export_speed.py writes 100,000 steps in well under a minute; an
+# hour leaves room for exports of millions of steps.
+EXPORT_TIME_LIMIT = 3660
 
 
 def export_create(*, project: Project, fmt: str, filters: ExportFilters, user: AbstractBaseUser | None,
@@ -60,6 +65,8 @@ def export_run(*, export_id: int) -> DatasetExport:
         _build(export)
     except (OperationalError, InterfaceError, DatasetExport.DoesNotExist):
         raise  # transient: the task retries (the claim above lets the retry in); or deleted meanwhile
+    except SoftTimeLimitExceeded:
+        return export_fail(export=export, reason=f"the export ran past its {EXPORT_TIME_LIMIT // 60} minute limit")
     except Exception:
         logger.exception("dataset export %s crashed", export.pk)
         return export_fail(export=export, reason="an internal error stopped the export; it has been logged")
@@ -85,7 +92,17 @@ def _build(export: DatasetExport) -> None:
     if not finished and not DatasetExport.objects.filter(pk=export.pk).exists():
         final.unlink(missing_ok=True)  # deleted while it was being written: leave no orphan file
         raise DatasetExport.DoesNotExist(f"export {export.pk} was deleted while it was written")
+    _sweep_stale_temporaries(final)
     export.refresh_from_db()
+
+
+def _sweep_stale_temporaries(final: Path) -> None:
+    """Remove temporary files that attempts killed mid-write left behind. Only files older than the task's hard
+    time limit: a younger one may belong to an attempt still running, whose rename must not be pulled away."""
+    cutoff = time.time() - EXPORT_TIME_LIMIT - 60
+    for leftover in final.parent.glob(f".{final.name}.*.tmp"):
+        if leftover.stat().st_mtime < cutoff:
+            leftover.unlink(missing_ok=True)
 
 
 def write_atomically(final: Path, cases: list[ExportCase], manifest: dict[str, Any], fmt: str, *,

@@ -11,9 +11,8 @@ TRANSIENT_ERRORS = (OperationalError, InterfaceError)
 MAX_RETRIES = 5
 
 
-# bench/export_speed.py writes 100,000 steps in well under a minute; an hour leaves room for exports of millions.
-@shared_task(bind=True, name="annotations.export_dataset", max_retries=MAX_RETRIES, soft_time_limit=3600,
-             time_limit=3660)
+@shared_task(bind=True, name="annotations.export_dataset", max_retries=MAX_RETRIES,
+             soft_time_limit=services.EXPORT_TIME_LIMIT - 60, time_limit=services.EXPORT_TIME_LIMIT)
 def export_dataset_task(self, export_id: int) -> None:
     try:
         services.export_run(export_id=export_id)

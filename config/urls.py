@@ -14,5 +14,6 @@ urlpatterns = [
     path("api/", api.urls),
     path("v1/traces", receive_traces, name="otlp_traces"),
     path("attribution/", include("attribution.urls")),
+    path("annotations/", include("annotations.urls")),
     path("", include("tracing.urls")),
 ]
