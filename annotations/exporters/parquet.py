@@ -18,7 +18,8 @@ from ..selectors import ExportCase
 from .rows import STEP_COLUMNS, Progress, step_rows
 
 # 10,000 Who&When-sized steps are ~10-20 MB of Python strings before they become Arrow columns: big enough for
-# efficient row groups, small enough to keep the worker's memory flat.
+# efficient row groups, small enough to keep memory flat (bench/export_speed.py: ~215 MB peak RSS, pyarrow included,
+# for 10,000 and for 100,000 steps alike).
 ROW_GROUP = 10_000
 MANIFEST_KEY = b"culprit_manifest"
 

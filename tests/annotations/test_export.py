@@ -7,12 +7,11 @@ import io
 import json
 import os
 import zipfile
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from django.conf import settings
 from django.core.management import call_command
 from django.utils import timezone
 

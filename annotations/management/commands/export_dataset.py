@@ -34,7 +34,8 @@ class Command(BaseCommand):
                             help="only cases whose label an annotator gave or an owner adjudicated")
         parser.add_argument("--min-agreement", type=float, default=None,
                             help="only cases whose annotator agreement is at least this (0..1)")
-        parser.add_argument("--since", type=date.fromisoformat, default=None, help="traces imported on/after (YYYY-MM-DD)")
+        parser.add_argument("--since", type=date.fromisoformat, default=None,
+                            help="traces imported on/after (YYYY-MM-DD)")
         parser.add_argument("--until", type=date.fromisoformat, default=None, help="traces imported on/before")
         parser.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
         parser.add_argument("--test-percent", type=int, default=20, help="share of cases in the test split (0..100)")
@@ -56,10 +57,11 @@ class Command(BaseCommand):
         written = write_atomically(out, cases, manifest, options["format"])
         manifest["counts"]["steps_written"] = written
         Path(f"{out}.manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        seconds = time.perf_counter() - started
         if options["json"]:
-            self.stdout.write(json.dumps(manifest | {"out": str(out), "bytes": out.stat().st_size}, indent=2))
+            self.stdout.write(json.dumps(manifest | {"out": str(out), "bytes": out.stat().st_size,
+                                                     "seconds": round(seconds, 3)}, indent=2))
         else:
-            seconds = time.perf_counter() - started
             splits = manifest["split_sizes"]
             self.stdout.write(f"wrote {out} ({out.stat().st_size:,} bytes): {len(cases)} case(s), {written:,} steps, "
                               f"train {splits['train']} / test {splits['test']}, in {seconds:.1f} s")
