@@ -34,9 +34,11 @@ def export_builder(request: HttpRequest, slug: str) -> HttpResponse:
     project = membership.project
     form = ExportForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        export = services.export_create(project=project, fmt=form.cleaned_data["format"], filters=form.filters(),
-                                        user=request.user)
-        return redirect(f"{request.path}#export-{export.pk}")
+        if selectors.export_cases(project=project, filters=form.filters()):
+            export = services.export_create(project=project, fmt=form.cleaned_data["format"],
+                                            filters=form.filters(), user=request.user)
+            return redirect(f"{request.path}#export-{export.pk}")
+        form.add_error(None, "No labelled trace matches these filters: there is nothing to export.")
     exports = list(selectors.exports_for_project(project=project))
     context = {"project": project, "membership": membership, "form": form, "exports": exports,
                "pending": any(not e.is_finished for e in exports)}

@@ -7,7 +7,7 @@ import io
 import json
 import os
 import zipfile
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -190,6 +190,38 @@ def test_zip_member_names_stay_inside_the_archive_and_unique(project, traces, tm
     assert not any(".." in n.split("/") for n in names)
 
 
+def test_the_command_refuses_an_empty_selection(project, traces, tmp_path):
+    from django.core.management import CommandError
+
+    with pytest.raises(CommandError, match="nothing to export"):
+        cli(tmp_path, "csv", "empty.csv", "--min-agreement", "0.5")
+    assert not (tmp_path / "empty.csv").exists()
+
+
+def test_the_builder_refuses_an_empty_selection(owner_client, project, traces):
+    response = owner_client.post(f"/annotations/projects/{project.slug}/exports/", {
+        "format": "csv", "sources": ["adjudicated"], "seed": "0", "test_percent": "20"})
+    assert response.status_code == 400 and b"No labelled trace matches these filters" in response.content
+    assert not DatasetExport.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)  # the child process must see the traces
+def test_the_command_runs_as_a_program_and_prints_a_summary(project, traces, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, process_env
+
+    out = tmp_path / "cli.jsonl"
+    done = subprocess.run([sys.executable, "manage.py", "export_dataset", "--project", "Alpha", "--format",
+                           "whowhen-jsonl", "--out", str(out), "--seed", "2"], cwd=ROOT, env=process_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"{len(traces)} case(s)" in done.stdout and str(out) in done.stdout
+    assert len(out.read_text().splitlines()) == len(traces)
+    assert json.loads(Path(f"{out}.manifest.json").read_text())["seed"] == 2
+
+
 def test_the_command_refuses_an_unknown_project(tmp_path):
     from django.core.management import CommandError
 
@@ -255,13 +287,27 @@ def test_the_builder_starts_an_export_with_the_chosen_filters(owner_client, proj
     response = owner_client.get(f"/annotations/projects/{project.slug}/exports/")
     assert response.status_code == 200 and b"Build a dataset" in response.content
     response = owner_client.post(f"/annotations/projects/{project.slug}/exports/", {
-        "format": "parquet", "sources": ["imported", "adjudicated"], "verified_only": "on", "min_agreement": "0.5",
+        "format": "parquet", "sources": ["imported", "adjudicated"], "min_agreement": "",
         "date_from": "2020-01-01", "date_to": "2030-01-01", "seed": "9", "test_percent": "30"})
     export = DatasetExport.objects.get(project=project)
     assert response.status_code == 302 and response["Location"].endswith(f"#export-{export.pk}")
     assert export.format == "parquet" and export.status == ExportStatus.QUEUED
-    assert export.filters == {"sources": ["imported", "adjudicated"], "verified_only": True, "min_agreement": 0.5,
+    assert export.filters == {"sources": ["imported", "adjudicated"], "verified_only": False, "min_agreement": None,
                               "date_from": "2020-01-01", "date_to": "2030-01-01", "seed": 9, "test_percent": 30}
+
+
+def test_the_form_reads_every_filter():
+    from annotations.forms import ExportForm
+
+    form = ExportForm({"format": "csv", "sources": ["annotator"], "verified_only": "on", "min_agreement": "0.75",
+                       "date_from": "2026-01-02", "date_to": "2026-02-03", "seed": "11", "test_percent": "10"})
+    assert form.is_valid(), form.errors
+    assert form.filters() == ExportFilters(sources=["annotator"], verified_only=True, min_agreement=0.75,
+                                           date_from=date(2026, 1, 2), date_to=date(2026, 2, 3), seed=11,
+                                           test_percent=10)
+    backwards = ExportForm({"format": "csv", "sources": ["annotator"], "date_from": "2026-02-03",
+                            "date_to": "2026-01-02", "seed": "0", "test_percent": "10"})
+    assert not backwards.is_valid() and "date_to" in backwards.errors
 
 
 def test_the_builder_shows_form_errors(owner_client, project):

@@ -69,3 +69,13 @@ def test_an_owner_builds_an_adjudicated_export_downloads_it_and_finds_the_label(
     assert document["question"] == original["question"]
     assert document["culprit"] == {"split": "train", "label_source": "adjudicated", "source_format": "whowhen",
                                    "trace_name": chosen.name}
+
+    # The downloaded file re-imports as the same trace, steps and (adjudicated) label.
+    copy_project = services.project_create(name="Copy")
+    (job,) = import_now(copy_project, incoming_path(saved))
+    copy = Trace.objects.get(pk=job.trace_ids[0])
+    assert copy.name == chosen.name and copy.question == chosen.question
+    assert list(copy.steps.order_by("index").values_list("speaker", "content")) == list(
+        chosen.steps.order_by("index").values_list("speaker", "content"))
+    assert list(copy.gold_labels.values_list("agent_name", "step_index", "reason")) == [
+        ("Orchestrator", 2, "settled by the owner")]

@@ -52,6 +52,8 @@ class Command(BaseCommand):
                                 test_percent=options["test_percent"])
         started = time.perf_counter()
         cases = export_cases(project=project, filters=filters)
+        if not cases:
+            raise CommandError("no labelled trace of the project matches these filters: nothing to export")
         manifest = export_manifest(project=project, filters=filters, cases=cases, fmt=options["format"])
         out = Path(options["out"]).resolve()
         written = write_atomically(out, cases, manifest, options["format"])
