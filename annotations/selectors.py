@@ -176,6 +176,13 @@ def export_manifest(*, project: Project, filters: ExportFilters, cases: list[Exp
     }
 
 
+def export_preview(*, project: Project, filters: ExportFilters) -> dict[str, Any]:
+    """The builder's summary of what ``filters`` select: the manifest's counts, without writing anything."""
+    cases = export_cases(project=project, filters=filters)
+    manifest = export_manifest(project=project, filters=filters, cases=cases, fmt="")
+    return {key: manifest[key] for key in ("counts", "split_sizes", "label_provenance")}
+
+
 # --- the pages -----------------------------------------------------------------------------------------------------
 
 def exports_for_project(*, project: Project, limit: int = 50) -> QuerySet[DatasetExport]:

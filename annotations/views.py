@@ -39,11 +39,30 @@ def export_builder(request: HttpRequest, slug: str) -> HttpResponse:
                                             filters=form.filters(), user=request.user)
             return redirect(f"{request.path}#export-{export.pk}")
         form.add_error(None, "No labelled trace matches these filters: there is nothing to export.")
-    exports = list(selectors.exports_for_project(project=project))
-    context = {"project": project, "membership": membership, "form": form, "exports": exports,
-               "pending": any(not e.is_finished for e in exports)}
+    filters = form.filters() if form.is_bound and form.is_valid() else selectors.ExportFilters()
+    context = _builder_context(membership, form) | {"preview": selectors.export_preview(project=project,
+                                                                                      filters=filters)}
     template = "annotations/export_builder.html#exports" if request.htmx else "annotations/export_builder.html"
     return render(request, template, context, status=400 if form.errors else 200)
+
+
+@login_required
+@require_GET
+def export_preview(request: HttpRequest, slug: str) -> HttpResponse:
+    """What the builder's current filters select (cases, steps, split sizes, label sources), before exporting.
+    The builder asks for it with htmx on every change; without htmx it is the builder page with the preview."""
+    membership = _exporter_membership(request, slug)
+    form = ExportForm(request.GET)
+    preview = selectors.export_preview(project=membership.project, filters=form.filters()) if form.is_valid() else None
+    if request.htmx:
+        return render(request, "annotations/export_builder.html#preview", {"preview": preview, "form": form})
+    return render(request, "annotations/export_builder.html", _builder_context(membership, form) | {"preview": preview})
+
+
+def _builder_context(membership: Membership, form: ExportForm) -> dict:
+    exports = list(selectors.exports_for_project(project=membership.project))
+    return {"project": membership.project, "membership": membership, "form": form, "exports": exports,
+            "pending": any(not e.is_finished for e in exports)}
 
 
 def _finished_file(export: DatasetExport) -> Path:

@@ -370,3 +370,19 @@ def test_the_export_list_partial_polls_while_an_export_runs(owner_client, projec
     make_export(project)
     response = owner_client.get(f"/annotations/projects/{project.slug}/exports/", HTTP_HX_REQUEST="true")
     assert b'hx-trigger="every 1s"' in response.content and b"Build a dataset" not in response.content
+
+
+def test_the_builder_previews_what_the_filters_select(owner_client, project, traces):
+    label(traces[0], LabelSource.ADJUDICATED)
+    page = owner_client.get(f"/annotations/projects/{project.slug}/exports/")
+    assert f"{len(traces)} cases".encode() in page.content  # the defaults: every label source
+    url = f"/annotations/projects/{project.slug}/exports/preview/"
+    query = {"format": "csv", "sources": ["adjudicated"], "seed": "0", "test_percent": "0"}
+    partial = owner_client.get(url, query, HTTP_HX_REQUEST="true")
+    text = partial.content.decode()
+    assert partial.status_code == 200 and "Build a dataset" not in text
+    assert "1 case<" in text and f"{traces[0].step_count} steps" in text and "adjudicated 1" in text
+    full = owner_client.get(url, query)
+    assert b"Build a dataset" in full.content and b"1 case<" in full.content
+    invalid = owner_client.get(url, {"format": "csv", "test_percent": "300"}, HTTP_HX_REQUEST="true")
+    assert b"Fix the filters" in invalid.content

@@ -40,10 +40,15 @@ def test_an_owner_builds_an_adjudicated_export_downloads_it_and_finds_the_label(
     page.wait_for_url(f"**/projects/{project.slug}/")
     page.click("nav >> text=export")
     page.wait_for_selector("#export-form")
+    assert "2 cases" in page.inner_text("#export-preview")
 
     for source in ("imported", "annotator", "injected", "counterfactual"):
         page.uncheck(f"input[name=sources][value={source}]")
     page.check("input[name=verified_only]")
+    # The preview follows the filters as they change (htmx): one adjudicated case among the two traces.
+    page.wait_for_function(
+        "() => document.querySelector('#export-preview').textContent.replace(/\\s+/g, ' ').includes(' 1 case · ')")
+    assert "adjudicated 1" in page.inner_text("#export-preview")
     page.fill("input[name=seed]", "4")
     page.fill("input[name=test_percent]", "0")
     page.select_option("select[name=format]", "whowhen-jsonl")
