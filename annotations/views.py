@@ -39,11 +39,12 @@ def export_builder(request: HttpRequest, slug: str) -> HttpResponse:
                                             filters=form.filters(), user=request.user)
             return redirect(f"{request.path}#export-{export.pk}")
         form.add_error(None, "No labelled trace matches these filters: there is nothing to export.")
+    if request.htmx:  # the export list polling for progress
+        return render(request, "annotations/export_builder.html#exports", _builder_context(membership, form))
     filters = form.filters() if form.is_bound and form.is_valid() else selectors.ExportFilters()
-    context = _builder_context(membership, form) | {"preview": selectors.export_preview(project=project,
-                                                                                      filters=filters)}
-    template = "annotations/export_builder.html#exports" if request.htmx else "annotations/export_builder.html"
-    return render(request, template, context, status=400 if form.errors else 200)
+    preview = selectors.export_preview(project=project, filters=filters)
+    return render(request, "annotations/export_builder.html", _builder_context(membership, form) | {
+        "preview": preview}, status=400 if form.errors else 200)
 
 
 @login_required
@@ -59,7 +60,7 @@ def export_preview(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "annotations/export_builder.html", _builder_context(membership, form) | {"preview": preview})
 
 
-def _builder_context(membership: Membership, form: ExportForm) -> dict:
+def _builder_context(membership: Membership, form: ExportForm) -> dict[str, object]:
     exports = list(selectors.exports_for_project(project=membership.project))
     return {"project": membership.project, "membership": membership, "form": form, "exports": exports,
             "pending": any(not e.is_finished for e in exports)}
