@@ -100,3 +100,29 @@ def test_a_relabelled_case_exports_its_adjudicated_label_and_reimports_with_it(s
     assert copy.name == trace.name
     assert [(g.agent_name, g.step_index, g.reason) for g in copy.gold_labels.all()] == [
         ("Someone", 1, "decided by the owner")]
+
+
+@pytest.mark.parametrize("fixture", ["openai_chat/refund_handoff.json", "langfuse/langgraph-python-2025-08-22.trace.json",
+                                     "otlp/multi_agent_genai.json"])
+def test_traces_of_other_formats_export_as_who_and_when_with_the_same_speakers_and_contents(tmp_path, fixture):
+    from tests.conftest import ROOT
+
+    path = ROOT / "tests" / "fixtures" / fixture
+    call_command("import_traces", str(path), "--project", "Source", "--json", stdout=io.StringIO())
+    traces = list(Trace.objects.filter(project__name="Source"))
+    for trace in traces:  # an annotator's label outranks any label the format carried
+        GoldLabel.objects.create(trace=trace, agent_name="someone", step_index=trace.step_count - 1,
+                                 reason="annotated", source=LabelSource.ANNOTATOR)
+    out = tmp_path / "other.jsonl"
+    export("whowhen-jsonl", out)
+    (result,) = reimport(out, "Copy")
+    assert result["status"] == "imported", result["error"]
+    copies = {t.name: t for t in Trace.objects.filter(project__name="Copy")}
+    assert sorted(copies) == sorted(t.name for t in traces)
+    for trace in traces:
+        copy = copies[trace.name]
+        assert copy.question == trace.question
+        assert list(copy.steps.order_by("index").values_list("speaker", "content")) == list(
+            trace.steps.order_by("index").values_list("speaker", "content"))
+        assert list(copy.gold_labels.values_list("agent_name", "step_index", "reason")) == [
+            ("someone", trace.step_count - 1, "annotated")]
