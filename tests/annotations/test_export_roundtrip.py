@@ -102,8 +102,8 @@ def test_a_relabelled_case_exports_its_adjudicated_label_and_reimports_with_it(s
         ("Someone", 1, "decided by the owner")]
 
 
-@pytest.mark.parametrize("fixture", ["openai_chat/refund_handoff.json", "langfuse/langgraph-python-2025-08-22.trace.json",
-                                     "otlp/multi_agent_genai.json"])
+@pytest.mark.parametrize("fixture", ["openai_chat/refund_handoff.json",
+                                     "langfuse/langgraph-python-2025-08-22.trace.json", "otlp/multi_agent_genai.json"])
 def test_traces_of_other_formats_export_as_who_and_when_with_the_same_speakers_and_contents(tmp_path, fixture):
     from tests.conftest import ROOT
 
