@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,15 +83,17 @@ def _build(export: DatasetExport) -> None:
     exporter = get_exporter(export.format)
     relative = f"exports/{export.project_id}/{export.pk}-{export.project.slug}.{exporter.extension}"
     final = Path(settings.MEDIA_ROOT) / relative
+    mine = DatasetExport.objects.filter(pk=export.pk, status=ExportStatus.RUNNING, attempts=export.attempts)
     written = write_atomically(final, cases, manifest, export.format, progress=_ProgressWriter(export.pk),
-                               tag=f"attempt{export.attempts}")
-    manifest["counts"]["steps_written"] = written
+                               tag=f"attempt{export.attempts}", still_wanted=mine.exists)
     # Only the attempt that still holds the row finishes it (a newer attempt would have bumped ``attempts``).
-    finished = DatasetExport.objects.filter(pk=export.pk, status=ExportStatus.RUNNING, attempts=export.attempts).update(
-        status=ExportStatus.SUCCEEDED, file=relative, file_size=final.stat().st_size, manifest=manifest,
-        steps_done=written, finished_at=timezone.now())
+    finished = written is not None and mine.update(
+        status=ExportStatus.SUCCEEDED, file=relative, file_size=final.stat().st_size,
+        manifest=manifest | {"counts": manifest["counts"] | {"steps_written": written}}, steps_done=written,
+        finished_at=timezone.now())
     if not finished and not DatasetExport.objects.filter(pk=export.pk).exists():
-        final.unlink(missing_ok=True)  # deleted while it was being written: leave no orphan file
+        if written is not None:
+            final.unlink(missing_ok=True)  # deleted between the rename and the update: leave no orphan file
         raise DatasetExport.DoesNotExist(f"export {export.pk} was deleted while it was written")
     _sweep_stale_temporaries(final)
     export.refresh_from_db()
@@ -106,12 +109,18 @@ def _sweep_stale_temporaries(final: Path) -> None:
 
 
 def write_atomically(final: Path, cases: list[ExportCase], manifest: dict[str, Any], fmt: str, *,
-                     progress: Any = None, tag: str = "") -> int:
-    """Write the dataset to a temporary name beside ``final`` and rename it into place; returns steps written."""
+                     progress: Any = None, tag: str = "", still_wanted: Callable[[], bool] | None = None) -> int | None:
+    """Write the dataset to a temporary name beside ``final`` and rename it into place; returns steps written.
+
+    ``still_wanted`` is asked just before the rename: an attempt that lost its row meanwhile (deleted, or taken
+    over by a newer attempt after a redelivery) throws its file away instead of replacing the winner's, and
+    gets None back."""
     final.parent.mkdir(parents=True, exist_ok=True)
     temporary = final.with_name(f".{final.name}.{os.getpid()}.{tag or 'cli'}.tmp")
     try:
         written = get_exporter(fmt).write(temporary, cases, manifest, progress or (lambda n: None))
+        if still_wanted is not None and not still_wanted():
+            return None
         os.replace(temporary, final)
     finally:
         temporary.unlink(missing_ok=True)

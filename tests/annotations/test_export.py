@@ -386,3 +386,21 @@ def test_the_builder_previews_what_the_filters_select(owner_client, project, tra
     assert b"Build a dataset" in full.content and b"1 case<" in full.content
     invalid = owner_client.get(url, {"format": "csv", "test_percent": "300"}, HTTP_HX_REQUEST="true")
     assert b"Fix the filters" in invalid.content
+
+
+def test_an_attempt_that_lost_its_row_while_writing_throws_its_file_away(project, traces, tmp_path):
+    """A redelivered task took the export over (or it was deleted) while this attempt was writing: the attempt's
+    file must neither replace the winner's nor stay behind as a temporary file."""
+    from annotations.services import write_atomically
+
+    filters = ExportFilters()
+    cases = export_cases(project=project, filters=filters)
+    manifest = export_manifest(project=project, filters=filters, cases=cases, fmt="csv")
+    final = tmp_path / "out" / "data.csv"
+    final.parent.mkdir()
+    final.write_text("the winner's file")
+    assert write_atomically(final, cases, manifest, "csv", tag="attempt1", still_wanted=lambda: False) is None
+    assert final.read_text() == "the winner's file"
+    assert [p.name for p in final.parent.iterdir()] == ["data.csv"]
+    written = write_atomically(final, cases, manifest, "csv", tag="attempt2", still_wanted=lambda: True)
+    assert written == sum(t.step_count for t in traces) and final.read_text().startswith("split,trace_name")

@@ -56,14 +56,13 @@ class Command(BaseCommand):
             raise CommandError("no labelled trace of the project matches these filters: nothing to export")
         manifest = export_manifest(project=project, filters=filters, cases=cases, fmt=options["format"])
         out = Path(options["out"]).resolve()
-        written = write_atomically(out, cases, manifest, options["format"])
-        manifest["counts"]["steps_written"] = written
+        manifest["counts"]["steps_written"] = write_atomically(out, cases, manifest, options["format"])
         Path(f"{out}.manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
         seconds = time.perf_counter() - started
         if options["json"]:
             self.stdout.write(json.dumps(manifest | {"out": str(out), "bytes": out.stat().st_size,
                                                      "seconds": round(seconds, 3)}, indent=2))
         else:
-            splits = manifest["split_sizes"]
-            self.stdout.write(f"wrote {out} ({out.stat().st_size:,} bytes): {len(cases)} case(s), {written:,} steps, "
+            splits, steps = manifest["split_sizes"], manifest["counts"]["steps_written"]
+            self.stdout.write(f"wrote {out} ({out.stat().st_size:,} bytes): {len(cases)} case(s), {steps:,} steps, "
                               f"train {splits['train']} / test {splits['test']}, in {seconds:.1f} s")
