@@ -16,4 +16,9 @@ urlpatterns = [
     path("items/<int:item_id>/adjudicate/", views.adjudicate_item, name="adjudicate_item"),
     path("label/<int:annotation_id>/", views.label, name="label"),
     path("label/<int:annotation_id>/skip/", views.skip, name="skip"),
+    path("projects/<slug:slug>/exports/", views.export_builder, name="export_builder"),
+    path("projects/<slug:slug>/exports/preview/", views.export_preview, name="export_preview"),
+    path("exports/<int:export_id>/download/", views.export_download, name="export_download"),
+    path("exports/<int:export_id>/manifest/", views.export_manifest_download, name="export_manifest"),
+    path("exports/<int:export_id>/delete/", views.export_delete, name="export_delete"),
 ]

@@ -199,10 +199,12 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # this many seconds without a sign of life: longer than its task may run, so a live worker is never doubled.
 CULPRIT_REAP_INGEST_AFTER = env_int("CULPRIT_REAP_INGEST_AFTER", CELERY_TASK_TIME_LIMIT + 240)
 CULPRIT_REAP_RUN_AFTER = env_int("CULPRIT_REAP_RUN_AFTER", 3660 + 240)  # one trace or injection may take an hour
+CULPRIT_REAP_EXPORT_AFTER = env_int("CULPRIT_REAP_EXPORT_AFTER", 3660 + 240)  # an export may take an hour
 CELERY_BEAT_SCHEDULE = {
     f"reap-{app}": {"task": f"{app}.reap_jobs", "schedule": env_int("CULPRIT_REAP_EVERY", 60),
                     "kwargs": {"stale_after": stale_after}}
-    for app, stale_after in (("tracing", CULPRIT_REAP_INGEST_AFTER), ("attribution", CULPRIT_REAP_RUN_AFTER))
+    for app, stale_after in (("tracing", CULPRIT_REAP_INGEST_AFTER), ("attribution", CULPRIT_REAP_RUN_AFTER),
+                             ("annotations", CULPRIT_REAP_EXPORT_AFTER))
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 

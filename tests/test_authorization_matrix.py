@@ -75,6 +75,13 @@ PAGES: dict[str, dict[str, dict[str, Any]]] = {
     "annotations:label": {"GET": expect(viewer=403, annotator=200, owner=302),
                           "POST": expect(viewer=403, annotator=OK, owner=302)},
     "annotations:skip": {"POST": expect(viewer=403, annotator=302, owner=302)},
+    # Exports hold the project's curated data: annotators and owners build and download them, viewers do not.
+    "annotations:export_builder": {"GET": expect(viewer=403), "POST": CONTRIBUTE},
+    "annotations:export_preview": {"GET": expect(viewer=403)},
+    "annotations:export_download": {"GET": expect(viewer=403)},
+    "annotations:export_manifest": {"GET": expect(viewer=403)},
+    # The annotator's request (made before the owner's) deletes the export: the owner then finds it gone.
+    "annotations:export_delete": {"POST": expect(viewer=403, annotator=OK, owner=frozenset({404}))},
 }
 
 # The API answers for a token's project: no token 401, another project's token 404 for A's objects.
@@ -127,12 +134,17 @@ def world(make_user, make_project):  # type: ignore[no-untyped-def]
     queue = annotation_services.queue_create(project=project, user=users["owner"], name="Q", source="search",
                                              filter={"q": ""}, overlap=2)
     leased = annotation_services.annotation_claim(queue=queue, user=users["annotator"])
+    from annotations.selectors import ExportFilters
+
+    export = annotation_services.export_create(project=project, user=users["owner"], fmt="whowhen-jsonl",
+                                               filters=ExportFilters(), enqueue=False)
+    annotation_services.export_run(export_id=export.pk)
     _, own_token = services.api_token_create(project=project, name="own", user=users["owner"])
     _, other_token = services.api_token_create(project=other, name="other", user=users["outsider"])
     kwargs = {"slug": project.slug, "trace_id": trace.pk, "run_id": run.pk, "batch": job.batch,
               "verdict_id": Verdict.objects.get(run=run).pk, "campaign_id": campaign.pk,
               "injection_id": Injection.objects.filter(campaign=campaign).first().pk, "job_id": job.pk,
-              "queue_id": queue.pk, "item_id": leased.item_id, "annotation_id": leased.pk}
+              "queue_id": queue.pk, "item_id": leased.item_id, "annotation_id": leased.pk, "export_id": export.pk}
     return {"users": users, "kwargs": kwargs, "tokens": {"own": own_token, "other": other_token}}
 
 
@@ -191,7 +203,7 @@ def test_ids_that_do_not_exist_answer_like_ids_of_another_project(world, client)
     client.force_login(world["users"]["owner"])
     missing = {**world["kwargs"], "trace_id": 10**9, "run_id": 10**9, "verdict_id": 10**9, "campaign_id": 10**9,
                "injection_id": 10**9, "batch": uuid.uuid4(), "slug": "no-such-project", "queue_id": 10**9,
-               "item_id": 10**9, "annotation_id": 10**9}
+               "item_id": 10**9, "annotation_id": 10**9, "export_id": 10**9}
     patterns = dict(_patterns())
     checked = 0
     for name, methods in PAGES.items():

@@ -96,3 +96,25 @@ def test_celery_beat_runs_the_reaper_on_its_own(project, celery_worker, tmp_path
         beat.terminate()
         beat.wait(timeout=15)
     assert done.attempts == 1
+
+
+def test_a_lost_export_is_rebuilt_and_an_export_out_of_attempts_fails(project, celery_worker):
+    from annotations import services as annotation_services
+    from annotations.models import DatasetExport, ExportStatus
+    from annotations.selectors import ExportFilters
+
+    import_now_files = [incoming_path(sample_file("Hand-Crafted"))]
+    services.ingest_job_run(job_id=services.ingest_jobs_create(project=project, files=import_now_files, user=None,
+                                                               enqueue=False)[0].pk)
+    lost = annotation_services.export_create(project=project, fmt="csv", filters=ExportFilters(), user=None,
+                                             enqueue=False)
+    hopeless = annotation_services.export_create(project=project, fmt="csv", filters=ExportFilters(), user=None,
+                                                 enqueue=False)
+    DatasetExport.objects.filter(pk=lost.pk).update(created_at=LONG_AGO)
+    DatasetExport.objects.filter(pk=hopeless.pk).update(status=ExportStatus.RUNNING, attempts=3,
+                                                        heartbeat_at=LONG_AGO)
+    assert annotation_services.exports_reap(stale_after=600) == {"requeued": 1, "failed": 1}
+    done = wait_for(lambda: DatasetExport.objects.filter(pk=lost.pk, status=ExportStatus.SUCCEEDED).first(),
+                    timeout=60)
+    assert done.cases_total == 1 and done.file
+    assert "gave up after 3 attempts" in DatasetExport.objects.get(pk=hopeless.pk).error

@@ -14,9 +14,9 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from tracing import selectors as tracing_selectors
 from tracing.models import Membership, Step
 
-from . import selectors, services
-from .forms import AnswerForm, QueueForm, StepForm
-from .models import Annotation, CopyStatus, ReviewQueue
+from .. import selectors, services
+from ..forms import AnswerForm, QueueForm, StepForm
+from ..models import Annotation, CopyStatus, ReviewQueue
 
 
 def _labeller(queue: ReviewQueue, membership: Membership) -> None:

@@ -17,10 +17,10 @@ from attribution.taxonomy import CATEGORIES
 from tracing import selectors as tracing_selectors
 from tracing.models import Membership, Project, Role, Step, Trace
 
-from .agreement import (
+from ..agreement import (
     Answer, PairRates, cohen_kappa, krippendorff_alpha, majority, pairwise, rater_kappa, unanimous,
 )
-from .models import Annotation, Assignment, CopyStatus, QueueItem, QueueSource, ReviewQueue
+from ..models import Annotation, Assignment, CopyStatus, QueueItem, QueueSource, ReviewQueue
 
 DEFAULT_LIMIT = 500  # traces a new queue takes from its filter unless told otherwise
 MAX_LIMIT = 20_000

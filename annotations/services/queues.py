@@ -20,8 +20,8 @@ from tracing.formats import ParsedGold
 from tracing.models import Agent, GoldLabel, LabelSource, Project, Step
 from tracing.services import gold_write
 
-from . import selectors
-from .models import Annotation, Assignment, CopyStatus, QueueItem, ReviewQueue, Skip
+from .. import selectors
+from ..models import Annotation, Assignment, CopyStatus, QueueItem, ReviewQueue, Skip
 
 # Bound on how long one visit may add to an answer's lead time: a tab left open overnight is not labelling time.
 MAX_LEAD_TIME_MS = 4 * 60 * 60 * 1000

@@ -1,0 +1,134 @@
+"""What every exporter shares: streaming a case's steps out of the database, and the two shapes rows take.
+
+Steps are never loaded per trace or per dataset: each case's steps come from one server-side cursor
+(``.iterator(chunk_size=STEP_CHUNK)``) and are written out as they arrive, so a 100,000-step export holds one chunk
+of steps at a time (``bench/export_speed.py`` measures rows/s and peak RSS). Case headers (a few small fields per
+trace) are the only thing held for the whole export.
+
+Shapes:
+- a Who&When document per case, written piece by piece (the history list is streamed, never built as a list);
+- a flat row per step (``STEP_COLUMNS``) for Parquet and CSV, with the case's fields and label repeated on each row.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TextIO
+
+from tracing.models import Agent, Step
+
+from ..selectors import ExportCase
+
+# Steps per round trip of the server-side cursor: 2,000 Who&When-sized steps (~1 KB of text each) are ~2 MB in
+# Python. bench/export_speed.py: peak RSS of the export command is the same (~125 MB, mostly Django itself) for
+# 10,000 and 100,000 steps, and for 100 traces of 1,000 steps as for one trace of 100,000.
+STEP_CHUNK = 2000
+
+Progress = Callable[[int], None]  # told how many more steps were written
+
+# The Who&When header fields kept in a trace's metadata by the importer, written back under their own names.
+_WHOWHEN_METADATA_KEYS = ("question_ID", "level", "is_correct", "is_corrected")
+
+
+def iter_steps(case: ExportCase, *, with_raw: bool = False) -> Iterator[tuple[Any, ...]]:
+    """(index, speaker, agent name, kind, content[, raw]) of each step, in order, streamed."""
+    fields = ["index", "speaker", "agent__name", "kind", "content"] + (["raw"] if with_raw else [])
+    return (Step.objects.filter(trace_id=case.trace_id).order_by("index").values_list(*fields)
+            .iterator(chunk_size=STEP_CHUNK))
+
+
+def system_prompts(case: ExportCase) -> dict[str, str]:
+    rows = (Agent.objects.filter(trace_id=case.trace_id).exclude(system_prompt="").order_by("position", "id")
+            .values_list("name", "system_prompt"))
+    return dict(rows)
+
+
+# --- Who&When documents ----------------------------------------------------------------------------------------
+
+def whowhen_message(case: ExportCase, step: tuple[Any, ...]) -> dict[str, Any]:
+    """The history item for a step. A step imported from Who&When kept its message minus the content in ``raw``
+    (role, name, …), so the message is rebuilt exactly; any other step is written as ``{"role": speaker}``, which
+    the Who&When reader turns back into the same speaker string."""
+    _index, speaker, _agent, _kind, content, raw = step
+    if case.source_format == "whowhen" and isinstance(raw, dict):
+        message = {k: v for k, v in raw.items() if k != "content"}
+    else:
+        message = {"role": speaker}
+    message["content"] = content
+    return message
+
+
+def whowhen_header(case: ExportCase, *, with_name: bool) -> dict[str, Any]:
+    header: dict[str, Any] = {"trace_name": case.name} if with_name else {}
+    header |= {"question": case.question, "ground_truth": case.ground_truth}
+    for key in _WHOWHEN_METADATA_KEYS:
+        if key in case.metadata:
+            header[key] = case.metadata[key]
+    if "question_ID" not in header and case.external_id:
+        header["question_ID"] = case.external_id
+    if "is_correct" not in header and case.outcome == "succeeded":
+        header["is_correct"] = True  # the reader's only way to tell a succeeded run
+    return header
+
+
+def whowhen_footer(case: ExportCase) -> dict[str, Any]:
+    label = case.label
+    footer: dict[str, Any] = {"mistake_agent": label.agent_name, "mistake_step": str(label.step_index),
+                              "mistake_reason": label.reason}
+    if label.category:
+        footer["mistake_type"] = label.category
+    if prompts := system_prompts(case):
+        footer["system_prompt"] = prompts
+    # Culprit's own provenance; Who&When readers ignore unknown keys.
+    footer["culprit"] = {"split": case.split, "label_source": label.source, "source_format": case.source_format,
+                         "trace_name": case.name}
+    return footer
+
+
+def write_whowhen_document(out: TextIO, case: ExportCase, *, with_name: bool, progress: Progress) -> int:
+    """Write one case as one Who&When JSON object on one line (no newline inside), streaming its history."""
+    out.write("{")
+    _write_members(out, whowhen_header(case, with_name=with_name))
+    out.write(', "history": [')
+    written = 0
+    for step in iter_steps(case, with_raw=True):
+        out.write((", " if written else "") + _dumps(whowhen_message(case, step)))
+        written += 1
+        if written % STEP_CHUNK == 0:
+            progress(STEP_CHUNK)
+    progress(written % STEP_CHUNK)
+    out.write("], ")
+    _write_members(out, whowhen_footer(case))
+    out.write("}")
+    return written
+
+
+def _write_members(out: TextIO, members: dict[str, Any]) -> None:
+    out.write(", ".join(f"{_dumps(key)}: {_dumps(value)}" for key, value in members.items()))
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+# --- flat step rows --------------------------------------------------------------------------------------------
+
+STEP_COLUMNS = ("split", "trace_name", "trace_external_id", "question", "ground_truth", "step_index", "speaker",
+                "agent", "kind", "content", "is_mistake_step", "mistake_agent", "mistake_step", "mistake_reason",
+                "mistake_category", "label_source")
+
+
+def step_rows(cases: Iterable[ExportCase], progress: Progress) -> Iterator[tuple[Any, ...]]:
+    """One tuple per step, in ``STEP_COLUMNS`` order, streamed case after case."""
+    for case in cases:
+        label = case.label
+        head = (case.split, case.name, case.external_id, case.question, case.ground_truth)
+        tail = (label.agent_name, label.step_index, label.reason, label.category, label.source)
+        written = 0
+        for index, speaker, agent, kind, content in iter_steps(case):
+            yield head + (index, speaker, agent or "", kind, content, index == label.step_index) + tail
+            written += 1
+            if written % STEP_CHUNK == 0:
+                progress(STEP_CHUNK)
+        progress(written % STEP_CHUNK)

@@ -1,0 +1,213 @@
+"""Reads for the annotations app: which cases a dataset export holds, their split, the manifest, the export list.
+
+A dataset is chosen at the trace level (a few small rows per trace, never the steps), so the whole selection, the
+train/test split and the manifest's counts are known before a single step is read; the steps are streamed later by
+the exporters (``annotations/exporters/rows.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import PermissionDenied
+from django.db.models import Case as SqlCase
+from django.db.models import IntegerField, QuerySet, Value, When
+from django.http import Http404
+from django.utils import timezone
+
+from attribution.taxonomy import TAXONOMY_VERSION
+from tracing.models import GoldLabel, LabelSource, Membership, Project
+
+from ..models import DatasetExport
+
+# Bumped when a field of any export format changes meaning or shape; written into every manifest.
+EXPORT_FORMAT_VERSION = "culprit-export/1"
+
+# When a trace carries several labels among the chosen sources, the exported one is the most curated: an owner's
+# adjudication beats a single annotator, which beats the label the trace was imported with; labels the machine made
+# (fault injection, counterfactual replay) come last. Within one source the newest label wins.
+LABEL_PRIORITY = [LabelSource.ADJUDICATED, LabelSource.ANNOTATOR, LabelSource.IMPORTED, LabelSource.INJECTED,
+                  LabelSource.COUNTERFACTUAL]
+# "Verified" means a person in Culprit confirmed the label: an annotator's label or an adjudicated one.
+VERIFIED_SOURCES = (LabelSource.ADJUDICATED, LabelSource.ANNOTATOR)
+
+
+@dataclass
+class ExportFilters:
+    sources: list[str] = field(default_factory=lambda: list(LabelSource.values))
+    verified_only: bool = False
+    min_agreement: float | None = None
+    date_from: date | None = None  # on the trace's import date, inclusive
+    date_to: date | None = None  # inclusive
+    seed: int = 0
+    test_percent: int = 20
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("date_from", "date_to"):
+            data[key] = data[key].isoformat() if data[key] else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ExportFilters:
+        filters = cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        for key in ("date_from", "date_to"):
+            value = getattr(filters, key)
+            if isinstance(value, str):
+                setattr(filters, key, date.fromisoformat(value))
+        return filters
+
+
+@dataclass
+class ExportLabel:
+    agent_name: str
+    step_index: int
+    reason: str
+    category: str
+    source: str
+
+
+@dataclass
+class ExportCase:
+    """One trace as a dataset case: its header, the label it is exported with and its split. No steps."""
+
+    trace_id: int
+    name: str
+    external_id: str
+    question: str
+    ground_truth: str
+    outcome: str
+    source_format: str
+    metadata: dict[str, Any]
+    step_count: int
+    label: ExportLabel
+    split: str = "train"
+
+
+# --- agreement, from the review queues ----------------------------------------------------------------------------
+
+def agreement_for_traces(*, trace_ids: list[int]) -> dict[int, float | None]:
+    """Per-trace agreement between annotators, in [0, 1]: the share of pairs of submitted answers (over every queue
+    the trace is in) that name the same agent and the same step. None where fewer than two people answered."""
+    from ..agreement import Answer, pairwise
+    from ..models import Annotation, CopyStatus
+
+    answers: dict[int, list[Answer]] = {}
+    rows = (Annotation.objects.filter(item__trace_id__in=trace_ids, status=CopyStatus.SUBMITTED,
+                                      step_index__isnull=False)
+            .values_list("item__trace_id", "item_id", "annotator_id", "agent_name", "step_index"))
+    for trace_id, item_id, annotator, agent, step in rows:
+        answers.setdefault(trace_id, []).append(Answer(rater=(item_id, annotator), agent=agent, step=step))
+    out: dict[int, float | None] = dict.fromkeys(trace_ids)
+    for trace_id, given in answers.items():
+        rates, _ = pairwise([given], k=0)
+        if rates.pairs:
+            same = sum(1 for i, a in enumerate(given) for b in given[i + 1:] if (a.agent, a.step) == (b.agent, b.step))
+            out[trace_id] = same / rates.pairs
+    return out
+
+
+# --- choosing the cases --------------------------------------------------------------------------------------------
+
+def export_cases(*, project: Project, filters: ExportFilters) -> list[ExportCase]:
+    """The cases an export with ``filters`` holds, in a stable order (split, then name), with their split set."""
+    cases = _labelled_cases(project, filters)
+    if filters.verified_only:
+        cases = [c for c in cases if c.label.source in VERIFIED_SOURCES]
+    if filters.min_agreement is not None:
+        agreement = agreement_for_traces(trace_ids=[c.trace_id for c in cases])
+        cases = [c for c in cases if (a := agreement.get(c.trace_id)) is not None and a >= filters.min_agreement]
+    assign_splits(cases, seed=filters.seed, test_percent=filters.test_percent)
+    return sorted(cases, key=lambda c: (c.split != "train", c.name, c.trace_id))
+
+
+def _labelled_cases(project: Project, filters: ExportFilters) -> list[ExportCase]:
+    labels = (GoldLabel.objects.filter(trace__project=project, source__in=filters.sources, trace__step_count__gt=0)
+              .annotate(priority=SqlCase(*[When(source=s, then=Value(i)) for i, s in enumerate(LABEL_PRIORITY)],
+                                         default=Value(len(LABEL_PRIORITY)), output_field=IntegerField()))
+              .select_related("trace").order_by("trace_id", "priority", "-created_at", "-id"))
+    if filters.date_from:
+        labels = labels.filter(trace__created_at__gte=_day_start(filters.date_from))
+    if filters.date_to:
+        labels = labels.filter(trace__created_at__lt=_day_start(filters.date_to) + timedelta(days=1))
+    cases: dict[int, ExportCase] = {}
+    for label in labels.iterator(chunk_size=2000):
+        if label.trace_id not in cases:  # the first label per trace is the chosen one (ordered by priority)
+            cases[label.trace_id] = _case(label)
+    return list(cases.values())
+
+
+def _day_start(day: date) -> datetime:
+    return timezone.make_aware(datetime.combine(day, time.min))
+
+
+def _case(label: GoldLabel) -> ExportCase:
+    trace = label.trace
+    return ExportCase(
+        trace_id=trace.pk, name=trace.name, external_id=trace.external_id, question=trace.question,
+        ground_truth=trace.ground_truth, outcome=trace.outcome, source_format=trace.source_format,
+        metadata=trace.metadata or {}, step_count=trace.step_count,
+        label=ExportLabel(agent_name=label.agent_name, step_index=label.step_index, reason=label.reason,
+                          category=label.category, source=label.source),
+    )
+
+
+def assign_splits(cases: list[ExportCase], *, seed: int, test_percent: int) -> None:
+    """Deterministic train/test split: cases are ranked by a hash of (seed, name, external id) and the first
+    ``test_percent`` % (rounded) go to test. The hash uses the case's identity, not its database id, so the same
+    seed gives the same split in another project, on another machine, or after a re-import."""
+    ranked = sorted(cases, key=lambda c: hashlib.sha256(f"{seed}:{c.name}:{c.external_id}".encode()).hexdigest())
+    test_count = round(len(cases) * test_percent / 100)
+    for position, case in enumerate(ranked):
+        case.split = "test" if position < test_count else "train"
+
+
+def export_manifest(*, project: Project, filters: ExportFilters, cases: list[ExportCase], fmt: str) -> dict[str, Any]:
+    provenance: dict[str, int] = {}
+    for case in cases:
+        provenance[case.label.source] = provenance.get(case.label.source, 0) + 1
+    splits = {"train": sum(c.split == "train" for c in cases), "test": sum(c.split == "test" for c in cases)}
+    return {
+        "format_version": EXPORT_FORMAT_VERSION,
+        "format": fmt,
+        "project": project.name,
+        "created_at": timezone.now().isoformat(timespec="seconds"),
+        "taxonomy_version": TAXONOMY_VERSION,
+        "filters": filters.as_json(),
+        "seed": filters.seed,
+        "split_sizes": splits,
+        "counts": {"cases": len(cases), "steps": sum(c.step_count for c in cases),
+                   "steps_by_split": {s: sum(c.step_count for c in cases if c.split == s) for s in splits}},
+        "label_provenance": dict(sorted(provenance.items())),
+        "label_choice": "one label per case: " + " > ".join(LABEL_PRIORITY) + ", newest first within a source",
+    }
+
+
+def export_preview(*, project: Project, filters: ExportFilters) -> dict[str, Any]:
+    """The builder's summary of what ``filters`` select: the manifest's counts, without writing anything."""
+    cases = export_cases(project=project, filters=filters)
+    manifest = export_manifest(project=project, filters=filters, cases=cases, fmt="")
+    return {key: manifest[key] for key in ("counts", "split_sizes", "label_provenance")}
+
+
+# --- the pages -----------------------------------------------------------------------------------------------------
+
+def exports_for_project(*, project: Project, limit: int = 50) -> QuerySet[DatasetExport]:
+    return DatasetExport.objects.filter(project=project).select_related("created_by").order_by("-created_at", "-id")[
+        :limit]
+
+
+def export_for_user(*, user: AbstractBaseUser, export_id: int) -> tuple[DatasetExport, Membership]:
+    """The export if the user may have it: another project's export (or none) is a 404, a viewer's is a 403."""
+    export = DatasetExport.objects.select_related("project").filter(
+        pk=export_id, project__memberships__user=user).first()
+    if export is None:
+        raise Http404("No such export")
+    membership = Membership.objects.get(project=export.project, user=user)
+    if not membership.can_upload:
+        raise PermissionDenied("Only the project's owners and annotators can export datasets")
+    return export, membership

@@ -1,0 +1,51 @@
+"""Writes for the annotations app, one module per sub-domain (review queues, dataset exports); import them from here."""
+
+from __future__ import annotations
+
+from .queues import (
+    ITEM_BATCH_SIZE,
+    MAX_LEAD_TIME_MS,
+    QueueError,
+    annotation_claim,
+    annotation_skip,
+    annotation_submit,
+    annotation_touch,
+    item_resolve,
+    queue_accept_unanimous,
+    queue_create,
+    queue_fill,
+)
+from .exports import (
+    exports_reap,
+    EXPORT_TIME_LIMIT,
+    MAX_EXPORT_ATTEMPTS,
+    PROGRESS_EVERY,
+    export_create,
+    export_delete,
+    export_fail,
+    export_run,
+    write_atomically,
+)
+
+__all__ = [
+    "exports_reap",
+    "EXPORT_TIME_LIMIT",
+    "ITEM_BATCH_SIZE",
+    "MAX_EXPORT_ATTEMPTS",
+    "MAX_LEAD_TIME_MS",
+    "PROGRESS_EVERY",
+    "QueueError",
+    "annotation_claim",
+    "annotation_skip",
+    "annotation_submit",
+    "annotation_touch",
+    "export_create",
+    "export_delete",
+    "export_fail",
+    "export_run",
+    "item_resolve",
+    "queue_accept_unanimous",
+    "queue_create",
+    "queue_fill",
+    "write_atomically",
+]

@@ -1,0 +1,39 @@
+"""Pages of the annotations app: review queues and dataset exports."""
+
+from __future__ import annotations
+
+from .queues import (
+    adjudicate_item,
+    adjudication,
+    agreement,
+    label,
+    queue_detail,
+    queue_list,
+    queue_next,
+    queue_refill,
+    skip,
+)
+from .exports import (
+    export_builder,
+    export_delete,
+    export_download,
+    export_manifest_download,
+    export_preview,
+)
+
+__all__ = [
+    "adjudicate_item",
+    "adjudication",
+    "agreement",
+    "export_builder",
+    "export_delete",
+    "export_download",
+    "export_manifest_download",
+    "export_preview",
+    "label",
+    "queue_detail",
+    "queue_list",
+    "queue_next",
+    "queue_refill",
+    "skip",
+]
