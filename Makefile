@@ -44,6 +44,10 @@ bench: setup
 	$(BIN)/python bench/import_speed.py
 	$(BIN)/python bench/viewer_speed.py
 	$(BIN)/python bench/ingest.py --steps 100000
+	$(BIN)/python bench/export_speed.py --steps 100000
+	$(BIN)/python bench/review_queue.py
+	$(BIN)/python bench/llm_replay_cost.py --runs 200 --seed 1
+	$(BIN)/python manage.py sandbox_benchmark --runs 200 --seed 1 --json
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
