@@ -245,7 +245,8 @@ def embed(texts: list[str]) -> list[list[float]] | None:
 
     try:
         response = litellm.embedding(model=model, input=texts, timeout=30)
-        return [list(map(float, item["embedding"])) for item in response.data]
+        return [list(map(float, item["embedding"] if isinstance(item, dict) else item.embedding))
+                for item in response.data]
     except Exception as exc:  # noqa: BLE001 - any provider error degrades to lexical retrieval
         logger.warning("schema embedding failed: %s", type(exc).__name__)
         return None

@@ -29,13 +29,17 @@ def distil_request(schema: ErrorSchema) -> str:
 
     cases = []
     for exemplar in schema.exemplars.select_related("trace")[:MAX_CASES]:
-        step = exemplar.trace.steps.filter(index=exemplar.step_index).select_related("agent").first()
-        if step is None:
+        # The decisive step, and the tool output it produced when that comes next (where its failure shows).
+        steps = list(exemplar.trace.steps.filter(index__in=[exemplar.step_index, exemplar.step_index + 1])
+                     .select_related("agent").order_by("index"))
+        steps = [s for s in steps if s.index == exemplar.step_index or s.kind == "tool_result"]
+        if not steps or steps[0].index != exemplar.step_index:
             continue
-        view = StepView(index=step.index, agent=step.agent.name if step.agent else "", kind=step.kind,
-                        content=step.content, speaker=step.speaker, recipient=step.recipient, tool_name=step.tool_name)
-        cases.append(f'<trace name="{base._attr(exemplar.trace.name)}" showing="{step.index}">\n'
-                     f"{base.render_step(view, max_chars=MAX_STEP_CHARS)}\n</trace>")
+        rendered = "\n".join(base.render_step(StepView(
+            index=s.index, agent=s.agent.name if s.agent else "", kind=s.kind, content=s.content, speaker=s.speaker,
+            recipient=s.recipient, tool_name=s.tool_name), max_chars=MAX_STEP_CHARS) for s in steps)
+        cases.append(f'<trace name="{base._attr(exemplar.trace.name)}" decisive_step="{exemplar.step_index}">\n'
+                     f"{rendered}\n</trace>")
     structure = base.neutralise(schema.detection_text)
     return (
         f"Decisive steps of {len(cases)} verified failed runs that share one structure:\n" + "\n".join(cases) + "\n\n"
