@@ -67,8 +67,6 @@ class Retrieved:
     detection_text: str
     similarity: float
     cases: int  # independent verified cases behind it, the trace's own left out
-    hits: int
-    misses: int
     left_out: bool  # True when the trace's own cases were taken out
 
 
@@ -113,13 +111,11 @@ def leave_one_out(card: dict[str, Any], *, trace_id: int, independence: str) -> 
     if not left_out:
         return Retrieved(id=card["id"], title=card["title"], category=card["category"], context=card["context"],
                          detection=card["detection"], detection_text=card["detection_text"],
-                         similarity=card["similarity"], cases=groups, hits=card["hits"], misses=card["misses"],
-                         left_out=False)
+                         similarity=card["similarity"], cases=groups, left_out=False)
     built = features.aggregate([e["features"] for e in others])
     return Retrieved(id=card["id"], title=built["title"], category=built["category"], context=built["context"],
                      detection=built["detection"], detection_text=built["detection_text"],
-                     similarity=card["similarity"], cases=groups, hits=card["hits"], misses=card["misses"],
-                     left_out=True)
+                     similarity=card["similarity"], cases=groups, left_out=True)
 
 
 # --- pages ------------------------------------------------------------------------------------------------------------

@@ -102,7 +102,7 @@ def schemas_distill(*, project: Project, llm: LlmClient | None = None, polish: b
     for key, cases in grouped.items():
         _merge(project, key, cases, report)
     if report.schema_ids:
-        index.bump_generation(project.pk, shared=True)
+        index.bump_generation(project.pk, shared=True, schema_ids=report.schema_ids)
         _after_commit(project, report, llm if llm is not None else (_project_llm(project) if polish else None))
     return report
 
@@ -184,7 +184,7 @@ def _after_commit(project: Project, report: DistillReport, llm: LlmClient | None
         vectors = index.embed([f"{s.title}\n{s.search_text}" for s in rows])
         for schema, vector in zip(rows, vectors or [], strict=False):
             ErrorSchema.objects.filter(pk=schema.pk).update(embedding=vector)
-    index.bump_generation(project.pk, shared=True)
+    index.bump_generation(project.pk, shared=True, schema_ids=report.schema_ids)
 
 
 def _polish(schema: ErrorSchema, llm: LlmClient) -> bool:
@@ -216,7 +216,7 @@ def schema_approve(*, schema: ErrorSchema, user: AbstractBaseUser) -> ErrorSchem
                                                     approved_at=timezone.now(), updated_at=timezone.now())
     SchemaEvent.objects.create(schema=schema, action=SchemaAction.APPROVED, actor=user,
                                detail={"from": schema.status})
-    index.bump_generation(schema.project_id, shared=schema.scope == SchemaScope.SHARED)
+    index.bump_generation(schema.project_id, shared=schema.scope == SchemaScope.SHARED, schema_ids=[schema.pk])
     schema.refresh_from_db()
     return schema
 
@@ -225,7 +225,7 @@ def schema_retire(*, schema: ErrorSchema, user: AbstractBaseUser, reason: str = 
     ErrorSchema.objects.filter(pk=schema.pk).update(status=SchemaStatus.RETIRED, updated_at=timezone.now())
     SchemaEvent.objects.create(schema=schema, action=SchemaAction.RETIRED, actor=user,
                                detail={"from": schema.status, "reason": reason[:500]})
-    index.bump_generation(schema.project_id, shared=schema.scope == SchemaScope.SHARED)
+    index.bump_generation(schema.project_id, shared=schema.scope == SchemaScope.SHARED, schema_ids=[schema.pk])
     schema.refresh_from_db()
     return schema
 
@@ -239,7 +239,7 @@ def schema_restore(*, schema: ErrorSchema, user: AbstractBaseUser) -> ErrorSchem
     SchemaEvent.objects.create(schema=schema, action=SchemaAction.RESTORED, actor=user)
     schema.refresh_from_db()
     _promote_if_earned(schema)
-    index.bump_generation(schema.project_id, shared=schema.scope == SchemaScope.SHARED)
+    index.bump_generation(schema.project_id, shared=schema.scope == SchemaScope.SHARED, schema_ids=[schema.pk])
     return schema
 
 
@@ -257,7 +257,7 @@ def schema_edit(*, schema: ErrorSchema, user: AbstractBaseUser, title: str, cont
     ErrorSchema.objects.filter(pk=schema.pk).update(**after, edited=True, updated_at=timezone.now())
     action = SchemaAction.SHARED if set(changed) == {"scope"} else SchemaAction.EDITED
     SchemaEvent.objects.create(schema=schema, action=action, actor=user, detail={"changed": changed})
-    index.bump_generation(schema.project_id, shared=True)
+    index.bump_generation(schema.project_id, shared=True, schema_ids=[schema.pk])
     schema.refresh_from_db()
     return schema
 

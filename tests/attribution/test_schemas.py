@@ -277,7 +277,7 @@ def _trace(n: int) -> TraceView:
 
 def _schema(pk: int) -> Retrieved:
     return Retrieved(id=pk, title=f"s{pk}", category="", context="", detection={}, detection_text="",
-                     similarity=1.0, cases=2, hits=0, misses=0, left_out=False)
+                     similarity=1.0, cases=2, left_out=False)
 
 
 def test_one_schema_alone_never_overrides_the_heuristic_but_two_that_agree_do():
@@ -330,3 +330,18 @@ def test_distillation_runs_on_a_real_worker(celery_worker, project, owner_client
     assert response.status_code == 302
     schema = wait_for(lambda: ErrorSchema.objects.filter(project=project, status=SchemaStatus.TRUSTED).first())
     assert schema.exemplars.count() == 2
+
+
+@pytest.mark.django_db
+def test_a_changed_schema_is_never_served_from_a_stale_card(project, owner):
+    cases(project, 2)
+    schema_services.schemas_distill(project=project)
+    schema = the_schema(project)
+    query = features.Query(style="group", terms=tuple(schema.search_text.split()))
+    (card,), _ = index.retrieve(project_id=project.pk, query=query)
+    assert card["title"] == schema.title
+    assert index.hot_cache().exists(f"{index.PREFIX}card:{schema.pk}")  # the card store holds it now
+    schema_services.schema_edit(schema=schema, user=owner, title="Renamed", context=schema.context,
+                                detection_text=schema.detection_text, category=schema.category, scope=schema.scope)
+    (card,), cached = index.retrieve(project_id=project.pk, query=query)
+    assert card["title"] == "Renamed" and not cached
