@@ -345,3 +345,12 @@ def test_a_changed_schema_is_never_served_from_a_stale_card(project, owner):
                                 detection_text=schema.detection_text, category=schema.category, scope=schema.scope)
     (card,), cached = index.retrieve(project_id=project.pk, query=query)
     assert card["title"] == "Renamed" and not cached
+
+
+@pytest.mark.django_db
+def test_the_distill_command_reports_what_it_did(project):
+    cases(project, 2)
+    out = io.StringIO()
+    call_command("distill_schemas", project=project.name, offline=True, stdout=out)
+    assert json.loads(out.getvalue()) == {"cases": 2, "created": 1, "merged": 0, "promoted": 1,
+                                         "polished": 0, "settled": 0}
