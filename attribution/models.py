@@ -153,7 +153,7 @@ class LlmCall(models.Model):
         ]
 
 
-# --- the error-schema cache (attribution/schemas/) ---------------------------------------------------------------------
+# --- the error-schema cache (attribution/schemas/) --------------------------------------------------------------------
 
 class SchemaStatus(models.TextChoices):
     CANDIDATE = "candidate", "Candidate"  # never used for attribution

@@ -61,7 +61,7 @@ class SchemaGuided:
         informed = [_used(s, step, strength) for s, step, strength in votes]
         extra = {"schemas": informed, "from_cache": bool(schemas and schemas.from_cache),
                  "heuristic": {"agent": base.agent, "step": base.step}}
-        if llm is not None and retrieved:
+        if llm is not None:  # the model decides, with the schemas (if any) as hints
             return _with_model(trace, llm, retrieved, informed, with_ground_truth, extra)
         return _offline(trace, base, shape.roles, votes, extra)
 
@@ -106,6 +106,8 @@ def _category(votes: list[tuple[Retrieved, int | None, float]], pick: int) -> st
 
 def hints_block(retrieved: list[Retrieved]) -> str:
     """The schemas as DATA for the model: escaped so no schema text can open or close a tag of ours."""
+    if not retrieved:
+        return ""
     items = []
     for n, schema in enumerate(retrieved[:MAX_HINTS], start=1):
         items.append(f"{n}. {html.escape(schema.title)} ({schema.cases} verified cases). When: "
@@ -131,7 +133,7 @@ def _with_model(trace: TraceView, llm: LlmClient, retrieved: list[Retrieved], in
         found = {"agent": answer["agent"], "step": prompts.as_int(answer["step"]),
                  "reason": str(answer.get("reason", "")).strip(), "category": prompts.category_of(answer),
                  "confidence": prompts.as_unit(answer.get("confidence")), "answers": [answer]}
-        extra["hinted"] = True
+        extra["hinted"] = bool(hints)
     else:  # too long for one request: windowed all-at-once, without hints
         found = locate(trace, llm=llm, with_ground_truth=with_ground_truth)
         extra["hinted"] = False

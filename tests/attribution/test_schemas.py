@@ -57,7 +57,8 @@ def failing_import(flavour: str = "pandas") -> dict:
     ], mistake_agent="Coder_Expert", mistake_step=1)
 
 
-def upload(project, data: dict | bytes, name: str = "Algorithm-Generated/case.json") -> list[Trace]:  # type: ignore[no-untyped-def]
+def upload(project, data: dict | bytes,  # type: ignore[no-untyped-def]
+           name: str = "Algorithm-Generated/case.json") -> list[Trace]:
     raw = data if isinstance(data, bytes) else json.dumps(data).encode()
     (job,) = import_now(project, incoming_bytes(name, raw))
     assert job.status == JobStatus.SUCCEEDED, job.error

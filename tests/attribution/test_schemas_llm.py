@@ -99,3 +99,15 @@ def test_embeddings_through_litellm_rerank_the_lexical_candidates(project, monke
     # Without the phrase the cosine is 0: the mean of overlap (< 1) and cosine falls under the floor.
     assert index.retrieve(project_id=project.pk, query=index.Query(style="group", terms=away), use_cache=False)[0] == []
     assert any(r.get("input") for r in handler.requests)
+
+
+@pytest.mark.django_db
+def test_with_a_model_and_no_schema_the_model_still_decides_without_hints(project, provider, model):
+    (fresh,) = upload(project, failing_import("scipy"))
+    ProjectLlmSettings.objects.create(project=project, model=model, max_retries=0)
+    provider.respond = {"agent": "Verification_Expert", "step": 3, "reason": "accepted 7", "confidence": 0.6}
+    run = services.run_create(project=project, method="schema_guided", trace_ids=[fresh.pk], enqueue=False)
+    verdict = Verdict.objects.get(run=services.run_execute_inline(run=run))
+    assert (verdict.agent_name, verdict.step_index) == ("Verification_Expert", 3)
+    assert verdict.details["schemas"] == [] and not verdict.details["hinted"]
+    assert "<patterns>" not in provider.prompt()

@@ -1,8 +1,9 @@
 """Retrieval latency of the error-schema cache at scale: fills a project with N synthetic trusted schemas (two
 exemplars each, like real ones) and times Q retrievals of synthetic trace queries, cold (hot cache bypassed: the
 structured filter, the lexical index, the floor, the schema cards from the database), warm (fingerprints not seen
-before, cards from the Redis card store) and hot (the same queries again, whole answers from Redis). The in-process index is built once before timing (its build time is printed apart: it is paid once per
-process and schema change, not per retrieval)."""
+before, cards from the Redis card store) and hot (the same queries again, whole answers from Redis). The in-process
+index is built once before timing (its build time is printed apart: it is paid once per process and schema change,
+not per retrieval)."""
 
 from __future__ import annotations
 
