@@ -45,7 +45,20 @@ CANDIDATES = 40
 TOP_K = 8
 HOT_TTL_SECONDS = 3600
 CARD_TTL_SECONDS = 7 * 24 * 3600
-PREFIX = "culprit:schemas:v1:"
+_PREFIX = "culprit:schemas:v1:"
+
+
+def key(kind: str, suffix: object) -> str:
+    """A Redis key of this database's schema cache. The database's name is part of it: ids restart in every
+    database, so two installations (or a test database and a dev one) sharing a Redis must never read each other's
+    generations, answers or cards."""
+    return f"{_PREFIX}{_database_tag()}:{kind}:{suffix}"
+
+
+@functools.lru_cache(maxsize=1)
+def _database_tag() -> str:
+    db = settings.DATABASES["default"]
+    return hashlib.sha256(f"{db.get('HOST', '')}:{db.get('PORT', '')}/{db['NAME']}".encode()).hexdigest()[:12]
 
 
 # --- Redis ------------------------------------------------------------------------------------------------------------
@@ -80,11 +93,11 @@ def bump_generation(project_id: int, *, shared: bool = False, schema_ids: list[i
         return
     try:
         with cache.pipeline(transaction=False) as pipe:
-            pipe.incr(f"{PREFIX}gen:{project_id}")
+            pipe.incr(key("gen", project_id))
             if shared:
-                pipe.incr(f"{PREFIX}gen:shared")
+                pipe.incr(key("gen", "shared"))
             for pk in schema_ids:
-                pipe.delete(f"{PREFIX}card:{pk}")
+                pipe.delete(key("card", pk))
             pipe.execute()
     except redis.RedisError as exc:
         logger.warning("schema cache generation bump failed: %s", type(exc).__name__)
@@ -93,30 +106,30 @@ def bump_generation(project_id: int, *, shared: bool = False, schema_ids: list[i
 def fingerprint(project_id: int, query: Query, generations: tuple[bytes | None, bytes | None]) -> str:
     material = json.dumps([project_id, [g.decode() if g else "0" for g in generations], query.style,
                            list(query.terms)])
-    return PREFIX + "hot:" + hashlib.sha256(material.encode()).hexdigest()
+    return key("hot", hashlib.sha256(material.encode()).hexdigest())
 
 
 # --- retrieval --------------------------------------------------------------------------------------------------------
 
 def retrieve(*, project_id: int, query: Query, use_cache: bool = True) -> tuple[list[dict[str, Any]], bool]:
-    """The trusted schemas similar enough to ``query``, best first, as plain dicts (see ``_card``); and whether the
+    """The trusted schemas similar enough to ``query``, best first, as plain dicts (see ``load_cards``); and whether the
     answer came from the hot cache."""
     cache = hot_cache() if use_cache else None
-    key = None
+    hot_key = None
     if cache is not None:
         try:
-            generations = tuple(cache.mget(f"{PREFIX}gen:{project_id}", f"{PREFIX}gen:shared"))
-            key = fingerprint(project_id, query, generations)  # type: ignore[arg-type]
-            raw = cache.get(key)
+            generations = tuple(cache.mget(key("gen", project_id), key("gen", "shared")))
+            hot_key = fingerprint(project_id, query, generations)  # type: ignore[arg-type]
+            raw = cache.get(hot_key)
             if raw:
                 return json.loads(raw), True
         except (redis.RedisError, ValueError) as exc:
             logger.warning("schema hot cache read failed: %s", type(exc).__name__)
             cache = None
     found = _search(project_id=project_id, query=query)
-    if cache is not None and key is not None:
+    if cache is not None and hot_key is not None:
         try:
-            cache.set(key, json.dumps(found), ex=HOT_TTL_SECONDS)
+            cache.set(hot_key, json.dumps(found), ex=HOT_TTL_SECONDS)
         except redis.RedisError as exc:
             logger.warning("schema hot cache write failed: %s", type(exc).__name__)
     return found, False
@@ -209,7 +222,7 @@ def _generations(project_id: int) -> tuple[Any, Any] | None:
     if cache is None:
         return None
     try:
-        return tuple(cache.mget(f"{PREFIX}gen:{project_id}", f"{PREFIX}gen:shared"))  # type: ignore[return-value]
+        return tuple(cache.mget(key("gen", project_id), key("gen", "shared")))  # type: ignore[return-value]
     except redis.RedisError:
         return None
 
@@ -222,7 +235,7 @@ def cached_cards(ids: list[int]) -> dict[int, dict[str, Any]]:
     found: dict[int, dict[str, Any]] = {}
     if cache is not None:
         try:
-            for pk, raw in zip(ids, cache.mget([f"{PREFIX}card:{pk}" for pk in ids]), strict=True):
+            for pk, raw in zip(ids, cache.mget([key("card", pk) for pk in ids]), strict=True):
                 if raw:
                     found[pk] = json.loads(raw)
         except (redis.RedisError, ValueError) as exc:
@@ -236,7 +249,7 @@ def cached_cards(ids: list[int]) -> dict[int, dict[str, Any]]:
             try:
                 with cache.pipeline(transaction=False) as pipe:
                     for pk, card in loaded.items():
-                        pipe.set(f"{PREFIX}card:{pk}", json.dumps(card), ex=CARD_TTL_SECONDS)
+                        pipe.set(key("card", pk), json.dumps(card), ex=CARD_TTL_SECONDS)
                     pipe.execute()
             except redis.RedisError as exc:
                 logger.warning("schema card cache write failed: %s", type(exc).__name__)

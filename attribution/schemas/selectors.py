@@ -7,7 +7,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import connection
 from django.db.models import Q, QuerySet
+from django.db.models.expressions import RawSQL
 
 from tracing.models import GoldLabel, LabelSource, Project, Trace
 
@@ -125,8 +127,13 @@ def schema_list(*, project: Project, q: str = "", status: str = "") -> QuerySet[
     if status:
         schemas = schemas.filter(status=status)
     if q:
-        schemas = schemas.filter(Q(title__icontains=q) | Q(search_text__icontains=q) | Q(category__icontains=q)
-                                 | Q(context__icontains=q))
+        words = Q(title__icontains=q) | Q(category__icontains=q) | Q(context__icontains=q)
+        if connection.vendor == "postgresql":  # the GIN-indexed tsvector of migration 0004
+            matching = RawSQL("SELECT id FROM attribution_errorschema WHERE search @@ plainto_tsquery('simple', %s)",
+                              (q,))
+            schemas = schemas.filter(words | Q(pk__in=matching))
+        else:
+            schemas = schemas.filter(words | Q(search_text__icontains=q))
     return schemas.order_by("status", "-hits", "-retrievals", "-updated_at")
 
 

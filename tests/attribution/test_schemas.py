@@ -341,7 +341,7 @@ def test_a_changed_schema_is_never_served_from_a_stale_card(project, owner):
     query = features.Query(style="group", terms=tuple(schema.search_text.split()))
     (card,), _ = index.retrieve(project_id=project.pk, query=query)
     assert card["title"] == schema.title
-    assert index.hot_cache().exists(f"{index.PREFIX}card:{schema.pk}")  # the card store holds it now
+    assert index.hot_cache().exists(index.key("card", schema.pk))  # the card store holds it now
     schema_services.schema_edit(schema=schema, user=owner, title="Renamed", context=schema.context,
                                 detection_text=schema.detection_text, category=schema.category, scope=schema.scope)
     (card,), cached = index.retrieve(project_id=project.pk, query=query)

@@ -96,7 +96,7 @@ def _forget_cards(project: Project) -> None:
     cache = index.hot_cache()
     if cache is None:
         return
-    keys = [f"{index.PREFIX}card:{pk}" for pk in ErrorSchema.objects.filter(project=project).values_list("pk",
+    keys = [index.key("card", pk) for pk in ErrorSchema.objects.filter(project=project).values_list("pk",
                                                                                                         flat=True)]
     for start in range(0, len(keys), 5000):
         cache.delete(*keys[start:start + 5000])
