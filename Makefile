@@ -48,6 +48,7 @@ bench: setup
 	$(BIN)/python bench/review_queue.py
 	$(BIN)/python bench/llm_replay_cost.py --runs 200 --seed 1
 	$(BIN)/python manage.py sandbox_benchmark --runs 200 --seed 1 --json
+	$(BIN)/python bench/schema_retrieval.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -291,3 +291,163 @@ class ReplayRecord(models.Model):
 
     def __str__(self) -> str:
         return f"replay {self.key} of trace {self.trace_id}: {self.outcome}"
+
+
+# --- the error-schema cache (attribution/schemas/) --------------------------------------------------------------------
+
+class SchemaStatus(models.TextChoices):
+    CANDIDATE = "candidate", "Candidate"  # never used for attribution
+    TRUSTED = "trusted", "Trusted"  # two independent verified cases, or an owner's approval
+    RETIRED = "retired", "Retired"
+
+
+class SchemaScope(models.TextChoices):
+    PROJECT = "project", "This project only"
+    SHARED = "shared", "Shared library"  # read by other projects only when they opt in
+
+
+class ErrorSchema(models.Model):
+    """A recurring failure pattern distilled from verified cases: what it looks like (signature), when it arises
+    (context), and how to find the decisive step (detection). The structured parts are recomputed from the exemplars
+    on every merge, so a schema is always the aggregate of the cases behind it, and leave-one-out can recompute it
+    without any one of them."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="error_schemas")
+    key = models.CharField(max_length=200)  # the structural core; cases with the same key merge into one schema
+    title = models.CharField(max_length=200)
+    category = models.CharField(max_length=80, blank=True)  # a taxonomy code (attribution.taxonomy)
+    style = models.CharField(max_length=16)  # "group" or "orchestrated": the structured filter at retrieval
+    signature = models.JSONField(default=dict)  # role, rank, kind, agent, signals, phrases, kinds around the step
+    context = models.TextField(blank=True)  # when it arises
+    detection = models.JSONField(default=dict)  # the executable heuristic (see schemas.features.match_steps)
+    detection_text = models.TextField(blank=True)  # the same, in words
+    search_text = models.TextField(blank=True)  # what the lexical index reads (tags, phrases, title)
+    embedding = models.JSONField(null=True, blank=True)  # litellm embedding of search_text, when configured
+    status = models.CharField(max_length=12, choices=SchemaStatus.choices, default=SchemaStatus.CANDIDATE)
+    scope = models.CharField(max_length=12, choices=SchemaScope.choices, default=SchemaScope.PROJECT)
+    distilled_by = models.CharField(max_length=200, blank=True)  # "extractor" or the model that wrote the prose
+    edited = models.BooleanField(default=False)  # an owner rewrote the prose: distillation keeps their words
+    approved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+    approved_at = models.DateTimeField(null=True, blank=True)
+    retrievals = models.PositiveIntegerField(default=0)
+    hits = models.PositiveIntegerField(default=0)  # informed a verdict later confirmed by a verified label
+    misses = models.PositiveIntegerField(default=0)  # informed a verdict a verified label contradicted
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at", "-id"]
+        constraints = [
+            # Near-duplicates merge: one schema per structural key and project.
+            models.UniqueConstraint(fields=["project", "key"], name="errorschema_unique_key_per_project"),
+            models.CheckConstraint(condition=Q(status__in=SchemaStatus.values), name="errorschema_status_valid"),
+            models.CheckConstraint(condition=Q(scope__in=SchemaScope.values), name="errorschema_scope_valid"),
+        ]
+        indexes = [
+            # Retrieval's structured filter: a project's trusted schemas of one style.
+            models.Index(fields=["project", "status", "style"], name="errorschema_retrieval"),
+            # Shared-library retrieval: trusted shared schemas of one style, any project.
+            models.Index(fields=["scope", "status", "style"], name="errorschema_shared"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.title} ({self.status})"
+
+
+class SchemaExemplar(models.Model):
+    """One verified case behind a schema (its provenance): the trace and step, where the verdict came from, and the
+    features extracted from it. ``independence`` groups cases that are not independent evidence (the same upload,
+    or traces derived from one original): promotion counts distinct values, never rows."""
+
+    schema = models.ForeignKey(ErrorSchema, on_delete=models.CASCADE, related_name="exemplars")
+    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="+")
+    step_index = models.PositiveIntegerField()
+    agent_name = models.CharField(max_length=200)
+    source = models.CharField(max_length=20)  # imported, adjudicated, injected (LabelSource) or counterfactual
+    gold_label = models.ForeignKey("tracing.GoldLabel", null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    verdict = models.ForeignKey(Verdict, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    independence = models.CharField(max_length=80)
+    features = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            # Distillation is idempotent: a case is counted once per schema.
+            models.UniqueConstraint(fields=["schema", "trace", "step_index"], name="schemaexemplar_unique_case"),
+        ]
+        indexes = [
+            # Distillation skips traces already distilled; leave-one-out looks up a trace's own cases.
+            models.Index(fields=["trace"], name="schemaexemplar_trace"),
+        ]
+
+
+class SchemaAction(models.TextChoices):
+    CREATED = "created", "Created"
+    MERGED = "merged", "Case merged"
+    PROMOTED = "promoted", "Promoted"
+    APPROVED = "approved", "Approved"
+    EDITED = "edited", "Edited"
+    RETIRED = "retired", "Retired"
+    RESTORED = "restored", "Restored"
+    SHARED = "shared", "Scope changed"
+
+
+class SchemaEvent(models.Model):
+    """The audit log: every change to a schema, who made it and why. Rows are only ever added."""
+
+    schema = models.ForeignKey(ErrorSchema, on_delete=models.CASCADE, related_name="events")
+    action = models.CharField(max_length=12, choices=SchemaAction.choices)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="+")
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [models.CheckConstraint(condition=Q(action__in=SchemaAction.values),
+                                              name="schemaevent_action_valid")]
+        indexes = [
+            # The schema page's audit log, newest first.
+            models.Index(fields=["schema", "-created_at"], name="schemaevent_schema_recent"),
+        ]
+
+
+class UseOutcome(models.TextChoices):
+    PENDING = "pending", "Pending"
+    HIT = "hit", "Confirmed"
+    MISS = "miss", "Contradicted"
+
+
+class SchemaUse(models.Model):
+    """A schema informed a verdict. When a verified label for the trace arrives the use becomes a hit or a miss,
+    once (conditional update on ``outcome``), and the schema's counters move with it."""
+
+    schema = models.ForeignKey(ErrorSchema, on_delete=models.CASCADE, related_name="uses")
+    verdict = models.ForeignKey(Verdict, on_delete=models.CASCADE, related_name="schema_uses")
+    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="+")
+    step_index = models.IntegerField(null=True, blank=True)  # the step the schema pointed at
+    outcome = models.CharField(max_length=8, choices=UseOutcome.choices, default=UseOutcome.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["schema", "verdict"], name="schemause_unique_per_verdict"),
+            models.CheckConstraint(condition=Q(outcome__in=UseOutcome.values),
+                                   name="schemause_outcome_valid"),
+        ]
+        indexes = [
+            # Settling uses when a verified label arrives: the pending uses of one trace.
+            models.Index(fields=["trace", "outcome"], name="schemause_trace_outcome"),
+        ]
+
+
+class SchemaLibrarySettings(models.Model):
+    """Per-project isolation is the default: a project reads the shared library only after an owner opts in."""
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="schema_settings")
+    use_shared_library = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)

@@ -38,15 +38,16 @@ def run_create(
 ) -> AttributionRun:
     """Record a run over ``trace_ids`` (only the project's own traces are kept) and queue it."""
     chosen = get_method(method)  # MethodError for an unknown name
-    if chosen.needs_llm:
+    wants_llm = chosen.needs_llm or getattr(chosen, "wants_llm", False)  # schema_guided: a model if there is one
+    if wants_llm:
         model = model or _project_model(project)
-        if not model:
+        if not model and chosen.needs_llm:
             raise MethodError(f"{chosen.label} needs a model: set one on the project's LLM settings page first")
     ids = list(Trace.objects.filter(project=project, pk__in=list(trace_ids)).order_by("pk").values_list("pk", flat=True))
     if not ids:
         raise MethodError("no traces to attribute: the selection is empty")
     run = AttributionRun.objects.create(
-        project=project, method=chosen.name, model=model if chosen.needs_llm else "", trace_ids=ids, total=len(ids),
+        project=project, method=chosen.name, model=model if wants_llm else "", trace_ids=ids, total=len(ids),
         params={"with_ground_truth": with_ground_truth}, created_by=user,
         description=description or f"{len(ids)} trace{'s' if len(ids) != 1 else ''}",
     )
@@ -82,12 +83,17 @@ def run_trace(*, run_id: int, trace_id: int) -> Verdict | None:
     trace = Trace.objects.get(pk=trace_id, project=run.project)
     method = get_method(run.method)
     try:
-        llm = _llm_for(run, trace) if method.needs_llm else None
+        wants_llm = method.needs_llm or (getattr(method, "wants_llm", False) and run.model)
+        llm = _llm_for(run, trace) if wants_llm else None
         view = trace_view(trace)
         extra = {}
         if getattr(method, "needs_replayer", False):
             replayer = replayer_for(run.project, view, run=run)
             extra = {"replayer": replayer, "store": RunReplayStore(run, trace, getattr(replayer, "name", "sandbox"))}
+        if getattr(method, "needs_schemas", False):
+            from .schemas.selectors import SchemaSource
+
+            extra["schemas"] = SchemaSource.for_trace(trace)
         result = method.run(view, llm=llm, with_ground_truth=run.params.get("with_ground_truth", True), **extra)
         error = ""
     except MethodError as exc:
@@ -139,6 +145,10 @@ def _store_verdict(run: AttributionRun, trace: Trace, result: MethodResult | Non
             )
     except IntegrityError:  # another delivery of the same task got there first
         return Verdict.objects.filter(run=run, trace=trace).first()
+    if row.details.get("schemas"):
+        from .schemas.services import schema_uses_record
+
+        schema_uses_record(verdict=row)
     _finish_if_done(run.pk)
     return row
 

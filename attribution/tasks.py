@@ -97,3 +97,18 @@ def reap_jobs_task(stale_after: int | None = None) -> dict[str, int]:
     from django.conf import settings
 
     return services.jobs_reap(stale_after=stale_after or settings.CULPRIT_REAP_RUN_AFTER)
+
+
+@shared_task(bind=True, name="attribution.distill_schemas", max_retries=MAX_RETRIES, soft_time_limit=3600,
+             time_limit=3660)
+def distill_schemas_task(self, project_id: int) -> None:
+    """Distil the project's verified cases into error schemas. Re-delivery is harmless: cases already distilled are
+    skipped (an exemplar is unique per schema, trace and step)."""
+    from tracing.models import Project
+
+    from .schemas.services import schemas_distill
+
+    try:
+        schemas_distill(project=Project.objects.get(pk=project_id))
+    except TRANSIENT_ERRORS as exc:
+        raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 30)) from exc

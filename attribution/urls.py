@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.urls import path
 
 from . import views
+from .schemas import views as schema_views
 
 app_name = "attribution"
 
@@ -19,4 +20,12 @@ urlpatterns = [
     path("campaigns/<int:campaign_id>/", views.campaign_detail, name="campaign_detail"),
     path("injections/<int:injection_id>/", views.injection_inspector, name="injection_inspector"),
     path("verdicts/<int:verdict_id>/replays/", views.replay_inspector, name="replay_inspector"),
+    path("projects/<slug:slug>/schemas/", schema_views.schema_list, name="schema_list"),
+    path("projects/<slug:slug>/schemas/distill/", schema_views.schemas_distill, name="schemas_distill"),
+    path("projects/<slug:slug>/schemas/library/", schema_views.library_settings, name="schema_library"),
+    path("projects/<slug:slug>/schemas/<int:schema_id>/", schema_views.schema_detail, name="schema_detail"),
+    path("projects/<slug:slug>/schemas/<int:schema_id>/approve/", schema_views.schema_approve, name="schema_approve"),
+    path("projects/<slug:slug>/schemas/<int:schema_id>/retire/", schema_views.schema_retire, name="schema_retire"),
+    path("projects/<slug:slug>/schemas/<int:schema_id>/restore/", schema_views.schema_restore, name="schema_restore"),
+    path("projects/<slug:slug>/schemas/<int:schema_id>/edit/", schema_views.schema_edit, name="schema_edit"),
 ]

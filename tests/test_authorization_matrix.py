@@ -64,6 +64,14 @@ PAGES: dict[str, dict[str, dict[str, Any]]] = {
     "attribution:campaign_detail": {"GET": READ, "POST": CONTRIBUTE},
     "attribution:injection_inspector": {"GET": READ},
     "attribution:replay_inspector": {"GET": READ},
+    "attribution:schema_list": {"GET": READ},
+    "attribution:schemas_distill": {"POST": OWNER_WRITE},
+    "attribution:schema_library": {"POST": OWNER_WRITE},
+    "attribution:schema_detail": {"GET": READ},
+    "attribution:schema_approve": {"POST": OWNER_WRITE},
+    "attribution:schema_retire": {"POST": OWNER_WRITE},
+    "attribution:schema_restore": {"POST": OWNER_WRITE},
+    "attribution:schema_edit": {"GET": OWNER_ONLY, "POST": OWNER_WRITE},
     "annotations:queue_list": {"GET": READ, "POST": OWNER_WRITE},
     "annotations:queue_detail": {"GET": READ},
     "annotations:queue_refill": {"POST": OWNER_WRITE},
@@ -139,12 +147,18 @@ def world(make_user, make_project):  # type: ignore[no-untyped-def]
     export = annotation_services.export_create(project=project, user=users["owner"], fmt="whowhen-jsonl",
                                                filters=ExportFilters(), enqueue=False)
     annotation_services.export_run(export_id=export.pk)
+    from attribution.models import ErrorSchema
+    from attribution.schemas.services import schemas_distill
+
+    schemas_distill(project=project)
+    schema = ErrorSchema.objects.filter(project=project).first()
     _, own_token = services.api_token_create(project=project, name="own", user=users["owner"])
     _, other_token = services.api_token_create(project=other, name="other", user=users["outsider"])
     kwargs = {"slug": project.slug, "trace_id": trace.pk, "run_id": run.pk, "batch": job.batch,
               "verdict_id": Verdict.objects.get(run=run).pk, "campaign_id": campaign.pk,
               "injection_id": Injection.objects.filter(campaign=campaign).first().pk, "job_id": job.pk,
-              "queue_id": queue.pk, "item_id": leased.item_id, "annotation_id": leased.pk, "export_id": export.pk}
+              "queue_id": queue.pk, "item_id": leased.item_id, "annotation_id": leased.pk, "export_id": export.pk,
+              "schema_id": schema.pk}
     return {"users": users, "kwargs": kwargs, "tokens": {"own": own_token, "other": other_token}}
 
 
@@ -203,7 +217,8 @@ def test_ids_that_do_not_exist_answer_like_ids_of_another_project(world, client)
     client.force_login(world["users"]["owner"])
     missing = {**world["kwargs"], "trace_id": 10**9, "run_id": 10**9, "verdict_id": 10**9, "campaign_id": 10**9,
                "injection_id": 10**9, "batch": uuid.uuid4(), "slug": "no-such-project", "queue_id": 10**9,
-               "item_id": 10**9, "annotation_id": 10**9, "export_id": 10**9}
+               "item_id": 10**9, "annotation_id": 10**9, "export_id": 10**9,
+               "schema_id": 10**9}
     patterns = dict(_patterns())
     checked = 0
     for name, methods in PAGES.items():

@@ -75,7 +75,12 @@ def hostile_world(db):  # type: ignore[no-untyped-def]
                                              filter={"q": "evil"}, overlap=1,
                                              instructions=f"<script>window.__pwned='instructions'</script>")
     leased = annotation_services.annotation_claim(queue=queue, user=user)
-    return {"user": user, "project": project, "trace": trace, "run": run, "job": job, "campaign": campaign,
+    from attribution.models import ErrorSchema
+    from attribution.schemas.services import schemas_distill
+
+    schemas_distill(project=project)  # the hostile gold label becomes a (candidate) error schema
+    schema = ErrorSchema.objects.filter(project=project).first()
+    return {"schema": schema, "user": user, "project": project, "trace": trace, "run": run, "job": job, "campaign": campaign,
             "injection": injection, "verdict": Verdict.objects.get(run=run), "queue": queue, "leased": leased}
 
 
@@ -91,6 +96,10 @@ def pages_showing_it(w) -> list[str]:  # type: ignore[no-untyped-def]
              f"/annotations/label/{w['leased'].pk}/", f"/annotations/label/{w['leased'].pk}/?step=3",
              f"/annotations/queues/{queue.pk}/agreement/", f"/annotations/queues/{queue.pk}/adjudication/",
              f"/annotations/items/{w['leased'].item_id}/adjudicate/", f"/annotations/projects/{slug}/exports/"]
+    urls += [f"/attribution/projects/{slug}/schemas/", f"/attribution/projects/{slug}/schemas/?q=script"]
+    if w["schema"] is not None:
+        urls += [f"/attribution/projects/{slug}/schemas/{w['schema'].pk}/",
+                 f"/attribution/projects/{slug}/schemas/{w['schema'].pk}/edit/"]
     if w["injection"] is not None:
         urls += [f"/attribution/injections/{w['injection'].pk}/", f"/traces/{w['injection'].result_trace_id}/"]
     return urls
@@ -127,7 +136,7 @@ def test_no_page_runs_the_traces_scripts_or_calls_a_foreign_host(live_server, pa
         assert page.evaluate("() => window.__pwned === undefined"), f"{url}: a trace script ran"
         assert page.locator("[hx-get*='evil'], [onerror], [onload], iframe, script[src*='evil']").count() == 0, url
         visited += 1
-    assert visited >= 19
+    assert visited >= 21
     assert not dialogs, dialogs
     assert not foreign, foreign
     # The text is there, shown as text: the viewer still reads what the agents wrote.

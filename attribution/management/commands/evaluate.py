@@ -26,6 +26,9 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true")
         parser.add_argument("--reuse", action="store_true",
                             help="score the newest finished run over the same traces instead of running again")
+        parser.add_argument("--compare", default="",
+                            help="also score this method on the same traces (schema_guided compares with heuristic "
+                                 "unless told otherwise; 'none' to skip)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         project = Project.objects.filter(name=options["project"]).first()
@@ -34,22 +37,37 @@ class Command(BaseCommand):
         traces = labelled_traces(project=project, split=options["split"])
         if not traces:
             raise CommandError("no trace with a gold label in this project (and split)")
-        run = selectors.reusable_run(project=project, method=options["method"], trace_ids=[t.pk for t in traces],
-                                     with_ground_truth=not options["without_ground_truth"]) if options["reuse"] else None
+        compare = options["compare"] or ("heuristic" if options["method"] == "schema_guided" else "none")
+        if options["method"] == "schema_guided" or compare == "schema_guided":
+            # The cache learns from every verified case first; each trace is then attributed without its own
+            # cases (leave-one-out, inside the method's schema source).
+            from attribution.schemas.services import schemas_distill
+
+            schemas_distill(project=project)
+        results = [self._evaluate(project, options["method"], traces, options)]
+        if compare not in ("none", options["method"]):
+            results.append(self._evaluate(project, compare, traces, options))
+        if options["json"]:
+            self.stdout.write(json.dumps(results[0] | ({"compared": results[1]} if len(results) > 1 else {}),
+                                         indent=2))
+        else:
+            self.stdout.write("\n\n".join(format_table(r) for r in results))
+
+    def _evaluate(self, project: Project, method: str, traces: list, options: dict[str, Any]) -> dict[str, Any]:
+        with_truth = not options["without_ground_truth"]
+        ids = [t.pk for t in traces]
+        run = selectors.reusable_run(project=project, method=method, trace_ids=ids,
+                                     with_ground_truth=with_truth) if options["reuse"] else None
         try:
-            run = run or services.run_create(project=project, method=options["method"], trace_ids=[t.pk for t in traces],
-                                      model=options["model"], with_ground_truth=not options["without_ground_truth"],
-                                      description=f"evaluate ({options['split']})", enqueue=False)
+            run = run or services.run_create(project=project, method=method, trace_ids=ids, model=options["model"],
+                                             with_ground_truth=with_truth,
+                                             description=f"evaluate ({options['split']})", enqueue=False)
         except MethodError as exc:
             raise CommandError(str(exc)) from None
         run = services.run_execute_inline(run=run)
-        result = {"project": project.name, "method": run.method, "model": run.model, "split": options["split"],
-                  "with_ground_truth": not options["without_ground_truth"], "run_id": run.pk,
-                  "failed": run.failed, **score(evaluation_records(run=run))}
-        if options["json"]:
-            self.stdout.write(json.dumps(result, indent=2))
-        else:
-            self.stdout.write(format_table(result))
+        return {"project": project.name, "method": run.method, "model": run.model, "split": options["split"],
+                "with_ground_truth": with_truth, "run_id": run.pk, "failed": run.failed,
+                **score(evaluation_records(run=run))}
 
 
 def format_table(r: dict[str, Any]) -> str:
