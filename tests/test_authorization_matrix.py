@@ -228,3 +228,15 @@ def test_ids_that_do_not_exist_answer_like_ids_of_another_project(world, client)
         assert client.get(url).status_code == 404, url
         checked += 1
     assert checked >= 10
+
+
+def test_huge_ids_in_page_urls_are_not_found_not_server_errors(world, client):
+    client.force_login(world["users"]["owner"])
+    huge = {k: 2**70 for k in ("trace_id", "run_id", "verdict_id", "campaign_id", "injection_id", "queue_id",
+                               "item_id", "annotation_id", "export_id", "schema_id")}
+    patterns = dict(_patterns())
+    for name, methods in PAGES.items():
+        if "int:" not in patterns[name] or "GET" not in methods:
+            continue
+        url = resolve(name, {**world["kwargs"], **huge})
+        assert client.get(url).status_code == 404, url

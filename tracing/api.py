@@ -202,10 +202,21 @@ def _trace(trace: Trace) -> dict[str, Any]:
             "steps": trace.step_count, "agents": trace.agent_count, "created_at": trace.created_at}
 
 
+MAX_OFFSET = 2**31 - 1  # far past any real trace list or trace; larger values would overflow the database's integers
+MAX_ID = 2**63 - 1  # ids are 64-bit: a larger one names nothing, so it is not found rather than an overflow
+
+
 def _bounds(offset: int, limit: int) -> tuple[int, int]:
-    if offset < 0 or not 1 <= limit <= MAX_PAGE:
-        raise HttpError(422, f"offset must be >= 0 and limit between 1 and {MAX_PAGE}")
+    if not 0 <= offset <= MAX_OFFSET or not 1 <= limit <= MAX_PAGE:
+        raise HttpError(422, f"offset must be between 0 and {MAX_OFFSET} and limit between 1 and {MAX_PAGE}")
     return offset, limit
+
+
+def _own(model: Any, request: HttpRequest, pk: int) -> Any:
+    """The token's project's object with this id, or 404 (an id of another project, or none at all)."""
+    if not 0 < pk <= MAX_ID:
+        raise HttpError(404, "Not Found")
+    return get_object_or_404(model, pk=pk, project=request.auth.project)  # type: ignore[attr-defined]
 
 
 @api.get("/formats", response=list[FormatOut], summary="Trace formats this server can import")
@@ -235,7 +246,7 @@ def list_jobs(request: HttpRequest, batch: str = "", limit: int = 50) -> list[di
 
 @api.get("/jobs/{job_id}", response=JobOut, summary="One ingest job with its status, error and import report")
 def get_job(request: HttpRequest, job_id: int) -> dict[str, Any]:
-    return _job(get_object_or_404(IngestJob, pk=job_id, project=request.auth.project))  # type: ignore[attr-defined]
+    return _job(_own(IngestJob, request, job_id))
 
 
 @api.get("/traces", response=TracePage, summary="Traces of the token's project, searchable and filterable")
@@ -249,7 +260,7 @@ def list_traces(request: HttpRequest, query: Query[TraceQuery]) -> dict[str, Any
 
 @api.get("/traces/{trace_id}", response=TraceDetailOut, summary="One trace with its agents and gold labels")
 def get_trace(request: HttpRequest, trace_id: int) -> dict[str, Any]:
-    trace = get_object_or_404(Trace, pk=trace_id, project=request.auth.project)  # type: ignore[attr-defined]
+    trace = _own(Trace, request, trace_id)
     return {
         **_trace(trace), "metadata": trace.metadata,
         "agent_list": [{"name": a.name, "steps": a.step_count, "system_prompt": a.system_prompt}
@@ -262,7 +273,7 @@ def get_trace(request: HttpRequest, trace_id: int) -> dict[str, Any]:
 @api.get("/traces/{trace_id}/steps", response=StepPage, summary="A window of a trace's steps, in order")
 def list_steps(request: HttpRequest, trace_id: int, offset: int = 0, limit: int = 100) -> dict[str, Any]:
     offset, limit = _bounds(offset, limit)
-    trace = get_object_or_404(Trace, pk=trace_id, project=request.auth.project)  # type: ignore[attr-defined]
+    trace = _own(Trace, request, trace_id)
     steps = (Step.objects.filter(trace=trace, index__gte=offset, index__lt=offset + limit)
              .select_related("agent").order_by("index"))
     return {"count": trace.step_count, "offset": offset, "limit": limit, "items": [

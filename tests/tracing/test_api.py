@@ -127,3 +127,13 @@ def test_the_openapi_document_has_no_duplicate_keys(client):
         return dict(pairs)
 
     _json.loads(client.get("/api/openapi.json").content, object_pairs_hook=no_duplicates)
+
+
+@pytest.mark.django_db
+def test_out_of_range_numbers_are_refused_not_overflowed(client, project, owner):
+    _, token = services.api_token_create(project=project, name="t", user=owner)
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+    assert client.get(f"/api/traces?offset={2**63}", **auth).status_code == 422
+    assert client.get(f"/api/traces/{2**64}", **auth).status_code == 404
+    assert client.get(f"/api/traces/{2**64}/steps", **auth).status_code == 404
+    assert client.get(f"/api/jobs/{2**64}", **auth).status_code == 404
