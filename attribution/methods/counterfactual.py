@@ -105,7 +105,7 @@ class _Search:
 
 class Counterfactual:
     name = "counterfactual"
-    label = "Counterfactual replay (sandbox, offline)"
+    label = "Counterfactual replay (sandbox offline; your replay hook or the model otherwise)"
     needs_llm = False
     needs_replayer = True  # the service hands it the project's replayer (sandbox or HTTP hook)
 

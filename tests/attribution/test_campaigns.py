@@ -189,7 +189,9 @@ def test_a_finished_replay_is_read_back_not_run_again(project, system):
     services.campaign_claim(campaign_id=campaign.pk)
     services.campaign_plan(campaign=campaign)
     injection = Injection.objects.get(campaign=campaign)
-    services._injection_replay(Injection.objects.select_related("campaign", "origin").get(pk=injection.pk))
+    from attribution.services.campaigns import _injection_replay
+
+    _injection_replay(Injection.objects.select_related("campaign", "origin").get(pk=injection.pk))
     assert len(system.requests) == 1  # ... and then the worker died before settling the injection
     services.injection_execute(injection_id=injection.pk)
     assert len(system.requests) == 1

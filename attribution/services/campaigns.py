@@ -1,8 +1,5 @@
-"""Writes for the attribution app: starting, running, cancelling attribution runs and storing verdicts.
-
-A run fans out one task per trace. Each task is idempotent: the verdict is unique per (run, trace), the run's counters
-move in the same transaction as the verdict they count, and a cancelled run stops taking traces.
-"""
+"""Fault injection: sandbox runs, and injection campaigns that break successful runs on purpose and keep the
+labelled failures (plan, fan out, budget, cancel, settle each injection exactly once)."""
 
 from __future__ import annotations
 
@@ -17,202 +14,14 @@ from django.utils import timezone
 
 from tracing.models import Project, Trace
 
-from .methods import MethodError, MethodResult, get_method
-from .models import AttributionRun, ProjectLlmSettings, RunStatus, Verdict, VerdictStatus
-from .replay.base import ReplayError
-from .selectors import trace_view
+from ..methods import MethodError
+from ..models import ProjectLlmSettings
+from ..replay.base import ReplayError
+from ..selectors import trace_view
 
 logger = logging.getLogger(__name__)
 
-
-def run_create(
-    *,
-    project: Project,
-    method: str,
-    trace_ids: Iterable[int],
-    user: AbstractBaseUser | None = None,
-    with_ground_truth: bool = True,
-    model: str = "",
-    description: str = "",
-    enqueue: bool = True,
-) -> AttributionRun:
-    """Record a run over ``trace_ids`` (only the project's own traces are kept) and queue it."""
-    chosen = get_method(method)  # MethodError for an unknown name
-    wants_llm = chosen.needs_llm or getattr(chosen, "wants_llm", False)  # schema_guided: a model if there is one
-    if wants_llm:
-        model = model or _project_model(project)
-        if not model and chosen.needs_llm:
-            raise MethodError(f"{chosen.label} needs a model: set one on the project's LLM settings page first")
-    ids = list(Trace.objects.filter(project=project, pk__in=list(trace_ids)).order_by("pk").values_list("pk", flat=True))
-    if not ids:
-        raise MethodError("no traces to attribute: the selection is empty")
-    run = AttributionRun.objects.create(
-        project=project, method=chosen.name, model=model if wants_llm else "", trace_ids=ids, total=len(ids),
-        params={"with_ground_truth": with_ground_truth}, created_by=user,
-        description=description or f"{len(ids)} trace{'s' if len(ids) != 1 else ''}",
-    )
-    if enqueue:
-        from .tasks import start_run_task
-
-        transaction.on_commit(lambda: start_run_task.delay(run.pk))
-    return run
-
-
-def _project_model(project: Project) -> str:
-    return ProjectLlmSettings.objects.filter(project=project).values_list("model", flat=True).first() or ""
-
-
-def run_claim(*, run_id: int) -> bool:
-    """queued -> running, once. The fan-out happens only for the caller that wins."""
-    return bool(AttributionRun.objects.filter(pk=run_id, status=RunStatus.QUEUED)
-                .update(status=RunStatus.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now()))
-
-
-def run_cancel(*, run: AttributionRun) -> bool:
-    """Stop a run: traces not yet attributed are skipped; verdicts already written stay."""
-    return bool(AttributionRun.objects.filter(pk=run.pk, status__in=[RunStatus.QUEUED, RunStatus.RUNNING])
-                .update(status=RunStatus.CANCELLED, finished_at=timezone.now()))
-
-
-def run_trace(*, run_id: int, trace_id: int) -> Verdict | None:
-    """Attribute one trace of a run. Safe to call again: an existing verdict is returned untouched."""
-    run = AttributionRun.objects.select_related("project").get(pk=run_id)
-    existing = Verdict.objects.filter(run=run, trace_id=trace_id).first()
-    if existing is not None or run.status not in (RunStatus.RUNNING, RunStatus.QUEUED):
-        return existing
-    trace = Trace.objects.get(pk=trace_id, project=run.project)
-    method = get_method(run.method)
-    try:
-        wants_llm = method.needs_llm or (getattr(method, "wants_llm", False) and run.model)
-        llm = _llm_for(run, trace) if wants_llm else None
-        view = trace_view(trace)
-        extra = {}
-        if getattr(method, "needs_replayer", False):
-            replayer = replayer_for(run.project, view, run=run)
-            extra = {"replayer": replayer, "store": RunReplayStore(run, trace, getattr(replayer, "name", "sandbox"))}
-        if getattr(method, "needs_schemas", False):
-            from .schemas.selectors import SchemaSource
-
-            extra["schemas"] = SchemaSource.for_trace(trace)
-        result = method.run(view, llm=llm, with_ground_truth=run.params.get("with_ground_truth", True), **extra)
-        error = ""
-    except MethodError as exc:
-        result, error = None, str(exc)
-    # No network I/O past this point: the verdict and the counters are written together.
-    return _store_verdict(run, trace, result, error)
-
-
-def replayer_for(project: Project, view, *, run: AttributionRun | None = None):  # type: ignore[no-untyped-def]
-    """The replayer for a trace: the built-in sandbox for sandbox runs (None: the method builds it from the trace),
-    else the project's HTTP replay hook when one is configured, else the project's model simulating the agents."""
-    from .replay.sandbox import parse_name
-
-    if view.source_format == "sandbox" and parse_name(view.name) is not None:
-        return None
-    settings = ProjectLlmSettings.objects.filter(project=project).first()
-    if settings is not None and not settings.replay_hook_url and settings.model:
-        from .llm import LlmClient
-        from .replay.llm_sim import LlmSimulatedReplayer
-
-        llm = LlmClient.for_project(project, run=run, trace=view.trace_id, method="counterfactual")
-        return LlmSimulatedReplayer(llm)
-    if settings is None or not settings.replay_hook_url:
-        raise MethodError("counterfactual replay of this trace needs a replayer: set the project's replay hook URL or "
-                          "a model (LLM-simulated replay) on the model page (sandbox runs replay without one)")
-    from .crypto import decrypt
-    from .replay.http_hook import HttpHookReplayer
-
-    auth = decrypt(settings.replay_hook_auth_encrypted) if settings.replay_hook_auth_encrypted else None
-    return HttpHookReplayer(settings.replay_hook_url, auth_header=auth, timeout=settings.timeout_seconds,
-                            retries=settings.max_retries)
-
-
-def _llm_for(run: AttributionRun, trace: Trace):  # type: ignore[no-untyped-def]
-    from .llm import LlmClient
-
-    return LlmClient.for_project(run.project, run=run, trace=trace, method=run.method)
-
-
-def _store_verdict(run: AttributionRun, trace: Trace, result: MethodResult | None, error: str) -> Verdict | None:
-    row = _verdict_row(run, trace, result, error)
-    try:
-        with transaction.atomic():
-            row.save()
-            AttributionRun.objects.filter(pk=run.pk).update(
-                done=F("done") + 1, failed=F("failed") + (1 if result is None else 0), calls=F("calls") + row.calls,
-                input_tokens=F("input_tokens") + row.input_tokens, output_tokens=F("output_tokens") + row.output_tokens,
-                cost=F("cost") + row.cost, heartbeat_at=timezone.now(),
-            )
-    except IntegrityError:  # another delivery of the same task got there first
-        return Verdict.objects.filter(run=run, trace=trace).first()
-    if row.details.get("schemas"):
-        from .schemas.services import schema_uses_record
-
-        schema_uses_record(verdict=row)
-    _finish_if_done(run.pk)
-    return row
-
-
-def _verdict_row(run: AttributionRun, trace: Trace, result: MethodResult | None, error: str) -> Verdict:
-    if result is None:
-        return Verdict(run=run, trace=trace, method=run.method, status=VerdictStatus.FAILED, error=error[:2000])
-    return Verdict(
-        run=run, trace=trace, method=run.method, agent_name=result.agent[:200], step_index=result.step,
-        confidence=max(0.0, min(1.0, float(result.confidence))), reason=result.reason, category=result.category[:80],
-        scores=[round(float(s), 4) for s in result.scores], details=result.details, calls=result.calls,
-        input_tokens=result.input_tokens, output_tokens=result.output_tokens,
-        cost=Decimal(str(round(result.cost, 6))),
-    )
-
-
-def _finish_if_done(run_id: int) -> None:
-    AttributionRun.objects.filter(pk=run_id, status=RunStatus.RUNNING, done__gte=F("total")).update(
-        status=RunStatus.SUCCEEDED, finished_at=timezone.now())
-
-
-def run_fail(*, run_id: int, reason: str) -> None:
-    AttributionRun.objects.filter(pk=run_id, status__in=[RunStatus.QUEUED, RunStatus.RUNNING]).update(
-        status=RunStatus.FAILED, error=reason[:2000], finished_at=timezone.now())
-
-
-def run_execute_inline(*, run: AttributionRun) -> AttributionRun:
-    """Run every trace in this process (the CLI and `evaluate`): the same code path the workers take."""
-    run_claim(run_id=run.pk)
-    for trace_id in run.trace_ids:
-        run_trace(run_id=run.pk, trace_id=trace_id)
-    _finish_if_done(run.pk)
-    run.refresh_from_db()
-    return run
-
-
-def llm_settings_save(*, settings: ProjectLlmSettings, api_key: str, clear_key: bool,
-                      hook_auth: str = "", actor: AbstractBaseUser | None = None) -> ProjectLlmSettings:
-    """Save model settings; a new key is encrypted before it touches the database, an empty one keeps the old.
-    The change is audited (which fields changed, never a secret)."""
-    from tracing.services import audit_record
-
-    from .crypto import encrypt
-
-    changed = []
-    if clear_key:
-        settings.api_key_encrypted = ""
-        changed.append("api key removed")
-    elif api_key:
-        settings.api_key_encrypted = encrypt(api_key.strip())
-        changed.append("api key set")
-    if hook_auth:
-        settings.replay_hook_auth_encrypted = encrypt(hook_auth.strip())
-        changed.append("hook auth set")
-    previous = ProjectLlmSettings.objects.filter(pk=settings.pk).values("model", "api_base", "replay_hook_url").first()
-    for field in ("model", "api_base", "replay_hook_url"):
-        if (previous or {}).get(field, "") != getattr(settings, field):
-            changed.append(f"{field} = {getattr(settings, field) or '(empty)'}")
-    with transaction.atomic():
-        settings.save()
-        if changed:
-            audit_record(action="llm_settings.changed", project=settings.project, actor=actor,
-                         target="model settings", details={"changes": changed})
-    return settings
+from .runs import replayer_for
 
 
 def sandbox_cases_generate(*, project: Project, runs: int, seed: int) -> tuple[int, int]:
@@ -221,7 +30,7 @@ def sandbox_cases_generate(*, project: Project, runs: int, seed: int) -> tuple[i
     from tracing import services as tracing_services
     from tracing.models import LabelSource, Provenance
 
-    from .replay import sandbox
+    from ..replay import sandbox
 
     kept = existing = 0
     for i in range(runs):
@@ -240,43 +49,6 @@ def sandbox_cases_generate(*, project: Project, runs: int, seed: int) -> tuple[i
                 provenance=Provenance.INJECTED, label_source=LabelSource.INJECTED)
         kept += 1
     return kept, existing
-
-
-# --- replay records ---------------------------------------------------------------------------------------------------
-
-class RunReplayStore:
-    """Replays of one trace within one attribution run, kept in ``ReplayRecord`` as each finishes: a counterfactual
-    search re-delivered after a worker crash reads them back instead of replaying again."""
-
-    def __init__(self, run: AttributionRun, trace: Trace, replayer: str = "") -> None:
-        self.run, self.trace, self.replayer = run, trace, replayer
-
-    def get(self, key: str) -> dict | None:
-        from .models import ReplayRecord
-
-        row = ReplayRecord.objects.filter(run=self.run, trace=self.trace, key=key).first()
-        return None if row is None else _replay_dict(row)
-
-    def put(self, key: str, replay: dict) -> None:
-        from .models import ReplayRecord
-
-        try:
-            with transaction.atomic():
-                ReplayRecord.objects.create(
-                    project_id=self.run.project_id, trace=self.trace, run=self.run, key=key[:200],
-                    purpose=str(replay.get("purpose", ""))[:20], replayer=self.replayer[:20],
-                    corrections=replay.get("corrected_content") or {}, outcome=replay["outcome"],
-                    final_answer=replay.get("final_answer", ""), continuation=replay.get("continuation") or [],
-                    tokens=int(replay.get("tokens") or 0), cost=Decimal(str(round(float(replay.get("cost") or 0), 6))),
-                    details=replay.get("details") or {})
-        except IntegrityError:
-            pass  # another delivery recorded the same replay first
-
-
-def _replay_dict(row) -> dict:  # type: ignore[no-untyped-def]
-    return {"purpose": row.purpose, "corrections": sorted(int(k) for k in row.corrections),
-            "corrected_content": row.corrections, "outcome": row.outcome, "final_answer": row.final_answer,
-            "continuation": row.continuation, "cost": float(row.cost), "tokens": row.tokens, "details": row.details}
 
 
 # --- injection campaigns ----------------------------------------------------------------------------------------------
@@ -303,8 +75,8 @@ def campaign_create(
     """
     from tracing.models import Outcome
 
-    from .models import InjectionCampaign
-    from .replay.sandbox import parse_name
+    from ..models import InjectionCampaign
+    from ..replay.sandbox import parse_name
 
     if writer not in ("perturb", "llm"):
         raise MethodError(f"unknown fault writer {writer!r}: use perturb or llm")
@@ -329,14 +101,14 @@ def campaign_create(
         description=description or f"{len(traces)} successful trace{'s' if len(traces) != 1 else ''}",
     )
     if enqueue:
-        from .tasks import start_campaign_task
+        from ..tasks import start_campaign_task
 
         transaction.on_commit(lambda: start_campaign_task.delay(campaign.pk))
     return campaign
 
 
 def campaign_claim(*, campaign_id: int) -> bool:
-    from .models import CampaignStatus, InjectionCampaign
+    from ..models import CampaignStatus, InjectionCampaign
 
     return bool(InjectionCampaign.objects.filter(pk=campaign_id, status=CampaignStatus.QUEUED)
                 .update(status=CampaignStatus.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now()))
@@ -344,8 +116,8 @@ def campaign_claim(*, campaign_id: int) -> bool:
 
 def campaign_plan(*, campaign) -> int:  # type: ignore[no-untyped-def]
     """Write the campaign's injections (idempotent: a key is planned once). Returns how many are planned."""
-    from .models import Injection, InjectionCampaign, InjectionStatus
-    from .replay import perturb, sandbox
+    from ..models import Injection, InjectionCampaign, InjectionStatus
+    from ..replay import perturb, sandbox
 
     params = campaign.params
     n, seed = int(params.get("faults_per_trace", 3)), int(params.get("seed", 0))
@@ -358,7 +130,7 @@ def campaign_plan(*, campaign) -> int:  # type: ignore[no-untyped-def]
                 rows += _plan_sandbox(campaign, trace, view, parsed, n, seed)
             else:
                 if params.get("writer") == "llm":  # the model writes a fault of a taxonomy category
-                    from .replay.fault_writer import choose_targets
+                    from ..replay.fault_writer import choose_targets
 
                     targets = [(index, category, category) for index, category in choose_targets(view, n, seed)]
                 else:
@@ -384,8 +156,8 @@ def campaign_plan(*, campaign) -> int:  # type: ignore[no-untyped-def]
 
 def _plan_sandbox(campaign, trace: Trace, view, parsed, n: int, seed: int) -> list:  # type: ignore[no-untyped-def]
     """Sandbox faults for a clean sandbox run: the fault seeds ``seed``, ``seed+1``… each pick one (action, kind)."""
-    from .models import Injection
-    from .replay import sandbox
+    from ..models import Injection
+    from ..replay import sandbox
 
     task_seed, faults = parsed
     if faults:
@@ -409,14 +181,14 @@ def _plan_sandbox(campaign, trace: Trace, view, parsed, n: int, seed: int) -> li
 
 def campaign_cancel(*, campaign) -> bool:  # type: ignore[no-untyped-def]
     """Stop a campaign: injections not started are skipped; cases already kept stay."""
-    from .models import CampaignStatus
+    from ..models import CampaignStatus
 
     return _campaign_stop(campaign.pk, CampaignStatus.CANCELLED, "cancelled",
                           from_statuses=(CampaignStatus.QUEUED, CampaignStatus.RUNNING))
 
 
 def _campaign_stop(campaign_id: int, status: str, reason: str, *, from_statuses: tuple[str, ...]) -> bool:
-    from .models import InjectionCampaign, InjectionStatus
+    from ..models import InjectionCampaign, InjectionStatus
 
     with transaction.atomic():
         stopped = InjectionCampaign.objects.filter(pk=campaign_id, status__in=from_statuses).update(
@@ -430,7 +202,7 @@ def _campaign_stop(campaign_id: int, status: str, reason: str, *, from_statuses:
 
 
 def campaign_finish_if_done(campaign_id: int) -> None:
-    from .models import CampaignStatus, InjectionCampaign
+    from ..models import CampaignStatus, InjectionCampaign
 
     InjectionCampaign.objects.filter(pk=campaign_id, status=CampaignStatus.RUNNING, done__gte=F("total")).update(
         status=CampaignStatus.SUCCEEDED, finished_at=timezone.now())
@@ -438,7 +210,7 @@ def campaign_finish_if_done(campaign_id: int) -> None:
 
 def _reserve_replay(campaign_id: int) -> str:
     """Take one replay from the campaign's budget; "" when granted, else why not. Atomic across workers."""
-    from .models import CampaignStatus, InjectionCampaign
+    from ..models import CampaignStatus, InjectionCampaign
 
     current = InjectionCampaign.objects.get(pk=campaign_id)
     if current.status != CampaignStatus.RUNNING:
@@ -461,7 +233,7 @@ def injection_execute(*, injection_id: int):  # -> Injection
     Safe to call again after a crash: a settled injection is returned untouched, and a replay that finished before
     the crash is read back from its ``ReplayRecord`` rather than run again.
     """
-    from .models import CampaignStatus, Injection, InjectionStatus, ReplayRecord
+    from ..models import CampaignStatus, Injection, InjectionStatus, ReplayRecord
 
     injection = Injection.objects.select_related("campaign", "origin", "campaign__project").get(pk=injection_id)
     campaign = injection.campaign
@@ -487,9 +259,9 @@ def injection_execute(*, injection_id: int):  # -> Injection
 
 def _injection_replay(injection):  # type: ignore[no-untyped-def]
     """Run the faulty replay and record it (with what it cost, against the campaign's budget)."""
-    from .models import InjectionCampaign, ReplayRecord
-    from .replay import sandbox
-    from .replay.base import Budget
+    from ..models import InjectionCampaign, ReplayRecord
+    from ..replay import sandbox
+    from ..replay.base import Budget
 
     campaign, origin = injection.campaign, injection.origin
     view = trace_view(origin)
@@ -531,18 +303,18 @@ def _injection_replay(injection):  # type: ignore[no-untyped-def]
 
 
 def _fault_writer(campaign):  # type: ignore[no-untyped-def]
-    from .replay.perturb import Perturber
+    from ..replay.perturb import Perturber
 
     if campaign.params.get("writer") == "llm":
-        from .llm import LlmClient
-        from .replay.fault_writer import FaultWriter
+        from ..llm import LlmClient
+        from ..replay.fault_writer import FaultWriter
 
         return FaultWriter(LlmClient.for_project(campaign.project, method="inject_faults"))
     return Perturber()
 
 
 def _injection_keep_or_discard(injection, record):  # type: ignore[no-untyped-def]
-    from .models import InjectionStatus
+    from ..models import InjectionStatus
 
     if record.outcome != "failure":
         return _injection_settle(injection, InjectionStatus.DISCARDED, record=record)
@@ -551,7 +323,7 @@ def _injection_keep_or_discard(injection, record):  # type: ignore[no-untyped-de
 
 def _injection_settle(injection, status: str, *, record=None, error: str = ""):  # type: ignore[no-untyped-def]
     """Write the injection's end state, the kept case's trace and the campaign's counters in one transaction."""
-    from .models import Injection, InjectionCampaign, InjectionStatus
+    from ..models import Injection, InjectionCampaign, InjectionStatus
 
     with transaction.atomic():
         locked = Injection.objects.select_for_update().get(pk=injection.pk)
@@ -576,8 +348,8 @@ def _kept_case_trace(injection, record) -> Trace:  # type: ignore[no-untyped-def
     from tracing import services as tracing_services
     from tracing.models import LabelSource, Provenance
 
-    from .models import Injection, InjectionStatus
-    from .replay import sandbox
+    from ..models import Injection, InjectionStatus
+    from ..replay import sandbox
 
     origin = injection.origin
     same = (Injection.objects.filter(origin=origin, step_index=injection.step_index, faulty=injection.faulty,
@@ -596,8 +368,8 @@ def _kept_case_trace(injection, record) -> Trace:  # type: ignore[no-untyped-def
                                                sandbox.inject(parsed_name[0], fault_seed)),
                                    name=name, fault_seed=fault_seed)
     else:
-        from .replay.base import ReplayResult
-        from .replay.fault_writer import parsed_case
+        from ..replay.base import ReplayResult
+        from ..replay.fault_writer import parsed_case
 
         fault = {"index": injection.step_index, "agent": injection.agent_name, "category": injection.category,
                  "original": injection.original, "faulty": injection.faulty,
@@ -615,7 +387,7 @@ def _kept_case_trace(injection, record) -> Trace:  # type: ignore[no-untyped-def
 
 def campaign_execute_inline(*, campaign):  # type: ignore[no-untyped-def]
     """Plan and run every injection in this process (the CLI): the same code path the workers take."""
-    from .models import Injection, InjectionStatus
+    from ..models import Injection, InjectionStatus
 
     campaign_claim(campaign_id=campaign.pk)
     campaign.refresh_from_db()
@@ -634,7 +406,7 @@ def sandbox_clean_runs_generate(*, project: Project, runs: int, seed: int) -> tu
     from tracing import services as tracing_services
     from tracing.models import Provenance
 
-    from .replay import sandbox
+    from ..replay import sandbox
 
     written = existing = 0
     for task_seed in range(seed, seed + runs):
@@ -648,50 +420,3 @@ def sandbox_clean_runs_generate(*, project: Project, runs: int, seed: int) -> tu
                     sandbox.generate_task(task_seed)), name=name), provenance=Provenance.GENERATED)
         written += 1
     return written, existing
-
-
-
-# --- the reaper -------------------------------------------------------------------------------------------------------
-
-MAX_REAPS = 5
-
-
-def jobs_reap(*, stale_after: int) -> dict[str, int]:
-    """Runs and campaigns whose workers vanished (no sign of life for ``stale_after`` seconds, longer than one task
-    may run): their start task is sent again -- it queues only the traces without a verdict, the injections still
-    pending -- or, after ``MAX_REAPS`` tries, they fail with a readable reason. Run every minute by Celery beat."""
-    from datetime import timedelta
-
-    from django.db.models import Q
-
-    from .models import CampaignStatus, InjectionCampaign
-    from .tasks import start_campaign_task, start_run_task
-
-    cutoff = timezone.now() - timedelta(seconds=stale_after)
-    stale = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff)
-    counts = {"requeued": 0, "failed": 0}
-    reason = (f"gave up after {MAX_REAPS} restarts: the workers running it stopped each time (killed, out of memory, "
-              "or the broker lost the work)")
-    for model, live, task, fail in (
-        (AttributionRun, [RunStatus.QUEUED, RunStatus.RUNNING], start_run_task,
-         lambda pk: run_fail(run_id=pk, reason=reason)),
-        (InjectionCampaign, [CampaignStatus.QUEUED, CampaignStatus.RUNNING], start_campaign_task,
-         lambda pk: _campaign_fail(pk, reason)),
-    ):
-        for pk, beat, reaped in model.objects.filter(stale, status__in=live).values_list(
-                "pk", "heartbeat_at", "reaped")[:1000]:
-            if reaped >= MAX_REAPS:
-                fail(pk)
-                counts["failed"] += 1
-            elif model.objects.filter(pk=pk, heartbeat_at=beat).update(heartbeat_at=timezone.now(),
-                                                                      reaped=F("reaped") + 1):
-                transaction.on_commit(lambda task=task, pk=pk: task.delay(pk))
-                counts["requeued"] += 1
-    return counts
-
-
-def _campaign_fail(campaign_id: int, reason: str) -> None:
-    from .models import CampaignStatus, InjectionCampaign
-
-    InjectionCampaign.objects.filter(pk=campaign_id, status__in=[CampaignStatus.QUEUED, CampaignStatus.RUNNING]).update(
-        status=CampaignStatus.FAILED, error=reason[:2000], finished_at=timezone.now())

@@ -1,0 +1,54 @@
+"""Writes for the attribution app, one module per sub-domain: runs and verdicts (``runs``), fault injection
+(``campaigns``) and the reaper (``reaper``); import them from here."""
+
+from __future__ import annotations
+
+from .campaigns import (
+    campaign_cancel,
+    campaign_claim,
+    campaign_create,
+    campaign_execute_inline,
+    campaign_finish_if_done,
+    campaign_plan,
+    injection_execute,
+    sandbox_cases_generate,
+    sandbox_clean_runs_generate,
+)
+from .reaper import (
+    MAX_REAPS,
+    jobs_reap,
+)
+from .runs import (
+    RunReplayStore,
+    llm_settings_save,
+    replayer_for,
+    run_cancel,
+    run_claim,
+    run_create,
+    run_execute_inline,
+    run_fail,
+    run_trace,
+)
+
+__all__ = [
+    "MAX_REAPS",
+    "RunReplayStore",
+    "campaign_cancel",
+    "campaign_claim",
+    "campaign_create",
+    "campaign_execute_inline",
+    "campaign_finish_if_done",
+    "campaign_plan",
+    "injection_execute",
+    "jobs_reap",
+    "llm_settings_save",
+    "replayer_for",
+    "run_cancel",
+    "run_claim",
+    "run_create",
+    "run_execute_inline",
+    "run_fail",
+    "run_trace",
+    "sandbox_cases_generate",
+    "sandbox_clean_runs_generate",
+]

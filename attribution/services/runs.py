@@ -1,0 +1,252 @@
+"""Attribution runs: starting, running and cancelling them, storing verdicts, and the replays a counterfactual
+search keeps.
+
+A run fans out one task per trace. Each task is idempotent: the verdict is unique per (run, trace), the run's counters
+move in the same transaction as the verdict they count, and a cancelled run stops taking traces.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from decimal import Decimal
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from tracing.models import Project, Trace
+
+from ..methods import MethodError, MethodResult, get_method
+from ..models import AttributionRun, ProjectLlmSettings, RunStatus, Verdict, VerdictStatus
+from ..selectors import trace_view
+
+logger = logging.getLogger(__name__)
+
+def run_create(
+    *,
+    project: Project,
+    method: str,
+    trace_ids: Iterable[int],
+    user: AbstractBaseUser | None = None,
+    with_ground_truth: bool = True,
+    model: str = "",
+    description: str = "",
+    enqueue: bool = True,
+) -> AttributionRun:
+    """Record a run over ``trace_ids`` (only the project's own traces are kept) and queue it."""
+    chosen = get_method(method)  # MethodError for an unknown name
+    wants_llm = chosen.needs_llm or getattr(chosen, "wants_llm", False)  # schema_guided: a model if there is one
+    if wants_llm:
+        model = model or _project_model(project)
+        if not model and chosen.needs_llm:
+            raise MethodError(f"{chosen.label} needs a model: set one on the project's LLM settings page first")
+    ids = list(Trace.objects.filter(project=project, pk__in=list(trace_ids)).order_by("pk").values_list("pk", flat=True))
+    if not ids:
+        raise MethodError("no traces to attribute: the selection is empty")
+    run = AttributionRun.objects.create(
+        project=project, method=chosen.name, model=model if wants_llm else "", trace_ids=ids, total=len(ids),
+        params={"with_ground_truth": with_ground_truth}, created_by=user,
+        description=description or f"{len(ids)} trace{'s' if len(ids) != 1 else ''}",
+    )
+    if enqueue:
+        from ..tasks import start_run_task
+
+        transaction.on_commit(lambda: start_run_task.delay(run.pk))
+    return run
+
+
+def _project_model(project: Project) -> str:
+    return ProjectLlmSettings.objects.filter(project=project).values_list("model", flat=True).first() or ""
+
+
+def run_claim(*, run_id: int) -> bool:
+    """queued -> running, once. The fan-out happens only for the caller that wins."""
+    return bool(AttributionRun.objects.filter(pk=run_id, status=RunStatus.QUEUED)
+                .update(status=RunStatus.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now()))
+
+
+def run_cancel(*, run: AttributionRun) -> bool:
+    """Stop a run: traces not yet attributed are skipped; verdicts already written stay."""
+    return bool(AttributionRun.objects.filter(pk=run.pk, status__in=[RunStatus.QUEUED, RunStatus.RUNNING])
+                .update(status=RunStatus.CANCELLED, finished_at=timezone.now()))
+
+
+def run_trace(*, run_id: int, trace_id: int) -> Verdict | None:
+    """Attribute one trace of a run. Safe to call again: an existing verdict is returned untouched."""
+    run = AttributionRun.objects.select_related("project").get(pk=run_id)
+    existing = Verdict.objects.filter(run=run, trace_id=trace_id).first()
+    if existing is not None or run.status not in (RunStatus.RUNNING, RunStatus.QUEUED):
+        return existing
+    trace = Trace.objects.get(pk=trace_id, project=run.project)
+    method = get_method(run.method)
+    try:
+        wants_llm = method.needs_llm or (getattr(method, "wants_llm", False) and run.model)
+        llm = _llm_for(run, trace) if wants_llm else None
+        view = trace_view(trace)
+        extra = {}
+        if getattr(method, "needs_replayer", False):
+            replayer = replayer_for(run.project, view, run=run)
+            extra = {"replayer": replayer, "store": RunReplayStore(run, trace, getattr(replayer, "name", "sandbox"))}
+        if getattr(method, "needs_schemas", False):
+            from ..schemas.selectors import SchemaSource
+
+            extra["schemas"] = SchemaSource.for_trace(trace)
+        result = method.run(view, llm=llm, with_ground_truth=run.params.get("with_ground_truth", True), **extra)
+        error = ""
+    except MethodError as exc:
+        result, error = None, str(exc)
+    # No network I/O past this point: the verdict and the counters are written together.
+    return _store_verdict(run, trace, result, error)
+
+
+def replayer_for(project: Project, view, *, run: AttributionRun | None = None):  # type: ignore[no-untyped-def]
+    """The replayer for a trace: the built-in sandbox for sandbox runs (None: the method builds it from the trace),
+    else the project's HTTP replay hook when one is configured, else the project's model simulating the agents."""
+    from ..replay.sandbox import parse_name
+
+    if view.source_format == "sandbox" and parse_name(view.name) is not None:
+        return None
+    settings = ProjectLlmSettings.objects.filter(project=project).first()
+    if settings is not None and not settings.replay_hook_url and settings.model:
+        from ..llm import LlmClient
+        from ..replay.llm_sim import LlmSimulatedReplayer
+
+        llm = LlmClient.for_project(project, run=run, trace=view.trace_id, method="counterfactual")
+        return LlmSimulatedReplayer(llm)
+    if settings is None or not settings.replay_hook_url:
+        raise MethodError("counterfactual replay of this trace needs a replayer: set the project's replay hook URL or "
+                          "a model (LLM-simulated replay) on the model page (sandbox runs replay without one)")
+    from ..crypto import decrypt
+    from ..replay.http_hook import HttpHookReplayer
+
+    auth = decrypt(settings.replay_hook_auth_encrypted) if settings.replay_hook_auth_encrypted else None
+    return HttpHookReplayer(settings.replay_hook_url, auth_header=auth, timeout=settings.timeout_seconds,
+                            retries=settings.max_retries)
+
+
+def _llm_for(run: AttributionRun, trace: Trace):  # type: ignore[no-untyped-def]
+    from ..llm import LlmClient
+
+    return LlmClient.for_project(run.project, run=run, trace=trace, method=run.method)
+
+
+def _store_verdict(run: AttributionRun, trace: Trace, result: MethodResult | None, error: str) -> Verdict | None:
+    row = _verdict_row(run, trace, result, error)
+    try:
+        with transaction.atomic():
+            row.save()
+            AttributionRun.objects.filter(pk=run.pk).update(
+                done=F("done") + 1, failed=F("failed") + (1 if result is None else 0), calls=F("calls") + row.calls,
+                input_tokens=F("input_tokens") + row.input_tokens, output_tokens=F("output_tokens") + row.output_tokens,
+                cost=F("cost") + row.cost, heartbeat_at=timezone.now(),
+            )
+    except IntegrityError:  # another delivery of the same task got there first
+        return Verdict.objects.filter(run=run, trace=trace).first()
+    if row.details.get("schemas"):
+        from ..schemas.services import schema_uses_record
+
+        schema_uses_record(verdict=row)
+    _finish_if_done(run.pk)
+    return row
+
+
+def _verdict_row(run: AttributionRun, trace: Trace, result: MethodResult | None, error: str) -> Verdict:
+    if result is None:
+        return Verdict(run=run, trace=trace, method=run.method, status=VerdictStatus.FAILED, error=error[:2000])
+    return Verdict(
+        run=run, trace=trace, method=run.method, agent_name=result.agent[:200], step_index=result.step,
+        confidence=max(0.0, min(1.0, float(result.confidence))), reason=result.reason, category=result.category[:80],
+        scores=[round(float(s), 4) for s in result.scores], details=result.details, calls=result.calls,
+        input_tokens=result.input_tokens, output_tokens=result.output_tokens,
+        cost=Decimal(str(round(result.cost, 6))),
+    )
+
+
+def _finish_if_done(run_id: int) -> None:
+    AttributionRun.objects.filter(pk=run_id, status=RunStatus.RUNNING, done__gte=F("total")).update(
+        status=RunStatus.SUCCEEDED, finished_at=timezone.now())
+
+
+def run_fail(*, run_id: int, reason: str) -> None:
+    AttributionRun.objects.filter(pk=run_id, status__in=[RunStatus.QUEUED, RunStatus.RUNNING]).update(
+        status=RunStatus.FAILED, error=reason[:2000], finished_at=timezone.now())
+
+
+def run_execute_inline(*, run: AttributionRun) -> AttributionRun:
+    """Run every trace in this process (the CLI and `evaluate`): the same code path the workers take."""
+    run_claim(run_id=run.pk)
+    for trace_id in run.trace_ids:
+        run_trace(run_id=run.pk, trace_id=trace_id)
+    _finish_if_done(run.pk)
+    run.refresh_from_db()
+    return run
+
+
+def llm_settings_save(*, settings: ProjectLlmSettings, api_key: str, clear_key: bool,
+                      hook_auth: str = "", actor: AbstractBaseUser | None = None) -> ProjectLlmSettings:
+    """Save model settings; a new key is encrypted before it touches the database, an empty one keeps the old.
+    The change is audited (which fields changed, never a secret)."""
+    from tracing.services import audit_record
+
+    from ..crypto import encrypt
+
+    changed = []
+    if clear_key:
+        settings.api_key_encrypted = ""
+        changed.append("api key removed")
+    elif api_key:
+        settings.api_key_encrypted = encrypt(api_key.strip())
+        changed.append("api key set")
+    if hook_auth:
+        settings.replay_hook_auth_encrypted = encrypt(hook_auth.strip())
+        changed.append("hook auth set")
+    previous = ProjectLlmSettings.objects.filter(pk=settings.pk).values("model", "api_base", "replay_hook_url").first()
+    for field in ("model", "api_base", "replay_hook_url"):
+        if (previous or {}).get(field, "") != getattr(settings, field):
+            changed.append(f"{field} = {getattr(settings, field) or '(empty)'}")
+    with transaction.atomic():
+        settings.save()
+        if changed:
+            audit_record(action="llm_settings.changed", project=settings.project, actor=actor,
+                         target="model settings", details={"changes": changed})
+    return settings
+
+
+
+# --- replay records ---------------------------------------------------------------------------------------------------
+
+class RunReplayStore:
+    """Replays of one trace within one attribution run, kept in ``ReplayRecord`` as each finishes: a counterfactual
+    search re-delivered after a worker crash reads them back instead of replaying again."""
+
+    def __init__(self, run: AttributionRun, trace: Trace, replayer: str = "") -> None:
+        self.run, self.trace, self.replayer = run, trace, replayer
+
+    def get(self, key: str) -> dict | None:
+        from ..models import ReplayRecord
+
+        row = ReplayRecord.objects.filter(run=self.run, trace=self.trace, key=key).first()
+        return None if row is None else _replay_dict(row)
+
+    def put(self, key: str, replay: dict) -> None:
+        from ..models import ReplayRecord
+
+        try:
+            with transaction.atomic():
+                ReplayRecord.objects.create(
+                    project_id=self.run.project_id, trace=self.trace, run=self.run, key=key[:200],
+                    purpose=str(replay.get("purpose", ""))[:20], replayer=self.replayer[:20],
+                    corrections=replay.get("corrected_content") or {}, outcome=replay["outcome"],
+                    final_answer=replay.get("final_answer", ""), continuation=replay.get("continuation") or [],
+                    tokens=int(replay.get("tokens") or 0), cost=Decimal(str(round(float(replay.get("cost") or 0), 6))),
+                    details=replay.get("details") or {})
+        except IntegrityError:
+            pass  # another delivery recorded the same replay first
+
+
+def _replay_dict(row) -> dict:  # type: ignore[no-untyped-def]
+    return {"purpose": row.purpose, "corrections": sorted(int(k) for k in row.corrections),
+            "corrected_content": row.corrections, "outcome": row.outcome, "final_answer": row.final_answer,
+            "continuation": row.continuation, "cost": float(row.cost), "tokens": row.tokens, "details": row.details}
