@@ -59,6 +59,53 @@ class QueueForm(forms.Form):
         return params
 
 
+class QueueSettingsForm(forms.ModelForm):
+    """An owner changes a live queue. Overlap may grow (new copies are added to every item) but not shrink: answers
+    already given would lose their copy."""
+
+    lease_minutes = forms.IntegerField(min_value=1, max_value=24 * 60, label="Lease (minutes)")
+
+    class Meta:
+        model = ReviewQueue
+        fields = ["name", "instructions", "overlap", "assignment", "annotators", "blind", "step_tolerance"]
+        widgets = {"instructions": forms.Textarea(attrs={"rows": 3}), "annotators": forms.CheckboxSelectMultiple}
+        labels = {"overlap": "Annotators per item", "blind": "Blind: hide the methods' verdicts",
+                  "step_tolerance": "Step agreement within ±k"}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        queue = self.instance
+        self.fields["annotators"].queryset = get_user_model().objects.filter(
+            memberships__project=queue.project, memberships__role__in=["owner", "annotator"]).order_by("username")
+        self.fields["annotators"].required = False
+        self.fields["overlap"].min_value = queue.overlap
+        self.fields["overlap"].widget.attrs["min"] = queue.overlap
+        self.fields["lease_minutes"].initial = max(1, queue.lease_seconds // 60)
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        taken = ReviewQueue.objects.filter(project=self.instance.project, name=name).exclude(pk=self.instance.pk)
+        if taken.exists():
+            raise forms.ValidationError("This project already has a queue with that name.")
+        return name
+
+    def clean_overlap(self) -> int:
+        overlap = self.cleaned_data["overlap"]
+        current = ReviewQueue.objects.filter(pk=self.instance.pk).values_list("overlap", flat=True).first() or 1
+        if overlap < current:
+            raise forms.ValidationError(f"Overlap can grow but not shrink below {current}: answers already given "
+                                        "would lose their copy. Create a new queue instead.")
+        if overlap > 10:
+            raise forms.ValidationError("At most 10 annotators per item.")
+        return overlap
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("assignment") == Assignment.NAMED and not data.get("annotators"):
+            self.add_error("annotators", "Name at least one annotator, or let anyone label.")
+        return data
+
+
 class AnswerForm(forms.Form):
     """The decisive error as the labelling screen (or an adjudicating owner) sends it."""
 

@@ -10,6 +10,7 @@ urlpatterns = [
     path("projects/<slug:slug>/queues/", views.queue_list, name="queue_list"),
     path("queues/<int:queue_id>/", views.queue_detail, name="queue_detail"),
     path("queues/<int:queue_id>/fill/", views.queue_refill, name="queue_refill"),
+    path("queues/<int:queue_id>/settings/", views.queue_edit, name="queue_edit"),
     path("queues/<int:queue_id>/next/", views.queue_next, name="queue_next"),
     path("queues/<int:queue_id>/agreement/", views.agreement, name="agreement"),
     path("queues/<int:queue_id>/adjudication/", views.adjudication, name="adjudication"),

@@ -75,6 +75,7 @@ PAGES: dict[str, dict[str, dict[str, Any]]] = {
     "annotations:queue_list": {"GET": READ, "POST": OWNER_WRITE},
     "annotations:queue_detail": {"GET": READ},
     "annotations:queue_refill": {"POST": OWNER_WRITE},
+    "annotations:queue_edit": {"GET": OWNER_ONLY, "POST": OWNER_WRITE},
     "annotations:queue_next": {"GET": expect(viewer=403, annotator=302, owner=302)},
     "annotations:agreement": {"GET": READ},
     "annotations:adjudication": {"GET": OWNER_ONLY, "POST": OWNER_WRITE},

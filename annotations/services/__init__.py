@@ -14,6 +14,7 @@ from .queues import (
     queue_accept_unanimous,
     queue_create,
     queue_fill,
+    queue_update,
 )
 from .exports import (
     exports_reap,
@@ -47,5 +48,6 @@ __all__ = [
     "queue_accept_unanimous",
     "queue_create",
     "queue_fill",
+    "queue_update",
     "write_atomically",
 ]

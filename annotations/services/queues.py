@@ -49,6 +49,17 @@ def queue_create(*, project: Project, user: AbstractBaseUser | None, name: str, 
     return queue
 
 
+def queue_update(*, queue: ReviewQueue, lease_seconds: int | None = None) -> ReviewQueue:
+    """Save an owner's changes to a live queue (the instance comes from the settings form, unsaved); a larger overlap
+    gets every item its new copies at once."""
+    with transaction.atomic():
+        if lease_seconds is not None:
+            queue.lease_seconds = max(60, lease_seconds)
+        queue.save()
+        _ensure_copies(queue)
+    return queue
+
+
 def queue_fill(*, queue: ReviewQueue, trace_ids: Iterable[int] | None = None) -> int:
     """Add the traces matching the queue's filter (or ``trace_ids``) and their copies; returns the items added.
 

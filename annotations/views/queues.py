@@ -15,7 +15,7 @@ from tracing import selectors as tracing_selectors
 from tracing.models import Membership, Step
 
 from .. import selectors, services
-from ..forms import AnswerForm, QueueForm, StepForm
+from ..forms import AnswerForm, QueueForm, QueueSettingsForm, StepForm
 from ..models import Annotation, CopyStatus, ReviewQueue
 
 
@@ -62,6 +62,22 @@ def queue_detail(request: HttpRequest, queue_id: int) -> HttpResponse:
                "may_label": selectors.may_label(queue=queue, membership=membership),
                "annotators": list(queue.annotators.order_by("username"))}
     return render(request, "annotations/queue_detail.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def queue_edit(request: HttpRequest, queue_id: int) -> HttpResponse:
+    """An owner changes a live queue's settings (the filter stays: it is what the queue was made from)."""
+    queue, membership = selectors.queue_for_user(user=request.user, queue_id=queue_id)
+    _owner(membership)
+    form = QueueSettingsForm(request.POST or None, instance=queue)
+    if request.method == "POST" and form.is_valid():
+        services.queue_update(queue=form.save(commit=False), lease_seconds=form.cleaned_data["lease_minutes"] * 60)
+        form.save_m2m()
+        messages.success(request, "Queue settings saved.")
+        return redirect("annotations:queue_detail", queue_id=queue.pk)
+    context = {"queue": queue, "project": queue.project, "membership": membership, "form": form}
+    return render(request, "annotations/queue_edit.html", context, status=400 if form.errors else 200)
 
 
 @login_required

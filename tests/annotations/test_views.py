@@ -154,3 +154,36 @@ def test_a_trace_list_search_becomes_a_queue_from_a_prefilled_link(project, owne
     queue = ReviewQueue.objects.get(project=project)
     assert list(queue.items.values_list("trace_id", flat=True)) == [traces[2].pk]
     assert queue.filter == {"limit": 100, "q": traces[2].name, "gold": "no", "format": ""}
+
+
+def test_an_owner_changes_a_live_queues_settings_and_a_larger_overlap_adds_copies(client, project, owner, make_user):
+    from django.urls import reverse
+
+    from annotations import services as queue_services
+    from annotations.models import Annotation
+    from tests.conftest import import_now, incoming_path, sample_file
+    from tracing.models import Role
+    from tracing.services import membership_set
+
+    import_now(project, incoming_path(sample_file("Hand-Crafted")), incoming_path(sample_file("Algorithm-Generated")))
+    queue = queue_services.queue_create(project=project, user=owner, name="Q1", source="search", filter={"q": ""},
+                                        overlap=1)
+    queue_services.queue_create(project=project, user=owner, name="Other", source="search", filter={"q": ""})
+    url = reverse("annotations:queue_edit", args=[queue.pk])
+    client.force_login(owner)
+    assert client.get(url).status_code == 200
+    form = {"name": "Renamed", "instructions": "Look at tool calls first.", "overlap": "2", "assignment": "anyone",
+            "step_tolerance": "2", "lease_minutes": "10", "blind": "on"}
+    assert client.post(url, form).status_code == 302
+    queue.refresh_from_db()
+    assert (queue.name, queue.overlap, queue.blind, queue.step_tolerance, queue.lease_seconds) == \
+        ("Renamed", 2, True, 2, 600)
+    assert Annotation.objects.filter(queue=queue).count() == 2 * queue.items.count()
+    shrink = client.post(url, {**form, "overlap": "1"})
+    assert shrink.status_code == 400 and b"can grow but not shrink" in shrink.content
+    clash = client.post(url, {**form, "name": "Other"})
+    assert clash.status_code == 400 and b"already has a queue with that name" in clash.content
+    annotator = make_user("annie")
+    membership_set(project=project, user=annotator, role=Role.ANNOTATOR)
+    client.force_login(annotator)
+    assert client.get(url).status_code == 403 and client.post(url, form).status_code == 403
