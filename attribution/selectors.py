@@ -249,3 +249,17 @@ def injection_inspector_context(injection) -> dict:  # type: ignore[no-untyped-d
     return {"injection": injection, "record": record, "first": first, "original": original,
             "continuation": continuation,
             "flipped": bool(record and record.outcome == "failure")}
+
+
+def evaluation_comparison(*, project, split: str) -> list[dict]:  # type: ignore[no-untyped-def]
+    """Every method's newest finished evaluation on this split, side by side (each over its own run's traces)."""
+    from .evaluation import score
+    from .methods import all_methods
+
+    rows = []
+    for method in all_methods():
+        run = latest_evaluation_run(project=project, method=method.name)
+        records = evaluation_records(run=run, split=split) if run else []
+        if records:
+            rows.append({"method": method.name, "run": run, "result": score(records)})
+    return sorted(rows, key=lambda r: (-r["result"]["step_accuracy"], -r["result"]["agent_accuracy"]))

@@ -105,7 +105,8 @@ def evaluation(request: HttpRequest, slug: str) -> HttpResponse:
     records = selectors.evaluation_records(run=run, split=split) if run else []
     context = {"project": membership.project, "membership": membership, "form": form, "run": run,
                "method": method, "split": split, "result": score(records) if records else None,
-               "labelled": len(selectors.labelled_traces(project=membership.project, split=split))}
+               "labelled": len(selectors.labelled_traces(project=membership.project, split=split)),
+               "comparison": selectors.evaluation_comparison(project=membership.project, split=split)}
     return render(request, "attribution/evaluation.html", context)
 
 

@@ -162,6 +162,12 @@ def test_a_run_over_a_filtered_set_and_its_evaluation_page(owner_client, project
     page = owner_client.get(reverse("attribution:evaluation", args=[project.slug]), {"method": "heuristic"})
     body = page.content.decode()
     assert "random baseline" in body and "majority baseline" in body and "n=4" in body
+    assert "Every evaluated method" not in body  # one method: nothing to compare
+    second = services.run_create(project=project, method="schema_guided", trace_ids=run.trace_ids, enqueue=False,
+                                 description="evaluation")
+    services.run_execute_inline(run=second)
+    body = owner_client.get(reverse("attribution:evaluation", args=[project.slug]), {"method": "heuristic"}).content
+    assert b"Every evaluated method on this split" in body and b"schema_guided" in body and body.count(b"run #") >= 3
 
 
 @pytest.mark.django_db
