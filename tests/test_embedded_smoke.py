@@ -31,6 +31,28 @@ for _ in range(300):
         break
     time.sleep(0.2)
 print("JOB", job.status, job.trace_ids, job.error)
+
+# The same worker breaks sandbox runs on purpose and writes a dataset export (the other Celery jobs of the demo).
+from attribution import services as attribution_services
+from attribution.models import InjectionCampaign
+from annotations import services as annotation_services
+from annotations.models import DatasetExport
+from annotations.selectors import ExportFilters
+from tracing.models import Trace
+attribution_services.sandbox_clean_runs_generate(project=project, runs=2, seed=1)
+with transaction.atomic():
+    campaign = attribution_services.campaign_create(
+        project=project, trace_ids=list(Trace.objects.filter(project=project, outcome="succeeded")
+                                        .values_list("pk", flat=True)), faults_per_trace=2)
+    export = annotation_services.export_create(project=project, fmt="csv", filters=ExportFilters(), user=None)
+for _ in range(300):
+    campaign.refresh_from_db()
+    export.refresh_from_db()
+    if campaign.is_finished and export.is_finished:
+        break
+    time.sleep(0.2)
+print("CAMPAIGN", campaign.status, campaign.done, campaign.total, campaign.kept)
+print("EXPORT", export.status, export.cases_total, bool(export.file), export.error)
 """
 
 
@@ -60,6 +82,8 @@ def test_make_run_mode_imports_through_the_filesystem_broker(tmp_path):
         worker.terminate()
         worker.wait(timeout=20)
     assert "JOB succeeded" in result.stdout, result.stdout + result.stderr
+    assert "CAMPAIGN succeeded 4 4" in result.stdout, result.stdout + result.stderr
+    assert "EXPORT succeeded" in result.stdout and "True" in result.stdout.split("EXPORT", 1)[1], result.stdout
     again = run("bootstrap_demo")  # idempotent, same printed password
     assert demo.stdout.splitlines()[-1] == again.stdout.splitlines()[-1]
     assert "0 new trace file(s)" in again.stdout
