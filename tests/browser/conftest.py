@@ -29,6 +29,8 @@ def page(browser, tmp_path):  # type: ignore[no-untyped-def]
     page.set_default_timeout(30_000)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # Every page must live within its own Content-Security-Policy (no inline script or style it would refuse).
+    page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
     yield page
     if shots := os.environ.get("CULPRIT_SCREENSHOTS"):
         os.makedirs(shots, exist_ok=True)

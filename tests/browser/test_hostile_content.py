@@ -110,6 +110,9 @@ def test_no_page_runs_the_traces_scripts_or_calls_a_foreign_host(live_server, pa
     dialogs: list[str] = []
     foreign: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    refused: list[str] = []  # our own pages must live within the Content-Security-Policy too
+    page.on("console", lambda m: refused.append(f"{page.url}: {m.text}") if "Content Security Policy" in m.text
+            else None)
     own = live_server.url.split("://", 1)[1]
 
     def guard(route):  # type: ignore[no-untyped-def]
@@ -140,6 +143,7 @@ def test_no_page_runs_the_traces_scripts_or_calls_a_foreign_host(live_server, pa
     assert visited >= 22
     assert not dialogs, dialogs
     assert not foreign, foreign
+    assert not refused, refused
     # The text is there, shown as text: the viewer still reads what the agents wrote.
     page.goto(f"{live_server.url}/traces/{hostile_world['trace'].pk}/")
     assert "<script>window.__pwned = 'script'" in page.inner_text("body")
