@@ -352,6 +352,9 @@ def test_a_changed_schema_is_never_served_from_a_stale_card(project, owner):
 def test_the_distill_command_reports_what_it_did(project):
     cases(project, 2)
     out = io.StringIO()
-    call_command("distill_schemas", project=project.name, offline=True, stdout=out)
+    call_command("distill_schemas", project=project.name, offline=True, json=True, stdout=out)
     assert json.loads(out.getvalue()) == {"cases": 2, "created": 1, "merged": 0, "promoted": 1,
                                          "polished": 0, "settled": 0}
+    again = io.StringIO()
+    call_command("distill_schemas", project=project.name, offline=True, stdout=again)
+    assert "0 new verified case(s) -> 0 new schema(s)" in again.getvalue()
