@@ -215,15 +215,34 @@ def campaign_list(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def campaign_detail(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    """A campaign's progress and injections; POST cancels it, or (``attribute``) starts a run of a method over the
+    labelled cases it kept, so the method can be scored against faults whose step is known."""
     campaign = get_object_or_404(InjectionCampaign.objects.select_related("project"), pk=campaign_id,
                                  project__memberships__user=request.user)
     membership = Membership.objects.get(project=campaign.project, user=request.user)
+    error = ""
     if request.method == "POST":
         _contributor(membership)
-        services.campaign_cancel(campaign=campaign)
-        return redirect("attribution:campaign_detail", campaign_id=campaign.pk)
+        if "attribute" not in request.POST:
+            services.campaign_cancel(campaign=campaign)
+            return redirect("attribution:campaign_detail", campaign_id=campaign.pk)
+        form = StartRunForm(request.POST)
+        if form.is_valid():
+            kept = list(campaign.injections.filter(result_trace__isnull=False)
+                        .values_list("result_trace_id", flat=True).distinct())
+            try:
+                run = services.run_create(project=campaign.project, method=form.cleaned_data["method"],
+                                          trace_ids=kept, user=request.user,
+                                          with_ground_truth=form.cleaned_data["with_ground_truth"],
+                                          description=f"cases kept by campaign #{campaign.pk}")
+                return redirect("attribution:run_detail", run_id=run.pk)
+            except MethodError as exc:
+                error = str(exc)
+        else:
+            error = "; ".join(e for errs in form.errors.values() for e in errs)
     context = selectors.campaign_detail_context(campaign, request.GET.get("status", "")) | {
-        "project": campaign.project, "membership": membership}
+        "project": campaign.project, "membership": membership, "error": error,
+        "attribute_form": StartRunForm(initial={"method": "counterfactual", "with_ground_truth": True})}
     template = "attribution/campaign_detail.html#progress" if request.htmx else "attribution/campaign_detail.html"
     return render(request, template, context)
 

@@ -281,3 +281,26 @@ def test_untrusted_step_text_is_escaped_in_the_injection_inspector(owner_client,
     assert injection is not None
     page = owner_client.get(reverse("attribution:injection_inspector", args=[injection.pk])).content.decode()
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;" in page
+
+
+def test_the_kept_cases_of_a_campaign_are_attributed_from_its_page(owner_client, project,
+                                                                  django_capture_on_commit_callbacks):
+    from attribution.models import AttributionRun
+
+    services.sandbox_clean_runs_generate(project=project, runs=2, seed=70)
+    campaign = services.campaign_execute_inline(campaign=services.campaign_create(
+        project=project, trace_ids=list(Trace.objects.filter(project=project).values_list("pk", flat=True)),
+        faults_per_trace=2, enqueue=False))
+    assert campaign.kept
+    page = owner_client.get(reverse("attribution:campaign_detail", args=[campaign.pk])).content.decode()
+    assert "Attribute the kept cases" in page
+    with django_capture_on_commit_callbacks(execute=False):
+        response = owner_client.post(reverse("attribution:campaign_detail", args=[campaign.pk]),
+                                     {"attribute": "1", "method": "counterfactual", "with_ground_truth": "on"})
+    run = AttributionRun.objects.get(project=project)
+    assert response["Location"] == reverse("attribution:run_detail", args=[run.pk])
+    kept = set(Injection.objects.filter(campaign=campaign, result_trace__isnull=False)
+               .values_list("result_trace_id", flat=True))
+    assert set(run.trace_ids) == kept and run.method == "counterfactual"
+    campaign.refresh_from_db()
+    assert campaign.status == CampaignStatus.SUCCEEDED  # attributing does not cancel
