@@ -36,3 +36,15 @@ def page(browser, tmp_path):  # type: ignore[no-untyped-def]
         os.makedirs(shots, exist_ok=True)
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+PASSWORD = "a-long-test-password"
+
+
+def log_in(page, base_url: str, username: str, password: str = PASSWORD) -> None:  # type: ignore[no-untyped-def]
+    """Sign in through the login form, as a person does, and wait for the page it leads to."""
+    page.goto(f"{base_url}/accounts/login/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_load_state("networkidle")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from django.contrib.auth import get_user_model
 
+from tests.browser.conftest import log_in
 from tests.conftest import import_now, incoming_path, sample_file
 from tracing import services
 from tracing.models import GoldLabel, LabelSource, Role, Trace
@@ -33,10 +34,7 @@ def test_an_owner_builds_an_adjudicated_export_downloads_it_and_finds_the_label(
     GoldLabel.objects.create(trace=chosen, agent_name="Orchestrator", step_index=2, reason="settled by the owner",
                              source=LabelSource.ADJUDICATED)
 
-    page.goto(f"{live_server.url}/")
-    page.fill("input[name=username]", "grace")
-    page.fill("input[name=password]", "a-long-test-password")
-    page.click("button[type=submit]")
+    log_in(page, live_server.url, "grace")
     page.wait_for_url(f"**/projects/{project.slug}/")
     page.click("nav >> text=export")
     page.wait_for_selector("#export-form")

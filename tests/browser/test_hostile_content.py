@@ -19,6 +19,7 @@ from attribution.models import Injection, Verdict
 from attribution.selectors import trace_view
 from tests.attribution.test_campaigns import System, use_hook
 from tests.attribution.test_http_hook import serving
+from tests.browser.conftest import log_in
 from tests.conftest import import_now, incoming_bytes
 from tracing import services
 from tracing.models import Role, Trace
@@ -73,7 +74,7 @@ def hostile_world(db):  # type: ignore[no-untyped-def]
 
     queue = annotation_services.queue_create(project=project, user=user, name="<b>evil</b> queue", source="search",
                                              filter={"q": "evil"}, overlap=1,
-                                             instructions=f"<script>window.__pwned='instructions'</script>")
+                                             instructions="<script>window.__pwned='instructions'</script>")
     leased = annotation_services.annotation_claim(queue=queue, user=user)
     from attribution.models import ErrorSchema
     from attribution.schemas.services import schemas_distill
@@ -123,10 +124,7 @@ def test_no_page_runs_the_traces_scripts_or_calls_a_foreign_host(live_server, pa
         return route.continue_()
 
     page.route("**/*", guard)
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.fill("input[name=username]", "mallory-victim")
-    page.fill("input[name=password]", "a-long-test-password")
-    page.click("button[type=submit]")
+    log_in(page, live_server.url, "mallory-victim")
     page.wait_for_load_state("networkidle")
     visited = 0
     for url in pages_showing_it(hostile_world):

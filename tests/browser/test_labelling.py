@@ -11,6 +11,7 @@ from django.contrib.auth import get_user_model
 
 from annotations import services as queue_services
 from annotations.models import Annotation, CopyStatus, Skip
+from tests.browser.conftest import log_in
 from tracing import services
 from tracing.formats import ParsedStep, ParsedTrace
 from tracing.models import Role
@@ -111,10 +112,7 @@ def test_an_owner_creates_a_queue_reads_the_agreement_and_adjudicates(live_serve
         people.append(person)
     agreed, split = _trace(project, "agreed run", 6), _trace(project, "split run", 7)
 
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.fill("input[name=username]", "olga")
-    page.fill("input[name=password]", "a-long-test-password")
-    page.click("button[type=submit]")
+    log_in(page, live_server.url, "olga")
     page.wait_for_url(f"**/projects/{project.slug}/")
     page.click(f"nav a[href='/annotations/projects/{project.slug}/queues/']")
     page.fill("input[name=name]", "Triage")

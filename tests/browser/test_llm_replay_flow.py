@@ -17,6 +17,7 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from tests.attribution.test_llm_replay import _OpenAiCompatible, cube_world, imported
+from tests.browser.conftest import log_in
 from tracing import services
 from tracing.models import Role
 
@@ -34,10 +35,7 @@ def test_an_owner_attributes_a_trace_by_simulated_replay_and_inspects_the_replay
     server = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_OpenAiCompatible,), {"simulation": simulation}))
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
-        page.goto(f"{live_server.url}/accounts/login/")
-        page.fill("input[name=username]", "lin")
-        page.fill("input[name=password]", "a-long-test-password")
-        page.click("button[type=submit]")
+        log_in(page, live_server.url, "lin")
         page.goto(live_server.url + reverse("attribution:llm_settings", args=[project.slug]))
         assert "role-plays your agents" in page.inner_text("main")
         page.fill("input[name=model]", f"hosted_vllm/sim-{uuid.uuid4().hex[:8]}")

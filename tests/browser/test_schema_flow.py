@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 
 from attribution.models import ErrorSchema, SchemaStatus
 from tests.attribution.test_schemas import failing_import, upload
+from tests.browser.conftest import log_in
 from tests.conftest import wait_for
 from tracing import services
 from tracing.models import GoldLabel, Role
@@ -25,10 +26,7 @@ def test_an_owner_distils_approves_and_sees_a_schema_inform_a_verdict(live_serve
     (fresh,) = upload(project, json.dumps(failing_import("polars")).encode(), "Algorithm-Generated/new.json")
     GoldLabel.objects.filter(trace=fresh).delete()
 
-    page.goto(f"{live_server.url}/")
-    page.fill("input[name=username]", "ada")
-    page.fill("input[name=password]", "a-long-test-password")
-    page.click("button[type=submit]")
+    log_in(page, live_server.url, "ada")
     page.goto(f"{live_server.url}/attribution/projects/{project.slug}/schemas/")
     page.click("text=Distil verified cases now")
     wait_for(lambda: ErrorSchema.objects.filter(project=project).exists())

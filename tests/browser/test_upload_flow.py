@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from django.contrib.auth import get_user_model
 
+from tests.browser.conftest import log_in
 from tests.conftest import sample_file
 from tracing import services
 from tracing.models import Role, Trace
@@ -37,10 +38,7 @@ def test_a_person_drops_files_watches_them_import_and_finds_the_gold_step(live_s
     services.membership_set(project=project, user=user, role=Role.OWNER)
     hand, algo = sample_file("Hand-Crafted"), sample_file("Algorithm-Generated")
 
-    page.goto(f"{live_server.url}/")
-    page.fill("input[name=username]", "ada")
-    page.fill("input[name=password]", "a-long-test-password")
-    page.click("button[type=submit]")
+    log_in(page, live_server.url, "ada")
     page.wait_for_url(f"**/projects/{project.slug}/")
     page.click("text=Upload traces")
     page.wait_for_selector("#dropzone")
@@ -87,10 +85,7 @@ def test_many_formats_dropped_together_import_like_the_cli_does(live_server, cel
     files = [trail.with_name(trail.name.replace(".trace.", ".labels.")), trail,
              FIXTURES / "textlogs" / "ag2.log", FIXTURES / "textlogs" / "unknown_framework.log",
              FIXTURES / "otlp" / "multi_agent_genai.json", FIXTURES / "openai_chat" / "refund_handoff.json"]
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.fill("input[name=username]", "grace")
-    page.fill("input[name=password]", "a-long-test-password")
-    page.click("button[type=submit]")
+    log_in(page, live_server.url, "grace")
     page.goto(f"{live_server.url}/projects/{project.slug}/upload/")
     page.evaluate(DROP_FILES, ["#dropzone", [{"name": f.name, "body": f.read_text()} for f in files]])
     page.wait_for_selector(f".job[data-status=succeeded] >> nth={len(files) - 1}", timeout=60_000)
