@@ -32,5 +32,9 @@ if ! answers 6379; then
   wait_for 6379 Redis
 fi
 
+# The chaos tests start a PostgreSQL cluster and a Redis server of their own (to crash and restart them without
+# disturbing the ones above), so the server programs must be here even when the services answer from elsewhere.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql
+command -v redis-server >/dev/null || apt_install redis-server
 command -v chromium >/dev/null || apt_install chromium
 echo "services: PostgreSQL and Redis answer on 127.0.0.1; $(chromium --version 2>/dev/null || echo 'chromium missing')"

@@ -93,21 +93,21 @@ class ExportCase:
 def agreement_for_traces(*, trace_ids: list[int]) -> dict[int, float | None]:
     """Per-trace agreement between annotators, in [0, 1]: the share of pairs of submitted answers (over every queue
     the trace is in) that name the same agent and the same step. None where fewer than two people answered."""
-    from ..agreement import Answer, pairwise
+    from itertools import combinations
+
     from ..models import Annotation, CopyStatus
 
-    answers: dict[int, list[Answer]] = {}
+    answers: dict[int, list[tuple[str, int]]] = {}
     rows = (Annotation.objects.filter(item__trace_id__in=trace_ids, status=CopyStatus.SUBMITTED,
                                       step_index__isnull=False)
-            .values_list("item__trace_id", "item_id", "annotator_id", "agent_name", "step_index"))
-    for trace_id, item_id, annotator, agent, step in rows:
-        answers.setdefault(trace_id, []).append(Answer(rater=(item_id, annotator), agent=agent, step=step))
+            .values_list("item__trace_id", "agent_name", "step_index"))
+    for trace_id, agent, step in rows:
+        answers.setdefault(trace_id, []).append((agent, step))
     out: dict[int, float | None] = dict.fromkeys(trace_ids)
     for trace_id, given in answers.items():
-        rates, _ = pairwise([given], k=0)
-        if rates.pairs:
-            same = sum(1 for i, a in enumerate(given) for b in given[i + 1:] if (a.agent, a.step) == (b.agent, b.step))
-            out[trace_id] = same / rates.pairs
+        pairs = list(combinations(given, 2))
+        if pairs:
+            out[trace_id] = sum(a == b for a, b in pairs) / len(pairs)
     return out
 
 

@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+from .exports import (
+    EXPORT_TIME_LIMIT,
+    MAX_EXPORT_ATTEMPTS,
+    PROGRESS_EVERY,
+    export_create,
+    export_delete,
+    export_fail,
+    export_run,
+    exports_reap,
+    write_atomically,
+)
 from .queues import (
     ITEM_BATCH_SIZE,
     MAX_LEAD_TIME_MS,
@@ -15,17 +26,6 @@ from .queues import (
     queue_create,
     queue_fill,
     queue_update,
-)
-from .exports import (
-    exports_reap,
-    EXPORT_TIME_LIMIT,
-    MAX_EXPORT_ATTEMPTS,
-    PROGRESS_EVERY,
-    export_create,
-    export_delete,
-    export_fail,
-    export_run,
-    write_atomically,
 )
 
 __all__ = [

@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from tracing.models import Project
 from tracing.services import audit_record
+from tracing.services.reaper import stale_jobs_reap
 
 from ..exporters import get_exporter
 from ..exporters.rows import STEP_CHUNK
@@ -166,25 +167,14 @@ def export_delete(*, export: DatasetExport, actor: AbstractBaseUser | None = Non
 
 
 def exports_reap(*, stale_after: int) -> dict[str, int]:
-    """Exports whose worker vanished (queued or running, no sign of life for ``stale_after`` seconds, longer than the
-    task may run): re-enqueued, or failed with the reason once their attempts are spent. Celery beat, every minute."""
-    from datetime import timedelta
-
-    from django.db.models import Q
-
+    """Exports whose worker vanished are re-enqueued, or failed with the reason once their attempts are spent
+    (``tracing.services.reaper.stale_jobs_reap``). Celery beat, every minute."""
     from ..tasks import export_dataset_task
 
-    cutoff = timezone.now() - timedelta(seconds=stale_after)
-    stale = DatasetExport.objects.filter(status__in=[ExportStatus.QUEUED, ExportStatus.RUNNING]).filter(
-        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff))
-    counts = {"requeued": 0, "failed": 0}
-    for export in stale.order_by("pk")[:1000]:
-        if export.attempts >= MAX_EXPORT_ATTEMPTS:
-            export_fail(export=export, reason=f"gave up after {export.attempts} attempts: the worker writing it "
-                                              "stopped each time (killed, out of memory, or restarted)")
-            counts["failed"] += 1
-        elif DatasetExport.objects.filter(pk=export.pk, heartbeat_at=export.heartbeat_at).update(
-                heartbeat_at=timezone.now()):
-            transaction.on_commit(lambda pk=export.pk: export_dataset_task.delay(pk))
-            counts["requeued"] += 1
-    return counts
+    def fail(export: DatasetExport) -> None:
+        export_fail(export=export, reason=f"gave up after {export.attempts} attempts: the worker writing it "
+                                          "stopped each time (killed, out of memory, or restarted)")
+
+    return stale_jobs_reap(DatasetExport.objects.filter(status__in=[ExportStatus.QUEUED, ExportStatus.RUNNING]),
+                           stale_after=stale_after, hopeless=lambda e: e.attempts >= MAX_EXPORT_ATTEMPTS,
+                           fail=fail, enqueue=export_dataset_task.delay)

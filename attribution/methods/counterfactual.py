@@ -67,13 +67,13 @@ class _Search:
             replay = self.store.get(name) if self.store is not None else None
             if replay is None:  # not replayed before (a re-delivered search finds its finished replays stored)
                 corrections = {i: self.proposal(i) for i in sorted(key)}
-                tokens_before = getattr(self.budget, "tokens", 0)
+                tokens_before = self.budget.tokens
                 result = self.replayer.replay(self.trace, corrections, budget=self.budget)
                 replay = {"purpose": purpose, "corrections": sorted(key),
                           "corrected_content": {str(i): c for i, c in corrections.items()},
                           "outcome": result.outcome, "final_answer": result.final_answer,
                           "continuation": result.continuation, "cost": result.cost,
-                          "tokens": getattr(self.budget, "tokens", 0) - tokens_before, "details": result.details}
+                          "tokens": self.budget.tokens - tokens_before, "details": result.details}
                 if self.store is not None:
                     self.store.put(name, replay)
             else:

@@ -88,6 +88,7 @@ class Perturber:
     """A fault writer that needs no model (same ``write`` interface as ``fault_writer.FaultWriter``)."""
 
     name = "perturb"
+    last_explanation = ""  # as FaultWriter's: a perturbation explains itself by its kind
 
     def write(self, trace: TraceView, index: int, kind: str) -> str:
         step = trace.steps[index]

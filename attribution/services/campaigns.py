@@ -209,22 +209,27 @@ def campaign_finish_if_done(campaign_id: int) -> None:
 
 
 def _reserve_replay(campaign_id: int) -> str:
-    """Take one replay from the campaign's budget; "" when granted, else why not. Atomic across workers."""
+    """Take one replay from the campaign's budget; "" when granted, else why not. Atomic across workers: a budget
+    found spent stops the campaign cleanly (status *stopped*, the injections not started skipped)."""
     from ..models import CampaignStatus, InjectionCampaign
 
     current = InjectionCampaign.objects.get(pk=campaign_id)
     if current.status != CampaignStatus.RUNNING:
         return f"the campaign is {current.get_status_display().lower()}"
+    spent = ""
     if current.max_tokens is not None and current.tokens >= current.max_tokens:
-        return f"token budget of {current.max_tokens:,} reached"
-    if current.max_cost is not None and current.cost >= current.max_cost:
-        return f"cost budget of ${current.max_cost} reached"
-    rows = InjectionCampaign.objects.filter(pk=campaign_id, status=CampaignStatus.RUNNING)
-    if current.max_replays is not None:
-        rows = rows.filter(replays__lt=F("max_replays"))
-    if rows.update(replays=F("replays") + 1):
-        return ""
-    return f"replay budget of {current.max_replays:,} replays reached"
+        spent = f"token budget of {current.max_tokens:,} reached"
+    elif current.max_cost is not None and current.cost >= current.max_cost:
+        spent = f"cost budget of ${current.max_cost} reached"
+    else:
+        rows = InjectionCampaign.objects.filter(pk=campaign_id, status=CampaignStatus.RUNNING)
+        if current.max_replays is not None:
+            rows = rows.filter(replays__lt=F("max_replays"))
+        if rows.update(replays=F("replays") + 1):
+            return ""
+        spent = f"replay budget of {current.max_replays:,} replays reached"
+    _campaign_stop(campaign_id, CampaignStatus.STOPPED, spent, from_statuses=(CampaignStatus.RUNNING,))
+    return spent
 
 
 def injection_execute(*, injection_id: int):  # -> Injection
@@ -245,16 +250,15 @@ def injection_execute(*, injection_id: int):  # -> Injection
     if record is None:
         refused = _reserve_replay(campaign.pk)
         if refused:
-            if campaign.status == CampaignStatus.RUNNING and "budget" in refused:
-                _campaign_stop(campaign.pk, CampaignStatus.STOPPED, refused, from_statuses=(CampaignStatus.RUNNING,))
-            injection.refresh_from_db()
+            injection.refresh_from_db()  # the stop may have skipped it already
             return (injection if injection.status != InjectionStatus.PENDING
                     else _injection_settle(injection, InjectionStatus.SKIPPED, error=refused))
         try:
             record = _injection_replay(injection)
         except (MethodError, ReplayError) as exc:
             return _injection_settle(injection, InjectionStatus.FAILED, error=str(exc))
-    return _injection_keep_or_discard(injection, record)
+    kept = record.outcome == "failure"  # the fault broke the run: a labelled case
+    return _injection_settle(injection, InjectionStatus.KEPT if kept else InjectionStatus.DISCARDED, record=record)
 
 
 def _injection_replay(injection):  # type: ignore[no-untyped-def]
@@ -264,17 +268,16 @@ def _injection_replay(injection):  # type: ignore[no-untyped-def]
     from ..replay.base import Budget
 
     campaign, origin = injection.campaign, injection.origin
-    view = trace_view(origin)
-    parsed = sandbox.parse_name(origin.name) if origin.source_format == "sandbox" else None
+    seeds = _sandbox_seeds(injection)
     tokens, details = 0, {}
-    if parsed is not None:
-        fault_seed = int(injection.key.rsplit("sandbox-", 1)[1])
-        result = sandbox.run(sandbox.generate_task(parsed[0]), sandbox.inject(parsed[0], fault_seed))
+    if seeds is not None:
+        result = sandbox.run(sandbox.generate_task(seeds[0]), sandbox.inject(*seeds))
         faulty = result.steps[injection.step_index].content if injection.step_index < len(result.steps) else ""
         outcome, answer, cost, replayer_name = result.outcome, result.final_answer, 0.0, "sandbox"
         continuation = [sandbox._step_dict(i, s) for i, s in enumerate(result.steps)  # noqa: SLF001
                         if i >= injection.step_index]
     else:
+        view = trace_view(origin)
         replayer = replayer_for(campaign.project, view)
         writer = _fault_writer(campaign)
         # The model writes a fault of a category; the offline perturber applies a fault kind.
@@ -284,8 +287,8 @@ def _injection_replay(injection):  # type: ignore[no-untyped-def]
         replayed = replayer.replay(view, {injection.step_index: faulty}, budget=budget)
         outcome, answer, cost, continuation = (replayed.outcome, replayed.final_answer, replayed.cost,
                                                replayed.continuation)
-        details = {**(replayed.details or {}), "explanation": getattr(writer, "last_explanation", "") or ""}
-        tokens = int(getattr(budget, "tokens", 0) or 0)
+        details = {**(replayed.details or {}), "explanation": writer.last_explanation}
+        tokens = budget.tokens
         replayer_name = getattr(replayer, "name", "")
     with transaction.atomic():
         try:
@@ -302,6 +305,16 @@ def _injection_replay(injection):  # type: ignore[no-untyped-def]
     return record
 
 
+def _sandbox_seeds(injection) -> tuple[int, int] | None:  # type: ignore[no-untyped-def]
+    """(task seed, fault seed) of a sandbox injection (its origin is ``sandbox/task-N``, its key ends in
+    ``sandbox-<fault seed>``), None for an injection into a real trace."""
+    from ..replay import sandbox
+
+    origin = injection.origin
+    parsed = sandbox.parse_name(origin.name) if origin.source_format == "sandbox" else None
+    return None if parsed is None else (parsed[0], int(injection.key.rsplit("sandbox-", 1)[1]))
+
+
 def _fault_writer(campaign):  # type: ignore[no-untyped-def]
     from ..replay.perturb import Perturber
 
@@ -311,14 +324,6 @@ def _fault_writer(campaign):  # type: ignore[no-untyped-def]
 
         return FaultWriter(LlmClient.for_project(campaign.project, method="inject_faults"))
     return Perturber()
-
-
-def _injection_keep_or_discard(injection, record):  # type: ignore[no-untyped-def]
-    from ..models import InjectionStatus
-
-    if record.outcome != "failure":
-        return _injection_settle(injection, InjectionStatus.DISCARDED, record=record)
-    return _injection_settle(injection, InjectionStatus.KEPT, record=record)
 
 
 def _injection_settle(injection, status: str, *, record=None, error: str = ""):  # type: ignore[no-untyped-def]
@@ -357,16 +362,14 @@ def _kept_case_trace(injection, record) -> Trace:  # type: ignore[no-untyped-def
             .exclude(pk=injection.pk).values_list("result_trace_id", flat=True).first())
     if same is not None:  # an earlier campaign made this very case: link it rather than copy it
         return Trace.objects.get(pk=same)
-    parsed_name = sandbox.parse_name(origin.name) if origin.source_format == "sandbox" else None
-    if parsed_name is not None:
-        fault_seed = int(injection.key.rsplit("sandbox-", 1)[1])
-        name = sandbox.trace_name(parsed_name[0], fault_seed)
+    seeds = _sandbox_seeds(injection)
+    if seeds is not None:
+        name = sandbox.trace_name(*seeds)
         existing = Trace.objects.filter(project=origin.project_id, name=name).first()
         if existing is not None:  # the same sandbox case, generated before: link it rather than copy it
             return existing
-        parsed = sandbox.to_parsed(sandbox.run(sandbox.generate_task(parsed_name[0]),
-                                               sandbox.inject(parsed_name[0], fault_seed)),
-                                   name=name, fault_seed=fault_seed)
+        parsed = sandbox.to_parsed(sandbox.run(sandbox.generate_task(seeds[0]), sandbox.inject(*seeds)),
+                                   name=name, fault_seed=seeds[1])
     else:
         from ..replay.base import ReplayResult
         from ..replay.fault_writer import parsed_case

@@ -5,16 +5,16 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable
-from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, InterfaceError, OperationalError, transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 
 from ..formats import ParsedLabels, ParsedTrace, Source, TraceFormatError, detect_format_scored, get_format
 from ..models import IngestJob, JobStatus, Project, Trace
+from .reaper import stale_jobs_reap
 from .uploads import IncomingFile, expand_incoming, raw_upload_store
 from .writer import labels_attach, trace_create_from_parsed
 
@@ -221,24 +221,14 @@ def _undo(job: IngestJob) -> None:
 # --- the reaper ----------------------------------------------------------------------------------------------------
 
 def ingest_jobs_reap(*, stale_after: int) -> dict[str, int]:
-    """Jobs whose worker vanished: queued or running with no sign of life for ``stale_after`` seconds (longer than
-    any task may run, so the worker is surely gone, or the broker lost the message). Each is re-enqueued, or failed
-    with a readable reason once its attempts are spent. Run every minute by Celery beat."""
+    """Jobs whose worker vanished are re-enqueued, or failed with a readable reason once their attempts are spent
+    (``reaper.stale_jobs_reap``). Run every minute by Celery beat."""
     from ..tasks import ingest_file_task
 
-    cutoff = timezone.now() - timedelta(seconds=stale_after)
-    stale = IngestJob.objects.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).filter(
-        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff))
-    requeued = failed = 0
-    for job in stale.order_by("pk")[:1000]:
-        if job.attempts >= MAX_INGEST_ATTEMPTS:
-            ingest_job_fail(job=job, reason=f"gave up after {job.attempts} attempts: the worker running it stopped "
-                                            "each time (killed, out of memory, or restarted)")
-            failed += 1
-            continue
-        # Only the reaper that moves the heartbeat re-enqueues (two beat processes never double a job).
-        if IngestJob.objects.filter(pk=job.pk, heartbeat_at=job.heartbeat_at).update(heartbeat_at=timezone.now()):
-            job_id = job.pk
-            transaction.on_commit(lambda job_id=job_id: ingest_file_task.delay(job_id))
-            requeued += 1
-    return {"requeued": requeued, "failed": failed}
+    def fail(job: IngestJob) -> None:
+        ingest_job_fail(job=job, reason=f"gave up after {job.attempts} attempts: the worker running it stopped "
+                                        "each time (killed, out of memory, or restarted)")
+
+    return stale_jobs_reap(IngestJob.objects.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]),
+                           stale_after=stale_after, hopeless=lambda job: job.attempts >= MAX_INGEST_ATTEMPTS,
+                           fail=fail, enqueue=ingest_file_task.delay)
