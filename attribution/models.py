@@ -451,3 +451,76 @@ class SchemaLibrarySettings(models.Model):
     project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="schema_settings")
     use_shared_library = models.BooleanField(default=False)
     updated_at = models.DateTimeField(auto_now=True)
+
+
+class AttributorStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Training"
+    SUCCEEDED = "succeeded", "Trained"
+    FAILED = "failed", "Failed"
+
+
+class AttributorModel(models.Model):
+    """A learned attributor (``attribution.learning``) trained from verified labels of one or more projects.
+
+    ``parameters`` holds the model as plain JSON arrays (``Attributor.to_dict``), checked for shape and finiteness
+    when read: nothing a user could upload is ever unpickled. ``cv`` holds the grouped cross-validation measured
+    before the final fit on every label, beside baselines fitted on the training folds."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="attributor_models")
+    name = models.CharField(max_length=120)
+    version = models.PositiveIntegerField(default=1)
+    training_projects = models.JSONField(default=list)  # [{"id": 3, "name": "Alpha"}, ...]
+    label_sources = models.JSONField(default=list)  # ["imported", "adjudicated", ...]
+    feature_set = models.CharField(max_length=40, blank=True)
+    folds = models.PositiveSmallIntegerField(default=5)
+    status = models.CharField(max_length=16, choices=AttributorStatus.choices, default=AttributorStatus.QUEUED)
+    progress = models.PositiveSmallIntegerField(default=0)  # percent
+    stage = models.CharField(max_length=120, blank=True)  # "fold 3 of 5", "final fit"
+    n_traces = models.PositiveIntegerField(default=0)
+    n_steps = models.PositiveIntegerField(default=0)
+    cv = models.JSONField(default=dict, blank=True)  # {agent_accuracy, step_accuracy, intervals, baselines, ...}
+    summary = models.JSONField(default=dict, blank=True)  # strongest features, agent confusion, label counts
+    parameters = models.JSONField(default=dict, blank=True)
+    seconds = models.FloatField(default=0)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name", "version"], name="attributor_unique_version"),
+            models.CheckConstraint(condition=Q(status__in=AttributorStatus.values), name="attributor_status_valid"),
+        ]
+        indexes = [models.Index(fields=["project", "-created_at"], name="attributor_project_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} v{self.version}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (AttributorStatus.SUCCEEDED, AttributorStatus.FAILED)
+
+
+class ProjectAttribution(models.Model):
+    """How a project attributes by default: the method its Attribute buttons preselect, the learned model the
+    ``learned`` method uses, and the heuristic's priors calibrated on the project's own labels."""
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="attribution_settings")
+    default_method = models.CharField(max_length=40, default="heuristic")
+    attributor = models.ForeignKey(AttributorModel, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    # attribution.learning.calibration.Calibration.to_dict(): counts per (style, role, rank) and each label's cell.
+    calibration = models.JSONField(default=dict, blank=True)
+    calibrated_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.project}: {self.default_method}"

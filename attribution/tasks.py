@@ -112,3 +112,16 @@ def distill_schemas_task(self, project_id: int) -> None:
         schemas_distill(project=Project.objects.get(pk=project_id))
     except TRANSIENT_ERRORS as exc:
         raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 30)) from exc
+
+
+@shared_task(bind=True, name="attribution.train_attributor", max_retries=MAX_RETRIES, soft_time_limit=3600,
+             time_limit=3660)
+def train_attributor_task(self, model_id: int) -> None:
+    """Train one learned attributor. Everything is written at the end in one transaction: a re-delivery after a
+    crash trains again from scratch."""
+    from .learning.services import attributor_train
+
+    try:
+        attributor_train(model_id=model_id)
+    except TRANSIENT_ERRORS as exc:
+        raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 30)) from exc

@@ -10,8 +10,7 @@ from tracing import selectors as tracing_selectors
 from tracing.models import Membership, Role
 
 from . import selectors, services
-from .evaluation import score
-from .forms import CampaignForm, EvaluationForm, LlmSettingsForm, SandboxForm, StartRunForm
+from .forms import CampaignForm, EvaluationForm, LlmSettingsForm, SandboxForm, StartRunForm, default_method
 from .methods import MethodError, all_methods
 from .models import AttributionRun, Injection, InjectionCampaign, ProjectLlmSettings, Verdict
 
@@ -28,7 +27,13 @@ def trace_panel(request: HttpRequest, trace_id: int) -> HttpResponse:
     """The verdict panel of the trace page (loaded there with hx-get): verdicts beside the gold label, the suspicion
     strip of the newest verdict, and a form to run a method on this trace."""
     trace, membership = tracing_selectors.trace_for_user(user=request.user, trace_id=trace_id)
-    return render(request, "attribution/trace_panel.html", selectors.trace_panel_context(trace, membership))
+    return render(request, "attribution/trace_panel.html", _panel_context(trace, membership))
+
+
+def _panel_context(trace, membership: Membership) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    # The Attribute form preselects the project's default method (set on its models page).
+    form = StartRunForm(initial={"with_ground_truth": True}, project=trace.project)
+    return selectors.trace_panel_context(trace, membership) | {"form": form}
 
 
 @login_required
@@ -47,7 +52,7 @@ def trace_attribute(request: HttpRequest, trace_id: int) -> HttpResponse:
             error = str(exc)
     if not request.htmx:
         return redirect("tracing:trace_detail", trace_id=trace.pk)
-    context = selectors.trace_panel_context(trace, membership)
+    context = _panel_context(trace, membership)
     context["error"] = error or "; ".join(e for errs in form.errors.values() for e in errs)
     return render(request, "attribution/trace_panel.html", context)
 
@@ -56,7 +61,8 @@ def trace_attribute(request: HttpRequest, trace_id: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def run_list(request: HttpRequest, slug: str) -> HttpResponse:
     membership = tracing_selectors.membership_for_user(user=request.user, slug=slug)
-    form = StartRunForm(request.POST) if request.method == "POST" else StartRunForm(initial={"with_ground_truth": True})
+    form = StartRunForm(request.POST) if request.method == "POST" else StartRunForm(
+        initial={"with_ground_truth": True}, project=membership.project)
     if request.method == "POST":
         _contributor(membership)
         if form.is_valid():
@@ -98,15 +104,13 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
 @require_GET
 def evaluation(request: HttpRequest, slug: str) -> HttpResponse:
     membership = tracing_selectors.membership_for_user(user=request.user, slug=slug)
-    form = EvaluationForm(request.GET or {"method": "heuristic", "split": "all"})
-    data = form.cleaned_data if form.is_valid() else {"method": "heuristic", "split": "all"}
-    method, split = data.get("method") or "heuristic", data.get("split") or "all"
-    run = selectors.latest_evaluation_run(project=membership.project, method=method)
-    records = selectors.evaluation_records(run=run, split=split) if run else []
-    context = {"project": membership.project, "membership": membership, "form": form, "run": run,
-               "method": method, "split": split, "result": score(records) if records else None,
-               "labelled": len(selectors.labelled_traces(project=membership.project, split=split)),
-               "comparison": selectors.evaluation_comparison(project=membership.project, split=split)}
+    preselected = default_method(membership.project) or "heuristic"
+    form = EvaluationForm(request.GET or {"method": preselected, "split": "all"})
+    data = form.cleaned_data if form.is_valid() else {"method": preselected, "split": "all"}
+    method, split = data.get("method") or preselected, data.get("split") or "all"
+    context = selectors.evaluation_page(project=membership.project, method=method, split=split)
+    context |= {"project": membership.project, "membership": membership, "form": form, "method": method,
+                "split": split}
     return render(request, "attribution/evaluation.html", context)
 
 

@@ -29,6 +29,7 @@ from .base import MethodResult, StepView, TraceView
 if TYPE_CHECKING:
     import networkx as nx
 
+    from ..learning.calibration import Calibration
     from ..llm import LlmClient
 
 
@@ -416,16 +417,31 @@ _DETECTORS = (_detect_tool_errors, _detect_empty_results, _detect_loops, _detect
 
 # --- verdict ---------------------------------------------------------------------------------------------------------
 
-def _log_priors(ctx: _Context) -> list[float]:
-    table = PRIORS[ctx.style]
+def cells(trace: TraceView) -> tuple[str, list[tuple[str, int]]]:
+    """The run's style and each step's prior cell: (role, rank of the step among the trace's steps of that role,
+    4 standing for 4 and later). What the priors are a table of, and what a project's calibration counts."""
+    planners = {s.agent for s in trace.steps if s.agent and (s.recipient or s.kind == "thought")}
     seen: dict[str, int] = {}
     out = []
-    for step in ctx.steps:
-        role = ctx.role(step)
+    for step in trace.steps:
+        if step.kind == "tool_result":
+            role = "tool"
+        elif step.kind in ("human", "system") or not step.agent:
+            role = "human"
+        elif step.agent in planners:
+            role = "planner-thought" if step.kind == "thought" else "planner-message"
+        else:
+            role = "worker"
         rank = seen.get(role, 0)
         seen[role] = rank + 1
-        out.append(math.log(table.get((role, min(rank, 4)), PRIOR_FLOOR)))
-    return out
+        out.append((role, min(rank, 4)))
+    return ("orchestrated" if planners else "group"), out
+
+
+def _log_priors(ctx: _Context, priors: dict[str, dict[tuple[str, int], float]]) -> list[float]:
+    style, step_cells = cells(ctx.trace)
+    table = priors[style]
+    return [math.log(table.get(cell, PRIOR_FLOOR)) for cell in step_cells]
 
 
 def _one_per_kind(signals: list[Signal]) -> list[Signal]:
@@ -458,21 +474,45 @@ def _reason(signals: list[Signal], found: set[int], final: int, step: int) -> st
     return "; ".join(parts) or f"step {step}: no signal fired; chosen by the position prior alone"
 
 
+@dataclass
+class Analysis:
+    """Everything the heuristic computes about a trace before it picks a step; the learned method reads it as
+    features. ``raw`` is each step's log odds (prior plus signal weights), ``priors`` the prior part alone."""
+
+    ctx: _Context
+    signals: list[Signal]
+    found: set[int]
+    priors: list[float]
+    raw: list[float]
+    candidates: list[int]
+
+
+def analyse(trace: TraceView, *, with_ground_truth: bool = True,
+            priors: dict[str, dict[tuple[str, int], float]] | None = None) -> Analysis:
+    """Detect every signal and score every step (``priors``: a project's calibrated table, else ``PRIORS``)."""
+    ctx = _Context(trace, with_ground_truth)
+    found = ancestors(ctx.graph, ctx.final)
+    signals = _one_per_kind([s for detect in _DETECTORS for s in detect(ctx)] + list(_detect_ancestry(ctx, found)))
+    prior = _log_priors(ctx, priors or PRIORS)
+    raw = list(prior)
+    for signal in signals:
+        raw[signal.step] += signal.weight
+    return Analysis(ctx=ctx, signals=signals, found=found, priors=prior, raw=raw, candidates=_candidates(ctx))
+
+
 class Heuristic:
     name = "heuristic"
-    label = "Heuristic signals (offline)"
+    label = "Heuristic signals (offline; priors calibrated on the project's own labels once it has 20)"
     needs_llm = False
+    needs_calibration = True  # the service hands it the project's calibrated priors, when there are any
 
-    def run(self, trace: TraceView, *, llm: LlmClient | None = None, with_ground_truth: bool = True) -> MethodResult:
+    def run(self, trace: TraceView, *, llm: LlmClient | None = None, with_ground_truth: bool = True,
+            calibration: Calibration | None = None) -> MethodResult:
         if not trace.steps:
             return MethodResult(agent="", step=0, confidence=0.0, reason="the trace has no steps")
-        ctx = _Context(trace, with_ground_truth)
-        found = ancestors(ctx.graph, ctx.final)
-        signals = _one_per_kind([s for detect in _DETECTORS for s in detect(ctx)] + list(_detect_ancestry(ctx, found)))
-        raw = _log_priors(ctx)
-        for signal in signals:
-            raw[signal.step] += signal.weight
-        candidates = _candidates(ctx)
+        table = calibration.priors_for(trace) if calibration is not None else None
+        a = analyse(trace, with_ground_truth=with_ground_truth, priors=table)
+        ctx, signals, found, raw, candidates = a.ctx, a.signals, a.found, a.raw, a.candidates
         step = _pick(raw, candidates)
         agent = ctx.steps[ctx.blamed(step)].agent or (trace.agents[0] if trace.agents else "")
         top = max(raw)
@@ -483,13 +523,15 @@ class Heuristic:
         confidence = math.exp((raw[step] - top) / t) / sum(math.exp((raw[i] - top) / t) for i in candidates)
         own = sorted((s for s in signals if s.step == step and s.signal in CATEGORIES),
                      key=lambda s: list(CATEGORIES).index(s.signal))
+        details = {"signals": [{"step": s.step, "signal": s.signal, "weight": s.weight, "text": s.text}
+                               for s in signals],
+                   "ancestors": sorted(found), "final_step": ctx.final}
+        if table is not None:
+            details["priors"] = calibration.describe() if calibration is not None else {}
         return MethodResult(
             agent=agent, step=step, confidence=round(confidence, 4),
             reason=_reason(signals, found, ctx.final, step), category=CATEGORIES[own[0].signal] if own else "",
-            scores=scores,
-            details={"signals": [{"step": s.step, "signal": s.signal, "weight": s.weight, "text": s.text}
-                                 for s in signals],
-                     "ancestors": sorted(found), "final_step": ctx.final},
+            scores=scores, details=details,
         )
 
 

@@ -24,14 +24,18 @@ logger = logging.getLogger(__name__)
 from .runs import replayer_for
 
 
-def sandbox_cases_generate(*, project: Project, runs: int, seed: int) -> tuple[int, int]:
+def sandbox_cases_generate(*, project: Project, runs: int, seed: int, version: int = 1,
+                           mode: str = "injected") -> tuple[int, int]:
     """Run the built-in sandbox ``runs`` times with one injected fault each; keep the runs the fault broke as traces
-    labelled at the faulty step (source: injected). Idempotent by trace name. Returns (kept, already there)."""
+    labelled at the faulty step (source: injected). Idempotent by trace name. Returns (kept, already there).
+    ``version=2``: sandbox v2's labelled failures of ``mode`` (injected, or natural), see ``_sandbox_v2_generate``."""
     from tracing import services as tracing_services
     from tracing.models import LabelSource, Provenance
 
     from ..replay import sandbox
 
+    if version == 2:
+        return _sandbox_v2_generate(project=project, runs=runs, seed=seed, mode=mode)
     kept = existing = 0
     for i in range(runs):
         task_seed, fault_seed = seed + i, i
@@ -47,6 +51,30 @@ def sandbox_cases_generate(*, project: Project, runs: int, seed: int) -> tuple[i
                 project=project, upload=None, ordinal=0, parsed=sandbox.to_parsed(result, name=name,
                                                                                  fault_seed=fault_seed),
                 provenance=Provenance.INJECTED, label_source=LabelSource.INJECTED)
+        kept += 1
+    return kept, existing
+
+
+def _sandbox_v2_generate(*, project: Project, runs: int, seed: int, mode: str) -> tuple[int, int]:
+    """Sandbox v2 failures, each labelled at its counterfactual decisive step: injected ones (provenance and label
+    source "injected"), or natural ones (provenance "generated", label source "counterfactual": nobody injected
+    anything, the label comes from replaying every action). Idempotent by trace name."""
+    from tracing import services as tracing_services
+    from tracing.models import LabelSource, Provenance
+
+    from ..replay.sandbox_v2_faults import generate_labelled, to_parsed
+
+    provenance, source = ((Provenance.INJECTED, LabelSource.INJECTED) if mode == "injected"
+                          else (Provenance.GENERATED, LabelSource.COUNTERFACTUAL))
+    kept = existing = 0
+    for case in generate_labelled(runs, seed, mode):
+        if Trace.objects.filter(project=project, name=case.name).exists():
+            existing += 1
+            continue
+        with transaction.atomic():
+            tracing_services.trace_create_from_parsed(project=project, upload=None, ordinal=0,
+                                                      parsed=to_parsed(case), provenance=provenance,
+                                                      label_source=source)
         kept += 1
     return kept, existing
 

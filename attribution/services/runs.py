@@ -19,7 +19,7 @@ from django.utils import timezone
 from tracing.models import Project, Trace
 
 from ..methods import MethodError, MethodResult, get_method
-from ..models import AttributionRun, ProjectLlmSettings, RunStatus, Verdict, VerdictStatus
+from ..models import AttributionRun, AttributorModel, ProjectLlmSettings, RunStatus, Verdict, VerdictStatus
 from ..selectors import trace_view
 
 logger = logging.getLogger(__name__)
@@ -34,8 +34,10 @@ def run_create(
     model: str = "",
     description: str = "",
     enqueue: bool = True,
+    attributor: AttributorModel | None = None,
 ) -> AttributionRun:
-    """Record a run over ``trace_ids`` (only the project's own traces are kept) and queue it."""
+    """Record a run over ``trace_ids`` (only the project's own traces are kept) and queue it. The learned method
+    uses ``attributor`` (a trained model, possibly of another project: transfer), else the project's default."""
     chosen = get_method(method)  # MethodError for an unknown name
     wants_llm = chosen.needs_llm or getattr(chosen, "wants_llm", False)  # schema_guided: a model if there is one
     if wants_llm:
@@ -45,9 +47,17 @@ def run_create(
     ids = list(Trace.objects.filter(project=project, pk__in=list(trace_ids)).order_by("pk").values_list("pk", flat=True))
     if not ids:
         raise MethodError("no traces to attribute: the selection is empty")
+    params: dict = {"with_ground_truth": with_ground_truth}
+    if getattr(chosen, "needs_attributor", False):
+        chosen_model = attributor or _default_attributor(project)
+        if chosen_model is None:
+            raise MethodError("the learned method needs a trained model: train one on the project's model page and "
+                              "make it the default")
+        params["attributor"] = chosen_model.pk
+        model = chosen_model.label
     run = AttributionRun.objects.create(
-        project=project, method=chosen.name, model=model if wants_llm else "", trace_ids=ids, total=len(ids),
-        params={"with_ground_truth": with_ground_truth}, created_by=user,
+        project=project, method=chosen.name, model=model if wants_llm or attributor or params.get("attributor") else "",
+        trace_ids=ids, total=len(ids), params=params, created_by=user,
         description=description or f"{len(ids)} trace{'s' if len(ids) != 1 else ''}",
     )
     if enqueue:
@@ -57,8 +67,24 @@ def run_create(
     return run
 
 
+def _default_attributor(project: Project) -> AttributorModel | None:
+    from ..models import ProjectAttribution
+
+    settings = ProjectAttribution.objects.filter(project=project).select_related("attributor").first()
+    return settings.attributor if settings is not None and settings.attributor_id else None
+
+
 def _project_model(project: Project) -> str:
     return ProjectLlmSettings.objects.filter(project=project).values_list("model", flat=True).first() or ""
+
+
+def run_prepare(*, run: AttributionRun) -> None:
+    """Before a run's traces are attributed: a heuristic run refits the project's calibrated priors when its labels
+    changed (cheap: the shape of the labelled runs, not their text)."""
+    if getattr(get_method(run.method), "needs_calibration", False):
+        from ..learning.services import calibration_refresh
+
+        calibration_refresh(project=run.project)
 
 
 def run_claim(*, run_id: int) -> bool:
@@ -89,6 +115,12 @@ def run_trace(*, run_id: int, trace_id: int) -> Verdict | None:
         if getattr(method, "needs_replayer", False):
             replayer = replayer_for(run.project, view, run=run)
             extra = {"replayer": replayer, "store": RunReplayStore(run, trace, getattr(replayer, "name", "sandbox"))}
+        if getattr(method, "needs_attributor", False):
+            extra["attributor"] = _attributor_for_run(run)
+        if getattr(method, "needs_calibration", False):
+            from ..learning.services import calibration_for
+
+            extra["calibration"] = calibration_for(run.project)
         if getattr(method, "needs_schemas", False):
             from ..schemas.selectors import SchemaSource
 
@@ -104,10 +136,18 @@ def run_trace(*, run_id: int, trace_id: int) -> Verdict | None:
 def replayer_for(project: Project, view, *, run: AttributionRun | None = None):  # type: ignore[no-untyped-def]
     """The replayer for a trace: the built-in sandbox for sandbox runs (None: the method builds it from the trace),
     else the project's HTTP replay hook when one is configured, else the project's model simulating the agents."""
+    from ..replay.base import ReplayError
     from ..replay.sandbox import parse_name
+    from ..replay.sandbox_v2 import SandboxV2Replayer
+    from ..replay.sandbox_v2 import parse_name as parse_v2_name
 
     if view.source_format == "sandbox" and parse_name(view.name) is not None:
         return None
+    if view.source_format == "sandbox" and parse_v2_name(view.name) is not None:
+        try:
+            return SandboxV2Replayer.for_trace(view)
+        except ReplayError as exc:
+            raise MethodError(f"no replayer for this trace: {exc}") from None
     settings = ProjectLlmSettings.objects.filter(project=project).first()
     if settings is not None and not settings.replay_hook_url and settings.model:
         from ..llm import LlmClient
@@ -124,6 +164,24 @@ def replayer_for(project: Project, view, *, run: AttributionRun | None = None): 
     auth = decrypt(settings.replay_hook_auth_encrypted) if settings.replay_hook_auth_encrypted else None
     return HttpHookReplayer(settings.replay_hook_url, auth_header=auth, timeout=settings.timeout_seconds,
                             retries=settings.max_retries)
+
+
+_LOADED: dict[int, object] = {}  # model id -> Attributor; a model row never changes once trained
+
+
+def _attributor_for_run(run: AttributionRun):  # type: ignore[no-untyped-def]
+    from ..learning.services import attributor_load
+    from ..models import AttributorModel
+
+    model_id = run.params.get("attributor")
+    if model_id not in _LOADED:
+        row = AttributorModel.objects.filter(pk=model_id, status="succeeded").first()
+        if row is None:
+            raise MethodError("the run's trained model no longer exists")
+        if len(_LOADED) > 8:
+            _LOADED.clear()
+        _LOADED[model_id] = attributor_load(row)
+    return _LOADED[model_id]
 
 
 def _llm_for(run: AttributionRun, trace: Trace):  # type: ignore[no-untyped-def]
@@ -176,6 +234,7 @@ def run_fail(*, run_id: int, reason: str) -> None:
 
 def run_execute_inline(*, run: AttributionRun) -> AttributionRun:
     """Run every trace in this process (the CLI and `evaluate`): the same code path the workers take."""
+    run_prepare(run=run)
     run_claim(run_id=run.pk)
     for trace_id in run.trace_ids:
         run_trace(run_id=run.pk, trace_id=trace_id)

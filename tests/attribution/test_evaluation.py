@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from attribution.evaluation import Record, baselines, score, scorer_step_match
+from attribution.evaluation import Record, baselines, score, scorer_step_match, wilson
 
-KEYS = {"n", "agent_accuracy", "step_accuracy", "joint_accuracy", "step_accuracy_within", "scorer_compatible",
-        "baselines", "calls", "tokens", "cost"}
+KEYS = {"n", "agent_accuracy", "step_accuracy", "joint_accuracy", "intervals", "step_accuracy_within",
+        "scorer_compatible", "baselines", "calls", "tokens", "cost"}
+BASELINES = {"majority", "first", "last", "random", "random_blamed"}
 
 
 def _records() -> list[Record]:
@@ -62,13 +63,60 @@ def test_the_random_baseline_is_the_expected_accuracy_of_a_uniform_pick():
     assert random["step"] == round((1 / 10 + 1 / 20 + 1 / 8 + 1 / 20) / 4, 4)
 
 
-def test_the_majority_baseline_always_answers_the_most_frequent_gold_agent_and_step():
+def test_the_majority_baseline_is_fitted_on_the_other_records_never_on_the_one_it_scores():
     majority = score(_records())["baselines"]["majority"]
-    assert majority["agent"] == 0.75  # WebSurfer is gold in three of four
-    assert majority["step"] == 0.25  # every gold step differs: any one is right once
+    assert majority["agent"] == 0.75  # WebSurfer is gold in three of four: each is right by the other three
+    assert majority["step"] == 0.0  # every gold step differs: the others never name it
     skewed = [Record("a", 0, "a", 5, n_steps=9, agents=("a",)), Record("a", 0, "a", 5, n_steps=9, agents=("a",)),
               Record("a", 0, "b", 1, n_steps=9, agents=("a", "b"))]
-    assert baselines(skewed)["majority"] == {"agent": 0.6667, "step": 0.6667}
+    # Left out, an "a"/5 record sees "a"/5 and "b"/1: the agent tie goes to "a" (right), the step tie to the
+    # smaller step 1 (wrong); the "b"/1 record sees only "a"/5 (wrong twice).
+    assert (baselines(skewed)["majority"]["agent"], baselines(skewed)["majority"]["step"]) == (0.6667, 0.0)
+
+
+def test_constant_baselines_learn_from_the_training_records_when_given():
+    train = [Record("", 0, "Coder", 3, n_steps=9, agents=("Coder",))] * 3
+    result = score(_records(), train=train)["baselines"]["majority"]
+    assert (result["agent"], result["step"]) == (0.0, 0.25)  # "Coder" is never gold here; step 3 is once
+
+
+def test_a_baseline_computed_on_the_scored_set_could_not_fail_and_is_not_what_we_report():
+    # one trace: a majority taken from the scored set would be right by construction
+    single = [Record("x", 1, "Agent", 4, n_steps=9, agents=("Agent", "Other"))]
+    assert score(single)["baselines"]["majority"]["step"] == 0.0
+
+
+def test_first_and_last_action_baselines_read_the_traces_own_ends():
+    records = [Record("", 0, "a", 1, n_steps=5, agents=("a", "b"), first_agent="a", first_step=1, last_agent="b",
+                      last_step=4),
+               Record("", 0, "b", 4, n_steps=5, agents=("a", "b"), first_agent="a", first_step=1, last_agent="b",
+                      last_step=4)]
+    b = baselines(records)
+    assert (b["first"]["agent"], b["first"]["step"]) == (0.5, 0.5)
+    assert (b["last"]["agent"], b["last"]["step"]) == (0.5, 0.5)
+
+
+def test_random_among_ever_blamed_agents_narrows_the_pick_to_agents_blamed_in_training():
+    train = [Record("", 0, "a", 0, n_steps=3, agents=("a", "b", "c"))]
+    test = [Record("", 0, "a", 0, n_steps=3, agents=("a", "b", "c"))]
+    b = baselines(test, train)
+    assert b["random"]["agent"] == 0.3333 and b["random_blamed"]["agent"] == 1.0
+
+
+@pytest.mark.parametrize(("hits", "n", "low", "high"), [(0, 10, 0.0, 0.2775), (10, 10, 0.7225, 1.0),
+                                                        (5, 10, 0.2366, 0.7634), (50, 100, 0.4038, 0.5962)])
+def test_wilson_intervals_match_the_published_formula(hits, n, low, high):
+    assert wilson(hits, n) == [low, high]
+
+
+def test_every_accuracy_and_baseline_carries_an_interval():
+    result = score(_records())
+    assert set(result["intervals"]) == {"agent", "step", "joint"}
+    lo, hi = result["intervals"]["agent"]
+    assert lo <= result["agent_accuracy"] <= hi
+    assert set(result["baselines"]) == BASELINES
+    for figure in result["baselines"].values():
+        assert figure["agent_ci"][0] <= figure["agent"] <= figure["agent_ci"][1]
 
 
 def test_spend_is_averaged_per_trace():
@@ -81,7 +129,7 @@ def test_accuracies_are_fractions_rounded_to_four_decimals():
               [Record("a", 1, "b", 2, n_steps=3, agents=("a", "b", "c"))] * 2
     result = score(records)
     assert result["agent_accuracy"] == 0.3333
-    assert result["baselines"]["random"] == {"agent": 0.3333, "step": 0.3333}
+    assert (result["baselines"]["random"]["agent"], result["baselines"]["random"]["step"]) == (0.3333, 0.3333)
     for value in (result["agent_accuracy"], result["step_accuracy"], result["joint_accuracy"],
                   *result["step_accuracy_within"].values(), *result["scorer_compatible"].values()):
         assert 0.0 <= value <= 1.0
@@ -99,4 +147,4 @@ def test_a_missing_verdict_counts_as_wrong_even_for_the_lenient_figures():
 def test_an_empty_set_scores_zero_without_dividing_by_zero():
     result = score([])
     assert result["n"] == 0 and result["agent_accuracy"] == 0.0
-    assert result["baselines"] == {"random": {"agent": 0.0, "step": 0.0}, "majority": {"agent": 0.0, "step": 0.0}}
+    assert all(b["agent"] == b["step"] == 0.0 for b in result["baselines"].values())

@@ -101,10 +101,13 @@ def test_evaluate_prints_figures_beside_baselines(project):
     for key in ("agent_accuracy", "step_accuracy", "joint_accuracy"):
         assert 0 <= result[key] <= 1
     assert set(result["step_accuracy_within"]) == {"1", "3", "5"}
-    assert set(result["baselines"]) == {"random", "majority"}
+    assert set(result["baselines"]) == {"random", "random_blamed", "majority", "first", "last"}
+    assert result["intervals"]["agent"][0] <= result["agent_accuracy"] <= result["intervals"]["agent"][1]
     table = io.StringIO()
     call_command("evaluate", "--project", project.name, "--method", "heuristic", stdout=table)
-    assert "majority baseline" in table.getvalue() and "random baseline" in table.getvalue()
+    text = table.getvalue()
+    assert "baselines (fitted on training data only)" in text and "random acting agent" in text
+    assert "95% interval" in text
 
 
 @pytest.mark.django_db
@@ -161,7 +164,7 @@ def test_a_run_over_a_filtered_set_and_its_evaluation_page(owner_client, project
     assert "4 of 4 traces" in detail and "every 1s" not in detail
     page = owner_client.get(reverse("attribution:evaluation", args=[project.slug]), {"method": "heuristic"})
     body = page.content.decode()
-    assert "random baseline" in body and "majority baseline" in body and "n=4" in body
+    assert "baseline: random acting agent" in body and "baseline: most blamed agent" in body and "n=4" in body
     assert "Every evaluated method" not in body  # one method: nothing to compare
     second = services.run_create(project=project, method="schema_guided", trace_ids=run.trace_ids, enqueue=False,
                                  description="evaluation")

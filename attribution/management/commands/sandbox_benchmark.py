@@ -105,9 +105,104 @@ def _judge(llm: LlmClient, cases: list[Any]) -> dict[str, Any]:
             "judge_cost": round(spent.cost, 6)}
 
 
+# --- sandbox v2 ---------------------------------------------------------------------------------------------------
+
+# Training cases for the learned method come from task seeds this far above the scored ones (task seeds are
+# seed * 1,000,000 + i), so no scored task is ever trained on.
+TRAIN_SEED_OFFSET = 10_000
+
+
+def benchmark_v2(runs: int, seed: int = 1, ranker: str = "heuristic") -> dict[str, Any]:
+    """Sandbox v2 failures -- ``runs`` injected cases (one scenario each, in turn) and the natural failures among
+    ``runs`` more runs -- attributed by the counterfactual method (its search guided by ``ranker``), the offline
+    heuristic, and the learned method trained on injected cases of other seeds (None when ``attribution.learning``
+    is not there). No database."""
+    from attribution.replay.sandbox_v2_faults import generate_labelled
+
+    injected = generate_labelled(runs, seed, "injected")
+    natural = generate_labelled(runs, seed, "natural")
+    model, training = _train_learned(runs, seed + TRAIN_SEED_OFFSET)
+    if ranker == "learned" and model is None:
+        raise CommandError("--ranker learned needs attribution.learning, which is not importable")
+    rank = (lambda view: model.run(view, with_ground_truth=True).scores) if ranker == "learned" else None
+    scored = {"injected": [_score_v2(case, model, rank) for case in injected],
+              "natural": [_score_v2(case, model, rank) for case in natural]}
+    by_mode = {mode: _summary_v2(rows, model is not None) for mode, rows in scored.items()}
+    return {"version": 2, "runs": runs, "seed": seed, "ranker": ranker, "training": training,
+            **_summary_v2(scored["injected"] + scored["natural"], model is not None), "by_mode": by_mode}
+
+
+def _train_learned(runs: int, seed: int) -> tuple[Any, dict[str, Any] | None]:
+    try:
+        from attribution.learning import Example, fit
+    except ImportError:
+        return None, None
+    from attribution.replay.sandbox_v2_faults import generate_labelled
+
+    cases = generate_labelled(runs, seed, "injected")
+    model = fit([Example(view=c.view, agent=c.agent, step=c.step, source="injected", group=c.name) for c in cases])
+    return model, {"seed": seed, "cases": len(cases), "source": "injected"}
+
+
+def _score_v2(case: Any, model: Any, rank: Any) -> dict[str, Any]:
+    view = case.view
+    try:
+        result = COUNTERFACTUAL.run(view, ranker=rank)
+        cf_step, cf_agent, used = result.step, result.agent, len(result.details["replays"])
+    except MethodError:
+        cf_step, cf_agent, used = -1, "", 0
+    heuristic = HEURISTIC.run(view, with_ground_truth=True)
+    learned = model.run(view, with_ground_truth=True) if model is not None else None
+    actions = [s.index for s in view.steps if s.agent and s.kind != "tool_result"]
+    return {"kind": case.scenario if case.mode == "injected" else case.kind, "steps": len(view.steps),
+            "replays": used, "scan": actions.index(case.step) + 1,  # a left-to-right scan over actions only
+            "counterfactual": (cf_step == case.step, cf_agent == case.agent),
+            "heuristic": (heuristic.step == case.step, heuristic.agent == case.agent),
+            "learned": (learned.step == case.step, learned.agent == case.agent) if learned is not None else None}
+
+
+def _accuracy(rows: list[dict[str, Any]], method: str) -> dict[str, Any]:
+    from attribution.evaluation import wilson
+
+    n = len(rows)
+    steps = sum(r[method][0] for r in rows)
+    agents = sum(r[method][1] for r in rows)
+    return {"step_accuracy": round(steps / n, 4) if n else 0.0, "step_ci": wilson(steps, n),
+            "agent_accuracy": round(agents / n, 4) if n else 0.0, "agent_ci": wilson(agents, n)}
+
+
+def _summary_v2(rows: list[dict[str, Any]], learned: bool) -> dict[str, Any]:
+    n = len(rows)
+
+    def mean(values: list[int]) -> float:
+        return round(sum(values) / len(values), 4) if values else 0.0
+
+    mean_steps = mean([r["steps"] for r in rows])
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_kind.setdefault(row["kind"], []).append(row)
+    methods = ("counterfactual", "heuristic", *(("learned",) if learned else ()))
+    return {
+        "cases": n, "mean_steps": mean_steps,
+        "counterfactual": {**_accuracy(rows, "counterfactual"), "mean_replays": mean([r["replays"] for r in rows]),
+                           "max_replays": max((r["replays"] for r in rows), default=0)},
+        "heuristic": _accuracy(rows, "heuristic"),
+        "learned": _accuracy(rows, "learned") if learned else None,
+        "replay_target": round(math.log2(mean_steps) + 2, 4) if mean_steps else 0.0,
+        "scan_mean_replays": mean([r["scan"] for r in rows]),
+        "step_accuracy_by_kind": {kind: {"cases": len(group), **{m: mean([int(r[m][0]) for r in group])
+                                                                 for m in methods}}
+                                  for kind, group in sorted(by_kind.items())},
+    }
+
+
 class Command(BaseCommand):
     help = ("Benchmark counterfactual attribution on the built-in sandbox multi-agent system: generate tasks, inject "
             "one fault into each successful run, keep those that fail, and find the fault by replay. Offline.")
+
+    def add_base_argument(self, parser: CommandParser, *args: Any, **kwargs: Any) -> None:
+        if "--version" not in args:  # here --version picks the sandbox's version, not Django's
+            super().add_base_argument(parser, *args, **kwargs)
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--runs", type=int, required=True)
@@ -116,6 +211,11 @@ class Command(BaseCommand):
         parser.add_argument("--judge-model", default="", help="also run the all-at-once LLM method with this litellm "
                             "model on the same traces (the provider's key comes from its usual environment variable)")
         parser.add_argument("--api-base", default="", help="endpoint for --judge-model (Ollama, vLLM, ...)")
+        parser.add_argument("--version", type=int, choices=(1, 2), default=1,
+                            help="2: sandbox v2, stochastic agents whose corrections are resamples (injected and "
+                                 "natural failures; counterfactual, heuristic and learned methods)")
+        parser.add_argument("--ranker", choices=("heuristic", "learned"), default="heuristic",
+                            help="v2: the ranking that guides the counterfactual search")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["runs"] < 1:
@@ -124,14 +224,21 @@ class Command(BaseCommand):
             raise CommandError("--seed must not be negative")
         if options["api_base"] and not options["judge_model"]:
             raise CommandError("--api-base needs --judge-model")
+        if options["version"] == 2:
+            if options["judge_model"]:
+                raise CommandError("--judge-model is for --version 1")
+            self._print(benchmark_v2(options["runs"], options["seed"], options["ranker"]), options["json"])
+            return
         judge = None
         if options["judge_model"]:
             from attribution.llm import LlmClient, cache_from_settings
 
             judge = LlmClient(model=options["judge_model"], api_base=options["api_base"], method="all_at_once",
                               cache=cache_from_settings())
-        result = benchmark(options["runs"], options["seed"], judge)
-        if options["json"]:
+        self._print(benchmark(options["runs"], options["seed"], judge), options["json"])
+
+    def _print(self, result: dict[str, Any], as_json: bool) -> None:
+        if as_json:
             self.stdout.write(json.dumps(result))
             return
         for key, value in result.items():

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from attribution import services
 from tracing import services as tracing_services
@@ -13,8 +13,16 @@ class Command(BaseCommand):
             "broke as traces of a project, each labelled (source: injected) at its faulty step; with --clean, also "
             "store fault-free runs for injection campaigns. Idempotent.")
 
+    def add_base_argument(self, parser: CommandParser, *args: Any, **kwargs: Any) -> None:
+        if "--version" not in args:  # here --version picks the sandbox's version, not Django's
+            super().add_base_argument(parser, *args, **kwargs)
+
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--project", required=True, help="created if it does not exist")
+        parser.add_argument("--version", type=int, choices=(1, 2), default=1,
+                            help="2: sandbox v2 failures, labelled at the step whose resample alone saves the run")
+        parser.add_argument("--mode", choices=("injected", "natural"), default="injected",
+                            help="v2: runs selected for an injected scenario, or natural failures as they come")
         parser.add_argument("--runs", type=int, default=10)
         parser.add_argument("--seed", type=int, default=1)
         parser.add_argument("--clean", type=int, default=0,
@@ -22,6 +30,14 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         project, _ = tracing_services.project_get_or_create(name=options["project"])
+        if options["version"] == 2:
+            if options["clean"]:
+                raise CommandError("--clean is for --version 1")
+            kept, existing = services.sandbox_cases_generate(project=project, runs=options["runs"],
+                                                             seed=options["seed"], version=2, mode=options["mode"])
+            self.stdout.write(f"Sandbox v2: {kept} new {options['mode']} failed run(s) in {project.name!r}"
+                              f"{f', {existing} already there' if existing else ''}.")
+            return
         kept, existing = services.sandbox_cases_generate(project=project, runs=options["runs"], seed=options["seed"])
         self.stdout.write(f"Sandbox: {kept} new failed run(s) with an injected fault in {project.name!r}"
                           f"{f', {existing} already there' if existing else ''}.")

@@ -1,0 +1,214 @@
+"""Training learned attributors, choosing a project's default, and keeping the heuristic's calibration current.
+
+Training is one job per ``AttributorModel`` row: grouped K-fold cross-validation first (the honest figures, with
+baselines fitted on the training folds), then the final fit on every label. Everything is written at the end in one
+transaction, so a worker killed mid-training leaves the row queued or running, never half-written; the reaper (or a
+second delivery) trains it again from scratch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from tracing.models import GoldLabel, Project
+
+from ..methods.base import MethodError
+from ..models import AttributorModel, AttributorStatus, ProjectAttribution
+from .calibration import Calibration
+from .cv import cross_validate
+from .features import FEATURE_SET
+from .model import Attributor, Example, ModelFormatError, fit, prepare
+from .selectors import VERIFIED_SOURCES, training_examples
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_FOLDS = 5
+MIN_TRAINING_TRACES = 4
+
+
+def attributor_create(*, project: Project, name: str, projects: Iterable[Project] = (), sources: Iterable[str] = (),
+                      folds: int = DEFAULT_FOLDS, user: AbstractBaseUser | None = None,
+                      enqueue: bool = True) -> AttributorModel:
+    """Record a training job (the next version of ``name`` in ``project``) and queue it. ``projects`` are the
+    projects whose labels it learns from (the project itself when none is given)."""
+    sources = [s for s in (sources or VERIFIED_SOURCES)]
+    unknown = sorted(set(sources) - set(VERIFIED_SOURCES))
+    if unknown:
+        raise MethodError(f"unknown label source {', '.join(unknown)} (known: {', '.join(VERIFIED_SOURCES)})")
+    name = name.strip()[:120]
+    if not name:
+        raise MethodError("a model needs a name")
+    training = list(dict.fromkeys([*projects] or [project]))
+    with transaction.atomic():
+        latest = (AttributorModel.objects.select_for_update().filter(project=project, name=name)
+                  .aggregate(v=Max("version"))["v"]) or 0
+        row = AttributorModel.objects.create(
+            project=project, name=name, version=latest + 1, created_by=user, folds=max(2, min(10, folds)),
+            training_projects=[{"id": p.pk, "name": p.name} for p in training], label_sources=sources,
+            feature_set=FEATURE_SET, stage="queued")
+        if enqueue:
+            from ..tasks import train_attributor_task
+
+            transaction.on_commit(lambda: train_attributor_task.delay(row.pk))
+    return row
+
+
+def _progress(model_id: int, percent: int, stage: str) -> None:
+    AttributorModel.objects.filter(pk=model_id).update(progress=percent, stage=stage[:120], heartbeat_at=timezone.now())
+
+
+def attributor_train(*, model_id: int) -> AttributorModel:
+    """Train one model row. Safe to call again: a finished row is returned untouched."""
+    claimed = AttributorModel.objects.filter(pk=model_id, status__in=[AttributorStatus.QUEUED,
+                                                                      AttributorStatus.RUNNING]) \
+        .update(status=AttributorStatus.RUNNING, heartbeat_at=timezone.now(), stage="reading labels")
+    row = AttributorModel.objects.get(pk=model_id)
+    if not claimed:
+        return row
+    started = time.perf_counter()
+    try:
+        examples = training_examples(project_ids=[p["id"] for p in row.training_projects], sources=row.label_sources)
+        result = train(examples, folds=row.folds, label=row.label,
+                       progress=lambda pct, stage: _progress(model_id, pct, stage))
+    except MethodError as exc:
+        AttributorModel.objects.filter(pk=model_id).update(status=AttributorStatus.FAILED, error=str(exc)[:2000],
+                                                          finished_at=timezone.now(), stage="failed")
+        row.refresh_from_db()
+        return row
+    model: Attributor = result.pop("model")
+    with transaction.atomic():
+        AttributorModel.objects.filter(pk=model_id).update(
+            status=AttributorStatus.SUCCEEDED, progress=100, stage="trained", n_traces=result["n_traces"],
+            n_steps=result["n_steps"], cv=result["cv"], summary=result["summary"], parameters=model.to_dict(),
+            seconds=round(time.perf_counter() - started, 2), finished_at=timezone.now())
+    row.refresh_from_db()
+    return row
+
+
+def train(examples: list[Example], *, folds: int = DEFAULT_FOLDS, label: str = "",
+          progress: Any = None) -> dict[str, Any]:
+    """Cross-validate, then fit on everything. Returns the model, its CV figures and a summary for people."""
+    progress = progress or (lambda pct, stage: None)
+    prepared = {}
+    for k, e in enumerate(examples):
+        if (p := prepare(e)) is not None:
+            prepared[id(e)] = p
+        if k % 25 == 0:
+            progress(int(30 * k / max(1, len(examples))), f"reading trace {k + 1} of {len(examples)}")
+    usable = [e for e in examples if id(e) in prepared]
+    if len(usable) < MIN_TRAINING_TRACES:
+        raise MethodError(f"{len(usable)} labelled trace{'s' if len(usable) != 1 else ''} to learn from; "
+                          f"at least {MIN_TRAINING_TRACES} are needed (label more, or add training projects)")
+    by_trace = {e.view.trace_id: prepared[id(e)] for e in usable}
+    predictions: list[tuple[Example, Any]] = []
+    done = {"folds": 0}
+
+    def fitter(train_set: list[Example]):  # type: ignore[no-untyped-def]
+        model = fit(train_set, prepared=[prepared[id(e)] for e in train_set])
+        done["folds"] += 1
+        progress(30 + int(60 * done["folds"] / folds), f"fold {done['folds']} of {folds}")
+
+        def predict(view):  # type: ignore[no-untyped-def]
+            result = model.run(view, features=by_trace[view.trace_id].features)
+            return result
+
+        return predict
+
+    cv = cross_validate(usable, {"learned": fitter}, k=folds, on_prediction=lambda e, r: predictions.append((e, r)))
+    progress(92, "final fit on every label")
+    model = fit(usable, prepared=[prepared[id(e)] for e in usable], label=label)
+    learned = cv["methods"]["learned"]
+    return {
+        "model": model, "n_traces": len(usable), "n_steps": int(model.meta["n_steps"]),
+        "cv": {"folds": cv["folds"], "n": learned["n"], "agent_accuracy": learned["agent_accuracy"],
+               "step_accuracy": learned["step_accuracy"], "joint_accuracy": learned["joint_accuracy"],
+               "intervals": learned["intervals"], "step_accuracy_within": learned["step_accuracy_within"],
+               "baselines": learned["baselines"]},
+        "summary": {"strongest_features": model.strongest_features(),
+                    "confusion": agent_confusion(predictions),
+                    "sources": dict(Counter(e.source for e in usable))},
+    }
+
+
+def agent_confusion(predictions: list[tuple[Example, Any]], limit: int = 8) -> dict[str, Any]:
+    """Gold agent × predicted agent over the cross-validated predictions, for the commonest ``limit`` gold agents
+    (the rest grouped as "other")."""
+    gold = Counter(e.agent for e, _ in predictions)
+    names = [a for a, _ in gold.most_common(limit)]
+
+    def bucket(agent: str) -> str:
+        return agent if agent in names else ("(none)" if not agent else "other")
+
+    cells = Counter((bucket(e.agent), bucket(r.agent if r else "")) for e, r in predictions)
+    columns = names + [c for c in ("other", "(none)") if any(p == c for _, p in cells)]
+    rows = names + (["other"] if any(g == "other" for g, _ in cells) else [])
+    return {"rows": rows, "columns": columns, "counts": [[cells[(g, p)] for p in columns] for g in rows]}
+
+
+def attributor_make_default(*, model: AttributorModel, actor: AbstractBaseUser | None = None) -> ProjectAttribution:
+    """Make a trained model the project's default: the ``learned`` method uses it and Attribute preselects it."""
+    from tracing.services import audit_record
+
+    if model.status != AttributorStatus.SUCCEEDED:
+        raise MethodError("only a trained model can be the default")
+    with transaction.atomic():
+        settings, _ = ProjectAttribution.objects.select_for_update().get_or_create(project=model.project)
+        settings.attributor, settings.default_method = model, "learned"
+        settings.save(update_fields=["attributor", "default_method", "updated_at"])
+        audit_record(action="attributor.default", project=model.project, actor=actor, target=model.label,
+                     details={"model_id": model.pk})
+    return settings
+
+
+def attributor_load(model: AttributorModel) -> Attributor:
+    """The stored arrays as a usable model (never unpickled: see ``Attributor.from_dict``)."""
+    try:
+        return Attributor.from_dict(model.parameters, meta={"label": model.label, "id": model.pk})
+    except ModelFormatError as exc:
+        raise MethodError(f"model {model.label} cannot be used: {exc}") from None
+
+
+def calibration_refresh(*, project: Project, force: bool = False) -> Calibration:
+    """Refit the heuristic's priors from the project's verified labels when they changed since the last fit."""
+    from ..selectors import light_trace_views
+
+    signature = _label_signature(project)
+    settings, _ = ProjectAttribution.objects.get_or_create(project=project)
+    stored = Calibration.from_dict(settings.calibration)
+    if stored is not None and not force and settings.calibration.get("signature") == signature:
+        return stored
+    labels = {}
+    for trace_id, step, source in (GoldLabel.objects.filter(trace__project=project)
+                                   .order_by("trace_id", "created_at", "id")
+                                   .values_list("trace_id", "step_index", "source")):
+        # the label a verdict is scored against: adjudicated beats annotator beats the rest, newest first
+        rank = {"adjudicated": 0, "annotator": 1}.get(source, 2)
+        if trace_id not in labels or rank <= labels[trace_id][1]:
+            labels[trace_id] = (step, rank)
+    views = light_trace_views(list(labels))
+    calibration = Calibration.fit((views[t], step) for t, (step, _) in labels.items() if t in views)
+    ProjectAttribution.objects.filter(pk=settings.pk).update(
+        calibration=calibration.to_dict() | {"signature": signature}, calibrated_at=timezone.now())
+    return calibration
+
+
+def _label_signature(project: Project) -> str:
+    from django.db.models import Count
+
+    agg = GoldLabel.objects.filter(trace__project=project).aggregate(n=Count("id"), last=Max("id"))
+    return f"{agg['n']}:{agg['last']}"
+
+
+def calibration_for(project: Project) -> Calibration | None:
+    """The stored calibration, without refitting (runs read this; ``calibration_refresh`` writes it)."""
+    data = ProjectAttribution.objects.filter(project=project).values_list("calibration", flat=True).first()
+    return Calibration.from_dict(data) if data else None
