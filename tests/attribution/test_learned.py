@@ -1,0 +1,280 @@
+"""The learned attributor: trained on real fixtures, stored as plain arrays (never unpickled), applied across projects
+(transfer) with baselines fitted on the training side, and the heuristic's priors calibrated per project."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+
+import numpy as np
+import pytest
+from django.core.management import call_command
+
+from attribution import services
+from attribution.learning import Attributor, Example, ModelFormatError, fit
+from attribution.learning.calibration import MIN_LABELS, Calibration
+from attribution.learning.cv import cross_validate, folds
+from attribution.learning.features import DENSE, trace_features
+from attribution.learning.selectors import training_examples
+from attribution.learning.services import (
+    attributor_create,
+    attributor_load,
+    attributor_make_default,
+    attributor_train,
+    calibration_refresh,
+)
+from attribution.methods import get_method
+from attribution.methods.base import MethodError
+from attribution.methods.heuristic import METHOD as HEURISTIC
+from attribution.models import AttributorModel, ProjectAttribution, Verdict
+from attribution.selectors import trace_view
+from tests.conftest import import_now, incoming_path, whowhen_files
+from tracing.models import JobStatus, Trace
+
+FILES = whowhen_files()
+
+
+def _import(project, paths):
+    traces = []
+    for path in paths:
+        (job,) = import_now(project, incoming_path(path, f"{path.parent.name}/{path.name}"))
+        assert job.status == JobStatus.SUCCEEDED, job.error
+        traces.append(Trace.objects.get(pk=job.trace_ids[0]))
+    return traces
+
+
+@pytest.fixture
+def labelled(project):
+    """Twelve real Who&When runs with their imported labels."""
+    return _import(project, FILES[:12])
+
+
+@pytest.mark.django_db
+def test_features_are_one_row_per_step_and_name_no_agent(labelled):
+    view = trace_view(labelled[0])
+    f = trace_features(view)
+    assert f.dense.shape == (len(view.steps), len(DENSE))
+    assert f.words.shape[0] == len(view.steps)
+    assert np.isfinite(f.dense).all()
+    agents = {a.lower() for a in view.agents}
+    assert not agents & {name.lower() for name in DENSE}  # framework-agnostic: no agent is a feature
+
+
+@pytest.mark.django_db
+def test_it_trains_on_real_labels_and_names_a_step_and_an_acting_agent(labelled, project):
+    examples = training_examples(project_ids=[project.pk])
+    assert len(examples) == 12 and {e.source for e in examples} == {"imported"}
+    model = fit(examples)
+    for example in examples:
+        result = model.run(example.view)
+        assert 0 <= result.step < len(example.view.steps)
+        assert result.agent in example.view.agents
+        assert len(result.scores) == len(example.view.steps) and max(result.scores) == 1.0
+        assert result.reason and 0 <= result.confidence <= 1
+
+
+@pytest.mark.django_db
+def test_the_stored_model_is_plain_json_and_reloads_to_the_same_predictions(labelled, project):
+    examples = training_examples(project_ids=[project.pk])
+    model = fit(examples)
+    stored = json.loads(json.dumps(model.to_dict()))  # survives a JSON round trip: no objects, no pickle
+    again = Attributor.from_dict(stored)
+    for example in examples[:4]:
+        assert again.run(example.view).step == model.run(example.view).step
+
+
+@pytest.mark.parametrize("bad", [
+    None, [], "weights", {"format": "culprit-attributor"},
+    {"format": "pickle", "data": "gASV"},
+])
+def test_anything_but_the_documented_arrays_is_refused(bad):
+    with pytest.raises(ModelFormatError):
+        Attributor.from_dict(bad)
+
+
+def test_wrong_shapes_non_finite_values_and_another_feature_set_are_refused():
+    model = Attributor(mean=np.zeros(len(DENSE)), scale=np.ones(len(DENSE)), weights=np.zeros(len(DENSE) + 2**14))
+    good = model.to_dict()
+    Attributor.from_dict(good)
+    for change in ({"weights": good["weights"][:-1]}, {"weights": [float("nan")] * len(good["weights"])},
+                   {"scale": [0.0] * len(DENSE)}, {"feature_set": "steps-v0"}, {"dense": ["x"]}):
+        with pytest.raises(ModelFormatError):
+            Attributor.from_dict(good | change)
+
+
+def test_a_pickle_payload_is_never_executed(tmp_path):
+    marker = tmp_path / "ran"
+
+    class Boom:
+        def __reduce__(self):
+            return (marker.write_text, ("x",))
+
+    with pytest.raises(ModelFormatError):
+        Attributor.from_dict({"format": "culprit-attributor", "weights": pickle.dumps(Boom())})
+    assert not marker.exists()
+
+
+@pytest.mark.django_db
+def test_training_as_a_job_writes_cross_validated_figures_and_a_summary(labelled, project):
+    row = attributor_create(project=project, name="team", enqueue=False)
+    row = attributor_train(model_id=row.pk)
+    assert row.status == "succeeded", row.error
+    assert (row.version, row.n_traces, row.progress) == (1, 12, 100)
+    assert 0 <= row.cv["agent_accuracy"] <= 1 and row.cv["folds"] == 5
+    lo, hi = row.cv["intervals"]["step"]
+    assert lo <= row.cv["step_accuracy"] <= hi
+    assert set(row.cv["baselines"]) == {"majority", "first", "last", "random", "random_blamed"}
+    assert row.summary["strongest_features"] and row.summary["confusion"]["rows"]
+    assert attributor_train(model_id=row.pk).finished_at == row.finished_at  # a second delivery changes nothing
+    assert attributor_create(project=project, name="team", enqueue=False).version == 2
+
+
+@pytest.mark.django_db
+def test_too_few_labels_fail_with_a_sentence(project):
+    _import(project, FILES[:2])
+    row = attributor_train(model_id=attributor_create(project=project, name="tiny", enqueue=False).pk)
+    assert row.status == "failed" and "at least" in row.error
+
+
+@pytest.mark.django_db
+def test_unknown_label_sources_are_refused(project):
+    with pytest.raises(MethodError, match="unknown label source"):
+        attributor_create(project=project, name="x", sources=["imported", "guessed"], enqueue=False)
+
+
+@pytest.mark.django_db
+def test_train_attributor_prints_the_documented_json(labelled, project):
+    out = io.StringIO()
+    call_command("train_attributor", "--project", project.name, "--name", "cli", "--sources", "imported", "--json",
+                 stdout=out)
+    result = json.loads(out.getvalue())
+    assert {"name", "version", "n_traces", "n_steps", "cv", "seconds"} <= set(result)
+    assert {"agent_accuracy", "step_accuracy", "folds"} <= set(result["cv"])
+    assert result["n_traces"] == 12
+
+
+@pytest.mark.django_db
+def test_the_learned_method_uses_the_projects_default_model(labelled, project):
+    with pytest.raises(MethodError, match="needs a trained model"):
+        services.run_create(project=project, method="learned", trace_ids=[labelled[0].pk], enqueue=False)
+    row = attributor_train(model_id=attributor_create(project=project, name="m", enqueue=False).pk)
+    attributor_make_default(model=row)
+    settings = ProjectAttribution.objects.get(project=project)
+    assert settings.default_method == "learned" and settings.attributor == row
+    run = services.run_create(project=project, method="learned", trace_ids=[t.pk for t in labelled[:3]],
+                              enqueue=False)
+    run = services.run_execute_inline(run=run)
+    assert run.status == "succeeded" and run.failed == 0
+    assert run.params["attributor"] == row.pk
+    assert all(v.status == "ok" and v.details["model"] == row.label for v in Verdict.objects.filter(run=run))
+
+
+@pytest.mark.django_db
+def test_transfer_applies_a_model_of_another_project_with_baselines_fitted_there(make_project, owner):
+    source = make_project("Source")
+    target = make_project("Target")
+    _import(source, FILES[:10])
+    _import(target, FILES[-6:])
+    row = attributor_train(model_id=attributor_create(project=source, name="shared", enqueue=False).pk)
+    out = io.StringIO()
+    call_command("evaluate", "--project", "Target", "--method", "learned", "--model", "shared", "--json", stdout=out)
+    result = json.loads(out.getvalue())
+    assert result["n"] == 6 and result["attributor"] == row.label
+    assert result["training_projects"] == ["Source"] and "warning" not in result
+    # the constant baseline answers what the *source* project blames most, whatever the target's labels say
+    source_gold = [e.agent for e in training_examples(project_ids=[source.pk])]
+    top = max(sorted(set(source_gold)), key=source_gold.count)
+    target_gold = [e.agent for e in training_examples(project_ids=[target.pk])]
+    assert result["baselines"]["majority"]["agent"] == round(target_gold.count(top) / 6, 4)
+
+
+@pytest.mark.django_db
+def test_evaluate_cv_folds_by_trace_and_prints_every_learner_beside_baselines(labelled, project):
+    out = io.StringIO()
+    call_command("evaluate", "--project", project.name, "--method", "learned", "--cv", "3", "--json", stdout=out)
+    result = json.loads(out.getvalue())
+    assert result["folds"] == 3 and result["n"] == 12
+    names = [m["method"] for m in result["methods"]]
+    assert names == ["learned", "heuristic (calibrated)", "heuristic"]
+    for method in result["methods"]:
+        assert method["n"] == 12 and set(method["baselines"]) >= {"majority", "first", "last"}
+    with pytest.raises(Exception, match="methods that learn"):
+        call_command("evaluate", "--project", project.name, "--method", "all_at_once", "--cv", "3")
+
+
+def test_folds_keep_a_group_together_and_are_deterministic():
+    from attribution.methods.base import TraceView
+
+    def ex(i, group):
+        view = TraceView(trace_id=i, name="", question="", ground_truth="", outcome="failed", steps=(), agents=())
+        return Example(view=view, agent="a", step=0, group=group)
+
+    examples = [ex(i, f"g{i // 3}") for i in range(30)]
+    first = folds(examples, 5)
+    assert first == folds(examples, 5)
+    for i in range(0, 30, 3):
+        assert len({first[i], first[i + 1], first[i + 2]}) == 1
+    assert set(first) == set(range(5))
+
+
+@pytest.mark.django_db
+def test_cross_validation_never_lets_a_learner_see_the_trace_it_scores(labelled, project):
+    examples = training_examples(project_ids=[project.pk])
+    seen: list[tuple[set[int], int]] = []
+
+    def spy(train):
+        ids = {e.view.trace_id for e in train}
+
+        def predict(view):
+            seen.append((ids, view.trace_id))
+            return HEURISTIC.run(view)
+
+        return predict
+
+    cross_validate(examples, {"spy": spy}, k=4)
+    assert len(seen) == 12 and all(trace not in train for train, trace in seen)
+
+
+@pytest.mark.django_db
+def test_the_heuristic_is_calibrated_once_the_project_has_enough_labels_and_never_on_the_trace_itself(project):
+    traces = _import(project, FILES[:MIN_LABELS + 1])
+    calibration = calibration_refresh(project=project)
+    assert calibration.n_labels == MIN_LABELS + 1
+    described = calibration.describe()
+    assert described["active"] and described["cells"]
+    view = trace_view(traces[0])
+    own = calibration.priors_for(view)
+    others = Calibration.fit((trace_view(t), t.gold_labels.get().step_index) for t in traces[1:]).table()
+    assert own == others  # leave-one-out: the trace's own label is taken out of the counts it is scored with
+    run = services.run_create(project=project, method="heuristic", trace_ids=[traces[0].pk], enqueue=False)
+    services.run_execute_inline(run=run)
+    assert Verdict.objects.get(run=run).details["priors"]["active"] is True
+
+
+@pytest.mark.django_db
+def test_below_twenty_labels_the_built_in_priors_apply(project):
+    traces = _import(project, FILES[:5])
+    calibration = calibration_refresh(project=project)
+    assert calibration.priors_for(trace_view(traces[0])) is None
+    run = services.run_create(project=project, method="heuristic", trace_ids=[traces[0].pk], enqueue=False)
+    services.run_execute_inline(run=run)
+    assert "priors" not in Verdict.objects.get(run=run).details
+
+
+def test_the_learned_method_without_a_model_explains_what_to_do():
+    from attribution.methods.base import StepView, TraceView
+
+    view = TraceView(trace_id=1, name="", question="", ground_truth="", outcome="failed",
+                     steps=(StepView(index=0, agent="a", kind="message", content="hi"),), agents=("a",))
+    with pytest.raises(MethodError, match="train one"):
+        get_method("learned").run(view, llm=None)
+
+
+@pytest.mark.django_db
+def test_a_stored_model_that_no_longer_reads_is_reported_not_used(labelled, project):
+    row = attributor_train(model_id=attributor_create(project=project, name="old", enqueue=False).pk)
+    AttributorModel.objects.filter(pk=row.pk).update(parameters=row.parameters | {"feature_set": "steps-v0"})
+    row.refresh_from_db()
+    with pytest.raises(MethodError, match="train the model again"):
+        attributor_load(row)
