@@ -5,12 +5,24 @@ from typing import Any
 from django import forms
 
 from .methods import all_methods
-from .models import ProjectLlmSettings
+from .models import ProjectAttribution, ProjectLlmSettings
 
 
 def method_choices() -> list[tuple[str, str]]:
     return [(m.name, m.label if m.needs_llm or "offline" in m.label.lower() else f"{m.label} (offline)")
             for m in all_methods()]
+
+
+def default_method(project: Any) -> str | None:
+    """The method the project's Attribute buttons preselect (its models page sets it), if it is still a method."""
+    chosen = ProjectAttribution.objects.filter(project=project).values_list("default_method", flat=True).first()
+    return chosen if chosen in {m.name for m in all_methods()} else None
+
+
+def _preselect(form: forms.Form, project: Any) -> None:
+    # The field's initial yields to an explicit initial={"method": ...} (a campaign preselects counterfactual).
+    if project is not None and (chosen := default_method(project)):
+        form.fields["method"].initial = chosen
 
 
 class StartRunForm(forms.Form):
@@ -21,9 +33,10 @@ class StartRunForm(forms.Form):
     gold = forms.ChoiceField(required=False, choices=[("", "any"), ("yes", "with gold label"), ("no", "without")])
     format = forms.CharField(required=False, max_length=40)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, project: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["method"].choices = method_choices()
+        _preselect(self, project)
 
 
 class EvaluationForm(forms.Form):

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.urls import path
 
 from . import views
+from .learning import views as model_views
 from .schemas import views as schema_views
 
 app_name = "attribution"
@@ -28,4 +29,8 @@ urlpatterns = [
     path("projects/<slug:slug>/schemas/<int:schema_id>/retire/", schema_views.schema_retire, name="schema_retire"),
     path("projects/<slug:slug>/schemas/<int:schema_id>/restore/", schema_views.schema_restore, name="schema_restore"),
     path("projects/<slug:slug>/schemas/<int:schema_id>/edit/", schema_views.schema_edit, name="schema_edit"),
+    path("projects/<slug:slug>/models/", model_views.model_list, name="model_list"),
+    path("projects/<slug:slug>/models/recalibrate/", model_views.model_recalibrate, name="model_recalibrate"),
+    path("models/<int:model_id>/", model_views.model_detail, name="model_detail"),
+    path("models/<int:model_id>/default/", model_views.model_make_default, name="model_make_default"),
 ]

@@ -72,6 +72,11 @@ PAGES: dict[str, dict[str, dict[str, Any]]] = {
     "attribution:schema_retire": {"POST": OWNER_WRITE},
     "attribution:schema_restore": {"POST": OWNER_WRITE},
     "attribution:schema_edit": {"GET": OWNER_ONLY, "POST": OWNER_WRITE},
+    "attribution:model_list": {"GET": READ, "POST": CONTRIBUTE},
+    "attribution:model_recalibrate": {"POST": CONTRIBUTE},
+    "attribution:model_detail": {"GET": READ},
+    # The world's model is still queued: making it the default is refused with a message, after the role check.
+    "attribution:model_make_default": {"POST": CONTRIBUTE},
     "annotations:queue_list": {"GET": READ, "POST": OWNER_WRITE},
     "annotations:queue_detail": {"GET": READ},
     "annotations:queue_refill": {"POST": OWNER_WRITE},
@@ -153,13 +158,16 @@ def world(make_user, make_project):  # type: ignore[no-untyped-def]
 
     schemas_distill(project=project)
     schema = ErrorSchema.objects.filter(project=project).first()
+    from attribution.learning.services import attributor_create
+
+    model = attributor_create(project=project, name="M", user=users["owner"], enqueue=False)
     _, own_token = services.api_token_create(project=project, name="own", user=users["owner"])
     _, other_token = services.api_token_create(project=other, name="other", user=users["outsider"])
     kwargs = {"slug": project.slug, "trace_id": trace.pk, "run_id": run.pk, "batch": job.batch,
               "verdict_id": Verdict.objects.get(run=run).pk, "campaign_id": campaign.pk,
               "injection_id": Injection.objects.filter(campaign=campaign).first().pk, "job_id": job.pk,
               "queue_id": queue.pk, "item_id": leased.item_id, "annotation_id": leased.pk, "export_id": export.pk,
-              "schema_id": schema.pk}
+              "schema_id": schema.pk, "model_id": model.pk}
     return {"users": users, "kwargs": kwargs, "tokens": {"own": own_token, "other": other_token}}
 
 
@@ -219,7 +227,7 @@ def test_ids_that_do_not_exist_answer_like_ids_of_another_project(world, client)
     missing = {**world["kwargs"], "trace_id": 10**9, "run_id": 10**9, "verdict_id": 10**9, "campaign_id": 10**9,
                "injection_id": 10**9, "batch": uuid.uuid4(), "slug": "no-such-project", "queue_id": 10**9,
                "item_id": 10**9, "annotation_id": 10**9, "export_id": 10**9,
-               "schema_id": 10**9}
+               "schema_id": 10**9, "model_id": 10**9}
     patterns = dict(_patterns())
     checked = 0
     for name, methods in PAGES.items():
@@ -234,7 +242,7 @@ def test_ids_that_do_not_exist_answer_like_ids_of_another_project(world, client)
 def test_huge_ids_in_page_urls_are_not_found_not_server_errors(world, client):
     client.force_login(world["users"]["owner"])
     huge = {k: 2**70 for k in ("trace_id", "run_id", "verdict_id", "campaign_id", "injection_id", "queue_id",
-                               "item_id", "annotation_id", "export_id", "schema_id")}
+                               "item_id", "annotation_id", "export_id", "schema_id", "model_id")}
     patterns = dict(_patterns())
     for name, methods in PAGES.items():
         if "int:" not in patterns[name] or "GET" not in methods:

@@ -1,0 +1,168 @@
+"""The models section of a project: learned attributors (train one, follow its training live, read its
+cross-validated figures, make it the default) and the heuristic's calibrated priors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from tracing import selectors as tracing_selectors
+from tracing.models import Membership
+
+from ..charts import accuracy_chart
+from ..evaluation import best_baseline
+from ..methods.base import MethodError
+from ..models import AttributorModel, ProjectAttribution
+from ..selectors import _CHART_BASELINE_NAMES, BASELINE_NAMES, baseline_rows, labelled_count
+from . import services
+from .calibration import MIN_LABELS, STRENGTH
+from .forms import TrainForm
+from .selectors import label_counts
+
+HEAT_LEVELS = 5  # shades of the confusion table, .heat-0 (none) to .heat-5 (all of the gold agent's traces)
+BAR_STEPS = 20  # a feature bar's width in 5% steps (.w0–.w20): the CSP forbids style attributes
+
+
+def _contributor(membership: Membership) -> Membership:
+    if not membership.can_upload:
+        raise PermissionDenied("Viewers cannot train or choose models")
+    return membership
+
+
+def _model_for(request: HttpRequest, model_id: int) -> tuple[AttributorModel, Membership]:
+    model = (AttributorModel.objects.select_related("project", "created_by")
+             .filter(pk=model_id, project__memberships__user=request.user).first())
+    if model is None:
+        raise Http404("No such model")
+    return model, Membership.objects.get(project=model.project, user=request.user)
+
+
+def _partial(request: HttpRequest, template: str, name: str) -> str:
+    # HtmxMiddleware adds Vary: HX-Request. A history restore wants the whole page, never the fragment the poll asked for.
+    wants_partial = request.htmx and request.headers.get("HX-History-Restore-Request") != "true"
+    return f"{template}#{name}" if wants_partial else template
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def model_list(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = tracing_selectors.membership_for_user(user=request.user, slug=slug)
+    project = membership.project
+    counts = label_counts(project_id=project.pk)
+    form = TrainForm(request.POST or None, user=request.user, project=project, counts=counts)
+    if request.method == "POST":
+        _contributor(membership)
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                model = services.attributor_create(project=project, name=data["name"], projects=data["projects"],
+                                                   sources=data["sources"], folds=data["folds"], user=request.user)
+                return redirect("attribution:model_detail", model_id=model.pk)
+            except MethodError as exc:
+                form.add_error(None, str(exc))
+    models = list(AttributorModel.objects.filter(project=project).select_related("created_by")[:100])
+    context = {"project": project, "membership": membership, "form": form, "models": models,
+               "training": any(not m.is_finished for m in models), "settings": _settings(project),
+               "counts": counts, "calibration": _calibration(project)}
+    return render(request, _partial(request, "attribution/model_list.html", "models"), context,
+                  status=400 if form.errors else 200)
+
+
+@login_required
+@require_POST
+def model_recalibrate(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = _contributor(tracing_selectors.membership_for_user(user=request.user, slug=slug))
+    calibration = services.calibration_refresh(project=membership.project, force=True)
+    messages.success(request, f"Heuristic recalibrated from {calibration.n_labels} label"
+                              f"{'' if calibration.n_labels == 1 else 's'}.")
+    return redirect("attribution:model_list", slug=slug)
+
+
+@login_required
+@require_GET
+def model_detail(request: HttpRequest, model_id: int) -> HttpResponse:
+    model, membership = _model_for(request, model_id)
+    settings = _settings(model.project)
+    context = {"project": model.project, "membership": membership, "model": model,
+               "is_default": settings is not None and settings.attributor_id == model.pk} | _results(model)
+    return render(request, _partial(request, "attribution/model_detail.html", "body"), context)
+
+
+@login_required
+@require_POST
+def model_make_default(request: HttpRequest, model_id: int) -> HttpResponse:
+    model, membership = _model_for(request, model_id)
+    _contributor(membership)
+    try:
+        services.attributor_make_default(model=model, actor=request.user)
+    except MethodError as exc:
+        messages.error(request, str(exc))
+    return redirect("attribution:model_detail", model_id=model.pk)
+
+
+# --- what the pages show -------------------------------------------------------------------------------------------
+
+def _settings(project: Any) -> ProjectAttribution | None:
+    return ProjectAttribution.objects.filter(project=project).select_related("attributor").first()
+
+
+def _calibration(project: Any) -> dict[str, Any]:
+    """The stored calibration described for people (never refit here: a GET does not write)."""
+    stored = services.calibration_for(project)
+    return {"described": stored.describe() if stored else None, "labelled": labelled_count(project=project),
+            "min_labels": MIN_LABELS, "strength": f"{STRENGTH:g}",
+            "calibrated_at": ProjectAttribution.objects.filter(project=project)
+            .values_list("calibrated_at", flat=True).first()}
+
+
+def _results(model: AttributorModel) -> dict[str, Any]:
+    cv, summary = model.cv or {}, model.summary or {}
+    if not cv.get("intervals"):
+        return {"cv": None}
+    result = cv | {"baselines": cv.get("baselines") or {}}
+    return {"cv": cv, "baselines": baseline_rows(result) if result["baselines"] else [],
+            "chart": _chart(model, result), "features": _features(summary.get("strongest_features") or []),
+            "confusion": _confusion(summary.get("confusion") or {}),
+            "sources": sorted((summary.get("sources") or {}).items())}
+
+
+def _chart(model: AttributorModel, result: dict[str, Any]) -> dict[str, Any]:
+    row = {"label": model.label, "agent": result["agent_accuracy"], "agent_ci": result["intervals"]["agent"],
+           "step": result["step_accuracy"], "step_ci": result["intervals"]["step"], "n": result.get("n", 0)}
+    lines = []
+    for figure in ("agent", "step") if result["baselines"] else ():
+        name, value = best_baseline(result, figure)
+        label = _CHART_BASELINE_NAMES[figure].get(name) or BASELINE_NAMES.get(name, name)  # the evaluation's words
+        lines.append({"label": label, figure: value,
+                      "step" if figure == "agent" else "agent": None})
+    return accuracy_chart([row], lines, chart_id=f"model-{model.pk}-chart",
+                          title=f"Cross-validated agent and step accuracy of {model.label}, with 95% intervals")
+
+
+def _features(features: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Signed weights as bars: the width is the weight's share of the largest, in BAR_STEPS steps."""
+    largest = max((abs(float(f["weight"])) for f in features), default=0.0) or 1.0
+    return [{"feature": f["feature"], "weight": float(f["weight"]), "sign": "pos" if f["weight"] >= 0 else "neg",
+             "width": round(BAR_STEPS * abs(float(f["weight"])) / largest)} for f in features]
+
+
+def _confusion(confusion: dict[str, Any]) -> dict[str, Any] | None:
+    """Gold agents (rows) × predicted agents (columns); each cell shaded by its share of the row."""
+    rows, columns, counts = confusion.get("rows") or [], confusion.get("columns") or [], confusion.get("counts") or []
+    if not rows or not columns:
+        return None
+    table = []
+    for gold, line in zip(rows, counts, strict=False):
+        total = sum(line)
+        cells = [{"predicted": predicted, "count": n, "right": predicted == gold,
+                  "level": round(HEAT_LEVELS * n / total) if total else 0}
+                 for predicted, n in zip(columns, line, strict=False)]
+        right = sum(c["count"] for c in cells if c["right"])
+        table.append({"gold": gold, "cells": cells, "total": total, "accuracy": right / total if total else None})
+    return {"columns": columns, "rows": table}
