@@ -49,7 +49,10 @@ bench: setup
 	$(BIN)/python bench/review_queue.py
 	$(BIN)/python bench/llm_replay_cost.py --runs 200 --seed 1
 	$(BIN)/python manage.py sandbox_benchmark --runs 200 --seed 1 --json
+	$(BIN)/python manage.py sandbox_benchmark --version 2 --runs 200 --seed 1 --json
 	$(BIN)/python bench/schema_retrieval.py
+	$(BIN)/python bench/train_speed.py --traces 500
+	$(BIN)/python bench/attribution_matrix.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -121,9 +121,14 @@ def sandbox_v2(runs: int, seed: int) -> dict[str, Any]:
 
     bench = benchmark_v2(runs, seed)
     cases = generate_labelled(runs, seed, "injected") + generate_labelled(runs, seed, "natural")
-    train = [Example(view=c.view, agent=c.agent, step=c.step, source="injected", group=c.name)
-             for c in generate_labelled(runs, seed + TRAIN_SEED_OFFSET, "injected")]
-    scored = [Example(view=c.view, agent=c.agent, step=c.step, group=c.name) for c in cases]
+    from dataclasses import replace
+
+    # Sandbox views carry no database id; the calibration counts labels by trace id, so each gets its own.
+    train = [Example(view=replace(c.view, trace_id=-1 - k), agent=c.agent, step=c.step, source="injected",
+                     group=c.name)
+             for k, c in enumerate(generate_labelled(runs, seed + TRAIN_SEED_OFFSET, "injected"))]
+    scored = [Example(view=replace(c.view, trace_id=1 + k), agent=c.agent, step=c.step, group=c.name)
+              for k, c in enumerate(cases)]
     calibration = Calibration.fit((e.view, e.step) for e in train)
     records = [record(e, HEURISTIC.run(e.view, calibration=calibration)) for e in scored]
 

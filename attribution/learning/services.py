@@ -108,7 +108,7 @@ def train(examples: list[Example], *, folds: int = DEFAULT_FOLDS, label: str = "
     if len(usable) < MIN_TRAINING_TRACES:
         raise MethodError(f"{len(usable)} labelled trace{'s' if len(usable) != 1 else ''} to learn from; "
                           f"at least {MIN_TRAINING_TRACES} are needed (label more, or add training projects)")
-    by_trace = {e.view.trace_id: prepared[id(e)] for e in usable}
+    by_view = {id(e.view): prepared[id(e)] for e in usable}  # trace ids are 0 outside the database
     predictions: list[tuple[Example, Any]] = []
     done = {"folds": 0}
 
@@ -118,7 +118,7 @@ def train(examples: list[Example], *, folds: int = DEFAULT_FOLDS, label: str = "
         progress(30 + int(60 * done["folds"] / folds), f"fold {done['folds']} of {folds}")
 
         def predict(view):  # type: ignore[no-untyped-def]
-            result = model.run(view, features=by_trace[view.trace_id].features)
+            result = model.run(view, features=by_view[id(view)].features)
             return result
 
         return predict
