@@ -237,7 +237,7 @@ def svg(matrix: dict[str, Any]) -> str:
     rows = list(matrix["datasets"].items())
     block = len(METHODS) * (bar + gap) + 26
     height = top + len(rows) * block + 40
-    width = 200 + 2 * (panel_w + 30)
+    width = 200 + 2 * (panel_w + 30) + 120
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" font-family="sans-serif" '
            f'font-size="11"><title>Attribution accuracy by dataset and method</title>',
            f'<rect width="{width}" height="{height}" fill="white"/>']
