@@ -132,8 +132,8 @@ def sandbox_v2(runs: int, seed: int) -> dict[str, Any]:
     calibration = Calibration.fit((e.view, e.step) for e in train)
     records = [record(e, HEURISTIC.run(e.view, calibration=calibration)) for e in scored]
 
-    def pick(figures: dict[str, Any]) -> dict[str, Any]:
-        return {"n": bench["cases"], "agent": figures["agent_accuracy"], "step": figures["step_accuracy"],
+    def pick(figures: dict[str, Any], n: int = bench["cases"]) -> dict[str, Any]:
+        return {"n": n, "agent": figures["agent_accuracy"], "step": figures["step_accuracy"],
                 "agent_ci": figures["agent_ci"], "step_ci": figures["step_ci"]}
 
     train_records = [record(e, None) for e in train]
@@ -145,8 +145,9 @@ def sandbox_v2(runs: int, seed: int) -> dict[str, Any]:
     return {"label": "Sandbox v2 (injected + natural failures)", "n": bench["cases"], "folds": 0,
             "training": bench["training"], "methods": methods,
             "baselines": baselines([record(e, None) for e in scored], train_records),
-            "natural_only": {"learned (trained on injected)": pick(bench["by_mode"]["natural"]["learned"]),
-                             "heuristic": pick(bench["by_mode"]["natural"]["heuristic"])}}
+            "natural_only": {name: pick(bench["by_mode"]["natural"][key], bench["by_mode"]["natural"]["cases"])
+                             for name, key in (("learned (trained on injected)", "learned"),
+                                               ("heuristic", "heuristic"))}}
 
 
 def injected_only_whowhen(folds: int, seed: int = 0) -> dict[str, Any]:
@@ -214,18 +215,19 @@ def markdown(matrix: dict[str, Any]) -> str:
                   f"log2(steps) + 2 = {cf['replay_target']:.2f}; a scan over agent actions would take "
                   f"{cf['scan_mean_replays']:.2f})."]
     inj = matrix["injected_only"]
-    lines += ["", "**Trained only on injected faults, scored on real failures** (agent / step %):", ""]
-    nat = matrix["datasets"]["sandbox-v2"]["natural_only"]
-    lines += [f"- sandbox v2 natural failures ({nat['heuristic']['n']}... see JSON): learned on injected "
-              f"{_pct(nat['learned (trained on injected)']['agent'])} / {_pct(nat['learned (trained on injected)']['step'])}"
-              f", heuristic {_pct(nat['heuristic']['agent'])} / {_pct(nat['heuristic']['step'])};"]
+    nat = inj["sandbox_v2_natural"]
     ww = inj["whowhen"]["methods"]
-    lines += [f"- Who&When real labels (n={inj['whowhen']['n']}, trained on {inj['whowhen']['injected_cases']} "
-              f"perturb.py cases): injected-only {_pct(ww['learned (injected only)']['agent'])} / "
-              f"{_pct(ww['learned (injected only)']['step'])}, real-label model "
-              f"{_pct(ww['learned (real labels)']['agent'])} / {_pct(ww['learned (real labels)']['step'])}, "
-              f"heuristic {_pct(ww['heuristic']['agent'])} / {_pct(ww['heuristic']['step'])}."]
-    return "\n".join(lines).replace(f"({nat['heuristic']['n']}... see JSON)", "")
+
+    def pair(f: dict[str, Any]) -> str:
+        return f"{_pct(f['agent'])} / {_pct(f['step'])}"
+
+    lines += ["", "**Trained only on injected faults, scored on real failures** (agent / step %):", "",
+              f"- sandbox v2 natural failures (n={nat['heuristic']['n']}): learned on injected "
+              f"{pair(nat['learned (trained on injected)'])}, heuristic {pair(nat['heuristic'])};",
+              f"- Who&When real labels (n={inj['whowhen']['n']}, trained on {inj['whowhen']['injected_cases']} "
+              f"perturb.py cases): injected-only {pair(ww['learned (injected only)'])}, real-label model "
+              f"{pair(ww['learned (real labels)'])}, heuristic {pair(ww['heuristic'])}."]
+    return "\n".join(lines)
 
 
 def svg(matrix: dict[str, Any]) -> str:

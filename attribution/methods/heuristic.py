@@ -162,7 +162,7 @@ class _Context:
         self.steps = trace.steps
         self.graph: nx.DiGraph = build_graph(trace)
         self.producer = self._producers()
-        self.planners = {s.agent for s in self.steps if s.agent and (s.recipient or s.kind == "thought")}
+        self.planners = planners_of(trace)
         self.style = "orchestrated" if self.planners else "group"
         self.final = self._final_step()
         self.answer = self._answer_text()
@@ -189,13 +189,7 @@ class _Context:
         return step.kind not in ("tool_result", "human", "system") and bool(step.agent)
 
     def role(self, step: StepView) -> str:
-        if step.kind == "tool_result":
-            return "tool"
-        if step.kind in ("human", "system") or not step.agent:
-            return "human"
-        if step.agent in self.planners:
-            return "planner-thought" if step.kind == "thought" else "planner-message"
-        return "worker"
+        return role_of(step, self.planners)
 
     def _final_step(self) -> int:
         """The step that carries the run's answer: a FINAL ANSWER line, else the last substantive action."""
@@ -417,21 +411,29 @@ _DETECTORS = (_detect_tool_errors, _detect_empty_results, _detect_loops, _detect
 
 # --- verdict ---------------------------------------------------------------------------------------------------------
 
+def planners_of(trace: TraceView) -> set[str]:
+    """Agents that address others or think aloud (Magentic-One's Orchestrator); a run with one is orchestrated."""
+    return {s.agent for s in trace.steps if s.agent and (s.recipient or s.kind == "thought")}
+
+
+def role_of(step: StepView, planners: set[str]) -> str:
+    if step.kind == "tool_result":
+        return "tool"
+    if step.kind in ("human", "system") or not step.agent:
+        return "human"
+    if step.agent in planners:
+        return "planner-thought" if step.kind == "thought" else "planner-message"
+    return "worker"
+
+
 def cells(trace: TraceView) -> tuple[str, list[tuple[str, int]]]:
     """The run's style and each step's prior cell: (role, rank of the step among the trace's steps of that role,
     4 standing for 4 and later). What the priors are a table of, and what a project's calibration counts."""
-    planners = {s.agent for s in trace.steps if s.agent and (s.recipient or s.kind == "thought")}
+    planners = planners_of(trace)
     seen: dict[str, int] = {}
     out = []
     for step in trace.steps:
-        if step.kind == "tool_result":
-            role = "tool"
-        elif step.kind in ("human", "system") or not step.agent:
-            role = "human"
-        elif step.agent in planners:
-            role = "planner-thought" if step.kind == "thought" else "planner-message"
-        else:
-            role = "worker"
+        role = role_of(step, planners)
         rank = seen.get(role, 0)
         seen[role] = rank + 1
         out.append((role, min(rank, 4)))

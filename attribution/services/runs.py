@@ -56,7 +56,7 @@ def run_create(
         params["attributor"] = chosen_model.pk
         model = chosen_model.label
     run = AttributionRun.objects.create(
-        project=project, method=chosen.name, model=model if wants_llm or attributor or params.get("attributor") else "",
+        project=project, method=chosen.name, model=model if wants_llm or "attributor" in params else "",
         trace_ids=ids, total=len(ids), params=params, created_by=user,
         description=description or f"{len(ids)} trace{'s' if len(ids) != 1 else ''}",
     )

@@ -102,8 +102,8 @@ class Command(BaseCommand):
         if method not in ("learned", "heuristic"):
             raise CommandError("--cv applies to the methods that learn from labels: learned, heuristic")
         with_truth = not options["without_ground_truth"]
-        examples = [e for e in training_examples(project_ids=[project.pk]) if options["split"] == "all"
-                    or _split(e) == options["split"]]
+        in_split = {t.pk for t in labelled_traces(project=project, split=options["split"])}
+        examples = [e for e in training_examples(project_ids=[project.pk]) if e.view.trace_id in in_split]
         if len(examples) < 2:
             raise CommandError("cross-validation needs at least two labelled traces in this project (and split)")
 
@@ -145,14 +145,6 @@ def _attributor(name: str) -> AttributorModel:
     if row is None:
         raise CommandError(f"no trained model called {name!r}")
     return row
-
-
-def _split(example) -> str:  # type: ignore[no-untyped-def]
-    from attribution.splits import split_of
-    from tracing.models import Trace
-
-    t = Trace.objects.only("source_format", "external_id", "name").get(pk=example.view.trace_id)
-    return split_of(source_format=t.source_format, external_id=t.external_id, name=t.name)
 
 
 def format_table(r: dict[str, Any]) -> str:
