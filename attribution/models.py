@@ -487,7 +487,9 @@ class AttributorModel(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Last sign of life (claimed, a stage reached); the reaper re-enqueues a training gone quiet.
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    reaped = models.PositiveSmallIntegerField(default=0)  # times the reaper had to re-enqueue it
 
     class Meta:
         ordering = ["-created_at", "-id"]

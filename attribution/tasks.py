@@ -17,10 +17,12 @@ def start_run_task(self, run_id: int) -> None:
     """Fan a run out into one task per trace. Re-delivered after a crash, it queues only the traces still missing
     a verdict; a duplicate trace task is harmless (the verdict is unique per run and trace)."""
     try:
-        services.run_claim(run_id=run_id)
+        claimed = services.run_claim(run_id=run_id)
         run = AttributionRun.objects.get(pk=run_id)
         if run.status != RunStatus.RUNNING:
             return
+        if claimed:
+            services.run_prepare(run=run)  # once, before any trace: e.g. the heuristic's calibrated priors
         done = set(Verdict.objects.filter(run=run).values_list("trace_id", flat=True))
         missing = [t for t in run.trace_ids if t not in done]
         for start in range(0, len(missing), FAN_OUT_CHUNK):

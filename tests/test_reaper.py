@@ -118,3 +118,34 @@ def test_a_lost_export_is_rebuilt_and_an_export_out_of_attempts_fails(project, c
                     timeout=60)
     assert done.cases_total == 1 and done.file
     assert "gave up after 3 attempts" in DatasetExport.objects.get(pk=hopeless.pk).error
+
+
+def test_a_lost_model_training_starts_over_and_finishes(project, celery_worker):
+    from attribution.learning.services import attributor_create
+    from attribution.models import AttributorModel
+
+    for subset in ("Hand-Crafted", "Algorithm-Generated"):
+        for path in sorted((ROOT / "tracing" / "demo_data").rglob("*.json")):
+            if path.parent.name == subset:
+                (job,) = services.ingest_jobs_create(project=project, files=[incoming_path(path)], user=None,
+                                                     enqueue=False)
+                services.ingest_job_run(job_id=job.pk)
+    model = attributor_create(project=project, name="lost", folds=2, enqueue=False)
+    AttributorModel.objects.filter(pk=model.pk).update(status="running", heartbeat_at=LONG_AGO)
+    assert attribution_services.jobs_reap(stale_after=600) == {"requeued": 1, "failed": 0}
+    done = wait_for(lambda: AttributorModel.objects.filter(pk=model.pk, status__in=["succeeded", "failed"]).first(),
+                    timeout=120)
+    assert done.status == "succeeded", done.error
+    assert done.reaped == 1 and done.parameters["format"] == "culprit-attributor"
+
+
+def test_a_training_restarted_too_often_fails_with_a_reason(project):
+    from attribution.learning.services import attributor_create
+    from attribution.models import AttributorModel
+
+    model = attributor_create(project=project, name="doomed", enqueue=False)
+    AttributorModel.objects.filter(pk=model.pk).update(status="running", heartbeat_at=LONG_AGO,
+                                                      reaped=attribution_services.MAX_REAPS)
+    assert attribution_services.jobs_reap(stale_after=600) == {"requeued": 0, "failed": 1}
+    model.refresh_from_db()
+    assert model.status == "failed" and "gave up after" in model.error

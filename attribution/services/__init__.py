@@ -27,6 +27,7 @@ from .runs import (
     run_create,
     run_execute_inline,
     run_fail,
+    run_prepare,
     run_trace,
 )
 
@@ -48,6 +49,7 @@ __all__ = [
     "run_create",
     "run_execute_inline",
     "run_fail",
+    "run_prepare",
     "run_trace",
     "sandbox_cases_generate",
     "sandbox_clean_runs_generate",
