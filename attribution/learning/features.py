@@ -28,7 +28,7 @@ from scipy import sparse
 from ..methods.base import TraceView
 from ..methods.heuristic import WEIGHTS, Analysis, analyse
 
-FEATURE_SET = "steps-v1"
+FEATURE_SET = "steps-v2"
 HASH_FEATURES = 2**14
 _REACH_LIMIT = 4000  # steps; see _dependants
 _TEXT_LIMIT = 4000  # characters of a step read for words and text signals (a 100 kB page says its piece early)
@@ -83,6 +83,8 @@ class TraceFeatures:
     blamed: list[int]
     analysis: Analysis
     offset: np.ndarray  # the heuristic's log odds per step: the model learns corrections to it
+    agents: list[str]  # the agent answerable for each step (``blamed``'s agent), for the learned label priors
+    ranks: list[int]  # each step's rank among the agent actions, -1 for other steps
 
 
 _HASHER = None
@@ -225,8 +227,10 @@ def trace_features(trace: TraceView, *, with_ground_truth: bool = True, analysis
         if following is not None and step.agent:
             x[i, _COLUMN["next_other_agent"]] = float(following.agent != step.agent)
     words = _hasher().transform(texts).tocsr()
-    return TraceFeatures(dense=x, words=words, candidates=list(a.candidates),
-                         blamed=[ctx.blamed(i) for i in range(n)], analysis=a, offset=np.asarray(a.raw))
+    blamed = [ctx.blamed(i) for i in range(n)]
+    return TraceFeatures(dense=x, words=words, candidates=list(a.candidates), blamed=blamed, analysis=a,
+                         offset=np.asarray(a.raw), agents=[steps[b].agent for b in blamed],
+                         ranks=[action_rank.get(i, -1) for i in range(n)])
 
 
 def _dependants(graph, n: int) -> list[int]:  # type: ignore[no-untyped-def]

@@ -4,8 +4,9 @@ Each trace is one choice among its candidate steps: the model gives every step a
 probability that step i is the decisive one is the softmax of the scores over the trace's candidates. Training
 maximises the likelihood of the labelled step (with an L2 penalty), which is exactly the question asked -- which
 step of *this* run -- rather than a step-by-step yes/no that would be swamped by the many sound steps of long runs.
-The agent is the one with the most probability mass over its steps (a tool output counts for the action behind
-it); the step is the most probable one.
+The step is the most probable one; the agent is chosen by a second small logit over the trace's agents
+(``agents``: probability mass, the top step's author, the heuristic's pick, how often the project's labels blamed
+that name). Label priors (``priors``) add what a project's labels say about agents and positions.
 
 Why scikit-learn, SciPy and NumPy: they are the well-kept standard, already wheels for every platform we run on,
 CPU-only, deterministic, and small next to a deep-learning stack. scikit-learn provides the stateless feature
@@ -27,6 +28,9 @@ from scipy.optimize import minimize
 
 from ..methods.base import MethodError, MethodResult, TraceView
 from .features import DENSE, FEATURE_SET, HASH_FEATURES, TraceFeatures, trace_features
+from . import agents as agent_model
+from .priors import COLUMNS as PRIOR_COLUMNS
+from .priors import Label, LabelPriors, name_key
 
 # L2 penalties. The dense features are used as they are (0/1 flags, fractions, logs of counts): standardising
 # them blew rare flags up to dozens of units and let single traces dictate weights. The hashed words are many and
@@ -34,15 +38,22 @@ from .features import DENSE, FEATURE_SET, HASH_FEATURES, TraceFeatures, trace_fe
 # shared collections only (``attribution.splits``); the held-out part never took part.
 L2_DENSE = 10.0
 L2_WORDS = 50.0
+L2_EVIDENCE = 1.0
 MAX_ITERATIONS = 300
-# The heuristic's log odds enter every score with this fixed weight: with no data the model *is* the heuristic's
-# ranking, and every learned weight is a correction a project's labels paid for (the dense features also carry the
-# heuristic's score, so a project whose runs fool it can learn to discount it).
-OFFSET = 1.0
-# Multipliers of the penalties tried by the inner split (``fit``); 1 is the setting chosen on the dev split. Below
+# Multipliers of the dense and word penalties tried by the inner split (``fit``); 1 is the setting chosen on the dev
+# split, 1000 all but freezes them (the heuristic and the label priors, re-weighted, are then the whole model). Below
 # INNER_MIN_TRACES labelled traces the inner split is too small to choose, and the first multiplier applies.
-STRENGTHS = (1.0, 0.25, 4.0, 16.0, 64.0)
-INNER_MIN_TRACES = 12
+STRENGTHS = (1.0, 0.25, 4.0, 16.0, 64.0, 1000.0)
+# The evidence columns: the heuristic's log odds and the three label priors (``priors``). They are few, each is a
+# log-scale quantity with a meaning, and their weights are what a project's labels pay for most reliably (how far to
+# trust the heuristic on *this* system, how much its habits count). So they are penalised lightly (``L2_EVIDENCE``,
+# not scaled by the strength multiplier) around their face value: the heuristic's log odds at weight 1 -- with no
+# data the model *is* the heuristic's ranking -- and the priors at 0.5 each (a log share of labels is evidence of
+# the same kind; step index and action rank mostly say the same thing, so each gets half).
+EVIDENCE = ("heuristic_log_odds", *PRIOR_COLUMNS)
+EVIDENCE_CENTRE = (1.0, 0.5, 0.5, 0.5)
+N_DENSE, N_EVIDENCE = len(DENSE), len(EVIDENCE)
+INNER_MIN_TRACES = 9
 
 
 class ModelFormatError(ValueError):
@@ -64,7 +75,10 @@ class Example:
 class Attributor:
     mean: np.ndarray
     scale: np.ndarray
-    weights: np.ndarray  # len(DENSE) + HASH_FEATURES
+    weights: np.ndarray  # len(DENSE) + len(EVIDENCE) + HASH_FEATURES
+    priors: LabelPriors = field(default_factory=LabelPriors)
+    agent_rule: str = agent_model.RULES[0]
+    agent_weights: np.ndarray = field(default_factory=lambda: agent_model.DEFAULT.copy())
     feature_set: str = FEATURE_SET
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -72,8 +86,9 @@ class Attributor:
 
     def step_scores(self, features: TraceFeatures) -> np.ndarray:
         dense = (features.dense - self.mean) / self.scale
-        n_dense = len(DENSE)
-        return OFFSET * features.offset + dense @ self.weights[:n_dense] + features.words @ self.weights[n_dense:]
+        rows = list(range(len(features.offset)))
+        evidence = _evidence(features, rows, self.priors) @ self.weights[N_DENSE:N_DENSE + N_EVIDENCE]
+        return dense @ self.weights[:N_DENSE] + evidence + features.words @ self.weights[N_DENSE + N_EVIDENCE:]
 
     def run(self, trace: TraceView, *, with_ground_truth: bool = True, features: TraceFeatures | None = None
             ) -> MethodResult:
@@ -85,13 +100,10 @@ class Attributor:
         probs = _softmax(raw[candidates])
         prob = dict(zip(candidates, probs.tolist()))
         step = max(candidates, key=lambda i: (prob[i], -i))
-        mass: dict[str, float] = {}
-        for i, p in prob.items():
-            agent = trace.steps[f.blamed[i]].agent
-            if agent:
-                mass[agent] = mass.get(agent, 0.0) + p
-        agent = max(mass, key=lambda a: (mass[a], -trace.agents.index(a) if a in trace.agents else 0)) if mass else (
-            trace.steps[f.blamed[step]].agent or (trace.agents[0] if trace.agents else ""))
+        names, agent_x = agent_model.candidates(f, candidates, probs, self.priors)
+        mass = {a: round(float(math.exp(v)), 4) for a, v in zip(names, agent_x[:, 0])}
+        agent = agent_model.choose(names, agent_x, self.agent_rule, self.agent_weights, trace.agents) if names else (
+            trace.agents[0] if trace.agents else "")
         top = float(raw[candidates].max())
         scores = [round(math.exp(min(0.0, float(r) - top)), 4) if i in prob else 0.0 for i, r in enumerate(raw)]
         return MethodResult(
@@ -105,13 +117,15 @@ class Attributor:
         )
 
     def contributions(self, features: TraceFeatures, step: int, limit: int = 6) -> list[dict[str, Any]]:
-        """The dense features that pushed this step's score most above the trace's average candidate."""
-        dense = (features.dense - self.mean) / self.scale
-        w = self.weights[: len(DENSE)]
-        base = dense[features.candidates].mean(axis=0) if features.candidates else np.zeros(len(DENSE))
-        push = (dense[step] - base) * w
-        order = np.argsort(-push)[:limit]
-        return [{"feature": DENSE[k], "effect": round(float(push[k]), 3)} for k in order if push[k] > 0.05]
+        """The dense and label-prior features that pushed this step's score most above the trace's average
+        candidate."""
+        rows = features.candidates if step in features.candidates else [*features.candidates, step]
+        columns = np.hstack([(features.dense[rows] - self.mean) / self.scale,
+                             _evidence(features, rows, self.priors)])
+        push = (columns[rows.index(step)] - columns.mean(axis=0)) * self.weights[: N_DENSE + N_EVIDENCE]
+        names = (*DENSE, *EVIDENCE)
+        return [{"feature": names[k], "effect": round(float(push[k]), 3)} for k in np.argsort(-push)[:limit]
+                if push[k] > 0.05]
 
     def explain(self, f: TraceFeatures, step: int, p: float, agent: str, mass: float) -> str:
         signals = [s.text for s in f.analysis.signals if s.step == step and s.signal != "ancestor"]
@@ -124,17 +138,21 @@ class Attributor:
         return "; ".join(parts)
 
     def strongest_features(self, limit: int = 12) -> list[dict[str, Any]]:
-        """The dense features with the largest weights, strongest first."""
-        w = self.weights[: len(DENSE)]
+        """The dense and label-prior features with the largest weights, strongest first."""
+        names = (*DENSE, *EVIDENCE)
+        w = self.weights[: N_DENSE + N_EVIDENCE]
         order = np.argsort(-np.abs(w))[:limit]
-        return [{"feature": DENSE[k], "weight": round(float(w[k]), 3)} for k in order]
+        return [{"feature": names[k], "weight": round(float(w[k]), 3)} for k in order]
 
     # --- storage ------------------------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": "culprit-attributor", "feature_set": self.feature_set, "dense": list(DENSE),
-                "hash_features": HASH_FEATURES, "mean": self.mean.tolist(), "scale": self.scale.tolist(),
-                "weights": [round(float(v), 6) for v in self.weights]}
+                "evidence": list(EVIDENCE), "hash_features": HASH_FEATURES, "mean": self.mean.tolist(),
+                "scale": self.scale.tolist(), "weights": [round(float(v), 6) for v in self.weights],
+                "priors": self.priors.to_dict(),
+                "agent_features": list(agent_model.FEATURES), "agent_rule": self.agent_rule,
+                "agent_weights": [round(float(v), 6) for v in self.agent_weights]}
 
     @classmethod
     def from_dict(cls, data: Any, meta: dict[str, Any] | None = None) -> Attributor:
@@ -142,22 +160,34 @@ class Attributor:
         if not isinstance(data, dict) or data.get("format") != "culprit-attributor":
             raise ModelFormatError("not a Culprit attributor")
         if data.get("feature_set") != FEATURE_SET or data.get("dense") != list(DENSE) \
-                or data.get("hash_features") != HASH_FEATURES:
+                or data.get("evidence") != list(EVIDENCE) or data.get("hash_features") != HASH_FEATURES:
             raise ModelFormatError(f"trained for feature set {data.get('feature_set')!r}; this version reads "
                                    f"{FEATURE_SET!r}: train the model again")
         try:
             mean = np.asarray(data["mean"], dtype=np.float64)
             scale = np.asarray(data["scale"], dtype=np.float64)
             weights = np.asarray(data["weights"], dtype=np.float64)
+            priors = LabelPriors.from_dict(data.get("priors"))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFormatError(f"unreadable arrays: {exc}") from None
-        if mean.shape != (len(DENSE),) or scale.shape != (len(DENSE),) or weights.shape != (
-                len(DENSE) + HASH_FEATURES,):
+        if mean.shape != (N_DENSE,) or scale.shape != (N_DENSE,) or weights.shape != (
+                N_DENSE + N_EVIDENCE + HASH_FEATURES,):
             raise ModelFormatError("arrays of the wrong shape")
+        if data.get("agent_features") != list(agent_model.FEATURES):
+            raise ModelFormatError("trained with other agent features: train the model again")
+        try:
+            agent_weights = np.asarray(data["agent_weights"], dtype=np.float64)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFormatError(f"unreadable agent weights: {exc}") from None
+        if agent_weights.shape != (len(agent_model.FEATURES),) or not np.isfinite(agent_weights).all():
+            raise ModelFormatError("agent weights of the wrong shape or with non-finite values")
+        if data.get("agent_rule") not in agent_model.RULES:
+            raise ModelFormatError("an unknown agent rule")
         if not (np.isfinite(mean).all() and np.isfinite(scale).all() and np.isfinite(weights).all()) \
                 or (scale <= 0).any():
             raise ModelFormatError("arrays with non-finite or non-positive scale values")
-        return cls(mean=mean, scale=scale, weights=weights, meta=meta or {})
+        return cls(mean=mean, scale=scale, weights=weights, priors=priors, agent_rule=data["agent_rule"],
+                   agent_weights=agent_weights, meta=meta or {})
 
 
 # --- training --------------------------------------------------------------------------------------------------------
@@ -167,6 +197,8 @@ class _Prepared:
     features: TraceFeatures
     candidates: list[int]
     gold: int  # position of the gold step within candidates
+    label: Label  # the gold label as the label priors count it
+    design: sparse.csr_matrix | None = None  # dense and word columns of the candidates, built once
 
 
 def prepare(example: Example, with_ground_truth: bool = True) -> _Prepared | None:
@@ -181,7 +213,8 @@ def prepare(example: Example, with_ground_truth: bool = True) -> _Prepared | Non
     candidates = list(f.candidates)
     if step not in candidates:
         candidates = sorted({*candidates, step})
-    return _Prepared(features=f, candidates=candidates, gold=candidates.index(step))
+    return _Prepared(features=f, candidates=candidates, gold=candidates.index(step),
+                     label=Label(agent=name_key(example.agent), step=step, rank=f.ranks[step]))
 
 
 def fit(examples: list[Example], *, with_ground_truth: bool = True, prepared: list[_Prepared] | None = None,
@@ -191,64 +224,95 @@ def fit(examples: list[Example], *, with_ground_truth: bool = True, prepared: li
     How far the model may move from the heuristic is chosen from the training labels alone: each penalty
     multiplier in ``strengths`` is scored by the likelihood of the labelled steps in an inner 3-fold split of the
     training traces, and the best one is refit on all of them. A project with few labels thus stays close to the
-    heuristic, and one with many learns more."""
+    heuristic, and one with many learns more. The inner split's held-out step probabilities then train the agent
+    model (``agents``), which weighs probability mass, the top step, the heuristic's top step and the label priors."""
     started = time.perf_counter()
     rows = prepared if prepared is not None else [p for e in examples if (p := prepare(e, with_ground_truth))]
     if not rows:
         raise MethodError("no usable labelled trace to train on")
-    strength, inner = strengths[0], {}
+    strength, inner, held_out = strengths[0], {}, {}
     if len(strengths) > 1 and len(rows) >= INNER_MIN_TRACES:
-        inner = {m: _inner_likelihood(rows, m) for m in strengths}
-        strength = max(strengths, key=lambda m: (inner[m], m))  # ties: the stronger penalty
-    weights, iterations = _optimise(rows, strength)
-    return Attributor(mean=np.zeros(len(DENSE)), scale=np.ones(len(DENSE)), weights=weights,
+        for m in strengths:
+            inner[m], held_out[m] = _inner_split(rows, m)
+        strength = max(strengths, key=lambda m: (inner[m]["likelihood"], m))  # ties: the stronger penalty
+    priors = LabelPriors.fit([r.label for r in rows])
+    weights, iterations = _optimise(rows, strength, priors)
+    agent_rule, agent_weights, agent_accuracy = agent_model.RULES[0], agent_model.DEFAULT.copy(), {}
+    if held_out:
+        agent_rule, agent_weights, agent_accuracy = agent_model.select(
+            [(*agent_model.candidates(r.features, r.candidates, *held_out[strength][k]), r.label.agent)
+             for k, r in enumerate(rows)])
+    return Attributor(mean=np.zeros(N_DENSE), scale=np.ones(N_DENSE), weights=weights, priors=priors,
+                      agent_rule=agent_rule, agent_weights=agent_weights,
                       meta={"label": label, "n_traces": len(rows),
                             "n_steps": int(sum(len(r.candidates) for r in rows)), "iterations": iterations,
-                            "strength": strength, "inner_likelihood": {str(k): round(v, 4) for k, v in inner.items()},
+                            "strength": strength,
+                            "agent_rule": agent_rule, "agent_accuracy": agent_accuracy,
+                            "agent_weights": dict(zip(agent_model.FEATURES, np.round(agent_weights, 3).tolist())),
+                            "inner": {str(k): {n: round(v, 4) for n, v in fig.items()} for k, fig in inner.items()},
                             "seconds": round(time.perf_counter() - started, 2)})
 
 
-def _inner_likelihood(rows: list[_Prepared], strength: float, k: int = 3) -> float:
-    """Mean log-likelihood of the labelled step on held-out traces of a k-fold split of the training rows."""
-    total = 0.0
+def _inner_split(rows: list[_Prepared], strength: float, k: int = 3
+                 ) -> tuple[dict[str, float], list[tuple[np.ndarray, LabelPriors]]]:
+    """On held-out traces of a k-fold split of the training rows: the mean log-likelihood of the labelled step and
+    the share of steps named right, and each row's held-out step probabilities with the priors of the folds that
+    predicted it (for the agent model: leave-one-out priors would flip a near-tied majority on every row)."""
+    total, hits = 0.0, 0
+    probs_of: list[tuple[np.ndarray, LabelPriors]] = [(np.zeros(0), LabelPriors())] * len(rows)
     for fold in range(k):
         train = [r for i, r in enumerate(rows) if i % k != fold]
-        test = [r for i, r in enumerate(rows) if i % k == fold]
-        weights, _ = _optimise(train, strength)
-        for r in test:
-            s = r.features.offset[r.candidates] * OFFSET + _design(r) @ weights
-            s = s - s.max()
-            total += float(s[r.gold] - np.log(np.exp(s).sum()))
-    return total / len(rows)
+        priors = LabelPriors.fit([r.label for r in train])
+        weights, _ = _optimise(train, strength, priors)
+        for i in range(fold, len(rows), k):
+            r = rows[i]
+            s = _design(r, priors, loo=False) @ weights
+            probs = _softmax(s)
+            probs_of[i] = (probs, priors)
+            total += float(np.log(max(probs[r.gold], 1e-300)))
+            hits += int(np.argmax(probs)) == r.gold
+    return {"likelihood": total / len(rows), "step": hits / len(rows)}, probs_of
 
 
-def _design(r: _Prepared) -> sparse.csr_matrix:
-    return sparse.hstack([sparse.csr_matrix(r.features.dense[r.candidates]),
-                          r.features.words[r.candidates]]).tocsr()
+def _design(r: _Prepared, priors: LabelPriors, loo: bool = True) -> sparse.csr_matrix:
+    """The candidates' columns: dense features, label priors (leaving the row's own label out when it is a
+    training row) and hashed words."""
+    if r.design is None:
+        r.design = sparse.hstack([sparse.csr_matrix(r.features.dense[r.candidates]),
+                                  r.features.words[r.candidates]]).tocsr()
+    evidence = sparse.csr_matrix(_evidence(r.features, r.candidates, priors, without=r.label if loo else None))
+    return sparse.hstack([r.design[:, :N_DENSE], evidence, r.design[:, N_DENSE:]]).tocsr()
 
 
-def _optimise(rows: list[_Prepared], strength: float) -> tuple[np.ndarray, int]:
+def _evidence(features: TraceFeatures, rows: list[int], priors: LabelPriors, without: Label | None = None
+              ) -> np.ndarray:
+    return np.hstack([features.offset[rows][:, None], priors.columns(features, rows, without=without)])
+
+
+def _optimise(rows: list[_Prepared], strength: float, priors: LabelPriors) -> tuple[np.ndarray, int]:
     """Minimise the conditional logit's negative log-likelihood plus ``strength`` × the L2 penalties."""
-    x = sparse.vstack([_design(r) for r in rows]).tocsr()
+    x = sparse.vstack([_design(r, priors) for r in rows]).tocsr()
     sizes = np.array([len(r.candidates) for r in rows])
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     gold = starts + np.array([r.gold for r in rows])
     segment = np.repeat(np.arange(len(rows)), sizes)
-    penalty = strength * np.concatenate([np.full(len(DENSE), L2_DENSE), np.full(HASH_FEATURES, L2_WORDS)])
-    offset = OFFSET * np.concatenate([r.features.offset[r.candidates] for r in rows])
+    penalty = np.concatenate([np.full(N_DENSE, strength * L2_DENSE), np.full(N_EVIDENCE, L2_EVIDENCE),
+                              np.full(HASH_FEATURES, strength * L2_WORDS)])
+    centre = np.zeros(x.shape[1])
+    centre[N_DENSE:N_DENSE + N_EVIDENCE] = EVIDENCE_CENTRE
 
     def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
-        s = offset + x @ w
+        s = x @ w
         top = np.maximum.reduceat(s, starts)
         e = np.exp(s - top[segment])
         z = np.add.reduceat(e, starts)
         lse = np.log(z) + top
         p = e / z[segment]
         p[gold] -= 1.0
-        value = float(lse.sum() - s[gold].sum() + 0.5 * (penalty * w * w).sum())
-        return value, np.asarray(x.T @ p).ravel() + penalty * w
+        value = float(lse.sum() - s[gold].sum() + 0.5 * (penalty * (w - centre) ** 2).sum())
+        return value, np.asarray(x.T @ p).ravel() + penalty * (w - centre)
 
-    result = minimize(loss, np.zeros(x.shape[1]), jac=True, method="L-BFGS-B", options={"maxiter": MAX_ITERATIONS})
+    result = minimize(loss, centre.copy(), jac=True, method="L-BFGS-B", options={"maxiter": MAX_ITERATIONS})
     return result.x, int(result.nit)
 
 

@@ -27,6 +27,7 @@ from .calibration import Calibration
 from .cv import cross_validate
 from .features import FEATURE_SET
 from .model import Attributor, Example, ModelFormatError, fit, prepare
+from .priors import name_key
 from .selectors import VERIFIED_SOURCES, training_examples
 
 logger = logging.getLogger(__name__)
@@ -134,9 +135,21 @@ def train(examples: list[Example], *, folds: int = DEFAULT_FOLDS, label: str = "
                "intervals": learned["intervals"], "step_accuracy_within": learned["step_accuracy_within"],
                "baselines": learned["baselines"]},
         "summary": {"strongest_features": model.strongest_features(),
-                    "confusion": agent_confusion(predictions),
+                    "confusion": agent_confusion(predictions), "habits": habits(model, usable),
                     "sources": dict(Counter(e.source for e in usable))},
     }
+
+
+def habits(model: Attributor, examples: list[Example], limit: int = 5) -> dict[str, Any]:
+    """What the final fit took from the labels, for the model page: the agent rule the inner split chose (with
+    each rule's held-out accuracy), the penalty multiplier, and the commonest blamed agents (as the labels spell
+    them) and positions."""
+    priors, n = model.priors, max(1, model.priors.n)
+    spelled = {name_key(e.agent): e.agent for e in examples}
+    return {"agent_rule": model.agent_rule, "agent_accuracy": model.meta.get("agent_accuracy") or {},
+            "strength": model.meta.get("strength"),
+            "agents": [{"name": spelled.get(a, a), "share": c / n} for a, c in priors.agents.most_common(limit)],
+            "ranks": [{"rank": r, "share": c / n} for r, c in priors.ranks.most_common(limit)]}
 
 
 def agent_confusion(predictions: list[tuple[Example, Any]], limit: int = 8) -> dict[str, Any]:

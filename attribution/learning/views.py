@@ -21,6 +21,7 @@ from ..methods.base import MethodError
 from ..models import AttributorModel, ProjectAttribution
 from ..selectors import _CHART_BASELINE_NAMES, BASELINE_NAMES, baseline_rows, labelled_count
 from . import services
+from .agents import RULES
 from .calibration import MIN_LABELS, STRENGTH
 from .forms import TrainForm
 from .selectors import label_counts
@@ -129,7 +130,15 @@ def _results(model: AttributorModel) -> dict[str, Any]:
     return {"cv": cv, "baselines": baseline_rows(result) if result["baselines"] else [],
             "chart": _chart(model, result), "features": _features(summary.get("strongest_features") or []),
             "confusion": _confusion(summary.get("confusion") or {}),
-            "sources": sorted((summary.get("sources") or {}).items())}
+            "sources": sorted((summary.get("sources") or {}).items()), "habits": _habits(summary.get("habits"))}
+
+
+def _habits(habits: Any) -> dict[str, Any] | None:
+    """The stored habits with the rule table in the order the rules are tried (models trained before have none)."""
+    if not isinstance(habits, dict):
+        return None
+    accuracy = habits.get("agent_accuracy") or {}
+    return habits | {"rules": [(rule, accuracy[rule]) for rule in RULES if rule in accuracy]}
 
 
 def _chart(model: AttributorModel, result: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from attribution.learning import Attributor, Example, ModelFormatError, fit
 from attribution.learning.calibration import MIN_LABELS, Calibration
 from attribution.learning.cv import cross_validate, folds
 from attribution.learning.features import DENSE, trace_features
+from attribution.learning.model import EVIDENCE
+from attribution.learning.priors import Label, LabelPriors
 from attribution.learning.selectors import training_examples
 from attribution.learning.services import (
     attributor_create,
@@ -94,11 +96,18 @@ def test_anything_but_the_documented_arrays_is_refused(bad):
 
 
 def test_wrong_shapes_non_finite_values_and_another_feature_set_are_refused():
-    model = Attributor(mean=np.zeros(len(DENSE)), scale=np.ones(len(DENSE)), weights=np.zeros(len(DENSE) + 2**14))
-    good = model.to_dict()
-    Attributor.from_dict(good)
+    model = Attributor(mean=np.zeros(len(DENSE)), scale=np.ones(len(DENSE)),
+                       weights=np.zeros(len(DENSE) + len(EVIDENCE) + 2**14),
+                       priors=LabelPriors.fit([Label(agent="planner", step=3, rank=1)]))
+    good = json.loads(json.dumps(model.to_dict()))
+    assert Attributor.from_dict(good).priors.agents == {"planner": 1}
     for change in ({"weights": good["weights"][:-1]}, {"weights": [float("nan")] * len(good["weights"])},
-                   {"scale": [0.0] * len(DENSE)}, {"feature_set": "steps-v0"}, {"dense": ["x"]}):
+                   {"scale": [0.0] * len(DENSE)}, {"feature_set": "steps-v1"}, {"dense": ["x"]},
+                   {"agent_rule": "os.system"}, {"agent_weights": [1.0]},
+                   {"agent_weights": [float("inf")] * len(good["agent_weights"])},
+                   {"priors": {"n": 1, "agents": {"planner": 5}}}, {"priors": {"n": 1, "steps": {"-1": 1}}},
+                   {"priors": {"n": 1, "steps": {"10000": 1}}}, {"priors": {"n": 1, "agents": {"x" * 500: 1}}},
+                   {"priors": {"n": -1}}, {"priors": "counts"}):
         with pytest.raises(ModelFormatError):
             Attributor.from_dict(good | change)
 
