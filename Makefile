@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: setup run test lock clean bench
+.PHONY: setup run test lint lock clean bench
 
 setup: $(STAMP)
 
@@ -31,10 +31,14 @@ run: setup
 	  $(BIN)/celery -A config --quiet worker -B --loglevel=WARNING --concurrency=2 --without-mingle --without-gossip & worker=$$!; \
 	  $(BIN)/python manage.py runserver $(HOST):$(PORT) --noreload
 
-# The whole suite against real PostgreSQL and Redis (started or installed when they do not answer) and Chromium.
-test: setup
+# The whole suite against real PostgreSQL and Redis (started or installed when they do not answer) and Chromium,
+# after the linter (CI runs this target, so a lint finding fails CI).
+test: setup lint
 	@bash .ci/services.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
 
 lock:
 	$(BIN)/python -m pip install --quiet uv==0.13.8

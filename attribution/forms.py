@@ -4,6 +4,7 @@ from typing import Any
 
 from django import forms
 
+from . import outbound
 from .methods import all_methods
 from .models import ProjectAttribution, ProjectLlmSettings
 
@@ -69,6 +70,23 @@ class LlmSettingsForm(forms.ModelForm):
             "replay_hook_url": "Your system's replay endpoint (README: HTTP replay hook contract); counterfactual "
                                "replay uses it for this project's traces that are not sandbox runs.",
         }
+
+    def clean_api_base(self) -> str:
+        return _outbound_url(self.cleaned_data.get("api_base") or "")
+
+    def clean_replay_hook_url(self) -> str:
+        return _outbound_url(self.cleaned_data.get("replay_hook_url") or "")
+
+
+def _outbound_url(url: str) -> str:
+    """An http(s) URL the outbound policy accepts, checked when saved so the owner hears of it now; the worker checks
+    again when it connects (the name may resolve elsewhere by then)."""
+    if url:
+        try:
+            outbound.check_url(url)
+        except outbound.OutboundRefused as exc:
+            raise forms.ValidationError(str(exc)) from None
+    return url
 
 
 class SandboxForm(forms.Form):

@@ -13,7 +13,11 @@ loops around it. What this module adds on top:
 - Context arithmetic: the model's window, token counts, and splitting a trace into windows that fit.
 
 The API key is decrypted only when the client is built and lives in the Router's deployment; it is scrubbed from
-every error text this module records or raises.
+every error text this module records or raises. Which key a call carries (``provider_key``): the project's own; else,
+only for providers the deployment names in ``CULPRIT_SERVER_KEYS_FOR`` and only without a custom ``api_base``, the
+server's; else a placeholder that is no secret. A key is always passed explicitly, because litellm given none reads
+``OPENAI_API_KEY`` and friends from the worker's environment and would send them to whatever ``api_base`` a project
+chose. Every connection litellm opens passes the outbound policy (``attribution.outbound``).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import redis
 from django.conf import settings
 from django.db.models import Sum
 
-from . import prompts
+from . import outbound, prompts
 from .methods.base import MethodError, StepView, TraceView
 from .models import AttributionRun, LlmCall, ProjectLlmSettings
 
@@ -49,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 # litellm prints a "Provider List" banner and debugging hints to stdout on every provider error.
 litellm.suppress_debug_info = True
+outbound.install_litellm_guard()
 
 # The Router's name for the single deployment a client talks to.
 _GROUP = "culprit-judge"
@@ -62,6 +67,15 @@ MIN_WINDOW_TOKENS = 256
 # Cached answers are kept for 30 days: long enough to re-score a benchmark, short enough to follow model updates.
 CACHE_TTL_SECONDS = 30 * 24 * 3600
 CACHE_PREFIX = "culprit:llm:v1:"
+# Sent when a call has no key of its own: never a secret, and litellm does not look for one in the environment.
+NO_KEY = "culprit-no-key"
+# Where a provider's server key lives when its name is not simply <PROVIDER>_API_KEY.
+_SERVER_KEY_VARS = {"together_ai": "TOGETHERAI_API_KEY", "gemini": "GEMINI_API_KEY", "huggingface": "HF_TOKEN"}
+# Providers that authenticate with the machine's ambient cloud credentials (AWS, Google, IBM, Oracle), not an API
+# key: litellm signs requests with them whatever key is passed, so they need the deployment's opt-in and can never
+# be pointed at a custom api_base.
+AMBIENT_CREDENTIAL_PROVIDERS = frozenset({"bedrock", "sagemaker", "sagemaker_chat", "vertex_ai", "vertex_ai_beta",
+                                          "watsonx", "watsonx_text", "oci"})
 
 
 class InvalidAnswer(MethodError):
@@ -134,7 +148,13 @@ class LlmClient:
         self.spending_cap = Decimal(str(spending_cap)) if spending_cap is not None else None
         self.cache = cache
         self._context_override = context_tokens
-        self._secret = api_key
+        api_key = provider_key(model=model, api_base=api_base, project_key=api_key)
+        if api_base:
+            try:
+                outbound.check_url(api_base)
+            except outbound.OutboundRefused as exc:
+                raise MethodError(f"the model's api_base is refused by the outbound policy: {exc}") from None
+        self._secret = "" if api_key == NO_KEY else api_key
         self._json_mode = _supports_json_mode(model)
         self.totals = Usage()
         # The Router retries (num_retries, exponential backoff from litellm's INITIAL_RETRY_DELAY, at least
@@ -142,7 +162,7 @@ class LlmClient:
         # would turn the next trace's call into "no deployments available" instead of trying the provider again.
         self.router = litellm.Router(
             model_list=[{"model_name": _GROUP, "litellm_params": {
-                "model": model, "api_key": api_key or None, "api_base": api_base or None, "timeout": timeout,
+                "model": model, "api_key": api_key, "api_base": api_base or None, "timeout": timeout,
                 "drop_params": True}}],
             num_retries=num_retries, retry_after=retry_after, timeout=timeout, disable_cooldowns=True,
         )
@@ -208,7 +228,7 @@ class LlmClient:
             response = self.router.completion(model=_GROUP, messages=messages, temperature=self.temperature,
                                               max_tokens=ANSWER_TOKENS, **extra)
         except Exception as exc:  # every provider failure, after the Router's own retries
-            error = self._scrub(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
+            error = self._describe_failure(exc)
             self._record(purpose, _Reply("", 0, 0, 0.0, _ms(started), False, key), ok=False, error=error)
             raise MethodError(f"the model provider failed for {purpose} ({self.model}): {error}") from None
         text = (response.choices[0].message.content or "") if response.choices else ""
@@ -248,6 +268,18 @@ class LlmClient:
             input_tokens=reply.input_tokens, output_tokens=reply.output_tokens,
             cost=Decimal(str(round(reply.cost, 6))), latency_ms=reply.latency_ms, error=error[:2000],
         )
+
+    def _describe_failure(self, exc: Exception) -> str:
+        """One line for the error. A provider's own message helps ("Incorrect API key provided"), but a project's
+        ``api_base`` may be any server the worker can reach: from there only the error's kind and HTTP status are
+        kept, never the body (the outbound policy: no response body in a verdict or error)."""
+        if (refused := _outbound_refusal(exc)) is not None:
+            return f"refused by the outbound policy: {refused}"
+        if self.api_base:
+            status = getattr(exc, "status_code", None)
+            return type(exc).__name__ + (f" (HTTP {status})" if isinstance(status, int) else "")
+        text = str(exc).strip()
+        return self._scrub(f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}")
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._secret, "[redacted]") if self._secret else text
@@ -397,6 +429,40 @@ def cache_from_settings() -> ResponseCache | None:
 @functools.lru_cache(maxsize=4)
 def _cache_for(url: str) -> ResponseCache:  # one connection pool per URL and process
     return ResponseCache(url)
+
+
+def _outbound_refusal(exc: BaseException) -> outbound.OutboundRefused | None:
+    """The policy's refusal inside litellm's wrapped exception, if that is what failed (found by its type in the
+    exception chain, never by text a server could have written)."""
+    seen: BaseException | None = exc
+    for _ in range(12):
+        if seen is None or isinstance(seen, outbound.OutboundRefused):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+# --- keys -------------------------------------------------------------------------------------------------------------
+
+def provider_of(model: str) -> str:
+    try:
+        return str(litellm.get_llm_provider(model)[1])
+    except Exception:  # unknown to litellm: its prefix is what litellm would route by
+        return model.split("/", 1)[0].lower()
+
+
+def provider_key(*, model: str, api_base: str, project_key: str) -> str:
+    """The key a call to ``model`` carries: the project's, else the server's for an opted-in provider without a custom
+    api_base, else ``NO_KEY``. A server key never goes to an api_base a project chose."""
+    provider = provider_of(model)
+    if provider in AMBIENT_CREDENTIAL_PROVIDERS and (api_base or provider not in settings.CULPRIT_SERVER_KEYS_FOR):
+        raise MethodError(f"{provider} models sign requests with the server's cloud credentials: they need the "
+                          "deployment's opt-in (CULPRIT_SERVER_KEYS_FOR) and no custom api_base")
+    if project_key:
+        return project_key
+    if not api_base and provider in settings.CULPRIT_SERVER_KEYS_FOR:
+        return os.environ.get(_SERVER_KEY_VARS.get(provider, f"{provider.upper()}_API_KEY"), "") or NO_KEY
+    return NO_KEY
 
 
 # --- helpers ----------------------------------------------------------------------------------------------------------

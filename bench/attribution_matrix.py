@@ -36,7 +36,7 @@ _django.setup()
 import _datasets  # noqa: E402
 
 from attribution import services  # noqa: E402
-from attribution.evaluation import Record, baselines, score, wilson  # noqa: E402
+from attribution.evaluation import baselines, score  # noqa: E402
 from attribution.learning.calibration import Calibration  # noqa: E402
 from attribution.learning.cv import cross_validate, record  # noqa: E402
 from attribution.learning.model import Example, fit, prepare  # noqa: E402

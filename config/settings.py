@@ -153,6 +153,8 @@ CULPRIT_MAX_FILES_PER_UPLOAD = env_int("CULPRIT_MAX_FILES_PER_UPLOAD", 500)
 CULPRIT_MAX_ZIP_MEMBERS = env_int("CULPRIT_MAX_ZIP_MEMBERS", 2000)
 CULPRIT_MAX_ZIP_TOTAL_BYTES = env_int("CULPRIT_MAX_ZIP_TOTAL_BYTES", 1024 * 1024 * 1024)
 CULPRIT_MAX_ZIP_RATIO = env_int("CULPRIT_MAX_ZIP_RATIO", 200)
+# An OTLP request body may inflate (gzip) to at most this much; the compressed body itself is capped at 10 MB below.
+CULPRIT_OTLP_MAX_INFLATED_BYTES = env_int("CULPRIT_OTLP_MAX_INFLATED_BYTES", 16 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = CULPRIT_MAX_FILES_PER_UPLOAD
@@ -206,6 +208,9 @@ CELERY_BEAT_SCHEDULE = {
     for app, stale_after in (("tracing", CULPRIT_REAP_INGEST_AFTER), ("attribution", CULPRIT_REAP_RUN_AFTER),
                              ("annotations", CULPRIT_REAP_EXPORT_AFTER))
 }
+# The raw bytes of uploads that produced nothing (every job failed) are kept this long to look into, then deleted.
+CULPRIT_KEEP_FAILED_UPLOADS_FOR = env_int("CULPRIT_KEEP_FAILED_UPLOADS_FOR", 24 * 3600)
+CELERY_BEAT_SCHEDULE["purge-failed-uploads"] = {"task": "tracing.purge_failed_uploads", "schedule": 3600}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # Django's cache: rate-limit counters (config.ratelimit) and the like. Redis when CULPRIT_CACHE_URL is set (the team
@@ -262,3 +267,19 @@ CULPRIT_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src
                "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
 # The API docs page (Swagger UI, served from our own static files) sets inline styles as it renders.
 CULPRIT_CSP_DOCS = CULPRIT_CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
+
+# --- outbound requests (attribution.outbound) --------------------------------------------------------------------
+# Replay hooks, model api_base URLs and providers are reached only at public addresses. CULPRIT_OUTBOUND_ALLOW lists
+# what the deployment allows besides: host names, addresses or CIDRs, each optionally with ":port"
+# (e.g. "ollama:11434,10.2.0.0/16"). Loopback is allowed by default only in the embedded single-user mode (SQLite and
+# the filesystem broker, not CULPRIT_PRODUCTION), so a local Ollama or vLLM works after `make run`.
+EMBEDDED = EMBEDDED_DATABASE and EMBEDDED_BROKER and not PRODUCTION
+CULPRIT_OUTBOUND_ALLOW = [e.strip() for e in os.environ.get("CULPRIT_OUTBOUND_ALLOW", "").split(",") if e.strip()]
+CULPRIT_OUTBOUND_ALLOW_LOOPBACK = env_bool("CULPRIT_OUTBOUND_ALLOW_LOOPBACK", EMBEDDED)
+# Providers whose key in the server's environment (OPENAI_API_KEY, ...) projects without a key of their own may use,
+# e.g. "openai,anthropic". Empty: every project brings its own key. Never used for a project with a custom api_base.
+CULPRIT_SERVER_KEYS_FOR = frozenset(
+    p.strip().lower() for p in os.environ.get("CULPRIT_SERVER_KEYS_FOR", "").split(",") if p.strip())
+# Behind this many reverse proxies (each appends the address it saw to X-Forwarded-For) the client's address is the
+# N-th entry from the right; 0 trusts no header and uses the socket's peer. Default: 1 when behind a proxy.
+CULPRIT_TRUSTED_PROXIES = env_int("CULPRIT_TRUSTED_PROXIES", 1 if _behind_proxy else 0)

@@ -61,7 +61,8 @@ def test_an_upload_is_served_only_as_an_attachment(owner_client, client, project
 
 def test_healthz_answers_when_the_database_does(client):
     response = client.get("/healthz")
-    assert response.status_code == 200 and response.content == b"ok\n"
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": "ok", "broker": "ok", "cache": "ok"}
 
 
 @pytest.fixture
@@ -116,3 +117,137 @@ def test_membership_token_and_model_changes_are_audited(owner_client, client, pr
     services.membership_set(project=project, user=viewer, role=Role.VIEWER)
     client.force_login(viewer)
     assert client.get(reverse("tracing:project_audit", args=[project.slug])).status_code == 403
+
+
+# --- sign-in throttling: the admin's door, forged addresses, the account count (issue 13) ---------------------------
+
+def test_the_admin_login_is_throttled_like_the_site_login(client, make_user, strict_limits):
+    admin = make_user("root")
+    admin.is_staff = admin.is_superuser = True
+    admin.save()
+    url = reverse("admin:login")
+    statuses = [client.post(url, {"username": "root", "password": "wrong"}).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    assert client.post(url, {"username": "root", "password": "pw-for-tests-1"}).status_code == 429
+
+
+def test_forged_forwarded_addresses_do_not_escape_the_per_account_limit(client, make_user, strict_limits):
+    strict_limits.CULPRIT_TRUSTED_PROXIES = 1
+    make_user("alice")
+    statuses = [client.post(reverse("login"), {"username": "alice", "password": "wrong"},
+                            HTTP_X_FORWARDED_FOR=f"198.51.100.{i}", REMOTE_ADDR="10.0.0.2").status_code
+                for i in range(5)]
+    assert statuses == [200, 200, 200, 429, 429]
+    # The account counts alone: a name with other capitals is the same account.
+    assert client.post(reverse("login"), {"username": "ALICE", "password": "wrong"},
+                       HTTP_X_FORWARDED_FOR="192.0.2.9").status_code == 429
+
+
+def test_the_per_address_limit_takes_the_address_the_trusted_proxy_saw_not_the_first_hop(
+        client, make_user, strict_limits):
+    strict_limits.CULPRIT_TRUSTED_PROXIES = 1
+    strict_limits.CULPRIT_RATE_LIMITS = strict_limits.CULPRIT_RATE_LIMITS | {"login": "100/m", "login_ip": "3/m"}
+    statuses = [client.post(reverse("login"), {"username": f"user{i}", "password": "wrong"},
+                            # the client wrote a fresh first hop each time; the proxy appended what it saw
+                            HTTP_X_FORWARDED_FOR=f"198.51.100.{i}, 203.0.113.7").status_code for i in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    other = client.post(reverse("login"), {"username": "user9", "password": "wrong"},
+                        HTTP_X_FORWARDED_FOR="203.0.113.7, 203.0.113.8")
+    assert other.status_code == 200
+
+
+@pytest.mark.parametrize(("proxies", "forwarded", "expected"), [
+    (0, "198.51.100.1", "10.0.0.2"),
+    (1, "198.51.100.1", "198.51.100.1"),
+    (1, "6.6.6.6, 198.51.100.1", "198.51.100.1"),
+    (2, "6.6.6.6, 198.51.100.1, 10.0.0.5", "198.51.100.1"),
+    (2, "198.51.100.1", "10.0.0.2"),  # a chain shorter than the proxies: the peer, never the client's claim
+])
+def test_the_client_address_counts_trusted_hops_from_the_right(rf, settings, proxies, forwarded, expected):
+    from config.ratelimit import client_ip
+
+    settings.CULPRIT_TRUSTED_PROXIES = proxies
+    request = rf.get("/", HTTP_X_FORWARDED_FOR=forwarded, REMOTE_ADDR="10.0.0.2")
+    assert client_ip(request) == expected
+
+
+def test_successful_sign_ins_do_not_count_against_the_account(client, make_user, strict_limits):
+    make_user("alice")
+    for _ in range(5):
+        assert client.post(reverse("login"), {"username": "alice", "password": "pw-for-tests-1"}).status_code == 302
+        client.logout()
+
+
+def test_rate_limits_fail_open_when_the_cache_is_down(client, make_user, project, settings, caplog):
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                   "LOCATION": "redis://127.0.0.1:1/0"}}
+    settings.CULPRIT_RATE_LIMITS = {"login": "3/m", "login_ip": "3/m", "api": "3/m", "otlp": "3/m"}
+    _, token = services.api_token_create(project=project, name="ci", user=None)
+    assert client.get("/api/formats", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
+    otlp = client.post("/v1/traces", b"{}", content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert otlp.status_code == 200
+    make_user("alice")
+    response = client.post(reverse("login"), {"username": "alice", "password": "pw-for-tests-1"})
+    assert response.status_code == 302
+    assert "the cache is unavailable" in caplog.text
+
+
+# --- a service down (issue 13) ----------------------------------------------------------------------------------------
+
+DEAD_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1: every connection is refused at once
+
+
+@pytest.fixture
+def broker_down():  # type: ignore[no-untyped-def]
+    """The web process's Celery app pointed at a broker that refuses connections, as when Redis is down."""
+    from config.celery import app
+
+    saved = app.conf.broker_write_url, app._pool, app.amqp._producer_pool
+    app.conf.broker_write_url = DEAD_REDIS  # what publishing connects to
+    app._pool = app.amqp._producer_pool = None
+    yield app
+    app.conf.broker_write_url = saved[0]
+    app._pool, app.amqp._producer_pool = saved[1], saved[2]
+
+
+def test_healthz_reports_a_cache_outage_separately(client, settings):
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": DEAD_REDIS}}
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "degraded", "database": "ok", "broker": "ok", "cache": "unavailable"}
+    assert client.get("/healthz", {"strict": "1"}).status_code == 503
+
+
+def test_healthz_reports_a_broker_outage_separately(client, broker_down):
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.json()["broker"] == "unavailable"
+    assert response.json()["status"] == "degraded" and response.json()["database"] == "ok"
+    assert client.get("/healthz", {"strict": "1"}).status_code == 503
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_the_broker_down_otlp_answers_503_with_retry_after_and_keeps_the_spans(client, project, broker_down):
+    from tracing.models import OtlpSpan
+
+    _, token = services.api_token_create(project=project, name="otel", user=None)
+    body = (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "5b8efff798038103d269b633813fc60c", '
+            b'"spanId": "eee19b7ec3c1b174", "name": "agent"}]}]}]}')
+    response = client.generic("POST", "/v1/traces", body, content_type="application/json",
+                              HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert response.status_code == 503 and int(response["Retry-After"]) > 0
+    assert "retry" in response.json()["message"]
+    assert OtlpSpan.objects.filter(project=project).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_the_broker_down_an_api_upload_is_accepted_as_queued(client, project, broker_down):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from tracing.models import IngestJob, JobStatus
+
+    _, token = services.api_token_create(project=project, name="ci", user=None)
+    upload = SimpleUploadedFile("run.json", sample_file().read_bytes())
+    response = client.post("/api/uploads", {"files": [upload]}, HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert response.status_code == 202
+    assert response.json()["detail"] == "queued; will start when the worker is back"
+    assert IngestJob.objects.get(project=project).status == JobStatus.QUEUED

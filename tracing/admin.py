@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from .models import Agent, GoldLabel, IngestJob, Membership, Project, RawUpload, Step, Trace
+from .models import Agent, ErrorLabel, GoldLabel, IngestJob, Membership, Project, RawUpload, Step, Trace
 
 
 class MembershipInline(admin.TabularInline):
@@ -45,13 +45,20 @@ class GoldLabelInline(admin.TabularInline):
     raw_id_fields = ["agent"]
 
 
+class ErrorLabelInline(admin.TabularInline):
+    model = ErrorLabel
+    extra = 0
+    raw_id_fields = ["agent"]
+    fields = ["position", "decisive", "step_index", "span_id", "agent_name", "family", "category", "impact", "source"]
+
+
 @admin.register(Trace)
 class TraceAdmin(admin.ModelAdmin):
     list_display = ["name", "project", "source_format", "outcome", "step_count", "created_at"]
     list_filter = ["project", "source_format", "outcome"]
     search_fields = ["name", "question", "external_id"]
     raw_id_fields = ["upload", "derived_from"]
-    inlines = [GoldLabelInline]
+    inlines = [GoldLabelInline, ErrorLabelInline]
 
 
 @admin.register(Agent)

@@ -6,10 +6,13 @@ another project's ids answer 404 exactly as in the browser.
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
-from django.http import HttpRequest
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFilesSent
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from ninja import File, Form, NinjaAPI, Query, Schema, Status
 from ninja.errors import HttpError
@@ -61,6 +64,7 @@ class CulpritApi(NinjaAPI):
 _ERROR_BODY = {"application/json": {"schema": {"type": "object", "properties": {"detail": {}}}}}
 _COMMON_ERRORS = {
     "400": "A malformed request (e.g. a NUL character in the query string)",
+    "413": "The request body is over the size limit",
     "401": "No valid project API token (Authorization: Bearer cul_…)",
     "422": "The request does not match the operation's parameters or body",
     "429": "Rate limited: retry after the Retry-After header's seconds",
@@ -90,6 +94,19 @@ api = CulpritApi(
 )
 
 
+@api.exception_handler(SuspiciousOperation)
+def _refused_request(request: HttpRequest, exc: SuspiciousOperation) -> HttpResponse:
+    """Django refuses too many files or too big a body while ninja reads the request; without this the client would
+    get Django's bare HTML "Bad Request (400)" from a JSON API."""
+    if isinstance(exc, TooManyFilesSent):
+        detail = f"too many files in one request: at most {settings.DATA_UPLOAD_MAX_NUMBER_FILES}"
+    elif isinstance(exc, RequestDataTooBig):
+        detail = f"the request body is over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE // (1024 * 1024)} MB"
+    else:
+        detail = "the request was refused as malformed"
+    return api.create_response(request, {"detail": detail}, status=413 if isinstance(exc, RequestDataTooBig) else 400)
+
+
 class FormatOut(Schema):
     name: str
     label: str
@@ -112,6 +129,7 @@ class JobOut(Schema):
 class UploadOut(Schema):
     batch: str
     jobs: list[JobOut]
+    detail: str = ""  # set when the jobs are saved but the task queue is down
 
 
 class GoldOut(Schema):
@@ -232,7 +250,9 @@ def upload(request: HttpRequest, files: list[UploadedFile] = File(...), format: 
     token: ApiToken = request.auth  # type: ignore[attr-defined]
     incoming = [services.incoming_from_upload(f) for f in files]
     jobs = services.ingest_jobs_create(project=token.project, files=incoming, user=None, requested_format=format)
-    return Status(202, {"batch": str(jobs[0].batch), "jobs": [_job(j) for j in jobs]})
+    waiting = any(getattr(j, "waiting_for_broker", False) for j in jobs)
+    return Status(202, {"batch": str(jobs[0].batch), "jobs": [_job(j) for j in jobs],
+                        "detail": "queued; will start when the worker is back" if waiting else ""})
 
 
 @api.get("/jobs", response=list[JobOut], summary="Ingest jobs, newest first, optionally of one upload batch")
@@ -240,7 +260,10 @@ def list_jobs(request: HttpRequest, batch: str = "", limit: int = 50) -> list[di
     _bounds(0, limit)
     jobs = IngestJob.objects.filter(project=request.auth.project).order_by("-id")  # type: ignore[attr-defined]
     if batch:
-        jobs = jobs.filter(batch=batch)
+        try:
+            jobs = jobs.filter(batch=uuid.UUID(batch))
+        except ValueError:
+            raise HttpError(400, "batch must be an upload batch id (a UUID)") from None
     return [_job(j) for j in jobs[:limit]]
 
 

@@ -268,6 +268,7 @@ class PendingLabel(models.Model):
     target_external_id = models.CharField(max_length=200)
     source_format = models.CharField(max_length=40)
     labels = models.JSONField()  # [ParsedGold as dict]
+    metadata = models.JSONField(default=dict, blank=True)  # ParsedLabels.metadata, merged into the trace's
     job = models.ForeignKey(IngestJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -317,6 +318,49 @@ class GoldLabel(models.Model):
 
     def __str__(self) -> str:
         return f"{self.agent_name} @ step {self.step_index} ({self.source})"
+
+
+class ErrorLabel(models.Model):
+    """One labelled error of a trace, as its dataset lists it: TRAIL names several per run, each with a category,
+    a span, evidence and an impact. ``GoldLabel`` stays the one label attribution is scored against; the error
+    that decides it is flagged ``decisive`` here, and the others are kept beside it instead of being dropped.
+
+    Which error is decisive: the one the source marks (AgentRx's root cause, Who&When's single label); for TRAIL,
+    which marks none, the earliest HIGH-impact error in run order (lowest step index), else the earliest error at
+    all. Errors whose span is not in the trace keep their span id with no step and are never decisive.
+    """
+
+    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="error_labels")
+    step_index = models.PositiveIntegerField(null=True, blank=True)  # None: not tied to a step of the trace
+    span_id = models.CharField(max_length=200, blank=True)  # the source's location, kept even when unresolved
+    agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    agent_name = models.CharField(max_length=200, blank=True)
+    family = models.CharField(max_length=40, blank=True)  # taxonomy family of the category: TRAIL, MAST, AgentRx
+    category = models.CharField(max_length=120, blank=True)
+    description = models.TextField(blank=True)
+    evidence = models.TextField(blank=True)
+    impact = models.CharField(max_length=16, blank=True)  # HIGH / MEDIUM / LOW as the source gives it
+    source = models.CharField(max_length=16, choices=LabelSource.choices, default=LabelSource.IMPORTED)
+    decisive = models.BooleanField(default=False)
+    position = models.PositiveIntegerField(default=0)  # order in the label file
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["trace", "position", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(source__in=LabelSource.values), name="errorlabel_source_valid"),
+            # One decisive error per trace and source, as there is one gold label per trace and source.
+            models.UniqueConstraint(fields=["trace", "source"], condition=Q(decisive=True),
+                                    name="errorlabel_one_decisive_per_source"),
+        ]
+        indexes = [
+            # The viewer's step list: the labelled errors of one trace, by step.
+            models.Index(fields=["trace", "step_index"], name="errorlabel_trace_step"),
+        ]
+
+    def __str__(self) -> str:
+        where = f"step {self.step_index}" if self.step_index is not None else (self.span_id or "the run")
+        return f"{self.category or 'error'} at {where}{' (decisive)' if self.decisive else ''}"
 
 
 class ApiToken(models.Model):

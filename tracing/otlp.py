@@ -14,6 +14,7 @@ import json
 import zlib
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -22,7 +23,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from config import ratelimit
+from config import broker, ratelimit
 
 from . import services
 from .formats import TraceFormatError
@@ -60,13 +61,14 @@ def _token(request: HttpRequest) -> ApiToken | None:
     return services.api_token_authenticate(token) if token else None
 
 
-def _body(request: HttpRequest) -> bytes:
-    data = request.body
+def _body(data: bytes, request: HttpRequest) -> bytes:
     if request.headers.get("Content-Encoding", "").lower() == "gzip":
-        # Inflate with a cap: a small gzip body must not expand into gigabytes.
+        # Inflate with a cap: a small gzip body must not expand into gigabytes inside the web process (a 404 MB
+        # body once took it to 1.4 GB). Exporters send batches of a few MB at most.
+        cap = min(settings.CULPRIT_OTLP_MAX_INFLATED_BYTES, settings.CULPRIT_MAX_UPLOAD_BYTES)
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        data = inflater.decompress(data, settings.CULPRIT_MAX_UPLOAD_BYTES + 1)
-        if len(data) > settings.CULPRIT_MAX_UPLOAD_BYTES or inflater.unconsumed_tail:
+        data = inflater.decompress(data, cap + 1)
+        if len(data) > cap or inflater.unconsumed_tail:
             raise TraceFormatError("the decompressed request is over the upload size limit")
     return data
 
@@ -94,19 +96,35 @@ def receive_traces(request: HttpRequest) -> HttpResponse:
     if request.content_type not in (PROTOBUF, "application/json"):
         return _error(415, "send application/x-protobuf or application/json", protobuf)
     try:
-        document = _document(_body(request), protobuf)
+        body = request.body
+    except RequestDataTooBig:
+        return _error(413, f"the request body is over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE // (1024 * 1024)} MB; "
+                           "send fewer spans per request", protobuf)
+    try:
+        document = _document(_body(body, request), protobuf)
         trace_ids, rejected = services.otlp_spans_store(project=token.project, document=document)
     except (TraceFormatError, DecodeError, UnicodeDecodeError, ValueError, zlib.error, gzip.BadGzipFile) as exc:
         return _error(400, f"not a valid OTLP trace export: {exc}", protobuf)
-    _enqueue_rebuilds(token.project_id, trace_ids)
+    if not _enqueue_rebuilds(token.project_id, trace_ids):
+        # The spans are stored; the rebuild is not queued. Exporters retry a 503 (never a 500), and the retry stores
+        # the same spans again (no duplicates) and queues the rebuild once the broker is back.
+        response = _error(503, "the spans are stored but the trace cannot be built now (the task queue is down); "
+                               "retry later", protobuf)
+        response["Retry-After"] = str(broker.RETRY_AFTER)
+        return response
     return _success(rejected, protobuf)
 
 
-def _enqueue_rebuilds(project_id: int, trace_ids: set[str]) -> None:
+def _enqueue_rebuilds(project_id: int, trace_ids: set[str]) -> bool:
+    """Queue one rebuild per touched trace; False when the broker could not take them. Outside a transaction (every
+    real request) they are sent now, so the answer can say so; inside one they wait for the commit."""
     from .tasks import rebuild_otlp_trace_task
 
-    for trace_id in sorted(trace_ids):
-        transaction.on_commit(lambda t=trace_id: rebuild_otlp_trace_task.delay(project_id, t))
+    if transaction.get_connection().in_atomic_block:
+        for trace_id in sorted(trace_ids):
+            transaction.on_commit(lambda t=trace_id: broker.send(rebuild_otlp_trace_task, project_id, t))
+        return True
+    return all([broker.send(rebuild_otlp_trace_task, project_id, t) for t in sorted(trace_ids)])
 
 
 def _success(rejected: int, protobuf: bool) -> HttpResponse:

@@ -9,7 +9,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.http import Http404
 
-from .models import GoldLabel, IngestJob, Membership, Project, Step, Trace
+from .models import ErrorLabel, GoldLabel, IngestJob, Membership, Project, Step, Trace
 
 
 def projects_for_user(user: AbstractBaseUser) -> QuerySet[Project]:
@@ -109,6 +109,19 @@ def step_window(*, trace: Trace, page: int, per_page: int) -> StepWindow:
         .order_by("index")
     )
     return StepWindow(steps=steps, page=page, pages=pages, per_page=per_page, total=total)
+
+
+def error_labels_by_step(*, trace: Trace) -> tuple[dict[int, list[ErrorLabel]], list[ErrorLabel]]:
+    """The trace's labelled errors: by step index for the step list, and those tied to no step (a span the trace
+    lacks). Label files list a handful per run (TRAIL: at most 30), so all of them are read at once."""
+    by_step: dict[int, list[ErrorLabel]] = {}
+    unplaced: list[ErrorLabel] = []
+    for label in ErrorLabel.objects.filter(trace=trace).order_by("position", "id"):
+        if label.step_index is None:
+            unplaced.append(label)
+        else:
+            by_step.setdefault(label.step_index, []).append(label)
+    return by_step, unplaced
 
 
 def page_of_step(*, index: int, per_page: int) -> int:

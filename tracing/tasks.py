@@ -39,3 +39,14 @@ def reap_jobs_task(stale_after: int | None = None) -> dict[str, int]:
     from django.conf import settings
 
     return services.ingest_jobs_reap(stale_after=stale_after or settings.CULPRIT_REAP_INGEST_AFTER)
+
+
+@shared_task(name="tracing.purge_failed_uploads")
+def purge_failed_uploads_task(older_than: int | None = None) -> int:
+    """Celery beat, hourly: delete the stored bytes of uploads whose every job failed (kept a day to look into)."""
+    from django.conf import settings
+
+    from .services.uploads import failed_uploads_purge
+
+    return failed_uploads_purge(older_than=older_than if older_than is not None
+                                else settings.CULPRIT_KEEP_FAILED_UPLOADS_FOR)

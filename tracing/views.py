@@ -102,10 +102,13 @@ def trace_detail(request: HttpRequest, trace_id: int) -> HttpResponse:
     window = selectors.step_window(trace=trace, page=page, per_page=per_page)
     gold = list(trace.gold_labels.all())
     agents = list(trace.agents.all())
+    errors_by_step, unplaced_errors = selectors.error_labels_by_step(trace=trace)
     context = {
         "trace": trace, "project": trace.project, "membership": membership, "window": window,
         "agents": agents, "has_prompts": any(a.system_prompt for a in agents),
         "gold": gold, "gold_steps": {g.step_index for g in gold},
+        "errors_by_step": errors_by_step, "unplaced_errors": unplaced_errors,
+        "error_count": sum(map(len, errors_by_step.values())) + len(unplaced_errors),
         "target": target, "kinds": StepKind,
     }
     template = "tracing/trace_detail.html#steps" if request.htmx else "tracing/trace_detail.html"

@@ -28,7 +28,7 @@ SCHEMA = pa.schema([
     ("question", pa.string()), ("ground_truth", pa.string()), ("step_index", pa.int32()), ("speaker", pa.string()),
     ("agent", pa.string()), ("kind", pa.string()), ("content", pa.large_string()), ("is_mistake_step", pa.bool_()),
     ("mistake_agent", pa.string()), ("mistake_step", pa.int32()), ("mistake_reason", pa.string()),
-    ("mistake_category", pa.string()), ("label_source", pa.string()),
+    ("mistake_category", pa.string()), ("label_source", pa.string()), ("error_labels", pa.string()),
 ])
 assert tuple(SCHEMA.names) == STEP_COLUMNS
 

@@ -8,6 +8,10 @@ trace) are the only thing held for the whole export.
 Shapes:
 - a Who&When document per case, written piece by piece (the history list is streamed, never built as a list);
 - a flat row per step (``STEP_COLUMNS``) for Parquet and CSV, with the case's fields and label repeated on each row.
+
+Every labelled error of a case (``ErrorLabel``: TRAIL lists several per run) rides along: Who&When documents carry
+them as an ``errors`` list beside ``mistake_*`` (which stays the decisive one), and step rows carry the errors of
+their step as JSON in ``error_labels``.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TextIO
 
-from tracing.models import Agent, Step
+from tracing.models import Agent, ErrorLabel, Step
 
 from ..selectors import ExportCase
 
@@ -42,6 +46,14 @@ def system_prompts(case: ExportCase) -> dict[str, str]:
     rows = (Agent.objects.filter(trace_id=case.trace_id).exclude(system_prompt="").order_by("position", "id")
             .values_list("name", "system_prompt"))
     return dict(rows)
+
+
+def error_labels(case: ExportCase) -> list[dict[str, Any]]:
+    """The case's labelled errors in file order, as the Who&When reader reads them back (``errors``)."""
+    rows = ErrorLabel.objects.filter(trace_id=case.trace_id).order_by("position", "id")
+    return [{"step": e.step_index, "span_id": e.span_id, "agent": e.agent_name, "family": e.family,
+             "category": e.category, "impact": e.impact, "description": e.description, "evidence": e.evidence,
+             "decisive": e.decisive} for e in rows]
 
 
 # --- Who&When documents ----------------------------------------------------------------------------------------
@@ -80,6 +92,8 @@ def whowhen_footer(case: ExportCase) -> dict[str, Any]:
         footer["mistake_type"] = label.category
     if prompts := system_prompts(case):
         footer["system_prompt"] = prompts
+    if errors := error_labels(case):
+        footer["errors"] = errors
     # Culprit's own provenance; Who&When readers ignore unknown keys.
     footer["culprit"] = {"split": case.split, "label_source": label.source, "source_format": case.source_format,
                          "trace_name": case.name}
@@ -116,7 +130,7 @@ def _dumps(value: Any) -> str:
 
 STEP_COLUMNS = ("split", "trace_name", "trace_external_id", "question", "ground_truth", "step_index", "speaker",
                 "agent", "kind", "content", "is_mistake_step", "mistake_agent", "mistake_step", "mistake_reason",
-                "mistake_category", "label_source")
+                "mistake_category", "label_source", "error_labels")
 
 
 def step_rows(cases: Iterable[ExportCase], progress: Progress) -> Iterator[tuple[Any, ...]]:
@@ -125,10 +139,22 @@ def step_rows(cases: Iterable[ExportCase], progress: Progress) -> Iterator[tuple
         label = case.label
         head = (case.split, case.name, case.external_id, case.question, case.ground_truth)
         tail = (label.agent_name, label.step_index, label.reason, label.category, label.source)
+        at_step = _errors_by_step(case)
         written = 0
         for index, speaker, agent, kind, content in iter_steps(case):
-            yield head + (index, speaker, agent or "", kind, content, index == label.step_index) + tail
+            yield head + (index, speaker, agent or "", kind, content, index == label.step_index) + tail + (
+                at_step.get(index, ""),)
             written += 1
             if written % STEP_CHUNK == 0:
                 progress(STEP_CHUNK)
         progress(written % STEP_CHUNK)
+
+
+def _errors_by_step(case: ExportCase) -> dict[int, str]:
+    """step index -> JSON list of the labelled errors at that step (steps without any get an empty cell)."""
+    grouped: dict[int, list[dict[str, Any]]] = {}
+    for error in error_labels(case):
+        if error["step"] is not None:
+            grouped.setdefault(error["step"], []).append(
+                {k: error[k] for k in ("family", "category", "impact", "agent", "decisive")})
+    return {step: _dumps(errors) for step, errors in grouped.items()}

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+from .exports import (
+    EXPORT_FORMAT_VERSION,
+    LABEL_PRIORITY,
+    VERIFIED_SOURCES,
+    ExportCase,
+    ExportFilters,
+    ExportLabel,
+    agreement_for_traces,
+    assign_splits,
+    export_cases,
+    export_for_user,
+    export_manifest,
+    export_preview,
+    exports_for_project,
+)
 from .queues import (
     DEFAULT_LIMIT,
     DEFAULT_THRESHOLD,
     EVIDENCE_MAX_STEPS,
-    ItemRow,
     MAX_LIMIT,
+    ItemRow,
     adjudication_rows,
     agreement_report,
     annotation_for_user,
@@ -23,21 +38,6 @@ from .queues import (
     queue_progress,
     queues_for_project,
     taxonomy_groups,
-)
-from .exports import (
-    EXPORT_FORMAT_VERSION,
-    ExportCase,
-    ExportFilters,
-    ExportLabel,
-    LABEL_PRIORITY,
-    VERIFIED_SOURCES,
-    agreement_for_traces,
-    assign_splits,
-    export_cases,
-    export_for_user,
-    export_manifest,
-    export_preview,
-    exports_for_project,
 )
 
 __all__ = [

@@ -20,12 +20,12 @@ from django.http import Http404
 from django.utils import timezone
 
 from attribution.taxonomy import TAXONOMY_VERSION
-from tracing.models import GoldLabel, LabelSource, Membership, Project
+from tracing.models import ErrorLabel, GoldLabel, LabelSource, Membership, Project
 
 from ..models import DatasetExport
 
 # Bumped when a field of any export format changes meaning or shape; written into every manifest.
-EXPORT_FORMAT_VERSION = "culprit-export/1"
+EXPORT_FORMAT_VERSION = "culprit-export/2"  # 2: labelled errors (Who&When ``errors``, rows' ``error_labels``)
 
 # When a trace carries several labels among the chosen sources, the exported one is the most curated: an owner's
 # adjudication beats a single annotator, which beats the label the trace was imported with; labels the machine made
@@ -184,7 +184,15 @@ def export_manifest(*, project: Project, filters: ExportFilters, cases: list[Exp
                    "steps_by_split": {s: sum(c.step_count for c in cases if c.split == s) for s in splits}},
         "label_provenance": dict(sorted(provenance.items())),
         "label_choice": "one label per case: " + " > ".join(LABEL_PRIORITY) + ", newest first within a source",
+        "error_label_families": _error_label_families(cases),
     }
+
+
+def _error_label_families(cases: list[ExportCase]) -> list[str]:
+    """The taxonomy families of the labelled errors the export carries (TRAIL, MAST, …), for the manifest."""
+    ids = [c.trace_id for c in cases]
+    return sorted(set(ErrorLabel.objects.filter(trace_id__in=ids).exclude(family="")
+                      .values_list("family", flat=True).distinct()))
 
 
 def export_preview(*, project: Project, filters: ExportFilters) -> dict[str, Any]:

@@ -18,7 +18,14 @@ from tracing import selectors as tracing_selectors
 from tracing.models import Membership, Project, Role, Step, Trace
 
 from ..agreement import (
-    Answer, PairRates, cohen_kappa, krippendorff_alpha, majority, pairwise, rater_kappa, unanimous,
+    Answer,
+    PairRates,
+    cohen_kappa,
+    krippendorff_alpha,
+    majority,
+    pairwise,
+    rater_kappa,
+    unanimous,
 )
 from ..models import Annotation, Assignment, CopyStatus, QueueItem, QueueSource, ReviewQueue
 

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from .exports import (
+    export_builder,
+    export_delete,
+    export_download,
+    export_manifest_download,
+    export_preview,
+)
 from .queues import (
     adjudicate_item,
     adjudication,
@@ -13,13 +20,6 @@ from .queues import (
     queue_next,
     queue_refill,
     skip,
-)
-from .exports import (
-    export_builder,
-    export_delete,
-    export_download,
-    export_manifest_download,
-    export_preview,
 )
 
 __all__ = [

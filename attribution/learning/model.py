@@ -27,8 +27,8 @@ from scipy import sparse
 from scipy.optimize import minimize
 
 from ..methods.base import MethodError, MethodResult, TraceView
-from .features import DENSE, FEATURE_SET, HASH_FEATURES, TraceFeatures, trace_features
 from . import agents as agent_model
+from .features import DENSE, FEATURE_SET, HASH_FEATURES, TraceFeatures, trace_features
 from .priors import COLUMNS as PRIOR_COLUMNS
 from .priors import Label, LabelPriors, name_key
 

@@ -3,9 +3,14 @@
 ``HttpHookReplayer(url, auth_header=..., timeout=..., retries=...)`` POSTs a replay request (the trace, the prefix
 before the first corrected step, the corrections and the limits) and turns the validated response into a
 ``ReplayResult``; ``propose`` POSTs a ``propose`` request to the same URL and returns the hook's corrected content.
-Transient failures (connection refused or reset, timeouts, HTTP 429/502/503/504) are retried with exponential backoff;
+Transient failures (a failed connection, timeouts, HTTP 429/502/503/504) are retried with exponential backoff;
 everything else -- another HTTP error, a body that is not the contract -- raises ``ReplayError`` at once with one line
 naming the URL and the problem. The auth header's value never appears in an error, a log or ``details``.
+
+Every connection passes the outbound policy (``attribution.outbound``): a hook at a loopback, private or metadata
+address is refused unless the deployment allows it. Errors say what happened ("HTTP 500", "could not connect") and
+never quote the response body or tell a refused port from a reset one: otherwise the verdict page would be a window
+onto, and a port scanner of, whatever the worker can reach.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from .. import outbound
 from . import hook_contract as contract
 from .base import Budget, ReplayError, ReplayResult
 
@@ -55,9 +61,10 @@ class HttpHookReplayer:
     def __init__(self, url: str, *, auth_header: str | None = None, timeout: float = 30, retries: int = 2,
                  auth_header_name: str = "Authorization", max_steps: int = 200, backoff: float = 0.5,
                  transport: httpx.BaseTransport | None = None) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"replay hook URL must be an http(s) URL, got {redact_url(url)!r}")
+        try:
+            outbound.check_scheme(url)
+        except outbound.OutboundRefused:
+            raise ValueError(f"replay hook URL must be an http(s) URL, got {redact_url(url)!r}") from None
         if timeout <= 0 or retries < 0 or max_steps < 1:
             raise ValueError("replay hook needs timeout > 0, retries >= 0 and max_steps >= 1")
         self.url = url
@@ -133,7 +140,11 @@ class HttpHookReplayer:
             headers[self._auth_name] = self._auth
         delays = backoff_delays(self.retries, self.backoff)
         problem = ""
-        with httpx.Client(timeout=self.timeout, follow_redirects=False, transport=self._transport) as client:
+        try:
+            outbound.check_url(self.url)  # refused before the first attempt, with no retries
+        except outbound.OutboundRefused as exc:
+            raise self._error(f"refused by the outbound policy: {exc}") from None
+        with self._client() as client:
             for attempt in range(self.retries + 1):
                 if attempt:
                     time.sleep(delays[attempt - 1])
@@ -144,6 +155,12 @@ class HttpHookReplayer:
                     continue
                 return self._parse(status, raw, expect), attempt + 1
         raise self._error(f"{problem} (gave up after {self.retries + 1} attempts)")
+
+    def _client(self) -> httpx.Client:
+        # No redirects: the contract has none, and a redirect is the easiest way around a policy check.
+        if self._transport is not None:  # a test's transport
+            return httpx.Client(timeout=self.timeout, follow_redirects=False, transport=self._transport)
+        return outbound.guarded_client(timeout=self.timeout)
 
     def _post(self, client: httpx.Client, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
         deadline = time.monotonic() + self.timeout
@@ -163,19 +180,20 @@ class HttpHookReplayer:
                         raise _Transient(f"timed out after {self.timeout:g} s")
                     chunks.append(chunk)
                 return response.status_code, b"".join(chunks)
+        except outbound.OutboundRefused as exc:  # at connect time: the name now resolves somewhere refused
+            raise self._error(f"refused by the outbound policy: {exc}") from None
         except httpx.TimeoutException:
             raise _Transient(f"timed out after {self.timeout:g} s") from None
-        except httpx.ConnectError:
-            raise _Transient("connection refused or host unreachable") from None
         except (httpx.NetworkError, httpx.RemoteProtocolError):
-            raise _Transient("connection reset or closed before a complete response") from None
+            # One message for refused, unreachable and reset: telling them apart would make the hook a port scanner.
+            raise _Transient("could not connect, or the connection closed before a complete response") from None
         except httpx.HTTPError as exc:
             raise self._error(f"request failed ({type(exc).__name__})") from None
 
     def _parse(self, status: int, raw: bytes, expect: type[BaseModel]) -> Any:
         if not 200 <= status < 300:
-            snippet = " ".join(raw[:200].decode("utf-8", "replace").split())
-            raise self._error(f"HTTP {status}" + (f": {snippet}" if snippet else ""))
+            # The status only: a body quoted here would show whatever service the hook URL points at.
+            raise self._error(f"the hook answered HTTP {status}")
         try:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError):

@@ -32,7 +32,6 @@ import re
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from .. import prompts
 from ..llm import ANSWER_TOKENS
 from ..methods.base import MethodError, StepView, TraceView
 from . import sim_prompts

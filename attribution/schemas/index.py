@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 import redis
 from django.conf import settings
+
 from ..models import ErrorSchema, SchemaExemplar, SchemaLibrarySettings, SchemaScope, SchemaStatus
-from .features import Query, similarity
+from .features import Query
 
 logger = logging.getLogger(__name__)
 
@@ -292,6 +293,9 @@ def embed(texts: list[str]) -> list[list[float]] | None:
         return None
     import litellm
 
+    from .. import outbound
+
+    outbound.install_litellm_guard()  # the deployment's embedding model, but its connections pass the policy too
     try:
         response = litellm.embedding(model=model, input=texts, timeout=30)
         return [list(map(float, item["embedding"] if isinstance(item, dict) else item.embedding))

@@ -18,10 +18,9 @@ from ..methods import MethodError
 from ..models import ProjectLlmSettings
 from ..replay.base import ReplayError
 from ..selectors import trace_view
+from .runs import replayer_for
 
 logger = logging.getLogger(__name__)
-
-from .runs import replayer_for
 
 
 def sandbox_cases_generate(*, project: Project, runs: int, seed: int, version: int = 1,

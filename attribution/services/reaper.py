@@ -7,7 +7,14 @@ from django.utils import timezone
 
 from tracing.services.reaper import stale_jobs_reap
 
-from ..models import AttributionRun, AttributorModel, AttributorStatus, CampaignStatus, InjectionCampaign, RunStatus
+from ..models import (
+    AttributionRun,
+    AttributorModel,
+    AttributorStatus,
+    CampaignStatus,
+    InjectionCampaign,
+    RunStatus,
+)
 from .runs import run_fail
 
 MAX_REAPS = 5

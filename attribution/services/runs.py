@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -129,6 +129,11 @@ def run_trace(*, run_id: int, trace_id: int) -> Verdict | None:
         error = ""
     except MethodError as exc:
         result, error = None, str(exc)
+    except (OperationalError, InterfaceError):
+        raise  # the database: the task retries
+    except Exception as exc:  # noqa: BLE001 - a bug or a bad setting fails this trace, never strands the run
+        logger.exception("attribution of trace %s in run %s failed", trace_id, run_id)
+        result, error = None, f"the method failed unexpectedly ({type(exc).__name__})"
     # No network I/O past this point: the verdict and the counters are written together.
     return _store_verdict(run, trace, result, error)
 
@@ -162,8 +167,11 @@ def replayer_for(project: Project, view, *, run: AttributionRun | None = None): 
     from ..replay.http_hook import HttpHookReplayer
 
     auth = decrypt(settings.replay_hook_auth_encrypted) if settings.replay_hook_auth_encrypted else None
-    return HttpHookReplayer(settings.replay_hook_url, auth_header=auth, timeout=settings.timeout_seconds,
-                            retries=settings.max_retries)
+    try:
+        return HttpHookReplayer(settings.replay_hook_url, auth_header=auth, timeout=settings.timeout_seconds,
+                                retries=settings.max_retries)
+    except ValueError as exc:  # a URL saved before the form checked schemes (ftp://...) fails the trace, not the run
+        raise MethodError(f"the project's replay hook cannot be used: {exc}") from None
 
 
 _LOADED: dict[int, object] = {}  # model id -> Attributor; a model row never changes once trained

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from annotations.agreement import (
-    Answer, cohen_kappa, fleiss_kappa, krippendorff_alpha, majority, pairwise, rater_kappa, unanimous,
+    Answer,
+    cohen_kappa,
+    fleiss_kappa,
+    krippendorff_alpha,
+    majority,
+    pairwise,
+    rater_kappa,
+    unanimous,
 )
 
 # Krippendorff (2011), "Computing Krippendorff's Alpha-Reliability", section C: four observers, twelve units,

@@ -119,7 +119,7 @@ def test_the_manifest_counts_cases_steps_splits_and_label_provenance(project, tr
     filters = ExportFilters(seed=5, test_percent=25)
     cases = export_cases(project=project, filters=filters)
     manifest = export_manifest(project=project, filters=filters, cases=cases, fmt="csv")
-    assert manifest["format_version"] == "culprit-export/1"
+    assert manifest["format_version"] == "culprit-export/2"
     assert manifest["taxonomy_version"] == TAXONOMY_VERSION
     assert manifest["counts"]["cases"] == len(traces)
     assert manifest["counts"]["steps"] == sum(t.step_count for t in traces)

@@ -181,8 +181,8 @@ def test_an_invalid_configured_key_is_refused_without_printing_it(monkeypatch):
 def test_the_key_is_decrypted_for_the_provider_and_appears_in_no_row_log_or_prompt(
         project, provider, model, fernet_keys, caplog, capsys):
     secret = f"sk-live-{uuid.uuid4().hex}"
-    ProjectLlmSettings.objects.create(project=project, model=model, api_base="http://llm.invalid/v1",
-                                      api_key_encrypted=crypto.encrypt(secret), max_retries=0)
+    ProjectLlmSettings.objects.create(project=project, model=model, api_key_encrypted=crypto.encrypt(secret),
+                                      max_retries=0)
     stored = ProjectLlmSettings.objects.get(project=project).api_key_encrypted
     assert secret not in stored
     provider.script = ['{"ok": true}', litellm.ServiceUnavailableError(

@@ -200,3 +200,15 @@ def test_a_run_fans_out_over_a_real_worker(celery_worker, project):
     finished = wait_for(lambda: AttributionRun.objects.filter(pk=run.pk, status=RunStatus.SUCCEEDED).first())
     assert finished.done == 3
     assert Verdict.objects.filter(run=run).count() == 3
+
+
+@pytest.mark.django_db
+def test_a_hook_url_the_worker_cannot_use_fails_the_trace_and_the_run_never_stays_running(project):
+    """An ftp:// hook saved before the form checked schemes: the replayer's ValueError becomes the verdict's error."""
+    (trace,) = _import(project, 1)
+    ProjectLlmSettings.objects.create(project=project, replay_hook_url="ftp://hooks.example.com/replay")
+    run = services.run_create(project=project, method="counterfactual", trace_ids=[trace.pk], enqueue=False)
+    run = services.run_execute_inline(run=run)
+    assert run.status != RunStatus.RUNNING and run.done == 1 and run.failed == 1
+    verdict = Verdict.objects.get(run=run)
+    assert "replay hook cannot be used" in verdict.error and "http(s)" in verdict.error

@@ -1,14 +1,12 @@
 from __future__ import annotations
 
-import json
-
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from tests.conftest import import_now, incoming_path, sample_file
+from tests.conftest import sample_file
 from tracing import services
-from tracing.models import ApiToken, IngestJob, JobStatus, Role
+from tracing.models import ApiToken, IngestJob, Role
 
 pytestmark = pytest.mark.django_db
 

@@ -35,7 +35,7 @@ __all__ = [
 
 _MODULES = [
     # Who&When and AgentRx / tau-bench (benchmark datasets)
-    "whowhen", "whowhen_jsonl", "agentrx_magentic", "agentrx_labels", "taubench",
+    "whowhen", "whowhen_jsonl", "agentrx_magentic", "agentrx_labels", "taubench", "mast",
     # span trees and observability exports
     "trail", "trail_labels", "otlp_json", "otel_span_attributes", "phoenix", "langfuse", "langfuse_chatml",
     "langsmith",

@@ -70,7 +70,7 @@ def _parse_trajectory(position: int, entry: Any, spellings: dict[str, str]) -> P
         canonical = spellings.get(agent.lower(), agent)
         if agent and canonical != agent:
             warnings.append(f"step {failure['step']}: failed_agent {agent!r} differs in case from {canonical!r}; "
-                            "kept as given")
+                            "the trace's spelling is used when the label attaches")
         if failure is not root:
             warnings.append(f"also labelled: step {failure['step']} ({agent or 'unknown agent'}, "
                             f"{failure['category'] or 'no category'})")

@@ -8,7 +8,9 @@ A span (Phoenix REST ``GET /v1/projects/{id}/spans``, model ``Span`` in ``phoeni
      "events": [{"name": "exception", "timestamp": "…", "attributes": {"exception.message": "…"}}]}
 
 Accepted containers: a JSON array of spans; the REST answer ``{data: [spans], next_cursor}``; the Phoenix CLI's
-``px trace`` object ``{traceId, status, spans: [...]}`` (or ``px traces``' array of them); JSON Lines of spans.
+``px trace`` object ``{traceId, status, spans: [...]}`` (or ``px traces``' array of them); JSON Lines of spans; and
+span lists under names of their own (``{"accepted_prompt_edit": [spans], "rejected_prompt_edit": [spans]}``, as
+test fixtures and hand-made exports keep one scenario per key), each key a group whose traces carry its name.
 Attributes may be flat dotted keys (REST) or nested dicts (Phoenix's stored form); ``get_spans_dataframe().to_json(
 orient="records")`` rows, with ``context.span_id`` and ``attributes.llm.input_messages`` columns, are read too, as are
 OpenTelemetry Python ``span.to_json()`` records (``kind``, ``status: {status_code}``, ``0x``-prefixed ids).
@@ -43,25 +45,50 @@ class Phoenix:
 
     def parse(self, source: Source) -> Iterator[ParsedTrace]:
         values, is_lines = read_values(source)
-        records: list[dict[str, Any]] = []
+        groups: dict[str, list[dict[str, Any]]] = {}
         for number, value in enumerate(values, start=1):
             try:
-                records.extend(_span_records(value))
+                for group, records in _grouped_records(value):
+                    groups.setdefault(group, []).extend(records)
             except TraceFormatError as exc:
                 raise TraceFormatError(f"line {number}: {exc}" if is_lines else str(exc)) from None
-        yield from traces_from_phoenix_spans(records)
+        if not any(groups.values()):
+            raise TraceFormatError("the Phoenix export holds no spans")
+        for group, records in groups.items():
+            if records:  # an empty scenario list is nothing to import, not an error
+                yield from traces_from_phoenix_spans(records, group=group)
 
 
-def traces_from_phoenix_spans(records: list[dict[str, Any]]) -> list[ParsedTrace]:
+def traces_from_phoenix_spans(records: list[dict[str, Any]], *, group: str = "") -> list[ParsedTrace]:
     by_trace: dict[str, list[Span]] = {}
     for index, record in enumerate(records):
         trace_id, span = _span(record, index)
         by_trace.setdefault(trace_id, []).append(span)
     if not by_trace:
-        raise TraceFormatError("the Phoenix export holds no spans")
+        raise TraceFormatError(f"the Phoenix export holds no spans{f' under {group!r}' if group else ''}")
     several = len(by_trace) > 1
-    return [assemble(spans, trace_id=trace_id, source_format=Phoenix.name, tag_name=several)
-            for trace_id, spans in by_trace.items()]
+    traces = [assemble(spans, trace_id=trace_id, source_format=Phoenix.name, tag_name=several)
+              for trace_id, spans in by_trace.items()]
+    for trace in traces:
+        if group:
+            # The key is the name its author gave the scenario: a better title than the root span's.
+            trace.name = f"{group} [{trace.external_id[:8]}]" if several else group
+            trace.metadata["group"] = group
+    return traces
+
+
+def _grouped_records(value: Any) -> list[tuple[str, list[dict[str, Any]]]]:
+    """(group name, span records) in one JSON value: named span lists give one group per key, else one unnamed."""
+    if isinstance(value, dict) and not _is_span(value) and _is_named_groups(value):
+        return [(str(key), _span_records(spans)) for key, spans in value.items()]
+    return [("", _span_records(value))]
+
+
+def _is_named_groups(value: dict[str, Any]) -> bool:
+    if any(isinstance(value.get(key), list) for key in ("data", "spans")) or not value:
+        return False
+    return all(isinstance(v, list) for v in value.values()) and any(
+        _is_span(item) for v in value.values() for item in v[:1])
 
 
 def _span_records(value: Any) -> list[dict[str, Any]]:
@@ -103,6 +130,8 @@ def _first_span(value: Any) -> dict[str, Any] | None:
     for key in ("data", "spans"):
         if isinstance(value.get(key), list) and value[key]:
             return _first_span(value[key][0])
+    if _is_named_groups(value):
+        return next((_first_span(v) for v in value.values() if v), None)
     return None
 
 

@@ -6,9 +6,11 @@ reliability / security / instruction-adherence / plan-optimality ratings. The la
 ``external_id`` is ``trace_id``; files without ``trace_id`` use the file name, since TRAIL names both files after the
 trace id (``<trace_id>.labels.json`` and ``<trace_id>.trace.json``).
 
-TRAIL lists every error it found; Culprit wants the decisive one. The files do not say which came first in the run,
-so the first HIGH-impact error in file order is taken (else the first error at all), and the others are listed as
-warnings so a person can still see them.
+TRAIL lists every error it found, and every one is kept (an ``ErrorLabel`` each, family "TRAIL"). The decisive one,
+which becomes the gold label attribution is scored against, is the earliest HIGH-impact error in run order, else
+the earliest error at all; the files list errors in no particular order, so the writer decides once the spans are
+resolved to steps (``services.labels.decisive_index``). A file with an empty ``errors`` list is a run the
+annotators read and found clean: it labels nothing and marks the trace ``metadata["labelled_errors"] = 0``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from .base import ParsedGold, ParsedLabels, Source, TraceFormatError
+from .base import ParsedGold, ParsedLabels, Source, TraceFormatError, scrub_nul
+
+FAMILY = "TRAIL"
 
 
 class TrailLabels:
@@ -25,7 +29,7 @@ class TrailLabels:
 
     def detect(self, source: Source) -> float:
         head = source.head_text()
-        if not head.startswith("{") or '"errors"' not in head or '"location"' not in head:
+        if not head.startswith("{") or '"errors"' not in head:
             return 0.0
         try:
             document = source.json()
@@ -35,6 +39,8 @@ class TrailLabels:
             errors = [e for e in document["errors"] if isinstance(e, dict)]
             if errors and all("location" in e and "category" in e for e in errors):
                 return 0.95 if "scores" in document or "trace_id" in document else 0.8
+            if not document["errors"] and "scores" in document and "trace_id" in document:
+                return 0.9  # annotated and found clean: TRAIL writes an empty list (4 of 133 files)
         return 0.0
 
     def parse(self, source: Source) -> Iterator[ParsedLabels]:
@@ -45,16 +51,31 @@ def parse_document(document: Any, *, file_name: str) -> ParsedLabels:
     if not isinstance(document, dict) or not isinstance(document.get("errors"), list):
         raise TraceFormatError("a TRAIL label file must be an object with an 'errors' list")
     trace_id = _trace_id(document, file_name)
-    errors = [_error(i, e) for i, e in enumerate(document["errors"])]
+    nuls = _count_nuls(document["errors"])
+    errors = [_error(i, e) for i, e in enumerate(scrub_nul(document["errors"]))]
+    metadata: dict[str, Any] = {"labelled_errors": len(errors), "label_source": TrailLabels.name}
+    if isinstance(document.get("scores"), list):
+        metadata["trail_scores"] = scrub_nul(document["scores"])
+    warnings = [f"replaced {nuls} NUL character(s) in the label text with U+FFFD"] if nuls else []
     if not errors:
-        raise TraceFormatError("the 'errors' list is empty: there is no label to import")
-    decisive = next((e for e in errors if e["impact"] == "HIGH"), errors[0])
-    warnings = [f"also labelled: span {e['location']} ({e['category']}, {e['impact'] or 'no impact given'})"
-                for e in errors if e is not decisive]
-    gold = ParsedGold(agent="", span_id=decisive["location"], category=decisive["category"],
-                      reason=_reason(decisive))
-    return ParsedLabels(target_external_id=trace_id, labels=[gold], source_format=TrailLabels.name,
-                        warnings=warnings)
+        # The annotators read the run and found nothing wrong: the trace is marked, not left "unlabelled".
+        return ParsedLabels(target_external_id=trace_id, labels=[], source_format=TrailLabels.name,
+                            warnings=[*warnings, "the TRAIL annotators found no error in this run"],
+                            metadata=metadata)
+    labels = [ParsedGold(span_id=e["location"], category=e["category"], reason=e["description"],
+                         evidence=e["evidence"], impact=e["impact"], family=FAMILY, decisive=False) for e in errors]
+    return ParsedLabels(target_external_id=trace_id, labels=labels, source_format=TrailLabels.name,
+                        warnings=warnings, metadata=metadata)
+
+
+def _count_nuls(value: Any) -> int:
+    if isinstance(value, str):
+        return value.count("\x00")
+    if isinstance(value, dict):
+        return sum(_count_nuls(k) + _count_nuls(v) for k, v in value.items())
+    if isinstance(value, list):
+        return sum(_count_nuls(v) for v in value)
+    return 0
 
 
 def _trace_id(document: dict[str, Any], file_name: str) -> str:
@@ -79,15 +100,6 @@ def _error(index: int, error: Any) -> dict[str, str]:
     impact = str(error.get("impact") or "").strip().upper()
     return {"location": location.strip(), "category": _text(error.get("category")), "impact": impact,
             "description": _text(error.get("description")), "evidence": _text(error.get("evidence"))}
-
-
-def _reason(error: dict[str, str]) -> str:
-    parts = [error["description"]]
-    if error["evidence"]:
-        parts.append(f"Evidence: {error['evidence']}")
-    if error["impact"]:
-        parts.append(f"Impact: {error['impact']}")
-    return "\n\n".join(p for p in parts if p)
 
 
 def _text(value: Any) -> str:

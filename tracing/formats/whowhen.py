@@ -178,6 +178,8 @@ def _agents_in_order(steps: list[ParsedStep], prompts: dict[str, Any]) -> list[P
 
 
 def _gold(document: dict[str, Any], step_count: int) -> list[ParsedGold]:
+    if isinstance(document.get("errors"), list) and document["errors"]:
+        return _errors(document["errors"], step_count)
     agent = _text(document.get("mistake_agent")).strip()
     raw_step = document.get("mistake_step")
     if not agent and raw_step in (None, ""):
@@ -191,6 +193,24 @@ def _gold(document: dict[str, Any], step_count: int) -> list[ParsedGold]:
     category = _text(document.get("mistake_type"))
     return [ParsedGold(agent=normalise_speaker(agent).agent, step=step, reason=_text(document.get("mistake_reason")),
                        category=category)]
+
+
+def _errors(errors: list[Any], step_count: int) -> list[ParsedGold]:
+    """Culprit's exports add every labelled error of the run (``errors``, one marked decisive) beside ``mistake_*``,
+    which repeats the decisive one; read back, they are the same error labels and the same gold label."""
+    labels = []
+    for i, error in enumerate(errors):
+        if not isinstance(error, dict):
+            raise TraceFormatError(f"errors[{i}] is not an object")
+        step = error.get("step")
+        if step is not None and (not isinstance(step, int) or not 0 <= step < step_count):
+            raise TraceFormatError(f"errors[{i}]: step {step!r} is outside the history (0..{step_count - 1})")
+        labels.append(ParsedGold(
+            agent=_text(error.get("agent")), step=step, span_id=_text(error.get("span_id")),
+            category=_text(error.get("category")), reason=_text(error.get("description")),
+            evidence=_text(error.get("evidence")), impact=_text(error.get("impact")),
+            family=_text(error.get("family")) or "Who&When", decisive=error.get("decisive") is True))
+    return labels
 
 
 FORMAT = WhoAndWhen()

@@ -35,6 +35,7 @@ def _steps(source: Source, trace: ParsedTrace, parse_message: Callable[[int, Any
     document: dict[str, Any] = {}
     index = 0
     builder: ijson.ObjectBuilder | None = None
+    errors: ijson.ObjectBuilder | None = None
     with source.open() as fh:
         try:
             for prefix, event, value in ijson.parse(fh, use_float=True):
@@ -45,6 +46,9 @@ def _steps(source: Source, trace: ParsedTrace, parse_message: Callable[[int, Any
                         yield parse_message(index, builder.value)
                         index += 1
                         builder = None
+                elif prefix.startswith("errors.item"):  # Culprit's exports: every labelled error, kept whole
+                    errors = errors or _list_builder()
+                    errors.event(event, value)
                 elif "." not in prefix and prefix and event in _SCALARS:
                     document[prefix] = value
                 elif prefix.startswith("system_prompt.") and event in _SCALARS and prefix.count(".") == 1:
@@ -55,4 +59,13 @@ def _steps(source: Source, trace: ParsedTrace, parse_message: Callable[[int, Any
             raise TraceFormatError(f"not valid JSON ({exc})") from None
     if index == 0:
         raise TraceFormatError("the 'history' list is empty or missing: there are no steps to import")
+    if errors is not None:
+        document["errors"] = errors.value
     finish(trace, document, index)
+
+
+def _list_builder() -> ijson.ObjectBuilder:
+    """A builder already inside a list, so the ``errors.item`` events fed to it add items instead of replacing one."""
+    builder = ijson.ObjectBuilder()
+    builder.event("start_array", None)
+    return builder

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from .audit import audit_record
 from .ingest import MAX_INGEST_ATTEMPTS, ingest_job_fail, ingest_job_run, ingest_jobs_create, ingest_jobs_reap
+from .labels import gold_write, labels_attach
 from .otlp import otlp_id, otlp_spans_store, otlp_trace_rebuild
 from .projects import LastOwnerError, membership_change, membership_set, project_create, project_get_or_create
 from .tokens import api_token_authenticate, api_token_create, api_token_revoke
 from .uploads import IncomingFile, expand_incoming, incoming_from_upload, raw_upload_store
-from .writer import (
-    STEP_BATCH_SIZE,
-    gold_write,
-    labels_attach,
-    trace_create_from_parsed,
-    trace_replace_from_parsed,
-)
+from .writer import STEP_BATCH_SIZE, trace_create_from_parsed, trace_replace_from_parsed
 
 __all__ = [
     "MAX_INGEST_ATTEMPTS",

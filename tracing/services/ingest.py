@@ -14,9 +14,10 @@ from django.utils import timezone
 
 from ..formats import ParsedLabels, ParsedTrace, Source, TraceFormatError, detect_format_scored, get_format
 from ..models import IngestJob, JobStatus, Project, Trace
+from .labels import labels_attach
 from .reaper import stale_jobs_reap
 from .uploads import IncomingFile, expand_incoming, raw_upload_store
-from .writer import labels_attach, trace_create_from_parsed
+from .writer import trace_create_from_parsed
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +50,16 @@ def ingest_jobs_create(
 
         for job in jobs:
             if job.status == JobStatus.QUEUED:
-                transaction.on_commit(lambda job_id=job.pk: ingest_file_task.delay(job_id))
+                transaction.on_commit(lambda job=job: _enqueue(ingest_file_task, job))
     return jobs
+
+
+def _enqueue(task: Any, job: IngestJob) -> None:
+    # With the broker down the job stays queued (the reaper sends it again later) and the request still succeeds;
+    # ``waiting_for_broker`` lets the caller say so.
+    from config import broker
+
+    job.waiting_for_broker = not broker.send(task, job.pk)  # type: ignore[attr-defined]
 
 
 def _job_for_entry(*, project: Project, entry: IncomingFile | tuple[str, str], user: AbstractBaseUser | None,

@@ -28,19 +28,35 @@ def otlp_spans_store(*, project: Project, document: dict[str, Any]) -> tuple[set
         raise TraceFormatError("an OTLP export request must be an object with a 'resourceSpans' list")
     touched: set[str] = set()
     rejected = 0
-    rows: list[OtlpSpan] = []
+    # Keyed by span: one INSERT ... ON CONFLICT may not touch a row twice, so a span sent twice in one request keeps
+    # its last copy (as two requests would).
+    rows: dict[tuple[str, str], OtlpSpan] = {}
     for resource, scope, span in _spans(document):
         trace_id, span_id = otlp_id(span.get("traceId")), otlp_id(span.get("spanId"))
         if not trace_id or not span_id:
             rejected += 1
             continue
-        rows.append(OtlpSpan(project=project, trace_id=trace_id, span_id=span_id, resource=resource, scope=scope,
-                             span=span))
+        rows[(trace_id, span_id)] = OtlpSpan(project=project, trace_id=trace_id, span_id=span_id,
+                                             resource=without_nul(resource), scope=without_nul(scope),
+                                             span=without_nul(span))
         touched.add(trace_id)
     with transaction.atomic():
-        OtlpSpan.objects.bulk_create(rows, update_conflicts=True, unique_fields=["project", "trace_id", "span_id"],
+        OtlpSpan.objects.bulk_create(list(rows.values()), update_conflicts=True,
+                                     unique_fields=["project", "trace_id", "span_id"],
                                      update_fields=["resource", "scope", "span", "received_at"])
     return touched, rejected
+
+
+def without_nul(value: Any) -> Any:
+    """``value`` with NUL characters removed from every string: PostgreSQL's jsonb refuses \\u0000, and a span whose
+    attribute holds one is still worth keeping. Depth is bounded by the JSON depth check / protobuf's own limit."""
+    if isinstance(value, str):
+        return value.replace("\x00", "") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_nul(v) for v in value]
+    return value
 
 
 def _spans(document: dict[str, Any]) -> Iterable[tuple[dict, dict, dict]]:

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import IO, Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import File
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
-from ..models import Project, RawUpload
+from ..models import JobStatus, Project, RawUpload
+
+logger = logging.getLogger(__name__)
+# Raw uploads purged per beat run; the next run takes the rest.
+MAX_PURGED_PER_RUN = 500
 
 
 @dataclass
@@ -108,7 +115,12 @@ def _zip_members(incoming: IncomingFile) -> Iterator[IncomingFile | tuple[str, s
         if error := _size_error(info.file_size) or _ratio_error(info):
             yield name, error
             continue
-        yield IncomingFile(name=name, size=info.file_size, open=_member_opener(incoming, info.filename))
+        member = IncomingFile(name=name, size=info.file_size, open=_member_opener(incoming, info.filename))
+        if info.filename.lower().endswith(".zip") or (info.file_size >= 4 and _is_zip(member)):
+            # Archives are opened one level deep: nesting would multiply every limit above by itself.
+            yield name, "a zip inside a zip is not unpacked: upload the inner archive on its own, or unzip it first"
+            continue
+        yield member
 
 
 def _archive_error(infos: list[zipfile.ZipInfo]) -> str | None:
@@ -118,13 +130,22 @@ def _archive_error(infos: list[zipfile.ZipInfo]) -> str | None:
     if total > settings.CULPRIT_MAX_ZIP_TOTAL_BYTES:
         return (f"the archive unpacks to {_human_size(total)}, over the "
                 f"{_human_size(settings.CULPRIT_MAX_ZIP_TOTAL_BYTES)} limit")
+    # Many small members, each too small for its own ratio to mean much, can still be a bomb together. (One member
+    # is judged by its own ratio, with a message naming it.)
+    ratio = total / max(sum(i.compress_size for i in infos), 1)
+    if len(infos) > 1 and total > _RATIO_FLOOR and ratio > settings.CULPRIT_MAX_ZIP_RATIO:
+        return f"the archive is compressed {ratio:.0f}:1, over the {settings.CULPRIT_MAX_ZIP_RATIO}:1 limit (a zip bomb?)"
     return None
+
+
+# Below this size a member's ratio says nothing (a few KB of anything fits in a few dozen bytes) and costs nothing.
+_RATIO_FLOOR = 64 * 1024
 
 
 def _ratio_error(info: zipfile.ZipInfo) -> str | None:
     ratio = info.file_size / max(info.compress_size, 1)
     # Real trace JSON compresses 5-20x; the limit only trips on deliberately repetitive bombs.
-    if info.file_size > 1024 * 1024 and ratio > settings.CULPRIT_MAX_ZIP_RATIO:
+    if info.file_size > _RATIO_FLOOR and ratio > settings.CULPRIT_MAX_ZIP_RATIO:
         return f"compressed {ratio:.0f}:1, over the {settings.CULPRIT_MAX_ZIP_RATIO}:1 limit (a zip bomb?)"
     return None
 
@@ -155,3 +176,26 @@ def expand_incoming(incoming: IncomingFile) -> Iterator[IncomingFile | tuple[str
         yield from _zip_members(incoming)
     else:
         yield incoming
+
+
+def failed_uploads_purge(*, older_than: int) -> int:
+    """Delete the stored bytes of uploads that produced nothing: every job on them failed, no trace came of them,
+    and they are older than ``older_than`` seconds (kept that long so a failure can be looked into). Returns how
+    many were deleted. Re-uploading the same bytes reuses the row, so a row with any job still queued, running or
+    done is left alone; the check and the delete are one statement."""
+    cutoff = timezone.now() - timedelta(seconds=older_than)
+    live = [JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.SUCCEEDED, JobStatus.DUPLICATE]
+    doomed = (RawUpload.objects.filter(created_at__lt=cutoff, traces__isnull=True)
+              .exclude(jobs__status__in=live).order_by("pk"))
+    purged = 0
+    for upload in doomed[:MAX_PURGED_PER_RUN]:
+        name = upload.file.name
+        with transaction.atomic():
+            deleted, _ = (RawUpload.objects.filter(pk=upload.pk, traces__isnull=True)
+                          .exclude(jobs__status__in=live).delete())
+        if deleted and name:
+            upload.file.storage.delete(name)  # after the commit: a row never points at a missing file
+            purged += 1
+    if purged:
+        logger.info("purged the raw bytes of %d failed upload(s)", purged)
+    return purged

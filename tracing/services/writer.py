@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict
 from itertools import islice
 
 from django.db import connection
 
-from ..formats import ParsedAgent, ParsedGold, ParsedLabels, ParsedStep, ParsedTrace
-from ..models import Agent, GoldLabel, LabelSource, PendingLabel, Project, RawUpload, Step, StepKind, Trace
+from ..formats import ParsedAgent, ParsedStep, ParsedTrace
+from ..formats.base import finite, scrub_nul
+from ..models import Agent, ErrorLabel, GoldLabel, LabelSource, Project, RawUpload, Step, StepKind, Trace
+from .labels import attach_pending, gold_write
 
 # Rows per INSERT. 2,000 steps of Who&When-sized text (~1 KB each) keep one statement near 2 MB, which PostgreSQL and
 # SQLite take without strain; bench/ingest.py measures throughput at this size.
@@ -25,8 +26,11 @@ def trace_create_from_parsed(
 
     Returns the trace with ``import_warnings`` set (a list of strings for the import report).
     """
-    trace = Trace.objects.create(project=project, upload=upload, ordinal=ordinal, provenance=provenance,
-                                 **_header(parsed))
+    header = _header(parsed)
+    header["name"] = unique_trace_name(project=project, name=str(header["name"]), parsed=parsed, upload=upload,
+                                       ordinal=ordinal)
+    parsed.name = str(header["name"])  # _write_contents rewrites the header from ``parsed``
+    trace = Trace.objects.create(project=project, upload=upload, ordinal=ordinal, provenance=provenance, **header)
     _write_contents(trace, parsed, label_source)
     return trace
 
@@ -37,6 +41,7 @@ def trace_replace_from_parsed(*, trace: Trace, parsed: ParsedTrace) -> Trace:
     Step.objects.filter(trace=trace).delete()
     Agent.objects.filter(trace=trace).delete()
     GoldLabel.objects.filter(trace=trace, source=LabelSource.IMPORTED).delete()
+    ErrorLabel.objects.filter(trace=trace, source=LabelSource.IMPORTED).delete()
     for field, value in _header(parsed).items():
         setattr(trace, field, value)
     trace.save()
@@ -44,10 +49,30 @@ def trace_replace_from_parsed(*, trace: Trace, parsed: ParsedTrace) -> Trace:
     return trace
 
 
+def unique_trace_name(*, project: Project, name: str, parsed: ParsedTrace, upload: RawUpload | None,
+                      ordinal: int) -> str:
+    """``name``, or ``name [id]`` when the project already holds a trace so named: two Langfuse exports both called
+    "autogen-2025-06-06" must stay apart in the list. The id is the trace's own (external id) when it has one, else
+    the file's (first 8 hex digits of its bytes' hash, and the position inside it)."""
+    taken = Trace.objects.filter(project=project, name=name[:300]).exists
+    if not taken():
+        return name[:300]
+    if parsed.external_id:
+        suffix = parsed.external_id[:40]
+    elif upload is not None:
+        suffix = f"{upload.sha256[:8]}#{ordinal}"
+    else:
+        suffix = f"#{ordinal}"
+    candidate, n = f"{name[:250]} [{suffix}]", 2
+    while Trace.objects.filter(project=project, name=candidate).exists():
+        candidate, n = f"{name[:250]} [{suffix}] ({n})", n + 1
+    return candidate
+
+
 def _header(parsed: ParsedTrace) -> dict[str, object]:
     return {"name": parsed.name[:300], "source_format": parsed.source_format, "external_id": parsed.external_id[:200],
             "question": parsed.question, "ground_truth": parsed.ground_truth, "outcome": parsed.outcome,
-            "metadata": finite(parsed.metadata)}
+            "metadata": scrub_nul(finite(parsed.metadata))}
 
 
 def _write_contents(trace: Trace, parsed: ParsedTrace, label_source: str = LabelSource.IMPORTED) -> None:
@@ -68,7 +93,7 @@ def _write_contents(trace: Trace, parsed: ParsedTrace, label_source: str = Label
     trace.agent_count = agents.active_count()
     trace.save(update_fields=[*_header(parsed), "step_count", "agent_count"])
     gold_write(trace=trace, labels=parsed.gold, source=label_source, warnings=warnings)
-    _attach_pending(trace, warnings)
+    attach_pending(trace, warnings)
     trace.import_warnings = warnings  # type: ignore[attr-defined]
 
 
@@ -166,17 +191,6 @@ def _json(value: object) -> str | None:
     return text.replace("\\u0000", "\\ufffd")
 
 
-def finite(value: object) -> object:
-    """``value`` with NaN and infinities replaced by their names as strings (kept visible, storable anywhere)."""
-    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    return value
-
-
 def _bulk_create_steps(rows: list[dict]) -> None:
     Step.objects.bulk_create(Step(**{k: finite(v) if k in _JSON_COLUMNS else v for k, v in row.items()})
                              for row in rows)
@@ -193,73 +207,3 @@ def _copy_steps(rows: list[dict]) -> None:
 
 def _tokens(value: object) -> int | None:
     return value if isinstance(value, int) and 0 <= value < 2**31 else None
-
-
-# --- labels ------------------------------------------------------------------------------------------------------
-
-def gold_write(*, trace: Trace, labels: Iterable[ParsedGold], source: str, warnings: list[str]) -> int:
-    """Store labels on ``trace``, resolving span ids to steps. A label that is already there is not added twice
-    (a re-delivered job, or the same label file uploaded again)."""
-    written = 0
-    for label in labels:
-        step = _resolve_step(trace, label, warnings)
-        if step is None:
-            continue
-        agent_name = (label.agent or (step.agent.name if step.agent else "")).strip()[:200]
-        agent = Agent.objects.filter(trace=trace, name=agent_name).first()
-        if agent is None and agent_name:
-            same_but_case = Agent.objects.filter(trace=trace, name__iexact=agent_name).first()
-            if same_but_case is not None:
-                warnings.append(f"label agent {agent_name!r} matched trace agent {same_but_case.name!r} by case only")
-                agent = same_but_case
-        row = {"trace": trace, "agent_name": agent_name, "step_index": step.index, "source": source,
-               "category": label.category[:80]}
-        if GoldLabel.objects.filter(**row).exists():
-            continue
-        GoldLabel.objects.create(**row, agent=agent, reason=label.reason, confidence=label.confidence)
-        written += 1
-    return written
-
-
-def _resolve_step(trace: Trace, label: ParsedGold, warnings: list[str]) -> Step | None:
-    steps = Step.objects.filter(trace=trace).select_related("agent")
-    if label.span_id:
-        step = steps.filter(span_id=label.span_id).order_by("index").first()
-        if step is None:
-            warnings.append(f"label location span {label.span_id} not found in trace {trace.name!r}")
-        return step
-    if label.step is None:
-        warnings.append("a label names neither a step nor a span; it was skipped")
-        return None
-    step = steps.filter(index=label.step).first()
-    if step is None:
-        warnings.append(f"label step {label.step} is outside trace {trace.name!r} ({trace.step_count} steps)")
-    return step
-
-
-def labels_attach(*, project: Project, labels: ParsedLabels, job_id: int | None) -> tuple[list[int], int, list[str]]:
-    """Attach a label file's labels to every trace of the project with the target id, or keep them pending until
-    such a trace is imported. Returns (trace ids labelled, labels written, warnings)."""
-    warnings = list(labels.warnings)
-    targets = list(Trace.objects.filter(project=project, external_id=labels.target_external_id))
-    if not targets:
-        PendingLabel.objects.get_or_create(
-            project=project, target_external_id=labels.target_external_id[:200], job_id=job_id,
-            defaults={"source_format": labels.source_format, "labels": [asdict(g) for g in labels.labels]},
-        )
-        warnings.append(f"no trace {labels.target_external_id!r} in this project yet: its labels wait for it")
-        return [], 0, warnings
-    written = sum(gold_write(trace=t, labels=labels.labels, source=LabelSource.IMPORTED, warnings=warnings)
-                  for t in targets)
-    return [t.pk for t in targets], written, warnings
-
-
-def _attach_pending(trace: Trace, warnings: list[str]) -> None:
-    if not trace.external_id:
-        return
-    pending = list(PendingLabel.objects.filter(project=trace.project_id, target_external_id=trace.external_id))
-    for row in pending:
-        labels = [ParsedGold(**label) for label in row.labels]
-        gold_write(trace=trace, labels=labels, source=LabelSource.IMPORTED, warnings=warnings)
-    # Kept until attached: a label file describes one run, which the project holds once.
-    PendingLabel.objects.filter(pk__in=[row.pk for row in pending]).delete()

@@ -19,3 +19,9 @@ def preview(text: str) -> str:
     text = text or ""
     lines = text.split("\n")[:8]
     return "\n".join(lines)[:PREVIEW_CHARS]
+
+
+@register.filter
+def at(mapping: dict, key: object) -> list:
+    """``mapping[key]`` or an empty list: the labelled errors of one step (``errors_by_step|at:s.index``)."""
+    return (mapping or {}).get(key, [])

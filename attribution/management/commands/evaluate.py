@@ -7,9 +7,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from attribution import selectors, services
 from attribution.evaluation import score
-from attribution.methods import MethodError, all_methods
 from attribution.learning.cv import cross_validate, record
 from attribution.learning.selectors import training_examples
+from attribution.methods import MethodError, all_methods
 from attribution.models import AttributorModel
 from attribution.selectors import evaluation_records, labelled_traces
 from tracing.models import Project

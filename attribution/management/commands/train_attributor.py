@@ -6,7 +6,12 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from attribution.learning.selectors import VERIFIED_SOURCES
-from attribution.learning.services import DEFAULT_FOLDS, attributor_create, attributor_make_default, attributor_train
+from attribution.learning.services import (
+    DEFAULT_FOLDS,
+    attributor_create,
+    attributor_make_default,
+    attributor_train,
+)
 from attribution.methods.base import MethodError
 from tracing.models import Project
 

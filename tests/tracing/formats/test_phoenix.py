@@ -189,3 +189,39 @@ def test_phoenix_json_lines_import_end_to_end(project):
     assert job.status == JobStatus.SUCCEEDED, job.error
     assert job.detected_format == "phoenix"
     assert len(job.trace_ids) == 2
+
+
+# --- span lists under named keys ---------------------------------------------------------------------------------
+
+NAMED = FIXTURES / "phoenix" / "named_groups.json"
+
+
+def test_span_lists_under_named_keys_give_one_trace_group_per_key_named_after_it():
+    source = Source.from_bytes(NAMED.name, NAMED.read_bytes())
+    assert detect_format(source).name == "phoenix"
+    traces = list(FORMAT.parse(source))
+    assert [(t.name, t.external_id, t.metadata["group"]) for t in traces] == [
+        ("accepted_prompt_edit", RUN_ID, "accepted_prompt_edit"),
+        ("rejected_prompt_edit", SHORT_ID, "rejected_prompt_edit")]
+    # Grouping changes names only: the steps are those of the same spans read from a plain list.
+    plain = by_id(parse_bytes(SPANS.read_bytes()))
+    assert [shape(t) for t in traces] == [shape(plain[RUN_ID]), shape(plain[SHORT_ID])]
+
+
+def test_a_key_holding_two_traces_names_each_after_the_key_and_its_trace_id():
+    (trace_a, trace_b) = parse_doc({"both_runs": spans()})
+    assert {trace_a.name, trace_b.name} == {f"both_runs [{RUN_ID[:8]}]", f"both_runs [{SHORT_ID[:8]}]"}
+
+
+def test_named_keys_that_hold_no_spans_are_not_phoenix():
+    assert FORMAT.detect(Source.from_bytes("x.json", json.dumps({"a": [{"b": 1}], "c": []}).encode())) == 0.0
+    with pytest.raises(TraceFormatError):
+        parse_doc({"a": [{"name": "not a span"}]})
+
+
+@pytest.mark.django_db
+def test_a_named_keys_file_imports_end_to_end(project):
+    (job,) = import_now(project, incoming_path(NAMED))
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    names = set(Trace.objects.filter(pk__in=job.trace_ids).values_list("name", flat=True))
+    assert names == {"accepted_prompt_edit", "rejected_prompt_edit"}

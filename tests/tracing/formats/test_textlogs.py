@@ -29,7 +29,7 @@ EXPECTED = {
     "magentic": ("text-magentic", 15, ["user", "MagenticOneOrchestrator", "researcher", "coder", "executor"],
                  "unknown"),
     "ag2": ("text-ag2", 10, ["User_proxy", "Planner", "Researcher", "Executor", "Engineer"], "failed"),
-    "chatdev": ("text-chatdev", 16, ["ChatDev", "Chief Executive Officer", "Chief Product Officer", "Programmer",
+    "chatdev": ("text-chatdev", 16, ["Chief Executive Officer", "Chief Product Officer", "Programmer",
                                      "Code Reviewer", "Software Test Engineer", "Human"], "unknown"),
     "metagpt": ("text-metagpt", 9, ["Product Manager", "Architect", "Project Manager", "Engineer", "QaEngineer"],
                 "failed"),
@@ -110,7 +110,9 @@ def test_each_fixture_parses_into_one_trace_with_its_turns_agents_and_outcome(st
     assert len(trace.steps) == step_count
     assert [a.name for a in trace.agents] == agents
     assert trace.outcome == outcome
-    assert all(s.agent and s.speaker and s.content for s in trace.steps)
+    assert all(s.speaker and s.content for s in trace.steps)
+    # Every step has its agent, except ChatDev's own bookkeeping (phase tables, code updates), which no agent says.
+    assert all(s.agent or (stem == "chatdev" and s.speaker in ("ChatDev", "System")) for s in trace.steps)
     assert {s.kind for s in trace.steps} <= {"message", "thought", "tool_call", "tool_result", "human", "system"}
     assert _by_kind(trace, "tool_call") or _by_kind(trace, "tool_result")
 
@@ -411,7 +413,7 @@ def test_each_log_imports_end_to_end_with_its_format_steps_and_agents(project, p
     assert trace.step_count == step_count == Step.objects.filter(trace=trace).count()
     assert list(Agent.objects.filter(trace=trace).order_by("position").values_list("name", flat=True)) == agents
     assert trace.outcome == outcome
-    assert all(step.agent_id for step in Step.objects.filter(trace=trace))
+    assert all(step.agent_id or step.speaker in ("ChatDev", "System") for step in Step.objects.filter(trace=trace))
     if fmt_name == "text-log":
         assert any("generic text-log fallback" in w for w in job.report["warnings"])
 

@@ -5,19 +5,22 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from tests.conftest import ROOT, SHARED, import_now, incoming_bytes, incoming_path
-from tracing.formats import Source, TraceFormatError, detect_format
+from tracing.formats import ParsedGold, Source, TraceFormatError, detect_format
 from tracing.formats.trail import FORMAT as TRAIL
 from tracing.formats.trail_labels import FORMAT as LABELS
-from tracing.models import GoldLabel, JobStatus, Step, Trace
+from tracing.models import ErrorLabel, GoldLabel, JobStatus, Step, Trace
+from tracing.services.labels import decisive_index
 
 # The shared collection when it is beside the project, else the small copy made from it.
 TRAIL_DIR = SHARED / "traces" / "trail" if SHARED.exists() else ROOT / "tests" / "fixtures" / "trail"
 TRACE_FILES = sorted(TRAIL_DIR.rglob("*.trace.json"))
-LABEL_FILES = sorted(TRAIL_DIR.rglob("*.labels.json"))
+# label_cases/ holds hand-written cases for tests/tracing/test_label_import.py, not samples.
+LABEL_FILES = sorted(p for p in TRAIL_DIR.rglob("*.labels.json") if "label_cases" not in p.parts)
 
 # Facts read off the sample files: steps, agents, and the decisive label (span, step index, agent, category).
 EXPECTED = {
@@ -207,18 +210,34 @@ def test_odd_values_inside_spans_are_tolerated():
 # --- labels ------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("path", LABEL_FILES, ids=_trace_id)
-def test_every_label_file_targets_its_trace_and_picks_the_first_high_impact_error(path):
+def test_every_label_file_targets_its_trace_and_keeps_every_error_in_file_order(path):
     document = json.loads(path.read_text())
-    span, _, _, category = EXPECTED[_trace_id(path)][2]
     (labels,) = list(LABELS.parse(_source(path)))
     assert labels.target_external_id == document["trace_id"] == _trace_id(path)
-    (gold,) = labels.labels
-    assert (gold.span_id, gold.category, gold.agent, gold.step) == (span, category, "", None)
-    decisive = next((e for e in document["errors"] if e["impact"] == "HIGH"), document["errors"][0])
-    assert decisive["location"] == span
-    assert gold.reason.startswith(decisive["description"]) and decisive["evidence"] in gold.reason
-    assert len(labels.warnings) == len(document["errors"]) - 1
-    assert all(w.startswith("also labelled: span ") for w in labels.warnings)
+    assert [(g.span_id, g.category, g.impact, g.reason, g.evidence) for g in labels.labels] == [
+        (e["location"], e["category"], e["impact"], e["description"], e["evidence"]) for e in document["errors"]]
+    # The reader marks none decisive: the writer picks one once spans are steps (run order is not file order).
+    assert all(g.family == "TRAIL" and not g.decisive and g.agent == "" and g.step is None for g in labels.labels)
+    assert labels.warnings == [] and labels.metadata["labelled_errors"] == len(document["errors"])
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", LABEL_FILES, ids=_trace_id)
+def test_every_label_file_imports_all_errors_and_its_earliest_high_impact_one_is_gold(project, path):
+    trace_path = path.with_name(path.name.replace(".labels.", ".trace."))
+    for file in (trace_path, path):
+        (job,) = import_now(project, incoming_path(file, f"{file.parent.name}/{file.name}"))
+        assert job.status == JobStatus.SUCCEEDED, job.error
+    span, step, agent, category = EXPECTED[_trace_id(path)][2]
+    gold = GoldLabel.objects.get(trace__project=project)
+    assert (gold.step_index, gold.agent_name, gold.category) == (step, agent, category)
+    errors = list(ErrorLabel.objects.filter(trace=gold.trace).order_by("position"))
+    assert len(errors) == len(json.loads(path.read_text())["errors"])
+    (decisive,) = [e for e in errors if e.decisive]
+    assert (decisive.span_id, decisive.step_index, decisive.category, decisive.impact) == (
+        span, step, category, decisive.impact)
+    high = [e.step_index for e in errors if e.impact == "HIGH"]
+    assert decisive.step_index == min(high or [e.step_index for e in errors])
 
 
 def test_every_label_location_is_a_span_that_became_a_step_of_its_trace():
@@ -244,18 +263,28 @@ def test_a_label_file_without_a_trace_id_is_matched_by_its_file_name():
     assert labels.target_external_id == SMALL
 
 
-def test_without_a_high_impact_error_the_first_error_is_decisive():
-    document = {"trace_id": "t", "errors": [
-        {"category": "A", "location": "s1", "evidence": "e1", "description": "d1", "impact": "LOW"},
-        {"category": "B", "location": "s2", "evidence": "e2", "description": "d2", "impact": "MEDIUM"}]}
-    (labels,) = list(LABELS.parse(Source.from_bytes("t.labels.json", json.dumps(document).encode())))
-    assert labels.labels[0].span_id == "s1"
-    assert labels.labels[0].reason == "d1\n\nEvidence: e1\n\nImpact: LOW"
-    assert labels.warnings == ["also labelled: span s2 (B, MEDIUM)"]
+def _steps(*indexes):
+    return [None if i is None else SimpleNamespace(index=i) for i in indexes]
+
+
+def test_the_decisive_error_is_the_earliest_high_impact_one_in_run_order():
+    labels = [ParsedGold(impact=impact, family="TRAIL", decisive=False) for impact in ("HIGH", "LOW", "HIGH", "HIGH")]
+    assert decisive_index(labels, _steps(9, 1, 4, 4)) == 2  # step 4 beats step 9; file order breaks the tie at 4
+
+
+def test_without_a_high_impact_error_the_earliest_error_in_run_order_is_decisive():
+    labels = [ParsedGold(impact=impact, decisive=False) for impact in ("MEDIUM", "LOW", "HIGH")]
+    assert decisive_index(labels, _steps(5, 2, None)) == 1  # the HIGH one names no step of the trace
+    assert decisive_index(labels, _steps(None, None, None)) is None
+
+
+def test_a_label_its_source_marks_decisive_stays_decisive():
+    labels = [ParsedGold(impact="HIGH", decisive=False), ParsedGold(impact="LOW", decisive=True)]
+    assert decisive_index(labels, _steps(1, 7)) == 1
 
 
 @pytest.mark.parametrize("document", [
-    [], {"errors": "none"}, {"trace_id": "t", "errors": []}, {"trace_id": "t", "errors": ["x"]},
+    [], {"errors": "none"}, {"trace_id": "t", "errors": ["x"]},
     {"trace_id": "t", "errors": [{"category": "A", "location": None}]},
     {"trace_id": "t", "errors": [{"category": "A"}]},
 ], ids=str)

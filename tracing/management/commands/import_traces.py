@@ -51,7 +51,10 @@ class Command(BaseCommand):
                     for p in files]
         jobs = services.ingest_jobs_create(project=project, files=incoming, user=None, requested_format=fmt,
                                            enqueue=False)
-        return [_describe(_run(job)) for job in jobs]
+        ran = [_run(job) for job in jobs]
+        # Described after the whole batch: a label file that waited for a trace of a later file reports where its
+        # labels finally went, not that they were waiting.
+        return [_describe(IngestJob.objects.get(pk=job.pk)) for job in ran]
 
     def _print_table(self, results: list[dict[str, Any]]) -> None:
         for r in results:
