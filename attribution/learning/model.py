@@ -198,7 +198,7 @@ class _Prepared:
     candidates: list[int]
     gold: int  # position of the gold step within candidates
     label: Label  # the gold label as the label priors count it
-    design: sparse.csr_matrix | None = None  # dense and word columns of the candidates, built once
+    design: sparse.csr_matrix | None = None  # dense and word columns of the candidates, built once (``_base``)
 
 
 def prepare(example: Example, with_ground_truth: bool = True) -> _Prepared | None:
@@ -266,7 +266,7 @@ def _inner_split(rows: list[_Prepared], strength: float, k: int = 3
         weights, _ = _optimise(train, strength, priors)
         for i in range(fold, len(rows), k):
             r = rows[i]
-            s = _design(r, priors, loo=False) @ weights
+            s = _scores(r, priors, weights)
             probs = _softmax(s)
             probs_of[i] = (probs, priors)
             total += float(np.log(max(probs[r.gold], 1e-300)))
@@ -274,35 +274,49 @@ def _inner_split(rows: list[_Prepared], strength: float, k: int = 3
     return {"likelihood": total / len(rows), "step": hits / len(rows)}, probs_of
 
 
-def _design(r: _Prepared, priors: LabelPriors, loo: bool = True) -> sparse.csr_matrix:
-    """The candidates' columns: dense features, label priors (leaving the row's own label out when it is a
-    training row) and hashed words."""
+def _base(r: _Prepared) -> sparse.csr_matrix:
+    """The candidates' dense and word columns, built once per trace (the evidence columns change with every fit's
+    priors and are kept apart, so a fit never rebuilds the wide sparse matrix)."""
     if r.design is None:
         r.design = sparse.hstack([sparse.csr_matrix(r.features.dense[r.candidates]),
                                   r.features.words[r.candidates]]).tocsr()
-    evidence = sparse.csr_matrix(_evidence(r.features, r.candidates, priors, without=r.label if loo else None))
-    return sparse.hstack([r.design[:, :N_DENSE], evidence, r.design[:, N_DENSE:]]).tocsr()
+    return r.design
 
 
 def _evidence(features: TraceFeatures, rows: list[int], priors: LabelPriors, without: Label | None = None
               ) -> np.ndarray:
+    """The heuristic's log odds and the label-prior columns of the given steps."""
     return np.hstack([features.offset[rows][:, None], priors.columns(features, rows, without=without)])
 
 
+def _split(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weights as (dense and word columns, evidence columns), the stored order being dense, evidence, words."""
+    return np.concatenate([w[:N_DENSE], w[N_DENSE + N_EVIDENCE:]]), w[N_DENSE:N_DENSE + N_EVIDENCE]
+
+
+def _scores(r: _Prepared, priors: LabelPriors, w: np.ndarray) -> np.ndarray:
+    """A held-out trace's candidate scores (its label is not among the priors' counts)."""
+    base_w, evidence_w = _split(w)
+    return _base(r) @ base_w + _evidence(r.features, r.candidates, priors) @ evidence_w
+
+
 def _optimise(rows: list[_Prepared], strength: float, priors: LabelPriors) -> tuple[np.ndarray, int]:
-    """Minimise the conditional logit's negative log-likelihood plus ``strength`` × the L2 penalties."""
-    x = sparse.vstack([_design(r, priors) for r in rows]).tocsr()
+    """Minimise the conditional logit's negative log-likelihood plus ``strength`` × the L2 penalties. Training rows
+    see the priors without their own label."""
+    base = sparse.vstack([_base(r) for r in rows]).tocsr()
+    evidence = np.vstack([_evidence(r.features, r.candidates, priors, without=r.label) for r in rows])
     sizes = np.array([len(r.candidates) for r in rows])
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     gold = starts + np.array([r.gold for r in rows])
     segment = np.repeat(np.arange(len(rows)), sizes)
     penalty = np.concatenate([np.full(N_DENSE, strength * L2_DENSE), np.full(N_EVIDENCE, L2_EVIDENCE),
                               np.full(HASH_FEATURES, strength * L2_WORDS)])
-    centre = np.zeros(x.shape[1])
+    centre = np.zeros(N_DENSE + N_EVIDENCE + HASH_FEATURES)
     centre[N_DENSE:N_DENSE + N_EVIDENCE] = EVIDENCE_CENTRE
 
     def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
-        s = x @ w
+        base_w, evidence_w = _split(w)
+        s = base @ base_w + evidence @ evidence_w
         top = np.maximum.reduceat(s, starts)
         e = np.exp(s - top[segment])
         z = np.add.reduceat(e, starts)
@@ -310,7 +324,9 @@ def _optimise(rows: list[_Prepared], strength: float, priors: LabelPriors) -> tu
         p = e / z[segment]
         p[gold] -= 1.0
         value = float(lse.sum() - s[gold].sum() + 0.5 * (penalty * (w - centre) ** 2).sum())
-        return value, np.asarray(x.T @ p).ravel() + penalty * (w - centre)
+        g_base = np.asarray(base.T @ p).ravel()
+        grad = np.concatenate([g_base[:N_DENSE], evidence.T @ p, g_base[N_DENSE:]])
+        return value, grad + penalty * (w - centre)
 
     result = minimize(loss, centre.copy(), jac=True, method="L-BFGS-B", options={"maxiter": MAX_ITERATIONS})
     return result.x, int(result.nit)

@@ -17,20 +17,29 @@ def training_traces(*, project_ids: Iterable[int], sources: Iterable[str] = VERI
     """The traces of these projects whose best label (``gold_for``) comes from one of ``sources``, oldest first."""
     wanted = set(sources)
     traces = (Trace.objects.filter(project_id__in=list(project_ids), gold_labels__source__in=list(wanted))
-              .distinct().order_by("pk").prefetch_related("gold_labels"))
+              .distinct().order_by("pk").select_related("derived_from").prefetch_related("gold_labels"))
     return [t for t in traces if (g := gold_for(t)) is not None and g.source in wanted]
 
 
 def training_examples(*, project_ids: Iterable[int], sources: Iterable[str] = VERIFIED_SOURCES) -> list[Example]:
     """One example per trace: its snapshot and its best verified label. A fault-injected case is grouped with the
-    run it was made from, so cross-validation never trains on a sibling of the trace it scores."""
+    run it was made from, so cross-validation never trains on a sibling of the trace it scores. Groups are named by
+    trace name (unique within a project), not by database id, so the folds of the same data are the same
+    on every machine and after every re-import."""
     out = []
     for trace in training_traces(project_ids=project_ids, sources=sources):
         gold = gold_for(trace)
         assert gold is not None
         out.append(Example(view=trace_view(trace), agent=gold.agent_name, step=gold.step_index, source=gold.source,
-                           group=str(trace.derived_from_id or trace.pk)))
+                           group=_group(trace)))
     return out
+
+
+def _group(trace: Trace) -> str:
+    """The fold group: the name of the run a trace was derived from, or its own (the same name in two training
+    projects shares a fold, which only makes the split more cautious)."""
+    origin = trace.derived_from or trace
+    return origin.name or f"trace {origin.pk}"
 
 
 def label_counts(*, project_id: int) -> dict[str, int]:
