@@ -15,8 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..methods.base import StepView, TraceView
-from ..methods.heuristic import _EMPTY, _MADE_UP, _TOOL_ERROR, CATEGORIES, WEIGHTS
+from ..methods.base import TraceView
+from ..methods.heuristic import _EMPTY, _MADE_UP, _TOOL_ERROR, CATEGORIES, WEIGHTS, planners_of, role_of
 
 # Rank of a step among the trace's steps of its role, capped: "the 4th or later worker message" is one bucket, as in
 # the heuristic's priors.
@@ -47,10 +47,10 @@ class TraceShape:
 def shape_of(trace: TraceView, signals: Iterable[dict[str, Any]]) -> TraceShape:
     """The trace's shape; ``signals`` is the heuristic verdict's ``details["signals"]``. Roles follow the heuristic:
     a planner is an agent that addresses others or thinks aloud."""
-    planners = {s.agent for s in trace.steps if s.agent and (s.recipient or s.kind == "thought")}
+    planners = planners_of(trace)
     roles, ranks, seen = [], [], Counter()
     for step in trace.steps:
-        role = _role(step, planners)
+        role = role_of(step, planners)
         roles.append(role)
         ranks.append(min(seen[role], RANK_CAP))
         seen[role] += 1
@@ -60,16 +60,6 @@ def shape_of(trace: TraceView, signals: Iterable[dict[str, Any]]) -> TraceShape:
             per_step[int(signal["step"])].add(str(signal["signal"]))
     return TraceShape(style="orchestrated" if planners else "group", roles=tuple(roles), ranks=tuple(ranks),
                       signals=tuple(frozenset(s) for s in per_step))
-
-
-def _role(step: StepView, planners: set[str]) -> str:
-    if step.kind == "tool_result":
-        return "tool"
-    if step.kind in ("human", "system") or not step.agent:
-        return "human"
-    if step.agent in planners:
-        return "planner-thought" if step.kind == "thought" else "planner-message"
-    return "worker"
 
 
 def phrases_of(text: str) -> list[str]:
