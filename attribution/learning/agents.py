@@ -51,11 +51,13 @@ def candidates(f: TraceFeatures, rows: list[int], probs: np.ndarray, priors: Lab
 
 
 # How the agent is named. The first is the default: the heuristic's pick, which the product gave before it learned
-# anything. The inner split scores every rule on held-out traces, and another replaces the default only when it names
-# clearly more agents right (``MARGIN``): on twenty labels a difference of one trace is noise, and chasing it cost
-# more than it won in cross-validation. A project with hundreds of labels can afford the fitted logit.
-RULES = ("heuristic", "mass", "majority", "top", "logit")
-MARGIN = 0.1  # share of the training traces, and at least two of them
+# anything. The inner split scores every rule on held-out traces, and another replaces the default only when it is
+# right on significantly more of them (``clearly_better``: a sign test at ``SIGNIFICANCE``): on twenty labels a
+# difference of two traces is noise, and chasing it cost more than it won in cross-validation. A project with
+# hundreds of labels can afford the fitted logit. ``bayes`` multiplies the step model's probability mass by the
+# share of labels that blamed the name (no fitted weight: the product of two probabilities).
+RULES = ("heuristic", "mass", "majority", "top", "bayes", "logit")
+SIGNIFICANCE = 0.05
 
 
 def choose(names: list[str], x: np.ndarray, rule: str, weights: np.ndarray, order: list[str]) -> str:
@@ -63,30 +65,45 @@ def choose(names: list[str], x: np.ndarray, rule: str, weights: np.ndarray, orde
     rank = {a: k for k, a in enumerate(order)}
     keys = {"mass": lambda k: (x[k, 0],), "heuristic": lambda k: (x[k, 2], x[k, 0]), "top": lambda k: (x[k, 1],),
             "majority": lambda k: (round(float(x[k, 3]), 9), x[k, 0]),
+            "bayes": lambda k: (round(float(x[k, 0] + x[k, 3]), 9),),
             "logit": lambda k: (round(float(x[k] @ weights), 9),)}[rule]
     best = max(range(len(names)), key=lambda k: (*keys(k), -rank.get(names[k], len(rank))))
     return names[best]
 
 
 def select(rows: list[tuple[list[str], np.ndarray, str]], folds: int = 3) -> tuple[str, np.ndarray, dict[str, float]]:
-    """The rule that names most held-out agents right, the logit's weights (fitted on every row) and each rule's
-    held-out accuracy. The logit is scored on a k-fold split of the rows, the fixed rules on all of them."""
+    """The rule that names most held-out agents right when it is ``clearly_better`` than the heuristic's pick, the
+    logit's weights (fitted on every row) and each rule's held-out accuracy. The logit is scored on a k-fold split
+    of the rows, the fixed rules on all of them."""
     if not rows:
         return RULES[0], DEFAULT.copy(), {}
-    hits = dict.fromkeys(RULES, 0)
+    hits = {rule: [False] * len(rows) for rule in RULES}
     for k, (names, x, gold) in enumerate(rows):
         if not names:
             continue
         for rule in RULES[:-1]:
-            hits[rule] += name_key(choose(names, x, rule, DEFAULT, names)) == name_key(gold)
+            hits[rule][k] = name_key(choose(names, x, rule, DEFAULT, names)) == name_key(gold)
     for fold in range(folds):
         weights = fit([r for k, r in enumerate(rows) if k % folds != fold])
-        hits["logit"] += sum(name_key(choose(names, x, "logit", weights, names)) == name_key(gold)
-                             for k, (names, x, gold) in enumerate(rows) if k % folds == fold and names)
-    accuracy = {rule: round(hits[rule] / len(rows), 4) for rule in RULES}
-    best = max(RULES, key=lambda r: (hits[r], -RULES.index(r)))
-    rule = best if hits[best] - hits[RULES[0]] >= max(2.0, MARGIN * len(rows)) else RULES[0]
+        for k, (names, x, gold) in enumerate(rows):
+            if k % folds == fold and names:
+                hits["logit"][k] = name_key(choose(names, x, "logit", weights, names)) == name_key(gold)
+    accuracy = {rule: round(sum(h) / len(rows), 4) for rule, h in hits.items()}
+    best = max(RULES, key=lambda r: (sum(hits[r]), -RULES.index(r)))
+    rule = best if clearly_better(hits[best], hits[RULES[0]]) else RULES[0]
     return rule, fit(rows), accuracy
+
+
+def clearly_better(candidate: list[bool], default: list[bool], level: float = SIGNIFICANCE) -> bool:
+    """Whether ``candidate`` is right on significantly more of the same held-out traces than ``default``: an exact
+    one-sided sign test on the traces where exactly one of them is right (McNemar's test for small samples)."""
+    wins = sum(a and not b for a, b in zip(candidate, default))
+    losses = sum(b and not a for a, b in zip(candidate, default))
+    n = wins + losses
+    if wins <= losses:
+        return False
+    p = sum(math.comb(n, k) for k in range(wins, n + 1)) / 2 ** n
+    return p <= level
 
 
 def fit(rows: list[tuple[list[str], np.ndarray, str]]) -> np.ndarray:

@@ -54,6 +54,13 @@ EVIDENCE = ("heuristic_log_odds", *PRIOR_COLUMNS)
 EVIDENCE_CENTRE = (1.0, 0.5, 0.5, 0.5)
 N_DENSE, N_EVIDENCE = len(DENSE), len(EVIDENCE)
 INNER_MIN_TRACES = 9
+# How the step is named. ``model``: the most probable step. Some systems fail at the same place run after run (the
+# step where a fixed pipeline writes its plan); their labels pile up on one index, and the trivial "always answer
+# that step" beats any reading of the text. ``blend`` multiplies the model's probability by the smoothed share of
+# labels at each index (Bayes' rule with the index as evidence), ``prior`` answers the commonest labelled index among
+# the candidates (ties: the model's order). The inner split scores the three on held-out traces, and another replaces
+# ``model`` only when it names significantly more steps right (``agents.clearly_better``).
+STEP_RULES = ("model", "blend", "prior")
 
 
 class ModelFormatError(ValueError):
@@ -79,6 +86,7 @@ class Attributor:
     priors: LabelPriors = field(default_factory=LabelPriors)
     agent_rule: str = agent_model.RULES[0]
     agent_weights: np.ndarray = field(default_factory=lambda: agent_model.DEFAULT.copy())
+    step_rule: str = STEP_RULES[0]
     feature_set: str = FEATURE_SET
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -99,7 +107,7 @@ class Attributor:
         candidates = f.candidates
         probs = _softmax(raw[candidates])
         prob = dict(zip(candidates, probs.tolist()))
-        step = max(candidates, key=lambda i: (prob[i], -i))
+        step = candidates[pick_step(candidates, probs, self.priors, self.step_rule)]
         names, agent_x = agent_model.candidates(f, candidates, probs, self.priors)
         mass = {a: round(float(math.exp(v)), 4) for a, v in zip(names, agent_x[:, 0])}
         agent = agent_model.choose(names, agent_x, self.agent_rule, self.agent_weights, trace.agents) if names else (
@@ -152,7 +160,7 @@ class Attributor:
                 "scale": self.scale.tolist(), "weights": [round(float(v), 6) for v in self.weights],
                 "priors": self.priors.to_dict(),
                 "agent_features": list(agent_model.FEATURES), "agent_rule": self.agent_rule,
-                "agent_weights": [round(float(v), 6) for v in self.agent_weights]}
+                "agent_weights": [round(float(v), 6) for v in self.agent_weights], "step_rule": self.step_rule}
 
     @classmethod
     def from_dict(cls, data: Any, meta: dict[str, Any] | None = None) -> Attributor:
@@ -183,11 +191,13 @@ class Attributor:
             raise ModelFormatError("agent weights of the wrong shape or with non-finite values")
         if data.get("agent_rule") not in agent_model.RULES:
             raise ModelFormatError("an unknown agent rule")
+        if data.get("step_rule", STEP_RULES[0]) not in STEP_RULES:
+            raise ModelFormatError("an unknown step rule")
         if not (np.isfinite(mean).all() and np.isfinite(scale).all() and np.isfinite(weights).all()) \
                 or (scale <= 0).any():
             raise ModelFormatError("arrays with non-finite or non-positive scale values")
         return cls(mean=mean, scale=scale, weights=weights, priors=priors, agent_rule=data["agent_rule"],
-                   agent_weights=agent_weights, meta=meta or {})
+                   agent_weights=agent_weights, step_rule=data.get("step_rule", STEP_RULES[0]), meta=meta or {})
 
 
 # --- training --------------------------------------------------------------------------------------------------------
@@ -238,19 +248,41 @@ def fit(examples: list[Example], *, with_ground_truth: bool = True, prepared: li
     priors = LabelPriors.fit([r.label for r in rows])
     weights, iterations = _optimise(rows, strength, priors)
     agent_rule, agent_weights, agent_accuracy = agent_model.RULES[0], agent_model.DEFAULT.copy(), {}
+    step_rule, step_accuracy = STEP_RULES[0], {}
     if held_out:
+        step_rule, step_accuracy = select_step_rule(rows, held_out[strength])
         agent_rule, agent_weights, agent_accuracy = agent_model.select(
             [(*agent_model.candidates(r.features, r.candidates, *held_out[strength][k]), r.label.agent)
              for k, r in enumerate(rows)])
     return Attributor(mean=np.zeros(N_DENSE), scale=np.ones(N_DENSE), weights=weights, priors=priors,
-                      agent_rule=agent_rule, agent_weights=agent_weights,
+                      agent_rule=agent_rule, agent_weights=agent_weights, step_rule=step_rule,
                       meta={"label": label, "n_traces": len(rows),
                             "n_steps": int(sum(len(r.candidates) for r in rows)), "iterations": iterations,
                             "strength": strength,
                             "agent_rule": agent_rule, "agent_accuracy": agent_accuracy,
+                            "step_rule": step_rule, "step_rule_accuracy": step_accuracy,
                             "agent_weights": dict(zip(agent_model.FEATURES, np.round(agent_weights, 3).tolist())),
                             "inner": {str(k): {n: round(v, 4) for n, v in fig.items()} for k, fig in inner.items()},
                             "seconds": round(time.perf_counter() - started, 2)})
+
+
+def pick_step(candidates: list[int], probs: np.ndarray, priors: LabelPriors, rule: str) -> int:
+    """The position (within ``candidates``) of the step ``rule`` names; ties go to the earlier step."""
+    keys = {"model": lambda k: (probs[k],),
+            "blend": lambda k: (round(float(np.log(max(probs[k], 1e-300)) + priors.step_share(candidates[k])), 9),),
+            "prior": lambda k: (priors.steps.get(candidates[k], 0), probs[k])}[rule]
+    return max(range(len(candidates)), key=lambda k: (*keys(k), -candidates[k]))
+
+
+def select_step_rule(rows: list[_Prepared], held_out: list[tuple[np.ndarray, LabelPriors]]
+                     ) -> tuple[str, dict[str, float]]:
+    """The step rule that names most held-out steps right (``model`` unless another is clearly better) and each
+    rule's held-out accuracy."""
+    hits = {rule: [pick_step(r.candidates, probs, priors, rule) == r.gold for r, (probs, priors) in zip(rows, held_out)]
+            for rule in STEP_RULES}
+    best = max(STEP_RULES, key=lambda rule: (sum(hits[rule]), -STEP_RULES.index(rule)))
+    rule = best if agent_model.clearly_better(hits[best], hits[STEP_RULES[0]]) else STEP_RULES[0]
+    return rule, {name: round(sum(h) / len(rows), 4) for name, h in hits.items()}
 
 
 def _inner_split(rows: list[_Prepared], strength: float, k: int = 3

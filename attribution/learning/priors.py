@@ -85,6 +85,13 @@ class LabelPriors:
                 else math.log(_SMOOTHING) - norm
         return out
 
+    def step_share(self, index: int) -> float:
+        """The smoothed log share of labels at this step index."""
+        if self.n <= 0:
+            return 0.0
+        count = self.steps.get(index, 0) if 0 <= index < MAX_POSITION else 0
+        return math.log(count + _SMOOTHING) - math.log(self.n + 1.0)
+
     def agent_shares(self, names: list[str], without: Label | None = None) -> list[float]:
         """The smoothed log share of labels that blamed each name (``without`` leaves one label out)."""
         n = self.n - (1 if without is not None else 0)

@@ -141,12 +141,13 @@ def train(examples: list[Example], *, folds: int = DEFAULT_FOLDS, label: str = "
 
 
 def habits(model: Attributor, examples: list[Example], limit: int = 5) -> dict[str, Any]:
-    """What the final fit took from the labels, for the model page: the agent rule the inner split chose (with
-    each rule's held-out accuracy), the penalty multiplier, and the commonest blamed agents (as the labels spell
+    """What the final fit took from the labels, for the model page: the agent and step rules the inner split chose
+    (with each rule's held-out accuracy), the penalty multiplier, and the commonest blamed agents (as the labels spell
     them) and positions."""
     priors, n = model.priors, max(1, model.priors.n)
     spelled = {name_key(e.agent): e.agent for e in examples}
     return {"agent_rule": model.agent_rule, "agent_accuracy": model.meta.get("agent_accuracy") or {},
+            "step_rule": model.step_rule, "step_accuracy": model.meta.get("step_rule_accuracy") or {},
             "strength": model.meta.get("strength"),
             "agents": [{"name": spelled.get(a, a), "share": c / n} for a, c in priors.agents.most_common(limit)],
             "ranks": [{"rank": r, "share": c / n} for r, c in priors.ranks.most_common(limit)]}

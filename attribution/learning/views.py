@@ -24,6 +24,7 @@ from . import services
 from .agents import RULES
 from .calibration import MIN_LABELS, STRENGTH
 from .forms import TrainForm
+from .model import STEP_RULES
 from .selectors import label_counts
 
 HEAT_LEVELS = 5  # shades of the confusion table, .heat-0 (none) to .heat-5 (all of the gold agent's traces)
@@ -137,8 +138,9 @@ def _habits(habits: Any) -> dict[str, Any] | None:
     """The stored habits with the rule table in the order the rules are tried (models trained before have none)."""
     if not isinstance(habits, dict):
         return None
-    accuracy = habits.get("agent_accuracy") or {}
-    return habits | {"rules": [(rule, accuracy[rule]) for rule in RULES if rule in accuracy]}
+    accuracy, steps = habits.get("agent_accuracy") or {}, habits.get("step_accuracy") or {}
+    return habits | {"rules": [(rule, accuracy[rule]) for rule in RULES if rule in accuracy],
+                     "step_rules": [(rule, steps[rule]) for rule in STEP_RULES if rule in steps]}
 
 
 def _chart(model: AttributorModel, result: dict[str, Any]) -> dict[str, Any]:

@@ -78,3 +78,37 @@ def test_a_project_whose_runs_always_fail_at_one_step_teaches_the_model_that_ste
     assert model.priors.ranks[2] == 11 and model.priors.n == 11
     assert [model.run(e.view).step for e in relabelled[11:]] == [e.step for e in relabelled[11:]]
     assert "prior_action_rank" in {f["feature"] for f in model.strongest_features(len(agents.FEATURES) + 200)}
+
+
+def test_a_rule_replaces_the_default_only_when_a_sign_test_says_so():
+    right, wrong = True, False
+    assert not agents.clearly_better([right] * 3, [wrong] * 3)  # 3 to 0: one chance in eight by luck
+    assert agents.clearly_better([right] * 6, [wrong] * 6)
+    assert not agents.clearly_better([right] * 10 + [wrong] * 8, [wrong] * 10 + [right] * 8)
+    assert not agents.clearly_better([right] * 20, [right] * 20)  # agreeing everywhere says nothing
+
+
+def test_the_step_rules_read_the_model_and_where_the_labels_sit():
+    from attribution.learning.model import pick_step
+
+    candidates, probs = [1, 3, 5], np.array([0.5, 0.3, 0.2])
+    priors = LabelPriors.fit([Label("a", 3, 1)] * 5)
+    assert candidates[pick_step(candidates, probs, priors, "model")] == 1
+    assert candidates[pick_step(candidates, probs, priors, "prior")] == 3
+    assert candidates[pick_step(candidates, probs, priors, "blend")] == 3  # 0.3 x 5.5/6 beats 0.5 x 0.5/6
+    assert candidates[pick_step(candidates, probs, LabelPriors(), "prior")] == 1  # no labels: the model's order
+
+
+@pytest.mark.django_db
+def test_the_step_rule_is_stored_and_an_unknown_one_refused(project):
+    from attribution.learning.model import Attributor, ModelFormatError
+
+    for path in whowhen_files()[:10]:
+        (job,) = import_now(project, incoming_path(path, f"{path.parent.name}/{path.name}"))
+        assert job.status == JobStatus.SUCCEEDED, job.error
+    model = fit(training_examples(project_ids=[project.pk]))
+    data = model.to_dict()
+    assert data["step_rule"] in ("model", "blend", "prior")
+    assert Attributor.from_dict(data).step_rule == data["step_rule"]
+    with pytest.raises(ModelFormatError):
+        Attributor.from_dict({**data, "step_rule": "oracle"})

@@ -139,6 +139,7 @@ def test_a_trained_model_shows_its_chart_features_and_confusion_with_hostile_nam
             assert f'<th scope="row">{agent}</th>' in body
     habits = trained.summary["habits"]
     assert "What the labels taught it" in body and f"{habits['agent_rule']} <strong>" in body
+    assert "Step rule" in body and f"{habits['step_rule']} <strong>" in body
     assert habits["agents"] and habits["agents"][0]["name"] in confusion["rows"]
     assert "style=" not in body  # the Content-Security-Policy forbids style attributes
     assert "Make default" in body and trained.feature_set in body
