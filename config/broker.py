@@ -33,8 +33,9 @@ def send(task: Any, *args: Any) -> bool:
 
 def ping(timeout: float = 2.0) -> bool:
     """Whether a connection to the broker can be made now (a Redis PING for Redis, the folders for the filesystem)."""
-    from config.celery import app
+    from config.celery import app, ensure_broker_folders
 
+    ensure_broker_folders()  # the embedded broker's folders are the broker; made on first use
     try:
         with app.connection_for_write() as connection:
             connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)

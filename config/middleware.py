@@ -8,15 +8,19 @@ from django.utils.cache import patch_vary_headers
 
 
 class HtmxMiddleware:
-    """Sets ``request.htmx`` and marks responses as varying on it, so a cache never serves a partial as a page."""
+    """Sets ``request.htmx`` and marks responses as varying on it, so a cache never serves a partial as a page.
+
+    A history-restore request (Back after htmx's history cache missed) also carries ``HX-Request``, but htmx puts its
+    answer into ``<body>``: it must get the whole page, so it does not count as an htmx request here."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        request.htmx = request.headers.get("HX-Request") == "true"  # type: ignore[attr-defined]
+        restore = request.headers.get("HX-History-Restore-Request") == "true"
+        request.htmx = request.headers.get("HX-Request") == "true" and not restore  # type: ignore[attr-defined]
         response = self.get_response(request)
-        patch_vary_headers(response, ("HX-Request",))
+        patch_vary_headers(response, ("HX-Request", "HX-History-Restore-Request"))
         return response
 
 

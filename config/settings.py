@@ -134,8 +134,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = Path(env_str("STATIC_ROOT", VAR_DIR / "staticfiles"))
-STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns on every start when it is missing
+STATIC_ROOT = Path(env_str("STATIC_ROOT", VAR_DIR / "staticfiles"))  # made at start (TracingConfig.ready)
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", VAR_DIR / "media"))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -164,9 +163,7 @@ CULPRIT_STEPS_PER_PAGE = env_int("CULPRIT_STEPS_PER_PAGE", 50)
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or os.environ.get("REDIS_URL") or "filesystem://"
 EMBEDDED_BROKER = CELERY_BROKER_URL.startswith("filesystem")
 if EMBEDDED_BROKER:
-    _broker_dir = VAR_DIR / "broker"
-    for _folder in ("queue", "control"):
-        (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
+    _broker_dir = VAR_DIR / "broker"  # its folders are made when a worker starts or a task is sent (config/celery.py)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),

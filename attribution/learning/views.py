@@ -47,7 +47,7 @@ def _model_for(request: HttpRequest, model_id: int) -> tuple[AttributorModel, Me
 
 def _partial(request: HttpRequest, template: str, name: str) -> str:
     # HtmxMiddleware adds Vary: HX-Request. A history restore wants the whole page, never the fragment the poll asked for.
-    wants_partial = request.htmx and request.headers.get("HX-History-Restore-Request") != "true"
+    wants_partial = request.htmx
     return f"{template}#{name}" if wants_partial else template
 
 

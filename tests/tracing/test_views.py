@@ -186,3 +186,12 @@ def test_staff_reach_the_admin(client, make_user):
     staff = make_user("staff", is_staff=True, is_superuser=True)
     client.force_login(staff)
     assert client.get("/admin/tracing/trace/").status_code == 200
+
+
+def test_a_history_restore_gets_the_whole_page_not_a_partial(owner_client, imported_trace):
+    """htmx sends Back-after-a-cache-miss as an htmx request but swaps the answer into <body>."""
+    url = reverse("tracing:trace_list", args=[imported_trace.project.slug])
+    partial = owner_client.get(url, headers={"HX-Request": "true"})
+    restore = owner_client.get(url, headers={"HX-Request": "true", "HX-History-Restore-Request": "true"})
+    assert b"<html" not in partial.content and b"<html" in restore.content
+    assert "HX-History-Restore-Request" in restore["Vary"]
