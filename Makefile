@@ -40,15 +40,23 @@ test: setup lint
 lint: setup
 	$(BIN)/ruff check .
 
+# Two hashed locks with the same versions: requirements.lock (runtime + tests, what `make` installs) and
+# requirements-runtime.lock (what the Docker image installs). Each is compiled within the previous lock, so a
+# re-lock moves nothing that pyproject.toml did not ask to move; delete requirements.lock to take new releases.
 lock:
 	$(BIN)/python -m pip install --quiet uv==0.13.8
-	$(BIN)/uv pip compile pyproject.toml --extra test -o requirements.lock --python-version 3.11
+	@touch requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra test --generate-hashes -c requirements.lock -o requirements.lock \
+	  --python-version 3.11 --custom-compile-command "make lock"
+	$(BIN)/uv pip compile pyproject.toml --generate-hashes -c requirements.lock -o requirements-runtime.lock \
+	  --python-version 3.11 --custom-compile-command "make lock"
 
 bench: setup
 	@bash .ci/services.sh
 	$(BIN)/python bench/import_speed.py
 	$(BIN)/python bench/viewer_speed.py
 	$(BIN)/python bench/ingest.py --steps 100000
+	$(BIN)/python bench/otlp_ingest.py
 	$(BIN)/python bench/export_speed.py --steps 100000
 	$(BIN)/python bench/review_queue.py
 	$(BIN)/python bench/llm_replay_cost.py --runs 200 --seed 1
