@@ -22,8 +22,16 @@ def browser() -> Iterator[object]:
         browser.close()
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
+    """Keep each phase's report on the test item, so the ``page`` fixture knows whether the test failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def page(browser, tmp_path):  # type: ignore[no-untyped-def]
+def page(browser, tmp_path, request):  # type: ignore[no-untyped-def]
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.set_default_timeout(30_000)
@@ -34,6 +42,14 @@ def page(browser, tmp_path):  # type: ignore[no-untyped-def]
     yield page
     if shots := os.environ.get("CULPRIT_SCREENSHOTS"):
         os.makedirs(shots, exist_ok=True)
+    failed = getattr(request.node, "report_call", None)
+    if failed is not None and failed.failed:  # what the person would have seen, kept beside the test's files
+        try:
+            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+            (tmp_path / "failure.html").write_text(page.content())
+            print(f"\nthe page at failure: {tmp_path / 'failure.png'} and failure.html ({page.url})")
+        except Exception as exc:  # noqa: BLE001 - a diagnostic must not hide the real failure
+            print(f"\nno screenshot of the failure: {exc}")
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
 

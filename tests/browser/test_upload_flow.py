@@ -12,7 +12,7 @@ from django.contrib.auth import get_user_model
 from tests.browser.conftest import log_in
 from tests.conftest import sample_file
 from tracing import services
-from tracing.models import Role, Trace
+from tracing.models import IngestJob, Role, Trace
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -47,7 +47,11 @@ def test_a_person_drops_files_watches_them_import_and_finds_the_gold_step(live_s
              {"name": "broken.json", "body": '{"history": ['}]
     page.evaluate(DROP_FILES, ["#dropzone", files])
 
-    page.wait_for_selector(".job[data-status=succeeded] >> nth=1", timeout=60_000)
+    try:
+        page.wait_for_selector(".job[data-status=succeeded] >> nth=1", timeout=60_000)
+    except Exception as exc:  # say where the jobs are, not only that the page never showed them
+        jobs = list(IngestJob.objects.filter(project=project).values("filename", "status", "error", "attempts"))
+        raise AssertionError(f"two imports never succeeded on the page; the jobs: {jobs}") from exc
     page.wait_for_selector(".job[data-status=failed]")
     page.wait_for_function("() => !document.querySelector('.jobs[hx-trigger]')")  # polling stopped
     _shot(page, "upload-finished")
