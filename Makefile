@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat requirements-test.lock pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 export LITELLM_LOCAL_MODEL_COST_MAP := True
@@ -15,7 +15,7 @@ $(STAMP):
 	@bash .ci/ensure-python.sh "$(PYTHON)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-test.lock
 	@rm -f $(VENV)/.installed-* && touch $@
 
 # Embedded mode unless DATABASE_URL / CELERY_BROKER_URL say otherwise: SQLite under var/, filesystem broker.
@@ -39,16 +39,17 @@ test: setup lint
 
 lint: setup
 	$(BIN)/ruff check .
+	@bash .ci/large-files.sh
 
-# Two hashed locks with the same versions: requirements.lock (runtime + tests, what `make` installs) and
-# requirements-runtime.lock (what the Docker image installs). Each is compiled within the previous lock, so a
-# re-lock moves nothing that pyproject.toml did not ask to move; delete requirements.lock to take new releases.
+# Two hashed locks with the same versions: requirements.lock (runtime: what the Docker image installs) and
+# requirements-test.lock (runtime + tests: what `make` installs). Each is compiled within the previous test lock, so a
+# re-lock moves nothing that pyproject.toml did not ask to move; delete requirements-test.lock to take new releases.
 lock:
 	$(BIN)/python -m pip install --quiet uv==0.13.8
-	@touch requirements.lock
-	$(BIN)/uv pip compile pyproject.toml --extra test --generate-hashes -c requirements.lock -o requirements.lock \
-	  --python-version 3.11 --custom-compile-command "make lock"
-	$(BIN)/uv pip compile pyproject.toml --generate-hashes -c requirements.lock -o requirements-runtime.lock \
+	@touch requirements-test.lock
+	$(BIN)/uv pip compile pyproject.toml --extra test --generate-hashes -c requirements-test.lock \
+	  -o requirements-test.lock --python-version 3.11 --custom-compile-command "make lock"
+	$(BIN)/uv pip compile pyproject.toml --generate-hashes -c requirements-test.lock -o requirements.lock \
 	  --python-version 3.11 --custom-compile-command "make lock"
 
 bench: setup
@@ -65,6 +66,7 @@ bench: setup
 	$(BIN)/python bench/schema_retrieval.py
 	$(BIN)/python bench/train_speed.py --traces 500
 	$(BIN)/python bench/attribution_matrix.py
+	$(BIN)/python bench/scale.py --traces 20000
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
