@@ -4,12 +4,35 @@ from typing import Any
 
 from django import forms
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from attribution.taxonomy import is_known
-from tracing.models import LabelSource
+from tracing.models import LabelSource, Role
 
 from .models import Assignment, ExportFormat, QueueSource, ReviewQueue, TaxonomyFamily
-from .selectors import DEFAULT_LIMIT, DEFAULT_THRESHOLD, MAX_LIMIT, ExportFilters
+from .selectors import (
+    AGREEMENT_CHOICES,
+    DEFAULT_LIMIT,
+    DEFAULT_THRESHOLD,
+    ITEM_STATUSES,
+    MAX_LIMIT,
+    ExportFilters,
+    ItemFilters,
+)
+
+
+class ItemFilterForm(forms.Form):
+    """The queue page's item-list filters (GET, so a filtered list can be bookmarked)."""
+
+    status = forms.ChoiceField(required=False, choices=ITEM_STATUSES)
+    agreement = forms.ChoiceField(required=False, choices=AGREEMENT_CHOICES)
+    assignee = forms.CharField(required=False, max_length=150, label="Annotator")
+    q = forms.CharField(required=False, max_length=200, label="Trace name")
+
+    def filters(self) -> ItemFilters:
+        data = self.cleaned_data if self.is_valid() else {}
+        return ItemFilters(status=data.get("status", ""), agreement=data.get("agreement", ""),
+                           assignee=data.get("assignee", "").strip(), q=data.get("q", "").strip())
 
 
 class QueueForm(forms.Form):
@@ -157,3 +180,86 @@ class ExportForm(forms.Form):
         return ExportFilters(sources=list(data["sources"]), verified_only=data["verified_only"],
                              min_agreement=data["min_agreement"], date_from=data["date_from"], date_to=data["date_to"],
                              seed=data["seed"], test_percent=data["test_percent"])
+
+
+class InviteForm(forms.Form):
+    """An owner names a person by username or e-mail address, and the role they get."""
+
+    who = forms.CharField(max_length=254, label="Username or e-mail")
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.ANNOTATOR)
+
+    def __init__(self, *args: Any, project: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.project = project
+
+    def clean_who(self) -> str:
+        from django.contrib.auth.validators import UnicodeUsernameValidator
+        from django.core.validators import validate_email
+
+        from .models import Invitation
+
+        who = self.cleaned_data["who"].strip()
+        if "@" in who:
+            validate_email(who)
+        else:
+            UnicodeUsernameValidator()(who)
+            if len(who) > 150:
+                raise forms.ValidationError("A username has at most 150 characters.")
+        User = get_user_model()
+        members = User.objects.filter(memberships__project=self.project)
+        if members.filter(username__iexact=who).exists() or ("@" in who and members.filter(email__iexact=who)
+                                                                .exists()):
+            raise forms.ValidationError("This person is already a member; change their role in the list above.")
+        pending = Invitation.objects.filter(project=self.project, accepted_at__isnull=True, revoked_at__isnull=True,
+                                            expires_at__gt=timezone.now())
+        if pending.filter(username__iexact=who).exists() or pending.filter(email__iexact=who).exists():
+            raise forms.ValidationError("This person already has an open invitation; revoke it to send a new one.")
+        return who
+
+
+class AcceptInvitationForm(forms.Form):
+    """The invited person chooses a username (unless the owner chose it) and a password, checked by Django's
+    password validators against that username."""
+
+    username = forms.CharField(max_length=150, help_text="Letters, digits and @ . + - _ only.")
+    password1 = forms.CharField(label="Password", strip=False, widget=forms.PasswordInput(
+        attrs={"autocomplete": "new-password"}))
+    password2 = forms.CharField(label="Password again", strip=False, widget=forms.PasswordInput(
+        attrs={"autocomplete": "new-password"}))
+
+    def __init__(self, *args: Any, invitation: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.invitation = invitation
+        from django.contrib.auth import password_validation
+
+        self.fields["password1"].help_text = password_validation.password_validators_help_text_html()
+        if invitation.username:
+            self.fields["username"].initial = invitation.username
+            self.fields["username"].disabled = True  # the owner named the account; the posted value is ignored
+            self.fields["username"].help_text = "Chosen by the person who invited you."
+        else:
+            self.fields["username"].initial = invitation.email.split("@", 1)[0]
+
+    def clean_username(self) -> str:
+        from django.contrib.auth.validators import UnicodeUsernameValidator
+
+        username = self.cleaned_data["username"].strip()
+        UnicodeUsernameValidator()(username)
+        if get_user_model().objects.filter(username__iexact=username).exists():
+            raise forms.ValidationError("That username is taken; choose another.")
+        return username
+
+    def clean(self) -> dict[str, Any]:
+        from django.contrib.auth import password_validation
+
+        data = super().clean()
+        first, second = data.get("password1"), data.get("password2")
+        if first and second and first != second:
+            self.add_error("password2", "The two passwords differ.")
+        elif first:
+            candidate = get_user_model()(username=data.get("username", ""), email=self.invitation.email)
+            try:
+                password_validation.validate_password(first, user=candidate)
+            except forms.ValidationError as exc:
+                self.add_error("password1", exc)
+        return data

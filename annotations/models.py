@@ -12,6 +12,12 @@ trusts, and one person's answer in a multi-annotator queue is not that yet. A ``
 resolved: ``source="annotator"`` when every copy was submitted and all annotators agree (consensus, accepted by an
 owner), ``source="adjudicated"`` when an owner decided a disagreement. ``QueueItem.resolved_label`` points at it.
 
+Invitations: an owner invites a person who has no account yet (by username or e-mail) with a one-time link; following
+it, the person chooses a username and password and joins the project in the role the owner gave. Only a SHA-256 of the
+link's token is stored, so the table cannot be used to join; a link is used at most once (a conditional UPDATE claims
+it) and expires. The model lives here because review is what people are invited for, and ``tracing`` owns no
+invitation UI.
+
 Dataset export: a ``DatasetExport`` row is one curated dataset file being built by a worker. The row, not the broker,
 is the source of truth: a task re-delivered after a crash finds the row already finished and stops, or finds it
 running and writes the file again from scratch into a temporary name that is renamed into place atomically, so a
@@ -24,7 +30,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from tracing.models import GoldLabel, Project, Trace
+from tracing.models import GoldLabel, Project, Role, Trace
 
 
 class QueueSource(models.TextChoices):
@@ -230,3 +236,38 @@ class DatasetExport(models.Model):
     @property
     def filename(self) -> str:
         return self.file.name.rsplit("/", 1)[-1] if self.file else ""
+
+
+class Invitation(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="invitations")
+    # Who was invited: a username to create, an e-mail address, or both (at least one).
+    username = models.CharField(max_length=150, blank=True)
+    email = models.EmailField(blank=True)
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.ANNOTATOR)
+    token_hash = models.CharField(max_length=64, unique=True)  # sha256 hex of the link's token; the lookup's index
+    invited_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=~Q(username="") | ~Q(email=""), name="invitation_names_someone"),
+            models.CheckConstraint(condition=Q(role__in=Role.values), name="invitation_role_valid"),
+        ]
+        indexes = [
+            # The members page's "pending invitations": one project's open ones.
+            models.Index(fields=["project", "accepted_at", "revoked_at"], name="invitation_project_open"),
+        ]
+
+    def __str__(self) -> str:
+        return f"invitation of {self.username or self.email} to {self.project_id} ({self.role})"
+
+    @property
+    def invitee(self) -> str:
+        return self.username or self.email

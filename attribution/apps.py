@@ -10,7 +10,11 @@ class AttributionConfig(AppConfig):
     def ready(self) -> None:
         from tracing.api import api
 
+        from . import trace_list
         from .replay.hook_contract import openapi_extend
 
-        if openapi_extend not in api.openapi_extenders:
-            api.openapi_extenders.append(openapi_extend)
+        for extend in (openapi_extend, trace_list.openapi_extend):
+            if extend not in api.openapi_extenders:
+                api.openapi_extenders.append(extend)
+        # Verdict columns and filters on the trace list, the blame strip, category names: tracing asks, never imports.
+        trace_list.register()

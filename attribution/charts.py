@@ -125,3 +125,104 @@ def _describe(rows: Sequence[dict[str, Any]], baselines: Sequence[dict[str, Any]
         figures = [f"{figure} {_pct(base[figure])}" for figure, _ in FIGURES if base.get(figure) is not None]
         parts.append(f"Baseline {base['label']}: {', '.join(figures)}.")
     return " ".join(parts)
+
+
+# --- the evaluation page's two error pictures ----------------------------------------------------------------------
+
+MATRIX_AGENTS = 12  # past a dozen gold agents the rest are pooled as "other": a 30×30 grid is unreadable
+CELL = 34
+MATRIX_LABEL_W = 150
+MATRIX_TOP = 96  # room for the predicted agents' names, written at an angle above the columns
+NO_VERDICT = "(no verdict)"
+OTHER = "(other)"
+
+
+def confusion_matrix(pairs: Sequence[tuple[str, str]], *, chart_id: str = "confusion-matrix") -> dict[str, Any]:
+    """Gold agent (rows) against predicted agent (columns) of ``pairs`` (``(gold, predicted)``; an empty prediction
+    is a method that gave no verdict). Cells carry their count, their share of the row (drawn as the cell's opacity,
+    an SVG attribute, so the page's CSP stays without inline styles) and whether they sit on the diagonal."""
+    if not pairs:
+        return {}
+    gold_counts: dict[str, int] = {}
+    for gold, _ in pairs:
+        gold_counts[gold] = gold_counts.get(gold, 0) + 1
+    kept = sorted(gold_counts, key=lambda a: (-gold_counts[a], a))[:MATRIX_AGENTS]
+    shown = set(kept)
+
+    def name(agent: str, *, predicted: bool) -> str:
+        if predicted and not agent:
+            return NO_VERDICT
+        return agent if agent in shown else OTHER
+
+    counts: dict[tuple[str, str], int] = {}
+    for gold, pred in pairs:
+        key = (name(gold, predicted=False), name(pred, predicted=True))
+        counts[key] = counts.get(key, 0) + 1
+    rows = kept + ([OTHER] if any(g == OTHER for g, _ in counts) else [])
+    columns = kept + [c for c in (OTHER, NO_VERDICT) if any(p == c for _, p in counts)]
+    totals = {r: sum(n for (g, _), n in counts.items() if g == r) for r in rows}
+    cells = []
+    for i, gold in enumerate(rows):
+        for j, pred in enumerate(columns):
+            n = counts.get((gold, pred), 0)
+            share = n / totals[gold] if totals[gold] else 0.0
+            cells.append({"x": MATRIX_LABEL_W + j * CELL, "y": MATRIX_TOP + i * CELL, "size": CELL - 2,
+                          "count": n, "opacity": round(0.08 + 0.92 * share, 2) if n else 0,
+                          "text_x": MATRIX_LABEL_W + j * CELL + (CELL - 2) / 2, "text_y": MATRIX_TOP + i * CELL + 21,
+                          "diagonal": gold == pred, "dark": share > 0.55,
+                          "title": f"gold {gold}, predicted {pred}: {n} of {totals[gold]} ({_pct(share)})"})
+    right = sum(counts.get((a, a), 0) for a in kept)
+    bottom = MATRIX_TOP + CELL * len(rows)
+    # At least as wide as the caption under the grid (~360 units at 11px).
+    return {"id": chart_id, "width": max(MATRIX_LABEL_W + CELL * len(columns) + 20, 380),
+            "height": bottom + 30,
+            "title": "Agent confusion matrix: gold agent per row, predicted agent per column",
+            "desc": f"{right} of {len(pairs)} traces on the diagonal (predicted agent = gold agent). "
+                    + " ".join(f"Gold {r}: " + ", ".join(f"{c} {counts[(r, c)]}" for c in columns if (r, c) in counts)
+                               + "." for r in rows),
+            "rows": [{"label": _clip(r, 22), "full_label": r, "x": MATRIX_LABEL_W - 8,
+                      "y": MATRIX_TOP + i * CELL + 21} for i, r in enumerate(rows)],
+            "columns": [{"label": _clip(c, 16), "full_label": c, "x": MATRIX_LABEL_W + j * CELL + CELL / 2,
+                         "y": MATRIX_TOP - 8} for j, c in enumerate(columns)],
+            "cells": cells, "axis_y": bottom + 20, "axis_x": 10}
+
+
+HIST_RANGE = 10  # errors beyond ±10 steps are pooled into the two end bins
+HIST_BIN_W = 26
+HIST_PLOT_H = 140
+HIST_LEFT = 40
+HIST_TOP = 24
+
+
+def step_error_histogram(errors: Sequence[int | None], *, chart_id: str = "step-error-histogram") -> dict[str, Any]:
+    """How many verdicts missed the gold step by each amount (predicted minus gold; negative: too early), with the
+    misses beyond ±HIST_RANGE pooled at the ends and the verdicts without a step (None) counted apart."""
+    missing = sum(1 for e in errors if e is None)
+    known = [e for e in errors if e is not None]
+    if not known and not missing:
+        return {}
+    bins = list(range(-HIST_RANGE - 1, HIST_RANGE + 2))  # the two outer bins hold everything past the range
+    counts = dict.fromkeys(bins, 0)
+    for error in known:
+        counts[max(-HIST_RANGE - 1, min(HIST_RANGE + 1, error))] += 1
+    top = max(counts.values()) or 1
+    bars = []
+    for i, b in enumerate(bins):
+        height = round(HIST_PLOT_H * counts[b] / top, 1)
+        label = f"≤{-HIST_RANGE - 1}" if b == -HIST_RANGE - 1 else f"≥{HIST_RANGE + 1}" if b == HIST_RANGE + 1 \
+            else f"{b:+d}" if b else "0"
+        x = HIST_LEFT + i * HIST_BIN_W
+        bars.append({"x": x + 2, "width": HIST_BIN_W - 4, "y": round(HIST_TOP + HIST_PLOT_H - height, 1),
+                     "height": height, "count": counts[b], "exact": b == 0, "label": label,
+                     "label_x": x + HIST_BIN_W / 2, "count_y": round(HIST_TOP + HIST_PLOT_H - height - 3, 1),
+                     "title": f"predicted − gold = {label}: {counts[b]} verdict{'s' if counts[b] != 1 else ''}"})
+    axis_y = HIST_TOP + HIST_PLOT_H
+    width = HIST_LEFT + HIST_BIN_W * len(bins) + 10
+    exact = counts[0]
+    return {"id": chart_id, "width": width, "height": axis_y + 44, "axis_y": axis_y, "axis_x0": HIST_LEFT,
+            "axis_x1": width - 10, "label_y": axis_y + 14, "caption_y": axis_y + 34, "caption_x": width / 2,
+            "bars": bars, "missing": missing, "n": len(known),
+            "title": "Step error: predicted step minus gold step, per verdict",
+            "desc": f"{exact} of {len(known)} verdicts name the gold step exactly; "
+                    + ", ".join(f"{b['label']}: {b['count']}" for b in bars if b["count"])
+                    + (f"; {missing} without a step" if missing else "") + "."}

@@ -61,12 +61,32 @@ class LlmSettingsForm(forms.ModelForm):
 
     class Meta:
         model = ProjectLlmSettings
-        fields = ["model", "api_base", "temperature", "timeout_seconds", "max_retries", "spending_cap_usd",
-                  "replay_hook_url"]
+        fields = ["model", "api_base", "temperature", "timeout_seconds", "max_retries", "context_tokens",
+                  "max_output_tokens", "input_price_per_mtok", "output_price_per_mtok", "spending_cap_usd",
+                  "run_max_tokens", "run_max_cost_usd", "replay_hook_url"]
+        labels = {
+            "context_tokens": "Context window (tokens)",
+            "max_output_tokens": "Maximum output per request (tokens)",
+            "input_price_per_mtok": "Input price ($ per million tokens)",
+            "output_price_per_mtok": "Output price ($ per million tokens)",
+            "spending_cap_usd": "Project spending cap ($)",
+            "run_max_tokens": "Token budget per run",
+            "run_max_cost_usd": "Money budget per run ($)",
+        }
         help_texts = {
             "model": "A litellm model string: openai/gpt-4o-mini, anthropic/claude-3-5-sonnet-latest, ollama/llama3.1 …",
-            "api_base": "For Ollama, vLLM or any OpenAI-compatible server, e.g. http://127.0.0.1:11434",
-            "spending_cap_usd": "Runs stop with a clear message once the project's LLM spending reaches this.",
+            "api_base": "For Ollama, vLLM or any OpenAI-compatible server, e.g. http://127.0.0.1:11434 (no key needed: "
+                        "a placeholder is sent)",
+            "context_tokens": "Empty: litellm's model map when it knows the model, else 8,192. For vLLM, the server's "
+                              "--max-model-len; for Ollama, num_ctx.",
+            "max_output_tokens": "max_tokens of each request. Empty: 1,500 (the model's own maximum if smaller).",
+            "input_price_per_mtok": "Empty: litellm's price when it knows the model. A self-hosted model: 0 or your "
+                                    "own cost.",
+            "spending_cap_usd": "Checked before every request from its counted tokens and maximum output; needs a "
+                                "known price.",
+            "run_max_tokens": "Checked before every request: prompt tokens plus the maximum output. Works for every "
+                              "model, priced or not.",
+            "run_max_cost_usd": "Checked before every request; needs a known price.",
             "replay_hook_url": "Your system's replay endpoint (README: HTTP replay hook contract); counterfactual "
                                "replay uses it for this project's traces that are not sandbox runs.",
         }
@@ -76,6 +96,38 @@ class LlmSettingsForm(forms.ModelForm):
 
     def clean_replay_hook_url(self) -> str:
         return _outbound_url(self.cleaned_data.get("replay_hook_url") or "")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        prices = (data.get("input_price_per_mtok"), data.get("output_price_per_mtok"))
+        if (prices[0] is None) != (prices[1] is None):
+            self.add_error("output_price_per_mtok" if prices[1] is None else "input_price_per_mtok",
+                           "Give both prices (input and output) or neither.")
+        priced = prices[0] is not None and prices[1] is not None
+        if not priced and data.get("model") and model_facts(data["model"])["prices"] is None:
+            # A money cap on a model nobody can price would never trigger: refuse it instead of promising it.
+            for field in ("spending_cap_usd", "run_max_cost_usd"):
+                if data.get(field) is not None:
+                    self.add_error(field, "No price is known for this model, so a money cap cannot be enforced: give "
+                                          "its input and output prices, or use the token budget per run.")
+        for field in ("context_tokens", "max_output_tokens"):
+            if data.get(field) is not None and data[field] < 256:
+                self.add_error(field, "At least 256 tokens.")
+        context, output = data.get("context_tokens"), data.get("max_output_tokens")
+        if context and output and output * 2 > context:
+            self.add_error("max_output_tokens", "At most half the context window: the trace needs the rest.")
+        return data
+
+
+def model_facts(model: str) -> dict[str, Any]:
+    """What litellm's model map knows of ``model``: context window, maximum output and prices per million tokens
+    (None for each it does not know)."""
+    from .llm import model_limits, model_prices
+
+    context, output = model_limits(model) if model else (None, None)
+    prices = model_prices(model) if model else None
+    return {"context": context, "output": output,
+            "prices": None if prices is None else (prices[0] * 1e6, prices[1] * 1e6)}
 
 
 def _outbound_url(url: str) -> str:
@@ -108,3 +160,22 @@ class CampaignForm(forms.Form):
     max_replays = forms.IntegerField(min_value=1, max_value=1_000_000, required=False)
     max_tokens = forms.IntegerField(min_value=1, required=False)
     max_cost = forms.DecimalField(min_value=0, max_digits=10, decimal_places=4, required=False, label="Max cost ($)")
+
+    def __init__(self, *args: Any, project: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.project = project
+
+    def clean_max_cost(self) -> Any:
+        # The model form's rule: a money cap on a model nobody can price would never trigger (its calls cost $0 as
+        # far as anyone knows), so it is refused instead of promised. Without a model nothing can be spent.
+        value = self.cleaned_data.get("max_cost")
+        if value is None or self.project is None:
+            return value
+        row = ProjectLlmSettings.objects.filter(project=self.project).first()
+        if row is None or not row.model:
+            return value
+        priced = row.input_price_per_mtok is not None and row.output_price_per_mtok is not None
+        if not priced and model_facts(row.model)["prices"] is None:
+            raise forms.ValidationError(f"No price is known for the project's model ({row.model}), so a money cap "
+                                        "cannot be enforced: give its prices on the model page, or use Max tokens.")
+        return value

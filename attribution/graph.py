@@ -183,3 +183,85 @@ def agent_graph(trace: TraceView) -> dict:
               "count": handovers[a, b] + addressed[a, b]}
              for a, b in sorted({*handovers, *addressed}, key=lambda p: (names.index(p[0]), names.index(p[1])))]
     return {"nodes": [{"agent": name, "steps": steps.get(name, 0)} for name in names], "edges": edges}
+
+
+# --- drawing the agent graph (server-side SVG; the template only draws what is laid out here) ---------------------
+
+LABEL_LINE_CHARS = 16  # a node's name wraps onto two lines of this many characters, then is abbreviated with "…"
+MAX_DRAWN_AGENTS = 24  # past this the circle is unreadable; the rest are named in the legend as "+N more"
+
+
+_LABEL_PIECE = re.compile(r".+?(?:[\s_\-]+|(?<=[a-z0-9])(?=[A-Z])|$)")
+
+
+def label_lines(name: str, width: int = LABEL_LINE_CHARS) -> list[str]:
+    """``name`` on at most two lines of ``width`` characters, broken after spaces, underscores or dashes and between
+    camel-case words ("MagenticOne" / "Orchestrator"), abbreviated with "…" when it does not fit (the full name is
+    the node's tooltip)."""
+    pieces = [p for p in _LABEL_PIECE.findall(name.strip()) if p] or [name]
+    lines: list[str] = []
+    current = ""
+    for i, piece in enumerate(pieces):
+        if current and len((current + piece).rstrip()) > width:
+            lines.append(current.rstrip())
+            current = ""
+            if len(lines) == 2:
+                lines[-1] = lines[-1][: width - 1].rstrip() + "…"
+                return lines
+        current += piece
+    lines.append(current.rstrip())
+    return [line if len(line) <= width else line[: width - 1].rstrip() + "…" for line in lines][:2]
+
+
+def agent_graph_layout(graph: dict, *, gold: str = "", blamed: str = "") -> dict:
+    """Positions for ``agent_graph``'s agents on a circle that grows with their number, curved arrows (so a -> b and
+    b -> a never overlap), wrapped labels and the blamed and gold agents marked. {} for fewer than two agents."""
+    import math
+
+    nodes = graph["nodes"][:MAX_DRAWN_AGENTS]
+    if len(nodes) < 2:
+        return {}
+    n = len(nodes)
+    radius = max(70, round(n * 95 / (2 * math.pi)) + 30)  # ~95 px of arc per agent keeps labels apart
+    margin_x, margin_y = 80, 52  # room for two label lines under the bottom node and beside the side ones
+    width, height = 2 * (radius + margin_x), 2 * (radius + margin_y)
+    cx, cy = width / 2, height / 2
+    if n == 2:  # two agents side by side read better than top and bottom
+        width, height, cx, cy = 2 * radius + 2 * margin_x, 150, radius + margin_x, 60
+    position = {}
+    for i, node in enumerate(nodes):
+        angle = (math.pi if n == 2 else -math.pi / 2) + 2 * math.pi * i / n
+        position[node["agent"]] = (cx + radius * math.cos(angle), cy + radius * math.sin(angle))
+    top = max((e["count"] for e in graph["edges"]), default=1) or 1
+    edges = [_curve(e, position, top) for e in graph["edges"] if e["source"] in position and e["target"] in position]
+    drawn = [{**node, "x": round(position[node["agent"]][0]), "y": round(position[node["agent"]][1]),
+              "lines": label_lines(node["agent"]), "blamed": node["agent"] == blamed, "gold": node["agent"] == gold}
+             for node in nodes]
+    return {"nodes": drawn, "edges": edges, "width": round(width), "height": round(height),
+            "hidden": len(graph["nodes"]) - n, "gold": gold, "blamed": blamed}
+
+
+NODE_RADIUS = 20
+
+
+def _curve(edge: dict, position: dict, top: int) -> dict:
+    """A quadratic curve from source to target bending to its left: the reverse edge bends the other way."""
+    import math
+
+    (x1, y1), (x2, y2) = position[edge["source"]], position[edge["target"]]
+    length = math.hypot(x2 - x1, y2 - y1) or 1
+    ux, uy = (x2 - x1) / length, (y2 - y1) / length
+    bend = min(40.0, 0.18 * length)
+    mx, my = (x1 + x2) / 2 - uy * bend, (y1 + y2) / 2 + ux * bend
+    # Start and end on the circles' rims, aimed at the control point, so the arrow head is not under the node.
+    sx, sy = _towards(x1, y1, mx, my, NODE_RADIUS + 2)
+    ex, ey = _towards(x2, y2, mx, my, NODE_RADIUS + 4)
+    return {**edge, "path": f"M{sx:.0f},{sy:.0f} Q{mx:.0f},{my:.0f} {ex:.0f},{ey:.0f}",
+            "width": round(1 + 4 * edge["count"] / top, 1)}
+
+
+def _towards(x: float, y: float, tx: float, ty: float, distance: float) -> tuple[float, float]:
+    import math
+
+    length = math.hypot(tx - x, ty - y) or 1
+    return x + (tx - x) / length * distance, y + (ty - y) / length * distance

@@ -1,16 +1,20 @@
 """The one way attribution methods reach a model.
 
-``LlmClient`` wraps a ``litellm.Router`` built from the project's settings. The Router is the only layer that
-retries provider errors (``num_retries`` with litellm's exponential backoff, ``timeout`` per attempt); nothing here
-loops around it. What this module adds on top:
+``LlmClient`` wraps a ``litellm.Router`` built from the project's settings (``timeout`` per attempt, no retries of
+its own). What this module adds on top:
 
+- Retries of rate limits, server errors, timeouts and lost connections (``num_retries``): after the server's
+  Retry-After up to ``CULPRIT_LLM_MAX_RETRY_AFTER`` seconds (default 300), else exponential backoff.
 - JSON answers checked by the method's validator; an invalid answer is sent back once with the reason, a second
   invalid one fails the call (``InvalidAnswer``).
 - A Redis response cache keyed by model, endpoint, messages and temperature. Only validated answers are stored.
 - Accounting: one ``LlmCall`` row per request or cache hit (tokens, cost, latency, error; never the prompt or the
-  key), running totals the methods copy into their result, and the project's spending cap, checked before every
-  request that would cost money.
-- Context arithmetic: the model's window, token counts, and splitting a trace into windows that fit.
+  key), running totals the methods copy into their result (cache hits counted apart, never as calls), and budgets
+  (the project's spending cap, a run's or a campaign's tokens and money) checked before every request from its
+  counted prompt plus its maximum output. Prices come from the model page, else litellm's map; a model with
+  neither is capped by tokens only.
+- Context arithmetic: the model's window and maximum output (the model page, else litellm's map, else 8k), token
+  counts, and splitting a trace into windows that fit. A prompt that would not fit is never sent.
 
 The API key is decrypted only when the client is built and lives in the Router's deployment; it is scrubbed from
 every error text this module records or raises. Which key a call carries (``provider_key``): the project's own; else,
@@ -22,7 +26,9 @@ chose. Every connection litellm opens passes the outbound policy (``attribution.
 
 from __future__ import annotations
 
+import atexit
 import functools
+import gc
 import hashlib
 import json
 import logging
@@ -32,17 +38,18 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 # Set by the settings too; repeated here because importing litellm without it fetches a price map from the network.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-import litellm
 import redis
 from django.conf import settings
 from django.db.models import Sum
 
 from . import outbound, prompts
+from .lazy_import import lazy_module
 from .methods.base import MethodError, StepView, TraceView
 from .models import AttributionRun, LlmCall, ProjectLlmSettings
 
@@ -51,16 +58,42 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
+def _configure_litellm(module: ModuleType) -> None:
+    """What litellm needs once it is loaded (``lazy_import``: the first call into it, not the first page)."""
+    # litellm's own log handler writes records below WARNING to stdout, which would spoil a command's --json output:
+    # its records go to the root logger's handler (stderr, config/settings.py LOGGING) instead.
+    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
+        litellm_logger = logging.getLogger(name)
+        for handler in list(litellm_logger.handlers):
+            litellm_logger.removeHandler(handler)
+        litellm_logger.propagate = True
+    outbound.install_litellm_guard()
+    atexit.register(_quiet_aiohttp_transports)
+
+
+def _quiet_aiohttp_transports() -> None:
+    """litellm builds aiohttp transports at import for async calls we never make. Their ``__del__`` runs after the
+    interpreter has torn its globals down and prints a traceback for each ("Exception ignored in
+    LiteLLMAiohttpTransport.__del__"). At exit they hold no open session, so they are told they own none."""
+    from litellm.llms.custom_httpx.aiohttp_transport import LiteLLMAiohttpTransport
+
+    for obj in gc.get_objects():
+        if isinstance(obj, LiteLLMAiohttpTransport):
+            obj._owns_session = False
+
+
+litellm = lazy_module("litellm", after=_configure_litellm)
 # litellm prints a "Provider List" banner and debugging hints to stdout on every provider error.
 litellm.suppress_debug_info = True
-outbound.install_litellm_guard()
 
 # The Router's name for the single deployment a client talks to.
 _GROUP = "culprit-judge"
 # The answer a method asks for is one small JSON object; 1,500 tokens leave room for a long reason.
 ANSWER_TOKENS = 1500
-# When litellm's model map does not know the model (a local Ollama or vLLM model), assume an 8k window: the smallest
-# window of the chat models people run locally today, so a trace split for it fits any of them.
+# When neither the model page nor litellm's model map gives the window (a local Ollama or vLLM model), assume 8k: the
+# smallest window of the chat models people run locally today, so a trace split for it fits any of them. The model
+# page says the window is unknown and asks for it.
 FALLBACK_CONTEXT_TOKENS = 8192
 # Below this many tokens for the trace itself a window holds too little of it to judge anything.
 MIN_WINDOW_TOKENS = 256
@@ -83,7 +116,23 @@ class InvalidAnswer(MethodError):
 
 
 class BudgetExceeded(MethodError):
-    """The project's spending cap is reached; no further request is made."""
+    """A budget (the project's spending cap, a run's or a campaign's tokens or money) would be exceeded by the next
+    request; it is not made."""
+
+
+class PromptTooLong(MethodError):
+    """A prompt that, with the answer it asks for, would not fit the model's context: it is never sent."""
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One budget the client checks before each request: the ``LlmCall`` rows matching ``rows`` (cache hits left
+    out) plus the next request must stay within ``max_tokens`` and ``max_cost``."""
+
+    name: str  # "run budget", "campaign budget", "spending cap"
+    rows: dict[str, Any]
+    max_tokens: int | None = None
+    max_cost: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -137,7 +186,10 @@ class LlmClient:
                  timeout: float = 120, num_retries: int = 3, retry_after: float = 0,
                  project: Project | None = None, run: AttributionRun | None = None, trace: Trace | int | None = None,
                  method: str = "", spending_cap: Decimal | float | None = None,
-                 cache: ResponseCache | None = None, context_tokens: int | None = None) -> None:
+                 cache: ResponseCache | None = None, context_tokens: int | None = None,
+                 max_output_tokens: int | None = None, input_price_per_mtok: Decimal | float | None = None,
+                 output_price_per_mtok: Decimal | float | None = None, limits: Sequence[Limit] = (),
+                 campaign_id: int | None = None) -> None:
         if not model:
             raise MethodError("no model given")
         self.model, self.api_base, self.temperature = model, api_base, temperature
@@ -148,6 +200,15 @@ class LlmClient:
         self.spending_cap = Decimal(str(spending_cap)) if spending_cap is not None else None
         self.cache = cache
         self._context_override = context_tokens
+        self._output_override = max_output_tokens
+        self.num_retries = num_retries
+        self.campaign_id = campaign_id
+        # Prices given on the model page win over litellm's map; a model with neither has no known price.
+        self.prices = (None if input_price_per_mtok is None or output_price_per_mtok is None
+                       else (float(input_price_per_mtok) / 1e6, float(output_price_per_mtok) / 1e6))
+        self.limits = list(limits)
+        if self.spending_cap is not None and self.project_id is not None:
+            self.limits.append(Limit("spending cap", {"project_id": self.project_id}, max_cost=self.spending_cap))
         api_key = provider_key(model=model, api_base=api_base, project_key=api_key)
         if api_base:
             try:
@@ -157,20 +218,24 @@ class LlmClient:
         self._secret = "" if api_key == NO_KEY else api_key
         self._json_mode = _supports_json_mode(model)
         self.totals = Usage()
-        # The Router retries (num_retries, exponential backoff from litellm's INITIAL_RETRY_DELAY, at least
-        # retry_after seconds apart) and times out each attempt. Cooldowns are off: with one deployment a cooldown
-        # would turn the next trace's call into "no deployments available" instead of trying the provider again.
+        self._delivered = 0  # attempts of the last request that reached the server (``_send``)
+        # The Router times out each attempt; retries are ours (``_send``), because litellm's own ignore a
+        # Retry-After over 60 s. Cooldowns are off: with one deployment a cooldown would turn the next trace's call
+        # into "no deployments available" instead of trying the provider again.
+        self.retry_after = retry_after
         self.router = litellm.Router(
             model_list=[{"model_name": _GROUP, "litellm_params": {
                 "model": model, "api_key": api_key, "api_base": api_base or None, "timeout": timeout,
-                "drop_params": True}}],
-            num_retries=num_retries, retry_after=retry_after, timeout=timeout, disable_cooldowns=True,
+                "drop_params": True, "max_retries": 0}}],
+            num_retries=0, timeout=timeout, disable_cooldowns=True,
         )
 
     @classmethod
     def for_project(cls, project: Project, *, run: AttributionRun | None = None, trace: Trace | int | None = None,
-                    method: str = "") -> LlmClient:
-        """A client for the project's model settings; a run that fixed its own model keeps it."""
+                    method: str = "", extra_limits: Sequence[Limit] = (),
+                    campaign_id: int | None = None) -> LlmClient:
+        """A client for the project's model settings; a run that fixed its own model keeps it. The run's budget
+        (model page) is checked before each request, with ``extra_limits`` (a campaign's) beside it."""
         from .crypto import DecryptionError, decrypt
 
         row = ProjectLlmSettings.objects.filter(project=project).first() or ProjectLlmSettings(project=project)
@@ -182,9 +247,15 @@ class LlmClient:
             key = decrypt(row.api_key_encrypted) if row.api_key_encrypted else ""
         except DecryptionError as exc:
             raise MethodError(f"the project's API key cannot be used: {exc}") from None
+        limits = list(extra_limits)
+        if run is not None and (row.run_max_tokens or row.run_max_cost_usd is not None):
+            limits.append(Limit("run budget", {"run_id": run.pk}, row.run_max_tokens, row.run_max_cost_usd))
         return cls(model=model, api_base=row.api_base, api_key=key, temperature=row.temperature,
                    timeout=row.timeout_seconds, num_retries=row.max_retries, project=project, run=run, trace=trace,
-                   method=method, spending_cap=row.spending_cap_usd, cache=cache_from_settings())
+                   method=method, spending_cap=row.spending_cap_usd, cache=cache_from_settings(),
+                   context_tokens=row.context_tokens, max_output_tokens=row.max_output_tokens,
+                   input_price_per_mtok=row.input_price_per_mtok, output_price_per_mtok=row.output_price_per_mtok,
+                   limits=limits, campaign_id=campaign_id)
 
     def __repr__(self) -> str:  # never the key
         return f"LlmClient(model={self.model!r}, api_base={self.api_base!r})"
@@ -222,39 +293,94 @@ class LlmClient:
         started = time.monotonic()
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             return _Reply(hit["text"], 0, 0, 0.0, _ms(started), cached=True, cache_key=key)
-        self._check_budget()
+        answer_tokens = self.answer_tokens()
+        prompt_tokens = self.count_message_tokens(messages)
+        if prompt_tokens + answer_tokens > self.context_tokens():
+            raise PromptTooLong(f"the prompt for {purpose} ({prompt_tokens} tokens, with {answer_tokens} for the "
+                                f"answer) does not fit the context of {self.model} ({self.context_tokens()} tokens)")
+        self._check_budget(prompt_tokens, answer_tokens)
         extra: dict[str, Any] = {"response_format": {"type": "json_object"}} if self._json_mode else {}
         try:
-            response = self.router.completion(model=_GROUP, messages=messages, temperature=self.temperature,
-                                              max_tokens=ANSWER_TOKENS, **extra)
-        except Exception as exc:  # every provider failure, after the Router's own retries
+            response = self._send(messages=messages, temperature=self.temperature, max_tokens=answer_tokens, **extra)
+        except Exception as exc:  # every provider failure, after our retries
             error = self._describe_failure(exc)
-            self._record(purpose, _Reply("", 0, 0, 0.0, _ms(started), False, key), ok=False, error=error)
+            self._record_failure(purpose, prompt_tokens, started, key, error)
             raise MethodError(f"the model provider failed for {purpose} ({self.model}): {error}") from None
         text = (response.choices[0].message.content or "") if response.choices else ""
         usage = getattr(response, "usage", None)
         input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
-        return _Reply(text, input_tokens, output_tokens, self._cost(response), _ms(started), cached=False,
-                      cache_key=key)
+        return _Reply(text, input_tokens, output_tokens, self._cost(response, input_tokens, output_tokens),
+                      _ms(started), cached=False, cache_key=key)
 
-    def _cost(self, response: Any) -> float:
+    def _send(self, **params: Any) -> Any:
+        """One request through the Router, retried ``num_retries`` times on rate limits, server errors, timeouts and
+        lost connections: after the server's Retry-After when it gives one no longer than
+        ``CULPRIT_LLM_MAX_RETRY_AFTER`` (default 300 s), else with exponential backoff (1 s, 2 s, 4 s … at most 30 s,
+        at least the client's ``retry_after``)."""
+        self._delivered = 0
+        for attempt in range(self.num_retries + 1):
+            try:
+                return self.router.completion(model=_GROUP, **params)
+            except Exception as exc:
+                # The server read this attempt's prompt unless the connection was refused or never made.
+                self._delivered += _reached_server(exc)
+                if not isinstance(exc, _retryable()):
+                    raise
+                if attempt >= self.num_retries or _outbound_refusal(exc) is not None:
+                    raise
+                wait = max(retry_wait(exc, attempt=attempt), self.retry_after)
+                logger.warning("llm request failed (%s), retry %d/%d in %.1f s", type(exc).__name__, attempt + 1,
+                               self.num_retries, wait)
+                time.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _record_failure(self, purpose: str, prompt_tokens: int, started: float, key: str, error: str) -> None:
+        """A request that failed at the provider still sent its prompt (once per attempt that reached the server):
+        those tokens are recorded, counted locally since no usage came back, and the row says they are an estimate
+        (``LlmCall`` has no field for it). No cost: providers do not bill a failed request."""
+        sent = prompt_tokens * self._delivered
+        note = f"; {sent:,} prompt tokens counted locally (estimated)" if sent else ""
+        self._record(purpose, _Reply("", sent, 0, 0.0, _ms(started), False, key), ok=False, error=error + note)
+
+    def _cost(self, response: Any, input_tokens: int, output_tokens: int) -> float:
+        if self.prices is not None:
+            return input_tokens * self.prices[0] + output_tokens * self.prices[1]
         try:
             return float(litellm.completion_cost(completion_response=response, model=self.model) or 0.0)
         except Exception:  # a model litellm has no price for (local models, custom endpoints) costs nothing known
             return 0.0
 
-    def _check_budget(self) -> None:
-        # Concurrent workers of one project may each pass this check with one request in flight, so the cap can be
-        # overshot by at most one request per worker; a lock per project would serialise every call for that.
-        if self.spending_cap is None or self.project_id is None:
-            return
-        spent = LlmCall.objects.filter(project_id=self.project_id).aggregate(total=Sum("cost"))["total"] or Decimal(0)
-        if spent >= self.spending_cap:
-            raise BudgetExceeded(f"spending cap of {_usd(self.spending_cap)} reached ({_usd(spent)} spent)")
+    def unit_prices(self) -> tuple[float, float] | None:
+        """Dollars per input and per output token: the model page's prices, else litellm's, else None (unknown)."""
+        return self.prices if self.prices is not None else model_prices(self.model)
+
+    def _check_budget(self, prompt_tokens: int, answer_tokens: int) -> None:
+        """Refuse the request when it could take any budget past its limit: its counted prompt plus the most it may
+        answer. A model with no known price is capped by tokens only (its money spent is unknown, recorded as 0)."""
+        # Concurrent workers may each pass this check with one request in flight, so a budget can be overshot by at
+        # most one request per worker; a lock per project would serialise every call for that.
+        prices = self.unit_prices()
+        need_tokens = prompt_tokens + answer_tokens
+        need_cost = Decimal(str(round(prompt_tokens * prices[0] + answer_tokens * prices[1], 6))) if prices else None
+        for limit in self.limits:
+            spent = LlmCall.objects.filter(cached=False, **limit.rows).aggregate(
+                tokens=Sum("input_tokens") + Sum("output_tokens"), cost=Sum("cost"))
+            tokens, cost = int(spent["tokens"] or 0), spent["cost"] or Decimal(0)
+            if limit.max_tokens is not None and tokens + need_tokens > limit.max_tokens:
+                raise BudgetExceeded(f"{limit.name} of {limit.max_tokens:,} tokens reached ({tokens:,} used, the next "
+                                     f"request may take {need_tokens:,})")
+            if limit.max_cost is None:
+                continue
+            if cost >= limit.max_cost:
+                raise BudgetExceeded(f"{limit.name} of {_usd(limit.max_cost)} reached ({_usd(cost)} spent)")
+            if need_cost is not None and cost + need_cost > limit.max_cost:
+                raise BudgetExceeded(f"{limit.name} of {_usd(limit.max_cost)} reached ({_usd(cost)} spent, the next "
+                                     f"request may cost {_usd(need_cost)})")
 
     def _record(self, purpose: str, reply: _Reply, *, ok: bool, error: str) -> None:
-        self.totals = Usage(self.totals.calls + 1, self.totals.cached_calls + reply.cached,
+        # A cache hit is no call: it is counted apart (cached_calls) and costs nothing.
+        self.totals = Usage(self.totals.calls + (not reply.cached), self.totals.cached_calls + reply.cached,
                             self.totals.input_tokens + reply.input_tokens,
                             self.totals.output_tokens + reply.output_tokens, self.totals.cost + reply.cost)
         logger.info("llm call method=%s purpose=%r model=%s ok=%s cached=%s tokens=%d+%d cost=%.6f latency_ms=%d%s",
@@ -263,7 +389,8 @@ class LlmClient:
         if self.project_id is None:
             return
         LlmCall.objects.create(
-            project_id=self.project_id, run_id=self.run_id, trace_id=self.trace_id, method=self.method[:40],
+            project_id=self.project_id, run_id=self.run_id, trace_id=self.trace_id, campaign_id=self.campaign_id,
+            method=self.method[:40],
             purpose=purpose[:80], model=self.model[:200], ok=ok, cached=reply.cached,
             input_tokens=reply.input_tokens, output_tokens=reply.output_tokens,
             cost=Decimal(str(round(reply.cost, 6))), latency_ms=reply.latency_ms, error=error[:2000],
@@ -307,19 +434,52 @@ class LlmClient:
     # --- context arithmetic ------------------------------------------------------------------------------------------
 
     def context_tokens(self) -> int:
-        if self._context_override:
-            return self._context_override
-        try:
-            info = litellm.get_model_info(self.model)
-        except Exception:  # not in litellm's map
-            return FALLBACK_CONTEXT_TOKENS
-        return int(info.get("max_input_tokens") or info.get("max_tokens") or FALLBACK_CONTEXT_TOKENS)
+        """The model page's context window, else litellm's, else the 8k fallback."""
+        return self._context_override or model_limits(self.model)[0] or FALLBACK_CONTEXT_TOKENS
+
+    def answer_tokens(self) -> int:
+        """``max_tokens`` of every request: the model page's maximum output, else ANSWER_TOKENS, never more than
+        the model's own maximum output (litellm's map) or a quarter of its context."""
+        if self._output_override:
+            return self._output_override
+        known = model_limits(self.model)[1]
+        return max(64, min(ANSWER_TOKENS, known or ANSWER_TOKENS, self.context_tokens() // 4))
 
     def count_tokens(self, text: str) -> int:
         try:
             return int(litellm.token_counter(model=self.model, text=text))
         except Exception:  # no tokenizer for this model: ~4 characters a token in English prose
             return len(text) // 4 + 1
+
+    def count_message_tokens(self, messages: list[dict[str, str]]) -> int:
+        """The prompt's tokens as the chat template counts them (a few per message besides the text)."""
+        try:
+            return int(litellm.token_counter(model=self.model, messages=messages))
+        except Exception:  # no tokenizer for this model
+            return sum(self.count_tokens(m["content"]) + 4 for m in messages) + 3
+
+    def ping(self, *, purpose: str = "test connection") -> dict[str, Any]:
+        """One tiny request (at most 8 tokens of answer): the model's answer, latency and error, for the model
+        page's "Test connection". Recorded like any call; never cached."""
+        messages = [{"role": "user", "content": "Reply with the single word: ready"}]
+        started = time.monotonic()
+        try:
+            self._check_budget(self.count_message_tokens(messages), 8)
+            response = self._send(messages=messages, temperature=0.0, max_tokens=8)
+        except BudgetExceeded as exc:
+            return {"ok": False, "answer": "", "latency_ms": 0, "error": str(exc)}
+        except Exception as exc:  # every provider failure
+            error = self._describe_failure(exc)
+            self._record_failure(purpose, self.count_message_tokens(messages), started, "", error)
+            return {"ok": False, "answer": "", "latency_ms": _ms(started), "error": error}
+        text = (response.choices[0].message.content or "") if response.choices else ""
+        usage = getattr(response, "usage", None)
+        tokens_in = int(getattr(usage, "prompt_tokens", 0) or 0)
+        tokens_out = int(getattr(usage, "completion_tokens", 0) or 0)
+        reply = _Reply(text, tokens_in, tokens_out, self._cost(response, tokens_in, tokens_out), _ms(started), False,
+                       "")
+        self._record(purpose, reply, ok=True, error="")
+        return {"ok": True, "answer": text[:500], "latency_ms": reply.latency_ms, "error": ""}
 
     def budget(self, reserve: int) -> int:
         """Tokens left for the trace once ``reserve`` (instructions, task, answer) is set aside."""
@@ -378,11 +538,28 @@ class LlmClient:
         density = max(1.0, sum(len(s.content) for s in steps) / max(1, self.count_tokens("\n".join(whole))))
         target = int(room * density * 0.9)
         cap = _water_level([len(s.content) for s in steps], target)
-        while True:
+        while cap > 32:
             rendered = [prompts.render_step(s, max_chars=cap) for s in steps]
-            if self.count_tokens("\n".join(rendered)) <= room or cap <= 32:
+            if self.count_tokens("\n".join(rendered)) <= room:
                 return rendered, True
             cap = int(cap * 0.8)
+        # Too many steps for even their heads: every step keeps 32 characters, and steps are left out from the
+        # middle of the list (a note says which) until the rest fits. Never longer than ``room``.
+        rendered = [prompts.render_step(s, max_chars=32) for s in steps]
+        if self.count_tokens("\n".join(rendered)) <= room:
+            return rendered, True
+        return self._leave_out_middle(steps, rendered, room), True
+
+    def _leave_out_middle(self, steps: Sequence[StepView], rendered: list[str], room: int) -> list[str]:
+        sizes = [self.count_tokens(r) + 1 for r in rendered]
+        for keep in range(len(steps) - 1, -1, -1):
+            head, tail = (keep + 1) // 2, keep // 2
+            gone = steps[head:len(steps) - tail]
+            note = (f"[steps {gone[0].index} to {gone[-1].index} ({len(gone)} steps) are not shown: the segment is "
+                    "too long for the model's context]")
+            if sum(sizes[:head]) + sum(sizes[len(steps) - tail:]) + self.count_tokens(note) <= room:
+                return [*rendered[:head], note, *rendered[len(steps) - tail:]]
+        raise PromptTooLong(f"not even a note about the {len(steps)} steps fits in {room} tokens")
 
 
 # --- the cache --------------------------------------------------------------------------------------------------------
@@ -481,6 +658,97 @@ def first_json_object(text: str) -> dict[str, Any]:
             return value
         start = text.find("{", start + 1)
     raise ValueError(f"the answer holds no JSON object: {text[:200]!r}")
+
+
+def _mapped_info(model: str) -> dict[str, Any] | None:
+    """litellm's model map entry for ``model``, None when it has none. A Router registers an empty entry for every
+    model it does not know, which get_model_info then reports as free with no window: that is not knowledge."""
+    if litellm.model_cost.get(model) == {}:
+        return None
+    try:
+        return dict(litellm.get_model_info(model))
+    except Exception:  # not in litellm's map
+        return None
+
+
+def model_limits(model: str) -> tuple[int | None, int | None]:
+    """(context window, maximum output) from litellm's model map, None where it does not know."""
+    info = _mapped_info(model)
+    if info is None:
+        return None, None
+    context = info.get("max_input_tokens") or info.get("max_tokens")
+    return (int(context) if context else None,
+            int(info["max_output_tokens"]) if info.get("max_output_tokens") else None)
+
+
+def model_prices(model: str) -> tuple[float, float] | None:
+    """Dollars per input and output token from litellm's model map, None when it has no price for the model."""
+    raw = litellm.model_cost.get(model)
+    if raw is not None and (raw.get("input_cost_per_token") is None or raw.get("output_cost_per_token") is None):
+        return None  # registered under its own name without a price (a Router does that for models it does not know)
+    if (info := _mapped_info(model)) is None:
+        return None
+    cost_in, cost_out = info.get("input_cost_per_token"), info.get("output_cost_per_token")
+    return None if cost_in is None or cost_out is None else (float(cost_in), float(cost_out))
+
+
+# The failures worth another attempt: rate limits, the server's own errors, timeouts and lost connections.
+def _retryable() -> tuple[type[BaseException], ...]:  # a function, so importing this module does not load litellm
+    return (litellm.RateLimitError, litellm.InternalServerError, litellm.ServiceUnavailableError,
+            litellm.APIConnectionError, litellm.Timeout)
+
+
+def _reached_server(exc: BaseException) -> bool:
+    """Whether a failed attempt's request reached the server: an HTTP error answer or a timeout waiting for one; not
+    a connection that failed or was refused (litellm reports those as HTTP 500 too: the cause chain tells them
+    apart), nor the outbound policy's refusal."""
+    import httpx
+
+    seen: BaseException | None = exc
+    for _ in range(12):
+        if seen is None:
+            break
+        if isinstance(seen, (outbound.OutboundRefused, httpx.ConnectError, httpx.ConnectTimeout, ConnectionError)):
+            return False
+        seen = seen.__cause__ or seen.__context__
+    return isinstance(getattr(exc, "status_code", None), int) or isinstance(exc, litellm.Timeout)
+
+
+def retry_wait(exc: BaseException, *, attempt: int) -> float:
+    """Seconds before retry ``attempt + 1``: the server's Retry-After when it is at most
+    ``CULPRIT_LLM_MAX_RETRY_AFTER`` (default 300 s), else exponential backoff (1, 2, 4 … 30 s)."""
+    limit = float(getattr(settings, "CULPRIT_LLM_MAX_RETRY_AFTER", None)
+                  or os.environ.get("CULPRIT_LLM_MAX_RETRY_AFTER") or 300)
+    asked = retry_after_seconds(exc)
+    return asked if asked is not None and asked <= limit else min(30.0, 2.0 ** attempt)
+
+
+def retry_after_seconds(exc: BaseException) -> float | None:
+    """The Retry-After a provider sent with its error (seconds, or an HTTP date), None when it sent none."""
+    headers: Any = getattr(exc, "litellm_response_headers", None)
+    response = getattr(exc, "response", None)
+    if not headers and response is not None:
+        headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    value = headers.get("retry-after-ms")
+    if value is not None:
+        try:
+            return max(0.0, float(value) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
 
 
 def _supports_json_mode(model: str) -> bool:

@@ -26,6 +26,15 @@ class ProjectLlmSettings(models.Model):
     timeout_seconds = models.PositiveIntegerField(default=120)
     max_retries = models.PositiveSmallIntegerField(default=3)
     spending_cap_usd = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True)
+    # What the model can take and what it costs. Empty: litellm's model map when it knows the model, else unknown
+    # (the page says so; the context then falls back to 8k and money caps cannot be enforced, only token caps).
+    context_tokens = models.PositiveIntegerField(null=True, blank=True)
+    max_output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    input_price_per_mtok = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
+    output_price_per_mtok = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
+    # Per-run budgets, checked before every request from the prompt's counted tokens plus the maximum output.
+    run_max_tokens = models.PositiveBigIntegerField(null=True, blank=True)
+    run_max_cost_usd = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True)
     # Counterfactual replay of real traces through the team's own system (contract: attribution/replay/hook_contract.py).
     replay_hook_url = models.URLField(max_length=500, blank=True)
     replay_hook_auth_encrypted = models.TextField(blank=True)  # the full header value, e.g. "Bearer …", encrypted
@@ -136,6 +145,9 @@ class LlmCall(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="llm_calls")
     run = models.ForeignKey(AttributionRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="llm_calls")
     trace = models.ForeignKey(Trace, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # The injection campaign a fault writer's or replayer's call was made for (its budget sums these rows).
+    campaign = models.ForeignKey("InjectionCampaign", null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="llm_calls")
     method = models.CharField(max_length=40, blank=True)
     purpose = models.CharField(max_length=80, blank=True)  # "all_at_once", "step_by_step step 7", "window 2/5"…
     model = models.CharField(max_length=200)

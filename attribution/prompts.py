@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .methods.base import StepView, TraceView
+from .methods.base import ACTING_KINDS, StepView, TraceView
 from .taxonomy import CATEGORIES
 
 # Our own tags. Anything in the data that could open or close one of them is neutralised.
@@ -110,7 +110,7 @@ def task_block(trace: TraceView, with_ground_truth: bool) -> str:
 
 
 def _agents_line(trace: TraceView) -> str:
-    return ", ".join(json.dumps(a) for a in trace.agents)
+    return ", ".join(json.dumps(a) for a in trace.candidates())
 
 
 def category_menu() -> str:
@@ -270,7 +270,7 @@ def as_unit(value: object, default: float = 0.5) -> float:
 
 def check_agent(answer: Mapping[str, Any], trace: TraceView, key: str = "agent") -> str | None:
     agent = answer.get(key)
-    if not isinstance(agent, str) or agent not in trace.agents:
+    if not isinstance(agent, str) or agent not in trace.candidates():
         return f"\"{key}\" must be exactly one of {_agents_line(trace)}, got {json.dumps(agent)[:200]}"
     return None
 
@@ -280,6 +280,32 @@ def check_step(answer: Mapping[str, Any], first: int, last: int, key: str = "ste
     if step is None or not first <= step <= last:
         return f"\"{key}\" must be a step index between {first} and {last}, got {json.dumps(answer.get(key))[:200]}"
     return None
+
+
+def answerable(trace: TraceView, step: int) -> set[str]:
+    """Who can be blamed for a step: its author, and for a step that is no action (a tool's output, a message from
+    the user) the agent whose last action came before it."""
+    s = trace.steps[step]
+    names = {s.agent} if s.agent and s.kind in ACTING_KINDS else set()
+    if not names:
+        previous = next((p for p in reversed(trace.steps[:step]) if p.agent and p.kind in ACTING_KINDS), None)
+        names = {previous.agent} if previous is not None else {s.agent}
+    return names
+
+
+def check_pair(answer: Mapping[str, Any], trace: TraceView, agent_key: str = "agent", step_key: str = "step"
+               ) -> str | None:
+    """A verdict must blame the agent that wrote the blamed step (or called the tool whose output it is): "the
+    Orchestrator at step 5" when step 5 is WebSurfer's is no verdict. Unreadable values are left to the other
+    checks."""
+    step, agent = as_int(answer.get(step_key)), answer.get(agent_key)
+    if step is None or not 0 <= step < len(trace.steps) or not isinstance(agent, str):
+        return None
+    allowed = answerable(trace, step)
+    if agent in allowed:
+        return None
+    return (f"step {step} is {' or '.join(sorted(json.dumps(a) for a in allowed))}'s, not {json.dumps(agent)[:200]}: "
+            f"name the agent that wrote the decisive step, or the step where {json.dumps(agent)[:200]} went wrong")
 
 
 def category_of(answer: Mapping[str, Any]) -> str:

@@ -25,8 +25,14 @@ def start_run_task(self, run_id: int) -> None:
             services.run_prepare(run=run)  # once, before any trace: e.g. the heuristic's calibrated priors
         done = set(Verdict.objects.filter(run=run).values_list("trace_id", flat=True))
         missing = [t for t in run.trace_ids if t not in done]
-        for start in range(0, len(missing), FAN_OUT_CHUNK):
-            group(attribute_trace_task.s(run_id, t) for t in missing[start:start + FAN_OUT_CHUNK]).apply_async()
+        if services.is_offline(run):  # batches of traces: one task, one transaction, one run-row update each
+            size = services.offline_batch_size(len(missing))
+            batches = [missing[i:i + size] for i in range(0, len(missing), size)]
+            for start in range(0, len(batches), FAN_OUT_CHUNK):
+                group(attribute_traces_task.s(run_id, b) for b in batches[start:start + FAN_OUT_CHUNK]).apply_async()
+        else:
+            for start in range(0, len(missing), FAN_OUT_CHUNK):
+                group(attribute_trace_task.s(run_id, t) for t in missing[start:start + FAN_OUT_CHUNK]).apply_async()
         if not missing:
             services.run_execute_inline(run=run)  # nothing left: just close it
     except TRANSIENT_ERRORS as exc:
@@ -40,6 +46,19 @@ def start_run_task(self, run_id: int) -> None:
 def attribute_trace_task(self, run_id: int, trace_id: int) -> None:
     try:
         services.run_trace(run_id=run_id, trace_id=trace_id)
+    except TRANSIENT_ERRORS as exc:
+        if self.request.retries >= MAX_RETRIES:
+            services.run_fail(run_id=run_id, reason=f"the database stayed unavailable ({exc.__class__.__name__})")
+            return
+        raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 30)) from exc
+
+
+@shared_task(bind=True, name="attribution.attribute_traces", max_retries=MAX_RETRIES, soft_time_limit=600,
+             time_limit=660)
+def attribute_traces_task(self, run_id: int, trace_ids: list[int]) -> None:
+    """A batch of an offline method's traces (``services.OFFLINE_BATCH``); a redelivery skips the written ones."""
+    try:
+        services.run_traces(run_id=run_id, trace_ids=trace_ids)
     except TRANSIENT_ERRORS as exc:
         if self.request.retries >= MAX_RETRIES:
             services.run_fail(run_id=run_id, reason=f"the database stayed unavailable ({exc.__class__.__name__})")

@@ -18,6 +18,47 @@ class Category:
     label: str
     family: str  # agent_error_taxonomy, mast, trail
     group: str
+    # What a person reads on a page ("Action: did something other than it planned (misalignment)"); ``label`` is the
+    # taxonomy's own wording, which the LLM prompts quote.
+    name: str = ""
+
+
+# Plain-language names for every category, read by people on the review, verdict and schema pages, each ending in the
+# taxonomy's own term so annotators trained on it find it. The terms alone stay in ``label`` for the prompts.
+_HUMAN = {
+    "memory.over_simplification": "Memory: over-simplified what it knew (over-simplification)",
+    "memory.retrieval_failure": "Memory: missed information it had (retrieval failure)",
+    "memory.hallucination": "Memory: stated something it never saw (hallucination)",
+    "reflection.progress_misjudgement": "Reflection: misjudged how far the task had got (progress misjudgement)",
+    "reflection.outcome_misinterpretation": "Reflection: misread the result of an action (outcome misinterpretation)",
+    "reflection.causal_misattribution": "Reflection: blamed the wrong cause (causal misattribution)",
+    "reflection.hallucination": "Reflection: imagined a result (hallucination)",
+    "planning.constraint_ignorance": "Planning: ignored a constraint of the task (constraint ignorance)",
+    "planning.impossible_action": "Planning: planned an impossible action",
+    "planning.inefficient_plan": "Planning: wasteful plan (inefficient plan)",
+    "action.misalignment": "Action: did something other than it planned (misalignment)",
+    "action.invalid_action": "Action: invalid action",
+    "action.format_error": "Action: badly formatted action (format error)",
+    "action.parameter_error": "Action: wrong parameters (parameter error)",
+    "system.step_limit": "System: ran out of steps (step limit)",
+    "system.tool_execution_error": "System: a tool failed (tool execution error)",
+    "system.llm_limit": "System: hit a model limit: context, rate or refusal (LLM limit)",
+    "system.environment_error": "System: the environment failed (environment error)",
+    "mast.1.1": "Disobeyed the task specification (MAST 1.1)",
+    "mast.1.2": "Stepped out of its role (MAST 1.2)",
+    "mast.1.3": "Repeated a step (MAST 1.3)",
+    "mast.1.4": "Lost the conversation history (MAST 1.4)",
+    "mast.1.5": "Did not know when to stop (MAST 1.5)",
+    "mast.2.1": "Restarted the conversation (MAST 2.1)",
+    "mast.2.2": "Did not ask for clarification (MAST 2.2)",
+    "mast.2.3": "Drifted off the task (MAST 2.3)",
+    "mast.2.4": "Withheld information (MAST 2.4)",
+    "mast.2.5": "Ignored another agent's input (MAST 2.5)",
+    "mast.2.6": "Acted against its own reasoning (MAST 2.6)",
+    "mast.3.1": "Stopped too early (MAST 3.1)",
+    "mast.3.2": "Did not check the result, or only partly (MAST 3.2)",
+    "mast.3.3": "Checked the result wrongly (MAST 3.3)",
+}
 
 
 _AGENT_ERROR_TAXONOMY = {
@@ -54,6 +95,15 @@ def _slug(text: str) -> str:
 
 def _build() -> dict[str, Category]:
     out: dict[str, Category] = {}
+    for code, category in _build_labels().items():
+        # TRAIL's category names are already plain English ("TRAIL: Tool Selection Errors").
+        out[code] = Category(category.code, category.label, category.family, category.group,
+                             _HUMAN.get(code, category.label))
+    return out
+
+
+def _build_labels() -> dict[str, Category]:
+    out: dict[str, Category] = {}
     for module, types in _AGENT_ERROR_TAXONOMY.items():
         for kind in types:
             code = f"{module}.{_slug(kind)}"
@@ -78,9 +128,22 @@ def label(code: str) -> str:
     return category.label if category else code
 
 
+def human_name(code: str) -> str:
+    """What a person reads for a category code; an unknown code (an old or foreign one) still reads as words:
+    'tool.bad_call' -> 'Tool: bad call', never the raw id."""
+    category = CATEGORIES.get(code)
+    if category:
+        return category.name
+    if not code:
+        return ""
+    head, _, tail = code.partition(".")
+    words = tail.replace("_", " ").replace(".", " ").strip()
+    return f"{head.replace('_', ' ').capitalize()}: {words}" if words else head.replace("_", " ").capitalize()
+
+
 def is_known(code: str) -> bool:
     return code in CATEGORIES
 
 
 def choices(family: str | None = None) -> list[tuple[str, str]]:
-    return [(c.code, c.label) for c in CATEGORIES.values() if family is None or c.family == family]
+    return [(c.code, c.name) for c in CATEGORIES.values() if family is None or c.family == family]

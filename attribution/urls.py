@@ -16,6 +16,7 @@ urlpatterns = [
     path("projects/<slug:slug>/evaluation/start/", views.evaluation_start, name="evaluation_start"),
     path("projects/<slug:slug>/sandbox/", views.sandbox_generate, name="sandbox_generate"),
     path("projects/<slug:slug>/llm/", views.llm_settings, name="llm_settings"),
+    path("projects/<slug:slug>/llm/test/", views.llm_test_connection, name="llm_test_connection"),
     path("runs/<int:run_id>/", views.run_detail, name="run_detail"),
     path("projects/<slug:slug>/campaigns/", views.campaign_list, name="campaign_list"),
     path("campaigns/<int:campaign_id>/", views.campaign_detail, name="campaign_detail"),

@@ -10,7 +10,15 @@ from tracing import selectors as tracing_selectors
 from tracing.models import Membership, Role
 
 from . import selectors, services
-from .forms import CampaignForm, EvaluationForm, LlmSettingsForm, SandboxForm, StartRunForm, default_method
+from .forms import (
+    CampaignForm,
+    EvaluationForm,
+    LlmSettingsForm,
+    SandboxForm,
+    StartRunForm,
+    default_method,
+    model_facts,
+)
 from .methods import MethodError, all_methods
 from .models import AttributionRun, Injection, InjectionCampaign, ProjectLlmSettings, Verdict
 
@@ -163,8 +171,25 @@ def llm_settings(request: HttpRequest, slug: str) -> HttpResponse:
         return redirect("attribution:llm_settings", slug=slug)
     context = {"project": membership.project, "membership": membership, "form": form,
                "has_key": bool(current.api_key_encrypted), "methods": all_methods(),
-               "spent": selectors.project_spend(project=membership.project)}
+               "spent": selectors.project_spend(project=membership.project), "facts": model_facts(current.model)}
     return render(request, "attribution/llm_settings.html", context, status=400 if form.errors else 200)
+
+
+@login_required
+@require_POST
+def llm_test_connection(request: HttpRequest, slug: str) -> HttpResponse:
+    """One tiny request with the saved settings: the model's answer, latency or error (htmx swaps it in)."""
+    membership = tracing_selectors.membership_for_user(user=request.user, slug=slug)
+    if membership.role != Role.OWNER:
+        raise PermissionDenied("Only owners test the project's model settings")
+    result = services.llm_test_connection(project=membership.project)
+    template = "attribution/llm_settings.html#connection" if request.htmx else "attribution/llm_settings.html"
+    current, _ = ProjectLlmSettings.objects.get_or_create(project=membership.project)
+    context = {"project": membership.project, "membership": membership, "connection": result,
+               "form": LlmSettingsForm(instance=current), "has_key": bool(current.api_key_encrypted),
+               "methods": all_methods(), "spent": selectors.project_spend(project=membership.project),
+               "facts": model_facts(current.model)}
+    return render(request, template, context)
 
 
 @login_required
@@ -191,7 +216,7 @@ def campaign_list(request: HttpRequest, slug: str) -> HttpResponse:
     """Injection campaigns: break successful runs on purpose to manufacture labelled failures."""
     membership = tracing_selectors.membership_for_user(user=request.user, slug=slug)
     project = membership.project
-    form = CampaignForm(request.POST) if request.method == "POST" else CampaignForm()
+    form = CampaignForm(request.POST, project=project) if request.method == "POST" else CampaignForm()
     if request.method == "POST":
         _contributor(membership)
         if form.is_valid():

@@ -230,9 +230,14 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Logs go to stderr, always: stdout belongs to the commands (`--json` prints pure JSON there).
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {"django.db.backends": {"level": "WARNING"}} | {
+        # litellm logs every request at INFO through its own handler, which writes INFO to stdout; keep its
+        # warnings and errors only (attribution.llm logs one line per call itself, and drops litellm's handler).
+        name: {"level": env_str("LITELLM_LOG_LEVEL", "WARNING")} for name in ("LiteLLM", "LiteLLM Router",
+                                                                             "LiteLLM Proxy")},
 }
 
 # --- security ---------------------------------------------------------------------------------------------------

@@ -60,6 +60,7 @@ PAGES: dict[str, dict[str, dict[str, Any]]] = {
     "attribution:evaluation_start": {"POST": CONTRIBUTE},
     "attribution:sandbox_generate": {"POST": CONTRIBUTE},
     "attribution:llm_settings": {"GET": OWNER_ONLY, "POST": OWNER_WRITE},
+    "attribution:llm_test_connection": {"POST": OWNER_WRITE},
     "attribution:campaign_list": {"GET": READ, "POST": CONTRIBUTE},
     "attribution:campaign_detail": {"GET": READ, "POST": CONTRIBUTE},
     "attribution:injection_inspector": {"GET": READ},
@@ -94,6 +95,10 @@ PAGES: dict[str, dict[str, dict[str, Any]]] = {
     "annotations:export_preview": {"GET": expect(viewer=403)},
     "annotations:export_download": {"GET": expect(viewer=403)},
     "annotations:export_manifest": {"GET": expect(viewer=403)},
+    "annotations:invitations": {"GET": OWNER_ONLY, "POST": OWNER_WRITE},
+    # Anyone holding a valid link may accept it; the world's token is not one, so everybody gets 404.
+    "annotations:invitation_accept": {"GET": expect(anonymous=404, viewer=404, annotator=404, owner=404),
+                                      "POST": expect(anonymous=404, viewer=404, annotator=404, owner=404)},
     # The annotator's request (made before the owner's) deletes the export: the owner then finds it gone.
     "annotations:export_delete": {"POST": expect(viewer=403, annotator=OK, owner=frozenset({404}))},
 }
@@ -167,7 +172,7 @@ def world(make_user, make_project):  # type: ignore[no-untyped-def]
               "verdict_id": Verdict.objects.get(run=run).pk, "campaign_id": campaign.pk,
               "injection_id": Injection.objects.filter(campaign=campaign).first().pk, "job_id": job.pk,
               "queue_id": queue.pk, "item_id": leased.item_id, "annotation_id": leased.pk, "export_id": export.pk,
-              "schema_id": schema.pk, "model_id": model.pk}
+              "schema_id": schema.pk, "model_id": model.pk, "token": "no-such-invitation"}
     return {"users": users, "kwargs": kwargs, "tokens": {"own": own_token, "other": other_token}}
 
 

@@ -28,7 +28,8 @@ def test_two_workers_share_one_broker_and_split_a_run(project, celery_worker, tm
     finally:
         second.stop()
     assert done.done == len(ids) == Verdict.objects.filter(run=run).count()
-    pattern = re.compile(rb"Task attribution\.attribute_trace\[[^\]]+\] succeeded")
+    # A heuristic run goes out in batches (attribute_traces), at least eight of them whatever its size.
+    pattern = re.compile(rb"Task attribution\.attribute_traces?\[[^\]]+\] succeeded")
     first_log = celery_worker.log.read_bytes()[offset:]
     assert len(pattern.findall(second.log.read_bytes())) >= 1, "the second worker took no task"
     assert len(pattern.findall(first_log)) >= 1, "the first worker took no task"

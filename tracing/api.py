@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFilesSent
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
-from ninja import File, Form, NinjaAPI, Query, Schema, Status
+from ninja import Field, File, Form, NinjaAPI, Query, Schema, Status
 from ninja.errors import HttpError
 from ninja.files import UploadedFile
 from ninja.security import HttpBearer
@@ -24,6 +24,7 @@ from config import ratelimit
 
 from . import selectors, services
 from .formats import all_formats
+from .forms import TraceFilterForm
 from .models import ApiToken, IngestJob, Step, Trace
 
 MAX_PAGE = 500
@@ -200,9 +201,16 @@ class ErrorOut(Schema):
 
 
 class TraceQuery(Schema):
+    """Documents the parameters; they are validated by ``TraceFilterForm``, as on the web page."""
+
     q: str = ""
+    agent: str = ""
+    outcome: str = ""
     format: str = ""
     has_gold: str = ""
+    from_: str = Field("", alias="from")
+    to: str = ""
+    ordering: str = ""
     offset: int = 0
     limit: int = 50
 
@@ -272,11 +280,22 @@ def get_job(request: HttpRequest, job_id: int) -> dict[str, Any]:
     return _job(_own(IngestJob, request, job_id))
 
 
-@api.get("/traces", response=TracePage, summary="Traces of the token's project, searchable and filterable")
-def list_traces(request: HttpRequest, query: Query[TraceQuery]) -> dict[str, Any]:
+@api.get("/traces", response={200: TracePage, 400: ErrorOut},
+         summary="Traces of the token's project: full-text search, filters and sorting")
+def list_traces(request: HttpRequest, query: Query[TraceQuery]) -> Any:
+    """``q`` searches names, tasks, ids and step content; ``agent``, ``outcome``, ``format``, ``has_gold``
+    (yes/no), ``from``/``to`` (YYYY-MM-DD, the run's start) filter; ``ordering`` is one of ``imported``, ``name``,
+    ``started``, ``duration``, ``steps``, ``agents``, ``tokens``, ``outcome``, with ``-`` for descending;
+    ``has_verdict`` (yes/no) and ``verdict_vs_gold`` (differs/agrees) filter on the latest verdict. Values
+    are checked by the same form as the web page's filters: a bad one answers 400 naming the parameter."""
     offset, limit = _bounds(query.offset, query.limit)
-    filters = selectors.TraceFilters(q=query.q, has_gold=query.has_gold, source_format=query.format)
-    traces = selectors.trace_list(project=request.auth.project, filters=filters)  # type: ignore[attr-defined]
+    # The extensions' filters (attribution: has_verdict, verdict_vs_gold) come with the form; their OpenAPI entries
+    # are added by the app that registers them.
+    params = {k: v for k, v in request.GET.items() if k in TraceFilterForm.parameter_names()}
+    form = TraceFilterForm(params)
+    if not form.is_valid():
+        return Status(400, {"detail": form.error_text()})
+    traces = selectors.trace_list(project=request.auth.project, filters=form.filters())  # type: ignore[attr-defined]
     return {"count": traces.count(), "offset": offset, "limit": limit,
             "items": [_trace(t) for t in traces[offset:offset + limit]]}
 

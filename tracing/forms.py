@@ -1,11 +1,15 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 
+from . import extensions
 from .formats import all_formats
-from .models import Project, Role
+from .models import Outcome, Project, Role
+
+if TYPE_CHECKING:
+    from .selectors import TraceFilters
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -41,17 +45,78 @@ class UploadForm(forms.Form):
         self.fields["format"].choices = format_choices()
 
 
+def ordering_choices() -> list[tuple[str, str]]:
+    from .selectors import ORDERINGS
+
+    return [("", "Newest import first")] + [
+        (f"{sign}{key}", f"{key.capitalize()} {'descending' if sign else 'ascending'}")
+        for key in ORDERINGS for sign in ("", "-")]
+
+
 class TraceFilterForm(forms.Form):
-    q = forms.CharField(required=False, max_length=200, label="Search")
-    gold = forms.ChoiceField(
-        required=False, choices=[("", "Any label"), ("yes", "Has gold label"), ("no", "No gold label")]
-    )
-    format = forms.ChoiceField(required=False)
+    """The trace list's filters, in the page's URL (bookmarkable) and in ``GET /api/traces``: one form, so both
+    accept and refuse the same values with the same messages."""
+
+    q = forms.CharField(required=False, max_length=200, label="Search",
+                        help_text="Names, tasks, ids and the content of every step")
+    agent = forms.CharField(required=False, max_length=200, label="Agent")
+    outcome = forms.ChoiceField(required=False, label="Outcome", choices=[("", "Any outcome"), *Outcome.choices])
+    format = forms.ChoiceField(required=False, label="Format")
+    has_gold = forms.ChoiceField(required=False, label="Gold label", choices=[
+        ("", "Any label"), ("yes", "Has gold label"), ("no", "No gold label")])
+    ordering = forms.ChoiceField(required=False, label="Sort")
     page = forms.IntegerField(required=False, min_value=1)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if self.data.get("gold") and not self.data.get("has_gold"):  # the parameter's name in older bookmarks
+            self.data = self.data.copy()
+            self.data["has_gold"] = self.data["gold"]
         self.fields["format"].choices = [("", "Any format")] + [(f.name, f.label) for f in all_formats()]
+        self.fields["ordering"].choices = ordering_choices()
+        # "from" is a Python keyword, so these two are added here rather than declared above.
+        self.fields["from"] = forms.DateField(required=False, label="Started from", widget=DateInput())
+        self.fields["to"] = forms.DateField(required=False, label="Started until", widget=DateInput())
+        # Filters other apps add (attribution: has_verdict, verdict_vs_gold), validated like the ones above.
+        self.extension_names: list[str] = []
+        for ext in extensions.trace_list_extensions():
+            for name, field in ext.filter_fields().items():
+                self.fields[name] = field
+                self.extension_names.append(name)
+
+    @property
+    def extension_fields(self) -> list[forms.BoundField]:
+        return [self[name] for name in self.extension_names]
+
+    @classmethod
+    def parameter_names(cls) -> list[str]:
+        """Every filter parameter, the extensions' included: what ``GET /api/traces`` hands to this form."""
+        return [name for name in cls().fields if name != "page"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("from") and data.get("to") and data["from"] > data["to"]:
+            self.add_error("to", "The end of the date range must not be before its start.")
+        return data
+
+    def filters(self) -> TraceFilters:
+        """The valid fields as selector filters (call after ``is_valid()``; invalid fields are left out)."""
+        from .selectors import TraceFilters
+
+        data = self.cleaned_data
+        return TraceFilters(
+            q=data.get("q") or "", has_gold=data.get("has_gold") or "", source_format=data.get("format") or "",
+            outcome=data.get("outcome") or "", agent=(data.get("agent") or "").strip(),
+            started_from=data.get("from"), started_to=data.get("to"), ordering=data.get("ordering") or "",
+            extra={name: data[name] for name in self.extension_names if data.get(name) not in (None, "")})
+
+    def error_text(self) -> str:
+        """The errors in one sentence, naming the parameters: the API's 400 answer."""
+        return "; ".join(f"{name}: {' '.join(errors)}" for name, errors in self.errors.items())
+
+
+class DateInput(forms.DateInput):
+    input_type = "date"
 
 
 class StepJumpForm(forms.Form):

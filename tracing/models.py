@@ -387,21 +387,69 @@ class ApiToken(models.Model):
 
 
 class OtlpSpan(models.Model):
-    """A span received by the OTLP endpoint, kept so spans of one trace arriving in many requests can be merged:
-    the trace is rebuilt from all its stored spans after each request (idempotent by span id)."""
+    """A span received by the OTLP endpoint, kept so spans of one trace arriving in many requests can be merged.
+
+    Accepting writes the span's own bytes (``payload``) and the few columns the builder needs to place it; the
+    builder (``services/otlp_build.py``) turns spans with ``built`` false into steps and fills the placement columns,
+    so later spans find their parent's path, agent and step without re-reading the trace."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="otlp_spans")
     trace_id = models.CharField(max_length=64)
     span_id = models.CharField(max_length=32)
-    resource = models.JSONField(default=dict)  # {"attributes": [...]} of the resource that sent it
+    resource = models.JSONField(default=dict)  # {"attributes": {...}} of the resource that sent it
     scope = models.JSONField(default=dict)
-    span = models.JSONField()  # the span in OTLP/JSON shape
+    span = models.JSONField(null=True, blank=True)  # legacy rows (before 0009): the span in OTLP/JSON shape
     received_at = models.DateTimeField(auto_now=True)
+    # --- incremental building (migration 0009) ---
+    # The protobuf Span message as sent (PostgreSQL compresses large values itself); JSON spans stay in ``span``.
+    payload = models.BinaryField(null=True, blank=True)
+    encoding = models.PositiveSmallIntegerField(default=0)  # 0: ``span`` (OTLP/JSON), 1: ``payload`` (protobuf)
+    parent_span_id = models.CharField(max_length=32, blank=True)
+    start_ns = models.BigIntegerField(null=True, blank=True)
+    service = models.CharField(max_length=200, blank=True)  # the resource's service.name
+    error = models.BooleanField(default=False)
+    built = models.BooleanField(default=False)  # its current payload is reflected in the trace's steps
+    # Filled by the builder. ``path``: (start, span id) of every ancestor and itself, 16 bytes each, so that sorting
+    # by path is the viewer's depth-first, start-ordered step order and a subtree is a path prefix.
+    path = models.BinaryField(null=True, blank=True)
+    agent = models.CharField(max_length=200, blank=True)  # the acting agent (own, else inherited)
+    step_span = models.CharField(max_length=32, blank=True)  # nearest span (itself or above) that has steps
+    step_count = models.PositiveSmallIntegerField(default=0)  # steps built from it (0, 1 or 2)
+    shown_leaf = models.BooleanField(default=False)  # a silent leaf shown by its attributes (a child removes it)
 
     class Meta:
         constraints = [
-            # Re-sent spans replace themselves (upsert on this key); also the index behind the rebuild query.
+            # Re-sent spans replace themselves (upsert on this key); also the builder's lookups by span id.
             models.UniqueConstraint(fields=["project", "trace_id", "span_id"], name="otlpspan_unique_span"),
+        ]
+        indexes = [
+            # The builder: spans of a trace waiting for a parent that just arrived.
+            models.Index(fields=["project", "trace_id", "parent_span_id"], name="otlpspan_trace_parent"),
+            # The builder: steps after an insertion point (path range) and a re-sent span's subtree (path prefix).
+            models.Index(fields=["project", "trace_id", "path"], name="otlpspan_trace_path"),
+            # The builder: a trace's spans not built yet (a scan of the trace's rows would grow with it); the reaper:
+            # spans received long ago and still not built (their build was lost).
+            models.Index(fields=["project", "trace_id", "received_at"], condition=Q(built=False),
+                         name="otlpspan_unbuilt"),
+        ]
+
+
+class OtlpPendingBuild(models.Model):
+    """One queued build per trace: the receiver enqueues a build only when it inserts this row, the build deletes it
+    when it starts, so a burst of requests touching one trace yields one build (debounce). ``queued_at`` is the
+    heartbeat the reaper checks: a row older than any build may take lost its task, which is sent again."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    trace_id = models.CharField(max_length=64)
+    queued_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "trace_id"], name="otlppendingbuild_one_per_trace"),
+        ]
+        indexes = [
+            # The reaper: markers whose task went missing.
+            models.Index(fields=["queued_at"], name="otlppendingbuild_queued"),
         ]
 
 

@@ -28,7 +28,8 @@ from config import broker, ratelimit
 from . import services
 from .formats import TraceFormatError
 from .formats.base import check_json_depth
-from .models import ApiToken
+from .models import ApiToken, Project
+from .services import otlp
 
 PROTOBUF = "application/x-protobuf"
 
@@ -73,13 +74,14 @@ def _body(data: bytes, request: HttpRequest) -> bytes:
     return data
 
 
-def _document(data: bytes, protobuf: bool) -> dict:
+def _store(data: bytes, protobuf: bool, project: Project) -> tuple[set[str], int]:
+    """Store the request's spans: protobuf spans go straight into rows, JSON is parsed and kept as JSON."""
     if protobuf:
         message = trace_service_pb2.ExportTraceServiceRequest.FromString(data)
-        return json_format.MessageToDict(message)
+        return otlp.otlp_spans_store_protobuf(project=project, message=message)
     text = data.decode("utf-8")
     check_json_depth(text)
-    return json.loads(text)
+    return otlp.otlp_spans_store(project=project, document=json.loads(text))
 
 
 @csrf_exempt
@@ -101,8 +103,8 @@ def receive_traces(request: HttpRequest) -> HttpResponse:
         return _error(413, f"the request body is over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE // (1024 * 1024)} MB; "
                            "send fewer spans per request", protobuf)
     try:
-        document = _document(_body(body, request), protobuf)
-        trace_ids, rejected = services.otlp_spans_store(project=token.project, document=document)
+        # The spans are durable (committed) when this returns; building them into steps is the worker's job.
+        trace_ids, rejected = _store(_body(body, request), protobuf, token.project)
     except (TraceFormatError, DecodeError, UnicodeDecodeError, ValueError, zlib.error, gzip.BadGzipFile) as exc:
         return _error(400, f"not a valid OTLP trace export: {exc}", protobuf)
     if not _enqueue_rebuilds(token.project_id, trace_ids):
@@ -116,15 +118,20 @@ def receive_traces(request: HttpRequest) -> HttpResponse:
 
 
 def _enqueue_rebuilds(project_id: int, trace_ids: set[str]) -> bool:
-    """Queue one rebuild per touched trace; False when the broker could not take them. Outside a transaction (every
-    real request) they are sent now, so the answer can say so; inside one they wait for the commit."""
+    """Queue a build for each touched trace that has none waiting (debounce: a burst of requests touching one trace
+    yields one build); False when the broker could not take them. Outside a transaction (every real request) they are
+    sent now, so the answer can say so; inside one they wait for the commit."""
     from .tasks import rebuild_otlp_trace_task
 
+    marked = otlp.otlp_builds_mark(project_id=project_id, trace_ids=trace_ids)
     if transaction.get_connection().in_atomic_block:
-        for trace_id in sorted(trace_ids):
+        for trace_id in marked:
             transaction.on_commit(lambda t=trace_id: broker.send(rebuild_otlp_trace_task, project_id, t))
         return True
-    return all([broker.send(rebuild_otlp_trace_task, project_id, t) for t in sorted(trace_ids)])
+    unsent = [t for t in marked if not broker.send(rebuild_otlp_trace_task, project_id, t)]
+    if unsent:  # the exporter retries the 503; its retry must find no mark, or it would queue nothing
+        otlp.otlp_builds_unmark(project_id=project_id, trace_ids=unsent)
+    return not unsent
 
 
 def _success(rejected: int, protobuf: bool) -> HttpResponse:

@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.db.models import (
+    Count,
+    DurationField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    Max,
+    Min,
+    OuterRef,
+    QuerySet,
+    Subquery,
+    Sum,
+)
+from django.db.models.functions import Coalesce, Greatest
 from django.http import Http404
 
-from .models import ErrorLabel, GoldLabel, IngestJob, Membership, Project, Step, Trace
+from . import extensions, search, waterfall
+from .chat import Message, chat_of
+from .models import Agent, ErrorLabel, GoldLabel, IngestJob, Membership, Project, Step, StepKind, Trace
 
 
 def projects_for_user(user: AbstractBaseUser) -> QuerySet[Project]:
@@ -41,15 +57,40 @@ class TraceFilters:
     has_gold: str = ""  # "", "yes", "no"
     source_format: str = ""
     outcome: str = ""  # "", or an Outcome value
+    agent: str = ""  # an agent name, any case
+    started_from: date | None = None
+    started_to: date | None = None  # inclusive
+    ordering: str = ""  # a key of ORDERINGS, "-" for descending; "" is newest import first
+    extra: dict[str, Any] = field(default_factory=dict)  # the extensions' filters (tracing.extensions), cleaned
+
+
+# The trace list's sortable columns: public name -> annotation (added only when sorting by it or filtering on it).
+ORDERINGS = {"imported": "created_at", "name": "name", "started": "run_start", "duration": "run_duration",
+             "steps": "step_count", "agents": "agent_count", "tokens": "run_tokens", "outcome": "outcome"}
+
+
+def _step_field(field: str, index: Any) -> Subquery:
+    # A point lookup on the (trace, index) unique index per trace: linear in the number of traces, whatever their size.
+    return Subquery(Step.objects.filter(trace=OuterRef("pk"), index=index).order_by().values(field)[:1])
+
+
+def _with_run_times(traces: QuerySet[Trace]) -> QuerySet[Trace]:
+    """``run_start`` and ``run_duration`` from the first step (the root span of a span tree, which spans the run) and
+    the last one; the import time stands in for runs without times."""
+    last = OuterRef("step_count") - 1
+    traces = traces.annotate(
+        first_start=_step_field("started_at", 0), first_end=_step_field("ended_at", 0),
+        last_start=_step_field("started_at", last), last_end=_step_field("ended_at", last))
+    end = Coalesce(Greatest("first_end", "last_end", "last_start"), "first_end", "last_end", "last_start")
+    return traces.annotate(run_start=Coalesce("first_start", "created_at"),
+                           run_duration=ExpressionWrapper(end - F("first_start"), output_field=DurationField()))
 
 
 def trace_list(*, project: Project, filters: TraceFilters) -> QuerySet[Trace]:
     gold = GoldLabel.objects.filter(trace=OuterRef("pk"))
     traces = Trace.objects.filter(project=project).annotate(has_gold=Exists(gold))
     if filters.q:
-        traces = traces.filter(
-            Q(name__icontains=filters.q) | Q(question__icontains=filters.q) | Q(external_id__icontains=filters.q)
-        )
+        traces = traces.filter(search.trace_matches(filters.q))
     if filters.has_gold == "yes":
         traces = traces.filter(has_gold=True)
     elif filters.has_gold == "no":
@@ -58,7 +99,80 @@ def trace_list(*, project: Project, filters: TraceFilters) -> QuerySet[Trace]:
         traces = traces.filter(source_format=filters.source_format)
     if filters.outcome:
         traces = traces.filter(outcome=filters.outcome)
-    return traces.order_by("-created_at", "-id")
+    if filters.agent:
+        traces = traces.filter(Exists(Agent.objects.filter(trace=OuterRef("pk"), name__iexact=filters.agent)))
+    key = filters.ordering.lstrip("-")
+    if filters.started_from or filters.started_to or key in ("started", "duration"):
+        traces = _with_run_times(traces)
+    if filters.started_from:
+        traces = traces.filter(run_start__date__gte=filters.started_from)
+    if filters.started_to:
+        traces = traces.filter(run_start__date__lte=filters.started_to)
+    if key == "tokens":
+        tokens = (Step.objects.filter(trace=OuterRef("pk")).order_by().values("trace")
+                  .annotate(n=Sum(Coalesce("input_tokens", 0) + Coalesce("output_tokens", 0))).values("n"))
+        traces = traces.annotate(run_tokens=Coalesce(Subquery(tokens), 0))
+    for ext in extensions.trace_list_extensions():
+        traces = ext.annotate(traces, filters.extra)
+    if key not in ORDERINGS:
+        return traces.order_by("-created_at", "-id")
+    field = F(ORDERINGS[key])
+    direction = field.desc(nulls_last=True) if filters.ordering.startswith("-") else field.asc(nulls_last=True)
+    return traces.order_by(direction, "-id")
+
+
+@dataclass
+class TraceRowFacts:
+    started: Any = None
+    duration_ms: float | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float | None = None
+    agents: list[str] = field(default_factory=list)
+    gold: GoldLabel | None = None
+    hit: int | None = None  # the first step matching the search
+    cells: list[extensions.Cell] = field(default_factory=list)  # the extensions' columns (latest verdict)
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+def trace_row_facts(*, traces: list[Trace], q: str = "") -> None:
+    """Attach ``trace.facts`` (times, tokens, cost, agent names, latest gold label, first search hit, the extensions'
+    cells) to one page of the trace list, with a fixed number of queries for the whole page: never one per row."""
+    ids = [t.pk for t in traces]
+    facts = {pk: TraceRowFacts() for pk in ids}
+    # order_by(): Step's default ordering ("trace", "index") would join Trace and split the groups.
+    times = (Step.objects.filter(trace_id__in=ids).order_by().values("trace_id")
+             .annotate(start=Min("started_at"), end=Max("ended_at"), last=Max("started_at"),
+                       tin=Sum("input_tokens"), tout=Sum("output_tokens")))
+    for row in times:
+        f = facts[row["trace_id"]]
+        end = max(filter(None, [row["end"], row["last"]]), default=None)
+        f.started, f.input_tokens, f.output_tokens = row["start"], row["tin"] or 0, row["tout"] or 0
+        if f.started and end:
+            f.duration_ms = (end - f.started).total_seconds() * 1000
+    for trace_id, cost in waterfall.llm_costs(Step.objects.filter(trace_id__in=ids)).items():
+        facts[trace_id].cost = cost
+    for trace_id, name in Agent.objects.filter(trace_id__in=ids).order_by("position", "id").values_list("trace_id",
+                                                                                                        "name"):
+        facts[trace_id].agents.append(name)
+    for label in GoldLabel.objects.filter(trace_id__in=ids).order_by("created_at", "id"):
+        facts[label.trace_id].gold = label  # the latest wins
+    if q:
+        for trace_id, index in search.first_hits(q, ids).items():
+            facts[trace_id].hit = index
+    for trace_id, cells in extensions.trace_list_cells(list(traces)).items():
+        facts[trace_id].cells = cells
+    for trace in traces:
+        trace.facts = facts[trace.pk]  # type: ignore[attr-defined]
+
+
+def agent_names(*, project: Project, limit: int = 200) -> list[str]:
+    """The project's agent names, for the agent filter's suggestions."""
+    names = Agent.objects.filter(trace__project=project).values_list("name", flat=True).distinct().order_by("name")
+    return list(names[:limit])
 
 
 def trace_counts(*, project: Project) -> dict[str, Any]:
@@ -103,12 +217,26 @@ def step_window(*, trace: Trace, page: int, per_page: int) -> StepWindow:
     page = min(max(1, page), pages)
     start = (page - 1) * per_page
     steps = list(
-        Step.objects.filter(trace=trace, index__gte=start, index__lt=start + per_page)
+        waterfall.with_span_facts(Step.objects.filter(trace=trace, index__gte=start, index__lt=start + per_page))
         .select_related("agent")
         .defer("raw")
-        .order_by("index")
+        .order_by("index")[:per_page]  # the limit keeps the planner on the (trace, index) index (see step_chats)
     )
+    waterfall.decorate(steps)
     return StepWindow(steps=steps, page=page, pages=pages, per_page=per_page, total=total)
+
+
+def step_chats(*, trace: Trace, steps: list[Step]) -> dict[int, tuple[list[Message], Any]]:
+    """The LLM calls among ``steps`` as chat, with their raw record for the raw-JSON toggle: {index: (messages,
+    raw)}. Raw JSON is read for these steps only (one query), never for a whole trace."""
+    indices = [s.index for s in steps if s.kind == StepKind.LLM_CALL]
+    if not indices:
+        return {}
+    # The range, the order and the limit keep PostgreSQL on the (trace, index) index: in a project of many short
+    # traces it otherwise guesses "index < 50" matches most rows and walks all of a 100,000-step trace (0.08 s).
+    raws = (Step.objects.filter(trace=trace, index__gte=indices[0], index__lte=indices[-1], index__in=indices)
+            .order_by("index").values_list("index", "raw")[:len(indices)])
+    return {index: (chat_of(raw), raw) for index, raw in raws}
 
 
 def error_labels_by_step(*, trace: Trace) -> tuple[dict[int, list[ErrorLabel]], list[ErrorLabel]]:
@@ -122,6 +250,42 @@ def error_labels_by_step(*, trace: Trace) -> tuple[dict[int, list[ErrorLabel]], 
         else:
             by_step.setdefault(label.step_index, []).append(label)
     return by_step, unplaced
+
+
+def gold_labels_named(*, trace: Trace) -> list[GoldLabel]:
+    """The trace's gold labels, each with ``category_name``: a person's name for its category code, from the app
+    that names categories (attribution's taxonomy), so templates never show "action.misalignment"."""
+    labels = list(trace.gold_labels.all())
+    for label in labels:
+        label.category_name = extensions.category_name(label.category)  # type: ignore[attr-defined]
+    return labels
+
+
+# The blame strip's heat levels: heat-0 (no suspicion) .. heat-5 (the blamed step), as the CSS draws them.
+BLAME_LEVELS = 5
+
+
+@dataclass
+class BlameStrip:
+    label: str
+    blamed_agent: str
+    blamed_step: int | None
+    levels: list[int] = field(default_factory=lambda: list(range(BLAME_LEVELS + 1)))
+
+
+def blame_strip(*, trace: Trace, steps: list[Step]) -> BlameStrip | None:
+    """Ask the registered provider (attribution) for the shown window's per-step scores and put each on its step as
+    ``step.blame`` (a heat level) and ``step.blame_score``; only the window's scores are read."""
+    if not steps:
+        return None
+    found = extensions.step_scores(trace, steps[0].index, steps[-1].index)
+    if found is None:
+        return None
+    for step in steps:
+        score = found.scores.get(step.index)
+        step.blame_score = score  # type: ignore[attr-defined]
+        step.blame = None if score is None else round(score * BLAME_LEVELS)  # type: ignore[attr-defined]
+    return BlameStrip(label=found.label, blamed_agent=found.blamed_agent, blamed_step=found.blamed_step)
 
 
 def page_of_step(*, index: int, per_page: int) -> int:

@@ -3,6 +3,8 @@ from __future__ import annotations
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
+from config import broker
+
 from . import services
 from .models import IngestJob
 
@@ -26,7 +28,8 @@ def ingest_file_task(self, job_id: int) -> None:
 
 @shared_task(bind=True, name="tracing.rebuild_otlp_trace", max_retries=MAX_RETRIES)
 def rebuild_otlp_trace_task(self, project_id: int, trace_id: str) -> None:
-    # Idempotent: a rebuild reads every stored span of the trace, so a re-delivery or a late duplicate is harmless.
+    # Idempotent: a build takes the spans not built yet under a per-trace lock and rolls back whole if killed, so a
+    # re-delivery or a late duplicate finds nothing to do or finishes the work.
     try:
         services.otlp_trace_rebuild(project_id=project_id, trace_id=trace_id)
     except TRANSIENT_ERRORS as exc:
@@ -38,7 +41,13 @@ def reap_jobs_task(stale_after: int | None = None) -> dict[str, int]:
     """Celery beat, every minute: re-enqueue ingest jobs whose worker vanished, fail those out of attempts."""
     from django.conf import settings
 
-    return services.ingest_jobs_reap(stale_after=stale_after or settings.CULPRIT_REAP_INGEST_AFTER)
+    from .services.otlp import otlp_builds_reap
+
+    stale_after = stale_after or settings.CULPRIT_REAP_INGEST_AFTER
+    counts = services.ingest_jobs_reap(stale_after=stale_after)
+    # OTLP builds whose task went missing (a build takes seconds; the same staleness bound is ample).
+    otlp_builds_reap(stale_after=stale_after, enqueue=lambda p, t: broker.send(rebuild_otlp_trace_task, p, t))
+    return counts
 
 
 @shared_task(name="tracing.purge_failed_uploads")

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from config import ratelimit
 
-from . import selectors, services
+from . import extensions, selectors, services, waterfall
 from .formats import all_formats
 from .forms import MemberForm, ProjectForm, StepJumpForm, TokenForm, TraceFilterForm, UploadForm
 from .models import ApiToken, Membership, Role, StepKind
@@ -44,15 +44,17 @@ def project_list(request: HttpRequest) -> HttpResponse:
 def trace_list(request: HttpRequest, slug: str) -> HttpResponse:
     membership = selectors.membership_for_user(user=request.user, slug=slug)
     form = TraceFilterForm(request.GET)
-    data = form.cleaned_data if form.is_valid() else {}
-    filters = selectors.TraceFilters(q=data.get("q", ""), has_gold=data.get("gold", ""),
-                                     source_format=data.get("format", ""))
+    form.is_valid()  # an invalid field is reported beside the form and left out; the valid ones still apply
+    filters = form.filters()
     traces = selectors.trace_list(project=membership.project, filters=filters)
-    page = Paginator(traces, TRACES_PER_PAGE).get_page(data.get("page"))
+    page = Paginator(traces, TRACES_PER_PAGE).get_page(form.cleaned_data.get("page"))
+    selectors.trace_row_facts(traces=page.object_list, q=filters.q)
     context = {
         "membership": membership, "project": membership.project, "form": form, "page": page,
-        "counts": selectors.trace_counts(project=membership.project),
-        "querystring": _without_page(request),
+        "counts": selectors.trace_counts(project=membership.project), "ordering": filters.ordering,
+        "agent_names": selectors.agent_names(project=membership.project),
+        "extra_columns": extensions.trace_list_columns(),
+        "querystring": _without(request, "page"), "sort_querystring": _without(request, "page", "ordering"),
     }
     template = "tracing/trace_list.html#results" if request.htmx else "tracing/trace_list.html"
     return render(request, template, context)
@@ -100,16 +102,19 @@ def trace_detail(request: HttpRequest, trace_id: int) -> HttpResponse:
     target = data.get("step")
     page = selectors.page_of_step(index=target, per_page=per_page) if target is not None else data.get("page") or 1
     window = selectors.step_window(trace=trace, page=page, per_page=per_page)
-    gold = list(trace.gold_labels.all())
+    gold = selectors.gold_labels_named(trace=trace)
     agents = list(trace.agents.all())
     errors_by_step, unplaced_errors = selectors.error_labels_by_step(trace=trace)
+    totals = waterfall.trace_totals(trace=trace)
     context = {
+        "totals": totals, "rows": waterfall.rows(trace=trace, steps=window.steps, totals=totals),
+        "chats": selectors.step_chats(trace=trace, steps=window.steps), "root": waterfall.root_answer(trace=trace),
         "trace": trace, "project": trace.project, "membership": membership, "window": window,
         "agents": agents, "has_prompts": any(a.system_prompt for a in agents),
         "gold": gold, "gold_steps": {g.step_index for g in gold},
         "errors_by_step": errors_by_step, "unplaced_errors": unplaced_errors,
         "error_count": sum(map(len, errors_by_step.values())) + len(unplaced_errors),
-        "target": target, "kinds": StepKind,
+        "target": target, "kinds": StepKind, "blame": selectors.blame_strip(trace=trace, steps=window.steps),
     }
     template = "tracing/trace_detail.html#steps" if request.htmx else "tracing/trace_detail.html"
     return render(request, template, context)
@@ -202,7 +207,8 @@ def _render_jobs(request: HttpRequest, membership: Membership, jobs: list) -> Ht
     return render(request, "tracing/upload_batch.html#jobs", context)
 
 
-def _without_page(request: HttpRequest) -> str:
+def _without(request: HttpRequest, *names: str) -> str:
     params = request.GET.copy()
-    params.pop("page", None)
+    for name in names:
+        params.pop(name, None)
     return params.urlencode()

@@ -11,12 +11,15 @@ from .exports import (
     ExportLabel,
     agreement_for_traces,
     assign_splits,
+    export_case_count,
     export_cases,
     export_for_user,
     export_manifest,
     export_preview,
     exports_for_project,
 )
+from .invitations import invitations_open
+from .items import AGREEMENT_CHOICES, ITEM_STATUSES, ItemFilters, ItemListRow, queue_items, reference_gold
 from .queues import (
     DEFAULT_LIMIT,
     DEFAULT_THRESHOLD,
@@ -41,6 +44,7 @@ from .queues import (
 )
 
 __all__ = [
+    "AGREEMENT_CHOICES",
     "DEFAULT_LIMIT",
     "DEFAULT_THRESHOLD",
     "EVIDENCE_MAX_STEPS",
@@ -48,6 +52,9 @@ __all__ = [
     "ExportCase",
     "ExportFilters",
     "ExportLabel",
+    "ITEM_STATUSES",
+    "ItemFilters",
+    "ItemListRow",
     "ItemRow",
     "LABEL_PRIORITY",
     "MAX_LIMIT",
@@ -57,11 +64,13 @@ __all__ = [
     "agreement_report",
     "annotation_for_user",
     "assign_splits",
+    "export_case_count",
     "export_cases",
     "export_for_user",
     "export_manifest",
     "export_preview",
     "exports_for_project",
+    "invitations_open",
     "item_for_user",
     "judge_vs_human",
     "label_context",
@@ -71,7 +80,9 @@ __all__ = [
     "may_label",
     "queue_candidate_ids",
     "queue_for_user",
+    "queue_items",
     "queue_progress",
     "queues_for_project",
+    "reference_gold",
     "taxonomy_groups",
 ]

@@ -126,19 +126,54 @@ def export_cases(*, project: Project, filters: ExportFilters) -> list[ExportCase
 
 
 def _labelled_cases(project: Project, filters: ExportFilters) -> list[ExportCase]:
+    cases: dict[int, ExportCase] = {}
+    for label in _chosen_labels(project, filters).select_related("trace").iterator(chunk_size=2000):
+        if label.trace_id not in cases:  # the first label per trace is the chosen one (ordered by priority)
+            cases[label.trace_id] = _case(label)
+    return list(cases.values())
+
+
+def _chosen_labels(project: Project, filters: ExportFilters) -> QuerySet[GoldLabel]:
+    """The labels ``filters`` admit, per trace the one to export first (by LABEL_PRIORITY, then newest)."""
     labels = (GoldLabel.objects.filter(trace__project=project, source__in=filters.sources, trace__step_count__gt=0)
               .annotate(priority=SqlCase(*[When(source=s, then=Value(i)) for i, s in enumerate(LABEL_PRIORITY)],
                                          default=Value(len(LABEL_PRIORITY)), output_field=IntegerField()))
-              .select_related("trace").order_by("trace_id", "priority", "-created_at", "-id"))
+              .order_by("trace_id", "priority", "-created_at", "-id"))
     if filters.date_from:
         labels = labels.filter(trace__created_at__gte=_day_start(filters.date_from))
     if filters.date_to:
         labels = labels.filter(trace__created_at__lt=_day_start(filters.date_to) + timedelta(days=1))
-    cases: dict[int, ExportCase] = {}
-    for label in labels.iterator(chunk_size=2000):
-        if label.trace_id not in cases:  # the first label per trace is the chosen one (ordered by priority)
-            cases[label.trace_id] = _case(label)
-    return list(cases.values())
+    return labels
+
+
+@dataclass
+class _CountedCase:
+    """What the builder's preview needs of a case: its identity (for the split), steps and label source. The
+    builder asks on every filter change, so it never loads the traces' questions, answers and metadata."""
+
+    trace_id: int
+    name: str
+    external_id: str
+    step_count: int
+    source: str
+    split: str = "train"
+
+
+def _counted_cases(project: Project, filters: ExportFilters) -> list[_CountedCase]:
+    rows = _chosen_labels(project, filters).values_list("trace_id", "trace__name", "trace__external_id",
+                                                        "trace__step_count", "source")
+    cases: dict[int, _CountedCase] = {}
+    for trace_id, name, external_id, steps, source in rows.iterator(chunk_size=5000):
+        if trace_id not in cases:
+            cases[trace_id] = _CountedCase(trace_id, name, external_id, steps, source)
+    chosen = list(cases.values())
+    if filters.verified_only:
+        chosen = [c for c in chosen if c.source in VERIFIED_SOURCES]
+    if filters.min_agreement is not None:
+        agreement = agreement_for_traces(trace_ids=[c.trace_id for c in chosen])
+        chosen = [c for c in chosen if (a := agreement.get(c.trace_id)) is not None and a >= filters.min_agreement]
+    assign_splits(chosen, seed=filters.seed, test_percent=filters.test_percent)  # type: ignore[arg-type]
+    return chosen
 
 
 def _day_start(day: date) -> datetime:
@@ -196,10 +231,21 @@ def _error_label_families(cases: list[ExportCase]) -> list[str]:
 
 
 def export_preview(*, project: Project, filters: ExportFilters) -> dict[str, Any]:
-    """The builder's summary of what ``filters`` select: the manifest's counts, without writing anything."""
-    cases = export_cases(project=project, filters=filters)
-    manifest = export_manifest(project=project, filters=filters, cases=cases, fmt="")
-    return {key: manifest[key] for key in ("counts", "split_sizes", "label_provenance")}
+    """The builder's summary of what ``filters`` select (the manifest's counts, split sizes and label sources),
+    from five narrow columns per label: no trace is loaded and nothing is written."""
+    cases = _counted_cases(project, filters)
+    splits = {"train": sum(c.split == "train" for c in cases), "test": sum(c.split == "test" for c in cases)}
+    provenance: dict[str, int] = {}
+    for case in cases:
+        provenance[case.source] = provenance.get(case.source, 0) + 1
+    return {"counts": {"cases": len(cases), "steps": sum(c.step_count for c in cases),
+                       "steps_by_split": {s: sum(c.step_count for c in cases if c.split == s) for s in splits}},
+            "split_sizes": splits, "label_provenance": dict(sorted(provenance.items()))}
+
+
+def export_case_count(*, project: Project, filters: ExportFilters) -> int:
+    """How many cases an export with ``filters`` would hold (the builder refuses an empty one)."""
+    return len(_counted_cases(project, filters))
 
 
 # --- the pages -----------------------------------------------------------------------------------------------------

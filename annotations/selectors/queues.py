@@ -15,7 +15,7 @@ from attribution.methods.base import StepView, TraceView
 from attribution.models import Verdict
 from attribution.taxonomy import CATEGORIES
 from tracing import selectors as tracing_selectors
-from tracing.models import Membership, Project, Role, Step, Trace
+from tracing.models import GoldLabel, Membership, Project, Role, Step, Trace
 
 from ..agreement import (
     Answer,
@@ -140,7 +140,7 @@ def taxonomy_groups(family: str) -> list[dict]:
     for category in CATEGORIES.values():
         if category.family == family:
             groups.setdefault(category.group, []).append(category)
-    return [{"number": g, "name": name, "categories": [{"number": c, "code": cat.code, "label": cat.label}
+    return [{"number": g, "name": name, "categories": [{"number": c, "code": cat.code, "label": cat.name}
                                                         for c, cat in enumerate(cats, start=1)]}
             for g, (name, cats) in enumerate(groups.items(), start=1)]
 
@@ -200,6 +200,7 @@ class ItemRow:
     item: QueueItem
     answers: list[Annotation] = field(default_factory=list)
     state: str = "pending"  # pending, disagree, unanimous, resolved
+    gold: list[GoldLabel] = field(default_factory=list)  # the imported gold, filled in for the adjudication page
 
     def as_answers(self) -> list[Answer]:
         return [Answer(rater=a.annotator_id, agent=a.agent_name, step=a.step_index or 0) for a in self.answers]

@@ -13,6 +13,15 @@ from .exports import (
     exports_reap,
     write_atomically,
 )
+from .invitations import (
+    INVITATION_DAYS,
+    InvitationError,
+    InviteResult,
+    invitation_accept,
+    invitation_create,
+    invitation_for_token,
+    invitation_revoke,
+)
 from .queues import (
     ITEM_BATCH_SIZE,
     MAX_LEAD_TIME_MS,
@@ -31,7 +40,10 @@ from .queues import (
 __all__ = [
     "exports_reap",
     "EXPORT_TIME_LIMIT",
+    "INVITATION_DAYS",
     "ITEM_BATCH_SIZE",
+    "InvitationError",
+    "InviteResult",
     "MAX_EXPORT_ATTEMPTS",
     "MAX_LEAD_TIME_MS",
     "PROGRESS_EVERY",
@@ -44,6 +56,10 @@ __all__ = [
     "export_delete",
     "export_fail",
     "export_run",
+    "invitation_accept",
+    "invitation_create",
+    "invitation_for_token",
+    "invitation_revoke",
     "item_resolve",
     "queue_accept_unanimous",
     "queue_create",

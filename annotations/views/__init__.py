@@ -9,6 +9,7 @@ from .exports import (
     export_manifest_download,
     export_preview,
 )
+from .invitations import invitation_accept, invitations
 from .queues import (
     adjudicate_item,
     adjudication,
@@ -31,6 +32,8 @@ __all__ = [
     "export_download",
     "export_manifest_download",
     "export_preview",
+    "invitation_accept",
+    "invitations",
     "label",
     "queue_detail",
     "queue_edit",

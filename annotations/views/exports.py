@@ -34,7 +34,7 @@ def export_builder(request: HttpRequest, slug: str) -> HttpResponse:
     project = membership.project
     form = ExportForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        if selectors.export_cases(project=project, filters=form.filters()):
+        if selectors.export_case_count(project=project, filters=form.filters()):
             export = services.export_create(project=project, fmt=form.cleaned_data["format"],
                                             filters=form.filters(), user=request.user)
             return redirect(f"{request.path}#export-{export.pk}")

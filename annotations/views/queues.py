@@ -15,7 +15,7 @@ from tracing import selectors as tracing_selectors
 from tracing.models import Membership, Step
 
 from .. import selectors, services
-from ..forms import AnswerForm, QueueForm, QueueSettingsForm, StepForm
+from ..forms import AnswerForm, ItemFilterForm, QueueForm, QueueSettingsForm, StepForm
 from ..models import Annotation, CopyStatus, ReviewQueue
 
 
@@ -57,11 +57,15 @@ def queue_list(request: HttpRequest, slug: str) -> HttpResponse:
 @require_GET
 def queue_detail(request: HttpRequest, queue_id: int) -> HttpResponse:
     queue, membership = selectors.queue_for_user(user=request.user, queue_id=queue_id)
-    context = {"queue": queue, "project": queue.project, "membership": membership,
+    form = ItemFilterForm(request.GET or None)
+    items = selectors.queue_items(queue=queue, filters=form.filters() if form.is_bound else selectors.ItemFilters(),
+                                  page=request.GET.get("page"))
+    context = {"queue": queue, "project": queue.project, "membership": membership, "form": form, "items": items,
                "progress": selectors.queue_progress(queue=queue, user=request.user),
                "may_label": selectors.may_label(queue=queue, membership=membership),
-               "annotators": list(queue.annotators.order_by("username"))}
-    return render(request, "annotations/queue_detail.html", context)
+               "annotators": list(queue.annotators.order_by("username")),
+               "labellers": selectors.labellers(project=queue.project)}
+    return render(request, "annotations/queue_detail.html", context, status=400 if form.errors else 200)
 
 
 @login_required
@@ -167,6 +171,9 @@ def adjudication(request: HttpRequest, queue_id: int) -> HttpResponse:
         messages.success(request, f"{accepted} unanimous item{'' if accepted == 1 else 's'} accepted as gold labels.")
         return redirect("annotations:adjudication", queue_id=queue.pk)
     rows = selectors.adjudication_rows(queue=queue)
+    gold = selectors.reference_gold(trace_ids=[r.item.trace_id for r in rows if r.state == "disagree"])
+    for row in rows:
+        row.gold = gold.get(row.item.trace_id, [])
     context = {"queue": queue, "project": queue.project, "membership": membership,
                "disagree": [r for r in rows if r.state == "disagree"],
                "unanimous": [r for r in rows if r.state == "unanimous"],
@@ -190,11 +197,12 @@ def adjudicate_item(request: HttpRequest, item_id: int) -> HttpResponse:
         except services.QueueError as exc:
             form.add_error(None, str(exc))
     answers = list(item.copies.filter(status=CopyStatus.SUBMITTED).select_related("annotator"))
-    named = sorted({a.step_index for a in answers if a.step_index is not None})
+    gold = selectors.reference_gold(trace_ids=[item.trace_id]).get(item.trace_id, [])
+    named = sorted({a.step_index for a in answers if a.step_index is not None} | {g.step_index for g in gold})
     steps = (Step.objects.filter(trace=item.trace, index__in=named).select_related("agent").defer("raw")
              .order_by("index"))
     context = {"item": item, "queue": item.queue, "project": item.queue.project, "membership": membership,
-               "trace": item.trace, "answers": answers, "steps": steps, "form": form,
+               "trace": item.trace, "answers": answers, "gold": gold, "steps": steps, "form": form,
                "agents": list(item.trace.agents.all()),
                "groups": selectors.taxonomy_groups(item.queue.taxonomy)}
     return render(request, "annotations/adjudicate_item.html", context, status=400 if form.errors else 200)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .. import prompts
-from ..llm import ANSWER_TOKENS, Window
+from ..llm import Window
 from .base import MethodError, MethodResult, TraceView
 
 if TYPE_CHECKING:
@@ -26,14 +26,14 @@ def require(trace: TraceView, llm: LlmClient | None, label: str) -> LlmClient:
         raise MethodError(f"{label} needs a model: set one on the project's LLM settings page")
     if not trace.steps:
         raise MethodError("the trace has no steps")
-    if not trace.agents:
+    if not trace.candidates():
         raise MethodError("the trace names no agent that could be blamed")
     return llm
 
 
 def reserve(llm: LlmClient, *requests: str) -> int:
     """Tokens to set aside for the instructions around the trace and for the answer."""
-    return max(llm.count_tokens(prompts.SYSTEM_PROMPT + r) for r in requests) + ANSWER_TOKENS + MARGIN_TOKENS
+    return max(llm.count_tokens(prompts.SYSTEM_PROMPT + r) for r in requests) + llm.answer_tokens() + MARGIN_TOKENS
 
 
 def locate(trace: TraceView, *, llm: LlmClient, with_ground_truth: bool) -> dict[str, Any]:
@@ -84,7 +84,7 @@ def _choose(trace: TraceView, llm: LlmClient, picks: list[dict[str, Any]], with_
     def validate(answer: dict[str, Any]) -> str | None:
         if prompts.as_int(answer.get("step")) not in steps:
             return f"\"step\" must be one of the candidates' steps: {', '.join(map(str, steps))}"
-        return prompts.check_agent(answer, trace)
+        return prompts.check_agent(answer, trace) or prompts.check_pair(answer, trace)
 
     answer = llm.complete_json(system=prompts.SYSTEM_PROMPT, user=user, purpose="all_at_once final choice",
                                validate=validate)
@@ -94,7 +94,8 @@ def _choose(trace: TraceView, llm: LlmClient, picks: list[dict[str, Any]], with_
 
 def _validator(trace: TraceView, first: int, last: int):  # type: ignore[no-untyped-def]
     def validate(answer: dict[str, Any]) -> str | None:
-        return prompts.check_agent(answer, trace) or prompts.check_step(answer, first, last)
+        return prompts.check_agent(answer, trace) or prompts.check_step(answer, first, last) \
+            or prompts.check_pair(answer, trace)
 
     return validate
 

@@ -18,6 +18,10 @@ class MethodError(Exception):
     """The method could not produce a verdict (budget exhausted, provider down, no usable answer); shown as is."""
 
 
+# Kinds of steps in which an agent acts; ``human``, ``system`` and ``tool_result`` steps only report.
+ACTING_KINDS = frozenset({"message", "thought", "llm_call", "tool_call"})
+
+
 @dataclass(frozen=True)
 class StepView:
     index: int
@@ -44,6 +48,19 @@ class TraceView:
 
     def agent_steps(self, agent: str) -> list[StepView]:
         return [s for s in self.steps if s.agent == agent]
+
+    def candidates(self) -> tuple[str, ...]:
+        """The agents a judge may blame: those that act (speak, think, call a model or a tool) in some step. The
+        user who gave the task (``human`` steps) and a tool's output (``tool_result``, e.g. Who&When's
+        Computer_terminal) are evidence, not actors. Every agent when none acts that way."""
+        acting = tuple(dict.fromkeys(s.agent for s in self.steps if s.agent in self.agents and s.kind in ACTING_KINDS))
+        return acting or self.agents
+
+    def acting_steps(self) -> list[StepView]:
+        """The steps a step-by-step judge may call decisive: those of candidate agents, never the task itself."""
+        blameable = set(self.candidates())
+        return [s for s in self.steps if s.agent in blameable and s.kind in ACTING_KINDS] or \
+            [s for s in self.steps if s.agent in blameable]
 
 
 @dataclass

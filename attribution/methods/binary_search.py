@@ -38,7 +38,8 @@ def _blamed_agent(trace: TraceView, step: int) -> str:
     """The agent of the step, or of the nearest step before (then after) it that has one: a step the source names no
     agent for (a human turn, a system notice) cannot itself be blamed on an agent."""
     order = [step, *range(step - 1, -1, -1), *range(step + 1, len(trace.steps))]
-    return next(trace.steps[i].agent for i in order if trace.steps[i].agent in trace.agents)
+    blameable = trace.candidates()
+    return next(trace.steps[i].agent for i in order if trace.steps[i].agent in blameable)
 
 
 class BinarySearch:

@@ -32,7 +32,8 @@ class Hybrid:
         agent = first_pass["agent"]
         focus = (f"A first analysis of the whole log found agent {json.dumps(agent)} responsible for the failure; "
                  "its steps are now checked one by one.\n")
-        found = walk(trace, trace.agent_steps(agent), Judge(trace, client, with_ground_truth, focus=focus))
+        steps = [s for s in trace.acting_steps() if s.agent == agent] or trace.agent_steps(agent)
+        found = walk(trace, steps, Judge(trace, client, with_ground_truth, focus=focus))
         step, confidence, reason, category = found["step"], found["confidence"], found["reason"], found["category"]
         if found["stopped_at"] is None and trace.steps[first_pass["step"]].agent == agent:
             step, confidence = first_pass["step"], round(first_pass["confidence"] * 0.5, 4)

@@ -118,7 +118,7 @@ def hints_block(retrieved: list[Retrieved]) -> str:
 
 def _with_model(trace: TraceView, llm: LlmClient, retrieved: list[Retrieved], informed: list[dict[str, Any]],
                 with_ground_truth: bool, extra: dict[str, Any]) -> MethodResult:
-    from .all_at_once import locate, reserve
+    from .all_at_once import reserve
 
     start = llm.usage()
     last = len(trace.steps) - 1
@@ -129,21 +129,45 @@ def _with_model(trace: TraceView, llm: LlmClient, retrieved: list[Retrieved], in
         answer = llm.complete_json(
             system=prompts.SYSTEM_PROMPT, purpose="schema_guided",
             user=hints + prompts.all_at_once(trace, whole, with_ground_truth=with_ground_truth),
-            validate=lambda a: prompts.check_agent(a, trace) or prompts.check_step(a, 0, last))
+            validate=lambda a: prompts.check_agent(a, trace) or prompts.check_step(a, 0, last)
+                     or prompts.check_pair(a, trace))
         found = {"agent": answer["agent"], "step": prompts.as_int(answer["step"]),
                  "reason": str(answer.get("reason", "")).strip(), "category": prompts.category_of(answer),
                  "confidence": prompts.as_unit(answer.get("confidence")), "answers": [answer]}
-        extra["hinted"] = bool(hints)
-    else:  # too long for one request: windowed all-at-once, without hints
-        found = locate(trace, llm=llm, with_ground_truth=with_ground_truth)
-        extra["hinted"] = False
+    else:  # too long for one request: windowed all-at-once, the hints in every window
+        found = _windowed(trace, llm, hints, with_ground_truth)
+    extra["hinted"] = bool(hints)
     spent = llm.usage() - start
     scores = [0.0] * len(trace.steps)
     scores[found["step"]] = 1.0
     return MethodResult(agent=found["agent"], step=found["step"], confidence=found["confidence"],
                         reason=found["reason"], category=found["category"], scores=scores, calls=spent.calls,
                         input_tokens=spent.input_tokens, output_tokens=spent.output_tokens, cost=spent.cost,
-                        details=extra | {"answers": found.get("answers", []), "model": llm.model})
+                        details=extra | {"answers": found.get("answers", []), "model": llm.model,
+                                         **({"windows": found["windows"]} if "windows" in found else {})})
+
+
+def _windowed(trace: TraceView, llm: LlmClient, hints: str, with_ground_truth: bool) -> dict[str, Any]:
+    """All-at-once over windows, as ``all_at_once.locate`` does it, with the hints at the head of every window's
+    request. The hints are short (at most ``MAX_HINTS`` schemas, ~100 tokens each), so they cost a little of each
+    window's room rather than being dropped: the room for steps is the context less the hints, the instructions and
+    the answer. The final choice among the windows' picks compares steps and goes without them."""
+    from .all_at_once import _choose, _read, _validator, reserve
+
+    last = len(trace.steps) - 1
+    need = reserve(llm, hints + prompts.window(trace, "", with_ground_truth=with_ground_truth, first=last, last=last,
+                                               number=999, count=999))
+    windows = llm.windows(trace, need)
+    picks = []
+    for number, window in enumerate(windows, start=1):
+        user = hints + prompts.window(trace, llm.render_window(trace, window), with_ground_truth=with_ground_truth,
+                                      first=window.first, last=window.last, number=number, count=len(windows))
+        answer = llm.complete_json(system=prompts.SYSTEM_PROMPT, user=user,
+                                   purpose=f"schema_guided window {number}/{len(windows)}",
+                                   validate=_validator(trace, window.first, window.last))
+        picks.append(_read(answer) | {"first": window.first, "last": window.last, "answer": answer})
+    return _choose(trace, llm, picks, with_ground_truth) | {
+        "windows": [[w.first, w.last] if w.parts == 1 else [w.first, w.last, w.part, w.parts] for w in windows]}
 
 
 METHOD = SchemaGuided()

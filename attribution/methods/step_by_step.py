@@ -114,8 +114,9 @@ class StepByStep:
     def run(self, trace: TraceView, *, llm: LlmClient | None = None, with_ground_truth: bool = True) -> MethodResult:
         client = require(trace, llm, self.label)
         start = client.usage()
-        # Only steps taken by an agent can be blamed on one (a step the source names no agent for is context).
-        candidates = [s for s in trace.steps if s.agent in trace.agents]
+        # Only steps in which an agent acts can be blamed on one: not the user's task (step 0 in Who&When), not a
+        # tool's output, not a step the source names no agent for (all context).
+        candidates = trace.acting_steps()
         found = walk(trace, candidates, Judge(trace, client, with_ground_truth))
         spent = client.usage() - start
         return MethodResult(

@@ -86,11 +86,10 @@ class FaultWriter:
         def frame(rendered: str) -> str:
             return sim_prompts.fault(trace, rendered, step, code=category, label=label, description=description)
 
-        from ..llm import ANSWER_TOKENS
 
         try:
             empty = sim_prompts.conversation(trace.name, [])
-            reserve = self.llm.count_tokens(sim_prompts.FAULT_SYSTEM + frame(empty)) + ANSWER_TOKENS + 64
+            reserve = self.llm.count_tokens(sim_prompts.FAULT_SYSTEM + frame(empty)) + self.llm.answer_tokens() + 64
             rendered, cut = self.llm.fit_steps(list(trace.steps[: index + 1]), self.llm.budget(reserve))
             answer = self.llm.complete_json(system=sim_prompts.FAULT_SYSTEM, purpose=f"write fault at step {index}",
                                             user=frame(sim_prompts.conversation(trace.name, rendered, cut=cut)),

@@ -32,7 +32,6 @@ import re
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from ..llm import ANSWER_TOKENS
 from ..methods.base import MethodError, StepView, TraceView
 from . import sim_prompts
 from .base import Budget, BudgetExhausted, ReplayError, ReplayResult
@@ -214,7 +213,7 @@ class LlmSimulatedReplayer:
     def _fit(self, trace: TraceView, steps: list[StepView], system: str, frame) -> str:  # type: ignore[no-untyped-def]
         """``steps`` rendered as the conversation, shortened when the request would not fit the model's context."""
         empty = sim_prompts.conversation(trace.name, [])
-        reserve = self.llm.count_tokens(system + frame(empty)) + ANSWER_TOKENS + MARGIN_TOKENS
+        reserve = self.llm.count_tokens(system + frame(empty)) + self.llm.answer_tokens() + MARGIN_TOKENS
         rendered, cut = self.llm.fit_steps(steps, self.llm.budget(reserve))
         return sim_prompts.conversation(trace.name, rendered, cut=cut)
 

@@ -92,7 +92,7 @@ def case_features(trace: TraceView, shape: TraceShape, *, step: int, agent: str)
     signals = sorted(shape.signals[step])
     return {
         "style": shape.style, "role": shape.roles[step], "rank": shape.ranks[step], "kind": here.kind,
-        "agent": agent_tag(agent or here.agent), "signals": signals, "primary": primary_signal(signals),
+        "agent": agent_tag(agent or here.agent), "agent_name": (agent or here.agent)[:60], "signals": signals, "primary": primary_signal(signals),
         "phrases": phrases_of(text), "around": [s.kind for s in trace.steps[max(0, step - 2): step + 3]],
         "source_format": trace.source_format, "step": step, "steps": len(trace.steps),
     }
@@ -134,16 +134,42 @@ def aggregate(cases: Sequence[dict[str, Any]]) -> dict[str, Any]:
                              "around": Counter(tuple(c["around"]) for c in cases).most_common(1)[0][0],
                              "agents": sorted(agents)[:20], "cases": n}
     return {"style": cases[0]["style"], "signature": signature, "detection": detection,
-            "category": CATEGORIES.get(primary, ""), "title": _title(signature), "context": _context(signature),
+            "category": CATEGORIES.get(primary, ""), "title": _title(signature, _agent_name(cases, detection["agent"])),
+            "context": _context(signature),
             "detection_text": _detection_text(detection), "search_text": search_text(signature)}
 
 
-def _title(sig: dict[str, Any]) -> str:
-    who = sig["agent"] or {"worker": "a worker", "planner-message": "the planner", "planner-thought": "the planner",
-                           "human": "a human turn", "tool": "a tool"}.get(sig["role"], sig["role"])
-    what = sig["primary"].replace("_", " ") if sig["primary"] != "none" else "an unmarked step"
-    place = ["first", "second", "third", "fourth or later"][min(sig["ranks"][0], 3)] if sig["ranks"] else "some"
-    return f"{what.capitalize()} by {who} at its {place} turn ({sig['style']} runs)"[:200]
+# What a schema's primary signal says went wrong, for its title ("…: an unverified claim").
+_FAILURES = {
+    "first_code": "faulty first code of the run", "code": "faulty code",
+    "handover": "a wrong value handed on", "tool_error": "a failing tool call",
+    "runtime_error": "an error it reports itself", "answer_origin": "where the wrong answer came from",
+    "wrong_value": "a wrong value", "accepted": "a value accepted without checking", "made_up": "invented data",
+    "empty_result": "an empty result taken as an answer", "premature_termination": "stopping too early",
+    "loop": "repeating itself", "none": "an unverified claim",
+}
+_STYLES = {"orchestrated": "orchestrated runs", "group": "group chats"}
+_PLACES = ["first", "second", "third", "fourth or later"]
+
+
+def _agent_name(cases: Sequence[dict[str, Any]], tag: str) -> str:
+    """The agent's name as its traces spell it ("WebSurfer"), when every case names the same agent."""
+    if not tag:
+        return ""
+    names = Counter(c.get("agent_name", "") for c in cases if c.get("agent_name"))
+    return names.most_common(1)[0][0] if names else tag
+
+
+def _title(sig: dict[str, Any], agent_name: str = "") -> str:
+    """A title a person reads at a glance: "WebSurfer's second turn in orchestrated runs: an unverified claim"."""
+    place = _PLACES[min(sig["ranks"][0], 3)] if sig["ranks"] else "some"
+    whose = {"worker": f"A worker's {place} turn", "planner-message": f"The planner's {place} message",
+             "planner-thought": f"The planner's {place} thought", "human": f"The {place} human turn",
+             "tool": f"The {place} tool output"}.get(sig["role"], f"A {sig['role']} step")
+    if agent_name:
+        whose = f"{agent_name}'s {place} {'thought' if sig['role'] == 'planner-thought' else 'turn'}"
+    what = _FAILURES.get(sig["primary"], sig["primary"].replace("_", " "))
+    return f"{whose} in {_STYLES.get(sig['style'], sig['style'] + ' runs')}: {what}"[:200]
 
 
 def _context(sig: dict[str, Any]) -> str:

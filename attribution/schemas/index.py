@@ -140,7 +140,7 @@ def _search(*, project_id: int, query: Query) -> list[dict[str, Any]]:
     found = lexical_index(project_id)
     scored = found.search(query, CANDIDATES)
     if embedding_model() and scored:
-        scored = _with_embeddings(scored, query)
+        scored = _with_embeddings(scored, query, project_id)
     kept = sorted(((s, pk) for s, pk in scored if s >= SIMILARITY_FLOOR), key=lambda x: (-x[0], x[1]))[:TOP_K]
     cards = found.cards([pk for _, pk in kept])
     return [cards[pk] | {"similarity": round(s, 4)} for s, pk in kept if pk in cards]
@@ -285,9 +285,12 @@ def embedding_model() -> str:
                                                                           "CULPRIT_SCHEMA_EMBEDDING_MODEL", "")
 
 
-def embed(texts: list[str]) -> list[list[float]] | None:
+def embed(texts: list[str], *, project_id: int | None = None) -> list[list[float]] | None:
     """Embeddings through litellm, or None when no model is configured or the provider fails (retrieval then
-    stays lexical: an embedding outage must not stop attribution)."""
+    stays lexical: an embedding outage must not stop attribution). With ``project_id`` the request goes to the
+    project's model endpoint (its ``api_base``) with the project's key, or a placeholder key, never the server's
+    key at an endpoint a project chose (``attribution.llm.provider_key``); every connection passes the outbound
+    policy."""
     model = embedding_model()
     if not model or not texts:
         return None
@@ -297,12 +300,31 @@ def embed(texts: list[str]) -> list[list[float]] | None:
 
     outbound.install_litellm_guard()  # the deployment's embedding model, but its connections pass the policy too
     try:
-        response = litellm.embedding(model=model, input=texts, timeout=30)
+        endpoint = _embedding_endpoint(model, project_id)
+        response = litellm.embedding(model=model, input=texts, timeout=30, **endpoint)
         return [list(map(float, item["embedding"] if isinstance(item, dict) else item.embedding))
                 for item in response.data]
     except Exception as exc:  # noqa: BLE001 - any provider error degrades to lexical retrieval
         logger.warning("schema embedding failed: %s", type(exc).__name__)
         return None
+
+
+def _embedding_endpoint(model: str, project_id: int | None) -> dict[str, Any]:
+    """``api_base`` and ``api_key`` for an embedding request: the project's endpoint and key when it set an
+    endpoint, else the key rules of the chat models (server keys only for opted-in providers, else a placeholder:
+    litellm given no key would read OPENAI_API_KEY from the environment)."""
+    from .. import outbound
+    from ..crypto import decrypt
+    from ..llm import provider_key
+    from ..models import ProjectLlmSettings
+
+    row = ProjectLlmSettings.objects.filter(project_id=project_id).first() if project_id is not None else None
+    api_base = row.api_base if row is not None else ""
+    project_key = decrypt(row.api_key_encrypted) if row is not None and row.api_key_encrypted else ""
+    if api_base:
+        outbound.check_url(api_base)
+    key = provider_key(model=model, api_base=api_base, project_key=project_key)
+    return {"api_key": key} | ({"api_base": api_base} if api_base else {})
 
 
 def cosine(a: list[float], b: list[float]) -> float:
@@ -311,10 +333,11 @@ def cosine(a: list[float], b: list[float]) -> float:
     return dot / norm if norm else 0.0
 
 
-def _with_embeddings(scored: list[tuple[float, int]], query: Query) -> list[tuple[float, int]]:
+def _with_embeddings(scored: list[tuple[float, int]], query: Query, project_id: int | None = None,
+                     ) -> list[tuple[float, int]]:
     vectors = dict(ErrorSchema.objects.filter(pk__in=[pk for _, pk in scored], embedding__isnull=False)
                    .values_list("pk", "embedding"))
-    wanted = embed([" ".join(query.terms)]) if vectors else None
+    wanted = embed([" ".join(query.terms)], project_id=project_id) if vectors else None
     if not wanted:
         return scored
     return [((s + max(0.0, cosine(wanted[0], vectors[pk]))) / 2 if pk in vectors else s, pk) for s, pk in scored]

@@ -184,7 +184,7 @@ def _after_commit(project: Project, report: DistillReport, llm: LlmClient | None
                 report.polished += 1
     if index.embedding_model():
         rows = list(ErrorSchema.objects.filter(pk__in=report.schema_ids))
-        vectors = index.embed([f"{s.title}\n{s.search_text}" for s in rows])
+        vectors = index.embed([f"{s.title}\n{s.search_text}" for s in rows], project_id=project.pk)
         for schema, vector in zip(rows, vectors or [], strict=False):
             ErrorSchema.objects.filter(pk=schema.pk).update(embedding=vector)
     index.bump_generation(project.pk, shared=True, schema_ids=report.schema_ids)

@@ -19,8 +19,12 @@ from .reaper import (
     jobs_reap,
 )
 from .runs import (
+    OFFLINE_BATCH,
     RunReplayStore,
+    is_offline,
     llm_settings_save,
+    llm_test_connection,
+    offline_batch_size,
     replayer_for,
     run_cancel,
     run_claim,
@@ -29,10 +33,12 @@ from .runs import (
     run_fail,
     run_prepare,
     run_trace,
+    run_traces,
 )
 
 __all__ = [
     "MAX_REAPS",
+    "OFFLINE_BATCH",
     "RunReplayStore",
     "campaign_cancel",
     "campaign_claim",
@@ -41,8 +47,11 @@ __all__ = [
     "campaign_finish_if_done",
     "campaign_plan",
     "injection_execute",
+    "is_offline",
     "jobs_reap",
     "llm_settings_save",
+    "llm_test_connection",
+    "offline_batch_size",
     "replayer_for",
     "run_cancel",
     "run_claim",
@@ -51,6 +60,7 @@ __all__ = [
     "run_fail",
     "run_prepare",
     "run_trace",
+    "run_traces",
     "sandbox_cases_generate",
     "sandbox_clean_runs_generate",
 ]

@@ -120,9 +120,16 @@ def campaign_create(
                           "project's replay hook URL or a model (set one on the model page)")
     if writer == "llm" and not (settings and settings.model):
         raise MethodError("LLM-written faults need a model: set one on the project's model page")
+    notes = []
+    if writer == "llm" and len(real) < len(traces):
+        # Sandbox runs replay deterministically from a fault seed; a model-written step cannot be replayed there.
+        notes.append(f"--writer llm is not used for the {len(traces) - len(real)} sandbox run"
+                     f"{'s' if len(traces) - len(real) != 1 else ''}: they are broken by the sandbox's own faults "
+                     "(no model calls)")
     campaign = InjectionCampaign.objects.create(
         project=project, trace_ids=[t.pk for t in traces], created_by=user,
-        params={"faults_per_trace": faults_per_trace, "seed": seed, "writer": writer, "kinds": kinds or []},
+        params={"faults_per_trace": faults_per_trace, "seed": seed, "writer": writer, "kinds": kinds or [],
+                "notes": notes},
         max_replays=max_replays, max_tokens=max_tokens,
         max_cost=Decimal(str(max_cost)) if max_cost is not None else None,
         description=description or f"{len(traces)} successful trace{'s' if len(traces) != 1 else ''}",
@@ -283,6 +290,12 @@ def injection_execute(*, injection_id: int):  # -> Injection
         try:
             record = _injection_replay(injection)
         except (MethodError, ReplayError) as exc:
+            if "campaign budget of" in str(exc):  # our own BudgetExceeded, refused before the request was made
+                _campaign_stop(campaign.pk, CampaignStatus.STOPPED, str(exc)[:300],
+                               from_statuses=(CampaignStatus.RUNNING,))
+                injection.refresh_from_db()
+                if injection.status != InjectionStatus.PENDING:
+                    return injection
             return _injection_settle(injection, InjectionStatus.FAILED, error=str(exc))
     kept = record.outcome == "failure"  # the fault broke the run: a labelled case
     return _injection_settle(injection, InjectionStatus.KEPT if kept else InjectionStatus.DISCARDED, record=record)
@@ -305,17 +318,24 @@ def _injection_replay(injection):  # type: ignore[no-untyped-def]
                         if i >= injection.step_index]
     else:
         view = trace_view(origin)
-        replayer = replayer_for(campaign.project, view)
+        replayer = replayer_for(campaign.project, view, campaign=campaign)
         writer = _fault_writer(campaign)
-        # The model writes a fault of a category; the offline perturber applies a fault kind.
-        faulty = writer.write(view, injection.step_index,
-                              injection.category if writer.name == "llm" else injection.fault_kind)
         budget = Budget()
-        replayed = replayer.replay(view, {injection.step_index: faulty}, budget=budget)
+        try:
+            # The model writes a fault of a category; the offline perturber applies a fault kind.
+            faulty = writer.write(view, injection.step_index,
+                                  injection.category if writer.name == "llm" else injection.fault_kind)
+            replayed = replayer.replay(view, {injection.step_index: faulty}, budget=budget)
+        except (MethodError, ReplayError):
+            _charge_failed_injection(campaign.pk, writer, replayer)
+            raise
         outcome, answer, cost, continuation = (replayed.outcome, replayed.final_answer, replayed.cost,
                                                replayed.continuation)
         details = {**(replayed.details or {}), "explanation": writer.last_explanation}
-        tokens = budget.tokens
+        # The fault writer's requests count too (the replay's own are in ``budget`` and ``cost``).
+        written = writer.llm.usage() if getattr(writer, "llm", None) is not None else None
+        tokens = budget.tokens + (written.input_tokens + written.output_tokens if written else 0)
+        cost += written.cost if written else 0.0
         replayer_name = getattr(replayer, "name", "")
     with transaction.atomic():
         try:
@@ -330,6 +350,18 @@ def _injection_replay(injection):  # type: ignore[no-untyped-def]
         InjectionCampaign.objects.filter(pk=campaign.pk).update(tokens=F("tokens") + tokens,
                                                                 cost=F("cost") + record.cost)
     return record
+
+
+def _charge_failed_injection(campaign_id: int, writer, replayer) -> None:  # type: ignore[no-untyped-def]
+    """What a failed injection's model clients spent still counts against the campaign (both are built for this one
+    injection, so their totals are exactly its requests)."""
+    from ..models import InjectionCampaign
+
+    spent = [c.usage() for c in (getattr(writer, "llm", None), getattr(replayer, "llm", None)) if c is not None]
+    tokens = sum(u.input_tokens + u.output_tokens for u in spent)
+    if tokens:
+        InjectionCampaign.objects.filter(pk=campaign_id).update(
+            tokens=F("tokens") + tokens, cost=F("cost") + Decimal(str(round(sum(u.cost for u in spent), 6))))
 
 
 def _sandbox_seeds(injection) -> tuple[int, int] | None:  # type: ignore[no-untyped-def]
@@ -348,8 +380,10 @@ def _fault_writer(campaign):  # type: ignore[no-untyped-def]
     if campaign.params.get("writer") == "llm":
         from ..llm import LlmClient
         from ..replay.fault_writer import FaultWriter
+        from .runs import campaign_llm_options
 
-        return FaultWriter(LlmClient.for_project(campaign.project, method="inject_faults"))
+        return FaultWriter(LlmClient.for_project(campaign.project, method="fault_writer",
+                                                 **campaign_llm_options(campaign)))
     return Perturber()
 
 

@@ -2,14 +2,25 @@ from __future__ import annotations
 
 from django import template
 
-from attribution.taxonomy import label
+from attribution.taxonomy import human_name
 
 register = template.Library()
 
 
 @register.filter
 def category_label(code: str) -> str:
-    return label(code)
+    """A category's plain-language name, never its raw code ("action.misalignment")."""
+    return human_name(code)
+
+
+@register.filter
+def llm_method_names(methods) -> str:  # type: ignore[no-untyped-def]
+    """The methods that call the project's model, for a sentence: 'All-at-once, Step-by-step, Binary search and
+    Hybrid' (their labels without the '(LLM)' mark and without a description after a colon)."""
+    names = [m.label.removesuffix(" (LLM)").split(":")[0].strip() for m in methods if m.needs_llm]
+    if len(names) < 2:
+        return names[0] if names else "none"
+    return ", ".join(names[:-1]) + " and " + names[-1]
 
 
 @register.filter

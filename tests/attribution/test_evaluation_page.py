@@ -95,7 +95,7 @@ def test_a_one_trace_run_after_a_twelve_trace_run_does_not_replace_the_score(own
     assert selectors.latest_evaluation_run(project=project, method="heuristic") == big
     body = page(owner_client, project, method="heuristic")
     assert f"run #{big.pk}, n=12" in body and f"run #{click.pk}" not in body
-    assert "<strong>50.0%</strong>" in body and "too few traces to rank" not in body
+    assert "<strong>50.0%</strong>" in body and "Single-trace runs" not in body
 
 
 def test_a_newer_run_of_ten_or_more_traces_does_replace_it(owner_client, project):
@@ -106,28 +106,35 @@ def test_a_newer_run_of_ten_or_more_traces_does_replace_it(owner_client, project
     assert f"run #{newer.pk}, n=10" in page(owner_client, project, method="heuristic")
 
 
-def test_without_a_ten_trace_run_the_largest_stands_and_is_marked_small(owner_client, project):
+def test_without_a_ten_trace_run_the_largest_is_listed_apart_and_is_never_the_score(owner_client, project):
     traces = make_traces(project, 3)
     largest = make_run(project, "heuristic", traces, right=1)
     make_run(project, "heuristic", traces[:1], right=1)
     assert selectors.latest_evaluation_run(project=project, method="heuristic") == largest
     body = page(owner_client, project, method="heuristic")
-    assert f"run #{largest.pk}, n=3" in body and "small run" in body and "too few traces to rank" in body
+    main, single = body.split('<h2 id="single-trace-runs">Single-trace runs</h2>', 1)
+    assert "only a single-trace run (n=3" in main and f"run #{largest.pk}" not in main
+    assert "accuracy-chart" not in main and "confusion-matrix" not in main  # no chart, no score
+    assert f"run #{largest.pk}</a>" in single and "<td class=\"num\">3</td>" in single
 
 
-def test_a_three_trace_run_is_listed_after_a_twelve_trace_run_with_lower_accuracy(owner_client, project):
+def test_a_three_trace_run_is_listed_apart_from_a_twelve_trace_run_with_lower_accuracy(owner_client, project):
     traces = make_traces(project, 12)
     make_run(project, "heuristic", traces, right=3)  # 25%
     make_run(project, "schema_guided", traces[:3], right=3)  # 100%, but over three traces
     comparison = selectors.evaluation_comparison(project=project, split="all")
     assert [(r["method"], r["ranked"]) for r in comparison] == [("heuristic", True), ("schema_guided", False)]
+    context = selectors.evaluation_page(project=project, method="schema_guided", split="all")
+    assert context["result"] is None and context["selected_single"]["method"] == "schema_guided"
+    assert [r["method"] for r in context["comparison"]] == ["heuristic"]
+    assert [r["method"] for r in context["single_runs"]] == ["schema_guided"]
     body = page(owner_client, project, method="heuristic")
-    table = body.split("Every evaluated method on this split", 1)[1]
-    assert table.index(">heuristic</a>") < table.index(">schema_guided</a>")
-    assert "too few traces to rank" in table.split(">schema_guided</a>", 1)[1].split("</tr>", 1)[0]
-    chart = chart_of(body)
-    assert chart.index(">heuristic</text>") < chart.index(">schema_guided</text>")
-    assert "n=3 · too few traces to rank" in chart and 'class="chart-bar agent muted"' in chart
+    main, single = body.split("Single-trace runs</h2>", 1)
+    assert ">schema_guided" not in main and "schema_guided" in single
+    assert ">heuristic</text>" in chart_of(body) and "schema_guided" not in chart_of(body)
+    # Selecting the small method shows no figure of it as the project's score.
+    body = page(owner_client, project, method="schema_guided")
+    assert "100.0%" not in body.split("Single-trace runs</h2>", 1)[0]
 
 
 def test_ranked_methods_go_by_step_accuracy_then_agent(owner_client, project):
@@ -180,3 +187,65 @@ def test_the_labelled_count_matches_the_labelled_traces_of_each_split(project):
         expected = len(selectors.labelled_traces(project=project, split=split))
         assert selectors.labelled_count(project=project, split=split) == expected
     assert selectors.labelled_count(project=project) == 12
+
+
+def test_the_confusion_matrix_counts_gold_against_predicted_agents(owner_client, project):
+    traces = make_traces(project, 12)  # 8 blamed on Coder at step 3, 4 on Planner at step 4
+    make_run(project, "heuristic", traces, right=6)  # the other 6 say "Nobody" at step 0
+    body = page(owner_client, project, method="heuristic")
+    matrix = body.split('<figure class="eval-chart confusion-matrix">', 1)[1].split("</figure>", 1)[0]
+    # Traces 0..5 are right: i=0 and i=3 are Planner's, the other four Coder's; 6..11 go to Nobody (not a gold
+    # agent, so pooled as "other").
+    assert "<title>gold Coder, predicted Coder: 4 of 8 (50.0%)</title>" in matrix
+    assert "<title>gold Planner, predicted Planner: 2 of 4 (50.0%)</title>" in matrix
+    assert "<title>gold Coder, predicted (other): 4 of 8 (50.0%)</title>" in matrix
+    assert "6 of 12 traces on the diagonal" in matrix
+    assert 'fill-opacity="0.54"' in matrix and "style=" not in matrix  # shade as an attribute: the CSP holds
+
+
+def test_the_step_error_histogram_bins_predicted_minus_gold(owner_client, project):
+    traces = make_traces(project, 12)
+    run = make_run(project, "heuristic", traces, right=6)  # wrong ones say step 0: -3 (Coder's) or -4 (Planner's)
+    Verdict.objects.filter(run=run, trace=traces[11]).update(status="failed", step_index=None, agent_name="")
+    body = page(owner_client, project, method="heuristic")
+    histogram = body.split('<figure class="eval-chart step-histogram">', 1)[1].split("</figure>", 1)[0]
+    assert "predicted − gold = 0: 6 verdicts" in histogram
+    # i=6..10 wrong: 6 and 9 are Planner's (4 → 0), 7, 8, 10 Coder's (3 → 0); i=11 gave no verdict.
+    assert "predicted − gold = -3: 3 verdicts" in histogram and "predicted − gold = -4: 2 verdicts" in histogram
+    assert "1 without a step" in histogram
+
+
+def test_hostile_agent_names_in_the_error_pictures_are_escaped(owner_client, project):
+    traces = make_traces(project, 12, gold_agent="<b onmouseover=alert(1)>x</b>")
+    make_run(project, "heuristic", traces, right=12)
+    body = page(owner_client, project, method="heuristic")
+    matrix = body.split('<figure class="eval-chart confusion-matrix">', 1)[1].split("</figure>", 1)[0]
+    assert "<b onmouseover" not in body and "&lt;b onmouseover=alert(1)&gt;x&lt;/b&gt;" in matrix
+
+
+def test_the_page_costs_the_same_queries_with_ten_times_the_traces(owner_client, project,
+                                                                  django_assert_max_num_queries):
+    traces = make_traces(project, 12)
+    make_run(project, "heuristic", traces, right=6)
+    make_run(project, "hybrid", traces[:1], right=1)
+    url = reverse("attribution:evaluation", args=[project.slug])
+    with CaptureQueriesContext(connection) as few:
+        owner_client.get(url, {"method": "heuristic"})
+    more = traces + make_traces(project, 108, start=12)
+    make_run(project, "heuristic", more, right=60)
+    make_run(project, "hybrid", more, right=30)
+    with django_assert_max_num_queries(len(few)) as many:
+        body = owner_client.get(url, {"method": "heuristic"}).content.decode()
+    assert "n=120" in body
+    assert not any("trace_ids" in q["sql"] or "DISTINCT" in q["sql"] for q in many.captured_queries)
+
+
+def test_a_changed_gold_label_changes_the_score_shown(owner_client, project):
+    traces = make_traces(project, 12)
+    run = make_run(project, "heuristic", traces, right=6)
+    assert "<strong>50.0%</strong>" in page(owner_client, project, method="heuristic")
+    # An adjudication replaces a label (delete and create): the verdict on trace 11 ("Nobody" at step 0) is now right.
+    GoldLabel.objects.filter(trace=traces[11]).delete()
+    GoldLabel.objects.create(trace=traces[11], agent_name="Nobody", step_index=0, source="adjudicated")
+    body = page(owner_client, project, method="heuristic")
+    assert "<strong>58.3%</strong>" in body and f"run #{run.pk}, n=12" in body

@@ -11,7 +11,7 @@ from attribution import taxonomy
 from attribution.evaluation import Record, score
 from attribution.methods import get_method
 from attribution.methods.base import StepView, TraceView
-from attribution.methods.heuristic import METHOD
+from attribution.methods.heuristic import METHOD, _score
 from attribution.selectors import gold_for, trace_view
 from attribution.splits import split_of
 from tests.conftest import ROOT, SHARED, import_now, incoming_path, whowhen_files
@@ -183,3 +183,36 @@ def test_the_earliest_of_equally_suspicious_steps_is_the_verdict():
 def test_a_trace_without_steps_gets_an_empty_verdict_rather_than_an_error():
     result = METHOD.run(_trace(), llm=None)
     assert result.step == 0 and result.reason
+
+
+def test_the_why_names_the_blamed_step_first_then_the_runners_up_with_their_scores():
+    # The bug this guards: "WebSurfer at step 1" with a Why that opened on another step's error.
+    trace = _trace(("Orchestrator", "message", "WebSurfer, please find the opening year of the museum."),
+                   ("WebSurfer", "message", "Let's assume the museum opened in 1901 (placeholder)."),
+                   ("Orchestrator", "message", "Thanks. Coder, compute the age."),
+                   ("Coder", "message", "The tool crashed: Traceback (most recent call last): KeyError: 'year'"),
+                   ("Orchestrator", "message", "FINAL ANSWER: 1901"),
+                   ground_truth="1897")
+    result = METHOD.run(trace, llm=None)
+    why = result.reason
+    assert why.startswith(f"Blamed step {result.step} ({result.agent}), score 1.00. Why: ")
+    own = [s for s in result.details["signals"] if s["step"] == result.step and s["signal"] != "ancestor"]
+    assert own, "the blamed step carries the signals that put it first"
+    head = why.split("Runners-up:")[0]
+    assert all(s["text"] in head for s in own)  # the blamed step's own signals come before any runner-up
+    assert "position prior: " in head
+    runners = why.split("Runners-up: ")[1].split("Other signals:")[0]
+    assert f"step {result.step} (" not in runners
+    other = max((i for i in range(len(trace.steps)) if i != result.step and trace.steps[i].kind == "message"),
+                key=lambda i: result.scores[i])
+    assert f"step {other} ({trace.steps[other].agent}) score {_score(result.scores[other])}" in runners
+    # A signal on another step is still told, but after the verdict's own account, never as its reason.
+    error = next(s for s in result.details["signals"] if s["signal"] == "runtime_error")
+    assert error["step"] != result.step and why.index(error["text"]) > why.index("Runners-up:")
+
+
+def test_a_step_with_no_signal_is_explained_by_its_position_prior():
+    trace = _trace(("Alice", "message", "Hello there."), ("Bob", "message", "Hi."))
+    result = METHOD.run(trace, llm=None)
+    assert "no signal fired on it; chosen by the position prior alone" in result.reason
+    assert result.reason.startswith(f"Blamed step {result.step} ({result.agent})")

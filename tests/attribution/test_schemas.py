@@ -358,3 +358,33 @@ def test_the_distill_command_reports_what_it_did(project):
     again = io.StringIO()
     call_command("distill_schemas", project=project.name, offline=True, stdout=again)
     assert "0 new verified case(s) -> 0 new schema(s)" in again.getvalue()
+
+
+def _case(**extra):
+    base = {"style": "orchestrated", "role": "worker", "rank": 1, "kind": "message", "agent": "websurfer",
+            "agent_name": "WebSurfer", "signals": [], "primary": "none", "phrases": [],
+            "around": ["message", "message"], "source_format": "whowhen", "step": 3, "steps": 20}
+    return base | extra
+
+
+def test_a_schema_title_reads_as_a_sentence_with_the_agents_own_spelling():
+    built = features.aggregate([_case(), _case(step=5)])
+    assert built["title"] == "WebSurfer's second turn in orchestrated runs: an unverified claim"
+
+
+def test_schema_titles_name_the_role_when_agents_differ_and_the_failure_in_words():
+    built = features.aggregate([_case(agent="coder", agent_name="Coder", primary="tool_error", role="worker",
+                                      style="group", rank=0, signals=["tool_error"]),
+                                _case(agent="analyst", agent_name="Analyst", primary="tool_error", role="worker",
+                                      style="group", rank=0, signals=["tool_error"])])
+    assert built["title"] == "A worker's first turn in group chats: a failing tool call"
+    planner = features.aggregate([_case(agent="", agent_name="", role="planner-message", primary="accepted", rank=4)])
+    assert planner["title"] == "The planner's fourth or later message in orchestrated runs: " \
+                               "a value accepted without checking"
+    assert all("_" not in features.aggregate([_case(primary=p)])["title"] for p in features.WEIGHTS)
+
+
+def test_a_schema_distilled_before_names_were_kept_still_gets_a_readable_title():
+    old = _case()
+    del old["agent_name"]
+    assert features.aggregate([old])["title"] == "websurfer's second turn in orchestrated runs: an unverified claim"

@@ -49,7 +49,7 @@ def test_an_unusable_answer_keeps_the_extractors_prose(project, provider, model)
     provider.respond = {"title": ""}
     assert schema_services.schemas_distill(project=project).polished == 0
     schema = ErrorSchema.objects.get(project=project)
-    assert schema.distilled_by == "extractor" and schema.title.startswith("First code by")
+    assert schema.distilled_by == "extractor" and schema.title.endswith(": faulty first code of the run")
 
 
 @pytest.mark.django_db

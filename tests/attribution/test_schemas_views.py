@@ -4,6 +4,7 @@ the verdict panel naming the schemas that informed a verdict."""
 from __future__ import annotations
 
 import pytest
+from django.utils.html import escape
 
 from attribution import services
 from attribution.models import ErrorSchema, SchemaAction, SchemaScope, SchemaStatus
@@ -30,11 +31,11 @@ def test_members_browse_and_search_schemas(client, project, schema, make_user):
     project.memberships.create(user=viewer, role=Role.VIEWER)
     client.force_login(viewer)
     page = client.get(url(project))
-    assert page.status_code == 200 and schema.title.encode() in page.content
+    assert page.status_code == 200 and escape(schema.title).encode() in page.content
     assert b"Distil verified cases now" not in page.content  # owners only
-    assert schema.title.encode() not in client.get(url(project) + "?q=nosuchthing").content
+    assert escape(schema.title).encode() not in client.get(url(project) + "?q=nosuchthing").content
     found = client.get(url(project) + "?q=modulenotfounderror&status=trusted", HTTP_HX_REQUEST="true")
-    assert schema.title.encode() in found.content and b"<html" not in found.content  # the partial only
+    assert escape(schema.title).encode() in found.content and b"<html" not in found.content  # the partial only
     detail = client.get(url(project, schema))
     assert detail.status_code == 200
     for exemplar in schema.exemplars.all():
@@ -107,7 +108,7 @@ def test_the_verdict_panel_names_the_schemas_that_informed_a_verdict(owner_clien
     services.run_execute_inline(run=run)
     panel = owner_client.get(f"/attribution/traces/{fresh.pk}/panel/")
     assert b"Informed by 1 schema" in panel.content
-    assert url(project, schema).encode() in panel.content and schema.title.encode() in panel.content
+    assert url(project, schema).encode() in panel.content and escape(schema.title).encode() in panel.content
 
 
 @pytest.mark.django_db

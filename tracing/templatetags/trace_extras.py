@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from django import template
 
 register = template.Library()
@@ -7,6 +10,7 @@ register = template.Library()
 # Bodies longer than this are collapsed behind a "show all" toggle; the preview keeps the first lines readable.
 COLLAPSE_CHARS = 800
 PREVIEW_CHARS = 400
+RAW_JSON_CHARS = 12_000  # the raw-JSON toggle shows this much of a step's source record; the API has all of it
 
 
 @register.filter
@@ -22,6 +26,66 @@ def preview(text: str) -> str:
 
 
 @register.filter
-def at(mapping: dict, key: object) -> list:
+def at(mapping: dict, key: object) -> Any:
     """``mapping[key]`` or an empty list: the labelled errors of one step (``errors_by_step|at:s.index``)."""
     return (mapping or {}).get(key, [])
+
+
+@register.filter
+def duration(ms: float | None) -> str:
+    """Milliseconds as people read them: "840 ms", "2.4 s", "3 m 05 s", "1 h 02 m"."""
+    if ms is None:
+        return ""
+    if ms < 1:
+        return "<1 ms"
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, seconds = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} m {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} m"
+
+
+@register.filter
+def tokens(n: int | None) -> str:
+    if n is None:
+        return ""
+    return f"{n / 1000:.1f}k" if n >= 10_000 else f"{n:,}"
+
+
+@register.filter
+def cost(value: float | None) -> str:
+    if value is None:
+        return ""
+    if value == 0:
+        return "$0"
+    if value < 0.0001:
+        return "<$0.0001"
+    return f"${value:.4f}" if value < 1 else f"${value:,.2f}"
+
+
+@register.filter
+def pretty_json(value: Any) -> str:
+    """Indented JSON for the raw-JSON toggle, cut at ``RAW_JSON_CHARS`` (escaped by the template like any text)."""
+    text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    if len(text) > RAW_JSON_CHARS:
+        return text[:RAW_JSON_CHARS] + f"\n… {len(text) - RAW_JSON_CHARS:,} more characters (GET /api/traces/…/steps)"
+    return text
+
+
+@register.inclusion_tag("tracing/_sort_header.html", takes_context=True)
+def sort_header(context: dict, key: str, label: str, numeric: bool = False) -> dict:
+    """A sortable column heading: a link that sorts by ``key`` (again: the other way), keeping the filters."""
+    current = context.get("ordering") or ""
+    active = current.lstrip("-") == key
+    descending = current.startswith("-")
+    # First click: numbers and dates sort largest/newest first, names A to Z.
+    target = (key if descending else f"-{key}") if active else (f"-{key}" if numeric else key)
+    query = context.get("sort_querystring") or ""
+    return {"href": f"?{query}{'&' if query else ''}ordering={target}", "label": label, "active": active,
+            "arrow": ("↓" if descending else "↑") if active else "", "numeric": numeric,
+            "aria": ("descending" if descending else "ascending") if active else "none"}

@@ -8,10 +8,11 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from attribution import services
 from attribution.methods import MethodError, all_methods
 from attribution.models import Verdict
+from tracing.management.commands._pure_json import PureJsonMixin
 from tracing.models import Trace
 
 
-class Command(BaseCommand):
+class Command(PureJsonMixin, BaseCommand):
     help = "Attribute traces with one method, in this process (no worker needed). Prints one verdict per trace."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -7,10 +7,11 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from attribution.schemas.services import schemas_distill
+from tracing.management.commands._pure_json import PureJsonMixin
 from tracing.models import Project
 
 
-class Command(BaseCommand):
+class Command(PureJsonMixin, BaseCommand):
     help = ("Distil a project's verified cases (imported, adjudicated, injected labels; counterfactual-confirmed "
             "verdicts) into error schemas, in this process. With a model configured, the model writes their prose.")
 

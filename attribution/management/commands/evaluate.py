@@ -12,10 +12,11 @@ from attribution.learning.selectors import training_examples
 from attribution.methods import MethodError, all_methods
 from attribution.models import AttributorModel
 from attribution.selectors import evaluation_records, labelled_traces
+from tracing.management.commands._pure_json import PureJsonMixin
 from tracing.models import Project
 
 
-class Command(BaseCommand):
+class Command(PureJsonMixin, BaseCommand):
     help = ("Score a method against the gold labels of a project's traces, beside baselines fitted on training data "
             "only, every figure with a Wilson 95% interval. Runs the method in this process. --cv K: K-fold "
             "cross-validation grouped by trace for the methods that learn (learned, heuristic); --model NAME with "

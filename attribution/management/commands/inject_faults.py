@@ -8,10 +8,11 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from attribution import services
 from attribution.methods import MethodError
 from attribution.models import Injection
+from tracing.management.commands._pure_json import PureJsonMixin
 from tracing.models import Outcome, Project, Trace
 
 
-class Command(BaseCommand):
+class Command(PureJsonMixin, BaseCommand):
     help = ("Break successful traces on purpose: put one fault into one step at a time, replay the run, and keep each "
             "injection that turns success into failure as a new trace labelled at the fault (source: injected). "
             "Sandbox runs replay offline; other traces replay through the project's replay hook or model.")
@@ -52,10 +53,12 @@ class Command(BaseCommand):
         summary = {"campaign": campaign.pk, "status": campaign.status, "planned": campaign.total,
                    "kept": campaign.kept, "failed": campaign.failed, "replays": campaign.replays,
                    "tokens": campaign.tokens, "cost": float(campaign.cost), "stop_reason": campaign.stop_reason,
-                   "cases": kept}
+                   "notes": campaign.params.get("notes", []), "cases": kept}
         if options["json"]:
             self.stdout.write(json.dumps(summary))
             return
+        for note in summary["notes"]:
+            self.stderr.write(f"Note: {note}.")
         self.stdout.write(f"Campaign {campaign.pk}: {campaign.get_status_display()}. {campaign.kept} of "
                           f"{campaign.total} injections broke their run ({campaign.replays} replays"
                           f"{f', {campaign.failed} failed' if campaign.failed else ''})"

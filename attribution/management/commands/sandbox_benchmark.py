@@ -10,6 +10,7 @@ from attribution.methods.base import MethodError
 from attribution.methods.counterfactual import METHOD as COUNTERFACTUAL
 from attribution.methods.heuristic import METHOD as HEURISTIC
 from attribution.replay.sandbox import generate_task, inject, run, to_view
+from tracing.management.commands._pure_json import PureJsonMixin
 
 if TYPE_CHECKING:
     from attribution.llm import LlmClient
@@ -196,7 +197,7 @@ def _summary_v2(rows: list[dict[str, Any]], learned: bool) -> dict[str, Any]:
     }
 
 
-class Command(BaseCommand):
+class Command(PureJsonMixin, BaseCommand):
     help = ("Benchmark counterfactual attribution on the built-in sandbox multi-agent system: generate tasks, inject "
             "one fault into each successful run, keep those that fail, and find the fault by replay. Offline.")
 

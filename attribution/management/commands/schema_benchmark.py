@@ -20,6 +20,7 @@ from attribution.methods.heuristic import WEIGHTS
 from attribution.models import ErrorSchema, SchemaExemplar, SchemaStatus
 from attribution.schemas import features, index
 from tracing import services as tracing_services
+from tracing.management.commands._pure_json import PureJsonMixin
 from tracing.models import Project, Trace
 
 ROLES = ["worker", "planner-message", "planner-thought"]
@@ -29,7 +30,7 @@ EXCEPTIONS = ["valueerror", "keyerror", "modulenotfounderror", "timeouterror", "
 BATCH = 2000
 
 
-class Command(BaseCommand):
+class Command(PureJsonMixin, BaseCommand):
     help = "Time error-schema retrieval over N synthetic schemas; prints p50_ms and p95_ms (target p95 < 20 ms)."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -13,10 +13,11 @@ from attribution.learning.services import (
     attributor_train,
 )
 from attribution.methods.base import MethodError
+from tracing.management.commands._pure_json import PureJsonMixin
 from tracing.models import Project
 
 
-class Command(BaseCommand):
+class Command(PureJsonMixin, BaseCommand):
     help = ("Train a learned attributor on the verified labels of one or more projects: grouped K-fold "
             "cross-validation first, then a fit on every label. The model is stored in the first project.")
 

@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from tracing import services
 from tracing.formats import all_formats
+from tracing.management.commands._pure_json import PureJsonMixin
 from tracing.models import IngestJob, JobStatus, Trace
 
 # Extensions picked up when walking a folder; a file named explicitly is always tried, whatever its name.
@@ -15,7 +16,7 @@ FOLDER_EXTENSIONS = {".json", ".jsonl", ".ndjson", ".zip", ".log", ".txt"}
 STATUS_WORDS = {JobStatus.SUCCEEDED: "imported", JobStatus.DUPLICATE: "duplicate", JobStatus.FAILED: "failed"}
 
 
-class Command(BaseCommand):
+class Command(PureJsonMixin, BaseCommand):
     help = "Import trace files, folders (recursively) and zip archives into a project, in this process."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -1,0 +1,124 @@
+"""Extension points through which apps further up the dependency chain (attribution) add to tracing's pages
+without tracing importing them: extra trace-list columns and filters, per-step scores for the step list's blame
+strip, and human names for label categories.
+
+An app registers its implementation in its ``AppConfig.ready()``; tracing asks the registry and renders what comes
+back (plain strings and numbers, auto-escaped by the templates). With nothing registered the pages look as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from django import forms
+    from django.db.models import QuerySet
+
+    from .models import Trace
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    header: str
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of an extension's column: text, a tooltip and CSS classes, never markup."""
+
+    text: str = ""
+    title: str = ""
+    css: str = ""
+    href: str = ""  # a link on the text (a path of this site)
+    tag: str = ""  # a short second word shown as a tag, e.g. the verdict's method
+
+
+class TraceListExtension(Protocol):
+    """Columns and filters of the trace list (the page and ``GET /api/traces``)."""
+
+    columns: tuple[Column, ...]
+
+    def filter_fields(self) -> dict[str, forms.Field]:
+        """Form fields added to ``TraceFilterForm``: their names are the URL's and the API's parameter names."""
+
+    def annotate(self, traces: QuerySet[Trace], params: Mapping[str, Any]) -> QuerySet[Trace]:
+        """The queryset annotated and filtered by the cleaned values of ``filter_fields`` (missing when invalid or
+        empty). Use Subquery/Exists annotations: the list must cost the same number of queries for any page."""
+
+    def cells(self, traces: list[Trace]) -> dict[int, list[Cell]]:
+        """The cells of ``columns`` for one page of traces, by trace id, in a fixed number of queries."""
+
+
+@dataclass(frozen=True)
+class StepScores:
+    """Per-step scores (each in [0, 1]) of one verdict for a window of steps: the blame strip."""
+
+    label: str  # what the scores come from, e.g. "heuristic verdict of 2025-03-01 12:00"
+    scores: dict[int, float]  # step index -> score, for the requested window only
+    blamed_agent: str = ""
+    blamed_step: int | None = None
+
+
+class StepScoreProvider(Protocol):
+    def __call__(self, trace: Trace, first: int, last: int) -> StepScores | None:
+        """Scores of steps ``first``..``last`` (inclusive) of the trace, or None when there are none."""
+
+
+@dataclass
+class _Registry:
+    trace_list: list[TraceListExtension] = field(default_factory=list)
+    step_scores: list[StepScoreProvider] = field(default_factory=list)
+    category_namer: Callable[[str], str] | None = None
+
+
+_registry = _Registry()
+
+
+def register_trace_list(extension: TraceListExtension) -> None:
+    if extension not in _registry.trace_list:  # ready() may run twice (tests, reloads): register once
+        _registry.trace_list.append(extension)
+
+
+def register_step_scores(provider: StepScoreProvider) -> None:
+    if provider not in _registry.step_scores:
+        _registry.step_scores.append(provider)
+
+
+def register_category_namer(namer: Callable[[str], str]) -> None:
+    _registry.category_namer = namer
+
+
+def trace_list_extensions() -> list[TraceListExtension]:
+    return list(_registry.trace_list)
+
+
+def trace_list_columns() -> list[Column]:
+    return [column for ext in _registry.trace_list for column in ext.columns]
+
+
+def trace_list_cells(traces: list[Trace]) -> dict[int, list[Cell]]:
+    """Every extension column's cell for each trace of the page, in column order (an empty cell where an extension
+    has nothing for a trace)."""
+    cells: dict[int, list[Cell]] = {t.pk: [] for t in traces}
+    for ext in _registry.trace_list:
+        found = ext.cells(traces)
+        for pk, row in cells.items():
+            row.extend(found.get(pk) or [Cell()] * len(ext.columns))
+    return cells
+
+
+def step_scores(trace: Trace, first: int, last: int) -> StepScores | None:
+    """The first registered provider's scores for the window, or None."""
+    for provider in _registry.step_scores:
+        if (found := provider(trace, first, last)) is not None:
+            return found
+    return None
+
+
+def category_name(code: str) -> str:
+    """A person's name for a label category code; the code itself when no app names categories."""
+    namer = _registry.category_namer
+    return namer(code) if namer and code else code
