@@ -180,7 +180,7 @@ def confusion_matrix(pairs: Sequence[tuple[str, str]], *, chart_id: str = "confu
             "desc": f"{right} of {len(pairs)} traces on the diagonal (predicted agent = gold agent). "
                     + " ".join(f"Gold {r}: " + ", ".join(f"{c} {counts[(r, c)]}" for c in columns if (r, c) in counts)
                                + "." for r in rows),
-            "rows": [{"label": _clip(r, 22), "full_label": r, "x": MATRIX_LABEL_W - 8,
+            "rows": [{"label": _clip(r, 18), "full_label": r, "x": MATRIX_LABEL_W - 8,
                       "y": MATRIX_TOP + i * CELL + 21} for i, r in enumerate(rows)],
             "columns": [{"label": _clip(c, 16), "full_label": c, "x": MATRIX_LABEL_W + j * CELL + CELL / 2,
                          "y": MATRIX_TOP - 8} for j, c in enumerate(columns)],
