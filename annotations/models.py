@@ -172,8 +172,8 @@ class Skip(models.Model):
 class ExportFormat(models.TextChoices):
     WHOWHEN_ZIP = "whowhen-zip", "Who&When JSON, one file per case (zip)"
     WHOWHEN_JSONL = "whowhen-jsonl", "Who&When JSON Lines"
-    PARQUET = "parquet", "Parquet (one row per step)"
-    CSV = "csv", "CSV (one row per step)"
+    PARQUET = "parquet", "Parquet (one row per label)"
+    CSV = "csv", "CSV (one row per label)"
 
 
 class ExportStatus(models.TextChoices):

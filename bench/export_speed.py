@@ -1,6 +1,7 @@
 """Dataset export throughput and memory: builds projects of synthetic labelled traces (default 100,000 steps, as
 100 traces of 1,000 steps, and the same steps as one single trace), exports each in every format with the
-``export_dataset`` command in a child process, and prints rows (steps) per second and the child's peak RSS.
+``export_dataset`` command in a child process, and prints rows (steps) per second and the child's peak RSS. Parquet
+and CSV write one row per label, so their "rows" are the cases' steps, not what they write.
 
 Memory must not grow with the export: the same export at a tenth of the size (10,000 steps) is run as a baseline.
 

@@ -158,6 +158,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = CULPRIT_MAX_FILES_PER_UPLOAD
 CULPRIT_STEPS_PER_PAGE = env_int("CULPRIT_STEPS_PER_PAGE", 50)
+# The trace page reads at most this many characters of each step's text; "Show all" fetches the rest in windows of
+# CULPRIT_STEP_WINDOW_CHARS, so a 50 MB step never makes a 50 MB page.
+CULPRIT_STEP_PREVIEW_CHARS = env_int("CULPRIT_STEP_PREVIEW_CHARS", 20_000)
+CULPRIT_STEP_WINDOW_CHARS = env_int("CULPRIT_STEP_WINDOW_CHARS", 200_000)
 
 # --- Celery -----------------------------------------------------------------------------------------------------
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or os.environ.get("REDIS_URL") or "filesystem://"
@@ -193,14 +197,20 @@ CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 660)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
-# The reaper (Celery beat, every minute) re-enqueues jobs whose worker vanished -- killed, out of memory, or a broker
-# that lost the message -- and fails those out of attempts with a readable reason. A job counts as abandoned after
-# this many seconds without a sign of life: longer than its task may run, so a live worker is never doubled.
+# The reaper (Celery beat, every CULPRIT_REAP_EVERY seconds) re-enqueues jobs whose worker vanished -- killed, out of
+# memory, or a broker that lost the message -- and fails those out of attempts with a readable reason. A job counts as
+# abandoned after this many seconds without a sign of life: longer than its task may run, so a live worker is never
+# doubled.
 CULPRIT_REAP_INGEST_AFTER = env_int("CULPRIT_REAP_INGEST_AFTER", CELERY_TASK_TIME_LIMIT + 240)
+# A running ingest job's heartbeat is moved by a thread every CULPRIT_JOB_HEARTBEAT_EVERY seconds while its worker
+# lives, so one older than CULPRIT_REAP_RUNNING_AFTER means the worker died: the job is queued again (about a minute
+# after a kill -9, not after the broker's visibility timeout). Keep it several beats long.
+CULPRIT_JOB_HEARTBEAT_EVERY = env_int("CULPRIT_JOB_HEARTBEAT_EVERY", 10)
+CULPRIT_REAP_RUNNING_AFTER = env_int("CULPRIT_REAP_RUNNING_AFTER", 45)
 CULPRIT_REAP_RUN_AFTER = env_int("CULPRIT_REAP_RUN_AFTER", 3660 + 240)  # one trace or injection may take an hour
 CULPRIT_REAP_EXPORT_AFTER = env_int("CULPRIT_REAP_EXPORT_AFTER", 3660 + 240)  # an export may take an hour
 CELERY_BEAT_SCHEDULE = {
-    f"reap-{app}": {"task": f"{app}.reap_jobs", "schedule": env_int("CULPRIT_REAP_EVERY", 60),
+    f"reap-{app}": {"task": f"{app}.reap_jobs", "schedule": env_int("CULPRIT_REAP_EVERY", 15),
                     "kwargs": {"stale_after": stale_after}}
     for app, stale_after in (("tracing", CULPRIT_REAP_INGEST_AFTER), ("attribution", CULPRIT_REAP_RUN_AFTER),
                              ("annotations", CULPRIT_REAP_EXPORT_AFTER))

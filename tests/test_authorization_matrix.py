@@ -52,6 +52,7 @@ PAGES: dict[str, dict[str, dict[str, Any]]] = {
     "tracing:upload_batch": {"GET": READ},
     "tracing:trace_detail": {"GET": READ},
     "tracing:trace_original": {"GET": READ},
+    "tracing:step_content": {"GET": READ},
     "attribution:trace_panel": {"GET": READ},
     "attribution:trace_attribute": {"POST": CONTRIBUTE},
     "attribution:run_list": {"GET": READ, "POST": CONTRIBUTE},
@@ -172,7 +173,7 @@ def world(make_user, make_project):  # type: ignore[no-untyped-def]
               "verdict_id": Verdict.objects.get(run=run).pk, "campaign_id": campaign.pk,
               "injection_id": Injection.objects.filter(campaign=campaign).first().pk, "job_id": job.pk,
               "queue_id": queue.pk, "item_id": leased.item_id, "annotation_id": leased.pk, "export_id": export.pk,
-              "schema_id": schema.pk, "model_id": model.pk, "token": "no-such-invitation"}
+              "schema_id": schema.pk, "model_id": model.pk, "token": "no-such-invitation", "index": 0}
     return {"users": users, "kwargs": kwargs, "tokens": {"own": own_token, "other": other_token}}
 
 

@@ -79,6 +79,47 @@ def test_a_worker_killed_mid_import_leaves_every_trace_exactly_once(project, cel
     assert done.steps_done == 120 * 120 and done.attempts == 2
 
 
+def test_a_worker_killed_mid_import_is_recovered_by_the_reaper_within_90_seconds(project, owner_client,
+                                                                                 _worker_process, tmp_path):
+    """The broker would give the message back only after an hour (its visibility timeout): the heartbeat going quiet
+    and the reaper, called every few seconds as beat does, bring the import back within a minute or so."""
+    from django.urls import reverse
+
+    from tracing.tasks import reap_jobs_task
+
+    _worker_process.stop()  # this test's worker, with the production visibility timeout, is the only one
+    worker = WorkerProcess(tmp_path / "worker.log", name="reaped")
+    worker.VISIBILITY_TIMEOUT = "3600"  # the production default: the broker alone gives the message back in an hour
+    worker.start()
+    try:
+        data = whowhen_jsonl(traces=120, steps=120)
+        (job,) = services.ingest_jobs_create(project=project, files=[incoming_bytes("runs.jsonl", data)], user=None)
+        wait_for(lambda: IngestJob.objects.filter(pk=job.pk, steps_done__gte=120 * 10).exists(), timeout=60)
+        worker.kill()
+        killed_at = time.monotonic()
+        assert IngestJob.objects.get(pk=job.pk).status == JobStatus.RUNNING, "the import finished before the kill"
+
+        def reaped() -> bool:
+            reap_jobs_task()  # what beat sends every CULPRIT_REAP_EVERY seconds
+            if IngestJob.objects.filter(pk=job.pk, status=JobStatus.QUEUED).exists():
+                return True
+            time.sleep(3)
+            return False
+
+        wait_for(reaped, timeout=80)
+        page = owner_client.get(reverse("tracing:upload_batch", args=[project.slug, job.batch])).content.decode()
+        assert "the worker stopped; retrying (attempt 2 of 3)" in page
+        worker.start()
+        done = wait_for(lambda: IngestJob.objects.filter(pk=job.pk, status=JobStatus.SUCCEEDED).first(),
+                        timeout=max(1.0, 90 - (time.monotonic() - killed_at)))
+    finally:
+        worker.stop()
+    print(f"kill -9 to finished import: {time.monotonic() - killed_at:.1f} s")
+    assert Trace.objects.filter(project=project).count() == 120 == len(set(done.trace_ids))
+    assert Step.objects.filter(trace__project=project).count() == 120 * 120
+    assert done.steps_done == 120 * 120 and done.attempts == 2
+
+
 # --- the broker's Redis restarted in the middle of a campaign ---------------------------------------------------------
 
 @pytest.fixture

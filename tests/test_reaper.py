@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from datetime import timedelta
 
 import pytest
+from django.test import override_settings
+from django.urls import reverse
 from django.utils import timezone
 
 from attribution import services as attribution_services
@@ -15,6 +18,8 @@ from attribution.models import AttributionRun, CampaignStatus, InjectionCampaign
 from tests.conftest import ROOT, incoming_path, process_env, sample_file, wait_for
 from tracing import services
 from tracing.models import IngestJob, JobStatus, Trace
+from tracing.services.ingest import IngestJobBusy
+from tracing.services.reaper import heartbeat
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -50,6 +55,70 @@ def test_a_job_with_a_recent_heartbeat_is_left_alone(project):
     job = lost_ingest_job(project)
     IngestJob.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, heartbeat_at=timezone.now())
     assert services.ingest_jobs_reap(stale_after=600) == {"requeued": 0, "failed": 0}
+
+
+def test_a_running_job_whose_heartbeat_went_quiet_is_queued_again_keeping_its_attempts(project):
+    job = lost_ingest_job(project)
+    quiet = timezone.now() - timedelta(seconds=60)
+    IngestJob.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, attempts=1, heartbeat_at=quiet)
+    assert services.ingest_jobs_reap(stale_after=600, running_after=120) == {"requeued": 0, "failed": 0}
+    assert services.ingest_jobs_reap(stale_after=600, running_after=45) == {"requeued": 1, "failed": 0}
+    job.refresh_from_db()
+    assert job.status == JobStatus.QUEUED and job.attempts == 1 and job.heartbeat_at > quiet
+    assert job.retrying_attempt == 2
+    # Queued again, it waits the long threshold: its message may be behind others.
+    IngestJob.objects.filter(pk=job.pk).update(heartbeat_at=quiet)
+    assert services.ingest_jobs_reap(stale_after=600, running_after=45) == {"requeued": 0, "failed": 0}
+
+
+def test_the_import_page_says_the_worker_stopped_and_which_attempt_comes(project, owner_client):
+    job = lost_ingest_job(project)
+    url = reverse("tracing:upload_batch", args=[project.slug, job.batch])
+    assert "the worker stopped" not in owner_client.get(url).content.decode()
+    IngestJob.objects.filter(pk=job.pk).update(status=JobStatus.QUEUED, attempts=1)
+    assert "the worker stopped; retrying (attempt 2 of 3)" in owner_client.get(url).content.decode()
+
+
+def test_a_job_running_on_a_live_worker_is_never_claimed_twice(project):
+    job = lost_ingest_job(project)
+    IngestJob.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, attempts=1, heartbeat_at=timezone.now())
+    with pytest.raises(IngestJobBusy) as busy:
+        services.ingest_job_run(job_id=job.pk)
+    assert 5 <= busy.value.retry_in <= 60
+    job.refresh_from_db()
+    assert job.status == JobStatus.RUNNING and job.attempts == 1 and not job.trace_ids
+    # Once its heartbeat is stale the worker is gone: the next delivery claims it and finishes it.
+    IngestJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=60))
+    done = services.ingest_job_run(job_id=job.pk)
+    assert done.status == JobStatus.SUCCEEDED and done.attempts == 2 and len(done.trace_ids) == 1
+
+
+def test_a_stale_job_out_of_attempts_fails_when_its_message_comes_back(project):
+    job = lost_ingest_job(project)
+    IngestJob.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, attempts=services.MAX_INGEST_ATTEMPTS,
+                                               heartbeat_at=LONG_AGO)
+    done = services.ingest_job_run(job_id=job.pk)
+    assert done.status == JobStatus.FAILED and "gave up after 3 interrupted attempts" in done.error
+
+
+def test_the_heartbeat_thread_moves_a_running_job_and_stops(project):
+    job = lost_ingest_job(project)
+    IngestJob.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, heartbeat_at=LONG_AGO)
+    running = IngestJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING)
+    with heartbeat(running, every=0.1):
+        wait_for(lambda: IngestJob.objects.filter(pk=job.pk, heartbeat_at__gt=LONG_AGO).exists(), timeout=30)
+    IngestJob.objects.filter(pk=job.pk).update(heartbeat_at=LONG_AGO)
+    assert not any(t.name == "culprit-heartbeat" for t in threading.enumerate())
+    assert IngestJob.objects.get(pk=job.pk).heartbeat_at == LONG_AGO
+
+
+@override_settings(CULPRIT_JOB_HEARTBEAT_EVERY=1)
+def test_a_heartbeat_error_never_stops_the_import(project, caplog):
+    job = lost_ingest_job(project)
+    broken = IngestJob.objects.extra(where=["no_such_column = 1"])  # every beat fails in the database
+    with heartbeat(broken, every=0.1):
+        wait_for(lambda: "heartbeat of IngestJob not moved" in caplog.text, timeout=30)
+    assert services.ingest_job_run(job_id=job.pk).status == JobStatus.SUCCEEDED
 
 
 def test_a_lost_run_and_a_lost_campaign_are_restarted(project, celery_worker):

@@ -4,10 +4,12 @@ attributed in batches, with one update of the job or run row per batch, never pe
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from attribution import services as attribution_services
 from attribution.models import AttributionRun, Verdict
@@ -49,8 +51,10 @@ def test_a_bundle_of_small_traces_is_written_in_batches_with_its_report_and_trac
 def test_a_redelivered_bundle_job_links_the_traces_it_wrote_and_writes_no_second_copy(project):
     (job,) = import_now(project, incoming_bytes("bundle.jsonl", bundle(BATCH_TRACES + 3)))
     first = list(IngestJob.objects.get(pk=job.pk).trace_ids)
-    # A worker died after the last batch committed but before the job was marked done: the job runs again.
-    IngestJob.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING)
+    # A worker died after the last batch committed but before the job was marked done: once its heartbeat is stale,
+    # the job runs again.
+    IngestJob.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING,
+                                               heartbeat_at=timezone.now() - timedelta(hours=1))
     from tracing import services
 
     again = services.ingest_job_run(job_id=job.pk)

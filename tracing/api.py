@@ -142,6 +142,22 @@ class GoldOut(Schema):
     confidence: float | None
 
 
+class ErrorLabelOut(Schema):
+    """One labelled error of the trace (TRAIL lists several per run; MAST labels are trace-level, without a step).
+    ``decisive`` marks the one its gold label (what attribution is scored against) was taken from."""
+
+    category: str = Field(description="the error's category, in its taxonomy family")
+    family: str = Field(description="taxonomy family of the category: TRAIL, MAST, AgentRx; empty if none")
+    step: int | None = Field(description="index of the labelled step; null for an error not tied to a step")
+    span_id: str = Field(description="the source's location of the error (kept even when no step matched it)")
+    agent: str
+    impact: str = Field(description="impact or severity as the source gives it (HIGH / MEDIUM / LOW)")
+    description: str
+    evidence: str
+    source: str
+    decisive: bool
+
+
 class AgentOut(Schema):
     name: str
     steps: int
@@ -165,6 +181,7 @@ class TraceDetailOut(TraceOut):
     metadata: dict[str, Any]
     agent_list: list[AgentOut]
     gold: list[GoldOut]
+    errors: list[ErrorLabelOut] = Field(description="every labelled error, in label-file order")
 
 
 class StepOut(Schema):
@@ -300,7 +317,8 @@ def list_traces(request: HttpRequest, query: Query[TraceQuery]) -> Any:
             "items": [_trace(t) for t in traces[offset:offset + limit]]}
 
 
-@api.get("/traces/{trace_id}", response=TraceDetailOut, summary="One trace with its agents and gold labels")
+@api.get("/traces/{trace_id}", response=TraceDetailOut,
+         summary="One trace with its agents, gold labels and labelled errors")
 def get_trace(request: HttpRequest, trace_id: int) -> dict[str, Any]:
     trace = _own(Trace, request, trace_id)
     return {
@@ -309,6 +327,10 @@ def get_trace(request: HttpRequest, trace_id: int) -> dict[str, Any]:
                        for a in trace.agents.all()],
         "gold": [{"agent": g.agent_name, "step": g.step_index, "reason": g.reason, "category": g.category,
                   "source": g.source, "confidence": g.confidence} for g in trace.gold_labels.all()],
+        "errors": [{"category": e.category, "family": e.family, "step": e.step_index, "span_id": e.span_id,
+                    "agent": e.agent_name, "impact": e.impact, "description": e.description, "evidence": e.evidence,
+                    "source": e.source, "decisive": e.decisive}
+                   for e in trace.error_labels.order_by("position", "id")],
     }
 
 

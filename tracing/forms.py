@@ -124,6 +124,15 @@ class StepJumpForm(forms.Form):
     step = forms.IntegerField(required=False, min_value=0)
 
 
+class StepWindowForm(forms.Form):
+    """Which part of a long step's text to fetch: from character ``offset`` (0-based; the start when not given)."""
+
+    offset = forms.IntegerField(required=False, min_value=0, max_value=2_000_000_000,
+                                error_messages={"invalid": "The offset must be a whole number.",
+                                                "min_value": "The offset must be 0 or more.",
+                                                "max_value": "The offset is past any step's text."})
+
+
 class ProjectForm(forms.ModelForm):
     class Meta:
         model = Project

@@ -120,6 +120,9 @@ class IngestJob(models.Model):
     # worker went quiet for longer than any task may run.
     heartbeat_at = models.DateTimeField(null=True, blank=True)
 
+    # A job whose worker died is retried; after this many starts it fails with a readable reason instead.
+    MAX_ATTEMPTS = 3
+
     class Meta:
         ordering = ["created_at", "id"]
         constraints = [models.CheckConstraint(condition=Q(status__in=JobStatus.values), name="ingestjob_status_valid")]
@@ -139,6 +142,13 @@ class IngestJob(models.Model):
         if not self.steps_total:
             return 0
         return min(99, int(100 * self.steps_done / self.steps_total))
+
+    @property
+    def retrying_attempt(self) -> int | None:
+        """The attempt a job put back in the queue after its worker stopped will be (the page says so), else None."""
+        if self.status == JobStatus.QUEUED and self.attempts >= 1:
+            return self.attempts + 1
+        return None
 
 
 class Outcome(models.TextChoices):

@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import (
+    Case,
     Count,
     DurationField,
     Exists,
@@ -19,8 +21,9 @@ from django.db.models import (
     QuerySet,
     Subquery,
     Sum,
+    When,
 )
-from django.db.models.functions import Coalesce, Greatest
+from django.db.models.functions import Coalesce, Greatest, Left, Length, Substr
 from django.http import Http404
 
 from . import extensions, search, waterfall
@@ -216,14 +219,34 @@ def step_window(*, trace: Trace, page: int, per_page: int) -> StepWindow:
     pages = max(1, -(-total // per_page))
     page = min(max(1, page), pages)
     start = (page - 1) * per_page
+    preview = settings.CULPRIT_STEP_PREVIEW_CHARS
     steps = list(
         waterfall.with_span_facts(Step.objects.filter(trace=trace, index__gte=start, index__lt=start + per_page))
         .select_related("agent")
-        .defer("raw")
+        .defer("raw", "content")
+        # A step's text is read up to ``preview`` characters (a 50 MB step must not make a 50 MB page); its full
+        # length is counted only when it is longer, and the rest is fetched in windows (``step_content_window``).
+        .annotate(content_preview=Left("content", preview), content_probe=Length(Left("content", preview + 1)))
+        .annotate(content_length=Case(When(content_probe__gt=preview, then=Length("content")), default=None))
         .order_by("index")[:per_page]  # the limit keeps the planner on the (trace, index) index (see step_chats)
     )
+    for step in steps:
+        step.content = step.content_preview  # what the page shows; the step is never saved from here
+        step.content_truncated = step.content_length is not None
     waterfall.decorate(steps)
     return StepWindow(steps=steps, page=page, pages=pages, per_page=per_page, total=total)
+
+
+def step_content_window(*, trace: Trace, index: int, offset: int, size: int) -> tuple[str, bool] | None:
+    """Characters ``offset`` to ``offset + size`` of one step's text, and whether more follow; None when the trace
+    has no such step. Only that slice leaves the database."""
+    row = (Step.objects.filter(trace=trace, index=index)
+           .annotate(chunk=Substr("content", offset + 1, size), probe=Length(Substr("content", offset + 1, size + 1)))
+           .values_list("chunk", "probe").first())
+    if row is None:
+        return None
+    chunk, probe = row
+    return chunk or "", (probe or 0) > size
 
 
 def step_chats(*, trace: Trace, steps: list[Step]) -> dict[int, tuple[list[Message], Any]]:

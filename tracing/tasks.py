@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
@@ -7,17 +9,29 @@ from config import broker
 
 from . import services
 from .models import IngestJob
+from .services.ingest import IngestJobBusy
+
+logger = logging.getLogger(__name__)
 
 # Database hiccups (a restart, a dropped connection) are worth retrying; anything else is a real failure that the
 # service has already written onto the job.
 TRANSIENT_ERRORS = (OperationalError, InterfaceError)
 MAX_RETRIES = 5
+# A message for a job another live worker runs (a re-delivery) looks again this many times, each time when that
+# worker's heartbeat would have gone stale, before leaving the job to the reaper.
+MAX_BUSY_RETRIES = 40
 
 
 @shared_task(bind=True, name="tracing.ingest_file", max_retries=MAX_RETRIES)
-def ingest_file_task(self, job_id: int) -> None:
+def ingest_file_task(self, job_id: int, busy_retries: int = 0) -> None:
     try:
         services.ingest_job_run(job_id=job_id)
+    except IngestJobBusy as busy:
+        if busy_retries >= MAX_BUSY_RETRIES:
+            logger.warning("ingest job %s still running elsewhere; left to the reaper", job_id)
+            return
+        # A new message rather than self.retry(): the transient-error budget below stays whole.
+        ingest_file_task.apply_async((job_id,), {"busy_retries": busy_retries + 1}, countdown=busy.retry_in)
     except TRANSIENT_ERRORS as exc:
         if self.request.retries >= MAX_RETRIES:
             job = IngestJob.objects.get(pk=job_id)
@@ -37,14 +51,17 @@ def rebuild_otlp_trace_task(self, project_id: int, trace_id: str) -> None:
 
 
 @shared_task(name="tracing.reap_jobs")
-def reap_jobs_task(stale_after: int | None = None) -> dict[str, int]:
-    """Celery beat, every minute: re-enqueue ingest jobs whose worker vanished, fail those out of attempts."""
+def reap_jobs_task(stale_after: int | None = None, running_after: int | None = None) -> dict[str, int]:
+    """Celery beat, every CULPRIT_REAP_EVERY seconds: re-enqueue ingest jobs whose worker vanished (a running job
+    whose heartbeat is older than CULPRIT_REAP_RUNNING_AFTER, a queued one older than stale_after), fail those out
+    of attempts."""
     from django.conf import settings
 
     from .services.otlp import otlp_builds_reap
 
     stale_after = stale_after or settings.CULPRIT_REAP_INGEST_AFTER
-    counts = services.ingest_jobs_reap(stale_after=stale_after)
+    counts = services.ingest_jobs_reap(stale_after=stale_after,
+                                       running_after=running_after or settings.CULPRIT_REAP_RUNNING_AFTER)
     # OTLP builds whose task went missing (a build takes seconds; the same staleness bound is ample).
     otlp_builds_reap(stale_after=stale_after, enqueue=lambda p, t: broker.send(rebuild_otlp_trace_task, p, t))
     return counts

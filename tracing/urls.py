@@ -17,4 +17,5 @@ urlpatterns = [
     path("projects/<slug:slug>/uploads/<uuid:batch>/", views.upload_batch, name="upload_batch"),
     path("traces/<int:trace_id>/", views.trace_detail, name="trace_detail"),
     path("traces/<int:trace_id>/original/", views.trace_original, name="trace_original"),
+    path("traces/<int:trace_id>/steps/<int:index>/content/", views.step_content, name="step_content"),
 ]

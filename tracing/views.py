@@ -12,7 +12,15 @@ from config import ratelimit
 
 from . import extensions, selectors, services, waterfall
 from .formats import all_formats
-from .forms import MemberForm, ProjectForm, StepJumpForm, TokenForm, TraceFilterForm, UploadForm
+from .forms import (
+    MemberForm,
+    ProjectForm,
+    StepJumpForm,
+    StepWindowForm,
+    TokenForm,
+    TraceFilterForm,
+    UploadForm,
+)
 from .models import ApiToken, Membership, Role, StepKind
 
 TRACES_PER_PAGE = 50
@@ -118,6 +126,25 @@ def trace_detail(request: HttpRequest, trace_id: int) -> HttpResponse:
     }
     template = "tracing/trace_detail.html#steps" if request.htmx else "tracing/trace_detail.html"
     return render(request, template, context)
+
+
+@login_required
+@require_GET
+def step_content(request: HttpRequest, trace_id: int, index: int) -> HttpResponse:
+    """One window of a long step's text (the trace page shows its first CULPRIT_STEP_PREVIEW_CHARS characters),
+    with a button for the next window when more follows. Members of the trace's project only."""
+    trace, _membership = selectors.trace_for_user(user=request.user, trace_id=trace_id)
+    form = StepWindowForm(request.GET)
+    if not form.is_valid():
+        return HttpResponse("; ".join(e for errors in form.errors.values() for e in errors), status=400,
+                            content_type="text/plain; charset=utf-8")
+    offset, size = form.cleaned_data["offset"] or 0, settings.CULPRIT_STEP_WINDOW_CHARS
+    window = selectors.step_content_window(trace=trace, index=index, offset=offset, size=size)
+    if window is None:
+        raise Http404("No such step")
+    text, more = window
+    return render(request, "tracing/_step_content_window.html",
+                  {"trace": trace, "index": index, "text": text, "more": more, "next_offset": offset + len(text)})
 
 
 @login_required

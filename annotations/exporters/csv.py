@@ -1,7 +1,8 @@
-"""CSV, one row per step (``rows.STEP_COLUMNS``), with a header row; the case's fields repeat on each of its steps.
+"""CSV, one row per label (``rows.LABEL_COLUMNS``), with a header row; the case's fields repeat on each of its labels.
 
 For spreadsheets and pandas. Cells are quoted as needed (contents hold newlines and commas); booleans are
-``True``/``False``, which pandas reads as booleans. The manifest is on the export's page and beside the file.
+``True``/``False``, which pandas reads as booleans; a label without a step has an empty ``step_index``. The manifest
+is on the export's page and beside the file.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..selectors import ExportCase
-from .rows import STEP_COLUMNS, Progress, step_rows
+from .rows import LABEL_COLUMNS, Progress, label_rows
 
 
 class CsvExporter:
@@ -20,14 +21,12 @@ class CsvExporter:
     content_type = "text/csv"
 
     def write(self, path: Path, cases: list[ExportCase], manifest: dict[str, Any], progress: Progress) -> int:
-        rows = 0
+        """Returns the steps of the cases written (as every exporter does); the rows are their labels."""
         with path.open("w", encoding="utf-8", newline="") as out:
             writer = csv.writer(out)
-            writer.writerow(STEP_COLUMNS)
-            for row in step_rows(cases, progress):
-                writer.writerow(row)
-                rows += 1
-        return rows
+            writer.writerow(LABEL_COLUMNS)
+            writer.writerows(label_rows(cases, progress))
+        return sum(case.step_count for case in cases)
 
 
 EXPORTER = CsvExporter()

@@ -7,11 +7,12 @@ trace) are the only thing held for the whole export.
 
 Shapes:
 - a Who&When document per case, written piece by piece (the history list is streamed, never built as a list);
-- a flat row per step (``STEP_COLUMNS``) for Parquet and CSV, with the case's fields and label repeated on each row.
+- a flat row per label (``LABEL_COLUMNS``) for Parquet and CSV: every labelled error of a case, or its gold label
+  when it has none, with the case's fields repeated on each row (a handful of rows per case; no step is streamed).
 
 Every labelled error of a case (``ErrorLabel``: TRAIL lists several per run) rides along: Who&When documents carry
-them as an ``errors`` list beside ``mistake_*`` (which stays the decisive one), and step rows carry the errors of
-their step as JSON in ``error_labels``.
+them as an ``errors`` list beside ``mistake_*`` (which stays the decisive one), and Parquet/CSV give each one a row
+with a ``decisive`` column.
 """
 
 from __future__ import annotations
@@ -126,35 +127,40 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-# --- flat step rows --------------------------------------------------------------------------------------------
+# --- flat label rows ------------------------------------------------------------------------------------------
 
-STEP_COLUMNS = ("split", "trace_name", "trace_external_id", "question", "ground_truth", "step_index", "speaker",
-                "agent", "kind", "content", "is_mistake_step", "mistake_agent", "mistake_step", "mistake_reason",
-                "mistake_category", "label_source", "error_labels")
+LABEL_COLUMNS = ("split", "trace_name", "trace_external_id", "question", "ground_truth", "label_position", "decisive",
+                 "label_source", "family", "category", "step_index", "span_id", "agent", "impact", "description",
+                 "evidence", "step_speaker", "step_content", "mistake_agent", "mistake_step", "mistake_category")
 
 
-def step_rows(cases: Iterable[ExportCase], progress: Progress) -> Iterator[tuple[Any, ...]]:
-    """One tuple per step, in ``STEP_COLUMNS`` order, streamed case after case."""
+def label_rows(cases: Iterable[ExportCase], progress: Progress) -> Iterator[tuple[Any, ...]]:
+    """One tuple per label, in ``LABEL_COLUMNS`` order, case after case: every labelled error of the case
+    (``ErrorLabel``, file order; unplaced and trace-level ones too, with an empty step), or, for a case without any,
+    one row for its exported gold label. The case's fields and its exported label (``mistake_*``) repeat on each row;
+    ``step_speaker``/``step_content`` are those of the labelled step. Progress counts the cases' steps, as the
+    step-streaming formats do, so an export's progress bar means the same in every format."""
     for case in cases:
-        label = case.label
         head = (case.split, case.name, case.external_id, case.question, case.ground_truth)
-        tail = (label.agent_name, label.step_index, label.reason, label.category, label.source)
-        at_step = _errors_by_step(case)
-        written = 0
-        for index, speaker, agent, kind, content in iter_steps(case):
-            yield head + (index, speaker, agent or "", kind, content, index == label.step_index) + tail + (
-                at_step.get(index, ""),)
-            written += 1
-            if written % STEP_CHUNK == 0:
-                progress(STEP_CHUNK)
-        progress(written % STEP_CHUNK)
+        label = case.label
+        tail = (label.agent_name, label.step_index, label.category)
+        labels = _case_labels(case)
+        steps = dict((i, (speaker, content)) for i, speaker, content in Step.objects.filter(
+            trace_id=case.trace_id, index__in={r[5] for r in labels if r[5] is not None}).values_list(
+            "index", "speaker", "content"))
+        for row in labels:
+            yield head + row + steps.get(row[5], ("", "")) + tail
+        progress(case.step_count)
 
 
-def _errors_by_step(case: ExportCase) -> dict[int, str]:
-    """step index -> JSON list of the labelled errors at that step (steps without any get an empty cell)."""
-    grouped: dict[int, list[dict[str, Any]]] = {}
-    for error in error_labels(case):
-        if error["step"] is not None:
-            grouped.setdefault(error["step"], []).append(
-                {k: error[k] for k in ("family", "category", "impact", "agent", "decisive")})
-    return {step: _dumps(errors) for step, errors in grouped.items()}
+def _case_labels(case: ExportCase) -> list[tuple[Any, ...]]:
+    """(position, decisive, source, family, category, step, span id, agent, impact, description, evidence) per
+    label of the case."""
+    rows = [(e.position, e.decisive, e.source, e.family, e.category, e.step_index, e.span_id, e.agent_name, e.impact,
+             e.description, e.evidence)
+            for e in ErrorLabel.objects.filter(trace_id=case.trace_id).order_by("position", "id")]
+    if rows:
+        return rows
+    label = case.label
+    return [(0, True, label.source, "", label.category, label.step_index, "", label.agent_name, "", label.reason,
+             "")]

@@ -25,7 +25,7 @@ from tracing.models import ErrorLabel, GoldLabel, LabelSource, Membership, Proje
 from ..models import DatasetExport
 
 # Bumped when a field of any export format changes meaning or shape; written into every manifest.
-EXPORT_FORMAT_VERSION = "culprit-export/2"  # 2: labelled errors (Who&When ``errors``, rows' ``error_labels``)
+EXPORT_FORMAT_VERSION = "culprit-export/3"  # 2: labelled errors (Who&When ``errors``); 3: Parquet/CSV one row per label
 
 # When a trace carries several labels among the chosen sources, the exported one is the most curated: an owner's
 # adjudication beats a single annotator, which beats the label the trace was imported with; labels the machine made

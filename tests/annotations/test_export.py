@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from annotations import services
 from annotations.exporters.parquet import MANIFEST_KEY
-from annotations.exporters.rows import STEP_COLUMNS
+from annotations.exporters.rows import LABEL_COLUMNS
 from annotations.models import DatasetExport, ExportStatus
 from annotations.selectors import ExportFilters, assign_splits, export_cases, export_manifest
 from attribution.taxonomy import TAXONOMY_VERSION
@@ -119,7 +119,7 @@ def test_the_manifest_counts_cases_steps_splits_and_label_provenance(project, tr
     filters = ExportFilters(seed=5, test_percent=25)
     cases = export_cases(project=project, filters=filters)
     manifest = export_manifest(project=project, filters=filters, cases=cases, fmt="csv")
-    assert manifest["format_version"] == "culprit-export/2"
+    assert manifest["format_version"] == "culprit-export/3"
     assert manifest["taxonomy_version"] == TAXONOMY_VERSION
     assert manifest["counts"]["cases"] == len(traces)
     assert manifest["counts"]["steps"] == sum(t.step_count for t in traces)
@@ -139,19 +139,27 @@ def cli(tmp_path: Path, fmt: str, name: str, *extra: str) -> tuple[Path, dict]:
     return out, json.loads(stdout.getvalue())
 
 
-def test_parquet_has_one_row_per_step_a_fixed_schema_and_the_manifest(project, traces, tmp_path):
+def test_parquet_has_one_row_per_label_a_fixed_schema_and_the_manifest(project, traces, tmp_path):
     out, manifest = cli(tmp_path, "parquet", "data.parquet")
     table = pq.read_table(out)
-    assert tuple(table.column_names) == STEP_COLUMNS
-    assert table.num_rows == sum(t.step_count for t in traces) == manifest["counts"]["steps_written"]
+    assert tuple(table.column_names) == LABEL_COLUMNS
+    # Who&When traces carry one label each (no listed errors): one row per trace, for its gold label.
+    assert table.num_rows == len(traces) == manifest["counts"]["cases"]
+    assert manifest["counts"]["steps_written"] == sum(t.step_count for t in traces)
     assert json.loads(table.schema.metadata[MANIFEST_KEY])["counts"] == {
         k: v for k, v in manifest["counts"].items() if k != "steps_written"}
     rows = table.to_pylist()
     gold = traces[0].gold_labels.get()
-    mine = [r for r in rows if r["trace_name"] == traces[0].name]
-    assert [r["step_index"] for r in mine] == list(range(traces[0].step_count))
-    assert [r["step_index"] for r in mine if r["is_mistake_step"]] == [gold.step_index]
-    assert mine[0]["content"] == traces[0].steps.get(index=0).content
+    (mine,) = [r for r in rows if r["trace_name"] == traces[0].name]
+    step = traces[0].steps.get(index=gold.step_index)
+    assert mine | {"split": "", "description": ""} == {
+        "split": "", "trace_name": traces[0].name, "trace_external_id": traces[0].external_id,
+        "question": traces[0].question, "ground_truth": traces[0].ground_truth, "label_position": 0,
+        "decisive": True, "label_source": "imported", "family": "", "category": gold.category,
+        "step_index": gold.step_index, "span_id": "", "agent": gold.agent_name, "impact": "", "description": "",
+        "evidence": "", "step_speaker": step.speaker, "step_content": step.content, "mistake_agent": gold.agent_name,
+        "mistake_step": gold.step_index, "mistake_category": gold.category}
+    assert mine["description"] == gold.reason and mine["split"] in ("train", "test")
     assert Path(f"{out}.manifest.json").is_file()
 
 
@@ -162,21 +170,23 @@ def test_parquet_loads_with_the_datasets_library(project, traces, tmp_path, monk
     import datasets
 
     dataset = datasets.Dataset.from_parquet(str(out), cache_dir=str(tmp_path / "hf-cache"))
-    assert dataset.num_rows == manifest["counts"]["steps"]
-    assert list(dataset.features) == list(STEP_COLUMNS)
+    assert dataset.num_rows == manifest["counts"]["cases"]
+    assert list(dataset.features) == list(LABEL_COLUMNS)
     test = dataset.filter(lambda row: row["split"] == "test")
-    assert test.num_rows == manifest["counts"]["steps_by_split"]["test"]
+    assert test.num_rows == manifest["split_sizes"]["test"]
 
 
-def test_csv_has_a_header_and_one_row_per_step(project, traces, tmp_path):
+def test_csv_has_a_header_and_one_row_per_label(project, traces, tmp_path):
     out, manifest = cli(tmp_path, "csv", "data.csv")
     with out.open(newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
-    assert tuple(rows[0]) == STEP_COLUMNS
-    assert len(rows) == manifest["counts"]["steps"]
-    step = traces[-1].steps.get(index=1)
-    row = next(r for r in rows if r["trace_name"] == traces[-1].name and r["step_index"] == "1")
-    assert row["content"] == step.content and row["speaker"] == step.speaker
+    assert tuple(rows[0]) == LABEL_COLUMNS
+    assert len(rows) == manifest["counts"]["cases"]
+    gold = traces[-1].gold_labels.get()
+    step = traces[-1].steps.get(index=gold.step_index)
+    (row,) = [r for r in rows if r["trace_name"] == traces[-1].name]
+    assert (row["step_index"], row["agent"], row["decisive"]) == (str(gold.step_index), gold.agent_name, "True")
+    assert row["step_content"] == step.content and row["step_speaker"] == step.speaker
 
 
 def test_zip_member_names_stay_inside_the_archive_and_unique(project, traces, tmp_path):

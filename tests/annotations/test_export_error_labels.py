@@ -1,5 +1,5 @@
 """Exports carry every labelled error of a case, not only the decisive one: Who&When documents as an ``errors`` list
-(re-imported into the same error labels and the same gold label), Parquet/CSV rows as their step's ``error_labels``."""
+(re-imported into the same error labels and the same gold label), Parquet/CSV as one row per label."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import csv
 import io
 import json
 
+import pyarrow.parquet as pq
 import pytest
 from django.core.management import call_command
 
@@ -77,11 +78,33 @@ def test_the_who_and_when_document_keeps_mistake_fields_for_the_decisive_error(s
         "impact": "MEDIUM", "description": "A span that is not in the trace.", "evidence": "-", "decisive": False}
 
 
-def test_csv_rows_carry_the_errors_of_their_step(source_project, tmp_path):
-    out = tmp_path / "dataset.csv"
-    _run("export_dataset", "--project", "Source", "--format", "csv", "--out", str(out))
-    rows = {int(r["step_index"]): r for r in csv.DictReader(out.open(encoding="utf-8"))}
-    assert json.loads(rows[3]["error_labels"]) == [
-        {"family": "TRAIL", "category": "Tool-related", "impact": "HIGH", "agent": "manager", "decisive": True}]
-    assert [e["category"] for e in json.loads(rows[8]["error_labels"])] == ["Formatting Errors"]
-    assert rows[0]["error_labels"] == ""
+def _label_rows(fmt: str, out) -> list[dict]:
+    if fmt == "parquet":
+        return pq.read_table(out).to_pylist()
+    with out.open(newline="", encoding="utf-8") as fh:  # CSV cells are strings: bring them back to their types
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        for key in ("label_position", "step_index", "mistake_step"):
+            row[key] = int(row[key]) if row[key] != "" else None
+        row["decisive"] = {"True": True, "False": False}[row["decisive"]]
+    return rows
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_parquet_and_csv_give_every_error_label_its_own_row(source_project, tmp_path, fmt):
+    out = tmp_path / f"dataset.{fmt}"
+    manifest = _run("export_dataset", "--project", "Source", "--format", fmt, "--out", str(out))
+    assert manifest["format_version"] == "culprit-export/3" and manifest["error_label_families"] == ["TRAIL"]
+    rows = _label_rows(fmt, out)
+    trace = Trace.objects.get(project=source_project)
+    assert len(rows) == 4 == trace.error_labels.count()
+    assert [(r["label_position"], r["step_index"], r["span_id"], r["agent"], r["family"], r["category"],
+             r["impact"], r["description"], r["evidence"], r["decisive"]) for r in rows] == _errors(source_project)
+    assert [r["decisive"] for r in rows] == [False, False, True, False]
+    assert {r["label_source"] for r in rows} == {"imported"}
+    assert {(r["trace_name"], r["mistake_step"], r["mistake_category"]) for r in rows} == {
+        (trace.name, 3, "Tool-related")}
+    decisive = rows[2]
+    step = trace.steps.get(index=3)
+    assert (decisive["step_speaker"], decisive["step_content"]) == (step.speaker, step.content)
+    assert (rows[3]["step_index"], rows[3]["span_id"], rows[3]["step_content"]) == (None, "ffffffffffffffff", "")

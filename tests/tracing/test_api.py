@@ -4,7 +4,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from tests.conftest import sample_file
+from tests.conftest import ROOT, import_now, incoming_path, sample_file
 from tracing import services
 from tracing.models import ApiToken, IngestJob, Role
 
@@ -135,3 +135,31 @@ def test_out_of_range_numbers_are_refused_not_overflowed(client, project, owner)
     assert client.get(f"/api/traces/{2**64}", **auth).status_code == 404
     assert client.get(f"/api/traces/{2**64}/steps", **auth).status_code == 404
     assert client.get(f"/api/jobs/{2**64}", **auth).status_code == 404
+
+
+def test_a_trace_exposes_every_labelled_error_and_its_gold_label(client, token, project):
+    trail = ROOT / "tests" / "fixtures" / "trail"
+    name = "0ebe673d64647ec44c370638b82d3c78"
+    for path in (trail / "gaia" / f"{name}.trace.json", trail / "label_cases" / "multi" / f"{name}.labels.json"):
+        (job,) = import_now(project, incoming_path(path, path.name))
+        assert job.status == "succeeded", job.error
+    trace = project.traces.get()
+    detail = client.get(f"/api/traces/{trace.pk}", **_auth(token)).json()
+    errors = detail["errors"]
+    assert len(errors) == 4 == trace.error_labels.count()
+    assert [e["decisive"] for e in errors] == [False, False, True, False]
+    assert errors[2] | {"description": "", "evidence": ""} == {
+        "category": "Tool-related", "family": "TRAIL", "step": 3, "span_id": errors[2]["span_id"], "agent": "manager",
+        "impact": "HIGH", "description": "", "evidence": "", "source": "imported", "decisive": True}
+    assert errors[2]["span_id"] and errors[2]["description"]
+    assert errors[3]["step"] is None and errors[3]["span_id"] == "ffffffffffffffff"
+    assert [(g["step"], g["category"]) for g in detail["gold"]] == [(3, "Tool-related")]
+
+
+def test_the_openapi_schema_documents_the_error_labels(client):
+    schema = client.get("/api/openapi.json").json()["components"]["schemas"]
+    assert "errors" in schema["TraceDetailOut"]["required"]
+    fields = schema["ErrorLabelOut"]["properties"]
+    assert set(fields) == {"category", "family", "step", "span_id", "agent", "impact", "description", "evidence",
+                           "source", "decisive"}
+    assert "taxonomy family" in fields["family"]["description"]

@@ -13,7 +13,8 @@ JSON Lines::
 The wrapped run is text (a list of lines is joined; a list of AG2 messages is printed the way AG2's console prints
 them) and goes through the framework's own text reader: the one ``mas_name`` names when it recognises the text,
 else the most confident one, the generic text-log reader last. MAST labels say which of its 14 failure modes a run
-shows, not where: they go to ``metadata["failure_modes"]`` (``{"family": "MAST", "modes": [{code, name}]}``) with
+shows, not where: they go to ``metadata["failure_modes"]`` (``{"family": "MAST", "modes": [{code, name}]}``), and each
+mode present becomes a trace-level error label (family "MAST", category "<code> <name>", no step, not decisive), with
 ``mas_name``, ``llm_name`` and ``benchmark_name`` beside them. A run no text reader can split into turns is kept
 whole as one step, with a warning, so its labels are not lost.
 """
@@ -23,11 +24,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from .base import ParsedStep, ParsedTrace, Source, TraceFormatError, json_text
+from .base import ParsedGold, ParsedStep, ParsedTrace, Source, TraceFormatError, json_text
 from .jsonlines import peek, read_values
 from .textlog import agents_in_order
 
 # The 14 failure modes of MAST's final taxonomy (the paper's Figure 1); attribution/taxonomy.py codes them mast.N.M.
+FAMILY = "MAST"
 MAST_MODES = {
     "1.1": "Disobey task specification",
     "1.2": "Disobey role specification",
@@ -108,6 +110,10 @@ def parse_record(record: dict[str, Any], *, where: str, file_name: str) -> Parse
     modes = failure_modes(record.get("mast_annotation", record.get("human_labels")))
     if modes is not None:
         metadata["failure_modes"] = {"family": "MAST", "modes": modes}
+        # Each mode present is also a trace-level error label (no step, never decisive: MAST says what, not where).
+        trace.gold = [*trace.gold, *(ParsedGold(category=f"{m['code']} {m['name']}".strip(), family=FAMILY, decisive=False,
+                                 reason=f"MAST failure mode {m['code']} present in this run")
+                      for m in modes)]
     if isinstance(record.get("human_label_summary"), (dict, str)):
         metadata["mast_label_summary"] = record["human_label_summary"]
     trace.metadata = {**trace.metadata, **metadata}

@@ -5,24 +5,34 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, InterfaceError, OperationalError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from ..formats import ParsedLabels, ParsedTrace, Source, TraceFormatError, detect_format_scored, get_format
 from ..models import IngestJob, JobStatus, Project, Trace
 from .labels import labels_attach
-from .reaper import stale_jobs_reap
+from .reaper import heartbeat, stale_jobs_reap
 from .uploads import IncomingFile, expand_incoming, raw_upload_store
 from .writer import trace_create_from_parsed
 
 logger = logging.getLogger(__name__)
 
 # A job whose worker died is retried; after this many starts it fails with a readable reason instead.
-MAX_INGEST_ATTEMPTS = 3
+MAX_INGEST_ATTEMPTS = IngestJob.MAX_ATTEMPTS
+
+
+class IngestJobBusy(Exception):
+    """The job is running on a worker that is alive (its heartbeat is fresh): a re-delivered message must not start
+    it twice. The task tries again in ``retry_in`` seconds, when the heartbeat would be stale if that worker died."""
+
+    def __init__(self, job_id: int, retry_in: int) -> None:
+        super().__init__(f"ingest job {job_id} is running elsewhere; retry in {retry_in}s")
+        self.retry_in = retry_in
 
 
 def ingest_jobs_create(
@@ -83,18 +93,32 @@ def _job_for_entry(*, project: Project, entry: IncomingFile | tuple[str, str], u
 # --- running an ingest job -------------------------------------------------------------------------------------
 
 def ingest_job_run(*, job_id: int) -> IngestJob:
-    """Import one job's file. Safe to call again for the same job (re-delivery after a crash)."""
-    claimed = IngestJob.objects.filter(
-        pk=job_id, status__in=[JobStatus.QUEUED, JobStatus.RUNNING], attempts__lt=MAX_INGEST_ATTEMPTS
-    ).update(status=JobStatus.RUNNING, attempts=F("attempts") + 1, started_at=timezone.now(),
-             heartbeat_at=timezone.now())
+    """Import one job's file. Safe to call again for the same job (re-delivery after a crash).
+
+    The claim never lets two workers run one job: it takes a queued job, or a running one whose heartbeat went stale
+    (its worker died). A running job with a fresh heartbeat raises ``IngestJobBusy``. While the import runs, a thread
+    moves the heartbeat every ``CULPRIT_JOB_HEARTBEAT_EVERY`` seconds.
+    """
+    from django.conf import settings
+
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.CULPRIT_REAP_RUNNING_AFTER)
+    claimable = Q(status=JobStatus.QUEUED) | Q(status=JobStatus.RUNNING, heartbeat_at__lt=stale) | Q(
+        status=JobStatus.RUNNING, heartbeat_at__isnull=True)
+    claimed = IngestJob.objects.filter(claimable, pk=job_id, attempts__lt=MAX_INGEST_ATTEMPTS).update(
+        status=JobStatus.RUNNING, attempts=F("attempts") + 1, started_at=now, heartbeat_at=now)
     job = IngestJob.objects.select_related("upload", "project").get(pk=job_id)
     if not claimed:
-        if job.status == JobStatus.RUNNING:  # every attempt died half-way
+        if job.status == JobStatus.RUNNING and job.heartbeat_at and job.heartbeat_at >= stale:
+            age = (timezone.now() - job.heartbeat_at).total_seconds()
+            raise IngestJobBusy(job.pk, retry_in=max(5, int(settings.CULPRIT_REAP_RUNNING_AFTER - age) + 2))
+        if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):  # every attempt died half-way
             return ingest_job_fail(job=job, reason=f"gave up after {job.attempts} interrupted attempts")
         return job  # already finished: a duplicate delivery
     try:
-        _import_job(job)
+        with heartbeat(IngestJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING),
+                       every=settings.CULPRIT_JOB_HEARTBEAT_EVERY):
+            _import_job(job)
     except TraceFormatError as exc:
         return ingest_job_fail(job=job, reason=str(exc))
     except (OperationalError, InterfaceError):
@@ -289,15 +313,28 @@ def _undo(job: IngestJob) -> None:
 
 # --- the reaper ----------------------------------------------------------------------------------------------------
 
-def ingest_jobs_reap(*, stale_after: int) -> dict[str, int]:
+def ingest_jobs_reap(*, stale_after: int, running_after: int | None = None) -> dict[str, int]:
     """Jobs whose worker vanished are re-enqueued, or failed with a readable reason once their attempts are spent
-    (``reaper.stale_jobs_reap``). Run every minute by Celery beat."""
+    (``reaper.stale_jobs_reap``). Run by Celery beat every ``CULPRIT_REAP_EVERY`` seconds.
+
+    A running job is abandoned once its heartbeat (moved every few seconds while its worker lives) is older than
+    ``running_after`` (``CULPRIT_REAP_RUNNING_AFTER``): it goes back to queued, keeping its attempts, and is sent
+    again. A queued job waits ``stale_after``: its message may simply be waiting behind others."""
+    from django.conf import settings
+
     from ..tasks import ingest_file_task
 
     def fail(job: IngestJob) -> None:
         ingest_job_fail(job=job, reason=f"gave up after {job.attempts} attempts: the worker running it stopped "
                                         "each time (killed, out of memory, or restarted)")
 
-    return stale_jobs_reap(IngestJob.objects.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]),
-                           stale_after=stale_after, hopeless=lambda job: job.attempts >= MAX_INGEST_ATTEMPTS,
-                           fail=fail, enqueue=ingest_file_task.delay)
+    def hopeless(job: IngestJob) -> bool:
+        return job.attempts >= MAX_INGEST_ATTEMPTS
+
+    running_after = running_after if running_after is not None else settings.CULPRIT_REAP_RUNNING_AFTER
+    counts = stale_jobs_reap(IngestJob.objects.filter(status=JobStatus.RUNNING), stale_after=running_after,
+                             hopeless=hopeless, fail=fail, enqueue=ingest_file_task.delay,
+                             bump={"status": JobStatus.QUEUED})
+    queued = stale_jobs_reap(IngestJob.objects.filter(status=JobStatus.QUEUED), stale_after=stale_after,
+                             hopeless=hopeless, fail=fail, enqueue=ingest_file_task.delay)
+    return {key: counts[key] + queued[key] for key in counts}

@@ -114,7 +114,8 @@ def _resolve_step(trace: Trace, label: ParsedGold, warnings: list[str]) -> Step 
             warnings.append(f"label location span {label.span_id} not found in trace {trace.name!r}")
         return step
     if label.step is None:
-        warnings.append("a label names neither a step nor a span; it was skipped")
+        if not label.family:  # a family's label without a location is a trace-level one (MAST's failure modes)
+            warnings.append("a label names neither a step nor a span; it was skipped")
         return None
     step = steps.filter(index=label.step).first()
     if step is None:

@@ -12,7 +12,7 @@ from django.urls import reverse
 from attribution import taxonomy
 from tests.conftest import ROOT, import_now, incoming_bytes, incoming_path
 from tracing import services
-from tracing.formats import Source, TraceFormatError, detect_format
+from tracing.formats import ParsedGold, Source, TraceFormatError, detect_format
 from tracing.formats.mast import FORMAT, MAST_MODES, failure_modes
 from tracing.formats.text_chatdev import FORMAT as CHATDEV
 from tracing.models import JobStatus, Trace
@@ -170,3 +170,22 @@ def test_forcing_the_mast_reader_on_foreign_json_fails_cleanly(project):
     job = services.ingest_job_run(job_id=job.pk)
     assert job.status == JobStatus.FAILED
     assert job.error == "x.json: record 1 is not a MAST record (an object with keys history)"
+
+
+@pytest.mark.django_db
+def test_mast_modes_are_stored_as_trace_level_error_labels(project, owner_client):
+    (job,) = import_now(project, incoming_path(MAST / "mad_rows.jsonl"))
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    assert not any("neither a step nor a span" in w for w in job.report.get("warnings", []))
+    chatdev = Trace.objects.get(project=project, external_id="101")
+    labels = list(chatdev.error_labels.order_by("position").values_list(
+        "family", "category", "step_index", "span_id", "decisive", "source"))
+    assert labels == [("MAST", "1.1 Disobey task specification", None, "", False, "imported"),
+                      ("MAST", "3.2 No or incomplete verification", None, "", False, "imported")]
+    assert not chatdev.gold_labels.exists()  # MAST says what failed, not where: nothing to score attribution on
+    body = owner_client.get(reverse("tracing:trace_detail", args=[chatdev.pk])).content.decode()
+    assert "MAST: 3.2 No or incomplete verification" in body and "for the whole run" in body
+    # A re-delivered job writes them once.
+    services.gold_write(trace=chatdev, labels=[ParsedGold(category="1.1", family="MAST", decisive=False)],
+                        source="imported", warnings=[])
+    assert chatdev.error_labels.count() == 2
