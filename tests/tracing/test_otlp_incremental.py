@@ -13,6 +13,7 @@ from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from attribution.models import AttributionRun, Verdict
+from tests.tracing.test_otlp_receiver import _attrs
 from tracing.formats.otlp_json import traces_from_otlp_dict
 from tracing.models import ErrorLabel, GoldLabel, LabelSource, OtlpPendingBuild, OtlpSpan, Step, Trace
 from tracing.services.otlp import otlp_builds_mark, otlp_spans_store_protobuf, otlp_trace_rebuild
@@ -22,13 +23,7 @@ T0 = 1_700_000_000_000_000_000
 MS = 1_000_000
 
 
-def attrs(**values: object) -> list[common_pb2.KeyValue]:
-    out = []
-    for key, value in values.items():
-        any_value = common_pb2.AnyValue(int_value=value) if isinstance(value, int) else common_pb2.AnyValue(
-            string_value=str(value))
-        out.append(common_pb2.KeyValue(key=key.replace("__", "."), value=any_value))
-    return out
+attrs = _attrs  # OTLP attributes from keywords ("llm__model_name" -> "llm.model_name"), as the receiver's tests
 
 
 class SpanTree:

@@ -258,14 +258,7 @@ def _import_batch(*, job: IngestJob, batch: list[tuple[int, ParsedTrace]], repor
     labels = dict(GoldLabel.objects.filter(trace__in=traces).order_by().values("trace_id")
                   .annotate(n=Count("id")).values_list("trace_id", "n"))
     for trace in traces:
-        if trace.pk not in job.trace_ids:
-            job.trace_ids.append(trace.pk)  # another job's trace: linked in the report, not counted as ours
-        report.items += 1
-        report.traces += 1
-        report.steps += trace.step_count
-        report.agents += trace.agent_count
-        report.labels += labels.get(trace.pk, 0)
-        report.warn(getattr(trace, "import_warnings", []))
+        _report_trace(job=job, trace=trace, labels=labels.get(trace.pk, 0), report=report)
 
 
 def _import_one(*, job: IngestJob, ordinal: int, parsed: ParsedTrace, report: _Report) -> None:
@@ -284,13 +277,18 @@ def _import_one(*, job: IngestJob, ordinal: int, parsed: ParsedTrace, report: _R
             trace = Trace.objects.filter(upload=job.upload, ordinal=ordinal).first()
             if trace is None:
                 raise
+    _report_trace(job=job, trace=trace, labels=trace.gold_labels.count(), report=report)
+
+
+def _report_trace(*, job: IngestJob, trace: Trace, labels: int, report: _Report) -> None:
+    """Count an imported trace in the job's report and list it on the job."""
     if trace.pk not in job.trace_ids:
         job.trace_ids.append(trace.pk)  # another job's trace: linked in the report, not counted as ours
     report.items += 1
     report.traces += 1
     report.steps += trace.step_count
     report.agents += trace.agent_count
-    report.labels += trace.gold_labels.count()
+    report.labels += labels
     report.warn(getattr(trace, "import_warnings", []))
 
 
