@@ -15,6 +15,7 @@ import _django
 
 _django.setup()
 
+import viewer_speed  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.cache import cache  # noqa: E402
 from django.db import connection  # noqa: E402
@@ -59,13 +60,7 @@ def _small(project: Project, i: int) -> None:
 
 
 def _time(client: Client, url: str) -> dict[str, float]:
-    samples = []
-    for _ in range(ROUNDS):
-        start = time.perf_counter()
-        response = client.get(url)
-        samples.append((time.perf_counter() - start) * 1000)
-        assert response.status_code == 200, (url, response.status_code)
-    return {"p50_ms": round(_django.percentile(samples, 50), 1), "p95_ms": round(_django.percentile(samples, 95), 1)}
+    return viewer_speed._time(client, url, rounds=ROUNDS)
 
 
 def main() -> None:

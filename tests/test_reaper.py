@@ -57,7 +57,11 @@ def test_a_job_with_a_recent_heartbeat_is_left_alone(project):
     assert services.ingest_jobs_reap(stale_after=600) == {"requeued": 0, "failed": 0}
 
 
-def test_a_running_job_whose_heartbeat_went_quiet_is_queued_again_keeping_its_attempts(project):
+def test_a_running_job_whose_heartbeat_went_quiet_is_queued_again_keeping_its_attempts(project, monkeypatch):
+    from tracing.tasks import ingest_file_task
+
+    sent: list[int] = []  # kept from a live worker: it would import the job while this test reads its state
+    monkeypatch.setattr(ingest_file_task, "delay", sent.append)
     job = lost_ingest_job(project)
     quiet = timezone.now() - timedelta(seconds=60)
     IngestJob.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, attempts=1, heartbeat_at=quiet)
@@ -65,7 +69,7 @@ def test_a_running_job_whose_heartbeat_went_quiet_is_queued_again_keeping_its_at
     assert services.ingest_jobs_reap(stale_after=600, running_after=45) == {"requeued": 1, "failed": 0}
     job.refresh_from_db()
     assert job.status == JobStatus.QUEUED and job.attempts == 1 and job.heartbeat_at > quiet
-    assert job.retrying_attempt == 2
+    assert job.retrying_attempt == 2 and sent == [job.pk]
     # Queued again, it waits the long threshold: its message may be behind others.
     IngestJob.objects.filter(pk=job.pk).update(heartbeat_at=quiet)
     assert services.ingest_jobs_reap(stale_after=600, running_after=45) == {"requeued": 0, "failed": 0}
