@@ -16,8 +16,9 @@ the scored ones. ``injected_only`` answers the AgenTracer question: a model trai
 scored on real failures (sandbox v2 natural failures; Who&When runs, trained on Who&When runs perturbed by
 ``attribution/replay/perturb.py`` grouped away from the scored runs).
 
-Prints JSON; writes ``bench/results/attribution_matrix.{json,svg}``; ``--update-readme`` rewrites the README's
-results section from it. Usage: python bench/attribution_matrix.py [--folds 5] [--update-readme]
+Prints JSON; writes ``bench/results/attribution_matrix.{json,svg}``; ``--update-readme`` rewrites the results block
+of ``docs/attribution.md`` (the README's headline table quotes it; tests/test_docs.py checks they agree).
+Usage: python bench/attribution_matrix.py [--folds 5] [--update-readme]
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ from attribution.methods.learned import METHOD as LEARNED  # noqa: E402
 from attribution.selectors import evaluation_records  # noqa: E402
 
 RESULTS = _django.ROOT / "bench" / "results"
-README = _django.ROOT / "README.md"
+# The page that holds the matrix between its markers (it lived in README.md until the README became a map).
+RESULTS_PAGE = _django.ROOT / "docs" / "attribution.md"
 METHODS = ("heuristic", "heuristic (calibrated)", "learned", "schema_guided", "counterfactual")
 BASELINES = {"majority": "most blamed / commonest step", "first": "first agent action", "last": "last agent action",
              "random": "random acting agent", "random_blamed": "random ever-blamed agent"}
@@ -281,12 +283,12 @@ def svg(matrix: dict[str, Any]) -> str:
 
 def update_readme(text: str) -> None:
     start, end = "<!-- attribution-matrix:start -->", "<!-- attribution-matrix:end -->"
-    readme = README.read_text()
-    if start not in readme:
-        raise SystemExit("README has no attribution-matrix markers")
-    before, rest = readme.split(start, 1)
+    page = RESULTS_PAGE.read_text()
+    if start not in page:
+        raise SystemExit(f"{RESULTS_PAGE} has no attribution-matrix markers")
+    before, rest = page.split(start, 1)
     _, after = rest.split(end, 1)
-    README.write_text(f"{before}{start}\n{text}\n{end}{after}")
+    RESULTS_PAGE.write_text(f"{before}{start}\n{text}\n{end}{after}")
 
 
 def main() -> None:
