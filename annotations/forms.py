@@ -9,16 +9,19 @@ from django.utils import timezone
 from attribution.taxonomy import is_known
 from tracing.models import LabelSource, Role
 
-from .models import Assignment, ExportFormat, QueueSource, ReviewQueue, TaxonomyFamily
+from .exporters import DEFAULT_FORMAT, Exporter, all_exporters, format_choices
+from .models import Assignment, QueueSource, ReviewQueue, TaxonomyFamily
 from .selectors import (
     AGREEMENT_CHOICES,
     DEFAULT_LIMIT,
     DEFAULT_THRESHOLD,
     ITEM_STATUSES,
     MAX_LIMIT,
+    ErrorCandidate,
     ExportFilters,
     ItemFilters,
 )
+from .services.queues import ErrorSpec
 
 
 class ItemFilterForm(forms.Form):
@@ -129,6 +132,9 @@ class QueueSettingsForm(forms.ModelForm):
         return data
 
 
+MAX_NOTE_CHARS = 5000  # a further error's note: a paragraph, not a document
+
+
 class AnswerForm(forms.Form):
     """The decisive error as the labelling screen (or an adjudicating owner) sends it."""
 
@@ -144,10 +150,68 @@ class AnswerForm(forms.Form):
             raise forms.ValidationError(f"Unknown category {code!r}.")
         return code
 
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        data["further"] = self._further_errors()
+        return data
+
+    def _further_errors(self) -> list[ErrorSpec]:
+        """The further errors, sent as parallel lists (one ``error_step``, ``error_agent``, ``error_category`` and
+        ``error_note`` per error, in the order listed). Whether the step and agent exist is the service's to say."""
+        columns = [self.data.getlist(f"error_{name}") if hasattr(self.data, "getlist") else []
+                   for name in ("step", "agent", "category", "note")]
+        if len({len(column) for column in columns}) > 1:
+            raise forms.ValidationError("The further errors arrived incomplete; reload the page and try again.")
+        errors: list[ErrorSpec] = []
+        for position, (step, agent, category, note) in enumerate(zip(*columns, strict=True), start=1):
+            step, category = step.strip(), category.strip()
+            if not step.isdigit():
+                raise forms.ValidationError(f"Further error {position} has no step.")
+            if category and not is_known(category):
+                raise forms.ValidationError(f"Further error {position}: unknown category {category!r}.")
+            if len(agent) > 200 or len(note) > MAX_NOTE_CHARS:
+                raise forms.ValidationError(f"Further error {position} is too long.")
+            errors.append(ErrorSpec(step_index=int(step), agent_name=agent.strip(), category=category,
+                                    note=note.strip()))
+        return errors
+
+    def further_rows(self) -> list[ErrorSpec]:
+        """The further errors to show again after a refused submit (as sent, unchecked)."""
+        try:
+            return self._further_errors()
+        except forms.ValidationError:
+            return []
+
     def cleaned_data_for_submit(self) -> dict[str, Any]:
         data = self.cleaned_data
         return {"step_index": data["step_index"], "agent_name": data["agent_name"], "category": data["category"],
-                "reason": data["reason"], "lead_time_ms": data.get("lead_time_ms") or 0}
+                "reason": data["reason"], "lead_time_ms": data.get("lead_time_ms") or 0,
+                "further": data.get("further", [])}
+
+
+class DecisionForm(forms.Form):
+    """An owner's decision over every labelled error of a trace: which one is decisive, which others to keep."""
+
+    decisive = forms.ChoiceField(error_messages={"required": "Pick the decisive error."})
+    keep = forms.MultipleChoiceField(required=False)
+    reason = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+
+    def __init__(self, *args: Any, candidates: list[ErrorCandidate], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.candidates = {c.key: c for c in candidates}
+        choices = [(c.key, c.origin) for c in candidates]
+        self.fields["decisive"].choices = choices
+        self.fields["keep"].choices = choices
+
+    def decision(self) -> dict[str, Any]:
+        """``item_resolve``'s arguments: the decisive error, and the kept ones (in the page's order) beside it."""
+        data = self.cleaned_data
+        decisive = self.candidates[data["decisive"]]
+        kept = [c for key, c in self.candidates.items() if key in data["keep"] and key != decisive.key]
+        return {"step_index": decisive.step_index, "agent_name": decisive.agent_name,
+                "category": decisive.category, "reason": data["reason"].strip() or decisive.note,
+                "family": decisive.family,
+                "further": [ErrorSpec(c.step_index, c.agent_name, c.category, c.note, c.family) for c in kept]}
 
 
 class StepForm(forms.Form):
@@ -158,7 +222,8 @@ class StepForm(forms.Form):
 class ExportForm(forms.Form):
     """The dataset builder: which labelled traces, which split, which format."""
 
-    format = forms.ChoiceField(choices=ExportFormat.choices, initial=ExportFormat.WHOWHEN_JSONL)
+    # The registry's formats, read when the form is built (a callable), so a new exporter shows up here by itself.
+    format = forms.ChoiceField(choices=format_choices, initial=DEFAULT_FORMAT)
     sources = forms.MultipleChoiceField(choices=LabelSource.choices, initial=list(LabelSource.values),
                                         widget=forms.CheckboxSelectMultiple, label="Label sources")
     verified_only = forms.BooleanField(required=False, label="Verified only (annotated or adjudicated labels)")
@@ -168,6 +233,11 @@ class ExportForm(forms.Form):
     date_to = forms.DateField(required=False, label="Imported until", widget=forms.DateInput(attrs={"type": "date"}))
     seed = forms.IntegerField(initial=0, min_value=0, max_value=2**31 - 1, label="Split seed")
     test_percent = forms.IntegerField(initial=20, min_value=0, max_value=100, label="Test split %")
+
+    @property
+    def exporters(self) -> list[Exporter]:
+        """Every format with its description, listed beside the choice."""
+        return all_exporters()
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()

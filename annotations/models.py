@@ -30,7 +30,10 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from tracing.jobs import Job, JobStatusChoices
 from tracing.models import GoldLabel, Project, Role, Trace
+
+from .exporters import get_exporter, validate_export_format
 
 
 class QueueSource(models.TextChoices):
@@ -158,6 +161,28 @@ class Annotation(models.Model):
         return f"copy {self.slot} of item {self.item_id} ({self.status})"
 
 
+class AnnotationError(models.Model):
+    """A further error an annotator labelled besides the decisive one (which stays on ``Annotation``, so agreement is
+    still measured on the decisive error alone). When the item is resolved from this annotation, each becomes an
+    ``ErrorLabel`` with ``decisive=False`` beside the decisive one."""
+
+    annotation = models.ForeignKey(Annotation, on_delete=models.CASCADE, related_name="further_errors")
+    position = models.PositiveSmallIntegerField()  # the order the annotator listed them in
+    step_index = models.PositiveIntegerField()
+    agent_name = models.CharField(max_length=200, blank=True)
+    category = models.CharField(max_length=80, blank=True)
+    note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["annotation_id", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["annotation", "position"], name="annotationerror_unique_position"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.category or 'error'} at step {self.step_index} ({self.agent_name})"
+
+
 class Skip(models.Model):
     """An annotator passed on an item: its copy went back to the pool and this person is not offered it again."""
 
@@ -169,31 +194,25 @@ class Skip(models.Model):
         constraints = [models.UniqueConstraint(fields=["item", "annotator"], name="skip_unique_per_annotator")]
 
 
-class ExportFormat(models.TextChoices):
-    WHOWHEN_ZIP = "whowhen-zip", "Who&When JSON, one file per case (zip)"
-    WHOWHEN_JSONL = "whowhen-jsonl", "Who&When JSON Lines"
-    PARQUET = "parquet", "Parquet (one row per label)"
-    CSV = "csv", "CSV (one row per label)"
-
-
-class ExportStatus(models.TextChoices):
+class ExportStatus(JobStatusChoices):
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Exporting"
     SUCCEEDED = "succeeded", "Ready"
     FAILED = "failed", "Failed"
 
 
-FINISHED_EXPORT_STATUSES = (ExportStatus.SUCCEEDED, ExportStatus.FAILED)
+FINISHED_EXPORT_STATUSES = ExportStatus.finished_values()
 
 
-class DatasetExport(models.Model):
+class DatasetExport(Job):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="dataset_exports")
-    format = models.CharField(max_length=16, choices=ExportFormat.choices)
+    # A name from the exporter registry (annotations/exporters), validated there: no choices and no database
+    # constraint list the formats, so adding an exporter needs no migration.
+    format = models.CharField(max_length=16, validators=[validate_export_format])
     # The builder's choices as given (label sources, verified only, minimum agreement, dates, seed, test share);
     # re-running an export from them selects the same cases and the same split.
     filters = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=ExportStatus.choices, default=ExportStatus.QUEUED)
-    attempts = models.PositiveSmallIntegerField(default=0)
     cases_total = models.PositiveIntegerField(default=0)
     steps_total = models.PositiveBigIntegerField(default=0)
     steps_done = models.PositiveBigIntegerField(default=0)
@@ -201,19 +220,15 @@ class DatasetExport(models.Model):
     file = models.FileField(max_length=300, blank=True)
     file_size = models.PositiveBigIntegerField(default=0)
     manifest = models.JSONField(default=dict, blank=True)
-    error = models.TextField(blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    # Last sign of life (claimed, progress written, re-enqueued): the reaper re-enqueues an export gone quiet.
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # error, attempts, heartbeat_at and the timestamps: tracing.jobs.Job.
+
+    PROGRESS_FIELDS = ("steps_done", "steps_total")
 
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
             models.CheckConstraint(condition=Q(status__in=ExportStatus.values), name="datasetexport_status_valid"),
-            models.CheckConstraint(condition=Q(format__in=ExportFormat.values), name="datasetexport_format_valid"),
         ]
         indexes = [
             # The builder page's list: one project's exports, newest first.
@@ -224,14 +239,12 @@ class DatasetExport(models.Model):
         return f"export {self.pk} ({self.format}, {self.status})"
 
     @property
-    def is_finished(self) -> bool:
-        return self.status in FINISHED_EXPORT_STATUSES
-
-    @property
-    def percent(self) -> int:
-        if self.is_finished:
-            return 100
-        return min(99, int(100 * self.steps_done / self.steps_total)) if self.steps_total else 0
+    def format_label(self) -> str:
+        """The registry's name for the format; the raw name for a format no longer registered."""
+        try:
+            return get_exporter(self.format).label
+        except KeyError:
+            return self.format
 
     @property
     def filename(self) -> str:

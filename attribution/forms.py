@@ -51,7 +51,7 @@ class EvaluationForm(forms.Form):
 
 
 class LlmSettingsForm(forms.ModelForm):
-    api_key = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False),
+    api_key = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False), label="API key",
                               help_text="Stored encrypted. Leave empty to keep the current key.")
     clear_api_key = forms.BooleanField(required=False, label="Remove the stored key")
     replay_hook_auth = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False),
@@ -65,6 +65,8 @@ class LlmSettingsForm(forms.ModelForm):
                   "max_output_tokens", "input_price_per_mtok", "output_price_per_mtok", "spending_cap_usd",
                   "run_max_tokens", "run_max_cost_usd", "replay_hook_url"]
         labels = {
+            "api_base": "API base URL",
+            "timeout_seconds": "Timeout (seconds)",
             "context_tokens": "Context window (tokens)",
             "max_output_tokens": "Maximum output per request (tokens)",
             "input_price_per_mtok": "Input price ($ per million tokens)",
@@ -87,9 +89,22 @@ class LlmSettingsForm(forms.ModelForm):
             "run_max_tokens": "Checked before every request: prompt tokens plus the maximum output. Works for every "
                               "model, priced or not.",
             "run_max_cost_usd": "Checked before every request; needs a known price.",
-            "replay_hook_url": "Your system's replay endpoint (README: HTTP replay hook contract); counterfactual "
+            "replay_hook_url": "Your system's replay endpoint (docs/replay-and-injection.md: HTTP replay hook contract); counterfactual "
                                "replay uses it for this project's traces that are not sandbox runs.",
         }
+
+    # The page's groups, two columns on a wide screen; every field is in exactly one (tests/attribution check).
+    fieldsets = (
+        ("Model & endpoint", ("model", "api_base", "api_key", "clear_api_key", "temperature", "timeout_seconds",
+                              "max_retries")),
+        ("Limits", ("context_tokens", "max_output_tokens")),
+        ("Prices", ("input_price_per_mtok", "output_price_per_mtok")),
+        ("Budgets", ("spending_cap_usd", "run_max_tokens", "run_max_cost_usd")),
+        ("Replay hook", ("replay_hook_url", "replay_hook_auth")),
+    )
+
+    def grouped_fields(self) -> list[tuple[str, list[forms.BoundField]]]:
+        return [(legend, [self[name] for name in names]) for legend, names in self.fieldsets]
 
     def clean_api_base(self) -> str:
         return _outbound_url(self.cleaned_data.get("api_base") or "")

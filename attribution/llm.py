@@ -8,11 +8,13 @@ its own). What this module adds on top:
 - JSON answers checked by the method's validator; an invalid answer is sent back once with the reason, a second
   invalid one fails the call (``InvalidAnswer``).
 - A Redis response cache keyed by model, endpoint, messages and temperature. Only validated answers are stored.
-- Accounting: one ``LlmCall`` row per request or cache hit (tokens, cost, latency, error; never the prompt or the
-  key), running totals the methods copy into their result (cache hits counted apart, never as calls), and budgets
-  (the project's spending cap, a run's or a campaign's tokens and money) checked before every request from its
-  counted prompt plus its maximum output. Prices come from the model page, else litellm's map; a model with
-  neither is capped by tokens only.
+- Accounting: one ``LlmCall`` row per attempt that reached the provider, per final failure and per cache hit (tokens,
+  cost, latency, error; never the prompt or the key), running totals the methods copy into their result (cache hits
+  counted apart, never as calls), and budgets (the project's spending cap, a run's or a campaign's tokens and money)
+  that every attempt reserves from before it is sent: its counted prompt plus its maximum output, exact however
+  many workers share the budget (``attribution.llm_budget``). An attempt that reached the server and failed (429,
+  500, timeout) has no usage from the provider: its prompt tokens are counted here and its row is ``estimated``.
+  Prices come from the model page, else litellm's map; a model with neither is capped by tokens only.
 - Context arithmetic: the model's window and maximum output (the model page, else litellm's map, else 8k), token
   counts, and splitting a trace into windows that fit. A prompt that would not fit is never sent.
 
@@ -46,10 +48,10 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import redis
 from django.conf import settings
-from django.db.models import Sum
 
-from . import outbound, prompts
+from . import llm_budget, outbound, prompts
 from .lazy_import import lazy_module
+from .llm_budget import BudgetExceeded, Limit
 from .methods.base import MethodError, StepView, TraceView
 from .models import AttributionRun, LlmCall, ProjectLlmSettings
 
@@ -115,24 +117,8 @@ class InvalidAnswer(MethodError):
     """The model answered twice, and neither answer passed the method's validator."""
 
 
-class BudgetExceeded(MethodError):
-    """A budget (the project's spending cap, a run's or a campaign's tokens or money) would be exceeded by the next
-    request; it is not made."""
-
-
 class PromptTooLong(MethodError):
     """A prompt that, with the answer it asks for, would not fit the model's context: it is never sent."""
-
-
-@dataclass(frozen=True)
-class Limit:
-    """One budget the client checks before each request: the ``LlmCall`` rows matching ``rows`` (cache hits left
-    out) plus the next request must stay within ``max_tokens`` and ``max_cost``."""
-
-    name: str  # "run budget", "campaign budget", "spending cap"
-    rows: dict[str, Any]
-    max_tokens: int | None = None
-    max_cost: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -179,6 +165,7 @@ class _Reply:
     latency_ms: int
     cached: bool
     cache_key: str
+    row_id: int | None = None  # the attempt's reserved ``LlmCall`` row, settled when the answer is recorded
 
 
 class LlmClient:
@@ -218,7 +205,7 @@ class LlmClient:
         self._secret = "" if api_key == NO_KEY else api_key
         self._json_mode = _supports_json_mode(model)
         self.totals = Usage()
-        self._delivered = 0  # attempts of the last request that reached the server (``_send``)
+        self.timeout = timeout
         # The Router times out each attempt; retries are ours (``_send``), because litellm's own ignore a
         # Retry-After over 60 s. Cooldowns are off: with one deployment a cooldown would turn the next trace's call
         # into "no deployments available" instead of trying the provider again.
@@ -298,36 +285,43 @@ class LlmClient:
         if prompt_tokens + answer_tokens > self.context_tokens():
             raise PromptTooLong(f"the prompt for {purpose} ({prompt_tokens} tokens, with {answer_tokens} for the "
                                 f"answer) does not fit the context of {self.model} ({self.context_tokens()} tokens)")
-        self._check_budget(prompt_tokens, answer_tokens)
         extra: dict[str, Any] = {"response_format": {"type": "json_object"}} if self._json_mode else {}
         try:
-            response = self._send(messages=messages, temperature=self.temperature, max_tokens=answer_tokens, **extra)
-        except Exception as exc:  # every provider failure, after our retries
+            response, row_id, started = self._send(purpose, prompt_tokens, messages=messages,
+                                                   temperature=self.temperature, max_tokens=answer_tokens, **extra)
+        except BudgetExceeded:
+            raise
+        except Exception as exc:  # every provider failure, after our retries (each attempt is recorded)
             error = self._describe_failure(exc)
-            self._record_failure(purpose, prompt_tokens, started, key, error)
             raise MethodError(f"the model provider failed for {purpose} ({self.model}): {error}") from None
         text = (response.choices[0].message.content or "") if response.choices else ""
         usage = getattr(response, "usage", None)
         input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
         return _Reply(text, input_tokens, output_tokens, self._cost(response, input_tokens, output_tokens),
-                      _ms(started), cached=False, cache_key=key)
+                      _ms(started), cached=False, cache_key=key, row_id=row_id)
 
-    def _send(self, **params: Any) -> Any:
+    def _send(self, purpose: str, prompt_tokens: int, **params: Any) -> tuple[Any, int | None, float]:
         """One request through the Router, retried ``num_retries`` times on rate limits, server errors, timeouts and
         lost connections: after the server's Retry-After when it gives one no longer than
         ``CULPRIT_LLM_MAX_RETRY_AFTER`` (default 300 s), else with exponential backoff (1 s, 2 s, 4 s … at most 30 s,
-        at least the client's ``retry_after``)."""
-        self._delivered = 0
+        at least the client's ``retry_after``).
+
+        Every attempt first reserves its prompt and maximum answer against the budgets (``BudgetExceeded`` when one
+        would pass its limit, a retry included). An attempt that reached the server and failed is recorded as a call
+        of its own with its prompt tokens counted here (``estimated``; no cost: providers do not bill a failed
+        request), so the totals are what the server read. Returns the response, its reserved row and when it was
+        sent."""
         for attempt in range(self.num_retries + 1):
+            row_id = self._reserve(purpose, prompt_tokens, int(params["max_tokens"]))
+            started = time.monotonic()
             try:
-                return self.router.completion(model=_GROUP, **params)
+                return self.router.completion(model=_GROUP, **params), row_id, started
             except Exception as exc:
-                # The server read this attempt's prompt unless the connection was refused or never made.
-                self._delivered += _reached_server(exc)
-                if not isinstance(exc, _retryable()):
-                    raise
-                if attempt >= self.num_retries or _outbound_refusal(exc) is not None:
+                final = (not isinstance(exc, _retryable()) or attempt >= self.num_retries
+                         or _outbound_refusal(exc) is not None)
+                self._record_attempt(purpose, row_id, prompt_tokens, started, exc, final=final)
+                if final:
                     raise
                 wait = max(retry_wait(exc, attempt=attempt), self.retry_after)
                 logger.warning("llm request failed (%s), retry %d/%d in %.1f s", type(exc).__name__, attempt + 1,
@@ -335,13 +329,34 @@ class LlmClient:
                 time.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _record_failure(self, purpose: str, prompt_tokens: int, started: float, key: str, error: str) -> None:
-        """A request that failed at the provider still sent its prompt (once per attempt that reached the server):
-        those tokens are recorded, counted locally since no usage came back, and the row says they are an estimate
-        (``LlmCall`` has no field for it). No cost: providers do not bill a failed request."""
-        sent = prompt_tokens * self._delivered
-        note = f"; {sent:,} prompt tokens counted locally (estimated)" if sent else ""
-        self._record(purpose, _Reply("", sent, 0, 0.0, _ms(started), False, key), ok=False, error=error + note)
+    def _record_attempt(self, purpose: str, row_id: int | None, prompt_tokens: int, started: float,
+                        exc: Exception, *, final: bool) -> None:
+        """A failed attempt: the prompt tokens the server read (counted here, estimated) when it reached the server;
+        nothing when it did not (refused, lost connection), and no row at all for such an attempt that is retried."""
+        reached = _reached_server(exc)
+        if not reached and not final:
+            if row_id is not None:
+                llm_budget.discard(row_id)
+            return
+        error = self._describe_failure(exc) + ("" if final else " (retried)")
+        reply = _Reply("", prompt_tokens if reached else 0, 0, 0.0, _ms(started), False, "", row_id)
+        self._record(purpose, reply, ok=False, error=error, estimated=reached)
+
+    def _reserve(self, purpose: str, prompt_tokens: int, answer_tokens: int) -> int | None:
+        """The attempt's reserved ``LlmCall`` row (None without a project), after every budget was checked with its
+        counted prompt plus the most it may answer. A model with no known price is capped by tokens only (its money
+        spent is unknown, recorded as 0)."""
+        prices = self.unit_prices()
+        need_cost = Decimal(str(round(prompt_tokens * prices[0] + answer_tokens * prices[1], 6))) if prices else None
+        row = None if self.project_id is None else self._row_fields(purpose) | {
+            "input_tokens": prompt_tokens, "output_tokens": answer_tokens, "cost": need_cost or Decimal(0)}
+        return llm_budget.reserve(limits=self.limits, need_tokens=prompt_tokens + answer_tokens, need_cost=need_cost,
+                                  timeout=self.timeout, row=row)
+
+    def _row_fields(self, purpose: str) -> dict[str, Any]:
+        return {"project_id": self.project_id, "run_id": self.run_id, "trace_id": self.trace_id,
+                "campaign_id": self.campaign_id, "method": self.method[:40], "purpose": purpose[:80],
+                "model": self.model[:200]}
 
     def _cost(self, response: Any, input_tokens: int, output_tokens: int) -> float:
         if self.prices is not None:
@@ -355,30 +370,7 @@ class LlmClient:
         """Dollars per input and per output token: the model page's prices, else litellm's, else None (unknown)."""
         return self.prices if self.prices is not None else model_prices(self.model)
 
-    def _check_budget(self, prompt_tokens: int, answer_tokens: int) -> None:
-        """Refuse the request when it could take any budget past its limit: its counted prompt plus the most it may
-        answer. A model with no known price is capped by tokens only (its money spent is unknown, recorded as 0)."""
-        # Concurrent workers may each pass this check with one request in flight, so a budget can be overshot by at
-        # most one request per worker; a lock per project would serialise every call for that.
-        prices = self.unit_prices()
-        need_tokens = prompt_tokens + answer_tokens
-        need_cost = Decimal(str(round(prompt_tokens * prices[0] + answer_tokens * prices[1], 6))) if prices else None
-        for limit in self.limits:
-            spent = LlmCall.objects.filter(cached=False, **limit.rows).aggregate(
-                tokens=Sum("input_tokens") + Sum("output_tokens"), cost=Sum("cost"))
-            tokens, cost = int(spent["tokens"] or 0), spent["cost"] or Decimal(0)
-            if limit.max_tokens is not None and tokens + need_tokens > limit.max_tokens:
-                raise BudgetExceeded(f"{limit.name} of {limit.max_tokens:,} tokens reached ({tokens:,} used, the next "
-                                     f"request may take {need_tokens:,})")
-            if limit.max_cost is None:
-                continue
-            if cost >= limit.max_cost:
-                raise BudgetExceeded(f"{limit.name} of {_usd(limit.max_cost)} reached ({_usd(cost)} spent)")
-            if need_cost is not None and cost + need_cost > limit.max_cost:
-                raise BudgetExceeded(f"{limit.name} of {_usd(limit.max_cost)} reached ({_usd(cost)} spent, the next "
-                                     f"request may cost {_usd(need_cost)})")
-
-    def _record(self, purpose: str, reply: _Reply, *, ok: bool, error: str) -> None:
+    def _record(self, purpose: str, reply: _Reply, *, ok: bool, error: str, estimated: bool = False) -> None:
         # A cache hit is no call: it is counted apart (cached_calls) and costs nothing.
         self.totals = Usage(self.totals.calls + (not reply.cached), self.totals.cached_calls + reply.cached,
                             self.totals.input_tokens + reply.input_tokens,
@@ -388,13 +380,13 @@ class LlmClient:
                     reply.cost, reply.latency_ms, f" error={error!r}" if error else "")
         if self.project_id is None:
             return
-        LlmCall.objects.create(
-            project_id=self.project_id, run_id=self.run_id, trace_id=self.trace_id, campaign_id=self.campaign_id,
-            method=self.method[:40],
-            purpose=purpose[:80], model=self.model[:200], ok=ok, cached=reply.cached,
-            input_tokens=reply.input_tokens, output_tokens=reply.output_tokens,
-            cost=Decimal(str(round(reply.cost, 6))), latency_ms=reply.latency_ms, error=error[:2000],
-        )
+        fields = {"ok": ok, "input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens,
+                  "cost": Decimal(str(round(reply.cost, 6))), "latency_ms": reply.latency_ms, "error": error[:2000],
+                  "estimated": estimated}
+        if reply.row_id is not None:  # the attempt's reservation becomes its real usage
+            llm_budget.settle(reply.row_id, purpose=purpose[:80], **fields)
+        else:  # a cache hit (it never reserves)
+            LlmCall.objects.create(**self._row_fields(purpose), cached=reply.cached, **fields)
 
     def _describe_failure(self, exc: Exception) -> str:
         """One line for the error. A provider's own message helps ("Incorrect API key provided"), but a project's
@@ -464,20 +456,18 @@ class LlmClient:
         messages = [{"role": "user", "content": "Reply with the single word: ready"}]
         started = time.monotonic()
         try:
-            self._check_budget(self.count_message_tokens(messages), 8)
-            response = self._send(messages=messages, temperature=0.0, max_tokens=8)
+            response, row_id, sent = self._send(purpose, self.count_message_tokens(messages), messages=messages,
+                                                temperature=0.0, max_tokens=8)
         except BudgetExceeded as exc:
             return {"ok": False, "answer": "", "latency_ms": 0, "error": str(exc)}
-        except Exception as exc:  # every provider failure
-            error = self._describe_failure(exc)
-            self._record_failure(purpose, self.count_message_tokens(messages), started, "", error)
-            return {"ok": False, "answer": "", "latency_ms": _ms(started), "error": error}
+        except Exception as exc:  # every provider failure (each attempt is recorded)
+            return {"ok": False, "answer": "", "latency_ms": _ms(started), "error": self._describe_failure(exc)}
         text = (response.choices[0].message.content or "") if response.choices else ""
         usage = getattr(response, "usage", None)
         tokens_in = int(getattr(usage, "prompt_tokens", 0) or 0)
         tokens_out = int(getattr(usage, "completion_tokens", 0) or 0)
-        reply = _Reply(text, tokens_in, tokens_out, self._cost(response, tokens_in, tokens_out), _ms(started), False,
-                       "")
+        reply = _Reply(text, tokens_in, tokens_out, self._cost(response, tokens_in, tokens_out), _ms(sent), False,
+                       "", row_id)
         self._record(purpose, reply, ok=True, error="")
         return {"ok": True, "answer": text[:500], "latency_ms": reply.latency_ms, "error": ""}
 
@@ -774,6 +764,3 @@ def _water_level(sizes: list[int], target: int) -> int:
 def _ms(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
 
-
-def _usd(value: Decimal | float) -> str:
-    return f"${value:,.2f}" if value >= 1 or value == 0 else f"${value:,.4f}"

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from tracing.jobs import Job, JobStatusChoices
 from tracing.models import Project, Trace
 
 
@@ -44,7 +45,7 @@ class ProjectLlmSettings(models.Model):
         return f"{self.project}: {self.model or 'no model'}"
 
 
-class RunStatus(models.TextChoices):
+class RunStatus(JobStatusChoices):
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
     SUCCEEDED = "succeeded", "Finished"
@@ -52,10 +53,10 @@ class RunStatus(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
 
 
-FINISHED_RUN_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+FINISHED_RUN_STATUSES = RunStatus.finished_values()
 
 
-class AttributionRun(models.Model):
+class AttributionRun(Job):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="attribution_runs")
     method = models.CharField(max_length=40)
     model = models.CharField(max_length=200, blank=True)  # empty for offline methods
@@ -70,14 +71,10 @@ class AttributionRun(models.Model):
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
     cost = models.DecimalField(max_digits=12, decimal_places=6, default=0)
-    error = models.TextField(blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    # Last sign of life (claimed, a verdict written, re-enqueued); the reaper re-enqueues a run gone quiet.
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    reaped = models.PositiveSmallIntegerField(default=0)  # times the reaper had to re-enqueue it
+    # error, heartbeat_at (claimed, a verdict written, a beat while a worker attributes a trace) and the timestamps:
+    # tracing.jobs.Job. Starts of the run (its fan-out) are counted in the column the reaper's restart counter used.
+    attempts = models.PositiveSmallIntegerField(default=0, db_column="reaped")
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -89,14 +86,6 @@ class AttributionRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.method} run {self.pk} ({self.status})"
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in FINISHED_RUN_STATUSES
-
-    @property
-    def percent(self) -> int:
-        return 100 if self.is_finished else (int(100 * self.done / self.total) if self.total else 0)
 
 
 class VerdictStatus(models.TextChoices):
@@ -158,6 +147,13 @@ class LlmCall(models.Model):
     cost = models.DecimalField(max_digits=12, decimal_places=6, default=0)
     latency_ms = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
+    # The tokens were counted on this side, not reported by the provider: the prompt of an attempt that reached the
+    # server but failed (no usage comes back), or of a request whose worker stopped mid-way.
+    estimated = models.BooleanField(default=False)
+    # Set while the request is in flight: the row then holds the most it may cost (counted prompt, maximum output),
+    # which budgets count until this moment (attribution/llm_budget.py: reserve before sending, the expiry rule).
+    # The budget queries filter by run, campaign or project (their foreign-key indexes), never by this column.
+    reserved_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -168,7 +164,7 @@ class LlmCall(models.Model):
         ]
 
 
-class CampaignStatus(models.TextChoices):
+class CampaignStatus(JobStatusChoices):
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
     SUCCEEDED = "succeeded", "Finished"
@@ -177,11 +173,10 @@ class CampaignStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
-FINISHED_CAMPAIGN_STATUSES = (CampaignStatus.SUCCEEDED, CampaignStatus.STOPPED, CampaignStatus.CANCELLED,
-                              CampaignStatus.FAILED)
+FINISHED_CAMPAIGN_STATUSES = CampaignStatus.finished_values()
 
 
-class InjectionCampaign(models.Model):
+class InjectionCampaign(Job):
     """Break successful runs on purpose: each planned ``Injection`` puts one fault into one step of one origin trace
     and replays the run; injections that turn success into failure become new traces labelled at the fault.
 
@@ -206,13 +201,8 @@ class InjectionCampaign(models.Model):
     tokens = models.PositiveBigIntegerField(default=0)
     cost = models.DecimalField(max_digits=12, decimal_places=6, default=0)
     stop_reason = models.CharField(max_length=300, blank=True)
-    error = models.TextField(blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)  # as AttributionRun
-    reaped = models.PositiveSmallIntegerField(default=0)
+    attempts = models.PositiveSmallIntegerField(default=0, db_column="reaped")  # as AttributionRun
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -222,14 +212,6 @@ class InjectionCampaign(models.Model):
 
     def __str__(self) -> str:
         return f"injection campaign {self.pk} ({self.status})"
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in FINISHED_CAMPAIGN_STATUSES
-
-    @property
-    def percent(self) -> int:
-        return 100 if self.is_finished else (int(100 * self.done / self.total) if self.total else 0)
 
 
 class InjectionStatus(models.TextChoices):

@@ -179,7 +179,32 @@ def project_spend(*, project) -> float:  # type: ignore[no-untyped-def]
 
     from .models import LlmCall
 
-    return float(LlmCall.objects.filter(project=project).aggregate(total=Sum("cost"))["total"] or 0)
+    # Requests in flight hold their maximum cost until they settle: that is reserved, not spent.
+    return float(LlmCall.objects.filter(project=project, reserved_until__isnull=True)
+                 .aggregate(total=Sum("cost"))["total"] or 0)
+
+
+# The most recent calls listed under a run's or a project's usage totals: enough to see a run's last trace.
+USAGE_ROWS = 50
+
+
+def llm_usage(*, project, run: AttributionRun | None = None) -> dict:  # type: ignore[no-untyped-def]
+    """The LLM usage of a project or one of its runs: totals of settled calls, with the tokens counted on this side
+    (``estimated``: prompts of attempts that reached the server and failed) apart from those the provider reported,
+    requests in flight (reserved, not spent) apart from both, and the most recent calls."""
+    from django.db.models import F, Q, Sum
+
+    from .models import LlmCall
+
+    calls = LlmCall.objects.filter(project=project, **({"run": run} if run is not None else {}))
+    settled = Q(reserved_until__isnull=True)
+    tokens = F("input_tokens") + F("output_tokens")
+    totals = calls.aggregate(
+        calls=Count("id", filter=settled & Q(cached=False)), cached=Count("id", filter=Q(cached=True)),
+        in_flight=Count("id", filter=~settled), reported=Sum(tokens, filter=settled & Q(estimated=False)),
+        estimated=Sum(tokens, filter=settled & Q(estimated=True)), cost=Sum("cost", filter=settled))
+    return {"totals": {name: value or 0 for name, value in totals.items()},
+            "recent": list(calls.order_by("-id")[:USAGE_ROWS])}
 
 
 # Buckets of the suspicion strip: a 10,000-step trace is drawn as 400 cells, each the most suspicious of its steps.
@@ -249,7 +274,7 @@ def run_detail_context(run: AttributionRun) -> dict:
         rows.append({"verdict": v, "gold": gold,
                      "agent_ok": bool(gold and v.status == "ok" and v.agent_name == gold.agent_name),
                      "step_ok": bool(gold and v.status == "ok" and v.step_index == gold.step_index)})
-    return {"run": run, "rows": rows}
+    return {"run": run, "rows": rows, "usage": llm_usage(project=run.project, run=run)}
 
 
 def reusable_run(*, project, method: str, trace_ids: list[int], with_ground_truth: bool) -> AttributionRun | None:  # type: ignore[no-untyped-def]

@@ -58,6 +58,28 @@ _HUMAN = {
     "mast.3.1": "Stopped too early (MAST 3.1)",
     "mast.3.2": "Did not check the result, or only partly (MAST 3.2)",
     "mast.3.3": "Checked the result wrongly (MAST 3.3)",
+    # TRAIL's terms are short labels of its paper's definitions ("Tool-related" hallucinations, "Language-only" ones).
+    "trail.language_only": "Stated something it never saw (TRAIL: Language-only)",
+    "trail.tool_related": "Made up a tool, a tool call or its result (TRAIL: Tool-related)",
+    "trail.poor_information_retrieval": "Retrieved the wrong or too little information (TRAIL: Poor Information "
+                                        "Retrieval)",
+    "trail.tool_output_misinterpretation": "Misread a tool's output (TRAIL: Tool Output Misinterpretation)",
+    "trail.incorrect_problem_identification": "Misunderstood the problem (TRAIL: Incorrect Problem Identification)",
+    "trail.formatting_errors": "Badly formatted output or tool call (TRAIL: Formatting Errors)",
+    "trail.instruction_non_compliance": "Did not follow its instructions (TRAIL: Instruction Non-compliance)",
+    "trail.tool_selection_errors": "Chose the wrong tool (TRAIL: Tool Selection Errors)",
+    "trail.tool_definition_issues": "A tool was defined wrongly (TRAIL: Tool Definition Issues)",
+    "trail.environment_setup_errors": "The environment was set up wrongly (TRAIL: Environment Setup Errors)",
+    "trail.rate_limiting": "A service rate-limited it (TRAIL: Rate Limiting)",
+    "trail.authentication_errors": "Could not authenticate with a service (TRAIL: Authentication Errors)",
+    "trail.service_errors": "A service it called failed (TRAIL: Service Errors)",
+    "trail.resource_not_found": "Asked for something that does not exist (TRAIL: Resource Not Found)",
+    "trail.resource_exhaustion": "Ran out of memory, disk or quota (TRAIL: Resource Exhaustion)",
+    "trail.timeout_issues": "A call timed out (TRAIL: Timeout Issues)",
+    "trail.context_handling_failures": "Lost or misused earlier context (TRAIL: Context Handling Failures)",
+    "trail.resource_abuse": "Called tools far more than needed (TRAIL: Resource Abuse)",
+    "trail.goal_deviation": "Drifted from the goal (TRAIL: Goal Deviation)",
+    "trail.task_orchestration": "Coordinated subtasks or agents badly (TRAIL: Task Orchestration)",
 }
 
 
@@ -96,7 +118,6 @@ def _slug(text: str) -> str:
 def _build() -> dict[str, Category]:
     out: dict[str, Category] = {}
     for code, category in _build_labels().items():
-        # TRAIL's category names are already plain English ("TRAIL: Tool Selection Errors").
         out[code] = Category(category.code, category.label, category.family, category.group,
                              _HUMAN.get(code, category.label))
     return out

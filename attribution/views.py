@@ -171,7 +171,8 @@ def llm_settings(request: HttpRequest, slug: str) -> HttpResponse:
         return redirect("attribution:llm_settings", slug=slug)
     context = {"project": membership.project, "membership": membership, "form": form,
                "has_key": bool(current.api_key_encrypted), "methods": all_methods(),
-               "spent": selectors.project_spend(project=membership.project), "facts": model_facts(current.model)}
+               "spent": selectors.project_spend(project=membership.project), "facts": model_facts(current.model),
+               "usage": selectors.llm_usage(project=membership.project)}
     return render(request, "attribution/llm_settings.html", context, status=400 if form.errors else 200)
 
 
@@ -188,7 +189,7 @@ def llm_test_connection(request: HttpRequest, slug: str) -> HttpResponse:
     context = {"project": membership.project, "membership": membership, "connection": result,
                "form": LlmSettingsForm(instance=current), "has_key": bool(current.api_key_encrypted),
                "methods": all_methods(), "spent": selectors.project_spend(project=membership.project),
-               "facts": model_facts(current.model)}
+               "facts": model_facts(current.model), "usage": selectors.llm_usage(project=membership.project)}
     return render(request, template, context)
 
 

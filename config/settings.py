@@ -202,9 +202,10 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # abandoned after this many seconds without a sign of life: longer than its task may run, so a live worker is never
 # doubled.
 CULPRIT_REAP_INGEST_AFTER = env_int("CULPRIT_REAP_INGEST_AFTER", CELERY_TASK_TIME_LIMIT + 240)
-# A running ingest job's heartbeat is moved by a thread every CULPRIT_JOB_HEARTBEAT_EVERY seconds while its worker
-# lives, so one older than CULPRIT_REAP_RUNNING_AFTER means the worker died: the job is queued again (about a minute
-# after a kill -9, not after the broker's visibility timeout). Keep it several beats long.
+# A running job's heartbeat (ingest, attribution run, injection campaign, export: tracing.jobs.Job) is moved by a
+# thread every CULPRIT_JOB_HEARTBEAT_EVERY seconds while a worker works on it, so one older than
+# CULPRIT_REAP_RUNNING_AFTER means the worker died: the job is queued again (about a minute after a kill -9, not
+# after the broker's visibility timeout). Keep it several beats long.
 CULPRIT_JOB_HEARTBEAT_EVERY = env_int("CULPRIT_JOB_HEARTBEAT_EVERY", 10)
 CULPRIT_REAP_RUNNING_AFTER = env_int("CULPRIT_REAP_RUNNING_AFTER", 45)
 CULPRIT_REAP_RUN_AFTER = env_int("CULPRIT_REAP_RUN_AFTER", 3660 + 240)  # one trace or injection may take an hour

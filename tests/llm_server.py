@@ -72,6 +72,12 @@ class FakeLlmServer:
         return {"calls": len(ok), "input_tokens": sum(r.prompt_tokens for r in ok),
                 "output_tokens": sum(r.completion_tokens for r in ok)}
 
+    def received_totals(self) -> dict[str, int]:
+        """What the server read: the prompt of every request that reached it (answered, refused with 429, 500 or 400,
+        or timed out on the client's side), the answer of the answered ones."""
+        return {"requests": len(self.received), "input_tokens": sum(r.prompt_tokens for r in self.received),
+                "output_tokens": sum(r.completion_tokens for r in self.answered())}
+
     def overflowed(self) -> list[Received]:
         return [r for r in self.received if r.status == 400]
 

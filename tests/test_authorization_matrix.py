@@ -107,6 +107,7 @@ PAGES: dict[str, dict[str, dict[str, Any]]] = {
 # The API answers for a token's project: no token 401, another project's token 404 for A's objects.
 API: dict[str, tuple[str, dict[str, int]]] = {
     "api:list_formats": ("GET", {"none": 401, "other": 200, "own": 200}),
+    "api:list_export_formats": ("GET", {"none": 401, "other": 200, "own": 200}),
     "api:list_jobs": ("GET", {"none": 401, "other": 200, "own": 200}),
     "api:get_job": ("GET", {"none": 401, "other": 404, "own": 200}),
     "api:list_traces": ("GET", {"none": 401, "other": 200, "own": 200}),

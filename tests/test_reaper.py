@@ -144,16 +144,16 @@ def test_a_lost_run_and_a_lost_campaign_are_restarted(project, celery_worker):
     wait_for(lambda: InjectionCampaign.objects.filter(pk=campaign.pk, status=CampaignStatus.SUCCEEDED).exists(),
              timeout=60)
     assert Verdict.objects.filter(run=run).count() == len(trace_ids)
-    assert AttributionRun.objects.get(pk=run.pk).reaped == 1
+    assert AttributionRun.objects.get(pk=run.pk).attempts == 1  # re-sent while queued: its first start
 
 
 def test_a_run_restarted_too_often_fails_with_a_reason(project):
     run = AttributionRun.objects.create(project=project, method="heuristic", trace_ids=[1], total=1,
                                         status=RunStatus.RUNNING, heartbeat_at=LONG_AGO,
-                                        reaped=attribution_services.MAX_REAPS)
+                                        attempts=AttributionRun.MAX_ATTEMPTS)
     assert attribution_services.jobs_reap(stale_after=600) == {"requeued": 0, "failed": 1}
     run.refresh_from_db()
-    assert run.status == RunStatus.FAILED and "gave up after" in run.error
+    assert run.status == RunStatus.FAILED and "gave up after 3 attempts" in run.error
 
 
 def test_celery_beat_runs_the_reaper_on_its_own(project, celery_worker, tmp_path):

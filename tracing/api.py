@@ -19,10 +19,11 @@ from ninja.errors import HttpError
 from ninja.files import UploadedFile
 from ninja.security import HttpBearer
 from ninja.throttling import BaseThrottle
+from pydantic import ConfigDict, ModelWrapValidatorHandler, ValidationInfo, model_validator
 
 from config import ratelimit
 
-from . import selectors, services
+from . import extensions, selectors, services
 from .formats import all_formats
 from .forms import TraceFilterForm
 from .models import ApiToken, IngestJob, Step, Trace
@@ -177,6 +178,20 @@ class TraceOut(Schema):
     created_at: datetime
 
 
+class TraceListItemOut(TraceOut):
+    """A trace of ``GET /api/traces``; apps further up the dependency chain add fields (attribution: ``verdict``)
+    through ``tracing.extensions`` and document them in the schema with their ``openapi_extenders``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _run_root_validator(cls, values: Any, handler: ModelWrapValidatorHandler[Any], info: ValidationInfo) -> Any:
+        # Replaces ninja's validator of the same name, which reads only the declared fields (through its
+        # DjangoGetter) and so would drop the extensions' keys; the items are plain dicts, with no resolvers to run.
+        return handler(values)
+
+
 class TraceDetailOut(TraceOut):
     metadata: dict[str, Any]
     agent_list: list[AgentOut]
@@ -205,7 +220,7 @@ class Page(Schema):
 
 
 class TracePage(Page):
-    items: list[TraceOut]
+    items: list[TraceListItemOut]
 
 
 class StepPage(Page):
@@ -227,7 +242,8 @@ class TraceQuery(Schema):
     has_gold: str = ""
     from_: str = Field("", alias="from")
     to: str = ""
-    ordering: str = ""
+    ordering: str = Field("", description="A sort key, with - for descending: imported, name, started, duration, "
+                                          "steps, agents, tokens, outcome.")
     offset: int = 0
     limit: int = 50
 
@@ -302,9 +318,10 @@ def get_job(request: HttpRequest, job_id: int) -> dict[str, Any]:
 def list_traces(request: HttpRequest, query: Query[TraceQuery]) -> Any:
     """``q`` searches names, tasks, ids and step content; ``agent``, ``outcome``, ``format``, ``has_gold``
     (yes/no), ``from``/``to`` (YYYY-MM-DD, the run's start) filter; ``ordering`` is one of ``imported``, ``name``,
-    ``started``, ``duration``, ``steps``, ``agents``, ``tokens``, ``outcome``, with ``-`` for descending;
-    ``has_verdict`` (yes/no) and ``verdict_vs_gold`` (differs/agrees) filter on the latest verdict. Values
-    are checked by the same form as the web page's filters: a bad one answers 400 naming the parameter."""
+    ``started``, ``duration``, ``steps``, ``agents``, ``tokens``, ``outcome``, ``verdict``, with ``-`` for
+    descending; ``has_verdict`` (yes/no) and ``verdict_vs_gold`` (differs/agrees) filter on the latest verdict, which
+    each item carries as ``verdict``. Values are checked by the same form as the web page's filters: a bad one answers
+    400 naming the parameter."""
     offset, limit = _bounds(query.offset, query.limit)
     # The extensions' filters (attribution: has_verdict, verdict_vs_gold) come with the form; their OpenAPI entries
     # are added by the app that registers them.
@@ -313,8 +330,10 @@ def list_traces(request: HttpRequest, query: Query[TraceQuery]) -> Any:
     if not form.is_valid():
         return Status(400, {"detail": form.error_text()})
     traces = selectors.trace_list(project=request.auth.project, filters=form.filters())  # type: ignore[attr-defined]
+    page = list(traces[offset:offset + limit])
+    extra = extensions.trace_list_api_fields(page)  # a fixed number of queries for the page (the latest verdicts)
     return {"count": traces.count(), "offset": offset, "limit": limit,
-            "items": [_trace(t) for t in traces[offset:offset + limit]]}
+            "items": [_trace(t) | extra[t.pk] for t in page]}
 
 
 @api.get("/traces/{trace_id}", response=TraceDetailOut,

@@ -1,6 +1,6 @@
 """Extension points through which apps further up the dependency chain (attribution) add to tracing's pages
-without tracing importing them: extra trace-list columns and filters, per-step scores for the step list's blame
-strip, and human names for label categories.
+without tracing importing them: extra trace-list columns, filters, sort keys and API item fields, per-step scores for
+the step list's blame strip, and human names for label categories.
 
 An app registers its implementation in its ``AppConfig.ready()``; tracing asks the registry and renders what comes
 back (plain strings and numbers, auto-escaped by the templates). With nothing registered the pages look as before.
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 class Column:
     key: str
     header: str
+    sort_key: str = ""  # one of the extension's ``orderings``: the header becomes a sort link
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,10 @@ class Cell:
 
 
 class TraceListExtension(Protocol):
-    """Columns and filters of the trace list (the page and ``GET /api/traces``)."""
+    """Columns, filters, sort keys and API item fields of the trace list (the page and ``GET /api/traces``)."""
 
     columns: tuple[Column, ...]
+    orderings: tuple[str, ...]  # sort keys it adds: ``ordering=<key>`` ascending, ``-<key>`` descending
 
     def filter_fields(self) -> dict[str, forms.Field]:
         """Form fields added to ``TraceFilterForm``: their names are the URL's and the API's parameter names."""
@@ -48,8 +50,16 @@ class TraceListExtension(Protocol):
         """The queryset annotated and filtered by the cleaned values of ``filter_fields`` (missing when invalid or
         empty). Use Subquery/Exists annotations: the list must cost the same number of queries for any page."""
 
+    def order_by(self, traces: QuerySet[Trace], key: str) -> tuple[QuerySet[Trace], list[str]]:
+        """For one of ``orderings``: the queryset annotated with what ``key`` sorts by, and those annotations' names,
+        most significant first (tracing adds the direction, NULLs last, and the tie-breaker)."""
+
     def cells(self, traces: list[Trace]) -> dict[int, list[Cell]]:
         """The cells of ``columns`` for one page of traces, by trace id, in a fixed number of queries."""
+
+    def api_fields(self, traces: list[Trace]) -> dict[int, dict[str, Any]]:
+        """Extra JSON fields of each ``GET /api/traces`` item for one page of traces (queried by ``annotate``), by
+        trace id, in a fixed number of queries. The app documents them in the OpenAPI schema itself."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +81,7 @@ class StepScoreProvider(Protocol):
 class _Registry:
     trace_list: list[TraceListExtension] = field(default_factory=list)
     step_scores: list[StepScoreProvider] = field(default_factory=list)
-    category_namer: Callable[[str], str] | None = None
+    category_namer: Callable[[str, str], str] | None = None  # (category, family) -> a person's name
 
 
 _registry = _Registry()
@@ -87,7 +97,7 @@ def register_step_scores(provider: StepScoreProvider) -> None:
         _registry.step_scores.append(provider)
 
 
-def register_category_namer(namer: Callable[[str], str]) -> None:
+def register_category_namer(namer: Callable[[str, str], str]) -> None:
     _registry.category_namer = namer
 
 
@@ -97,6 +107,28 @@ def trace_list_extensions() -> list[TraceListExtension]:
 
 def trace_list_columns() -> list[Column]:
     return [column for ext in _registry.trace_list for column in ext.columns]
+
+
+def trace_list_orderings() -> list[str]:
+    return [key for ext in _registry.trace_list for key in ext.orderings]
+
+
+def trace_list_order_by(traces: QuerySet[Trace], key: str) -> tuple[QuerySet[Trace], list[str]] | None:
+    """The extension that sorts by ``key`` annotates ``traces`` for it; None when no extension knows the key."""
+    for ext in _registry.trace_list:
+        if key in ext.orderings:
+            return ext.order_by(traces, key)
+    return None
+
+
+def trace_list_api_fields(traces: list[Trace]) -> dict[int, dict[str, Any]]:
+    """Every extension's extra fields of each API item, by trace id (an empty dict where none has any)."""
+    fields: dict[int, dict[str, Any]] = {t.pk: {} for t in traces}
+    for ext in _registry.trace_list:
+        for pk, found in ext.api_fields(traces).items():
+            if pk in fields:
+                fields[pk].update(found)
+    return fields
 
 
 def trace_list_cells(traces: list[Trace]) -> dict[int, list[Cell]]:
@@ -118,7 +150,10 @@ def step_scores(trace: Trace, first: int, last: int) -> StepScores | None:
     return None
 
 
-def category_name(code: str) -> str:
-    """A person's name for a label category code; the code itself when no app names categories."""
+def category_name(category: str, family: str = "") -> str:
+    """A person's name for a label's category (a taxonomy code, or a dataset's own wording such as TRAIL's
+    "Tool-related", read in its ``family``); the category as written when no app names categories."""
     namer = _registry.category_namer
-    return namer(code) if namer and code else code
+    if namer and category:
+        return namer(category, family)
+    return f"{family}: {category}" if family and category else category

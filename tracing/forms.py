@@ -46,11 +46,11 @@ class UploadForm(forms.Form):
 
 
 def ordering_choices() -> list[tuple[str, str]]:
-    from .selectors import ORDERINGS
+    from .selectors import ordering_keys
 
     return [("", "Newest import first")] + [
         (f"{sign}{key}", f"{key.capitalize()} {'descending' if sign else 'ascending'}")
-        for key in ORDERINGS for sign in ("", "-")]
+        for key in ordering_keys() for sign in ("", "-")]
 
 
 class TraceFilterForm(forms.Form):

@@ -12,6 +12,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 
+from .jobs import Job, JobStatusChoices
+
 
 class Role(models.TextChoices):
     OWNER = "owner", "Owner"
@@ -79,7 +81,7 @@ class RawUpload(models.Model):
         return f"{self.filename} ({self.sha256[:12]})"
 
 
-class JobStatus(models.TextChoices):
+class JobStatus(JobStatusChoices):
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Importing"
     SUCCEEDED = "succeeded", "Imported"
@@ -87,10 +89,10 @@ class JobStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
-FINISHED_JOB_STATUSES = (JobStatus.SUCCEEDED, JobStatus.DUPLICATE, JobStatus.FAILED)
+FINISHED_JOB_STATUSES = JobStatus.finished_values()
 
 
-class IngestJob(models.Model):
+class IngestJob(Job):
     """One uploaded file (or one member of an uploaded zip) on its way to becoming traces.
 
     The row, not the broker, is the source of truth: a task re-delivered after a worker died finds the job here
@@ -106,22 +108,14 @@ class IngestJob(models.Model):
     confidence = models.FloatField(null=True, blank=True)  # the detector's confidence; 1.0 when chosen by hand
     # The import report: counts and warnings (e.g. "label location span X not found"), filled as the job runs.
     report = models.JSONField(default=dict, blank=True)
+    # status, error, attempts, heartbeat_at and the timestamps: see tracing.jobs.Job (MAX_ATTEMPTS = 3 starts).
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
-    error = models.TextField(blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
     steps_total = models.PositiveIntegerField(default=0)
     steps_done = models.PositiveIntegerField(default=0)
     trace_ids = models.JSONField(default=list, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    # Last sign of life (claimed, a trace committed, re-enqueued by the reaper): the reaper re-enqueues a job whose
-    # worker went quiet for longer than any task may run.
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
-    # A job whose worker died is retried; after this many starts it fails with a readable reason instead.
-    MAX_ATTEMPTS = 3
+    PROGRESS_FIELDS = ("steps_done", "steps_total")
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -130,25 +124,6 @@ class IngestJob(models.Model):
 
     def __str__(self) -> str:
         return f"{self.filename}: {self.status}"
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in FINISHED_JOB_STATUSES
-
-    @property
-    def percent(self) -> int:
-        if self.is_finished:
-            return 100
-        if not self.steps_total:
-            return 0
-        return min(99, int(100 * self.steps_done / self.steps_total))
-
-    @property
-    def retrying_attempt(self) -> int | None:
-        """The attempt a job put back in the queue after its worker stopped will be (the page says so), else None."""
-        if self.status == JobStatus.QUEUED and self.attempts >= 1:
-            return self.attempts + 1
-        return None
 
 
 class Outcome(models.TextChoices):

@@ -117,11 +117,21 @@ def trace_list(*, project: Project, filters: TraceFilters) -> QuerySet[Trace]:
         traces = traces.annotate(run_tokens=Coalesce(Subquery(tokens), 0))
     for ext in extensions.trace_list_extensions():
         traces = ext.annotate(traces, filters.extra)
-    if key not in ORDERINGS:
+    if key in ORDERINGS:
+        names = [ORDERINGS[key]]
+    elif key and (found := extensions.trace_list_order_by(traces, key)) is not None:
+        traces, names = found  # an extension's column (attribution: the latest verdict)
+    else:
         return traces.order_by("-created_at", "-id")
-    field = F(ORDERINGS[key])
-    direction = field.desc(nulls_last=True) if filters.ordering.startswith("-") else field.asc(nulls_last=True)
-    return traces.order_by(direction, "-id")
+    descending = filters.ordering.startswith("-")
+    # NULLs last both ways: a trace without the value (no times, no verdict) never heads the list.
+    order = [F(n).desc(nulls_last=True) if descending else F(n).asc(nulls_last=True) for n in names]
+    return traces.order_by(*order, "-id")
+
+
+def ordering_keys() -> list[str]:
+    """Every sort key of the trace list: tracing's columns, then the extensions'."""
+    return [*ORDERINGS, *extensions.trace_list_orderings()]
 
 
 @dataclass
@@ -162,6 +172,7 @@ def trace_row_facts(*, traces: list[Trace], q: str = "") -> None:
                                                                                                         "name"):
         facts[trace_id].agents.append(name)
     for label in GoldLabel.objects.filter(trace_id__in=ids).order_by("created_at", "id"):
+        label.category_name = extensions.category_name(label.category)  # type: ignore[attr-defined]
         facts[label.trace_id].gold = label  # the latest wins
     if q:
         for trace_id, index in search.first_hits(q, ids).items():
@@ -268,6 +279,8 @@ def error_labels_by_step(*, trace: Trace) -> tuple[dict[int, list[ErrorLabel]], 
     by_step: dict[int, list[ErrorLabel]] = {}
     unplaced: list[ErrorLabel] = []
     for label in ErrorLabel.objects.filter(trace=trace).order_by("position", "id"):
+        # "Tool-related" as TRAIL writes it reads as "Hallucinated a tool call or its output (TRAIL: Tool-related)".
+        label.category_name = extensions.category_name(label.category, label.family)  # type: ignore[attr-defined]
         if label.step_index is None:
             unplaced.append(label)
         else:

@@ -3,51 +3,43 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
-from django.db import InterfaceError, OperationalError
 
 from config import broker
 
 from . import services
+from .job_tasks import JobTask
 from .models import IngestJob
 from .services.ingest import IngestJobBusy
 
 logger = logging.getLogger(__name__)
 
-# Database hiccups (a restart, a dropped connection) are worth retrying; anything else is a real failure that the
-# service has already written onto the job.
-TRANSIENT_ERRORS = (OperationalError, InterfaceError)
-MAX_RETRIES = 5
 # A message for a job another live worker runs (a re-delivery) looks again this many times, each time when that
 # worker's heartbeat would have gone stale, before leaving the job to the reaper.
 MAX_BUSY_RETRIES = 40
 
 
-@shared_task(bind=True, name="tracing.ingest_file", max_retries=MAX_RETRIES)
+def _ingest_job_fail(job_id: int, reason: str) -> None:
+    services.ingest_job_fail(job=IngestJob.objects.get(pk=job_id), reason=reason)
+
+
+@shared_task(base=JobTask, bind=True, name="tracing.ingest_file", fail_job=_ingest_job_fail)
 def ingest_file_task(self, job_id: int, busy_retries: int = 0) -> None:
+    # The service claims the job and runs it under its own heartbeat (tracing.services.ingest.ingest_job_run).
     try:
         services.ingest_job_run(job_id=job_id)
     except IngestJobBusy as busy:
         if busy_retries >= MAX_BUSY_RETRIES:
             logger.warning("ingest job %s still running elsewhere; left to the reaper", job_id)
             return
-        # A new message rather than self.retry(): the transient-error budget below stays whole.
+        # A new message rather than self.retry(): the transient-error budget stays whole.
         ingest_file_task.apply_async((job_id,), {"busy_retries": busy_retries + 1}, countdown=busy.retry_in)
-    except TRANSIENT_ERRORS as exc:
-        if self.request.retries >= MAX_RETRIES:
-            job = IngestJob.objects.get(pk=job_id)
-            services.ingest_job_fail(job=job, reason=f"the database stayed unavailable ({exc.__class__.__name__})")
-            return
-        raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 30)) from exc
 
 
-@shared_task(bind=True, name="tracing.rebuild_otlp_trace", max_retries=MAX_RETRIES)
+@shared_task(base=JobTask, bind=True, name="tracing.rebuild_otlp_trace")
 def rebuild_otlp_trace_task(self, project_id: int, trace_id: str) -> None:
     # Idempotent: a build takes the spans not built yet under a per-trace lock and rolls back whole if killed, so a
     # re-delivery or a late duplicate finds nothing to do or finishes the work.
-    try:
-        services.otlp_trace_rebuild(project_id=project_id, trace_id=trace_id)
-    except TRANSIENT_ERRORS as exc:
-        raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 30)) from exc
+    services.otlp_trace_rebuild(project_id=project_id, trace_id=trace_id)
 
 
 @shared_task(name="tracing.reap_jobs")

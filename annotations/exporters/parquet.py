@@ -38,6 +38,11 @@ class ParquetExporter:
     name = "parquet"
     extension = "parquet"
     content_type = "application/vnd.apache.parquet"
+    label = "Parquet (one row per label)"
+    description = (
+        "One row per labelled error with a fixed schema, for pandas and Hugging Face datasets; the manifest is in "
+        "the file metadata."
+    )
 
     def write(self, path: Path, cases: list[ExportCase], manifest: dict[str, Any], progress: Progress) -> int:
         schema = SCHEMA.with_metadata({MANIFEST_KEY: json.dumps(manifest, ensure_ascii=False).encode()})

@@ -27,6 +27,11 @@ class WhoWhenZipExporter:
     name = "whowhen-zip"
     extension = "zip"
     content_type = "application/zip"
+    label = "Who&When JSON, one file per case (zip)"
+    description = (
+        "One Who&When JSON document per case in train/ and test/ folders, as the original dataset ships; "
+        "re-imports as it is."
+    )
 
     def write(self, path: Path, cases: list[ExportCase], manifest: dict[str, Any], progress: Progress) -> int:
         steps = 0

@@ -19,7 +19,16 @@ from .exports import (
     exports_for_project,
 )
 from .invitations import invitations_open
-from .items import AGREEMENT_CHOICES, ITEM_STATUSES, ItemFilters, ItemListRow, queue_items, reference_gold
+from .items import (
+    AGREEMENT_CHOICES,
+    ITEM_STATUSES,
+    ErrorCandidate,
+    ItemFilters,
+    ItemListRow,
+    error_candidates,
+    queue_items,
+    reference_gold,
+)
 from .queues import (
     DEFAULT_LIMIT,
     DEFAULT_THRESHOLD,
@@ -49,6 +58,7 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "EVIDENCE_MAX_STEPS",
     "EXPORT_FORMAT_VERSION",
+    "ErrorCandidate",
     "ExportCase",
     "ExportFilters",
     "ExportLabel",
@@ -61,6 +71,7 @@ __all__ = [
     "VERIFIED_SOURCES",
     "adjudication_rows",
     "agreement_for_traces",
+    "error_candidates",
     "agreement_report",
     "annotation_for_user",
     "assign_splits",

@@ -13,7 +13,7 @@ from django.core.paginator import Page, Paginator
 from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from tracing.models import GoldLabel, LabelSource
+from tracing.models import ErrorLabel, GoldLabel, LabelSource
 
 from ..models import Annotation, CopyStatus, QueueItem, ReviewQueue
 
@@ -135,4 +135,48 @@ def reference_gold(*, trace_ids: list[int]) -> dict[int, list[GoldLabel]]:
     out: dict[int, list[GoldLabel]] = {}
     for label in GoldLabel.objects.filter(trace_id__in=trace_ids, source__in=REFERENCE_SOURCES).order_by("pk"):
         out.setdefault(label.trace_id, []).append(label)
+    return out
+
+
+@dataclass
+class ErrorCandidate:
+    """One labelled error of a trace an owner may pick as decisive (or keep beside it) when deciding an item.
+
+    ``key`` names its row: ``a<pk>`` an annotator's decisive answer, ``e<pk>`` an annotator's further error,
+    ``l<pk>`` an error label already on the trace, ``g<pk>`` a reference gold label without error labels."""
+
+    key: str
+    origin: str  # who said so, for the page: "ann: decisive", "Imported TRAIL"…
+    step_index: int
+    agent_name: str
+    category: str
+    note: str
+    family: str = ""
+    decisive: bool = False  # decisive where it came from
+
+
+def error_candidates(*, item: QueueItem) -> list[ErrorCandidate]:
+    """Every labelled error of the item's trace that sits on a step: the annotators' answers (decisive, then further)
+    first, then the trace's error labels of every source, then imported gold the error labels do not already hold."""
+    out: list[ErrorCandidate] = []
+    answers = (item.copies.filter(status=CopyStatus.SUBMITTED).select_related("annotator")
+               .prefetch_related("further_errors").order_by("slot"))
+    for a in answers:
+        who = a.annotator.username if a.annotator else "?"
+        out.append(ErrorCandidate(f"a{a.pk}", f"{who}: decisive", a.step_index or 0, a.agent_name, a.category,
+                                  a.reason, decisive=True))
+        out.extend(ErrorCandidate(f"e{e.pk}", f"{who}: further", e.step_index, e.agent_name, e.category, e.note)
+                   for e in a.further_errors.all())
+    labels = ErrorLabel.objects.filter(trace_id=item.trace_id, step_index__isnull=False).order_by("source", "position")
+    sources = dict(LabelSource.choices)
+    held = set()
+    for label in labels:
+        held.add((label.source, label.step_index, label.agent_name))
+        out.append(ErrorCandidate(f"l{label.pk}", f"{sources.get(label.source, label.source)} {label.family}".strip(),
+                                  label.step_index, label.agent_name, label.category, label.description,
+                                  family=label.family, decisive=label.decisive))
+    for gold in reference_gold(trace_ids=[item.trace_id]).get(item.trace_id, []):
+        if (gold.source, gold.step_index, gold.agent_name) not in held:
+            out.append(ErrorCandidate(f"g{gold.pk}", f"{sources.get(gold.source, gold.source)} gold",
+                                      gold.step_index, gold.agent_name, gold.category, gold.reason, decisive=True))
     return out

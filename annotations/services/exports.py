@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from tracing.models import Project
 from tracing.services import audit_record
-from tracing.services.reaper import stale_jobs_reap
+from tracing.services.reaper import gave_up_reason, heartbeat, job_rows_reap
 
 from ..exporters import get_exporter
 from ..exporters.rows import STEP_CHUNK
@@ -35,7 +35,7 @@ from ..selectors import ExportCase, ExportFilters, export_cases, export_manifest
 logger = logging.getLogger(__name__)
 
 # A job whose worker died is tried again; after this many starts it fails with a readable reason instead.
-MAX_EXPORT_ATTEMPTS = 3
+MAX_EXPORT_ATTEMPTS = DatasetExport.MAX_ATTEMPTS
 # Progress is written to the row every this many steps: a few UPDATEs per second at the measured export speed.
 PROGRESS_EVERY = 5 * STEP_CHUNK
 # The export task's hard time limit (seconds). bench/export_speed.py writes 100,000 steps in well under a minute; an
@@ -70,7 +70,10 @@ def export_run(*, export_id: int) -> DatasetExport:
             return export_fail(export=export, reason=f"gave up after {export.attempts} interrupted attempts")
         return export  # already finished: a duplicate delivery writes nothing
     try:
-        _build(export)
+        # Only this attempt's row beats: an attempt taken over by a newer one (after a redelivery) goes quiet.
+        with heartbeat(DatasetExport.objects.filter(pk=export.pk, status=ExportStatus.RUNNING, attempts=export.attempts),
+                       every=settings.CULPRIT_JOB_HEARTBEAT_EVERY):
+            _build(export)
     except (OperationalError, InterfaceError, DatasetExport.DoesNotExist):
         raise  # transient: the task retries (the claim above lets the retry in); or deleted meanwhile
     except SoftTimeLimitExceeded:
@@ -166,15 +169,14 @@ def export_delete(*, export: DatasetExport, actor: AbstractBaseUser | None = Non
     export.delete()
 
 
-def exports_reap(*, stale_after: int) -> dict[str, int]:
+def exports_reap(*, stale_after: int, running_after: int | None = None) -> dict[str, int]:
     """Exports whose worker vanished are re-enqueued, or failed with the reason once their attempts are spent
-    (``tracing.services.reaper.stale_jobs_reap``). Celery beat, every minute."""
+    (``tracing.services.reaper.job_rows_reap``: a running export whose heartbeat is older than ``running_after`` --
+    ``CULPRIT_REAP_RUNNING_AFTER`` -- goes back to queued; a queued one waits ``stale_after``). Celery beat, every
+    ``CULPRIT_REAP_EVERY`` seconds."""
     from ..tasks import export_dataset_task
 
-    def fail(export: DatasetExport) -> None:
-        export_fail(export=export, reason=f"gave up after {export.attempts} attempts: the worker writing it "
-                                          "stopped each time (killed, out of memory, or restarted)")
-
-    return stale_jobs_reap(DatasetExport.objects.filter(status__in=[ExportStatus.QUEUED, ExportStatus.RUNNING]),
-                           stale_after=stale_after, hopeless=lambda e: e.attempts >= MAX_EXPORT_ATTEMPTS,
-                           fail=fail, enqueue=export_dataset_task.delay)
+    running_after = running_after if running_after is not None else settings.CULPRIT_REAP_RUNNING_AFTER
+    return job_rows_reap(DatasetExport, running_after=running_after, queued_after=stale_after,
+                         enqueue=export_dataset_task.delay,
+                         fail=lambda export: export_fail(export=export, reason=gave_up_reason(export)))

@@ -9,6 +9,7 @@ someone else can no longer be extended, submitted or skipped by its first holder
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -16,16 +17,20 @@ from django.db import transaction
 from django.db.models import Count, Exists, OuterRef
 from django.utils import timezone
 
+from attribution.taxonomy import CATEGORIES
 from tracing.formats import ParsedGold
-from tracing.models import Agent, GoldLabel, LabelSource, Project, Step
+from tracing.models import Agent, ErrorLabel, GoldLabel, LabelSource, Project, Step, Trace
 from tracing.services import gold_write
 
 from .. import selectors
-from ..models import Annotation, Assignment, CopyStatus, QueueItem, ReviewQueue, Skip
+from ..models import Annotation, AnnotationError, Assignment, CopyStatus, QueueItem, ReviewQueue, Skip
 
 # Bound on how long one visit may add to an answer's lead time: a tab left open overnight is not labelling time.
 MAX_LEAD_TIME_MS = 4 * 60 * 60 * 1000
 ITEM_BATCH_SIZE = 1000  # rows per INSERT when filling a queue
+# A taxonomy's name as ErrorLabel.family spells it (the importers write "TRAIL", "MAST", "AgentRx").
+ERROR_LABEL_FAMILIES = {"mast": "MAST", "trail": "TRAIL", "agent_error_taxonomy": "AgentErrorTaxonomy"}
+MAX_FURTHER_ERRORS = 50  # further errors one answer may list: far more than any dataset labels per run
 
 
 class QueueError(Exception):
@@ -130,22 +135,74 @@ def annotation_touch(*, annotation: Annotation, user: AbstractBaseUser) -> bool:
     return _extend(annotation, user, expires)
 
 
+@dataclass(frozen=True)
+class ErrorSpec:
+    """One labelled error as a person gives it: the decisive one, or a further one beside it."""
+
+    step_index: int
+    agent_name: str = ""
+    category: str = ""
+    note: str = ""
+    family: str = ""  # the category's taxonomy family as error labels spell it; empty: read from the category
+
+
+def _checked_error(trace: Trace, error: ErrorSpec, *, taxonomy: str | None, what: str = "") -> ErrorSpec:
+    """The error with its agent filled in from its step; QueueError when the step is not in the trace, or (for an
+    annotator's answer, ``taxonomy`` given) the agent does not act in it or the category is not of the queue's
+    taxonomy. An owner deciding (``taxonomy`` None) may keep an imported error whose agent the trace does not know
+    (Who&When has such labels) or whose category is the dataset's own."""
+    if not 0 <= error.step_index < trace.step_count:
+        raise QueueError(f"{what}Step {error.step_index} is outside this trace (steps 0–{trace.step_count - 1}).")
+    agent_name = error.agent_name.strip()[:200] or _agent_of_step(trace.pk, error.step_index)
+    if taxonomy is not None:
+        if agent_name and not Agent.objects.filter(trace=trace, name=agent_name).exists():
+            raise QueueError(f"{what}{agent_name!r} is not an agent of this trace.")
+        known = CATEGORIES.get(error.category)
+        if error.category and (known is None or known.family != taxonomy):
+            raise QueueError(f"{what}{error.category!r} is not a category of this queue's taxonomy.")
+    known = CATEGORIES.get(error.category)
+    family = error.family or (ERROR_LABEL_FAMILIES.get(known.family, known.family) if known else "")
+    return replace(error, agent_name=agent_name, category=error.category[:80], family=family)
+
+
+def _checked_further(trace: Trace, decisive: ErrorSpec, further: Iterable[ErrorSpec], *,
+                     taxonomy: str | None) -> list[ErrorSpec]:
+    """Further errors checked one by one, in order, without repeats (of each other or of the decisive error)."""
+    seen = {(decisive.step_index, decisive.agent_name, decisive.category)}
+    out: list[ErrorSpec] = []
+    for position, error in enumerate(further, start=1):
+        if position > MAX_FURTHER_ERRORS:
+            raise QueueError(f"At most {MAX_FURTHER_ERRORS} further errors per answer.")
+        error = _checked_error(trace, error, taxonomy=taxonomy, what=f"Further error {position}: ")
+        if (error.step_index, error.agent_name, error.category) not in seen:
+            seen.add((error.step_index, error.agent_name, error.category))
+            out.append(error)
+    return out
+
+
 def annotation_submit(*, annotation: Annotation, user: AbstractBaseUser, step_index: int, agent_name: str = "",
-                      category: str = "", reason: str = "", lead_time_ms: int = 0) -> Annotation:
+                      category: str = "", reason: str = "", lead_time_ms: int = 0,
+                      further: Iterable[ErrorSpec] = ()) -> Annotation:
+    """Take the answer: the decisive error on the copy itself, further errors as its ``AnnotationError`` rows."""
     trace = annotation.item.trace
-    if not 0 <= step_index < trace.step_count:
-        raise QueueError(f"Step {step_index} is outside this trace (steps 0–{trace.step_count - 1}).")
-    agent_name = agent_name.strip()[:200] or _agent_of_step(trace.pk, step_index)
-    if agent_name and not Agent.objects.filter(trace=trace, name=agent_name).exists():
-        raise QueueError(f"{agent_name!r} is not an agent of this trace.")
+    # The decisive category is checked by the form (any known code, as before); the further ones here.
+    decisive = _checked_error(trace, ErrorSpec(step_index, agent_name), taxonomy=annotation.queue.taxonomy)
+    decisive = replace(decisive, category=category[:80])
+    further = _checked_further(trace, decisive, further, taxonomy=annotation.queue.taxonomy)
     now = timezone.now()
-    updated = Annotation.objects.filter(pk=annotation.pk, annotator=user, status=CopyStatus.LEASED).update(
-        status=CopyStatus.SUBMITTED, agent_name=agent_name, step_index=step_index, category=category[:80],
-        reason=reason, lead_time_ms=min(max(0, lead_time_ms), MAX_LEAD_TIME_MS), submitted_at=now,
-        lease_expires_at=None,
-    )
-    if not updated:
-        raise QueueError("Your lease on this item ran out and it went to someone else; your answer was not saved.")
+    with transaction.atomic():
+        updated = Annotation.objects.filter(pk=annotation.pk, annotator=user, status=CopyStatus.LEASED).update(
+            status=CopyStatus.SUBMITTED, agent_name=decisive.agent_name, step_index=step_index,
+            category=decisive.category, reason=reason, lead_time_ms=min(max(0, lead_time_ms), MAX_LEAD_TIME_MS),
+            submitted_at=now, lease_expires_at=None,
+        )
+        if not updated:
+            raise QueueError("Your lease on this item ran out and it went to someone else; your answer was not "
+                             "saved.")
+        AnnotationError.objects.bulk_create([
+            AnnotationError(annotation_id=annotation.pk, position=i, step_index=e.step_index,
+                            agent_name=e.agent_name, category=e.category, note=e.note)
+            for i, e in enumerate(further)])
     return Annotation.objects.get(pk=annotation.pk)
 
 
@@ -165,23 +222,25 @@ def annotation_skip(*, annotation: Annotation, user: AbstractBaseUser) -> None:
 
 
 def item_resolve(*, item: QueueItem, user: AbstractBaseUser, step_index: int, agent_name: str = "",
-                 category: str = "", reason: str = "", source: str = LabelSource.ADJUDICATED) -> GoldLabel:
-    """Write the item's answer as the trace's gold label (through tracing's own label writer) and remember it.
+                 category: str = "", reason: str = "", source: str = LabelSource.ADJUDICATED,
+                 further: Iterable[ErrorSpec] = (), family: str = "") -> GoldLabel:
+    """Write the item's answer as the trace's gold label (through tracing's own label writer) and remember it; the
+    decisive error and ``further`` errors become the trace's error labels of ``source``.
 
-    Resolving again replaces the label this item wrote before, so a corrected decision does not leave two golds.
+    Resolving again replaces the label this item wrote before, so a corrected decision does not leave two golds;
+    the error labels of ``source`` are replaced as a whole, so the trace keeps one decisive error per source.
     """
     trace = item.trace
-    if not 0 <= step_index < trace.step_count:
-        raise QueueError(f"Step {step_index} is outside this trace (steps 0–{trace.step_count - 1}).")
+    decisive = _checked_error(trace, ErrorSpec(step_index, agent_name, category, reason, family), taxonomy=None)
+    further = _checked_further(trace, decisive, further, taxonomy=None)
     warnings: list[str] = []
     with transaction.atomic():
         item = QueueItem.objects.select_for_update().get(pk=item.pk)
         previous = GoldLabel.objects.filter(pk=item.resolved_label_id).first()
-        gold_write(trace=trace, labels=[ParsedGold(agent=agent_name, step=step_index, reason=reason,
+        gold_write(trace=trace, labels=[ParsedGold(agent=decisive.agent_name, step=step_index, reason=reason,
                                                    category=category)], source=source, warnings=warnings)
-        agent = agent_name.strip()[:200] or _agent_of_step(trace.pk, step_index)
-        label = (GoldLabel.objects.filter(trace=trace, source=source, agent_name=agent, step_index=step_index,
-                                          category=category[:80]).order_by("-pk").first())
+        label = (GoldLabel.objects.filter(trace=trace, source=source, agent_name=decisive.agent_name,
+                                          step_index=step_index, category=category[:80]).order_by("-pk").first())
         if label is None:
             raise QueueError("; ".join(warnings) or "The label could not be written.")
         if label.created_by_id is None:
@@ -189,9 +248,23 @@ def item_resolve(*, item: QueueItem, user: AbstractBaseUser, step_index: int, ag
             label.save(update_fields=["created_by"])
         if previous is not None and previous.pk != label.pk and _only_this_item_uses(previous, item):
             previous.delete()
+        _error_labels_replace(trace, source, decisive, further)
         item.resolved_label, item.resolved_by, item.resolved_at = label, user, timezone.now()
         item.save(update_fields=["resolved_label", "resolved_by", "resolved_at"])
     return label
+
+
+def _error_labels_replace(trace: Trace, source: str, decisive: ErrorSpec, further: list[ErrorSpec]) -> None:
+    """The trace's error labels of ``source`` become this decision: the decisive error first, then the others.
+    Deleting before inserting keeps "one decisive per trace and source" (a partial unique index) true throughout;
+    the caller's transaction makes the swap atomic. Labels of other sources (imported ones) are never touched."""
+    ErrorLabel.objects.filter(trace=trace, source=source).delete()
+    agents = {a.name: a for a in Agent.objects.filter(trace=trace)}
+    ErrorLabel.objects.bulk_create([
+        ErrorLabel(trace=trace, step_index=e.step_index, agent=agents.get(e.agent_name), agent_name=e.agent_name,
+                   family=e.family[:40], category=e.category, description=e.note, source=source,
+                   decisive=position == 0, position=position)
+        for position, e in enumerate([decisive, *further])])
 
 
 def _only_this_item_uses(label: GoldLabel, item: QueueItem) -> bool:
@@ -208,11 +281,17 @@ def queue_accept_unanimous(*, queue: ReviewQueue, user: AbstractBaseUser) -> int
             continue
         first = row.answers[0]
         reasons = " | ".join(a.reason for a in row.answers if a.reason)
+        # The annotators agree on the decisive error; the further errors are the first answer's (the accepted
+        # annotation, as an owner accepting one answer takes that answer's).
         item_resolve(item=row.item, user=user, step_index=first.step_index, agent_name=first.agent_name,
                      category=_common(a.category for a in row.answers), reason=reasons,
-                     source=LabelSource.ANNOTATOR)
+                     source=LabelSource.ANNOTATOR, further=further_errors_of(first))
         accepted += 1
     return accepted
+
+
+def further_errors_of(annotation: Annotation) -> list[ErrorSpec]:
+    return [ErrorSpec(e.step_index, e.agent_name, e.category, e.note) for e in annotation.further_errors.all()]
 
 
 def _common(values: Iterable[str]) -> str:

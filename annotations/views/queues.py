@@ -15,8 +15,8 @@ from tracing import selectors as tracing_selectors
 from tracing.models import Membership, Step
 
 from .. import selectors, services
-from ..forms import AnswerForm, ItemFilterForm, QueueForm, QueueSettingsForm, StepForm
-from ..models import Annotation, CopyStatus, ReviewQueue
+from ..forms import AnswerForm, DecisionForm, ItemFilterForm, QueueForm, QueueSettingsForm, StepForm
+from ..models import Annotation, CopyStatus, QueueItem, ReviewQueue
 
 
 def _labeller(queue: ReviewQueue, membership: Membership) -> None:
@@ -184,25 +184,36 @@ def adjudication(request: HttpRequest, queue_id: int) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def adjudicate_item(request: HttpRequest, item_id: int) -> HttpResponse:
+    """An owner decides one item: accept an answer (with its further errors), pick the decisive error among every
+    labelled error of the trace (``DecisionForm``), or type a different one (``AnswerForm``)."""
     item, membership = selectors.item_for_user(user=request.user, item_id=item_id)
     _owner(membership)
-    form = AnswerForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data_for_submit()
-        data.pop("lead_time_ms")
+    candidates = selectors.error_candidates(item=item)
+    picking = request.method == "POST" and "decisive" in request.POST
+    decision = DecisionForm(request.POST if picking else None, candidates=candidates)
+    form = AnswerForm(request.POST if request.method == "POST" and not picking else None)
+    bound = decision if picking else form
+    if request.method == "POST" and bound.is_valid():
+        data = decision.decision() if picking else form.cleaned_data_for_submit()
+        data.pop("lead_time_ms", None)
         try:
             services.item_resolve(item=item, user=request.user, **data)
             messages.success(request, f"Trace {item.trace.name} resolved.")
             return redirect("annotations:adjudication", queue_id=item.queue_id)
         except services.QueueError as exc:
-            form.add_error(None, str(exc))
-    answers = list(item.copies.filter(status=CopyStatus.SUBMITTED).select_related("annotator"))
+            bound.add_error(None, str(exc))
+    context = _decide_context(item, candidates)
+    context.update(membership=membership, form=form, decision=decision)
+    return render(request, "annotations/adjudicate_item.html", context, status=400 if bound.errors else 200)
+
+
+def _decide_context(item: QueueItem, candidates: list[selectors.ErrorCandidate]) -> dict:
+    answers = list(item.copies.filter(status=CopyStatus.SUBMITTED).select_related("annotator")
+                   .prefetch_related("further_errors"))
     gold = selectors.reference_gold(trace_ids=[item.trace_id]).get(item.trace_id, [])
-    named = sorted({a.step_index for a in answers if a.step_index is not None} | {g.step_index for g in gold})
+    named = sorted({c.step_index for c in candidates})
     steps = (Step.objects.filter(trace=item.trace, index__in=named).select_related("agent").defer("raw")
              .order_by("index"))
-    context = {"item": item, "queue": item.queue, "project": item.queue.project, "membership": membership,
-               "trace": item.trace, "answers": answers, "gold": gold, "steps": steps, "form": form,
-               "agents": list(item.trace.agents.all()),
-               "groups": selectors.taxonomy_groups(item.queue.taxonomy)}
-    return render(request, "annotations/adjudicate_item.html", context, status=400 if form.errors else 200)
+    return {"item": item, "queue": item.queue, "project": item.queue.project, "trace": item.trace,
+            "answers": answers, "gold": gold, "steps": steps, "candidates": candidates,
+            "agents": list(item.trace.agents.all()), "groups": selectors.taxonomy_groups(item.queue.taxonomy)}

@@ -63,7 +63,9 @@ def _pick(trace: TraceView, llm: LlmClient, window: Window, number: int, count: 
     return _read(answer) | {"first": window.first, "last": window.last, "answer": answer}
 
 
-def _choose(trace: TraceView, llm: LlmClient, picks: list[dict[str, Any]], with_ground_truth: bool) -> dict[str, Any]:
+def _choose(trace: TraceView, llm: LlmClient, picks: list[dict[str, Any]], with_ground_truth: bool,
+            hints: str = "") -> dict[str, Any]:
+    """The final choice among the windows' picks; ``hints`` (schema_guided's) head the request, within its room."""
     # One candidate per step: the parts of a split step may all name it. The most confident pick speaks for it.
     best: dict[int, dict[str, Any]] = {}
     for pick in picks:
@@ -75,11 +77,11 @@ def _choose(trace: TraceView, llm: LlmClient, picks: list[dict[str, Any]], with_
     if len(candidates) == 1:
         return candidates[0] | evidence
     steps = [c["step"] for c in candidates]
-    frame = prompts.final_choice(trace, prompts.render_candidates(trace, candidates, [""] * len(candidates)),
-                                 with_ground_truth=with_ground_truth, steps=steps)
+    frame = hints + prompts.final_choice(trace, prompts.render_candidates(trace, candidates, [""] * len(candidates)),
+                                         with_ground_truth=with_ground_truth, steps=steps)
     rendered, _ = llm.fit_steps([trace.steps[s] for s in steps], llm.budget(reserve(llm, frame)))
-    user = prompts.final_choice(trace, prompts.render_candidates(trace, candidates, rendered),
-                                with_ground_truth=with_ground_truth, steps=steps)
+    user = hints + prompts.final_choice(trace, prompts.render_candidates(trace, candidates, rendered),
+                                        with_ground_truth=with_ground_truth, steps=steps)
 
     def validate(answer: dict[str, Any]) -> str | None:
         if prompts.as_int(answer.get("step")) not in steps:

@@ -151,7 +151,8 @@ def _windowed(trace: TraceView, llm: LlmClient, hints: str, with_ground_truth: b
     """All-at-once over windows, as ``all_at_once.locate`` does it, with the hints at the head of every window's
     request. The hints are short (at most ``MAX_HINTS`` schemas, ~100 tokens each), so they cost a little of each
     window's room rather than being dropped: the room for steps is the context less the hints, the instructions and
-    the answer. The final choice among the windows' picks compares steps and goes without them."""
+    the answer. The final choice among the windows' picks sees them too: the candidates' steps are fitted into the
+    room the hints leave."""
     from .all_at_once import _choose, _read, _validator, reserve
 
     last = len(trace.steps) - 1
@@ -166,7 +167,7 @@ def _windowed(trace: TraceView, llm: LlmClient, hints: str, with_ground_truth: b
                                    purpose=f"schema_guided window {number}/{len(windows)}",
                                    validate=_validator(trace, window.first, window.last))
         picks.append(_read(answer) | {"first": window.first, "last": window.last, "answer": answer})
-    return _choose(trace, llm, picks, with_ground_truth) | {
+    return _choose(trace, llm, picks, with_ground_truth, hints) | {
         "windows": [[w.first, w.last] if w.parts == 1 else [w.first, w.last, w.part, w.parts] for w in windows]}
 
 

@@ -23,7 +23,7 @@ error. AgenTracer answers it with a model that plays the agents; this module doe
   ``unknown`` without a ground truth, when the judge cannot decide, or when the replay was cut short.
 
 A simulation is not the real system: its outcomes depend on the model, no tool is really executed, and the judge has
-its biases. The README's limits paragraph says so to users.
+its biases. docs/replay-and-injection.md says so to users.
 """
 
 from __future__ import annotations

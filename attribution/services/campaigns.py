@@ -12,6 +12,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from tracing.jobs import LIVE_STATUSES
 from tracing.models import Project, Trace
 
 from ..methods import MethodError
@@ -142,10 +143,16 @@ def campaign_create(
 
 
 def campaign_claim(*, campaign_id: int) -> bool:
+    """queued -> running, counting an attempt (as ``runs.run_claim``)."""
     from ..models import CampaignStatus, InjectionCampaign
 
-    return bool(InjectionCampaign.objects.filter(pk=campaign_id, status=CampaignStatus.QUEUED)
-                .update(status=CampaignStatus.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now()))
+    if InjectionCampaign.claim(campaign_id):
+        return True
+    InjectionCampaign.objects.filter(pk=campaign_id, status=CampaignStatus.QUEUED,
+                                     attempts__gte=InjectionCampaign.MAX_ATTEMPTS).update(
+        status=CampaignStatus.FAILED, error="gave up after its last attempt was interrupted",
+        finished_at=timezone.now())
+    return False
 
 
 def campaign_plan(*, campaign) -> int:  # type: ignore[no-untyped-def]
@@ -248,7 +255,7 @@ def _reserve_replay(campaign_id: int) -> str:
     from ..models import CampaignStatus, InjectionCampaign
 
     current = InjectionCampaign.objects.get(pk=campaign_id)
-    if current.status != CampaignStatus.RUNNING:
+    if not current.is_live:
         return f"the campaign is {current.get_status_display().lower()}"
     spent = ""
     if current.max_tokens is not None and current.tokens >= current.max_tokens:
@@ -256,13 +263,13 @@ def _reserve_replay(campaign_id: int) -> str:
     elif current.max_cost is not None and current.cost >= current.max_cost:
         spent = f"cost budget of ${current.max_cost} reached"
     else:
-        rows = InjectionCampaign.objects.filter(pk=campaign_id, status=CampaignStatus.RUNNING)
+        rows = InjectionCampaign.live_rows(campaign_id)
         if current.max_replays is not None:
             rows = rows.filter(replays__lt=F("max_replays"))
         if rows.update(replays=F("replays") + 1):
             return ""
         spent = f"replay budget of {current.max_replays:,} replays reached"
-    _campaign_stop(campaign_id, CampaignStatus.STOPPED, spent, from_statuses=(CampaignStatus.RUNNING,))
+    _campaign_stop(campaign_id, CampaignStatus.STOPPED, spent, from_statuses=LIVE_STATUSES)
     return spent
 
 
@@ -278,7 +285,9 @@ def injection_execute(*, injection_id: int):  # -> Injection
     campaign = injection.campaign
     if injection.status != InjectionStatus.PENDING:
         return injection
-    if campaign.status != CampaignStatus.RUNNING:
+    # Queued here means queued again by the reaper (injections exist only once a worker planned the campaign): its
+    # injections still run; the restarted start task only queues those still pending.
+    if not campaign.is_live:
         return _injection_settle(injection, InjectionStatus.SKIPPED, error=f"campaign {campaign.status}")
     record = ReplayRecord.objects.filter(campaign=campaign, trace=injection.origin, key=injection.key).first()
     if record is None:
@@ -291,8 +300,7 @@ def injection_execute(*, injection_id: int):  # -> Injection
             record = _injection_replay(injection)
         except (MethodError, ReplayError) as exc:
             if "campaign budget of" in str(exc):  # our own BudgetExceeded, refused before the request was made
-                _campaign_stop(campaign.pk, CampaignStatus.STOPPED, str(exc)[:300],
-                               from_statuses=(CampaignStatus.RUNNING,))
+                _campaign_stop(campaign.pk, CampaignStatus.STOPPED, str(exc)[:300], from_statuses=LIVE_STATUSES)
                 injection.refresh_from_db()
                 if injection.status != InjectionStatus.PENDING:
                     return injection

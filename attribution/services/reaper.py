@@ -1,52 +1,49 @@
-"""The reaper for runs, campaigns and model trainings whose workers vanished (Celery beat, every minute)."""
+"""The reaper for runs, campaigns and model trainings whose workers vanished (Celery beat, every CULPRIT_REAP_EVERY s)."""
 
 from __future__ import annotations
 
 from django.db.models import F
 from django.utils import timezone
 
-from tracing.services.reaper import stale_jobs_reap
+from tracing.services.reaper import gave_up_reason, job_rows_reap, stale_jobs_reap
 
-from ..models import (
-    AttributionRun,
-    AttributorModel,
-    AttributorStatus,
-    CampaignStatus,
-    InjectionCampaign,
-    RunStatus,
-)
+from ..models import AttributionRun, AttributorModel, AttributorStatus, InjectionCampaign
 from .runs import run_fail
 
+# Trainings keep a restart counter of their own (``AttributorModel.reaped``); runs and campaigns count attempts.
 MAX_REAPS = 5
 GAVE_UP = (f"gave up after {MAX_REAPS} restarts: the workers running it stopped each time (killed, out of memory, "
            "or the broker lost the work)")
 
 
-def jobs_reap(*, stale_after: int) -> dict[str, int]:
+def jobs_reap(*, stale_after: int, running_after: int | None = None) -> dict[str, int]:
     """Runs, campaigns and model trainings whose workers vanished: their start task is sent again -- it queues only
     the traces without a verdict, the injections still pending; a training starts over, having written nothing --
-    or, after ``MAX_REAPS`` restarts, they fail with a readable reason (``tracing.services.reaper.stale_jobs_reap``).
-    Run every minute by Celery beat."""
+    or, with their attempts spent, they fail with a readable reason.
+
+    Runs and campaigns follow ``tracing.services.reaper.job_rows_reap``: every task of theirs beats their heartbeat
+    while it works, so a running one quiet for ``running_after`` seconds (``CULPRIT_REAP_RUNNING_AFTER``) lost its
+    worker and goes back to queued; a queued one waits ``stale_after``. Trainings wait ``stale_after`` in either
+    state.
+
+    A run whose trace tasks all wait behind another run's for longer than ``running_after`` looks the same as one
+    whose worker died: it is queued again and counts an attempt. That costs little -- the start task, sent behind the
+    run's own trace tasks, finds them done and queues only what is still missing -- but the page says "retrying"."""
+    from django.conf import settings
+
     from ..tasks import start_campaign_task, start_run_task, train_attributor_task
 
-    counts = {"requeued": 0, "failed": 0}
-    for live, enqueue, fail in (
-        (AttributionRun.objects.filter(status__in=[RunStatus.QUEUED, RunStatus.RUNNING]), start_run_task.delay,
-         lambda run: run_fail(run_id=run.pk, reason=GAVE_UP)),
-        (InjectionCampaign.objects.filter(status__in=[CampaignStatus.QUEUED, CampaignStatus.RUNNING]),
-         start_campaign_task.delay, _campaign_fail),
-        (AttributorModel.objects.filter(status__in=[AttributorStatus.QUEUED, AttributorStatus.RUNNING]),
-         train_attributor_task.delay, _training_fail),
-    ):
-        reaped = stale_jobs_reap(live, stale_after=stale_after, hopeless=lambda row: row.reaped >= MAX_REAPS,
-                                 fail=fail, enqueue=enqueue, bump={"reaped": F("reaped") + 1})
-        counts = {key: counts[key] + reaped[key] for key in counts}
-    return counts
-
-
-def _campaign_fail(campaign: InjectionCampaign) -> None:
-    InjectionCampaign.objects.filter(pk=campaign.pk, status__in=[CampaignStatus.QUEUED, CampaignStatus.RUNNING]).update(
-        status=CampaignStatus.FAILED, error=GAVE_UP[:2000], finished_at=timezone.now())
+    running_after = running_after if running_after is not None else settings.CULPRIT_REAP_RUNNING_AFTER
+    runs = job_rows_reap(AttributionRun, running_after=running_after, queued_after=stale_after,
+                         enqueue=start_run_task.delay,
+                         fail=lambda run: run_fail(run_id=run.pk, reason=gave_up_reason(run)))
+    campaigns = job_rows_reap(InjectionCampaign, running_after=running_after, queued_after=stale_after,
+                              enqueue=start_campaign_task.delay)
+    trainings = stale_jobs_reap(
+        AttributorModel.objects.filter(status__in=[AttributorStatus.QUEUED, AttributorStatus.RUNNING]),
+        stale_after=stale_after, hopeless=lambda row: row.reaped >= MAX_REAPS, fail=_training_fail,
+        enqueue=train_attributor_task.delay, bump={"reaped": F("reaped") + 1})
+    return {key: runs[key] + campaigns[key] + trainings[key] for key in runs}
 
 
 def _training_fail(model: AttributorModel) -> None:

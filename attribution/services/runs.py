@@ -97,9 +97,14 @@ def run_prepare(*, run: AttributionRun) -> None:
 
 
 def run_claim(*, run_id: int) -> bool:
-    """queued -> running, once. The fan-out happens only for the caller that wins."""
-    return bool(AttributionRun.objects.filter(pk=run_id, status=RunStatus.QUEUED)
-                .update(status=RunStatus.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now()))
+    """queued -> running, counting an attempt (the first start, or a restart after the reaper found the run's
+    worker gone). The preparation happens only for the caller that wins. A run queued again with its attempts spent
+    fails with the reason instead."""
+    if AttributionRun.claim(run_id):
+        return True
+    AttributionRun.objects.filter(pk=run_id, status=RunStatus.QUEUED, attempts__gte=AttributionRun.MAX_ATTEMPTS).update(
+        status=RunStatus.FAILED, error="gave up after its last attempt was interrupted", finished_at=timezone.now())
+    return False
 
 
 def run_cancel(*, run: AttributionRun) -> bool:
@@ -326,7 +331,7 @@ def _save_verdict(run: AttributionRun, row: Verdict) -> Verdict | None:
 def _verdict_row(run: AttributionRun, trace: Trace, result: MethodResult | None, error: str) -> Verdict:
     if result is None:
         # A failed verdict still cost what its requests cost: the call log of this run and trace says how much.
-        spent = LlmCall.objects.filter(run=run, trace=trace, cached=False).aggregate(
+        spent = LlmCall.objects.filter(run=run, trace=trace, cached=False, reserved_until__isnull=True).aggregate(
             calls=Count("id"), input_tokens=Sum("input_tokens"), output_tokens=Sum("output_tokens"), cost=Sum("cost"))
         return Verdict(run=run, trace=trace, method=run.method, status=VerdictStatus.FAILED, error=error[:2000],
                        calls=spent["calls"] or 0, input_tokens=spent["input_tokens"] or 0,

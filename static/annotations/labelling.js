@@ -1,6 +1,8 @@
 // The labelling screen, keyboard first. The form is plain HTML and works without this script; the script adds the
-// key map (j/k, Enter, digits, o, r, s, ?, Ctrl+Enter), keeps a draft in localStorage so a reload (or paging to
+// key map (j/k, Enter, a, x, digits, o, r, s, ?, Ctrl+Enter), keeps a draft in localStorage so a reload (or paging to
 // another window of steps) loses nothing, and measures the time spent while the page is visible.
+// Further errors (besides the decisive one) are rows of the form, built from a <template> with .value and
+// .textContent only, so trace text never becomes markup.
 (function () {
   "use strict";
   const root = document.getElementById("labelling");
@@ -15,6 +17,8 @@
   const summary = document.getElementById("answer-summary");
   const skipForm = document.getElementById("skip-form");
   const cheatsheet = document.getElementById("cheatsheet");
+  const furtherList = document.getElementById("further-errors");
+  const furtherTemplate = document.getElementById("further-error-template");
   const steps = Array.from(root.querySelectorAll(".label-steps > li.step"));
   const groups = Array.from(document.querySelectorAll("#categories li.group"));
   const first = parseInt(root.dataset.first, 10);
@@ -36,7 +40,7 @@
 
   function saveDraft(extra) {
     const data = {step: stepInput.value, agent: agentInput.value, category: categoryInput.value,
-                  reason: reasonInput.value, ms: elapsed(), cursor: currentIndex()};
+                  reason: reasonInput.value, ms: elapsed(), cursor: currentIndex(), further: furtherData()};
     Object.assign(data, extra || {});
     try { window.localStorage.setItem(key, JSON.stringify(data)); } catch (e) { /* storage full or disabled */ }
   }
@@ -86,6 +90,65 @@
     focusStep(position);
   }
 
+  // --- further errors --------------------------------------------------------------------------------------------
+  // Digits set the category of the "active" error: the decisive one, or the further error just added.
+  let active = null;  // null: the decisive error; else a further error's <li>
+
+  function furtherRows() { return Array.from(furtherList.querySelectorAll("li.further-error")); }
+
+  function furtherData() {
+    return furtherRows().map(function (li) {
+      return {step: li.querySelector("[name=error_step]").value, agent: li.querySelector("[name=error_agent]").value,
+              category: li.querySelector("[name=error_category]").value,
+              note: li.querySelector("[name=error_note]").value};
+    });
+  }
+
+  function addFurther(error) {
+    const li = furtherTemplate.content.firstElementChild.cloneNode(true);
+    li.dataset.step = error.step;
+    li.querySelector(".fe-step").textContent = error.step;
+    li.querySelector(".fe-agent").textContent = error.agent || "(the step's agent)";
+    li.querySelector("[name=error_step]").value = error.step;
+    li.querySelector("[name=error_agent]").value = error.agent || "";
+    li.querySelector("[name=error_category]").value = error.category || "";
+    li.querySelector("[name=error_note]").value = error.note || "";
+    furtherList.appendChild(li);
+    return li;
+  }
+
+  function setActive(li) {
+    active = li;
+    furtherRows().forEach(function (row) { row.classList.toggle("active", row === active); });
+    showChosen();
+  }
+
+  function addCurrent() {
+    if (!steps.length) return;
+    const li = steps[current];
+    setActive(addFurther({step: li.dataset.index, agent: li.dataset.agent}));
+    render();
+    saveDraft();
+  }
+
+  function removeFurther(li) {
+    if (!li) return;
+    li.remove();
+    if (active === li) setActive(null);
+    render();
+    saveDraft();
+  }
+
+  furtherList.addEventListener("click", function (event) {
+    const button = event.target.closest(".remove-error");
+    if (button) removeFurther(button.closest("li.further-error"));
+  });
+  furtherList.addEventListener("input", function () { render(); saveDraft(); });
+  furtherList.addEventListener("change", function () { render(); saveDraft(); });
+
+  // After a refused submit the server shows the rows it was sent; otherwise the draft's come back.
+  if (!furtherRows().length && Array.isArray(draft.further)) draft.further.forEach(addFurther);
+
   // --- the answer ------------------------------------------------------------------------------------------------
   function categoryLabel(code) {
     const item = document.querySelector("#categories li[data-code='" + code + "']");
@@ -93,11 +156,17 @@
   }
 
   function render() {
-    steps.forEach(function (li) { li.classList.toggle("decisive", li.dataset.index === stepInput.value); });
+    const further = furtherData();
+    const furtherSteps = new Set(further.map(function (e) { return e.step; }));
+    steps.forEach(function (li) {
+      li.classList.toggle("decisive", li.dataset.index === stepInput.value);
+      li.classList.toggle("further", furtherSteps.has(li.dataset.index));
+    });
     if (stepInput.value === "") return;
     const agent = agentInput.value || agentOfStep(stepInput.value) || "(the step's agent)";
     summary.textContent = "Decisive error: " + agent + " at step " + stepInput.value +
-      (categoryInput.value ? " · " + categoryLabel(categoryInput.value) : " · no category");
+      (categoryInput.value ? " · " + categoryLabel(categoryInput.value) : " · no category") +
+      (further.length ? " · " + further.length + " further error" + (further.length === 1 ? "" : "s") : "");
   }
 
   function agentOfStep(index) {
@@ -110,28 +179,38 @@
     const li = steps[current];
     stepInput.value = li.dataset.index;
     agentInput.value = li.dataset.agent;
+    setActive(null);
     render();
     saveDraft();
+  }
+
+  function categoryTarget() {
+    return active ? active.querySelector("[name=error_category]") : categoryInput;
+  }
+
+  function showChosen() {
+    const code = categoryTarget().value;
+    document.querySelectorAll("#categories li[data-code]").forEach(function (li) {
+      li.classList.toggle("chosen", li.dataset.code === code);
+    });
   }
 
   let pendingGroup = null;
   function digit(n) {
     if (n === 0) {
       pendingGroup = null;
-      categoryInput.value = "";
+      categoryTarget().value = "";
     } else if (pendingGroup === null) {
       if (n > groups.length) return;
       pendingGroup = n;
     } else {
       const item = groups[pendingGroup - 1].querySelector("li[data-number='" + n + "']");
       if (!item) return;
-      categoryInput.value = item.dataset.code;
+      categoryTarget().value = item.dataset.code;
       pendingGroup = null;
     }
     groups.forEach(function (g, i) { g.classList.toggle("open", pendingGroup === i + 1); });
-    document.querySelectorAll("#categories li[data-code]").forEach(function (li) {
-      li.classList.toggle("chosen", li.dataset.code === categoryInput.value);
-    });
+    showChosen();
     render();
     saveDraft();
   }
@@ -185,6 +264,8 @@
         if (details) { event.preventDefault(); details.open = !details.open; }
         break;
       }
+      case "a": event.preventDefault(); addCurrent(); break;
+      case "x": event.preventDefault(); removeFurther(active); break;
       case "r": event.preventDefault(); reasonInput.focus(); break;
       case "s": event.preventDefault(); skipForm.requestSubmit(); break;
       case "?": event.preventDefault(); toggleCheatsheet(); break;
@@ -197,10 +278,6 @@
   const wanted = root.dataset.target !== "" ? root.dataset.target : draft.cursor;
   const start = steps.findIndex(function (li) { return wanted !== undefined && li.dataset.index === String(wanted); });
   focusStep(start >= 0 ? start : 0);
-  if (categoryInput.value) {
-    document.querySelectorAll("#categories li[data-code]").forEach(function (li) {
-      li.classList.toggle("chosen", li.dataset.code === categoryInput.value);
-    });
-  }
+  showChosen();
   render();
 }());

@@ -130,7 +130,9 @@ def test_schema_guided_keeps_its_hints_in_every_window_at_8k_on_the_longest_who_
     windows = result.details["windows"]
     assert len(windows) > 1 and result.details["hinted"] is True
     hinted = [r for r in server.received if "<patterns>" in r.messages[1]["content"]]
-    assert len(hinted) == len(windows)  # every window carried the five hints (the final choice compares steps)
+    final = [r for r in server.received if "each part's most suspicious step is listed" in r.messages[1]["content"]]
+    # every window and the final choice among their picks carried the five hints
+    assert len(final) == 1 and len(hinted) == len(windows) + 1 == len(server.received)
     assert all(r.messages[1]["content"].count("Pattern ") == 5 for r in hinted)
     assert (result.calls, result.input_tokens, result.output_tokens) == tuple(server.totals().values())
 
@@ -300,12 +302,13 @@ def test_a_request_that_fails_at_the_provider_records_the_prompt_tokens_it_sent_
             llm.complete_json(system="s", user="word " * 300, purpose="p", validate=lambda a: None)
     first, second = server.received
     assert (first.status, second.status) == (500, 500)
-    row = LlmCall.objects.get(project=project)
-    # what the server read, counted on this side: twice the same prompt
-    assert row.input_tokens == first.prompt_tokens + second.prompt_tokens > 600
-    assert (row.ok, row.output_tokens, row.cost) == (False, 0, 0)
-    assert row.error.endswith(f"{row.input_tokens:,} prompt tokens counted locally (estimated)")
-    assert (llm.calls, llm.input_tokens) == (1, row.input_tokens)  # and the method's totals say the same
+    rows = list(LlmCall.objects.filter(project=project).order_by("id"))
+    # what the server read, counted on this side: the same prompt, once per attempt, each an estimate
+    assert [r.input_tokens for r in rows] == [first.prompt_tokens, second.prompt_tokens] and rows[0].input_tokens > 300
+    assert all((r.ok, r.estimated, r.output_tokens, r.cost, r.reserved_until) == (False, True, 0, 0, None)
+               for r in rows)
+    assert rows[0].error.endswith("(retried)") and "estimated" not in rows[1].error
+    assert (llm.calls, llm.input_tokens) == (2, server.received_totals()["input_tokens"])  # the method's totals too
 
 
 @pytest.mark.django_db
@@ -316,7 +319,7 @@ def test_a_connection_that_never_reached_a_server_records_no_tokens(project):
     with pytest.raises(MethodError):
         llm.complete_json(system="s", user="u", purpose="p", validate=lambda a: None)
     row = LlmCall.objects.get(project=project)
-    assert (row.ok, row.input_tokens) == (False, 0) and "estimated" not in row.error
+    assert (row.ok, row.input_tokens, row.estimated, row.reserved_until) == (False, 0, False, None)
 
 
 def test_retry_after_is_honoured_up_to_the_limit_and_backs_off_beyond(settings):

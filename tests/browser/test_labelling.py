@@ -68,12 +68,35 @@ def test_an_annotator_labels_a_queue_item_with_the_keyboard_only(live_server, pa
     kb.press("r")
     kb.type("Checker ignored the retrieved table")
     kb.press("Escape")
+
+    # A further error besides the decisive one: step 4, added with "a"; the next digits set its own category.
+    kb.press("j")
+    kb.press("a")  # step 3 added by mistake...
+    page.wait_for_selector("#step-3.further")
+    kb.press("x")  # ...and removed again
+    page.wait_for_selector("#step-3:not(.further)")
+    kb.press("j")
+    page.wait_for_selector("#step-4.current")
+    kb.press("a")
+    page.wait_for_selector("#step-4.further")
+    kb.press("1")
+    kb.press("1")
+    further = "#further-errors li.further-error"
+    assert page.locator(further).count() == 1
+    assert page.inner_text(f"{further} .fe-step") == "4"
+    assert page.input_value(f"{further} select[name=error_category]").startswith("memory.")
+    assert page.input_value("#id_category") == "memory.retrieval_failure"  # the decisive one's is unchanged
+    assert "1 further error" in page.inner_text("#answer-summary")
+    kb.press("k")
+    kb.press("k")
+    page.wait_for_selector("#step-2.current")
     _shot(page, "labelling-marked")
 
     page.reload()  # the draft survives
     page.wait_for_selector("#step-2.current.decisive")
     assert page.input_value("#id_reason") == "Checker ignored the retrieved table"
     assert page.input_value("#id_category") == "memory.retrieval_failure"
+    page.wait_for_selector("#step-4.further")  # the further error came back with the draft
 
     for _ in range(48):  # to the last step of the first window, and one more: the next window opens
         kb.press("j")
@@ -95,6 +118,8 @@ def test_an_annotator_labels_a_queue_item_with_the_keyboard_only(live_server, pa
         CopyStatus.SUBMITTED, ann, 2, "Checker")
     assert answer.category == "memory.retrieval_failure" and answer.reason == "Checker ignored the retrieved table"
     assert answer.lead_time_ms > 0
+    (error,) = answer.further_errors.all()
+    assert (error.step_index, error.agent_name) == (4, "Coder") and error.category.startswith("memory.")
 
     kb.press("s")  # skip the second item: the queue has nothing else for ann
     page.wait_for_selector("text=Nothing left for you in this queue")

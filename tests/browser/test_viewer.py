@@ -127,6 +127,31 @@ def test_a_filtered_and_sorted_list_is_restored_from_its_url(live_server, page, 
     other.close()
 
 
+def test_the_list_sorts_by_the_latest_verdict_from_its_header(live_server, page, traces):
+    from attribution.models import AttributionRun, Verdict
+
+    for key, agent in (("trail", "Zeta"), ("langfuse", "Alpha")):
+        trace = traces[key]
+        run = AttributionRun.objects.create(project=trace.project, method="heuristic", trace_ids=[trace.pk],
+                                            status="succeeded")
+        Verdict.objects.create(run=run, trace=trace, method="heuristic", agent_name=agent, step_index=1)
+    page.set_viewport_size({"width": 1280, "height": 800})
+    log_in(page, live_server.url, "ada")
+    page.goto(f"{live_server.url}/projects/{traces['project'].slug}/")
+    page.click("th.sortable >> text=Latest verdict")
+    page.wait_for_url("**ordering=verdict**")
+    # By the blamed agent, A to Z; the trace without a verdict last.
+    names = [traces[k].name for k in ("langfuse", "trail", "whowhen")]
+    assert page.locator(".trace-cell > a").all_inner_texts() == names
+    assert page.locator("th[aria-sort=ascending]").inner_text().lower().startswith("latest verdict")
+    assert page.locator("select[name=ordering]").input_value() == "verdict"
+    _shot(page, "trace-list-sorted-by-verdict")
+    _no_wider_than_the_window(page)
+    page.click("th.sortable >> text=Latest verdict")  # again: the other way, still without a verdict last
+    page.wait_for_url("**ordering=-verdict**")
+    assert page.locator(".trace-cell > a").all_inner_texts() == [names[1], names[0], names[2]]
+
+
 def test_no_viewer_page_is_wider_than_the_window(live_server, page, traces):
     log_in(page, live_server.url, "ada")
     slug = traces["project"].slug

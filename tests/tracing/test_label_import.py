@@ -176,11 +176,41 @@ def test_the_trace_page_marks_every_labelled_step_with_its_category(project, own
     _import(project, MULTI)
     trace = Trace.objects.get(project=project, external_id=SMALL)
     body = owner_client.get(reverse("tracing:trace_detail", args=[trace.pk])).content.decode()
-    for category in ("Formatting Errors", "Instruction Non-compliance", "Tool-related"):
-        assert f"TRAIL: {category}" in body
-    assert "TRAIL: Tool-related · HIGH · decisive" in body
-    assert "Goal Deviation (MEDIUM) at span ffffffffffffffff, not a step of this trace" in body
+    # Each badge reads as the category's human name, with TRAIL's own wording kept in its title.
+    for category, name in (("Formatting Errors", "Badly formatted output or tool call"),
+                           ("Instruction Non-compliance", "Did not follow its instructions")):
+        assert f'<span class="category" title="TRAIL: {category}">{name} (TRAIL: {category})</span>' in body
+    assert ('<span class="category" title="TRAIL: Tool-related">Made up a tool, a tool call or its result '
+            "(TRAIL: Tool-related)</span> · HIGH · decisive") in body
+    assert ('title="TRAIL: Goal Deviation">Drifted from the goal (TRAIL: Goal Deviation)</span> (MEDIUM) at span '
+            "ffffffffffffffff, not a step of this trace") in body
     assert "4 in the label file" in body
+    # The gold label taken from the decisive error (no family of its own) reads the same way.
+    assert 'title="Tool-related">Made up a tool, a tool call or its result (TRAIL: Tool-related)</span>)' in body
+
+
+@pytest.mark.parametrize(("family", "category", "shown"), [
+    ("TRAIL", "Instruction non complience", "Did not follow its instructions (TRAIL: Instruction Non-compliance)"),
+    ("TRAIL", " Formatting Error", "Badly formatted output or tool call (TRAIL: Formatting Errors)"),
+    ("TRAIL", "Tool Selection", "Chose the wrong tool (TRAIL: Tool Selection Errors)"),
+    ("TRAIL", "Incorrect Memory Usage", "TRAIL: Incorrect Memory Usage"),  # not in the taxonomy: as written
+    ("MAST", "2.6 Reasoning-action mismatch", "Acted against its own reasoning (MAST 2.6)"),
+    ("Who&When", "action.misalignment", "Action: did something other than it planned (misalignment)"),
+])
+def test_error_badges_name_loosely_spelled_categories(project, owner_client, family, category, shown):
+    trace = trace_create_from_parsed(project=project, upload=None, ordinal=0, parsed=ParsedTrace(
+        name="t", source_format="whowhen", steps=[ParsedStep(speaker="A", agent="A", kind="message", content="hi")]))
+    ErrorLabel.objects.create(trace=trace, step_index=0, agent_name="A", family=family, category=category)
+    body = owner_client.get(reverse("tracing:trace_detail", args=[trace.pk])).content.decode()
+    assert f'<span class="category" title="{family.replace("&", "&amp;")}: {category}">{shown}</span>' in body
+
+
+def test_the_trace_list_s_gold_badge_names_its_category(project, owner_client):
+    _import(project, TRACE_FILE)
+    _import(project, MULTI)
+    body = owner_client.get(reverse("tracing:trace_list", args=[project.slug])).content.decode()
+    assert ('title="Imported: Made up a tool, a tool call or its result (TRAIL: Tool-related) (Tool-related)">'
+            "manager @ 3</span>") in body
 
 
 def test_label_text_is_escaped_on_the_trace_page(project, owner_client):

@@ -55,7 +55,7 @@ def _names(response) -> list[str]:
 
 def test_the_list_shows_the_latest_answered_verdict_with_its_method(owner_client, four):
     html = owner_client.get(reverse("tracing:trace_list", args=[four.slug])).content.decode()
-    assert "<th class=\"col-verdict\">Latest verdict</th>" in html
+    assert '<th class="sortable col-verdict" aria-sort="none"><a href="?ordering=verdict">Latest verdict</a></th>' in html
     right = Trace.objects.get(name="right")
     row = html[html.index(f'href="/traces/{right.pk}/"'):]
     row = row[:row.index("</tr>")]
@@ -120,6 +120,54 @@ def test_a_page_of_fifty_costs_the_same_queries_as_a_page_of_five(owner_client, 
     assert queries() == few
 
 
+def _ordered(response) -> list[str]:
+    assert response.status_code == 200
+    return [t.name for t in response.context["page"].object_list]
+
+
+def test_the_verdict_column_sorts_by_agent_then_step_with_traces_without_a_verdict_last(owner_client, project):
+    _verdict(_trace(project, "web-2"), "WebSurfer", 2)
+    _verdict(_trace(project, "coder-1"), "Coder", 1, method="all_at_once")
+    _verdict(_trace(project, "web-1"), "WebSurfer", 1)
+    _verdict(_trace(project, "web-none"), "WebSurfer", None)  # no step: after the agent's steps, both ways
+    _trace(project, "unjudged")
+    failed = _trace(project, "failed-only")
+    _verdict(failed, "Aardvark", 0, status="failed")  # a failed call is no verdict: it must not sort first
+    url = reverse("tracing:trace_list", args=[project.slug])
+    assert _ordered(owner_client.get(url, {"ordering": "verdict"}))[:4] == ["coder-1", "web-1", "web-2", "web-none"]
+    assert _ordered(owner_client.get(url, {"ordering": "-verdict"}))[:4] == ["web-2", "web-1", "web-none", "coder-1"]
+    for ordering in ("verdict", "-verdict"):  # NULLs last both ways
+        assert set(_ordered(owner_client.get(url, {"ordering": ordering}))[4:]) == {"unjudged", "failed-only"}
+    html = owner_client.get(url, {"ordering": "verdict", "has_verdict": "yes"}).content.decode()
+    # The heading shows the sort and flips it, keeping the filters; the Sort select offers it too.
+    assert 'href="?has_verdict=yes&amp;ordering=-verdict" class="active">Latest verdict ↑' in html
+    assert '<option value="-verdict">Verdict descending</option>' in html
+
+
+def test_sorting_by_verdict_and_filtering_on_it_together(owner_client, four):
+    url = reverse("tracing:trace_list", args=[four.slug])
+    response = owner_client.get(url, {"ordering": "-verdict", "verdict_vs_gold": "differs", "has_verdict": "yes"})
+    assert _ordered(response) == ["wrong-step"]
+    assert _ordered(owner_client.get(url, {"ordering": "verdict"})) == ["unlabelled", "right", "wrong-step",
+                                                                        "untouched"]
+
+
+def test_sorting_by_verdict_costs_the_same_queries_for_any_page(owner_client, project):
+    url = reverse("tracing:trace_list", args=[project.slug])
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as ctx:
+            assert owner_client.get(url, {"ordering": "-verdict"}).status_code == 200
+        return len(ctx.captured_queries)
+
+    for i in range(3):
+        _verdict(_trace(project, f"a{i}", gold=("Coder", 2)), "Planner", i)
+    few = queries()
+    for i in range(60):
+        _verdict(_trace(project, f"b{i}"), "Coder", i)
+    assert queries() == few
+
+
 @pytest.fixture
 def token(project, owner) -> dict[str, str]:
     return {"HTTP_AUTHORIZATION": f"Bearer {services.api_token_create(project=project, name='ci', user=owner)[1]}"}
@@ -136,6 +184,44 @@ def test_the_api_takes_the_verdict_filters(client, token, four):
     assert names(has_verdict="yes", verdict_vs_gold="agrees") == ["right"]
 
 
+def test_the_api_sorts_by_verdict(client, token, four):
+    def names(ordering: str) -> list[str]:
+        response = client.get("/api/traces", {"ordering": ordering}, **token)
+        assert response.status_code == 200, response.content
+        return [t["name"] for t in response.json()["items"]]
+
+    assert names("verdict") == ["unlabelled", "right", "wrong-step", "untouched"]
+    assert names("-verdict") == ["wrong-step", "right", "unlabelled", "untouched"]
+
+
+def test_each_api_item_carries_its_latest_verdict(client, token, four):
+    response = client.get("/api/traces", {"ordering": "name"}, **token)
+    assert response.status_code == 200, response.content
+    items = {t["name"]: t for t in response.json()["items"]}
+    right = Trace.objects.get(name="right")
+    latest = Verdict.objects.get(trace=right, method="heuristic")
+    assert items["right"]["verdict"] == {
+        "agent": "WebSurfer", "step": 1, "method": "heuristic", "run": latest.run_id, "confidence": None,
+        "created_at": items["right"]["verdict"]["created_at"], "correct": True}
+    assert (items["wrong-step"]["verdict"]["step"], items["wrong-step"]["verdict"]["method"],
+            items["wrong-step"]["verdict"]["correct"]) == (2, "step_by_step", False)
+    assert items["unlabelled"]["verdict"]["correct"] is None  # no gold label to be right or wrong against
+    assert items["untouched"]["verdict"] is None
+
+
+def test_the_api_reads_the_verdicts_of_a_page_in_one_query(client, token, project):
+    def queries(limit: int) -> int:
+        with CaptureQueriesContext(connection) as ctx:
+            response = client.get("/api/traces", {"limit": limit}, **token)
+        assert response.status_code == 200 and len(response.json()["items"]) == limit
+        return len(ctx.captured_queries)
+
+    for i in range(40):
+        _verdict(_trace(project, f"t{i}", gold=("Coder", 2)), "Coder", i % 3)
+    queries(1)  # the token's last use is written at most once a minute: the first call pays for it
+    assert queries(40) == queries(2)
+
+
 @pytest.mark.parametrize(("params", "message"), [
     ({"has_verdict": "maybe"}, "has_verdict: Select a valid choice."),
     ({"verdict_vs_gold": "!="}, "verdict_vs_gold: Select a valid choice."),
@@ -146,10 +232,18 @@ def test_the_api_refuses_bad_verdict_filters_with_a_400(client, token, params, m
     assert message in response.json()["detail"]
 
 
-def test_the_openapi_schema_documents_the_verdict_filters(client):
+def test_the_openapi_schema_documents_the_verdict_filters_sort_and_item_field(client):
     schema = client.get("/api/openapi.json").json()
-    names = {p["name"] for p in schema["paths"]["/api/traces"]["get"]["parameters"]}
-    assert {"has_verdict", "verdict_vs_gold", "has_gold", "q"} <= names
+    params = {p["name"]: p for p in schema["paths"]["/api/traces"]["get"]["parameters"]}
+    assert {"has_verdict", "verdict_vs_gold", "has_gold", "q"} <= set(params)
+    assert "verdict / -verdict" in params["ordering"]["description"]
+    page = schema["paths"]["/api/traces"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    components = schema["components"]["schemas"]
+    item = components[components[page["$ref"].rsplit("/", 1)[-1]]["properties"]["items"]["items"]["$ref"]
+                      .rsplit("/", 1)[-1]]
+    assert "verdict" in item["required"]
+    verdict = item["properties"]["verdict"]["anyOf"][0]
+    assert {"agent", "step", "method", "run", "correct"} <= set(verdict["required"])
 
 
 def test_tracing_does_not_import_attribution():

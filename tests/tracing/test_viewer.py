@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from tests.conftest import SHARED, import_now, incoming_path
 from tracing.chat import chat_of
-from tracing.models import Step, Trace
+from tracing.models import ErrorLabel, Step, Trace
 from tracing.plumbing import is_plumbing
 
 pytestmark = pytest.mark.django_db
@@ -40,6 +40,29 @@ def test_a_trail_trace_shows_a_nested_waterfall_with_durations(owner_client, pro
     root_bar = re.search(r'data-step="0".*?<rect x="([\d.]+)" y="1" width="([\d.]+)"', html, re.S)
     assert root_bar and float(root_bar[2]) > 800
     assert re.search(r'<span class="wf-dur">\d+\.\d s</span>', html)
+
+
+def test_every_labelled_step_is_marked_in_the_waterfall_with_its_category_and_the_decisive_one_stands_out(
+        owner_client, project):
+    trace = _import(project, TRAIL)
+    ErrorLabel.objects.filter(trace=trace).delete()  # only the labels written here
+    ErrorLabel.objects.create(trace=trace, step_index=1, family="TRAIL", category="Tool-related", decisive=True,
+                              agent_name="x", position=0)
+    ErrorLabel.objects.create(trace=trace, step_index=2, family="", category="<b>raw & odd</b>", position=1,
+                              source="adjudicated")
+    html = owner_client.get(reverse("tracing:trace_detail", args=[trace.pk])).content.decode()
+    waterfall = html[html.index('class="waterfall card"'):html.index("</aside>", html.index('class="waterfall card"'))]
+    first = waterfall[waterfall.index('data-step="1"'):waterfall.index('data-step="2"')]
+    assert re.search(r'class="wf-row [^"]*labelled', waterfall)
+    decisive = re.search(r'<span class="badge error-label wf-error decisive" title="([^"]*)">◆ ([^<]*)</span>', first)
+    assert decisive and decisive[1] == "TRAIL: Tool-related (decisive)"
+    assert "Tool-related" in decisive[2] and decisive[2] != "Tool-related"  # the human name, not the raw category
+    second = waterfall[waterfall.index('data-step="2"'):]
+    second = second[:second.index('data-step="3"')]
+    assert '<span class="badge error-label wf-error" title="&lt;b&gt;raw &amp; odd&lt;/b&gt; · adjudicated">' in second
+    assert "<b>raw" not in waterfall  # escaped everywhere
+    unlabelled = waterfall[waterfall.index('data-step="3"'):]
+    assert "wf-error" not in unlabelled[:unlabelled.index('data-step="4"')]
 
 
 def test_steps_carry_latency_tokens_and_model_chips_and_the_header_has_totals(owner_client, project):

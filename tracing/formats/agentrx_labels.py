@@ -6,8 +6,9 @@ step_reason, category_reason}], root_cause{failure_id, reason_for_root_cause}, f
 ``step_number`` is 1-based over the trajectory's messages (for tau-bench it equals ``traj[i].index``, system prompt
 included). ``root_cause.failure_id`` is sometimes a string ("1") where ``failures[].failure_id`` is a number.
 
-The decisive error is the root-cause failure, or the earliest failure when no root cause is named; the other failures
-are listed in the warnings so a person sees them in the import report.
+Every failure of a trajectory becomes a label of the "AgentRx" family (stored as an error label each, in file order);
+the decisive one, which also becomes the gold label, is the root-cause failure, or the earliest failure when no root
+cause is named.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .base import (
     normalise_speaker,
 )
 
+FAMILY = "AgentRx"  # the taxonomy family of the failure categories, as error labels record it
 # Agent names as the traces spell them; a label spelled otherwise ("Websurfer") is kept but flagged.
 _KNOWN_AGENTS = ("Orchestrator", "WebSurfer", "FileSurfer", "Coder", "ComputerTerminal", "Assistant", "User")
 
@@ -71,11 +73,9 @@ def _parse_trajectory(position: int, entry: Any, spellings: dict[str, str]) -> P
         if agent and canonical != agent:
             warnings.append(f"step {failure['step']}: failed_agent {agent!r} differs in case from {canonical!r}; "
                             "the trace's spelling is used when the label attaches")
-        if failure is not root:
-            warnings.append(f"also labelled: step {failure['step']} ({agent or 'unknown agent'}, "
-                            f"{failure['category'] or 'no category'})")
-    gold = ParsedGold(agent=root["agent"], step=root["step"] - 1, reason=root["reason"], category=root["category"])
-    return ParsedLabels(str(trajectory_id), [gold], AgentRxLabels.name, warnings)
+    labels = [ParsedGold(agent=f["agent"], step=f["step"] - 1, reason=f["reason"], category=f["category"],
+                         decisive=f is root, family=FAMILY) for f in failures]
+    return ParsedLabels(str(trajectory_id), labels, AgentRxLabels.name, warnings)
 
 
 def _failure(where: str, position: int, failure: Any) -> dict[str, Any]:

@@ -10,13 +10,13 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, InterfaceError, OperationalError, transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 
 from ..formats import ParsedLabels, ParsedTrace, Source, TraceFormatError, detect_format_scored, get_format
 from ..models import IngestJob, JobStatus, Project, Trace
 from .labels import labels_attach
-from .reaper import heartbeat, stale_jobs_reap
+from .reaper import gave_up_reason, heartbeat, job_rows_reap
 from .uploads import IncomingFile, expand_incoming, raw_upload_store
 from .writer import trace_create_from_parsed
 
@@ -101,12 +101,8 @@ def ingest_job_run(*, job_id: int) -> IngestJob:
     """
     from django.conf import settings
 
-    now = timezone.now()
-    stale = now - timedelta(seconds=settings.CULPRIT_REAP_RUNNING_AFTER)
-    claimable = Q(status=JobStatus.QUEUED) | Q(status=JobStatus.RUNNING, heartbeat_at__lt=stale) | Q(
-        status=JobStatus.RUNNING, heartbeat_at__isnull=True)
-    claimed = IngestJob.objects.filter(claimable, pk=job_id, attempts__lt=MAX_INGEST_ATTEMPTS).update(
-        status=JobStatus.RUNNING, attempts=F("attempts") + 1, started_at=now, heartbeat_at=now)
+    stale = timezone.now() - timedelta(seconds=settings.CULPRIT_REAP_RUNNING_AFTER)
+    claimed = IngestJob.claim(job_id, stale_before=stale)
     job = IngestJob.objects.select_related("upload", "project").get(pk=job_id)
     if not claimed:
         if job.status == JobStatus.RUNNING and job.heartbeat_at and job.heartbeat_at >= stale:
@@ -117,7 +113,7 @@ def ingest_job_run(*, job_id: int) -> IngestJob:
         return job  # already finished: a duplicate delivery
     try:
         with heartbeat(IngestJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING),
-                       every=settings.CULPRIT_JOB_HEARTBEAT_EVERY):
+                       every=settings.CULPRIT_JOB_HEARTBEAT_EVERY):  # running only: a re-queued job stops beating
             _import_job(job)
     except TraceFormatError as exc:
         return ingest_job_fail(job=job, reason=str(exc))
@@ -313,26 +309,13 @@ def _undo(job: IngestJob) -> None:
 
 def ingest_jobs_reap(*, stale_after: int, running_after: int | None = None) -> dict[str, int]:
     """Jobs whose worker vanished are re-enqueued, or failed with a readable reason once their attempts are spent
-    (``reaper.stale_jobs_reap``). Run by Celery beat every ``CULPRIT_REAP_EVERY`` seconds.
-
-    A running job is abandoned once its heartbeat (moved every few seconds while its worker lives) is older than
-    ``running_after`` (``CULPRIT_REAP_RUNNING_AFTER``): it goes back to queued, keeping its attempts, and is sent
-    again. A queued job waits ``stale_after``: its message may simply be waiting behind others."""
+    (``reaper.job_rows_reap``: a running job quiet for ``running_after`` -- ``CULPRIT_REAP_RUNNING_AFTER`` -- goes
+    back to queued; a queued one waits ``stale_after``). Run by Celery beat every ``CULPRIT_REAP_EVERY`` seconds."""
     from django.conf import settings
 
     from ..tasks import ingest_file_task
 
-    def fail(job: IngestJob) -> None:
-        ingest_job_fail(job=job, reason=f"gave up after {job.attempts} attempts: the worker running it stopped "
-                                        "each time (killed, out of memory, or restarted)")
-
-    def hopeless(job: IngestJob) -> bool:
-        return job.attempts >= MAX_INGEST_ATTEMPTS
-
     running_after = running_after if running_after is not None else settings.CULPRIT_REAP_RUNNING_AFTER
-    counts = stale_jobs_reap(IngestJob.objects.filter(status=JobStatus.RUNNING), stale_after=running_after,
-                             hopeless=hopeless, fail=fail, enqueue=ingest_file_task.delay,
-                             bump={"status": JobStatus.QUEUED})
-    queued = stale_jobs_reap(IngestJob.objects.filter(status=JobStatus.QUEUED), stale_after=stale_after,
-                             hopeless=hopeless, fail=fail, enqueue=ingest_file_task.delay)
-    return {key: counts[key] + queued[key] for key in counts}
+    return job_rows_reap(IngestJob, running_after=running_after, queued_after=stale_after,
+                         enqueue=ingest_file_task.delay,
+                         fail=lambda job: ingest_job_fail(job=job, reason=gave_up_reason(job)))

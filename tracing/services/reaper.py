@@ -1,4 +1,5 @@
-"""The one reaping mechanism every job table uses (ingest jobs, attribution runs, injection campaigns, exports).
+"""The one reaping mechanism every job table uses (ingest jobs, attribution runs, injection campaigns, exports,
+model trainings); ``job_rows_reap`` is the policy shared by the tables built on ``tracing.jobs.Job``.
 
 A job row carries ``heartbeat_at`` (moved on claim and on progress). A job still queued or running with no sign of
 life for ``stale_after`` seconds -- longer than its task may run, so its worker is surely gone, or the broker lost
@@ -25,6 +26,36 @@ from django.utils import timezone
 logger = logging.getLogger(__name__)
 
 MAX_REAPED_PER_RUN = 1000
+
+
+def gave_up_reason(job: Any) -> str:
+    return (f"gave up after {job.attempts} attempt{'s' if job.attempts != 1 else ''}: the worker running it stopped "
+            "each time (killed, out of memory, or restarted)")
+
+
+def job_rows_reap(model: Any, *, running_after: int, queued_after: int, enqueue: Callable[[int], object],
+                  fail: Callable[[Any], object] | None = None) -> dict[str, int]:
+    """The reaper of one job table (a ``tracing.jobs.Job`` subclass), called by each app's beat task.
+
+    A running job whose heartbeat (moved every few seconds while a worker works on it) is older than
+    ``running_after`` lost its worker: it goes back to queued, keeping its attempts (the page names the attempt to
+    come), and its task is sent again; its next claim counts the next attempt. A queued job waits ``queued_after``:
+    its message may simply be waiting behind others. A job whose attempts are spent (``MAX_ATTEMPTS``) fails
+    instead, by ``fail(job)`` (default: the reason from ``gave_up_reason``)."""
+    from ..jobs import QUEUED, RUNNING
+
+    def hopeless(job: Any) -> bool:
+        return job.attempts >= job.MAX_ATTEMPTS
+
+    def fail_default(job: Any) -> None:
+        model.fail_live(job.pk, gave_up_reason(job))
+
+    fail = fail or fail_default
+    running = stale_jobs_reap(model.objects.filter(status=RUNNING), stale_after=running_after, hopeless=hopeless,
+                              fail=fail, enqueue=enqueue, bump={"status": QUEUED})
+    queued = stale_jobs_reap(model.objects.filter(status=QUEUED), stale_after=queued_after, hopeless=hopeless,
+                             fail=fail, enqueue=enqueue)
+    return {key: running[key] + queued[key] for key in running}
 
 
 def stale_jobs_reap(live: QuerySet, *, stale_after: int, hopeless: Callable[[Any], bool],

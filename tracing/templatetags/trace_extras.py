@@ -78,7 +78,7 @@ def pretty_json(value: Any) -> str:
 
 
 @register.inclusion_tag("tracing/_sort_header.html", takes_context=True)
-def sort_header(context: dict, key: str, label: str, numeric: bool = False) -> dict:
+def sort_header(context: dict, key: str, label: str, numeric: bool = False, css: str = "") -> dict:
     """A sortable column heading: a link that sorts by ``key`` (again: the other way), keeping the filters."""
     current = context.get("ordering") or ""
     active = current.lstrip("-") == key
@@ -87,5 +87,5 @@ def sort_header(context: dict, key: str, label: str, numeric: bool = False) -> d
     target = (key if descending else f"-{key}") if active else (f"-{key}" if numeric else key)
     query = context.get("sort_querystring") or ""
     return {"href": f"?{query}{'&' if query else ''}ordering={target}", "label": label, "active": active,
-            "arrow": ("↓" if descending else "↑") if active else "", "numeric": numeric,
+            "arrow": ("↓" if descending else "↑") if active else "", "numeric": numeric, "css": css,
             "aria": ("descending" if descending else "ascending") if active else "none"}

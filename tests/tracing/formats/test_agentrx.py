@@ -35,6 +35,11 @@ def _labels(path: Path = MAGENTIC_LABELS) -> dict[str, ParsedLabels]:
     return {item.target_external_id: item for item in LABELS.parse(_source(path))}
 
 
+def _decisive(labelled: ParsedLabels):
+    (gold,) = [label for label in labelled.labels if label.decisive]
+    return gold
+
+
 def _all_shared_files() -> list[Path]:
     root = SHARED if SHARED.exists() else ROOT / "tests" / "fixtures"
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".json", ".jsonl"))
@@ -97,12 +102,15 @@ def test_the_label_lands_on_the_step_its_reason_describes():
     assert step.content.startswith("Here are the top 10 highest-grossing worldwide movies of 2020")
 
 
-def test_other_failures_and_case_differences_are_listed_as_warnings():
+def test_every_failure_is_a_label_of_the_agentrx_family_with_the_root_cause_decisive():
     labelled = _labels()["5f982798-16b9-4051-ab57-cfc7ebdb2a91"]
-    (gold,) = labelled.labels
-    assert (gold.agent, gold.step, gold.category) == ("FileSurfer", 32, "Invention of new information")
-    assert "also labelled: step 13 (Websurfer, Instruction/Plan Adherence Failure)" in labelled.warnings
-    assert "also labelled: step 17 (Websurfer, Instruction/Plan Adherence Failure)" in labelled.warnings
+    assert [(g.agent, g.step, g.category, g.decisive) for g in labelled.labels] == [
+        ("Websurfer", 12, "Instruction/Plan Adherence Failure", False),
+        ("Websurfer", 16, "Instruction/Plan Adherence Failure", False),
+        ("FileSurfer", 32, "Invention of new information", True),
+    ]
+    assert {g.family for g in labelled.labels} == {"AgentRx"}
+    assert not any("also labelled" in w for w in labelled.warnings)
     case = [w for w in labelled.warnings if "differs in case" in w]
     assert len(case) == 2 and all("'Websurfer'" in w and "'WebSurfer'" in w for w in case)
 
@@ -113,9 +121,10 @@ def test_a_root_cause_id_given_as_text_still_finds_its_failure():
         {"failure_id": 2, "step_number": 5, "failed_agent": "Orchestrator (thought)", "failure_category": "B",
          "step_reason": "why"}]}]
     (labelled,) = list(LABELS.parse(_bytes_source(document)))
-    (gold,) = labelled.labels
+    gold = _decisive(labelled)
     assert (gold.agent, gold.step, gold.category, gold.reason) == ("Orchestrator", 4, "B", "why")
-    assert labelled.warnings == ["also labelled: step 3 (WebSurfer, A)"]
+    assert [(g.agent, g.step, g.decisive) for g in labelled.labels] == [("WebSurfer", 2, False), ("Orchestrator", 4, True)]
+    assert labelled.warnings == []
 
 
 @pytest.mark.parametrize("root_cause", [None, {}, {"failure_id": 9}])
@@ -125,16 +134,17 @@ def test_without_a_usable_root_cause_the_earliest_failure_is_decisive(root_cause
         {"failure_id": 2, "step_number": 4, "failed_agent": "Assistant"}]}]
     (labelled,) = list(LABELS.parse(_bytes_source(document)))
     assert labelled.target_external_id == "7"
-    assert [(g.agent, g.step) for g in labelled.labels] == [("Assistant", 3)]
+    assert [(g.agent, g.step, g.decisive) for g in labelled.labels] == [("User", 7, False), ("Assistant", 3, True)]
     assert any("earliest failure (step 4)" in w for w in labelled.warnings)
 
 
 @pytest.mark.parametrize("path", sorted(GROUND_TRUTH.glob("*.json")), ids=lambda p: p.name)
-def test_every_ground_truth_file_gives_one_label_per_trajectory(path):
+def test_every_ground_truth_file_gives_every_failure_with_one_decisive_per_trajectory(path):
     entries = json.loads(path.read_text())
     parsed = list(LABELS.parse(_source(path)))
     assert [p.target_external_id for p in parsed] == [str(e["trajectory_id"]) for e in entries]
-    assert all(len(p.labels) == 1 and p.labels[0].step >= 0 for p in parsed)
+    assert [len(p.labels) for p in parsed] == [len(e["failures"]) for e in entries]
+    assert all(sum(g.decisive for g in p.labels) == 1 and all(g.step >= 0 for g in p.labels) for p in parsed)
 
 
 # --- malformed input -----------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from tests.conftest import ROOT, SHARED, import_now, incoming_bytes, incoming_pa
 from tracing.formats import Source, TraceFormatError, detect_format
 from tracing.formats.agentrx_labels import FORMAT as LABELS
 from tracing.formats.taubench import FORMAT as TAU
-from tracing.models import Agent, GoldLabel, JobStatus, Step, StepKind, Trace
+from tracing.models import Agent, ErrorLabel, GoldLabel, JobStatus, Step, StepKind, Trace
 
 AGENTRX = SHARED / "traces" / "agentrx" if SHARED.exists() else ROOT / "tests" / "fixtures" / "agentrx"
 RUNS = AGENTRX / "tau_retail" / "tau_dataset_failed.json"
@@ -123,20 +123,24 @@ def test_the_ground_truth_names_runs_by_task_id_and_steps_by_message_index():
     assert set(labelled) == set(traces)
     off = set()
     for external_id, item in labelled.items():
-        (gold,) = item.labels
-        if traces[external_id].steps[gold.step].agent != gold.agent:
-            off.add(external_id)
+        for gold in item.labels:
+            if traces[external_id].steps[gold.step].agent != gold.agent:
+                off.add(external_id)
     # Task 80 blames the assistant for ending after the user's last message (a system failure): the only label
     # whose step is another agent's.
     assert off <= {"80"}
 
-    (gold,) = labelled["2"].labels
-    assert (gold.step, gold.agent, gold.category) == (6, "Assistant", "Misinterpretation of Tool Output")
+    # Task 2 holds two failures; the root cause (the second) is decisive.
+    assert [(g.step, g.agent, g.category, g.decisive) for g in labelled["2"].labels] == [
+        (2, "Assistant", "Instruction Adherence Failure", False),
+        (6, "Assistant", "Misinterpretation of Tool Output", True),
+    ]
     assert traces["2"].steps[6].content.startswith("Currently, there are 11 available T-shirt options")
-    (gold,) = labelled["34"].labels
-    assert gold.reason.startswith("At step 17, the assistant uses modify order to cancel")
-    assert traces["34"].steps[gold.step].tool_name == "modify_pending_order_items"
-    assert "also labelled: step 30 (User, Underspecified User Intent)" in labelled["34"].warnings
+    first, *others = labelled["34"].labels
+    assert first.decisive and not any(g.decisive for g in others)
+    assert first.reason.startswith("At step 17, the assistant uses modify order to cancel")
+    assert traces["34"].steps[first.step].tool_name == "modify_pending_order_items"
+    assert (others[-1].step, others[-1].agent, others[-1].category) == (29, "User", "Underspecified User Intent")
 
 
 def test_the_retail_subset_file_carries_the_same_labels():
@@ -213,6 +217,12 @@ def test_tau_ground_truth_attaches_to_the_right_run_and_step_in_either_order(pro
     step = Step.objects.get(trace=trace, index=6)
     assert step.content.startswith("Currently, there are 11 available T-shirt options")
     assert GoldLabel.objects.filter(trace__project=project).count() == len(runs)
+    # Every failure of the run is kept as an error label, the root cause decisive and matching the gold label.
+    errors = list(ErrorLabel.objects.filter(trace=trace).order_by("position"))
+    assert [(e.step_index, e.agent_name, e.family, e.decisive) for e in errors] == [
+        (2, "Assistant", "AgentRx", False), (6, "Assistant", "AgentRx", True)]
+    failures = sum(len(e["failures"]) for e in json.loads(TAU_LABELS.read_text()))
+    assert ErrorLabel.objects.filter(trace__project=project).count() == failures
 
 
 @pytest.mark.django_db
