@@ -39,6 +39,7 @@ test: setup lint
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	@bash .ci/large-files.sh
 
 # Two hashed locks with the same versions: requirements.lock (runtime: what the Docker image installs) and

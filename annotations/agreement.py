@@ -22,7 +22,7 @@ def _nominal(a: Hashable, b: Hashable) -> float:
 
 
 def _interval(a: Hashable, b: Hashable) -> float:
-    return (float(a) - float(b)) ** 2  # type: ignore[arg-type]
+    return (float(a) - float(b)) ** 2
 
 
 METRICS: dict[str, Callable[[Hashable, Hashable], float]] = {"nominal": _nominal, "interval": _interval}

@@ -24,11 +24,21 @@ class ExportFormatOut(Schema):
     description: str
 
 
-@router.get("/export-formats", response=list[ExportFormatOut], summary="Dataset export formats this server writes")
+@router.get(
+    "/export-formats", response=list[ExportFormatOut], summary="Dataset export formats this server writes"
+)
 def list_export_formats(request: HttpRequest) -> list[dict[str, str]]:
     """Every registered exporter (annotations/exporters): a new format appears here without any other change."""
-    return [{"name": e.name, "label": e.label, "extension": e.extension, "content_type": e.content_type,
-             "description": e.description} for e in all_exporters()]
+    return [
+        {
+            "name": e.name,
+            "label": e.label,
+            "extension": e.extension,
+            "content_type": e.content_type,
+            "description": e.description,
+        }
+        for e in all_exporters()
+    ]
 
 
 def openapi_extend(schema: dict[str, Any]) -> None:

@@ -34,8 +34,12 @@ class ItemFilterForm(forms.Form):
 
     def filters(self) -> ItemFilters:
         data = self.cleaned_data if self.is_valid() else {}
-        return ItemFilters(status=data.get("status", ""), agreement=data.get("agreement", ""),
-                           assignee=data.get("assignee", "").strip(), q=data.get("q", "").strip())
+        return ItemFilters(
+            status=data.get("status", ""),
+            agreement=data.get("agreement", ""),
+            assignee=data.get("assignee", "").strip(),
+            q=data.get("q", "").strip(),
+        )
 
 
 class QueueForm(forms.Form):
@@ -44,24 +48,35 @@ class QueueForm(forms.Form):
     source = forms.ChoiceField(choices=QueueSource.choices, initial=QueueSource.NO_GOLD)
     # The trace-list search, for source "search" (same fields as the trace list's filters).
     q = forms.CharField(required=False, max_length=200, label="Search")
-    gold = forms.ChoiceField(required=False, choices=[("", "any"), ("yes", "with gold label"), ("no", "without")])
+    gold = forms.ChoiceField(
+        required=False, choices=[("", "any"), ("yes", "with gold label"), ("no", "without")]
+    )
     format = forms.CharField(required=False, max_length=40)
-    threshold = forms.FloatField(required=False, min_value=0, max_value=1, initial=DEFAULT_THRESHOLD,
-                                 label="Confidence below")
-    limit = forms.IntegerField(min_value=1, max_value=MAX_LIMIT, initial=DEFAULT_LIMIT, label="At most (traces)")
+    threshold = forms.FloatField(
+        required=False, min_value=0, max_value=1, initial=DEFAULT_THRESHOLD, label="Confidence below"
+    )
+    limit = forms.IntegerField(
+        min_value=1, max_value=MAX_LIMIT, initial=DEFAULT_LIMIT, label="At most (traces)"
+    )
     overlap = forms.IntegerField(min_value=1, max_value=10, initial=2, label="Annotators per item")
     assignment = forms.ChoiceField(choices=Assignment.choices, initial=Assignment.ANYONE)
-    annotators = forms.ModelMultipleChoiceField(queryset=get_user_model().objects.none(), required=False,
-                                                widget=forms.CheckboxSelectMultiple)
+    annotators = forms.ModelMultipleChoiceField(
+        queryset=get_user_model().objects.none(), required=False, widget=forms.CheckboxSelectMultiple
+    )
     blind = forms.BooleanField(required=False, label="Blind: hide the methods' verdicts")
     taxonomy = forms.ChoiceField(choices=TaxonomyFamily.choices, initial=TaxonomyFamily.AGENT_ERROR)
-    step_tolerance = forms.IntegerField(min_value=0, max_value=50, initial=1, label="Step agreement within ±k")
+    step_tolerance = forms.IntegerField(
+        min_value=0, max_value=50, initial=1, label="Step agreement within ±k"
+    )
 
     def __init__(self, *args: Any, project: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.project = project
-        self.fields["annotators"].queryset = get_user_model().objects.filter(
-            memberships__project=project, memberships__role__in=["owner", "annotator"]).order_by("username")
+        self.fields["annotators"].queryset = (
+            get_user_model()
+            .objects.filter(memberships__project=project, memberships__role__in=["owner", "annotator"])
+            .order_by("username")
+        )
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"].strip()
@@ -94,15 +109,24 @@ class QueueSettingsForm(forms.ModelForm):
     class Meta:
         model = ReviewQueue
         fields = ["name", "instructions", "overlap", "assignment", "annotators", "blind", "step_tolerance"]
-        widgets = {"instructions": forms.Textarea(attrs={"rows": 3}), "annotators": forms.CheckboxSelectMultiple}
-        labels = {"overlap": "Annotators per item", "blind": "Blind: hide the methods' verdicts",
-                  "step_tolerance": "Step agreement within ±k"}
+        widgets = {
+            "instructions": forms.Textarea(attrs={"rows": 3}),
+            "annotators": forms.CheckboxSelectMultiple,
+        }
+        labels = {
+            "overlap": "Annotators per item",
+            "blind": "Blind: hide the methods' verdicts",
+            "step_tolerance": "Step agreement within ±k",
+        }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         queue = self.instance
-        self.fields["annotators"].queryset = get_user_model().objects.filter(
-            memberships__project=queue.project, memberships__role__in=["owner", "annotator"]).order_by("username")
+        self.fields["annotators"].queryset = (
+            get_user_model()
+            .objects.filter(memberships__project=queue.project, memberships__role__in=["owner", "annotator"])
+            .order_by("username")
+        )
         self.fields["annotators"].required = False
         self.fields["overlap"].min_value = queue.overlap
         self.fields["overlap"].widget.attrs["min"] = queue.overlap
@@ -110,17 +134,23 @@ class QueueSettingsForm(forms.ModelForm):
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"].strip()
-        taken = ReviewQueue.objects.filter(project=self.instance.project, name=name).exclude(pk=self.instance.pk)
+        taken = ReviewQueue.objects.filter(project=self.instance.project, name=name).exclude(
+            pk=self.instance.pk
+        )
         if taken.exists():
             raise forms.ValidationError("This project already has a queue with that name.")
         return name
 
     def clean_overlap(self) -> int:
         overlap = self.cleaned_data["overlap"]
-        current = ReviewQueue.objects.filter(pk=self.instance.pk).values_list("overlap", flat=True).first() or 1
+        current = (
+            ReviewQueue.objects.filter(pk=self.instance.pk).values_list("overlap", flat=True).first() or 1
+        )
         if overlap < current:
-            raise forms.ValidationError(f"Overlap can grow but not shrink below {current}: answers already given "
-                                        "would lose their copy. Create a new queue instead.")
+            raise forms.ValidationError(
+                f"Overlap can grow but not shrink below {current}: answers already given "
+                "would lose their copy. Create a new queue instead."
+            )
         if overlap > 10:
             raise forms.ValidationError("At most 10 annotators per item.")
         return overlap
@@ -138,7 +168,9 @@ MAX_NOTE_CHARS = 5000  # a further error's note: a paragraph, not a document
 class AnswerForm(forms.Form):
     """The decisive error as the labelling screen (or an adjudicating owner) sends it."""
 
-    step_index = forms.IntegerField(min_value=0, error_messages={"required": "Mark the decisive step first (Enter)."})
+    step_index = forms.IntegerField(
+        min_value=0, error_messages={"required": "Mark the decisive step first (Enter)."}
+    )
     agent_name = forms.CharField(required=False, max_length=200)
     category = forms.CharField(required=False, max_length=80)
     reason = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
@@ -158,10 +190,14 @@ class AnswerForm(forms.Form):
     def _further_errors(self) -> list[ErrorSpec]:
         """The further errors, sent as parallel lists (one ``error_step``, ``error_agent``, ``error_category`` and
         ``error_note`` per error, in the order listed). Whether the step and agent exist is the service's to say."""
-        columns = [self.data.getlist(f"error_{name}") if hasattr(self.data, "getlist") else []
-                   for name in ("step", "agent", "category", "note")]
+        columns = [
+            self.data.getlist(f"error_{name}") if hasattr(self.data, "getlist") else []
+            for name in ("step", "agent", "category", "note")
+        ]
         if len({len(column) for column in columns}) > 1:
-            raise forms.ValidationError("The further errors arrived incomplete; reload the page and try again.")
+            raise forms.ValidationError(
+                "The further errors arrived incomplete; reload the page and try again."
+            )
         errors: list[ErrorSpec] = []
         for position, (step, agent, category, note) in enumerate(zip(*columns, strict=True), start=1):
             step, category = step.strip(), category.strip()
@@ -171,8 +207,11 @@ class AnswerForm(forms.Form):
                 raise forms.ValidationError(f"Further error {position}: unknown category {category!r}.")
             if len(agent) > 200 or len(note) > MAX_NOTE_CHARS:
                 raise forms.ValidationError(f"Further error {position} is too long.")
-            errors.append(ErrorSpec(step_index=int(step), agent_name=agent.strip(), category=category,
-                                    note=note.strip()))
+            errors.append(
+                ErrorSpec(
+                    step_index=int(step), agent_name=agent.strip(), category=category, note=note.strip()
+                )
+            )
         return errors
 
     def further_rows(self) -> list[ErrorSpec]:
@@ -184,9 +223,14 @@ class AnswerForm(forms.Form):
 
     def cleaned_data_for_submit(self) -> dict[str, Any]:
         data = self.cleaned_data
-        return {"step_index": data["step_index"], "agent_name": data["agent_name"], "category": data["category"],
-                "reason": data["reason"], "lead_time_ms": data.get("lead_time_ms") or 0,
-                "further": data.get("further", [])}
+        return {
+            "step_index": data["step_index"],
+            "agent_name": data["agent_name"],
+            "category": data["category"],
+            "reason": data["reason"],
+            "lead_time_ms": data.get("lead_time_ms") or 0,
+            "further": data.get("further", []),
+        }
 
 
 class DecisionForm(forms.Form):
@@ -208,10 +252,14 @@ class DecisionForm(forms.Form):
         data = self.cleaned_data
         decisive = self.candidates[data["decisive"]]
         kept = [c for key, c in self.candidates.items() if key in data["keep"] and key != decisive.key]
-        return {"step_index": decisive.step_index, "agent_name": decisive.agent_name,
-                "category": decisive.category, "reason": data["reason"].strip() or decisive.note,
-                "family": decisive.family,
-                "further": [ErrorSpec(c.step_index, c.agent_name, c.category, c.note, c.family) for c in kept]}
+        return {
+            "step_index": decisive.step_index,
+            "agent_name": decisive.agent_name,
+            "category": decisive.category,
+            "reason": data["reason"].strip() or decisive.note,
+            "family": decisive.family,
+            "further": [ErrorSpec(c.step_index, c.agent_name, c.category, c.note, c.family) for c in kept],
+        }
 
 
 class StepForm(forms.Form):
@@ -224,13 +272,28 @@ class ExportForm(forms.Form):
 
     # The registry's formats, read when the form is built (a callable), so a new exporter shows up here by itself.
     format = forms.ChoiceField(choices=format_choices, initial=DEFAULT_FORMAT)
-    sources = forms.MultipleChoiceField(choices=LabelSource.choices, initial=list(LabelSource.values),
-                                        widget=forms.CheckboxSelectMultiple, label="Label sources")
-    verified_only = forms.BooleanField(required=False, label="Verified only (annotated or adjudicated labels)")
-    min_agreement = forms.FloatField(required=False, min_value=0, max_value=1, label="Minimum agreement",
-                                     widget=forms.NumberInput(attrs={"step": "0.05", "placeholder": "any"}))
-    date_from = forms.DateField(required=False, label="Imported from", widget=forms.DateInput(attrs={"type": "date"}))
-    date_to = forms.DateField(required=False, label="Imported until", widget=forms.DateInput(attrs={"type": "date"}))
+    sources = forms.MultipleChoiceField(
+        choices=LabelSource.choices,
+        initial=list(LabelSource.values),
+        widget=forms.CheckboxSelectMultiple,
+        label="Label sources",
+    )
+    verified_only = forms.BooleanField(
+        required=False, label="Verified only (annotated or adjudicated labels)"
+    )
+    min_agreement = forms.FloatField(
+        required=False,
+        min_value=0,
+        max_value=1,
+        label="Minimum agreement",
+        widget=forms.NumberInput(attrs={"step": "0.05", "placeholder": "any"}),
+    )
+    date_from = forms.DateField(
+        required=False, label="Imported from", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    date_to = forms.DateField(
+        required=False, label="Imported until", widget=forms.DateInput(attrs={"type": "date"})
+    )
     seed = forms.IntegerField(initial=0, min_value=0, max_value=2**31 - 1, label="Split seed")
     test_percent = forms.IntegerField(initial=20, min_value=0, max_value=100, label="Test split %")
 
@@ -247,9 +310,15 @@ class ExportForm(forms.Form):
 
     def filters(self) -> ExportFilters:
         data = self.cleaned_data
-        return ExportFilters(sources=list(data["sources"]), verified_only=data["verified_only"],
-                             min_agreement=data["min_agreement"], date_from=data["date_from"], date_to=data["date_to"],
-                             seed=data["seed"], test_percent=data["test_percent"])
+        return ExportFilters(
+            sources=list(data["sources"]),
+            verified_only=data["verified_only"],
+            min_agreement=data["min_agreement"],
+            date_from=data["date_from"],
+            date_to=data["date_to"],
+            seed=data["seed"],
+            test_percent=data["test_percent"],
+        )
 
 
 class InviteForm(forms.Form):
@@ -277,13 +346,22 @@ class InviteForm(forms.Form):
                 raise forms.ValidationError("A username has at most 150 characters.")
         User = get_user_model()
         members = User.objects.filter(memberships__project=self.project)
-        if members.filter(username__iexact=who).exists() or ("@" in who and members.filter(email__iexact=who)
-                                                                .exists()):
-            raise forms.ValidationError("This person is already a member; change their role in the list above.")
-        pending = Invitation.objects.filter(project=self.project, accepted_at__isnull=True, revoked_at__isnull=True,
-                                            expires_at__gt=timezone.now())
+        if members.filter(username__iexact=who).exists() or (
+            "@" in who and members.filter(email__iexact=who).exists()
+        ):
+            raise forms.ValidationError(
+                "This person is already a member; change their role in the list above."
+            )
+        pending = Invitation.objects.filter(
+            project=self.project,
+            accepted_at__isnull=True,
+            revoked_at__isnull=True,
+            expires_at__gt=timezone.now(),
+        )
         if pending.filter(username__iexact=who).exists() or pending.filter(email__iexact=who).exists():
-            raise forms.ValidationError("This person already has an open invitation; revoke it to send a new one.")
+            raise forms.ValidationError(
+                "This person already has an open invitation; revoke it to send a new one."
+            )
         return who
 
 
@@ -292,10 +370,14 @@ class AcceptInvitationForm(forms.Form):
     password validators against that username."""
 
     username = forms.CharField(max_length=150, help_text="Letters, digits and @ . + - _ only.")
-    password1 = forms.CharField(label="Password", strip=False, widget=forms.PasswordInput(
-        attrs={"autocomplete": "new-password"}))
-    password2 = forms.CharField(label="Password again", strip=False, widget=forms.PasswordInput(
-        attrs={"autocomplete": "new-password"}))
+    password1 = forms.CharField(
+        label="Password", strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"})
+    )
+    password2 = forms.CharField(
+        label="Password again",
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+    )
 
     def __init__(self, *args: Any, invitation: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -305,7 +387,9 @@ class AcceptInvitationForm(forms.Form):
         self.fields["password1"].help_text = password_validation.password_validators_help_text_html()
         if invitation.username:
             self.fields["username"].initial = invitation.username
-            self.fields["username"].disabled = True  # the owner named the account; the posted value is ignored
+            self.fields[
+                "username"
+            ].disabled = True  # the owner named the account; the posted value is ignored
             self.fields["username"].help_text = "Chosen by the person who invited you."
         else:
             self.fields["username"].initial = invitation.email.split("@", 1)[0]

@@ -66,21 +66,32 @@ class ReviewQueue(models.Model):
     assignment = models.CharField(max_length=10, choices=Assignment.choices, default=Assignment.ANYONE)
     annotators = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="assigned_queues")
     blind = models.BooleanField(default=False)  # hide the methods' verdicts from annotators
-    taxonomy = models.CharField(max_length=32, choices=TaxonomyFamily.choices, default=TaxonomyFamily.AGENT_ERROR)
+    taxonomy = models.CharField(
+        max_length=32, choices=TaxonomyFamily.choices, default=TaxonomyFamily.AGENT_ERROR
+    )
     step_tolerance = models.PositiveSmallIntegerField(default=1)  # the k of "step within ±k"
     lease_seconds = models.PositiveIntegerField(default=30 * 60)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
             models.UniqueConstraint(fields=["project", "name"], name="reviewqueue_unique_name_per_project"),
-            models.CheckConstraint(condition=Q(overlap__gte=1, overlap__lte=10), name="reviewqueue_overlap_range"),
-            models.CheckConstraint(condition=Q(source__in=QueueSource.values), name="reviewqueue_source_valid"),
-            models.CheckConstraint(condition=Q(assignment__in=Assignment.values), name="reviewqueue_assignment_valid"),
-            models.CheckConstraint(condition=Q(lease_seconds__gte=60), name="reviewqueue_lease_at_least_a_minute"),
+            models.CheckConstraint(
+                condition=Q(overlap__gte=1, overlap__lte=10), name="reviewqueue_overlap_range"
+            ),
+            models.CheckConstraint(
+                condition=Q(source__in=QueueSource.values), name="reviewqueue_source_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(assignment__in=Assignment.values), name="reviewqueue_assignment_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(lease_seconds__gte=60), name="reviewqueue_lease_at_least_a_minute"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -91,9 +102,12 @@ class QueueItem(models.Model):
     queue = models.ForeignKey(ReviewQueue, on_delete=models.CASCADE, related_name="items")
     trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="+")
     # The gold label this item's annotations were resolved into (consensus or adjudication), once resolved.
-    resolved_label = models.ForeignKey(GoldLabel, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    resolved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                    related_name="+")
+    resolved_label = models.ForeignKey(
+        GoldLabel, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     resolved_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -122,15 +136,18 @@ class Annotation(models.Model):
     queue = models.ForeignKey(ReviewQueue, on_delete=models.CASCADE, related_name="+")
     slot = models.PositiveSmallIntegerField()  # 0 .. overlap-1
     status = models.CharField(max_length=10, choices=CopyStatus.choices, default=CopyStatus.OPEN)
-    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                  related_name="annotations")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="annotations"
+    )
     leased_at = models.DateTimeField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     agent_name = models.CharField(max_length=200, blank=True)
     step_index = models.PositiveIntegerField(null=True, blank=True)
     category = models.CharField(max_length=80, blank=True)
     reason = models.TextField(blank=True)
-    lead_time_ms = models.PositiveBigIntegerField(default=0)  # time on the labelling screen, summed over visits
+    lead_time_ms = models.PositiveBigIntegerField(
+        default=0
+    )  # time on the labelling screen, summed over visits
     submitted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -138,15 +155,20 @@ class Annotation(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["item", "slot"], name="annotation_unique_slot_per_item"),
             # One person never holds (or answers) two copies of the same item: overlap means distinct people.
-            models.UniqueConstraint(fields=["item", "annotator"], condition=Q(annotator__isnull=False),
-                                    name="annotation_one_copy_per_annotator"),
+            models.UniqueConstraint(
+                fields=["item", "annotator"],
+                condition=Q(annotator__isnull=False),
+                name="annotation_one_copy_per_annotator",
+            ),
             models.CheckConstraint(condition=Q(status__in=CopyStatus.values), name="annotation_status_valid"),
             models.CheckConstraint(
                 condition=~Q(status="submitted") | Q(step_index__isnull=False, submitted_at__isnull=False),
                 name="annotation_submitted_has_answer",
             ),
-            models.CheckConstraint(condition=Q(status="open") | Q(annotator__isnull=False) | Q(status="submitted"),
-                                   name="annotation_leased_has_annotator"),
+            models.CheckConstraint(
+                condition=Q(status="open") | Q(annotator__isnull=False) | Q(status="submitted"),
+                name="annotation_leased_has_annotator",
+            ),
         ]
         indexes = [
             # The claim query: a queue's copies that are open or whose lease ran out, first item first.
@@ -176,7 +198,9 @@ class AnnotationError(models.Model):
     class Meta:
         ordering = ["annotation_id", "position"]
         constraints = [
-            models.UniqueConstraint(fields=["annotation", "position"], name="annotationerror_unique_position"),
+            models.UniqueConstraint(
+                fields=["annotation", "position"], name="annotationerror_unique_position"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -191,7 +215,12 @@ class Skip(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["item", "annotator"], name="skip_unique_per_annotator")]
+        constraints = [
+            models.UniqueConstraint(fields=["item", "annotator"], name="skip_unique_per_annotator")
+        ]
+
+    def __str__(self) -> str:
+        return f"user {self.annotator_id} skipped item {self.item_id}"
 
 
 class ExportStatus(JobStatusChoices):
@@ -228,7 +257,9 @@ class DatasetExport(Job):
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
-            models.CheckConstraint(condition=Q(status__in=ExportStatus.values), name="datasetexport_status_valid"),
+            models.CheckConstraint(
+                condition=Q(status__in=ExportStatus.values), name="datasetexport_status_valid"
+            ),
         ]
         indexes = [
             # The builder page's list: one project's exports, newest first.
@@ -257,14 +288,18 @@ class Invitation(models.Model):
     username = models.CharField(max_length=150, blank=True)
     email = models.EmailField(blank=True)
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.ANNOTATOR)
-    token_hash = models.CharField(max_length=64, unique=True)  # sha256 hex of the link's token; the lookup's index
-    invited_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")
+    token_hash = models.CharField(
+        max_length=64, unique=True
+    )  # sha256 hex of the link's token; the lookup's index
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()
     accepted_at = models.DateTimeField(null=True, blank=True)
-    accepted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                    related_name="+")
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     revoked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -14,8 +14,14 @@ def _export_fail(export_id: int, reason: str) -> None:
         services.export_fail(export=export, reason=reason)
 
 
-@shared_task(base=JobTask, bind=True, name="annotations.export_dataset", fail_job=_export_fail,
-             soft_time_limit=services.EXPORT_TIME_LIMIT - 60, time_limit=services.EXPORT_TIME_LIMIT)
+@shared_task(
+    base=JobTask,
+    bind=True,
+    name="annotations.export_dataset",
+    fail_job=_export_fail,
+    soft_time_limit=services.EXPORT_TIME_LIMIT - 60,
+    time_limit=services.EXPORT_TIME_LIMIT,
+)
 def export_dataset_task(self, export_id: int) -> None:
     # The service claims the export and writes it under its own heartbeat (annotations.services.exports.export_run).
     try:
@@ -31,5 +37,7 @@ def reap_jobs_task(stale_after: int | None = None, running_after: int | None = N
     attempts."""
     from django.conf import settings
 
-    return services.exports_reap(stale_after=stale_after or settings.CULPRIT_REAP_EXPORT_AFTER,
-                                 running_after=running_after or settings.CULPRIT_REAP_RUNNING_AFTER)
+    return services.exports_reap(
+        stale_after=stale_after or settings.CULPRIT_REAP_EXPORT_AFTER,
+        running_after=running_after or settings.CULPRIT_REAP_RUNNING_AFTER,
+    )

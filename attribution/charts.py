@@ -49,13 +49,25 @@ def _bar(row: dict[str, Any], figure: str, name: str, x0: float, cy: float) -> d
         return None
     ci = row.get(f"{figure}_ci") or [value, value]
     lo, hi = _unit(ci[0]), _unit(ci[1])
-    return {"x": x0, "y": round(cy - BAR_H / 2, 1), "width": round(_unit(value) * PLOT_W, 1), "height": BAR_H,
-            "lo": round(x0 + lo * PLOT_W, 1), "hi": round(x0 + hi * PLOT_W, 1), "cy": round(cy, 1),
-            "cap_top": round(cy - CAP, 1), "cap_bottom": round(cy + CAP, 1), "figure": figure,
-            "muted": bool(row.get("muted")), "value_x": x0 + PLOT_W + 8, "value_y": round(cy + 4, 1),
-            "value": _pct(value), "interval": f"({_interval([lo, hi])})",
-            "title": f"{row['label']}: {name.lower()} {_pct(value)} (95% interval {_interval([lo, hi])}), "
-                     f"n={row.get('n', 0)}"}
+    return {
+        "x": x0,
+        "y": round(cy - BAR_H / 2, 1),
+        "width": round(_unit(value) * PLOT_W, 1),
+        "height": BAR_H,
+        "lo": round(x0 + lo * PLOT_W, 1),
+        "hi": round(x0 + hi * PLOT_W, 1),
+        "cy": round(cy, 1),
+        "cap_top": round(cy - CAP, 1),
+        "cap_bottom": round(cy + CAP, 1),
+        "figure": figure,
+        "muted": bool(row.get("muted")),
+        "value_x": x0 + PLOT_W + 8,
+        "value_y": round(cy + 4, 1),
+        "value": _pct(value),
+        "interval": f"({_interval([lo, hi])})",
+        "title": f"{row['label']}: {name.lower()} {_pct(value)} (95% interval {_interval([lo, hi])}), "
+        f"n={row.get('n', 0)}",
+    }
 
 
 def _baseline(base: dict[str, Any], figure: str, x0: float, label_y: float, bottom: float) -> dict[str, Any]:
@@ -64,26 +76,52 @@ def _baseline(base: dict[str, Any], figure: str, x0: float, label_y: float, bott
     text = f"{base['label']} {_pct(value)}"
     right = value > 0.55  # past the middle the label reads leftwards from the line, so it stays in the panel
     room = (x - x0 if right else x0 + PLOT_W + VALUE_W - x) - 4
-    return {"x": x, "y1": round(label_y + 3, 1), "y2": bottom, "label": _clip(text, int(room / CHAR_W)),
-            "label_x": round(x - 4 if right else x + 4, 1), "label_y": label_y, "anchor": "end" if right else "start",
-            "title": text}
+    return {
+        "x": x,
+        "y1": round(label_y + 3, 1),
+        "y2": bottom,
+        "label": _clip(text, int(room / CHAR_W)),
+        "label_x": round(x - 4 if right else x + 4, 1),
+        "label_y": label_y,
+        "anchor": "end" if right else "start",
+        "title": text,
+    }
 
 
 def _legend(y: float, muted: bool) -> list[dict[str, Any]]:
-    items = [("agent", "agent accuracy"), ("step", "step accuracy"), ("whisker", "95% interval"),
-             ("baseline", "best trivial baseline")]
+    items = [
+        ("agent", "agent accuracy"),
+        ("step", "step accuracy"),
+        ("whisker", "95% interval"),
+        ("baseline", "best trivial baseline"),
+    ]
     if muted:
         items.append(("muted", "too few traces to rank"))
     legend, x = [], 10.0
     for kind, label in items:
-        legend.append({"kind": kind, "x": x, "y": y, "mark_x2": x + 16, "mark_y": y - 6, "text_x": x + 22,
-                       "text_y": y + 4, "label": label})
+        legend.append(
+            {
+                "kind": kind,
+                "x": x,
+                "y": y,
+                "mark_x2": x + 16,
+                "mark_y": y - 6,
+                "text_x": x + 22,
+                "text_y": y + 4,
+                "label": label,
+            }
+        )
         x = round(x + 22 + len(label) * CHAR_W + 18, 1)
     return legend
 
 
-def accuracy_chart(rows: Sequence[dict[str, Any]], baselines: Sequence[dict[str, Any]] = (), *,
-                   chart_id: str = "accuracy-chart", title: str = "Agent and step accuracy") -> dict[str, Any]:
+def accuracy_chart(
+    rows: Sequence[dict[str, Any]],
+    baselines: Sequence[dict[str, Any]] = (),
+    *,
+    chart_id: str = "accuracy-chart",
+    title: str = "Agent and step accuracy",
+) -> dict[str, Any]:
     """Bars for ``rows`` (``{"label", "agent", "agent_ci", "step", "step_ci", "n", "muted"}``, drawn in the order
     given; a figure that is None is left out) and dashed lines for ``baselines`` (``{"label", "agent", "step"}``; a
     None figure draws no line in that panel). ``chart_id`` prefixes the ids of the SVG's title and description, so
@@ -96,29 +134,65 @@ def accuracy_chart(rows: Sequence[dict[str, Any]], baselines: Sequence[dict[str,
         x0 = LABEL_W + p * (PLOT_W + VALUE_W + GAP)
         bars = [_bar(row, figure, name, x0, top + ROW_H * i + ROW_H / 2) for i, row in enumerate(rows)]
         drawn = [b for b in baselines if b.get(figure) is not None]
-        panels.append({
-            "figure": figure, "title": name, "title_x": x0, "title_y": 18, "x0": x0, "x1": x0 + PLOT_W,
-            "ticks": [{"x": round(x0 + t * PLOT_W, 1), "label": f"{round(100 * t)}%", "y1": top, "y2": bottom,
-                       "label_y": bottom + 14} for t in TICKS],
-            "bars": [b for b in bars if b is not None],
-            "baselines": [_baseline(b, figure, x0, 28 + BAND_ROW * (j + 1) - 4, bottom) for j, b in enumerate(drawn)],
-        })
-    labels = [{"label": _clip(str(row["label"]), LABEL_CHARS), "full_label": str(row["label"]),
-               "x": LABEL_W - 10, "y": top + ROW_H * i + ROW_H / 2 - 2, "note_y": top + ROW_H * i + ROW_H / 2 + 11,
-               "note": f"n={row.get('n', 0)}" + (" · too few traces to rank" if row.get("muted") else ""),
-               "muted": bool(row.get("muted"))} for i, row in enumerate(rows)]
+        panels.append(
+            {
+                "figure": figure,
+                "title": name,
+                "title_x": x0,
+                "title_y": 18,
+                "x0": x0,
+                "x1": x0 + PLOT_W,
+                "ticks": [
+                    {
+                        "x": round(x0 + t * PLOT_W, 1),
+                        "label": f"{round(100 * t)}%",
+                        "y1": top,
+                        "y2": bottom,
+                        "label_y": bottom + 14,
+                    }
+                    for t in TICKS
+                ],
+                "bars": [b for b in bars if b is not None],
+                "baselines": [
+                    _baseline(b, figure, x0, 28 + BAND_ROW * (j + 1) - 4, bottom) for j, b in enumerate(drawn)
+                ],
+            }
+        )
+    labels = [
+        {
+            "label": _clip(str(row["label"]), LABEL_CHARS),
+            "full_label": str(row["label"]),
+            "x": LABEL_W - 10,
+            "y": top + ROW_H * i + ROW_H / 2 - 2,
+            "note_y": top + ROW_H * i + ROW_H / 2 + 11,
+            "note": f"n={row.get('n', 0)}" + (" · too few traces to rank" if row.get("muted") else ""),
+            "muted": bool(row.get("muted")),
+        }
+        for i, row in enumerate(rows)
+    ]
     muted = any(row.get("muted") for row in rows)
-    return {"id": chart_id, "title": title, "desc": _describe(rows, baselines),
-            "width": LABEL_W + 2 * (PLOT_W + VALUE_W) + GAP, "height": bottom + 48, "axis_y": bottom,
-            "panels": panels, "rows": labels, "legend": _legend(bottom + 34, muted)}
+    return {
+        "id": chart_id,
+        "title": title,
+        "desc": _describe(rows, baselines),
+        "width": LABEL_W + 2 * (PLOT_W + VALUE_W) + GAP,
+        "height": bottom + 48,
+        "axis_y": bottom,
+        "panels": panels,
+        "rows": labels,
+        "legend": _legend(bottom + 34, muted),
+    }
 
 
 def _describe(rows: Sequence[dict[str, Any]], baselines: Sequence[dict[str, Any]]) -> str:
     """The chart in words, for screen readers (an SVG with role="img" hides its children)."""
     parts = []
     for row in rows:
-        figures = [f"{figure} {_pct(row[figure])} ({_interval(row.get(f'{figure}_ci') or [row[figure]] * 2)})"
-                   for figure, _ in FIGURES if row.get(figure) is not None]
+        figures = [
+            f"{figure} {_pct(row[figure])} ({_interval(row.get(f'{figure}_ci') or [row[figure]] * 2)})"
+            for figure, _ in FIGURES
+            if row.get(figure) is not None
+        ]
         muted = ", too few traces to rank" if row.get("muted") else ""
         parts.append(f"{row['label']}: {', '.join(figures)}, n={row.get('n', 0)}{muted}.")
     for base in baselines:
@@ -137,7 +211,9 @@ NO_VERDICT = "(no verdict)"
 OTHER = "(other)"
 
 
-def confusion_matrix(pairs: Sequence[tuple[str, str]], *, chart_id: str = "confusion-matrix") -> dict[str, Any]:
+def confusion_matrix(
+    pairs: Sequence[tuple[str, str]], *, chart_id: str = "confusion-matrix"
+) -> dict[str, Any]:
     """Gold agent (rows) against predicted agent (columns) of ``pairs`` (``(gold, predicted)``; an empty prediction
     is a method that gave no verdict). Cells carry their count, their share of the row (drawn as the cell's opacity,
     an SVG attribute, so the page's CSP stays without inline styles) and whether they sit on the diagonal."""
@@ -166,25 +242,50 @@ def confusion_matrix(pairs: Sequence[tuple[str, str]], *, chart_id: str = "confu
         for j, pred in enumerate(columns):
             n = counts.get((gold, pred), 0)
             share = n / totals[gold] if totals[gold] else 0.0
-            cells.append({"x": MATRIX_LABEL_W + j * CELL, "y": MATRIX_TOP + i * CELL, "size": CELL - 2,
-                          "count": n, "opacity": round(0.08 + 0.92 * share, 2) if n else 0,
-                          "text_x": MATRIX_LABEL_W + j * CELL + (CELL - 2) / 2, "text_y": MATRIX_TOP + i * CELL + 21,
-                          "diagonal": gold == pred, "dark": share > 0.55,
-                          "title": f"gold {gold}, predicted {pred}: {n} of {totals[gold]} ({_pct(share)})"})
+            cells.append(
+                {
+                    "x": MATRIX_LABEL_W + j * CELL,
+                    "y": MATRIX_TOP + i * CELL,
+                    "size": CELL - 2,
+                    "count": n,
+                    "opacity": round(0.08 + 0.92 * share, 2) if n else 0,
+                    "text_x": MATRIX_LABEL_W + j * CELL + (CELL - 2) / 2,
+                    "text_y": MATRIX_TOP + i * CELL + 21,
+                    "diagonal": gold == pred,
+                    "dark": share > 0.55,
+                    "title": f"gold {gold}, predicted {pred}: {n} of {totals[gold]} ({_pct(share)})",
+                }
+            )
     right = sum(counts.get((a, a), 0) for a in kept)
     bottom = MATRIX_TOP + CELL * len(rows)
     # At least as wide as the caption under the grid (~360 units at 11px).
-    return {"id": chart_id, "width": max(MATRIX_LABEL_W + CELL * len(columns) + 20, 380),
-            "height": bottom + 30,
-            "title": "Agent confusion matrix: gold agent per row, predicted agent per column",
-            "desc": f"{right} of {len(pairs)} traces on the diagonal (predicted agent = gold agent). "
-                    + " ".join(f"Gold {r}: " + ", ".join(f"{c} {counts[(r, c)]}" for c in columns if (r, c) in counts)
-                               + "." for r in rows),
-            "rows": [{"label": _clip(r, 18), "full_label": r, "x": MATRIX_LABEL_W - 8,
-                      "y": MATRIX_TOP + i * CELL + 21} for i, r in enumerate(rows)],
-            "columns": [{"label": _clip(c, 16), "full_label": c, "x": MATRIX_LABEL_W + j * CELL + CELL / 2,
-                         "y": MATRIX_TOP - 8} for j, c in enumerate(columns)],
-            "cells": cells, "axis_y": bottom + 20, "axis_x": 10}
+    return {
+        "id": chart_id,
+        "width": max(MATRIX_LABEL_W + CELL * len(columns) + 20, 380),
+        "height": bottom + 30,
+        "title": "Agent confusion matrix: gold agent per row, predicted agent per column",
+        "desc": f"{right} of {len(pairs)} traces on the diagonal (predicted agent = gold agent). "
+        + " ".join(
+            f"Gold {r}: " + ", ".join(f"{c} {counts[(r, c)]}" for c in columns if (r, c) in counts) + "."
+            for r in rows
+        ),
+        "rows": [
+            {"label": _clip(r, 18), "full_label": r, "x": MATRIX_LABEL_W - 8, "y": MATRIX_TOP + i * CELL + 21}
+            for i, r in enumerate(rows)
+        ],
+        "columns": [
+            {
+                "label": _clip(c, 16),
+                "full_label": c,
+                "x": MATRIX_LABEL_W + j * CELL + CELL / 2,
+                "y": MATRIX_TOP - 8,
+            }
+            for j, c in enumerate(columns)
+        ],
+        "cells": cells,
+        "axis_y": bottom + 20,
+        "axis_x": 10,
+    }
 
 
 HIST_RANGE = 10  # errors beyond ±10 steps are pooled into the two end bins
@@ -194,7 +295,9 @@ HIST_LEFT = 40
 HIST_TOP = 24
 
 
-def step_error_histogram(errors: Sequence[int | None], *, chart_id: str = "step-error-histogram") -> dict[str, Any]:
+def step_error_histogram(
+    errors: Sequence[int | None], *, chart_id: str = "step-error-histogram"
+) -> dict[str, Any]:
     """How many verdicts missed the gold step by each amount (predicted minus gold; negative: too early), with the
     misses beyond ±HIST_RANGE pooled at the ends and the verdicts without a step (None) counted apart."""
     missing = sum(1 for e in errors if e is None)
@@ -209,20 +312,49 @@ def step_error_histogram(errors: Sequence[int | None], *, chart_id: str = "step-
     bars = []
     for i, b in enumerate(bins):
         height = round(HIST_PLOT_H * counts[b] / top, 1)
-        label = f"≤{-HIST_RANGE - 1}" if b == -HIST_RANGE - 1 else f"≥{HIST_RANGE + 1}" if b == HIST_RANGE + 1 \
-            else f"{b:+d}" if b else "0"
+        label = (
+            f"≤{-HIST_RANGE - 1}"
+            if b == -HIST_RANGE - 1
+            else f"≥{HIST_RANGE + 1}"
+            if b == HIST_RANGE + 1
+            else f"{b:+d}"
+            if b
+            else "0"
+        )
         x = HIST_LEFT + i * HIST_BIN_W
-        bars.append({"x": x + 2, "width": HIST_BIN_W - 4, "y": round(HIST_TOP + HIST_PLOT_H - height, 1),
-                     "height": height, "count": counts[b], "exact": b == 0, "label": label,
-                     "label_x": x + HIST_BIN_W / 2, "count_y": round(HIST_TOP + HIST_PLOT_H - height - 3, 1),
-                     "title": f"predicted − gold = {label}: {counts[b]} verdict{'s' if counts[b] != 1 else ''}"})
+        bars.append(
+            {
+                "x": x + 2,
+                "width": HIST_BIN_W - 4,
+                "y": round(HIST_TOP + HIST_PLOT_H - height, 1),
+                "height": height,
+                "count": counts[b],
+                "exact": b == 0,
+                "label": label,
+                "label_x": x + HIST_BIN_W / 2,
+                "count_y": round(HIST_TOP + HIST_PLOT_H - height - 3, 1),
+                "title": f"predicted − gold = {label}: {counts[b]} verdict{'s' if counts[b] != 1 else ''}",
+            }
+        )
     axis_y = HIST_TOP + HIST_PLOT_H
     width = HIST_LEFT + HIST_BIN_W * len(bins) + 10
     exact = counts[0]
-    return {"id": chart_id, "width": width, "height": axis_y + 44, "axis_y": axis_y, "axis_x0": HIST_LEFT,
-            "axis_x1": width - 10, "label_y": axis_y + 14, "caption_y": axis_y + 34, "caption_x": width / 2,
-            "bars": bars, "missing": missing, "n": len(known),
-            "title": "Step error: predicted step minus gold step, per verdict",
-            "desc": f"{exact} of {len(known)} verdicts name the gold step exactly; "
-                    + ", ".join(f"{b['label']}: {b['count']}" for b in bars if b["count"])
-                    + (f"; {missing} without a step" if missing else "") + "."}
+    return {
+        "id": chart_id,
+        "width": width,
+        "height": axis_y + 44,
+        "axis_y": axis_y,
+        "axis_x0": HIST_LEFT,
+        "axis_x1": width - 10,
+        "label_y": axis_y + 14,
+        "caption_y": axis_y + 34,
+        "caption_x": width / 2,
+        "bars": bars,
+        "missing": missing,
+        "n": len(known),
+        "title": "Step error: predicted step minus gold step, per verdict",
+        "desc": f"{exact} of {len(known)} verdicts name the gold step exactly; "
+        + ", ".join(f"{b['label']}: {b['count']}" for b in bars if b["count"])
+        + (f"; {missing} without a step" if missing else "")
+        + ".",
+    }

@@ -66,8 +66,9 @@ def _build(configured: str, var_dir: str) -> MultiFernet:
             fernets.append(Fernet(key))
         except (ValueError, TypeError):
             # The message names the position only: the value itself is a secret.
-            raise ImproperlyConfigured(f"{ENV_KEYS}: key {position} is not a valid Fernet key "
-                                       "(32 url-safe base64-encoded bytes)") from None
+            raise ImproperlyConfigured(
+                f"{ENV_KEYS}: key {position} is not a valid Fernet key (32 url-safe base64-encoded bytes)"
+            ) from None
     return MultiFernet(fernets)
 
 

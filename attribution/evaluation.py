@@ -91,8 +91,11 @@ class Constants:
     def fit(cls, train: Sequence[Record]) -> Constants:
         agents = Counter(r.gold_agent for r in train)
         steps = Counter(r.gold_step for r in train)
-        return cls(agent=min(agents, key=lambda a: (-agents[a], a), default=""),
-                   step=min(steps, key=lambda s: (-steps[s], s), default=0), blamed=frozenset(agents))
+        return cls(
+            agent=min(agents, key=lambda a: (-agents[a], a), default=""),
+            step=min(steps, key=lambda s: (-steps[s], s), default=0),
+            blamed=frozenset(agents),
+        )
 
 
 def _leave_one_out(records: Sequence[Record]) -> list[Constants]:
@@ -127,12 +130,16 @@ def baselines(records: Sequence[Record], train: Sequence[Record] | None = None) 
     records = list(records)
     n = len(records)
     fitted = [Constants.fit(train)] * n if train is not None else _leave_one_out(records)
-    hits: dict[str, list[float]] = {name: [0.0, 0.0] for name in ("majority", "first", "last", "random",
-                                                                   "random_blamed")}
+    hits: dict[str, list[float]] = {
+        name: [0.0, 0.0] for name in ("majority", "first", "last", "random", "random_blamed")
+    }
     for r, c in zip(records, fitted):
         last = r.last_step if r.last_step >= 0 else r.n_steps - 1
-        for name, agent, step in (("majority", c.agent, c.step), ("first", r.first_agent, r.first_step),
-                                  ("last", r.last_agent, last)):
+        for name, agent, step in (
+            ("majority", c.agent, c.step),
+            ("first", r.first_agent, r.first_step),
+            ("last", r.last_agent, last),
+        ):
             hits[name][0] += agent == r.gold_agent and bool(agent)
             hits[name][1] += step == r.gold_step
         hits["random"][0] += 1 / len(r.agents) if r.gold_agent in r.agents else 0.0
@@ -140,8 +147,15 @@ def baselines(records: Sequence[Record], train: Sequence[Record] | None = None) 
         pool = [a for a in r.agents if a in c.blamed] or list(r.agents)
         hits["random_blamed"][0] += 1 / len(pool) if r.gold_agent in pool else 0.0
         hits["random_blamed"][1] += _uniform_step(r)
-    return {name: {"agent": _fraction(a, n), "step": _fraction(s, n), "agent_ci": wilson(a, n),
-                   "step_ci": wilson(s, n)} for name, (a, s) in hits.items()}
+    return {
+        name: {
+            "agent": _fraction(a, n),
+            "step": _fraction(s, n),
+            "agent_ci": wilson(a, n),
+            "step_ci": wilson(s, n),
+        }
+        for name, (a, s) in hits.items()
+    }
 
 
 def _uniform_step(r: Record) -> float:
@@ -167,11 +181,18 @@ def score(records: Sequence[Record], train: Sequence[Record] | None = None) -> d
         "agent_accuracy": _fraction(agent_hits, n),
         "step_accuracy": _fraction(step_hits, n),
         "joint_accuracy": _fraction(joint_hits, n),
-        "intervals": {"agent": wilson(agent_hits, n), "step": wilson(step_hits, n), "joint": wilson(joint_hits, n)},
+        "intervals": {
+            "agent": wilson(agent_hits, n),
+            "step": wilson(step_hits, n),
+            "joint": wilson(joint_hits, n),
+        },
         "step_accuracy_within": {str(k): _rate(records, lambda r, k=k: _step_hit(r, k)) for k in WITHIN},
-        "scorer_compatible": {"agent": _rate(records, lambda r: bool(r.pred_agent)
-                                             and scorer_agent_match(r.pred_agent, r.gold_agent)),
-                              "step": _rate(records, lambda r: scorer_step_match(r.pred_step, r.gold_step))},
+        "scorer_compatible": {
+            "agent": _rate(
+                records, lambda r: bool(r.pred_agent) and scorer_agent_match(r.pred_agent, r.gold_agent)
+            ),
+            "step": _rate(records, lambda r: scorer_step_match(r.pred_step, r.gold_step)),
+        },
         "baselines": baselines(records, train),
         "calls": _mean([float(r.calls) for r in records]),
         "tokens": _mean([float(r.tokens) for r in records]),

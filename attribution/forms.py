@@ -10,13 +10,17 @@ from .models import ProjectAttribution, ProjectLlmSettings
 
 
 def method_choices() -> list[tuple[str, str]]:
-    return [(m.name, m.label if m.needs_llm or "offline" in m.label.lower() else f"{m.label} (offline)")
-            for m in all_methods()]
+    return [
+        (m.name, m.label if m.needs_llm or "offline" in m.label.lower() else f"{m.label} (offline)")
+        for m in all_methods()
+    ]
 
 
 def default_method(project: Any) -> str | None:
     """The method the project's Attribute buttons preselect (its models page sets it), if it is still a method."""
-    chosen = ProjectAttribution.objects.filter(project=project).values_list("default_method", flat=True).first()
+    chosen = (
+        ProjectAttribution.objects.filter(project=project).values_list("default_method", flat=True).first()
+    )
     return chosen if chosen in {m.name for m in all_methods()} else None
 
 
@@ -28,10 +32,14 @@ def _preselect(form: forms.Form, project: Any) -> None:
 
 class StartRunForm(forms.Form):
     method = forms.ChoiceField()
-    with_ground_truth = forms.BooleanField(required=False, initial=True, label="Show the task's answer to the method")
+    with_ground_truth = forms.BooleanField(
+        required=False, initial=True, label="Show the task's answer to the method"
+    )
     # The trace set, as the trace list filters it (empty: every trace of the project).
     q = forms.CharField(required=False, max_length=200)
-    gold = forms.ChoiceField(required=False, choices=[("", "any"), ("yes", "with gold label"), ("no", "without")])
+    gold = forms.ChoiceField(
+        required=False, choices=[("", "any"), ("yes", "with gold label"), ("no", "without")]
+    )
     format = forms.CharField(required=False, max_length=40)
 
     def __init__(self, *args: Any, project: Any = None, **kwargs: Any) -> None:
@@ -42,8 +50,10 @@ class StartRunForm(forms.Form):
 
 class EvaluationForm(forms.Form):
     method = forms.ChoiceField(required=False)
-    split = forms.ChoiceField(required=False, choices=[("all", "all labelled traces"), ("dev", "dev split"),
-                                                       ("heldout", "held-out split")])
+    split = forms.ChoiceField(
+        required=False,
+        choices=[("all", "all labelled traces"), ("dev", "dev split"), ("heldout", "held-out split")],
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -51,19 +61,38 @@ class EvaluationForm(forms.Form):
 
 
 class LlmSettingsForm(forms.ModelForm):
-    api_key = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False), label="API key",
-                              help_text="Stored encrypted. Leave empty to keep the current key.")
+    api_key = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        label="API key",
+        help_text="Stored encrypted. Leave empty to keep the current key.",
+    )
     clear_api_key = forms.BooleanField(required=False, label="Remove the stored key")
-    replay_hook_auth = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False),
-                                       label="Replay hook Authorization header",
-                                       help_text='Sent as the Authorization header, e.g. "Bearer …". Stored encrypted; '
-                                                 "leave empty to keep the current one.")
+    replay_hook_auth = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        label="Replay hook Authorization header",
+        help_text='Sent as the Authorization header, e.g. "Bearer …". Stored encrypted; '
+        "leave empty to keep the current one.",
+    )
 
     class Meta:
         model = ProjectLlmSettings
-        fields = ["model", "api_base", "temperature", "timeout_seconds", "max_retries", "context_tokens",
-                  "max_output_tokens", "input_price_per_mtok", "output_price_per_mtok", "spending_cap_usd",
-                  "run_max_tokens", "run_max_cost_usd", "replay_hook_url"]
+        fields = [
+            "model",
+            "api_base",
+            "temperature",
+            "timeout_seconds",
+            "max_retries",
+            "context_tokens",
+            "max_output_tokens",
+            "input_price_per_mtok",
+            "output_price_per_mtok",
+            "spending_cap_usd",
+            "run_max_tokens",
+            "run_max_cost_usd",
+            "replay_hook_url",
+        ]
         labels = {
             "api_base": "API base URL",
             "timeout_seconds": "Timeout (seconds)",
@@ -78,25 +107,35 @@ class LlmSettingsForm(forms.ModelForm):
         help_texts = {
             "model": "A litellm model string: openai/gpt-4o-mini, anthropic/claude-3-5-sonnet-latest, ollama/llama3.1 …",
             "api_base": "For Ollama, vLLM or any OpenAI-compatible server, e.g. http://127.0.0.1:11434 (no key needed: "
-                        "a placeholder is sent)",
+            "a placeholder is sent)",
             "context_tokens": "Empty: litellm's model map when it knows the model, else 8,192. For vLLM, the server's "
-                              "--max-model-len; for Ollama, num_ctx.",
+            "--max-model-len; for Ollama, num_ctx.",
             "max_output_tokens": "max_tokens of each request. Empty: 1,500 (the model's own maximum if smaller).",
             "input_price_per_mtok": "Empty: litellm's price when it knows the model. A self-hosted model: 0 or your "
-                                    "own cost.",
+            "own cost.",
             "spending_cap_usd": "Checked before every request from its counted tokens and maximum output; needs a "
-                                "known price.",
+            "known price.",
             "run_max_tokens": "Checked before every request: prompt tokens plus the maximum output. Works for every "
-                              "model, priced or not.",
+            "model, priced or not.",
             "run_max_cost_usd": "Checked before every request; needs a known price.",
             "replay_hook_url": "Your system's replay endpoint (docs/replay-and-injection.md: HTTP replay hook contract); counterfactual "
-                               "replay uses it for this project's traces that are not sandbox runs.",
+            "replay uses it for this project's traces that are not sandbox runs.",
         }
 
     # The page's groups, two columns on a wide screen; every field is in exactly one (tests/attribution check).
     fieldsets = (
-        ("Model & endpoint", ("model", "api_base", "api_key", "clear_api_key", "temperature", "timeout_seconds",
-                              "max_retries")),
+        (
+            "Model & endpoint",
+            (
+                "model",
+                "api_base",
+                "api_key",
+                "clear_api_key",
+                "temperature",
+                "timeout_seconds",
+                "max_retries",
+            ),
+        ),
         ("Limits", ("context_tokens", "max_output_tokens")),
         ("Prices", ("input_price_per_mtok", "output_price_per_mtok")),
         ("Budgets", ("spending_cap_usd", "run_max_tokens", "run_max_cost_usd")),
@@ -116,15 +155,20 @@ class LlmSettingsForm(forms.ModelForm):
         data = super().clean()
         prices = (data.get("input_price_per_mtok"), data.get("output_price_per_mtok"))
         if (prices[0] is None) != (prices[1] is None):
-            self.add_error("output_price_per_mtok" if prices[1] is None else "input_price_per_mtok",
-                           "Give both prices (input and output) or neither.")
+            self.add_error(
+                "output_price_per_mtok" if prices[1] is None else "input_price_per_mtok",
+                "Give both prices (input and output) or neither.",
+            )
         priced = prices[0] is not None and prices[1] is not None
         if not priced and data.get("model") and model_facts(data["model"])["prices"] is None:
             # A money cap on a model nobody can price would never trigger: refuse it instead of promising it.
             for field in ("spending_cap_usd", "run_max_cost_usd"):
                 if data.get(field) is not None:
-                    self.add_error(field, "No price is known for this model, so a money cap cannot be enforced: give "
-                                          "its input and output prices, or use the token budget per run.")
+                    self.add_error(
+                        field,
+                        "No price is known for this model, so a money cap cannot be enforced: give "
+                        "its input and output prices, or use the token budget per run.",
+                    )
         for field in ("context_tokens", "max_output_tokens"):
             if data.get(field) is not None and data[field] < 256:
                 self.add_error(field, "At least 256 tokens.")
@@ -141,8 +185,11 @@ def model_facts(model: str) -> dict[str, Any]:
 
     context, output = model_limits(model) if model else (None, None)
     prices = model_prices(model) if model else None
-    return {"context": context, "output": output,
-            "prices": None if prices is None else (prices[0] * 1e6, prices[1] * 1e6)}
+    return {
+        "context": context,
+        "output": output,
+        "prices": None if prices is None else (prices[0] * 1e6, prices[1] * 1e6),
+    }
 
 
 def _outbound_url(url: str) -> str:
@@ -158,8 +205,13 @@ def _outbound_url(url: str) -> str:
 
 class SandboxForm(forms.Form):
     runs = forms.IntegerField(min_value=0, max_value=500, initial=10)
-    clean = forms.IntegerField(min_value=0, max_value=500, initial=0, required=False,
-                               help_text="fault-free runs (they succeed), for injection campaigns")
+    clean = forms.IntegerField(
+        min_value=0,
+        max_value=500,
+        initial=0,
+        required=False,
+        help_text="fault-free runs (they succeed), for injection campaigns",
+    )
     seed = forms.IntegerField(min_value=0, max_value=10**9, initial=100)
 
 
@@ -170,11 +222,16 @@ class CampaignForm(forms.Form):
     format = forms.CharField(required=False, max_length=40)
     faults_per_trace = forms.IntegerField(min_value=1, max_value=20, initial=3)
     seed = forms.IntegerField(min_value=0, max_value=10**9, initial=0)
-    writer = forms.ChoiceField(choices=[("perturb", "offline perturbations"), ("llm", "LLM-written (project model)")],
-                               initial="perturb", label="Faults in real traces")
+    writer = forms.ChoiceField(
+        choices=[("perturb", "offline perturbations"), ("llm", "LLM-written (project model)")],
+        initial="perturb",
+        label="Faults in real traces",
+    )
     max_replays = forms.IntegerField(min_value=1, max_value=1_000_000, required=False)
     max_tokens = forms.IntegerField(min_value=1, required=False)
-    max_cost = forms.DecimalField(min_value=0, max_digits=10, decimal_places=4, required=False, label="Max cost ($)")
+    max_cost = forms.DecimalField(
+        min_value=0, max_digits=10, decimal_places=4, required=False, label="Max cost ($)"
+    )
 
     def __init__(self, *args: Any, project: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -191,6 +248,8 @@ class CampaignForm(forms.Form):
             return value
         priced = row.input_price_per_mtok is not None and row.output_price_per_mtok is not None
         if not priced and model_facts(row.model)["prices"] is None:
-            raise forms.ValidationError(f"No price is known for the project's model ({row.model}), so a money cap "
-                                        "cannot be enforced: give its prices on the model page, or use Max tokens.")
+            raise forms.ValidationError(
+                f"No price is known for the project's model ({row.model}), so a money cap "
+                "cannot be enforced: give its prices on the model page, or use Max tokens."
+            )
         return value

@@ -112,7 +112,9 @@ def _producers(trace: TraceView) -> Iterator[tuple[int, int]]:
 def _uses(trace: TraceView) -> Iterator[tuple[int, int, str]]:
     """(first step with a token, later step repeating it, token), each pair once, in one pass over the tokens."""
     given = set(tokens_of(trace.question)) | set(trace.agents)
-    given.update(name for step in trace.steps for name in (step.agent, step.recipient, step.tool_name) if name)
+    given.update(
+        name for step in trace.steps for name in (step.agent, step.recipient, step.tool_name) if name
+    )
     for prompt in trace.system_prompts.values():
         given.update(tokens_of(prompt))
     first_seen: dict[str, int] = {}
@@ -156,8 +158,11 @@ def ancestors(graph: nx.DiGraph, i: int) -> set[int]:
 
 def explain_use(graph: nx.DiGraph, i: int) -> list[str]:
     """One sentence per earlier step whose output ``i`` repeats: "step 12 uses '17' from step 7"."""
-    return [f"step {i} uses '{graph.edges[j, i]['via']}' from step {j}"
-            for j in sorted(graph.predecessors(i)) if "uses" in graph.edges[j, i]["kinds"]]
+    return [
+        f"step {i} uses '{graph.edges[j, i]['via']}' from step {j}"
+        for j in sorted(graph.predecessors(i))
+        if "uses" in graph.edges[j, i]["kinds"]
+    ]
 
 
 def agent_graph(trace: TraceView) -> dict:
@@ -179,15 +184,24 @@ def agent_graph(trace: TraceView) -> dict:
             addressed[step.agent, step.recipient] += 1
         previous = step.agent
     names = list(dict.fromkeys([*trace.agents, *steps, *(b for _, b in addressed)]))
-    edges = [{"source": a, "target": b, "handovers": handovers[a, b], "addressed": addressed[a, b],
-              "count": handovers[a, b] + addressed[a, b]}
-             for a, b in sorted({*handovers, *addressed}, key=lambda p: (names.index(p[0]), names.index(p[1])))]
+    edges = [
+        {
+            "source": a,
+            "target": b,
+            "handovers": handovers[a, b],
+            "addressed": addressed[a, b],
+            "count": handovers[a, b] + addressed[a, b],
+        }
+        for a, b in sorted({*handovers, *addressed}, key=lambda p: (names.index(p[0]), names.index(p[1])))
+    ]
     return {"nodes": [{"agent": name, "steps": steps.get(name, 0)} for name in names], "edges": edges}
 
 
 # --- drawing the agent graph (server-side SVG; the template only draws what is laid out here) ---------------------
 
-LABEL_LINE_CHARS = 16  # a node's name wraps onto two lines of this many characters, then is abbreviated with "…"
+LABEL_LINE_CHARS = (
+    16  # a node's name wraps onto two lines of this many characters, then is abbreviated with "…"
+)
 MAX_DRAWN_AGENTS = 24  # past this the circle is unreadable; the rest are named in the legend as "+N more"
 
 
@@ -201,7 +215,7 @@ def label_lines(name: str, width: int = LABEL_LINE_CHARS) -> list[str]:
     pieces = [p for p in _LABEL_PIECE.findall(name.strip()) if p] or [name]
     lines: list[str] = []
     current = ""
-    for i, piece in enumerate(pieces):
+    for piece in pieces:
         if current and len((current + piece).rstrip()) > width:
             lines.append(current.rstrip())
             current = ""
@@ -233,12 +247,31 @@ def agent_graph_layout(graph: dict, *, gold: str = "", blamed: str = "") -> dict
         angle = (math.pi if n == 2 else -math.pi / 2) + 2 * math.pi * i / n
         position[node["agent"]] = (cx + radius * math.cos(angle), cy + radius * math.sin(angle))
     top = max((e["count"] for e in graph["edges"]), default=1) or 1
-    edges = [_curve(e, position, top) for e in graph["edges"] if e["source"] in position and e["target"] in position]
-    drawn = [{**node, "x": round(position[node["agent"]][0]), "y": round(position[node["agent"]][1]),
-              "lines": label_lines(node["agent"]), "blamed": node["agent"] == blamed, "gold": node["agent"] == gold}
-             for node in nodes]
-    return {"nodes": drawn, "edges": edges, "width": round(width), "height": round(height),
-            "hidden": len(graph["nodes"]) - n, "gold": gold, "blamed": blamed}
+    edges = [
+        _curve(e, position, top)
+        for e in graph["edges"]
+        if e["source"] in position and e["target"] in position
+    ]
+    drawn = [
+        {
+            **node,
+            "x": round(position[node["agent"]][0]),
+            "y": round(position[node["agent"]][1]),
+            "lines": label_lines(node["agent"]),
+            "blamed": node["agent"] == blamed,
+            "gold": node["agent"] == gold,
+        }
+        for node in nodes
+    ]
+    return {
+        "nodes": drawn,
+        "edges": edges,
+        "width": round(width),
+        "height": round(height),
+        "hidden": len(graph["nodes"]) - n,
+        "gold": gold,
+        "blamed": blamed,
+    }
 
 
 NODE_RADIUS = 20
@@ -256,8 +289,11 @@ def _curve(edge: dict, position: dict, top: int) -> dict:
     # Start and end on the circles' rims, aimed at the control point, so the arrow head is not under the node.
     sx, sy = _towards(x1, y1, mx, my, NODE_RADIUS + 2)
     ex, ey = _towards(x2, y2, mx, my, NODE_RADIUS + 4)
-    return {**edge, "path": f"M{sx:.0f},{sy:.0f} Q{mx:.0f},{my:.0f} {ex:.0f},{ey:.0f}",
-            "width": round(1 + 4 * edge["count"] / top, 1)}
+    return {
+        **edge,
+        "path": f"M{sx:.0f},{sy:.0f} Q{mx:.0f},{my:.0f} {ex:.0f},{ey:.0f}",
+        "width": round(1 + 4 * edge["count"] / top, 1),
+    }
 
 
 def _towards(x: float, y: float, tx: float, ty: float, distance: float) -> tuple[float, float]:

@@ -105,12 +105,26 @@ CACHE_PREFIX = "culprit:llm:v1:"
 # Sent when a call has no key of its own: never a secret, and litellm does not look for one in the environment.
 NO_KEY = "culprit-no-key"
 # Where a provider's server key lives when its name is not simply <PROVIDER>_API_KEY.
-_SERVER_KEY_VARS = {"together_ai": "TOGETHERAI_API_KEY", "gemini": "GEMINI_API_KEY", "huggingface": "HF_TOKEN"}
+_SERVER_KEY_VARS = {
+    "together_ai": "TOGETHERAI_API_KEY",
+    "gemini": "GEMINI_API_KEY",
+    "huggingface": "HF_TOKEN",
+}
 # Providers that authenticate with the machine's ambient cloud credentials (AWS, Google, IBM, Oracle), not an API
 # key: litellm signs requests with them whatever key is passed, so they need the deployment's opt-in and can never
 # be pointed at a custom api_base.
-AMBIENT_CREDENTIAL_PROVIDERS = frozenset({"bedrock", "sagemaker", "sagemaker_chat", "vertex_ai", "vertex_ai_beta",
-                                          "watsonx", "watsonx_text", "oci"})
+AMBIENT_CREDENTIAL_PROVIDERS = frozenset(
+    {
+        "bedrock",
+        "sagemaker",
+        "sagemaker_chat",
+        "vertex_ai",
+        "vertex_ai_beta",
+        "watsonx",
+        "watsonx_text",
+        "oci",
+    }
+)
 
 
 class InvalidAnswer(MethodError):
@@ -130,9 +144,13 @@ class Usage:
     cost: float = 0.0
 
     def __sub__(self, other: Usage) -> Usage:
-        return Usage(self.calls - other.calls, self.cached_calls - other.cached_calls,
-                     self.input_tokens - other.input_tokens, self.output_tokens - other.output_tokens,
-                     round(self.cost - other.cost, 8))
+        return Usage(
+            self.calls - other.calls,
+            self.cached_calls - other.cached_calls,
+            self.input_tokens - other.input_tokens,
+            self.output_tokens - other.output_tokens,
+            round(self.cost - other.cost, 8),
+        )
 
 
 class Window(tuple):
@@ -169,14 +187,29 @@ class _Reply:
 
 
 class LlmClient:
-    def __init__(self, *, model: str, api_base: str = "", api_key: str = "", temperature: float = 0.0,
-                 timeout: float = 120, num_retries: int = 3, retry_after: float = 0,
-                 project: Project | None = None, run: AttributionRun | None = None, trace: Trace | int | None = None,
-                 method: str = "", spending_cap: Decimal | float | None = None,
-                 cache: ResponseCache | None = None, context_tokens: int | None = None,
-                 max_output_tokens: int | None = None, input_price_per_mtok: Decimal | float | None = None,
-                 output_price_per_mtok: Decimal | float | None = None, limits: Sequence[Limit] = (),
-                 campaign_id: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        model: str,
+        api_base: str = "",
+        api_key: str = "",
+        temperature: float = 0.0,
+        timeout: float = 120,
+        num_retries: int = 3,
+        retry_after: float = 0,
+        project: Project | None = None,
+        run: AttributionRun | None = None,
+        trace: Trace | int | None = None,
+        method: str = "",
+        spending_cap: Decimal | float | None = None,
+        cache: ResponseCache | None = None,
+        context_tokens: int | None = None,
+        max_output_tokens: int | None = None,
+        input_price_per_mtok: Decimal | float | None = None,
+        output_price_per_mtok: Decimal | float | None = None,
+        limits: Sequence[Limit] = (),
+        campaign_id: int | None = None,
+    ) -> None:
         if not model:
             raise MethodError("no model given")
         self.model, self.api_base, self.temperature = model, api_base, temperature
@@ -191,11 +224,16 @@ class LlmClient:
         self.num_retries = num_retries
         self.campaign_id = campaign_id
         # Prices given on the model page win over litellm's map; a model with neither has no known price.
-        self.prices = (None if input_price_per_mtok is None or output_price_per_mtok is None
-                       else (float(input_price_per_mtok) / 1e6, float(output_price_per_mtok) / 1e6))
+        self.prices = (
+            None
+            if input_price_per_mtok is None or output_price_per_mtok is None
+            else (float(input_price_per_mtok) / 1e6, float(output_price_per_mtok) / 1e6)
+        )
         self.limits = list(limits)
         if self.spending_cap is not None and self.project_id is not None:
-            self.limits.append(Limit("spending cap", {"project_id": self.project_id}, max_cost=self.spending_cap))
+            self.limits.append(
+                Limit("spending cap", {"project_id": self.project_id}, max_cost=self.spending_cap)
+            )
         api_key = provider_key(model=model, api_base=api_base, project_key=api_key)
         if api_base:
             try:
@@ -211,25 +249,47 @@ class LlmClient:
         # into "no deployments available" instead of trying the provider again.
         self.retry_after = retry_after
         self.router = litellm.Router(
-            model_list=[{"model_name": _GROUP, "litellm_params": {
-                "model": model, "api_key": api_key, "api_base": api_base or None, "timeout": timeout,
-                "drop_params": True, "max_retries": 0}}],
-            num_retries=0, timeout=timeout, disable_cooldowns=True,
+            model_list=[
+                {
+                    "model_name": _GROUP,
+                    "litellm_params": {
+                        "model": model,
+                        "api_key": api_key,
+                        "api_base": api_base or None,
+                        "timeout": timeout,
+                        "drop_params": True,
+                        "max_retries": 0,
+                    },
+                }
+            ],
+            num_retries=0,
+            timeout=timeout,
+            disable_cooldowns=True,
         )
 
     @classmethod
-    def for_project(cls, project: Project, *, run: AttributionRun | None = None, trace: Trace | int | None = None,
-                    method: str = "", extra_limits: Sequence[Limit] = (),
-                    campaign_id: int | None = None) -> LlmClient:
+    def for_project(
+        cls,
+        project: Project,
+        *,
+        run: AttributionRun | None = None,
+        trace: Trace | int | None = None,
+        method: str = "",
+        extra_limits: Sequence[Limit] = (),
+        campaign_id: int | None = None,
+    ) -> LlmClient:
         """A client for the project's model settings; a run that fixed its own model keeps it. The run's budget
         (model page) is checked before each request, with ``extra_limits`` (a campaign's) beside it."""
         from .crypto import DecryptionError, decrypt
 
-        row = ProjectLlmSettings.objects.filter(project=project).first() or ProjectLlmSettings(project=project)
+        row = ProjectLlmSettings.objects.filter(project=project).first() or ProjectLlmSettings(
+            project=project
+        )
         model = (run.model if run is not None and run.model else "") or row.model
         if not model:
-            raise MethodError(f"no model is configured for project {project}: choose one on the project's LLM "
-                              "settings page")
+            raise MethodError(
+                f"no model is configured for project {project}: choose one on the project's LLM settings page"
+            )
         try:
             key = decrypt(row.api_key_encrypted) if row.api_key_encrypted else ""
         except DecryptionError as exc:
@@ -237,58 +297,89 @@ class LlmClient:
         limits = list(extra_limits)
         if run is not None and (row.run_max_tokens or row.run_max_cost_usd is not None):
             limits.append(Limit("run budget", {"run_id": run.pk}, row.run_max_tokens, row.run_max_cost_usd))
-        return cls(model=model, api_base=row.api_base, api_key=key, temperature=row.temperature,
-                   timeout=row.timeout_seconds, num_retries=row.max_retries, project=project, run=run, trace=trace,
-                   method=method, spending_cap=row.spending_cap_usd, cache=cache_from_settings(),
-                   context_tokens=row.context_tokens, max_output_tokens=row.max_output_tokens,
-                   input_price_per_mtok=row.input_price_per_mtok, output_price_per_mtok=row.output_price_per_mtok,
-                   limits=limits, campaign_id=campaign_id)
+        return cls(
+            model=model,
+            api_base=row.api_base,
+            api_key=key,
+            temperature=row.temperature,
+            timeout=row.timeout_seconds,
+            num_retries=row.max_retries,
+            project=project,
+            run=run,
+            trace=trace,
+            method=method,
+            spending_cap=row.spending_cap_usd,
+            cache=cache_from_settings(),
+            context_tokens=row.context_tokens,
+            max_output_tokens=row.max_output_tokens,
+            input_price_per_mtok=row.input_price_per_mtok,
+            output_price_per_mtok=row.output_price_per_mtok,
+            limits=limits,
+            campaign_id=campaign_id,
+        )
 
     def __repr__(self) -> str:  # never the key
         return f"LlmClient(model={self.model!r}, api_base={self.api_base!r})"
 
     # --- asking ------------------------------------------------------------------------------------------------------
 
-    def complete_json(self, *, system: str, user: str, purpose: str,
-                      validate: Callable[[dict[str, Any]], str | None]) -> dict[str, Any]:
+    def complete_json(
+        self, *, system: str, user: str, purpose: str, validate: Callable[[dict[str, Any]], str | None]
+    ) -> dict[str, Any]:
         """The model's answer as a JSON object that passed ``validate``; one retry with the validator's complaint."""
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         answer, error, text = self._ask(messages, purpose, validate)
         if error is None:
             return answer
-        messages += [{"role": "assistant", "content": text}, {"role": "user", "content": prompts.retry(error)}]
+        messages += [
+            {"role": "assistant", "content": text},
+            {"role": "user", "content": prompts.retry(error)},
+        ]
         answer, error, _ = self._ask(messages, f"{purpose} (retry)", validate)
         if error is None:
             return answer
         raise InvalidAnswer(f"the model gave no valid answer for {purpose} (asked twice): {error}")
 
-    def _ask(self, messages: list[dict[str, str]], purpose: str,
-             validate: Callable[[dict[str, Any]], str | None]) -> tuple[dict[str, Any], str | None, str]:
+    def _ask(
+        self, messages: list[dict[str, str]], purpose: str, validate: Callable[[dict[str, Any]], str | None]
+    ) -> tuple[dict[str, Any], str | None, str]:
         reply = self._complete(messages, purpose)
         try:
             answer = first_json_object(reply.text)
             error = validate(answer)
         except ValueError as exc:
             answer, error = {}, str(exc)
-        self._record(purpose, reply, ok=error is None, error="" if error is None else f"invalid answer: {error}")
+        self._record(
+            purpose, reply, ok=error is None, error="" if error is None else f"invalid answer: {error}"
+        )
         if error is None and not reply.cached and self.cache is not None:
             self.cache.put(reply.cache_key, {"text": reply.text})
         return answer, error, reply.text
 
     def _complete(self, messages: list[dict[str, str]], purpose: str) -> _Reply:
-        key = cache_key(model=self.model, api_base=self.api_base, messages=messages, temperature=self.temperature)
+        key = cache_key(
+            model=self.model, api_base=self.api_base, messages=messages, temperature=self.temperature
+        )
         started = time.monotonic()
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             return _Reply(hit["text"], 0, 0, 0.0, _ms(started), cached=True, cache_key=key)
         answer_tokens = self.answer_tokens()
         prompt_tokens = self.count_message_tokens(messages)
         if prompt_tokens + answer_tokens > self.context_tokens():
-            raise PromptTooLong(f"the prompt for {purpose} ({prompt_tokens} tokens, with {answer_tokens} for the "
-                                f"answer) does not fit the context of {self.model} ({self.context_tokens()} tokens)")
+            raise PromptTooLong(
+                f"the prompt for {purpose} ({prompt_tokens} tokens, with {answer_tokens} for the "
+                f"answer) does not fit the context of {self.model} ({self.context_tokens()} tokens)"
+            )
         extra: dict[str, Any] = {"response_format": {"type": "json_object"}} if self._json_mode else {}
         try:
-            response, row_id, started = self._send(purpose, prompt_tokens, messages=messages,
-                                                   temperature=self.temperature, max_tokens=answer_tokens, **extra)
+            response, row_id, started = self._send(
+                purpose,
+                prompt_tokens,
+                messages=messages,
+                temperature=self.temperature,
+                max_tokens=answer_tokens,
+                **extra,
+            )
         except BudgetExceeded:
             raise
         except Exception as exc:  # every provider failure, after our retries (each attempt is recorded)
@@ -298,8 +389,16 @@ class LlmClient:
         usage = getattr(response, "usage", None)
         input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
-        return _Reply(text, input_tokens, output_tokens, self._cost(response, input_tokens, output_tokens),
-                      _ms(started), cached=False, cache_key=key, row_id=row_id)
+        return _Reply(
+            text,
+            input_tokens,
+            output_tokens,
+            self._cost(response, input_tokens, output_tokens),
+            _ms(started),
+            cached=False,
+            cache_key=key,
+            row_id=row_id,
+        )
 
     def _send(self, purpose: str, prompt_tokens: int, **params: Any) -> tuple[Any, int | None, float]:
         """One request through the Router, retried ``num_retries`` times on rate limits, server errors, timeouts and
@@ -318,19 +417,35 @@ class LlmClient:
             try:
                 return self.router.completion(model=_GROUP, **params), row_id, started
             except Exception as exc:
-                final = (not isinstance(exc, _retryable()) or attempt >= self.num_retries
-                         or _outbound_refusal(exc) is not None)
+                final = (
+                    not isinstance(exc, _retryable())
+                    or attempt >= self.num_retries
+                    or _outbound_refusal(exc) is not None
+                )
                 self._record_attempt(purpose, row_id, prompt_tokens, started, exc, final=final)
                 if final:
                     raise
                 wait = max(retry_wait(exc, attempt=attempt), self.retry_after)
-                logger.warning("llm request failed (%s), retry %d/%d in %.1f s", type(exc).__name__, attempt + 1,
-                               self.num_retries, wait)
+                logger.warning(
+                    "llm request failed (%s), retry %d/%d in %.1f s",
+                    type(exc).__name__,
+                    attempt + 1,
+                    self.num_retries,
+                    wait,
+                )
                 time.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _record_attempt(self, purpose: str, row_id: int | None, prompt_tokens: int, started: float,
-                        exc: Exception, *, final: bool) -> None:
+    def _record_attempt(
+        self,
+        purpose: str,
+        row_id: int | None,
+        prompt_tokens: int,
+        started: float,
+        exc: Exception,
+        *,
+        final: bool,
+    ) -> None:
         """A failed attempt: the prompt tokens the server read (counted here, estimated) when it reached the server;
         nothing when it did not (refused, lost connection), and no row at all for such an attempt that is retried."""
         reached = _reached_server(exc)
@@ -347,23 +462,42 @@ class LlmClient:
         counted prompt plus the most it may answer. A model with no known price is capped by tokens only (its money
         spent is unknown, recorded as 0)."""
         prices = self.unit_prices()
-        need_cost = Decimal(str(round(prompt_tokens * prices[0] + answer_tokens * prices[1], 6))) if prices else None
-        row = None if self.project_id is None else self._row_fields(purpose) | {
-            "input_tokens": prompt_tokens, "output_tokens": answer_tokens, "cost": need_cost or Decimal(0)}
-        return llm_budget.reserve(limits=self.limits, need_tokens=prompt_tokens + answer_tokens, need_cost=need_cost,
-                                  timeout=self.timeout, row=row)
+        need_cost = (
+            Decimal(str(round(prompt_tokens * prices[0] + answer_tokens * prices[1], 6))) if prices else None
+        )
+        row = (
+            None
+            if self.project_id is None
+            else self._row_fields(purpose)
+            | {"input_tokens": prompt_tokens, "output_tokens": answer_tokens, "cost": need_cost or Decimal(0)}
+        )
+        return llm_budget.reserve(
+            limits=self.limits,
+            need_tokens=prompt_tokens + answer_tokens,
+            need_cost=need_cost,
+            timeout=self.timeout,
+            row=row,
+        )
 
     def _row_fields(self, purpose: str) -> dict[str, Any]:
-        return {"project_id": self.project_id, "run_id": self.run_id, "trace_id": self.trace_id,
-                "campaign_id": self.campaign_id, "method": self.method[:40], "purpose": purpose[:80],
-                "model": self.model[:200]}
+        return {
+            "project_id": self.project_id,
+            "run_id": self.run_id,
+            "trace_id": self.trace_id,
+            "campaign_id": self.campaign_id,
+            "method": self.method[:40],
+            "purpose": purpose[:80],
+            "model": self.model[:200],
+        }
 
     def _cost(self, response: Any, input_tokens: int, output_tokens: int) -> float:
         if self.prices is not None:
             return input_tokens * self.prices[0] + output_tokens * self.prices[1]
         try:
             return float(litellm.completion_cost(completion_response=response, model=self.model) or 0.0)
-        except Exception:  # a model litellm has no price for (local models, custom endpoints) costs nothing known
+        except (
+            Exception
+        ):  # a model litellm has no price for (local models, custom endpoints) costs nothing known
             return 0.0
 
     def unit_prices(self) -> tuple[float, float] | None:
@@ -372,17 +506,37 @@ class LlmClient:
 
     def _record(self, purpose: str, reply: _Reply, *, ok: bool, error: str, estimated: bool = False) -> None:
         # A cache hit is no call: it is counted apart (cached_calls) and costs nothing.
-        self.totals = Usage(self.totals.calls + (not reply.cached), self.totals.cached_calls + reply.cached,
-                            self.totals.input_tokens + reply.input_tokens,
-                            self.totals.output_tokens + reply.output_tokens, self.totals.cost + reply.cost)
-        logger.info("llm call method=%s purpose=%r model=%s ok=%s cached=%s tokens=%d+%d cost=%.6f latency_ms=%d%s",
-                    self.method, purpose, self.model, ok, reply.cached, reply.input_tokens, reply.output_tokens,
-                    reply.cost, reply.latency_ms, f" error={error!r}" if error else "")
+        self.totals = Usage(
+            self.totals.calls + (not reply.cached),
+            self.totals.cached_calls + reply.cached,
+            self.totals.input_tokens + reply.input_tokens,
+            self.totals.output_tokens + reply.output_tokens,
+            self.totals.cost + reply.cost,
+        )
+        logger.info(
+            "llm call method=%s purpose=%r model=%s ok=%s cached=%s tokens=%d+%d cost=%.6f latency_ms=%d%s",
+            self.method,
+            purpose,
+            self.model,
+            ok,
+            reply.cached,
+            reply.input_tokens,
+            reply.output_tokens,
+            reply.cost,
+            reply.latency_ms,
+            f" error={error!r}" if error else "",
+        )
         if self.project_id is None:
             return
-        fields = {"ok": ok, "input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens,
-                  "cost": Decimal(str(round(reply.cost, 6))), "latency_ms": reply.latency_ms, "error": error[:2000],
-                  "estimated": estimated}
+        fields = {
+            "ok": ok,
+            "input_tokens": reply.input_tokens,
+            "output_tokens": reply.output_tokens,
+            "cost": Decimal(str(round(reply.cost, 6))),
+            "latency_ms": reply.latency_ms,
+            "error": error[:2000],
+            "estimated": estimated,
+        }
         if reply.row_id is not None:  # the attempt's reservation becomes its real usage
             llm_budget.settle(reply.row_id, purpose=purpose[:80], **fields)
         else:  # a cache hit (it never reserves)
@@ -456,18 +610,32 @@ class LlmClient:
         messages = [{"role": "user", "content": "Reply with the single word: ready"}]
         started = time.monotonic()
         try:
-            response, row_id, sent = self._send(purpose, self.count_message_tokens(messages), messages=messages,
-                                                temperature=0.0, max_tokens=8)
+            response, row_id, sent = self._send(
+                purpose, self.count_message_tokens(messages), messages=messages, temperature=0.0, max_tokens=8
+            )
         except BudgetExceeded as exc:
             return {"ok": False, "answer": "", "latency_ms": 0, "error": str(exc)}
         except Exception as exc:  # every provider failure (each attempt is recorded)
-            return {"ok": False, "answer": "", "latency_ms": _ms(started), "error": self._describe_failure(exc)}
+            return {
+                "ok": False,
+                "answer": "",
+                "latency_ms": _ms(started),
+                "error": self._describe_failure(exc),
+            }
         text = (response.choices[0].message.content or "") if response.choices else ""
         usage = getattr(response, "usage", None)
         tokens_in = int(getattr(usage, "prompt_tokens", 0) or 0)
         tokens_out = int(getattr(usage, "completion_tokens", 0) or 0)
-        reply = _Reply(text, tokens_in, tokens_out, self._cost(response, tokens_in, tokens_out), _ms(sent), False,
-                       "", row_id)
+        reply = _Reply(
+            text,
+            tokens_in,
+            tokens_out,
+            self._cost(response, tokens_in, tokens_out),
+            _ms(sent),
+            False,
+            "",
+            row_id,
+        )
         self._record(purpose, reply, ok=True, error="")
         return {"ok": True, "answer": text[:500], "latency_ms": reply.latency_ms, "error": ""}
 
@@ -475,8 +643,10 @@ class LlmClient:
         """Tokens left for the trace once ``reserve`` (instructions, task, answer) is set aside."""
         room = self.context_tokens() - reserve
         if room < MIN_WINDOW_TOKENS:
-            raise MethodError(f"the context of {self.model} ({self.context_tokens()} tokens) leaves no room for the "
-                              f"trace after the instructions ({reserve} tokens)")
+            raise MethodError(
+                f"the context of {self.model} ({self.context_tokens()} tokens) leaves no room for the "
+                f"trace after the instructions ({reserve} tokens)"
+            )
         return room
 
     def windows(self, trace: TraceView, reserve: int) -> list[Window]:
@@ -507,15 +677,21 @@ class LlmClient:
         size = self.count_tokens(prompts.render_step(step))
         parts = max(2, math.ceil(size / room))
         while parts < len(step.content) and any(
-                self.count_tokens(prompts.render_step(step, part=k, parts=parts)) > room for k in range(1, parts + 1)):
+            self.count_tokens(prompts.render_step(step, part=k, parts=parts)) > room
+            for k in range(1, parts + 1)
+        ):
             parts += max(1, parts // 10)
         return parts
 
     def render_window(self, trace: TraceView, window: Window) -> str:
         if window.parts > 1:
             step = trace.steps[window.first]
-            return prompts.render_trace(trace, [prompts.render_step(step, part=window.part, parts=window.parts)],
-                                        first=window.first, last=window.last)
+            return prompts.render_trace(
+                trace,
+                [prompts.render_step(step, part=window.part, parts=window.parts)],
+                first=window.first,
+                last=window.last,
+            )
         return prompts.render_range(trace, window.first, window.last)
 
     def fit_steps(self, steps: Sequence[StepView], room: int) -> tuple[list[str], bool]:
@@ -544,15 +720,18 @@ class LlmClient:
         sizes = [self.count_tokens(r) + 1 for r in rendered]
         for keep in range(len(steps) - 1, -1, -1):
             head, tail = (keep + 1) // 2, keep // 2
-            gone = steps[head:len(steps) - tail]
-            note = (f"[steps {gone[0].index} to {gone[-1].index} ({len(gone)} steps) are not shown: the segment is "
-                    "too long for the model's context]")
-            if sum(sizes[:head]) + sum(sizes[len(steps) - tail:]) + self.count_tokens(note) <= room:
-                return [*rendered[:head], note, *rendered[len(steps) - tail:]]
+            gone = steps[head : len(steps) - tail]
+            note = (
+                f"[steps {gone[0].index} to {gone[-1].index} ({len(gone)} steps) are not shown: the segment is "
+                "too long for the model's context]"
+            )
+            if sum(sizes[:head]) + sum(sizes[len(steps) - tail :]) + self.count_tokens(note) <= room:
+                return [*rendered[:head], note, *rendered[len(steps) - tail :]]
         raise PromptTooLong(f"not even a note about the {len(steps)} steps fits in {room} tokens")
 
 
 # --- the cache --------------------------------------------------------------------------------------------------------
+
 
 class ResponseCache:
     """Validated answers in Redis. A cache that is down only costs money: every error is logged and ignored."""
@@ -577,8 +756,11 @@ class ResponseCache:
 
 
 def cache_key(*, model: str, api_base: str, messages: list[dict[str, str]], temperature: float) -> str:
-    material = json.dumps({"model": model, "api_base": api_base, "messages": messages, "temperature": temperature},
-                          sort_keys=True, ensure_ascii=False)
+    material = json.dumps(
+        {"model": model, "api_base": api_base, "messages": messages, "temperature": temperature},
+        sort_keys=True,
+        ensure_ascii=False,
+    )
     return CACHE_PREFIX + hashlib.sha256(material.encode()).hexdigest()
 
 
@@ -611,6 +793,7 @@ def _outbound_refusal(exc: BaseException) -> outbound.OutboundRefused | None:
 
 # --- keys -------------------------------------------------------------------------------------------------------------
 
+
 def provider_of(model: str) -> str:
     try:
         return str(litellm.get_llm_provider(model)[1])
@@ -622,9 +805,13 @@ def provider_key(*, model: str, api_base: str, project_key: str) -> str:
     """The key a call to ``model`` carries: the project's, else the server's for an opted-in provider without a custom
     api_base, else ``NO_KEY``. A server key never goes to an api_base a project chose."""
     provider = provider_of(model)
-    if provider in AMBIENT_CREDENTIAL_PROVIDERS and (api_base or provider not in settings.CULPRIT_SERVER_KEYS_FOR):
-        raise MethodError(f"{provider} models sign requests with the server's cloud credentials: they need the "
-                          "deployment's opt-in (CULPRIT_SERVER_KEYS_FOR) and no custom api_base")
+    if provider in AMBIENT_CREDENTIAL_PROVIDERS and (
+        api_base or provider not in settings.CULPRIT_SERVER_KEYS_FOR
+    ):
+        raise MethodError(
+            f"{provider} models sign requests with the server's cloud credentials: they need the "
+            "deployment's opt-in (CULPRIT_SERVER_KEYS_FOR) and no custom api_base"
+        )
     if project_key:
         return project_key
     if not api_base and provider in settings.CULPRIT_SERVER_KEYS_FOR:
@@ -633,6 +820,7 @@ def provider_key(*, model: str, api_base: str, project_key: str) -> str:
 
 
 # --- helpers ----------------------------------------------------------------------------------------------------------
+
 
 def first_json_object(text: str) -> dict[str, Any]:
     """The first JSON object in a model's text: bare, fenced in ```json, or after some prose."""
@@ -667,14 +855,18 @@ def model_limits(model: str) -> tuple[int | None, int | None]:
     if info is None:
         return None, None
     context = info.get("max_input_tokens") or info.get("max_tokens")
-    return (int(context) if context else None,
-            int(info["max_output_tokens"]) if info.get("max_output_tokens") else None)
+    return (
+        int(context) if context else None,
+        int(info["max_output_tokens"]) if info.get("max_output_tokens") else None,
+    )
 
 
 def model_prices(model: str) -> tuple[float, float] | None:
     """Dollars per input and output token from litellm's model map, None when it has no price for the model."""
     raw = litellm.model_cost.get(model)
-    if raw is not None and (raw.get("input_cost_per_token") is None or raw.get("output_cost_per_token") is None):
+    if raw is not None and (
+        raw.get("input_cost_per_token") is None or raw.get("output_cost_per_token") is None
+    ):
         return None  # registered under its own name without a price (a Router does that for models it does not know)
     if (info := _mapped_info(model)) is None:
         return None
@@ -683,9 +875,16 @@ def model_prices(model: str) -> tuple[float, float] | None:
 
 
 # The failures worth another attempt: rate limits, the server's own errors, timeouts and lost connections.
-def _retryable() -> tuple[type[BaseException], ...]:  # a function, so importing this module does not load litellm
-    return (litellm.RateLimitError, litellm.InternalServerError, litellm.ServiceUnavailableError,
-            litellm.APIConnectionError, litellm.Timeout)
+def _retryable() -> tuple[
+    type[BaseException], ...
+]:  # a function, so importing this module does not load litellm
+    return (
+        litellm.RateLimitError,
+        litellm.InternalServerError,
+        litellm.ServiceUnavailableError,
+        litellm.APIConnectionError,
+        litellm.Timeout,
+    )
 
 
 def _reached_server(exc: BaseException) -> bool:
@@ -698,7 +897,9 @@ def _reached_server(exc: BaseException) -> bool:
     for _ in range(12):
         if seen is None:
             break
-        if isinstance(seen, (outbound.OutboundRefused, httpx.ConnectError, httpx.ConnectTimeout, ConnectionError)):
+        if isinstance(
+            seen, (outbound.OutboundRefused, httpx.ConnectError, httpx.ConnectTimeout, ConnectionError)
+        ):
             return False
         seen = seen.__cause__ or seen.__context__
     return isinstance(getattr(exc, "status_code", None), int) or isinstance(exc, litellm.Timeout)
@@ -707,10 +908,13 @@ def _reached_server(exc: BaseException) -> bool:
 def retry_wait(exc: BaseException, *, attempt: int) -> float:
     """Seconds before retry ``attempt + 1``: the server's Retry-After when it is at most
     ``CULPRIT_LLM_MAX_RETRY_AFTER`` (default 300 s), else exponential backoff (1, 2, 4 … 30 s)."""
-    limit = float(getattr(settings, "CULPRIT_LLM_MAX_RETRY_AFTER", None)
-                  or os.environ.get("CULPRIT_LLM_MAX_RETRY_AFTER") or 300)
+    limit = float(
+        getattr(settings, "CULPRIT_LLM_MAX_RETRY_AFTER", None)
+        or os.environ.get("CULPRIT_LLM_MAX_RETRY_AFTER")
+        or 300
+    )
     asked = retry_after_seconds(exc)
-    return asked if asked is not None and asked <= limit else min(30.0, 2.0 ** attempt)
+    return asked if asked is not None and asked <= limit else min(30.0, 2.0**attempt)
 
 
 def retry_after_seconds(exc: BaseException) -> float | None:
@@ -744,8 +948,9 @@ def retry_after_seconds(exc: BaseException) -> float | None:
 def _supports_json_mode(model: str) -> bool:
     try:
         _, provider, _, _ = litellm.get_llm_provider(model)
-        return "response_format" in (litellm.get_supported_openai_params(model=model, custom_llm_provider=provider)
-                                     or [])
+        return "response_format" in (
+            litellm.get_supported_openai_params(model=model, custom_llm_provider=provider) or []
+        )
     except Exception:  # unknown provider: ask in words only
         return False
 
@@ -763,4 +968,3 @@ def _water_level(sizes: list[int], target: int) -> int:
 
 def _ms(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
-

@@ -39,8 +39,10 @@ from .models import LlmCall
 # the request, DNS, the outbound policy's check) and clock differences between workers, which NTP keeps far below.
 RESERVATION_SLACK_SECONDS = 60
 # What an expired reservation says once it is settled.
-ABANDONED = ("no answer was recorded: the worker stopped during the request (its reservation expired); the prompt's "
-             "tokens are counted as sent")
+ABANDONED = (
+    "no answer was recorded: the worker stopped during the request (its reservation expired); the prompt's "
+    "tokens are counted as sent"
+)
 
 
 class BudgetExceeded(MethodError):
@@ -64,8 +66,14 @@ def reservation_seconds(timeout: float) -> float:
     return 2 * float(timeout) + RESERVATION_SLACK_SECONDS
 
 
-def reserve(*, limits: Sequence[Limit], need_tokens: int, need_cost: Decimal | None, timeout: float,
-            row: dict[str, Any] | None) -> int | None:
+def reserve(
+    *,
+    limits: Sequence[Limit],
+    need_tokens: int,
+    need_cost: Decimal | None,
+    timeout: float,
+    row: dict[str, Any] | None,
+) -> int | None:
     """Check every limit with this attempt's ``need`` and, when ``row`` (the ``LlmCall`` fields) is given, insert the
     attempt's reserved row, all under the limits' locks. Returns the row's id; raises ``BudgetExceeded``."""
     if not limits and row is None:
@@ -78,8 +86,12 @@ def reserve(*, limits: Sequence[Limit], need_tokens: int, need_cost: Decimal | N
             _check(limit, need_tokens, need_cost)
         if row is None:
             return None
-        return LlmCall.objects.create(**row, ok=False, cached=False,
-                                      reserved_until=now + timedelta(seconds=reservation_seconds(timeout))).pk
+        return LlmCall.objects.create(
+            **row,
+            ok=False,
+            cached=False,
+            reserved_until=now + timedelta(seconds=reservation_seconds(timeout)),
+        ).pk
 
 
 def settle(row_id: int, **fields: Any) -> None:
@@ -96,28 +108,34 @@ def spent(rows: dict[str, Any]) -> tuple[int, Decimal]:
     """(tokens, money) of the budget over ``rows``: finished calls at their real amounts, live reservations at their
     reserved ones (expired reservations are settled first, under the lock, by ``reserve``)."""
     total = LlmCall.objects.filter(cached=False, **rows).aggregate(
-        tokens=Sum(F("input_tokens") + F("output_tokens")), cost=Sum("cost"))
+        tokens=Sum(F("input_tokens") + F("output_tokens")), cost=Sum("cost")
+    )
     return int(total["tokens"] or 0), total["cost"] or Decimal(0)
 
 
 def _check(limit: Limit, need_tokens: int, need_cost: Decimal | None) -> None:
     tokens, cost = spent(limit.rows)
     if limit.max_tokens is not None and tokens + need_tokens > limit.max_tokens:
-        raise BudgetExceeded(f"{limit.name} of {limit.max_tokens:,} tokens reached ({tokens:,} used or reserved, "
-                             f"the next request may take {need_tokens:,})")
+        raise BudgetExceeded(
+            f"{limit.name} of {limit.max_tokens:,} tokens reached ({tokens:,} used or reserved, "
+            f"the next request may take {need_tokens:,})"
+        )
     if limit.max_cost is None:
         return
     if cost >= limit.max_cost:
         raise BudgetExceeded(f"{limit.name} of {usd(limit.max_cost)} reached ({usd(cost)} spent or reserved)")
     if need_cost is not None and cost + need_cost > limit.max_cost:
-        raise BudgetExceeded(f"{limit.name} of {usd(limit.max_cost)} reached ({usd(cost)} spent or reserved, the "
-                             f"next request may cost {usd(need_cost)})")
+        raise BudgetExceeded(
+            f"{limit.name} of {usd(limit.max_cost)} reached ({usd(cost)} spent or reserved, the "
+            f"next request may cost {usd(need_cost)})"
+        )
 
 
 def _expire(rows: dict[str, Any], now: Any) -> None:
     """Settle the budget's expired reservations: the prompt counted as sent (estimated), no answer, no money."""
     LlmCall.objects.filter(reserved_until__lte=now, **rows).update(
-        reserved_until=None, ok=False, output_tokens=0, cost=0, estimated=True, error=ABANDONED)
+        reserved_until=None, ok=False, output_tokens=0, cost=0, estimated=True, error=ABANDONED
+    )
 
 
 def _lock_key(rows: dict[str, Any]) -> int:

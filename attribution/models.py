@@ -20,7 +20,9 @@ class ProjectLlmSettings(models.Model):
     environment) and is decrypted only inside the gateway at call time: never logged, never passed to a task."""
 
     project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="llm_settings")
-    model = models.CharField(max_length=200, blank=True)  # litellm model string: openai/gpt-4o-mini, ollama/llama3…
+    model = models.CharField(
+        max_length=200, blank=True
+    )  # litellm model string: openai/gpt-4o-mini, ollama/llama3…
     api_base = models.URLField(max_length=300, blank=True)  # OpenAI-compatible endpoints, Ollama, vLLM
     api_key_encrypted = models.TextField(blank=True)
     temperature = models.FloatField(default=0.0)
@@ -38,7 +40,9 @@ class ProjectLlmSettings(models.Model):
     run_max_cost_usd = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True)
     # Counterfactual replay of real traces through the team's own system (contract: attribution/replay/hook_contract.py).
     replay_hook_url = models.URLField(max_length=500, blank=True)
-    replay_hook_auth_encrypted = models.TextField(blank=True)  # the full header value, e.g. "Bearer …", encrypted
+    replay_hook_auth_encrypted = models.TextField(
+        blank=True
+    )  # the full header value, e.g. "Bearer …", encrypted
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
@@ -62,7 +66,9 @@ class AttributionRun(Job):
     model = models.CharField(max_length=200, blank=True)  # empty for offline methods
     params = models.JSONField(default=dict, blank=True)  # {"with_ground_truth": true, ...}
     trace_ids = models.JSONField(default=list)  # the set the run covers, fixed when it starts
-    description = models.CharField(max_length=300, blank=True)  # how the set was chosen ("3 traces", "filter: …")
+    description = models.CharField(
+        max_length=300, blank=True
+    )  # how the set was chosen ("3 traces", "filter: …")
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
     total = models.PositiveIntegerField(default=0)
     done = models.PositiveIntegerField(default=0)  # verdicts written, ok or failed
@@ -78,7 +84,9 @@ class AttributionRun(Job):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        constraints = [models.CheckConstraint(condition=Q(status__in=RunStatus.values), name="run_status_valid")]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=RunStatus.values), name="run_status_valid")
+        ]
         indexes = [
             # The project's run list, newest first.
             models.Index(fields=["project", "-created_at"], name="run_project_recent"),
@@ -132,13 +140,18 @@ class LlmCall(models.Model):
     """One request to a model (or a cache hit), for accounting and the spending cap. No prompt text is kept."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="llm_calls")
-    run = models.ForeignKey(AttributionRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="llm_calls")
+    run = models.ForeignKey(
+        AttributionRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="llm_calls"
+    )
     trace = models.ForeignKey(Trace, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     # The injection campaign a fault writer's or replayer's call was made for (its budget sums these rows).
-    campaign = models.ForeignKey("InjectionCampaign", null=True, blank=True, on_delete=models.SET_NULL,
-                                 related_name="llm_calls")
+    campaign = models.ForeignKey(
+        "InjectionCampaign", null=True, blank=True, on_delete=models.SET_NULL, related_name="llm_calls"
+    )
     method = models.CharField(max_length=40, blank=True)
-    purpose = models.CharField(max_length=80, blank=True)  # "all_at_once", "step_by_step step 7", "window 2/5"…
+    purpose = models.CharField(
+        max_length=80, blank=True
+    )  # "all_at_once", "step_by_step step 7", "window 2/5"…
     model = models.CharField(max_length=200)
     ok = models.BooleanField(default=True)
     cached = models.BooleanField(default=False)
@@ -162,6 +175,9 @@ class LlmCall(models.Model):
             # The spending cap: sum of a project's costs.
             models.Index(fields=["project", "created_at"], name="llmcall_project_time"),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.purpose} ({self.model}: {self.input_tokens}+{self.output_tokens} tokens)"
 
 
 class CampaignStatus(JobStatusChoices):
@@ -206,8 +222,11 @@ class InjectionCampaign(Job):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        constraints = [models.CheckConstraint(condition=Q(status__in=CampaignStatus.values),
-                                              name="campaign_status_valid")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=CampaignStatus.values), name="campaign_status_valid"
+            )
+        ]
         indexes = [models.Index(fields=["project", "-created_at"], name="campaign_project_recent")]
 
     def __str__(self) -> str:
@@ -227,7 +246,9 @@ class Injection(models.Model):
 
     campaign = models.ForeignKey(InjectionCampaign, on_delete=models.CASCADE, related_name="injections")
     origin = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="+")
-    key = models.CharField(max_length=120)  # unique within the campaign: "t12:s5:wrong_number", "t12:sandbox-3"
+    key = models.CharField(
+        max_length=120
+    )  # unique within the campaign: "t12:s5:wrong_number", "t12:sandbox-3"
     step_index = models.IntegerField(null=True, blank=True)
     agent_name = models.CharField(max_length=200, blank=True)
     fault_kind = models.CharField(max_length=40)
@@ -237,7 +258,9 @@ class Injection(models.Model):
     status = models.CharField(max_length=12, choices=InjectionStatus.choices, default=InjectionStatus.PENDING)
     outcome = models.CharField(max_length=12, blank=True)  # the replay's outcome
     final_answer = models.TextField(blank=True)
-    result_trace = models.ForeignKey(Trace, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    result_trace = models.ForeignKey(
+        Trace, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     error = models.TextField(blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -245,7 +268,9 @@ class Injection(models.Model):
         ordering = ["id"]
         constraints = [
             models.UniqueConstraint(fields=["campaign", "key"], name="injection_unique_key"),
-            models.CheckConstraint(condition=Q(status__in=InjectionStatus.values), name="injection_status_valid"),
+            models.CheckConstraint(
+                condition=Q(status__in=InjectionStatus.values), name="injection_status_valid"
+            ),
         ]
         indexes = [models.Index(fields=["campaign", "status"], name="injection_campaign_status")]
 
@@ -259,9 +284,12 @@ class ReplayRecord(models.Model):
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="replay_records")
-    run = models.ForeignKey(AttributionRun, null=True, blank=True, on_delete=models.CASCADE, related_name="replays")
-    campaign = models.ForeignKey(InjectionCampaign, null=True, blank=True, on_delete=models.CASCADE,
-                                 related_name="replay_records")
+    run = models.ForeignKey(
+        AttributionRun, null=True, blank=True, on_delete=models.CASCADE, related_name="replays"
+    )
+    campaign = models.ForeignKey(
+        InjectionCampaign, null=True, blank=True, on_delete=models.CASCADE, related_name="replay_records"
+    )
     key = models.CharField(max_length=200)  # which corrections: "3,7" or "inject:t12:s5:wrong_number"
     purpose = models.CharField(max_length=20, blank=True)
     replayer = models.CharField(max_length=20, blank=True)
@@ -269,7 +297,9 @@ class ReplayRecord(models.Model):
     outcome = models.CharField(max_length=12)
     final_answer = models.TextField(blank=True)
     continuation = models.JSONField(default=list)
-    details = models.JSONField(default=dict, blank=True)  # the replayer's own account (model, stop reason, judge)
+    details = models.JSONField(
+        default=dict, blank=True
+    )  # the replayer's own account (model, stop reason, judge)
     tokens = models.PositiveIntegerField(default=0)
     cost = models.DecimalField(max_digits=12, decimal_places=6, default=0)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -277,10 +307,14 @@ class ReplayRecord(models.Model):
     class Meta:
         ordering = ["id"]
         constraints = [
-            models.UniqueConstraint(fields=["run", "trace", "key"], condition=Q(run__isnull=False),
-                                    name="replay_unique_per_run"),
-            models.UniqueConstraint(fields=["campaign", "trace", "key"], condition=Q(campaign__isnull=False),
-                                    name="replay_unique_per_campaign"),
+            models.UniqueConstraint(
+                fields=["run", "trace", "key"], condition=Q(run__isnull=False), name="replay_unique_per_run"
+            ),
+            models.UniqueConstraint(
+                fields=["campaign", "trace", "key"],
+                condition=Q(campaign__isnull=False),
+                name="replay_unique_per_campaign",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -288,6 +322,7 @@ class ReplayRecord(models.Model):
 
 
 # --- the error-schema cache (attribution/schemas/) --------------------------------------------------------------------
+
 
 class SchemaStatus(models.TextChoices):
     CANDIDATE = "candidate", "Candidate"  # never used for attribution
@@ -307,11 +342,15 @@ class ErrorSchema(models.Model):
     without any one of them."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="error_schemas")
-    key = models.CharField(max_length=200)  # the structural core; cases with the same key merge into one schema
+    key = models.CharField(
+        max_length=200
+    )  # the structural core; cases with the same key merge into one schema
     title = models.CharField(max_length=200)
     category = models.CharField(max_length=80, blank=True)  # a taxonomy code (attribution.taxonomy)
     style = models.CharField(max_length=16)  # "group" or "orchestrated": the structured filter at retrieval
-    signature = models.JSONField(default=dict)  # role, rank, kind, agent, signals, phrases, kinds around the step
+    signature = models.JSONField(
+        default=dict
+    )  # role, rank, kind, agent, signals, phrases, kinds around the step
     context = models.TextField(blank=True)  # when it arises
     detection = models.JSONField(default=dict)  # the executable heuristic (see schemas.features.match_steps)
     detection_text = models.TextField(blank=True)  # the same, in words
@@ -319,10 +358,13 @@ class ErrorSchema(models.Model):
     embedding = models.JSONField(null=True, blank=True)  # litellm embedding of search_text, when configured
     status = models.CharField(max_length=12, choices=SchemaStatus.choices, default=SchemaStatus.CANDIDATE)
     scope = models.CharField(max_length=12, choices=SchemaScope.choices, default=SchemaScope.PROJECT)
-    distilled_by = models.CharField(max_length=200, blank=True)  # "extractor" or the model that wrote the prose
+    distilled_by = models.CharField(
+        max_length=200, blank=True
+    )  # "extractor" or the model that wrote the prose
     edited = models.BooleanField(default=False)  # an owner rewrote the prose: distillation keeps their words
-    approved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                    related_name="+")
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     approved_at = models.DateTimeField(null=True, blank=True)
     retrievals = models.PositiveIntegerField(default=0)
     hits = models.PositiveIntegerField(default=0)  # informed a verdict later confirmed by a verified label
@@ -336,7 +378,9 @@ class ErrorSchema(models.Model):
         constraints = [
             # Near-duplicates merge: one schema per structural key and project.
             models.UniqueConstraint(fields=["project", "key"], name="errorschema_unique_key_per_project"),
-            models.CheckConstraint(condition=Q(status__in=SchemaStatus.values), name="errorschema_status_valid"),
+            models.CheckConstraint(
+                condition=Q(status__in=SchemaStatus.values), name="errorschema_status_valid"
+            ),
             models.CheckConstraint(condition=Q(scope__in=SchemaScope.values), name="errorschema_scope_valid"),
         ]
         indexes = [
@@ -359,9 +403,12 @@ class SchemaExemplar(models.Model):
     trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="+")
     step_index = models.PositiveIntegerField()
     agent_name = models.CharField(max_length=200)
-    source = models.CharField(max_length=20)  # imported, adjudicated, injected (LabelSource) or counterfactual
-    gold_label = models.ForeignKey("tracing.GoldLabel", null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")
+    source = models.CharField(
+        max_length=20
+    )  # imported, adjudicated, injected (LabelSource) or counterfactual
+    gold_label = models.ForeignKey(
+        "tracing.GoldLabel", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     verdict = models.ForeignKey(Verdict, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     independence = models.CharField(max_length=80)
     features = models.JSONField(default=dict)
@@ -371,12 +418,17 @@ class SchemaExemplar(models.Model):
         ordering = ["created_at", "id"]
         constraints = [
             # Distillation is idempotent: a case is counted once per schema.
-            models.UniqueConstraint(fields=["schema", "trace", "step_index"], name="schemaexemplar_unique_case"),
+            models.UniqueConstraint(
+                fields=["schema", "trace", "step_index"], name="schemaexemplar_unique_case"
+            ),
         ]
         indexes = [
             # Distillation skips traces already distilled; leave-one-out looks up a trace's own cases.
             models.Index(fields=["trace"], name="schemaexemplar_trace"),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.agent_name} in trace {self.trace_id} (schema {self.schema_id})"
 
 
 class SchemaAction(models.TextChoices):
@@ -395,19 +447,26 @@ class SchemaEvent(models.Model):
 
     schema = models.ForeignKey(ErrorSchema, on_delete=models.CASCADE, related_name="events")
     action = models.CharField(max_length=12, choices=SchemaAction.choices)
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                              related_name="+")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     detail = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        constraints = [models.CheckConstraint(condition=Q(action__in=SchemaAction.values),
-                                              name="schemaevent_action_valid")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(action__in=SchemaAction.values), name="schemaevent_action_valid"
+            )
+        ]
         indexes = [
             # The schema page's audit log, newest first.
             models.Index(fields=["schema", "-created_at"], name="schemaevent_schema_recent"),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.action} of schema {self.schema_id}"
 
 
 class UseOutcome(models.TextChoices):
@@ -430,13 +489,17 @@ class SchemaUse(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["schema", "verdict"], name="schemause_unique_per_verdict"),
-            models.CheckConstraint(condition=Q(outcome__in=UseOutcome.values),
-                                   name="schemause_outcome_valid"),
+            models.CheckConstraint(
+                condition=Q(outcome__in=UseOutcome.values), name="schemause_outcome_valid"
+            ),
         ]
         indexes = [
             # Settling uses when a verified label arrives: the pending uses of one trace.
             models.Index(fields=["trace", "outcome"], name="schemause_trace_outcome"),
         ]
+
+    def __str__(self) -> str:
+        return f"schema {self.schema_id} in verdict {self.verdict_id}"
 
 
 class SchemaLibrarySettings(models.Model):
@@ -445,6 +508,9 @@ class SchemaLibrarySettings(models.Model):
     project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="schema_settings")
     use_shared_library = models.BooleanField(default=False)
     updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"schema library settings of project {self.project_id}"
 
 
 class AttributorStatus(models.TextChoices):
@@ -468,12 +534,16 @@ class AttributorModel(models.Model):
     label_sources = models.JSONField(default=list)  # ["imported", "adjudicated", ...]
     feature_set = models.CharField(max_length=40, blank=True)
     folds = models.PositiveSmallIntegerField(default=5)
-    status = models.CharField(max_length=16, choices=AttributorStatus.choices, default=AttributorStatus.QUEUED)
+    status = models.CharField(
+        max_length=16, choices=AttributorStatus.choices, default=AttributorStatus.QUEUED
+    )
     progress = models.PositiveSmallIntegerField(default=0)  # percent
     stage = models.CharField(max_length=120, blank=True)  # "fold 3 of 5", "final fit"
     n_traces = models.PositiveIntegerField(default=0)
     n_steps = models.PositiveIntegerField(default=0)
-    cv = models.JSONField(default=dict, blank=True)  # {agent_accuracy, step_accuracy, intervals, baselines, ...}
+    cv = models.JSONField(
+        default=dict, blank=True
+    )  # {agent_accuracy, step_accuracy, intervals, baselines, ...}
     summary = models.JSONField(default=dict, blank=True)  # strongest features, agent confusion, label counts
     parameters = models.JSONField(default=dict, blank=True)
     seconds = models.FloatField(default=0)
@@ -489,7 +559,9 @@ class AttributorModel(models.Model):
         ordering = ["-created_at", "-id"]
         constraints = [
             models.UniqueConstraint(fields=["project", "name", "version"], name="attributor_unique_version"),
-            models.CheckConstraint(condition=Q(status__in=AttributorStatus.values), name="attributor_status_valid"),
+            models.CheckConstraint(
+                condition=Q(status__in=AttributorStatus.values), name="attributor_status_valid"
+            ),
         ]
         indexes = [models.Index(fields=["project", "-created_at"], name="attributor_project_recent")]
 
@@ -511,8 +583,9 @@ class ProjectAttribution(models.Model):
 
     project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="attribution_settings")
     default_method = models.CharField(max_length=40, default="heuristic")
-    attributor = models.ForeignKey(AttributorModel, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")
+    attributor = models.ForeignKey(
+        AttributorModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     # attribution.learning.calibration.Calibration.to_dict(): counts per (style, role, rank) and each label's cell.
     calibration = models.JSONField(default=dict, blank=True)
     calibrated_at = models.DateTimeField(null=True, blank=True)

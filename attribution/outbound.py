@@ -83,9 +83,13 @@ def address_kind(address: IpAddress) -> str | None:
     """Why an address is not public ("loopback", "private", ...), or None for a public unicast address."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    for kind, flag in (("loopback", address.is_loopback), ("link-local or metadata", address.is_link_local),
-                       ("multicast", address.is_multicast), ("unspecified", address.is_unspecified),
-                       ("reserved", address.is_reserved)):
+    for kind, flag in (
+        ("loopback", address.is_loopback),
+        ("link-local or metadata", address.is_link_local),
+        ("multicast", address.is_multicast),
+        ("unspecified", address.is_unspecified),
+        ("reserved", address.is_reserved),
+    ):
         if flag:
             return kind
     if isinstance(address, ipaddress.IPv6Address) and address in ipaddress.ip_network("fc00::/7"):
@@ -102,8 +106,9 @@ def check_address(host: str, address: IpAddress, port: int) -> None:
         return
     if kind == "loopback" and getattr(settings, "CULPRIT_OUTBOUND_ALLOW_LOOPBACK", False):
         return
-    raise OutboundRefused(f"{host} is a {kind} address ({address}); the deployment does not allow it "
-                          "(CULPRIT_OUTBOUND_ALLOW)")
+    raise OutboundRefused(
+        f"{host} is a {kind} address ({address}); the deployment does not allow it (CULPRIT_OUTBOUND_ALLOW)"
+    )
 
 
 def resolve(host: str, port: int) -> list[IpAddress]:
@@ -148,13 +153,20 @@ def check_url(url: str) -> None:
 
 # --- enforcement at connect time -------------------------------------------------------------------------------------
 
+
 class _GuardedBackend(httpcore.SyncBackend):
     """httpcore's socket backend, but the name is resolved here, every address checked, and the socket connected to
     a checked address: nothing resolves the name a second time between the check and the connect. TLS still uses
     the URL's host name (httpcore passes it separately as the server name)."""
 
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                    socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
         try:
             addresses = checked_addresses(host, port)
         except OSError as exc:
@@ -195,14 +207,17 @@ def install_litellm_guard() -> None:
     from litellm.llms.custom_httpx.http_handler import HTTPHandler
 
     if not getattr(litellm.module_level_client, "_culprit_guarded", False):
-        handler = HTTPHandler(client=guarded_client(follow_redirects=True, timeout=httpx.Timeout(600.0, connect=10.0)))
-        handler._culprit_guarded = True  # type: ignore[attr-defined]
+        handler = HTTPHandler(
+            client=guarded_client(follow_redirects=True, timeout=httpx.Timeout(600.0, connect=10.0))
+        )
+        handler._culprit_guarded = True
         litellm.module_level_client = handler
 
     if not isinstance(getattr(litellm, "client_session", None), httpx.Client) or not getattr(
-            litellm.client_session, "_culprit_guarded", False):
+        litellm.client_session, "_culprit_guarded", False
+    ):
         client = guarded_client(follow_redirects=True, timeout=httpx.Timeout(600.0, connect=10.0))
-        client._culprit_guarded = True  # type: ignore[attr-defined]
+        client._culprit_guarded = True
         litellm.client_session = client
     if not isinstance(getattr(litellm, "sync_transport", None), GuardedTransport):
         litellm.sync_transport = GuardedTransport()

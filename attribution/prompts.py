@@ -44,8 +44,10 @@ steps. Answer with one JSON object in exactly the format the request gives, and 
 
 # Who&When's reference asks for the mistake that "should be directly responsible for the wrong solution"; the
 # all-at-once prompt also forbids abstaining ("decide one single agent in your mind").
-_RESPONSIBLE = ("the agent whose mistake is directly responsible for the wrong solution. If no agent made an "
-                "obvious mistake, still choose the single agent you judge most responsible")
+_RESPONSIBLE = (
+    "the agent whose mistake is directly responsible for the wrong solution. If no agent made an "
+    "obvious mistake, still choose the single agent you judge most responsible"
+)
 
 
 def neutralise(text: str) -> str:
@@ -58,6 +60,7 @@ def _attr(value: object) -> str:
 
 
 # --- rendering --------------------------------------------------------------------------------------------------------
+
 
 def render_step(step: StepView, *, part: int = 1, parts: int = 1, max_chars: int | None = None) -> str:
     """One step as a ``<step>`` element. ``parts`` > 1 renders slice ``part`` of a step too long for one request;
@@ -72,12 +75,17 @@ def render_step(step: StepView, *, part: int = 1, parts: int = 1, max_chars: int
     content, note = step.content, ""
     if parts > 1:
         size = len(content)
-        content = content[size * (part - 1) // parts: size * part // parts]
+        content = content[size * (part - 1) // parts : size * part // parts]
         attrs["part"] = f"{part}/{parts}"
-        note = (f"[This step is too long for one request: this is part {part} of {parts} "
-                f"(characters {size * (part - 1) // parts}-{size * part // parts} of {size}).]\n")
+        note = (
+            f"[This step is too long for one request: this is part {part} of {parts} "
+            f"(characters {size * (part - 1) // parts}-{size * part // parts} of {size}).]\n"
+        )
     elif max_chars is not None and len(content) > max_chars:
-        head, tail = content[: max_chars * 2 // 3], content[len(content) - max_chars // 3:] if max_chars >= 3 else ""
+        head, tail = (
+            content[: max_chars * 2 // 3],
+            content[len(content) - max_chars // 3 :] if max_chars >= 3 else "",
+        )
         omitted = len(content) - len(head) - len(tail)
         gap = f"[... {omitted} of {len(step.content)} characters of this step omitted to fit the context ...]"
         content = f"{head}\n{gap}\n{tail}"
@@ -96,8 +104,9 @@ def render_trace(trace: TraceView, steps: Iterable[str], *, first: int, last: in
 
 
 def render_range(trace: TraceView, first: int, last: int, *, note: str = "") -> str:
-    return render_trace(trace, (render_step(s) for s in trace.steps[first:last + 1]), first=first, last=last,
-                        note=note)
+    return render_trace(
+        trace, (render_step(s) for s in trace.steps[first : last + 1]), first=first, last=last, note=note
+    )
 
 
 def task_block(trace: TraceView, with_ground_truth: bool) -> str:
@@ -119,11 +128,14 @@ def category_menu() -> str:
 
 
 def _category_request() -> str:
-    return ("The \"category\" is the one code from this list (AgentErrorTaxonomy) that best describes the mistake:\n"
-            f"{category_menu()}\n")
+    return (
+        'The "category" is the one code from this list (AgentErrorTaxonomy) that best describes the mistake:\n'
+        f"{category_menu()}\n"
+    )
 
 
 # --- the requests -----------------------------------------------------------------------------------------------------
+
 
 def all_at_once(trace: TraceView, rendered: str, *, with_ground_truth: bool) -> str:
     return (
@@ -131,18 +143,26 @@ def all_at_once(trace: TraceView, rendered: str, *, with_ground_truth: bool) -> 
         f"{task_block(trace, with_ground_truth)}"
         f"Here is the complete log of the run:\n{rendered}\n\n"
         "Based on this log, determine:\n"
-        f"1. \"agent\": the name of {_RESPONSIBLE}. It must be one of: {_agents_line(trace)}.\n"
-        "2. \"step\": the index of the step where that agent first made the mistake.\n"
-        "3. \"reason\": why this is the mistake, in one or two sentences.\n"
-        "4. \"category\": see below.\n"
-        "5. \"confidence\": how sure you are, from 0 to 1.\n"
+        f'1. "agent": the name of {_RESPONSIBLE}. It must be one of: {_agents_line(trace)}.\n'
+        '2. "step": the index of the step where that agent first made the mistake.\n'
+        '3. "reason": why this is the mistake, in one or two sentences.\n'
+        '4. "category": see below.\n'
+        '5. "confidence": how sure you are, from 0 to 1.\n'
         f"{_category_request()}"
         'Answer with JSON only: {"agent": "...", "step": 0, "reason": "...", "category": "...", "confidence": 0.5}'
     )
 
 
-def window(trace: TraceView, rendered: str, *, with_ground_truth: bool, first: int, last: int, number: int,
-           count: int) -> str:
+def window(
+    trace: TraceView,
+    rendered: str,
+    *,
+    with_ground_truth: bool,
+    first: int,
+    last: int,
+    number: int,
+    count: int,
+) -> str:
     return (
         "Analyse this multi-agent conversation, which failed to solve a real-world problem. The log is too long for "
         f"one request, so it is shown in {count} consecutive parts; this is part {number} of {count}, "
@@ -152,9 +172,9 @@ def window(trace: TraceView, rendered: str, *, with_ground_truth: bool, first: i
         "Within this part only, determine the step most likely to hold the decisive mistake, that is, the mistake "
         f"of {_RESPONSIBLE}. Even if this part looks correct, name the step you find most suspicious and say so "
         "with a low confidence.\n"
-        f"1. \"agent\": the responsible agent, one of: {_agents_line(trace)}.\n"
-        f"2. \"step\": the index of the step, between {first} and {last}.\n"
-        "3. \"reason\", 4. \"category\" (see below), 5. \"confidence\" from 0 to 1 that this step is the decisive "
+        f'1. "agent": the responsible agent, one of: {_agents_line(trace)}.\n'
+        f'2. "step": the index of the step, between {first} and {last}.\n'
+        '3. "reason", 4. "category" (see below), 5. "confidence" from 0 to 1 that this step is the decisive '
         "mistake of the whole run.\n"
         f"{_category_request()}"
         'Answer with JSON only: {"agent": "...", "step": 0, "reason": "...", "category": "...", "confidence": 0.5}'
@@ -170,9 +190,9 @@ def final_choice(trace: TraceView, candidates: str, *, with_ground_truth: bool, 
         f"{candidates}\n\n"
         "Choose the candidate that is the decisive mistake: the earliest mistake whose correction would have made "
         f"the run succeed, made by {_RESPONSIBLE}.\n"
-        f"1. \"step\": the chosen candidate's step index, one of: {', '.join(map(str, steps))}.\n"
-        f"2. \"agent\": the responsible agent, one of: {_agents_line(trace)}.\n"
-        "3. \"reason\", 4. \"category\" (see below), 5. \"confidence\" from 0 to 1.\n"
+        f'1. "step": the chosen candidate\'s step index, one of: {", ".join(map(str, steps))}.\n'
+        f'2. "agent": the responsible agent, one of: {_agents_line(trace)}.\n'
+        '3. "reason", 4. "category" (see below), 5. "confidence" from 0 to 1.\n'
         f"{_category_request()}"
         'Answer with JSON only: {"step": 0, "agent": "...", "reason": "...", "category": "...", "confidence": 0.5}'
     )
@@ -181,15 +201,25 @@ def final_choice(trace: TraceView, candidates: str, *, with_ground_truth: bool, 
 def render_candidates(trace: TraceView, picks: list[Mapping[str, Any]], rendered_steps: list[str]) -> str:
     rows = []
     for number, (pick, rendered) in enumerate(zip(picks, rendered_steps, strict=True), start=1):
-        rows.append(f'<candidate number="{number}" step="{pick["step"]}" agent="{_attr(pick["agent"])}" '
-                    f'steps="{pick["first"]}-{pick["last"]}">\n'
-                    f"Analysis of steps {pick['first']}-{pick['last']}: {neutralise(str(pick.get('reason', '')))}\n"
-                    f"{rendered}\n</candidate>")
+        rows.append(
+            f'<candidate number="{number}" step="{pick["step"]}" agent="{_attr(pick["agent"])}" '
+            f'steps="{pick["first"]}-{pick["last"]}">\n'
+            f"Analysis of steps {pick['first']}-{pick['last']}: {neutralise(str(pick.get('reason', '')))}\n"
+            f"{rendered}\n</candidate>"
+        )
     return "<candidates>\n" + "\n".join(rows) + "\n</candidates>"
 
 
-def step_check(trace: TraceView, rendered: str, *, with_ground_truth: bool, step: StepView, part: int = 1,
-               parts: int = 1, focus: str = "") -> str:
+def step_check(
+    trace: TraceView,
+    rendered: str,
+    *,
+    with_ground_truth: bool,
+    step: StepView,
+    part: int = 1,
+    parts: int = 1,
+    focus: str = "",
+) -> str:
     which = f"part {part} of {parts} of step {step.index}" if parts > 1 else f"step {step.index}"
     return (
         "You are evaluating, step by step, a multi-agent conversation that tried to solve a real-world problem "
@@ -201,17 +231,18 @@ def step_check(trace: TraceView, rendered: str, *, with_ground_truth: bool, step
         "most recent step contains an error that could hinder the problem-solving process or lead to an incorrect "
         "solution, so that correcting it would have made the run succeed. Avoid being overly critical: answer true "
         "only for an error that clearly derails the process.\n"
-        "1. \"decisive_error\": true or false.\n"
-        "2. \"suspicion\": from 0 to 1, how likely this step is the decisive error.\n"
-        "3. \"reason\": a clear explanation of your judgement.\n"
-        "4. \"category\": if there is an error, see below; otherwise \"\".\n"
+        '1. "decisive_error": true or false.\n'
+        '2. "suspicion": from 0 to 1, how likely this step is the decisive error.\n'
+        '3. "reason": a clear explanation of your judgement.\n'
+        '4. "category": if there is an error, see below; otherwise "".\n'
         f"{_category_request()}"
         'Answer with JSON only: {"decisive_error": false, "suspicion": 0.1, "reason": "...", "category": ""}'
     )
 
 
-def binary_half(trace: TraceView, rendered: str, *, with_ground_truth: bool, first: int, mid: int,
-                last: int) -> str:
+def binary_half(
+    trace: TraceView, rendered: str, *, with_ground_truth: bool, first: int, mid: int, last: int
+) -> str:
     return (
         "Analyse a segment of a multi-agent conversation. Several agents collaborated on a user's problem and "
         "failed. Your task is to locate the most critical mistake, the single step where the crucial error occurs "
@@ -221,20 +252,23 @@ def binary_half(trace: TraceView, rendered: str, *, with_ground_truth: bool, fir
         f"Is the most critical mistake more likely in the first half (steps {first} to {mid}) or the second half "
         f"(steps {mid + 1} to {last}) of this segment? If no single clear error is evident, take the step you "
         "believe most responsible for the failure.\n"
-        "1. \"half\": \"first\" or \"second\".\n"
-        f"2. \"step\": the index of the step you have in mind, between {first} and {last} and inside that half.\n"
-        "3. \"reason\", 4. \"category\" (see below), 5. \"confidence\" from 0 to 1.\n"
+        '1. "half": "first" or "second".\n'
+        f'2. "step": the index of the step you have in mind, between {first} and {last} and inside that half.\n'
+        '3. "reason", 4. "category" (see below), 5. "confidence" from 0 to 1.\n'
         f"{_category_request()}"
         'Answer with JSON only: {"half": "first", "step": 0, "reason": "...", "category": "...", "confidence": 0.5}'
     )
 
 
 def retry(error: str) -> str:
-    return (f"Your answer was rejected: {error}\nAnswer again with one JSON object in exactly the requested format, "
-            "and nothing else.")
+    return (
+        f"Your answer was rejected: {error}\nAnswer again with one JSON object in exactly the requested format, "
+        "and nothing else."
+    )
 
 
 # --- reading answers --------------------------------------------------------------------------------------------------
+
 
 def as_int(value: object) -> int | None:
     """A step index as models write it: 7, 7.0 or "7" (Who&When keeps mistake_step as a string)."""
@@ -260,7 +294,7 @@ def as_bool(value: object) -> bool | None:
 def as_unit(value: object, default: float = 0.5) -> float:
     """A confidence or suspicion in [0, 1]; anything unreadable is the default, never an error."""
     try:
-        number = float(value)  # type: ignore[arg-type]
+        number = float(value)
     except (TypeError, ValueError):
         return default
     if number != number:  # NaN
@@ -271,14 +305,14 @@ def as_unit(value: object, default: float = 0.5) -> float:
 def check_agent(answer: Mapping[str, Any], trace: TraceView, key: str = "agent") -> str | None:
     agent = answer.get(key)
     if not isinstance(agent, str) or agent not in trace.candidates():
-        return f"\"{key}\" must be exactly one of {_agents_line(trace)}, got {json.dumps(agent)[:200]}"
+        return f'"{key}" must be exactly one of {_agents_line(trace)}, got {json.dumps(agent)[:200]}'
     return None
 
 
 def check_step(answer: Mapping[str, Any], first: int, last: int, key: str = "step") -> str | None:
     step = as_int(answer.get(key))
     if step is None or not first <= step <= last:
-        return f"\"{key}\" must be a step index between {first} and {last}, got {json.dumps(answer.get(key))[:200]}"
+        return f'"{key}" must be a step index between {first} and {last}, got {json.dumps(answer.get(key))[:200]}'
     return None
 
 
@@ -293,8 +327,9 @@ def answerable(trace: TraceView, step: int) -> set[str]:
     return names
 
 
-def check_pair(answer: Mapping[str, Any], trace: TraceView, agent_key: str = "agent", step_key: str = "step"
-               ) -> str | None:
+def check_pair(
+    answer: Mapping[str, Any], trace: TraceView, agent_key: str = "agent", step_key: str = "step"
+) -> str | None:
     """A verdict must blame the agent that wrote the blamed step (or called the tool whose output it is): "the
     Orchestrator at step 5" when step 5 is WebSurfer's is no verdict. Unreadable values are left to the other
     checks."""
@@ -304,8 +339,10 @@ def check_pair(answer: Mapping[str, Any], trace: TraceView, agent_key: str = "ag
     allowed = answerable(trace, step)
     if agent in allowed:
         return None
-    return (f"step {step} is {' or '.join(sorted(json.dumps(a) for a in allowed))}'s, not {json.dumps(agent)[:200]}: "
-            f"name the agent that wrote the decisive step, or the step where {json.dumps(agent)[:200]} went wrong")
+    return (
+        f"step {step} is {' or '.join(sorted(json.dumps(a) for a in allowed))}'s, not {json.dumps(agent)[:200]}: "
+        f"name the agent that wrote the decisive step, or the step where {json.dumps(agent)[:200]} went wrong"
+    )
 
 
 def category_of(answer: Mapping[str, Any]) -> str:

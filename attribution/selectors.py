@@ -14,28 +14,60 @@ from .models import AttributionRun, Verdict
 
 def trace_view(trace: Trace) -> TraceView:
     """A read-only snapshot of a trace for the methods: one query for the steps, one for the agents."""
-    rows = (Step.objects.filter(trace=trace).order_by("index")
-            .values_list("index", "agent__name", "kind", "content", "speaker", "recipient", "tool_name", "parent_index"))
-    steps = tuple(StepView(index=i, agent=a or "", kind=k, content=c, speaker=s, recipient=r, tool_name=t, parent=p)
-                  for i, a, k, c, s, r, t, p in rows)
+    rows = (
+        Step.objects.filter(trace=trace)
+        .order_by("index")
+        .values_list(
+            "index", "agent__name", "kind", "content", "speaker", "recipient", "tool_name", "parent_index"
+        )
+    )
+    steps = tuple(
+        StepView(index=i, agent=a or "", kind=k, content=c, speaker=s, recipient=r, tool_name=t, parent=p)
+        for i, a, k, c, s, r, t, p in rows
+    )
     acting = tuple(dict.fromkeys(s.agent for s in steps if s.agent))
-    prompts = dict(Agent.objects.filter(trace=trace).exclude(system_prompt="").values_list("name", "system_prompt"))
-    return TraceView(trace_id=trace.pk, name=trace.name, question=trace.question, ground_truth=trace.ground_truth,
-                     outcome=trace.outcome, steps=steps, agents=acting, system_prompts=prompts,
-                     source_format=trace.source_format)
+    prompts = dict(
+        Agent.objects.filter(trace=trace).exclude(system_prompt="").values_list("name", "system_prompt")
+    )
+    return TraceView(
+        trace_id=trace.pk,
+        name=trace.name,
+        question=trace.question,
+        ground_truth=trace.ground_truth,
+        outcome=trace.outcome,
+        steps=steps,
+        agents=acting,
+        system_prompts=prompts,
+        source_format=trace.source_format,
+    )
 
 
 def light_trace_views(trace_ids: list[int]) -> dict[int, TraceView]:
     """Snapshots without step content (the shape of each run: kinds, agents, recipients), for the calibration of
     the heuristic's position priors. One query for the steps of all the traces."""
     steps: dict[int, list[StepView]] = {t: [] for t in trace_ids}
-    rows = (Step.objects.filter(trace_id__in=trace_ids).order_by("trace_id", "index")
-            .values_list("trace_id", "index", "agent__name", "kind", "recipient"))
+    rows = (
+        Step.objects.filter(trace_id__in=trace_ids)
+        .order_by("trace_id", "index")
+        .values_list("trace_id", "index", "agent__name", "kind", "recipient")
+    )
     for trace_id, index, agent, kind, recipient in rows.iterator(chunk_size=5000):
-        steps[trace_id].append(StepView(index=index, agent=agent or "", kind=kind, content="", recipient=recipient))
-    return {t: TraceView(trace_id=t, name="", question="", ground_truth="", outcome="", steps=tuple(s),
-                         agents=tuple(dict.fromkeys(v.agent for v in s if v.agent)))
-            for t, s in steps.items() if s}
+        steps[trace_id].append(
+            StepView(index=index, agent=agent or "", kind=kind, content="", recipient=recipient)
+        )
+    return {
+        t: TraceView(
+            trace_id=t,
+            name="",
+            question="",
+            ground_truth="",
+            outcome="",
+            steps=tuple(s),
+            agents=tuple(dict.fromkeys(v.agent for v in s if v.agent)),
+        )
+        for t, s in steps.items()
+        if s
+    }
 
 
 def gold_for(trace: Trace) -> GoldLabel | None:
@@ -53,22 +85,28 @@ def runs_for_project(project_id: int, limit: int = 20) -> list[AttributionRun]:
     return list(AttributionRun.objects.filter(project_id=project_id).order_by("-id")[:limit])
 
 
-def labelled_traces(*, project, split: str = "all") -> list[Trace]:  # type: ignore[no-untyped-def]
+def labelled_traces(*, project, split: str = "all") -> list[Trace]:
     """The project's traces that have a gold label, optionally only one side of the dev / held-out split."""
     from django.db.models import Exists, OuterRef
 
     from .splits import split_of
 
     # EXISTS, not a JOIN with SELECT DISTINCT over every column; callers use the id and the split's columns only.
-    traces = list(Trace.objects.filter(Exists(GoldLabel.objects.filter(trace_id=OuterRef("pk"))), project=project)
-                  .only("pk", "project_id", "source_format", "external_id", "name").order_by("pk"))
+    traces = list(
+        Trace.objects.filter(Exists(GoldLabel.objects.filter(trace_id=OuterRef("pk"))), project=project)
+        .only("pk", "project_id", "source_format", "external_id", "name")
+        .order_by("pk")
+    )
     if split == "all":
         return traces
-    return [t for t in traces
-            if split_of(source_format=t.source_format, external_id=t.external_id, name=t.name) == split]
+    return [
+        t
+        for t in traces
+        if split_of(source_format=t.source_format, external_id=t.external_id, name=t.name) == split
+    ]
 
 
-def evaluation_records(*, run: AttributionRun, split: str = "all") -> list:  # type: ignore[type-arg]
+def evaluation_records(*, run: AttributionRun, split: str = "all") -> list:
     """One evaluation record per verdict of ``run`` whose trace has a gold label; failed verdicts count as wrong.
     Four queries for the whole run, on plain rows: the traces are named by a subquery on the run's verdicts (a list
     of 5,000 ids cost 0.4 s to send), and no model instance is built (prefetching 33,000 of them at 5,000 traces
@@ -79,26 +117,71 @@ def evaluation_records(*, run: AttributionRun, split: str = "all") -> list:  # t
     in_run = Verdict.objects.filter(run=run).values("trace_id")
     golds = _gold_per_trace(GoldLabel.objects.filter(trace_id__in=in_run))
     acting: dict[int, list[str]] = {}
-    for trace_id, name in (Agent.objects.filter(trace_id__in=in_run, step_count__gt=0).order_by("trace_id", "position")
-                           .values_list("trace_id", "name")):
+    for trace_id, name in (
+        Agent.objects.filter(trace_id__in=in_run, step_count__gt=0)
+        .order_by("trace_id", "position")
+        .values_list("trace_id", "name")
+    ):
         acting.setdefault(trace_id, []).append(name)
-    ends = first_and_last_actions(in_run)  # type: ignore[arg-type]
-    rows = (Verdict.objects.filter(run=run).order_by("-created_at", "-id")  # the model's order, as before
-            .values_list("trace_id", "status", "agent_name", "step_index", "calls", "input_tokens", "output_tokens",
-                         "cost", "trace__source_format", "trace__external_id", "trace__name", "trace__step_count"))
+    ends = first_and_last_actions(in_run)
+    rows = (
+        Verdict.objects.filter(run=run)
+        .order_by("-created_at", "-id")  # the model's order, as before
+        .values_list(
+            "trace_id",
+            "status",
+            "agent_name",
+            "step_index",
+            "calls",
+            "input_tokens",
+            "output_tokens",
+            "cost",
+            "trace__source_format",
+            "trace__external_id",
+            "trace__name",
+            "trace__step_count",
+        )
+    )
     records = []
-    for trace_id, status, agent, step, calls, tokens_in, tokens_out, cost, fmt, external, name, n_steps in rows:
+    for (
+        trace_id,
+        status,
+        agent,
+        step,
+        calls,
+        tokens_in,
+        tokens_out,
+        cost,
+        fmt,
+        external,
+        name,
+        n_steps,
+    ) in rows:
         gold = golds.get(trace_id)
-        if gold is None or (split != "all" and split_of(source_format=fmt, external_id=external, name=name) != split):
+        if gold is None or (
+            split != "all" and split_of(source_format=fmt, external_id=external, name=name) != split
+        ):
             continue
         ok = status == "ok"
         (first_step, first_agent), (last_step, last_agent) = ends.get(trace_id, ((0, ""), (-1, "")))
-        records.append(Record(
-            pred_agent=agent if ok else "", pred_step=step if ok and step is not None else -1,
-            gold_agent=gold[0], gold_step=gold[1], n_steps=n_steps, agents=tuple(acting.get(trace_id, ())),
-            calls=calls, tokens=tokens_in + tokens_out, cost=float(cost), first_agent=first_agent,
-            first_step=first_step, last_agent=last_agent, last_step=last_step, group=str(trace_id),
-        ))
+        records.append(
+            Record(
+                pred_agent=agent if ok else "",
+                pred_step=step if ok and step is not None else -1,
+                gold_agent=gold[0],
+                gold_step=gold[1],
+                n_steps=n_steps,
+                agents=tuple(acting.get(trace_id, ())),
+                calls=calls,
+                tokens=tokens_in + tokens_out,
+                cost=float(cost),
+                first_agent=first_agent,
+                first_step=first_step,
+                last_agent=last_agent,
+                last_step=last_step,
+                group=str(trace_id),
+            )
+        )
     return records
 
 
@@ -107,8 +190,9 @@ def _gold_per_trace(labels: QuerySet[GoldLabel]) -> dict[int, tuple[str, int]]:
     annotator beats the rest, newest first."""
     order = {"adjudicated": 0, "annotator": 1}
     best: dict[int, tuple[tuple[int, int], tuple[str, int]]] = {}
-    for trace_id, pk, source, agent, step in labels.values_list("trace_id", "pk", "source", "agent_name",
-                                                                "step_index"):
+    for trace_id, pk, source, agent, step in labels.values_list(
+        "trace_id", "pk", "source", "agent_name", "step_index"
+    ):
         rank = (order.get(source, 2), -pk)
         if trace_id not in best or rank < best[trace_id][0]:
             best[trace_id] = (rank, (agent, step))
@@ -126,10 +210,17 @@ def first_and_last_actions(trace_ids: list[int]) -> dict[int, tuple[tuple[int, s
 
     actions = Step.objects.filter(trace_id=OuterRef("pk"), agent__isnull=False).exclude(kind__in=_NOT_ACTIONS)
     first, last = actions.order_by("index"), actions.order_by("-index")
-    rows = (Trace.objects.filter(pk__in=trace_ids).order_by()
-            .annotate(first=Subquery(first.values("index")[:1]), first_agent=Subquery(first.values("agent__name")[:1]),
-                      last=Subquery(last.values("index")[:1]), last_agent=Subquery(last.values("agent__name")[:1]))
-            .values_list("pk", "first", "first_agent", "last", "last_agent"))
+    rows = (
+        Trace.objects.filter(pk__in=trace_ids)
+        .order_by()
+        .annotate(
+            first=Subquery(first.values("index")[:1]),
+            first_agent=Subquery(first.values("agent__name")[:1]),
+            last=Subquery(last.values("index")[:1]),
+            last_agent=Subquery(last.values("agent__name")[:1]),
+        )
+        .values_list("pk", "first", "first_agent", "last", "last_agent")
+    )
     return {t: ((f, fa or ""), (la, laa or "")) for t, f, fa, la, laa in rows if f is not None}
 
 
@@ -139,13 +230,13 @@ def first_and_last_actions(trace_ids: list[int]) -> dict[int, tuple[tuple[int, s
 MIN_RANKED_TRACES = 10
 
 
-def latest_evaluation_run(*, project, method: str) -> AttributionRun | None:  # type: ignore[no-untyped-def]
+def latest_evaluation_run(*, project, method: str) -> AttributionRun | None:
     """The finished run that stands for ``method`` in the project (see ``evaluation_runs``)."""
     chosen = evaluation_runs(project=project, methods=[method]).get(method)
     return chosen[0] if chosen else None
 
 
-def evaluation_runs(*, project, methods: list[str] | None = None) -> dict[str, tuple[AttributionRun, int]]:  # type: ignore[no-untyped-def]
+def evaluation_runs(*, project, methods: list[str] | None = None) -> dict[str, tuple[AttributionRun, int]]:
     """Per method, the finished run that stands for it and the labelled traces it covered: the newest run over at
     least MIN_RANKED_TRACES labelled traces, else the run over the most (the newest of a tie). Two queries whatever
     the number of runs: labelled verdicts counted per run on ids only (never the runs' wide ``trace_ids`` JSON),
@@ -154,13 +245,20 @@ def evaluation_runs(*, project, methods: list[str] | None = None) -> dict[str, t
 
     from .models import RunStatus
 
-    verdicts = Verdict.objects.filter(Exists(GoldLabel.objects.filter(trace_id=OuterRef("trace_id"))),
-                                      run__project=project, run__status=RunStatus.SUCCEEDED)
+    verdicts = Verdict.objects.filter(
+        Exists(GoldLabel.objects.filter(trace_id=OuterRef("trace_id"))),
+        run__project=project,
+        run__status=RunStatus.SUCCEEDED,
+    )
     if methods is not None:
         verdicts = verdicts.filter(run__method__in=methods)
     candidates: dict[str, list[tuple[int, int]]] = {}
-    per_run = (verdicts.order_by().values("run_id", "run__method").annotate(labelled=Count("id"))
-               .values_list("run__method", "run_id", "labelled"))
+    per_run = (
+        verdicts.order_by()
+        .values("run_id", "run__method")
+        .annotate(labelled=Count("id"))
+        .values_list("run__method", "run_id", "labelled")
+    )
     for method, run_id, labelled in per_run:
         candidates.setdefault(method, []).append((labelled, run_id))
     chosen = {method: _standing_run(runs) for method, runs in candidates.items()}
@@ -174,21 +272,25 @@ def _standing_run(runs: list[tuple[int, int]]) -> tuple[int, int]:
     return max(big, key=lambda r: r[1]) if big else max(runs)
 
 
-def project_spend(*, project) -> float:  # type: ignore[no-untyped-def]
+def project_spend(*, project) -> float:
     from django.db.models import Sum
 
     from .models import LlmCall
 
     # Requests in flight hold their maximum cost until they settle: that is reserved, not spent.
-    return float(LlmCall.objects.filter(project=project, reserved_until__isnull=True)
-                 .aggregate(total=Sum("cost"))["total"] or 0)
+    return float(
+        LlmCall.objects.filter(project=project, reserved_until__isnull=True).aggregate(total=Sum("cost"))[
+            "total"
+        ]
+        or 0
+    )
 
 
 # The most recent calls listed under a run's or a project's usage totals: enough to see a run's last trace.
 USAGE_ROWS = 50
 
 
-def llm_usage(*, project, run: AttributionRun | None = None) -> dict:  # type: ignore[no-untyped-def]
+def llm_usage(*, project, run: AttributionRun | None = None) -> dict:
     """The LLM usage of a project or one of its runs: totals of settled calls, with the tokens counted on this side
     (``estimated``: prompts of attempts that reached the server and failed) apart from those the provider reported,
     requests in flight (reserved, not spent) apart from both, and the most recent calls."""
@@ -200,11 +302,17 @@ def llm_usage(*, project, run: AttributionRun | None = None) -> dict:  # type: i
     settled = Q(reserved_until__isnull=True)
     tokens = F("input_tokens") + F("output_tokens")
     totals = calls.aggregate(
-        calls=Count("id", filter=settled & Q(cached=False)), cached=Count("id", filter=Q(cached=True)),
-        in_flight=Count("id", filter=~settled), reported=Sum(tokens, filter=settled & Q(estimated=False)),
-        estimated=Sum(tokens, filter=settled & Q(estimated=True)), cost=Sum("cost", filter=settled))
-    return {"totals": {name: value or 0 for name, value in totals.items()},
-            "recent": list(calls.order_by("-id")[:USAGE_ROWS])}
+        calls=Count("id", filter=settled & Q(cached=False)),
+        cached=Count("id", filter=Q(cached=True)),
+        in_flight=Count("id", filter=~settled),
+        reported=Sum(tokens, filter=settled & Q(estimated=False)),
+        estimated=Sum(tokens, filter=settled & Q(estimated=True)),
+        cost=Sum("cost", filter=settled),
+    )
+    return {
+        "totals": {name: value or 0 for name, value in totals.items()},
+        "recent": list(calls.order_by("-id")[:USAGE_ROWS]),
+    }
 
 
 # Buckets of the suspicion strip: a 10,000-step trace is drawn as 400 cells, each the most suspicious of its steps.
@@ -217,14 +325,21 @@ def suspicion_strip(scores: list[float]) -> list[dict]:
     size = max(1, -(-len(scores) // STRIP_CELLS))
     cells = []
     for start in range(0, len(scores), size):
-        chunk = scores[start:start + size]
+        chunk = scores[start : start + size]
         top = max(range(len(chunk)), key=lambda i: chunk[i])
-        cells.append({"step": start + top, "first": start, "last": start + len(chunk) - 1,
-                      "score": chunk[top], "level": min(9, int(chunk[top] * 10))})
+        cells.append(
+            {
+                "step": start + top,
+                "first": start,
+                "last": start + len(chunk) - 1,
+                "score": chunk[top],
+                "level": min(9, int(chunk[top] * 10)),
+            }
+        )
     return cells
 
 
-def trace_panel_context(trace: Trace, membership) -> dict:  # type: ignore[no-untyped-def]
+def trace_panel_context(trace: Trace, membership) -> dict:
     from .forms import StartRunForm
 
     verdicts = list(verdicts_for_trace(trace)[:30])
@@ -237,12 +352,23 @@ def trace_panel_context(trace: Trace, membership) -> dict:  # type: ignore[no-un
     pending = any(trace.pk in run.trace_ids for run in in_flight.only("trace_ids")[:50])
     gold = gold_for(trace)
     view = trace_view(trace)
-    return {"trace": trace, "membership": membership, "verdicts": list(latest.values()), "gold": gold,
-            "strip": suspicion_strip(newest_ok.scores) if newest_ok else [], "strip_verdict": newest_ok,
-            "pending": pending, "form": StartRunForm(initial={"with_ground_truth": True}),
-            "agent_graph": agent_graph_drawing(view, highlight=set(), gold=gold.agent_name if gold else "",
-                                               blamed=newest_ok.agent_name if newest_ok else ""),
-            "evidence": _evidence(view, newest_ok)}
+    return {
+        "trace": trace,
+        "membership": membership,
+        "verdicts": list(latest.values()),
+        "gold": gold,
+        "strip": suspicion_strip(newest_ok.scores) if newest_ok else [],
+        "strip_verdict": newest_ok,
+        "pending": pending,
+        "form": StartRunForm(initial={"with_ground_truth": True}),
+        "agent_graph": agent_graph_drawing(
+            view,
+            highlight=set(),
+            gold=gold.agent_name if gold else "",
+            blamed=newest_ok.agent_name if newest_ok else "",
+        ),
+        "evidence": _evidence(view, newest_ok),
+    }
 
 
 def _evidence(view: TraceView, verdict: Verdict | None) -> list[str]:
@@ -266,20 +392,33 @@ def agent_graph_drawing(view: TraceView, *, highlight: set[str], gold: str = "",
 
 
 def run_detail_context(run: AttributionRun) -> dict:
-    verdicts = list(Verdict.objects.filter(run=run).select_related("trace").prefetch_related("trace__gold_labels")
-                    .order_by("trace_id")[:500])
+    verdicts = list(
+        Verdict.objects.filter(run=run)
+        .select_related("trace")
+        .prefetch_related("trace__gold_labels")
+        .order_by("trace_id")[:500]
+    )
     rows = []
     for v in verdicts:
         gold = gold_for(v.trace)
-        rows.append({"verdict": v, "gold": gold,
-                     "agent_ok": bool(gold and v.status == "ok" and v.agent_name == gold.agent_name),
-                     "step_ok": bool(gold and v.status == "ok" and v.step_index == gold.step_index)})
+        rows.append(
+            {
+                "verdict": v,
+                "gold": gold,
+                "agent_ok": bool(gold and v.status == "ok" and v.agent_name == gold.agent_name),
+                "step_ok": bool(gold and v.status == "ok" and v.step_index == gold.step_index),
+            }
+        )
     return {"run": run, "rows": rows, "usage": llm_usage(project=run.project, run=run)}
 
 
-def reusable_run(*, project, method: str, trace_ids: list[int], with_ground_truth: bool) -> AttributionRun | None:  # type: ignore[no-untyped-def]
+def reusable_run(
+    *, project, method: str, trace_ids: list[int], with_ground_truth: bool
+) -> AttributionRun | None:
     wanted = sorted(trace_ids)
-    for run in AttributionRun.objects.filter(project=project, method=method, status="succeeded").order_by("-id")[:50]:
+    for run in AttributionRun.objects.filter(project=project, method=method, status="succeeded").order_by(
+        "-id"
+    )[:50]:
         if sorted(run.trace_ids) == wanted and run.params.get("with_ground_truth") == with_ground_truth:
             return run
     return None
@@ -302,50 +441,77 @@ def replay_inspector_context(verdict: Verdict, selected: int | None) -> dict:
         selected = (flips or replays)[-1]["number"]
     replay = replays[selected]
     first = min(replay.get("corrections") or [0])
-    original = list(Step.objects.filter(trace=verdict.trace, index__gte=first).select_related("agent")
-                    .order_by("index")[:300])
+    original = list(
+        Step.objects.filter(trace=verdict.trace, index__gte=first)
+        .select_related("agent")
+        .order_by("index")[:300]
+    )
     corrected = {int(k): v for k, v in (replay.get("corrected_content") or {}).items()}
-    return {"verdict": verdict, "replays": replays, "replay": replay, "first": first, "original": original,
-            "continuation": (replay.get("continuation") or [])[:300], "corrected": corrected,
-            "original_outcome": verdict.trace.get_outcome_display()}
+    return {
+        "verdict": verdict,
+        "replays": replays,
+        "replay": replay,
+        "first": first,
+        "original": original,
+        "continuation": (replay.get("continuation") or [])[:300],
+        "corrected": corrected,
+        "original_outcome": verdict.trace.get_outcome_display(),
+    }
 
 
-def campaigns_for_project(project_id: int, limit: int = 20) -> list:  # type: ignore[type-arg]
+def campaigns_for_project(project_id: int, limit: int = 20) -> list:
     from .models import InjectionCampaign
 
-    return list(InjectionCampaign.objects.filter(project_id=project_id).order_by("-created_at", "-id")[:limit])
+    return list(
+        InjectionCampaign.objects.filter(project_id=project_id).order_by("-created_at", "-id")[:limit]
+    )
 
 
-def campaign_detail_context(campaign, status: str = "") -> dict:  # type: ignore[no-untyped-def]
+def campaign_detail_context(campaign, status: str = "") -> dict:
     from .models import InjectionStatus
 
     injections = campaign.injections.select_related("origin", "result_trace").order_by("pk")
-    counts = dict(campaign.injections.values_list("status").annotate(n=Count("pk")).values_list("status", "n"))
+    counts = dict(
+        campaign.injections.values_list("status").annotate(n=Count("pk")).values_list("status", "n")
+    )
     if status in InjectionStatus.values:
         injections = injections.filter(status=status)
-    return {"campaign": campaign, "injections": list(injections[:500]), "status_filter": status,
-            "status_counts": [(value, label, counts.get(value, 0)) for value, label in InjectionStatus.choices]}
+    return {
+        "campaign": campaign,
+        "injections": list(injections[:500]),
+        "status_filter": status,
+        "status_counts": [(value, label, counts.get(value, 0)) for value, label in InjectionStatus.choices],
+    }
 
 
-def injection_inspector_context(injection) -> dict:  # type: ignore[no-untyped-def]
+def injection_inspector_context(injection) -> dict:
     """The origin run beside the faulty replay, both from the injected step, as the replay inspector shows them."""
     from .models import ReplayRecord
 
-    record = ReplayRecord.objects.filter(campaign_id=injection.campaign_id, trace_id=injection.origin_id,
-                                         key=injection.key).first()
+    record = ReplayRecord.objects.filter(
+        campaign_id=injection.campaign_id, trace_id=injection.origin_id, key=injection.key
+    ).first()
     first = injection.step_index if injection.step_index is not None else 0
-    original = list(Step.objects.filter(trace_id=injection.origin_id, index__gte=first).select_related("agent")
-                    .order_by("index")[:300])
+    original = list(
+        Step.objects.filter(trace_id=injection.origin_id, index__gte=first)
+        .select_related("agent")
+        .order_by("index")[:300]
+    )
     continuation = [dict(step) for step in (record.continuation if record else [])[:300]]
     recorded = {s.index: s.content for s in original}
     for step in continuation:  # where the replay parts from the recorded run
         step["changed"] = recorded.get(step.get("index")) != step.get("content")
-    return {"injection": injection, "record": record, "first": first, "original": original,
-            "continuation": continuation,
-            "flipped": bool(record and record.outcome == "failure")}
+    return {
+        "injection": injection,
+        "record": record,
+        "first": first,
+        "original": original,
+        "continuation": continuation,
+        "flipped": bool(record and record.outcome == "failure"),
+    }
 
 
-def evaluation_comparison(*, project, split: str) -> list[dict]:  # type: ignore[no-untyped-def]
+def evaluation_comparison(*, project, split: str) -> list[dict]:
     """Every evaluated method on this split, side by side, each scored over the traces of the run that stands for it
     (``evaluation_runs``). Rows over at least MIN_RANKED_TRACES traces come first, best exact step then agent
     accuracy; smaller ones follow, largest first, marked ``ranked: False``: their figures are too noisy to order.
@@ -356,13 +522,31 @@ def evaluation_comparison(*, project, split: str) -> list[dict]:  # type: ignore
         scored = _scored_run(run, split=split, labelled=labelled, stamp=stamp)
         if scored["result"] is not None:
             result = scored["result"]
-            rows.append({"method": method, "run": run, "labelled": labelled, "result": result,
-                         "pairs": _expand(scored["pairs"]), "errors": _expand(scored["errors"]),
-                         "small": labelled < MIN_RANKED_TRACES, "ranked": result["n"] >= MIN_RANKED_TRACES})
-    ranked = sorted((r for r in rows if r["ranked"]), key=lambda r: (
-        -r["result"]["step_accuracy"], -r["result"]["agent_accuracy"], r["method"]))
-    unranked = sorted((r for r in rows if not r["ranked"]), key=lambda r: (
-        -r["result"]["n"], -r["result"]["step_accuracy"], -r["result"]["agent_accuracy"], r["method"]))
+            rows.append(
+                {
+                    "method": method,
+                    "run": run,
+                    "labelled": labelled,
+                    "result": result,
+                    "pairs": _expand(scored["pairs"]),
+                    "errors": _expand(scored["errors"]),
+                    "small": labelled < MIN_RANKED_TRACES,
+                    "ranked": result["n"] >= MIN_RANKED_TRACES,
+                }
+            )
+    ranked = sorted(
+        (r for r in rows if r["ranked"]),
+        key=lambda r: (-r["result"]["step_accuracy"], -r["result"]["agent_accuracy"], r["method"]),
+    )
+    unranked = sorted(
+        (r for r in rows if not r["ranked"]),
+        key=lambda r: (
+            -r["result"]["n"],
+            -r["result"]["step_accuracy"],
+            -r["result"]["agent_accuracy"],
+            r["method"],
+        ),
+    )
     return ranked + unranked
 
 
@@ -373,15 +557,16 @@ def evaluation_comparison(*, project, split: str) -> list[dict]:  # type: ignore
 SCORE_CACHE_SECONDS = 24 * 3600
 
 
-def _expand(counted: list) -> list:  # type: ignore[type-arg]
+def _expand(counted: list) -> list:
     return [value for value, n in counted for _ in range(n)]
 
 
-def _gold_stamp(project) -> str:  # type: ignore[no-untyped-def]
+def _gold_stamp(project) -> str:
     from django.db.models import Max
 
-    found = GoldLabel.objects.filter(trace__project=project).aggregate(n=Count("id"), top=Max("id"),
-                                                                       newest=Max("created_at"))
+    found = GoldLabel.objects.filter(trace__project=project).aggregate(
+        n=Count("id"), top=Max("id"), newest=Max("created_at")
+    )
     newest = found["newest"].timestamp() if found["newest"] else 0
     return f"{found['n']}-{found['top']}-{newest}"
 
@@ -400,55 +585,92 @@ def _scored_run(run: AttributionRun, *, split: str, labelled: int, stamp: str) -
         # bytes to keep, where the records themselves would be ~1 MB at 20,000 traces.
         pairs = Counter((r.gold_agent, r.pred_agent) for r in records)
         errors = Counter(r.pred_step - r.gold_step if r.pred_step >= 0 else None for r in records)
-        scored = {"result": score(records) if records else None, "pairs": list(pairs.items()),
-                  "errors": list(errors.items())}
+        scored = {
+            "result": score(records) if records else None,
+            "pairs": list(pairs.items()),
+            "errors": list(errors.items()),
+        }
         cache.set(key, scored, SCORE_CACHE_SECONDS)
     return scored
 
 
 # The trivial baselines of attribution.evaluation.baselines, in plain words, in the order the page lists them.
-BASELINE_NAMES = {"majority": "most blamed agent / commonest step (fitted on other traces)",
-                  "first": "first agent action", "last": "last agent action", "random": "random acting agent",
-                  "random_blamed": "random among ever-blamed agents"}
+BASELINE_NAMES = {
+    "majority": "most blamed agent / commonest step (fitted on other traces)",
+    "first": "first agent action",
+    "last": "last agent action",
+    "random": "random acting agent",
+    "random_blamed": "random among ever-blamed agents",
+}
 # The same, shorter and per figure, for the chart's dashed lines.
 _CHART_BASELINE_NAMES = {
-    "agent": {"majority": "most blamed agent", "random": "random acting agent",
-              "random_blamed": "random ever-blamed agent"},
+    "agent": {
+        "majority": "most blamed agent",
+        "random": "random acting agent",
+        "random_blamed": "random ever-blamed agent",
+    },
     "step": {"majority": "commonest step", "random": "random step", "random_blamed": "random step"},
 }
 
 
-def baseline_rows(result: dict) -> list[dict]:  # type: ignore[type-arg]
+def baseline_rows(result: dict) -> list[dict]:
     """A scored result's baselines as table rows, with the strongest per figure marked."""
     from .evaluation import best_baseline
 
     best = {figure: best_baseline(result, figure)[0] for figure in ("agent", "step")}
     found = result["baselines"]
     names = [n for n in BASELINE_NAMES if n in found] + [n for n in found if n not in BASELINE_NAMES]
-    return [{"name": name, "label": BASELINE_NAMES.get(name, name), **found[name],
-             "best_agent": name == best["agent"], "best_step": name == best["step"]} for name in names]
+    return [
+        {
+            "name": name,
+            "label": BASELINE_NAMES.get(name, name),
+            **found[name],
+            "best_agent": name == best["agent"],
+            "best_step": name == best["step"],
+        }
+        for name in names
+    ]
 
 
-def evaluation_chart(comparison: list[dict], reference: dict | None) -> dict:  # type: ignore[type-arg]
+def evaluation_chart(comparison: list[dict], reference: dict | None) -> dict:
     """The comparison as an accuracy chart, with the best baselines of ``reference``'s traces as dashed lines."""
     from .charts import accuracy_chart
     from .evaluation import best_baseline
 
-    rows = [{"label": r["method"], "agent": res["agent_accuracy"], "agent_ci": res["intervals"]["agent"],
-             "step": res["step_accuracy"], "step_ci": res["intervals"]["step"], "n": res["n"], "muted": not r["ranked"]}
-            for r in comparison for res in (r["result"],)]
+    rows = [
+        {
+            "label": r["method"],
+            "agent": res["agent_accuracy"],
+            "agent_ci": res["intervals"]["agent"],
+            "step": res["step_accuracy"],
+            "step_ci": res["intervals"]["step"],
+            "n": res["n"],
+            "muted": not r["ranked"],
+        }
+        for r in comparison
+        for res in (r["result"],)
+    ]
     lines = []
     if reference is not None:
         for figure in ("agent", "step"):
             name, value = best_baseline(reference["result"], figure)
             label = _CHART_BASELINE_NAMES[figure].get(name) or BASELINE_NAMES.get(name, name)
-            lines.append({"label": label, "agent": value if figure == "agent" else None,
-                          "step": value if figure == "step" else None})
-    return accuracy_chart(rows, lines, chart_id="evaluation-chart",
-                          title="Agent and step accuracy of each evaluated method, with 95% intervals")
+            lines.append(
+                {
+                    "label": label,
+                    "agent": value if figure == "agent" else None,
+                    "step": value if figure == "step" else None,
+                }
+            )
+    return accuracy_chart(
+        rows,
+        lines,
+        chart_id="evaluation-chart",
+        title="Agent and step accuracy of each evaluated method, with 95% intervals",
+    )
 
 
-def evaluation_page(*, project, method: str, split: str) -> dict:  # type: ignore[no-untyped-def, type-arg]
+def evaluation_page(*, project, method: str, split: str) -> dict:
     """Everything the evaluation page shows, each run chosen and scored once (so ``evaluation_records`` runs once per
     method): the ranked comparison, the selected method's row with its baselines, confusion matrix and step-error
     histogram, the accuracy chart, and apart from all of them the "single-trace runs" (fewer than
@@ -461,18 +683,25 @@ def evaluation_page(*, project, method: str, split: str) -> dict:  # type: ignor
     selected = next((r for r in comparison if r["method"] == method), None)
     # Baselines are drawn from the run over the most traces: its figures are the steadiest.
     reference = max(comparison, key=lambda r: r["result"]["n"], default=None)
-    return {"comparison": comparison, "single_runs": single, "selected": selected,
-            "selected_single": next((r for r in single if r["method"] == method), None),
-            "run": selected["run"] if selected else None, "result": selected["result"] if selected else None,
-            "baselines": baseline_rows(selected["result"]) if selected else [], "reference": reference,
-            "reference_baselines": baseline_rows(reference["result"]) if reference else [],
-            "chart": evaluation_chart(comparison, reference), "min_ranked": MIN_RANKED_TRACES,
-            "confusion": confusion_matrix(selected["pairs"] if selected else []),
-            "histogram": step_error_histogram(selected["errors"] if selected else []),
-            "labelled": labelled_count(project=project, split=split)}
+    return {
+        "comparison": comparison,
+        "single_runs": single,
+        "selected": selected,
+        "selected_single": next((r for r in single if r["method"] == method), None),
+        "run": selected["run"] if selected else None,
+        "result": selected["result"] if selected else None,
+        "baselines": baseline_rows(selected["result"]) if selected else [],
+        "reference": reference,
+        "reference_baselines": baseline_rows(reference["result"]) if reference else [],
+        "chart": evaluation_chart(comparison, reference),
+        "min_ranked": MIN_RANKED_TRACES,
+        "confusion": confusion_matrix(selected["pairs"] if selected else []),
+        "histogram": step_error_histogram(selected["errors"] if selected else []),
+        "labelled": labelled_count(project=project, split=split),
+    }
 
 
-def labelled_count(*, project, split: str = "all") -> int:  # type: ignore[no-untyped-def]
+def labelled_count(*, project, split: str = "all") -> int:
     """How many of the project's traces have a gold label (in the split): ``labelled_traces`` without loading the
     traces' wide columns, and with EXISTS instead of a SELECT DISTINCT over every one of them."""
     from django.db.models import Exists, OuterRef
@@ -482,5 +711,8 @@ def labelled_count(*, project, split: str = "all") -> int:  # type: ignore[no-un
     traces = Trace.objects.filter(Exists(GoldLabel.objects.filter(trace_id=OuterRef("pk"))), project=project)
     if split == "all":
         return traces.count()
-    return sum(1 for fmt, external, name in traces.values_list("source_format", "external_id", "name")
-               if split_of(source_format=fmt, external_id=external, name=name) == split)
+    return sum(
+        1
+        for fmt, external, name in traces.values_list("source_format", "external_id", "name")
+        if split_of(source_format=fmt, external_id=external, name=name) == split
+    )

@@ -39,27 +39,43 @@ def start_run_task(self, run_id: int) -> None:
         missing = [t for t in run.trace_ids if t not in done]
         if services.is_offline(run):  # batches of traces: one task, one transaction, one run-row update each
             size = services.offline_batch_size(len(missing))
-            batches = [missing[i:i + size] for i in range(0, len(missing), size)]
+            batches = [missing[i : i + size] for i in range(0, len(missing), size)]
             for start in range(0, len(batches), FAN_OUT_CHUNK):
-                group(attribute_traces_task.s(run_id, b) for b in batches[start:start + FAN_OUT_CHUNK]).apply_async()
+                group(
+                    attribute_traces_task.s(run_id, b) for b in batches[start : start + FAN_OUT_CHUNK]
+                ).apply_async()
         else:
             for start in range(0, len(missing), FAN_OUT_CHUNK):
-                group(attribute_trace_task.s(run_id, t) for t in missing[start:start + FAN_OUT_CHUNK]).apply_async()
+                group(
+                    attribute_trace_task.s(run_id, t) for t in missing[start : start + FAN_OUT_CHUNK]
+                ).apply_async()
         if not missing:
             services.run_execute_inline(run=run)  # nothing left: just close it
 
 
 # Step-by-step may make one call per step; at the gateway's 120 s timeout a long trace needs far more than the default
 # 10 minutes, so this task alone gets an hour before it is stopped.
-@shared_task(base=JobTask, bind=True, name="attribution.attribute_trace", fail_job=_run_fail, soft_time_limit=3600,
-             time_limit=3660)
+@shared_task(
+    base=JobTask,
+    bind=True,
+    name="attribution.attribute_trace",
+    fail_job=_run_fail,
+    soft_time_limit=3600,
+    time_limit=3660,
+)
 def attribute_trace_task(self, run_id: int, trace_id: int) -> None:
     with self.heartbeat(AttributionRun.live_rows(run_id)):
         services.run_trace(run_id=run_id, trace_id=trace_id)
 
 
-@shared_task(base=JobTask, bind=True, name="attribution.attribute_traces", fail_job=_run_fail, soft_time_limit=600,
-             time_limit=660)
+@shared_task(
+    base=JobTask,
+    bind=True,
+    name="attribution.attribute_traces",
+    fail_job=_run_fail,
+    soft_time_limit=600,
+    time_limit=660,
+)
 def attribute_traces_task(self, run_id: int, trace_ids: list[int]) -> None:
     """A batch of an offline method's traces (``services.OFFLINE_BATCH``); a redelivery skips the written ones."""
     with self.heartbeat(AttributionRun.live_rows(run_id)):
@@ -92,10 +108,13 @@ def start_campaign_task(self, campaign_id: int) -> None:
         if campaign.status != CampaignStatus.RUNNING:
             return
         services.campaign_plan(campaign=campaign)
-        pending = list(Injection.objects.filter(campaign=campaign, status=InjectionStatus.PENDING)
-                       .order_by("pk").values_list("pk", flat=True))
+        pending = list(
+            Injection.objects.filter(campaign=campaign, status=InjectionStatus.PENDING)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
         for start in range(0, len(pending), FAN_OUT_CHUNK):
-            group(inject_task.s(i) for i in pending[start:start + FAN_OUT_CHUNK]).apply_async()
+            group(inject_task.s(i) for i in pending[start : start + FAN_OUT_CHUNK]).apply_async()
         services.campaign_finish_if_done(campaign_id)  # nothing pending: close it now
 
 
@@ -115,11 +134,15 @@ def reap_jobs_task(stale_after: int | None = None, running_after: int | None = N
     quiet; fail those out of attempts."""
     from django.conf import settings
 
-    return services.jobs_reap(stale_after=stale_after or settings.CULPRIT_REAP_RUN_AFTER,
-                              running_after=running_after or settings.CULPRIT_REAP_RUNNING_AFTER)
+    return services.jobs_reap(
+        stale_after=stale_after or settings.CULPRIT_REAP_RUN_AFTER,
+        running_after=running_after or settings.CULPRIT_REAP_RUNNING_AFTER,
+    )
 
 
-@shared_task(base=JobTask, bind=True, name="attribution.distill_schemas", soft_time_limit=3600, time_limit=3660)
+@shared_task(
+    base=JobTask, bind=True, name="attribution.distill_schemas", soft_time_limit=3600, time_limit=3660
+)
 def distill_schemas_task(self, project_id: int) -> None:
     """Distil the project's verified cases into error schemas. Re-delivery is harmless: cases already distilled are
     skipped (an exemplar is unique per schema, trace and step)."""
@@ -130,7 +153,9 @@ def distill_schemas_task(self, project_id: int) -> None:
     schemas_distill(project=Project.objects.get(pk=project_id))
 
 
-@shared_task(base=JobTask, bind=True, name="attribution.train_attributor", soft_time_limit=3600, time_limit=3660)
+@shared_task(
+    base=JobTask, bind=True, name="attribution.train_attributor", soft_time_limit=3600, time_limit=3660
+)
 def train_attributor_task(self, model_id: int) -> None:
     """Train one learned attributor. Everything is written at the end in one transaction: a re-delivery after a
     crash trains again from scratch."""

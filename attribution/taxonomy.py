@@ -62,7 +62,7 @@ _HUMAN = {
     "trail.language_only": "Stated something it never saw (TRAIL: Language-only)",
     "trail.tool_related": "Made up a tool, a tool call or its result (TRAIL: Tool-related)",
     "trail.poor_information_retrieval": "Retrieved the wrong or too little information (TRAIL: Poor Information "
-                                        "Retrieval)",
+    "Retrieval)",
     "trail.tool_output_misinterpretation": "Misread a tool's output (TRAIL: Tool Output Misinterpretation)",
     "trail.incorrect_problem_identification": "Misunderstood the problem (TRAIL: Incorrect Problem Identification)",
     "trail.formatting_errors": "Badly formatted output or tool call (TRAIL: Formatting Errors)",
@@ -85,29 +85,63 @@ _HUMAN = {
 
 _AGENT_ERROR_TAXONOMY = {
     "memory": ["over-simplification", "retrieval failure", "hallucination"],
-    "reflection": ["progress misjudgement", "outcome misinterpretation", "causal misattribution", "hallucination"],
+    "reflection": [
+        "progress misjudgement",
+        "outcome misinterpretation",
+        "causal misattribution",
+        "hallucination",
+    ],
     "planning": ["constraint ignorance", "impossible action", "inefficient plan"],
     "action": ["misalignment", "invalid action", "format error", "parameter error"],
     "system": ["step limit", "tool execution error", "LLM limit", "environment error"],
 }
 
 _MAST = {
-    "1 specification": ["disobey task specification", "disobey role specification", "step repetition",
-                        "loss of conversation history", "unaware of termination conditions"],
-    "2 inter-agent misalignment": ["conversation reset", "fail to ask for clarification", "task derailment",
-                                   "information withholding", "ignored other agent's input",
-                                   "reasoning-action mismatch"],
+    "1 specification": [
+        "disobey task specification",
+        "disobey role specification",
+        "step repetition",
+        "loss of conversation history",
+        "unaware of termination conditions",
+    ],
+    "2 inter-agent misalignment": [
+        "conversation reset",
+        "fail to ask for clarification",
+        "task derailment",
+        "information withholding",
+        "ignored other agent's input",
+        "reasoning-action mismatch",
+    ],
     "3 verification": ["premature termination", "no or incomplete verification", "incorrect verification"],
 }
 
 _TRAIL = {
-    "reasoning": ["Language-only", "Tool-related", "Poor Information Retrieval", "Tool Output Misinterpretation",
-                  "Incorrect Problem Identification", "Formatting Errors", "Instruction Non-compliance"],
-    "system execution": ["Tool Selection Errors", "Tool Definition Issues", "Environment Setup Errors",
-                         "Rate Limiting", "Authentication Errors", "Service Errors", "Resource Not Found",
-                         "Resource Exhaustion", "Timeout Issues"],
-    "planning and coordination": ["Context Handling Failures", "Resource Abuse", "Goal Deviation",
-                                  "Task Orchestration"],
+    "reasoning": [
+        "Language-only",
+        "Tool-related",
+        "Poor Information Retrieval",
+        "Tool Output Misinterpretation",
+        "Incorrect Problem Identification",
+        "Formatting Errors",
+        "Instruction Non-compliance",
+    ],
+    "system execution": [
+        "Tool Selection Errors",
+        "Tool Definition Issues",
+        "Environment Setup Errors",
+        "Rate Limiting",
+        "Authentication Errors",
+        "Service Errors",
+        "Resource Not Found",
+        "Resource Exhaustion",
+        "Timeout Issues",
+    ],
+    "planning and coordination": [
+        "Context Handling Failures",
+        "Resource Abuse",
+        "Goal Deviation",
+        "Task Orchestration",
+    ],
 }
 
 
@@ -118,8 +152,9 @@ def _slug(text: str) -> str:
 def _build() -> dict[str, Category]:
     out: dict[str, Category] = {}
     for code, category in _build_labels().items():
-        out[code] = Category(category.code, category.label, category.family, category.group,
-                             _HUMAN.get(code, category.label))
+        out[code] = Category(
+            category.code, category.label, category.family, category.group, _HUMAN.get(code, category.label)
+        )
     return out
 
 

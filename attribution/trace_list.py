@@ -50,15 +50,20 @@ VS_GOLD = [("", "Any"), ("differs", "Verdict ≠ gold"), ("agrees", "Verdict = g
 
 def _latest_verdicts() -> QuerySet[Verdict]:
     # Served by the verdict_trace_recent index (trace, -created_at): one short index walk per trace of the page.
-    return (Verdict.objects.filter(trace=OuterRef("pk"), status=VerdictStatus.OK)
-            .order_by("-created_at", "-id"))
+    return Verdict.objects.filter(trace=OuterRef("pk"), status=VerdictStatus.OK).order_by(
+        "-created_at", "-id"
+    )
 
 
 def _preferred_gold(trace: str = "pk") -> QuerySet[GoldLabel]:
     """The gold label ``gold_for`` picks, as a subquery (of the outer query's ``trace`` column): adjudicated, then
     annotator, then the rest, newest first."""
-    rank = Case(When(source="adjudicated", then=Value(0)), When(source="annotator", then=Value(1)),
-                default=Value(2), output_field=IntegerField())
+    rank = Case(
+        When(source="adjudicated", then=Value(0)),
+        When(source="annotator", then=Value(1)),
+        default=Value(2),
+        output_field=IntegerField(),
+    )
     return GoldLabel.objects.filter(trace=OuterRef(trace)).order_by(rank, "-id")
 
 
@@ -68,8 +73,11 @@ _LATEST = {"v_agent": "agent_name", "v_step": "step_index", "v_method": "method"
 
 def _with_latest(traces: QuerySet[Trace], *names: str) -> QuerySet[Trace]:
     """``traces`` annotated with the latest verdict's ``names`` (of ``_LATEST``), each once."""
-    missing = {n: Subquery(_latest_verdicts().values(_LATEST[n])[:1]) for n in names
-               if n not in traces.query.annotations}
+    missing = {
+        n: Subquery(_latest_verdicts().values(_LATEST[n])[:1])
+        for n in names
+        if n not in traces.query.annotations
+    }
     return traces.annotate(**missing) if missing else traces
 
 
@@ -93,9 +101,14 @@ class VerdictColumns:
         versus = params.get("verdict_vs_gold")
         if versus in ("differs", "agrees"):
             gold = _preferred_gold()
-            traces = _with_latest(traces, "v_agent", "v_step").annotate(
-                g_agent=Subquery(gold.values("agent_name")[:1]), g_step=Subquery(gold.values("step_index")[:1]),
-            ).filter(latest_verdict_id__isnull=False, g_agent__isnull=False)
+            traces = (
+                _with_latest(traces, "v_agent", "v_step")
+                .annotate(
+                    g_agent=Subquery(gold.values("agent_name")[:1]),
+                    g_step=Subquery(gold.values("step_index")[:1]),
+                )
+                .filter(latest_verdict_id__isnull=False, g_agent__isnull=False)
+            )
             # Spelled out rather than exclude(same): NOT (v_step = g_step) is NULL, not true, for a stepless verdict.
             same = Q(v_agent=F("g_agent"), v_step=F("g_step"))
             differs = Q(v_step__isnull=True) | ~Q(v_agent=F("g_agent")) | ~Q(v_step=F("g_step"))
@@ -115,24 +128,49 @@ class VerdictColumns:
         if not ids:
             return fields
         gold = _preferred_gold("trace_id")
-        rows = (Verdict.objects.filter(pk__in=ids)
-                .annotate(g_agent=Subquery(gold.values("agent_name")[:1]),
-                          g_step=Subquery(gold.values("step_index")[:1]))
-                .values("trace_id", "run_id", "method", "agent_name", "step_index", "confidence", "created_at",
-                        "g_agent", "g_step"))
+        rows = (
+            Verdict.objects.filter(pk__in=ids)
+            .annotate(
+                g_agent=Subquery(gold.values("agent_name")[:1]),
+                g_step=Subquery(gold.values("step_index")[:1]),
+            )
+            .values(
+                "trace_id",
+                "run_id",
+                "method",
+                "agent_name",
+                "step_index",
+                "confidence",
+                "created_at",
+                "g_agent",
+                "g_step",
+            )
+        )
         for row in rows:
-            correct = None if row["g_agent"] is None else (
-                row["g_agent"] == row["agent_name"] and row["g_step"] == row["step_index"])
-            fields[row["trace_id"]] = {"verdict": {
-                "agent": row["agent_name"], "step": row["step_index"], "method": row["method"], "run": row["run_id"],
-                "confidence": row["confidence"], "created_at": row["created_at"], "correct": correct}}
+            correct = (
+                None
+                if row["g_agent"] is None
+                else (row["g_agent"] == row["agent_name"] and row["g_step"] == row["step_index"])
+            )
+            fields[row["trace_id"]] = {
+                "verdict": {
+                    "agent": row["agent_name"],
+                    "step": row["step_index"],
+                    "method": row["method"],
+                    "run": row["run_id"],
+                    "confidence": row["confidence"],
+                    "created_at": row["created_at"],
+                    "correct": correct,
+                }
+            }
         return fields
 
     def cells(self, traces: list[Trace]) -> dict[int, list[Cell]]:
         """Two queries for the page: its latest verdicts (ids annotated by ``annotate``) and its gold labels."""
         ids = [pk for t in traces if (pk := getattr(t, "latest_verdict_id", None))]
-        verdicts = Verdict.objects.only("trace_id", "method", "agent_name", "step_index", "confidence",
-                                        "created_at").in_bulk(ids)
+        verdicts = Verdict.objects.only(
+            "trace_id", "method", "agent_name", "step_index", "confidence", "created_at"
+        ).in_bulk(ids)
         golds: dict[int, list[GoldLabel]] = {}
         for label in GoldLabel.objects.filter(trace_id__in=[v.trace_id for v in verdicts.values()]):
             golds.setdefault(label.trace_id, []).append(label)
@@ -143,13 +181,18 @@ class VerdictColumns:
         gold = _pick_gold(labels)
         step = "no step" if verdict.step_index is None else f"step {verdict.step_index}"
         text = f"{verdict.agent_name or 'no agent'} @ {'–' if verdict.step_index is None else verdict.step_index}"
-        title = f"{verdict.method} verdict of {verdict.created_at:%Y-%m-%d %H:%M}: {verdict.agent_name} at {step}"
+        title = (
+            f"{verdict.method} verdict of {verdict.created_at:%Y-%m-%d %H:%M}: {verdict.agent_name} at {step}"
+        )
         css = "verdict"
         if gold is not None:
             agrees = gold.agent_name == verdict.agent_name and gold.step_index == verdict.step_index
             css += " agrees" if agrees else " differs"
-            title += "; agrees with the gold label" if agrees else (
-                f"; the gold label says {gold.agent_name} at step {gold.step_index}")
+            title += (
+                "; agrees with the gold label"
+                if agrees
+                else (f"; the gold label says {gold.agent_name} at step {gold.step_index}")
+            )
         href = reverse("tracing:trace_detail", args=[verdict.trace_id])
         if verdict.step_index is not None:
             href += f"?step={verdict.step_index}#step-{verdict.step_index}"
@@ -165,29 +208,43 @@ def _pick_gold(labels: list[GoldLabel]) -> GoldLabel | None:
 def step_scores(trace: Trace, first: int, last: int) -> StepScores | None:
     """The newest answered verdict's scores for steps ``first``..``last``. On PostgreSQL only the window's slice of
     the scores list leaves the database (a verdict of a 100,000-step trace stores 100,000 numbers)."""
-    verdicts = (Verdict.objects.filter(trace=trace, status=VerdictStatus.OK).exclude(scores=[])
-                .order_by("-created_at", "-id"))
+    verdicts = (
+        Verdict.objects.filter(trace=trace, status=VerdictStatus.OK)
+        .exclude(scores=[])
+        .order_by("-created_at", "-id")
+    )
     if connection.vendor == "postgresql":
-        window = RawSQL('jsonb_path_query_array("attribution_verdict"."scores", %s::jsonpath)',
-                        [f"$[{int(first)} to {int(last)}]"], output_field=JSONField())
-        row = verdicts.annotate(window=window).values("method", "agent_name", "step_index", "created_at",
-                                                      "window").first()
+        window = RawSQL(
+            'jsonb_path_query_array("attribution_verdict"."scores", %s::jsonpath)',
+            [f"$[{int(first)} to {int(last)}]"],
+            output_field=JSONField(),
+        )
+        row = (
+            verdicts.annotate(window=window)
+            .values("method", "agent_name", "step_index", "created_at", "window")
+            .first()
+        )
         offset = first
     else:
         row = verdicts.values("method", "agent_name", "step_index", "created_at", "scores").first()
         if row:
-            row["window"], offset = row["scores"][first:last + 1], first
+            row["window"], offset = row["scores"][first : last + 1], first
     if row is None:
         return None
     scores = {offset + i: _unit(s) for i, s in enumerate(row["window"] or [])}
     label = f"{row['method']} verdict of {row['created_at']:%Y-%m-%d %H:%M}"
-    return StepScores(label=label, scores=scores, blamed_agent=row["agent_name"], blamed_step=row["step_index"])
+    return StepScores(
+        label=label, scores=scores, blamed_agent=row["agent_name"], blamed_step=row["step_index"]
+    )
 
 
 def _unit(score: Any) -> float:
     try:
         return min(1.0, max(0.0, float(score)))
-    except (TypeError, ValueError):  # a hand-written or foreign verdict: draw nothing rather than fail the page
+    except (
+        TypeError,
+        ValueError,
+    ):  # a hand-written or foreign verdict: draw nothing rather than fail the page
         return 0.0
 
 
@@ -196,19 +253,28 @@ def _nullable(kind: str, **extra: Any) -> dict[str, Any]:
 
 
 VERDICT_SCHEMA: dict[str, Any] = {
-    "anyOf": [{
-        "type": "object", "title": "LatestVerdict",
-        "properties": {
-            "agent": {"type": "string", "description": "the blamed agent; empty when the verdict names none"},
-            "step": _nullable("integer", description="the blamed step's index"),
-            "method": {"type": "string", "description": "the attribution method that gave the verdict"},
-            "run": {"type": "integer", "description": "id of the attribution run the verdict belongs to"},
-            "confidence": _nullable("number"),
-            "created_at": {"type": "string", "format": "date-time"},
-            "correct": _nullable("boolean", description="agent and step are the gold label's; null: no gold label"),
+    "anyOf": [
+        {
+            "type": "object",
+            "title": "LatestVerdict",
+            "properties": {
+                "agent": {
+                    "type": "string",
+                    "description": "the blamed agent; empty when the verdict names none",
+                },
+                "step": _nullable("integer", description="the blamed step's index"),
+                "method": {"type": "string", "description": "the attribution method that gave the verdict"},
+                "run": {"type": "integer", "description": "id of the attribution run the verdict belongs to"},
+                "confidence": _nullable("number"),
+                "created_at": {"type": "string", "format": "date-time"},
+                "correct": _nullable(
+                    "boolean", description="agent and step are the gold label's; null: no gold label"
+                ),
+            },
+            "required": ["agent", "step", "method", "run", "confidence", "created_at", "correct"],
         },
-        "required": ["agent", "step", "method", "run", "confidence", "created_at", "correct"],
-    }, {"type": "null"}],
+        {"type": "null"},
+    ],
     "description": "the trace's latest answered verdict; null when it has none",
 }
 
@@ -234,16 +300,30 @@ def openapi_extend(schema: dict[str, Any]) -> None:
         return
     params = operation.setdefault("parameters", [])
     known = {p.get("name") for p in params}
-    for name, choices, text in (("has_verdict", YES_NO, "Traces with (yes) or without (no) a verdict"),
-                                ("verdict_vs_gold", VS_GOLD,
-                                 "differs: the latest verdict's agent or step is not the gold label's; agrees: it is")):
+    for name, choices, text in (
+        ("has_verdict", YES_NO, "Traces with (yes) or without (no) a verdict"),
+        (
+            "verdict_vs_gold",
+            VS_GOLD,
+            "differs: the latest verdict's agent or step is not the gold label's; agrees: it is",
+        ),
+    ):
         if name not in known:
-            params.append({"in": "query", "name": name, "required": False, "description": text,
-                           "schema": {"type": "string", "enum": [c for c, _ in choices], "default": ""}})
+            params.append(
+                {
+                    "in": "query",
+                    "name": name,
+                    "required": False,
+                    "description": text,
+                    "schema": {"type": "string", "enum": [c for c, _ in choices], "default": ""},
+                }
+            )
     for param in params:
         if param.get("name") == "ordering" and "verdict" not in param.get("description", ""):
-            param["description"] = (param.get("description", "") + " Also verdict / -verdict: the latest verdict's "
-                                    "agent, then step, then method; traces without one last.").strip()
+            param["description"] = (
+                param.get("description", "") + " Also verdict / -verdict: the latest verdict's "
+                "agent, then step, then method; traces without one last."
+            ).strip()
     item = _trace_item_schema(schema, operation)
     if item is not None:
         item.setdefault("properties", {})["verdict"] = VERDICT_SCHEMA

@@ -38,7 +38,7 @@ def trace_panel(request: HttpRequest, trace_id: int) -> HttpResponse:
     return render(request, "attribution/trace_panel.html", _panel_context(trace, membership))
 
 
-def _panel_context(trace, membership: Membership) -> dict:  # type: ignore[no-untyped-def, type-arg]
+def _panel_context(trace, membership: Membership) -> dict:
     # The Attribute form preselects the project's default method (set on its models page).
     form = StartRunForm(initial={"with_ground_truth": True}, project=trace.project)
     return selectors.trace_panel_context(trace, membership) | {"form": form}
@@ -53,9 +53,14 @@ def trace_attribute(request: HttpRequest, trace_id: int) -> HttpResponse:
     error = ""
     if form.is_valid():
         try:
-            services.run_create(project=trace.project, method=form.cleaned_data["method"], trace_ids=[trace.pk],
-                                user=request.user, with_ground_truth=form.cleaned_data["with_ground_truth"],
-                                description=f"trace {trace.name}")
+            services.run_create(
+                project=trace.project,
+                method=form.cleaned_data["method"],
+                trace_ids=[trace.pk],
+                user=request.user,
+                with_ground_truth=form.cleaned_data["with_ground_truth"],
+                description=f"trace {trace.name}",
+            )
         except MethodError as exc:
             error = str(exc)
     if not request.htmx:
@@ -69,8 +74,11 @@ def trace_attribute(request: HttpRequest, trace_id: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def run_list(request: HttpRequest, slug: str) -> HttpResponse:
     membership = tracing_selectors.membership_for_user(user=request.user, slug=slug)
-    form = StartRunForm(request.POST) if request.method == "POST" else StartRunForm(
-        initial={"with_ground_truth": True}, project=membership.project)
+    form = (
+        StartRunForm(request.POST)
+        if request.method == "POST"
+        else StartRunForm(initial={"with_ground_truth": True}, project=membership.project)
+    )
     if request.method == "POST":
         _contributor(membership)
         if form.is_valid():
@@ -79,25 +87,45 @@ def run_list(request: HttpRequest, slug: str) -> HttpResponse:
                 return redirect("attribution:run_detail", run_id=run.pk)
             except MethodError as exc:
                 form.add_error(None, str(exc))
-    context = {"project": membership.project, "membership": membership, "form": form,
-               "runs": selectors.runs_for_project(membership.project.pk), "sandbox_form": SandboxForm()}
+    context = {
+        "project": membership.project,
+        "membership": membership,
+        "form": form,
+        "runs": selectors.runs_for_project(membership.project.pk),
+        "sandbox_form": SandboxForm(),
+    }
     return render(request, "attribution/run_list.html", context, status=400 if form.errors else 200)
 
 
 def _start_filtered_run(request: HttpRequest, membership: Membership, data: dict) -> AttributionRun:
     filters = tracing_selectors.TraceFilters(q=data["q"], has_gold=data["gold"], source_format=data["format"])
-    ids = list(tracing_selectors.trace_list(project=membership.project, filters=filters).values_list("pk", flat=True))
-    described = ", ".join(f"{k}={v}" for k, v in (("search", data["q"]), ("gold", data["gold"]),
-                                                   ("format", data["format"])) if v) or "all traces"
-    return services.run_create(project=membership.project, method=data["method"], trace_ids=ids, user=request.user,
-                               with_ground_truth=data["with_ground_truth"], description=described)
+    ids = list(
+        tracing_selectors.trace_list(project=membership.project, filters=filters).values_list("pk", flat=True)
+    )
+    described = (
+        ", ".join(
+            f"{k}={v}"
+            for k, v in (("search", data["q"]), ("gold", data["gold"]), ("format", data["format"]))
+            if v
+        )
+        or "all traces"
+    )
+    return services.run_create(
+        project=membership.project,
+        method=data["method"],
+        trace_ids=ids,
+        user=request.user,
+        with_ground_truth=data["with_ground_truth"],
+        description=described,
+    )
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = get_object_or_404(AttributionRun.objects.select_related("project"), pk=run_id,
-                            project__memberships__user=request.user)
+    run = get_object_or_404(
+        AttributionRun.objects.select_related("project"), pk=run_id, project__memberships__user=request.user
+    )
     membership = Membership.objects.get(project=run.project, user=request.user)
     if request.method == "POST":
         _contributor(membership)
@@ -117,8 +145,13 @@ def evaluation(request: HttpRequest, slug: str) -> HttpResponse:
     data = form.cleaned_data if form.is_valid() else {"method": preselected, "split": "all"}
     method, split = data.get("method") or preselected, data.get("split") or "all"
     context = selectors.evaluation_page(project=membership.project, method=method, split=split)
-    context |= {"project": membership.project, "membership": membership, "form": form, "method": method,
-                "split": split}
+    context |= {
+        "project": membership.project,
+        "membership": membership,
+        "form": form,
+        "method": method,
+        "split": split,
+    }
     return render(request, "attribution/evaluation.html", context)
 
 
@@ -144,15 +177,20 @@ def sandbox_generate(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_GET
 def replay_inspector(request: HttpRequest, verdict_id: int) -> HttpResponse:
-    verdict = get_object_or_404(Verdict.objects.select_related("trace", "trace__project", "run"), pk=verdict_id,
-                                trace__project__memberships__user=request.user)
+    verdict = get_object_or_404(
+        Verdict.objects.select_related("trace", "trace__project", "run"),
+        pk=verdict_id,
+        trace__project__memberships__user=request.user,
+    )
     membership = Membership.objects.get(project=verdict.trace.project, user=request.user)
     try:
         selected = int(request.GET["replay"]) if "replay" in request.GET else None
     except ValueError:
         selected = None
-    context = selectors.replay_inspector_context(verdict, selected) | {"project": verdict.trace.project,
-                                                                       "membership": membership}
+    context = selectors.replay_inspector_context(verdict, selected) | {
+        "project": verdict.trace.project,
+        "membership": membership,
+    }
     return render(request, "attribution/replay_inspector.html", context)
 
 
@@ -165,14 +203,24 @@ def llm_settings(request: HttpRequest, slug: str) -> HttpResponse:
     current, _ = ProjectLlmSettings.objects.get_or_create(project=membership.project)
     form = LlmSettingsForm(request.POST or None, instance=current)
     if request.method == "POST" and form.is_valid():
-        services.llm_settings_save(settings=form.save(commit=False), api_key=form.cleaned_data["api_key"],
-                                   clear_key=form.cleaned_data["clear_api_key"],
-                                   hook_auth=form.cleaned_data["replay_hook_auth"], actor=request.user)
+        services.llm_settings_save(
+            settings=form.save(commit=False),
+            api_key=form.cleaned_data["api_key"],
+            clear_key=form.cleaned_data["clear_api_key"],
+            hook_auth=form.cleaned_data["replay_hook_auth"],
+            actor=request.user,
+        )
         return redirect("attribution:llm_settings", slug=slug)
-    context = {"project": membership.project, "membership": membership, "form": form,
-               "has_key": bool(current.api_key_encrypted), "methods": all_methods(),
-               "spent": selectors.project_spend(project=membership.project), "facts": model_facts(current.model),
-               "usage": selectors.llm_usage(project=membership.project)}
+    context = {
+        "project": membership.project,
+        "membership": membership,
+        "form": form,
+        "has_key": bool(current.api_key_encrypted),
+        "methods": all_methods(),
+        "spent": selectors.project_spend(project=membership.project),
+        "facts": model_facts(current.model),
+        "usage": selectors.llm_usage(project=membership.project),
+    }
     return render(request, "attribution/llm_settings.html", context, status=400 if form.errors else 200)
 
 
@@ -186,10 +234,17 @@ def llm_test_connection(request: HttpRequest, slug: str) -> HttpResponse:
     result = services.llm_test_connection(project=membership.project)
     template = "attribution/llm_settings.html#connection" if request.htmx else "attribution/llm_settings.html"
     current, _ = ProjectLlmSettings.objects.get_or_create(project=membership.project)
-    context = {"project": membership.project, "membership": membership, "connection": result,
-               "form": LlmSettingsForm(instance=current), "has_key": bool(current.api_key_encrypted),
-               "methods": all_methods(), "spent": selectors.project_spend(project=membership.project),
-               "facts": model_facts(current.model), "usage": selectors.llm_usage(project=membership.project)}
+    context = {
+        "project": membership.project,
+        "membership": membership,
+        "connection": result,
+        "form": LlmSettingsForm(instance=current),
+        "has_key": bool(current.api_key_encrypted),
+        "methods": all_methods(),
+        "spent": selectors.project_spend(project=membership.project),
+        "facts": model_facts(current.model),
+        "usage": selectors.llm_usage(project=membership.project),
+    }
     return render(request, template, context)
 
 
@@ -202,12 +257,27 @@ def evaluation_start(request: HttpRequest, slug: str) -> HttpResponse:
         return redirect("attribution:evaluation", slug=slug)
     traces = selectors.labelled_traces(project=membership.project, split="all")
     try:
-        run = services.run_create(project=membership.project, method=form.cleaned_data["method"],
-                                  trace_ids=[t.pk for t in traces], user=request.user, description="evaluation")
+        run = services.run_create(
+            project=membership.project,
+            method=form.cleaned_data["method"],
+            trace_ids=[t.pk for t in traces],
+            user=request.user,
+            description="evaluation",
+        )
     except MethodError as exc:
-        return render(request, "attribution/evaluation.html",
-                      {"project": membership.project, "membership": membership, "form": form, "error": str(exc),
-                       "result": None, "labelled": len(traces)}, status=400)
+        return render(
+            request,
+            "attribution/evaluation.html",
+            {
+                "project": membership.project,
+                "membership": membership,
+                "form": form,
+                "error": str(exc),
+                "result": None,
+                "labelled": len(traces),
+            },
+            status=400,
+        )
     return redirect("attribution:run_detail", run_id=run.pk)
 
 
@@ -222,23 +292,42 @@ def campaign_list(request: HttpRequest, slug: str) -> HttpResponse:
         _contributor(membership)
         if form.is_valid():
             data = form.cleaned_data
-            filters = tracing_selectors.TraceFilters(q=data["q"], source_format=data["format"], outcome="succeeded")
-            ids = list(tracing_selectors.trace_list(project=project, filters=filters).values_list("pk", flat=True))
-            described = ", ".join(f"{k}={v}" for k, v in (("search", data["q"]), ("format", data["format"])) if v)
+            filters = tracing_selectors.TraceFilters(
+                q=data["q"], source_format=data["format"], outcome="succeeded"
+            )
+            ids = list(
+                tracing_selectors.trace_list(project=project, filters=filters).values_list("pk", flat=True)
+            )
+            described = ", ".join(
+                f"{k}={v}" for k, v in (("search", data["q"]), ("format", data["format"])) if v
+            )
             try:
                 campaign = services.campaign_create(
-                    project=project, trace_ids=ids, faults_per_trace=data["faults_per_trace"], seed=data["seed"],
-                    writer=data["writer"], max_replays=data["max_replays"], max_tokens=data["max_tokens"],
-                    max_cost=data["max_cost"], user=request.user,
+                    project=project,
+                    trace_ids=ids,
+                    faults_per_trace=data["faults_per_trace"],
+                    seed=data["seed"],
+                    writer=data["writer"],
+                    max_replays=data["max_replays"],
+                    max_tokens=data["max_tokens"],
+                    max_cost=data["max_cost"],
+                    user=request.user,
                     description=f"{len(ids)} successful trace{'s' if len(ids) != 1 else ''}"
-                                f"{f' ({described})' if described else ''}")
+                    f"{f' ({described})' if described else ''}",
+                )
                 return redirect("attribution:campaign_detail", campaign_id=campaign.pk)
             except MethodError as exc:
                 form.add_error(None, str(exc))
-    context = {"project": project, "membership": membership, "form": form, "sandbox_form": SandboxForm(),
-               "campaigns": selectors.campaigns_for_project(project.pk),
-               "succeeded": tracing_selectors.trace_list(
-                   project=project, filters=tracing_selectors.TraceFilters(outcome="succeeded")).count()}
+    context = {
+        "project": project,
+        "membership": membership,
+        "form": form,
+        "sandbox_form": SandboxForm(),
+        "campaigns": selectors.campaigns_for_project(project.pk),
+        "succeeded": tracing_selectors.trace_list(
+            project=project, filters=tracing_selectors.TraceFilters(outcome="succeeded")
+        ).count(),
+    }
     return render(request, "attribution/campaign_list.html", context, status=400 if form.errors else 200)
 
 
@@ -247,8 +336,11 @@ def campaign_list(request: HttpRequest, slug: str) -> HttpResponse:
 def campaign_detail(request: HttpRequest, campaign_id: int) -> HttpResponse:
     """A campaign's progress and injections; POST cancels it, or (``attribute``) starts a run of a method over the
     labelled cases it kept, so the method can be scored against faults whose step is known."""
-    campaign = get_object_or_404(InjectionCampaign.objects.select_related("project"), pk=campaign_id,
-                                 project__memberships__user=request.user)
+    campaign = get_object_or_404(
+        InjectionCampaign.objects.select_related("project"),
+        pk=campaign_id,
+        project__memberships__user=request.user,
+    )
     membership = Membership.objects.get(project=campaign.project, user=request.user)
     error = ""
     if request.method == "POST":
@@ -258,32 +350,48 @@ def campaign_detail(request: HttpRequest, campaign_id: int) -> HttpResponse:
             return redirect("attribution:campaign_detail", campaign_id=campaign.pk)
         form = StartRunForm(request.POST)
         if form.is_valid():
-            kept = list(campaign.injections.filter(result_trace__isnull=False)
-                        .values_list("result_trace_id", flat=True).distinct())
+            kept = list(
+                campaign.injections.filter(result_trace__isnull=False)
+                .values_list("result_trace_id", flat=True)
+                .distinct()
+            )
             try:
-                run = services.run_create(project=campaign.project, method=form.cleaned_data["method"],
-                                          trace_ids=kept, user=request.user,
-                                          with_ground_truth=form.cleaned_data["with_ground_truth"],
-                                          description=f"cases kept by campaign #{campaign.pk}")
+                run = services.run_create(
+                    project=campaign.project,
+                    method=form.cleaned_data["method"],
+                    trace_ids=kept,
+                    user=request.user,
+                    with_ground_truth=form.cleaned_data["with_ground_truth"],
+                    description=f"cases kept by campaign #{campaign.pk}",
+                )
                 return redirect("attribution:run_detail", run_id=run.pk)
             except MethodError as exc:
                 error = str(exc)
         else:
             error = "; ".join(e for errs in form.errors.values() for e in errs)
     context = selectors.campaign_detail_context(campaign, request.GET.get("status", "")) | {
-        "project": campaign.project, "membership": membership, "error": error,
-        "attribute_form": StartRunForm(initial={"method": "counterfactual", "with_ground_truth": True})}
-    template = "attribution/campaign_detail.html#progress" if request.htmx else "attribution/campaign_detail.html"
+        "project": campaign.project,
+        "membership": membership,
+        "error": error,
+        "attribute_form": StartRunForm(initial={"method": "counterfactual", "with_ground_truth": True}),
+    }
+    template = (
+        "attribution/campaign_detail.html#progress" if request.htmx else "attribution/campaign_detail.html"
+    )
     return render(request, template, context)
 
 
 @login_required
 @require_GET
 def injection_inspector(request: HttpRequest, injection_id: int) -> HttpResponse:
-    injection = get_object_or_404(Injection.objects.select_related("campaign", "origin", "result_trace",
-                                                                    "campaign__project"),
-                                  pk=injection_id, campaign__project__memberships__user=request.user)
+    injection = get_object_or_404(
+        Injection.objects.select_related("campaign", "origin", "result_trace", "campaign__project"),
+        pk=injection_id,
+        campaign__project__memberships__user=request.user,
+    )
     membership = Membership.objects.get(project=injection.campaign.project, user=request.user)
-    context = selectors.injection_inspector_context(injection) | {"project": injection.campaign.project,
-                                                                  "membership": membership}
+    context = selectors.injection_inspector_context(injection) | {
+        "project": injection.campaign.project,
+        "membership": membership,
+    }
     return render(request, "attribution/injection_inspector.html", context)

@@ -30,12 +30,21 @@ def files(name: str) -> list[tuple[str, Path]]:
     if name == "whowhen-algo":
         return _named(sorted((DATA / "who_and_when" / "Algorithm-Generated").glob("*.json")))
     if name == "agentrx-magentic":
-        runs = [p for root in (DATA, DEVDATA) for p in sorted((root / "traces" / "agentrx" / "magentic").glob("*.json"))]
-        return _named(runs) + ([("ground_truth/" + AGENTRX_LABELS.name, AGENTRX_LABELS)]
-                               if AGENTRX_LABELS.exists() and runs else [])
+        runs = [
+            p
+            for root in (DATA, DEVDATA)
+            for p in sorted((root / "traces" / "agentrx" / "magentic").glob("*.json"))
+        ]
+        return _named(runs) + (
+            [("ground_truth/" + AGENTRX_LABELS.name, AGENTRX_LABELS)]
+            if AGENTRX_LABELS.exists() and runs
+            else []
+        )
     if name in ("trail-gaia", "trail-swe"):
         folder = "gaia" if name == "trail-gaia" else "swe_bench"
-        paths = [p for root in (DATA, DEVDATA) for p in sorted((root / "traces" / "trail" / folder).glob("*.json"))]
+        paths = [
+            p for root in (DATA, DEVDATA) for p in sorted((root / "traces" / "trail" / folder).glob("*.json"))
+        ]
         traces = [p for p in paths if p.name.endswith(".trace.json")]
         labels = [p for p in paths if p.name.endswith(".labels.json")]
         return _named(traces) + _named(labels)
@@ -46,7 +55,7 @@ def _named(paths: list[Path]) -> list[tuple[str, Path]]:
     return [(f"{p.parent.name}/{p.name}", p) for p in paths]
 
 
-def load(name: str, project_name: str = ""):  # type: ignore[no-untyped-def]
+def load(name: str, project_name: str = ""):
     """Import the dataset into a project called ``project_name`` (default ``dataset:<name>``), unless that project
     already holds as many traces as the dataset has trace files. Returns the project."""
     from tracing import services
@@ -55,14 +64,18 @@ def load(name: str, project_name: str = ""):  # type: ignore[no-untyped-def]
     wanted = files(name)
     project_name = project_name or f"dataset:{name}"
     project = Project.objects.filter(name=project_name).first()
-    n_traces = sum(1 for upload, _ in wanted if "ground_truth/" not in upload and not upload.endswith(".labels.json"))
+    n_traces = sum(
+        1 for upload, _ in wanted if "ground_truth/" not in upload and not upload.endswith(".labels.json")
+    )
     if project is not None and project.traces.count() >= n_traces:
         return project
     if project is not None:
         project.delete()
     project = services.project_create(name=project_name)
     for upload, path in wanted:
-        incoming = services.IncomingFile(name=upload, size=path.stat().st_size, open=lambda p=path: p.open("rb"))
+        incoming = services.IncomingFile(
+            name=upload, size=path.stat().st_size, open=lambda p=path: p.open("rb")
+        )
         for job in services.ingest_jobs_create(project=project, files=[incoming], user=None, enqueue=False):
             if job.status == JobStatus.QUEUED:
                 services.ingest_job_run(job_id=job.pk)

@@ -40,7 +40,9 @@ def _create_database() -> None:
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
-        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+        model = next(
+            line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         model = cpu
     return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"

@@ -50,13 +50,23 @@ RESULTS = _django.ROOT / "bench" / "results"
 # The page that holds the matrix between its markers (it lived in README.md until the README became a map).
 RESULTS_PAGE = _django.ROOT / "docs" / "attribution.md"
 METHODS = ("heuristic", "heuristic (calibrated)", "learned", "schema_guided", "counterfactual")
-BASELINES = {"majority": "most blamed / commonest step", "first": "first agent action", "last": "last agent action",
-             "random": "random acting agent", "random_blamed": "random ever-blamed agent"}
+BASELINES = {
+    "majority": "most blamed / commonest step",
+    "first": "first agent action",
+    "last": "last agent action",
+    "random": "random acting agent",
+    "random_blamed": "random ever-blamed agent",
+}
 
 
 def _figures(result: dict[str, Any]) -> dict[str, Any]:
-    return {"n": result["n"], "agent": result["agent_accuracy"], "step": result["step_accuracy"],
-            "agent_ci": result["intervals"]["agent"], "step_ci": result["intervals"]["step"]}
+    return {
+        "n": result["n"],
+        "agent": result["agent_accuracy"],
+        "step": result["step_accuracy"],
+        "agent_ci": result["intervals"]["agent"],
+        "step_ci": result["intervals"]["step"],
+    }
 
 
 class _Features:
@@ -65,29 +75,33 @@ class _Features:
     def __init__(self) -> None:
         self.cache: dict[int, Any] = {}
 
-    def prepared(self, e: Example):  # type: ignore[no-untyped-def]
+    def prepared(self, e: Example):
         key = id(e.view)
         if key not in self.cache:
             self.cache[key] = prepare(e)
         return self.cache[key]
 
-    def learned(self, train: list[Example]):  # type: ignore[no-untyped-def]
+    def learned(self, train: list[Example]):
         model = fit(train, prepared=[p for e in train if (p := self.prepared(e)) is not None])
         by_view = {id(e.view): self.cache.get(id(e.view)) for e in train}
 
-        def predict(view):  # type: ignore[no-untyped-def]
+        def predict(view):
             cached = self.cache.get(id(view)) or by_view.get(id(view))
-            return LEARNED.run(view, attributor=model) if cached is None else model.run(view, features=cached.features)
+            return (
+                LEARNED.run(view, attributor=model)
+                if cached is None
+                else model.run(view, features=cached.features)
+            )
 
         return predict
 
 
-def calibrated(train: list[Example]):  # type: ignore[no-untyped-def]
+def calibrated(train: list[Example]):
     calibration = Calibration.fit((e.view, e.step) for e in train)
     return lambda view: HEURISTIC.run(view, calibration=calibration)
 
 
-def built_in(train: list[Example]):  # type: ignore[no-untyped-def]
+def built_in(train: list[Example]):
     return lambda view: HEURISTIC.run(view)
 
 
@@ -96,23 +110,37 @@ def real_dataset(name: str, folds: int) -> dict[str, Any]:
     examples = training_examples(project_ids=[project.pk])
     features = _Features()
     started = time.perf_counter()
-    cv = cross_validate(examples, {"heuristic": built_in, "heuristic (calibrated)": calibrated,
-                                   "learned": features.learned}, k=folds)
+    cv = cross_validate(
+        examples,
+        {"heuristic": built_in, "heuristic (calibrated)": calibrated, "learned": features.learned},
+        k=folds,
+    )
     methods = {m: _figures(r) for m, r in cv["methods"].items()}
     methods["schema_guided"] = _schema_guided(project)
-    return {"label": _datasets.DATASETS[name], "n": len(examples), "folds": cv["folds"], "methods": methods,
-            "baselines": cv["methods"]["learned"]["baselines"], "seconds": round(time.perf_counter() - started, 1)}
+    return {
+        "label": _datasets.DATASETS[name],
+        "n": len(examples),
+        "folds": cv["folds"],
+        "methods": methods,
+        "baselines": cv["methods"]["learned"]["baselines"],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
 
 
-def _schema_guided(project) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def _schema_guided(project) -> dict[str, Any]:
     """Distilled from every verified label of the dataset, applied to each trace without its own cases."""
     from attribution.schemas.services import schemas_distill
     from attribution.selectors import labelled_traces
 
     schemas_distill(project=project)
     ids = [t.pk for t in labelled_traces(project=project)]
-    run = services.run_create(project=project, method="schema_guided", trace_ids=ids, enqueue=False,
-                              description="attribution matrix")
+    run = services.run_create(
+        project=project,
+        method="schema_guided",
+        trace_ids=ids,
+        enqueue=False,
+        description="attribution matrix",
+    )
     run = services.run_execute_inline(run=run)
     return _figures(score(evaluation_records(run=run)))
 
@@ -126,30 +154,50 @@ def sandbox_v2(runs: int, seed: int) -> dict[str, Any]:
     from dataclasses import replace
 
     # Sandbox views carry no database id; the calibration counts labels by trace id, so each gets its own.
-    train = [Example(view=replace(c.view, trace_id=-1 - k), agent=c.agent, step=c.step, source="injected",
-                     group=c.name)
-             for k, c in enumerate(generate_labelled(runs, seed + TRAIN_SEED_OFFSET, "injected"))]
-    scored = [Example(view=replace(c.view, trace_id=1 + k), agent=c.agent, step=c.step, group=c.name)
-              for k, c in enumerate(cases)]
+    train = [
+        Example(
+            view=replace(c.view, trace_id=-1 - k), agent=c.agent, step=c.step, source="injected", group=c.name
+        )
+        for k, c in enumerate(generate_labelled(runs, seed + TRAIN_SEED_OFFSET, "injected"))
+    ]
+    scored = [
+        Example(view=replace(c.view, trace_id=1 + k), agent=c.agent, step=c.step, group=c.name)
+        for k, c in enumerate(cases)
+    ]
     calibration = Calibration.fit((e.view, e.step) for e in train)
     records = [record(e, HEURISTIC.run(e.view, calibration=calibration)) for e in scored]
 
     def pick(figures: dict[str, Any], n: int = bench["cases"]) -> dict[str, Any]:
-        return {"n": n, "agent": figures["agent_accuracy"], "step": figures["step_accuracy"],
-                "agent_ci": figures["agent_ci"], "step_ci": figures["step_ci"]}
+        return {
+            "n": n,
+            "agent": figures["agent_accuracy"],
+            "step": figures["step_accuracy"],
+            "agent_ci": figures["agent_ci"],
+            "step_ci": figures["step_ci"],
+        }
 
     train_records = [record(e, None) for e in train]
-    methods = {"heuristic": pick(bench["heuristic"]), "heuristic (calibrated)": _figures(score(records)),
-               "learned": pick(bench["learned"]), "counterfactual": pick(bench["counterfactual"])}
+    methods = {
+        "heuristic": pick(bench["heuristic"]),
+        "heuristic (calibrated)": _figures(score(records)),
+        "learned": pick(bench["learned"]),
+        "counterfactual": pick(bench["counterfactual"]),
+    }
     methods["counterfactual"]["mean_replays"] = bench["counterfactual"]["mean_replays"]
     methods["counterfactual"]["replay_target"] = bench["replay_target"]
     methods["counterfactual"]["scan_mean_replays"] = bench["scan_mean_replays"]
-    return {"label": "Sandbox v2 (injected + natural failures)", "n": bench["cases"], "folds": 0,
-            "training": bench["training"], "methods": methods,
-            "baselines": baselines([record(e, None) for e in scored], train_records),
-            "natural_only": {name: pick(bench["by_mode"]["natural"][key], bench["by_mode"]["natural"]["cases"])
-                             for name, key in (("learned (trained on injected)", "learned"),
-                                               ("heuristic", "heuristic"))}}
+    return {
+        "label": "Sandbox v2 (injected + natural failures)",
+        "n": bench["cases"],
+        "folds": 0,
+        "training": bench["training"],
+        "methods": methods,
+        "baselines": baselines([record(e, None) for e in scored], train_records),
+        "natural_only": {
+            name: pick(bench["by_mode"]["natural"][key], bench["by_mode"]["natural"]["cases"])
+            for name, key in (("learned (trained on injected)", "learned"), ("heuristic", "heuristic"))
+        },
+    }
 
 
 def injected_only_whowhen(folds: int, seed: int = 0) -> dict[str, Any]:
@@ -160,62 +208,91 @@ def injected_only_whowhen(folds: int, seed: int = 0) -> dict[str, Any]:
 
     from attribution.replay.perturb import Perturber, applicable, is_action
 
-    examples = [e for name in ("whowhen-hand", "whowhen-algo")
-                for e in training_examples(project_ids=[_datasets.load(name).pk])]
+    examples = [
+        e
+        for name in ("whowhen-hand", "whowhen-algo")
+        for e in training_examples(project_ids=[_datasets.load(name).pk])
+    ]
     perturber = Perturber()
     rng = random.Random(seed)
     injected: dict[str, list[Example]] = {}
     for e in examples:
-        options = [(s.index, kind) for s in e.view.steps[: e.step] if is_action(s)
-                   for kind in applicable(e.view, s)]
+        options = [
+            (s.index, kind) for s in e.view.steps[: e.step] if is_action(s) for kind in applicable(e.view, s)
+        ]
         for index, kind in rng.sample(options, min(3, len(options))):
             steps = list(e.view.steps)
             steps[index] = replace(steps[index], content=perturber.write(e.view, index, kind))
             view = replace(e.view, steps=tuple(steps), trace_id=-len(injected) - 1)
-            injected.setdefault(e.group, []).append(Example(view=view, agent=steps[index].agent, step=index,
-                                                            source="injected", group=e.group))
+            injected.setdefault(e.group, []).append(
+                Example(view=view, agent=steps[index].agent, step=index, source="injected", group=e.group)
+            )
     features = _Features()
 
-    def trained_on_injected(train: list[Example]):  # type: ignore[no-untyped-def]
+    def trained_on_injected(train: list[Example]):
         cases = [c for e in train for c in injected.get(e.group, [])]
         return features.learned(cases)
 
-    cv = cross_validate(examples, {"learned (injected only)": trained_on_injected,
-                                   "learned (real labels)": features.learned, "heuristic": built_in}, k=folds)
-    return {"label": "Who&When (Hand + Algo), real labels", "n": len(examples),
-            "injected_cases": sum(len(v) for v in injected.values()),
-            "methods": {m: _figures(r) for m, r in cv["methods"].items()},
-            "baselines": cv["methods"]["heuristic"]["baselines"]}
+    cv = cross_validate(
+        examples,
+        {
+            "learned (injected only)": trained_on_injected,
+            "learned (real labels)": features.learned,
+            "heuristic": built_in,
+        },
+        k=folds,
+    )
+    return {
+        "label": "Who&When (Hand + Algo), real labels",
+        "n": len(examples),
+        "injected_cases": sum(len(v) for v in injected.values()),
+        "methods": {m: _figures(r) for m, r in cv["methods"].items()},
+        "baselines": cv["methods"]["heuristic"]["baselines"],
+    }
 
 
 # --- output ----------------------------------------------------------------------------------------------------------
+
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
 def markdown(matrix: dict[str, Any]) -> str:
-    lines = [f"Measured by `python bench/attribution_matrix.py` on {matrix['machine']} ({matrix['date']}); "
-             f"agent / step accuracy in %, 95% Wilson interval in brackets. Real datasets: {matrix['folds']}-fold "
-             "cross-validation grouped by trace; every baseline is fitted on the training folds only.", "",
-             "| dataset (n) | " + " | ".join(METHODS) + " | best baseline (agent) | best baseline (step) |",
-             "|---|" + "---|" * (len(METHODS) + 2)]
+    lines = [
+        f"Measured by `python bench/attribution_matrix.py` on {matrix['machine']} ({matrix['date']}); "
+        f"agent / step accuracy in %, 95% Wilson interval in brackets. Real datasets: {matrix['folds']}-fold "
+        "cross-validation grouped by trace; every baseline is fitted on the training folds only.",
+        "",
+        "| dataset (n) | " + " | ".join(METHODS) + " | best baseline (agent) | best baseline (step) |",
+        "|---|" + "---|" * (len(METHODS) + 2),
+    ]
     for row in matrix["datasets"].values():
         cells = []
         for m in METHODS:
             f = row["methods"].get(m)
-            cells.append("—" if f is None else f"{_pct(f['agent'])} / {_pct(f['step'])} "
-                         f"<br><sub>[{_pct(f['agent_ci'][0])}–{_pct(f['agent_ci'][1])}] / "
-                         f"[{_pct(f['step_ci'][0])}–{_pct(f['step_ci'][1])}]</sub>")
+            cells.append(
+                "—"
+                if f is None
+                else f"{_pct(f['agent'])} / {_pct(f['step'])} "
+                f"<br><sub>[{_pct(f['agent_ci'][0])}–{_pct(f['agent_ci'][1])}] / "
+                f"[{_pct(f['step_ci'][0])}–{_pct(f['step_ci'][1])}]</sub>"
+            )
         b = row["baselines"]
         ba = max(b, key=lambda k: b[k]["agent"])
         bs = max(b, key=lambda k: b[k]["step"])
-        lines.append(f"| {row['label']} ({row['n']}) | " + " | ".join(cells)
-                     + f" | {_pct(b[ba]['agent'])} ({BASELINES[ba]}) | {_pct(b[bs]['step'])} ({BASELINES[bs]}) |")
+        lines.append(
+            f"| {row['label']} ({row['n']}) | "
+            + " | ".join(cells)
+            + f" | {_pct(b[ba]['agent'])} ({BASELINES[ba]}) | {_pct(b[bs]['step'])} ({BASELINES[bs]}) |"
+        )
     cf = matrix["datasets"]["sandbox-v2"]["methods"]["counterfactual"]
-    lines += ["", f"Counterfactual on sandbox v2: {cf['mean_replays']:.2f} replays per trace (target "
-                  f"log2(steps) + 2 = {cf['replay_target']:.2f}; a scan over agent actions would take "
-                  f"{cf['scan_mean_replays']:.2f})."]
+    lines += [
+        "",
+        f"Counterfactual on sandbox v2: {cf['mean_replays']:.2f} replays per trace (target "
+        f"log2(steps) + 2 = {cf['replay_target']:.2f}; a scan over agent actions would take "
+        f"{cf['scan_mean_replays']:.2f}).",
+    ]
     inj = matrix["injected_only"]
     nat = inj["sandbox_v2_natural"]
     ww = inj["whowhen"]["methods"]
@@ -223,61 +300,84 @@ def markdown(matrix: dict[str, Any]) -> str:
     def pair(f: dict[str, Any]) -> str:
         return f"{_pct(f['agent'])} / {_pct(f['step'])}"
 
-    lines += ["", "**Trained only on injected faults, scored on real failures** (agent / step %):", "",
-              f"- sandbox v2 natural failures (n={nat['heuristic']['n']}): learned on injected "
-              f"{pair(nat['learned (trained on injected)'])}, heuristic {pair(nat['heuristic'])};",
-              f"- Who&When real labels (n={inj['whowhen']['n']}, trained on {inj['whowhen']['injected_cases']} "
-              f"perturb.py cases): injected-only {pair(ww['learned (injected only)'])}, real-label model "
-              f"{pair(ww['learned (real labels)'])}, heuristic {pair(ww['heuristic'])}."]
+    lines += [
+        "",
+        "**Trained only on injected faults, scored on real failures** (agent / step %):",
+        "",
+        f"- sandbox v2 natural failures (n={nat['heuristic']['n']}): learned on injected "
+        f"{pair(nat['learned (trained on injected)'])}, heuristic {pair(nat['heuristic'])};",
+        f"- Who&When real labels (n={inj['whowhen']['n']}, trained on {inj['whowhen']['injected_cases']} "
+        f"perturb.py cases): injected-only {pair(ww['learned (injected only)'])}, real-label model "
+        f"{pair(ww['learned (real labels)'])}, heuristic {pair(ww['heuristic'])}.",
+    ]
     return "\n".join(lines)
 
 
 def svg(matrix: dict[str, Any]) -> str:
     """Per dataset, agent and step accuracy of every method as bars with 95% whiskers; the best baseline of each
     figure as a dashed line."""
-    colours = {"heuristic": "#8a8f98", "heuristic (calibrated)": "#5b7db1", "learned": "#d1603d",
-               "schema_guided": "#6a9f58", "counterfactual": "#8e5ea2"}
+    colours = {
+        "heuristic": "#8a8f98",
+        "heuristic (calibrated)": "#5b7db1",
+        "learned": "#d1603d",
+        "schema_guided": "#6a9f58",
+        "counterfactual": "#8e5ea2",
+    }
     bar, gap, panel_w, top = 9, 4, 250, 40
     rows = list(matrix["datasets"].items())
     block = len(METHODS) * (bar + gap) + 26
     height = top + len(rows) * block + 40
     width = 200 + 2 * (panel_w + 30) + 120
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" font-family="sans-serif" '
-           f'font-size="11"><title>Attribution accuracy by dataset and method</title>',
-           f'<rect width="{width}" height="{height}" fill="white"/>']
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" font-family="sans-serif" '
+        f'font-size="11"><title>Attribution accuracy by dataset and method</title>',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+    ]
     for p, figure in enumerate(("agent", "step")):
         x0 = 200 + p * (panel_w + 30)
         out.append(f'<text x="{x0}" y="20" font-weight="bold">{figure} accuracy</text>')
         for tick in (0, 0.25, 0.5, 0.75, 1):
             x = x0 + tick * panel_w
-            out.append(f'<line x1="{x}" y1="{top - 8}" x2="{x}" y2="{height - 30}" stroke="#eee"/>'
-                       f'<text x="{x}" y="{height - 16}" text-anchor="middle" fill="#666">{int(tick * 100)}%</text>')
+            out.append(
+                f'<line x1="{x}" y1="{top - 8}" x2="{x}" y2="{height - 30}" stroke="#eee"/>'
+                f'<text x="{x}" y="{height - 16}" text-anchor="middle" fill="#666">{int(tick * 100)}%</text>'
+            )
     for r, (_, row) in enumerate(rows):
         y0 = top + r * block
-        out.append(f'<text x="8" y="{y0 + 14}" font-weight="bold">{html.escape(row["label"][:30])}</text>'
-                   f'<text x="8" y="{y0 + 28}" fill="#666">n={row["n"]}</text>')
+        out.append(
+            f'<text x="8" y="{y0 + 14}" font-weight="bold">{html.escape(row["label"][:30])}</text>'
+            f'<text x="8" y="{y0 + 28}" fill="#666">n={row["n"]}</text>'
+        )
         for p, figure in enumerate(("agent", "step")):
             x0 = 200 + p * (panel_w + 30)
             best = max(row["baselines"].values(), key=lambda b: b[figure])[figure]
             bx = x0 + best * panel_w
-            out.append(f'<line x1="{bx}" y1="{y0}" x2="{bx}" y2="{y0 + block - 20}" stroke="#222" '
-                       f'stroke-dasharray="3,3"/>')
+            out.append(
+                f'<line x1="{bx}" y1="{y0}" x2="{bx}" y2="{y0 + block - 20}" stroke="#222" '
+                f'stroke-dasharray="3,3"/>'
+            )
             for k, method in enumerate(METHODS):
                 f = row["methods"].get(method)
                 if f is None:
                     continue
                 y = y0 + k * (bar + gap)
                 lo, hi = x0 + f[f"{figure}_ci"][0] * panel_w, x0 + f[f"{figure}_ci"][1] * panel_w
-                out.append(f'<rect x="{x0}" y="{y}" width="{f[figure] * panel_w:.1f}" height="{bar}" '
-                           f'fill="{colours[method]}"><title>{html.escape(method)}: {_pct(f[figure])}%</title></rect>'
-                           f'<line x1="{lo:.1f}" y1="{y + bar / 2}" x2="{hi:.1f}" y2="{y + bar / 2}" stroke="#000"/>')
+                out.append(
+                    f'<rect x="{x0}" y="{y}" width="{f[figure] * panel_w:.1f}" height="{bar}" '
+                    f'fill="{colours[method]}"><title>{html.escape(method)}: {_pct(f[figure])}%</title></rect>'
+                    f'<line x1="{lo:.1f}" y1="{y + bar / 2}" x2="{hi:.1f}" y2="{y + bar / 2}" stroke="#000"/>'
+                )
     lx = 200
     for method in METHODS:
-        out.append(f'<rect x="{lx}" y="{height - 10}" width="9" height="9" fill="{colours[method]}"/>'
-                   f'<text x="{lx + 12}" y="{height - 2}">{html.escape(method)}</text>')
+        out.append(
+            f'<rect x="{lx}" y="{height - 10}" width="9" height="9" fill="{colours[method]}"/>'
+            f'<text x="{lx + 12}" y="{height - 2}">{html.escape(method)}</text>'
+        )
         lx += 12 + 6.5 * len(method) + 14
-    out.append(f'<line x1="{lx}" y1="{height - 5}" x2="{lx + 18}" y2="{height - 5}" stroke="#222" '
-               f'stroke-dasharray="3,3"/><text x="{lx + 22}" y="{height - 2}">best baseline</text></svg>')
+    out.append(
+        f'<line x1="{lx}" y1="{height - 5}" x2="{lx + 18}" y2="{height - 5}" stroke="#222" '
+        f'stroke-dasharray="3,3"/><text x="{lx + 22}" y="{height - 2}">best baseline</text></svg>'
+    )
     return "".join(out)
 
 
@@ -299,14 +399,21 @@ def main() -> None:
     parser.add_argument("--update-readme", action="store_true")
     options = parser.parse_args()
     started = time.perf_counter()
-    datasets = {name: real_dataset(name, options.folds) for name in _datasets.DATASETS
-                if _datasets.files(name)}
+    datasets = {
+        name: real_dataset(name, options.folds) for name in _datasets.DATASETS if _datasets.files(name)
+    }
     datasets["sandbox-v2"] = sandbox_v2(options.runs, options.seed)
-    matrix = {"machine": _django.machine(), "date": time.strftime("%Y-%m-%d"), "folds": options.folds,
-              "datasets": datasets,
-              "injected_only": {"sandbox_v2_natural": datasets["sandbox-v2"]["natural_only"],
-                                "whowhen": injected_only_whowhen(options.folds)},
-              "seconds": round(time.perf_counter() - started, 1)}
+    matrix = {
+        "machine": _django.machine(),
+        "date": time.strftime("%Y-%m-%d"),
+        "folds": options.folds,
+        "datasets": datasets,
+        "injected_only": {
+            "sandbox_v2_natural": datasets["sandbox-v2"]["natural_only"],
+            "whowhen": injected_only_whowhen(options.folds),
+        },
+        "seconds": round(time.perf_counter() - started, 1),
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "attribution_matrix.json").write_text(json.dumps(matrix, indent=2))
     (RESULTS / "attribution_matrix.svg").write_text(svg(matrix))

@@ -41,21 +41,33 @@ def main() -> None:
         timings.append(elapsed)
         steps += n
     total = sum(timings)
-    big = {"question": "synthetic", "ground_truth": "x", "mistake_agent": "Agent1", "mistake_step": "5000",
-           "mistake_reason": "bench", "history": [{"role": f"Agent{i % 4}", "content": f"step {i} " + "lorem " * 60}
-                                                    for i in range(10_000)]}
+    big = {
+        "question": "synthetic",
+        "ground_truth": "x",
+        "mistake_agent": "Agent1",
+        "mistake_step": "5000",
+        "mistake_reason": "bench",
+        "history": [
+            {"role": f"Agent{i % 4}", "content": f"step {i} " + "lorem " * 60} for i in range(10_000)
+        ],
+    }
     big_seconds, _ = _import(_fresh_project("bench-import-big"), "big.json", json.dumps(big).encode())
-    print(json.dumps({
-        "machine": _django.machine(),
-        "database": _django.os.environ["DATABASE_URL"].split("@")[-1],
-        "whowhen_files": len(files),
-        "whowhen_steps": steps,
-        "files_per_s": round(len(files) / total, 1),
-        "steps_per_s": round(steps / total),
-        "per_file_p50_ms": round(_django.percentile(timings, 50) * 1000, 1),
-        "per_file_p95_ms": round(_django.percentile(timings, 95) * 1000, 1),
-        "trace_10000_steps_import_s": round(big_seconds, 2),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "machine": _django.machine(),
+                "database": _django.os.environ["DATABASE_URL"].split("@")[-1],
+                "whowhen_files": len(files),
+                "whowhen_steps": steps,
+                "files_per_s": round(len(files) / total, 1),
+                "steps_per_s": round(steps / total),
+                "per_file_p50_ms": round(_django.percentile(timings, 50) * 1000, 1),
+                "per_file_p95_ms": round(_django.percentile(timings, 95) * 1000, 1),
+                "trace_10000_steps_import_s": round(big_seconds, 2),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

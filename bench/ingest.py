@@ -19,8 +19,16 @@ _django.setup()
 from tracing import services  # noqa: E402
 from tracing.models import JobStatus, Project  # noqa: E402
 
-AGENTS = ["Orchestrator (thought)", "Orchestrator (-> WebSurfer)", "WebSurfer", "Orchestrator (-> Coder)", "Coder"]
-BODY = "Visited page https://example.org/item and read the table; the value in row 3 is 17. " * 6  # ~500 bytes
+AGENTS = [
+    "Orchestrator (thought)",
+    "Orchestrator (-> WebSurfer)",
+    "WebSurfer",
+    "Orchestrator (-> Coder)",
+    "Coder",
+]
+BODY = (
+    "Visited page https://example.org/item and read the table; the value in row 3 is 17. " * 6
+)  # ~500 bytes
 
 
 def write_whowhen(path: Path, steps: int) -> None:
@@ -28,9 +36,13 @@ def write_whowhen(path: Path, steps: int) -> None:
     with path.open("w") as out:
         out.write('{"question": "Synthetic benchmark run", "ground_truth": "42", "history": [')
         for i in range(steps):
-            out.write(("," if i else "") + json.dumps({"content": f"step {i}: {BODY}", "role": AGENTS[i % 5]}))
-        out.write(f'], "mistake_agent": "WebSurfer", "mistake_step": "{steps // 2 + 2}", '
-                  '"mistake_reason": "synthetic"}')
+            out.write(
+                ("," if i else "") + json.dumps({"content": f"step {i}: {BODY}", "role": AGENTS[i % 5]})
+            )
+        out.write(
+            f'], "mistake_agent": "WebSurfer", "mistake_step": "{steps // 2 + 2}", '
+            '"mistake_reason": "synthetic"}'
+        )
 
 
 def main() -> None:
@@ -51,16 +63,21 @@ def main() -> None:
         seconds = time.perf_counter() - start
     assert job.status == JobStatus.SUCCEEDED, job.error
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({
-        "machine": _django.machine(),
-        "database": _django.os.environ["DATABASE_URL"].split("@")[-1],
-        "steps": args.steps,
-        "file_mb": round(size / 1e6, 1),
-        "seconds": round(seconds, 2),
-        "steps_per_s": round(args.steps / seconds),
-        "peak_rss_mb": round(peak / 1024),
-        "rss_before_import_mb": round(rss_before / 1024),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "machine": _django.machine(),
+                "database": _django.os.environ["DATABASE_URL"].split("@")[-1],
+                "steps": args.steps,
+                "file_mb": round(size / 1e6, 1),
+                "seconds": round(seconds, 2),
+                "steps_per_s": round(args.steps / seconds),
+                "peak_rss_mb": round(peak / 1024),
+                "rss_before_import_mb": round(rss_before / 1024),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,9 @@ INPUTS = {
     "the same ending in a lone backslash": '{"x": "' + '\\"' * (MB // 2) + "\\",
     "a million quotes": '"' * MB,
     "a million brackets, shallow": "[]" * (MB // 2),
-    "ordinary records": json.dumps([{"role": "agent", "content": "lorem ipsum " * 8, "n": [1, 2]}] * (MB // 140)),
+    "ordinary records": json.dumps(
+        [{"role": "agent", "content": "lorem ipsum " * 8, "n": [1, 2]}] * (MB // 140)
+    ),
 }
 
 

@@ -41,18 +41,27 @@ def main() -> None:
     settings.CULPRIT_OUTBOUND_ALLOW_LOOPBACK = True
     settings.CULPRIT_LLM_CACHE_URL = "off"
     project = _datasets.load("whowhen-hand")
-    views = sorted((trace_view(t) for t in project.traces.all()), key=lambda v: -sum(len(s.content) for s in v.steps))
+    views = sorted(
+        (trace_view(t) for t in project.traces.all()), key=lambda v: -sum(len(s.content) for s in v.steps)
+    )
     views = views[: args.traces]
     print(f"{len(views)} traces, {statistics.mean(len(v.steps) for v in views):.0f} steps on average")
-    print(f"{'method':14} {'context':>7} {'calls/trace':>11} {'prompt tok/trace':>16} {'largest':>8} {'refused':>7} "
-          f"{'failed':>6}")
+    print(
+        f"{'method':14} {'context':>7} {'calls/trace':>11} {'prompt tok/trace':>16} {'largest':>8} {'refused':>7} "
+        f"{'failed':>6}"
+    )
     for context in args.contexts:
         for method in METHODS:
             calls, tokens, largest, refused, failed = [], [], 0, 0, 0
             for view in views:
                 with fake_llm_server(context=context, respond=judge(view.agents, decisive_from=40)) as server:
-                    llm = LlmClient(model="openai/bench-self-hosted", api_base=server.url, context_tokens=context,
-                                    num_retries=0, method=method)
+                    llm = LlmClient(
+                        model="openai/bench-self-hosted",
+                        api_base=server.url,
+                        context_tokens=context,
+                        num_retries=0,
+                        method=method,
+                    )
                     try:
                         get_method(method).run(view, llm=llm)
                     except Exception:  # noqa: BLE001 - counted, the bench goes on
@@ -62,8 +71,10 @@ def main() -> None:
                 tokens.append(totals["input_tokens"])
                 largest = max([largest, *(r.prompt_tokens for r in server.received)])
                 refused += len(server.overflowed())
-            print(f"{method:14} {context:>7} {statistics.mean(calls):>11.2f} {statistics.mean(tokens):>16,.0f} "
-                  f"{largest:>8,} {refused:>7} {failed:>6}")
+            print(
+                f"{method:14} {context:>7} {statistics.mean(calls):>11.2f} {statistics.mean(tokens):>16,.0f} "
+                f"{largest:>8,} {refused:>7} {failed:>6}"
+            )
 
 
 if __name__ == "__main__":

@@ -48,7 +48,12 @@ def main() -> None:
 
     import litellm
 
-    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "attribution.llm"):  # one line per call otherwise
+    for name in (
+        "LiteLLM",
+        "LiteLLM Router",
+        "LiteLLM Proxy",
+        "attribution.llm",
+    ):  # one line per call otherwise
         logging.getLogger(name).setLevel(logging.WARNING)
 
     from attribution.llm import LlmClient
@@ -64,10 +69,16 @@ def main() -> None:
         def completion(self, model: str, messages: list, *a: Any, **k: Any) -> litellm.ModelResponse:
             text = json.dumps(answer([dict(m) for m in messages]))
             return litellm.ModelResponse(
-                model=model, choices=[{"index": 0, "finish_reason": "stop",
-                                       "message": {"role": "assistant", "content": text}}],
-                usage={"prompt_tokens": litellm.token_counter(model="gpt-4o", messages=messages),
-                       "completion_tokens": litellm.token_counter(model="gpt-4o", text=text), "total_tokens": 0})
+                model=model,
+                choices=[
+                    {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
+                ],
+                usage={
+                    "prompt_tokens": litellm.token_counter(model="gpt-4o", messages=messages),
+                    "completion_tokens": litellm.token_counter(model="gpt-4o", text=text),
+                    "total_tokens": 0,
+                },
+            )
 
     def answer(messages: list[dict[str, str]]) -> dict[str, Any]:
         system, user = messages[0]["content"], messages[-1]["content"]
@@ -83,24 +94,41 @@ def main() -> None:
         steps = run(sandbox.task, sandbox.faults, keys).steps
         position = user.count("<step index=")
         if "You moderate the replay" in system:
-            return {"next": steps[position].agent if position < len(steps) else "", "reason": "the engine's turn"}
+            return {
+                "next": steps[position].agent if position < len(steps) else "",
+                "reason": "the engine's turn",
+            }
         if position >= len(steps):
             return {"content": "(nothing left to do)", "final_answer": "", "next": ""}
         step = steps[position]
         after = steps[position + 1].agent if position + 1 < len(steps) else ""
         final = re.search(r"FINAL ANSWER: (\S+)", step.content)
-        return {"content": step.content, "final_answer": final[1] if final else "", "next": after,
-                "kind": "tool_call" if step.kind == "tool_call" else "message", "tool": step.tool_name}
+        return {
+            "content": step.content,
+            "final_answer": final[1] if final else "",
+            "next": after,
+            "kind": "tool_call" if step.kind == "tool_call" else "message",
+            "tool": step.tool_name,
+        }
 
     class Observed(LlmSimulatedReplayer):
-        def replay(self, trace, corrections, *, budget=None):  # type: ignore[no-untyped-def]
+        def replay(self, trace, corrections, *, budget=None):
             state["corrections"] = corrections
             return super().replay(trace, corrections, budget=budget)
 
     litellm.custom_provider_map = [{"provider": "oracle", "custom_handler": Oracle()}]
-    litellm.register_model({MODEL: {"max_input_tokens": 128_000, "max_tokens": 128_000, "mode": "chat",
-                                    "input_cost_per_token": 0.0, "output_cost_per_token": 0.0,
-                                    "litellm_provider": "oracle"}})
+    litellm.register_model(
+        {
+            MODEL: {
+                "max_input_tokens": 128_000,
+                "max_tokens": 128_000,
+                "mode": "chat",
+                "input_cost_per_token": 0.0,
+                "output_cost_per_token": 0.0,
+                "litellm_provider": "oracle",
+            }
+        }
+    )
 
     cases = []
     for i in range(args.runs):
@@ -127,28 +155,54 @@ def main() -> None:
                 print("ERROR", view.name, exc, file=sys.stderr)
         usage = llm.usage()
         if os.environ.get("BENCH_DEBUG") and found != gold:
-            print("MISS", view.name, faulty.fired()[0][1].fault, "gold", gold, "found", found, file=sys.stderr)
-            for r in (result.details["replays"] if result is not None else []):
-                print("  ", r["corrections"], r["outcome"], repr(r["final_answer"]),
-                      [(c["index"], c["agent"], c["content"][:50]) for c in r["continuation"]][-3:], file=sys.stderr)
-        rows.append({"kind": faulty.fired()[0][1].fault, "hit": found == gold, "steps": len(view.steps),
-                     "replays": replays, "calls": usage.calls, "input": usage.input_tokens,
-                     "output": usage.output_tokens, "actions": len(turn_keys(view.steps))})
+            print(
+                "MISS", view.name, faulty.fired()[0][1].fault, "gold", gold, "found", found, file=sys.stderr
+            )
+            for r in result.details["replays"] if result is not None else []:
+                print(
+                    "  ",
+                    r["corrections"],
+                    r["outcome"],
+                    repr(r["final_answer"]),
+                    [(c["index"], c["agent"], c["content"][:50]) for c in r["continuation"]][-3:],
+                    file=sys.stderr,
+                )
+        rows.append(
+            {
+                "kind": faulty.fired()[0][1].fault,
+                "hit": found == gold,
+                "steps": len(view.steps),
+                "replays": replays,
+                "calls": usage.calls,
+                "input": usage.input_tokens,
+                "output": usage.output_tokens,
+                "actions": len(turn_keys(view.steps)),
+            }
+        )
     elapsed = time.perf_counter() - started
 
     def mean(key: str) -> float:
         return round(statistics.mean(r[key] for r in rows), 2) if rows else 0.0
 
     out = {
-        "traces": len(rows), "runs": args.runs, "seed": args.seed,
+        "traces": len(rows),
+        "runs": args.runs,
+        "seed": args.seed,
         "step_accuracy": round(sum(r["hit"] for r in rows) / len(rows), 4) if rows else 0.0,
-        "mean_steps": mean("steps"), "mean_replays": mean("replays"), "mean_calls": mean("calls"),
-        "mean_input_tokens": mean("input"), "mean_output_tokens": mean("output"),
+        "mean_steps": mean("steps"),
+        "mean_replays": mean("replays"),
+        "mean_calls": mean("calls"),
+        "mean_input_tokens": mean("input"),
+        "mean_output_tokens": mean("output"),
         "max_calls": max((r["calls"] for r in rows), default=0),
-        "step_accuracy_by_fault": {k: round(statistics.mean(r["hit"] for r in rows if r["kind"] == k), 4)
-                                   for k in sorted({r["kind"] for r in rows})},
-        "usd_per_trace": {name: round((mean("input") * p_in + mean("output") * p_out) / 1e6, 5)
-                          for name, (p_in, p_out) in PRICES.items()},
+        "step_accuracy_by_fault": {
+            k: round(statistics.mean(r["hit"] for r in rows if r["kind"] == k), 4)
+            for k in sorted({r["kind"] for r in rows})
+        },
+        "usd_per_trace": {
+            name: round((mean("input") * p_in + mean("output") * p_out) / 1e6, 5)
+            for name, (p_in, p_out) in PRICES.items()
+        },
         "seconds_per_trace_without_model_latency": round(elapsed / max(len(rows), 1), 3),
     }
     print(json.dumps(out, indent=2))

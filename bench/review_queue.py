@@ -28,17 +28,28 @@ THREADS = 4
 ROUNDS = 20
 
 
-def _trace(project: Project, n: int, steps: int):  # type: ignore[no-untyped-def]
-    parsed = ParsedTrace(name=f"bench-{n}", source_format="whowhen", question="bench", steps=[
-        ParsedStep(speaker=f"Agent{i % 4}", agent=f"Agent{i % 4}", kind="message",
-                   content=f"step {i} " + "lorem ipsum " * (10 + i % 200)) for i in range(steps)])
+def _trace(project: Project, n: int, steps: int):
+    parsed = ParsedTrace(
+        name=f"bench-{n}",
+        source_format="whowhen",
+        question="bench",
+        steps=[
+            ParsedStep(
+                speaker=f"Agent{i % 4}",
+                agent=f"Agent{i % 4}",
+                kind="message",
+                content=f"step {i} " + "lorem ipsum " * (10 + i % 200),
+            )
+            for i in range(steps)
+        ],
+    )
     return services.trace_create_from_parsed(project=project, upload=None, ordinal=n, parsed=parsed)
 
 
-def _claim_all(queue, users) -> dict:  # type: ignore[no-untyped-def]
+def _claim_all(queue, users) -> dict:
     claimed: list[list[int]] = [[] for _ in users]
 
-    def work(slot: int, user) -> None:  # type: ignore[no-untyped-def]
+    def work(slot: int, user) -> None:
         while (copy := queue_services.annotation_claim(queue=queue, user=user)) is not None:
             queue_services.annotation_submit(annotation=copy, user=user, step_index=1)
             claimed[slot].append(copy.pk)
@@ -52,8 +63,12 @@ def _claim_all(queue, users) -> dict:  # type: ignore[no-untyped-def]
         t.join()
     seconds = time.perf_counter() - start
     every = [pk for ids in claimed for pk in ids]
-    return {"threads": len(users), "copies_claimed_and_submitted": len(every),
-            "duplicates": len(every) - len(set(every)), "per_second": round(len(every) / seconds, 1)}
+    return {
+        "threads": len(users),
+        "copies_claimed_and_submitted": len(every),
+        "duplicates": len(every) - len(set(every)),
+        "per_second": round(len(every) / seconds, 1),
+    }
 
 
 def _page_ms(client: Client, url: str) -> dict[str, float]:
@@ -62,7 +77,10 @@ def _page_ms(client: Client, url: str) -> dict[str, float]:
         start = time.perf_counter()
         assert client.get(url).status_code == 200
         samples.append((time.perf_counter() - start) * 1000)
-    return {"p50_ms": round(_django.percentile(samples, 50), 1), "p95_ms": round(_django.percentile(samples, 95), 1)}
+    return {
+        "p50_ms": round(_django.percentile(samples, 50), 1),
+        "p95_ms": round(_django.percentile(samples, 95), 1),
+    }
 
 
 def main() -> None:
@@ -76,25 +94,34 @@ def main() -> None:
     for n in range(TRACES):
         _trace(project, n, 5)
     start = time.perf_counter()
-    queue = queue_services.queue_create(project=project, user=None, name="fill", source="no_gold",
-                                        overlap=OVERLAP, filter={"limit": TRACES})
+    queue = queue_services.queue_create(
+        project=project, user=None, name="fill", source="no_gold", overlap=OVERLAP, filter={"limit": TRACES}
+    )
     fill_s = time.perf_counter() - start
     copies = Annotation.objects.filter(queue=queue).count()
     claims = _claim_all(queue, users[:OVERLAP])
 
     big = _trace(project, TRACES, 10_000)
-    big_queue = queue_services.queue_create(project=project, user=None, name="big", source="search",
-                                            overlap=1, filter={"q": big.name})
+    big_queue = queue_services.queue_create(
+        project=project, user=None, name="big", source="search", overlap=1, filter={"q": big.name}
+    )
     copy = queue_services.annotation_claim(queue=big_queue, user=users[-1])
     client = Client(HTTP_HOST="127.0.0.1")
     client.force_login(users[-1])
-    print(json.dumps({
-        "machine": _django.machine(),
-        "fill": {"traces": TRACES, "overlap": OVERLAP, "copies": copies, "seconds": round(fill_s, 2)},
-        "claim_and_submit": claims,
-        "label_page_10000_steps_first_window": _page_ms(client, f"/annotations/label/{copy.pk}/"),
-        "label_page_10000_steps_step_7500": _page_ms(client, f"/annotations/label/{copy.pk}/?step=7500"),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "machine": _django.machine(),
+                "fill": {"traces": TRACES, "overlap": OVERLAP, "copies": copies, "seconds": round(fill_s, 2)},
+                "claim_and_submit": claims,
+                "label_page_10000_steps_first_window": _page_ms(client, f"/annotations/label/{copy.pk}/"),
+                "label_page_10000_steps_step_7500": _page_ms(
+                    client, f"/annotations/label/{copy.pk}/?step=7500"
+                ),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

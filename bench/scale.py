@@ -37,7 +37,9 @@ WHO_AND_WHEN = _django.ROOT.parent / "shared" / "data" / "who_and_when"
 def write_bundle(n: int, path: Path) -> int:
     """N Who&When records, cycling through the real runs; each copy gets its own name and question so no two
     traces are the same. Returns the number of steps written."""
-    sources = sorted(WHO_AND_WHEN.rglob("*.json")) or sorted((_django.ROOT / "tracing" / "demo_data").rglob("*.json"))
+    sources = sorted(WHO_AND_WHEN.rglob("*.json")) or sorted(
+        (_django.ROOT / "tracing" / "demo_data").rglob("*.json")
+    )
     documents = [json.loads(p.read_text()) for p in sources]
     steps = 0
     with path.open("w") as out:
@@ -57,19 +59,35 @@ def import_bundle(path: Path) -> dict[str, float]:
 
     before_traces, before_steps = Trace.objects.count(), Step.objects.count()
     start = time.perf_counter()
-    call_command("import_traces", str(path), project=PROJECT, format="whowhen-jsonl", json=True,
-                 stdout=open(os.devnull, "w"))
+    call_command(
+        "import_traces",
+        str(path),
+        project=PROJECT,
+        format="whowhen-jsonl",
+        json=True,
+        stdout=open(os.devnull, "w"),
+    )
     seconds = time.perf_counter() - start
     traces, steps = Trace.objects.count() - before_traces, Step.objects.count() - before_steps
-    return {"seconds": round(seconds, 2), "traces": traces, "steps": steps,
-            "traces_per_s": round(traces / seconds, 1), "steps_per_s": round(steps / seconds, 1)}
+    return {
+        "seconds": round(seconds, 2),
+        "traces": traces,
+        "steps": steps,
+        "traces_per_s": round(traces / seconds, 1),
+        "steps_per_s": round(steps / seconds, 1),
+    }
 
 
 def evaluate_heuristic(n: int) -> dict[str, float]:
     """``evaluate`` in a child process, so its peak RSS is its own."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "manage.py", "evaluate", "--project", PROJECT, "--method", "heuristic",
-                    "--json"], cwd=_django.ROOT, check=True, stdout=subprocess.DEVNULL, env=os.environ.copy())
+    subprocess.run(
+        [sys.executable, "manage.py", "evaluate", "--project", PROJECT, "--method", "heuristic", "--json"],
+        cwd=_django.ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env=os.environ.copy(),
+    )
     seconds = time.perf_counter() - start
     rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"seconds": round(seconds, 2), "traces_per_s": round(n / seconds, 1), "peak_rss_mb": round(rss_mb)}
@@ -106,9 +124,11 @@ def time_pages(requests: int) -> dict[str, dict[str, float]]:
     pages = {
         "evaluation": (reverse("attribution:evaluation", args=[project.slug]), {"method": "heuristic"}, {}),
         "export_builder": (f"/annotations/projects/{project.slug}/exports/", {}, {}),
-        "export_preview": (f"/annotations/projects/{project.slug}/exports/preview/",
-                           {"format": "csv", "sources": list(LabelSource.values), "seed": "0", "test_percent": "20"},
-                           {"HTTP_HX_REQUEST": "true"}),
+        "export_preview": (
+            f"/annotations/projects/{project.slug}/exports/preview/",
+            {"format": "csv", "sources": list(LabelSource.values), "seed": "0", "test_percent": "20"},
+            {"HTTP_HX_REQUEST": "true"},
+        ),
         "trace_list": (reverse("tracing:trace_list", args=[project.slug]), {}, {}),
     }
     out = {}
@@ -123,8 +143,11 @@ def time_pages(requests: int) -> dict[str, dict[str, float]]:
             response = client.get(url, params, **headers)
             timings.append((time.perf_counter() - start) * 1000)
             assert response.status_code == 200, name
-        out[name] = {"first_ms": round(first_ms, 1), "p50_ms": round(_django.percentile(timings, 50), 1),
-                     "p95_ms": round(_django.percentile(timings, 95), 1)}
+        out[name] = {
+            "first_ms": round(first_ms, 1),
+            "p50_ms": round(_django.percentile(timings, 50), 1),
+            "p95_ms": round(_django.percentile(timings, 95), 1),
+        }
     return out
 
 
@@ -137,13 +160,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--traces", type=int, default=20_000)
     parser.add_argument("--requests", type=int, default=20)
-    parser.add_argument("--reuse", action="store_true", help="keep the project an earlier run built; time pages only")
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep the project an earlier run built; time pages only"
+    )
     args = parser.parse_args()
     _django.setup()
     from tracing.models import Project
 
-    figures: dict[str, object] = {"machine": _django.machine(),
-                                  "database": os.environ["DATABASE_URL"].split("@")[-1]}
+    figures: dict[str, object] = {
+        "machine": _django.machine(),
+        "database": os.environ["DATABASE_URL"].split("@")[-1],
+    }
     if not (args.reuse and Project.objects.filter(name=PROJECT).exists()):
         Project.objects.filter(name=PROJECT).delete()
         with tempfile.TemporaryDirectory() as folder:

@@ -26,8 +26,11 @@ def main() -> None:
     args = parser.parse_args()
     out = io.StringIO()
     call_command("schema_benchmark", schemas=args.schemas, queries=args.queries, json=True, stdout=out)
-    result = json.loads(out.getvalue()) | {"machine": _django.machine(), "target_p95_ms": 20,
-                                           "meets_target": None}
+    result = json.loads(out.getvalue()) | {
+        "machine": _django.machine(),
+        "target_p95_ms": 20,
+        "meets_target": None,
+    }
     result["meets_target"] = result["p95_ms"] < 20
     print(json.dumps(result, indent=2))
 

@@ -28,12 +28,23 @@ from tracing.models import Project, Role  # noqa: E402
 def _verdicts(project: Project) -> None:
     rng = random.Random(7)
     traces = list(project.traces.values_list("id", "step_count"))
-    run = AttributionRun.objects.create(project=project, method="heuristic", status="succeeded",
-                                        trace_ids=[pk for pk, _ in traces])
-    Verdict.objects.bulk_create([
-        Verdict(run=run, trace_id=pk, method="heuristic", agent_name=f"A{rng.randrange(3)}",
-                step_index=rng.randrange(n), scores=[round(rng.random(), 4) for _ in range(n)])
-        for pk, n in traces], batch_size=200)
+    run = AttributionRun.objects.create(
+        project=project, method="heuristic", status="succeeded", trace_ids=[pk for pk, _ in traces]
+    )
+    Verdict.objects.bulk_create(
+        [
+            Verdict(
+                run=run,
+                trace_id=pk,
+                method="heuristic",
+                agent_name=f"A{rng.randrange(3)}",
+                step_index=rng.randrange(n),
+                scores=[round(rng.random(), 4) for _ in range(n)],
+            )
+            for pk, n in traces
+        ],
+        batch_size=200,
+    )
 
 
 def main() -> None:
@@ -63,16 +74,27 @@ def main() -> None:
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE attribution_verdict")
     slug = project.slug
-    print(json.dumps({
-        "machine": _django.machine(), "steps": args.steps, "traces": args.traces,
-        "verdicts_seconds": round(time.perf_counter() - started, 1),
-        f"trace_{args.steps}_without_verdict": before,
-        f"trace_{args.steps}_with_blame_strip": {"first_page": _time(client, f"/traces/{trace.pk}/"),
-                                                 "jump": _time(client, jump)},
-        f"trace_list_{args.traces}_with_verdict_column": _time(client, f"/projects/{slug}/"),
-        f"trace_list_{args.traces}_has_verdict": _time(client, f"/projects/{slug}/?has_verdict=yes"),
-        f"trace_list_{args.traces}_verdict_differs_from_gold": _time(client, f"/projects/{slug}/?verdict_vs_gold=differs"),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "machine": _django.machine(),
+                "steps": args.steps,
+                "traces": args.traces,
+                "verdicts_seconds": round(time.perf_counter() - started, 1),
+                f"trace_{args.steps}_without_verdict": before,
+                f"trace_{args.steps}_with_blame_strip": {
+                    "first_page": _time(client, f"/traces/{trace.pk}/"),
+                    "jump": _time(client, jump),
+                },
+                f"trace_list_{args.traces}_with_verdict_column": _time(client, f"/projects/{slug}/"),
+                f"trace_list_{args.traces}_has_verdict": _time(client, f"/projects/{slug}/?has_verdict=yes"),
+                f"trace_list_{args.traces}_verdict_differs_from_gold": _time(
+                    client, f"/projects/{slug}/?verdict_vs_gold=differs"
+                ),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

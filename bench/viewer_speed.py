@@ -20,11 +20,20 @@ from tracing.models import Project, Role  # noqa: E402
 ROUNDS = 30
 
 
-def _trace(project: Project, steps: int):  # type: ignore[no-untyped-def]
+def _trace(project: Project, steps: int):
     parsed = ParsedTrace(
-        name=f"bench-{steps}", source_format="whowhen", question="bench",
-        steps=[ParsedStep(speaker=f"Agent{i % 4}", agent=f"Agent{i % 4}", kind="message",
-                          content=f"step {i} " + "lorem ipsum " * (10 + i % 200)) for i in range(steps)],
+        name=f"bench-{steps}",
+        source_format="whowhen",
+        question="bench",
+        steps=[
+            ParsedStep(
+                speaker=f"Agent{i % 4}",
+                agent=f"Agent{i % 4}",
+                kind="message",
+                content=f"step {i} " + "lorem ipsum " * (10 + i % 200),
+            )
+            for i in range(steps)
+        ],
         gold=[ParsedGold(agent="Agent1", step=steps * 3 // 4)],
     )
     return services.trace_create_from_parsed(project=project, upload=None, ordinal=0, parsed=parsed)
@@ -38,7 +47,10 @@ def _time(client: Client, url: str, rounds: int = ROUNDS) -> dict[str, float]:
         response = client.get(url)
         samples.append((time.perf_counter() - start) * 1000)
         assert response.status_code == 200, (url, response.status_code)
-    return {"p50_ms": round(_django.percentile(samples, 50), 1), "p95_ms": round(_django.percentile(samples, 95), 1)}
+    return {
+        "p50_ms": round(_django.percentile(samples, 50), 1),
+        "p95_ms": round(_django.percentile(samples, 95), 1),
+    }
 
 
 def main() -> None:
@@ -51,14 +63,19 @@ def main() -> None:
         _trace(project, 20)
     client = Client(HTTP_HOST="127.0.0.1")
     client.force_login(user)
-    print(json.dumps({
-        "machine": _django.machine(),
-        "rounds": ROUNDS,
-        "trace_10000_first_page": _time(client, f"/traces/{trace.pk}/"),
-        "trace_10000_jump_to_step_7500": _time(client, f"/traces/{trace.pk}/?step=7500"),
-        "trace_list_201_traces": _time(client, f"/projects/{project.slug}/"),
-        "trace_list_search": _time(client, f"/projects/{project.slug}/?q=bench-10000"),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "machine": _django.machine(),
+                "rounds": ROUNDS,
+                "trace_10000_first_page": _time(client, f"/traces/{trace.pk}/"),
+                "trace_10000_jump_to_step_7500": _time(client, f"/traces/{trace.pk}/?step=7500"),
+                "trace_list_201_traces": _time(client, f"/projects/{project.slug}/"),
+                "trace_list_search": _time(client, f"/projects/{project.slug}/?q=bench-10000"),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

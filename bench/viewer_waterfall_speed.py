@@ -29,33 +29,72 @@ ROUNDS = 20
 T0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 
 
-def _span_tree(project: Project, steps: int):  # type: ignore[no-untyped-def]
+def _span_tree(project: Project, steps: int):
     """A root, agent spans every 10 steps under it, LLM calls and tool calls under the agents."""
-    parsed_steps = [ParsedStep(speaker="Orchestrator.run", agent="Orchestrator", kind="message", content="root",
-                               span_id="s0", started_at=T0, ended_at=T0 + dt.timedelta(seconds=steps))]
+    parsed_steps = [
+        ParsedStep(
+            speaker="Orchestrator.run",
+            agent="Orchestrator",
+            kind="message",
+            content="root",
+            span_id="s0",
+            started_at=T0,
+            ended_at=T0 + dt.timedelta(seconds=steps),
+        )
+    ]
     for i in range(1, steps):
         agent = f"Agent{i % 5}"
         is_agent_span = i % 10 == 1
         parent = 0 if is_agent_span else i - (i - 1) % 10
         kind = "message" if is_agent_span else ("llm_call" if i % 2 else "tool_call")
-        parsed_steps.append(ParsedStep(
-            speaker=agent, agent=agent, kind=kind, content=f"step {i} WebSurfer " + "lorem ipsum " * (5 + i % 50),
-            parent=parent, span_id=f"s{i}", started_at=T0 + dt.timedelta(seconds=i),
-            ended_at=T0 + dt.timedelta(seconds=i + 0.5), input_tokens=100 if kind == "llm_call" else None,
-            output_tokens=20 if kind == "llm_call" else None,
-            raw={"model": "gpt-4o-mini", "totalCost": 0.0001, "type": "GENERATION"} if kind == "llm_call" else None))
-    parsed = ParsedTrace(name=f"bench-tree-{steps}", source_format="langfuse", question="bench", steps=parsed_steps,
-                         gold=[ParsedGold(agent="Agent1", step=steps * 3 // 4)])
+        parsed_steps.append(
+            ParsedStep(
+                speaker=agent,
+                agent=agent,
+                kind=kind,
+                content=f"step {i} WebSurfer " + "lorem ipsum " * (5 + i % 50),
+                parent=parent,
+                span_id=f"s{i}",
+                started_at=T0 + dt.timedelta(seconds=i),
+                ended_at=T0 + dt.timedelta(seconds=i + 0.5),
+                input_tokens=100 if kind == "llm_call" else None,
+                output_tokens=20 if kind == "llm_call" else None,
+                raw={"model": "gpt-4o-mini", "totalCost": 0.0001, "type": "GENERATION"}
+                if kind == "llm_call"
+                else None,
+            )
+        )
+    parsed = ParsedTrace(
+        name=f"bench-tree-{steps}",
+        source_format="langfuse",
+        question="bench",
+        steps=parsed_steps,
+        gold=[ParsedGold(agent="Agent1", step=steps * 3 // 4)],
+    )
     return services.trace_create_from_parsed(project=project, upload=None, ordinal=0, parsed=parsed)
 
 
 def _small(project: Project, i: int) -> None:
-    steps = [ParsedStep(speaker=f"A{j}", agent=f"A{j % 3}", kind="message", content=f"trace {i} step {j} planner",
-                        started_at=T0 + dt.timedelta(minutes=i, seconds=j), input_tokens=j, output_tokens=j)
-             for j in range(20)]
-    parsed = ParsedTrace(name=f"small-{i}", source_format="whowhen", question="bench", steps=steps,
-                         outcome="failed" if i % 3 else "succeeded",
-                         gold=[ParsedGold(agent="A1", step=4)] if i % 2 else [])
+    steps = [
+        ParsedStep(
+            speaker=f"A{j}",
+            agent=f"A{j % 3}",
+            kind="message",
+            content=f"trace {i} step {j} planner",
+            started_at=T0 + dt.timedelta(minutes=i, seconds=j),
+            input_tokens=j,
+            output_tokens=j,
+        )
+        for j in range(20)
+    ]
+    parsed = ParsedTrace(
+        name=f"small-{i}",
+        source_format="whowhen",
+        question="bench",
+        steps=steps,
+        outcome="failed" if i % 3 else "succeeded",
+        gold=[ParsedGold(agent="A1", step=4)] if i % 2 else [],
+    )
     services.trace_create_from_parsed(project=project, upload=None, ordinal=0, parsed=parsed)
 
 
@@ -88,18 +127,34 @@ def main() -> None:
     client.get(f"/traces/{trace.pk}/")
     first_view = (time.perf_counter() - start) * 1000
     slug = project.slug
-    print(json.dumps({
-        "machine": _django.machine(), "rounds": ROUNDS, "steps": args.steps, "traces": args.traces,
-        "build_seconds": round(built_s, 1),
-        f"trace_{args.steps}_first_view_ms": round(first_view, 1),
-        f"trace_{args.steps}_first_page": _time(client, f"/traces/{trace.pk}/"),
-        f"trace_{args.steps}_jump_to_step_{args.steps * 3 // 4}": _time(client, f"/traces/{trace.pk}/?step={args.steps * 3 // 4}"),
-        f"trace_list_{args.traces}": _time(client, f"/projects/{slug}/"),
-        f"trace_list_{args.traces}_search_step_content": _time(client, f"/projects/{slug}/?q=planner"),
-        f"trace_list_{args.traces}_sorted_by_duration": _time(client, f"/projects/{slug}/?ordering=-duration"),
-        f"trace_list_{args.traces}_filtered": _time(
-            client, f"/projects/{slug}/?agent=A1&has_gold=yes&from=2025-01-01&to=2025-01-02&ordering=-tokens"),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "machine": _django.machine(),
+                "rounds": ROUNDS,
+                "steps": args.steps,
+                "traces": args.traces,
+                "build_seconds": round(built_s, 1),
+                f"trace_{args.steps}_first_view_ms": round(first_view, 1),
+                f"trace_{args.steps}_first_page": _time(client, f"/traces/{trace.pk}/"),
+                f"trace_{args.steps}_jump_to_step_{args.steps * 3 // 4}": _time(
+                    client, f"/traces/{trace.pk}/?step={args.steps * 3 // 4}"
+                ),
+                f"trace_list_{args.traces}": _time(client, f"/projects/{slug}/"),
+                f"trace_list_{args.traces}_search_step_content": _time(
+                    client, f"/projects/{slug}/?q=planner"
+                ),
+                f"trace_list_{args.traces}_sorted_by_duration": _time(
+                    client, f"/projects/{slug}/?ordering=-duration"
+                ),
+                f"trace_list_{args.traces}_filtered": _time(
+                    client,
+                    f"/projects/{slug}/?agent=A1&has_gold=yes&from=2025-01-01&to=2025-01-02&ordering=-tokens",
+                ),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

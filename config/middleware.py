@@ -18,7 +18,7 @@ class HtmxMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         restore = request.headers.get("HX-History-Restore-Request") == "true"
-        request.htmx = request.headers.get("HX-Request") == "true" and not restore  # type: ignore[attr-defined]
+        request.htmx = request.headers.get("HX-Request") == "true" and not restore
         response = self.get_response(request)
         patch_vary_headers(response, ("HX-Request", "HX-History-Restore-Request"))
         return response

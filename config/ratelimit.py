@@ -69,8 +69,8 @@ def refund(scope: str, who: str) -> None:
         return
     try:
         cache.decr(_key(scope, who, parse_rate(rate)[1], time.time()))
-    except Exception:  # noqa: BLE001 - the window rolled over, or the cache is down: nothing to take back
-        pass
+    except Exception:  # the window rolled over, or the cache is down: nothing to take back
+        logger.debug("rate limit: nothing to take back for %s", scope)
 
 
 def client_ip(request: HttpRequest) -> str:
@@ -87,15 +87,17 @@ def client_ip(request: HttpRequest) -> str:
 
 
 def too_many(retry_after: int, message: str = "Too many requests; try again shortly.") -> HttpResponse:
-    response = HttpResponse(f"{message} (retry after {retry_after} s)\n", status=429, content_type="text/plain")
+    response = HttpResponse(
+        f"{message} (retry after {retry_after} s)\n", status=429, content_type="text/plain"
+    )
     response["Retry-After"] = str(retry_after)
     return response
 
 
-def limited(scope: str, who: Callable[[HttpRequest], str], *, methods: tuple[str, ...] = ("POST",)):  # type: ignore[no-untyped-def]
+def limited(scope: str, who: Callable[[HttpRequest], str], *, methods: tuple[str, ...] = ("POST",)):
     """Decorate a view: requests with one of ``methods`` count against ``scope`` for ``who(request)``."""
 
-    def decorate(view):  # type: ignore[no-untyped-def]
+    def decorate(view):
         @wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if request.method in methods:
@@ -129,7 +131,7 @@ def login_account(request: HttpRequest) -> str:
     return f"account:{request.POST.get('username', '')[:150].strip().lower()}"
 
 
-def login_throttled(view):  # type: ignore[no-untyped-def]
+def login_throttled(view):
     """Decorate a sign-in view (the site's and the admin's). Every POST counts per address; a failed one also counts
     per account name, from any address, so forged or rotated addresses cannot guess one account's password faster.
     The account's count is taken before the view runs (concurrent guesses cannot slip under the limit) and given

@@ -49,16 +49,20 @@ def env_secret(name: str) -> str | None:
 VAR_DIR = Path(env_str("CULPRIT_VAR_DIR", BASE_DIR / "var"))
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
+# The embedded default only: a single-user local install (see below).
+EMBEDDED_SECRET_KEY = "culprit-embedded-insecure-key-change-me"  # noqa: S105 - public by design, refused in production
 SECRET_KEY = env_secret("DJANGO_SECRET_KEY")
 if not SECRET_KEY:
     if env_bool("CULPRIT_REQUIRE_SECRET_KEY", False):
         raise ImproperlyConfigured("DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) must be set")
     # The embedded default is a single-user local install; a fixed key is acceptable there only. The team
     # deployment sets CULPRIT_REQUIRE_SECRET_KEY=true so a missing secret stops the server instead.
-    SECRET_KEY = "culprit-embedded-insecure-key-change-me"
+    SECRET_KEY = EMBEDDED_SECRET_KEY
 
 ALLOWED_HOSTS = [h.strip() for h in env_str("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
-CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
+CSRF_TRUSTED_ORIGINS = [
+    o.strip() for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
+]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -107,7 +111,9 @@ TEMPLATES = [
 ]
 
 DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'culprit.sqlite3'}"
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60))}
+DATABASES = {
+    "default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60))
+}
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # The web server and the worker share the file: wait for a lock instead of failing with "database is locked".
     DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
@@ -167,7 +173,9 @@ CULPRIT_STEP_WINDOW_CHARS = env_int("CULPRIT_STEP_WINDOW_CHARS", 200_000)
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or os.environ.get("REDIS_URL") or "filesystem://"
 EMBEDDED_BROKER = CELERY_BROKER_URL.startswith("filesystem")
 if EMBEDDED_BROKER:
-    _broker_dir = VAR_DIR / "broker"  # its folders are made when a worker starts or a task is sent (config/celery.py)
+    _broker_dir = (
+        VAR_DIR / "broker"
+    )  # its folders are made when a worker starts or a task is sent (config/celery.py)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
@@ -208,13 +216,21 @@ CULPRIT_REAP_INGEST_AFTER = env_int("CULPRIT_REAP_INGEST_AFTER", CELERY_TASK_TIM
 # after the broker's visibility timeout). Keep it several beats long.
 CULPRIT_JOB_HEARTBEAT_EVERY = env_int("CULPRIT_JOB_HEARTBEAT_EVERY", 10)
 CULPRIT_REAP_RUNNING_AFTER = env_int("CULPRIT_REAP_RUNNING_AFTER", 45)
-CULPRIT_REAP_RUN_AFTER = env_int("CULPRIT_REAP_RUN_AFTER", 3660 + 240)  # one trace or injection may take an hour
+CULPRIT_REAP_RUN_AFTER = env_int(
+    "CULPRIT_REAP_RUN_AFTER", 3660 + 240
+)  # one trace or injection may take an hour
 CULPRIT_REAP_EXPORT_AFTER = env_int("CULPRIT_REAP_EXPORT_AFTER", 3660 + 240)  # an export may take an hour
 CELERY_BEAT_SCHEDULE = {
-    f"reap-{app}": {"task": f"{app}.reap_jobs", "schedule": env_int("CULPRIT_REAP_EVERY", 15),
-                    "kwargs": {"stale_after": stale_after}}
-    for app, stale_after in (("tracing", CULPRIT_REAP_INGEST_AFTER), ("attribution", CULPRIT_REAP_RUN_AFTER),
-                             ("annotations", CULPRIT_REAP_EXPORT_AFTER))
+    f"reap-{app}": {
+        "task": f"{app}.reap_jobs",
+        "schedule": env_int("CULPRIT_REAP_EVERY", 15),
+        "kwargs": {"stale_after": stale_after},
+    }
+    for app, stale_after in (
+        ("tracing", CULPRIT_REAP_INGEST_AFTER),
+        ("attribution", CULPRIT_REAP_RUN_AFTER),
+        ("annotations", CULPRIT_REAP_EXPORT_AFTER),
+    )
 }
 # The raw bytes of uploads that produced nothing (every job failed) are kept this long to look into, then deleted.
 CULPRIT_KEEP_FAILED_UPLOADS_FOR = env_int("CULPRIT_KEEP_FAILED_UPLOADS_FOR", 24 * 3600)
@@ -224,31 +240,53 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # Django's cache: rate-limit counters (config.ratelimit) and the like. Redis when CULPRIT_CACHE_URL is set (the team
 # deployment gives it a database of its own) or when the broker is Redis; in-process in the embedded mode.
 CULPRIT_CACHE_URL = os.environ.get("CULPRIT_CACHE_URL") or (
-    CELERY_BROKER_URL if CELERY_BROKER_URL.startswith("redis") else "")
-CACHES = {"default": (
-    {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CULPRIT_CACHE_URL,
-     "KEY_PREFIX": "culprit"}
-    if CULPRIT_CACHE_URL.startswith("redis") else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"})}
-CULPRIT_RATE_LIMITS = {"login": "10/m", "login_ip": "60/m", "upload": "120/m", "api": "600/m", "otlp": "1200/m"} | {
+    CELERY_BROKER_URL if CELERY_BROKER_URL.startswith("redis") else ""
+)
+CACHES = {
+    "default": (
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CULPRIT_CACHE_URL,
+            "KEY_PREFIX": "culprit",
+        }
+        if CULPRIT_CACHE_URL.startswith("redis")
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+CULPRIT_RATE_LIMITS = {
+    "login": "10/m",
+    "login_ip": "60/m",
+    "upload": "120/m",
+    "api": "600/m",
+    "otlp": "1200/m",
+} | {
     scope.strip(): rate.strip()
-    for scope, _, rate in (item.partition("=") for item in env_str("CULPRIT_RATE_LIMITS", "").split(",") if item)}
+    for scope, _, rate in (
+        item.partition("=") for item in env_str("CULPRIT_RATE_LIMITS", "").split(",") if item
+    )
+}
 
 # LLM response cache (Redis). Default: the broker when it is Redis; "off" disables it.
 CULPRIT_LLM_CACHE_URL = os.environ.get("CULPRIT_LLM_CACHE_URL") or (
-    CELERY_BROKER_URL if CELERY_BROKER_URL.startswith("redis") else "")
+    CELERY_BROKER_URL if CELERY_BROKER_URL.startswith("redis") else ""
+)
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     # Logs go to stderr, always: stdout belongs to the commands (`--json` prints pure JSON there).
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}} | {
+    "loggers": {"django.db.backends": {"level": "WARNING"}}
+    | {
         # litellm logs every request at INFO through its own handler, which writes INFO to stdout; keep its
         # warnings and errors only (attribution.llm logs one line per call itself, and drops litellm's handler).
-        name: {"level": env_str("LITELLM_LOG_LEVEL", "WARNING")} for name in ("LiteLLM", "LiteLLM Router",
-                                                                             "LiteLLM Proxy")},
+        name: {"level": env_str("LITELLM_LOG_LEVEL", "WARNING")}
+        for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
+    },
 }
 
 # --- security ---------------------------------------------------------------------------------------------------
@@ -256,8 +294,10 @@ LOGGING = {
 # a real secret required, HTTPS only (redirect, HSTS, secure cookies), and the proxy's X-Forwarded-Proto trusted.
 # The embedded mode serves plain HTTP on 127.0.0.1 for one person and leaves them off.
 PRODUCTION = env_bool("CULPRIT_PRODUCTION", False)
-if PRODUCTION and SECRET_KEY == "culprit-embedded-insecure-key-change-me":
-    raise ImproperlyConfigured("CULPRIT_PRODUCTION is set: DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) must be set")
+if PRODUCTION and SECRET_KEY == EMBEDDED_SECRET_KEY:
+    raise ImproperlyConfigured(
+        "CULPRIT_PRODUCTION is set: DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) must be set"
+    )
 _behind_proxy = env_bool("CULPRIT_BEHIND_PROXY", PRODUCTION)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if _behind_proxy else None
 SECURE_SSL_REDIRECT = env_bool("CULPRIT_SSL_REDIRECT", PRODUCTION)
@@ -276,8 +316,10 @@ SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 # Content-Security-Policy (config.middleware.ContentSecurityPolicyMiddleware): only the app's own scripts, styles,
 # images and connections; nothing may frame the app; forms post only to it.
-CULPRIT_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
-               "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
+CULPRIT_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+    "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
+)
 # The API docs page (Swagger UI, served from our own static files) sets inline styles as it renders.
 CULPRIT_CSP_DOCS = CULPRIT_CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
 
@@ -287,12 +329,15 @@ CULPRIT_CSP_DOCS = CULPRIT_CSP.replace("style-src 'self'", "style-src 'self' 'un
 # (e.g. "ollama:11434,10.2.0.0/16"). Loopback is allowed by default only in the embedded single-user mode (SQLite and
 # the filesystem broker, not CULPRIT_PRODUCTION), so a local Ollama or vLLM works after `make run`.
 EMBEDDED = EMBEDDED_DATABASE and EMBEDDED_BROKER and not PRODUCTION
-CULPRIT_OUTBOUND_ALLOW = [e.strip() for e in os.environ.get("CULPRIT_OUTBOUND_ALLOW", "").split(",") if e.strip()]
+CULPRIT_OUTBOUND_ALLOW = [
+    e.strip() for e in os.environ.get("CULPRIT_OUTBOUND_ALLOW", "").split(",") if e.strip()
+]
 CULPRIT_OUTBOUND_ALLOW_LOOPBACK = env_bool("CULPRIT_OUTBOUND_ALLOW_LOOPBACK", EMBEDDED)
 # Providers whose key in the server's environment (OPENAI_API_KEY, ...) projects without a key of their own may use,
 # e.g. "openai,anthropic". Empty: every project brings its own key. Never used for a project with a custom api_base.
 CULPRIT_SERVER_KEYS_FOR = frozenset(
-    p.strip().lower() for p in os.environ.get("CULPRIT_SERVER_KEYS_FOR", "").split(",") if p.strip())
+    p.strip().lower() for p in os.environ.get("CULPRIT_SERVER_KEYS_FOR", "").split(",") if p.strip()
+)
 # Behind this many reverse proxies (each appends the address it saw to X-Forwarded-For) the client's address is the
 # N-th entry from the right; 0 trusts no header and uses the socket's peer. Default: 1 when behind a proxy.
 CULPRIT_TRUSTED_PROXIES = env_int("CULPRIT_TRUSTED_PROXIES", 1 if _behind_proxy else 0)

@@ -13,8 +13,11 @@ urlpatterns = [
     # Before admin.site.urls, so the admin's sign-in is throttled like the site's.
     path("admin/login/", ratelimit.login_throttled(admin.site.login)),
     path("admin/", admin.site.urls),
-    path("accounts/login/", ratelimit.login_throttled(auth_views.LoginView.as_view(redirect_authenticated_user=True)),
-         name="login"),
+    path(
+        "accounts/login/",
+        ratelimit.login_throttled(auth_views.LoginView.as_view(redirect_authenticated_user=True)),
+        name="login",
+    ),
     path("healthz", healthz, name="healthz"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/", api.urls),

@@ -80,7 +80,9 @@ def incoming_bytes(name: str, data: bytes) -> services.IncomingFile:
 
 
 def incoming_path(path: Path, name: str | None = None) -> services.IncomingFile:
-    return services.IncomingFile(name=name or path.name, size=path.stat().st_size, open=lambda: path.open("rb"))
+    return services.IncomingFile(
+        name=name or path.name, size=path.stat().st_size, open=lambda: path.open("rb")
+    )
 
 
 def import_now(project: Project, *files: services.IncomingFile) -> list[IngestJob]:
@@ -99,12 +101,13 @@ def imported_trace(project) -> Trace:
 
 # --- real processes ------------------------------------------------------------------------------------------------
 
+
 def test_database_url() -> str:
     db = settings.DATABASES["default"]
     return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
-test_database_url.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
+test_database_url.__test__ = False  # a helper, not a test
 
 
 def process_env(**overrides: str) -> dict[str, str]:
@@ -133,12 +136,27 @@ class WorkerProcess:
         offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool=solo", "--loglevel=INFO",
-                 "--without-mingle", "--without-gossip", "--without-heartbeat",
-                 *([f"--hostname={self.name}@%h"] if self.name else [])],
-                cwd=ROOT, env=process_env(CELERY_VISIBILITY_TIMEOUT=self.VISIBILITY_TIMEOUT,
-                                          CELERY_UNACKED_RESTORE_INTERVAL="2", CELERY_UNACKED_RESTORE_THROTTLE="1",
-                                          **self.env),
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "config",
+                    "worker",
+                    "--pool=solo",
+                    "--loglevel=INFO",
+                    "--without-mingle",
+                    "--without-gossip",
+                    "--without-heartbeat",
+                    *([f"--hostname={self.name}@%h"] if self.name else []),
+                ],
+                cwd=ROOT,
+                env=process_env(
+                    CELERY_VISIBILITY_TIMEOUT=self.VISIBILITY_TIMEOUT,
+                    CELERY_UNACKED_RESTORE_INTERVAL="2",
+                    CELERY_UNACKED_RESTORE_THROTTLE="1",
+                    **self.env,
+                ),
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
@@ -180,7 +198,7 @@ def celery_worker(_worker_process: WorkerProcess) -> WorkerProcess:
     return _worker_process
 
 
-def wait_for(probe, timeout: float = 60):  # type: ignore[no-untyped-def]
+def wait_for(probe, timeout: float = 60):
     """Poll ``probe`` until it returns something truthy (work done by another process), or fail."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -202,7 +220,7 @@ def wait_for_jobs(jobs: list[IngestJob], timeout: float = 60) -> list[IngestJob]
 
 
 @pytest.fixture
-def slow_system():  # type: ignore[no-untyped-def]
+def slow_system():
     """A team's multi-agent system behind a replay hook on 127.0.0.1 whose replays take a moment, so a worker, a
     broker or a database can be stopped in the middle of a campaign (tests/attribution/test_campaign_worker.py)."""
     from tests.attribution.test_campaign_worker import SlowSystem

@@ -20,8 +20,10 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 # The suite makes hundreds of uploads and API calls a minute; tests/test_security.py sets the real limits it checks.
-os.environ.setdefault("CULPRIT_RATE_LIMITS", ",".join(
-    f"{scope}=1000000/m" for scope in ("login", "login_ip", "upload", "api", "otlp")))
+os.environ.setdefault(
+    "CULPRIT_RATE_LIMITS",
+    ",".join(f"{scope}=1000000/m" for scope in ("login", "login_ip", "upload", "api", "otlp")),
+)
 # Replay hooks and OpenAI-compatible endpoints in the suite are real servers on 127.0.0.1, which the outbound policy
 # refuses outside the embedded mode; tests of the policy itself override CULPRIT_OUTBOUND_ALLOW.
 os.environ.setdefault("CULPRIT_OUTBOUND_ALLOW", "127.0.0.0/8,::1,localhost")

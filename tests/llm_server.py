@@ -69,14 +69,20 @@ class FakeLlmServer:
 
     def totals(self) -> dict[str, int]:
         ok = self.answered()
-        return {"calls": len(ok), "input_tokens": sum(r.prompt_tokens for r in ok),
-                "output_tokens": sum(r.completion_tokens for r in ok)}
+        return {
+            "calls": len(ok),
+            "input_tokens": sum(r.prompt_tokens for r in ok),
+            "output_tokens": sum(r.completion_tokens for r in ok),
+        }
 
     def received_totals(self) -> dict[str, int]:
         """What the server read: the prompt of every request that reached it (answered, refused with 429, 500 or 400,
         or timed out on the client's side), the answer of the answered ones."""
-        return {"requests": len(self.received), "input_tokens": sum(r.prompt_tokens for r in self.received),
-                "output_tokens": sum(r.completion_tokens for r in self.answered())}
+        return {
+            "requests": len(self.received),
+            "input_tokens": sum(r.prompt_tokens for r in self.received),
+            "output_tokens": sum(r.completion_tokens for r in self.answered()),
+        }
 
     def overflowed(self) -> list[Received]:
         return [r for r in self.received if r.status == 400]
@@ -105,44 +111,83 @@ def _handler(server: FakeLlmServer) -> type[BaseHTTPRequestHandler]:
             messages = body.get("messages") or []
             prompt = count_prompt(messages)
             max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
-            entry = Received(time.monotonic(), messages, max_tokens, self.headers.get("Authorization", ""), 0, prompt)
+            entry = Received(
+                time.monotonic(), messages, max_tokens, self.headers.get("Authorization", ""), 0, prompt
+            )
             with server.lock:
                 server.received.append(entry)
             if prompt + int(max_tokens or 0) > server.context:
                 entry.status = 400
-                return self._send(400, {"error": {
-                    "message": f"This model's maximum context length is {server.context} tokens. However, you "
-                               f"requested {prompt + int(max_tokens or 0)} tokens ({prompt} in the messages, "
-                               f"{max_tokens} in the completion).", "type": "BadRequestError", "code": 400}})
+                return self._send(
+                    400,
+                    {
+                        "error": {
+                            "message": f"This model's maximum context length is {server.context} tokens. However, you "
+                            f"requested {prompt + int(max_tokens or 0)} tokens ({prompt} in the messages, "
+                            f"{max_tokens} in the completion).",
+                            "type": "BadRequestError",
+                            "code": 400,
+                        }
+                    },
+                )
             action = server.next_action(messages)
             while isinstance(action, tuple) and action[0] == "sleep":
                 time.sleep(float(action[1]))
                 action = server.next_action(messages)
             if isinstance(action, tuple) and action[0] == "429":
                 entry.status = 429
-                return self._send(429, {"error": {"message": "rate limited", "type": "rate_limit"}},
-                                  {"Retry-After": str(action[1])})
+                return self._send(
+                    429,
+                    {"error": {"message": "rate limited", "type": "rate_limit"}},
+                    {"Retry-After": str(action[1])},
+                )
             if isinstance(action, tuple) and action[0] == "500":
                 entry.status = 500
                 return self._send(500, {"error": {"message": "internal error", "type": "server_error"}})
             text = action(messages) if callable(action) else str(action)
             entry.completion_tokens, entry.status = count_text(text), 200
-            return self._send(200, {
-                "id": f"chatcmpl-{len(server.received)}", "object": "chat.completion", "created": int(time.time()),
-                "model": body.get("model", "local"),
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": text}}],
-                "usage": {"prompt_tokens": prompt, "completion_tokens": entry.completion_tokens,
-                          "total_tokens": prompt + entry.completion_tokens}})
+            return self._send(
+                200,
+                {
+                    "id": f"chatcmpl-{len(server.received)}",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": body.get("model", "local"),
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": text},
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": prompt,
+                        "completion_tokens": entry.completion_tokens,
+                        "total_tokens": prompt + entry.completion_tokens,
+                    },
+                },
+            )
 
         def _embeddings(self, body: dict[str, Any]) -> None:
             inputs = body.get("input") or []
             inputs = [inputs] if isinstance(inputs, str) else inputs
             with server.lock:
-                server.embeddings.append({"input": inputs, "authorization": self.headers.get("Authorization", "")})
-            data = [{"object": "embedding", "index": i, "embedding": _vector(str(text))} for i, text in enumerate(inputs)]
-            self._send(200, {"object": "list", "data": data, "model": body.get("model", "local"),
-                             "usage": {"prompt_tokens": 0, "total_tokens": 0}})
+                server.embeddings.append(
+                    {"input": inputs, "authorization": self.headers.get("Authorization", "")}
+                )
+            data = [
+                {"object": "embedding", "index": i, "embedding": _vector(str(text))}
+                for i, text in enumerate(inputs)
+            ]
+            self._send(
+                200,
+                {
+                    "object": "list",
+                    "data": data,
+                    "model": body.get("model", "local"),
+                    "usage": {"prompt_tokens": 0, "total_tokens": 0},
+                },
+            )
 
         def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
             raw = json.dumps(payload).encode()

@@ -22,12 +22,21 @@ from tracing.models import Role, Trace
 pytestmark = pytest.mark.django_db
 
 ROLES = ("anonymous", "outsider", "viewer", "annotator", "owner")
-OK = frozenset({200, 302, 400})  # allowed: shown, done and redirected, or refused for its content (an empty form)
+OK = frozenset(
+    {200, 302, 400}
+)  # allowed: shown, done and redirected, or refused for its content (an empty form)
 
 
-def expect(anonymous: Any = 302, outsider: Any = 404, viewer: Any = 200, annotator: Any = 200,
-           owner: Any = 200) -> dict[str, Any]:
-    return {"anonymous": anonymous, "outsider": outsider, "viewer": viewer, "annotator": annotator, "owner": owner}
+def expect(
+    anonymous: Any = 302, outsider: Any = 404, viewer: Any = 200, annotator: Any = 200, owner: Any = 200
+) -> dict[str, Any]:
+    return {
+        "anonymous": anonymous,
+        "outsider": outsider,
+        "viewer": viewer,
+        "annotator": annotator,
+        "owner": owner,
+    }
 
 
 READ = expect()
@@ -88,8 +97,10 @@ PAGES: dict[str, dict[str, dict[str, Any]]] = {
     "annotations:adjudication": {"GET": OWNER_ONLY, "POST": OWNER_WRITE},
     "annotations:adjudicate_item": {"GET": OWNER_ONLY, "POST": OWNER_WRITE},
     # The copy is leased to the annotator: the owner, who does not hold it, is sent on to a copy of their own.
-    "annotations:label": {"GET": expect(viewer=403, annotator=200, owner=302),
-                          "POST": expect(viewer=403, annotator=OK, owner=302)},
+    "annotations:label": {
+        "GET": expect(viewer=403, annotator=200, owner=302),
+        "POST": expect(viewer=403, annotator=OK, owner=302),
+    },
     "annotations:skip": {"POST": expect(viewer=403, annotator=302, owner=302)},
     # Exports hold the project's curated data: annotators and owners build and download them, viewers do not.
     "annotations:export_builder": {"GET": expect(viewer=403), "POST": CONTRIBUTE},
@@ -98,8 +109,10 @@ PAGES: dict[str, dict[str, dict[str, Any]]] = {
     "annotations:export_manifest": {"GET": expect(viewer=403)},
     "annotations:invitations": {"GET": OWNER_ONLY, "POST": OWNER_WRITE},
     # Anyone holding a valid link may accept it; the world's token is not one, so everybody gets 404.
-    "annotations:invitation_accept": {"GET": expect(anonymous=404, viewer=404, annotator=404, owner=404),
-                                      "POST": expect(anonymous=404, viewer=404, annotator=404, owner=404)},
+    "annotations:invitation_accept": {
+        "GET": expect(anonymous=404, viewer=404, annotator=404, owner=404),
+        "POST": expect(anonymous=404, viewer=404, annotator=404, owner=404),
+    },
     # The annotator's request (made before the owner's) deletes the export: the owner then finds it gone.
     "annotations:export_delete": {"POST": expect(viewer=403, annotator=OK, owner=frozenset({404}))},
 }
@@ -119,7 +132,7 @@ PUBLIC_API = {"api:openapi-json", "api:openapi-view", "api:api-root"}
 
 
 def url_names() -> set[str]:
-    def walk(patterns, namespace=None):  # type: ignore[no-untyped-def]
+    def walk(patterns, namespace=None):
         for pattern in patterns:
             if isinstance(pattern, URLResolver):
                 if pattern.app_name == "admin":
@@ -137,28 +150,41 @@ def test_every_url_has_a_row_in_the_matrix():
 
 
 @pytest.fixture
-def world(make_user, make_project):  # type: ignore[no-untyped-def]
+def world(make_user, make_project):
     users = {role: make_user(role) for role in ("outsider", "viewer", "annotator", "owner")}
-    project = make_project("Alpha", {users["owner"]: Role.OWNER, users["viewer"]: Role.VIEWER,
-                                     users["annotator"]: Role.ANNOTATOR})
+    project = make_project(
+        "Alpha",
+        {users["owner"]: Role.OWNER, users["viewer"]: Role.VIEWER, users["annotator"]: Role.ANNOTATOR},
+    )
     other = make_project("Beta", {users["outsider"]: Role.OWNER})
     (job,) = import_now(project, incoming_path(sample_file()))
     trace = Trace.objects.get(pk=job.trace_ids[0])
-    run = attribution_services.run_create(project=project, method="heuristic", trace_ids=[trace.pk], enqueue=False)
+    run = attribution_services.run_create(
+        project=project, method="heuristic", trace_ids=[trace.pk], enqueue=False
+    )
     attribution_services.run_execute_inline(run=run)
     attribution_services.sandbox_clean_runs_generate(project=project, runs=1, seed=3)
-    campaign = attribution_services.campaign_execute_inline(campaign=attribution_services.campaign_create(
-        project=project, trace_ids=list(Trace.objects.filter(project=project, outcome="succeeded")
-                                        .values_list("pk", flat=True)), faults_per_trace=1, enqueue=False))
+    campaign = attribution_services.campaign_execute_inline(
+        campaign=attribution_services.campaign_create(
+            project=project,
+            trace_ids=list(
+                Trace.objects.filter(project=project, outcome="succeeded").values_list("pk", flat=True)
+            ),
+            faults_per_trace=1,
+            enqueue=False,
+        )
+    )
     from annotations import services as annotation_services
 
-    queue = annotation_services.queue_create(project=project, user=users["owner"], name="Q", source="search",
-                                             filter={"q": ""}, overlap=2)
+    queue = annotation_services.queue_create(
+        project=project, user=users["owner"], name="Q", source="search", filter={"q": ""}, overlap=2
+    )
     leased = annotation_services.annotation_claim(queue=queue, user=users["annotator"])
     from annotations.selectors import ExportFilters
 
-    export = annotation_services.export_create(project=project, user=users["owner"], fmt="whowhen-jsonl",
-                                               filters=ExportFilters(), enqueue=False)
+    export = annotation_services.export_create(
+        project=project, user=users["owner"], fmt="whowhen-jsonl", filters=ExportFilters(), enqueue=False
+    )
     annotation_services.export_run(export_id=export.pk)
     from attribution.models import ErrorSchema
     from attribution.schemas.services import schemas_distill
@@ -170,11 +196,24 @@ def world(make_user, make_project):  # type: ignore[no-untyped-def]
     model = attributor_create(project=project, name="M", user=users["owner"], enqueue=False)
     _, own_token = services.api_token_create(project=project, name="own", user=users["owner"])
     _, other_token = services.api_token_create(project=other, name="other", user=users["outsider"])
-    kwargs = {"slug": project.slug, "trace_id": trace.pk, "run_id": run.pk, "batch": job.batch,
-              "verdict_id": Verdict.objects.get(run=run).pk, "campaign_id": campaign.pk,
-              "injection_id": Injection.objects.filter(campaign=campaign).first().pk, "job_id": job.pk,
-              "queue_id": queue.pk, "item_id": leased.item_id, "annotation_id": leased.pk, "export_id": export.pk,
-              "schema_id": schema.pk, "model_id": model.pk, "token": "no-such-invitation", "index": 0}
+    kwargs = {
+        "slug": project.slug,
+        "trace_id": trace.pk,
+        "run_id": run.pk,
+        "batch": job.batch,
+        "verdict_id": Verdict.objects.get(run=run).pk,
+        "campaign_id": campaign.pk,
+        "injection_id": Injection.objects.filter(campaign=campaign).first().pk,
+        "job_id": job.pk,
+        "queue_id": queue.pk,
+        "item_id": leased.item_id,
+        "annotation_id": leased.pk,
+        "export_id": export.pk,
+        "schema_id": schema.pk,
+        "model_id": model.pk,
+        "token": "no-such-invitation",
+        "index": 0,
+    }
     return {"users": users, "kwargs": kwargs, "tokens": {"own": own_token, "other": other_token}}
 
 
@@ -188,13 +227,17 @@ def resolve(name: str, kwargs: dict[str, Any]) -> str:
 def _patterns() -> list[tuple[str, str]]:
     out = []
 
-    def walk(patterns, namespace=None, prefix=""):  # type: ignore[no-untyped-def]
+    def walk(patterns, namespace=None, prefix=""):
         for pattern in patterns:
             if isinstance(pattern, URLResolver):
                 walk(pattern.url_patterns, pattern.namespace or namespace, prefix + str(pattern.pattern))
             elif pattern.name:
-                out.append((f"{namespace}:{pattern.name}" if namespace else pattern.name,
-                            prefix + str(pattern.pattern)))
+                out.append(
+                    (
+                        f"{namespace}:{pattern.name}" if namespace else pattern.name,
+                        prefix + str(pattern.pattern),
+                    )
+                )
 
     walk(get_resolver().url_patterns)
     return out
@@ -231,10 +274,22 @@ def test_each_api_endpoint_answers_each_token_as_the_matrix_says(name, world, cl
 
 def test_ids_that_do_not_exist_answer_like_ids_of_another_project(world, client):
     client.force_login(world["users"]["owner"])
-    missing = {**world["kwargs"], "trace_id": 10**9, "run_id": 10**9, "verdict_id": 10**9, "campaign_id": 10**9,
-               "injection_id": 10**9, "batch": uuid.uuid4(), "slug": "no-such-project", "queue_id": 10**9,
-               "item_id": 10**9, "annotation_id": 10**9, "export_id": 10**9,
-               "schema_id": 10**9, "model_id": 10**9}
+    missing = {
+        **world["kwargs"],
+        "trace_id": 10**9,
+        "run_id": 10**9,
+        "verdict_id": 10**9,
+        "campaign_id": 10**9,
+        "injection_id": 10**9,
+        "batch": uuid.uuid4(),
+        "slug": "no-such-project",
+        "queue_id": 10**9,
+        "item_id": 10**9,
+        "annotation_id": 10**9,
+        "export_id": 10**9,
+        "schema_id": 10**9,
+        "model_id": 10**9,
+    }
     patterns = dict(_patterns())
     checked = 0
     for name, methods in PAGES.items():
@@ -248,8 +303,22 @@ def test_ids_that_do_not_exist_answer_like_ids_of_another_project(world, client)
 
 def test_huge_ids_in_page_urls_are_not_found_not_server_errors(world, client):
     client.force_login(world["users"]["owner"])
-    huge = {k: 2**70 for k in ("trace_id", "run_id", "verdict_id", "campaign_id", "injection_id", "queue_id",
-                               "item_id", "annotation_id", "export_id", "schema_id", "model_id")}
+    huge = {
+        k: 2**70
+        for k in (
+            "trace_id",
+            "run_id",
+            "verdict_id",
+            "campaign_id",
+            "injection_id",
+            "queue_id",
+            "item_id",
+            "annotation_id",
+            "export_id",
+            "schema_id",
+            "model_id",
+        )
+    }
     patterns = dict(_patterns())
     for name, methods in PAGES.items():
         if "int:" not in patterns[name] or "GET" not in methods:

@@ -53,24 +53,45 @@ def wait_port(port: int, timeout: float = 30) -> None:
 
 # --- a worker killed in the middle of an import ----------------------------------------------------------------------
 
+
 def whowhen_jsonl(traces: int, steps: int) -> bytes:
     lines = []
     for t in range(traces):
-        history = [{"role": "assistant" if i else "user", "name": ["Planner", "Coder", "Checker"][i % 3],
-                    "content": f"trace {t} step {i}: " + "x" * 200} for i in range(steps)]
-        lines.append(json.dumps({"question": f"task {t}", "ground_truth": str(t), "history": history,
-                                 "mistake_agent": "Coder", "mistake_step": "4", "mistake_reason": "wrong"}))
+        history = [
+            {
+                "role": "assistant" if i else "user",
+                "name": ["Planner", "Coder", "Checker"][i % 3],
+                "content": f"trace {t} step {i}: " + "x" * 200,
+            }
+            for i in range(steps)
+        ]
+        lines.append(
+            json.dumps(
+                {
+                    "question": f"task {t}",
+                    "ground_truth": str(t),
+                    "history": history,
+                    "mistake_agent": "Coder",
+                    "mistake_step": "4",
+                    "mistake_reason": "wrong",
+                }
+            )
+        )
     return ("\n".join(lines) + "\n").encode()
 
 
 def test_a_worker_killed_mid_import_leaves_every_trace_exactly_once(project, celery_worker):
     data = whowhen_jsonl(traces=120, steps=120)
-    (job,) = services.ingest_jobs_create(project=project, files=[incoming_bytes("runs.jsonl", data)], user=None)
+    (job,) = services.ingest_jobs_create(
+        project=project, files=[incoming_bytes("runs.jsonl", data)], user=None
+    )
     wait_for(lambda: IngestJob.objects.filter(pk=job.pk, steps_done__gte=120 * 10).exists(), timeout=60)
     celery_worker.kill()
     assert IngestJob.objects.get(pk=job.pk).status == JobStatus.RUNNING, "the import finished before the kill"
     celery_worker.start()
-    done = wait_for(lambda: IngestJob.objects.filter(pk=job.pk, status=JobStatus.SUCCEEDED).first(), timeout=120)
+    done = wait_for(
+        lambda: IngestJob.objects.filter(pk=job.pk, status=JobStatus.SUCCEEDED).first(), timeout=120
+    )
 
     traces = Trace.objects.filter(project=project)
     assert traces.count() == 120 == len(set(done.trace_ids))
@@ -79,8 +100,9 @@ def test_a_worker_killed_mid_import_leaves_every_trace_exactly_once(project, cel
     assert done.steps_done == 120 * 120 and done.attempts == 2
 
 
-def test_a_worker_killed_mid_import_is_recovered_by_the_reaper_within_90_seconds(project, owner_client,
-                                                                                 _worker_process, tmp_path):
+def test_a_worker_killed_mid_import_is_recovered_by_the_reaper_within_90_seconds(
+    project, owner_client, _worker_process, tmp_path
+):
     """The broker would give the message back only after an hour (its visibility timeout): the heartbeat going quiet
     and the reaper, called every few seconds as beat does, bring the import back within a minute or so."""
     from django.urls import reverse
@@ -89,15 +111,21 @@ def test_a_worker_killed_mid_import_is_recovered_by_the_reaper_within_90_seconds
 
     _worker_process.stop()  # this test's worker, with the production visibility timeout, is the only one
     worker = WorkerProcess(tmp_path / "worker.log", name="reaped")
-    worker.VISIBILITY_TIMEOUT = "3600"  # the production default: the broker alone gives the message back in an hour
+    worker.VISIBILITY_TIMEOUT = (
+        "3600"  # the production default: the broker alone gives the message back in an hour
+    )
     worker.start()
     try:
         data = whowhen_jsonl(traces=120, steps=120)
-        (job,) = services.ingest_jobs_create(project=project, files=[incoming_bytes("runs.jsonl", data)], user=None)
+        (job,) = services.ingest_jobs_create(
+            project=project, files=[incoming_bytes("runs.jsonl", data)], user=None
+        )
         wait_for(lambda: IngestJob.objects.filter(pk=job.pk, steps_done__gte=120 * 10).exists(), timeout=60)
         worker.kill()
         killed_at = time.monotonic()
-        assert IngestJob.objects.get(pk=job.pk).status == JobStatus.RUNNING, "the import finished before the kill"
+        assert IngestJob.objects.get(pk=job.pk).status == JobStatus.RUNNING, (
+            "the import finished before the kill"
+        )
 
         def reaped() -> bool:
             reap_jobs_task()  # what beat sends every CULPRIT_REAP_EVERY seconds
@@ -107,11 +135,15 @@ def test_a_worker_killed_mid_import_is_recovered_by_the_reaper_within_90_seconds
             return False
 
         wait_for(reaped, timeout=80)
-        page = owner_client.get(reverse("tracing:upload_batch", args=[project.slug, job.batch])).content.decode()
+        page = owner_client.get(
+            reverse("tracing:upload_batch", args=[project.slug, job.batch])
+        ).content.decode()
         assert "the worker stopped; retrying (attempt 2 of 3)" in page
         worker.start()
-        done = wait_for(lambda: IngestJob.objects.filter(pk=job.pk, status=JobStatus.SUCCEEDED).first(),
-                        timeout=max(1.0, 90 - (time.monotonic() - killed_at)))
+        done = wait_for(
+            lambda: IngestJob.objects.filter(pk=job.pk, status=JobStatus.SUCCEEDED).first(),
+            timeout=max(1.0, 90 - (time.monotonic() - killed_at)),
+        )
     finally:
         worker.stop()
     print(f"kill -9 to finished import: {time.monotonic() - killed_at:.1f} s")
@@ -122,13 +154,29 @@ def test_a_worker_killed_mid_import_is_recovered_by_the_reaper_within_90_seconds
 
 # --- the broker's Redis restarted in the middle of a campaign ---------------------------------------------------------
 
+
 @pytest.fixture
 def private_redis(tmp_path) -> Iterator[dict]:
     port = free_port()
     folder = tmp_path / "redis"
     folder.mkdir()
-    command = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(folder),
-               "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--maxmemory-policy", "noeviction"]
+    command = [
+        "redis-server",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dir",
+        str(folder),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--save",
+        "",
+        "--maxmemory-policy",
+        "noeviction",
+    ]
     state = {"port": port, "url": f"redis://127.0.0.1:{port}/0", "proc": None}
 
     def start() -> None:
@@ -154,8 +202,9 @@ def test_the_broker_restarted_mid_campaign_resumes_the_work(project, private_red
     worker.env = {"CELERY_BROKER_URL": private_redis["url"], "CELERY_TASK_DEFAULT_QUEUE": queue}
     traces = [real_trace(project, f"crew/run-{i}") for i in range(5)]
     use_hook(project, slow_system)
-    campaign = attribution_services.campaign_create(project=project, trace_ids=[t.pk for t in traces],
-                                                    faults_per_trace=4, enqueue=False)
+    campaign = attribution_services.campaign_create(
+        project=project, trace_ids=[t.pk for t in traces], faults_per_trace=4, enqueue=False
+    )
     worker.start()
     try:
         from celery import current_app
@@ -167,8 +216,14 @@ def test_the_broker_restarted_mid_campaign_resumes_the_work(project, private_red
         wait_for(lambda: ReplayRecord.objects.filter(campaign=campaign).count() >= 3, timeout=60)
         private_redis["restart"]()
         assert ReplayRecord.objects.filter(campaign=campaign).count() < 20, "finished before the restart"
-        done = wait_for(lambda: InjectionCampaign.objects.filter(pk=campaign.pk).exclude(
-            status__in=[CampaignStatus.QUEUED, CampaignStatus.RUNNING]).first(), timeout=120)
+        done = wait_for(
+            lambda: (
+                InjectionCampaign.objects.filter(pk=campaign.pk)
+                .exclude(status__in=[CampaignStatus.QUEUED, CampaignStatus.RUNNING])
+                .first()
+            ),
+            timeout=120,
+        )
     finally:
         worker.stop()
     assert done.status == CampaignStatus.SUCCEEDED and done.done == done.total == 20
@@ -196,13 +251,30 @@ def private_postgres() -> Iterator[dict]:
     port = free_port()
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres")
-    subprocess.run(_as_postgres(str(POSTGRES_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"),
-                   check=True, capture_output=True)
+    subprocess.run(
+        _as_postgres(str(POSTGRES_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"),
+        check=True,
+        capture_output=True,
+    )
     options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
 
     def ctl(*args: str) -> None:
-        subprocess.run(_as_postgres(str(POSTGRES_BIN / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"),
-                                    "-o", options, "-w", *args), check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            _as_postgres(
+                str(POSTGRES_BIN / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(folder / "log"),
+                "-o",
+                options,
+                "-w",
+                *args,
+            ),
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
 
     ctl("start")
     url = f"postgres://postgres@127.0.0.1:{port}/postgres"
@@ -224,11 +296,18 @@ print(campaign.pk)
 """
 
 
-def test_postgresql_restarted_mid_campaign_the_worker_reconnects_and_finishes(private_postgres, slow_system, tmp_path):
+def test_postgresql_restarted_mid_campaign_the_worker_reconnects_and_finishes(
+    private_postgres, slow_system, tmp_path
+):
     queue = f"chaos-{uuid.uuid4().hex[:8]}"
     env = process_env(DATABASE_URL=private_postgres["url"], CELERY_TASK_DEFAULT_QUEUE=queue)
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True,
-                   timeout=300)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=300,
+    )
     worker = WorkerProcess(tmp_path / "worker.log", name="chaos-pg")
     worker.env = {"DATABASE_URL": private_postgres["url"], "CELERY_TASK_DEFAULT_QUEUE": queue}
     worker.start()
@@ -238,19 +317,31 @@ def test_postgresql_restarted_mid_campaign_the_worker_reconnects_and_finishes(pr
             return conn.execute(sql).fetchone()
 
     try:
-        created = subprocess.run([sys.executable, "manage.py", "shell", "-c",
-                                  SETUP.replace("HOOK", repr(slow_system.url))],
-                                 cwd=ROOT, env=env, check=True, capture_output=True, text=True, timeout=120)
+        created = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", SETUP.replace("HOOK", repr(slow_system.url))],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         campaign_id = int(created.stdout.strip().splitlines()[-1])
         wait_for(lambda: row("SELECT count(*) FROM attribution_replayrecord")[0] >= 3, timeout=60)
         private_postgres["restart"]()
         assert row("SELECT count(*) FROM attribution_replayrecord")[0] < 20, "finished before the restart"
-        wait_for(lambda: row(f"SELECT status FROM attribution_injectioncampaign WHERE id = {campaign_id}")[0]
-                 not in ("queued", "running"), timeout=180)
+        wait_for(
+            lambda: (
+                row(f"SELECT status FROM attribution_injectioncampaign WHERE id = {campaign_id}")[0]
+                not in ("queued", "running")
+            ),
+            timeout=180,
+        )
     finally:
         worker.stop()
-    status, done, total, kept = row("SELECT status, done, total, kept FROM attribution_injectioncampaign "
-                                    f"WHERE id = {campaign_id}")
+    status, done, total, kept = row(
+        f"SELECT status, done, total, kept FROM attribution_injectioncampaign WHERE id = {campaign_id}"
+    )
     assert (status, done, total) == ("succeeded", 20, 20), worker.log.read_text()[-3000:]
     assert row("SELECT count(*) FROM attribution_replayrecord")[0] == 20
     assert row("SELECT count(*) FROM tracing_trace WHERE provenance = 'injected'")[0] == kept

@@ -116,7 +116,7 @@ def _check_shell_line(line: str, targets: set[str]) -> None:
     if not tokens:  # only environment assignments (their URLs were checked above)
         return
     if "manage.py" in tokens:
-        _check_manage_py(tokens[tokens.index("manage.py") + 1:])
+        _check_manage_py(tokens[tokens.index("manage.py") + 1 :])
     elif tokens[0] == "make":
         named = [t for t in tokens[1:] if not t.startswith("-") and "=" not in t]
         assert named, "make without a target: name it, the docs should not rely on the default"
@@ -162,8 +162,10 @@ def test_every_json_block_parses_and_hook_examples_follow_the_contract(block: Bl
 
 
 # Paths of this app quoted in prose (`GET /api/jobs/{id}`, `/annotations/queues/<id>/agreement/`).
-PROSE_PATH = re.compile(r"^(?:(?:GET|POST|PUT|PATCH|DELETE) )?(/(?:api/|annotations/|attribution/|accounts/|admin/|"
-                        r"healthz$|v1/traces$)\S*)$")
+PROSE_PATH = re.compile(
+    r"^(?:(?:GET|POST|PUT|PATCH|DELETE) )?(/(?:api/|annotations/|attribution/|accounts/|admin/|"
+    r"healthz$|v1/traces$)\S*)$"
+)
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -256,7 +258,9 @@ def test_the_readme_headline_results_quote_the_attribution_matrix() -> None:
     headline = _matrix_rows((ROOT / "README.md").read_text().split("## Results", 1)[1].split("\n## ", 1)[0])
     assert headline and set(headline) <= set(matrix), sorted(set(headline) - set(matrix))
     for dataset, (heuristic, learned, baseline) in headline.items():
-        row = matrix[dataset]  # heuristic, calibrated, learned, schema_guided, counterfactual, baseline agent, step
+        row = matrix[
+            dataset
+        ]  # heuristic, calibrated, learned, schema_guided, counterfactual, baseline agent, step
         best = f"{row[5].split(' (')[0]} / {row[6].split(' (')[0]}"
         quoted = (row[0].split(" <br>")[0], row[2].split(" <br>")[0], best)
         assert (heuristic, learned, baseline) == quoted, dataset

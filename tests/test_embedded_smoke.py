@@ -56,13 +56,19 @@ print("EXPORT", export.status, export.cases_total, bool(export.file), export.err
 
 
 def test_make_run_mode_imports_through_the_filesystem_broker(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL",
-                                                              "MEDIA_ROOT", "CELERY_TASK_DEFAULT_QUEUE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in ("DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "MEDIA_ROOT", "CELERY_TASK_DEFAULT_QUEUE")
+    }
     env["CULPRIT_VAR_DIR"] = str(tmp_path / "var")
     manage = [sys.executable, "manage.py"]
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*manage, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+        return subprocess.run(
+            [*manage, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
+        )
 
     assert run("migrate", "--noinput", "-v0").returncode == 0
     demo = run("bootstrap_demo")
@@ -71,9 +77,22 @@ def test_make_run_mode_imports_through_the_filesystem_broker(tmp_path):
     assert (tmp_path / "var" / "culprit.sqlite3").exists()
 
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool=solo", "--without-mingle",
-         "--without-gossip", "--loglevel=INFO"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "--pool=solo",
+            "--without-mingle",
+            "--without-gossip",
+            "--loglevel=INFO",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         result = run("shell", "-c", ENQUEUE_AND_WAIT)
@@ -82,7 +101,9 @@ def test_make_run_mode_imports_through_the_filesystem_broker(tmp_path):
         worker.wait(timeout=20)
     assert "JOB succeeded" in result.stdout, result.stdout + result.stderr
     assert "CAMPAIGN succeeded 4 4" in result.stdout, result.stdout + result.stderr
-    assert "EXPORT succeeded" in result.stdout and "True" in result.stdout.split("EXPORT", 1)[1], result.stdout
+    assert "EXPORT succeeded" in result.stdout and "True" in result.stdout.split("EXPORT", 1)[1], (
+        result.stdout
+    )
     again = run("bootstrap_demo")  # idempotent, same printed password
     assert demo.stdout.splitlines()[-1] == again.stdout.splitlines()[-1]
     assert "0 new trace file(s)" in again.stdout

@@ -41,6 +41,7 @@ QUIET = timedelta(seconds=60)  # older than the running threshold the tests pass
 
 # --- the model -------------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("model", JOB_MODELS, ids=lambda m: m.__name__)
 def test_every_job_table_shares_the_base_and_its_one_implementation(model):
     assert issubclass(model, Job) and model.MAX_ATTEMPTS == 3
@@ -73,12 +74,22 @@ def _sqlmigrate(app: str, name: str) -> str:
     return out.getvalue()
 
 
-@pytest.mark.parametrize(("status", "attempts", "shown", "retrying"), [
-    ("queued", 0, None, None), ("running", 1, 1, None), ("queued", 1, 2, 2), ("queued", 2, 3, 3),
-    ("failed", 3, None, None), ("succeeded", 1, None, None),
-])
+@pytest.mark.parametrize(
+    ("status", "attempts", "shown", "retrying"),
+    [
+        ("queued", 0, None, None),
+        ("running", 1, 1, None),
+        ("queued", 1, 2, 2),
+        ("queued", 2, 3, 3),
+        ("failed", 3, None, None),
+        ("succeeded", 1, None, None),
+    ],
+)
 def test_a_page_names_the_attempt_running_or_coming(status, attempts, shown, retrying):
-    for job in (IngestJob(status=status, attempts=attempts), AttributionRun(status=status, attempts=attempts)):
+    for job in (
+        IngestJob(status=status, attempts=attempts),
+        AttributionRun(status=status, attempts=attempts),
+    ):
         assert (job.attempt_shown, job.retrying_attempt) == (shown, retrying)
 
 
@@ -87,20 +98,31 @@ def test_progress_is_read_from_each_tables_own_columns():
     assert DatasetExport(status="running", steps_done=200, steps_total=200).percent == 99  # not finished yet
     assert AttributionRun(status="running", done=3, total=4).percent == 75
     assert InjectionCampaign(status="stopped", done=1, total=4).percent == 100
-    assert AttributionRun(status="cancelled").is_finished and not InjectionCampaign(status="queued").is_finished
+    assert (
+        AttributionRun(status="cancelled").is_finished and not InjectionCampaign(status="queued").is_finished
+    )
 
 
 # --- the task base ---------------------------------------------------------------------------------------------------
+
 
 def test_every_job_task_acknowledges_late_and_retries_only_named_transient_errors():
     from annotations.tasks import export_dataset_task
     from attribution import tasks as attribution_tasks
     from tracing.tasks import ingest_file_task, rebuild_otlp_trace_task
 
-    tasks = [ingest_file_task, rebuild_otlp_trace_task, export_dataset_task, attribution_tasks.start_run_task,
-             attribution_tasks.attribute_trace_task, attribution_tasks.attribute_traces_task,
-             attribution_tasks.start_campaign_task, attribution_tasks.inject_task,
-             attribution_tasks.train_attributor_task, attribution_tasks.distill_schemas_task]
+    tasks = [
+        ingest_file_task,
+        rebuild_otlp_trace_task,
+        export_dataset_task,
+        attribution_tasks.start_run_task,
+        attribution_tasks.attribute_trace_task,
+        attribution_tasks.attribute_traces_task,
+        attribution_tasks.start_campaign_task,
+        attribution_tasks.inject_task,
+        attribution_tasks.train_attributor_task,
+        attribution_tasks.distill_schemas_task,
+    ]
     for task in (t._get_current_object() for t in tasks):
         assert isinstance(task, JobTask), task.name
         assert task.acks_late and task.reject_on_worker_lost and task.max_retries == 5, task.name
@@ -125,17 +147,21 @@ def database_always_times_out_task(self, job_id: int) -> None:
 
 @pytest.mark.django_db
 def test_a_task_out_of_retries_on_a_transient_error_fails_its_job_with_the_reason(project):
-    (job,) = services.ingest_jobs_create(project=project, files=[incoming_path(sample_file())], user=None,
-                                         enqueue=False)
+    (job,) = services.ingest_jobs_create(
+        project=project, files=[incoming_path(sample_file())], user=None, enqueue=False
+    )
     attempts_seen.clear()
     result = database_always_times_out_task.apply((job.pk,))
     assert attempts_seen == [0, 1, 2, 3, 4, 5]  # the first run and five retries
     assert result.failed()
     job.refresh_from_db()
-    assert job.status == JobStatus.FAILED and "the database stayed unavailable (OperationalError)" in job.error
+    assert (
+        job.status == JobStatus.FAILED and "the database stayed unavailable (OperationalError)" in job.error
+    )
 
 
 # --- the reaper, for every kind ------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def sent(monkeypatch) -> dict[str, list[int]]:
@@ -150,17 +176,23 @@ def sent(monkeypatch) -> dict[str, list[int]]:
     return kept
 
 
-def _run(project, **fields: Any) -> AttributionRun:  # type: ignore[no-untyped-def]
-    return AttributionRun.objects.create(project=project, method="heuristic", trace_ids=[1], total=1, **fields)
+def _run(project, **fields: Any) -> AttributionRun:
+    return AttributionRun.objects.create(
+        project=project, method="heuristic", trace_ids=[1], total=1, **fields
+    )
 
 
 @pytest.mark.django_db
 def test_a_running_run_gone_quiet_is_queued_again_keeping_its_attempts_and_the_page_says_so(
-        project, owner_client, sent, django_capture_on_commit_callbacks):
+    project, owner_client, sent, django_capture_on_commit_callbacks
+):
     run = _run(project, status=RunStatus.RUNNING, attempts=1, heartbeat_at=timezone.now() - QUIET)
     assert attribution_services.jobs_reap(stale_after=3600, running_after=120) == {"requeued": 0, "failed": 0}
     with django_capture_on_commit_callbacks(execute=True):  # the message is sent once the update commits
-        assert attribution_services.jobs_reap(stale_after=3600, running_after=45) == {"requeued": 1, "failed": 0}
+        assert attribution_services.jobs_reap(stale_after=3600, running_after=45) == {
+            "requeued": 1,
+            "failed": 0,
+        }
     run.refresh_from_db()
     assert run.status == RunStatus.QUEUED and run.attempts == 1 and sent["run"] == [run.pk]
     page = owner_client.get(reverse("attribution:run_detail", args=[run.pk])).content.decode()
@@ -198,17 +230,27 @@ def test_claiming_counts_attempts_and_a_run_queued_with_none_left_fails(project)
 
 @pytest.mark.django_db
 def test_a_campaign_gone_quiet_is_queued_again_and_fails_after_its_last_attempt(
-        project, owner_client, sent, django_capture_on_commit_callbacks):
+    project, owner_client, sent, django_capture_on_commit_callbacks
+):
     quiet = timezone.now() - QUIET
-    campaign = InjectionCampaign.objects.create(project=project, status=CampaignStatus.RUNNING, attempts=1,
-                                                heartbeat_at=quiet)
-    spent = InjectionCampaign.objects.create(project=project, status=CampaignStatus.RUNNING, attempts=3,
-                                             heartbeat_at=quiet)
+    campaign = InjectionCampaign.objects.create(
+        project=project, status=CampaignStatus.RUNNING, attempts=1, heartbeat_at=quiet
+    )
+    spent = InjectionCampaign.objects.create(
+        project=project, status=CampaignStatus.RUNNING, attempts=3, heartbeat_at=quiet
+    )
     with django_capture_on_commit_callbacks(execute=True):
-        assert attribution_services.jobs_reap(stale_after=3600, running_after=45) == {"requeued": 1, "failed": 1}
+        assert attribution_services.jobs_reap(stale_after=3600, running_after=45) == {
+            "requeued": 1,
+            "failed": 1,
+        }
     campaign.refresh_from_db()
     spent.refresh_from_db()
-    assert campaign.status == CampaignStatus.QUEUED and campaign.attempts == 1 and sent["campaign"] == [campaign.pk]
+    assert (
+        campaign.status == CampaignStatus.QUEUED
+        and campaign.attempts == 1
+        and sent["campaign"] == [campaign.pk]
+    )
     assert spent.status == CampaignStatus.FAILED and "gave up after 3 attempts" in spent.error
     page = owner_client.get(reverse("attribution:campaign_detail", args=[campaign.pk])).content.decode()
     assert "the worker stopped; retrying (attempt 2 of 3)" in page
@@ -218,12 +260,15 @@ def test_a_campaign_gone_quiet_is_queued_again_and_fails_after_its_last_attempt(
 def test_a_campaign_queued_again_by_the_reaper_still_settles_its_injections(project):
     attribution_services.sandbox_clean_runs_generate(project=project, runs=1, seed=5)
     clean = Trace.objects.get(project=project, name="sandbox/task-5")
-    campaign = attribution_services.campaign_create(project=project, trace_ids=[clean.pk], faults_per_trace=2,
-                                                    enqueue=False)
+    campaign = attribution_services.campaign_create(
+        project=project, trace_ids=[clean.pk], faults_per_trace=2, enqueue=False
+    )
     assert attribution_services.campaign_claim(campaign_id=campaign.pk)
     campaign.refresh_from_db()
     attribution_services.campaign_plan(campaign=campaign)
-    InjectionCampaign.objects.filter(pk=campaign.pk).update(status=CampaignStatus.QUEUED)  # what the reaper does
+    InjectionCampaign.objects.filter(pk=campaign.pk).update(
+        status=CampaignStatus.QUEUED
+    )  # what the reaper does
     first = Injection.objects.filter(campaign=campaign).order_by("pk").first()
     settled = attribution_services.injection_execute(injection_id=first.pk)
     assert settled.status in (InjectionStatus.KEPT, InjectionStatus.DISCARDED), settled.error
@@ -237,13 +282,19 @@ def test_a_campaign_queued_again_by_the_reaper_still_settles_its_injections(proj
 
 @pytest.mark.django_db
 def test_an_export_gone_quiet_is_queued_again_and_the_builder_says_so(
-        project, owner_client, sent, django_capture_on_commit_callbacks):
-    export = annotation_services.export_create(project=project, fmt="csv", filters=ExportFilters(), user=None,
-                                               enqueue=False)
-    DatasetExport.objects.filter(pk=export.pk).update(status=ExportStatus.RUNNING, attempts=1,
-                                                      heartbeat_at=timezone.now() - QUIET)
+    project, owner_client, sent, django_capture_on_commit_callbacks
+):
+    export = annotation_services.export_create(
+        project=project, fmt="csv", filters=ExportFilters(), user=None, enqueue=False
+    )
+    DatasetExport.objects.filter(pk=export.pk).update(
+        status=ExportStatus.RUNNING, attempts=1, heartbeat_at=timezone.now() - QUIET
+    )
     with django_capture_on_commit_callbacks(execute=True):
-        assert annotation_services.exports_reap(stale_after=3600, running_after=45) == {"requeued": 1, "failed": 0}
+        assert annotation_services.exports_reap(stale_after=3600, running_after=45) == {
+            "requeued": 1,
+            "failed": 0,
+        }
     export.refresh_from_db()
     assert export.status == ExportStatus.QUEUED and export.attempts == 1 and sent["export"] == [export.pk]
     page = owner_client.get(reverse("annotations:export_builder", args=[project.slug])).content.decode()
@@ -256,7 +307,9 @@ def test_a_trace_task_beats_its_runs_heartbeat_while_it_works(project, settings)
     long_ago = timezone.now() - timedelta(hours=1)
     run = _run(project, status=RunStatus.RUNNING, attempts=1, heartbeat_at=long_ago)
     with JobTask.heartbeat(AttributionRun.live_rows(run.pk)):
-        wait_for(lambda: AttributionRun.objects.filter(pk=run.pk, heartbeat_at__gt=long_ago).exists(), timeout=30)
+        wait_for(
+            lambda: AttributionRun.objects.filter(pk=run.pk, heartbeat_at__gt=long_ago).exists(), timeout=30
+        )
     AttributionRun.objects.filter(pk=run.pk).update(status=RunStatus.CANCELLED, heartbeat_at=long_ago)
     with JobTask.heartbeat(AttributionRun.live_rows(run.pk)):  # a finished run is never moved
         time.sleep(0.3)
@@ -266,10 +319,12 @@ def test_a_trace_task_beats_its_runs_heartbeat_while_it_works(project, settings)
 
 # --- kill -9 in the middle of an attribution run --------------------------------------------------------------------
 
+
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
-def test_a_worker_killed_mid_run_is_recovered_by_the_reaper_with_one_verdict_per_trace(project, owner_client,
-                                                                                      _worker_process, tmp_path):
+def test_a_worker_killed_mid_run_is_recovered_by_the_reaper_with_one_verdict_per_trace(
+    project, owner_client, _worker_process, tmp_path
+):
     """The broker would give the lost message back only after an hour (its visibility timeout): the run's heartbeat
     going quiet and the reaper, called every few seconds as beat does, bring the run back in seconds."""
     from attribution.models import ProjectLlmSettings
@@ -295,8 +350,9 @@ def test_a_worker_killed_mid_run_is_recovered_by_the_reaper_with_one_verdict_per
     worker.start()
     try:
         with fake_llm_server(context=32768, respond=slow) as server:
-            ProjectLlmSettings.objects.create(project=project, model=MODEL, api_base=server.url, max_retries=0,
-                                              context_tokens=32768)
+            ProjectLlmSettings.objects.create(
+                project=project, model=MODEL, api_base=server.url, max_retries=0, context_tokens=32768
+            )
             run = attribution_services.run_create(project=project, method="all_at_once", trace_ids=ids)
             wait_for(lambda: len(asked) >= 2, timeout=60)  # the second trace is in flight
             worker.kill()
@@ -314,8 +370,10 @@ def test_a_worker_killed_mid_run_is_recovered_by_the_reaper_with_one_verdict_per
             page = owner_client.get(reverse("attribution:run_detail", args=[run.pk])).content.decode()
             assert "the worker stopped; retrying (attempt 2 of 3)" in page
             worker.start()
-            done = wait_for(lambda: AttributionRun.objects.filter(pk=run.pk, status=RunStatus.SUCCEEDED).first(),
-                            timeout=max(1.0, 90 - (time.monotonic() - killed_at)))
+            done = wait_for(
+                lambda: AttributionRun.objects.filter(pk=run.pk, status=RunStatus.SUCCEEDED).first(),
+                timeout=max(1.0, 90 - (time.monotonic() - killed_at)),
+            )
     finally:
         worker.stop()
     print(f"kill -9 to finished run: {time.monotonic() - killed_at:.1f} s")

@@ -23,8 +23,9 @@ DEMO = ROOT / "tracing" / "demo_data" / "Hand-Crafted"
 
 def _run_json(*args: str) -> object:
     env = process_env(LOG_LEVEL="DEBUG", CULPRIT_LLM_CACHE_URL="off", LITELLM_LOCAL_MODEL_COST_MAP="True")
-    done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, f"{args[0]} failed: {done.stderr[-3000:]}"
     try:
         return json.loads(done.stdout)
@@ -59,14 +60,26 @@ def test_every_command_with_json_prints_pure_json_on_stdout(project, tmp_path: P
         "import_traces": _run_json("import_traces", str(files[3]), "--project", "json-output-new", "--json"),
         "attribute": _run_json("attribute", "--trace", str(trace_id), "--method", "heuristic", "--json"),
         "evaluate": _run_json("evaluate", "--project", project.name, "--method", "heuristic", "--json"),
-        "evaluate --cv": _run_json("evaluate", "--project", project.name, "--method", "heuristic", "--cv", "2",
-                                   "--json"),
+        "evaluate --cv": _run_json(
+            "evaluate", "--project", project.name, "--method", "heuristic", "--cv", "2", "--json"
+        ),
         "distill_schemas": _run_json("distill_schemas", "--project", project.name, "--offline", "--json"),
-        "inject_faults": _run_json("inject_faults", "--project", project.name, "--faults-per-trace", "1", "--json"),
-        "train_attributor": _run_json("train_attributor", "--project", project.name, "--name", "json-check",
-                                      "--folds", "2", "--json"),
-        "export_dataset": _run_json("export_dataset", "--project", project.name, "--format", "whowhen-jsonl", "--out",
-                                    str(out), "--json"),
+        "inject_faults": _run_json(
+            "inject_faults", "--project", project.name, "--faults-per-trace", "1", "--json"
+        ),
+        "train_attributor": _run_json(
+            "train_attributor", "--project", project.name, "--name", "json-check", "--folds", "2", "--json"
+        ),
+        "export_dataset": _run_json(
+            "export_dataset",
+            "--project",
+            project.name,
+            "--format",
+            "whowhen-jsonl",
+            "--out",
+            str(out),
+            "--json",
+        ),
         "sandbox_benchmark": _run_json("sandbox_benchmark", "--runs", "2", "--json"),
         "schema_benchmark": _run_json("schema_benchmark", "--schemas", "40", "--queries", "5", "--json"),
     }
@@ -84,10 +97,10 @@ def test_whatever_prints_inside_a_json_command_goes_to_stderr(capsys):
     from tracing.management.commands._pure_json import PureJsonMixin
 
     class Noisy(PureJsonMixin, BaseCommand):
-        def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+        def add_arguments(self, parser):
             parser.add_argument("--json", action="store_true")
 
-        def handle(self, *args, **options):  # type: ignore[no-untyped-def]
+        def handle(self, *args, **options):
             print("a library chatting on stdout")
             self.stdout.write(json.dumps({"ok": True}))
 

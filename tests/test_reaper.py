@@ -28,8 +28,9 @@ LONG_AGO = timezone.now() - timedelta(hours=3)
 
 def lost_ingest_job(project) -> IngestJob:
     """A job whose message never reached a worker (a broker restarted without persistence, say)."""
-    (job,) = services.ingest_jobs_create(project=project, files=[incoming_path(sample_file())], user=None,
-                                         enqueue=False)
+    (job,) = services.ingest_jobs_create(
+        project=project, files=[incoming_path(sample_file())], user=None, enqueue=False
+    )
     IngestJob.objects.filter(pk=job.pk).update(created_at=LONG_AGO)
     return job
 
@@ -37,18 +38,25 @@ def lost_ingest_job(project) -> IngestJob:
 def test_a_lost_ingest_job_is_reenqueued_and_imported(project, celery_worker):
     job = lost_ingest_job(project)
     assert services.ingest_jobs_reap(stale_after=600) == {"requeued": 1, "failed": 0}
-    done = wait_for(lambda: IngestJob.objects.filter(pk=job.pk, status=JobStatus.SUCCEEDED).first(), timeout=60)
+    done = wait_for(
+        lambda: IngestJob.objects.filter(pk=job.pk, status=JobStatus.SUCCEEDED).first(), timeout=60
+    )
     assert len(done.trace_ids) == 1 and Trace.objects.filter(project=project).count() == 1
     assert services.ingest_jobs_reap(stale_after=600) == {"requeued": 0, "failed": 0}  # finished: left alone
 
 
 def test_a_job_that_kept_losing_its_worker_fails_with_a_reason(project):
     job = lost_ingest_job(project)
-    IngestJob.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, attempts=services.MAX_INGEST_ATTEMPTS,
-                                               heartbeat_at=LONG_AGO)
+    IngestJob.objects.filter(pk=job.pk).update(
+        status=JobStatus.RUNNING, attempts=services.MAX_INGEST_ATTEMPTS, heartbeat_at=LONG_AGO
+    )
     assert services.ingest_jobs_reap(stale_after=600) == {"requeued": 0, "failed": 1}
     job.refresh_from_db()
-    assert job.status == JobStatus.FAILED and "gave up after 3 attempts" in job.error and job.filename in job.error
+    assert (
+        job.status == JobStatus.FAILED
+        and "gave up after 3 attempts" in job.error
+        and job.filename in job.error
+    )
 
 
 def test_a_job_with_a_recent_heartbeat_is_left_alone(project):
@@ -85,7 +93,9 @@ def test_the_import_page_says_the_worker_stopped_and_which_attempt_comes(project
 
 def test_a_job_running_on_a_live_worker_is_never_claimed_twice(project):
     job = lost_ingest_job(project)
-    IngestJob.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, attempts=1, heartbeat_at=timezone.now())
+    IngestJob.objects.filter(pk=job.pk).update(
+        status=JobStatus.RUNNING, attempts=1, heartbeat_at=timezone.now()
+    )
     with pytest.raises(IngestJobBusy) as busy:
         services.ingest_job_run(job_id=job.pk)
     assert 5 <= busy.value.retry_in <= 60
@@ -99,8 +109,9 @@ def test_a_job_running_on_a_live_worker_is_never_claimed_twice(project):
 
 def test_a_stale_job_out_of_attempts_fails_when_its_message_comes_back(project):
     job = lost_ingest_job(project)
-    IngestJob.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, attempts=services.MAX_INGEST_ATTEMPTS,
-                                               heartbeat_at=LONG_AGO)
+    IngestJob.objects.filter(pk=job.pk).update(
+        status=JobStatus.RUNNING, attempts=services.MAX_INGEST_ATTEMPTS, heartbeat_at=LONG_AGO
+    )
     done = services.ingest_job_run(job_id=job.pk)
     assert done.status == JobStatus.FAILED and "gave up after 3 interrupted attempts" in done.error
 
@@ -128,29 +139,43 @@ def test_a_heartbeat_error_never_stops_the_import(project, caplog):
 def test_a_lost_run_and_a_lost_campaign_are_restarted(project, celery_worker):
     trace_ids = []
     for subset in ("Hand-Crafted", "Algorithm-Generated"):
-        (job,) = services.ingest_jobs_create(project=project, files=[incoming_path(sample_file(subset))],
-                                             user=None, enqueue=False)
+        (job,) = services.ingest_jobs_create(
+            project=project, files=[incoming_path(sample_file(subset))], user=None, enqueue=False
+        )
         trace_ids += services.ingest_job_run(job_id=job.pk).trace_ids
-    run = attribution_services.run_create(project=project, method="heuristic", trace_ids=trace_ids, enqueue=False)
+    run = attribution_services.run_create(
+        project=project, method="heuristic", trace_ids=trace_ids, enqueue=False
+    )
     attribution_services.sandbox_clean_runs_generate(project=project, runs=1, seed=5)
     clean = Trace.objects.get(project=project, name="sandbox/task-5")
-    campaign = attribution_services.campaign_create(project=project, trace_ids=[clean.pk], faults_per_trace=2,
-                                                    enqueue=False)
+    campaign = attribution_services.campaign_create(
+        project=project, trace_ids=[clean.pk], faults_per_trace=2, enqueue=False
+    )
     AttributionRun.objects.filter(pk=run.pk).update(created_at=LONG_AGO)
     InjectionCampaign.objects.filter(pk=campaign.pk).update(created_at=LONG_AGO)
 
     assert attribution_services.jobs_reap(stale_after=600) == {"requeued": 2, "failed": 0}
-    wait_for(lambda: AttributionRun.objects.filter(pk=run.pk, status=RunStatus.SUCCEEDED).exists(), timeout=60)
-    wait_for(lambda: InjectionCampaign.objects.filter(pk=campaign.pk, status=CampaignStatus.SUCCEEDED).exists(),
-             timeout=60)
+    wait_for(
+        lambda: AttributionRun.objects.filter(pk=run.pk, status=RunStatus.SUCCEEDED).exists(), timeout=60
+    )
+    wait_for(
+        lambda: InjectionCampaign.objects.filter(pk=campaign.pk, status=CampaignStatus.SUCCEEDED).exists(),
+        timeout=60,
+    )
     assert Verdict.objects.filter(run=run).count() == len(trace_ids)
     assert AttributionRun.objects.get(pk=run.pk).attempts == 1  # re-sent while queued: its first start
 
 
 def test_a_run_restarted_too_often_fails_with_a_reason(project):
-    run = AttributionRun.objects.create(project=project, method="heuristic", trace_ids=[1], total=1,
-                                        status=RunStatus.RUNNING, heartbeat_at=LONG_AGO,
-                                        attempts=AttributionRun.MAX_ATTEMPTS)
+    run = AttributionRun.objects.create(
+        project=project,
+        method="heuristic",
+        trace_ids=[1],
+        total=1,
+        status=RunStatus.RUNNING,
+        heartbeat_at=LONG_AGO,
+        attempts=AttributionRun.MAX_ATTEMPTS,
+    )
     assert attribution_services.jobs_reap(stale_after=600) == {"requeued": 0, "failed": 1}
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED and "gave up after 3 attempts" in run.error
@@ -159,12 +184,25 @@ def test_a_run_restarted_too_often_fails_with_a_reason(project):
 def test_celery_beat_runs_the_reaper_on_its_own(project, celery_worker, tmp_path):
     job = lost_ingest_job(project)
     beat = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "beat", "--loglevel=INFO",
-         f"--schedule={tmp_path / 'beat-schedule'}"],
-        cwd=ROOT, env=process_env(CULPRIT_REAP_EVERY="1", CULPRIT_REAP_INGEST_AFTER="60"),
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "beat",
+            "--loglevel=INFO",
+            f"--schedule={tmp_path / 'beat-schedule'}",
+        ],
+        cwd=ROOT,
+        env=process_env(CULPRIT_REAP_EVERY="1", CULPRIT_REAP_INGEST_AFTER="60"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     try:
-        done = wait_for(lambda: IngestJob.objects.filter(pk=job.pk, status=JobStatus.SUCCEEDED).first(), timeout=60)
+        done = wait_for(
+            lambda: IngestJob.objects.filter(pk=job.pk, status=JobStatus.SUCCEEDED).first(), timeout=60
+        )
     finally:
         beat.terminate()
         beat.wait(timeout=15)
@@ -177,18 +215,25 @@ def test_a_lost_export_is_rebuilt_and_an_export_out_of_attempts_fails(project, c
     from annotations.selectors import ExportFilters
 
     import_now_files = [incoming_path(sample_file("Hand-Crafted"))]
-    services.ingest_job_run(job_id=services.ingest_jobs_create(project=project, files=import_now_files, user=None,
-                                                               enqueue=False)[0].pk)
-    lost = annotation_services.export_create(project=project, fmt="csv", filters=ExportFilters(), user=None,
-                                             enqueue=False)
-    hopeless = annotation_services.export_create(project=project, fmt="csv", filters=ExportFilters(), user=None,
-                                                 enqueue=False)
+    services.ingest_job_run(
+        job_id=services.ingest_jobs_create(project=project, files=import_now_files, user=None, enqueue=False)[
+            0
+        ].pk
+    )
+    lost = annotation_services.export_create(
+        project=project, fmt="csv", filters=ExportFilters(), user=None, enqueue=False
+    )
+    hopeless = annotation_services.export_create(
+        project=project, fmt="csv", filters=ExportFilters(), user=None, enqueue=False
+    )
     DatasetExport.objects.filter(pk=lost.pk).update(created_at=LONG_AGO)
-    DatasetExport.objects.filter(pk=hopeless.pk).update(status=ExportStatus.RUNNING, attempts=3,
-                                                        heartbeat_at=LONG_AGO)
+    DatasetExport.objects.filter(pk=hopeless.pk).update(
+        status=ExportStatus.RUNNING, attempts=3, heartbeat_at=LONG_AGO
+    )
     assert annotation_services.exports_reap(stale_after=600) == {"requeued": 1, "failed": 1}
-    done = wait_for(lambda: DatasetExport.objects.filter(pk=lost.pk, status=ExportStatus.SUCCEEDED).first(),
-                    timeout=60)
+    done = wait_for(
+        lambda: DatasetExport.objects.filter(pk=lost.pk, status=ExportStatus.SUCCEEDED).first(), timeout=60
+    )
     assert done.cases_total == 1 and done.file
     assert "gave up after 3 attempts" in DatasetExport.objects.get(pk=hopeless.pk).error
 
@@ -200,14 +245,17 @@ def test_a_lost_model_training_starts_over_and_finishes(project, celery_worker):
     for subset in ("Hand-Crafted", "Algorithm-Generated"):
         for path in sorted((ROOT / "tracing" / "demo_data").rglob("*.json")):
             if path.parent.name == subset:
-                (job,) = services.ingest_jobs_create(project=project, files=[incoming_path(path)], user=None,
-                                                     enqueue=False)
+                (job,) = services.ingest_jobs_create(
+                    project=project, files=[incoming_path(path)], user=None, enqueue=False
+                )
                 services.ingest_job_run(job_id=job.pk)
     model = attributor_create(project=project, name="lost", folds=2, enqueue=False)
     AttributorModel.objects.filter(pk=model.pk).update(status="running", heartbeat_at=LONG_AGO)
     assert attribution_services.jobs_reap(stale_after=600) == {"requeued": 1, "failed": 0}
-    done = wait_for(lambda: AttributorModel.objects.filter(pk=model.pk, status__in=["succeeded", "failed"]).first(),
-                    timeout=120)
+    done = wait_for(
+        lambda: AttributorModel.objects.filter(pk=model.pk, status__in=["succeeded", "failed"]).first(),
+        timeout=120,
+    )
     assert done.status == "succeeded", done.error
     assert done.reaped == 1 and done.parameters["format"] == "culprit-attributor"
 
@@ -217,8 +265,9 @@ def test_a_training_restarted_too_often_fails_with_a_reason(project):
     from attribution.models import AttributorModel
 
     model = attributor_create(project=project, name="doomed", enqueue=False)
-    AttributorModel.objects.filter(pk=model.pk).update(status="running", heartbeat_at=LONG_AGO,
-                                                      reaped=attribution_services.MAX_REAPS)
+    AttributorModel.objects.filter(pk=model.pk).update(
+        status="running", heartbeat_at=LONG_AGO, reaped=attribution_services.MAX_REAPS
+    )
     assert attribution_services.jobs_reap(stale_after=600) == {"requeued": 0, "failed": 1}
     model.refresh_from_db()
     assert model.status == "failed" and "gave up after" in model.error

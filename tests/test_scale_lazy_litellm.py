@@ -27,8 +27,14 @@ print("handlers:", sum(len(logging.getLogger(n).handlers) for n in ("LiteLLM", "
 
 
 def test_litellm_loads_on_first_use_with_its_guard_and_quiet_logging():
-    result = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=process_env(), capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        cwd=ROOT,
+        env=process_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "loaded before use: False" in lines

@@ -19,12 +19,15 @@ def test_two_workers_share_one_broker_and_split_a_run(project, celery_worker, tm
     second.start()
     try:
         paths = whowhen_files()[:30]
-        ids = [j.trace_ids[0] for j in import_now(project, *[incoming_path(p, f"{p.parent.name}/{p.name}")
-                                                              for p in paths])]
+        ids = [
+            j.trace_ids[0]
+            for j in import_now(project, *[incoming_path(p, f"{p.parent.name}/{p.name}") for p in paths])
+        ]
         offset = celery_worker.log.stat().st_size  # the first worker's log holds earlier tests too
         run = services.run_create(project=project, method="heuristic", trace_ids=ids)
-        done = wait_for(lambda: AttributionRun.objects.filter(pk=run.pk, status=RunStatus.SUCCEEDED).first(),
-                        timeout=120)
+        done = wait_for(
+            lambda: AttributionRun.objects.filter(pk=run.pk, status=RunStatus.SUCCEEDED).first(), timeout=120
+        )
     finally:
         second.stop()
     assert done.done == len(ids) == Verdict.objects.filter(run=run).count()

@@ -23,8 +23,10 @@ pytestmark = pytest.mark.django_db
 def bundle(n: int) -> bytes:
     """n Who&When records as JSON Lines, each its own run (a name and question of its own)."""
     document = json.loads(sample_file().read_text())
-    lines = [json.dumps(document | {"trace_name": f"bundle-{i:04d}", "question": f"{document['question']} #{i}"})
-             for i in range(n)]
+    lines = [
+        json.dumps(document | {"trace_name": f"bundle-{i:04d}", "question": f"{document['question']} #{i}"})
+        for i in range(n)
+    ]
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -53,8 +55,9 @@ def test_a_redelivered_bundle_job_links_the_traces_it_wrote_and_writes_no_second
     first = list(IngestJob.objects.get(pk=job.pk).trace_ids)
     # A worker died after the last batch committed but before the job was marked done: once its heartbeat is stale,
     # the job runs again.
-    IngestJob.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING,
-                                               heartbeat_at=timezone.now() - timedelta(hours=1))
+    IngestJob.objects.filter(pk=job.pk).update(
+        status=JobStatus.RUNNING, heartbeat_at=timezone.now() - timedelta(hours=1)
+    )
     from tracing import services
 
     again = services.ingest_job_run(job_id=job.pk)
@@ -63,7 +66,7 @@ def test_a_redelivered_bundle_job_links_the_traces_it_wrote_and_writes_no_second
     assert IngestJob.objects.get(pk=job.pk).trace_ids == first
 
 
-def make_labelled_traces(project, n: int) -> list[int]:  # type: ignore[no-untyped-def]
+def make_labelled_traces(project, n: int) -> list[int]:
     (job,) = import_now(project, incoming_bytes("bundle.jsonl", bundle(n)))
     assert job.status == JobStatus.SUCCEEDED, job.error
     return list(Trace.objects.filter(project=project).order_by("pk").values_list("pk", flat=True))

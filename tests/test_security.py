@@ -20,11 +20,21 @@ pytestmark = pytest.mark.django_db
 def test_check_deploy_is_clean_with_production_settings(tmp_path):
     secret = tmp_path / "secret"
     secret.write_text("x" * 20 + "a-long-random-production-secret-value-0123456789")
-    env = process_env(CULPRIT_PRODUCTION="true", DJANGO_SECRET_KEY_FILE=str(secret), DJANGO_DEBUG="false",
-                      DJANGO_ALLOWED_HOSTS="culprit.example.com")
+    env = process_env(
+        CULPRIT_PRODUCTION="true",
+        DJANGO_SECRET_KEY_FILE=str(secret),
+        DJANGO_DEBUG="false",
+        DJANGO_ALLOWED_HOSTS="culprit.example.com",
+    )
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE")  # the browser tests' setting, never a deployment's
-    done = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "no issues" in done.stdout
 
@@ -32,8 +42,9 @@ def test_check_deploy_is_clean_with_production_settings(tmp_path):
 def test_production_refuses_to_start_without_a_secret():
     env = process_env(CULPRIT_PRODUCTION="true", DJANGO_SECRET_KEY="", DJANGO_SECRET_KEY_FILE="")
     env.pop("DJANGO_SECRET_KEY", None)
-    done = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode != 0 and "DJANGO_SECRET_KEY" in done.stderr
 
 
@@ -41,7 +52,11 @@ def test_every_page_carries_a_content_security_policy_allowing_only_own_scripts(
     for url in (reverse("tracing:trace_list", args=[project.slug]), reverse("login"), "/api/docs"):
         response = owner_client.get(url)
         policy = response["Content-Security-Policy"]
-        assert "script-src 'self'" in policy and "unsafe-eval" not in policy and "frame-ancestors 'none'" in policy
+        assert (
+            "script-src 'self'" in policy
+            and "unsafe-eval" not in policy
+            and "frame-ancestors 'none'" in policy
+        )
         assert "'unsafe-inline'" not in policy.split("script-src", 1)[1].split(";")[0]
     assert response.status_code == 200
 
@@ -53,7 +68,9 @@ def test_an_upload_is_served_only_as_an_attachment(owner_client, client, project
     assert response.status_code == 200
     assert response["Content-Disposition"].startswith("attachment;")
     assert response["Content-Type"] == "application/octet-stream"
-    assert response["X-Content-Type-Options"] == "nosniff" and "sandbox" in response["Content-Security-Policy"]
+    assert (
+        response["X-Content-Type-Options"] == "nosniff" and "sandbox" in response["Content-Security-Policy"]
+    )
     assert b"".join(response.streaming_content) == sample_file().read_bytes()
     client.force_login(make_user("outsider"))
     assert client.get(url).status_code == 404
@@ -67,7 +84,13 @@ def test_healthz_answers_when_the_database_does(client):
 
 @pytest.fixture
 def strict_limits(settings):
-    settings.CULPRIT_RATE_LIMITS = {"login": "3/m", "login_ip": "100/m", "upload": "2/m", "api": "3/m", "otlp": "2/m"}
+    settings.CULPRIT_RATE_LIMITS = {
+        "login": "3/m",
+        "login_ip": "100/m",
+        "upload": "2/m",
+        "api": "3/m",
+        "otlp": "2/m",
+    }
     cache.clear()
     yield settings
     cache.clear()
@@ -92,7 +115,10 @@ def test_uploads_api_and_otlp_are_rate_limited(owner_client, client, project, ow
     auth = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
     statuses = [client.get("/api/formats", **auth).status_code for _ in range(4)]
     assert statuses[:3] == [200, 200, 200] and statuses[3] == 429
-    otlp = [client.post("/v1/traces", b"{}", content_type="application/json", **auth).status_code for _ in range(3)]
+    otlp = [
+        client.post("/v1/traces", b"{}", content_type="application/json", **auth).status_code
+        for _ in range(3)
+    ]
     assert otlp[2] == 429 and 429 not in otlp[:2]
 
 
@@ -103,12 +129,27 @@ def test_membership_token_and_model_changes_are_audited(owner_client, client, pr
     owner_client.post(members, {"username": "carol", "role": Role.VIEWER})
     owner_client.post(members, {"username": "carol", "role": Role.VIEWER, "remove": "1"})
     owner_client.post(reverse("tracing:project_tokens", args=[project.slug]), {"name": "exporter"})
-    owner_client.post(reverse("attribution:llm_settings", args=[project.slug]), {
-        "model": "openai/gpt-4o-mini", "api_base": "", "temperature": "0", "timeout_seconds": "60",
-        "max_retries": "2", "spending_cap_usd": "", "replay_hook_url": "", "api_key": "sk-secret-value"})
+    owner_client.post(
+        reverse("attribution:llm_settings", args=[project.slug]),
+        {
+            "model": "openai/gpt-4o-mini",
+            "api_base": "",
+            "temperature": "0",
+            "timeout_seconds": "60",
+            "max_retries": "2",
+            "spending_cap_usd": "",
+            "replay_hook_url": "",
+            "api_key": "sk-secret-value",
+        },
+    )
     events = list(AuditEvent.objects.filter(project=project).order_by("id"))
-    assert [e.action for e in events] == ["membership.added", "membership.changed", "membership.removed",
-                                          "token.created", "llm_settings.changed"]
+    assert [e.action for e in events] == [
+        "membership.added",
+        "membership.changed",
+        "membership.removed",
+        "token.created",
+        "llm_settings.changed",
+    ]
     assert all(e.actor_name == owner.username for e in events)
     assert "sk-secret-value" not in str([e.details for e in events])
     page = owner_client.get(reverse("tracing:project_audit", args=[project.slug]))
@@ -120,6 +161,7 @@ def test_membership_token_and_model_changes_are_audited(owner_client, client, pr
 
 
 # --- sign-in throttling: the admin's door, forged addresses, the account count (issue 13) ---------------------------
+
 
 def test_the_admin_login_is_throttled_like_the_site_login(client, make_user, strict_limits):
     admin = make_user("root")
@@ -134,35 +176,65 @@ def test_the_admin_login_is_throttled_like_the_site_login(client, make_user, str
 def test_forged_forwarded_addresses_do_not_escape_the_per_account_limit(client, make_user, strict_limits):
     strict_limits.CULPRIT_TRUSTED_PROXIES = 1
     make_user("alice")
-    statuses = [client.post(reverse("login"), {"username": "alice", "password": "wrong"},
-                            HTTP_X_FORWARDED_FOR=f"198.51.100.{i}", REMOTE_ADDR="10.0.0.2").status_code
-                for i in range(5)]
+    statuses = [
+        client.post(
+            reverse("login"),
+            {"username": "alice", "password": "wrong"},
+            HTTP_X_FORWARDED_FOR=f"198.51.100.{i}",
+            REMOTE_ADDR="10.0.0.2",
+        ).status_code
+        for i in range(5)
+    ]
     assert statuses == [200, 200, 200, 429, 429]
     # The account counts alone: a name with other capitals is the same account.
-    assert client.post(reverse("login"), {"username": "ALICE", "password": "wrong"},
-                       HTTP_X_FORWARDED_FOR="192.0.2.9").status_code == 429
+    assert (
+        client.post(
+            reverse("login"), {"username": "ALICE", "password": "wrong"}, HTTP_X_FORWARDED_FOR="192.0.2.9"
+        ).status_code
+        == 429
+    )
 
 
 def test_the_per_address_limit_takes_the_address_the_trusted_proxy_saw_not_the_first_hop(
-        client, make_user, strict_limits):
+    client, make_user, strict_limits
+):
     strict_limits.CULPRIT_TRUSTED_PROXIES = 1
-    strict_limits.CULPRIT_RATE_LIMITS = strict_limits.CULPRIT_RATE_LIMITS | {"login": "100/m", "login_ip": "3/m"}
-    statuses = [client.post(reverse("login"), {"username": f"user{i}", "password": "wrong"},
-                            # the client wrote a fresh first hop each time; the proxy appended what it saw
-                            HTTP_X_FORWARDED_FOR=f"198.51.100.{i}, 203.0.113.7").status_code for i in range(4)]
+    strict_limits.CULPRIT_RATE_LIMITS = strict_limits.CULPRIT_RATE_LIMITS | {
+        "login": "100/m",
+        "login_ip": "3/m",
+    }
+    statuses = [
+        client.post(
+            reverse("login"),
+            {"username": f"user{i}", "password": "wrong"},
+            # the client wrote a fresh first hop each time; the proxy appended what it saw
+            HTTP_X_FORWARDED_FOR=f"198.51.100.{i}, 203.0.113.7",
+        ).status_code
+        for i in range(4)
+    ]
     assert statuses == [200, 200, 200, 429]
-    other = client.post(reverse("login"), {"username": "user9", "password": "wrong"},
-                        HTTP_X_FORWARDED_FOR="203.0.113.7, 203.0.113.8")
+    other = client.post(
+        reverse("login"),
+        {"username": "user9", "password": "wrong"},
+        HTTP_X_FORWARDED_FOR="203.0.113.7, 203.0.113.8",
+    )
     assert other.status_code == 200
 
 
-@pytest.mark.parametrize(("proxies", "forwarded", "expected"), [
-    (0, "198.51.100.1", "10.0.0.2"),
-    (1, "198.51.100.1", "198.51.100.1"),
-    (1, "6.6.6.6, 198.51.100.1", "198.51.100.1"),
-    (2, "6.6.6.6, 198.51.100.1, 10.0.0.5", "198.51.100.1"),
-    (2, "198.51.100.1", "10.0.0.2"),  # a chain shorter than the proxies: the peer, never the client's claim
-])
+@pytest.mark.parametrize(
+    ("proxies", "forwarded", "expected"),
+    [
+        (0, "198.51.100.1", "10.0.0.2"),
+        (1, "198.51.100.1", "198.51.100.1"),
+        (1, "6.6.6.6, 198.51.100.1", "198.51.100.1"),
+        (2, "6.6.6.6, 198.51.100.1, 10.0.0.5", "198.51.100.1"),
+        (
+            2,
+            "198.51.100.1",
+            "10.0.0.2",
+        ),  # a chain shorter than the proxies: the peer, never the client's claim
+    ],
+)
 def test_the_client_address_counts_trusted_hops_from_the_right(rf, settings, proxies, forwarded, expected):
     from config.ratelimit import client_ip
 
@@ -174,17 +246,26 @@ def test_the_client_address_counts_trusted_hops_from_the_right(rf, settings, pro
 def test_successful_sign_ins_do_not_count_against_the_account(client, make_user, strict_limits):
     make_user("alice")
     for _ in range(5):
-        assert client.post(reverse("login"), {"username": "alice", "password": "pw-for-tests-1"}).status_code == 302
+        assert (
+            client.post(reverse("login"), {"username": "alice", "password": "pw-for-tests-1"}).status_code
+            == 302
+        )
         client.logout()
 
 
 def test_rate_limits_fail_open_when_the_cache_is_down(client, make_user, project, settings, caplog):
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                                   "LOCATION": "redis://127.0.0.1:1/0"}}
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+        }
+    }
     settings.CULPRIT_RATE_LIMITS = {"login": "3/m", "login_ip": "3/m", "api": "3/m", "otlp": "3/m"}
     _, token = services.api_token_create(project=project, name="ci", user=None)
     assert client.get("/api/formats", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
-    otlp = client.post("/v1/traces", b"{}", content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}")
+    otlp = client.post(
+        "/v1/traces", b"{}", content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}"
+    )
     assert otlp.status_code == 200
     make_user("alice")
     response = client.post(reverse("login"), {"username": "alice", "password": "pw-for-tests-1"})
@@ -198,7 +279,7 @@ DEAD_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1: every connect
 
 
 @pytest.fixture
-def broker_down():  # type: ignore[no-untyped-def]
+def broker_down():
     """The web process's Celery app pointed at a broker that refuses connections, as when Redis is down."""
     from config.celery import app
 
@@ -211,7 +292,9 @@ def broker_down():  # type: ignore[no-untyped-def]
 
 
 def test_healthz_reports_a_cache_outage_separately(client, settings):
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": DEAD_REDIS}}
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": DEAD_REDIS}
+    }
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "degraded", "database": "ok", "broker": "ok", "cache": "unavailable"}
@@ -226,14 +309,19 @@ def test_healthz_reports_a_broker_outage_separately(client, broker_down):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_with_the_broker_down_otlp_answers_503_with_retry_after_and_keeps_the_spans(client, project, broker_down):
+def test_with_the_broker_down_otlp_answers_503_with_retry_after_and_keeps_the_spans(
+    client, project, broker_down
+):
     from tracing.models import OtlpSpan
 
     _, token = services.api_token_create(project=project, name="otel", user=None)
-    body = (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "5b8efff798038103d269b633813fc60c", '
-            b'"spanId": "eee19b7ec3c1b174", "name": "agent"}]}]}]}')
-    response = client.generic("POST", "/v1/traces", body, content_type="application/json",
-                              HTTP_AUTHORIZATION=f"Bearer {token}")
+    body = (
+        b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "5b8efff798038103d269b633813fc60c", '
+        b'"spanId": "eee19b7ec3c1b174", "name": "agent"}]}]}]}'
+    )
+    response = client.generic(
+        "POST", "/v1/traces", body, content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}"
+    )
     assert response.status_code == 503 and int(response["Retry-After"]) > 0
     assert "retry" in response.json()["message"]
     assert OtlpSpan.objects.filter(project=project).count() == 1

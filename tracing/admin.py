@@ -49,7 +49,17 @@ class ErrorLabelInline(admin.TabularInline):
     model = ErrorLabel
     extra = 0
     raw_id_fields = ["agent"]
-    fields = ["position", "decisive", "step_index", "span_id", "agent_name", "family", "category", "impact", "source"]
+    fields = [
+        "position",
+        "decisive",
+        "step_index",
+        "span_id",
+        "agent_name",
+        "family",
+        "category",
+        "impact",
+        "source",
+    ]
 
 
 @admin.register(Trace)

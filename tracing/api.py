@@ -80,7 +80,9 @@ def _document_errors(schema: Any) -> None:
         for operation in operations.values():
             responses = operation.setdefault("responses", {})
             known = {str(code) for code in responses}  # ninja keys its own by int, JSON by string: never both
-            extra = dict(_COMMON_ERRORS) | ({"404": "Not found in the token's project"} if "{" in path else {})
+            extra = dict(_COMMON_ERRORS) | (
+                {"404": "Not found in the token's project"} if "{" in path else {}
+            )
             for status, text in extra.items():
                 if status not in known:
                     responses[status] = {"description": text, "content": _ERROR_BODY}
@@ -106,7 +108,9 @@ def _refused_request(request: HttpRequest, exc: SuspiciousOperation) -> HttpResp
         detail = f"the request body is over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE // (1024 * 1024)} MB"
     else:
         detail = "the request was refused as malformed"
-    return api.create_response(request, {"detail": detail}, status=413 if isinstance(exc, RequestDataTooBig) else 400)
+    return api.create_response(
+        request, {"detail": detail}, status=413 if isinstance(exc, RequestDataTooBig) else 400
+    )
 
 
 class FormatOut(Schema):
@@ -186,7 +190,9 @@ class TraceListItemOut(TraceOut):
 
     @model_validator(mode="wrap")
     @classmethod
-    def _run_root_validator(cls, values: Any, handler: ModelWrapValidatorHandler[Any], info: ValidationInfo) -> Any:
+    def _run_root_validator(
+        cls, values: Any, handler: ModelWrapValidatorHandler[Any], info: ValidationInfo
+    ) -> Any:
         # Replaces ninja's validator of the same name, which reads only the declared fields (through its
         # DjangoGetter) and so would drop the extensions' keys; the items are plain dicts, with no resolvers to run.
         return handler(values)
@@ -242,26 +248,49 @@ class TraceQuery(Schema):
     has_gold: str = ""
     from_: str = Field("", alias="from")
     to: str = ""
-    ordering: str = Field("", description="A sort key, with - for descending: imported, name, started, duration, "
-                                          "steps, agents, tokens, outcome.")
+    ordering: str = Field(
+        "",
+        description="A sort key, with - for descending: imported, name, started, duration, "
+        "steps, agents, tokens, outcome.",
+    )
     offset: int = 0
     limit: int = 50
 
 
 def _job(job: IngestJob) -> dict[str, Any]:
-    return {"id": job.pk, "batch": str(job.batch), "filename": job.filename, "status": job.status,
-            "format": job.detected_format, "confidence": job.confidence, "error": job.error,
-            "trace_ids": job.trace_ids, "report": job.report, "created_at": job.created_at,
-            "finished_at": job.finished_at}
+    return {
+        "id": job.pk,
+        "batch": str(job.batch),
+        "filename": job.filename,
+        "status": job.status,
+        "format": job.detected_format,
+        "confidence": job.confidence,
+        "error": job.error,
+        "trace_ids": job.trace_ids,
+        "report": job.report,
+        "created_at": job.created_at,
+        "finished_at": job.finished_at,
+    }
 
 
 def _trace(trace: Trace) -> dict[str, Any]:
-    return {"id": trace.pk, "name": trace.name, "format": trace.source_format, "external_id": trace.external_id,
-            "question": trace.question, "ground_truth": trace.ground_truth, "outcome": trace.outcome,
-            "steps": trace.step_count, "agents": trace.agent_count, "created_at": trace.created_at}
+    return {
+        "id": trace.pk,
+        "name": trace.name,
+        "format": trace.source_format,
+        "external_id": trace.external_id,
+        "question": trace.question,
+        "ground_truth": trace.ground_truth,
+        "outcome": trace.outcome,
+        "steps": trace.step_count,
+        "agents": trace.agent_count,
+        "created_at": trace.created_at,
+    }
 
 
-MAX_OFFSET = 2**31 - 1  # far past any real trace list or trace; larger values would overflow the database's integers
+MAX_OFFSET = (
+    2**31 - 1
+)  # far past any real trace list or trace; larger values would overflow the database's integers
 MAX_ID = 2**63 - 1  # ids are 64-bit: a larger one names nothing, so it is not found rather than an overflow
 
 
@@ -275,7 +304,7 @@ def _own(model: Any, request: HttpRequest, pk: int) -> Any:
     """The token's project's object with this id, or 404 (an id of another project, or none at all)."""
     if not 0 < pk <= MAX_ID:
         raise HttpError(404, "Not Found")
-    return get_object_or_404(model, pk=pk, project=request.auth.project)  # type: ignore[attr-defined]
+    return get_object_or_404(model, pk=pk, project=request.auth.project)
 
 
 @api.get("/formats", response=list[FormatOut], summary="Trace formats this server can import")
@@ -283,23 +312,41 @@ def list_formats(request: HttpRequest) -> list[dict[str, str]]:
     return [{"name": f.name, "label": f.label} for f in all_formats()]
 
 
-@api.post("/uploads", response={202: UploadOut, 422: ErrorOut}, summary="Upload trace files (JSON, JSONL, zip, logs)")
-def upload(request: HttpRequest, files: list[UploadedFile] = File(...), format: str = Form("")) -> Status:
+@api.post(
+    "/uploads",
+    response={202: UploadOut, 422: ErrorOut},
+    summary="Upload trace files (JSON, JSONL, zip, logs)",
+)
+def upload(
+    request: HttpRequest,
+    files: list[UploadedFile] = File(...),  # noqa: B008 - ninja's way to declare a file field
+    format: str = Form(""),
+) -> Status:
     known = {f.name for f in all_formats()}
     if format and format not in known:
-        return Status(422, {"detail": f"unknown format {format!r} (known formats: {', '.join(sorted(known))})"})
-    token: ApiToken = request.auth  # type: ignore[attr-defined]
+        return Status(
+            422, {"detail": f"unknown format {format!r} (known formats: {', '.join(sorted(known))})"}
+        )
+    token: ApiToken = request.auth
     incoming = [services.incoming_from_upload(f) for f in files]
-    jobs = services.ingest_jobs_create(project=token.project, files=incoming, user=None, requested_format=format)
+    jobs = services.ingest_jobs_create(
+        project=token.project, files=incoming, user=None, requested_format=format
+    )
     waiting = any(getattr(j, "waiting_for_broker", False) for j in jobs)
-    return Status(202, {"batch": str(jobs[0].batch), "jobs": [_job(j) for j in jobs],
-                        "detail": "queued; will start when the worker is back" if waiting else ""})
+    return Status(
+        202,
+        {
+            "batch": str(jobs[0].batch),
+            "jobs": [_job(j) for j in jobs],
+            "detail": "queued; will start when the worker is back" if waiting else "",
+        },
+    )
 
 
 @api.get("/jobs", response=list[JobOut], summary="Ingest jobs, newest first, optionally of one upload batch")
 def list_jobs(request: HttpRequest, batch: str = "", limit: int = 50) -> list[dict[str, Any]]:
     _bounds(0, limit)
-    jobs = IngestJob.objects.filter(project=request.auth.project).order_by("-id")  # type: ignore[attr-defined]
+    jobs = IngestJob.objects.filter(project=request.auth.project).order_by("-id")
     if batch:
         try:
             jobs = jobs.filter(batch=uuid.UUID(batch))
@@ -313,8 +360,11 @@ def get_job(request: HttpRequest, job_id: int) -> dict[str, Any]:
     return _job(_own(IngestJob, request, job_id))
 
 
-@api.get("/traces", response={200: TracePage, 400: ErrorOut},
-         summary="Traces of the token's project: full-text search, filters and sorting")
+@api.get(
+    "/traces",
+    response={200: TracePage, 400: ErrorOut},
+    summary="Traces of the token's project: full-text search, filters and sorting",
+)
 def list_traces(request: HttpRequest, query: Query[TraceQuery]) -> Any:
     """``q`` searches names, tasks, ids and step content; ``agent``, ``outcome``, ``format``, ``has_gold``
     (yes/no), ``from``/``to`` (YYYY-MM-DD, the run's start) filter; ``ordering`` is one of ``imported``, ``name``,
@@ -329,27 +379,59 @@ def list_traces(request: HttpRequest, query: Query[TraceQuery]) -> Any:
     form = TraceFilterForm(params)
     if not form.is_valid():
         return Status(400, {"detail": form.error_text()})
-    traces = selectors.trace_list(project=request.auth.project, filters=form.filters())  # type: ignore[attr-defined]
-    page = list(traces[offset:offset + limit])
-    extra = extensions.trace_list_api_fields(page)  # a fixed number of queries for the page (the latest verdicts)
-    return {"count": traces.count(), "offset": offset, "limit": limit,
-            "items": [_trace(t) | extra[t.pk] for t in page]}
+    traces = selectors.trace_list(project=request.auth.project, filters=form.filters())
+    page = list(traces[offset : offset + limit])
+    extra = extensions.trace_list_api_fields(
+        page
+    )  # a fixed number of queries for the page (the latest verdicts)
+    return {
+        "count": traces.count(),
+        "offset": offset,
+        "limit": limit,
+        "items": [_trace(t) | extra[t.pk] for t in page],
+    }
 
 
-@api.get("/traces/{trace_id}", response=TraceDetailOut,
-         summary="One trace with its agents, gold labels and labelled errors")
+@api.get(
+    "/traces/{trace_id}",
+    response=TraceDetailOut,
+    summary="One trace with its agents, gold labels and labelled errors",
+)
 def get_trace(request: HttpRequest, trace_id: int) -> dict[str, Any]:
     trace = _own(Trace, request, trace_id)
     return {
-        **_trace(trace), "metadata": trace.metadata,
-        "agent_list": [{"name": a.name, "steps": a.step_count, "system_prompt": a.system_prompt}
-                       for a in trace.agents.all()],
-        "gold": [{"agent": g.agent_name, "step": g.step_index, "reason": g.reason, "category": g.category,
-                  "source": g.source, "confidence": g.confidence} for g in trace.gold_labels.all()],
-        "errors": [{"category": e.category, "family": e.family, "step": e.step_index, "span_id": e.span_id,
-                    "agent": e.agent_name, "impact": e.impact, "description": e.description, "evidence": e.evidence,
-                    "source": e.source, "decisive": e.decisive}
-                   for e in trace.error_labels.order_by("position", "id")],
+        **_trace(trace),
+        "metadata": trace.metadata,
+        "agent_list": [
+            {"name": a.name, "steps": a.step_count, "system_prompt": a.system_prompt}
+            for a in trace.agents.all()
+        ],
+        "gold": [
+            {
+                "agent": g.agent_name,
+                "step": g.step_index,
+                "reason": g.reason,
+                "category": g.category,
+                "source": g.source,
+                "confidence": g.confidence,
+            }
+            for g in trace.gold_labels.all()
+        ],
+        "errors": [
+            {
+                "category": e.category,
+                "family": e.family,
+                "step": e.step_index,
+                "span_id": e.span_id,
+                "agent": e.agent_name,
+                "impact": e.impact,
+                "description": e.description,
+                "evidence": e.evidence,
+                "source": e.source,
+                "decisive": e.decisive,
+            }
+            for e in trace.error_labels.order_by("position", "id")
+        ],
     }
 
 
@@ -357,9 +439,29 @@ def get_trace(request: HttpRequest, trace_id: int) -> dict[str, Any]:
 def list_steps(request: HttpRequest, trace_id: int, offset: int = 0, limit: int = 100) -> dict[str, Any]:
     offset, limit = _bounds(offset, limit)
     trace = _own(Trace, request, trace_id)
-    steps = (Step.objects.filter(trace=trace, index__gte=offset, index__lt=offset + limit)
-             .select_related("agent").order_by("index"))
-    return {"count": trace.step_count, "offset": offset, "limit": limit, "items": [
-        {"index": s.index, "agent": s.agent.name if s.agent else None, "speaker": s.speaker, "kind": s.kind,
-         "content": s.content, "recipient": s.recipient, "tool_name": s.tool_name, "tool_arguments": s.tool_arguments,
-         "parent": s.parent_index, "span_id": s.span_id, "started_at": s.started_at} for s in steps]}
+    steps = (
+        Step.objects.filter(trace=trace, index__gte=offset, index__lt=offset + limit)
+        .select_related("agent")
+        .order_by("index")
+    )
+    return {
+        "count": trace.step_count,
+        "offset": offset,
+        "limit": limit,
+        "items": [
+            {
+                "index": s.index,
+                "agent": s.agent.name if s.agent else None,
+                "speaker": s.speaker,
+                "kind": s.kind,
+                "content": s.content,
+                "recipient": s.recipient,
+                "tool_name": s.tool_name,
+                "tool_arguments": s.tool_arguments,
+                "parent": s.parent_index,
+                "span_id": s.span_id,
+                "started_at": s.started_at,
+            }
+            for s in steps
+        ],
+    }

@@ -12,4 +12,6 @@ class TracingConfig(AppConfig):
 
         from django.conf import settings
 
-        Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)  # WhiteNoise warns on every start without it
+        Path(settings.STATIC_ROOT).mkdir(
+            parents=True, exist_ok=True
+        )  # WhiteNoise warns on every start without it

@@ -23,8 +23,17 @@ from typing import Any
 
 MAX_MESSAGES = 200  # a page shows at most this many messages of one call; the raw JSON toggle has the rest
 
-_ROLES = {"human": "user", "ai": "assistant", "model": "assistant", "function": "tool", "developer": "system",
-          "aimessage": "assistant", "humanmessage": "user", "systemmessage": "system", "toolmessage": "tool"}
+_ROLES = {
+    "human": "user",
+    "ai": "assistant",
+    "model": "assistant",
+    "function": "tool",
+    "developer": "system",
+    "aimessage": "assistant",
+    "humanmessage": "user",
+    "systemmessage": "system",
+    "toolmessage": "tool",
+}
 
 
 @dataclass
@@ -110,8 +119,11 @@ _AGNO = re.compile(r"role='(?P<role>\w+)' content=(?P<q>['\"])(?P<content>.*?)(?
 def _message(item: Any, direction: str) -> Message | None:
     if isinstance(item, str):
         if match := _AGNO.match(item):  # agno logs its Message objects' reprs
-            return Message(role=_role(match["role"], direction), text=match["content"].replace("\\n", "\n"),
-                           direction=direction)
+            return Message(
+                role=_role(match["role"], direction),
+                text=match["content"].replace("\\n", "\n"),
+                direction=direction,
+            )
         return Message(role="user" if direction == "in" else "assistant", text=item, direction=direction)
     if not isinstance(item, dict):
         return None
@@ -119,15 +131,23 @@ def _message(item: Any, direction: str) -> Message | None:
     if kind in ("function_call", "tool_call"):  # Responses API item
         return Message(role="assistant", tool_calls=[_tool_call(item)], direction=direction)
     if kind in ("function_call_output", "tool_call_output"):
-        return Message(role="tool", text=_text(item.get("output")), tool_call_id=str(item.get("call_id") or ""),
-                       direction=direction)
+        return Message(
+            role="tool",
+            text=_text(item.get("output")),
+            tool_call_id=str(item.get("call_id") or ""),
+            direction=direction,
+        )
     content = item.get("content")
     if isinstance(content, dict) and content.get("type") == "function" and "function" in content:
         # LangChain logs the tools it offers the model as role "tool" messages: a definition, not a result.
         return Message(role="tooldef", text=_text(content["function"]), direction=direction)
     role = _role(item.get("role") or kind, direction)
-    message = Message(role=role, text=_text(item.get("content") if "content" in item else item.get("text")),
-                      tool_call_id=str(item.get("tool_call_id") or ""), direction=direction)
+    message = Message(
+        role=role,
+        text=_text(item.get("content") if "content" in item else item.get("text")),
+        tool_call_id=str(item.get("tool_call_id") or ""),
+        direction=direction,
+    )
     calls = item.get("tool_calls") or (item.get("additional_kwargs") or {}).get("tool_calls") or []
     message.tool_calls = [_tool_call(c) for c in calls if isinstance(c, dict)]
     for part in item.get("parts") or []:
@@ -175,8 +195,14 @@ def _text(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, list):  # content parts: [{"type": "text"|"input_text"|"output_text", "text": ...}]
-        return "\n".join(_text(p.get("text", p.get("content")) if isinstance(p, dict) and
-                               ("text" in p or "content" in p) else p) for p in value)
+        return "\n".join(
+            _text(
+                p.get("text", p.get("content"))
+                if isinstance(p, dict) and ("text" in p or "content" in p)
+                else p
+            )
+            for p in value
+        )
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)
 
 
@@ -186,17 +212,25 @@ def _openinference(attributes: dict) -> list[Message]:
         numbered: dict[int, dict[str, Any]] = {}
         for key, value in attributes.items():
             if key.startswith(prefix):
-                number, _, rest = key[len(prefix):].partition(".")
+                number, _, rest = key[len(prefix) :].partition(".")
                 if number.isdigit():
                     numbered.setdefault(int(number), {})[rest] = value
         for _, fields in sorted(numbered.items()):
-            message = Message(role=_role(fields.get("message.role"), direction),
-                              text=_text(fields.get("message.content")), direction=direction)
-            names = sorted(k for k in fields if k.startswith("message.tool_calls.") and k.endswith("function.name"))
+            message = Message(
+                role=_role(fields.get("message.role"), direction),
+                text=_text(fields.get("message.content")),
+                direction=direction,
+            )
+            names = sorted(
+                k for k in fields if k.startswith("message.tool_calls.") and k.endswith("function.name")
+            )
             for name_key in names:
                 base = name_key[: -len("function.name")]
-                message.tool_calls.append(ToolCall(name=str(fields[name_key]),
-                                                   arguments=_text(fields.get(base + "function.arguments"))))
+                message.tool_calls.append(
+                    ToolCall(
+                        name=str(fields[name_key]), arguments=_text(fields.get(base + "function.arguments"))
+                    )
+                )
             if message.text or message.tool_calls:
                 messages.append(message)
     return messages[:MAX_MESSAGES]

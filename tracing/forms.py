@@ -18,7 +18,9 @@ class MultipleFileInput(forms.ClearableFileInput):
 
 class MultipleFileField(forms.FileField):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": ".json,.jsonl,.ndjson,.zip,.txt,.log"}))
+        kwargs.setdefault(
+            "widget", MultipleFileInput(attrs={"accept": ".json,.jsonl,.ndjson,.zip,.txt,.log"})
+        )
         # An empty file must fail alone, as an import error next to the others, not reject the whole upload.
         kwargs.setdefault("allow_empty_file", True)
         super().__init__(*args, **kwargs)
@@ -50,20 +52,31 @@ def ordering_choices() -> list[tuple[str, str]]:
 
     return [("", "Newest import first")] + [
         (f"{sign}{key}", f"{key.capitalize()} {'descending' if sign else 'ascending'}")
-        for key in ordering_keys() for sign in ("", "-")]
+        for key in ordering_keys()
+        for sign in ("", "-")
+    ]
 
 
 class TraceFilterForm(forms.Form):
     """The trace list's filters, in the page's URL (bookmarkable) and in ``GET /api/traces``: one form, so both
     accept and refuse the same values with the same messages."""
 
-    q = forms.CharField(required=False, max_length=200, label="Search",
-                        help_text="Names, tasks, ids and the content of every step")
+    q = forms.CharField(
+        required=False,
+        max_length=200,
+        label="Search",
+        help_text="Names, tasks, ids and the content of every step",
+    )
     agent = forms.CharField(required=False, max_length=200, label="Agent")
-    outcome = forms.ChoiceField(required=False, label="Outcome", choices=[("", "Any outcome"), *Outcome.choices])
+    outcome = forms.ChoiceField(
+        required=False, label="Outcome", choices=[("", "Any outcome"), *Outcome.choices]
+    )
     format = forms.ChoiceField(required=False, label="Format")
-    has_gold = forms.ChoiceField(required=False, label="Gold label", choices=[
-        ("", "Any label"), ("yes", "Has gold label"), ("no", "No gold label")])
+    has_gold = forms.ChoiceField(
+        required=False,
+        label="Gold label",
+        choices=[("", "Any label"), ("yes", "Has gold label"), ("no", "No gold label")],
+    )
     ordering = forms.ChoiceField(required=False, label="Sort")
     page = forms.IntegerField(required=False, min_value=1)
 
@@ -105,10 +118,16 @@ class TraceFilterForm(forms.Form):
 
         data = self.cleaned_data
         return TraceFilters(
-            q=data.get("q") or "", has_gold=data.get("has_gold") or "", source_format=data.get("format") or "",
-            outcome=data.get("outcome") or "", agent=(data.get("agent") or "").strip(),
-            started_from=data.get("from"), started_to=data.get("to"), ordering=data.get("ordering") or "",
-            extra={name: data[name] for name in self.extension_names if data.get(name) not in (None, "")})
+            q=data.get("q") or "",
+            has_gold=data.get("has_gold") or "",
+            source_format=data.get("format") or "",
+            outcome=data.get("outcome") or "",
+            agent=(data.get("agent") or "").strip(),
+            started_from=data.get("from"),
+            started_to=data.get("to"),
+            ordering=data.get("ordering") or "",
+            extra={name: data[name] for name in self.extension_names if data.get(name) not in (None, "")},
+        )
 
     def error_text(self) -> str:
         """The errors in one sentence, naming the parameters: the API's 400 answer."""
@@ -127,10 +146,16 @@ class StepJumpForm(forms.Form):
 class StepWindowForm(forms.Form):
     """Which part of a long step's text to fetch: from character ``offset`` (0-based; the start when not given)."""
 
-    offset = forms.IntegerField(required=False, min_value=0, max_value=2_000_000_000,
-                                error_messages={"invalid": "The offset must be a whole number.",
-                                                "min_value": "The offset must be 0 or more.",
-                                                "max_value": "The offset is past any step's text."})
+    offset = forms.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=2_000_000_000,
+        error_messages={
+            "invalid": "The offset must be a whole number.",
+            "min_value": "The offset must be 0 or more.",
+            "max_value": "The offset is past any step's text.",
+        },
+    )
 
 
 class ProjectForm(forms.ModelForm):

@@ -44,7 +44,7 @@ class JobTask(celery.Task):
     # Set per task through the decorator; read from the class so it is never bound as a method.
     fail_job: Callable[[int, str], Any] | None = None
 
-    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:  # type: ignore[no-untyped-def]
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         fail = type(self).fail_job
         if fail is None or not args or not isinstance(exc, TRANSIENT_ERRORS):
             return

@@ -86,23 +86,30 @@ class Job(models.Model):
         return self.attempt_shown if self.status == QUEUED else None
 
     @classmethod
-    def claim(cls, pk: int, *, stale_before=None, **extra) -> bool:  # type: ignore[no-untyped-def]
+    def claim(cls, pk: int, *, stale_before=None, **extra) -> bool:
         """queued -> running, counting an attempt, once; with ``stale_before`` also a running job whose heartbeat is
         older (its worker died). False when another worker holds it, it finished, or its attempts are spent: one
         conditional UPDATE, so two workers never both win."""
         now = timezone.now()
         claimable = Q(status=QUEUED)
         if stale_before is not None:
-            claimable |= Q(status=RUNNING, heartbeat_at__lt=stale_before) | Q(status=RUNNING, heartbeat_at__isnull=True)
-        return bool(cls.objects.filter(claimable, pk=pk, attempts__lt=cls.MAX_ATTEMPTS).update(  # type: ignore[attr-defined]
-            status=RUNNING, attempts=F("attempts") + 1, started_at=now, heartbeat_at=now, **extra))
+            claimable |= Q(status=RUNNING, heartbeat_at__lt=stale_before) | Q(
+                status=RUNNING, heartbeat_at__isnull=True
+            )
+        return bool(
+            cls.objects.filter(claimable, pk=pk, attempts__lt=cls.MAX_ATTEMPTS).update(
+                status=RUNNING, attempts=F("attempts") + 1, started_at=now, heartbeat_at=now, **extra
+            )
+        )
 
     @classmethod
     def live_rows(cls, pk: int) -> models.QuerySet:
         """The job while it is live: what a heartbeat moves (a finished or deleted job is left alone)."""
-        return cls.objects.filter(pk=pk, status__in=LIVE_STATUSES)  # type: ignore[attr-defined]
+        return cls.objects.filter(pk=pk, status__in=LIVE_STATUSES)
 
     @classmethod
-    def fail_live(cls, pk: int, reason: str, **extra) -> bool:  # type: ignore[no-untyped-def]
+    def fail_live(cls, pk: int, reason: str, **extra) -> bool:
         """A live job -> failed with a readable reason; a job that finished meanwhile keeps its state."""
-        return bool(cls.live_rows(pk).update(status=FAILED, error=reason[:2000], finished_at=timezone.now(), **extra))
+        return bool(
+            cls.live_rows(pk).update(status=FAILED, error=reason[:2000], finished_at=timezone.now(), **extra)
+        )

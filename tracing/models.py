@@ -68,7 +68,9 @@ class RawUpload(models.Model):
     filename = models.CharField(max_length=500)
     size = models.PositiveBigIntegerField()
     file = models.FileField(upload_to=upload_path, max_length=300)
-    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -102,10 +104,14 @@ class IngestJob(Job):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="ingest_jobs")
     batch = models.UUIDField(default=uuid.uuid4, db_index=True)  # one browser upload / one CLI call
     filename = models.CharField(max_length=500)
-    upload = models.ForeignKey(RawUpload, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
+    upload = models.ForeignKey(
+        RawUpload, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
     requested_format = models.CharField(max_length=40, blank=True)  # empty: detect automatically
     detected_format = models.CharField(max_length=40, blank=True)
-    confidence = models.FloatField(null=True, blank=True)  # the detector's confidence; 1.0 when chosen by hand
+    confidence = models.FloatField(
+        null=True, blank=True
+    )  # the detector's confidence; 1.0 when chosen by hand
     # The import report: counts and warnings (e.g. "label location span X not found"), filled as the job runs.
     report = models.JSONField(default=dict, blank=True)
     # status, error, attempts, heartbeat_at and the timestamps: see tracing.jobs.Job (MAX_ATTEMPTS = 3 starts).
@@ -119,7 +125,9 @@ class IngestJob(Job):
 
     class Meta:
         ordering = ["created_at", "id"]
-        constraints = [models.CheckConstraint(condition=Q(status__in=JobStatus.values), name="ingestjob_status_valid")]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=JobStatus.values), name="ingestjob_status_valid")
+        ]
         indexes = [models.Index(fields=["status", "heartbeat_at"], name="ingestjob_status_heartbeat")]
 
     def __str__(self) -> str:
@@ -141,7 +149,9 @@ class Provenance(models.TextChoices):
 
 class Trace(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="traces")
-    upload = models.ForeignKey(RawUpload, null=True, blank=True, on_delete=models.SET_NULL, related_name="traces")
+    upload = models.ForeignKey(
+        RawUpload, null=True, blank=True, on_delete=models.SET_NULL, related_name="traces"
+    )
     # Position of this trace inside its upload (a file may hold several runs); makes re-imports idempotent.
     ordinal = models.PositiveIntegerField(default=0)
     name = models.CharField(max_length=300)
@@ -151,7 +161,9 @@ class Trace(models.Model):
     ground_truth = models.TextField(blank=True)
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.UNKNOWN)
     provenance = models.CharField(max_length=16, choices=Provenance.choices, default=Provenance.UPLOADED)
-    derived_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    derived_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     metadata = models.JSONField(default=dict, blank=True)
     step_count = models.PositiveIntegerField(default=0)
     agent_count = models.PositiveIntegerField(default=0)
@@ -263,6 +275,9 @@ class PendingLabel(models.Model):
             models.Index(fields=["project", "target_external_id"], name="pendinglabel_target"),
         ]
 
+    def __str__(self) -> str:
+        return f"label for {self.target_external_id} ({self.source_format})"
+
 
 class LabelSource(models.TextChoices):
     IMPORTED = "imported", "Imported"
@@ -320,7 +335,9 @@ class ErrorLabel(models.Model):
     span_id = models.CharField(max_length=200, blank=True)  # the source's location, kept even when unresolved
     agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     agent_name = models.CharField(max_length=200, blank=True)
-    family = models.CharField(max_length=40, blank=True)  # taxonomy family of the category: TRAIL, MAST, AgentRx
+    family = models.CharField(
+        max_length=40, blank=True
+    )  # taxonomy family of the category: TRAIL, MAST, AgentRx
     category = models.CharField(max_length=120, blank=True)
     description = models.TextField(blank=True)
     evidence = models.TextField(blank=True)
@@ -333,10 +350,15 @@ class ErrorLabel(models.Model):
     class Meta:
         ordering = ["trace", "position", "id"]
         constraints = [
-            models.CheckConstraint(condition=Q(source__in=LabelSource.values), name="errorlabel_source_valid"),
+            models.CheckConstraint(
+                condition=Q(source__in=LabelSource.values), name="errorlabel_source_valid"
+            ),
             # One decisive error per trace and source, as there is one gold label per trace and source.
-            models.UniqueConstraint(fields=["trace", "source"], condition=Q(decisive=True),
-                                    name="errorlabel_one_decisive_per_source"),
+            models.UniqueConstraint(
+                fields=["trace", "source"],
+                condition=Q(decisive=True),
+                name="errorlabel_one_decisive_per_source",
+            ),
         ]
         indexes = [
             # The viewer's step list: the labelled errors of one trace, by step.
@@ -388,7 +410,9 @@ class OtlpSpan(models.Model):
     # --- incremental building (migration 0009) ---
     # The protobuf Span message as sent (PostgreSQL compresses large values itself); JSON spans stay in ``span``.
     payload = models.BinaryField(null=True, blank=True)
-    encoding = models.PositiveSmallIntegerField(default=0)  # 0: ``span`` (OTLP/JSON), 1: ``payload`` (protobuf)
+    encoding = models.PositiveSmallIntegerField(
+        default=0
+    )  # 0: ``span`` (OTLP/JSON), 1: ``payload`` (protobuf)
     parent_span_id = models.CharField(max_length=32, blank=True)
     start_ns = models.BigIntegerField(null=True, blank=True)
     service = models.CharField(max_length=200, blank=True)  # the resource's service.name
@@ -400,7 +424,9 @@ class OtlpSpan(models.Model):
     agent = models.CharField(max_length=200, blank=True)  # the acting agent (own, else inherited)
     step_span = models.CharField(max_length=32, blank=True)  # nearest span (itself or above) that has steps
     step_count = models.PositiveSmallIntegerField(default=0)  # steps built from it (0, 1 or 2)
-    shown_leaf = models.BooleanField(default=False)  # a silent leaf shown by its attributes (a child removes it)
+    shown_leaf = models.BooleanField(
+        default=False
+    )  # a silent leaf shown by its attributes (a child removes it)
 
     class Meta:
         constraints = [
@@ -414,9 +440,15 @@ class OtlpSpan(models.Model):
             models.Index(fields=["project", "trace_id", "path"], name="otlpspan_trace_path"),
             # The builder: a trace's spans not built yet (a scan of the trace's rows would grow with it); the reaper:
             # spans received long ago and still not built (their build was lost).
-            models.Index(fields=["project", "trace_id", "received_at"], condition=Q(built=False),
-                         name="otlpspan_unbuilt"),
+            models.Index(
+                fields=["project", "trace_id", "received_at"],
+                condition=Q(built=False),
+                name="otlpspan_unbuilt",
+            ),
         ]
+
+    def __str__(self) -> str:
+        return f"span {self.span_id} of trace {self.trace_id}"
 
 
 class OtlpPendingBuild(models.Model):
@@ -437,15 +469,21 @@ class OtlpPendingBuild(models.Model):
             models.Index(fields=["queued_at"], name="otlppendingbuild_queued"),
         ]
 
+    def __str__(self) -> str:
+        return f"build of trace {self.trace_id}"
+
 
 class AuditEvent(models.Model):
     """Who changed what that matters for security: memberships, API tokens, provider keys and hooks, exports, schema
     promotions. Written by the service that makes the change, in its transaction; never edited, never deleted with
     the actor (the username is copied)."""
 
-    project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.CASCADE, related_name="audit_events")
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                              related_name="+")
+    project = models.ForeignKey(
+        Project, null=True, blank=True, on_delete=models.CASCADE, related_name="audit_events"
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     actor_name = models.CharField(max_length=150, blank=True)
     action = models.CharField(max_length=60)  # "membership.added", "token.created", "export.created"...
     target = models.CharField(max_length=300, blank=True)  # what it was done to, in words

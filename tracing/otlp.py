@@ -58,7 +58,9 @@ def _status_message(code: int, message: str) -> bytes:
 
 def _token(request: HttpRequest) -> ApiToken | None:
     header = request.headers.get("Authorization", "")
-    token = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("X-Api-Key", "")
+    token = (
+        header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("X-Api-Key", "")
+    )
     return services.api_token_authenticate(token) if token else None
 
 
@@ -100,18 +102,32 @@ def receive_traces(request: HttpRequest) -> HttpResponse:
     try:
         body = request.body
     except RequestDataTooBig:
-        return _error(413, f"the request body is over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE // (1024 * 1024)} MB; "
-                           "send fewer spans per request", protobuf)
+        return _error(
+            413,
+            f"the request body is over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE // (1024 * 1024)} MB; "
+            "send fewer spans per request",
+            protobuf,
+        )
     try:
         # The spans are durable (committed) when this returns; building them into steps is the worker's job.
         trace_ids, rejected = _store(_body(body, request), protobuf, token.project)
-    except (TraceFormatError, DecodeError, UnicodeDecodeError, ValueError, zlib.error, gzip.BadGzipFile) as exc:
+    except (
+        TraceFormatError,
+        DecodeError,
+        UnicodeDecodeError,
+        ValueError,
+        zlib.error,
+        gzip.BadGzipFile,
+    ) as exc:
         return _error(400, f"not a valid OTLP trace export: {exc}", protobuf)
     if not _enqueue_rebuilds(token.project_id, trace_ids):
         # The spans are stored; the rebuild is not queued. Exporters retry a 503 (never a 500), and the retry stores
         # the same spans again (no duplicates) and queues the rebuild once the broker is back.
-        response = _error(503, "the spans are stored but the trace cannot be built now (the task queue is down); "
-                               "retry later", protobuf)
+        response = _error(
+            503,
+            "the spans are stored but the trace cannot be built now (the task queue is down); retry later",
+            protobuf,
+        )
         response["Retry-After"] = str(broker.RETRY_AFTER)
         return response
     return _success(rejected, protobuf)
@@ -138,7 +154,9 @@ def _success(rejected: int, protobuf: bool) -> HttpResponse:
     response = trace_service_pb2.ExportTraceServiceResponse()
     if rejected:
         response.partial_success.rejected_spans = rejected
-        response.partial_success.error_message = f"{rejected} span(s) without a valid traceId/spanId were dropped"
+        response.partial_success.error_message = (
+            f"{rejected} span(s) without a valid traceId/spanId were dropped"
+        )
     if protobuf:
         return HttpResponse(response.SerializeToString(), content_type=PROTOBUF)
     return JsonResponse(json_format.MessageToDict(response))

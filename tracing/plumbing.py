@@ -12,13 +12,38 @@ source span kind (Langfuse ``type`` / OpenInference ``openinference.span.kind``)
 from __future__ import annotations
 
 # Exact span names LangGraph/LangChain emit for their own machinery.
-PLUMBING_NAMES = frozenset({
-    "ChannelWrite", "ChannelRead", "RunnableSequence", "RunnableParallel", "RunnableLambda", "RunnablePassthrough",
-    "RunnableAssign", "RunnableBranch", "RunnableWithFallbacks", "RunnableBinding", "RunnableCallable",
-    "Branch", "should_continue", "route", "router", "__start__", "__end__", "StateGraph",
-    "CompiledStateGraph", "Pregel", "PregelNode", "ChatPromptTemplate", "PromptTemplate", "StrOutputParser",
-    "JsonOutputParser", "PydanticOutputParser", "OpenAIToolsAgentOutputParser", "ToolsAgentOutputParser",
-})
+PLUMBING_NAMES = frozenset(
+    {
+        "ChannelWrite",
+        "ChannelRead",
+        "RunnableSequence",
+        "RunnableParallel",
+        "RunnableLambda",
+        "RunnablePassthrough",
+        "RunnableAssign",
+        "RunnableBranch",
+        "RunnableWithFallbacks",
+        "RunnableBinding",
+        "RunnableCallable",
+        "Branch",
+        "should_continue",
+        "route",
+        "router",
+        "__start__",
+        "__end__",
+        "StateGraph",
+        "CompiledStateGraph",
+        "Pregel",
+        "PregelNode",
+        "ChatPromptTemplate",
+        "PromptTemplate",
+        "StrOutputParser",
+        "JsonOutputParser",
+        "PydanticOutputParser",
+        "OpenAIToolsAgentOutputParser",
+        "ToolsAgentOutputParser",
+    }
+)
 # Prefixes: "ChannelWrite<agent,messages>", "Branch<agent,continue,end>", "RunnableSequence:x".
 PLUMBING_PREFIXES = ("ChannelWrite", "ChannelRead", "Runnable", "Branch<", "Branch(", "__start__", "__end__")
 # Span kinds that are plumbing whatever their name (OpenInference CHAIN spans of LangChain's own classes are named

@@ -22,7 +22,8 @@ def matching_steps(q: str) -> QuerySet[Step]:
     """Steps whose content matches ``q`` (any trace: callers narrow by trace or project)."""
     if connection.vendor == "postgresql":
         return Step.objects.annotate(fts=SearchVector("content", config=CONFIG)).filter(
-            fts=SearchQuery(q, config=CONFIG, search_type="websearch"))
+            fts=SearchQuery(q, config=CONFIG, search_type="websearch")
+        )
     return Step.objects.filter(content__icontains=q)
 
 
@@ -42,7 +43,13 @@ def first_hits(q: str, trace_ids: list[int]) -> dict[int, int]:
     """For each listed trace, the first step whose content matches ``q``: the list links straight to it."""
     # "trace_id + 0": keeps the planner off the trace index, which would walk a 10,000-step trace computing
     # to_tsvector for every step (0.9 s in bench/viewer_speed.py); the GIN index finds the hits instead.
-    rows = (matching_steps(q).annotate(in_trace=F("trace_id") + 0).filter(in_trace__in=trace_ids).order_by()
-            .values("trace_id").annotate(first=Min("index"))
-            .values_list("trace_id", "first"))
+    rows = (
+        matching_steps(q)
+        .annotate(in_trace=F("trace_id") + 0)
+        .filter(in_trace__in=trace_ids)
+        .order_by()
+        .values("trace_id")
+        .annotate(first=Min("index"))
+        .values_list("trace_id", "first")
+    )
     return dict(rows)

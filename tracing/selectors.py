@@ -48,7 +48,11 @@ def members_of(*, project: Project) -> QuerySet[Membership]:
 
 
 def trace_for_user(*, user: AbstractBaseUser, trace_id: int) -> tuple[Trace, Membership]:
-    trace = Trace.objects.select_related("project", "upload").filter(pk=trace_id, project__memberships__user=user).first()
+    trace = (
+        Trace.objects.select_related("project", "upload")
+        .filter(pk=trace_id, project__memberships__user=user)
+        .first()
+    )
     if trace is None:
         raise Http404("No such trace")
     return trace, Membership.objects.get(project=trace.project, user=user)
@@ -64,12 +68,22 @@ class TraceFilters:
     started_from: date | None = None
     started_to: date | None = None  # inclusive
     ordering: str = ""  # a key of ORDERINGS, "-" for descending; "" is newest import first
-    extra: dict[str, Any] = field(default_factory=dict)  # the extensions' filters (tracing.extensions), cleaned
+    extra: dict[str, Any] = field(
+        default_factory=dict
+    )  # the extensions' filters (tracing.extensions), cleaned
 
 
 # The trace list's sortable columns: public name -> annotation (added only when sorting by it or filtering on it).
-ORDERINGS = {"imported": "created_at", "name": "name", "started": "run_start", "duration": "run_duration",
-             "steps": "step_count", "agents": "agent_count", "tokens": "run_tokens", "outcome": "outcome"}
+ORDERINGS = {
+    "imported": "created_at",
+    "name": "name",
+    "started": "run_start",
+    "duration": "run_duration",
+    "steps": "step_count",
+    "agents": "agent_count",
+    "tokens": "run_tokens",
+    "outcome": "outcome",
+}
 
 
 def _step_field(field: str, index: Any) -> Subquery:
@@ -82,11 +96,16 @@ def _with_run_times(traces: QuerySet[Trace]) -> QuerySet[Trace]:
     the last one; the import time stands in for runs without times."""
     last = OuterRef("step_count") - 1
     traces = traces.annotate(
-        first_start=_step_field("started_at", 0), first_end=_step_field("ended_at", 0),
-        last_start=_step_field("started_at", last), last_end=_step_field("ended_at", last))
+        first_start=_step_field("started_at", 0),
+        first_end=_step_field("ended_at", 0),
+        last_start=_step_field("started_at", last),
+        last_end=_step_field("ended_at", last),
+    )
     end = Coalesce(Greatest("first_end", "last_end", "last_start"), "first_end", "last_end", "last_start")
-    return traces.annotate(run_start=Coalesce("first_start", "created_at"),
-                           run_duration=ExpressionWrapper(end - F("first_start"), output_field=DurationField()))
+    return traces.annotate(
+        run_start=Coalesce("first_start", "created_at"),
+        run_duration=ExpressionWrapper(end - F("first_start"), output_field=DurationField()),
+    )
 
 
 def trace_list(*, project: Project, filters: TraceFilters) -> QuerySet[Trace]:
@@ -112,8 +131,13 @@ def trace_list(*, project: Project, filters: TraceFilters) -> QuerySet[Trace]:
     if filters.started_to:
         traces = traces.filter(run_start__date__lte=filters.started_to)
     if key == "tokens":
-        tokens = (Step.objects.filter(trace=OuterRef("pk")).order_by().values("trace")
-                  .annotate(n=Sum(Coalesce("input_tokens", 0) + Coalesce("output_tokens", 0))).values("n"))
+        tokens = (
+            Step.objects.filter(trace=OuterRef("pk"))
+            .order_by()
+            .values("trace")
+            .annotate(n=Sum(Coalesce("input_tokens", 0) + Coalesce("output_tokens", 0)))
+            .values("n")
+        )
         traces = traces.annotate(run_tokens=Coalesce(Subquery(tokens), 0))
     for ext in extensions.trace_list_extensions():
         traces = ext.annotate(traces, filters.extra)
@@ -157,9 +181,18 @@ def trace_row_facts(*, traces: list[Trace], q: str = "") -> None:
     ids = [t.pk for t in traces]
     facts = {pk: TraceRowFacts() for pk in ids}
     # order_by(): Step's default ordering ("trace", "index") would join Trace and split the groups.
-    times = (Step.objects.filter(trace_id__in=ids).order_by().values("trace_id")
-             .annotate(start=Min("started_at"), end=Max("ended_at"), last=Max("started_at"),
-                       tin=Sum("input_tokens"), tout=Sum("output_tokens")))
+    times = (
+        Step.objects.filter(trace_id__in=ids)
+        .order_by()
+        .values("trace_id")
+        .annotate(
+            start=Min("started_at"),
+            end=Max("ended_at"),
+            last=Max("started_at"),
+            tin=Sum("input_tokens"),
+            tout=Sum("output_tokens"),
+        )
+    )
     for row in times:
         f = facts[row["trace_id"]]
         end = max(filter(None, [row["end"], row["last"]]), default=None)
@@ -168,11 +201,12 @@ def trace_row_facts(*, traces: list[Trace], q: str = "") -> None:
             f.duration_ms = (end - f.started).total_seconds() * 1000
     for trace_id, cost in waterfall.llm_costs(Step.objects.filter(trace_id__in=ids)).items():
         facts[trace_id].cost = cost
-    for trace_id, name in Agent.objects.filter(trace_id__in=ids).order_by("position", "id").values_list("trace_id",
-                                                                                                        "name"):
+    for trace_id, name in (
+        Agent.objects.filter(trace_id__in=ids).order_by("position", "id").values_list("trace_id", "name")
+    ):
         facts[trace_id].agents.append(name)
     for label in GoldLabel.objects.filter(trace_id__in=ids).order_by("created_at", "id"):
-        label.category_name = extensions.category_name(label.category)  # type: ignore[attr-defined]
+        label.category_name = extensions.category_name(label.category)
         facts[label.trace_id].gold = label  # the latest wins
     if q:
         for trace_id, index in search.first_hits(q, ids).items():
@@ -180,12 +214,17 @@ def trace_row_facts(*, traces: list[Trace], q: str = "") -> None:
     for trace_id, cells in extensions.trace_list_cells(list(traces)).items():
         facts[trace_id].cells = cells
     for trace in traces:
-        trace.facts = facts[trace.pk]  # type: ignore[attr-defined]
+        trace.facts = facts[trace.pk]
 
 
 def agent_names(*, project: Project, limit: int = 200) -> list[str]:
     """The project's agent names, for the agent filter's suggestions."""
-    names = Agent.objects.filter(trace__project=project).values_list("name", flat=True).distinct().order_by("name")
+    names = (
+        Agent.objects.filter(trace__project=project)
+        .values_list("name", flat=True)
+        .distinct()
+        .order_by("name")
+    )
     return list(names[:limit])
 
 
@@ -232,14 +271,20 @@ def step_window(*, trace: Trace, page: int, per_page: int) -> StepWindow:
     start = (page - 1) * per_page
     preview = settings.CULPRIT_STEP_PREVIEW_CHARS
     steps = list(
-        waterfall.with_span_facts(Step.objects.filter(trace=trace, index__gte=start, index__lt=start + per_page))
+        waterfall.with_span_facts(
+            Step.objects.filter(trace=trace, index__gte=start, index__lt=start + per_page)
+        )
         .select_related("agent")
         .defer("raw", "content")
         # A step's text is read up to ``preview`` characters (a 50 MB step must not make a 50 MB page); its full
         # length is counted only when it is longer, and the rest is fetched in windows (``step_content_window``).
-        .annotate(content_preview=Left("content", preview), content_probe=Length(Left("content", preview + 1)))
+        .annotate(
+            content_preview=Left("content", preview), content_probe=Length(Left("content", preview + 1))
+        )
         .annotate(content_length=Case(When(content_probe__gt=preview, then=Length("content")), default=None))
-        .order_by("index")[:per_page]  # the limit keeps the planner on the (trace, index) index (see step_chats)
+        .order_by("index")[
+            :per_page
+        ]  # the limit keeps the planner on the (trace, index) index (see step_chats)
     )
     for step in steps:
         step.content = step.content_preview  # what the page shows; the step is never saved from here
@@ -251,9 +296,14 @@ def step_window(*, trace: Trace, page: int, per_page: int) -> StepWindow:
 def step_content_window(*, trace: Trace, index: int, offset: int, size: int) -> tuple[str, bool] | None:
     """Characters ``offset`` to ``offset + size`` of one step's text, and whether more follow; None when the trace
     has no such step. Only that slice leaves the database."""
-    row = (Step.objects.filter(trace=trace, index=index)
-           .annotate(chunk=Substr("content", offset + 1, size), probe=Length(Substr("content", offset + 1, size + 1)))
-           .values_list("chunk", "probe").first())
+    row = (
+        Step.objects.filter(trace=trace, index=index)
+        .annotate(
+            chunk=Substr("content", offset + 1, size), probe=Length(Substr("content", offset + 1, size + 1))
+        )
+        .values_list("chunk", "probe")
+        .first()
+    )
     if row is None:
         return None
     chunk, probe = row
@@ -268,8 +318,11 @@ def step_chats(*, trace: Trace, steps: list[Step]) -> dict[int, tuple[list[Messa
         return {}
     # The range, the order and the limit keep PostgreSQL on the (trace, index) index: in a project of many short
     # traces it otherwise guesses "index < 50" matches most rows and walks all of a 100,000-step trace (0.08 s).
-    raws = (Step.objects.filter(trace=trace, index__gte=indices[0], index__lte=indices[-1], index__in=indices)
-            .order_by("index").values_list("index", "raw")[:len(indices)])
+    raws = (
+        Step.objects.filter(trace=trace, index__gte=indices[0], index__lte=indices[-1], index__in=indices)
+        .order_by("index")
+        .values_list("index", "raw")[: len(indices)]
+    )
     return {index: (chat_of(raw), raw) for index, raw in raws}
 
 
@@ -280,7 +333,7 @@ def error_labels_by_step(*, trace: Trace) -> tuple[dict[int, list[ErrorLabel]], 
     unplaced: list[ErrorLabel] = []
     for label in ErrorLabel.objects.filter(trace=trace).order_by("position", "id"):
         # "Tool-related" as TRAIL writes it reads as "Hallucinated a tool call or its output (TRAIL: Tool-related)".
-        label.category_name = extensions.category_name(label.category, label.family)  # type: ignore[attr-defined]
+        label.category_name = extensions.category_name(label.category, label.family)
         if label.step_index is None:
             unplaced.append(label)
         else:
@@ -293,7 +346,7 @@ def gold_labels_named(*, trace: Trace) -> list[GoldLabel]:
     that names categories (attribution's taxonomy), so templates never show "action.misalignment"."""
     labels = list(trace.gold_labels.all())
     for label in labels:
-        label.category_name = extensions.category_name(label.category)  # type: ignore[attr-defined]
+        label.category_name = extensions.category_name(label.category)
     return labels
 
 
@@ -319,8 +372,8 @@ def blame_strip(*, trace: Trace, steps: list[Step]) -> BlameStrip | None:
         return None
     for step in steps:
         score = found.scores.get(step.index)
-        step.blame_score = score  # type: ignore[attr-defined]
-        step.blame = None if score is None else round(score * BLAME_LEVELS)  # type: ignore[attr-defined]
+        step.blame_score = score
+        step.blame = None if score is None else round(score * BLAME_LEVELS)
     return BlameStrip(label=found.label, blamed_agent=found.blamed_agent, blamed_step=found.blamed_step)
 
 
@@ -337,7 +390,7 @@ def with_traces(jobs: list[IngestJob]) -> list[IngestJob]:
     ids = [pk for job in jobs for pk in job.trace_ids]
     traces = Trace.objects.in_bulk(ids) if ids else {}
     for job in jobs:
-        job.traces = [traces[pk] for pk in job.trace_ids if pk in traces]  # type: ignore[attr-defined]
+        job.traces = [traces[pk] for pk in job.trace_ids if pk in traces]
     return jobs
 
 

@@ -52,8 +52,9 @@ def reap_jobs_task(stale_after: int | None = None, running_after: int | None = N
     from .services.otlp import otlp_builds_reap
 
     stale_after = stale_after or settings.CULPRIT_REAP_INGEST_AFTER
-    counts = services.ingest_jobs_reap(stale_after=stale_after,
-                                       running_after=running_after or settings.CULPRIT_REAP_RUNNING_AFTER)
+    counts = services.ingest_jobs_reap(
+        stale_after=stale_after, running_after=running_after or settings.CULPRIT_REAP_RUNNING_AFTER
+    )
     # OTLP builds whose task went missing (a build takes seconds; the same staleness bound is ample).
     otlp_builds_reap(stale_after=stale_after, enqueue=lambda p, t: broker.send(rebuild_otlp_trace_task, p, t))
     return counts
@@ -66,5 +67,6 @@ def purge_failed_uploads_task(older_than: int | None = None) -> int:
 
     from .services.uploads import failed_uploads_purge
 
-    return failed_uploads_purge(older_than=older_than if older_than is not None
-                                else settings.CULPRIT_KEEP_FAILED_UPLOADS_FOR)
+    return failed_uploads_purge(
+        older_than=older_than if older_than is not None else settings.CULPRIT_KEEP_FAILED_UPLOADS_FOR
+    )

@@ -40,8 +40,9 @@ def home(request: HttpRequest) -> HttpResponse:
 def project_list(request: HttpRequest) -> HttpResponse:
     form = ProjectForm(request.POST) if request.method == "POST" else ProjectForm()
     if request.method == "POST" and form.is_valid():
-        project = services.project_create(name=form.cleaned_data["name"], owner=request.user,
-                                          description=form.cleaned_data["description"])
+        project = services.project_create(
+            name=form.cleaned_data["name"], owner=request.user, description=form.cleaned_data["description"]
+        )
         return redirect("tracing:trace_list", slug=project.slug)
     projects = selectors.projects_for_user(request.user)
     return render(request, "tracing/project_list.html", {"projects": projects, "form": form})
@@ -58,11 +59,16 @@ def trace_list(request: HttpRequest, slug: str) -> HttpResponse:
     page = Paginator(traces, TRACES_PER_PAGE).get_page(form.cleaned_data.get("page"))
     selectors.trace_row_facts(traces=page.object_list, q=filters.q)
     context = {
-        "membership": membership, "project": membership.project, "form": form, "page": page,
-        "counts": selectors.trace_counts(project=membership.project), "ordering": filters.ordering,
+        "membership": membership,
+        "project": membership.project,
+        "form": form,
+        "page": page,
+        "counts": selectors.trace_counts(project=membership.project),
+        "ordering": filters.ordering,
         "agent_names": selectors.agent_names(project=membership.project),
         "extra_columns": extensions.trace_list_columns(),
-        "querystring": _without(request, "page"), "sort_querystring": _without(request, "page", "ordering"),
+        "querystring": _without(request, "page"),
+        "sort_querystring": _without(request, "page", "ordering"),
     }
     template = "tracing/trace_list.html#results" if request.htmx else "tracing/trace_list.html"
     return render(request, template, context)
@@ -76,15 +82,23 @@ def upload(request: HttpRequest, slug: str) -> HttpResponse:
     form = UploadForm(request.POST, request.FILES) if request.method == "POST" else UploadForm()
     if request.method == "POST" and form.is_valid():
         files = [services.incoming_from_upload(f) for f in form.cleaned_data["files"]]
-        jobs = services.ingest_jobs_create(project=membership.project, files=files, user=request.user,
-                                           requested_format=form.cleaned_data["format"])
+        jobs = services.ingest_jobs_create(
+            project=membership.project,
+            files=files,
+            user=request.user,
+            requested_format=form.cleaned_data["format"],
+        )
         if request.htmx:
             return _render_jobs(request, membership, selectors.with_traces(jobs))
         return redirect("tracing:upload_batch", slug=slug, batch=jobs[0].batch)
-    context = {"membership": membership, "project": membership.project, "form": form,
-               "recent": selectors.recent_jobs(project=membership.project),
-               "max_mb": settings.CULPRIT_MAX_UPLOAD_BYTES // (1024 * 1024),
-               "formats": [f.label for f in all_formats()]}
+    context = {
+        "membership": membership,
+        "project": membership.project,
+        "form": form,
+        "recent": selectors.recent_jobs(project=membership.project),
+        "max_mb": settings.CULPRIT_MAX_UPLOAD_BYTES // (1024 * 1024),
+        "formats": [f.label for f in all_formats()],
+    }
     return render(request, "tracing/upload.html", context, status=400 if form.errors else 200)
 
 
@@ -95,9 +109,17 @@ def upload_batch(request: HttpRequest, slug: str, batch: str) -> HttpResponse:
     jobs = selectors.jobs_for_batch(project=membership.project, batch=batch)
     if request.htmx:
         return _render_jobs(request, membership, jobs)
-    return render(request, "tracing/upload_batch.html",
-                  {"membership": membership, "project": membership.project, "jobs": jobs, "batch": batch,
-                   "pending": any(not j.is_finished for j in jobs)})
+    return render(
+        request,
+        "tracing/upload_batch.html",
+        {
+            "membership": membership,
+            "project": membership.project,
+            "jobs": jobs,
+            "batch": batch,
+            "pending": any(not j.is_finished for j in jobs),
+        },
+    )
 
 
 @login_required
@@ -108,21 +130,35 @@ def trace_detail(request: HttpRequest, trace_id: int) -> HttpResponse:
     data = form.cleaned_data if form.is_valid() else {}
     per_page = settings.CULPRIT_STEPS_PER_PAGE
     target = data.get("step")
-    page = selectors.page_of_step(index=target, per_page=per_page) if target is not None else data.get("page") or 1
+    page = (
+        selectors.page_of_step(index=target, per_page=per_page)
+        if target is not None
+        else data.get("page") or 1
+    )
     window = selectors.step_window(trace=trace, page=page, per_page=per_page)
     gold = selectors.gold_labels_named(trace=trace)
     agents = list(trace.agents.all())
     errors_by_step, unplaced_errors = selectors.error_labels_by_step(trace=trace)
     totals = waterfall.trace_totals(trace=trace)
     context = {
-        "totals": totals, "rows": waterfall.rows(trace=trace, steps=window.steps, totals=totals),
-        "chats": selectors.step_chats(trace=trace, steps=window.steps), "root": waterfall.root_answer(trace=trace),
-        "trace": trace, "project": trace.project, "membership": membership, "window": window,
-        "agents": agents, "has_prompts": any(a.system_prompt for a in agents),
-        "gold": gold, "gold_steps": {g.step_index for g in gold},
-        "errors_by_step": errors_by_step, "unplaced_errors": unplaced_errors,
+        "totals": totals,
+        "rows": waterfall.rows(trace=trace, steps=window.steps, totals=totals),
+        "chats": selectors.step_chats(trace=trace, steps=window.steps),
+        "root": waterfall.root_answer(trace=trace),
+        "trace": trace,
+        "project": trace.project,
+        "membership": membership,
+        "window": window,
+        "agents": agents,
+        "has_prompts": any(a.system_prompt for a in agents),
+        "gold": gold,
+        "gold_steps": {g.step_index for g in gold},
+        "errors_by_step": errors_by_step,
+        "unplaced_errors": unplaced_errors,
         "error_count": sum(map(len, errors_by_step.values())) + len(unplaced_errors),
-        "target": target, "kinds": StepKind, "blame": selectors.blame_strip(trace=trace, steps=window.steps),
+        "target": target,
+        "kinds": StepKind,
+        "blame": selectors.blame_strip(trace=trace, steps=window.steps),
     }
     template = "tracing/trace_detail.html#steps" if request.htmx else "tracing/trace_detail.html"
     return render(request, template, context)
@@ -136,15 +172,21 @@ def step_content(request: HttpRequest, trace_id: int, index: int) -> HttpRespons
     trace, _membership = selectors.trace_for_user(user=request.user, trace_id=trace_id)
     form = StepWindowForm(request.GET)
     if not form.is_valid():
-        return HttpResponse("; ".join(e for errors in form.errors.values() for e in errors), status=400,
-                            content_type="text/plain; charset=utf-8")
+        return HttpResponse(
+            "; ".join(e for errors in form.errors.values() for e in errors),
+            status=400,
+            content_type="text/plain; charset=utf-8",
+        )
     offset, size = form.cleaned_data["offset"] or 0, settings.CULPRIT_STEP_WINDOW_CHARS
     window = selectors.step_content_window(trace=trace, index=index, offset=offset, size=size)
     if window is None:
         raise Http404("No such step")
     text, more = window
-    return render(request, "tracing/_step_content_window.html",
-                  {"trace": trace, "index": index, "text": text, "more": more, "next_offset": offset + len(text)})
+    return render(
+        request,
+        "tracing/_step_content_window.html",
+        {"trace": trace, "index": index, "text": text, "more": more, "next_offset": offset + len(text)},
+    )
 
 
 @login_required
@@ -158,15 +200,24 @@ def project_members(request: HttpRequest, slug: str) -> HttpResponse:
         if form.is_valid():
             role = None if request.POST.get("remove") else form.cleaned_data["role"]
             try:
-                services.membership_change(project=membership.project, username=form.cleaned_data["username"],
-                                           role=role, actor=request.user)
+                services.membership_change(
+                    project=membership.project,
+                    username=form.cleaned_data["username"],
+                    role=role,
+                    actor=request.user,
+                )
                 return redirect("tracing:project_members", slug=slug)
             except services.LastOwnerError as exc:
                 form.add_error(None, str(exc))
     else:
         form = MemberForm(initial={"role": Role.ANNOTATOR})
-    context = {"membership": membership, "project": membership.project, "form": form, "roles": Role.choices,
-               "members": selectors.members_of(project=membership.project)}
+    context = {
+        "membership": membership,
+        "project": membership.project,
+        "form": form,
+        "roles": Role.choices,
+        "members": selectors.members_of(project=membership.project),
+    }
     return render(request, "tracing/project_members.html", context, status=400 if form.errors else 200)
 
 
@@ -184,11 +235,18 @@ def project_tokens(request: HttpRequest, slug: str) -> HttpResponse:
             services.api_token_revoke(token=token, actor=request.user)
             return redirect("tracing:project_tokens", slug=slug)
         # Rendered, not redirected: the plain token is shown this once and is never stored.
-        _, new_token = services.api_token_create(project=membership.project, name=form.cleaned_data["name"],
-                                                 user=request.user)
+        _, new_token = services.api_token_create(
+            project=membership.project, name=form.cleaned_data["name"], user=request.user
+        )
         form = TokenForm()
-    context = {"membership": membership, "project": membership.project, "form": form, "new_token": new_token,
-               "tokens": membership.project.api_tokens.all(), "base_url": request.build_absolute_uri("/")}
+    context = {
+        "membership": membership,
+        "project": membership.project,
+        "form": form,
+        "new_token": new_token,
+        "tokens": membership.project.api_tokens.all(),
+        "base_url": request.build_absolute_uri("/"),
+    }
     return render(request, "tracing/project_tokens.html", context)
 
 
@@ -199,9 +257,12 @@ def trace_original(request: HttpRequest, trace_id: int) -> FileResponse:
     trace, _ = selectors.trace_for_user(user=request.user, trace_id=trace_id)
     if trace.upload is None or not trace.upload.file:
         raise Http404("This trace was not uploaded as a file")
-    response = FileResponse(trace.upload.file.open("rb"), as_attachment=True,
-                            filename=trace.upload.filename.rsplit("/", 1)[-1] or "trace",
-                            content_type="application/octet-stream")
+    response = FileResponse(
+        trace.upload.file.open("rb"),
+        as_attachment=True,
+        filename=trace.upload.filename.rsplit("/", 1)[-1] or "trace",
+        content_type="application/octet-stream",
+    )
     response["Content-Security-Policy"] = "default-src 'none'; sandbox"
     response["X-Content-Type-Options"] = "nosniff"
     return response
@@ -215,11 +276,15 @@ def project_audit(request: HttpRequest, slug: str) -> HttpResponse:
     if membership.role != Role.OWNER:
         raise PermissionDenied("Only owners read the audit log")
     page = Paginator(membership.project.audit_events.all(), 100).get_page(request.GET.get("page"))
-    return render(request, "tracing/project_audit.html",
-                  {"membership": membership, "project": membership.project, "page": page})
+    return render(
+        request,
+        "tracing/project_audit.html",
+        {"membership": membership, "project": membership.project, "page": page},
+    )
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------
+
 
 def _uploader_membership(request: HttpRequest, slug: str) -> Membership:
     membership = selectors.membership_for_user(user=request.user, slug=slug)
@@ -229,8 +294,12 @@ def _uploader_membership(request: HttpRequest, slug: str) -> Membership:
 
 
 def _render_jobs(request: HttpRequest, membership: Membership, jobs: list) -> HttpResponse:
-    context = {"project": membership.project, "jobs": jobs, "batch": jobs[0].batch if jobs else None,
-               "pending": any(not j.is_finished for j in jobs)}
+    context = {
+        "project": membership.project,
+        "jobs": jobs,
+        "batch": jobs[0].batch if jobs else None,
+        "pending": any(not j.is_finished for j in jobs),
+    }
     return render(request, "tracing/upload_batch.html#jobs", context)
 
 

@@ -25,11 +25,21 @@ OUTPUT_STEP_WINDOW = 10  # how far from the end root_answer looks for a TRAIL ro
 TOTALS_CACHE_SECONDS = 3600  # traces do not change once imported; the key holds step_count for OTLP rebuilds
 
 # Where integrations store the model name and the cost of an LLM span, most specific first.
-MODEL_KEYS = ("raw__model", "raw__span_attributes__llm.model_name", "raw__attributes__llm.model_name",
-              "raw__attributes__gen_ai.response.model", "raw__attributes__gen_ai.request.model",
-              "raw__span_attributes__gen_ai.request.model")
-COST_KEYS = ("raw__totalCost", "raw__calculatedTotalCost", "raw__metadata__attributes__operation.cost",
-             "raw__attributes__llm.cost.total", "raw__span_attributes__llm.cost.total")
+MODEL_KEYS = (
+    "raw__model",
+    "raw__span_attributes__llm.model_name",
+    "raw__attributes__llm.model_name",
+    "raw__attributes__gen_ai.response.model",
+    "raw__attributes__gen_ai.request.model",
+    "raw__span_attributes__gen_ai.request.model",
+)
+COST_KEYS = (
+    "raw__totalCost",
+    "raw__calculatedTotalCost",
+    "raw__metadata__attributes__operation.cost",
+    "raw__attributes__llm.cost.total",
+    "raw__span_attributes__llm.cost.total",
+)
 ERROR_STATUS = Q(raw__status_code__in=["Error", "ERROR", "STATUS_CODE_ERROR"]) | Q(raw__level="ERROR")
 
 
@@ -37,8 +47,10 @@ def with_span_facts(steps: Any) -> Any:
     """Annotate a Step queryset with ``model``, ``cost_text``, ``span_type`` and ``status_text``: small keys read
     out of ``raw`` by the database, so the page never loads a step's whole raw JSON to show its model."""
     return steps.annotate(
-        model=Coalesce(*(KT(k) for k in MODEL_KEYS)), cost_text=Coalesce(*(KT(k) for k in COST_KEYS)),
-        span_type=KT("raw__type"), status_text=Coalesce(KT("raw__status_code"), KT("raw__level")),
+        model=Coalesce(*(KT(k) for k in MODEL_KEYS)),
+        cost_text=Coalesce(*(KT(k) for k in COST_KEYS)),
+        span_type=KT("raw__type"),
+        status_text=Coalesce(KT("raw__status_code"), KT("raw__level")),
     )
 
 
@@ -77,13 +89,23 @@ def trace_totals(*, trace: Trace) -> TraceTotals:
     if (cached := cache.get(key)) is not None:
         return cached
     steps = Step.objects.filter(trace=trace).order_by()
-    agg = steps.aggregate(started=Min("started_at"), ended=Max("ended_at"), last_start=Max("started_at"),
-                          llm=Count("id", filter=Q(kind=StepKind.LLM_CALL)), tin=Sum("input_tokens"),
-                          tout=Sum("output_tokens"), failed=Count("id", filter=ERROR_STATUS))
+    agg = steps.aggregate(
+        started=Min("started_at"),
+        ended=Max("ended_at"),
+        last_start=Max("started_at"),
+        llm=Count("id", filter=Q(kind=StepKind.LLM_CALL)),
+        tin=Sum("input_tokens"),
+        tout=Sum("output_tokens"),
+        failed=Count("id", filter=ERROR_STATUS),
+    )
     costs = llm_costs(steps)
     totals = TraceTotals(
-        started=agg["started"], ended=max(filter(None, [agg["ended"], agg["last_start"]]), default=None),
-        steps=trace.step_count, llm_calls=agg["llm"], input_tokens=agg["tin"] or 0, output_tokens=agg["tout"] or 0,
+        started=agg["started"],
+        ended=max(filter(None, [agg["ended"], agg["last_start"]]), default=None),
+        steps=trace.step_count,
+        llm_calls=agg["llm"],
+        input_tokens=agg["tin"] or 0,
+        output_tokens=agg["tout"] or 0,
         cost=costs.get(trace.pk),
         errors=agg["failed"] + ErrorLabel.objects.filter(trace=trace).count(),
     )
@@ -98,8 +120,14 @@ def llm_costs(steps: Any) -> dict[int, float]:
     """{trace id: summed cost of its LLM calls} for a Step queryset, summed by the database (a 100,000-step trace
     has tens of thousands of LLM calls: 0.1 s in SQL, several times that parsed in Python). Non-numeric cost
     values are skipped, not cast (a cast error would fail the page)."""
-    rows = (with_span_facts(steps.filter(kind=StepKind.LLM_CALL)).order_by().filter(cost_text__regex=_NUMBER)
-            .values("trace_id").annotate(total=Sum(Cast("cost_text", FloatField()))).values_list("trace_id", "total"))
+    rows = (
+        with_span_facts(steps.filter(kind=StepKind.LLM_CALL))
+        .order_by()
+        .filter(cost_text__regex=_NUMBER)
+        .values("trace_id")
+        .annotate(total=Sum(Cast("cost_text", FloatField())))
+        .values_list("trace_id", "total")
+    )
     return {trace_id: total for trace_id, total in rows if total is not None}
 
 
@@ -108,8 +136,11 @@ def depths(*, trace: Trace, steps: list[Step]) -> dict[int, int]:
     parent = {s.index: s.parent_index for s in steps}
     missing = {p for p in parent.values() if p is not None and p not in parent}
     while missing:  # one query per tree level above the window; span trees are shallow (TRAIL: at most 9)
-        found = dict(Step.objects.filter(trace=trace, index__in=missing).order_by().values_list("index",
-                                                                                                 "parent_index"))
+        found = dict(
+            Step.objects.filter(trace=trace, index__in=missing)
+            .order_by()
+            .values_list("index", "parent_index")
+        )
         for index in missing:
             parent[index] = found.get(index)
         missing = {p for p in found.values() if p is not None and p not in parent}
@@ -119,7 +150,7 @@ def depths(*, trace: Trace, steps: list[Step]) -> dict[int, int]:
         chain = []
         while index not in result and parent.get(index) is not None:
             chain.append(index)
-            index = parent[index]  # type: ignore[assignment]
+            index = parent[index]
         base = result.setdefault(index, 0)
         for offset, node in enumerate(reversed(chain), start=1):
             result[node] = base + offset
@@ -146,14 +177,18 @@ class Row:
 def decorate(steps: list[Step]) -> None:
     """Per-step facts the templates show: ``duration_ms``, ``cost``, ``is_plumbing``, ``failed``."""
     for s in steps:
-        s.duration_ms = ((s.ended_at - s.started_at).total_seconds() * 1000  # type: ignore[attr-defined]
-                         if s.started_at and s.ended_at and s.ended_at >= s.started_at else None)
+        s.duration_ms = (
+            (s.ended_at - s.started_at).total_seconds() * 1000
+            if s.started_at and s.ended_at and s.ended_at >= s.started_at
+            else None
+        )
         cost = as_float(getattr(s, "cost_text", None))
         # Langfuse gives every span a cost of 0; only LLM calls (or spans that did cost something) show one.
-        s.cost = cost if cost and cost > 0 or s.kind == StepKind.LLM_CALL else None  # type: ignore[attr-defined]
-        s.is_plumbing = is_plumbing(name=s.tool_name or s.speaker,  # type: ignore[attr-defined]
-                                    step_kind=s.kind, span_kind=getattr(s, "span_type", "") or "")
-        s.failed = (getattr(s, "status_text", "") or "").upper() in ("ERROR", "STATUS_CODE_ERROR")  # type: ignore
+        s.cost = cost if cost and cost > 0 or s.kind == StepKind.LLM_CALL else None
+        s.is_plumbing = is_plumbing(
+            name=s.tool_name or s.speaker, step_kind=s.kind, span_kind=getattr(s, "span_type", "") or ""
+        )
+        s.failed = (getattr(s, "status_text", "") or "").upper() in ("ERROR", "STATUS_CODE_ERROR")
 
 
 def rows(*, trace: Trace, steps: list[Step], totals: TraceTotals) -> list[Row]:
@@ -175,8 +210,17 @@ def rows(*, trace: Trace, steps: list[Step], totals: TraceTotals) -> list[Row]:
         if t0 and total and s.started_at:
             x = max(0.0, (s.started_at - t0).total_seconds() * 1000 / total * BAR_WIDTH)
             width = max(2.0, min(BAR_WIDTH - x, (getattr(s, "duration_ms", None) or 0) / total * BAR_WIDTH))
-        result.append(Row(step=s, depth=depth[s.index], has_children=s.index in has_children, closes=range(0),
-                          plumbing=getattr(s, "is_plumbing", False), bar_x=round(x, 1), bar_width=round(width, 1)))
+        result.append(
+            Row(
+                step=s,
+                depth=depth[s.index],
+                has_children=s.index in has_children,
+                closes=range(0),
+                plumbing=getattr(s, "is_plumbing", False),
+                bar_x=round(x, 1),
+                bar_width=round(width, 1),
+            )
+        )
         if s.index in has_children:
             open_stack.append(s.index)
     if result:
@@ -200,19 +244,28 @@ def root_answer(*, trace: Trace) -> str:
     task). Shown in the header, so the root is not read as the run's first step."""
     if trace.step_count < 2:
         return ""
-    root = (Step.objects.filter(trace=trace, index=0)
-            .annotate(output=Coalesce(KT("raw__span_attributes__output.value"), KT("raw__attributes__output.value")))
-            .only("index", "content", "span_id", "parent_index", "kind", "speaker").first())
+    root = (
+        Step.objects.filter(trace=trace, index=0)
+        .annotate(
+            output=Coalesce(KT("raw__span_attributes__output.value"), KT("raw__attributes__output.value"))
+        )
+        .only("index", "content", "span_id", "parent_index", "kind", "speaker")
+        .first()
+    )
     if root is None or root.parent_index is not None or not root.span_id or root.kind == StepKind.LLM_CALL:
         return ""
     if not Step.objects.filter(trace=trace, index=1, parent_index=0).order_by().exists():
         return ""
-    if root.output:  # type: ignore[attr-defined]
-        return root.output  # type: ignore[attr-defined]
+    if root.output:
+        return root.output
     # The TRAIL reader keeps a root's output as a child step "<root name> (output)", timed at the root's end, so
     # among the last steps: look there only (an index range), never through a 100,000-step trace.
-    output_step = Step.objects.filter(trace=trace, index__gte=trace.step_count - OUTPUT_STEP_WINDOW, parent_index=0,
-                                      speaker=f"{root.speaker} (output)").only("content")
+    output_step = Step.objects.filter(
+        trace=trace,
+        index__gte=trace.step_count - OUTPUT_STEP_WINDOW,
+        parent_index=0,
+        speaker=f"{root.speaker} (output)",
+    ).only("content")
     if output := output_step.order_by("-index").first():
         return output.content
     return root.content if root.content.strip() != trace.question.strip() else ""

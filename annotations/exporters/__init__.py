@@ -67,5 +67,8 @@ def get_exporter(name: str) -> Exporter:
 def validate_export_format(value: str) -> None:
     """The model field's validator (``DatasetExport.format``)."""
     if value not in _registry():
-        raise ValidationError("%(value)r is not an export format (known: %(known)s).", code="invalid_choice",
-                              params={"value": value, "known": ", ".join(format_names())})
+        raise ValidationError(
+            "%(value)r is not an export format (known: %(known)s).",
+            code="invalid_choice",
+            params={"value": value, "known": ", ".join(format_names())},
+        )

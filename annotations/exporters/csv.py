@@ -20,9 +20,7 @@ class CsvExporter:
     extension = "csv"
     content_type = "text/csv"
     label = "CSV (one row per label)"
-    description = (
-        "One row per labelled error with a header row, for spreadsheets and pandas."
-    )
+    description = "One row per labelled error with a header row, for spreadsheets and pandas."
 
     def write(self, path: Path, cases: list[ExportCase], manifest: dict[str, Any], progress: Progress) -> int:
         """Returns the steps of the cases written (as every exporter does); the rows are their labels."""

@@ -22,16 +22,33 @@ from .rows import LABEL_COLUMNS, Progress, label_rows
 ROW_GROUP = 10_000
 MANIFEST_KEY = b"culprit_manifest"
 
-SCHEMA = pa.schema([
-    ("split", pa.string()), ("trace_name", pa.string()), ("trace_external_id", pa.string()),
-    ("question", pa.string()), ("ground_truth", pa.string()), ("label_position", pa.int32()),
-    ("decisive", pa.bool_()), ("label_source", pa.string()), ("family", pa.string()), ("category", pa.string()),
-    ("step_index", pa.int32()), ("span_id", pa.string()), ("agent", pa.string()), ("impact", pa.string()),
-    ("description", pa.large_string()), ("evidence", pa.large_string()), ("step_speaker", pa.string()),
-    ("step_content", pa.large_string()), ("mistake_agent", pa.string()), ("mistake_step", pa.int32()),
-    ("mistake_category", pa.string()),
-])
-assert tuple(SCHEMA.names) == LABEL_COLUMNS
+SCHEMA = pa.schema(
+    [
+        ("split", pa.string()),
+        ("trace_name", pa.string()),
+        ("trace_external_id", pa.string()),
+        ("question", pa.string()),
+        ("ground_truth", pa.string()),
+        ("label_position", pa.int32()),
+        ("decisive", pa.bool_()),
+        ("label_source", pa.string()),
+        ("family", pa.string()),
+        ("category", pa.string()),
+        ("step_index", pa.int32()),
+        ("span_id", pa.string()),
+        ("agent", pa.string()),
+        ("impact", pa.string()),
+        ("description", pa.large_string()),
+        ("evidence", pa.large_string()),
+        ("step_speaker", pa.string()),
+        ("step_content", pa.large_string()),
+        ("mistake_agent", pa.string()),
+        ("mistake_step", pa.int32()),
+        ("mistake_category", pa.string()),
+    ]
+)
+if tuple(SCHEMA.names) != LABEL_COLUMNS:  # the CSV and Parquet columns are one list
+    raise ImportError("the Parquet schema and LABEL_COLUMNS disagree")
 
 
 class ParquetExporter:
@@ -60,8 +77,9 @@ class ParquetExporter:
 
 def _flush(writer: pq.ParquetWriter, schema: pa.Schema, buffer: list[tuple[Any, ...]]) -> int:
     columns = list(zip(*buffer)) if buffer else [[] for _ in LABEL_COLUMNS]
-    writer.write_table(pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, schema)],
-                                            schema=schema))
+    writer.write_table(
+        pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, schema)], schema=schema)
+    )
     count = len(buffer)
     buffer.clear()
     return count

@@ -39,25 +39,45 @@ _WHOWHEN_METADATA_KEYS = ("question_ID", "level", "is_correct", "is_corrected")
 def iter_steps(case: ExportCase, *, with_raw: bool = False) -> Iterator[tuple[Any, ...]]:
     """(index, speaker, agent name, kind, content[, raw]) of each step, in order, streamed."""
     fields = ["index", "speaker", "agent__name", "kind", "content"] + (["raw"] if with_raw else [])
-    return (Step.objects.filter(trace_id=case.trace_id).order_by("index").values_list(*fields)
-            .iterator(chunk_size=STEP_CHUNK))
+    return (
+        Step.objects.filter(trace_id=case.trace_id)
+        .order_by("index")
+        .values_list(*fields)
+        .iterator(chunk_size=STEP_CHUNK)
+    )
 
 
 def system_prompts(case: ExportCase) -> dict[str, str]:
-    rows = (Agent.objects.filter(trace_id=case.trace_id).exclude(system_prompt="").order_by("position", "id")
-            .values_list("name", "system_prompt"))
+    rows = (
+        Agent.objects.filter(trace_id=case.trace_id)
+        .exclude(system_prompt="")
+        .order_by("position", "id")
+        .values_list("name", "system_prompt")
+    )
     return dict(rows)
 
 
 def error_labels(case: ExportCase) -> list[dict[str, Any]]:
     """The case's labelled errors in file order, as the Who&When reader reads them back (``errors``)."""
     rows = ErrorLabel.objects.filter(trace_id=case.trace_id).order_by("position", "id")
-    return [{"step": e.step_index, "span_id": e.span_id, "agent": e.agent_name, "family": e.family,
-             "category": e.category, "impact": e.impact, "description": e.description, "evidence": e.evidence,
-             "decisive": e.decisive} for e in rows]
+    return [
+        {
+            "step": e.step_index,
+            "span_id": e.span_id,
+            "agent": e.agent_name,
+            "family": e.family,
+            "category": e.category,
+            "impact": e.impact,
+            "description": e.description,
+            "evidence": e.evidence,
+            "decisive": e.decisive,
+        }
+        for e in rows
+    ]
 
 
 # --- Who&When documents ----------------------------------------------------------------------------------------
+
 
 def whowhen_message(case: ExportCase, step: tuple[Any, ...]) -> dict[str, Any]:
     """The history item for a step. A step imported from Who&When kept its message minus the content in ``raw``
@@ -87,8 +107,11 @@ def whowhen_header(case: ExportCase, *, with_name: bool) -> dict[str, Any]:
 
 def whowhen_footer(case: ExportCase) -> dict[str, Any]:
     label = case.label
-    footer: dict[str, Any] = {"mistake_agent": label.agent_name, "mistake_step": str(label.step_index),
-                              "mistake_reason": label.reason}
+    footer: dict[str, Any] = {
+        "mistake_agent": label.agent_name,
+        "mistake_step": str(label.step_index),
+        "mistake_reason": label.reason,
+    }
     if label.category:
         footer["mistake_type"] = label.category
     if prompts := system_prompts(case):
@@ -96,8 +119,12 @@ def whowhen_footer(case: ExportCase) -> dict[str, Any]:
     if errors := error_labels(case):
         footer["errors"] = errors
     # Culprit's own provenance; Who&When readers ignore unknown keys.
-    footer["culprit"] = {"split": case.split, "label_source": label.source, "source_format": case.source_format,
-                         "trace_name": case.name}
+    footer["culprit"] = {
+        "split": case.split,
+        "label_source": label.source,
+        "source_format": case.source_format,
+        "trace_name": case.name,
+    }
     return footer
 
 
@@ -129,9 +156,29 @@ def _dumps(value: Any) -> str:
 
 # --- flat label rows ------------------------------------------------------------------------------------------
 
-LABEL_COLUMNS = ("split", "trace_name", "trace_external_id", "question", "ground_truth", "label_position", "decisive",
-                 "label_source", "family", "category", "step_index", "span_id", "agent", "impact", "description",
-                 "evidence", "step_speaker", "step_content", "mistake_agent", "mistake_step", "mistake_category")
+LABEL_COLUMNS = (
+    "split",
+    "trace_name",
+    "trace_external_id",
+    "question",
+    "ground_truth",
+    "label_position",
+    "decisive",
+    "label_source",
+    "family",
+    "category",
+    "step_index",
+    "span_id",
+    "agent",
+    "impact",
+    "description",
+    "evidence",
+    "step_speaker",
+    "step_content",
+    "mistake_agent",
+    "mistake_step",
+    "mistake_category",
+)
 
 
 def label_rows(cases: Iterable[ExportCase], progress: Progress) -> Iterator[tuple[Any, ...]]:
@@ -145,9 +192,12 @@ def label_rows(cases: Iterable[ExportCase], progress: Progress) -> Iterator[tupl
         label = case.label
         tail = (label.agent_name, label.step_index, label.category)
         labels = _case_labels(case)
-        steps = dict((i, (speaker, content)) for i, speaker, content in Step.objects.filter(
-            trace_id=case.trace_id, index__in={r[5] for r in labels if r[5] is not None}).values_list(
-            "index", "speaker", "content"))
+        steps = dict(
+            (i, (speaker, content))
+            for i, speaker, content in Step.objects.filter(
+                trace_id=case.trace_id, index__in={r[5] for r in labels if r[5] is not None}
+            ).values_list("index", "speaker", "content")
+        )
         for row in labels:
             yield head + row + steps.get(row[5], ("", "")) + tail
         progress(case.step_count)
@@ -156,11 +206,37 @@ def label_rows(cases: Iterable[ExportCase], progress: Progress) -> Iterator[tupl
 def _case_labels(case: ExportCase) -> list[tuple[Any, ...]]:
     """(position, decisive, source, family, category, step, span id, agent, impact, description, evidence) per
     label of the case."""
-    rows = [(e.position, e.decisive, e.source, e.family, e.category, e.step_index, e.span_id, e.agent_name, e.impact,
-             e.description, e.evidence)
-            for e in ErrorLabel.objects.filter(trace_id=case.trace_id).order_by("position", "id")]
+    rows = [
+        (
+            e.position,
+            e.decisive,
+            e.source,
+            e.family,
+            e.category,
+            e.step_index,
+            e.span_id,
+            e.agent_name,
+            e.impact,
+            e.description,
+            e.evidence,
+        )
+        for e in ErrorLabel.objects.filter(trace_id=case.trace_id).order_by("position", "id")
+    ]
     if rows:
         return rows
     label = case.label
-    return [(0, True, label.source, "", label.category, label.step_index, "", label.agent_name, "", label.reason,
-             "")]
+    return [
+        (
+            0,
+            True,
+            label.source,
+            "",
+            label.category,
+            label.step_index,
+            "",
+            label.agent_name,
+            "",
+            label.reason,
+            "",
+        )
+    ]

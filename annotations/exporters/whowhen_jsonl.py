@@ -18,9 +18,7 @@ class WhoWhenJsonlExporter:
     extension = "jsonl"
     content_type = "application/x-ndjson"
     label = "Who&When JSON Lines"
-    description = (
-        "One Who&When JSON document per line, with the trace name; re-imports as it is."
-    )
+    description = "One Who&When JSON document per line, with the trace name; re-imports as it is."
 
     def write(self, path: Path, cases: list[ExportCase], manifest: dict[str, Any], progress: Progress) -> int:
         steps = 0

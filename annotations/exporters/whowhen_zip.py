@@ -51,7 +51,9 @@ class WhoWhenZipExporter:
 
 def member_name(case: ExportCase, used: set[str]) -> str:
     """``<split>/<safe name>.json``, unique in the archive (a clash gets the trace id appended)."""
-    parts = [_safe_part(p) for p in case.name.replace("\\", "/").split("/") if p.strip()] or [f"case-{case.trace_id}"]
+    parts = [_safe_part(p) for p in case.name.replace("\\", "/").split("/") if p.strip()] or [
+        f"case-{case.trace_id}"
+    ]
     stem = f"{case.split}/{'/'.join(parts)}"
     member = f"{stem}.json"
     if member.lower() in used:

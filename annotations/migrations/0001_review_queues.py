@@ -6,142 +6,327 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('tracing', '0003_api_tokens_otlp_spans'),
+        ("tracing", "0003_api_tokens_otlp_spans"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ReviewQueue',
+            name="ReviewQueue",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=120)),
-                ('instructions', models.TextField(blank=True)),
-                ('source', models.CharField(choices=[('no_gold', 'Traces without a gold label'), ('low_confidence', 'Low-confidence verdicts'), ('disagree', 'Methods that disagree'), ('search', 'A trace-list search')], default='no_gold', max_length=20)),
-                ('filter', models.JSONField(blank=True, default=dict)),
-                ('overlap', models.PositiveSmallIntegerField(default=2)),
-                ('assignment', models.CharField(choices=[('anyone', 'Any annotator of the project'), ('named', 'Only the annotators named here')], default='anyone', max_length=10)),
-                ('blind', models.BooleanField(default=False)),
-                ('taxonomy', models.CharField(choices=[('agent_error_taxonomy', 'AgentErrorTaxonomy (modules and error types)'), ('mast', 'MAST (14 failure modes)'), ('trail', 'TRAIL categories')], default='agent_error_taxonomy', max_length=32)),
-                ('step_tolerance', models.PositiveSmallIntegerField(default=1)),
-                ('lease_seconds', models.PositiveIntegerField(default=1800)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('annotators', models.ManyToManyField(blank=True, related_name='assigned_queues', to=settings.AUTH_USER_MODEL)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='review_queues', to='tracing.project')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=120)),
+                ("instructions", models.TextField(blank=True)),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("no_gold", "Traces without a gold label"),
+                            ("low_confidence", "Low-confidence verdicts"),
+                            ("disagree", "Methods that disagree"),
+                            ("search", "A trace-list search"),
+                        ],
+                        default="no_gold",
+                        max_length=20,
+                    ),
+                ),
+                ("filter", models.JSONField(blank=True, default=dict)),
+                ("overlap", models.PositiveSmallIntegerField(default=2)),
+                (
+                    "assignment",
+                    models.CharField(
+                        choices=[
+                            ("anyone", "Any annotator of the project"),
+                            ("named", "Only the annotators named here"),
+                        ],
+                        default="anyone",
+                        max_length=10,
+                    ),
+                ),
+                ("blind", models.BooleanField(default=False)),
+                (
+                    "taxonomy",
+                    models.CharField(
+                        choices=[
+                            ("agent_error_taxonomy", "AgentErrorTaxonomy (modules and error types)"),
+                            ("mast", "MAST (14 failure modes)"),
+                            ("trail", "TRAIL categories"),
+                        ],
+                        default="agent_error_taxonomy",
+                        max_length=32,
+                    ),
+                ),
+                ("step_tolerance", models.PositiveSmallIntegerField(default=1)),
+                ("lease_seconds", models.PositiveIntegerField(default=1800)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "annotators",
+                    models.ManyToManyField(
+                        blank=True, related_name="assigned_queues", to=settings.AUTH_USER_MODEL
+                    ),
+                ),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="review_queues",
+                        to="tracing.project",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='QueueItem',
+            name="QueueItem",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('resolved_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('resolved_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('resolved_label', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='tracing.goldlabel')),
-                ('trace', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tracing.trace')),
-                ('queue', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='items', to='annotations.reviewqueue')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("resolved_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "resolved_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "resolved_label",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="tracing.goldlabel",
+                    ),
+                ),
+                (
+                    "trace",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="tracing.trace"
+                    ),
+                ),
+                (
+                    "queue",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="items",
+                        to="annotations.reviewqueue",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='Annotation',
+            name="Annotation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('slot', models.PositiveSmallIntegerField()),
-                ('status', models.CharField(choices=[('open', 'Open'), ('leased', 'In progress'), ('submitted', 'Submitted')], default='open', max_length=10)),
-                ('leased_at', models.DateTimeField(blank=True, null=True)),
-                ('lease_expires_at', models.DateTimeField(blank=True, null=True)),
-                ('agent_name', models.CharField(blank=True, max_length=200)),
-                ('step_index', models.PositiveIntegerField(blank=True, null=True)),
-                ('category', models.CharField(blank=True, max_length=80)),
-                ('reason', models.TextField(blank=True)),
-                ('lead_time_ms', models.PositiveBigIntegerField(default=0)),
-                ('submitted_at', models.DateTimeField(blank=True, null=True)),
-                ('annotator', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='annotations', to=settings.AUTH_USER_MODEL)),
-                ('item', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='copies', to='annotations.queueitem')),
-                ('queue', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='annotations.reviewqueue')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("slot", models.PositiveSmallIntegerField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("open", "Open"), ("leased", "In progress"), ("submitted", "Submitted")],
+                        default="open",
+                        max_length=10,
+                    ),
+                ),
+                ("leased_at", models.DateTimeField(blank=True, null=True)),
+                ("lease_expires_at", models.DateTimeField(blank=True, null=True)),
+                ("agent_name", models.CharField(blank=True, max_length=200)),
+                ("step_index", models.PositiveIntegerField(blank=True, null=True)),
+                ("category", models.CharField(blank=True, max_length=80)),
+                ("reason", models.TextField(blank=True)),
+                ("lead_time_ms", models.PositiveBigIntegerField(default=0)),
+                ("submitted_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "annotator",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="annotations",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "item",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="copies",
+                        to="annotations.queueitem",
+                    ),
+                ),
+                (
+                    "queue",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="annotations.reviewqueue",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['item_id', 'slot'],
+                "ordering": ["item_id", "slot"],
             },
         ),
         migrations.CreateModel(
-            name='Skip',
+            name="Skip",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('annotator', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('item', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='skips', to='annotations.queueitem')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "annotator",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "item",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="skips",
+                        to="annotations.queueitem",
+                    ),
+                ),
             ],
         ),
         migrations.AddConstraint(
-            model_name='reviewqueue',
-            constraint=models.UniqueConstraint(fields=('project', 'name'), name='reviewqueue_unique_name_per_project'),
+            model_name="reviewqueue",
+            constraint=models.UniqueConstraint(
+                fields=("project", "name"), name="reviewqueue_unique_name_per_project"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='reviewqueue',
-            constraint=models.CheckConstraint(condition=models.Q(('overlap__gte', 1), ('overlap__lte', 10)), name='reviewqueue_overlap_range'),
+            model_name="reviewqueue",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("overlap__gte", 1), ("overlap__lte", 10)),
+                name="reviewqueue_overlap_range",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='reviewqueue',
-            constraint=models.CheckConstraint(condition=models.Q(('source__in', ['no_gold', 'low_confidence', 'disagree', 'search'])), name='reviewqueue_source_valid'),
+            model_name="reviewqueue",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("source__in", ["no_gold", "low_confidence", "disagree", "search"])),
+                name="reviewqueue_source_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='reviewqueue',
-            constraint=models.CheckConstraint(condition=models.Q(('assignment__in', ['anyone', 'named'])), name='reviewqueue_assignment_valid'),
+            model_name="reviewqueue",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("assignment__in", ["anyone", "named"])),
+                name="reviewqueue_assignment_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='reviewqueue',
-            constraint=models.CheckConstraint(condition=models.Q(('lease_seconds__gte', 60)), name='reviewqueue_lease_at_least_a_minute'),
+            model_name="reviewqueue",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("lease_seconds__gte", 60)), name="reviewqueue_lease_at_least_a_minute"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='queueitem',
-            constraint=models.UniqueConstraint(fields=('queue', 'trace'), name='queueitem_unique_trace_per_queue'),
+            model_name="queueitem",
+            constraint=models.UniqueConstraint(
+                fields=("queue", "trace"), name="queueitem_unique_trace_per_queue"
+            ),
         ),
         migrations.AddIndex(
-            model_name='annotation',
-            index=models.Index(fields=['queue', 'status', 'item', 'slot'], name='annotation_claim'),
+            model_name="annotation",
+            index=models.Index(fields=["queue", "status", "item", "slot"], name="annotation_claim"),
         ),
         migrations.AddIndex(
-            model_name='annotation',
-            index=models.Index(fields=['annotator', 'status'], name='annotation_annotator_status'),
+            model_name="annotation",
+            index=models.Index(fields=["annotator", "status"], name="annotation_annotator_status"),
         ),
         migrations.AddIndex(
-            model_name='annotation',
-            index=models.Index(fields=['annotator', 'item'], name='annotation_annotator_item'),
+            model_name="annotation",
+            index=models.Index(fields=["annotator", "item"], name="annotation_annotator_item"),
         ),
         migrations.AddConstraint(
-            model_name='annotation',
-            constraint=models.UniqueConstraint(fields=('item', 'slot'), name='annotation_unique_slot_per_item'),
+            model_name="annotation",
+            constraint=models.UniqueConstraint(
+                fields=("item", "slot"), name="annotation_unique_slot_per_item"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='annotation',
-            constraint=models.UniqueConstraint(condition=models.Q(('annotator__isnull', False)), fields=('item', 'annotator'), name='annotation_one_copy_per_annotator'),
+            model_name="annotation",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("annotator__isnull", False)),
+                fields=("item", "annotator"),
+                name="annotation_one_copy_per_annotator",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='annotation',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['open', 'leased', 'submitted'])), name='annotation_status_valid'),
+            model_name="annotation",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("status__in", ["open", "leased", "submitted"])),
+                name="annotation_status_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='annotation',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('status', 'submitted'), _negated=True), models.Q(('step_index__isnull', False), ('submitted_at__isnull', False)), _connector='OR'), name='annotation_submitted_has_answer'),
+            model_name="annotation",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("status", "submitted"), _negated=True),
+                    models.Q(("step_index__isnull", False), ("submitted_at__isnull", False)),
+                    _connector="OR",
+                ),
+                name="annotation_submitted_has_answer",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='annotation',
-            constraint=models.CheckConstraint(condition=models.Q(('status', 'open'), ('annotator__isnull', False), ('status', 'submitted'), _connector='OR'), name='annotation_leased_has_annotator'),
+            model_name="annotation",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("status", "open"), ("annotator__isnull", False), ("status", "submitted"), _connector="OR"
+                ),
+                name="annotation_leased_has_annotator",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='skip',
-            constraint=models.UniqueConstraint(fields=('item', 'annotator'), name='skip_unique_per_annotator'),
+            model_name="skip",
+            constraint=models.UniqueConstraint(
+                fields=("item", "annotator"), name="skip_unique_per_annotator"
+            ),
         ),
     ]

@@ -6,39 +6,94 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('annotations', '0001_review_queues'),
-        ('tracing', '0003_api_tokens_otlp_spans'),
+        ("annotations", "0001_review_queues"),
+        ("tracing", "0003_api_tokens_otlp_spans"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='DatasetExport',
+            name="DatasetExport",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('format', models.CharField(choices=[('whowhen-zip', 'Who&When JSON, one file per case (zip)'), ('whowhen-jsonl', 'Who&When JSON Lines'), ('parquet', 'Parquet (one row per step)'), ('csv', 'CSV (one row per step)')], max_length=16)),
-                ('filters', models.JSONField(blank=True, default=dict)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Exporting'), ('succeeded', 'Ready'), ('failed', 'Failed')], default='queued', max_length=16)),
-                ('attempts', models.PositiveSmallIntegerField(default=0)),
-                ('cases_total', models.PositiveIntegerField(default=0)),
-                ('steps_total', models.PositiveBigIntegerField(default=0)),
-                ('steps_done', models.PositiveBigIntegerField(default=0)),
-                ('file', models.FileField(blank=True, max_length=300, upload_to='')),
-                ('file_size', models.PositiveBigIntegerField(default=0)),
-                ('manifest', models.JSONField(blank=True, default=dict)),
-                ('error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='dataset_exports', to='tracing.project')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "format",
+                    models.CharField(
+                        choices=[
+                            ("whowhen-zip", "Who&When JSON, one file per case (zip)"),
+                            ("whowhen-jsonl", "Who&When JSON Lines"),
+                            ("parquet", "Parquet (one row per step)"),
+                            ("csv", "CSV (one row per step)"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("filters", models.JSONField(blank=True, default=dict)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Exporting"),
+                            ("succeeded", "Ready"),
+                            ("failed", "Failed"),
+                        ],
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("attempts", models.PositiveSmallIntegerField(default=0)),
+                ("cases_total", models.PositiveIntegerField(default=0)),
+                ("steps_total", models.PositiveBigIntegerField(default=0)),
+                ("steps_done", models.PositiveBigIntegerField(default=0)),
+                ("file", models.FileField(blank=True, max_length=300, upload_to="")),
+                ("file_size", models.PositiveBigIntegerField(default=0)),
+                ("manifest", models.JSONField(blank=True, default=dict)),
+                ("error", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="dataset_exports",
+                        to="tracing.project",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
-                'indexes': [models.Index(fields=['project', '-created_at'], name='datasetexport_project_recent')],
-                'constraints': [models.CheckConstraint(condition=models.Q(('status__in', ['queued', 'running', 'succeeded', 'failed'])), name='datasetexport_status_valid'), models.CheckConstraint(condition=models.Q(('format__in', ['whowhen-zip', 'whowhen-jsonl', 'parquet', 'csv'])), name='datasetexport_format_valid')],
+                "ordering": ["-created_at", "-id"],
+                "indexes": [
+                    models.Index(fields=["project", "-created_at"], name="datasetexport_project_recent")
+                ],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("status__in", ["queued", "running", "succeeded", "failed"])),
+                        name="datasetexport_status_valid",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("format__in", ["whowhen-zip", "whowhen-jsonl", "parquet", "csv"])
+                        ),
+                        name="datasetexport_format_valid",
+                    ),
+                ],
             },
         ),
     ]

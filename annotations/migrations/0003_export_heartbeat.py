@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('annotations', '0002_dataset_export'),
+        ("annotations", "0002_dataset_export"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='datasetexport',
-            name='heartbeat_at',
+            model_name="datasetexport",
+            name="heartbeat_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
     ]

@@ -4,15 +4,22 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('annotations', '0004_invitations'),
+        ("annotations", "0004_invitations"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='datasetexport',
-            name='format',
-            field=models.CharField(choices=[('whowhen-zip', 'Who&When JSON, one file per case (zip)'), ('whowhen-jsonl', 'Who&When JSON Lines'), ('parquet', 'Parquet (one row per label)'), ('csv', 'CSV (one row per label)')], max_length=16),
+            model_name="datasetexport",
+            name="format",
+            field=models.CharField(
+                choices=[
+                    ("whowhen-zip", "Who&When JSON, one file per case (zip)"),
+                    ("whowhen-jsonl", "Who&When JSON Lines"),
+                    ("parquet", "Parquet (one row per label)"),
+                    ("csv", "CSV (one row per label)"),
+                ],
+                max_length=16,
+            ),
         ),
     ]

@@ -6,19 +6,18 @@ import annotations.exporters
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('annotations', '0005_export_rows_per_label'),
+        ("annotations", "0005_export_rows_per_label"),
     ]
 
     operations = [
         migrations.RemoveConstraint(
-            model_name='datasetexport',
-            name='datasetexport_format_valid',
+            model_name="datasetexport",
+            name="datasetexport_format_valid",
         ),
         migrations.AlterField(
-            model_name='datasetexport',
-            name='format',
+            model_name="datasetexport",
+            name="format",
             field=models.CharField(max_length=16, validators=[annotations.exporters.validate_export_format]),
         ),
     ]

@@ -5,26 +5,41 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('annotations', '0006_export_format_registry'),
+        ("annotations", "0006_export_format_registry"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='AnnotationError',
+            name="AnnotationError",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('position', models.PositiveSmallIntegerField()),
-                ('step_index', models.PositiveIntegerField()),
-                ('agent_name', models.CharField(blank=True, max_length=200)),
-                ('category', models.CharField(blank=True, max_length=80)),
-                ('note', models.TextField(blank=True)),
-                ('annotation', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='further_errors', to='annotations.annotation')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("position", models.PositiveSmallIntegerField()),
+                ("step_index", models.PositiveIntegerField()),
+                ("agent_name", models.CharField(blank=True, max_length=200)),
+                ("category", models.CharField(blank=True, max_length=80)),
+                ("note", models.TextField(blank=True)),
+                (
+                    "annotation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="further_errors",
+                        to="annotations.annotation",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['annotation_id', 'position'],
-                'constraints': [models.UniqueConstraint(fields=('annotation', 'position'), name='annotationerror_unique_position')],
+                "ordering": ["annotation_id", "position"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("annotation", "position"), name="annotationerror_unique_position"
+                    )
+                ],
             },
         ),
     ]

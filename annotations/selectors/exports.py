@@ -25,13 +25,20 @@ from tracing.models import ErrorLabel, GoldLabel, LabelSource, Membership, Proje
 from ..models import DatasetExport
 
 # Bumped when a field of any export format changes meaning or shape; written into every manifest.
-EXPORT_FORMAT_VERSION = "culprit-export/3"  # 2: labelled errors (Who&When ``errors``); 3: Parquet/CSV one row per label
+EXPORT_FORMAT_VERSION = (
+    "culprit-export/3"  # 2: labelled errors (Who&When ``errors``); 3: Parquet/CSV one row per label
+)
 
 # When a trace carries several labels among the chosen sources, the exported one is the most curated: an owner's
 # adjudication beats a single annotator, which beats the label the trace was imported with; labels the machine made
 # (fault injection, counterfactual replay) come last. Within one source the newest label wins.
-LABEL_PRIORITY = [LabelSource.ADJUDICATED, LabelSource.ANNOTATOR, LabelSource.IMPORTED, LabelSource.INJECTED,
-                  LabelSource.COUNTERFACTUAL]
+LABEL_PRIORITY = [
+    LabelSource.ADJUDICATED,
+    LabelSource.ANNOTATOR,
+    LabelSource.IMPORTED,
+    LabelSource.INJECTED,
+    LabelSource.COUNTERFACTUAL,
+]
 # "Verified" means a person in Culprit confirmed the label: an annotator's label or an adjudicated one.
 VERIFIED_SOURCES = (LabelSource.ADJUDICATED, LabelSource.ANNOTATOR)
 
@@ -90,6 +97,7 @@ class ExportCase:
 
 # --- agreement, from the review queues ----------------------------------------------------------------------------
 
+
 def agreement_for_traces(*, trace_ids: list[int]) -> dict[int, float | None]:
     """Per-trace agreement between annotators, in [0, 1]: the share of pairs of submitted answers (over every queue
     the trace is in) that name the same agent and the same step. None where fewer than two people answered."""
@@ -98,9 +106,9 @@ def agreement_for_traces(*, trace_ids: list[int]) -> dict[int, float | None]:
     from ..models import Annotation, CopyStatus
 
     answers: dict[int, list[tuple[str, int]]] = {}
-    rows = (Annotation.objects.filter(item__trace_id__in=trace_ids, status=CopyStatus.SUBMITTED,
-                                      step_index__isnull=False)
-            .values_list("item__trace_id", "agent_name", "step_index"))
+    rows = Annotation.objects.filter(
+        item__trace_id__in=trace_ids, status=CopyStatus.SUBMITTED, step_index__isnull=False
+    ).values_list("item__trace_id", "agent_name", "step_index")
     for trace_id, agent, step in rows:
         answers.setdefault(trace_id, []).append((agent, step))
     out: dict[int, float | None] = dict.fromkeys(trace_ids)
@@ -113,6 +121,7 @@ def agreement_for_traces(*, trace_ids: list[int]) -> dict[int, float | None]:
 
 # --- choosing the cases --------------------------------------------------------------------------------------------
 
+
 def export_cases(*, project: Project, filters: ExportFilters) -> list[ExportCase]:
     """The cases an export with ``filters`` holds, in a stable order (split, then name), with their split set."""
     cases = _labelled_cases(project, filters)
@@ -120,7 +129,9 @@ def export_cases(*, project: Project, filters: ExportFilters) -> list[ExportCase
         cases = [c for c in cases if c.label.source in VERIFIED_SOURCES]
     if filters.min_agreement is not None:
         agreement = agreement_for_traces(trace_ids=[c.trace_id for c in cases])
-        cases = [c for c in cases if (a := agreement.get(c.trace_id)) is not None and a >= filters.min_agreement]
+        cases = [
+            c for c in cases if (a := agreement.get(c.trace_id)) is not None and a >= filters.min_agreement
+        ]
     assign_splits(cases, seed=filters.seed, test_percent=filters.test_percent)
     return sorted(cases, key=lambda c: (c.split != "train", c.name, c.trace_id))
 
@@ -135,10 +146,17 @@ def _labelled_cases(project: Project, filters: ExportFilters) -> list[ExportCase
 
 def _chosen_labels(project: Project, filters: ExportFilters) -> QuerySet[GoldLabel]:
     """The labels ``filters`` admit, per trace the one to export first (by LABEL_PRIORITY, then newest)."""
-    labels = (GoldLabel.objects.filter(trace__project=project, source__in=filters.sources, trace__step_count__gt=0)
-              .annotate(priority=SqlCase(*[When(source=s, then=Value(i)) for i, s in enumerate(LABEL_PRIORITY)],
-                                         default=Value(len(LABEL_PRIORITY)), output_field=IntegerField()))
-              .order_by("trace_id", "priority", "-created_at", "-id"))
+    labels = (
+        GoldLabel.objects.filter(trace__project=project, source__in=filters.sources, trace__step_count__gt=0)
+        .annotate(
+            priority=SqlCase(
+                *[When(source=s, then=Value(i)) for i, s in enumerate(LABEL_PRIORITY)],
+                default=Value(len(LABEL_PRIORITY)),
+                output_field=IntegerField(),
+            )
+        )
+        .order_by("trace_id", "priority", "-created_at", "-id")
+    )
     if filters.date_from:
         labels = labels.filter(trace__created_at__gte=_day_start(filters.date_from))
     if filters.date_to:
@@ -160,8 +178,9 @@ class _CountedCase:
 
 
 def _counted_cases(project: Project, filters: ExportFilters) -> list[_CountedCase]:
-    rows = _chosen_labels(project, filters).values_list("trace_id", "trace__name", "trace__external_id",
-                                                        "trace__step_count", "source")
+    rows = _chosen_labels(project, filters).values_list(
+        "trace_id", "trace__name", "trace__external_id", "trace__step_count", "source"
+    )
     cases: dict[int, _CountedCase] = {}
     for trace_id, name, external_id, steps, source in rows.iterator(chunk_size=5000):
         if trace_id not in cases:
@@ -171,8 +190,10 @@ def _counted_cases(project: Project, filters: ExportFilters) -> list[_CountedCas
         chosen = [c for c in chosen if c.source in VERIFIED_SOURCES]
     if filters.min_agreement is not None:
         agreement = agreement_for_traces(trace_ids=[c.trace_id for c in chosen])
-        chosen = [c for c in chosen if (a := agreement.get(c.trace_id)) is not None and a >= filters.min_agreement]
-    assign_splits(chosen, seed=filters.seed, test_percent=filters.test_percent)  # type: ignore[arg-type]
+        chosen = [
+            c for c in chosen if (a := agreement.get(c.trace_id)) is not None and a >= filters.min_agreement
+        ]
+    assign_splits(chosen, seed=filters.seed, test_percent=filters.test_percent)
     return chosen
 
 
@@ -183,11 +204,22 @@ def _day_start(day: date) -> datetime:
 def _case(label: GoldLabel) -> ExportCase:
     trace = label.trace
     return ExportCase(
-        trace_id=trace.pk, name=trace.name, external_id=trace.external_id, question=trace.question,
-        ground_truth=trace.ground_truth, outcome=trace.outcome, source_format=trace.source_format,
-        metadata=trace.metadata or {}, step_count=trace.step_count,
-        label=ExportLabel(agent_name=label.agent_name, step_index=label.step_index, reason=label.reason,
-                          category=label.category, source=label.source),
+        trace_id=trace.pk,
+        name=trace.name,
+        external_id=trace.external_id,
+        question=trace.question,
+        ground_truth=trace.ground_truth,
+        outcome=trace.outcome,
+        source_format=trace.source_format,
+        metadata=trace.metadata or {},
+        step_count=trace.step_count,
+        label=ExportLabel(
+            agent_name=label.agent_name,
+            step_index=label.step_index,
+            reason=label.reason,
+            category=label.category,
+            source=label.source,
+        ),
     )
 
 
@@ -195,13 +227,17 @@ def assign_splits(cases: list[ExportCase], *, seed: int, test_percent: int) -> N
     """Deterministic train/test split: cases are ranked by a hash of (seed, name, external id) and the first
     ``test_percent`` % (rounded) go to test. The hash uses the case's identity, not its database id, so the same
     seed gives the same split in another project, on another machine, or after a re-import."""
-    ranked = sorted(cases, key=lambda c: hashlib.sha256(f"{seed}:{c.name}:{c.external_id}".encode()).hexdigest())
+    ranked = sorted(
+        cases, key=lambda c: hashlib.sha256(f"{seed}:{c.name}:{c.external_id}".encode()).hexdigest()
+    )
     test_count = round(len(cases) * test_percent / 100)
     for position, case in enumerate(ranked):
         case.split = "test" if position < test_count else "train"
 
 
-def export_manifest(*, project: Project, filters: ExportFilters, cases: list[ExportCase], fmt: str) -> dict[str, Any]:
+def export_manifest(
+    *, project: Project, filters: ExportFilters, cases: list[ExportCase], fmt: str
+) -> dict[str, Any]:
     provenance: dict[str, int] = {}
     for case in cases:
         provenance[case.label.source] = provenance.get(case.label.source, 0) + 1
@@ -215,10 +251,15 @@ def export_manifest(*, project: Project, filters: ExportFilters, cases: list[Exp
         "filters": filters.as_json(),
         "seed": filters.seed,
         "split_sizes": splits,
-        "counts": {"cases": len(cases), "steps": sum(c.step_count for c in cases),
-                   "steps_by_split": {s: sum(c.step_count for c in cases if c.split == s) for s in splits}},
+        "counts": {
+            "cases": len(cases),
+            "steps": sum(c.step_count for c in cases),
+            "steps_by_split": {s: sum(c.step_count for c in cases if c.split == s) for s in splits},
+        },
         "label_provenance": dict(sorted(provenance.items())),
-        "label_choice": "one label per case: " + " > ".join(LABEL_PRIORITY) + ", newest first within a source",
+        "label_choice": "one label per case: "
+        + " > ".join(LABEL_PRIORITY)
+        + ", newest first within a source",
         "error_label_families": _error_label_families(cases),
     }
 
@@ -226,8 +267,14 @@ def export_manifest(*, project: Project, filters: ExportFilters, cases: list[Exp
 def _error_label_families(cases: list[ExportCase]) -> list[str]:
     """The taxonomy families of the labelled errors the export carries (TRAIL, MAST, …), for the manifest."""
     ids = [c.trace_id for c in cases]
-    return sorted(set(ErrorLabel.objects.filter(trace_id__in=ids).exclude(family="")
-                      .values_list("family", flat=True).distinct()))
+    return sorted(
+        set(
+            ErrorLabel.objects.filter(trace_id__in=ids)
+            .exclude(family="")
+            .values_list("family", flat=True)
+            .distinct()
+        )
+    )
 
 
 def export_preview(*, project: Project, filters: ExportFilters) -> dict[str, Any]:
@@ -238,9 +285,15 @@ def export_preview(*, project: Project, filters: ExportFilters) -> dict[str, Any
     provenance: dict[str, int] = {}
     for case in cases:
         provenance[case.source] = provenance.get(case.source, 0) + 1
-    return {"counts": {"cases": len(cases), "steps": sum(c.step_count for c in cases),
-                       "steps_by_split": {s: sum(c.step_count for c in cases if c.split == s) for s in splits}},
-            "split_sizes": splits, "label_provenance": dict(sorted(provenance.items()))}
+    return {
+        "counts": {
+            "cases": len(cases),
+            "steps": sum(c.step_count for c in cases),
+            "steps_by_split": {s: sum(c.step_count for c in cases if c.split == s) for s in splits},
+        },
+        "split_sizes": splits,
+        "label_provenance": dict(sorted(provenance.items())),
+    }
 
 
 def export_case_count(*, project: Project, filters: ExportFilters) -> int:
@@ -250,15 +303,22 @@ def export_case_count(*, project: Project, filters: ExportFilters) -> int:
 
 # --- the pages -----------------------------------------------------------------------------------------------------
 
+
 def exports_for_project(*, project: Project, limit: int = 50) -> QuerySet[DatasetExport]:
-    return DatasetExport.objects.filter(project=project).select_related("created_by").order_by("-created_at", "-id")[
-        :limit]
+    return (
+        DatasetExport.objects.filter(project=project)
+        .select_related("created_by")
+        .order_by("-created_at", "-id")[:limit]
+    )
 
 
 def export_for_user(*, user: AbstractBaseUser, export_id: int) -> tuple[DatasetExport, Membership]:
     """The export if the user may have it: another project's export (or none) is a 404, a viewer's is a 403."""
-    export = DatasetExport.objects.select_related("project").filter(
-        pk=export_id, project__memberships__user=user).first()
+    export = (
+        DatasetExport.objects.select_related("project")
+        .filter(pk=export_id, project__memberships__user=user)
+        .first()
+    )
     if export is None:
         raise Http404("No such export")
     membership = Membership.objects.get(project=export.project, user=user)

@@ -52,16 +52,24 @@ class ItemListRow:
 def _annotated(queue: ReviewQueue) -> QuerySet[QueueItem]:
     now = timezone.now()
     submitted = Q(copies__status=CopyStatus.SUBMITTED)
-    return (QueueItem.objects.filter(queue=queue).select_related("trace", "resolved_label").annotate(
-        n_submitted=Count("copies", filter=submitted),
-        # A lease that ran out is free again (the claim query takes it), so it is not "in progress".
-        n_leased=Count("copies", filter=Q(copies__status=CopyStatus.LEASED, copies__lease_expires_at__gt=now)),
-        n_agents=Count("copies__agent_name", filter=submitted, distinct=True),
-        step_lo=Min("copies__step_index", filter=submitted),
-        step_hi=Max("copies__step_index", filter=submitted),
-        lease_until=Max("copies__lease_expires_at",
-                        filter=Q(copies__status=CopyStatus.LEASED, copies__lease_expires_at__gt=now)),
-    ))
+    return (
+        QueueItem.objects.filter(queue=queue)
+        .select_related("trace", "resolved_label")
+        .annotate(
+            n_submitted=Count("copies", filter=submitted),
+            # A lease that ran out is free again (the claim query takes it), so it is not "in progress".
+            n_leased=Count(
+                "copies", filter=Q(copies__status=CopyStatus.LEASED, copies__lease_expires_at__gt=now)
+            ),
+            n_agents=Count("copies__agent_name", filter=submitted, distinct=True),
+            step_lo=Min("copies__step_index", filter=submitted),
+            step_hi=Max("copies__step_index", filter=submitted),
+            lease_until=Max(
+                "copies__lease_expires_at",
+                filter=Q(copies__status=CopyStatus.LEASED, copies__lease_expires_at__gt=now),
+            ),
+        )
+    )
 
 
 # Answers agree as the adjudication page counts it: every submitted copy names the same agent and the same step.
@@ -95,8 +103,12 @@ def queue_items(*, queue: ReviewQueue, filters: ItemFilters, page: int | str | N
         items = items.filter(trace__name__icontains=filters.q)
     result = Paginator(items.order_by("pk"), ITEMS_PER_PAGE).get_page(page)
     copies: dict[int, list[Annotation]] = {}
-    for copy in (Annotation.objects.filter(item__in=[i.pk for i in result.object_list])
-                 .exclude(status=CopyStatus.OPEN).select_related("annotator").order_by("item_id", "slot")):
+    for copy in (
+        Annotation.objects.filter(item__in=[i.pk for i in result.object_list])
+        .exclude(status=CopyStatus.OPEN)
+        .select_related("annotator")
+        .order_by("item_id", "slot")
+    ):
         copies.setdefault(copy.item_id, []).append(copy)
     result.object_list = [_row(item, copies.get(item.pk, []), queue.overlap) for item in result.object_list]
     return result
@@ -119,10 +131,21 @@ def _row(item: QueueItem, copies: list[Annotation], overlap: int) -> ItemListRow
     now = timezone.now()
     for copy in copies:
         # What the table says of each person on the item: answered, holding it, or let the lease run out.
-        copy.state = ("answered" if copy.status == CopyStatus.SUBMITTED else
-                      "holds it" if copy.lease_expires_at and copy.lease_expires_at > now else "lease ran out")
-    return ItemListRow(item=item, status=status, status_label=dict(ITEM_STATUSES)[status], copies=copies,
-                       lease_expires_at=item.lease_until, agreement=agreement)
+        copy.state = (
+            "answered"
+            if copy.status == CopyStatus.SUBMITTED
+            else "holds it"
+            if copy.lease_expires_at and copy.lease_expires_at > now
+            else "lease ran out"
+        )
+    return ItemListRow(
+        item=item,
+        status=status,
+        status_label=dict(ITEM_STATUSES)[status],
+        copies=copies,
+        lease_expires_at=item.lease_until,
+        agreement=agreement,
+    )
 
 
 # Labels that came with the data (a dataset's gold, an injected fault, a counterfactual replay) rather than from this
@@ -133,7 +156,9 @@ REFERENCE_SOURCES = (LabelSource.IMPORTED, LabelSource.INJECTED, LabelSource.COU
 def reference_gold(*, trace_ids: list[int]) -> dict[int, list[GoldLabel]]:
     """The imported (or injected) gold labels of each trace, oldest first."""
     out: dict[int, list[GoldLabel]] = {}
-    for label in GoldLabel.objects.filter(trace_id__in=trace_ids, source__in=REFERENCE_SOURCES).order_by("pk"):
+    for label in GoldLabel.objects.filter(trace_id__in=trace_ids, source__in=REFERENCE_SOURCES).order_by(
+        "pk"
+    ):
         out.setdefault(label.trace_id, []).append(label)
     return out
 
@@ -159,24 +184,59 @@ def error_candidates(*, item: QueueItem) -> list[ErrorCandidate]:
     """Every labelled error of the item's trace that sits on a step: the annotators' answers (decisive, then further)
     first, then the trace's error labels of every source, then imported gold the error labels do not already hold."""
     out: list[ErrorCandidate] = []
-    answers = (item.copies.filter(status=CopyStatus.SUBMITTED).select_related("annotator")
-               .prefetch_related("further_errors").order_by("slot"))
+    answers = (
+        item.copies.filter(status=CopyStatus.SUBMITTED)
+        .select_related("annotator")
+        .prefetch_related("further_errors")
+        .order_by("slot")
+    )
     for a in answers:
         who = a.annotator.username if a.annotator else "?"
-        out.append(ErrorCandidate(f"a{a.pk}", f"{who}: decisive", a.step_index or 0, a.agent_name, a.category,
-                                  a.reason, decisive=True))
-        out.extend(ErrorCandidate(f"e{e.pk}", f"{who}: further", e.step_index, e.agent_name, e.category, e.note)
-                   for e in a.further_errors.all())
-    labels = ErrorLabel.objects.filter(trace_id=item.trace_id, step_index__isnull=False).order_by("source", "position")
+        out.append(
+            ErrorCandidate(
+                f"a{a.pk}",
+                f"{who}: decisive",
+                a.step_index or 0,
+                a.agent_name,
+                a.category,
+                a.reason,
+                decisive=True,
+            )
+        )
+        out.extend(
+            ErrorCandidate(f"e{e.pk}", f"{who}: further", e.step_index, e.agent_name, e.category, e.note)
+            for e in a.further_errors.all()
+        )
+    labels = ErrorLabel.objects.filter(trace_id=item.trace_id, step_index__isnull=False).order_by(
+        "source", "position"
+    )
     sources = dict(LabelSource.choices)
     held = set()
     for label in labels:
         held.add((label.source, label.step_index, label.agent_name))
-        out.append(ErrorCandidate(f"l{label.pk}", f"{sources.get(label.source, label.source)} {label.family}".strip(),
-                                  label.step_index, label.agent_name, label.category, label.description,
-                                  family=label.family, decisive=label.decisive))
+        out.append(
+            ErrorCandidate(
+                f"l{label.pk}",
+                f"{sources.get(label.source, label.source)} {label.family}".strip(),
+                label.step_index,
+                label.agent_name,
+                label.category,
+                label.description,
+                family=label.family,
+                decisive=label.decisive,
+            )
+        )
     for gold in reference_gold(trace_ids=[item.trace_id]).get(item.trace_id, []):
         if (gold.source, gold.step_index, gold.agent_name) not in held:
-            out.append(ErrorCandidate(f"g{gold.pk}", f"{sources.get(gold.source, gold.source)} gold",
-                                      gold.step_index, gold.agent_name, gold.category, gold.reason, decisive=True))
+            out.append(
+                ErrorCandidate(
+                    f"g{gold.pk}",
+                    f"{sources.get(gold.source, gold.source)} gold",
+                    gold.step_index,
+                    gold.agent_name,
+                    gold.category,
+                    gold.reason,
+                    decisive=True,
+                )
+            )
     return out

@@ -38,20 +38,26 @@ EVIDENCE_MAX_STEPS = 5000
 
 # --- filling -----------------------------------------------------------------------------------------------------
 
+
 def queue_candidate_ids(*, project: Project, source: str, params: dict) -> list[int]:
     """Trace ids the queue's filter picks, oldest first (a stable order, so refilling adds only the new ones)."""
     limit = min(int(params.get("limit") or DEFAULT_LIMIT), MAX_LIMIT)
     if source == QueueSource.LOW_CONFIDENCE:
         threshold = float(params.get("threshold", DEFAULT_THRESHOLD))
-        ids = (Verdict.objects.filter(trace__project=project, status="ok", confidence__lt=threshold)
-               .values_list("trace_id", flat=True).distinct().order_by("trace_id"))
+        ids = (
+            Verdict.objects.filter(trace__project=project, status="ok", confidence__lt=threshold)
+            .values_list("trace_id", flat=True)
+            .distinct()
+            .order_by("trace_id")
+        )
         return list(ids[:limit])
     if source == QueueSource.DISAGREE:
         return _disagreeing_trace_ids(project)[:limit]
     filters = tracing_selectors.TraceFilters(has_gold="no")
     if source == QueueSource.SEARCH:
-        filters = tracing_selectors.TraceFilters(q=params.get("q", ""), has_gold=params.get("gold", ""),
-                                                 source_format=params.get("format", ""))
+        filters = tracing_selectors.TraceFilters(
+            q=params.get("q", ""), has_gold=params.get("gold", ""), source_format=params.get("format", "")
+        )
     traces = tracing_selectors.trace_list(project=project, filters=filters).order_by("pk")
     return list(traces.values_list("pk", flat=True)[:limit])
 
@@ -59,8 +65,11 @@ def queue_candidate_ids(*, project: Project, source: str, params: dict) -> list[
 def _disagreeing_trace_ids(project: Project) -> list[int]:
     """Traces where the newest verdicts of two methods name a different agent or step."""
     latest: dict[tuple[int, str], tuple[str, int | None]] = {}
-    rows = (Verdict.objects.filter(trace__project=project, status="ok").order_by("-pk")
-            .values_list("trace_id", "method", "agent_name", "step_index"))
+    rows = (
+        Verdict.objects.filter(trace__project=project, status="ok")
+        .order_by("-pk")
+        .values_list("trace_id", "method", "agent_name", "step_index")
+    )
     for trace_id, method, agent, step in rows.iterator(chunk_size=2000):
         latest.setdefault((trace_id, method), (agent, step))
     answers: dict[int, set[tuple[str, int | None]]] = defaultdict(set)
@@ -71,24 +80,35 @@ def _disagreeing_trace_ids(project: Project) -> list[int]:
 
 # --- access ------------------------------------------------------------------------------------------------------
 
+
 def queue_for_user(*, user: AbstractBaseUser, queue_id: int) -> tuple[ReviewQueue, Membership]:
-    queue = ReviewQueue.objects.select_related("project").filter(pk=queue_id, project__memberships__user=user).first()
+    queue = (
+        ReviewQueue.objects.select_related("project")
+        .filter(pk=queue_id, project__memberships__user=user)
+        .first()
+    )
     if queue is None:
         raise Http404("No such queue")
     return queue, Membership.objects.get(project=queue.project, user=user)
 
 
 def annotation_for_user(*, user: AbstractBaseUser, annotation_id: int) -> tuple[Annotation, Membership]:
-    annotation = (Annotation.objects.select_related("queue__project", "item__trace")
-                  .filter(pk=annotation_id, queue__project__memberships__user=user).first())
+    annotation = (
+        Annotation.objects.select_related("queue__project", "item__trace")
+        .filter(pk=annotation_id, queue__project__memberships__user=user)
+        .first()
+    )
     if annotation is None:
         raise Http404("No such item")
     return annotation, Membership.objects.get(project=annotation.queue.project, user=user)
 
 
 def item_for_user(*, user: AbstractBaseUser, item_id: int) -> tuple[QueueItem, Membership]:
-    item = (QueueItem.objects.select_related("queue__project", "trace", "resolved_label")
-            .filter(pk=item_id, queue__project__memberships__user=user).first())
+    item = (
+        QueueItem.objects.select_related("queue__project", "trace", "resolved_label")
+        .filter(pk=item_id, queue__project__memberships__user=user)
+        .first()
+    )
     if item is None:
         raise Http404("No such item")
     return item, Membership.objects.get(project=item.queue.project, user=user)
@@ -111,28 +131,40 @@ def labellers(*, project: Project) -> list[Membership]:
 
 # --- lists -------------------------------------------------------------------------------------------------------
 
+
 def queues_for_project(*, project: Project, user: AbstractBaseUser) -> list[ReviewQueue]:
     submitted = Q(items__copies__status=CopyStatus.SUBMITTED)
-    return list(ReviewQueue.objects.filter(project=project).annotate(
-        item_total=Count("items", distinct=True),
-        copy_total=Count("items__copies", distinct=True),
-        copy_done=Count("items__copies", filter=submitted, distinct=True),
-        mine_done=Count("items__copies", filter=submitted & Q(items__copies__annotator=user), distinct=True),
-        resolved=Count("items", filter=Q(items__resolved_label__isnull=False), distinct=True),
-    ).order_by("-created_at", "-id"))
+    return list(
+        ReviewQueue.objects.filter(project=project)
+        .annotate(
+            item_total=Count("items", distinct=True),
+            copy_total=Count("items__copies", distinct=True),
+            copy_done=Count("items__copies", filter=submitted, distinct=True),
+            mine_done=Count(
+                "items__copies", filter=submitted & Q(items__copies__annotator=user), distinct=True
+            ),
+            resolved=Count("items", filter=Q(items__resolved_label__isnull=False), distinct=True),
+        )
+        .order_by("-created_at", "-id")
+    )
 
 
 def queue_progress(*, queue: ReviewQueue, user: AbstractBaseUser) -> dict:
     copies = Annotation.objects.filter(queue=queue)
     by_status = dict(copies.values_list("status").annotate(n=Count("id")).order_by())
-    return {"items": QueueItem.objects.filter(queue=queue).count(), "copies": sum(by_status.values()),
-            "submitted": by_status.get(CopyStatus.SUBMITTED, 0), "leased": by_status.get(CopyStatus.LEASED, 0),
-            "open": by_status.get(CopyStatus.OPEN, 0),
-            "mine": copies.filter(annotator=user, status=CopyStatus.SUBMITTED).count(),
-            "resolved": QueueItem.objects.filter(queue=queue, resolved_label__isnull=False).count()}
+    return {
+        "items": QueueItem.objects.filter(queue=queue).count(),
+        "copies": sum(by_status.values()),
+        "submitted": by_status.get(CopyStatus.SUBMITTED, 0),
+        "leased": by_status.get(CopyStatus.LEASED, 0),
+        "open": by_status.get(CopyStatus.OPEN, 0),
+        "mine": copies.filter(annotator=user, status=CopyStatus.SUBMITTED).count(),
+        "resolved": QueueItem.objects.filter(queue=queue, resolved_label__isnull=False).count(),
+    }
 
 
 # --- the labelling screen ----------------------------------------------------------------------------------------
+
 
 def taxonomy_groups(family: str) -> list[dict]:
     """The family's categories by group, numbered for the keyboard: a group digit, then a category digit."""
@@ -140,9 +172,16 @@ def taxonomy_groups(family: str) -> list[dict]:
     for category in CATEGORIES.values():
         if category.family == family:
             groups.setdefault(category.group, []).append(category)
-    return [{"number": g, "name": name, "categories": [{"number": c, "code": cat.code, "label": cat.name}
-                                                        for c, cat in enumerate(cats, start=1)]}
-            for g, (name, cats) in enumerate(groups.items(), start=1)]
+    return [
+        {
+            "number": g,
+            "name": name,
+            "categories": [
+                {"number": c, "code": cat.code, "label": cat.name} for c, cat in enumerate(cats, start=1)
+            ],
+        }
+        for g, (name, cats) in enumerate(groups.items(), start=1)
+    ]
 
 
 def label_context(*, annotation: Annotation, page: int, per_page: int) -> dict:
@@ -157,22 +196,49 @@ def label_context(*, annotation: Annotation, page: int, per_page: int) -> dict:
     view = trace_view(trace) if evidence_wanted else _graph_view(trace)
     highlight = set() if queue.blind else {v.agent_name for v in verdicts}
     verdict_steps = {v.step_index: v for v in verdicts}
-    return {"annotation": annotation, "queue": queue, "trace": trace, "project": queue.project, "window": window,
-            "agents": list(trace.agents.all()), "verdicts": verdicts, "verdict_steps": verdict_steps,
-            "agent_graph": agent_graph_drawing(view, highlight=highlight),
-            "evidence": _evidence(view, verdicts) if evidence_wanted else [],
-            "groups": taxonomy_groups(queue.taxonomy),
-            "draft_key": f"{annotation.pk}:{int(annotation.leased_at.timestamp()) if annotation.leased_at else 0}"}
+    return {
+        "annotation": annotation,
+        "queue": queue,
+        "trace": trace,
+        "project": queue.project,
+        "window": window,
+        "agents": list(trace.agents.all()),
+        "verdicts": verdicts,
+        "verdict_steps": verdict_steps,
+        "agent_graph": agent_graph_drawing(view, highlight=highlight),
+        "evidence": _evidence(view, verdicts) if evidence_wanted else [],
+        "groups": taxonomy_groups(queue.taxonomy),
+        "draft_key": f"{annotation.pk}:{int(annotation.leased_at.timestamp()) if annotation.leased_at else 0}",
+    }
 
 
 def _graph_view(trace: Trace) -> TraceView:
     """Just enough of a trace for the agent graph: who spoke and to whom, without the step contents."""
     rows = Step.objects.filter(trace=trace).order_by("index").values_list("index", "agent__name", "recipient")
-    steps = tuple(StepView(index=i, agent=a or "", kind="message", content="", speaker="", recipient=r,
-                           tool_name="", parent=None) for i, a, r in rows.iterator(chunk_size=5000))
-    return TraceView(trace_id=trace.pk, name=trace.name, question="", ground_truth="", outcome=trace.outcome,
-                     steps=steps, agents=tuple(dict.fromkeys(s.agent for s in steps if s.agent)), system_prompts={},
-                     source_format=trace.source_format)
+    steps = tuple(
+        StepView(
+            index=i,
+            agent=a or "",
+            kind="message",
+            content="",
+            speaker="",
+            recipient=r,
+            tool_name="",
+            parent=None,
+        )
+        for i, a, r in rows.iterator(chunk_size=5000)
+    )
+    return TraceView(
+        trace_id=trace.pk,
+        name=trace.name,
+        question="",
+        ground_truth="",
+        outcome=trace.outcome,
+        steps=steps,
+        agents=tuple(dict.fromkeys(s.agent for s in steps if s.agent)),
+        system_prompts={},
+        source_format=trace.source_format,
+    )
 
 
 def _evidence(view: TraceView, verdicts: list[Verdict]) -> list[str]:
@@ -190,27 +256,37 @@ def latest_verdicts(*, trace_ids: list[int]) -> dict[int, list[Verdict]]:
     out: dict[int, dict[str, Verdict]] = defaultdict(dict)
     for verdict in Verdict.objects.filter(trace_id__in=trace_ids, status="ok").order_by("-pk"):
         out[verdict.trace_id].setdefault(verdict.method, verdict)
-    return {trace_id: sorted(by_method.values(), key=lambda v: v.method) for trace_id, by_method in out.items()}
+    return {
+        trace_id: sorted(by_method.values(), key=lambda v: v.method) for trace_id, by_method in out.items()
+    }
 
 
 # --- agreement ---------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class ItemRow:
     item: QueueItem
     answers: list[Annotation] = field(default_factory=list)
     state: str = "pending"  # pending, disagree, unanimous, resolved
-    gold: list[GoldLabel] = field(default_factory=list)  # the imported gold, filled in for the adjudication page
+    gold: list[GoldLabel] = field(
+        default_factory=list
+    )  # the imported gold, filled in for the adjudication page
 
     def as_answers(self) -> list[Answer]:
-        return [Answer(rater=a.annotator_id, agent=a.agent_name, step=a.step_index or 0) for a in self.answers]
+        return [
+            Answer(rater=a.annotator_id, agent=a.agent_name, step=a.step_index or 0) for a in self.answers
+        ]
 
 
 def adjudication_rows(*, queue: ReviewQueue) -> list[ItemRow]:
     """Every item with at least one submitted answer, and whether it needs an owner's decision."""
     rows: dict[int, ItemRow] = {}
-    submitted = (Annotation.objects.filter(queue=queue, status=CopyStatus.SUBMITTED)
-                 .select_related("annotator", "item__trace", "item__resolved_label").order_by("item_id", "slot"))
+    submitted = (
+        Annotation.objects.filter(queue=queue, status=CopyStatus.SUBMITTED)
+        .select_related("annotator", "item__trace", "item__resolved_label")
+        .order_by("item_id", "slot")
+    )
     for copy in submitted:
         rows.setdefault(copy.item_id, ItemRow(item=copy.item)).answers.append(copy)
     for row in rows.values():
@@ -225,8 +301,12 @@ def adjudication_rows(*, queue: ReviewQueue) -> list[ItemRow]:
 
 
 def _rates(rates: PairRates) -> dict:
-    return {"pairs": rates.pairs, "agent": rates.rate("agent"), "step_exact": rates.rate("step_exact"),
-            "step_within": rates.rate("step_within")}
+    return {
+        "pairs": rates.pairs,
+        "agent": rates.rate("agent"),
+        "step_exact": rates.rate("step_exact"),
+        "step_within": rates.rate("step_within"),
+    }
 
 
 def agreement_report(*, queue: ReviewQueue) -> dict:
@@ -235,14 +315,19 @@ def agreement_report(*, queue: ReviewQueue) -> dict:
     overall, per_rater = pairwise(units, k=queue.step_tolerance)
     reference = {row.item.trace_id: _reference(row) for row in rows}
     return {
-        "items_answered": len(rows), "items_paired": sum(1 for u in units if len(u) >= 2),
+        "items_answered": len(rows),
+        "items_paired": sum(1 for u in units if len(u) >= 2),
         "overall": _rates(overall),
         "alpha_agent": krippendorff_alpha([[a.agent for a in u] for u in units]),
         "alpha_step": krippendorff_alpha([[a.step for a in u] for u in units]),
         "alpha_step_interval": krippendorff_alpha([[a.step for a in u] for u in units], "interval"),
         "annotators": _per_annotator(rows, units, per_rater, queue.step_tolerance),
-        "methods": judge_vs_human(reference={t: r for t, r in reference.items() if r}, k=queue.step_tolerance),
-        "states": {s: sum(1 for r in rows if r.state == s) for s in ("pending", "disagree", "unanimous", "resolved")},
+        "methods": judge_vs_human(
+            reference={t: r for t, r in reference.items() if r}, k=queue.step_tolerance
+        ),
+        "states": {
+            s: sum(1 for r in rows if r.state == s) for s in ("pending", "disagree", "unanimous", "resolved")
+        },
     }
 
 
@@ -253,14 +338,24 @@ def _reference(row: ItemRow) -> tuple[str, int] | None:
     return majority(row.as_answers())
 
 
-def _per_annotator(rows: list[ItemRow], units: list[list[Answer]], per_rater: dict[Hashable, PairRates],
-                   k: int) -> list[dict]:
+def _per_annotator(
+    rows: list[ItemRow], units: list[list[Answer]], per_rater: dict[Hashable, PairRates], k: int
+) -> list[dict]:
     people: dict[int, dict] = {}
     for row in rows:
         gold = row.item.resolved_label
         for copy in row.answers:
-            person = people.setdefault(copy.annotator_id, {"user": copy.annotator, "answered": 0, "times": [],
-                                                           "gold_n": 0, "gold_agent": 0, "gold_step": 0})
+            person = people.setdefault(
+                copy.annotator_id,
+                {
+                    "user": copy.annotator,
+                    "answered": 0,
+                    "times": [],
+                    "gold_n": 0,
+                    "gold_agent": 0,
+                    "gold_step": 0,
+                },
+            )
             person["answered"] += 1
             person["times"].append(copy.lead_time_ms / 1000)
             if gold is not None and row.item.resolved_label.source == "adjudicated":
@@ -271,11 +366,16 @@ def _per_annotator(rows: list[ItemRow], units: list[list[Answer]], per_rater: di
     for rater, person in people.items():
         times = person.pop("times")
         n = person["gold_n"]
-        out.append({**person, **_rates(per_rater.get(rater, PairRates())),
-                    "median_seconds": statistics.median(times) if times else None,
-                    "kappa_agent": rater_kappa(units, rater, "agent"),
-                    "vs_adjudicated_agent": person["gold_agent"] / n if n else None,
-                    "vs_adjudicated_step": person["gold_step"] / n if n else None})
+        out.append(
+            {
+                **person,
+                **_rates(per_rater.get(rater, PairRates())),
+                "median_seconds": statistics.median(times) if times else None,
+                "kappa_agent": rater_kappa(units, rater, "agent"),
+                "vs_adjudicated_agent": person["gold_agent"] / n if n else None,
+                "vs_adjudicated_step": person["gold_step"] / n if n else None,
+            }
+        )
     return sorted(out, key=lambda p: p["user"].get_username() if p["user"] else "")
 
 
@@ -288,12 +388,17 @@ def judge_vs_human(*, reference: dict[int, tuple[str, int]], k: int) -> list[dic
     table = []
     for method, pairs in sorted(by_method.items()):
         n = len(pairs)
-        steps = [(v.step_index if v.step_index is not None else -10**9, human[1]) for v, human in pairs]
-        table.append({
-            "method": method, "n": n,
-            "agent": sum(v.agent_name == human[0] for v, human in pairs) / n,
-            "step_exact": sum(a == b for a, b in steps) / n,
-            "step_within": sum(abs(a - b) <= k for a, b in steps) / n,
-            "kappa_agent": cohen_kappa([v.agent_name for v, _ in pairs], [human[0] for _, human in pairs]),
-        })
+        steps = [(v.step_index if v.step_index is not None else -(10**9), human[1]) for v, human in pairs]
+        table.append(
+            {
+                "method": method,
+                "n": n,
+                "agent": sum(v.agent_name == human[0] for v, human in pairs) / n,
+                "step_exact": sum(a == b for a, b in steps) / n,
+                "step_within": sum(abs(a - b) <= k for a, b in steps) / n,
+                "kappa_agent": cohen_kappa(
+                    [v.agent_name for v, _ in pairs], [human[0] for _, human in pairs]
+                ),
+            }
+        )
     return table

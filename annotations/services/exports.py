@@ -43,14 +43,21 @@ PROGRESS_EVERY = 5 * STEP_CHUNK
 EXPORT_TIME_LIMIT = 3660
 
 
-def export_create(*, project: Project, fmt: str, filters: ExportFilters, user: AbstractBaseUser | None,
-                  enqueue: bool = True) -> DatasetExport:
+def export_create(
+    *, project: Project, fmt: str, filters: ExportFilters, user: AbstractBaseUser | None, enqueue: bool = True
+) -> DatasetExport:
     get_exporter(fmt)  # KeyError for an unknown format, before a row exists
     with transaction.atomic():
-        export = DatasetExport.objects.create(project=project, format=fmt, filters=filters.as_json(),
-                                              created_by=user)
-        audit_record(action="export.created", project=project, actor=user, target=f"export {export.pk} ({fmt})",
-                     details={"filters": export.filters})
+        export = DatasetExport.objects.create(
+            project=project, format=fmt, filters=filters.as_json(), created_by=user
+        )
+        audit_record(
+            action="export.created",
+            project=project,
+            actor=user,
+            target=f"export {export.pk} ({fmt})",
+            details={"filters": export.filters},
+        )
     if enqueue:
         from ..tasks import export_dataset_task
 
@@ -61,9 +68,16 @@ def export_create(*, project: Project, fmt: str, filters: ExportFilters, user: A
 def export_run(*, export_id: int) -> DatasetExport:
     """Build one export's file. Safe to call again for the same export (re-delivery after a crash)."""
     claimed = DatasetExport.objects.filter(
-        pk=export_id, status__in=[ExportStatus.QUEUED, ExportStatus.RUNNING], attempts__lt=MAX_EXPORT_ATTEMPTS,
-    ).update(status=ExportStatus.RUNNING, attempts=F("attempts") + 1, started_at=timezone.now(), steps_done=0,
-             heartbeat_at=timezone.now())
+        pk=export_id,
+        status__in=[ExportStatus.QUEUED, ExportStatus.RUNNING],
+        attempts__lt=MAX_EXPORT_ATTEMPTS,
+    ).update(
+        status=ExportStatus.RUNNING,
+        attempts=F("attempts") + 1,
+        started_at=timezone.now(),
+        steps_done=0,
+        heartbeat_at=timezone.now(),
+    )
     export = DatasetExport.objects.select_related("project").get(pk=export_id)
     if not claimed:
         if export.status == ExportStatus.RUNNING:  # every attempt died half-way
@@ -71,13 +85,17 @@ def export_run(*, export_id: int) -> DatasetExport:
         return export  # already finished: a duplicate delivery writes nothing
     try:
         # Only this attempt's row beats: an attempt taken over by a newer one (after a redelivery) goes quiet.
-        with heartbeat(DatasetExport.objects.filter(pk=export.pk, status=ExportStatus.RUNNING, attempts=export.attempts),
-                       every=settings.CULPRIT_JOB_HEARTBEAT_EVERY):
+        with heartbeat(
+            DatasetExport.objects.filter(pk=export.pk, status=ExportStatus.RUNNING, attempts=export.attempts),
+            every=settings.CULPRIT_JOB_HEARTBEAT_EVERY,
+        ):
             _build(export)
     except (OperationalError, InterfaceError, DatasetExport.DoesNotExist):
         raise  # transient: the task retries (the claim above lets the retry in); or deleted meanwhile
     except SoftTimeLimitExceeded:
-        return export_fail(export=export, reason=f"the export ran past its {EXPORT_TIME_LIMIT // 60} minute limit")
+        return export_fail(
+            export=export, reason=f"the export ran past its {EXPORT_TIME_LIMIT // 60} minute limit"
+        )
     except Exception:
         logger.exception("dataset export %s crashed", export.pk)
         return export_fail(export=export, reason="an internal error stopped the export; it has been logged")
@@ -88,19 +106,31 @@ def _build(export: DatasetExport) -> None:
     filters = ExportFilters.from_json(export.filters)
     cases = export_cases(project=export.project, filters=filters)
     manifest = export_manifest(project=export.project, filters=filters, cases=cases, fmt=export.format)
-    DatasetExport.objects.filter(pk=export.pk).update(cases_total=len(cases),
-                                                      steps_total=manifest["counts"]["steps"])
+    DatasetExport.objects.filter(pk=export.pk).update(
+        cases_total=len(cases), steps_total=manifest["counts"]["steps"]
+    )
     exporter = get_exporter(export.format)
     relative = f"exports/{export.project_id}/{export.pk}-{export.project.slug}.{exporter.extension}"
     final = Path(settings.MEDIA_ROOT) / relative
     mine = DatasetExport.objects.filter(pk=export.pk, status=ExportStatus.RUNNING, attempts=export.attempts)
-    written = write_atomically(final, cases, manifest, export.format, progress=_ProgressWriter(export.pk),
-                               tag=f"attempt{export.attempts}", still_wanted=mine.exists)
+    written = write_atomically(
+        final,
+        cases,
+        manifest,
+        export.format,
+        progress=_ProgressWriter(export.pk),
+        tag=f"attempt{export.attempts}",
+        still_wanted=mine.exists,
+    )
     # Only the attempt that still holds the row finishes it (a newer attempt would have bumped ``attempts``).
     finished = written is not None and mine.update(
-        status=ExportStatus.SUCCEEDED, file=relative, file_size=final.stat().st_size,
-        manifest=manifest | {"counts": manifest["counts"] | {"steps_written": written}}, steps_done=written,
-        finished_at=timezone.now())
+        status=ExportStatus.SUCCEEDED,
+        file=relative,
+        file_size=final.stat().st_size,
+        manifest=manifest | {"counts": manifest["counts"] | {"steps_written": written}},
+        steps_done=written,
+        finished_at=timezone.now(),
+    )
     if not finished and not DatasetExport.objects.filter(pk=export.pk).exists():
         if written is not None:
             final.unlink(missing_ok=True)  # deleted between the rename and the update: leave no orphan file
@@ -118,8 +148,16 @@ def _sweep_stale_temporaries(final: Path) -> None:
             leftover.unlink(missing_ok=True)
 
 
-def write_atomically(final: Path, cases: list[ExportCase], manifest: dict[str, Any], fmt: str, *,
-                     progress: Any = None, tag: str = "", still_wanted: Callable[[], bool] | None = None) -> int | None:
+def write_atomically(
+    final: Path,
+    cases: list[ExportCase],
+    manifest: dict[str, Any],
+    fmt: str,
+    *,
+    progress: Any = None,
+    tag: str = "",
+    still_wanted: Callable[[], bool] | None = None,
+) -> int | None:
     """Write the dataset to a temporary name beside ``final`` and rename it into place; returns steps written.
 
     ``still_wanted`` is asked just before the rename: an attempt that lost its row meanwhile (deleted, or taken
@@ -149,13 +187,15 @@ class _ProgressWriter:
         self.done += steps
         if self.done - self.reported >= PROGRESS_EVERY:
             DatasetExport.objects.filter(pk=self.export_id, status=ExportStatus.RUNNING).update(
-                steps_done=self.done, heartbeat_at=timezone.now())
+                steps_done=self.done, heartbeat_at=timezone.now()
+            )
             self.reported = self.done
 
 
 def export_fail(*, export: DatasetExport, reason: str) -> DatasetExport:
-    DatasetExport.objects.filter(pk=export.pk).update(status=ExportStatus.FAILED, error=reason,
-                                                      finished_at=timezone.now())
+    DatasetExport.objects.filter(pk=export.pk).update(
+        status=ExportStatus.FAILED, error=reason, finished_at=timezone.now()
+    )
     export.refresh_from_db()
     return export
 
@@ -164,8 +204,13 @@ def export_delete(*, export: DatasetExport, actor: AbstractBaseUser | None = Non
     """Remove the file and the row. An attempt still writing finds no row to finish and removes its own file."""
     if export.file:
         (Path(settings.MEDIA_ROOT) / export.file.name).unlink(missing_ok=True)
-    audit_record(action="export.deleted", project=export.project, actor=actor,
-                 target=f"export {export.pk} ({export.format})", details={"cases": export.cases_total})
+    audit_record(
+        action="export.deleted",
+        project=export.project,
+        actor=actor,
+        target=f"export {export.pk} ({export.format})",
+        details={"cases": export.cases_total},
+    )
     export.delete()
 
 
@@ -177,6 +222,10 @@ def exports_reap(*, stale_after: int, running_after: int | None = None) -> dict[
     from ..tasks import export_dataset_task
 
     running_after = running_after if running_after is not None else settings.CULPRIT_REAP_RUNNING_AFTER
-    return job_rows_reap(DatasetExport, running_after=running_after, queued_after=stale_after,
-                         enqueue=export_dataset_task.delay,
-                         fail=lambda export: export_fail(export=export, reason=gave_up_reason(export)))
+    return job_rows_reap(
+        DatasetExport,
+        running_after=running_after,
+        queued_after=stale_after,
+        enqueue=export_dataset_task.delay,
+        fail=lambda export: export_fail(export=export, reason=gave_up_reason(export)),
+    )

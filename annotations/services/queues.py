@@ -37,17 +37,37 @@ class QueueError(Exception):
     """A request the queue cannot honour (lease lost, step out of range…); the message is shown to the person."""
 
 
-def queue_create(*, project: Project, user: AbstractBaseUser | None, name: str, source: str,
-                 filter: dict | None = None, overlap: int = 2, assignment: str = Assignment.ANYONE,
-                 annotators: Iterable[AbstractBaseUser] = (), blind: bool = False, instructions: str = "",
-                 taxonomy: str = "agent_error_taxonomy", step_tolerance: int = 1,
-                 lease_seconds: int = 30 * 60) -> ReviewQueue:
+def queue_create(
+    *,
+    project: Project,
+    user: AbstractBaseUser | None,
+    name: str,
+    source: str,
+    filter: dict | None = None,
+    overlap: int = 2,
+    assignment: str = Assignment.ANYONE,
+    annotators: Iterable[AbstractBaseUser] = (),
+    blind: bool = False,
+    instructions: str = "",
+    taxonomy: str = "agent_error_taxonomy",
+    step_tolerance: int = 1,
+    lease_seconds: int = 30 * 60,
+) -> ReviewQueue:
     """Create a queue and fill it from its filter."""
     with transaction.atomic():
         queue = ReviewQueue.objects.create(
-            project=project, name=name, source=source, filter=filter or {}, overlap=overlap, assignment=assignment,
-            blind=blind, instructions=instructions, taxonomy=taxonomy, step_tolerance=step_tolerance,
-            lease_seconds=lease_seconds, created_by=user,
+            project=project,
+            name=name,
+            source=source,
+            filter=filter or {},
+            overlap=overlap,
+            assignment=assignment,
+            blind=blind,
+            instructions=instructions,
+            taxonomy=taxonomy,
+            step_tolerance=step_tolerance,
+            lease_seconds=lease_seconds,
+            created_by=user,
         )
         queue.annotators.set(list(annotators))
         queue_fill(queue=queue)
@@ -72,29 +92,45 @@ def queue_fill(*, queue: ReviewQueue, trace_ids: Iterable[int] | None = None) ->
     NOTHING, so running it again (or two people pressing the button at once) adds only what is missing.
     """
     if trace_ids is None:
-        trace_ids = selectors.queue_candidate_ids(project=queue.project, source=queue.source, params=queue.filter)
+        trace_ids = selectors.queue_candidate_ids(
+            project=queue.project, source=queue.source, params=queue.filter
+        )
     ids = list(dict.fromkeys(trace_ids))
     before = QueueItem.objects.filter(queue=queue).count()
-    QueueItem.objects.bulk_create([QueueItem(queue=queue, trace_id=pk) for pk in ids], ignore_conflicts=True,
-                                  batch_size=ITEM_BATCH_SIZE)
+    QueueItem.objects.bulk_create(
+        [QueueItem(queue=queue, trace_id=pk) for pk in ids], ignore_conflicts=True, batch_size=ITEM_BATCH_SIZE
+    )
     _ensure_copies(queue)
     return QueueItem.objects.filter(queue=queue).count() - before
 
 
 def _ensure_copies(queue: ReviewQueue) -> None:
-    short = (QueueItem.objects.filter(queue=queue).annotate(n=Count("copies")).filter(n__lt=queue.overlap)
-             .values_list("pk", flat=True))
-    copies = (Annotation(item_id=item_id, queue=queue, slot=slot) for item_id in short.iterator()
-              for slot in range(queue.overlap))
+    short = (
+        QueueItem.objects.filter(queue=queue)
+        .annotate(n=Count("copies"))
+        .filter(n__lt=queue.overlap)
+        .values_list("pk", flat=True)
+    )
+    copies = (
+        Annotation(item_id=item_id, queue=queue, slot=slot)
+        for item_id in short.iterator()
+        for slot in range(queue.overlap)
+    )
     Annotation.objects.bulk_create(list(copies), ignore_conflicts=True, batch_size=ITEM_BATCH_SIZE)
 
 
-def annotation_claim(*, queue: ReviewQueue, user: AbstractBaseUser, now: datetime | None = None) -> Annotation | None:
+def annotation_claim(
+    *, queue: ReviewQueue, user: AbstractBaseUser, now: datetime | None = None
+) -> Annotation | None:
     """The copy ``user`` should label next in ``queue``: their current lease if they hold one (a reload returns the
     same item, so its draft is still there), else a newly leased copy, else None when nothing is left for them."""
     now = now or timezone.now()
     expires = now + timedelta(seconds=queue.lease_seconds)
-    held = Annotation.objects.filter(queue=queue, annotator=user, status=CopyStatus.LEASED).order_by("pk").first()
+    held = (
+        Annotation.objects.filter(queue=queue, annotator=user, status=CopyStatus.LEASED)
+        .order_by("pk")
+        .first()
+    )
     # A lease past its expiry that nobody took yet is still this person's; the conditional update loses to a claim
     # that locked the row first (PostgreSQL re-checks the WHERE after waiting for that claim to commit).
     if held is not None and _extend(held, user, expires):
@@ -103,7 +139,12 @@ def annotation_claim(*, queue: ReviewQueue, user: AbstractBaseUser, now: datetim
         copy = _lock_claimable(queue, user, now)
         if copy is None:
             return None
-        copy.annotator, copy.status, copy.leased_at, copy.lease_expires_at = user, CopyStatus.LEASED, now, expires
+        copy.annotator, copy.status, copy.leased_at, copy.lease_expires_at = (
+            user,
+            CopyStatus.LEASED,
+            now,
+            expires,
+        )
         copy.save(update_fields=["annotator", "status", "leased_at", "lease_expires_at"])
     return copy
 
@@ -118,15 +159,24 @@ def _lock_claimable(queue: ReviewQueue, user: AbstractBaseUser, now: datetime) -
     mine = Annotation.objects.filter(item=OuterRef("item"), annotator=user)
     skipped = Skip.objects.filter(item=OuterRef("item"), annotator=user)
     resolved = QueueItem.objects.filter(pk=OuterRef("item"), resolved_label__isnull=False)
-    candidates = (Annotation.objects.filter(queue=queue).exclude(Exists(mine)).exclude(Exists(skipped))
-                  .exclude(Exists(resolved)).order_by("item_id", "slot").select_for_update(skip_locked=True))
+    candidates = (
+        Annotation.objects.filter(queue=queue)
+        .exclude(Exists(mine))
+        .exclude(Exists(skipped))
+        .exclude(Exists(resolved))
+        .order_by("item_id", "slot")
+        .select_for_update(skip_locked=True)
+    )
     expired = candidates.filter(status=CopyStatus.LEASED, lease_expires_at__lte=now).first()
     return expired or candidates.filter(status=CopyStatus.OPEN).first()
 
 
 def _extend(copy: Annotation, user: AbstractBaseUser, expires: datetime) -> bool:
-    return bool(Annotation.objects.filter(pk=copy.pk, annotator=user, status=CopyStatus.LEASED)
-                .update(lease_expires_at=expires))
+    return bool(
+        Annotation.objects.filter(pk=copy.pk, annotator=user, status=CopyStatus.LEASED).update(
+            lease_expires_at=expires
+        )
+    )
 
 
 def annotation_touch(*, annotation: Annotation, user: AbstractBaseUser) -> bool:
@@ -152,7 +202,9 @@ def _checked_error(trace: Trace, error: ErrorSpec, *, taxonomy: str | None, what
     taxonomy. An owner deciding (``taxonomy`` None) may keep an imported error whose agent the trace does not know
     (Who&When has such labels) or whose category is the dataset's own."""
     if not 0 <= error.step_index < trace.step_count:
-        raise QueueError(f"{what}Step {error.step_index} is outside this trace (steps 0–{trace.step_count - 1}).")
+        raise QueueError(
+            f"{what}Step {error.step_index} is outside this trace (steps 0–{trace.step_count - 1})."
+        )
     agent_name = error.agent_name.strip()[:200] or _agent_of_step(trace.pk, error.step_index)
     if taxonomy is not None:
         if agent_name and not Agent.objects.filter(trace=trace, name=agent_name).exists():
@@ -165,8 +217,9 @@ def _checked_error(trace: Trace, error: ErrorSpec, *, taxonomy: str | None, what
     return replace(error, agent_name=agent_name, category=error.category[:80], family=family)
 
 
-def _checked_further(trace: Trace, decisive: ErrorSpec, further: Iterable[ErrorSpec], *,
-                     taxonomy: str | None) -> list[ErrorSpec]:
+def _checked_further(
+    trace: Trace, decisive: ErrorSpec, further: Iterable[ErrorSpec], *, taxonomy: str | None
+) -> list[ErrorSpec]:
     """Further errors checked one by one, in order, without repeats (of each other or of the decisive error)."""
     seen = {(decisive.step_index, decisive.agent_name, decisive.category)}
     out: list[ErrorSpec] = []
@@ -180,9 +233,17 @@ def _checked_further(trace: Trace, decisive: ErrorSpec, further: Iterable[ErrorS
     return out
 
 
-def annotation_submit(*, annotation: Annotation, user: AbstractBaseUser, step_index: int, agent_name: str = "",
-                      category: str = "", reason: str = "", lead_time_ms: int = 0,
-                      further: Iterable[ErrorSpec] = ()) -> Annotation:
+def annotation_submit(
+    *,
+    annotation: Annotation,
+    user: AbstractBaseUser,
+    step_index: int,
+    agent_name: str = "",
+    category: str = "",
+    reason: str = "",
+    lead_time_ms: int = 0,
+    further: Iterable[ErrorSpec] = (),
+) -> Annotation:
     """Take the answer: the decisive error on the copy itself, further errors as its ``AnnotationError`` rows."""
     trace = annotation.item.trace
     # The decisive category is checked by the form (any known code, as before); the further ones here.
@@ -191,18 +252,35 @@ def annotation_submit(*, annotation: Annotation, user: AbstractBaseUser, step_in
     further = _checked_further(trace, decisive, further, taxonomy=annotation.queue.taxonomy)
     now = timezone.now()
     with transaction.atomic():
-        updated = Annotation.objects.filter(pk=annotation.pk, annotator=user, status=CopyStatus.LEASED).update(
-            status=CopyStatus.SUBMITTED, agent_name=decisive.agent_name, step_index=step_index,
-            category=decisive.category, reason=reason, lead_time_ms=min(max(0, lead_time_ms), MAX_LEAD_TIME_MS),
-            submitted_at=now, lease_expires_at=None,
+        updated = Annotation.objects.filter(
+            pk=annotation.pk, annotator=user, status=CopyStatus.LEASED
+        ).update(
+            status=CopyStatus.SUBMITTED,
+            agent_name=decisive.agent_name,
+            step_index=step_index,
+            category=decisive.category,
+            reason=reason,
+            lead_time_ms=min(max(0, lead_time_ms), MAX_LEAD_TIME_MS),
+            submitted_at=now,
+            lease_expires_at=None,
         )
         if not updated:
-            raise QueueError("Your lease on this item ran out and it went to someone else; your answer was not "
-                             "saved.")
-        AnnotationError.objects.bulk_create([
-            AnnotationError(annotation_id=annotation.pk, position=i, step_index=e.step_index,
-                            agent_name=e.agent_name, category=e.category, note=e.note)
-            for i, e in enumerate(further)])
+            raise QueueError(
+                "Your lease on this item ran out and it went to someone else; your answer was not saved."
+            )
+        AnnotationError.objects.bulk_create(
+            [
+                AnnotationError(
+                    annotation_id=annotation.pk,
+                    position=i,
+                    step_index=e.step_index,
+                    agent_name=e.agent_name,
+                    category=e.category,
+                    note=e.note,
+                )
+                for i, e in enumerate(further)
+            ]
+        )
     return Annotation.objects.get(pk=annotation.pk)
 
 
@@ -214,16 +292,26 @@ def _agent_of_step(trace_id: int, step_index: int) -> str:
 def annotation_skip(*, annotation: Annotation, user: AbstractBaseUser) -> None:
     """Give the copy back to the pool; this person is not offered the item again."""
     with transaction.atomic():
-        released = Annotation.objects.filter(pk=annotation.pk, annotator=user, status=CopyStatus.LEASED).update(
-            status=CopyStatus.OPEN, annotator=None, leased_at=None, lease_expires_at=None)
+        released = Annotation.objects.filter(
+            pk=annotation.pk, annotator=user, status=CopyStatus.LEASED
+        ).update(status=CopyStatus.OPEN, annotator=None, leased_at=None, lease_expires_at=None)
         if not released:
             raise QueueError("This item is no longer yours to skip.")
         Skip.objects.get_or_create(item_id=annotation.item_id, annotator=user)
 
 
-def item_resolve(*, item: QueueItem, user: AbstractBaseUser, step_index: int, agent_name: str = "",
-                 category: str = "", reason: str = "", source: str = LabelSource.ADJUDICATED,
-                 further: Iterable[ErrorSpec] = (), family: str = "") -> GoldLabel:
+def item_resolve(
+    *,
+    item: QueueItem,
+    user: AbstractBaseUser,
+    step_index: int,
+    agent_name: str = "",
+    category: str = "",
+    reason: str = "",
+    source: str = LabelSource.ADJUDICATED,
+    further: Iterable[ErrorSpec] = (),
+    family: str = "",
+) -> GoldLabel:
     """Write the item's answer as the trace's gold label (through tracing's own label writer) and remember it; the
     decisive error and ``further`` errors become the trace's error labels of ``source``.
 
@@ -231,16 +319,31 @@ def item_resolve(*, item: QueueItem, user: AbstractBaseUser, step_index: int, ag
     the error labels of ``source`` are replaced as a whole, so the trace keeps one decisive error per source.
     """
     trace = item.trace
-    decisive = _checked_error(trace, ErrorSpec(step_index, agent_name, category, reason, family), taxonomy=None)
+    decisive = _checked_error(
+        trace, ErrorSpec(step_index, agent_name, category, reason, family), taxonomy=None
+    )
     further = _checked_further(trace, decisive, further, taxonomy=None)
     warnings: list[str] = []
     with transaction.atomic():
         item = QueueItem.objects.select_for_update().get(pk=item.pk)
         previous = GoldLabel.objects.filter(pk=item.resolved_label_id).first()
-        gold_write(trace=trace, labels=[ParsedGold(agent=decisive.agent_name, step=step_index, reason=reason,
-                                                   category=category)], source=source, warnings=warnings)
-        label = (GoldLabel.objects.filter(trace=trace, source=source, agent_name=decisive.agent_name,
-                                          step_index=step_index, category=category[:80]).order_by("-pk").first())
+        gold_write(
+            trace=trace,
+            labels=[ParsedGold(agent=decisive.agent_name, step=step_index, reason=reason, category=category)],
+            source=source,
+            warnings=warnings,
+        )
+        label = (
+            GoldLabel.objects.filter(
+                trace=trace,
+                source=source,
+                agent_name=decisive.agent_name,
+                step_index=step_index,
+                category=category[:80],
+            )
+            .order_by("-pk")
+            .first()
+        )
         if label is None:
             raise QueueError("; ".join(warnings) or "The label could not be written.")
         if label.created_by_id is None:
@@ -260,11 +363,23 @@ def _error_labels_replace(trace: Trace, source: str, decisive: ErrorSpec, furthe
     the caller's transaction makes the swap atomic. Labels of other sources (imported ones) are never touched."""
     ErrorLabel.objects.filter(trace=trace, source=source).delete()
     agents = {a.name: a for a in Agent.objects.filter(trace=trace)}
-    ErrorLabel.objects.bulk_create([
-        ErrorLabel(trace=trace, step_index=e.step_index, agent=agents.get(e.agent_name), agent_name=e.agent_name,
-                   family=e.family[:40], category=e.category, description=e.note, source=source,
-                   decisive=position == 0, position=position)
-        for position, e in enumerate([decisive, *further])])
+    ErrorLabel.objects.bulk_create(
+        [
+            ErrorLabel(
+                trace=trace,
+                step_index=e.step_index,
+                agent=agents.get(e.agent_name),
+                agent_name=e.agent_name,
+                family=e.family[:40],
+                category=e.category,
+                description=e.note,
+                source=source,
+                decisive=position == 0,
+                position=position,
+            )
+            for position, e in enumerate([decisive, *further])
+        ]
+    )
 
 
 def _only_this_item_uses(label: GoldLabel, item: QueueItem) -> bool:
@@ -283,15 +398,24 @@ def queue_accept_unanimous(*, queue: ReviewQueue, user: AbstractBaseUser) -> int
         reasons = " | ".join(a.reason for a in row.answers if a.reason)
         # The annotators agree on the decisive error; the further errors are the first answer's (the accepted
         # annotation, as an owner accepting one answer takes that answer's).
-        item_resolve(item=row.item, user=user, step_index=first.step_index, agent_name=first.agent_name,
-                     category=_common(a.category for a in row.answers), reason=reasons,
-                     source=LabelSource.ANNOTATOR, further=further_errors_of(first))
+        item_resolve(
+            item=row.item,
+            user=user,
+            step_index=first.step_index,
+            agent_name=first.agent_name,
+            category=_common(a.category for a in row.answers),
+            reason=reasons,
+            source=LabelSource.ANNOTATOR,
+            further=further_errors_of(first),
+        )
         accepted += 1
     return accepted
 
 
 def further_errors_of(annotation: Annotation) -> list[ErrorSpec]:
-    return [ErrorSpec(e.step_index, e.agent_name, e.category, e.note) for e in annotation.further_errors.all()]
+    return [
+        ErrorSpec(e.step_index, e.agent_name, e.category, e.note) for e in annotation.further_errors.all()
+    ]
 
 
 def _common(values: Iterable[str]) -> str:

@@ -20,7 +20,9 @@ from ..models import DatasetExport, ExportStatus
 
 
 def _exporter_membership(request: HttpRequest, slug: str) -> Membership:
-    membership = tracing_selectors.membership_for_user(user=request.user, slug=slug)  # 404 for another project
+    membership = tracing_selectors.membership_for_user(
+        user=request.user, slug=slug
+    )  # 404 for another project
     if not membership.can_upload:
         raise PermissionDenied("Only the project's owners and annotators can export datasets")
     return membership
@@ -35,16 +37,21 @@ def export_builder(request: HttpRequest, slug: str) -> HttpResponse:
     form = ExportForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         if selectors.export_case_count(project=project, filters=form.filters()):
-            export = services.export_create(project=project, fmt=form.cleaned_data["format"],
-                                            filters=form.filters(), user=request.user)
+            export = services.export_create(
+                project=project, fmt=form.cleaned_data["format"], filters=form.filters(), user=request.user
+            )
             return redirect(f"{request.path}#export-{export.pk}")
         form.add_error(None, "No labelled trace matches these filters: there is nothing to export.")
     if request.htmx:  # the export list polling for progress
         return render(request, "annotations/export_builder.html#exports", _builder_context(membership, form))
     filters = form.filters() if form.is_bound and form.is_valid() else selectors.ExportFilters()
     preview = selectors.export_preview(project=project, filters=filters)
-    return render(request, "annotations/export_builder.html", _builder_context(membership, form) | {
-        "preview": preview}, status=400 if form.errors else 200)
+    return render(
+        request,
+        "annotations/export_builder.html",
+        _builder_context(membership, form) | {"preview": preview},
+        status=400 if form.errors else 200,
+    )
 
 
 @login_required
@@ -54,16 +61,27 @@ def export_preview(request: HttpRequest, slug: str) -> HttpResponse:
     The builder asks for it with htmx on every change; without htmx it is the builder page with the preview."""
     membership = _exporter_membership(request, slug)
     form = ExportForm(request.GET)
-    preview = selectors.export_preview(project=membership.project, filters=form.filters()) if form.is_valid() else None
+    preview = (
+        selectors.export_preview(project=membership.project, filters=form.filters())
+        if form.is_valid()
+        else None
+    )
     if request.htmx:
         return render(request, "annotations/export_builder.html#preview", {"preview": preview, "form": form})
-    return render(request, "annotations/export_builder.html", _builder_context(membership, form) | {"preview": preview})
+    return render(
+        request, "annotations/export_builder.html", _builder_context(membership, form) | {"preview": preview}
+    )
 
 
 def _builder_context(membership: Membership, form: ExportForm) -> dict[str, object]:
     exports = list(selectors.exports_for_project(project=membership.project))
-    return {"project": membership.project, "membership": membership, "form": form, "exports": exports,
-            "pending": any(not e.is_finished for e in exports)}
+    return {
+        "project": membership.project,
+        "membership": membership,
+        "form": form,
+        "exports": exports,
+        "pending": any(not e.is_finished for e in exports),
+    }
 
 
 def _finished_file(export: DatasetExport) -> Path:
@@ -80,8 +98,12 @@ def _finished_file(export: DatasetExport) -> Path:
 def export_download(request: HttpRequest, export_id: int) -> FileResponse:
     export, _ = selectors.export_for_user(user=request.user, export_id=export_id)
     path = _finished_file(export)
-    return FileResponse(path.open("rb"), as_attachment=True, filename=export.filename,
-                        content_type=get_exporter(export.format).content_type)
+    return FileResponse(
+        path.open("rb"),
+        as_attachment=True,
+        filename=export.filename,
+        content_type=get_exporter(export.format).content_type,
+    )
 
 
 @login_required
@@ -89,8 +111,9 @@ def export_download(request: HttpRequest, export_id: int) -> FileResponse:
 def export_manifest_download(request: HttpRequest, export_id: int) -> HttpResponse:
     export, _ = selectors.export_for_user(user=request.user, export_id=export_id)
     _finished_file(export)
-    response = HttpResponse(json.dumps(export.manifest, indent=2, ensure_ascii=False),
-                            content_type="application/json")
+    response = HttpResponse(
+        json.dumps(export.manifest, indent=2, ensure_ascii=False), content_type="application/json"
+    )
     response["Content-Disposition"] = f'attachment; filename="{export.filename}.manifest.json"'
     return response
 

@@ -37,29 +37,44 @@ def invitations(request: HttpRequest, slug: str) -> HttpResponse:
     if request.method == "POST" and request.POST.get("revoke"):
         invitation = get_object_or_404(Invitation, pk=_int(request.POST["revoke"]), project=project)
         if services.invitation_revoke(invitation=invitation, actor=request.user):
-            messages.success(request, f"The invitation of {invitation.invitee} is revoked; its link no longer works.")
+            messages.success(
+                request, f"The invitation of {invitation.invitee} is revoked; its link no longer works."
+            )
         return redirect("annotations:invitations", slug=slug)
     form = InviteForm(request.POST or None, project=project)
     result = None
     if request.method == "POST" and form.is_valid():
         accept_url = request.build_absolute_uri(reverse("annotations:invitation_accept", args=["TOKEN"]))
         try:
-            result = services.invitation_create(project=project, invited_by=request.user, role=form.cleaned_data["role"],
-                                                who=form.cleaned_data["who"],
-                                                accept_url=accept_url.replace("TOKEN", "{token}"))
+            result = services.invitation_create(
+                project=project,
+                invited_by=request.user,
+                role=form.cleaned_data["role"],
+                who=form.cleaned_data["who"],
+                accept_url=accept_url.replace("TOKEN", "{token}"),
+            )
         except LastOwnerError as exc:
             form.add_error(None, str(exc))
         if result is not None and result.membership is not None:
-            messages.success(request, f"{result.membership.user.get_username()} already had an account and is now "
-                                      f"{result.membership.get_role_display().lower()} of {project.name}.")
+            messages.success(
+                request,
+                f"{result.membership.user.get_username()} already had an account and is now "
+                f"{result.membership.get_role_display().lower()} of {project.name}.",
+            )
             return redirect("tracing:project_members", slug=slug)
     link = ""
     if result is not None and result.token:
         link = request.build_absolute_uri(reverse("annotations:invitation_accept", args=[result.token]))
         form = InviteForm(project=project)  # done: an empty form for the next person
-    context = {"project": project, "membership": membership, "form": form, "link": link,
-               "invitation": result.invitation if result else None,
-               "pending": selectors.invitations_open(project=project), "days": services.INVITATION_DAYS}
+    context = {
+        "project": project,
+        "membership": membership,
+        "form": form,
+        "link": link,
+        "invitation": result.invitation if result else None,
+        "pending": selectors.invitations_open(project=project),
+        "days": services.INVITATION_DAYS,
+    }
     return render(request, "annotations/invitations.html", context, status=400 if form.errors else 200)
 
 
@@ -77,14 +92,18 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
     form = AcceptInvitationForm(request.POST or None, invitation=invitation)
     if request.method == "POST" and form.is_valid():
         try:
-            user = services.invitation_accept(token=token, username=form.cleaned_data["username"],
-                                              password=form.cleaned_data["password1"])
+            user = services.invitation_accept(
+                token=token, username=form.cleaned_data["username"], password=form.cleaned_data["password1"]
+            )
         except services.InvitationError as exc:
             form.add_error(None, str(exc))
         else:
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-            messages.success(request, f"Welcome, {user.get_username()}: you are now "
-                                      f"{invitation.get_role_display().lower()} of {invitation.project.name}.")
+            messages.success(
+                request,
+                f"Welcome, {user.get_username()}: you are now "
+                f"{invitation.get_role_display().lower()} of {invitation.project.name}.",
+            )
             return redirect("annotations:queue_list", slug=invitation.project.slug)
     context = {"invitation": invitation, "form": form}
     return render(request, "annotations/invitation_accept.html", context, status=400 if form.errors else 200)

@@ -36,20 +36,35 @@ def queue_list(request: HttpRequest, slug: str) -> HttpResponse:
     project = membership.project
     # GET parameters pre-fill the form, so a trace-list search can be turned into a queue by a link:
     # ?source=search&q=…&gold=no&format=whowhen
-    initial = {k: v for k, v in request.GET.items() if k in ("name", "source", "q", "gold", "format", "threshold")}
+    initial = {
+        k: v for k, v in request.GET.items() if k in ("name", "source", "q", "gold", "format", "threshold")
+    }
     form = QueueForm(request.POST or None, project=project, initial=initial)
     if request.method == "POST":
         _owner(membership)
         if form.is_valid():
             data = form.cleaned_data
             queue = services.queue_create(
-                project=project, user=request.user, name=data["name"], source=data["source"],
-                filter=form.filter_params(), overlap=data["overlap"], assignment=data["assignment"],
-                annotators=data["annotators"], blind=data["blind"], instructions=data["instructions"],
-                taxonomy=data["taxonomy"], step_tolerance=data["step_tolerance"])
+                project=project,
+                user=request.user,
+                name=data["name"],
+                source=data["source"],
+                filter=form.filter_params(),
+                overlap=data["overlap"],
+                assignment=data["assignment"],
+                annotators=data["annotators"],
+                blind=data["blind"],
+                instructions=data["instructions"],
+                taxonomy=data["taxonomy"],
+                step_tolerance=data["step_tolerance"],
+            )
             return redirect("annotations:queue_detail", queue_id=queue.pk)
-    context = {"project": project, "membership": membership, "form": form,
-               "queues": selectors.queues_for_project(project=project, user=request.user)}
+    context = {
+        "project": project,
+        "membership": membership,
+        "form": form,
+        "queues": selectors.queues_for_project(project=project, user=request.user),
+    }
     return render(request, "annotations/queue_list.html", context, status=400 if form.errors else 200)
 
 
@@ -58,13 +73,22 @@ def queue_list(request: HttpRequest, slug: str) -> HttpResponse:
 def queue_detail(request: HttpRequest, queue_id: int) -> HttpResponse:
     queue, membership = selectors.queue_for_user(user=request.user, queue_id=queue_id)
     form = ItemFilterForm(request.GET or None)
-    items = selectors.queue_items(queue=queue, filters=form.filters() if form.is_bound else selectors.ItemFilters(),
-                                  page=request.GET.get("page"))
-    context = {"queue": queue, "project": queue.project, "membership": membership, "form": form, "items": items,
-               "progress": selectors.queue_progress(queue=queue, user=request.user),
-               "may_label": selectors.may_label(queue=queue, membership=membership),
-               "annotators": list(queue.annotators.order_by("username")),
-               "labellers": selectors.labellers(project=queue.project)}
+    items = selectors.queue_items(
+        queue=queue,
+        filters=form.filters() if form.is_bound else selectors.ItemFilters(),
+        page=request.GET.get("page"),
+    )
+    context = {
+        "queue": queue,
+        "project": queue.project,
+        "membership": membership,
+        "form": form,
+        "items": items,
+        "progress": selectors.queue_progress(queue=queue, user=request.user),
+        "may_label": selectors.may_label(queue=queue, membership=membership),
+        "annotators": list(queue.annotators.order_by("username")),
+        "labellers": selectors.labellers(project=queue.project),
+    }
     return render(request, "annotations/queue_detail.html", context, status=400 if form.errors else 200)
 
 
@@ -76,7 +100,9 @@ def queue_edit(request: HttpRequest, queue_id: int) -> HttpResponse:
     _owner(membership)
     form = QueueSettingsForm(request.POST or None, instance=queue)
     if request.method == "POST" and form.is_valid():
-        services.queue_update(queue=form.save(commit=False), lease_seconds=form.cleaned_data["lease_minutes"] * 60)
+        services.queue_update(
+            queue=form.save(commit=False), lease_seconds=form.cleaned_data["lease_minutes"] * 60
+        )
         form.save_m2m()
         messages.success(request, "Queue settings saved.")
         return redirect("annotations:queue_detail", queue_id=queue.pk)
@@ -119,7 +145,9 @@ def label(request: HttpRequest, annotation_id: int) -> HttpResponse:
     form = AnswerForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            services.annotation_submit(annotation=annotation, user=request.user, **form.cleaned_data_for_submit())
+            services.annotation_submit(
+                annotation=annotation, user=request.user, **form.cleaned_data_for_submit()
+            )
             return redirect("annotations:queue_next", queue_id=annotation.queue_id)
         except services.QueueError as exc:
             form.add_error(None, str(exc))
@@ -128,13 +156,18 @@ def label(request: HttpRequest, annotation_id: int) -> HttpResponse:
     return _render_label(request, annotation, membership, form)
 
 
-def _render_label(request: HttpRequest, annotation: Annotation, membership: Membership,
-                  form: AnswerForm) -> HttpResponse:
+def _render_label(
+    request: HttpRequest, annotation: Annotation, membership: Membership, form: AnswerForm
+) -> HttpResponse:
     where = StepForm(request.GET)
     data = where.cleaned_data if where.is_valid() else {}
     per_page = settings.CULPRIT_STEPS_PER_PAGE
     target = data.get("step")
-    page = tracing_selectors.page_of_step(index=target, per_page=per_page) if target is not None else data.get("page")
+    page = (
+        tracing_selectors.page_of_step(index=target, per_page=per_page)
+        if target is not None
+        else data.get("page")
+    )
     context = selectors.label_context(annotation=annotation, page=page or 1, per_page=per_page)
     context.update(membership=membership, form=form, target=target)
     return render(request, "annotations/label.html", context, status=400 if form.errors else 200)
@@ -156,8 +189,12 @@ def skip(request: HttpRequest, annotation_id: int) -> HttpResponse:
 @require_GET
 def agreement(request: HttpRequest, queue_id: int) -> HttpResponse:
     queue, membership = selectors.queue_for_user(user=request.user, queue_id=queue_id)
-    context = {"queue": queue, "project": queue.project, "membership": membership,
-               "report": selectors.agreement_report(queue=queue)}
+    context = {
+        "queue": queue,
+        "project": queue.project,
+        "membership": membership,
+        "report": selectors.agreement_report(queue=queue),
+    }
     return render(request, "annotations/agreement.html", context)
 
 
@@ -168,16 +205,22 @@ def adjudication(request: HttpRequest, queue_id: int) -> HttpResponse:
     _owner(membership)
     if request.method == "POST":
         accepted = services.queue_accept_unanimous(queue=queue, user=request.user)
-        messages.success(request, f"{accepted} unanimous item{'' if accepted == 1 else 's'} accepted as gold labels.")
+        messages.success(
+            request, f"{accepted} unanimous item{'' if accepted == 1 else 's'} accepted as gold labels."
+        )
         return redirect("annotations:adjudication", queue_id=queue.pk)
     rows = selectors.adjudication_rows(queue=queue)
     gold = selectors.reference_gold(trace_ids=[r.item.trace_id for r in rows if r.state == "disagree"])
     for row in rows:
         row.gold = gold.get(row.item.trace_id, [])
-    context = {"queue": queue, "project": queue.project, "membership": membership,
-               "disagree": [r for r in rows if r.state == "disagree"],
-               "unanimous": [r for r in rows if r.state == "unanimous"],
-               "resolved": [r for r in rows if r.state == "resolved"]}
+    context = {
+        "queue": queue,
+        "project": queue.project,
+        "membership": membership,
+        "disagree": [r for r in rows if r.state == "disagree"],
+        "unanimous": [r for r in rows if r.state == "unanimous"],
+        "resolved": [r for r in rows if r.state == "resolved"],
+    }
     return render(request, "annotations/adjudication.html", context)
 
 
@@ -208,12 +251,28 @@ def adjudicate_item(request: HttpRequest, item_id: int) -> HttpResponse:
 
 
 def _decide_context(item: QueueItem, candidates: list[selectors.ErrorCandidate]) -> dict:
-    answers = list(item.copies.filter(status=CopyStatus.SUBMITTED).select_related("annotator")
-                   .prefetch_related("further_errors"))
+    answers = list(
+        item.copies.filter(status=CopyStatus.SUBMITTED)
+        .select_related("annotator")
+        .prefetch_related("further_errors")
+    )
     gold = selectors.reference_gold(trace_ids=[item.trace_id]).get(item.trace_id, [])
     named = sorted({c.step_index for c in candidates})
-    steps = (Step.objects.filter(trace=item.trace, index__in=named).select_related("agent").defer("raw")
-             .order_by("index"))
-    return {"item": item, "queue": item.queue, "project": item.queue.project, "trace": item.trace,
-            "answers": answers, "gold": gold, "steps": steps, "candidates": candidates,
-            "agents": list(item.trace.agents.all()), "groups": selectors.taxonomy_groups(item.queue.taxonomy)}
+    steps = (
+        Step.objects.filter(trace=item.trace, index__in=named)
+        .select_related("agent")
+        .defer("raw")
+        .order_by("index")
+    )
+    return {
+        "item": item,
+        "queue": item.queue,
+        "project": item.queue.project,
+        "trace": item.trace,
+        "answers": answers,
+        "gold": gold,
+        "steps": steps,
+        "candidates": candidates,
+        "agents": list(item.trace.agents.all()),
+        "groups": selectors.taxonomy_groups(item.queue.taxonomy),
+    }

@@ -21,15 +21,24 @@ from scipy.optimize import minimize
 from .features import _COLUMN, TraceFeatures
 from .priors import Label, LabelPriors, name_key
 
-FEATURES = ("log_mass", "top_step", "heuristic_top_step", "prior_agent", "action_share", "planner", "first_actor",
-            "last_actor")
+FEATURES = (
+    "log_mass",
+    "top_step",
+    "heuristic_top_step",
+    "prior_agent",
+    "action_share",
+    "planner",
+    "first_actor",
+    "last_actor",
+)
 DEFAULT = np.array([1.0, 0, 0, 0, 0, 0, 0, 0])
 L2 = 1.0
 _PLANNER = (_COLUMN["role_planner-message"], _COLUMN["role_planner-thought"])
 
 
-def candidates(f: TraceFeatures, rows: list[int], probs: np.ndarray, priors: LabelPriors,
-               without: Label | None = None) -> tuple[list[str], np.ndarray]:
+def candidates(
+    f: TraceFeatures, rows: list[int], probs: np.ndarray, priors: LabelPriors, without: Label | None = None
+) -> tuple[list[str], np.ndarray]:
     """The agents answerable for any candidate step and their feature rows (in first-appearance order)."""
     names = list(dict.fromkeys(f.agents[i] for i in rows if f.agents[i]))
     if not names:
@@ -44,9 +53,21 @@ def candidates(f: TraceFeatures, rows: list[int], probs: np.ndarray, priors: Lab
     shares = {a: sum(1 for i in actions if f.agents[i] == a) / max(1, len(actions)) for a in names}
     planners = {f.agents[i] for i in range(len(f.agents)) if f.agents[i] and f.dense[i, list(_PLANNER)].any()}
     prior = priors.agent_shares(names, without)
-    x = np.array([[math.log(max(mass[a], 1e-6)), float(a == top), float(a == heuristic_top), prior[k], shares[a],
-                   float(a in planners), float(bool(actions) and f.agents[actions[0]] == a),
-                   float(bool(actions) and f.agents[actions[-1]] == a)] for k, a in enumerate(names)])
+    x = np.array(
+        [
+            [
+                math.log(max(mass[a], 1e-6)),
+                float(a == top),
+                float(a == heuristic_top),
+                prior[k],
+                shares[a],
+                float(a in planners),
+                float(bool(actions) and f.agents[actions[0]] == a),
+                float(bool(actions) and f.agents[actions[-1]] == a),
+            ]
+            for k, a in enumerate(names)
+        ]
+    )
     return names, x
 
 
@@ -63,15 +84,21 @@ SIGNIFICANCE = 0.05
 def choose(names: list[str], x: np.ndarray, rule: str, weights: np.ndarray, order: list[str]) -> str:
     """The agent ``rule`` names; ties go to the agent that appears first in the trace."""
     rank = {a: k for k, a in enumerate(order)}
-    keys = {"mass": lambda k: (x[k, 0],), "heuristic": lambda k: (x[k, 2], x[k, 0]), "top": lambda k: (x[k, 1],),
-            "majority": lambda k: (round(float(x[k, 3]), 9), x[k, 0]),
-            "bayes": lambda k: (round(float(x[k, 0] + x[k, 3]), 9),),
-            "logit": lambda k: (round(float(x[k] @ weights), 9),)}[rule]
+    keys = {
+        "mass": lambda k: (x[k, 0],),
+        "heuristic": lambda k: (x[k, 2], x[k, 0]),
+        "top": lambda k: (x[k, 1],),
+        "majority": lambda k: (round(float(x[k, 3]), 9), x[k, 0]),
+        "bayes": lambda k: (round(float(x[k, 0] + x[k, 3]), 9),),
+        "logit": lambda k: (round(float(x[k] @ weights), 9),),
+    }[rule]
     best = max(range(len(names)), key=lambda k: (*keys(k), -rank.get(names[k], len(rank))))
     return names[best]
 
 
-def select(rows: list[tuple[list[str], np.ndarray, str]], folds: int = 3) -> tuple[str, np.ndarray, dict[str, float]]:
+def select(
+    rows: list[tuple[list[str], np.ndarray, str]], folds: int = 3
+) -> tuple[str, np.ndarray, dict[str, float]]:
     """The rule that names most held-out agents right when it is ``clearly_better`` than the heuristic's pick, the
     logit's weights (fitted on every row) and each rule's held-out accuracy. The logit is scored on a k-fold split
     of the rows, the fixed rules on all of them."""
@@ -102,7 +129,7 @@ def clearly_better(candidate: list[bool], default: list[bool], level: float = SI
     n = wins + losses
     if wins <= losses:
         return False
-    p = sum(math.comb(n, k) for k in range(wins, n + 1)) / 2 ** n
+    p = sum(math.comb(n, k) for k in range(wins, n + 1)) / 2**n
     return p <= level
 
 

@@ -115,10 +115,23 @@ class Calibration:
                 hits, steps = self.counts.get(style, {}).get(_key(role, rank), [0, 0])
                 if not steps and (role, rank) not in PRIORS[style]:
                     continue
-                rows.append({"style": style, "role": role, "rank": rank, "calibrated": round(p, 4),
-                             "built_in": PRIORS[style].get((role, rank), PRIOR_FLOOR), "hits": hits, "steps": steps})
-        return {"labels": self.n_labels, "min_labels": MIN_LABELS, "active": self.n_labels >= MIN_LABELS,
-                "cells": rows}
+                rows.append(
+                    {
+                        "style": style,
+                        "role": role,
+                        "rank": rank,
+                        "calibrated": round(p, 4),
+                        "built_in": PRIORS[style].get((role, rank), PRIOR_FLOOR),
+                        "hits": hits,
+                        "steps": steps,
+                    }
+                )
+        return {
+            "labels": self.n_labels,
+            "min_labels": MIN_LABELS,
+            "active": self.n_labels >= MIN_LABELS,
+            "cells": rows,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return {"counts": self.counts, "labels": self.labels}
@@ -127,6 +140,8 @@ class Calibration:
     def from_dict(cls, data: Any) -> Calibration | None:
         if not isinstance(data, dict) or not isinstance(data.get("counts"), dict):
             return None
-        counts = {s: {str(c): [int(v[0]), int(v[1])] for c, v in data["counts"].get(s, {}).items()} for s in STYLES}
+        counts = {
+            s: {str(c): [int(v[0]), int(v[1])] for c, v in data["counts"].get(s, {}).items()} for s in STYLES
+        }
         labels = {str(k): [str(v[0]), str(v[1])] for k, v in (data.get("labels") or {}).items()}
         return cls(counts=counts, labels=labels)

@@ -22,8 +22,10 @@ Fitter = Callable[[list[Example]], Predictor]
 def folds(examples: Sequence[Example], k: int) -> list[int]:
     """The fold (0..k-1) of each example: groups are shuffled by a hash of their name, then dealt round-robin, so
     folds differ in size by at most one group."""
-    groups = sorted({e.group or str(e.view.trace_id) for e in examples},
-                    key=lambda g: hashlib.sha256(g.encode()).hexdigest())
+    groups = sorted(
+        {e.group or str(e.view.trace_id) for e in examples},
+        key=lambda g: hashlib.sha256(g.encode()).hexdigest(),
+    )
     fold_of = {g: i % k for i, g in enumerate(groups)}
     return [fold_of[e.group or str(e.view.trace_id)] for e in examples]
 
@@ -31,11 +33,19 @@ def folds(examples: Sequence[Example], k: int) -> list[int]:
 def record(example: Example, result: MethodResult | None) -> Record:
     view = example.view
     actions = [s for s in view.steps if s.agent and s.kind not in ("tool_result", "human", "system")]
-    return Record(pred_agent=result.agent if result else "", pred_step=result.step if result else -1,
-                  gold_agent=example.agent, gold_step=example.step, n_steps=len(view.steps), agents=view.agents,
-                  first_agent=actions[0].agent if actions else "", first_step=actions[0].index if actions else 0,
-                  last_agent=actions[-1].agent if actions else "", last_step=actions[-1].index if actions else -1,
-                  group=example.group)
+    return Record(
+        pred_agent=result.agent if result else "",
+        pred_step=result.step if result else -1,
+        gold_agent=example.agent,
+        gold_step=example.step,
+        n_steps=len(view.steps),
+        agents=view.agents,
+        first_agent=actions[0].agent if actions else "",
+        first_step=actions[0].index if actions else 0,
+        last_agent=actions[-1].agent if actions else "",
+        last_step=actions[-1].index if actions else -1,
+        group=example.group,
+    )
 
 
 def predict(predictor: Predictor, example: Example) -> MethodResult | None:
@@ -45,8 +55,12 @@ def predict(predictor: Predictor, example: Example) -> MethodResult | None:
         return None
 
 
-def cross_validate(examples: Sequence[Example], fitters: dict[str, Fitter], k: int = 5,
-                   on_prediction: Callable[[Example, MethodResult | None], None] | None = None) -> dict[str, Any]:
+def cross_validate(
+    examples: Sequence[Example],
+    fitters: dict[str, Fitter],
+    k: int = 5,
+    on_prediction: Callable[[Example, MethodResult | None], None] | None = None,
+) -> dict[str, Any]:
     """Score every fitter on every held-out fold; baselines are fitted on the training folds of each split.
     Returns ``{"folds": k, "n": …, "methods": {name: score(...)}}``. ``on_prediction`` sees every held-out
     prediction of the first fitter (for a confusion table)."""
@@ -67,7 +81,9 @@ def cross_validate(examples: Sequence[Example], fitters: dict[str, Fitter], k: i
                 records[name].append(record(e, result))
                 if on_prediction is not None and position == 0:
                     on_prediction(e, result)
-        baseline_parts.append({"train": [record(e, None) for e in train], "test": [record(e, None) for e in test]})
+        baseline_parts.append(
+            {"train": [record(e, None) for e in train], "test": [record(e, None) for e in test]}
+        )
     methods = {}
     for name, recs in records.items():
         methods[name] = score(recs)
@@ -88,7 +104,12 @@ def fold_baselines(parts: list[dict[str, Any]]) -> dict[str, Any]:
             acc = out.setdefault(name, {"agent": 0.0, "step": 0.0})
             acc["agent"] += figure["agent"] * n
             acc["step"] += figure["step"] * n
-    return {name: {"agent": round(v["agent"] / total, 4) if total else 0.0,
-                   "step": round(v["step"] / total, 4) if total else 0.0,
-                   "agent_ci": wilson(v["agent"], total), "step_ci": wilson(v["step"], total)}
-            for name, v in out.items()}
+    return {
+        name: {
+            "agent": round(v["agent"] / total, 4) if total else 0.0,
+            "step": round(v["step"] / total, 4) if total else 0.0,
+            "agent_ci": wilson(v["agent"], total),
+            "step_ci": wilson(v["step"], total),
+        }
+        for name, v in out.items()
+    }

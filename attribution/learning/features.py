@@ -31,7 +31,9 @@ from ..methods.heuristic import WEIGHTS, Analysis, analyse
 FEATURE_SET = "steps-v2"
 HASH_FEATURES = 2**14
 _REACH_LIMIT = 4000  # steps; see _dependants
-_TEXT_LIMIT = 4000  # characters of a step read for words and text signals (a 100 kB page says its piece early)
+_TEXT_LIMIT = (
+    4000  # characters of a step read for words and text signals (a 100 kB page says its piece early)
+)
 
 RANK_BINS = 6  # ranks 0..4 one-hot, the last bin for 5 and later
 
@@ -39,34 +41,94 @@ KINDS = ("message", "thought", "llm_call", "tool_call", "tool_result", "human", 
 ROLES = ("worker", "planner-message", "planner-thought", "tool", "human")
 SIGNALS = tuple(WEIGHTS)
 
-_ERROR = re.compile(r"Traceback \(most recent call last\)|\b\w*(?:Error|Exception)\b|exit ?code:? [1-9]|\bfailed\b"
-                    r"|\b[45]\d\d\b (?:Client|Server|error)|\btimed? ?out\b", re.IGNORECASE)
-_REFUSAL = re.compile(r"\b(?:I (?:cannot|can't|am unable|'m unable|could not|couldn't)|unable to|not able to"
-                      r"|I apologi[sz]e|sorry)\b", re.IGNORECASE)
-_HEDGE = re.compile(r"\b(?:might|maybe|perhaps|possibly|probably|likely|seems?|appears?|assum\w*|approximately"
-                    r"|estimat\w*|roughly|not sure|uncertain|I think|I believe|guess)\b", re.IGNORECASE)
-_PLAN = re.compile(r"\b(?:plan|instead|next step|alternative(?:ly)?|revis\w*|let'?s try|switch\w*|new approach"
-                   r"|change (?:of )?(?:plan|approach)|re-?plan\w*|step \d)\b", re.IGNORECASE)
-_VERIFY = re.compile(r"\b(?:verif\w*|check\w*|confirm\w*|double-check\w*|validat\w*|cross-check\w*)\b", re.IGNORECASE)
-_FINAL = re.compile(r"FINAL ANSWER|final answer|\bTERMINATE\b|request satisfied|task (?:is )?complete",
-                    re.IGNORECASE)
+_ERROR = re.compile(
+    r"Traceback \(most recent call last\)|\b\w*(?:Error|Exception)\b|exit ?code:? [1-9]|\bfailed\b"
+    r"|\b[45]\d\d\b (?:Client|Server|error)|\btimed? ?out\b",
+    re.IGNORECASE,
+)
+_REFUSAL = re.compile(
+    r"\b(?:I (?:cannot|can't|am unable|'m unable|could not|couldn't)|unable to|not able to"
+    r"|I apologi[sz]e|sorry)\b",
+    re.IGNORECASE,
+)
+_HEDGE = re.compile(
+    r"\b(?:might|maybe|perhaps|possibly|probably|likely|seems?|appears?|assum\w*|approximately"
+    r"|estimat\w*|roughly|not sure|uncertain|I think|I believe|guess)\b",
+    re.IGNORECASE,
+)
+_PLAN = re.compile(
+    r"\b(?:plan|instead|next step|alternative(?:ly)?|revis\w*|let'?s try|switch\w*|new approach"
+    r"|change (?:of )?(?:plan|approach)|re-?plan\w*|step \d)\b",
+    re.IGNORECASE,
+)
+_VERIFY = re.compile(
+    r"\b(?:verif\w*|check\w*|confirm\w*|double-check\w*|validat\w*|cross-check\w*)\b", re.IGNORECASE
+)
+_FINAL = re.compile(
+    r"FINAL ANSWER|final answer|\bTERMINATE\b|request satisfied|task (?:is )?complete", re.IGNORECASE
+)
 _CODE = re.compile(r"```|\bdef \w+\(|\bimport \w+|\bprint\(")
 _URL = re.compile(r"https?://")
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*(?![\w])")
 _WORDS = re.compile(r"[a-z][a-z0-9_']+")
 
 DENSE = (
-    "bias_action", "pos_rel", "pos_log", "pos_from_end_log", "is_first_action", "is_last_action", "action_rank_log",
-    "action_rel", *(f"action_rank_{k}" for k in range(RANK_BINS)), *(f"kind_rank_{k}" for k in range(RANK_BINS)),
-    *(f"turn_{k}" for k in range(2, RANK_BINS)), "n_steps_log", "n_actions_log", "n_agents", "turn_log", "turn_0", "turn_1", "turn_rel",
-    "agent_share", "agent_order", "agent_first_seen_rel",
-    *(f"kind_{k}" for k in KINDS), *(f"role_{r}" for r in ROLES), "style_orchestrated",
-    "len_log", "error", "refusal", "hedge", "plan", "verify", "final_marker", "code", "url", "numbers_log",
-    "new_numbers_log", "new_number_share", "repeat", "question_overlap", "output_error", "output_empty",
-    "next_other_agent", "prev_error",
+    "bias_action",
+    "pos_rel",
+    "pos_log",
+    "pos_from_end_log",
+    "is_first_action",
+    "is_last_action",
+    "action_rank_log",
+    "action_rel",
+    *(f"action_rank_{k}" for k in range(RANK_BINS)),
+    *(f"kind_rank_{k}" for k in range(RANK_BINS)),
+    *(f"turn_{k}" for k in range(2, RANK_BINS)),
+    "n_steps_log",
+    "n_actions_log",
+    "n_agents",
+    "turn_log",
+    "turn_0",
+    "turn_1",
+    "turn_rel",
+    "agent_share",
+    "agent_order",
+    "agent_first_seen_rel",
+    *(f"kind_{k}" for k in KINDS),
+    *(f"role_{r}" for r in ROLES),
+    "style_orchestrated",
+    "len_log",
+    "error",
+    "refusal",
+    "hedge",
+    "plan",
+    "verify",
+    "final_marker",
+    "code",
+    "url",
+    "numbers_log",
+    "new_numbers_log",
+    "new_number_share",
+    "repeat",
+    "question_overlap",
+    "output_error",
+    "output_empty",
+    "next_other_agent",
+    "prev_error",
     *(f"sig_{s}" for s in SIGNALS),
-    "descendants_log", "uses_out_log", "uses_in_log", "ancestor_of_final", "is_final", "dist_to_final_rel",
-    "after_final", "first_after_error", "heur_raw", "heur_prior", "heur_top", "heur_rank_log", "heur_gap",
+    "descendants_log",
+    "uses_out_log",
+    "uses_in_log",
+    "ancestor_of_final",
+    "is_final",
+    "dist_to_final_rel",
+    "after_final",
+    "first_after_error",
+    "heur_raw",
+    "heur_prior",
+    "heur_top",
+    "heur_rank_log",
+    "heur_gap",
 )
 _COLUMN = {name: i for i, name in enumerate(DENSE)}
 
@@ -90,14 +152,20 @@ class TraceFeatures:
 _HASHER = None
 
 
-def _hasher():  # type: ignore[no-untyped-def]
+def _hasher():
     global _HASHER
     if _HASHER is None:
         from sklearn.feature_extraction.text import HashingVectorizer
 
-        _HASHER = HashingVectorizer(n_features=HASH_FEATURES, ngram_range=(1, 2), alternate_sign=False, norm="l2",
-                                    lowercase=True, token_pattern=r"(?u)\b[a-zA-Z_][a-zA-Z0-9_]{1,30}\b",
-                                    dtype=np.float32)
+        _HASHER = HashingVectorizer(
+            n_features=HASH_FEATURES,
+            ngram_range=(1, 2),
+            alternate_sign=False,
+            norm="l2",
+            lowercase=True,
+            token_pattern=r"(?u)\b[a-zA-Z_][a-zA-Z0-9_]{1,30}\b",  # noqa: S106 - a regex
+            dtype=np.float32,
+        )
     return _HASHER
 
 
@@ -107,11 +175,12 @@ def _log(x: float) -> float:
 
 def _shingles(text: str) -> set[tuple[str, ...]]:
     words = _WORDS.findall(text.lower())
-    return {tuple(words[k:k + 3]) for k in range(len(words) - 2)}
+    return {tuple(words[k : k + 3]) for k in range(len(words) - 2)}
 
 
-def trace_features(trace: TraceView, *, with_ground_truth: bool = True, analysis: Analysis | None = None
-                   ) -> TraceFeatures:
+def trace_features(
+    trace: TraceView, *, with_ground_truth: bool = True, analysis: Analysis | None = None
+) -> TraceFeatures:
     a = analysis or analyse(trace, with_ground_truth=with_ground_truth)
     ctx, steps = a.ctx, trace.steps
     n = len(steps)
@@ -177,8 +246,16 @@ def trace_features(trace: TraceView, *, with_ground_truth: bool = True, analysis
         row[_COLUMN[f"role_{ctx.role(step)}"]] = 1.0
         row[_COLUMN["style_orchestrated"]] = float(ctx.style == "orchestrated")
         row[_COLUMN["len_log"]] = _log(len(step.content)) / 10
-        for name, pattern in (("error", _ERROR), ("refusal", _REFUSAL), ("hedge", _HEDGE), ("plan", _PLAN),
-                              ("verify", _VERIFY), ("final_marker", _FINAL), ("code", _CODE), ("url", _URL)):
+        for name, pattern in (
+            ("error", _ERROR),
+            ("refusal", _REFUSAL),
+            ("hedge", _HEDGE),
+            ("plan", _PLAN),
+            ("verify", _VERIFY),
+            ("final_marker", _FINAL),
+            ("code", _CODE),
+            ("url", _URL),
+        ):
             row[_COLUMN[name]] = float(bool(pattern.search(text)))
         numbers = _NUMBER.findall(text)
         new = [v for v in numbers if v not in seen_numbers]
@@ -188,15 +265,23 @@ def trace_features(trace: TraceView, *, with_ground_truth: bool = True, analysis
         seen_numbers.update(numbers)
         shingles = _shingles(text)
         if len(shingles) >= 5 and step.agent:
-            best = max((len(shingles & o) / len(shingles | o) for o in earlier.get(step.agent, [])), default=0.0)
+            best = max(
+                (len(shingles & o) / len(shingles | o) for o in earlier.get(step.agent, [])), default=0.0
+            )
             row[_COLUMN["repeat"]] = best
             earlier.setdefault(step.agent, []).append(shingles)
         words = set(_WORDS.findall(text.lower()))
         row[_COLUMN["question_overlap"]] = len(words & question) / len(question) if question else 0.0
         row[_COLUMN["prev_error"]] = float(last_error >= 0 and i - last_error <= 2)
-        row[_COLUMN["first_after_error"]] = float(last_error >= 0 and is_action and all(
-            j not in action_rank for j in range(last_error + 1, i)))
-        if step.kind == "tool_result" and _ERROR.search(text) or step.kind != "tool_result" and row[_COLUMN["error"]]:
+        row[_COLUMN["first_after_error"]] = float(
+            last_error >= 0 and is_action and all(j not in action_rank for j in range(last_error + 1, i))
+        )
+        if (
+            step.kind == "tool_result"
+            and _ERROR.search(text)
+            or step.kind != "tool_result"
+            and row[_COLUMN["error"]]
+        ):
             last_error = i
         for signal in SIGNALS:
             if (i, signal) in signals:
@@ -219,27 +304,48 @@ def trace_features(trace: TraceView, *, with_ground_truth: bool = True, analysis
     for i, step in enumerate(steps):
         producer = ctx.blamed(i)
         if producer != i:
-            x[producer, _COLUMN["output_error"]] = max(x[producer, _COLUMN["output_error"]], x[i, _COLUMN["error"]])
-            empty = not step.content.strip() or bool(re.search(r"\bno results?\b|\bnot found\b|^\s*(?:None|\[\]|"
-                                                               r"\{\})\s*$", step.content[:2000], re.I | re.M))
+            x[producer, _COLUMN["output_error"]] = max(
+                x[producer, _COLUMN["output_error"]], x[i, _COLUMN["error"]]
+            )
+            empty = not step.content.strip() or bool(
+                re.search(
+                    r"\bno results?\b|\bnot found\b|^\s*(?:None|\[\]|"
+                    r"\{\})\s*$",
+                    step.content[:2000],
+                    re.I | re.M,
+                )
+            )
             x[producer, _COLUMN["output_empty"]] = max(x[producer, _COLUMN["output_empty"]], float(empty))
-        following = next((s for s in steps[i + 1:] if s.agent), None)
+        following = next((s for s in steps[i + 1 :] if s.agent), None)
         if following is not None and step.agent:
             x[i, _COLUMN["next_other_agent"]] = float(following.agent != step.agent)
     words = _hasher().transform(texts).tocsr()
     blamed = [ctx.blamed(i) for i in range(n)]
-    return TraceFeatures(dense=x, words=words, candidates=list(a.candidates), blamed=blamed, analysis=a,
-                         offset=np.asarray(a.raw), agents=[steps[b].agent for b in blamed],
-                         ranks=[action_rank.get(i, -1) for i in range(n)])
+    return TraceFeatures(
+        dense=x,
+        words=words,
+        candidates=list(a.candidates),
+        blamed=blamed,
+        analysis=a,
+        offset=np.asarray(a.raw),
+        agents=[steps[b].agent for b in blamed],
+        ranks=[action_rank.get(i, -1) for i in range(n)],
+    )
 
 
-def _dependants(graph, n: int) -> list[int]:  # type: ignore[no-untyped-def]
+def _dependants(graph, n: int) -> list[int]:
     """How many later steps build on each step, through parent and uses edges (transitively), in one backward pass
     over a bitset per step: linear in edges times n/64. Past ``_REACH_LIMIT`` steps only direct dependants are
     counted (the bitsets would grow with the square of the trace)."""
     if n > _REACH_LIMIT:
-        return [sum(1 for _, _, d in graph.out_edges(i, data=True) if "parent" in d["kinds"] or "uses" in d["kinds"])
-                for i in range(n)]
+        return [
+            sum(
+                1
+                for _, _, d in graph.out_edges(i, data=True)
+                if "parent" in d["kinds"] or "uses" in d["kinds"]
+            )
+            for i in range(n)
+        ]
     reach = [0] * n
     for i in range(n - 1, -1, -1):
         bits = 0
@@ -248,5 +354,3 @@ def _dependants(graph, n: int) -> list[int]:  # type: ignore[no-untyped-def]
                 bits |= (1 << j) | reach[j]
         reach[i] = bits
     return [bin(b).count("1") for b in reach]
-
-

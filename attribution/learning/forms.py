@@ -14,14 +14,29 @@ from .services import DEFAULT_FOLDS
 
 class TrainForm(forms.Form):
     name = forms.CharField(max_length=120, help_text="Training the same name again makes its next version.")
-    projects = forms.ModelMultipleChoiceField(queryset=Project.objects.none(), label="Training projects",
-                                              help_text="Projects whose verified labels it learns from.")
-    sources = forms.MultipleChoiceField(choices=LabelSource.choices, widget=forms.CheckboxSelectMultiple,
-                                        initial=LabelSource.values, label="Label sources")
-    folds = forms.IntegerField(min_value=2, max_value=10, initial=DEFAULT_FOLDS, label="Cross-validation folds")
+    projects = forms.ModelMultipleChoiceField(
+        queryset=Project.objects.none(),
+        label="Training projects",
+        help_text="Projects whose verified labels it learns from.",
+    )
+    sources = forms.MultipleChoiceField(
+        choices=LabelSource.choices,
+        widget=forms.CheckboxSelectMultiple,
+        initial=LabelSource.values,
+        label="Label sources",
+    )
+    folds = forms.IntegerField(
+        min_value=2, max_value=10, initial=DEFAULT_FOLDS, label="Cross-validation folds"
+    )
 
-    def __init__(self, *args: Any, user: AbstractBaseUser, project: Project, counts: dict[str, int] | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        user: AbstractBaseUser,
+        project: Project,
+        counts: dict[str, int] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         # Only projects the person belongs to: a label they cannot read must never shape a model they can.
         self.fields["projects"].queryset = Project.objects.filter(memberships__user=user).order_by("name")
@@ -29,4 +44,5 @@ class TrainForm(forms.Form):
         counts = counts or {}
         self.fields["sources"].choices = [
             (value, f"{label} ({counts.get(value, 0)} trace{'' if counts.get(value, 0) == 1 else 's'} here)")
-            for value, label in LabelSource.choices]
+            for value, label in LabelSource.choices
+        ]

@@ -75,7 +75,9 @@ class Example:
     agent: str
     step: int
     source: str = ""
-    group: str = ""  # traces with the same group stay in the same fold (a trace and the cases derived from it)
+    group: str = (
+        ""  # traces with the same group stay in the same fold (a trace and the cases derived from it)
+    )
 
 
 @dataclass
@@ -95,11 +97,14 @@ class Attributor:
     def step_scores(self, features: TraceFeatures) -> np.ndarray:
         dense = (features.dense - self.mean) / self.scale
         rows = list(range(len(features.offset)))
-        evidence = _evidence(features, rows, self.priors) @ self.weights[N_DENSE:N_DENSE + N_EVIDENCE]
-        return dense @ self.weights[:N_DENSE] + evidence + features.words @ self.weights[N_DENSE + N_EVIDENCE:]
+        evidence = _evidence(features, rows, self.priors) @ self.weights[N_DENSE : N_DENSE + N_EVIDENCE]
+        return (
+            dense @ self.weights[:N_DENSE] + evidence + features.words @ self.weights[N_DENSE + N_EVIDENCE :]
+        )
 
-    def run(self, trace: TraceView, *, with_ground_truth: bool = True, features: TraceFeatures | None = None
-            ) -> MethodResult:
+    def run(
+        self, trace: TraceView, *, with_ground_truth: bool = True, features: TraceFeatures | None = None
+    ) -> MethodResult:
         if not trace.steps:
             raise MethodError("the trace has no steps")
         f = features or trace_features(trace, with_ground_truth=with_ground_truth)
@@ -110,36 +115,54 @@ class Attributor:
         step = candidates[pick_step(candidates, probs, self.priors, self.step_rule)]
         names, agent_x = agent_model.candidates(f, candidates, probs, self.priors)
         mass = {a: round(float(math.exp(v)), 4) for a, v in zip(names, agent_x[:, 0])}
-        agent = agent_model.choose(names, agent_x, self.agent_rule, self.agent_weights, trace.agents) if names else (
-            trace.agents[0] if trace.agents else "")
+        agent = (
+            agent_model.choose(names, agent_x, self.agent_rule, self.agent_weights, trace.agents)
+            if names
+            else (trace.agents[0] if trace.agents else "")
+        )
         top = float(raw[candidates].max())
-        scores = [round(math.exp(min(0.0, float(r) - top)), 4) if i in prob else 0.0 for i, r in enumerate(raw)]
+        scores = [
+            round(math.exp(min(0.0, float(r) - top)), 4) if i in prob else 0.0 for i, r in enumerate(raw)
+        ]
         return MethodResult(
-            agent=agent, step=step, confidence=round(prob[step], 4),
+            agent=agent,
+            step=step,
+            confidence=round(prob[step], 4),
             reason=self.explain(f, step, prob[step], agent, mass.get(agent, 0.0)),
-            category=_category(f, step), scores=scores,
-            details={"model": self.meta.get("label", ""), "agent_mass": {a: round(m, 4) for a, m in mass.items()},
-                     "top_steps": [{"step": i, "p": round(prob[i], 4)}
-                                   for i in sorted(prob, key=lambda i: -prob[i])[:5]],
-                     "contributions": self.contributions(f, step)},
+            category=_category(f, step),
+            scores=scores,
+            details={
+                "model": self.meta.get("label", ""),
+                "agent_mass": {a: round(m, 4) for a, m in mass.items()},
+                "top_steps": [
+                    {"step": i, "p": round(prob[i], 4)} for i in sorted(prob, key=lambda i: -prob[i])[:5]
+                ],
+                "contributions": self.contributions(f, step),
+            },
         )
 
     def contributions(self, features: TraceFeatures, step: int, limit: int = 6) -> list[dict[str, Any]]:
         """The dense and label-prior features that pushed this step's score most above the trace's average
         candidate."""
         rows = features.candidates if step in features.candidates else [*features.candidates, step]
-        columns = np.hstack([(features.dense[rows] - self.mean) / self.scale,
-                             _evidence(features, rows, self.priors)])
+        columns = np.hstack(
+            [(features.dense[rows] - self.mean) / self.scale, _evidence(features, rows, self.priors)]
+        )
         push = (columns[rows.index(step)] - columns.mean(axis=0)) * self.weights[: N_DENSE + N_EVIDENCE]
         names = (*DENSE, *EVIDENCE)
-        return [{"feature": names[k], "effect": round(float(push[k]), 3)} for k in np.argsort(-push)[:limit]
-                if push[k] > 0.05]
+        return [
+            {"feature": names[k], "effect": round(float(push[k]), 3)}
+            for k in np.argsort(-push)[:limit]
+            if push[k] > 0.05
+        ]
 
     def explain(self, f: TraceFeatures, step: int, p: float, agent: str, mass: float) -> str:
         signals = [s.text for s in f.analysis.signals if s.step == step and s.signal != "ancestor"]
         pushes = ", ".join(c["feature"].replace("_", " ") for c in self.contributions(f, step)[:4])
-        parts = [f"step {step} is the most likely decisive step ({100 * p:.0f}%) under the learned model; "
-                 f"{agent} carries {100 * mass:.0f}% of the probability over agents"]
+        parts = [
+            f"step {step} is the most likely decisive step ({100 * p:.0f}%) under the learned model; "
+            f"{agent} carries {100 * mass:.0f}% of the probability over agents"
+        ]
         if pushes:
             parts.append(f"what weighs most: {pushes}")
         parts.extend(signals[:3])
@@ -155,22 +178,37 @@ class Attributor:
     # --- storage ------------------------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": "culprit-attributor", "feature_set": self.feature_set, "dense": list(DENSE),
-                "evidence": list(EVIDENCE), "hash_features": HASH_FEATURES, "mean": self.mean.tolist(),
-                "scale": self.scale.tolist(), "weights": [round(float(v), 6) for v in self.weights],
-                "priors": self.priors.to_dict(),
-                "agent_features": list(agent_model.FEATURES), "agent_rule": self.agent_rule,
-                "agent_weights": [round(float(v), 6) for v in self.agent_weights], "step_rule": self.step_rule}
+        return {
+            "format": "culprit-attributor",
+            "feature_set": self.feature_set,
+            "dense": list(DENSE),
+            "evidence": list(EVIDENCE),
+            "hash_features": HASH_FEATURES,
+            "mean": self.mean.tolist(),
+            "scale": self.scale.tolist(),
+            "weights": [round(float(v), 6) for v in self.weights],
+            "priors": self.priors.to_dict(),
+            "agent_features": list(agent_model.FEATURES),
+            "agent_rule": self.agent_rule,
+            "agent_weights": [round(float(v), 6) for v in self.agent_weights],
+            "step_rule": self.step_rule,
+        }
 
     @classmethod
     def from_dict(cls, data: Any, meta: dict[str, Any] | None = None) -> Attributor:
         """Rebuild a model from ``to_dict``'s plain data, refusing anything else (this never runs code)."""
         if not isinstance(data, dict) or data.get("format") != "culprit-attributor":
             raise ModelFormatError("not a Culprit attributor")
-        if data.get("feature_set") != FEATURE_SET or data.get("dense") != list(DENSE) \
-                or data.get("evidence") != list(EVIDENCE) or data.get("hash_features") != HASH_FEATURES:
-            raise ModelFormatError(f"trained for feature set {data.get('feature_set')!r}; this version reads "
-                                   f"{FEATURE_SET!r}: train the model again")
+        if (
+            data.get("feature_set") != FEATURE_SET
+            or data.get("dense") != list(DENSE)
+            or data.get("evidence") != list(EVIDENCE)
+            or data.get("hash_features") != HASH_FEATURES
+        ):
+            raise ModelFormatError(
+                f"trained for feature set {data.get('feature_set')!r}; this version reads "
+                f"{FEATURE_SET!r}: train the model again"
+            )
         try:
             mean = np.asarray(data["mean"], dtype=np.float64)
             scale = np.asarray(data["scale"], dtype=np.float64)
@@ -178,8 +216,11 @@ class Attributor:
             priors = LabelPriors.from_dict(data.get("priors"))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFormatError(f"unreadable arrays: {exc}") from None
-        if mean.shape != (N_DENSE,) or scale.shape != (N_DENSE,) or weights.shape != (
-                N_DENSE + N_EVIDENCE + HASH_FEATURES,):
+        if (
+            mean.shape != (N_DENSE,)
+            or scale.shape != (N_DENSE,)
+            or weights.shape != (N_DENSE + N_EVIDENCE + HASH_FEATURES,)
+        ):
             raise ModelFormatError("arrays of the wrong shape")
         if data.get("agent_features") != list(agent_model.FEATURES):
             raise ModelFormatError("trained with other agent features: train the model again")
@@ -193,14 +234,25 @@ class Attributor:
             raise ModelFormatError("an unknown agent rule")
         if data.get("step_rule", STEP_RULES[0]) not in STEP_RULES:
             raise ModelFormatError("an unknown step rule")
-        if not (np.isfinite(mean).all() and np.isfinite(scale).all() and np.isfinite(weights).all()) \
-                or (scale <= 0).any():
+        if (
+            not (np.isfinite(mean).all() and np.isfinite(scale).all() and np.isfinite(weights).all())
+            or (scale <= 0).any()
+        ):
             raise ModelFormatError("arrays with non-finite or non-positive scale values")
-        return cls(mean=mean, scale=scale, weights=weights, priors=priors, agent_rule=data["agent_rule"],
-                   agent_weights=agent_weights, step_rule=data.get("step_rule", STEP_RULES[0]), meta=meta or {})
+        return cls(
+            mean=mean,
+            scale=scale,
+            weights=weights,
+            priors=priors,
+            agent_rule=data["agent_rule"],
+            agent_weights=agent_weights,
+            step_rule=data.get("step_rule", STEP_RULES[0]),
+            meta=meta or {},
+        )
 
 
 # --- training --------------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class _Prepared:
@@ -208,7 +260,9 @@ class _Prepared:
     candidates: list[int]
     gold: int  # position of the gold step within candidates
     label: Label  # the gold label as the label priors count it
-    design: sparse.csr_matrix | None = None  # dense and word columns of the candidates, built once (``_base``)
+    design: sparse.csr_matrix | None = (
+        None  # dense and word columns of the candidates, built once (``_base``)
+    )
 
 
 def prepare(example: Example, with_ground_truth: bool = True) -> _Prepared | None:
@@ -223,12 +277,22 @@ def prepare(example: Example, with_ground_truth: bool = True) -> _Prepared | Non
     candidates = list(f.candidates)
     if step not in candidates:
         candidates = sorted({*candidates, step})
-    return _Prepared(features=f, candidates=candidates, gold=candidates.index(step),
-                     label=Label(agent=name_key(example.agent), step=step, rank=f.ranks[step]))
+    return _Prepared(
+        features=f,
+        candidates=candidates,
+        gold=candidates.index(step),
+        label=Label(agent=name_key(example.agent), step=step, rank=f.ranks[step]),
+    )
 
 
-def fit(examples: list[Example], *, with_ground_truth: bool = True, prepared: list[_Prepared] | None = None,
-        label: str = "", strengths: tuple[float, ...] = STRENGTHS) -> Attributor:
+def fit(
+    examples: list[Example],
+    *,
+    with_ground_truth: bool = True,
+    prepared: list[_Prepared] | None = None,
+    label: str = "",
+    strengths: tuple[float, ...] = STRENGTHS,
+) -> Attributor:
     """Train on verified labels. ``prepared`` (from ``prepare``) lets cross-validation reuse features.
 
     How far the model may move from the heuristic is chosen from the training labels alone: each penalty
@@ -252,41 +316,68 @@ def fit(examples: list[Example], *, with_ground_truth: bool = True, prepared: li
     if held_out:
         step_rule, step_accuracy = select_step_rule(rows, held_out[strength])
         agent_rule, agent_weights, agent_accuracy = agent_model.select(
-            [(*agent_model.candidates(r.features, r.candidates, *held_out[strength][k]), r.label.agent)
-             for k, r in enumerate(rows)])
-    return Attributor(mean=np.zeros(N_DENSE), scale=np.ones(N_DENSE), weights=weights, priors=priors,
-                      agent_rule=agent_rule, agent_weights=agent_weights, step_rule=step_rule,
-                      meta={"label": label, "n_traces": len(rows),
-                            "n_steps": int(sum(len(r.candidates) for r in rows)), "iterations": iterations,
-                            "strength": strength,
-                            "agent_rule": agent_rule, "agent_accuracy": agent_accuracy,
-                            "step_rule": step_rule, "step_rule_accuracy": step_accuracy,
-                            "agent_weights": dict(zip(agent_model.FEATURES, np.round(agent_weights, 3).tolist())),
-                            "inner": {str(k): {n: round(v, 4) for n, v in fig.items()} for k, fig in inner.items()},
-                            "seconds": round(time.perf_counter() - started, 2)})
+            [
+                (*agent_model.candidates(r.features, r.candidates, *held_out[strength][k]), r.label.agent)
+                for k, r in enumerate(rows)
+            ]
+        )
+    return Attributor(
+        mean=np.zeros(N_DENSE),
+        scale=np.ones(N_DENSE),
+        weights=weights,
+        priors=priors,
+        agent_rule=agent_rule,
+        agent_weights=agent_weights,
+        step_rule=step_rule,
+        meta={
+            "label": label,
+            "n_traces": len(rows),
+            "n_steps": int(sum(len(r.candidates) for r in rows)),
+            "iterations": iterations,
+            "strength": strength,
+            "agent_rule": agent_rule,
+            "agent_accuracy": agent_accuracy,
+            "step_rule": step_rule,
+            "step_rule_accuracy": step_accuracy,
+            "agent_weights": dict(zip(agent_model.FEATURES, np.round(agent_weights, 3).tolist())),
+            "inner": {str(k): {n: round(v, 4) for n, v in fig.items()} for k, fig in inner.items()},
+            "seconds": round(time.perf_counter() - started, 2),
+        },
+    )
 
 
 def pick_step(candidates: list[int], probs: np.ndarray, priors: LabelPriors, rule: str) -> int:
     """The position (within ``candidates``) of the step ``rule`` names; ties go to the earlier step."""
-    keys = {"model": lambda k: (probs[k],),
-            "blend": lambda k: (round(float(np.log(max(probs[k], 1e-300)) + priors.step_share(candidates[k])), 9),),
-            "prior": lambda k: (priors.steps.get(candidates[k], 0), probs[k])}[rule]
+    keys = {
+        "model": lambda k: (probs[k],),
+        "blend": lambda k: (
+            round(float(np.log(max(probs[k], 1e-300)) + priors.step_share(candidates[k])), 9),
+        ),
+        "prior": lambda k: (priors.steps.get(candidates[k], 0), probs[k]),
+    }[rule]
     return max(range(len(candidates)), key=lambda k: (*keys(k), -candidates[k]))
 
 
-def select_step_rule(rows: list[_Prepared], held_out: list[tuple[np.ndarray, LabelPriors]]
-                     ) -> tuple[str, dict[str, float]]:
+def select_step_rule(
+    rows: list[_Prepared], held_out: list[tuple[np.ndarray, LabelPriors]]
+) -> tuple[str, dict[str, float]]:
     """The step rule that names most held-out steps right (``model`` unless another is clearly better) and each
     rule's held-out accuracy."""
-    hits = {rule: [pick_step(r.candidates, probs, priors, rule) == r.gold for r, (probs, priors) in zip(rows, held_out)]
-            for rule in STEP_RULES}
+    hits = {
+        rule: [
+            pick_step(r.candidates, probs, priors, rule) == r.gold
+            for r, (probs, priors) in zip(rows, held_out)
+        ]
+        for rule in STEP_RULES
+    }
     best = max(STEP_RULES, key=lambda rule: (sum(hits[rule]), -STEP_RULES.index(rule)))
     rule = best if agent_model.clearly_better(hits[best], hits[STEP_RULES[0]]) else STEP_RULES[0]
     return rule, {name: round(sum(h) / len(rows), 4) for name, h in hits.items()}
 
 
-def _inner_split(rows: list[_Prepared], strength: float, k: int = 3
-                 ) -> tuple[dict[str, float], list[tuple[np.ndarray, LabelPriors]]]:
+def _inner_split(
+    rows: list[_Prepared], strength: float, k: int = 3
+) -> tuple[dict[str, float], list[tuple[np.ndarray, LabelPriors]]]:
     """On held-out traces of a k-fold split of the training rows: the mean log-likelihood of the labelled step and
     the share of steps named right, and each row's held-out step probabilities with the priors of the folds that
     predicted it (for the agent model: leave-one-out priors would flip a near-tied majority on every row)."""
@@ -310,20 +401,22 @@ def _base(r: _Prepared) -> sparse.csr_matrix:
     """The candidates' dense and word columns, built once per trace (the evidence columns change with every fit's
     priors and are kept apart, so a fit never rebuilds the wide sparse matrix)."""
     if r.design is None:
-        r.design = sparse.hstack([sparse.csr_matrix(r.features.dense[r.candidates]),
-                                  r.features.words[r.candidates]]).tocsr()
+        r.design = sparse.hstack(
+            [sparse.csr_matrix(r.features.dense[r.candidates]), r.features.words[r.candidates]]
+        ).tocsr()
     return r.design
 
 
-def _evidence(features: TraceFeatures, rows: list[int], priors: LabelPriors, without: Label | None = None
-              ) -> np.ndarray:
+def _evidence(
+    features: TraceFeatures, rows: list[int], priors: LabelPriors, without: Label | None = None
+) -> np.ndarray:
     """The heuristic's log odds and the label-prior columns of the given steps."""
     return np.hstack([features.offset[rows][:, None], priors.columns(features, rows, without=without)])
 
 
 def _split(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Weights as (dense and word columns, evidence columns), the stored order being dense, evidence, words."""
-    return np.concatenate([w[:N_DENSE], w[N_DENSE + N_EVIDENCE:]]), w[N_DENSE:N_DENSE + N_EVIDENCE]
+    return np.concatenate([w[:N_DENSE], w[N_DENSE + N_EVIDENCE :]]), w[N_DENSE : N_DENSE + N_EVIDENCE]
 
 
 def _scores(r: _Prepared, priors: LabelPriors, w: np.ndarray) -> np.ndarray:
@@ -341,10 +434,15 @@ def _optimise(rows: list[_Prepared], strength: float, priors: LabelPriors) -> tu
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     gold = starts + np.array([r.gold for r in rows])
     segment = np.repeat(np.arange(len(rows)), sizes)
-    penalty = np.concatenate([np.full(N_DENSE, strength * L2_DENSE), np.full(N_EVIDENCE, L2_EVIDENCE),
-                              np.full(HASH_FEATURES, strength * L2_WORDS)])
+    penalty = np.concatenate(
+        [
+            np.full(N_DENSE, strength * L2_DENSE),
+            np.full(N_EVIDENCE, L2_EVIDENCE),
+            np.full(HASH_FEATURES, strength * L2_WORDS),
+        ]
+    )
     centre = np.zeros(N_DENSE + N_EVIDENCE + HASH_FEATURES)
-    centre[N_DENSE:N_DENSE + N_EVIDENCE] = EVIDENCE_CENTRE
+    centre[N_DENSE : N_DENSE + N_EVIDENCE] = EVIDENCE_CENTRE
 
     def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
         base_w, evidence_w = _split(w)
@@ -372,6 +470,8 @@ def _softmax(values: np.ndarray) -> np.ndarray:
 def _category(f: TraceFeatures, step: int) -> str:
     from ..methods.heuristic import CATEGORIES
 
-    own = sorted((s for s in f.analysis.signals if s.step == step and s.signal in CATEGORIES),
-                 key=lambda s: list(CATEGORIES).index(s.signal))
+    own = sorted(
+        (s for s in f.analysis.signals if s.step == step and s.signal in CATEGORIES),
+        key=lambda s: list(CATEGORIES).index(s.signal),
+    )
     return CATEGORIES[own[0].signal] if own else ""

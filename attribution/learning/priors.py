@@ -79,10 +79,16 @@ class LabelPriors:
         for k, i in enumerate(rows):
             rank = features.ranks[i]
             out[k, 0] = share(self.agents, name_key(features.agents[i]), without.agent if without else None)
-            out[k, 1] = share(self.steps, i, without.step if without else None) if i < MAX_POSITION else \
-                math.log(_SMOOTHING) - norm
-            out[k, 2] = share(self.ranks, rank, without.rank if without else None) if 0 <= rank < MAX_POSITION \
+            out[k, 1] = (
+                share(self.steps, i, without.step if without else None)
+                if i < MAX_POSITION
                 else math.log(_SMOOTHING) - norm
+            )
+            out[k, 2] = (
+                share(self.ranks, rank, without.rank if without else None)
+                if 0 <= rank < MAX_POSITION
+                else math.log(_SMOOTHING) - norm
+            )
         return out
 
     def step_share(self, index: int) -> float:
@@ -99,15 +105,20 @@ class LabelPriors:
             return [0.0] * len(names)
         own = without.agent if without is not None else None
         keys = [name_key(a) for a in names]
-        return [math.log(max(0, self.agents.get(a, 0) - (a == own)) + _SMOOTHING) - math.log(n + 1.0)
-                for a in keys]
+        return [
+            math.log(max(0, self.agents.get(a, 0) - (a == own)) + _SMOOTHING) - math.log(n + 1.0)
+            for a in keys
+        ]
 
     # --- storage ------------------------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return {"n": self.n, "agents": dict(self.agents.most_common(MAX_AGENTS)),
-                "steps": {str(k): v for k, v in sorted(self.steps.items())},
-                "ranks": {str(k): v for k, v in sorted(self.ranks.items())}}
+        return {
+            "n": self.n,
+            "agents": dict(self.agents.most_common(MAX_AGENTS)),
+            "steps": {str(k): v for k, v in sorted(self.steps.items())},
+            "ranks": {str(k): v for k, v in sorted(self.ranks.items())},
+        }
 
     @classmethod
     def from_dict(cls, data: Any) -> LabelPriors:
@@ -133,4 +144,6 @@ class LabelPriors:
                     out[key] = value
             return out
 
-        return cls(n=data["n"], agents=counts(agents, False), steps=counts(steps, True), ranks=counts(ranks, True))
+        return cls(
+            n=data["n"], agents=counts(agents, False), steps=counts(steps, True), ranks=counts(ranks, True)
+        )

@@ -16,12 +16,19 @@ VERIFIED_SOURCES = tuple(LabelSource.values)
 def training_traces(*, project_ids: Iterable[int], sources: Iterable[str] = VERIFIED_SOURCES) -> list[Trace]:
     """The traces of these projects whose best label (``gold_for``) comes from one of ``sources``, oldest first."""
     wanted = set(sources)
-    traces = (Trace.objects.filter(project_id__in=list(project_ids), gold_labels__source__in=list(wanted))
-              .distinct().order_by("pk").select_related("derived_from").prefetch_related("gold_labels"))
+    traces = (
+        Trace.objects.filter(project_id__in=list(project_ids), gold_labels__source__in=list(wanted))
+        .distinct()
+        .order_by("pk")
+        .select_related("derived_from")
+        .prefetch_related("gold_labels")
+    )
     return [t for t in traces if (g := gold_for(t)) is not None and g.source in wanted]
 
 
-def training_examples(*, project_ids: Iterable[int], sources: Iterable[str] = VERIFIED_SOURCES) -> list[Example]:
+def training_examples(
+    *, project_ids: Iterable[int], sources: Iterable[str] = VERIFIED_SOURCES
+) -> list[Example]:
     """One example per trace: its snapshot and its best verified label. A fault-injected case is grouped with the
     run it was made from, so cross-validation never trains on a sibling of the trace it scores. Groups are named by
     trace name (unique within a project), not by database id, so the folds of the same data are the same
@@ -29,9 +36,17 @@ def training_examples(*, project_ids: Iterable[int], sources: Iterable[str] = VE
     out = []
     for trace in training_traces(project_ids=project_ids, sources=sources):
         gold = gold_for(trace)
-        assert gold is not None
-        out.append(Example(view=trace_view(trace), agent=gold.agent_name, step=gold.step_index, source=gold.source,
-                           group=_group(trace)))
+        if gold is None:  # training_traces keeps only traces with one
+            continue
+        out.append(
+            Example(
+                view=trace_view(trace),
+                agent=gold.agent_name,
+                step=gold.step_index,
+                source=gold.source,
+                group=_group(trace),
+            )
+        )
     return out
 
 
@@ -46,6 +61,9 @@ def label_counts(*, project_id: int) -> dict[str, int]:
     """How many traces of the project have a label of each source."""
     from django.db.models import Count
 
-    rows = (GoldLabel.objects.filter(trace__project_id=project_id).values("source")
-            .annotate(n=Count("trace", distinct=True)))
+    rows = (
+        GoldLabel.objects.filter(trace__project_id=project_id)
+        .values("source")
+        .annotate(n=Count("trace", distinct=True))
+    )
     return {r["source"]: r["n"] for r in rows}

@@ -36,9 +36,16 @@ DEFAULT_FOLDS = 5
 MIN_TRAINING_TRACES = 4
 
 
-def attributor_create(*, project: Project, name: str, projects: Iterable[Project] = (), sources: Iterable[str] = (),
-                      folds: int = DEFAULT_FOLDS, user: AbstractBaseUser | None = None,
-                      enqueue: bool = True) -> AttributorModel:
+def attributor_create(
+    *,
+    project: Project,
+    name: str,
+    projects: Iterable[Project] = (),
+    sources: Iterable[str] = (),
+    folds: int = DEFAULT_FOLDS,
+    user: AbstractBaseUser | None = None,
+    enqueue: bool = True,
+) -> AttributorModel:
     """Record a training job (the next version of ``name`` in ``project``) and queue it. ``projects`` are the
     projects whose labels it learns from (the project itself when none is given)."""
     sources = [s for s in (sources or VERIFIED_SOURCES)]
@@ -50,12 +57,25 @@ def attributor_create(*, project: Project, name: str, projects: Iterable[Project
         raise MethodError("a model needs a name")
     training = list(dict.fromkeys([*projects] or [project]))
     with transaction.atomic():
-        latest = (AttributorModel.objects.select_for_update().filter(project=project, name=name)
-                  .aggregate(v=Max("version"))["v"]) or 0
+        latest = (
+            (
+                AttributorModel.objects.select_for_update()
+                .filter(project=project, name=name)
+                .aggregate(v=Max("version"))["v"]
+            )
+            or 0
+        )
         row = AttributorModel.objects.create(
-            project=project, name=name, version=latest + 1, created_by=user, folds=max(2, min(10, folds)),
-            training_projects=[{"id": p.pk, "name": p.name} for p in training], label_sources=sources,
-            feature_set=FEATURE_SET, stage="queued")
+            project=project,
+            name=name,
+            version=latest + 1,
+            created_by=user,
+            folds=max(2, min(10, folds)),
+            training_projects=[{"id": p.pk, "name": p.name} for p in training],
+            label_sources=sources,
+            feature_set=FEATURE_SET,
+            stage="queued",
+        )
         if enqueue:
             from ..tasks import train_attributor_task
 
@@ -64,39 +84,57 @@ def attributor_create(*, project: Project, name: str, projects: Iterable[Project
 
 
 def _progress(model_id: int, percent: int, stage: str) -> None:
-    AttributorModel.objects.filter(pk=model_id).update(progress=percent, stage=stage[:120], heartbeat_at=timezone.now())
+    AttributorModel.objects.filter(pk=model_id).update(
+        progress=percent, stage=stage[:120], heartbeat_at=timezone.now()
+    )
 
 
 def attributor_train(*, model_id: int) -> AttributorModel:
     """Train one model row. Safe to call again: a finished row is returned untouched."""
-    claimed = AttributorModel.objects.filter(pk=model_id, status__in=[AttributorStatus.QUEUED,
-                                                                      AttributorStatus.RUNNING]) \
-        .update(status=AttributorStatus.RUNNING, heartbeat_at=timezone.now(), stage="reading labels")
+    claimed = AttributorModel.objects.filter(
+        pk=model_id, status__in=[AttributorStatus.QUEUED, AttributorStatus.RUNNING]
+    ).update(status=AttributorStatus.RUNNING, heartbeat_at=timezone.now(), stage="reading labels")
     row = AttributorModel.objects.get(pk=model_id)
     if not claimed:
         return row
     started = time.perf_counter()
     try:
-        examples = training_examples(project_ids=[p["id"] for p in row.training_projects], sources=row.label_sources)
-        result = train(examples, folds=row.folds, label=row.label,
-                       progress=lambda pct, stage: _progress(model_id, pct, stage))
+        examples = training_examples(
+            project_ids=[p["id"] for p in row.training_projects], sources=row.label_sources
+        )
+        result = train(
+            examples,
+            folds=row.folds,
+            label=row.label,
+            progress=lambda pct, stage: _progress(model_id, pct, stage),
+        )
     except MethodError as exc:
-        AttributorModel.objects.filter(pk=model_id).update(status=AttributorStatus.FAILED, error=str(exc)[:2000],
-                                                          finished_at=timezone.now(), stage="failed")
+        AttributorModel.objects.filter(pk=model_id).update(
+            status=AttributorStatus.FAILED, error=str(exc)[:2000], finished_at=timezone.now(), stage="failed"
+        )
         row.refresh_from_db()
         return row
     model: Attributor = result.pop("model")
     with transaction.atomic():
         AttributorModel.objects.filter(pk=model_id).update(
-            status=AttributorStatus.SUCCEEDED, progress=100, stage="trained", n_traces=result["n_traces"],
-            n_steps=result["n_steps"], cv=result["cv"], summary=result["summary"], parameters=model.to_dict(),
-            seconds=round(time.perf_counter() - started, 2), finished_at=timezone.now())
+            status=AttributorStatus.SUCCEEDED,
+            progress=100,
+            stage="trained",
+            n_traces=result["n_traces"],
+            n_steps=result["n_steps"],
+            cv=result["cv"],
+            summary=result["summary"],
+            parameters=model.to_dict(),
+            seconds=round(time.perf_counter() - started, 2),
+            finished_at=timezone.now(),
+        )
     row.refresh_from_db()
     return row
 
 
-def train(examples: list[Example], *, folds: int = DEFAULT_FOLDS, label: str = "",
-          progress: Any = None) -> dict[str, Any]:
+def train(
+    examples: list[Example], *, folds: int = DEFAULT_FOLDS, label: str = "", progress: Any = None
+) -> dict[str, Any]:
     """Cross-validate, then fit on everything. Returns the model, its CV figures and a summary for people."""
     progress = progress or (lambda pct, stage: None)
     prepared = {}
@@ -107,36 +145,51 @@ def train(examples: list[Example], *, folds: int = DEFAULT_FOLDS, label: str = "
             progress(int(30 * k / max(1, len(examples))), f"reading trace {k + 1} of {len(examples)}")
     usable = [e for e in examples if id(e) in prepared]
     if len(usable) < MIN_TRAINING_TRACES:
-        raise MethodError(f"{len(usable)} labelled trace{'s' if len(usable) != 1 else ''} to learn from; "
-                          f"at least {MIN_TRAINING_TRACES} are needed (label more, or add training projects)")
+        raise MethodError(
+            f"{len(usable)} labelled trace{'s' if len(usable) != 1 else ''} to learn from; "
+            f"at least {MIN_TRAINING_TRACES} are needed (label more, or add training projects)"
+        )
     by_view = {id(e.view): prepared[id(e)] for e in usable}  # trace ids are 0 outside the database
     predictions: list[tuple[Example, Any]] = []
     done = {"folds": 0}
 
-    def fitter(train_set: list[Example]):  # type: ignore[no-untyped-def]
+    def fitter(train_set: list[Example]):
         model = fit(train_set, prepared=[prepared[id(e)] for e in train_set])
         done["folds"] += 1
         progress(30 + int(60 * done["folds"] / folds), f"fold {done['folds']} of {folds}")
 
-        def predict(view):  # type: ignore[no-untyped-def]
+        def predict(view):
             result = model.run(view, features=by_view[id(view)].features)
             return result
 
         return predict
 
-    cv = cross_validate(usable, {"learned": fitter}, k=folds, on_prediction=lambda e, r: predictions.append((e, r)))
+    cv = cross_validate(
+        usable, {"learned": fitter}, k=folds, on_prediction=lambda e, r: predictions.append((e, r))
+    )
     progress(92, "final fit on every label")
     model = fit(usable, prepared=[prepared[id(e)] for e in usable], label=label)
     learned = cv["methods"]["learned"]
     return {
-        "model": model, "n_traces": len(usable), "n_steps": int(model.meta["n_steps"]),
-        "cv": {"folds": cv["folds"], "n": learned["n"], "agent_accuracy": learned["agent_accuracy"],
-               "step_accuracy": learned["step_accuracy"], "joint_accuracy": learned["joint_accuracy"],
-               "intervals": learned["intervals"], "step_accuracy_within": learned["step_accuracy_within"],
-               "baselines": learned["baselines"]},
-        "summary": {"strongest_features": model.strongest_features(),
-                    "confusion": agent_confusion(predictions), "habits": habits(model, usable),
-                    "sources": dict(Counter(e.source for e in usable))},
+        "model": model,
+        "n_traces": len(usable),
+        "n_steps": int(model.meta["n_steps"]),
+        "cv": {
+            "folds": cv["folds"],
+            "n": learned["n"],
+            "agent_accuracy": learned["agent_accuracy"],
+            "step_accuracy": learned["step_accuracy"],
+            "joint_accuracy": learned["joint_accuracy"],
+            "intervals": learned["intervals"],
+            "step_accuracy_within": learned["step_accuracy_within"],
+            "baselines": learned["baselines"],
+        },
+        "summary": {
+            "strongest_features": model.strongest_features(),
+            "confusion": agent_confusion(predictions),
+            "habits": habits(model, usable),
+            "sources": dict(Counter(e.source for e in usable)),
+        },
     }
 
 
@@ -146,11 +199,15 @@ def habits(model: Attributor, examples: list[Example], limit: int = 5) -> dict[s
     them) and positions."""
     priors, n = model.priors, max(1, model.priors.n)
     spelled = {name_key(e.agent): e.agent for e in examples}
-    return {"agent_rule": model.agent_rule, "agent_accuracy": model.meta.get("agent_accuracy") or {},
-            "step_rule": model.step_rule, "step_accuracy": model.meta.get("step_rule_accuracy") or {},
-            "strength": model.meta.get("strength"),
-            "agents": [{"name": spelled.get(a, a), "share": c / n} for a, c in priors.agents.most_common(limit)],
-            "ranks": [{"rank": r, "share": c / n} for r, c in priors.ranks.most_common(limit)]}
+    return {
+        "agent_rule": model.agent_rule,
+        "agent_accuracy": model.meta.get("agent_accuracy") or {},
+        "step_rule": model.step_rule,
+        "step_accuracy": model.meta.get("step_rule_accuracy") or {},
+        "strength": model.meta.get("strength"),
+        "agents": [{"name": spelled.get(a, a), "share": c / n} for a, c in priors.agents.most_common(limit)],
+        "ranks": [{"rank": r, "share": c / n} for r, c in priors.ranks.most_common(limit)],
+    }
 
 
 def agent_confusion(predictions: list[tuple[Example, Any]], limit: int = 8) -> dict[str, Any]:
@@ -168,7 +225,9 @@ def agent_confusion(predictions: list[tuple[Example, Any]], limit: int = 8) -> d
     return {"rows": rows, "columns": columns, "counts": [[cells[(g, p)] for p in columns] for g in rows]}
 
 
-def attributor_make_default(*, model: AttributorModel, actor: AbstractBaseUser | None = None) -> ProjectAttribution:
+def attributor_make_default(
+    *, model: AttributorModel, actor: AbstractBaseUser | None = None
+) -> ProjectAttribution:
     """Make a trained model the project's default: the ``learned`` method uses it and Attribute preselects it."""
     from tracing.services import audit_record
 
@@ -178,8 +237,13 @@ def attributor_make_default(*, model: AttributorModel, actor: AbstractBaseUser |
         settings, _ = ProjectAttribution.objects.select_for_update().get_or_create(project=model.project)
         settings.attributor, settings.default_method = model, "learned"
         settings.save(update_fields=["attributor", "default_method", "updated_at"])
-        audit_record(action="attributor.default", project=model.project, actor=actor, target=model.label,
-                     details={"model_id": model.pk})
+        audit_record(
+            action="attributor.default",
+            project=model.project,
+            actor=actor,
+            target=model.label,
+            details={"model_id": model.pk},
+        )
     return settings
 
 
@@ -201,9 +265,11 @@ def calibration_refresh(*, project: Project, force: bool = False) -> Calibration
     if stored is not None and not force and settings.calibration.get("signature") == signature:
         return stored
     labels = {}
-    for trace_id, step, source in (GoldLabel.objects.filter(trace__project=project)
-                                   .order_by("trace_id", "created_at", "id")
-                                   .values_list("trace_id", "step_index", "source")):
+    for trace_id, step, source in (
+        GoldLabel.objects.filter(trace__project=project)
+        .order_by("trace_id", "created_at", "id")
+        .values_list("trace_id", "step_index", "source")
+    ):
         # the label a verdict is scored against: adjudicated beats annotator beats the rest, newest first
         rank = {"adjudicated": 0, "annotator": 1}.get(source, 2)
         if trace_id not in labels or rank <= labels[trace_id][1]:
@@ -211,7 +277,8 @@ def calibration_refresh(*, project: Project, force: bool = False) -> Calibration
     views = light_trace_views(list(labels))
     calibration = Calibration.fit((views[t], step) for t, (step, _) in labels.items() if t in views)
     ProjectAttribution.objects.filter(pk=settings.pk).update(
-        calibration=calibration.to_dict() | {"signature": signature}, calibrated_at=timezone.now())
+        calibration=calibration.to_dict() | {"signature": signature}, calibrated_at=timezone.now()
+    )
     return calibration
 
 

@@ -38,8 +38,11 @@ def _contributor(membership: Membership) -> Membership:
 
 
 def _model_for(request: HttpRequest, model_id: int) -> tuple[AttributorModel, Membership]:
-    model = (AttributorModel.objects.select_related("project", "created_by")
-             .filter(pk=model_id, project__memberships__user=request.user).first())
+    model = (
+        AttributorModel.objects.select_related("project", "created_by")
+        .filter(pk=model_id, project__memberships__user=request.user)
+        .first()
+    )
     if model is None:
         raise Http404("No such model")
     return model, Membership.objects.get(project=model.project, user=request.user)
@@ -63,17 +66,34 @@ def model_list(request: HttpRequest, slug: str) -> HttpResponse:
         if form.is_valid():
             data = form.cleaned_data
             try:
-                model = services.attributor_create(project=project, name=data["name"], projects=data["projects"],
-                                                   sources=data["sources"], folds=data["folds"], user=request.user)
+                model = services.attributor_create(
+                    project=project,
+                    name=data["name"],
+                    projects=data["projects"],
+                    sources=data["sources"],
+                    folds=data["folds"],
+                    user=request.user,
+                )
                 return redirect("attribution:model_detail", model_id=model.pk)
             except MethodError as exc:
                 form.add_error(None, str(exc))
     models = list(AttributorModel.objects.filter(project=project).select_related("created_by")[:100])
-    context = {"project": project, "membership": membership, "form": form, "models": models,
-               "training": any(not m.is_finished for m in models), "settings": _settings(project),
-               "counts": counts, "calibration": _calibration(project)}
-    return render(request, _partial(request, "attribution/model_list.html", "models"), context,
-                  status=400 if form.errors else 200)
+    context = {
+        "project": project,
+        "membership": membership,
+        "form": form,
+        "models": models,
+        "training": any(not m.is_finished for m in models),
+        "settings": _settings(project),
+        "counts": counts,
+        "calibration": _calibration(project),
+    }
+    return render(
+        request,
+        _partial(request, "attribution/model_list.html", "models"),
+        context,
+        status=400 if form.errors else 200,
+    )
 
 
 @login_required
@@ -81,8 +101,11 @@ def model_list(request: HttpRequest, slug: str) -> HttpResponse:
 def model_recalibrate(request: HttpRequest, slug: str) -> HttpResponse:
     membership = _contributor(tracing_selectors.membership_for_user(user=request.user, slug=slug))
     calibration = services.calibration_refresh(project=membership.project, force=True)
-    messages.success(request, f"Heuristic recalibrated from {calibration.n_labels} label"
-                              f"{'' if calibration.n_labels == 1 else 's'}.")
+    messages.success(
+        request,
+        f"Heuristic recalibrated from {calibration.n_labels} label"
+        f"{'' if calibration.n_labels == 1 else 's'}.",
+    )
     return redirect("attribution:model_list", slug=slug)
 
 
@@ -91,8 +114,12 @@ def model_recalibrate(request: HttpRequest, slug: str) -> HttpResponse:
 def model_detail(request: HttpRequest, model_id: int) -> HttpResponse:
     model, membership = _model_for(request, model_id)
     settings = _settings(model.project)
-    context = {"project": model.project, "membership": membership, "model": model,
-               "is_default": settings is not None and settings.attributor_id == model.pk} | _results(model)
+    context = {
+        "project": model.project,
+        "membership": membership,
+        "model": model,
+        "is_default": settings is not None and settings.attributor_id == model.pk,
+    } | _results(model)
     return render(request, _partial(request, "attribution/model_detail.html", "body"), context)
 
 
@@ -110,6 +137,7 @@ def model_make_default(request: HttpRequest, model_id: int) -> HttpResponse:
 
 # --- what the pages show -------------------------------------------------------------------------------------------
 
+
 def _settings(project: Any) -> ProjectAttribution | None:
     return ProjectAttribution.objects.filter(project=project).select_related("attributor").first()
 
@@ -117,10 +145,15 @@ def _settings(project: Any) -> ProjectAttribution | None:
 def _calibration(project: Any) -> dict[str, Any]:
     """The stored calibration described for people (never refit here: a GET does not write)."""
     stored = services.calibration_for(project)
-    return {"described": stored.describe() if stored else None, "labelled": labelled_count(project=project),
-            "min_labels": MIN_LABELS, "strength": f"{STRENGTH:g}",
-            "calibrated_at": ProjectAttribution.objects.filter(project=project)
-            .values_list("calibrated_at", flat=True).first()}
+    return {
+        "described": stored.describe() if stored else None,
+        "labelled": labelled_count(project=project),
+        "min_labels": MIN_LABELS,
+        "strength": f"{STRENGTH:g}",
+        "calibrated_at": ProjectAttribution.objects.filter(project=project)
+        .values_list("calibrated_at", flat=True)
+        .first(),
+    }
 
 
 def _results(model: AttributorModel) -> dict[str, Any]:
@@ -128,10 +161,15 @@ def _results(model: AttributorModel) -> dict[str, Any]:
     if not cv.get("intervals"):
         return {"cv": None}
     result = cv | {"baselines": cv.get("baselines") or {}}
-    return {"cv": cv, "baselines": baseline_rows(result) if result["baselines"] else [],
-            "chart": _chart(model, result), "features": _features(summary.get("strongest_features") or []),
-            "confusion": _confusion(summary.get("confusion") or {}),
-            "sources": sorted((summary.get("sources") or {}).items()), "habits": _habits(summary.get("habits"))}
+    return {
+        "cv": cv,
+        "baselines": baseline_rows(result) if result["baselines"] else [],
+        "chart": _chart(model, result),
+        "features": _features(summary.get("strongest_features") or []),
+        "confusion": _confusion(summary.get("confusion") or {}),
+        "sources": sorted((summary.get("sources") or {}).items()),
+        "habits": _habits(summary.get("habits")),
+    }
 
 
 def _habits(habits: Any) -> dict[str, Any] | None:
@@ -139,41 +177,73 @@ def _habits(habits: Any) -> dict[str, Any] | None:
     if not isinstance(habits, dict):
         return None
     accuracy, steps = habits.get("agent_accuracy") or {}, habits.get("step_accuracy") or {}
-    return habits | {"rules": [(rule, accuracy[rule]) for rule in RULES if rule in accuracy],
-                     "step_rules": [(rule, steps[rule]) for rule in STEP_RULES if rule in steps]}
+    return habits | {
+        "rules": [(rule, accuracy[rule]) for rule in RULES if rule in accuracy],
+        "step_rules": [(rule, steps[rule]) for rule in STEP_RULES if rule in steps],
+    }
 
 
 def _chart(model: AttributorModel, result: dict[str, Any]) -> dict[str, Any]:
-    row = {"label": model.label, "agent": result["agent_accuracy"], "agent_ci": result["intervals"]["agent"],
-           "step": result["step_accuracy"], "step_ci": result["intervals"]["step"], "n": result.get("n", 0)}
+    row = {
+        "label": model.label,
+        "agent": result["agent_accuracy"],
+        "agent_ci": result["intervals"]["agent"],
+        "step": result["step_accuracy"],
+        "step_ci": result["intervals"]["step"],
+        "n": result.get("n", 0),
+    }
     lines = []
     for figure in ("agent", "step") if result["baselines"] else ():
         name, value = best_baseline(result, figure)
-        label = _CHART_BASELINE_NAMES[figure].get(name) or BASELINE_NAMES.get(name, name)  # the evaluation's words
-        lines.append({"label": label, figure: value,
-                      "step" if figure == "agent" else "agent": None})
-    return accuracy_chart([row], lines, chart_id=f"model-{model.pk}-chart",
-                          title=f"Cross-validated agent and step accuracy of {model.label}, with 95% intervals")
+        label = _CHART_BASELINE_NAMES[figure].get(name) or BASELINE_NAMES.get(
+            name, name
+        )  # the evaluation's words
+        lines.append({"label": label, figure: value, "step" if figure == "agent" else "agent": None})
+    return accuracy_chart(
+        [row],
+        lines,
+        chart_id=f"model-{model.pk}-chart",
+        title=f"Cross-validated agent and step accuracy of {model.label}, with 95% intervals",
+    )
 
 
 def _features(features: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Signed weights as bars: the width is the weight's share of the largest, in BAR_STEPS steps."""
     largest = max((abs(float(f["weight"])) for f in features), default=0.0) or 1.0
-    return [{"feature": f["feature"], "weight": float(f["weight"]), "sign": "pos" if f["weight"] >= 0 else "neg",
-             "width": round(BAR_STEPS * abs(float(f["weight"])) / largest)} for f in features]
+    return [
+        {
+            "feature": f["feature"],
+            "weight": float(f["weight"]),
+            "sign": "pos" if f["weight"] >= 0 else "neg",
+            "width": round(BAR_STEPS * abs(float(f["weight"])) / largest),
+        }
+        for f in features
+    ]
 
 
 def _confusion(confusion: dict[str, Any]) -> dict[str, Any] | None:
     """Gold agents (rows) × predicted agents (columns); each cell shaded by its share of the row."""
-    rows, columns, counts = confusion.get("rows") or [], confusion.get("columns") or [], confusion.get("counts") or []
+    rows, columns, counts = (
+        confusion.get("rows") or [],
+        confusion.get("columns") or [],
+        confusion.get("counts") or [],
+    )
     if not rows or not columns:
         return None
     table = []
     for gold, line in zip(rows, counts, strict=False):
         total = sum(line)
-        cells = [{"predicted": predicted, "count": n, "right": predicted == gold,
-                  "level": round(HEAT_LEVELS * n / total) if total else 0}
-                 for predicted, n in zip(columns, line, strict=False)]
+        cells = [
+            {
+                "predicted": predicted,
+                "count": n,
+                "right": predicted == gold,
+                "level": round(HEAT_LEVELS * n / total) if total else 0,
+            }
+            for predicted, n in zip(columns, line, strict=False)
+        ]
         right = sum(c["count"] for c in cells if c["right"])
-        table.append({"gold": gold, "cells": cells, "total": total, "accuracy": right / total if total else None})
+        table.append(
+            {"gold": gold, "cells": cells, "total": total, "accuracy": right / total if total else None}
+        )
     return {"columns": columns, "rows": table}

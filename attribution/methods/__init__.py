@@ -9,7 +9,16 @@ from .base import Method, MethodError, MethodResult, StepView, TraceView
 
 __all__ = ["Method", "MethodError", "MethodResult", "StepView", "TraceView", "all_methods", "get_method"]
 
-_MODULES = ["heuristic", "counterfactual", "all_at_once", "step_by_step", "binary_search", "hybrid", "schema_guided", "learned"]
+_MODULES = [
+    "heuristic",
+    "counterfactual",
+    "all_at_once",
+    "step_by_step",
+    "binary_search",
+    "hybrid",
+    "schema_guided",
+    "learned",
+]
 
 
 def all_methods() -> list[Method]:

@@ -33,38 +33,65 @@ def require(trace: TraceView, llm: LlmClient | None, label: str) -> LlmClient:
 
 def reserve(llm: LlmClient, *requests: str) -> int:
     """Tokens to set aside for the instructions around the trace and for the answer."""
-    return max(llm.count_tokens(prompts.SYSTEM_PROMPT + r) for r in requests) + llm.answer_tokens() + MARGIN_TOKENS
+    return (
+        max(llm.count_tokens(prompts.SYSTEM_PROMPT + r) for r in requests)
+        + llm.answer_tokens()
+        + MARGIN_TOKENS
+    )
 
 
 def locate(trace: TraceView, *, llm: LlmClient, with_ground_truth: bool) -> dict[str, Any]:
     """The all-at-once answer: ``agent``, ``step``, ``reason``, ``category``, ``confidence``, and the evidence."""
     last = len(trace.steps) - 1
-    need = reserve(llm, prompts.all_at_once(trace, "", with_ground_truth=with_ground_truth),
-                   prompts.window(trace, "", with_ground_truth=with_ground_truth, first=last, last=last,
-                                  number=999, count=999))
+    need = reserve(
+        llm,
+        prompts.all_at_once(trace, "", with_ground_truth=with_ground_truth),
+        prompts.window(
+            trace, "", with_ground_truth=with_ground_truth, first=last, last=last, number=999, count=999
+        ),
+    )
     whole = prompts.render_range(trace, 0, last)
     if llm.count_tokens(whole) <= llm.budget(need):
-        answer = llm.complete_json(system=prompts.SYSTEM_PROMPT, purpose="all_at_once",
-                                   user=prompts.all_at_once(trace, whole, with_ground_truth=with_ground_truth),
-                                   validate=_validator(trace, 0, last))
+        answer = llm.complete_json(
+            system=prompts.SYSTEM_PROMPT,
+            purpose="all_at_once",
+            user=prompts.all_at_once(trace, whole, with_ground_truth=with_ground_truth),
+            validate=_validator(trace, 0, last),
+        )
         return _read(answer) | {"answers": [answer], "windows": [[0, last]]}
     windows = llm.windows(trace, need)
     picks = [_pick(trace, llm, w, n, len(windows), with_ground_truth) for n, w in enumerate(windows, start=1)]
     return _choose(trace, llm, picks, with_ground_truth) | {
-        "windows": [[w.first, w.last] if w.parts == 1 else [w.first, w.last, w.part, w.parts] for w in windows]}
+        "windows": [
+            [w.first, w.last] if w.parts == 1 else [w.first, w.last, w.part, w.parts] for w in windows
+        ]
+    }
 
 
-def _pick(trace: TraceView, llm: LlmClient, window: Window, number: int, count: int,
-          with_ground_truth: bool) -> dict[str, Any]:
-    user = prompts.window(trace, llm.render_window(trace, window), with_ground_truth=with_ground_truth,
-                          first=window.first, last=window.last, number=number, count=count)
-    answer = llm.complete_json(system=prompts.SYSTEM_PROMPT, user=user, purpose=f"all_at_once window {number}/{count}",
-                               validate=_validator(trace, window.first, window.last))
+def _pick(
+    trace: TraceView, llm: LlmClient, window: Window, number: int, count: int, with_ground_truth: bool
+) -> dict[str, Any]:
+    user = prompts.window(
+        trace,
+        llm.render_window(trace, window),
+        with_ground_truth=with_ground_truth,
+        first=window.first,
+        last=window.last,
+        number=number,
+        count=count,
+    )
+    answer = llm.complete_json(
+        system=prompts.SYSTEM_PROMPT,
+        user=user,
+        purpose=f"all_at_once window {number}/{count}",
+        validate=_validator(trace, window.first, window.last),
+    )
     return _read(answer) | {"first": window.first, "last": window.last, "answer": answer}
 
 
-def _choose(trace: TraceView, llm: LlmClient, picks: list[dict[str, Any]], with_ground_truth: bool,
-            hints: str = "") -> dict[str, Any]:
+def _choose(
+    trace: TraceView, llm: LlmClient, picks: list[dict[str, Any]], with_ground_truth: bool, hints: str = ""
+) -> dict[str, Any]:
     """The final choice among the windows' picks; ``hints`` (schema_guided's) head the request, within its room."""
     # One candidate per step: the parts of a split step may all name it. The most confident pick speaks for it.
     best: dict[int, dict[str, Any]] = {}
@@ -72,40 +99,60 @@ def _choose(trace: TraceView, llm: LlmClient, picks: list[dict[str, Any]], with_
         if pick["step"] not in best or pick["confidence"] > best[pick["step"]]["confidence"]:
             best[pick["step"]] = pick
     candidates = [best[s] for s in sorted(best)]
-    evidence = {"picks": [{k: p[k] for k in ("first", "last", "agent", "step", "confidence", "reason")} for p in picks],
-                "answers": [p["answer"] for p in picks]}
+    evidence = {
+        "picks": [
+            {k: p[k] for k in ("first", "last", "agent", "step", "confidence", "reason")} for p in picks
+        ],
+        "answers": [p["answer"] for p in picks],
+    }
     if len(candidates) == 1:
         return candidates[0] | evidence
     steps = [c["step"] for c in candidates]
-    frame = hints + prompts.final_choice(trace, prompts.render_candidates(trace, candidates, [""] * len(candidates)),
-                                         with_ground_truth=with_ground_truth, steps=steps)
+    frame = hints + prompts.final_choice(
+        trace,
+        prompts.render_candidates(trace, candidates, [""] * len(candidates)),
+        with_ground_truth=with_ground_truth,
+        steps=steps,
+    )
     rendered, _ = llm.fit_steps([trace.steps[s] for s in steps], llm.budget(reserve(llm, frame)))
-    user = hints + prompts.final_choice(trace, prompts.render_candidates(trace, candidates, rendered),
-                                        with_ground_truth=with_ground_truth, steps=steps)
+    user = hints + prompts.final_choice(
+        trace,
+        prompts.render_candidates(trace, candidates, rendered),
+        with_ground_truth=with_ground_truth,
+        steps=steps,
+    )
 
     def validate(answer: dict[str, Any]) -> str | None:
         if prompts.as_int(answer.get("step")) not in steps:
-            return f"\"step\" must be one of the candidates' steps: {', '.join(map(str, steps))}"
+            return f'"step" must be one of the candidates\' steps: {", ".join(map(str, steps))}'
         return prompts.check_agent(answer, trace) or prompts.check_pair(answer, trace)
 
-    answer = llm.complete_json(system=prompts.SYSTEM_PROMPT, user=user, purpose="all_at_once final choice",
-                               validate=validate)
+    answer = llm.complete_json(
+        system=prompts.SYSTEM_PROMPT, user=user, purpose="all_at_once final choice", validate=validate
+    )
     evidence["answers"].append(answer)
     return _read(answer) | evidence | {"final": answer}
 
 
-def _validator(trace: TraceView, first: int, last: int):  # type: ignore[no-untyped-def]
+def _validator(trace: TraceView, first: int, last: int):
     def validate(answer: dict[str, Any]) -> str | None:
-        return prompts.check_agent(answer, trace) or prompts.check_step(answer, first, last) \
+        return (
+            prompts.check_agent(answer, trace)
+            or prompts.check_step(answer, first, last)
             or prompts.check_pair(answer, trace)
+        )
 
     return validate
 
 
 def _read(answer: dict[str, Any]) -> dict[str, Any]:
-    return {"agent": answer["agent"], "step": prompts.as_int(answer["step"]),
-            "reason": str(answer.get("reason", "")).strip(), "category": prompts.category_of(answer),
-            "confidence": prompts.as_unit(answer.get("confidence"))}
+    return {
+        "agent": answer["agent"],
+        "step": prompts.as_int(answer["step"]),
+        "reason": str(answer.get("reason", "")).strip(),
+        "category": prompts.category_of(answer),
+        "confidence": prompts.as_unit(answer.get("confidence")),
+    }
 
 
 class AllAtOnce:
@@ -113,7 +160,9 @@ class AllAtOnce:
     label = "All-at-once (LLM)"
     needs_llm = True
 
-    def run(self, trace: TraceView, *, llm: LlmClient | None = None, with_ground_truth: bool = True) -> MethodResult:
+    def run(
+        self, trace: TraceView, *, llm: LlmClient | None = None, with_ground_truth: bool = True
+    ) -> MethodResult:
         client = require(trace, llm, self.label)
         start = client.usage()
         found = locate(trace, llm=client, with_ground_truth=with_ground_truth)
@@ -123,10 +172,18 @@ class AllAtOnce:
         scores[found["step"]] = 1.0
         spent = client.usage() - start
         return MethodResult(
-            agent=found["agent"], step=found["step"], confidence=found["confidence"], reason=found["reason"],
-            category=found["category"], scores=scores, calls=spent.calls, input_tokens=spent.input_tokens,
-            output_tokens=spent.output_tokens, cost=spent.cost,
-            details={k: found[k] for k in ("answers", "windows", "picks") if k in found} | {"model": client.model},
+            agent=found["agent"],
+            step=found["step"],
+            confidence=found["confidence"],
+            reason=found["reason"],
+            category=found["category"],
+            scores=scores,
+            calls=spent.calls,
+            input_tokens=spent.input_tokens,
+            output_tokens=spent.output_tokens,
+            cost=spent.cost,
+            details={k: found[k] for k in ("answers", "windows", "picks") if k in found}
+            | {"model": client.model},
         )
 
 

@@ -53,14 +53,17 @@ class TraceView:
         """The agents a judge may blame: those that act (speak, think, call a model or a tool) in some step. The
         user who gave the task (``human`` steps) and a tool's output (``tool_result``, e.g. Who&When's
         Computer_terminal) are evidence, not actors. Every agent when none acts that way."""
-        acting = tuple(dict.fromkeys(s.agent for s in self.steps if s.agent in self.agents and s.kind in ACTING_KINDS))
+        acting = tuple(
+            dict.fromkeys(s.agent for s in self.steps if s.agent in self.agents and s.kind in ACTING_KINDS)
+        )
         return acting or self.agents
 
     def acting_steps(self) -> list[StepView]:
         """The steps a step-by-step judge may call decisive: those of candidate agents, never the task itself."""
         blameable = set(self.candidates())
-        return [s for s in self.steps if s.agent in blameable and s.kind in ACTING_KINDS] or \
-            [s for s in self.steps if s.agent in blameable]
+        return [s for s in self.steps if s.agent in blameable and s.kind in ACTING_KINDS] or [
+            s for s in self.steps if s.agent in blameable
+        ]
 
 
 @dataclass
@@ -70,12 +73,16 @@ class MethodResult:
     confidence: float  # in [0, 1]
     reason: str
     category: str = ""  # a taxonomy code from attribution.taxonomy, "" when the method does not classify
-    scores: list[float] = field(default_factory=list)  # suspicion per step, len == len(trace.steps), each in [0, 1]
+    scores: list[float] = field(
+        default_factory=list
+    )  # suspicion per step, len == len(trace.steps), each in [0, 1]
     calls: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
     cost: float = 0.0
-    details: dict[str, Any] = field(default_factory=dict)  # method-specific evidence (signals, windows, transcript)
+    details: dict[str, Any] = field(
+        default_factory=dict
+    )  # method-specific evidence (signals, windows, transcript)
 
 
 class Method(Protocol):
@@ -83,4 +90,6 @@ class Method(Protocol):
     label: str
     needs_llm: bool
 
-    def run(self, trace: TraceView, *, llm: LlmClient | None, with_ground_truth: bool = True) -> MethodResult: ...
+    def run(
+        self, trace: TraceView, *, llm: LlmClient | None, with_ground_truth: bool = True
+    ) -> MethodResult: ...

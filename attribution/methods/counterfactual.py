@@ -68,7 +68,9 @@ class ReplayStore(Protocol):
 class _Search:
     """Replays for one trace, memoised by the set of corrected steps, each recorded."""
 
-    def __init__(self, trace: TraceView, replayer: Replayer, budget: Budget, store: ReplayStore | None = None) -> None:
+    def __init__(
+        self, trace: TraceView, replayer: Replayer, budget: Budget, store: ReplayStore | None = None
+    ) -> None:
         self.trace = trace
         self.replayer = replayer
         self.budget = budget
@@ -89,15 +91,23 @@ class _Search:
         if key not in self.outcomes:
             name = ",".join(str(i) for i in sorted(key))
             replay = self.store.get(name) if self.store is not None else None
-            if replay is None:  # not replayed before (a re-delivered search finds its finished replays stored)
+            if (
+                replay is None
+            ):  # not replayed before (a re-delivered search finds its finished replays stored)
                 corrections = {i: self.proposal(i) for i in sorted(key)}
                 tokens_before = self.budget.tokens
                 result = self.replayer.replay(self.trace, corrections, budget=self.budget)
-                replay = {"purpose": purpose, "corrections": sorted(key),
-                          "corrected_content": {str(i): c for i, c in corrections.items()},
-                          "outcome": result.outcome, "final_answer": result.final_answer,
-                          "continuation": result.continuation, "cost": result.cost,
-                          "tokens": self.budget.tokens - tokens_before, "details": result.details}
+                replay = {
+                    "purpose": purpose,
+                    "corrections": sorted(key),
+                    "corrected_content": {str(i): c for i, c in corrections.items()},
+                    "outcome": result.outcome,
+                    "final_answer": result.final_answer,
+                    "continuation": result.continuation,
+                    "cost": result.cost,
+                    "tokens": self.budget.tokens - tokens_before,
+                    "details": result.details,
+                }
                 if self.store is not None:
                     self.store.put(name, replay)
             else:
@@ -110,7 +120,10 @@ class _Search:
 
     def binary(self, candidates: list[int]) -> int | None:
         """The smallest prefix of candidates whose correction flips the run, confirmed by its last step alone."""
-        lo, hi = -1, len(candidates) - 1  # prefix(lo) fails (-1: the recorded run); prefix(hi) presumed to succeed
+        lo, hi = (
+            -1,
+            len(candidates) - 1,
+        )  # prefix(lo) fails (-1: the recorded run); prefix(hi) presumed to succeed
         while hi - lo > 1:
             mid = (lo + hi) // 2
             if self.succeeds(candidates[: mid + 1], "prefix"):
@@ -132,7 +145,7 @@ class _Search:
         lo, hi = -1, len(candidates) - 1
         while hi - lo > 1:
             mid = _cut(weights, lo, hi)
-            if self.succeeds(candidates[lo + 1: mid + 1], "window"):
+            if self.succeeds(candidates[lo + 1 : mid + 1], "window"):
                 hi = mid
             else:
                 lo = mid
@@ -140,7 +153,9 @@ class _Search:
         return found if self.succeeds([found], "confirm") else None
 
 
-def _find(search: _Search, actions: list[int], pruned: list[int], weights: list[float] | None) -> tuple[int | None, str]:
+def _find(
+    search: _Search, actions: list[int], pruned: list[int], weights: list[float] | None
+) -> tuple[int | None, str]:
     """The decisive step and how it was found: guided bisection when there are weights, else binary search over
     prefixes (pruned candidates first); a scan of single corrections when those miss."""
     if weights is not None:
@@ -159,7 +174,7 @@ def _find(search: _Search, actions: list[int], pruned: list[int], weights: list[
 
 def _cut(weights: list[float], lo: int, hi: int) -> int:
     """The mid in [lo+1, hi-1] that best halves the weight of candidates lo+1 .. hi (earliest on ties)."""
-    total = sum(weights[lo + 1: hi + 1])
+    total = sum(weights[lo + 1 : hi + 1])
     best, gap, left = lo + 1, float("inf"), 0.0
     for mid in range(lo + 1, hi):
         left += weights[mid]
@@ -195,9 +210,18 @@ class Counterfactual:
     needs_llm = False
     needs_replayer = True  # the service hands it the project's replayer (sandbox or HTTP hook)
 
-    def run(self, trace: TraceView, *, llm: LlmClient | None = None, with_ground_truth: bool = True,
-            replayer: Replayer | None = None, budget: Budget | None = None, prune: bool = False,
-            store: ReplayStore | None = None, ranker: Ranker | None = None) -> MethodResult:
+    def run(
+        self,
+        trace: TraceView,
+        *,
+        llm: LlmClient | None = None,
+        with_ground_truth: bool = True,
+        replayer: Replayer | None = None,
+        budget: Budget | None = None,
+        prune: bool = False,
+        store: ReplayStore | None = None,
+        ranker: Ranker | None = None,
+    ) -> MethodResult:
         if not trace.steps:
             raise MethodError("the trace has no steps")
         if trace.outcome in ("succeeded", "success"):
@@ -209,30 +233,58 @@ class Counterfactual:
         if replayer is None:
             replayer = _sandbox_replayer(trace)
         budget = budget or Budget(max_replays=DEFAULT_MAX_REPLAYS)
-        actions = [s.index for s in trace.steps if s.agent and s.kind not in ("tool_result", "human", "system")]
+        actions = [
+            s.index for s in trace.steps if s.agent and s.kind not in ("tool_result", "human", "system")
+        ]
         if not actions:
             raise MethodError("the trace has no agent actions to correct")
         final = actions[-1]
         pruned = sorted((ancestors(build_graph(trace), final) | {final}) & set(actions)) if prune else actions
         search = _Search(trace, replayer, budget, store)
         try:
-            found, strategy = _find(search, actions, pruned, _weights(trace, actions, ranker) if ranker else None)
+            found, strategy = _find(
+                search, actions, pruned, _weights(trace, actions, ranker) if ranker else None
+            )
         except ReplayError as exc:  # budget exhausted or the replayer refused
             raise MethodError(f"counterfactual search stopped: {exc}") from None
         spent = budget.cost + search.stored_cost  # replays read back after a crash cost what they cost then
-        details = {"replays": search.replays, "replay_count": len(search.replays), "candidates": pruned,
-                   "actions": actions, "final_step": final, "strategy": strategy, "cost": spent}
+        details = {
+            "replays": search.replays,
+            "replay_count": len(search.replays),
+            "candidates": pruned,
+            "actions": actions,
+            "final_step": final,
+            "strategy": strategy,
+            "cost": spent,
+        }
         if found is None:
-            return MethodResult(agent="", step=-1, confidence=0.0, scores=[0.0] * len(trace.steps),
-                                reason="no single corrected step turns this run into a success", details=details,
-                                cost=spent, **_calls(replayer))
+            return MethodResult(
+                agent="",
+                step=-1,
+                confidence=0.0,
+                scores=[0.0] * len(trace.steps),
+                reason="no single corrected step turns this run into a success",
+                details=details,
+                cost=spent,
+                **_calls(replayer),
+            )
         agent = trace.steps[found].agent
         answer = search.answers[frozenset([found])]
-        reason = (f"Correcting step {found} ({agent}) alone turns the failed run into a success (final answer "
-                  f"{answer}). Found by {strategy} in {len(search.replays)} replays.")
+        reason = (
+            f"Correcting step {found} ({agent}) alone turns the failed run into a success (final answer "
+            f"{answer}). Found by {strategy} in {len(search.replays)} replays."
+        )
         scores = [1.0 if i == found else 0.0 for i in range(len(trace.steps))]
-        return MethodResult(agent=agent, step=found, confidence=1.0, reason=reason, scores=scores,
-                            cost=spent, details=details, **_calls(replayer))
+        return MethodResult(
+            agent=agent,
+            step=found,
+            confidence=1.0,
+            reason=reason,
+            scores=scores,
+            cost=spent,
+            details=details,
+            **_calls(replayer),
+        )
 
 
 def _sandbox_replayer(trace: TraceView) -> Replayer:

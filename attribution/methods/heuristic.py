@@ -43,16 +43,32 @@ if TYPE_CHECKING:
 PRIORS: dict[str, dict[tuple[str, int], float]] = {
     # 53 AG2 group chats (no planner): the first expert's restated task and plan (13 of 53) and the next reply
     # (15 of 53) are decisive most often.
-    "group": {("worker", 0): 0.250, ("worker", 1): 0.287, ("worker", 2): 0.194, ("worker", 3): 0.102,
-              ("worker", 4): 0.088},
+    "group": {
+        ("worker", 0): 0.250,
+        ("worker", 1): 0.287,
+        ("worker", 2): 0.194,
+        ("worker", 3): 0.102,
+        ("worker", 4): 0.088,
+    },
     # 27 Magentic-One runs: a worker's first two reports (4 and 5 of 27) dominate; the planner's instructions are
     # decisive 5 times in 360, its thoughts 5 times in 823.
-    "orchestrated": {("worker", 0): 0.161, ("worker", 1): 0.204, ("worker", 2): 0.096, ("worker", 3): 0.062,
-                     ("worker", 4): 0.024,
-                     ("planner-message", 0): 0.089, ("planner-message", 1): 0.056, ("planner-message", 2): 0.019,
-                     ("planner-message", 3): 0.062, ("planner-message", 4): 0.006,
-                     ("planner-thought", 0): 0.018, ("planner-thought", 1): 0.018, ("planner-thought", 2): 0.019,
-                     ("planner-thought", 3): 0.019, ("planner-thought", 4): 0.008},
+    "orchestrated": {
+        ("worker", 0): 0.161,
+        ("worker", 1): 0.204,
+        ("worker", 2): 0.096,
+        ("worker", 3): 0.062,
+        ("worker", 4): 0.024,
+        ("planner-message", 0): 0.089,
+        ("planner-message", 1): 0.056,
+        ("planner-message", 2): 0.019,
+        ("planner-message", 3): 0.062,
+        ("planner-message", 4): 0.006,
+        ("planner-thought", 0): 0.018,
+        ("planner-thought", 1): 0.018,
+        ("planner-thought", 2): 0.019,
+        ("planner-thought", 3): 0.019,
+        ("planner-thought", 4): 0.008,
+    },
 }
 PRIOR_FLOOR = 0.005
 
@@ -104,6 +120,7 @@ CATEGORIES = {
 
 # --- signals ---------------------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Signal:
     step: int
@@ -129,8 +146,11 @@ _EMPTY = re.compile(
 )
 # Runtime boilerplate that is not an agent's failure: AG2's terminal answering a message with no code in it.
 _NO_CODE = re.compile(r"There is no code from the last \d+ message|No code block detected", re.IGNORECASE)
-_DONE = re.compile(r"^\s*TERMINATE\s*$|\bRequest satisfied\b|FINAL ANSWER:|\"is_request_satisfied\":\s*\{[^}]*"
-                   r"\"answer\":\s*true", re.MULTILINE | re.IGNORECASE)
+_DONE = re.compile(
+    r"^\s*TERMINATE\s*$|\bRequest satisfied\b|FINAL ANSWER:|\"is_request_satisfied\":\s*\{[^}]*"
+    r"\"answer\":\s*true",
+    re.MULTILINE | re.IGNORECASE,
+)
 _FINAL_ANSWER = re.compile(r"FINAL ANSWER:\s*(.+)", re.IGNORECASE)
 _WORD = re.compile(r"[a-z0-9]+(?:\.[0-9]+)?")
 # The answer's values are looked for in its last characters (a long AG2 message ends with its conclusion) ...
@@ -169,7 +189,9 @@ class _Context:
         self.ground_truth = trace.ground_truth.strip() if with_ground_truth else ""
         truth = _norm(self.ground_truth)
         self.answer_wrong = bool(truth and self.answer and not _contains(_norm(self.answer), truth))
-        self.closer = ""  # the agent that declared the task done while it was not (set by premature termination)
+        self.closer = (
+            ""  # the agent that declared the task done while it was not (set by premature termination)
+        )
 
     def _producers(self) -> dict[int, int]:
         out: dict[int, int] = {}
@@ -221,11 +243,19 @@ def _detect_tool_errors(ctx: _Context) -> Iterator[Signal]:
             continue
         blamed = ctx.blamed(step.index)
         if blamed != step.index:
-            yield Signal(blamed, "tool_error", WEIGHTS["tool_error"],
-                         f"step {blamed}: tool error '{_snippet(match[0], 40)}' in its output (step {step.index})")
+            yield Signal(
+                blamed,
+                "tool_error",
+                WEIGHTS["tool_error"],
+                f"step {blamed}: tool error '{_snippet(match[0], 40)}' in its output (step {step.index})",
+            )
         else:
-            yield Signal(blamed, "runtime_error", WEIGHTS["runtime_error"],
-                         f"step {blamed}: error '{_snippet(match[0], 40)}' in {step.agent}'s own message")
+            yield Signal(
+                blamed,
+                "runtime_error",
+                WEIGHTS["runtime_error"],
+                f"step {blamed}: error '{_snippet(match[0], 40)}' in {step.agent}'s own message",
+            )
 
 
 def _detect_empty_results(ctx: _Context) -> Iterator[Signal]:
@@ -241,13 +271,17 @@ def _detect_empty_results(ctx: _Context) -> Iterator[Signal]:
             continue
         blamed = ctx.blamed(step.index)
         found = f"'{_snippet(match[0], 30)}'" if match else "nothing"
-        yield Signal(blamed, "empty_result", WEIGHTS["empty_result"],
-                     f"step {blamed}: empty or failed result ({found} in step {step.index})")
+        yield Signal(
+            blamed,
+            "empty_result",
+            WEIGHTS["empty_result"],
+            f"step {blamed}: empty or failed result ({found} in step {step.index})",
+        )
 
 
 def _shingles(text: str) -> set[tuple[str, ...]]:
     words = _norm(text).split()
-    return {tuple(words[k:k + 3]) for k in range(len(words) - 2)}
+    return {tuple(words[k : k + 3]) for k in range(len(words) - 2)}
 
 
 def _detect_loops(ctx: _Context) -> Iterator[Signal]:
@@ -261,8 +295,12 @@ def _detect_loops(ctx: _Context) -> Iterator[Signal]:
             continue
         for earlier, other in seen.get(step.agent, []):
             if len(shingles & other) >= 0.8 * len(shingles | other):
-                yield Signal(step.index, "loop", WEIGHTS["loop"],
-                             f"step {step.index}: {step.agent} repeats step {earlier} almost word for word")
+                yield Signal(
+                    step.index,
+                    "loop",
+                    WEIGHTS["loop"],
+                    f"step {step.index}: {step.agent} repeats step {earlier} almost word for word",
+                )
                 break
         seen.setdefault(step.agent, []).append((step.index, shingles))
 
@@ -274,14 +312,19 @@ def _detect_premature_termination(ctx: _Context) -> Iterator[Signal]:
     failed = ctx.trace.outcome == "failed" or ctx.answer_wrong
     fired = False
     for step in ctx.steps:
-        if step.kind == "tool_result" or (step.agent and step.agent not in ctx.planners and ctx.style != "group"):
+        if step.kind == "tool_result" or (
+            step.agent and step.agent not in ctx.planners and ctx.style != "group"
+        ):
             text = step.content if step.kind == "tool_result" else _without_code(step.content)
             if _TOOL_ERROR.search(text) or (_EMPTY.search(text) and not _NO_CODE.search(text)):
                 unresolved = step.index
             elif step.kind == "tool_result" and not _NO_CODE.search(text):
                 unresolved = None
-        if not ctx.is_action(step) or not _DONE.search(step.content) or (
-                step.index == ctx.final and _FINAL_ANSWER.search(step.content)):
+        if (
+            not ctx.is_action(step)
+            or not _DONE.search(step.content)
+            or (step.index == ctx.final and _FINAL_ANSWER.search(step.content))
+        ):
             continue
         if unresolved is None and not failed:
             continue
@@ -290,17 +333,27 @@ def _detect_premature_termination(ctx: _Context) -> Iterator[Signal]:
             continue
         fired = True
         if unresolved is not None:
-            yield Signal(step.index, "premature_termination", WEIGHTS["premature_termination"],
-                         f"step {step.index}: {step.agent} ends the task while the error of step {unresolved} "
-                         "is unresolved")
+            yield Signal(
+                step.index,
+                "premature_termination",
+                WEIGHTS["premature_termination"],
+                f"step {step.index}: {step.agent} ends the task while the error of step {unresolved} "
+                "is unresolved",
+            )
         else:
-            yield Signal(step.index, "premature_termination", WEIGHTS["premature_termination"],
-                         f"step {step.index}: {step.agent} declares the task done, but the run failed")
+            yield Signal(
+                step.index,
+                "premature_termination",
+                WEIGHTS["premature_termination"],
+                f"step {step.index}: {step.agent} declares the task done, but the run failed",
+            )
 
 
 _BOLD = re.compile(r"\*\*([^*\n]{2,80})\*\*")
 _NAME = re.compile(r"\b[A-Z][\w'&.-]*(?:\s+(?:of|de|the|and|&)?\s*[A-Z][\w'&.-]*){1,4}")
-_COMMON = frozenset("the a an and or of to in on for is are was be it this that with as by at from not no yes".split())
+_COMMON = frozenset(
+    "the a an and or of to in on for is are was be it this that with as by at from not no yes".split()
+)
 
 
 def _answer_values(ctx: _Context) -> list[str]:
@@ -347,42 +400,86 @@ def _detect_answer_origin(ctx: _Context) -> Iterator[Signal]:
     first = min(firsts)
     value = firsts[first]
     blamed = ctx.blamed(first)
-    name, weight = ("wrong_value", WEIGHTS["wrong_value"]) if ctx.answer_wrong else \
-        ("answer_origin", WEIGHTS["answer_origin"])
-    why = f"(the ground truth is '{_snippet(ctx.ground_truth, 30)}')" if ctx.answer_wrong else "(the run failed)"
-    yield Signal(blamed, name, weight,
-                 f"step {blamed}: first appearance of '{_snippet(value, 30)}', a value of the final answer {why}")
+    name, weight = (
+        ("wrong_value", WEIGHTS["wrong_value"])
+        if ctx.answer_wrong
+        else ("answer_origin", WEIGHTS["answer_origin"])
+    )
+    why = (
+        f"(the ground truth is '{_snippet(ctx.ground_truth, 30)}')"
+        if ctx.answer_wrong
+        else "(the run failed)"
+    )
+    yield Signal(
+        blamed,
+        name,
+        weight,
+        f"step {blamed}: first appearance of '{_snippet(value, 30)}', a value of the final answer {why}",
+    )
     origin_agent = ctx.steps[blamed].agent
-    taker = next((i for i in range(first + 1, ctx.final) if ctx.is_action(ctx.steps[i])
-                  and ctx.steps[i].agent != origin_agent and _contains(normed[i], value)), None)
+    taker = next(
+        (
+            i
+            for i in range(first + 1, ctx.final)
+            if ctx.is_action(ctx.steps[i])
+            and ctx.steps[i].agent != origin_agent
+            and _contains(normed[i], value)
+        ),
+        None,
+    )
     if taker is not None:
-        yield Signal(blamed, "handover", WEIGHTS["handover"],
-                     f"step {blamed}: {origin_agent} handed '{_snippet(value, 30)}' over; "
-                     f"{ctx.steps[taker].agent} took it up at step {taker}")
+        yield Signal(
+            blamed,
+            "handover",
+            WEIGHTS["handover"],
+            f"step {blamed}: {origin_agent} handed '{_snippet(value, 30)}' over; "
+            f"{ctx.steps[taker].agent} took it up at step {taker}",
+        )
     # Only a planner is answerable for checking what its workers hand it: in group chats (AG2) the expert who
     # closes the run is not blamed for the value it took over (measured on dev: it moved the verdict off the
     # origin in 4 of 53 AG2 runs and onto the right step in none).
     if ctx.closer in ctx.planners and ctx.closer != origin_agent:
-        accepted = next((i for i in range(first + 1, ctx.final) if ctx.steps[i].agent == ctx.closer
-                         and ctx.is_action(ctx.steps[i]) and _contains(normed[i], value)), None)
+        accepted = next(
+            (
+                i
+                for i in range(first + 1, ctx.final)
+                if ctx.steps[i].agent == ctx.closer
+                and ctx.is_action(ctx.steps[i])
+                and _contains(normed[i], value)
+            ),
+            None,
+        )
         if accepted is not None:
-            yield Signal(accepted, "accepted", WEIGHTS["accepted"],
-                         f"step {accepted}: {ctx.closer} accepts '{_snippet(value, 30)}' without checking it, "
-                         "then declares the task done")
+            yield Signal(
+                accepted,
+                "accepted",
+                WEIGHTS["accepted"],
+                f"step {accepted}: {ctx.closer} accepts '{_snippet(value, 30)}' without checking it, "
+                "then declares the task done",
+            )
 
 
 _MADE_UP = re.compile(
     r"\b(?:hypothetical|placeholder|dummy|mock(?:ed)? data|simulat(?:e|ed|ing|ion)|sample data|example data|"
     r"for demonstration|fictional|made[- ]up|let'?s assume|assuming|YOUR_[A-Z_]+|replace (?:this|with))\b",
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 
 
 def _detect_made_up(ctx: _Context) -> Iterator[Signal]:
     """Invented inputs: placeholders, assumed or simulated data where a lookup was needed."""
     for step in ctx.steps:
-        if ctx.is_action(step) and step.agent not in ctx.planners and (match := _MADE_UP.search(step.content)):
-            yield Signal(step.index, "made_up", WEIGHTS["made_up"],
-                         f"step {step.index}: {step.agent} works from invented data ('{_snippet(match[0], 30)}')")
+        if (
+            ctx.is_action(step)
+            and step.agent not in ctx.planners
+            and (match := _MADE_UP.search(step.content))
+        ):
+            yield Signal(
+                step.index,
+                "made_up",
+                WEIGHTS["made_up"],
+                f"step {step.index}: {step.agent} works from invented data ('{_snippet(match[0], 30)}')",
+            )
 
 
 def _detect_code(ctx: _Context) -> Iterator[Signal]:
@@ -390,26 +487,44 @@ def _detect_code(ctx: _Context) -> Iterator[Signal]:
     for step in ctx.steps:
         if ctx.is_action(step) and _CODE.search(step.content):
             if first:
-                yield Signal(step.index, "first_code", WEIGHTS["first_code"],
-                             f"step {step.index}: {step.agent} writes the run's first code")
+                yield Signal(
+                    step.index,
+                    "first_code",
+                    WEIGHTS["first_code"],
+                    f"step {step.index}: {step.agent} writes the run's first code",
+                )
                 first = False
             else:
-                yield Signal(step.index, "code", WEIGHTS["code"], f"step {step.index}: {step.agent} writes code")
+                yield Signal(
+                    step.index, "code", WEIGHTS["code"], f"step {step.index}: {step.agent} writes code"
+                )
 
 
 def _detect_ancestry(ctx: _Context, found: set[int]) -> Iterator[Signal]:
     for i in sorted(found):
         if ctx.is_action(ctx.steps[i]):
-            yield Signal(i, "ancestor", WEIGHTS["ancestor"],
-                         f"step {i}: the final answer (step {ctx.final}) depends on it")
+            yield Signal(
+                i,
+                "ancestor",
+                WEIGHTS["ancestor"],
+                f"step {i}: the final answer (step {ctx.final}) depends on it",
+            )
 
 
 # Premature termination runs before the answer's origin: it names the agent that closed the run (``ctx.closer``).
-_DETECTORS = (_detect_tool_errors, _detect_empty_results, _detect_loops, _detect_premature_termination,
-              _detect_answer_origin, _detect_made_up, _detect_code)
+_DETECTORS = (
+    _detect_tool_errors,
+    _detect_empty_results,
+    _detect_loops,
+    _detect_premature_termination,
+    _detect_answer_origin,
+    _detect_made_up,
+    _detect_code,
+)
 
 
 # --- verdict ---------------------------------------------------------------------------------------------------------
+
 
 def planners_of(trace: TraceView) -> set[str]:
     """Agents that address others or think aloud (Magentic-One's Orchestrator); a run with one is orchestrated."""
@@ -468,11 +583,19 @@ def _pick(raw: list[float], candidates: list[int]) -> int:
 
 # What each signal is called in a verdict's "Why" (its sentence says where and what; the name says which rule).
 SIGNAL_NAMES = {
-    "first_code": "first code of the run", "code": "writes code", "handover": "handed a wrong value over",
-    "tool_error": "tool error", "runtime_error": "error in its own message", "answer_origin": "origin of the answer",
-    "wrong_value": "origin of a wrong value", "accepted": "accepted without checking", "made_up": "invented data",
-    "empty_result": "empty result", "ancestor": "the final answer depends on it",
-    "premature_termination": "premature termination", "loop": "repetition",
+    "first_code": "first code of the run",
+    "code": "writes code",
+    "handover": "handed a wrong value over",
+    "tool_error": "tool error",
+    "runtime_error": "error in its own message",
+    "answer_origin": "origin of the answer",
+    "wrong_value": "origin of a wrong value",
+    "accepted": "accepted without checking",
+    "made_up": "invented data",
+    "empty_result": "empty result",
+    "ancestor": "the final answer depends on it",
+    "premature_termination": "premature termination",
+    "loop": "repetition",
 }
 # How many runner-up steps a "Why" names with their scores: enough to see how close the call was.
 RUNNERS_UP = 3
@@ -486,8 +609,9 @@ def _score(value: float) -> str:
 def _why_step(a: Analysis, i: int, scores: list[float]) -> str:
     step = a.ctx.steps[i]
     names = [SIGNAL_NAMES.get(s.signal, s.signal) for s in a.signals if s.step == i]
-    return (f"step {i} ({step.agent or 'no agent'}) score {_score(scores[i])}"
-            + (f": {', '.join(names)}" if names else ": position prior only"))
+    return f"step {i} ({step.agent or 'no agent'}) score {_score(scores[i])}" + (
+        f": {', '.join(names)}" if names else ": position prior only"
+    )
 
 
 def _reason(a: Analysis, step: int, scores: list[float]) -> str:
@@ -498,18 +622,26 @@ def _reason(a: Analysis, step: int, scores: list[float]) -> str:
     own = [s for s in a.signals if s.step == step]
     role, rank = cells(ctx.trace)[1][step]
     head = f"Blamed step {step} ({ctx.steps[step].agent or 'no agent'}), score {_score(scores[step])}"
-    because = "; ".join(f"{SIGNAL_NAMES.get(s.signal, s.signal)} (+{s.weight:.2f}): {s.text}"
-                        for s in own if s.signal != "ancestor")
+    because = "; ".join(
+        f"{SIGNAL_NAMES.get(s.signal, s.signal)} (+{s.weight:.2f}): {s.text}"
+        for s in own
+        if s.signal != "ancestor"
+    )
     if any(s.signal == "ancestor" for s in own):
-        because += ("; " if because else "") + f"the final answer (step {ctx.final}) depends on it " \
-                                               f"(+{WEIGHTS['ancestor']:.2f})"
-    parts = [f"{head}. Why: {because or 'no signal fired on it; chosen by the position prior alone'}; position "
-             f"prior: {role} step no. {rank + 1}{' or later' if rank == 4 else ''} of the run "
-             f"(log odds {a.priors[step]:.2f})."]
+        because += (
+            "; " if because else ""
+        ) + f"the final answer (step {ctx.final}) depends on it (+{WEIGHTS['ancestor']:.2f})"
+    parts = [
+        f"{head}. Why: {because or 'no signal fired on it; chosen by the position prior alone'}; position "
+        f"prior: {role} step no. {rank + 1}{' or later' if rank == 4 else ''} of the run "
+        f"(log odds {a.priors[step]:.2f})."
+    ]
     best = max(a.candidates, key=lambda i: (a.raw[i], -i))
     if best != step:
-        parts.append(f"Step {best} scores higher, but step {step} is the earliest step within {NEAR_TOP} log odds "
-                     "of the best, and the decisive error is the earliest one.")
+        parts.append(
+            f"Step {best} scores higher, but step {step} is the earliest step within {NEAR_TOP} log odds "
+            "of the best, and the decisive error is the earliest one."
+        )
     others = sorted((i for i in a.candidates if i != step), key=lambda i: (-a.raw[i], i))[:RUNNERS_UP]
     if others:
         parts.append("Runners-up: " + "; ".join(_why_step(a, i, scores) for i in others) + ".")
@@ -518,7 +650,8 @@ def _reason(a: Analysis, step: int, scores: list[float]) -> str:
         parts.append("Other signals: " + "; ".join(s.text for s in rest) + ".")
     if a.found:
         shown = ", ".join(str(i) for i in sorted(a.found)[:12]) + (
-            f" and {len(a.found) - 12} more" if len(a.found) > 12 else "")
+            f" and {len(a.found) - 12} more" if len(a.found) > 12 else ""
+        )
         parts.append(f"The final answer (step {ctx.final}) depends on steps {shown}.")
     return " ".join(parts)
 
@@ -536,12 +669,18 @@ class Analysis:
     candidates: list[int]
 
 
-def analyse(trace: TraceView, *, with_ground_truth: bool = True,
-            priors: dict[str, dict[tuple[str, int], float]] | None = None) -> Analysis:
+def analyse(
+    trace: TraceView,
+    *,
+    with_ground_truth: bool = True,
+    priors: dict[str, dict[tuple[str, int], float]] | None = None,
+) -> Analysis:
     """Detect every signal and score every step (``priors``: a project's calibrated table, else ``PRIORS``)."""
     ctx = _Context(trace, with_ground_truth)
     found = ancestors(ctx.graph, ctx.final)
-    signals = _one_per_kind([s for detect in _DETECTORS for s in detect(ctx)] + list(_detect_ancestry(ctx, found)))
+    signals = _one_per_kind(
+        [s for detect in _DETECTORS for s in detect(ctx)] + list(_detect_ancestry(ctx, found))
+    )
     prior = _log_priors(ctx, priors or PRIORS)
     raw = list(prior)
     for signal in signals:
@@ -555,8 +694,14 @@ class Heuristic:
     needs_llm = False
     needs_calibration = True  # the service hands it the project's calibrated priors, when there are any
 
-    def run(self, trace: TraceView, *, llm: LlmClient | None = None, with_ground_truth: bool = True,
-            calibration: Calibration | None = None) -> MethodResult:
+    def run(
+        self,
+        trace: TraceView,
+        *,
+        llm: LlmClient | None = None,
+        with_ground_truth: bool = True,
+        calibration: Calibration | None = None,
+    ) -> MethodResult:
         if not trace.steps:
             return MethodResult(agent="", step=0, confidence=0.0, reason="the trace has no steps")
         table = calibration.priors_for(trace) if calibration is not None else None
@@ -570,17 +715,27 @@ class Heuristic:
         scores = [round(math.exp(r - top), 4) for r in raw]
         t = CONFIDENCE_TEMPERATURE
         confidence = math.exp((raw[step] - top) / t) / sum(math.exp((raw[i] - top) / t) for i in candidates)
-        own = sorted((s for s in signals if s.step == step and s.signal in CATEGORIES),
-                     key=lambda s: list(CATEGORIES).index(s.signal))
-        details = {"signals": [{"step": s.step, "signal": s.signal, "weight": s.weight, "text": s.text}
-                               for s in signals],
-                   "ancestors": sorted(found), "final_step": ctx.final}
+        own = sorted(
+            (s for s in signals if s.step == step and s.signal in CATEGORIES),
+            key=lambda s: list(CATEGORIES).index(s.signal),
+        )
+        details = {
+            "signals": [
+                {"step": s.step, "signal": s.signal, "weight": s.weight, "text": s.text} for s in signals
+            ],
+            "ancestors": sorted(found),
+            "final_step": ctx.final,
+        }
         if table is not None:
             details["priors"] = calibration.describe() if calibration is not None else {}
         return MethodResult(
-            agent=agent, step=step, confidence=round(confidence, 4),
-            reason=_reason(a, step, scores), category=CATEGORIES[own[0].signal] if own else "",
-            scores=scores, details=details,
+            agent=agent,
+            step=step,
+            confidence=round(confidence, 4),
+            reason=_reason(a, step, scores),
+            category=CATEGORIES[own[0].signal] if own else "",
+            scores=scores,
+            details=details,
         )
 
 

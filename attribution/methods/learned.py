@@ -22,11 +22,19 @@ class Learned:
     needs_llm = False
     needs_attributor = True  # the service hands it the run's trained model
 
-    def run(self, trace: TraceView, *, llm: LlmClient | None = None, with_ground_truth: bool = True,
-            attributor: Attributor | None = None) -> MethodResult:
+    def run(
+        self,
+        trace: TraceView,
+        *,
+        llm: LlmClient | None = None,
+        with_ground_truth: bool = True,
+        attributor: Attributor | None = None,
+    ) -> MethodResult:
         if attributor is None:
-            raise MethodError("no trained model: train one on the project's model page (or with train_attributor) "
-                              "and make it the default")
+            raise MethodError(
+                "no trained model: train one on the project's model page (or with train_attributor) "
+                "and make it the default"
+            )
         return attributor.run(trace, with_ground_truth=with_ground_truth)
 
 

@@ -34,15 +34,22 @@ def unsupported_reason(trace: TraceView, result: MethodResult, *, with_ground_tr
         return ""
     position = ranked.index(result.step) + 1 if result.step in ranked else None
     where = f"ranked {position} of {len(ranked)}" if position else "not among the steps it can blame"
-    return (f"no offline signal supports step {result.step}: the heuristic finds no error, wrong value or loop there "
-            f"({where}) and blames another agent")
+    return (
+        f"no offline signal supports step {result.step}: the heuristic finds no error, wrong value or loop there "
+        f"({where}) and blames another agent"
+    )
 
 
-def flag_unsupported(trace: TraceView, result: MethodResult, *, with_ground_truth: bool = True) -> MethodResult:
+def flag_unsupported(
+    trace: TraceView, result: MethodResult, *, with_ground_truth: bool = True
+) -> MethodResult:
     """The verdict, with its confidence capped at ``LOW_CONFIDENCE`` and the reason in ``details["low_confidence"]``
     when nothing offline supports it."""
     reason = unsupported_reason(trace, result, with_ground_truth=with_ground_truth)
     if not reason:
         return result
-    return replace(result, confidence=min(result.confidence, LOW_CONFIDENCE),
-                   details={**result.details, "low_confidence": reason})
+    return replace(
+        result,
+        confidence=min(result.confidence, LOW_CONFIDENCE),
+        details={**result.details, "low_confidence": reason},
+    )

@@ -45,8 +45,14 @@ class SchemaGuided:
     wants_llm = True  # uses the project's model when one is configured
     needs_schemas = True
 
-    def run(self, trace: TraceView, *, llm: LlmClient | None = None, with_ground_truth: bool = True,
-            schemas: SchemaSource | None = None) -> MethodResult:
+    def run(
+        self,
+        trace: TraceView,
+        *,
+        llm: LlmClient | None = None,
+        with_ground_truth: bool = True,
+        schemas: SchemaSource | None = None,
+    ) -> MethodResult:
         from ..schemas import features
 
         base = HEURISTIC.run(trace, with_ground_truth=with_ground_truth)
@@ -59,20 +65,35 @@ class SchemaGuided:
             match = features.match_steps(schema.detection, trace, shape)
             votes.append((schema, match[0] if match else None, match[1] if match else 0.0))
         informed = [_used(s, step, strength) for s, step, strength in votes]
-        extra = {"schemas": informed, "from_cache": bool(schemas and schemas.from_cache),
-                 "heuristic": {"agent": base.agent, "step": base.step}}
+        extra = {
+            "schemas": informed,
+            "from_cache": bool(schemas and schemas.from_cache),
+            "heuristic": {"agent": base.agent, "step": base.step},
+        }
         if llm is not None:  # the model decides, with the schemas (if any) as hints
             return _with_model(trace, llm, retrieved, informed, with_ground_truth, extra)
         return _offline(trace, base, shape.roles, votes, extra)
 
 
 def _used(schema: Retrieved, step: int | None, strength: float) -> dict[str, Any]:
-    return {"id": schema.id, "title": schema.title, "step": step, "strength": strength,
-            "similarity": schema.similarity, "cases": schema.cases, "left_out": schema.left_out}
+    return {
+        "id": schema.id,
+        "title": schema.title,
+        "step": step,
+        "strength": strength,
+        "similarity": schema.similarity,
+        "cases": schema.cases,
+        "left_out": schema.left_out,
+    }
 
 
-def _offline(trace: TraceView, base: MethodResult, roles: tuple[str, ...],
-             votes: list[tuple[Retrieved, int | None, float]], extra: dict[str, Any]) -> MethodResult:
+def _offline(
+    trace: TraceView,
+    base: MethodResult,
+    roles: tuple[str, ...],
+    votes: list[tuple[Retrieved, int | None, float]],
+    extra: dict[str, Any],
+) -> MethodResult:
     raw = [math.log(max(s, _FLOOR)) for s in base.scores]
     for _, step, strength in votes:
         if step is not None:
@@ -92,12 +113,23 @@ def _offline(trace: TraceView, base: MethodResult, roles: tuple[str, ...],
     backing = [v for v in extra["schemas"] if v["step"] == pick]
     reason = base.reason
     if backing:
-        reason = f"{len(backing)} trusted schema{'s' if len(backing) != 1 else ''} point here (" + "; ".join(
-            f"'{v['title']}'" for v in backing[:3]) + ")" + (", overriding the heuristic's step "
-                                                             f"{base.step}" if overrode else "") + "; " + reason
-    return MethodResult(agent=agent, step=pick, confidence=round(confidence, 4), reason=reason,
-                        category=base.category if pick == base.step else _category(votes, pick), scores=scores,
-                        details=base.details | extra | {"overrode": overrode, "consensus": len(backers)})
+        reason = (
+            f"{len(backing)} trusted schema{'s' if len(backing) != 1 else ''} point here ("
+            + "; ".join(f"'{v['title']}'" for v in backing[:3])
+            + ")"
+            + (f", overriding the heuristic's step {base.step}" if overrode else "")
+            + "; "
+            + reason
+        )
+    return MethodResult(
+        agent=agent,
+        step=pick,
+        confidence=round(confidence, 4),
+        reason=reason,
+        category=base.category if pick == base.step else _category(votes, pick),
+        scores=scores,
+        details=base.details | extra | {"overrode": overrode, "consensus": len(backers)},
+    )
 
 
 def _category(votes: list[tuple[Retrieved, int | None, float]], pick: int) -> str:
@@ -110,14 +142,24 @@ def hints_block(retrieved: list[Retrieved]) -> str:
         return ""
     items = []
     for n, schema in enumerate(retrieved[:MAX_HINTS], start=1):
-        items.append(f"{n}. {html.escape(schema.title)} ({schema.cases} verified cases). When: "
-                     f"{html.escape(schema.context)} How to find it: {html.escape(schema.detection_text)}")
-    return ("Failure patterns seen in earlier verified runs of this project (hints, not instructions; they may not "
-            "apply to this run):\n<patterns>\n" + "\n".join(items) + "\n</patterns>\n\n")
+        items.append(
+            f"{n}. {html.escape(schema.title)} ({schema.cases} verified cases). When: "
+            f"{html.escape(schema.context)} How to find it: {html.escape(schema.detection_text)}"
+        )
+    return (
+        "Failure patterns seen in earlier verified runs of this project (hints, not instructions; they may not "
+        "apply to this run):\n<patterns>\n" + "\n".join(items) + "\n</patterns>\n\n"
+    )
 
 
-def _with_model(trace: TraceView, llm: LlmClient, retrieved: list[Retrieved], informed: list[dict[str, Any]],
-                with_ground_truth: bool, extra: dict[str, Any]) -> MethodResult:
+def _with_model(
+    trace: TraceView,
+    llm: LlmClient,
+    retrieved: list[Retrieved],
+    informed: list[dict[str, Any]],
+    with_ground_truth: bool,
+    extra: dict[str, Any],
+) -> MethodResult:
     from .all_at_once import reserve
 
     start = llm.usage()
@@ -127,24 +169,47 @@ def _with_model(trace: TraceView, llm: LlmClient, retrieved: list[Retrieved], in
     need = reserve(llm, hints + prompts.all_at_once(trace, "", with_ground_truth=with_ground_truth))
     if llm.count_tokens(whole) <= llm.budget(need):
         answer = llm.complete_json(
-            system=prompts.SYSTEM_PROMPT, purpose="schema_guided",
+            system=prompts.SYSTEM_PROMPT,
+            purpose="schema_guided",
             user=hints + prompts.all_at_once(trace, whole, with_ground_truth=with_ground_truth),
-            validate=lambda a: prompts.check_agent(a, trace) or prompts.check_step(a, 0, last)
-                     or prompts.check_pair(a, trace))
-        found = {"agent": answer["agent"], "step": prompts.as_int(answer["step"]),
-                 "reason": str(answer.get("reason", "")).strip(), "category": prompts.category_of(answer),
-                 "confidence": prompts.as_unit(answer.get("confidence")), "answers": [answer]}
+            validate=lambda a: (
+                prompts.check_agent(a, trace)
+                or prompts.check_step(a, 0, last)
+                or prompts.check_pair(a, trace)
+            ),
+        )
+        found = {
+            "agent": answer["agent"],
+            "step": prompts.as_int(answer["step"]),
+            "reason": str(answer.get("reason", "")).strip(),
+            "category": prompts.category_of(answer),
+            "confidence": prompts.as_unit(answer.get("confidence")),
+            "answers": [answer],
+        }
     else:  # too long for one request: windowed all-at-once, the hints in every window
         found = _windowed(trace, llm, hints, with_ground_truth)
     extra["hinted"] = bool(hints)
     spent = llm.usage() - start
     scores = [0.0] * len(trace.steps)
     scores[found["step"]] = 1.0
-    return MethodResult(agent=found["agent"], step=found["step"], confidence=found["confidence"],
-                        reason=found["reason"], category=found["category"], scores=scores, calls=spent.calls,
-                        input_tokens=spent.input_tokens, output_tokens=spent.output_tokens, cost=spent.cost,
-                        details=extra | {"answers": found.get("answers", []), "model": llm.model,
-                                         **({"windows": found["windows"]} if "windows" in found else {})})
+    return MethodResult(
+        agent=found["agent"],
+        step=found["step"],
+        confidence=found["confidence"],
+        reason=found["reason"],
+        category=found["category"],
+        scores=scores,
+        calls=spent.calls,
+        input_tokens=spent.input_tokens,
+        output_tokens=spent.output_tokens,
+        cost=spent.cost,
+        details=extra
+        | {
+            "answers": found.get("answers", []),
+            "model": llm.model,
+            **({"windows": found["windows"]} if "windows" in found else {}),
+        },
+    )
 
 
 def _windowed(trace: TraceView, llm: LlmClient, hints: str, with_ground_truth: bool) -> dict[str, Any]:
@@ -156,19 +221,37 @@ def _windowed(trace: TraceView, llm: LlmClient, hints: str, with_ground_truth: b
     from .all_at_once import _choose, _read, _validator, reserve
 
     last = len(trace.steps) - 1
-    need = reserve(llm, hints + prompts.window(trace, "", with_ground_truth=with_ground_truth, first=last, last=last,
-                                               number=999, count=999))
+    need = reserve(
+        llm,
+        hints
+        + prompts.window(
+            trace, "", with_ground_truth=with_ground_truth, first=last, last=last, number=999, count=999
+        ),
+    )
     windows = llm.windows(trace, need)
     picks = []
     for number, window in enumerate(windows, start=1):
-        user = hints + prompts.window(trace, llm.render_window(trace, window), with_ground_truth=with_ground_truth,
-                                      first=window.first, last=window.last, number=number, count=len(windows))
-        answer = llm.complete_json(system=prompts.SYSTEM_PROMPT, user=user,
-                                   purpose=f"schema_guided window {number}/{len(windows)}",
-                                   validate=_validator(trace, window.first, window.last))
+        user = hints + prompts.window(
+            trace,
+            llm.render_window(trace, window),
+            with_ground_truth=with_ground_truth,
+            first=window.first,
+            last=window.last,
+            number=number,
+            count=len(windows),
+        )
+        answer = llm.complete_json(
+            system=prompts.SYSTEM_PROMPT,
+            user=user,
+            purpose=f"schema_guided window {number}/{len(windows)}",
+            validate=_validator(trace, window.first, window.last),
+        )
         picks.append(_read(answer) | {"first": window.first, "last": window.last, "answer": answer})
     return _choose(trace, llm, picks, with_ground_truth, hints) | {
-        "windows": [[w.first, w.last] if w.parts == 1 else [w.first, w.last, w.part, w.parts] for w in windows]}
+        "windows": [
+            [w.first, w.last] if w.parts == 1 else [w.first, w.last, w.part, w.parts] for w in windows
+        ]
+    }
 
 
 METHOD = SchemaGuided()

@@ -6,129 +6,235 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('tracing', '0003_api_tokens_otlp_spans'),
+        ("tracing", "0003_api_tokens_otlp_spans"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='AttributionRun',
+            name="AttributionRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('method', models.CharField(max_length=40)),
-                ('model', models.CharField(blank=True, max_length=200)),
-                ('params', models.JSONField(blank=True, default=dict)),
-                ('trace_ids', models.JSONField(default=list)),
-                ('description', models.CharField(blank=True, max_length=300)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('succeeded', 'Finished'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='queued', max_length=16)),
-                ('total', models.PositiveIntegerField(default=0)),
-                ('done', models.PositiveIntegerField(default=0)),
-                ('failed', models.PositiveIntegerField(default=0)),
-                ('calls', models.PositiveIntegerField(default=0)),
-                ('input_tokens', models.PositiveBigIntegerField(default=0)),
-                ('output_tokens', models.PositiveBigIntegerField(default=0)),
-                ('cost', models.DecimalField(decimal_places=6, default=0, max_digits=12)),
-                ('error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='attribution_runs', to='tracing.project')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("method", models.CharField(max_length=40)),
+                ("model", models.CharField(blank=True, max_length=200)),
+                ("params", models.JSONField(blank=True, default=dict)),
+                ("trace_ids", models.JSONField(default=list)),
+                ("description", models.CharField(blank=True, max_length=300)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("succeeded", "Finished"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("total", models.PositiveIntegerField(default=0)),
+                ("done", models.PositiveIntegerField(default=0)),
+                ("failed", models.PositiveIntegerField(default=0)),
+                ("calls", models.PositiveIntegerField(default=0)),
+                ("input_tokens", models.PositiveBigIntegerField(default=0)),
+                ("output_tokens", models.PositiveBigIntegerField(default=0)),
+                ("cost", models.DecimalField(decimal_places=6, default=0, max_digits=12)),
+                ("error", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="attribution_runs",
+                        to="tracing.project",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='LlmCall',
+            name="LlmCall",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('method', models.CharField(blank=True, max_length=40)),
-                ('purpose', models.CharField(blank=True, max_length=80)),
-                ('model', models.CharField(max_length=200)),
-                ('ok', models.BooleanField(default=True)),
-                ('cached', models.BooleanField(default=False)),
-                ('input_tokens', models.PositiveIntegerField(default=0)),
-                ('output_tokens', models.PositiveIntegerField(default=0)),
-                ('cost', models.DecimalField(decimal_places=6, default=0, max_digits=12)),
-                ('latency_ms', models.PositiveIntegerField(default=0)),
-                ('error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='llm_calls', to='tracing.project')),
-                ('run', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='llm_calls', to='attribution.attributionrun')),
-                ('trace', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='tracing.trace')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("method", models.CharField(blank=True, max_length=40)),
+                ("purpose", models.CharField(blank=True, max_length=80)),
+                ("model", models.CharField(max_length=200)),
+                ("ok", models.BooleanField(default=True)),
+                ("cached", models.BooleanField(default=False)),
+                ("input_tokens", models.PositiveIntegerField(default=0)),
+                ("output_tokens", models.PositiveIntegerField(default=0)),
+                ("cost", models.DecimalField(decimal_places=6, default=0, max_digits=12)),
+                ("latency_ms", models.PositiveIntegerField(default=0)),
+                ("error", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="llm_calls",
+                        to="tracing.project",
+                    ),
+                ),
+                (
+                    "run",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="llm_calls",
+                        to="attribution.attributionrun",
+                    ),
+                ),
+                (
+                    "trace",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="tracing.trace",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='ProjectLlmSettings',
+            name="ProjectLlmSettings",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('model', models.CharField(blank=True, max_length=200)),
-                ('api_base', models.URLField(blank=True, max_length=300)),
-                ('api_key_encrypted', models.TextField(blank=True)),
-                ('temperature', models.FloatField(default=0.0)),
-                ('timeout_seconds', models.PositiveIntegerField(default=120)),
-                ('max_retries', models.PositiveSmallIntegerField(default=3)),
-                ('spending_cap_usd', models.DecimalField(blank=True, decimal_places=4, max_digits=10, null=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('project', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='llm_settings', to='tracing.project')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("model", models.CharField(blank=True, max_length=200)),
+                ("api_base", models.URLField(blank=True, max_length=300)),
+                ("api_key_encrypted", models.TextField(blank=True)),
+                ("temperature", models.FloatField(default=0.0)),
+                ("timeout_seconds", models.PositiveIntegerField(default=120)),
+                ("max_retries", models.PositiveSmallIntegerField(default=3)),
+                (
+                    "spending_cap_usd",
+                    models.DecimalField(blank=True, decimal_places=4, max_digits=10, null=True),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "project",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="llm_settings",
+                        to="tracing.project",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Verdict',
+            name="Verdict",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('method', models.CharField(max_length=40)),
-                ('status', models.CharField(choices=[('ok', 'Verdict'), ('failed', 'Failed')], default='ok', max_length=8)),
-                ('agent_name', models.CharField(blank=True, max_length=200)),
-                ('step_index', models.IntegerField(blank=True, null=True)),
-                ('confidence', models.FloatField(blank=True, null=True)),
-                ('reason', models.TextField(blank=True)),
-                ('category', models.CharField(blank=True, max_length=80)),
-                ('scores', models.JSONField(blank=True, default=list)),
-                ('details', models.JSONField(blank=True, default=dict)),
-                ('calls', models.PositiveIntegerField(default=0)),
-                ('input_tokens', models.PositiveIntegerField(default=0)),
-                ('output_tokens', models.PositiveIntegerField(default=0)),
-                ('cost', models.DecimalField(decimal_places=6, default=0, max_digits=12)),
-                ('error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='verdicts', to='attribution.attributionrun')),
-                ('trace', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='verdicts', to='tracing.trace')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("method", models.CharField(max_length=40)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("ok", "Verdict"), ("failed", "Failed")], default="ok", max_length=8
+                    ),
+                ),
+                ("agent_name", models.CharField(blank=True, max_length=200)),
+                ("step_index", models.IntegerField(blank=True, null=True)),
+                ("confidence", models.FloatField(blank=True, null=True)),
+                ("reason", models.TextField(blank=True)),
+                ("category", models.CharField(blank=True, max_length=80)),
+                ("scores", models.JSONField(blank=True, default=list)),
+                ("details", models.JSONField(blank=True, default=dict)),
+                ("calls", models.PositiveIntegerField(default=0)),
+                ("input_tokens", models.PositiveIntegerField(default=0)),
+                ("output_tokens", models.PositiveIntegerField(default=0)),
+                ("cost", models.DecimalField(decimal_places=6, default=0, max_digits=12)),
+                ("error", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "run",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="verdicts",
+                        to="attribution.attributionrun",
+                    ),
+                ),
+                (
+                    "trace",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="verdicts",
+                        to="tracing.trace",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.AddIndex(
-            model_name='attributionrun',
-            index=models.Index(fields=['project', '-created_at'], name='run_project_recent'),
+            model_name="attributionrun",
+            index=models.Index(fields=["project", "-created_at"], name="run_project_recent"),
         ),
         migrations.AddConstraint(
-            model_name='attributionrun',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['queued', 'running', 'succeeded', 'failed', 'cancelled'])), name='run_status_valid'),
+            model_name="attributionrun",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("status__in", ["queued", "running", "succeeded", "failed", "cancelled"])),
+                name="run_status_valid",
+            ),
         ),
         migrations.AddIndex(
-            model_name='llmcall',
-            index=models.Index(fields=['project', 'created_at'], name='llmcall_project_time'),
+            model_name="llmcall",
+            index=models.Index(fields=["project", "created_at"], name="llmcall_project_time"),
         ),
         migrations.AddIndex(
-            model_name='verdict',
-            index=models.Index(fields=['trace', '-created_at'], name='verdict_trace_recent'),
+            model_name="verdict",
+            index=models.Index(fields=["trace", "-created_at"], name="verdict_trace_recent"),
         ),
         migrations.AddConstraint(
-            model_name='verdict',
-            constraint=models.UniqueConstraint(fields=('run', 'trace'), name='verdict_unique_per_run_trace'),
+            model_name="verdict",
+            constraint=models.UniqueConstraint(fields=("run", "trace"), name="verdict_unique_per_run_trace"),
         ),
         migrations.AddConstraint(
-            model_name='verdict',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['ok', 'failed'])), name='verdict_status_valid'),
+            model_name="verdict",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("status__in", ["ok", "failed"])), name="verdict_status_valid"
+            ),
         ),
     ]

@@ -4,20 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('attribution', '0001_initial'),
+        ("attribution", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='projectllmsettings',
-            name='replay_hook_auth_encrypted',
+            model_name="projectllmsettings",
+            name="replay_hook_auth_encrypted",
             field=models.TextField(blank=True),
         ),
         migrations.AddField(
-            model_name='projectllmsettings',
-            name='replay_hook_url',
+            model_name="projectllmsettings",
+            name="replay_hook_url",
             field=models.URLField(blank=True, max_length=500),
         ),
     ]

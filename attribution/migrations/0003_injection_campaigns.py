@@ -6,117 +6,240 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('attribution', '0002_replay_hook'),
-        ('tracing', '0003_api_tokens_otlp_spans'),
+        ("attribution", "0002_replay_hook"),
+        ("tracing", "0003_api_tokens_otlp_spans"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='InjectionCampaign',
+            name="InjectionCampaign",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('description', models.CharField(blank=True, max_length=300)),
-                ('trace_ids', models.JSONField(default=list)),
-                ('params', models.JSONField(blank=True, default=dict)),
-                ('max_replays', models.PositiveIntegerField(blank=True, null=True)),
-                ('max_tokens', models.PositiveBigIntegerField(blank=True, null=True)),
-                ('max_cost', models.DecimalField(blank=True, decimal_places=4, max_digits=10, null=True)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('succeeded', 'Finished'), ('stopped', 'Stopped by its budget'), ('cancelled', 'Cancelled'), ('failed', 'Failed')], default='queued', max_length=16)),
-                ('total', models.PositiveIntegerField(default=0)),
-                ('done', models.PositiveIntegerField(default=0)),
-                ('kept', models.PositiveIntegerField(default=0)),
-                ('failed', models.PositiveIntegerField(default=0)),
-                ('replays', models.PositiveIntegerField(default=0)),
-                ('tokens', models.PositiveBigIntegerField(default=0)),
-                ('cost', models.DecimalField(decimal_places=6, default=0, max_digits=12)),
-                ('stop_reason', models.CharField(blank=True, max_length=300)),
-                ('error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='injection_campaigns', to='tracing.project')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("description", models.CharField(blank=True, max_length=300)),
+                ("trace_ids", models.JSONField(default=list)),
+                ("params", models.JSONField(blank=True, default=dict)),
+                ("max_replays", models.PositiveIntegerField(blank=True, null=True)),
+                ("max_tokens", models.PositiveBigIntegerField(blank=True, null=True)),
+                ("max_cost", models.DecimalField(blank=True, decimal_places=4, max_digits=10, null=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("succeeded", "Finished"),
+                            ("stopped", "Stopped by its budget"),
+                            ("cancelled", "Cancelled"),
+                            ("failed", "Failed"),
+                        ],
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("total", models.PositiveIntegerField(default=0)),
+                ("done", models.PositiveIntegerField(default=0)),
+                ("kept", models.PositiveIntegerField(default=0)),
+                ("failed", models.PositiveIntegerField(default=0)),
+                ("replays", models.PositiveIntegerField(default=0)),
+                ("tokens", models.PositiveBigIntegerField(default=0)),
+                ("cost", models.DecimalField(decimal_places=6, default=0, max_digits=12)),
+                ("stop_reason", models.CharField(blank=True, max_length=300)),
+                ("error", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="injection_campaigns",
+                        to="tracing.project",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='Injection',
+            name="Injection",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(max_length=120)),
-                ('step_index', models.IntegerField(blank=True, null=True)),
-                ('agent_name', models.CharField(blank=True, max_length=200)),
-                ('fault_kind', models.CharField(max_length=40)),
-                ('category', models.CharField(blank=True, max_length=80)),
-                ('original', models.TextField(blank=True)),
-                ('faulty', models.TextField(blank=True)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('kept', 'Kept: the fault broke the run'), ('discarded', 'Discarded: the run still succeeded'), ('failed', 'Failed'), ('skipped', 'Skipped (budget or cancelled)')], default='pending', max_length=12)),
-                ('outcome', models.CharField(blank=True, max_length=12)),
-                ('final_answer', models.TextField(blank=True)),
-                ('error', models.TextField(blank=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('origin', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tracing.trace')),
-                ('result_trace', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='tracing.trace')),
-                ('campaign', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='injections', to='attribution.injectioncampaign')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("key", models.CharField(max_length=120)),
+                ("step_index", models.IntegerField(blank=True, null=True)),
+                ("agent_name", models.CharField(blank=True, max_length=200)),
+                ("fault_kind", models.CharField(max_length=40)),
+                ("category", models.CharField(blank=True, max_length=80)),
+                ("original", models.TextField(blank=True)),
+                ("faulty", models.TextField(blank=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("kept", "Kept: the fault broke the run"),
+                            ("discarded", "Discarded: the run still succeeded"),
+                            ("failed", "Failed"),
+                            ("skipped", "Skipped (budget or cancelled)"),
+                        ],
+                        default="pending",
+                        max_length=12,
+                    ),
+                ),
+                ("outcome", models.CharField(blank=True, max_length=12)),
+                ("final_answer", models.TextField(blank=True)),
+                ("error", models.TextField(blank=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "origin",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="tracing.trace"
+                    ),
+                ),
+                (
+                    "result_trace",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="tracing.trace",
+                    ),
+                ),
+                (
+                    "campaign",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="injections",
+                        to="attribution.injectioncampaign",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='ReplayRecord',
+            name="ReplayRecord",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(max_length=200)),
-                ('purpose', models.CharField(blank=True, max_length=20)),
-                ('replayer', models.CharField(blank=True, max_length=20)),
-                ('corrections', models.JSONField(default=dict)),
-                ('outcome', models.CharField(max_length=12)),
-                ('final_answer', models.TextField(blank=True)),
-                ('continuation', models.JSONField(default=list)),
-                ('tokens', models.PositiveIntegerField(default=0)),
-                ('cost', models.DecimalField(decimal_places=6, default=0, max_digits=12)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('campaign', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='replay_records', to='attribution.injectioncampaign')),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tracing.project')),
-                ('run', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='replays', to='attribution.attributionrun')),
-                ('trace', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='replay_records', to='tracing.trace')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("key", models.CharField(max_length=200)),
+                ("purpose", models.CharField(blank=True, max_length=20)),
+                ("replayer", models.CharField(blank=True, max_length=20)),
+                ("corrections", models.JSONField(default=dict)),
+                ("outcome", models.CharField(max_length=12)),
+                ("final_answer", models.TextField(blank=True)),
+                ("continuation", models.JSONField(default=list)),
+                ("tokens", models.PositiveIntegerField(default=0)),
+                ("cost", models.DecimalField(decimal_places=6, default=0, max_digits=12)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "campaign",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="replay_records",
+                        to="attribution.injectioncampaign",
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="tracing.project"
+                    ),
+                ),
+                (
+                    "run",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="replays",
+                        to="attribution.attributionrun",
+                    ),
+                ),
+                (
+                    "trace",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="replay_records",
+                        to="tracing.trace",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.AddIndex(
-            model_name='injectioncampaign',
-            index=models.Index(fields=['project', '-created_at'], name='campaign_project_recent'),
+            model_name="injectioncampaign",
+            index=models.Index(fields=["project", "-created_at"], name="campaign_project_recent"),
         ),
         migrations.AddConstraint(
-            model_name='injectioncampaign',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['queued', 'running', 'succeeded', 'stopped', 'cancelled', 'failed'])), name='campaign_status_valid'),
+            model_name="injectioncampaign",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("status__in", ["queued", "running", "succeeded", "stopped", "cancelled", "failed"])
+                ),
+                name="campaign_status_valid",
+            ),
         ),
         migrations.AddIndex(
-            model_name='injection',
-            index=models.Index(fields=['campaign', 'status'], name='injection_campaign_status'),
+            model_name="injection",
+            index=models.Index(fields=["campaign", "status"], name="injection_campaign_status"),
         ),
         migrations.AddConstraint(
-            model_name='injection',
-            constraint=models.UniqueConstraint(fields=('campaign', 'key'), name='injection_unique_key'),
+            model_name="injection",
+            constraint=models.UniqueConstraint(fields=("campaign", "key"), name="injection_unique_key"),
         ),
         migrations.AddConstraint(
-            model_name='injection',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['pending', 'kept', 'discarded', 'failed', 'skipped'])), name='injection_status_valid'),
+            model_name="injection",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("status__in", ["pending", "kept", "discarded", "failed", "skipped"])),
+                name="injection_status_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='replayrecord',
-            constraint=models.UniqueConstraint(condition=models.Q(('run__isnull', False)), fields=('run', 'trace', 'key'), name='replay_unique_per_run'),
+            model_name="replayrecord",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("run__isnull", False)),
+                fields=("run", "trace", "key"),
+                name="replay_unique_per_run",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='replayrecord',
-            constraint=models.UniqueConstraint(condition=models.Q(('campaign__isnull', False)), fields=('campaign', 'trace', 'key'), name='replay_unique_per_campaign'),
+            model_name="replayrecord",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("campaign__isnull", False)),
+                fields=("campaign", "trace", "key"),
+                name="replay_unique_per_campaign",
+            ),
         ),
     ]

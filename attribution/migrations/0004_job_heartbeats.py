@@ -4,30 +4,29 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('attribution', '0003_injection_campaigns'),
+        ("attribution", "0003_injection_campaigns"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='attributionrun',
-            name='heartbeat_at',
+            model_name="attributionrun",
+            name="heartbeat_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='attributionrun',
-            name='reaped',
+            model_name="attributionrun",
+            name="reaped",
             field=models.PositiveSmallIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='injectioncampaign',
-            name='heartbeat_at',
+            model_name="injectioncampaign",
+            name="heartbeat_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='injectioncampaign',
-            name='reaped',
+            model_name="injectioncampaign",
+            name="reaped",
             field=models.PositiveSmallIntegerField(default=0),
         ),
     ]

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('attribution', '0004_job_heartbeats'),
+        ("attribution", "0004_job_heartbeats"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='replayrecord',
-            name='details',
+            model_name="replayrecord",
+            name="details",
             field=models.JSONField(blank=True, default=dict),
         ),
     ]

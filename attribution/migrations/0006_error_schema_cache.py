@@ -6,146 +6,325 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('attribution', '0005_replay_record_details'),
-        ('tracing', '0003_api_tokens_otlp_spans'),
+        ("attribution", "0005_replay_record_details"),
+        ("tracing", "0003_api_tokens_otlp_spans"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ErrorSchema',
+            name="ErrorSchema",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(max_length=200)),
-                ('title', models.CharField(max_length=200)),
-                ('category', models.CharField(blank=True, max_length=80)),
-                ('style', models.CharField(max_length=16)),
-                ('signature', models.JSONField(default=dict)),
-                ('context', models.TextField(blank=True)),
-                ('detection', models.JSONField(default=dict)),
-                ('detection_text', models.TextField(blank=True)),
-                ('search_text', models.TextField(blank=True)),
-                ('embedding', models.JSONField(blank=True, null=True)),
-                ('status', models.CharField(choices=[('candidate', 'Candidate'), ('trusted', 'Trusted'), ('retired', 'Retired')], default='candidate', max_length=12)),
-                ('scope', models.CharField(choices=[('project', 'This project only'), ('shared', 'Shared library')], default='project', max_length=12)),
-                ('distilled_by', models.CharField(blank=True, max_length=200)),
-                ('edited', models.BooleanField(default=False)),
-                ('approved_at', models.DateTimeField(blank=True, null=True)),
-                ('retrievals', models.PositiveIntegerField(default=0)),
-                ('hits', models.PositiveIntegerField(default=0)),
-                ('misses', models.PositiveIntegerField(default=0)),
-                ('last_used_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('approved_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='error_schemas', to='tracing.project')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("key", models.CharField(max_length=200)),
+                ("title", models.CharField(max_length=200)),
+                ("category", models.CharField(blank=True, max_length=80)),
+                ("style", models.CharField(max_length=16)),
+                ("signature", models.JSONField(default=dict)),
+                ("context", models.TextField(blank=True)),
+                ("detection", models.JSONField(default=dict)),
+                ("detection_text", models.TextField(blank=True)),
+                ("search_text", models.TextField(blank=True)),
+                ("embedding", models.JSONField(blank=True, null=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("candidate", "Candidate"), ("trusted", "Trusted"), ("retired", "Retired")],
+                        default="candidate",
+                        max_length=12,
+                    ),
+                ),
+                (
+                    "scope",
+                    models.CharField(
+                        choices=[("project", "This project only"), ("shared", "Shared library")],
+                        default="project",
+                        max_length=12,
+                    ),
+                ),
+                ("distilled_by", models.CharField(blank=True, max_length=200)),
+                ("edited", models.BooleanField(default=False)),
+                ("approved_at", models.DateTimeField(blank=True, null=True)),
+                ("retrievals", models.PositiveIntegerField(default=0)),
+                ("hits", models.PositiveIntegerField(default=0)),
+                ("misses", models.PositiveIntegerField(default=0)),
+                ("last_used_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "approved_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="error_schemas",
+                        to="tracing.project",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-updated_at', '-id'],
+                "ordering": ["-updated_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='SchemaEvent',
+            name="SchemaEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('action', models.CharField(choices=[('created', 'Created'), ('merged', 'Case merged'), ('promoted', 'Promoted'), ('approved', 'Approved'), ('edited', 'Edited'), ('retired', 'Retired'), ('restored', 'Restored'), ('shared', 'Scope changed')], max_length=12)),
-                ('detail', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('actor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('schema', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='events', to='attribution.errorschema')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[
+                            ("created", "Created"),
+                            ("merged", "Case merged"),
+                            ("promoted", "Promoted"),
+                            ("approved", "Approved"),
+                            ("edited", "Edited"),
+                            ("retired", "Retired"),
+                            ("restored", "Restored"),
+                            ("shared", "Scope changed"),
+                        ],
+                        max_length=12,
+                    ),
+                ),
+                ("detail", models.JSONField(blank=True, default=dict)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "schema",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="events",
+                        to="attribution.errorschema",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='SchemaExemplar',
+            name="SchemaExemplar",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('step_index', models.PositiveIntegerField()),
-                ('agent_name', models.CharField(max_length=200)),
-                ('source', models.CharField(max_length=20)),
-                ('independence', models.CharField(max_length=80)),
-                ('features', models.JSONField(default=dict)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('gold_label', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='tracing.goldlabel')),
-                ('schema', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='exemplars', to='attribution.errorschema')),
-                ('trace', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tracing.trace')),
-                ('verdict', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='attribution.verdict')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("step_index", models.PositiveIntegerField()),
+                ("agent_name", models.CharField(max_length=200)),
+                ("source", models.CharField(max_length=20)),
+                ("independence", models.CharField(max_length=80)),
+                ("features", models.JSONField(default=dict)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "gold_label",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="tracing.goldlabel",
+                    ),
+                ),
+                (
+                    "schema",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="exemplars",
+                        to="attribution.errorschema",
+                    ),
+                ),
+                (
+                    "trace",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="tracing.trace"
+                    ),
+                ),
+                (
+                    "verdict",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="attribution.verdict",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['created_at', 'id'],
+                "ordering": ["created_at", "id"],
             },
         ),
         migrations.CreateModel(
-            name='SchemaLibrarySettings',
+            name="SchemaLibrarySettings",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('use_shared_library', models.BooleanField(default=False)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('project', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='schema_settings', to='tracing.project')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("use_shared_library", models.BooleanField(default=False)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "project",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="schema_settings",
+                        to="tracing.project",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='SchemaUse',
+            name="SchemaUse",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('step_index', models.IntegerField(blank=True, null=True)),
-                ('outcome', models.CharField(choices=[('pending', 'Pending'), ('hit', 'Confirmed'), ('miss', 'Contradicted')], default='pending', max_length=8)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('schema', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='uses', to='attribution.errorschema')),
-                ('trace', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tracing.trace')),
-                ('verdict', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='schema_uses', to='attribution.verdict')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("step_index", models.IntegerField(blank=True, null=True)),
+                (
+                    "outcome",
+                    models.CharField(
+                        choices=[("pending", "Pending"), ("hit", "Confirmed"), ("miss", "Contradicted")],
+                        default="pending",
+                        max_length=8,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "schema",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="uses",
+                        to="attribution.errorschema",
+                    ),
+                ),
+                (
+                    "trace",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="tracing.trace"
+                    ),
+                ),
+                (
+                    "verdict",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="schema_uses",
+                        to="attribution.verdict",
+                    ),
+                ),
             ],
         ),
         migrations.AddIndex(
-            model_name='errorschema',
-            index=models.Index(fields=['project', 'status', 'style'], name='errorschema_retrieval'),
+            model_name="errorschema",
+            index=models.Index(fields=["project", "status", "style"], name="errorschema_retrieval"),
         ),
         migrations.AddIndex(
-            model_name='errorschema',
-            index=models.Index(fields=['scope', 'status', 'style'], name='errorschema_shared'),
+            model_name="errorschema",
+            index=models.Index(fields=["scope", "status", "style"], name="errorschema_shared"),
         ),
         migrations.AddConstraint(
-            model_name='errorschema',
-            constraint=models.UniqueConstraint(fields=('project', 'key'), name='errorschema_unique_key_per_project'),
+            model_name="errorschema",
+            constraint=models.UniqueConstraint(
+                fields=("project", "key"), name="errorschema_unique_key_per_project"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='errorschema',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['candidate', 'trusted', 'retired'])), name='errorschema_status_valid'),
+            model_name="errorschema",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("status__in", ["candidate", "trusted", "retired"])),
+                name="errorschema_status_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='errorschema',
-            constraint=models.CheckConstraint(condition=models.Q(('scope__in', ['project', 'shared'])), name='errorschema_scope_valid'),
+            model_name="errorschema",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("scope__in", ["project", "shared"])), name="errorschema_scope_valid"
+            ),
         ),
         migrations.AddIndex(
-            model_name='schemaevent',
-            index=models.Index(fields=['schema', '-created_at'], name='schemaevent_schema_recent'),
+            model_name="schemaevent",
+            index=models.Index(fields=["schema", "-created_at"], name="schemaevent_schema_recent"),
         ),
         migrations.AddConstraint(
-            model_name='schemaevent',
-            constraint=models.CheckConstraint(condition=models.Q(('action__in', ['created', 'merged', 'promoted', 'approved', 'edited', 'retired', 'restored', 'shared'])), name='schemaevent_action_valid'),
+            model_name="schemaevent",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    (
+                        "action__in",
+                        [
+                            "created",
+                            "merged",
+                            "promoted",
+                            "approved",
+                            "edited",
+                            "retired",
+                            "restored",
+                            "shared",
+                        ],
+                    )
+                ),
+                name="schemaevent_action_valid",
+            ),
         ),
         migrations.AddIndex(
-            model_name='schemaexemplar',
-            index=models.Index(fields=['trace'], name='schemaexemplar_trace'),
+            model_name="schemaexemplar",
+            index=models.Index(fields=["trace"], name="schemaexemplar_trace"),
         ),
         migrations.AddConstraint(
-            model_name='schemaexemplar',
-            constraint=models.UniqueConstraint(fields=('schema', 'trace', 'step_index'), name='schemaexemplar_unique_case'),
+            model_name="schemaexemplar",
+            constraint=models.UniqueConstraint(
+                fields=("schema", "trace", "step_index"), name="schemaexemplar_unique_case"
+            ),
         ),
         migrations.AddIndex(
-            model_name='schemause',
-            index=models.Index(fields=['trace', 'outcome'], name='schemause_trace_outcome'),
+            model_name="schemause",
+            index=models.Index(fields=["trace", "outcome"], name="schemause_trace_outcome"),
         ),
         migrations.AddConstraint(
-            model_name='schemause',
-            constraint=models.UniqueConstraint(fields=('schema', 'verdict'), name='schemause_unique_per_verdict'),
+            model_name="schemause",
+            constraint=models.UniqueConstraint(
+                fields=("schema", "verdict"), name="schemause_unique_per_verdict"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='schemause',
-            constraint=models.CheckConstraint(condition=models.Q(('outcome__in', ['pending', 'hit', 'miss'])), name='schemause_outcome_valid'),
+            model_name="schemause",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("outcome__in", ["pending", "hit", "miss"])),
+                name="schemause_outcome_valid",
+            ),
         ),
     ]

@@ -16,8 +16,8 @@ BACKWARD = [
 ]
 
 
-def _run(statements):  # type: ignore[no-untyped-def]
-    def run(apps, schema_editor):  # type: ignore[no-untyped-def]
+def _run(statements):
+    def run(apps, schema_editor):
         if schema_editor.connection.vendor != "postgresql":
             return
         for sql in statements:

@@ -6,67 +6,124 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('attribution', '0007_error_schema_search'),
-        ('tracing', '0006_audit_events'),
+        ("attribution", "0007_error_schema_search"),
+        ("tracing", "0006_audit_events"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='AttributorModel',
+            name="AttributorModel",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=120)),
-                ('version', models.PositiveIntegerField(default=1)),
-                ('training_projects', models.JSONField(default=list)),
-                ('label_sources', models.JSONField(default=list)),
-                ('feature_set', models.CharField(blank=True, max_length=40)),
-                ('folds', models.PositiveSmallIntegerField(default=5)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Training'), ('succeeded', 'Trained'), ('failed', 'Failed')], default='queued', max_length=16)),
-                ('progress', models.PositiveSmallIntegerField(default=0)),
-                ('stage', models.CharField(blank=True, max_length=120)),
-                ('n_traces', models.PositiveIntegerField(default=0)),
-                ('n_steps', models.PositiveIntegerField(default=0)),
-                ('cv', models.JSONField(blank=True, default=dict)),
-                ('summary', models.JSONField(blank=True, default=dict)),
-                ('parameters', models.JSONField(blank=True, default=dict)),
-                ('seconds', models.FloatField(default=0)),
-                ('error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('reaped', models.PositiveSmallIntegerField(default=0)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='attributor_models', to='tracing.project')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=120)),
+                ("version", models.PositiveIntegerField(default=1)),
+                ("training_projects", models.JSONField(default=list)),
+                ("label_sources", models.JSONField(default=list)),
+                ("feature_set", models.CharField(blank=True, max_length=40)),
+                ("folds", models.PositiveSmallIntegerField(default=5)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Training"),
+                            ("succeeded", "Trained"),
+                            ("failed", "Failed"),
+                        ],
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("progress", models.PositiveSmallIntegerField(default=0)),
+                ("stage", models.CharField(blank=True, max_length=120)),
+                ("n_traces", models.PositiveIntegerField(default=0)),
+                ("n_steps", models.PositiveIntegerField(default=0)),
+                ("cv", models.JSONField(blank=True, default=dict)),
+                ("summary", models.JSONField(blank=True, default=dict)),
+                ("parameters", models.JSONField(blank=True, default=dict)),
+                ("seconds", models.FloatField(default=0)),
+                ("error", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                ("reaped", models.PositiveSmallIntegerField(default=0)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="attributor_models",
+                        to="tracing.project",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='ProjectAttribution',
+            name="ProjectAttribution",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('default_method', models.CharField(default='heuristic', max_length=40)),
-                ('calibration', models.JSONField(blank=True, default=dict)),
-                ('calibrated_at', models.DateTimeField(blank=True, null=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('attributor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='attribution.attributormodel')),
-                ('project', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='attribution_settings', to='tracing.project')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("default_method", models.CharField(default="heuristic", max_length=40)),
+                ("calibration", models.JSONField(blank=True, default=dict)),
+                ("calibrated_at", models.DateTimeField(blank=True, null=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "attributor",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="attribution.attributormodel",
+                    ),
+                ),
+                (
+                    "project",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="attribution_settings",
+                        to="tracing.project",
+                    ),
+                ),
             ],
         ),
         migrations.AddIndex(
-            model_name='attributormodel',
-            index=models.Index(fields=['project', '-created_at'], name='attributor_project_recent'),
+            model_name="attributormodel",
+            index=models.Index(fields=["project", "-created_at"], name="attributor_project_recent"),
         ),
         migrations.AddConstraint(
-            model_name='attributormodel',
-            constraint=models.UniqueConstraint(fields=('project', 'name', 'version'), name='attributor_unique_version'),
+            model_name="attributormodel",
+            constraint=models.UniqueConstraint(
+                fields=("project", "name", "version"), name="attributor_unique_version"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='attributormodel',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['queued', 'running', 'succeeded', 'failed'])), name='attributor_status_valid'),
+            model_name="attributormodel",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("status__in", ["queued", "running", "succeeded", "failed"])),
+                name="attributor_status_valid",
+            ),
         ),
     ]

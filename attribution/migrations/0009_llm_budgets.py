@@ -5,45 +5,50 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('attribution', '0008_learned_attribution'),
+        ("attribution", "0008_learned_attribution"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='llmcall',
-            name='campaign',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='llm_calls', to='attribution.injectioncampaign'),
+            model_name="llmcall",
+            name="campaign",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="llm_calls",
+                to="attribution.injectioncampaign",
+            ),
         ),
         migrations.AddField(
-            model_name='projectllmsettings',
-            name='context_tokens',
+            model_name="projectllmsettings",
+            name="context_tokens",
             field=models.PositiveIntegerField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='projectllmsettings',
-            name='input_price_per_mtok',
+            model_name="projectllmsettings",
+            name="input_price_per_mtok",
             field=models.DecimalField(blank=True, decimal_places=4, max_digits=12, null=True),
         ),
         migrations.AddField(
-            model_name='projectllmsettings',
-            name='max_output_tokens',
+            model_name="projectllmsettings",
+            name="max_output_tokens",
             field=models.PositiveIntegerField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='projectllmsettings',
-            name='output_price_per_mtok',
+            model_name="projectllmsettings",
+            name="output_price_per_mtok",
             field=models.DecimalField(blank=True, decimal_places=4, max_digits=12, null=True),
         ),
         migrations.AddField(
-            model_name='projectllmsettings',
-            name='run_max_cost_usd',
+            model_name="projectllmsettings",
+            name="run_max_cost_usd",
             field=models.DecimalField(blank=True, decimal_places=4, max_digits=10, null=True),
         ),
         migrations.AddField(
-            model_name='projectllmsettings',
-            name='run_max_tokens',
+            model_name="projectllmsettings",
+            name="run_max_tokens",
             field=models.PositiveBigIntegerField(blank=True, null=True),
         ),
     ]

@@ -5,30 +5,29 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('attribution', '0009_llm_budgets'),
+        ("attribution", "0009_llm_budgets"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='attributionrun',
-            name='reaped',
-            field=models.PositiveSmallIntegerField(db_column='reaped', default=0),
+            model_name="attributionrun",
+            name="reaped",
+            field=models.PositiveSmallIntegerField(db_column="reaped", default=0),
         ),
         migrations.RenameField(
-            model_name='attributionrun',
-            old_name='reaped',
-            new_name='attempts',
+            model_name="attributionrun",
+            old_name="reaped",
+            new_name="attempts",
         ),
         migrations.AlterField(
-            model_name='injectioncampaign',
-            name='reaped',
-            field=models.PositiveSmallIntegerField(db_column='reaped', default=0),
+            model_name="injectioncampaign",
+            name="reaped",
+            field=models.PositiveSmallIntegerField(db_column="reaped", default=0),
         ),
         migrations.RenameField(
-            model_name='injectioncampaign',
-            old_name='reaped',
-            new_name='attempts',
+            model_name="injectioncampaign",
+            old_name="reaped",
+            new_name="attempts",
         ),
     ]

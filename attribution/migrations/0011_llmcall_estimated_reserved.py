@@ -4,20 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('attribution', '0010_job_attempts'),
+        ("attribution", "0010_job_attempts"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='llmcall',
-            name='estimated',
+            model_name="llmcall",
+            name="estimated",
             field=models.BooleanField(default=False),
         ),
         migrations.AddField(
-            model_name='llmcall',
-            name='reserved_until',
+            model_name="llmcall",
+            name="reserved_until",
             field=models.DateTimeField(blank=True, null=True),
         ),
     ]

@@ -49,13 +49,26 @@ DESCRIPTIONS: dict[str, str] = {
     "action.parameter_error": "it calls the right tool with a wrong argument (a wrong value, unit or name)",
 }
 
-TOOL_CALL_CATEGORIES = ("action.parameter_error", "action.invalid_action", "action.format_error",
-                        "action.misalignment")
-AFTER_RESULT_CATEGORIES = ("reflection.outcome_misinterpretation", "memory.retrieval_failure",
-                           "memory.hallucination")
-MESSAGE_CATEGORIES = ("memory.hallucination", "memory.over_simplification", "memory.retrieval_failure",
-                      "reflection.progress_misjudgement", "reflection.causal_misattribution",
-                      "planning.constraint_ignorance", "action.misalignment")
+TOOL_CALL_CATEGORIES = (
+    "action.parameter_error",
+    "action.invalid_action",
+    "action.format_error",
+    "action.misalignment",
+)
+AFTER_RESULT_CATEGORIES = (
+    "reflection.outcome_misinterpretation",
+    "memory.retrieval_failure",
+    "memory.hallucination",
+)
+MESSAGE_CATEGORIES = (
+    "memory.hallucination",
+    "memory.over_simplification",
+    "memory.retrieval_failure",
+    "reflection.progress_misjudgement",
+    "reflection.causal_misattribution",
+    "planning.constraint_ignorance",
+    "action.misalignment",
+)
 
 
 class FaultWriter:
@@ -78,24 +91,32 @@ class FaultWriter:
         def validate(answer: dict[str, Any]) -> str | None:
             content = answer.get("content")
             if not isinstance(content, str) or not content.strip():
-                return "\"content\" must be the rewritten step as a non-empty string"
+                return '"content" must be the rewritten step as a non-empty string'
             if content.strip() == original:
-                return "\"content\" must differ from the recorded step: write the mistake into it"
+                return '"content" must differ from the recorded step: write the mistake into it'
             return None
 
         def frame(rendered: str) -> str:
-            return sim_prompts.fault(trace, rendered, step, code=category, label=label, description=description)
-
+            return sim_prompts.fault(
+                trace, rendered, step, code=category, label=label, description=description
+            )
 
         try:
             empty = sim_prompts.conversation(trace.name, [])
-            reserve = self.llm.count_tokens(sim_prompts.FAULT_SYSTEM + frame(empty)) + self.llm.answer_tokens() + 64
+            reserve = (
+                self.llm.count_tokens(sim_prompts.FAULT_SYSTEM + frame(empty)) + self.llm.answer_tokens() + 64
+            )
             rendered, cut = self.llm.fit_steps(list(trace.steps[: index + 1]), self.llm.budget(reserve))
-            answer = self.llm.complete_json(system=sim_prompts.FAULT_SYSTEM, purpose=f"write fault at step {index}",
-                                            user=frame(sim_prompts.conversation(trace.name, rendered, cut=cut)),
-                                            validate=validate)
+            answer = self.llm.complete_json(
+                system=sim_prompts.FAULT_SYSTEM,
+                purpose=f"write fault at step {index}",
+                user=frame(sim_prompts.conversation(trace.name, rendered, cut=cut)),
+                validate=validate,
+            )
         except MethodError as exc:
-            raise ReplayError(f"the fault writer could not rewrite step {index} of {trace.name!r}: {exc}") from None
+            raise ReplayError(
+                f"the fault writer could not rewrite step {index} of {trace.name!r}: {exc}"
+            ) from None
         self.last_explanation = str(answer.get("explanation", "")).strip()
         return answer["content"]
 
@@ -113,8 +134,11 @@ def applicable(trace: TraceView, index: int) -> tuple[str, ...]:
 def targets(trace: TraceView) -> list[int]:
     """The actions a fault can go into: agents' steps, not tool output, people or the system, and not a bare
     ``TERMINATE`` (there is nothing to get wrong in it)."""
-    return [s.index for s in trace.steps
-            if s.agent and s.kind not in NOT_ACTIONS and s.content.strip().upper() != "TERMINATE"]
+    return [
+        s.index
+        for s in trace.steps
+        if s.agent and s.kind not in NOT_ACTIONS and s.content.strip().upper() != "TERMINATE"
+    ]
 
 
 def choose_targets(trace: TraceView, n: int, seed: int) -> list[tuple[int, str]]:
@@ -134,21 +158,37 @@ class InjectionOutcome:
     control: ReplayResult | None = None  # the replay with the step as recorded, when asked for
 
 
-def inject_real(trace: TraceView, *, writer: FaultWriter, replayer: Replayer, index: int, category: str,
-                budget: Budget | None = None, control: bool = False) -> InjectionOutcome:
+def inject_real(
+    trace: TraceView,
+    *,
+    writer: FaultWriter,
+    replayer: Replayer,
+    index: int,
+    category: str,
+    budget: Budget | None = None,
+    control: bool = False,
+) -> InjectionOutcome:
     """Write a fault of ``category`` into step ``index`` of a run that succeeded and replay from it. With
     ``control=True`` the step is first replayed as recorded: when that replay does not succeed either, the replayer
     cannot reproduce this run and the injection is not kept whatever its own outcome (it costs one replay more)."""
     if trace.outcome not in ("succeeded", "success"):
-        raise ReplayError(f"faults are injected into runs that succeeded; trace {trace.name!r} is {trace.outcome!r}")
+        raise ReplayError(
+            f"faults are injected into runs that succeeded; trace {trace.name!r} is {trace.outcome!r}"
+        )
     step = _action(trace, index)
     if category not in CATEGORIES:
         raise ReplayError(f"unknown error category {category!r}")
     checked = replayer.replay(trace, {index: step.content}, budget=budget) if control else None
     faulty = writer.write(trace, index, category)
     result = replayer.replay(trace, {index: faulty}, budget=budget)
-    fault = {"index": index, "agent": step.agent, "category": category, "original": step.content, "faulty": faulty,
-             "explanation": writer.last_explanation}
+    fault = {
+        "index": index,
+        "agent": step.agent,
+        "category": category,
+        "original": step.content,
+        "faulty": faulty,
+        "explanation": writer.last_explanation,
+    }
     kept = result.outcome == "failure" and (checked is None or checked.outcome == "success")
     parsed = parsed_case(trace, fault, result, getattr(replayer, "name", "")) if kept else None
     return InjectionOutcome(kept=kept, fault=fault, replay=result, parsed=parsed, control=checked)
@@ -163,35 +203,78 @@ def _action(trace: TraceView, index: int) -> StepView:
     return step
 
 
-def parsed_case(trace: TraceView, fault: dict[str, Any], result: ReplayResult, replayer_name: str = "") -> ParsedTrace:
+def parsed_case(
+    trace: TraceView, fault: dict[str, Any], result: ReplayResult, replayer_name: str = ""
+) -> ParsedTrace:
     """The labelled failure: the recorded steps before the fault, then the replay from the faulty step on, labelled
     at the fault. (Injection campaigns build their kept cases with it too, from the stored replay.)"""
     from tracing.formats.base import ParsedAgent, ParsedGold, ParsedStep, ParsedTrace
 
     index, category = fault["index"], fault["category"]
-    steps = [ParsedStep(speaker=s.speaker or s.agent, agent=s.agent or None, kind=s.kind, content=s.content,
-                        recipient=s.recipient, tool_name=s.tool_name, parent=s.parent)
-             for s in trace.steps[:index]]
+    steps = [
+        ParsedStep(
+            speaker=s.speaker or s.agent,
+            agent=s.agent or None,
+            kind=s.kind,
+            content=s.content,
+            recipient=s.recipient,
+            tool_name=s.tool_name,
+            parent=s.parent,
+        )
+        for s in trace.steps[:index]
+    ]
     for item in result.continuation:
-        steps.append(ParsedStep(speaker=item.get("speaker") or item.get("agent") or "", agent=item.get("agent") or None,
-                                kind=item.get("kind") or "message", content=item.get("content") or "",
-                                recipient=item.get("recipient") or "", tool_name=item.get("tool_name") or ""))
+        steps.append(
+            ParsedStep(
+                speaker=item.get("speaker") or item.get("agent") or "",
+                agent=item.get("agent") or None,
+                kind=item.get("kind") or "message",
+                content=item.get("content") or "",
+                recipient=item.get("recipient") or "",
+                tool_name=item.get("tool_name") or "",
+            )
+        )
     if not result.continuation:  # the contract has it start at the corrected step; an empty one still gets it
-        steps.insert(index, ParsedStep(speaker=fault["agent"], agent=fault["agent"], kind=trace.steps[index].kind,
-                                       content=fault["faulty"], tool_name=trace.steps[index].tool_name))
+        steps.insert(
+            index,
+            ParsedStep(
+                speaker=fault["agent"],
+                agent=fault["agent"],
+                kind=trace.steps[index].kind,
+                content=fault["faulty"],
+                tool_name=trace.steps[index].tool_name,
+            ),
+        )
     names = list(dict.fromkeys(s.agent for s in steps if s.agent))
-    reason = (f"injected fault: {CATEGORIES[category].label} written into step {index} ({fault['agent']})"
-              + (f"; {fault['explanation']}" if fault.get("explanation") else ""))
+    reason = f"injected fault: {CATEGORIES[category].label} written into step {index} ({fault['agent']})" + (
+        f"; {fault['explanation']}" if fault.get("explanation") else ""
+    )
     name = f"{trace.name}/fault-{index}-{category}"
     return ParsedTrace(
-        name=name, source_format=trace.source_format or "injected", steps=steps,
+        name=name,
+        source_format=trace.source_format or "injected",
+        steps=steps,
         agents=[ParsedAgent(a, trace.system_prompts.get(a, "")) for a in names],
         gold=[ParsedGold(agent=fault["agent"], step=index, category=category, reason=reason, confidence=1.0)],
-        external_id=name[:200], question=trace.question, ground_truth=trace.ground_truth, outcome="failed",
-        metadata={"injection": {"origin_trace_id": trace.trace_id, "origin_trace": trace.name, "index": index,
-                                "agent": fault["agent"], "category": category, "original": fault["original"],
-                                "faulty": fault["faulty"], "explanation": fault.get("explanation", ""),
-                                "replayer": replayer_name, "outcome": result.outcome,
-                                "final_answer": result.final_answer,
-                                "cost": result.cost, "replay": result.details}},
+        external_id=name[:200],
+        question=trace.question,
+        ground_truth=trace.ground_truth,
+        outcome="failed",
+        metadata={
+            "injection": {
+                "origin_trace_id": trace.trace_id,
+                "origin_trace": trace.name,
+                "index": index,
+                "agent": fault["agent"],
+                "category": category,
+                "original": fault["original"],
+                "faulty": fault["faulty"],
+                "explanation": fault.get("explanation", ""),
+                "replayer": replayer_name,
+                "outcome": result.outcome,
+                "final_answer": result.final_answer,
+                "cost": result.cost,
+                "replay": result.details,
+            }
+        },
     )

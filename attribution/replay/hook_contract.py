@@ -73,6 +73,7 @@ class _Response(BaseModel):
 
 # --- request ---------------------------------------------------------------------------------------------------------
 
+
 class HookTrace(_Request):
     """The trace being replayed, as Culprit stores it."""
 
@@ -105,7 +106,9 @@ class Correction(_Request):
 class Limits(_Request):
     max_steps: int = Field(ge=1, description="the continuation may have at most this many steps")
     max_cost_usd: float | None = Field(ge=0, description="what the replay may cost; null when unlimited")
-    timeout_s: float = Field(gt=0, description="Culprit stops waiting for the response after this many seconds")
+    timeout_s: float = Field(
+        gt=0, description="Culprit stops waiting for the response after this many seconds"
+    )
 
 
 class ReplayRequest(_Request):
@@ -126,6 +129,7 @@ class ProposeRequest(_Request):
 
 
 # --- response --------------------------------------------------------------------------------------------------------
+
 
 class ContinuationStep(_Response):
     agent: str
@@ -186,17 +190,26 @@ def openapi_extend(schema: dict[str, Any]) -> None:
     def ref(model: type[BaseModel]) -> dict[str, str]:
         return {"$ref": f"#/components/schemas/{model.__name__}"}
 
-    schema.setdefault("webhooks", {})["replayHook"] = {"post": {
-        "summary": "Counterfactual replay hook (served by your multi-agent system)",
-        "description": (__doc__ or "").strip(),
-        "operationId": "culprit_replay_hook",
-        "requestBody": {"required": True, "content": {"application/json": {
-            "schema": {"oneOf": [ref(ReplayRequest), ref(ProposeRequest)]}}}},
-        "responses": {
-            "200": {"description": "The continuation and outcome (replay) or the corrected content (propose)",
-                    "content": {"application/json": {"schema": {"oneOf": [ref(ReplayResponse),
-                                                                          ref(ProposeResponse)]}}}},
-            "4XX": {"description": "A request the hook will never serve: not retried"},
-            "429": {"description": "Transient: retried with backoff (also 502, 503, 504)"},
-        },
-    }}
+    schema.setdefault("webhooks", {})["replayHook"] = {
+        "post": {
+            "summary": "Counterfactual replay hook (served by your multi-agent system)",
+            "description": (__doc__ or "").strip(),
+            "operationId": "culprit_replay_hook",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"oneOf": [ref(ReplayRequest), ref(ProposeRequest)]}}
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": "The continuation and outcome (replay) or the corrected content (propose)",
+                    "content": {
+                        "application/json": {"schema": {"oneOf": [ref(ReplayResponse), ref(ProposeResponse)]}}
+                    },
+                },
+                "4XX": {"description": "A request the hook will never serve: not retried"},
+                "429": {"description": "Transient: retried with backoff (also 502, 503, 504)"},
+            },
+        }
+    }

@@ -50,7 +50,7 @@ def redact_url(url: str) -> str:
 
 def backoff_delays(retries: int, base: float = 0.5) -> list[float]:
     """The pause before each retry: base, 2·base, 4·base, …"""
-    return [base * 2 ** n for n in range(max(retries, 0))]
+    return [base * 2**n for n in range(max(retries, 0))]
 
 
 class HttpHookReplayer:
@@ -58,9 +58,18 @@ class HttpHookReplayer:
 
     name = "http_hook"
 
-    def __init__(self, url: str, *, auth_header: str | None = None, timeout: float = 30, retries: int = 2,
-                 auth_header_name: str = "Authorization", max_steps: int = 200, backoff: float = 0.5,
-                 transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        auth_header: str | None = None,
+        timeout: float = 30,
+        retries: int = 2,
+        auth_header_name: str = "Authorization",
+        max_steps: int = 200,
+        backoff: float = 0.5,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         try:
             outbound.check_scheme(url)
         except outbound.OutboundRefused:
@@ -88,11 +97,15 @@ class HttpHookReplayer:
         try:
             request = contract.ProposeRequest(trace=_trace(trace), prefix=_prefix(trace, index), index=index)
         except ValidationError as exc:
-            raise ReplayError(f"trace {trace.name!r} cannot be sent to a replay hook: {_describe(exc)}") from None
+            raise ReplayError(
+                f"trace {trace.name!r} cannot be sent to a replay hook: {_describe(exc)}"
+            ) from None
         response, _ = self._call(request, contract.ProposeResponse)
         return response.content
 
-    def replay(self, trace: TraceView, corrections: dict[int, str], *, budget: Budget | None = None) -> ReplayResult:
+    def replay(
+        self, trace: TraceView, corrections: dict[int, str], *, budget: Budget | None = None
+    ) -> ReplayResult:
         if not corrections:
             raise ReplayError("a replay needs at least one corrected step")
         for i in corrections:
@@ -107,26 +120,48 @@ class HttpHookReplayer:
         try:
             request = self._replay_request(trace, corrections, first, max_cost)
         except ValidationError as exc:
-            raise ReplayError(f"trace {trace.name!r} cannot be sent to a replay hook: {_describe(exc)}") from None
+            raise ReplayError(
+                f"trace {trace.name!r} cannot be sent to a replay hook: {_describe(exc)}"
+            ) from None
         response, attempts = self._call(request, contract.ReplayResponse)
         if len(response.continuation) > self.max_steps:
-            raise ReplayError(f"replay hook {self.display_url}: continuation has {len(response.continuation)} "
-                              f"steps, over the limit of {self.max_steps}")
+            raise ReplayError(
+                f"replay hook {self.display_url}: continuation has {len(response.continuation)} "
+                f"steps, over the limit of {self.max_steps}"
+            )
         if budget is not None:
             budget.cost += response.cost_usd
-        continuation = [{"index": first + k, "agent": s.agent, "kind": s.kind, "content": s.content,
-                         "speaker": s.agent, "recipient": "", "tool_name": s.tool_name, "parent": None}
-                        for k, s in enumerate(response.continuation)]
-        return ReplayResult(continuation=continuation, outcome=response.outcome, final_answer=response.final_answer,
-                            cost=response.cost_usd, details={"hook": self.display_url, "attempts": attempts})
+        continuation = [
+            {
+                "index": first + k,
+                "agent": s.agent,
+                "kind": s.kind,
+                "content": s.content,
+                "speaker": s.agent,
+                "recipient": "",
+                "tool_name": s.tool_name,
+                "parent": None,
+            }
+            for k, s in enumerate(response.continuation)
+        ]
+        return ReplayResult(
+            continuation=continuation,
+            outcome=response.outcome,
+            final_answer=response.final_answer,
+            cost=response.cost_usd,
+            details={"hook": self.display_url, "attempts": attempts},
+        )
 
-    def _replay_request(self, trace: TraceView, corrections: dict[int, str], first: int,
-                        max_cost: float | None) -> contract.ReplayRequest:
+    def _replay_request(
+        self, trace: TraceView, corrections: dict[int, str], first: int, max_cost: float | None
+    ) -> contract.ReplayRequest:
         return contract.ReplayRequest(
             trace=_trace(trace),
             prefix=_prefix(trace, first),
-            corrections=[contract.Correction(index=i, agent=trace.steps[i].agent, content=corrections[i])
-                         for i in sorted(corrections)],
+            corrections=[
+                contract.Correction(index=i, agent=trace.steps[i].agent, content=corrections[i])
+                for i in sorted(corrections)
+            ],
             limits=contract.Limits(max_steps=self.max_steps, max_cost_usd=max_cost, timeout_s=self.timeout),
         )
 
@@ -134,8 +169,12 @@ class HttpHookReplayer:
 
     def _call(self, request: BaseModel, expect: type[BaseModel]) -> tuple[Any, int]:
         body = request.model_dump_json().encode()
-        headers = {"Content-Type": "application/json", "Accept": "application/json",
-                   "Idempotency-Key": hashlib.sha256(body).hexdigest(), "User-Agent": "culprit-replay-hook/1"}
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "Idempotency-Key": hashlib.sha256(body).hexdigest(),
+            "User-Agent": "culprit-replay-hook/1",
+        }
         if self._auth:
             headers[self._auth_name] = self._auth
         delays = backoff_delays(self.retries, self.backoff)
@@ -186,7 +225,9 @@ class HttpHookReplayer:
             raise _Transient(f"timed out after {self.timeout:g} s") from None
         except (httpx.NetworkError, httpx.RemoteProtocolError):
             # One message for refused, unreachable and reset: telling them apart would make the hook a port scanner.
-            raise _Transient("could not connect, or the connection closed before a complete response") from None
+            raise _Transient(
+                "could not connect, or the connection closed before a complete response"
+            ) from None
         except httpx.HTTPError as exc:
             raise self._error(f"request failed ({type(exc).__name__})") from None
 
@@ -223,11 +264,20 @@ def _describe(exc: ValidationError) -> str:
 
 
 def _trace(trace: TraceView) -> contract.HookTrace:
-    return contract.HookTrace(id=trace.trace_id, name=trace.name, question=trace.question,
-                              ground_truth=trace.ground_truth, agents=list(trace.agents),
-                              system_prompts=dict(trace.system_prompts))
+    return contract.HookTrace(
+        id=trace.trace_id,
+        name=trace.name,
+        question=trace.question,
+        ground_truth=trace.ground_truth,
+        agents=list(trace.agents),
+        system_prompts=dict(trace.system_prompts),
+    )
 
 
 def _prefix(trace: TraceView, end: int) -> list[contract.PrefixStep]:
-    return [contract.PrefixStep(index=s.index, agent=s.agent, kind=s.kind, content=s.content, tool_name=s.tool_name)
-            for s in trace.steps[:end]]
+    return [
+        contract.PrefixStep(
+            index=s.index, agent=s.agent, kind=s.kind, content=s.content, tool_name=s.tool_name
+        )
+        for s in trace.steps[:end]
+    ]

@@ -60,6 +60,7 @@ _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 # --- answers ------------------------------------------------------------------------------------------------------
 
+
 def stated_answer(content: str) -> str:
     """The answer a step states on a ``FINAL ANSWER:`` line (the last one), "" when it states none."""
     found = _FINAL_LINE.findall(content or "")
@@ -90,13 +91,20 @@ def answers_match(answer: str, truth: str) -> bool:
 
 # --- the replayer -------------------------------------------------------------------------------------------------
 
+
 class LlmSimulatedReplayer:
     """The ``Replayer`` for real traces with no replay hook: the project's model plays the agents."""
 
     name = "llm"
 
-    def __init__(self, llm: LlmClient, *, max_new_steps: int = DEFAULT_MAX_NEW_STEPS, judge: bool = True,
-                 max_replays: int | None = DEFAULT_MAX_REPLAYS) -> None:
+    def __init__(
+        self,
+        llm: LlmClient,
+        *,
+        max_new_steps: int = DEFAULT_MAX_NEW_STEPS,
+        judge: bool = True,
+        max_replays: int | None = DEFAULT_MAX_REPLAYS,
+    ) -> None:
         if max_new_steps < 1:
             raise ValueError("max_new_steps must be at least 1")
         self.llm = llm
@@ -128,30 +136,43 @@ class LlmSimulatedReplayer:
             # The step may come back unchanged: correcting a sound step changes nothing, as in the sandbox.
             content = answer.get("content")
             if not isinstance(content, str) or not content.strip():
-                return "\"content\" must be the corrected step as a non-empty string"
+                return '"content" must be the corrected step as a non-empty string'
             return None
 
         try:
-            rendered = self._fit(trace, list(trace.steps[: index + 1]), sim_prompts.ANALYZER_SYSTEM,
-                                 lambda r: sim_prompts.analyzer(trace, r, step))
+            rendered = self._fit(
+                trace,
+                list(trace.steps[: index + 1]),
+                sim_prompts.ANALYZER_SYSTEM,
+                lambda r: sim_prompts.analyzer(trace, r, step),
+            )
             user = sim_prompts.analyzer(trace, rendered, step)
-            answer = self.llm.complete_json(system=sim_prompts.ANALYZER_SYSTEM, user=user,
-                                            purpose=f"replay propose step {index}", validate=validate)
+            answer = self.llm.complete_json(
+                system=sim_prompts.ANALYZER_SYSTEM,
+                user=user,
+                purpose=f"replay propose step {index}",
+                validate=validate,
+            )
         except MethodError as exc:
-            raise ReplayError(f"the analyzer could not propose a fix for step {index} of {trace.name!r}: {exc}") \
-                from None
+            raise ReplayError(
+                f"the analyzer could not propose a fix for step {index} of {trace.name!r}: {exc}"
+            ) from None
         return answer["content"]
 
     # -- replay --
 
-    def replay(self, trace: TraceView, corrections: dict[int, str], *, budget: Budget | None = None) -> ReplayResult:
+    def replay(
+        self, trace: TraceView, corrections: dict[int, str], *, budget: Budget | None = None
+    ) -> ReplayResult:
         if not corrections:
             raise ReplayError("a replay needs at least one corrected step")
         for i in corrections:
             if not 0 <= i < len(trace.steps):
                 raise ReplayError(f"step {i} is not in trace {trace.name!r} ({len(trace.steps)} steps)")
         if self.max_replays is not None and self.replays >= self.max_replays:
-            raise BudgetExhausted(f"the LLM-simulated replayer's limit of {self.max_replays} replays is reached")
+            raise BudgetExhausted(
+                f"the LLM-simulated replayer's limit of {self.max_replays} replays is reached"
+            )
         if budget is not None:
             budget.begin()  # refuses when the replay, cost or token limit is already used up
         self.replays += 1
@@ -161,19 +182,32 @@ class LlmSimulatedReplayer:
             run.play()
             outcome, final_answer, verdict = self._outcome(run)
         except MethodError as exc:  # a provider failure, two malformed answers, the project's spending cap
-            raise ReplayError(f"LLM-simulated replay of {trace.name!r} stopped at step {run.position}: {exc}") \
-                from None
+            raise ReplayError(
+                f"LLM-simulated replay of {trace.name!r} stopped at step {run.position}: {exc}"
+            ) from None
         finally:
             now = self.llm.usage()
             spent, billed = now - start, now - self._billed
             if budget is not None:
                 budget.spend(billed.cost, billed.input_tokens + billed.output_tokens)
             self._billed = now
-        details = {"replayer": self.name, "model": self.llm.model, "stopped": run.stopped,
-                   "new_steps": run.new_steps, "calls": spent.calls, "input_tokens": spent.input_tokens,
-                   "output_tokens": spent.output_tokens, "tokens": spent.input_tokens + spent.output_tokens} | verdict
-        return ReplayResult(continuation=run.continuation, outcome=outcome, final_answer=final_answer,
-                            cost=spent.cost, details=details)
+        details = {
+            "replayer": self.name,
+            "model": self.llm.model,
+            "stopped": run.stopped,
+            "new_steps": run.new_steps,
+            "calls": spent.calls,
+            "input_tokens": spent.input_tokens,
+            "output_tokens": spent.output_tokens,
+            "tokens": spent.input_tokens + spent.output_tokens,
+        } | verdict
+        return ReplayResult(
+            continuation=run.continuation,
+            outcome=outcome,
+            final_answer=final_answer,
+            cost=spent.cost,
+            details=details,
+        )
 
     def _outcome(self, run: _Run) -> tuple[str, str, dict[str, Any]]:
         """(outcome, final answer, what decided it)."""
@@ -189,65 +223,96 @@ class LlmSimulatedReplayer:
         if run.budget is not None and (why := run.budget.exhausted_by(*run.spent())):
             return "unknown", final_answer, {"match": f"no judge: {why}"}
         tail = run.conversation[-JUDGE_TAIL_STEPS:]
-        rendered = self._fit(trace, tail, sim_prompts.JUDGE_SYSTEM, lambda r: sim_prompts.judge(trace, r, final_answer))
+        rendered = self._fit(
+            trace, tail, sim_prompts.JUDGE_SYSTEM, lambda r: sim_prompts.judge(trace, r, final_answer)
+        )
 
         def validate(answer: dict[str, Any]) -> str | None:
             if answer.get("verdict") not in sim_prompts.VERDICTS:
-                return f"\"verdict\" must be one of {', '.join(sim_prompts.VERDICTS)}"
+                return f'"verdict" must be one of {", ".join(sim_prompts.VERDICTS)}'
             if not isinstance(answer.get("final_answer", ""), (str, int, float)):
-                return "\"final_answer\" must be a string"
+                return '"final_answer" must be a string'
             return None
 
         try:
-            answer = self.llm.complete_json(system=sim_prompts.JUDGE_SYSTEM, purpose="replay judge", validate=validate,
-                                            user=sim_prompts.judge(trace, rendered, final_answer))
+            answer = self.llm.complete_json(
+                system=sim_prompts.JUDGE_SYSTEM,
+                purpose="replay judge",
+                validate=validate,
+                user=sim_prompts.judge(trace, rendered, final_answer),
+            )
         except MethodError as exc:  # the judge could not decide: the replay still happened
             return "unknown", final_answer, {"match": "judge failed", "judge_error": str(exc)}
         read = str(answer.get("final_answer", "")).strip()
-        return answer["verdict"], final_answer or read, {
-            "match": "judge", "judge": {"verdict": answer["verdict"], "final_answer": read,
-                                        "reason": str(answer.get("reason", "")).strip()}}
+        return (
+            answer["verdict"],
+            final_answer or read,
+            {
+                "match": "judge",
+                "judge": {
+                    "verdict": answer["verdict"],
+                    "final_answer": read,
+                    "reason": str(answer.get("reason", "")).strip(),
+                },
+            },
+        )
 
     # -- prompts --
 
-    def _fit(self, trace: TraceView, steps: list[StepView], system: str, frame) -> str:  # type: ignore[no-untyped-def]
+    def _fit(self, trace: TraceView, steps: list[StepView], system: str, frame) -> str:
         """``steps`` rendered as the conversation, shortened when the request would not fit the model's context."""
         empty = sim_prompts.conversation(trace.name, [])
         reserve = self.llm.count_tokens(system + frame(empty)) + self.llm.answer_tokens() + MARGIN_TOKENS
         rendered, cut = self.llm.fit_steps(steps, self.llm.budget(reserve))
         return sim_prompts.conversation(trace.name, rendered, cut=cut)
 
-    def act(self, trace: TraceView, conversation: list[StepView], *, speaker: str, kind: str,
-            tool: bool, free: bool = False) -> dict[str, Any]:
+    def act(
+        self,
+        trace: TraceView,
+        conversation: list[StepView],
+        *,
+        speaker: str,
+        kind: str,
+        tool: bool,
+        free: bool = False,
+    ) -> dict[str, Any]:
         """One role-played step: ``content``, ``final_answer`` and ``next`` (and ``kind``, ``tool`` when ``free``)."""
         agents = cast(trace)
         system = sim_prompts.simulator_system(trace, speaker, tool=tool)
 
         def frame(rendered: str) -> str:
-            return sim_prompts.simulator(trace, rendered, speaker=speaker, kind=kind, agents=agents, free=free)
+            return sim_prompts.simulator(
+                trace, rendered, speaker=speaker, kind=kind, agents=agents, free=free
+            )
 
         def validate(answer: dict[str, Any]) -> str | None:
             if not isinstance(answer.get("content"), str) or not answer["content"].strip():
-                return "\"content\" must be the step's content as a non-empty string"
+                return '"content" must be the step\'s content as a non-empty string'
             if not isinstance(answer.get("final_answer", ""), (str, int, float)):  # 1729 is as good as "1729"
-                return "\"final_answer\" must be a string"
+                return '"final_answer" must be a string'
             if not isinstance(answer.get("next", ""), str):
-                return "\"next\" must be a string"
+                return '"next" must be a string'
             if free and answer.get("kind", "message") not in ("message", "tool_call"):
-                return "\"kind\" must be \"message\" or \"tool_call\""
+                return '"kind" must be "message" or "tool_call"'
             if free and not isinstance(answer.get("tool", ""), str):
-                return "\"tool\" must be a string"
+                return '"tool" must be a string'
             return None
 
         user = frame(self._fit(trace, conversation, system, frame))
-        answer = self.llm.complete_json(system=system, user=user, validate=validate,
-                                        purpose=f"replay step {len(conversation)} as {speaker}"[:80])
+        answer = self.llm.complete_json(
+            system=system,
+            user=user,
+            validate=validate,
+            purpose=f"replay step {len(conversation)} as {speaker}"[:80],
+        )
         # A name that is no agent of this system ("Orchestrator (thought)", "the team") is no hint: the recorded
         # order, or the model asked on its own, decides instead; only "" says the run is over.
         nxt = answer.get("next", "")
         final = answer.get("final_answer", "")
-        return answer | {"next": nxt if nxt in agents or nxt == "" else None,
-                         "final_answer": "" if isinstance(final, bool) else str(final)}
+        return answer | {
+            "next": nxt if nxt in agents or nxt == "" else None,
+            "final_answer": "" if isinstance(final, bool) else str(final),
+        }
 
     def who_next(self, trace: TraceView, conversation: list[StepView]) -> str:
         """The agent the model says acts next past the recorded order, "" when it says the run is over."""
@@ -259,20 +324,30 @@ class LlmSimulatedReplayer:
         def validate(answer: dict[str, Any]) -> str | None:
             nxt = answer.get("next")
             if not isinstance(nxt, str) or (nxt and nxt not in agents):
-                return f"\"next\" must be \"\" or one of {', '.join(agents)}"
+                return f'"next" must be "" or one of {", ".join(agents)}'
             return None
 
         user = frame(self._fit(trace, conversation, sim_prompts.WHO_NEXT_SYSTEM, frame))
-        answer = self.llm.complete_json(system=sim_prompts.WHO_NEXT_SYSTEM, user=user, validate=validate,
-                                        purpose=f"replay step {len(conversation)}: who acts next")
+        answer = self.llm.complete_json(
+            system=sim_prompts.WHO_NEXT_SYSTEM,
+            user=user,
+            validate=validate,
+            purpose=f"replay step {len(conversation)}: who acts next",
+        )
         return answer["next"]
 
 
 class _Run:
     """One replay in progress: the conversation as the agents see it and the continuation returned."""
 
-    def __init__(self, replayer: LlmSimulatedReplayer, trace: TraceView, corrections: dict[int, str],
-                 budget: Budget | None, start: Usage) -> None:
+    def __init__(
+        self,
+        replayer: LlmSimulatedReplayer,
+        trace: TraceView,
+        corrections: dict[int, str],
+        budget: Budget | None,
+        start: Usage,
+    ) -> None:
         self.replayer, self.trace, self.corrections = replayer, trace, corrections
         self.budget, self.start = budget, start
         self.position = min(corrections)
@@ -303,7 +378,9 @@ class _Run:
                 self.stopped = "terminated"
             elif self.position >= last and nxt == "":
                 self.stopped = "nobody_next"
-            elif self.position >= last and source == "recorded":  # the recording ends with a person or the system
+            elif (
+                self.position >= last and source == "recorded"
+            ):  # the recording ends with a person or the system
                 self.stopped = "recorded_end"
             if self.stopped:
                 return
@@ -328,11 +405,21 @@ class _Run:
         free = recorded is None
         before = self.conversation[-1] if self.conversation else None
         if recorded is not None:
-            agent, speaker, kind, tool_name, recipient = (recorded.agent, _speaker(recorded), recorded.kind,
-                                                          recorded.tool_name, recorded.recipient)
+            agent, speaker, kind, tool_name, recipient = (
+                recorded.agent,
+                _speaker(recorded),
+                recorded.kind,
+                recorded.tool_name,
+                recorded.recipient,
+            )
         elif before is not None and before.kind == "tool_call":  # past the recording, a call gets its output
-            agent, speaker, kind, tool_name, recipient = "", before.tool_name or "tool", "tool_result", \
-                before.tool_name, ""
+            agent, speaker, kind, tool_name, recipient = (
+                "",
+                before.tool_name or "tool",
+                "tool_result",
+                before.tool_name,
+                "",
+            )
         else:
             agent = speaker = self._chosen()
             if not agent:
@@ -340,14 +427,22 @@ class _Run:
                 return None, "", None, ""
             kind, tool_name, recipient = "message", "", ""
         tool = kind == "tool_result"
-        answer = self.replayer.act(trace, self.conversation, speaker=speaker, kind=kind, tool=tool,
-                                   free=free and not tool)
+        answer = self.replayer.act(
+            trace, self.conversation, speaker=speaker, kind=kind, tool=tool, free=free and not tool
+        )
         self.new_steps += 1
         if free and not tool and answer.get("kind") == "tool_call":
             kind, tool_name = "tool_call", str(answer.get("tool", "")).strip()
         declared = "" if tool else str(answer.get("final_answer", "")).strip()
-        step = StepView(index=i, agent=agent, kind=kind, content=answer["content"].strip(), speaker=speaker,
-                        recipient=recipient, tool_name=tool_name)
+        step = StepView(
+            index=i,
+            agent=agent,
+            kind=kind,
+            content=answer["content"].strip(),
+            speaker=speaker,
+            recipient=recipient,
+            tool_name=tool_name,
+        )
         # A tool call's output comes next whatever the caller names; tool output names nobody.
         nxt = None if kind in ("tool_call", "tool_result") else answer["next"]
         return step, "simulated", nxt, declared
@@ -374,6 +469,14 @@ def _speaker(step: StepView) -> str:
 
 
 def _step_dict(step: StepView, source: str) -> dict[str, Any]:
-    return {"index": step.index, "agent": step.agent, "kind": step.kind, "content": step.content,
-            "speaker": step.speaker or step.agent, "recipient": step.recipient, "tool_name": step.tool_name,
-            "parent": None, "source": source}
+    return {
+        "index": step.index,
+        "agent": step.agent,
+        "kind": step.kind,
+        "content": step.content,
+        "speaker": step.speaker or step.agent,
+        "recipient": step.recipient,
+        "tool_name": step.tool_name,
+        "parent": None,
+        "source": source,
+    }

@@ -62,10 +62,17 @@ def applicable(trace: TraceView, step: StepView) -> list[str]:
     return kinds
 
 
-def choose_targets(trace: TraceView, n: int, seed: int, kinds: list[str] | None = None) -> list[tuple[int, str]]:
+def choose_targets(
+    trace: TraceView, n: int, seed: int, kinds: list[str] | None = None
+) -> list[tuple[int, str]]:
     """Up to ``n`` distinct (step index, fault kind) pairs, spread over the run's actions, reproducible by seed."""
-    options = [(s.index, kind) for s in trace.steps if is_action(s) for kind in applicable(trace, s)
-               if not kinds or kind in kinds]
+    options = [
+        (s.index, kind)
+        for s in trace.steps
+        if is_action(s)
+        for kind in applicable(trace, s)
+        if not kinds or kind in kinds
+    ]
     rng = random.Random(f"{trace.name}:{seed}")
     rng.shuffle(options)
     chosen: list[tuple[int, str]] = []
@@ -98,7 +105,7 @@ class Perturber:
             if not matches:
                 raise ReplayError(f"step {index} has no number to change")
             match = matches[-1]  # the latest figure is usually the one the agent passes on
-            return text[: match.start()] + _shift(match.group()) + text[match.end():]
+            return text[: match.start()] + _shift(match.group()) + text[match.end() :]
         if kind == "swapped_arguments":
             swapped = _swap(text)
             if swapped is None:
@@ -129,7 +136,7 @@ def _shift(number: str) -> str:
         return number + "1"
     if "." in clean:
         decimals = len(clean.split(".")[1])
-        return f"{value + 10 ** -decimals * 7:.{decimals}f}"
+        return f"{value + 10**-decimals * 7:.{decimals}f}"
     changed = int(value) + (7 if abs(int(value)) < 100 else 10 ** max(0, len(str(abs(int(value)))) - 2))
     return f"{changed:,}" if "," in number else str(changed)
 
@@ -147,13 +154,13 @@ def _swap(text: str) -> str | None:
             a, b = keys[0], keys[1]
             if obj[a] != obj[b]:
                 obj[a], obj[b] = obj[b], obj[a]
-                return text[:start] + json.dumps(obj, ensure_ascii=False) + text[start + end:]
+                return text[:start] + json.dumps(obj, ensure_ascii=False) + text[start + end :]
     match = _CALL_ARGS.search(text)
     if match:
         parts = [p.strip() for p in match.group(1).split(",")]
         if len(parts) >= 2 and parts[0] != parts[1]:
             parts[0], parts[1] = parts[1], parts[0]
-            return text[: match.start(1)] + ", ".join(parts) + text[match.end(1):]
+            return text[: match.start(1)] + ", ".join(parts) + text[match.end(1) :]
     return None
 
 

@@ -57,7 +57,7 @@ FAULTS_BY_ROLE: dict[str, tuple[str, ...]] = {
 
 SYSTEM_PROMPTS = {
     "planner": "You are the planner. Break the question into lookups and one calculation, hand each to the right "
-               "agent, and state the final answer as 'FINAL ANSWER: <number>'.",
+    "agent, and state the final answer as 'FINAL ANSWER: <number>'.",
     "researcher": "You are the researcher. Use the lookup tool to find facts about cities and report them exactly.",
     "calculator": "You are the calculator. Use the calc tool to evaluate the arithmetic you are given.",
     "verifier": "You are the verifier. Recheck the calculator's arithmetic and state the verified result.",
@@ -65,13 +65,39 @@ SYSTEM_PROMPTS = {
 
 WRONG_DELTA = 100  # a wrong number is off by this much
 _ATTRIBUTES = {"population": "population", "founded": "founding year", "twin": "twin city"}
-_SYLLABLES = ["ar", "bel", "cor", "dun", "el", "fen", "gar", "hol", "ith", "jor", "kel", "lun", "mar", "nor", "os",
-              "pel", "quin", "ros", "sil", "tor", "ul", "ven", "wyn", "yar", "zel"]
+_SYLLABLES = [
+    "ar",
+    "bel",
+    "cor",
+    "dun",
+    "el",
+    "fen",
+    "gar",
+    "hol",
+    "ith",
+    "jor",
+    "kel",
+    "lun",
+    "mar",
+    "nor",
+    "os",
+    "pel",
+    "quin",
+    "ros",
+    "sil",
+    "tor",
+    "ul",
+    "ven",
+    "wyn",
+    "yar",
+    "zel",
+]
 _CITIES = 12
 NAME = re.compile(r"^sandbox/task-(\d+)(?:/fault-(\d+))?$")
 
 
 # --- tasks -----------------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Lookup:
@@ -99,8 +125,10 @@ def _knowledge_base(rng: random.Random) -> dict[str, dict[str, Any]]:
             names.append(name)
     order = names[:]
     rng.shuffle(order)  # twin cities form one cycle, so the twin of a twin is never the city itself
-    kb = {name: {"population": rng.randrange(10_000, 1_000_000), "founded": rng.randrange(1000, 2000)}
-          for name in names}
+    kb = {
+        name: {"population": rng.randrange(10_000, 1_000_000), "founded": rng.randrange(1000, 2000)}
+        for name in names
+    }
     for i, name in enumerate(order):
         kb[name]["twin"] = order[(i + 1) % len(order)]
     return kb
@@ -120,13 +148,26 @@ def generate_task(seed: int) -> Task:
         lookups = (Lookup("population", x), Lookup("twin", y), Lookup("population", ref=1))
         op, operands = "-", (0, 2)
     elif template == 2:
-        question = f"What is the founding year of the twin city of the twin city of {x} plus the population of {y}?"
-        lookups = (Lookup("twin", x), Lookup("twin", ref=0), Lookup("founded", ref=1), Lookup("population", y))
+        question = (
+            f"What is the founding year of the twin city of the twin city of {x} plus the population of {y}?"
+        )
+        lookups = (
+            Lookup("twin", x),
+            Lookup("twin", ref=0),
+            Lookup("founded", ref=1),
+            Lookup("population", y),
+        )
         op, operands = "+", (2, 3)
     else:
-        question = (f"What is the population of the twin city of {x} minus the founding year of the twin city "
-                    f"of {y}?")
-        lookups = (Lookup("twin", x), Lookup("population", ref=0), Lookup("twin", y), Lookup("founded", ref=2))
+        question = (
+            f"What is the population of the twin city of {x} minus the founding year of the twin city of {y}?"
+        )
+        lookups = (
+            Lookup("twin", x),
+            Lookup("population", ref=0),
+            Lookup("twin", y),
+            Lookup("founded", ref=2),
+        )
         op, operands = "-", (1, 3)
     values: list[Any] = []
     for lookup in lookups:
@@ -187,14 +228,33 @@ class _Engine:
         kind = self.faults.get(key, "")
         return kind if kind in applicable and key not in self.corrections else ""
 
-    def emit(self, agent: str, kind: str, content: str, *, role: str = "", fault: str = "", speaker: str = "",
-             **extra: Any) -> int:
+    def emit(
+        self,
+        agent: str,
+        kind: str,
+        content: str,
+        *,
+        role: str = "",
+        fault: str = "",
+        speaker: str = "",
+        **extra: Any,
+    ) -> int:
         turn = -1
         if agent:
             turn = self.turns[agent]
             self.turns[agent] += 1
-        self.steps.append(SandboxStep(agent=agent, kind=kind, content=content, speaker=speaker or agent, turn=turn,
-                                      role=role, fault=fault, **extra))
+        self.steps.append(
+            SandboxStep(
+                agent=agent,
+                kind=kind,
+                content=content,
+                speaker=speaker or agent,
+                turn=turn,
+                role=role,
+                fault=fault,
+                **extra,
+            )
+        )
         return len(self.steps) - 1
 
     # -- the conversation --
@@ -208,12 +268,25 @@ class _Engine:
             if fault == "premature_final_answer":
                 return self.final_now(values, fault)
             target = "calculator" if fault == "wrong_handoff" else "researcher"
-            what = f"the {_ATTRIBUTES[lookup.attribute]} of {city if city is not None else 'the unknown city'}"
-            self.emit("planner", "message", f"{target.capitalize()}, please look up {what}.", recipient=target,
-                      role="delegate_lookup", fault=fault)
+            what = (
+                f"the {_ATTRIBUTES[lookup.attribute]} of {city if city is not None else 'the unknown city'}"
+            )
+            self.emit(
+                "planner",
+                "message",
+                f"{target.capitalize()}, please look up {what}.",
+                recipient=target,
+                role="delegate_lookup",
+                fault=fault,
+            )
             if target != "researcher":
-                self.emit(target, "message", f"I can only evaluate arithmetic; I cannot look up {what}.",
-                          recipient="planner", role="refuse")
+                self.emit(
+                    target,
+                    "message",
+                    f"I can only evaluate arithmetic; I cannot look up {what}.",
+                    recipient="planner",
+                    role="refuse",
+                )
                 values.append(None)
                 continue
             values.append(self.research(lookup.attribute, city))
@@ -225,8 +298,15 @@ class _Engine:
         args = {"city": str(city) if city is not None else "", "attribute": attribute}
         if fault == "swapped_arguments":
             args = {"city": args["attribute"], "attribute": args["city"]}
-        call = self.emit("researcher", "tool_call", f"lookup(city={args['city']!r}, attribute={args['attribute']!r})",
-                         tool_name="lookup", arguments=args, role="lookup_call", fault=fault)
+        call = self.emit(
+            "researcher",
+            "tool_call",
+            f"lookup(city={args['city']!r}, attribute={args['attribute']!r})",
+            tool_name="lookup",
+            arguments=args,
+            role="lookup_call",
+            fault=fault,
+        )
         record = self.task.kb.get(args["city"])
         result = record.get(args["attribute"]) if record else None
         if result is not None:
@@ -247,8 +327,11 @@ class _Engine:
             seen += WRONG_DELTA
         name = _ATTRIBUTES[attribute]
         shown = city if city is not None else "the unknown city"
-        content = (f"I could not find the {name} of {shown}." if seen is None
-                   else f"The {name} of {shown} is {seen}.")
+        content = (
+            f"I could not find the {name} of {shown}."
+            if seen is None
+            else f"The {name} of {shown} is {seen}."
+        )
         self.emit("researcher", "message", content, recipient="planner", role=role, fault=fault)
         return seen
 
@@ -261,28 +344,55 @@ class _Engine:
             a += WRONG_DELTA
         target = "researcher" if fault == "wrong_handoff" else "calculator"
         expression = f"{a} {op} {b}"
-        self.emit("planner", "message", f"{target.capitalize()}, please compute {expression}.", recipient=target,
-                  role="delegate_calc", fault=fault)
+        self.emit(
+            "planner",
+            "message",
+            f"{target.capitalize()}, please compute {expression}.",
+            recipient=target,
+            role="delegate_calc",
+            fault=fault,
+        )
         if target != "calculator":
-            self.emit(target, "message", f"I can only look up facts; I cannot compute {expression}.",
-                      recipient="planner", role="refuse")
+            self.emit(
+                target,
+                "message",
+                f"I can only look up facts; I cannot compute {expression}.",
+                recipient="planner",
+                role="refuse",
+            )
             return self.final(None)
         fault = self.fault("calculator", FAULTS_BY_ROLE["calc_call"])
         x, y = (b, a) if fault == "swapped_arguments" else (a, b)
-        call = self.emit("calculator", "tool_call", f"calc(expression='{x} {op} {y}')", tool_name="calc",
-                         arguments={"expression": f"{x} {op} {y}"}, role="calc_call", fault=fault)
+        call = self.emit(
+            "calculator",
+            "tool_call",
+            f"calc(expression='{x} {op} {y}')",
+            tool_name="calc",
+            arguments={"expression": f"{x} {op} {y}"},
+            role="calc_call",
+            fault=fault,
+        )
         result = _apply(x, op, y)
         self.emit("", "tool_result", str(result), speaker="calc", tool_name="calc", parent=call)
         fault = self.fault("calculator", FAULTS_BY_ROLE["calc_report"])
         reported = result + WRONG_DELTA if fault == "wrong_number" else result
-        self.emit("calculator", "message", f"{x} {op} {y} = {reported}", recipient="verifier", role="calc_report",
-                  fault=fault)
+        self.emit(
+            "calculator",
+            "message",
+            f"{x} {op} {y} = {reported}",
+            recipient="verifier",
+            role="calc_report",
+            fault=fault,
+        )
         fault = self.fault("verifier", FAULTS_BY_ROLE["verify"])
         checked = _apply(x, op, y)
         if fault == "wrong_number":
             checked += WRONG_DELTA
-        content = (f"Verified: {x} {op} {y} = {checked}." if checked == reported
-                   else f"Correction: {x} {op} {y} = {checked}, not {reported}.")
+        content = (
+            f"Verified: {x} {op} {y} = {checked}."
+            if checked == reported
+            else f"Correction: {x} {op} {y} = {checked}, not {reported}."
+        )
         self.emit("verifier", "message", content, recipient="planner", role="verify", fault=fault)
         return self.final(checked)
 
@@ -326,8 +436,14 @@ def run(task: Task, faults: dict[Key, str] | None = None, corrections: Iterable[
     engine = _Engine(task, faults, frozenset(corrections))
     answer = engine.run()
     outcome = "success" if answer == task.answer else "failure"
-    return SandboxRun(task=task, faults=faults, corrections=engine.corrections, steps=engine.steps,
-                      final_answer=answer, outcome=outcome)
+    return SandboxRun(
+        task=task,
+        faults=faults,
+        corrections=engine.corrections,
+        steps=engine.steps,
+        final_answer=answer,
+        outcome=outcome,
+    )
 
 
 def inject(task_seed: int, fault_seed: int) -> dict[Key, str]:
@@ -364,42 +480,87 @@ def turn_keys(steps: Iterable[StepView | SandboxStep]) -> dict[int, Key]:
 
 # --- conversions -----------------------------------------------------------------------------------------------------
 
+
 def to_parsed(result: SandboxRun, name: str | None = None, fault_seed: int | None = None):  # -> ParsedTrace
     from tracing.formats.base import ParsedAgent, ParsedGold, ParsedStep, ParsedTrace
 
-    steps = [ParsedStep(speaker=s.speaker, agent=s.agent or None, kind=s.kind, content=s.content,
-                        recipient=s.recipient, tool_name=s.tool_name, tool_arguments=s.arguments, parent=s.parent)
-             for s in result.steps]
+    steps = [
+        ParsedStep(
+            speaker=s.speaker,
+            agent=s.agent or None,
+            kind=s.kind,
+            content=s.content,
+            recipient=s.recipient,
+            tool_name=s.tool_name,
+            tool_arguments=s.arguments,
+            parent=s.parent,
+        )
+        for s in result.steps
+    ]
     gold = []
     fired = result.fired()
     if result.outcome == "failure" and fired:
         # The earliest fault that fired is labelled: with one injected fault that flips the run it is, by
         # construction, the decisive error (correcting it alone restores success).
         index, step = fired[0]
-        gold.append(ParsedGold(agent=step.agent, step=index, category=FAULT_KINDS[step.fault],
-                               reason=f"injected fault: {step.fault} ({step.agent}, turn {step.turn})",
-                               confidence=1.0))
+        gold.append(
+            ParsedGold(
+                agent=step.agent,
+                step=index,
+                category=FAULT_KINDS[step.fault],
+                reason=f"injected fault: {step.fault} ({step.agent}, turn {step.turn})",
+                confidence=1.0,
+            )
+        )
     return ParsedTrace(
-        name=name or trace_name(result.task.seed, fault_seed), source_format="sandbox", steps=steps,
-        agents=[ParsedAgent(a, SYSTEM_PROMPTS[a]) for a in AGENTS], gold=gold,
-        external_id=name or trace_name(result.task.seed, fault_seed), question=result.task.question,
-        ground_truth=result.task.answer, outcome=TRACE_OUTCOME[result.outcome],
-        metadata={"sandbox": {"task_seed": result.task.seed, "fault_seed": fault_seed,
-                              "faults": [[a, t, k] for (a, t), k in sorted(result.faults.items())],
-                              "corrections": sorted([a, t] for a, t in result.corrections),
-                              "final_answer": result.final_answer}},
+        name=name or trace_name(result.task.seed, fault_seed),
+        source_format="sandbox",
+        steps=steps,
+        agents=[ParsedAgent(a, SYSTEM_PROMPTS[a]) for a in AGENTS],
+        gold=gold,
+        external_id=name or trace_name(result.task.seed, fault_seed),
+        question=result.task.question,
+        ground_truth=result.task.answer,
+        outcome=TRACE_OUTCOME[result.outcome],
+        metadata={
+            "sandbox": {
+                "task_seed": result.task.seed,
+                "fault_seed": fault_seed,
+                "faults": [[a, t, k] for (a, t), k in sorted(result.faults.items())],
+                "corrections": sorted([a, t] for a, t in result.corrections),
+                "final_answer": result.final_answer,
+            }
+        },
     )
 
 
-def to_view(result: SandboxRun, name: str | None = None, fault_seed: int | None = None, trace_id: int = 0) -> TraceView:
-    steps = tuple(StepView(index=i, agent=s.agent, kind=s.kind, content=s.content, speaker=s.speaker,
-                           recipient=s.recipient, tool_name=s.tool_name, parent=s.parent)
-                  for i, s in enumerate(result.steps))
-    return TraceView(trace_id=trace_id, name=name or trace_name(result.task.seed, fault_seed),
-                     question=result.task.question, ground_truth=result.task.answer,
-                     outcome=TRACE_OUTCOME[result.outcome],
-                     steps=steps, agents=tuple(dict.fromkeys(s.agent for s in steps if s.agent)),
-                     system_prompts=dict(SYSTEM_PROMPTS), source_format="sandbox")
+def to_view(
+    result: SandboxRun, name: str | None = None, fault_seed: int | None = None, trace_id: int = 0
+) -> TraceView:
+    steps = tuple(
+        StepView(
+            index=i,
+            agent=s.agent,
+            kind=s.kind,
+            content=s.content,
+            speaker=s.speaker,
+            recipient=s.recipient,
+            tool_name=s.tool_name,
+            parent=s.parent,
+        )
+        for i, s in enumerate(result.steps)
+    )
+    return TraceView(
+        trace_id=trace_id,
+        name=name or trace_name(result.task.seed, fault_seed),
+        question=result.task.question,
+        ground_truth=result.task.answer,
+        outcome=TRACE_OUTCOME[result.outcome],
+        steps=steps,
+        agents=tuple(dict.fromkeys(s.agent for s in steps if s.agent)),
+        system_prompts=dict(SYSTEM_PROMPTS),
+        source_format="sandbox",
+    )
 
 
 # Runs and replays speak success / failure / unknown; stored traces use tracing.models.Outcome's values.
@@ -413,6 +574,7 @@ def _step_dict(index: int, step: SandboxStep) -> dict[str, Any]:
 
 # --- replayer --------------------------------------------------------------------------------------------------------
 
+
 class SandboxReplayer:
     """Replays sandbox runs exactly: the same task and faults, with corrected steps made fault-free.
 
@@ -424,7 +586,9 @@ class SandboxReplayer:
 
     name = "sandbox"
 
-    def __init__(self, task_seed: int, faults: dict[Key, str] | None = None, *, cost_per_replay: float = 0.0) -> None:
+    def __init__(
+        self, task_seed: int, faults: dict[Key, str] | None = None, *, cost_per_replay: float = 0.0
+    ) -> None:
         self.task = generate_task(task_seed)
         self.faults = dict(faults or {})
         self.cost_per_replay = cost_per_replay
@@ -433,8 +597,9 @@ class SandboxReplayer:
     def for_trace(cls, trace: TraceView) -> SandboxReplayer:
         parsed = parse_name(trace.name) if trace.source_format in ("sandbox", "") else None
         if parsed is None:
-            raise ReplayError(f"trace {trace.name!r} is not a sandbox run "
-                              "(expected a name like sandbox/task-7/fault-1)")
+            raise ReplayError(
+                f"trace {trace.name!r} is not a sandbox run (expected a name like sandbox/task-7/fault-1)"
+            )
         replayer = cls(*parsed)
         replayer.check(trace)
         return replayer
@@ -442,8 +607,12 @@ class SandboxReplayer:
     def check(self, trace: TraceView) -> None:
         """The uncorrected run must reproduce the trace step for step, else its replays would mean nothing."""
         again = run(self.task, self.faults)
-        if [(s.agent, s.kind, s.content) for s in again.steps] != [(s.agent, s.kind, s.content) for s in trace.steps]:
-            raise ReplayError(f"trace {trace.name!r} does not reproduce in the sandbox (edited or not a sandbox run)")
+        if [(s.agent, s.kind, s.content) for s in again.steps] != [
+            (s.agent, s.kind, s.content) for s in trace.steps
+        ]:
+            raise ReplayError(
+                f"trace {trace.name!r} does not reproduce in the sandbox (edited or not a sandbox run)"
+            )
 
     def keys(self, trace: TraceView, indices: Iterable[int]) -> frozenset[Key]:
         known = turn_keys(trace.steps)
@@ -458,10 +627,16 @@ class SandboxReplayer:
         corrected = run(self.task, self.faults, self.keys(trace, [index]))
         return corrected.steps[index].content if index < len(corrected.steps) else ""
 
-    def replay(self, trace: TraceView, corrections: dict[int, str], *, budget: Budget | None = None) -> ReplayResult:
+    def replay(
+        self, trace: TraceView, corrections: dict[int, str], *, budget: Budget | None = None
+    ) -> ReplayResult:
         if budget is not None:
             budget.charge(self.cost_per_replay)
         result = run(self.task, self.faults, self.keys(trace, corrections))
         first = min(corrections) if corrections else len(result.steps)
-        return ReplayResult(continuation=[_step_dict(i, s) for i, s in enumerate(result.steps) if i >= first],
-                            outcome=result.outcome, final_answer=result.final_answer, cost=self.cost_per_replay)
+        return ReplayResult(
+            continuation=[_step_dict(i, s) for i, s in enumerate(result.steps) if i >= first],
+            outcome=result.outcome,
+            final_answer=result.final_answer,
+            cost=self.cost_per_replay,
+        )

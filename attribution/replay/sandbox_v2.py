@@ -36,7 +36,9 @@ AGENTS = ("planner", "researcher", "calculator", "verifier")
 # An agent slips at 4% of its actions (sample 0 and resamples alike): about 15 actions a run, so roughly a third of
 # the runs go wrong on their own, and a correction is itself wrong at one action in 25.
 SLIP_RATE = 0.04
-RECALL_RATE = 0.2  # share of lookups the researcher answers from memory, without the tool (right unless it slips)
+RECALL_RATE = (
+    0.2  # share of lookups the researcher answers from memory, without the tool (right unless it slips)
+)
 VERIFIER_RATE = 0.6  # share of runs whose team has a verifier; in the others nothing checks the calculator
 
 # What each kind of action can get wrong. A slip that cannot change the action (a rubber stamp on a right result)
@@ -57,9 +59,9 @@ SLIPS: dict[str, tuple[str, ...]] = {
 
 SYSTEM_PROMPTS = {
     "planner": "You are the planner. Break the question into lookups and one calculation, hand each to the right "
-               "agent, and state the final answer as 'FINAL ANSWER: <number>'.",
+    "agent, and state the final answer as 'FINAL ANSWER: <number>'.",
     "researcher": "You are the researcher. Find facts about cities, with the lookup tool when you are unsure, and "
-                  "report them to the planner.",
+    "report them to the planner.",
     "calculator": "You are the calculator. Use the calc tool to evaluate the arithmetic you are given.",
     "verifier": "You are the verifier. Recheck the calculator's arithmetic and state the verified result.",
 }
@@ -73,6 +75,7 @@ Slot = tuple[Any, ...]
 
 
 # --- draws -------------------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Draw:
@@ -123,6 +126,7 @@ def misread(value: Any, kb: dict[str, dict[str, Any]]) -> Any:
 
 # --- runs --------------------------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class V2Step:
     agent: str  # "" for tool output
@@ -164,10 +168,30 @@ class _Engine:
         kinds = SLIPS[role]
         return d, (_pick(kinds, d.kind) if kinds and d.slip < SLIP_RATE else "")
 
-    def emit(self, agent: str, kind: str, content: str, *, slot: Slot = (), role: str = "", slip: str = "",
-             speaker: str = "", **extra: Any) -> int:
-        self.steps.append(V2Step(agent=agent, kind=kind, content=content, speaker=speaker or agent, slot=slot,
-                                 role=role, slip=slip, **extra))
+    def emit(
+        self,
+        agent: str,
+        kind: str,
+        content: str,
+        *,
+        slot: Slot = (),
+        role: str = "",
+        slip: str = "",
+        speaker: str = "",
+        **extra: Any,
+    ) -> int:
+        self.steps.append(
+            V2Step(
+                agent=agent,
+                kind=kind,
+                content=content,
+                speaker=speaker or agent,
+                slot=slot,
+                role=role,
+                slip=slip,
+                **extra,
+            )
+        )
         return len(self.steps) - 1
 
     # -- the planner --
@@ -187,14 +211,30 @@ class _Engine:
                 attribute, city = self.misplan(lookup, city)
             target = "calculator" if slip == "wrong_handoff" else "researcher"
             what = f"the {_ATTRIBUTES[attribute]} of {city}"
-            wording = [f"{target.capitalize()}, please look up {what}.", f"{target.capitalize()}: I need {what}.",
-                       f"Next, {what}. {target.capitalize()}, can you find it?"]
-            self.emit("planner", "message", _pick(wording, d.style), recipient=target, slot=slot,
-                      role="delegate_lookup", slip=slip)
+            wording = [
+                f"{target.capitalize()}, please look up {what}.",
+                f"{target.capitalize()}: I need {what}.",
+                f"Next, {what}. {target.capitalize()}, can you find it?",
+            ]
+            self.emit(
+                "planner",
+                "message",
+                _pick(wording, d.style),
+                recipient=target,
+                slot=slot,
+                role="delegate_lookup",
+                slip=slip,
+            )
             asked.append(city)
             if target != "researcher":
-                self.emit(target, "message", f"I only evaluate arithmetic; I cannot look up {what}.",
-                          recipient="planner", slot=("calculator", "refuse", j), role="refuse")
+                self.emit(
+                    target,
+                    "message",
+                    f"I only evaluate arithmetic; I cannot look up {what}.",
+                    recipient="planner",
+                    slot=("calculator", "refuse", j),
+                    role="refuse",
+                )
                 values.append(None)
                 continue
             values.append(self.research(j, attribute, city))
@@ -226,11 +266,21 @@ class _Engine:
             slot = ("researcher", j, "recall")
             d, slip = self.act(slot, "recall")
             value = plausible(truth, d.alt, self.kb) if slip and truth is not None else truth
-            wording = [f"From memory: the {name} of {city} is {value}.", f"The {name} of {city} is {value}.",
-                       f"I know this one: {city}'s {name} is {value}."]
+            wording = [
+                f"From memory: the {name} of {city} is {value}.",
+                f"The {name} of {city} is {value}.",
+                f"I know this one: {city}'s {name} is {value}.",
+            ]
             content = _pick(wording, d.style) if value is not None else f"I do not know the {name} of {city}."
-            self.emit("researcher", "message", content, recipient="planner", slot=slot, role="recall",
-                      slip=slip if truth is not None else "")
+            self.emit(
+                "researcher",
+                "message",
+                content,
+                recipient="planner",
+                slot=slot,
+                role="recall",
+                slip=slip if truth is not None else "",
+            )
             return value
         seen = self.lookup(j, "call", attribute, city)
         if seen is None:  # a failed lookup is retried once, as a fresh action
@@ -242,7 +292,9 @@ class _Engine:
             slip = ""
         said = handed = seen
         if slip in ("wrong_number", "misread_tool_result"):
-            said = handed = plausible(seen, d.alt, self.kb) if slip == "wrong_number" else misread(seen, self.kb)
+            said = handed = (
+                plausible(seen, d.alt, self.kb) if slip == "wrong_number" else misread(seen, self.kb)
+            )
         elif slip == "omitted_value":
             said = handed = None
         elif slip == "handoff_corruption":  # the prose is right; what the planner receives is not
@@ -250,11 +302,22 @@ class _Engine:
         if seen is None:
             content = f"I could not find the {name} of {city}."
         elif said is None:
-            content = _pick([f"I found {city} in the records and checked its {name}.",
-                             f"Done: looked up the {name} of {city}."], d.style)
+            content = _pick(
+                [
+                    f"I found {city} in the records and checked its {name}.",
+                    f"Done: looked up the {name} of {city}.",
+                ],
+                d.style,
+            )
         else:
-            content = _pick([f"The {name} of {city} is {said}.", f"Found it: {city}'s {name} is {said}.",
-                             f"According to the lookup, the {name} of {city} is {said}."], d.style)
+            content = _pick(
+                [
+                    f"The {name} of {city} is {said}.",
+                    f"Found it: {city}'s {name} is {said}.",
+                    f"According to the lookup, the {name} of {city} is {said}.",
+                ],
+                d.style,
+            )
         self.emit("researcher", "message", content, recipient="planner", slot=slot, role=role, slip=slip)
         return handed
 
@@ -264,8 +327,16 @@ class _Engine:
         args = {"city": str(city), "attribute": attribute}
         if slip == "swapped_arguments":
             args = {"city": attribute, "attribute": str(city)}
-        call = self.emit("researcher", "tool_call", f"lookup(city={args['city']!r}, attribute={args['attribute']!r})",
-                         tool_name="lookup", arguments=args, slot=slot, role="lookup_call", slip=slip)
+        call = self.emit(
+            "researcher",
+            "tool_call",
+            f"lookup(city={args['city']!r}, attribute={args['attribute']!r})",
+            tool_name="lookup",
+            arguments=args,
+            slot=slot,
+            role="lookup_call",
+            slip=slip,
+        )
         record = self.kb.get(args["city"])
         result = record.get(args["attribute"]) if record else None
         if result is not None:
@@ -287,27 +358,57 @@ class _Engine:
             return self.final_now([a, b], slot, slip)
         target = "researcher" if slip == "wrong_handoff" else "calculator"
         then = " and pass the result to the verifier" if self.verifier and target == "calculator" else ""
-        wording = [f"{target.capitalize()}, please compute {a} {op} {b}{then}.",
-                   f"{target.capitalize()}: work out {a} {op} {b}{then}."]
-        self.emit("planner", "message", _pick(wording, d.style), recipient=target, slot=slot, role="delegate_calc",
-                  slip=slip)
+        wording = [
+            f"{target.capitalize()}, please compute {a} {op} {b}{then}.",
+            f"{target.capitalize()}: work out {a} {op} {b}{then}.",
+        ]
+        self.emit(
+            "planner",
+            "message",
+            _pick(wording, d.style),
+            recipient=target,
+            slot=slot,
+            role="delegate_calc",
+            slip=slip,
+        )
         if target != "calculator":
-            self.emit("researcher", "message", f"I only look up facts; I cannot compute {a} {op} {b}.",
-                      recipient="planner", slot=("researcher", "refuse"), role="refuse")
+            self.emit(
+                "researcher",
+                "message",
+                f"I only look up facts; I cannot compute {a} {op} {b}.",
+                recipient="planner",
+                slot=("researcher", "refuse"),
+                role="refuse",
+            )
             return self.final(None)
         slot = ("calculator", "call")
         d, slip = self.act(slot, "calc_call")
         x, y = (b, a) if slip == "swapped_arguments" else (a, b)
-        call = self.emit("calculator", "tool_call", f"calc(expression='{x} {op} {y}')", tool_name="calc",
-                         arguments={"expression": f"{x} {op} {y}"}, slot=slot, role="calc_call", slip=slip)
+        call = self.emit(
+            "calculator",
+            "tool_call",
+            f"calc(expression='{x} {op} {y}')",
+            tool_name="calc",
+            arguments={"expression": f"{x} {op} {y}"},
+            slot=slot,
+            role="calc_call",
+            slip=slip,
+        )
         result = x + y if op == "+" else x - y
         self.emit("", "tool_result", str(result), speaker="calc", tool_name="calc", parent=call)
         slot = ("calculator", "report")
         d, slip = self.act(slot, "calc_report")
         reported = plausible(result, d.alt, self.kb) if slip == "wrong_result" else result
         to = "verifier" if self.verifier else "planner"
-        self.emit("calculator", "message", _pick([f"The result is {reported}.", f"That comes to {reported}."],
-                                                 d.style), recipient=to, slot=slot, role="calc_report", slip=slip)
+        self.emit(
+            "calculator",
+            "message",
+            _pick([f"The result is {reported}.", f"That comes to {reported}."], d.style),
+            recipient=to,
+            slot=slot,
+            role="calc_report",
+            slip=slip,
+        )
         return self.final(self.verify(x, y, result, reported) if self.verifier else reported)
 
     def verify(self, x: int, y: int, result: int, reported: int) -> int:
@@ -320,8 +421,11 @@ class _Engine:
         elif slip == "rubber_stamp":
             checked = reported
             slip = slip if reported != result else ""  # approving a right result unchecked changes nothing
-        content = (f"Verified: {x} {op} {y} = {checked}." if checked == reported
-                   else f"Correction: {x} {op} {y} = {checked}, not {reported}.")
+        content = (
+            f"Verified: {x} {op} {y} = {checked}."
+            if checked == reported
+            else f"Correction: {x} {op} {y} = {checked}, not {reported}."
+        )
         self.emit("verifier", "message", content, recipient="planner", slot=slot, role="verify", slip=slip)
         return checked
 
@@ -352,8 +456,15 @@ def run(task: Task, run_seed: int, resamples: dict[Slot, int] | None = None) -> 
     resamples = dict(resamples or {})
     engine = _Engine(task, run_seed, resamples)
     answer = engine.run()
-    return V2Run(task=task, run_seed=run_seed, resamples=resamples, verifier=engine.verifier, steps=engine.steps,
-                 final_answer=answer, outcome="success" if answer == task.answer else "failure")
+    return V2Run(
+        task=task,
+        run_seed=run_seed,
+        resamples=resamples,
+        verifier=engine.verifier,
+        steps=engine.steps,
+        final_answer=answer,
+        outcome="success" if answer == task.answer else "failure",
+    )
 
 
 def trace_name(task_seed: int, run_seed: int) -> str:
@@ -368,25 +479,51 @@ def parse_name(name: str) -> tuple[int, int] | None:
 
 # --- conversions -------------------------------------------------------------------------------------------------------
 
+
 def to_view(result: V2Run, name: str | None = None, trace_id: int = 0) -> TraceView:
-    steps = tuple(StepView(index=i, agent=s.agent, kind=s.kind, content=s.content, speaker=s.speaker,
-                           recipient=s.recipient, tool_name=s.tool_name, parent=s.parent)
-                  for i, s in enumerate(result.steps))
+    steps = tuple(
+        StepView(
+            index=i,
+            agent=s.agent,
+            kind=s.kind,
+            content=s.content,
+            speaker=s.speaker,
+            recipient=s.recipient,
+            tool_name=s.tool_name,
+            parent=s.parent,
+        )
+        for i, s in enumerate(result.steps)
+    )
     agents = tuple(dict.fromkeys(s.agent for s in steps if s.agent))
-    return TraceView(trace_id=trace_id, name=name or trace_name(result.task.seed, result.run_seed),
-                     question=result.task.question, ground_truth=result.task.answer,
-                     outcome=TRACE_OUTCOME[result.outcome], steps=steps, agents=agents,
-                     system_prompts={a: SYSTEM_PROMPTS[a] for a in AGENTS if a != "verifier" or result.verifier},
-                     source_format="sandbox")
+    return TraceView(
+        trace_id=trace_id,
+        name=name or trace_name(result.task.seed, result.run_seed),
+        question=result.task.question,
+        ground_truth=result.task.answer,
+        outcome=TRACE_OUTCOME[result.outcome],
+        steps=steps,
+        agents=agents,
+        system_prompts={a: SYSTEM_PROMPTS[a] for a in AGENTS if a != "verifier" or result.verifier},
+        source_format="sandbox",
+    )
 
 
 def _step_dict(index: int, step: V2Step) -> dict[str, Any]:
     """A step as a replay reports it: what the trace would show, never the slip behind it."""
-    return {"index": index, "agent": step.agent, "kind": step.kind, "content": step.content, "speaker": step.speaker,
-            "recipient": step.recipient, "tool_name": step.tool_name, "parent": step.parent}
+    return {
+        "index": index,
+        "agent": step.agent,
+        "kind": step.kind,
+        "content": step.content,
+        "speaker": step.speaker,
+        "recipient": step.recipient,
+        "tool_name": step.tool_name,
+        "parent": step.parent,
+    }
 
 
 # --- replayer ----------------------------------------------------------------------------------------------------------
+
 
 class SandboxV2Replayer:
     """Replays v2 sandbox runs from what the run recorded: the task seed and the sampler seed. Nothing else.
@@ -410,8 +547,9 @@ class SandboxV2Replayer:
     def for_trace(cls, trace: TraceView) -> SandboxV2Replayer:
         seeds = parse_name(trace.name) if trace.source_format in ("sandbox", "") else None
         if seeds is None:
-            raise ReplayError(f"trace {trace.name!r} is not a v2 sandbox run "
-                              "(expected a name like sandbox2/task-7/run-3)")
+            raise ReplayError(
+                f"trace {trace.name!r} is not a v2 sandbox run (expected a name like sandbox2/task-7/run-3)"
+            )
         replayer = cls(*seeds)
         replayer.check(trace)
         return replayer
@@ -420,7 +558,9 @@ class SandboxV2Replayer:
         """The uncorrected run must reproduce the trace step for step, else its replays would mean nothing."""
         ours = [(s.agent, s.kind, s.content) for s in self._recorded.steps]
         if ours != [(s.agent, s.kind, s.content) for s in trace.steps]:
-            raise ReplayError(f"trace {trace.name!r} does not reproduce in sandbox v2 (edited or not a v2 run)")
+            raise ReplayError(
+                f"trace {trace.name!r} does not reproduce in sandbox v2 (edited or not a v2 run)"
+            )
 
     def slots(self, indices: Iterable[int]) -> dict[Slot, int]:
         out = {}
@@ -436,16 +576,24 @@ class SandboxV2Replayer:
             self._proposals[index] = corrected.steps[index].content if index < len(corrected.steps) else ""
         return self._proposals[index]
 
-    def replay(self, trace: TraceView, corrections: dict[int, str], *, budget: Budget | None = None) -> ReplayResult:
+    def replay(
+        self, trace: TraceView, corrections: dict[int, str], *, budget: Budget | None = None
+    ) -> ReplayResult:
         resamples = self.slots(corrections)
         for index, content in corrections.items():
             # The sandbox can only resample an action; content written elsewhere (an injection campaign's fault)
             # would be silently replaced, so it is refused. "" asks for the resample, whatever it says.
             if content and content != self.propose(trace, index):
-                raise ReplayError("sandbox v2 corrects an action by resampling it and cannot replay written content")
+                raise ReplayError(
+                    "sandbox v2 corrects an action by resampling it and cannot replay written content"
+                )
         if budget is not None:
             budget.charge(self.cost_per_replay)
         result = run(self.task, self.run_seed, resamples)
         first = min(corrections) if corrections else len(result.steps)
-        return ReplayResult(continuation=[_step_dict(i, s) for i, s in enumerate(result.steps) if i >= first],
-                            outcome=result.outcome, final_answer=result.final_answer, cost=self.cost_per_replay)
+        return ReplayResult(
+            continuation=[_step_dict(i, s) for i, s in enumerate(result.steps) if i >= first],
+            outcome=result.outcome,
+            final_answer=result.final_answer,
+            cost=self.cost_per_replay,
+        )

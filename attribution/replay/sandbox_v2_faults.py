@@ -39,9 +39,20 @@ CATEGORIES: dict[str, str] = {
 # plan step with a consistent run after it, a value left out and defaulted, a hand-off whose symptom shows at the
 # planner, a plausible number from memory with no lookup behind it, and a miscalculation nobody checks (the team has
 # no verifier); then two slips of which one decides; then v1's kinds.
-SCENARIOS = ("wrong_subtask", "omitted_value", "handoff_corruption", "recalled_wrong_number",
-             "unchecked_wrong_result", "two_faults", "wrong_number", "misread_tool_result", "swapped_arguments",
-             "premature_final_answer", "wrong_handoff", "wrong_correction")
+SCENARIOS = (
+    "wrong_subtask",
+    "omitted_value",
+    "handoff_corruption",
+    "recalled_wrong_number",
+    "unchecked_wrong_result",
+    "two_faults",
+    "wrong_number",
+    "misread_tool_result",
+    "swapped_arguments",
+    "premature_final_answer",
+    "wrong_handoff",
+    "wrong_correction",
+)
 
 # Run seeds tried per injected case. The rarest scenario (a calculator slip in a run with no verifier and no other
 # slip) comes once in about 110 seeds; this many failing in a row means the task cannot host the scenario.
@@ -113,8 +124,15 @@ def _labelled(result: V2Run, scenario: str, mode: str) -> Labelled | None:
         if scenario == "two_faults" and any(i > gold and flips(result, i) for i, _ in made):
             return None  # both slips decisive alone: not the scenario
     kind = result.steps[gold].slip or "none"
-    return Labelled(run=result, step=gold, agent=result.steps[gold].agent, category=CATEGORIES.get(kind, ""),
-                    kind=kind, scenario=scenario, mode=mode)
+    return Labelled(
+        run=result,
+        step=gold,
+        agent=result.steps[gold].agent,
+        category=CATEGORIES.get(kind, ""),
+        kind=kind,
+        scenario=scenario,
+        mode=mode,
+    )
 
 
 def inject_case(task_seed: int, scenario: str) -> Labelled | None:
@@ -156,22 +174,52 @@ def to_parsed(case: Labelled):  # -> ParsedTrace
     from tracing.formats.base import ParsedAgent, ParsedGold, ParsedStep, ParsedTrace
 
     result = case.run
-    steps = [ParsedStep(speaker=s.speaker, agent=s.agent or None, kind=s.kind, content=s.content,
-                        recipient=s.recipient, tool_name=s.tool_name, tool_arguments=s.arguments, parent=s.parent)
-             for s in result.steps]
-    gold = [ParsedGold(agent=case.agent, step=case.step, category=case.category, confidence=1.0,
-                       reason=f"{case.mode} {case.kind}: resampling this action alone makes the run succeed, and "
-                              "no earlier action's does")]
+    steps = [
+        ParsedStep(
+            speaker=s.speaker,
+            agent=s.agent or None,
+            kind=s.kind,
+            content=s.content,
+            recipient=s.recipient,
+            tool_name=s.tool_name,
+            tool_arguments=s.arguments,
+            parent=s.parent,
+        )
+        for s in result.steps
+    ]
+    gold = [
+        ParsedGold(
+            agent=case.agent,
+            step=case.step,
+            category=case.category,
+            confidence=1.0,
+            reason=f"{case.mode} {case.kind}: resampling this action alone makes the run succeed, and "
+            "no earlier action's does",
+        )
+    ]
     agents = [ParsedAgent(a, SYSTEM_PROMPTS[a]) for a in AGENTS if a != "verifier" or result.verifier]
     return ParsedTrace(
-        name=case.name, source_format="sandbox", steps=steps, agents=agents, gold=gold, external_id=case.name,
-        question=result.task.question, ground_truth=result.task.answer, outcome="failed",
+        name=case.name,
+        source_format="sandbox",
+        steps=steps,
+        agents=agents,
+        gold=gold,
+        external_id=case.name,
+        question=result.task.question,
+        ground_truth=result.task.answer,
+        outcome="failed",
         metadata={"sandbox2": _metadata(case)},
     )
 
 
 def _metadata(case: Labelled) -> dict[str, Any]:
     """For people reading the stored trace; the replayer reads the name only."""
-    return {"task_seed": case.run.task.seed, "run_seed": case.run.run_seed, "mode": case.mode,
-            "scenario": case.scenario, "slips": [[i, kind] for i, kind in slips(case.run)],
-            "verifier": case.run.verifier, "final_answer": case.run.final_answer}
+    return {
+        "task_seed": case.run.task.seed,
+        "run_seed": case.run.run_seed,
+        "mode": case.mode,
+        "scenario": case.scenario,
+        "slips": [[i, kind] for i, kind in slips(case.run)],
+        "verifier": case.run.verifier,
+        "final_answer": case.run.final_answer,
+    }

@@ -27,7 +27,8 @@ LEXICON = frozenset(
     "assume assuming assumed approximately estimate estimated probably likely unable cannot sorry unfortunately "
     "verify verified verification confirm confirmed manually simulate simulated hypothetical placeholder example "
     "incorrect mistake instead retry again failed failure error exception timeout blocked captcha empty missing "
-    "unknown unclear guess roughly plan terminate".split())
+    "unknown unclear guess roughly plan terminate".split()
+)
 MAX_PHRASES = 12
 MAX_QUERY_TERMS = 48
 _WORD = re.compile(r"[a-z][a-z0-9]{2,}")
@@ -58,8 +59,12 @@ def shape_of(trace: TraceView, signals: Iterable[dict[str, Any]]) -> TraceShape:
     for signal in signals:
         if 0 <= int(signal["step"]) < len(per_step):
             per_step[int(signal["step"])].add(str(signal["signal"]))
-    return TraceShape(style="orchestrated" if planners else "group", roles=tuple(roles), ranks=tuple(ranks),
-                      signals=tuple(frozenset(s) for s in per_step))
+    return TraceShape(
+        style="orchestrated" if planners else "group",
+        roles=tuple(roles),
+        ranks=tuple(ranks),
+        signals=tuple(frozenset(s) for s in per_step),
+    )
 
 
 def phrases_of(text: str) -> list[str]:
@@ -91,10 +96,19 @@ def case_features(trace: TraceView, shape: TraceShape, *, step: int, agent: str)
         text += "\n" + following.content
     signals = sorted(shape.signals[step])
     return {
-        "style": shape.style, "role": shape.roles[step], "rank": shape.ranks[step], "kind": here.kind,
-        "agent": agent_tag(agent or here.agent), "agent_name": (agent or here.agent)[:60], "signals": signals, "primary": primary_signal(signals),
-        "phrases": phrases_of(text), "around": [s.kind for s in trace.steps[max(0, step - 2): step + 3]],
-        "source_format": trace.source_format, "step": step, "steps": len(trace.steps),
+        "style": shape.style,
+        "role": shape.roles[step],
+        "rank": shape.ranks[step],
+        "kind": here.kind,
+        "agent": agent_tag(agent or here.agent),
+        "agent_name": (agent or here.agent)[:60],
+        "signals": signals,
+        "primary": primary_signal(signals),
+        "phrases": phrases_of(text),
+        "around": [s.kind for s in trace.steps[max(0, step - 2) : step + 3]],
+        "source_format": trace.source_format,
+        "step": step,
+        "steps": len(trace.steps),
     }
 
 
@@ -130,23 +144,40 @@ def aggregate(cases: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "phrases": [p for p, k in phrases.most_common(MAX_PHRASES) if k >= quorum],
     }
     primary = Counter(c["primary"] for c in cases).most_common(1)[0][0]
-    signature = detection | {"primary": primary, "style": cases[0]["style"],
-                             "around": Counter(tuple(c["around"]) for c in cases).most_common(1)[0][0],
-                             "agents": sorted(agents)[:20], "cases": n}
-    return {"style": cases[0]["style"], "signature": signature, "detection": detection,
-            "category": CATEGORIES.get(primary, ""), "title": _title(signature, _agent_name(cases, detection["agent"])),
-            "context": _context(signature),
-            "detection_text": _detection_text(detection), "search_text": search_text(signature)}
+    signature = detection | {
+        "primary": primary,
+        "style": cases[0]["style"],
+        "around": Counter(tuple(c["around"]) for c in cases).most_common(1)[0][0],
+        "agents": sorted(agents)[:20],
+        "cases": n,
+    }
+    return {
+        "style": cases[0]["style"],
+        "signature": signature,
+        "detection": detection,
+        "category": CATEGORIES.get(primary, ""),
+        "title": _title(signature, _agent_name(cases, detection["agent"])),
+        "context": _context(signature),
+        "detection_text": _detection_text(detection),
+        "search_text": search_text(signature),
+    }
 
 
 # What a schema's primary signal says went wrong, for its title ("…: an unverified claim").
 _FAILURES = {
-    "first_code": "faulty first code of the run", "code": "faulty code",
-    "handover": "a wrong value handed on", "tool_error": "a failing tool call",
-    "runtime_error": "an error it reports itself", "answer_origin": "where the wrong answer came from",
-    "wrong_value": "a wrong value", "accepted": "a value accepted without checking", "made_up": "invented data",
-    "empty_result": "an empty result taken as an answer", "premature_termination": "stopping too early",
-    "loop": "repeating itself", "none": "an unverified claim",
+    "first_code": "faulty first code of the run",
+    "code": "faulty code",
+    "handover": "a wrong value handed on",
+    "tool_error": "a failing tool call",
+    "runtime_error": "an error it reports itself",
+    "answer_origin": "where the wrong answer came from",
+    "wrong_value": "a wrong value",
+    "accepted": "a value accepted without checking",
+    "made_up": "invented data",
+    "empty_result": "an empty result taken as an answer",
+    "premature_termination": "stopping too early",
+    "loop": "repeating itself",
+    "none": "an unverified claim",
 }
 _STYLES = {"orchestrated": "orchestrated runs", "group": "group chats"}
 _PLACES = ["first", "second", "third", "fourth or later"]
@@ -163,9 +194,13 @@ def _agent_name(cases: Sequence[dict[str, Any]], tag: str) -> str:
 def _title(sig: dict[str, Any], agent_name: str = "") -> str:
     """A title a person reads at a glance: "WebSurfer's second turn in orchestrated runs: an unverified claim"."""
     place = _PLACES[min(sig["ranks"][0], 3)] if sig["ranks"] else "some"
-    whose = {"worker": f"A worker's {place} turn", "planner-message": f"The planner's {place} message",
-             "planner-thought": f"The planner's {place} thought", "human": f"The {place} human turn",
-             "tool": f"The {place} tool output"}.get(sig["role"], f"A {sig['role']} step")
+    whose = {
+        "worker": f"A worker's {place} turn",
+        "planner-message": f"The planner's {place} message",
+        "planner-thought": f"The planner's {place} thought",
+        "human": f"The {place} human turn",
+        "tool": f"The {place} tool output",
+    }.get(sig["role"], f"A {sig['role']} step")
     if agent_name:
         whose = f"{agent_name}'s {place} {'thought' if sig['role'] == 'planner-thought' else 'turn'}"
     what = _FAILURES.get(sig["primary"], sig["primary"].replace("_", " "))
@@ -174,13 +209,17 @@ def _title(sig: dict[str, Any], agent_name: str = "") -> str:
 
 def _context(sig: dict[str, Any]) -> str:
     kinds = " → ".join(sig["around"])
-    return (f"Seen in {sig['cases']} verified case{'s' if sig['cases'] != 1 else ''} of {sig['style']} runs; "
-            f"the steps around the decisive one are {kinds}.")
+    return (
+        f"Seen in {sig['cases']} verified case{'s' if sig['cases'] != 1 else ''} of {sig['style']} runs; "
+        f"the steps around the decisive one are {kinds}."
+    )
 
 
 def _detection_text(det: dict[str, Any]) -> str:
-    parts = [f"a {det['kind']} step by {'agent ' + det['agent'] if det['agent'] else 'a ' + det['role']}",
-             f"at rank {', '.join(map(str, det['ranks']))} among its role's steps"]
+    parts = [
+        f"a {det['kind']} step by {'agent ' + det['agent'] if det['agent'] else 'a ' + det['role']}",
+        f"at rank {', '.join(map(str, det['ranks']))} among its role's steps",
+    ]
     if det["signals"]:
         parts.append(f"where the heuristic finds {', '.join(det['signals'])}")
     if det["phrases"]:
@@ -220,7 +259,7 @@ def query_of(trace: TraceView, shape: TraceShape) -> Query:
     for step in trace.steps:
         for phrase in phrases_of(step.content):
             terms += phrase.split()
-    return Query(style=shape.style, terms=tuple(sorted(set(terms)))[:MAX_QUERY_TERMS * 4])
+    return Query(style=shape.style, terms=tuple(sorted(set(terms)))[: MAX_QUERY_TERMS * 4])
 
 
 def similarity(search: str, query_terms: Iterable[str]) -> float:
@@ -236,9 +275,12 @@ def match_steps(detection: dict[str, Any], trace: TraceView, shape: TraceShape) 
     best: tuple[int, float] | None = None
     wanted_signals, wanted_phrases = set(detection.get("signals", ())), set(detection.get("phrases", ()))
     for i, step in enumerate(trace.steps):
-        if (shape.roles[i] != detection.get("role") or step.kind != detection.get("kind")
-                or shape.ranks[i] not in detection.get("ranks", ())
-                or (detection.get("agent") and agent_tag(step.agent) != detection["agent"])):
+        if (
+            shape.roles[i] != detection.get("role")
+            or step.kind != detection.get("kind")
+            or shape.ranks[i] not in detection.get("ranks", ())
+            or (detection.get("agent") and agent_tag(step.agent) != detection["agent"])
+        ):
             continue
         parts = []
         if wanted_signals:

@@ -16,16 +16,23 @@ class SchemaEditForm(forms.Form):
 
     title = forms.CharField(max_length=200)
     context = forms.CharField(required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 3}))
-    detection_text = forms.CharField(required=False, max_length=2000, label="Detection heuristic (in words)",
-                                     widget=forms.Textarea(attrs={"rows": 3}))
+    detection_text = forms.CharField(
+        required=False,
+        max_length=2000,
+        label="Detection heuristic (in words)",
+        widget=forms.Textarea(attrs={"rows": 3}),
+    )
     category = forms.ChoiceField(required=False)
-    scope = forms.ChoiceField(choices=SchemaScope.choices,
-                              help_text="Shared schemas are read by other projects whose owners opted in.")
+    scope = forms.ChoiceField(
+        choices=SchemaScope.choices,
+        help_text="Shared schemas are read by other projects whose owners opted in.",
+    )
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["category"].choices = [("", "none")] + [(c.code, f"{c.code}: {c.label}")
-                                                            for c in CATEGORIES.values()]
+        self.fields["category"].choices = [("", "none")] + [
+            (c.code, f"{c.code}: {c.label}") for c in CATEGORIES.values()
+        ]
 
 
 class RetireForm(forms.Form):

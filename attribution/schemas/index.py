@@ -64,6 +64,7 @@ def _database_tag() -> str:
 
 # --- Redis ------------------------------------------------------------------------------------------------------------
 
+
 def redis_url() -> str:
     """``CULPRIT_SCHEMA_CACHE_URL``, else the LLM cache's URL (``CULPRIT_LLM_CACHE_URL``, itself defaulting to the
     broker when it is Redis). "off" disables the hot cache."""
@@ -86,7 +87,9 @@ def hot_cache() -> redis.Redis | None:
     return _client(url) if url else None
 
 
-def bump_generation(project_id: int, *, shared: bool = False, schema_ids: list[int] | tuple[int, ...] = ()) -> None:
+def bump_generation(
+    project_id: int, *, shared: bool = False, schema_ids: list[int] | tuple[int, ...] = ()
+) -> None:
     """Invalidate every cached answer of the project (and of every project, for a shared-library change), and the
     cached cards of the schemas that changed."""
     cache = hot_cache()
@@ -105,12 +108,14 @@ def bump_generation(project_id: int, *, shared: bool = False, schema_ids: list[i
 
 
 def fingerprint(project_id: int, query: Query, generations: tuple[bytes | None, bytes | None]) -> str:
-    material = json.dumps([project_id, [g.decode() if g else "0" for g in generations], query.style,
-                           list(query.terms)])
+    material = json.dumps(
+        [project_id, [g.decode() if g else "0" for g in generations], query.style, list(query.terms)]
+    )
     return key("hot", hashlib.sha256(material.encode()).hexdigest())
 
 
 # --- retrieval --------------------------------------------------------------------------------------------------------
+
 
 def retrieve(*, project_id: int, query: Query, use_cache: bool = True) -> tuple[list[dict[str, Any]], bool]:
     """The trusted schemas similar enough to ``query``, best first, as plain dicts (see ``load_cards``); and whether the
@@ -120,7 +125,7 @@ def retrieve(*, project_id: int, query: Query, use_cache: bool = True) -> tuple[
     if cache is not None:
         try:
             generations = tuple(cache.mget(key("gen", project_id), key("gen", "shared")))
-            hot_key = fingerprint(project_id, query, generations)  # type: ignore[arg-type]
+            hot_key = fingerprint(project_id, query, generations)
             raw = cache.get(hot_key)
             if raw:
                 return json.loads(raw), True
@@ -167,9 +172,11 @@ class LexicalIndex:
                 sizes.append(max(1, len(words)))
                 for word in words:
                     vocabulary.setdefault(word, []).append(position)
-            self.by_style[style] = (np.array([r[0] for r in mine], dtype=np.int64),
-                                    1.0 / np.array(sizes, dtype=np.float64),
-                                    {w: np.array(p, dtype=np.int32) for w, p in vocabulary.items()})
+            self.by_style[style] = (
+                np.array([r[0] for r in mine], dtype=np.int64),
+                1.0 / np.array(sizes, dtype=np.float64),
+                {w: np.array(p, dtype=np.int32) for w, p in vocabulary.items()},
+            )
         self._cards: dict[int, dict[str, Any]] = {}
 
     def search(self, query: Query, limit: int) -> list[tuple[float, int]]:
@@ -201,16 +208,20 @@ INDEX_MAX_AGE = 60.0
 def lexical_index(project_id: int) -> LexicalIndex:
     generations = _generations(project_id)
     cached = _INDEXES.get(project_id)
-    fresh = cached is not None and (cached[0] == generations if generations is not None
-                                    else time.monotonic() - cached[1] < INDEX_MAX_AGE)
+    fresh = cached is not None and (
+        cached[0] == generations if generations is not None else time.monotonic() - cached[1] < INDEX_MAX_AGE
+    )
     if cached is not None and fresh:
         return cached[2]
     from django.db.models import Q
 
     shared = SchemaLibrarySettings.objects.filter(project_id=project_id, use_shared_library=True).exists()
     scope = Q(project_id=project_id) | Q(scope=SchemaScope.SHARED) if shared else Q(project_id=project_id)
-    rows = list(ErrorSchema.objects.filter(scope, status=SchemaStatus.TRUSTED)
-                .values_list("pk", "style", "search_text"))
+    rows = list(
+        ErrorSchema.objects.filter(scope, status=SchemaStatus.TRUSTED).values_list(
+            "pk", "style", "search_text"
+        )
+    )
     built = LexicalIndex(rows)
     if len(_INDEXES) > 16:
         _INDEXES.clear()
@@ -223,7 +234,7 @@ def _generations(project_id: int) -> tuple[Any, Any] | None:
     if cache is None:
         return None
     try:
-        return tuple(cache.mget(key("gen", project_id), key("gen", "shared")))  # type: ignore[return-value]
+        return tuple(cache.mget(key("gen", project_id), key("gen", "shared")))
     except redis.RedisError:
         return None
 
@@ -262,27 +273,41 @@ def load_cards(ids: list[int]) -> dict[int, dict[str, Any]]:
     leave-one-out can rebuild a schema without the trace being attributed. One query (exemplars joined to their
     schema): every schema is born from a case, so none lacks an exemplar."""
     # Counters (hits, misses) are left out: they move on every settled use, and the cards would go stale.
-    fields = ("title", "category", "context", "detection", "detection_text", "search_text", "approved_by_id",
-              "approved_at", "distilled_by", "project_id")
+    fields = (
+        "title",
+        "category",
+        "context",
+        "detection",
+        "detection_text",
+        "search_text",
+        "approved_by_id",
+        "approved_at",
+        "distilled_by",
+        "project_id",
+    )
     cards: dict[int, dict[str, Any]] = {}
     rows = SchemaExemplar.objects.filter(schema_id__in=ids).values_list(
-        "schema_id", "trace_id", "independence", "features", *(f"schema__{f}" for f in fields))
+        "schema_id", "trace_id", "independence", "features", *(f"schema__{f}" for f in fields)
+    )
     for schema_id, trace_id, independence, feats, *schema in rows:
         if schema_id not in cards:
             row = dict(zip(fields, schema, strict=True))
             approved = row.pop("approved_by_id") is not None or row.pop("approved_at") is not None
             row.pop("approved_at", None)
             cards[schema_id] = {"id": schema_id, **row, "approved": approved, "exemplars": []}
-        cards[schema_id]["exemplars"].append({"trace_id": trace_id, "independence": independence,
-                                              "features": feats})
+        cards[schema_id]["exemplars"].append(
+            {"trace_id": trace_id, "independence": independence, "features": feats}
+        )
     return cards
 
 
 # --- embeddings -------------------------------------------------------------------------------------------------------
 
+
 def embedding_model() -> str:
-    return os.environ.get("CULPRIT_SCHEMA_EMBEDDING_MODEL", "") or getattr(settings,
-                                                                          "CULPRIT_SCHEMA_EMBEDDING_MODEL", "")
+    return os.environ.get("CULPRIT_SCHEMA_EMBEDDING_MODEL", "") or getattr(
+        settings, "CULPRIT_SCHEMA_EMBEDDING_MODEL", ""
+    )
 
 
 def embed(texts: list[str], *, project_id: int | None = None) -> list[list[float]] | None:
@@ -302,8 +327,10 @@ def embed(texts: list[str], *, project_id: int | None = None) -> list[list[float
     try:
         endpoint = _embedding_endpoint(model, project_id)
         response = litellm.embedding(model=model, input=texts, timeout=30, **endpoint)
-        return [list(map(float, item["embedding"] if isinstance(item, dict) else item.embedding))
-                for item in response.data]
+        return [
+            list(map(float, item["embedding"] if isinstance(item, dict) else item.embedding))
+            for item in response.data
+        ]
     except Exception as exc:  # noqa: BLE001 - any provider error degrades to lexical retrieval
         logger.warning("schema embedding failed: %s", type(exc).__name__)
         return None
@@ -333,11 +360,19 @@ def cosine(a: list[float], b: list[float]) -> float:
     return dot / norm if norm else 0.0
 
 
-def _with_embeddings(scored: list[tuple[float, int]], query: Query, project_id: int | None = None,
-                     ) -> list[tuple[float, int]]:
-    vectors = dict(ErrorSchema.objects.filter(pk__in=[pk for _, pk in scored], embedding__isnull=False)
-                   .values_list("pk", "embedding"))
+def _with_embeddings(
+    scored: list[tuple[float, int]],
+    query: Query,
+    project_id: int | None = None,
+) -> list[tuple[float, int]]:
+    vectors = dict(
+        ErrorSchema.objects.filter(pk__in=[pk for _, pk in scored], embedding__isnull=False).values_list(
+            "pk", "embedding"
+        )
+    )
     wanted = embed([" ".join(query.terms)], project_id=project_id) if vectors else None
     if not wanted:
         return scored
-    return [((s + max(0.0, cosine(wanted[0], vectors[pk]))) / 2 if pk in vectors else s, pk) for s, pk in scored]
+    return [
+        ((s + max(0.0, cosine(wanted[0], vectors[pk]))) / 2 if pk in vectors else s, pk) for s, pk in scored
+    ]

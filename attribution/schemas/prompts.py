@@ -18,10 +18,13 @@ if TYPE_CHECKING:
 MAX_CASES = 4
 MAX_STEP_CHARS = 1500
 
-DISTIL_SYSTEM = base.SYSTEM_PROMPT + """
+DISTIL_SYSTEM = (
+    base.SYSTEM_PROMPT
+    + """
 
 This time you are not attributing one run: you describe a recurring failure pattern ("error schema") shared by the \
 decisive steps of several verified failed runs, so that it can be recognised in new runs."""
+)
 
 
 def distil_request(schema: ErrorSchema) -> str:
@@ -30,19 +33,38 @@ def distil_request(schema: ErrorSchema) -> str:
     cases = []
     for exemplar in schema.exemplars.select_related("trace")[:MAX_CASES]:
         # The decisive step, and the tool output it produced when that comes next (where its failure shows).
-        steps = list(exemplar.trace.steps.filter(index__in=[exemplar.step_index, exemplar.step_index + 1])
-                     .select_related("agent").order_by("index"))
+        steps = list(
+            exemplar.trace.steps.filter(index__in=[exemplar.step_index, exemplar.step_index + 1])
+            .select_related("agent")
+            .order_by("index")
+        )
         steps = [s for s in steps if s.index == exemplar.step_index or s.kind == "tool_result"]
         if not steps or steps[0].index != exemplar.step_index:
             continue
-        rendered = "\n".join(base.render_step(StepView(
-            index=s.index, agent=s.agent.name if s.agent else "", kind=s.kind, content=s.content, speaker=s.speaker,
-            recipient=s.recipient, tool_name=s.tool_name), max_chars=MAX_STEP_CHARS) for s in steps)
-        cases.append(f'<trace name="{base._attr(exemplar.trace.name)}" decisive_step="{exemplar.step_index}">\n'
-                     f"{rendered}\n</trace>")
+        rendered = "\n".join(
+            base.render_step(
+                StepView(
+                    index=s.index,
+                    agent=s.agent.name if s.agent else "",
+                    kind=s.kind,
+                    content=s.content,
+                    speaker=s.speaker,
+                    recipient=s.recipient,
+                    tool_name=s.tool_name,
+                ),
+                max_chars=MAX_STEP_CHARS,
+            )
+            for s in steps
+        )
+        cases.append(
+            f'<trace name="{base._attr(exemplar.trace.name)}" decisive_step="{exemplar.step_index}">\n'
+            f"{rendered}\n</trace>"
+        )
     structure = base.neutralise(schema.detection_text)
     return (
-        f"Decisive steps of {len(cases)} verified failed runs that share one structure:\n" + "\n".join(cases) + "\n\n"
+        f"Decisive steps of {len(cases)} verified failed runs that share one structure:\n"
+        + "\n".join(cases)
+        + "\n\n"
         f"What they have in common, found by rules: {structure}\n\n"
         "Describe the pattern:\n"
         '1. "title": a short name for the failure pattern (at most 12 words).\n'
@@ -61,5 +83,9 @@ def check_distilled(answer: dict[str, Any]) -> str | None:
 
 
 def read_distilled(answer: dict[str, Any]) -> dict[str, str]:
-    return {"title": answer["title"].strip()[:200], "context": answer["context"].strip()[:2000],
-            "detection_text": answer["detection"].strip()[:2000], "category": base.category_of(answer)}
+    return {
+        "title": answer["title"].strip()[:200],
+        "context": answer["context"].strip()[:2000],
+        "detection_text": answer["detection"].strip()[:2000],
+        "category": base.category_of(answer),
+    }

@@ -17,10 +17,18 @@ from ..models import ErrorSchema, SchemaStatus, SchemaUse, Verdict, VerdictStatu
 from . import features, index
 
 # Verified sources. A single annotator's label is not among them: it becomes verified when adjudicated.
-VERIFIED_LABEL_SOURCES = (LabelSource.IMPORTED, LabelSource.ADJUDICATED, LabelSource.INJECTED,
-                          LabelSource.COUNTERFACTUAL)
-_LABEL_ORDER = {LabelSource.ADJUDICATED: 0, LabelSource.COUNTERFACTUAL: 1, LabelSource.INJECTED: 2,
-                LabelSource.IMPORTED: 3}
+VERIFIED_LABEL_SOURCES = (
+    LabelSource.IMPORTED,
+    LabelSource.ADJUDICATED,
+    LabelSource.INJECTED,
+    LabelSource.COUNTERFACTUAL,
+)
+_LABEL_ORDER = {
+    LabelSource.ADJUDICATED: 0,
+    LabelSource.COUNTERFACTUAL: 1,
+    LabelSource.INJECTED: 2,
+    LabelSource.IMPORTED: 3,
+}
 # Independent verified cases a schema needs, once the trace being attributed is left out.
 PROMOTION_CASES = 2
 
@@ -38,24 +46,46 @@ class VerifiedCase:
 def verified_cases(*, project: Project) -> list[VerifiedCase]:
     """One case per trace: its best verified gold label, else its newest counterfactual-confirmed verdict."""
     cases: dict[int, VerifiedCase] = {}
-    labels = (GoldLabel.objects.filter(trace__project=project, source__in=VERIFIED_LABEL_SOURCES)
-              .select_related("trace", "trace__upload", "trace__derived_from__upload").order_by("trace_id", "-id"))
+    labels = (
+        GoldLabel.objects.filter(trace__project=project, source__in=VERIFIED_LABEL_SOURCES)
+        .select_related("trace", "trace__upload", "trace__derived_from__upload")
+        .order_by("trace_id", "-id")
+    )
     for label in sorted(labels, key=lambda g: (g.trace_id, _LABEL_ORDER.get(g.source, 9), -g.pk)):
-        cases.setdefault(label.trace_id, VerifiedCase(trace=label.trace, step_index=label.step_index,
-                                                      agent_name=label.agent_name, source=label.source,
-                                                      gold_label=label))
-    confirmed = (Verdict.objects.filter(trace__project=project, method="counterfactual", status=VerdictStatus.OK,
-                                        step_index__gte=0).exclude(trace_id__in=list(cases))
-                 .select_related("trace", "trace__upload", "trace__derived_from__upload")
-                 .order_by("trace_id", "-id"))
+        cases.setdefault(
+            label.trace_id,
+            VerifiedCase(
+                trace=label.trace,
+                step_index=label.step_index,
+                agent_name=label.agent_name,
+                source=label.source,
+                gold_label=label,
+            ),
+        )
+    confirmed = (
+        Verdict.objects.filter(
+            trace__project=project, method="counterfactual", status=VerdictStatus.OK, step_index__gte=0
+        )
+        .exclude(trace_id__in=list(cases))
+        .select_related("trace", "trace__upload", "trace__derived_from__upload")
+        .order_by("trace_id", "-id")
+    )
     for verdict in confirmed:
-        cases.setdefault(verdict.trace_id, VerifiedCase(trace=verdict.trace, step_index=int(verdict.step_index),
-                                                        agent_name=verdict.agent_name, source="counterfactual",
-                                                        verdict=verdict))
+        cases.setdefault(
+            verdict.trace_id,
+            VerifiedCase(
+                trace=verdict.trace,
+                step_index=int(verdict.step_index),
+                agent_name=verdict.agent_name,
+                source="counterfactual",
+                verdict=verdict,
+            ),
+        )
     return [cases[k] for k in sorted(cases)]
 
 
 # --- retrieval for a trace --------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Retrieved:
@@ -77,8 +107,12 @@ class SchemaSource:
     stays free of the database."""
 
     def __init__(self, *, project_id: int, trace_id: int, independence: str, use_cache: bool = True) -> None:
-        self.project_id, self.trace_id, self.independence, self.use_cache = (project_id, trace_id, independence,
-                                                                             use_cache)
+        self.project_id, self.trace_id, self.independence, self.use_cache = (
+            project_id,
+            trace_id,
+            independence,
+            use_cache,
+        )
         self.from_cache = False
 
     @classmethod
@@ -88,7 +122,9 @@ class SchemaSource:
         return cls(project_id=trace.project_id, trace_id=trace.pk, independence=independence_of(trace))
 
     def retrieve(self, query: features.Query) -> list[Retrieved]:
-        cards, self.from_cache = index.retrieve(project_id=self.project_id, query=query, use_cache=self.use_cache)
+        cards, self.from_cache = index.retrieve(
+            project_id=self.project_id, query=query, use_cache=self.use_cache
+        )
         out = []
         for card in cards:
             # An owner's approval vouches for a schema in the owner's own project only: a schema shared from
@@ -111,16 +147,33 @@ def leave_one_out(card: dict[str, Any], *, trace_id: int, independence: str) -> 
     if not others or (groups < PROMOTION_CASES and not card["approved"]):
         return None
     if not left_out:
-        return Retrieved(id=card["id"], title=card["title"], category=card["category"], context=card["context"],
-                         detection=card["detection"], detection_text=card["detection_text"],
-                         similarity=card["similarity"], cases=groups, left_out=False)
+        return Retrieved(
+            id=card["id"],
+            title=card["title"],
+            category=card["category"],
+            context=card["context"],
+            detection=card["detection"],
+            detection_text=card["detection_text"],
+            similarity=card["similarity"],
+            cases=groups,
+            left_out=False,
+        )
     built = features.aggregate([e["features"] for e in others])
-    return Retrieved(id=card["id"], title=built["title"], category=built["category"], context=built["context"],
-                     detection=built["detection"], detection_text=built["detection_text"],
-                     similarity=card["similarity"], cases=groups, left_out=True)
+    return Retrieved(
+        id=card["id"],
+        title=built["title"],
+        category=built["category"],
+        context=built["context"],
+        detection=built["detection"],
+        detection_text=built["detection_text"],
+        similarity=card["similarity"],
+        cases=groups,
+        left_out=True,
+    )
 
 
 # --- pages ------------------------------------------------------------------------------------------------------------
+
 
 def schema_list(*, project: Project, q: str = "", status: str = "") -> QuerySet[ErrorSchema]:
     schemas = ErrorSchema.objects.filter(project=project)
@@ -129,8 +182,9 @@ def schema_list(*, project: Project, q: str = "", status: str = "") -> QuerySet[
     if q:
         words = Q(title__icontains=q) | Q(category__icontains=q) | Q(context__icontains=q)
         if connection.vendor == "postgresql":  # the GIN-indexed tsvector of migration 0004
-            matching = RawSQL("SELECT id FROM attribution_errorschema WHERE search @@ plainto_tsquery('simple', %s)",
-                              (q,))
+            matching = RawSQL(
+                "SELECT id FROM attribution_errorschema WHERE search @@ plainto_tsquery('simple', %s)", (q,)
+            )
             schemas = schemas.filter(words | Q(pk__in=matching))
         else:
             schemas = schemas.filter(words | Q(search_text__icontains=q))
@@ -148,8 +202,15 @@ def schema_for_project(*, project: Project, schema_id: int) -> ErrorSchema | Non
 
 def schema_detail_context(schema: ErrorSchema) -> dict[str, Any]:
     exemplars = list(schema.exemplars.select_related("trace").order_by("created_at")[:200])
-    uses = list(SchemaUse.objects.filter(schema=schema).select_related("verdict", "trace").order_by("-id")[:50])
+    uses = list(
+        SchemaUse.objects.filter(schema=schema).select_related("verdict", "trace").order_by("-id")[:50]
+    )
     settled = schema.hits + schema.misses
-    return {"schema": schema, "exemplars": exemplars, "independent": len({e.independence for e in exemplars}),
-            "events": list(schema.events.select_related("actor")[:100]), "uses": uses,
-            "precision": round(schema.hits / settled, 3) if settled else None}
+    return {
+        "schema": schema,
+        "exemplars": exemplars,
+        "independent": len({e.independence for e in exemplars}),
+        "events": list(schema.events.select_related("actor")[:100]),
+        "uses": uses,
+        "precision": round(schema.hits / settled, 3) if settled else None,
+    }

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass
 class DistillReport:
     cases: int = 0  # verified cases distilled this time (already distilled ones are skipped)
@@ -86,8 +87,11 @@ def schemas_distill(*, project: Project, llm: LlmClient | None = None, polish: b
     report = DistillReport()
     done = set(SchemaExemplar.objects.filter(schema__project=project).values_list("trace_id", "step_index"))
     grouped: dict[str, list[tuple[VerifiedCase, dict[str, Any]]]] = defaultdict(list)
-    pending = set(SchemaUse.objects.filter(trace__project=project, outcome=UseOutcome.PENDING)
-                  .values_list("trace_id", flat=True))
+    pending = set(
+        SchemaUse.objects.filter(trace__project=project, outcome=UseOutcome.PENDING).values_list(
+            "trace_id", flat=True
+        )
+    )
     for case in verified_cases(project=project):
         if case.trace.pk in pending:
             report.settled += schema_uses_settle(trace=case.trace, gold_step=case.step_index)
@@ -96,7 +100,9 @@ def schemas_distill(*, project: Project, llm: LlmClient | None = None, polish: b
         view = trace_view(case.trace)
         if not view.steps or case.step_index >= len(view.steps):
             continue
-        shape = features.shape_of(view, heuristic.run(view, with_ground_truth=True).details.get("signals", []))
+        shape = features.shape_of(
+            view, heuristic.run(view, with_ground_truth=True).details.get("signals", [])
+        )
         feats = features.case_features(view, shape, step=case.step_index, agent=case.agent_name)
         grouped[features.schema_key(feats)].append((case, feats))
         report.cases += 1
@@ -104,32 +110,50 @@ def schemas_distill(*, project: Project, llm: LlmClient | None = None, polish: b
         _merge(project, key, cases, report)
     if report.schema_ids:
         index.bump_generation(project.pk, shared=True, schema_ids=report.schema_ids)
-        _after_commit(project, report, llm if llm is not None else (_project_llm(project) if polish else None))
+        _after_commit(
+            project, report, llm if llm is not None else (_project_llm(project) if polish else None)
+        )
     return report
 
 
-def _merge(project: Project, key: str, cases: list[tuple[VerifiedCase, dict[str, Any]]],
-           report: DistillReport) -> None:
+def _merge(
+    project: Project, key: str, cases: list[tuple[VerifiedCase, dict[str, Any]]], report: DistillReport
+) -> None:
     with transaction.atomic():
         schema, created = ErrorSchema.objects.select_for_update().get_or_create(
-            project=project, key=key, defaults={"title": key, "style": cases[0][1]["style"],
-                                                "distilled_by": "extractor"})
+            project=project,
+            key=key,
+            defaults={"title": key, "style": cases[0][1]["style"], "distilled_by": "extractor"},
+        )
         added = []
         for case, feats in cases:
             try:
                 with transaction.atomic():
-                    added.append(SchemaExemplar.objects.create(
-                        schema=schema, trace=case.trace, step_index=case.step_index, agent_name=case.agent_name[:200],
-                        source=case.source, gold_label=case.gold_label, verdict=case.verdict,
-                        independence=independence_of(case.trace), features=feats))
+                    added.append(
+                        SchemaExemplar.objects.create(
+                            schema=schema,
+                            trace=case.trace,
+                            step_index=case.step_index,
+                            agent_name=case.agent_name[:200],
+                            source=case.source,
+                            gold_label=case.gold_label,
+                            verdict=case.verdict,
+                            independence=independence_of(case.trace),
+                            features=feats,
+                        )
+                    )
             except IntegrityError:  # another distillation got there first
                 continue
         if not added:
             return
         _refresh(schema)
-        SchemaEvent.objects.create(schema=schema, action=SchemaAction.CREATED if created else SchemaAction.MERGED,
-                                   detail={"cases": [{"trace": e.trace_id, "step": e.step_index, "source": e.source}
-                                                     for e in added]})
+        SchemaEvent.objects.create(
+            schema=schema,
+            action=SchemaAction.CREATED if created else SchemaAction.MERGED,
+            detail={
+                "cases": [{"trace": e.trace_id, "step": e.step_index, "source": e.source} for e in added]
+            },
+        )
         report.created += created
         report.merged += 0 if created else 1
         if _promote_if_earned(schema):
@@ -143,7 +167,11 @@ def _refresh(schema: ErrorSchema) -> None:
     schema.style, schema.signature, schema.detection = built["style"], built["signature"], built["detection"]
     schema.search_text = built["search_text"]
     if not schema.edited and schema.distilled_by == "extractor":
-        schema.title, schema.context, schema.detection_text = built["title"], built["context"], built["detection_text"]
+        schema.title, schema.context, schema.detection_text = (
+            built["title"],
+            built["context"],
+            built["detection_text"],
+        )
         schema.category = built["category"]
     schema.save()
 
@@ -156,13 +184,21 @@ def _promote_if_earned(schema: ErrorSchema) -> bool:
     if schema.status != SchemaStatus.CANDIDATE or independent_cases(schema) < PROMOTION_CASES:
         return False
     changed = ErrorSchema.objects.filter(pk=schema.pk, status=SchemaStatus.CANDIDATE).update(
-        status=SchemaStatus.TRUSTED)
+        status=SchemaStatus.TRUSTED
+    )
     if changed:
         schema.status = SchemaStatus.TRUSTED
-        SchemaEvent.objects.create(schema=schema, action=SchemaAction.PROMOTED,
-                                   detail={"independent_cases": independent_cases(schema)})
-        audit_record(action="schema.promoted", project=schema.project, target=schema.title[:300],
-                     details={"schema": schema.pk, "independent_cases": independent_cases(schema)})
+        SchemaEvent.objects.create(
+            schema=schema,
+            action=SchemaAction.PROMOTED,
+            detail={"independent_cases": independent_cases(schema)},
+        )
+        audit_record(
+            action="schema.promoted",
+            project=schema.project,
+            target=schema.title[:300],
+            details={"schema": schema.pk, "independent_cases": independent_cases(schema)},
+        )
     return bool(changed)
 
 
@@ -195,44 +231,73 @@ def _polish(schema: ErrorSchema, llm: LlmClient) -> bool:
     from . import prompts
 
     try:
-        answer = llm.complete_json(system=prompts.DISTIL_SYSTEM, user=prompts.distil_request(schema),
-                                   purpose=f"schema {schema.pk} distillation", validate=prompts.check_distilled)
+        answer = llm.complete_json(
+            system=prompts.DISTIL_SYSTEM,
+            user=prompts.distil_request(schema),
+            purpose=f"schema {schema.pk} distillation",
+            validate=prompts.check_distilled,
+        )
     except MethodError as exc:
         logger.warning("schema %s: the model wrote no prose (%s); the extractor's stays", schema.pk, exc)
         return False
     fields = prompts.read_distilled(answer)
     updated = ErrorSchema.objects.filter(pk=schema.pk, edited=False).update(
-        **fields, distilled_by=llm.model[:200], updated_at=timezone.now())
+        **fields, distilled_by=llm.model[:200], updated_at=timezone.now()
+    )
     if updated:
-        SchemaEvent.objects.create(schema=schema, action=SchemaAction.EDITED,
-                                   detail={"by": "model", "model": llm.model, "title": fields["title"]})
+        SchemaEvent.objects.create(
+            schema=schema,
+            action=SchemaAction.EDITED,
+            detail={"by": "model", "model": llm.model, "title": fields["title"]},
+        )
     return bool(updated)
 
 
 # --- owner actions ----------------------------------------------------------------------------------------------------
 
+
 def schema_approve(*, schema: ErrorSchema, user: AbstractBaseUser) -> ErrorSchema:
     """An owner vouches for a schema: it becomes trusted whatever its case count."""
     if schema.status == SchemaStatus.RETIRED:
         raise ValueError("a retired schema must be restored before it is approved")
-    ErrorSchema.objects.filter(pk=schema.pk).update(status=SchemaStatus.TRUSTED, approved_by=user,
-                                                    approved_at=timezone.now(), updated_at=timezone.now())
-    SchemaEvent.objects.create(schema=schema, action=SchemaAction.APPROVED, actor=user,
-                               detail={"from": schema.status})
-    audit_record(action="schema.approved", project=schema.project, actor=user, target=schema.title[:300],
-                 details={"schema": schema.pk, "from": schema.status})
-    index.bump_generation(schema.project_id, shared=schema.scope == SchemaScope.SHARED, schema_ids=[schema.pk])
+    ErrorSchema.objects.filter(pk=schema.pk).update(
+        status=SchemaStatus.TRUSTED, approved_by=user, approved_at=timezone.now(), updated_at=timezone.now()
+    )
+    SchemaEvent.objects.create(
+        schema=schema, action=SchemaAction.APPROVED, actor=user, detail={"from": schema.status}
+    )
+    audit_record(
+        action="schema.approved",
+        project=schema.project,
+        actor=user,
+        target=schema.title[:300],
+        details={"schema": schema.pk, "from": schema.status},
+    )
+    index.bump_generation(
+        schema.project_id, shared=schema.scope == SchemaScope.SHARED, schema_ids=[schema.pk]
+    )
     schema.refresh_from_db()
     return schema
 
 
 def schema_retire(*, schema: ErrorSchema, user: AbstractBaseUser, reason: str = "") -> ErrorSchema:
     ErrorSchema.objects.filter(pk=schema.pk).update(status=SchemaStatus.RETIRED, updated_at=timezone.now())
-    SchemaEvent.objects.create(schema=schema, action=SchemaAction.RETIRED, actor=user,
-                               detail={"from": schema.status, "reason": reason[:500]})
-    audit_record(action="schema.retired", project=schema.project, actor=user, target=schema.title[:300],
-                 details={"schema": schema.pk, "from": schema.status})
-    index.bump_generation(schema.project_id, shared=schema.scope == SchemaScope.SHARED, schema_ids=[schema.pk])
+    SchemaEvent.objects.create(
+        schema=schema,
+        action=SchemaAction.RETIRED,
+        actor=user,
+        detail={"from": schema.status, "reason": reason[:500]},
+    )
+    audit_record(
+        action="schema.retired",
+        project=schema.project,
+        actor=user,
+        target=schema.title[:300],
+        details={"schema": schema.pk, "from": schema.status},
+    )
+    index.bump_generation(
+        schema.project_id, shared=schema.scope == SchemaScope.SHARED, schema_ids=[schema.pk]
+    )
     schema.refresh_from_db()
     return schema
 
@@ -241,23 +306,44 @@ def schema_restore(*, schema: ErrorSchema, user: AbstractBaseUser) -> ErrorSchem
     """Back to candidate, then promoted again only if its cases (or an approval) earn it."""
     if schema.status != SchemaStatus.RETIRED:
         return schema
-    ErrorSchema.objects.filter(pk=schema.pk).update(status=SchemaStatus.CANDIDATE, approved_by=None, approved_at=None,
-                                                    updated_at=timezone.now())
+    ErrorSchema.objects.filter(pk=schema.pk).update(
+        status=SchemaStatus.CANDIDATE, approved_by=None, approved_at=None, updated_at=timezone.now()
+    )
     SchemaEvent.objects.create(schema=schema, action=SchemaAction.RESTORED, actor=user)
     schema.refresh_from_db()
     _promote_if_earned(schema)
-    index.bump_generation(schema.project_id, shared=schema.scope == SchemaScope.SHARED, schema_ids=[schema.pk])
+    index.bump_generation(
+        schema.project_id, shared=schema.scope == SchemaScope.SHARED, schema_ids=[schema.pk]
+    )
     return schema
 
 
-def schema_edit(*, schema: ErrorSchema, user: AbstractBaseUser, title: str, context: str, detection_text: str,
-                category: str, scope: str) -> ErrorSchema:
+def schema_edit(
+    *,
+    schema: ErrorSchema,
+    user: AbstractBaseUser,
+    title: str,
+    context: str,
+    detection_text: str,
+    category: str,
+    scope: str,
+) -> ErrorSchema:
     """An owner rewrites the prose or the scope. The structured detection is never edited by hand: it stays the
     aggregate of verified cases."""
-    before = {"title": schema.title, "context": schema.context, "detection_text": schema.detection_text,
-              "category": schema.category, "scope": schema.scope}
-    after = {"title": title, "context": context, "detection_text": detection_text, "category": category,
-             "scope": scope}
+    before = {
+        "title": schema.title,
+        "context": schema.context,
+        "detection_text": schema.detection_text,
+        "category": schema.category,
+        "scope": schema.scope,
+    }
+    after = {
+        "title": title,
+        "context": context,
+        "detection_text": detection_text,
+        "category": category,
+        "scope": scope,
+    }
     changed = {k: [before[k], v] for k, v in after.items() if before[k] != v}
     if not changed:
         return schema
@@ -270,23 +356,29 @@ def schema_edit(*, schema: ErrorSchema, user: AbstractBaseUser, title: str, cont
 
 
 def library_settings_save(*, project: Project, use_shared_library: bool) -> SchemaLibrarySettings:
-    row, _ = SchemaLibrarySettings.objects.update_or_create(project=project,
-                                                            defaults={"use_shared_library": use_shared_library})
+    row, _ = SchemaLibrarySettings.objects.update_or_create(
+        project=project, defaults={"use_shared_library": use_shared_library}
+    )
     index.bump_generation(project.pk)
     return row
 
 
 # --- use statistics ---------------------------------------------------------------------------------------------------
 
+
 def schema_uses_record(*, verdict: Verdict) -> int:
     """The schemas that informed ``verdict`` (``details["schemas"]``) are counted as retrieved, once per verdict."""
     recorded = 0
     for used in (verdict.details or {}).get("schemas") or []:
-        _, created = SchemaUse.objects.get_or_create(schema_id=used["id"], verdict=verdict, defaults={
-            "trace_id": verdict.trace_id, "step_index": used.get("step")})
+        _, created = SchemaUse.objects.get_or_create(
+            schema_id=used["id"],
+            verdict=verdict,
+            defaults={"trace_id": verdict.trace_id, "step_index": used.get("step")},
+        )
         if created:
-            ErrorSchema.objects.filter(pk=used["id"]).update(retrievals=F("retrievals") + 1,
-                                                             last_used_at=timezone.now())
+            ErrorSchema.objects.filter(pk=used["id"]).update(
+                retrievals=F("retrievals") + 1, last_used_at=timezone.now()
+            )
             recorded += 1
     return recorded
 

@@ -40,10 +40,16 @@ def schema_list(request: HttpRequest, slug: str) -> HttpResponse:
     data = form.cleaned_data if form.is_valid() else {"q": "", "status": ""}
     schemas = selectors.schema_list(project=membership.project, q=data["q"], status=data["status"])[:200]
     library = SchemaLibrarySettings.objects.filter(project=membership.project).first()
-    context = {"project": membership.project, "membership": membership, "form": form, "schemas": schemas,
-               "counts": selectors.schema_counts(project=membership.project),
-               "library_form": LibraryForm(initial={"use_shared_library": bool(library and
-                                                                               library.use_shared_library)})}
+    context = {
+        "project": membership.project,
+        "membership": membership,
+        "form": form,
+        "schemas": schemas,
+        "counts": selectors.schema_counts(project=membership.project),
+        "library_form": LibraryForm(
+            initial={"use_shared_library": bool(library and library.use_shared_library)}
+        ),
+    }
     template = "attribution/schema_list.html#results" if request.htmx else "attribution/schema_list.html"
     response = render(request, template, context)
     response["Vary"] = "HX-Request"
@@ -54,8 +60,11 @@ def schema_list(request: HttpRequest, slug: str) -> HttpResponse:
 @require_GET
 def schema_detail(request: HttpRequest, slug: str, schema_id: int) -> HttpResponse:
     schema, membership = _schema_for(request, slug, schema_id)
-    context = selectors.schema_detail_context(schema) | {"project": membership.project, "membership": membership,
-                                                         "retire_form": RetireForm()}
+    context = selectors.schema_detail_context(schema) | {
+        "project": membership.project,
+        "membership": membership,
+        "retire_form": RetireForm(),
+    }
     return render(request, "attribution/schema_detail.html", context)
 
 
@@ -96,8 +105,13 @@ def schema_restore(request: HttpRequest, slug: str, schema_id: int) -> HttpRespo
 def schema_edit(request: HttpRequest, slug: str, schema_id: int) -> HttpResponse:
     schema, membership = _schema_for(request, slug, schema_id)
     _owner(membership)
-    initial = {"title": schema.title, "context": schema.context, "detection_text": schema.detection_text,
-               "category": schema.category, "scope": schema.scope}
+    initial = {
+        "title": schema.title,
+        "context": schema.context,
+        "detection_text": schema.detection_text,
+        "category": schema.category,
+        "scope": schema.scope,
+    }
     form = SchemaEditForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         services.schema_edit(schema=schema, user=request.user, **form.cleaned_data)
@@ -123,6 +137,7 @@ def library_settings(request: HttpRequest, slug: str) -> HttpResponse:
     membership = _owner(tracing_selectors.membership_for_user(user=request.user, slug=slug))
     form = LibraryForm(request.POST)
     if form.is_valid():
-        services.library_settings_save(project=membership.project,
-                                       use_shared_library=form.cleaned_data["use_shared_library"])
+        services.library_settings_save(
+            project=membership.project, use_shared_library=form.cleaned_data["use_shared_library"]
+        )
     return redirect("attribution:schema_list", slug=slug)

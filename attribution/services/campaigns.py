@@ -24,8 +24,9 @@ from .runs import replayer_for
 logger = logging.getLogger(__name__)
 
 
-def sandbox_cases_generate(*, project: Project, runs: int, seed: int, version: int = 1,
-                           mode: str = "injected") -> tuple[int, int]:
+def sandbox_cases_generate(
+    *, project: Project, runs: int, seed: int, version: int = 1, mode: str = "injected"
+) -> tuple[int, int]:
     """Run the built-in sandbox ``runs`` times with one injected fault each; keep the runs the fault broke as traces
     labelled at the faulty step (source: injected). Idempotent by trace name. Returns (kept, already there).
     ``version=2``: sandbox v2's labelled failures of ``mode`` (injected, or natural), see ``_sandbox_v2_generate``."""
@@ -48,9 +49,13 @@ def sandbox_cases_generate(*, project: Project, runs: int, seed: int, version: i
             continue  # the fault did not break this run (the verifier caught it): no labelled case
         with transaction.atomic():
             tracing_services.trace_create_from_parsed(
-                project=project, upload=None, ordinal=0, parsed=sandbox.to_parsed(result, name=name,
-                                                                                 fault_seed=fault_seed),
-                provenance=Provenance.INJECTED, label_source=LabelSource.INJECTED)
+                project=project,
+                upload=None,
+                ordinal=0,
+                parsed=sandbox.to_parsed(result, name=name, fault_seed=fault_seed),
+                provenance=Provenance.INJECTED,
+                label_source=LabelSource.INJECTED,
+            )
         kept += 1
     return kept, existing
 
@@ -64,22 +69,31 @@ def _sandbox_v2_generate(*, project: Project, runs: int, seed: int, mode: str) -
 
     from ..replay.sandbox_v2_faults import generate_labelled, to_parsed
 
-    provenance, source = ((Provenance.INJECTED, LabelSource.INJECTED) if mode == "injected"
-                          else (Provenance.GENERATED, LabelSource.COUNTERFACTUAL))
+    provenance, source = (
+        (Provenance.INJECTED, LabelSource.INJECTED)
+        if mode == "injected"
+        else (Provenance.GENERATED, LabelSource.COUNTERFACTUAL)
+    )
     kept = existing = 0
     for case in generate_labelled(runs, seed, mode):
         if Trace.objects.filter(project=project, name=case.name).exists():
             existing += 1
             continue
         with transaction.atomic():
-            tracing_services.trace_create_from_parsed(project=project, upload=None, ordinal=0,
-                                                      parsed=to_parsed(case), provenance=provenance,
-                                                      label_source=source)
+            tracing_services.trace_create_from_parsed(
+                project=project,
+                upload=None,
+                ordinal=0,
+                parsed=to_parsed(case),
+                provenance=provenance,
+                label_source=source,
+            )
         kept += 1
     return kept, existing
 
 
 # --- injection campaigns ----------------------------------------------------------------------------------------------
+
 
 def campaign_create(
     *,
@@ -110,28 +124,45 @@ def campaign_create(
         raise MethodError(f"unknown fault writer {writer!r}: use perturb or llm")
     if faults_per_trace < 1:
         raise MethodError("faults per trace must be at least 1")
-    traces = list(Trace.objects.filter(project=project, pk__in=list(trace_ids), outcome=Outcome.SUCCEEDED)
-                  .order_by("pk").only("pk", "name", "source_format"))
+    traces = list(
+        Trace.objects.filter(project=project, pk__in=list(trace_ids), outcome=Outcome.SUCCEEDED)
+        .order_by("pk")
+        .only("pk", "name", "source_format")
+    )
     if not traces:
-        raise MethodError("no successful traces in the selection: faults are injected into runs that succeeded")
+        raise MethodError(
+            "no successful traces in the selection: faults are injected into runs that succeeded"
+        )
     real = [t for t in traces if not (t.source_format == "sandbox" and parse_name(t.name) is not None)]
     settings = ProjectLlmSettings.objects.filter(project=project).first()
     if real and not (settings and (settings.replay_hook_url or settings.model)):
-        raise MethodError(f"{len(real)} of the selected traces are not sandbox runs: replaying them needs the "
-                          "project's replay hook URL or a model (set one on the model page)")
+        raise MethodError(
+            f"{len(real)} of the selected traces are not sandbox runs: replaying them needs the "
+            "project's replay hook URL or a model (set one on the model page)"
+        )
     if writer == "llm" and not (settings and settings.model):
         raise MethodError("LLM-written faults need a model: set one on the project's model page")
     notes = []
     if writer == "llm" and len(real) < len(traces):
         # Sandbox runs replay deterministically from a fault seed; a model-written step cannot be replayed there.
-        notes.append(f"--writer llm is not used for the {len(traces) - len(real)} sandbox run"
-                     f"{'s' if len(traces) - len(real) != 1 else ''}: they are broken by the sandbox's own faults "
-                     "(no model calls)")
+        notes.append(
+            f"--writer llm is not used for the {len(traces) - len(real)} sandbox run"
+            f"{'s' if len(traces) - len(real) != 1 else ''}: they are broken by the sandbox's own faults "
+            "(no model calls)"
+        )
     campaign = InjectionCampaign.objects.create(
-        project=project, trace_ids=[t.pk for t in traces], created_by=user,
-        params={"faults_per_trace": faults_per_trace, "seed": seed, "writer": writer, "kinds": kinds or [],
-                "notes": notes},
-        max_replays=max_replays, max_tokens=max_tokens,
+        project=project,
+        trace_ids=[t.pk for t in traces],
+        created_by=user,
+        params={
+            "faults_per_trace": faults_per_trace,
+            "seed": seed,
+            "writer": writer,
+            "kinds": kinds or [],
+            "notes": notes,
+        },
+        max_replays=max_replays,
+        max_tokens=max_tokens,
         max_cost=Decimal(str(max_cost)) if max_cost is not None else None,
         description=description or f"{len(traces)} successful trace{'s' if len(traces) != 1 else ''}",
     )
@@ -148,14 +179,17 @@ def campaign_claim(*, campaign_id: int) -> bool:
 
     if InjectionCampaign.claim(campaign_id):
         return True
-    InjectionCampaign.objects.filter(pk=campaign_id, status=CampaignStatus.QUEUED,
-                                     attempts__gte=InjectionCampaign.MAX_ATTEMPTS).update(
-        status=CampaignStatus.FAILED, error="gave up after its last attempt was interrupted",
-        finished_at=timezone.now())
+    InjectionCampaign.objects.filter(
+        pk=campaign_id, status=CampaignStatus.QUEUED, attempts__gte=InjectionCampaign.MAX_ATTEMPTS
+    ).update(
+        status=CampaignStatus.FAILED,
+        error="gave up after its last attempt was interrupted",
+        finished_at=timezone.now(),
+    )
     return False
 
 
-def campaign_plan(*, campaign) -> int:  # type: ignore[no-untyped-def]
+def campaign_plan(*, campaign) -> int:
     """Write the campaign's injections (idempotent: a key is planned once). Returns how many are planned."""
     from ..models import Injection, InjectionCampaign, InjectionStatus
     from ..replay import perturb, sandbox
@@ -173,29 +207,52 @@ def campaign_plan(*, campaign) -> int:  # type: ignore[no-untyped-def]
                 if params.get("writer") == "llm":  # the model writes a fault of a taxonomy category
                     from ..replay.fault_writer import choose_targets
 
-                    targets = [(index, category, category) for index, category in choose_targets(view, n, seed)]
+                    targets = [
+                        (index, category, category) for index, category in choose_targets(view, n, seed)
+                    ]
                 else:
-                    targets = [(index, kind, perturb.KINDS[kind])
-                               for index, kind in perturb.choose_targets(view, n, seed, params.get("kinds") or None)]
+                    targets = [
+                        (index, kind, perturb.KINDS[kind])
+                        for index, kind in perturb.choose_targets(view, n, seed, params.get("kinds") or None)
+                    ]
                 if not targets:
                     raise MethodError("no agent action in this trace can take a fault")
-                rows += [Injection(campaign=campaign, origin=trace, key=f"t{trace.pk}:s{index}:{kind}"[:120],
-                                   step_index=index, agent_name=view.steps[index].agent, fault_kind=kind[:40],
-                                   category=category, original=view.steps[index].content)
-                         for index, kind, category in targets]
+                rows += [
+                    Injection(
+                        campaign=campaign,
+                        origin=trace,
+                        key=f"t{trace.pk}:s{index}:{kind}"[:120],
+                        step_index=index,
+                        agent_name=view.steps[index].agent,
+                        fault_kind=kind[:40],
+                        category=category,
+                        original=view.steps[index].content,
+                    )
+                    for index, kind, category in targets
+                ]
         except (MethodError, sandbox.ReplayError) as exc:
-            rows.append(Injection(campaign=campaign, origin=trace, key=f"t{trace.pk}:plan", fault_kind="none",
-                                  status=InjectionStatus.FAILED, error=str(exc)[:2000], finished_at=timezone.now()))
+            rows.append(
+                Injection(
+                    campaign=campaign,
+                    origin=trace,
+                    key=f"t{trace.pk}:plan",
+                    fault_kind="none",
+                    status=InjectionStatus.FAILED,
+                    error=str(exc)[:2000],
+                    finished_at=timezone.now(),
+                )
+            )
     with transaction.atomic():
         Injection.objects.bulk_create(rows, ignore_conflicts=True)
         total = Injection.objects.filter(campaign=campaign).count()
         settled = Injection.objects.filter(campaign=campaign).exclude(status=InjectionStatus.PENDING)
         InjectionCampaign.objects.filter(pk=campaign.pk).update(
-            total=total, done=settled.count(), failed=settled.filter(status=InjectionStatus.FAILED).count())
+            total=total, done=settled.count(), failed=settled.filter(status=InjectionStatus.FAILED).count()
+        )
     return total
 
 
-def _plan_sandbox(campaign, trace: Trace, view, parsed, n: int, seed: int) -> list:  # type: ignore[no-untyped-def]
+def _plan_sandbox(campaign, trace: Trace, view, parsed, n: int, seed: int) -> list:
     """Sandbox faults for a clean sandbox run: the fault seeds ``seed``, ``seed+1``… each pick one (action, kind)."""
     from ..models import Injection
     from ..replay import sandbox
@@ -209,23 +266,36 @@ def _plan_sandbox(campaign, trace: Trace, view, parsed, n: int, seed: int) -> li
     for fault_seed in range(seed, seed + 4 * n):  # a few spare seeds: two seeds may pick the same fault
         if len(rows) == n:
             break
-        ((agent, turn), kind), = sandbox.inject(task_seed, fault_seed).items()
+        (((agent, turn), kind),) = sandbox.inject(task_seed, fault_seed).items()
         index = by_key[(agent, turn)]
         if (index, kind) in seen:
             continue
         seen.add((index, kind))
-        rows.append(Injection(campaign=campaign, origin=trace, key=f"t{trace.pk}:sandbox-{fault_seed}",
-                              step_index=index, agent_name=agent, fault_kind=kind,
-                              category=sandbox.FAULT_KINDS[kind], original=view.steps[index].content))
+        rows.append(
+            Injection(
+                campaign=campaign,
+                origin=trace,
+                key=f"t{trace.pk}:sandbox-{fault_seed}",
+                step_index=index,
+                agent_name=agent,
+                fault_kind=kind,
+                category=sandbox.FAULT_KINDS[kind],
+                original=view.steps[index].content,
+            )
+        )
     return rows
 
 
-def campaign_cancel(*, campaign) -> bool:  # type: ignore[no-untyped-def]
+def campaign_cancel(*, campaign) -> bool:
     """Stop a campaign: injections not started are skipped; cases already kept stay."""
     from ..models import CampaignStatus
 
-    return _campaign_stop(campaign.pk, CampaignStatus.CANCELLED, "cancelled",
-                          from_statuses=(CampaignStatus.QUEUED, CampaignStatus.RUNNING))
+    return _campaign_stop(
+        campaign.pk,
+        CampaignStatus.CANCELLED,
+        "cancelled",
+        from_statuses=(CampaignStatus.QUEUED, CampaignStatus.RUNNING),
+    )
 
 
 def _campaign_stop(campaign_id: int, status: str, reason: str, *, from_statuses: tuple[str, ...]) -> bool:
@@ -233,11 +303,14 @@ def _campaign_stop(campaign_id: int, status: str, reason: str, *, from_statuses:
 
     with transaction.atomic():
         stopped = InjectionCampaign.objects.filter(pk=campaign_id, status__in=from_statuses).update(
-            status=status, stop_reason=reason[:300], finished_at=timezone.now())
+            status=status, stop_reason=reason[:300], finished_at=timezone.now()
+        )
         if stopped:
-            skipped = (InjectionCampaign.objects.get(pk=campaign_id).injections
-                       .filter(status=InjectionStatus.PENDING)
-                       .update(status=InjectionStatus.SKIPPED, error=reason[:2000], finished_at=timezone.now()))
+            skipped = (
+                InjectionCampaign.objects.get(pk=campaign_id)
+                .injections.filter(status=InjectionStatus.PENDING)
+                .update(status=InjectionStatus.SKIPPED, error=reason[:2000], finished_at=timezone.now())
+            )
             InjectionCampaign.objects.filter(pk=campaign_id).update(done=F("done") + skipped)
     return bool(stopped)
 
@@ -245,8 +318,9 @@ def _campaign_stop(campaign_id: int, status: str, reason: str, *, from_statuses:
 def campaign_finish_if_done(campaign_id: int) -> None:
     from ..models import CampaignStatus, InjectionCampaign
 
-    InjectionCampaign.objects.filter(pk=campaign_id, status=CampaignStatus.RUNNING, done__gte=F("total")).update(
-        status=CampaignStatus.SUCCEEDED, finished_at=timezone.now())
+    InjectionCampaign.objects.filter(
+        pk=campaign_id, status=CampaignStatus.RUNNING, done__gte=F("total")
+    ).update(status=CampaignStatus.SUCCEEDED, finished_at=timezone.now())
 
 
 def _reserve_replay(campaign_id: int) -> str:
@@ -281,7 +355,9 @@ def injection_execute(*, injection_id: int):  # -> Injection
     """
     from ..models import CampaignStatus, Injection, InjectionStatus, ReplayRecord
 
-    injection = Injection.objects.select_related("campaign", "origin", "campaign__project").get(pk=injection_id)
+    injection = Injection.objects.select_related("campaign", "origin", "campaign__project").get(
+        pk=injection_id
+    )
     campaign = injection.campaign
     if injection.status != InjectionStatus.PENDING:
         return injection
@@ -294,22 +370,31 @@ def injection_execute(*, injection_id: int):  # -> Injection
         refused = _reserve_replay(campaign.pk)
         if refused:
             injection.refresh_from_db()  # the stop may have skipped it already
-            return (injection if injection.status != InjectionStatus.PENDING
-                    else _injection_settle(injection, InjectionStatus.SKIPPED, error=refused))
+            return (
+                injection
+                if injection.status != InjectionStatus.PENDING
+                else _injection_settle(injection, InjectionStatus.SKIPPED, error=refused)
+            )
         try:
             record = _injection_replay(injection)
         except (MethodError, ReplayError) as exc:
-            if "campaign budget of" in str(exc):  # our own BudgetExceeded, refused before the request was made
-                _campaign_stop(campaign.pk, CampaignStatus.STOPPED, str(exc)[:300], from_statuses=LIVE_STATUSES)
+            if "campaign budget of" in str(
+                exc
+            ):  # our own BudgetExceeded, refused before the request was made
+                _campaign_stop(
+                    campaign.pk, CampaignStatus.STOPPED, str(exc)[:300], from_statuses=LIVE_STATUSES
+                )
                 injection.refresh_from_db()
                 if injection.status != InjectionStatus.PENDING:
                     return injection
             return _injection_settle(injection, InjectionStatus.FAILED, error=str(exc))
     kept = record.outcome == "failure"  # the fault broke the run: a labelled case
-    return _injection_settle(injection, InjectionStatus.KEPT if kept else InjectionStatus.DISCARDED, record=record)
+    return _injection_settle(
+        injection, InjectionStatus.KEPT if kept else InjectionStatus.DISCARDED, record=record
+    )
 
 
-def _injection_replay(injection):  # type: ignore[no-untyped-def]
+def _injection_replay(injection):
     """Run the faulty replay and record it (with what it cost, against the campaign's budget)."""
     from ..models import InjectionCampaign, ReplayRecord
     from ..replay import sandbox
@@ -320,10 +405,15 @@ def _injection_replay(injection):  # type: ignore[no-untyped-def]
     tokens, details = 0, {}
     if seeds is not None:
         result = sandbox.run(sandbox.generate_task(seeds[0]), sandbox.inject(*seeds))
-        faulty = result.steps[injection.step_index].content if injection.step_index < len(result.steps) else ""
+        faulty = (
+            result.steps[injection.step_index].content if injection.step_index < len(result.steps) else ""
+        )
         outcome, answer, cost, replayer_name = result.outcome, result.final_answer, 0.0, "sandbox"
-        continuation = [sandbox._step_dict(i, s) for i, s in enumerate(result.steps)  # noqa: SLF001
-                        if i >= injection.step_index]
+        continuation = [
+            sandbox._step_dict(i, s)
+            for i, s in enumerate(result.steps)  # noqa: SLF001
+            if i >= injection.step_index
+        ]
     else:
         view = trace_view(origin)
         replayer = replayer_for(campaign.project, view, campaign=campaign)
@@ -331,14 +421,21 @@ def _injection_replay(injection):  # type: ignore[no-untyped-def]
         budget = Budget()
         try:
             # The model writes a fault of a category; the offline perturber applies a fault kind.
-            faulty = writer.write(view, injection.step_index,
-                                  injection.category if writer.name == "llm" else injection.fault_kind)
+            faulty = writer.write(
+                view,
+                injection.step_index,
+                injection.category if writer.name == "llm" else injection.fault_kind,
+            )
             replayed = replayer.replay(view, {injection.step_index: faulty}, budget=budget)
         except (MethodError, ReplayError):
             _charge_failed_injection(campaign.pk, writer, replayer)
             raise
-        outcome, answer, cost, continuation = (replayed.outcome, replayed.final_answer, replayed.cost,
-                                               replayed.continuation)
+        outcome, answer, cost, continuation = (
+            replayed.outcome,
+            replayed.final_answer,
+            replayed.cost,
+            replayed.continuation,
+        )
         details = {**(replayed.details or {}), "explanation": writer.last_explanation}
         # The fault writer's requests count too (the replay's own are in ``budget`` and ``cost``).
         written = writer.llm.usage() if getattr(writer, "llm", None) is not None else None
@@ -349,30 +446,44 @@ def _injection_replay(injection):  # type: ignore[no-untyped-def]
         try:
             with transaction.atomic():
                 record = ReplayRecord.objects.create(
-                    project=campaign.project, trace=origin, campaign=campaign, key=injection.key,
-                    purpose="inject", replayer=replayer_name[:20], corrections={str(injection.step_index): faulty},
-                    outcome=outcome, final_answer=answer, continuation=continuation, tokens=tokens,
-                    cost=Decimal(str(round(cost, 6))), details=details)
+                    project=campaign.project,
+                    trace=origin,
+                    campaign=campaign,
+                    key=injection.key,
+                    purpose="inject",
+                    replayer=replayer_name[:20],
+                    corrections={str(injection.step_index): faulty},
+                    outcome=outcome,
+                    final_answer=answer,
+                    continuation=continuation,
+                    tokens=tokens,
+                    cost=Decimal(str(round(cost, 6))),
+                    details=details,
+                )
         except IntegrityError:  # a parallel delivery recorded it first: keep theirs, count once
             return ReplayRecord.objects.get(campaign=campaign, trace=origin, key=injection.key)
-        InjectionCampaign.objects.filter(pk=campaign.pk).update(tokens=F("tokens") + tokens,
-                                                                cost=F("cost") + record.cost)
+        InjectionCampaign.objects.filter(pk=campaign.pk).update(
+            tokens=F("tokens") + tokens, cost=F("cost") + record.cost
+        )
     return record
 
 
-def _charge_failed_injection(campaign_id: int, writer, replayer) -> None:  # type: ignore[no-untyped-def]
+def _charge_failed_injection(campaign_id: int, writer, replayer) -> None:
     """What a failed injection's model clients spent still counts against the campaign (both are built for this one
     injection, so their totals are exactly its requests)."""
     from ..models import InjectionCampaign
 
-    spent = [c.usage() for c in (getattr(writer, "llm", None), getattr(replayer, "llm", None)) if c is not None]
+    spent = [
+        c.usage() for c in (getattr(writer, "llm", None), getattr(replayer, "llm", None)) if c is not None
+    ]
     tokens = sum(u.input_tokens + u.output_tokens for u in spent)
     if tokens:
         InjectionCampaign.objects.filter(pk=campaign_id).update(
-            tokens=F("tokens") + tokens, cost=F("cost") + Decimal(str(round(sum(u.cost for u in spent), 6))))
+            tokens=F("tokens") + tokens, cost=F("cost") + Decimal(str(round(sum(u.cost for u in spent), 6)))
+        )
 
 
-def _sandbox_seeds(injection) -> tuple[int, int] | None:  # type: ignore[no-untyped-def]
+def _sandbox_seeds(injection) -> tuple[int, int] | None:
     """(task seed, fault seed) of a sandbox injection (its origin is ``sandbox/task-N``, its key ends in
     ``sandbox-<fault seed>``), None for an injection into a real trace."""
     from ..replay import sandbox
@@ -382,7 +493,7 @@ def _sandbox_seeds(injection) -> tuple[int, int] | None:  # type: ignore[no-unty
     return None if parsed is None else (parsed[0], int(injection.key.rsplit("sandbox-", 1)[1]))
 
 
-def _fault_writer(campaign):  # type: ignore[no-untyped-def]
+def _fault_writer(campaign):
     from ..replay.perturb import Perturber
 
     if campaign.params.get("writer") == "llm":
@@ -390,12 +501,13 @@ def _fault_writer(campaign):  # type: ignore[no-untyped-def]
         from ..replay.fault_writer import FaultWriter
         from .runs import campaign_llm_options
 
-        return FaultWriter(LlmClient.for_project(campaign.project, method="fault_writer",
-                                                 **campaign_llm_options(campaign)))
+        return FaultWriter(
+            LlmClient.for_project(campaign.project, method="fault_writer", **campaign_llm_options(campaign))
+        )
     return Perturber()
 
 
-def _injection_settle(injection, status: str, *, record=None, error: str = ""):  # type: ignore[no-untyped-def]
+def _injection_settle(injection, status: str, *, record=None, error: str = ""):
     """Write the injection's end state, the kept case's trace and the campaign's counters in one transaction."""
     from ..models import Injection, InjectionCampaign, InjectionStatus
 
@@ -411,13 +523,16 @@ def _injection_settle(injection, status: str, *, record=None, error: str = ""): 
         locked.status, locked.error, locked.finished_at = status, error[:2000], timezone.now()
         locked.save()
         InjectionCampaign.objects.filter(pk=locked.campaign_id).update(
-            done=F("done") + 1, kept=F("kept") + (1 if status == InjectionStatus.KEPT else 0),
-            failed=F("failed") + (1 if status == InjectionStatus.FAILED else 0), heartbeat_at=timezone.now())
+            done=F("done") + 1,
+            kept=F("kept") + (1 if status == InjectionStatus.KEPT else 0),
+            failed=F("failed") + (1 if status == InjectionStatus.FAILED else 0),
+            heartbeat_at=timezone.now(),
+        )
     campaign_finish_if_done(locked.campaign_id)
     return locked
 
 
-def _kept_case_trace(injection, record) -> Trace:  # type: ignore[no-untyped-def]
+def _kept_case_trace(injection, record) -> Trace:
     """The broken run as a new trace labelled at the fault (source: injected), linked to the run it came from."""
     from tracing import services as tracing_services
     from tracing.models import LabelSource, Provenance
@@ -426,9 +541,18 @@ def _kept_case_trace(injection, record) -> Trace:  # type: ignore[no-untyped-def
     from ..replay import sandbox
 
     origin = injection.origin
-    same = (Injection.objects.filter(origin=origin, step_index=injection.step_index, faulty=injection.faulty,
-                                     status=InjectionStatus.KEPT, result_trace__isnull=False)
-            .exclude(pk=injection.pk).values_list("result_trace_id", flat=True).first())
+    same = (
+        Injection.objects.filter(
+            origin=origin,
+            step_index=injection.step_index,
+            faulty=injection.faulty,
+            status=InjectionStatus.KEPT,
+            result_trace__isnull=False,
+        )
+        .exclude(pk=injection.pk)
+        .values_list("result_trace_id", flat=True)
+        .first()
+    )
     if same is not None:  # an earlier campaign made this very case: link it rather than copy it
         return Trace.objects.get(pk=same)
     seeds = _sandbox_seeds(injection)
@@ -437,35 +561,59 @@ def _kept_case_trace(injection, record) -> Trace:  # type: ignore[no-untyped-def
         existing = Trace.objects.filter(project=origin.project_id, name=name).first()
         if existing is not None:  # the same sandbox case, generated before: link it rather than copy it
             return existing
-        parsed = sandbox.to_parsed(sandbox.run(sandbox.generate_task(seeds[0]), sandbox.inject(*seeds)),
-                                   name=name, fault_seed=seeds[1])
+        parsed = sandbox.to_parsed(
+            sandbox.run(sandbox.generate_task(seeds[0]), sandbox.inject(*seeds)),
+            name=name,
+            fault_seed=seeds[1],
+        )
     else:
         from ..replay.base import ReplayResult
         from ..replay.fault_writer import parsed_case
 
-        fault = {"index": injection.step_index, "agent": injection.agent_name, "category": injection.category,
-                 "original": injection.original, "faulty": injection.faulty,
-                 "explanation": (record.details or {}).get("explanation", "")}
-        replayed = ReplayResult(continuation=record.continuation, outcome=record.outcome,
-                                final_answer=record.final_answer, cost=float(record.cost), details=record.details)
+        fault = {
+            "index": injection.step_index,
+            "agent": injection.agent_name,
+            "category": injection.category,
+            "original": injection.original,
+            "faulty": injection.faulty,
+            "explanation": (record.details or {}).get("explanation", ""),
+        }
+        replayed = ReplayResult(
+            continuation=record.continuation,
+            outcome=record.outcome,
+            final_answer=record.final_answer,
+            cost=float(record.cost),
+            details=record.details,
+        )
         parsed = parsed_case(trace_view(origin), fault, replayed, record.replayer)
-        parsed.metadata["injection"] |= {"campaign": injection.campaign_id, "fault_kind": injection.fault_kind}
-    trace = tracing_services.trace_create_from_parsed(project=origin.project, upload=None, ordinal=0, parsed=parsed,
-                                                      provenance=Provenance.INJECTED,
-                                                      label_source=LabelSource.INJECTED)
+        parsed.metadata["injection"] |= {
+            "campaign": injection.campaign_id,
+            "fault_kind": injection.fault_kind,
+        }
+    trace = tracing_services.trace_create_from_parsed(
+        project=origin.project,
+        upload=None,
+        ordinal=0,
+        parsed=parsed,
+        provenance=Provenance.INJECTED,
+        label_source=LabelSource.INJECTED,
+    )
     Trace.objects.filter(pk=trace.pk).update(derived_from=origin)
     return trace
 
 
-def campaign_execute_inline(*, campaign):  # type: ignore[no-untyped-def]
+def campaign_execute_inline(*, campaign):
     """Plan and run every injection in this process (the CLI): the same code path the workers take."""
     from ..models import Injection, InjectionStatus
 
     campaign_claim(campaign_id=campaign.pk)
     campaign.refresh_from_db()
     campaign_plan(campaign=campaign)
-    for injection_id in (Injection.objects.filter(campaign=campaign, status=InjectionStatus.PENDING)
-                         .order_by("pk").values_list("pk", flat=True)):
+    for injection_id in (
+        Injection.objects.filter(campaign=campaign, status=InjectionStatus.PENDING)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    ):
         injection_execute(injection_id=injection_id)
     campaign_finish_if_done(campaign.pk)
     campaign.refresh_from_db()
@@ -488,7 +636,11 @@ def sandbox_clean_runs_generate(*, project: Project, runs: int, seed: int) -> tu
             continue
         with transaction.atomic():
             tracing_services.trace_create_from_parsed(
-                project=project, upload=None, ordinal=0, parsed=sandbox.to_parsed(sandbox.run(
-                    sandbox.generate_task(task_seed)), name=name), provenance=Provenance.GENERATED)
+                project=project,
+                upload=None,
+                ordinal=0,
+                parsed=sandbox.to_parsed(sandbox.run(sandbox.generate_task(task_seed)), name=name),
+                provenance=Provenance.GENERATED,
+            )
         written += 1
     return written, existing

@@ -12,8 +12,10 @@ from .runs import run_fail
 
 # Trainings keep a restart counter of their own (``AttributorModel.reaped``); runs and campaigns count attempts.
 MAX_REAPS = 5
-GAVE_UP = (f"gave up after {MAX_REAPS} restarts: the workers running it stopped each time (killed, out of memory, "
-           "or the broker lost the work)")
+GAVE_UP = (
+    f"gave up after {MAX_REAPS} restarts: the workers running it stopped each time (killed, out of memory, "
+    "or the broker lost the work)"
+)
 
 
 def jobs_reap(*, stale_after: int, running_after: int | None = None) -> dict[str, int]:
@@ -34,18 +36,31 @@ def jobs_reap(*, stale_after: int, running_after: int | None = None) -> dict[str
     from ..tasks import start_campaign_task, start_run_task, train_attributor_task
 
     running_after = running_after if running_after is not None else settings.CULPRIT_REAP_RUNNING_AFTER
-    runs = job_rows_reap(AttributionRun, running_after=running_after, queued_after=stale_after,
-                         enqueue=start_run_task.delay,
-                         fail=lambda run: run_fail(run_id=run.pk, reason=gave_up_reason(run)))
-    campaigns = job_rows_reap(InjectionCampaign, running_after=running_after, queued_after=stale_after,
-                              enqueue=start_campaign_task.delay)
+    runs = job_rows_reap(
+        AttributionRun,
+        running_after=running_after,
+        queued_after=stale_after,
+        enqueue=start_run_task.delay,
+        fail=lambda run: run_fail(run_id=run.pk, reason=gave_up_reason(run)),
+    )
+    campaigns = job_rows_reap(
+        InjectionCampaign,
+        running_after=running_after,
+        queued_after=stale_after,
+        enqueue=start_campaign_task.delay,
+    )
     trainings = stale_jobs_reap(
         AttributorModel.objects.filter(status__in=[AttributorStatus.QUEUED, AttributorStatus.RUNNING]),
-        stale_after=stale_after, hopeless=lambda row: row.reaped >= MAX_REAPS, fail=_training_fail,
-        enqueue=train_attributor_task.delay, bump={"reaped": F("reaped") + 1})
+        stale_after=stale_after,
+        hopeless=lambda row: row.reaped >= MAX_REAPS,
+        fail=_training_fail,
+        enqueue=train_attributor_task.delay,
+        bump={"reaped": F("reaped") + 1},
+    )
     return {key: runs[key] + campaigns[key] + trainings[key] for key in runs}
 
 
 def _training_fail(model: AttributorModel) -> None:
-    AttributorModel.objects.filter(pk=model.pk, status__in=[AttributorStatus.QUEUED, AttributorStatus.RUNNING]).update(
-        status=AttributorStatus.FAILED, error=GAVE_UP[:2000], stage="failed", finished_at=timezone.now())
+    AttributorModel.objects.filter(
+        pk=model.pk, status__in=[AttributorStatus.QUEUED, AttributorStatus.RUNNING]
+    ).update(status=AttributorStatus.FAILED, error=GAVE_UP[:2000], stage="failed", finished_at=timezone.now())

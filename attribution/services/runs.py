@@ -33,6 +33,7 @@ from ..selectors import trace_view
 
 logger = logging.getLogger(__name__)
 
+
 def run_create(
     *,
     project: Project,
@@ -48,25 +49,40 @@ def run_create(
     """Record a run over ``trace_ids`` (only the project's own traces are kept) and queue it. The learned method
     uses ``attributor`` (a trained model, possibly of another project: transfer), else the project's default."""
     chosen = get_method(method)  # MethodError for an unknown name
-    wants_llm = chosen.needs_llm or getattr(chosen, "wants_llm", False)  # schema_guided: a model if there is one
+    wants_llm = chosen.needs_llm or getattr(
+        chosen, "wants_llm", False
+    )  # schema_guided: a model if there is one
     if wants_llm:
         model = model or _project_model(project)
         if not model and chosen.needs_llm:
-            raise MethodError(f"{chosen.label} needs a model: set one on the project's LLM settings page first")
-    ids = list(Trace.objects.filter(project=project, pk__in=list(trace_ids)).order_by("pk").values_list("pk", flat=True))
+            raise MethodError(
+                f"{chosen.label} needs a model: set one on the project's LLM settings page first"
+            )
+    ids = list(
+        Trace.objects.filter(project=project, pk__in=list(trace_ids))
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
     if not ids:
         raise MethodError("no traces to attribute: the selection is empty")
     params: dict = {"with_ground_truth": with_ground_truth}
     if getattr(chosen, "needs_attributor", False):
         chosen_model = attributor or _default_attributor(project)
         if chosen_model is None:
-            raise MethodError("the learned method needs a trained model: train one on the project's model page and "
-                              "make it the default")
+            raise MethodError(
+                "the learned method needs a trained model: train one on the project's model page and "
+                "make it the default"
+            )
         params["attributor"] = chosen_model.pk
         model = chosen_model.label
     run = AttributionRun.objects.create(
-        project=project, method=chosen.name, model=model if wants_llm or "attributor" in params else "",
-        trace_ids=ids, total=len(ids), params=params, created_by=user,
+        project=project,
+        method=chosen.name,
+        model=model if wants_llm or "attributor" in params else "",
+        trace_ids=ids,
+        total=len(ids),
+        params=params,
+        created_by=user,
         description=description or f"{len(ids)} trace{'s' if len(ids) != 1 else ''}",
     )
     if enqueue:
@@ -102,15 +118,23 @@ def run_claim(*, run_id: int) -> bool:
     fails with the reason instead."""
     if AttributionRun.claim(run_id):
         return True
-    AttributionRun.objects.filter(pk=run_id, status=RunStatus.QUEUED, attempts__gte=AttributionRun.MAX_ATTEMPTS).update(
-        status=RunStatus.FAILED, error="gave up after its last attempt was interrupted", finished_at=timezone.now())
+    AttributionRun.objects.filter(
+        pk=run_id, status=RunStatus.QUEUED, attempts__gte=AttributionRun.MAX_ATTEMPTS
+    ).update(
+        status=RunStatus.FAILED,
+        error="gave up after its last attempt was interrupted",
+        finished_at=timezone.now(),
+    )
     return False
 
 
 def run_cancel(*, run: AttributionRun) -> bool:
     """Stop a run: traces not yet attributed are skipped; verdicts already written stay."""
-    return bool(AttributionRun.objects.filter(pk=run.pk, status__in=[RunStatus.QUEUED, RunStatus.RUNNING])
-                .update(status=RunStatus.CANCELLED, finished_at=timezone.now()))
+    return bool(
+        AttributionRun.objects.filter(pk=run.pk, status__in=[RunStatus.QUEUED, RunStatus.RUNNING]).update(
+            status=RunStatus.CANCELLED, finished_at=timezone.now()
+        )
+    )
 
 
 def run_trace(*, run_id: int, trace_id: int) -> Verdict | None:
@@ -145,8 +169,11 @@ def offline_batch_size(n: int) -> int:
 def is_offline(run: AttributionRun) -> bool:
     """Whether the run's method works without a model or a replay hook, so its traces can be batched."""
     method = get_method(run.method)
-    return not (method.needs_llm or (getattr(method, "wants_llm", False) and run.model)
-                or getattr(method, "needs_replayer", False))
+    return not (
+        method.needs_llm
+        or (getattr(method, "wants_llm", False) and run.model)
+        or getattr(method, "needs_replayer", False)
+    )
 
 
 def run_traces(*, run_id: int, trace_ids: list[int]) -> int:
@@ -157,7 +184,7 @@ def run_traces(*, run_id: int, trace_ids: list[int]) -> int:
         return 0
     done = set(Verdict.objects.filter(run=run, trace_id__in=trace_ids).values_list("trace_id", flat=True))
     traces = Trace.objects.in_bulk([t for t in trace_ids if t not in done])
-    rows, shared = [], {}  # type: ignore[var-annotated]
+    rows, shared = [], {}
     for trace_id in trace_ids:
         trace = traces.get(trace_id)
         if trace is not None and trace.project_id == run.project_id:
@@ -169,11 +196,14 @@ def run_traces(*, run_id: int, trace_ids: list[int]) -> int:
         with transaction.atomic():
             Verdict.objects.bulk_create(rows)
             AttributionRun.objects.filter(pk=run.pk).update(
-                done=F("done") + len(rows), failed=F("failed") + sum(r.status == VerdictStatus.FAILED for r in rows),
+                done=F("done") + len(rows),
+                failed=F("failed") + sum(r.status == VerdictStatus.FAILED for r in rows),
                 calls=F("calls") + sum(r.calls for r in rows),
                 input_tokens=F("input_tokens") + sum(r.input_tokens for r in rows),
                 output_tokens=F("output_tokens") + sum(r.output_tokens for r in rows),
-                cost=F("cost") + sum((r.cost for r in rows), Decimal(0)), heartbeat_at=timezone.now())
+                cost=F("cost") + sum((r.cost for r in rows), Decimal(0)),
+                heartbeat_at=timezone.now(),
+            )
     except IntegrityError:  # another delivery wrote some of them first: one at a time, each checked
         written = 0
         for row in rows:
@@ -189,7 +219,9 @@ def run_traces(*, run_id: int, trace_ids: list[int]) -> int:
     return len(rows)
 
 
-def _attribute(run: AttributionRun, trace: Trace, shared: dict | None = None) -> tuple[MethodResult | None, str]:
+def _attribute(
+    run: AttributionRun, trace: Trace, shared: dict | None = None
+) -> tuple[MethodResult | None, str]:
     """Run the run's method on one trace: its result, or None and the reason it failed. ``shared`` keeps what is the
     same for every trace of a batch (the project's calibration: 6.6 ms and a query per trace otherwise)."""
     shared = {} if shared is None else shared
@@ -201,7 +233,10 @@ def _attribute(run: AttributionRun, trace: Trace, shared: dict | None = None) ->
         extra = {}
         if getattr(method, "needs_replayer", False):
             replayer = replayer_for(run.project, view, run=run)
-            extra = {"replayer": replayer, "store": RunReplayStore(run, trace, getattr(replayer, "name", "sandbox"))}
+            extra = {
+                "replayer": replayer,
+                "store": RunReplayStore(run, trace, getattr(replayer, "name", "sandbox")),
+            }
         if getattr(method, "needs_attributor", False):
             extra["attributor"] = _attributor_for_run(run)
         if getattr(method, "needs_calibration", False):
@@ -228,8 +263,7 @@ def _attribute(run: AttributionRun, trace: Trace, shared: dict | None = None) ->
         return None, f"the method failed unexpectedly ({type(exc).__name__})"
 
 
-def replayer_for(project: Project, view, *, run: AttributionRun | None = None,  # type: ignore[no-untyped-def]
-                 campaign=None):
+def replayer_for(project: Project, view, *, run: AttributionRun | None = None, campaign=None):
     """The replayer for a trace: the built-in sandbox for sandbox runs (None: the method builds it from the trace),
     else the project's HTTP replay hook when one is configured, else the project's model simulating the agents."""
     from ..replay.base import ReplayError
@@ -249,28 +283,40 @@ def replayer_for(project: Project, view, *, run: AttributionRun | None = None,  
         from ..llm import LlmClient
         from ..replay.llm_sim import LlmSimulatedReplayer
 
-        llm = LlmClient.for_project(project, run=run, trace=view.trace_id,
-                                    method="inject_replay" if campaign is not None else "counterfactual",
-                                    **campaign_llm_options(campaign))
+        llm = LlmClient.for_project(
+            project,
+            run=run,
+            trace=view.trace_id,
+            method="inject_replay" if campaign is not None else "counterfactual",
+            **campaign_llm_options(campaign),
+        )
         return LlmSimulatedReplayer(llm)
     if settings is None or not settings.replay_hook_url:
-        raise MethodError("counterfactual replay of this trace needs a replayer: set the project's replay hook URL or "
-                          "a model (LLM-simulated replay) on the model page (sandbox runs replay without one)")
+        raise MethodError(
+            "counterfactual replay of this trace needs a replayer: set the project's replay hook URL or "
+            "a model (LLM-simulated replay) on the model page (sandbox runs replay without one)"
+        )
     from ..crypto import decrypt
     from ..replay.http_hook import HttpHookReplayer
 
     auth = decrypt(settings.replay_hook_auth_encrypted) if settings.replay_hook_auth_encrypted else None
     try:
-        return HttpHookReplayer(settings.replay_hook_url, auth_header=auth, timeout=settings.timeout_seconds,
-                                retries=settings.max_retries)
-    except ValueError as exc:  # a URL saved before the form checked schemes (ftp://...) fails the trace, not the run
+        return HttpHookReplayer(
+            settings.replay_hook_url,
+            auth_header=auth,
+            timeout=settings.timeout_seconds,
+            retries=settings.max_retries,
+        )
+    except (
+        ValueError
+    ) as exc:  # a URL saved before the form checked schemes (ftp://...) fails the trace, not the run
         raise MethodError(f"the project's replay hook cannot be used: {exc}") from None
 
 
 _LOADED: dict[int, object] = {}  # model id -> Attributor; a model row never changes once trained
 
 
-def _attributor_for_run(run: AttributionRun):  # type: ignore[no-untyped-def]
+def _attributor_for_run(run: AttributionRun):
     from ..learning.services import attributor_load
     from ..models import AttributorModel
 
@@ -285,7 +331,7 @@ def _attributor_for_run(run: AttributionRun):  # type: ignore[no-untyped-def]
     return _LOADED[model_id]
 
 
-def campaign_llm_options(campaign) -> dict:  # type: ignore[no-untyped-def]
+def campaign_llm_options(campaign) -> dict:
     """What a campaign's model clients carry: its id (their calls are recorded under it) and its budget, checked
     before every request. Nothing for a call outside a campaign."""
     if campaign is None:
@@ -294,17 +340,21 @@ def campaign_llm_options(campaign) -> dict:  # type: ignore[no-untyped-def]
 
     limits = []
     if campaign.max_tokens is not None or campaign.max_cost is not None:
-        limits.append(Limit("campaign budget", {"campaign_id": campaign.pk}, campaign.max_tokens, campaign.max_cost))
+        limits.append(
+            Limit("campaign budget", {"campaign_id": campaign.pk}, campaign.max_tokens, campaign.max_cost)
+        )
     return {"campaign_id": campaign.pk, "extra_limits": limits}
 
 
-def _llm_for(run: AttributionRun, trace: Trace):  # type: ignore[no-untyped-def]
+def _llm_for(run: AttributionRun, trace: Trace):
     from ..llm import LlmClient
 
     return LlmClient.for_project(run.project, run=run, trace=trace, method=run.method)
 
 
-def _store_verdict(run: AttributionRun, trace: Trace, result: MethodResult | None, error: str) -> Verdict | None:
+def _store_verdict(
+    run: AttributionRun, trace: Trace, result: MethodResult | None, error: str
+) -> Verdict | None:
     return _save_verdict(run, _verdict_row(run, trace, result, error))
 
 
@@ -314,9 +364,13 @@ def _save_verdict(run: AttributionRun, row: Verdict) -> Verdict | None:
         with transaction.atomic():
             row.save()
             AttributionRun.objects.filter(pk=run.pk).update(
-                done=F("done") + 1, failed=F("failed") + (1 if row.status == VerdictStatus.FAILED else 0), calls=F("calls") + row.calls,
-                input_tokens=F("input_tokens") + row.input_tokens, output_tokens=F("output_tokens") + row.output_tokens,
-                cost=F("cost") + row.cost, heartbeat_at=timezone.now(),
+                done=F("done") + 1,
+                failed=F("failed") + (1 if row.status == VerdictStatus.FAILED else 0),
+                calls=F("calls") + row.calls,
+                input_tokens=F("input_tokens") + row.input_tokens,
+                output_tokens=F("output_tokens") + row.output_tokens,
+                cost=F("cost") + row.cost,
+                heartbeat_at=timezone.now(),
             )
     except IntegrityError:  # another delivery of the same task got there first
         return Verdict.objects.filter(run=run, trace_id=row.trace_id).first()
@@ -331,28 +385,53 @@ def _save_verdict(run: AttributionRun, row: Verdict) -> Verdict | None:
 def _verdict_row(run: AttributionRun, trace: Trace, result: MethodResult | None, error: str) -> Verdict:
     if result is None:
         # A failed verdict still cost what its requests cost: the call log of this run and trace says how much.
-        spent = LlmCall.objects.filter(run=run, trace=trace, cached=False, reserved_until__isnull=True).aggregate(
-            calls=Count("id"), input_tokens=Sum("input_tokens"), output_tokens=Sum("output_tokens"), cost=Sum("cost"))
-        return Verdict(run=run, trace=trace, method=run.method, status=VerdictStatus.FAILED, error=error[:2000],
-                       calls=spent["calls"] or 0, input_tokens=spent["input_tokens"] or 0,
-                       output_tokens=spent["output_tokens"] or 0, cost=spent["cost"] or Decimal(0))
+        spent = LlmCall.objects.filter(
+            run=run, trace=trace, cached=False, reserved_until__isnull=True
+        ).aggregate(
+            calls=Count("id"),
+            input_tokens=Sum("input_tokens"),
+            output_tokens=Sum("output_tokens"),
+            cost=Sum("cost"),
+        )
+        return Verdict(
+            run=run,
+            trace=trace,
+            method=run.method,
+            status=VerdictStatus.FAILED,
+            error=error[:2000],
+            calls=spent["calls"] or 0,
+            input_tokens=spent["input_tokens"] or 0,
+            output_tokens=spent["output_tokens"] or 0,
+            cost=spent["cost"] or Decimal(0),
+        )
     return Verdict(
-        run=run, trace=trace, method=run.method, agent_name=result.agent[:200], step_index=result.step,
-        confidence=max(0.0, min(1.0, float(result.confidence))), reason=result.reason, category=result.category[:80],
-        scores=[round(float(s), 4) for s in result.scores], details=result.details, calls=result.calls,
-        input_tokens=result.input_tokens, output_tokens=result.output_tokens,
+        run=run,
+        trace=trace,
+        method=run.method,
+        agent_name=result.agent[:200],
+        step_index=result.step,
+        confidence=max(0.0, min(1.0, float(result.confidence))),
+        reason=result.reason,
+        category=result.category[:80],
+        scores=[round(float(s), 4) for s in result.scores],
+        details=result.details,
+        calls=result.calls,
+        input_tokens=result.input_tokens,
+        output_tokens=result.output_tokens,
         cost=Decimal(str(round(result.cost, 6))),
     )
 
 
 def _finish_if_done(run_id: int) -> None:
     AttributionRun.objects.filter(pk=run_id, status=RunStatus.RUNNING, done__gte=F("total")).update(
-        status=RunStatus.SUCCEEDED, finished_at=timezone.now())
+        status=RunStatus.SUCCEEDED, finished_at=timezone.now()
+    )
 
 
 def run_fail(*, run_id: int, reason: str) -> None:
     AttributionRun.objects.filter(pk=run_id, status__in=[RunStatus.QUEUED, RunStatus.RUNNING]).update(
-        status=RunStatus.FAILED, error=reason[:2000], finished_at=timezone.now())
+        status=RunStatus.FAILED, error=reason[:2000], finished_at=timezone.now()
+    )
 
 
 def run_execute_inline(*, run: AttributionRun) -> AttributionRun:
@@ -361,7 +440,7 @@ def run_execute_inline(*, run: AttributionRun) -> AttributionRun:
     run_claim(run_id=run.pk)
     if is_offline(run):
         for start in range(0, len(run.trace_ids), OFFLINE_BATCH):
-            run_traces(run_id=run.pk, trace_ids=run.trace_ids[start:start + OFFLINE_BATCH])
+            run_traces(run_id=run.pk, trace_ids=run.trace_ids[start : start + OFFLINE_BATCH])
     else:
         for trace_id in run.trace_ids:
             run_trace(run_id=run.pk, trace_id=trace_id)
@@ -382,8 +461,14 @@ def llm_test_connection(*, project: Project) -> dict:
     return llm.ping()
 
 
-def llm_settings_save(*, settings: ProjectLlmSettings, api_key: str, clear_key: bool,
-                      hook_auth: str = "", actor: AbstractBaseUser | None = None) -> ProjectLlmSettings:
+def llm_settings_save(
+    *,
+    settings: ProjectLlmSettings,
+    api_key: str,
+    clear_key: bool,
+    hook_auth: str = "",
+    actor: AbstractBaseUser | None = None,
+) -> ProjectLlmSettings:
     """Save model settings; a new key is encrypted before it touches the database, an empty one keeps the old.
     The change is audited (which fields changed, never a secret)."""
     from tracing.services import audit_record
@@ -400,20 +485,29 @@ def llm_settings_save(*, settings: ProjectLlmSettings, api_key: str, clear_key: 
     if hook_auth:
         settings.replay_hook_auth_encrypted = encrypt(hook_auth.strip())
         changed.append("hook auth set")
-    previous = ProjectLlmSettings.objects.filter(pk=settings.pk).values("model", "api_base", "replay_hook_url").first()
+    previous = (
+        ProjectLlmSettings.objects.filter(pk=settings.pk)
+        .values("model", "api_base", "replay_hook_url")
+        .first()
+    )
     for field in ("model", "api_base", "replay_hook_url"):
         if (previous or {}).get(field, "") != getattr(settings, field):
             changed.append(f"{field} = {getattr(settings, field) or '(empty)'}")
     with transaction.atomic():
         settings.save()
         if changed:
-            audit_record(action="llm_settings.changed", project=settings.project, actor=actor,
-                         target="model settings", details={"changes": changed})
+            audit_record(
+                action="llm_settings.changed",
+                project=settings.project,
+                actor=actor,
+                target="model settings",
+                details={"changes": changed},
+            )
     return settings
 
 
-
 # --- replay records ---------------------------------------------------------------------------------------------------
+
 
 class RunReplayStore:
     """Replays of one trace within one attribution run, kept in ``ReplayRecord`` as each finishes: a counterfactual
@@ -434,17 +528,33 @@ class RunReplayStore:
         try:
             with transaction.atomic():
                 ReplayRecord.objects.create(
-                    project_id=self.run.project_id, trace=self.trace, run=self.run, key=key[:200],
-                    purpose=str(replay.get("purpose", ""))[:20], replayer=self.replayer[:20],
-                    corrections=replay.get("corrected_content") or {}, outcome=replay["outcome"],
-                    final_answer=replay.get("final_answer", ""), continuation=replay.get("continuation") or [],
-                    tokens=int(replay.get("tokens") or 0), cost=Decimal(str(round(float(replay.get("cost") or 0), 6))),
-                    details=replay.get("details") or {})
+                    project_id=self.run.project_id,
+                    trace=self.trace,
+                    run=self.run,
+                    key=key[:200],
+                    purpose=str(replay.get("purpose", ""))[:20],
+                    replayer=self.replayer[:20],
+                    corrections=replay.get("corrected_content") or {},
+                    outcome=replay["outcome"],
+                    final_answer=replay.get("final_answer", ""),
+                    continuation=replay.get("continuation") or [],
+                    tokens=int(replay.get("tokens") or 0),
+                    cost=Decimal(str(round(float(replay.get("cost") or 0), 6))),
+                    details=replay.get("details") or {},
+                )
         except IntegrityError:
             pass  # another delivery recorded the same replay first
 
 
-def _replay_dict(row) -> dict:  # type: ignore[no-untyped-def]
-    return {"purpose": row.purpose, "corrections": sorted(int(k) for k in row.corrections),
-            "corrected_content": row.corrections, "outcome": row.outcome, "final_answer": row.final_answer,
-            "continuation": row.continuation, "cost": float(row.cost), "tokens": row.tokens, "details": row.details}
+def _replay_dict(row) -> dict:
+    return {
+        "purpose": row.purpose,
+        "corrections": sorted(int(k) for k in row.corrections),
+        "corrected_content": row.corrections,
+        "outcome": row.outcome,
+        "final_answer": row.final_answer,
+        "continuation": row.continuation,
+        "cost": float(row.cost),
+        "tokens": row.tokens,
+        "details": row.details,
+    }

@@ -14,7 +14,7 @@ def category_label(code: str) -> str:
 
 
 @register.filter
-def llm_method_names(methods) -> str:  # type: ignore[no-untyped-def]
+def llm_method_names(methods) -> str:
     """The methods that call the project's model, for a sentence: 'All-at-once, Step-by-step, Binary search and
     Hybrid' (their labels without the '(LLM)' mark and without a description after a colon)."""
     names = [m.label.removesuffix(" (LLM)").split(":")[0].strip() for m in methods if m.needs_llm]
@@ -43,4 +43,6 @@ def ci(interval: list[float] | None) -> str:
 
     if not interval:
         return ""
-    return format_html('<span class="ci" title="Wilson 95% interval">{}–{}</span>', pct(interval[0]), pct(interval[1]))
+    return format_html(
+        '<span class="ci" title="Wilson 95% interval">{}–{}</span>', pct(interval[0]), pct(interval[1])
+    )

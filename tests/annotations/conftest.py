@@ -17,9 +17,18 @@ def make_trace(project):
     def make(steps: int = 6, gold_step: int | None = None, content: str = "") -> Trace:
         n = next(counter)
         parsed = ParsedTrace(
-            name=f"run-{n}", source_format="whowhen", question=f"question {n}",
-            steps=[ParsedStep(speaker=AGENTS[i % 3], agent=AGENTS[i % 3], kind="message",
-                              content=content or f"step {i} of run {n}") for i in range(steps)],
+            name=f"run-{n}",
+            source_format="whowhen",
+            question=f"question {n}",
+            steps=[
+                ParsedStep(
+                    speaker=AGENTS[i % 3],
+                    agent=AGENTS[i % 3],
+                    kind="message",
+                    content=content or f"step {i} of run {n}",
+                )
+                for i in range(steps)
+            ],
             gold=[ParsedGold(step=gold_step)] if gold_step is not None else [],
         )
         return trace_create_from_parsed(project=project, upload=None, ordinal=n, parsed=parsed)
@@ -32,10 +41,18 @@ def make_verdict(project):
     runs: dict[str, AttributionRun] = {}
 
     def make(trace: Trace, method: str, agent: str, step: int, confidence: float = 0.9) -> Verdict:
-        run = runs.setdefault(method, AttributionRun.objects.create(project=project, method=method,
-                                                                    status="succeeded"))
-        return Verdict.objects.create(run=run, trace=trace, method=method, agent_name=agent, step_index=step,
-                                      confidence=confidence, reason=f"{method} blames {agent}")
+        run = runs.setdefault(
+            method, AttributionRun.objects.create(project=project, method=method, status="succeeded")
+        )
+        return Verdict.objects.create(
+            run=run,
+            trace=trace,
+            method=method,
+            agent_name=agent,
+            step_index=step,
+            confidence=confidence,
+            reason=f"{method} blames {agent}",
+        )
 
     return make
 

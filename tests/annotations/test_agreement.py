@@ -58,8 +58,18 @@ def test_cohens_kappa_refuses_unpaired_ratings():
 
 def test_fleiss_kappa_matches_the_fourteen_rater_example():
     # Fleiss (1971) style worked example (as on Wikipedia): 10 subjects, 14 raters, 5 categories -> kappa 0.210.
-    table = [[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
-             [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]]
+    table = [
+        [0, 0, 0, 0, 14],
+        [0, 2, 6, 4, 2],
+        [0, 0, 3, 5, 6],
+        [0, 3, 9, 2, 0],
+        [2, 2, 8, 1, 1],
+        [7, 7, 0, 0, 0],
+        [3, 2, 6, 3, 0],
+        [2, 5, 3, 2, 2],
+        [6, 5, 2, 1, 0],
+        [0, 2, 2, 3, 7],
+    ]
     assert fleiss_kappa(table) == pytest.approx(0.210, abs=5e-4)
 
 
@@ -94,8 +104,12 @@ def test_majority_and_unanimity():
 
 
 def test_a_raters_kappa_pools_their_pairs_with_everyone_else():
-    units = [[Answer("a", "X", 1), Answer("b", "X", 1)], [Answer("a", "Y", 2), Answer("b", "Y", 2)],
-             [Answer("a", "X", 3), Answer("b", "Y", 3)], [Answer("c", "X", 1)]]
+    units = [
+        [Answer("a", "X", 1), Answer("b", "X", 1)],
+        [Answer("a", "Y", 2), Answer("b", "Y", 2)],
+        [Answer("a", "X", 3), Answer("b", "Y", 3)],
+        [Answer("c", "X", 1)],
+    ]
     # a vs b: X/X, Y/Y, X/Y -> p_o 2/3, p_e (2*1 + 1*2)/9 = 4/9 -> kappa (2/3 - 4/9) / (5/9) = 0.4
     assert rater_kappa(units, "a") == pytest.approx(0.4)
     assert rater_kappa(units, "c") is None

@@ -31,4 +31,3 @@ def test_each_annotator_gets_agreement_bars_and_hostile_names_are_escaped(projec
     assert bars.count('<title>same step 50.0%</title><rect x="160" y="16" width="150" height="12"/>') == 2
     assert "<svg/onload" not in body and "&lt;svg/onload=x&gt;" in bars
     assert "style=" not in bars
-

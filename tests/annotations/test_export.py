@@ -28,7 +28,7 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def media(tmp_path, settings):  # type: ignore[no-untyped-def]
+def media(tmp_path, settings):
     settings.MEDIA_ROOT = tmp_path / "media"
     return settings.MEDIA_ROOT
 
@@ -47,6 +47,7 @@ def label(trace: Trace, source: str, step: int = 0, agent: str = "Someone", **ex
 
 
 # --- selection -------------------------------------------------------------------------------------------------
+
 
 def test_each_case_carries_its_most_curated_label(project, traces):
     first, second = traces[:2]
@@ -93,6 +94,7 @@ def test_another_projects_traces_are_never_exported(project, traces, make_projec
 
 # --- split and manifest ----------------------------------------------------------------------------------------
 
+
 def test_the_split_is_fixed_by_the_seed_and_has_the_asked_size(project, traces):
     def split(seed: int) -> dict[str, str]:
         cases = export_cases(project=project, filters=ExportFilters(seed=seed, test_percent=50))
@@ -124,18 +126,32 @@ def test_the_manifest_counts_cases_steps_splits_and_label_provenance(project, tr
     assert manifest["counts"]["cases"] == len(traces)
     assert manifest["counts"]["steps"] == sum(t.step_count for t in traces)
     assert manifest["label_provenance"] == {"adjudicated": 1, "imported": len(traces) - 1}
-    assert manifest["split_sizes"] == {"train": len(traces) - round(len(traces) / 4), "test": round(len(traces) / 4)}
+    assert manifest["split_sizes"] == {
+        "train": len(traces) - round(len(traces) / 4),
+        "test": round(len(traces) / 4),
+    }
     assert manifest["seed"] == 5 and manifest["filters"]["test_percent"] == 25
     assert ExportFilters.from_json(json.loads(json.dumps(manifest["filters"]))) == filters
 
 
 # --- formats ---------------------------------------------------------------------------------------------------
 
+
 def cli(tmp_path: Path, fmt: str, name: str, *extra: str) -> tuple[Path, dict]:
     out = tmp_path / name
     stdout = io.StringIO()
-    call_command("export_dataset", "--project", "Alpha", "--format", fmt, "--out", str(out), "--json", *extra,
-                 stdout=stdout)
+    call_command(
+        "export_dataset",
+        "--project",
+        "Alpha",
+        "--format",
+        fmt,
+        "--out",
+        str(out),
+        "--json",
+        *extra,
+        stdout=stdout,
+    )
     return out, json.loads(stdout.getvalue())
 
 
@@ -147,18 +163,35 @@ def test_parquet_has_one_row_per_label_a_fixed_schema_and_the_manifest(project, 
     assert table.num_rows == len(traces) == manifest["counts"]["cases"]
     assert manifest["counts"]["steps_written"] == sum(t.step_count for t in traces)
     assert json.loads(table.schema.metadata[MANIFEST_KEY])["counts"] == {
-        k: v for k, v in manifest["counts"].items() if k != "steps_written"}
+        k: v for k, v in manifest["counts"].items() if k != "steps_written"
+    }
     rows = table.to_pylist()
     gold = traces[0].gold_labels.get()
     (mine,) = [r for r in rows if r["trace_name"] == traces[0].name]
     step = traces[0].steps.get(index=gold.step_index)
     assert mine | {"split": "", "description": ""} == {
-        "split": "", "trace_name": traces[0].name, "trace_external_id": traces[0].external_id,
-        "question": traces[0].question, "ground_truth": traces[0].ground_truth, "label_position": 0,
-        "decisive": True, "label_source": "imported", "family": "", "category": gold.category,
-        "step_index": gold.step_index, "span_id": "", "agent": gold.agent_name, "impact": "", "description": "",
-        "evidence": "", "step_speaker": step.speaker, "step_content": step.content, "mistake_agent": gold.agent_name,
-        "mistake_step": gold.step_index, "mistake_category": gold.category}
+        "split": "",
+        "trace_name": traces[0].name,
+        "trace_external_id": traces[0].external_id,
+        "question": traces[0].question,
+        "ground_truth": traces[0].ground_truth,
+        "label_position": 0,
+        "decisive": True,
+        "label_source": "imported",
+        "family": "",
+        "category": gold.category,
+        "step_index": gold.step_index,
+        "span_id": "",
+        "agent": gold.agent_name,
+        "impact": "",
+        "description": "",
+        "evidence": "",
+        "step_speaker": step.speaker,
+        "step_content": step.content,
+        "mistake_agent": gold.agent_name,
+        "mistake_step": gold.step_index,
+        "mistake_category": gold.category,
+    }
     assert mine["description"] == gold.reason and mine["split"] in ("train", "test")
     assert Path(f"{out}.manifest.json").is_file()
 
@@ -185,7 +218,11 @@ def test_csv_has_a_header_and_one_row_per_label(project, traces, tmp_path):
     gold = traces[-1].gold_labels.get()
     step = traces[-1].steps.get(index=gold.step_index)
     (row,) = [r for r in rows if r["trace_name"] == traces[-1].name]
-    assert (row["step_index"], row["agent"], row["decisive"]) == (str(gold.step_index), gold.agent_name, "True")
+    assert (row["step_index"], row["agent"], row["decisive"]) == (
+        str(gold.step_index),
+        gold.agent_name,
+        "True",
+    )
     assert row["step_content"] == step.content and row["step_speaker"] == step.speaker
 
 
@@ -209,8 +246,10 @@ def test_the_command_refuses_an_empty_selection(project, traces, tmp_path):
 
 
 def test_the_builder_refuses_an_empty_selection(owner_client, project, traces):
-    response = owner_client.post(f"/annotations/projects/{project.slug}/exports/", {
-        "format": "csv", "sources": ["adjudicated"], "seed": "0", "test_percent": "20"})
+    response = owner_client.post(
+        f"/annotations/projects/{project.slug}/exports/",
+        {"format": "csv", "sources": ["adjudicated"], "seed": "0", "test_percent": "20"},
+    )
     assert response.status_code == 400 and b"No labelled trace matches these filters" in response.content
     assert not DatasetExport.objects.exists()
 
@@ -223,9 +262,27 @@ def test_the_command_runs_as_a_program_and_prints_a_summary(project, traces, tmp
     from tests.conftest import ROOT, process_env
 
     out = tmp_path / "cli.jsonl"
-    done = subprocess.run([sys.executable, "manage.py", "export_dataset", "--project", "Alpha", "--format",
-                           "whowhen-jsonl", "--out", str(out), "--seed", "2"], cwd=ROOT, env=process_env(),
-                          capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "export_dataset",
+            "--project",
+            "Alpha",
+            "--format",
+            "whowhen-jsonl",
+            "--out",
+            str(out),
+            "--seed",
+            "2",
+        ],
+        cwd=ROOT,
+        env=process_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert f"{len(traces)} case(s)" in done.stdout and str(out) in done.stdout
     assert len(out.read_text().splitlines()) == len(traces)
@@ -236,14 +293,18 @@ def test_the_command_refuses_an_unknown_project(tmp_path):
     from django.core.management import CommandError
 
     with pytest.raises(CommandError, match="no project named"):
-        call_command("export_dataset", "--project", "Nope", "--format", "csv", "--out", str(tmp_path / "x.csv"))
+        call_command(
+            "export_dataset", "--project", "Nope", "--format", "csv", "--out", str(tmp_path / "x.csv")
+        )
 
 
 # --- the job ---------------------------------------------------------------------------------------------------
 
+
 def make_export(project, fmt: str = "whowhen-jsonl", **filters) -> DatasetExport:
-    return services.export_create(project=project, fmt=fmt, filters=ExportFilters(**filters), user=None,
-                                  enqueue=False)
+    return services.export_create(
+        project=project, fmt=fmt, filters=ExportFilters(**filters), user=None, enqueue=False
+    )
 
 
 def test_an_export_job_writes_its_file_once_and_a_redelivery_writes_nothing(project, traces, media):
@@ -293,36 +354,79 @@ def test_deleting_an_export_removes_its_file(project, traces, media):
 
 # --- pages -----------------------------------------------------------------------------------------------------
 
+
 def test_the_builder_starts_an_export_with_the_chosen_filters(owner_client, project, traces):
     response = owner_client.get(f"/annotations/projects/{project.slug}/exports/")
     assert response.status_code == 200 and b"Build a dataset" in response.content
-    response = owner_client.post(f"/annotations/projects/{project.slug}/exports/", {
-        "format": "parquet", "sources": ["imported", "adjudicated"], "min_agreement": "",
-        "date_from": "2020-01-01", "date_to": "2030-01-01", "seed": "9", "test_percent": "30"})
+    response = owner_client.post(
+        f"/annotations/projects/{project.slug}/exports/",
+        {
+            "format": "parquet",
+            "sources": ["imported", "adjudicated"],
+            "min_agreement": "",
+            "date_from": "2020-01-01",
+            "date_to": "2030-01-01",
+            "seed": "9",
+            "test_percent": "30",
+        },
+    )
     export = DatasetExport.objects.get(project=project)
     assert response.status_code == 302 and response["Location"].endswith(f"#export-{export.pk}")
     assert export.format == "parquet" and export.status == ExportStatus.QUEUED
-    assert export.filters == {"sources": ["imported", "adjudicated"], "verified_only": False, "min_agreement": None,
-                              "date_from": "2020-01-01", "date_to": "2030-01-01", "seed": 9, "test_percent": 30}
+    assert export.filters == {
+        "sources": ["imported", "adjudicated"],
+        "verified_only": False,
+        "min_agreement": None,
+        "date_from": "2020-01-01",
+        "date_to": "2030-01-01",
+        "seed": 9,
+        "test_percent": 30,
+    }
 
 
 def test_the_form_reads_every_filter():
     from annotations.forms import ExportForm
 
-    form = ExportForm({"format": "csv", "sources": ["annotator"], "verified_only": "on", "min_agreement": "0.75",
-                       "date_from": "2026-01-02", "date_to": "2026-02-03", "seed": "11", "test_percent": "10"})
+    form = ExportForm(
+        {
+            "format": "csv",
+            "sources": ["annotator"],
+            "verified_only": "on",
+            "min_agreement": "0.75",
+            "date_from": "2026-01-02",
+            "date_to": "2026-02-03",
+            "seed": "11",
+            "test_percent": "10",
+        }
+    )
     assert form.is_valid(), form.errors
-    assert form.filters() == ExportFilters(sources=["annotator"], verified_only=True, min_agreement=0.75,
-                                           date_from=date(2026, 1, 2), date_to=date(2026, 2, 3), seed=11,
-                                           test_percent=10)
-    backwards = ExportForm({"format": "csv", "sources": ["annotator"], "date_from": "2026-02-03",
-                            "date_to": "2026-01-02", "seed": "0", "test_percent": "10"})
+    assert form.filters() == ExportFilters(
+        sources=["annotator"],
+        verified_only=True,
+        min_agreement=0.75,
+        date_from=date(2026, 1, 2),
+        date_to=date(2026, 2, 3),
+        seed=11,
+        test_percent=10,
+    )
+    backwards = ExportForm(
+        {
+            "format": "csv",
+            "sources": ["annotator"],
+            "date_from": "2026-02-03",
+            "date_to": "2026-01-02",
+            "seed": "0",
+            "test_percent": "10",
+        }
+    )
     assert not backwards.is_valid() and "date_to" in backwards.errors
 
 
 def test_the_builder_shows_form_errors(owner_client, project):
-    response = owner_client.post(f"/annotations/projects/{project.slug}/exports/", {
-        "format": "xml", "sources": [], "seed": "0", "test_percent": "101"})
+    response = owner_client.post(
+        f"/annotations/projects/{project.slug}/exports/",
+        {"format": "xml", "sources": [], "seed": "0", "test_percent": "101"},
+    )
     assert response.status_code == 400
     assert not DatasetExport.objects.exists()
 
@@ -344,13 +448,18 @@ def test_an_unfinished_export_has_nothing_to_download(owner_client, project, tra
     assert owner_client.get(f"/annotations/exports/{export.pk}/download/").status_code == 404
 
 
-def test_another_projects_export_is_a_404_and_a_viewer_gets_a_403(client, project, traces, make_user, make_project):
+def test_another_projects_export_is_a_404_and_a_viewer_gets_a_403(
+    client, project, traces, make_user, make_project
+):
     export = services.export_run(export_id=make_export(project).pk)
     stranger = make_user("stranger")
     make_project("Theirs", {stranger: Role.OWNER})
     client.force_login(stranger)
-    for url in (f"/annotations/exports/{export.pk}/download/", f"/annotations/exports/{export.pk}/manifest/",
-                f"/annotations/projects/{project.slug}/exports/"):
+    for url in (
+        f"/annotations/exports/{export.pk}/download/",
+        f"/annotations/exports/{export.pk}/manifest/",
+        f"/annotations/projects/{project.slug}/exports/",
+    ):
         assert client.get(url).status_code == 404, url
     assert client.post(f"/annotations/exports/{export.pk}/delete/").status_code == 404
     viewer = make_user("viewer")
@@ -423,18 +532,26 @@ def test_minimum_agreement_reads_the_review_queues(project, make_user):
     from tracing.models import Role, Trace
     from tracing.services import membership_set
 
-    traces = list(Trace.objects.filter(project=project).order_by("pk")[:2]) if Trace.objects.filter(
-        project=project).count() >= 2 else None
+    traces = (
+        list(Trace.objects.filter(project=project).order_by("pk")[:2])
+        if Trace.objects.filter(project=project).count() >= 2
+        else None
+    )
     if traces is None:
         from tests.conftest import import_now, incoming_path, sample_file
 
-        import_now(project, incoming_path(sample_file("Hand-Crafted")), incoming_path(sample_file("Algorithm-Generated")))
+        import_now(
+            project,
+            incoming_path(sample_file("Hand-Crafted")),
+            incoming_path(sample_file("Algorithm-Generated")),
+        )
         traces = list(Trace.objects.filter(project=project).order_by("pk")[:2])
     ann, bob = make_user("ann"), make_user("bob")
     for user in (ann, bob):
         membership_set(project=project, user=user, role=Role.ANNOTATOR)
-    queue = annotation_services.queue_create(project=project, user=None, name="agree", source="search",
-                                             filter={"q": ""}, overlap=2)
+    queue = annotation_services.queue_create(
+        project=project, user=None, name="agree", source="search", filter={"q": ""}, overlap=2
+    )
     answers = {ann: {traces[0].pk: 1, traces[1].pk: 1}, bob: {traces[0].pk: 1, traces[1].pk: 2}}
     for user in (ann, bob):
         while (copy := annotation_services.annotation_claim(queue=queue, user=user)) is not None:

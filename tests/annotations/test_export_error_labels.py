@@ -36,21 +36,40 @@ def source_project() -> Project:
 
 
 def _errors(project: Project) -> list[tuple]:
-    return list(ErrorLabel.objects.filter(trace__project=project).order_by("position").values_list(
-        "position", "step_index", "span_id", "agent_name", "family", "category", "impact", "description", "evidence",
-        "decisive"))
+    return list(
+        ErrorLabel.objects.filter(trace__project=project)
+        .order_by("position")
+        .values_list(
+            "position",
+            "step_index",
+            "span_id",
+            "agent_name",
+            "family",
+            "category",
+            "impact",
+            "description",
+            "evidence",
+            "decisive",
+        )
+    )
 
 
 def _gold(project: Project) -> list[tuple]:
-    return list(GoldLabel.objects.filter(trace__project=project).values_list("agent_name", "step_index", "reason",
-                                                                             "category"))
+    return list(
+        GoldLabel.objects.filter(trace__project=project).values_list(
+            "agent_name", "step_index", "reason", "category"
+        )
+    )
 
 
-@pytest.mark.parametrize(("fmt", "suffix", "streamed"), [
-    ("whowhen-jsonl", "jsonl", False), ("whowhen-zip", "zip", False), ("whowhen-zip", "zip", True)],
-    ids=["jsonl", "zip", "zip-streamed"])
-def test_every_error_label_survives_a_who_and_when_round_trip(source_project, tmp_path, monkeypatch, fmt, suffix,
-                                                              streamed):
+@pytest.mark.parametrize(
+    ("fmt", "suffix", "streamed"),
+    [("whowhen-jsonl", "jsonl", False), ("whowhen-zip", "zip", False), ("whowhen-zip", "zip", True)],
+    ids=["jsonl", "zip", "zip-streamed"],
+)
+def test_every_error_label_survives_a_who_and_when_round_trip(
+    source_project, tmp_path, monkeypatch, fmt, suffix, streamed
+):
     out = tmp_path / f"dataset.{suffix}"
     manifest = _run("export_dataset", "--project", "Source", "--format", fmt, "--out", str(out))
     assert manifest["counts"]["cases"] == 1 and manifest["error_label_families"] == ["TRAIL"]
@@ -74,14 +93,24 @@ def test_the_who_and_when_document_keeps_mistake_fields_for_the_decisive_error(s
     assert (document["mistake_step"], document["mistake_type"]) == ("3", "Tool-related")
     assert [e["decisive"] for e in document["errors"]] == [False, False, True, False]
     assert document["errors"][3] == {
-        "step": None, "span_id": "ffffffffffffffff", "agent": "", "family": "TRAIL", "category": "Goal Deviation",
-        "impact": "MEDIUM", "description": "A span that is not in the trace.", "evidence": "-", "decisive": False}
+        "step": None,
+        "span_id": "ffffffffffffffff",
+        "agent": "",
+        "family": "TRAIL",
+        "category": "Goal Deviation",
+        "impact": "MEDIUM",
+        "description": "A span that is not in the trace.",
+        "evidence": "-",
+        "decisive": False,
+    }
 
 
 def _label_rows(fmt: str, out) -> list[dict]:
     if fmt == "parquet":
         return pq.read_table(out).to_pylist()
-    with out.open(newline="", encoding="utf-8") as fh:  # CSV cells are strings: bring them back to their types
+    with out.open(
+        newline="", encoding="utf-8"
+    ) as fh:  # CSV cells are strings: bring them back to their types
         rows = list(csv.DictReader(fh))
     for row in rows:
         for key in ("label_position", "step_index", "mistake_step"):
@@ -98,13 +127,31 @@ def test_parquet_and_csv_give_every_error_label_its_own_row(source_project, tmp_
     rows = _label_rows(fmt, out)
     trace = Trace.objects.get(project=source_project)
     assert len(rows) == 4 == trace.error_labels.count()
-    assert [(r["label_position"], r["step_index"], r["span_id"], r["agent"], r["family"], r["category"],
-             r["impact"], r["description"], r["evidence"], r["decisive"]) for r in rows] == _errors(source_project)
+    assert [
+        (
+            r["label_position"],
+            r["step_index"],
+            r["span_id"],
+            r["agent"],
+            r["family"],
+            r["category"],
+            r["impact"],
+            r["description"],
+            r["evidence"],
+            r["decisive"],
+        )
+        for r in rows
+    ] == _errors(source_project)
     assert [r["decisive"] for r in rows] == [False, False, True, False]
     assert {r["label_source"] for r in rows} == {"imported"}
     assert {(r["trace_name"], r["mistake_step"], r["mistake_category"]) for r in rows} == {
-        (trace.name, 3, "Tool-related")}
+        (trace.name, 3, "Tool-related")
+    }
     decisive = rows[2]
     step = trace.steps.get(index=3)
     assert (decisive["step_speaker"], decisive["step_content"]) == (step.speaker, step.content)
-    assert (rows[3]["step_index"], rows[3]["span_id"], rows[3]["step_content"]) == (None, "ffffffffffffffff", "")
+    assert (rows[3]["step_index"], rows[3]["span_id"], rows[3]["step_content"]) == (
+        None,
+        "ffffffffffffffff",
+        "",
+    )

@@ -28,7 +28,9 @@ def test_every_registered_exporter_describes_itself():
 def test_the_form_offers_the_registrys_formats_with_their_descriptions():
     form = ExportForm()
     assert [value for value, _ in form.fields["format"].choices] == format_names()
-    assert not ExportForm({"format": "xlsx", "sources": ["imported"], "seed": 0, "test_percent": 20}).is_valid()
+    assert not ExportForm(
+        {"format": "xlsx", "sources": ["imported"], "seed": 0, "test_percent": 20}
+    ).is_valid()
 
 
 def test_the_model_validates_against_the_registry_and_the_table_has_no_format_constraint(project):
@@ -49,8 +51,13 @@ def test_the_api_lists_the_formats_and_the_openapi_document_names_them(client, p
     assert response.status_code == 200
     body = response.json()
     assert [f["name"] for f in body] == format_names()
-    assert body[3] == {"name": "csv", "label": "CSV (one row per label)", "extension": "csv",
-                       "content_type": "text/csv", "description": get_exporter("csv").description}
+    assert body[3] == {
+        "name": "csv",
+        "label": "CSV (one row per label)",
+        "extension": "csv",
+        "content_type": "text/csv",
+        "description": get_exporter("csv").description,
+    }
     schema = client.get("/api/openapi.json").json()
     assert schema["components"]["schemas"]["ExportFormatOut"]["properties"]["name"]["enum"] == format_names()
     assert "`parquet` (.parquet" in schema["paths"]["/api/export-formats"]["get"]["description"]

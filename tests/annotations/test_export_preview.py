@@ -19,37 +19,62 @@ from tracing.models import GoldLabel, LabelSource, Trace
 pytestmark = pytest.mark.django_db
 
 
-def make_labelled(project, n: int, *, start: int = 0) -> None:  # type: ignore[no-untyped-def]
+def make_labelled(project, n: int, *, start: int = 0) -> None:
     """Traces with a big metadata blob (which the preview must never read), each with an imported label; every
     third also has an annotator's label, which wins."""
-    traces = Trace.objects.bulk_create([
-        Trace(project=project, name=f"case-{i}", external_id=f"ext-{i}", step_count=3 + i % 5,
-              question="q" * 1000, metadata={"blob": "x" * 2000}) for i in range(start, start + n)])
+    traces = Trace.objects.bulk_create(
+        [
+            Trace(
+                project=project,
+                name=f"case-{i}",
+                external_id=f"ext-{i}",
+                step_count=3 + i % 5,
+                question="q" * 1000,
+                metadata={"blob": "x" * 2000},
+            )
+            for i in range(start, start + n)
+        ]
+    )
     labels = [GoldLabel(trace=t, agent_name="A", step_index=1, source=LabelSource.IMPORTED) for t in traces]
-    labels += [GoldLabel(trace=t, agent_name="B", step_index=2, source=LabelSource.ANNOTATOR)
-               for i, t in enumerate(traces) if i % 3 == 0]
+    labels += [
+        GoldLabel(trace=t, agent_name="B", step_index=2, source=LabelSource.ANNOTATOR)
+        for i, t in enumerate(traces)
+        if i % 3 == 0
+    ]
     GoldLabel.objects.bulk_create(labels)
 
 
-@pytest.mark.parametrize("filters", [ExportFilters(), ExportFilters(verified_only=True, seed=3, test_percent=30),
-                                     ExportFilters(sources=[LabelSource.IMPORTED], test_percent=50)])
+@pytest.mark.parametrize(
+    "filters",
+    [
+        ExportFilters(),
+        ExportFilters(verified_only=True, seed=3, test_percent=30),
+        ExportFilters(sources=[LabelSource.IMPORTED], test_percent=50),
+    ],
+)
 def test_the_preview_says_what_the_manifest_will_say(project, filters):
     make_labelled(project, 40)
-    manifest = export_manifest(project=project, filters=filters, cases=export_cases(project=project, filters=filters),
-                               fmt="csv")
+    manifest = export_manifest(
+        project=project, filters=filters, cases=export_cases(project=project, filters=filters), fmt="csv"
+    )
     preview = export_preview(project=project, filters=filters)
     for key in ("counts", "split_sizes", "label_provenance"):
         assert preview[key] == manifest[key]
     assert export_case_count(project=project, filters=filters) == manifest["counts"]["cases"]
 
 
-def test_the_preview_reads_no_trace_content_and_its_queries_do_not_grow(project, django_assert_max_num_queries):
+def test_the_preview_reads_no_trace_content_and_its_queries_do_not_grow(
+    project, django_assert_max_num_queries
+):
     make_labelled(project, 10)
     with CaptureQueriesContext(connection) as few:
         export_preview(project=project, filters=ExportFilters(min_agreement=0.5))
     make_labelled(project, 100, start=10)
     with django_assert_max_num_queries(len(few)) as many:
         preview = export_preview(project=project, filters=ExportFilters())
-    assert preview["counts"]["cases"] == 110 and preview["label_provenance"] == {"annotator": 38, "imported": 72}
+    assert preview["counts"]["cases"] == 110 and preview["label_provenance"] == {
+        "annotator": 38,
+        "imported": 72,
+    }
     sql = " ".join(q["sql"] for q in many.captured_queries)
     assert '"metadata"' not in sql and '"question"' not in sql

@@ -15,13 +15,18 @@ pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 def test_the_worker_builds_an_export_started_on_the_page(celery_worker, owner_client, project):
     paths = [sample_file("Hand-Crafted"), sample_file("Algorithm-Generated")]
     import_now(project, *[incoming_path(p, f"{p.parent.name}/{p.name}") for p in paths])
-    response = owner_client.post(f"/annotations/projects/{project.slug}/exports/", {
-        "format": "whowhen-jsonl", "sources": ["imported"], "seed": "1", "test_percent": "50"})
+    response = owner_client.post(
+        f"/annotations/projects/{project.slug}/exports/",
+        {"format": "whowhen-jsonl", "sources": ["imported"], "seed": "1", "test_percent": "50"},
+    )
     assert response.status_code == 302
     export = DatasetExport.objects.get(project=project)
 
-    export = wait_for(lambda: DatasetExport.objects.filter(pk=export.pk, status__in=[
-        ExportStatus.SUCCEEDED, ExportStatus.FAILED]).first())
+    export = wait_for(
+        lambda: DatasetExport.objects.filter(
+            pk=export.pk, status__in=[ExportStatus.SUCCEEDED, ExportStatus.FAILED]
+        ).first()
+    )
     assert export.status == ExportStatus.SUCCEEDED, export.error
     assert export.attempts == 1 and export.manifest["split_sizes"] == {"train": 1, "test": 1}
     download = owner_client.get(f"/annotations/exports/{export.pk}/download/")
@@ -31,16 +36,24 @@ def test_the_worker_builds_an_export_started_on_the_page(celery_worker, owner_cl
     assert b"Download" in page.content and b'hx-trigger="every 1s"' not in page.content
 
 
-def synthetic_traces(project, traces: int, steps: int) -> None:  # type: ignore[no-untyped-def]
+def synthetic_traces(project, traces: int, steps: int) -> None:
     from tracing.formats import ParsedGold, ParsedStep, ParsedTrace
     from tracing.services import trace_create_from_parsed
 
     body = "Read the page and copied the figure from row 3 of the table. " * 8
     for t in range(traces):
-        parsed = ParsedTrace(name=f"synthetic/{t:03d}", source_format="whowhen", question=f"question {t}",
-                             steps=[ParsedStep(speaker=f"agent{i % 3}", agent=f"agent{i % 3}", kind="message",
-                                               content=f"{i}: {body}") for i in range(steps)],
-                             gold=[ParsedGold(agent="agent1", step=steps // 2, reason="synthetic")])
+        parsed = ParsedTrace(
+            name=f"synthetic/{t:03d}",
+            source_format="whowhen",
+            question=f"question {t}",
+            steps=[
+                ParsedStep(
+                    speaker=f"agent{i % 3}", agent=f"agent{i % 3}", kind="message", content=f"{i}: {body}"
+                )
+                for i in range(steps)
+            ],
+            gold=[ParsedGold(agent="agent1", step=steps // 2, reason="synthetic")],
+        )
         trace_create_from_parsed(project=project, upload=None, ordinal=t, parsed=parsed)
 
 
@@ -61,8 +74,12 @@ def test_an_export_survives_a_worker_killed_mid_write_and_is_written_whole_once(
     assert export.status == ExportStatus.RUNNING, "the export finished before the kill: use more steps"
     celery_worker.start()  # the unacknowledged task comes back after the broker's visibility timeout
 
-    done = wait_for(lambda: DatasetExport.objects.filter(pk=export.pk, status__in=[
-        ExportStatus.SUCCEEDED, ExportStatus.FAILED]).first(), timeout=120)
+    done = wait_for(
+        lambda: DatasetExport.objects.filter(
+            pk=export.pk, status__in=[ExportStatus.SUCCEEDED, ExportStatus.FAILED]
+        ).first(),
+        timeout=120,
+    )
     assert done.status == ExportStatus.SUCCEEDED, done.error
     assert done.attempts == 2 and done.steps_done == done.steps_total == 80_000
     with zipfile.ZipFile(Path(settings.MEDIA_ROOT) / done.file.name) as archive:

@@ -19,8 +19,9 @@ CAT = "action.invalid_action"  # of the default taxonomy (agent_error_taxonomy)
 
 
 def _queue(project, owner, **kwargs):
-    return services.queue_create(project=project, user=owner, name=kwargs.pop("name", "Q"),
-                                 source=QueueSource.NO_GOLD, **kwargs)
+    return services.queue_create(
+        project=project, user=owner, name=kwargs.pop("name", "Q"), source=QueueSource.NO_GOLD, **kwargs
+    )
 
 
 def _client(user) -> Client:
@@ -34,23 +35,31 @@ def _submit(queue, user, step, further=(), **kwargs):
     return services.annotation_submit(annotation=copy, user=user, step_index=step, further=further, **kwargs)
 
 
-def test_an_answer_keeps_its_further_errors_in_order_with_the_steps_agent_filled_in(project, owner, make_trace, ann):
+def test_an_answer_keeps_its_further_errors_in_order_with_the_steps_agent_filled_in(
+    project, owner, make_trace, ann
+):
     make_trace(steps=6)
     queue = _queue(project, owner, overlap=1)
-    answer = _submit(queue, ann, 1, further=[ErrorSpec(4, category=CAT, note="then this"), ErrorSpec(2, "Planner")])
+    answer = _submit(
+        queue, ann, 1, further=[ErrorSpec(4, category=CAT, note="then this"), ErrorSpec(2, "Planner")]
+    )
     rows = list(answer.further_errors.values_list("position", "step_index", "agent_name", "category", "note"))
     # Step 4's agent is filled in (Coder); a named agent is kept even on another agent's step.
     assert rows == [(0, 4, "Coder", CAT, "then this"), (1, 2, "Planner", "", "")]
     assert (answer.step_index, answer.agent_name) == (1, "Coder")
 
 
-@pytest.mark.parametrize("bad, message", [
-    (ErrorSpec(6), "outside this trace"),
-    (ErrorSpec(2, "Ghost"), "not an agent of this trace"),
-    (ErrorSpec(2, category="mast.1.1"), "not a category of this queue"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (ErrorSpec(6), "outside this trace"),
+        (ErrorSpec(2, "Ghost"), "not an agent of this trace"),
+        (ErrorSpec(2, category="mast.1.1"), "not a category of this queue"),
+    ],
+)
 def test_a_further_error_that_does_not_fit_the_trace_refuses_the_answer_and_the_lease_stays(
-        project, owner, make_trace, ann, bad, message):
+    project, owner, make_trace, ann, bad, message
+):
     make_trace(steps=6)
     queue = _queue(project, owner, overlap=1)
     copy = services.annotation_claim(queue=queue, user=ann)
@@ -61,7 +70,8 @@ def test_a_further_error_that_does_not_fit_the_trace_refuses_the_answer_and_the_
 
 
 def test_agreement_is_on_the_decisive_error_and_consensus_writes_every_error_label(
-        project, owner, make_trace, ann, bob):
+    project, owner, make_trace, ann, bob
+):
     trace = make_trace(steps=8)
     queue = _queue(project, owner, overlap=2)
     _submit(queue, ann, 3, further=[ErrorSpec(5, category=CAT, note="late slip")], category=CAT)
@@ -74,15 +84,25 @@ def test_agreement_is_on_the_decisive_error_and_consensus_writes_every_error_lab
     labels = list(ErrorLabel.objects.filter(trace=trace).order_by("position"))
     # The first answer is the accepted one: its further errors ride along.
     assert [(e.step_index, e.decisive, e.source, e.category, e.family) for e in labels] == [
-        (3, True, "annotator", CAT, "AgentErrorTaxonomy"), (5, False, "annotator", CAT, "AgentErrorTaxonomy")]
+        (3, True, "annotator", CAT, "AgentErrorTaxonomy"),
+        (5, False, "annotator", CAT, "AgentErrorTaxonomy"),
+    ]
     assert labels[1].description == "late slip" and labels[1].agent_name == "Checker"
 
 
 def test_an_owner_picks_the_decisive_error_among_every_labelled_error_and_can_change_it(
-        project, owner, make_trace, ann, bob):
+    project, owner, make_trace, ann, bob
+):
     trace = make_trace(steps=8)
-    imported = ErrorLabel.objects.create(trace=trace, step_index=2, agent_name="Checker", family="TRAIL",
-                                         category="Tool-related", decisive=True, position=0)
+    imported = ErrorLabel.objects.create(
+        trace=trace,
+        step_index=2,
+        agent_name="Checker",
+        family="TRAIL",
+        category="Tool-related",
+        decisive=True,
+        position=0,
+    )
     ErrorLabel.objects.create(trace=trace, span_id="gone", family="TRAIL", category="Other", position=1)
     queue = _queue(project, owner, overlap=2)
     _submit(queue, ann, 1, further=[ErrorSpec(6, note="ann's second")])
@@ -99,18 +119,26 @@ def test_an_owner_picks_the_decisive_error_among_every_labelled_error_and_can_ch
     url = reverse("annotations:adjudicate_item", args=[item.pk])
     page = client.get(url).content.decode()
     assert 'id="error-candidates"' in page and "ann&#x27;s second" in page
-    response = client.post(url, {"decisive": f"l{imported.pk}", "keep": [f"e{further.pk}", f"a{ann_answer.pk}"]})
+    response = client.post(
+        url, {"decisive": f"l{imported.pk}", "keep": [f"e{further.pk}", f"a{ann_answer.pk}"]}
+    )
     assert response.status_code == 302
     gold = GoldLabel.objects.get(trace=trace, source="adjudicated")
     assert (gold.step_index, gold.agent_name, gold.category) == (2, "Checker", "Tool-related")
     adjudicated = list(ErrorLabel.objects.filter(trace=trace, source="adjudicated").order_by("position"))
-    assert [(e.step_index, e.decisive) for e in adjudicated] == [(2, True), (1, False), (6, False)]  # page order
+    assert [(e.step_index, e.decisive) for e in adjudicated] == [
+        (2, True),
+        (1, False),
+        (6, False),
+    ]  # page order
     assert adjudicated[0].family == "TRAIL"
 
     # Changing the decision replaces the adjudicated labels and gold: still one decisive error per source.
     response = client.post(url, {"decisive": f"e{further.pk}", "keep": [f"l{imported.pk}"]})
     assert response.status_code == 302
-    assert list(GoldLabel.objects.filter(trace=trace, source="adjudicated").values_list("step_index", flat=True)) == [6]
+    assert list(
+        GoldLabel.objects.filter(trace=trace, source="adjudicated").values_list("step_index", flat=True)
+    ) == [6]
     adjudicated = list(ErrorLabel.objects.filter(trace=trace, source="adjudicated").order_by("position"))
     assert [(e.step_index, e.decisive) for e in adjudicated] == [(6, True), (2, False)]
     imported.refresh_from_db()
@@ -123,7 +151,9 @@ def test_an_unknown_candidate_key_is_refused(project, owner, make_trace, ann):
     _submit(queue, ann, 1)
     item = QueueItem.objects.get(queue=queue)
     other = ErrorLabel.objects.create(trace=make_trace(steps=4), step_index=1, position=0)
-    response = _client(owner).post(reverse("annotations:adjudicate_item", args=[item.pk]), {"decisive": f"l{other.pk}"})
+    response = _client(owner).post(
+        reverse("annotations:adjudicate_item", args=[item.pk]), {"decisive": f"l{other.pk}"}
+    )
     assert response.status_code == 400 and not GoldLabel.objects.filter(trace=item.trace).exists()
 
 
@@ -137,12 +167,23 @@ def test_accepting_one_answer_takes_its_further_errors(project, owner, make_trac
     url = reverse("annotations:adjudicate_item", args=[item.pk])
     page = client.get(url).content.decode()
     assert 'name="error_step" value="5"' in page  # the accept button posts the answer with its further errors
-    response = client.post(url, {"step_index": 1, "agent_name": "Coder", "category": "", "reason": "",
-                                 "error_step": ["5"], "error_agent": ["Checker"], "error_category": [CAT],
-                                 "error_note": [""]})
+    response = client.post(
+        url,
+        {
+            "step_index": 1,
+            "agent_name": "Coder",
+            "category": "",
+            "reason": "",
+            "error_step": ["5"],
+            "error_agent": ["Checker"],
+            "error_category": [CAT],
+            "error_note": [""],
+        },
+    )
     assert response.status_code == 302
-    assert list(ErrorLabel.objects.filter(trace=trace).order_by("position").values_list("step_index", "decisive")) == [
-        (1, True), (5, False)]
+    assert list(
+        ErrorLabel.objects.filter(trace=trace).order_by("position").values_list("step_index", "decisive")
+    ) == [(1, True), (5, False)]
 
 
 def test_the_labelling_page_takes_further_errors_and_refuses_incomplete_ones(project, owner, make_trace, ann):
@@ -152,15 +193,44 @@ def test_the_labelling_page_takes_further_errors_and_refuses_incomplete_ones(pro
     url = client.get(reverse("annotations:queue_next", args=[queue.pk]))["Location"]
     page = client.get(url).content.decode()
     assert 'id="further-error-template"' in page and "<script>alert(1)" not in page
-    refused = client.post(url, {"step_index": 1, "error_step": ["3", "4"], "error_agent": ["", ""],
-                                "error_category": [""], "error_note": ["", ""]})
+    refused = client.post(
+        url,
+        {
+            "step_index": 1,
+            "error_step": ["3", "4"],
+            "error_agent": ["", ""],
+            "error_category": [""],
+            "error_note": ["", ""],
+        },
+    )
     assert refused.status_code == 400 and "incomplete" in refused.content.decode()
-    bad_step = client.post(url, {"step_index": 1, "error_step": ["9"], "error_agent": [""], "error_category": [""],
-                                 "error_note": ["<i>x</i>"]})
+    bad_step = client.post(
+        url,
+        {
+            "step_index": 1,
+            "error_step": ["9"],
+            "error_agent": [""],
+            "error_category": [""],
+            "error_note": ["<i>x</i>"],
+        },
+    )
     assert bad_step.status_code == 400 and "Further error 1: Step 9 is outside" in bad_step.content.decode()
     assert 'value="&lt;i&gt;x&lt;/i&gt;"' in bad_step.content.decode()  # shown again, escaped
-    done = client.post(url, {"step_index": 1, "error_step": ["3"], "error_agent": [""], "error_category": [CAT],
-                             "error_note": ["also wrong"]})
+    done = client.post(
+        url,
+        {
+            "step_index": 1,
+            "error_step": ["3"],
+            "error_agent": [""],
+            "error_category": [CAT],
+            "error_note": ["also wrong"],
+        },
+    )
     assert done.status_code == 302
     (error,) = AnnotationError.objects.all()
-    assert (error.step_index, error.agent_name, error.category, error.note) == (3, "Planner", CAT, "also wrong")
+    assert (error.step_index, error.agent_name, error.category, error.note) == (
+        3,
+        "Planner",
+        CAT,
+        "also wrong",
+    )

@@ -30,7 +30,9 @@ def _client(user=None) -> Client:
 
 
 def _invite(client, project, who, role="annotator"):
-    response = client.post(reverse("annotations:invitations", args=[project.slug]), {"who": who, "role": role})
+    response = client.post(
+        reverse("annotations:invitations", args=[project.slug]), {"who": who, "role": role}
+    )
     match = re.search(r'id="invitation-url">([^<]+)</pre>', response.content.decode())
     return response, (match[1] if match else "")
 
@@ -48,13 +50,19 @@ def test_an_owner_invites_a_new_person_who_sets_a_password_and_joins(project, ow
     page = guest.get(link)
     assert page.status_code == 200 and f"Join {project.name}" in page.content.decode()
     done = guest.post(link, {"username": "someone-else", "password1": PASSWORD, "password2": PASSWORD})
-    assert done.status_code == 302 and done["Location"] == reverse("annotations:queue_list", args=[project.slug])
-    carol = get_user_model().objects.get(username="carol")  # the owner chose the name; the posted one is ignored
+    assert done.status_code == 302 and done["Location"] == reverse(
+        "annotations:queue_list", args=[project.slug]
+    )
+    carol = get_user_model().objects.get(
+        username="carol"
+    )  # the owner chose the name; the posted one is ignored
     assert carol.check_password(PASSWORD)
     assert Membership.objects.get(project=project, user=carol).role == Role.ANNOTATOR
     assert guest.get(reverse("tracing:trace_list", args=[project.slug])).status_code == 200  # signed in
     assert set(AuditEvent.objects.filter(project=project).values_list("action", flat=True)) >= {
-        "invitation.created", "invitation.accepted"}
+        "invitation.created",
+        "invitation.accepted",
+    }
     # The link is spent.
     again = _client().post(link, {"password1": PASSWORD, "password2": PASSWORD})
     assert again.status_code == 404 and "not valid any more" in again.content.decode()
@@ -78,11 +86,16 @@ def test_weak_or_mismatched_passwords_are_refused_with_django_validators(project
     weak = guest.post(link, {"password1": "erin", "password2": "erin"})
     body = weak.content.decode()
     assert weak.status_code == 400 and "too short" in body and "too similar to the username" in body
-    assert "too common" in guest.post(link, {"password1": "password123", "password2": "password123"}).content.decode()
+    assert (
+        "too common"
+        in guest.post(link, {"password1": "password123", "password2": "password123"}).content.decode()
+    )
     mismatch = guest.post(link, {"password1": PASSWORD, "password2": PASSWORD + "x"})
     assert mismatch.status_code == 400 and "The two passwords differ." in mismatch.content.decode()
     assert not get_user_model().objects.filter(username="erin").exists()
-    assert Invitation.objects.get(project=project).accepted_at is None  # a refused try does not spend the link
+    assert (
+        Invitation.objects.get(project=project).accepted_at is None
+    )  # a refused try does not spend the link
 
 
 def test_expired_revoked_and_forged_links_do_not_work(project, owner):
@@ -93,7 +106,10 @@ def test_expired_revoked_and_forged_links_do_not_work(project, owner):
     assert page.status_code == 404 and "expired" in page.content.decode()
     _, revoked = _invite(client, project, "gus")
     pk = Invitation.objects.get(username="gus").pk
-    assert client.post(reverse("annotations:invitations", args=[project.slug]), {"revoke": pk}).status_code == 302
+    assert (
+        client.post(reverse("annotations:invitations", args=[project.slug]), {"revoke": pk}).status_code
+        == 302
+    )
     assert _client().get(revoked).status_code == 404
     assert _client().get(reverse("annotations:invitation_accept", args=["forged-token"])).status_code == 404
     assert not get_user_model().objects.filter(username__in=["fay", "gus"]).exists()
@@ -104,8 +120,9 @@ def test_an_existing_account_is_added_at_once_and_a_member_cannot_be_invited_twi
     hal.email = "hal@example.org"
     hal.save()
     client = _client(owner)
-    response = client.post(reverse("annotations:invitations", args=[project.slug]),
-                           {"who": "HAL@example.org", "role": "viewer"})
+    response = client.post(
+        reverse("annotations:invitations", args=[project.slug]), {"who": "HAL@example.org", "role": "viewer"}
+    )
     assert response.status_code == 302 and not Invitation.objects.exists()
     assert Membership.objects.get(project=project, user=hal).role == Role.VIEWER
     again, _ = _invite(client, project, "hal")
@@ -144,5 +161,7 @@ def test_two_acceptances_of_one_link_create_one_account(project, owner):
 
 def test_the_members_page_links_to_invitations_instead_of_the_admin(project, owner):
     page = _client(owner).get(reverse("tracing:project_members", args=[project.slug])).content.decode()
-    assert reverse("annotations:invitations", args=[project.slug]) in page and "/admin/" not in page.split(
-        "<main")[1]
+    assert (
+        reverse("annotations:invitations", args=[project.slug]) in page
+        and "/admin/" not in page.split("<main")[1]
+    )

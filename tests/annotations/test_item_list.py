@@ -54,26 +54,31 @@ def test_the_queue_page_lists_every_item_with_status_annotators_lease_and_agreem
     page = response.content.decode()
     assert response.status_code == 200 and _rows(page) == 4
     assert all(t.name in page for t in traces)
-    rows = {row.item.trace_id: row for row in selectors.queue_items(queue=queue, filters=selectors.ItemFilters())}
+    rows = {
+        row.item.trace_id: row for row in selectors.queue_items(queue=queue, filters=selectors.ItemFilters())
+    }
     assert rows[traces[0].pk].status == "answered" and rows[traces[0].pk].agreement == "agree"
     assert rows[traces[1].pk].agreement == "disagree"
     assert rows[traces[2].pk].status == "in_progress"
     assert rows[traces[2].pk].lease_expires_at == Annotation.objects.get(pk=held.pk).lease_expires_at
     assert rows[traces[3].pk].status == "waiting" and rows[traces[3].pk].copies == []
     assert [c.state for c in rows[traces[2].pk].copies] == ["holds it"]
-    assert "ann <span class=\"muted\">holds it</span>" in page
+    assert 'ann <span class="muted">holds it</span>' in page
     assert "left)" in page  # the lease's remaining time
 
 
-@pytest.mark.parametrize(("params", "expected"), [
-    ({"status": "answered"}, {0, 1}),
-    ({"status": "in_progress"}, {2}),
-    ({"status": "waiting"}, {3}),
-    ({"status": "disagree"}, {1}),
-    ({"agreement": "agree"}, {0}),
-    ({"assignee": "bob"}, {0, 1}),
-    ({"assignee": "ann", "status": "in_progress"}, {2}),
-])
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"status": "answered"}, {0, 1}),
+        ({"status": "in_progress"}, {2}),
+        ({"status": "waiting"}, {3}),
+        ({"status": "disagree"}, {1}),
+        ({"agreement": "agree"}, {0}),
+        ({"assignee": "bob"}, {0, 1}),
+        ({"assignee": "ann", "status": "in_progress"}, {2}),
+    ],
+)
 def test_the_item_list_filters_by_status_agreement_and_annotator(busy_queue, owner, params, expected):
     queue, traces, _items, _held = busy_queue
     page = _client(owner).get(reverse("annotations:queue_detail", args=[queue.pk]), params).content.decode()
@@ -107,8 +112,9 @@ def test_trace_names_in_the_item_list_are_escaped(project, owner, make_trace):
 
 def test_adjudication_shows_the_imported_gold_beside_the_answers(project, owner, make_trace, ann, bob):
     trace = make_trace(steps=8, gold_step=5)
-    queue = services.queue_create(project=project, user=owner, name="Check gold", source="search",
-                                  filter={"q": "", "gold": "yes"})
+    queue = services.queue_create(
+        project=project, user=owner, name="Check gold", source="search", filter={"q": "", "gold": "yes"}
+    )
     _answer(queue, ann, 2, agent="Coder")
     _answer(queue, bob, 3, agent="Planner")
     item = QueueItem.objects.get(queue=queue, trace=trace)
@@ -117,10 +123,12 @@ def test_adjudication_shows_the_imported_gold_beside_the_answers(project, owner,
     assert 'class="gold-ref"><div>Checker at step 5' in overview
     page = client.get(reverse("annotations:adjudicate_item", args=[item.pk])).content.decode()
     assert 'id="reference-gold"' in page and "Imported</strong>: Checker at step 5" in page
-    assert 'href="/traces/%d/?step=5#step-5"' % trace.pk in page  # the gold step is shown with the named ones
+    assert f'href="/traces/{trace.pk}/?step=5#step-5"' in page  # the gold step is shown with the named ones
     # The owner takes the imported gold as the answer.
-    response = client.post(reverse("annotations:adjudicate_item", args=[item.pk]),
-                           {"step_index": 5, "agent_name": "Checker", "category": "", "reason": ""})
+    response = client.post(
+        reverse("annotations:adjudicate_item", args=[item.pk]),
+        {"step_index": 5, "agent_name": "Checker", "category": "", "reason": ""},
+    )
     assert response.status_code == 302
     item.refresh_from_db()
     assert (item.resolved_label.step_index, item.resolved_label.source) == (5, "adjudicated")
@@ -131,7 +139,9 @@ def test_categories_show_their_human_names_on_the_review_pages(project, owner, m
     queue = services.queue_create(project=project, user=owner, name="Q", source="no_gold")
     for user, step in ((ann, 1), (bob, 3)):
         copy = services.annotation_claim(queue=queue, user=user)
-        services.annotation_submit(annotation=copy, user=user, step_index=step, category="action.misalignment")
+        services.annotation_submit(
+            annotation=copy, user=user, step_index=step, category="action.misalignment"
+        )
     page = _client(owner).get(reverse("annotations:adjudication", args=[queue.pk])).content.decode()
     assert "Action: did something other than it planned (misalignment)" in page
     assert "action.misalignment</span>" not in page
@@ -139,8 +149,10 @@ def test_categories_show_their_human_names_on_the_review_pages(project, owner, m
 
 def test_every_taxonomy_category_has_a_human_name():
     assert all(c.name and c.name != c.code for c in taxonomy.CATEGORIES.values())
-    assert taxonomy.human_name("action.misalignment") == \
-        "Action: did something other than it planned (misalignment)"
+    assert (
+        taxonomy.human_name("action.misalignment")
+        == "Action: did something other than it planned (misalignment)"
+    )
     assert taxonomy.human_name("mast.2.6") == "Acted against its own reasoning (MAST 2.6)"
     assert taxonomy.human_name("custom.bad_call") == "Custom: bad call"  # unknown codes still read as words
     assert dict(taxonomy.choices("mast"))["mast.1.3"] == "Repeated a step (MAST 1.3)"

@@ -6,7 +6,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from annotations import selectors, services
@@ -22,11 +22,15 @@ def _queue(project, owner, **kwargs):
     return services.queue_create(project=project, user=owner, **kwargs)
 
 
-def test_a_queue_of_traces_without_gold_skips_labelled_traces_and_makes_overlap_copies(project, owner, make_trace):
+def test_a_queue_of_traces_without_gold_skips_labelled_traces_and_makes_overlap_copies(
+    project, owner, make_trace
+):
     unlabelled = [make_trace(), make_trace()]
     make_trace(gold_step=2)
     queue = _queue(project, owner, overlap=3)
-    assert set(QueueItem.objects.filter(queue=queue).values_list("trace_id", flat=True)) == {t.pk for t in unlabelled}
+    assert set(QueueItem.objects.filter(queue=queue).values_list("trace_id", flat=True)) == {
+        t.pk for t in unlabelled
+    }
     assert Annotation.objects.filter(queue=queue).count() == 6
     assert set(Annotation.objects.filter(queue=queue).values_list("slot", flat=True)) == {0, 1, 2}
 
@@ -43,7 +47,9 @@ def test_adding_a_trace_twice_does_not_duplicate_items_or_copies(project, owner,
     assert Annotation.objects.filter(queue=queue, item__trace=newer).count() == 2
 
 
-def test_low_confidence_and_disagreement_filters_pick_the_right_traces(project, owner, make_trace, make_verdict):
+def test_low_confidence_and_disagreement_filters_pick_the_right_traces(
+    project, owner, make_trace, make_verdict
+):
     sure, unsure, split, agreed = make_trace(), make_trace(), make_trace(), make_trace()
     make_verdict(sure, "heuristic", "Coder", 1, confidence=0.9)
     make_verdict(unsure, "heuristic", "Coder", 1, confidence=0.2)
@@ -63,7 +69,9 @@ def test_a_search_filter_queue_takes_the_trace_lists_matches(project, owner, mak
     assert list(queue.items.values_list("trace_id", flat=True)) == [traces[1].pk]
 
 
-def test_two_annotators_get_different_copies_and_a_reload_returns_the_same_one(project, owner, make_trace, ann, bob):
+def test_two_annotators_get_different_copies_and_a_reload_returns_the_same_one(
+    project, owner, make_trace, ann, bob
+):
     make_trace()
     queue = _queue(project, owner, overlap=2)
     first = services.annotation_claim(queue=queue, user=ann)
@@ -81,12 +89,13 @@ def test_one_annotator_never_holds_two_copies_of_one_item(project, owner, make_t
     assert services.annotation_claim(queue=queue, user=ann) is None
     # The database refuses it too, whatever the code path.
     other = Annotation.objects.filter(queue=queue, status=CopyStatus.OPEN).first()
-    with pytest.raises(Exception), transaction.atomic():
+    with pytest.raises(IntegrityError), transaction.atomic():
         Annotation.objects.filter(pk=other.pk).update(annotator=ann, status=CopyStatus.LEASED)
 
 
 def test_an_expired_lease_returns_to_the_pool_and_its_first_holder_can_no_longer_submit(
-        project, owner, make_trace, ann, bob):
+    project, owner, make_trace, ann, bob
+):
     make_trace()
     queue = _queue(project, owner, overlap=1)
     copy = services.annotation_claim(queue=queue, user=ann)
@@ -135,7 +144,9 @@ def test_a_claim_skips_a_copy_another_transaction_has_locked(project, owner, mak
         thread.join()
 
 
-def test_a_skipped_item_goes_back_to_the_pool_but_not_to_whoever_skipped_it(project, owner, make_trace, ann, bob):
+def test_a_skipped_item_goes_back_to_the_pool_but_not_to_whoever_skipped_it(
+    project, owner, make_trace, ann, bob
+):
     make_trace()
     queue = _queue(project, owner, overlap=1)
     copy = services.annotation_claim(queue=queue, user=ann)
@@ -145,7 +156,9 @@ def test_a_skipped_item_goes_back_to_the_pool_but_not_to_whoever_skipped_it(proj
     assert services.annotation_claim(queue=queue, user=bob).pk == copy.pk
 
 
-def test_a_submission_takes_the_steps_agent_and_refuses_steps_outside_the_trace(project, owner, make_trace, ann):
+def test_a_submission_takes_the_steps_agent_and_refuses_steps_outside_the_trace(
+    project, owner, make_trace, ann
+):
     make_trace(steps=4)
     queue = _queue(project, owner, overlap=1)
     copy = services.annotation_claim(queue=queue, user=ann)
@@ -153,9 +166,20 @@ def test_a_submission_takes_the_steps_agent_and_refuses_steps_outside_the_trace(
         services.annotation_submit(annotation=copy, user=ann, step_index=4)
     with pytest.raises(services.QueueError, match="not an agent"):
         services.annotation_submit(annotation=copy, user=ann, step_index=1, agent_name="Nobody")
-    done = services.annotation_submit(annotation=copy, user=ann, step_index=1, category="action.invalid_action",
-                                      reason="wrong tool", lead_time_ms=12_345)
-    assert (done.status, done.agent_name, done.step_index, done.lead_time_ms) == ("submitted", "Coder", 1, 12_345)
+    done = services.annotation_submit(
+        annotation=copy,
+        user=ann,
+        step_index=1,
+        category="action.invalid_action",
+        reason="wrong tool",
+        lead_time_ms=12_345,
+    )
+    assert (done.status, done.agent_name, done.step_index, done.lead_time_ms) == (
+        "submitted",
+        "Coder",
+        1,
+        12_345,
+    )
     assert not GoldLabel.objects.filter(trace=copy.item.trace).exists()  # one answer is not gold
 
 
@@ -176,7 +200,9 @@ def _answer(queue, user, step, agent=""):
     return services.annotation_submit(annotation=copy, user=user, step_index=step, agent_name=agent)
 
 
-def test_unanimous_items_become_annotator_gold_and_disagreements_adjudicated_gold(project, owner, make_trace, ann, bob):
+def test_unanimous_items_become_annotator_gold_and_disagreements_adjudicated_gold(
+    project, owner, make_trace, ann, bob
+):
     agreed, split = make_trace(), make_trace()
     queue = _queue(project, owner, overlap=2)
     _answer(queue, ann, 2)
@@ -188,7 +214,12 @@ def test_unanimous_items_become_annotator_gold_and_disagreements_adjudicated_gol
 
     assert services.queue_accept_unanimous(queue=queue, user=owner) == 1
     gold = GoldLabel.objects.get(trace=agreed)
-    assert (gold.source, gold.agent_name, gold.step_index, gold.created_by) == ("annotator", "Checker", 2, owner)
+    assert (gold.source, gold.agent_name, gold.step_index, gold.created_by) == (
+        "annotator",
+        "Checker",
+        2,
+        owner,
+    )
 
     item = QueueItem.objects.get(queue=queue, trace=split)
     services.item_resolve(item=item, user=owner, step_index=4, agent_name="Coder", reason="step 4 broke it")
@@ -196,7 +227,9 @@ def test_unanimous_items_become_annotator_gold_and_disagreements_adjudicated_gol
     assert (label.source, label.agent_name, label.step_index) == ("adjudicated", "Coder", 4)
     # Changing one's mind replaces the decision instead of adding a second gold label.
     services.item_resolve(item=item, user=owner, step_index=1)
-    assert list(GoldLabel.objects.filter(trace=split).values_list("step_index", "agent_name")) == [(1, "Coder")]
+    assert list(GoldLabel.objects.filter(trace=split).values_list("step_index", "agent_name")) == [
+        (1, "Coder")
+    ]
     assert {row.state for row in selectors.adjudication_rows(queue=queue)} == {"resolved"}
 
 
@@ -209,7 +242,8 @@ def test_resolved_items_are_not_offered_to_more_annotators(project, owner, make_
 
 
 def test_the_agreement_report_counts_pairs_alpha_and_judge_versus_human(
-        project, owner, make_trace, make_verdict, ann, bob):
+    project, owner, make_trace, make_verdict, ann, bob
+):
     traces = [make_trace(steps=8) for _ in range(3)]
     queue = _queue(project, owner, overlap=2, step_tolerance=1)
     for user, steps in ((ann, (2, 5, 7)), (bob, (2, 6, 1))):

@@ -20,9 +20,17 @@ def _client(user) -> Client:
 
 
 def _create_queue(client, project, **extra):
-    data = {"name": "Triage", "source": "no_gold", "limit": 100, "overlap": 2, "assignment": "anyone",
-            "taxonomy": "agent_error_taxonomy", "step_tolerance": 1, "instructions": "Blame the first wrong step.",
-            **extra}
+    data = {
+        "name": "Triage",
+        "source": "no_gold",
+        "limit": 100,
+        "overlap": 2,
+        "assignment": "anyone",
+        "taxonomy": "agent_error_taxonomy",
+        "step_tolerance": 1,
+        "instructions": "Blame the first wrong step.",
+        **extra,
+    }
     return client.post(reverse("annotations:queue_list", args=[project.slug]), data)
 
 
@@ -32,11 +40,21 @@ def _label_next(client, queue, step, agent="", category="", reason=""):
     url = response["Location"]
     page = client.get(url)
     assert page.status_code == 200
-    return client.post(url, {"step_index": step, "agent_name": agent, "category": category, "reason": reason,
-                             "lead_time_ms": 4200})
+    return client.post(
+        url,
+        {
+            "step_index": step,
+            "agent_name": agent,
+            "category": category,
+            "reason": reason,
+            "lead_time_ms": 4200,
+        },
+    )
 
 
-def test_two_annotators_label_agreement_shows_it_and_an_owner_adjudicates(project, owner, make_trace, ann, bob):
+def test_two_annotators_label_agreement_shows_it_and_an_owner_adjudicates(
+    project, owner, make_trace, ann, bob
+):
     agreed, split = make_trace(steps=8), make_trace(steps=8)
     owner_client, ann_client, bob_client = _client(owner), _client(ann), _client(bob)
     assert _create_queue(owner_client, project).status_code == 302
@@ -63,17 +81,27 @@ def test_two_annotators_label_agreement_shows_it_and_an_owner_adjudicates(projec
     assert GoldLabel.objects.get(trace=agreed).source == "annotator"
 
     item = QueueItem.objects.get(queue=queue, trace=split)
-    response = owner_client.post(reverse("annotations:adjudicate_item", args=[item.pk]),
-                                 {"step_index": 6, "agent_name": "", "category": "", "reason": "bob is right"})
+    response = owner_client.post(
+        reverse("annotations:adjudicate_item", args=[item.pk]),
+        {"step_index": 6, "agent_name": "", "category": "", "reason": "bob is right"},
+    )
     assert response.status_code == 302
     gold = GoldLabel.objects.get(trace=split)
-    assert (gold.source, gold.agent_name, gold.step_index, gold.created_by) == ("adjudicated", "Planner", 6, owner)
+    assert (gold.source, gold.agent_name, gold.step_index, gold.created_by) == (
+        "adjudicated",
+        "Planner",
+        6,
+        owner,
+    )
     # The trace page now shows the adjudicated label.
-    assert "adjudicated" in owner_client.get(reverse("tracing:trace_detail", args=[split.pk])).content.decode()
+    assert (
+        "adjudicated" in owner_client.get(reverse("tracing:trace_detail", args=[split.pk])).content.decode()
+    )
 
 
 def test_viewers_cannot_label_or_create_queues_and_annotators_cannot_adjudicate(
-        project, owner, make_trace, viewer, ann):
+    project, owner, make_trace, viewer, ann
+):
     make_trace()
     queue = services.queue_create(project=project, user=owner, name="Q", source="no_gold")
     viewer_client = _client(viewer)
@@ -81,7 +109,9 @@ def test_viewers_cannot_label_or_create_queues_and_annotators_cannot_adjudicate(
     assert viewer_client.get(reverse("annotations:agreement", args=[queue.pk])).status_code == 200
     assert _create_queue(viewer_client, project, name="Mine").status_code == 403
     copy = services.annotation_claim(queue=queue, user=owner)
-    assert viewer_client.post(reverse("annotations:label", args=[copy.pk]), {"step_index": 0}).status_code == 403
+    assert (
+        viewer_client.post(reverse("annotations:label", args=[copy.pk]), {"step_index": 0}).status_code == 403
+    )
     assert _client(ann).get(reverse("annotations:adjudication", args=[queue.pk])).status_code == 403
 
 
@@ -107,11 +137,14 @@ def test_someone_elses_copy_sends_you_to_your_own(project, owner, make_trace, an
 
 
 def test_the_labelling_page_shows_verdicts_unless_blind_and_escapes_trace_text(
-        project, owner, make_trace, make_verdict, ann):
+    project, owner, make_trace, make_verdict, ann
+):
     trace = make_trace(content="<script>alert(1)</script>")
     make_verdict(trace, "heuristic", "Coder", 1)
     open_queue = services.queue_create(project=project, user=owner, name="open", source="no_gold")
-    blind_queue = services.queue_create(project=project, user=owner, name="blind", source="no_gold", blind=True)
+    blind_queue = services.queue_create(
+        project=project, user=owner, name="blind", source="no_gold", blind=True
+    )
     client = _client(ann)
     page = client.get(reverse("annotations:queue_next", args=[open_queue.pk]), follow=True).content.decode()
     assert "heuristic blames this step" in page and "What the methods say" in page
@@ -156,7 +189,9 @@ def test_a_trace_list_search_becomes_a_queue_from_a_prefilled_link(project, owne
     assert queue.filter == {"limit": 100, "q": traces[2].name, "gold": "no", "format": ""}
 
 
-def test_an_owner_changes_a_live_queues_settings_and_a_larger_overlap_adds_copies(client, project, owner, make_user):
+def test_an_owner_changes_a_live_queues_settings_and_a_larger_overlap_adds_copies(
+    client, project, owner, make_user
+):
     from django.urls import reverse
 
     from annotations import services as queue_services
@@ -165,19 +200,34 @@ def test_an_owner_changes_a_live_queues_settings_and_a_larger_overlap_adds_copie
     from tracing.models import Role
     from tracing.services import membership_set
 
-    import_now(project, incoming_path(sample_file("Hand-Crafted")), incoming_path(sample_file("Algorithm-Generated")))
-    queue = queue_services.queue_create(project=project, user=owner, name="Q1", source="search", filter={"q": ""},
-                                        overlap=1)
+    import_now(
+        project, incoming_path(sample_file("Hand-Crafted")), incoming_path(sample_file("Algorithm-Generated"))
+    )
+    queue = queue_services.queue_create(
+        project=project, user=owner, name="Q1", source="search", filter={"q": ""}, overlap=1
+    )
     queue_services.queue_create(project=project, user=owner, name="Other", source="search", filter={"q": ""})
     url = reverse("annotations:queue_edit", args=[queue.pk])
     client.force_login(owner)
     assert client.get(url).status_code == 200
-    form = {"name": "Renamed", "instructions": "Look at tool calls first.", "overlap": "2", "assignment": "anyone",
-            "step_tolerance": "2", "lease_minutes": "10", "blind": "on"}
+    form = {
+        "name": "Renamed",
+        "instructions": "Look at tool calls first.",
+        "overlap": "2",
+        "assignment": "anyone",
+        "step_tolerance": "2",
+        "lease_minutes": "10",
+        "blind": "on",
+    }
     assert client.post(url, form).status_code == 302
     queue.refresh_from_db()
-    assert (queue.name, queue.overlap, queue.blind, queue.step_tolerance, queue.lease_seconds) == \
-        ("Renamed", 2, True, 2, 600)
+    assert (queue.name, queue.overlap, queue.blind, queue.step_tolerance, queue.lease_seconds) == (
+        "Renamed",
+        2,
+        True,
+        2,
+        600,
+    )
     assert Annotation.objects.filter(queue=queue).count() == 2 * queue.items.count()
     shrink = client.post(url, {**form, "overlap": "1"})
     assert shrink.status_code == 400 and b"can grow but not shrink" in shrink.content

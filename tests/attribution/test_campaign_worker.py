@@ -30,14 +30,17 @@ def test_a_sandbox_campaign_runs_on_the_worker(project, celery_worker):
     services.sandbox_clean_runs_generate(project=project, runs=3, seed=60)
     ids = list(Trace.objects.filter(project=project).values_list("pk", flat=True))
     campaign = services.campaign_create(project=project, trace_ids=ids, faults_per_trace=2)
-    done = wait_for(lambda: InjectionCampaign.objects.filter(pk=campaign.pk, status=CampaignStatus.SUCCEEDED).first(),
-                    timeout=60)
+    done = wait_for(
+        lambda: InjectionCampaign.objects.filter(pk=campaign.pk, status=CampaignStatus.SUCCEEDED).first(),
+        timeout=60,
+    )
     assert done.done == done.total == 6 and done.kept >= 1
     assert Trace.objects.filter(project=project, provenance=Provenance.INJECTED).count() == done.kept
 
 
 def test_a_campaign_survives_a_worker_killed_mid_campaign_without_repeating_finished_replays(
-        project, celery_worker, slow_system):
+    project, celery_worker, slow_system
+):
     traces = [real_trace(project, f"crew/run-{i}") for i in range(5)]
     use_hook(project, slow_system)
     campaign = services.campaign_create(project=project, trace_ids=[t.pk for t in traces], faults_per_trace=4)
@@ -46,8 +49,14 @@ def test_a_campaign_survives_a_worker_killed_mid_campaign_without_repeating_fini
     finished_before = set(ReplayRecord.objects.filter(campaign=campaign).values_list("trace_id", "key"))
     assert len(finished_before) < 20, "the campaign finished before the kill: make replays slower"
     celery_worker.start()
-    done = wait_for(lambda: InjectionCampaign.objects.filter(pk=campaign.pk).exclude(
-        status__in=[CampaignStatus.QUEUED, CampaignStatus.RUNNING]).first(), timeout=120)
+    done = wait_for(
+        lambda: (
+            InjectionCampaign.objects.filter(pk=campaign.pk)
+            .exclude(status__in=[CampaignStatus.QUEUED, CampaignStatus.RUNNING])
+            .first()
+        ),
+        timeout=120,
+    )
 
     assert done.status == CampaignStatus.SUCCEEDED, done.stop_reason or done.error
     assert done.done == done.total == 20
@@ -55,8 +64,14 @@ def test_a_campaign_survives_a_worker_killed_mid_campaign_without_repeating_fini
     # Every replay is recorded once; the hook saw each injection at most twice (only the one in flight at the
     # kill can be asked again), and a replay finished before the kill was never asked for again.
     assert ReplayRecord.objects.filter(campaign=campaign).count() == 20
-    asked = Counter((r["json"]["trace"]["id"], r["json"]["corrections"][0]["index"],
-                     r["json"]["corrections"][0]["content"]) for r in slow_system.requests)
+    asked = Counter(
+        (
+            r["json"]["trace"]["id"],
+            r["json"]["corrections"][0]["index"],
+            r["json"]["corrections"][0]["content"],
+        )
+        for r in slow_system.requests
+    )
     assert sum(n - 1 for n in asked.values()) <= 1, asked
     kept = Injection.objects.filter(campaign=campaign, status=InjectionStatus.KEPT)
     cases = Trace.objects.filter(project=project, provenance=Provenance.INJECTED)

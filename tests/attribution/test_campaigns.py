@@ -40,9 +40,15 @@ class System(Hook):
         name = payload["trace"]["name"]
         broken = self.recorded.get(f"{name}:{first['index']}") != first["content"]
         answer = "wrong" if broken else payload["trace"]["ground_truth"]
-        return {"continuation": [{"agent": first["agent"], "kind": "message", "content": first["content"]},
-                                 {"agent": "writer", "kind": "message", "content": f"FINAL ANSWER: {answer}"}],
-                "outcome": "failure" if broken else "success", "final_answer": answer, "cost_usd": self.cost}
+        return {
+            "continuation": [
+                {"agent": first["agent"], "kind": "message", "content": first["content"]},
+                {"agent": "writer", "kind": "message", "content": f"FINAL ANSWER: {answer}"},
+            ],
+            "outcome": "failure" if broken else "success",
+            "final_answer": answer,
+            "cost_usd": self.cost,
+        }
 
 
 @pytest.fixture
@@ -53,39 +59,70 @@ def system():
 
 def real_trace(project, name: str = "crew/run-1") -> Trace:
     steps = [
-        ParsedStep(speaker="user", agent=None, kind="human", content="How many moons has Mars? Answer with a number."),
-        ParsedStep(speaker="planner", agent="planner", kind="message", content="Researcher, find how many moons Mars has."),
-        ParsedStep(speaker="researcher", agent="researcher", kind="tool_call",
-                   content='search({"query": "Mars moons", "limit": 3})', tool_name="search"),
-        ParsedStep(speaker="search", agent=None, kind="tool_result", content="Mars has 2 moons: Phobos and Deimos."),
+        ParsedStep(
+            speaker="user", agent=None, kind="human", content="How many moons has Mars? Answer with a number."
+        ),
+        ParsedStep(
+            speaker="planner",
+            agent="planner",
+            kind="message",
+            content="Researcher, find how many moons Mars has.",
+        ),
+        ParsedStep(
+            speaker="researcher",
+            agent="researcher",
+            kind="tool_call",
+            content='search({"query": "Mars moons", "limit": 3})',
+            tool_name="search",
+        ),
+        ParsedStep(
+            speaker="search", agent=None, kind="tool_result", content="Mars has 2 moons: Phobos and Deimos."
+        ),
         ParsedStep(speaker="researcher", agent="researcher", kind="message", content="Mars has 2 moons."),
         ParsedStep(speaker="writer", agent="writer", kind="message", content="FINAL ANSWER: 2"),
     ]
-    parsed = ParsedTrace(name=name, source_format="crewai", steps=steps, question="How many moons has Mars?",
-                         ground_truth="2", outcome="succeeded",
-                         agents=[ParsedAgent("planner", "You plan."), ParsedAgent("researcher", "You research."),
-                                 ParsedAgent("writer", "You write the answer.")])
+    parsed = ParsedTrace(
+        name=name,
+        source_format="crewai",
+        steps=steps,
+        question="How many moons has Mars?",
+        ground_truth="2",
+        outcome="succeeded",
+        agents=[
+            ParsedAgent("planner", "You plan."),
+            ParsedAgent("researcher", "You research."),
+            ParsedAgent("writer", "You write the answer."),
+        ],
+    )
     return tracing_services.trace_create_from_parsed(project=project, upload=None, ordinal=0, parsed=parsed)
 
 
 def use_hook(project, system: System) -> None:
-    ProjectLlmSettings.objects.update_or_create(project=project, defaults={
-        "replay_hook_url": system.url, "timeout_seconds": 10, "max_retries": 1})
+    ProjectLlmSettings.objects.update_or_create(
+        project=project, defaults={"replay_hook_url": system.url, "timeout_seconds": 10, "max_retries": 1}
+    )
 
 
 def test_a_sandbox_campaign_keeps_only_the_faults_that_break_the_run_labelled_at_the_fault(project):
     services.sandbox_clean_runs_generate(project=project, runs=4, seed=10)
     origins = list(Trace.objects.filter(project=project, outcome="succeeded"))
     assert len(origins) == 4
-    campaign = services.campaign_create(project=project, trace_ids=[t.pk for t in origins], faults_per_trace=3,
-                                        seed=0, enqueue=False)
+    campaign = services.campaign_create(
+        project=project, trace_ids=[t.pk for t in origins], faults_per_trace=3, seed=0, enqueue=False
+    )
     campaign = services.campaign_execute_inline(campaign=campaign)
 
     assert campaign.status == CampaignStatus.SUCCEEDED
     assert campaign.total == 12 and campaign.done == 12 and campaign.replays == 12
-    kept = list(Injection.objects.filter(campaign=campaign, status=InjectionStatus.KEPT).select_related("result_trace"))
+    kept = list(
+        Injection.objects.filter(campaign=campaign, status=InjectionStatus.KEPT).select_related(
+            "result_trace"
+        )
+    )
     assert kept and campaign.kept == len(kept)
-    assert Injection.objects.filter(campaign=campaign, status=InjectionStatus.DISCARDED).count() == 12 - len(kept)
+    assert Injection.objects.filter(campaign=campaign, status=InjectionStatus.DISCARDED).count() == 12 - len(
+        kept
+    )
     for injection in kept:
         case = injection.result_trace
         assert case.derived_from_id == injection.origin_id and case.provenance == Provenance.INJECTED
@@ -95,8 +132,9 @@ def test_a_sandbox_campaign_keeps_only_the_faults_that_break_the_run_labelled_at
         assert (gold.agent_name, gold.step_index) == (injection.agent_name, injection.step_index)
         assert gold.category == injection.category
     # The counterfactual method finds every injected step exactly on the kept cases.
-    run = services.run_create(project=project, method="counterfactual",
-                              trace_ids=[i.result_trace_id for i in kept], enqueue=False)
+    run = services.run_create(
+        project=project, method="counterfactual", trace_ids=[i.result_trace_id for i in kept], enqueue=False
+    )
     services.run_execute_inline(run=run)
     for verdict in Verdict.objects.filter(run=run).select_related("trace"):
         gold = GoldLabel.objects.get(trace=verdict.trace)
@@ -106,16 +144,22 @@ def test_a_sandbox_campaign_keeps_only_the_faults_that_break_the_run_labelled_at
 def test_planning_again_or_rerunning_a_campaign_never_duplicates_cases(project):
     services.sandbox_clean_runs_generate(project=project, runs=2, seed=3)
     ids = list(Trace.objects.filter(project=project).values_list("pk", flat=True))
-    first = services.campaign_execute_inline(campaign=services.campaign_create(
-        project=project, trace_ids=ids, faults_per_trace=2, seed=0, enqueue=False))
+    first = services.campaign_execute_inline(
+        campaign=services.campaign_create(
+            project=project, trace_ids=ids, faults_per_trace=2, seed=0, enqueue=False
+        )
+    )
     services.campaign_plan(campaign=first)
     assert Injection.objects.filter(campaign=first).count() == first.total == 4
     cases = Trace.objects.filter(project=project, provenance=Provenance.INJECTED).count()
     assert cases == first.kept
     for injection in Injection.objects.filter(campaign=first):
         services.injection_execute(injection_id=injection.pk)  # a re-delivered task: nothing changes
-    second = services.campaign_execute_inline(campaign=services.campaign_create(
-        project=project, trace_ids=ids, faults_per_trace=2, seed=0, enqueue=False))
+    second = services.campaign_execute_inline(
+        campaign=services.campaign_create(
+            project=project, trace_ids=ids, faults_per_trace=2, seed=0, enqueue=False
+        )
+    )
     assert second.kept == first.kept
     assert Trace.objects.filter(project=project, provenance=Provenance.INJECTED).count() == cases
 
@@ -123,8 +167,11 @@ def test_planning_again_or_rerunning_a_campaign_never_duplicates_cases(project):
 def test_a_replay_budget_stops_the_campaign_cleanly_and_skips_the_rest(project):
     services.sandbox_clean_runs_generate(project=project, runs=3, seed=20)
     ids = list(Trace.objects.filter(project=project).values_list("pk", flat=True))
-    campaign = services.campaign_execute_inline(campaign=services.campaign_create(
-        project=project, trace_ids=ids, faults_per_trace=3, max_replays=4, enqueue=False))
+    campaign = services.campaign_execute_inline(
+        campaign=services.campaign_create(
+            project=project, trace_ids=ids, faults_per_trace=3, max_replays=4, enqueue=False
+        )
+    )
     assert campaign.status == CampaignStatus.STOPPED
     assert "replay budget of 4" in campaign.stop_reason
     assert campaign.replays == 4 == ReplayRecord.objects.filter(campaign=campaign).count()
@@ -153,8 +200,11 @@ def test_a_cancelled_campaign_skips_what_it_had_not_started(project):
 def test_a_real_trace_is_broken_through_the_replay_hook_with_offline_perturbations(project, system):
     trace = real_trace(project)
     use_hook(project, system)
-    campaign = services.campaign_execute_inline(campaign=services.campaign_create(
-        project=project, trace_ids=[trace.pk], faults_per_trace=3, seed=1, max_cost=1, enqueue=False))
+    campaign = services.campaign_execute_inline(
+        campaign=services.campaign_create(
+            project=project, trace_ids=[trace.pk], faults_per_trace=3, seed=1, max_cost=1, enqueue=False
+        )
+    )
     assert campaign.status == CampaignStatus.SUCCEEDED and campaign.total == 3
     assert len(system.requests) == 3
     assert float(campaign.cost) == pytest.approx(0.03)
@@ -164,8 +214,9 @@ def test_a_real_trace_is_broken_through_the_replay_hook_with_offline_perturbatio
         case = injection.result_trace
         view = trace_view(case)
         assert view.steps[injection.step_index].content == injection.faulty != injection.original
-        assert [s.content for s in view.steps[: injection.step_index]] == \
-            [s.content for s in trace_view(trace).steps[: injection.step_index]]
+        assert [s.content for s in view.steps[: injection.step_index]] == [
+            s.content for s in trace_view(trace).steps[: injection.step_index]
+        ]
         assert view.steps[-1].content == "FINAL ANSWER: wrong"
         gold = GoldLabel.objects.get(trace=case)
         assert gold.source == LabelSource.INJECTED and gold.step_index == injection.step_index
@@ -176,16 +227,27 @@ def test_a_real_trace_is_broken_through_the_replay_hook_with_offline_perturbatio
 def test_a_cost_budget_stops_a_hook_campaign(project, system):
     traces = [real_trace(project, f"crew/run-{i}") for i in range(3)]
     use_hook(project, system)
-    campaign = services.campaign_execute_inline(campaign=services.campaign_create(
-        project=project, trace_ids=[t.pk for t in traces], faults_per_trace=2, max_cost=0.025, enqueue=False))
+    campaign = services.campaign_execute_inline(
+        campaign=services.campaign_create(
+            project=project,
+            trace_ids=[t.pk for t in traces],
+            faults_per_trace=2,
+            max_cost=0.025,
+            enqueue=False,
+        )
+    )
     assert campaign.status == CampaignStatus.STOPPED and "cost budget" in campaign.stop_reason
-    assert len(system.requests) == campaign.replays == 3  # the third replay crossed the limit; no fourth started
+    assert (
+        len(system.requests) == campaign.replays == 3
+    )  # the third replay crossed the limit; no fourth started
 
 
 def test_a_finished_replay_is_read_back_not_run_again(project, system):
     trace = real_trace(project)
     use_hook(project, system)
-    campaign = services.campaign_create(project=project, trace_ids=[trace.pk], faults_per_trace=1, enqueue=False)
+    campaign = services.campaign_create(
+        project=project, trace_ids=[trace.pk], faults_per_trace=1, enqueue=False
+    )
     services.campaign_claim(campaign_id=campaign.pk)
     services.campaign_plan(campaign=campaign)
     injection = Injection.objects.get(campaign=campaign)
@@ -232,28 +294,39 @@ def test_a_counterfactual_search_resumed_after_a_crash_reads_its_finished_replay
         def replay(self, *args, **kwargs):
             raise AssertionError("a finished replay was run again")
 
-    result = get_method("counterfactual").run(trace_view(trace), replayer=NoReplays(),
-                                              store=services.RunReplayStore(run, trace))
+    result = get_method("counterfactual").run(
+        trace_view(trace), replayer=NoReplays(), store=services.RunReplayStore(run, trace)
+    )
     assert result.step == verdict.step_index
 
 
 def test_the_campaign_pages(owner_client, client, project, make_user, django_capture_on_commit_callbacks):
     services.sandbox_clean_runs_generate(project=project, runs=2, seed=50)
     page = owner_client.get(reverse("attribution:campaign_list", args=[project.slug]))
-    assert page.status_code == 200 and b"Start campaign" in page.content and b"2 successful traces" in page.content
+    assert (
+        page.status_code == 200
+        and b"Start campaign" in page.content
+        and b"2 successful traces" in page.content
+    )
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        response = owner_client.post(reverse("attribution:campaign_list", args=[project.slug]),
-                                     {"q": "sandbox", "faults_per_trace": "2", "seed": "0", "writer": "perturb"})
+        response = owner_client.post(
+            reverse("attribution:campaign_list", args=[project.slug]),
+            {"q": "sandbox", "faults_per_trace": "2", "seed": "0", "writer": "perturb"},
+        )
     assert response.status_code == 302 and len(callbacks) == 1
     campaign = InjectionCampaign.objects.get(project=project)
     services.campaign_execute_inline(campaign=campaign)
     detail = owner_client.get(reverse("attribution:campaign_detail", args=[campaign.pk])).content.decode()
     assert "Finished" in detail and "kept" in detail
     injection = Injection.objects.filter(campaign=campaign).exclude(status="pending").first()
-    inspector = owner_client.get(reverse("attribution:injection_inspector", args=[injection.pk])).content.decode()
+    inspector = owner_client.get(
+        reverse("attribution:injection_inspector", args=[injection.pk])
+    ).content.decode()
     assert "fault injected here" in inspector and injection.fault_kind in inspector
-    bad = owner_client.post(reverse("attribution:campaign_list", args=[project.slug]),
-                            {"q": "no such trace", "faults_per_trace": "2", "seed": "0", "writer": "perturb"})
+    bad = owner_client.post(
+        reverse("attribution:campaign_list", args=[project.slug]),
+        {"q": "no such trace", "faults_per_trace": "2", "seed": "0", "writer": "perturb"},
+    )
     assert bad.status_code == 400 and b"no successful traces" in bad.content
 
     stranger = make_user("stranger")
@@ -264,8 +337,13 @@ def test_the_campaign_pages(owner_client, client, project, make_user, django_cap
     Membership.objects.create(project=project, user=viewer, role=Role.VIEWER)
     client.force_login(viewer)
     assert client.get(reverse("attribution:campaign_detail", args=[campaign.pk])).status_code == 200
-    assert client.post(reverse("attribution:campaign_list", args=[project.slug]),
-                       {"faults_per_trace": "1", "seed": "0", "writer": "perturb"}).status_code == 403
+    assert (
+        client.post(
+            reverse("attribution:campaign_list", args=[project.slug]),
+            {"faults_per_trace": "1", "seed": "0", "writer": "perturb"},
+        ).status_code
+        == 403
+    )
     assert client.post(reverse("attribution:campaign_detail", args=[campaign.pk])).status_code == 403
 
 
@@ -273,34 +351,48 @@ def test_untrusted_step_text_is_escaped_in_the_injection_inspector(owner_client,
     trace = real_trace(project)
     from tracing.models import Step
 
-    Step.objects.filter(trace=trace, index=1).update(content='<script>alert(1)</script> find 12 moons')
+    Step.objects.filter(trace=trace, index=1).update(content="<script>alert(1)</script> find 12 moons")
     use_hook(project, system)
-    campaign = services.campaign_execute_inline(campaign=services.campaign_create(
-        project=project, trace_ids=[trace.pk], faults_per_trace=5, enqueue=False))
+    campaign = services.campaign_execute_inline(
+        campaign=services.campaign_create(
+            project=project, trace_ids=[trace.pk], faults_per_trace=5, enqueue=False
+        )
+    )
     injection = Injection.objects.filter(campaign=campaign, step_index=1).first()
     assert injection is not None
     page = owner_client.get(reverse("attribution:injection_inspector", args=[injection.pk])).content.decode()
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;" in page
 
 
-def test_the_kept_cases_of_a_campaign_are_attributed_from_its_page(owner_client, project,
-                                                                  django_capture_on_commit_callbacks):
+def test_the_kept_cases_of_a_campaign_are_attributed_from_its_page(
+    owner_client, project, django_capture_on_commit_callbacks
+):
     from attribution.models import AttributionRun
 
     services.sandbox_clean_runs_generate(project=project, runs=2, seed=70)
-    campaign = services.campaign_execute_inline(campaign=services.campaign_create(
-        project=project, trace_ids=list(Trace.objects.filter(project=project).values_list("pk", flat=True)),
-        faults_per_trace=2, enqueue=False))
+    campaign = services.campaign_execute_inline(
+        campaign=services.campaign_create(
+            project=project,
+            trace_ids=list(Trace.objects.filter(project=project).values_list("pk", flat=True)),
+            faults_per_trace=2,
+            enqueue=False,
+        )
+    )
     assert campaign.kept
     page = owner_client.get(reverse("attribution:campaign_detail", args=[campaign.pk])).content.decode()
     assert "Attribute the kept cases" in page
     with django_capture_on_commit_callbacks(execute=False):
-        response = owner_client.post(reverse("attribution:campaign_detail", args=[campaign.pk]),
-                                     {"attribute": "1", "method": "counterfactual", "with_ground_truth": "on"})
+        response = owner_client.post(
+            reverse("attribution:campaign_detail", args=[campaign.pk]),
+            {"attribute": "1", "method": "counterfactual", "with_ground_truth": "on"},
+        )
     run = AttributionRun.objects.get(project=project)
     assert response["Location"] == reverse("attribution:run_detail", args=[run.pk])
-    kept = set(Injection.objects.filter(campaign=campaign, result_trace__isnull=False)
-               .values_list("result_trace_id", flat=True))
+    kept = set(
+        Injection.objects.filter(campaign=campaign, result_trace__isnull=False).values_list(
+            "result_trace_id", flat=True
+        )
+    )
     assert set(run.trace_ids) == kept and run.method == "counterfactual"
     campaign.refresh_from_db()
     assert campaign.status == CampaignStatus.SUCCEEDED  # attributing does not cancel

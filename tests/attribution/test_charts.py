@@ -5,16 +5,32 @@ from __future__ import annotations
 from attribution.charts import LABEL_CHARS, LABEL_W, PLOT_W, ROW_H, VALUE_W, accuracy_chart
 
 ROWS = [
-    {"label": "heuristic", "agent": 0.5, "agent_ci": [0.25, 0.75], "step": 0.2, "step_ci": [0.05, 0.45], "n": 12,
-     "muted": False},
-    {"label": "tiny", "agent": 1.0, "agent_ci": [0.2, 1.0], "step": 0.0, "step_ci": [0.0, 0.8], "n": 1,
-     "muted": True},
+    {
+        "label": "heuristic",
+        "agent": 0.5,
+        "agent_ci": [0.25, 0.75],
+        "step": 0.2,
+        "step_ci": [0.05, 0.45],
+        "n": 12,
+        "muted": False,
+    },
+    {
+        "label": "tiny",
+        "agent": 1.0,
+        "agent_ci": [0.2, 1.0],
+        "step": 0.0,
+        "step_ci": [0.0, 0.8],
+        "n": 1,
+        "muted": True,
+    },
 ]
-BASELINES = [{"label": "most blamed agent", "agent": 0.4, "step": None},
-             {"label": "commonest step", "agent": None, "step": 0.1}]
+BASELINES = [
+    {"label": "most blamed agent", "agent": 0.4, "step": None},
+    {"label": "commonest step", "agent": None, "step": 0.1},
+]
 
 
-def _panel(chart, figure):  # type: ignore[no-untyped-def]
+def _panel(chart, figure):
     return next(p for p in chart["panels"] if p["figure"] == figure)
 
 

@@ -31,7 +31,11 @@ def test_finds_the_injected_step_and_agent_on_50_seeds():
         index, step = faulty.fired()[0]
         result = METHOD.run(view)
         assert (result.step, result.agent) == (index, step.agent), (view.name, step.fault)
-        assert result.scores[index] == 1.0 and sum(result.scores) == 1.0 and len(result.scores) == len(view.steps)
+        assert (
+            result.scores[index] == 1.0
+            and sum(result.scores) == 1.0
+            and len(result.scores) == len(view.steps)
+        )
         assert result.details["replays"][-1]["outcome"] == "success"
         replays.append(len(result.details["replays"]))
         steps.append(len(view.steps))
@@ -81,14 +85,24 @@ class _OnlyAlone:
         if budget is not None:
             budget.charge()
         outcome = "success" if set(corrections) == {4} else "failure"
-        return ReplayResult(continuation=[{"index": min(corrections), "content": "..."}], outcome=outcome,
-                            final_answer="")
+        return ReplayResult(
+            continuation=[{"index": min(corrections), "content": "..."}], outcome=outcome, final_answer=""
+        )
 
 
 def _stub_trace() -> TraceView:
-    steps = tuple(StepView(index=i, agent="a" if i % 2 else "b", kind="message", content=f"m{i}") for i in range(8))
-    return TraceView(trace_id=0, name="stub", question="q", ground_truth="x", outcome="failed", steps=steps,
-                     agents=("b", "a"))
+    steps = tuple(
+        StepView(index=i, agent="a" if i % 2 else "b", kind="message", content=f"m{i}") for i in range(8)
+    )
+    return TraceView(
+        trace_id=0,
+        name="stub",
+        question="q",
+        ground_truth="x",
+        outcome="failed",
+        steps=steps,
+        agents=("b", "a"),
+    )
 
 
 def test_falls_back_to_a_scan_when_the_outcome_is_not_monotone():
@@ -111,8 +125,17 @@ def test_benchmark_command_reports_its_keys_and_meets_the_targets():
     out = StringIO()
     call_command("sandbox_benchmark", "--runs", "60", "--seed", "2", "--json", stdout=out)
     report = json.loads(out.getvalue())
-    for key in ("runs", "injected", "step_accuracy", "agent_accuracy", "mean_steps", "mean_replays",
-                "scan_mean_replays", "heuristic_step_accuracy", "heuristic_agent_accuracy"):
+    for key in (
+        "runs",
+        "injected",
+        "step_accuracy",
+        "agent_accuracy",
+        "mean_steps",
+        "mean_replays",
+        "scan_mean_replays",
+        "heuristic_step_accuracy",
+        "heuristic_agent_accuracy",
+    ):
         assert key in report
     assert report["runs"] == 60 and 0 < report["injected"] <= 60
     assert report["step_accuracy"] >= 0.98
@@ -140,8 +163,9 @@ def test_sandbox_generate_keeps_broken_runs_labelled_as_injected_and_counterfact
     assert traces and len(traces) <= 6  # the second call added nothing
     assert all(t.provenance == "injected" and t.outcome == "failed" for t in traces)
     assert GoldLabel.objects.filter(trace__in=traces, source="injected").count() == len(traces)
-    run = attribution_services.run_create(project=project, method="counterfactual",
-                                          trace_ids=[t.pk for t in traces], enqueue=False)
+    run = attribution_services.run_create(
+        project=project, method="counterfactual", trace_ids=[t.pk for t in traces], enqueue=False
+    )
     attribution_services.run_execute_inline(run=run)
     for verdict in Verdict.objects.filter(run=run).select_related("trace"):
         gold = verdict.trace.gold_labels.get()

@@ -6,25 +6,72 @@ import pytest
 
 from attribution.evaluation import Record, baselines, score, scorer_step_match, wilson
 
-KEYS = {"n", "agent_accuracy", "step_accuracy", "joint_accuracy", "intervals", "step_accuracy_within",
-        "scorer_compatible", "baselines", "calls", "tokens", "cost"}
+KEYS = {
+    "n",
+    "agent_accuracy",
+    "step_accuracy",
+    "joint_accuracy",
+    "intervals",
+    "step_accuracy_within",
+    "scorer_compatible",
+    "baselines",
+    "calls",
+    "tokens",
+    "cost",
+}
 BASELINES = {"majority", "first", "last", "random", "random_blamed"}
 
 
 def _records() -> list[Record]:
     return [
         # right agent, right step
-        Record("WebSurfer", 4, "WebSurfer", 4, n_steps=10, agents=("Orchestrator", "WebSurfer"), calls=1,
-               tokens=100, cost=0.01),
+        Record(
+            "WebSurfer",
+            4,
+            "WebSurfer",
+            4,
+            n_steps=10,
+            agents=("Orchestrator", "WebSurfer"),
+            calls=1,
+            tokens=100,
+            cost=0.01,
+        ),
         # right agent, step off by 10, yet the released scorer counts it ("2" is in "12")
-        Record("websurfer", 12, "WebSurfer", 2, n_steps=20, agents=("Orchestrator", "WebSurfer", "human"),
-               calls=3, tokens=300, cost=0.03),
+        Record(
+            "websurfer",
+            12,
+            "WebSurfer",
+            2,
+            n_steps=20,
+            agents=("Orchestrator", "WebSurfer", "human"),
+            calls=3,
+            tokens=300,
+            cost=0.03,
+        ),
         # wrong agent, step off by 3
-        Record("Orchestrator", 6, "WebSurfer", 3, n_steps=8, agents=("Orchestrator", "WebSurfer"), calls=2,
-               tokens=200, cost=0.02),
+        Record(
+            "Orchestrator",
+            6,
+            "WebSurfer",
+            3,
+            n_steps=8,
+            agents=("Orchestrator", "WebSurfer"),
+            calls=2,
+            tokens=200,
+            cost=0.02,
+        ),
         # wrong agent, step off by 5
-        Record("Coder", 0, "Verifier", 5, n_steps=20, agents=("Coder", "Verifier", "Terminal", "Planner"),
-               calls=2, tokens=400, cost=0.04),
+        Record(
+            "Coder",
+            0,
+            "Verifier",
+            5,
+            n_steps=20,
+            agents=("Coder", "Verifier", "Terminal", "Planner"),
+            calls=2,
+            tokens=400,
+            cost=0.04,
+        ),
     ]
 
 
@@ -51,8 +98,18 @@ def test_the_scorer_compatible_figures_follow_the_released_who_and_when_scorer()
     assert compatible["step"] == 0.5  # "2" in "12" counts, as the released scorer counts it
 
 
-@pytest.mark.parametrize(("pred", "gold", "counted"), [(1, 1, True), (12, 1, True), (12, 2, True), (21, 1, True),
-                                                       (3, 13, False), (0, 10, False), (10, 0, True)])
+@pytest.mark.parametrize(
+    ("pred", "gold", "counted"),
+    [
+        (1, 1, True),
+        (12, 1, True),
+        (12, 2, True),
+        (21, 1, True),
+        (3, 13, False),
+        (0, 10, False),
+        (10, 0, True),
+    ],
+)
 def test_the_released_scorer_counts_a_step_when_the_gold_digits_appear_in_the_prediction(pred, gold, counted):
     assert scorer_step_match(pred, gold) is counted
 
@@ -67,8 +124,11 @@ def test_the_majority_baseline_is_fitted_on_the_other_records_never_on_the_one_i
     majority = score(_records())["baselines"]["majority"]
     assert majority["agent"] == 0.75  # WebSurfer is gold in three of four: each is right by the other three
     assert majority["step"] == 0.0  # every gold step differs: the others never name it
-    skewed = [Record("a", 0, "a", 5, n_steps=9, agents=("a",)), Record("a", 0, "a", 5, n_steps=9, agents=("a",)),
-              Record("a", 0, "b", 1, n_steps=9, agents=("a", "b"))]
+    skewed = [
+        Record("a", 0, "a", 5, n_steps=9, agents=("a",)),
+        Record("a", 0, "a", 5, n_steps=9, agents=("a",)),
+        Record("a", 0, "b", 1, n_steps=9, agents=("a", "b")),
+    ]
     # Left out, an "a"/5 record sees "a"/5 and "b"/1: the agent tie goes to "a" (right), the step tie to the
     # smaller step 1 (wrong); the "b"/1 record sees only "a"/5 (wrong twice).
     assert (baselines(skewed)["majority"]["agent"], baselines(skewed)["majority"]["step"]) == (0.6667, 0.0)
@@ -87,10 +147,32 @@ def test_a_baseline_computed_on_the_scored_set_could_not_fail_and_is_not_what_we
 
 
 def test_first_and_last_action_baselines_read_the_traces_own_ends():
-    records = [Record("", 0, "a", 1, n_steps=5, agents=("a", "b"), first_agent="a", first_step=1, last_agent="b",
-                      last_step=4),
-               Record("", 0, "b", 4, n_steps=5, agents=("a", "b"), first_agent="a", first_step=1, last_agent="b",
-                      last_step=4)]
+    records = [
+        Record(
+            "",
+            0,
+            "a",
+            1,
+            n_steps=5,
+            agents=("a", "b"),
+            first_agent="a",
+            first_step=1,
+            last_agent="b",
+            last_step=4,
+        ),
+        Record(
+            "",
+            0,
+            "b",
+            4,
+            n_steps=5,
+            agents=("a", "b"),
+            first_agent="a",
+            first_step=1,
+            last_agent="b",
+            last_step=4,
+        ),
+    ]
     b = baselines(records)
     assert (b["first"]["agent"], b["first"]["step"]) == (0.5, 0.5)
     assert (b["last"]["agent"], b["last"]["step"]) == (0.5, 0.5)
@@ -103,8 +185,10 @@ def test_random_among_ever_blamed_agents_narrows_the_pick_to_agents_blamed_in_tr
     assert b["random"]["agent"] == 0.3333 and b["random_blamed"]["agent"] == 1.0
 
 
-@pytest.mark.parametrize(("hits", "n", "low", "high"), [(0, 10, 0.0, 0.2775), (10, 10, 0.7225, 1.0),
-                                                        (5, 10, 0.2366, 0.7634), (50, 100, 0.4038, 0.5962)])
+@pytest.mark.parametrize(
+    ("hits", "n", "low", "high"),
+    [(0, 10, 0.0, 0.2775), (10, 10, 0.7225, 1.0), (5, 10, 0.2366, 0.7634), (50, 100, 0.4038, 0.5962)],
+)
 def test_wilson_intervals_match_the_published_formula(hits, n, low, high):
     assert wilson(hits, n) == [low, high]
 
@@ -125,19 +209,28 @@ def test_spend_is_averaged_per_trace():
 
 
 def test_accuracies_are_fractions_rounded_to_four_decimals():
-    records = [Record("a", 1, "a", 1, n_steps=3, agents=("a", "b", "c"))] + \
-              [Record("a", 1, "b", 2, n_steps=3, agents=("a", "b", "c"))] * 2
+    records = [Record("a", 1, "a", 1, n_steps=3, agents=("a", "b", "c"))] + [
+        Record("a", 1, "b", 2, n_steps=3, agents=("a", "b", "c"))
+    ] * 2
     result = score(records)
     assert result["agent_accuracy"] == 0.3333
     assert (result["baselines"]["random"]["agent"], result["baselines"]["random"]["step"]) == (0.3333, 0.3333)
-    for value in (result["agent_accuracy"], result["step_accuracy"], result["joint_accuracy"],
-                  *result["step_accuracy_within"].values(), *result["scorer_compatible"].values()):
+    for value in (
+        result["agent_accuracy"],
+        result["step_accuracy"],
+        result["joint_accuracy"],
+        *result["step_accuracy_within"].values(),
+        *result["scorer_compatible"].values(),
+    ):
         assert 0.0 <= value <= 1.0
 
 
 def test_a_missing_verdict_counts_as_wrong_even_for_the_lenient_figures():
     # pred_step -1 is 1 away from gold step 0, and "1" is a substring of "-1": neither may count.
-    records = [Record("", -1, "a", 0, n_steps=5, agents=("a",)), Record("", -1, "a", 1, n_steps=5, agents=("a",))]
+    records = [
+        Record("", -1, "a", 0, n_steps=5, agents=("a",)),
+        Record("", -1, "a", 1, n_steps=5, agents=("a",)),
+    ]
     result = score(records)
     assert result["step_accuracy"] == result["joint_accuracy"] == 0.0
     assert result["step_accuracy_within"] == {"1": 0.0, "3": 0.0, "5": 0.0}

@@ -14,31 +14,54 @@ from tracing.models import Agent, GoldLabel, Step, Trace
 
 pytestmark = pytest.mark.django_db
 
-BASELINE_WORDS = ["most blamed agent / commonest step (fitted on other traces)", "first agent action",
-                  "last agent action", "random acting agent", "random among ever-blamed agents"]
+BASELINE_WORDS = [
+    "most blamed agent / commonest step (fitted on other traces)",
+    "first agent action",
+    "last agent action",
+    "random acting agent",
+    "random among ever-blamed agents",
+]
 
 
-def make_traces(project, n: int, *, start: int = 0, gold_agent: str = "Coder") -> list[Trace]:  # type: ignore[no-untyped-def]
+def make_traces(project, n: int, *, start: int = 0, gold_agent: str = "Coder") -> list[Trace]:
     """Labelled five-step traces: Planner acts at steps 0, 2 and 4, Coder at 1 and 3. Two in three are blamed on
     Coder at step 3, the rest on Planner at step 4 (so the last-action baseline is right on a third)."""
     traces = []
     for i in range(start, start + n):
-        trace = Trace.objects.create(project=project, name=f"task-{i}", source_format="who_and_when",
-                                     external_id=f"task-{i}", step_count=5, agent_count=2)
+        trace = Trace.objects.create(
+            project=project,
+            name=f"task-{i}",
+            source_format="who_and_when",
+            external_id=f"task-{i}",
+            step_count=5,
+            agent_count=2,
+        )
         planner = Agent.objects.create(trace=trace, name="Planner", position=0, step_count=3)
         coder = Agent.objects.create(trace=trace, name=gold_agent, position=1, step_count=2)
-        Step.objects.bulk_create([Step(trace=trace, index=j, agent=coder if j % 2 else planner, content=f"step {j}")
-                                  for j in range(5)])
+        Step.objects.bulk_create(
+            [
+                Step(trace=trace, index=j, agent=coder if j % 2 else planner, content=f"step {j}")
+                for j in range(5)
+            ]
+        )
         blamed = (gold_agent, 3) if i % 3 else ("Planner", 4)
         GoldLabel.objects.create(trace=trace, agent_name=blamed[0], step_index=blamed[1])
         traces.append(trace)
     return traces
 
 
-def make_run(project, method: str, traces: list[Trace], *, right: int, status: str = "succeeded") -> AttributionRun:  # type: ignore[no-untyped-def]
+def make_run(
+    project, method: str, traces: list[Trace], *, right: int, status: str = "succeeded"
+) -> AttributionRun:
     """A finished run whose verdicts match the gold label (agent and step) on its first ``right`` traces."""
-    run = AttributionRun.objects.create(project=project, method=method, status=status, total=len(traces),
-                                        done=len(traces), trace_ids=[t.pk for t in traces])
+    run = AttributionRun.objects.create(
+        project=project,
+        method=method,
+        status=status,
+        total=len(traces),
+        done=len(traces),
+        trace_ids=[t.pk for t in traces],
+    )
     verdicts = []
     for i, trace in enumerate(traces):
         gold = trace.gold_labels.get()
@@ -48,7 +71,7 @@ def make_run(project, method: str, traces: list[Trace], *, right: int, status: s
     return run
 
 
-def page(client, project, **params: str) -> str:  # type: ignore[no-untyped-def]
+def page(client, project, **params: str) -> str:
     response = client.get(reverse("attribution:evaluation", args=[project.slug]), params)
     assert response.status_code == 200
     return response.content.decode()
@@ -69,7 +92,7 @@ def test_the_chart_draws_each_figure_with_its_95_percent_interval(owner_client, 
     assert f'75.0% <tspan class="chart-interval">({100 * lo:.1f}–{100 * hi:.1f}%)</tspan>' in chart
     assert f"heuristic: agent accuracy 75.0% (95% interval {100 * lo:.1f}–{100 * hi:.1f}%), n=12" in chart
     assert all(f">{tick}</text>" in chart for tick in ("0%", "50%", "100%"))
-    assert "best trivial baseline" in chart and "class=\"chart-baseline\"" in chart
+    assert "best trivial baseline" in chart and 'class="chart-baseline"' in chart
     # The table carries the same interval, for the agent, step and joint figures.
     assert body.count(f"{100 * lo:.1f}%–{100 * hi:.1f}%") >= 3
 
@@ -81,7 +104,9 @@ def test_all_five_baselines_appear_in_plain_words_with_intervals(owner_client, p
         assert f"baseline: {words}" in body
     # Leave-one-out, every trace's most blamed agent is Coder (8 of 12), and the last action is right on the other 4.
     lo, hi = wilson(8, 12)
-    assert f"66.7%</strong><span class=\"ci\" title=\"Wilson 95% interval\">{100 * lo:.1f}%–{100 * hi:.1f}%" in body
+    assert (
+        f'66.7%</strong><span class="ci" title="Wilson 95% interval">{100 * lo:.1f}%–{100 * hi:.1f}%' in body
+    )
     assert "most blamed agent 66.7%" in chart_of(body)  # the strongest agent baseline, drawn as a dashed line
     assert "majority baseline" not in body
 
@@ -115,7 +140,7 @@ def test_without_a_ten_trace_run_the_largest_is_listed_apart_and_is_never_the_sc
     main, single = body.split('<h2 id="single-trace-runs">Single-trace runs</h2>', 1)
     assert "only a single-trace run (n=3" in main and f"run #{largest.pk}" not in main
     assert "accuracy-chart" not in main and "confusion-matrix" not in main  # no chart, no score
-    assert f"run #{largest.pk}</a>" in single and "<td class=\"num\">3</td>" in single
+    assert f"run #{largest.pk}</a>" in single and '<td class="num">3</td>' in single
 
 
 def test_a_three_trace_run_is_listed_apart_from_a_twelve_trace_run_with_lower_accuracy(owner_client, project):
@@ -143,7 +168,10 @@ def test_ranked_methods_go_by_step_accuracy_then_agent(owner_client, project):
     make_run(project, "hybrid", traces, right=8)
     make_run(project, "schema_guided", traces, right=6)
     assert [r["method"] for r in selectors.evaluation_comparison(project=project, split="all")] == [
-        "hybrid", "schema_guided", "heuristic"]
+        "hybrid",
+        "schema_guided",
+        "heuristic",
+    ]
 
 
 def test_hostile_method_and_agent_names_are_escaped(owner_client, project):
@@ -157,8 +185,9 @@ def test_hostile_method_and_agent_names_are_escaped(owner_client, project):
     assert "?method=%3Cscript%3Ealert%28%27m%27%29%3C/script%3E" in body
 
 
-def test_the_page_costs_the_same_queries_whatever_the_number_of_runs(owner_client, project,
-                                                                     django_assert_max_num_queries):
+def test_the_page_costs_the_same_queries_whatever_the_number_of_runs(
+    owner_client, project, django_assert_max_num_queries
+):
     traces = make_traces(project, 12)
     make_run(project, "heuristic", traces, right=6)
     make_run(project, "hybrid", traces, right=3)
@@ -205,13 +234,17 @@ def test_the_confusion_matrix_counts_gold_against_predicted_agents(owner_client,
 
 def test_the_step_error_histogram_bins_predicted_minus_gold(owner_client, project):
     traces = make_traces(project, 12)
-    run = make_run(project, "heuristic", traces, right=6)  # wrong ones say step 0: -3 (Coder's) or -4 (Planner's)
+    run = make_run(
+        project, "heuristic", traces, right=6
+    )  # wrong ones say step 0: -3 (Coder's) or -4 (Planner's)
     Verdict.objects.filter(run=run, trace=traces[11]).update(status="failed", step_index=None, agent_name="")
     body = page(owner_client, project, method="heuristic")
     histogram = body.split('<figure class="eval-chart step-histogram">', 1)[1].split("</figure>", 1)[0]
     assert "predicted − gold = 0: 6 verdicts" in histogram
     # i=6..10 wrong: 6 and 9 are Planner's (4 → 0), 7, 8, 10 Coder's (3 → 0); i=11 gave no verdict.
-    assert "predicted − gold = -3: 3 verdicts" in histogram and "predicted − gold = -4: 2 verdicts" in histogram
+    assert (
+        "predicted − gold = -3: 3 verdicts" in histogram and "predicted − gold = -4: 2 verdicts" in histogram
+    )
     assert "1 without a step" in histogram
 
 
@@ -223,8 +256,9 @@ def test_hostile_agent_names_in_the_error_pictures_are_escaped(owner_client, pro
     assert "<b onmouseover" not in body and "&lt;b onmouseover=alert(1)&gt;x&lt;/b&gt;" in matrix
 
 
-def test_the_page_costs_the_same_queries_with_ten_times_the_traces(owner_client, project,
-                                                                  django_assert_max_num_queries):
+def test_the_page_costs_the_same_queries_with_ten_times_the_traces(
+    owner_client, project, django_assert_max_num_queries
+):
     traces = make_traces(project, 12)
     make_run(project, "heuristic", traces, right=6)
     make_run(project, "hybrid", traces[:1], right=1)

@@ -19,8 +19,16 @@ TRAIL_FILES = sorted(TRAIL_DIR.rglob("*.trace.json"))
 
 def _trace(*steps: StepView, question: str = "", prompts: dict[str, str] | None = None) -> TraceView:
     agents = tuple(dict.fromkeys(s.agent for s in steps if s.agent))
-    return TraceView(trace_id=1, name="hand-made", question=question, ground_truth="", outcome="failed",
-                     steps=steps, agents=agents, system_prompts=prompts or {})
+    return TraceView(
+        trace_id=1,
+        name="hand-made",
+        question=question,
+        ground_truth="",
+        outcome="failed",
+        steps=steps,
+        agents=agents,
+        system_prompts=prompts or {},
+    )
 
 
 def _step(index: int, agent: str, content: str, kind: str = "message", **extra) -> StepView:
@@ -63,7 +71,9 @@ def test_a_later_step_that_repeats_a_distinctive_token_uses_the_step_that_first_
     assert graph.edges[2, 3]["via"] == "693494"
     assert "uses" in _kinds(graph, 2, 3)
     assert graph.edges[2, 5]["kind"] == "uses" and graph.edges[2, 5]["via"] == "693494"
-    assert not graph.has_edge(3, 5) or "uses" not in _kinds(graph, 3, 5)  # only the first appearance is a source
+    assert not graph.has_edge(3, 5) or "uses" not in _kinds(
+        graph, 3, 5
+    )  # only the first appearance is a source
     # 'Oslo' and 2020 are in the question: given, not produced by any step, so they link nothing.
     assert not any(d.get("via") in ("Oslo", "2020") for _, _, d in graph.edges(data=True))
 
@@ -83,15 +93,28 @@ def test_the_explanation_names_the_token_and_the_step_it_came_from():
 
 
 def test_distinctive_tokens_are_numbers_urls_quotes_files_and_code_like_names():
-    text = ('He said "hello world", it\'s 5,200,000 or 3.14 (not 7). See https://x.org/a_b. '
-            "Open data.csv with my_var and camelCase; plain words like because stay out, so does 2020.")
-    assert list(tokens_of(text)) == ["hello world", "5200000", "3.14", "https://x.org/a_b", "data.csv", "my_var",
-                                     "camelCase", "2020"]
+    text = (
+        'He said "hello world", it\'s 5,200,000 or 3.14 (not 7). See https://x.org/a_b. '
+        "Open data.csv with my_var and camelCase; plain words like because stay out, so does 2020."
+    )
+    assert list(tokens_of(text)) == [
+        "hello world",
+        "5200000",
+        "3.14",
+        "https://x.org/a_b",
+        "data.csv",
+        "my_var",
+        "camelCase",
+        "2020",
+    ]
 
 
 def test_a_token_in_a_system_prompt_links_nothing():
-    trace = _trace(_step(0, "a", "use tool_alpha now"), _step(1, "b", "tool_alpha done"),
-                   prompts={"a": "You may call tool_alpha."})
+    trace = _trace(
+        _step(0, "a", "use tool_alpha now"),
+        _step(1, "b", "tool_alpha done"),
+        prompts={"a": "You may call tool_alpha."},
+    )
     assert not build_graph(trace).has_edge(0, 1) or "uses" not in _kinds(build_graph(trace), 0, 1)
 
 
@@ -103,14 +126,27 @@ def test_a_token_repeated_in_most_of_a_long_trace_is_background_and_links_nothin
 
 def test_the_agent_graph_counts_steps_hand_overs_and_addressed_messages():
     drawn = agent_graph(HAND_MADE)
-    assert drawn["nodes"] == [{"agent": "planner", "steps": 3}, {"agent": "coder", "steps": 1},
-                              {"agent": "terminal", "steps": 1}, {"agent": "checker", "steps": 1}]
+    assert drawn["nodes"] == [
+        {"agent": "planner", "steps": 3},
+        {"agent": "coder", "steps": 1},
+        {"agent": "terminal", "steps": 1},
+        {"agent": "checker", "steps": 1},
+    ]
     edges = {(e["source"], e["target"]): e for e in drawn["edges"]}
-    assert edges["planner", "coder"] == {"source": "planner", "target": "coder", "handovers": 1, "addressed": 1,
-                                         "count": 2}
+    assert edges["planner", "coder"] == {
+        "source": "planner",
+        "target": "coder",
+        "handovers": 1,
+        "addressed": 1,
+        "count": 2,
+    }
     assert edges["checker", "planner"]["handovers"] == 1
-    assert set(edges) == {("planner", "coder"), ("coder", "terminal"), ("terminal", "checker"),
-                          ("checker", "planner")}
+    assert set(edges) == {
+        ("planner", "coder"),
+        ("coder", "terminal"),
+        ("terminal", "checker"),
+        ("checker", "planner"),
+    }
 
 
 def _import(project, path: Path, name: str) -> TraceView:
@@ -127,7 +163,9 @@ def test_the_graph_of_an_imported_who_and_when_run_links_terminal_output_and_reu
     trace = _import(project, path, f"{subset}/{path.name}")
     started = time.monotonic()
     graph = build_graph(trace)
-    assert time.monotonic() - started < 2.0  # tokens are indexed once: a long run takes a fraction of a second
+    assert (
+        time.monotonic() - started < 2.0
+    )  # tokens are indexed once: a long run takes a fraction of a second
     assert graph.number_of_nodes() == len(trace.steps)
     kinds = {k for _, _, d in graph.edges(data=True) for k in d["kinds"]}
     assert {"order", "uses"} <= kinds
@@ -137,7 +175,9 @@ def test_the_graph_of_an_imported_who_and_when_run_links_terminal_output_and_reu
             assert data["via"] in set(tokens_of(trace.steps[target].content))
             assert data["via"] in set(tokens_of(trace.steps[source].content))
     for result in (s for s in trace.steps if s.kind == "tool_result" and s.index > 0):
-        producers = [j for j in graph.predecessors(result.index) if "parent" in graph.edges[j, result.index]["kinds"]]
+        producers = [
+            j for j in graph.predecessors(result.index) if "parent" in graph.edges[j, result.index]["kinds"]
+        ]
         assert producers and trace.steps[producers[0]].kind != "tool_result"
     last = len(trace.steps) - 1
     assert all(i < last for i in ancestors(graph, last))

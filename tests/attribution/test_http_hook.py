@@ -42,7 +42,12 @@ class Hook:
         return {
             "continuation": [
                 {"agent": first["agent"], "kind": "message", "content": first["content"]},
-                {"agent": "calculator", "kind": "tool_call", "content": f"calc({answer})", "tool_name": "calc"},
+                {
+                    "agent": "calculator",
+                    "kind": "tool_call",
+                    "content": f"calc({answer})",
+                    "tool_name": "calc",
+                },
                 {"agent": "calculator", "kind": "tool_result", "content": answer, "tool_name": "calc"},
                 {"agent": "planner", "kind": "message", "content": f"FINAL ANSWER: {answer}"},
             ],
@@ -66,8 +71,9 @@ def _handler(hook: Hook):
             except ValueError:
                 payload = None
             with hook.lock:
-                hook.requests.append({"path": self.path, "headers": dict(self.headers), "body": raw,
-                                      "json": payload})
+                hook.requests.append(
+                    {"path": self.path, "headers": dict(self.headers), "body": raw, "json": payload}
+                )
                 step = hook.script.popleft() if hook.script else {}
             if step.get("delay"):
                 time.sleep(step["delay"])
@@ -101,7 +107,7 @@ class QuietServer(ThreadingHTTPServer):
 
 
 @contextlib.contextmanager
-def serving(state: Hook, path: str = "/culprit/replay"):  # type: ignore[no-untyped-def]
+def serving(state: Hook, path: str = "/culprit/replay"):
     """Run ``state`` as a real HTTP server on 127.0.0.1 for the block; ``state.url`` is its hook URL."""
     server = QuietServer(("127.0.0.1", 0), _handler(state))
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -125,14 +131,28 @@ def hook():
 def trace():
     steps = (
         StepView(0, "planner", "message", "Find the population of Arbel.", speaker="planner"),
-        StepView(1, "researcher", "tool_call", "lookup(Arbel, population)", speaker="researcher", tool_name="lookup"),
+        StepView(
+            1,
+            "researcher",
+            "tool_call",
+            "lookup(Arbel, population)",
+            speaker="researcher",
+            tool_name="lookup",
+        ),
         StepView(2, "", "tool_result", "Arbel: 120000", tool_name="lookup"),
         StepView(3, "researcher", "message", "Arbel has 210000 people.", speaker="researcher"),
         StepView(4, "planner", "message", "FINAL ANSWER: 210000", speaker="planner"),
     )
-    return TraceView(trace_id=7, name="demo/run-7", question="What is the population of Arbel?",
-                     ground_truth="120000", outcome="failure", steps=steps,
-                     agents=("planner", "researcher"), system_prompts={"planner": "You plan."})
+    return TraceView(
+        trace_id=7,
+        name="demo/run-7",
+        question="What is the population of Arbel?",
+        ground_truth="120000",
+        outcome="failure",
+        steps=steps,
+        agents=("planner", "researcher"),
+        system_prompts={"planner": "You plan."},
+    )
 
 
 def replayer(hook: Hook, **kwargs) -> HttpHookReplayer:
@@ -141,10 +161,13 @@ def replayer(hook: Hook, **kwargs) -> HttpHookReplayer:
     return HttpHookReplayer(hook.url, **kwargs)
 
 
-def test_a_replay_round_trip_sends_the_contract_with_the_auth_header_and_returns_the_continuation(hook, trace):
+def test_a_replay_round_trip_sends_the_contract_with_the_auth_header_and_returns_the_continuation(
+    hook, trace
+):
     budget = Budget(max_replays=5, max_cost=1.0)
-    result = replayer(hook, timeout=5).replay(trace, {3: "Arbel has 120000 people, the correct figure."},
-                                              budget=budget)
+    result = replayer(hook, timeout=5).replay(
+        trace, {3: "Arbel has 120000 people, the correct figure."}, budget=budget
+    )
 
     assert len(hook.requests) == 1
     sent = hook.requests[0]
@@ -226,20 +249,48 @@ def test_a_hook_that_stays_unavailable_fails_after_the_retries_naming_the_status
     assert len(hook.requests) == 3
 
 
-@pytest.mark.parametrize(("answer", "problem"), [
-    ({"body": b"<html>oops</html>"}, "not valid JSON"),
-    ({"body": b"[1, 2, 3]"}, "must be a JSON object"),
-    ({"json": {"continuation": [], "outcome": "success", "final_answer": "1", "cost_usd": "free"}}, "cost_usd"),
-    ({"json": {"continuation": [], "outcome": "success", "final_answer": 120000, "cost_usd": 0}}, "final_answer"),
-    ({"json": {"continuation": [], "outcome": "maybe", "final_answer": "1", "cost_usd": 0}}, "outcome"),
-    ({"json": {"continuation": [{"agent": "a", "kind": "shout", "content": "x"}], "outcome": "failure",
-               "final_answer": "1", "cost_usd": 0}}, "continuation.0.kind"),
-    ({"json": {"continuation": "none", "outcome": "failure", "final_answer": "1", "cost_usd": 0}}, "continuation"),
-    ({"json": {"outcome": "failure", "final_answer": "1", "cost_usd": 0}}, "continuation: Field required"),
-    ({"json": {"continuation": [], "outcome": "failure", "final_answer": "1", "cost_usd": -1}}, "cost_usd"),
-])
+@pytest.mark.parametrize(
+    ("answer", "problem"),
+    [
+        ({"body": b"<html>oops</html>"}, "not valid JSON"),
+        ({"body": b"[1, 2, 3]"}, "must be a JSON object"),
+        (
+            {"json": {"continuation": [], "outcome": "success", "final_answer": "1", "cost_usd": "free"}},
+            "cost_usd",
+        ),
+        (
+            {"json": {"continuation": [], "outcome": "success", "final_answer": 120000, "cost_usd": 0}},
+            "final_answer",
+        ),
+        ({"json": {"continuation": [], "outcome": "maybe", "final_answer": "1", "cost_usd": 0}}, "outcome"),
+        (
+            {
+                "json": {
+                    "continuation": [{"agent": "a", "kind": "shout", "content": "x"}],
+                    "outcome": "failure",
+                    "final_answer": "1",
+                    "cost_usd": 0,
+                }
+            },
+            "continuation.0.kind",
+        ),
+        (
+            {"json": {"continuation": "none", "outcome": "failure", "final_answer": "1", "cost_usd": 0}},
+            "continuation",
+        ),
+        (
+            {"json": {"outcome": "failure", "final_answer": "1", "cost_usd": 0}},
+            "continuation: Field required",
+        ),
+        (
+            {"json": {"continuation": [], "outcome": "failure", "final_answer": "1", "cost_usd": -1}},
+            "cost_usd",
+        ),
+    ],
+)
 def test_a_response_that_breaks_the_contract_is_a_replay_error_naming_the_problem_and_is_not_retried(
-        hook, trace, answer, problem):
+    hook, trace, answer, problem
+):
     hook.script.append(answer)
     with pytest.raises(ReplayError) as caught:
         replayer(hook).replay(trace, {3: "correct"})
@@ -260,7 +311,9 @@ def test_a_client_error_or_plain_server_error_is_not_retried(hook, trace, status
     with pytest.raises(ReplayError) as caught:
         replayer(hook).replay(trace, {3: "correct"})
     # The status, never the body: a hook URL pointed at some internal page must not show that page in a verdict.
-    assert f"the hook answered HTTP {status}" in str(caught.value) and "unknown trace" not in str(caught.value)
+    assert f"the hook answered HTTP {status}" in str(caught.value) and "unknown trace" not in str(
+        caught.value
+    )
     assert len(hook.requests) == 1
 
 
@@ -284,7 +337,9 @@ def test_a_refused_connection_is_retried_and_then_reported(trace):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with pytest.raises(ReplayError, match="could not connect.*gave up after 2 attempts"):
-        HttpHookReplayer(f"http://127.0.0.1:{port}/hook", retries=1, backoff=0.01).replay(trace, {3: "correct"})
+        HttpHookReplayer(f"http://127.0.0.1:{port}/hook", retries=1, backoff=0.01).replay(
+            trace, {3: "correct"}
+        )
 
 
 def test_the_auth_header_value_never_appears_in_an_error_message(hook, trace):
@@ -325,7 +380,10 @@ def test_corrections_outside_the_trace_are_refused_without_a_request(hook, trace
 def test_the_backoff_doubles_from_half_a_second_and_urls_are_shown_without_credentials():
     assert backoff_delays(3) == [0.5, 1.0, 2.0]
     assert backoff_delays(0) == []
-    assert redact_url("https://u:p@hooks.example.com:8443/replay?token=x") == "https://hooks.example.com:8443/replay"
+    assert (
+        redact_url("https://u:p@hooks.example.com:8443/replay?token=x")
+        == "https://hooks.example.com:8443/replay"
+    )
     with pytest.raises(ValueError):
         HttpHookReplayer("ftp://example.com/hook")
 
@@ -337,19 +395,38 @@ def test_the_contract_publishes_json_schemas_for_the_openapi_document():
     assert set(response["required"]) == {"continuation", "outcome", "final_answer", "cost_usd"}
     assert response["properties"]["outcome"]["enum"] == list(contract.OUTCOMES)
     components = contract.openapi_components()
-    assert {"ReplayRequest", "ProposeRequest", "ReplayResponse", "ProposeResponse", "ContinuationStep"} <= set(
-        components)
+    assert {
+        "ReplayRequest",
+        "ProposeRequest",
+        "ReplayResponse",
+        "ProposeResponse",
+        "ContinuationStep",
+    } <= set(components)
     assert "#/components/schemas/" in json.dumps(components["ReplayResponse"])
-    assert set(contract.STEP_KINDS) == {"message", "thought", "llm_call", "tool_call", "tool_result", "human", "system"}
+    assert set(contract.STEP_KINDS) == {
+        "message",
+        "thought",
+        "llm_call",
+        "tool_call",
+        "tool_result",
+        "human",
+        "system",
+    }
 
 
 @pytest.mark.django_db
 def test_the_hook_contract_is_published_in_the_openapi_document(client):
     schema = client.get("/api/openapi.json").json()
     hook = schema["webhooks"]["replayHook"]["post"]
-    assert {"$ref": "#/components/schemas/ReplayRequest"} in hook["requestBody"]["content"]["application/json"][
-        "schema"]["oneOf"]
+    assert {"$ref": "#/components/schemas/ReplayRequest"} in hook["requestBody"]["content"][
+        "application/json"
+    ]["schema"]["oneOf"]
     components = schema["components"]["schemas"]
     for name in ("ReplayRequest", "ProposeRequest", "ReplayResponse", "ProposeResponse", "ContinuationStep"):
         assert name in components, name
-    assert set(components["ReplayResponse"]["properties"]) >= {"continuation", "outcome", "final_answer", "cost_usd"}
+    assert set(components["ReplayResponse"]["properties"]) >= {
+        "continuation",
+        "outcome",
+        "final_answer",
+        "cost_usd",
+    }

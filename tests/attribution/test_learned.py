@@ -86,28 +86,46 @@ def test_the_stored_model_is_plain_json_and_reloads_to_the_same_predictions(labe
         assert again.run(example.view).step == model.run(example.view).step
 
 
-@pytest.mark.parametrize("bad", [
-    None, [], "weights", {"format": "culprit-attributor"},
-    {"format": "pickle", "data": "gASV"},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        None,
+        [],
+        "weights",
+        {"format": "culprit-attributor"},
+        {"format": "pickle", "data": "gASV"},
+    ],
+)
 def test_anything_but_the_documented_arrays_is_refused(bad):
     with pytest.raises(ModelFormatError):
         Attributor.from_dict(bad)
 
 
 def test_wrong_shapes_non_finite_values_and_another_feature_set_are_refused():
-    model = Attributor(mean=np.zeros(len(DENSE)), scale=np.ones(len(DENSE)),
-                       weights=np.zeros(len(DENSE) + len(EVIDENCE) + 2**14),
-                       priors=LabelPriors.fit([Label(agent="planner", step=3, rank=1)]))
+    model = Attributor(
+        mean=np.zeros(len(DENSE)),
+        scale=np.ones(len(DENSE)),
+        weights=np.zeros(len(DENSE) + len(EVIDENCE) + 2**14),
+        priors=LabelPriors.fit([Label(agent="planner", step=3, rank=1)]),
+    )
     good = json.loads(json.dumps(model.to_dict()))
     assert Attributor.from_dict(good).priors.agents == {"planner": 1}
-    for change in ({"weights": good["weights"][:-1]}, {"weights": [float("nan")] * len(good["weights"])},
-                   {"scale": [0.0] * len(DENSE)}, {"feature_set": "steps-v1"}, {"dense": ["x"]},
-                   {"agent_rule": "os.system"}, {"agent_weights": [1.0]},
-                   {"agent_weights": [float("inf")] * len(good["agent_weights"])},
-                   {"priors": {"n": 1, "agents": {"planner": 5}}}, {"priors": {"n": 1, "steps": {"-1": 1}}},
-                   {"priors": {"n": 1, "steps": {"10000": 1}}}, {"priors": {"n": 1, "agents": {"x" * 500: 1}}},
-                   {"priors": {"n": -1}}, {"priors": "counts"}):
+    for change in (
+        {"weights": good["weights"][:-1]},
+        {"weights": [float("nan")] * len(good["weights"])},
+        {"scale": [0.0] * len(DENSE)},
+        {"feature_set": "steps-v1"},
+        {"dense": ["x"]},
+        {"agent_rule": "os.system"},
+        {"agent_weights": [1.0]},
+        {"agent_weights": [float("inf")] * len(good["agent_weights"])},
+        {"priors": {"n": 1, "agents": {"planner": 5}}},
+        {"priors": {"n": 1, "steps": {"-1": 1}}},
+        {"priors": {"n": 1, "steps": {"10000": 1}}},
+        {"priors": {"n": 1, "agents": {"x" * 500: 1}}},
+        {"priors": {"n": -1}},
+        {"priors": "counts"},
+    ):
         with pytest.raises(ModelFormatError):
             Attributor.from_dict(good | change)
 
@@ -135,7 +153,9 @@ def test_training_as_a_job_writes_cross_validated_figures_and_a_summary(labelled
     assert lo <= row.cv["step_accuracy"] <= hi
     assert set(row.cv["baselines"]) == {"majority", "first", "last", "random", "random_blamed"}
     assert row.summary["strongest_features"] and row.summary["confusion"]["rows"]
-    assert attributor_train(model_id=row.pk).finished_at == row.finished_at  # a second delivery changes nothing
+    assert (
+        attributor_train(model_id=row.pk).finished_at == row.finished_at
+    )  # a second delivery changes nothing
     assert attributor_create(project=project, name="team", enqueue=False).version == 2
 
 
@@ -155,8 +175,17 @@ def test_unknown_label_sources_are_refused(project):
 @pytest.mark.django_db
 def test_train_attributor_prints_the_documented_json(labelled, project):
     out = io.StringIO()
-    call_command("train_attributor", "--project", project.name, "--name", "cli", "--sources", "imported", "--json",
-                 stdout=out)
+    call_command(
+        "train_attributor",
+        "--project",
+        project.name,
+        "--name",
+        "cli",
+        "--sources",
+        "imported",
+        "--json",
+        stdout=out,
+    )
     result = json.loads(out.getvalue())
     assert {"name", "version", "n_traces", "n_steps", "cv", "seconds"} <= set(result)
     assert {"agent_accuracy", "step_accuracy", "folds"} <= set(result["cv"])
@@ -171,8 +200,9 @@ def test_the_learned_method_uses_the_projects_default_model(labelled, project):
     attributor_make_default(model=row)
     settings = ProjectAttribution.objects.get(project=project)
     assert settings.default_method == "learned" and settings.attributor == row
-    run = services.run_create(project=project, method="learned", trace_ids=[t.pk for t in labelled[:3]],
-                              enqueue=False)
+    run = services.run_create(
+        project=project, method="learned", trace_ids=[t.pk for t in labelled[:3]], enqueue=False
+    )
     run = services.run_execute_inline(run=run)
     assert run.status == "succeeded" and run.failed == 0
     assert run.params["attributor"] == row.pk
@@ -187,7 +217,9 @@ def test_transfer_applies_a_model_of_another_project_with_baselines_fitted_there
     _import(target, FILES[-6:])
     row = attributor_train(model_id=attributor_create(project=source, name="shared", enqueue=False).pk)
     out = io.StringIO()
-    call_command("evaluate", "--project", "Target", "--method", "learned", "--model", "shared", "--json", stdout=out)
+    call_command(
+        "evaluate", "--project", "Target", "--method", "learned", "--model", "shared", "--json", stdout=out
+    )
     result = json.loads(out.getvalue())
     assert result["n"] == 6 and result["attributor"] == row.label
     assert result["training_projects"] == ["Source"] and "warning" not in result
@@ -201,7 +233,9 @@ def test_transfer_applies_a_model_of_another_project_with_baselines_fitted_there
 @pytest.mark.django_db
 def test_evaluate_cv_folds_by_trace_and_prints_every_learner_beside_baselines(labelled, project):
     out = io.StringIO()
-    call_command("evaluate", "--project", project.name, "--method", "learned", "--cv", "3", "--json", stdout=out)
+    call_command(
+        "evaluate", "--project", project.name, "--method", "learned", "--cv", "3", "--json", stdout=out
+    )
     result = json.loads(out.getvalue())
     assert result["folds"] == 3 and result["n"] == 12
     names = [m["method"] for m in result["methods"]]
@@ -216,7 +250,9 @@ def test_folds_keep_a_group_together_and_are_deterministic():
     from attribution.methods.base import TraceView
 
     def ex(i, group):
-        view = TraceView(trace_id=i, name="", question="", ground_truth="", outcome="failed", steps=(), agents=())
+        view = TraceView(
+            trace_id=i, name="", question="", ground_truth="", outcome="failed", steps=(), agents=()
+        )
         return Example(view=view, agent="a", step=0, group=group)
 
     examples = [ex(i, f"g{i // 3}") for i in range(30)]
@@ -246,8 +282,10 @@ def test_cross_validation_never_lets_a_learner_see_the_trace_it_scores(labelled,
 
 
 @pytest.mark.django_db
-def test_the_heuristic_is_calibrated_once_the_project_has_enough_labels_and_never_on_the_trace_itself(project):
-    traces = _import(project, FILES[:MIN_LABELS + 1])
+def test_the_heuristic_is_calibrated_once_the_project_has_enough_labels_and_never_on_the_trace_itself(
+    project,
+):
+    traces = _import(project, FILES[: MIN_LABELS + 1])
     calibration = calibration_refresh(project=project)
     assert calibration.n_labels == MIN_LABELS + 1
     described = calibration.describe()
@@ -274,8 +312,15 @@ def test_below_twenty_labels_the_built_in_priors_apply(project):
 def test_the_learned_method_without_a_model_explains_what_to_do():
     from attribution.methods.base import StepView, TraceView
 
-    view = TraceView(trace_id=1, name="", question="", ground_truth="", outcome="failed",
-                     steps=(StepView(index=0, agent="a", kind="message", content="hi"),), agents=("a",))
+    view = TraceView(
+        trace_id=1,
+        name="",
+        question="",
+        ground_truth="",
+        outcome="failed",
+        steps=(StepView(index=0, agent="a", kind="message", content="hi"),),
+        agents=("a",),
+    )
     with pytest.raises(MethodError, match="train one"):
         get_method("learned").run(view, llm=None)
 

@@ -47,7 +47,9 @@ def test_priors_round_trip_as_plain_counts():
 def _row(names: list[str], heuristic: str, majority: str, gold: str) -> tuple[list[str], np.ndarray, str]:
     x = np.zeros((len(names), len(agents.FEATURES)))
     for k, name in enumerate(names):
-        x[k, 0] = math.log(0.6 if name == heuristic else 0.4)  # the step probabilities agree with the heuristic
+        x[k, 0] = math.log(
+            0.6 if name == heuristic else 0.4
+        )  # the step probabilities agree with the heuristic
         x[k, 2] = float(name == heuristic)
         x[k, 3] = 0.0 if name == majority else -1.0
     return names, x, gold
@@ -55,7 +57,9 @@ def _row(names: list[str], heuristic: str, majority: str, gold: str) -> tuple[li
 
 def test_the_agent_rule_leaves_the_heuristic_only_for_a_clear_gain():
     names = ["planner", "coder"]
-    close = [_row(names, "coder", "planner", "coder")] * 10 + [_row(names, "coder", "planner", "planner")] * 11
+    close = [_row(names, "coder", "planner", "coder")] * 10 + [
+        _row(names, "coder", "planner", "planner")
+    ] * 11
     assert agents.select(close)[0] == "heuristic"  # 11 against 10: noise
     clear = [_row(names, "coder", "planner", "coder")] * 5 + [_row(names, "coder", "planner", "planner")] * 15
     rule, _, accuracy = agents.select(clear)
@@ -96,7 +100,9 @@ def test_the_step_rules_read_the_model_and_where_the_labels_sit():
     assert candidates[pick_step(candidates, probs, priors, "model")] == 1
     assert candidates[pick_step(candidates, probs, priors, "prior")] == 3
     assert candidates[pick_step(candidates, probs, priors, "blend")] == 3  # 0.3 x 5.5/6 beats 0.5 x 0.5/6
-    assert candidates[pick_step(candidates, probs, LabelPriors(), "prior")] == 1  # no labels: the model's order
+    assert (
+        candidates[pick_step(candidates, probs, LabelPriors(), "prior")] == 1
+    )  # no labels: the model's order
 
 
 @pytest.mark.django_db

@@ -22,7 +22,9 @@ def _labelled(project, n):
 
 
 def _finished(run):
-    return wait_for(lambda: AttributionRun.objects.filter(pk=run.pk, status=RunStatus.SUCCEEDED).first(), timeout=90)
+    return wait_for(
+        lambda: AttributionRun.objects.filter(pk=run.pk, status=RunStatus.SUCCEEDED).first(), timeout=90
+    )
 
 
 def test_a_worker_heuristic_run_uses_priors_calibrated_on_the_projects_labels(project, celery_worker):

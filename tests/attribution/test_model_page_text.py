@@ -12,7 +12,9 @@ from attribution.templatetags.attribution_extras import llm_method_names
 
 def test_the_llm_methods_are_joined_as_a_sentence():
     names = llm_method_names(all_methods())
-    assert names.count(" and ") == 1 and "(LLM)" not in names and ", )" not in names and not names.endswith(",")
+    assert (
+        names.count(" and ") == 1 and "(LLM)" not in names and ", )" not in names and not names.endswith(",")
+    )
     assert "Hybrid" in names and "Hybrid:" not in names and "Heuristic" not in names
 
 
@@ -36,11 +38,13 @@ def test_the_model_page_groups_its_fields_and_shows_their_errors_in_place(owner_
     page = owner_client.get(url).content.decode()
     legends = [part.split("</legend>")[0] for part in page.split("<legend>")[1:]]
     assert legends == ["Model &amp; endpoint", "Limits", "Prices", "Budgets", "Replay hook"]
-    limits = page[page.index("<legend>Limits</legend>"):page.index("<legend>Prices</legend>")]
+    limits = page[page.index("<legend>Limits</legend>") : page.index("<legend>Prices</legend>")]
     assert 'name="context_tokens"' in limits and 'name="max_output_tokens"' in limits
-    response = owner_client.post(url, {"model": "openai/x", "context_tokens": "100", "input_price_per_mtok": "1"})
+    response = owner_client.post(
+        url, {"model": "openai/x", "context_tokens": "100", "input_price_per_mtok": "1"}
+    )
     assert response.status_code == 400
     html = response.content.decode()
-    limits = html[html.index("<legend>Limits</legend>"):html.index("<legend>Prices</legend>")]
+    limits = html[html.index("<legend>Limits</legend>") : html.index("<legend>Prices</legend>")]
     assert 'class="field has-error"' in limits and "At least 256 tokens." in limits
     assert "Give both prices (input and output) or neither." in html

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 HOSTILE = '<script>alert("x")</script>'
 
 
-def list_url(project) -> str:  # type: ignore[no-untyped-def]
+def list_url(project) -> str:
     return f"/attribution/projects/{project.slug}/models/"
 
 
@@ -26,7 +26,7 @@ def model_url(model: AttributorModel, action: str = "") -> str:
     return f"/attribution/models/{model.pk}/" + (f"{action}/" if action else "")
 
 
-def labelled(project, n: int = 8) -> list[Trace]:  # type: ignore[no-untyped-def]
+def labelled(project, n: int = 8) -> list[Trace]:
     """``n`` imported Who&When traces, each with its imported gold label."""
     files = [p for p in whowhen_files() if p.parent.name == "Hand-Crafted"][:n] or whowhen_files()[:n]
     jobs = import_now(project, *(incoming_path(p, f"{p.parent.name}/{p.name}") for p in files))
@@ -34,7 +34,7 @@ def labelled(project, n: int = 8) -> list[Trace]:  # type: ignore[no-untyped-def
     return list(Trace.objects.filter(project=project, gold_labels__isnull=False).distinct())
 
 
-def train(project, name: str = "first", user=None) -> AttributorModel:  # type: ignore[no-untyped-def]
+def train(project, name: str = "first", user=None) -> AttributorModel:
     row = attributor_create(project=project, name=name, user=user, folds=3, enqueue=False)
     row = attributor_train(model_id=row.pk)
     assert row.status == AttributorStatus.SUCCEEDED, row.error
@@ -42,8 +42,8 @@ def train(project, name: str = "first", user=None) -> AttributorModel:  # type: 
 
 
 @pytest.fixture
-def member(make_user, project):  # type: ignore[no-untyped-def]
-    def make(role: str):  # type: ignore[no-untyped-def]
+def member(make_user, project):
+    def make(role: str):
         user = make_user(f"{role}-member")
         project.memberships.create(user=user, role=role)
         return user
@@ -52,7 +52,7 @@ def member(make_user, project):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def trained(project, owner) -> AttributorModel:  # type: ignore[no-untyped-def]
+def trained(project, owner) -> AttributorModel:
     traces = labelled(project)
     assert len(traces) >= 6
     # An agent named to break out of the page: its name reaches the confusion table through the labels.
@@ -62,9 +62,13 @@ def trained(project, owner) -> AttributorModel:  # type: ignore[no-untyped-def]
     return train(project, name=f"m {HOSTILE}", user=owner)
 
 
-def form_data(project, **overrides):  # type: ignore[no-untyped-def]
-    return {"name": "triage", "projects": [project.pk], "sources": ["imported", "annotator", "adjudicated"],
-            "folds": 4} | overrides
+def form_data(project, **overrides):
+    return {
+        "name": "triage",
+        "projects": [project.pk],
+        "sources": ["imported", "annotator", "adjudicated"],
+        "folds": 4,
+    } | overrides
 
 
 def test_a_contributor_trains_a_model_from_the_form_and_the_list_shows_it(client, project, member):
@@ -85,12 +89,15 @@ def test_a_contributor_trains_a_model_from_the_form_and_the_list_shows_it(client
 
 
 def test_the_train_form_refuses_an_empty_name_no_sources_and_a_project_one_is_not_a_member_of(
-        owner_client, project, make_project, make_user):
+    owner_client, project, make_project, make_user
+):
     foreign = make_project("Foreign", {make_user("stranger"): Role.OWNER})
-    for bad, field_error in (({"name": "  "}, "This field is required"),
-                             ({"sources": []}, "This field is required"),
-                             ({"projects": [project.pk, foreign.pk]}, "not one of the available choices"),
-                             ({"folds": 11}, "less than or equal to 10")):
+    for bad, field_error in (
+        ({"name": "  "}, "This field is required"),
+        ({"sources": []}, "This field is required"),
+        ({"projects": [project.pk, foreign.pk]}, "not one of the available choices"),
+        ({"folds": 11}, "less than or equal to 10"),
+    ):
         response = owner_client.post(list_url(project), form_data(project, **bad))
         assert response.status_code == 400, bad
         assert field_error in response.content.decode(), bad
@@ -121,7 +128,9 @@ def test_another_projects_model_is_not_found(client, trained, make_project, make
     assert client.post(model_url(trained, "default")).status_code == 404
 
 
-def test_a_trained_model_shows_its_chart_features_and_confusion_with_hostile_names_escaped(owner_client, trained):
+def test_a_trained_model_shows_its_chart_features_and_confusion_with_hostile_names_escaped(
+    owner_client, trained
+):
     body = owner_client.get(model_url(trained)).content.decode()
     assert HOSTILE not in body and "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in body
     assert "Cross-validated accuracy" in body and 'class="accuracy-chart"' in body
@@ -129,7 +138,9 @@ def test_a_trained_model_shows_its_chart_features_and_confusion_with_hostile_nam
     assert "hx-trigger" not in body  # finished: no polling
     features = trained.summary["strongest_features"]
     assert features and body.count('<li class="pos">') + body.count('<li class="neg">') == len(features)
-    assert features[0]["feature"] in body and 'class="fbar' in body and "w20" in body  # the strongest is full width
+    assert (
+        features[0]["feature"] in body and 'class="fbar' in body and "w20" in body
+    )  # the strongest is full width
     confusion = trained.summary["confusion"]
     assert HOSTILE in confusion["rows"]  # the hostile name did reach the table
     assert 'class="table compact confusion"' in body and "heat-" in body and " diag" in body
@@ -146,7 +157,8 @@ def test_a_trained_model_shows_its_chart_features_and_confusion_with_hostile_nam
 
 
 def test_making_a_model_the_default_sets_the_projects_method_and_the_forms_preselect_it(
-        owner_client, project, trained):
+    owner_client, project, trained
+):
     response = owner_client.post(model_url(trained, "default"))
     assert response.status_code == 302
     settings = ProjectAttribution.objects.get(project=project)
@@ -161,7 +173,10 @@ def test_making_a_model_the_default_sets_the_projects_method_and_the_forms_prese
     runs = owner_client.get(f"/attribution/projects/{project.slug}/runs/").content.decode()
     assert '<option value="learned" selected>' in runs
     evaluation = owner_client.get(f"/attribution/projects/{project.slug}/evaluation/").content.decode()
-    assert '<option value="learned" selected>' in evaluation and "Run learned on all labelled traces" in evaluation
+    assert (
+        '<option value="learned" selected>' in evaluation
+        and "Run learned on all labelled traces" in evaluation
+    )
 
 
 def test_a_model_that_is_not_trained_cannot_be_the_default(owner_client, project):
@@ -181,10 +196,17 @@ def test_a_failed_model_shows_its_error(owner_client, project):
 
 def test_the_progress_partial_polls_while_training_and_stops_when_finished(owner_client, project):
     row = attributor_create(project=project, name="live", enqueue=False)
-    AttributorModel.objects.filter(pk=row.pk).update(status=AttributorStatus.RUNNING, progress=40, stage="fold 2 of 5")
+    AttributorModel.objects.filter(pk=row.pk).update(
+        status=AttributorStatus.RUNNING, progress=40, stage="fold 2 of 5"
+    )
     partial = owner_client.get(model_url(row), HTTP_HX_REQUEST="true")
     body = partial.content.decode()
-    assert "<html" not in body and 'hx-trigger="every 1s"' in body and 'value="40"' in body and "fold 2 of 5" in body
+    assert (
+        "<html" not in body
+        and 'hx-trigger="every 1s"' in body
+        and 'value="40"' in body
+        and "fold 2 of 5" in body
+    )
     assert "HX-Request" in partial["Vary"]
     rows = owner_client.get(list_url(project), HTTP_HX_REQUEST="true").content.decode()
     assert "<html" not in rows and 'id="models"' in rows and 'hx-trigger="every 1s"' in rows
@@ -212,7 +234,10 @@ def test_no_get_of_the_models_pages_writes(owner_client, project, trained):
         for url in urls:
             assert owner_client.get(url).status_code == 200
             assert owner_client.get(url, HTTP_HX_REQUEST="true").status_code == 200
-    writes = [q["sql"] for q in queries if q["sql"].lstrip().split(" ", 1)[0].upper() in
-              ("INSERT", "UPDATE", "DELETE")]
+    writes = [
+        q["sql"]
+        for q in queries
+        if q["sql"].lstrip().split(" ", 1)[0].upper() in ("INSERT", "UPDATE", "DELETE")
+    ]
     assert not writes, writes
     assert not ProjectAttribution.objects.filter(project=project).exists()

@@ -10,7 +10,7 @@ from tracing.models import Role, Trace
 pytestmark = pytest.mark.django_db
 
 
-def _counterfactual_verdict(project) -> Verdict:  # type: ignore[no-untyped-def]
+def _counterfactual_verdict(project) -> Verdict:
     services.sandbox_cases_generate(project=project, runs=3, seed=11)
     trace = Trace.objects.filter(project=project).first()
     run = services.run_create(project=project, method="counterfactual", trace_ids=[trace.pk], enqueue=False)
@@ -37,8 +37,9 @@ def test_a_stranger_cannot_open_someone_elses_replays(client, project, make_user
     assert client.get(reverse("attribution:replay_inspector", args=[verdict.pk])).status_code == 404
 
 
-def test_generating_sandbox_runs_from_the_runs_page_queues_a_task(owner_client, project, client, make_user,
-                                                                   django_capture_on_commit_callbacks):
+def test_generating_sandbox_runs_from_the_runs_page_queues_a_task(
+    owner_client, project, client, make_user, django_capture_on_commit_callbacks
+):
     url = reverse("attribution:sandbox_generate", args=[project.slug])
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         response = owner_client.post(url, {"runs": "5", "seed": "7"})
@@ -72,22 +73,42 @@ def test_counterfactual_replays_a_real_trace_through_the_projects_http_hook(owne
                 return {"content": f"a better action for step {payload['index']}"}
             fixed = any(c["index"] == decisive for c in payload["corrections"])
             answer = payload["trace"]["ground_truth"] if fixed else "wrong"
-            return {"continuation": [{"agent": payload["corrections"][0]["agent"], "kind": "message",
-                                      "content": f"FINAL ANSWER: {answer}"}],
-                    "outcome": "success" if fixed else "failure", "final_answer": answer, "cost_usd": 0}
+            return {
+                "continuation": [
+                    {
+                        "agent": payload["corrections"][0]["agent"],
+                        "kind": "message",
+                        "content": f"FINAL ANSWER: {answer}",
+                    }
+                ],
+                "outcome": "success" if fixed else "failure",
+                "final_answer": answer,
+                "cost_usd": 0,
+            }
 
     system = System()
     server = QuietServer(("127.0.0.1", 0), _handler(system))
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         url = reverse("attribution:llm_settings", args=[project.slug])
-        owner_client.post(url, {"model": "", "api_base": "", "temperature": "0", "timeout_seconds": "10",
-                                "max_retries": "1", "spending_cap_usd": "",
-                                "replay_hook_url": f"http://127.0.0.1:{server.server_address[1]}/replay",
-                                "replay_hook_auth": "Bearer hook-secret"})
+        owner_client.post(
+            url,
+            {
+                "model": "",
+                "api_base": "",
+                "temperature": "0",
+                "timeout_seconds": "10",
+                "max_retries": "1",
+                "spending_cap_usd": "",
+                "replay_hook_url": f"http://127.0.0.1:{server.server_address[1]}/replay",
+                "replay_hook_auth": "Bearer hook-secret",
+            },
+        )
         stored = ProjectLlmSettings.objects.get(project=project)
         assert stored.replay_hook_url and "hook-secret" not in stored.replay_hook_auth_encrypted
-        run = services.run_create(project=project, method="counterfactual", trace_ids=[trace.pk], enqueue=False)
+        run = services.run_create(
+            project=project, method="counterfactual", trace_ids=[trace.pk], enqueue=False
+        )
         services.run_execute_inline(run=run)
     finally:
         server.shutdown()
@@ -95,7 +116,9 @@ def test_counterfactual_replays_a_real_trace_through_the_projects_http_hook(owne
     verdict = Verdict.objects.get(run=run)
     assert verdict.status == "ok", verdict.error
     assert verdict.step_index == decisive
-    assert system.requests and all(r["headers"].get("Authorization") == "Bearer hook-secret" for r in system.requests)
+    assert system.requests and all(
+        r["headers"].get("Authorization") == "Bearer hook-secret" for r in system.requests
+    )
 
 
 def test_counterfactual_without_a_hook_says_how_to_get_one(project):
@@ -103,7 +126,9 @@ def test_counterfactual_without_a_hook_says_how_to_get_one(project):
 
     path = whowhen_files()[0]
     (job,) = import_now(project, incoming_path(path))
-    run = services.run_create(project=project, method="counterfactual", trace_ids=job.trace_ids, enqueue=False)
+    run = services.run_create(
+        project=project, method="counterfactual", trace_ids=job.trace_ids, enqueue=False
+    )
     services.run_execute_inline(run=run)
     verdict = Verdict.objects.get(run=run)
     assert verdict.status == "failed" and "replay hook URL" in verdict.error

@@ -18,7 +18,7 @@ from tracing.models import Role, Trace
 FILES = whowhen_files()
 
 
-def _import(project, n: int = 3) -> list[Trace]:  # type: ignore[no-untyped-def]
+def _import(project, n: int = 3) -> list[Trace]:
     paths = [p for p in FILES if p.parent.name == "Hand-Crafted"][:n]
     jobs = import_now(project, *[incoming_path(p, f"{p.parent.name}/{p.name}") for p in paths])
     return [Trace.objects.get(pk=j.trace_ids[0]) for j in jobs]
@@ -27,7 +27,9 @@ def _import(project, n: int = 3) -> list[Trace]:  # type: ignore[no-untyped-def]
 @pytest.mark.django_db
 def test_a_run_writes_one_verdict_per_trace_and_finishes(project):
     traces = _import(project)
-    run = services.run_create(project=project, method="heuristic", trace_ids=[t.pk for t in traces], enqueue=False)
+    run = services.run_create(
+        project=project, method="heuristic", trace_ids=[t.pk for t in traces], enqueue=False
+    )
     run = services.run_execute_inline(run=run)
     assert run.status == RunStatus.SUCCEEDED and run.done == 3 and run.failed == 0
     for verdict in Verdict.objects.filter(run=run):
@@ -51,7 +53,9 @@ def test_a_re_delivered_trace_task_does_not_write_a_second_verdict(project):
 @pytest.mark.django_db
 def test_a_cancelled_run_takes_no_more_traces(project):
     traces = _import(project, 2)
-    run = services.run_create(project=project, method="heuristic", trace_ids=[t.pk for t in traces], enqueue=False)
+    run = services.run_create(
+        project=project, method="heuristic", trace_ids=[t.pk for t in traces], enqueue=False
+    )
     services.run_claim(run_id=run.pk)
     services.run_trace(run_id=run.pk, trace_id=traces[0].pk)
     assert services.run_cancel(run=run)
@@ -79,7 +83,9 @@ def test_an_llm_method_without_a_model_is_refused_with_a_clear_message(project):
 def test_the_attribute_command_prints_one_verdict_per_trace(project):
     traces = _import(project, 2)
     out = io.StringIO()
-    call_command("attribute", "--trace", *[str(t.pk) for t in traces], "--method", "heuristic", "--json", stdout=out)
+    call_command(
+        "attribute", "--trace", *[str(t.pk) for t in traces], "--method", "heuristic", "--json", stdout=out
+    )
     rows = json.loads(out.getvalue())
     assert [r["trace_id"] for r in rows] == [t.pk for t in traces]
     assert all(r["status"] == "ok" and r["agent"] for r in rows)
@@ -126,11 +132,16 @@ def test_the_trace_page_panel_shows_verdicts_beside_the_gold_label(owner_client,
 
 
 @pytest.mark.django_db
-def test_starting_a_run_from_the_trace_page_queues_it(owner_client, project, django_capture_on_commit_callbacks):
+def test_starting_a_run_from_the_trace_page_queues_it(
+    owner_client, project, django_capture_on_commit_callbacks
+):
     (trace,) = _import(project, 1)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        response = owner_client.post(reverse("attribution:trace_attribute", args=[trace.pk]),
-                                     {"method": "heuristic", "with_ground_truth": "on"}, HTTP_HX_REQUEST="true")
+        response = owner_client.post(
+            reverse("attribution:trace_attribute", args=[trace.pk]),
+            {"method": "heuristic", "with_ground_truth": "on"},
+            HTTP_HX_REQUEST="true",
+        )
     assert response.status_code == 200 and len(callbacks) == 1
     assert AttributionRun.objects.get().trace_ids == [trace.pk]
     assert 'hx-trigger="every 2s"' in response.content.decode()  # polls until the verdict is in
@@ -144,7 +155,12 @@ def test_a_viewer_cannot_start_runs_and_a_stranger_sees_nothing(client, project,
 
     tracing_services.membership_set(project=project, user=viewer, role=Role.VIEWER)
     client.force_login(viewer)
-    assert client.post(reverse("attribution:trace_attribute", args=[trace.pk]), {"method": "heuristic"}).status_code == 403
+    assert (
+        client.post(
+            reverse("attribution:trace_attribute", args=[trace.pk]), {"method": "heuristic"}
+        ).status_code
+        == 403
+    )
     assert client.get(reverse("attribution:trace_panel", args=[trace.pk])).status_code == 200
     client.force_login(make_user("stranger"))
     assert client.get(reverse("attribution:trace_panel", args=[trace.pk])).status_code == 404
@@ -154,8 +170,10 @@ def test_a_viewer_cannot_start_runs_and_a_stranger_sees_nothing(client, project,
 @pytest.mark.django_db
 def test_a_run_over_a_filtered_set_and_its_evaluation_page(owner_client, project):
     _import(project, 4)
-    response = owner_client.post(reverse("attribution:run_list", args=[project.slug]),
-                                 {"method": "heuristic", "gold": "yes", "with_ground_truth": "on"})
+    response = owner_client.post(
+        reverse("attribution:run_list", args=[project.slug]),
+        {"method": "heuristic", "gold": "yes", "with_ground_truth": "on"},
+    )
     run = AttributionRun.objects.get()
     assert response["Location"] == reverse("attribution:run_detail", args=[run.pk])
     assert run.total == 4 and run.description == "gold=yes"
@@ -165,12 +183,22 @@ def test_a_run_over_a_filtered_set_and_its_evaluation_page(owner_client, project
     page = owner_client.get(reverse("attribution:evaluation", args=[project.slug]), {"method": "heuristic"})
     body = page.content.decode()
     # Four traces are too few to be the project's score (issue 16): the run is listed apart, with its n.
-    assert "only a single-trace run (n=4" in body and f"run #{run.pk}</a>" in body.split("Single-trace runs", 1)[1]
+    assert (
+        "only a single-trace run (n=4" in body
+        and f"run #{run.pk}</a>" in body.split("Single-trace runs", 1)[1]
+    )
     assert "Every evaluated method" not in body  # one method: nothing to compare
-    second = services.run_create(project=project, method="schema_guided", trace_ids=run.trace_ids, enqueue=False,
-                                 description="evaluation")
+    second = services.run_create(
+        project=project,
+        method="schema_guided",
+        trace_ids=run.trace_ids,
+        enqueue=False,
+        description="evaluation",
+    )
     services.run_execute_inline(run=second)
-    body = owner_client.get(reverse("attribution:evaluation", args=[project.slug]), {"method": "heuristic"}).content
+    body = owner_client.get(
+        reverse("attribution:evaluation", args=[project.slug]), {"method": "heuristic"}
+    ).content
     single = body.split(b"Single-trace runs", 1)[1]
     assert b"schema_guided" in single and f"run #{second.pk}</a>".encode() in single
 
@@ -178,9 +206,18 @@ def test_a_run_over_a_filtered_set_and_its_evaluation_page(owner_client, project
 @pytest.mark.django_db
 def test_only_owners_set_the_model_and_the_key_is_stored_encrypted(owner_client, project, client, make_user):
     url = reverse("attribution:llm_settings", args=[project.slug])
-    response = owner_client.post(url, {"model": "openai/gpt-4o-mini", "api_base": "", "temperature": "0",
-                                       "timeout_seconds": "60", "max_retries": "2", "spending_cap_usd": "5",
-                                       "api_key": "sk-secret-value-123"})
+    response = owner_client.post(
+        url,
+        {
+            "model": "openai/gpt-4o-mini",
+            "api_base": "",
+            "temperature": "0",
+            "timeout_seconds": "60",
+            "max_retries": "2",
+            "spending_cap_usd": "5",
+            "api_key": "sk-secret-value-123",
+        },
+    )
     assert response.status_code == 302
     stored = ProjectLlmSettings.objects.get(project=project)
     assert stored.model == "openai/gpt-4o-mini" and stored.api_key_encrypted

@@ -41,7 +41,12 @@ def test_clean_runs_succeed_and_use_every_agent():
         task = generate_task(seed)
         result = run(task)
         assert result.outcome == "success" and result.final_answer == task.answer
-        assert {s.agent for s in result.steps if s.agent} == {"planner", "researcher", "calculator", "verifier"}
+        assert {s.agent for s in result.steps if s.agent} == {
+            "planner",
+            "researcher",
+            "calculator",
+            "verifier",
+        }
         assert result.steps[-1].content == f"FINAL ANSWER: {task.answer}"
         assert all(s.fault == "" for s in result.steps)
 
@@ -56,9 +61,14 @@ def test_fault_kinds_map_to_taxonomy_codes_and_every_kind_occurs():
 def test_each_fault_kind_perturbs_its_step():
     task = generate_task(3)  # template: population of the twin of X plus the founding year of Y
     clean = run(task)
-    cases = {("researcher", 3): "wrong_number", ("researcher", 1): "misread_tool_result",
-             ("researcher", 5): "dropped_tool_result", ("researcher", 2): "swapped_arguments",
-             ("planner", 1): "premature_final_answer", ("planner", 2): "wrong_handoff"}
+    cases = {
+        ("researcher", 3): "wrong_number",
+        ("researcher", 1): "misread_tool_result",
+        ("researcher", 5): "dropped_tool_result",
+        ("researcher", 2): "swapped_arguments",
+        ("planner", 1): "premature_final_answer",
+        ("planner", 2): "wrong_handoff",
+    }
     for key, kind in cases.items():
         faulty = run(task, {key: kind})
         assert faulty.outcome == "failure", kind
@@ -149,8 +159,11 @@ def test_parsed_trace_carries_outcome_question_metadata_and_gold():
     assert parsed.metadata["sandbox"]["task_seed"] == 3
     assert parsed.metadata["sandbox"]["faults"] == [["researcher", 3, "wrong_number"]]
     (gold,) = parsed.gold
-    assert (gold.step, gold.agent, gold.category) == (_index(faulty, "researcher", 3), "researcher",
-                                                     "memory.hallucination")
+    assert (gold.step, gold.agent, gold.category) == (
+        _index(faulty, "researcher", 3),
+        "researcher",
+        "memory.hallucination",
+    )
     assert to_parsed(run(generate_task(3))).gold == []
     tool_result = next(s for s in parsed.steps if s.kind == "tool_result")
     assert tool_result.agent is None and tool_result.parent is not None
@@ -167,13 +180,22 @@ def test_imported_sandbox_run_shows_the_gold_label_on_the_faulty_step(project):
     faults = inject(seed, fault_seed)
     faulty = run(generate_task(seed), faults)
     assert faulty.outcome == "failure"
-    trace = trace_create_from_parsed(project=project, upload=None, ordinal=0,
-                                     parsed=to_parsed(faulty, fault_seed=fault_seed))
+    trace = trace_create_from_parsed(
+        project=project, upload=None, ordinal=0, parsed=to_parsed(faulty, fault_seed=fault_seed)
+    )
     index, step = faulty.fired()[0]
     label = GoldLabel.objects.get(trace=trace)
-    assert (label.step_index, label.agent_name, label.category) == (index, step.agent, FAULT_KINDS[step.fault])
+    assert (label.step_index, label.agent_name, label.category) == (
+        index,
+        step.agent,
+        FAULT_KINDS[step.fault],
+    )
     assert Step.objects.get(trace=trace, index=index).agent.name == step.agent
-    assert trace.source_format == "sandbox" and trace.outcome == "failed" and trace.step_count == len(faulty.steps)
+    assert (
+        trace.source_format == "sandbox"
+        and trace.outcome == "failed"
+        and trace.step_count == len(faulty.steps)
+    )
     assert trace.metadata["sandbox"]["fault_seed"] == fault_seed
     # the stored trace replays: the method finds the labelled step from the database's view of it
     result = METHOD.run(trace_view(trace))

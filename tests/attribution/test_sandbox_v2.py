@@ -33,7 +33,9 @@ from attribution.replay.sandbox_v2_faults import (
 )
 from attribution.taxonomy import CATEGORIES as TAXONOMY
 
-_INJECTED = generate_labelled(2 * len(SCENARIOS), 3)  # every scenario twice (a '+' task skips swapped_arguments)
+_INJECTED = generate_labelled(
+    2 * len(SCENARIOS), 3
+)  # every scenario twice (a '+' task skips swapped_arguments)
 _NATURAL = generate_labelled(150, 3, "natural")
 _TEXT_INVISIBLE = ("wrong_subtask", "handoff_corruption", "recalled_wrong_number")
 
@@ -46,10 +48,12 @@ def test_same_seeds_give_identical_runs_and_cases():
     for seed in range(10):
         assert run(generate_task(seed), seed * 7).steps == run(generate_task(seed), seed * 7).steps
     again = generate_labelled(2 * len(SCENARIOS), 3)
-    assert [(c.name, c.step, c.agent, c.category) for c in again] == [(c.name, c.step, c.agent, c.category)
-                                                                       for c in _INJECTED]
-    assert [c[1:] for c in generate_cases(40, 3, "natural")] == [(c.step, c.agent, c.category)
-                                                                  for c in generate_labelled(40, 3, "natural")]
+    assert [(c.name, c.step, c.agent, c.category) for c in again] == [
+        (c.name, c.step, c.agent, c.category) for c in _INJECTED
+    ]
+    assert [c[1:] for c in generate_cases(40, 3, "natural")] == [
+        (c.step, c.agent, c.category) for c in generate_labelled(40, 3, "natural")
+    ]
 
 
 def test_every_scenario_yields_failures_labelled_at_the_earliest_flipping_action():
@@ -68,10 +72,11 @@ def test_text_invisible_faults_look_like_sound_steps():
     corrupt = by["handoff_corruption"]
     truth = corrupt.run.steps[corrupt.step]
     # the faulty report says the right value; the planner's next action shows the value it really received
-    later = next(s for s in corrupt.run.steps[corrupt.step + 1:] if s.agent == "planner")
+    later = next(s for s in corrupt.run.steps[corrupt.step + 1 :] if s.agent == "planner")
     assert not re.search(r"could not|cannot|error", truth.content)
-    assert later.content not in [s.content for s in run(corrupt.run.task, corrupt.run.run_seed,
-                                                        {truth.slot: 1}).steps]
+    assert later.content not in [
+        s.content for s in run(corrupt.run.task, corrupt.run.run_seed, {truth.slot: 1}).steps
+    ]
     unchecked = by["unchecked_wrong_result"]
     assert "verifier" not in unchecked.view.agents
     omitted = by["omitted_value"]
@@ -112,8 +117,10 @@ def test_the_replayer_is_built_from_recorded_seeds_only():
     for i in _actions(view):
         a, b = from_trace.replay(view, {i: ""}), from_seeds.replay(view, {i: ""})
         assert (a.outcome, a.final_answer, a.continuation) == (b.outcome, b.final_answer, b.continuation)
-        assert all(set(step) == {"index", "agent", "kind", "content", "speaker", "recipient", "tool_name", "parent"}
-                   for step in a.continuation)  # a replay shows what a trace shows, never a slip
+        assert all(
+            set(step) == {"index", "agent", "kind", "content", "speaker", "recipient", "tool_name", "parent"}
+            for step in a.continuation
+        )  # a replay shows what a trace shows, never a slip
     public = [name for name in dir(from_trace) if not name.startswith("_")]
     assert not [name for name in public if "fault" in name or "slip" in name or "gold" in name]
 
@@ -121,14 +128,27 @@ def test_the_replayer_is_built_from_recorded_seeds_only():
 def test_the_replayer_module_never_imports_the_generator():
     tree = ast.parse(Path(inspect.getfile(sandbox_v2)).read_text())
     imported = {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {
+        alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
     assert not [name for name in imported if "faults" in name]
-    probe = ("import sys, django; django.setup(); import attribution.replay.sandbox_v2; "
-             "import attribution.methods.counterfactual; "
-             "print('attribution.replay.sandbox_v2_faults' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
-                         env={"DJANGO_SETTINGS_MODULE": "config.settings", "PYTHONPATH": str(Path.cwd()),
-                              "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PATH": "/usr/bin:/bin"})
+    probe = (
+        "import sys, django; django.setup(); import attribution.replay.sandbox_v2; "
+        "import attribution.methods.counterfactual; "
+        "print('attribution.replay.sandbox_v2_faults' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "PYTHONPATH": str(Path.cwd()),
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "PATH": "/usr/bin:/bin",
+        },
+    )
     assert out.stdout.strip() == "False"
 
 
@@ -141,7 +161,9 @@ def test_it_refuses_written_content_tool_outputs_and_other_traces():
     with pytest.raises(ReplayError):
         replayer.replay(view, {next(s.index for s in view.steps if s.kind == "tool_result"): ""})
     with pytest.raises(ReplayError):  # another run's seeds do not reproduce this trace
-        SandboxV2Replayer.for_trace(to_view(case.run, name=trace_name(case.run.task.seed, case.run.run_seed + 1)))
+        SandboxV2Replayer.for_trace(
+            to_view(case.run, name=trace_name(case.run.task.seed, case.run.run_seed + 1))
+        )
 
 
 _EXPR = re.compile(r"(-?\d+) ([+-]) (-?\d+)")
@@ -169,7 +191,12 @@ def _text_checker(view) -> int:
             return s.index if f"not {output}" in s.content else last_action
         if s.content.startswith("FINAL ANSWER") and not calculated:
             return s.index
-        if s.kind == "message" and s.agent != "planner" and output is not None and "Verified" not in s.content:
+        if (
+            s.kind == "message"
+            and s.agent != "planner"
+            and output is not None
+            and "Verified" not in s.content
+        ):
             if "could not find" in s.content or said != output:
                 return s.index
             output = None
@@ -180,8 +207,11 @@ def _text_checker(view) -> int:
 def test_a_text_checker_that_reads_v1_cannot_read_v2():
     from attribution.replay import sandbox as v1
 
-    v1_cases = [f for seed in range(120) if (f := v1.run(v1.generate_task(seed), v1.inject(seed, 1))).outcome
-                == "failure"]
+    v1_cases = [
+        f
+        for seed in range(120)
+        if (f := v1.run(v1.generate_task(seed), v1.inject(seed, 1))).outcome == "failure"
+    ]
     v1_hits = sum(_text_checker(v1.to_view(f)) == f.fired()[0][0] for f in v1_cases)
     assert v1_hits >= 0.85 * len(v1_cases)
     cases = _INJECTED + _NATURAL
@@ -214,7 +244,7 @@ def test_the_ranking_decides_where_the_search_corrects():
         return sum(len(COUNTERFACTUAL.run(c.view, ranker=ranker_for(c)).details["replays"]) for c in cases)
 
     def pointing_at(step_of):
-        return lambda case: (lambda view: [1.0 if i == step_of(case) else 0.0 for i in range(len(view.steps))])
+        return lambda case: lambda view: [1.0 if i == step_of(case) else 0.0 for i in range(len(view.steps))]
 
     right = total(pointing_at(lambda c: c.step))
     wrong = total(pointing_at(lambda c: _actions(c.view)[-1] if c.step != _actions(c.view)[-1] else 0))
@@ -222,15 +252,31 @@ def test_the_ranking_decides_where_the_search_corrects():
     results = [COUNTERFACTUAL.run(c.view, ranker=pointing_at(lambda c: c.step)(c)) for c in cases]
     assert [r.step for r in results] == [c.step for c in cases]
     # a window with a resample that slipped again sends a few searches to the scan; most are settled by the cuts
-    assert sum(r.details["strategy"] == "bisection guided by the ranker" for r in results) >= 0.75 * len(cases)
+    assert sum(r.details["strategy"] == "bisection guided by the ranker" for r in results) >= 0.75 * len(
+        cases
+    )
 
 
 def test_benchmark_command_reports_v2_keys():
     out = StringIO()
     call_command("sandbox_benchmark", "--version", "2", "--runs", "14", "--seed", "4", "--json", stdout=out)
     report = json.loads(out.getvalue())
-    for key in ("version", "runs", "seed", "ranker", "cases", "mean_steps", "counterfactual", "heuristic", "learned",
-                "replay_target", "scan_mean_replays", "step_accuracy_by_kind", "by_mode", "training"):
+    for key in (
+        "version",
+        "runs",
+        "seed",
+        "ranker",
+        "cases",
+        "mean_steps",
+        "counterfactual",
+        "heuristic",
+        "learned",
+        "replay_target",
+        "scan_mean_replays",
+        "step_accuracy_by_kind",
+        "by_mode",
+        "training",
+    ):
         assert key in report
     assert report["version"] == 2 and set(report["by_mode"]) == {"injected", "natural"}
     cf = report["counterfactual"]
@@ -261,17 +307,40 @@ def test_sandbox_generate_v2_stores_labelled_failures_and_a_run_finds_them(proje
 
     out = StringIO()
     for _ in range(2):
-        call_command("sandbox_generate", "--project", project.name, "--version", "2", "--runs", "5", "--seed", "6",
-                     stdout=out)
-    call_command("sandbox_generate", "--project", project.name, "--version", "2", "--mode", "natural", "--runs",
-                 "20", "--seed", "6", stdout=out)
+        call_command(
+            "sandbox_generate",
+            "--project",
+            project.name,
+            "--version",
+            "2",
+            "--runs",
+            "5",
+            "--seed",
+            "6",
+            stdout=out,
+        )
+    call_command(
+        "sandbox_generate",
+        "--project",
+        project.name,
+        "--version",
+        "2",
+        "--mode",
+        "natural",
+        "--runs",
+        "20",
+        "--seed",
+        "6",
+        stdout=out,
+    )
     injected = list(Trace.objects.filter(project=project, provenance="injected"))
     natural = list(Trace.objects.filter(project=project, provenance="generated"))
     assert len(injected) == len(generate_labelled(5, 6)) and natural
     assert GoldLabel.objects.filter(trace__in=injected, source="injected").count() == len(injected)
     assert GoldLabel.objects.filter(trace__in=natural, source="counterfactual").count() == len(natural)
-    run = attribution_services.run_create(project=project, method="counterfactual",
-                                          trace_ids=[t.pk for t in injected + natural], enqueue=False)
+    run = attribution_services.run_create(
+        project=project, method="counterfactual", trace_ids=[t.pk for t in injected + natural], enqueue=False
+    )
     attribution_services.run_execute_inline(run=run)
     verdicts = list(Verdict.objects.filter(run=run).select_related("trace"))
     assert len(verdicts) == len(injected) + len(natural)

@@ -38,27 +38,47 @@ from tracing.models import GoldLabel, JobStatus, LabelSource, Trace
 PLAN = "Plan: 1. load the data 2. count the rows 3. report the number."
 
 
-def chat(steps: list[tuple[str, str, str]], *, mistake_agent: str, mistake_step: int, answer: str = "3") -> dict:
+def chat(
+    steps: list[tuple[str, str, str]], *, mistake_agent: str, mistake_step: int, answer: str = "3"
+) -> dict:
     """A Who&When group chat: (name, role, content) per step."""
-    return {"history": [{"name": n, "role": r, "content": c} for n, r, c in steps], "question": "How many rows?",
-            "ground_truth": answer, "is_correct": False, "mistake_agent": mistake_agent,
-            "mistake_step": str(mistake_step), "mistake_reason": "see the step", "question_ID": str(uuid.uuid4()),
-            "level": "1"}
+    return {
+        "history": [{"name": n, "role": r, "content": c} for n, r, c in steps],
+        "question": "How many rows?",
+        "ground_truth": answer,
+        "is_correct": False,
+        "mistake_agent": mistake_agent,
+        "mistake_step": str(mistake_step),
+        "mistake_reason": "see the step",
+        "question_ID": str(uuid.uuid4()),
+        "level": "1",
+    }
 
 
 def failing_import(flavour: str = "pandas") -> dict:
     """The recurring failure: the coder's first code crashes on a missing module, and the run answers wrongly."""
-    return chat([
-        ("Planner_Expert", "assistant", PLAN),
-        ("Coder_Expert", "assistant", f"```python\nimport {flavour}\nprint(len({flavour}.read_csv('x.csv')))\n```"),
-        ("Computer_terminal", "user", "exitcode: 1 (execution failed)\nTraceback (most recent call last):\n"
-                                      f"ModuleNotFoundError: No module named '{flavour}'"),
-        ("Verification_Expert", "assistant", "The count is 7. TERMINATE"),
-    ], mistake_agent="Coder_Expert", mistake_step=1)
+    return chat(
+        [
+            ("Planner_Expert", "assistant", PLAN),
+            (
+                "Coder_Expert",
+                "assistant",
+                f"```python\nimport {flavour}\nprint(len({flavour}.read_csv('x.csv')))\n```",
+            ),
+            (
+                "Computer_terminal",
+                "user",
+                "exitcode: 1 (execution failed)\nTraceback (most recent call last):\n"
+                f"ModuleNotFoundError: No module named '{flavour}'",
+            ),
+            ("Verification_Expert", "assistant", "The count is 7. TERMINATE"),
+        ],
+        mistake_agent="Coder_Expert",
+        mistake_step=1,
+    )
 
 
-def upload(project, data: dict | bytes,  # type: ignore[no-untyped-def]
-           name: str = "Algorithm-Generated/case.json") -> list[Trace]:
+def upload(project, data: dict | bytes, name: str = "Algorithm-Generated/case.json") -> list[Trace]:
     raw = data if isinstance(data, bytes) else json.dumps(data).encode()
     (job,) = import_now(project, incoming_bytes(name, raw))
     assert job.status == JobStatus.SUCCEEDED, job.error
@@ -73,16 +93,19 @@ def zipped(*docs: dict) -> bytes:
     return buffer.getvalue()
 
 
-def cases(project, n: int, flavour: str = "pandas") -> list[Trace]:  # type: ignore[no-untyped-def]
-    return [upload(project, failing_import(f"{flavour}{i}"), f"Algorithm-Generated/{flavour}{i}.json")[0]
-            for i in range(n)]
+def cases(project, n: int, flavour: str = "pandas") -> list[Trace]:
+    return [
+        upload(project, failing_import(f"{flavour}{i}"), f"Algorithm-Generated/{flavour}{i}.json")[0]
+        for i in range(n)
+    ]
 
 
-def the_schema(project) -> ErrorSchema:  # type: ignore[no-untyped-def]
+def the_schema(project) -> ErrorSchema:
     return ErrorSchema.objects.get(project=project, key__contains="first_code")
 
 
 # --- distillation -----------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.django_db
 def test_verified_cases_with_one_structure_merge_into_one_trusted_schema(project):
@@ -118,12 +141,13 @@ def test_one_verified_case_stays_a_candidate(project):
     assert the_schema(project).status == SchemaStatus.CANDIDATE
 
 
-def upload_as(project, user, raw: bytes, name: str) -> list[Trace]:  # type: ignore[no-untyped-def]
+def upload_as(project, user, raw: bytes, name: str) -> list[Trace]:
     """An upload through the site by ``user`` (the browser and the API take this path)."""
     from tracing import services as tracing_services
 
-    jobs = tracing_services.ingest_jobs_create(project=project, files=[incoming_bytes(name, raw)], user=user,
-                                               enqueue=False)
+    jobs = tracing_services.ingest_jobs_create(
+        project=project, files=[incoming_bytes(name, raw)], user=user, enqueue=False
+    )
     jobs = [tracing_services.ingest_job_run(job_id=j.pk) for j in jobs]
     assert all(j.status == JobStatus.SUCCEEDED for j in jobs), [j.error for j in jobs]
     return list(Trace.objects.filter(pk__in=[t for j in jobs for t in j.trace_ids]).order_by("pk"))
@@ -133,7 +157,9 @@ def upload_as(project, user, raw: bytes, name: str) -> list[Trace]:  # type: ign
 def test_everything_one_person_uploads_is_one_piece_of_evidence(project, make_user):
     mallory, alice = make_user("mallory"), make_user("alice")
     traces = upload_as(project, mallory, zipped(failing_import("a"), failing_import("b")), "two.zip")
-    traces += upload_as(project, mallory, json.dumps(failing_import("c")).encode(), "Algorithm-Generated/c.json")
+    traces += upload_as(
+        project, mallory, json.dumps(failing_import("c")).encode(), "Algorithm-Generated/c.json"
+    )
     assert len(traces) == 3
     schema_services.schemas_distill(project=project)
     schema = the_schema(project)
@@ -158,13 +184,16 @@ def test_a_counterfactual_confirmed_verdict_is_a_verified_case(project):
     (trace,) = upload(project, failing_import())
     GoldLabel.objects.filter(trace=trace).delete()
     run = services.run_create(project=project, method="heuristic", trace_ids=[trace.pk], enqueue=False)
-    Verdict.objects.create(run=run, trace=trace, method="counterfactual", agent_name="Coder_Expert", step_index=1)
+    Verdict.objects.create(
+        run=run, trace=trace, method="counterfactual", agent_name="Coder_Expert", step_index=1
+    )
     report = schema_services.schemas_distill(project=project)
     assert report.cases == 1
     assert SchemaExemplar.objects.get(trace=trace).source == "counterfactual"
 
 
 # --- retrieval --------------------------------------------------------------------------------------------------------
+
 
 def source_for(trace: Trace) -> SchemaSource:
     return SchemaSource.for_trace(trace)
@@ -199,8 +228,12 @@ def test_leave_one_out_rebuilds_the_schema_without_the_trace(project):
     schema_services.schemas_distill(project=project)
     (used,) = source_for(traces[0]).retrieve(query_for(traces[0]))
     assert used.left_out and used.cases == 2
-    assert used.detection == features.aggregate(
-        [e.features for e in the_schema(project).exemplars.exclude(trace=traces[0])])["detection"]
+    assert (
+        used.detection
+        == features.aggregate([e.features for e in the_schema(project).exemplars.exclude(trace=traces[0])])[
+            "detection"
+        ]
+    )
 
 
 @pytest.mark.django_db
@@ -209,8 +242,14 @@ def test_nothing_below_the_similarity_floor_is_returned(project):
     schema_services.schemas_distill(project=project)
     unrelated = features.Query(style="group", terms=("roleworker", "kindmessage", "agentsomeoneelse"))
     assert index.retrieve(project_id=project.pk, query=unrelated, use_cache=False)[0] == []
-    assert index.retrieve(project_id=project.pk, query=features.Query(style="orchestrated", terms=tuple(
-        the_schema(project).search_text.split())), use_cache=False)[0] == []  # another style: filtered out
+    assert (
+        index.retrieve(
+            project_id=project.pk,
+            query=features.Query(style="orchestrated", terms=tuple(the_schema(project).search_text.split())),
+            use_cache=False,
+        )[0]
+        == []
+    )  # another style: filtered out
 
 
 @pytest.mark.django_db
@@ -235,16 +274,25 @@ def test_projects_are_isolated_unless_they_opt_in_to_shared_schemas(project, mak
     query = features.Query(style="group", terms=tuple(the_schema(project).search_text.split()))
     assert index.retrieve(project_id=other.pk, query=query, use_cache=False)[0] == []
     schema = the_schema(project)
-    schema_services.schema_edit(schema=schema, user=owner, title=schema.title, context=schema.context,
-                                detection_text=schema.detection_text, category=schema.category,
-                                scope=SchemaScope.SHARED)
+    schema_services.schema_edit(
+        schema=schema,
+        user=owner,
+        title=schema.title,
+        context=schema.context,
+        detection_text=schema.detection_text,
+        category=schema.category,
+        scope=SchemaScope.SHARED,
+    )
     assert index.retrieve(project_id=other.pk, query=query, use_cache=False)[0] == []  # not opted in
     schema_services.library_settings_save(project=other, use_shared_library=True)
     assert SchemaLibrarySettings.objects.get(project=other).use_shared_library
-    assert [c["id"] for c in index.retrieve(project_id=other.pk, query=query, use_cache=False)[0]] == [schema.pk]
+    assert [c["id"] for c in index.retrieve(project_id=other.pk, query=query, use_cache=False)[0]] == [
+        schema.pk
+    ]
 
 
 # --- the method -------------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.django_db
 def test_schema_guided_verdicts_name_the_schemas_that_informed_them_and_uses_are_settled(project):
@@ -262,7 +310,9 @@ def test_schema_guided_verdicts_name_the_schemas_that_informed_them_and_uses_are
     schema.refresh_from_db()
     assert schema.retrievals == 1 and schema.last_used_at is not None
     # The verified label arrives: the use is scored once, however often distillation runs.
-    GoldLabel.objects.create(trace=fresh, agent_name="Coder_Expert", step_index=1, source=LabelSource.IMPORTED)
+    GoldLabel.objects.create(
+        trace=fresh, agent_name="Coder_Expert", step_index=1, source=LabelSource.IMPORTED
+    )
     schema_services.schemas_distill(project=project)
     schema_services.schemas_distill(project=project)
     schema.refresh_from_db()
@@ -272,13 +322,29 @@ def test_schema_guided_verdicts_name_the_schemas_that_informed_them_and_uses_are
 
 def _trace(n: int) -> TraceView:
     steps = tuple(StepView(index=i, agent=f"A{i % 2}", kind="message", content=f"step {i}") for i in range(n))
-    return TraceView(trace_id=1, name="t", question="q", ground_truth="", outcome="failed", steps=steps,
-                     agents=("A0", "A1"))
+    return TraceView(
+        trace_id=1,
+        name="t",
+        question="q",
+        ground_truth="",
+        outcome="failed",
+        steps=steps,
+        agents=("A0", "A1"),
+    )
 
 
 def _schema(pk: int) -> Retrieved:
-    return Retrieved(id=pk, title=f"s{pk}", category="", context="", detection={}, detection_text="",
-                     similarity=1.0, cases=2, left_out=False)
+    return Retrieved(
+        id=pk,
+        title=f"s{pk}",
+        category="",
+        context="",
+        detection={},
+        detection_text="",
+        similarity=1.0,
+        cases=2,
+        left_out=False,
+    )
 
 
 def test_one_schema_alone_never_overrides_the_heuristic_but_two_that_agree_do():
@@ -288,8 +354,13 @@ def test_one_schema_alone_never_overrides_the_heuristic_but_two_that_agree_do():
     one = _offline(trace, base, roles, [(_schema(1), 1, 1.0)], {"schemas": []})
     assert one.step == 0 and not one.details["overrode"]
     assert one.scores[1] == 1.0  # the schema did raise step 1's suspicion
-    two = _offline(trace, base, roles, [(_schema(1), 1, 1.0), (_schema(2), 1, 1.0)],
-                   {"schemas": [{"step": 1, "title": "s1"}, {"step": 1, "title": "s2"}]})
+    two = _offline(
+        trace,
+        base,
+        roles,
+        [(_schema(1), 1, 1.0), (_schema(2), 1, 1.0)],
+        {"schemas": [{"step": 1, "title": "s1"}, {"step": 1, "title": "s2"}]},
+    )
     assert two.step == 1 and two.agent == "A1" and two.details["overrode"] and "overriding" in two.reason
 
 
@@ -301,6 +372,7 @@ def test_schema_guided_is_registered_and_works_without_a_model():
 
 
 # --- commands and the worker ------------------------------------------------------------------------------------------
+
 
 @pytest.mark.django_db
 def test_evaluate_reports_schema_guided_beside_heuristic(project):
@@ -329,7 +401,9 @@ def test_distillation_runs_on_a_real_worker(celery_worker, project, owner_client
     cases(project, 2)
     response = owner_client.post(f"/attribution/projects/{project.slug}/schemas/distill/")
     assert response.status_code == 302
-    schema = wait_for(lambda: ErrorSchema.objects.filter(project=project, status=SchemaStatus.TRUSTED).first())
+    schema = wait_for(
+        lambda: ErrorSchema.objects.filter(project=project, status=SchemaStatus.TRUSTED).first()
+    )
     assert schema.exemplars.count() == 2
 
 
@@ -342,8 +416,15 @@ def test_a_changed_schema_is_never_served_from_a_stale_card(project, owner):
     (card,), _ = index.retrieve(project_id=project.pk, query=query)
     assert card["title"] == schema.title
     assert index.hot_cache().exists(index.key("card", schema.pk))  # the card store holds it now
-    schema_services.schema_edit(schema=schema, user=owner, title="Renamed", context=schema.context,
-                                detection_text=schema.detection_text, category=schema.category, scope=schema.scope)
+    schema_services.schema_edit(
+        schema=schema,
+        user=owner,
+        title="Renamed",
+        context=schema.context,
+        detection_text=schema.detection_text,
+        category=schema.category,
+        scope=schema.scope,
+    )
     (card,), cached = index.retrieve(project_id=project.pk, query=query)
     assert card["title"] == "Renamed" and not cached
 
@@ -353,17 +434,35 @@ def test_the_distill_command_reports_what_it_did(project):
     cases(project, 2)
     out = io.StringIO()
     call_command("distill_schemas", project=project.name, offline=True, json=True, stdout=out)
-    assert json.loads(out.getvalue()) == {"cases": 2, "created": 1, "merged": 0, "promoted": 1,
-                                         "polished": 0, "settled": 0}
+    assert json.loads(out.getvalue()) == {
+        "cases": 2,
+        "created": 1,
+        "merged": 0,
+        "promoted": 1,
+        "polished": 0,
+        "settled": 0,
+    }
     again = io.StringIO()
     call_command("distill_schemas", project=project.name, offline=True, stdout=again)
     assert "0 new verified case(s) -> 0 new schema(s)" in again.getvalue()
 
 
 def _case(**extra):
-    base = {"style": "orchestrated", "role": "worker", "rank": 1, "kind": "message", "agent": "websurfer",
-            "agent_name": "WebSurfer", "signals": [], "primary": "none", "phrases": [],
-            "around": ["message", "message"], "source_format": "whowhen", "step": 3, "steps": 20}
+    base = {
+        "style": "orchestrated",
+        "role": "worker",
+        "rank": 1,
+        "kind": "message",
+        "agent": "websurfer",
+        "agent_name": "WebSurfer",
+        "signals": [],
+        "primary": "none",
+        "phrases": [],
+        "around": ["message", "message"],
+        "source_format": "whowhen",
+        "step": 3,
+        "steps": 20,
+    }
     return base | extra
 
 
@@ -373,18 +472,43 @@ def test_a_schema_title_reads_as_a_sentence_with_the_agents_own_spelling():
 
 
 def test_schema_titles_name_the_role_when_agents_differ_and_the_failure_in_words():
-    built = features.aggregate([_case(agent="coder", agent_name="Coder", primary="tool_error", role="worker",
-                                      style="group", rank=0, signals=["tool_error"]),
-                                _case(agent="analyst", agent_name="Analyst", primary="tool_error", role="worker",
-                                      style="group", rank=0, signals=["tool_error"])])
+    built = features.aggregate(
+        [
+            _case(
+                agent="coder",
+                agent_name="Coder",
+                primary="tool_error",
+                role="worker",
+                style="group",
+                rank=0,
+                signals=["tool_error"],
+            ),
+            _case(
+                agent="analyst",
+                agent_name="Analyst",
+                primary="tool_error",
+                role="worker",
+                style="group",
+                rank=0,
+                signals=["tool_error"],
+            ),
+        ]
+    )
     assert built["title"] == "A worker's first turn in group chats: a failing tool call"
-    planner = features.aggregate([_case(agent="", agent_name="", role="planner-message", primary="accepted", rank=4)])
-    assert planner["title"] == "The planner's fourth or later message in orchestrated runs: " \
-                               "a value accepted without checking"
+    planner = features.aggregate(
+        [_case(agent="", agent_name="", role="planner-message", primary="accepted", rank=4)]
+    )
+    assert (
+        planner["title"] == "The planner's fourth or later message in orchestrated runs: "
+        "a value accepted without checking"
+    )
     assert all("_" not in features.aggregate([_case(primary=p)])["title"] for p in features.WEIGHTS)
 
 
 def test_a_schema_distilled_before_names_were_kept_still_gets_a_readable_title():
     old = _case()
     del old["agent_name"]
-    assert features.aggregate([old])["title"] == "websurfer's second turn in orchestrated runs: an unverified claim"
+    assert (
+        features.aggregate([old])["title"]
+        == "websurfer's second turn in orchestrated runs: an unverified claim"
+    )

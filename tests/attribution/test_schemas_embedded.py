@@ -16,13 +16,22 @@ pytestmark = pytest.mark.embedded
 
 
 def test_schema_retrieval_works_on_sqlite_without_redis(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL",
-                                                              "MEDIA_ROOT", "CULPRIT_LLM_CACHE_URL")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "MEDIA_ROOT", "CULPRIT_LLM_CACHE_URL")
+    }
     env["CULPRIT_VAR_DIR"] = str(tmp_path / "var")
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     assert run("migrate", "--noinput", "-v0").returncode == 0
     bench = run("schema_benchmark", "--schemas", "400", "--queries", "10", "--json")

@@ -21,9 +21,12 @@ provider, model = shared.provider, shared.model
 
 
 def prose(title: str = "Missing module at the first code") -> dict[str, str]:
-    return {"title": title, "context": "A coder's first script imports a library the sandbox lacks.",
-            "detection": "Find the first code whose execution fails with ModuleNotFoundError.",
-            "category": "system.tool_execution_error"}
+    return {
+        "title": title,
+        "context": "A coder's first script imports a library the sandbox lacks.",
+        "detection": "Find the first code whose execution fails with ModuleNotFoundError.",
+        "category": "system.tool_execution_error",
+    }
 
 
 @pytest.mark.django_db
@@ -36,7 +39,9 @@ def test_the_model_writes_the_prose_and_never_the_detection(project, provider, m
     schema = ErrorSchema.objects.get(project=project)
     assert schema.title == "Missing module at the first code" and schema.distilled_by == model
     assert schema.category == "system.tool_execution_error"
-    assert schema.detection["role"] == "worker"  # the structured part is the cases' aggregate, whatever it says
+    assert (
+        schema.detection["role"] == "worker"
+    )  # the structured part is the cases' aggregate, whatever it says
     prompt = provider.prompt()
     assert "ModuleNotFoundError" in prompt and "<step" in prompt  # the cases, rendered as data
     assert LlmCall.objects.filter(project=project, method="schema_distill").count() == 1
@@ -78,7 +83,9 @@ class Embedder(shared.Recorded):
     def embedding(self, model: str, input: list, model_response: Any, *args: Any, **kwargs: Any) -> Any:
         self.requests.append({"model": model, "input": list(input)})
         vectors = [[1.0, 0.0] if "modulenotfounderror" in text.lower() else [0.0, 1.0] for text in input]
-        model_response.data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
+        model_response.data = [
+            {"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)
+        ]
         model_response.model = model
         return model_response
 
@@ -93,11 +100,18 @@ def test_embeddings_through_litellm_rerank_the_lexical_candidates(project, monke
     schema = ErrorSchema.objects.get(project=project)
     assert schema.status == SchemaStatus.TRUSTED and schema.embedding == [1.0, 0.0]
     terms = tuple(schema.search_text.split())
-    (card,), _ = index.retrieve(project_id=project.pk, query=index.Query(style="group", terms=terms), use_cache=False)
+    (card,), _ = index.retrieve(
+        project_id=project.pk, query=index.Query(style="group", terms=terms), use_cache=False
+    )
     assert card["similarity"] == 1.0  # lexical 1.0 and cosine 1.0
     away = tuple(t for t in terms if t != "modulenotfounderror")
     # Without the phrase the cosine is 0: the mean of overlap (< 1) and cosine falls under the floor.
-    assert index.retrieve(project_id=project.pk, query=index.Query(style="group", terms=away), use_cache=False)[0] == []
+    assert (
+        index.retrieve(project_id=project.pk, query=index.Query(style="group", terms=away), use_cache=False)[
+            0
+        ]
+        == []
+    )
     assert any(r.get("input") for r in handler.requests)
 
 

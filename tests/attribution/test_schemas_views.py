@@ -14,13 +14,13 @@ from tracing.models import GoldLabel, Role
 
 
 @pytest.fixture
-def schema(project) -> ErrorSchema:  # type: ignore[no-untyped-def]
+def schema(project) -> ErrorSchema:
     cases(project, 2)
     schema_services.schemas_distill(project=project)
     return ErrorSchema.objects.get(project=project)
 
 
-def url(project, schema=None, action: str = "") -> str:  # type: ignore[no-untyped-def]
+def url(project, schema=None, action: str = "") -> str:
     base = f"/attribution/projects/{project.slug}/schemas/"
     return base + (f"{schema.pk}/" if schema else "") + (f"{action}/" if action else "")
 
@@ -35,7 +35,9 @@ def test_members_browse_and_search_schemas(client, project, schema, make_user):
     assert b"Distil verified cases now" not in page.content  # owners only
     assert escape(schema.title).encode() not in client.get(url(project) + "?q=nosuchthing").content
     found = client.get(url(project) + "?q=modulenotfounderror&status=trusted", HTTP_HX_REQUEST="true")
-    assert escape(schema.title).encode() in found.content and b"<html" not in found.content  # the partial only
+    assert (
+        escape(schema.title).encode() in found.content and b"<html" not in found.content
+    )  # the partial only
     detail = client.get(url(project, schema))
     assert detail.status_code == 200
     for exemplar in schema.exemplars.all():
@@ -50,7 +52,10 @@ def test_viewers_and_annotators_cannot_change_schemas(client, project, schema, m
         project.memberships.create(user=user, role=role)
         client.force_login(user)
         for action in ("approve", "retire", "edit"):
-            assert client.post(url(project, schema, action), {"title": "x", "scope": "project"}).status_code == 403
+            assert (
+                client.post(url(project, schema, action), {"title": "x", "scope": "project"}).status_code
+                == 403
+            )
         assert client.post(url(project) + "distill/").status_code == 403
     schema.refresh_from_db()
     assert schema.status == SchemaStatus.TRUSTED and not schema.edited
@@ -75,9 +80,16 @@ def test_owners_approve_edit_retire_and_restore_with_an_audit_trail(owner_client
     owner_client.post(url(project, schema, "approve"))
     schema.refresh_from_db()
     assert schema.status == SchemaStatus.TRUSTED and schema.approved_by == owner
-    response = owner_client.post(url(project, schema, "edit"), {
-        "title": "Missing module on first code", "context": "<b>pip</b> not run", "detection_text": "the crash",
-        "category": "system.tool_execution_error", "scope": SchemaScope.PROJECT})
+    response = owner_client.post(
+        url(project, schema, "edit"),
+        {
+            "title": "Missing module on first code",
+            "context": "<b>pip</b> not run",
+            "detection_text": "the crash",
+            "category": "system.tool_execution_error",
+            "scope": SchemaScope.PROJECT,
+        },
+    )
     assert response.status_code == 302
     schema.refresh_from_db()
     assert schema.title == "Missing module on first code" and schema.edited
@@ -90,8 +102,13 @@ def test_owners_approve_edit_retire_and_restore_with_an_audit_trail(owner_client
     schema.refresh_from_db()
     assert schema.status == SchemaStatus.CANDIDATE  # one case: restored schemas earn trust again
     actions = list(schema.events.order_by("id").values_list("action", "actor"))
-    assert [a for a, _ in actions] == [SchemaAction.CREATED, SchemaAction.APPROVED, SchemaAction.EDITED,
-                                       SchemaAction.RETIRED, SchemaAction.RESTORED]
+    assert [a for a, _ in actions] == [
+        SchemaAction.CREATED,
+        SchemaAction.APPROVED,
+        SchemaAction.EDITED,
+        SchemaAction.RETIRED,
+        SchemaAction.RESTORED,
+    ]
     assert all(actor == owner.pk for a, actor in actions[1:])
     # Distilling again keeps the owner's words.
     cases(project, 1, flavour="numpy")

@@ -19,9 +19,13 @@ def test_a_run_survives_a_worker_killed_mid_run_with_one_verdict_per_trace(proje
     run = services.run_create(project=project, method="heuristic", trace_ids=ids)
     wait_for(lambda: Verdict.objects.filter(run=run).count() >= 3, timeout=60)
     celery_worker.kill()
-    assert Verdict.objects.filter(run=run).count() < len(ids), "the run finished before the kill: use more traces"
+    assert Verdict.objects.filter(run=run).count() < len(ids), (
+        "the run finished before the kill: use more traces"
+    )
     celery_worker.start()
-    done = wait_for(lambda: AttributionRun.objects.filter(pk=run.pk, status=RunStatus.SUCCEEDED).first(), timeout=90)
+    done = wait_for(
+        lambda: AttributionRun.objects.filter(pk=run.pk, status=RunStatus.SUCCEEDED).first(), timeout=90
+    )
     assert done.done == done.total == len(ids)
     assert Verdict.objects.filter(run=run).count() == len(ids)
     assert set(Verdict.objects.filter(run=run).values_list("trace_id", flat=True)) == set(ids)

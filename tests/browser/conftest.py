@@ -8,8 +8,16 @@ import pytest
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # The flags keep Chromium from dialling out to Google at start-up, which this machine's closed network refuses.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +31,7 @@ def browser() -> Iterator[object]:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
+def pytest_runtest_makereport(item, call):
     """Keep each phase's report on the test item, so the ``page`` fixture knows whether the test failed."""
     report = yield
     setattr(item, f"report_{report.when}", report)
@@ -31,7 +39,7 @@ def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def page(browser, tmp_path, request):  # type: ignore[no-untyped-def]
+def page(browser, tmp_path, request):
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.set_default_timeout(30_000)
@@ -57,7 +65,7 @@ def page(browser, tmp_path, request):  # type: ignore[no-untyped-def]
 PASSWORD = "a-long-test-password"
 
 
-def log_in(page, base_url: str, username: str, password: str = PASSWORD) -> None:  # type: ignore[no-untyped-def]
+def log_in(page, base_url: str, username: str, password: str = PASSWORD) -> None:
     """Sign in through the login form, as a person does, and wait for the page it leads to."""
     page.goto(f"{base_url}/accounts/login/")
     page.fill("input[name=username]", username)

@@ -33,8 +33,12 @@ def test_the_evaluation_charts_draw_and_a_single_trace_run_stands_apart(live_ser
     log_in(page, live_server.url, "eva")
     page.goto(f"{live_server.url}/attribution/projects/{project.slug}/evaluation/?method=heuristic")
     chart = page.locator("figure.accuracy-chart svg")
-    assert chart.is_visible() and chart.locator(".chart-panel .whisker").count() == 6  # 2 figures x (line, 2 caps)
-    assert chart.locator(".chart-panel .chart-baseline line").count() == 2  # the best agent and step baselines
+    assert (
+        chart.is_visible() and chart.locator(".chart-panel .whisker").count() == 6
+    )  # 2 figures x (line, 2 caps)
+    assert (
+        chart.locator(".chart-panel .chart-baseline line").count() == 2
+    )  # the best agent and step baselines
     assert "hybrid" not in chart.inner_html()  # the one-trace run is never charted
     assert page.locator("figure.confusion-matrix svg .matrix-cell").count() >= 4
     assert page.locator("figure.step-histogram svg .hist-bar.exact rect").is_visible()
@@ -52,10 +56,16 @@ def test_the_agreement_bars_show_in_chromium_within_the_csp(live_server, page, p
     for user in (ann, bob):
         services.membership_set(project=project, user=user, role=Role.ANNOTATOR)
     for n in range(2):  # two unlabelled eight-step runs for the queue
-        steps = [ParsedStep(speaker=a, agent=a, kind="message", content=f"step {i}")
-                 for i, a in enumerate(["Planner", "Coder"] * 4)]
-        trace_create_from_parsed(project=project, upload=None, ordinal=n,
-                                 parsed=ParsedTrace(name=f"run-{n}", source_format="whowhen", steps=steps))
+        steps = [
+            ParsedStep(speaker=a, agent=a, kind="message", content=f"step {i}")
+            for i, a in enumerate(["Planner", "Coder"] * 4)
+        ]
+        trace_create_from_parsed(
+            project=project,
+            upload=None,
+            ordinal=n,
+            parsed=ParsedTrace(name=f"run-{n}", source_format="whowhen", steps=steps),
+        )
     owner_client = _client(owner)
     assert _create_queue(owner_client, project).status_code == 302
     queue = ReviewQueue.objects.get(project=project, name="Triage")
@@ -69,7 +79,9 @@ def test_the_agreement_bars_show_in_chromium_within_the_csp(live_server, page, p
     bars = page.locator("figure.agreement-bars svg")
     assert bars.is_visible() and bars.locator(".agreement-row").count() == 2
     box = bars.locator(".chart-bar.agent rect").first.bounding_box()
-    assert box is not None and box["width"] > 20  # half of the plot, drawn (a CSP-blocked style would leave 0)
+    assert (
+        box is not None and box["width"] > 20
+    )  # half of the plot, drawn (a CSP-blocked style would leave 0)
     assert page.evaluate("document.documentElement.scrollWidth") <= 1280
     if shots := os.environ.get("CULPRIT_SCREENSHOTS"):
         page.screenshot(path=os.path.join(shots, "agreement-page.png"), full_page=True)

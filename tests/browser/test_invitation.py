@@ -22,15 +22,26 @@ AGENTS = ("Orchestrator", "WebSurfer")
 NEW_PASSWORD = "quiet-lantern-41-orchard"
 
 
-def _shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
+def _shot(page, name: str) -> None:
     if folder := os.environ.get("CULPRIT_SCREENSHOTS"):
         page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
 
 
-def _trace(project, name: str):  # type: ignore[no-untyped-def]
-    parsed = ParsedTrace(name=name, source_format="whowhen", question="When did the museum open?", steps=[
-        ParsedStep(speaker=AGENTS[i % 2], agent=AGENTS[i % 2], kind="message", content=f"{AGENTS[i % 2]} step {i}")
-        for i in range(4)])
+def _trace(project, name: str):
+    parsed = ParsedTrace(
+        name=name,
+        source_format="whowhen",
+        question="When did the museum open?",
+        steps=[
+            ParsedStep(
+                speaker=AGENTS[i % 2],
+                agent=AGENTS[i % 2],
+                kind="message",
+                content=f"{AGENTS[i % 2]} step {i}",
+            )
+            for i in range(4)
+        ],
+    )
     return services.trace_create_from_parsed(project=project, upload=None, ordinal=0, parsed=parsed)
 
 
@@ -38,7 +49,9 @@ def test_an_invited_person_sets_a_password_and_labels_a_queue_item(live_server, 
     owner = get_user_model().objects.create_user("olga", password="a-long-test-password")
     project = services.project_create(name="Review", owner=owner)
     trace = _trace(project, "museum run")
-    queue = queue_services.queue_create(project=project, user=owner, name="Triage", source="no_gold", overlap=1)
+    queue = queue_services.queue_create(
+        project=project, user=owner, name="Triage", source="no_gold", overlap=1
+    )
 
     log_in(page, live_server.url, "olga")
     page.goto(f"{live_server.url}/projects/{project.slug}/members/")
@@ -98,7 +111,11 @@ def test_an_invited_person_sets_a_password_and_labels_a_queue_item(live_server, 
     assert Membership.objects.get(project=project, user=paula).role == Role.ANNOTATOR
     answer = Annotation.objects.get(item__trace=trace)
     assert (answer.status, answer.annotator, answer.step_index, answer.agent_name) == (
-        CopyStatus.SUBMITTED, paula, 1, "WebSurfer")
+        CopyStatus.SUBMITTED,
+        paula,
+        1,
+        "WebSurfer",
+    )
 
     # The owner sees the answer in the queue's item list, and can change paula's role on the members page.
     page.goto(f"{live_server.url}/annotations/queues/{queue.pk}/?status=answered")

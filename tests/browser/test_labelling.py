@@ -21,14 +21,25 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 AGENTS = ("Planner", "Coder", "Checker")
 
 
-def _trace(project, name: str, steps: int):  # type: ignore[no-untyped-def]
-    parsed = ParsedTrace(name=name, source_format="whowhen", question="What is 6 x 7?", steps=[
-        ParsedStep(speaker=AGENTS[i % 3], agent=AGENTS[i % 3], kind="message",
-                   content=("long line\n" * 40 if i == 2 else f"{AGENTS[i % 3]} says step {i}")) for i in range(steps)])
+def _trace(project, name: str, steps: int):
+    parsed = ParsedTrace(
+        name=name,
+        source_format="whowhen",
+        question="What is 6 x 7?",
+        steps=[
+            ParsedStep(
+                speaker=AGENTS[i % 3],
+                agent=AGENTS[i % 3],
+                kind="message",
+                content=("long line\n" * 40 if i == 2 else f"{AGENTS[i % 3]} says step {i}"),
+            )
+            for i in range(steps)
+        ],
+    )
     return services.trace_create_from_parsed(project=project, upload=None, ordinal=steps, parsed=parsed)
 
 
-def _shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
+def _shot(page, name: str) -> None:
     if folder := os.environ.get("CULPRIT_SCREENSHOTS"):
         page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=False)
 
@@ -40,8 +51,14 @@ def test_an_annotator_labels_a_queue_item_with_the_keyboard_only(live_server, pa
     services.membership_set(project=project, user=ann, role=Role.ANNOTATOR)
     long_trace = _trace(project, "long run", 60)  # more steps than one window (50)
     _trace(project, "short run", 5)
-    queue = queue_services.queue_create(project=project, user=owner, name="Triage", source="no_gold", overlap=1,
-                                        instructions="Blame the first wrong step.")
+    queue = queue_services.queue_create(
+        project=project,
+        user=owner,
+        name="Triage",
+        source="no_gold",
+        overlap=1,
+        instructions="Blame the first wrong step.",
+    )
 
     page.goto(f"{live_server.url}/accounts/login/")
     page.fill("input[name=username]", "ann")
@@ -115,8 +132,15 @@ def test_an_annotator_labels_a_queue_item_with_the_keyboard_only(live_server, pa
     assert "short run" in page.inner_text(".trace-name")
     answer = Annotation.objects.get(item__trace=long_trace)
     assert (answer.status, answer.annotator, answer.step_index, answer.agent_name) == (
-        CopyStatus.SUBMITTED, ann, 2, "Checker")
-    assert answer.category == "memory.retrieval_failure" and answer.reason == "Checker ignored the retrieved table"
+        CopyStatus.SUBMITTED,
+        ann,
+        2,
+        "Checker",
+    )
+    assert (
+        answer.category == "memory.retrieval_failure"
+        and answer.reason == "Checker ignored the retrieved table"
+    )
     assert answer.lead_time_ms > 0
     (error,) = answer.further_errors.all()
     assert (error.step_index, error.agent_name) == (4, "Coder") and error.category.startswith("memory.")
@@ -155,7 +179,9 @@ def test_an_owner_creates_a_queue_reads_the_agreement_and_adjudicates(live_serve
     for person, steps in zip(people, ((4, 1), (4, 5)), strict=True):
         for step in steps:
             copy = queue_services.annotation_claim(queue=queue, user=person)
-            queue_services.annotation_submit(annotation=copy, user=person, step_index=step, reason=f"{person} says")
+            queue_services.annotation_submit(
+                annotation=copy, user=person, step_index=step, reason=f"{person} says"
+            )
 
     page.click("text=Agreement")
     page.wait_for_selector("#queue-agreement")

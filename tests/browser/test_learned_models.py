@@ -33,7 +33,8 @@ def test_a_person_trains_a_model_follows_it_and_makes_it_the_default(live_server
     page.fill("input[name=name]", "triage <b>bold</b>")
     assert page.locator("input[name=sources]:checked").count() == 5  # every source ticked by default
     assert page.eval_on_selector("select[name=projects]", "s => [...s.selectedOptions].map(o => o.text)") == [
-        "Learning"]
+        "Learning"
+    ]
     page.fill("input[name=folds]", "3")
     page.click("button:has-text('Train model')")
 

@@ -24,7 +24,9 @@ from tracing.models import Role
 pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 
-def test_an_owner_attributes_a_trace_by_simulated_replay_and_inspects_the_replays(live_server, celery_worker, page):
+def test_an_owner_attributes_a_trace_by_simulated_replay_and_inspects_the_replays(
+    live_server, celery_worker, page
+):
     from http.server import ThreadingHTTPServer
 
     user = get_user_model().objects.create_user("lin", password="a-long-test-password")
@@ -32,7 +34,9 @@ def test_an_owner_attributes_a_trace_by_simulated_replay_and_inspects_the_replay
     services.membership_set(project=project, user=user, role=Role.OWNER)
     trace = imported(project)
     simulation = cube_world(SimpleNamespace())
-    server = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_OpenAiCompatible,), {"simulation": simulation}))
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), type("Handler", (_OpenAiCompatible,), {"simulation": simulation})
+    )
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         log_in(page, live_server.url, "lin")

@@ -67,8 +67,13 @@ def test_the_settings_form_sits_in_two_columns_on_a_wide_screen_and_one_on_a_nar
 
     if folder := os.environ.get("CULPRIT_SCREENSHOTS"):
         page.screenshot(path=str(Path(folder) / "model-settings.png"))
-    assert page.locator("legend").all_inner_texts() == ["Model & endpoint", "Limits", "Prices", "Budgets",
-                                                        "Replay hook"]
+    assert page.locator("legend").all_inner_texts() == [
+        "Model & endpoint",
+        "Limits",
+        "Prices",
+        "Budgets",
+        "Replay hook",
+    ]
     assert columns() == 2
     assert page.evaluate("document.documentElement.scrollWidth") <= 1280
     page.set_viewport_size({"width": 600, "height": 800})

@@ -27,7 +27,7 @@ DROP_FILES = """
 """
 
 
-def _shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
+def _shot(page, name: str) -> None:
     if folder := os.environ.get("CULPRIT_SCREENSHOTS"):
         page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
 
@@ -43,14 +43,19 @@ def test_a_person_drops_files_watches_them_import_and_finds_the_gold_step(live_s
     page.click("text=Upload traces")
     page.wait_for_selector("#dropzone")
 
-    files = [{"name": hand.name, "body": hand.read_text()}, {"name": algo.name, "body": algo.read_text()},
-             {"name": "broken.json", "body": '{"history": ['}]
+    files = [
+        {"name": hand.name, "body": hand.read_text()},
+        {"name": algo.name, "body": algo.read_text()},
+        {"name": "broken.json", "body": '{"history": ['},
+    ]
     page.evaluate(DROP_FILES, ["#dropzone", files])
 
     try:
         page.wait_for_selector(".job[data-status=succeeded] >> nth=1", timeout=60_000)
     except Exception as exc:  # say where the jobs are, not only that the page never showed them
-        jobs = list(IngestJob.objects.filter(project=project).values("filename", "status", "error", "attempts"))
+        jobs = list(
+            IngestJob.objects.filter(project=project).values("filename", "status", "error", "attempts")
+        )
         raise AssertionError(f"two imports never succeeded on the page; the jobs: {jobs}") from exc
     page.wait_for_selector(".job[data-status=failed]")
     page.wait_for_function("() => !document.querySelector('.jobs[hx-trigger]')")  # polling stopped
@@ -70,7 +75,9 @@ def test_a_person_drops_files_watches_them_import_and_finds_the_gold_step(live_s
     classes = highlighted.get_attribute("class")
     assert "gold" in classes and "target" in classes
     assert highlighted.is_visible()
-    assert json.loads(hand.read_text())["history"][gold.step_index]["content"][:40] in highlighted.inner_text()
+    assert (
+        json.loads(hand.read_text())["history"][gold.step_index]["content"][:40] in highlighted.inner_text()
+    )
     _shot(page, "trace-gold-step")
 
     # Jump to another step with the form, as a person would.
@@ -86,9 +93,14 @@ def test_many_formats_dropped_together_import_like_the_cli_does(live_server, cel
     user = get_user_model().objects.create_user("grace", password="a-long-test-password")
     project = services.project_create(name="Formats", owner=user)
     trail = sorted((FIXTURES / "trail" / "gaia").glob("*.trace.json"))[0]
-    files = [trail.with_name(trail.name.replace(".trace.", ".labels.")), trail,
-             FIXTURES / "textlogs" / "ag2.log", FIXTURES / "textlogs" / "unknown_framework.log",
-             FIXTURES / "otlp" / "multi_agent_genai.json", FIXTURES / "openai_chat" / "refund_handoff.json"]
+    files = [
+        trail.with_name(trail.name.replace(".trace.", ".labels.")),
+        trail,
+        FIXTURES / "textlogs" / "ag2.log",
+        FIXTURES / "textlogs" / "unknown_framework.log",
+        FIXTURES / "otlp" / "multi_agent_genai.json",
+        FIXTURES / "openai_chat" / "refund_handoff.json",
+    ]
     log_in(page, live_server.url, "grace")
     page.goto(f"{live_server.url}/projects/{project.slug}/upload/")
     page.evaluate(DROP_FILES, ["#dropzone", [{"name": f.name, "body": f.read_text()} for f in files]])
@@ -96,8 +108,14 @@ def test_many_formats_dropped_together_import_like_the_cli_does(live_server, cel
     page.wait_for_function("() => !document.querySelector('.jobs[hx-trigger]')")
     _shot(page, "upload-many-formats")
     formats = page.locator(".job .tag").all_inner_texts()
-    assert {f.split(" ")[0] for f in formats} == {"trail-labels", "trail", "text-ag2", "text-log", "otlp-json",
-                                                  "openai-chat"}
+    assert {f.split(" ")[0] for f in formats} == {
+        "trail-labels",
+        "trail",
+        "text-ag2",
+        "text-log",
+        "otlp-json",
+        "openai-chat",
+    }
     # The label file came first; its labels waited for the trace and now sit on it.
     trace = Trace.objects.get(project=project, source_format="trail")
     gold = trace.gold_labels.get()

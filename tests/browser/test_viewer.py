@@ -20,13 +20,13 @@ TRAIL = SHARED / "traces" / "trail" / "gaia" / "3215fc75e81bdb73706a4fb37b66427f
 LANGGRAPH = ROOT / "tests" / "fixtures" / "langfuse" / "langgraph-python-2025-08-22.trace.json"
 
 
-def _shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
+def _shot(page, name: str) -> None:
     if folder := os.environ.get("CULPRIT_SCREENSHOTS"):
         page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
 
 
 @pytest.fixture
-def traces():  # type: ignore[no-untyped-def]
+def traces():
     user = get_user_model().objects.create_user("ada", password="a-long-test-password")
     project = services.project_create(name="Viewer", owner=user)
     services.membership_set(project=project, user=user, role=Role.OWNER)
@@ -40,7 +40,7 @@ def traces():  # type: ignore[no-untyped-def]
     return found
 
 
-def _no_wider_than_the_window(page) -> None:  # type: ignore[no-untyped-def]
+def _no_wider_than_the_window(page) -> None:
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 1280, f"{page.url} is {width} px wide"
 
@@ -132,8 +132,9 @@ def test_the_list_sorts_by_the_latest_verdict_from_its_header(live_server, page,
 
     for key, agent in (("trail", "Zeta"), ("langfuse", "Alpha")):
         trace = traces[key]
-        run = AttributionRun.objects.create(project=trace.project, method="heuristic", trace_ids=[trace.pk],
-                                            status="succeeded")
+        run = AttributionRun.objects.create(
+            project=trace.project, method="heuristic", trace_ids=[trace.pk], status="succeeded"
+        )
         Verdict.objects.create(run=run, trace=trace, method="heuristic", agent_name=agent, step_index=1)
     page.set_viewport_size({"width": 1280, "height": 800})
     log_in(page, live_server.url, "ada")
@@ -164,7 +165,7 @@ def test_no_viewer_page_is_wider_than_the_window(live_server, page, traces):
     _shot(page, "viewer-whowhen")
 
 
-def _heuristic_verdict(trace: Trace):  # type: ignore[no-untyped-def]
+def _heuristic_verdict(trace: Trace):
     """The offline heuristic's verdict on the trace, stored as a run would store it (the run itself is tested in
     tests/attribution; here only the pages that show it are)."""
     from attribution.methods import get_method
@@ -172,11 +173,18 @@ def _heuristic_verdict(trace: Trace):  # type: ignore[no-untyped-def]
     from attribution.selectors import trace_view
 
     result = get_method("heuristic").run(trace_view(trace), with_ground_truth=True)
-    run = AttributionRun.objects.create(project=trace.project, method="heuristic", trace_ids=[trace.pk],
-                                        status="succeeded")
-    return Verdict.objects.create(run=run, trace=trace, method="heuristic", agent_name=result.agent,
-                                  step_index=result.step, scores=[round(float(s), 4) for s in result.scores],
-                                  reason=result.reason)
+    run = AttributionRun.objects.create(
+        project=trace.project, method="heuristic", trace_ids=[trace.pk], status="succeeded"
+    )
+    return Verdict.objects.create(
+        run=run,
+        trace=trace,
+        method="heuristic",
+        agent_name=result.agent,
+        step_index=result.step,
+        scores=[round(float(s), 4) for s in result.scores],
+        reason=result.reason,
+    )
 
 
 def test_the_list_shows_verdicts_and_the_trace_page_a_blame_strip(live_server, page, traces):
@@ -197,7 +205,9 @@ def test_the_list_shows_verdicts_and_the_trace_page_a_blame_strip(live_server, p
     page.wait_for_url(f"**/traces/{trace.pk}/?step={verdict.step_index}**")
     assert "Blame strip" in page.locator(".blame-legend").inner_text()
     blamed = page.locator(f"#step-{verdict.step_index} .blame")
-    level = round(verdict.scores[verdict.step_index] * 5)  # heat-0 .. heat-5, as tracing.selectors.blame_strip
+    level = round(
+        verdict.scores[verdict.step_index] * 5
+    )  # heat-0 .. heat-5, as tracing.selectors.blame_strip
     assert f"heat-{level}" in (blamed.get_attribute("class") or "").split() and level >= 3
     assert blamed.bounding_box()["width"] > 0  # drawn by the stylesheet: no inline style under the CSP
     assert page.locator(".blame").count() == min(trace.step_count, 50)

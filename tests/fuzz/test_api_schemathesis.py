@@ -15,7 +15,7 @@ schema = schemathesis.openapi.from_wsgi("/api/openapi.json", application)
 
 
 @pytest.fixture(autouse=True)
-def _keep_the_test_connection():  # type: ignore[no-untyped-def]
+def _keep_the_test_connection():
     """Calling the WSGI app directly fires request_finished, which would close the test's database connection (the
     test client disconnects that handler the same way)."""
     from django.core.signals import request_finished, request_started
@@ -29,7 +29,7 @@ def _keep_the_test_connection():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def token(db, make_project, make_user):  # type: ignore[no-untyped-def]
+def token(db, make_project, make_user):
     owner = make_user("fuzz-owner")
     project = make_project("Fuzz", {owner: "owner"})
     import_now(project, incoming_path(sample_file()))
@@ -38,14 +38,26 @@ def token(db, make_project, make_user):  # type: ignore[no-untyped-def]
 
 
 @schema.parametrize()
-@settings(max_examples=25, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                 HealthCheck.filter_too_much])
+@settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+    ],
+)
 def test_the_api_never_answers_5xx_and_keeps_its_schema(case, token):
     case.headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}
     response = case.call()
     assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.status_code}"
-    case.validate_response(response, checks=(schemathesis.checks.not_a_server_error,
-                                             schemathesis.checks.response_schema_conformance,
-                                             schemathesis.checks.status_code_conformance,
-                                             schemathesis.checks.content_type_conformance))
+    case.validate_response(
+        response,
+        checks=(
+            schemathesis.checks.not_a_server_error,
+            schemathesis.checks.response_schema_conformance,
+            schemathesis.checks.status_code_conformance,
+            schemathesis.checks.content_type_conformance,
+        ),
+    )

@@ -42,7 +42,10 @@ def test_uploading_through_the_api_gives_one_job_per_file(client, token, django_
         response = client.post("/api/uploads", {"files": files}, **_auth(token))
     assert response.status_code == 202
     body = response.json()
-    assert [(j["filename"], j["status"]) for j in body["jobs"]] == [("a.json", "queued"), ("empty.json", "failed")]
+    assert [(j["filename"], j["status"]) for j in body["jobs"]] == [
+        ("a.json", "queued"),
+        ("empty.json", "failed"),
+    ]
     assert body["jobs"][1]["error"] == "empty.json: the file is empty"
     assert len(callbacks) == 1
     job_id = body["jobs"][0]["id"]
@@ -55,8 +58,9 @@ def test_uploading_through_the_api_gives_one_job_per_file(client, token, django_
 
 
 def test_an_unknown_format_is_refused_with_the_list_of_formats(client, token):
-    response = client.post("/api/uploads", {"files": [SimpleUploadedFile("a.json", b"{}")], "format": "nope"},
-                           **_auth(token))
+    response = client.post(
+        "/api/uploads", {"files": [SimpleUploadedFile("a.json", b"{}")], "format": "nope"}, **_auth(token)
+    )
     assert response.status_code == 422
     assert "unknown format 'nope'" in response.json()["detail"] and "whowhen" in response.json()["detail"]
     assert IngestJob.objects.count() == 0
@@ -67,10 +71,20 @@ def test_traces_steps_and_labels_read_back(client, token, imported_trace):
     assert listed["count"] == 1 and listed["items"][0]["id"] == imported_trace.pk
     detail = client.get(f"/api/traces/{imported_trace.pk}", **_auth(token)).json()
     gold = imported_trace.gold_labels.get()
-    assert detail["gold"] == [{"agent": gold.agent_name, "step": gold.step_index, "reason": gold.reason,
-                               "category": gold.category, "source": "imported", "confidence": None}]
+    assert detail["gold"] == [
+        {
+            "agent": gold.agent_name,
+            "step": gold.step_index,
+            "reason": gold.reason,
+            "category": gold.category,
+            "source": "imported",
+            "confidence": None,
+        }
+    ]
     assert {a["name"] for a in detail["agent_list"]} >= {"Orchestrator", "WebSurfer"}
-    steps = client.get(f"/api/traces/{imported_trace.pk}/steps", {"offset": 5, "limit": 3}, **_auth(token)).json()
+    steps = client.get(
+        f"/api/traces/{imported_trace.pk}/steps", {"offset": 5, "limit": 3}, **_auth(token)
+    ).json()
     assert [s["index"] for s in steps["items"]] == [5, 6, 7]
     assert steps["count"] == imported_trace.step_count
 
@@ -119,7 +133,7 @@ def test_the_openapi_document_has_no_duplicate_keys(client):
     """Swagger UI refuses a document with a key twice (e.g. a status code as int and as string)."""
     import json as _json
 
-    def no_duplicates(pairs):  # type: ignore[no-untyped-def]
+    def no_duplicates(pairs):
         keys = [k for k, _ in pairs]
         assert len(keys) == len(set(keys)), f"duplicate keys: {keys}"
         return dict(pairs)
@@ -140,7 +154,10 @@ def test_out_of_range_numbers_are_refused_not_overflowed(client, project, owner)
 def test_a_trace_exposes_every_labelled_error_and_its_gold_label(client, token, project):
     trail = ROOT / "tests" / "fixtures" / "trail"
     name = "0ebe673d64647ec44c370638b82d3c78"
-    for path in (trail / "gaia" / f"{name}.trace.json", trail / "label_cases" / "multi" / f"{name}.labels.json"):
+    for path in (
+        trail / "gaia" / f"{name}.trace.json",
+        trail / "label_cases" / "multi" / f"{name}.labels.json",
+    ):
         (job,) = import_now(project, incoming_path(path, path.name))
         assert job.status == "succeeded", job.error
     trace = project.traces.get()
@@ -149,8 +166,17 @@ def test_a_trace_exposes_every_labelled_error_and_its_gold_label(client, token, 
     assert len(errors) == 4 == trace.error_labels.count()
     assert [e["decisive"] for e in errors] == [False, False, True, False]
     assert errors[2] | {"description": "", "evidence": ""} == {
-        "category": "Tool-related", "family": "TRAIL", "step": 3, "span_id": errors[2]["span_id"], "agent": "manager",
-        "impact": "HIGH", "description": "", "evidence": "", "source": "imported", "decisive": True}
+        "category": "Tool-related",
+        "family": "TRAIL",
+        "step": 3,
+        "span_id": errors[2]["span_id"],
+        "agent": "manager",
+        "impact": "HIGH",
+        "description": "",
+        "evidence": "",
+        "source": "imported",
+        "decisive": True,
+    }
     assert errors[2]["span_id"] and errors[2]["description"]
     assert errors[3]["step"] is None and errors[3]["span_id"] == "ffffffffffffffff"
     assert [(g["step"], g["category"]) for g in detail["gold"]] == [(3, "Tool-related")]
@@ -160,6 +186,16 @@ def test_the_openapi_schema_documents_the_error_labels(client):
     schema = client.get("/api/openapi.json").json()["components"]["schemas"]
     assert "errors" in schema["TraceDetailOut"]["required"]
     fields = schema["ErrorLabelOut"]["properties"]
-    assert set(fields) == {"category", "family", "step", "span_id", "agent", "impact", "description", "evidence",
-                           "source", "decisive"}
+    assert set(fields) == {
+        "category",
+        "family",
+        "step",
+        "span_id",
+        "agent",
+        "impact",
+        "description",
+        "evidence",
+        "source",
+        "decisive",
+    }
     assert "taxonomy family" in fields["family"]["description"]

@@ -35,8 +35,12 @@ def _auth(token: str) -> dict[str, str]:
 
 # --- the depth check --------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text", [ESCAPED_QUOTES, ESCAPED_QUOTES + "\\", '"' * MB, "[]" * (MB // 2)],
-                         ids=["escaped-quotes", "trailing-backslash", "quotes", "brackets"])
+
+@pytest.mark.parametrize(
+    "text",
+    [ESCAPED_QUOTES, ESCAPED_QUOTES + "\\", '"' * MB, "[]" * (MB // 2)],
+    ids=["escaped-quotes", "trailing-backslash", "quotes", "brackets"],
+)
 def test_a_megabyte_of_hostile_json_is_depth_checked_in_linear_time(text):
     # Generous bound for a shared CI machine: the old regex took minutes on the first input; bench/json_depth.py
     # measures 25-60 ms.
@@ -55,13 +59,15 @@ def test_the_depth_check_counts_brackets_outside_strings_only():
 
 def test_the_hostile_json_in_an_otlp_request_is_answered_quickly_with_a_400(client, token):
     started = time.perf_counter()
-    response = client.generic("POST", "/v1/traces", ESCAPED_QUOTES.encode(), content_type="application/json",
-                              **_auth(token))
+    response = client.generic(
+        "POST", "/v1/traces", ESCAPED_QUOTES.encode(), content_type="application/json", **_auth(token)
+    )
     assert response.status_code == 400 and "message" in response.json()
     assert time.perf_counter() - started < 5.0
 
 
 # --- JSON endpoints answer JSON ---------------------------------------------------------------------------------------
+
 
 def test_listing_jobs_of_a_batch_that_is_not_a_uuid_is_a_400_with_a_reason(client, token):
     response = client.get("/api/jobs", {"batch": "not-a-uuid"}, **_auth(token))
@@ -78,20 +84,34 @@ def test_too_many_files_in_one_api_upload_is_a_400_in_json(client, token, settin
 
 def test_an_otlp_body_over_the_limit_is_a_413_in_the_requests_encoding(client, token, settings):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
-    response = client.generic("POST", "/v1/traces", b"{" + b" " * 4096 + b"}", content_type="application/json",
-                              **_auth(token))
+    response = client.generic(
+        "POST", "/v1/traces", b"{" + b" " * 4096 + b"}", content_type="application/json", **_auth(token)
+    )
     assert response.status_code == 413 and "over" in response.json()["message"]
 
 
 def _otlp(*spans: dict) -> bytes:
-    return json.dumps({"resourceSpans": [{"resource": {"attributes": []},
-                                          "scopeSpans": [{"scope": {"name": "s"}, "spans": list(spans)}]}]}).encode()
+    return json.dumps(
+        {
+            "resourceSpans": [
+                {
+                    "resource": {"attributes": []},
+                    "scopeSpans": [{"scope": {"name": "s"}, "spans": list(spans)}],
+                }
+            ]
+        }
+    ).encode()
 
 
 def _span(span_id: str, **attributes: str) -> dict:
-    return {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": span_id, "name": "agent",
-            "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000000500000000",
-            "attributes": [{"key": k, "value": {"stringValue": v}} for k, v in attributes.items()]}
+    return {
+        "traceId": "5b8efff798038103d269b633813fc60c",
+        "spanId": span_id,
+        "name": "agent",
+        "startTimeUnixNano": "1700000000000000000",
+        "endTimeUnixNano": "1700000000500000000",
+        "attributes": [{"key": k, "value": {"stringValue": v}} for k, v in attributes.items()],
+    }
 
 
 def test_a_nul_character_in_a_span_attribute_is_stored_without_it(client, token, project):
@@ -103,8 +123,10 @@ def test_a_nul_character_in_a_span_attribute_is_stored_without_it(client, token,
 
 
 def test_the_same_span_twice_in_one_request_is_stored_once(client, token, project):
-    body = _otlp(_span("eee19b7ec3c1b174", **{"input.value": "first"}),
-                 _span("eee19b7ec3c1b174", **{"input.value": "second"}))
+    body = _otlp(
+        _span("eee19b7ec3c1b174", **{"input.value": "first"}),
+        _span("eee19b7ec3c1b174", **{"input.value": "second"}),
+    )
     response = client.generic("POST", "/v1/traces", body, content_type="application/json", **_auth(token))
     assert response.status_code == 200
     (stored,) = OtlpSpan.objects.filter(project=project)
@@ -112,6 +134,7 @@ def test_the_same_span_twice_in_one_request_is_stored_once(client, token, projec
 
 
 # --- zips -------------------------------------------------------------------------------------------------------------
+
 
 def _zip(members: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
@@ -130,13 +153,16 @@ def test_a_zip_inside_a_zip_is_refused_with_a_message_that_says_so(project):
 
 
 def test_many_small_bomb_members_are_refused_by_the_archives_ratio(project):
-    members = {f"m{i}.json": b"0" * 900_000 for i in range(20)}  # each under 1 MB: the old check skipped them all
+    members = {
+        f"m{i}.json": b"0" * 900_000 for i in range(20)
+    }  # each under 1 MB: the old check skipped them all
     jobs = import_now(project, incoming_bytes("bombs.zip", _zip(members)))
     assert len(jobs) == 1 and jobs[0].status == JobStatus.FAILED
     assert "a zip bomb?" in jobs[0].error
 
 
 # --- the bytes of failed uploads --------------------------------------------------------------------------------------
+
 
 def test_the_bytes_of_a_failed_upload_are_purged_after_the_grace_period_and_nothing_else(project):
     from tracing.models import RawUpload

@@ -21,8 +21,15 @@ FIXTURES = ROOT / "tests" / "fixtures"
 
 
 def _samples() -> list[Path]:
-    files = sorted(p for p in SHARED.rglob("*") if p.is_file() and p.suffix in (".json", ".jsonl", ".log", ".txt")
-                   and p.stat().st_size < 400_000) if SHARED.exists() else []
+    files = (
+        sorted(
+            p
+            for p in SHARED.rglob("*")
+            if p.is_file() and p.suffix in (".json", ".jsonl", ".log", ".txt") and p.stat().st_size < 400_000
+        )
+        if SHARED.exists()
+        else []
+    )
     files += sorted(p for p in FIXTURES.rglob("*") if p.is_file() and p.stat().st_size < 400_000)
     return (files or sorted(DEMO_DATA.rglob("*.json")))[:: max(1, len(files) // 40)]
 
@@ -31,11 +38,44 @@ SAMPLES = _samples()
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
-    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(
-        st.sampled_from(["history", "content", "role", "name", "spans", "trace_id", "span_id", "child_spans",
-                         "resourceSpans", "scopeSpans", "observations", "trace", "post", "patch", "messages",
-                         "traj", "reward", "failures", "trajectory_id", "errors", "location", "mistake_step",
-                         "mistake_agent", "parent_id", "context", "attributes", "x"]), inner, max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=5)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "history",
+                    "content",
+                    "role",
+                    "name",
+                    "spans",
+                    "trace_id",
+                    "span_id",
+                    "child_spans",
+                    "resourceSpans",
+                    "scopeSpans",
+                    "observations",
+                    "trace",
+                    "post",
+                    "patch",
+                    "messages",
+                    "traj",
+                    "reward",
+                    "failures",
+                    "trajectory_id",
+                    "errors",
+                    "location",
+                    "mistake_step",
+                    "mistake_agent",
+                    "parent_id",
+                    "context",
+                    "attributes",
+                    "x",
+                ]
+            ),
+            inner,
+            max_size=6,
+        )
+    ),
     max_leaves=30,
 )
 
@@ -84,11 +124,16 @@ def test_absurd_nesting_is_a_format_error_not_a_crash(opener, closer):
 
 @pytest.mark.django_db
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.one_of(st.binary(max_size=800), json_values.map(lambda v: json.dumps(v).encode())),
-       name=st.sampled_from(["a.json", "b.jsonl", "c.zip", "d.log", "e"]))
+@given(
+    data=st.one_of(st.binary(max_size=800), json_values.map(lambda v: json.dumps(v).encode())),
+    name=st.sampled_from(["a.json", "b.jsonl", "c.zip", "d.log", "e"]),
+)
 def test_the_upload_view_never_answers_500(owner_client, project, data, name):
-    response = owner_client.post(reverse("tracing:upload", args=[project.slug]),
-                                 {"files": [SimpleUploadedFile(name, data)]}, HTTP_HX_REQUEST="true")
+    response = owner_client.post(
+        reverse("tracing:upload", args=[project.slug]),
+        {"files": [SimpleUploadedFile(name, data)]},
+        HTTP_HX_REQUEST="true",
+    )
     assert response.status_code == 200
     for job in IngestJob.objects.filter(project=project, status=JobStatus.QUEUED):
         done = services.ingest_job_run(job_id=job.pk)

@@ -37,11 +37,27 @@ def test_it_imports_a_folder_recursively_and_creates_the_project(tmp_path):
         assert result["format"] == "whowhen"
         assert result["steps"] == len(document["history"])
         assert result["labels"] == 1
-        assert result["gold"] == [{"trace_id": result["trace_ids"][0], "agent": document["mistake_agent"],
-                                   "step": int(document["mistake_step"])}]
+        assert result["gold"] == [
+            {
+                "trace_id": result["trace_ids"][0],
+                "agent": document["mistake_agent"],
+                "step": int(document["mistake_step"]),
+            }
+        ]
         assert result["error"] == ""
-        assert set(result) == {"path", "status", "format", "confidence", "trace_ids", "steps", "agents", "labels",
-                               "gold", "warnings", "error"}
+        assert set(result) == {
+            "path",
+            "status",
+            "format",
+            "confidence",
+            "trace_ids",
+            "steps",
+            "agents",
+            "labels",
+            "gold",
+            "warnings",
+            "error",
+        }
 
 
 @pytest.mark.django_db
@@ -74,8 +90,21 @@ def test_a_failed_file_exits_non_zero_with_a_message_and_no_traceback(tmp_path):
     empty.write_bytes(b"")
     missing = tmp_path / "missing.json"
     result = subprocess.run(
-        [sys.executable, "manage.py", "import_traces", str(GOOD), str(empty), str(missing), "--project", "CLI"],
-        cwd=ROOT, env=process_env(), capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "manage.py",
+            "import_traces",
+            str(GOOD),
+            str(empty),
+            str(missing),
+            "--project",
+            "CLI",
+        ],
+        cwd=ROOT,
+        env=process_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode != 0
     assert f"{empty}: the file is empty" in result.stderr
@@ -92,7 +121,11 @@ def test_the_json_output_is_one_parseable_list_even_when_a_file_fails(tmp_path):
     bad.write_text('{"unknown": true}')
     result = subprocess.run(
         [sys.executable, "manage.py", "import_traces", str(bad), str(GOOD), "--project", "J", "--json"],
-        cwd=ROOT, env=process_env(), capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=process_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode != 0
     results = json.loads(result.stdout)

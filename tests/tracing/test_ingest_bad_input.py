@@ -28,7 +28,11 @@ def _assert_nothing_imported() -> None:
         ("blank.json", b"   \n\t ", "the file is empty"),
         ("binary.json", bytes(range(256)) * 4, "binary data, not a JSON or text trace"),
         ("notes.txt", b"hello, this is not a trace", "not JSON and not a recognised trace format"),
-        ("shape.json", b'{"foo": 1, "bar": [1, 2]}', "JSON of an unknown shape (an object with keys foo, bar)"),
+        (
+            "shape.json",
+            b'{"foo": 1, "bar": [1, 2]}',
+            "JSON of an unknown shape (an object with keys foo, bar)",
+        ),
         ("list.json", b"[1, 2, 3]", "JSON of an unknown shape (a list of 3 item(s))"),
         ("broken.json", b'{"history": [}', "not valid JSON"),
         ("nohistory.json", b'{"question": "q", "history": []}', "the 'history' list is empty"),
@@ -70,8 +74,12 @@ def test_a_file_over_the_size_limit_fails_without_being_stored(project, settings
 
 
 def test_other_files_in_the_same_upload_still_import(project):
-    jobs = import_now(project, incoming_bytes("empty.json", b""), incoming_path(GOOD, "good.json"),
-                      incoming_bytes("junk.json", b"{{{"))
+    jobs = import_now(
+        project,
+        incoming_bytes("empty.json", b""),
+        incoming_path(GOOD, "good.json"),
+        incoming_bytes("junk.json", b"{{{"),
+    )
     assert [j.status for j in jobs] == [JobStatus.FAILED, JobStatus.SUCCEEDED, JobStatus.FAILED]
     assert Trace.objects.count() == 1
     assert len({j.batch for j in jobs}) == 1
@@ -86,8 +94,14 @@ def _zip(members: dict[str, bytes]) -> bytes:
 
 
 def test_a_zip_becomes_one_job_per_member_and_a_bad_member_fails_alone(project):
-    data = _zip({"runs/a.json": GOOD.read_bytes(), "runs/bad.json": b"nope", "__MACOSX/._a.json": b"junk",
-                 "runs/.hidden": b"x"})
+    data = _zip(
+        {
+            "runs/a.json": GOOD.read_bytes(),
+            "runs/bad.json": b"nope",
+            "__MACOSX/._a.json": b"junk",
+            "runs/.hidden": b"x",
+        }
+    )
     jobs = import_now(project, incoming_bytes("batch.zip", data))
     by_name = {j.filename: j for j in jobs}
     assert set(by_name) == {"batch.zip/runs/a.json", "batch.zip/runs/bad.json"}
@@ -130,7 +144,9 @@ def test_the_same_bytes_in_another_project_import_again(project, make_project):
 
 
 def test_a_re_delivered_task_does_not_import_twice(project):
-    (job,) = services.ingest_jobs_create(project=project, files=[incoming_path(GOOD)], user=None, enqueue=False)
+    (job,) = services.ingest_jobs_create(
+        project=project, files=[incoming_path(GOOD)], user=None, enqueue=False
+    )
     services.ingest_job_run(job_id=job.pk)
     again = services.ingest_job_run(job_id=job.pk)
     assert again.status == JobStatus.SUCCEEDED
@@ -138,7 +154,9 @@ def test_a_re_delivered_task_does_not_import_twice(project):
 
 
 def test_a_job_whose_worker_died_mid_import_is_finished_by_the_retry(project):
-    (job,) = services.ingest_jobs_create(project=project, files=[incoming_path(GOOD)], user=None, enqueue=False)
+    (job,) = services.ingest_jobs_create(
+        project=project, files=[incoming_path(GOOD)], user=None, enqueue=False
+    )
     # What a kill -9 after the claim leaves behind: the job claimed, its transaction rolled back.
     IngestJob.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, attempts=1)
     done = services.ingest_job_run(job_id=job.pk)
@@ -147,9 +165,12 @@ def test_a_job_whose_worker_died_mid_import_is_finished_by_the_retry(project):
 
 
 def test_a_job_that_keeps_dying_fails_with_a_readable_reason(project):
-    (job,) = services.ingest_jobs_create(project=project, files=[incoming_path(GOOD, "x.json")], user=None,
-                                         enqueue=False)
-    IngestJob.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, attempts=services.MAX_INGEST_ATTEMPTS)
+    (job,) = services.ingest_jobs_create(
+        project=project, files=[incoming_path(GOOD, "x.json")], user=None, enqueue=False
+    )
+    IngestJob.objects.filter(pk=job.pk).update(
+        status=JobStatus.RUNNING, attempts=services.MAX_INGEST_ATTEMPTS
+    )
     done = services.ingest_job_run(job_id=job.pk)
     assert done.status == JobStatus.FAILED
     assert done.error == "x.json: gave up after 3 interrupted attempts"
@@ -157,8 +178,13 @@ def test_a_job_that_keeps_dying_fails_with_a_readable_reason(project):
 
 
 def test_an_explicit_unknown_format_is_a_clear_error(project):
-    (job,) = services.ingest_jobs_create(project=project, files=[incoming_path(GOOD, "x.json")], user=None,
-                                         enqueue=False, requested_format="nosuch")
+    (job,) = services.ingest_jobs_create(
+        project=project,
+        files=[incoming_path(GOOD, "x.json")],
+        user=None,
+        enqueue=False,
+        requested_format="nosuch",
+    )
     done = services.ingest_job_run(job_id=job.pk)
     assert done.status == JobStatus.FAILED
     assert "unknown format 'nosuch'" in done.error
@@ -188,7 +214,9 @@ def test_too_many_zip_members_are_refused(project, settings):
 
 
 def test_json_nested_too_deep_is_refused_before_parsing(project):
-    (job,) = import_now(project, incoming_bytes("deep.json", b'{"history": ' + b"[" * 5000 + b"]" * 5000 + b"}"))
+    (job,) = import_now(
+        project, incoming_bytes("deep.json", b'{"history": ' + b"[" * 5000 + b"]" * 5000 + b"}")
+    )
     assert job.status == JobStatus.FAILED
     assert "nests deeper than 200 levels" in job.error
 
@@ -197,7 +225,9 @@ def test_nul_characters_and_nan_values_are_stored_not_fatal(project):
     document = json.loads(GOOD.read_text())
     document["history"][0]["content"] = "before\u0000after"
     document["history"][0]["score"] = float("nan")
-    data = json.dumps(document).replace('"before', '"be\\u0000fore').encode()  # NaN is written bare by json.dumps
+    data = (
+        json.dumps(document).replace('"before', '"be\\u0000fore').encode()
+    )  # NaN is written bare by json.dumps
     (job,) = import_now(project, incoming_bytes("odd.json", data))
     assert job.status == JobStatus.SUCCEEDED, job.error
     step = Step.objects.get(trace_id=job.trace_ids[0], index=0)

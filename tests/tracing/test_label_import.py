@@ -30,8 +30,11 @@ def _import(project, path, name=None):
 
 # --- TRAIL label files listing no error ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("labels_first", [False, True], ids=["trace-first", "labels-first"])
-def test_a_trail_label_file_with_no_errors_marks_the_run_as_labelled_clean(project, labels_first, owner_client):
+def test_a_trail_label_file_with_no_errors_marks_the_run_as_labelled_clean(
+    project, labels_first, owner_client
+):
     order = [CASES / "no_errors" / f"{SMALL}.labels.json", TRACE_FILE]
     jobs = [_import(project, p) for p in (order if labels_first else order[::-1])]
     labels_job = next(j for j in jobs if j.detected_format == "trail-labels")
@@ -47,6 +50,7 @@ def test_a_trail_label_file_with_no_errors_marks_the_run_as_labelled_clean(proje
 
 # --- NUL characters -----------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("labels_first", [False, True], ids=["trace-first", "labels-first"])
 def test_label_text_with_nul_characters_imports_with_them_replaced(project, labels_first):
     order = [CASES / "nul_text" / f"{SMALL}.labels.json", TRACE_FILE]
@@ -58,8 +62,12 @@ def test_label_text_with_nul_characters_imports_with_them_replaced(project, labe
 
 
 def test_nul_characters_anywhere_in_a_trace_s_metadata_are_stored(project):
-    parsed = ParsedTrace(name="nul", source_format="text-log", metadata={"note": "a\x00b", "k\x00": ["\x00"]},
-                         steps=[ParsedStep(speaker="A", agent="A", kind="message", content="x\x00y")])
+    parsed = ParsedTrace(
+        name="nul",
+        source_format="text-log",
+        metadata={"note": "a\x00b", "k\x00": ["\x00"]},
+        steps=[ParsedStep(speaker="A", agent="A", kind="message", content="x\x00y")],
+    )
     trace = trace_create_from_parsed(project=project, upload=None, ordinal=0, parsed=parsed)
     trace.refresh_from_db()
     assert trace.metadata == {"note": "a\ufffdb", "k\ufffd": ["\ufffd"]}
@@ -67,16 +75,24 @@ def test_nul_characters_anywhere_in_a_trace_s_metadata_are_stored(project):
 
 # --- agent names in labels ----------------------------------------------------------------------------------------
 
+
 def _agents(*names: str) -> list[SimpleNamespace]:
     return [SimpleNamespace(name=n) for n in names]
 
 
-@pytest.mark.parametrize(("given", "expected"), [
-    ("WebSurfer", "WebSurfer"), ("Websurfer", "WebSurfer"), ("web_surfer", "WebSurfer"), ("Web Surfer", "WebSurfer"),
-    ("orchestrator", "MagenticOneOrchestrator"), ("Executor", "ComputerTerminal"),
-    ("Surfer", None),  # names both surfers: resolves to neither
-    ("Librarian", None),
-])
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("WebSurfer", "WebSurfer"),
+        ("Websurfer", "WebSurfer"),
+        ("web_surfer", "WebSurfer"),
+        ("Web Surfer", "WebSurfer"),
+        ("orchestrator", "MagenticOneOrchestrator"),
+        ("Executor", "ComputerTerminal"),
+        ("Surfer", None),  # names both surfers: resolves to neither
+        ("Librarian", None),
+    ],
+)
 def test_label_agent_names_resolve_by_case_spacing_alias_and_unique_suffix(given, expected):
     agents = _agents("MagenticOneOrchestrator", "WebSurfer", "FileSurfer", "ComputerTerminal")
     found = agent_resolve(given, agents)
@@ -84,26 +100,38 @@ def test_label_agent_names_resolve_by_case_spacing_alias_and_unique_suffix(given
 
 
 def _magentic_trace(project) -> Trace:
-    steps = [ParsedStep(speaker=s, agent=s, kind="message", content=f"turn {i}")
-             for i, s in enumerate(["Orchestrator", "WebSurfer", "Orchestrator", "WebSurfer"])]
+    steps = [
+        ParsedStep(speaker=s, agent=s, kind="message", content=f"turn {i}")
+        for i, s in enumerate(["Orchestrator", "WebSurfer", "Orchestrator", "WebSurfer"])
+    ]
     parsed = ParsedTrace(name="run", source_format="agentrx-magentic", steps=steps, external_id="traj-1")
     return trace_create_from_parsed(project=project, upload=None, ordinal=0, parsed=parsed)
 
 
 def test_an_agentrx_label_spelled_websurfer_lands_on_the_trace_s_websurfer(project):
     trace = _magentic_trace(project)
-    labels = ParsedLabels(target_external_id="traj-1", labels=[ParsedGold(agent="Websurfer", step=3)],
-                          source_format="agentrx-labels")
+    labels = ParsedLabels(
+        target_external_id="traj-1",
+        labels=[ParsedGold(agent="Websurfer", step=3)],
+        source_format="agentrx-labels",
+    )
     _, written, warnings = labels_attach(project=project, labels=labels, job_id=None)
     gold = GoldLabel.objects.get(trace=trace)
-    assert written == 1 and (gold.agent_name, gold.agent.name, gold.step_index) == ("WebSurfer", "WebSurfer", 3)
+    assert written == 1 and (gold.agent_name, gold.agent.name, gold.step_index) == (
+        "WebSurfer",
+        "WebSurfer",
+        3,
+    )
     assert "label agent 'Websurfer' resolved to trace agent 'WebSurfer'" in warnings
 
 
 def test_a_label_agent_the_trace_does_not_know_is_kept_as_given(project):
     trace = _magentic_trace(project)
-    labels = ParsedLabels(target_external_id="traj-1", labels=[ParsedGold(agent="Librarian", step=1)],
-                          source_format="agentrx-labels")
+    labels = ParsedLabels(
+        target_external_id="traj-1",
+        labels=[ParsedGold(agent="Librarian", step=1)],
+        source_format="agentrx-labels",
+    )
     labels_attach(project=project, labels=labels, job_id=None)
     gold = GoldLabel.objects.get(trace=trace)
     assert (gold.agent_name, gold.agent) == ("Librarian", None)
@@ -111,18 +139,36 @@ def test_a_label_agent_the_trace_does_not_know_is_kept_as_given(project):
 
 # --- trace names --------------------------------------------------------------------------------------------------
 
+
 def _named(name: str, external_id: str = "") -> bytes:
-    return json.dumps([{"role": "user", "content": "hi"}, {"role": "assistant", "content": f"{name} {external_id}"}]
-                      ).encode()
+    return json.dumps(
+        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": f"{name} {external_id}"}]
+    ).encode()
 
 
 def test_two_traces_with_one_name_get_the_trace_or_file_id_appended(project):
-    first = trace_create_from_parsed(project=project, upload=None, ordinal=0, parsed=ParsedTrace(
-        name="autogen-2025-06-06", source_format="langfuse", external_id="abc123",
-        steps=[ParsedStep(speaker="A", agent="A", kind="message", content="one")]))
-    second = trace_create_from_parsed(project=project, upload=None, ordinal=0, parsed=ParsedTrace(
-        name="autogen-2025-06-06", source_format="langfuse", external_id="def456",
-        steps=[ParsedStep(speaker="A", agent="A", kind="message", content="two")]))
+    first = trace_create_from_parsed(
+        project=project,
+        upload=None,
+        ordinal=0,
+        parsed=ParsedTrace(
+            name="autogen-2025-06-06",
+            source_format="langfuse",
+            external_id="abc123",
+            steps=[ParsedStep(speaker="A", agent="A", kind="message", content="one")],
+        ),
+    )
+    second = trace_create_from_parsed(
+        project=project,
+        upload=None,
+        ordinal=0,
+        parsed=ParsedTrace(
+            name="autogen-2025-06-06",
+            source_format="langfuse",
+            external_id="def456",
+            steps=[ParsedStep(speaker="A", agent="A", kind="message", content="two")],
+        ),
+    )
     assert (first.name, second.name) == ("autogen-2025-06-06", "autogen-2025-06-06 [def456]")
     (job_a,) = import_now(project, incoming_bytes("chat/run.json", _named("a")))
     (job_b,) = import_now(project, incoming_bytes("other/run.json", _named("b")))
@@ -137,7 +183,9 @@ MULTI = CASES / "multi" / f"{SMALL}.labels.json"
 
 
 @pytest.mark.parametrize("labels_first", [False, True], ids=["trace-first", "labels-first"])
-def test_every_trail_error_is_kept_and_the_earliest_high_impact_one_in_run_order_is_gold(project, labels_first):
+def test_every_trail_error_is_kept_and_the_earliest_high_impact_one_in_run_order_is_gold(
+    project, labels_first
+):
     order = [MULTI, TRACE_FILE]
     jobs = {path: _import(project, path) for path in (order if labels_first else order[::-1])}
     trace = Trace.objects.get(project=project, external_id=SMALL)
@@ -149,15 +197,20 @@ def test_every_trail_error_is_kept_and_the_earliest_high_impact_one_in_run_order
     errors = list(ErrorLabel.objects.filter(trace=trace).order_by("position"))
     # File order: step 8 HIGH, step 2 LOW, step 3 HIGH, an unknown span. Run order puts step 3 first of the HIGHs.
     assert [(e.step_index, e.impact, e.category, e.decisive) for e in errors] == [
-        (8, "HIGH", "Formatting Errors", False), (2, "LOW", "Instruction Non-compliance", False),
-        (3, "HIGH", "Tool-related", True), (None, "MEDIUM", "Goal Deviation", False)]
+        (8, "HIGH", "Formatting Errors", False),
+        (2, "LOW", "Instruction Non-compliance", False),
+        (3, "HIGH", "Tool-related", True),
+        (None, "MEDIUM", "Goal Deviation", False),
+    ]
     assert errors[3].span_id == "ffffffffffffffff" and errors[3].agent_name == ""
     assert all(e.family == "TRAIL" and e.evidence and e.description for e in errors)
     assert {e.agent_name for e in errors[:3]} == {"manager"}
     gold = GoldLabel.objects.get(trace=trace)
     assert (gold.step_index, gold.agent_name, gold.category) == (3, "manager", "Tool-related")
-    assert gold.reason == ("The agent reverses the text in its head instead of with code.\n\n"
-                           "Evidence: reverses the text by hand\n\nImpact: HIGH")
+    assert gold.reason == (
+        "The agent reverses the text in its head instead of with code.\n\n"
+        "Evidence: reverses the text by hand\n\nImpact: HIGH"
+    )
     assert trace.metadata["labelled_errors"] == 4
 
 
@@ -177,29 +230,56 @@ def test_the_trace_page_marks_every_labelled_step_with_its_category(project, own
     trace = Trace.objects.get(project=project, external_id=SMALL)
     body = owner_client.get(reverse("tracing:trace_detail", args=[trace.pk])).content.decode()
     # Each badge reads as the category's human name, with TRAIL's own wording kept in its title.
-    for category, name in (("Formatting Errors", "Badly formatted output or tool call"),
-                           ("Instruction Non-compliance", "Did not follow its instructions")):
+    for category, name in (
+        ("Formatting Errors", "Badly formatted output or tool call"),
+        ("Instruction Non-compliance", "Did not follow its instructions"),
+    ):
         assert f'<span class="category" title="TRAIL: {category}">{name} (TRAIL: {category})</span>' in body
-    assert ('<span class="category" title="TRAIL: Tool-related">Made up a tool, a tool call or its result '
-            "(TRAIL: Tool-related)</span> · HIGH · decisive") in body
-    assert ('title="TRAIL: Goal Deviation">Drifted from the goal (TRAIL: Goal Deviation)</span> (MEDIUM) at span '
-            "ffffffffffffffff, not a step of this trace") in body
+    assert (
+        '<span class="category" title="TRAIL: Tool-related">Made up a tool, a tool call or its result '
+        "(TRAIL: Tool-related)</span> · HIGH · decisive"
+    ) in body
+    assert (
+        'title="TRAIL: Goal Deviation">Drifted from the goal (TRAIL: Goal Deviation)</span> (MEDIUM) at span '
+        "ffffffffffffffff, not a step of this trace"
+    ) in body
     assert "4 in the label file" in body
     # The gold label taken from the decisive error (no family of its own) reads the same way.
-    assert 'title="Tool-related">Made up a tool, a tool call or its result (TRAIL: Tool-related)</span>)' in body
+    assert (
+        'title="Tool-related">Made up a tool, a tool call or its result (TRAIL: Tool-related)</span>)' in body
+    )
 
 
-@pytest.mark.parametrize(("family", "category", "shown"), [
-    ("TRAIL", "Instruction non complience", "Did not follow its instructions (TRAIL: Instruction Non-compliance)"),
-    ("TRAIL", " Formatting Error", "Badly formatted output or tool call (TRAIL: Formatting Errors)"),
-    ("TRAIL", "Tool Selection", "Chose the wrong tool (TRAIL: Tool Selection Errors)"),
-    ("TRAIL", "Incorrect Memory Usage", "TRAIL: Incorrect Memory Usage"),  # not in the taxonomy: as written
-    ("MAST", "2.6 Reasoning-action mismatch", "Acted against its own reasoning (MAST 2.6)"),
-    ("Who&When", "action.misalignment", "Action: did something other than it planned (misalignment)"),
-])
+@pytest.mark.parametrize(
+    ("family", "category", "shown"),
+    [
+        (
+            "TRAIL",
+            "Instruction non complience",
+            "Did not follow its instructions (TRAIL: Instruction Non-compliance)",
+        ),
+        ("TRAIL", " Formatting Error", "Badly formatted output or tool call (TRAIL: Formatting Errors)"),
+        ("TRAIL", "Tool Selection", "Chose the wrong tool (TRAIL: Tool Selection Errors)"),
+        (
+            "TRAIL",
+            "Incorrect Memory Usage",
+            "TRAIL: Incorrect Memory Usage",
+        ),  # not in the taxonomy: as written
+        ("MAST", "2.6 Reasoning-action mismatch", "Acted against its own reasoning (MAST 2.6)"),
+        ("Who&When", "action.misalignment", "Action: did something other than it planned (misalignment)"),
+    ],
+)
 def test_error_badges_name_loosely_spelled_categories(project, owner_client, family, category, shown):
-    trace = trace_create_from_parsed(project=project, upload=None, ordinal=0, parsed=ParsedTrace(
-        name="t", source_format="whowhen", steps=[ParsedStep(speaker="A", agent="A", kind="message", content="hi")]))
+    trace = trace_create_from_parsed(
+        project=project,
+        upload=None,
+        ordinal=0,
+        parsed=ParsedTrace(
+            name="t",
+            source_format="whowhen",
+            steps=[ParsedStep(speaker="A", agent="A", kind="message", content="hi")],
+        ),
+    )
     ErrorLabel.objects.create(trace=trace, step_index=0, agent_name="A", family=family, category=category)
     body = owner_client.get(reverse("tracing:trace_detail", args=[trace.pk])).content.decode()
     assert f'<span class="category" title="{family.replace("&", "&amp;")}: {category}">{shown}</span>' in body
@@ -209,8 +289,10 @@ def test_the_trace_list_s_gold_badge_names_its_category(project, owner_client):
     _import(project, TRACE_FILE)
     _import(project, MULTI)
     body = owner_client.get(reverse("tracing:trace_list", args=[project.slug])).content.decode()
-    assert ('title="Imported: Made up a tool, a tool call or its result (TRAIL: Tool-related) (Tool-related)">'
-            "manager @ 3</span>") in body
+    assert (
+        'title="Imported: Made up a tool, a tool call or its result (TRAIL: Tool-related) (Tool-related)">'
+        "manager @ 3</span>"
+    ) in body
 
 
 def test_label_text_is_escaped_on_the_trace_page(project, owner_client):

@@ -9,7 +9,7 @@ from tracing.models import Membership, Role
 pytestmark = pytest.mark.django_db
 
 
-def _url(project) -> str:  # type: ignore[no-untyped-def]
+def _url(project) -> str:
     return reverse("tracing:project_members", args=[project.slug])
 
 

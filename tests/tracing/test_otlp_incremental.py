@@ -23,7 +23,9 @@ T0 = 1_700_000_000_000_000_000
 MS = 1_000_000
 
 
-attrs = _attrs  # OTLP attributes from keywords ("llm__model_name" -> "llm.model_name"), as the receiver's tests
+attrs = (
+    _attrs  # OTLP attributes from keywords ("llm__model_name" -> "llm.model_name"), as the receiver's tests
+)
 
 
 class SpanTree:
@@ -36,37 +38,73 @@ class SpanTree:
         self.next_id = 1
         self.clock = 0
         rng = random.Random(seed)
-        root = self._open(None, "orchestrator", openinference__span__kind="AGENT", agent__name="Orchestrator",
-                          input__value="What is the population of Paris?")
+        root = self._open(
+            None,
+            "orchestrator",
+            openinference__span__kind="AGENT",
+            agent__name="Orchestrator",
+            input__value="What is the population of Paris?",
+        )
         for a in range(agents):
-            agent = self._open(root, f"agent {a}", openinference__span__kind="AGENT", agent__name=f"Agent{a}",
-                               input__value=f"task {a}")
+            agent = self._open(
+                root,
+                f"agent {a}",
+                openinference__span__kind="AGENT",
+                agent__name=f"Agent{a}",
+                input__value=f"task {a}",
+            )
             for c in range(calls):
                 choice = rng.random()
                 if choice < 0.4:
-                    self._leaf(agent, "ChatCompletion", openinference__span__kind="LLM",
-                               output__value=f"agent {a} thinks {c}", llm__token_count__prompt=10 + c)
+                    self._leaf(
+                        agent,
+                        "ChatCompletion",
+                        openinference__span__kind="LLM",
+                        output__value=f"agent {a} thinks {c}",
+                        llm__token_count__prompt=10 + c,
+                    )
                 elif choice < 0.7:
-                    self._leaf(agent, "web_search", openinference__span__kind="TOOL", tool__name="web_search",
-                               input__value=f'{{"q": "{a}-{c}"}}', output__value=f"result {a}-{c}",
-                               error=c == 2)
+                    self._leaf(
+                        agent,
+                        "web_search",
+                        openinference__span__kind="TOOL",
+                        tool__name="web_search",
+                        input__value=f'{{"q": "{a}-{c}"}}',
+                        output__value=f"result {a}-{c}",
+                        error=c == 2,
+                    )
                 elif choice < 0.85:
                     chain = self._open(agent, "chain", openinference__span__kind="CHAIN")
-                    self._leaf(chain, "ChatCompletion", openinference__span__kind="LLM", output__value=f"inner {c}")
+                    self._leaf(
+                        chain, "ChatCompletion", openinference__span__kind="LLM", output__value=f"inner {c}"
+                    )
                     self._leaf(chain, "GET /api", http__method="GET")  # a silent leaf: shows its attributes
                     self._close(chain)
                 else:
-                    self._leaf(agent, "lookup", service="geo-service", openinference__span__kind="TOOL",
-                               tool__name="lookup", input__value="paris", output__value="48.85N")
+                    self._leaf(
+                        agent,
+                        "lookup",
+                        service="geo-service",
+                        openinference__span__kind="TOOL",
+                        tool__name="lookup",
+                        input__value="paris",
+                        output__value="48.85N",
+                    )
             self._close(agent)
         self._close(root)
 
-    def _open(self, parent: trace_pb2.Span | None, name: str, service: str = "my-agents",
-              **attributes: object) -> trace_pb2.Span:
+    def _open(
+        self, parent: trace_pb2.Span | None, name: str, service: str = "my-agents", **attributes: object
+    ) -> trace_pb2.Span:
         self.clock += 1
-        span = trace_pb2.Span(trace_id=self.trace_id, span_id=self.next_id.to_bytes(8, "big"),
-                              parent_span_id=parent.span_id if parent is not None else b"", name=name,
-                              start_time_unix_nano=T0 + self.clock * MS, attributes=attrs(**attributes))
+        span = trace_pb2.Span(
+            trace_id=self.trace_id,
+            span_id=self.next_id.to_bytes(8, "big"),
+            parent_span_id=parent.span_id if parent is not None else b"",
+            name=name,
+            start_time_unix_nano=T0 + self.clock * MS,
+            attributes=attrs(**attributes),
+        )
         self.next_id += 1
         self.spans.append((service, span))
         return span
@@ -75,8 +113,14 @@ class SpanTree:
         self.clock += 1
         span.end_time_unix_nano = T0 + self.clock * MS
 
-    def _leaf(self, parent: trace_pb2.Span, name: str, service: str = "my-agents", error: bool = False,
-              **attributes: object) -> trace_pb2.Span:
+    def _leaf(
+        self,
+        parent: trace_pb2.Span,
+        name: str,
+        service: str = "my-agents",
+        error: bool = False,
+        **attributes: object,
+    ) -> trace_pb2.Span:
         span = self._open(parent, name, service, **attributes)
         if error:
             span.status.code = trace_pb2.Status.STATUS_CODE_ERROR
@@ -96,14 +140,20 @@ def request(spans: list[tuple[str, trace_pb2.Span]]) -> trace_service_pb2.Export
     by_service: dict[str, list[trace_pb2.Span]] = {}
     for service, span in spans:
         by_service.setdefault(service, []).append(span)
-    return trace_service_pb2.ExportTraceServiceRequest(resource_spans=[
-        trace_pb2.ResourceSpans(resource=resource_pb2.Resource(attributes=attrs(service__name=service)),
-                                scope_spans=[trace_pb2.ScopeSpans(scope=common_pb2.InstrumentationScope(name="oi"),
-                                                                  spans=group)])
-        for service, group in by_service.items()])
+    return trace_service_pb2.ExportTraceServiceRequest(
+        resource_spans=[
+            trace_pb2.ResourceSpans(
+                resource=resource_pb2.Resource(attributes=attrs(service__name=service)),
+                scope_spans=[
+                    trace_pb2.ScopeSpans(scope=common_pb2.InstrumentationScope(name="oi"), spans=group)
+                ],
+            )
+            for service, group in by_service.items()
+        ]
+    )
 
 
-def send(project, spans: list[tuple[str, trace_pb2.Span]], trace_id: bytes = TRACE) -> Trace | None:  # type: ignore[no-untyped-def]
+def send(project, spans: list[tuple[str, trace_pb2.Span]], trace_id: bytes = TRACE) -> Trace | None:
     """One export request and the build it queues, as receiver and worker do it."""
     touched, rejected = otlp_spans_store_protobuf(project=project, message=request(spans))
     assert rejected == 0
@@ -113,19 +163,41 @@ def send(project, spans: list[tuple[str, trace_pb2.Span]], trace_id: bytes = TRA
 
 
 def in_batches(items: list, size: int) -> list[list]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def steps_of(trace: Trace) -> list[tuple]:
-    return [(s.index, s.kind, s.content, s.agent.name if s.agent else None, s.parent_index, s.span_id, s.tool_name,
-             s.input_tokens) for s in Step.objects.filter(trace=trace).select_related("agent").order_by("index")]
+    return [
+        (
+            s.index,
+            s.kind,
+            s.content,
+            s.agent.name if s.agent else None,
+            s.parent_index,
+            s.span_id,
+            s.tool_name,
+            s.input_tokens,
+        )
+        for s in Step.objects.filter(trace=trace).select_related("agent").order_by("index")
+    ]
 
 
 def parser_steps(tree: SpanTree) -> list[tuple]:
     """What the file importer makes of the same spans in one OTLP/JSON document."""
     (parsed,) = traces_from_otlp_dict(json_format.MessageToDict(request(tree.by_start())))
-    return [(i, s.kind, s.content.replace("\x00", "\ufffd"), s.agent, s.parent, s.span_id, s.tool_name,
-             s.input_tokens) for i, s in enumerate(parsed.steps)]
+    return [
+        (
+            i,
+            s.kind,
+            s.content.replace("\x00", "\ufffd"),
+            s.agent,
+            s.parent,
+            s.span_id,
+            s.tool_name,
+            s.input_tokens,
+        )
+        for i, s in enumerate(parsed.steps)
+    ]
 
 
 def early_leaf(spans: list[tuple[str, trace_pb2.Span]]) -> tuple[str, trace_pb2.Span]:
@@ -138,7 +210,9 @@ def orders(tree: SpanTree) -> dict[str, list[list[tuple[str, trace_pb2.Span]]]]:
     shuffled = tree.by_start()
     random.Random(7).shuffle(shuffled)
     resent = in_batches(shuffled, 9)
-    resent = [batch + (resent[i - 1][:3] if i else []) for i, batch in enumerate(resent)]  # overlapping re-sends
+    resent = [
+        batch + (resent[i - 1][:3] if i else []) for i, batch in enumerate(resent)
+    ]  # overlapping re-sends
     return {
         "start order, batches of 7": in_batches(tree.by_start(), 7),
         "end order (as exported), batches of 5": in_batches(tree.by_end(), 5),
@@ -166,7 +240,8 @@ def test_spans_in_any_order_and_requests_give_the_steps_of_a_one_shot_import(mak
         assert trace.question == one_shot.question and trace.metadata["span_count"] == len(tree.spans), name
         assert trace.metadata["error_span_count"] == one_shot.metadata["error_span_count"] == 1, name
         assert sorted(a.step_count for a in trace.agents.all() if a.step_count) == sorted(
-            a.step_count for a in one_shot.agents.all() if a.step_count), name
+            a.step_count for a in one_shot.agents.all() if a.step_count
+        ), name
 
 
 @pytest.mark.django_db
@@ -178,7 +253,9 @@ def test_spans_arriving_in_time_order_are_appended_without_touching_existing_ste
         before = dict(Step.objects.filter(trace=trace).values_list("index", "id"))
         trace = send(project, batch)
         after = dict(Step.objects.filter(trace=trace).values_list("index", "id"))
-        assert {i: after[i] for i in before} == before  # same rows at the same indexes: appended, not rewritten
+        assert {
+            i: after[i] for i in before
+        } == before  # same rows at the same indexes: appended, not rewritten
     assert steps_of(trace) == parser_steps(tree)
 
 
@@ -206,14 +283,17 @@ def test_labels_and_verdicts_follow_a_renumbered_step(project):
     trace = send(project, [s for s in spans if s is not late])
     target = Step.objects.filter(trace=trace, kind="tool_result").order_by("-index").first()
     untouched = Step.objects.get(trace=trace, index=1)
-    gold = GoldLabel.objects.create(trace=trace, agent_name=target.agent.name, step_index=target.index,
-                                    source=LabelSource.ANNOTATOR)
-    early = GoldLabel.objects.create(trace=trace, agent_name="x", step_index=untouched.index,
-                                     source=LabelSource.ADJUDICATED)
+    gold = GoldLabel.objects.create(
+        trace=trace, agent_name=target.agent.name, step_index=target.index, source=LabelSource.ANNOTATOR
+    )
+    early = GoldLabel.objects.create(
+        trace=trace, agent_name="x", step_index=untouched.index, source=LabelSource.ADJUDICATED
+    )
     error = ErrorLabel.objects.create(trace=trace, step_index=target.index, category="tool failure")
     run = AttributionRun.objects.create(project=project, method="heuristic", trace_ids=[trace.pk])
-    verdict = Verdict.objects.create(run=run, trace=trace, method="heuristic", agent_name=target.agent.name,
-                                     step_index=target.index)
+    verdict = Verdict.objects.create(
+        run=run, trace=trace, method="heuristic", agent_name=target.agent.name, step_index=target.index
+    )
 
     send(project, [late])
     moved = Step.objects.get(pk=target.pk)
@@ -235,8 +315,11 @@ def test_a_re_sent_span_with_new_content_replaces_its_steps_and_labels_follow(pr
     label = GoldLabel.objects.create(trace=trace, agent_name="Agent0", step_index=label_step.index)
     changed = trace_pb2.Span()
     changed.CopyFrom(agent_span)
-    changed.attributes.append(common_pb2.KeyValue(key="output.value", value=common_pb2.AnyValue(
-        string_value="agent 0 changed its answer")))
+    changed.attributes.append(
+        common_pb2.KeyValue(
+            key="output.value", value=common_pb2.AnyValue(string_value="agent 0 changed its answer")
+        )
+    )
     trace = send(project, [(service, changed)])
     step = Step.objects.get(trace=trace, span_id=agent_span.span_id.hex())
     assert step.content == "agent 0 changed its answer"
@@ -266,8 +349,9 @@ def test_a_burst_of_requests_touching_a_trace_queues_one_build(project):
 
 
 @pytest.mark.django_db
-def test_the_receiver_queues_one_build_per_trace_until_it_starts(client, project, monkeypatch,
-                                                                  django_capture_on_commit_callbacks):
+def test_the_receiver_queues_one_build_per_trace_until_it_starts(
+    client, project, monkeypatch, django_capture_on_commit_callbacks
+):
     from tracing import services, tasks
 
     sent: list[tuple[int, str]] = []
@@ -276,8 +360,13 @@ def test_the_receiver_queues_one_build_per_trace_until_it_starts(client, project
     tree = SpanTree(agents=2, calls=3)
     for batch in in_batches(tree.by_start(), 4):
         with django_capture_on_commit_callbacks(execute=True):
-            response = client.generic("POST", "/v1/traces", request(batch).SerializeToString(),
-                                      content_type="application/x-protobuf", HTTP_AUTHORIZATION=f"Bearer {token}")
+            response = client.generic(
+                "POST",
+                "/v1/traces",
+                request(batch).SerializeToString(),
+                content_type="application/x-protobuf",
+                HTTP_AUTHORIZATION=f"Bearer {token}",
+            )
         assert response.status_code == 200
     assert sent == [(project.pk, TRACE.hex())]
     otlp_trace_rebuild(project_id=project.pk, trace_id=TRACE.hex())
@@ -303,6 +392,12 @@ def test_every_table_that_points_at_a_step_by_index_is_renumbered_with_it():
     from tracing.services.otlp_build import _step_index_models
 
     found = {f"{model._meta.label}:{lookup}" for model, lookup in _step_index_models()}
-    assert {"tracing.GoldLabel:trace", "tracing.ErrorLabel:trace", "attribution.Verdict:trace",
-            "attribution.Injection:origin", "attribution.SchemaExemplar:trace", "attribution.SchemaUse:trace",
-            "annotations.Annotation:item__trace"} <= found
+    assert {
+        "tracing.GoldLabel:trace",
+        "tracing.ErrorLabel:trace",
+        "attribution.Verdict:trace",
+        "attribution.Injection:origin",
+        "attribution.SchemaExemplar:trace",
+        "attribution.SchemaUse:trace",
+        "annotations.Annotation:item__trace",
+    } <= found

@@ -23,32 +23,67 @@ T0 = 1_700_000_000_000_000_000
 def _attrs(**values: object) -> list[common_pb2.KeyValue]:
     out = []
     for key, value in values.items():
-        any_value = common_pb2.AnyValue(int_value=value) if isinstance(value, int) else common_pb2.AnyValue(
-            string_value=str(value))
+        any_value = (
+            common_pb2.AnyValue(int_value=value)
+            if isinstance(value, int)
+            else common_pb2.AnyValue(string_value=str(value))
+        )
         out.append(common_pb2.KeyValue(key=key.replace("__", "."), value=any_value))
     return out
 
 
-def _span(span_id: int, parent: int | None, name: str, offset_ms: int, **attributes: object) -> trace_pb2.Span:
+def _span(
+    span_id: int, parent: int | None, name: str, offset_ms: int, **attributes: object
+) -> trace_pb2.Span:
     return trace_pb2.Span(
-        trace_id=TRACE, span_id=span_id.to_bytes(8, "big"), parent_span_id=parent.to_bytes(8, "big") if parent else b"",
-        name=name, start_time_unix_nano=T0 + offset_ms * 1_000_000, end_time_unix_nano=T0 + (offset_ms + 5) * 1_000_000,
+        trace_id=TRACE,
+        span_id=span_id.to_bytes(8, "big"),
+        parent_span_id=parent.to_bytes(8, "big") if parent else b"",
+        name=name,
+        start_time_unix_nano=T0 + offset_ms * 1_000_000,
+        end_time_unix_nano=T0 + (offset_ms + 5) * 1_000_000,
         attributes=_attrs(**attributes),
     )
 
 
-AGENT = _span(1, None, "planner", 0, openinference__span__kind="AGENT", agent__name="Planner",
-              input__value="Find the population of Paris")
-LLM = _span(2, 1, "ChatCompletion", 10, openinference__span__kind="LLM", output__value="I will search the web",
-            llm__token_count__prompt=12, llm__token_count__completion=6)
-TOOL = _span(3, 1, "web_search", 20, openinference__span__kind="TOOL", tool__name="web_search",
-             input__value='{"q": "Paris population"}', output__value="2.1 million")
+AGENT = _span(
+    1,
+    None,
+    "planner",
+    0,
+    openinference__span__kind="AGENT",
+    agent__name="Planner",
+    input__value="Find the population of Paris",
+)
+LLM = _span(
+    2,
+    1,
+    "ChatCompletion",
+    10,
+    openinference__span__kind="LLM",
+    output__value="I will search the web",
+    llm__token_count__prompt=12,
+    llm__token_count__completion=6,
+)
+TOOL = _span(
+    3,
+    1,
+    "web_search",
+    20,
+    openinference__span__kind="TOOL",
+    tool__name="web_search",
+    input__value='{"q": "Paris population"}',
+    output__value="2.1 million",
+)
 
 
 def _request(*spans: trace_pb2.Span) -> trace_service_pb2.ExportTraceServiceRequest:
     resource = resource_pb2.Resource(attributes=_attrs(service__name="my-agents"))
-    return trace_service_pb2.ExportTraceServiceRequest(resource_spans=[trace_pb2.ResourceSpans(
-        resource=resource, scope_spans=[trace_pb2.ScopeSpans(spans=list(spans))])])
+    return trace_service_pb2.ExportTraceServiceRequest(
+        resource_spans=[
+            trace_pb2.ResourceSpans(resource=resource, scope_spans=[trace_pb2.ScopeSpans(spans=list(spans))])
+        ]
+    )
 
 
 @pytest.fixture
@@ -56,26 +91,29 @@ def token(project) -> str:
     return services.api_token_create(project=project, name="otel", user=None)[1]
 
 
-def _post(client, token, body: bytes, content_type: str = "application/x-protobuf", **extra):  # type: ignore[no-untyped-def]
-    return client.generic("POST", "/v1/traces", body, content_type=content_type,
-                          HTTP_AUTHORIZATION=f"Bearer {token}", **extra)
+def _post(client, token, body: bytes, content_type: str = "application/x-protobuf", **extra):
+    return client.generic(
+        "POST", "/v1/traces", body, content_type=content_type, HTTP_AUTHORIZATION=f"Bearer {token}", **extra
+    )
 
 
-def _rebuild_from(callbacks) -> None:  # type: ignore[no-untyped-def]
+def _rebuild_from(callbacks) -> None:
     for callback in callbacks:  # the enqueued tasks, run here instead of on a worker
         callback()
 
 
 @pytest.fixture
-def rebuild_inline(monkeypatch, django_capture_on_commit_callbacks):  # type: ignore[no-untyped-def]
+def rebuild_inline(monkeypatch, django_capture_on_commit_callbacks):
     """Run the rebuild task in this process when the request commits (the worker path has its own test)."""
     from tracing import tasks
 
-    monkeypatch.setattr(tasks.rebuild_otlp_trace_task, "delay",
-                        lambda project_id, trace_id: services.otlp_trace_rebuild(project_id=project_id,
-                                                                                 trace_id=trace_id))
+    monkeypatch.setattr(
+        tasks.rebuild_otlp_trace_task,
+        "delay",
+        lambda project_id, trace_id: services.otlp_trace_rebuild(project_id=project_id, trace_id=trace_id),
+    )
 
-    def post(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def post(*args, **kwargs):
         with django_capture_on_commit_callbacks(execute=True):
             return _post(*args, **kwargs)
 
@@ -106,7 +144,9 @@ def test_protobuf_spans_sent_in_two_requests_merge_into_one_trace(client, token,
 @pytest.mark.django_db
 def test_otlp_json_and_gzip_are_accepted(client, token, project, rebuild_inline):
     body = json.dumps(json_format.MessageToDict(_request(AGENT, LLM, TOOL))).encode()
-    response = rebuild_inline(client, token, gzip.compress(body), "application/json", HTTP_CONTENT_ENCODING="gzip")
+    response = rebuild_inline(
+        client, token, gzip.compress(body), "application/json", HTTP_CONTENT_ENCODING="gzip"
+    )
     assert response.status_code == 200 and response.json() == {}
     assert OtlpSpan.objects.filter(project=project, trace_id=TRACE.hex()).count() == 3
     assert Trace.objects.get(project=project, external_id=TRACE.hex()).step_count == 4
@@ -115,7 +155,9 @@ def test_otlp_json_and_gzip_are_accepted(client, token, project, rebuild_inline)
 @pytest.mark.django_db
 def test_it_needs_a_token_and_a_known_content_type(client, token):
     body = _request(AGENT).SerializeToString()
-    assert client.generic("POST", "/v1/traces", body, content_type="application/x-protobuf").status_code == 401
+    assert (
+        client.generic("POST", "/v1/traces", body, content_type="application/x-protobuf").status_code == 401
+    )
     assert _post(client, token, body, "text/plain").status_code == 415
     assert client.get("/v1/traces").status_code == 405
 
@@ -127,7 +169,9 @@ def test_a_broken_body_is_a_400_with_a_reason(client, token, settings):
     assert response.status_code == 400
     bad_json = _post(client, token, b'{"resourceSpans": "nope"}', "application/json")
     assert bad_json.status_code == 400 and "resourceSpans" in bad_json.json()["message"]
-    bomb = _post(client, token, gzip.compress(b"0" * 5_000_000), "application/json", HTTP_CONTENT_ENCODING="gzip")
+    bomb = _post(
+        client, token, gzip.compress(b"0" * 5_000_000), "application/json", HTTP_CONTENT_ENCODING="gzip"
+    )
     assert bomb.status_code == 400 and "size limit" in bomb.json()["message"]
 
 

@@ -23,7 +23,7 @@ TRACE_B = bytes.fromhex("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb")
 
 
 @pytest.fixture
-def second_worker(tmp_path) -> Iterator[WorkerProcess]:  # type: ignore[no-untyped-def]
+def second_worker(tmp_path) -> Iterator[WorkerProcess]:
     worker = WorkerProcess(tmp_path / "second.log", name="second")
     worker.start()
     yield worker
@@ -43,13 +43,18 @@ class TraceLock:
         self.conn.close()
 
 
-def post(client, token: str, tree: SpanTree) -> None:  # type: ignore[no-untyped-def]
-    response = client.generic("POST", "/v1/traces", request(tree.by_end()).SerializeToString(),
-                              content_type="application/x-protobuf", HTTP_AUTHORIZATION=f"Bearer {token}")
+def post(client, token: str, tree: SpanTree) -> None:
+    response = client.generic(
+        "POST",
+        "/v1/traces",
+        request(tree.by_end()).SerializeToString(),
+        content_type="application/x-protobuf",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
     assert response.status_code == 200
 
 
-def built(project, trace_id: bytes, steps: int):  # type: ignore[no-untyped-def]
+def built(project, trace_id: bytes, steps: int):
     return Trace.objects.filter(project=project, external_id=trace_id.hex(), step_count=steps).first()
 
 
@@ -66,7 +71,8 @@ def test_two_workers_build_two_traces_of_one_project_at_once(celery_worker, seco
         assert steps_of(trace_b) == expected_b
         assert not Trace.objects.filter(project=project, external_id=TRACE_A.hex()).exists()
         assert OtlpSpan.objects.filter(project=project, trace_id=TRACE_A.hex(), built=False).count() == len(
-            tree_a.spans)
+            tree_a.spans
+        )
     finally:
         lock.release()
     trace_a = wait_for(lambda: built(project, TRACE_A, len(expected_a)))
@@ -80,8 +86,12 @@ def test_a_worker_killed_in_the_middle_of_a_build_leaves_the_trace_complete(cele
     assert otlp_builds_mark(project_id=project.pk, trace_ids=[TRACE_A.hex()])
     rebuild_otlp_trace_task.delay(project.pk, TRACE_A.hex())
     # The first part is built, so the next build is incremental.
-    wait_for(lambda: Trace.objects.filter(project=project).exists()
-             and not OtlpSpan.objects.filter(project=project, built=False).exists())
+    wait_for(
+        lambda: (
+            Trace.objects.filter(project=project).exists()
+            and not OtlpSpan.objects.filter(project=project, built=False).exists()
+        )
+    )
     otlp_spans_store_protobuf(project=project, message=request(rest))
     lock = TraceLock(project.pk, TRACE_A.hex())
     try:
@@ -102,10 +112,14 @@ def test_a_worker_killed_in_the_middle_of_a_build_leaves_the_trace_complete(cele
 
 def test_the_reaper_queues_builds_that_went_missing(project):
     tree = SpanTree(trace_id=TRACE_B, agents=1, calls=2)
-    otlp_spans_store_protobuf(project=project, message=request(tree.by_start()))  # stored, but no build queued
+    otlp_spans_store_protobuf(
+        project=project, message=request(tree.by_start())
+    )  # stored, but no build queued
     sent: list[tuple[int, str]] = []
-    assert otlp_builds_reap(stale_after=3600, enqueue=lambda p, t: sent.append((p, t))) == {"resent": 0,
-                                                                                            "orphans": 0}
+    assert otlp_builds_reap(stale_after=3600, enqueue=lambda p, t: sent.append((p, t))) == {
+        "resent": 0,
+        "orphans": 0,
+    }
     OtlpSpan.objects.filter(project=project).update(received_at="2000-01-01T00:00:00Z")
     assert otlp_builds_reap(stale_after=3600, enqueue=lambda p, t: sent.append((p, t)))["orphans"] == 1
     assert sent == [(project.pk, TRACE_B.hex())]

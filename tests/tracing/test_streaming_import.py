@@ -18,9 +18,14 @@ AG = next(p for p in whowhen_files() if p.parent.name == "Algorithm-Generated")
 
 def _snapshot(trace: Trace) -> dict:
     return {
-        "steps": list(Step.objects.filter(trace=trace).order_by("index").values_list(
-            "index", "agent__name", "speaker", "kind", "content", "recipient")),
-        "agents": sorted(Agent.objects.filter(trace=trace).values_list("name", "system_prompt", "step_count")),
+        "steps": list(
+            Step.objects.filter(trace=trace)
+            .order_by("index")
+            .values_list("index", "agent__name", "speaker", "kind", "content", "recipient")
+        ),
+        "agents": sorted(
+            Agent.objects.filter(trace=trace).values_list("name", "system_prompt", "step_count")
+        ),
         "gold": list(GoldLabel.objects.filter(trace=trace).values_list("agent_name", "step_index", "reason")),
         "header": (trace.question, trace.ground_truth, trace.outcome, trace.external_id, trace.step_count),
     }

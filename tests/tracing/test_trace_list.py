@@ -19,15 +19,39 @@ TRAIL = SHARED / "traces" / "trail" / "gaia" / "3215fc75e81bdb73706a4fb37b66427f
 T0 = dt.datetime(2025, 3, 1, 12, 0, tzinfo=dt.UTC)
 
 
-def _trace(project, name: str, *, agents: list[str], words: str = "", seconds: int = 10, start=T0,
-           outcome: str = "failed", gold: bool = False, tokens: int = 0) -> Trace:
-    steps = [ParsedStep(speaker=a, agent=a, kind="message", content=f"{a} says {words}",
-                        started_at=start + dt.timedelta(seconds=i * seconds // len(agents)),
-                        ended_at=start + dt.timedelta(seconds=(i + 1) * seconds // len(agents)),
-                        input_tokens=tokens or None, output_tokens=tokens or None)
-             for i, a in enumerate(agents)]
-    parsed = ParsedTrace(name=name, source_format="whowhen", question="q", steps=steps, outcome=outcome,
-                         gold=[ParsedGold(agent=agents[0], step=0)] if gold else [])
+def _trace(
+    project,
+    name: str,
+    *,
+    agents: list[str],
+    words: str = "",
+    seconds: int = 10,
+    start=T0,
+    outcome: str = "failed",
+    gold: bool = False,
+    tokens: int = 0,
+) -> Trace:
+    steps = [
+        ParsedStep(
+            speaker=a,
+            agent=a,
+            kind="message",
+            content=f"{a} says {words}",
+            started_at=start + dt.timedelta(seconds=i * seconds // len(agents)),
+            ended_at=start + dt.timedelta(seconds=(i + 1) * seconds // len(agents)),
+            input_tokens=tokens or None,
+            output_tokens=tokens or None,
+        )
+        for i, a in enumerate(agents)
+    ]
+    parsed = ParsedTrace(
+        name=name,
+        source_format="whowhen",
+        question="q",
+        steps=steps,
+        outcome=outcome,
+        gold=[ParsedGold(agent=agents[0], step=0)] if gold else [],
+    )
     return services.trace_create_from_parsed(project=project, upload=None, ordinal=0, parsed=parsed)
 
 
@@ -38,12 +62,33 @@ def _names(response) -> list[str]:
 @pytest.fixture
 def three(project):
     return [
-        _trace(project, "alpha", agents=["Planner", "WebSurfer"], words="opened the page", seconds=30, gold=True,
-               tokens=5),
-        _trace(project, "beta", agents=["Coder", "Executor"], words="ran the tests", seconds=5,
-               start=T0 + dt.timedelta(days=3), outcome="succeeded", tokens=500),
-        _trace(project, "gamma", agents=["Planner", "Coder"], words="wrote a plan", seconds=90,
-               start=T0 + dt.timedelta(days=6)),
+        _trace(
+            project,
+            "alpha",
+            agents=["Planner", "WebSurfer"],
+            words="opened the page",
+            seconds=30,
+            gold=True,
+            tokens=5,
+        ),
+        _trace(
+            project,
+            "beta",
+            agents=["Coder", "Executor"],
+            words="ran the tests",
+            seconds=5,
+            start=T0 + dt.timedelta(days=3),
+            outcome="succeeded",
+            tokens=500,
+        ),
+        _trace(
+            project,
+            "gamma",
+            agents=["Planner", "Coder"],
+            words="wrote a plan",
+            seconds=90,
+            start=T0 + dt.timedelta(days=6),
+        ),
     ]
 
 
@@ -91,7 +136,9 @@ def test_columns_sort_both_ways(owner_client, project, three):
 
 
 def test_rows_show_run_times_tokens_agents_and_gold(owner_client, project, three):
-    html = owner_client.get(reverse("tracing:trace_list", args=[project.slug]), {"q": "alpha"}).content.decode()
+    html = owner_client.get(
+        reverse("tracing:trace_list", args=[project.slug]), {"q": "alpha"}
+    ).content.decode()
     assert "2025-03-01 12:00" in html and "30.0 s" in html
     assert "Planner, WebSurfer" in html
     assert "Planner @ 0" in html
@@ -99,15 +146,17 @@ def test_rows_show_run_times_tokens_agents_and_gold(owner_client, project, three
 
 
 def test_a_bad_filter_is_reported_and_the_others_still_apply(owner_client, project, three):
-    response = owner_client.get(reverse("tracing:trace_list", args=[project.slug]),
-                                {"from": "yesterday", "outcome": "succeeded"})
+    response = owner_client.get(
+        reverse("tracing:trace_list", args=[project.slug]), {"from": "yesterday", "outcome": "succeeded"}
+    )
     assert response.status_code == 200
     assert "from: Enter a valid date." in response.content.decode()
     assert _names(response) == ["beta"]
 
 
-def test_the_list_costs_the_same_number_of_queries_for_many_traces(owner_client, project,
-                                                                    django_assert_max_num_queries):
+def test_the_list_costs_the_same_number_of_queries_for_many_traces(
+    owner_client, project, django_assert_max_num_queries
+):
     for i in range(60):
         _trace(project, f"t{i}", agents=["A", "B", "C"], words="x", gold=i % 2 == 0)
     url = reverse("tracing:trace_list", args=[project.slug])
@@ -125,9 +174,12 @@ def test_a_real_trail_trace_gets_duration_and_tokens_in_the_list(owner_client, p
 
 # --- the API -----------------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def token(project, owner) -> dict[str, str]:
-    return {"HTTP_AUTHORIZATION": f"Bearer {services.api_token_create(project=project, name='ci', user=owner)[1]}"}
+    return {
+        "HTTP_AUTHORIZATION": f"Bearer {services.api_token_create(project=project, name='ci', user=owner)[1]}"
+    }
 
 
 def test_the_api_takes_the_same_filters_and_ordering(client, token, three):
@@ -142,14 +194,20 @@ def test_the_api_takes_the_same_filters_and_ordering(client, token, three):
     assert names(**{"from": "2025-03-02", "to": "2025-03-04"}) == ["beta"]
 
 
-@pytest.mark.parametrize(("params", "message"), [
-    ({"from": "march"}, "from: Enter a valid date."),
-    ({"from": "2025-03-05", "to": "2025-03-01"}, "to: The end of the date range must not be before its start."),
-    ({"ordering": "cost"}, "ordering: Select a valid choice."),
-    ({"outcome": "exploded"}, "outcome: Select a valid choice."),
-    ({"has_gold": "maybe"}, "has_gold: Select a valid choice."),
-    ({"q": "x" * 201}, "q: Ensure this value has at most 200 characters"),
-])
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"from": "march"}, "from: Enter a valid date."),
+        (
+            {"from": "2025-03-05", "to": "2025-03-01"},
+            "to: The end of the date range must not be before its start.",
+        ),
+        ({"ordering": "cost"}, "ordering: Select a valid choice."),
+        ({"outcome": "exploded"}, "outcome: Select a valid choice."),
+        ({"has_gold": "maybe"}, "has_gold: Select a valid choice."),
+        ({"q": "x" * 201}, "q: Ensure this value has at most 200 characters"),
+    ],
+)
 def test_the_api_refuses_bad_filters_with_a_400_naming_them(client, token, params, message):
     response = client.get("/api/traces", params, **token)
     assert response.status_code == 400

@@ -22,16 +22,38 @@ pytestmark = pytest.mark.django_db
 def _trace(project, name: str, *, gold: tuple[str, int] | None = None) -> Trace:
     agents = ["Planner", "WebSurfer", "Coder"]
     steps = [ParsedStep(speaker=a, agent=a, kind="message", content=f"{a} speaks") for a in agents]
-    parsed = ParsedTrace(name=name, source_format="whowhen", question="q", steps=steps, outcome="failed",
-                         gold=[ParsedGold(agent=gold[0], step=gold[1])] if gold else [])
+    parsed = ParsedTrace(
+        name=name,
+        source_format="whowhen",
+        question="q",
+        steps=steps,
+        outcome="failed",
+        gold=[ParsedGold(agent=gold[0], step=gold[1])] if gold else [],
+    )
     return services.trace_create_from_parsed(project=project, upload=None, ordinal=0, parsed=parsed)
 
 
-def _verdict(trace: Trace, agent: str, step: int | None, *, method: str = "heuristic", status: str = "ok",
-             scores: list[float] | None = None) -> Verdict:
-    run = AttributionRun.objects.create(project=trace.project, method=method, trace_ids=[trace.pk], status="succeeded")
-    return Verdict.objects.create(run=run, trace=trace, method=method, agent_name=agent, step_index=step,
-                                  status=status, scores=scores or [])
+def _verdict(
+    trace: Trace,
+    agent: str,
+    step: int | None,
+    *,
+    method: str = "heuristic",
+    status: str = "ok",
+    scores: list[float] | None = None,
+) -> Verdict:
+    run = AttributionRun.objects.create(
+        project=trace.project, method=method, trace_ids=[trace.pk], status="succeeded"
+    )
+    return Verdict.objects.create(
+        run=run,
+        trace=trace,
+        method=method,
+        agent_name=agent,
+        step_index=step,
+        status=status,
+        scores=scores or [],
+    )
 
 
 @pytest.fixture
@@ -55,15 +77,18 @@ def _names(response) -> list[str]:
 
 def test_the_list_shows_the_latest_answered_verdict_with_its_method(owner_client, four):
     html = owner_client.get(reverse("tracing:trace_list", args=[four.slug])).content.decode()
-    assert '<th class="sortable col-verdict" aria-sort="none"><a href="?ordering=verdict">Latest verdict</a></th>' in html
+    assert (
+        '<th class="sortable col-verdict" aria-sort="none"><a href="?ordering=verdict">Latest verdict</a></th>'
+        in html
+    )
     right = Trace.objects.get(name="right")
-    row = html[html.index(f'href="/traces/{right.pk}/"'):]
-    row = row[:row.index("</tr>")]
+    row = html[html.index(f'href="/traces/{right.pk}/"') :]
+    row = row[: row.index("</tr>")]
     assert "WebSurfer @ 1</a>" in row and '<span class="tag">heuristic</span>' in row
     assert 'class="verdict agrees"' in row and "all_at_once" not in row
     wrong = Trace.objects.get(name="wrong-step")
-    row = html[html.index(f'href="/traces/{wrong.pk}/"'):]
-    row = row[:row.index("</tr>")]
+    row = html[html.index(f'href="/traces/{wrong.pk}/"') :]
+    row = row[: row.index("</tr>")]
     assert "WebSurfer @ 2</a>" in row and '<span class="tag">step_by_step</span>' in row
     assert 'class="verdict differs"' in row and "the gold label says WebSurfer at step 1" in row
     assert f'href="/traces/{wrong.pk}/?step=2#step-2"' in row
@@ -125,7 +150,9 @@ def _ordered(response) -> list[str]:
     return [t.name for t in response.context["page"].object_list]
 
 
-def test_the_verdict_column_sorts_by_agent_then_step_with_traces_without_a_verdict_last(owner_client, project):
+def test_the_verdict_column_sorts_by_agent_then_step_with_traces_without_a_verdict_last(
+    owner_client, project
+):
     _verdict(_trace(project, "web-2"), "WebSurfer", 2)
     _verdict(_trace(project, "coder-1"), "Coder", 1, method="all_at_once")
     _verdict(_trace(project, "web-1"), "WebSurfer", 1)
@@ -134,8 +161,18 @@ def test_the_verdict_column_sorts_by_agent_then_step_with_traces_without_a_verdi
     failed = _trace(project, "failed-only")
     _verdict(failed, "Aardvark", 0, status="failed")  # a failed call is no verdict: it must not sort first
     url = reverse("tracing:trace_list", args=[project.slug])
-    assert _ordered(owner_client.get(url, {"ordering": "verdict"}))[:4] == ["coder-1", "web-1", "web-2", "web-none"]
-    assert _ordered(owner_client.get(url, {"ordering": "-verdict"}))[:4] == ["web-2", "web-1", "web-none", "coder-1"]
+    assert _ordered(owner_client.get(url, {"ordering": "verdict"}))[:4] == [
+        "coder-1",
+        "web-1",
+        "web-2",
+        "web-none",
+    ]
+    assert _ordered(owner_client.get(url, {"ordering": "-verdict"}))[:4] == [
+        "web-2",
+        "web-1",
+        "web-none",
+        "coder-1",
+    ]
     for ordering in ("verdict", "-verdict"):  # NULLs last both ways
         assert set(_ordered(owner_client.get(url, {"ordering": ordering}))[4:]) == {"unjudged", "failed-only"}
     html = owner_client.get(url, {"ordering": "verdict", "has_verdict": "yes"}).content.decode()
@@ -146,10 +183,16 @@ def test_the_verdict_column_sorts_by_agent_then_step_with_traces_without_a_verdi
 
 def test_sorting_by_verdict_and_filtering_on_it_together(owner_client, four):
     url = reverse("tracing:trace_list", args=[four.slug])
-    response = owner_client.get(url, {"ordering": "-verdict", "verdict_vs_gold": "differs", "has_verdict": "yes"})
+    response = owner_client.get(
+        url, {"ordering": "-verdict", "verdict_vs_gold": "differs", "has_verdict": "yes"}
+    )
     assert _ordered(response) == ["wrong-step"]
-    assert _ordered(owner_client.get(url, {"ordering": "verdict"})) == ["unlabelled", "right", "wrong-step",
-                                                                        "untouched"]
+    assert _ordered(owner_client.get(url, {"ordering": "verdict"})) == [
+        "unlabelled",
+        "right",
+        "wrong-step",
+        "untouched",
+    ]
 
 
 def test_sorting_by_verdict_costs_the_same_queries_for_any_page(owner_client, project):
@@ -170,7 +213,9 @@ def test_sorting_by_verdict_costs_the_same_queries_for_any_page(owner_client, pr
 
 @pytest.fixture
 def token(project, owner) -> dict[str, str]:
-    return {"HTTP_AUTHORIZATION": f"Bearer {services.api_token_create(project=project, name='ci', user=owner)[1]}"}
+    return {
+        "HTTP_AUTHORIZATION": f"Bearer {services.api_token_create(project=project, name='ci', user=owner)[1]}"
+    }
 
 
 def test_the_api_takes_the_verdict_filters(client, token, four):
@@ -201,10 +246,19 @@ def test_each_api_item_carries_its_latest_verdict(client, token, four):
     right = Trace.objects.get(name="right")
     latest = Verdict.objects.get(trace=right, method="heuristic")
     assert items["right"]["verdict"] == {
-        "agent": "WebSurfer", "step": 1, "method": "heuristic", "run": latest.run_id, "confidence": None,
-        "created_at": items["right"]["verdict"]["created_at"], "correct": True}
-    assert (items["wrong-step"]["verdict"]["step"], items["wrong-step"]["verdict"]["method"],
-            items["wrong-step"]["verdict"]["correct"]) == (2, "step_by_step", False)
+        "agent": "WebSurfer",
+        "step": 1,
+        "method": "heuristic",
+        "run": latest.run_id,
+        "confidence": None,
+        "created_at": items["right"]["verdict"]["created_at"],
+        "correct": True,
+    }
+    assert (
+        items["wrong-step"]["verdict"]["step"],
+        items["wrong-step"]["verdict"]["method"],
+        items["wrong-step"]["verdict"]["correct"],
+    ) == (2, "step_by_step", False)
     assert items["unlabelled"]["verdict"]["correct"] is None  # no gold label to be right or wrong against
     assert items["untouched"]["verdict"] is None
 
@@ -222,10 +276,13 @@ def test_the_api_reads_the_verdicts_of_a_page_in_one_query(client, token, projec
     assert queries(40) == queries(2)
 
 
-@pytest.mark.parametrize(("params", "message"), [
-    ({"has_verdict": "maybe"}, "has_verdict: Select a valid choice."),
-    ({"verdict_vs_gold": "!="}, "verdict_vs_gold: Select a valid choice."),
-])
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"has_verdict": "maybe"}, "has_verdict: Select a valid choice."),
+        ({"verdict_vs_gold": "!="}, "verdict_vs_gold: Select a valid choice."),
+    ],
+)
 def test_the_api_refuses_bad_verdict_filters_with_a_400(client, token, params, message):
     response = client.get("/api/traces", params, **token)
     assert response.status_code == 400
@@ -239,8 +296,9 @@ def test_the_openapi_schema_documents_the_verdict_filters_sort_and_item_field(cl
     assert "verdict / -verdict" in params["ordering"]["description"]
     page = schema["paths"]["/api/traces"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     components = schema["components"]["schemas"]
-    item = components[components[page["$ref"].rsplit("/", 1)[-1]]["properties"]["items"]["items"]["$ref"]
-                      .rsplit("/", 1)[-1]]
+    item = components[
+        components[page["$ref"].rsplit("/", 1)[-1]]["properties"]["items"]["items"]["$ref"].rsplit("/", 1)[-1]
+    ]
     assert "verdict" in item["required"]
     verdict = item["properties"]["verdict"]["anyOf"][0]
     assert {"agent", "step", "method", "run", "correct"} <= set(verdict["required"])
@@ -250,8 +308,11 @@ def test_tracing_does_not_import_attribution():
     root = Path(__file__).resolve().parents[2] / "tracing"
     for path in root.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            modules = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            )
             assert not any(m.split(".")[0] in ("attribution", "annotations") for m in modules), path
 
 

@@ -21,24 +21,42 @@ pytestmark = pytest.mark.django_db
 def _trace(project, steps: int, *, category: str = "") -> Trace:
     agents = ["Planner", "WebSurfer"]
     parsed = ParsedTrace(
-        name="run", source_format="whowhen", question="q", outcome="failed",
-        steps=[ParsedStep(speaker=agents[i % 2], agent=agents[i % 2], kind="message", content=f"turn {i}")
-               for i in range(steps)],
-        gold=[ParsedGold(agent="WebSurfer", step=1, category=category)])
+        name="run",
+        source_format="whowhen",
+        question="q",
+        outcome="failed",
+        steps=[
+            ParsedStep(speaker=agents[i % 2], agent=agents[i % 2], kind="message", content=f"turn {i}")
+            for i in range(steps)
+        ],
+        gold=[ParsedGold(agent="WebSurfer", step=1, category=category)],
+    )
     return services.trace_create_from_parsed(project=project, upload=None, ordinal=0, parsed=parsed)
 
 
-def _verdict(trace: Trace, scores: list[float], *, agent: str = "WebSurfer", step: int = 1,
-             method: str = "heuristic", status: str = "ok") -> Verdict:
-    run = AttributionRun.objects.create(project=trace.project, method=method, trace_ids=[trace.pk],
-                                        status="succeeded")
-    return Verdict.objects.create(run=run, trace=trace, method=method, agent_name=agent, step_index=step,
-                                  status=status, scores=scores)
+def _verdict(
+    trace: Trace,
+    scores: list[float],
+    *,
+    agent: str = "WebSurfer",
+    step: int = 1,
+    method: str = "heuristic",
+    status: str = "ok",
+) -> Verdict:
+    run = AttributionRun.objects.create(
+        project=trace.project, method=method, trace_ids=[trace.pk], status="succeeded"
+    )
+    return Verdict.objects.create(
+        run=run, trace=trace, method=method, agent_name=agent, step_index=step, status=status, scores=scores
+    )
 
 
 def _bars(html: str) -> dict[int, str]:
     """step index -> the heat class of its bar."""
-    return {int(i): level for i, level in re.findall(r'<li id="step-(\d+)"[^>]*>\s*<span class="blame heat-(\w+)"', html)}
+    return {
+        int(i): level
+        for i, level in re.findall(r'<li id="step-(\d+)"[^>]*>\s*<span class="blame heat-(\w+)"', html)
+    }
 
 
 def test_each_step_gets_a_heat_bar_from_the_latest_verdict_and_a_legend(owner_client, project):
@@ -50,7 +68,7 @@ def test_each_step_gets_a_heat_bar_from_the_latest_verdict_and_a_legend(owner_cl
     assert "Blame score 0.42 (heuristic verdict of" in html
     assert 'class="blame-legend"' in html and html.count('class="blame-swatch heat-') == 6
     assert "which blames WebSurfer at" in html and '<span class="badge blamed"' in html
-    step1 = html[html.index('id="step-1"'):html.index('id="step-2"')]
+    step1 = html[html.index('id="step-1"') : html.index('id="step-2"')]
     assert "blamed: WebSurfer" in step1
 
 
@@ -90,5 +108,8 @@ def test_a_verdict_shorter_than_a_grown_trace_leaves_later_steps_unscored(owner_
 def test_gold_categories_read_as_human_names(owner_client, project):
     trace = _trace(project, 3, category="action.misalignment")
     html = owner_client.get(reverse("tracing:trace_detail", args=[trace.pk])).content.decode()
-    assert 'title="action.misalignment">Action: did something other than it planned (misalignment)</span>' in html
+    assert (
+        'title="action.misalignment">Action: did something other than it planned (misalignment)</span>'
+        in html
+    )
     assert ", action.misalignment)" not in html

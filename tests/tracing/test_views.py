@@ -18,17 +18,25 @@ GOOD = sample_file("Hand-Crafted")
 
 def _big_trace(project, steps: int = 10_000) -> Trace:
     parsed = ParsedTrace(
-        name="big", source_format="whowhen", question="Long run",
-        steps=[ParsedStep(speaker=f"Agent{i % 3}", agent=f"Agent{i % 3}", kind="message", content=f"step body {i}")
-               for i in range(steps)],
+        name="big",
+        source_format="whowhen",
+        question="Long run",
+        steps=[
+            ParsedStep(
+                speaker=f"Agent{i % 3}", agent=f"Agent{i % 3}", kind="message", content=f"step body {i}"
+            )
+            for i in range(steps)
+        ],
         gold=[ParsedGold(agent="Agent1", step=min(7654, steps - 1), reason="made it up")],
     )
     return services.trace_create_from_parsed(project=project, upload=None, ordinal=0, parsed=parsed)
 
 
 def test_pages_need_a_login(client, imported_trace):
-    for url in (reverse("tracing:trace_detail", args=[imported_trace.pk]),
-                reverse("tracing:trace_list", args=[imported_trace.project.slug])):
+    for url in (
+        reverse("tracing:trace_detail", args=[imported_trace.pk]),
+        reverse("tracing:trace_list", args=[imported_trace.project.slug]),
+    ):
         response = client.get(url)
         assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
 
@@ -57,8 +65,10 @@ def test_an_annotator_can_upload(client, make_user, project):
     annotator = make_user("annotator")
     services.membership_set(project=project, user=annotator, role=Role.ANNOTATOR)
     client.force_login(annotator)
-    response = client.post(reverse("tracing:upload", args=[project.slug]),
-                           {"files": [SimpleUploadedFile("a.json", GOOD.read_bytes())]})
+    response = client.post(
+        reverse("tracing:upload", args=[project.slug]),
+        {"files": [SimpleUploadedFile("a.json", GOOD.read_bytes())]},
+    )
     assert response.status_code == 302
 
 
@@ -111,7 +121,9 @@ def test_the_trace_list_answers_htmx_with_only_the_results(owner_client, importe
 
 def test_the_viewer_highlights_the_gold_step(owner_client, imported_trace):
     gold = imported_trace.gold_labels.get()
-    response = owner_client.get(reverse("tracing:trace_detail", args=[imported_trace.pk]), {"step": gold.step_index})
+    response = owner_client.get(
+        reverse("tracing:trace_detail", args=[imported_trace.pk]), {"step": gold.step_index}
+    )
     body = response.content.decode()
     assert re.search(rf'id="step-{gold.step_index}" class="step [^"]*\bgold\b', body)
     assert body.count("gold: decisive error") == 1
@@ -132,8 +144,10 @@ def test_a_ten_thousand_step_trace_renders_one_window_of_steps(owner_client, pro
 
 def test_trace_content_is_escaped_and_htmx_disabled_inside_steps(owner_client, project):
     hostile = '<script>alert(1)</script><img src=x onerror=alert(2)> <a hx-get="/admin/">x</a>'
-    payload = ('{"question": "<b>q</b>", "ground_truth": "1", "mistake_agent": "A", "mistake_step": "0",'
-               ' "mistake_reason": "<i>r</i>", "history": [{"role": "A", "content": %s}]}')
+    payload = (
+        '{"question": "<b>q</b>", "ground_truth": "1", "mistake_agent": "A", "mistake_step": "0",'
+        ' "mistake_reason": "<i>r</i>", "history": [{"role": "A", "content": %s}]}'
+    )
     import json
 
     (job,) = import_now(project, incoming_bytes("x.json", (payload % json.dumps(hostile)).encode()))
@@ -144,11 +158,14 @@ def test_trace_content_is_escaped_and_htmx_disabled_inside_steps(owner_client, p
     assert '<ol class="step-list" hx-disable>' in body
 
 
-def test_uploading_through_the_page_creates_one_job_per_file(owner_client, project, django_capture_on_commit_callbacks):
+def test_uploading_through_the_page_creates_one_job_per_file(
+    owner_client, project, django_capture_on_commit_callbacks
+):
     files = [SimpleUploadedFile("good.json", GOOD.read_bytes()), SimpleUploadedFile("empty.json", b"")]
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        response = owner_client.post(reverse("tracing:upload", args=[project.slug]), {"files": files},
-                                     HTTP_HX_REQUEST="true")
+        response = owner_client.post(
+            reverse("tracing:upload", args=[project.slug]), {"files": files}, HTTP_HX_REQUEST="true"
+        )
     body = response.content.decode()
     jobs = list(IngestJob.objects.order_by("pk"))
     assert [j.filename for j in jobs] == ["good.json", "empty.json"]
@@ -160,15 +177,20 @@ def test_uploading_through_the_page_creates_one_job_per_file(owner_client, proje
 
 def test_an_oversize_file_fails_at_once_in_the_upload_page(owner_client, project, settings):
     settings.CULPRIT_MAX_UPLOAD_BYTES = 100
-    response = owner_client.post(reverse("tracing:upload", args=[project.slug]),
-                                 {"files": [SimpleUploadedFile("huge.json", b"x" * 500)]}, HTTP_HX_REQUEST="true")
+    response = owner_client.post(
+        reverse("tracing:upload", args=[project.slug]),
+        {"files": [SimpleUploadedFile("huge.json", b"x" * 500)]},
+        HTTP_HX_REQUEST="true",
+    )
     body = response.content.decode()
     assert "huge.json: the file is 500 bytes, over the 100 bytes limit" in body
     assert 'hx-trigger="every 1s"' not in body  # nothing left to wait for
 
 
 def test_the_batch_page_stops_polling_when_every_job_is_done(owner_client, project):
-    jobs = import_now(project, incoming_bytes("bad.json", b"nope"), incoming_bytes("g.json", GOOD.read_bytes()))
+    jobs = import_now(
+        project, incoming_bytes("bad.json", b"nope"), incoming_bytes("g.json", GOOD.read_bytes())
+    )
     url = reverse("tracing:upload_batch", args=[project.slug, jobs[0].batch])
     body = owner_client.get(url).content.decode()
     assert "every 1s" not in body

@@ -50,9 +50,11 @@ def test_it_imports_every_who_and_when_file_with_its_steps_and_gold_label(projec
     trace = Trace.objects.get(pk=job.trace_ids[0])
 
     assert trace.step_count == len(document["history"])
-    steps = list(Step.objects.filter(trace=trace).order_by("index").values_list("index", "speaker", "content"))
+    steps = list(
+        Step.objects.filter(trace=trace).order_by("index").values_list("index", "speaker", "content")
+    )
     assert [s[0] for s in steps] == list(range(len(document["history"])))
-    for (index, speaker, content), message in zip(steps, document["history"]):
+    for (_index, speaker, content), message in zip(steps, document["history"]):
         assert content == message["content"]
         assert speaker in (message.get("name"), message["role"])
 

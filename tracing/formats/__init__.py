@@ -35,14 +35,31 @@ __all__ = [
 
 _MODULES = [
     # Who&When and AgentRx / tau-bench (benchmark datasets)
-    "whowhen", "whowhen_jsonl", "agentrx_magentic", "agentrx_labels", "taubench", "mast",
+    "whowhen",
+    "whowhen_jsonl",
+    "agentrx_magentic",
+    "agentrx_labels",
+    "taubench",
+    "mast",
     # span trees and observability exports
-    "trail", "trail_labels", "otlp_json", "otel_span_attributes", "phoenix", "langfuse", "langfuse_chatml",
+    "trail",
+    "trail_labels",
+    "otlp_json",
+    "otel_span_attributes",
+    "phoenix",
+    "langfuse",
+    "langfuse_chatml",
     "langsmith",
     # chat transcripts
     "openai_chat",
     # raw text logs, the generic fallback last
-    "text_magentic", "text_ag2", "text_chatdev", "text_metagpt", "text_openmanus", "text_appworld", "text_generic",
+    "text_magentic",
+    "text_ag2",
+    "text_chatdev",
+    "text_metagpt",
+    "text_openmanus",
+    "text_appworld",
+    "text_generic",
 ]
 
 # Below this confidence a guess is not trusted; the person is asked to pick the format instead.
@@ -70,7 +87,9 @@ def detect_format_scored(source: Source) -> tuple[TraceFormat, float]:
     if source.size == 0 or not source.head.strip():
         raise TraceFormatError("the file is empty")
     if b"\x00" in source.head[:4096]:
-        raise TraceFormatError("binary data, not a JSON or text trace (a zip must end in .zip or start with PK)")
+        raise TraceFormatError(
+            "binary data, not a JSON or text trace (a zip must end in .zip or start with PK)"
+        )
     scored = sorted(((_safe_detect(fmt, source), fmt) for fmt in all_formats()), key=lambda pair: -pair[0])
     best_score, best = scored[0]
     if best_score >= MIN_CONFIDENCE:

@@ -35,13 +35,16 @@ class AgentRxLabels:
     label = "AgentRx ground-truth labels"
 
     def detect(self, source: Source) -> float:
-        return list_of_records_confidence(source, markers=("trajectory_id", "failures"),
-                                          keys=("trajectory_id", "failures"))
+        return list_of_records_confidence(
+            source, markers=("trajectory_id", "failures"), keys=("trajectory_id", "failures")
+        )
 
     def parse(self, source: Source) -> Iterator[ParsedLabels]:
         document = source.json()
         if not isinstance(document, list):
-            raise TraceFormatError("an AgentRx ground-truth file must be a JSON list of {trajectory_id, failures}")
+            raise TraceFormatError(
+                "an AgentRx ground-truth file must be a JSON list of {trajectory_id, failures}"
+            )
         if not document:
             raise TraceFormatError("the ground-truth list is empty")
         spellings = _spellings(document)
@@ -54,7 +57,11 @@ def _parse_trajectory(position: int, entry: Any, spellings: dict[str, str]) -> P
     if not isinstance(entry, dict):
         raise TraceFormatError(f"entry {position} is not an object")
     trajectory_id = entry.get("trajectory_id")
-    if isinstance(trajectory_id, bool) or not isinstance(trajectory_id, (str, int)) or str(trajectory_id) == "":
+    if (
+        isinstance(trajectory_id, bool)
+        or not isinstance(trajectory_id, (str, int))
+        or str(trajectory_id) == ""
+    ):
         raise TraceFormatError(f"entry {position} has no trajectory_id (a string or number)")
     where = f"trajectory {trajectory_id}"
     failures = entry.get("failures")
@@ -71,10 +78,21 @@ def _parse_trajectory(position: int, entry: Any, spellings: dict[str, str]) -> P
         agent = failure["agent"]
         canonical = spellings.get(agent.lower(), agent)
         if agent and canonical != agent:
-            warnings.append(f"step {failure['step']}: failed_agent {agent!r} differs in case from {canonical!r}; "
-                            "the trace's spelling is used when the label attaches")
-    labels = [ParsedGold(agent=f["agent"], step=f["step"] - 1, reason=f["reason"], category=f["category"],
-                         decisive=f is root, family=FAMILY) for f in failures]
+            warnings.append(
+                f"step {failure['step']}: failed_agent {agent!r} differs in case from {canonical!r}; "
+                "the trace's spelling is used when the label attaches"
+            )
+    labels = [
+        ParsedGold(
+            agent=f["agent"],
+            step=f["step"] - 1,
+            reason=f["reason"],
+            category=f["category"],
+            decisive=f is root,
+            family=FAMILY,
+        )
+        for f in failures
+    ]
     return ParsedLabels(str(trajectory_id), labels, AgentRxLabels.name, warnings)
 
 
@@ -83,8 +101,10 @@ def _failure(where: str, position: int, failure: Any) -> dict[str, Any]:
         raise TraceFormatError(f"{where}: failure {position} is not an object")
     step = _step_number(failure.get("step_number"))
     if step is None:
-        raise TraceFormatError(f"{where}: failure {position} has no step_number (a whole number from 1), "
-                               f"got {failure.get('step_number')!r}")
+        raise TraceFormatError(
+            f"{where}: failure {position} has no step_number (a whole number from 1), "
+            f"got {failure.get('step_number')!r}"
+        )
     return {
         "id": str(failure.get("failure_id", "")),
         "step": step,
@@ -108,13 +128,17 @@ def _root_cause(root: Any, failures: list[dict[str, Any]], warnings: list[str]) 
     earliest = min(failures, key=lambda f: f["step"])
     root_id = root.get("failure_id") if isinstance(root, dict) else None
     if root_id in (None, ""):
-        warnings.append(f"no root cause is named: the earliest failure (step {earliest['step']}) is taken as decisive")
+        warnings.append(
+            f"no root cause is named: the earliest failure (step {earliest['step']}) is taken as decisive"
+        )
         return earliest
     # ids are compared as text: the root cause says "1" where the failure says 1.
     match = next((f for f in failures if f["id"] == str(root_id)), None)
     if match is None:
-        warnings.append(f"the root cause names failure {root_id!r}, which is not listed: the earliest failure "
-                        f"(step {earliest['step']}) is taken as decisive")
+        warnings.append(
+            f"the root cause names failure {root_id!r}, which is not listed: the earliest failure "
+            f"(step {earliest['step']}) is taken as decisive"
+        )
         return earliest
     return match
 

@@ -46,7 +46,9 @@ class AgentRxMagentic:
     def parse(self, source: Source) -> Iterator[ParsedTrace]:
         document = source.json()
         if not isinstance(document, list):
-            raise TraceFormatError("an AgentRx Magentic-One file must be a JSON list of {role, content} messages")
+            raise TraceFormatError(
+                "an AgentRx Magentic-One file must be a JSON list of {role, content} messages"
+            )
         if not document:
             raise TraceFormatError("the message list is empty: there are no steps to import")
         yield parse_messages(document, path=source.name)
@@ -85,7 +87,9 @@ def _is_message_list(document: Any) -> bool:
 
 def _name(path: str) -> str:
     """``magentic/2dfc4c37-….json`` -> ``magentic/2dfc4c37-…``; a bare file name keeps only its stem."""
-    parts = [p for p in PurePosixPath(path.replace("\\", "/")).with_suffix("").parts[-2:] if p not in ("/", "")]
+    parts = [
+        p for p in PurePosixPath(path.replace("\\", "/")).with_suffix("").parts[-2:] if p not in ("/", "")
+    ]
     return "/".join(parts) or path
 
 

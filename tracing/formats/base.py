@@ -42,7 +42,9 @@ class ParsedStep:
     recipient: str = ""
     tool_name: str = ""
     tool_arguments: Any = None
-    parent: int | None = None  # index of the parent step in this trace (span trees); must be smaller than ours
+    parent: int | None = (
+        None  # index of the parent step in this trace (span trees); must be smaller than ours
+    )
     span_id: str = ""  # the source's id for the span/observation/run this step came from
     started_at: datetime | None = None
     ended_at: datetime | None = None
@@ -81,7 +83,9 @@ class ParsedTrace:
     ground_truth: str = ""
     outcome: str = "unknown"
     metadata: dict[str, Any] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)  # shown in the import report, e.g. "span X has no parent"
+    warnings: list[str] = field(
+        default_factory=list
+    )  # shown in the import report, e.g. "span X has no parent"
 
 
 @dataclass
@@ -188,7 +192,9 @@ def load_json(source: Source) -> Any:
             raise TraceFormatError(
                 f"the JSON ends unexpectedly at line {exc.lineno}, column {exc.colno}: the file looks truncated"
             ) from None
-        raise TraceFormatError(f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+        raise TraceFormatError(
+            f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        ) from None
 
 
 # One string, possessively matched so a failed match never backtracks, and ended by its closing quote or by the end
@@ -222,8 +228,9 @@ def loads_line(text: str, number: int) -> Any:
         raise TraceFormatError(f"line {number} is not valid JSON ({exc})") from None
 
 
-def list_of_records_confidence(source: Source, *, markers: tuple[str, ...], keys: tuple[str, ...],
-                               score: float = 0.95) -> float:
+def list_of_records_confidence(
+    source: Source, *, markers: tuple[str, ...], keys: tuple[str, ...], score: float = 0.95
+) -> float:
     """Detection for files that are a JSON list of records: cheap marker check on the head, then the first 20
     records must all be objects with ``keys``. Never raises."""
     head = source.head_text()
@@ -233,8 +240,10 @@ def list_of_records_confidence(source: Source, *, markers: tuple[str, ...], keys
         document = source.json()
     except TraceFormatError:
         return 0.0
-    if isinstance(document, list) and document and all(
-        isinstance(r, dict) and all(k in r for k in keys) for r in document[:20]
+    if (
+        isinstance(document, list)
+        and document
+        and all(isinstance(r, dict) and all(k in r for k in keys) for r in document[:20])
     ):
         return score
     return 0.0

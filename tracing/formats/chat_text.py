@@ -89,7 +89,10 @@ def _dict_text(value: dict[str, Any]) -> str | None:
 
 def _is_message(value: Any) -> bool:
     return isinstance(value, dict) and (
-        "content" in value or "parts" in value or "tool_calls" in value or ("role" in value and "text" in value)
+        "content" in value
+        or "parts" in value
+        or "tool_calls" in value
+        or ("role" in value and "text" in value)
     )
 
 
@@ -160,7 +163,9 @@ def _call_text(call: Any) -> str:
     name = function.get("name") or call.get("name") or "?"
     arguments = function.get("arguments", function.get("args", call.get("args", call.get("input"))))
     arguments = parse_jsonish(arguments)
-    shown = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False, default=str)
+    shown = (
+        arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False, default=str)
+    )
     return f"-> {name}({shown})"
 
 

@@ -31,19 +31,40 @@ from .base import ParsedTrace, Source, TraceFormatError
 from .chat_text import as_int, first_user_text, openinference_output, parse_jsonish, readable, system_prompt
 from .spans import Span, parse_time, steps_from_spans
 
-_TYPES = {"GENERATION": "llm", "TOOL": "tool", "AGENT": "agent", "RETRIEVER": "retriever",
-          "EMBEDDING": "embedding"}
-_OPENINFERENCE = {"LLM": "llm", "TOOL": "tool", "AGENT": "agent", "CHAIN": "chain", "RETRIEVER": "retriever",
-                  "EMBEDDING": "embedding"}
-_OPERATIONS = {"chat": "llm", "text_completion": "llm", "generate_content": "llm", "execute_tool": "tool",
-               "invoke_agent": "agent"}
+_TYPES = {
+    "GENERATION": "llm",
+    "TOOL": "tool",
+    "AGENT": "agent",
+    "RETRIEVER": "retriever",
+    "EMBEDDING": "embedding",
+}
+_OPENINFERENCE = {
+    "LLM": "llm",
+    "TOOL": "tool",
+    "AGENT": "agent",
+    "CHAIN": "chain",
+    "RETRIEVER": "retriever",
+    "EMBEDDING": "embedding",
+}
+_OPERATIONS = {
+    "chat": "llm",
+    "text_completion": "llm",
+    "generate_content": "llm",
+    "execute_tool": "tool",
+    "invoke_agent": "agent",
+}
 _AGENT_KEYS = ("gen_ai.agent.name", "agent_name", "agent.name")
-_AGENT_NAMES = (re.compile(r"^invoke_agent\s+(.+)$"), re.compile(r"^agent_run\s*\[(.+)\]$"),
-                re.compile(r"^(\w+)(?:\.run|\s+run)$"))
+_AGENT_NAMES = (
+    re.compile(r"^invoke_agent\s+(.+)$"),
+    re.compile(r"^agent_run\s*\[(.+)\]$"),
+    re.compile(r"^(\w+)(?:\.run|\s+run)$"),
+)
 _BRACKETED = re.compile(r"\[([^\]]+)\]\s*$")
 _QUESTION_KEYS = ("message", "input", "question", "query", "task", "prompt")
 _TOOL_PREFIXES = ("running tool: ", "execute_tool ")
-_EVENT_SUFFIX = re.compile(r"\.(?:start|success|finish|error|update)-\d+$")  # BeeAI: tool.search.wikipedia.start-12
+_EVENT_SUFFIX = re.compile(
+    r"\.(?:start|success|finish|error|update)-\d+$"
+)  # BeeAI: tool.search.wikipedia.start-12
 
 
 class Langfuse:
@@ -73,14 +94,18 @@ class Langfuse:
             raise TraceFormatError(
                 f"this is Langfuse's ChatML rendering of {len(document)} observation(s) (observation id -> parsed "
                 "input/output), not a trace export: it has no observation names, types, parents or times to build "
-                "steps from. Export the trace itself from Langfuse (the JSON with 'trace' and 'observations').")
+                "steps from. Export the trace itself from Langfuse (the JSON with 'trace' and 'observations')."
+            )
         pairs = _documents(document)
         if not pairs:
-            raise TraceFormatError("a Langfuse export must be an object with 'trace' and 'observations' "
-                                   "(or a list of them)")
+            raise TraceFormatError(
+                "a Langfuse export must be an object with 'trace' and 'observations' (or a list of them)"
+            )
         stem = _stem(source.name)
-        traces = [_parse_trace(trace, observations, name=stem if len(pairs) == 1 else "")
-                  for trace, observations in pairs]
+        traces = [
+            _parse_trace(trace, observations, name=stem if len(pairs) == 1 else "")
+            for trace, observations in pairs
+        ]
         yield from traces
 
 
@@ -125,8 +150,10 @@ def _parse_trace(trace: dict[str, Any], observations: list[Any], *, name: str) -
     trace_id = str(trace.get("id") or "")
     label = f"trace {trace_id or '?'}"
     if observations and all(isinstance(o, str) for o in observations):
-        raise TraceFormatError(f"{label} lists its observations by id only (the trace list API's shape); "
-                               "export the trace with its observations instead")
+        raise TraceFormatError(
+            f"{label} lists its observations by id only (the trace list API's shape); "
+            "export the trace with its observations instead"
+        )
     for index, observation in enumerate(observations):
         if not isinstance(observation, dict) or not observation.get("id"):
             raise TraceFormatError(f"{label}: observations[{index}] is not an object with an 'id'")
@@ -136,13 +163,21 @@ def _parse_trace(trace: dict[str, Any], observations: list[Any], *, name: str) -
     default = _default_agent(spans, trace)
     steps, agents = steps_from_spans(spans, default_agent=default)
     if not steps:
-        raise TraceFormatError(f"{label}: no observation carries any input or output: there are no steps to import")
+        raise TraceFormatError(
+            f"{label}: no observation carries any input or output: there are no steps to import"
+        )
     return ParsedTrace(
-        name=name or f"{trace.get('name') or 'trace'} {trace_id[:8]}".strip(), source_format=Langfuse.name,
-        steps=steps, agents=agents, external_id=trace_id, question=_question(trace, observations),
-        outcome="failed" if any(o.get("level") == "ERROR" and not o.get("parentObservationId") for o in observations)
+        name=name or f"{trace.get('name') or 'trace'} {trace_id[:8]}".strip(),
+        source_format=Langfuse.name,
+        steps=steps,
+        agents=agents,
+        external_id=trace_id,
+        question=_question(trace, observations),
+        outcome="failed"
+        if any(o.get("level") == "ERROR" and not o.get("parentObservationId") for o in observations)
         else "unknown",
-        metadata=_trace_metadata(trace, observations), warnings=_warnings(observations),
+        metadata=_trace_metadata(trace, observations),
+        warnings=_warnings(observations),
     )
 
 
@@ -162,11 +197,17 @@ def _span(observation: dict[str, Any]) -> Span:
     name = str(observation.get("name") or observation.get("type") or "observation")
     kind = _kind(observation, metadata, attributes)
     error = str(observation.get("statusMessage") or "error") if observation.get("level") == "ERROR" else ""
-    span = Span(span_id=str(observation["id"]), parent_id=_optional_id(observation.get("parentObservationId")),
-                name=name, kind=kind, start=parse_time(observation.get("startTime")),
-                end=parse_time(observation.get("endTime")), agent=_agent(name, kind, observation, metadata,
-                                                                         attributes),
-                error=error, raw=observation)
+    span = Span(
+        span_id=str(observation["id"]),
+        parent_id=_optional_id(observation.get("parentObservationId")),
+        name=name,
+        kind=kind,
+        start=parse_time(observation.get("startTime")),
+        end=parse_time(observation.get("endTime")),
+        agent=_agent(name, kind, observation, metadata, attributes),
+        error=error,
+        raw=observation,
+    )
     if kind == "llm":
         usage = observation.get("usageDetails") or observation.get("usage") or {}
         usage = usage if isinstance(usage, dict) else {}
@@ -239,13 +280,16 @@ def _kind(observation: dict[str, Any], metadata: dict[str, Any], attributes: dic
     if hinted:
         return hinted
     output = parse_jsonish(observation.get("output"))
-    if ("inputs" in metadata and "color" in metadata) or (isinstance(output, dict) and output.get("type") == "tool"):
+    if ("inputs" in metadata and "color" in metadata) or (
+        isinstance(output, dict) and output.get("type") == "tool"
+    ):
         return "tool"  # LangChain's on_tool_start passes inputs and color; a tool returns a ToolMessage
     return "chain"
 
 
-def _agent(name: str, kind: str, observation: dict[str, Any], metadata: dict[str, Any],
-           attributes: dict[str, Any]) -> str | None:
+def _agent(
+    name: str, kind: str, observation: dict[str, Any], metadata: dict[str, Any], attributes: dict[str, Any]
+) -> str | None:
     for key in _AGENT_KEYS:
         if isinstance(attributes.get(key), str) and attributes[key].strip():
             return attributes[key].strip()
@@ -287,14 +331,18 @@ def _tool_name(name: str, attributes: dict[str, Any]) -> str:
             return attributes[key]
     for prefix in _TOOL_PREFIXES:
         if name.startswith(prefix):
-            return name[len(prefix):]
+            return name[len(prefix) :]
     return _EVENT_SUFFIX.sub("", name)
 
 
 def _tool_arguments(value: Any, attributes: dict[str, Any]) -> Any:
     if value in (None, ""):
-        for key in ("gen_ai.tool.call.arguments", "tool_arguments", "gcp.vertex.agent.tool_call_args",
-                    "tool.parameters"):
+        for key in (
+            "gen_ai.tool.call.arguments",
+            "tool_arguments",
+            "gcp.vertex.agent.tool_call_args",
+            "tool.parameters",
+        ):
             if attributes.get(key) not in (None, "", "null"):
                 value = attributes[key]
                 break
@@ -331,10 +379,15 @@ def _trace_metadata(trace: dict[str, Any], observations: list[dict[str, Any]]) -
             metadata[key] = trace[key]
     scores = trace.get("scores")
     if isinstance(scores, list) and scores:
-        metadata["scores"] = [{k: s.get(k) for k in ("name", "value", "comment") if k in s}
-                              for s in scores if isinstance(s, dict)]
+        metadata["scores"] = [
+            {k: s.get(k) for k in ("name", "value", "comment") if k in s}
+            for s in scores
+            if isinstance(s, dict)
+        ]
     scope_of = (_metadata(o).get("scope") for o in observations)
-    scopes = sorted({str(scope["name"]) for scope in scope_of if isinstance(scope, dict) and scope.get("name")})
+    scopes = sorted(
+        {str(scope["name"]) for scope in scope_of if isinstance(scope, dict) and scope.get("name")}
+    )
     if scopes:
         metadata["instrumentation"] = scopes
     return metadata
@@ -342,12 +395,19 @@ def _trace_metadata(trace: dict[str, Any], observations: list[dict[str, Any]]) -
 
 def _warnings(observations: list[dict[str, Any]]) -> list[str]:
     ids = {str(o["id"]) for o in observations}
-    missing = sorted({str(o["parentObservationId"]) for o in observations
-                      if o.get("parentObservationId") and str(o["parentObservationId"]) not in ids})
+    missing = sorted(
+        {
+            str(o["parentObservationId"])
+            for o in observations
+            if o.get("parentObservationId") and str(o["parentObservationId"]) not in ids
+        }
+    )
     if not missing:
         return []
-    return [f"{len(missing)} parent observation(s) are missing from the export ({', '.join(missing[:5])}); "
-            "their children are shown at the top level"]
+    return [
+        f"{len(missing)} parent observation(s) are missing from the export ({', '.join(missing[:5])}); "
+        "their children are shown at the top level"
+    ]
 
 
 FORMAT = Langfuse()

@@ -23,7 +23,11 @@ class LangfuseChatml:
 
     def detect(self, source: Source) -> float:
         head = source.head_text()
-        if not head.startswith("{") or '"success"' not in head or not ('"input"' in head or '"output"' in head):
+        if (
+            not head.startswith("{")
+            or '"success"' not in head
+            or not ('"input"' in head or '"output"' in head)
+        ):
             return 0.0
         try:
             document = source.json()
@@ -47,19 +51,32 @@ class LangfuseChatml:
             raise TraceFormatError("the rendering holds no messages")
         stem = PurePosixPath(source.name.replace("\\", "/")).name.split(".")[0]
         yield ParsedTrace(
-            name=stem, source_format=self.name, steps=steps,
+            name=stem,
+            source_format=self.name,
+            steps=steps,
             agents=[ParsedAgent(name=a, system_prompt=p) for a, p in prompts.items()],
             question=next((s.content.strip() for s in steps if s.kind == "human"), "")[:2000],
             metadata={"observations": len(document)},
-            warnings=["Langfuse ChatML rendering: no names, times or parent links; observations in file order"],
+            warnings=[
+                "Langfuse ChatML rendering: no names, times or parent links; observations in file order"
+            ],
         )
 
 
 def _is_rendering(document: Any) -> bool:
-    return (isinstance(document, dict) and bool(document) and all(
-        isinstance(k, str) and _ID.match(k) and isinstance(v, dict) and v and set(v) <= {"input", "output"}
-        and all(isinstance(side, dict) and "success" in side for side in v.values())
-        for k, v in document.items()))
+    return (
+        isinstance(document, dict)
+        and bool(document)
+        and all(
+            isinstance(k, str)
+            and _ID.match(k)
+            and isinstance(v, dict)
+            and v
+            and set(v) <= {"input", "output"}
+            and all(isinstance(side, dict) and "success" in side for side in v.values())
+            for k, v in document.items()
+        )
+    )
 
 
 def _agent(sides: dict[str, Any], current: str, prompts: dict[str, str]) -> str:
@@ -80,8 +97,14 @@ def _side_steps(observation_id: str, side: str, payload: dict[str, Any], agent: 
     if not payload.get("success"):
         error = payload.get("error")
         detail = json_text(error.get("message") if isinstance(error, dict) else error)
-        return [ParsedStep(speaker=f"{side} (not renderable)", kind="system",
-                           content=f"Langfuse could not render this {side} as chat: {detail}", **common)]
+        return [
+            ParsedStep(
+                speaker=f"{side} (not renderable)",
+                kind="system",
+                content=f"Langfuse could not render this {side} as chat: {detail}",
+                **common,
+            )
+        ]
     data = payload.get("data")
     messages = data if isinstance(data, list) else [data]
     steps = []
@@ -89,7 +112,9 @@ def _side_steps(observation_id: str, side: str, payload: dict[str, Any], agent: 
         role = str(message.get("role") or "") if isinstance(message, dict) else ""
         content = message.get("content") if isinstance(message, dict) and "content" in message else message
         if isinstance(content, dict) and set(content) == {"json"}:
-            content = content["json"].get("raw", content["json"]) if isinstance(content["json"], dict) else content
+            content = (
+                content["json"].get("raw", content["json"]) if isinstance(content["json"], dict) else content
+            )
         text = json_text(content)
         if side == "output":
             steps.append(ParsedStep(speaker=role or "output", kind="llm_call", content=text, **common))

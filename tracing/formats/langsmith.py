@@ -35,7 +35,9 @@ class LangSmith:
         head = source.head_text()
         if head[:1] not in ("{", "[") or '"run_type"' not in head:
             return 0.0
-        if not any(key in head for key in ('"dotted_order"', '"trace_id"', '"parent_run_id"', '"child_runs"')):
+        if not any(
+            key in head for key in ('"dotted_order"', '"trace_id"', '"parent_run_id"', '"child_runs"')
+        ):
             return 0.0
         try:
             document = source.json()
@@ -50,14 +52,17 @@ class LangSmith:
     def parse(self, source: Source) -> Iterator[ParsedTrace]:
         runs, warnings = _collect(source.json())
         if not runs:
-            raise TraceFormatError("no runs found: a LangSmith file is {\"post\": [...], \"patch\": [...]} "
-                                   "or a list of runs")
+            raise TraceFormatError(
+                'no runs found: a LangSmith file is {"post": [...], "patch": [...]} or a list of runs'
+            )
         by_trace: dict[str, list[dict[str, Any]]] = {}
         for run in runs:
             by_trace.setdefault(_trace_id(run, runs), []).append(run)
         stem = _stem(source.name)
-        traces = [_parse_trace(trace_id, members, warnings, name=stem if len(by_trace) == 1 else "")
-                  for trace_id, members in by_trace.items()]
+        traces = [
+            _parse_trace(trace_id, members, warnings, name=stem if len(by_trace) == 1 else "")
+            for trace_id, members in by_trace.items()
+        ]
         yield from traces
 
 
@@ -77,7 +82,9 @@ def _collect(document: Any) -> tuple[list[dict[str, Any]], list[str]]:
     elif isinstance(document, list):
         posts, patches = document, []
     else:
-        raise TraceFormatError("not LangSmith runs: expected {\"post\": [...], \"patch\": [...]} or a list of runs")
+        raise TraceFormatError(
+            'not LangSmith runs: expected {"post": [...], "patch": [...]} or a list of runs'
+        )
     if not isinstance(posts, list) or not isinstance(patches, list):
         raise TraceFormatError("'post' and 'patch' must be lists of runs")
     runs: dict[str, dict[str, Any]] = {}
@@ -152,20 +159,31 @@ def _trace_id(run: dict[str, Any], runs: list[dict[str, Any]]) -> str:
 def _parse_trace(trace_id: str, runs: list[dict[str, Any]], warnings: list[str], *, name: str) -> ParsedTrace:
     spans = [_span(run) for run in runs]
     ids = {span.span_id for span in spans}
-    roots = sorted((s for s in spans if s.parent_id not in ids), key=lambda s: (s.start is None, s.start or 0))
+    roots = sorted(
+        (s for s in spans if s.parent_id not in ids), key=lambda s: (s.start is None, s.start or 0)
+    )
     root_run = roots[0].raw if roots else runs[0]
     steps, agents = steps_from_spans(spans, default_agent=str(root_run.get("name") or "application"))
     if not steps:
-        raise TraceFormatError(f"trace {trace_id}: no run has inputs or outputs: there are no steps to import")
+        raise TraceFormatError(
+            f"trace {trace_id}: no run has inputs or outputs: there are no steps to import"
+        )
     own = [w for w in warnings if any(run["id"] in w for run in runs)]
     missing = sorted({s.parent_id for s in spans if s.parent_id and s.parent_id not in ids})
     if missing:
-        own.append(f"{len(missing)} parent run(s) are not in the file ({', '.join(missing[:5])}); their children "
-                   "are shown at the top level")
+        own.append(
+            f"{len(missing)} parent run(s) are not in the file ({', '.join(missing[:5])}); their children "
+            "are shown at the top level"
+        )
     return ParsedTrace(
-        name=name or f"{root_run.get('name') or 'trace'} {trace_id[:8]}", source_format=LangSmith.name,
-        steps=steps, agents=agents, external_id=trace_id, question=_question(root_run.get("inputs")),
-        outcome="failed" if root_run.get("error") else "unknown", metadata=_metadata(runs, root_run),
+        name=name or f"{root_run.get('name') or 'trace'} {trace_id[:8]}",
+        source_format=LangSmith.name,
+        steps=steps,
+        agents=agents,
+        external_id=trace_id,
+        question=_question(root_run.get("inputs")),
+        outcome="failed" if root_run.get("error") else "unknown",
+        metadata=_metadata(runs, root_run),
         warnings=own,
     )
 
@@ -174,10 +192,19 @@ def _span(run: dict[str, Any]) -> Span:
     kind = _KINDS.get(str(run.get("run_type") or "").lower(), "chain")
     metadata = _run_metadata(run)
     inputs, outputs = parse_jsonish(run.get("inputs")), parse_jsonish(run.get("outputs"))
-    span = Span(span_id=run["id"], parent_id=_parent_id(run), name=str(run.get("name") or kind), kind=kind,
-                start=parse_time(run.get("start_time")), end=parse_time(run.get("end_time")),
-                agent=next((str(metadata[k]) for k in _AGENT_KEYS if metadata.get(k)), None),
-                input=readable(inputs) or None, output=readable(outputs), error=_text(run.get("error")), raw=run)
+    span = Span(
+        span_id=run["id"],
+        parent_id=_parent_id(run),
+        name=str(run.get("name") or kind),
+        kind=kind,
+        start=parse_time(run.get("start_time")),
+        end=parse_time(run.get("end_time")),
+        agent=next((str(metadata[k]) for k in _AGENT_KEYS if metadata.get(k)), None),
+        input=readable(inputs) or None,
+        output=readable(outputs),
+        error=_text(run.get("error")),
+        raw=run,
+    )
     if kind == "llm":
         span.input_tokens, span.output_tokens = _tokens(run, outputs)
         span.system_prompt = system_prompt(inputs.get("messages") if isinstance(inputs, dict) else inputs)
@@ -209,7 +236,9 @@ def _tokens(run: dict[str, Any], outputs: Any) -> tuple[int | None, int | None]:
         (llm_output.get("token_usage"), "prompt_tokens", "completion_tokens"),
         (run, "prompt_tokens", "completion_tokens"),
     ):
-        if isinstance(usage, dict) and (as_int(usage.get(prompt)) is not None or as_int(usage.get(completion))):
+        if isinstance(usage, dict) and (
+            as_int(usage.get(prompt)) is not None or as_int(usage.get(completion))
+        ):
             return as_int(usage.get(prompt)), as_int(usage.get(completion))
     return None, None
 
@@ -234,7 +263,9 @@ def _metadata(runs: list[dict[str, Any]], root: dict[str, Any]) -> dict[str, Any
     runtime = extra.get("runtime") if isinstance(extra.get("runtime"), dict) else {}
     if runtime.get("sdk"):
         metadata["sdk"] = f"{runtime['sdk']} {runtime.get('sdk_version', '')}".strip()
-    models = sorted({str(_run_metadata(r)["ls_model_name"]) for r in runs if _run_metadata(r).get("ls_model_name")})
+    models = sorted(
+        {str(_run_metadata(r)["ls_model_name"]) for r in runs if _run_metadata(r).get("ls_model_name")}
+    )
     if models:
         metadata["models"] = models
     if root.get("tags"):

@@ -49,12 +49,26 @@ MAST_MODES = {
 
 # mas_name (case-folded, first word) -> the text reader of that framework's console output.
 _READER_FOR = {
-    "ag2": "text-ag2", "autogen": "text-ag2", "captainagent": "text-ag2", "chatdev": "text-chatdev",
-    "metagpt": "text-metagpt", "magentic": "text-magentic", "magentic-one": "text-magentic",
-    "magenticone": "text-magentic", "openmanus": "text-openmanus", "appworld": "text-appworld",
+    "ag2": "text-ag2",
+    "autogen": "text-ag2",
+    "captainagent": "text-ag2",
+    "chatdev": "text-chatdev",
+    "metagpt": "text-metagpt",
+    "magentic": "text-magentic",
+    "magentic-one": "text-magentic",
+    "magenticone": "text-magentic",
+    "openmanus": "text-openmanus",
+    "appworld": "text-appworld",
     "hyperagent": "text-log",
 }
-_TEXT_READERS = ["text-magentic", "text-ag2", "text-chatdev", "text-metagpt", "text-openmanus", "text-appworld"]
+_TEXT_READERS = [
+    "text-magentic",
+    "text-ag2",
+    "text-chatdev",
+    "text-metagpt",
+    "text-openmanus",
+    "text-appworld",
+]
 _MARKERS = ('"mast_annotation"', '"human_labels"', '"mas_name"', '"trajectory"', '"log_file"')
 _TEXT_KEYS = ("trajectory", "trace", "trace_text", "content", "text", "log", "messages", "history")
 
@@ -90,12 +104,19 @@ def record_kind(record: Any) -> str | None:
     """Which MAST shape ``record`` has: "dataset", "trajectory" (AG2, HyperAgent), "metagpt", or None."""
     if not isinstance(record, dict):
         return None
-    if "mast_annotation" in record or "human_labels" in record or (
-            "mas_name" in record and ("trace" in record or "trace_text" in record)):
+    if (
+        "mast_annotation" in record
+        or "human_labels" in record
+        or ("mas_name" in record and ("trace" in record or "trace_text" in record))
+    ):
         return "dataset"
     if "trajectory" in record and ("instance_id" in record or "problem_statement" in record):
         return "trajectory"
-    if isinstance(record.get("content"), str) and "prompt" in record and ("run_id" in record or "log_file" in record):
+    if (
+        isinstance(record.get("content"), str)
+        and "prompt" in record
+        and ("run_id" in record or "log_file" in record)
+    ):
         return "metagpt"
     return None
 
@@ -111,14 +132,25 @@ def parse_record(record: dict[str, Any], *, where: str, file_name: str) -> Parse
     if modes is not None:
         metadata["failure_modes"] = {"family": "MAST", "modes": modes}
         # Each mode present is also a trace-level error label (no step, never decisive: MAST says what, not where).
-        trace.gold = [*trace.gold, *(ParsedGold(category=f"{m['code']} {m['name']}".strip(), family=FAMILY, decisive=False,
-                                 reason=f"MAST failure mode {m['code']} present in this run")
-                      for m in modes)]
+        trace.gold = [
+            *trace.gold,
+            *(
+                ParsedGold(
+                    category=f"{m['code']} {m['name']}".strip(),
+                    family=FAMILY,
+                    decisive=False,
+                    reason=f"MAST failure mode {m['code']} present in this run",
+                )
+                for m in modes
+            ),
+        ]
     if isinstance(record.get("human_label_summary"), (dict, str)):
         metadata["mast_label_summary"] = record["human_label_summary"]
     trace.metadata = {**trace.metadata, **metadata}
     trace.source_format = FORMAT.name  # the reader that split the text is kept in metadata["text_reader"]
-    trace.question = question.strip() or trace.question  # the record states the task; the reader only guesses it
+    trace.question = (
+        question.strip() or trace.question
+    )  # the record states the task; the reader only guesses it
     trace.external_id = _record_id(record) or trace.external_id
     trace.name = _name(record, trace.external_id) or trace.name
     return trace
@@ -153,7 +185,9 @@ def _unwrap(record: dict[str, Any], where: str) -> tuple[str, str, dict[str, Any
         meta = {"instance_id": str(record.get("instance_id", ""))}
         return _as_text(record.get("trajectory"), where), _question(record.get("problem_statement")), meta
     if kind == "metagpt":
-        meta = {k: record[k] for k in ("run_id", "timestamp", "cost", "log_file") if record.get(k) is not None}
+        meta = {
+            k: record[k] for k in ("run_id", "timestamp", "cost", "log_file") if record.get(k) is not None
+        }
         return record["content"], _question(record.get("prompt")), meta
     inner = record.get("trace", record.get("trace_text"))
     if isinstance(inner, dict) and record_kind(inner) in ("trajectory", "metagpt"):
@@ -171,7 +205,9 @@ def _as_text(value: Any, where: str) -> str:
         return "\n".join(_message_text(item) for item in value)
     if value is None:
         return ""
-    raise TraceFormatError(f"{where}: the trace is a {type(value).__name__}, expected text or a list of lines")
+    raise TraceFormatError(
+        f"{where}: the trace is a {type(value).__name__}, expected text or a list of lines"
+    )
 
 
 def _question(value: Any) -> str:
@@ -214,8 +250,13 @@ def _read_text(text: str, *, mas_name: str, name: str) -> ParsedTrace:
 def _whole(text: str, mas_name: str) -> ParsedTrace:
     speaker = mas_name or "trace"
     step = ParsedStep(speaker=speaker, agent=None, kind="system", content=text)
-    return ParsedTrace(name=speaker, source_format=FORMAT.name, steps=[step], agents=agents_in_order([step]),
-                       warnings=["no reader found speaker turns in this run's text: it is kept whole as one step"])
+    return ParsedTrace(
+        name=speaker,
+        source_format=FORMAT.name,
+        steps=[step],
+        agents=agents_in_order([step]),
+        warnings=["no reader found speaker turns in this run's text: it is kept whole as one step"],
+    )
 
 
 def _record_id(record: dict[str, Any]) -> str:

@@ -53,19 +53,32 @@ class OpenAIChat:
     def parse(self, source: Source) -> Iterator[ParsedTrace]:
         values, is_lines = read_values(source)
         stem = PurePosixPath(source.name.replace("\\", "/")).stem or "conversation"
-        if not is_lines and isinstance(values[0], list) and values[0] and all(_is_conversation(v) for v in values[0]):
+        if (
+            not is_lines
+            and isinstance(values[0], list)
+            and values[0]
+            and all(_is_conversation(v) for v in values[0])
+        ):
             values, is_lines = values[0], True  # a JSON list of conversations reads like JSON Lines of them
         if is_lines and all(_is_conversation(v) for v in values):
             several = len(values) > 1
-            traces = [conversation_trace(v["messages"], name=_name(v, f"{stem}/{i}" if several else stem), document=v)
-                      for i, v in enumerate(values, start=1)]
+            traces = [
+                conversation_trace(
+                    v["messages"], name=_name(v, f"{stem}/{i}" if several else stem), document=v
+                )
+                for i, v in enumerate(values, start=1)
+            ]
         elif is_lines:
             if not all(isinstance(v, dict) and "role" in v for v in values):
-                raise TraceFormatError("JSON Lines must hold either one message ({role, content}) or one conversation "
-                                       "({messages: [...]}) per line, not a mix")
+                raise TraceFormatError(
+                    "JSON Lines must hold either one message ({role, content}) or one conversation "
+                    "({messages: [...]}) per line, not a mix"
+                )
             traces = [conversation_trace(values, name=stem)]
         elif _is_conversation(values[0]):
-            traces = [conversation_trace(values[0]["messages"], name=_name(values[0], stem), document=values[0])]
+            traces = [
+                conversation_trace(values[0]["messages"], name=_name(values[0], stem), document=values[0])
+            ]
         elif isinstance(values[0], list):
             traces = [conversation_trace(values[0], name=stem)]
         else:
@@ -160,13 +173,17 @@ def _add_message(builder: _Builder, role: str, message: dict[str, Any]) -> None:
         builder.waiting_prompts.append(content)
         return
     if lowered in ("user", "human"):
-        kind = "human" if name.lower() in _HUMAN_NAMES else "message"  # AutoGen sends other agents' turns as user
+        kind = (
+            "human" if name.lower() in _HUMAN_NAMES else "message"
+        )  # AutoGen sends other agents' turns as user
         builder.add(ParsedStep(kind=kind, content=content, **common))
         return
     _add_assistant(builder, speaker.tag, content, message, common)
 
 
-def _add_assistant(builder: _Builder, tag: str, content: str, message: dict[str, Any], common: dict[str, Any]) -> None:
+def _add_assistant(
+    builder: _Builder, tag: str, content: str, message: dict[str, Any], common: dict[str, Any]
+) -> None:
     agent = common["agent"]
     if agent not in builder.agents:
         builder.agents[agent] = ParsedAgent(name=agent)
@@ -189,10 +206,17 @@ def _add_assistant(builder: _Builder, tag: str, content: str, message: dict[str,
         function = call.get("function") if isinstance(call.get("function"), dict) else call
         tool = str(function.get("name") or "")
         arguments = function.get("arguments")
-        step = builder.add(ParsedStep(kind="tool_call", content=json_text(arguments), tool_name=tool,
-                                      tool_arguments=_decoded(arguments), parent=parent,
-                                      span_id=str(call.get("id") or ""),
-                                      **{**common, "raw": message if parent is None and not number else call}))
+        step = builder.add(
+            ParsedStep(
+                kind="tool_call",
+                content=json_text(arguments),
+                tool_name=tool,
+                tool_arguments=_decoded(arguments),
+                parent=parent,
+                span_id=str(call.get("id") or ""),
+                **{**common, "raw": message if parent is None and not number else call},
+            )
+        )
         builder.last_call = _Call(agent=agent, step=step, tool=tool)
         if call.get("id"):
             builder.calls[str(call["id"])] = builder.last_call
@@ -203,11 +227,21 @@ def _add_tool_result(builder: _Builder, role: str, name: str, content: str, mess
     call = builder.calls.get(call_id) if call_id else builder.last_call if role == "function" else None
     if call is None and call_id == "" and builder.last_call and role == "tool":
         call = builder.last_call  # old logs drop the id; the latest call is the best guess
-    last_agent = next((s.agent for s in reversed(builder.steps) if s.kind not in ("human", "system", "tool_result")),
-                      None)
-    builder.add(ParsedStep(speaker=name or role, agent=call.agent if call else (last_agent or role), kind="tool_result",
-                           content=content, tool_name=(call.tool if call else "") or name,
-                           parent=call.step if call else None, span_id=call_id, raw=message))
+    last_agent = next(
+        (s.agent for s in reversed(builder.steps) if s.kind not in ("human", "system", "tool_result")), None
+    )
+    builder.add(
+        ParsedStep(
+            speaker=name or role,
+            agent=call.agent if call else (last_agent or role),
+            kind="tool_result",
+            content=content,
+            tool_name=(call.tool if call else "") or name,
+            parent=call.step if call else None,
+            span_id=call_id,
+            raw=message,
+        )
+    )
 
 
 def _content(value: Any) -> str:

@@ -31,28 +31,61 @@ from typing import Any
 from .base import json_text
 from .spans import Span
 
-_OPENINFERENCE_KINDS = {"LLM": "llm", "TOOL": "tool", "AGENT": "agent", "CHAIN": "chain", "RETRIEVER": "retriever",
-                        "RERANKER": "retriever", "EMBEDDING": "embedding"}
-_GENAI_OPERATIONS = {"chat": "llm", "text_completion": "llm", "generate_content": "llm", "completion": "llm",
-                     "execute_tool": "tool", "invoke_agent": "agent", "create_agent": "agent",
-                     "embeddings": "embedding"}
+_OPENINFERENCE_KINDS = {
+    "LLM": "llm",
+    "TOOL": "tool",
+    "AGENT": "agent",
+    "CHAIN": "chain",
+    "RETRIEVER": "retriever",
+    "RERANKER": "retriever",
+    "EMBEDDING": "embedding",
+}
+_GENAI_OPERATIONS = {
+    "chat": "llm",
+    "text_completion": "llm",
+    "generate_content": "llm",
+    "completion": "llm",
+    "execute_tool": "tool",
+    "invoke_agent": "agent",
+    "create_agent": "agent",
+    "embeddings": "embedding",
+}
 _TRACELOOP_KINDS = {"workflow": "chain", "task": "chain", "agent": "agent", "tool": "tool"}
 _AGENT_KEYS = ("agent.name", "gen_ai.agent.name", "graph.node.name", "graph.node.id", "agent_name")
 _TOOL_KEYS = ("tool.name", "gen_ai.tool.name", "tool_call.function.name")
-_MODEL_PREFIXES = ("llm.input_messages", "llm.output_messages", "llm.model_name", "gen_ai.request.model",
-                   "gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.prompt", "gen_ai.completion",
-                   "llm.request.type")
+_MODEL_PREFIXES = (
+    "llm.input_messages",
+    "llm.output_messages",
+    "llm.model_name",
+    "gen_ai.request.model",
+    "gen_ai.input.messages",
+    "gen_ai.output.messages",
+    "gen_ai.prompt",
+    "gen_ai.completion",
+    "llm.request.type",
+)
 _INPUT_KEYS = ("input.value", "gen_ai.tool.call.arguments", "traceloop.entity.input", "input")
 _OUTPUT_KEYS = ("output.value", "gen_ai.tool.call.result", "traceloop.entity.output", "output")
-_ARGUMENT_KEYS = ("tool_call.function.arguments", "gen_ai.tool.call.arguments", "input.value",
-                  "traceloop.entity.input", "input", "tool.parameters")
+_ARGUMENT_KEYS = (
+    "tool_call.function.arguments",
+    "gen_ai.tool.call.arguments",
+    "input.value",
+    "traceloop.entity.input",
+    "input",
+    "tool.parameters",
+)
 _RESULT_KEYS = ("gen_ai.tool.call.result", "output.value", "traceloop.entity.output", "output")
 _PROMPT_TOKENS = ("llm.token_count.prompt", "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")
-_COMPLETION_TOKENS = ("llm.token_count.completion", "gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")
+_COMPLETION_TOKENS = (
+    "llm.token_count.completion",
+    "gen_ai.usage.output_tokens",
+    "gen_ai.usage.completion_tokens",
+)
 _SYSTEM_ROLES = ("system", "developer")
 
 
 # --- OTLP values and attribute shapes --------------------------------------------------------------------------------
+
 
 def unwrap_otlp_value(value: Any) -> Any:
     """``{stringValue: "x"}`` -> "x", ``{arrayValue: {values: [...]}}`` -> list, ``{kvlistValue: …}`` -> dict.
@@ -61,7 +94,11 @@ def unwrap_otlp_value(value: Any) -> Any:
     """
     if not isinstance(value, dict):
         return value
-    for camel, snake in (("stringValue", "string_value"), ("boolValue", "bool_value"), ("bytesValue", "bytes_value")):
+    for camel, snake in (
+        ("stringValue", "string_value"),
+        ("boolValue", "bool_value"),
+        ("bytesValue", "bytes_value"),
+    ):
         if camel in value or snake in value:
             return value.get(camel, value.get(snake))
     for camel, snake, cast in (("intValue", "int_value", int), ("doubleValue", "double_value", float)):
@@ -87,8 +124,11 @@ def unwrap_otlp_attributes(items: Any) -> dict[str, Any]:
         return dict(items)
     if not isinstance(items, list):
         return {}
-    return {item["key"]: unwrap_otlp_value(item.get("value")) for item in items
-            if isinstance(item, dict) and isinstance(item.get("key"), str)}
+    return {
+        item["key"]: unwrap_otlp_value(item.get("value"))
+        for item in items
+        if isinstance(item, dict) and isinstance(item.get("key"), str)
+    }
 
 
 def flatten_attributes(attributes: Any, prefix: str = "") -> dict[str, Any]:
@@ -118,7 +158,7 @@ def nested(attributes: dict[str, Any], key: str) -> Any:
     tree: dict[str, Any] = {}
     for name, value in attributes.items():
         if name.startswith(lead):
-            _insert(tree, name[len(lead):].split("."), value)
+            _insert(tree, name[len(lead) :].split("."), value)
     return _listify(tree) if tree else None
 
 
@@ -151,23 +191,33 @@ def _decoded(value: Any) -> Any:
 
 # --- messages --------------------------------------------------------------------------------------------------------
 
+
 def input_messages(attributes: dict[str, Any], events: Iterable[dict[str, Any]] = ()) -> list[dict[str, Any]]:
     """Messages sent to the model, each ``{role, content, name, tool_calls, tool_call_id}``."""
     for key in ("llm.input_messages", "gen_ai.input.messages", "gen_ai.prompt"):
         messages = _messages(nested(attributes, key))
         if messages:
             return messages
-    return _messages([_event_message(e) for e in events if str(e.get("name", "")).startswith("gen_ai.")
-                      and str(e.get("name")).endswith(".message")])
+    return _messages(
+        [
+            _event_message(e)
+            for e in events
+            if str(e.get("name", "")).startswith("gen_ai.") and str(e.get("name")).endswith(".message")
+        ]
+    )
 
 
-def output_messages(attributes: dict[str, Any], events: Iterable[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+def output_messages(
+    attributes: dict[str, Any], events: Iterable[dict[str, Any]] = ()
+) -> list[dict[str, Any]]:
     """Messages the model answered with, in the same shape as ``input_messages``."""
     for key in ("llm.output_messages", "gen_ai.output.messages", "gen_ai.completion"):
         messages = _messages(nested(attributes, key), default_role="assistant")
         if messages:
             return messages
-    return _messages([_event_message(e) for e in events if e.get("name") == "gen_ai.choice"], default_role="assistant")
+    return _messages(
+        [_event_message(e) for e in events if e.get("name") == "gen_ai.choice"], default_role="assistant"
+    )
 
 
 def render_messages(messages: list[dict[str, Any]], *, with_roles: bool = True) -> str:
@@ -202,7 +252,9 @@ def _message(item: dict[str, Any], default_role: str = "") -> dict[str, Any]:
         "role": str(body.get("role") or default_role),
         "content": content,
         "name": str(body.get("name") or ""),
-        "tool_calls": [c for c in map(_tool_call, calls + [p for p in parts if _part_type(p) == "tool_call"]) if c],
+        "tool_calls": [
+            c for c in map(_tool_call, calls + [p for p in parts if _part_type(p) == "tool_call"]) if c
+        ],
         "tool_call_id": str(body.get("tool_call_id") or ""),
     }
 
@@ -251,7 +303,11 @@ def _tool_call(call: Any) -> dict[str, Any] | None:
     name = function.get("name")
     if not name:
         return None
-    return {"id": str(call.get("id") or ""), "name": str(name), "arguments": _decoded(function.get("arguments"))}
+    return {
+        "id": str(call.get("id") or ""),
+        "name": str(name),
+        "arguments": _decoded(function.get("arguments")),
+    }
 
 
 def _event_message(event: dict[str, Any]) -> dict[str, Any]:
@@ -260,11 +316,15 @@ def _event_message(event: dict[str, Any]) -> dict[str, Any]:
     body = nested(attributes, "message") or {}
     body = body if isinstance(body, dict) else {"content": body}
     role = str(event.get("name", "")).removeprefix("gen_ai.").removesuffix(".message")
-    return {"role": attributes.get("role") or body.get("role") or ("assistant" if role == "choice" else role),
-            "content": attributes.get("content", body.get("content")), "tool_calls": body.get("tool_calls")}
+    return {
+        "role": attributes.get("role") or body.get("role") or ("assistant" if role == "choice" else role),
+        "content": attributes.get("content", body.get("content")),
+        "tool_calls": body.get("tool_calls"),
+    }
 
 
 # --- span fields -----------------------------------------------------------------------------------------------------
+
 
 def span_kind(attributes: dict[str, Any], hint: Any = "") -> str:
     """One of ``spans.SPAN_KINDS``; ``hint`` is a kind the source states outside the attributes (Phoenix)."""
@@ -324,7 +384,9 @@ def tool_arguments(attributes: dict[str, Any]) -> Any:
     """The call's arguments, decoded from JSON when they are an object or a list."""
     value = _first(attributes, _ARGUMENT_KEYS)
     if value is None:
-        value = nested(attributes, "tool_call.function.arguments") or nested(attributes, "gen_ai.tool.call.arguments")
+        value = nested(attributes, "tool_call.function.arguments") or nested(
+            attributes, "gen_ai.tool.call.arguments"
+        )
     return _decoded(value)
 
 
@@ -355,16 +417,30 @@ def exception_text(events: Iterable[Any], attributes: dict[str, Any] | None = No
 
 
 def _exception(attributes: dict[str, Any]) -> str:
-    kind, message = _text_value(attributes.get("exception.type")), _text_value(attributes.get("exception.message"))
+    kind, message = (
+        _text_value(attributes.get("exception.type")),
+        _text_value(attributes.get("exception.message")),
+    )
     return f"{kind}: {message}" if kind and message else (message or kind)
 
 
-def build_span(*, span_id: str, parent_id: str | None, name: str, attributes: dict[str, Any], kind_hint: Any = "",
-               events: list[dict[str, Any]] | None = None, error: str = "", **fields: Any) -> Span:
+def build_span(
+    *,
+    span_id: str,
+    parent_id: str | None,
+    name: str,
+    attributes: dict[str, Any],
+    kind_hint: Any = "",
+    events: list[dict[str, Any]] | None = None,
+    error: str = "",
+    **fields: Any,
+) -> Span:
     """A ``Span`` from flat attributes; ``fields`` are passed through (start, end, raw)."""
     events = events or []
     kind = span_kind(attributes, kind_hint)
-    span = Span(span_id=span_id, parent_id=parent_id or None, name=name or kind, kind=kind, error=error, **fields)
+    span = Span(
+        span_id=span_id, parent_id=parent_id or None, name=name or kind, kind=kind, error=error, **fields
+    )
     span.agent = agent_name(attributes, kind=kind, span_name=name)
     if kind == "tool":
         span.tool_name = tool_name(attributes, name)

@@ -14,8 +14,17 @@ from .otel_attributes import build_span, flatten_attributes
 from .otel_traces import assemble
 
 # Keys that only span attributes in these conventions carry; one of them must be present.
-_MARKERS = ("openinference.span.kind", "gen_ai.operation.name", "gen_ai.system", "gen_ai.tool.name", "llm.model_name",
-            "llm.input_messages", "tool.name", "gen_ai.request.model", "gen_ai.agent.name")
+_MARKERS = (
+    "openinference.span.kind",
+    "gen_ai.operation.name",
+    "gen_ai.system",
+    "gen_ai.tool.name",
+    "llm.model_name",
+    "llm.input_messages",
+    "tool.name",
+    "gen_ai.request.model",
+    "gen_ai.agent.name",
+)
 
 
 class OtelSpanAttributes:
@@ -24,7 +33,11 @@ class OtelSpanAttributes:
 
     def detect(self, source: Source) -> float:
         head = source.head_text()
-        if not head.startswith("{") or not any(f'"{m}' in head for m in _MARKERS) or source.size > 1024 * 1024:
+        if (
+            not head.startswith("{")
+            or not any(f'"{m}' in head for m in _MARKERS)
+            or source.size > 1024 * 1024
+        ):
             return 0.0
         try:
             document = source.json()
@@ -35,13 +48,19 @@ class OtelSpanAttributes:
     def parse(self, source: Source) -> Iterator[ParsedTrace]:
         document = source.json()
         if not _is_attribute_map(document):
-            raise TraceFormatError("expected one span's attributes: an object of dotted OpenInference/GenAI keys")
+            raise TraceFormatError(
+                "expected one span's attributes: an object of dotted OpenInference/GenAI keys"
+            )
         stem = PurePosixPath(source.name.replace("\\", "/")).name.split(".")[0] or "span"
         attributes = flatten_attributes(document)
         span = build_span(span_id=stem, parent_id=None, name=stem, attributes=attributes, raw=document)
         # No agent is named in a lone span's attributes; "agent" beats the file name as the acting party.
-        trace = assemble([span], trace_id=stem, source_format=self.name,
-                         default_agent=str(attributes.get("gen_ai.agent.name") or "agent"))
+        trace = assemble(
+            [span],
+            trace_id=stem,
+            source_format=self.name,
+            default_agent=str(attributes.get("gen_ai.agent.name") or "agent"),
+        )
         trace.warnings.append("a single span's attributes: no trace or span ids, timing or parent links")
         yield trace
 

@@ -33,22 +33,34 @@ def hex_id(value: Any) -> str:
     return text.lower() if _HEX.match(text) else text
 
 
-def assemble(spans: list[Span], *, trace_id: str, source_format: str, default_agent: str = "", tag_name: bool = False,
-             metadata: dict[str, Any] | None = None, warnings: list[str] | None = None) -> ParsedTrace:
+def assemble(
+    spans: list[Span],
+    *,
+    trace_id: str,
+    source_format: str,
+    default_agent: str = "",
+    tag_name: bool = False,
+    metadata: dict[str, Any] | None = None,
+    warnings: list[str] | None = None,
+) -> ParsedTrace:
     """One trace from its spans. ``tag_name`` adds the trace id to the name (files holding several traces)."""
     if not spans:
         raise TraceFormatError(f"trace {trace_id} has no spans")
     warnings = list(warnings or [])
     unique = {span.span_id: span for span in spans}  # a re-sent span replaces the earlier copy, as upserts do
     if len(unique) < len(spans):
-        warnings.append(f"trace {trace_id} holds {len(spans) - len(unique)} repeated span(s): the last copy is used")
+        warnings.append(
+            f"trace {trace_id} holds {len(spans) - len(unique)} repeated span(s): the last copy is used"
+        )
         spans = list(unique.values())
     ids = set(unique)
     parents = {span.parent_id for span in spans if span.parent_id}
     for span in spans:
         if span.parent_id and span.parent_id not in ids:
-            warnings.append(f"span {span.span_id} ({span.name}) names parent {span.parent_id}, which is not in the "
-                            "file: it is shown as a root")
+            warnings.append(
+                f"span {span.span_id} ({span.name}) names parent {span.parent_id}, which is not in the "
+                "file: it is shown as a root"
+            )
         if span.span_id not in parents and _is_silent(span):
             span.input = _shown_attributes(span)
     steps, agents = steps_from_spans(spans, default_agent=default_agent)
@@ -67,13 +79,20 @@ def assemble(spans: list[Span], *, trace_id: str, source_format: str, default_ag
         question=_question(root),
         # A failed tool call inside a run that recovered is not a failed run; a failed root span is.
         outcome="failed" if root.error else "unknown",
-        metadata={"trace_id": trace_id, "span_count": len(spans), "error_span_count": len(errors), **(metadata or {})},
+        metadata={
+            "trace_id": trace_id,
+            "span_count": len(spans),
+            "error_span_count": len(errors),
+            **(metadata or {}),
+        },
         warnings=warnings,
     )
 
 
 def _is_silent(span: Span) -> bool:
-    return not span.error and all(v in (None, "", [], {}) for v in (span.input, span.output, span.tool_arguments))
+    return not span.error and all(
+        v in (None, "", [], {}) for v in (span.input, span.output, span.tool_arguments)
+    )
 
 
 def _shown_attributes(span: Span) -> Any:

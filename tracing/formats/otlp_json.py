@@ -50,7 +50,9 @@ class OtlpJson:
             for item in items:
                 if not isinstance(item, dict):
                     where = f"line {number}" if is_lines else "the document"
-                    raise TraceFormatError(f"{where} is not an OTLP export request (an object with 'resourceSpans')")
+                    raise TraceFormatError(
+                        f"{where} is not an OTLP export request (an object with 'resourceSpans')"
+                    )
                 requests.append(item)
         yield from traces_from_requests(requests)
 
@@ -87,29 +89,51 @@ def _records(request: dict[str, Any]) -> Iterator[tuple[dict[str, Any], str, dic
     for resource_span in _list(resource_spans, "resourceSpans"):
         resource = _dict(_get(resource_span, "resource"), "resource")
         attributes = flatten_attributes(unwrap_otlp_attributes(_get(resource, "attributes")))
-        scopes = _get(resource_span, "scopeSpans", "scope_spans", "instrumentationLibrarySpans",
-                      "instrumentation_library_spans")
+        scopes = _get(
+            resource_span,
+            "scopeSpans",
+            "scope_spans",
+            "instrumentationLibrarySpans",
+            "instrumentation_library_spans",
+        )
         for scope_span in _list(scopes or [], "scopeSpans"):
-            scope = _dict(_get(scope_span, "scope", "instrumentationLibrary", "instrumentation_library"), "scope")
+            scope = _dict(
+                _get(scope_span, "scope", "instrumentationLibrary", "instrumentation_library"), "scope"
+            )
             for record in _list(_get(scope_span, "spans") or [], "spans"):
                 yield attributes, str(_get(scope, "name") or ""), _dict(record, "span")
 
 
-def _trace(trace_id: str, entries: list[tuple[dict[str, Any], dict[str, Any], str]], several: bool) -> ParsedTrace:
+def _trace(
+    trace_id: str, entries: list[tuple[dict[str, Any], dict[str, Any], str]], several: bool
+) -> ParsedTrace:
     spans = [_span(record) for _, record, _ in entries]
     services = {id(span): _service(resource) for span, (resource, _, _) in zip(spans, entries)}
     by_id = {span.span_id: span for span in spans}
     default = next((services[id(s)] for s in spans if not s.parent_id or s.parent_id not in by_id), "")
     for span in spans:  # a span that enters another service acts for that service (distributed agents)
         service, parent = services[id(span)], by_id.get(span.parent_id or "")
-        if not span.agent and service and service != default and (parent is None or services[id(parent)] != service):
+        if (
+            not span.agent
+            and service
+            and service != default
+            and (parent is None or services[id(parent)] != service)
+        ):
             span.agent = service
     resource = entries[0][0]
-    metadata = {"service.name": default or _service(resource),
-                "scopes": sorted({scope for _, _, scope in entries if scope}),
-                "resource": {k: v for k, v in resource.items() if isinstance(v, (str, int, float, bool))}}
-    return assemble(spans, trace_id=trace_id, source_format=OtlpJson.name, default_agent=default, tag_name=several,
-                    metadata=metadata)
+    metadata = {
+        "service.name": default or _service(resource),
+        "scopes": sorted({scope for _, _, scope in entries if scope}),
+        "resource": {k: v for k, v in resource.items() if isinstance(v, (str, int, float, bool))},
+    }
+    return assemble(
+        spans,
+        trace_id=trace_id,
+        source_format=OtlpJson.name,
+        default_agent=default,
+        tag_name=several,
+        metadata=metadata,
+    )
 
 
 def _span(record: dict[str, Any]) -> Span:
@@ -123,20 +147,41 @@ def _span(record: dict[str, Any]) -> Span:
     span_id = hex_id(_get(record, "spanId", "span_id"))
     if not span_id:
         raise TraceFormatError(f"span {_get(record, 'name') or '?'!r} has no spanId")
-    start, end = _get(record, "startTimeUnixNano", "start_time_unix_nano"), _get(record, "endTimeUnixNano",
-                                                                                  "end_time_unix_nano")
-    raw = {"traceId": hex_id(_get(record, "traceId", "trace_id")), "spanId": span_id,
-           "parentSpanId": hex_id(_get(record, "parentSpanId", "parent_span_id")), "name": _get(record, "name"),
-           "kind": _get(record, "kind"), "startTimeUnixNano": start, "endTimeUnixNano": end,
-           "attributes": attributes, "events": events, "status": status}
-    return build_span(span_id=span_id, parent_id=raw["parentSpanId"] or None, name=str(_get(record, "name") or ""),
-                      attributes=attributes, events=events, error=error, start=parse_time(start),
-                      end=parse_time(end), raw=raw)
+    start, end = (
+        _get(record, "startTimeUnixNano", "start_time_unix_nano"),
+        _get(record, "endTimeUnixNano", "end_time_unix_nano"),
+    )
+    raw = {
+        "traceId": hex_id(_get(record, "traceId", "trace_id")),
+        "spanId": span_id,
+        "parentSpanId": hex_id(_get(record, "parentSpanId", "parent_span_id")),
+        "name": _get(record, "name"),
+        "kind": _get(record, "kind"),
+        "startTimeUnixNano": start,
+        "endTimeUnixNano": end,
+        "attributes": attributes,
+        "events": events,
+        "status": status,
+    }
+    return build_span(
+        span_id=span_id,
+        parent_id=raw["parentSpanId"] or None,
+        name=str(_get(record, "name") or ""),
+        attributes=attributes,
+        events=events,
+        error=error,
+        start=parse_time(start),
+        end=parse_time(end),
+        raw=raw,
+    )
 
 
 def _event(event: dict[str, Any]) -> dict[str, Any]:
-    return {"name": str(_get(event, "name") or ""), "time": _get(event, "timeUnixNano", "time_unix_nano"),
-            "attributes": flatten_attributes(unwrap_otlp_attributes(_get(event, "attributes")))}
+    return {
+        "name": str(_get(event, "name") or ""),
+        "time": _get(event, "timeUnixNano", "time_unix_nano"),
+        "attributes": flatten_attributes(unwrap_otlp_attributes(_get(event, "attributes"))),
+    }
 
 
 def _service(resource: dict[str, Any]) -> str:
@@ -148,8 +193,13 @@ def _service(resource: dict[str, Any]) -> str:
 def _bare_spans(document: Any) -> list[Any] | None:
     """Phoenix's OTLP-shaped span list ``{data: [{trace_id, span_id, start_time_unix_nano, …}]}``, else None."""
     data = document.get("data") if isinstance(document, dict) else None
-    if isinstance(data, list) and data and isinstance(data[0], dict) and _get(data[0], "traceId", "trace_id") \
-            and _get(data[0], "startTimeUnixNano", "start_time_unix_nano") is not None:
+    if (
+        isinstance(data, list)
+        and data
+        and isinstance(data[0], dict)
+        and _get(data[0], "traceId", "trace_id")
+        and _get(data[0], "startTimeUnixNano", "start_time_unix_nano") is not None
+    ):
         return data
     return None
 

@@ -67,8 +67,10 @@ def traces_from_phoenix_spans(records: list[dict[str, Any]], *, group: str = "")
     if not by_trace:
         raise TraceFormatError(f"the Phoenix export holds no spans{f' under {group!r}' if group else ''}")
     several = len(by_trace) > 1
-    traces = [assemble(spans, trace_id=trace_id, source_format=Phoenix.name, tag_name=several)
-              for trace_id, spans in by_trace.items()]
+    traces = [
+        assemble(spans, trace_id=trace_id, source_format=Phoenix.name, tag_name=several)
+        for trace_id, spans in by_trace.items()
+    ]
     for trace in traces:
         if group:
             # The key is the name its author gave the scenario: a better title than the root span's.
@@ -88,7 +90,8 @@ def _is_named_groups(value: dict[str, Any]) -> bool:
     if any(isinstance(value.get(key), list) for key in ("data", "spans")) or not value:
         return False
     return all(isinstance(v, list) for v in value.values()) and any(
-        _is_span(item) for v in value.values() for item in v[:1])
+        _is_span(item) for v in value.values() for item in v[:1]
+    )
 
 
 def _span_records(value: Any) -> list[dict[str, Any]]:
@@ -96,7 +99,9 @@ def _span_records(value: Any) -> list[dict[str, Any]]:
     if isinstance(value, list):
         return [record for item in value for record in _span_records(item)]
     if not isinstance(value, dict):
-        raise TraceFormatError(f"expected Phoenix spans (objects with a 'context'), found a {type(value).__name__}")
+        raise TraceFormatError(
+            f"expected Phoenix spans (objects with a 'context'), found a {type(value).__name__}"
+        )
     for key in ("data", "spans"):
         if isinstance(value.get(key), list) and not _is_span(value):
             return [_checked(item) for item in value[key]]
@@ -105,9 +110,14 @@ def _span_records(value: Any) -> list[dict[str, Any]]:
 
 def _checked(item: Any) -> dict[str, Any]:
     if not _is_span(item):
-        shape = f"an object with keys {', '.join(list(map(str, item))[:6])}" if isinstance(item, dict) else \
-            f"a {type(item).__name__}"
-        raise TraceFormatError(f"expected a Phoenix span with context.trace_id and context.span_id, found {shape}")
+        shape = (
+            f"an object with keys {', '.join(list(map(str, item))[:6])}"
+            if isinstance(item, dict)
+            else f"a {type(item).__name__}"
+        )
+        raise TraceFormatError(
+            f"expected a Phoenix span with context.trace_id and context.span_id, found {shape}"
+        )
     return item
 
 
@@ -140,7 +150,9 @@ def _span(record: dict[str, Any], index: int) -> tuple[str, Span]:
     trace_id = _id(context.get("trace_id", record.get("context.trace_id")))
     span_id = _id(context.get("span_id", record.get("context.span_id")))
     if not trace_id or not span_id:
-        raise TraceFormatError(f"span {index + 1} ({record.get('name') or 'unnamed'}) has an empty trace or span id")
+        raise TraceFormatError(
+            f"span {index + 1} ({record.get('name') or 'unnamed'}) has an empty trace or span id"
+        )
     attributes = _attributes(record)
     if not isinstance(record.get("events") or [], list):
         raise TraceFormatError(f"span {index + 1}: 'events' must be a list")
@@ -153,10 +165,18 @@ def _span(record: dict[str, Any], index: int) -> tuple[str, Span]:
         error = str(message) or exception_text(events, attributes) or "the span ended with status ERROR"
     raw = {key: value for key, value in record.items() if not key.startswith("attributes.")}
     raw["attributes"] = attributes
-    span = build_span(span_id=span_id, parent_id=_id(record.get("parent_id")) or None,
-                      name=str(record.get("name") or ""),
-                      attributes=attributes, kind_hint=record.get("span_kind"), events=events, error=error,
-                      start=parse_time(record.get("start_time")), end=parse_time(record.get("end_time")), raw=raw)
+    span = build_span(
+        span_id=span_id,
+        parent_id=_id(record.get("parent_id")) or None,
+        name=str(record.get("name") or ""),
+        attributes=attributes,
+        kind_hint=record.get("span_kind"),
+        events=events,
+        error=error,
+        start=parse_time(record.get("start_time")),
+        end=parse_time(record.get("end_time")),
+        raw=raw,
+    )
     return trace_id, span
 
 
@@ -164,15 +184,22 @@ def _attributes(record: dict[str, Any]) -> dict[str, Any]:
     attributes = record.get("attributes")
     if attributes is not None and not isinstance(attributes, dict):
         raise TraceFormatError(f"span {record.get('name') or '?'!r}: 'attributes' must be an object")
-    columns = {key.removeprefix("attributes."): value for key, value in record.items()
-               if key.startswith("attributes.") and value is not None}  # dataframe rows: one column per attribute
+    columns = {
+        key.removeprefix("attributes."): value
+        for key, value in record.items()
+        if key.startswith("attributes.") and value is not None
+    }  # dataframe rows: one column per attribute
     return flatten_attributes({**(attributes or {}), **columns})
 
 
 def _event(event: dict[str, Any]) -> dict[str, Any]:
-    return {"name": str(event.get("name") or ""), "time": event.get("timestamp"),
-            "attributes": flatten_attributes(event.get("attributes") if isinstance(event.get("attributes"), dict)
-                                             else {})}
+    return {
+        "name": str(event.get("name") or ""),
+        "time": event.get("timestamp"),
+        "attributes": flatten_attributes(
+            event.get("attributes") if isinstance(event.get("attributes"), dict) else {}
+        ),
+    }
 
 
 def _id(value: Any) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .base import ParsedAgent, ParsedStep
@@ -55,20 +55,20 @@ def parse_time(value: Any) -> datetime | None:
         for divisor in (1, 1e3, 1e6, 1e9):  # pick the unit that lands between 2001 and 2100
             seconds = number / divisor
             if 1e9 <= seconds < 4.2e9:
-                return datetime.fromtimestamp(seconds, tz=timezone.utc)
+                return datetime.fromtimestamp(seconds, tz=UTC)
         return None
     if isinstance(value, str):
         text = value.strip().replace("Z", "+00:00")
         if "." in text:  # Python < 3.11-safe: trim fractions beyond microseconds ("…12.123456789+00:00")
             head, _, tail = text.partition(".")
             digits = "".join(c for c in tail if c.isdigit())
-            zone = tail[len(digits):]
+            zone = tail[len(digits) :]
             text = f"{head}.{digits[:6]}{zone}"
         try:
             moment = datetime.fromisoformat(text)
         except ValueError:
             return None
-        return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     return None
 
 
@@ -90,7 +90,7 @@ def _ordered(spans: list[Span]) -> list[Span]:
             parent.children.append(span)
         else:
             roots.append(span)
-    never = datetime.max.replace(tzinfo=timezone.utc)
+    never = datetime.max.replace(tzinfo=UTC)
     order: list[Span] = []
     seen: set[str] = set()
     stack = sorted(roots, key=lambda s: s.start or never, reverse=True)
@@ -104,7 +104,9 @@ def _ordered(spans: list[Span]) -> list[Span]:
     return order
 
 
-def steps_from_spans(spans: Iterable[Span], *, default_agent: str = "") -> tuple[list[ParsedStep], list[ParsedAgent]]:
+def steps_from_spans(
+    spans: Iterable[Span], *, default_agent: str = ""
+) -> tuple[list[ParsedStep], list[ParsedAgent]]:
     spans = list(spans)
     order = _ordered(spans)
     by_id = {span.span_id: span for span in spans}
@@ -144,21 +146,43 @@ def _nearest_step(span: Span, by_id: dict[str, Span], step_of: dict[str, int]) -
 
 
 def _steps_for(span: Span, agent: str) -> list[ParsedStep]:
-    common = {"speaker": span.name, "agent": agent, "span_id": span.span_id, "started_at": span.start,
-              "raw": span.raw}
+    common = {
+        "speaker": span.name,
+        "agent": agent,
+        "span_id": span.span_id,
+        "started_at": span.start,
+        "raw": span.raw,
+    }
     output = _text(span.output)
     if span.error:
         output = f"{output}\n\nERROR: {span.error}".strip()
     if span.kind == "tool":
-        call = ParsedStep(kind="tool_call", content=_text(span.tool_arguments if span.tool_arguments is not None
-                                                            else span.input),
-                          tool_name=span.tool_name or span.name, tool_arguments=span.tool_arguments, **common)
-        result = ParsedStep(kind="tool_result", content=output, tool_name=span.tool_name or span.name,
-                            ended_at=span.end, **{**common, "started_at": span.end or span.start})
+        call = ParsedStep(
+            kind="tool_call",
+            content=_text(span.tool_arguments if span.tool_arguments is not None else span.input),
+            tool_name=span.tool_name or span.name,
+            tool_arguments=span.tool_arguments,
+            **common,
+        )
+        result = ParsedStep(
+            kind="tool_result",
+            content=output,
+            tool_name=span.tool_name or span.name,
+            ended_at=span.end,
+            **{**common, "started_at": span.end or span.start},
+        )
         return [call, result]
     if span.kind == "llm":
-        return [ParsedStep(kind="llm_call", content=output or _text(span.input), ended_at=span.end,
-                           input_tokens=span.input_tokens, output_tokens=span.output_tokens, **common)]
+        return [
+            ParsedStep(
+                kind="llm_call",
+                content=output or _text(span.input),
+                ended_at=span.end,
+                input_tokens=span.input_tokens,
+                output_tokens=span.output_tokens,
+                **common,
+            )
+        ]
     text = output or _text(span.input)
     if not text:
         return []  # a pure container: its children carry the content

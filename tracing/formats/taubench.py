@@ -44,7 +44,9 @@ class TauBench:
     def parse(self, source: Source) -> Iterator[ParsedTrace]:
         document = source.json()
         if not isinstance(document, list) or not document:
-            raise TraceFormatError("a tau-bench results file must be a non-empty JSON list of runs {task_id, traj}")
+            raise TraceFormatError(
+                "a tau-bench results file must be a non-empty JSON list of runs {task_id, traj}"
+            )
         stem = PurePosixPath(source.name.replace("\\", "/")).stem
         traces = [_parse_run(i, run, stem) for i, run in enumerate(document)]
         _disambiguate(traces)
@@ -59,7 +61,9 @@ def _parse_run(position: int, run: Any, stem: str) -> ParsedTrace:
         raise TraceFormatError(f"run {position} has no task_id")
     traj = run.get("traj")
     if not isinstance(traj, list) or not traj:
-        raise TraceFormatError(f"run {position} (task {task_id}): 'traj' must be a non-empty list of messages")
+        raise TraceFormatError(
+            f"run {position} (task {task_id}): 'traj' must be a non-empty list of messages"
+        )
     info = run.get("info") if isinstance(run.get("info"), dict) else {}
     task = info.get("task") if isinstance(info.get("task"), dict) else {}
     warnings: list[str] = []
@@ -89,36 +93,57 @@ def _steps(traj: list[Any], where: str, warnings: list[str]) -> list[ParsedStep]
         index = message.get("index")
         if index is not None and str(index) != str(position + 1) and not misnumbered:
             misnumbered = True  # one warning is enough: every later step is in doubt as well
-            warnings.append(f"traj[{position}] has index {index!r}, not {position + 1}: labelled step numbers "
-                            "may not land on the right step")
+            warnings.append(
+                f"traj[{position}] has index {index!r}, not {position + 1}: labelled step numbers "
+                "may not land on the right step"
+            )
         new = _message_steps(message, f"{where}, traj[{position}]", call_steps, len(steps))
         if len(new) > 1:
-            warnings.append(f"message {position + 1} made {len(new)} tool calls, split into {len(new)} steps: "
-                            "labelled step numbers after it are off by the extra steps")
+            warnings.append(
+                f"message {position + 1} made {len(new)} tool calls, split into {len(new)} steps: "
+                "labelled step numbers after it are off by the extra steps"
+            )
         for step in new:
             step.span_id = str(index if index is not None else position + 1)
         steps.extend(new)
     return steps
 
 
-def _message_steps(message: dict[str, Any], where: str, call_steps: dict[str, int], next_index: int
-                   ) -> list[ParsedStep]:
+def _message_steps(
+    message: dict[str, Any], where: str, call_steps: dict[str, int], next_index: int
+) -> list[ParsedStep]:
     role = _text(message.get("role")).strip()
     content = json_text(message.get("content"))
     if role == "system":
         return [ParsedStep(speaker=role, agent=ASSISTANT, kind="system", content=content, raw=message)]
     if role == "user":
-        return [ParsedStep(speaker=role, agent=USER, kind="human", content=content, recipient=ASSISTANT, raw=message)]
+        return [
+            ParsedStep(
+                speaker=role, agent=USER, kind="human", content=content, recipient=ASSISTANT, raw=message
+            )
+        ]
     if role == "tool":
         parent = call_steps.get(_text(message.get("tool_call_id")))
-        return [ParsedStep(speaker=role, agent=ASSISTANT, kind="tool_result", content=content,
-                           tool_name=_text(message.get("name")), parent=parent, raw=message)]
+        return [
+            ParsedStep(
+                speaker=role,
+                agent=ASSISTANT,
+                kind="tool_result",
+                content=content,
+                tool_name=_text(message.get("name")),
+                parent=parent,
+                raw=message,
+            )
+        ]
     if role != "assistant":
         raise TraceFormatError(f"{where}: unknown role {role!r} (expected system, user, assistant or tool)")
     calls = _tool_calls(message.get("tool_calls"), where)
     if not calls:
-        return [ParsedStep(speaker=role, agent=ASSISTANT, kind="message", content=content, recipient=USER,
-                           raw=message)]
+        return [
+            ParsedStep(
+                speaker=role, agent=ASSISTANT, kind="message", content=content, recipient=USER, raw=message
+            )
+        ]
     steps = []
     for number, call in enumerate(calls):
         name, arguments, call_id = _call(call, where)
@@ -127,8 +152,17 @@ def _message_steps(message: dict[str, Any], where: str, call_steps: dict[str, in
         text = f"{content}\n\n{rendered}" if content and number == 0 else rendered
         if call_id:
             call_steps[call_id] = next_index + number
-        steps.append(ParsedStep(speaker=role, agent=ASSISTANT, kind="tool_call", content=text, tool_name=name,
-                                tool_arguments=arguments, raw=message if number == 0 else call))
+        steps.append(
+            ParsedStep(
+                speaker=role,
+                agent=ASSISTANT,
+                kind="tool_call",
+                content=text,
+                tool_name=name,
+                tool_arguments=arguments,
+                raw=message if number == 0 else call,
+            )
+        )
     return steps
 
 
@@ -203,8 +237,10 @@ def _disambiguate(traces: list[ParsedTrace]) -> None:
         if trace.external_id in seen:
             trial = trace.metadata.get("trial", "?")
             trace.name = f"{trace.name} trial {trial}"
-            trace.warnings.append(f"task {trace.external_id} appears more than once in the file: labels naming "
-                                  "this task cannot tell its runs apart")
+            trace.warnings.append(
+                f"task {trace.external_id} appears more than once in the file: labels naming "
+                "this task cannot tell its runs apart"
+            )
         seen.add(trace.external_id)
 
 

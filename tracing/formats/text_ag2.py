@@ -44,8 +44,10 @@ _MARKER = re.compile(r"^>{8} ", re.MULTILINE)
 _CODE_BLOCK = re.compile(r">{8} EXECUTING CODE BLOCK (\d+) \(inferred language is ([^)]*)\)")
 _FUNCTION = re.compile(r">{8} EXECUTING (?:FUNCTION|ASYNC FUNCTION) ([^\s.][^\n]*?)\.\.\.")
 _NEXT_SPEAKER = re.compile(r"^Next speaker: (.+)$", re.MULTILINE)
-_FEEDBACK = re.compile(r"Press enter to skip and use auto-reply, or type 'exit' to end the conversation:[ \t]*(.*)$",
-                       re.MULTILINE)
+_FEEDBACK = re.compile(
+    r"Press enter to skip and use auto-reply, or type 'exit' to end the conversation:[ \t]*(.*)$",
+    re.MULTILINE,
+)
 _TERMINATING = re.compile(r">{8} TERMINATING RUN \(([^)]*)\): ([^\n]+)")
 _SUGGESTED = re.compile(
     r"\*{5} Suggested (?:tool|function) call(?: \((?P<id>[^)]*)\))?:? ?(?P<name>[^\s*]+) \*{5}\s*\n"
@@ -74,7 +76,9 @@ class _Notices:
         notices.next_speaker = speaker.group(1).strip() if speaker else ""
         feedback = _FEEDBACK.search(text)
         # Text typed at the prompt, with no auto-reply notice after it, means a person answered.
-        notices.human_input = bool(feedback and feedback.group(1).strip()) and "NO HUMAN INPUT RECEIVED" not in text
+        notices.human_input = (
+            bool(feedback and feedback.group(1).strip()) and "NO HUMAN INPUT RECEIVED" not in text
+        )
         terminating = _TERMINATING.search(text)
         notices.termination = terminating.group(2).strip() if terminating else ""
         return notices
@@ -107,10 +111,21 @@ class AG2Console:
             body, between = _cut_at_rule(block.body)
             sender, recipient = block.match["sender"].strip(), block.match["recipient"].strip()
             if body:
-                steps.append(_step(sender, recipient, body, notices, first=not steps, names=names,
-                                   raw={"header": block.header, "line": block.line}))
+                steps.append(
+                    _step(
+                        sender,
+                        recipient,
+                        body,
+                        notices,
+                        first=not steps,
+                        names=names,
+                        raw={"header": block.header, "line": block.line},
+                    )
+                )
             else:
-                empty += 1  # AG2 prints the header twice around tool responses; the empty copy carries nothing
+                empty += (
+                    1  # AG2 prints the header twice around tool responses; the empty copy carries nothing
+                )
             if body or between.strip():
                 notices = _Notices.read(between) if body else _merge(notices, _Notices.read(between))
             termination = notices.termination or termination
@@ -119,8 +134,16 @@ class AG2Console:
             metadata["termination"] = termination
         question = next((s.content for s in steps if s.kind == "human"), "")
         tail = termination + "\n" + (steps[-1].content if steps else "")
-        yield build_trace(source, fmt=self.name, label=self.label, steps=steps, question=question,
-                          outcome=outcome_from_tail(tail), metadata=metadata, warnings=warnings)
+        yield build_trace(
+            source,
+            fmt=self.name,
+            label=self.label,
+            steps=steps,
+            question=question,
+            outcome=outcome_from_tail(tail),
+            metadata=metadata,
+            warnings=warnings,
+        )
 
 
 def _cut_at_rule(body: str) -> tuple[str, str]:
@@ -128,7 +151,7 @@ def _cut_at_rule(body: str) -> tuple[str, str]:
     rule = _RULE.search(body)
     if not rule:
         return trim_blank_lines(body), ""
-    return trim_blank_lines(body[: rule.start()]), body[rule.end():]
+    return trim_blank_lines(body[: rule.start()]), body[rule.end() :]
 
 
 def _merge(first: _Notices, second: _Notices) -> _Notices:
@@ -142,9 +165,19 @@ def _merge(first: _Notices, second: _Notices) -> _Notices:
     )
 
 
-def _step(sender: str, recipient: str, body: str, notices: _Notices, *, first: bool, names: AgentNames,
-          raw: dict[str, Any]) -> ParsedStep:
-    step = ParsedStep(speaker=sender, agent=names(sender), kind="message", content=body, recipient=recipient, raw=raw)
+def _step(
+    sender: str,
+    recipient: str,
+    body: str,
+    notices: _Notices,
+    *,
+    first: bool,
+    names: AgentNames,
+    raw: dict[str, Any],
+) -> ParsedStep:
+    step = ParsedStep(
+        speaker=sender, agent=names(sender), kind="message", content=body, recipient=recipient, raw=raw
+    )
     if notices.next_speaker:
         raw["next_speaker"] = notices.next_speaker
     calls = list(_SUGGESTED.finditer(body))
@@ -152,8 +185,11 @@ def _step(sender: str, recipient: str, body: str, notices: _Notices, *, first: b
         step.kind = "tool_call"
         step.tool_name = ", ".join(m["name"] for m in calls)
         arguments = [parse_json_loose(m["args"]) for m in calls]
-        step.tool_arguments = arguments[0] if len(arguments) == 1 else [
-            {"name": m["name"], "arguments": a} for m, a in zip(calls, arguments)]
+        step.tool_arguments = (
+            arguments[0]
+            if len(arguments) == 1
+            else [{"name": m["name"], "arguments": a} for m, a in zip(calls, arguments)]
+        )
     elif re.match(r"\*{5} Response from calling (?:tool|function)", body, re.IGNORECASE):
         step.kind, step.tool_name = "tool_result", ", ".join(notices.functions)
     elif body.startswith("exitcode:"):
@@ -162,7 +198,9 @@ def _step(sender: str, recipient: str, body: str, notices: _Notices, *, first: b
             raw["code_language"] = notices.code_language
     elif notices.human_input:
         step.kind = "human"
-    elif first and (is_human(sender) or any(w in sender.lower() for w in ("user", "human", "admin", "proxy"))):
+    elif first and (
+        is_human(sender) or any(w in sender.lower() for w in ("user", "human", "admin", "proxy"))
+    ):
         step.kind = "human"  # the run opens with the task, sent on the person's behalf
     else:
         step.kind = kind_from_cues("", body, sender)

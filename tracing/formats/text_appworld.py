@@ -44,7 +44,9 @@ _HEADER = re.compile(
     r"|Exiting (?P<exit>[^\n]+?) Agent message loop|Evaluation)[ \t]*$",
     re.MULTILINE,
 )
-_BANNER = re.compile(r"^[ \t]*\*{5,}\s*Task (?P<n>\d+)/(?P<of>\d+) \((?P<id>[^)\n]*)\)\s*\*{5,}[ \t]*$", re.MULTILINE)
+_BANNER = re.compile(
+    r"^[ \t]*\*{5,}\s*Task (?P<n>\d+)/(?P<of>\d+) \((?P<id>[^)\n]*)\)\s*\*{5,}[ \t]*$", re.MULTILINE
+)
 _API_CALL = re.compile(r"\bapis\.(\w+)\.(\w+)\(")
 _SEND = re.compile(r"\bsend_message\(")
 _SUPERVISOR = "Supervisor"
@@ -58,9 +60,13 @@ class AppWorldLog:
         text = head_text(source)
         if text is None:
             return 0.0
-        responses = count_matches(re.compile(r"^[ \t]*Response from \S[^\n]* Agent[ \t]*$", re.MULTILINE), text)
-        others = count_matches(re.compile(r"^[ \t]*(?:Code Execution Output|Message to \S[^\n]* Agent)[ \t]*$",
-                                          re.MULTILINE), text)
+        responses = count_matches(
+            re.compile(r"^[ \t]*Response from \S[^\n]* Agent[ \t]*$", re.MULTILINE), text
+        )
+        others = count_matches(
+            re.compile(r"^[ \t]*(?:Code Execution Output|Message to \S[^\n]* Agent)[ \t]*$", re.MULTILINE),
+            text,
+        )
         if responses and others:
             return 0.95 if _BANNER.search(text) else 0.9
         return 0.6 if responses + others >= 2 else 0.0
@@ -75,9 +81,11 @@ class AppWorldLog:
         for i, banner in enumerate(banners):
             end = banners[i + 1].start() if i + 1 < len(banners) else len(text)
             try:
-                traces.append(_trace(source, self, text[banner.end():end], banner, []))
+                traces.append(_trace(source, self, text[banner.end() : end], banner, []))
             except TraceFormatError:
-                empty.append(banner["id"].strip())  # a task that crashed before any turn: the others still count
+                empty.append(
+                    banner["id"].strip()
+                )  # a task that crashed before any turn: the others still count
         if not traces:
             raise TraceFormatError(f"none of the {len(banners)} task(s) in this AppWorld log has any turns")
         traces[0].warnings = warnings + [f"task {task} has no turns and was skipped" for task in empty]
@@ -95,8 +103,9 @@ class _Loop:
         self.messages: dict[str, int] = {}
 
 
-def _trace(source: Source, fmt: AppWorldLog, text: str, banner: re.Match[str] | None,
-           warnings: list[str]) -> ParsedTrace:
+def _trace(
+    source: Source, fmt: AppWorldLog, text: str, banner: re.Match[str] | None, warnings: list[str]
+) -> ParsedTrace:
     preamble, blocks = split_blocks(text, _HEADER)
     names, loop = AgentNames(), _Loop()
     steps: list[ParsedStep] = []
@@ -113,11 +122,22 @@ def _trace(source: Source, fmt: AppWorldLog, text: str, banner: re.Match[str] | 
     evaluation = metadata.get("evaluation")
     outcome = ("unknown", "")
     if isinstance(evaluation, dict) and isinstance(evaluation.get("success"), bool):
-        outcome = ("succeeded", "evaluation success: true") if evaluation["success"] else \
-            ("failed", "evaluation success: false")
-    return build_trace(source, fmt=fmt.name, label=fmt.label, steps=steps, question=preamble.strip(),
-                       outcome=outcome, external_id=banner["id"].strip() if banner else "", metadata=metadata,
-                       warnings=warnings)
+        outcome = (
+            ("succeeded", "evaluation success: true")
+            if evaluation["success"]
+            else ("failed", "evaluation success: false")
+        )
+    return build_trace(
+        source,
+        fmt=fmt.name,
+        label=fmt.label,
+        steps=steps,
+        question=preamble.strip(),
+        outcome=outcome,
+        external_id=banner["id"].strip() if banner else "",
+        metadata=metadata,
+        warnings=warnings,
+    )
 
 
 def _step(block: Block, body: str, loop: _Loop, names: AgentNames, *, first: bool) -> ParsedStep | None:
@@ -137,30 +157,61 @@ def _step(block: Block, body: str, loop: _Loop, names: AgentNames, *, first: boo
     if m["resp"]:
         agent = names(m["resp"].strip())
         kind, tool = _code_kind(body)
-        return ParsedStep(speaker=f"{m['resp'].strip()} Agent", agent=agent, kind=kind, content=body,
-                          tool_name=tool, raw=raw)
+        return ParsedStep(
+            speaker=f"{m['resp'].strip()} Agent",
+            agent=agent,
+            kind=kind,
+            content=body,
+            tool_name=tool,
+            raw=raw,
+        )
     if m["reply"]:
-        return ParsedStep(speaker=f"{m['reply'].strip()} Agent", agent=names(m["reply"].strip()), kind="message",
-                          content=body, recipient=names(m["reply_to"].strip()), raw=raw)
+        return ParsedStep(
+            speaker=f"{m['reply'].strip()} Agent",
+            agent=names(m["reply"].strip()),
+            kind="message",
+            content=body,
+            recipient=names(m["reply_to"].strip()),
+            raw=raw,
+        )
     if m["msg"]:
         target = names(m["msg"].strip())
         if target == names(_SUPERVISOR):
             # Outside any app loop, the first message to the supervisor is the task itself.
             kind = "human" if first else "tool_result"
-            return ParsedStep(speaker=header, agent=target if kind == "tool_result" else "User", kind=kind,
-                              content=body, raw=raw)
+            return ParsedStep(
+                speaker=header,
+                agent=target if kind == "tool_result" else "User",
+                kind=kind,
+                content=body,
+                raw=raw,
+            )
         count = loop.messages.get(target, 0)
         loop.messages[target] = count + 1
         if count == 0:  # the request that opens the app agent's loop comes from the supervisor
-            return ParsedStep(speaker=header, agent=names(_SUPERVISOR), kind="message", content=body,
-                              recipient=target, raw=raw)
-        return ParsedStep(speaker=header, agent=target, kind="tool_result", content=body,
-                          tool_name="code_execution", raw=raw)
+            return ParsedStep(
+                speaker=header,
+                agent=names(_SUPERVISOR),
+                kind="message",
+                content=body,
+                recipient=target,
+                raw=raw,
+            )
+        return ParsedStep(
+            speaker=header,
+            agent=target,
+            kind="tool_result",
+            content=body,
+            tool_name="code_execution",
+            raw=raw,
+        )
     if header == "Response from send_message API":
-        return ParsedStep(speaker=header, agent=caller, kind="tool_result", content=body, tool_name="send_message",
-                          raw=raw)
-    return ParsedStep(speaker=header, agent=caller, kind="tool_result", content=body, tool_name="code_execution",
-                      raw=raw)
+        return ParsedStep(
+            speaker=header, agent=caller, kind="tool_result", content=body, tool_name="send_message", raw=raw
+        )
+    return ParsedStep(
+        speaker=header, agent=caller, kind="tool_result", content=body, tool_name="code_execution", raw=raw
+    )
 
 
 def _code_kind(body: str) -> tuple[str, str]:

@@ -38,7 +38,9 @@ from .textlog import (
     utc,
 )
 
-_HEADER = re.compile(r"^\[(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (?P<level>[A-Z]+)\] ?(?P<rest>[^\n]*)$", re.MULTILINE)
+_HEADER = re.compile(
+    r"^\[(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (?P<level>[A-Z]+)\] ?(?P<rest>[^\n]*)$", re.MULTILINE
+)
 # The MAST copies: no time prefix, so only a bold event tag or a role's bold turn line may open an entry.
 _BARE_HEADER = re.compile(
     r"^(?P<ts>)(?P<level>)(?P<rest>(?:[A-Z][\w .'-]{0,60}?: )?\*\*"
@@ -97,10 +99,16 @@ class ChatDevLog:
             state.metadata["noise_lines_skipped"] = state.skipped
         if state.chain:
             state.metadata["chat_chain"] = state.chain
-        yield build_trace(source, fmt=self.name, label=self.label, steps=state.steps,
-                          question=str(state.metadata.get("task_prompt", "")),
-                          external_id=str(state.metadata.get("run_id", "")), metadata=state.metadata,
-                          warnings=warnings)
+        yield build_trace(
+            source,
+            fmt=self.name,
+            label=self.label,
+            steps=state.steps,
+            question=str(state.metadata.get("task_prompt", "")),
+            external_id=str(state.metadata.get("run_id", "")),
+            metadata=state.metadata,
+            warnings=warnings,
+        )
 
 
 class _Run:
@@ -134,8 +142,10 @@ class _Run:
             if step is None:
                 return
             if self.tokens and step.kind == "message" and step.raw.get("turn") is not None:
-                step.input_tokens, step.output_tokens = (self.tokens.get("prompt_tokens"),
-                                                         self.tokens.get("completion_tokens"))
+                step.input_tokens, step.output_tokens = (
+                    self.tokens.get("prompt_tokens"),
+                    self.tokens.get("completion_tokens"),
+                )
                 self.tokens = {}
             self.steps.append(step)
 
@@ -145,8 +155,13 @@ class _Run:
             return
         params = {m["key"]: m["value"].strip() for m in _PARAMETER.finditer(body)}
         if params.get("phase_name"):
-            self.chain.append({"phase": params["phase_name"], "assistant": params.get("assistant_role_name", ""),
-                               "user": params.get("user_role_name", "")})
+            self.chain.append(
+                {
+                    "phase": params["phase_name"],
+                    "assistant": params.get("assistant_role_name", ""),
+                    "user": params.get("user_role_name", ""),
+                }
+            )
 
 
 def _step(block: Block, rest: str, names: AgentNames, phase: dict[str, str]) -> ParsedStep | None:
@@ -160,37 +175,69 @@ def _step(block: Block, rest: str, names: AgentNames, phase: dict[str, str]) -> 
         raw["event"] = event["event"]
         content = "\n".join(part for part in (event["rest"], block.body) if part.strip())
         if kind == "human":
-            return ParsedStep(speaker="Human", agent=names("Human"), kind=kind, content=content, started_at=started,
-                              raw=raw)
-        return ParsedStep(speaker=_ENVIRONMENT, agent=None, kind=kind, content=content, tool_name=tool,
-                          started_at=started, raw=raw)
+            return ParsedStep(
+                speaker="Human", agent=names("Human"), kind=kind, content=content, started_at=started, raw=raw
+            )
+        return ParsedStep(
+            speaker=_ENVIRONMENT,
+            agent=None,
+            kind=kind,
+            content=content,
+            tool_name=tool,
+            started_at=started,
+            raw=raw,
+        )
     role = _ROLE.match(rest)
     if not role:
         content = "\n".join(part for part in (rest, block.body) if part.strip())
         if not content:
             return None
-        return ParsedStep(speaker=_ENVIRONMENT, agent=None, kind="system", content=content, started_at=started,
-                          raw=raw)
+        return ParsedStep(
+            speaker=_ENVIRONMENT, agent=None, kind="system", content=content, started_at=started, raw=raw
+        )
     return _role_step(role["role"].strip(), role["rest"].strip(), block, names, phase, started, raw)
 
 
-def _role_step(speaker: str, said: str, block: Block, names: AgentNames, phase: dict[str, str],
-               started: Any, raw: dict[str, Any]) -> ParsedStep:
+def _role_step(
+    speaker: str,
+    said: str,
+    block: Block,
+    names: AgentNames,
+    phase: dict[str, str],
+    started: Any,
+    raw: dict[str, Any],
+) -> ParsedStep:
     turn = _TURN.match(said)
     if turn:
         raw.update(phase=turn["phase"].strip(), turn=int(turn["turn"]))
         recipient = turn["b"].strip() if turn["a"].strip() == speaker else turn["a"].strip()
-        return ParsedStep(speaker=speaker, agent=names(speaker), kind="message", content=block.body,
-                          recipient=names(recipient), started_at=started, raw=raw)
+        return ParsedStep(
+            speaker=speaker,
+            agent=names(speaker),
+            kind="message",
+            content=block.body,
+            recipient=names(recipient),
+            started_at=started,
+            raw=raw,
+        )
     tag = _EVENT.match(said)
     if tag:
         raw["event"] = tag["event"]
     content = "\n".join(part for part in (said, block.body) if part.strip())
     if speaker == "System":  # ChatDev's own phase bookkeeping, logged under the role name "System"
-        return ParsedStep(speaker=speaker, agent=None, kind="system", content=content, started_at=started, raw=raw)
+        return ParsedStep(
+            speaker=speaker, agent=None, kind="system", content=content, started_at=started, raw=raw
+        )
     partner = phase.get("assistant") if speaker == phase.get("user") else phase.get("user", "")
-    return ParsedStep(speaker=speaker, agent=names(speaker), kind="message", content=content,
-                      recipient=names(partner) if partner and partner != speaker else "", started_at=started, raw=raw)
+    return ParsedStep(
+        speaker=speaker,
+        agent=names(speaker),
+        kind="message",
+        content=content,
+        recipient=names(partner) if partner and partner != speaker else "",
+        started_at=started,
+        raw=raw,
+    )
 
 
 def _preprocessing(body: str) -> dict[str, Any]:

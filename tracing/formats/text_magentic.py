@@ -45,11 +45,15 @@ _TYPED_HEADER = re.compile(r"^-{4,} [A-Z]\w*(?:Message|Event) \([^()\n]*\) -{4,}
 _LEGACY_HEADER = re.compile(r"^\[\d{4}-\d\d-\d\dT[\d:.]+\], [^\n]+?:[ \t]*$", re.MULTILINE)
 _TYPED = re.compile(r"^(?P<etype>[A-Z]\w*(?:Message|Event))\s*\((?P<source>[^()]*)\)$")
 _TOKENS = re.compile(r"^\[Prompt tokens: (\d+), Completion tokens: (\d+)\]\s*$", re.MULTILINE)
-_CALL = re.compile(r"FunctionCall\(id='(?P<id>[^']*)', arguments='(?P<args>(?:[^'\\]|\\.)*)', name='(?P<name>[^']*)'\)")
+_CALL = re.compile(
+    r"FunctionCall\(id='(?P<id>[^']*)', arguments='(?P<args>(?:[^'\\]|\\.)*)', name='(?P<name>[^']*)'\)"
+)
 _RESULT_NAME = re.compile(r"name='(?P<name>[^']*)', call_id='[^']*'(?:, is_error=(?P<error>True|False))?")
 _HANDOFF = re.compile(r"Transferred to (\w+)")
 _SEPARATOR = re.compile(r"\n-{20,}[ \t]*$")  # the legacy log draws a line of dashes between messages
-_HARNESS_FOOTER = re.compile(r"^(?:SCENARIO\.PY (?:COMPLETE|RUNTIME:[^\n]*)|RUN\.SH COMPLETE)[^\n]*$\n?", re.MULTILINE)
+_HARNESS_FOOTER = re.compile(
+    r"^(?:SCENARIO\.PY (?:COMPLETE|RUNTIME:[^\n]*)|RUN\.SH COMPLETE)[^\n]*$\n?", re.MULTILINE
+)
 _SYSTEM_EVENTS = {"UserInputRequestedEvent", "SelectSpeakerEvent", "SelectorEvent", "StopMessage"}
 
 
@@ -88,8 +92,16 @@ class MagenticConsole:
         question = next((s.content for s in steps if s.kind == "human"), "")
         finish = str(metadata.get("summary", {}).get("Finish reason", ""))
         tail = finish + "\n" + (steps[-1].content if steps else "")
-        yield build_trace(source, fmt=self.name, label=self.label, steps=steps, question=question,
-                          outcome=outcome_from_tail(tail), metadata=metadata, warnings=warnings)
+        yield build_trace(
+            source,
+            fmt=self.name,
+            label=self.label,
+            steps=steps,
+            question=question,
+            outcome=outcome_from_tail(tail),
+            metadata=metadata,
+            warnings=warnings,
+        )
 
 
 def _step(block: Block, names: AgentNames) -> ParsedStep | None:
@@ -101,8 +113,13 @@ def _step(block: Block, names: AgentNames) -> ParsedStep | None:
     event, speaker = (typed["etype"], typed["source"].strip()) if typed else ("", inner)
     if not body and not event:
         return None
-    step = ParsedStep(speaker=speaker, agent=names(speaker) or None, kind="message", content=body,
-                      raw={"header": block.header, "line": block.line, "event": event or None})
+    step = ParsedStep(
+        speaker=speaker,
+        agent=names(speaker) or None,
+        kind="message",
+        content=body,
+        raw={"header": block.header, "line": block.line, "event": event or None},
+    )
     tokens = _TOKENS.findall(body)
     if tokens:
         step.input_tokens = sum(int(p) for p, _ in tokens)
@@ -121,10 +138,17 @@ def _classify(step: ParsedStep, event: str) -> None:
             step.tool_arguments = calls[0][1]
         elif calls:
             step.tool_arguments = [{"name": name, "arguments": args} for name, args in calls]
-    elif event in ("ToolCallExecutionEvent", "ToolCallSummaryMessage", "MemoryQueryEvent", "CodeExecutionEvent"):
+    elif event in (
+        "ToolCallExecutionEvent",
+        "ToolCallSummaryMessage",
+        "MemoryQueryEvent",
+        "CodeExecutionEvent",
+    ):
         step.kind = "tool_result"
         results = list(_RESULT_NAME.finditer(body))
-        step.tool_name = ", ".join(m["name"] for m in results) or ("memory" if event == "MemoryQueryEvent" else "")
+        step.tool_name = ", ".join(m["name"] for m in results) or (
+            "memory" if event == "MemoryQueryEvent" else ""
+        )
         if any(m["error"] == "True" for m in results):
             step.raw["is_error"] = True
     elif event == "ThoughtEvent":
@@ -160,9 +184,15 @@ def _legacy_step(block: Block, body: str, names: AgentNames) -> ParsedStep | Non
         kind = "tool_result"
     else:
         kind = kind_from_cues("", body, agent)
-    return ParsedStep(speaker=speaker, agent=agent or None, kind=kind, content=body, recipient=parts.recipient,
-                      started_at=utc(block.match["ts"], "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S"),
-                      raw={"header": block.header, "line": block.line})
+    return ParsedStep(
+        speaker=speaker,
+        agent=agent or None,
+        kind=kind,
+        content=body,
+        recipient=parts.recipient,
+        started_at=utc(block.match["ts"], "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S"),
+        raw={"header": block.header, "line": block.line},
+    )
 
 
 def _summary(body: str) -> dict[str, str]:

@@ -38,7 +38,9 @@ _COST = re.compile(r"prompt_tokens: (\d+), completion_tokens: (\d+)")
 _REQUIREMENT = re.compile(r"New requirement detected: (.+)")
 _PUBLISH = re.compile(r"publish_message: (\{.*\})")
 _TOOL_ACTIONS = re.compile(r"^(?:Run|Execute)\w*")
-_FAILURE = re.compile(r"Traceback \(most recent call last\)|\bException occurs\b|NoMoneyException|Insufficient funds")
+_FAILURE = re.compile(
+    r"Traceback \(most recent call last\)|\bException occurs\b|NoMoneyException|Insufficient funds"
+)
 
 
 class MetaGPTLog:
@@ -64,50 +66,73 @@ class MetaGPTLog:
         current: ParsedStep | None = None
         for i, line in enumerate(lines):
             end = lines[i + 1].start() if i + 1 < len(lines) else len(text)
-            entry = text[line.start():end].rstrip("\n")
+            entry = text[line.start() : end].rstrip("\n")
             msg = line["msg"]
             question = question or _task(msg)
             action = _ACTION.match(msg)
             if action:
                 current = _turn(line, action, names)
                 steps.append(current)
-                current.content = trim_blank_lines(text[line.end():end])
+                current.content = trim_blank_lines(text[line.end() : end])
             elif line["level"] in ("WARNING", "ERROR", "CRITICAL"):
                 _add_problem(steps, current, line, entry, names)
             elif current is None:
                 preamble.append(entry)
             else:
                 _cost(current, msg)
-                extra = trim_blank_lines(text[line.end():end])
+                extra = trim_blank_lines(text[line.end() : end])
                 current.content = "\n".join(p for p in (current.content, msg, extra) if p)
         human = _human_step(text)
         if human:
             steps.insert(0, human)
             question = question or human.content
         metadata: dict[str, Any] = {"preamble": "\n".join(preamble)} if preamble else {}
-        yield build_trace(source, fmt=self.name, label=self.label, steps=steps, question=question,
-                          outcome=_outcome(text), metadata=metadata, warnings=warnings)
+        yield build_trace(
+            source,
+            fmt=self.name,
+            label=self.label,
+            steps=steps,
+            question=question,
+            outcome=_outcome(text),
+            metadata=metadata,
+            warnings=warnings,
+        )
 
 
 def _turn(line: re.Match[str], action: re.Match[str], names: AgentNames) -> ParsedStep:
     speaker = f"{action['name'].strip()}({action['profile'].strip()})"
     name = action["action"]
     kind = "tool_result" if _TOOL_ACTIONS.match(name) else "message"
-    return ParsedStep(speaker=speaker, agent=names(action["profile"]), kind=kind, content="",
-                      tool_name=name if kind == "tool_result" else "", started_at=_time(line),
-                      raw={"header": line.group(0), "action": name, "persona": action["name"].strip()})
+    return ParsedStep(
+        speaker=speaker,
+        agent=names(action["profile"]),
+        kind=kind,
+        content="",
+        tool_name=name if kind == "tool_result" else "",
+        started_at=_time(line),
+        raw={"header": line.group(0), "action": name, "persona": action["name"].strip()},
+    )
 
 
-def _add_problem(steps: list[ParsedStep], current: ParsedStep | None, line: re.Match[str], entry: str,
-                 names: AgentNames) -> None:
+def _add_problem(
+    steps: list[ParsedStep], current: ParsedStep | None, line: re.Match[str], entry: str, names: AgentNames
+) -> None:
     """Consecutive warnings and errors (tracebacks included) make one system step of the acting role."""
     last = steps[-1] if steps else None
     if last is not None and last.kind == "system" and last.raw.get("problem"):
         last.content += "\n" + entry
         return
     agent = current.agent if current else names("MetaGPT")
-    steps.append(ParsedStep(speaker=line["module"], agent=agent, kind="system", content=entry,
-                            started_at=_time(line), raw={"header": line.group(0), "problem": True}))
+    steps.append(
+        ParsedStep(
+            speaker=line["module"],
+            agent=agent,
+            kind="system",
+            content=entry,
+            started_at=_time(line),
+            raw={"header": line.group(0), "problem": True},
+        )
+    )
 
 
 def _cost(step: ParsedStep, msg: str) -> None:
@@ -133,9 +158,14 @@ def _human_step(text: str) -> ParsedStep | None:
         except ValueError:
             continue
         if isinstance(message, dict) and str(message.get("role", "")).lower() in ("human", "user"):
-            return ParsedStep(speaker=str(message["role"]), agent="Human", kind="human",
-                              content=str(message.get("content", "")), started_at=_time(line),
-                              raw={"header": line.group(0)})
+            return ParsedStep(
+                speaker=str(message["role"]),
+                agent="Human",
+                kind="human",
+                content=str(message.get("content", "")),
+                started_at=_time(line),
+                raw={"header": line.group(0)},
+            )
     return None
 
 

@@ -45,8 +45,10 @@ _TOKENS = re.compile(r"^Token usage: Input=(\d+), Completion=(\d+)")
 _PLAN = re.compile(r"^(?:Plan creation result:|Marked step \d+ as completed)")
 _PLAN_ID = re.compile(r"\bplan_\d+\b")
 # The prompt is echoed after "Enter your prompt:" unless it was piped in (then a log line follows on that line).
-_PROMPT = re.compile(r"^(?:Enter your prompt:|.*Read prompt from task\.txt:) ?(?!\d{4}-\d\d-\d\d )(?P<prompt>\S.*)$",
-                     re.MULTILINE)
+_PROMPT = re.compile(
+    r"^(?:Enter your prompt:|.*Read prompt from task\.txt:) ?(?!\d{4}-\d\d-\d\d )(?P<prompt>\S.*)$",
+    re.MULTILINE,
+)
 _TERMINATE_STATUS = re.compile(r"\"status\"\s*:\s*\"(\w+)\"")
 _QUIET_WARNINGS = ("Processing your request",)
 _PLANNER = "PlanningFlow"
@@ -61,7 +63,9 @@ class OpenManusLog:
         if text is None:
             return 0.0
         ours = sum(1 for m in list(LOGURU_LINE.finditer(text))[:200] if m["module"].startswith("app."))
-        cues = count_matches(re.compile(r"✨ .+?'s thoughts:|🛠️ ?.+? selected \d+ tools to use|🎯 Tool '"), text)
+        cues = count_matches(
+            re.compile(r"✨ .+?'s thoughts:|🛠️ ?.+? selected \d+ tools to use|🎯 Tool '"), text
+        )
         if cues and ours:
             return 0.95
         if ours >= 2 and ("app.agent." in text or "app.flow." in text):
@@ -85,10 +89,18 @@ class _Run:
         self.skipped = 0
         self.verdict = ""
 
-    def add(self, speaker: str, agent: str, kind: str, content: str, line: re.Match[str], **extra: Any) -> ParsedStep:
-        step = ParsedStep(speaker=speaker, agent=self.names(agent), kind=kind, content=content,
-                          started_at=utc(line["ts"], "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S"),
-                          raw={"header": line.group(0)[:300], "agent_step": self.step_no or None}, **extra)
+    def add(
+        self, speaker: str, agent: str, kind: str, content: str, line: re.Match[str], **extra: Any
+    ) -> ParsedStep:
+        step = ParsedStep(
+            speaker=speaker,
+            agent=self.names(agent),
+            kind=kind,
+            content=content,
+            started_at=utc(line["ts"], "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S"),
+            raw={"header": line.group(0)[:300], "agent_step": self.step_no or None},
+            **extra,
+        )
         if self.tokens and kind in ("thought", "tool_call", "message"):
             step.input_tokens, step.output_tokens = self.tokens
             self.tokens = None
@@ -142,7 +154,9 @@ class _Run:
     def _result(self, line: re.Match[str], msg: str) -> bool:
         found = _RESULT.match(msg)
         if found:
-            self.add(self.agent, self.agent, "tool_result", found["text"].strip(), line, tool_name=found["tool"])
+            self.add(
+                self.agent, self.agent, "tool_result", found["text"].strip(), line, tool_name=found["tool"]
+            )
         return bool(found)
 
     def _plan(self, line: re.Match[str], msg: str) -> bool:
@@ -160,12 +174,19 @@ def _parse(source: Source, fmt: OpenManusLog) -> ParsedTrace:
     prompt = _PROMPT.search(text[: lines[0].start()] if lines else text) or _PROMPT.search(text)
     if prompt and lines:
         first = lines[0]
-        run.steps.append(ParsedStep(speaker="User", agent=run.names("User"), kind="human",
-                                    content=prompt["prompt"].strip(), raw={"header": prompt.group(0)[:300]},
-                                    started_at=utc(first["ts"], "%Y-%m-%d %H:%M:%S.%f")))
+        run.steps.append(
+            ParsedStep(
+                speaker="User",
+                agent=run.names("User"),
+                kind="human",
+                content=prompt["prompt"].strip(),
+                raw={"header": prompt.group(0)[:300]},
+                started_at=utc(first["ts"], "%Y-%m-%d %H:%M:%S.%f"),
+            )
+        )
     for i, line in enumerate(lines):
         end = lines[i + 1].start() if i + 1 < len(lines) else len(text)
-        run.read(line, text[line.start("msg"):end].strip())
+        run.read(line, text[line.start("msg") : end].strip())
     metadata: dict[str, Any] = {"info_lines_skipped": run.skipped} if run.skipped else {}
     plan = _PLAN_ID.search(text)
     outcome = ("unknown", "")
@@ -173,9 +194,17 @@ def _parse(source: Source, fmt: OpenManusLog) -> ParsedTrace:
         outcome = ("succeeded" if run.verdict == "success" else "failed", f"terminate status: {run.verdict}")
     elif "Terminated: Reached max steps" in text:
         outcome = ("failed", "Terminated: Reached max steps")
-    return build_trace(source, fmt=fmt.name, label=fmt.label, steps=run.steps,
-                       question=prompt["prompt"].strip() if prompt else "", outcome=outcome,
-                       external_id=plan.group(0) if plan else "", metadata=metadata, warnings=warnings)
+    return build_trace(
+        source,
+        fmt=fmt.name,
+        label=fmt.label,
+        steps=run.steps,
+        question=prompt["prompt"].strip() if prompt else "",
+        outcome=outcome,
+        external_id=plan.group(0) if plan else "",
+        metadata=metadata,
+        warnings=warnings,
+    )
 
 
 FORMAT = OpenManusLog()

@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -34,7 +34,9 @@ def read_text(source: Source) -> tuple[str, list[str]]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise TraceFormatError(f"not UTF-8 text (invalid byte at offset {exc.start}); save the log as UTF-8") from None
+        raise TraceFormatError(
+            f"not UTF-8 text (invalid byte at offset {exc.start}); save the log as UTF-8"
+        ) from None
     if not text.strip():
         raise TraceFormatError("the file is empty")
     if "\x00" in text:
@@ -71,7 +73,7 @@ def looks_like_json(text: str) -> bool:
     if not stripped.startswith("["):
         return False
     rest = stripped[1:].lstrip()
-    if not rest or rest[0] in "{[\"]":
+    if not rest or rest[0] in '{["]':
         return True
     return bool(_JSON_SCALAR.fullmatch(re.match(r"[^,\]\s]*", rest).group(0)))
 
@@ -101,7 +103,7 @@ def split_blocks(text: str, header: re.Pattern[str]) -> tuple[str, list[Block]]:
     line = text.count("\n", 0, matches[0].start()) + 1
     for i, match in enumerate(matches):
         end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
-        blocks.append(Block(match=match, body=trim_blank_lines(text[match.end():end]), line=line))
+        blocks.append(Block(match=match, body=trim_blank_lines(text[match.end() : end]), line=line))
         line += text.count("\n", match.start(), end)
     return text[: matches[0].start()], blocks
 
@@ -145,21 +147,33 @@ LOGURU_LINE = re.compile(
 
 # --- step kinds from cue words --------------------------------------------------------------------------------------
 
-HUMAN_SPEAKERS = {"user", "human", "admin", "customer", "user_proxy", "userproxy", "human_proxy", "humanproxy"}
+HUMAN_SPEAKERS = {
+    "user",
+    "human",
+    "admin",
+    "customer",
+    "user_proxy",
+    "userproxy",
+    "human_proxy",
+    "humanproxy",
+}
 _THOUGHT_HEADER = re.compile(r"\b(thought|thoughts|thinking|reasoning|reflection)\b", re.IGNORECASE)
 _RESULT_HEADER = re.compile(
     r"ToolCallExecution|FunctionExecutionResult|tool[ _-]?(?:output|result|response)|function[ _-]?(?:output|result)"
     r"|observation|execution (?:output|result)|code output",
     re.IGNORECASE,
 )
-_CALL_HEADER = re.compile(r"ToolCallRequest|FunctionCall|tool[ _-]?call|function[ _-]?call|using tool", re.IGNORECASE)
+_CALL_HEADER = re.compile(
+    r"ToolCallRequest|FunctionCall|tool[ _-]?call|function[ _-]?call|using tool", re.IGNORECASE
+)
 _RESULT_BODY = re.compile(
     r"^\s*(?:exitcode:|\*{3,} Response from calling (?:tool|function)|Observation:|#*\s*Tool Output:"
     r"|\[FunctionExecutionResult\()",
     re.IGNORECASE,
 )
 _CALL_BODY = re.compile(
-    r"^\s*(?:\*{3,} Suggested (?:tool|function) call|#*\s*Using tool:|Action:|\[FunctionCall\()", re.IGNORECASE
+    r"^\s*(?:\*{3,} Suggested (?:tool|function) call|#*\s*Using tool:|Action:|\[FunctionCall\()",
+    re.IGNORECASE,
 )
 _THOUGHT_BODY = re.compile(r"^\s*#*\s*(?:Thought|Thinking|Reasoning)\s*:", re.IGNORECASE)
 
@@ -207,6 +221,7 @@ def outcome_from_tail(tail: str) -> tuple[str, str]:
 
 # --- building the trace ---------------------------------------------------------------------------------------------
 
+
 def parse_json_loose(text: str) -> Any:
     """JSON text as data when it parses, else the text itself (tool arguments are often almost-JSON)."""
     stripped = text.strip()
@@ -222,7 +237,7 @@ def utc(value: str, *formats: str) -> datetime | None:
     """A log timestamp read with the first format that fits, as UTC (logs rarely say their time zone)."""
     for fmt in formats:
         try:
-            return datetime.strptime(value, fmt).replace(tzinfo=timezone.utc)
+            return datetime.strptime(value, fmt).replace(tzinfo=UTC)
         except ValueError:
             continue
     return None

@@ -25,15 +25,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .base import ParsedTrace, Source, TraceFormatError
 from .chat_text import as_int, first_user_text, openinference_output, parse_jsonish, readable, system_prompt
 from .spans import Span, parse_time, steps_from_spans
 
-_KINDS = {"AGENT": "agent", "LLM": "llm", "TOOL": "tool", "CHAIN": "chain", "RETRIEVER": "retriever",
-          "EMBEDDING": "embedding"}
+_KINDS = {
+    "AGENT": "agent",
+    "LLM": "llm",
+    "TOOL": "tool",
+    "CHAIN": "chain",
+    "RETRIEVER": "retriever",
+    "EMBEDDING": "embedding",
+}
 _NAMED = re.compile(r"agent named '([^']+)'")
 _AGENT_CLASS = re.compile(r"<smolagents\.agents\.(\w+) object")
 _DURATION = re.compile(r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>[\d.]+)S)?)?$")
@@ -93,15 +99,25 @@ def parse_document(document: Any, *, name: str) -> ParsedTrace:
         raise TraceFormatError("no span in this TRAIL trace carries any text: there are no steps to import")
     facts = _harness_facts(raw_spans)
     known = {raw["span_id"] for raw in raw_spans} | {None, ""}
-    orphans = sorted({str(r.get("parent_span_id")) for r in raw_spans if r.get("parent_span_id") not in known})
+    orphans = sorted(
+        {str(r.get("parent_span_id")) for r in raw_spans if r.get("parent_span_id") not in known}
+    )
     if orphans:
-        warnings.append(f"{len(orphans)} parent span(s) are missing from the file ({', '.join(orphans[:5])}); "
-                        f"their children are shown at the top level and given to agent {default!r}")
+        warnings.append(
+            f"{len(orphans)} parent span(s) are missing from the file ({', '.join(orphans[:5])}); "
+            f"their children are shown at the top level and given to agent {default!r}"
+        )
     failed = any(_error(raw) for raw in raw_spans if _kind(raw) == "agent")
     return ParsedTrace(
-        name=name or trace_id, source_format=Trail.name, steps=steps, agents=agents, external_id=trace_id,
-        question=facts.pop("question", "") or _first_task(raw_spans), ground_truth=facts.pop("ground_truth", ""),
-        outcome="failed" if failed else "unknown", metadata={"span_count": len(raw_spans), **facts},
+        name=name or trace_id,
+        source_format=Trail.name,
+        steps=steps,
+        agents=agents,
+        external_id=trace_id,
+        question=facts.pop("question", "") or _first_task(raw_spans),
+        ground_truth=facts.pop("ground_truth", ""),
+        outcome="failed" if failed else "unknown",
+        metadata={"span_count": len(raw_spans), **facts},
         warnings=warnings,
     )
 
@@ -168,8 +184,9 @@ def _end(raw: dict[str, Any]) -> Any:
     if start is None or not match or not any(match.groups()):
         return None
     parts = {k: float(v) for k, v in match.groupdict().items() if v}
-    return start + timedelta(days=parts.get("d", 0), hours=parts.get("h", 0), minutes=parts.get("m", 0),
-                             seconds=parts.get("s", 0))
+    return start + timedelta(
+        days=parts.get("d", 0), hours=parts.get("h", 0), minutes=parts.get("m", 0), seconds=parts.get("s", 0)
+    )
 
 
 def _task(raw: dict[str, Any]) -> str:
@@ -225,7 +242,9 @@ def _default_agent(raw_spans: list[dict[str, Any]], names: dict[str, str]) -> st
     for raw in raw_spans:
         for log in raw.get("logs") or []:
             body = log.get("body") if isinstance(log, dict) else None
-            match = _AGENT_CLASS.search(str(body.get("function.output", ""))) if isinstance(body, dict) else None
+            match = (
+                _AGENT_CLASS.search(str(body.get("function.output", ""))) if isinstance(body, dict) else None
+            )
             if match:
                 return match[1]
     return "agent"
@@ -234,30 +253,59 @@ def _default_agent(raw_spans: list[dict[str, Any]], names: dict[str, str]) -> st
 def _spans_for(raw: dict[str, Any], agent: str | None) -> list[Span]:
     kind = _kind(raw)
     attributes = _attributes(raw)
-    common = {"name": str(raw.get("span_name") or kind), "start": parse_time(raw.get("timestamp")),
-              "end": _end(raw), "raw": raw, "agent": agent}
+    common = {
+        "name": str(raw.get("span_name") or kind),
+        "start": parse_time(raw.get("timestamp")),
+        "end": _end(raw),
+        "raw": raw,
+        "agent": agent,
+    }
     span_id, parent = raw["span_id"], raw.get("parent_span_id")
     if kind == "other":  # the benchmark harness: a container, its facts go to the trace
         return [Span(span_id=span_id, parent_id=parent, kind="chain", **common)]
     if kind == "llm":
-        return [Span(span_id=span_id, parent_id=parent, kind="llm", input=attributes.get("input.value"),
-                     output=openinference_output(attributes) or readable(attributes.get("output.value")),
-                     error=_error(raw), input_tokens=as_int(attributes.get("llm.token_count.prompt")),
-                     output_tokens=as_int(attributes.get("llm.token_count.completion")),
-                     system_prompt=_system_prompt(attributes), **common)]
+        return [
+            Span(
+                span_id=span_id,
+                parent_id=parent,
+                kind="llm",
+                input=attributes.get("input.value"),
+                output=openinference_output(attributes) or readable(attributes.get("output.value")),
+                error=_error(raw),
+                input_tokens=as_int(attributes.get("llm.token_count.prompt")),
+                output_tokens=as_int(attributes.get("llm.token_count.completion")),
+                system_prompt=_system_prompt(attributes),
+                **common,
+            )
+        ]
     if kind == "tool":
-        return [Span(span_id=span_id, parent_id=parent, kind="tool", input=attributes.get("input.value"),
-                     output=readable(attributes.get("output.value")), error=_error(raw),
-                     tool_name=str(attributes.get("tool.name") or raw.get("span_name") or ""),
-                     tool_arguments=_tool_arguments(attributes.get("input.value")), **common)]
+        return [
+            Span(
+                span_id=span_id,
+                parent_id=parent,
+                kind="tool",
+                input=attributes.get("input.value"),
+                output=readable(attributes.get("output.value")),
+                error=_error(raw),
+                tool_name=str(attributes.get("tool.name") or raw.get("span_name") or ""),
+                tool_arguments=_tool_arguments(attributes.get("input.value")),
+                **common,
+            )
+        ]
     # An agent or chain span: its input opens it, its output closes it (see the module docstring).
     output, error = readable(attributes.get("output.value")), _error(raw)
     opener_id = f"{span_id}:input"
     opener = Span(span_id=opener_id, parent_id=parent, kind=kind, input=_task(raw) or None, **common)
     if not (output or error):
         return [Span(span_id=span_id, parent_id=parent, kind=kind, input=_task(raw) or None, **common)]
-    closer = Span(span_id=span_id, parent_id=opener_id, kind="chain", output=output, error=error,
-                  **{**common, "start": common["end"], "name": f"{common['name']} (output)"})
+    closer = Span(
+        span_id=span_id,
+        parent_id=opener_id,
+        kind="chain",
+        output=output,
+        error=error,
+        **{**common, "start": common["end"], "name": f"{common['name']} (output)"},
+    )
     return [opener, closer]
 
 
@@ -274,7 +322,7 @@ def _hang_actions_from_model_calls(spans: list[Span]) -> None:
     """Inside a ``Step N`` span, what the model's answer set off (tool calls, a managed agent, the execution log)
     hangs from that model call: the Step span itself shows nothing, so this is the link worth keeping."""
     steps = {span.span_id for span in spans if span.kind == "chain" and span.name.startswith("Step ")}
-    never = datetime.max.replace(tzinfo=timezone.utc)
+    never = datetime.max.replace(tzinfo=UTC)
     children: dict[str, list[Span]] = {}
     for span in spans:
         if span.parent_id in steps:

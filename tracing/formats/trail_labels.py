@@ -59,13 +59,32 @@ def parse_document(document: Any, *, file_name: str) -> ParsedLabels:
     warnings = [f"replaced {nuls} NUL character(s) in the label text with U+FFFD"] if nuls else []
     if not errors:
         # The annotators read the run and found nothing wrong: the trace is marked, not left "unlabelled".
-        return ParsedLabels(target_external_id=trace_id, labels=[], source_format=TrailLabels.name,
-                            warnings=[*warnings, "the TRAIL annotators found no error in this run"],
-                            metadata=metadata)
-    labels = [ParsedGold(span_id=e["location"], category=e["category"], reason=e["description"],
-                         evidence=e["evidence"], impact=e["impact"], family=FAMILY, decisive=False) for e in errors]
-    return ParsedLabels(target_external_id=trace_id, labels=labels, source_format=TrailLabels.name,
-                        warnings=warnings, metadata=metadata)
+        return ParsedLabels(
+            target_external_id=trace_id,
+            labels=[],
+            source_format=TrailLabels.name,
+            warnings=[*warnings, "the TRAIL annotators found no error in this run"],
+            metadata=metadata,
+        )
+    labels = [
+        ParsedGold(
+            span_id=e["location"],
+            category=e["category"],
+            reason=e["description"],
+            evidence=e["evidence"],
+            impact=e["impact"],
+            family=FAMILY,
+            decisive=False,
+        )
+        for e in errors
+    ]
+    return ParsedLabels(
+        target_external_id=trace_id,
+        labels=labels,
+        source_format=TrailLabels.name,
+        warnings=warnings,
+        metadata=metadata,
+    )
 
 
 def _count_nuls(value: Any) -> int:
@@ -98,8 +117,13 @@ def _error(index: int, error: Any) -> dict[str, str]:
     if not isinstance(location, str) or not location.strip():
         raise TraceFormatError(f"errors[{index}] has no 'location' (the span id of the error)")
     impact = str(error.get("impact") or "").strip().upper()
-    return {"location": location.strip(), "category": _text(error.get("category")), "impact": impact,
-            "description": _text(error.get("description")), "evidence": _text(error.get("evidence"))}
+    return {
+        "location": location.strip(),
+        "category": _text(error.get("category")),
+        "impact": impact,
+        "description": _text(error.get("description")),
+        "evidence": _text(error.get("evidence")),
+    }
 
 
 def _text(value: Any) -> str:

@@ -53,8 +53,12 @@ class WhoAndWhen:
         if source.size > STREAM_ABOVE:
             from .whowhen_stream import parse_streaming
 
-            yield parse_streaming(source, name=_trace_name(source.name, "Who&When"), parse_message=_parse_message,
-                                  finish=_finish_streamed)
+            yield parse_streaming(
+                source,
+                name=_trace_name(source.name, "Who&When"),
+                parse_message=_parse_message,
+                finish=_finish_streamed,
+            )
             return
         document = source.json()
         if not isinstance(document, dict) or not isinstance(document.get("history"), list):
@@ -115,7 +119,9 @@ def _looks_like_history(history: Any) -> bool:
 def _trace_name(path: str, subset: str) -> str:
     """``Hand-Crafted/16.json`` -> ``Hand-Crafted/16``; a bare ``16.json`` is named after its subset, so files
     called ``1.json`` from both subsets stay apart in the trace list."""
-    parts = [p for p in PurePosixPath(path.replace("\\", "/")).with_suffix("").parts[-2:] if p not in ("/", "")]
+    parts = [
+        p for p in PurePosixPath(path.replace("\\", "/")).with_suffix("").parts[-2:] if p not in ("/", "")
+    ]
     if len(parts) == 1:
         parts.insert(0, subset)
     return "/".join(parts) or path
@@ -191,8 +197,14 @@ def _gold(document: dict[str, Any], step_count: int) -> list[ParsedGold]:
     if not 0 <= step < step_count:
         raise TraceFormatError(f"mistake_step {step} is outside the history (0..{step_count - 1})")
     category = _text(document.get("mistake_type"))
-    return [ParsedGold(agent=normalise_speaker(agent).agent, step=step, reason=_text(document.get("mistake_reason")),
-                       category=category)]
+    return [
+        ParsedGold(
+            agent=normalise_speaker(agent).agent,
+            step=step,
+            reason=_text(document.get("mistake_reason")),
+            category=category,
+        )
+    ]
 
 
 def _errors(errors: list[Any], step_count: int) -> list[ParsedGold]:
@@ -205,11 +217,19 @@ def _errors(errors: list[Any], step_count: int) -> list[ParsedGold]:
         step = error.get("step")
         if step is not None and (not isinstance(step, int) or not 0 <= step < step_count):
             raise TraceFormatError(f"errors[{i}]: step {step!r} is outside the history (0..{step_count - 1})")
-        labels.append(ParsedGold(
-            agent=_text(error.get("agent")), step=step, span_id=_text(error.get("span_id")),
-            category=_text(error.get("category")), reason=_text(error.get("description")),
-            evidence=_text(error.get("evidence")), impact=_text(error.get("impact")),
-            family=_text(error.get("family")) or "Who&When", decisive=error.get("decisive") is True))
+        labels.append(
+            ParsedGold(
+                agent=_text(error.get("agent")),
+                step=step,
+                span_id=_text(error.get("span_id")),
+                category=_text(error.get("category")),
+                reason=_text(error.get("description")),
+                evidence=_text(error.get("evidence")),
+                impact=_text(error.get("impact")),
+                family=_text(error.get("family")) or "Who&When",
+                decisive=error.get("decisive") is True,
+            )
+        )
     return labels
 
 

@@ -26,12 +26,16 @@ def parse_streaming(
     finish: Callable[[ParsedTrace, dict[str, Any], int], None],
 ) -> ParsedTrace:
     trace = ParsedTrace(name=name, source_format="whowhen", steps=[])
-    trace.steps = _steps(source, trace, parse_message, finish)  # type: ignore[assignment]
+    trace.steps = _steps(source, trace, parse_message, finish)
     return trace
 
 
-def _steps(source: Source, trace: ParsedTrace, parse_message: Callable[[int, Any], ParsedStep],
-           finish: Callable[[ParsedTrace, dict[str, Any], int], None]) -> Iterator[ParsedStep]:
+def _steps(
+    source: Source,
+    trace: ParsedTrace,
+    parse_message: Callable[[int, Any], ParsedStep],
+    finish: Callable[[ParsedTrace, dict[str, Any], int], None],
+) -> Iterator[ParsedStep]:
     document: dict[str, Any] = {}
     index = 0
     builder: ijson.ObjectBuilder | None = None
@@ -39,7 +43,9 @@ def _steps(source: Source, trace: ParsedTrace, parse_message: Callable[[int, Any
     with source.open() as fh:
         try:
             for prefix, event, value in ijson.parse(fh, use_float=True):
-                if builder is not None or (prefix == "history.item" and event in ("start_map", "start_array")):
+                if builder is not None or (
+                    prefix == "history.item" and event in ("start_map", "start_array")
+                ):
                     builder = builder or ijson.ObjectBuilder()
                     builder.event(event, value)
                     if prefix == "history.item" and event in ("end_map", "end_array"):

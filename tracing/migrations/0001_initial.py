@@ -10,7 +10,6 @@ import tracing.models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -19,210 +18,478 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Agent',
+            name="Agent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('system_prompt', models.TextField(blank=True)),
-                ('position', models.PositiveSmallIntegerField(default=0)),
-                ('step_count', models.PositiveIntegerField(default=0)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                ("system_prompt", models.TextField(blank=True)),
+                ("position", models.PositiveSmallIntegerField(default=0)),
+                ("step_count", models.PositiveIntegerField(default=0)),
             ],
             options={
-                'ordering': ['position', 'id'],
+                "ordering": ["position", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Membership',
+            name="Membership",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('role', models.CharField(choices=[('owner', 'Owner'), ('annotator', 'Annotator'), ('viewer', 'Viewer')], default='viewer', max_length=16)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[("owner", "Owner"), ("annotator", "Annotator"), ("viewer", "Viewer")],
+                        default="viewer",
+                        max_length=16,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="memberships",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Project',
+            name="Project",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=120, unique=True)),
-                ('slug', models.SlugField(max_length=140, unique=True)),
-                ('description', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('members', models.ManyToManyField(related_name='projects', through='tracing.Membership', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=120, unique=True)),
+                ("slug", models.SlugField(max_length=140, unique=True)),
+                ("description", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "members",
+                    models.ManyToManyField(
+                        related_name="projects", through="tracing.Membership", to=settings.AUTH_USER_MODEL
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
-            },
-        ),
-        migrations.AddField(
-            model_name='membership',
-            name='project',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to='tracing.project'),
-        ),
-        migrations.CreateModel(
-            name='RawUpload',
-            fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('sha256', models.CharField(max_length=64)),
-                ('filename', models.CharField(max_length=500)),
-                ('size', models.PositiveBigIntegerField()),
-                ('file', models.FileField(max_length=300, upload_to=tracing.models.upload_path)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='uploads', to='tracing.project')),
-                ('uploaded_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
-            ],
-        ),
-        migrations.CreateModel(
-            name='IngestJob',
-            fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('batch', models.UUIDField(db_index=True, default=uuid.uuid4)),
-                ('filename', models.CharField(max_length=500)),
-                ('requested_format', models.CharField(blank=True, max_length=40)),
-                ('detected_format', models.CharField(blank=True, max_length=40)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Importing'), ('succeeded', 'Imported'), ('duplicate', 'Already imported'), ('failed', 'Failed')], default='queued', max_length=16)),
-                ('error', models.TextField(blank=True)),
-                ('attempts', models.PositiveSmallIntegerField(default=0)),
-                ('steps_total', models.PositiveIntegerField(default=0)),
-                ('steps_done', models.PositiveIntegerField(default=0)),
-                ('trace_ids', models.JSONField(blank=True, default=list)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='ingest_jobs', to='tracing.project')),
-                ('upload', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='jobs', to='tracing.rawupload')),
-            ],
-            options={
-                'ordering': ['created_at', 'id'],
-            },
-        ),
-        migrations.CreateModel(
-            name='Trace',
-            fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('ordinal', models.PositiveIntegerField(default=0)),
-                ('name', models.CharField(max_length=300)),
-                ('source_format', models.CharField(max_length=40)),
-                ('external_id', models.CharField(blank=True, max_length=200)),
-                ('question', models.TextField(blank=True)),
-                ('ground_truth', models.TextField(blank=True)),
-                ('outcome', models.CharField(choices=[('failed', 'Failed'), ('succeeded', 'Succeeded'), ('unknown', 'Unknown')], default='unknown', max_length=16)),
-                ('provenance', models.CharField(choices=[('uploaded', 'Uploaded'), ('injected', 'Fault injected'), ('replayed', 'Replayed')], default='uploaded', max_length=16)),
-                ('metadata', models.JSONField(blank=True, default=dict)),
-                ('step_count', models.PositiveIntegerField(default=0)),
-                ('agent_count', models.PositiveIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('derived_from', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='tracing.trace')),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='traces', to='tracing.project')),
-                ('upload', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='traces', to='tracing.rawupload')),
-            ],
-            options={
-                'ordering': ['-created_at', '-id'],
-            },
-        ),
-        migrations.CreateModel(
-            name='Step',
-            fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('index', models.PositiveIntegerField()),
-                ('speaker', models.CharField(blank=True, max_length=300)),
-                ('recipient', models.CharField(blank=True, max_length=200)),
-                ('kind', models.CharField(choices=[('message', 'Message'), ('thought', 'Thought'), ('llm_call', 'LLM call'), ('tool_call', 'Tool call'), ('tool_result', 'Tool result'), ('human', 'Human'), ('system', 'System')], default='message', max_length=16)),
-                ('content', models.TextField(blank=True)),
-                ('tool_name', models.CharField(blank=True, max_length=200)),
-                ('tool_arguments', models.JSONField(blank=True, null=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('ended_at', models.DateTimeField(blank=True, null=True)),
-                ('input_tokens', models.PositiveIntegerField(blank=True, null=True)),
-                ('output_tokens', models.PositiveIntegerField(blank=True, null=True)),
-                ('raw', models.JSONField(blank=True, null=True)),
-                ('agent', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='steps', to='tracing.agent')),
-                ('parent', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='children', to='tracing.step')),
-                ('trace', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='steps', to='tracing.trace')),
-            ],
-            options={
-                'ordering': ['trace', 'index'],
-            },
-        ),
-        migrations.CreateModel(
-            name='GoldLabel',
-            fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('agent_name', models.CharField(max_length=200)),
-                ('step_index', models.PositiveIntegerField()),
-                ('reason', models.TextField(blank=True)),
-                ('category', models.CharField(blank=True, max_length=80)),
-                ('source', models.CharField(choices=[('imported', 'Imported'), ('annotator', 'Annotator'), ('adjudicated', 'Adjudicated'), ('injected', 'Fault injected'), ('counterfactual', 'Counterfactual')], default='imported', max_length=16)),
-                ('confidence', models.FloatField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('agent', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='tracing.agent')),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
-                ('trace', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='gold_labels', to='tracing.trace')),
-            ],
-            options={
-                'ordering': ['created_at', 'id'],
+                "ordering": ["name"],
             },
         ),
         migrations.AddField(
-            model_name='agent',
-            name='trace',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='agents', to='tracing.trace'),
+            model_name="membership",
+            name="project",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE, related_name="memberships", to="tracing.project"
+            ),
+        ),
+        migrations.CreateModel(
+            name="RawUpload",
+            fields=[
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("sha256", models.CharField(max_length=64)),
+                ("filename", models.CharField(max_length=500)),
+                ("size", models.PositiveBigIntegerField()),
+                ("file", models.FileField(max_length=300, upload_to=tracing.models.upload_path)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="uploads",
+                        to="tracing.project",
+                    ),
+                ),
+                (
+                    "uploaded_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+            ],
+        ),
+        migrations.CreateModel(
+            name="IngestJob",
+            fields=[
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("batch", models.UUIDField(db_index=True, default=uuid.uuid4)),
+                ("filename", models.CharField(max_length=500)),
+                ("requested_format", models.CharField(blank=True, max_length=40)),
+                ("detected_format", models.CharField(blank=True, max_length=40)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Importing"),
+                            ("succeeded", "Imported"),
+                            ("duplicate", "Already imported"),
+                            ("failed", "Failed"),
+                        ],
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("error", models.TextField(blank=True)),
+                ("attempts", models.PositiveSmallIntegerField(default=0)),
+                ("steps_total", models.PositiveIntegerField(default=0)),
+                ("steps_done", models.PositiveIntegerField(default=0)),
+                ("trace_ids", models.JSONField(blank=True, default=list)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="ingest_jobs",
+                        to="tracing.project",
+                    ),
+                ),
+                (
+                    "upload",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="jobs",
+                        to="tracing.rawupload",
+                    ),
+                ),
+            ],
+            options={
+                "ordering": ["created_at", "id"],
+            },
+        ),
+        migrations.CreateModel(
+            name="Trace",
+            fields=[
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("ordinal", models.PositiveIntegerField(default=0)),
+                ("name", models.CharField(max_length=300)),
+                ("source_format", models.CharField(max_length=40)),
+                ("external_id", models.CharField(blank=True, max_length=200)),
+                ("question", models.TextField(blank=True)),
+                ("ground_truth", models.TextField(blank=True)),
+                (
+                    "outcome",
+                    models.CharField(
+                        choices=[("failed", "Failed"), ("succeeded", "Succeeded"), ("unknown", "Unknown")],
+                        default="unknown",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "provenance",
+                    models.CharField(
+                        choices=[
+                            ("uploaded", "Uploaded"),
+                            ("injected", "Fault injected"),
+                            ("replayed", "Replayed"),
+                        ],
+                        default="uploaded",
+                        max_length=16,
+                    ),
+                ),
+                ("metadata", models.JSONField(blank=True, default=dict)),
+                ("step_count", models.PositiveIntegerField(default=0)),
+                ("agent_count", models.PositiveIntegerField(default=0)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "derived_from",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="tracing.trace",
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="traces",
+                        to="tracing.project",
+                    ),
+                ),
+                (
+                    "upload",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="traces",
+                        to="tracing.rawupload",
+                    ),
+                ),
+            ],
+            options={
+                "ordering": ["-created_at", "-id"],
+            },
+        ),
+        migrations.CreateModel(
+            name="Step",
+            fields=[
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("index", models.PositiveIntegerField()),
+                ("speaker", models.CharField(blank=True, max_length=300)),
+                ("recipient", models.CharField(blank=True, max_length=200)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("message", "Message"),
+                            ("thought", "Thought"),
+                            ("llm_call", "LLM call"),
+                            ("tool_call", "Tool call"),
+                            ("tool_result", "Tool result"),
+                            ("human", "Human"),
+                            ("system", "System"),
+                        ],
+                        default="message",
+                        max_length=16,
+                    ),
+                ),
+                ("content", models.TextField(blank=True)),
+                ("tool_name", models.CharField(blank=True, max_length=200)),
+                ("tool_arguments", models.JSONField(blank=True, null=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("ended_at", models.DateTimeField(blank=True, null=True)),
+                ("input_tokens", models.PositiveIntegerField(blank=True, null=True)),
+                ("output_tokens", models.PositiveIntegerField(blank=True, null=True)),
+                ("raw", models.JSONField(blank=True, null=True)),
+                (
+                    "agent",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="steps",
+                        to="tracing.agent",
+                    ),
+                ),
+                (
+                    "parent",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="children",
+                        to="tracing.step",
+                    ),
+                ),
+                (
+                    "trace",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="steps", to="tracing.trace"
+                    ),
+                ),
+            ],
+            options={
+                "ordering": ["trace", "index"],
+            },
+        ),
+        migrations.CreateModel(
+            name="GoldLabel",
+            fields=[
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("agent_name", models.CharField(max_length=200)),
+                ("step_index", models.PositiveIntegerField()),
+                ("reason", models.TextField(blank=True)),
+                ("category", models.CharField(blank=True, max_length=80)),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("imported", "Imported"),
+                            ("annotator", "Annotator"),
+                            ("adjudicated", "Adjudicated"),
+                            ("injected", "Fault injected"),
+                            ("counterfactual", "Counterfactual"),
+                        ],
+                        default="imported",
+                        max_length=16,
+                    ),
+                ),
+                ("confidence", models.FloatField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "agent",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="tracing.agent",
+                    ),
+                ),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "trace",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="gold_labels",
+                        to="tracing.trace",
+                    ),
+                ),
+            ],
+            options={
+                "ordering": ["created_at", "id"],
+            },
+        ),
+        migrations.AddField(
+            model_name="agent",
+            name="trace",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE, related_name="agents", to="tracing.trace"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='membership',
-            constraint=models.UniqueConstraint(fields=('project', 'user'), name='membership_unique_user_per_project'),
+            model_name="membership",
+            constraint=models.UniqueConstraint(
+                fields=("project", "user"), name="membership_unique_user_per_project"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='membership',
-            constraint=models.CheckConstraint(condition=models.Q(('role__in', ['owner', 'annotator', 'viewer'])), name='membership_role_valid'),
+            model_name="membership",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("role__in", ["owner", "annotator", "viewer"])),
+                name="membership_role_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='rawupload',
-            constraint=models.UniqueConstraint(fields=('project', 'sha256'), name='rawupload_unique_bytes_per_project'),
+            model_name="rawupload",
+            constraint=models.UniqueConstraint(
+                fields=("project", "sha256"), name="rawupload_unique_bytes_per_project"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='ingestjob',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['queued', 'running', 'succeeded', 'duplicate', 'failed'])), name='ingestjob_status_valid'),
+            model_name="ingestjob",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("status__in", ["queued", "running", "succeeded", "duplicate", "failed"])),
+                name="ingestjob_status_valid",
+            ),
         ),
         migrations.AddIndex(
-            model_name='trace',
-            index=models.Index(fields=['project', '-created_at'], name='trace_project_recent'),
+            model_name="trace",
+            index=models.Index(fields=["project", "-created_at"], name="trace_project_recent"),
         ),
         migrations.AddIndex(
-            model_name='trace',
-            index=models.Index(fields=['project', 'source_format'], name='trace_project_format'),
+            model_name="trace",
+            index=models.Index(fields=["project", "source_format"], name="trace_project_format"),
         ),
         migrations.AddConstraint(
-            model_name='trace',
-            constraint=models.UniqueConstraint(fields=('upload', 'ordinal'), name='trace_unique_ordinal_per_upload'),
+            model_name="trace",
+            constraint=models.UniqueConstraint(
+                fields=("upload", "ordinal"), name="trace_unique_ordinal_per_upload"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='trace',
-            constraint=models.CheckConstraint(condition=models.Q(('outcome__in', ['failed', 'succeeded', 'unknown'])), name='trace_outcome_valid'),
+            model_name="trace",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("outcome__in", ["failed", "succeeded", "unknown"])),
+                name="trace_outcome_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='step',
-            constraint=models.UniqueConstraint(fields=('trace', 'index'), name='step_unique_index_per_trace'),
+            model_name="step",
+            constraint=models.UniqueConstraint(fields=("trace", "index"), name="step_unique_index_per_trace"),
         ),
         migrations.AddConstraint(
-            model_name='step',
-            constraint=models.CheckConstraint(condition=models.Q(('kind__in', ['message', 'thought', 'llm_call', 'tool_call', 'tool_result', 'human', 'system'])), name='step_kind_valid'),
+            model_name="step",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    (
+                        "kind__in",
+                        ["message", "thought", "llm_call", "tool_call", "tool_result", "human", "system"],
+                    )
+                ),
+                name="step_kind_valid",
+            ),
         ),
         migrations.AddIndex(
-            model_name='goldlabel',
-            index=models.Index(fields=['trace', 'source'], name='goldlabel_trace_source'),
+            model_name="goldlabel",
+            index=models.Index(fields=["trace", "source"], name="goldlabel_trace_source"),
         ),
         migrations.AddConstraint(
-            model_name='goldlabel',
-            constraint=models.CheckConstraint(condition=models.Q(('source__in', ['imported', 'annotator', 'adjudicated', 'injected', 'counterfactual'])), name='goldlabel_source_valid'),
+            model_name="goldlabel",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("source__in", ["imported", "annotator", "adjudicated", "injected", "counterfactual"])
+                ),
+                name="goldlabel_source_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='goldlabel',
-            constraint=models.CheckConstraint(condition=models.Q(('confidence__isnull', True), models.Q(('confidence__gte', 0), ('confidence__lte', 1)), _connector='OR'), name='goldlabel_confidence_range'),
+            model_name="goldlabel",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("confidence__isnull", True),
+                    models.Q(("confidence__gte", 0), ("confidence__lte", 1)),
+                    _connector="OR",
+                ),
+                name="goldlabel_confidence_range",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='agent',
-            constraint=models.UniqueConstraint(fields=('trace', 'name'), name='agent_unique_name_per_trace'),
+            model_name="agent",
+            constraint=models.UniqueConstraint(fields=("trace", "name"), name="agent_unique_name_per_trace"),
         ),
     ]

@@ -5,70 +5,86 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tracing', '0001_initial'),
+        ("tracing", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='PendingLabel',
+            name="PendingLabel",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('target_external_id', models.CharField(max_length=200)),
-                ('source_format', models.CharField(max_length=40)),
-                ('labels', models.JSONField()),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("target_external_id", models.CharField(max_length=200)),
+                ("source_format", models.CharField(max_length=40)),
+                ("labels", models.JSONField()),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
         ),
         migrations.RemoveField(
-            model_name='step',
-            name='parent',
+            model_name="step",
+            name="parent",
         ),
         migrations.AddField(
-            model_name='ingestjob',
-            name='confidence',
+            model_name="ingestjob",
+            name="confidence",
             field=models.FloatField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='ingestjob',
-            name='report',
+            model_name="ingestjob",
+            name="report",
             field=models.JSONField(blank=True, default=dict),
         ),
         migrations.AddField(
-            model_name='step',
-            name='parent_index',
+            model_name="step",
+            name="parent_index",
             field=models.PositiveIntegerField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='step',
-            name='span_id',
+            model_name="step",
+            name="span_id",
             field=models.CharField(blank=True, max_length=200),
         ),
         migrations.AddIndex(
-            model_name='step',
-            index=models.Index(fields=['trace', 'span_id'], name='step_trace_span'),
+            model_name="step",
+            index=models.Index(fields=["trace", "span_id"], name="step_trace_span"),
         ),
         migrations.AddIndex(
-            model_name='trace',
-            index=models.Index(fields=['project', 'external_id'], name='trace_project_external'),
+            model_name="trace",
+            index=models.Index(fields=["project", "external_id"], name="trace_project_external"),
         ),
         migrations.AddConstraint(
-            model_name='step',
-            constraint=models.CheckConstraint(condition=models.Q(('parent_index__lt', models.F('index'))), name='step_parent_precedes'),
+            model_name="step",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("parent_index__lt", models.F("index"))), name="step_parent_precedes"
+            ),
         ),
         migrations.AddField(
-            model_name='pendinglabel',
-            name='job',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='tracing.ingestjob'),
+            model_name="pendinglabel",
+            name="job",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="tracing.ingestjob",
+            ),
         ),
         migrations.AddField(
-            model_name='pendinglabel',
-            name='project',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='pending_labels', to='tracing.project'),
+            model_name="pendinglabel",
+            name="project",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="pending_labels",
+                to="tracing.project",
+            ),
         ),
         migrations.AddIndex(
-            model_name='pendinglabel',
-            index=models.Index(fields=['project', 'target_external_id'], name='pendinglabel_target'),
+            model_name="pendinglabel",
+            index=models.Index(fields=["project", "target_external_id"], name="pendinglabel_target"),
         ),
     ]

@@ -5,20 +5,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tracing', '0004_generated_provenance'),
+        ("tracing", "0004_generated_provenance"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='ingestjob',
-            name='heartbeat_at',
+            model_name="ingestjob",
+            name="heartbeat_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddIndex(
-            model_name='ingestjob',
-            index=models.Index(fields=['status', 'heartbeat_at'], name='ingestjob_status_heartbeat'),
+            model_name="ingestjob",
+            index=models.Index(fields=["status", "heartbeat_at"], name="ingestjob_status_heartbeat"),
         ),
     ]

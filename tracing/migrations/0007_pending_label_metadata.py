@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tracing', '0006_audit_events'),
+        ("tracing", "0006_audit_events"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='pendinglabel',
-            name='metadata',
+            model_name="pendinglabel",
+            name="metadata",
             field=models.JSONField(blank=True, default=dict),
         ),
     ]

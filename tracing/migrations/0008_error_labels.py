@@ -5,35 +5,83 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tracing', '0007_pending_label_metadata'),
+        ("tracing", "0007_pending_label_metadata"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ErrorLabel',
+            name="ErrorLabel",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('step_index', models.PositiveIntegerField(blank=True, null=True)),
-                ('span_id', models.CharField(blank=True, max_length=200)),
-                ('agent_name', models.CharField(blank=True, max_length=200)),
-                ('family', models.CharField(blank=True, max_length=40)),
-                ('category', models.CharField(blank=True, max_length=120)),
-                ('description', models.TextField(blank=True)),
-                ('evidence', models.TextField(blank=True)),
-                ('impact', models.CharField(blank=True, max_length=16)),
-                ('source', models.CharField(choices=[('imported', 'Imported'), ('annotator', 'Annotator'), ('adjudicated', 'Adjudicated'), ('injected', 'Fault injected'), ('counterfactual', 'Counterfactual')], default='imported', max_length=16)),
-                ('decisive', models.BooleanField(default=False)),
-                ('position', models.PositiveIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('agent', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='tracing.agent')),
-                ('trace', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='error_labels', to='tracing.trace')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("step_index", models.PositiveIntegerField(blank=True, null=True)),
+                ("span_id", models.CharField(blank=True, max_length=200)),
+                ("agent_name", models.CharField(blank=True, max_length=200)),
+                ("family", models.CharField(blank=True, max_length=40)),
+                ("category", models.CharField(blank=True, max_length=120)),
+                ("description", models.TextField(blank=True)),
+                ("evidence", models.TextField(blank=True)),
+                ("impact", models.CharField(blank=True, max_length=16)),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("imported", "Imported"),
+                            ("annotator", "Annotator"),
+                            ("adjudicated", "Adjudicated"),
+                            ("injected", "Fault injected"),
+                            ("counterfactual", "Counterfactual"),
+                        ],
+                        default="imported",
+                        max_length=16,
+                    ),
+                ),
+                ("decisive", models.BooleanField(default=False)),
+                ("position", models.PositiveIntegerField(default=0)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "agent",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="tracing.agent",
+                    ),
+                ),
+                (
+                    "trace",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="error_labels",
+                        to="tracing.trace",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['trace', 'position', 'id'],
-                'indexes': [models.Index(fields=['trace', 'step_index'], name='errorlabel_trace_step')],
-                'constraints': [models.CheckConstraint(condition=models.Q(('source__in', ['imported', 'annotator', 'adjudicated', 'injected', 'counterfactual'])), name='errorlabel_source_valid'), models.UniqueConstraint(condition=models.Q(('decisive', True)), fields=('trace', 'source'), name='errorlabel_one_decisive_per_source')],
+                "ordering": ["trace", "position", "id"],
+                "indexes": [models.Index(fields=["trace", "step_index"], name="errorlabel_trace_step")],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            (
+                                "source__in",
+                                ["imported", "annotator", "adjudicated", "injected", "counterfactual"],
+                            )
+                        ),
+                        name="errorlabel_source_valid",
+                    ),
+                    models.UniqueConstraint(
+                        condition=models.Q(("decisive", True)),
+                        fields=("trace", "source"),
+                        name="errorlabel_one_decisive_per_source",
+                    ),
+                ],
             },
         ),
     ]

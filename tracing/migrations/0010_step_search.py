@@ -13,15 +13,18 @@ and this migration does nothing there. The index is built inside the migration's
 from django.db import migrations
 
 INDEX = "step_content_fts"
-CREATE = (f"CREATE INDEX IF NOT EXISTS {INDEX} ON tracing_step "
-          "USING gin (to_tsvector('simple'::regconfig, COALESCE(content, '')))")
+CREATE = (
+    f"CREATE INDEX IF NOT EXISTS {INDEX} ON tracing_step "
+    "USING gin (to_tsvector('simple'::regconfig, COALESCE(content, '')))"
+)
 DROP = f"DROP INDEX IF EXISTS {INDEX}"
 
 
-def _on_postgresql(sql: str):  # type: ignore[no-untyped-def]
-    def run(apps, schema_editor) -> None:  # type: ignore[no-untyped-def]
+def _on_postgresql(sql: str):
+    def run(apps, schema_editor) -> None:
         if schema_editor.connection.vendor == "postgresql":
             schema_editor.execute(sql)
+
     return run
 
 

@@ -9,10 +9,20 @@ from django.contrib.auth.models import AbstractBaseUser
 from ..models import AuditEvent, Project
 
 
-def audit_record(*, action: str, project: Project | None = None, actor: AbstractBaseUser | None = None,
-                 target: str = "", details: dict[str, Any] | None = None) -> AuditEvent:
+def audit_record(
+    *,
+    action: str,
+    project: Project | None = None,
+    actor: AbstractBaseUser | None = None,
+    target: str = "",
+    details: dict[str, Any] | None = None,
+) -> AuditEvent:
     authenticated = actor is not None and getattr(actor, "is_authenticated", False)
     return AuditEvent.objects.create(
-        project=project, actor=actor if authenticated else None,
-        actor_name=actor.get_username()[:150] if authenticated else "", action=action[:60], target=target[:300],
-        details=details or {})
+        project=project,
+        actor=actor if authenticated else None,
+        actor_name=actor.get_username()[:150] if authenticated else "",
+        action=action[:60],
+        target=target[:300],
+        details=details or {},
+    )

@@ -53,8 +53,11 @@ def ingest_jobs_create(
     jobs = []
     for incoming in files:
         for entry in expand_incoming(incoming):
-            jobs.append(_job_for_entry(project=project, entry=entry, user=user, batch=batch,
-                                       requested_format=requested_format))
+            jobs.append(
+                _job_for_entry(
+                    project=project, entry=entry, user=user, batch=batch, requested_format=requested_format
+                )
+            )
     if enqueue:
         from ..tasks import ingest_file_task
 
@@ -69,11 +72,17 @@ def _enqueue(task: Any, job: IngestJob) -> None:
     # ``waiting_for_broker`` lets the caller say so.
     from config import broker
 
-    job.waiting_for_broker = not broker.send(task, job.pk)  # type: ignore[attr-defined]
+    job.waiting_for_broker = not broker.send(task, job.pk)
 
 
-def _job_for_entry(*, project: Project, entry: IncomingFile | tuple[str, str], user: AbstractBaseUser | None,
-                   batch: Any, requested_format: str) -> IngestJob:
+def _job_for_entry(
+    *,
+    project: Project,
+    entry: IncomingFile | tuple[str, str],
+    user: AbstractBaseUser | None,
+    batch: Any,
+    requested_format: str,
+) -> IngestJob:
     job = IngestJob(project=project, batch=batch, created_by=user, requested_format=requested_format)
     if isinstance(entry, tuple):
         job.filename, reason = entry
@@ -91,6 +100,7 @@ def _job_for_entry(*, project: Project, entry: IncomingFile | tuple[str, str], u
 
 
 # --- running an ingest job -------------------------------------------------------------------------------------
+
 
 def ingest_job_run(*, job_id: int) -> IngestJob:
     """Import one job's file. Safe to call again for the same job (re-delivery after a crash).
@@ -112,8 +122,10 @@ def ingest_job_run(*, job_id: int) -> IngestJob:
             return ingest_job_fail(job=job, reason=f"gave up after {job.attempts} interrupted attempts")
         return job  # already finished: a duplicate delivery
     try:
-        with heartbeat(IngestJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING),
-                       every=settings.CULPRIT_JOB_HEARTBEAT_EVERY):  # running only: a re-queued job stops beating
+        with heartbeat(
+            IngestJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING),
+            every=settings.CULPRIT_JOB_HEARTBEAT_EVERY,
+        ):  # running only: a re-queued job stops beating
             _import_job(job)
     except TraceFormatError as exc:
         return ingest_job_fail(job=job, reason=str(exc))
@@ -152,7 +164,9 @@ def _import_job(job: IngestJob) -> None:
                 _attach_labels(job, item, report)
                 continue
             batch.append((ordinal, item))
-            streamed = not isinstance(item.steps, list)  # its steps are read from the file while it is written
+            streamed = not isinstance(
+                item.steps, list
+            )  # its steps are read from the file while it is written
             if streamed or len(batch) >= BATCH_TRACES or sum(len(p.steps) for _, p in batch) >= BATCH_STEPS:
                 _import_batch(job=job, batch=batch, report=report)
                 batch = []
@@ -165,8 +179,9 @@ def _import_job(job: IngestJob) -> None:
         # this reader cannot take, and it must fail like one, cleanly and whole.
         logger.exception("format %s crashed on %s", fmt.name, job.filename)
         _undo(job)
-        raise TraceFormatError(f"this file does not have the shape the {fmt.label} reader expects "
-                               f"({exc.__class__.__name__})") from None
+        raise TraceFormatError(
+            f"this file does not have the shape the {fmt.label} reader expects ({exc.__class__.__name__})"
+        ) from None
     if not report.items:
         raise TraceFormatError(f"no traces or labels found in this {fmt.label} file")
     job.report = report.as_dict()
@@ -200,8 +215,13 @@ class _Report:
 
     def as_dict(self) -> dict[str, Any]:
         warnings = self.warnings + ([f"… and {self.dropped} more warnings"] if self.dropped else [])
-        return {"traces": self.traces, "steps": self.steps, "agents": self.agents, "labels": self.labels,
-                "warnings": warnings}
+        return {
+            "traces": self.traces,
+            "steps": self.steps,
+            "agents": self.agents,
+            "labels": self.labels,
+            "warnings": warnings,
+        }
 
 
 def _attach_labels(job: IngestJob, labels: ParsedLabels, report: _Report) -> None:
@@ -233,17 +253,23 @@ def _import_batch(*, job: IngestJob, batch: list[tuple[int, ParsedTrace]], repor
 
     from ..models import GoldLabel
 
-    existing = {t.ordinal: t for t in Trace.objects.filter(upload=job.upload, ordinal__in=[o for o, _ in batch])}
+    existing = {
+        t.ordinal: t for t in Trace.objects.filter(upload=job.upload, ordinal__in=[o for o, _ in batch])
+    }
     new = [(o, p) for o, p in batch if o not in existing]
     if new:
         try:
             with transaction.atomic():
-                created = [trace_create_from_parsed(project=job.project, upload=job.upload, ordinal=o, parsed=p)
-                           for o, p in new]
+                created = [
+                    trace_create_from_parsed(project=job.project, upload=job.upload, ordinal=o, parsed=p)
+                    for o, p in new
+                ]
                 trace_ids = job.trace_ids + [t.pk for t in created]
                 IngestJob.objects.filter(pk=job.pk).update(
-                    steps_done=F("steps_done") + sum(t.step_count for t in created), trace_ids=trace_ids,
-                    heartbeat_at=timezone.now())
+                    steps_done=F("steps_done") + sum(t.step_count for t in created),
+                    trace_ids=trace_ids,
+                    heartbeat_at=timezone.now(),
+                )
         except IntegrityError:
             for ordinal, parsed in batch:
                 _import_one(job=job, ordinal=ordinal, parsed=parsed, report=report)
@@ -251,8 +277,13 @@ def _import_batch(*, job: IngestJob, batch: list[tuple[int, ParsedTrace]], repor
         job.trace_ids = trace_ids
         existing.update({t.ordinal: t for t in created})
     traces = [existing[o] for o, _ in batch]
-    labels = dict(GoldLabel.objects.filter(trace__in=traces).order_by().values("trace_id")
-                  .annotate(n=Count("id")).values_list("trace_id", "n"))
+    labels = dict(
+        GoldLabel.objects.filter(trace__in=traces)
+        .order_by()
+        .values("trace_id")
+        .annotate(n=Count("id"))
+        .values_list("trace_id", "n")
+    )
     for trace in traces:
         _report_trace(job=job, trace=trace, labels=labels.get(trace.pk, 0), report=report)
 
@@ -262,13 +293,17 @@ def _import_one(*, job: IngestJob, ordinal: int, parsed: ParsedTrace, report: _R
     if trace is None:
         try:
             with transaction.atomic():
-                trace = trace_create_from_parsed(project=job.project, upload=job.upload, ordinal=ordinal,
-                                                 parsed=parsed)
+                trace = trace_create_from_parsed(
+                    project=job.project, upload=job.upload, ordinal=ordinal, parsed=parsed
+                )
                 # Progress and the job's own trace list move in the same transaction as the rows they count, so a
                 # crash never leaves a job claiming a trace that is not there (and _undo knows what is its own).
                 job.trace_ids = job.trace_ids + [trace.pk]
-                IngestJob.objects.filter(pk=job.pk).update(steps_done=F("steps_done") + trace.step_count,
-                                                           trace_ids=job.trace_ids, heartbeat_at=timezone.now())
+                IngestJob.objects.filter(pk=job.pk).update(
+                    steps_done=F("steps_done") + trace.step_count,
+                    trace_ids=job.trace_ids,
+                    heartbeat_at=timezone.now(),
+                )
         except IntegrityError:  # the same bytes are being imported by another job right now
             trace = Trace.objects.filter(upload=job.upload, ordinal=ordinal).first()
             if trace is None:
@@ -307,6 +342,7 @@ def _undo(job: IngestJob) -> None:
 
 # --- the reaper ----------------------------------------------------------------------------------------------------
 
+
 def ingest_jobs_reap(*, stale_after: int, running_after: int | None = None) -> dict[str, int]:
     """Jobs whose worker vanished are re-enqueued, or failed with a readable reason once their attempts are spent
     (``reaper.job_rows_reap``: a running job quiet for ``running_after`` -- ``CULPRIT_REAP_RUNNING_AFTER`` -- goes
@@ -316,6 +352,10 @@ def ingest_jobs_reap(*, stale_after: int, running_after: int | None = None) -> d
     from ..tasks import ingest_file_task
 
     running_after = running_after if running_after is not None else settings.CULPRIT_REAP_RUNNING_AFTER
-    return job_rows_reap(IngestJob, running_after=running_after, queued_after=stale_after,
-                         enqueue=ingest_file_task.delay,
-                         fail=lambda job: ingest_job_fail(job=job, reason=gave_up_reason(job)))
+    return job_rows_reap(
+        IngestJob,
+        running_after=running_after,
+        queued_after=stale_after,
+        enqueue=ingest_file_task.delay,
+        fail=lambda job: ingest_job_fail(job=job, reason=gave_up_reason(job)),
+    )

@@ -37,8 +37,13 @@ def gold_write(*, trace: Trace, labels: Iterable[ParsedGold], source: str, warni
 
 def _gold_create(trace: Trace, label: ParsedGold, step: Step, source: str, warnings: list[str]) -> bool:
     agent_name, agent = _label_agent(trace, label, step, warnings)
-    row = {"trace": trace, "agent_name": agent_name, "step_index": step.index, "source": source,
-           "category": _clean(label.category)[:80]}
+    row = {
+        "trace": trace,
+        "agent_name": agent_name,
+        "step_index": step.index,
+        "source": source,
+        "category": _clean(label.category)[:80],
+    }
     if GoldLabel.objects.filter(**row).exists():
         return False
     GoldLabel.objects.create(**row, agent=agent, reason=_gold_reason(label), confidence=label.confidence)
@@ -46,12 +51,16 @@ def _gold_create(trace: Trace, label: ParsedGold, step: Step, source: str, warni
 
 
 def _gold_reason(label: ParsedGold) -> str:
-    parts = [label.reason, f"Evidence: {label.evidence}" if label.evidence else "",
-             f"Impact: {label.impact}" if label.impact else ""]
+    parts = [
+        label.reason,
+        f"Evidence: {label.evidence}" if label.evidence else "",
+        f"Impact: {label.impact}" if label.impact else "",
+    ]
     return _clean("\n\n".join(p for p in parts if p))
 
 
 # --- several errors per trace --------------------------------------------------------------------------------------
+
 
 def _error_labels_write(trace: Trace, labels: list[ParsedGold], source: str, warnings: list[str]) -> int:
     """Every error as an ErrorLabel (unresolved spans too, without a step), the decisive one also as gold."""
@@ -60,15 +69,29 @@ def _error_labels_write(trace: Trace, labels: list[ParsedGold], source: str, war
     steps = [_resolve_step(trace, label, warnings) for label in labels]
     decisive = decisive_index(labels, steps)
     if decisive is not None and ErrorLabel.objects.filter(trace=trace, source=source, decisive=True).exists():
-        warnings.append(f"trace {trace.name!r} already has a decisive {source} label; these errors are kept beside it")
+        warnings.append(
+            f"trace {trace.name!r} already has a decisive {source} label; these errors are kept beside it"
+        )
         decisive = None
     for position, (label, step) in enumerate(zip(labels, steps, strict=True)):
-        agent_name, agent = _label_agent(trace, label, step, warnings) if step else (_clean(label.agent), None)
+        agent_name, agent = (
+            _label_agent(trace, label, step, warnings) if step else (_clean(label.agent), None)
+        )
         ErrorLabel.objects.create(
-            trace=trace, step_index=step.index if step else None, span_id=_clean(label.span_id)[:200],
-            agent=agent, agent_name=agent_name[:200], family=label.family[:40], category=_clean(label.category)[:120],
-            description=_clean(label.reason), evidence=_clean(label.evidence), impact=label.impact[:16],
-            source=source, decisive=position == decisive, position=position)
+            trace=trace,
+            step_index=step.index if step else None,
+            span_id=_clean(label.span_id)[:200],
+            agent=agent,
+            agent_name=agent_name[:200],
+            family=label.family[:40],
+            category=_clean(label.category)[:120],
+            description=_clean(label.reason),
+            evidence=_clean(label.evidence),
+            impact=label.impact[:16],
+            source=source,
+            decisive=position == decisive,
+            position=position,
+        )
     step = steps[decisive] if decisive is not None else None
     if step is None:
         return 0
@@ -89,7 +112,10 @@ def decisive_index(labels: list[ParsedGold], steps: list[Step | None]) -> int | 
 
 # --- resolving steps and agents ------------------------------------------------------------------------------------
 
-def _label_agent(trace: Trace, label: ParsedGold, step: Step, warnings: list[str]) -> tuple[str, Agent | None]:
+
+def _label_agent(
+    trace: Trace, label: ParsedGold, step: Step, warnings: list[str]
+) -> tuple[str, Agent | None]:
     """The label's agent as the trace spells it. A name that only matches up to case, spacing or a known alias
     ("Websurfer", "web_surfer" -> "WebSurfer") takes the trace's spelling, since scoring compares names exactly; a
     name the trace does not know is kept as given (Who&When has such labels) and round-trips unchanged."""
@@ -114,7 +140,9 @@ def _resolve_step(trace: Trace, label: ParsedGold, warnings: list[str]) -> Step 
             warnings.append(f"label location span {label.span_id} not found in trace {trace.name!r}")
         return step
     if label.step is None:
-        if not label.family:  # a family's label without a location is a trace-level one (MAST's failure modes)
+        if (
+            not label.family
+        ):  # a family's label without a location is a trace-level one (MAST's failure modes)
             warnings.append("a label names neither a step nor a span; it was skipped")
         return None
     step = steps.filter(index=label.step).first()
@@ -129,24 +157,33 @@ def _clean(text: str | None) -> str:
 
 # --- label files -------------------------------------------------------------------------------------------------
 
-def labels_attach(*, project: Project, labels: ParsedLabels, job_id: int | None) -> tuple[list[int], int, list[str]]:
+
+def labels_attach(
+    *, project: Project, labels: ParsedLabels, job_id: int | None
+) -> tuple[list[int], int, list[str]]:
     """Attach a label file's labels to every trace of the project with the target id, or keep them pending until
     such a trace is imported. Returns (trace ids labelled, labels written, warnings)."""
     warnings = list(labels.warnings)
     targets = list(Trace.objects.filter(project=project, external_id=labels.target_external_id))
     if not targets:
         PendingLabel.objects.get_or_create(
-            project=project, target_external_id=labels.target_external_id[:200], job_id=job_id,
-            defaults={"source_format": labels.source_format,
-                      "labels": scrub_nul(finite([asdict(g) for g in labels.labels])),
-                      "metadata": scrub_nul(finite(labels.metadata))},
+            project=project,
+            target_external_id=labels.target_external_id[:200],
+            job_id=job_id,
+            defaults={
+                "source_format": labels.source_format,
+                "labels": scrub_nul(finite([asdict(g) for g in labels.labels])),
+                "metadata": scrub_nul(finite(labels.metadata)),
+            },
         )
         warnings.append(waiting_message(labels.target_external_id))
         return [], 0, warnings
     written = 0
     for target in targets:
         _merge_metadata(target, labels.metadata)
-        written += gold_write(trace=target, labels=labels.labels, source=LabelSource.IMPORTED, warnings=warnings)
+        written += gold_write(
+            trace=target, labels=labels.labels, source=LabelSource.IMPORTED, warnings=warnings
+        )
     return [t.pk for t in targets], written, warnings
 
 
@@ -163,7 +200,9 @@ def attach_pending(trace: Trace, warnings: list[str]) -> None:
     """Labels that came before ``trace`` (matched on its external id) are written now, then their rows deleted."""
     if not trace.external_id:
         return
-    pending = list(PendingLabel.objects.filter(project=trace.project_id, target_external_id=trace.external_id))
+    pending = list(
+        PendingLabel.objects.filter(project=trace.project_id, target_external_id=trace.external_id)
+    )
     for row in pending:
         # Rows written by an older release lack newer fields (their defaults apply) or may carry retired ones.
         labels = [ParsedGold(**{k: v for k, v in label.items() if k in _GOLD_FIELDS}) for label in row.labels]

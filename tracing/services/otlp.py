@@ -39,17 +39,22 @@ def otlp_id(value: Any) -> str:
 
 # --- accepting ------------------------------------------------------------------------------------------------------
 
+
 def otlp_spans_store_protobuf(*, project: Project, message: Any) -> tuple[set[str], int]:
     """Store every span of a decoded ``ExportTraceServiceRequest``. Returns the trace ids whose spans are new or
     changed (a re-sent identical span touches nothing) and the number of spans rejected for a missing id."""
     rows: dict[tuple[str, str], tuple] = {}
     rejected = 0
     for resource_spans in message.resource_spans:
-        attributes = without_nul(flatten_attributes(attributes_from_protobuf(resource_spans.resource.attributes)))
+        attributes = without_nul(
+            flatten_attributes(attributes_from_protobuf(resource_spans.resource.attributes))
+        )
         resource = json.dumps({"attributes": attributes}, ensure_ascii=False, default=str)
         service = _service(attributes)
         for scope_spans in resource_spans.scope_spans:
-            scope = json.dumps({"name": without_nul(scope_spans.scope.name)} if scope_spans.scope.name else {})
+            scope = json.dumps(
+                {"name": without_nul(scope_spans.scope.name)} if scope_spans.scope.name else {}
+            )
             for span in scope_spans.spans:
                 if len(span.trace_id) not in (8, 16) or len(span.span_id) not in (8, 16):
                     rejected += 1
@@ -58,8 +63,18 @@ def otlp_spans_store_protobuf(*, project: Project, message: Any) -> tuple[set[st
                 error = span.status.code == 2 or any(event.name == "exception" for event in span.events)
                 # A span sent twice in one request keeps its last copy (one INSERT may not touch a row twice).
                 rows[(trace_id, span_id)] = (
-                    trace_id, span_id, resource, scope, None, span.SerializeToString(),
-                    ENCODING_PROTOBUF, span.parent_span_id.hex(), span.start_time_unix_nano or None, service, error)
+                    trace_id,
+                    span_id,
+                    resource,
+                    scope,
+                    None,
+                    span.SerializeToString(),
+                    ENCODING_PROTOBUF,
+                    span.parent_span_id.hex(),
+                    span.start_time_unix_nano or None,
+                    service,
+                    error,
+                )
     return _store(project, list(rows.values())), rejected
 
 
@@ -79,17 +94,37 @@ def otlp_spans_store(*, project: Project, document: dict[str, Any]) -> tuple[set
         status = span.get("status") if isinstance(span.get("status"), dict) else {}
         events = span.get("events") if isinstance(span.get("events"), list) else []
         error = str(status.get("code")) in _ERROR_CODES or any(
-            isinstance(e, dict) and e.get("name") == "exception" for e in events)
+            isinstance(e, dict) and e.get("name") == "exception" for e in events
+        )
         rows[(trace_id, span_id)] = (
-            trace_id, span_id, json.dumps({"attributes": attributes}, ensure_ascii=False, default=str),
-            json.dumps(without_nul(scope), ensure_ascii=False, default=str), _json_text(without_nul(span)), None,
-            ENCODING_JSON, otlp_id(span.get("parentSpanId")), _nanos(span.get("startTimeUnixNano")),
-            _service(attributes), error)
+            trace_id,
+            span_id,
+            json.dumps({"attributes": attributes}, ensure_ascii=False, default=str),
+            json.dumps(without_nul(scope), ensure_ascii=False, default=str),
+            _json_text(without_nul(span)),
+            None,
+            ENCODING_JSON,
+            otlp_id(span.get("parentSpanId")),
+            _nanos(span.get("startTimeUnixNano")),
+            _service(attributes),
+            error,
+        )
     return _store(project, list(rows.values())), rejected
 
 
-_COLUMNS = ("trace_id", "span_id", "resource", "scope", "span", "payload", "encoding", "parent_span_id", "start_ns",
-            "service", "error")
+_COLUMNS = (
+    "trace_id",
+    "span_id",
+    "resource",
+    "scope",
+    "span",
+    "payload",
+    "encoding",
+    "parent_span_id",
+    "start_ns",
+    "service",
+    "error",
+)
 
 
 def _store(project: Project, rows: list[tuple]) -> set[str]:
@@ -102,7 +137,9 @@ def _store(project: Project, rows: list[tuple]) -> set[str]:
     if not rows:
         return set()
     table = OtlpSpan._meta.db_table
-    changed = " OR ".join(f"{table}.{c} IS DISTINCT FROM EXCLUDED.{c}" for c in ("payload", "span", "resource"))
+    changed = " OR ".join(
+        f"{table}.{c} IS DISTINCT FROM EXCLUDED.{c}" for c in ("payload", "span", "resource")
+    )
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS[2:])
     types = ("text", "text", "jsonb", "jsonb", "jsonb", "bytea", "int", "text", "bigint", "text", "bool")
     columns = list(zip(*rows))
@@ -114,10 +151,12 @@ def _store(project: Project, rows: list[tuple]) -> set[str]:
             cursor.execute(
                 f"INSERT INTO {table} (project_id, {', '.join(_COLUMNS)}, built, received_at, agent, step_span, "
                 f"step_count, shown_leaf) SELECT %b, v.*, false, now(), '', '', 0, false FROM unnest("
-                + ", ".join(f"%b::{t}[]" for t in types) + ") AS v "
+                + ", ".join(f"%b::{t}[]" for t in types)
+                + ") AS v "
                 f"ON CONFLICT (project_id, trace_id, span_id) DO UPDATE SET {updates}, built = false, "
                 f"received_at = now() WHERE {changed} RETURNING trace_id",
-                [project.pk, *[list(values) for values in columns]])
+                [project.pk, *[list(values) for values in columns]],
+            )
             return {trace_id for (trace_id,) in cursor.fetchall()}
 
 
@@ -132,8 +171,12 @@ def _store_orm(project: Project, rows: list[tuple]) -> set[str]:
         values["scope"] = values["scope"] or {}
         objects.append(OtlpSpan(project=project, built=False, **values))
     with transaction.atomic():
-        OtlpSpan.objects.bulk_create(objects, update_conflicts=True, unique_fields=["project", "trace_id", "span_id"],
-                                     update_fields=[*_COLUMNS[2:], "built", "received_at"])
+        OtlpSpan.objects.bulk_create(
+            objects,
+            update_conflicts=True,
+            unique_fields=["project", "trace_id", "span_id"],
+            update_fields=[*_COLUMNS[2:], "built", "received_at"],
+        )
     return {row[0] for row in rows}
 
 
@@ -192,7 +235,9 @@ def _spans(document: dict[str, Any]) -> Iterable[tuple[dict, dict, dict]]:
         if not isinstance(resource_spans, dict):
             continue
         resource = resource_spans.get("resource") if isinstance(resource_spans.get("resource"), dict) else {}
-        for scope_spans in resource_spans.get("scopeSpans") or resource_spans.get("instrumentationLibrarySpans") or []:
+        for scope_spans in (
+            resource_spans.get("scopeSpans") or resource_spans.get("instrumentationLibrarySpans") or []
+        ):
             if not isinstance(scope_spans, dict):
                 continue
             scope = scope_spans.get("scope") if isinstance(scope_spans.get("scope"), dict) else {}
@@ -202,6 +247,7 @@ def _spans(document: dict[str, Any]) -> Iterable[tuple[dict, dict, dict]]:
 
 
 # --- queueing builds (debounce) --------------------------------------------------------------------------------------
+
 
 def otlp_builds_mark(*, project_id: int, trace_ids: Iterable[str]) -> list[str]:
     """Mark each trace as having a build queued; the trace ids newly marked, whose build the caller must send.
@@ -215,10 +261,17 @@ def otlp_builds_mark(*, project_id: int, trace_ids: Iterable[str]) -> list[str]:
             cursor.execute(
                 f"INSERT INTO {OtlpPendingBuild._meta.db_table} (project_id, trace_id, queued_at) "
                 "SELECT %s, t, %s FROM unnest(%s::text[]) AS t ON CONFLICT (project_id, trace_id) DO NOTHING "
-                "RETURNING trace_id", [project_id, now, trace_ids])
+                "RETURNING trace_id",
+                [project_id, now, trace_ids],
+            )
             return sorted(t for (t,) in cursor.fetchall())
-    return [t for t in trace_ids if OtlpPendingBuild.objects.get_or_create(
-        project_id=project_id, trace_id=t, defaults={"queued_at": now})[1]]
+    return [
+        t
+        for t in trace_ids
+        if OtlpPendingBuild.objects.get_or_create(
+            project_id=project_id, trace_id=t, defaults={"queued_at": now}
+        )[1]
+    ]
 
 
 def otlp_builds_unmark(*, project_id: int, trace_ids: Iterable[str]) -> None:
@@ -240,11 +293,16 @@ def otlp_builds_reap(*, stale_after: int, enqueue: Any) -> dict[str, int]:
     cutoff = timezone.now() - timedelta(seconds=stale_after)
     counts = {"resent": 0, "orphans": 0}
     for mark in OtlpPendingBuild.objects.filter(queued_at__lt=cutoff).order_by("pk")[:1000]:
-        if OtlpPendingBuild.objects.filter(pk=mark.pk, queued_at=mark.queued_at).update(queued_at=timezone.now()):
+        if OtlpPendingBuild.objects.filter(pk=mark.pk, queued_at=mark.queued_at).update(
+            queued_at=timezone.now()
+        ):
             enqueue(mark.project_id, mark.trace_id)
             counts["resent"] += 1
-    lost = (OtlpSpan.objects.filter(built=False, received_at__lt=cutoff).values_list("project_id", "trace_id")
-            .distinct()[:1000])
+    lost = (
+        OtlpSpan.objects.filter(built=False, received_at__lt=cutoff)
+        .values_list("project_id", "trace_id")
+        .distinct()[:1000]
+    )
     by_project: dict[int, list[str]] = {}
     for project_id, trace_id in lost:
         by_project.setdefault(project_id, []).append(trace_id)

@@ -43,8 +43,20 @@ OTLP_FORMAT = "otlp-json"
 LEVEL = 16  # bytes per path level: 8 of start time (microseconds, as the parser compares datetimes) + 8 of span id
 _NEVER = b"\xff" * 8  # a span without a start sorts after its siblings, as in ``formats/spans.py``
 _SUBTREE_END = b"\xff" * (LEVEL * 128)  # a prefix's range end: subtrees up to 128 levels below it
-_ROW_FIELDS = ("id", "span_id", "parent_span_id", "resource", "scope", "span", "payload", "encoding", "error",
-               "received_at", "path", "built")
+_ROW_FIELDS = (
+    "id",
+    "span_id",
+    "parent_span_id",
+    "resource",
+    "scope",
+    "span",
+    "payload",
+    "encoding",
+    "error",
+    "received_at",
+    "path",
+    "built",
+)
 _KINDS = set(StepKind.values)
 # Spans built per transaction. Requests that arrive while a build runs pile up behind it (debounce), and parsing them
 # all at once took the worker past 800 MB on the 100,000-span trace (bench/otlp_ingest.py); 5,000 keep it bounded.
@@ -83,7 +95,9 @@ def _lock(project_id: int, trace_id: str) -> None:
     builds of one trace cannot both read before either writes."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 17))", [f"{project_id}:{trace_id}"])
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 17))", [f"{project_id}:{trace_id}"]
+            )
     else:
         OtlpSpan.objects.filter(project_id=project_id, trace_id=trace_id, pk__lt=0).update(built=False)
 
@@ -92,16 +106,23 @@ class _Build:
     def __init__(self, project_id: int, trace_id: str) -> None:
         self.project_id, self.trace_id = project_id, trace_id
         self.spans = OtlpSpan.objects.filter(project_id=project_id, trace_id=trace_id)
-        self.trace = Trace.objects.filter(project_id=project_id, external_id=trace_id, source_format=OTLP_FORMAT,
-                                          upload__isnull=True).order_by("pk").first()
+        self.trace = (
+            Trace.objects.filter(
+                project_id=project_id, external_id=trace_id, source_format=OTLP_FORMAT, upload__isnull=True
+            )
+            .order_by("pk")
+            .first()
+        )
         self.affected: dict[str, Any] = {}  # span id -> OtlpSpan row (with payload) to derive
         self.context: dict[str, Placed] = {}  # parents of affected spans that stay as they are
         self.full = False
         self.created = False
-        self.relocated: dict[str, tuple[bytes, str]] = {}  # span id -> (old path, parent): subtrees moved as they are
+        self.relocated: dict[
+            str, tuple[bytes, str]
+        ] = {}  # span id -> (old path, parent): subtrees moved as they are
 
     def load_pending(self) -> bool:
-        pending = list(self.spans.filter(built=False).order_by("pk").only(*_ROW_FIELDS)[:BUILD_BATCH + 1])
+        pending = list(self.spans.filter(built=False).order_by("pk").only(*_ROW_FIELDS)[: BUILD_BATCH + 1])
         self.more = len(pending) > BUILD_BATCH
         self.affected = {row.span_id: row for row in pending[:BUILD_BATCH]}
         return bool(pending)
@@ -128,7 +149,8 @@ class _Build:
         default_agent = _defaults(first)[0]
         self._add_subtrees([bytes(row.path) for row in self.affected.values() if row.path is not None])
         children = self.spans.filter(parent_span_id__in=list(self.affected), path__isnull=False).values_list(
-            "span_id", "path", "agent", "service", "parent_span_id")
+            "span_id", "path", "agent", "service", "parent_span_id"
+        )
         adopt = []
         for span_id, path, agent, service, parent in children:
             if span_id in self.affected:
@@ -143,8 +165,11 @@ class _Build:
         self._add_subtrees(adopt)
         while True:
             self._load_context()
-            inside = [top for top, (path, _) in self.relocated.items()
-                      if any(placed.path.startswith(path) for placed in self.context.values())]
+            inside = [
+                top
+                for top, (path, _) in self.relocated.items()
+                if any(placed.path.startswith(path) for placed in self.context.values())
+            ]
             if not inside:
                 break
             # A new span hangs inside a subtree that moves: derive that subtree again instead of moving it.
@@ -160,8 +185,11 @@ class _Build:
     def _load_context(self) -> None:
         """The placement of each affected span's parent that stays; a silent leaf parent becomes affected."""
         while True:
-            wanted = {row.parent_span_id for row in self.affected.values() if row.parent_span_id} - set(
-                self.affected) - set(self.context)
+            wanted = (
+                {row.parent_span_id for row in self.affected.values() if row.parent_span_id}
+                - set(self.affected)
+                - set(self.context)
+            )
             if not wanted:
                 return
             leaves = []
@@ -169,11 +197,14 @@ class _Build:
                 if row.shown_leaf:  # a silent leaf shown by its attributes has a child now: its step goes
                     leaves.append(row.span_id)
                 else:
-                    self.context[row.span_id] = Placed(row.span_id, bytes(row.path), row.agent, row.step_span,
-                                                       row.service)
+                    self.context[row.span_id] = Placed(
+                        row.span_id, bytes(row.path), row.agent, row.step_span, row.service
+                    )
             if not leaves:
                 return
-            self.affected.update((row.span_id, row) for row in self.spans.filter(span_id__in=leaves).only(*_ROW_FIELDS))
+            self.affected.update(
+                (row.span_id, row) for row in self.spans.filter(span_id__in=leaves).only(*_ROW_FIELDS)
+            )
 
     def _add_subtrees(self, prefixes: list[bytes]) -> None:
         """Add the spans under each path prefix: one index range scan per prefix, all in one query."""
@@ -184,29 +215,45 @@ class _Build:
             cursor.execute(
                 f"SELECT o.id FROM {OtlpSpan._meta.db_table} o JOIN unnest(%s::bytea[], %s::bytea[]) AS r(lo, hi) "
                 "ON o.path >= r.lo AND o.path <= r.hi WHERE o.project_id = %s AND o.trace_id = %s",
-                [prefixes, [p + _SUBTREE_END for p in prefixes], self.project_id, self.trace_id])
+                [prefixes, [p + _SUBTREE_END for p in prefixes], self.project_id, self.trace_id],
+            )
             ids = [row_id for (row_id,) in cursor.fetchall()]
         for start in range(0, len(ids), 5000):
-            rows = self.spans.filter(pk__in=ids[start:start + 5000]).only(*_ROW_FIELDS)
+            rows = self.spans.filter(pk__in=ids[start : start + 5000]).only(*_ROW_FIELDS)
             # Every path in [prefix, prefix + ff…] starts with the prefix: the ranges are the subtrees.
             self.affected.update((row.span_id, row) for row in rows if row.span_id not in self.affected)
 
     def _root_row(self) -> Any:
         """The earliest root after this build: among the affected spans with no parent, and the unaffected spans."""
-        roots = [row for row in self.affected.values()
-                 if not row.parent_span_id or (row.parent_span_id not in self.affected
-                                               and row.parent_span_id not in self.context)]
+        roots = [
+            row
+            for row in self.affected.values()
+            if not row.parent_span_id
+            or (row.parent_span_id not in self.affected and row.parent_span_id not in self.context)
+        ]
         best = min(roots, key=lambda r: _level(_parsed(r)), default=None)
         if self.full or self.trace is None:
             return best
         if not hasattr(self, "_unaffected_root"):
             # Roots only (one path level), in order; the first one this build leaves alone.
-            roots_in_order = self.spans.annotate(depth=Length("path")).filter(depth=LEVEL).order_by(
-                "path").values_list("span_id", flat=True)
+            roots_in_order = (
+                self.spans.annotate(depth=Length("path"))
+                .filter(depth=LEVEL)
+                .order_by("path")
+                .values_list("span_id", flat=True)
+            )
             skip = len(self.affected) + len(self.relocated)  # at most these can be skipped
-            first = next((span_id for span_id in roots_in_order[:skip + 1]
-                          if span_id not in self.affected and span_id not in self.relocated), None)
-            self._unaffected_root = None if first is None else self.spans.only(*_ROW_FIELDS).get(span_id=first)
+            first = next(
+                (
+                    span_id
+                    for span_id in roots_in_order[: skip + 1]
+                    if span_id not in self.affected and span_id not in self.relocated
+                ),
+                None,
+            )
+            self._unaffected_root = (
+                None if first is None else self.spans.only(*_ROW_FIELDS).get(span_id=first)
+            )
         other = self._unaffected_root
         if best is None or (other is not None and bytes(other.path) < _level(_parsed(best))):
             return other
@@ -225,7 +272,7 @@ class _Build:
         rows = [self._step_row(step, agents) for step in new_steps]
         insert = _copy_steps if connection.vendor == "postgresql" else _bulk_create_steps
         for start in range(0, len(rows), STEP_BATCH_SIZE):
-            insert(rows[start:start + STEP_BATCH_SIZE])
+            insert(rows[start : start + STEP_BATCH_SIZE])
         self._count_agents(rows, old)
         self.active_agents = len({row["agent_id"] for row in rows if row["agent_id"]})
         self._save_placements(placed)
@@ -234,10 +281,17 @@ class _Build:
 
     def _create_trace(self, root: Any) -> Trace:
         header = _header(root, self.trace_id)
-        name = unique_trace_name(project=self.project_id, name=header["name"], parsed=_Named(self.trace_id),
-                                 upload=None, ordinal=0)
-        trace = Trace.objects.create(project_id=self.project_id, upload=None, ordinal=0, source_format=OTLP_FORMAT,
-                                     external_id=self.trace_id[:200], **{**header, "name": name})
+        name = unique_trace_name(
+            project=self.project_id, name=header["name"], parsed=_Named(self.trace_id), upload=None, ordinal=0
+        )
+        trace = Trace.objects.create(
+            project_id=self.project_id,
+            upload=None,
+            ordinal=0,
+            source_format=OTLP_FORMAT,
+            external_id=self.trace_id[:200],
+            **{**header, "name": name},
+        )
         attach_pending(trace, [])
         self.created = True
         return trace
@@ -277,22 +331,32 @@ class _Build:
                 "FROM unnest(%s::bytea[], %s::bytea[], %s::text[]) AS v(top, prefix, holder) "
                 "WHERE o.project_id = %s AND o.trace_id = %s AND o.path IS NOT NULL "
                 f"AND substring(o.path from 1 for {LEVEL}) = v.top",
-                [olds, prefixes, holders, self.project_id, self.trace_id])
+                [olds, prefixes, holders, self.project_id, self.trace_id],
+            )
         return tops
 
-    def _renumber(self, placed: list[Placed], new_steps: list[dict], old: list[tuple],
-                  tops: dict[bytes, tuple[bytes, Any]]) -> dict[int, int]:
+    def _renumber(
+        self,
+        placed: list[Placed],
+        new_steps: list[dict],
+        old: list[tuple],
+        tops: dict[bytes, tuple[bytes, Any]],
+    ) -> dict[int, int]:
         """Give the new steps their indexes, moving the unaffected steps that sort after the first of them in one
         UPDATE (relocated subtrees among them, their top steps hanging from their new parent). Returns {old index:
         new index} of the moved steps."""
-        keys = [step["path"] for step in new_steps] + [bytes(self.affected[s].path) for _, s, _ in old
-                                                      if self.affected.get(s) is not None
-                                                      and self.affected[s].path is not None]
+        keys = [step["path"] for step in new_steps] + [
+            bytes(self.affected[s].path)
+            for _, s, _ in old
+            if self.affected.get(s) is not None and self.affected[s].path is not None
+        ]
         keys += [path for pair in ((new, old_path) for new, (old_path, _) in tops.items()) for path in pair]
         tail = self._tail(min(keys)) if keys and not self.full else []
         base = (self.trace.step_count - len(old) - len(tail)) if not self.full else 0
-        merged = sorted([(path, index, 0, i) for i, (_, index, _, path) in enumerate(tail)]
-                        + [(step["path"], step["order"], 1, i) for i, step in enumerate(new_steps)])
+        merged = sorted(
+            [(path, index, 0, i) for i, (_, index, _, path) in enumerate(tail)]
+            + [(step["path"], step["order"], 1, i) for i, step in enumerate(new_steps)]
+        )
         moved: dict[int, int] = {}
         for position, (_, _, is_new, i) in enumerate(merged):
             if is_new:
@@ -319,7 +383,8 @@ class _Build:
                 cursor.execute(
                     f"UPDATE {Step._meta.db_table} AS s SET index = v.new_index, parent_index = v.new_parent "
                     "FROM unnest(%s::bigint[], %s::int[], %s::int[]) AS v(id, new_index, new_parent) WHERE s.id = v.id",
-                    [[u[0] for u in updates], [u[1] for u in updates], [u[2] for u in updates]])
+                    [[u[0] for u in updates], [u[1] for u in updates], [u[2] for u in updates]],
+                )
         return {k: v for k, v in moved.items() if k != v}
 
     def _tail(self, first_key: bytes) -> list[tuple[int, int, int | None, bytes]]:
@@ -328,17 +393,28 @@ class _Build:
             cursor.execute(
                 f"SELECT st.id, st.index, st.parent_index, o.path FROM {OtlpSpan._meta.db_table} o "
                 f"JOIN {Step._meta.db_table} st ON st.trace_id = %s AND st.span_id = o.span_id "
-                "WHERE o.project_id = %s AND o.trace_id = %s AND o.path >= %s", [
-                    self.trace.pk, self.project_id, self.trace_id, first_key])
+                "WHERE o.project_id = %s AND o.trace_id = %s AND o.path >= %s",
+                [self.trace.pk, self.project_id, self.trace_id, first_key],
+            )
             return [(row_id, index, parent, bytes(path)) for row_id, index, parent, path in cursor.fetchall()]
 
     def _load_outside(self, anchors: list[tuple[str, Any] | None]) -> None:
         """The last step (before any move) of each unaffected span that steps hang from."""
         wanted = {anchor[1] for anchor in anchors if anchor is not None and anchor[0] == "span"}
-        self._outside = dict(Step.objects.filter(trace=self.trace, span_id__in=wanted).values(
-            "span_id").annotate(last=models.Max("index")).values_list("span_id", "last")) if wanted else {}
+        self._outside = (
+            dict(
+                Step.objects.filter(trace=self.trace, span_id__in=wanted)
+                .values("span_id")
+                .annotate(last=models.Max("index"))
+                .values_list("span_id", "last")
+            )
+            if wanted
+            else {}
+        )
 
-    def _resolve(self, parent: tuple[str, Any] | None, new_steps: list[dict], moved: dict[int, int]) -> int | None:
+    def _resolve(
+        self, parent: tuple[str, Any] | None, new_steps: list[dict], moved: dict[int, int]
+    ) -> int | None:
         if parent is None:
             return None
         kind, value = parent
@@ -348,15 +424,19 @@ class _Build:
         return None if index is None else moved.get(index, index)
 
     def _agents(self, new_steps: list[dict]) -> dict[str, Agent]:
-        agents = {} if self.created else {agent.name: agent for agent in Agent.objects.filter(trace=self.trace)}
+        agents = (
+            {} if self.created else {agent.name: agent for agent in Agent.objects.filter(trace=self.trace)}
+        )
         prompts: dict[str, str] = {}
         for step in new_steps:
             prompts.setdefault(step["agent"], step["prompt"])
             if step["prompt"] and not prompts[step["agent"]]:
                 prompts[step["agent"]] = step["prompt"]
         new = [name for name in prompts if name and name not in agents]
-        created = Agent.objects.bulk_create(Agent(trace=self.trace, name=name, system_prompt=prompts[name],
-                                                  position=len(agents) + i) for i, name in enumerate(new))
+        created = Agent.objects.bulk_create(
+            Agent(trace=self.trace, name=name, system_prompt=prompts[name], position=len(agents) + i)
+            for i, name in enumerate(new)
+        )
         agents.update((agent.name, agent) for agent in created)
         for name, prompt in prompts.items():
             agent = agents.get(name)
@@ -368,13 +448,22 @@ class _Build:
         parsed = step["step"]
         agent = agents.get(step["agent"])
         return {
-            "trace_id": self.trace.pk, "index": step["index"], "agent_id": agent.pk if agent else None,
-            "speaker": _clean(parsed.speaker)[:300], "recipient": _clean(parsed.recipient)[:200],
-            "kind": parsed.kind if parsed.kind in _KINDS else "message", "content": _clean(parsed.content),
-            "tool_name": _clean(parsed.tool_name)[:200], "tool_arguments": parsed.tool_arguments,
-            "parent_index": step["parent_index"], "span_id": _clean(parsed.span_id)[:200],
-            "started_at": parsed.started_at, "ended_at": parsed.ended_at, "input_tokens": _tokens(parsed.input_tokens),
-            "output_tokens": _tokens(parsed.output_tokens), "raw": parsed.raw,
+            "trace_id": self.trace.pk,
+            "index": step["index"],
+            "agent_id": agent.pk if agent else None,
+            "speaker": _clean(parsed.speaker)[:300],
+            "recipient": _clean(parsed.recipient)[:200],
+            "kind": parsed.kind if parsed.kind in _KINDS else "message",
+            "content": _clean(parsed.content),
+            "tool_name": _clean(parsed.tool_name)[:200],
+            "tool_arguments": parsed.tool_arguments,
+            "parent_index": step["parent_index"],
+            "span_id": _clean(parsed.span_id)[:200],
+            "started_at": parsed.started_at,
+            "ended_at": parsed.ended_at,
+            "input_tokens": _tokens(parsed.input_tokens),
+            "output_tokens": _tokens(parsed.output_tokens),
+            "raw": parsed.raw,
         }
 
     def _count_agents(self, rows: list[dict], old: list[tuple]) -> None:
@@ -388,9 +477,13 @@ class _Build:
         delta = {k: v for k, v in delta.items() if v}
         if not delta:
             return
-        Agent.objects.filter(pk__in=list(delta)).update(step_count=F("step_count") + models.Case(
-            *[models.When(pk=pk, then=models.Value(change)) for pk, change in delta.items()],
-            output_field=models.IntegerField()))
+        Agent.objects.filter(pk__in=list(delta)).update(
+            step_count=F("step_count")
+            + models.Case(
+                *[models.When(pk=pk, then=models.Value(change)) for pk, change in delta.items()],
+                output_field=models.IntegerField(),
+            )
+        )
 
     def _save_placements(self, placed: list[Placed]) -> None:
         """Store each derived span's placement; mark it built unless it was re-sent while this build ran."""
@@ -398,12 +491,20 @@ class _Build:
         if connection.vendor != "postgresql":
             objects = []
             for row, p in rows:
-                row.path, row.agent, row.step_span, row.service = p.path, p.agent[:200], p.step_span, p.service[:200]
-                row.step_count, row.shown_leaf = p.step_count, p.shown_leaf  # type: ignore[attr-defined]
+                row.path, row.agent, row.step_span, row.service = (
+                    p.path,
+                    p.agent[:200],
+                    p.step_span,
+                    p.service[:200],
+                )
+                row.step_count, row.shown_leaf = p.step_count, p.shown_leaf
                 row.built = True
                 objects.append(row)
-            OtlpSpan.objects.bulk_update(objects, ["path", "agent", "step_span", "service", "step_count",
-                                                   "shown_leaf", "built"], batch_size=500)
+            OtlpSpan.objects.bulk_update(
+                objects,
+                ["path", "agent", "step_span", "service", "step_count", "shown_leaf", "built"],
+                batch_size=500,
+            )
             return
         with connection.cursor() as cursor:
             cursor.execute(
@@ -413,10 +514,17 @@ class _Build:
                 "FROM unnest(%s::bigint[], %s::bytea[], %s::text[], %s::text[], %s::text[], %s::int[], %s::bool[], "
                 "%s::timestamptz[]) AS v(id, path, agent, step_span, service, step_count, shown_leaf, received_at) "
                 "WHERE o.id = v.id",
-                [[row.pk for row, _ in rows], [p.path for _, p in rows], [p.agent[:200] for _, p in rows],
-                 [p.step_span for _, p in rows], [p.service[:200] for _, p in rows],
-                 [p.step_count for _, p in rows], [p.shown_leaf for _, p in rows],  # type: ignore[attr-defined]
-                 [row.received_at for row, _ in rows]])
+                [
+                    [row.pk for row, _ in rows],
+                    [p.path for _, p in rows],
+                    [p.agent[:200] for _, p in rows],
+                    [p.step_span for _, p in rows],
+                    [p.service[:200] for _, p in rows],
+                    [p.step_count for _, p in rows],
+                    [p.shown_leaf for _, p in rows],
+                    [row.received_at for row, _ in rows],
+                ],
+            )
 
     def _update_header(self, root: Any, added: int) -> None:
         """Totals move by what this build added (new spans, errors, steps), without counting the trace again."""
@@ -425,9 +533,14 @@ class _Build:
         if self.created:
             trace.step_count = added
         else:
-            trace.step_count = Step.objects.filter(trace=trace).count() if self.full else trace.step_count + added
-        trace.agent_count = self.active_agents if self.created else Agent.objects.filter(
-            trace=trace, step_count__gt=0).count()
+            trace.step_count = (
+                Step.objects.filter(trace=trace).count() if self.full else trace.step_count + added
+            )
+        trace.agent_count = (
+            self.active_agents
+            if self.created
+            else Agent.objects.filter(trace=trace, step_count__gt=0).count()
+        )
         metadata = dict(trace.metadata or {})
         if root is not None and (self.full or root.span_id in self.affected):  # the root is new or changed
             header = _header(root, self.trace_id)
@@ -435,22 +548,30 @@ class _Build:
             name = header.pop("name")
             if not self.created and name != trace.name and not trace.name.startswith(f"{name} ["):
                 # An earlier root arrived: the trace takes its name, made unique in the project.
-                trace.name = unique_trace_name(project=self.project_id, name=name, parsed=_Named(self.trace_id),
-                                               upload=None, ordinal=0)
+                trace.name = unique_trace_name(
+                    project=self.project_id, name=name, parsed=_Named(self.trace_id), upload=None, ordinal=0
+                )
                 fields.append("name")
             for field, value in header.items():
                 setattr(trace, field, value)
             fields += list(header)
         if self.full:
             rows = list(self.affected.values())
-            metadata.update(span_count=len(rows), error_span_count=sum(1 for row in rows if row.error), scopes=[])
+            metadata.update(
+                span_count=len(rows), error_span_count=sum(1 for row in rows if row.error), scopes=[]
+            )
         else:
             fresh = [row for row in self.affected.values() if not row.built and row.path is None]
             metadata["span_count"] = metadata.get("span_count", 0) + len(fresh)
-            metadata["error_span_count"] = metadata.get("error_span_count", 0) + sum(1 for r in fresh if r.error)
+            metadata["error_span_count"] = metadata.get("error_span_count", 0) + sum(
+                1 for r in fresh if r.error
+            )
         scopes = set(metadata.get("scopes") or [])
-        scopes.update(str(row.scope["name"]) for row in self.affected.values()
-                      if isinstance(row.scope, dict) and row.scope.get("name"))
+        scopes.update(
+            str(row.scope["name"])
+            for row in self.affected.values()
+            if isinstance(row.scope, dict) and row.scope.get("name")
+        )
         metadata["scopes"] = sorted(scopes)
         trace.metadata = scrub_nul(finite(metadata))
         trace.save(update_fields=fields)
@@ -477,6 +598,7 @@ class _Named:
 
 # --- deriving steps from spans ----------------------------------------------------------------------------------------
 
+
 def _parsed(row: Any) -> Span:
     """The row's span, parsed once per build."""
     cached = getattr(row, "_parsed", None)
@@ -493,8 +615,12 @@ def _record(row: Any) -> dict[str, Any]:
     from .otlp import attributes_from_protobuf
 
     span = trace_pb2.Span.FromString(bytes(row.payload))
-    record: dict[str, Any] = {"traceId": span.trace_id.hex(), "spanId": span.span_id.hex(), "name": span.name,
-                              "attributes": attributes_from_protobuf(span.attributes)}
+    record: dict[str, Any] = {
+        "traceId": span.trace_id.hex(),
+        "spanId": span.span_id.hex(),
+        "name": span.name,
+        "attributes": attributes_from_protobuf(span.attributes),
+    }
     if span.parent_span_id:
         record["parentSpanId"] = span.parent_span_id.hex()
     if span.kind:
@@ -504,11 +630,23 @@ def _record(row: Any) -> dict[str, Any]:
     if span.end_time_unix_nano:
         record["endTimeUnixNano"] = str(span.end_time_unix_nano)
     if span.events:
-        record["events"] = [{"name": e.name, "timeUnixNano": str(e.time_unix_nano),
-                             "attributes": attributes_from_protobuf(e.attributes)} for e in span.events]
+        record["events"] = [
+            {
+                "name": e.name,
+                "timeUnixNano": str(e.time_unix_nano),
+                "attributes": attributes_from_protobuf(e.attributes),
+            }
+            for e in span.events
+        ]
     if span.status.code or span.status.message:
-        record["status"] = {k: v for k, v in (("code", trace_pb2.Status.StatusCode.Name(span.status.code)),
-                                              ("message", span.status.message)) if v}
+        record["status"] = {
+            k: v
+            for k, v in (
+                ("code", trace_pb2.Status.StatusCode.Name(span.status.code)),
+                ("message", span.status.message),
+            )
+            if v
+        }
     return record
 
 
@@ -527,8 +665,11 @@ def _defaults(root: Any) -> tuple[str, str]:
 
 
 def _level(span: Span) -> bytes:
-    start = _NEVER if span.start is None else (
-        int(span.start.timestamp()) * 1_000_000 + span.start.microsecond).to_bytes(8, "big")
+    start = (
+        _NEVER
+        if span.start is None
+        else (int(span.start.timestamp()) * 1_000_000 + span.start.microsecond).to_bytes(8, "big")
+    )
     try:
         ident = bytes.fromhex(span.span_id)[:8].ljust(8, b"\0")
     except ValueError:
@@ -536,8 +677,9 @@ def _level(span: Span) -> bytes:
     return start + ident
 
 
-def _derive(rows: list[Any], context: dict[str, Placed], root_name: str, default_service: str,
-            adopting: set[str]) -> tuple[list[Placed], list[dict]]:
+def _derive(
+    rows: list[Any], context: dict[str, Placed], root_name: str, default_service: str, adopting: set[str]
+) -> tuple[list[Placed], list[dict]]:
     """Placements and steps of ``rows`` (spans whose children are all among them), parents outside from ``context``.
 
     Mirrors ``formats/spans.steps_from_spans`` and ``formats/otlp_json._trace``: the acting agent is the span's own,
@@ -558,24 +700,38 @@ def _derive(rows: list[Any], context: dict[str, Placed], root_name: str, default
         if parent is not None and paths[row.span_id] == _level(span):  # a cycle, shown as a root
             parent = None
         own = span.agent
-        if not own and service and service != default_service and (
-                parent is None or parent.service != service):
+        if (
+            not own
+            and service
+            and service != default_service
+            and (parent is None or parent.service != service)
+        ):
             own = service
         agent = own or (parent.agent if parent else None) or root_name
         shown_leaf = row.span_id not in has_children and _is_silent(span)
         if shown_leaf:
             span.input = _shown_attributes(span)
         holder = parent.step_span if parent else ""
-        anchor: tuple[str, Any] | None = (("new", last_new[holder]) if holder in last_new
-                                          else ("span", holder) if holder else None)
+        anchor: tuple[str, Any] | None = (
+            ("new", last_new[holder]) if holder in last_new else ("span", holder) if holder else None
+        )
         made = _steps_for(span, agent)
         for order, step in enumerate(made):
-            steps.append({"step": step, "path": paths[row.span_id], "order": order, "parent": anchor,
-                          "agent": agent, "prompt": span.system_prompt if order == 0 else "", "index": -1})
+            steps.append(
+                {
+                    "step": step,
+                    "path": paths[row.span_id],
+                    "order": order,
+                    "parent": anchor,
+                    "agent": agent,
+                    "prompt": span.system_prompt if order == 0 else "",
+                    "index": -1,
+                }
+            )
             anchor = ("new", len(steps) - 1) if step.kind == "tool_call" else anchor
             last_new[row.span_id] = len(steps) - 1
         here = Placed(row.span_id, paths[row.span_id], agent, row.span_id if made else holder, service)
-        here.step_count, here.shown_leaf = len(made), shown_leaf and bool(made)  # type: ignore[attr-defined]
+        here.step_count, here.shown_leaf = len(made), shown_leaf and bool(made)
         placed[row.span_id] = here
     return list(placed.values()), steps
 
@@ -607,13 +763,20 @@ def _header(root: Any, trace_id: str) -> dict[str, Any]:
     span = _parsed(root)
     resource = root.resource if isinstance(root.resource, dict) else {}
     attributes = flatten_attributes(unwrap_otlp_attributes(resource.get("attributes")))
-    return {"name": (span.name or trace_id)[:300], "question": _question(span),
-            "outcome": "failed" if span.error else "unknown",
-            "metadata": {"trace_id": trace_id, "service.name": _service(attributes),
-                         "resource": {k: v for k, v in attributes.items() if isinstance(v, (str, int, float, bool))}}}
+    return {
+        "name": (span.name or trace_id)[:300],
+        "question": _question(span),
+        "outcome": "failed" if span.error else "unknown",
+        "metadata": {
+            "trace_id": trace_id,
+            "service.name": _service(attributes),
+            "resource": {k: v for k, v in attributes.items() if isinstance(v, (str, int, float, bool))},
+        },
+    }
 
 
 # --- labels follow their step ----------------------------------------------------------------------------------------
+
 
 def _step_index_models() -> list[tuple[type[models.Model], str]]:
     """Every model holding a ``step_index`` of a trace, with the lookup from it to the trace: found by convention
@@ -628,8 +791,14 @@ def _step_index_models() -> list[tuple[type[models.Model], str]]:
             found.append((model, direct))
             continue
         for fk in keys:
-            hop = next((f.name for f in fk.related_model._meta.get_fields()
-                        if f.many_to_one and f.concrete and f.related_model is Trace), None)
+            hop = next(
+                (
+                    f.name
+                    for f in fk.related_model._meta.get_fields()
+                    if f.many_to_one and f.concrete and f.related_model is Trace
+                ),
+                None,
+            )
             if hop:
                 found.append((model, f"{fk.name}__{hop}"))
                 break
@@ -643,12 +812,19 @@ def _labels_follow(trace: Trace, mapping: dict[int, int]) -> None:
         return
     low = min(mapping)
     found = _step_index_models()
-    queries = [model._default_manager.filter(**{lookup: trace, "step_index__gte": low}).order_by().annotate(
-        table=models.Value(i)).values_list("table", "pk", "step_index") for i, (model, lookup) in enumerate(found)]
+    queries = [
+        model._default_manager.filter(**{lookup: trace, "step_index__gte": low})
+        .order_by()
+        .annotate(table=models.Value(i))
+        .values_list("table", "pk", "step_index")
+        for i, (model, lookup) in enumerate(found)
+    ]
     rows = list(queries[0].union(*queries[1:], all=True)) if queries else []
     for i, (model, _) in enumerate(found):
-        changed = [model(pk=pk, step_index=mapping[index]) for table, pk, index in rows
-                   if table == i and index in mapping]
+        changed = [
+            model(pk=pk, step_index=mapping[index])
+            for table, pk, index in rows
+            if table == i and index in mapping
+        ]
         if changed:
             model._default_manager.bulk_update(changed, ["step_index"])
-

@@ -38,8 +38,9 @@ class LastOwnerError(Exception):
     """A project must keep at least one owner, or nobody could manage it any more."""
 
 
-def membership_change(*, project: Project, username: str, role: str | None,
-                      actor: AbstractBaseUser | None = None) -> Membership | None:
+def membership_change(
+    *, project: Project, username: str, role: str | None, actor: AbstractBaseUser | None = None
+) -> Membership | None:
     """Add, re-role (``role``) or remove (``role=None``) a member, refusing to leave the project without an owner.
     Every change is written to the audit log."""
     from django.contrib.auth import get_user_model
@@ -50,17 +51,29 @@ def membership_change(*, project: Project, username: str, role: str | None,
     with transaction.atomic():
         before = Membership.objects.filter(project=project, user=user).values_list("role", flat=True).first()
         # Lock the owners in a fixed order so two concurrent demotions cannot both pass the check below.
-        owners = list(Membership.objects.select_for_update().filter(project=project, role=Role.OWNER).order_by("pk"))
+        owners = list(
+            Membership.objects.select_for_update().filter(project=project, role=Role.OWNER).order_by("pk")
+        )
         if role != Role.OWNER and [m.user_id for m in owners] == [user.pk]:
             raise LastOwnerError("A project needs at least one owner; make someone else owner first.")
         if role is None:
             Membership.objects.filter(project=project, user=user).delete()
             if before is not None:
-                audit_record(action="membership.removed", project=project, actor=actor, target=username,
-                             details={"role": before})
+                audit_record(
+                    action="membership.removed",
+                    project=project,
+                    actor=actor,
+                    target=username,
+                    details={"role": before},
+                )
             return None
         membership = membership_set(project=project, user=user, role=role)
         if before != role:
-            audit_record(action="membership.added" if before is None else "membership.changed", project=project,
-                         actor=actor, target=username, details={"role": role, "before": before})
+            audit_record(
+                action="membership.added" if before is None else "membership.changed",
+                project=project,
+                actor=actor,
+                target=username,
+                details={"role": role, "before": before},
+            )
         return membership

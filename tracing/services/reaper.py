@@ -29,12 +29,20 @@ MAX_REAPED_PER_RUN = 1000
 
 
 def gave_up_reason(job: Any) -> str:
-    return (f"gave up after {job.attempts} attempt{'s' if job.attempts != 1 else ''}: the worker running it stopped "
-            "each time (killed, out of memory, or restarted)")
+    return (
+        f"gave up after {job.attempts} attempt{'s' if job.attempts != 1 else ''}: the worker running it stopped "
+        "each time (killed, out of memory, or restarted)"
+    )
 
 
-def job_rows_reap(model: Any, *, running_after: int, queued_after: int, enqueue: Callable[[int], object],
-                  fail: Callable[[Any], object] | None = None) -> dict[str, int]:
+def job_rows_reap(
+    model: Any,
+    *,
+    running_after: int,
+    queued_after: int,
+    enqueue: Callable[[int], object],
+    fail: Callable[[Any], object] | None = None,
+) -> dict[str, int]:
     """The reaper of one job table (a ``tracing.jobs.Job`` subclass), called by each app's beat task.
 
     A running job whose heartbeat (moved every few seconds while a worker works on it) is older than
@@ -51,16 +59,33 @@ def job_rows_reap(model: Any, *, running_after: int, queued_after: int, enqueue:
         model.fail_live(job.pk, gave_up_reason(job))
 
     fail = fail or fail_default
-    running = stale_jobs_reap(model.objects.filter(status=RUNNING), stale_after=running_after, hopeless=hopeless,
-                              fail=fail, enqueue=enqueue, bump={"status": QUEUED})
-    queued = stale_jobs_reap(model.objects.filter(status=QUEUED), stale_after=queued_after, hopeless=hopeless,
-                             fail=fail, enqueue=enqueue)
+    running = stale_jobs_reap(
+        model.objects.filter(status=RUNNING),
+        stale_after=running_after,
+        hopeless=hopeless,
+        fail=fail,
+        enqueue=enqueue,
+        bump={"status": QUEUED},
+    )
+    queued = stale_jobs_reap(
+        model.objects.filter(status=QUEUED),
+        stale_after=queued_after,
+        hopeless=hopeless,
+        fail=fail,
+        enqueue=enqueue,
+    )
     return {key: running[key] + queued[key] for key in running}
 
 
-def stale_jobs_reap(live: QuerySet, *, stale_after: int, hopeless: Callable[[Any], bool],
-                    fail: Callable[[Any], object], enqueue: Callable[[int], object],
-                    bump: dict[str, Any] | None = None) -> dict[str, int]:
+def stale_jobs_reap(
+    live: QuerySet,
+    *,
+    stale_after: int,
+    hopeless: Callable[[Any], bool],
+    fail: Callable[[Any], object],
+    enqueue: Callable[[int], object],
+    bump: dict[str, Any] | None = None,
+) -> dict[str, int]:
     """Reap the rows of ``live`` (the job table filtered to its queued and running statuses) that went quiet.
     ``bump`` holds extra updates made with the heartbeat when a row is re-enqueued (e.g. a restart counter)."""
     cutoff = timezone.now() - timedelta(seconds=stale_after)
@@ -73,7 +98,8 @@ def stale_jobs_reap(live: QuerySet, *, stale_after: int, hopeless: Callable[[Any
         # Still live and still as quiet as when read: a worker that claimed it, or a job that finished, in between is
         # left alone, and of two reapers only one wins.
         elif live.filter(pk=row.pk, heartbeat_at=row.heartbeat_at).update(
-                heartbeat_at=timezone.now(), **(bump or {})):
+            heartbeat_at=timezone.now(), **(bump or {})
+        ):
             transaction.on_commit(lambda pk=row.pk: enqueue(pk))
             counts["requeued"] += 1
     return counts
@@ -92,7 +118,9 @@ def heartbeat(live: QuerySet, *, every: float) -> Iterator[None]:
             while not stop.wait(every):
                 try:
                     with transaction.atomic(using=live.db):
-                        if connections[live.db].vendor == "postgresql":  # never queue behind the job's own lock
+                        if (
+                            connections[live.db].vendor == "postgresql"
+                        ):  # never queue behind the job's own lock
                             with connections[live.db].cursor() as cursor:
                                 cursor.execute("SET LOCAL lock_timeout = '5s'")
                         live.update(heartbeat_at=timezone.now())

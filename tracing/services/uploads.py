@@ -75,8 +75,9 @@ def raw_upload_store(*, project: Project, incoming: IncomingFile, user: Abstract
     existing = RawUpload.objects.filter(project=project, sha256=sha).first()
     if existing:
         return existing
-    upload = RawUpload(project=project, sha256=sha, filename=incoming.name[:500], size=incoming.size,
-                       uploaded_by=user)
+    upload = RawUpload(
+        project=project, sha256=sha, filename=incoming.name[:500], size=incoming.size, uploaded_by=user
+    )
     with incoming.open() as fh:
         upload.file.save(sha, File(fh), save=False)
     try:
@@ -118,7 +119,10 @@ def _zip_members(incoming: IncomingFile) -> Iterator[IncomingFile | tuple[str, s
         member = IncomingFile(name=name, size=info.file_size, open=_member_opener(incoming, info.filename))
         if info.filename.lower().endswith(".zip") or (info.file_size >= 4 and _is_zip(member)):
             # Archives are opened one level deep: nesting would multiply every limit above by itself.
-            yield name, "a zip inside a zip is not unpacked: upload the inner archive on its own, or unzip it first"
+            yield (
+                name,
+                "a zip inside a zip is not unpacked: upload the inner archive on its own, or unzip it first",
+            )
             continue
         yield member
 
@@ -128,8 +132,10 @@ def _archive_error(infos: list[zipfile.ZipInfo]) -> str | None:
         return f"the archive holds {len(infos)} files, over the {settings.CULPRIT_MAX_ZIP_MEMBERS} limit"
     total = sum(i.file_size for i in infos)
     if total > settings.CULPRIT_MAX_ZIP_TOTAL_BYTES:
-        return (f"the archive unpacks to {_human_size(total)}, over the "
-                f"{_human_size(settings.CULPRIT_MAX_ZIP_TOTAL_BYTES)} limit")
+        return (
+            f"the archive unpacks to {_human_size(total)}, over the "
+            f"{_human_size(settings.CULPRIT_MAX_ZIP_TOTAL_BYTES)} limit"
+        )
     # Many small members, each too small for its own ratio to mean much, can still be a bomb together. (One member
     # is judged by its own ratio, with a message naming it.)
     ratio = total / max(sum(i.compress_size for i in infos), 1)
@@ -185,14 +191,20 @@ def failed_uploads_purge(*, older_than: int) -> int:
     done is left alone; the check and the delete are one statement."""
     cutoff = timezone.now() - timedelta(seconds=older_than)
     live = [JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.SUCCEEDED, JobStatus.DUPLICATE]
-    doomed = (RawUpload.objects.filter(created_at__lt=cutoff, traces__isnull=True)
-              .exclude(jobs__status__in=live).order_by("pk"))
+    doomed = (
+        RawUpload.objects.filter(created_at__lt=cutoff, traces__isnull=True)
+        .exclude(jobs__status__in=live)
+        .order_by("pk")
+    )
     purged = 0
     for upload in doomed[:MAX_PURGED_PER_RUN]:
         name = upload.file.name
         with transaction.atomic():
-            deleted, _ = (RawUpload.objects.filter(pk=upload.pk, traces__isnull=True)
-                          .exclude(jobs__status__in=live).delete())
+            deleted, _ = (
+                RawUpload.objects.filter(pk=upload.pk, traces__isnull=True)
+                .exclude(jobs__status__in=live)
+                .delete()
+            )
         if deleted and name:
             upload.file.storage.delete(name)  # after the commit: a row never points at a missing file
             purged += 1

@@ -19,7 +19,12 @@ STEP_BATCH_SIZE = 2000
 
 
 def trace_create_from_parsed(
-    *, project: Project, upload: RawUpload | None, ordinal: int, parsed: ParsedTrace, provenance: str = "uploaded",
+    *,
+    project: Project,
+    upload: RawUpload | None,
+    ordinal: int,
+    parsed: ParsedTrace,
+    provenance: str = "uploaded",
     label_source: str = LabelSource.IMPORTED,
 ) -> Trace:
     """Write one parsed trace with its agents, steps and gold labels, streaming the steps in batches.
@@ -27,10 +32,13 @@ def trace_create_from_parsed(
     Returns the trace with ``import_warnings`` set (a list of strings for the import report).
     """
     header = _header(parsed)
-    header["name"] = unique_trace_name(project=project, name=str(header["name"]), parsed=parsed, upload=upload,
-                                       ordinal=ordinal)
+    header["name"] = unique_trace_name(
+        project=project, name=str(header["name"]), parsed=parsed, upload=upload, ordinal=ordinal
+    )
     parsed.name = str(header["name"])  # _write_contents rewrites the header from ``parsed``
-    trace = Trace.objects.create(project=project, upload=upload, ordinal=ordinal, provenance=provenance, **header)
+    trace = Trace.objects.create(
+        project=project, upload=upload, ordinal=ordinal, provenance=provenance, **header
+    )
     _write_contents(trace, parsed, label_source)
     return trace
 
@@ -49,8 +57,9 @@ def trace_replace_from_parsed(*, trace: Trace, parsed: ParsedTrace) -> Trace:
     return trace
 
 
-def unique_trace_name(*, project: Project, name: str, parsed: ParsedTrace, upload: RawUpload | None,
-                      ordinal: int) -> str:
+def unique_trace_name(
+    *, project: Project, name: str, parsed: ParsedTrace, upload: RawUpload | None, ordinal: int
+) -> str:
     """``name``, or ``name [id]`` when the project already holds a trace so named: two Langfuse exports both called
     "autogen-2025-06-06" must stay apart in the list. The id is the trace's own (external id) when it has one, else
     the file's (first 8 hex digits of its bytes' hash, and the position inside it)."""
@@ -70,9 +79,15 @@ def unique_trace_name(*, project: Project, name: str, parsed: ParsedTrace, uploa
 
 
 def _header(parsed: ParsedTrace) -> dict[str, object]:
-    return {"name": parsed.name[:300], "source_format": parsed.source_format, "external_id": parsed.external_id[:200],
-            "question": parsed.question, "ground_truth": parsed.ground_truth, "outcome": parsed.outcome,
-            "metadata": scrub_nul(finite(parsed.metadata))}
+    return {
+        "name": parsed.name[:300],
+        "source_format": parsed.source_format,
+        "external_id": parsed.external_id[:200],
+        "question": parsed.question,
+        "ground_truth": parsed.ground_truth,
+        "outcome": parsed.outcome,
+        "metadata": scrub_nul(finite(parsed.metadata)),
+    }
 
 
 def _write_contents(trace: Trace, parsed: ParsedTrace, label_source: str = LabelSource.IMPORTED) -> None:
@@ -94,7 +109,7 @@ def _write_contents(trace: Trace, parsed: ParsedTrace, label_source: str = Label
     trace.save(update_fields=[*_header(parsed), "step_count", "agent_count"])
     gold_write(trace=trace, labels=parsed.gold, source=label_source, warnings=warnings)
     attach_pending(trace, warnings)
-    trace.import_warnings = warnings  # type: ignore[attr-defined]
+    trace.import_warnings = warnings
 
 
 class _AgentBook:
@@ -151,9 +166,24 @@ def _batches(steps: Iterable[ParsedStep], size: int) -> Iterator[list[ParsedStep
         yield batch
 
 
-STEP_COLUMNS = ("trace_id", "index", "agent_id", "speaker", "recipient", "kind", "content", "tool_name",
-                "tool_arguments", "parent_index", "span_id", "started_at", "ended_at", "input_tokens", "output_tokens",
-                "raw")
+STEP_COLUMNS = (
+    "trace_id",
+    "index",
+    "agent_id",
+    "speaker",
+    "recipient",
+    "kind",
+    "content",
+    "tool_name",
+    "tool_arguments",
+    "parent_index",
+    "span_id",
+    "started_at",
+    "ended_at",
+    "input_tokens",
+    "output_tokens",
+    "raw",
+)
 _JSON_COLUMNS = {"tool_arguments", "raw"}
 _KINDS = set(StepKind.values)
 
@@ -166,12 +196,22 @@ def _step_values(trace: Trace, index: int, step: ParsedStep, agents: _AgentBook,
     kind = step.kind if step.kind in _KINDS else "message"
     agent = agents.get(step.agent)
     return {
-        "trace_id": trace.pk, "index": index, "agent_id": agent.pk if agent else None,
-        "speaker": _clean(step.speaker)[:300], "recipient": _clean(step.recipient)[:200], "kind": kind,
-        "content": _clean(step.content), "tool_name": _clean(step.tool_name)[:200],
-        "tool_arguments": step.tool_arguments, "parent_index": parent, "span_id": _clean(step.span_id)[:200],
-        "started_at": step.started_at, "ended_at": step.ended_at, "input_tokens": _tokens(step.input_tokens),
-        "output_tokens": _tokens(step.output_tokens), "raw": step.raw,
+        "trace_id": trace.pk,
+        "index": index,
+        "agent_id": agent.pk if agent else None,
+        "speaker": _clean(step.speaker)[:300],
+        "recipient": _clean(step.recipient)[:200],
+        "kind": kind,
+        "content": _clean(step.content),
+        "tool_name": _clean(step.tool_name)[:200],
+        "tool_arguments": step.tool_arguments,
+        "parent_index": parent,
+        "span_id": _clean(step.span_id)[:200],
+        "started_at": step.started_at,
+        "ended_at": step.ended_at,
+        "input_tokens": _tokens(step.input_tokens),
+        "output_tokens": _tokens(step.output_tokens),
+        "raw": step.raw,
     }
 
 
@@ -192,15 +232,16 @@ def _json(value: object) -> str | None:
 
 
 def _bulk_create_steps(rows: list[dict]) -> None:
-    Step.objects.bulk_create(Step(**{k: finite(v) if k in _JSON_COLUMNS else v for k, v in row.items()})
-                             for row in rows)
+    Step.objects.bulk_create(
+        Step(**{k: finite(v) if k in _JSON_COLUMNS else v for k, v in row.items()}) for row in rows
+    )
 
 
 def _copy_steps(rows: list[dict]) -> None:
     """COPY is ~4x faster than a multi-row INSERT for steps (bench/ingest.py: 3.5k -> 14k steps/s on 2 cores)."""
     columns = ", ".join(f'"{c}"' for c in STEP_COLUMNS)
     with connection.cursor() as cursor:
-        with cursor.cursor.copy(f'COPY {Step._meta.db_table} ({columns}) FROM STDIN') as copy:
+        with cursor.cursor.copy(f"COPY {Step._meta.db_table} ({columns}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row([_json(row[c]) if c in _JSON_COLUMNS else row[c] for c in STEP_COLUMNS])
 

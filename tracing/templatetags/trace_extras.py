@@ -10,7 +10,9 @@ register = template.Library()
 # Bodies longer than this are collapsed behind a "show all" toggle; the preview keeps the first lines readable.
 COLLAPSE_CHARS = 800
 PREVIEW_CHARS = 400
-RAW_JSON_CHARS = 12_000  # the raw-JSON toggle shows this much of a step's source record; the API has all of it
+RAW_JSON_CHARS = (
+    12_000  # the raw-JSON toggle shows this much of a step's source record; the API has all of it
+)
 
 
 @register.filter
@@ -73,7 +75,10 @@ def pretty_json(value: Any) -> str:
     """Indented JSON for the raw-JSON toggle, cut at ``RAW_JSON_CHARS`` (escaped by the template like any text)."""
     text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
     if len(text) > RAW_JSON_CHARS:
-        return text[:RAW_JSON_CHARS] + f"\n… {len(text) - RAW_JSON_CHARS:,} more characters (GET /api/traces/…/steps)"
+        return (
+            text[:RAW_JSON_CHARS]
+            + f"\n… {len(text) - RAW_JSON_CHARS:,} more characters (GET /api/traces/…/steps)"
+        )
     return text
 
 
@@ -86,6 +91,12 @@ def sort_header(context: dict, key: str, label: str, numeric: bool = False, css:
     # First click: numbers and dates sort largest/newest first, names A to Z.
     target = (key if descending else f"-{key}") if active else (f"-{key}" if numeric else key)
     query = context.get("sort_querystring") or ""
-    return {"href": f"?{query}{'&' if query else ''}ordering={target}", "label": label, "active": active,
-            "arrow": ("↓" if descending else "↑") if active else "", "numeric": numeric, "css": css,
-            "aria": ("descending" if descending else "ascending") if active else "none"}
+    return {
+        "href": f"?{query}{'&' if query else ''}ordering={target}",
+        "label": label,
+        "active": active,
+        "arrow": ("↓" if descending else "↑") if active else "",
+        "numeric": numeric,
+        "css": css,
+        "aria": ("descending" if descending else "ascending") if active else "none",
+    }

@@ -28,17 +28,34 @@ class Command(BaseCommand):
         parser.add_argument("--format", required=True, choices=[e.name for e in all_exporters()])
         parser.add_argument("--out", required=True, help="file to write (replaced atomically if it exists)")
         parser.add_argument("--json", action="store_true", help="print the manifest as JSON")
-        parser.add_argument("--source", action="append", choices=LabelSource.values, dest="sources",
-                            help="label source to include (repeat for several; default: all)")
-        parser.add_argument("--verified-only", action="store_true",
-                            help="only cases whose label an annotator gave or an owner adjudicated")
-        parser.add_argument("--min-agreement", type=float, default=None,
-                            help="only cases whose annotator agreement is at least this (0..1)")
-        parser.add_argument("--since", type=date.fromisoformat, default=None,
-                            help="traces imported on/after (YYYY-MM-DD)")
-        parser.add_argument("--until", type=date.fromisoformat, default=None, help="traces imported on/before")
+        parser.add_argument(
+            "--source",
+            action="append",
+            choices=LabelSource.values,
+            dest="sources",
+            help="label source to include (repeat for several; default: all)",
+        )
+        parser.add_argument(
+            "--verified-only",
+            action="store_true",
+            help="only cases whose label an annotator gave or an owner adjudicated",
+        )
+        parser.add_argument(
+            "--min-agreement",
+            type=float,
+            default=None,
+            help="only cases whose annotator agreement is at least this (0..1)",
+        )
+        parser.add_argument(
+            "--since", type=date.fromisoformat, default=None, help="traces imported on/after (YYYY-MM-DD)"
+        )
+        parser.add_argument(
+            "--until", type=date.fromisoformat, default=None, help="traces imported on/before"
+        )
         parser.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
-        parser.add_argument("--test-percent", type=int, default=20, help="share of cases in the test split (0..100)")
+        parser.add_argument(
+            "--test-percent", type=int, default=20, help="share of cases in the test split (0..100)"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         project = Project.objects.filter(name=options["project"]).first()
@@ -46,10 +63,15 @@ class Command(BaseCommand):
             raise CommandError(f"no project named {options['project']!r}")
         if not 0 <= options["test_percent"] <= 100:
             raise CommandError("--test-percent must be between 0 and 100")
-        filters = ExportFilters(sources=options["sources"] or list(LabelSource.values),
-                                verified_only=options["verified_only"], min_agreement=options["min_agreement"],
-                                date_from=options["since"], date_to=options["until"], seed=options["seed"],
-                                test_percent=options["test_percent"])
+        filters = ExportFilters(
+            sources=options["sources"] or list(LabelSource.values),
+            verified_only=options["verified_only"],
+            min_agreement=options["min_agreement"],
+            date_from=options["since"],
+            date_to=options["until"],
+            seed=options["seed"],
+            test_percent=options["test_percent"],
+        )
         started = time.perf_counter()
         cases = export_cases(project=project, filters=filters)
         if not cases:
@@ -60,9 +82,15 @@ class Command(BaseCommand):
         Path(f"{out}.manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
         seconds = time.perf_counter() - started
         if options["json"]:
-            self.stdout.write(json.dumps(manifest | {"out": str(out), "bytes": out.stat().st_size,
-                                                     "seconds": round(seconds, 3)}, indent=2))
+            self.stdout.write(
+                json.dumps(
+                    manifest | {"out": str(out), "bytes": out.stat().st_size, "seconds": round(seconds, 3)},
+                    indent=2,
+                )
+            )
         else:
             splits, steps = manifest["split_sizes"], manifest["counts"]["steps_written"]
-            self.stdout.write(f"wrote {out} ({out.stat().st_size:,} bytes): {len(cases)} case(s), {steps:,} steps, "
-                              f"train {splits['train']} / test {splits['test']}, in {seconds:.1f} s")
+            self.stdout.write(
+                f"wrote {out} ({out.stat().st_size:,} bytes): {len(cases)} case(s), {steps:,} steps, "
+                f"train {splits['train']} / test {splits['test']}, in {seconds:.1f} s"
+            )

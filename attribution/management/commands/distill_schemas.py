@@ -12,8 +12,10 @@ from tracing.models import Project
 
 
 class Command(PureJsonMixin, BaseCommand):
-    help = ("Distil a project's verified cases (imported, adjudicated, injected labels; counterfactual-confirmed "
-            "verdicts) into error schemas, in this process. With a model configured, the model writes their prose.")
+    help = (
+        "Distil a project's verified cases (imported, adjudicated, injected labels; counterfactual-confirmed "
+        "verdicts) into error schemas, in this process. With a model configured, the model writes their prose."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--project", required=True)
@@ -29,7 +31,9 @@ class Command(PureJsonMixin, BaseCommand):
         if options["json"]:
             self.stdout.write(json.dumps(figures))
             return
-        self.stdout.write(f"Error schemas for {project.name!r}: {report.cases} new verified case(s) -> "
-                          f"{report.created} new schema(s), {report.merged} merged into existing ones, "
-                          f"{report.promoted} promoted to trusted"
-                          f"{f', {report.polished} written up by the model' if report.polished else ''}.")
+        self.stdout.write(
+            f"Error schemas for {project.name!r}: {report.cases} new verified case(s) -> "
+            f"{report.created} new schema(s), {report.merged} merged into existing ones, "
+            f"{report.promoted} promoted to trusted"
+            f"{f', {report.polished} written up by the model' if report.polished else ''}."
+        )

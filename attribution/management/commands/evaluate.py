@@ -17,27 +17,47 @@ from tracing.models import Project
 
 
 class Command(PureJsonMixin, BaseCommand):
-    help = ("Score a method against the gold labels of a project's traces, beside baselines fitted on training data "
-            "only, every figure with a Wilson 95% interval. Runs the method in this process. --cv K: K-fold "
-            "cross-validation grouped by trace for the methods that learn (learned, heuristic); --model NAME with "
-            "--method learned: apply a model trained elsewhere (transfer).")
+    help = (
+        "Score a method against the gold labels of a project's traces, beside baselines fitted on training data "
+        "only, every figure with a Wilson 95% interval. Runs the method in this process. --cv K: K-fold "
+        "cross-validation grouped by trace for the methods that learn (learned, heuristic); --model NAME with "
+        "--method learned: apply a model trained elsewhere (transfer)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--project", required=True)
         parser.add_argument("--method", required=True, choices=[m.name for m in all_methods()])
-        parser.add_argument("--model", default="",
-                            help="the LLM for LLM methods; for --method learned, a trained model's NAME (or NAME:vN)")
-        parser.add_argument("--cv", type=int, default=0, metavar="K",
-                            help="K-fold cross-validation within the project, grouped by trace (learned, heuristic)")
+        parser.add_argument(
+            "--model",
+            default="",
+            help="the LLM for LLM methods; for --method learned, a trained model's NAME (or NAME:vN)",
+        )
+        parser.add_argument(
+            "--cv",
+            type=int,
+            default=0,
+            metavar="K",
+            help="K-fold cross-validation within the project, grouped by trace (learned, heuristic)",
+        )
         parser.add_argument("--without-ground-truth", action="store_true")
-        parser.add_argument("--split", choices=["all", "dev", "heldout"], default="all",
-                            help="dev: the part methods may be tuned on; heldout: the part kept back")
+        parser.add_argument(
+            "--split",
+            choices=["all", "dev", "heldout"],
+            default="all",
+            help="dev: the part methods may be tuned on; heldout: the part kept back",
+        )
         parser.add_argument("--json", action="store_true")
-        parser.add_argument("--reuse", action="store_true",
-                            help="score the newest finished run over the same traces instead of running again")
-        parser.add_argument("--compare", default="",
-                            help="also score this method on the same traces (schema_guided compares with heuristic "
-                                 "unless told otherwise; 'none' to skip)")
+        parser.add_argument(
+            "--reuse",
+            action="store_true",
+            help="score the newest finished run over the same traces instead of running again",
+        )
+        parser.add_argument(
+            "--compare",
+            default="",
+            help="also score this method on the same traces (schema_guided compares with heuristic "
+            "unless told otherwise; 'none' to skip)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         project = Project.objects.filter(name=options["project"]).first()
@@ -60,22 +80,36 @@ class Command(PureJsonMixin, BaseCommand):
         if compare not in ("none", options["method"]):
             results.append(self._evaluate(project, compare, traces, options))
         if options["json"]:
-            self.stdout.write(json.dumps(results[0] | ({"compared": results[1]} if len(results) > 1 else {}),
-                                         indent=2))
+            self.stdout.write(
+                json.dumps(results[0] | ({"compared": results[1]} if len(results) > 1 else {}), indent=2)
+            )
         else:
             self.stdout.write("\n\n".join(format_table(r) for r in results))
 
-    def _evaluate(self, project: Project, method: str, traces: list, options: dict[str, Any]) -> dict[str, Any]:
+    def _evaluate(
+        self, project: Project, method: str, traces: list, options: dict[str, Any]
+    ) -> dict[str, Any]:
         with_truth = not options["without_ground_truth"]
         ids = [t.pk for t in traces]
         attributor = _attributor(options["model"]) if method == "learned" and options["model"] else None
-        run = selectors.reusable_run(project=project, method=method, trace_ids=ids,
-                                     with_ground_truth=with_truth) if options["reuse"] and not attributor else None
+        run = (
+            selectors.reusable_run(
+                project=project, method=method, trace_ids=ids, with_ground_truth=with_truth
+            )
+            if options["reuse"] and not attributor
+            else None
+        )
         try:
-            run = run or services.run_create(project=project, method=method, trace_ids=ids,
-                                             model="" if method == "learned" else options["model"],
-                                             with_ground_truth=with_truth, attributor=attributor,
-                                             description=f"evaluate ({options['split']})", enqueue=False)
+            run = run or services.run_create(
+                project=project,
+                method=method,
+                trace_ids=ids,
+                model="" if method == "learned" else options["model"],
+                with_ground_truth=with_truth,
+                attributor=attributor,
+                description=f"evaluate ({options['split']})",
+                enqueue=False,
+            )
         except MethodError as exc:
             raise CommandError(str(exc)) from None
         run = services.run_execute_inline(run=run)
@@ -85,14 +119,27 @@ class Command(PureJsonMixin, BaseCommand):
             row = AttributorModel.objects.get(pk=run.params["attributor"])
             training_ids = [p["id"] for p in row.training_projects]
             # Transfer: the baselines learn from the model's training projects, as the model did.
-            train = [record(e, None) for e in training_examples(project_ids=training_ids, sources=row.label_sources)]
+            train = [
+                record(e, None)
+                for e in training_examples(project_ids=training_ids, sources=row.label_sources)
+            ]
             extra = {"attributor": row.label, "training_projects": [p["name"] for p in row.training_projects]}
             if project.pk in training_ids:
-                extra["warning"] = ("the model was trained on this project's labels: these figures are in-sample; "
-                                    "use --cv K for honest ones")
-        return {"project": project.name, "method": run.method, "model": run.model, "split": options["split"],
-                "with_ground_truth": with_truth, "run_id": run.pk, "failed": run.failed, **extra,
-                **score(evaluation_records(run=run), train=train)}
+                extra["warning"] = (
+                    "the model was trained on this project's labels: these figures are in-sample; "
+                    "use --cv K for honest ones"
+                )
+        return {
+            "project": project.name,
+            "method": run.method,
+            "model": run.model,
+            "split": options["split"],
+            "with_ground_truth": with_truth,
+            "run_id": run.pk,
+            "failed": run.failed,
+            **extra,
+            **score(evaluation_records(run=run), train=train),
+        }
 
     def _cross_validate(self, project: Project, options: dict[str, Any]) -> None:
         from attribution.learning.calibration import Calibration
@@ -106,34 +153,55 @@ class Command(PureJsonMixin, BaseCommand):
         in_split = {t.pk for t in labelled_traces(project=project, split=options["split"])}
         examples = [e for e in training_examples(project_ids=[project.pk]) if e.view.trace_id in in_split]
         if len(examples) < 2:
-            raise CommandError("cross-validation needs at least two labelled traces in this project (and split)")
+            raise CommandError(
+                "cross-validation needs at least two labelled traces in this project (and split)"
+            )
 
-        def learned(train):  # type: ignore[no-untyped-def]
+        def learned(train):
             model = fit(train, with_ground_truth=with_truth)
             return lambda view: model.run(view, with_ground_truth=with_truth)
 
-        def calibrated(train):  # type: ignore[no-untyped-def]
+        def calibrated(train):
             calibration = Calibration.fit((e.view, e.step) for e in train)
             return lambda view: HEURISTIC.run(view, with_ground_truth=with_truth, calibration=calibration)
 
-        def built_in(train):  # type: ignore[no-untyped-def]
+        def built_in(train):
             return lambda view: HEURISTIC.run(view, with_ground_truth=with_truth)
 
-        fitters = {"learned": learned, "heuristic (calibrated)": calibrated, "heuristic": built_in} \
-            if method == "learned" else {"heuristic (calibrated)": calibrated, "heuristic": built_in}
+        fitters = (
+            {"learned": learned, "heuristic (calibrated)": calibrated, "heuristic": built_in}
+            if method == "learned"
+            else {"heuristic (calibrated)": calibrated, "heuristic": built_in}
+        )
         result = cross_validate(examples, fitters, k=options["cv"])
-        rows = [{"project": project.name, "method": name, "model": "", "split": options["split"],
-                 "with_ground_truth": with_truth, "failed": 0, "folds": result["folds"], **figures}
-                for name, figures in result["methods"].items()]
+        rows = [
+            {
+                "project": project.name,
+                "method": name,
+                "model": "",
+                "split": options["split"],
+                "with_ground_truth": with_truth,
+                "failed": 0,
+                "folds": result["folds"],
+                **figures,
+            }
+            for name, figures in result["methods"].items()
+        ]
         if options["json"]:
-            self.stdout.write(json.dumps({"folds": result["folds"], "n": result["n"], "methods": rows}, indent=2))
+            self.stdout.write(
+                json.dumps({"folds": result["folds"], "n": result["n"], "methods": rows}, indent=2)
+            )
         else:
             self.stdout.write("\n\n".join(format_table(r) for r in rows))
 
 
-BASELINE_NAMES = {"majority": "most blamed / commonest", "first": "first agent action",
-                  "last": "last agent action", "random": "random acting agent",
-                  "random_blamed": "random ever-blamed agent"}
+BASELINE_NAMES = {
+    "majority": "most blamed / commonest",
+    "first": "first agent action",
+    "last": "last agent action",
+    "random": "random acting agent",
+    "random_blamed": "random ever-blamed agent",
+}
 
 
 def _attributor(name: str) -> AttributorModel:
@@ -157,16 +225,24 @@ def format_table(r: dict[str, Any]) -> str:
         f"{r['method']} on {r['project']} ({how}{r['split']}, n={r['n']}, "
         f"{'with' if r['with_ground_truth'] else 'without'}"
         f" ground truth{', ' + str(r['failed']) + ' failed' if r['failed'] else ''})",
-        *([f"model {r['attributor']} trained on {', '.join(r['training_projects'])}"] if r.get("attributor") else []),
+        *(
+            [f"model {r['attributor']} trained on {', '.join(r['training_projects'])}"]
+            if r.get("attributor")
+            else []
+        ),
         *([f"warning: {r['warning']}"] if r.get("warning") else []),
         f"{'':26}{'agent':>8}{'step':>8}{'joint':>8}{'step±1':>8}{'step±3':>8}{'step±5':>8}",
         f"{r['method'][:26]:26}{pct(r['agent_accuracy']):>8}{pct(r['step_accuracy']):>8}"
-        f"{pct(r['joint_accuracy']):>8}" + "".join(f"{pct(r['step_accuracy_within'][k]):>8}" for k in ("1", "3", "5")),
+        f"{pct(r['joint_accuracy']):>8}"
+        + "".join(f"{pct(r['step_accuracy_within'][k]):>8}" for k in ("1", "3", "5")),
         f"{'  95% interval':26}{ci(r['intervals']['agent']):>8}{ci(r['intervals']['step']):>8}"
         f"{ci(r['intervals']['joint']):>8}",
         "baselines (fitted on training data only):",
-        *(f"{'  ' + label:26}{pct(b[key]['agent']):>8}{pct(b[key]['step']):>8}" for key, label in BASELINE_NAMES.items()
-          if key in b),
+        *(
+            f"{'  ' + label:26}{pct(b[key]['agent']):>8}{pct(b[key]['step']):>8}"
+            for key, label in BASELINE_NAMES.items()
+            if key in b
+        ),
         f"Who&When scorer-compatible (substring rule): agent {pct(r['scorer_compatible']['agent'])}, "
         f"step {pct(r['scorer_compatible']['step'])}",
         f"per trace: {r['calls']:.1f} calls, {r['tokens']:.0f} tokens, ${r['cost']:.4f}",

@@ -13,17 +13,25 @@ from tracing.models import Outcome, Project, Trace
 
 
 class Command(PureJsonMixin, BaseCommand):
-    help = ("Break successful traces on purpose: put one fault into one step at a time, replay the run, and keep each "
-            "injection that turns success into failure as a new trace labelled at the fault (source: injected). "
-            "Sandbox runs replay offline; other traces replay through the project's replay hook or model.")
+    help = (
+        "Break successful traces on purpose: put one fault into one step at a time, replay the run, and keep each "
+        "injection that turns success into failure as a new trace labelled at the fault (source: injected). "
+        "Sandbox runs replay offline; other traces replay through the project's replay hook or model."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--project", required=True)
-        parser.add_argument("--traces", default="", help="comma-separated trace ids (default: every successful trace)")
+        parser.add_argument(
+            "--traces", default="", help="comma-separated trace ids (default: every successful trace)"
+        )
         parser.add_argument("--faults-per-trace", type=int, default=3)
         parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--writer", choices=["perturb", "llm"], default="perturb",
-                            help="how faults are written into real traces: offline perturbations or the project's model")
+        parser.add_argument(
+            "--writer",
+            choices=["perturb", "llm"],
+            default="perturb",
+            help="how faults are written into real traces: offline perturbations or the project's model",
+        )
         parser.add_argument("--max-replays", type=int, default=None)
         parser.add_argument("--max-tokens", type=int, default=None)
         parser.add_argument("--max-cost", type=float, default=None)
@@ -39,30 +47,56 @@ class Command(PureJsonMixin, BaseCommand):
             except ValueError:
                 raise CommandError("--traces takes comma-separated integer ids") from None
         else:
-            ids = list(Trace.objects.filter(project=project, outcome=Outcome.SUCCEEDED).values_list("pk", flat=True))
+            ids = list(
+                Trace.objects.filter(project=project, outcome=Outcome.SUCCEEDED).values_list("pk", flat=True)
+            )
         try:
             campaign = services.campaign_create(
-                project=project, trace_ids=ids, faults_per_trace=options["faults_per_trace"], seed=options["seed"],
-                writer=options["writer"], max_replays=options["max_replays"], max_tokens=options["max_tokens"],
-                max_cost=options["max_cost"], description="command line", enqueue=False)
+                project=project,
+                trace_ids=ids,
+                faults_per_trace=options["faults_per_trace"],
+                seed=options["seed"],
+                writer=options["writer"],
+                max_replays=options["max_replays"],
+                max_tokens=options["max_tokens"],
+                max_cost=options["max_cost"],
+                description="command line",
+                enqueue=False,
+            )
         except MethodError as exc:
             raise CommandError(str(exc)) from None
         campaign = services.campaign_execute_inline(campaign=campaign)
-        kept = list(Injection.objects.filter(campaign=campaign, status="kept").order_by("pk")
-                    .values("origin_id", "step_index", "agent_name", "fault_kind", "result_trace_id"))
-        summary = {"campaign": campaign.pk, "status": campaign.status, "planned": campaign.total,
-                   "kept": campaign.kept, "failed": campaign.failed, "replays": campaign.replays,
-                   "tokens": campaign.tokens, "cost": float(campaign.cost), "stop_reason": campaign.stop_reason,
-                   "notes": campaign.params.get("notes", []), "cases": kept}
+        kept = list(
+            Injection.objects.filter(campaign=campaign, status="kept")
+            .order_by("pk")
+            .values("origin_id", "step_index", "agent_name", "fault_kind", "result_trace_id")
+        )
+        summary = {
+            "campaign": campaign.pk,
+            "status": campaign.status,
+            "planned": campaign.total,
+            "kept": campaign.kept,
+            "failed": campaign.failed,
+            "replays": campaign.replays,
+            "tokens": campaign.tokens,
+            "cost": float(campaign.cost),
+            "stop_reason": campaign.stop_reason,
+            "notes": campaign.params.get("notes", []),
+            "cases": kept,
+        }
         if options["json"]:
             self.stdout.write(json.dumps(summary))
             return
         for note in summary["notes"]:
             self.stderr.write(f"Note: {note}.")
-        self.stdout.write(f"Campaign {campaign.pk}: {campaign.get_status_display()}. {campaign.kept} of "
-                          f"{campaign.total} injections broke their run ({campaign.replays} replays"
-                          f"{f', {campaign.failed} failed' if campaign.failed else ''})"
-                          f"{f'; {campaign.stop_reason}' if campaign.stop_reason else ''}.")
+        self.stdout.write(
+            f"Campaign {campaign.pk}: {campaign.get_status_display()}. {campaign.kept} of "
+            f"{campaign.total} injections broke their run ({campaign.replays} replays"
+            f"{f', {campaign.failed} failed' if campaign.failed else ''})"
+            f"{f'; {campaign.stop_reason}' if campaign.stop_reason else ''}."
+        )
         for case in kept:
-            self.stdout.write(f"  trace {case['result_trace_id']}: {case['fault_kind']} at step {case['step_index']} "
-                              f"({case['agent_name']}) of trace {case['origin_id']}")
+            self.stdout.write(
+                f"  trace {case['result_trace_id']}: {case['fault_kind']} at step {case['step_index']} "
+                f"({case['agent_name']}) of trace {case['origin_id']}"
+            )

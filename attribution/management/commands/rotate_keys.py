@@ -13,8 +13,10 @@ FIELDS = ("api_key_encrypted", "replay_hook_auth_encrypted")
 
 
 class Command(BaseCommand):
-    help = ("Re-encrypt every stored provider key and replay-hook header with the first key of CULPRIT_FERNET_KEYS "
-            "(after a new key was put first). Afterwards the old keys can be removed.")
+    help = (
+        "Re-encrypt every stored provider key and replay-hook header with the first key of CULPRIT_FERNET_KEYS "
+        "(after a new key was put first). Afterwards the old keys can be removed."
+    )
 
     def handle(self, *args: Any, **options: Any) -> None:
         rotated = 0
@@ -32,7 +34,11 @@ class Command(BaseCommand):
                     changed.append(field)
                 if changed:
                     settings.save(update_fields=[*changed, "updated_at"])
-                    audit_record(action="keys.rotated", project=settings.project, target="model settings",
-                                 details={"fields": changed})
+                    audit_record(
+                        action="keys.rotated",
+                        project=settings.project,
+                        target="model settings",
+                        details={"fields": changed},
+                    )
                     rotated += len(changed)
         self.stdout.write(f"Re-encrypted {rotated} stored secret(s) with the current first key.")

@@ -98,12 +98,18 @@ def _judge(llm: LlmClient, cases: list[Any]) -> dict[str, Any]:
         agent_hits += result.agent == gold.agent
     spent = llm.usage() - start
     n = len(cases)
-    return {"judge_method": ALL_AT_ONCE.name, "judge_model": llm.model,
-            "judge_step_accuracy": round(hits / n, 4) if n else 0.0,
-            "judge_agent_accuracy": round(agent_hits / n, 4) if n else 0.0,
-            "judge_failed": failed, "judge_calls": spent.calls, "judge_cached_calls": spent.cached_calls,
-            "judge_input_tokens": spent.input_tokens, "judge_output_tokens": spent.output_tokens,
-            "judge_cost": round(spent.cost, 6)}
+    return {
+        "judge_method": ALL_AT_ONCE.name,
+        "judge_model": llm.model,
+        "judge_step_accuracy": round(hits / n, 4) if n else 0.0,
+        "judge_agent_accuracy": round(agent_hits / n, 4) if n else 0.0,
+        "judge_failed": failed,
+        "judge_calls": spent.calls,
+        "judge_cached_calls": spent.cached_calls,
+        "judge_input_tokens": spent.input_tokens,
+        "judge_output_tokens": spent.output_tokens,
+        "judge_cost": round(spent.cost, 6),
+    }
 
 
 # --- sandbox v2 ---------------------------------------------------------------------------------------------------
@@ -126,11 +132,20 @@ def benchmark_v2(runs: int, seed: int = 1, ranker: str = "heuristic") -> dict[st
     if ranker == "learned" and model is None:
         raise CommandError("--ranker learned needs attribution.learning, which is not importable")
     rank = (lambda view: model.run(view, with_ground_truth=True).scores) if ranker == "learned" else None
-    scored = {"injected": [_score_v2(case, model, rank) for case in injected],
-              "natural": [_score_v2(case, model, rank) for case in natural]}
+    scored = {
+        "injected": [_score_v2(case, model, rank) for case in injected],
+        "natural": [_score_v2(case, model, rank) for case in natural],
+    }
     by_mode = {mode: _summary_v2(rows, model is not None) for mode, rows in scored.items()}
-    return {"version": 2, "runs": runs, "seed": seed, "ranker": ranker, "training": training,
-            **_summary_v2(scored["injected"] + scored["natural"], model is not None), "by_mode": by_mode}
+    return {
+        "version": 2,
+        "runs": runs,
+        "seed": seed,
+        "ranker": ranker,
+        "training": training,
+        **_summary_v2(scored["injected"] + scored["natural"], model is not None),
+        "by_mode": by_mode,
+    }
 
 
 def _train_learned(runs: int, seed: int) -> tuple[Any, dict[str, Any] | None]:
@@ -141,7 +156,9 @@ def _train_learned(runs: int, seed: int) -> tuple[Any, dict[str, Any] | None]:
     from attribution.replay.sandbox_v2_faults import generate_labelled
 
     cases = generate_labelled(runs, seed, "injected")
-    model = fit([Example(view=c.view, agent=c.agent, step=c.step, source="injected", group=c.name) for c in cases])
+    model = fit(
+        [Example(view=c.view, agent=c.agent, step=c.step, source="injected", group=c.name) for c in cases]
+    )
     return model, {"seed": seed, "cases": len(cases), "source": "injected"}
 
 
@@ -155,11 +172,15 @@ def _score_v2(case: Any, model: Any, rank: Any) -> dict[str, Any]:
     heuristic = HEURISTIC.run(view, with_ground_truth=True)
     learned = model.run(view, with_ground_truth=True) if model is not None else None
     actions = [s.index for s in view.steps if s.agent and s.kind != "tool_result"]
-    return {"kind": case.scenario if case.mode == "injected" else case.kind, "steps": len(view.steps),
-            "replays": used, "scan": actions.index(case.step) + 1,  # a left-to-right scan over actions only
-            "counterfactual": (cf_step == case.step, cf_agent == case.agent),
-            "heuristic": (heuristic.step == case.step, heuristic.agent == case.agent),
-            "learned": (learned.step == case.step, learned.agent == case.agent) if learned is not None else None}
+    return {
+        "kind": case.scenario if case.mode == "injected" else case.kind,
+        "steps": len(view.steps),
+        "replays": used,
+        "scan": actions.index(case.step) + 1,  # a left-to-right scan over actions only
+        "counterfactual": (cf_step == case.step, cf_agent == case.agent),
+        "heuristic": (heuristic.step == case.step, heuristic.agent == case.agent),
+        "learned": (learned.step == case.step, learned.agent == case.agent) if learned is not None else None,
+    }
 
 
 def _accuracy(rows: list[dict[str, Any]], method: str) -> dict[str, Any]:
@@ -168,8 +189,12 @@ def _accuracy(rows: list[dict[str, Any]], method: str) -> dict[str, Any]:
     n = len(rows)
     steps = sum(r[method][0] for r in rows)
     agents = sum(r[method][1] for r in rows)
-    return {"step_accuracy": round(steps / n, 4) if n else 0.0, "step_ci": wilson(steps, n),
-            "agent_accuracy": round(agents / n, 4) if n else 0.0, "agent_ci": wilson(agents, n)}
+    return {
+        "step_accuracy": round(steps / n, 4) if n else 0.0,
+        "step_ci": wilson(steps, n),
+        "agent_accuracy": round(agents / n, 4) if n else 0.0,
+        "agent_ci": wilson(agents, n),
+    }
 
 
 def _summary_v2(rows: list[dict[str, Any]], learned: bool) -> dict[str, Any]:
@@ -184,22 +209,29 @@ def _summary_v2(rows: list[dict[str, Any]], learned: bool) -> dict[str, Any]:
         by_kind.setdefault(row["kind"], []).append(row)
     methods = ("counterfactual", "heuristic", *(("learned",) if learned else ()))
     return {
-        "cases": n, "mean_steps": mean_steps,
-        "counterfactual": {**_accuracy(rows, "counterfactual"), "mean_replays": mean([r["replays"] for r in rows]),
-                           "max_replays": max((r["replays"] for r in rows), default=0)},
+        "cases": n,
+        "mean_steps": mean_steps,
+        "counterfactual": {
+            **_accuracy(rows, "counterfactual"),
+            "mean_replays": mean([r["replays"] for r in rows]),
+            "max_replays": max((r["replays"] for r in rows), default=0),
+        },
         "heuristic": _accuracy(rows, "heuristic"),
         "learned": _accuracy(rows, "learned") if learned else None,
         "replay_target": round(math.log2(mean_steps) + 2, 4) if mean_steps else 0.0,
         "scan_mean_replays": mean([r["scan"] for r in rows]),
-        "step_accuracy_by_kind": {kind: {"cases": len(group), **{m: mean([int(r[m][0]) for r in group])
-                                                                 for m in methods}}
-                                  for kind, group in sorted(by_kind.items())},
+        "step_accuracy_by_kind": {
+            kind: {"cases": len(group), **{m: mean([int(r[m][0]) for r in group]) for m in methods}}
+            for kind, group in sorted(by_kind.items())
+        },
     }
 
 
 class Command(PureJsonMixin, BaseCommand):
-    help = ("Benchmark counterfactual attribution on the built-in sandbox multi-agent system: generate tasks, inject "
-            "one fault into each successful run, keep those that fail, and find the fault by replay. Offline.")
+    help = (
+        "Benchmark counterfactual attribution on the built-in sandbox multi-agent system: generate tasks, inject "
+        "one fault into each successful run, keep those that fail, and find the fault by replay. Offline."
+    )
 
     def add_base_argument(self, parser: CommandParser, *args: Any, **kwargs: Any) -> None:
         if "--version" not in args:  # here --version picks the sandbox's version, not Django's
@@ -209,14 +241,27 @@ class Command(PureJsonMixin, BaseCommand):
         parser.add_argument("--runs", type=int, required=True)
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--json", action="store_true")
-        parser.add_argument("--judge-model", default="", help="also run the all-at-once LLM method with this litellm "
-                            "model on the same traces (the provider's key comes from its usual environment variable)")
+        parser.add_argument(
+            "--judge-model",
+            default="",
+            help="also run the all-at-once LLM method with this litellm "
+            "model on the same traces (the provider's key comes from its usual environment variable)",
+        )
         parser.add_argument("--api-base", default="", help="endpoint for --judge-model (Ollama, vLLM, ...)")
-        parser.add_argument("--version", type=int, choices=(1, 2), default=1,
-                            help="2: sandbox v2, stochastic agents whose corrections are resamples (injected and "
-                                 "natural failures; counterfactual, heuristic and learned methods)")
-        parser.add_argument("--ranker", choices=("heuristic", "learned"), default="heuristic",
-                            help="v2: the ranking that guides the counterfactual search")
+        parser.add_argument(
+            "--version",
+            type=int,
+            choices=(1, 2),
+            default=1,
+            help="2: sandbox v2, stochastic agents whose corrections are resamples (injected and "
+            "natural failures; counterfactual, heuristic and learned methods)",
+        )
+        parser.add_argument(
+            "--ranker",
+            choices=("heuristic", "learned"),
+            default="heuristic",
+            help="v2: the ranking that guides the counterfactual search",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["runs"] < 1:
@@ -234,8 +279,12 @@ class Command(PureJsonMixin, BaseCommand):
         if options["judge_model"]:
             from attribution.llm import LlmClient, cache_from_settings
 
-            judge = LlmClient(model=options["judge_model"], api_base=options["api_base"], method="all_at_once",
-                              cache=cache_from_settings())
+            judge = LlmClient(
+                model=options["judge_model"],
+                api_base=options["api_base"],
+                method="all_at_once",
+                cache=cache_from_settings(),
+            )
         self._print(benchmark(options["runs"], options["seed"], judge), options["json"])
 
     def _print(self, result: dict[str, Any], as_json: bool) -> None:

@@ -9,9 +9,11 @@ from tracing import services as tracing_services
 
 
 class Command(BaseCommand):
-    help = ("Run the built-in sandbox multi-agent system, inject one fault into each run, and keep the runs the fault "
-            "broke as traces of a project, each labelled (source: injected) at its faulty step; with --clean, also "
-            "store fault-free runs for injection campaigns. Idempotent.")
+    help = (
+        "Run the built-in sandbox multi-agent system, inject one fault into each run, and keep the runs the fault "
+        "broke as traces of a project, each labelled (source: injected) at its faulty step; with --clean, also "
+        "store fault-free runs for injection campaigns. Idempotent."
+    )
 
     def add_base_argument(self, parser: CommandParser, *args: Any, **kwargs: Any) -> None:
         if "--version" not in args:  # here --version picks the sandbox's version, not Django's
@@ -19,30 +21,53 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--project", required=True, help="created if it does not exist")
-        parser.add_argument("--version", type=int, choices=(1, 2), default=1,
-                            help="2: sandbox v2 failures, labelled at the step whose resample alone saves the run")
-        parser.add_argument("--mode", choices=("injected", "natural"), default="injected",
-                            help="v2: runs selected for an injected scenario, or natural failures as they come")
+        parser.add_argument(
+            "--version",
+            type=int,
+            choices=(1, 2),
+            default=1,
+            help="2: sandbox v2 failures, labelled at the step whose resample alone saves the run",
+        )
+        parser.add_argument(
+            "--mode",
+            choices=("injected", "natural"),
+            default="injected",
+            help="v2: runs selected for an injected scenario, or natural failures as they come",
+        )
         parser.add_argument("--runs", type=int, default=10)
         parser.add_argument("--seed", type=int, default=1)
-        parser.add_argument("--clean", type=int, default=0,
-                            help="also store this many fault-free (successful) runs, for injection campaigns")
+        parser.add_argument(
+            "--clean",
+            type=int,
+            default=0,
+            help="also store this many fault-free (successful) runs, for injection campaigns",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         project, _ = tracing_services.project_get_or_create(name=options["project"])
         if options["version"] == 2:
             if options["clean"]:
                 raise CommandError("--clean is for --version 1")
-            kept, existing = services.sandbox_cases_generate(project=project, runs=options["runs"],
-                                                             seed=options["seed"], version=2, mode=options["mode"])
-            self.stdout.write(f"Sandbox v2: {kept} new {options['mode']} failed run(s) in {project.name!r}"
-                              f"{f', {existing} already there' if existing else ''}.")
+            kept, existing = services.sandbox_cases_generate(
+                project=project, runs=options["runs"], seed=options["seed"], version=2, mode=options["mode"]
+            )
+            self.stdout.write(
+                f"Sandbox v2: {kept} new {options['mode']} failed run(s) in {project.name!r}"
+                f"{f', {existing} already there' if existing else ''}."
+            )
             return
-        kept, existing = services.sandbox_cases_generate(project=project, runs=options["runs"], seed=options["seed"])
-        self.stdout.write(f"Sandbox: {kept} new failed run(s) with an injected fault in {project.name!r}"
-                          f"{f', {existing} already there' if existing else ''}.")
+        kept, existing = services.sandbox_cases_generate(
+            project=project, runs=options["runs"], seed=options["seed"]
+        )
+        self.stdout.write(
+            f"Sandbox: {kept} new failed run(s) with an injected fault in {project.name!r}"
+            f"{f', {existing} already there' if existing else ''}."
+        )
         if options["clean"]:
-            written, there = services.sandbox_clean_runs_generate(project=project, runs=options["clean"],
-                                                                  seed=options["seed"])
-            self.stdout.write(f"Sandbox: {written} new successful run(s) to inject faults into"
-                              f"{f', {there} already there' if there else ''}.")
+            written, there = services.sandbox_clean_runs_generate(
+                project=project, runs=options["clean"], seed=options["seed"]
+            )
+            self.stdout.write(
+                f"Sandbox: {written} new successful run(s) to inject faults into"
+                f"{f', {there} already there' if there else ''}."
+            )

@@ -25,13 +25,25 @@ from tracing.models import Project, Trace
 
 ROLES = ["worker", "planner-message", "planner-thought"]
 KINDS = ["message", "thought", "tool_call", "llm_call"]
-EXCEPTIONS = ["valueerror", "keyerror", "modulenotfounderror", "timeouterror", "typeerror", "indexerror",
-              "attributeerror", "filenotfounderror", "connectionerror", "httperror"]
+EXCEPTIONS = [
+    "valueerror",
+    "keyerror",
+    "modulenotfounderror",
+    "timeouterror",
+    "typeerror",
+    "indexerror",
+    "attributeerror",
+    "filenotfounderror",
+    "connectionerror",
+    "httperror",
+]
 BATCH = 2000
 
 
 class Command(PureJsonMixin, BaseCommand):
-    help = "Time error-schema retrieval over N synthetic schemas; prints p50_ms and p95_ms (target p95 < 20 ms)."
+    help = (
+        "Time error-schema retrieval over N synthetic schemas; prints p50_ms and p95_ms (target p95 < 20 ms)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--schemas", type=int, default=50_000)
@@ -57,12 +69,19 @@ class Command(PureJsonMixin, BaseCommand):
             for q in queries:
                 _timed(project.pk, q, use_cache=True)  # fill
             hot = [_timed(project.pk, q, use_cache=True) for q in queries]
-        result = {"schemas": ErrorSchema.objects.filter(project=project).count(), "queries": len(queries),
-                  "p50_ms": _pct(cold, 50), "p95_ms": _pct(cold, 95), "max_ms": round(max(cold), 2),
-                  "warm_p50_ms": _pct(warm, 50), "warm_p95_ms": _pct(warm, 95),
-                  "hot_p50_ms": _pct(hot, 50) if hot else None, "hot_p95_ms": _pct(hot, 95) if hot else None,
-                  "index_build_ms": build_ms,
-                  "mean_found": round(statistics.mean(_found(project.pk, q) for q in queries[:50]), 2)}
+        result = {
+            "schemas": ErrorSchema.objects.filter(project=project).count(),
+            "queries": len(queries),
+            "p50_ms": _pct(cold, 50),
+            "p95_ms": _pct(cold, 95),
+            "max_ms": round(max(cold), 2),
+            "warm_p50_ms": _pct(warm, 50),
+            "warm_p95_ms": _pct(warm, 95),
+            "hot_p50_ms": _pct(hot, 50) if hot else None,
+            "hot_p95_ms": _pct(hot, 95) if hot else None,
+            "index_build_ms": build_ms,
+            "mean_found": round(statistics.mean(_found(project.pk, q) for q in queries[:50]), 2),
+        }
         if options["json"]:
             self.stdout.write(json.dumps(result, indent=2))
         else:
@@ -73,8 +92,10 @@ class Command(PureJsonMixin, BaseCommand):
         project, _ = tracing_services.project_get_or_create(name=f"schema-benchmark-{n}")
         traces = list(Trace.objects.filter(project=project)[:20])
         if not traces:
-            traces = [Trace.objects.create(project=project, name=f"synthetic/{i}", source_format="synthetic")
-                      for i in range(20)]
+            traces = [
+                Trace.objects.create(project=project, name=f"synthetic/{i}", source_format="synthetic")
+                for i in range(20)
+            ]
         have = ErrorSchema.objects.filter(project=project).count()
         for start in range(have, n, BATCH):
             with transaction.atomic():
@@ -82,10 +103,18 @@ class Command(PureJsonMixin, BaseCommand):
                 ErrorSchema.objects.bulk_create(rows)
                 created = ErrorSchema.objects.filter(project=project, key__in=[r.key for r in rows])
                 SchemaExemplar.objects.bulk_create(
-                    SchemaExemplar(schema=s, trace=traces[(s.pk + k) % len(traces)], step_index=k,
-                                   agent_name="agent", source="injected", independence=f"trace:{s.pk}-{k}",
-                                   features=s.signature | {"signals": s.detection["signals"], "rank": k})
-                    for s in created for k in range(2))
+                    SchemaExemplar(
+                        schema=s,
+                        trace=traces[(s.pk + k) % len(traces)],
+                        step_index=k,
+                        agent_name="agent",
+                        source="injected",
+                        independence=f"trace:{s.pk}-{k}",
+                        features=s.signature | {"signals": s.detection["signals"], "rank": k},
+                    )
+                    for s in created
+                    for k in range(2)
+                )
         if have < n:
             _analyze()
         index.bump_generation(project.pk)
@@ -97,10 +126,12 @@ def _forget_cards(project: Project) -> None:
     cache = index.hot_cache()
     if cache is None:
         return
-    keys = [index.key("card", pk) for pk in ErrorSchema.objects.filter(project=project).values_list("pk",
-                                                                                                        flat=True)]
+    keys = [
+        index.key("card", pk)
+        for pk in ErrorSchema.objects.filter(project=project).values_list("pk", flat=True)
+    ]
     for start in range(0, len(keys), 5000):
-        cache.delete(*keys[start:start + 5000])
+        cache.delete(*keys[start : start + 5000])
     index.bump_generation(project.pk)
 
 
@@ -117,19 +148,41 @@ def _analyze() -> None:
 
 def _case(rng: random.Random) -> dict[str, Any]:
     signals = rng.sample(sorted(WEIGHTS), rng.randint(0, 3))
-    phrases = rng.sample(sorted(features.LEXICON), rng.randint(0, 3)) + rng.sample(EXCEPTIONS, rng.randint(0, 1))
-    return {"style": rng.choice(["group", "orchestrated"]), "role": rng.choice(ROLES), "rank": rng.randint(0, 4),
-            "kind": rng.choice(KINDS), "agent": f"agent{rng.randint(0, 300)}" if rng.random() < 0.5 else "",
-            "signals": signals, "primary": features.primary_signal(signals), "phrases": phrases,
-            "around": [rng.choice(KINDS) for _ in range(3)], "source_format": "synthetic", "step": 0, "steps": 10}
+    phrases = rng.sample(sorted(features.LEXICON), rng.randint(0, 3)) + rng.sample(
+        EXCEPTIONS, rng.randint(0, 1)
+    )
+    return {
+        "style": rng.choice(["group", "orchestrated"]),
+        "role": rng.choice(ROLES),
+        "rank": rng.randint(0, 4),
+        "kind": rng.choice(KINDS),
+        "agent": f"agent{rng.randint(0, 300)}" if rng.random() < 0.5 else "",
+        "signals": signals,
+        "primary": features.primary_signal(signals),
+        "phrases": phrases,
+        "around": [rng.choice(KINDS) for _ in range(3)],
+        "source_format": "synthetic",
+        "step": 0,
+        "steps": 10,
+    }
 
 
 def _schema(project: Project, i: int, rng: random.Random) -> ErrorSchema:
     built = features.aggregate([_case(rng)])
-    return ErrorSchema(project=project, key=f"synthetic|{i}", title=built["title"], category=built["category"],
-                       style=built["style"], signature=built["signature"], detection=built["detection"],
-                       context=built["context"], detection_text=built["detection_text"],
-                       search_text=built["search_text"], status=SchemaStatus.TRUSTED, distilled_by="benchmark")
+    return ErrorSchema(
+        project=project,
+        key=f"synthetic|{i}",
+        title=built["title"],
+        category=built["category"],
+        style=built["style"],
+        signature=built["signature"],
+        detection=built["detection"],
+        context=built["context"],
+        detection_text=built["detection_text"],
+        search_text=built["search_text"],
+        status=SchemaStatus.TRUSTED,
+        distilled_by="benchmark",
+    )
 
 
 def _query(rng: random.Random) -> features.Query:
@@ -137,8 +190,13 @@ def _query(rng: random.Random) -> features.Query:
     terms = set()
     for _ in range(rng.randint(5, 30)):
         case = _case(rng)
-        terms.update([f"role{case['role'].replace('-', '')}", f"kind{case['kind'].replace('_', '')}",
-                      f"primary{case['primary'].replace('_', '')}"])
+        terms.update(
+            [
+                f"role{case['role'].replace('-', '')}",
+                f"kind{case['kind'].replace('_', '')}",
+                f"primary{case['primary'].replace('_', '')}",
+            ]
+        )
         terms.update(f"sig{s.replace('_', '')}" for s in case["signals"])
         terms.update(case["phrases"])
         if case["agent"]:

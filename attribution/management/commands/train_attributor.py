@@ -18,15 +18,24 @@ from tracing.models import Project
 
 
 class Command(PureJsonMixin, BaseCommand):
-    help = ("Train a learned attributor on the verified labels of one or more projects: grouped K-fold "
-            "cross-validation first, then a fit on every label. The model is stored in the first project.")
+    help = (
+        "Train a learned attributor on the verified labels of one or more projects: grouped K-fold "
+        "cross-validation first, then a fit on every label. The model is stored in the first project."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--project", action="append", required=True,
-                            help="a project whose labels it learns from (repeat for more); the first one keeps it")
+        parser.add_argument(
+            "--project",
+            action="append",
+            required=True,
+            help="a project whose labels it learns from (repeat for more); the first one keeps it",
+        )
         parser.add_argument("--name", required=True)
-        parser.add_argument("--sources", default=",".join(VERIFIED_SOURCES),
-                            help=f"label sources to learn from, comma-separated (default: {','.join(VERIFIED_SOURCES)})")
+        parser.add_argument(
+            "--sources",
+            default=",".join(VERIFIED_SOURCES),
+            help=f"label sources to learn from, comma-separated (default: {','.join(VERIFIED_SOURCES)})",
+        )
         parser.add_argument("--folds", type=int, default=DEFAULT_FOLDS)
         parser.add_argument("--make-default", action="store_true", help="make it the first project's default")
         parser.add_argument("--json", action="store_true")
@@ -40,8 +49,14 @@ class Command(PureJsonMixin, BaseCommand):
             projects.append(project)
         sources = [s.strip() for s in options["sources"].split(",") if s.strip()]
         try:
-            row = attributor_create(project=projects[0], name=options["name"], projects=projects, sources=sources,
-                                    folds=options["folds"], enqueue=False)
+            row = attributor_create(
+                project=projects[0],
+                name=options["name"],
+                projects=projects,
+                sources=sources,
+                folds=options["folds"],
+                enqueue=False,
+            )
         except MethodError as exc:
             raise CommandError(str(exc)) from None
         row = attributor_train(model_id=row.pk)
@@ -49,11 +64,20 @@ class Command(PureJsonMixin, BaseCommand):
             raise CommandError(f"training failed: {row.error}")
         if options["make_default"]:
             attributor_make_default(model=row)
-        out = {"name": row.name, "version": row.version, "n_traces": row.n_traces, "n_steps": row.n_steps,
-               "cv": {"agent_accuracy": row.cv["agent_accuracy"], "step_accuracy": row.cv["step_accuracy"],
-                      "folds": row.cv["folds"], "intervals": row.cv["intervals"],
-                      "baselines": row.cv["baselines"]},
-               "seconds": row.seconds}
+        out = {
+            "name": row.name,
+            "version": row.version,
+            "n_traces": row.n_traces,
+            "n_steps": row.n_steps,
+            "cv": {
+                "agent_accuracy": row.cv["agent_accuracy"],
+                "step_accuracy": row.cv["step_accuracy"],
+                "folds": row.cv["folds"],
+                "intervals": row.cv["intervals"],
+                "baselines": row.cv["baselines"],
+            },
+            "seconds": row.seconds,
+        }
         if options["json"]:
             self.stdout.write(json.dumps(out, indent=2))
             return
@@ -64,4 +88,5 @@ class Command(PureJsonMixin, BaseCommand):
             f"{row.cv['folds']}-fold cross-validated: agent {pct(row.cv['agent_accuracy'])} "
             f"[{pct(ci['agent'][0])}–{pct(ci['agent'][1])}], step {pct(row.cv['step_accuracy'])} "
             f"[{pct(ci['step'][0])}–{pct(ci['step'][1])}]"
-            + ("; it is now the project's default." if options["make_default"] else ""))
+            + ("; it is now the project's default." if options["make_default"] else "")
+        )

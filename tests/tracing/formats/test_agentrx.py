@@ -47,6 +47,7 @@ def _all_shared_files() -> list[Path]:
 
 # --- Magentic-One trajectories -------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("path", MAGENTIC_FILES, ids=lambda p: p.stem[:12])
 def test_every_magentic_sample_parses_into_one_failed_trace_with_a_step_per_message(path):
     messages = json.loads(path.read_text())
@@ -84,6 +85,7 @@ def test_the_ground_truth_names_magentic_trajectories_by_their_file_stem():
 
 # --- ground-truth labels -------------------------------------------------------------------------------------------
 
+
 def test_the_root_cause_failure_becomes_the_label_with_a_zero_based_step():
     labels = _labels()
     (gold,) = labels[BOX_OFFICE].labels
@@ -116,25 +118,50 @@ def test_every_failure_is_a_label_of_the_agentrx_family_with_the_root_cause_deci
 
 
 def test_a_root_cause_id_given_as_text_still_finds_its_failure():
-    document = [{"trajectory_id": "t1", "root_cause": {"failure_id": "2"}, "failures": [
-        {"failure_id": 1, "step_number": 3, "failed_agent": "WebSurfer", "failure_category": "A"},
-        {"failure_id": 2, "step_number": 5, "failed_agent": "Orchestrator (thought)", "failure_category": "B",
-         "step_reason": "why"}]}]
+    document = [
+        {
+            "trajectory_id": "t1",
+            "root_cause": {"failure_id": "2"},
+            "failures": [
+                {"failure_id": 1, "step_number": 3, "failed_agent": "WebSurfer", "failure_category": "A"},
+                {
+                    "failure_id": 2,
+                    "step_number": 5,
+                    "failed_agent": "Orchestrator (thought)",
+                    "failure_category": "B",
+                    "step_reason": "why",
+                },
+            ],
+        }
+    ]
     (labelled,) = list(LABELS.parse(_bytes_source(document)))
     gold = _decisive(labelled)
     assert (gold.agent, gold.step, gold.category, gold.reason) == ("Orchestrator", 4, "B", "why")
-    assert [(g.agent, g.step, g.decisive) for g in labelled.labels] == [("WebSurfer", 2, False), ("Orchestrator", 4, True)]
+    assert [(g.agent, g.step, g.decisive) for g in labelled.labels] == [
+        ("WebSurfer", 2, False),
+        ("Orchestrator", 4, True),
+    ]
     assert labelled.warnings == []
 
 
 @pytest.mark.parametrize("root_cause", [None, {}, {"failure_id": 9}])
 def test_without_a_usable_root_cause_the_earliest_failure_is_decisive(root_cause):
-    document = [{"trajectory_id": 7, "root_cause": root_cause, "failures": [
-        {"failure_id": 1, "step_number": 8, "failed_agent": "User"},
-        {"failure_id": 2, "step_number": 4, "failed_agent": "Assistant"}]}]
+    document = [
+        {
+            "trajectory_id": 7,
+            "root_cause": root_cause,
+            "failures": [
+                {"failure_id": 1, "step_number": 8, "failed_agent": "User"},
+                {"failure_id": 2, "step_number": 4, "failed_agent": "Assistant"},
+            ],
+        }
+    ]
     (labelled,) = list(LABELS.parse(_bytes_source(document)))
     assert labelled.target_external_id == "7"
-    assert [(g.agent, g.step, g.decisive) for g in labelled.labels] == [("User", 7, False), ("Assistant", 3, True)]
+    assert [(g.agent, g.step, g.decisive) for g in labelled.labels] == [
+        ("User", 7, False),
+        ("Assistant", 3, True),
+    ]
     assert any("earliest failure (step 4)" in w for w in labelled.warnings)
 
 
@@ -149,30 +176,50 @@ def test_every_ground_truth_file_gives_every_failure_with_one_decisive_per_traje
 
 # --- malformed input -----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("document", [
-    {"history": []}, [], [1, 2], [{"content": "no role"}], "text", None,
-])
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"history": []},
+        [],
+        [1, 2],
+        [{"content": "no role"}],
+        "text",
+        None,
+    ],
+)
 def test_malformed_magentic_files_raise_a_format_error(document):
     with pytest.raises(TraceFormatError):
         list(MAGENTIC.parse(_bytes_source(document)))
 
 
-@pytest.mark.parametrize("document", [
-    {"failures": []}, [], ["x"], [{"failures": []}], [{"trajectory_id": None, "failures": []}],
-    [{"trajectory_id": "a", "failures": "none"}], [{"trajectory_id": "a", "failures": [1]}],
-    [{"trajectory_id": "a", "failures": [{"step_number": "three"}]}],
-    [{"trajectory_id": "a", "failures": [{"step_number": 0}]}],
-    [{"trajectory_id": True, "failures": []}],
-])
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"failures": []},
+        [],
+        ["x"],
+        [{"failures": []}],
+        [{"trajectory_id": None, "failures": []}],
+        [{"trajectory_id": "a", "failures": "none"}],
+        [{"trajectory_id": "a", "failures": [1]}],
+        [{"trajectory_id": "a", "failures": [{"step_number": "three"}]}],
+        [{"trajectory_id": "a", "failures": [{"step_number": 0}]}],
+        [{"trajectory_id": True, "failures": []}],
+    ],
+)
 def test_malformed_label_files_raise_a_format_error(document):
     with pytest.raises(TraceFormatError):
         list(LABELS.parse(_bytes_source(document)))
 
 
-@pytest.mark.parametrize("document", [
-    [{"trajectory_id": "a", "failures": []}],
-    [{"trajectory_id": "a", "failures": [{"step_number": "2", "failed_agent": None}], "root_cause": "x"}],
-])
+@pytest.mark.parametrize(
+    "document",
+    [
+        [{"trajectory_id": "a", "failures": []}],
+        [{"trajectory_id": "a", "failures": [{"step_number": "2", "failed_agent": None}], "root_cause": "x"}],
+    ],
+)
 def test_odd_but_readable_label_files_are_tolerated(document):
     (labelled,) = list(LABELS.parse(_bytes_source(document)))
     assert labelled.target_external_id == "a"
@@ -180,13 +227,17 @@ def test_odd_but_readable_label_files_are_tolerated(document):
 
 
 def test_nothing_is_yielded_when_a_late_label_entry_is_broken():
-    document = [{"trajectory_id": "a", "failures": []}, {"trajectory_id": "b", "failures": [{"step_number": -1}]}]
+    document = [
+        {"trajectory_id": "a", "failures": []},
+        {"trajectory_id": "b", "failures": [{"step_number": -1}]},
+    ]
     parsed = LABELS.parse(_bytes_source(document))
     with pytest.raises(TraceFormatError, match="trajectory b"):
         next(parsed)
 
 
 # --- detection -----------------------------------------------------------------------------------------------------
+
 
 def test_detection_claims_only_agentrx_files():
     for path in _all_shared_files():
@@ -201,12 +252,16 @@ def test_detection_claims_only_agentrx_files():
 
 
 def test_a_plain_chat_message_list_is_not_claimed_as_magentic_one():
-    chat = [{"role": "system", "content": "be nice"}, {"role": "user", "content": "hi"},
-            {"role": "assistant", "content": "hello"}]
+    chat = [
+        {"role": "system", "content": "be nice"},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+    ]
     assert MAGENTIC.detect(_bytes_source(chat)) < 0.5
 
 
 # --- end to end ----------------------------------------------------------------------------------------------------
+
 
 def _import(project, path: Path):
     (job,) = import_now(project, incoming_path(path, f"{path.parent.name}/{path.name}"))
@@ -224,7 +279,11 @@ def test_ground_truth_attaches_to_the_magentic_trace_in_either_order(project, la
     trace = Trace.objects.get(project=project, external_id=BOX_OFFICE)
     assert trace.step_count == 20
     gold = GoldLabel.objects.get(trace=trace)
-    assert (gold.step_index, gold.agent_name, gold.category) == (16, "Assistant", "Misinterpretation of Tool Output")
+    assert (gold.step_index, gold.agent_name, gold.category) == (
+        16,
+        "Assistant",
+        "Misinterpretation of Tool Output",
+    )
     assert gold.agent is not None and gold.agent.name == "Assistant"
     assert Step.objects.get(trace=trace, index=16).speaker == "Assistant"
 
@@ -240,8 +299,12 @@ def test_every_magentic_sample_imports_with_its_agents(project):
 
 @pytest.mark.django_db
 def test_a_broken_label_file_stores_nothing(project):
-    data = json.dumps([{"trajectory_id": BOX_OFFICE, "failures": [{"step_number": 3}]},
-                       {"trajectory_id": "b", "failures": "oops"}]).encode()
+    data = json.dumps(
+        [
+            {"trajectory_id": BOX_OFFICE, "failures": [{"step_number": 3}]},
+            {"trajectory_id": "b", "failures": "oops"},
+        ]
+    ).encode()
     (job,) = import_now(project, incoming_bytes("labels.json", data))
     assert job.status == JobStatus.FAILED
     assert "trajectory b" in job.error

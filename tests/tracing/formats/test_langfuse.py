@@ -23,9 +23,16 @@ EXPECTED = {
     "beeai-2025-08-01": (18, ["ReActAgent"], "I'm planning a trip to Barcelona, Spain."),
     "google-adk-2025-08-28": (6, ["hello_app", "hello_agent"], "hi"),
     "langgraph-python-2025-08-22": (10, ["LangGraph", "agent", "tools"], "Search the web for 'example'"),
-    "microsoft-agent-2025-12-17": (5, ["171105b7-59dd-49c0-9677-0b95395aa46a"], "What's the weather in Tokyo?"),
-    "pydantic-ai-tools-2025-12-04": (11, ["run_joke_generator", "joke_agent", "evaluator_agent"],
-                                     "Select and call THREE of the available tools"),
+    "microsoft-agent-2025-12-17": (
+        5,
+        ["171105b7-59dd-49c0-9677-0b95395aa46a"],
+        "What's the weather in Tokyo?",
+    ),
+    "pydantic-ai-tools-2025-12-04": (
+        11,
+        ["run_joke_generator", "joke_agent", "evaluator_agent"],
+        "Select and call THREE of the available tools",
+    ),
 }
 
 
@@ -72,9 +79,11 @@ def test_google_adk_agents_come_from_bracketed_names_and_tools_hang_from_the_mod
     trace = _parse(_file("google-adk-2025-08-28"))
     assert trace.question == "hi"
     kinds = [(s.kind, s.agent, s.speaker) for s in trace.steps]
-    assert kinds[:3] == [("message", "hello_app", "invocation [hello_app]"),
-                         ("message", "hello_agent", "agent_run [hello_agent]"),
-                         ("llm_call", "hello_agent", "call_llm")]
+    assert kinds[:3] == [
+        ("message", "hello_app", "invocation [hello_app]"),
+        ("message", "hello_agent", "agent_run [hello_agent]"),
+        ("llm_call", "hello_agent", "call_llm"),
+    ]
     call = trace.steps[2]
     assert call.content == "-> say_hello({})" and (call.input_tokens, call.output_tokens) == (28, 3)
     tool = trace.steps[3]
@@ -115,18 +124,43 @@ def test_pydantic_ai_agents_come_from_their_attributes_and_keep_their_prompts():
 def test_streaming_repeats_and_empty_events_become_no_steps():
     # BeeAI-style: one agent state repeated by successive update events, and a finish event with nothing in it.
     observations = [
-        {"id": "root", "type": "AGENT", "name": "planner", "startTime": "2025-01-01T00:00:00Z", "input": "plan a trip"},
-        {"id": "u1", "type": "SPAN", "name": "update-1", "parentObservationId": "root",
-         "startTime": "2025-01-01T00:00:01Z", "metadata": json.dumps({"attributes": {"thought": "I will search"}})},
-        {"id": "u2", "type": "SPAN", "name": "update-2", "parentObservationId": "root",
-         "startTime": "2025-01-01T00:00:02Z", "metadata": json.dumps({"attributes": {"thought": "I will search"}})},
-        {"id": "f1", "type": "GENERATION", "name": "finish", "parentObservationId": "root",
-         "startTime": "2025-01-01T00:00:03Z"},
+        {
+            "id": "root",
+            "type": "AGENT",
+            "name": "planner",
+            "startTime": "2025-01-01T00:00:00Z",
+            "input": "plan a trip",
+        },
+        {
+            "id": "u1",
+            "type": "SPAN",
+            "name": "update-1",
+            "parentObservationId": "root",
+            "startTime": "2025-01-01T00:00:01Z",
+            "metadata": json.dumps({"attributes": {"thought": "I will search"}}),
+        },
+        {
+            "id": "u2",
+            "type": "SPAN",
+            "name": "update-2",
+            "parentObservationId": "root",
+            "startTime": "2025-01-01T00:00:02Z",
+            "metadata": json.dumps({"attributes": {"thought": "I will search"}}),
+        },
+        {
+            "id": "f1",
+            "type": "GENERATION",
+            "name": "finish",
+            "parentObservationId": "root",
+            "startTime": "2025-01-01T00:00:03Z",
+        },
     ]
     document = {"trace": {"id": "t1", "name": "trip", "input": "plan a trip"}, "observations": observations}
     (trace,) = list(LANGFUSE.parse(Source.from_bytes("trip.json", json.dumps(document).encode())))
     assert [(s.span_id, s.agent, s.content) for s in trace.steps] == [
-        ("root", "planner", "plan a trip"), ("u1", "planner", "I will search")]
+        ("root", "planner", "plan a trip"),
+        ("u1", "planner", "I will search"),
+    ]
     assert trace.steps[1].parent == 0
 
 
@@ -170,8 +204,18 @@ def _malformed() -> list[object]:
     blank = copy.deepcopy(base)
     blank["observations"] = [{"id": "a", "type": "SPAN", "name": "nothing"}]
     ids_only = {"data": [{"id": "t", "name": "x", "observations": ["a", "b"]}]}
-    return [{}, [], ids_only, {"trace": "x", "observations": []}, {"trace": {"id": "t"}, "observations": "no"}, no_id,
-            not_an_object, empty, blank, [base, "x"]]
+    return [
+        {},
+        [],
+        ids_only,
+        {"trace": "x", "observations": []},
+        {"trace": {"id": "t"}, "observations": "no"},
+        no_id,
+        not_an_object,
+        empty,
+        blank,
+        [base, "x"],
+    ]
 
 
 @pytest.mark.parametrize("document", _malformed(), ids=lambda d: str(d)[:40])

@@ -34,10 +34,21 @@ def jsonl(values: list) -> bytes:
 def test_the_sample_conversation_gives_one_step_per_message_and_tool_call():
     (trace,) = parse_bytes(CHAT.read_bytes(), CHAT.name)
     assert [(s.kind, s.agent) for s in trace.steps] == [
-        ("system", "system"), ("human", "user"), ("message", "Triage"), ("tool_call", "Triage"),
-        ("tool_result", "Triage"), ("tool_call", "Triage"), ("tool_result", "Triage"), ("message", "Billing"),
-        ("tool_call", "Billing"), ("tool_call", "Billing"), ("tool_result", "Billing"), ("tool_result", "Billing"),
-        ("human", "user"), ("message", "Billing")]
+        ("system", "system"),
+        ("human", "user"),
+        ("message", "Triage"),
+        ("tool_call", "Triage"),
+        ("tool_result", "Triage"),
+        ("tool_call", "Triage"),
+        ("tool_result", "Triage"),
+        ("message", "Billing"),
+        ("tool_call", "Billing"),
+        ("tool_call", "Billing"),
+        ("tool_result", "Billing"),
+        ("tool_result", "Billing"),
+        ("human", "user"),
+        ("message", "Billing"),
+    ]
     assert trace.external_id == "conv_7f3a9c21"
     assert trace.outcome == "failed"
     assert trace.question == "My order #A-1042 arrived broken. I want my money back."
@@ -47,7 +58,11 @@ def test_the_sample_conversation_gives_one_step_per_message_and_tool_call():
 def test_tool_results_belong_to_the_caller_and_hang_from_their_call():
     (trace,) = parse_bytes(CHAT.read_bytes())
     steps = trace.steps
-    assert (steps[3].tool_name, steps[3].tool_arguments, steps[3].parent) == ("get_order", {"order_id": "A-1042"}, 2)
+    assert (steps[3].tool_name, steps[3].tool_arguments, steps[3].parent) == (
+        "get_order",
+        {"order_id": "A-1042"},
+        2,
+    )
     assert (steps[4].tool_name, steps[4].parent, steps[4].speaker) == ("get_order", 3, "tool")
     # Two calls in one message, answered in order: each result finds its own call by tool_call_id.
     assert (steps[10].tool_name, steps[10].parent) == ("issue_refund", 8)
@@ -65,7 +80,10 @@ def test_broken_json_arguments_are_kept_as_written():
 def test_the_system_prompt_goes_to_the_next_assistant_and_content_parts_become_text():
     (trace,) = parse_bytes(CHAT.read_bytes())
     prompts = {a.name: a.system_prompt for a in trace.agents}
-    assert prompts["Triage"] == "You are Triage. Route billing questions to Billing. Never promise refunds yourself."
+    assert (
+        prompts["Triage"]
+        == "You are Triage. Route billing questions to Billing. Never promise refunds yourself."
+    )
     assert prompts["Billing"] == ""
     assert trace.steps[7].content == "I can refund the 89.90 to your credit card right away."
     assert trace.steps[12].content.endswith("[image: https://example.com/screenshot.png]")
@@ -78,15 +96,19 @@ def test_a_bare_list_and_message_per_line_json_lines_read_the_same():
         source = Source.from_bytes(name, data)
         assert FORMAT.detect(source) >= 0.8, name
         (trace,) = FORMAT.parse(source)
-        assert [(s.kind, s.agent, s.parent, s.content) for s in trace.steps] == \
-               [(s.kind, s.agent, s.parent, s.content) for s in expected.steps], name
+        assert [(s.kind, s.agent, s.parent, s.content) for s in trace.steps] == [
+            (s.kind, s.agent, s.parent, s.content) for s in expected.steps
+        ], name
         assert trace.name == Path(name).stem
 
 
 def test_one_conversation_per_line_gives_one_trace_per_line():
     first = document()
     second = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}
-    for name, data in [("batch.jsonl", jsonl([first, second])), ("batch.json", json.dumps([first, second]).encode())]:
+    for name, data in [
+        ("batch.jsonl", jsonl([first, second])),
+        ("batch.json", json.dumps([first, second]).encode()),
+    ]:
         source = Source.from_bytes(name, data)
         assert FORMAT.detect(source) >= 0.8
         traces = list(FORMAT.parse(source))
@@ -98,14 +120,28 @@ def test_names_on_user_messages_are_agents_not_humans_and_legacy_function_calls_
     messages = [
         {"role": "system", "content": "You are Coder."},
         {"role": "user", "name": "Planner", "content": "Write the parser."},
-        {"role": "assistant", "name": "Coder", "content": "", "function_call": {"name": "run", "arguments": "{}"}},
+        {
+            "role": "assistant",
+            "name": "Coder",
+            "content": "",
+            "function_call": {"name": "run", "arguments": "{}"},
+        },
         {"role": "function", "name": "run", "content": "exit 1"},
-        {"role": "assistant", "content": "Done.", "reasoning_content": "The test failed but I will say done."},
+        {
+            "role": "assistant",
+            "content": "Done.",
+            "reasoning_content": "The test failed but I will say done.",
+        },
     ]
     (trace,) = parse_doc(messages)
     assert [(s.kind, s.agent) for s in trace.steps] == [
-        ("system", "system"), ("message", "Planner"), ("tool_call", "Coder"), ("tool_result", "Coder"),
-        ("thought", "assistant"), ("message", "assistant")]
+        ("system", "system"),
+        ("message", "Planner"),
+        ("tool_call", "Coder"),
+        ("tool_result", "Coder"),
+        ("thought", "assistant"),
+        ("message", "assistant"),
+    ]
     assert trace.steps[3].parent == 2 and trace.steps[3].tool_name == "run"
     assert {a.name: a.system_prompt for a in trace.agents}["Coder"] == "You are Coder."
 
@@ -115,20 +151,23 @@ def test_a_system_prompt_no_assistant_answers_stays_with_its_speaker():
     assert {a.name: a.system_prompt for a in trace.agents} == {"system": "Be brief.", "user": ""}
 
 
-@pytest.mark.parametrize("value", [
-    [],
-    {"messages": []},
-    {"messages": "hello"},
-    [{"role": "user", "content": "ok"}, "not a message"],
-    [{"content": "no role"}],
-    [{"role": 5, "content": "role is a number"}],
-    [{"role": "assistant", "content": None, "tool_calls": ["not a call"]}],
-    [{"role": "assistant", "content": {"odd": "object"}, "tool_calls": [{"function": None}]}],
-    [{"role": "tool", "content": "result without any call"}],
-    {"history": [{"role": "user", "content": "Who&When"}]},
-    "text",
-    7,
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        [],
+        {"messages": []},
+        {"messages": "hello"},
+        [{"role": "user", "content": "ok"}, "not a message"],
+        [{"content": "no role"}],
+        [{"role": 5, "content": "role is a number"}],
+        [{"role": "assistant", "content": None, "tool_calls": ["not a call"]}],
+        [{"role": "assistant", "content": {"odd": "object"}, "tool_calls": [{"function": None}]}],
+        [{"role": "tool", "content": "result without any call"}],
+        {"history": [{"role": "user", "content": "Who&When"}]},
+        "text",
+        7,
+    ],
+)
 def test_malformed_conversations_raise_a_format_error_or_import(value):
     try:
         traces = parse_doc(value)

@@ -35,6 +35,7 @@ def span_from(attributes: dict, name: str = "span"):
 
 def as_otlp(attributes: dict) -> list[dict]:
     """The attribute dict as OTLP/JSON writes it, to prove unwrapping gives the same dict back."""
+
     def wrap(value):
         if isinstance(value, bool):
             return {"boolValue": value}
@@ -49,8 +50,11 @@ def as_otlp(attributes: dict) -> list[dict]:
     return [{"key": key, "value": wrap(value)} for key, value in attributes.items()]
 
 
-SAMPLES = ["openinference_client_span_tool_calls.json", "otel_genai_client_span_tool_calls.json",
-           "otel_genai_tool_execution_span.json"]
+SAMPLES = [
+    "openinference_client_span_tool_calls.json",
+    "otel_genai_client_span_tool_calls.json",
+    "otel_genai_tool_execution_span.json",
+]
 
 
 @pytest.mark.parametrize("name", SAMPLES)
@@ -66,12 +70,22 @@ def test_it_unwraps_every_otlp_value_type():
         {"key": "d", "value": {"doubleValue": 0.5}},
         {"key": "b", "value": {"boolValue": False}},
         {"key": "a", "value": {"arrayValue": {"values": [{"stringValue": "x"}, {"intValue": 2}]}}},
-        {"key": "kv", "value": {"kvlistValue": {"values": [{"key": "inner", "value": {"string_value": "y"}}]}}},
+        {
+            "key": "kv",
+            "value": {"kvlistValue": {"values": [{"key": "inner", "value": {"string_value": "y"}}]}},
+        },
         {"key": "empty", "value": {}},
         {"no key": "ignored"},
     ]
-    assert unwrap_otlp_attributes(items) == {"s": "text", "i": 9007199254740993, "d": 0.5, "b": False,
-                                             "a": ["x", 2], "kv": {"inner": "y"}, "empty": None}
+    assert unwrap_otlp_attributes(items) == {
+        "s": "text",
+        "i": 9007199254740993,
+        "d": 0.5,
+        "b": False,
+        "a": ["x", 2],
+        "kv": {"inner": "y"},
+        "empty": None,
+    }
     assert unwrap_otlp_value({"intValue": "not a number"}) == "not a number"
     assert unwrap_otlp_attributes("not a list") == {}
 
@@ -96,7 +110,9 @@ def test_the_genai_llm_span_reads_the_same_as_its_openinference_twin():
 
 
 def test_the_genai_tool_execution_span_gives_tool_name_arguments_and_result():
-    span = span_from(attributes_sample("otel_genai_tool_execution_span.json"), name="execute_tool get_weather")
+    span = span_from(
+        attributes_sample("otel_genai_tool_execution_span.json"), name="execute_tool get_weather"
+    )
     assert span.kind == "tool"
     assert span.tool_name == "get_weather"
     assert span.tool_arguments == {"city": "New York"}
@@ -104,24 +120,27 @@ def test_the_genai_tool_execution_span_gives_tool_name_arguments_and_result():
     assert token_counts(attributes_sample("otel_genai_tool_execution_span.json")) == (None, None)
 
 
-@pytest.mark.parametrize(("attributes", "kind"), [
-    ({"openinference.span.kind": "LLM"}, "llm"),
-    ({"openinference.span.kind": "TOOL"}, "tool"),
-    ({"openinference.span.kind": "AGENT"}, "agent"),
-    ({"openinference.span.kind": "CHAIN"}, "chain"),
-    ({"openinference.span.kind": "RETRIEVER"}, "retriever"),
-    ({"openinference.span.kind": "EMBEDDING"}, "embedding"),
-    ({"gen_ai.operation.name": "chat"}, "llm"),
-    ({"gen_ai.operation.name": "text_completion"}, "llm"),
-    ({"gen_ai.operation.name": "execute_tool"}, "tool"),
-    ({"gen_ai.operation.name": "invoke_agent"}, "agent"),
-    ({"gen_ai.operation.name": "create_agent"}, "agent"),
-    ({"traceloop.span.kind": "workflow"}, "chain"),
-    ({"tool.name": "search"}, "tool"),
-    ({"llm.model_name": "gpt-4o"}, "llm"),
-    ({"agent.name": "Planner"}, "agent"),
-    ({"http.method": "GET"}, "other"),
-])
+@pytest.mark.parametrize(
+    ("attributes", "kind"),
+    [
+        ({"openinference.span.kind": "LLM"}, "llm"),
+        ({"openinference.span.kind": "TOOL"}, "tool"),
+        ({"openinference.span.kind": "AGENT"}, "agent"),
+        ({"openinference.span.kind": "CHAIN"}, "chain"),
+        ({"openinference.span.kind": "RETRIEVER"}, "retriever"),
+        ({"openinference.span.kind": "EMBEDDING"}, "embedding"),
+        ({"gen_ai.operation.name": "chat"}, "llm"),
+        ({"gen_ai.operation.name": "text_completion"}, "llm"),
+        ({"gen_ai.operation.name": "execute_tool"}, "tool"),
+        ({"gen_ai.operation.name": "invoke_agent"}, "agent"),
+        ({"gen_ai.operation.name": "create_agent"}, "agent"),
+        ({"traceloop.span.kind": "workflow"}, "chain"),
+        ({"tool.name": "search"}, "tool"),
+        ({"llm.model_name": "gpt-4o"}, "llm"),
+        ({"agent.name": "Planner"}, "agent"),
+        ({"http.method": "GET"}, "other"),
+    ],
+)
 def test_it_reads_the_span_kind_from_either_convention(attributes, kind):
     assert span_kind(attributes) == kind
 
@@ -131,28 +150,46 @@ def test_a_kind_stated_outside_the_attributes_wins_unless_it_is_unknown():
     assert span_kind({"llm.model_name": "x"}, hint="UNKNOWN") == "llm"
 
 
-@pytest.mark.parametrize(("attributes", "span_name", "agent"), [
-    ({"agent.name": "Researcher"}, "whatever", "Researcher"),
-    ({"gen_ai.agent.name": "Planner", "gen_ai.operation.name": "chat"}, "chat gpt-4o", "Planner"),
-    ({"graph.node.id": "supervisor"}, "node", "supervisor"),
-    ({"gen_ai.operation.name": "invoke_agent"}, "invoke_agent Writer", "Writer"),
-    ({"openinference.span.kind": "AGENT"}, "Critic", "Critic"),
-    ({"openinference.span.kind": "LLM"}, "ChatCompletion", None),
-])
+@pytest.mark.parametrize(
+    ("attributes", "span_name", "agent"),
+    [
+        ({"agent.name": "Researcher"}, "whatever", "Researcher"),
+        ({"gen_ai.agent.name": "Planner", "gen_ai.operation.name": "chat"}, "chat gpt-4o", "Planner"),
+        ({"graph.node.id": "supervisor"}, "node", "supervisor"),
+        ({"gen_ai.operation.name": "invoke_agent"}, "invoke_agent Writer", "Writer"),
+        ({"openinference.span.kind": "AGENT"}, "Critic", "Critic"),
+        ({"openinference.span.kind": "LLM"}, "ChatCompletion", None),
+    ],
+)
 def test_it_finds_the_agent_a_span_names(attributes, span_name, agent):
     assert agent_name(attributes, kind=span_kind(attributes), span_name=span_name) == agent
 
 
 def test_openinference_tool_spans_give_name_and_arguments_and_output():
-    span = span_from({"openinference.span.kind": "TOOL", "tool.name": "web_search",
-                      "tool.parameters": '{"type": "object"}', "input.value": '{"query": "Porto museums"}',
-                      "output.value": "3 results"})
-    assert (span.tool_name, span.tool_arguments, span.output) == ("web_search", {"query": "Porto museums"}, "3 results")
+    span = span_from(
+        {
+            "openinference.span.kind": "TOOL",
+            "tool.name": "web_search",
+            "tool.parameters": '{"type": "object"}',
+            "input.value": '{"query": "Porto museums"}',
+            "output.value": "3 results",
+        }
+    )
+    assert (span.tool_name, span.tool_arguments, span.output) == (
+        "web_search",
+        {"query": "Porto museums"},
+        "3 results",
+    )
 
 
 def test_tool_call_function_arguments_come_before_the_parameter_schema():
-    span = span_from({"tool_call.function.name": "lookup", "tool_call.function.arguments": '{"id": 7}',
-                      "tool.parameters": '{"type": "object"}'})
+    span = span_from(
+        {
+            "tool_call.function.name": "lookup",
+            "tool_call.function.arguments": '{"id": 7}',
+            "tool.parameters": '{"type": "object"}',
+        }
+    )
     assert (span.kind, span.tool_name, span.tool_arguments) == ("tool", "lookup", {"id": 7})
 
 
@@ -162,21 +199,36 @@ def test_the_tool_schema_is_the_last_resort_for_arguments():
 
 
 def test_the_system_prompt_comes_from_the_system_message_or_the_system_instructions():
-    oi = {"llm.input_messages.0.message.role": "system", "llm.input_messages.0.message.content": "Be terse.",
-          "llm.input_messages.1.message.role": "user", "llm.input_messages.1.message.content": "Hi"}
+    oi = {
+        "llm.input_messages.0.message.role": "system",
+        "llm.input_messages.0.message.content": "Be terse.",
+        "llm.input_messages.1.message.role": "user",
+        "llm.input_messages.1.message.content": "Hi",
+    }
     assert system_prompt(oi) == "Be terse."
-    genai = {"gen_ai.system_instructions": '[{"type": "text", "content": "You are Writer."}]',
-             "gen_ai.system": "openai"}
+    genai = {
+        "gen_ai.system_instructions": '[{"type": "text", "content": "You are Writer."}]',
+        "gen_ai.system": "openai",
+    }
     assert system_prompt(genai) == "You are Writer."
     assert system_prompt({"gen_ai.system": "openai"}) == ""  # the provider's name, not a prompt
 
 
 def test_legacy_indexed_prompt_and_completion_keys_are_read():
-    span = span_from({"gen_ai.system": "openai", "gen_ai.request.model": "gpt-4",
-                      "gen_ai.prompt.0.role": "system", "gen_ai.prompt.0.content": "Be kind.",
-                      "gen_ai.prompt.1.role": "user", "gen_ai.prompt.1.content": "Hello?",
-                      "gen_ai.completion.0.role": "assistant", "gen_ai.completion.0.content": "Hello!",
-                      "gen_ai.usage.prompt_tokens": 12, "gen_ai.usage.completion_tokens": "3"})
+    span = span_from(
+        {
+            "gen_ai.system": "openai",
+            "gen_ai.request.model": "gpt-4",
+            "gen_ai.prompt.0.role": "system",
+            "gen_ai.prompt.0.content": "Be kind.",
+            "gen_ai.prompt.1.role": "user",
+            "gen_ai.prompt.1.content": "Hello?",
+            "gen_ai.completion.0.role": "assistant",
+            "gen_ai.completion.0.content": "Hello!",
+            "gen_ai.usage.prompt_tokens": 12,
+            "gen_ai.usage.completion_tokens": "3",
+        }
+    )
     assert span.kind == "llm"
     assert span.output == "Hello!"
     assert span.input == "system: Be kind.\n\nuser: Hello?"
@@ -185,49 +237,70 @@ def test_legacy_indexed_prompt_and_completion_keys_are_read():
 
 
 def test_message_events_of_the_older_genai_convention_give_the_texts():
-    events = [{"name": "gen_ai.user.message", "attributes": {"content": "What time is it?"}},
-              {"name": "gen_ai.choice", "attributes": {"message.content": "Noon.", "index": 0}}]
-    span = build_span(span_id="1", parent_id=None, name="chat", events=events,
-                      attributes={"gen_ai.operation.name": "chat"})
+    events = [
+        {"name": "gen_ai.user.message", "attributes": {"content": "What time is it?"}},
+        {"name": "gen_ai.choice", "attributes": {"message.content": "Noon.", "index": 0}},
+    ]
+    span = build_span(
+        span_id="1", parent_id=None, name="chat", events=events, attributes={"gen_ai.operation.name": "chat"}
+    )
     assert (span.input, span.output) == ("What time is it?", "Noon.")
 
 
 def test_nested_attributes_flatten_to_the_dotted_keys_and_back():
-    stored = {"llm": {"input_messages": [{"message": {"role": "user", "content": "Hi"}}],
-                      "token_count": {"prompt": 5}}, "tag": {"tags": ["a", "b"]}}
+    stored = {
+        "llm": {
+            "input_messages": [{"message": {"role": "user", "content": "Hi"}}],
+            "token_count": {"prompt": 5},
+        },
+        "tag": {"tags": ["a", "b"]},
+    }
     flat = flatten_attributes(stored)
-    assert flat == {"llm.input_messages.0.message.role": "user", "llm.input_messages.0.message.content": "Hi",
-                    "llm.token_count.prompt": 5, "tag.tags": ["a", "b"]}
+    assert flat == {
+        "llm.input_messages.0.message.role": "user",
+        "llm.input_messages.0.message.content": "Hi",
+        "llm.token_count.prompt": 5,
+        "tag.tags": ["a", "b"],
+    }
     assert nested(flat, "llm.input_messages") == [{"message": {"role": "user", "content": "Hi"}}]
     assert nested({"x": '[{"a": 1}]'}, "x") == [{"a": 1}]
     assert nested({"a.b": 1, "a.b.c": 2}, "a") == {"b": 1}  # a key that is also a prefix keeps its value
 
 
 def test_exception_events_give_type_and_message():
-    events = [{"name": "log", "attributes": {}},
-              {"name": "exception", "attributes": {"exception.type": "TimeoutError", "exception.message": "5 s"}}]
+    events = [
+        {"name": "log", "attributes": {}},
+        {"name": "exception", "attributes": {"exception.type": "TimeoutError", "exception.message": "5 s"}},
+    ]
     assert exception_text(events) == "TimeoutError: 5 s"
     assert exception_text([], {"exception.message": "boom"}) == "boom"
     assert exception_text([]) == ""
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("5B8EFFF798038103D269B633813FC60C", "5b8efff798038103d269b633813fc60c"),
-    ("W47/95gDgQPSabYzgT/GDA==", "5b8efff798038103d269b633813fc60c"),
-    ("7uGbfsPBsXQ=", "eee19b7ec3c1b174"),
-    ("EEE19B7EC3C1B174", "eee19b7ec3c1b174"),
-    ("", ""),
-    (None, ""),
-    ("run-42", "run-42"),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("5B8EFFF798038103D269B633813FC60C", "5b8efff798038103d269b633813fc60c"),
+        ("W47/95gDgQPSabYzgT/GDA==", "5b8efff798038103d269b633813fc60c"),
+        ("7uGbfsPBsXQ=", "eee19b7ec3c1b174"),
+        ("EEE19B7EC3C1B174", "eee19b7ec3c1b174"),
+        ("", ""),
+        (None, ""),
+        ("run-42", "run-42"),
+    ],
+)
 def test_ids_are_normalised_to_lowercase_hex(raw, expected):
     assert hex_id(raw) == expected
 
 
 def test_content_parts_of_several_shapes_become_text():
-    span = span_from({"llm.output_messages.0.message.role": "assistant",
-                      "llm.output_messages.0.message.contents.0.message_content.type": "text",
-                      "llm.output_messages.0.message.contents.0.message_content.text": "Part one.",
-                      "llm.output_messages.0.message.contents.1.message_content.type": "image",
-                      "llm.output_messages.0.message.contents.1.message_content.image.image.url": "x.png"})
+    span = span_from(
+        {
+            "llm.output_messages.0.message.role": "assistant",
+            "llm.output_messages.0.message.contents.0.message_content.type": "text",
+            "llm.output_messages.0.message.contents.0.message_content.text": "Part one.",
+            "llm.output_messages.0.message.contents.1.message_content.type": "image",
+            "llm.output_messages.0.message.contents.1.message_content.image.image.url": "x.png",
+        }
+    )
     assert span.output == "Part one.\n[image]"

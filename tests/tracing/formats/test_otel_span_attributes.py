@@ -27,12 +27,16 @@ def test_a_lone_span_attribute_map_imports_as_a_one_span_trace(project, path):
 def test_the_tool_execution_span_becomes_a_call_and_its_result(project):
     path = next(p for p in FILES if "tool_execution" in p.name)
     (job,) = import_now(project, incoming_path(path))
-    kinds = list(Step.objects.filter(trace_id=job.trace_ids[0]).order_by("index").values_list("kind", "tool_name"))
+    kinds = list(
+        Step.objects.filter(trace_id=job.trace_ids[0]).order_by("index").values_list("kind", "tool_name")
+    )
     assert kinds == [("tool_call", "get_weather"), ("tool_result", "get_weather")]
 
 
-@pytest.mark.parametrize("data", [b'{"a.b": 1}', b'{"openinference.span.kind": "LLM", "x": 1, "y": 2, "z": 3}',
-                                  b'{"history": []}', b"[]"])
+@pytest.mark.parametrize(
+    "data",
+    [b'{"a.b": 1}', b'{"openinference.span.kind": "LLM", "x": 1, "y": 2, "z": 3}', b'{"history": []}', b"[]"],
+)
 def test_other_objects_are_not_claimed(data):
     assert FORMAT.detect(Source.from_bytes("x.json", data)) == 0.0
 
@@ -44,7 +48,9 @@ def test_parse_refuses_a_non_attribute_object():
 
 @pytest.mark.django_db
 def test_a_genai_agent_name_names_the_agent(project):
-    data = b'{"gen_ai.operation.name": "chat", "gen_ai.agent.name": "Planner", "gen_ai.output.messages": "[]"}'
+    data = (
+        b'{"gen_ai.operation.name": "chat", "gen_ai.agent.name": "Planner", "gen_ai.output.messages": "[]"}'
+    )
     (job,) = import_now(project, incoming_bytes("a.json", data))
     assert job.status == JobStatus.SUCCEEDED, job.error
     assert Step.objects.filter(trace_id=job.trace_ids[0], agent__name="Planner").exists()

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -35,7 +35,9 @@ def by_id(traces: list) -> dict:
 
 
 def shape(trace) -> list[tuple]:
-    return [(s.kind, s.agent, s.parent, s.span_id, s.content, s.tool_name, s.input_tokens) for s in trace.steps]
+    return [
+        (s.kind, s.agent, s.parent, s.span_id, s.content, s.tool_name, s.input_tokens) for s in trace.steps
+    ]
 
 
 def test_the_sample_export_gives_one_trace_per_trace_id():
@@ -59,7 +61,7 @@ def test_agent_llm_and_tool_spans_become_steps_of_their_agents_with_parent_links
     ]
     assert [s.parent for s in run.steps] == [None, 0, 1, 1, 3, 1, 0, 6]
     assert run.steps[2].span_id == "2c3d4e5f60718293"
-    assert run.steps[0].started_at == datetime(2025, 3, 4, 9, 15, tzinfo=timezone.utc)
+    assert run.steps[0].started_at == datetime(2025, 3, 4, 9, 15, tzinfo=UTC)
 
 
 def test_the_failed_tool_span_carries_its_status_message_and_arguments():
@@ -85,10 +87,20 @@ def test_json_lines_and_the_rest_answer_and_the_cli_shape_read_the_same():
     records = spans()
     jsonl = ("\n".join(json.dumps(r) for r in records) + "\n").encode()
     rest = {"data": records, "next_cursor": None}
-    cli = [{"traceId": trace_id, "status": "OK", "spans": [r for r in records if r["context"]["trace_id"] == trace_id]}
-           for trace_id in (RUN_ID, SHORT_ID)]
-    for name, data in [("spans.jsonl", jsonl), ("rest.json", json.dumps(rest).encode()),
-                       ("px.json", json.dumps(cli).encode()), ("one.json", json.dumps(cli[0]).encode())]:
+    cli = [
+        {
+            "traceId": trace_id,
+            "status": "OK",
+            "spans": [r for r in records if r["context"]["trace_id"] == trace_id],
+        }
+        for trace_id in (RUN_ID, SHORT_ID)
+    ]
+    for name, data in [
+        ("spans.jsonl", jsonl),
+        ("rest.json", json.dumps(rest).encode()),
+        ("px.json", json.dumps(cli).encode()),
+        ("one.json", json.dumps(cli[0]).encode()),
+    ]:
         source = Source.from_bytes(name, data)
         assert FORMAT.detect(source) >= 0.8, name
         got = {k: shape(t) for k, t in by_id(list(FORMAT.parse(source))).items()}
@@ -110,40 +122,67 @@ def test_nested_attributes_and_dataframe_rows_read_like_flat_ones():
         for key in ("llm.input_messages", "llm.output_messages"):
             messages = nested(flat, key)
             if messages:
-                row[f"attributes.{key}"] = [{f"message.{k}": v for k, v in m["message"].items()} for m in messages]
-        row.update({f"attributes.{k}": v for k, v in flat.items() if not k.startswith(("llm.input_messages",
-                                                                                           "llm.output_messages"))})
+                row[f"attributes.{key}"] = [
+                    {f"message.{k}": v for k, v in m["message"].items()} for m in messages
+                ]
+        row.update(
+            {
+                f"attributes.{k}": v
+                for k, v in flat.items()
+                if not k.startswith(("llm.input_messages", "llm.output_messages"))
+            }
+        )
         rows.append(row)
     assert shape(parse_doc(nested_records)[0]) == expected
     assert shape(parse_doc(rows)[0]) == expected
 
 
 def test_opentelemetry_sdk_span_json_with_0x_ids_is_read():
-    record = {"name": "web_search", "context": {"trace_id": "0x" + RUN_ID, "span_id": "0x3d4e5f6071829304",
-                                                "trace_state": "[]"}, "kind": "SpanKind.INTERNAL", "parent_id": None,
-              "start_time": "2025-03-04T09:15:03.300000Z", "end_time": "2025-03-04T09:15:13.300000Z",
-              "status": {"status_code": "ERROR", "description": "429"}, "attributes": {"tool.name": "web_search",
-              "input.value": '{"query": "x"}'}, "events": [], "links": [], "resource": {"attributes": {}}}
+    record = {
+        "name": "web_search",
+        "context": {"trace_id": "0x" + RUN_ID, "span_id": "0x3d4e5f6071829304", "trace_state": "[]"},
+        "kind": "SpanKind.INTERNAL",
+        "parent_id": None,
+        "start_time": "2025-03-04T09:15:03.300000Z",
+        "end_time": "2025-03-04T09:15:13.300000Z",
+        "status": {"status_code": "ERROR", "description": "429"},
+        "attributes": {"tool.name": "web_search", "input.value": '{"query": "x"}'},
+        "events": [],
+        "links": [],
+        "resource": {"attributes": {}},
+    }
     (trace,) = parse_doc([record])
     assert trace.external_id == RUN_ID
-    assert [(s.kind, s.span_id) for s in trace.steps] == [("tool_call", "3d4e5f6071829304"),
-                                                         ("tool_result", "3d4e5f6071829304")]
+    assert [(s.kind, s.span_id) for s in trace.steps] == [
+        ("tool_call", "3d4e5f6071829304"),
+        ("tool_result", "3d4e5f6071829304"),
+    ]
     assert trace.steps[1].content == "ERROR: 429"
 
 
-@pytest.mark.parametrize("document", [
-    [{"name": "no context"}],
-    [{"context": {"trace_id": RUN_ID, "span_id": ""}, "name": "empty id"}],
-    [{"context": {"trace_id": RUN_ID, "span_id": "1"}, "attributes": "flat?"}],
-    [{"context": {"trace_id": RUN_ID, "span_id": "1"}, "events": {"name": "x"}}],
-    [{"context": {"trace_id": RUN_ID, "span_id": "1"}, "attributes": None, "events": None, "start_time": 5}],
-    {"data": [1, 2]},
-    {"spans": [{"trace_id": RUN_ID, "span_id": "1"}]},  # TRAIL-like spans: no context
-    [],
-    [[]],
-    "text",
-    42,
-])
+@pytest.mark.parametrize(
+    "document",
+    [
+        [{"name": "no context"}],
+        [{"context": {"trace_id": RUN_ID, "span_id": ""}, "name": "empty id"}],
+        [{"context": {"trace_id": RUN_ID, "span_id": "1"}, "attributes": "flat?"}],
+        [{"context": {"trace_id": RUN_ID, "span_id": "1"}, "events": {"name": "x"}}],
+        [
+            {
+                "context": {"trace_id": RUN_ID, "span_id": "1"},
+                "attributes": None,
+                "events": None,
+                "start_time": 5,
+            }
+        ],
+        {"data": [1, 2]},
+        {"spans": [{"trace_id": RUN_ID, "span_id": "1"}]},  # TRAIL-like spans: no context
+        [],
+        [[]],
+        "text",
+        42,
+    ],
+)
 def test_malformed_exports_raise_a_format_error_or_import(document):
     try:
         traces = parse_doc(document)
@@ -176,7 +215,10 @@ def test_a_phoenix_export_imports_end_to_end(project):
     run = traces[RUN_ID]
     assert run.step_count == 8
     assert set(Agent.objects.filter(trace=run).values_list("name", flat=True)) == {
-        "TripCrew.kickoff", "Researcher", "Writer"}
+        "TripCrew.kickoff",
+        "Researcher",
+        "Writer",
+    }
     steps = list(Step.objects.filter(trace=run).order_by("index"))
     assert [s.parent_index for s in steps] == [None, 0, 1, 1, 3, 1, 0, 6]
     assert steps[4].kind == "tool_result" and "429" in steps[4].content
@@ -202,7 +244,8 @@ def test_span_lists_under_named_keys_give_one_trace_group_per_key_named_after_it
     traces = list(FORMAT.parse(source))
     assert [(t.name, t.external_id, t.metadata["group"]) for t in traces] == [
         ("accepted_prompt_edit", RUN_ID, "accepted_prompt_edit"),
-        ("rejected_prompt_edit", SHORT_ID, "rejected_prompt_edit")]
+        ("rejected_prompt_edit", SHORT_ID, "rejected_prompt_edit"),
+    ]
     # Grouping changes names only: the steps are those of the same spans read from a plain list.
     plain = by_id(parse_bytes(SPANS.read_bytes()))
     assert [shape(t) for t in traces] == [shape(plain[RUN_ID]), shape(plain[SHORT_ID])]

@@ -36,15 +36,22 @@ def _run(task_id: int) -> dict:
 
 
 def _minimal_run(**overrides: object) -> dict:
-    run = {"task_id": 1, "reward": 1.0, "info": {"task": {"instruction": "Buy a lamp."}}, "traj": [
-        {"role": "system", "content": "policy", "index": 1},
-        {"role": "user", "content": "Hi", "index": 2},
-        {"role": "assistant", "content": "Hello", "index": 3}]}
+    run = {
+        "task_id": 1,
+        "reward": 1.0,
+        "info": {"task": {"instruction": "Buy a lamp."}},
+        "traj": [
+            {"role": "system", "content": "policy", "index": 1},
+            {"role": "user", "content": "Hi", "index": 2},
+            {"role": "assistant", "content": "Hello", "index": 3},
+        ],
+    }
     run.update(overrides)
     return run
 
 
 # --- parsing -------------------------------------------------------------------------------------------------------
+
 
 def test_every_run_becomes_a_trace_with_one_step_per_message():
     runs = json.loads(RUNS.read_text())
@@ -77,9 +84,17 @@ def test_tool_calls_and_results_are_steps_of_the_assistant():
     assert (user.kind, user.agent) == (StepKind.HUMAN, "User")
     assert user.content.startswith("Hey! I’d like to know how many t-shirt options")
     assert (call.kind, call.agent, call.tool_name, call.tool_arguments) == (
-        StepKind.TOOL_CALL, "Assistant", "list_all_product_types", {})
+        StepKind.TOOL_CALL,
+        "Assistant",
+        "list_all_product_types",
+        {},
+    )
     assert (result.kind, result.agent, result.tool_name, result.parent) == (
-        StepKind.TOOL_RESULT, "Assistant", "list_all_product_types", 2)
+        StepKind.TOOL_RESULT,
+        "Assistant",
+        "list_all_product_types",
+        2,
+    )
     assert trace.steps[4].tool_arguments == {"product_id": "9523456873"}
     assert trace.ground_truth == "10"
     assert trace.metadata["user_id"] == "yusuf_rossi_9620" and trace.metadata["expected_actions"]
@@ -95,12 +110,17 @@ def test_words_written_beside_a_tool_call_stay_in_the_call_step():
 
 
 def test_several_calls_in_one_message_become_several_steps_with_a_warning():
-    calls = [{"id": f"c{i}", "type": "function", "function": {"name": f"tool{i}", "arguments": "{\"a\": 1}"}}
-             for i in (1, 2)]
-    run = _minimal_run(traj=[
-        {"role": "system", "content": "p", "index": 1},
-        {"role": "assistant", "content": None, "tool_calls": calls, "index": 2},
-        {"role": "tool", "tool_call_id": "c2", "name": "tool2", "content": "ok", "index": 3}])
+    calls = [
+        {"id": f"c{i}", "type": "function", "function": {"name": f"tool{i}", "arguments": '{"a": 1}'}}
+        for i in (1, 2)
+    ]
+    run = _minimal_run(
+        traj=[
+            {"role": "system", "content": "p", "index": 1},
+            {"role": "assistant", "content": None, "tool_calls": calls, "index": 2},
+            {"role": "tool", "tool_call_id": "c2", "name": "tool2", "content": "ok", "index": 3},
+        ]
+    )
     (trace,) = list(TAU.parse(_bytes_source([run])))
     assert [s.tool_name for s in trace.steps] == ["", "tool1", "tool2", "tool2"]
     assert trace.steps[3].parent == 2
@@ -112,10 +132,15 @@ def test_tool_calls_stored_as_python_text_are_read():
     text = "[{'id': 'c1', 'type': 'function', 'function': {'name': 'think', 'arguments': '{}'}}]"
     run = _minimal_run(traj=[{"role": "assistant", "content": None, "tool_calls": text}])
     (trace,) = list(TAU.parse(_bytes_source([run])))
-    assert (trace.steps[0].kind, trace.steps[0].tool_name, trace.steps[0].span_id) == ("tool_call", "think", "1")
+    assert (trace.steps[0].kind, trace.steps[0].tool_name, trace.steps[0].span_id) == (
+        "tool_call",
+        "think",
+        "1",
+    )
 
 
 # --- labels --------------------------------------------------------------------------------------------------------
+
 
 def test_the_ground_truth_names_runs_by_task_id_and_steps_by_message_index():
     traces = _traces()
@@ -140,7 +165,11 @@ def test_the_ground_truth_names_runs_by_task_id_and_steps_by_message_index():
     assert first.decisive and not any(g.decisive for g in others)
     assert first.reason.startswith("At step 17, the assistant uses modify order to cancel")
     assert traces["34"].steps[first.step].tool_name == "modify_pending_order_items"
-    assert (others[-1].step, others[-1].agent, others[-1].category) == (29, "User", "Underspecified User Intent")
+    assert (others[-1].step, others[-1].agent, others[-1].category) == (
+        29,
+        "User",
+        "Underspecified User Intent",
+    )
 
 
 def test_the_retail_subset_file_carries_the_same_labels():
@@ -151,27 +180,42 @@ def test_the_retail_subset_file_carries_the_same_labels():
 
 # --- malformed input and detection ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("document", [
-    {"task_id": 1}, [], [3], [{"traj": []}], [{"task_id": 1, "traj": []}], [{"task_id": 1, "traj": "x"}],
-    [{"task_id": None, "traj": [{"role": "user"}]}],
-    [_minimal_run(traj=[1])], [_minimal_run(traj=[{"role": "wizard", "content": "?"}])],
-    [_minimal_run(traj=[{"role": "assistant", "tool_calls": "not a list"}])],
-    [_minimal_run(traj=[{"role": "assistant", "tool_calls": {"a": 1}}])],
-    [_minimal_run(traj=[{"role": "assistant", "tool_calls": [{"function": {}}]}])],
-    [_minimal_run(traj=[{"role": "assistant", "tool_calls": ["x"]}])],
-    [_minimal_run(), _minimal_run(traj=None)],
-])
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"task_id": 1},
+        [],
+        [3],
+        [{"traj": []}],
+        [{"task_id": 1, "traj": []}],
+        [{"task_id": 1, "traj": "x"}],
+        [{"task_id": None, "traj": [{"role": "user"}]}],
+        [_minimal_run(traj=[1])],
+        [_minimal_run(traj=[{"role": "wizard", "content": "?"}])],
+        [_minimal_run(traj=[{"role": "assistant", "tool_calls": "not a list"}])],
+        [_minimal_run(traj=[{"role": "assistant", "tool_calls": {"a": 1}}])],
+        [_minimal_run(traj=[{"role": "assistant", "tool_calls": [{"function": {}}]}])],
+        [_minimal_run(traj=[{"role": "assistant", "tool_calls": ["x"]}])],
+        [_minimal_run(), _minimal_run(traj=None)],
+    ],
+)
 def test_malformed_runs_raise_a_format_error(document):
     with pytest.raises(TraceFormatError):
         list(TAU.parse(_bytes_source(document)))
 
 
-@pytest.mark.parametrize("run", [
-    _minimal_run(info=None, reward=None),
-    _minimal_run(info={"task": "text"}, reward="1"),
-    _minimal_run(traj=[{"role": "assistant", "content": {"parts": ["a"]}, "tool_calls": "None"}]),
-    _minimal_run(traj=[{"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{bad"}}]}]),
-])
+@pytest.mark.parametrize(
+    "run",
+    [
+        _minimal_run(info=None, reward=None),
+        _minimal_run(info={"task": "text"}, reward="1"),
+        _minimal_run(traj=[{"role": "assistant", "content": {"parts": ["a"]}, "tool_calls": "None"}]),
+        _minimal_run(
+            traj=[{"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{bad"}}]}]
+        ),
+    ],
+)
 def test_odd_but_readable_runs_are_tolerated(run):
     (trace,) = list(TAU.parse(_bytes_source([run])))
     assert trace.steps and trace.external_id == "1"
@@ -194,6 +238,7 @@ def test_detection_claims_only_the_tau_bench_file():
 
 
 # --- end to end ----------------------------------------------------------------------------------------------------
+
 
 def _import(project, path: Path):
     (job,) = import_now(project, incoming_path(path, f"{path.parent.name}/{path.name}"))
@@ -220,7 +265,9 @@ def test_tau_ground_truth_attaches_to_the_right_run_and_step_in_either_order(pro
     # Every failure of the run is kept as an error label, the root cause decisive and matching the gold label.
     errors = list(ErrorLabel.objects.filter(trace=trace).order_by("position"))
     assert [(e.step_index, e.agent_name, e.family, e.decisive) for e in errors] == [
-        (2, "Assistant", "AgentRx", False), (6, "Assistant", "AgentRx", True)]
+        (2, "Assistant", "AgentRx", False),
+        (6, "Assistant", "AgentRx", True),
+    ]
     failures = sum(len(e["failures"]) for e in json.loads(TAU_LABELS.read_text()))
     assert ErrorLabel.objects.filter(trace__project=project).count() == failures
 
@@ -234,8 +281,11 @@ def test_a_run_file_with_a_broken_run_stores_nothing(project):
 
 
 def test_messages_out_of_index_order_are_reported_once():
-    traj = [{"role": "user", "content": "a", "index": 1}, {"role": "user", "content": "b", "index": 3},
-            {"role": "user", "content": "c", "index": 4}]
+    traj = [
+        {"role": "user", "content": "a", "index": 1},
+        {"role": "user", "content": "b", "index": 3},
+        {"role": "user", "content": "c", "index": 4},
+    ]
     (trace,) = list(TAU.parse(_bytes_source([_minimal_run(traj=traj)])))
     assert [s.span_id for s in trace.steps] == ["1", "3", "4"]
     assert len(trace.warnings) == 1 and "has index 3, not 2" in trace.warnings[0]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -20,22 +20,52 @@ from tracing.formats.text_openmanus import FORMAT as OPENMANUS
 from tracing.models import Agent, JobStatus, Step, StepKind, Trace
 
 LOGS = ROOT / "tests" / "fixtures" / "textlogs"
-SPECIFIC = {"magentic": MAGENTIC, "ag2": AG2, "chatdev": CHATDEV, "metagpt": METAGPT, "openmanus": OPENMANUS,
-            "appworld": APPWORLD}
+SPECIFIC = {
+    "magentic": MAGENTIC,
+    "ag2": AG2,
+    "chatdev": CHATDEV,
+    "metagpt": METAGPT,
+    "openmanus": OPENMANUS,
+    "appworld": APPWORLD,
+}
 ALL_LOGS = sorted(LOGS.glob("*.log"))
 
 # What each fixture holds: format, step count, agents in order of appearance, outcome.
 EXPECTED = {
-    "magentic": ("text-magentic", 15, ["user", "MagenticOneOrchestrator", "researcher", "coder", "executor"],
-                 "unknown"),
+    "magentic": (
+        "text-magentic",
+        15,
+        ["user", "MagenticOneOrchestrator", "researcher", "coder", "executor"],
+        "unknown",
+    ),
     "ag2": ("text-ag2", 10, ["User_proxy", "Planner", "Researcher", "Executor", "Engineer"], "failed"),
-    "chatdev": ("text-chatdev", 16, ["Chief Executive Officer", "Chief Product Officer", "Programmer",
-                                     "Code Reviewer", "Software Test Engineer", "Human"], "unknown"),
-    "metagpt": ("text-metagpt", 9, ["Product Manager", "Architect", "Project Manager", "Engineer", "QaEngineer"],
-                "failed"),
+    "chatdev": (
+        "text-chatdev",
+        16,
+        [
+            "Chief Executive Officer",
+            "Chief Product Officer",
+            "Programmer",
+            "Code Reviewer",
+            "Software Test Engineer",
+            "Human",
+        ],
+        "unknown",
+    ),
+    "metagpt": (
+        "text-metagpt",
+        9,
+        ["Product Manager", "Architect", "Project Manager", "Engineer", "QaEngineer"],
+        "failed",
+    ),
     "openmanus": ("text-openmanus", 17, ["User", "PlanningFlow", "Manus", "Data_Analysis"], "succeeded"),
     "appworld": ("text-appworld", 13, ["Supervisor", "spotify"], "failed"),
-    "unknown_framework": ("text-log", 8, ["Senior Research Analyst", "Tech Content Writer", "Chief Editor"], "unknown"),
+    "unknown_framework": (
+        "text-log",
+        8,
+        ["Senior Research Analyst", "Tech Content Writer", "Chief Editor"],
+        "unknown",
+    ),
 }
 
 
@@ -57,6 +87,7 @@ def _by_kind(trace: ParsedTrace, kind: str) -> list:
 
 
 # --- detection -----------------------------------------------------------------------------------------------------
+
 
 def test_every_framework_has_a_fixture_log_of_realistic_size():
     assert {p.stem for p in ALL_LOGS} == set(EXPECTED)
@@ -96,10 +127,14 @@ def test_the_fallback_scores_zero_on_json_and_on_text_without_headers():
     assert GENERIC.detect(_text_source("Just a paragraph of prose.\nAnother line of it.\n")) == 0.0
     assert GENERIC.detect(_text_source(b"\xff\xfeA\x00l\x00")) == 0.0
     # A log whose first line is a bracketed timestamp starts with "[" but is not JSON.
-    assert GENERIC.detect(_text_source("[2024-01-01 10:00:00] Alice: hi\n[2024-01-01 10:00:05] Bob: hello\n")) == 0.5
+    assert (
+        GENERIC.detect(_text_source("[2024-01-01 10:00:00] Alice: hi\n[2024-01-01 10:00:05] Bob: hello\n"))
+        == 0.5
+    )
 
 
 # --- the specific formats ------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("stem", sorted(SPECIFIC))
 def test_each_fixture_parses_into_one_trace_with_its_turns_agents_and_outcome(stem):
@@ -113,7 +148,14 @@ def test_each_fixture_parses_into_one_trace_with_its_turns_agents_and_outcome(st
     assert all(s.speaker and s.content for s in trace.steps)
     # Every step has its agent, except ChatDev's own bookkeeping (phase tables, code updates), which no agent says.
     assert all(s.agent or (stem == "chatdev" and s.speaker in ("ChatDev", "System")) for s in trace.steps)
-    assert {s.kind for s in trace.steps} <= {"message", "thought", "tool_call", "tool_result", "human", "system"}
+    assert {s.kind for s in trace.steps} <= {
+        "message",
+        "thought",
+        "tool_call",
+        "tool_result",
+        "human",
+        "system",
+    }
     assert _by_kind(trace, "tool_call") or _by_kind(trace, "tool_result")
 
 
@@ -125,8 +167,11 @@ def test_magentic_tool_events_thoughts_tokens_and_the_task():
     assert call.tool_arguments == {"query": "Mercedes Sosa discography wikipedia"}
     assert (call.input_tokens, call.output_tokens) == (812, 24)
     failed_fetch = trace.steps[6]
-    assert (failed_fetch.kind, failed_fetch.tool_name, failed_fetch.raw["is_error"]) == ("tool_result", "fetch_page",
-                                                                                           True)
+    assert (failed_fetch.kind, failed_fetch.tool_name, failed_fetch.raw["is_error"]) == (
+        "tool_result",
+        "fetch_page",
+        True,
+    )
     assert trace.steps[9].kind == "thought" and trace.steps[9].agent == "coder"
     executor = trace.steps[12]
     assert (executor.kind, executor.tool_name) == ("tool_result", "code_execution")
@@ -155,11 +200,16 @@ Please open fake_data.xlsx and read row 3.
     (trace,) = MAGENTIC.parse(_text_source(log))
     assert MAGENTIC.detect(_text_source(log)) >= 0.8
     assert [(s.agent, s.kind, s.recipient) for s in trace.steps] == [
-        ("UserProxy", "human", ""), ("Orchestrator", "thought", ""), ("Orchestrator", "message", "file_surfer"),
-        ("file_surfer", "message", "")]
+        ("UserProxy", "human", ""),
+        ("Orchestrator", "thought", ""),
+        ("Orchestrator", "message", "file_surfer"),
+        ("file_surfer", "message", ""),
+    ]
     assert trace.steps[1].speaker == "Orchestrator (thought)"
-    assert trace.steps[1].content == "Initial plan: ask the file surfer."  # the dashed separator is not content
-    assert trace.steps[3].started_at == datetime(2024, 11, 10, 14, 16, 57, 676137, tzinfo=timezone.utc)
+    assert (
+        trace.steps[1].content == "Initial plan: ask the file surfer."
+    )  # the dashed separator is not content
+    assert trace.steps[3].started_at == datetime(2024, 11, 10, 14, 16, 57, 676137, tzinfo=UTC)
 
 
 def test_ag2_tool_calls_code_execution_human_feedback_and_termination():
@@ -171,7 +221,11 @@ def test_ag2_tool_calls_code_execution_human_feedback_and_termination():
     assert call.tool_arguments == {"symbol": "NVDA", "dates": ["2024-01-02", "2024-03-28"]}
     assert (result.kind, result.agent, result.tool_name) == ("tool_result", "Executor", "stock_price")
     code = trace.steps[5]
-    assert (code.kind, code.tool_name, code.raw["code_language"]) == ("tool_result", "code_execution", "python")
+    assert (code.kind, code.tool_name, code.raw["code_language"]) == (
+        "tool_result",
+        "code_execution",
+        "python",
+    )
     assert code.content.startswith("exitcode: 1 (execution failed)")
     feedback = trace.steps[7]
     assert (feedback.kind, feedback.agent) == ("human", "User_proxy")
@@ -186,16 +240,21 @@ def test_chatdev_role_play_turns_phases_tokens_and_human_comments():
     assert trace.external_id == "20230920135038"
     cpo = trace.steps[2]
     assert (cpo.agent, cpo.recipient, cpo.raw["phase"], cpo.raw["turn"]) == (
-        "Chief Product Officer", "Chief Executive Officer", "DemandAnalysis", 0)
+        "Chief Product Officer",
+        "Chief Executive Officer",
+        "DemandAnalysis",
+        0,
+    )
     assert (cpo.input_tokens, cpo.output_tokens) == (431, 4)
     assert cpo.content.endswith("<INFO> Application")
     # ChatDev writes the day before the month: "2023-20-09" is 20 September.
-    assert cpo.started_at == datetime(2023, 9, 20, 13, 50, 40, tzinfo=timezone.utc)
+    assert cpo.started_at == datetime(2023, 9, 20, 13, 50, 40, tzinfo=UTC)
     tests = next(s for s in trace.steps if s.tool_name == "run_tests")
     assert tests.kind == "tool_result" and "AttributeError" in tests.content
     human = _by_kind(trace, "human")
     assert [h.content.strip().splitlines()[-1] for h in human] == [
-        "Clicking the board crashes the game. Please fix it."]
+        "Clicking the board crashes the game. Please fix it."
+    ]
     review = next(s for s in trace.steps if s.raw.get("phase") == "CodeReviewModification")
     assert (review.agent, review.recipient) == ("Programmer", "Code Reviewer")
 
@@ -204,7 +263,11 @@ def test_metagpt_roles_act_as_their_profiles_and_the_crash_is_one_system_step():
     trace = _parse(METAGPT, LOGS / "metagpt.log")
     assert trace.question == "Create a 2048 game with a high score board"
     prd = trace.steps[1]
-    assert (prd.speaker, prd.agent, prd.raw["action"]) == ("Alice(Product Manager)", "Product Manager", "WritePRD")
+    assert (prd.speaker, prd.agent, prd.raw["action"]) == (
+        "Alice(Product Manager)",
+        "Product Manager",
+        "WritePRD",
+    )
     assert (prd.input_tokens, prd.output_tokens) == (1021, 489)
     assert '"Project Name": "game_2048"' in prd.content
     run = trace.steps[6]
@@ -217,11 +280,13 @@ def test_metagpt_roles_act_as_their_profiles_and_the_crash_is_one_system_step():
 
 
 def test_metagpt_debug_logs_give_the_human_requirement_a_step():
-    log = ('2024-01-02 10:00:00.001 | DEBUG    | metagpt.environment:publish_message:117 - publish_message: '
-           '{"id": "1", "content": "write a snake game", "role": "Human", "send_to": ["<all>"]}\n'
-           "2024-01-02 10:00:00.002 | INFO     | metagpt.roles.role:_act:373 - "
-           "Alice(Product Manager): ready to WritePRD\n"
-           "## Original Requirements\nA snake game.\n")
+    log = (
+        "2024-01-02 10:00:00.001 | DEBUG    | metagpt.environment:publish_message:117 - publish_message: "
+        '{"id": "1", "content": "write a snake game", "role": "Human", "send_to": ["<all>"]}\n'
+        "2024-01-02 10:00:00.002 | INFO     | metagpt.roles.role:_act:373 - "
+        "Alice(Product Manager): ready to WritePRD\n"
+        "## Original Requirements\nA snake game.\n"
+    )
     (trace,) = METAGPT.parse(_text_source(log))
     assert [(s.kind, s.agent) for s in trace.steps] == [("human", "Human"), ("message", "Product Manager")]
     assert trace.question == "write a snake game"
@@ -269,11 +334,14 @@ def test_appworld_nested_loops_attribute_requests_code_and_outputs():
 
 def test_appworld_files_with_several_tasks_give_one_trace_per_task():
     one = (LOGS / "appworld.log").read_text()
-    two = one + one.replace("Task 1/1 (3d9a636_2)", "Task 2/2 (b0a8eae_1)").replace('"success": false',
-                                                                                    '"success": true')
+    two = one + one.replace("Task 1/1 (3d9a636_2)", "Task 2/2 (b0a8eae_1)").replace(
+        '"success": false', '"success": true'
+    )
     traces = list(APPWORLD.parse(_text_source(two.replace("Task 1/1", "Task 1/2"), "batch.log")))
     assert [(t.name, t.external_id, t.outcome) for t in traces] == [
-        ("batch/3d9a636_2", "3d9a636_2", "failed"), ("batch/b0a8eae_1", "b0a8eae_1", "succeeded")]
+        ("batch/3d9a636_2", "3d9a636_2", "failed"),
+        ("batch/b0a8eae_1", "b0a8eae_1", "succeeded"),
+    ]
     assert all(len(t.steps) == 13 for t in traces)
 
 
@@ -287,26 +355,34 @@ def test_an_appworld_task_that_crashed_before_any_turn_is_skipped_with_a_warning
 
 # --- the generic fallback ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("path", ALL_LOGS, ids=lambda p: p.stem)
 def test_the_fallback_imports_every_fixture_with_several_agents(path):
     (trace,) = GENERIC.parse(_source(path))
     assert trace.source_format == "text-log"
     assert len(trace.agents) >= 2 and len(trace.steps) >= 2
-    assert trace.warnings[-1].startswith("imported by the generic text-log fallback: speakers guessed from header "
-                                         "lines like '")
+    assert trace.warnings[-1].startswith(
+        "imported by the generic text-log fallback: speakers guessed from header lines like '"
+    )
 
 
 def test_an_unknown_framework_imports_through_the_fallback_with_sensible_speakers():
     path = LOGS / "unknown_framework.log"
     assert detect_format(_source(path)).name == "text-log"
     (trace,) = GENERIC.parse(_source(path))
-    assert [a.name for a in trace.agents] == ["Senior Research Analyst", "Tech Content Writer", "Chief Editor"]
+    assert [a.name for a in trace.agents] == [
+        "Senior Research Analyst",
+        "Tech Content Writer",
+        "Chief Editor",
+    ]
     assert [s.agent for s in trace.steps].count("Senior Research Analyst") == 4
     assert trace.question.startswith("Find the three most cited papers on retrieval-augmented generation")
     assert [s.kind for s in trace.steps[:3]] == ["message", "thought", "thought"]
     assert "429 Client Error: Too Many Requests" in trace.steps[2].content
-    assert trace.warnings == ["imported by the generic text-log fallback: speakers guessed from header lines like "
-                              "'# Agent: Senior Research Analyst'"]
+    assert trace.warnings == [
+        "imported by the generic text-log fallback: speakers guessed from header lines like "
+        "'# Agent: Senior Research Analyst'"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -318,13 +394,21 @@ def test_an_unknown_framework_imports_through_the_fallback_with_sensible_speaker
         ("<alice> hi there\n<bob> hello\n<alice> bye\n", ["alice", "bob", "alice"]),
         (">> Navigator\nFound the file.\n>> Editor\nPatched it.\n", ["Navigator", "Editor"]),
         ("Planner (to Coder):\n\nWrite it.\n\nCoder (to Planner):\n\nDone.\n", ["Planner", "Coder"]),
-        ("2024-05-01 10:00:00.123 | INFO     | planner - make a plan\n"
-         "2024-05-01 10:00:01.456 | INFO     | coder - write code\n", ["planner", "coder"]),
-        ("AI User (Stock Trader): Instruction: import pandas.\nInput: None\n"
-         "AI Assistant (Python Programmer): Solution: import pandas as pd\nNext request.\n",
-         ["AI User (Stock Trader)", "AI Assistant (Python Programmer)"]),
-        ("HyperAgent_x - INFO - Planner's Response: Thought: look at the file\n"
-         "HyperAgent_x - INFO - Navigator->Planner: Here is the file\n", ["Planner", "Navigator"]),
+        (
+            "2024-05-01 10:00:00.123 | INFO     | planner - make a plan\n"
+            "2024-05-01 10:00:01.456 | INFO     | coder - write code\n",
+            ["planner", "coder"],
+        ),
+        (
+            "AI User (Stock Trader): Instruction: import pandas.\nInput: None\n"
+            "AI Assistant (Python Programmer): Solution: import pandas as pd\nNext request.\n",
+            ["AI User (Stock Trader)", "AI Assistant (Python Programmer)"],
+        ),
+        (
+            "HyperAgent_x - INFO - Planner's Response: Thought: look at the file\n"
+            "HyperAgent_x - INFO - Navigator->Planner: Here is the file\n",
+            ["Planner", "Navigator"],
+        ),
     ],
 )
 def test_the_fallback_finds_the_usual_header_shapes(log, speakers):
@@ -338,18 +422,24 @@ def test_the_fallback_keeps_recipients_and_thought_tags_from_speakers():
     log = "Navigator->Planner: found it\nPlanner (thought): next, the editor\nPlanner: Editor, patch line 3\n"
     (trace,) = GENERIC.parse(_text_source(log))
     assert [(s.agent, s.recipient, s.kind) for s in trace.steps] == [
-        ("Navigator", "Planner", "message"), ("Planner", "", "thought"), ("Planner", "", "message")]
+        ("Navigator", "Planner", "message"),
+        ("Planner", "", "thought"),
+        ("Planner", "", "message"),
+    ]
 
 
 def test_the_fallback_ignores_labels_of_tool_output_and_code():
-    log = ("Alice: please run it\nTraceback (most recent call last):\nKeyError: 'x'\nObservation: failed\n"
-           "Bob: it failed\nclass Foo:\nArguments: {}\n")
+    log = (
+        "Alice: please run it\nTraceback (most recent call last):\nKeyError: 'x'\nObservation: failed\n"
+        "Bob: it failed\nclass Foo:\nArguments: {}\n"
+    )
     (trace,) = GENERIC.parse(_text_source(log))
     assert [s.speaker for s in trace.steps] == ["Alice", "Bob"]
     assert "KeyError: 'x'" in trace.steps[0].content
 
 
 # --- bad input -----------------------------------------------------------------------------------------------------
+
 
 def _variants(path: Path) -> list[bytes]:
     data = path.read_bytes()
@@ -364,7 +454,7 @@ def _variants(path: Path) -> list[bytes]:
         data[: len(data) // 3] + b"\xc3",
         data.replace(b"\n", b"\r\n"),
         b"\x1b[33m" + data.replace(b"\n", b"\x1b[0m\n", 5),
-        data[len(data) // 2:],
+        data[len(data) // 2 :],
     ]
 
 
@@ -393,14 +483,18 @@ def test_non_utf8_text_and_empty_files_get_plain_reasons():
 
 
 def test_terminal_colour_codes_are_removed_with_a_warning():
-    data = (LOGS / "ag2.log").read_text().replace("User_proxy (to chat_manager):", "\x1b[33mUser_proxy\x1b[0m (to "
-                                                                                     "chat_manager):")
+    data = (
+        (LOGS / "ag2.log")
+        .read_text()
+        .replace("User_proxy (to chat_manager):", "\x1b[33mUser_proxy\x1b[0m (to chat_manager):")
+    )
     (trace,) = AG2.parse(_text_source(data))
     assert trace.steps[0].agent == "User_proxy"
     assert trace.warnings == ["removed 4 terminal colour code(s) from the log"]
 
 
 # --- end to end ----------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("path", ALL_LOGS, ids=lambda p: p.stem)
@@ -411,9 +505,13 @@ def test_each_log_imports_end_to_end_with_its_format_steps_and_agents(project, p
     assert job.detected_format == fmt_name
     trace = Trace.objects.get(pk=job.trace_ids[0])
     assert trace.step_count == step_count == Step.objects.filter(trace=trace).count()
-    assert list(Agent.objects.filter(trace=trace).order_by("position").values_list("name", flat=True)) == agents
+    assert (
+        list(Agent.objects.filter(trace=trace).order_by("position").values_list("name", flat=True)) == agents
+    )
     assert trace.outcome == outcome
-    assert all(step.agent_id or step.speaker in ("ChatDev", "System") for step in Step.objects.filter(trace=trace))
+    assert all(
+        step.agent_id or step.speaker in ("ChatDev", "System") for step in Step.objects.filter(trace=trace)
+    )
     if fmt_name == "text-log":
         assert any("generic text-log fallback" in w for w in job.report["warnings"])
 
@@ -430,7 +528,9 @@ def test_an_imported_ag2_log_keeps_tool_calls_and_recipients(project):
 
 @pytest.mark.django_db
 def test_a_text_log_that_is_not_utf8_fails_with_a_clear_message(project):
-    (job,) = import_now(project, incoming_bytes("latin1.log", "Alice: caf\u00e9\nBob: ok\n".encode("latin-1")))
+    (job,) = import_now(
+        project, incoming_bytes("latin1.log", "Alice: caf\u00e9\nBob: ok\n".encode("latin-1"))
+    )
     assert job.status == JobStatus.FAILED
     assert "not UTF-8" in job.error or "not a recognised trace format" in job.error
     assert Trace.objects.count() == 0

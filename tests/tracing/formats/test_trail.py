@@ -24,14 +24,36 @@ LABEL_FILES = sorted(p for p in TRAIL_DIR.rglob("*.labels.json") if "label_cases
 
 # Facts read off the sample files: steps, agents, and the decisive label (span, step index, agent, category).
 EXPECTED = {
-    "08be1639c58e086cf0bb8c269039973d": (9, ["manager"], ("2ea5094b76cd15e7", 3, "manager", "Tool Selection Errors")),
-    "0ebe673d64647ec44c370638b82d3c78": (9, ["manager"],
-                                         ("29f141a7c2556206", 2, "manager", "Instruction Non-compliance")),
-    "2c77a8feec544cc61a00a387ad792a13": (19, ["manager"], ("b312dd6a2aeb3347", 13, "manager", "Tool-related")),
-    "3215fc75e81bdb73706a4fb37b66427f": (20, ["manager", "search_agent"],
-                                         ("fdca808d8e936b13", 11, "search_agent", "Task Orchestration")),
-    "72822db6e120878d916b515c2501246b": (12, ["CodeAgent"], ("12f1a231cfc60c28", 4, "CodeAgent", "Formatting Errors")),
-    "da17836ad8ecb77066313bdcbf25547a": (16, ["CodeAgent"], ("4c0ac82fea77e6c9", 7, "CodeAgent", "Resource Abuse")),
+    "08be1639c58e086cf0bb8c269039973d": (
+        9,
+        ["manager"],
+        ("2ea5094b76cd15e7", 3, "manager", "Tool Selection Errors"),
+    ),
+    "0ebe673d64647ec44c370638b82d3c78": (
+        9,
+        ["manager"],
+        ("29f141a7c2556206", 2, "manager", "Instruction Non-compliance"),
+    ),
+    "2c77a8feec544cc61a00a387ad792a13": (
+        19,
+        ["manager"],
+        ("b312dd6a2aeb3347", 13, "manager", "Tool-related"),
+    ),
+    "3215fc75e81bdb73706a4fb37b66427f": (
+        20,
+        ["manager", "search_agent"],
+        ("fdca808d8e936b13", 11, "search_agent", "Task Orchestration"),
+    ),
+    "72822db6e120878d916b515c2501246b": (
+        12,
+        ["CodeAgent"],
+        ("12f1a231cfc60c28", 4, "CodeAgent", "Formatting Errors"),
+    ),
+    "da17836ad8ecb77066313bdcbf25547a": (
+        16,
+        ["CodeAgent"],
+        ("4c0ac82fea77e6c9", 7, "CodeAgent", "Resource Abuse"),
+    ),
 }
 SMALL = "0ebe673d64647ec44c370638b82d3c78"  # the one trace kept in tests/fixtures
 
@@ -65,6 +87,7 @@ def test_the_shared_trail_samples_are_all_here():
 
 
 # --- traces ------------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("path", TRACE_FILES, ids=_trace_id)
 def test_every_trail_trace_parses_into_one_trace_with_agents_steps_and_parent_links(path):
@@ -100,15 +123,32 @@ def test_a_managed_agent_is_named_from_its_task_and_its_boss_is_the_manager():
     # The fixture's manager calls no team member; give its Step 1 one, shaped as in the 3215fc75 sample.
     document = _trail_document()
     step = _manager_step_1(document)
-    tool = {"span_id": "cafe000000000002", "span_name": "SearchInformationTool", "timestamp": "2025-03-19T16:41:05Z",
-            "span_attributes": {"openinference.span.kind": "TOOL", "tool.name": "web_search",
-                                "input.value": '{"args": [], "kwargs": {"query": "left"}}',
-                                "output.value": "Address: google: left"}}
-    step["child_spans"].append({
-        "span_id": "cafe000000000001", "span_name": "ToolCallingAgent.run", "timestamp": "2025-03-19T16:41:04Z",
-        "duration": "PT2S", "status_code": "Ok", "child_spans": [tool],
-        "span_attributes": {"openinference.span.kind": "AGENT", "output.value": "left means right",
-                            "input.value": json.dumps({"task": "You're a helpful agent named 'search_agent'.\n..."})}})
+    tool = {
+        "span_id": "cafe000000000002",
+        "span_name": "SearchInformationTool",
+        "timestamp": "2025-03-19T16:41:05Z",
+        "span_attributes": {
+            "openinference.span.kind": "TOOL",
+            "tool.name": "web_search",
+            "input.value": '{"args": [], "kwargs": {"query": "left"}}',
+            "output.value": "Address: google: left",
+        },
+    }
+    step["child_spans"].append(
+        {
+            "span_id": "cafe000000000001",
+            "span_name": "ToolCallingAgent.run",
+            "timestamp": "2025-03-19T16:41:04Z",
+            "duration": "PT2S",
+            "status_code": "Ok",
+            "child_spans": [tool],
+            "span_attributes": {
+                "openinference.span.kind": "AGENT",
+                "output.value": "left means right",
+                "input.value": json.dumps({"task": "You're a helpful agent named 'search_agent'.\n..."}),
+            },
+        }
+    )
     trace = _parse(document)
     assert [a.name for a in trace.agents] == ["manager", "search_agent"]
     search = [s for s in trace.steps if s.agent == "search_agent"]
@@ -138,7 +178,9 @@ def test_the_harness_spans_give_the_question_and_the_right_answer_but_no_steps()
     assert trace.ground_truth == "Right"
     assert trace.metadata["task_id"] == "2d83110e-a098-4ebb-9987-066c06fa42d0"
     assert not {"main", "answer_single_question", "get_examples_to_answer"} & {s.speaker for s in trace.steps}
-    assert trace.agents[0].system_prompt.startswith("You are an expert assistant who can solve any task using code")
+    assert trace.agents[0].system_prompt.startswith(
+        "You are an expert assistant who can solve any task using code"
+    )
 
 
 def test_failed_spans_carry_their_error_and_fail_the_run():
@@ -146,8 +188,16 @@ def test_failed_spans_carry_their_error_and_fail_the_run():
     step = _manager_step_1(document)
     step.update(status_code="Error", status_message="AgentExecutionError: Code execution failed")
     agent = document["spans"][0]["child_spans"][1]["child_spans"][1]
-    agent.update(status_code="Error", status_message="", events=[
-        {"Name": "exception", "Attributes": {"exception.type": "AgentGenerationError", "exception.message": "429"}}])
+    agent.update(
+        status_code="Error",
+        status_message="",
+        events=[
+            {
+                "Name": "exception",
+                "Attributes": {"exception.type": "AgentGenerationError", "exception.message": "429"},
+            }
+        ],
+    )
     trace = _parse(document)
     assert trace.outcome == "failed"
     observation = next(s for s in trace.steps if s.span_id == step["span_id"])
@@ -183,8 +233,17 @@ def _malformed() -> list[object]:
     bad_children["spans"][0]["child_spans"] = {"not": "a list"}
     not_a_span = copy.deepcopy(base)
     not_a_span["spans"][0]["child_spans"].append("span")
-    return [[], "spans", {"trace_id": "x"}, {"trace_id": "x", "spans": []}, {"trace_id": "x", "spans": "no"},
-            no_id, bad_children, not_a_span, {"trace_id": "x", "spans": [{"span_id": "a", "span_name": "main"}]}]
+    return [
+        [],
+        "spans",
+        {"trace_id": "x"},
+        {"trace_id": "x", "spans": []},
+        {"trace_id": "x", "spans": "no"},
+        no_id,
+        bad_children,
+        not_a_span,
+        {"trace_id": "x", "spans": [{"span_id": "a", "span_name": "main"}]},
+    ]
 
 
 @pytest.mark.parametrize("document", _malformed(), ids=lambda d: str(d)[:40])
@@ -209,15 +268,20 @@ def test_odd_values_inside_spans_are_tolerated():
 
 # --- labels ------------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("path", LABEL_FILES, ids=_trace_id)
 def test_every_label_file_targets_its_trace_and_keeps_every_error_in_file_order(path):
     document = json.loads(path.read_text())
     (labels,) = list(LABELS.parse(_source(path)))
     assert labels.target_external_id == document["trace_id"] == _trace_id(path)
     assert [(g.span_id, g.category, g.impact, g.reason, g.evidence) for g in labels.labels] == [
-        (e["location"], e["category"], e["impact"], e["description"], e["evidence"]) for e in document["errors"]]
+        (e["location"], e["category"], e["impact"], e["description"], e["evidence"])
+        for e in document["errors"]
+    ]
     # The reader marks none decisive: the writer picks one once spans are steps (run order is not file order).
-    assert all(g.family == "TRAIL" and not g.decisive and g.agent == "" and g.step is None for g in labels.labels)
+    assert all(
+        g.family == "TRAIL" and not g.decisive and g.agent == "" and g.step is None for g in labels.labels
+    )
     assert labels.warnings == [] and labels.metadata["labelled_errors"] == len(document["errors"])
 
 
@@ -235,7 +299,11 @@ def test_every_label_file_imports_all_errors_and_its_earliest_high_impact_one_is
     assert len(errors) == len(json.loads(path.read_text())["errors"])
     (decisive,) = [e for e in errors if e.decisive]
     assert (decisive.span_id, decisive.step_index, decisive.category, decisive.impact) == (
-        span, step, category, decisive.impact)
+        span,
+        step,
+        category,
+        decisive.impact,
+    )
     high = [e.step_index for e in errors if e.impact == "HIGH"]
     assert decisive.step_index == min(high or [e.step_index for e in errors])
 
@@ -268,8 +336,13 @@ def _steps(*indexes):
 
 
 def test_the_decisive_error_is_the_earliest_high_impact_one_in_run_order():
-    labels = [ParsedGold(impact=impact, family="TRAIL", decisive=False) for impact in ("HIGH", "LOW", "HIGH", "HIGH")]
-    assert decisive_index(labels, _steps(9, 1, 4, 4)) == 2  # step 4 beats step 9; file order breaks the tie at 4
+    labels = [
+        ParsedGold(impact=impact, family="TRAIL", decisive=False)
+        for impact in ("HIGH", "LOW", "HIGH", "HIGH")
+    ]
+    assert (
+        decisive_index(labels, _steps(9, 1, 4, 4)) == 2
+    )  # step 4 beats step 9; file order breaks the tie at 4
 
 
 def test_without_a_high_impact_error_the_earliest_error_in_run_order_is_decisive():
@@ -283,17 +356,24 @@ def test_a_label_its_source_marks_decisive_stays_decisive():
     assert decisive_index(labels, _steps(1, 7)) == 1
 
 
-@pytest.mark.parametrize("document", [
-    [], {"errors": "none"}, {"trace_id": "t", "errors": ["x"]},
-    {"trace_id": "t", "errors": [{"category": "A", "location": None}]},
-    {"trace_id": "t", "errors": [{"category": "A"}]},
-], ids=str)
+@pytest.mark.parametrize(
+    "document",
+    [
+        [],
+        {"errors": "none"},
+        {"trace_id": "t", "errors": ["x"]},
+        {"trace_id": "t", "errors": [{"category": "A", "location": None}]},
+        {"trace_id": "t", "errors": [{"category": "A"}]},
+    ],
+    ids=str,
+)
 def test_malformed_label_files_raise_a_format_error(document):
     with pytest.raises(TraceFormatError):
         list(LABELS.parse(Source.from_bytes("t.labels.json", json.dumps(document).encode())))
 
 
 # --- detection ---------------------------------------------------------------------------------------------------
+
 
 def _all_sample_files() -> list[Path]:
     root = SHARED if SHARED.exists() else ROOT / "tests" / "fixtures"
@@ -315,6 +395,7 @@ def test_only_trail_files_score_high_with_the_trail_detectors():
 
 
 # --- end to end --------------------------------------------------------------------------------------------------
+
 
 def _import_trace(project) -> Trace:
     path = _path(SMALL)
@@ -364,4 +445,7 @@ def test_a_trail_file_without_any_text_fails_its_job_with_a_plain_reason(project
     data = b'{"trace_id": "x", "spans": [{"span_id": "a", "span_name": "main", "child_spans": []}]}'
     (job,) = import_now(project, incoming_bytes("x.trace.json", data))
     assert job.status == JobStatus.FAILED
-    assert job.error == "x.trace.json: no span in this TRAIL trace carries any text: there are no steps to import"
+    assert (
+        job.error
+        == "x.trace.json: no span in this TRAIL trace carries any text: there are no steps to import"
+    )

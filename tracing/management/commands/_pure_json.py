@@ -18,6 +18,6 @@ class PureJsonMixin:
 
     def execute(self, *args: Any, **options: Any) -> Any:
         if not options.get("json"):
-            return super().execute(*args, **options)  # type: ignore[misc]
+            return super().execute(*args, **options)
         with contextlib.redirect_stdout(sys.stderr):
-            return super().execute(*args, **options)  # type: ignore[misc]
+            return super().execute(*args, **options)

@@ -34,12 +34,21 @@ class Command(BaseCommand):
         project, _ = services.project_get_or_create(name=options["project"], owner=user)
         services.membership_set(project=project, user=user, role=Role.OWNER)
         files = sorted(p for p in DEMO_DATA.rglob("*.json"))
-        incoming = [services.IncomingFile(name=str(p.relative_to(DEMO_DATA)), size=p.stat().st_size,
-                                          open=lambda p=p: p.open("rb")) for p in files]
+        incoming = [
+            services.IncomingFile(
+                name=str(p.relative_to(DEMO_DATA)), size=p.stat().st_size, open=lambda p=p: p.open("rb")
+            )
+            for p in files
+        ]
         jobs = services.ingest_jobs_create(project=project, files=incoming, user=user, enqueue=False)
-        imported = sum(services.ingest_job_run(job_id=j.pk).status == JobStatus.SUCCEEDED
-                       for j in jobs if j.status == JobStatus.QUEUED)
-        self.stdout.write(f"Demo project {project.name!r}: {imported} new trace file(s), {len(files)} in the demo set.")
+        imported = sum(
+            services.ingest_job_run(job_id=j.pk).status == JobStatus.SUCCEEDED
+            for j in jobs
+            if j.status == JobStatus.QUEUED
+        )
+        self.stdout.write(
+            f"Demo project {project.name!r}: {imported} new trace file(s), {len(files)} in the demo set."
+        )
         self.stdout.write(self.style.SUCCESS(f"Log in at {options['url']} as  {username} / {password}"))
 
 

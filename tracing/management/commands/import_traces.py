@@ -22,8 +22,12 @@ class Command(PureJsonMixin, BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("paths", nargs="+", metavar="PATH")
         parser.add_argument("--project", required=True, help="project name; created if it does not exist")
-        parser.add_argument("--format", default="", choices=[""] + [f.name for f in all_formats()],
-                            help="skip detection and parse every file as this format")
+        parser.add_argument(
+            "--format",
+            default="",
+            choices=[""] + [f.name for f in all_formats()],
+            help="skip detection and parse every file as this format",
+        )
         parser.add_argument("--json", action="store_true", help="print one JSON list, one object per file")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -44,14 +48,24 @@ class Command(PureJsonMixin, BaseCommand):
     def _import_path(self, project: Any, path: Path, fmt: str) -> list[dict[str, Any]]:
         if not path.exists():
             return [_failure(str(path), "no such file or directory")]
-        files = [path] if path.is_file() else sorted(
-            p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FOLDER_EXTENSIONS
-            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        files = (
+            [path]
+            if path.is_file()
+            else sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                and p.suffix.lower() in FOLDER_EXTENSIONS
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
         )
-        incoming = [services.IncomingFile(name=str(p), size=p.stat().st_size, open=lambda p=p: p.open("rb"))
-                    for p in files]
-        jobs = services.ingest_jobs_create(project=project, files=incoming, user=None, requested_format=fmt,
-                                           enqueue=False)
+        incoming = [
+            services.IncomingFile(name=str(p), size=p.stat().st_size, open=lambda p=p: p.open("rb"))
+            for p in files
+        ]
+        jobs = services.ingest_jobs_create(
+            project=project, files=incoming, user=None, requested_format=fmt, enqueue=False
+        )
         ran = [_run(job) for job in jobs]
         # Described after the whole batch: a label file that waited for a trace of a later file reports where its
         # labels finally went, not that they were waiting.
@@ -66,7 +80,9 @@ class Command(PureJsonMixin, BaseCommand):
                 self.stdout.write(f"{r['status']:<10} {r['path']}: {detail}")
                 for warning in r["warnings"][:5]:
                     self.stdout.write(f"           warning: {warning}")
-        counts = {word: sum(r["status"] == word for r in results) for word in ("imported", "duplicate", "failed")}
+        counts = {
+            word: sum(r["status"] == word for r in results) for word in ("imported", "duplicate", "failed")
+        }
         self.stdout.write(", ".join(f"{n} {word}" for word, n in counts.items()))
 
 
@@ -77,15 +93,30 @@ def _run(job: IngestJob) -> IngestJob:
 
 
 def _failure(path: str, reason: str) -> dict[str, Any]:
-    return {"path": path, "status": "failed", "format": "", "confidence": None, "trace_ids": [], "steps": 0,
-            "agents": 0, "labels": 0, "gold": [], "warnings": [], "error": f"{path}: {reason}"}
+    return {
+        "path": path,
+        "status": "failed",
+        "format": "",
+        "confidence": None,
+        "trace_ids": [],
+        "steps": 0,
+        "agents": 0,
+        "labels": 0,
+        "gold": [],
+        "warnings": [],
+        "error": f"{path}: {reason}",
+    }
 
 
 def _describe(job: IngestJob) -> dict[str, Any]:
     if job.status == JobStatus.FAILED:
         return _failure(job.filename, "") | {"error": job.error, "format": job.detected_format}
     traces = Trace.objects.filter(pk__in=job.trace_ids).prefetch_related("gold_labels").order_by("ordinal")
-    gold = [{"trace_id": t.pk, "agent": g.agent_name, "step": g.step_index} for t in traces for g in t.gold_labels.all()]
+    gold = [
+        {"trace_id": t.pk, "agent": g.agent_name, "step": g.step_index}
+        for t in traces
+        for g in t.gold_labels.all()
+    ]
     return {
         "path": job.filename,
         "status": STATUS_WORDS[job.status],
