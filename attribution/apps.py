@@ -10,7 +10,7 @@ class AttributionConfig(AppConfig):
     def ready(self) -> None:
         from tracing.api import api
 
-        from . import trace_list
+        from . import step_moves, trace_list
         from .replay.hook_contract import openapi_extend
 
         for extend in (openapi_extend, trace_list.openapi_extend):
@@ -18,3 +18,4 @@ class AttributionConfig(AppConfig):
                 api.openapi_extenders.append(extend)
         # Verdict columns and filters on the trace list, the blame strip, category names: tracing asks, never imports.
         trace_list.register()
+        step_moves.register()  # verdicts' per-step scores follow a renumbered OTLP step

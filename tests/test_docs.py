@@ -232,6 +232,20 @@ def test_the_readme_is_a_map_of_every_docs_page_and_states_both_commands() -> No
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 
 
+# A variable the settings read from the environment: env_str("CULPRIT_X", ...), os.environ.get("DJANGO_Y"), ...
+SETTING_READ = re.compile(r"(?:env_\w+|os\.environ\.get)\(\s*\"((?:CULPRIT|DJANGO)_[A-Z0-9_]+)\"")
+
+
+def test_every_setting_read_from_the_environment_is_documented() -> None:
+    settings_text = (ROOT / "config" / "settings.py").read_text()
+    read = set(SETTING_READ.findall(settings_text))
+    # The pattern still finds what it is for (a setting read some new way would slip past it).
+    assert {"CULPRIT_OUTBOUND_ALLOW", "CULPRIT_TRUSTED_PROXIES", "DJANGO_SECRET_KEY"} <= read
+    docs = "\n".join(page.read_text() for page in PAGES[1:])
+    missing = sorted(name for name in read if not re.search(rf"\b{name}\b", docs))
+    assert not missing, f"settings no docs page names (add them to the table in docs/security.md): {missing}"
+
+
 def test_the_pictures_are_small_pngs() -> None:
     images = sorted((ROOT / "docs" / "img").glob("*"))
     assert images and all(i.suffix == ".png" and i.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for i in images)

@@ -1,6 +1,7 @@
 """Extension points through which apps further up the dependency chain (attribution) add to tracing's pages
 without tracing importing them: extra trace-list columns, filters, sort keys and API item fields, per-step scores for
-the step list's blame strip, and human names for label categories.
+the step list's blame strip, human names for label categories, and a call when a trace's steps are renumbered (so
+what an app stores per step, such as a verdict's scores, can follow).
 
 An app registers its implementation in its ``AppConfig.ready()``; tracing asks the registry and renders what comes
 back (plain strings and numbers, auto-escaped by the templates). With nothing registered the pages look as before.
@@ -77,10 +78,20 @@ class StepScoreProvider(Protocol):
         """Scores of steps ``first``..``last`` (inclusive) of the trace, or None when there are none."""
 
 
+class StepsMovedHook(Protocol):
+    def __call__(
+        self, trace_id: int, mapping: Mapping[int, int], n_steps: int, dropped: frozenset[int]
+    ) -> None:
+        """The trace's steps were renumbered, inside the transaction that did it: ``mapping`` is {old index: new
+        index} of every step that moved, ``dropped`` the old indexes of steps that are gone, ``n_steps`` the new
+        step count. Every other old index still holds the same step; a new index nothing maps to is a new step."""
+
+
 @dataclass
 class _Registry:
     trace_list: list[TraceListExtension] = field(default_factory=list)
     step_scores: list[StepScoreProvider] = field(default_factory=list)
+    steps_moved: list[StepsMovedHook] = field(default_factory=list)
     category_namer: Callable[[str, str], str] | None = None  # (category, family) -> a person's name
 
 
@@ -95,6 +106,11 @@ def register_trace_list(extension: TraceListExtension) -> None:
 def register_step_scores(provider: StepScoreProvider) -> None:
     if provider not in _registry.step_scores:
         _registry.step_scores.append(provider)
+
+
+def register_steps_moved(hook: StepsMovedHook) -> None:
+    if hook not in _registry.steps_moved:
+        _registry.steps_moved.append(hook)
 
 
 def register_category_namer(namer: Callable[[str, str], str]) -> None:
@@ -148,6 +164,14 @@ def step_scores(trace: Trace, first: int, last: int) -> StepScores | None:
         if (found := provider(trace, first, last)) is not None:
             return found
     return None
+
+
+def steps_moved(
+    trace_id: int, mapping: Mapping[int, int], n_steps: int, dropped: frozenset[int] = frozenset()
+) -> None:
+    """Tell every registered hook that the trace's steps were renumbered (see ``StepsMovedHook``)."""
+    for hook in _registry.steps_moved:
+        hook(trace_id, mapping, n_steps, dropped)
 
 
 def category_name(category: str, family: str = "") -> str:

@@ -14,6 +14,7 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 from attribution.models import AttributionRun, Verdict
 from tests.tracing.test_otlp_receiver import _attrs
+from tracing import extensions
 from tracing.formats.otlp_json import traces_from_otlp_dict
 from tracing.models import ErrorLabel, GoldLabel, LabelSource, OtlpPendingBuild, OtlpSpan, Step, Trace
 from tracing.services.otlp import otlp_builds_mark, otlp_spans_store_protobuf, otlp_trace_rebuild
@@ -305,6 +306,96 @@ def test_labels_and_verdicts_follow_a_renumbered_step(project):
     assert early.step_index == untouched.index == Step.objects.get(pk=untouched.pk).index
 
 
+def step_keys(trace: Trace) -> list[tuple[str, int]]:
+    """Each step, in index order, as (span id, its position among the span's steps): stable across renumberings."""
+    seen: dict[str, int] = {}
+    keys = []
+    for span_id in Step.objects.filter(trace=trace).order_by("index").values_list("span_id", flat=True):
+        seen[span_id] = seen.get(span_id, -1) + 1
+        keys.append((span_id, seen[span_id]))
+    return keys
+
+
+def scored(
+    trace: Trace, keys: list[tuple[str, int]], project, method: str = "heuristic", **fields
+) -> Verdict:
+    """A verdict on the trace as it is now, with a distinct score for each step."""
+    run = AttributionRun.objects.create(project=project, method=method, trace_ids=[trace.pk])
+    scores = fields.pop("scores", [round((i + 1) / (len(keys) + 1), 6) for i in range(len(keys))])
+    return Verdict.objects.create(run=run, trace=trace, method=method, scores=scores, **fields)
+
+
+@pytest.mark.django_db
+def test_verdict_scores_follow_their_steps_when_a_span_sorts_before_them(project):
+    tree = SpanTree(agents=3, calls=4, seed=5)
+    spans = tree.by_start()
+    late = early_leaf(spans)
+    trace = send(project, [s for s in spans if s is not late])
+    before = step_keys(trace)
+    full = [round((i + 1) / (len(before) + 1), 6) for i in range(len(before))]
+    shorter = scored(
+        trace, before, project, method="llm", scores=full[:-4]
+    )  # made before the last spans arrived
+    unscored = scored(trace, before, project, method="spectrum", scores=[])
+    verdict = scored(trace, before, project, scores=full)  # the newest: the blame strip shows it
+    given = dict(zip(before, full))
+
+    trace = send(project, [late])
+    after = step_keys(trace)
+    assert any(before.index(key) != after.index(key) for key in before)  # steps were renumbered
+    late_id = late[1].span_id.hex()
+    verdict.refresh_from_db()
+    assert len(verdict.scores) == len(after) == trace.step_count
+    assert {key: verdict.scores[i] for i, key in enumerate(after) if key in given} == given
+    assert [verdict.scores[i] for i, key in enumerate(after) if key[0] == late_id] == [0.0] * (
+        len(after) - len(before)
+    )
+    shorter.refresh_from_db()
+    assert len(shorter.scores) == len(after)
+    assert {key: shorter.scores[i] for i, key in enumerate(after) if key in before[:-4]} == {
+        key: given[key] for key in before[:-4]
+    }
+    unscored.refresh_from_db()
+    assert unscored.scores == []
+    # The blame strip draws each score on the step it was given to.
+    strip = extensions.step_scores(trace, 0, len(after) - 1)
+    assert {after[i]: score for i, score in strip.scores.items() if after[i] in given} == given
+
+
+@pytest.mark.django_db
+def test_a_dropped_step_takes_its_score_with_it(project):
+    """A silent leaf shows its attributes as a step until a child of it arrives; then that step goes, and its score
+    must not pass to the child's step that takes its index."""
+    tree = SpanTree(agents=2, calls=4, seed=4)
+    spans = tree.by_start()
+    service, leaf = next(item for item in spans if item[1].name == "GET /api")
+    trace = send(project, spans)
+    before = step_keys(trace)
+    leaf_id = leaf.span_id.hex()
+    assert (leaf_id, 0) in before
+    verdict = scored(trace, before, project)
+    given = dict(zip(before, verdict.scores))
+    child = trace_pb2.Span(
+        trace_id=TRACE,
+        span_id=(999).to_bytes(8, "big"),
+        parent_span_id=leaf.span_id,
+        name="ChatCompletion",
+        start_time_unix_nano=leaf.start_time_unix_nano + MS // 2,
+        end_time_unix_nano=leaf.start_time_unix_nano + MS // 2 + 1,
+        attributes=attrs(openinference__span__kind="LLM", output__value="a late answer"),
+    )
+
+    trace = send(project, [(service, child)])
+    after = step_keys(trace)
+    assert (leaf_id, 0) not in after and (child.span_id.hex(), 0) in after
+    verdict.refresh_from_db()
+    assert len(verdict.scores) == len(after)
+    assert {key: verdict.scores[i] for i, key in enumerate(after) if key in given} == {
+        key: score for key, score in given.items() if key[0] != leaf_id
+    }
+    assert verdict.scores[after.index((child.span_id.hex(), 0))] == 0.0
+
+
 @pytest.mark.django_db
 def test_a_re_sent_span_with_new_content_replaces_its_steps_and_labels_follow(project):
     tree = SpanTree(agents=2, calls=4, seed=2)
@@ -389,7 +480,7 @@ def test_a_root_arriving_last_moves_the_subtrees_that_waited_for_it_without_rewr
 
 
 def test_every_table_that_points_at_a_step_by_index_is_renumbered_with_it():
-    from tracing.services.otlp_build import _step_index_models
+    from tracing.services.step_follow import _step_index_models
 
     found = {f"{model._meta.label}:{lookup}" for model, lookup in _step_index_models()}
     assert {

@@ -11,7 +11,8 @@ span keeps a ``path``, the (start, span id) of each ancestor and of itself in 16
   act for an agent of their own (the common case when an SDK exports spans as they end, children first);
 - if every affected step sorts after the existing ones, appends them;
 - otherwise renumbers the steps after the first affected position in one set-based UPDATE (index and parent index
-  together), then writes the new steps; labels and verdicts that pointed at a moved step follow it.
+  together), then writes the new steps; labels and verdicts that pointed at a moved step follow it, and so do
+  per-step data of other apps (a verdict's scores, through ``extensions.steps_moved``).
 
 A trace's first build, SQLite (the embedded mode) and the rare change that alters every step (an earlier root with
 another service name, which is the default agent of every step) derive all spans: the same code with every span
@@ -23,12 +24,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django.apps import apps
 from django.db import connection, models, transaction
 from django.db.models import F
 from django.db.models.functions import Length
 from opentelemetry.proto.trace.v1 import trace_pb2
 
+from .. import extensions
 from ..formats.base import finite, scrub_nul
 from ..formats.otel_attributes import flatten_attributes, unwrap_otlp_attributes
 from ..formats.otel_traces import _is_silent, _question, _shown_attributes
@@ -37,6 +38,7 @@ from ..formats.otlp_json import _span as span_from_record
 from ..formats.spans import Span, _steps_for
 from ..models import Agent, OtlpSpan, Step, StepKind, Trace
 from .labels import attach_pending
+from .step_follow import _labels_follow
 from .writer import STEP_BATCH_SIZE, _bulk_create_steps, _clean, _copy_steps, _tokens, unique_trace_name
 
 OTLP_FORMAT = "otlp-json"
@@ -277,7 +279,11 @@ class _Build:
         self.active_agents = len({row["agent_id"] for row in rows if row["agent_id"]})
         self._save_placements(placed)
         self._update_header(root, len(rows) - len(old))
-        _labels_follow(self.trace, {**moved, **self._recreated(old, new_steps)})
+        mapping, dropped = {**moved, **self._recreated(old, new_steps)}, self._dropped(old, new_steps)
+        _labels_follow(self.trace, mapping)
+        # Per-step data of the apps above (a verdict's scores) follows too, in this transaction.
+        if mapping or dropped:
+            extensions.steps_moved(self.trace.pk, mapping, self.trace.step_count, dropped)
 
     def _create_trace(self, root: Any) -> Trace:
         header = _header(root, self.trace_id)
@@ -590,6 +596,18 @@ class _Build:
                 mapping[index] = target
         return mapping
 
+    def _dropped(self, old: list[tuple], new_steps: list[dict]) -> frozenset[int]:
+        """Old indexes of deleted steps not derived again (a silent leaf's shown attributes, once it has a child),
+        matched as in ``_recreated``."""
+        made = {(step["step"].span_id, step["order"]) for step in new_steps}
+        seen: dict[str, int] = {}
+        dropped = set()
+        for index, span_id, _ in old:
+            position = seen[span_id] = seen.get(span_id, -1) + 1
+            if (span_id, position) not in made:
+                dropped.add(index)
+        return frozenset(dropped)
+
 
 @dataclass
 class _Named:
@@ -773,58 +791,3 @@ def _header(root: Any, trace_id: str) -> dict[str, Any]:
             "resource": {k: v for k, v in attributes.items() if isinstance(v, (str, int, float, bool))},
         },
     }
-
-
-# --- labels follow their step ----------------------------------------------------------------------------------------
-
-
-def _step_index_models() -> list[tuple[type[models.Model], str]]:
-    """Every model holding a ``step_index`` of a trace, with the lookup from it to the trace: found by convention
-    (a ``step_index`` field and a foreign key to Trace, else one hop away), so tracing imports no other app."""
-    found = []
-    for model in apps.get_models():
-        if "step_index" not in {f.name for f in model._meta.get_fields()}:
-            continue
-        keys = [f for f in model._meta.get_fields() if f.many_to_one and f.concrete]
-        direct = next((f.name for f in keys if f.related_model is Trace), None)
-        if direct:
-            found.append((model, direct))
-            continue
-        for fk in keys:
-            hop = next(
-                (
-                    f.name
-                    for f in fk.related_model._meta.get_fields()
-                    if f.many_to_one and f.concrete and f.related_model is Trace
-                ),
-                None,
-            )
-            if hop:
-                found.append((model, f"{fk.name}__{hop}"))
-                break
-    return found
-
-
-def _labels_follow(trace: Trace, mapping: dict[int, int]) -> None:
-    """Rows that point at a step by index (gold and error labels, verdicts, annotations, schema cases...) move with
-    it. One query finds them in every table (most traces have none); there are few labels per trace."""
-    if not mapping:
-        return
-    low = min(mapping)
-    found = _step_index_models()
-    queries = [
-        model._default_manager.filter(**{lookup: trace, "step_index__gte": low})
-        .order_by()
-        .annotate(table=models.Value(i))
-        .values_list("table", "pk", "step_index")
-        for i, (model, lookup) in enumerate(found)
-    ]
-    rows = list(queries[0].union(*queries[1:], all=True)) if queries else []
-    for i, (model, _) in enumerate(found):
-        changed = [
-            model(pk=pk, step_index=mapping[index])
-            for table, pk, index in rows
-            if table == i and index in mapping
-        ]
-        if changed:
-            model._default_manager.bulk_update(changed, ["step_index"])
