@@ -9,7 +9,7 @@ from django.db.models import Count, QuerySet
 from tracing.models import Agent, GoldLabel, Step, Trace
 
 from .methods.base import StepView, TraceView
-from .models import AttributionRun, Verdict
+from .models import AttributionRun, ProjectLlmSettings, Verdict
 
 
 def trace_view(trace: Trace) -> TraceView:
@@ -715,4 +715,19 @@ def labelled_count(*, project, split: str = "all") -> int:
         1
         for fmt, external, name in traces.values_list("source_format", "external_id", "name")
         if split_of(source_format=fmt, external_id=external, name=name) == split
+    )
+
+
+def llm_settings_for(*, project) -> ProjectLlmSettings:
+    """The project's model settings, or unsaved defaults when it has none yet: reading the page writes nothing, the
+    row is created when the owner first saves the form."""
+    return ProjectLlmSettings.objects.filter(project=project).first() or ProjectLlmSettings(project=project)
+
+
+def campaign_kept_trace_ids(*, campaign) -> list[int]:
+    """The labelled failures a campaign kept (one trace per kept injection), to attribute them as one run."""
+    return list(
+        campaign.injections.filter(result_trace__isnull=False)
+        .values_list("result_trace_id", flat=True)
+        .distinct()
     )

@@ -1,15 +1,14 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from tracing import selectors as tracing_selectors
-from tracing.models import Membership, Role
+from tracing.models import Membership, Project, Role
 
-from . import selectors, services
+from . import access, selectors, services
 from .forms import (
     CampaignForm,
     EvaluationForm,
@@ -20,13 +19,7 @@ from .forms import (
     model_facts,
 )
 from .methods import MethodError, all_methods
-from .models import AttributionRun, Injection, InjectionCampaign, ProjectLlmSettings, Verdict
-
-
-def _contributor(membership: Membership) -> Membership:
-    if not membership.can_upload:
-        raise PermissionDenied("Viewers cannot start attribution runs")
-    return membership
+from .models import AttributionRun, ProjectLlmSettings
 
 
 @login_required
@@ -34,7 +27,7 @@ def _contributor(membership: Membership) -> Membership:
 def trace_panel(request: HttpRequest, trace_id: int) -> HttpResponse:
     """The verdict panel of the trace page (loaded there with hx-get): verdicts beside the gold label, the suspicion
     strip of the newest verdict, and a form to run a method on this trace."""
-    trace, membership = tracing_selectors.trace_for_user(user=request.user, trace_id=trace_id)
+    trace, membership = access.trace_for(request, trace_id)
     return render(request, "attribution/trace_panel.html", _panel_context(trace, membership))
 
 
@@ -47,8 +40,7 @@ def _panel_context(trace, membership: Membership) -> dict:
 @login_required
 @require_POST
 def trace_attribute(request: HttpRequest, trace_id: int) -> HttpResponse:
-    trace, membership = tracing_selectors.trace_for_user(user=request.user, trace_id=trace_id)
-    _contributor(membership)
+    trace, membership = access.trace_for(request, trace_id, Role.ANNOTATOR, access.CONTRIBUTORS_ONLY)
     form = StartRunForm(request.POST)
     error = ""
     if form.is_valid():
@@ -73,14 +65,14 @@ def trace_attribute(request: HttpRequest, trace_id: int) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def run_list(request: HttpRequest, slug: str) -> HttpResponse:
-    membership = tracing_selectors.membership_for_user(user=request.user, slug=slug)
+    membership = access.project_for(request, slug)
     form = (
         StartRunForm(request.POST)
         if request.method == "POST"
         else StartRunForm(initial={"with_ground_truth": True}, project=membership.project)
     )
     if request.method == "POST":
-        _contributor(membership)
+        access.contributor(membership)
         if form.is_valid():
             try:
                 run = _start_filtered_run(request, membership, form.cleaned_data)
@@ -99,9 +91,7 @@ def run_list(request: HttpRequest, slug: str) -> HttpResponse:
 
 def _start_filtered_run(request: HttpRequest, membership: Membership, data: dict) -> AttributionRun:
     filters = tracing_selectors.TraceFilters(q=data["q"], has_gold=data["gold"], source_format=data["format"])
-    ids = list(
-        tracing_selectors.trace_list(project=membership.project, filters=filters).values_list("pk", flat=True)
-    )
+    ids = tracing_selectors.trace_ids(project=membership.project, filters=filters)
     described = (
         ", ".join(
             f"{k}={v}"
@@ -123,12 +113,9 @@ def _start_filtered_run(request: HttpRequest, membership: Membership, data: dict
 @login_required
 @require_http_methods(["GET", "POST"])
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = get_object_or_404(
-        AttributionRun.objects.select_related("project"), pk=run_id, project__memberships__user=request.user
-    )
-    membership = Membership.objects.get(project=run.project, user=request.user)
+    run, membership = access.run_for(request, run_id)
     if request.method == "POST":
-        _contributor(membership)
+        access.contributor(membership)
         services.run_cancel(run=run)
         return redirect("attribution:run_detail", run_id=run.pk)
     context = selectors.run_detail_context(run) | {"project": run.project, "membership": membership}
@@ -139,7 +126,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
 @login_required
 @require_GET
 def evaluation(request: HttpRequest, slug: str) -> HttpResponse:
-    membership = tracing_selectors.membership_for_user(user=request.user, slug=slug)
+    membership = access.project_for(request, slug)
     preselected = default_method(membership.project) or "heuristic"
     form = EvaluationForm(request.GET or {"method": preselected, "split": "all"})
     data = form.cleaned_data if form.is_valid() else {"method": preselected, "split": "all"}
@@ -159,16 +146,15 @@ def evaluation(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 def sandbox_generate(request: HttpRequest, slug: str) -> HttpResponse:
     """Queue sandbox runs with injected faults; they appear in the trace list as `sandbox/task-…` traces."""
-    membership = _contributor(tracing_selectors.membership_for_user(user=request.user, slug=slug))
+    membership = access.project_for(request, slug, Role.ANNOTATOR, access.CONTRIBUTORS_ONLY)
     form = SandboxForm(request.POST)
     if form.is_valid():
-        from django.db import transaction
-
-        from .tasks import generate_sandbox_cases_task
-
-        project_id, runs, seed = membership.project.pk, form.cleaned_data["runs"], form.cleaned_data["seed"]
-        clean = form.cleaned_data.get("clean") or 0
-        transaction.on_commit(lambda: generate_sandbox_cases_task.delay(project_id, runs, seed, clean))
+        services.sandbox_generate_start(
+            project=membership.project,
+            runs=form.cleaned_data["runs"],
+            seed=form.cleaned_data["seed"],
+            clean=form.cleaned_data.get("clean") or 0,
+        )
     if request.POST.get("next") == "campaigns":
         return redirect("attribution:campaign_list", slug=slug)
     return redirect("attribution:run_list", slug=slug)
@@ -177,12 +163,7 @@ def sandbox_generate(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_GET
 def replay_inspector(request: HttpRequest, verdict_id: int) -> HttpResponse:
-    verdict = get_object_or_404(
-        Verdict.objects.select_related("trace", "trace__project", "run"),
-        pk=verdict_id,
-        trace__project__memberships__user=request.user,
-    )
-    membership = Membership.objects.get(project=verdict.trace.project, user=request.user)
+    verdict, membership = access.verdict_for(request, verdict_id)
     try:
         selected = int(request.GET["replay"]) if "replay" in request.GET else None
     except ValueError:
@@ -197,30 +178,21 @@ def replay_inspector(request: HttpRequest, verdict_id: int) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def llm_settings(request: HttpRequest, slug: str) -> HttpResponse:
-    membership = tracing_selectors.membership_for_user(user=request.user, slug=slug)
-    if membership.role != Role.OWNER:
-        raise PermissionDenied("Only owners change the project's model settings")
-    current, _ = ProjectLlmSettings.objects.get_or_create(project=membership.project)
+    membership = access.project_for(
+        request, slug, Role.OWNER, "Only owners change the project's model settings"
+    )
+    current = selectors.llm_settings_for(project=membership.project)
     form = LlmSettingsForm(request.POST or None, instance=current)
     if request.method == "POST" and form.is_valid():
         services.llm_settings_save(
-            settings=form.save(commit=False),
+            settings=form.instance,  # the form's cleaned values applied, not saved: the service saves and audits
             api_key=form.cleaned_data["api_key"],
             clear_key=form.cleaned_data["clear_api_key"],
             hook_auth=form.cleaned_data["replay_hook_auth"],
             actor=request.user,
         )
         return redirect("attribution:llm_settings", slug=slug)
-    context = {
-        "project": membership.project,
-        "membership": membership,
-        "form": form,
-        "has_key": bool(current.api_key_encrypted),
-        "methods": all_methods(),
-        "spent": selectors.project_spend(project=membership.project),
-        "facts": model_facts(current.model),
-        "usage": selectors.llm_usage(project=membership.project),
-    }
+    context = _llm_context(membership, current) | {"form": form}
     return render(request, "attribution/llm_settings.html", context, status=400 if form.errors else 200)
 
 
@@ -228,30 +200,36 @@ def llm_settings(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 def llm_test_connection(request: HttpRequest, slug: str) -> HttpResponse:
     """One tiny request with the saved settings: the model's answer, latency or error (htmx swaps it in)."""
-    membership = tracing_selectors.membership_for_user(user=request.user, slug=slug)
-    if membership.role != Role.OWNER:
-        raise PermissionDenied("Only owners test the project's model settings")
+    membership = access.project_for(
+        request, slug, Role.OWNER, "Only owners test the project's model settings"
+    )
     result = services.llm_test_connection(project=membership.project)
     template = "attribution/llm_settings.html#connection" if request.htmx else "attribution/llm_settings.html"
-    current, _ = ProjectLlmSettings.objects.get_or_create(project=membership.project)
-    context = {
-        "project": membership.project,
-        "membership": membership,
+    current = selectors.llm_settings_for(project=membership.project)
+    context = _llm_context(membership, current) | {
         "connection": result,
         "form": LlmSettingsForm(instance=current),
-        "has_key": bool(current.api_key_encrypted),
-        "methods": all_methods(),
-        "spent": selectors.project_spend(project=membership.project),
-        "facts": model_facts(current.model),
-        "usage": selectors.llm_usage(project=membership.project),
     }
     return render(request, template, context)
+
+
+def _llm_context(membership: Membership, current: ProjectLlmSettings) -> dict:
+    project: Project = membership.project
+    return {
+        "project": project,
+        "membership": membership,
+        "has_key": bool(current.api_key_encrypted),
+        "methods": all_methods(),
+        "spent": selectors.project_spend(project=project),
+        "facts": model_facts(current.model),
+        "usage": selectors.llm_usage(project=project),
+    }
 
 
 @login_required
 @require_POST
 def evaluation_start(request: HttpRequest, slug: str) -> HttpResponse:
-    membership = _contributor(tracing_selectors.membership_for_user(user=request.user, slug=slug))
+    membership = access.project_for(request, slug, Role.ANNOTATOR, access.CONTRIBUTORS_ONLY)
     form = EvaluationForm(request.POST)
     if not form.is_valid():
         return redirect("attribution:evaluation", slug=slug)
@@ -285,19 +263,17 @@ def evaluation_start(request: HttpRequest, slug: str) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def campaign_list(request: HttpRequest, slug: str) -> HttpResponse:
     """Injection campaigns: break successful runs on purpose to manufacture labelled failures."""
-    membership = tracing_selectors.membership_for_user(user=request.user, slug=slug)
+    membership = access.project_for(request, slug)
     project = membership.project
     form = CampaignForm(request.POST, project=project) if request.method == "POST" else CampaignForm()
     if request.method == "POST":
-        _contributor(membership)
+        access.contributor(membership)
         if form.is_valid():
             data = form.cleaned_data
             filters = tracing_selectors.TraceFilters(
                 q=data["q"], source_format=data["format"], outcome="succeeded"
             )
-            ids = list(
-                tracing_selectors.trace_list(project=project, filters=filters).values_list("pk", flat=True)
-            )
+            ids = tracing_selectors.trace_ids(project=project, filters=filters)
             described = ", ".join(
                 f"{k}={v}" for k, v in (("search", data["q"]), ("format", data["format"])) if v
             )
@@ -324,9 +300,9 @@ def campaign_list(request: HttpRequest, slug: str) -> HttpResponse:
         "form": form,
         "sandbox_form": SandboxForm(),
         "campaigns": selectors.campaigns_for_project(project.pk),
-        "succeeded": tracing_selectors.trace_list(
+        "succeeded": tracing_selectors.trace_count(
             project=project, filters=tracing_selectors.TraceFilters(outcome="succeeded")
-        ).count(),
+        ),
     }
     return render(request, "attribution/campaign_list.html", context, status=400 if form.errors else 200)
 
@@ -336,25 +312,16 @@ def campaign_list(request: HttpRequest, slug: str) -> HttpResponse:
 def campaign_detail(request: HttpRequest, campaign_id: int) -> HttpResponse:
     """A campaign's progress and injections; POST cancels it, or (``attribute``) starts a run of a method over the
     labelled cases it kept, so the method can be scored against faults whose step is known."""
-    campaign = get_object_or_404(
-        InjectionCampaign.objects.select_related("project"),
-        pk=campaign_id,
-        project__memberships__user=request.user,
-    )
-    membership = Membership.objects.get(project=campaign.project, user=request.user)
+    campaign, membership = access.campaign_for(request, campaign_id)
     error = ""
     if request.method == "POST":
-        _contributor(membership)
+        access.contributor(membership)
         if "attribute" not in request.POST:
             services.campaign_cancel(campaign=campaign)
             return redirect("attribution:campaign_detail", campaign_id=campaign.pk)
         form = StartRunForm(request.POST)
         if form.is_valid():
-            kept = list(
-                campaign.injections.filter(result_trace__isnull=False)
-                .values_list("result_trace_id", flat=True)
-                .distinct()
-            )
+            kept = selectors.campaign_kept_trace_ids(campaign=campaign)
             try:
                 run = services.run_create(
                     project=campaign.project,
@@ -384,12 +351,7 @@ def campaign_detail(request: HttpRequest, campaign_id: int) -> HttpResponse:
 @login_required
 @require_GET
 def injection_inspector(request: HttpRequest, injection_id: int) -> HttpResponse:
-    injection = get_object_or_404(
-        Injection.objects.select_related("campaign", "origin", "result_trace", "campaign__project"),
-        pk=injection_id,
-        campaign__project__memberships__user=request.user,
-    )
-    membership = Membership.objects.get(project=injection.campaign.project, user=request.user)
+    injection, membership = access.injection_for(request, injection_id)
     context = selectors.injection_inspector_context(injection) | {
         "project": injection.campaign.project,
         "membership": membership,

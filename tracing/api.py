@@ -26,7 +26,7 @@ from config import ratelimit
 from . import extensions, selectors, services
 from .formats import all_formats
 from .forms import TraceFilterForm
-from .models import ApiToken, IngestJob, Step, Trace
+from .models import ApiToken, DuplicatePolicy, IngestJob, Step, Trace
 
 MAX_PAGE = 500
 
@@ -321,16 +321,21 @@ def upload(
     request: HttpRequest,
     files: list[UploadedFile] = File(...),  # noqa: B008 - ninja's way to declare a file field
     format: str = Form(""),
+    duplicates: str = Form(DuplicatePolicy.SKIP),
 ) -> Status:
+    """``duplicates``: ``skip`` (the default) leaves out traces whose content is already in the project and lists
+    them in the job's report (``duplicates``, ``duplicate_of``); ``import`` writes them again."""
     known = {f.name for f in all_formats()}
     if format and format not in known:
         return Status(
             422, {"detail": f"unknown format {format!r} (known formats: {', '.join(sorted(known))})"}
         )
+    if duplicates not in DuplicatePolicy.values:
+        return Status(422, {"detail": f"duplicates must be one of {', '.join(DuplicatePolicy.values)}"})
     token: ApiToken = request.auth
     incoming = [services.incoming_from_upload(f) for f in files]
     jobs = services.ingest_jobs_create(
-        project=token.project, files=incoming, user=None, requested_format=format
+        project=token.project, files=incoming, user=None, requested_format=format, duplicates=duplicates
     )
     waiting = any(getattr(j, "waiting_for_broker", False) for j in jobs)
     return Status(

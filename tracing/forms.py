@@ -6,7 +6,7 @@ from django import forms
 
 from . import extensions
 from .formats import all_formats
-from .models import Outcome, Project, Role
+from .models import DuplicatePolicy, Outcome, Project, Role
 
 if TYPE_CHECKING:
     from .selectors import TraceFilters
@@ -41,10 +41,20 @@ def format_choices() -> list[tuple[str, str]]:
 class UploadForm(forms.Form):
     files = MultipleFileField(label="Trace files")
     format = forms.ChoiceField(required=False, label="Format")
+    # Traces whose content is already in the project: skipped and reported (the default), or imported again.
+    duplicates = forms.ChoiceField(
+        required=False,
+        label="Already imported",
+        choices=DuplicatePolicy.choices,
+        initial=DuplicatePolicy.SKIP,
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["format"].choices = format_choices()
+
+    def clean_duplicates(self) -> str:
+        return self.cleaned_data.get("duplicates") or DuplicatePolicy.SKIP
 
 
 def ordering_choices() -> list[tuple[str, str]]:

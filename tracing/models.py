@@ -94,6 +94,13 @@ class JobStatus(JobStatusChoices):
 FINISHED_JOB_STATUSES = JobStatus.finished_values()
 
 
+class DuplicatePolicy(models.TextChoices):
+    """What an import does with a trace whose content hash is already in the project."""
+
+    SKIP = "skip", "Skip traces already in the project"
+    IMPORT = "import", "Import them anyway"
+
+
 class IngestJob(Job):
     """One uploaded file (or one member of an uploaded zip) on its way to becoming traces.
 
@@ -112,8 +119,10 @@ class IngestJob(Job):
     confidence = models.FloatField(
         null=True, blank=True
     )  # the detector's confidence; 1.0 when chosen by hand
-    # The import report: counts and warnings (e.g. "label location span X not found"), filled as the job runs.
+    # The import report: counts, warnings (e.g. "label location span X not found") and the traces skipped as
+    # duplicates (``duplicate_of``), written once when the job finishes (the trace list is appended to per batch).
     report = models.JSONField(default=dict, blank=True)
+    duplicates = models.CharField(max_length=8, choices=DuplicatePolicy.choices, default=DuplicatePolicy.SKIP)
     # status, error, attempts, heartbeat_at and the timestamps: see tracing.jobs.Job (MAX_ATTEMPTS = 3 starts).
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
     steps_total = models.PositiveIntegerField(default=0)
@@ -167,6 +176,9 @@ class Trace(models.Model):
     metadata = models.JSONField(default=dict, blank=True)
     step_count = models.PositiveIntegerField(default=0)
     agent_count = models.PositiveIntegerField(default=0)
+    # SHA-256 of the normalised content (tracing/content_hash.py): an import skips a trace already in the project.
+    # Not unique: "import anyway" may deliberately add the same run twice.
+    content_hash = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -182,6 +194,8 @@ class Trace(models.Model):
             models.Index(fields=["project", "source_format"], name="trace_project_format"),
             # Label files and the OTLP receiver find a trace by the source's own id.
             models.Index(fields=["project", "external_id"], name="trace_project_external"),
+            # Import: is a trace with this content already in the project?
+            models.Index(fields=["project", "content_hash"], name="trace_project_content_hash"),
         ]
 
     def __str__(self) -> str:

@@ -28,7 +28,19 @@ from django.http import Http404
 
 from . import extensions, search, waterfall
 from .chat import Message, chat_of
-from .models import Agent, ErrorLabel, GoldLabel, IngestJob, Membership, Project, Step, StepKind, Trace
+from .models import (
+    Agent,
+    ApiToken,
+    AuditEvent,
+    ErrorLabel,
+    GoldLabel,
+    IngestJob,
+    Membership,
+    Project,
+    Step,
+    StepKind,
+    Trace,
+)
 
 
 def projects_for_user(user: AbstractBaseUser) -> QuerySet[Project]:
@@ -45,17 +57,6 @@ def membership_for_user(*, user: AbstractBaseUser, slug: str) -> Membership:
 
 def members_of(*, project: Project) -> QuerySet[Membership]:
     return Membership.objects.filter(project=project).select_related("user").order_by("user__username")
-
-
-def trace_for_user(*, user: AbstractBaseUser, trace_id: int) -> tuple[Trace, Membership]:
-    trace = (
-        Trace.objects.select_related("project", "upload")
-        .filter(pk=trace_id, project__memberships__user=user)
-        .first()
-    )
-    if trace is None:
-        raise Http404("No such trace")
-    return trace, Membership.objects.get(project=trace.project, user=user)
 
 
 @dataclass
@@ -396,3 +397,58 @@ def with_traces(jobs: list[IngestJob]) -> list[IngestJob]:
 
 def recent_jobs(*, project: Project, limit: int = 20) -> list[IngestJob]:
     return with_traces(list(IngestJob.objects.filter(project=project).order_by("-id")[:limit]))
+
+
+def agents_of(*, trace: Trace) -> list[Agent]:
+    return list(trace.agents.all())
+
+
+def api_tokens_of(*, project: Project) -> QuerySet[ApiToken]:
+    return ApiToken.objects.filter(project=project)
+
+
+def api_token_of(*, project: Project, token_id: int) -> ApiToken:
+    """The project's token ``token_id``; 404 for another project's (or no) token."""
+    token = ApiToken.objects.filter(project=project, pk=token_id).first()
+    if token is None:
+        raise Http404("No such token")
+    return token
+
+
+def audit_events_of(*, project: Project) -> QuerySet[AuditEvent]:
+    return AuditEvent.objects.filter(project=project)
+
+
+def trace_ids(*, project: Project, filters: TraceFilters) -> list[int]:
+    """The ids of the traces ``trace_list`` would show, to start a run or a campaign over them."""
+    return list(trace_list(project=project, filters=filters).values_list("pk", flat=True))
+
+
+def trace_count(*, project: Project, filters: TraceFilters) -> int:
+    return trace_list(project=project, filters=filters).count()
+
+
+def trace_page(*, trace: Trace, page: int, per_page: int) -> dict[str, Any]:
+    """What the trace page shows around one window of steps: the waterfall rows and totals, the steps as chat, the
+    run's final answer, its agents, gold labels, error labels and the blame strip."""
+    window = step_window(trace=trace, page=page, per_page=per_page)
+    gold = gold_labels_named(trace=trace)
+    agents = agents_of(trace=trace)
+    errors_by_step, unplaced_errors = error_labels_by_step(trace=trace)
+    totals = waterfall.trace_totals(trace=trace)
+    return {
+        "totals": totals,
+        "rows": waterfall.rows(trace=trace, steps=window.steps, totals=totals),
+        "chats": step_chats(trace=trace, steps=window.steps),
+        "root": waterfall.root_answer(trace=trace),
+        "trace": trace,
+        "window": window,
+        "agents": agents,
+        "has_prompts": any(a.system_prompt for a in agents),
+        "gold": gold,
+        "gold_steps": {g.step_index for g in gold},
+        "errors_by_step": errors_by_step,
+        "unplaced_errors": unplaced_errors,
+        "error_count": sum(map(len, errors_by_step.values())) + len(unplaced_errors),
+        "blame": blame_strip(trace=trace, steps=window.steps),
+    }

@@ -2,15 +2,14 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from config import ratelimit
 
-from . import extensions, selectors, services, waterfall
+from . import access, extensions, selectors, services
 from .formats import all_formats
 from .forms import (
     MemberForm,
@@ -21,7 +20,7 @@ from .forms import (
     TraceFilterForm,
     UploadForm,
 )
-from .models import ApiToken, Membership, Role, StepKind
+from .models import Membership, Role, StepKind
 
 TRACES_PER_PAGE = 50
 
@@ -51,7 +50,7 @@ def project_list(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def trace_list(request: HttpRequest, slug: str) -> HttpResponse:
-    membership = selectors.membership_for_user(user=request.user, slug=slug)
+    membership = access.project_for(request, slug)
     form = TraceFilterForm(request.GET)
     form.is_valid()  # an invalid field is reported beside the form and left out; the valid ones still apply
     filters = form.filters()
@@ -78,7 +77,7 @@ def trace_list(request: HttpRequest, slug: str) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @ratelimit.limited("upload", ratelimit.by_user)
 def upload(request: HttpRequest, slug: str) -> HttpResponse:
-    membership = _uploader_membership(request, slug)
+    membership = access.project_for(request, slug, Role.ANNOTATOR, "Viewers cannot upload traces")
     form = UploadForm(request.POST, request.FILES) if request.method == "POST" else UploadForm()
     if request.method == "POST" and form.is_valid():
         files = [services.incoming_from_upload(f) for f in form.cleaned_data["files"]]
@@ -87,6 +86,7 @@ def upload(request: HttpRequest, slug: str) -> HttpResponse:
             files=files,
             user=request.user,
             requested_format=form.cleaned_data["format"],
+            duplicates=form.cleaned_data["duplicates"],
         )
         if request.htmx:
             return _render_jobs(request, membership, selectors.with_traces(jobs))
@@ -105,7 +105,7 @@ def upload(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_GET
 def upload_batch(request: HttpRequest, slug: str, batch: str) -> HttpResponse:
-    membership = selectors.membership_for_user(user=request.user, slug=slug)
+    membership = access.project_for(request, slug)
     jobs = selectors.jobs_for_batch(project=membership.project, batch=batch)
     if request.htmx:
         return _render_jobs(request, membership, jobs)
@@ -125,7 +125,7 @@ def upload_batch(request: HttpRequest, slug: str, batch: str) -> HttpResponse:
 @login_required
 @require_GET
 def trace_detail(request: HttpRequest, trace_id: int) -> HttpResponse:
-    trace, membership = selectors.trace_for_user(user=request.user, trace_id=trace_id)
+    trace, membership = access.trace_for(request, trace_id)
     form = StepJumpForm(request.GET)
     data = form.cleaned_data if form.is_valid() else {}
     per_page = settings.CULPRIT_STEPS_PER_PAGE
@@ -135,30 +135,11 @@ def trace_detail(request: HttpRequest, trace_id: int) -> HttpResponse:
         if target is not None
         else data.get("page") or 1
     )
-    window = selectors.step_window(trace=trace, page=page, per_page=per_page)
-    gold = selectors.gold_labels_named(trace=trace)
-    agents = list(trace.agents.all())
-    errors_by_step, unplaced_errors = selectors.error_labels_by_step(trace=trace)
-    totals = waterfall.trace_totals(trace=trace)
-    context = {
-        "totals": totals,
-        "rows": waterfall.rows(trace=trace, steps=window.steps, totals=totals),
-        "chats": selectors.step_chats(trace=trace, steps=window.steps),
-        "root": waterfall.root_answer(trace=trace),
-        "trace": trace,
+    context = selectors.trace_page(trace=trace, page=page, per_page=per_page) | {
         "project": trace.project,
         "membership": membership,
-        "window": window,
-        "agents": agents,
-        "has_prompts": any(a.system_prompt for a in agents),
-        "gold": gold,
-        "gold_steps": {g.step_index for g in gold},
-        "errors_by_step": errors_by_step,
-        "unplaced_errors": unplaced_errors,
-        "error_count": sum(map(len, errors_by_step.values())) + len(unplaced_errors),
         "target": target,
         "kinds": StepKind,
-        "blame": selectors.blame_strip(trace=trace, steps=window.steps),
     }
     template = "tracing/trace_detail.html#steps" if request.htmx else "tracing/trace_detail.html"
     return render(request, template, context)
@@ -169,7 +150,7 @@ def trace_detail(request: HttpRequest, trace_id: int) -> HttpResponse:
 def step_content(request: HttpRequest, trace_id: int, index: int) -> HttpResponse:
     """One window of a long step's text (the trace page shows its first CULPRIT_STEP_PREVIEW_CHARS characters),
     with a button for the next window when more follows. Members of the trace's project only."""
-    trace, _membership = selectors.trace_for_user(user=request.user, trace_id=trace_id)
+    trace, _membership = access.trace_for(request, trace_id)
     form = StepWindowForm(request.GET)
     if not form.is_valid():
         return HttpResponse(
@@ -192,10 +173,9 @@ def step_content(request: HttpRequest, trace_id: int, index: int) -> HttpRespons
 @login_required
 @require_http_methods(["GET", "POST"])
 def project_members(request: HttpRequest, slug: str) -> HttpResponse:
-    membership = selectors.membership_for_user(user=request.user, slug=slug)
+    membership = access.project_for(request, slug)
     if request.method == "POST":
-        if membership.role != Role.OWNER:
-            raise PermissionDenied("Only owners manage members")
+        access.require_role(membership, Role.OWNER, "Only owners manage members")
         form = MemberForm(request.POST)
         if form.is_valid():
             role = None if request.POST.get("remove") else form.cleaned_data["role"]
@@ -224,14 +204,12 @@ def project_members(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def project_tokens(request: HttpRequest, slug: str) -> HttpResponse:
-    membership = selectors.membership_for_user(user=request.user, slug=slug)
-    if membership.role != Role.OWNER:
-        raise PermissionDenied("Only owners manage API tokens")
+    membership = access.project_for(request, slug, Role.OWNER, "Only owners manage API tokens")
     new_token = ""
     form = TokenForm(request.POST) if request.method == "POST" else TokenForm()
     if request.method == "POST" and form.is_valid():
         if revoke := form.cleaned_data.get("revoke"):
-            token = get_object_or_404(ApiToken, pk=revoke, project=membership.project)
+            token = selectors.api_token_of(project=membership.project, token_id=revoke)
             services.api_token_revoke(token=token, actor=request.user)
             return redirect("tracing:project_tokens", slug=slug)
         # Rendered, not redirected: the plain token is shown this once and is never stored.
@@ -244,7 +222,7 @@ def project_tokens(request: HttpRequest, slug: str) -> HttpResponse:
         "project": membership.project,
         "form": form,
         "new_token": new_token,
-        "tokens": membership.project.api_tokens.all(),
+        "tokens": selectors.api_tokens_of(project=membership.project),
         "base_url": request.build_absolute_uri("/"),
     }
     return render(request, "tracing/project_tokens.html", context)
@@ -254,7 +232,7 @@ def project_tokens(request: HttpRequest, slug: str) -> HttpResponse:
 @require_GET
 def trace_original(request: HttpRequest, trace_id: int) -> FileResponse:
     """The uploaded file, byte for byte, always as a download: never rendered, sniffed or run by the browser."""
-    trace, _ = selectors.trace_for_user(user=request.user, trace_id=trace_id)
+    trace, _ = access.trace_for(request, trace_id)
     if trace.upload is None or not trace.upload.file:
         raise Http404("This trace was not uploaded as a file")
     response = FileResponse(
@@ -272,10 +250,10 @@ def trace_original(request: HttpRequest, trace_id: int) -> FileResponse:
 @require_GET
 def project_audit(request: HttpRequest, slug: str) -> HttpResponse:
     """The project's audit log (owners): memberships, tokens, model settings, exports, schema promotions."""
-    membership = selectors.membership_for_user(user=request.user, slug=slug)
-    if membership.role != Role.OWNER:
-        raise PermissionDenied("Only owners read the audit log")
-    page = Paginator(membership.project.audit_events.all(), 100).get_page(request.GET.get("page"))
+    membership = access.project_for(request, slug, Role.OWNER, "Only owners read the audit log")
+    page = Paginator(selectors.audit_events_of(project=membership.project), 100).get_page(
+        request.GET.get("page")
+    )
     return render(
         request,
         "tracing/project_audit.html",
@@ -284,13 +262,6 @@ def project_audit(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------
-
-
-def _uploader_membership(request: HttpRequest, slug: str) -> Membership:
-    membership = selectors.membership_for_user(user=request.user, slug=slug)
-    if not membership.can_upload:
-        raise PermissionDenied("Viewers cannot upload traces")
-    return membership
 
 
 def _render_jobs(request: HttpRequest, membership: Membership, jobs: list) -> HttpResponse:

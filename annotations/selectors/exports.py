@@ -12,15 +12,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
-from django.core.exceptions import PermissionDenied
 from django.db.models import Case as SqlCase
 from django.db.models import IntegerField, QuerySet, Value, When
-from django.http import Http404
 from django.utils import timezone
 
 from attribution.taxonomy import TAXONOMY_VERSION
-from tracing.models import ErrorLabel, GoldLabel, LabelSource, Membership, Project
+from tracing.models import ErrorLabel, GoldLabel, LabelSource, Project
 
 from ..models import DatasetExport
 
@@ -310,18 +307,3 @@ def exports_for_project(*, project: Project, limit: int = 50) -> QuerySet[Datase
         .select_related("created_by")
         .order_by("-created_at", "-id")[:limit]
     )
-
-
-def export_for_user(*, user: AbstractBaseUser, export_id: int) -> tuple[DatasetExport, Membership]:
-    """The export if the user may have it: another project's export (or none) is a 404, a viewer's is a 403."""
-    export = (
-        DatasetExport.objects.select_related("project")
-        .filter(pk=export_id, project__memberships__user=user)
-        .first()
-    )
-    if export is None:
-        raise Http404("No such export")
-    membership = Membership.objects.get(project=export.project, user=user)
-    if not membership.can_upload:
-        raise PermissionDenied("Only the project's owners and annotators can export datasets")
-    return export, membership

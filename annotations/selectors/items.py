@@ -13,9 +13,10 @@ from django.core.paginator import Page, Paginator
 from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from tracing.models import ErrorLabel, GoldLabel, LabelSource
+from tracing.models import ErrorLabel, GoldLabel, LabelSource, Step
 
 from ..models import Annotation, CopyStatus, QueueItem, ReviewQueue
+from .queues import taxonomy_groups
 
 ITEMS_PER_PAGE = 50
 
@@ -240,3 +241,38 @@ def error_candidates(*, item: QueueItem) -> list[ErrorCandidate]:
                 )
             )
     return out
+
+
+def decide_context(*, item: QueueItem, candidates: list[ErrorCandidate]) -> dict:
+    """What an owner sees to decide one item: the submitted answers, the reference gold, the steps the candidate
+    errors name, and the trace's agents and the queue's taxonomy."""
+    answers = list(
+        item.copies.filter(status=CopyStatus.SUBMITTED)
+        .select_related("annotator")
+        .prefetch_related("further_errors")
+    )
+    gold = reference_gold(trace_ids=[item.trace_id]).get(item.trace_id, [])
+    named = sorted({c.step_index for c in candidates})
+    steps = (
+        Step.objects.filter(trace=item.trace, index__in=named)
+        .select_related("agent")
+        .defer("raw")
+        .order_by("index")
+    )
+    return {
+        "item": item,
+        "queue": item.queue,
+        "project": item.queue.project,
+        "trace": item.trace,
+        "answers": answers,
+        "gold": gold,
+        "steps": steps,
+        "candidates": candidates,
+        "agents": list(item.trace.agents.all()),
+        "groups": taxonomy_groups(item.queue.taxonomy),
+    }
+
+
+def queue_annotators(*, queue: ReviewQueue) -> list:
+    """The people a queue names as its only annotators (empty: anyone who may label)."""
+    return list(queue.annotators.order_by("username"))

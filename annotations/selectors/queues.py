@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, Q
-from django.http import Http404
 
 from attribution.methods.base import StepView, TraceView
 from attribution.models import Verdict
@@ -79,39 +78,6 @@ def _disagreeing_trace_ids(project: Project) -> list[int]:
 
 
 # --- access ------------------------------------------------------------------------------------------------------
-
-
-def queue_for_user(*, user: AbstractBaseUser, queue_id: int) -> tuple[ReviewQueue, Membership]:
-    queue = (
-        ReviewQueue.objects.select_related("project")
-        .filter(pk=queue_id, project__memberships__user=user)
-        .first()
-    )
-    if queue is None:
-        raise Http404("No such queue")
-    return queue, Membership.objects.get(project=queue.project, user=user)
-
-
-def annotation_for_user(*, user: AbstractBaseUser, annotation_id: int) -> tuple[Annotation, Membership]:
-    annotation = (
-        Annotation.objects.select_related("queue__project", "item__trace")
-        .filter(pk=annotation_id, queue__project__memberships__user=user)
-        .first()
-    )
-    if annotation is None:
-        raise Http404("No such item")
-    return annotation, Membership.objects.get(project=annotation.queue.project, user=user)
-
-
-def item_for_user(*, user: AbstractBaseUser, item_id: int) -> tuple[QueueItem, Membership]:
-    item = (
-        QueueItem.objects.select_related("queue__project", "trace", "resolved_label")
-        .filter(pk=item_id, queue__project__memberships__user=user)
-        .first()
-    )
-    if item is None:
-        raise Http404("No such item")
-    return item, Membership.objects.get(project=item.queue.project, user=user)
 
 
 def may_label(*, queue: ReviewQueue, membership: Membership) -> bool:

@@ -74,13 +74,20 @@ def queue_create(
     return queue
 
 
-def queue_update(*, queue: ReviewQueue, lease_seconds: int | None = None) -> ReviewQueue:
+def queue_update(
+    *,
+    queue: ReviewQueue,
+    lease_seconds: int | None = None,
+    annotators: Iterable[AbstractBaseUser] | None = None,
+) -> ReviewQueue:
     """Save an owner's changes to a live queue (the instance comes from the settings form, unsaved); a larger overlap
-    gets every item its new copies at once."""
+    gets every item its new copies at once. ``annotators`` (users), when given, replaces the named annotators."""
     with transaction.atomic():
         if lease_seconds is not None:
             queue.lease_seconds = max(60, lease_seconds)
         queue.save()
+        if annotators is not None:
+            queue.annotators.set(annotators)
         _ensure_copies(queue)
     return queue
 

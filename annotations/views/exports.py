@@ -5,27 +5,20 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from tracing import selectors as tracing_selectors
-from tracing.models import Membership
+from tracing.models import Membership, Role
 
-from .. import selectors, services
+from .. import access, selectors, services
 from ..exporters import get_exporter
 from ..forms import ExportForm
 from ..models import DatasetExport, ExportStatus
 
 
 def _exporter_membership(request: HttpRequest, slug: str) -> Membership:
-    membership = tracing_selectors.membership_for_user(
-        user=request.user, slug=slug
-    )  # 404 for another project
-    if not membership.can_upload:
-        raise PermissionDenied("Only the project's owners and annotators can export datasets")
-    return membership
+    return access.project_for(request, slug, Role.ANNOTATOR, access.EXPORTERS_ONLY)  # 404 for another project
 
 
 @login_required
@@ -96,7 +89,7 @@ def _finished_file(export: DatasetExport) -> Path:
 @login_required
 @require_GET
 def export_download(request: HttpRequest, export_id: int) -> FileResponse:
-    export, _ = selectors.export_for_user(user=request.user, export_id=export_id)
+    export, _ = access.export_for(request, export_id)
     path = _finished_file(export)
     return FileResponse(
         path.open("rb"),
@@ -109,7 +102,7 @@ def export_download(request: HttpRequest, export_id: int) -> FileResponse:
 @login_required
 @require_GET
 def export_manifest_download(request: HttpRequest, export_id: int) -> HttpResponse:
-    export, _ = selectors.export_for_user(user=request.user, export_id=export_id)
+    export, _ = access.export_for(request, export_id)
     _finished_file(export)
     response = HttpResponse(
         json.dumps(export.manifest, indent=2, ensure_ascii=False), content_type="application/json"
@@ -121,7 +114,7 @@ def export_manifest_download(request: HttpRequest, export_id: int) -> HttpRespon
 @login_required
 @require_POST
 def export_delete(request: HttpRequest, export_id: int) -> HttpResponse:
-    export, _ = selectors.export_for_user(user=request.user, export_id=export_id)
+    export, _ = access.export_for(request, export_id)
     slug = export.project.slug
     services.export_delete(export=export, actor=request.user)
     return redirect("annotations:export_builder", slug=slug)

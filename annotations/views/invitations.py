@@ -7,26 +7,20 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
-from tracing import selectors as tracing_selectors
 from tracing.models import Membership, Role
 from tracing.services import LastOwnerError
 
-from .. import selectors, services
+from .. import access, selectors, services
 from ..forms import AcceptInvitationForm, InviteForm
-from ..models import Invitation
 
 
 def _owner_membership(request: HttpRequest, slug: str) -> Membership:
-    membership = tracing_selectors.membership_for_user(user=request.user, slug=slug)
-    if membership.role != Role.OWNER:
-        raise PermissionDenied("Only owners invite people")
-    return membership
+    return access.project_for(request, slug, Role.OWNER, "Only owners invite people")
 
 
 @login_required
@@ -35,7 +29,7 @@ def invitations(request: HttpRequest, slug: str) -> HttpResponse:
     membership = _owner_membership(request, slug)
     project = membership.project
     if request.method == "POST" and request.POST.get("revoke"):
-        invitation = get_object_or_404(Invitation, pk=_int(request.POST["revoke"]), project=project)
+        invitation = selectors.invitation_of(project=project, invitation_id=_int(request.POST["revoke"]))
         if services.invitation_revoke(invitation=invitation, actor=request.user):
             messages.success(
                 request, f"The invitation of {invitation.invitee} is revoked; its link no longer works."

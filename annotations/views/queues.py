@@ -12,11 +12,13 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from tracing import selectors as tracing_selectors
-from tracing.models import Membership, Step
+from tracing.models import Membership, Role
 
-from .. import selectors, services
+from .. import access, selectors, services
 from ..forms import AnswerForm, DecisionForm, ItemFilterForm, QueueForm, QueueSettingsForm, StepForm
-from ..models import Annotation, CopyStatus, QueueItem, ReviewQueue
+from ..models import Annotation, CopyStatus, ReviewQueue
+
+OWNERS_ONLY = "Only owners manage queues and adjudicate"
 
 
 def _labeller(queue: ReviewQueue, membership: Membership) -> None:
@@ -24,15 +26,10 @@ def _labeller(queue: ReviewQueue, membership: Membership) -> None:
         raise PermissionDenied("You cannot label in this queue")
 
 
-def _owner(membership: Membership) -> None:
-    if not selectors.may_adjudicate(membership):
-        raise PermissionDenied("Only owners manage queues and adjudicate")
-
-
 @login_required
 @require_http_methods(["GET", "POST"])
 def queue_list(request: HttpRequest, slug: str) -> HttpResponse:
-    membership = tracing_selectors.membership_for_user(user=request.user, slug=slug)
+    membership = access.project_for(request, slug)
     project = membership.project
     # GET parameters pre-fill the form, so a trace-list search can be turned into a queue by a link:
     # ?source=search&q=…&gold=no&format=whowhen
@@ -41,7 +38,7 @@ def queue_list(request: HttpRequest, slug: str) -> HttpResponse:
     }
     form = QueueForm(request.POST or None, project=project, initial=initial)
     if request.method == "POST":
-        _owner(membership)
+        access.require_role(membership, Role.OWNER, OWNERS_ONLY)
         if form.is_valid():
             data = form.cleaned_data
             queue = services.queue_create(
@@ -71,7 +68,7 @@ def queue_list(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_GET
 def queue_detail(request: HttpRequest, queue_id: int) -> HttpResponse:
-    queue, membership = selectors.queue_for_user(user=request.user, queue_id=queue_id)
+    queue, membership = access.queue_for(request, queue_id)
     form = ItemFilterForm(request.GET or None)
     items = selectors.queue_items(
         queue=queue,
@@ -86,7 +83,7 @@ def queue_detail(request: HttpRequest, queue_id: int) -> HttpResponse:
         "items": items,
         "progress": selectors.queue_progress(queue=queue, user=request.user),
         "may_label": selectors.may_label(queue=queue, membership=membership),
-        "annotators": list(queue.annotators.order_by("username")),
+        "annotators": selectors.queue_annotators(queue=queue),
         "labellers": selectors.labellers(project=queue.project),
     }
     return render(request, "annotations/queue_detail.html", context, status=400 if form.errors else 200)
@@ -96,14 +93,14 @@ def queue_detail(request: HttpRequest, queue_id: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def queue_edit(request: HttpRequest, queue_id: int) -> HttpResponse:
     """An owner changes a live queue's settings (the filter stays: it is what the queue was made from)."""
-    queue, membership = selectors.queue_for_user(user=request.user, queue_id=queue_id)
-    _owner(membership)
+    queue, membership = access.queue_for(request, queue_id, Role.OWNER, OWNERS_ONLY)
     form = QueueSettingsForm(request.POST or None, instance=queue)
     if request.method == "POST" and form.is_valid():
         services.queue_update(
-            queue=form.save(commit=False), lease_seconds=form.cleaned_data["lease_minutes"] * 60
+            queue=form.instance,  # the form's cleaned values applied, not saved: the service saves
+            lease_seconds=form.cleaned_data["lease_minutes"] * 60,
+            annotators=form.cleaned_data["annotators"],
         )
-        form.save_m2m()
         messages.success(request, "Queue settings saved.")
         return redirect("annotations:queue_detail", queue_id=queue.pk)
     context = {"queue": queue, "project": queue.project, "membership": membership, "form": form}
@@ -113,8 +110,7 @@ def queue_edit(request: HttpRequest, queue_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def queue_refill(request: HttpRequest, queue_id: int) -> HttpResponse:
-    queue, membership = selectors.queue_for_user(user=request.user, queue_id=queue_id)
-    _owner(membership)
+    queue, _ = access.queue_for(request, queue_id, Role.OWNER, OWNERS_ONLY)
     added = services.queue_fill(queue=queue)
     messages.success(request, f"{added} trace{'' if added == 1 else 's'} added.")
     return redirect("annotations:queue_detail", queue_id=queue.pk)
@@ -125,7 +121,7 @@ def queue_refill(request: HttpRequest, queue_id: int) -> HttpResponse:
 def queue_next(request: HttpRequest, queue_id: int) -> HttpResponse:
     """Lease the next copy (or return the one already held) and open it. Safe to repeat: a person holds at most one
     lease per queue, so a second visit returns the same copy."""
-    queue, membership = selectors.queue_for_user(user=request.user, queue_id=queue_id)
+    queue, membership = access.queue_for(request, queue_id)
     _labeller(queue, membership)
     copy = services.annotation_claim(queue=queue, user=request.user)
     if copy is None:
@@ -137,7 +133,7 @@ def queue_next(request: HttpRequest, queue_id: int) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def label(request: HttpRequest, annotation_id: int) -> HttpResponse:
-    annotation, membership = selectors.annotation_for_user(user=request.user, annotation_id=annotation_id)
+    annotation, membership = access.annotation_for(request, annotation_id)
     _labeller(annotation.queue, membership)
     if annotation.annotator_id != request.user.pk or annotation.status != CopyStatus.LEASED:
         messages.info(request, "That item is no longer yours; here is your next one.")
@@ -176,7 +172,7 @@ def _render_label(
 @login_required
 @require_POST
 def skip(request: HttpRequest, annotation_id: int) -> HttpResponse:
-    annotation, membership = selectors.annotation_for_user(user=request.user, annotation_id=annotation_id)
+    annotation, membership = access.annotation_for(request, annotation_id)
     _labeller(annotation.queue, membership)
     try:
         services.annotation_skip(annotation=annotation, user=request.user)
@@ -188,7 +184,7 @@ def skip(request: HttpRequest, annotation_id: int) -> HttpResponse:
 @login_required
 @require_GET
 def agreement(request: HttpRequest, queue_id: int) -> HttpResponse:
-    queue, membership = selectors.queue_for_user(user=request.user, queue_id=queue_id)
+    queue, membership = access.queue_for(request, queue_id)
     context = {
         "queue": queue,
         "project": queue.project,
@@ -201,8 +197,7 @@ def agreement(request: HttpRequest, queue_id: int) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def adjudication(request: HttpRequest, queue_id: int) -> HttpResponse:
-    queue, membership = selectors.queue_for_user(user=request.user, queue_id=queue_id)
-    _owner(membership)
+    queue, membership = access.queue_for(request, queue_id, Role.OWNER, OWNERS_ONLY)
     if request.method == "POST":
         accepted = services.queue_accept_unanimous(queue=queue, user=request.user)
         messages.success(
@@ -229,8 +224,7 @@ def adjudication(request: HttpRequest, queue_id: int) -> HttpResponse:
 def adjudicate_item(request: HttpRequest, item_id: int) -> HttpResponse:
     """An owner decides one item: accept an answer (with its further errors), pick the decisive error among every
     labelled error of the trace (``DecisionForm``), or type a different one (``AnswerForm``)."""
-    item, membership = selectors.item_for_user(user=request.user, item_id=item_id)
-    _owner(membership)
+    item, membership = access.item_for(request, item_id, Role.OWNER, OWNERS_ONLY)
     candidates = selectors.error_candidates(item=item)
     picking = request.method == "POST" and "decisive" in request.POST
     decision = DecisionForm(request.POST if picking else None, candidates=candidates)
@@ -245,34 +239,6 @@ def adjudicate_item(request: HttpRequest, item_id: int) -> HttpResponse:
             return redirect("annotations:adjudication", queue_id=item.queue_id)
         except services.QueueError as exc:
             bound.add_error(None, str(exc))
-    context = _decide_context(item, candidates)
+    context = selectors.decide_context(item=item, candidates=candidates)
     context.update(membership=membership, form=form, decision=decision)
     return render(request, "annotations/adjudicate_item.html", context, status=400 if bound.errors else 200)
-
-
-def _decide_context(item: QueueItem, candidates: list[selectors.ErrorCandidate]) -> dict:
-    answers = list(
-        item.copies.filter(status=CopyStatus.SUBMITTED)
-        .select_related("annotator")
-        .prefetch_related("further_errors")
-    )
-    gold = selectors.reference_gold(trace_ids=[item.trace_id]).get(item.trace_id, [])
-    named = sorted({c.step_index for c in candidates})
-    steps = (
-        Step.objects.filter(trace=item.trace, index__in=named)
-        .select_related("agent")
-        .defer("raw")
-        .order_by("index")
-    )
-    return {
-        "item": item,
-        "queue": item.queue,
-        "project": item.queue.project,
-        "trace": item.trace,
-        "answers": answers,
-        "gold": gold,
-        "steps": steps,
-        "candidates": candidates,
-        "agents": list(item.trace.agents.all()),
-        "groups": selectors.taxonomy_groups(item.queue.taxonomy),
-    }

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
-from tracing.models import GoldLabel, LabelSource, Trace
+from tracing.models import GoldLabel, LabelSource, Project, Trace
 
-from ..selectors import gold_for, trace_view
+from ..models import AttributorModel, ProjectAttribution
+from ..selectors import gold_for, labelled_count, trace_view
+from .calibration import MIN_LABELS, STRENGTH, Calibration
 from .model import Example
 
 # Every kind of label a person or a replay has verified. A verdict a method gave is never a training label.
@@ -67,3 +70,29 @@ def label_counts(*, project_id: int) -> dict[str, int]:
         .annotate(n=Count("trace", distinct=True))
     )
     return {r["source"]: r["n"] for r in rows}
+
+
+def attributor_models_of(*, project: Project, limit: int = 100) -> list[AttributorModel]:
+    """The project's learned attributors for the models page, newest first (the model's own ordering)."""
+    return list(AttributorModel.objects.filter(project=project).select_related("created_by")[:limit])
+
+
+def attribution_settings_of(*, project: Project) -> ProjectAttribution | None:
+    """The project's attribution settings (default attributor, stored calibration), or None before the first write."""
+    return ProjectAttribution.objects.filter(project=project).select_related("attributor").first()
+
+
+def calibration_summary(*, project: Project) -> dict[str, Any]:
+    """The stored calibration described for people (never refit here: a GET does not write)."""
+    stored = (
+        ProjectAttribution.objects.filter(project=project).values("calibration", "calibrated_at").first()
+        or {}
+    )
+    calibration = Calibration.from_dict(stored["calibration"]) if stored.get("calibration") else None
+    return {
+        "described": calibration.describe() if calibration else None,
+        "labelled": labelled_count(project=project),
+        "min_labels": MIN_LABELS,
+        "strength": f"{STRENGTH:g}",
+        "calibrated_at": stored.get("calibrated_at"),
+    }

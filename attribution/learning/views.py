@@ -7,45 +7,28 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from tracing import selectors as tracing_selectors
-from tracing.models import Membership
+from tracing.models import Role
 
+from .. import access
 from ..charts import accuracy_chart
 from ..evaluation import best_baseline
 from ..methods.base import MethodError
-from ..models import AttributorModel, ProjectAttribution
-from ..selectors import _CHART_BASELINE_NAMES, BASELINE_NAMES, baseline_rows, labelled_count
-from . import services
+from ..models import AttributorModel
+from ..selectors import _CHART_BASELINE_NAMES, BASELINE_NAMES, baseline_rows
+from . import selectors, services
 from .agents import RULES
-from .calibration import MIN_LABELS, STRENGTH
 from .forms import TrainForm
 from .model import STEP_RULES
-from .selectors import label_counts
 
 HEAT_LEVELS = 5  # shades of the confusion table, .heat-0 (none) to .heat-5 (all of the gold agent's traces)
 BAR_STEPS = 20  # a feature bar's width in 5% steps (.w0–.w20): the CSP forbids style attributes
 
 
-def _contributor(membership: Membership) -> Membership:
-    if not membership.can_upload:
-        raise PermissionDenied("Viewers cannot train or choose models")
-    return membership
-
-
-def _model_for(request: HttpRequest, model_id: int) -> tuple[AttributorModel, Membership]:
-    model = (
-        AttributorModel.objects.select_related("project", "created_by")
-        .filter(pk=model_id, project__memberships__user=request.user)
-        .first()
-    )
-    if model is None:
-        raise Http404("No such model")
-    return model, Membership.objects.get(project=model.project, user=request.user)
+TRAINERS_ONLY = "Viewers cannot train or choose models"
 
 
 def _partial(request: HttpRequest, template: str, name: str) -> str:
@@ -57,12 +40,12 @@ def _partial(request: HttpRequest, template: str, name: str) -> str:
 @login_required
 @require_http_methods(["GET", "POST"])
 def model_list(request: HttpRequest, slug: str) -> HttpResponse:
-    membership = tracing_selectors.membership_for_user(user=request.user, slug=slug)
+    membership = access.project_for(request, slug)
     project = membership.project
-    counts = label_counts(project_id=project.pk)
+    counts = selectors.label_counts(project_id=project.pk)
     form = TrainForm(request.POST or None, user=request.user, project=project, counts=counts)
     if request.method == "POST":
-        _contributor(membership)
+        access.contributor(membership, TRAINERS_ONLY)
         if form.is_valid():
             data = form.cleaned_data
             try:
@@ -77,16 +60,16 @@ def model_list(request: HttpRequest, slug: str) -> HttpResponse:
                 return redirect("attribution:model_detail", model_id=model.pk)
             except MethodError as exc:
                 form.add_error(None, str(exc))
-    models = list(AttributorModel.objects.filter(project=project).select_related("created_by")[:100])
+    models = selectors.attributor_models_of(project=project)
     context = {
         "project": project,
         "membership": membership,
         "form": form,
         "models": models,
         "training": any(not m.is_finished for m in models),
-        "settings": _settings(project),
+        "settings": selectors.attribution_settings_of(project=project),
         "counts": counts,
-        "calibration": _calibration(project),
+        "calibration": selectors.calibration_summary(project=project),
     }
     return render(
         request,
@@ -99,7 +82,7 @@ def model_list(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_POST
 def model_recalibrate(request: HttpRequest, slug: str) -> HttpResponse:
-    membership = _contributor(tracing_selectors.membership_for_user(user=request.user, slug=slug))
+    membership = access.project_for(request, slug, Role.ANNOTATOR, TRAINERS_ONLY)
     calibration = services.calibration_refresh(project=membership.project, force=True)
     messages.success(
         request,
@@ -112,8 +95,8 @@ def model_recalibrate(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_GET
 def model_detail(request: HttpRequest, model_id: int) -> HttpResponse:
-    model, membership = _model_for(request, model_id)
-    settings = _settings(model.project)
+    model, membership = access.model_for(request, model_id)
+    settings = selectors.attribution_settings_of(project=model.project)
     context = {
         "project": model.project,
         "membership": membership,
@@ -126,8 +109,7 @@ def model_detail(request: HttpRequest, model_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def model_make_default(request: HttpRequest, model_id: int) -> HttpResponse:
-    model, membership = _model_for(request, model_id)
-    _contributor(membership)
+    model, membership = access.model_for(request, model_id, Role.ANNOTATOR, TRAINERS_ONLY)
     try:
         services.attributor_make_default(model=model, actor=request.user)
     except MethodError as exc:
@@ -136,24 +118,6 @@ def model_make_default(request: HttpRequest, model_id: int) -> HttpResponse:
 
 
 # --- what the pages show -------------------------------------------------------------------------------------------
-
-
-def _settings(project: Any) -> ProjectAttribution | None:
-    return ProjectAttribution.objects.filter(project=project).select_related("attributor").first()
-
-
-def _calibration(project: Any) -> dict[str, Any]:
-    """The stored calibration described for people (never refit here: a GET does not write)."""
-    stored = services.calibration_for(project)
-    return {
-        "described": stored.describe() if stored else None,
-        "labelled": labelled_count(project=project),
-        "min_labels": MIN_LABELS,
-        "strength": f"{STRENGTH:g}",
-        "calibrated_at": ProjectAttribution.objects.filter(project=project)
-        .values_list("calibrated_at", flat=True)
-        .first(),
-    }
 
 
 def _results(model: AttributorModel) -> dict[str, Any]:

@@ -21,10 +21,32 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
-from ..graph import ancestors, build_graph, tokens_of
+from ..graph import build_graph, dependencies, tokens_of
+from ..prefilter import folded
 from .base import MethodResult, StepView, TraceView
+from .heuristic_text import (  # noqa: F401 - _EMPTY, _MADE_UP, _TOOL_ERROR: attribution.schemas.features reads them
+    _CODE,
+    _DONE_SCAN,
+    _EMPTY,
+    _EMPTY_SCAN,
+    _FINAL_ANSWER,
+    _FINAL_ANSWER_SCAN,
+    _MADE_UP,
+    _MADE_UP_SCAN,
+    _NO_CODE_SCAN,
+    _TOOL_ERROR,
+    _TOOL_ERROR_SCAN,
+    _WORD,
+    _contains,
+    _Lazy,
+    _norm,
+    _snippet,
+    _unseparated,
+    _without_code,
+)
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -129,49 +151,10 @@ class Signal:
     text: str
 
 
-_CODE_BLOCK = re.compile(r"```[\w+-]*[ \t]*\n.*?```", re.DOTALL)
-# Code an agent wrote for execution is fenced with a language tag; Magentic-One's WebSurfer fences OCR text without
-# one, which is a page read, not code written.
-_CODE = re.compile(r"```(?:python|py|sh|bash|shell|console|javascript|js|sql|r)[ \t]*\n", re.IGNORECASE)
-_TOOL_ERROR = re.compile(
-    r"exitcode: [1-9]\d*|Traceback \(most recent call last\)|\b\w*(?:Error|Exception): .{0,60}"
-    r"|\bHTTP(?: Error)? ?[45]\d\d\b|\b[45]\d\d (?:Client|Server) Error|status(?: code)?:? [45]\d\d\b"
-    r"|\b(?:execution|request|download) failed\b",
-    re.IGNORECASE,
-)
-_EMPTY = re.compile(
-    r"\bno (?:results?|matches|data|information) (?:found|were found|available)\b|\bnot found\b"
-    r"|\breturned no\b|^\s*(?:None|\[\]|\{\}|nan|null)\s*$|Code output:\s*$|\bNothing to summarize\b",
-    re.IGNORECASE | re.MULTILINE,
-)
-# Runtime boilerplate that is not an agent's failure: AG2's terminal answering a message with no code in it.
-_NO_CODE = re.compile(r"There is no code from the last \d+ message|No code block detected", re.IGNORECASE)
-_DONE = re.compile(
-    r"^\s*TERMINATE\s*$|\bRequest satisfied\b|FINAL ANSWER:|\"is_request_satisfied\":\s*\{[^}]*"
-    r"\"answer\":\s*true",
-    re.MULTILINE | re.IGNORECASE,
-)
-_FINAL_ANSWER = re.compile(r"FINAL ANSWER:\s*(.+)", re.IGNORECASE)
-_WORD = re.compile(r"[a-z0-9]+(?:\.[0-9]+)?")
 # The answer's values are looked for in its last characters (a long AG2 message ends with its conclusion) ...
 _ANSWER_TAIL = 800
 # ... and an answer this short is also read as a list of items ("Muscle Headz Gym, Ohio WV YMCA").
 _SHORT_ANSWER = 200
-
-
-def _without_code(text: str) -> str:
-    return _CODE_BLOCK.sub(" ", text)
-
-
-def _snippet(text: str, limit: int = 60) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _norm(text: str) -> str:
-    """Lower case, thousands separators dropped, punctuation to spaces: '$5,200,000.' -> '5200000'."""
-    text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text.lower())
-    return " ".join(_WORD.findall(text))
 
 
 class _Context:
@@ -179,9 +162,30 @@ class _Context:
 
     def __init__(self, trace: TraceView, with_ground_truth: bool) -> None:
         self.trace = trace
-        self.steps = trace.steps
-        self.graph: nx.DiGraph = build_graph(trace)
+        self.steps = steps = trace.steps
+        self.deps = dependencies(trace)
         self.producer = self._producers()
+        # What the detectors read of each step, each computed once: the text they search (a tool's output whole,
+        # a message without its code blocks), its folded form for the hints, the matches, the normalised words.
+        self.text = _Lazy(
+            len(steps),
+            lambda i: steps[i].content if steps[i].kind == "tool_result" else _without_code(steps[i].content),
+        )
+        self.low_text = _Lazy(len(steps), lambda i: folded(self.text[i]))
+        self.low = _Lazy(len(steps), lambda i: folded(steps[i].content))
+        self.tool_error = _Lazy(
+            len(steps), lambda i: _TOOL_ERROR_SCAN.search_folded(self.text[i], self.low_text[i])
+        )
+        self.empty = _Lazy(len(steps), lambda i: _EMPTY_SCAN.search_folded(self.text[i], self.low_text[i]))
+        self.no_code_text = _Lazy(
+            len(steps), lambda i: _NO_CODE_SCAN.search_folded(self.text[i], self.low_text[i])
+        )
+        self.no_code = _Lazy(len(steps), lambda i: _NO_CODE_SCAN.search_folded(steps[i].content, self.low[i]))
+        self.final_answer = _Lazy(
+            len(steps), lambda i: _FINAL_ANSWER_SCAN.search_folded(steps[i].content, self.low[i])
+        )
+        self.unseparated = _Lazy(len(steps), lambda i: _unseparated(steps[i].content))
+        self.normed = _Lazy(len(steps), lambda i: " ".join(_WORD.findall(self.unseparated[i])))
         self.planners = planners_of(trace)
         self.style = "orchestrated" if self.planners else "group"
         self.final = self._final_step()
@@ -193,15 +197,17 @@ class _Context:
             ""  # the agent that declared the task done while it was not (set by premature termination)
         )
 
+    @cached_property
+    def graph(self) -> nx.DiGraph:
+        """The dependency graph as networkx, built only for those who read it as a graph (the learned features)."""
+        return build_graph(self.trace, self.deps)
+
     def _producers(self) -> dict[int, int]:
-        out: dict[int, int] = {}
-        for i, step in enumerate(self.steps):
-            if step.kind != "tool_result":
-                continue
-            parents = [j for j in self.graph.predecessors(i) if "parent" in self.graph.edges[j, i]["kinds"]]
-            if parents:
-                out[i] = max(parents)
-        return out
+        # A step has at most one parent edge (attribution.graph._producers), so it is that edge's source.
+        parent = dict(self.deps.producers)
+        return {
+            i: parent[i] for i, step in enumerate(self.steps) if step.kind == "tool_result" and i in parent
+        }
 
     def blamed(self, i: int) -> int:
         """The step answerable for step i: i itself, or the action whose output i is."""
@@ -215,9 +221,9 @@ class _Context:
 
     def _final_step(self) -> int:
         """The step that carries the run's answer: a FINAL ANSWER line, else the last substantive action."""
-        for step in reversed(self.steps):
-            if _FINAL_ANSWER.search(step.content):
-                return step.index
+        for i in range(len(self.steps) - 1, -1, -1):
+            if self.final_answer[i]:
+                return self.steps[i].index
         for step in reversed(self.steps):
             if self.is_action(step) and step.content.strip().upper() != "TERMINATE":
                 return step.index
@@ -236,10 +242,8 @@ def _detect_tool_errors(ctx: _Context) -> Iterator[Signal]:
     """Exit codes, tracebacks, exceptions, HTTP 4xx/5xx, "failed": charged to the action whose output shows them
     (tool_error), or to the agent whose own message carries one (runtime_error: a crashed browser, a task that is
     itself an error log). Code blocks in messages are skipped: ``except ValueError:`` is not an error."""
-    for step in ctx.steps:
-        text = step.content if step.kind == "tool_result" else _without_code(step.content)
-        match = _TOOL_ERROR.search(text)
-        if not match or step.kind in ("human", "system"):
+    for i, step in enumerate(ctx.steps):
+        if step.kind in ("human", "system") or not (match := ctx.tool_error[i]):
             continue
         blamed = ctx.blamed(step.index)
         if blamed != step.index:
@@ -261,12 +265,11 @@ def _detect_tool_errors(ctx: _Context) -> Iterator[Signal]:
 def _detect_empty_results(ctx: _Context) -> Iterator[Signal]:
     """Results that came back empty or "not found". A result is a tool's output or, in orchestrated runs, a
     worker's report to the planner (WebSurfer describing the page it reached)."""
-    for step in ctx.steps:
+    for i, step in enumerate(ctx.steps):
         is_result = step.kind == "tool_result" or (ctx.style == "orchestrated" and ctx.role(step) == "worker")
-        if not is_result or _NO_CODE.search(step.content):
+        if not is_result or ctx.no_code[i]:
             continue
-        text = step.content if step.kind == "tool_result" else _without_code(step.content)
-        match = _EMPTY.search(text)
+        match = ctx.empty[i]
         if match is None and step.content.strip():
             continue
         blamed = ctx.blamed(step.index)
@@ -279,22 +282,34 @@ def _detect_empty_results(ctx: _Context) -> Iterator[Signal]:
         )
 
 
-def _shingles(text: str) -> set[tuple[str, ...]]:
-    words = _norm(text).split()
-    return {tuple(words[k : k + 3]) for k in range(len(words) - 2)}
+_LOOP_TEXT = 4000  # characters of a step compared
+
+
+def _shingles(normed: str) -> set[tuple[str, ...]]:
+    """The word triples of normalised text."""
+    words = normed.split()
+    return set(zip(words, words[1:], words[2:]))
 
 
 def _detect_loops(ctx: _Context) -> Iterator[Signal]:
     """A step that repeats (Jaccard >= 0.8 on word triples) an earlier step of the same agent: a stuck agent."""
     seen: dict[str, list[tuple[int, set]]] = {}
-    for step in ctx.steps:
+    for i, step in enumerate(ctx.steps):
         if not ctx.is_action(step):
             continue
-        shingles = _shingles(step.content[:4000])
-        if len(shingles) < 20:
+        content = step.content
+        shingles = _shingles(ctx.normed[i] if len(content) <= _LOOP_TEXT else _norm(content[:_LOOP_TEXT]))
+        n = len(shingles)
+        if n < 20:
             continue
         for earlier, other in seen.get(step.agent, []):
-            if len(shingles & other) >= 0.8 * len(shingles | other):
+            m = len(other)
+            # The overlap is at most the smaller set and the union at least the larger: sets of too different
+            # sizes cannot reach 0.8, and are not intersected (most pairs of a long run).
+            if min(n, m) < 0.8 * max(n, m):
+                continue
+            common = len(shingles & other)
+            if common >= 0.8 * (n + m - common):
                 yield Signal(
                     step.index,
                     "loop",
@@ -311,19 +326,18 @@ def _detect_premature_termination(ctx: _Context) -> Iterator[Signal]:
     unresolved: int | None = None
     failed = ctx.trace.outcome == "failed" or ctx.answer_wrong
     fired = False
-    for step in ctx.steps:
+    for i, step in enumerate(ctx.steps):
         if step.kind == "tool_result" or (
             step.agent and step.agent not in ctx.planners and ctx.style != "group"
         ):
-            text = step.content if step.kind == "tool_result" else _without_code(step.content)
-            if _TOOL_ERROR.search(text) or (_EMPTY.search(text) and not _NO_CODE.search(text)):
+            if ctx.tool_error[i] or (ctx.empty[i] and not ctx.no_code_text[i]):
                 unresolved = step.index
-            elif step.kind == "tool_result" and not _NO_CODE.search(text):
+            elif step.kind == "tool_result" and not ctx.no_code_text[i]:
                 unresolved = None
         if (
             not ctx.is_action(step)
-            or not _DONE.search(step.content)
-            or (step.index == ctx.final and _FINAL_ANSWER.search(step.content))
+            or not _DONE_SCAN.search_folded(step.content, ctx.low[i])
+            or (step.index == ctx.final and ctx.final_answer[i])
         ):
             continue
         if unresolved is None and not failed:
@@ -375,9 +389,12 @@ def _answer_values(ctx: _Context) -> list[str]:
     return list(dict.fromkeys(values))
 
 
-def _contains(haystack: str, needle: str) -> bool:
-    """Whole-word containment on normalised text: '22' is not in '2022'."""
-    return re.search(rf"(?<![\w.]){re.escape(needle)}(?![\w])", haystack) is not None if needle else False
+def _step_contains(ctx: _Context, i: int, value: str) -> bool:
+    """``_contains(ctx.normed[i], value)``, without normalising a step that lacks one of the value's words."""
+    unseparated = ctx.unseparated[i]
+    if any(word not in unseparated for word in value.split()):
+        return False
+    return _contains(ctx.normed[i], value)
 
 
 def _detect_answer_origin(ctx: _Context) -> Iterator[Signal]:
@@ -389,10 +406,9 @@ def _detect_answer_origin(ctx: _Context) -> Iterator[Signal]:
     if not ctx.answer_wrong and ctx.trace.outcome != "failed":
         return
     values = _answer_values(ctx)
-    normed = [_norm(s.content) for s in ctx.steps[: ctx.final]]
     firsts = {}
     for value in values:
-        first = next((i for i, text in enumerate(normed) if _contains(text, value)), None)
+        first = next((i for i in range(len(ctx.steps[: ctx.final])) if _step_contains(ctx, i, value)), None)
         if first is not None:
             firsts.setdefault(first, value)
     if not firsts:
@@ -423,7 +439,7 @@ def _detect_answer_origin(ctx: _Context) -> Iterator[Signal]:
             for i in range(first + 1, ctx.final)
             if ctx.is_action(ctx.steps[i])
             and ctx.steps[i].agent != origin_agent
-            and _contains(normed[i], value)
+            and _step_contains(ctx, i, value)
         ),
         None,
     )
@@ -445,7 +461,7 @@ def _detect_answer_origin(ctx: _Context) -> Iterator[Signal]:
                 for i in range(first + 1, ctx.final)
                 if ctx.steps[i].agent == ctx.closer
                 and ctx.is_action(ctx.steps[i])
-                and _contains(normed[i], value)
+                and _step_contains(ctx, i, value)
             ),
             None,
         )
@@ -459,20 +475,13 @@ def _detect_answer_origin(ctx: _Context) -> Iterator[Signal]:
             )
 
 
-_MADE_UP = re.compile(
-    r"\b(?:hypothetical|placeholder|dummy|mock(?:ed)? data|simulat(?:e|ed|ing|ion)|sample data|example data|"
-    r"for demonstration|fictional|made[- ]up|let'?s assume|assuming|YOUR_[A-Z_]+|replace (?:this|with))\b",
-    re.IGNORECASE,
-)
-
-
 def _detect_made_up(ctx: _Context) -> Iterator[Signal]:
     """Invented inputs: placeholders, assumed or simulated data where a lookup was needed."""
-    for step in ctx.steps:
+    for i, step in enumerate(ctx.steps):
         if (
             ctx.is_action(step)
             and step.agent not in ctx.planners
-            and (match := _MADE_UP.search(step.content))
+            and (match := _MADE_UP_SCAN.search_folded(step.content, ctx.low[i]))
         ):
             yield Signal(
                 step.index,
@@ -677,7 +686,7 @@ def analyse(
 ) -> Analysis:
     """Detect every signal and score every step (``priors``: a project's calibrated table, else ``PRIORS``)."""
     ctx = _Context(trace, with_ground_truth)
-    found = ancestors(ctx.graph, ctx.final)
+    found = ctx.deps.ancestors(ctx.final)
     signals = _one_per_kind(
         [s for detect in _DETECTORS for s in detect(ctx)] + list(_detect_ancestry(ctx, found))
     )

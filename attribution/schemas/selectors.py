@@ -214,3 +214,10 @@ def schema_detail_context(schema: ErrorSchema) -> dict[str, Any]:
         "uses": uses,
         "precision": round(schema.hits / settled, 3) if settled else None,
     }
+
+
+def uses_shared_library(*, project: Project) -> bool:
+    """Whether the project has opted in to the shared schema library (off until an owner says so)."""
+    from ..models import SchemaLibrarySettings
+
+    return SchemaLibrarySettings.objects.filter(project=project, use_shared_library=True).exists()

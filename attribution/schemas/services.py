@@ -393,3 +393,11 @@ def schema_uses_settle(*, trace: Trace, gold_step: int) -> int:
             ErrorSchema.objects.filter(pk=use.schema_id).update(**{counter: F(counter) + 1})
             settled += 1
     return settled
+
+
+def schemas_distill_start(*, project: Project) -> None:
+    """Queue a distillation of the project's verified cases once the request's transaction commits."""
+    from ..tasks import distill_schemas_task
+
+    project_id = project.pk
+    transaction.on_commit(lambda: distill_schemas_task.delay(project_id))

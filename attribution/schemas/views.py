@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -13,7 +12,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from tracing import selectors as tracing_selectors
 from tracing.models import Membership, Role
 
-from ..models import ErrorSchema, SchemaLibrarySettings
+from ..models import ErrorSchema
 from . import selectors, services
 from .forms import LibraryForm, RetireForm, SchemaEditForm, SchemaSearchForm
 
@@ -39,7 +38,6 @@ def schema_list(request: HttpRequest, slug: str) -> HttpResponse:
     form = SchemaSearchForm(request.GET)
     data = form.cleaned_data if form.is_valid() else {"q": "", "status": ""}
     schemas = selectors.schema_list(project=membership.project, q=data["q"], status=data["status"])[:200]
-    library = SchemaLibrarySettings.objects.filter(project=membership.project).first()
     context = {
         "project": membership.project,
         "membership": membership,
@@ -47,7 +45,7 @@ def schema_list(request: HttpRequest, slug: str) -> HttpResponse:
         "schemas": schemas,
         "counts": selectors.schema_counts(project=membership.project),
         "library_form": LibraryForm(
-            initial={"use_shared_library": bool(library and library.use_shared_library)}
+            initial={"use_shared_library": selectors.uses_shared_library(project=membership.project)}
         ),
     }
     template = "attribution/schema_list.html#results" if request.htmx else "attribution/schema_list.html"
@@ -124,10 +122,7 @@ def schema_edit(request: HttpRequest, slug: str, schema_id: int) -> HttpResponse
 @require_POST
 def schemas_distill(request: HttpRequest, slug: str) -> HttpResponse:
     membership = _owner(tracing_selectors.membership_for_user(user=request.user, slug=slug))
-    from ..tasks import distill_schemas_task
-
-    project_id = membership.project.pk
-    transaction.on_commit(lambda: distill_schemas_task.delay(project_id))
+    services.schemas_distill_start(project=membership.project)
     return redirect("attribution:schema_list", slug=slug)
 
 

@@ -13,6 +13,7 @@ from .campaigns import (
     injection_execute,
     sandbox_cases_generate,
     sandbox_clean_runs_generate,
+    sandbox_generate_start,
 )
 from .reaper import (
     MAX_REAPS,
@@ -63,4 +64,5 @@ __all__ = [
     "run_traces",
     "sandbox_cases_generate",
     "sandbox_clean_runs_generate",
+    "sandbox_generate_start",
 ]

@@ -620,6 +620,15 @@ def campaign_execute_inline(*, campaign):
     return campaign
 
 
+def sandbox_generate_start(*, project: Project, runs: int, seed: int, clean: int = 0) -> None:
+    """Queue the sandbox generation (``runs`` injected, ``clean`` fault-free) once the request's transaction commits;
+    the task is idempotent by trace name, so a double submit only repeats finished work cheaply."""
+    from ..tasks import generate_sandbox_cases_task
+
+    project_id = project.pk
+    transaction.on_commit(lambda: generate_sandbox_cases_task.delay(project_id, runs, seed, clean))
+
+
 def sandbox_clean_runs_generate(*, project: Project, runs: int, seed: int) -> tuple[int, int]:
     """Store ``runs`` fault-free sandbox runs (``sandbox/task-<seed>``, all succeeded): the raw material of
     injection campaigns. Idempotent by name. Returns (written, already there)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Iterable
@@ -9,16 +10,18 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, InterfaceError, OperationalError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from ..formats import ParsedLabels, ParsedTrace, Source, TraceFormatError, detect_format_scored, get_format
-from ..models import IngestJob, JobStatus, Project, Trace
+from ..models import DuplicatePolicy, IngestJob, JobStatus, Project, Trace
+from .duplicates import twin_labels_attach, twins_find
 from .labels import labels_attach
 from .reaper import gave_up_reason, heartbeat, job_rows_reap
 from .uploads import IncomingFile, expand_incoming, raw_upload_store
-from .writer import trace_create_from_parsed
+from .writer import trace_content_hash, trace_create_from_parsed
 
 logger = logging.getLogger(__name__)
 
@@ -41,12 +44,14 @@ def ingest_jobs_create(
     files: Iterable[IncomingFile],
     user: AbstractBaseUser | None,
     requested_format: str = "",
+    duplicates: str = DuplicatePolicy.SKIP,
     enqueue: bool = True,
 ) -> list[IngestJob]:
     """Record one IngestJob per file (zip members count as files) and queue the importable ones.
 
     A file that cannot even be stored (too big, broken zip) gets a failed job straight away, so the person sees
     it next to the others; bytes already imported into this project give a 'duplicate' job naming the traces.
+    ``duplicates``: "skip" leaves out traces whose content is already in the project, "import" writes them anyway.
     """
 
     batch = uuid.uuid4()
@@ -55,7 +60,12 @@ def ingest_jobs_create(
         for entry in expand_incoming(incoming):
             jobs.append(
                 _job_for_entry(
-                    project=project, entry=entry, user=user, batch=batch, requested_format=requested_format
+                    project=project,
+                    entry=entry,
+                    user=user,
+                    batch=batch,
+                    requested_format=requested_format,
+                    duplicates=duplicates,
                 )
             )
     if enqueue:
@@ -82,8 +92,15 @@ def _job_for_entry(
     user: AbstractBaseUser | None,
     batch: Any,
     requested_format: str,
+    duplicates: str,
 ) -> IngestJob:
-    job = IngestJob(project=project, batch=batch, created_by=user, requested_format=requested_format)
+    job = IngestJob(
+        project=project,
+        batch=batch,
+        created_by=user,
+        requested_format=requested_format,
+        duplicates=duplicates,
+    )
     if isinstance(entry, tuple):
         job.filename, reason = entry
         job.status, job.error, job.finished_at = JobStatus.FAILED, f"{job.filename}: {reason}", timezone.now()
@@ -163,11 +180,15 @@ def _import_job(job: IngestJob) -> None:
                 batch = []
                 _attach_labels(job, item, report)
                 continue
+            if not isinstance(item.steps, list):  # its steps are read from the file while it is written
+                _import_batch(
+                    job=job, batch=batch, report=report
+                )  # alone in its transaction (see _write_new)
+                _import_batch(job=job, batch=[(ordinal, item)], report=report)
+                batch = []
+                continue
             batch.append((ordinal, item))
-            streamed = not isinstance(
-                item.steps, list
-            )  # its steps are read from the file while it is written
-            if streamed or len(batch) >= BATCH_TRACES or sum(len(p.steps) for _, p in batch) >= BATCH_STEPS:
+            if len(batch) >= BATCH_TRACES or sum(len(p.steps) for _, p in batch) >= BATCH_STEPS:
                 _import_batch(job=job, batch=batch, report=report)
                 batch = []
         _import_batch(job=job, batch=batch, report=report)
@@ -185,8 +206,9 @@ def _import_job(job: IngestJob) -> None:
     if not report.items:
         raise TraceFormatError(f"no traces or labels found in this {fmt.label} file")
     job.report = report.as_dict()
-    # Every trace already existed, made by another job from the same bytes: report the upload as a duplicate.
-    duplicate = report.traces and not report.labels and not _committed_trace_ids(job)
+    # Every trace already existed (made by another job from the same bytes, or with the same content): report the
+    # upload as a duplicate.
+    duplicate = (report.traces or report.duplicates) and not report.labels and not _committed_trace_ids(job)
     job.status = JobStatus.DUPLICATE if duplicate else JobStatus.SUCCEEDED
     job.finished_at = timezone.now()
     job.save(update_fields=["status", "finished_at", "trace_ids", "report"])
@@ -196,6 +218,7 @@ class _Report:
     """What the import report shows for one file: counts and warnings, capped so a noisy file stays readable."""
 
     MAX_WARNINGS = 50
+    MAX_DUPLICATES = 200  # listed one by one; the count goes on past it
 
     def __init__(self) -> None:
         self.items = 0
@@ -203,8 +226,19 @@ class _Report:
         self.steps = 0
         self.agents = 0
         self.labels = 0
+        self.duplicates = 0
+        self.duplicate_of: list[dict[str, Any]] = []
         self.warnings: list[str] = []
         self.dropped = 0
+
+    def duplicate(self, *, name: str, twin: Trace, labels: int) -> None:
+        self.items += 1
+        self.duplicates += 1
+        self.labels += labels
+        if len(self.duplicate_of) < self.MAX_DUPLICATES:
+            self.duplicate_of.append(
+                {"name": name, "trace_id": twin.pk, "trace_name": twin.name, "labels": labels}
+            )
 
     def warn(self, messages: Iterable[str]) -> None:
         for message in messages:
@@ -220,6 +254,8 @@ class _Report:
             "steps": self.steps,
             "agents": self.agents,
             "labels": self.labels,
+            "duplicates": self.duplicates,
+            "duplicate_of": self.duplicate_of,
             "warnings": warnings,
         }
 
@@ -245,8 +281,9 @@ BATCH_STEPS = 20_000
 def _import_batch(*, job: IngestJob, batch: list[tuple[int, ParsedTrace]], report: _Report) -> None:
     """Write a batch of traces in one transaction, with one update of the job's progress and trace list (appended
     to, never rewritten per trace), then report them. Traces an earlier attempt of this job (or another job on the
-    same bytes) committed are linked, not written again. If another job races us on the same bytes, the batch falls
-    back to one trace per transaction, which knows how to step aside."""
+    same bytes) committed are linked, not written again; traces whose content is already in the project are
+    skipped as duplicates (unless the job imports them anyway). If another job races us on the same bytes, the
+    batch falls back to one trace per transaction, which knows how to step aside."""
     if not batch:
         return
     from django.db.models import Count
@@ -257,35 +294,31 @@ def _import_batch(*, job: IngestJob, batch: list[tuple[int, ParsedTrace]], repor
         t.ordinal: t for t in Trace.objects.filter(upload=job.upload, ordinal__in=[o for o, _ in batch])
     }
     new = [(o, p) for o, p in batch if o not in existing]
+    twins: dict[int, Trace] = {}
     if new:
         try:
             with transaction.atomic():
-                created = [
-                    trace_create_from_parsed(project=job.project, upload=job.upload, ordinal=o, parsed=p)
-                    for o, p in new
-                ]
-                trace_ids = job.trace_ids + [t.pk for t in created]
-                IngestJob.objects.filter(pk=job.pk).update(
-                    steps_done=F("steps_done") + sum(t.step_count for t in created),
-                    trace_ids=trace_ids,
-                    heartbeat_at=timezone.now(),
-                )
+                created, twins = _write_new(job, new)
+                _record_written(job, created)
         except IntegrityError:
             for ordinal, parsed in batch:
                 _import_one(job=job, ordinal=ordinal, parsed=parsed, report=report)
             return
-        job.trace_ids = trace_ids
+        job.trace_ids = job.trace_ids + [t.pk for t in created]
         existing.update({t.ordinal: t for t in created})
-    traces = [existing[o] for o, _ in batch]
     labels = dict(
-        GoldLabel.objects.filter(trace__in=traces)
+        GoldLabel.objects.filter(trace__in=list(existing.values()))
         .order_by()
         .values("trace_id")
         .annotate(n=Count("id"))
         .values_list("trace_id", "n")
     )
-    for trace in traces:
-        _report_trace(job=job, trace=trace, labels=labels.get(trace.pk, 0), report=report)
+    for ordinal, parsed in batch:
+        if ordinal in twins:
+            _report_duplicate(twin=twins[ordinal], parsed=parsed, report=report)
+        else:
+            trace = existing[ordinal]
+            _report_trace(job=job, trace=trace, labels=labels.get(trace.pk, 0), report=report)
 
 
 def _import_one(*, job: IngestJob, ordinal: int, parsed: ParsedTrace, report: _Report) -> None:
@@ -293,22 +326,100 @@ def _import_one(*, job: IngestJob, ordinal: int, parsed: ParsedTrace, report: _R
     if trace is None:
         try:
             with transaction.atomic():
-                trace = trace_create_from_parsed(
-                    project=job.project, upload=job.upload, ordinal=ordinal, parsed=parsed
-                )
+                created, twins = _write_new(job, [(ordinal, parsed)])
                 # Progress and the job's own trace list move in the same transaction as the rows they count, so a
                 # crash never leaves a job claiming a trace that is not there (and _undo knows what is its own).
-                job.trace_ids = job.trace_ids + [trace.pk]
-                IngestJob.objects.filter(pk=job.pk).update(
-                    steps_done=F("steps_done") + trace.step_count,
-                    trace_ids=job.trace_ids,
-                    heartbeat_at=timezone.now(),
-                )
+                _record_written(job, created)
         except IntegrityError:  # the same bytes are being imported by another job right now
             trace = Trace.objects.filter(upload=job.upload, ordinal=ordinal).first()
             if trace is None:
                 raise
+        else:
+            if twins:
+                _report_duplicate(twin=twins[ordinal], parsed=parsed, report=report)
+                return
+            (trace,) = created
+            job.trace_ids = job.trace_ids + [trace.pk]
     _report_trace(job=job, trace=trace, labels=trace.gold_labels.count(), report=report)
+
+
+def _write_new(job: IngestJob, new: list[tuple[int, ParsedTrace]]) -> tuple[list[Trace], dict[int, Trace]]:
+    """Write the traces of ``new`` (in the caller's transaction) except duplicates: returns the traces written and,
+    per ordinal skipped, the trace of the project that already holds its content. A later copy of a run in the
+    same batch is a duplicate of the first. A trace whose steps are still in the file is hashed as it is written,
+    so it is written first and rolled back (a savepoint) if it turns out to be a duplicate. It comes alone in its
+    batch (``_import_job``), so every transaction takes its hash locks at once, in sorted order, or takes one."""
+    skip = job.duplicates == DuplicatePolicy.SKIP
+    hashes = {o: trace_content_hash(p) for o, p in new if skip and isinstance(p.steps, list)}
+    by_hash = twins_find(project=job.project, digests=hashes.values())
+    created: list[Trace] = []
+    twins: dict[int, Trace] = {}
+    for ordinal, parsed in new:
+        twin = by_hash.get(hashes.get(ordinal, ""))
+        # The twin at this very (upload, ordinal) is this trace, committed by another job on the same bytes: writing
+        # it raises IntegrityError, and the caller links it as before.
+        if twin is not None and (twin.upload_id, twin.ordinal) != (job.upload_id, ordinal):
+            twins[ordinal] = twin
+            continue
+        if skip and ordinal not in hashes:
+            trace, twin = _write_streamed(job, ordinal, parsed)
+            if twin is not None:
+                twins[ordinal] = twin
+                continue
+        else:
+            trace = trace_create_from_parsed(
+                project=job.project, upload=job.upload, ordinal=ordinal, parsed=parsed
+            )
+        by_hash.setdefault(trace.content_hash, trace)
+        created.append(trace)
+    return created, twins
+
+
+class _Duplicate(Exception):
+    def __init__(self, twin: Trace) -> None:
+        super().__init__(f"duplicate of trace {twin.pk}")
+        self.twin = twin
+
+
+def _write_streamed(job: IngestJob, ordinal: int, parsed: ParsedTrace) -> tuple[Trace | None, Trace | None]:
+    """(the trace, None) once written, or (None, its twin) when its content was already in the project."""
+    name = parsed.name  # the writer gives it a unique name; the report names it as the file did
+    try:
+        with transaction.atomic():
+            trace = trace_create_from_parsed(
+                project=job.project, upload=job.upload, ordinal=ordinal, parsed=parsed
+            )
+            found = twins_find(project=job.project, digests=[trace.content_hash], exclude=trace.pk)
+            if trace.content_hash in found:
+                raise _Duplicate(found[trace.content_hash])
+    except _Duplicate as duplicate:
+        parsed.name = name
+        return None, duplicate.twin
+    return trace, None
+
+
+def _record_written(job: IngestJob, created: list[Trace]) -> None:
+    """One update of the job row per batch: progress, heartbeat and the new trace ids, appended in the database on
+    PostgreSQL (the statement carries the batch's ids, not the job's whole list)."""
+    ids = [t.pk for t in created]
+    if connection.vendor == "postgresql":
+        trace_ids = RawSQL("trace_ids || %s::jsonb", [json.dumps(ids)])
+    else:
+        trace_ids = job.trace_ids + ids
+    IngestJob.objects.filter(pk=job.pk).update(
+        steps_done=F("steps_done") + sum(t.step_count for t in created),
+        trace_ids=trace_ids,
+        heartbeat_at=timezone.now(),
+    )
+
+
+def _report_duplicate(*, twin: Trace, parsed: ParsedTrace, report: _Report) -> None:
+    """Count a trace skipped as a duplicate of ``twin``, giving ``twin`` the file's labels if it has none."""
+    warnings: list[str] = []
+    with transaction.atomic():
+        labels = twin_labels_attach(twin=twin, parsed=parsed, warnings=warnings)
+    report.duplicate(name=parsed.name, twin=twin, labels=labels)
+    report.warn(warnings)
 
 
 def _report_trace(*, job: IngestJob, trace: Trace, labels: int, report: _Report) -> None:

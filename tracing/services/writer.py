@@ -8,14 +8,17 @@ from itertools import islice
 
 from django.db import connection
 
+from ..content_hash import ContentHasher, clean_text, stored_agent, stored_kind
 from ..formats import ParsedAgent, ParsedStep, ParsedTrace
 from ..formats.base import finite, scrub_nul
-from ..models import Agent, ErrorLabel, GoldLabel, LabelSource, Project, RawUpload, Step, StepKind, Trace
+from ..models import Agent, ErrorLabel, GoldLabel, LabelSource, Project, RawUpload, Step, Trace
 from .labels import attach_pending, gold_write
 
 # Rows per INSERT. 2,000 steps of Who&When-sized text (~1 KB each) keep one statement near 2 MB, which PostgreSQL and
 # SQLite take without strain; bench/ingest.py measures throughput at this size.
 STEP_BATCH_SIZE = 2000
+
+_clean = clean_text  # one cleaning for the rows and the content hash
 
 
 def trace_create_from_parsed(
@@ -90,14 +93,29 @@ def _header(parsed: ParsedTrace) -> dict[str, object]:
     }
 
 
+def trace_content_hash(parsed: ParsedTrace) -> str:
+    """The content hash (``tracing.content_hash``) of a parsed trace whose steps are a list, before it is written.
+    A streamed trace (steps read from the file as they are written) gets it from ``_write_contents``."""
+    hasher = ContentHasher()
+    for step in parsed.steps:
+        hasher.add_step(
+            agent=stored_agent(step.agent), kind=stored_kind(step.kind), content=_clean(step.content)
+        )
+    return hasher.hexdigest(question=parsed.question, ground_truth=parsed.ground_truth)
+
+
 def _write_contents(trace: Trace, parsed: ParsedTrace, label_source: str = LabelSource.IMPORTED) -> None:
     warnings = list(parsed.warnings)
     agents = _AgentBook(trace, parsed)
+    hasher = ContentHasher()  # fed from the rows as written, so it is the hash of what is stored
     count = 0
     insert = _copy_steps if connection.vendor == "postgresql" else _bulk_create_steps
     for batch in _batches(parsed.steps, STEP_BATCH_SIZE):
         agents.ensure(step.agent for step in batch)
-        insert([_step_values(trace, count + i, step, agents, warnings) for i, step in enumerate(batch)])
+        rows = [_step_values(trace, count + i, step, agents, warnings) for i, step in enumerate(batch)]
+        for step, row in zip(batch, rows, strict=True):
+            hasher.add_step(agent=stored_agent(step.agent), kind=row["kind"], content=row["content"])
+        insert(rows)
         count += len(batch)
     agents.declare_late(parsed.agents)  # streaming parsers learn system prompts after the steps
     agents.save_counts()
@@ -106,7 +124,8 @@ def _write_contents(trace: Trace, parsed: ParsedTrace, label_source: str = Label
         setattr(trace, field, value)
     trace.step_count = count
     trace.agent_count = agents.active_count()
-    trace.save(update_fields=[*_header(parsed), "step_count", "agent_count"])
+    trace.content_hash = hasher.hexdigest(question=trace.question, ground_truth=trace.ground_truth)
+    trace.save(update_fields=[*_header(parsed), "step_count", "agent_count", "content_hash"])
     gold_write(trace=trace, labels=parsed.gold, source=label_source, warnings=warnings)
     attach_pending(trace, warnings)
     trace.import_warnings = warnings
@@ -185,7 +204,6 @@ STEP_COLUMNS = (
     "raw",
 )
 _JSON_COLUMNS = {"tool_arguments", "raw"}
-_KINDS = set(StepKind.values)
 
 
 def _step_values(trace: Trace, index: int, step: ParsedStep, agents: _AgentBook, warnings: list[str]) -> dict:
@@ -193,7 +211,7 @@ def _step_values(trace: Trace, index: int, step: ParsedStep, agents: _AgentBook,
     if parent is not None and not 0 <= parent < index:
         warnings.append(f"step {index}: parent {parent} does not precede it; the link was dropped")
         parent = None
-    kind = step.kind if step.kind in _KINDS else "message"
+    kind = stored_kind(step.kind)
     agent = agents.get(step.agent)
     return {
         "trace_id": trace.pk,
@@ -213,11 +231,6 @@ def _step_values(trace: Trace, index: int, step: ParsedStep, agents: _AgentBook,
         "output_tokens": _tokens(step.output_tokens),
         "raw": step.raw,
     }
-
-
-def _clean(text: str | None) -> str:
-    # PostgreSQL text cannot hold NUL; traces from the wild sometimes do. U+FFFD keeps the position visible.
-    return (text or "").replace("\x00", "\ufffd")
 
 
 def _json(value: object) -> str | None:
