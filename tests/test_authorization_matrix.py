@@ -262,6 +262,18 @@ def test_each_page_answers_each_role_as_the_matrix_says(name, world, client):
     assert not failures, "\n".join(failures)
 
 
+@pytest.mark.parametrize("part", ["raw", "answer"])
+def test_each_part_of_a_step_window_answers_each_role_as_the_step_content_does(part, world, client):
+    """``part`` picks another long text of the step (its raw JSON, the root's output): the same roles see it."""
+    url = resolve("tracing:step_content", world["kwargs"]) + f"?part={part}"
+    for role in ROLES:
+        client.logout()
+        if role != "anonymous":
+            client.force_login(world["users"][role])
+        want = PAGES["tracing:step_content"]["GET"][role]
+        assert client.get(url).status_code == want, f"GET {url} as {role}"
+
+
 @pytest.mark.parametrize("name", sorted(API))
 def test_each_api_endpoint_answers_each_token_as_the_matrix_says(name, world, client):
     method, expected = API[name]

@@ -6,6 +6,7 @@ from django import forms
 
 from . import extensions
 from .formats import all_formats
+from .long_text import PARTS
 from .models import DuplicatePolicy, Outcome, Project, Role
 
 if TYPE_CHECKING:
@@ -154,7 +155,14 @@ class StepJumpForm(forms.Form):
 
 
 class StepWindowForm(forms.Form):
-    """Which part of a long step's text to fetch: from character ``offset`` (0-based; the start when not given)."""
+    """Which long text of a step to fetch (``part``: its content when not given, its raw JSON, or the root's
+    output, the run's final answer), from character ``offset`` (0-based; the start when not given)."""
+
+    part = forms.ChoiceField(
+        required=False,
+        choices=[(p, p) for p in PARTS],
+        error_messages={"invalid_choice": f"The part must be one of: {', '.join(PARTS)}."},
+    )
 
     offset = forms.IntegerField(
         required=False,

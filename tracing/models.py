@@ -179,6 +179,9 @@ class Trace(models.Model):
     # SHA-256 of the normalised content (tracing/content_hash.py): an import skips a trace already in the project.
     # Not unique: "import anyway" may deliberately add the same run twice.
     content_hash = models.CharField(max_length=64, blank=True, default="")
+    # The run's totals in the page header (tracing/services/totals.py), written with the steps so a 100,000-step
+    # trace's first view does not aggregate over them; {} on traces written before, filled on their first view.
+    totals = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -28,6 +28,7 @@ from django.http import Http404
 
 from . import extensions, search, waterfall
 from .chat import Message, chat_of
+from .long_text import CONTENT, RAW, LongText, pretty_json, root_output
 from .models import (
     Agent,
     ApiToken,
@@ -294,13 +295,24 @@ def step_window(*, trace: Trace, page: int, per_page: int) -> StepWindow:
     return StepWindow(steps=steps, page=page, pages=pages, per_page=per_page, total=total)
 
 
-def step_content_window(*, trace: Trace, index: int, offset: int, size: int) -> tuple[str, bool] | None:
-    """Characters ``offset`` to ``offset + size`` of one step's text, and whether more follow; None when the trace
-    has no such step. Only that slice leaves the database."""
+def step_content_window(
+    *, trace: Trace, index: int, offset: int, size: int, part: str = CONTENT
+) -> tuple[str, bool] | None:
+    """Characters ``offset`` to ``offset + size`` of one long text of a step (``part``: its content, its raw JSON
+    pretty-printed, or the root's output), and whether more follow; None when the trace has no such step. Only that
+    slice of the content or the output leaves the database; the raw JSON is pretty-printed here, so the windows cut
+    the very string the page started (``long_text.pretty_json``)."""
+    steps = Step.objects.filter(trace=trace, index=index)
+    if part == RAW:
+        raws = list(steps.values_list("raw", flat=True)[:1])
+        if not raws:
+            return None
+        text = pretty_json(raws[0])
+        return text[offset : offset + size], len(text) > offset + size
+    source = F("content") if part == CONTENT else root_output()
     row = (
-        Step.objects.filter(trace=trace, index=index)
-        .annotate(
-            chunk=Substr("content", offset + 1, size), probe=Length(Substr("content", offset + 1, size + 1))
+        steps.annotate(
+            chunk=Substr(source, offset + 1, size), probe=Length(Substr(source, offset + 1, size + 1))
         )
         .values_list("chunk", "probe")
         .first()
@@ -311,9 +323,11 @@ def step_content_window(*, trace: Trace, index: int, offset: int, size: int) -> 
     return chunk or "", (probe or 0) > size
 
 
-def step_chats(*, trace: Trace, steps: list[Step]) -> dict[int, tuple[list[Message], Any]]:
-    """The LLM calls among ``steps`` as chat, with their raw record for the raw-JSON toggle: {index: (messages,
-    raw)}. Raw JSON is read for these steps only (one query), never for a whole trace."""
+def step_chats(*, trace: Trace, steps: list[Step]) -> dict[int, tuple[list[Message], LongText]]:
+    """The LLM calls among ``steps`` as chat, with the start of their raw record for the raw-JSON toggle: {index:
+    (messages, raw JSON)}. Raw JSON is read for these steps only (one query), never for a whole trace; what goes in
+    the page is cut at CULPRIT_STEP_PREVIEW_CHARS (each message's text, each tool call's arguments, the raw JSON),
+    the rest of the raw JSON is fetched in windows (``step_content_window``, part "raw")."""
     indices = [s.index for s in steps if s.kind == StepKind.LLM_CALL]
     if not indices:
         return {}
@@ -324,7 +338,25 @@ def step_chats(*, trace: Trace, steps: list[Step]) -> dict[int, tuple[list[Messa
         .order_by("index")
         .values_list("index", "raw")[: len(indices)]
     )
-    return {index: (chat_of(raw), raw) for index, raw in raws}
+    preview = settings.CULPRIT_STEP_PREVIEW_CHARS
+    chats = {}
+    for index, raw in raws:
+        text = pretty_json(raw)
+        length = len(text) if len(text) > preview else None
+        chats[index] = (_capped(chat_of(raw), preview), LongText(text[:preview], length, RAW, index))
+    return chats
+
+
+def _capped(messages: list[Message], preview: int) -> list[Message]:
+    """Cut each message's text and each tool call's arguments at ``preview`` characters; ``more`` says how many
+    were left out (the template points to the Raw JSON for them)."""
+    for m in messages:
+        m.more = max(0, len(m.text) - preview)
+        m.text = m.text[:preview]
+        for call in m.tool_calls:
+            call.more = max(0, len(call.arguments) - preview)
+            call.arguments = call.arguments[:preview]
+    return messages
 
 
 def error_labels_by_step(*, trace: Trace) -> tuple[dict[int, list[ErrorLabel]], list[ErrorLabel]]:
@@ -440,7 +472,7 @@ def trace_page(*, trace: Trace, page: int, per_page: int) -> dict[str, Any]:
         "totals": totals,
         "rows": waterfall.rows(trace=trace, steps=window.steps, totals=totals),
         "chats": step_chats(trace=trace, steps=window.steps),
-        "root": waterfall.root_answer(trace=trace),
+        "root": waterfall.root_answer(trace=trace, preview=settings.CULPRIT_STEP_PREVIEW_CHARS),
         "trace": trace,
         "window": window,
         "agents": agents,

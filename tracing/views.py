@@ -148,8 +148,9 @@ def trace_detail(request: HttpRequest, trace_id: int) -> HttpResponse:
 @login_required
 @require_GET
 def step_content(request: HttpRequest, trace_id: int, index: int) -> HttpResponse:
-    """One window of a long step's text (the trace page shows its first CULPRIT_STEP_PREVIEW_CHARS characters),
-    with a button for the next window when more follows. Members of the trace's project only."""
+    """One window of a step's long text, its raw JSON or the run's final answer (the trace page shows their first
+    CULPRIT_STEP_PREVIEW_CHARS characters), with a button for the next window when more follows. Members of the
+    trace's project only."""
     trace, _membership = access.trace_for(request, trace_id)
     form = StepWindowForm(request.GET)
     if not form.is_valid():
@@ -159,14 +160,22 @@ def step_content(request: HttpRequest, trace_id: int, index: int) -> HttpRespons
             content_type="text/plain; charset=utf-8",
         )
     offset, size = form.cleaned_data["offset"] or 0, settings.CULPRIT_STEP_WINDOW_CHARS
-    window = selectors.step_content_window(trace=trace, index=index, offset=offset, size=size)
+    part = form.cleaned_data["part"] or "content"
+    window = selectors.step_content_window(trace=trace, index=index, offset=offset, size=size, part=part)
     if window is None:
         raise Http404("No such step")
     text, more = window
     return render(
         request,
         "tracing/_step_content_window.html",
-        {"trace": trace, "index": index, "text": text, "more": more, "next_offset": offset + len(text)},
+        {
+            "trace": trace,
+            "index": index,
+            "part": part,
+            "text": text,
+            "more": more,
+            "next_offset": offset + len(text),
+        },
     )
 
 

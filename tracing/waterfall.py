@@ -11,18 +11,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.core.cache import cache
 from django.db.models import Count, FloatField, Max, Min, Q, Sum
 from django.db.models.fields.json import KT
-from django.db.models.functions import Cast, Coalesce
+from django.db.models.functions import Cast, Coalesce, Length, Substr
 
+from .long_text import ANSWER, CONTENT, LongText, root_output
 from .models import ErrorLabel, Step, StepKind, Trace
 from .plumbing import is_plumbing
 
 MAX_DEPTH_CLASS = 15  # deeper spans are indented as this depth; the tree still nests them
 BAR_WIDTH = 1000  # viewBox units of one waterfall bar
 OUTPUT_STEP_WINDOW = 10  # how far from the end root_answer looks for a TRAIL root's "(output)" step
-TOTALS_CACHE_SECONDS = 3600  # traces do not change once imported; the key holds step_count for OTLP rebuilds
 
 # Where integrations store the model name and the cost of an LLM span, most specific first.
 MODEL_KEYS = (
@@ -40,7 +39,13 @@ COST_KEYS = (
     "raw__attributes__llm.cost.total",
     "raw__span_attributes__llm.cost.total",
 )
-ERROR_STATUS = Q(raw__status_code__in=["Error", "ERROR", "STATUS_CODE_ERROR"]) | Q(raw__level="ERROR")
+# Failed steps: a framework's status_code or level, or an OTLP span's status (code 2, or its name as exporters write
+# it). ``services.totals`` counts the same rows in Python.
+ERROR_STATUS = (
+    Q(raw__status_code__in=["Error", "ERROR", "STATUS_CODE_ERROR"])
+    | Q(raw__level="ERROR")
+    | Q(raw__status__code__in=[2, "2", "STATUS_CODE_ERROR", "ERROR"])
+)
 
 
 def with_span_facts(steps: Any) -> Any:
@@ -84,33 +89,64 @@ class TraceTotals:
 
 
 def trace_totals(*, trace: Trace) -> TraceTotals:
-    """Duration, steps, LLM calls, tokens, cost and errors of the whole run: one aggregate over its steps, cached."""
-    key = f"trace-totals:{trace.pk}:{trace.step_count}:{trace.created_at.timestamp()}"
-    if (cached := cache.get(key)) is not None:
-        return cached
-    steps = Step.objects.filter(trace=trace).order_by()
-    agg = steps.aggregate(
-        started=Min("started_at"),
-        ended=Max("ended_at"),
-        last_start=Max("started_at"),
-        llm=Count("id", filter=Q(kind=StepKind.LLM_CALL)),
-        tin=Sum("input_tokens"),
-        tout=Sum("output_tokens"),
-        failed=Count("id", filter=ERROR_STATUS),
-    )
-    costs = llm_costs(steps)
-    totals = TraceTotals(
-        started=agg["started"],
-        ended=max(filter(None, [agg["ended"], agg["last_start"]]), default=None),
+    """Duration, steps, LLM calls, tokens, cost and errors of the whole run. Read from ``trace.totals``, stored when
+    the steps were written; a trace written before that column (or whose steps changed without it) is aggregated
+    once here and the result stored, so it heals on its first view. Error labels are counted now (indexed by trace):
+    they change after import, the steps do not."""
+    stored = trace.totals or {}
+    if stored.get("steps") != trace.step_count:
+        stored = totals_aggregate(trace=trace)
+        # Only if no build changed the steps meanwhile; otherwise the next view aggregates again.
+        Trace.objects.filter(pk=trace.pk, step_count=trace.step_count).update(totals=stored)
+        trace.totals = stored
+    return TraceTotals(
+        started=_when(stored.get("started")),
+        ended=_when(stored.get("ended")),
         steps=trace.step_count,
-        llm_calls=agg["llm"],
-        input_tokens=agg["tin"] or 0,
-        output_tokens=agg["tout"] or 0,
-        cost=costs.get(trace.pk),
-        errors=agg["failed"] + ErrorLabel.objects.filter(trace=trace).count(),
+        llm_calls=stored.get("llm_calls", 0),
+        input_tokens=stored.get("input_tokens", 0),
+        output_tokens=stored.get("output_tokens", 0),
+        cost=stored.get("cost"),
+        errors=stored.get("failed", 0) + ErrorLabel.objects.filter(trace=trace).count(),
     )
-    cache.set(key, totals, TOTALS_CACHE_SECONDS)
-    return totals
+
+
+def totals_aggregate(*, trace: Trace) -> dict[str, Any]:
+    """``Trace.totals`` aggregated over the stored steps in one query (the OTLP build's refresh and the fallback of
+    ``trace_totals``). Non-numeric cost values are skipped, not cast (a cast error would fail the page)."""
+    agg = (
+        Step.objects.filter(trace=trace)
+        .order_by()
+        .annotate(cost_text=Coalesce(*(KT(k) for k in COST_KEYS)))
+        .aggregate(
+            started=Min("started_at"),
+            ended=Max("ended_at"),
+            last_start=Max("started_at"),
+            llm=Count("id", filter=Q(kind=StepKind.LLM_CALL)),
+            tin=Sum("input_tokens"),
+            tout=Sum("output_tokens"),
+            failed=Count("id", filter=ERROR_STATUS),
+            # FILTER is applied before the argument is evaluated, so the cast never sees a non-number.
+            cost=Sum(
+                Cast("cost_text", FloatField()), filter=Q(kind=StepKind.LLM_CALL, cost_text__regex=_NUMBER)
+            ),
+        )
+    )
+    ended = max(filter(None, [agg["ended"], agg["last_start"]]), default=None)
+    return {
+        "steps": trace.step_count,
+        "started": agg["started"].isoformat() if agg["started"] else None,
+        "ended": ended.isoformat() if ended else None,
+        "llm_calls": agg["llm"],
+        "input_tokens": agg["tin"] or 0,
+        "output_tokens": agg["tout"] or 0,
+        "cost": agg["cost"],
+        "failed": agg["failed"],
+    }
+
+
+def _when(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
 
 
 _NUMBER = r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$"
@@ -238,26 +274,25 @@ def _descends(step: Step, ancestor: int, steps_by_index: dict[int, Step]) -> boo
     return False
 
 
-def root_answer(*, trace: Trace) -> str:
+def root_answer(*, trace: Trace, preview: int) -> LongText | None:
     """The run's final answer when step 0 is the root span of a span tree (the other spans hang under it): the
     root's output (OpenInference ``output.value``, else the text the importer kept for it unless that is just the
-    task). Shown in the header, so the root is not read as the run's first step."""
+    task). Shown in the header, so the root is not read as the run's first step. Only its first ``preview``
+    characters and its length leave the database (a 1 MB answer must not make a 1 MB page)."""
     if trace.step_count < 2:
-        return ""
+        return None
     root = (
-        Step.objects.filter(trace=trace, index=0)
-        .annotate(
-            output=Coalesce(KT("raw__span_attributes__output.value"), KT("raw__attributes__output.value"))
-        )
-        .only("index", "content", "span_id", "parent_index", "kind", "speaker")
+        _with_previews(Step.objects.filter(trace=trace, index=0), preview)
+        .annotate(output=Substr(root_output(), 1, preview), output_length=Length(root_output()))
+        .only("index", "span_id", "parent_index", "kind", "speaker")
         .first()
     )
     if root is None or root.parent_index is not None or not root.span_id or root.kind == StepKind.LLM_CALL:
-        return ""
+        return None
     if not Step.objects.filter(trace=trace, index=1, parent_index=0).order_by().exists():
-        return ""
+        return None
     if root.output:
-        return root.output
+        return _long(root.output, root.output_length, ANSWER, 0)
     # The TRAIL reader keeps a root's output as a child step "<root name> (output)", timed at the root's end, so
     # among the last steps: look there only (an index range), never through a 100,000-step trace.
     output_step = Step.objects.filter(
@@ -265,7 +300,19 @@ def root_answer(*, trace: Trace) -> str:
         index__gte=trace.step_count - OUTPUT_STEP_WINDOW,
         parent_index=0,
         speaker=f"{root.speaker} (output)",
-    ).only("content")
-    if output := output_step.order_by("-index").first():
-        return output.content
-    return root.content if root.content.strip() != trace.question.strip() else ""
+    ).only("index")
+    if output := _with_previews(output_step, preview).order_by("-index").first():
+        return _long(output.head, output.head_length, CONTENT, output.index) if output.head else None
+    if root.head_length <= preview:
+        is_task = root.head.strip() == trace.question.strip()
+    else:  # only the start was read: the task is as long and starts the same
+        is_task = root.head_length == len(trace.question) and trace.question.startswith(root.head)
+    return None if is_task or not root.head else _long(root.head, root.head_length, CONTENT, 0)
+
+
+def _with_previews(steps: Any, preview: int) -> Any:
+    return steps.annotate(head=Substr("content", 1, preview), head_length=Length("content"))
+
+
+def _long(text: str, length: int, part: str, index: int) -> LongText:
+    return LongText(text=text, length=length if length > len(text) else None, part=part, index=index)

@@ -90,9 +90,15 @@ def _pick(
 
 
 def _choose(
-    trace: TraceView, llm: LlmClient, picks: list[dict[str, Any]], with_ground_truth: bool, hints: str = ""
+    trace: TraceView,
+    llm: LlmClient,
+    picks: list[dict[str, Any]],
+    with_ground_truth: bool,
+    hints: str = "",
+    method: str = "all_at_once",
 ) -> dict[str, Any]:
-    """The final choice among the windows' picks; ``hints`` (schema_guided's) head the request, within its room."""
+    """The final choice among the windows' picks; ``hints`` (schema_guided's) head the request, within its room.
+    ``method`` names the request in the call log."""
     # One candidate per step: the parts of a split step may all name it. The most confident pick speaks for it.
     best: dict[int, dict[str, Any]] = {}
     for pick in picks:
@@ -128,7 +134,7 @@ def _choose(
         return prompts.check_agent(answer, trace) or prompts.check_pair(answer, trace)
 
     answer = llm.complete_json(
-        system=prompts.SYSTEM_PROMPT, user=user, purpose="all_at_once final choice", validate=validate
+        system=prompts.SYSTEM_PROMPT, user=user, purpose=f"{method} final choice", validate=validate
     )
     evidence["answers"].append(answer)
     return _read(answer) | evidence | {"final": answer}

@@ -247,7 +247,7 @@ def _windowed(trace: TraceView, llm: LlmClient, hints: str, with_ground_truth: b
             validate=_validator(trace, window.first, window.last),
         )
         picks.append(_read(answer) | {"first": window.first, "last": window.last, "answer": answer})
-    return _choose(trace, llm, picks, with_ground_truth, hints) | {
+    return _choose(trace, llm, picks, with_ground_truth, hints, method="schema_guided") | {
         "windows": [
             [w.first, w.last] if w.parts == 1 else [w.first, w.last, w.part, w.parts] for w in windows
         ]

@@ -8,6 +8,7 @@ from .labels import gold_write, labels_attach
 from .otlp import otlp_id, otlp_spans_store, otlp_trace_rebuild
 from .projects import LastOwnerError, membership_change, membership_set, project_create, project_get_or_create
 from .tokens import api_token_authenticate, api_token_create, api_token_revoke
+from .totals import trace_totals_store
 from .uploads import IncomingFile, expand_incoming, incoming_from_upload, raw_upload_store
 from .writer import STEP_BATCH_SIZE, trace_create_from_parsed, trace_replace_from_parsed
 
@@ -38,4 +39,5 @@ __all__ = [
     "raw_upload_store",
     "trace_create_from_parsed",
     "trace_replace_from_parsed",
+    "trace_totals_store",
 ]

@@ -29,7 +29,7 @@ from django.db.models import F
 from django.db.models.functions import Length
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from .. import extensions
+from .. import extensions, waterfall
 from ..formats.base import finite, scrub_nul
 from ..formats.otel_attributes import flatten_attributes, unwrap_otlp_attributes
 from ..formats.otel_traces import _is_silent, _question, _shown_attributes
@@ -580,7 +580,9 @@ class _Build:
         )
         metadata["scopes"] = sorted(scopes)
         trace.metadata = scrub_nul(finite(metadata))
-        trace.save(update_fields=fields)
+        # One aggregate over the steps after the build wrote them: an incremental build only sees its own spans.
+        trace.totals = waterfall.totals_aggregate(trace=trace)
+        trace.save(update_fields=[*fields, "totals"])
 
     def _recreated(self, old: list[tuple], new_steps: list[dict]) -> dict[int, int]:
         """Steps deleted and derived again (a re-sent span, an adopted subtree): {old index: new index}, matched by

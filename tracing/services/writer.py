@@ -13,6 +13,7 @@ from ..formats import ParsedAgent, ParsedStep, ParsedTrace
 from ..formats.base import finite, scrub_nul
 from ..models import Agent, ErrorLabel, GoldLabel, LabelSource, Project, RawUpload, Step, Trace
 from .labels import attach_pending, gold_write
+from .totals import StepTotals
 
 # Rows per INSERT. 2,000 steps of Who&When-sized text (~1 KB each) keep one statement near 2 MB, which PostgreSQL and
 # SQLite take without strain; bench/ingest.py measures throughput at this size.
@@ -108,6 +109,7 @@ def _write_contents(trace: Trace, parsed: ParsedTrace, label_source: str = Label
     warnings = list(parsed.warnings)
     agents = _AgentBook(trace, parsed)
     hasher = ContentHasher()  # fed from the rows as written, so it is the hash of what is stored
+    totals = StepTotals()  # likewise: the page header's totals, without aggregating the steps again
     count = 0
     insert = _copy_steps if connection.vendor == "postgresql" else _bulk_create_steps
     for batch in _batches(parsed.steps, STEP_BATCH_SIZE):
@@ -116,6 +118,7 @@ def _write_contents(trace: Trace, parsed: ParsedTrace, label_source: str = Label
         for step, row in zip(batch, rows, strict=True):
             hasher.add_step(agent=stored_agent(step.agent), kind=row["kind"], content=row["content"])
         insert(rows)
+        totals.add(rows)
         count += len(batch)
     agents.declare_late(parsed.agents)  # streaming parsers learn system prompts after the steps
     agents.save_counts()
@@ -125,7 +128,8 @@ def _write_contents(trace: Trace, parsed: ParsedTrace, label_source: str = Label
     trace.step_count = count
     trace.agent_count = agents.active_count()
     trace.content_hash = hasher.hexdigest(question=trace.question, ground_truth=trace.ground_truth)
-    trace.save(update_fields=[*_header(parsed), "step_count", "agent_count", "content_hash"])
+    trace.totals = totals.stored(steps=count)
+    trace.save(update_fields=[*_header(parsed), "step_count", "agent_count", "content_hash", "totals"])
     gold_write(trace=trace, labels=parsed.gold, source=label_source, warnings=warnings)
     attach_pending(trace, warnings)
     trace.import_warnings = warnings

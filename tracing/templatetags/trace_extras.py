@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django import template
@@ -10,9 +9,6 @@ register = template.Library()
 # Bodies longer than this are collapsed behind a "show all" toggle; the preview keeps the first lines readable.
 COLLAPSE_CHARS = 800
 PREVIEW_CHARS = 400
-RAW_JSON_CHARS = (
-    12_000  # the raw-JSON toggle shows this much of a step's source record; the API has all of it
-)
 
 
 @register.filter
@@ -68,18 +64,6 @@ def cost(value: float | None) -> str:
     if value < 0.0001:
         return "<$0.0001"
     return f"${value:.4f}" if value < 1 else f"${value:,.2f}"
-
-
-@register.filter
-def pretty_json(value: Any) -> str:
-    """Indented JSON for the raw-JSON toggle, cut at ``RAW_JSON_CHARS`` (escaped by the template like any text)."""
-    text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
-    if len(text) > RAW_JSON_CHARS:
-        return (
-            text[:RAW_JSON_CHARS]
-            + f"\n… {len(text) - RAW_JSON_CHARS:,} more characters (GET /api/traces/…/steps)"
-        )
-    return text
 
 
 @register.inclusion_tag("tracing/_sort_header.html", takes_context=True)

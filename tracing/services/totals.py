@@ -1,0 +1,102 @@
+"""A trace's totals (``Trace.totals``) computed from its step rows as they are written, in one pass and no query.
+
+The result must equal ``tracing.waterfall.totals_aggregate`` over the stored rows exactly, so each rule here mirrors
+the SQL there: the cost is the first non-null of ``COST_KEYS`` in ``raw`` (as ``->>`` text), counted on LLM calls
+only when that text is a number; a step failed when ``raw.status_code`` / ``raw.level`` is one of the error strings.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from ..models import StepKind, Trace
+from ..waterfall import _NUMBER, COST_KEYS
+
+_COST_PATHS = tuple(tuple(key.split("__")[1:]) for key in COST_KEYS)  # "raw__a__b" -> ("a", "b")
+_IS_NUMBER = re.compile(
+    _NUMBER.removeprefix("^").removesuffix("$")
+)  # fullmatch: PostgreSQL's $ ends the text
+_ERROR_STATUS = ("Error", "ERROR", "STATUS_CODE_ERROR")
+
+
+class StepTotals:
+    """Feed it the step rows (``writer.STEP_COLUMNS`` dicts) batch by batch; ``stored`` gives ``Trace.totals``."""
+
+    def __init__(self) -> None:
+        self.started: dt.datetime | None = None
+        self.ended: dt.datetime | None = None
+        self.llm_calls = self.input_tokens = self.output_tokens = self.failed = 0
+        self.cost: float | None = None
+
+    def add(self, rows: Iterable[dict[str, Any]]) -> None:
+        for row in rows:
+            for moment in (row["started_at"], row["ended_at"]):  # the run ends at its last end or start
+                if moment is not None:
+                    moment = _utc(moment)
+                    self.ended = moment if self.ended is None or moment > self.ended else self.ended
+            if row["started_at"] is not None:
+                start = _utc(row["started_at"])
+                self.started = start if self.started is None or start < self.started else self.started
+            self.input_tokens += row["input_tokens"] or 0
+            self.output_tokens += row["output_tokens"] or 0
+            raw = row["raw"] if isinstance(row["raw"], dict) else {}
+            self.failed += _failed(raw)
+            if row["kind"] == StepKind.LLM_CALL:
+                self.llm_calls += 1
+                if (cost := _cost(raw)) is not None:  # summed in step order, as the database scans them
+                    self.cost = cost if self.cost is None else self.cost + cost
+
+    def stored(self, *, steps: int) -> dict[str, Any]:
+        return {
+            "steps": steps,
+            "started": self.started.isoformat() if self.started else None,
+            "ended": self.ended.isoformat() if self.ended else None,
+            "llm_calls": self.llm_calls,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost": self.cost,
+            "failed": self.failed,
+        }
+
+
+def trace_totals_store(*, trace: Trace, steps: Iterable[dict[str, Any]]) -> None:
+    """Store the totals of ``trace`` computed from all its step rows, for a writer that does not stream batches
+    (``writer._write_contents`` feeds a ``StepTotals`` itself and saves it with the rest of the header)."""
+    totals = StepTotals()
+    rows = list(steps)
+    totals.add(rows)
+    trace.totals = totals.stored(steps=len(rows))
+    trace.save(update_fields=["totals"])
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    # A naive time is written as UTC (Django's database session runs in UTC), so read it the same way.
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+
+
+def _failed(raw: dict[str, Any]) -> bool:
+    # JSON equality in SQL: only a string value equals the error names.
+    status, level = raw.get("status_code"), raw.get("level")
+    span_status = raw.get("status")
+    code = span_status.get("code") if isinstance(span_status, dict) else None
+    span_failed = not isinstance(code, bool) and code in (2, "2", "STATUS_CODE_ERROR", "ERROR")
+    return (isinstance(status, str) and status in _ERROR_STATUS) or level == "ERROR" or span_failed
+
+
+def _cost(raw: dict[str, Any]) -> float | None:
+    for path in _COST_PATHS:
+        value: Any = raw
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is None:  # missing or JSON null: COALESCE goes on to the next key
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            return None  # true/false/objects as text are never numbers
+        if isinstance(value, str):
+            return float(value) if _IS_NUMBER.fullmatch(value) else None
+        return float(value) if math.isfinite(value) else None  # NaN is stored as the text "nan"
+    return None
