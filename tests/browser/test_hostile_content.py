@@ -93,6 +93,32 @@ def hostile_world(db):
         instructions="<script>window.__pwned='instructions'</script>",
     )
     leased = annotation_services.annotation_claim(queue=queue, user=user)
+    # Labelled errors with hostile text everywhere a label shows it: the step list, the waterfall, the adjudication
+    # table of every error, and an annotator's further error.
+    from annotations.models import AnnotationError
+    from tracing.models import ErrorLabel
+
+    for position, (step, payload) in enumerate([(2, PAYLOADS[0]), (4, PAYLOADS[1]), (None, PAYLOADS[4])]):
+        ErrorLabel.objects.create(
+            trace=trace,
+            step_index=step,
+            span_id=payload[:200],
+            agent_name=payload[:200],
+            family="TRAIL",
+            category=payload[:120],
+            description=payload,
+            evidence=PAYLOADS[5],
+            impact="HIGH",
+            position=position,
+        )
+    AnnotationError.objects.create(
+        annotation=leased,
+        position=0,
+        step_index=3,
+        agent_name=PAYLOADS[2][:200],
+        category="",
+        note=PAYLOADS[8],
+    )
     from attribution.models import ErrorSchema
     from attribution.schemas.services import schemas_distill
 
@@ -182,7 +208,9 @@ def test_no_page_runs_the_traces_scripts_or_calls_a_foreign_host(live_server, pa
         page.wait_for_load_state("networkidle")
         for link in page.locator("a[href^='javascript:']").all():
             raise AssertionError(f"{url}: a javascript: link was rendered: {link.get_attribute('href')}")
-        for step in page.locator(".step .content").all()[:3]:  # clicking trace text triggers nothing either
+        for step in (
+            page.locator(".step .content").filter(visible=True).all()[:3]
+        ):  # clicking trace text triggers nothing either
             step.click()
         assert page.evaluate("() => window.__pwned === undefined"), f"{url}: a trace script ran"
         assert (
