@@ -29,9 +29,7 @@ chose. Every connection litellm opens passes the outbound policy (``attribution.
 from __future__ import annotations
 
 import atexit
-import functools
 import gc
-import hashlib
 import json
 import logging
 import math
@@ -46,12 +44,16 @@ from typing import TYPE_CHECKING, Any
 # Set by the settings too; repeated here because importing litellm without it fetches a price map from the network.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-import redis
 from django.conf import settings
 
 from . import llm_budget, outbound, prompts
 from .lazy_import import lazy_module
 from .llm_budget import BudgetExceeded, Limit
+from .llm_cache import (  # ResponseCache, cache_from_settings: re-exported
+    ResponseCache,
+    cache_from_settings,
+    cache_key,
+)
 from .methods.base import MethodError, StepView, TraceView
 from .models import AttributionRun, LlmCall, ProjectLlmSettings
 
@@ -99,9 +101,6 @@ ANSWER_TOKENS = 1500
 FALLBACK_CONTEXT_TOKENS = 8192
 # Below this many tokens for the trace itself a window holds too little of it to judge anything.
 MIN_WINDOW_TOKENS = 256
-# Cached answers are kept for 30 days: long enough to re-score a benchmark, short enough to follow model updates.
-CACHE_TTL_SECONDS = 30 * 24 * 3600
-CACHE_PREFIX = "culprit:llm:v1:"
 # Sent when a call has no key of its own: never a secret, and litellm does not look for one in the environment.
 NO_KEY = "culprit-no-key"
 # Where a provider's server key lives when its name is not simply <PROVIDER>_API_KEY.
@@ -728,56 +727,6 @@ class LlmClient:
             if sum(sizes[:head]) + sum(sizes[len(steps) - tail :]) + self.count_tokens(note) <= room:
                 return [*rendered[:head], note, *rendered[len(steps) - tail :]]
         raise PromptTooLong(f"not even a note about the {len(steps)} steps fits in {room} tokens")
-
-
-# --- the cache --------------------------------------------------------------------------------------------------------
-
-
-class ResponseCache:
-    """Validated answers in Redis. A cache that is down only costs money: every error is logged and ignored."""
-
-    def __init__(self, url: str, *, ttl: int = CACHE_TTL_SECONDS) -> None:
-        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        self.ttl = ttl
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        try:
-            raw = self._redis.get(key)
-            return json.loads(raw) if raw else None
-        except (redis.RedisError, ValueError) as exc:
-            logger.warning("llm cache read failed: %s", type(exc).__name__)
-            return None
-
-    def put(self, key: str, value: dict[str, Any]) -> None:
-        try:
-            self._redis.set(key, json.dumps(value), ex=self.ttl)
-        except redis.RedisError as exc:
-            logger.warning("llm cache write failed: %s", type(exc).__name__)
-
-
-def cache_key(*, model: str, api_base: str, messages: list[dict[str, str]], temperature: float) -> str:
-    material = json.dumps(
-        {"model": model, "api_base": api_base, "messages": messages, "temperature": temperature},
-        sort_keys=True,
-        ensure_ascii=False,
-    )
-    return CACHE_PREFIX + hashlib.sha256(material.encode()).hexdigest()
-
-
-def cache_from_settings() -> ResponseCache | None:
-    """``CULPRIT_LLM_CACHE_URL`` ("off" disables), else the Celery broker when it is Redis, else no cache."""
-    url = getattr(settings, "CULPRIT_LLM_CACHE_URL", None) or os.environ.get("CULPRIT_LLM_CACHE_URL", "")
-    if url.strip().lower() in {"off", "none", "false", "0"}:
-        return None
-    if not url:
-        broker = str(getattr(settings, "CELERY_BROKER_URL", "") or "")
-        url = broker if broker.startswith(("redis://", "rediss://")) else ""
-    return _cache_for(url) if url else None
-
-
-@functools.lru_cache(maxsize=4)
-def _cache_for(url: str) -> ResponseCache:  # one connection pool per URL and process
-    return ResponseCache(url)
 
 
 def _outbound_refusal(exc: BaseException) -> outbound.OutboundRefused | None:
