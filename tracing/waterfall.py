@@ -41,10 +41,12 @@ COST_KEYS = (
 )
 # Failed steps: a framework's status_code or level, or an OTLP span's status (code 2, or its name as exporters write
 # it). ``services.totals`` counts the same rows in Python.
+STATUS_CODE_ERRORS = ("Error", "ERROR", "STATUS_CODE_ERROR")
+SPAN_STATUS_ERRORS = (2, "2", "STATUS_CODE_ERROR", "ERROR")
 ERROR_STATUS = (
-    Q(raw__status_code__in=["Error", "ERROR", "STATUS_CODE_ERROR"])
+    Q(raw__status_code__in=STATUS_CODE_ERRORS)
     | Q(raw__level="ERROR")
-    | Q(raw__status__code__in=[2, "2", "STATUS_CODE_ERROR", "ERROR"])
+    | Q(raw__status__code__in=SPAN_STATUS_ERRORS)
 )
 
 

@@ -14,13 +14,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..models import StepKind, Trace
-from ..waterfall import _NUMBER, COST_KEYS
+from ..waterfall import _NUMBER, COST_KEYS, SPAN_STATUS_ERRORS, STATUS_CODE_ERRORS
 
 _COST_PATHS = tuple(tuple(key.split("__")[1:]) for key in COST_KEYS)  # "raw__a__b" -> ("a", "b")
 _IS_NUMBER = re.compile(
     _NUMBER.removeprefix("^").removesuffix("$")
 )  # fullmatch: PostgreSQL's $ ends the text
-_ERROR_STATUS = ("Error", "ERROR", "STATUS_CODE_ERROR")
 
 
 class StepTotals:
@@ -83,8 +82,8 @@ def _failed(raw: dict[str, Any]) -> bool:
     status, level = raw.get("status_code"), raw.get("level")
     span_status = raw.get("status")
     code = span_status.get("code") if isinstance(span_status, dict) else None
-    span_failed = not isinstance(code, bool) and code in (2, "2", "STATUS_CODE_ERROR", "ERROR")
-    return (isinstance(status, str) and status in _ERROR_STATUS) or level == "ERROR" or span_failed
+    span_failed = not isinstance(code, bool) and code in SPAN_STATUS_ERRORS
+    return (isinstance(status, str) and status in STATUS_CODE_ERRORS) or level == "ERROR" or span_failed
 
 
 def _cost(raw: dict[str, Any]) -> float | None:
