@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.db.models import F
 from django.utils import timezone
 
+from tracing.jobs import RUNNING
 from tracing.services.reaper import gave_up_reason, job_rows_reap, stale_jobs_reap
 
 from ..models import AttributionRun, AttributorModel, AttributorStatus, InjectionCampaign
 from .runs import run_fail
 
+# How much longer a quiet run or campaign waits while other jobs are visibly being worked on (``jobs_reap``).
+WAITING_FACTOR = 10
 # Trainings keep a restart counter of their own (``AttributorModel.reaped``); runs and campaigns count attempts.
 MAX_REAPS = 5
 GAVE_UP = (
@@ -28,14 +33,17 @@ def jobs_reap(*, stale_after: int, running_after: int | None = None) -> dict[str
     worker and goes back to queued; a queued one waits ``stale_after``. Trainings wait ``stale_after`` in either
     state.
 
-    A run whose trace tasks all wait behind another run's for longer than ``running_after`` looks the same as one
-    whose worker died: it is queued again and counts an attempt. That costs little -- the start task, sent behind the
-    run's own trace tasks, finds them done and queues only what is still missing -- but the page says "retrying"."""
+    A run whose trace tasks all wait behind another job's looks quiet too. So while another run or campaign beat its
+    heartbeat within ``running_after`` (the workers are alive and busy), a quiet one is given ``WAITING_FACTOR`` times
+    longer before it counts as lost: a run queued behind a long one is not "retrying", and one whose worker really
+    died is still restarted, at the latest when the workers fall quiet or the longer wait runs out."""
     from django.conf import settings
 
     from ..tasks import start_campaign_task, start_run_task, train_attributor_task
 
     running_after = running_after if running_after is not None else settings.CULPRIT_REAP_RUNNING_AFTER
+    if workers_busy(within=running_after):
+        running_after *= WAITING_FACTOR
     runs = job_rows_reap(
         AttributionRun,
         running_after=running_after,
@@ -58,6 +66,15 @@ def jobs_reap(*, stale_after: int, running_after: int | None = None) -> dict[str
         bump={"reaped": F("reaped") + 1},
     )
     return {key: runs[key] + campaigns[key] + trainings[key] for key in runs}
+
+
+def workers_busy(*, within: int) -> bool:
+    """Whether a run or a campaign showed a sign of life in the last ``within`` seconds (a worker is busy on it)."""
+    since = timezone.now() - timedelta(seconds=within)
+    return any(
+        model.objects.filter(status=RUNNING, heartbeat_at__gte=since).exists()
+        for model in (AttributionRun, InjectionCampaign)
+    )
 
 
 def _training_fail(model: AttributorModel) -> None:
