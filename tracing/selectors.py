@@ -110,11 +110,20 @@ def _with_run_times(traces: QuerySet[Trace]) -> QuerySet[Trace]:
     )
 
 
-def trace_list(*, project: Project, filters: TraceFilters) -> QuerySet[Trace]:
+def trace_search(*, project: Project, q: str) -> search.Found | None:
+    """The traces a search of the project finds, and their first hits: run once, then given to ``trace_list`` (its
+    count and page) and ``trace_row_facts`` (the "match in step N" links). None without a search."""
+    return search.find(q, project_id=project.pk) if q else None
+
+
+def trace_list(
+    *, project: Project, filters: TraceFilters, found: search.Found | None = None
+) -> QuerySet[Trace]:
     gold = GoldLabel.objects.filter(trace=OuterRef("pk"))
     traces = Trace.objects.filter(project=project).annotate(has_gold=Exists(gold))
     if filters.q:
-        traces = traces.filter(search.trace_matches(filters.q))
+        found = found if found is not None else trace_search(project=project, q=filters.q)
+        traces = traces.filter(search.trace_matches(filters.q, found))
     if filters.has_gold == "yes":
         traces = traces.filter(has_gold=True)
     elif filters.has_gold == "no":
@@ -177,9 +186,10 @@ class TraceRowFacts:
         return self.input_tokens + self.output_tokens
 
 
-def trace_row_facts(*, traces: list[Trace], q: str = "") -> None:
+def trace_row_facts(*, traces: list[Trace], q: str = "", found: search.Found | None = None) -> None:
     """Attach ``trace.facts`` (times, tokens, cost, agent names, latest gold label, first search hit, the extensions'
-    cells) to one page of the trace list, with a fixed number of queries for the whole page: never one per row."""
+    cells) to one page of the trace list, with a fixed number of queries for the whole page: never one per row.
+    The first hits come from ``found`` (``trace_search``) when given, else from one more query for ``q``."""
     ids = [t.pk for t in traces]
     facts = {pk: TraceRowFacts() for pk in ids}
     # order_by(): Step's default ordering ("trace", "index") would join Trace and split the groups.
@@ -210,9 +220,9 @@ def trace_row_facts(*, traces: list[Trace], q: str = "") -> None:
     for label in GoldLabel.objects.filter(trace_id__in=ids).order_by("created_at", "id"):
         label.category_name = extensions.category_name(label.category)
         facts[label.trace_id].gold = label  # the latest wins
-    if q:
-        for trace_id, index in search.first_hits(q, ids).items():
-            facts[trace_id].hit = index
+    hits = found.first_hits if found is not None else search.first_hits(q, ids) if q else {}
+    for trace_id in ids:
+        facts[trace_id].hit = hits.get(trace_id)
     for trace_id, cells in extensions.trace_list_cells(list(traces)).items():
         facts[trace_id].cells = cells
     for trace in traces:

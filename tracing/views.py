@@ -54,9 +54,11 @@ def trace_list(request: HttpRequest, slug: str) -> HttpResponse:
     form = TraceFilterForm(request.GET)
     form.is_valid()  # an invalid field is reported beside the form and left out; the valid ones still apply
     filters = form.filters()
-    traces = selectors.trace_list(project=membership.project, filters=filters)
+    # The search runs once: the count, the page and the "match in step N" links reuse what it found.
+    found = selectors.trace_search(project=membership.project, q=filters.q)
+    traces = selectors.trace_list(project=membership.project, filters=filters, found=found)
     page = Paginator(traces, TRACES_PER_PAGE).get_page(form.cleaned_data.get("page"))
-    selectors.trace_row_facts(traces=page.object_list, q=filters.q)
+    selectors.trace_row_facts(traces=page.object_list, q=filters.q, found=found)
     context = {
         "membership": membership,
         "project": membership.project,

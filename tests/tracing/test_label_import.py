@@ -291,7 +291,7 @@ def test_the_trace_list_s_gold_badge_names_its_category(project, owner_client):
     body = owner_client.get(reverse("tracing:trace_list", args=[project.slug])).content.decode()
     assert (
         'title="Imported: Made up a tool, a tool call or its result (TRAIL: Tool-related) (Tool-related)">'
-        "manager @ 3</span>"
+        'manager <span class="at">@ 3</span></span>'
     ) in body
 
 

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django import template
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
 
 register = template.Library()
 
@@ -64,6 +67,18 @@ def cost(value: float | None) -> str:
     if value < 0.0001:
         return "<$0.0001"
     return f"${value:.4f}" if value < 1 else f"${value:,.2f}"
+
+
+# Where a long agent or tool name may wrap: after "_", ".", "/" or ":", and between the words of a camelCase name.
+_WRAP_POINT = re.compile(r"(?<=[_./:])(?=.)|(?<=[a-z])(?=[A-Z])")
+
+
+@register.filter
+def wrappable(name: object) -> SafeString:
+    """``name`` escaped, with ``<wbr>`` where it may wrap: "DataAnalysis_Expert" wraps as "Data|Analysis_|Expert"
+    in a narrow column instead of at whichever letter meets the edge ("DataAnal|ysis_Exp|ert")."""
+    parts = _WRAP_POINT.split(str(name or ""))
+    return mark_safe("<wbr>".join(escape(part) for part in parts))  # noqa: S308 - every part is escaped
 
 
 @register.inclusion_tag("tracing/_sort_header.html", takes_context=True)
