@@ -70,6 +70,21 @@ def test_a_second_run_reports_duplicates(tmp_path):
 
 
 @pytest.mark.django_db
+def test_duplicates_import_writes_a_run_already_in_the_project_again(tmp_path):
+    _run(str(GOOD), "--project", "P")
+    copy = tmp_path / "copy.json"
+    copy.write_text(json.dumps(json.loads(GOOD.read_text()), indent=3))  # other bytes, same run
+    (skipped,) = _run(str(copy), "--project", "P")
+    assert skipped["status"] == "duplicate" and Trace.objects.count() == 1
+    again = tmp_path / "again.json"
+    again.write_text(json.dumps(json.loads(GOOD.read_text()), indent=5))
+    (imported,) = _run(str(again), "--project", "P", "--duplicates", "import")
+    assert imported["status"] == "imported" and Trace.objects.count() == 2
+    with pytest.raises(CommandError):
+        call_command("import_traces", str(again), "--project", "P", "--duplicates", "maybe")
+
+
+@pytest.mark.django_db
 def test_it_imports_the_members_of_a_zip(tmp_path):
     archive = tmp_path / "runs.zip"
     with zipfile.ZipFile(archive, "w") as zf:

@@ -21,7 +21,7 @@ from .duplicates import twin_labels_attach, twins_find
 from .labels import labels_attach
 from .reaper import gave_up_reason, heartbeat, job_rows_reap
 from .uploads import IncomingFile, expand_incoming, raw_upload_store
-from .writer import trace_content_hash, trace_create_from_parsed
+from .writer import PreparedTrace, trace_create_from_parsed, trace_prepare, traces_create_prepared
 
 logger = logging.getLogger(__name__)
 
@@ -173,11 +173,12 @@ def _import_job(job: IngestJob) -> None:
     job.save(update_fields=["detected_format", "confidence"])
     report = _Report()
     batch: list[tuple[int, ParsedTrace]] = []
+    steps = 0  # in ``batch``
     try:
         for ordinal, item in enumerate(fmt.parse(source)):
             if isinstance(item, ParsedLabels):
                 _import_batch(job=job, batch=batch, report=report)  # labels attach to the traces before them
-                batch = []
+                batch, steps = [], 0
                 _attach_labels(job, item, report)
                 continue
             if not isinstance(item.steps, list):  # its steps are read from the file while it is written
@@ -185,12 +186,13 @@ def _import_job(job: IngestJob) -> None:
                     job=job, batch=batch, report=report
                 )  # alone in its transaction (see _write_new)
                 _import_batch(job=job, batch=[(ordinal, item)], report=report)
-                batch = []
+                batch, steps = [], 0
                 continue
             batch.append((ordinal, item))
-            if len(batch) >= BATCH_TRACES or sum(len(p.steps) for _, p in batch) >= BATCH_STEPS:
+            steps += len(item.steps)
+            if len(batch) >= BATCH_TRACES or steps >= BATCH_STEPS:
                 _import_batch(job=job, batch=batch, report=report)
-                batch = []
+                batch, steps = [], 0
         _import_batch(job=job, batch=batch, report=report)
     except TraceFormatError:
         _undo(job)  # a file fails whole: traces committed before the bad part are taken back out
@@ -270,12 +272,13 @@ def _attach_labels(job: IngestJob, labels: ParsedLabels, report: _Report) -> Non
 
 # Traces written per transaction. One transaction per trace made a bundle of small traces pay a commit, a job-row
 # update and a rewrite of the job's whole trace list per trace: quadratic in the bundle (5.9 MB of TOAST for five
-# 1,000-trace jobs, issue 19); per 50 traces the list is rewritten 50 times less often. bench/scale.py, 2,000 Who&When
-# traces in one JSON Lines file: 58 -> 97 traces/s. What remains is the writer's ~10 queries and one COPY per trace
-# (tracing/services/writer.py, ~13 ms of the ~15 ms a trace costs). BATCH_STEPS bounds the parsed steps held in
-# memory (a 20,000-step batch is ~40 MB of parsed content at most).
-BATCH_TRACES = 50
-BATCH_STEPS = 20_000
+# 1,000-trace jobs, issue 19). A batch is now written with a fixed ~12 queries whatever its size
+# (writer.traces_create_prepared), so 50 or 500 traces per batch measure the same (bench/scale.py, 2,000 Who&When
+# traces: 48-50 traces/s before, ~110 after, most of it PostgreSQL's full-text index on step content). BATCH_STEPS
+# bounds the parsed steps held at once (~10 MB of parsed content) and the work a killed worker loses; it also keeps
+# a job's progress moving every few seconds.
+BATCH_TRACES = 500
+BATCH_STEPS = 5_000
 
 
 def _import_batch(*, job: IngestJob, batch: list[tuple[int, ParsedTrace]], report: _Report) -> None:
@@ -306,6 +309,7 @@ def _import_batch(*, job: IngestJob, batch: list[tuple[int, ParsedTrace]], repor
             return
         job.trace_ids = job.trace_ids + [t.pk for t in created]
         existing.update({t.ordinal: t for t in created})
+    ours = {t.pk for t in created} if new else set()
     labels = dict(
         GoldLabel.objects.filter(trace__in=list(existing.values()))
         .order_by()
@@ -318,7 +322,9 @@ def _import_batch(*, job: IngestJob, batch: list[tuple[int, ParsedTrace]], repor
             _report_duplicate(twin=twins[ordinal], parsed=parsed, report=report)
         else:
             trace = existing[ordinal]
-            _report_trace(job=job, trace=trace, labels=labels.get(trace.pk, 0), report=report)
+            _report_trace(
+                job=job, trace=trace, labels=labels.get(trace.pk, 0), report=report, listed=trace.pk in ours
+            )
 
 
 def _import_one(*, job: IngestJob, ordinal: int, parsed: ParsedTrace, report: _Report) -> None:
@@ -350,28 +356,44 @@ def _write_new(job: IngestJob, new: list[tuple[int, ParsedTrace]]) -> tuple[list
     so it is written first and rolled back (a savepoint) if it turns out to be a duplicate. It comes alone in its
     batch (``_import_job``), so every transaction takes its hash locks at once, in sorted order, or takes one."""
     skip = job.duplicates == DuplicatePolicy.SKIP
-    hashes = {o: trace_content_hash(p) for o, p in new if skip and isinstance(p.steps, list)}
+    prepared = {o: trace_prepare(p) for o, p in new if isinstance(p.steps, list)}
+    hashes = {o: p.content_hash for o, p in prepared.items()} if skip else {}
     by_hash = twins_find(project=job.project, digests=hashes.values())
+    first_copy: dict[str, int] = {}  # hash -> ordinal of the batch's first trace with it, written below
+    copies: dict[int, int] = {}  # ordinal -> that first ordinal
+    to_write: list[tuple[int, PreparedTrace]] = []
     created: list[Trace] = []
     twins: dict[int, Trace] = {}
     for ordinal, parsed in new:
-        twin = by_hash.get(hashes.get(ordinal, ""))
+        digest = hashes.get(ordinal, "")
+        twin = by_hash.get(digest)
         # The twin at this very (upload, ordinal) is this trace, committed by another job on the same bytes: writing
         # it raises IntegrityError, and the caller links it as before.
         if twin is not None and (twin.upload_id, twin.ordinal) != (job.upload_id, ordinal):
             twins[ordinal] = twin
-            continue
-        if skip and ordinal not in hashes:
+        elif digest in first_copy and twin is None:
+            copies[ordinal] = first_copy[digest]
+        elif ordinal in prepared:
+            if digest:
+                first_copy[digest] = ordinal
+            to_write.append((ordinal, prepared[ordinal]))
+        elif skip:
             trace, twin = _write_streamed(job, ordinal, parsed)
             if twin is not None:
                 twins[ordinal] = twin
-                continue
+            else:
+                created.append(trace)
         else:
-            trace = trace_create_from_parsed(
-                project=job.project, upload=job.upload, ordinal=ordinal, parsed=parsed
+            created.append(
+                trace_create_from_parsed(
+                    project=job.project, upload=job.upload, ordinal=ordinal, parsed=parsed
+                )
             )
-        by_hash.setdefault(trace.content_hash, trace)
-        created.append(trace)
+    written = traces_create_prepared(project=job.project, upload=job.upload, items=to_write)
+    by_ordinal = {t.ordinal: t for t in written}
+    twins.update({ordinal: by_ordinal[first] for ordinal, first in copies.items()})
+    created.extend(written)
+    created.sort(key=lambda t: t.ordinal)
     return created, twins
 
 
@@ -422,9 +444,12 @@ def _report_duplicate(*, twin: Trace, parsed: ParsedTrace, report: _Report) -> N
     report.warn(warnings)
 
 
-def _report_trace(*, job: IngestJob, trace: Trace, labels: int, report: _Report) -> None:
-    """Count an imported trace in the job's report and list it on the job."""
-    if trace.pk not in job.trace_ids:
+def _report_trace(
+    *, job: IngestJob, trace: Trace, labels: int, report: _Report, listed: bool = False
+) -> None:
+    """Count an imported trace in the job's report and list it on the job (unless ``listed`` says it is already:
+    a scan of the list per trace made a 20,000-trace job quadratic)."""
+    if not listed and trace.pk not in job.trace_ids:
         job.trace_ids.append(trace.pk)  # another job's trace: linked in the report, not counted as ours
     report.items += 1
     report.traces += 1

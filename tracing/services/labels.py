@@ -24,29 +24,127 @@ def gold_write(*, trace: Trace, labels: Iterable[ParsedGold], source: str, warni
     Labels of a taxonomy family (TRAIL's errors) are all kept as ``ErrorLabel`` rows and the decisive one also
     becomes the gold label; other labels (Who&When, AgentRx, annotators) are gold labels only.
     """
-    labels = list(labels)
+    return _labels_write(_StoredTrace(trace), list(labels), source, warnings)
+
+
+class LabelRows:
+    """The label rows of traces the writer is creating, built from the rows it holds in memory (no query per
+    trace) and inserted by the writer with one statement per table for the whole batch. A new trace has no
+    labels yet, so "already there" is only ever a label earlier in the same file."""
+
+    def __init__(self) -> None:
+        self.gold: list[GoldLabel] = []
+        self.errors: list[ErrorLabel] = []
+
+    def add(
+        self,
+        *,
+        trace: Trace,
+        steps: list[tuple[str, Agent | None]],
+        agents: list[Agent],
+        labels: list[ParsedGold],
+        source: str,
+        warnings: list[str],
+    ) -> int:
+        """Build ``trace``'s labels; ``steps`` are its (span id, agent) in step order, ``agents`` in position order."""
+        if not labels:
+            return 0
+        return _labels_write(_NewTrace(trace, steps, agents, self), labels, source, warnings)
+
+
+def _labels_write(target: _Target, labels: list[ParsedGold], source: str, warnings: list[str]) -> int:
     if any(label.family for label in labels):
-        return _error_labels_write(trace, labels, source, warnings)
+        return _error_labels_write(target, labels, source, warnings)
     written = 0
     for label in labels:
-        step = _resolve_step(trace, label, warnings) if label.decisive else None
-        if step is not None and _gold_create(trace, label, step, source, warnings):
+        step = _resolve_step(target, label, warnings) if label.decisive else None
+        if step is not None and _gold_create(target, label, step, source, warnings):
             written += 1
     return written
 
 
-def _gold_create(trace: Trace, label: ParsedGold, step: Step, source: str, warnings: list[str]) -> bool:
-    agent_name, agent = _label_agent(trace, label, step, warnings)
+class _StoredTrace:
+    """A trace in the database: steps and agents are queried, label rows are written as they are made."""
+
+    def __init__(self, trace: Trace) -> None:
+        self.trace = trace
+
+    def step_at(self, index: int) -> Step | None:
+        return Step.objects.filter(trace=self.trace, index=index).select_related("agent").first()
+
+    def step_with_span(self, span_id: str) -> Step | None:
+        steps = Step.objects.filter(trace=self.trace, span_id=span_id).select_related("agent")
+        return steps.order_by("index").first()
+
+    def agents(self) -> list[Agent]:
+        return list(Agent.objects.filter(trace=self.trace))
+
+    def gold_exists(self, row: dict) -> bool:
+        return GoldLabel.objects.filter(**row).exists()
+
+    def gold_add(self, label: GoldLabel) -> None:
+        label.save()
+
+    def errors_exist(self, **filters: object) -> bool:
+        return ErrorLabel.objects.filter(trace=self.trace, **filters).exists()
+
+    def error_add(self, label: ErrorLabel) -> None:
+        label.save()
+
+
+class _NewTrace:
+    """A trace being written in a batch: steps and agents come from the writer's rows, label rows are collected."""
+
+    def __init__(
+        self, trace: Trace, steps: list[tuple[str, Agent | None]], agents: list[Agent], rows: LabelRows
+    ) -> None:
+        self.trace, self.steps, self._agents, self.rows = trace, steps, agents, rows
+        self.gold: list[GoldLabel] = []
+        self.errors: list[ErrorLabel] = []
+
+    def step_at(self, index: int) -> Step | None:
+        if not isinstance(index, int) or not 0 <= index < len(self.steps):
+            return None
+        span_id, agent = self.steps[index]
+        return Step(trace=self.trace, index=index, span_id=span_id, agent=agent)
+
+    def step_with_span(self, span_id: str) -> Step | None:
+        index = next((i for i, (span, _) in enumerate(self.steps) if span == span_id), None)
+        return None if index is None else self.step_at(index)
+
+    def agents(self) -> list[Agent]:
+        return self._agents
+
+    def gold_exists(self, row: dict) -> bool:
+        return any(all(getattr(label, k) == v for k, v in row.items()) for label in self.gold)
+
+    def gold_add(self, label: GoldLabel) -> None:
+        self.gold.append(label)
+        self.rows.gold.append(label)
+
+    def errors_exist(self, **filters: object) -> bool:
+        return any(all(getattr(label, k) == v for k, v in filters.items()) for label in self.errors)
+
+    def error_add(self, label: ErrorLabel) -> None:
+        self.errors.append(label)
+        self.rows.errors.append(label)
+
+
+_Target = _StoredTrace | _NewTrace
+
+
+def _gold_create(target: _Target, label: ParsedGold, step: Step, source: str, warnings: list[str]) -> bool:
+    agent_name, agent = _label_agent(target, label, step, warnings)
     row = {
-        "trace": trace,
+        "trace": target.trace,
         "agent_name": agent_name,
         "step_index": step.index,
         "source": source,
         "category": _clean(label.category)[:80],
     }
-    if GoldLabel.objects.filter(**row).exists():
+    if target.gold_exists(row):
         return False
-    GoldLabel.objects.create(**row, agent=agent, reason=_gold_reason(label), confidence=label.confidence)
+    target.gold_add(GoldLabel(**row, agent=agent, reason=_gold_reason(label), confidence=label.confidence))
     return True
 
 
@@ -62,40 +160,43 @@ def _gold_reason(label: ParsedGold) -> str:
 # --- several errors per trace --------------------------------------------------------------------------------------
 
 
-def _error_labels_write(trace: Trace, labels: list[ParsedGold], source: str, warnings: list[str]) -> int:
+def _error_labels_write(target: _Target, labels: list[ParsedGold], source: str, warnings: list[str]) -> int:
     """Every error as an ErrorLabel (unresolved spans too, without a step), the decisive one also as gold."""
-    if ErrorLabel.objects.filter(trace=trace, source=source, family=labels[0].family).exists():
+    trace = target.trace
+    if target.errors_exist(source=source, family=labels[0].family):
         return 0  # this label file was written already (a re-delivered job)
-    steps = [_resolve_step(trace, label, warnings) for label in labels]
+    steps = [_resolve_step(target, label, warnings) for label in labels]
     decisive = decisive_index(labels, steps)
-    if decisive is not None and ErrorLabel.objects.filter(trace=trace, source=source, decisive=True).exists():
+    if decisive is not None and target.errors_exist(source=source, decisive=True):
         warnings.append(
             f"trace {trace.name!r} already has a decisive {source} label; these errors are kept beside it"
         )
         decisive = None
     for position, (label, step) in enumerate(zip(labels, steps, strict=True)):
         agent_name, agent = (
-            _label_agent(trace, label, step, warnings) if step else (_clean(label.agent), None)
+            _label_agent(target, label, step, warnings) if step else (_clean(label.agent), None)
         )
-        ErrorLabel.objects.create(
-            trace=trace,
-            step_index=step.index if step else None,
-            span_id=_clean(label.span_id)[:200],
-            agent=agent,
-            agent_name=agent_name[:200],
-            family=label.family[:40],
-            category=_clean(label.category)[:120],
-            description=_clean(label.reason),
-            evidence=_clean(label.evidence),
-            impact=label.impact[:16],
-            source=source,
-            decisive=position == decisive,
-            position=position,
+        target.error_add(
+            ErrorLabel(
+                trace=trace,
+                step_index=step.index if step else None,
+                span_id=_clean(label.span_id)[:200],
+                agent=agent,
+                agent_name=agent_name[:200],
+                family=label.family[:40],
+                category=_clean(label.category)[:120],
+                description=_clean(label.reason),
+                evidence=_clean(label.evidence),
+                impact=label.impact[:16],
+                source=source,
+                decisive=position == decisive,
+                position=position,
+            )
         )
     step = steps[decisive] if decisive is not None else None
     if step is None:
         return 0
-    return int(_gold_create(trace, labels[decisive], step, source, warnings))
+    return int(_gold_create(target, labels[decisive], step, source, warnings))
 
 
 def decisive_index(labels: list[ParsedGold], steps: list[Step | None]) -> int | None:
@@ -114,7 +215,7 @@ def decisive_index(labels: list[ParsedGold], steps: list[Step | None]) -> int | 
 
 
 def _label_agent(
-    trace: Trace, label: ParsedGold, step: Step, warnings: list[str]
+    target: _Target, label: ParsedGold, step: Step, warnings: list[str]
 ) -> tuple[str, Agent | None]:
     """The label's agent as the trace spells it. A name that only matches up to case, spacing or a known alias
     ("Websurfer", "web_surfer" -> "WebSurfer") takes the trace's spelling, since scoring compares names exactly; a
@@ -122,7 +223,7 @@ def _label_agent(
     given = _clean(label.agent).strip()[:200]
     if not given:
         return (step.agent.name, step.agent) if step.agent else ("", None)
-    agent = agent_resolve(given, list(Agent.objects.filter(trace=trace)))
+    agent = agent_resolve(given, target.agents())
     if agent is None:
         return given, None
     if agent.name != given:
@@ -130,12 +231,12 @@ def _label_agent(
     return agent.name, agent
 
 
-def _resolve_step(trace: Trace, label: ParsedGold, warnings: list[str]) -> Step | None:
+def _resolve_step(target: _Target, label: ParsedGold, warnings: list[str]) -> Step | None:
     """The labelled step: by index when the label gives one (re-imported exports give both, and a Who&When file
     has no span ids), else by the source's span id."""
-    steps = Step.objects.filter(trace=trace).select_related("agent")
+    trace = target.trace
     if label.span_id and label.step is None:
-        step = steps.filter(span_id=label.span_id).order_by("index").first()
+        step = target.step_with_span(label.span_id)
         if step is None:
             warnings.append(f"label location span {label.span_id} not found in trace {trace.name!r}")
         return step
@@ -145,7 +246,7 @@ def _resolve_step(trace: Trace, label: ParsedGold, warnings: list[str]) -> Step 
         ):  # a family's label without a location is a trace-level one (MAST's failure modes)
             warnings.append("a label names neither a step nor a span; it was skipped")
         return None
-    step = steps.filter(index=label.step).first()
+    step = target.step_at(label.step)
     if step is None:
         warnings.append(f"label step {label.step} is outside trace {trace.name!r} ({trace.step_count} steps)")
     return step
@@ -198,11 +299,30 @@ _GOLD_FIELDS = {f.name for f in fields(ParsedGold)}
 
 def attach_pending(trace: Trace, warnings: list[str]) -> None:
     """Labels that came before ``trace`` (matched on its external id) are written now, then their rows deleted."""
-    if not trace.external_id:
+    attach_pending_many([trace], {trace.pk: warnings})
+
+
+def attach_pending_many(traces: list[Trace], warnings: dict[int, list[str]]) -> None:
+    """``attach_pending`` for a batch of traces of one project with one query: each waiting label file goes to the
+    first trace (in ``traces`` order) with its external id, as if they had been written one by one."""
+    wanted = {t.external_id for t in traces if t.external_id}
+    if not wanted:
         return
     pending = list(
-        PendingLabel.objects.filter(project=trace.project_id, target_external_id=trace.external_id)
+        PendingLabel.objects.filter(project=traces[0].project_id, target_external_id__in=wanted).order_by(
+            "pk"
+        )
     )
+    if not pending:
+        return
+    for trace in traces:
+        mine = [row for row in pending if row.target_external_id == trace.external_id]
+        if mine:
+            _attach(trace, mine, warnings[trace.pk])
+            pending = [row for row in pending if row.target_external_id != trace.external_id]
+
+
+def _attach(trace: Trace, pending: list[PendingLabel], warnings: list[str]) -> None:
     for row in pending:
         # Rows written by an older release lack newer fields (their defaults apply) or may carry retired ones.
         labels = [ParsedGold(**{k: v for k, v in label.items() if k in _GOLD_FIELDS}) for label in row.labels]

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from itertools import islice
 
 from django.db import connection
+from django.db.models import Model
 
 from ..content_hash import ContentHasher, clean_text, stored_agent, stored_kind
 from ..formats import ParsedAgent, ParsedStep, ParsedTrace
 from ..formats.base import finite, scrub_nul
 from ..models import Agent, ErrorLabel, GoldLabel, LabelSource, Project, RawUpload, Step, Trace
-from .labels import attach_pending, gold_write
+from .labels import LabelRows, attach_pending, attach_pending_many, gold_write
 from .totals import StepTotals
 
 # Rows per INSERT. 2,000 steps of Who&When-sized text (~1 KB each) keep one statement near 2 MB, which PostgreSQL and
@@ -31,10 +33,21 @@ def trace_create_from_parsed(
     provenance: str = "uploaded",
     label_source: str = LabelSource.IMPORTED,
 ) -> Trace:
-    """Write one parsed trace with its agents, steps and gold labels, streaming the steps in batches.
+    """Write one parsed trace with its agents, steps and gold labels.
 
-    Returns the trace with ``import_warnings`` set (a list of strings for the import report).
+    Returns the trace with ``import_warnings`` set (a list of strings for the import report). A trace whose steps are
+    a list goes through ``traces_create_prepared``; one whose steps are still being read from its file is streamed
+    to the database in batches of ``STEP_BATCH_SIZE``.
     """
+    if isinstance(parsed.steps, list):
+        (trace,) = traces_create_prepared(
+            project=project,
+            upload=upload,
+            items=[(ordinal, trace_prepare(parsed))],
+            provenance=provenance,
+            label_source=label_source,
+        )
+        return trace
     header = _header(parsed)
     header["name"] = unique_trace_name(
         project=project, name=str(header["name"]), parsed=parsed, upload=upload, ordinal=ordinal
@@ -45,6 +58,201 @@ def trace_create_from_parsed(
     )
     _write_contents(trace, parsed, label_source)
     return trace
+
+
+# --- many traces at once -------------------------------------------------------------------------------------------
+# A bundle of small traces (issue 19: Who&When runs of ~22 steps) paid ~10 queries and a COPY per trace, ~13 ms of
+# the ~15 ms each cost. Here every row of a trace is built in memory first (``trace_prepare``: its content hash, totals
+# and counts are known before anything is written), then a batch of traces is written with one INSERT of traces, one
+# of agents, one COPY of all their steps and one INSERT per label table, whatever the number of traces.
+
+
+@dataclass
+class PreparedTrace:
+    """A parsed trace as the rows the writer will store. Step rows carry the agent's stored name in ``agent_id``
+    until the agents have ids."""
+
+    parsed: ParsedTrace
+    header: dict[str, object]
+    rows: list[dict]
+    agents: dict[str, str]  # stored name -> system prompt, in position order
+    agent_steps: dict[str, int]
+    content_hash: str
+    totals: dict
+    warnings: list[str]
+
+
+def trace_prepare(parsed: ParsedTrace) -> PreparedTrace:
+    """The rows of a parsed trace whose steps are a list, with everything derived from them; no query."""
+    warnings = list(parsed.warnings)
+    prompts = {a.name: a.system_prompt for a in parsed.agents}
+    agents: dict[str, str] = {}
+    for name in (stored_agent(a.name) for a in parsed.agents):
+        if name and name not in agents:
+            agents[name] = prompts.get(name, "")
+    counts: dict[str, int] = {}
+    hasher, totals = ContentHasher(), StepTotals()
+    rows = []
+    for index, step in enumerate(parsed.steps):
+        agent = stored_agent(step.agent)
+        if agent:
+            agents.setdefault(agent, prompts.get(agent, ""))
+            counts[agent] = counts.get(agent, 0) + 1
+        row = _step_row(index, step, agent, warnings)
+        hasher.add_step(agent=agent, kind=row["kind"], content=row["content"])
+        rows.append(row)
+    totals.add(rows)
+    for item in parsed.agents:  # the last non-empty prompt declared for a name wins, as in ``_AgentBook``
+        if item.system_prompt and item.name:
+            agents[item.name[:200]] = item.system_prompt
+    header = _header(parsed)
+    return PreparedTrace(
+        parsed=parsed,
+        header=header,
+        rows=rows,
+        agents=agents,
+        agent_steps=counts,
+        content_hash=hasher.hexdigest(question=parsed.question, ground_truth=parsed.ground_truth),
+        totals=totals.stored(steps=len(rows)),
+        warnings=warnings,
+    )
+
+
+def traces_create_prepared(
+    *,
+    project: Project,
+    upload: RawUpload | None,
+    items: list[tuple[int, PreparedTrace]],
+    provenance: str = "uploaded",
+    label_source: str = LabelSource.IMPORTED,
+) -> list[Trace]:
+    """Write prepared traces (``(ordinal, prepared)``, in file order) in the caller's transaction: a fixed number
+    of statements per batch. Each trace gets a unique name as if they were written one after the other."""
+    if not items:
+        return []
+    names = _unique_names(project, upload, items)
+    traces = rows_insert(
+        Trace(
+            project=project,
+            upload=upload,
+            ordinal=ordinal,
+            provenance=provenance,
+            **(prepared.header | {"name": name}),
+            step_count=len(prepared.rows),
+            agent_count=sum(1 for n in prepared.agent_steps.values() if n),
+            content_hash=prepared.content_hash,
+            totals=prepared.totals,
+        )
+        for (ordinal, prepared), name in zip(items, names, strict=True)
+    )
+    agents = _agents_create(traces, [prepared for _, prepared in items])
+    labels = LabelRows()
+    for trace, (_, prepared) in zip(traces, items, strict=True):
+        by_name = agents[trace.pk]
+        if prepared.parsed.gold:
+            labels.add(
+                trace=trace,
+                steps=[(row["span_id"], by_name.get(row["agent_id"])) for row in prepared.rows],
+                agents=list(by_name.values()),
+                labels=prepared.parsed.gold,
+                source=label_source,
+                warnings=prepared.warnings,
+            )
+    _steps_insert(traces, [prepared for _, prepared in items], agents)
+    rows_insert(labels.gold)
+    rows_insert(labels.errors)
+    attach_pending_many(traces, {t.pk: p.warnings for t, (_, p) in zip(traces, items, strict=True)})
+    for trace, (_, prepared) in zip(traces, items, strict=True):
+        prepared.parsed.name = trace.name
+        trace.import_warnings = prepared.warnings
+    return traces
+
+
+def _agents_create(traces: list[Trace], prepared: list[PreparedTrace]) -> dict[int, dict[str, Agent]]:
+    """One INSERT for the agents of every trace; per trace id, its agents by name in position order."""
+    rows = [
+        Agent(
+            trace=trace,
+            name=name,
+            system_prompt=prompt,
+            position=position,
+            step_count=p.agent_steps.get(name, 0),
+        )
+        for trace, p in zip(traces, prepared, strict=True)
+        for position, (name, prompt) in enumerate(p.agents.items())
+    ]
+    by_trace: dict[int, dict[str, Agent]] = {trace.pk: {} for trace in traces}
+    for agent in rows_insert(rows):
+        by_trace[agent.trace_id][agent.name] = agent
+    return by_trace
+
+
+def _steps_insert(
+    traces: list[Trace], prepared: list[PreparedTrace], agents: dict[int, dict[str, Agent]]
+) -> None:
+    """The steps of every trace in one COPY (PostgreSQL) or in INSERTs of ``STEP_BATCH_SIZE`` rows."""
+
+    def rows() -> Iterator[dict]:
+        for trace, p in zip(traces, prepared, strict=True):
+            by_name = agents[trace.pk]
+            for row in p.rows:
+                agent = by_name.get(row["agent_id"]) if row["agent_id"] else None
+                row["trace_id"], row["agent_id"] = trace.pk, agent.pk if agent else None
+                yield row
+
+    if connection.vendor == "postgresql":
+        _copy_steps(rows())
+        return
+    for batch in _batches(rows(), STEP_BATCH_SIZE):
+        _bulk_create_steps(batch)
+
+
+def rows_insert(objs: Iterable[Model]) -> list[Model]:
+    """Insert new model instances of one model and give them their ids: on PostgreSQL the ids are taken from the
+    table's sequence in one query and the rows go in one COPY (``bulk_create`` quoted every value of its UNNEST
+    arrays client-side: 2,000 traces with their ~9,000 agents and 2,000 labels spent ~3 s there, bench/scale.py);
+    elsewhere ``bulk_create``, which returns the ids."""
+    objs = list(objs)
+    if not objs:
+        return objs
+    model = type(objs[0])
+    if connection.vendor != "postgresql":
+        return model.objects.bulk_create(objs)
+    meta = model._meta
+    # Raw psycopg COPY: its errors are turned into Django's (an IntegrityError when another job on the same bytes
+    # wrote these traces first, which the ingest job knows how to handle).
+    with connection.cursor() as cursor, connection.wrap_database_errors:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+            [meta.db_table, meta.pk.column, len(objs)],
+        )
+        for obj, (pk,) in zip(objs, cursor.fetchall(), strict=True):
+            obj.pk = pk
+        fields = meta.concrete_fields
+        columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+        with cursor.cursor.copy(
+            f"COPY {connection.ops.quote_name(meta.db_table)} ({columns}) FROM STDIN"
+        ) as copy:
+            for obj in objs:
+                copy.write_row([f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields])
+                obj._state.adding, obj._state.db = False, connection.alias
+    return objs
+
+
+def _unique_names(
+    project: Project, upload: RawUpload | None, items: list[tuple[int, PreparedTrace]]
+) -> list[str]:
+    """``unique_trace_name`` for a batch with one query: names already in the project, and those given to earlier
+    traces of the batch, are taken."""
+    wanted = [str(prepared.header["name"])[:300] for _, prepared in items]
+    taken = set(Trace.objects.filter(project=project, name__in=set(wanted)).values_list("name", flat=True))
+    names = []
+    for (ordinal, prepared), name in zip(items, wanted, strict=True):
+        if name in taken:
+            name = _suffixed(project, name, prepared.parsed, upload, ordinal, taken)
+        taken.add(name)
+        names.append(name)
+    return names
 
 
 def trace_replace_from_parsed(*, trace: Trace, parsed: ParsedTrace) -> Trace:
@@ -67,9 +275,14 @@ def unique_trace_name(
     """``name``, or ``name [id]`` when the project already holds a trace so named: two Langfuse exports both called
     "autogen-2025-06-06" must stay apart in the list. The id is the trace's own (external id) when it has one, else
     the file's (first 8 hex digits of its bytes' hash, and the position inside it)."""
-    taken = Trace.objects.filter(project=project, name=name[:300]).exists
-    if not taken():
+    if not Trace.objects.filter(project=project, name=name[:300]).exists():
         return name[:300]
+    return _suffixed(project, name, parsed, upload, ordinal, set())
+
+
+def _suffixed(
+    project: Project, name: str, parsed: ParsedTrace, upload: RawUpload | None, ordinal: int, taken: set[str]
+) -> str:
     if parsed.external_id:
         suffix = parsed.external_id[:40]
     elif upload is not None:
@@ -77,7 +290,7 @@ def unique_trace_name(
     else:
         suffix = f"#{ordinal}"
     candidate, n = f"{name[:250]} [{suffix}]", 2
-    while Trace.objects.filter(project=project, name=candidate).exists():
+    while candidate in taken or Trace.objects.filter(project=project, name=candidate).exists():
         candidate, n = f"{name[:250]} [{suffix}] ({n})", n + 1
     return candidate
 
@@ -211,19 +424,26 @@ _JSON_COLUMNS = {"tool_arguments", "raw"}
 
 
 def _step_values(trace: Trace, index: int, step: ParsedStep, agents: _AgentBook, warnings: list[str]) -> dict:
+    agent = agents.get(step.agent)
+    row = _step_row(index, step, stored_agent(step.agent), warnings)
+    row["trace_id"], row["agent_id"] = trace.pk, agent.pk if agent else None
+    return row
+
+
+def _step_row(index: int, step: ParsedStep, agent: str | None, warnings: list[str]) -> dict:
+    """A step's row (``STEP_COLUMNS``) as stored; ``trace_id`` is left empty and ``agent_id`` holds the agent's
+    stored name, for the caller to turn into ids."""
     parent = step.parent
     if parent is not None and not 0 <= parent < index:
         warnings.append(f"step {index}: parent {parent} does not precede it; the link was dropped")
         parent = None
-    kind = stored_kind(step.kind)
-    agent = agents.get(step.agent)
     return {
-        "trace_id": trace.pk,
+        "trace_id": None,
         "index": index,
-        "agent_id": agent.pk if agent else None,
+        "agent_id": agent,
         "speaker": _clean(step.speaker)[:300],
         "recipient": _clean(step.recipient)[:200],
-        "kind": kind,
+        "kind": stored_kind(step.kind),
         "content": _clean(step.content),
         "tool_name": _clean(step.tool_name)[:200],
         "tool_arguments": step.tool_arguments,
@@ -248,13 +468,13 @@ def _json(value: object) -> str | None:
     return text.replace("\\u0000", "\\ufffd")
 
 
-def _bulk_create_steps(rows: list[dict]) -> None:
+def _bulk_create_steps(rows: Iterable[dict]) -> None:
     Step.objects.bulk_create(
         Step(**{k: finite(v) if k in _JSON_COLUMNS else v for k, v in row.items()}) for row in rows
     )
 
 
-def _copy_steps(rows: list[dict]) -> None:
+def _copy_steps(rows: Iterable[dict]) -> None:
     """COPY is ~4x faster than a multi-row INSERT for steps (bench/ingest.py: 3.5k -> 14k steps/s on 2 cores)."""
     columns = ", ".join(f'"{c}"' for c in STEP_COLUMNS)
     with connection.cursor() as cursor:

@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tracing import services
 from tracing.formats import all_formats
 from tracing.management.commands._pure_json import PureJsonMixin
-from tracing.models import IngestJob, JobStatus, Trace
+from tracing.models import DuplicatePolicy, IngestJob, JobStatus, Trace
 
 # Extensions picked up when walking a folder; a file named explicitly is always tried, whatever its name.
 FOLDER_EXTENSIONS = {".json", ".jsonl", ".ndjson", ".zip", ".log", ".txt"}
@@ -28,6 +28,13 @@ class Command(PureJsonMixin, BaseCommand):
             choices=[""] + [f.name for f in all_formats()],
             help="skip detection and parse every file as this format",
         )
+        parser.add_argument(
+            "--duplicates",
+            default=DuplicatePolicy.SKIP,
+            choices=DuplicatePolicy.values,
+            help="a trace whose content is already in the project: skip it (reported as a duplicate), or import "
+            "it again",
+        )
         parser.add_argument("--json", action="store_true", help="print one JSON list, one object per file")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -36,7 +43,9 @@ class Command(PureJsonMixin, BaseCommand):
             self.stdout.write(f"Created project {project.name!r}")
         results = []
         for path_text in options["paths"]:
-            results.extend(self._import_path(project, Path(path_text), options["format"]))
+            results.extend(
+                self._import_path(project, Path(path_text), options["format"], options["duplicates"])
+            )
         if options["json"]:
             self.stdout.write(json.dumps(results, indent=2))
         else:
@@ -45,7 +54,7 @@ class Command(PureJsonMixin, BaseCommand):
         if failed:
             raise CommandError(f"{failed} of {len(results)} file(s) failed to import")
 
-    def _import_path(self, project: Any, path: Path, fmt: str) -> list[dict[str, Any]]:
+    def _import_path(self, project: Any, path: Path, fmt: str, duplicates: str) -> list[dict[str, Any]]:
         if not path.exists():
             return [_failure(str(path), "no such file or directory")]
         files = (
@@ -64,7 +73,12 @@ class Command(PureJsonMixin, BaseCommand):
             for p in files
         ]
         jobs = services.ingest_jobs_create(
-            project=project, files=incoming, user=None, requested_format=fmt, enqueue=False
+            project=project,
+            files=incoming,
+            user=None,
+            requested_format=fmt,
+            duplicates=duplicates,
+            enqueue=False,
         )
         ran = [_run(job) for job in jobs]
         # Described after the whole batch: a label file that waited for a trace of a later file reports where its
@@ -111,7 +125,12 @@ def _failure(path: str, reason: str) -> dict[str, Any]:
 def _describe(job: IngestJob) -> dict[str, Any]:
     if job.status == JobStatus.FAILED:
         return _failure(job.filename, "") | {"error": job.error, "format": job.detected_format}
-    traces = Trace.objects.filter(pk__in=job.trace_ids).prefetch_related("gold_labels").order_by("ordinal")
+    traces = (
+        Trace.objects.filter(pk__in=job.trace_ids)
+        .only("pk", "ordinal", "step_count", "agent_count")  # not the traces' text: a bundle lists thousands
+        .prefetch_related("gold_labels")
+        .order_by("ordinal")
+    )
     gold = [
         {"trace_id": t.pk, "agent": g.agent_name, "step": g.step_index}
         for t in traces
