@@ -14,32 +14,54 @@ from .models import AttributionRun, ProjectLlmSettings, Verdict
 
 def trace_view(trace: Trace) -> TraceView:
     """A read-only snapshot of a trace for the methods: one query for the steps, one for the agents."""
-    rows = (
-        Step.objects.filter(trace=trace)
-        .order_by("index")
+    return trace_views([trace])[trace.pk]
+
+
+def trace_views(traces: list[Trace]) -> dict[int, TraceView]:
+    """``trace_view`` of several traces in two queries: the steps of all of them, then their agents' prompts. An
+    offline run reads its batch this way (issue 19): two queries per trace cost 5 ms of a 17 ms heuristic verdict."""
+    ids = [t.pk for t in traces]
+    rows: dict[int, list[StepView]] = {t: [] for t in ids}
+    for trace_id, i, a, k, c, s, r, t, p in (
+        Step.objects.filter(trace_id__in=ids)
+        .order_by("trace_id", "index")
         .values_list(
-            "index", "agent__name", "kind", "content", "speaker", "recipient", "tool_name", "parent_index"
+            "trace_id",
+            "index",
+            "agent__name",
+            "kind",
+            "content",
+            "speaker",
+            "recipient",
+            "tool_name",
+            "parent_index",
         )
-    )
-    steps = tuple(
-        StepView(index=i, agent=a or "", kind=k, content=c, speaker=s, recipient=r, tool_name=t, parent=p)
-        for i, a, k, c, s, r, t, p in rows
-    )
-    acting = tuple(dict.fromkeys(s.agent for s in steps if s.agent))
-    prompts = dict(
-        Agent.objects.filter(trace=trace).exclude(system_prompt="").values_list("name", "system_prompt")
-    )
-    return TraceView(
-        trace_id=trace.pk,
-        name=trace.name,
-        question=trace.question,
-        ground_truth=trace.ground_truth,
-        outcome=trace.outcome,
-        steps=steps,
-        agents=acting,
-        system_prompts=prompts,
-        source_format=trace.source_format,
-    )
+    ):
+        rows[trace_id].append(
+            StepView(index=i, agent=a or "", kind=k, content=c, speaker=s, recipient=r, tool_name=t, parent=p)
+        )
+    prompts: dict[int, dict[str, str]] = {t: {} for t in ids}
+    for trace_id, name, prompt in (
+        Agent.objects.filter(trace_id__in=ids)
+        .exclude(system_prompt="")
+        .order_by("trace_id", *Agent._meta.ordering)
+        .values_list("trace_id", "name", "system_prompt")
+    ):
+        prompts[trace_id][name] = prompt
+    return {
+        trace.pk: TraceView(
+            trace_id=trace.pk,
+            name=trace.name,
+            question=trace.question,
+            ground_truth=trace.ground_truth,
+            outcome=trace.outcome,
+            steps=tuple(rows[trace.pk]),
+            agents=tuple(dict.fromkeys(s.agent for s in rows[trace.pk] if s.agent)),
+            system_prompts=prompts[trace.pk],
+            source_format=trace.source_format,
+        )
+        for trace in traces
+    }
 
 
 def light_trace_views(trace_ids: list[int]) -> dict[int, TraceView]:

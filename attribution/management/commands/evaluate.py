@@ -7,8 +7,6 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from attribution import selectors, services
 from attribution.evaluation import score
-from attribution.learning.cv import cross_validate, record
-from attribution.learning.selectors import training_examples
 from attribution.methods import MethodError, all_methods
 from attribution.models import AttributorModel
 from attribution.selectors import evaluation_records, labelled_traces
@@ -116,6 +114,9 @@ class Command(PureJsonMixin, BaseCommand):
         train = None
         extra: dict[str, Any] = {}
         if method == "learned":
+            from attribution.learning.cv import record
+            from attribution.learning.selectors import training_examples
+
             row = AttributorModel.objects.get(pk=run.params["attributor"])
             training_ids = [p["id"] for p in row.training_projects]
             # Transfer: the baselines learn from the model's training projects, as the model did.
@@ -143,7 +144,9 @@ class Command(PureJsonMixin, BaseCommand):
 
     def _cross_validate(self, project: Project, options: dict[str, Any]) -> None:
         from attribution.learning.calibration import Calibration
+        from attribution.learning.cv import cross_validate
         from attribution.learning.model import fit
+        from attribution.learning.selectors import training_examples
         from attribution.methods.heuristic import METHOD as HEURISTIC
 
         method = options["method"]
