@@ -32,6 +32,14 @@
     if (event.key === "Enter" || event.key === " ") { event.preventDefault(); input.click(); }
   });
   input.addEventListener("change", send);
+  // Files upload as soon as they are chosen, so the button is for choosing when none are: it opens the file chooser
+  // rather than the browser's "select one or more files" bubble.
+  const button = form.querySelector("button[type=submit]");
+  if (button) {
+    button.addEventListener("click", function (event) {
+      if (!input.files || input.files.length === 0) { event.preventDefault(); input.click(); }
+    });
+  }
 
   form.addEventListener("htmx:xhr:progress", function (event) {
     if (!event.detail.lengthComputable) return;

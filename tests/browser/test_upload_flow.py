@@ -121,3 +121,18 @@ def test_many_formats_dropped_together_import_like_the_cli_does(live_server, cel
     gold = trace.gold_labels.get()
     page.goto(f"{live_server.url}/traces/{trace.pk}/?step={gold.step_index}")
     assert "gold" in page.locator(f"#step-{gold.step_index}").get_attribute("class")
+
+
+def test_the_upload_button_with_no_file_chosen_opens_the_file_chooser(live_server, page):
+    """Files upload as soon as they are chosen; pressing Upload with none chosen asks for files instead of posting
+    an empty form or showing the browser's validation bubble."""
+    user = get_user_model().objects.create_user("bea", password="a-long-test-password")
+    project = services.project_create(name="Chooser", owner=user)
+    services.membership_set(project=project, user=user, role=Role.OWNER)
+    log_in(page, live_server.url, "bea")
+    page.wait_for_url(f"**/projects/{project.slug}/")
+    page.goto(f"{live_server.url}/projects/{project.slug}/upload/")
+    with page.expect_file_chooser() as chooser:
+        page.click("#upload-form button[type=submit]")
+    assert chooser.value.is_multiple()
+    assert IngestJob.objects.filter(project=project).count() == 0
