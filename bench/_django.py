@@ -51,3 +51,22 @@ def machine() -> str:
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def celery_worker_argv(*, queue: str, hostname: str) -> list[str]:
+    """The command of one solo Celery worker on ``queue`` (a benchmark's own, so a developer's worker never takes its
+    tasks), as the benchmarks start them beside gunicorn or alone."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "config",
+        "worker",
+        "--pool=solo",
+        f"--queues={queue}",
+        f"--hostname={hostname}",
+        "--without-mingle",
+        "--without-gossip",
+        "--loglevel=WARNING",
+    ]

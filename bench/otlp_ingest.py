@@ -188,20 +188,7 @@ class Fleet:
         for i in range(workers):
             self.procs.append(
                 subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "celery",
-                        "-A",
-                        "config",
-                        "worker",
-                        "--pool=solo",
-                        f"--queues={QUEUE}",
-                        f"--hostname=otlpbench{i}@%h",
-                        "--without-mingle",
-                        "--without-gossip",
-                        "--loglevel=WARNING",
-                    ],
+                    _django.celery_worker_argv(queue=QUEUE, hostname=f"otlpbench{i}@%h"),
                     cwd=_django.ROOT,
                     env=env,
                     stdout=self.out,

@@ -146,20 +146,7 @@ def celery_heuristic(workers: int) -> dict[str, float]:
     env = os.environ | {"CELERY_TASK_DEFAULT_QUEUE": CELERY_QUEUE, "PYTHONPATH": str(_django.ROOT)}
     procs = [
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "--pool=solo",
-                f"--queues={CELERY_QUEUE}",
-                f"--hostname=scalebench{i}@%h",
-                "--without-mingle",
-                "--without-gossip",
-                "--loglevel=WARNING",
-            ],
+            _django.celery_worker_argv(queue=CELERY_QUEUE, hostname=f"scalebench{i}@%h"),
             cwd=_django.ROOT,
             env=env,
             stdout=subprocess.DEVNULL,

@@ -273,27 +273,23 @@ def test_a_training_restarted_too_often_fails_with_a_reason(project):
     assert model.status == "failed" and "gave up after" in model.error
 
 
-def test_a_run_waiting_behind_a_busy_worker_is_not_called_lost(project):
-    """Quiet while another run visibly progresses: it waits behind it (no spurious "retrying"); once the workers fall
-    quiet too, or the longer wait runs out, it is restarted."""
-    quiet = AttributionRun.objects.create(
+def _running_run(project, *, quiet_for: float) -> AttributionRun:
+    return AttributionRun.objects.create(
         project=project,
         method="heuristic",
         trace_ids=[1],
         total=1,
         status=RunStatus.RUNNING,
-        heartbeat_at=timezone.now() - timedelta(seconds=120),
+        heartbeat_at=timezone.now() - timedelta(seconds=quiet_for),
         attempts=1,
     )
-    busy = AttributionRun.objects.create(
-        project=project,
-        method="heuristic",
-        trace_ids=[2],
-        total=1,
-        status=RunStatus.RUNNING,
-        heartbeat_at=timezone.now(),
-        attempts=1,
-    )
+
+
+def test_a_run_waiting_behind_a_busy_worker_is_not_called_lost(project):
+    """Quiet while another run visibly progresses: it waits behind it (no spurious "retrying"); once the workers fall
+    quiet too, or the longer wait runs out, it is restarted."""
+    quiet = _running_run(project, quiet_for=120)
+    busy = _running_run(project, quiet_for=0)
     assert attribution_services.jobs_reap(stale_after=600, running_after=45) == {"requeued": 0, "failed": 0}
     quiet.refresh_from_db()
     assert quiet.status == RunStatus.RUNNING and quiet.retrying_attempt is None
@@ -305,24 +301,8 @@ def test_a_run_waiting_behind_a_busy_worker_is_not_called_lost(project):
 
 
 def test_a_run_quiet_far_longer_than_the_wait_is_restarted_even_while_others_work(project):
-    AttributionRun.objects.create(
-        project=project,
-        method="heuristic",
-        trace_ids=[2],
-        total=1,
-        status=RunStatus.RUNNING,
-        heartbeat_at=timezone.now(),
-        attempts=1,
-    )
-    lost = AttributionRun.objects.create(
-        project=project,
-        method="heuristic",
-        trace_ids=[1],
-        total=1,
-        status=RunStatus.RUNNING,
-        heartbeat_at=timezone.now() - timedelta(seconds=45 * 11),
-        attempts=1,
-    )
+    _running_run(project, quiet_for=0)
+    lost = _running_run(project, quiet_for=45 * 11)
     assert attribution_services.jobs_reap(stale_after=600, running_after=45) == {"requeued": 1, "failed": 0}
     lost.refresh_from_db()
     assert lost.status == RunStatus.QUEUED
