@@ -173,3 +173,24 @@ def test_totals_of_another_step_count_are_not_trusted(project, imported_trace):
     totals = waterfall.trace_totals(trace=trace)
     assert totals.llm_calls == aggregate_before_issue_16(trace)["llm_calls"]
     assert totals.steps == trace.step_count
+
+
+def test_an_otlp_trace_built_at_once_sums_its_totals_and_agent_counts_in_memory(project):
+    """A trace's first build counts its totals and its agents' steps from the rows it writes (no aggregate query);
+    they equal what the database counts."""
+    from django.db.models import Count as DbCount
+
+    from tracing.models import Agent
+
+    trace = send(project, SpanTree(agents=4, calls=8, seed=3).by_end())
+    assert trace.totals == aggregate_before_issue_16(trace)
+    assert trace.totals["failed"] > 0 and trace.totals["input_tokens"] > 0
+    counted = dict(
+        Step.objects.filter(trace=trace, agent__isnull=False)
+        .values_list("agent__name")
+        .annotate(n=DbCount("id"))
+        .values_list("agent__name", "n")
+    )
+    stored = dict(Agent.objects.filter(trace=trace).values_list("name", "step_count"))
+    assert stored == {name: counted.get(name, 0) for name in stored} and sum(stored.values()) > 0
+    assert trace.agent_count == sum(1 for n in stored.values() if n)

@@ -27,18 +27,16 @@ from typing import Any
 from django.db import connection, models, transaction
 from django.db.models import F
 from django.db.models.functions import Length
-from opentelemetry.proto.trace.v1 import trace_pb2
 
 from .. import extensions, waterfall
 from ..formats.base import finite, scrub_nul
-from ..formats.otel_attributes import flatten_attributes, unwrap_otlp_attributes
-from ..formats.otel_traces import _is_silent, _question, _shown_attributes
-from ..formats.otlp_json import _service
-from ..formats.otlp_json import _span as span_from_record
+from ..formats.otel_traces import _is_silent, _shown_attributes
 from ..formats.spans import Span, _steps_for
 from ..models import Agent, OtlpSpan, Step, StepKind, Trace
 from .labels import attach_pending
+from .otlp_records import _header, _parsed, _row_service
 from .step_follow import _labels_follow
+from .totals import StepTotals
 from .writer import STEP_BATCH_SIZE, _bulk_create_steps, _clean, _copy_steps, _tokens, unique_trace_name
 
 OTLP_FORMAT = "otlp-json"
@@ -275,10 +273,11 @@ class _Build:
         insert = _copy_steps if connection.vendor == "postgresql" else _bulk_create_steps
         for start in range(0, len(rows), STEP_BATCH_SIZE):
             insert(rows[start : start + STEP_BATCH_SIZE])
-        self._count_agents(rows, old)
+        if not self.created:
+            self._count_agents(rows, old)
         self.active_agents = len({row["agent_id"] for row in rows if row["agent_id"]})
         self._save_placements(placed)
-        self._update_header(root, len(rows) - len(old))
+        self._update_header(root, len(rows) - len(old), rows)
         mapping, dropped = {**moved, **self._recreated(old, new_steps)}, self._dropped(old, new_steps)
         _labels_follow(self.trace, mapping)
         # Per-step data of the apps above (a verdict's scores) follows too, in this transaction.
@@ -439,8 +438,19 @@ class _Build:
             if step["prompt"] and not prompts[step["agent"]]:
                 prompts[step["agent"]] = step["prompt"]
         new = [name for name in prompts if name and name not in agents]
+        # A new trace's agents are created with their step counts (``_count_agents`` has nothing to move then).
+        counts: dict[str, int] = {}
+        if self.created:
+            for step in new_steps:
+                counts[step["agent"]] = counts.get(step["agent"], 0) + 1
         created = Agent.objects.bulk_create(
-            Agent(trace=self.trace, name=name, system_prompt=prompts[name], position=len(agents) + i)
+            Agent(
+                trace=self.trace,
+                name=name,
+                system_prompt=prompts[name],
+                position=len(agents) + i,
+                step_count=counts.get(name, 0),
+            )
             for i, name in enumerate(new)
         )
         agents.update((agent.name, agent) for agent in created)
@@ -532,7 +542,7 @@ class _Build:
                 ],
             )
 
-    def _update_header(self, root: Any, added: int) -> None:
+    def _update_header(self, root: Any, added: int, step_rows: list[dict]) -> None:
         """Totals move by what this build added (new spans, errors, steps), without counting the trace again."""
         trace = self.trace
         fields = ["step_count", "agent_count", "metadata"]
@@ -580,8 +590,12 @@ class _Build:
         )
         metadata["scopes"] = sorted(scopes)
         trace.metadata = scrub_nul(finite(metadata))
-        # One aggregate over the steps after the build wrote them: an incremental build only sees its own spans.
-        trace.totals = waterfall.totals_aggregate(trace=trace)
+        if self.created:  # every step is in ``step_rows``: summed here, as the file writer does
+            totals = StepTotals()
+            totals.add(step_rows)
+            trace.totals = totals.stored(steps=trace.step_count)
+        else:  # one aggregate over the steps after the build wrote them: an incremental build sees only its own
+            trace.totals = waterfall.totals_aggregate(trace=trace)
         trace.save(update_fields=[*fields, "totals"])
 
     def _recreated(self, old: list[tuple], new_steps: list[dict]) -> dict[int, int]:
@@ -617,62 +631,6 @@ class _Named:
 
 
 # --- deriving steps from spans ----------------------------------------------------------------------------------------
-
-
-def _parsed(row: Any) -> Span:
-    """The row's span, parsed once per build."""
-    cached = getattr(row, "_parsed", None)
-    if cached is None:
-        cached = span_from_record(_record(row))
-        row._parsed = cached
-    return cached
-
-
-def _record(row: Any) -> dict[str, Any]:
-    """The span in the OTLP/JSON shape ``formats/otlp_json.py`` reads (attributes already unwrapped)."""
-    if row.encoding != 1:
-        return row.span if isinstance(row.span, dict) else {"spanId": row.span_id}
-    from .otlp import attributes_from_protobuf
-
-    span = trace_pb2.Span.FromString(bytes(row.payload))
-    record: dict[str, Any] = {
-        "traceId": span.trace_id.hex(),
-        "spanId": span.span_id.hex(),
-        "name": span.name,
-        "attributes": attributes_from_protobuf(span.attributes),
-    }
-    if span.parent_span_id:
-        record["parentSpanId"] = span.parent_span_id.hex()
-    if span.kind:
-        record["kind"] = trace_pb2.Span.SpanKind.Name(span.kind)
-    if span.start_time_unix_nano:
-        record["startTimeUnixNano"] = str(span.start_time_unix_nano)
-    if span.end_time_unix_nano:
-        record["endTimeUnixNano"] = str(span.end_time_unix_nano)
-    if span.events:
-        record["events"] = [
-            {
-                "name": e.name,
-                "timeUnixNano": str(e.time_unix_nano),
-                "attributes": attributes_from_protobuf(e.attributes),
-            }
-            for e in span.events
-        ]
-    if span.status.code or span.status.message:
-        record["status"] = {
-            k: v
-            for k, v in (
-                ("code", trace_pb2.Status.StatusCode.Name(span.status.code)),
-                ("message", span.status.message),
-            )
-            if v
-        }
-    return record
-
-
-def _row_service(row: Any) -> str:
-    resource = row.resource if isinstance(row.resource, dict) else {}
-    return _service(flatten_attributes(unwrap_otlp_attributes(resource.get("attributes"))))
 
 
 def _defaults(root: Any) -> tuple[str, str]:
@@ -777,19 +735,3 @@ def _path(span_id: str, by_id: dict[str, Any], context: dict[str, Placed], paths
         prefix += _level(_parsed(by_id[ident]))
         paths[ident] = prefix
     return paths[span_id]
-
-
-def _header(root: Any, trace_id: str) -> dict[str, Any]:
-    span = _parsed(root)
-    resource = root.resource if isinstance(root.resource, dict) else {}
-    attributes = flatten_attributes(unwrap_otlp_attributes(resource.get("attributes")))
-    return {
-        "name": (span.name or trace_id)[:300],
-        "question": _question(span),
-        "outcome": "failed" if span.error else "unknown",
-        "metadata": {
-            "trace_id": trace_id,
-            "service.name": _service(attributes),
-            "resource": {k: v for k, v in attributes.items() if isinstance(v, (str, int, float, bool))},
-        },
-    }
