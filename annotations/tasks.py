@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from tracing.job_tasks import JobTask
+from tracing.job_tasks import JobTask, resend_when_busy
+from tracing.jobs import JobBusy
 
 from . import services
 from .models import DatasetExport
@@ -22,10 +23,12 @@ def _export_fail(export_id: int, reason: str) -> None:
     soft_time_limit=services.EXPORT_TIME_LIMIT - 60,
     time_limit=services.EXPORT_TIME_LIMIT,
 )
-def export_dataset_task(self, export_id: int) -> None:
+def export_dataset_task(self, export_id: int, busy_retries: int = 0) -> None:
     # The service claims the export and writes it under its own heartbeat (annotations.services.exports.export_run).
     try:
         services.export_run(export_id=export_id)
+    except JobBusy as busy:  # a re-delivered message while a live worker writes it
+        resend_when_busy(export_dataset_task, busy, export_id, busy_retries)
     except DatasetExport.DoesNotExist:
         return  # deleted before or while it ran: nothing to do
 

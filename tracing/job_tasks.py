@@ -64,3 +64,18 @@ class JobTask(celery.Task):
 
         with heartbeat(live, every=settings.CULPRIT_JOB_HEARTBEAT_EVERY):
             yield
+
+
+# A message for a job another live worker runs (a re-delivery) looks again this many times, each time when that
+# worker's heartbeat would have gone stale, before leaving the job to the reaper.
+MAX_BUSY_RETRIES = 40
+
+
+def resend_when_busy(task: Any, busy: Exception, job_id: int, busy_retries: int) -> None:
+    """A job's task found its job held by a live worker (``tracing.jobs.JobBusy``): send the task again when that
+    worker's heartbeat would be stale, as a new message rather than ``self.retry()`` so the transient-error budget
+    stays whole; after ``MAX_BUSY_RETRIES`` the job is left to the reaper."""
+    if busy_retries >= MAX_BUSY_RETRIES:
+        logger.warning("%s: job %s still running elsewhere; left to the reaper", task.name, job_id)
+        return
+    task.apply_async((job_id,), {"busy_retries": busy_retries + 1}, countdown=getattr(busy, "retry_in", 30))

@@ -15,12 +15,24 @@ own in ``PROGRESS_FIELDS``; the columns and data of every table stay as they wer
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
 LIVE_STATUSES = (QUEUED, RUNNING)
+
+
+class JobBusy(Exception):
+    """The job is running on a worker that is alive (its heartbeat is fresh): a re-delivered message must not start
+    it twice. The task tries again in ``retry_in`` seconds, when the heartbeat would be stale if that worker died
+    (``tracing.job_tasks.retry_when_busy``)."""
+
+    def __init__(self, job: str, job_id: int, retry_in: int) -> None:
+        super().__init__(f"{job} {job_id} is running elsewhere; retry in {retry_in}s")
+        self.retry_in = retry_in
 
 
 class JobStatusChoices(models.TextChoices):
@@ -101,6 +113,20 @@ class Job(models.Model):
                 status=RUNNING, attempts=F("attempts") + 1, started_at=now, heartbeat_at=now, **extra
             )
         )
+
+    @classmethod
+    def claim_or_busy(cls, pk: int, *, running_after: int, **extra) -> bool:
+        """``claim`` with a running job's heartbeat older than ``running_after`` seconds counted as a dead worker's;
+        raises ``JobBusy`` when a live worker holds the job. False when it finished or its attempts are spent."""
+        now = timezone.now()
+        stale = now - timedelta(seconds=running_after)
+        if cls.claim(pk, stale_before=stale, **extra):
+            return True
+        row = cls.objects.filter(pk=pk).values("status", "heartbeat_at").first()
+        if row and row["status"] == RUNNING and row["heartbeat_at"] and row["heartbeat_at"] >= stale:
+            age = (now - row["heartbeat_at"]).total_seconds()
+            raise JobBusy(cls._meta.verbose_name, pk, retry_in=max(5, int(running_after - age) + 2))
+        return False
 
     @classmethod
     def live_rows(cls, pk: int) -> models.QuerySet:

@@ -7,15 +7,11 @@ from celery import shared_task
 from config import broker
 
 from . import services
-from .job_tasks import JobTask
+from .job_tasks import JobTask, resend_when_busy
 from .models import IngestJob
 from .services.ingest import IngestJobBusy
 
 logger = logging.getLogger(__name__)
-
-# A message for a job another live worker runs (a re-delivery) looks again this many times, each time when that
-# worker's heartbeat would have gone stale, before leaving the job to the reaper.
-MAX_BUSY_RETRIES = 40
 
 
 def _ingest_job_fail(job_id: int, reason: str) -> None:
@@ -28,11 +24,7 @@ def ingest_file_task(self, job_id: int, busy_retries: int = 0) -> None:
     try:
         services.ingest_job_run(job_id=job_id)
     except IngestJobBusy as busy:
-        if busy_retries >= MAX_BUSY_RETRIES:
-            logger.warning("ingest job %s still running elsewhere; left to the reaper", job_id)
-            return
-        # A new message rather than self.retry(): the transient-error budget stays whole.
-        ingest_file_task.apply_async((job_id,), {"busy_retries": busy_retries + 1}, countdown=busy.retry_in)
+        resend_when_busy(ingest_file_task, busy, job_id, busy_retries)
 
 
 @shared_task(base=JobTask, bind=True, name="tracing.rebuild_otlp_trace")

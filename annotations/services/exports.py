@@ -20,7 +20,6 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import InterfaceError, OperationalError, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from tracing.models import Project
@@ -67,16 +66,10 @@ def export_create(
 
 def export_run(*, export_id: int) -> DatasetExport:
     """Build one export's file. Safe to call again for the same export (re-delivery after a crash)."""
-    claimed = DatasetExport.objects.filter(
-        pk=export_id,
-        status__in=[ExportStatus.QUEUED, ExportStatus.RUNNING],
-        attempts__lt=MAX_EXPORT_ATTEMPTS,
-    ).update(
-        status=ExportStatus.RUNNING,
-        attempts=F("attempts") + 1,
-        started_at=timezone.now(),
-        steps_done=0,
-        heartbeat_at=timezone.now(),
+    # A queued export, or a running one whose worker died (heartbeat older than CULPRIT_REAP_RUNNING_AFTER); one a
+    # live worker is writing raises JobBusy and its task looks again later.
+    claimed = DatasetExport.claim_or_busy(
+        export_id, running_after=settings.CULPRIT_REAP_RUNNING_AFTER, steps_done=0
     )
     export = DatasetExport.objects.select_related("project").get(pk=export_id)
     if not claimed:

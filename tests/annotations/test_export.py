@@ -337,6 +337,35 @@ def test_an_export_interrupted_mid_write_is_written_whole_by_the_next_attempt(pr
     assert len(lines) == len(traces) and all(json.loads(line)["history"] for line in lines)
 
 
+def test_a_redelivered_export_waits_while_a_live_worker_writes_it(project, traces, media, monkeypatch):
+    """A second message for an export a live worker is writing (fresh heartbeat) does not start it again: the task
+    looks again once that heartbeat would be stale; nothing is written or counted meanwhile."""
+    from annotations import tasks
+    from tracing.jobs import JobBusy
+
+    export = make_export(project)
+    DatasetExport.objects.filter(pk=export.pk).update(
+        status=ExportStatus.RUNNING, attempts=1, heartbeat_at=timezone.now()
+    )
+    with pytest.raises(JobBusy) as busy:
+        services.export_run(export_id=export.pk)
+    assert 5 <= busy.value.retry_in <= 60
+    export.refresh_from_db()
+    assert (export.status, export.attempts, export.file.name) == (ExportStatus.RUNNING, 1, "")
+
+    sent = []
+    monkeypatch.setattr(
+        tasks.export_dataset_task, "apply_async", lambda args, kwargs, countdown: sent.append((args, kwargs))
+    )
+    tasks.export_dataset_task.run(export.pk)
+    assert sent == [((export.pk,), {"busy_retries": 1})]
+
+    # Its worker died: the heartbeat goes stale and the next message writes it.
+    DatasetExport.objects.filter(pk=export.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    export = services.export_run(export_id=export.pk)
+    assert export.status == ExportStatus.SUCCEEDED and export.attempts == 2
+
+
 def test_an_export_that_keeps_dying_fails_with_a_reason(project, traces):
     export = make_export(project)
     DatasetExport.objects.filter(pk=export.pk).update(status=ExportStatus.RUNNING, attempts=3)

@@ -6,7 +6,6 @@ import json
 import logging
 import uuid
 from collections.abc import Iterable
-from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -16,6 +15,7 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from ..formats import ParsedLabels, ParsedTrace, Source, TraceFormatError, detect_format_scored, get_format
+from ..jobs import JobBusy
 from ..models import DuplicatePolicy, IngestJob, JobStatus, Project, Trace
 from .duplicates import twin_labels_attach, twins_find
 from .labels import labels_attach
@@ -29,13 +29,7 @@ logger = logging.getLogger(__name__)
 MAX_INGEST_ATTEMPTS = IngestJob.MAX_ATTEMPTS
 
 
-class IngestJobBusy(Exception):
-    """The job is running on a worker that is alive (its heartbeat is fresh): a re-delivered message must not start
-    it twice. The task tries again in ``retry_in`` seconds, when the heartbeat would be stale if that worker died."""
-
-    def __init__(self, job_id: int, retry_in: int) -> None:
-        super().__init__(f"ingest job {job_id} is running elsewhere; retry in {retry_in}s")
-        self.retry_in = retry_in
+IngestJobBusy = JobBusy  # the name the tests and older code use
 
 
 def ingest_jobs_create(
@@ -128,13 +122,9 @@ def ingest_job_run(*, job_id: int) -> IngestJob:
     """
     from django.conf import settings
 
-    stale = timezone.now() - timedelta(seconds=settings.CULPRIT_REAP_RUNNING_AFTER)
-    claimed = IngestJob.claim(job_id, stale_before=stale)
+    claimed = IngestJob.claim_or_busy(job_id, running_after=settings.CULPRIT_REAP_RUNNING_AFTER)
     job = IngestJob.objects.select_related("upload", "project").get(pk=job_id)
     if not claimed:
-        if job.status == JobStatus.RUNNING and job.heartbeat_at and job.heartbeat_at >= stale:
-            age = (timezone.now() - job.heartbeat_at).total_seconds()
-            raise IngestJobBusy(job.pk, retry_in=max(5, int(settings.CULPRIT_REAP_RUNNING_AFTER - age) + 2))
         if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):  # every attempt died half-way
             return ingest_job_fail(job=job, reason=f"gave up after {job.attempts} interrupted attempts")
         return job  # already finished: a duplicate delivery
