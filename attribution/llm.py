@@ -31,16 +31,11 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
-
-# Set by the settings too; repeated here because importing litellm without it fetches a price map from the network.
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
 
 from . import llm_budget, outbound, prompts
 from .llm_budget import BudgetExceeded, Limit

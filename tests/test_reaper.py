@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -16,10 +15,11 @@ from django.utils import timezone
 
 from attribution import services as attribution_services
 from attribution.models import AttributionRun, CampaignStatus, InjectionCampaign, RunStatus, Verdict
+from attribution.services import reaper
 from tests.conftest import ROOT, incoming_path, process_env, sample_file, wait_for
 from tracing import services
+from tracing.jobs import JobBusy
 from tracing.models import IngestJob, JobStatus, Trace
-from tracing.services.ingest import IngestJobBusy
 from tracing.services.reaper import heartbeat
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -97,7 +97,7 @@ def test_a_job_running_on_a_live_worker_is_never_claimed_twice(project):
     IngestJob.objects.filter(pk=job.pk).update(
         status=JobStatus.RUNNING, attempts=1, heartbeat_at=timezone.now()
     )
-    with pytest.raises(IngestJobBusy) as busy:
+    with pytest.raises(JobBusy) as busy:
         services.ingest_job_run(job_id=job.pk)
     assert 5 <= busy.value.retry_in <= 60
     job.refresh_from_db()
@@ -286,7 +286,7 @@ def _running_run(project, *, quiet_for: float) -> AttributionRun:
     )
 
 
-def test_a_run_waiting_behind_a_busy_worker_is_not_called_lost(project):
+def test_a_run_waiting_behind_a_busy_worker_is_not_called_lost(project, monkeypatch):
     """Quiet while another run visibly progresses: it waits behind it (no spurious "retrying"); once the workers fall
     quiet too, or the longer wait runs out, it is restarted. (The rows' states are checked, not the reaper's counts:
     a worker of an earlier test may still be finishing its rows.)"""
@@ -297,8 +297,9 @@ def test_a_run_waiting_behind_a_busy_worker_is_not_called_lost(project):
     assert quiet.status == RunStatus.RUNNING and quiet.retrying_attempt is None
 
     AttributionRun.objects.filter(pk=busy.pk).update(status=RunStatus.SUCCEEDED)
-    with patch_workers_busy(False):
-        attribution_services.jobs_reap(stale_after=600, running_after=45)
+    # The workers fall quiet (fixed, so rows another test's worker may still be writing cannot change the answer).
+    monkeypatch.setattr(reaper, "workers_busy", lambda *, within: False)
+    attribution_services.jobs_reap(stale_after=600, running_after=45)
     quiet.refresh_from_db()
     assert (quiet.status, quiet.retrying_attempt) == (RunStatus.QUEUED, 2)
 
@@ -309,17 +310,3 @@ def test_a_run_quiet_far_longer_than_the_wait_is_restarted_even_while_others_wor
     attribution_services.jobs_reap(stale_after=600, running_after=45)
     lost.refresh_from_db()
     assert lost.status == RunStatus.QUEUED
-
-
-@contextmanager
-def patch_workers_busy(value: bool):
-    """Whether other jobs progress, as the reaper sees it: fixed, so rows another test's worker may still be
-    writing cannot change the answer."""
-    from attribution.services import reaper
-
-    original = reaper.workers_busy
-    reaper.workers_busy = lambda *, within: value
-    try:
-        yield
-    finally:
-        reaper.workers_busy = original

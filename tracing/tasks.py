@@ -8,8 +8,8 @@ from config import broker
 
 from . import services
 from .job_tasks import JobTask, resend_when_busy
+from .jobs import JobBusy
 from .models import IngestJob
-from .services.ingest import IngestJobBusy
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ def ingest_file_task(self, job_id: int, busy_retries: int = 0) -> None:
     # The service claims the job and runs it under its own heartbeat (tracing.services.ingest.ingest_job_run).
     try:
         services.ingest_job_run(job_id=job_id)
-    except IngestJobBusy as busy:
+    except JobBusy as busy:
         resend_when_busy(ingest_file_task, busy, job_id, busy_retries)
 
 

@@ -15,7 +15,6 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from ..formats import ParsedLabels, ParsedTrace, Source, TraceFormatError, detect_format_scored, get_format
-from ..jobs import JobBusy
 from ..models import DuplicatePolicy, IngestJob, JobStatus, Project, Trace
 from .duplicates import twin_labels_attach, twins_find
 from .labels import labels_attach
@@ -27,9 +26,6 @@ logger = logging.getLogger(__name__)
 
 # A job whose worker died is retried; after this many starts it fails with a readable reason instead.
 MAX_INGEST_ATTEMPTS = IngestJob.MAX_ATTEMPTS
-
-
-IngestJobBusy = JobBusy  # the name the tests and older code use
 
 
 def ingest_jobs_create(
@@ -117,8 +113,8 @@ def ingest_job_run(*, job_id: int) -> IngestJob:
     """Import one job's file. Safe to call again for the same job (re-delivery after a crash).
 
     The claim never lets two workers run one job: it takes a queued job, or a running one whose heartbeat went stale
-    (its worker died). A running job with a fresh heartbeat raises ``IngestJobBusy``. While the import runs, a thread
-    moves the heartbeat every ``CULPRIT_JOB_HEARTBEAT_EVERY`` seconds.
+    (its worker died). A running job with a fresh heartbeat raises ``tracing.jobs.JobBusy``. While the import runs, a
+    thread moves the heartbeat every ``CULPRIT_JOB_HEARTBEAT_EVERY`` seconds.
     """
     from django.conf import settings
 
