@@ -21,10 +21,13 @@ BROKER_ERRORS = (OperationalError, ConnectionError, OSError, TimeoutError)
 RETRY_AFTER = 30
 
 
-def send(task: Any, *args: Any) -> bool:
-    """``task.delay(*args)``; False (logged) when the broker cannot be reached."""
+def send(task: Any, *args: Any, countdown: float | None = None) -> bool:
+    """``task.delay(*args)`` (in ``countdown`` seconds if given); False (logged) when the broker cannot be reached."""
     try:
-        task.delay(*args)
+        if countdown is None:
+            task.delay(*args)
+        else:
+            task.apply_async(args, countdown=countdown)
     except BROKER_ERRORS as exc:
         logger.warning("broker unavailable, %s%r not sent: %s", task.name, args, type(exc).__name__)
         return False

@@ -167,6 +167,9 @@ class WorkerProcess:
                 raise RuntimeError(f"the Celery worker did not start:\n{self.log.read_text()[-3000:]}")
             time.sleep(0.2)
 
+    def tail(self, chars: int = 6000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else "(no log)"
+
     def ensure_running(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             self.start()
@@ -198,14 +201,17 @@ def celery_worker(_worker_process: WorkerProcess) -> WorkerProcess:
     return _worker_process
 
 
-def wait_for(probe, timeout: float = 60):
-    """Poll ``probe`` until it returns something truthy (work done by another process), or fail."""
+def wait_for(probe, timeout: float = 60, worker: WorkerProcess | None = None):
+    """Poll ``probe`` until it returns something truthy (work done by another process), or fail (with the end of
+    ``worker``'s log, which says why a job stalled)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if result := probe():
             return result
         time.sleep(0.2)
-    raise AssertionError(f"nothing after {timeout}s")
+    raise AssertionError(
+        f"nothing after {timeout}s" + (f"; the worker's log ends:\n{worker.tail()}" if worker else "")
+    )
 
 
 def wait_for_jobs(jobs: list[IngestJob], timeout: float = 60) -> list[IngestJob]:

@@ -109,11 +109,12 @@ def test_progress_is_read_from_each_tables_own_columns():
 def test_every_job_task_acknowledges_late_and_retries_only_named_transient_errors():
     from annotations.tasks import export_dataset_task
     from attribution import tasks as attribution_tasks
-    from tracing.tasks import ingest_file_task, rebuild_otlp_trace_task
+    from tracing.tasks import build_otlp_traces_task, ingest_file_task, rebuild_otlp_trace_task
 
     tasks = [
         ingest_file_task,
         rebuild_otlp_trace_task,
+        build_otlp_traces_task,
         export_dataset_task,
         attribution_tasks.start_run_task,
         attribution_tasks.attribute_trace_task,

@@ -286,7 +286,18 @@ def _running_run(project, *, quiet_for: float) -> AttributionRun:
     )
 
 
-def test_a_run_waiting_behind_a_busy_worker_is_not_called_lost(project, monkeypatch):
+@pytest.fixture
+def runs_sent(monkeypatch) -> list[int]:
+    """The runs the reaper sends again, held back from the broker: the session's worker would otherwise claim a
+    requeued run (queued -> running) before the test reads its row."""
+    from attribution.tasks import start_run_task
+
+    sent: list[int] = []
+    monkeypatch.setattr(start_run_task, "delay", sent.append)
+    return sent
+
+
+def test_a_run_waiting_behind_a_busy_worker_is_not_called_lost(project, monkeypatch, runs_sent):
     """Quiet while another run visibly progresses: it waits behind it (no spurious "retrying"); once the workers fall
     quiet too, or the longer wait runs out, it is restarted. (The rows' states are checked, not the reaper's counts:
     a worker of an earlier test may still be finishing its rows.)"""
@@ -302,11 +313,12 @@ def test_a_run_waiting_behind_a_busy_worker_is_not_called_lost(project, monkeypa
     attribution_services.jobs_reap(stale_after=600, running_after=45)
     quiet.refresh_from_db()
     assert (quiet.status, quiet.retrying_attempt) == (RunStatus.QUEUED, 2)
+    assert runs_sent == [quiet.pk]
 
 
-def test_a_run_quiet_far_longer_than_the_wait_is_restarted_even_while_others_work(project):
+def test_a_run_quiet_far_longer_than_the_wait_is_restarted_even_while_others_work(project, runs_sent):
     _running_run(project, quiet_for=0)
     lost = _running_run(project, quiet_for=45 * 11)
     attribution_services.jobs_reap(stale_after=600, running_after=45)
     lost.refresh_from_db()
-    assert lost.status == RunStatus.QUEUED
+    assert lost.status == RunStatus.QUEUED and runs_sent == [lost.pk]

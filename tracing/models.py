@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.contrib.postgres.search import SearchVectorField
 from django.db import models
 from django.db.models import F, Q
 
@@ -157,9 +158,11 @@ class Provenance(models.TextChoices):
 
 
 class Trace(models.Model):
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="traces")
+    # Foreign keys without an index of their own where a composite index starts with them (Meta.indexes, the upload's
+    # unique ordinal): each lone copy was one more index every imported trace had to enter.
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="traces", db_index=False)
     upload = models.ForeignKey(
-        RawUpload, null=True, blank=True, on_delete=models.SET_NULL, related_name="traces"
+        RawUpload, null=True, blank=True, on_delete=models.SET_NULL, related_name="traces", db_index=False
     )
     # Position of this trace inside its upload (a file may hold several runs); makes re-imports idempotent.
     ordinal = models.PositiveIntegerField(default=0)
@@ -182,6 +185,12 @@ class Trace(models.Model):
     # The run's totals in the page header (tracing/services/totals.py), written with the steps so a 100,000-step
     # trace's first view does not aggregate over them; {} on traces written before, filled on their first view.
     totals = models.JSONField(default=dict, blank=True)
+    # Full-text search (tracing/search.py, PostgreSQL): the trace's steps with an id up to ``search_through`` have
+    # their document in StepSearch; ``search_pending`` says steps above it may exist (a new trace, or steps an OTLP
+    # build added). The indexer (tracing/services/search_index.py) clears it off the write path; until then a search
+    # reads those steps' text directly, so results never lag behind the import.
+    search_pending = models.BooleanField(default=True)
+    search_through = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -193,12 +202,17 @@ class Trace(models.Model):
         indexes = [
             # The trace list: one project's traces, newest first.
             models.Index(fields=["project", "-created_at"], name="trace_project_recent"),
-            # The trace list filtered by format.
-            models.Index(fields=["project", "source_format"], name="trace_project_format"),
+            # The trace list filtered by format, and its header's counts (by format, with gold) from this index
+            # alone: the ids are stored in it for the gold count's join.
+            models.Index(
+                fields=["project", "source_format"], include=["id"], name="trace_project_format_ids"
+            ),
             # Label files and the OTLP receiver find a trace by the source's own id.
             models.Index(fields=["project", "external_id"], name="trace_project_external"),
             # Import: is a trace with this content already in the project?
             models.Index(fields=["project", "content_hash"], name="trace_project_content_hash"),
+            # Search: the few traces whose newest steps are not indexed yet; the indexer: what is left to do.
+            models.Index(fields=["project"], condition=Q(search_pending=True), name="trace_search_pending"),
         ]
 
     def __str__(self) -> str:
@@ -206,7 +220,8 @@ class Trace(models.Model):
 
 
 class Agent(models.Model):
-    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="agents")
+    # No index of its own: the unique (trace, name) starts with it.
+    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="agents", db_index=False)
     name = models.CharField(max_length=200)  # normalised: "Orchestrator (-> WebSurfer)" -> "Orchestrator"
     system_prompt = models.TextField(blank=True)
     # Order of first appearance; also picks the agent's colour in the viewer.
@@ -236,7 +251,9 @@ class StepKind(models.TextChoices):
 
 
 class Step(models.Model):
-    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="steps")
+    # No index of its own: the unique (trace, index) and the (trace, span_id) indexes both start with it, and a
+    # third copy cost every step insert and every renumbered step (an OTLP root arriving last moves them all).
+    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="steps", db_index=False)
     index = models.PositiveIntegerField()  # 0-based, the source's own order
     agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="steps")
     speaker = models.CharField(max_length=300, blank=True)  # the original speaker string, unnormalised
@@ -270,6 +287,64 @@ class Step(models.Model):
 
     def __str__(self) -> str:
         return f"step {self.index} of trace {self.trace_id}"
+
+
+class StepSearch(models.Model):
+    """A step's full-text document (``to_tsvector('simple', content)``), stored apart from the step.
+
+    Computing it is most of what writing a step costs (an expression index on ``tracing_step`` recomputed it for
+    every imported step, and again for every step an OTLP renumbering moved, since a moved row is a new row version).
+    Here it is written once per step by the indexer, after the steps are committed, and never touched when a step's
+    index changes. Steps are never edited in place (a changed span becomes a new step with a new id), so a document
+    never goes stale; one left by a deleted step no longer joins a step and is dropped with its trace.
+    """
+
+    # No constraint and no cascade from Step: deleting a trace's steps stays one fast DELETE (a cascade would make
+    # Django load every step first); the trace's cascade removes the documents.
+    step = models.OneToOneField(
+        Step, primary_key=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    # Deleted with its trace by Django's cascade. No database constraint: its check at the indexer's commit took a
+    # share lock on the trace table, the one lock the indexer's lock timeout could not bound (a test database's
+    # TRUNCATE deadlocked with it); the indexer only writes documents of traces it holds locked.
+    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, db_constraint=False, related_name="+")
+    document = SearchVectorField()
+
+    def __str__(self) -> str:
+        return f"search document of step {self.step_id}"
+
+
+class TraceSearch(models.Model):
+    """The lexemes of all of a trace's step documents (``StepSearch``), positions stripped: one row per trace.
+
+    "Which traces have a step matching one word" then reads one document per trace instead of one per step: a word
+    in every trace of a 20,000-trace project matched 341,536 step documents, whose table (the documents inline)
+    had to be read whole for their trace ids. The indexer writes both tables in the same transaction. With
+    ``exact``, the document holds exactly the lexemes of the trace's step documents, so a trace matches a word (or
+    words joined by "or") exactly when one of its steps does; without it (an OTLP build deleted some of its step
+    documents, or the lexemes outgrew a tsvector's 1 MB and ``document`` is NULL), the document may hold more and
+    the trace's steps are checked. A trace's steps not indexed yet are read from their text by ``tracing.search``,
+    as before.
+    """
+
+    # Deleted with its trace by Django's cascade; no database constraint, like StepSearch (the indexer's lock timeout).
+    trace = models.OneToOneField(
+        Trace, primary_key=True, on_delete=models.CASCADE, db_constraint=False, related_name="+"
+    )
+    project = models.ForeignKey(
+        Project, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+"
+    )
+    document = SearchVectorField(null=True)
+    exact = models.BooleanField(default=True)
+
+    class Meta:
+        indexes = [
+            # The traces a search must check step by step: few, and found without reading the others.
+            models.Index(fields=["project"], condition=Q(exact=False), name="tracesearch_inexact"),
+        ]
+
+    def __str__(self) -> str:
+        return f"search document of trace {self.trace_id}"
 
 
 class PendingLabel(models.Model):
@@ -417,7 +492,8 @@ class OtlpSpan(models.Model):
     builder (``services/otlp_build.py``) turns spans with ``built`` false into steps and fills the placement columns,
     so later spans find their parent's path, agent and step without re-reading the trace."""
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="otlp_spans")
+    # No index of its own: every index below starts with the project (a lone one only slowed every accept).
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="otlp_spans", db_index=False)
     trace_id = models.CharField(max_length=64)
     span_id = models.CharField(max_length=32)
     resource = models.JSONField(default=dict)  # {"attributes": {...}} of the resource that sent it

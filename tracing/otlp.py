@@ -76,14 +76,15 @@ def _body(data: bytes, request: HttpRequest) -> bytes:
     return data
 
 
-def _store(data: bytes, protobuf: bool, project: Project) -> tuple[set[str], int]:
-    """Store the request's spans: protobuf spans go straight into rows, JSON is parsed and kept as JSON."""
+def _store(data: bytes, protobuf: bool, project: Project) -> tuple[list[str], int]:
+    """Store the request's spans and mark the builds they need: protobuf spans go straight into rows, JSON is parsed
+    and kept as JSON. The trace ids newly marked, whose build must be sent, and the number of spans rejected."""
     if protobuf:
         message = trace_service_pb2.ExportTraceServiceRequest.FromString(data)
-        return otlp.otlp_spans_store_protobuf(project=project, message=message)
+        return otlp.otlp_spans_accept(project=project, message=message)
     text = data.decode("utf-8")
     check_json_depth(text)
-    return otlp.otlp_spans_store(project=project, document=json.loads(text))
+    return otlp.otlp_spans_accept(project=project, document=json.loads(text))
 
 
 @csrf_exempt
@@ -110,7 +111,7 @@ def receive_traces(request: HttpRequest) -> HttpResponse:
         )
     try:
         # The spans are durable (committed) when this returns; building them into steps is the worker's job.
-        trace_ids, rejected = _store(_body(body, request), protobuf, token.project)
+        marked, rejected = _store(_body(body, request), protobuf, token.project)
     except (
         TraceFormatError,
         DecodeError,
@@ -120,7 +121,7 @@ def receive_traces(request: HttpRequest) -> HttpResponse:
         gzip.BadGzipFile,
     ) as exc:
         return _error(400, f"not a valid OTLP trace export: {exc}", protobuf)
-    if not _enqueue_rebuilds(token.project_id, trace_ids):
+    if not _enqueue_rebuilds(token.project_id, marked):
         # The spans are stored; the rebuild is not queued. Exporters retry a 503 (never a 500), and the retry stores
         # the same spans again (no duplicates) and queues the rebuild once the broker is back.
         response = _error(
@@ -133,21 +134,24 @@ def receive_traces(request: HttpRequest) -> HttpResponse:
     return _success(rejected, protobuf)
 
 
-def _enqueue_rebuilds(project_id: int, trace_ids: set[str]) -> bool:
-    """Queue a build for each touched trace that has none waiting (debounce: a burst of requests touching one trace
-    yields one build); False when the broker could not take them. Outside a transaction (every real request) they are
-    sent now, so the answer can say so; inside one they wait for the commit."""
-    from .tasks import rebuild_otlp_trace_task
+def _enqueue_rebuilds(project_id: int, marked: list[str]) -> bool:
+    """Send one task that builds the traces the request newly marked (a trace already marked has a build waiting
+    that will see these spans too: a burst of requests touching one trace yields one build; the new traces of a
+    request are built together, ``services/otlp_build_many.py``); False when the broker could not take it. Outside
+    a transaction (every real request) it is sent now, so the answer can say so; inside one it waits for the
+    commit."""
+    from .tasks import build_otlp_traces_task
 
-    marked = otlp.otlp_builds_mark(project_id=project_id, trace_ids=trace_ids)
-    if transaction.get_connection().in_atomic_block:
-        for trace_id in marked:
-            transaction.on_commit(lambda t=trace_id: broker.send(rebuild_otlp_trace_task, project_id, t))
+    if not marked:
         return True
-    unsent = [t for t in marked if not broker.send(rebuild_otlp_trace_task, project_id, t)]
-    if unsent:  # the exporter retries the 503; its retry must find no mark, or it would queue nothing
-        otlp.otlp_builds_unmark(project_id=project_id, trace_ids=unsent)
-    return not unsent
+    if transaction.get_connection().in_atomic_block:
+        transaction.on_commit(lambda: broker.send(build_otlp_traces_task, project_id, marked))
+        return True
+    if not broker.send(build_otlp_traces_task, project_id, marked):
+        # The exporter retries the 503; its retry must find no mark, or it would queue nothing.
+        otlp.otlp_builds_unmark(project_id=project_id, trace_ids=marked)
+        return False
+    return True
 
 
 def _success(rejected: int, protobuf: bool) -> HttpResponse:

@@ -34,6 +34,19 @@ def rebuild_otlp_trace_task(self, project_id: int, trace_id: str) -> None:
     services.otlp_trace_rebuild(project_id=project_id, trace_id=trace_id)
 
 
+@shared_task(base=JobTask, bind=True, name="tracing.build_otlp_traces")
+def build_otlp_traces_task(self, project_id: int, trace_ids: list[str]) -> None:
+    # The builds one OTLP request asked for: new traces in one transaction, the others one by one. Idempotent as
+    # rebuild_otlp_trace_task is (a redelivery finds the built spans built and builds the rest).
+    services.otlp_traces_rebuild(project_id=project_id, trace_ids=trace_ids)
+
+
+@shared_task(name="tracing.search_index")
+def search_index_task() -> int:
+    # Idempotent: it indexes whatever steps are still pending, under row locks, one transaction per batch.
+    return services.search_index_run()
+
+
 @shared_task(name="tracing.reap_jobs")
 def reap_jobs_task(stale_after: int | None = None, running_after: int | None = None) -> dict[str, int]:
     """Celery beat, every CULPRIT_REAP_EVERY seconds: re-enqueue ingest jobs whose worker vanished (a running job

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.functional import cached_property
 from django.views.decorators.http import require_GET, require_http_methods
 
 from config import ratelimit
@@ -47,6 +50,18 @@ def project_list(request: HttpRequest) -> HttpResponse:
     return render(request, "tracing/project_list.html", {"projects": projects, "form": form})
 
 
+class _Counted(Paginator):
+    """A paginator told its count when the search already knows it (``selectors.trace_list_count``)."""
+
+    def __init__(self, object_list: Any, per_page: int, *, count: int | None) -> None:
+        super().__init__(object_list, per_page)
+        self.known = count
+
+    @cached_property
+    def count(self) -> int:
+        return super().count if self.known is None else self.known
+
+
 @login_required
 @require_GET
 def trace_list(request: HttpRequest, slug: str) -> HttpResponse:
@@ -54,17 +69,21 @@ def trace_list(request: HttpRequest, slug: str) -> HttpResponse:
     form = TraceFilterForm(request.GET)
     form.is_valid()  # an invalid field is reported beside the form and left out; the valid ones still apply
     filters = form.filters()
-    # The search runs once: the count, the page and the "match in step N" links reuse what it found.
-    found = selectors.trace_search(project=membership.project, q=filters.q)
+    # The header's counts first: their total spares the search its name match when the steps matched every trace.
+    counts = selectors.trace_counts(project=membership.project)
+    # The search runs once: the page reuses the traces it found (then reads its first hits), and so does the count,
+    # which it gives outright when no other filter narrows the list.
+    found = selectors.trace_search(project=membership.project, q=filters.q, traces=counts["total"])
     traces = selectors.trace_list(project=membership.project, filters=filters, found=found)
-    page = Paginator(traces, TRACES_PER_PAGE).get_page(form.cleaned_data.get("page"))
-    selectors.trace_row_facts(traces=page.object_list, q=filters.q, found=found)
+    count = selectors.trace_list_count(filters=filters, found=found)
+    page = _Counted(traces, TRACES_PER_PAGE, count=count).get_page(form.cleaned_data.get("page"))
+    selectors.trace_row_facts(traces=page.object_list, q=filters.q)
     context = {
         "membership": membership,
         "project": membership.project,
         "form": form,
         "page": page,
-        "counts": selectors.trace_counts(project=membership.project),
+        "counts": counts,
         "ordering": filters.ordering,
         "agent_names": selectors.agent_names(project=membership.project),
         "extra_columns": extensions.trace_list_columns(),

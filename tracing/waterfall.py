@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Count, FloatField, Max, Min, Q, Sum
+from django.db.models import Count, FloatField, Max, Min, Q, QuerySet, Sum
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Coalesce, Length, Substr
 
@@ -95,15 +95,15 @@ def trace_totals(*, trace: Trace) -> TraceTotals:
     the steps were written; a trace written before that column (or whose steps changed without it) is aggregated
     once here and the result stored, so it heals on its first view. Error labels are counted now (indexed by trace):
     they change after import, the steps do not."""
-    stored = trace.totals or {}
-    if stored.get("steps") != trace.step_count:
+    stored = stored_totals(trace)
+    if stored is None:
         stored = totals_aggregate(trace=trace)
         # Only if no build changed the steps meanwhile; otherwise the next view aggregates again.
         Trace.objects.filter(pk=trace.pk, step_count=trace.step_count).update(totals=stored)
         trace.totals = stored
     return TraceTotals(
-        started=_when(stored.get("started")),
-        ended=_when(stored.get("ended")),
+        started=moment_of(stored.get("started")),
+        ended=moment_of(stored.get("ended")),
         steps=trace.step_count,
         llm_calls=stored.get("llm_calls", 0),
         input_tokens=stored.get("input_tokens", 0),
@@ -113,12 +113,35 @@ def trace_totals(*, trace: Trace) -> TraceTotals:
     )
 
 
+def stored_totals(trace: Trace) -> dict[str, Any] | None:
+    """``trace.totals`` when they are those of its current steps (stored when the steps were written); None for a
+    trace written before they were stored, or whose steps changed without them."""
+    stored = trace.totals if isinstance(trace.totals, dict) else {}
+    return stored if stored.get("steps") == trace.step_count else None
+
+
 def totals_aggregate(*, trace: Trace) -> dict[str, Any]:
     """``Trace.totals`` aggregated over the stored steps in one query (the OTLP build's refresh and the fallback of
     ``trace_totals``). Non-numeric cost values are skipped, not cast (a cast error would fail the page)."""
-    agg = (
-        Step.objects.filter(trace=trace)
-        .order_by()
+    agg = steps_aggregate(Step.objects.filter(trace=trace))
+    ended = max(filter(None, [agg["ended"], agg["last_start"]]), default=None)
+    return {
+        "steps": trace.step_count,
+        "started": agg["started"].isoformat() if agg["started"] else None,
+        "ended": ended.isoformat() if ended else None,
+        "llm_calls": agg["llm"],
+        "input_tokens": agg["tin"] or 0,
+        "output_tokens": agg["tout"] or 0,
+        "cost": agg["cost"],
+        "failed": agg["failed"],
+    }
+
+
+def steps_aggregate(steps: QuerySet) -> dict[str, Any]:
+    """The sums, counts and bounds ``totals_aggregate`` reads, over any set of steps (an OTLP build takes out
+    those of the steps it replaces)."""
+    return (
+        steps.order_by()
         .annotate(cost_text=Coalesce(*(KT(k) for k in COST_KEYS)))
         .aggregate(
             started=Min("started_at"),
@@ -134,20 +157,9 @@ def totals_aggregate(*, trace: Trace) -> dict[str, Any]:
             ),
         )
     )
-    ended = max(filter(None, [agg["ended"], agg["last_start"]]), default=None)
-    return {
-        "steps": trace.step_count,
-        "started": agg["started"].isoformat() if agg["started"] else None,
-        "ended": ended.isoformat() if ended else None,
-        "llm_calls": agg["llm"],
-        "input_tokens": agg["tin"] or 0,
-        "output_tokens": agg["tout"] or 0,
-        "cost": agg["cost"],
-        "failed": agg["failed"],
-    }
 
 
-def _when(text: str | None) -> datetime | None:
+def moment_of(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
 

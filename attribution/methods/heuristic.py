@@ -39,13 +39,14 @@ from .heuristic_text import (  # noqa: F401 - _EMPTY, _MADE_UP, _TOOL_ERROR: att
     _NO_CODE_SCAN,
     _TOOL_ERROR,
     _TOOL_ERROR_SCAN,
-    _WORD,
     _contains,
     _Lazy,
     _norm,
     _snippet,
+    _StepSearch,
     _unseparated,
     _without_code,
+    _words_of,
 )
 
 if TYPE_CHECKING:
@@ -171,22 +172,32 @@ class _Context:
             len(steps),
             lambda i: steps[i].content if steps[i].kind == "tool_result" else _without_code(steps[i].content),
         )
-        self.low_text = _Lazy(len(steps), lambda i: folded(self.text[i]))
         self.low = _Lazy(len(steps), lambda i: folded(steps[i].content))
+        # Most steps hold no code block, and their text is their content (``re.sub`` hands back the very string):
+        # the same folded text and the same answers, not computed twice.
+        self.low_text = _Lazy(
+            len(steps),
+            lambda i: self.low[i] if self.text[i] is steps[i].content else folded(self.text[i]),
+        )
         self.tool_error = _Lazy(
             len(steps), lambda i: _TOOL_ERROR_SCAN.search_folded(self.text[i], self.low_text[i])
         )
         self.empty = _Lazy(len(steps), lambda i: _EMPTY_SCAN.search_folded(self.text[i], self.low_text[i]))
-        self.no_code_text = _Lazy(
-            len(steps), lambda i: _NO_CODE_SCAN.search_folded(self.text[i], self.low_text[i])
-        )
         self.no_code = _Lazy(len(steps), lambda i: _NO_CODE_SCAN.search_folded(steps[i].content, self.low[i]))
+        self.no_code_text = _Lazy(
+            len(steps),
+            lambda i: (
+                self.no_code[i]
+                if self.text[i] is steps[i].content
+                else _NO_CODE_SCAN.search_folded(self.text[i], self.low_text[i])
+            ),
+        )
         self.final_answer = _Lazy(
             len(steps), lambda i: _FINAL_ANSWER_SCAN.search_folded(steps[i].content, self.low[i])
         )
         self.unseparated = _Lazy(len(steps), lambda i: _unseparated(steps[i].content))
         # ``normed`` is ``_norm(content)``; the loop detector reads its words, which are kept to spare a split.
-        self.words = _Lazy(len(steps), lambda i: _WORD.findall(self.unseparated[i]))
+        self.words = _Lazy(len(steps), lambda i: _words_of(self.unseparated[i]))
         self.normed = _Lazy(len(steps), lambda i: " ".join(self.words[i]))
         self.planners = planners_of(trace)
         self.style = "orchestrated" if self.planners else "group"
@@ -195,9 +206,15 @@ class _Context:
         self.ground_truth = trace.ground_truth.strip() if with_ground_truth else ""
         truth = _norm(self.ground_truth)
         self.answer_wrong = bool(truth and self.answer and not _contains(_norm(self.answer), truth))
+        self.search: _StepSearch | None = None  # built when the answer's values are looked for
         self.closer = (
             ""  # the agent that declared the task done while it was not (set by premature termination)
         )
+
+    @cached_property
+    def cells(self) -> tuple[str, list[tuple[str, int]]]:
+        """``cells(trace)``, read by the priors and again by the verdict's "Why"."""
+        return cells(self.trace, self.planners)
 
     @cached_property
     def graph(self) -> nx.DiGraph:
@@ -301,9 +318,7 @@ def _detect_loops(ctx: _Context) -> Iterator[Signal]:
         if not ctx.is_action(step):
             continue
         content = step.content
-        words = (
-            ctx.words[i] if len(content) <= _LOOP_TEXT else _WORD.findall(_unseparated(content[:_LOOP_TEXT]))
-        )
+        words = ctx.words[i] if len(content) <= _LOOP_TEXT else _words_of(_unseparated(content[:_LOOP_TEXT]))
         if len(words) < 22:
             continue  # fewer than 20 triples
         shingles = _shingles(words)
@@ -313,8 +328,9 @@ def _detect_loops(ctx: _Context) -> Iterator[Signal]:
         for earlier, other in seen.get(step.agent, []):
             m = len(other)
             # The overlap is at most the smaller set and the union at least the larger: sets of too different
-            # sizes cannot reach 0.8, and are not intersected (most pairs of a long run).
-            if min(n, m) < 0.8 * max(n, m):
+            # sizes cannot reach 0.8, and are not intersected (most pairs of a long run). Compared without min()
+            # and max(), two calls for each of the pairs.
+            if (m < 0.8 * n) if m <= n else (n < 0.8 * m):
                 continue
             common = len(shingles & other)
             if common >= 0.8 * (n + m - common):
@@ -383,7 +399,10 @@ def _answer_values(ctx: _Context) -> list[str]:
     text, capitalised names and, for a short answer, its comma-separated items; minus what the question and the
     system prompts already say (those are given, not produced)."""
     text = _without_code(ctx.answer).replace("TERMINATE", " ")[-_ANSWER_TAIL:]
-    given = _norm(" ".join([ctx.trace.question, *ctx.trace.system_prompts.values()]))
+    # The given text is normalised only when a value's words are all in it (Magentic-One's system prompts run to
+    # 5,000 characters): a value lacking one of them cannot be in its normal form (see ``_steps_with``).
+    given_unseparated = _unseparated(" ".join([ctx.trace.question, *ctx.trace.system_prompts.values()]))
+    given = None
     raw = [*tokens_of(text), *_BOLD.findall(text), *_NAME.findall(text)]
     if len(text) <= _SHORT_ANSWER:
         raw += re.split(r"[,;\n]| and ", text)
@@ -391,18 +410,24 @@ def _answer_values(ctx: _Context) -> list[str]:
     for item in raw:
         normed = _norm(item)
         words = normed.split()
-        if len(normed) < 2 or all(w in _COMMON for w in words) or _contains(given, normed):
+        if len(normed) < 2 or all(w in _COMMON for w in words):
             continue
+        if all(w in given_unseparated for w in words):
+            if given is None:
+                given = " ".join(_words_of(given_unseparated))
+            if _contains(given, normed):
+                continue
         values.append(normed)
     return list(dict.fromkeys(values))
 
 
-def _step_contains(ctx: _Context, i: int, value: str) -> bool:
-    """``_contains(ctx.normed[i], value)``, without normalising a step that lacks one of the value's words."""
-    unseparated = ctx.unseparated[i]
-    if any(word not in unseparated for word in value.split()):
-        return False
-    return _contains(ctx.normed[i], value)
+def _steps_with(ctx: _Context, value: str, start: int = 0) -> Iterator[int]:
+    """Each step i from ``start`` to the final one (excluded) for which ``_contains(ctx.normed[i], value)``, in
+    order. A step that lacks one of the value's words is not normalised: every word of ``_norm(text)`` is a
+    substring of ``_unseparated(text)``, so the value cannot be in it."""
+    if ctx.search is None:
+        ctx.search = _StepSearch(len(ctx.steps[: ctx.final]), ctx.unseparated, ctx.normed)
+    return ctx.search.steps_with(value, start)
 
 
 def _detect_answer_origin(ctx: _Context) -> Iterator[Signal]:
@@ -416,7 +441,7 @@ def _detect_answer_origin(ctx: _Context) -> Iterator[Signal]:
     values = _answer_values(ctx)
     firsts = {}
     for value in values:
-        first = next((i for i in range(len(ctx.steps[: ctx.final])) if _step_contains(ctx, i, value)), None)
+        first = next(_steps_with(ctx, value), None)
         if first is not None:
             firsts.setdefault(first, value)
     if not firsts:
@@ -444,10 +469,8 @@ def _detect_answer_origin(ctx: _Context) -> Iterator[Signal]:
     taker = next(
         (
             i
-            for i in range(first + 1, ctx.final)
-            if ctx.is_action(ctx.steps[i])
-            and ctx.steps[i].agent != origin_agent
-            and _step_contains(ctx, i, value)
+            for i in _steps_with(ctx, value, first + 1)
+            if ctx.is_action(ctx.steps[i]) and ctx.steps[i].agent != origin_agent
         ),
         None,
     )
@@ -466,10 +489,8 @@ def _detect_answer_origin(ctx: _Context) -> Iterator[Signal]:
         accepted = next(
             (
                 i
-                for i in range(first + 1, ctx.final)
-                if ctx.steps[i].agent == ctx.closer
-                and ctx.is_action(ctx.steps[i])
-                and _step_contains(ctx, i, value)
+                for i in _steps_with(ctx, value, first + 1)
+                if ctx.steps[i].agent == ctx.closer and ctx.is_action(ctx.steps[i])
             ),
             None,
         )
@@ -558,10 +579,12 @@ def role_of(step: StepView, planners: set[str]) -> str:
     return "worker"
 
 
-def cells(trace: TraceView) -> tuple[str, list[tuple[str, int]]]:
+def cells(trace: TraceView, planners: set[str] | None = None) -> tuple[str, list[tuple[str, int]]]:
     """The run's style and each step's prior cell: (role, rank of the step among the trace's steps of that role,
-    4 standing for 4 and later). What the priors are a table of, and what a project's calibration counts."""
-    planners = planners_of(trace)
+    4 standing for 4 and later). What the priors are a table of, and what a project's calibration counts.
+    ``planners``: ``planners_of(trace)`` when the caller has it already."""
+    if planners is None:
+        planners = planners_of(trace)
     seen: dict[str, int] = {}
     out = []
     for step in trace.steps:
@@ -573,7 +596,7 @@ def cells(trace: TraceView) -> tuple[str, list[tuple[str, int]]]:
 
 
 def _log_priors(ctx: _Context, priors: dict[str, dict[tuple[str, int], float]]) -> list[float]:
-    style, step_cells = cells(ctx.trace)
+    style, step_cells = ctx.cells
     table = priors[style]
     return [math.log(table.get(cell, PRIOR_FLOOR)) for cell in step_cells]
 
@@ -637,7 +660,7 @@ def _reason(a: Analysis, step: int, scores: list[float]) -> str:
     Scores are odds relative to the most suspicious step (1.00 there), the same numbers as the blame strip."""
     ctx = a.ctx
     own = [s for s in a.signals if s.step == step]
-    role, rank = cells(ctx.trace)[1][step]
+    role, rank = ctx.cells[1][step]
     head = f"Blamed step {step} ({ctx.steps[step].agent or 'no agent'}), score {_score(scores[step])}"
     because = "; ".join(
         f"{SIGNAL_NAMES.get(s.signal, s.signal)} (+{s.weight:.2f}): {s.text}"

@@ -478,19 +478,53 @@ def run_fail(*, run_id: int, reason: str) -> None:
     )
 
 
-def run_execute_inline(*, run: AttributionRun) -> AttributionRun:
-    """Run every trace in this process (the CLI and `evaluate`): the same code path the workers take."""
+def run_execute_inline(*, run: AttributionRun, jobs: int = 1) -> AttributionRun:
+    """Run every trace here (the CLI and `evaluate`): the same code path the workers take. An offline method's
+    batches may go to ``jobs`` processes forked from this one (``_run_batches_forked``)."""
     run_prepare(run=run)
     run_claim(run_id=run.pk)
     if is_offline(run):
-        for start in range(0, len(run.trace_ids), OFFLINE_BATCH):
-            run_traces(run_id=run.pk, trace_ids=run.trace_ids[start : start + OFFLINE_BATCH])
+        batches = [
+            run.trace_ids[start : start + OFFLINE_BATCH]
+            for start in range(0, len(run.trace_ids), OFFLINE_BATCH)
+        ]
+        if jobs > 1 and len(batches) > 1 and _can_fork():
+            _run_batches_forked(run.pk, batches, jobs)
+        else:
+            for batch in batches:
+                run_traces(run_id=run.pk, trace_ids=batch)
     else:
         for trace_id in run.trace_ids:
             run_trace(run_id=run.pk, trace_id=trace_id)
     _finish_if_done(run.pk)
     run.refresh_from_db()
     return run
+
+
+def _can_fork() -> bool:
+    """Forked processes read what this one committed: PostgreSQL, outside a transaction (a test's, or a caller's
+    whose rows the children could not see). SQLite (the embedded mode) takes one writer at a time anyway."""
+    return connection.vendor == "postgresql" and not connection.in_atomic_block
+
+
+def _run_batches_forked(run_id: int, batches: list[list[int]], jobs: int) -> None:
+    """``run_traces`` over ``batches`` in ``jobs`` processes forked from this one (modules already imported, each
+    child its own database connection): an offline method is CPU-bound, and a single process used one core of many.
+    Each batch is its own transaction, as on the workers; a child's error fails the call as it would inline."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from django.db import connections
+
+    connections.close_all()  # a child must never share the parent's socket: each opens its own
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+        for _ in pool.map(_run_batch, [(run_id, batch) for batch in batches]):
+            pass
+
+
+def _run_batch(job: tuple[int, list[int]]) -> int:
+    run_id, trace_ids = job
+    return run_traces(run_id=run_id, trace_ids=trace_ids)
 
 
 def llm_test_connection(*, project: Project) -> dict:

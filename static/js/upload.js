@@ -56,4 +56,5 @@
       status.textContent = "The upload failed (" + (event.detail.xhr ? event.detail.xhr.status : "network") + "). Nothing was imported; try again.";
     }
   });
+  zone.dataset.ready = "true"; // the drop handlers are in place (the script is deferred: the zone exists before them)
 })();

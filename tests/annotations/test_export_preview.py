@@ -50,6 +50,10 @@ def make_labelled(project, n: int, *, start: int = 0) -> None:
         ExportFilters(),
         ExportFilters(verified_only=True, seed=3, test_percent=30),
         ExportFilters(sources=[LabelSource.IMPORTED], test_percent=50),
+        # 14 verified cases: 3.5 and 10.5 test cases, rounded half to even by Python and by the database alike
+        ExportFilters(verified_only=True, seed=11, test_percent=25),
+        ExportFilters(verified_only=True, seed=11, test_percent=75),
+        ExportFilters(min_agreement=0.5),  # built in Python: the agreement is computed there
     ],
 )
 def test_the_preview_says_what_the_manifest_will_say(project, filters):
@@ -78,3 +82,28 @@ def test_the_preview_reads_no_trace_content_and_its_queries_do_not_grow(
     }
     sql = " ".join(q["sql"] for q in many.captured_queries)
     assert '"metadata"' not in sql and '"question"' not in sql
+
+
+def test_the_database_splits_cases_exactly_as_the_export_does_names_alike_and_not_ascii(project):
+    """The preview ranks cases by the database's SHA-256 of seed, name and external id (PostgreSQL); the export
+    by Python's. Traces sharing a name and source id tie on it and go by trace id in both; UTF-8 names hash alike."""
+    names = ["même", "même", "日本語", "plain", "plain", "émoji 🙂", *(f"n{i}" for i in range(30))]
+    traces = Trace.objects.bulk_create(
+        [
+            Trace(project=project, name=n, external_id="x" if k < 5 else "", step_count=1 + k)
+            for k, n in enumerate(names)
+        ]
+    )
+    GoldLabel.objects.bulk_create(
+        [GoldLabel(trace=t, agent_name="A", step_index=0, source=LabelSource.IMPORTED) for t in traces]
+    )
+    for seed, percent in ((0, 20), (5, 50), (9, 33)):
+        filters = ExportFilters(seed=seed, test_percent=percent)
+        cases = export_cases(project=project, filters=filters)
+        preview = export_preview(project=project, filters=filters)
+        test_steps = sum(c.step_count for c in cases if c.split == "test")
+        assert preview["counts"]["steps_by_split"]["test"] == test_steps
+        assert (
+            preview["split_sizes"]
+            == export_manifest(project=project, filters=filters, cases=cases, fmt="csv")["split_sizes"]
+        )

@@ -86,8 +86,9 @@ def test_a_project_whose_runs_always_fail_at_one_step_teaches_the_model_that_ste
 
 def test_a_rule_replaces_the_default_only_when_a_sign_test_says_so():
     right, wrong = True, False
-    assert not agents.clearly_better([right] * 3, [wrong] * 3)  # 3 to 0: one chance in eight by luck
-    assert agents.clearly_better([right] * 6, [wrong] * 6)
+    assert not agents.clearly_better([right] * 2, [wrong] * 2)  # 2 to 0: one chance in four by luck
+    assert agents.clearly_better([right] * 3, [wrong] * 3)  # one in eight
+    assert not agents.clearly_better([right] * 4 + [wrong] * 2, [wrong] * 4 + [right] * 2)
     assert not agents.clearly_better([right] * 10 + [wrong] * 8, [wrong] * 10 + [right] * 8)
     assert not agents.clearly_better([right] * 20, [right] * 20)  # agreeing everywhere says nothing
 

@@ -16,8 +16,13 @@ from tracing.models import IngestJob, Role, Trace
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
+# Waits for upload.js to mark the zone ready: the script is deferred, so a drop dispatched as soon as the zone is
+# parsed could reach no handler (under load it did, and nothing was uploaded).
 DROP_FILES = """
-([selector, files]) => {
+async ([selector, files]) => {
+  for (let i = 0; i < 600 && !document.querySelector(selector + "[data-ready]"); i++) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
   const transfer = new DataTransfer();
   for (const f of files) transfer.items.add(new File([f.body], f.name, {type: "application/json"}));
   const zone = document.querySelector(selector);

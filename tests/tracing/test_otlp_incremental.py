@@ -445,8 +445,8 @@ def test_the_receiver_queues_one_build_per_trace_until_it_starts(
 ):
     from tracing import services, tasks
 
-    sent: list[tuple[int, str]] = []
-    monkeypatch.setattr(tasks.rebuild_otlp_trace_task, "delay", lambda p, t: sent.append((p, t)))
+    sent: list[tuple[int, list[str]]] = []
+    monkeypatch.setattr(tasks.build_otlp_traces_task, "delay", lambda p, t: sent.append((p, t)))
     token = services.api_token_create(project=project, name="otel", user=None)[1]
     tree = SpanTree(agents=2, calls=3)
     for batch in in_batches(tree.by_start(), 4):
@@ -459,7 +459,7 @@ def test_the_receiver_queues_one_build_per_trace_until_it_starts(
                 HTTP_AUTHORIZATION=f"Bearer {token}",
             )
         assert response.status_code == 200
-    assert sent == [(project.pk, TRACE.hex())]
+    assert sent == [(project.pk, [TRACE.hex()])]
     otlp_trace_rebuild(project_id=project.pk, trace_id=TRACE.hex())
     trace = Trace.objects.get(project=project)
     assert steps_of(trace) == parser_steps(tree)

@@ -108,9 +108,11 @@ def rebuild_inline(monkeypatch, django_capture_on_commit_callbacks):
     from tracing import tasks
 
     monkeypatch.setattr(
-        tasks.rebuild_otlp_trace_task,
+        tasks.build_otlp_traces_task,
         "delay",
-        lambda project_id, trace_id: services.otlp_trace_rebuild(project_id=project_id, trace_id=trace_id),
+        lambda project_id, trace_ids: services.otlp_traces_rebuild(
+            project_id=project_id, trace_ids=trace_ids
+        ),
     )
 
     def post(*args, **kwargs):

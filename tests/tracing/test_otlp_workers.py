@@ -125,3 +125,37 @@ def test_the_reaper_queues_builds_that_went_missing(project):
     assert sent == [(project.pk, TRACE_B.hex())]
     OtlpPendingBuild.objects.filter(project=project).update(queued_at="2000-01-01T00:00:00Z")
     assert otlp_builds_reap(stale_after=3600, enqueue=lambda p, t: sent.append((p, t)))["resent"] == 1
+
+
+def test_a_worker_killed_in_the_middle_of_a_request_s_builds_finishes_them_once(
+    client, celery_worker, project
+):
+    """One request, three new traces, one task: the two the batch could lock are written together; the third,
+    whose lock another build holds, is built singly and waits -- kill the worker there. The redelivered task finds
+    the two built (nothing written twice) and builds the third."""
+    token = services.api_token_create(project=project, name="otel", user=None)[1]
+    trees = [SpanTree(trace_id=bytes([k]) * 16, agents=2, calls=3, seed=k) for k in (1, 2, 3)]
+    held = trees[2].trace_id.hex()
+    lock = TraceLock(project.pk, held)
+    try:
+        response = client.generic(
+            "POST",
+            "/v1/traces",
+            request([item for tree in trees for item in tree.by_end()]).SerializeToString(),
+            content_type="application/x-protobuf",
+            HTTP_AUTHORIZATION=f"Bearer {token}",
+        )
+        assert response.status_code == 200
+        for tree in trees[:2]:
+            wait_for(lambda tree=tree: built(project, tree.trace_id, len(parser_steps(tree))))
+        celery_worker.kill()
+    finally:
+        lock.release()
+    assert not Trace.objects.filter(project=project, external_id=held).exists()
+    celery_worker.start()  # the unacknowledged task comes back once the broker's visibility timeout passes
+    wait_for(lambda: built(project, trees[2].trace_id, len(parser_steps(trees[2]))))
+    for tree in trees:
+        assert steps_of(Trace.objects.get(project=project, external_id=tree.trace_id.hex())) == parser_steps(
+            tree
+        )
+    assert Trace.objects.filter(project=project).count() == 3

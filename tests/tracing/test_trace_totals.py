@@ -141,6 +141,18 @@ def test_an_otlp_trace_built_in_two_batches_stores_the_totals_of_all_its_steps(p
     assert trace.totals["input_tokens"] > partial.totals["input_tokens"] > 0
 
 
+@pytest.mark.parametrize("order", ["by_start", "by_end"])
+def test_otlp_totals_stay_exact_through_appends_and_adoptions(project, order):
+    """A build adds its rows to the stored totals and takes out those of the steps it replaced (children that
+    waited for a parent are derived again when it comes, as an SDK exporting spans as they end makes happen
+    all the time), without an aggregate over the trace; when a replaced step held a bound, it aggregates. Either
+    way the stored totals are the aggregate of the steps."""
+    tree = SpanTree(agents=3, calls=6, seed=4)
+    for batch in in_batches(getattr(tree, order)(), 5):
+        trace = send(project, batch)
+        assert trace.totals == aggregate_before_issue_16(trace)
+
+
 def test_the_trace_page_does_not_sum_the_steps_when_totals_are_stored(owner_client, project):
     trace = _import(project, TRAIL)
     with CaptureQueriesContext(connection) as queries:

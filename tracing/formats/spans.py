@@ -5,6 +5,9 @@ works out which agent acted in each span, and emits steps:
 
 - an LLM span becomes one ``llm_call`` step (content: what the model answered; its input stays in ``raw``);
 - a tool span becomes a ``tool_call`` step (the arguments) and a ``tool_result`` step (the output or error);
+- an ``observation`` span (what an agent's step observed: the execution log of the code it wrote, the outputs of
+  the tools it called, as smolagents' ``Step N`` spans report them) becomes a ``tool_result`` step: the output of
+  the action above it, answerable to that action, never an action of its own;
 - an agent or chain span with text of its own becomes a ``message`` step (its output, else its input);
 - spans with no text of their own (pure containers) become no step; their children hang from the nearest
   ancestor that did.
@@ -22,7 +25,7 @@ from typing import Any
 
 from .base import ParsedAgent, ParsedStep
 
-SPAN_KINDS = ("agent", "llm", "tool", "chain", "retriever", "embedding", "other")
+SPAN_KINDS = ("agent", "llm", "tool", "chain", "retriever", "embedding", "observation", "other")
 
 
 @dataclass
@@ -186,4 +189,5 @@ def _steps_for(span: Span, agent: str) -> list[ParsedStep]:
     text = output or _text(span.input)
     if not text:
         return []  # a pure container: its children carry the content
-    return [ParsedStep(kind="message", content=text, ended_at=span.end, **common)]
+    kind = "tool_result" if span.kind == "observation" else "message"
+    return [ParsedStep(kind=kind, content=text, ended_at=span.end, **common)]

@@ -43,6 +43,7 @@ _KINDS = {
 _NAMED = re.compile(r"agent named '([^']+)'")
 _AGENT_CLASS = re.compile(r"<smolagents\.agents\.(\w+) object")
 _DURATION = re.compile(r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>[\d.]+)S)?)?$")
+_STEP = re.compile(r"Step \d+\Z")  # smolagents' span of one agent step (its output: what the step observed)
 _MEMORY_STEP = "memory_step"  # a Step span's input is a dump of smolagents' empty ActionStep: no information
 
 
@@ -301,7 +302,9 @@ def _spans_for(raw: dict[str, Any], agent: str | None) -> list[Span]:
     closer = Span(
         span_id=span_id,
         parent_id=opener_id,
-        kind="chain",
+        # A ``Step N`` span's output is what the step observed (the code's execution log, the tools' outputs): a
+        # tool result of the model call that acted in the step. An agent's output is its answer: a message.
+        kind="observation" if kind == "chain" and _STEP.match(common["name"]) else "chain",
         output=output,
         error=error,
         **{**common, "start": common["end"], "name": f"{common['name']} (output)"},

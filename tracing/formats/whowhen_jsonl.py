@@ -13,6 +13,9 @@ from .whowhen import parse_document
 class WhoAndWhenJsonl:
     name = "whowhen-jsonl"
     label = "Who&When JSONL"
+    # Every trace comes whole with its steps as a list: a big file may be read in a forked process while the
+    # importer writes (tracing.services.parse_ahead).
+    parse_ahead = True
 
     def detect(self, source: Source) -> float:
         if not source.head_text().startswith("{"):

@@ -5,8 +5,9 @@ from __future__ import annotations
 from .audit import audit_record
 from .ingest import MAX_INGEST_ATTEMPTS, ingest_job_fail, ingest_job_run, ingest_jobs_create, ingest_jobs_reap
 from .labels import gold_write, labels_attach
-from .otlp import otlp_id, otlp_spans_store, otlp_trace_rebuild
+from .otlp import otlp_id, otlp_spans_store, otlp_trace_rebuild, otlp_traces_rebuild
 from .projects import LastOwnerError, membership_change, membership_set, project_create, project_get_or_create
+from .search_index import search_index_pending, search_index_run, search_index_schedule
 from .tokens import api_token_authenticate, api_token_create, api_token_revoke
 from .totals import trace_totals_store
 from .uploads import IncomingFile, expand_incoming, incoming_from_upload, raw_upload_store
@@ -33,10 +34,14 @@ __all__ = [
     "otlp_id",
     "otlp_spans_store",
     "otlp_trace_rebuild",
+    "otlp_traces_rebuild",
     "membership_set",
     "project_create",
     "project_get_or_create",
     "raw_upload_store",
+    "search_index_pending",
+    "search_index_run",
+    "search_index_schedule",
     "trace_create_from_parsed",
     "trace_replace_from_parsed",
     "trace_totals_store",

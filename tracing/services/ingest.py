@@ -18,6 +18,7 @@ from ..formats import ParsedLabels, ParsedTrace, Source, TraceFormatError, detec
 from ..models import DuplicatePolicy, IngestJob, JobStatus, Project, Trace
 from .duplicates import twin_labels_attach, twins_find
 from .labels import labels_attach
+from .parse_ahead import parsed_items
 from .reaper import gave_up_reason, heartbeat, job_rows_reap
 from .uploads import IncomingFile, expand_incoming, raw_upload_store
 from .writer import PreparedTrace, trace_create_from_parsed, trace_prepare, traces_create_prepared
@@ -160,8 +161,9 @@ def _import_job(job: IngestJob) -> None:
     report = _Report()
     batch: list[tuple[int, ParsedTrace]] = []
     steps = 0  # in ``batch``
+    prepared: dict[int, PreparedTrace] = {}  # by ordinal: traces a parse-ahead process already prepared
     try:
-        for ordinal, item in enumerate(fmt.parse(source)):
+        for ordinal, (item, ready) in enumerate(parsed_items(fmt, source)):
             if isinstance(item, ParsedLabels):
                 _import_batch(job=job, batch=batch, report=report)  # labels attach to the traces before them
                 batch, steps = [], 0
@@ -175,11 +177,13 @@ def _import_job(job: IngestJob) -> None:
                 batch, steps = [], 0
                 continue
             batch.append((ordinal, item))
+            if ready is not None:
+                prepared[ordinal] = ready
             steps += len(item.steps)
             if len(batch) >= BATCH_TRACES or steps >= BATCH_STEPS:
-                _import_batch(job=job, batch=batch, report=report)
+                _import_batch(job=job, batch=batch, report=report, prepared=prepared)
                 batch, steps = [], 0
-        _import_batch(job=job, batch=batch, report=report)
+        _import_batch(job=job, batch=batch, report=report, prepared=prepared)
     except TraceFormatError:
         _undo(job)  # a file fails whole: traces committed before the bad part are taken back out
         raise
@@ -267,14 +271,22 @@ BATCH_TRACES = 500
 BATCH_STEPS = 5_000
 
 
-def _import_batch(*, job: IngestJob, batch: list[tuple[int, ParsedTrace]], report: _Report) -> None:
+def _import_batch(
+    *,
+    job: IngestJob,
+    batch: list[tuple[int, ParsedTrace]],
+    report: _Report,
+    prepared: dict[int, PreparedTrace] | None = None,
+) -> None:
     """Write a batch of traces in one transaction, with one update of the job's progress and trace list (appended
     to, never rewritten per trace), then report them. Traces an earlier attempt of this job (or another job on the
     same bytes) committed are linked, not written again; traces whose content is already in the project are
     skipped as duplicates (unless the job imports them anyway). If another job races us on the same bytes, the
-    batch falls back to one trace per transaction, which knows how to step aside."""
+    batch falls back to one trace per transaction, which knows how to step aside. ``prepared``: the batch's traces
+    already prepared, by ordinal (taken out of it)."""
     if not batch:
         return
+    ready = {o: prepared.pop(o) for o, _ in batch if o in prepared} if prepared else {}
     from django.db.models import Count
 
     from ..models import GoldLabel
@@ -287,7 +299,7 @@ def _import_batch(*, job: IngestJob, batch: list[tuple[int, ParsedTrace]], repor
     if new:
         try:
             with transaction.atomic():
-                created, twins = _write_new(job, new)
+                created, twins = _write_new(job, new, ready)
                 _record_written(job, created)
         except IntegrityError:
             for ordinal, parsed in batch:
@@ -335,14 +347,18 @@ def _import_one(*, job: IngestJob, ordinal: int, parsed: ParsedTrace, report: _R
     _report_trace(job=job, trace=trace, labels=trace.gold_labels.count(), report=report)
 
 
-def _write_new(job: IngestJob, new: list[tuple[int, ParsedTrace]]) -> tuple[list[Trace], dict[int, Trace]]:
+def _write_new(
+    job: IngestJob, new: list[tuple[int, ParsedTrace]], ready: dict[int, PreparedTrace] | None = None
+) -> tuple[list[Trace], dict[int, Trace]]:
     """Write the traces of ``new`` (in the caller's transaction) except duplicates: returns the traces written and,
     per ordinal skipped, the trace of the project that already holds its content. A later copy of a run in the
     same batch is a duplicate of the first. A trace whose steps are still in the file is hashed as it is written,
     so it is written first and rolled back (a savepoint) if it turns out to be a duplicate. It comes alone in its
-    batch (``_import_job``), so every transaction takes its hash locks at once, in sorted order, or takes one."""
+    batch (``_import_job``), so every transaction takes its hash locks at once, in sorted order, or takes one.
+    ``ready``: traces of ``new`` already prepared, by ordinal."""
     skip = job.duplicates == DuplicatePolicy.SKIP
-    prepared = {o: trace_prepare(p) for o, p in new if isinstance(p.steps, list)}
+    ready = ready or {}
+    prepared = {o: ready.get(o) or trace_prepare(p) for o, p in new if isinstance(p.steps, list)}
     hashes = {o: p.content_hash for o, p in prepared.items()} if skip else {}
     by_hash = twins_find(project=job.project, digests=hashes.values())
     first_copy: dict[str, int] = {}  # hash -> ordinal of the batch's first trace with it, written below

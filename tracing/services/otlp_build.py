@@ -26,17 +26,18 @@ from typing import Any
 
 from django.db import connection, models, transaction
 from django.db.models import F
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Length
 
 from .. import extensions, waterfall
 from ..formats.base import finite, scrub_nul
 from ..formats.otel_traces import _is_silent, _shown_attributes
 from ..formats.spans import Span, _steps_for
-from ..models import Agent, OtlpSpan, Step, StepKind, Trace
+from ..models import Agent, OtlpSpan, Step, StepKind, StepSearch, Trace, TraceSearch
 from .labels import attach_pending
 from .otlp_records import _header, _parsed, _row_service
 from .step_follow import _labels_follow
-from .totals import StepTotals
+from .totals import NOTHING_REMOVED, StepTotals
 from .writer import STEP_BATCH_SIZE, _bulk_create_steps, _clean, _copy_steps, _tokens, unique_trace_name
 
 OTLP_FORMAT = "otlp-json"
@@ -61,6 +62,21 @@ _KINDS = set(StepKind.values)
 # Spans built per transaction. Requests that arrive while a build runs pile up behind it (debounce), and parsing them
 # all at once took the worker past 800 MB on the 100,000-span trace (bench/otlp_ingest.py); 5,000 keep it bounded.
 BUILD_BATCH = 5000
+
+
+# Rows of one trace by a list of span ids: one index probe per id (a LATERAL join that OFFSET 0 keeps the planner
+# from flattening), then the rows by primary key. With a plain IN list (or a flattened join) the planner, whose
+# statistics expect a trace of average size, read every span of a long trace instead: 85-104 ms per build at 60,000
+# spans (bench/otlp_ingest.py ``huge``), growing with the trace; 3.6 ms this way.
+_SPANS_BY = {
+    column: "SELECT o.id FROM unnest(%s::text[]) AS k(v) CROSS JOIN LATERAL (SELECT id FROM tracing_otlpspan "
+    f"WHERE project_id = %s AND trace_id = %s AND {column} = k.v OFFSET 0) AS o"
+    for column in ("span_id", "parent_span_id")
+}
+_STEPS_BY_SPAN = (
+    "SELECT s.id FROM unnest(%s::text[]) AS k(v) CROSS JOIN LATERAL "
+    "(SELECT id FROM tracing_step WHERE trace_id = %s AND span_id = k.v OFFSET 0) AS s"
+)
 
 
 @dataclass
@@ -117,9 +133,25 @@ class _Build:
         self.context: dict[str, Placed] = {}  # parents of affected spans that stay as they are
         self.full = False
         self.created = False
+        # Totals of the steps this build deleted, taken out of the trace's in ``_update_header``.
+        self.removed: dict[str, Any] | None = None
         self.relocated: dict[
             str, tuple[bytes, str]
         ] = {}  # span id -> (old path, parent): subtrees moved as they are
+
+    def _spans_where(self, column: str, values: Any) -> models.QuerySet:
+        """The trace's spans whose ``span_id`` or ``parent_span_id`` is one of ``values``."""
+        if connection.vendor != "postgresql":
+            return self.spans.filter(**{f"{column}__in": list(values)})
+        return OtlpSpan.objects.filter(
+            pk__in=RawSQL(_SPANS_BY[column], [list(values), self.project_id, self.trace_id])  # noqa: S611 - constant SQL
+        )
+
+    def _steps_where(self, span_ids: Any) -> models.QuerySet:
+        """The trace's steps built from the spans ``span_ids``."""
+        if connection.vendor != "postgresql":
+            return Step.objects.filter(trace=self.trace, span_id__in=list(span_ids))
+        return Step.objects.filter(pk__in=RawSQL(_STEPS_BY_SPAN, [list(span_ids), self.trace.pk]))  # noqa: S611
 
     def load_pending(self) -> bool:
         pending = list(self.spans.filter(built=False).order_by("pk").only(*_ROW_FIELDS)[: BUILD_BATCH + 1])
@@ -148,8 +180,10 @@ class _Build:
             return False
         default_agent = _defaults(first)[0]
         self._add_subtrees([bytes(row.path) for row in self.affected.values() if row.path is not None])
-        children = self.spans.filter(parent_span_id__in=list(self.affected), path__isnull=False).values_list(
-            "span_id", "path", "agent", "service", "parent_span_id"
+        children = (
+            self._spans_where("parent_span_id", self.affected)
+            .filter(path__isnull=False)
+            .values_list("span_id", "path", "agent", "service", "parent_span_id")
         )
         adopt = []
         for span_id, path, agent, service, parent in children:
@@ -193,7 +227,7 @@ class _Build:
             if not wanted:
                 return
             leaves = []
-            for row in self.spans.filter(span_id__in=list(wanted), path__isnull=False):
+            for row in self._spans_where("span_id", wanted).filter(path__isnull=False):
                 if row.shown_leaf:  # a silent leaf shown by its attributes has a child now: its step goes
                     leaves.append(row.span_id)
                 else:
@@ -203,23 +237,26 @@ class _Build:
             if not leaves:
                 return
             self.affected.update(
-                (row.span_id, row) for row in self.spans.filter(span_id__in=leaves).only(*_ROW_FIELDS)
+                (row.span_id, row) for row in self._spans_where("span_id", leaves).only(*_ROW_FIELDS)
             )
 
     def _add_subtrees(self, prefixes: list[bytes]) -> None:
-        """Add the spans under each path prefix: one index range scan per prefix, all in one query."""
+        """Add the spans under each path prefix: one index range scan per prefix (a LATERAL join the planner may
+        not flatten into a scan of the whole trace, see ``_SPANS_BY``), all in one query."""
         prefixes = sorted(set(prefixes))
         if not prefixes:
             return
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT o.id FROM {OtlpSpan._meta.db_table} o JOIN unnest(%s::bytea[], %s::bytea[]) AS r(lo, hi) "
-                "ON o.path >= r.lo AND o.path <= r.hi WHERE o.project_id = %s AND o.trace_id = %s",
+                "SELECT o.id FROM unnest(%s::bytea[], %s::bytea[]) AS r(lo, hi) CROSS JOIN LATERAL "
+                f"(SELECT id FROM {OtlpSpan._meta.db_table} WHERE project_id = %s AND trace_id = %s "
+                "AND path >= r.lo AND path <= r.hi OFFSET 0) AS o",
                 [prefixes, [p + _SUBTREE_END for p in prefixes], self.project_id, self.trace_id],
             )
             ids = [row_id for (row_id,) in cursor.fetchall()]
         for start in range(0, len(ids), 5000):
-            rows = self.spans.filter(pk__in=ids[start : start + 5000]).only(*_ROW_FIELDS)
+            # By primary key alone: with the trace's columns too, the planner could read the whole trace instead.
+            rows = OtlpSpan.objects.filter(pk__in=ids[start : start + 5000]).only(*_ROW_FIELDS)
             # Every path in [prefix, prefix + ff…] starts with the prefix: the ranges are the subtrees.
             self.affected.update((row.span_id, row) for row in rows if row.span_id not in self.affected)
 
@@ -277,7 +314,7 @@ class _Build:
             self._count_agents(rows, old)
         self.active_agents = len({row["agent_id"] for row in rows if row["agent_id"]})
         self._save_placements(placed)
-        self._update_header(root, len(rows) - len(old), rows)
+        self._update_header(root, len(rows) - len(old), rows, replaced=bool(old))
         mapping, dropped = {**moved, **self._recreated(old, new_steps)}, self._dropped(old, new_steps)
         _labels_follow(self.trace, mapping)
         # Per-step data of the apps above (a verdict's scores) follows too, in this transaction.
@@ -307,9 +344,19 @@ class _Build:
             return []
         steps = Step.objects.filter(trace=self.trace)
         if not self.full:
-            steps = steps.filter(span_id__in=[s for s, row in self.affected.items() if row.path is not None])
+            steps = self._steps_where([s for s, row in self.affected.items() if row.path is not None])
         old = list(steps.order_by("index").values_list("index", "span_id", "agent_id"))
+        if old and not self.full:
+            self.removed = waterfall.steps_aggregate(steps)  # taken out of the totals in ``_update_header``
         if old:
+            # The trace's row first, which the indexer holds while it writes documents (or skips while we hold it):
+            # deleted before it commits, a step's document would be written after ours were deleted, and the trace
+            # document marked inexact below would be one this transaction cannot see yet.
+            list(Trace.objects.select_for_update().filter(pk=self.trace.pk).values_list("pk"))
+            StepSearch.objects.filter(step_id__in=steps.values("pk")).delete()  # their search documents
+            # The trace's document may now hold lexemes of no step: searches check its steps until the indexer
+            # rebuilds it (tracing.models.TraceSearch).
+            TraceSearch.objects.filter(trace=self.trace).update(exact=False)
             steps.delete()
         return old
 
@@ -408,7 +455,7 @@ class _Build:
         wanted = {anchor[1] for anchor in anchors if anchor is not None and anchor[0] == "span"}
         self._outside = (
             dict(
-                Step.objects.filter(trace=self.trace, span_id__in=wanted)
+                self._steps_where(wanted)
                 .values("span_id")
                 .annotate(last=models.Max("index"))
                 .values_list("span_id", "last")
@@ -502,48 +549,11 @@ class _Build:
         )
 
     def _save_placements(self, placed: list[Placed]) -> None:
-        """Store each derived span's placement; mark it built unless it was re-sent while this build ran."""
-        rows = [(self.affected[p.span_id], p) for p in placed]
-        if connection.vendor != "postgresql":
-            objects = []
-            for row, p in rows:
-                row.path, row.agent, row.step_span, row.service = (
-                    p.path,
-                    p.agent[:200],
-                    p.step_span,
-                    p.service[:200],
-                )
-                row.step_count, row.shown_leaf = p.step_count, p.shown_leaf
-                row.built = True
-                objects.append(row)
-            OtlpSpan.objects.bulk_update(
-                objects,
-                ["path", "agent", "step_span", "service", "step_count", "shown_leaf", "built"],
-                batch_size=500,
-            )
-            return
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {OtlpSpan._meta.db_table} AS o SET path = v.path, agent = v.agent, step_span = v.step_span, "
-                "service = v.service, step_count = v.step_count, shown_leaf = v.shown_leaf, "
-                "built = (o.received_at = v.received_at) "
-                "FROM unnest(%s::bigint[], %s::bytea[], %s::text[], %s::text[], %s::text[], %s::int[], %s::bool[], "
-                "%s::timestamptz[]) AS v(id, path, agent, step_span, service, step_count, shown_leaf, received_at) "
-                "WHERE o.id = v.id",
-                [
-                    [row.pk for row, _ in rows],
-                    [p.path for _, p in rows],
-                    [p.agent[:200] for _, p in rows],
-                    [p.step_span for _, p in rows],
-                    [p.service[:200] for _, p in rows],
-                    [p.step_count for _, p in rows],
-                    [p.shown_leaf for _, p in rows],
-                    [row.received_at for row, _ in rows],
-                ],
-            )
+        save_placements([(self.affected[p.span_id], p) for p in placed])
 
-    def _update_header(self, root: Any, added: int, step_rows: list[dict]) -> None:
-        """Totals move by what this build added (new spans, errors, steps), without counting the trace again."""
+    def _update_header(self, root: Any, added: int, step_rows: list[dict], *, replaced: bool = False) -> None:
+        """Totals move by what this build added and removed (spans, errors, steps), without counting the trace
+        again; only when the removed steps held a bound or a cost are the step totals aggregated over the trace."""
         trace = self.trace
         fields = ["step_count", "agent_count", "metadata"]
         if self.created:
@@ -594,7 +604,13 @@ class _Build:
             totals = StepTotals()
             totals.add(step_rows)
             trace.totals = totals.stored(steps=trace.step_count)
-        else:  # one aggregate over the steps after the build wrote them: an incremental build sees only its own
+        elif (running := StepTotals.from_stored(trace.totals)) is not None and running.replace(
+            self.removed if replaced else NOTHING_REMOVED, step_rows
+        ):
+            # The stored totals, less the steps this build deleted, plus the new rows': a build costs what it
+            # touches, not what the trace holds (an aggregate over 100,000 steps took 1.7 s per request).
+            trace.totals = running.stored(steps=trace.step_count)
+        else:  # steps replaced: one aggregate over the steps after the build wrote them
             trace.totals = waterfall.totals_aggregate(trace=trace)
         trace.save(update_fields=[*fields, "totals"])
 
@@ -623,6 +639,48 @@ class _Build:
             if (span_id, position) not in made:
                 dropped.add(index)
         return frozenset(dropped)
+
+
+def save_placements(rows: list[tuple[Any, Placed]]) -> None:
+    """Store each derived span's placement (its row, its ``Placed``), of one trace or many; mark it built unless it
+    was re-sent while the build ran."""
+    if connection.vendor != "postgresql":
+        objects = []
+        for row, p in rows:
+            row.path, row.agent, row.step_span, row.service = (
+                p.path,
+                p.agent[:200],
+                p.step_span,
+                p.service[:200],
+            )
+            row.step_count, row.shown_leaf = p.step_count, p.shown_leaf
+            row.built = True
+            objects.append(row)
+        OtlpSpan.objects.bulk_update(
+            objects,
+            ["path", "agent", "step_span", "service", "step_count", "shown_leaf", "built"],
+            batch_size=500,
+        )
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {OtlpSpan._meta.db_table} AS o SET path = v.path, agent = v.agent, step_span = v.step_span, "
+            "service = v.service, step_count = v.step_count, shown_leaf = v.shown_leaf, "
+            "built = (o.received_at = v.received_at) "
+            "FROM unnest(%s::bigint[], %s::bytea[], %s::text[], %s::text[], %s::text[], %s::int[], %s::bool[], "
+            "%s::timestamptz[]) AS v(id, path, agent, step_span, service, step_count, shown_leaf, received_at) "
+            "WHERE o.id = v.id",
+            [
+                [row.pk for row, _ in rows],
+                [p.path for _, p in rows],
+                [p.agent[:200] for _, p in rows],
+                [p.step_span for _, p in rows],
+                [p.service[:200] for _, p in rows],
+                [p.step_count for _, p in rows],
+                [p.shown_leaf for _, p in rows],
+                [row.received_at for row, _ in rows],
+            ],
+        )
 
 
 @dataclass

@@ -22,6 +22,19 @@ _IS_NUMBER = re.compile(
 )  # fullmatch: PostgreSQL's $ ends the text
 
 
+# ``StepTotals.replace``'s aggregate when a build deleted no step.
+NOTHING_REMOVED = {
+    "started": None,
+    "ended": None,
+    "last_start": None,
+    "llm": 0,
+    "tin": 0,
+    "tout": 0,
+    "failed": 0,
+    "cost": None,
+}
+
+
 class StepTotals:
     """Feed it the step rows (``writer.STEP_COLUMNS`` dicts) batch by batch; ``stored`` gives ``Trace.totals``."""
 
@@ -30,6 +43,46 @@ class StepTotals:
         self.ended: dt.datetime | None = None
         self.llm_calls = self.input_tokens = self.output_tokens = self.failed = 0
         self.cost: float | None = None
+
+    @classmethod
+    def from_stored(cls, totals: dict[str, Any] | None) -> StepTotals | None:
+        """The running totals a stored ``Trace.totals`` holds, to add new rows to (an OTLP build that only appended
+        steps); None when it holds none (a trace written before totals were stored)."""
+        keys = ("started", "ended", "llm_calls", "input_tokens", "output_tokens", "cost", "failed")
+        if not isinstance(totals, dict) or any(key not in totals for key in keys):
+            return None
+        made = cls()
+        made.started = dt.datetime.fromisoformat(totals["started"]) if totals["started"] else None
+        made.ended = dt.datetime.fromisoformat(totals["ended"]) if totals["ended"] else None
+        made.llm_calls, made.failed = int(totals["llm_calls"]), int(totals["failed"])
+        made.input_tokens, made.output_tokens = int(totals["input_tokens"]), int(totals["output_tokens"])
+        made.cost = None if totals["cost"] is None else float(totals["cost"])
+        return made
+
+    def replace(self, aggregate: dict[str, Any] | None, rows: list[dict[str, Any]]) -> bool:
+        """Take out steps that were deleted (as ``waterfall.steps_aggregate`` summed them) and add ``rows``; False,
+        with nothing changed, when that cannot be exact: the deleted steps held the run's first start or last
+        moment and the new rows do not reach it again (the bound would need the other steps), or a cost (a float
+        sum taken apart drifts from the one the database adds up). Steps derived again from the same spans (a
+        subtree adopted by a parent that just came) have the same times, so they keep the bounds."""
+        if aggregate is None or aggregate["cost"] is not None:
+            return False
+        fresh = StepTotals()
+        fresh.add(rows)
+        started = _utc(aggregate["started"]) if aggregate["started"] else None
+        ends = [_utc(moment) for moment in (aggregate["ended"], aggregate["last_start"]) if moment]
+        if started is not None and (self.started is None or started <= self.started):
+            if fresh.started is None or fresh.started > started:
+                return False
+        if ends and (self.ended is None or max(ends) >= self.ended):
+            if fresh.ended is None or fresh.ended < max(ends):
+                return False
+        self.llm_calls -= aggregate["llm"]
+        self.input_tokens -= aggregate["tin"] or 0
+        self.output_tokens -= aggregate["tout"] or 0
+        self.failed -= aggregate["failed"]
+        self.add(rows)
+        return True
 
     def add(self, rows: Iterable[dict[str, Any]]) -> None:
         for row in rows:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -45,6 +46,13 @@ class Command(PureJsonMixin, BaseCommand):
             help="dev: the part methods may be tuned on; heldout: the part kept back",
         )
         parser.add_argument("--json", action="store_true")
+        parser.add_argument(
+            "--jobs",
+            type=int,
+            default=0,
+            metavar="N",
+            help="processes for an offline method's traces (default: one per CPU core, at most 8; 1: this one)",
+        )
         parser.add_argument(
             "--reuse",
             action="store_true",
@@ -110,7 +118,8 @@ class Command(PureJsonMixin, BaseCommand):
             )
         except MethodError as exc:
             raise CommandError(str(exc)) from None
-        run = services.run_execute_inline(run=run)
+        jobs = options["jobs"] or min(8, os.cpu_count() or 1)
+        run = services.run_execute_inline(run=run, jobs=jobs)
         train = None
         extra: dict[str, Any] = {}
         if method == "learned":

@@ -170,6 +170,25 @@ def test_a_step_span_s_output_follows_the_model_call_that_produced_it():
     assert trace.steps[code_call].kind == "llm_call" and trace.steps[code_call].input_tokens
     final = next(s for s in trace.steps if s.span_id == "a8b04c65d3a15955")
     assert final.content == "right" and final.speaker == "CodeAgent.run (output)"
+    assert final.kind == "message"  # an agent's output is its answer, an action of its own
+
+
+def test_a_step_span_s_output_is_the_tool_result_of_the_model_call_that_acted():
+    """What a ``Step N`` span observed (the code's execution log) is the output of the model call that wrote the
+    code: a tool result hanging from that call, so the methods charge it to the call and never blame the log itself
+    (TRAIL's annotators never do: every labelled error is on a model call or a tool call)."""
+    from attribution.methods.heuristic import METHOD
+    from tests.attribution.test_heuristic_golden import view_of
+
+    (trace,) = list(TRAIL.parse(_source(_path(SMALL))))
+    observations = [
+        s for s in trace.steps if s.speaker.startswith("Step ") and s.speaker.endswith("(output)")
+    ]
+    assert observations and {s.kind for s in observations} == {"tool_result"}
+    for observation in observations:
+        assert trace.steps[observation.parent].kind == "llm_call"
+    result = METHOD.run(view_of(trace))
+    assert trace.steps[result.step].kind not in ("tool_result", "human", "system")
 
 
 def test_the_harness_spans_give_the_question_and_the_right_answer_but_no_steps():

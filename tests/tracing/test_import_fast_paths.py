@@ -1,0 +1,190 @@
+"""The shortcuts of the import's fourth pass (issue 19) store exactly what the paths they bypass stored: a file read
+in a forked parse-ahead process, the COPY values that skip Django's preparation, a step's ``raw`` serialised by
+hand, and the depth check's string stripping without a regex. No timings: speed is measured in bench/scale.py."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from itertools import accumulate
+
+import pytest
+from django.db import connection
+
+from tests.conftest import import_now, incoming_bytes, whowhen_files
+from tracing.formats.base import TraceFormatError, check_json_depth
+from tracing.models import Agent, ErrorLabel, GoldLabel, JobStatus, Step, Trace
+from tracing.services import parse_ahead, writer
+
+
+def bundle(n: int) -> bytes:
+    """n Who&When records as JSON Lines, cycling through both subsets, each its own run."""
+    documents = [json.loads(p.read_text()) for p in whowhen_files()[:12]]
+    lines = []
+    for i in range(n):
+        document = documents[i % len(documents)]
+        lines.append(
+            json.dumps(document | {"trace_name": f"run-{i:03d}", "question": f"{document['question']} #{i}"})
+        )
+    return ("\n".join(lines) + "\n").encode()
+
+
+TRACE_FIELDS = ("ordinal", "name", "source_format", "external_id", "question", "ground_truth", "outcome")
+TRACE_FIELDS += ("metadata", "step_count", "agent_count", "content_hash", "totals", "search_pending")
+STEP_FIELDS = tuple(c for c in writer.STEP_COLUMNS if c not in ("trace_id", "agent_id")) + ("agent__name",)
+AGENT_FIELDS = ("name", "system_prompt", "position", "step_count")
+GOLD_FIELDS = ("agent_name", "agent__name", "step_index", "category", "reason", "source", "confidence")
+
+
+def stored(trace_ids: list[int]) -> list[tuple]:
+    """Every row the import wrote for these traces, without ids."""
+    rows = []
+    for pk in trace_ids:
+        rows.append(
+            (
+                Trace.objects.values_list(*TRACE_FIELDS).get(pk=pk),
+                list(Step.objects.filter(trace=pk).order_by("index").values_list(*STEP_FIELDS)),
+                list(Agent.objects.filter(trace=pk).order_by("position").values_list(*AGENT_FIELDS)),
+                list(GoldLabel.objects.filter(trace=pk).order_by("step_index").values_list(*GOLD_FIELDS)),
+                ErrorLabel.objects.filter(trace=pk).count(),
+            )
+        )
+    return rows
+
+
+@pytest.mark.django_db
+def test_a_file_read_in_the_parse_ahead_process_stores_the_rows_of_one_read_in_process(
+    make_project, owner, monkeypatch
+):
+    data = bundle(30)
+    monkeypatch.setattr(parse_ahead, "PARSE_AHEAD_ABOVE", len(data) + 1)
+    (here,) = import_now(make_project("here", {owner: "owner"}), incoming_bytes("b.jsonl", data))
+    monkeypatch.setattr(parse_ahead, "PARSE_AHEAD_ABOVE", 0)
+    monkeypatch.setattr(parse_ahead, "CHUNK", 7)  # several chunks, the last one short
+    forked = []
+    real_fork = parse_ahead.os.fork
+    monkeypatch.setattr(parse_ahead.os, "fork", lambda: forked.append(1) or real_fork())
+    (ahead,) = import_now(make_project("ahead", {owner: "owner"}), incoming_bytes("b.jsonl", data))
+    assert forked, "the file was not read in a forked process"
+    assert here.status == ahead.status == JobStatus.SUCCEEDED, (here.error, ahead.error)
+    assert here.report == ahead.report
+    assert stored(here.trace_ids) == stored(ahead.trace_ids)
+    assert len(here.trace_ids) == 30
+
+
+@pytest.mark.django_db
+def test_a_bad_line_read_ahead_fails_the_file_whole_naming_the_line(project, monkeypatch):
+    monkeypatch.setattr(parse_ahead, "PARSE_AHEAD_ABOVE", 0)
+    monkeypatch.setattr(parse_ahead, "CHUNK", 3)
+    lines = bundle(12).splitlines()
+    lines[9] = b'{"history": [{"content": "cut short'
+    (job,) = import_now(project, incoming_bytes("broken.jsonl", b"\n".join(lines) + b"\n"))
+    assert job.status == JobStatus.FAILED
+    assert job.error.startswith("broken.jsonl: line 10 is not valid JSON")
+    assert not Trace.objects.filter(project=project).exists()  # the nine before it were taken back out
+
+
+@pytest.mark.django_db
+def test_a_reader_crash_read_ahead_fails_the_file_like_one_in_process(project, monkeypatch):
+    monkeypatch.setattr(parse_ahead, "PARSE_AHEAD_ABOVE", 0)
+    lines = bundle(4).splitlines()
+    document = json.loads(lines[2])
+    document["history"][0] = ["not", "a", "message"]  # the reader says so itself
+    lines[2] = json.dumps(document).encode()
+    (job,) = import_now(project, incoming_bytes("odd.jsonl", b"\n".join(lines) + b"\n"))
+    assert job.status == JobStatus.FAILED
+    assert job.error == "odd.jsonl: line 3: history[0] is not an object"
+    assert not Trace.objects.filter(project=project).exists()
+
+
+@pytest.mark.django_db
+def test_values_that_skip_preparation_are_the_values_django_prepares(project):
+    """``rows_insert`` writes a plain value as is where Django's field would have prepared it: the same text in
+    the COPY, for every field of the models a batch writes."""
+    trace = Trace(project=project, ordinal=3, name="t", question="q", metadata={"a": 1}, totals={}, pk=7)
+    objects = [
+        trace,
+        Agent(trace=trace, name="Orchestrator", system_prompt="", position=2, step_count=5, pk=8),
+        GoldLabel(trace=trace, agent=None, agent_name="WebSurfer", step_index=4, source="imported", pk=9),
+        ErrorLabel(trace=trace, step_index=1, category="x", decisive=True, pk=10),
+    ]
+    for obj in objects:
+        for field in type(obj)._meta.concrete_fields:
+            types = writer._plain_types(field)
+            value = getattr(obj, field.attname)
+            if types and type(value) in types:
+                prepared = field.get_db_prep_save(field.pre_save(obj, True), connection)
+                assert value == prepared and str(value) == str(prepared), field
+    assert writer._plain_types(Trace._meta.get_field("metadata")) == frozenset()
+    assert (
+        writer._plain_types(Trace._meta.get_field("created_at")) == frozenset()
+    )  # auto_now_add: pre_save sets it
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"name": "Orchestrator", "role": "assistant"},
+        {"role": "Orchestrator (-> WebSurfer)"},
+        {"name": 'é\u2028"quoted"\\ \n\t', "x\x00y": "nul\x00"},
+        {},
+        {"name": "a", "n": 1},
+        {"nested": {"a": [1, 2.5, None, True]}},
+        {"bad": float("nan")},
+    ],
+)
+def test_a_raw_serialised_by_hand_is_what_json_dumps_writes(raw):
+    try:
+        expected = json.dumps(raw, ensure_ascii=False, default=str, allow_nan=False)
+    except ValueError:
+        expected = json.dumps(writer.finite(raw), ensure_ascii=False, default=str)
+    assert writer._json(raw) == expected.replace("\\u0000", "\\ufffd")
+
+
+# The depth check as it was, one regex pass for the strings: the reference the faster one must agree with.
+_JSON_STRING = re.compile(r'"(?:[^"\\]++|\\.?)*+(?:"|\Z)', re.DOTALL)
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]++")
+
+
+def depth_of(outside: str) -> int:
+    steps = {"[": 1, "{": 1, "]": -1, "}": -1}
+    return max(accumulate(steps[c] for c in _NOT_BRACKETS.sub("", outside)), default=0)
+
+
+def test_the_depth_check_agrees_with_the_regex_it_replaced():
+    """Exactly, on any text without a backslash outside strings; on one with such a backslash (broken JSON: the
+    parser stops there), it refuses whatever nests too deep before it."""
+    rng = random.Random(19)
+    alphabet, weights = '"\\[]{}a ,', [8, 2, 10, 10, 10, 10, 20, 5, 5]
+    texts = [json.dumps(json.loads(p.read_text())) for p in whowhen_files()[:20]]
+    texts += ["".join(rng.choices(alphabet, weights, k=rng.randint(1, 400))) for _ in range(4000)]
+    texts += ["[" * 300, '"' + "[" * 300, '"\\"' + "[" * 300, '"\\\\"' + "[" * 300, "\\" + '"' + "[" * 300]
+    checked = 0
+    for text in texts:
+        limit = rng.choice([0, 1, 2, 5, 200])
+        outside = _JSON_STRING.sub("", text)  # the characters outside strings, in order
+        if "\\" not in outside:
+            deep = depth_of(outside) > limit
+        elif depth_of(outside.split("\\")[0]) > limit:
+            deep = True
+        else:
+            continue  # only what the parser would never reach nests too deep: either answer is safe
+        checked += 1
+        if deep:
+            with pytest.raises(TraceFormatError, match="nests deeper"):
+                check_json_depth(text, limit)
+        else:
+            check_json_depth(text, limit)
+    assert checked > 1500
+
+
+@pytest.mark.django_db
+def test_an_agent_built_positionally_is_the_agent_the_keywords_build(project):
+    trace = Trace.objects.create(project=project, ordinal=0, name="t", metadata={}, totals={})
+    fast = writer._agent(trace, "Orchestrator", "You plan.", 2, 5)
+    slow = Agent(trace=trace, name="Orchestrator", system_prompt="You plan.", position=2, step_count=5)
+    assert {k: v for k, v in vars(fast).items() if k != "_state"} == {
+        k: v for k, v in vars(slow).items() if k != "_state"
+    }
+    assert fast.trace is trace and fast._state.adding
