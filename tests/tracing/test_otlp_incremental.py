@@ -479,6 +479,39 @@ def test_a_root_arriving_last_moves_the_subtrees_that_waited_for_it_without_rewr
     assert all(after[key][0] == index + 1 for key, (index, _) in before.items())  # after the root's step
 
 
+@pytest.mark.django_db
+def test_a_root_arriving_last_behind_a_backlog_is_built_first_and_moves_only_the_steps_built_so_far(
+    project, monkeypatch
+):
+    from tracing.services import otlp_build
+
+    monkeypatch.setattr(otlp_build, "BUILD_BATCH", 6)  # builds of 6 spans: the backlog takes several
+    tree = SpanTree(agents=4, calls=6, seed=11)
+    exported = tree.by_end()  # the root ends last
+    trace = send(project, exported[:10])  # built as they came: the worker kept up so far
+    built = {s.id: s.index for s in Step.objects.filter(trace=trace)}
+    # The rest arrives while the worker is busy: stored, not built, the root last of them.
+    otlp_spans_store_protobuf(project=project, message=request(exported[10:]))
+    build = otlp_build._Build(project.pk, TRACE.hex())
+    assert build.load_pending()
+    assert next(iter(build.affected.values())).parent_span_id == ""  # the root goes in the first batch
+    moved = []
+    original = otlp_build._Build._renumber
+
+    def renumber(self, *args):
+        changes = original(self, *args)
+        moved.append(len(changes))
+        return changes
+
+    monkeypatch.setattr(otlp_build._Build, "_renumber", renumber)
+    trace = otlp_trace_rebuild(project_id=project.pk, trace_id=TRACE.hex())
+    assert steps_of(trace) == parser_steps(tree)  # the same steps, whatever order the spans were built in
+    assert moved[0] == len(built)  # the root's build moved the steps built before it, one place each
+    assert all(n == 0 for n in moved[1:])  # the rest of the backlog was appended under the root
+    kept = dict(Step.objects.filter(pk__in=built).values_list("id", "index"))  # rows moved, not rewritten
+    assert kept and kept == {i: built[i] + 1 for i in kept}
+
+
 def test_every_table_that_points_at_a_step_by_index_is_renumbered_with_it():
     from tracing.services.step_follow import _step_index_models
 

@@ -154,7 +154,14 @@ class _Build:
         return Step.objects.filter(pk__in=RawSQL(_STEPS_BY_SPAN, [list(span_ids), self.trace.pk]))  # noqa: S611
 
     def load_pending(self) -> bool:
-        pending = list(self.spans.filter(built=False).order_by("pk").only(*_ROW_FIELDS)[: BUILD_BATCH + 1])
+        """Up to ``BUILD_BATCH`` unbuilt spans: root spans first, then in arrival order. An SDK exports a span when
+        it ends, so a run's root comes last, after a backlog of its descendants when the builds lag behind the
+        requests; placed first, it moves only the steps built so far (one place each), and the backlog is then
+        appended under it. In arrival order it came after the backlog and moved every step of the trace (142,856
+        of them for bench/otlp_ingest.py's 100,000 spans: the largest part of the wait after the last request)."""
+        unbuilt = self.spans.filter(built=False).order_by("pk").only(*_ROW_FIELDS)
+        roots = list(unbuilt.filter(parent_span_id="")[: BUILD_BATCH + 1])
+        pending = roots + list(unbuilt.exclude(parent_span_id="")[: BUILD_BATCH + 1 - len(roots)])
         self.more = len(pending) > BUILD_BATCH
         self.affected = {row.span_id: row for row in pending[:BUILD_BATCH]}
         return bool(pending)
