@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
+from itertools import groupby
+from operator import itemgetter
 
 from django.db.models import Count, QuerySet
 
@@ -77,32 +80,30 @@ def trace_views(traces: list[Trace]) -> dict[int, TraceView]:
     }
 
 
-def light_trace_views(trace_ids: list[int]) -> dict[int, TraceView]:
+def light_trace_views(trace_ids: list[int]) -> Iterator[TraceView]:
     """Snapshots without step content (the shape of each run: kinds, agents, recipients), for the calibration of
-    the heuristic's position priors. One query for the steps of all the traces."""
-    steps: dict[int, list[StepView]] = {t: [] for t in trace_ids}
+    the heuristic's position priors: one query for the steps of all the traces, read one trace at a time in trace id
+    order (a trace without steps has none). Holding every labelled trace's steps at once took the first `evaluate`
+    of a project to 312 MB at 20,000 traces and about 1 GB at 100,000 (issue 19)."""
     rows = (
         Step.objects.filter(trace_id__in=trace_ids)
         .order_by("trace_id", "index")
         .values_list("trace_id", "index", "agent__name", "kind", "recipient")
     )
-    for trace_id, index, agent, kind, recipient in rows.iterator(chunk_size=5000):
-        steps[trace_id].append(
+    for trace_id, group in groupby(rows.iterator(chunk_size=5000), key=itemgetter(0)):
+        steps = tuple(
             StepView(index=index, agent=agent or "", kind=kind, content="", recipient=recipient)
+            for _, index, agent, kind, recipient in group
         )
-    return {
-        t: TraceView(
-            trace_id=t,
+        yield TraceView(
+            trace_id=trace_id,
             name="",
             question="",
             ground_truth="",
             outcome="",
-            steps=tuple(s),
-            agents=tuple(dict.fromkeys(v.agent for v in s if v.agent)),
+            steps=steps,
+            agents=tuple(dict.fromkeys(v.agent for v in steps if v.agent)),
         )
-        for t, s in steps.items()
-        if s
-    }
 
 
 def gold_for(trace: Trace) -> GoldLabel | None:
