@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Iterator
 from itertools import groupby
 from operator import itemgetter
+from sys import intern
 
 from django.db.models import Count, QuerySet
 
@@ -146,19 +147,25 @@ def evaluation_records(*, run: AttributionRun, split: str = "all") -> list:
     """One evaluation record per verdict of ``run`` whose trace has a gold label; failed verdicts count as wrong.
     Four queries for the whole run, on plain rows: the traces are named by a subquery on the run's verdicts (a list
     of 5,000 ids cost 0.4 s to send), and no model instance is built (prefetching 33,000 of them at 5,000 traces
-    took 1.6 s of the 2.6 s this took)."""
+    took 1.6 s of the 2.6 s this took). The rows are streamed, and an agent's name (interned) and a set of acting
+    agents are one object however many records share them: a run's records name a few dozen agents, and a string per
+    name and record made `evaluate` hold about 2 kB per trace (issue 19)."""
     from .evaluation import Record
     from .splits import split_of
 
     in_run = Verdict.objects.filter(run=run).values("trace_id")
     golds = _gold_per_trace(GoldLabel.objects.filter(trace_id__in=in_run))
-    acting: dict[int, list[str]] = {}
-    for trace_id, name in (
-        Agent.objects.filter(trace_id__in=in_run, step_count__gt=0)
-        .order_by("trace_id", "position")
-        .values_list("trace_id", "name")
-    ):
-        acting.setdefault(trace_id, []).append(name)
+    casts: dict[tuple[str, ...], tuple[str, ...]] = {}
+    acting = {
+        trace_id: casts.setdefault(cast := tuple(intern(name) for _, name in group), cast)
+        for trace_id, group in groupby(
+            Agent.objects.filter(trace_id__in=in_run, step_count__gt=0)
+            .order_by("trace_id", "position")
+            .values_list("trace_id", "name")
+            .iterator(chunk_size=5000),
+            key=itemgetter(0),
+        )
+    }
     ends = first_and_last_actions(in_run)
     rows = (
         Verdict.objects.filter(run=run)
@@ -177,6 +184,7 @@ def evaluation_records(*, run: AttributionRun, split: str = "all") -> list:
             "trace__name",
             "trace__step_count",
         )
+        .iterator(chunk_size=5000)
     )
     records = []
     for (
@@ -202,12 +210,12 @@ def evaluation_records(*, run: AttributionRun, split: str = "all") -> list:
         (first_step, first_agent), (last_step, last_agent) = ends.get(trace_id, ((0, ""), (-1, "")))
         records.append(
             Record(
-                pred_agent=agent if ok else "",
+                pred_agent=intern(agent) if ok else "",
                 pred_step=step if ok and step is not None else -1,
                 gold_agent=gold[0],
                 gold_step=gold[1],
                 n_steps=n_steps,
-                agents=tuple(acting.get(trace_id, ())),
+                agents=acting.get(trace_id, ()),
                 calls=calls,
                 tokens=tokens_in + tokens_out,
                 cost=float(cost),
@@ -228,10 +236,10 @@ def _gold_per_trace(labels: QuerySet[GoldLabel]) -> dict[int, tuple[str, int]]:
     best: dict[int, tuple[tuple[int, int], tuple[str, int]]] = {}
     for trace_id, pk, source, agent, step in labels.values_list(
         "trace_id", "pk", "source", "agent_name", "step_index"
-    ):
+    ).iterator(chunk_size=5000):
         rank = (order.get(source, 2), -pk)
         if trace_id not in best or rank < best[trace_id][0]:
-            best[trace_id] = (rank, (agent, step))
+            best[trace_id] = (rank, (intern(agent), step))
     return {trace_id: chosen for trace_id, (_, chosen) in best.items()}
 
 
@@ -256,8 +264,11 @@ def first_and_last_actions(trace_ids: list[int]) -> dict[int, tuple[tuple[int, s
             last_agent=Subquery(last.values("agent__name")[:1]),
         )
         .values_list("pk", "first", "first_agent", "last", "last_agent")
+        .iterator(chunk_size=5000)
     )
-    return {t: ((f, fa or ""), (la, laa or "")) for t, f, fa, la, laa in rows if f is not None}
+    return {
+        t: ((f, intern(fa or "")), (la, intern(laa or ""))) for t, f, fa, la, laa in rows if f is not None
+    }
 
 
 # A run stands for its method (and is ranked) only from this many labelled traces on: at n=10 the Wilson 95% interval
