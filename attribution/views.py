@@ -233,12 +233,12 @@ def evaluation_start(request: HttpRequest, slug: str) -> HttpResponse:
     form = EvaluationForm(request.POST)
     if not form.is_valid():
         return redirect("attribution:evaluation", slug=slug)
-    traces = selectors.labelled_traces(project=membership.project, split="all")
+    ids = selectors.labelled_trace_ids(project=membership.project)
     try:
         run = services.run_create(
             project=membership.project,
             method=form.cleaned_data["method"],
-            trace_ids=[t.pk for t in traces],
+            trace_ids=ids,
             user=request.user,
             description="evaluation",
         )
@@ -252,7 +252,7 @@ def evaluation_start(request: HttpRequest, slug: str) -> HttpResponse:
                 "form": form,
                 "error": str(exc),
                 "result": None,
-                "labelled": len(traces),
+                "labelled": len(ids),
             },
             status=400,
         )

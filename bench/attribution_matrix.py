@@ -164,10 +164,10 @@ def heldout_dataset(name: str) -> dict[str, Any]:
 def _schema_guided(project) -> dict[str, Any]:
     """Distilled from every verified label of the dataset, applied to each trace without its own cases."""
     from attribution.schemas.services import schemas_distill
-    from attribution.selectors import labelled_traces
+    from attribution.selectors import labelled_trace_ids
 
     schemas_distill(project=project)
-    ids = [t.pk for t in labelled_traces(project=project)]
+    ids = labelled_trace_ids(project=project)
     run = services.run_create(
         project=project,
         method="schema_guided",

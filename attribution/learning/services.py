@@ -274,8 +274,9 @@ def calibration_refresh(*, project: Project, force: bool = False) -> Calibration
         rank = {"adjudicated": 0, "annotator": 1}.get(source, 2)
         if trace_id not in labels or rank <= labels[trace_id][1]:
             labels[trace_id] = (step, rank)
-    views = light_trace_views(list(labels))
-    calibration = Calibration.fit((views[t], step) for t, (step, _) in labels.items() if t in views)
+    calibration = Calibration.fit(
+        (view, labels[view.trace_id][0]) for view in light_trace_views(list(labels))
+    )
     ProjectAttribution.objects.filter(pk=settings.pk).update(
         calibration=calibration.to_dict() | {"signature": signature}, calibrated_at=timezone.now()
     )

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from attribution.evaluation import Record, baselines, score, scorer_step_match, wilson
+from attribution.evaluation import (
+    Constants,
+    Record,
+    _leave_one_out,
+    baselines,
+    score,
+    scorer_step_match,
+    wilson,
+)
 
 KEYS = {
     "n",
@@ -132,6 +142,16 @@ def test_the_majority_baseline_is_fitted_on_the_other_records_never_on_the_one_i
     # Left out, an "a"/5 record sees "a"/5 and "b"/1: the agent tie goes to "a" (right), the step tie to the
     # smaller step 1 (wrong); the "b"/1 record sees only "a"/5 (wrong twice).
     assert (baselines(skewed)["majority"]["agent"], baselines(skewed)["majority"]["step"]) == (0.6667, 0.0)
+
+
+def test_each_record_is_scored_by_the_constants_fitted_on_every_other_record():
+    # records sharing a gold (agent, step) share their constants (issue 19): still those of every other record
+    rng = random.Random(19)
+    records = [Record("", 0, rng.choice("abcd"), rng.randrange(4), n_steps=9) for _ in range(60)]
+    records.append(Record("", 0, "once", 7, n_steps=9))  # left out, it is blamed by no other record
+    assert _leave_one_out(records) == [
+        Constants.fit(records[:i] + records[i + 1 :]) for i in range(len(records))
+    ]
 
 
 def test_constant_baselines_learn_from_the_training_records_when_given():

@@ -213,7 +213,7 @@ def test_the_labelled_count_matches_the_labelled_traces_of_each_split(project):
     make_traces(project, 12)
     Trace.objects.create(project=project, name="unlabelled", source_format="who_and_when")
     for split in ("all", "dev", "heldout"):
-        expected = len(selectors.labelled_traces(project=project, split=split))
+        expected = len(selectors.labelled_trace_ids(project=project, split=split))
         assert selectors.labelled_count(project=project, split=split) == expected
     assert selectors.labelled_count(project=project) == 12
 

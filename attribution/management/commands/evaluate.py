@@ -10,7 +10,7 @@ from attribution import selectors, services
 from attribution.evaluation import score
 from attribution.methods import MethodError, all_methods
 from attribution.models import AttributorModel
-from attribution.selectors import evaluation_records, labelled_traces
+from attribution.selectors import evaluation_records, labelled_trace_ids
 from tracing.management.commands._pure_json import PureJsonMixin
 from tracing.models import Project
 
@@ -72,8 +72,8 @@ class Command(PureJsonMixin, BaseCommand):
         if options["cv"]:
             self._cross_validate(project, options)
             return
-        traces = labelled_traces(project=project, split=options["split"])
-        if not traces:
+        ids = labelled_trace_ids(project=project, split=options["split"])
+        if not ids:
             raise CommandError("no trace with a gold label in this project (and split)")
         compare = options["compare"] or ("heuristic" if options["method"] == "schema_guided" else "none")
         if options["method"] == "schema_guided" or compare == "schema_guided":
@@ -82,9 +82,9 @@ class Command(PureJsonMixin, BaseCommand):
             from attribution.schemas.services import schemas_distill
 
             schemas_distill(project=project)
-        results = [self._evaluate(project, options["method"], traces, options)]
+        results = [self._evaluate(project, options["method"], ids, options)]
         if compare not in ("none", options["method"]):
-            results.append(self._evaluate(project, compare, traces, options))
+            results.append(self._evaluate(project, compare, ids, options))
         if options["json"]:
             self.stdout.write(
                 json.dumps(results[0] | ({"compared": results[1]} if len(results) > 1 else {}), indent=2)
@@ -93,10 +93,9 @@ class Command(PureJsonMixin, BaseCommand):
             self.stdout.write("\n\n".join(format_table(r) for r in results))
 
     def _evaluate(
-        self, project: Project, method: str, traces: list, options: dict[str, Any]
+        self, project: Project, method: str, ids: list[int], options: dict[str, Any]
     ) -> dict[str, Any]:
         with_truth = not options["without_ground_truth"]
-        ids = [t.pk for t in traces]
         attributor = _attributor(options["model"]) if method == "learned" and options["model"] else None
         run = (
             selectors.reusable_run(
@@ -162,7 +161,7 @@ class Command(PureJsonMixin, BaseCommand):
         if method not in ("learned", "heuristic"):
             raise CommandError("--cv applies to the methods that learn from labels: learned, heuristic")
         with_truth = not options["without_ground_truth"]
-        in_split = {t.pk for t in labelled_traces(project=project, split=options["split"])}
+        in_split = set(labelled_trace_ids(project=project, split=options["split"]))
         examples = [e for e in training_examples(project_ids=[project.pk]) if e.view.trace_id in in_split]
         if len(examples) < 2:
             raise CommandError(
