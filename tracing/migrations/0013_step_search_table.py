@@ -15,6 +15,8 @@ import django.contrib.postgres.search
 import django.db.models.deletion
 from django.db import migrations, models
 
+from ._postgresql import on_postgresql
+
 FORWARD = [
     "INSERT INTO tracing_stepsearch (step_id, trace_id, document) "
     "SELECT id, trace_id, to_tsvector('simple'::regconfig, COALESCE(content, '')) FROM tracing_step",
@@ -30,15 +32,6 @@ BACKWARD = [
     "DROP INDEX IF EXISTS stepsearch_document",
     "DELETE FROM tracing_stepsearch",
 ]
-
-
-def _on_postgresql(statements: list[str]):
-    def run(apps, schema_editor) -> None:
-        if schema_editor.connection.vendor == "postgresql":
-            for sql in statements:
-                schema_editor.execute(sql)
-
-    return run
 
 
 class Migration(migrations.Migration):
@@ -86,5 +79,5 @@ class Migration(migrations.Migration):
                 condition=models.Q(("search_pending", True)), fields=["project"], name="trace_search_pending"
             ),
         ),
-        migrations.RunPython(_on_postgresql(FORWARD), _on_postgresql(BACKWARD), elidable=False),
+        migrations.RunPython(on_postgresql(FORWARD), on_postgresql(BACKWARD), elidable=False),
     ]

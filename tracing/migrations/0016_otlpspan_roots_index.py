@@ -8,6 +8,8 @@ index alone. PostgreSQL only (SQLite builds every trace whole).
 
 from django.db import migrations
 
+from ._postgresql import on_postgresql
+
 FORWARD = [
     "CREATE INDEX IF NOT EXISTS otlpspan_roots ON tracing_otlpspan (project_id, trace_id, path) INCLUDE (span_id) "
     "WHERE length(path) = 16"
@@ -15,16 +17,7 @@ FORWARD = [
 BACKWARD = ["DROP INDEX IF EXISTS otlpspan_roots"]
 
 
-def _on_postgresql(statements: list[str]):
-    def run(apps, schema_editor) -> None:
-        if schema_editor.connection.vendor == "postgresql":
-            for sql in statements:
-                schema_editor.execute(sql)
-
-    return run
-
-
 class Migration(migrations.Migration):
     dependencies = [("tracing", "0015_otlpspan_drop_lone_project_index")]
 
-    operations = [migrations.RunPython(_on_postgresql(FORWARD), _on_postgresql(BACKWARD), elidable=False)]
+    operations = [migrations.RunPython(on_postgresql(FORWARD), on_postgresql(BACKWARD), elidable=False)]

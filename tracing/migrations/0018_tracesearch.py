@@ -12,6 +12,8 @@ import django.contrib.postgres.search
 import django.db.models.deletion
 from django.db import migrations, models
 
+from ._postgresql import on_postgresql
+
 # Each trace's distinct lexemes; a trace whose lexemes outgrow a tsvector (1 MB) gets no document and is checked
 # step by step (``exact`` false), as the indexer does.
 FORWARD = [
@@ -28,15 +30,6 @@ FORWARD = [
     "CREATE INDEX tracesearch_document ON tracing_tracesearch USING gin (document)",
 ]
 BACKWARD = ["DROP INDEX IF EXISTS tracesearch_document"]
-
-
-def _on_postgresql(statements: list[str]):
-    def run(apps, schema_editor) -> None:
-        if schema_editor.connection.vendor == "postgresql":
-            for sql in statements:
-                schema_editor.execute(sql)
-
-    return run
 
 
 class Migration(migrations.Migration):
@@ -80,5 +73,5 @@ class Migration(migrations.Migration):
                 ],
             },
         ),
-        migrations.RunPython(_on_postgresql(FORWARD), _on_postgresql(BACKWARD)),
+        migrations.RunPython(on_postgresql(FORWARD), on_postgresql(BACKWARD)),
     ]

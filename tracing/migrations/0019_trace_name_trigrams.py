@@ -9,21 +9,14 @@ thousand traces).
 from django.contrib.postgres.operations import TrigramExtension
 from django.db import migrations
 
+from ._postgresql import on_postgresql
+
 COLUMNS = {"name": "name::text", "question": "question", "external": "external_id::text"}
 FORWARD = [
     f"CREATE INDEX trace_{key}_trigrams ON tracing_trace USING gin (UPPER({column}) gin_trgm_ops)"
     for key, column in COLUMNS.items()
 ]
 BACKWARD = [f"DROP INDEX IF EXISTS trace_{key}_trigrams" for key in COLUMNS]
-
-
-def _on_postgresql(statements: list[str]):
-    def run(apps, schema_editor) -> None:
-        if schema_editor.connection.vendor == "postgresql":
-            for sql in statements:
-                schema_editor.execute(sql)
-
-    return run
 
 
 class Migration(migrations.Migration):
@@ -33,5 +26,5 @@ class Migration(migrations.Migration):
 
     operations = [
         TrigramExtension(),
-        migrations.RunPython(_on_postgresql(FORWARD), _on_postgresql(BACKWARD)),
+        migrations.RunPython(on_postgresql(FORWARD), on_postgresql(BACKWARD)),
     ]

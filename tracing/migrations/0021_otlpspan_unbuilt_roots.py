@@ -4,6 +4,8 @@ never reads the backlog. PostgreSQL only (a partial index with an expression; SQ
 
 from django.db import migrations
 
+from ._postgresql import on_postgresql
+
 FORWARD = [
     "CREATE INDEX IF NOT EXISTS otlpspan_unbuilt_roots ON tracing_otlpspan (project_id, trace_id, id) "
     "WHERE NOT built AND parent_span_id = ''"
@@ -11,16 +13,7 @@ FORWARD = [
 BACKWARD = ["DROP INDEX IF EXISTS otlpspan_unbuilt_roots"]
 
 
-def _on_postgresql(statements: list[str]):
-    def run(apps, schema_editor) -> None:
-        if schema_editor.connection.vendor == "postgresql":
-            for sql in statements:
-                schema_editor.execute(sql)
-
-    return run
-
-
 class Migration(migrations.Migration):
     dependencies = [("tracing", "0020_trace_project_format_ids")]
 
-    operations = [migrations.RunPython(_on_postgresql(FORWARD), _on_postgresql(BACKWARD), elidable=False)]
+    operations = [migrations.RunPython(on_postgresql(FORWARD), on_postgresql(BACKWARD), elidable=False)]
