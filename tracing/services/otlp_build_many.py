@@ -24,16 +24,8 @@ from django.db.models import Count
 
 from ..formats.base import ParsedAgent, ParsedTrace
 from ..models import OtlpSpan, Project, Trace
-from .otlp_build import (
-    _ROW_FIELDS,
-    BUILD_BATCH,
-    OTLP_FORMAT,
-    _defaults,
-    _derive,
-    _level,
-    otlp_trace_build,
-    save_placements,
-)
+from .otlp_build import _ROW_FIELDS, BUILD_BATCH, OTLP_FORMAT, otlp_trace_build, save_placements
+from .otlp_derive import _defaults, _derive, _level
 from .otlp_records import _header, _parsed
 from .writer import trace_prepare, traces_create_prepared
 
