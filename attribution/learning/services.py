@@ -204,6 +204,8 @@ def habits(model: Attributor, examples: list[Example], limit: int = 5) -> dict[s
         "agent_accuracy": model.meta.get("agent_accuracy") or {},
         "step_rule": model.step_rule,
         "step_accuracy": model.meta.get("step_rule_accuracy") or {},
+        # The power of where labels sit under ``blend`` (what the inner split's likelihood chose).
+        "step_prior_weight": model.step_prior_weight if model.step_rule == "blend" else None,
         "strength": model.meta.get("strength"),
         "agents": [{"name": spelled.get(a, a), "share": c / n} for a, c in priors.agents.most_common(limit)],
         "ranks": [{"rank": r, "share": c / n} for r, c in priors.ranks.most_common(limit)],

@@ -93,6 +93,22 @@ def test_a_rule_replaces_the_default_only_when_a_sign_test_says_so():
     assert not agents.clearly_better([right] * 20, [right] * 20)  # agreeing everywhere says nothing
 
 
+def test_the_weight_of_where_labels_sit_is_chosen_by_the_held_out_likelihood():
+    from attribution.learning.model import select_step_rule
+
+    priors = LabelPriors.fit([Label("a", 3, 1)] * 8 + [Label("a", 1, 0)] * 2)
+    probs = np.array([0.5, 0.3, 0.2])  # the model prefers step 1
+    held = [(probs, priors)] * 10
+
+    def rows(gold_steps: list[int]) -> list[SimpleNamespace]:
+        return [SimpleNamespace(candidates=[1, 3, 5], gold=[1, 3, 5].index(g)) for g in gold_steps]
+
+    rule, weight, accuracy = select_step_rule(rows([3] * 8 + [1] * 2), held)
+    assert rule == "blend" and weight > 0 and accuracy["blend"] == 0.8 and accuracy["model"] == 0.2
+    rule, weight, _ = select_step_rule(rows([1] * 6 + [5] * 4), held)  # the labels' index says nothing here
+    assert rule == "model" and weight == 0
+
+
 def test_the_step_rules_read_the_model_and_where_the_labels_sit():
     from attribution.learning.model import pick_step
 
@@ -119,3 +135,11 @@ def test_the_step_rule_is_stored_and_an_unknown_one_refused(project):
     assert Attributor.from_dict(data).step_rule == data["step_rule"]
     with pytest.raises(ModelFormatError):
         Attributor.from_dict({**data, "step_rule": "oracle"})
+    assert Attributor.from_dict(data).step_prior_weight == data["step_prior_weight"]
+    before = {
+        k: v for k, v in data.items() if k != "step_prior_weight"
+    }  # a model trained before it was chosen
+    assert Attributor.from_dict(before).step_prior_weight == 1.0
+    for bad in (-1, float("nan"), 1e9, "2", True):
+        with pytest.raises(ModelFormatError):
+            Attributor.from_dict({**data, "step_prior_weight": bad})

@@ -151,6 +151,8 @@ def test_a_trained_model_shows_its_chart_features_and_confusion_with_hostile_nam
     habits = trained.summary["habits"]
     assert "What the labels taught it" in body and f"{habits['agent_rule']} <strong>" in body
     assert "Step rule" in body and f"{habits['step_rule']} <strong>" in body
+    if habits["step_prior_weight"] is not None:  # the weight the likelihood chose
+        assert f"share of a step index: {habits['step_prior_weight']}" in body
     assert habits["agents"] and habits["agents"][0]["name"] in confusion["rows"]
     assert "style=" not in body  # the Content-Security-Policy forbids style attributes
     assert "Make default" in body and trained.feature_set in body
