@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import islice
 from typing import TYPE_CHECKING
 
 from ..graph import build_graph, dependencies, tokens_of
@@ -302,6 +303,8 @@ def _detect_empty_results(ctx: _Context) -> Iterator[Signal]:
 
 
 _LOOP_TEXT = 4000  # characters of a step compared
+# A step's triples tried first against each earlier step: one in this many (see _detect_loops).
+_LOOP_SAMPLE = 4
 
 
 def _shingles(words: list[str]) -> set[str]:
@@ -325,12 +328,19 @@ def _detect_loops(ctx: _Context) -> Iterator[Signal]:
         n = len(shingles)
         if n < 20:
             continue
+        sample = set(islice(shingles, n // _LOOP_SAMPLE + 1))
+        k = len(sample)
         for earlier, other in seen.get(step.agent, []):
             m = len(other)
             # The overlap is at most the smaller set and the union at least the larger: sets of too different
             # sizes cannot reach 0.8, and are not intersected (most pairs of a long run). Compared without min()
             # and max(), two calls for each of the pairs.
             if (m < 0.8 * n) if m <= n else (n < 0.8 * m):
+                continue
+            # Every triple of the sample missing from the other step is missing from the overlap: when even the
+            # rest of the step could not lift the overlap to 0.8, the pair is settled for a quarter of the probes.
+            bound = n - k + len(sample & other)
+            if bound < 0.8 * (n + m - bound):
                 continue
             common = len(shingles & other)
             if common >= 0.8 * (n + m - common):
