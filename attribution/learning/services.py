@@ -204,8 +204,11 @@ def habits(model: Attributor, examples: list[Example], limit: int = 5) -> dict[s
         "agent_accuracy": model.meta.get("agent_accuracy") or {},
         "step_rule": model.step_rule,
         "step_accuracy": model.meta.get("step_rule_accuracy") or {},
-        # The power of where labels sit under ``blend`` (what the inner split's likelihood chose).
-        "step_prior_weight": model.step_prior_weight if model.step_rule == "blend" else None,
+        # The power of where labels sit under ``blend``, when the inner split's likelihood chose it (0: the model's
+        # own most probable step).
+        "step_prior_weight": model.meta.get("step_prior_weight")
+        if model.meta.get("step_rule_accuracy")
+        else None,
         "strength": model.meta.get("strength"),
         "agents": [{"name": spelled.get(a, a), "share": c / n} for a, c in priors.agents.most_common(limit)],
         "ranks": [{"rank": r, "share": c / n} for r, c in priors.ranks.most_common(limit)],
