@@ -11,7 +11,8 @@ from attribution import taxonomy
 from attribution.evaluation import Record, score
 from attribution.methods import get_method
 from attribution.methods.base import StepView, TraceView
-from attribution.methods.heuristic import METHOD, _score
+from attribution.methods.heuristic import METHOD
+from attribution.methods.heuristic_reason import _score
 from attribution.selectors import gold_for, trace_view
 from attribution.splits import split_of
 from tests.conftest import ROOT, SHARED, import_now, incoming_path, whowhen_files
