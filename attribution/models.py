@@ -554,6 +554,12 @@ class AttributorModel(models.Model):
     # Last sign of life (claimed, a stage reached); the reaper re-enqueues a training gone quiet.
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     reaped = models.PositiveSmallIntegerField(default=0)  # times the reaper had to re-enqueue it
+    # An automatic retrain (``learning.services.attributors_retrain_due``): the version it retrains, and how many
+    # labelled traces its training projects held when it was queued (the next retrain counts new labels from here).
+    retrained_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    labelled_at_queue = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -589,6 +595,8 @@ class ProjectAttribution(models.Model):
     # attribution.learning.calibration.Calibration.to_dict(): counts per (style, role, rank) and each label's cell.
     calibration = models.JSONField(default=dict, blank=True)
     calibrated_at = models.DateTimeField(null=True, blank=True)
+    # Retrain the default model once this many labelled traces have arrived since it was queued (0: never).
+    retrain_after = models.PositiveIntegerField(default=10)
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:

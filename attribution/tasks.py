@@ -162,3 +162,11 @@ def train_attributor_task(self, model_id: int) -> None:
     from .learning.services import attributor_train
 
     attributor_train(model_id=model_id)
+
+
+@shared_task(name="attribution.retrain_due")
+def retrain_due_task() -> list[int]:
+    """Celery beat: queue automatic retrains of default models whose projects gained enough labels."""
+    from .learning.services import attributors_retrain_due
+
+    return [m.pk for m in attributors_retrain_due()]

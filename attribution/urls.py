@@ -44,6 +44,7 @@ urlpatterns = [
     path("projects/<slug:slug>/schemas/<int:schema_id>/edit/", schema_views.schema_edit, name="schema_edit"),
     path("projects/<slug:slug>/models/", model_views.model_list, name="model_list"),
     path("projects/<slug:slug>/models/recalibrate/", model_views.model_recalibrate, name="model_recalibrate"),
+    path("projects/<slug:slug>/models/retrain/", model_views.model_retrain_after, name="model_retrain_after"),
     path("models/<int:model_id>/", model_views.model_detail, name="model_detail"),
     path("models/<int:model_id>/default/", model_views.model_make_default, name="model_make_default"),
 ]

@@ -241,6 +241,11 @@ CELERY_BEAT_SCHEDULE["purge-failed-uploads"] = {"task": "tracing.purge_failed_up
 # Search documents are written after each import or OTLP build commits (tracing.services.search_index); this sweep
 # picks up whatever a lost message or a killed worker left marked. Searches are exact meanwhile, only slower.
 CELERY_BEAT_SCHEDULE["search-index"] = {"task": "tracing.search_index", "schedule": 60}
+# A project's default learned model is retrained once enough new labels arrived (attribution.learning.services).
+CELERY_BEAT_SCHEDULE["retrain-due"] = {
+    "task": "attribution.retrain_due",
+    "schedule": env_int("CULPRIT_RETRAIN_EVERY", 300),
+}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # Django's cache: rate-limit counters (config.ratelimit) and the like. Redis when CULPRIT_CACHE_URL is set (the team

@@ -85,6 +85,7 @@ PAGES: dict[str, dict[str, dict[str, Any]]] = {
     "attribution:schema_edit": {"GET": OWNER_ONLY, "POST": OWNER_WRITE},
     "attribution:model_list": {"GET": READ, "POST": CONTRIBUTE},
     "attribution:model_recalibrate": {"POST": CONTRIBUTE},
+    "attribution:model_retrain_after": {"POST": CONTRIBUTE},
     "attribution:model_detail": {"GET": READ},
     # The world's model is still queued: making it the default is refused with a message, after the role check.
     "attribution:model_make_default": {"POST": CONTRIBUTE},

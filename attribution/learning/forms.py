@@ -46,3 +46,12 @@ class TrainForm(forms.Form):
             (value, f"{label} ({counts.get(value, 0)} trace{'' if counts.get(value, 0) == 1 else 's'} here)")
             for value, label in LabelSource.choices
         ]
+
+
+class RetrainForm(forms.Form):
+    retrain_after = forms.IntegerField(
+        min_value=0,
+        max_value=100_000,
+        label="Retrain the default model after",
+        help_text="new labelled traces (0: never). A retrained version becomes the default once it is trained.",
+    )

@@ -60,6 +60,17 @@ def _group(trace: Trace) -> str:
     return origin.name or f"trace {origin.pk}"
 
 
+def labelled_traces_count(*, project_ids: Iterable[int], sources: Iterable[str] = VERIFIED_SOURCES) -> int:
+    """How many traces of these projects carry a label of one of ``sources``: one count in SQL, what an automatic
+    retrain compares with the count when the model was queued."""
+    return (
+        GoldLabel.objects.filter(trace__project_id__in=list(project_ids), source__in=list(sources))
+        .values("trace_id")
+        .distinct()
+        .count()
+    )
+
+
 def label_counts(*, project_id: int) -> dict[str, int]:
     """How many traces of the project have a label of each source."""
     from django.db.models import Count
@@ -79,7 +90,11 @@ def attributor_models_of(*, project: Project, limit: int = 100) -> list[Attribut
 
 def attribution_settings_of(*, project: Project) -> ProjectAttribution | None:
     """The project's attribution settings (default attributor, stored calibration), or None before the first write."""
-    return ProjectAttribution.objects.filter(project=project).select_related("attributor").first()
+    return (
+        ProjectAttribution.objects.filter(project=project)
+        .select_related("attributor", "attributor__retrained_from")
+        .first()
+    )
 
 
 def calibration_summary(*, project: Project) -> dict[str, Any]:

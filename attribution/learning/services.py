@@ -28,7 +28,7 @@ from .cv import cross_validate
 from .features import FEATURE_SET
 from .model import Attributor, Example, ModelFormatError, fit, prepare
 from .priors import name_key
-from .selectors import VERIFIED_SOURCES, training_examples
+from .selectors import VERIFIED_SOURCES, labelled_traces_count, training_examples
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +45,11 @@ def attributor_create(
     folds: int = DEFAULT_FOLDS,
     user: AbstractBaseUser | None = None,
     enqueue: bool = True,
+    retrained_from: AttributorModel | None = None,
 ) -> AttributorModel:
     """Record a training job (the next version of ``name`` in ``project``) and queue it. ``projects`` are the
-    projects whose labels it learns from (the project itself when none is given)."""
+    projects whose labels it learns from (the project itself when none is given); ``retrained_from``: the default
+    model an automatic retrain replaces once it is trained (``attributors_retrain_due``)."""
     sources = [s for s in (sources or VERIFIED_SOURCES)]
     unknown = sorted(set(sources) - set(VERIFIED_SOURCES))
     if unknown:
@@ -75,6 +77,8 @@ def attributor_create(
             label_sources=sources,
             feature_set=FEATURE_SET,
             stage="queued",
+            retrained_from=retrained_from,
+            labelled_at_queue=labelled_traces_count(project_ids=[p.pk for p in training], sources=sources),
         )
         if enqueue:
             from ..tasks import train_attributor_task
@@ -128,8 +132,83 @@ def attributor_train(*, model_id: int) -> AttributorModel:
             seconds=round(time.perf_counter() - started, 2),
             finished_at=timezone.now(),
         )
+        if row.retrained_from_id:
+            _retrained_default(row)
     row.refresh_from_db()
     return row
+
+
+def _retrained_default(row: AttributorModel) -> None:
+    """An automatic retrain, trained: it becomes the default in place of the version it retrains -- unless someone
+    chose another default meanwhile, whose choice stands."""
+    from tracing.services import audit_record
+
+    moved = ProjectAttribution.objects.filter(
+        project_id=row.project_id, attributor_id=row.retrained_from_id
+    ).update(attributor_id=row.pk, default_method="learned", updated_at=timezone.now())
+    if moved:
+        audit_record(
+            action="attributor.default",
+            project=row.project,
+            actor=None,
+            target=row.label,
+            details={"model_id": row.pk, "automatic_retrain_of": row.retrained_from_id},
+        )
+
+
+def attributors_retrain_due(*, enqueue: bool = True) -> list[AttributorModel]:
+    """Celery beat: queue the next version of every project's default model whose training projects gained at least
+    the project's ``retrain_after`` labelled traces (of the model's label sources) since the newest version of its
+    name was queued -- a failed or unchosen retrain counts too, so a run that keeps failing is not retried on every
+    tick. One retrain per model name at a time. Returns the versions queued."""
+    queued = []
+    due = ProjectAttribution.objects.filter(
+        attributor__isnull=False, attributor__status=AttributorStatus.SUCCEEDED, retrain_after__gt=0
+    ).select_related("attributor", "project")
+    for settings in due:
+        model = settings.attributor
+        project_ids = [p["id"] for p in model.training_projects if isinstance(p, dict) and "id" in p]
+        now = labelled_traces_count(project_ids=project_ids, sources=model.label_sources)
+        with transaction.atomic():
+            ProjectAttribution.objects.select_for_update().filter(pk=settings.pk).exists()
+            versions = AttributorModel.objects.filter(
+                project=settings.project, name=model.name, version__gte=model.version
+            )
+            if versions.filter(status__in=[AttributorStatus.QUEUED, AttributorStatus.RUNNING]).exists():
+                continue
+            counted = versions.aggregate(n=Max("labelled_at_queue"))["n"] or 0
+            if now - counted < settings.retrain_after:
+                continue
+            projects = list(Project.objects.filter(pk__in=project_ids)) or [settings.project]
+            queued.append(
+                attributor_create(
+                    project=settings.project,
+                    name=model.name,
+                    projects=projects,
+                    sources=model.label_sources,
+                    folds=model.folds,
+                    retrained_from=model,
+                    enqueue=enqueue,
+                )
+            )
+            logger.info("retraining %s: %d labelled traces now, %d at the last version", model, now, counted)
+    return queued
+
+
+def retrain_after_set(
+    *, project: Project, every: int, actor: AbstractBaseUser | None = None
+) -> ProjectAttribution:
+    """How many new labelled traces retrain the project's default model (0: never)."""
+    from tracing.services import audit_record
+
+    with transaction.atomic():
+        settings, _ = ProjectAttribution.objects.select_for_update().get_or_create(project=project)
+        settings.retrain_after = every
+        settings.save(update_fields=["retrain_after", "updated_at"])
+        audit_record(
+            action="attributor.retrain_after", project=project, actor=actor, target=str(every), details={}
+        )
+    return settings
 
 
 def train(

@@ -17,11 +17,11 @@ from .. import access
 from ..charts import accuracy_chart
 from ..evaluation import best_baseline
 from ..methods.base import MethodError
-from ..models import AttributorModel
+from ..models import AttributorModel, ProjectAttribution
 from ..selectors import _CHART_BASELINE_NAMES, BASELINE_NAMES, baseline_rows
 from . import selectors, services
 from .agents import RULES
-from .forms import TrainForm
+from .forms import RetrainForm, TrainForm
 from .model import STEP_RULES
 
 HEAT_LEVELS = 5  # shades of the confusion table, .heat-0 (none) to .heat-5 (all of the gold agent's traces)
@@ -29,6 +29,7 @@ BAR_STEPS = 20  # a feature bar's width in 5% steps (.w0–.w20): the CSP forbid
 
 
 TRAINERS_ONLY = "Viewers cannot train or choose models"
+RETRAIN_AFTER_DEFAULT = ProjectAttribution._meta.get_field("retrain_after").default
 
 
 def _partial(request: HttpRequest, template: str, name: str) -> str:
@@ -61,13 +62,25 @@ def model_list(request: HttpRequest, slug: str) -> HttpResponse:
             except MethodError as exc:
                 form.add_error(None, str(exc))
     models = selectors.attributor_models_of(project=project)
+    settings = selectors.attribution_settings_of(project=project)
     context = {
         "project": project,
         "membership": membership,
         "form": form,
         "models": models,
         "training": any(not m.is_finished for m in models),
-        "settings": selectors.attribution_settings_of(project=project),
+        "settings": settings,
+        "labelled_now": (
+            selectors.labelled_traces_count(
+                project_ids=[p["id"] for p in settings.attributor.training_projects],
+                sources=settings.attributor.label_sources,
+            )
+            if settings and settings.attributor
+            else None
+        ),
+        "retrain_form": RetrainForm(
+            initial={"retrain_after": settings.retrain_after if settings else RETRAIN_AFTER_DEFAULT}
+        ),
         "counts": counts,
         "calibration": selectors.calibration_summary(project=project),
     }
@@ -89,6 +102,25 @@ def model_recalibrate(request: HttpRequest, slug: str) -> HttpResponse:
         f"Heuristic recalibrated from {calibration.n_labels} label"
         f"{'' if calibration.n_labels == 1 else 's'}.",
     )
+    return redirect("attribution:model_list", slug=slug)
+
+
+@login_required
+@require_POST
+def model_retrain_after(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = access.project_for(request, slug, Role.ANNOTATOR, TRAINERS_ONLY)
+    form = RetrainForm(request.POST)
+    if form.is_valid():
+        every = form.cleaned_data["retrain_after"]
+        services.retrain_after_set(project=membership.project, every=every, actor=request.user)
+        messages.success(
+            request,
+            f"The default model is retrained after {every} new labelled trace{'' if every == 1 else 's'}."
+            if every
+            else "The default model is no longer retrained automatically.",
+        )
+    else:
+        messages.error(request, "Retrain after: " + "; ".join(form.errors.get("retrain_after", ["a number"])))
     return redirect("attribution:model_list", slug=slug)
 
 
