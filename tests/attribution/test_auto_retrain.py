@@ -118,3 +118,29 @@ def test_owners_and_annotators_set_it_viewers_read_it(client, make_user, project
     client.force_login(annotator)
     assert client.post(url, {"retrain_after": "0"}).status_code == 302
     assert ProjectAttribution.objects.get(project=project).retrain_after == 0
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_beat_retrains_on_a_real_worker_and_the_new_version_becomes_the_default(
+    project, files, default_model, celery_worker
+):
+    from attribution.tasks import retrain_due_task
+    from tests.conftest import wait_for
+
+    import_labelled(project, files[6:9])
+    retrain_due_task.delay()  # what Celery beat sends every CULPRIT_RETRAIN_EVERY seconds
+    settings = wait_for(
+        lambda: (
+            ProjectAttribution.objects.exclude(attributor_id=default_model.pk).filter(project=project).first()
+        ),
+        timeout=90,
+        worker=celery_worker,
+    )
+    new = settings.attributor
+    assert (new.version, new.status, new.retrained_from_id) == (
+        2,
+        AttributorStatus.SUCCEEDED,
+        default_model.pk,
+    )
+    assert new.n_traces == 9 and new.cv["n"] == 9
