@@ -78,7 +78,7 @@ def model_for(
 ) -> tuple[AttributorModel, Membership]:
     return object_for(
         request,
-        AttributorModel.objects.select_related("created_by"),
+        AttributorModel.objects.select_related("created_by", "retrained_from"),
         model_id,
         role,
         denied=denied,

@@ -47,7 +47,9 @@ def default_model(project, owner, files) -> AttributorModel:
     return row
 
 
-def test_new_labels_queue_a_retrain_that_becomes_the_default_once_trained(project, files, default_model):
+def test_new_labels_queue_a_retrain_that_becomes_the_default_once_trained(
+    client, owner, project, files, default_model
+):
     import_labelled(project, files[6:8])
     assert attributors_retrain_due(enqueue=False) == []  # 2 new labelled traces, 3 wanted
     import_labelled(project, files[8:9])
@@ -63,6 +65,11 @@ def test_new_labels_queue_a_retrain_that_becomes_the_default_once_trained(projec
     event = AuditEvent.objects.filter(action="attributor.default").latest("pk")
     assert event.details == {"model_id": trained.pk, "automatic_retrain_of": default_model.pk}
     assert attributors_retrain_due(enqueue=False) == []  # nothing new since v2 was queued
+    client.force_login(owner)
+    page = client.get(f"/attribution/models/{trained.pk}/").content.decode()
+    assert (
+        "retrained automatically from" in page and f'href="/attribution/models/{default_model.pk}/"' in page
+    )
 
 
 def test_a_failed_retrain_waits_for_more_labels_and_a_chosen_default_stands(
