@@ -66,6 +66,7 @@ bench: setup
 	$(BIN)/python manage.py sandbox_benchmark --version 2 --runs 200 --seed 1 --json
 	$(BIN)/python bench/schema_retrieval.py
 	$(BIN)/python bench/train_speed.py --traces 500
+	$(BIN)/python bench/learning_curve.py
 	$(BIN)/python bench/attribution_matrix.py
 	$(BIN)/python bench/scale.py --traces 20000
 
