@@ -80,3 +80,23 @@ def load(name: str, project_name: str = ""):
             if job.status == JobStatus.QUEUED:
                 services.ingest_job_run(job_id=job.pk)
     return project
+
+
+def dev_and_heldout(name: str) -> tuple[list, list]:
+    """The dataset's labelled examples (``training_examples``), split as ``attribution.splits`` splits them: the dev
+    part every choice was made on, and the held-back 30% (by a hash of each trace's identity)."""
+    from attribution.learning.selectors import training_examples
+    from attribution.splits import split_of
+    from tracing.models import Trace
+
+    project = load(name)
+    examples = training_examples(project_ids=[project.pk])
+    identity = {
+        pk: split_of(source_format=fmt, external_id=external, name=trace_name)
+        for pk, fmt, external, trace_name in Trace.objects.filter(project=project).values_list(
+            "pk", "source_format", "external_id", "name"
+        )
+    }
+    dev = [e for e in examples if identity.get(e.view.trace_id) == "dev"]
+    held = [e for e in examples if identity.get(e.view.trace_id) == "heldout"]
+    return dev, held

@@ -130,19 +130,7 @@ def real_dataset(name: str, folds: int) -> dict[str, Any]:
 def heldout_dataset(name: str) -> dict[str, Any]:
     """The held-back part of a collection (``attribution.splits``: 30% by a hash of each trace's identity), scored
     once by methods and baselines fitted on its dev part only: the figures nothing was ever chosen on."""
-    from attribution.splits import split_of
-    from tracing.models import Trace
-
-    project = _datasets.load(name)
-    examples = training_examples(project_ids=[project.pk])
-    identity = {
-        pk: split_of(source_format=fmt, external_id=external, name=trace_name)
-        for pk, fmt, external, trace_name in Trace.objects.filter(project=project).values_list(
-            "pk", "source_format", "external_id", "name"
-        )
-    }
-    dev = [e for e in examples if identity.get(e.view.trace_id) == "dev"]
-    held = [e for e in examples if identity.get(e.view.trace_id) == "heldout"]
+    dev, held = _datasets.dev_and_heldout(name)
     features = _Features()
     out: dict[str, Any] = {
         "label": _datasets.DATASETS[name],

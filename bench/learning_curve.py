@@ -27,28 +27,13 @@ import _datasets  # noqa: E402
 from attribution.evaluation import Constants, score  # noqa: E402
 from attribution.learning.cv import predict, record  # noqa: E402
 from attribution.learning.model import Example, fit, prepare  # noqa: E402
-from attribution.learning.selectors import training_examples  # noqa: E402
 from attribution.methods.heuristic import METHOD as HEURISTIC  # noqa: E402
-from attribution.splits import split_of  # noqa: E402
-from tracing.models import Trace  # noqa: E402
 
 SIZES = (0, 5, 10, 20, 40, 80, 160)
 
 
 def _split(name: str) -> tuple[list[Example], list[Example]]:
-    if name == "sandbox-v2":
-        return _sandbox()
-    project = _datasets.load(name)
-    examples = training_examples(project_ids=[project.pk])
-    identity = {
-        pk: split_of(source_format=fmt, external_id=external, name=trace_name)
-        for pk, fmt, external, trace_name in Trace.objects.filter(project=project).values_list(
-            "pk", "source_format", "external_id", "name"
-        )
-    }
-    dev = [e for e in examples if identity.get(e.view.trace_id) == "dev"]
-    held = [e for e in examples if identity.get(e.view.trace_id) == "heldout"]
-    return dev, held
+    return _sandbox() if name == "sandbox-v2" else _datasets.dev_and_heldout(name)
 
 
 def _sandbox(runs: int = 100, seed: int = 1) -> tuple[list[Example], list[Example]]:
