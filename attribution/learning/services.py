@@ -170,7 +170,8 @@ def attributors_retrain_due(*, enqueue: bool = True) -> list[AttributorModel]:
         project_ids = [p["id"] for p in model.training_projects if isinstance(p, dict) and "id" in p]
         now = labelled_traces_count(project_ids=project_ids, sources=model.label_sources)
         with transaction.atomic():
-            ProjectAttribution.objects.select_for_update().filter(pk=settings.pk).exists()
+            # Two ticks at once queue one retrain: the second waits here, then sees the first one's version.
+            list(ProjectAttribution.objects.select_for_update().filter(pk=settings.pk).values_list("pk"))
             versions = AttributorModel.objects.filter(
                 project=settings.project, name=model.name, version__gte=model.version
             )
