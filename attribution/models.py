@@ -579,6 +579,11 @@ class AttributorModel(models.Model):
         return f"{self.name} v{self.version}"
 
     @property
+    def training_project_ids(self) -> list[int]:
+        """The ids of the projects whose labels it learns from (``training_projects`` keeps their names too)."""
+        return [p["id"] for p in self.training_projects if isinstance(p, dict) and "id" in p]
+
+    @property
     def is_finished(self) -> bool:
         return self.status in (AttributorStatus.SUCCEEDED, AttributorStatus.FAILED)
 

@@ -46,10 +46,12 @@ def attributor_create(
     user: AbstractBaseUser | None = None,
     enqueue: bool = True,
     retrained_from: AttributorModel | None = None,
+    labelled: int | None = None,
 ) -> AttributorModel:
     """Record a training job (the next version of ``name`` in ``project``) and queue it. ``projects`` are the
-    projects whose labels it learns from (the project itself when none is given); ``retrained_from``: the default
-    model an automatic retrain replaces once it is trained (``attributors_retrain_due``)."""
+        projects whose labels it learns from (the project itself when none is given); ``retrained_from``: the default
+        model an automatic retrain replaces once it is trained (``attributors_retrain_due``), with ``labelled``, the count
+    of labelled traces it already took (``labelled_traces_count``)."""
     sources = [s for s in (sources or VERIFIED_SOURCES)]
     unknown = sorted(set(sources) - set(VERIFIED_SOURCES))
     if unknown:
@@ -78,7 +80,11 @@ def attributor_create(
             feature_set=FEATURE_SET,
             stage="queued",
             retrained_from=retrained_from,
-            labelled_at_queue=labelled_traces_count(project_ids=[p.pk for p in training], sources=sources),
+            labelled_at_queue=(
+                labelled
+                if labelled is not None
+                else labelled_traces_count(project_ids=[p.pk for p in training], sources=sources)
+            ),
         )
         if enqueue:
             from ..tasks import train_attributor_task
@@ -103,9 +109,7 @@ def attributor_train(*, model_id: int) -> AttributorModel:
         return row
     started = time.perf_counter()
     try:
-        examples = training_examples(
-            project_ids=[p["id"] for p in row.training_projects], sources=row.label_sources
-        )
+        examples = training_examples(project_ids=row.training_project_ids, sources=row.label_sources)
         result = train(
             examples,
             folds=row.folds,
@@ -167,7 +171,7 @@ def attributors_retrain_due(*, enqueue: bool = True) -> list[AttributorModel]:
     ).select_related("attributor", "project")
     for settings in due:
         model = settings.attributor
-        project_ids = [p["id"] for p in model.training_projects if isinstance(p, dict) and "id" in p]
+        project_ids = model.training_project_ids
         now = labelled_traces_count(project_ids=project_ids, sources=model.label_sources)
         with transaction.atomic():
             # Two ticks at once queue one retrain: the second waits here, then sees the first one's version.
@@ -189,6 +193,7 @@ def attributors_retrain_due(*, enqueue: bool = True) -> list[AttributorModel]:
                     sources=model.label_sources,
                     folds=model.folds,
                     retrained_from=model,
+                    labelled=now,
                     enqueue=enqueue,
                 )
             )

@@ -72,10 +72,10 @@ def model_list(request: HttpRequest, slug: str) -> HttpResponse:
         "settings": settings,
         "labelled_now": (
             selectors.labelled_traces_count(
-                project_ids=[p["id"] for p in settings.attributor.training_projects],
+                project_ids=settings.attributor.training_project_ids,
                 sources=settings.attributor.label_sources,
             )
-            if settings and settings.attributor
+            if settings and settings.attributor and not request.htmx  # the 1 s poll renders the table alone
             else None
         ),
         "retrain_form": RetrainForm(

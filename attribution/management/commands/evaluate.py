@@ -126,7 +126,7 @@ class Command(PureJsonMixin, BaseCommand):
             from attribution.learning.selectors import training_examples
 
             row = AttributorModel.objects.get(pk=run.params["attributor"])
-            training_ids = [p["id"] for p in row.training_projects]
+            training_ids = row.training_project_ids
             # Transfer: the baselines learn from the model's training projects, as the model did.
             train = [
                 record(e, None)
