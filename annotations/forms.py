@@ -417,3 +417,20 @@ class AcceptInvitationForm(forms.Form):
             except forms.ValidationError as exc:
                 self.add_error("password1", exc)
         return data
+
+
+class TraceLabelForm(forms.Form):
+    """A person's label from the trace page: a verdict to confirm, or a step (agent, category and reason optional).
+    Whether the step, agent and category fit the trace is the service's to say."""
+
+    verdict = forms.IntegerField(required=False, min_value=1)
+    step_index = forms.IntegerField(required=False, min_value=0)
+    agent_name = forms.CharField(required=False, max_length=200)
+    category = forms.CharField(required=False, max_length=80)
+    reason = forms.CharField(required=False, max_length=5000)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("verdict") is None and data.get("step_index") is None:
+            raise forms.ValidationError("Give the step with the decisive error, or confirm a verdict.")
+        return data

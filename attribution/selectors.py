@@ -415,6 +415,7 @@ def trace_panel_context(trace: Trace, membership) -> dict:
             blamed=newest_ok.agent_name if newest_ok else "",
         ),
         "evidence": _evidence(view, newest_ok),
+        "agents": list(view.agents),  # for a person's own label (the annotations app's trace label form)
     }
 
 

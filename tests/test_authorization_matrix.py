@@ -102,6 +102,8 @@ PAGES: dict[str, dict[str, dict[str, Any]]] = {
         "GET": expect(viewer=403, annotator=200, owner=302),
         "POST": expect(viewer=403, annotator=OK, owner=302),
     },
+    "annotations:trace_label": {"POST": CONTRIBUTE},
+    "annotations:trace_label_remove": {"POST": CONTRIBUTE},
     "annotations:skip": {"POST": expect(viewer=403, annotator=302, owner=302)},
     # Exports hold the project's curated data: annotators and owners build and download them, viewers do not.
     "annotations:export_builder": {"GET": expect(viewer=403), "POST": CONTRIBUTE},

@@ -39,6 +39,7 @@ from .queues import (
     queue_fill,
     queue_update,
 )
+from .trace_labels import own_trace_label, trace_label_remove, trace_label_save
 
 __all__ = [
     "exports_reap",
@@ -71,5 +72,8 @@ __all__ = [
     "queue_create",
     "queue_fill",
     "queue_update",
+    "own_trace_label",
+    "trace_label_remove",
+    "trace_label_save",
     "write_atomically",
 ]

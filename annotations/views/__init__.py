@@ -10,6 +10,7 @@ from .exports import (
     export_preview,
 )
 from .invitations import invitation_accept, invitations
+from .labels import trace_label, trace_label_remove
 from .queues import (
     adjudicate_item,
     adjudication,
@@ -41,4 +42,6 @@ __all__ = [
     "queue_next",
     "queue_refill",
     "skip",
+    "trace_label",
+    "trace_label_remove",
 ]
