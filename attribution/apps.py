@@ -11,7 +11,12 @@ class AttributionConfig(AppConfig):
         from tracing.api import api
 
         from . import step_moves, trace_list
+        from .api import router
         from .replay.hook_contract import openapi_extend
+
+        # ready() can run twice (some test runners re-populate apps); the router is attached once.
+        if not any(mounted is router for _, mounted, *_ in api._routers):
+            api.add_router("/", router)
 
         for extend in (openapi_extend, trace_list.openapi_extend):
             if extend not in api.openapi_extenders:

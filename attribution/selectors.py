@@ -609,6 +609,24 @@ def _expand(counted: list) -> list:
     return [value for value, n in counted for _ in range(n)]
 
 
+def run_score(*, run: AttributionRun) -> dict | None:
+    """The run's exact-match accuracy against the project's gold labels (``n`` scored traces, Wilson intervals), as
+    the evaluation page computes and caches it; None when none of its traces has a gold label."""
+    scored = _scored_run(
+        run, split="all", labelled=labelled_count(project=run.project), stamp=_gold_stamp(run.project)
+    )
+    result = scored["result"]
+    if not result:
+        return None
+    return {
+        "n": result["n"],
+        "agent_accuracy": result["agent_accuracy"],
+        "step_accuracy": result["step_accuracy"],
+        "agent_interval": list(result["intervals"]["agent"]),
+        "step_interval": list(result["intervals"]["step"]),
+    }
+
+
 def _gold_stamp(project) -> str:
     from django.db.models import Max
 

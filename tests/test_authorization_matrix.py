@@ -130,6 +130,11 @@ API: dict[str, tuple[str, dict[str, int]]] = {
     "api:get_trace": ("GET", {"none": 401, "other": 404, "own": 200}),
     "api:list_steps": ("GET", {"none": 401, "other": 404, "own": 200}),
     "api:upload": ("POST", {"none": 401, "other": 422, "own": 422}),
+    "api:list_methods": ("GET", {"none": 401, "other": 200, "own": 200}),
+    "api:create_run": ("POST", {"none": 401, "other": 400, "own": 400}),  # not a JSON body
+    "api:list_runs": ("GET", {"none": 401, "other": 200, "own": 200}),
+    "api:get_run": ("GET", {"none": 401, "other": 404, "own": 200}),
+    "api:list_verdicts": ("GET", {"none": 401, "other": 404, "own": 200}),
 }
 PUBLIC_API = {"api:openapi-json", "api:openapi-view", "api:api-root"}
 

@@ -91,7 +91,10 @@ def _document_errors(schema: Any) -> None:
 api = CulpritApi(
     title="Culprit API",
     version="1",
-    description="Upload multi-agent traces, follow their import, and read traces, steps and labels.",
+    description=(
+        "Upload multi-agent traces, follow their import, read traces, steps and labels, and run attribution "
+        "(start a run, follow it to its score, read its verdicts)."
+    ),
     auth=TokenAuth(),
     throttle=[TokenRateThrottle()],
     urls_namespace="api",
