@@ -26,6 +26,7 @@ run: setup
 	@$(BIN)/python manage.py sandbox_generate --project Demo --runs 6 --seed 1 --clean 4
 	@$(BIN)/python manage.py evaluate --project Demo --method heuristic --reuse
 	@$(BIN)/python manage.py distill_schemas --project Demo
+	@$(BIN)/python manage.py auto_attribute --project Demo --mode failed
 	@echo "Starting the web server on http://$(HOST):$(PORT)/ and a Celery worker (Ctrl+C stops both)"
 	@trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
 	  $(BIN)/celery -A config --quiet worker -B --loglevel=WARNING --concurrency=2 --without-mingle --without-gossip & worker=$$!; \

@@ -8,11 +8,13 @@ class AttributionConfig(AppConfig):
     verbose_name = "Attribution"
 
     def ready(self) -> None:
+        from tracing import extensions
         from tracing.api import api
 
         from . import step_moves, trace_list
         from .api import router
         from .replay.hook_contract import openapi_extend
+        from .services.auto import traces_arrived
 
         # ready() can run twice (some test runners re-populate apps); the router is attached once.
         if not any(mounted is router for _, mounted, *_ in api._routers):
@@ -24,3 +26,4 @@ class AttributionConfig(AppConfig):
         # Verdict columns and filters on the trace list, the blame strip, category names: tracing asks, never imports.
         trace_list.register()
         step_moves.register()  # verdicts' per-step scores follow a renumbered OTLP step
+        extensions.register_traces_arrived(traces_arrived)  # new traces wait for automatic attribution

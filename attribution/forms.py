@@ -6,7 +6,7 @@ from django import forms
 
 from . import outbound
 from .methods import all_methods
-from .models import ProjectAttribution, ProjectLlmSettings
+from .models import AutoAttribute, ProjectAttribution, ProjectLlmSettings
 
 
 def method_choices() -> list[tuple[str, str]]:
@@ -253,3 +253,19 @@ class CampaignForm(forms.Form):
                 "cannot be enforced: give its prices on the model page, or use Max tokens."
             )
         return value
+
+
+class AutoAttributeForm(forms.Form):
+    """Whether traces that arrive are attributed automatically, and by which method (the project's default method:
+    the one every Attribute form preselects too)."""
+
+    mode = forms.ChoiceField(choices=AutoAttribute.choices, label="Attribute new traces automatically")
+    method = forms.ChoiceField(label="with")
+
+    def __init__(self, *args: Any, project: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["method"].choices = method_choices()
+        if project is not None:
+            settings = ProjectAttribution.objects.filter(project=project).first()
+            self.fields["mode"].initial = settings.auto_attribute if settings else AutoAttribute.OFF
+            self.fields["method"].initial = default_method(project) or "heuristic"

@@ -588,6 +588,12 @@ class AttributorModel(models.Model):
         return self.status in (AttributorStatus.SUCCEEDED, AttributorStatus.FAILED)
 
 
+class AutoAttribute(models.TextChoices):
+    OFF = "off", "Off"
+    FAILED = "failed", "Failed traces"
+    ALL = "all", "Every trace"
+
+
 class ProjectAttribution(models.Model):
     """How a project attributes by default: the method its Attribute buttons preselect, the learned model the
     ``learned`` method uses, and the heuristic's priors calibrated on the project's own labels."""
@@ -602,7 +608,27 @@ class ProjectAttribution(models.Model):
     calibrated_at = models.DateTimeField(null=True, blank=True)
     # Retrain the default model once this many labelled traces have arrived since it was queued (0: never).
     retrain_after = models.PositiveIntegerField(default=10)
+    # Attribute traces that arrive from outside (imports, the API, OTLP) with the default method: off, the failed
+    # ones, or all of them (attribution.services.auto). ``auto_error``: why the last sweep could not start a run.
+    auto_attribute = models.CharField(max_length=8, choices=AutoAttribute.choices, default=AutoAttribute.OFF)
+    auto_error = models.CharField(max_length=500, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
         return f"{self.project}: {self.default_method}"
+
+
+class AutoAttributePending(models.Model):
+    """A trace that arrived while its project attributes new traces automatically, waiting for the next sweep
+    (``attribution.services.auto``). Written in the transaction that wrote the trace, so none is ever missed; the sweep
+    deletes the rows it turns into a run in the transaction that creates the run."""
+
+    trace = models.OneToOneField(Trace, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
+    arrived_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["project", "arrived_at"], name="autopending_project_arrived")]
+
+    def __str__(self) -> str:
+        return f"trace {self.trace_id} waiting for automatic attribution"

@@ -609,6 +609,24 @@ def _expand(counted: list) -> list:
     return [value for value, n in counted for _ in range(n)]
 
 
+def auto_attribute_status(*, project) -> dict:
+    """Automatic attribution on the runs page: the mode, the method, why the last sweep could not start a run, and
+    how many traces wait for the next one."""
+    from .models import AutoAttribute, AutoAttributePending, ProjectAttribution
+
+    settings = ProjectAttribution.objects.filter(project=project).first()
+    mode = settings.auto_attribute if settings else AutoAttribute.OFF
+    return {
+        "mode": mode,
+        "label": AutoAttribute(mode).label,
+        "method": settings.default_method if settings else "heuristic",
+        "error": settings.auto_error if settings else "",
+        "waiting": AutoAttributePending.objects.filter(project=project).count()
+        if mode != AutoAttribute.OFF
+        else 0,
+    }
+
+
 def run_score(*, run: AttributionRun) -> dict | None:
     """The run's exact-match accuracy against the project's gold labels (``n`` scored traces, Wilson intervals), as
     the evaluation page computes and caches it; None when none of its traces has a gold label."""

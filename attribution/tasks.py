@@ -170,3 +170,11 @@ def retrain_due_task() -> list[int]:
     from .learning.services import attributors_retrain_due
 
     return [m.pk for m in attributors_retrain_due()]
+
+
+@shared_task(name="attribution.auto_attribute")
+def auto_attribute_task() -> list[int]:
+    """Celery beat: attribute the traces that arrived in projects that attribute new traces automatically."""
+    from .services.auto import auto_attribute_sweep
+
+    return [run.pk for run in auto_attribute_sweep()]

@@ -12,6 +12,7 @@ urlpatterns = [
     path("traces/<int:trace_id>/panel/", views.trace_panel, name="trace_panel"),
     path("traces/<int:trace_id>/attribute/", views.trace_attribute, name="trace_attribute"),
     path("projects/<slug:slug>/runs/", views.run_list, name="run_list"),
+    path("projects/<slug:slug>/runs/auto/", views.run_auto, name="run_auto"),
     path("projects/<slug:slug>/evaluation/", views.evaluation, name="evaluation"),
     path("projects/<slug:slug>/evaluation/start/", views.evaluation_start, name="evaluation_start"),
     path("projects/<slug:slug>/sandbox/", views.sandbox_generate, name="sandbox_generate"),

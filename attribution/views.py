@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -10,6 +11,7 @@ from tracing.models import Membership, Project, Role
 
 from . import access, selectors, services
 from .forms import (
+    AutoAttributeForm,
     CampaignForm,
     EvaluationForm,
     LlmSettingsForm,
@@ -85,8 +87,39 @@ def run_list(request: HttpRequest, slug: str) -> HttpResponse:
         "form": form,
         "runs": selectors.runs_for_project(membership.project.pk),
         "sandbox_form": SandboxForm(),
+        "auto_form": AutoAttributeForm(project=membership.project),
+        "auto": selectors.auto_attribute_status(project=membership.project),
     }
     return render(request, "attribution/run_list.html", context, status=400 if form.errors else 200)
+
+
+@login_required
+@require_POST
+def run_auto(request: HttpRequest, slug: str) -> HttpResponse:
+    """Owners choose whether traces that arrive are attributed automatically, and by which method."""
+    membership = access.project_for(request, slug, Role.OWNER, OWNERS_AUTO)
+    form = AutoAttributeForm(request.POST)
+    if form.is_valid():
+        mode, method = form.cleaned_data["mode"], form.cleaned_data["method"]
+        try:
+            services.auto_attribute_set(
+                project=membership.project, mode=mode, method=method, actor=request.user
+            )
+        except MethodError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(
+                request,
+                "New traces are no longer attributed automatically."
+                if mode == "off"
+                else f"New {'failed ' if mode == 'failed' else ''}traces are attributed automatically with {method}.",
+            )
+    else:
+        messages.error(request, "; ".join(e for errors in form.errors.values() for e in errors))
+    return redirect("attribution:run_list", slug=slug)
+
+
+OWNERS_AUTO = "Only the project's owners choose automatic attribution"
 
 
 def _start_filtered_run(request: HttpRequest, membership: Membership, data: dict) -> AttributionRun:

@@ -246,6 +246,13 @@ CELERY_BEAT_SCHEDULE["retrain-due"] = {
     "task": "attribution.retrain_due",
     "schedule": env_int("CULPRIT_RETRAIN_EVERY", 300),
 }
+# Traces that arrive in a project that attributes new traces automatically are attributed by one run per sweep
+# (attribution.services.auto); an OTLP trace once it is this many seconds old and no build of it is waiting.
+CULPRIT_AUTO_ATTRIBUTE_SETTLE = env_int("CULPRIT_AUTO_ATTRIBUTE_SETTLE", 20)
+CELERY_BEAT_SCHEDULE["auto-attribute"] = {
+    "task": "attribution.auto_attribute",
+    "schedule": env_int("CULPRIT_AUTO_ATTRIBUTE_EVERY", 10),
+}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # Django's cache: rate-limit counters (config.ratelimit) and the like. Redis when CULPRIT_CACHE_URL is set (the team

@@ -64,6 +64,7 @@ PAGES: dict[str, dict[str, dict[str, Any]]] = {
     "tracing:step_content": {"GET": READ},
     "attribution:trace_panel": {"GET": READ},
     "attribution:trace_attribute": {"POST": CONTRIBUTE},
+    "attribution:run_auto": {"POST": OWNER_WRITE},
     "attribution:run_list": {"GET": READ, "POST": CONTRIBUTE},
     "attribution:run_detail": {"GET": READ, "POST": CONTRIBUTE},
     "attribution:evaluation": {"GET": READ},

@@ -87,11 +87,19 @@ class StepsMovedHook(Protocol):
         step count. Every other old index still holds the same step; a new index nothing maps to is a new step."""
 
 
+class TracesArrivedHook(Protocol):
+    def __call__(self, project_id: int, trace_ids: list[int]) -> None:
+        """New traces came in from outside (an import, the API, the OTLP receiver), inside the transaction that wrote
+        them: whatever the hook writes commits or rolls back with them. Not called for traces the product made itself
+        (sandbox runs, injected faults)."""
+
+
 @dataclass
 class _Registry:
     trace_list: list[TraceListExtension] = field(default_factory=list)
     step_scores: list[StepScoreProvider] = field(default_factory=list)
     steps_moved: list[StepsMovedHook] = field(default_factory=list)
+    traces_arrived: list[TracesArrivedHook] = field(default_factory=list)
     category_namer: Callable[[str, str], str] | None = None  # (category, family) -> a person's name
 
 
@@ -111,6 +119,11 @@ def register_step_scores(provider: StepScoreProvider) -> None:
 def register_steps_moved(hook: StepsMovedHook) -> None:
     if hook not in _registry.steps_moved:
         _registry.steps_moved.append(hook)
+
+
+def register_traces_arrived(hook: TracesArrivedHook) -> None:
+    if hook not in _registry.traces_arrived:
+        _registry.traces_arrived.append(hook)
 
 
 def register_category_namer(namer: Callable[[str, str], str]) -> None:
@@ -172,6 +185,13 @@ def steps_moved(
     """Tell every registered hook that the trace's steps were renumbered (see ``StepsMovedHook``)."""
     for hook in _registry.steps_moved:
         hook(trace_id, mapping, n_steps, dropped)
+
+
+def traces_arrived(project_id: int, trace_ids: list[int]) -> None:
+    """Tell every registered hook that these traces arrived (see ``TracesArrivedHook``)."""
+    if trace_ids:
+        for hook in _registry.traces_arrived:
+            hook(project_id, trace_ids)
 
 
 def category_name(category: str, family: str = "") -> str:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from .auto import auto_attribute_set, auto_attribute_sweep, traces_arrived
 from .campaigns import (
     campaign_cancel,
     campaign_claim,
@@ -38,6 +39,9 @@ from .runs import (
 )
 
 __all__ = [
+    "auto_attribute_set",
+    "auto_attribute_sweep",
+    "traces_arrived",
     "MAX_REAPS",
     "OFFLINE_BATCH",
     "RunReplayStore",

@@ -14,6 +14,7 @@ from django.db.models import F
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
+from .. import extensions
 from ..formats import ParsedLabels, ParsedTrace, Source, TraceFormatError, detect_format_scored, get_format
 from ..models import DuplicatePolicy, IngestJob, JobStatus, Project, Trace
 from .duplicates import twin_labels_attach, twins_find
@@ -301,6 +302,7 @@ def _import_batch(
             with transaction.atomic():
                 created, twins = _write_new(job, new, ready)
                 _record_written(job, created)
+                extensions.traces_arrived(job.project_id, [t.pk for t in created])
         except IntegrityError:
             for ordinal, parsed in batch:
                 _import_one(job=job, ordinal=ordinal, parsed=parsed, report=report)
@@ -334,6 +336,7 @@ def _import_one(*, job: IngestJob, ordinal: int, parsed: ParsedTrace, report: _R
                 # Progress and the job's own trace list move in the same transaction as the rows they count, so a
                 # crash never leaves a job claiming a trace that is not there (and _undo knows what is its own).
                 _record_written(job, created)
+                extensions.traces_arrived(job.project_id, [t.pk for t in created])
         except IntegrityError:  # the same bytes are being imported by another job right now
             trace = Trace.objects.filter(upload=job.upload, ordinal=ordinal).first()
             if trace is None:

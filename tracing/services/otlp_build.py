@@ -328,6 +328,7 @@ class _Build:
             **{**header, "name": name},
         )
         attach_pending(trace, [])
+        extensions.traces_arrived(self.project_id, [trace.pk])
         self.created = True
         return trace
 

@@ -22,6 +22,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.db.models import Count
 
+from .. import extensions
 from ..formats.base import ParsedAgent, ParsedTrace
 from ..models import OtlpSpan, Project, Trace
 from .otlp_build import _ROW_FIELDS, BUILD_BATCH, OTLP_FORMAT, otlp_trace_build, save_placements
@@ -74,8 +75,9 @@ def _build_batch(project_id: int, trace_ids: list[str]) -> list[str]:
         placements += placed
         built.add(trace_id)
     if items:
-        traces_create_prepared(project=Project.objects.get(pk=project_id), upload=None, items=items)
+        created = traces_create_prepared(project=Project.objects.get(pk=project_id), upload=None, items=items)
         save_placements(placements)
+        extensions.traces_arrived(project_id, [t.pk for t in created])
     return [t for t in trace_ids if t not in built]
 
 
