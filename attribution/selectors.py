@@ -118,6 +118,15 @@ def verdicts_for_trace(trace: Trace) -> QuerySet[Verdict]:
     return Verdict.objects.filter(trace=trace).select_related("run").order_by("-created_at")
 
 
+def verdict_on_trace(*, trace: Trace, verdict_id: int) -> Verdict | None:
+    """The trace's own verdict with this id, if it named a step (a person confirms only such a one)."""
+    return (
+        Verdict.objects.filter(pk=verdict_id, trace=trace, status="ok", step_index__isnull=False).first()
+        if 0 < verdict_id < 2**63
+        else None
+    )
+
+
 def runs_for_project(project_id: int, limit: int = 20) -> list[AttributionRun]:
     return list(AttributionRun.objects.filter(project_id=project_id).order_by("-id")[:limit])
 

@@ -10,8 +10,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from attribution.forms import StartRunForm
-from attribution.models import Verdict, VerdictStatus
-from attribution.selectors import trace_panel_context
+from attribution.selectors import trace_panel_context, verdict_on_trace
 from tracing.access import trace_for
 from tracing.models import Membership, Role, Trace
 
@@ -34,8 +33,8 @@ def trace_label(request: HttpRequest, trace_id: int) -> HttpResponse:
         verdict = None
         step, agent = data["step_index"], data["agent_name"]
         if data["verdict"] is not None:
-            verdict = Verdict.objects.filter(pk=data["verdict"], trace=trace, status=VerdictStatus.OK).first()
-            if verdict is None or verdict.step_index is None:
+            verdict = verdict_on_trace(trace=trace, verdict_id=data["verdict"])
+            if verdict is None:
                 error = "That verdict is not on this trace."
             else:
                 step, agent = verdict.step_index, verdict.agent_name

@@ -146,3 +146,24 @@ def test_uploaded_failures_are_attributed_on_a_real_worker_without_anyone_asking
     )
     assert run.trace_ids == ids and run.description.startswith("automatic")
     assert Verdict.objects.filter(run=run, status="ok").count() == len(ids)
+
+
+@pytest.mark.django_db
+def test_traces_built_from_otlp_spans_are_marked_by_both_build_paths(project):
+    from tests.tracing.test_otlp_build_many import TRACES, store, trees
+    from tracing.services.otlp import otlp_trace_rebuild, otlp_traces_rebuild
+
+    services.auto_attribute_set(project=project, mode="all", method="heuristic")
+    spans = [item for tree in trees() for item in tree.by_end()]
+    store(project, spans)
+    otlp_traces_rebuild(
+        project_id=project.pk, trace_ids=[t.hex() for t in TRACES[:3]]
+    )  # batched first builds
+    for trace_id in TRACES[3:]:
+        otlp_trace_rebuild(project_id=project.pk, trace_id=trace_id.hex())  # one by one
+    built = set(Trace.objects.filter(project=project).values_list("pk", flat=True))
+    assert len(built) == len(TRACES)
+    assert set(AutoAttributePending.objects.values_list("trace_id", flat=True)) == built
+    assert services.auto_attribute_sweep(enqueue=False) == []  # streamed traces settle first
+    (run,) = services.auto_attribute_sweep(enqueue=False, now=timezone.now() + LATER)
+    assert sorted(run.trace_ids) == sorted(built)
