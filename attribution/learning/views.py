@@ -18,7 +18,7 @@ from ..charts import accuracy_chart
 from ..evaluation import best_baseline
 from ..methods.base import MethodError
 from ..models import AttributorModel, ProjectAttribution
-from ..selectors import _CHART_BASELINE_NAMES, BASELINE_NAMES, baseline_rows
+from ..selectors.evaluation_page import _CHART_BASELINE_NAMES, BASELINE_NAMES, baseline_rows
 from . import selectors, services
 from .agents import RULES
 from .forms import RetrainForm, TrainForm

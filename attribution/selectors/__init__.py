@@ -1,8 +1,9 @@
-"""Reads for the attribution app."""
+"""Reads for the attribution app: traces as the methods see them, runs, verdicts, campaigns, the trace page's panel;
+the evaluation page's in ``evaluation_page`` (re-exported here)."""
 
+# ruff: noqa: E402 -- the evaluation page's reads are imported at the end, after the reads they use
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 from itertools import groupby
 from operator import itemgetter
@@ -12,8 +13,8 @@ from django.db.models import Count, QuerySet
 
 from tracing.models import Agent, GoldLabel, Step, Trace
 
-from .methods.base import StepView, TraceView
-from .models import AttributionRun, ProjectLlmSettings, Verdict
+from ..methods.base import StepView, TraceView
+from ..models import AttributionRun, ProjectLlmSettings, Verdict
 
 
 def trace_view(trace: Trace) -> TraceView:
@@ -136,7 +137,7 @@ def labelled_trace_ids(*, project, split: str = "all") -> list[int]:
     Ids, not model instances: `evaluate` holds them for its whole run (instances took 95 MB at 100,000 traces)."""
     from django.db.models import Exists, OuterRef
 
-    from .splits import split_of
+    from ..splits import split_of
 
     # EXISTS, not a JOIN with SELECT DISTINCT over every column.
     traces = Trace.objects.filter(
@@ -159,8 +160,8 @@ def evaluation_records(*, run: AttributionRun, split: str = "all") -> list:
     took 1.6 s of the 2.6 s this took). The rows are streamed, and an agent's name (interned) and a set of acting
     agents are one object however many records share them: a run's records name a few dozen agents, and with a
     string per name and record the records of 20,000 traces took 40 MB instead of 15 (issue 19)."""
-    from .evaluation import Record
-    from .splits import split_of
+    from ..evaluation import Record
+    from ..splits import split_of
 
     in_run = Verdict.objects.filter(run=run).values("trace_id")
     golds = _gold_per_trace(GoldLabel.objects.filter(trace_id__in=in_run))
@@ -280,58 +281,10 @@ def first_and_last_actions(trace_ids: list[int]) -> dict[int, tuple[tuple[int, s
     }
 
 
-# A run stands for its method (and is ranked) only from this many labelled traces on: at n=10 the Wilson 95% interval
-# of a 50% accuracy is still 24–76%, and below it one trace moves the figure by more than ten points. So a one-trace
-# "Attribute" click never replaces, nor outranks, a real evaluation.
-MIN_RANKED_TRACES = 10
-
-
-def latest_evaluation_run(*, project, method: str) -> AttributionRun | None:
-    """The finished run that stands for ``method`` in the project (see ``evaluation_runs``)."""
-    chosen = evaluation_runs(project=project, methods=[method]).get(method)
-    return chosen[0] if chosen else None
-
-
-def evaluation_runs(*, project, methods: list[str] | None = None) -> dict[str, tuple[AttributionRun, int]]:
-    """Per method, the finished run that stands for it and the labelled traces it covered: the newest run over at
-    least MIN_RANKED_TRACES labelled traces, else the run over the most (the newest of a tie). Two queries whatever
-    the number of runs: labelled verdicts counted per run on ids only (never the runs' wide ``trace_ids`` JSON),
-    then the chosen runs."""
-    from django.db.models import Exists, OuterRef
-
-    from .models import RunStatus
-
-    verdicts = Verdict.objects.filter(
-        Exists(GoldLabel.objects.filter(trace_id=OuterRef("trace_id"))),
-        run__project=project,
-        run__status=RunStatus.SUCCEEDED,
-    )
-    if methods is not None:
-        verdicts = verdicts.filter(run__method__in=methods)
-    candidates: dict[str, list[tuple[int, int]]] = {}
-    per_run = (
-        verdicts.order_by()
-        .values("run_id", "run__method")
-        .annotate(labelled=Count("id"))
-        .values_list("run__method", "run_id", "labelled")
-    )
-    for method, run_id, labelled in per_run:
-        candidates.setdefault(method, []).append((labelled, run_id))
-    chosen = {method: _standing_run(runs) for method, runs in candidates.items()}
-    runs = AttributionRun.objects.defer("trace_ids").in_bulk([run_id for _, run_id in chosen.values()])
-    return {method: (runs[run_id], labelled) for method, (labelled, run_id) in chosen.items()}
-
-
-def _standing_run(runs: list[tuple[int, int]]) -> tuple[int, int]:
-    """(labelled, run id) of the run that stands for a method: ids grow with time, so the largest is the newest."""
-    big = [r for r in runs if r[0] >= MIN_RANKED_TRACES]
-    return max(big, key=lambda r: r[1]) if big else max(runs)
-
-
 def project_spend(*, project) -> float:
     from django.db.models import Sum
 
-    from .models import LlmCall
+    from ..models import LlmCall
 
     # Requests in flight hold their maximum cost until they settle: that is reserved, not spent.
     return float(
@@ -352,7 +305,7 @@ def llm_usage(*, project, run: AttributionRun | None = None) -> dict:
     requests in flight (reserved, not spent) apart from both, and the most recent calls."""
     from django.db.models import F, Q, Sum
 
-    from .models import LlmCall
+    from ..models import LlmCall
 
     calls = LlmCall.objects.filter(project=project, **({"run": run} if run is not None else {}))
     settled = Q(reserved_until__isnull=True)
@@ -396,7 +349,7 @@ def suspicion_strip(scores: list[float]) -> list[dict]:
 
 
 def trace_panel_context(trace: Trace, membership) -> dict:
-    from .forms import StartRunForm
+    from ..forms import StartRunForm
 
     verdicts = list(verdicts_for_trace(trace)[:30])
     latest: dict[str, Verdict] = {}
@@ -432,7 +385,7 @@ def _evidence(view: TraceView, verdict: Verdict | None) -> list[str]:
     """What the blamed step used from earlier steps, from the dependency graph ("step 12 uses '17' from step 7")."""
     if verdict is None or verdict.step_index is None or len(view.steps) > 5000:
         return []
-    from .graph import build_graph, explain_use
+    from ..graph import build_graph, explain_use
 
     return explain_use(build_graph(view), verdict.step_index)[:5]
 
@@ -440,7 +393,7 @@ def _evidence(view: TraceView, verdict: Verdict | None) -> list[str]:
 def agent_graph_drawing(view: TraceView, *, highlight: set[str], gold: str = "", blamed: str = "") -> dict:
     """The agent graph laid out for drawing (``graph.agent_graph_layout``); ``highlight`` marks agents without saying
     why (the labelling screen's verdict agents), ``gold`` and ``blamed`` are named in the legend."""
-    from .graph import agent_graph, agent_graph_layout
+    from ..graph import agent_graph, agent_graph_layout
 
     drawing = agent_graph_layout(agent_graph(view), gold=gold, blamed=blamed)
     for node in drawing.get("nodes", []):
@@ -517,7 +470,7 @@ def replay_inspector_context(verdict: Verdict, selected: int | None) -> dict:
 
 
 def campaigns_for_project(project_id: int, limit: int = 20) -> list:
-    from .models import InjectionCampaign
+    from ..models import InjectionCampaign
 
     return list(
         InjectionCampaign.objects.filter(project_id=project_id).order_by("-created_at", "-id")[:limit]
@@ -525,7 +478,7 @@ def campaigns_for_project(project_id: int, limit: int = 20) -> list:
 
 
 def campaign_detail_context(campaign, status: str = "") -> dict:
-    from .models import InjectionStatus
+    from ..models import InjectionStatus
 
     injections = campaign.injections.select_related("origin", "result_trace").order_by("pk")
     counts = dict(
@@ -543,7 +496,7 @@ def campaign_detail_context(campaign, status: str = "") -> dict:
 
 def injection_inspector_context(injection) -> dict:
     """The origin run beside the faulty replay, both from the injected step, as the replay inspector shows them."""
-    from .models import ReplayRecord
+    from ..models import ReplayRecord
 
     record = ReplayRecord.objects.filter(
         campaign_id=injection.campaign_id, trace_id=injection.origin_id, key=injection.key
@@ -568,60 +521,10 @@ def injection_inspector_context(injection) -> dict:
     }
 
 
-def evaluation_comparison(*, project, split: str) -> list[dict]:
-    """Every evaluated method on this split, side by side, each scored over the traces of the run that stands for it
-    (``evaluation_runs``). Rows over at least MIN_RANKED_TRACES traces come first, best exact step then agent
-    accuracy; smaller ones follow, largest first, marked ``ranked: False``: their figures are too noisy to order.
-    Each row carries the scored ``result`` and the (gold, predicted) agents and step errors of its verdicts."""
-    rows = []
-    stamp = _gold_stamp(project)
-    for method, (run, labelled) in evaluation_runs(project=project).items():
-        scored = _scored_run(run, split=split, labelled=labelled, stamp=stamp)
-        if scored["result"] is not None:
-            result = scored["result"]
-            rows.append(
-                {
-                    "method": method,
-                    "run": run,
-                    "labelled": labelled,
-                    "result": result,
-                    "pairs": _expand(scored["pairs"]),
-                    "errors": _expand(scored["errors"]),
-                    "small": labelled < MIN_RANKED_TRACES,
-                    "ranked": result["n"] >= MIN_RANKED_TRACES,
-                }
-            )
-    ranked = sorted(
-        (r for r in rows if r["ranked"]),
-        key=lambda r: (-r["result"]["step_accuracy"], -r["result"]["agent_accuracy"], r["method"]),
-    )
-    unranked = sorted(
-        (r for r in rows if not r["ranked"]),
-        key=lambda r: (
-            -r["result"]["n"],
-            -r["result"]["step_accuracy"],
-            -r["result"]["agent_accuracy"],
-            r["method"],
-        ),
-    )
-    return ranked + unranked
-
-
-# A finished run's score changes only when its traces' gold labels (or the traces) change, so it is kept for a day
-# under a key naming the run, the split, the labelled verdicts it covers and the project's labels (how many, newest
-# id and time: labels are replaced, never edited in place). Scoring a 2,000-trace run reads ~13,000 rows and takes ~0.4 s;
-# the evaluation page reads it back in one cache round trip.
-SCORE_CACHE_SECONDS = 24 * 3600
-
-
-def _expand(counted: list) -> list:
-    return [value for value, n in counted for _ in range(n)]
-
-
 def auto_attribute_status(*, project) -> dict:
     """Automatic attribution on the runs page: the mode, the method, why the last sweep could not start a run, and
     how many traces wait for the next one."""
-    from .models import AutoAttribute, AutoAttributePending, ProjectAttribution
+    from ..models import AutoAttribute, AutoAttributePending, ProjectAttribution
 
     settings = ProjectAttribution.objects.filter(project=project).first()
     mode = settings.auto_attribute if settings else AutoAttribute.OFF
@@ -634,181 +537,6 @@ def auto_attribute_status(*, project) -> dict:
         if mode != AutoAttribute.OFF
         else 0,
     }
-
-
-def run_score(*, run: AttributionRun) -> dict | None:
-    """The run's exact-match accuracy against the project's gold labels (``n`` scored traces, Wilson intervals), as
-    the evaluation page computes and caches it; None when none of its traces has a gold label."""
-    scored = _scored_run(
-        run, split="all", labelled=labelled_count(project=run.project), stamp=_gold_stamp(run.project)
-    )
-    result = scored["result"]
-    if not result:
-        return None
-    return {
-        "n": result["n"],
-        "agent_accuracy": result["agent_accuracy"],
-        "step_accuracy": result["step_accuracy"],
-        "agent_interval": list(result["intervals"]["agent"]),
-        "step_interval": list(result["intervals"]["step"]),
-    }
-
-
-def _gold_stamp(project) -> str:
-    from django.db.models import Max
-
-    found = GoldLabel.objects.filter(trace__project=project).aggregate(
-        n=Count("id"), top=Max("id"), newest=Max("created_at")
-    )
-    newest = found["newest"].timestamp() if found["newest"] else 0
-    return f"{found['n']}-{found['top']}-{newest}"
-
-
-def _scored_run(run: AttributionRun, *, split: str, labelled: int, stamp: str) -> dict:
-    from django.core.cache import cache
-
-    from .evaluation import score
-
-    # The run's creation time too: ids start again in a new database (a test run, a restore), times do not.
-    key = f"eval-score:v2:{run.pk}:{run.created_at.timestamp()}:{split}:{labelled}:{stamp}"
-    scored = cache.get(key)
-    if scored is None:
-        records = evaluation_records(run=run, split=split)
-        # The confusion and step-error pictures need only how often each pair and each error occurs: a few hundred
-        # bytes to keep, where the records themselves would be ~1 MB at 20,000 traces.
-        pairs = Counter((r.gold_agent, r.pred_agent) for r in records)
-        errors = Counter(r.pred_step - r.gold_step if r.pred_step >= 0 else None for r in records)
-        scored = {
-            "result": score(records) if records else None,
-            "pairs": list(pairs.items()),
-            "errors": list(errors.items()),
-        }
-        cache.set(key, scored, SCORE_CACHE_SECONDS)
-    return scored
-
-
-# The trivial baselines of attribution.evaluation.baselines, in plain words, in the order the page lists them.
-BASELINE_NAMES = {
-    "majority": "most blamed agent / commonest step (fitted on other traces)",
-    "first": "first agent action",
-    "last": "last agent action",
-    "random": "random acting agent",
-    "random_blamed": "random among ever-blamed agents",
-}
-# The same, shorter and per figure, for the chart's dashed lines.
-_CHART_BASELINE_NAMES = {
-    "agent": {
-        "majority": "most blamed agent",
-        "random": "random acting agent",
-        "random_blamed": "random ever-blamed agent",
-    },
-    "step": {"majority": "commonest step", "random": "random step", "random_blamed": "random step"},
-}
-
-
-def baseline_rows(result: dict) -> list[dict]:
-    """A scored result's baselines as table rows, with the strongest per figure marked."""
-    from .evaluation import best_baseline
-
-    best = {figure: best_baseline(result, figure)[0] for figure in ("agent", "step")}
-    found = result["baselines"]
-    names = [n for n in BASELINE_NAMES if n in found] + [n for n in found if n not in BASELINE_NAMES]
-    return [
-        {
-            "name": name,
-            "label": BASELINE_NAMES.get(name, name),
-            **found[name],
-            "best_agent": name == best["agent"],
-            "best_step": name == best["step"],
-        }
-        for name in names
-    ]
-
-
-def evaluation_chart(comparison: list[dict], reference: dict | None) -> dict:
-    """The comparison as an accuracy chart, with the best baselines of ``reference``'s traces as dashed lines."""
-    from .charts import accuracy_chart
-    from .evaluation import best_baseline
-
-    rows = [
-        {
-            "label": r["method"],
-            "agent": res["agent_accuracy"],
-            "agent_ci": res["intervals"]["agent"],
-            "step": res["step_accuracy"],
-            "step_ci": res["intervals"]["step"],
-            "n": res["n"],
-            "muted": not r["ranked"],
-        }
-        for r in comparison
-        for res in (r["result"],)
-    ]
-    lines = []
-    if reference is not None:
-        for figure in ("agent", "step"):
-            name, value = best_baseline(reference["result"], figure)
-            label = _CHART_BASELINE_NAMES[figure].get(name) or BASELINE_NAMES.get(name, name)
-            lines.append(
-                {
-                    "label": label,
-                    "agent": value if figure == "agent" else None,
-                    "step": value if figure == "step" else None,
-                }
-            )
-    return accuracy_chart(
-        rows,
-        lines,
-        chart_id="evaluation-chart",
-        title="Agent and step accuracy of each evaluated method, with 95% intervals",
-    )
-
-
-def evaluation_page(*, project, method: str, split: str) -> dict:
-    """Everything the evaluation page shows, each run chosen and scored once (so ``evaluation_records`` runs once per
-    method): the ranked comparison, the selected method's row with its baselines, confusion matrix and step-error
-    histogram, the accuracy chart, and apart from all of them the "single-trace runs" (fewer than
-    MIN_RANKED_TRACES labelled traces in the split), which are listed but never stand as the project's score."""
-    from .charts import confusion_matrix, step_error_histogram
-
-    everything = evaluation_comparison(project=project, split=split)
-    comparison = [r for r in everything if r["ranked"]]
-    single = [r for r in everything if not r["ranked"]]
-    selected = next((r for r in comparison if r["method"] == method), None)
-    # Baselines are drawn from the run over the most traces: its figures are the steadiest.
-    reference = max(comparison, key=lambda r: r["result"]["n"], default=None)
-    return {
-        "comparison": comparison,
-        "single_runs": single,
-        "selected": selected,
-        "selected_single": next((r for r in single if r["method"] == method), None),
-        "run": selected["run"] if selected else None,
-        "result": selected["result"] if selected else None,
-        "baselines": baseline_rows(selected["result"]) if selected else [],
-        "reference": reference,
-        "reference_baselines": baseline_rows(reference["result"]) if reference else [],
-        "chart": evaluation_chart(comparison, reference),
-        "min_ranked": MIN_RANKED_TRACES,
-        "confusion": confusion_matrix(selected["pairs"] if selected else []),
-        "histogram": step_error_histogram(selected["errors"] if selected else []),
-        "labelled": labelled_count(project=project, split=split),
-    }
-
-
-def labelled_count(*, project, split: str = "all") -> int:
-    """How many of the project's traces have a gold label (in the split): as many as ``labelled_trace_ids`` lists,
-    counted by the database when no split applies, and with EXISTS instead of a SELECT DISTINCT over every one."""
-    from django.db.models import Exists, OuterRef
-
-    from .splits import split_of
-
-    traces = Trace.objects.filter(Exists(GoldLabel.objects.filter(trace_id=OuterRef("pk"))), project=project)
-    if split == "all":
-        return traces.count()
-    return sum(
-        1
-        for fmt, external, name in traces.values_list("source_format", "external_id", "name")
-        if split_of(source_format=fmt, external_id=external, name=name) == split
-    )
 
 
 def llm_settings_for(*, project) -> ProjectLlmSettings:
@@ -824,3 +552,17 @@ def campaign_kept_trace_ids(*, campaign) -> list[int]:
         .values_list("result_trace_id", flat=True)
         .distinct()
     )
+
+
+# The evaluation page's reads (``evaluation_page``), re-exported; imported last because they use the ones above.
+from .evaluation_page import BASELINE_NAMES as BASELINE_NAMES
+from .evaluation_page import MIN_RANKED_TRACES as MIN_RANKED_TRACES
+from .evaluation_page import SCORE_CACHE_SECONDS as SCORE_CACHE_SECONDS
+from .evaluation_page import baseline_rows as baseline_rows
+from .evaluation_page import evaluation_chart as evaluation_chart
+from .evaluation_page import evaluation_comparison as evaluation_comparison
+from .evaluation_page import evaluation_page as evaluation_page
+from .evaluation_page import evaluation_runs as evaluation_runs
+from .evaluation_page import labelled_count as labelled_count
+from .evaluation_page import latest_evaluation_run as latest_evaluation_run
+from .evaluation_page import run_score as run_score
