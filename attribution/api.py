@@ -15,10 +15,15 @@ from typing import Any, Literal
 
 from django.db.models import Exists, OuterRef
 from django.http import HttpRequest
-from django.shortcuts import get_object_or_404
 from ninja import Field, Router, Schema, Status
 from ninja.errors import HttpError
 
+from tracing.api import (  # the token's project and the page bounds, as tracing's calls
+    MAX_ID,
+    ErrorOut,
+    _bounds,
+    _own,
+)
 from tracing.models import GoldLabel, Trace
 
 from . import selectors, services
@@ -30,8 +35,6 @@ router = Router(tags=["attribution"])
 MAX_TRACE_IDS = (
     100_000  # a run's trace list in one request; a bigger project is attributed with "every trace"
 )
-MAX_PAGE = 500
-MAX_ID = 2**63 - 1
 
 
 class MethodOut(Schema):
@@ -103,10 +106,6 @@ class VerdictPage(Schema):
     items: list[VerdictOut]
 
 
-class ErrorOut(Schema):
-    detail: str | list[dict[str, Any]]
-
-
 @router.get("/methods", response=list[MethodOut], summary="Attribution methods this server runs")
 def list_methods(request: HttpRequest) -> list[dict[str, Any]]:
     return [{"name": m.name, "label": m.label, "needs_llm": bool(m.needs_llm)} for m in all_methods()]
@@ -152,14 +151,13 @@ def list_runs(request: HttpRequest, limit: int = 20) -> list[dict[str, Any]]:
 
 @router.get("/runs/{run_id}", response=RunOut, summary="One run: its progress, and its score once finished")
 def get_run(request: HttpRequest, run_id: int) -> dict[str, Any]:
-    return _run(_own_run(request, run_id))
+    return _run(_own(AttributionRun, request, run_id))
 
 
 @router.get("/runs/{run_id}/verdicts", response=VerdictPage, summary="A window of a run's verdicts, by trace")
 def list_verdicts(request: HttpRequest, run_id: int, offset: int = 0, limit: int = 100) -> dict[str, Any]:
-    if not 0 <= offset <= 10**9 or not 1 <= limit <= MAX_PAGE:
-        raise HttpError(422, f"offset must be between 0 and {10**9} and limit between 1 and {MAX_PAGE}")
-    run = _own_run(request, run_id)
+    offset, limit = _bounds(offset, limit)
+    run = _own(AttributionRun, request, run_id)
     verdicts = Verdict.objects.filter(run=run)
     page = (
         verdicts.select_related("trace").only(*_VERDICT_FIELDS).order_by("trace_id")[offset : offset + limit]
@@ -178,12 +176,6 @@ _VERDICT_FIELDS = (
     "reason",
     "error",
 )
-
-
-def _own_run(request: HttpRequest, run_id: int) -> AttributionRun:
-    if not 0 < run_id <= MAX_ID:
-        raise HttpError(404, "Not Found")
-    return get_object_or_404(AttributionRun, pk=run_id, project=request.auth.project)
 
 
 def _run(run: AttributionRun, scored: bool = True) -> dict[str, Any]:

@@ -67,10 +67,10 @@ def trace_label_save(
     )
     with transaction.atomic():
         # One label per person and trace: two saves of the same person at once must not both stay.
-        Trace.objects.select_for_update().filter(pk=trace.pk).values_list("pk", flat=True).first()
-        own = _own_labels(trace, user)
+        list(Trace.objects.select_for_update().filter(pk=trace.pk).values_list("pk"))
+        own = list(_own_labels(trace, user))
         replaced = [{"agent": g.agent_name, "step": g.step_index} for g in own]
-        own.delete()
+        GoldLabel.objects.filter(pk__in=[g.pk for g in own]).delete()
         label = GoldLabel.objects.create(
             trace=trace,
             agent=Agent.objects.filter(trace=trace, name=error.agent_name).first(),
@@ -100,9 +100,10 @@ def trace_label_save(
 def trace_label_remove(*, trace: Trace, user: AbstractBaseUser) -> int:
     """Take back the label this person gave on the trace page; the number removed (0 when there was none)."""
     with transaction.atomic():
-        removed = [(g.agent_name, g.step_index) for g in _own_labels(trace, user)]
+        own = list(_own_labels(trace, user))
+        removed = [(g.agent_name, g.step_index) for g in own]
         if removed:
-            _own_labels(trace, user).delete()
+            GoldLabel.objects.filter(pk__in=[g.pk for g in own]).delete()
             audit_record(
                 action="label.removed",
                 project=trace.project,
