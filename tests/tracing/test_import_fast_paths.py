@@ -188,3 +188,94 @@ def test_an_agent_built_positionally_is_the_agent_the_keywords_build(project):
         k: v for k, v in vars(slow).items() if k != "_state"
     }
     assert fast.trace is trace and fast._state.adding
+
+
+HOSTILE_TEXTS = [
+    "plain",
+    "a\\b\\\\c \\N \\. \\t",  # backslashes, and what COPY would read as NULL or an escape if left alone
+    "tab\there\nnew line\r\ncarriage\bback\vvertical\fform",
+    "\\.\n\\.",  # the old end-of-data marker on a line of its own
+    "ünïcödé ✓ 漢字 \U0001f600",
+    "",
+]
+
+
+@pytest.mark.django_db
+def test_steps_copied_as_prepared_text_store_what_copying_value_by_value_stores(project, monkeypatch):
+    """A prepared trace's steps go to COPY as text made in advance (``copy_tails``); a trace whose tails are missing
+    goes value by value through psycopg's ``write_row``. Both store the same rows, whatever the text holds."""
+    from datetime import datetime, timedelta, timezone
+
+    from tracing.formats import ParsedAgent, ParsedStep, ParsedTrace
+
+    def parsed(name: str) -> ParsedTrace:
+        steps = []
+        for i, text in enumerate(HOSTILE_TEXTS * 2):
+            moment = datetime(
+                2026, 1, 2, 3, 4, 5, 123456 * (i % 2), tzinfo=timezone(timedelta(hours=5, minutes=30))
+            )
+            steps.append(
+                ParsedStep(
+                    speaker=f"Agent {text[:5]}" if i % 3 else "",
+                    agent=["Planner", "Coder\t2", None][i % 3],
+                    kind=["message", "tool_call", "tool_result"][i % 3],
+                    content=text,
+                    recipient=text[:10],
+                    tool_name=text[:20] if i % 3 == 1 else "",
+                    tool_arguments={"path": text, "n": i, "nested": [1.5, None, True, {"k\\": "v\n"}]}
+                    if i % 2
+                    else None,
+                    parent=i - 1 if i % 3 == 2 else None,
+                    span_id=f"span-{i}-{text[:3]}",
+                    started_at=moment if i % 4 else None,
+                    ended_at=moment + timedelta(seconds=i) if i % 4 else None,
+                    input_tokens=i * 10 if i % 2 else None,
+                    output_tokens=i,
+                    raw={"role": text, "name": "x"} if i % 2 else [text, i, {"a": text}],
+                )
+            )
+        return ParsedTrace(
+            name=name,
+            source_format="whowhen",
+            steps=steps,
+            agents=[ParsedAgent("Planner", "You plan.\n\\ok"), ParsedAgent("Coder\t2", "")],
+        )
+
+    fast = writer.trace_prepare(parsed("fast"))
+    assert fast.copy_tails is not None
+    monkeypatch.setattr(writer, "_copy_tails", lambda rows: None)
+    slow = writer.trace_prepare(parsed("slow"))
+    assert slow.copy_tails is None
+    for item in (fast, slow):
+        writer.traces_create_prepared(project=project, upload=None, items=[(0, item)])
+    by_name = {
+        name: list(Step.objects.filter(trace__name=name).order_by("index").values_list(*STEP_FIELDS))
+        for name in ("fast", "slow")
+    }
+    assert len(by_name["fast"]) == len(HOSTILE_TEXTS) * 2
+    assert by_name["fast"] == by_name["slow"]
+    content = STEP_FIELDS.index("content")
+    assert [row[content] for row in by_name["fast"]] == HOSTILE_TEXTS * 2
+    assert {row[-1] for row in by_name["fast"]} == {"Planner", "Coder\t2", None}  # agent__name
+
+
+@pytest.mark.django_db
+def test_large_columns_are_compressed_with_lz4_where_the_server_has_it():
+    """Migrations tracing 0022 and attribution 0014: pglz was a fifth of the server's time importing many small
+    traces. A server built without lz4 keeps pglz (nothing to check then)."""
+    from tracing.migrations._postgresql import LZ4_SUPPORTED
+
+    with connection.cursor() as cursor:
+        cursor.execute(LZ4_SUPPORTED)
+        if cursor.fetchone() is None:
+            pytest.skip("this PostgreSQL has no lz4")
+        cursor.execute(
+            "SELECT attrelid::regclass::text || '.' || attname, attcompression FROM pg_attribute "
+            "WHERE (attrelid::regclass::text, attname) IN (('tracing_step', 'content'), "
+            "('tracing_agent', 'system_prompt'), ('attribution_verdict', 'details'))"
+        )
+        assert dict(cursor.fetchall()) == {
+            "tracing_step.content": "l",
+            "tracing_agent.system_prompt": "l",
+            "attribution_verdict.details": "l",
+        }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from itertools import islice
 from json.encoder import encode_basestring as _quoted
 from operator import itemgetter
@@ -94,6 +95,9 @@ class PreparedTrace:
     content_hash: str
     totals: dict
     warnings: list[str]
+    # Each row after its ``trace_id`` and ``agent_id`` as COPY text (PostgreSQL only; None when a value has a type
+    # ``_copy_text`` does not write). Made where the trace is prepared: in the parse-ahead child, off the importer.
+    copy_tails: list[str] | None = None
 
 
 def trace_prepare(parsed: ParsedTrace) -> PreparedTrace:
@@ -129,6 +133,7 @@ def trace_prepare(parsed: ParsedTrace) -> PreparedTrace:
         content_hash=hasher.hexdigest(question=parsed.question, ground_truth=parsed.ground_truth),
         totals=totals.stored(steps=len(rows)),
         warnings=warnings,
+        copy_tails=_copy_tails(rows) if connection.vendor == "postgresql" else None,
     )
 
 
@@ -228,7 +233,10 @@ def _steps_insert(
         # see before it commits: marking them again rewrote every trace row and its eight index entries (issue 19).
         # In autocommit the traces are already visible, so the mark is taken again as ``_copy_steps`` explains.
         fresh = connection.in_atomic_block
-        _copy_steps(rows(), mark=not fresh)
+        if all(p.copy_tails is not None for p in prepared):
+            _copy_step_lines(traces, prepared, agents, mark=not fresh)
+        else:
+            _copy_steps(rows(), mark=not fresh)
         if fresh:
             search_index_schedule()
         return
@@ -595,6 +603,75 @@ def _copy_steps(rows: Iterable[dict], *, mark: bool = True) -> None:
                 copy.write_row(values)
     if mark:
         _mark_for_search(traces)
+
+
+def _copy_step_lines(
+    traces: list[Trace], prepared: list[PreparedTrace], agents: dict[int, dict[str, Agent]], *, mark: bool
+) -> None:
+    """``_copy_steps`` for prepared traces whose rows are COPY text already (``copy_tails``): each line is the
+    trace's id, the agent's and the tail, one write per trace. Formatting every value through psycopg's
+    ``write_row`` was half the importer's own time for many small traces (issue 19); the tails are made where the
+    trace was prepared, in the parse-ahead child."""
+    columns = ", ".join(f'"{c}"' for c in ("trace_id", "agent_id", *_TAIL_COLUMNS))
+    with connection.cursor() as cursor:
+        with cursor.cursor.copy(f"COPY {Step._meta.db_table} ({columns}) FROM STDIN") as copy:
+            for trace, p in zip(traces, prepared, strict=True):
+                ids = {name: f"{trace.pk}\t{agent.pk}\t" for name, agent in agents[trace.pk].items()}
+                none = f"{trace.pk}\t\\N\t"
+                copy.write(
+                    "".join(
+                        f"{ids.get(row['agent_id'], none) if row['agent_id'] else none}{tail}\n"
+                        for row, tail in zip(p.rows, p.copy_tails, strict=True)
+                    )
+                )
+    if mark:
+        _mark_for_search({trace.pk for trace, p in zip(traces, prepared, strict=True) if p.rows})
+
+
+_TAIL_COLUMNS = tuple(c for c in STEP_COLUMNS if c not in ("trace_id", "agent_id"))
+
+
+def _copy_tails(rows: list[dict]) -> list[str] | None:
+    """Every row's ``_TAIL_COLUMNS`` in COPY's text format, as psycopg's ``write_row`` writes them; None when a
+    value is of a type this does not write (the rows are then copied value by value)."""
+    tails = []
+    for row in rows:
+        fields = []
+        for column in _TAIL_COLUMNS:
+            value = row[column]
+            text = _copy_text(_json(value) if column in _JSON_COLUMNS else value)
+            if text is None:
+                return None
+            fields.append(text)
+        tails.append("\t".join(fields))
+    return tails
+
+
+def _copy_text(value: object) -> str | None:
+    """A value in COPY's text format: ``\\N`` for NULL; in text a backslash and the control characters COPY
+    reads as separators or escapes are escaped (psycopg's ``_dump_repl``); a datetime as ``str()``, as psycopg's
+    text dumper writes it."""
+    if value is None:
+        return "\\N"
+    kind = type(value)
+    if kind is str:
+        # A chain of C replacements where needed: ~3 us a Who&When step, against ~25 for one regex substitution.
+        if "\\" in value:
+            value = value.replace("\\", "\\\\")
+        if "\n" in value:
+            value = value.replace("\n", "\\n")
+        if "\t" in value:
+            value = value.replace("\t", "\\t")
+        if "\r" in value:
+            value = value.replace("\r", "\\r")
+        if "\b" in value or "\v" in value or "\f" in value:
+            value = value.replace("\b", "\\b").replace("\v", "\\v").replace("\f", "\\f")
+        return value
+    if kind is int:
+        return str(value)
+    if kind is datetime:
+        return str(value)
+    return None
 
 
 def _mark_for_search(trace_ids: set[int]) -> None:
