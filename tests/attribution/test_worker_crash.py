@@ -31,7 +31,9 @@ def test_a_run_survives_a_worker_killed_mid_run_with_one_verdict_per_trace(proje
     )
     celery_worker.start()
     done = wait_for(
-        lambda: AttributionRun.objects.filter(pk=run.pk, status=RunStatus.SUCCEEDED).first(), timeout=90
+        lambda: AttributionRun.objects.filter(pk=run.pk, status=RunStatus.SUCCEEDED).first(),
+        timeout=90,
+        worker=celery_worker,  # a stalled run says why: the end of the worker's log
     )
     assert done.done == done.total == len(ids)
     assert Verdict.objects.filter(run=run).count() == len(ids)
