@@ -80,6 +80,16 @@ def test_every_command_with_json_prints_pure_json_on_stdout(project, tmp_path: P
             str(out),
             "--json",
         ),
+        "create_queue": _run_json(
+            "create_queue",
+            "--project",
+            project.name,
+            "--name",
+            "json-check",
+            "--source",
+            "disagree",
+            "--json",
+        ),
         "sandbox_benchmark": _run_json("sandbox_benchmark", "--runs", "2", "--json"),
         "schema_benchmark": _run_json("schema_benchmark", "--schemas", "40", "--queries", "5", "--json"),
     }
@@ -88,6 +98,7 @@ def test_every_command_with_json_prints_pure_json_on_stdout(project, tmp_path: P
     assert isinstance(imported, list) and imported[0]["status"] == "imported"
     assert isinstance(ran["inject_faults"], dict) and ran["inject_faults"]["planned"] >= 1
     assert isinstance(ran["export_dataset"], dict) and out.exists()
+    assert ran["create_queue"]["created"] and ran["create_queue"]["name"] == "json-check"
 
 
 def test_whatever_prints_inside_a_json_command_goes_to_stderr(capsys):
