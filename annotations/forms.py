@@ -99,6 +99,26 @@ class QueueForm(forms.Form):
             params["threshold"] = DEFAULT_THRESHOLD if data["threshold"] is None else data["threshold"]
         return params
 
+    def queue_create(self, user: Any) -> ReviewQueue:
+        """Create and fill the valid form's queue (the queues page and ``manage.py create_queue``)."""
+        from .services import queue_create
+
+        data = self.cleaned_data
+        return queue_create(
+            project=self.project,
+            user=user,
+            name=data["name"],
+            source=data["source"],
+            filter=self.filter_params(),
+            overlap=data["overlap"],
+            assignment=data["assignment"],
+            annotators=data["annotators"],
+            blind=data["blind"],
+            instructions=data["instructions"],
+            taxonomy=data["taxonomy"],
+            step_tolerance=data["step_tolerance"],
+        )
+
 
 class QueueSettingsForm(forms.ModelForm):
     """An owner changes a live queue. Overlap may grow (new copies are added to every item) but not shrink: answers

@@ -40,21 +40,7 @@ def queue_list(request: HttpRequest, slug: str) -> HttpResponse:
     if request.method == "POST":
         access.require_role(membership, Role.OWNER, OWNERS_ONLY)
         if form.is_valid():
-            data = form.cleaned_data
-            queue = services.queue_create(
-                project=project,
-                user=request.user,
-                name=data["name"],
-                source=data["source"],
-                filter=form.filter_params(),
-                overlap=data["overlap"],
-                assignment=data["assignment"],
-                annotators=data["annotators"],
-                blind=data["blind"],
-                instructions=data["instructions"],
-                taxonomy=data["taxonomy"],
-                step_tolerance=data["step_tolerance"],
-            )
+            queue = form.queue_create(request.user)
             return redirect("annotations:queue_detail", queue_id=queue.pk)
     context = {
         "project": project,

@@ -15,7 +15,6 @@ from django.urls import reverse
 from annotations.forms import QueueForm
 from annotations.models import Assignment, QueueSource, ReviewQueue, TaxonomyFamily
 from annotations.selectors import DEFAULT_LIMIT, DEFAULT_THRESHOLD
-from annotations.services import queue_create
 from tracing.management.commands._pure_json import PureJsonMixin
 from tracing.models import Project
 
@@ -92,21 +91,7 @@ class Command(PureJsonMixin, BaseCommand):
         if not form.is_valid():
             reasons = "; ".join(f"{field}: {' '.join(errors)}" for field, errors in form.errors.items())
             raise CommandError(f"the queue was not created: {reasons}")
-        data = form.cleaned_data
-        queue = queue_create(
-            project=project,
-            user=owner,
-            name=data["name"],
-            source=data["source"],
-            filter=form.filter_params(),
-            overlap=data["overlap"],
-            assignment=data["assignment"],
-            annotators=data["annotators"],
-            blind=data["blind"],
-            instructions=data["instructions"],
-            taxonomy=data["taxonomy"],
-            step_tolerance=data["step_tolerance"],
-        )
+        queue = form.queue_create(owner)
         self._report(queue, options, created=True)
 
     def _report(self, queue: ReviewQueue, options: dict, *, created: bool) -> None:
