@@ -207,6 +207,7 @@ MATRIX_AGENTS = 12  # past a dozen gold agents the rest are pooled as "other": a
 CELL = 34
 MATRIX_LABEL_W = 150
 MATRIX_TOP = 96  # room for the predicted agents' names, written at an angle above the columns
+MATRIX_TALLY_W = 56  # the column of "right / total" after each row
 NO_VERDICT = "(no verdict)"
 OTHER = "(other)"
 
@@ -258,10 +259,11 @@ def confusion_matrix(
             )
     right = sum(counts.get((a, a), 0) for a in kept)
     bottom = MATRIX_TOP + CELL * len(rows)
+    tally_x = MATRIX_LABEL_W + CELL * len(columns) + 8  # each row's "right of total", after its last cell
     # At least as wide as the caption under the grid (~360 units at 11px).
     return {
         "id": chart_id,
-        "width": max(MATRIX_LABEL_W + CELL * len(columns) + 20, 380),
+        "width": max(tally_x + MATRIX_TALLY_W, 380),
         "height": bottom + 30,
         "title": "Agent confusion matrix: gold agent per row, predicted agent per column",
         "desc": f"{right} of {len(pairs)} traces on the diagonal (predicted agent = gold agent). "
@@ -270,9 +272,18 @@ def confusion_matrix(
             for r in rows
         ),
         "rows": [
-            {"label": _clip(r, 18), "full_label": r, "x": MATRIX_LABEL_W - 8, "y": MATRIX_TOP + i * CELL + 21}
+            {
+                "label": _clip(r, 18),
+                "full_label": r,
+                "x": MATRIX_LABEL_W - 8,
+                "y": MATRIX_TOP + i * CELL + 21,
+                "tally": f"{counts.get((r, r), 0) if r in shown else 0}/{totals[r]}",
+                "tally_x": tally_x,
+            }
             for i, r in enumerate(rows)
         ],
+        "tally_x": tally_x,
+        "tally_head_y": MATRIX_TOP - 8,
         "columns": [
             {
                 "label": _clip(c, 16),
@@ -286,6 +297,21 @@ def confusion_matrix(
         "axis_y": bottom + 20,
         "axis_x": 10,
     }
+
+
+def confusion_matrix_from_counts(
+    table: dict[str, Any], *, chart_id: str = "confusion-matrix", no_verdict: str = "(none)"
+) -> dict[str, Any]:
+    """``confusion_matrix`` of a stored table ``{rows, columns, counts}`` (gold × predicted counts, as a learned
+    model's summary keeps them; the ``no_verdict`` column is a trace the model named no agent for)."""
+    rows, columns, counts = table.get("rows") or [], table.get("columns") or [], table.get("counts") or []
+    pairs = [
+        (gold, "" if predicted == no_verdict else predicted)
+        for gold, line in zip(rows, counts, strict=False)
+        for predicted, n in zip(columns, line, strict=False)
+        for _ in range(max(0, int(n)))
+    ]
+    return confusion_matrix(pairs, chart_id=chart_id)
 
 
 HIST_RANGE = 10  # errors beyond ±10 steps are pooled into the two end bins

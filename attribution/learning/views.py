@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from tracing.models import Role
 
 from .. import access
-from ..charts import accuracy_chart
+from ..charts import accuracy_chart, confusion_matrix_from_counts
 from ..evaluation import best_baseline
 from ..methods.base import MethodError
 from ..models import AttributorModel, ProjectAttribution
@@ -24,7 +24,6 @@ from .agents import RULES
 from .forms import RetrainForm, TrainForm
 from .model import STEP_RULES
 
-HEAT_LEVELS = 5  # shades of the confusion table, .heat-0 (none) to .heat-5 (all of the gold agent's traces)
 BAR_STEPS = 20  # a feature bar's width in 5% steps (.w0–.w20): the CSP forbids style attributes
 
 
@@ -162,7 +161,7 @@ def _results(model: AttributorModel) -> dict[str, Any]:
         "baselines": baseline_rows(result) if result["baselines"] else [],
         "chart": _chart(model, result),
         "features": _features(summary.get("strongest_features") or []),
-        "confusion": _confusion(summary.get("confusion") or {}),
+        "confusion": confusion_matrix_from_counts(summary.get("confusion") or {}, chart_id="model-confusion"),
         "sources": sorted((summary.get("sources") or {}).items()),
         "habits": _habits(summary.get("habits")),
     }
@@ -215,31 +214,3 @@ def _features(features: list[dict[str, Any]]) -> list[dict[str, Any]]:
         }
         for f in features
     ]
-
-
-def _confusion(confusion: dict[str, Any]) -> dict[str, Any] | None:
-    """Gold agents (rows) × predicted agents (columns); each cell shaded by its share of the row."""
-    rows, columns, counts = (
-        confusion.get("rows") or [],
-        confusion.get("columns") or [],
-        confusion.get("counts") or [],
-    )
-    if not rows or not columns:
-        return None
-    table = []
-    for gold, line in zip(rows, counts, strict=False):
-        total = sum(line)
-        cells = [
-            {
-                "predicted": predicted,
-                "count": n,
-                "right": predicted == gold,
-                "level": round(HEAT_LEVELS * n / total) if total else 0,
-            }
-            for predicted, n in zip(columns, line, strict=False)
-        ]
-        right = sum(c["count"] for c in cells if c["right"])
-        table.append(
-            {"gold": gold, "cells": cells, "total": total, "accuracy": right / total if total else None}
-        )
-    return {"columns": columns, "rows": table}

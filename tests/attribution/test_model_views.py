@@ -143,11 +143,15 @@ def test_a_trained_model_shows_its_chart_features_and_confusion_with_hostile_nam
     )  # the strongest is full width
     confusion = trained.summary["confusion"]
     assert HOSTILE in confusion["rows"]  # the hostile name did reach the table
-    assert 'class="table compact confusion"' in body and "heat-" in body and " diag" in body
+    # The evaluation page's chart: one cell per gold x predicted pair, the diagonal marked, each row's tally.
+    assert 'class="eval-chart confusion-matrix"' in body and 'id="model-confusion-title"' in body
+    assert body.count('<g class="matrix-cell') == len(confusion["rows"]) * len(confusion["columns"])
+    assert 'class="matrix-cell diagonal' in body
     assert sum(map(sum, confusion["counts"])) == trained.cv["n"]
-    for agent in confusion["rows"]:
+    for agent, line in zip(confusion["rows"], confusion["counts"], strict=True):
         if agent != HOSTILE:
-            assert f'<th scope="row">{agent}</th>' in body
+            right = line[confusion["columns"].index(agent)] if agent in confusion["columns"] else 0
+            assert f"<title>{agent}</title>" in body and f">{right}/{sum(line)}</text>" in body
     habits = trained.summary["habits"]
     assert "What the labels taught it" in body and f"{habits['agent_rule']} <strong>" in body
     assert "Step rule" in body and f"{habits['step_rule']} <strong>" in body

@@ -48,7 +48,7 @@ def test_a_person_trains_a_model_follows_it_and_makes_it_the_default(live_server
     assert page.locator(".accuracy-chart .chart-panel .chart-bar.agent rect").count() == 1
     assert page.locator(".accuracy-chart .chart-panel .chart-baseline line").count() == 2
     assert page.locator(".feature-bars li").count() >= 1
-    assert page.locator("table.confusion td.diag").count() >= 1
+    assert page.locator(".confusion-matrix .matrix-cell.diagonal").count() >= 1
 
     page.click("button:has-text('Make default')")
     page.wait_for_selector("text=Default for Learning")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
 from json.encoder import encode_basestring as _quoted
 from operator import itemgetter
+from typing import Any
 
 from django.db import connection, models
 from django.db.models import Model
@@ -591,16 +593,14 @@ def _bulk_create_steps(rows: Iterable[dict]) -> None:
 def _copy_steps(rows: Iterable[dict], *, mark: bool = True) -> None:
     """COPY is ~4x faster than a multi-row INSERT for steps (bench/ingest.py: 3.5k -> 14k steps/s on 2 cores).
     ``mark=False``: the caller created the traces in this transaction, already marked for search."""
-    columns = ", ".join(f'"{c}"' for c in STEP_COLUMNS)
     traces: set[int] = set()
-    with connection.cursor() as cursor:
-        with cursor.cursor.copy(f"COPY {Step._meta.db_table} ({columns}) FROM STDIN") as copy:
-            for row in rows:
-                traces.add(row["trace_id"])
-                values = list(_STEP_VALUES(row))
-                for at in _JSON_AT:
-                    values[at] = _json(values[at])
-                copy.write_row(values)
+    with _step_copy(STEP_COLUMNS) as copy:
+        for row in rows:
+            traces.add(row["trace_id"])
+            values = list(_STEP_VALUES(row))
+            for at in _JSON_AT:
+                values[at] = _json(values[at])
+            copy.write_row(values)
     if mark:
         _mark_for_search(traces)
 
@@ -612,23 +612,30 @@ def _copy_step_lines(
     trace's id, the agent's and the tail, one write per trace. Formatting every value through psycopg's
     ``write_row`` was half the importer's own time for many small traces (issue 19); the tails are made where the
     trace was prepared, in the parse-ahead child."""
-    columns = ", ".join(f'"{c}"' for c in ("trace_id", "agent_id", *_TAIL_COLUMNS))
-    with connection.cursor() as cursor:
-        with cursor.cursor.copy(f"COPY {Step._meta.db_table} ({columns}) FROM STDIN") as copy:
-            for trace, p in zip(traces, prepared, strict=True):
-                ids = {name: f"{trace.pk}\t{agent.pk}\t" for name, agent in agents[trace.pk].items()}
-                none = f"{trace.pk}\t\\N\t"
-                copy.write(
-                    "".join(
-                        f"{ids.get(row['agent_id'], none) if row['agent_id'] else none}{tail}\n"
-                        for row, tail in zip(p.rows, p.copy_tails, strict=True)
-                    )
+    with _step_copy(("trace_id", "agent_id", *_TAIL_COLUMNS)) as copy:
+        for trace, p in zip(traces, prepared, strict=True):
+            ids = {name: f"{trace.pk}\t{agent.pk}\t" for name, agent in agents[trace.pk].items()}
+            none = f"{trace.pk}\t\\N\t"
+            copy.write(
+                "".join(
+                    f"{ids.get(row['agent_id'], none) if row['agent_id'] else none}{tail}\n"
+                    for row, tail in zip(p.rows, p.copy_tails, strict=True)
                 )
+            )
     if mark:
         _mark_for_search({trace.pk for trace, p in zip(traces, prepared, strict=True) if p.rows})
 
 
 _TAIL_COLUMNS = tuple(c for c in STEP_COLUMNS if c not in ("trace_id", "agent_id"))
+
+
+@contextmanager
+def _step_copy(columns: Iterable[str]) -> Iterator[Any]:
+    """A psycopg COPY into the steps table's ``columns``, on Django's connection."""
+    names = ", ".join(f'"{c}"' for c in columns)
+    with connection.cursor() as cursor:
+        with cursor.cursor.copy(f"COPY {Step._meta.db_table} ({names}) FROM STDIN") as copy:
+            yield copy
 
 
 def _copy_tails(rows: list[dict]) -> list[str] | None:
