@@ -4,13 +4,11 @@ labels when it has none of its own. Callers hold the transaction."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
-
-from django.db import connection
 
 from ..formats import ParsedTrace
 from ..models import ErrorLabel, GoldLabel, LabelSource, Project, Trace
+from .advisory import advisory_xact_locks
 from .labels import gold_write
 
 
@@ -36,18 +34,7 @@ def twins_find(*, project: Project, digests: Iterable[str], exclude: int | None 
 
 
 def _lock(project: Project, digests: list[str]) -> None:
-    if connection.vendor != "postgresql":
-        return  # SQLite (the embedded mode) writes one transaction at a time anyway
-    keys = sorted(
-        int.from_bytes(hashlib.sha256(f"{project.pk}:{d}".encode()).digest()[:8], "big", signed=True)
-        for d in digests
-    )
-    with connection.cursor() as cursor:
-        # The ordered subquery makes the locks be taken in key order.
-        cursor.execute(
-            "SELECT pg_advisory_xact_lock(k) FROM (SELECT unnest(%s::bigint[]) AS k ORDER BY k) AS keys",
-            [keys],
-        )
+    advisory_xact_locks(f"{project.pk}:{d}" for d in digests)
 
 
 def twin_labels_attach(*, twin: Trace, parsed: ParsedTrace, warnings: list[str]) -> int:

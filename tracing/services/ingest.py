@@ -17,6 +17,7 @@ from django.utils import timezone
 from .. import extensions
 from ..formats import ParsedLabels, ParsedTrace, Source, TraceFormatError, detect_format_scored, get_format
 from ..models import DuplicatePolicy, IngestJob, JobStatus, Project, Trace
+from .advisory import external_ids_lock
 from .duplicates import twin_labels_attach, twins_find
 from .labels import labels_attach
 from .parse_ahead import parsed_items
@@ -363,6 +364,8 @@ def _write_new(
     ready = ready or {}
     prepared = {o: ready.get(o) or trace_prepare(p) for o, p in new if isinstance(p.steps, list)}
     hashes = {o: p.content_hash for o, p in prepared.items()} if skip else {}
+    # Taken before the hash locks, as a trace written alone takes them (labels, then hash): never in a cycle.
+    external_ids_lock(job.project_id, [p.external_id for _, p in new])
     by_hash = twins_find(project=job.project, digests=hashes.values())
     first_copy: dict[str, int] = {}  # hash -> ordinal of the batch's first trace with it, written below
     copies: dict[int, int] = {}  # ordinal -> that first ordinal

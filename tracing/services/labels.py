@@ -12,6 +12,7 @@ from dataclasses import asdict, fields
 from ..formats import ParsedGold, ParsedLabels
 from ..formats.base import finite, scrub_nul
 from ..models import Agent, ErrorLabel, GoldLabel, IngestJob, LabelSource, PendingLabel, Project, Step, Trace
+from .advisory import external_ids_lock
 from .agent_names import agent_resolve
 
 DECISIVE_IMPACT = "HIGH"
@@ -265,6 +266,7 @@ def labels_attach(
     """Attach a label file's labels to every trace of the project with the target id, or keep them pending until
     such a trace is imported. Returns (trace ids labelled, labels written, warnings)."""
     warnings = list(labels.warnings)
+    external_ids_lock(project.pk, [labels.target_external_id])
     targets = list(Trace.objects.filter(project=project, external_id=labels.target_external_id))
     if not targets:
         PendingLabel.objects.get_or_create(
@@ -308,6 +310,7 @@ def attach_pending_many(traces: list[Trace], warnings: dict[int, list[str]]) -> 
     wanted = {t.external_id for t in traces if t.external_id}
     if not wanted:
         return
+    external_ids_lock(traces[0].project_id, wanted)
     pending = list(
         PendingLabel.objects.filter(project=traces[0].project_id, target_external_id__in=wanted).order_by(
             "pk"
