@@ -1,5 +1,5 @@
-"""A label file and the trace it labels, imported at the same moment by two jobs (two Celery workers, or
-``import_traces --jobs 2``): whichever commits second must see what the first wrote. Without a lock each looked for
+"""A label file and the trace it labels, imported at the same moment by two jobs (two Celery workers, each with one file of an
+upload): whichever commits second must see what the first wrote. Without a lock each looked for
 the other before the other had committed -- the label file found no trace and waited as a ``PendingLabel``, the trace
 found no waiting label -- and the labels waited for ever."""
 
