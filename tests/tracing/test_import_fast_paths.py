@@ -74,6 +74,33 @@ def test_a_file_read_in_the_parse_ahead_process_stores_the_rows_of_one_read_in_p
 
 
 @pytest.mark.django_db
+def test_a_batch_read_ahead_that_meets_another_job_is_written_one_by_one_from_what_travelled(
+    make_project, owner, monkeypatch
+):
+    """Traces prepared in the parse-ahead process arrive without their parsed steps (``travel_light``): when a
+    batch has to be written again one trace at a time (another job wrote some of it first), each is written from
+    the rows that travelled, as the batch would have written it."""
+    from django.db import IntegrityError
+
+    from tracing.services import ingest
+
+    data = bundle(12)
+    (whole,) = import_now(make_project("whole", {owner: "owner"}), incoming_bytes("b.jsonl", data))
+    monkeypatch.setattr(parse_ahead, "PARSE_AHEAD_ABOVE", 0)
+    write_new = ingest._write_new
+
+    def racing(job, new, ready=None):
+        if len(new) > 1:
+            raise IntegrityError("another job on the same bytes wrote these first")
+        return write_new(job, new, ready)
+
+    monkeypatch.setattr(ingest, "_write_new", racing)
+    (alone,) = import_now(make_project("alone", {owner: "owner"}), incoming_bytes("b.jsonl", data))
+    assert alone.status == JobStatus.SUCCEEDED, alone.error
+    assert stored(alone.trace_ids) == stored(whole.trace_ids) and len(alone.trace_ids) == 12
+
+
+@pytest.mark.django_db
 def test_a_bad_line_read_ahead_fails_the_file_whole_naming_the_line(project, monkeypatch):
     monkeypatch.setattr(parse_ahead, "PARSE_AHEAD_ABOVE", 0)
     monkeypatch.setattr(parse_ahead, "CHUNK", 3)
@@ -243,17 +270,21 @@ def test_steps_copied_as_prepared_text_store_what_copying_value_by_value_stores(
 
     fast = writer.trace_prepare(parsed("fast"))
     assert fast.copy_tails is not None
+    # As it crosses from the parse-ahead process: the steps' content travels once, as COPY text.
+    light = writer.trace_prepare(parsed("light")).travel_light()
+    assert light.parsed.steps == [None] * len(HOSTILE_TEXTS) * 2
+    assert {tuple(row) for row in light.rows} == {("agent_id", "span_id")}
     monkeypatch.setattr(writer, "_copy_tails", lambda rows: None)
     slow = writer.trace_prepare(parsed("slow"))
-    assert slow.copy_tails is None
-    for item in (fast, slow):
-        writer.traces_create_prepared(project=project, upload=None, items=[(0, item)])
+    assert slow.copy_tails is None and slow.travel_light().parsed.steps[0] is not None  # nothing to drop
+    # One batch: two traces as COPY text, one value by value.
+    writer.traces_create_prepared(project=project, upload=None, items=[(0, fast), (1, slow), (2, light)])
     by_name = {
         name: list(Step.objects.filter(trace__name=name).order_by("index").values_list(*STEP_FIELDS))
-        for name in ("fast", "slow")
+        for name in ("fast", "slow", "light")
     }
     assert len(by_name["fast"]) == len(HOSTILE_TEXTS) * 2
-    assert by_name["fast"] == by_name["slow"]
+    assert by_name["fast"] == by_name["slow"] == by_name["light"]
     content = STEP_FIELDS.index("content")
     assert [row[content] for row in by_name["fast"]] == HOSTILE_TEXTS * 2
     assert {row[-1] for row in by_name["fast"]} == {"Planner", "Coder\t2", None}  # agent__name

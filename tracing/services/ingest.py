@@ -306,7 +306,7 @@ def _import_batch(
                 extensions.traces_arrived(job.project_id, [t.pk for t in created])
         except IntegrityError:
             for ordinal, parsed in batch:
-                _import_one(job=job, ordinal=ordinal, parsed=parsed, report=report)
+                _import_one(job=job, ordinal=ordinal, parsed=parsed, report=report, ready=ready.get(ordinal))
             return
         job.trace_ids = job.trace_ids + [t.pk for t in created]
         existing.update({t.ordinal: t for t in created})
@@ -328,12 +328,16 @@ def _import_batch(
             )
 
 
-def _import_one(*, job: IngestJob, ordinal: int, parsed: ParsedTrace, report: _Report) -> None:
+def _import_one(
+    *, job: IngestJob, ordinal: int, parsed: ParsedTrace, report: _Report, ready: PreparedTrace | None = None
+) -> None:
+    """One trace in its own transaction. ``ready``: the trace prepared already (by the parse-ahead child, whose
+    parsed steps are placeholders: ``PreparedTrace.travel_light``)."""
     trace = Trace.objects.filter(upload=job.upload, ordinal=ordinal).first()
     if trace is None:
         try:
             with transaction.atomic():
-                created, twins = _write_new(job, [(ordinal, parsed)])
+                created, twins = _write_new(job, [(ordinal, parsed)], {ordinal: ready} if ready else None)
                 # Progress and the job's own trace list move in the same transaction as the rows they count, so a
                 # crash never leaves a job claiming a trace that is not there (and _undo knows what is its own).
                 _record_written(job, created)

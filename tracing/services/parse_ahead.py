@@ -109,7 +109,7 @@ def _prepare(item: ParsedTrace | ParsedLabels) -> PreparedTrace | None:
     if not isinstance(item, ParsedTrace) or not isinstance(item.steps, list):
         return None
     try:
-        return trace_prepare(item)
+        return trace_prepare(item).travel_light()
     except Exception:  # left to the writer, which fails the file at the same trace as without the child
         return None
 
