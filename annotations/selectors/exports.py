@@ -172,17 +172,25 @@ class _CountedCase:
     external_id: str
     step_count: int
     source: str
+    agent_name: str = ""
+    step_index: int | None = None
     split: str = "train"
 
 
 def _counted_cases(project: Project, filters: ExportFilters) -> list[_CountedCase]:
     rows = _chosen_labels(project, filters).values_list(
-        "trace_id", "trace__name", "trace__external_id", "trace__step_count", "source"
+        "trace_id",
+        "trace__name",
+        "trace__external_id",
+        "trace__step_count",
+        "source",
+        "agent_name",
+        "step_index",
     )
     cases: dict[int, _CountedCase] = {}
-    for trace_id, name, external_id, steps, source in rows.iterator(chunk_size=5000):
+    for trace_id, name, external_id, steps, source, agent, step in rows.iterator(chunk_size=5000):
         if trace_id not in cases:
-            cases[trace_id] = _CountedCase(trace_id, name, external_id, steps, source)
+            cases[trace_id] = _CountedCase(trace_id, name, external_id, steps, source, agent, step)
     chosen = list(cases.values())
     if filters.verified_only:
         chosen = [c for c in chosen if c.source in VERIFIED_SOURCES]
@@ -285,7 +293,15 @@ def _chosen_sql(project: Project, filters: ExportFilters) -> tuple[str, list[Any
         _chosen_labels(project, filters)
         .order_by("trace_id", "priority", "-created_at", "-id")
         .distinct("trace_id")  # the first label per trace, as the Python path keeps it
-        .values("trace_id", "source", "trace__name", "trace__external_id", "trace__step_count")
+        .values(
+            "trace_id",
+            "source",
+            "trace__name",
+            "trace__external_id",
+            "trace__step_count",
+            "agent_name",
+            "step_index",
+        )
     )
     sql, params = chosen.query.sql_with_params()
     if not filters.verified_only:
@@ -294,42 +310,84 @@ def _chosen_sql(project: Project, filters: ExportFilters) -> tuple[str, list[Any
     return f"SELECT * FROM ({sql}) AS chosen WHERE chosen.source = ANY(%s)", [*params, verified]  # noqa: S608
 
 
-def _preview_in_sql(project: Project, filters: ExportFilters) -> list[tuple[str, int, int, int, int]] | None:
+PREVIEW_SAMPLE = 5  # the first cases of the export the builder shows
+
+
+def _preview_in_sql(
+    project: Project, filters: ExportFilters
+) -> tuple[list[tuple[str, int, int, int, int]], list[dict[str, Any]]] | None:
     """Per label source: cases, steps, test cases, test steps -- split as ``assign_splits`` splits (the same SHA-256
     of seed, name and external id, ties by trace id; the test count rounded half to even, as Python's ``round``),
     counted by the database: the builder reads a few rows instead of building and hashing one object per case
-    (about 600 -> 250 ms at 100,000 cases). None where the cases must be built in Python."""
+    (about 600 -> 250 ms at 100,000 cases). With them, in the same statement, the export's first
+    ``PREVIEW_SAMPLE`` cases in its order (train, then test; by name). None where the cases must be built in
+    Python."""
     chosen = _chosen_sql(project, filters)
     if chosen is None:
         return None
     sql, params = chosen
-    # Django's own compiled SQL inside; every value (its and ours) is a parameter.
+    # Django's own compiled SQL inside; every value (its and ours) is a parameter. The CTE is read twice, so it is
+    # computed once.
     query = (
-        "SELECT source, count(*), coalesce(sum(steps), 0), count(*) FILTER (WHERE position <= test), "  # noqa: S608
-        "coalesce(sum(steps) FILTER (WHERE position <= test), 0) FROM ("
-        "  SELECT c.trace__step_count AS steps, c.source, row_number() OVER (ORDER BY sha256(convert_to("
+        "WITH ranked AS MATERIALIZED ("  # noqa: S608
+        "  SELECT c.trace_id, c.trace__name AS name, c.agent_name, c.step_index, c.trace__step_count AS steps,"
+        "    c.source, row_number() OVER (ORDER BY sha256(convert_to("
         "    %s || ':' || c.trace__name || ':' || c.trace__external_id, 'UTF8')), c.trace_id) AS position,"
         "  round((count(*) OVER () * %s)::float8 / 100) AS test"
         f"  FROM ({sql}) AS c"
-        ") AS ranked GROUP BY source"
+        ") "
+        "SELECT NULL::bigint, source, count(*), coalesce(sum(steps), 0), count(*) FILTER (WHERE position <= test), "
+        "  coalesce(sum(steps) FILTER (WHERE position <= test), 0), NULL, NULL, NULL::integer, false "
+        "FROM ranked GROUP BY source "
+        # Names in code-point order (the C collation), as Python sorts the export's cases.
+        "UNION ALL (SELECT trace_id, source, NULL, NULL, NULL, NULL, name, agent_name, step_index, position <= test "
+        '  FROM ranked ORDER BY position <= test, name COLLATE "C", trace_id LIMIT %s)'
     )
     with connection.cursor() as cursor:
-        cursor.execute(query, [str(filters.seed), filters.test_percent, *params])
-        return cursor.fetchall()
+        cursor.execute(query, [str(filters.seed), filters.test_percent, *params, PREVIEW_SAMPLE])
+        rows = cursor.fetchall()
+    sums = [(r[1], r[2], r[3], r[4], r[5]) for r in rows if r[0] is None]
+    sample = [
+        _sample_row(trace_id, name, agent, step, source, test)
+        for trace_id, source, *_, name, agent, step, test in rows
+        if trace_id is not None
+    ]
+    return sums, sample
+
+
+def _sample_row(
+    trace_id: int, name: str, agent: str, step: int | None, source: str, test: bool
+) -> dict[str, Any]:
+    return {
+        "trace_id": trace_id,
+        "name": name,
+        "agent": agent,
+        "step": step,
+        "source": source,
+        "split": "test" if test else "train",
+    }
 
 
 def export_preview(*, project: Project, filters: ExportFilters) -> dict[str, Any]:
-    """The builder's summary of what ``filters`` select (the manifest's counts, split sizes and label sources),
-    from narrow columns per label: no trace is loaded and nothing is written."""
-    rows = _preview_in_sql(project, filters)
-    if rows is None:  # the cases built in Python, summed the same way
+    """The builder's summary of what ``filters`` select (the manifest's counts, split sizes and label sources) and
+    the export's first cases, from narrow columns per label: no trace is loaded and nothing is written."""
+    found = _preview_in_sql(project, filters)
+    if found is None:  # the cases built in Python, summed the same way
         by_source: dict[str, list[int]] = {}
-        for case in _counted_cases(project, filters):
+        cases = _counted_cases(project, filters)
+        for case in cases:
             sums = by_source.setdefault(case.source, [0, 0, 0, 0])
             test = case.split == "test"
             sums[0], sums[1] = sums[0] + 1, sums[1] + case.step_count
             sums[2], sums[3] = sums[2] + test, sums[3] + case.step_count * test
         rows = [(source, *sums) for source, sums in by_source.items()]
+        first = sorted(cases, key=lambda c: (c.split != "train", c.name, c.trace_id))[:PREVIEW_SAMPLE]
+        sample = [
+            _sample_row(c.trace_id, c.name, c.agent_name, c.step_index, c.source, c.split == "test")
+            for c in first
+        ]
+    else:
+        rows, sample = found
     total, steps = sum(r[1] for r in rows), sum(r[2] for r in rows)
     test, test_steps = sum(r[3] for r in rows), sum(r[4] for r in rows)
     return {
@@ -340,6 +398,7 @@ def export_preview(*, project: Project, filters: ExportFilters) -> dict[str, Any
         },
         "split_sizes": {"train": total - test, "test": test},
         "label_provenance": dict(sorted((r[0], r[1]) for r in rows)),
+        "sample": sample,
     }
 
 

@@ -14,6 +14,7 @@ from annotations.selectors import (
     export_manifest,
     export_preview,
 )
+from annotations.selectors.exports import PREVIEW_SAMPLE
 from tracing.models import GoldLabel, LabelSource, Trace
 
 pytestmark = pytest.mark.django_db
@@ -44,6 +45,20 @@ def make_labelled(project, n: int, *, start: int = 0) -> None:
     GoldLabel.objects.bulk_create(labels)
 
 
+def sample_of(preview: dict) -> list[tuple]:
+    return [
+        (r["trace_id"], r["name"], r["agent"], r["step"], r["source"], r["split"]) for r in preview["sample"]
+    ]
+
+
+def first_cases(cases) -> list[tuple]:
+    """The export's first cases, in the order its files hold them."""
+    return [
+        (c.trace_id, c.name, c.label.agent_name, c.label.step_index, c.label.source, c.split)
+        for c in cases[:PREVIEW_SAMPLE]
+    ]
+
+
 @pytest.mark.parametrize(
     "filters",
     [
@@ -58,12 +73,14 @@ def make_labelled(project, n: int, *, start: int = 0) -> None:
 )
 def test_the_preview_says_what_the_manifest_will_say(project, filters):
     make_labelled(project, 40)
-    manifest = export_manifest(
-        project=project, filters=filters, cases=export_cases(project=project, filters=filters), fmt="csv"
-    )
+    cases = export_cases(project=project, filters=filters)
+    manifest = export_manifest(project=project, filters=filters, cases=cases, fmt="csv")
     preview = export_preview(project=project, filters=filters)
     for key in ("counts", "split_sizes", "label_provenance"):
         assert preview[key] == manifest[key]
+    assert sample_of(preview) == first_cases(cases) and len(preview["sample"]) == min(
+        PREVIEW_SAMPLE, len(cases)
+    )
     assert export_case_count(project=project, filters=filters) == manifest["counts"]["cases"]
 
 
@@ -102,8 +119,22 @@ def test_the_database_splits_cases_exactly_as_the_export_does_names_alike_and_no
         cases = export_cases(project=project, filters=filters)
         preview = export_preview(project=project, filters=filters)
         test_steps = sum(c.step_count for c in cases if c.split == "test")
+        assert sample_of(preview) == first_cases(cases)  # names alike and not ASCII, in code-point order
         assert preview["counts"]["steps_by_split"]["test"] == test_steps
         assert (
             preview["split_sizes"]
             == export_manifest(project=project, filters=filters, cases=cases, fmt="csv")["split_sizes"]
         )
+
+
+def test_the_preview_built_in_python_shows_what_the_database_shows(project, monkeypatch):
+    """Where the cases are built in Python (SQLite, or an agreement filter), the counts and the first cases are
+    the same as the database's."""
+    from annotations.selectors import exports
+
+    make_labelled(project, 40)
+    filters = ExportFilters(seed=2, test_percent=30)
+    in_sql = export_preview(project=project, filters=filters)
+    monkeypatch.setattr(exports, "_chosen_sql", lambda *args: None)
+    in_python = export_preview(project=project, filters=filters)
+    assert in_python == in_sql and len(in_sql["sample"]) == PREVIEW_SAMPLE

@@ -54,6 +54,11 @@ def test_an_owner_builds_an_adjudicated_export_downloads_it_and_finds_the_label(
         "() => document.querySelector('#export-preview').textContent.replace(/\\s+/g, ' ').includes(' 1 case · ')"
     )
     assert "adjudicated 1" in page.inner_text("#export-preview")
+    # Under the counts, the export's first cases: here the one adjudicated trace, with its label and a link to it.
+    rows = page.locator("#export-preview table.export-sample tbody tr")
+    assert rows.count() == 1
+    assert rows.first.inner_text().split("\t")[:3] == [chosen.name, "Orchestrator @ step 2", "adjudicated"]
+    assert rows.first.locator("a").get_attribute("href") == f"/traces/{chosen.pk}/"
     page.fill("input[name=seed]", "4")
     page.fill("input[name=test_percent]", "0")
     page.select_option("select[name=format]", "whowhen-jsonl")
