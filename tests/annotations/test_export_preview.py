@@ -138,3 +138,23 @@ def test_the_preview_built_in_python_shows_what_the_database_shows(project, monk
     monkeypatch.setattr(exports, "_chosen_sql", lambda *args: None)
     in_python = export_preview(project=project, filters=filters)
     assert in_python == in_sql and len(in_sql["sample"]) == PREVIEW_SAMPLE
+
+
+def test_in_a_big_project_the_preview_leaves_the_first_cases_out_and_says_so(
+    project, monkeypatch, owner_client
+):
+    """Finding the first cases keeps every ranked case for a second read: in a project of more than
+    ``PREVIEW_SAMPLE_UP_TO`` traces the counts come alone, and the builder says why the cases are missing."""
+    from django.urls import reverse
+
+    from annotations.selectors import exports
+
+    make_labelled(project, 12)
+    monkeypatch.setattr(exports, "PREVIEW_SAMPLE_UP_TO", 11)
+    preview = export_preview(project=project, filters=ExportFilters())
+    assert preview["sample"] is None and preview["counts"]["cases"] == 12
+    body = owner_client.get(reverse("annotations:export_builder", args=[project.slug])).content.decode()
+    assert "The export's first cases are shown in projects of up to 11 traces." in body
+    assert "export-sample" not in body
+    monkeypatch.setattr(exports, "PREVIEW_SAMPLE_UP_TO", 12)
+    assert len(export_preview(project=project, filters=ExportFilters())["sample"]) == PREVIEW_SAMPLE
