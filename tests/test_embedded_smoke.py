@@ -104,6 +104,9 @@ def test_make_run_mode_imports_through_the_filesystem_broker(tmp_path):
     assert "EXPORT succeeded" in result.stdout and "True" in result.stdout.split("EXPORT", 1)[1], (
         result.stdout
     )
+    jobs = "from tracing.models import IngestJob; print('JOBS', IngestJob.objects.count())"
+    before = run("shell", "-c", jobs).stdout
     again = run("bootstrap_demo")  # idempotent, same printed password
     assert demo.stdout.splitlines()[-1] == again.stdout.splitlines()[-1]
     assert "0 new trace file(s)" in again.stdout
+    assert run("shell", "-c", jobs).stdout == before  # the demo files are not uploaded again

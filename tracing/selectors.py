@@ -38,6 +38,7 @@ from .models import (
     ErrorLabel,
     GoldLabel,
     IngestJob,
+    JobStatus,
     Membership,
     Project,
     Step,
@@ -488,6 +489,15 @@ def with_traces(jobs: list[IngestJob]) -> list[IngestJob]:
     for job in jobs:
         job.traces = [traces[pk] for pk in job.trace_ids if pk in traces]
     return jobs
+
+
+def imported_filenames(*, project: Project, names: list[str]) -> set[str]:
+    """Those of ``names`` that a job of the project has already imported."""
+    return set(
+        IngestJob.objects.filter(project=project, filename__in=names, status=JobStatus.SUCCEEDED).values_list(
+            "filename", flat=True
+        )
+    )
 
 
 def recent_jobs(*, project: Project, limit: int = 20) -> list[IngestJob]:

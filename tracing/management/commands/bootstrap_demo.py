@@ -8,7 +8,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 
-from tracing import services
+from tracing import selectors, services
 from tracing.models import JobStatus, Role
 
 DEMO_DATA = Path(__file__).resolve().parents[2] / "demo_data"
@@ -34,11 +34,17 @@ class Command(BaseCommand):
         project, _ = services.project_get_or_create(name=options["project"], owner=user)
         services.membership_set(project=project, user=user, role=Role.OWNER)
         files = sorted(p for p in DEMO_DATA.rglob("*.json"))
+        # Files imported by an earlier run are left out: uploading them again only listed them as "already
+        # imported" on the upload page, eight rows more at every `make run`.
+        done = selectors.imported_filenames(
+            project=project, names=[str(p.relative_to(DEMO_DATA)) for p in files]
+        )
         incoming = [
             services.IncomingFile(
                 name=str(p.relative_to(DEMO_DATA)), size=p.stat().st_size, open=lambda p=p: p.open("rb")
             )
             for p in files
+            if str(p.relative_to(DEMO_DATA)) not in done
         ]
         jobs = services.ingest_jobs_create(project=project, files=incoming, user=user, enqueue=False)
         imported = sum(
