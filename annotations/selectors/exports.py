@@ -340,16 +340,17 @@ _FIRST = (
 
 
 def _preview_in_sql(
-    project: Project, filters: ExportFilters, *, with_sample: bool
+    project: Project, filters: ExportFilters
 ) -> tuple[list[tuple[str, int, int, int, int]], list[dict[str, Any]] | None] | None:
     """Per label source: cases, steps, test cases, test steps -- split as ``assign_splits`` splits, counted by the
     database: the builder reads a few rows instead of building and hashing one object per case (about 600 -> 250 ms
-    at 100,000 cases) -- and, ``with_sample``, in the same statement the export's first ``PREVIEW_SAMPLE`` cases
-    (else None). None where the cases must be built in Python."""
+    at 100,000 cases) -- and, in a project of up to ``PREVIEW_SAMPLE_UP_TO`` traces, in the same statement the
+    export's first ``PREVIEW_SAMPLE`` cases (else None). None where the cases must be built in Python."""
     chosen = _chosen_sql(project, filters)
     if chosen is None:
         return None
     sql, params = chosen
+    with_sample = Trace.objects.filter(project=project).count() <= PREVIEW_SAMPLE_UP_TO
     ranked = _RANKED.format(chosen=sql)
     # Django's own compiled SQL inside; every value (its and ours) is a parameter. The CTE is read twice and
     # computed once.
@@ -388,8 +389,7 @@ def export_preview(*, project: Project, filters: ExportFilters) -> dict[str, Any
     """The builder's summary of what ``filters`` select (the manifest's counts, split sizes and label sources) and
     the export's first cases (``sample``; None in a project of more than ``PREVIEW_SAMPLE_UP_TO`` traces), from
     narrow columns per label: no trace is loaded and nothing is written."""
-    small = Trace.objects.filter(project=project).count() <= PREVIEW_SAMPLE_UP_TO
-    found = _preview_in_sql(project, filters, with_sample=small)
+    found = _preview_in_sql(project, filters)
     if found is None:  # the cases built in Python, summed the same way
         by_source: dict[str, list[int]] = {}
         cases = _counted_cases(project, filters)

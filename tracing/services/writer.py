@@ -231,7 +231,9 @@ def _agent(trace: Trace, name: str, prompt: str, position: int, steps: int) -> A
 def _steps_insert(
     traces: list[Trace], prepared: list[PreparedTrace], agents: dict[int, dict[str, Agent]]
 ) -> None:
-    """The steps of every trace in one COPY (PostgreSQL) or in INSERTs of ``STEP_BATCH_SIZE`` rows."""
+    """The steps of every trace in one COPY (PostgreSQL; a second for traces without COPY text) or in INSERTs of
+    ``STEP_BATCH_SIZE`` rows."""
+    pairs = list(zip(traces, prepared, strict=True))
 
     def rows(pairs: list[tuple[Trace, PreparedTrace]]) -> Iterator[dict]:
         for trace, p in pairs:
@@ -246,16 +248,17 @@ def _steps_insert(
         # see before it commits: marking them again rewrote every trace row and its eight index entries (issue 19).
         # In autocommit the traces are already visible, so the mark is taken again as ``_copy_steps`` explains.
         fresh = connection.in_atomic_block
-        lines = [(t, p) for t, p in zip(traces, prepared, strict=True) if p.copy_tails is not None]
+        lines, rest = [], []
+        for pair in pairs:
+            (lines if pair[1].copy_tails is not None else rest).append(pair)
         if lines:
-            _copy_step_lines([t for t, _ in lines], [p for _, p in lines], agents, mark=not fresh)
-        if len(lines) < len(traces):
-            rest = [(t, p) for t, p in zip(traces, prepared, strict=True) if p.copy_tails is None]
+            _copy_step_lines(lines, agents, mark=not fresh)
+        if rest:
             _copy_steps(rows(rest), mark=not fresh)
         if fresh:
             search_index_schedule()
         return
-    for batch in _batches(rows(list(zip(traces, prepared, strict=True))), STEP_BATCH_SIZE):
+    for batch in _batches(rows(pairs), STEP_BATCH_SIZE):
         _bulk_create_steps(batch)
 
 
@@ -619,14 +622,14 @@ def _copy_steps(rows: Iterable[dict], *, mark: bool = True) -> None:
 
 
 def _copy_step_lines(
-    traces: list[Trace], prepared: list[PreparedTrace], agents: dict[int, dict[str, Agent]], *, mark: bool
+    pairs: list[tuple[Trace, PreparedTrace]], agents: dict[int, dict[str, Agent]], *, mark: bool
 ) -> None:
     """``_copy_steps`` for prepared traces whose rows are COPY text already (``copy_tails``): each line is the
     trace's id, the agent's and the tail, one write per trace. Formatting every value through psycopg's
     ``write_row`` was half the importer's own time for many small traces (issue 19); the tails are made where the
     trace was prepared, in the parse-ahead child."""
     with _step_copy(("trace_id", "agent_id", *_TAIL_COLUMNS)) as copy:
-        for trace, p in zip(traces, prepared, strict=True):
+        for trace, p in pairs:
             ids = {name: f"{trace.pk}\t{agent.pk}\t" for name, agent in agents[trace.pk].items()}
             none = f"{trace.pk}\t\\N\t"
             copy.write(
@@ -636,7 +639,7 @@ def _copy_step_lines(
                 )
             )
     if mark:
-        _mark_for_search({trace.pk for trace, p in zip(traces, prepared, strict=True) if p.rows})
+        _mark_for_search({trace.pk for trace, p in pairs if p.rows})
 
 
 _TAIL_COLUMNS = tuple(c for c in STEP_COLUMNS if c not in ("trace_id", "agent_id"))

@@ -33,18 +33,14 @@ class Command(BaseCommand):
             user.save(update_fields=["password"])
         project, _ = services.project_get_or_create(name=options["project"], owner=user)
         services.membership_set(project=project, user=user, role=Role.OWNER)
-        files = sorted(p for p in DEMO_DATA.rglob("*.json"))
+        files = {str(p.relative_to(DEMO_DATA)): p for p in sorted(DEMO_DATA.rglob("*.json"))}
         # Files imported by an earlier run are left out: uploading them again only listed them as "already
         # imported" on the upload page, eight rows more at every `make run`.
-        done = selectors.imported_filenames(
-            project=project, names=[str(p.relative_to(DEMO_DATA)) for p in files]
-        )
+        done = selectors.imported_filenames(project=project, names=list(files))
         incoming = [
-            services.IncomingFile(
-                name=str(p.relative_to(DEMO_DATA)), size=p.stat().st_size, open=lambda p=p: p.open("rb")
-            )
-            for p in files
-            if str(p.relative_to(DEMO_DATA)) not in done
+            services.IncomingFile(name=name, size=p.stat().st_size, open=lambda p=p: p.open("rb"))
+            for name, p in files.items()
+            if name not in done
         ]
         jobs = services.ingest_jobs_create(project=project, files=incoming, user=user, enqueue=False)
         imported = sum(
