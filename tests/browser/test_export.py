@@ -42,7 +42,7 @@ def test_an_owner_builds_an_adjudicated_export_downloads_it_and_finds_the_label(
 
     log_in(page, live_server.url, "grace")
     page.wait_for_url(f"**/projects/{project.slug}/")
-    page.click("nav >> text=export")
+    page.click("nav.tabs >> text=Export")
     page.wait_for_selector("#export-form")
     assert "2 cases" in page.inner_text("#export-preview")
 

@@ -27,7 +27,7 @@ def test_a_person_trains_a_model_follows_it_and_makes_it_the_default(live_server
 
     log_in(page, live_server.url, "lin")
     page.goto(f"{live_server.url}/projects/{project.slug}/")
-    page.click("nav a:text-is('learned models')")
+    page.click("nav.tabs a:text-is('Learned models')")
     page.wait_for_selector("text=Train a model")
     assert "Not calibrated" in page.inner_text("#calibration")
     page.fill("input[name=name]", "triage <b>bold</b>")
@@ -57,7 +57,7 @@ def test_a_person_trains_a_model_follows_it_and_makes_it_the_default(live_server
     assert settings.attributor_id == model.pk and settings.default_method == "learned"
     page.screenshot(path=SCREENSHOT, full_page=True)
 
-    page.click("nav a:text-is('learned models')")
+    page.click("nav.tabs a:text-is('Learned models')")
     assert "learned" in page.inner_text(".default-method")
     assert page.locator("#models tr.selected .badge.default-model").count() == 1
     page.screenshot(path="/tmp/models-list.png", full_page=True)
