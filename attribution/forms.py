@@ -204,7 +204,29 @@ def _outbound_url(url: str) -> str:
 
 
 class SandboxForm(forms.Form):
+    """Sandbox runs to generate: failed ones of sandbox v2 (the default: its replayer does not know the fault, so a
+    counterfactual verdict on them is earned) or of v1 (kept for regression: v1's replayer rebuilds the fault from
+    the trace's name), and fault-free v1 runs for injection campaigns to break."""
+
     runs = forms.IntegerField(min_value=0, max_value=500, initial=10)
+    version = forms.TypedChoiceField(
+        choices=[
+            (2, "v2: the replayer does not know the fault"),
+            (1, "v1: the fault is in the run's name (regression)"),
+        ],
+        coerce=int,
+        empty_value=2,
+        required=False,
+        initial=2,
+        label="Sandbox",
+    )
+    mode = forms.ChoiceField(
+        choices=[("injected", "injected faults"), ("natural", "natural failures")],
+        required=False,
+        initial="injected",
+        label="Failures",
+        help_text="v2: runs chosen to carry an injected scenario, or runs that failed on their own",
+    )
     clean = forms.IntegerField(
         min_value=0,
         max_value=500,
@@ -213,6 +235,13 @@ class SandboxForm(forms.Form):
         help_text="fault-free runs (they succeed), for injection campaigns",
     )
     seed = forms.IntegerField(min_value=0, max_value=10**9, initial=100)
+
+    # (No ``clean`` method: the field of that name would be shadowed by it.) A post without them means the defaults.
+    def clean_version(self) -> int:
+        return self.cleaned_data.get("version") or 2
+
+    def clean_mode(self) -> str:
+        return self.cleaned_data.get("mode") or "injected"
 
 
 class CampaignForm(forms.Form):

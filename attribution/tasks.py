@@ -83,12 +83,15 @@ def attribute_traces_task(self, run_id: int, trace_ids: list[int]) -> None:
 
 
 @shared_task(base=JobTask, bind=True, name="attribution.generate_sandbox_cases")
-def generate_sandbox_cases_task(self, project_id: int, runs: int, seed: int, clean: int = 0) -> None:
-    # Idempotent by trace name: a re-delivery only fills in what the first delivery did not write.
+def generate_sandbox_cases_task(
+    self, project_id: int, runs: int, seed: int, clean: int = 0, version: int = 1, mode: str = "injected"
+) -> None:
+    # Idempotent by trace name: a re-delivery only fills in what the first delivery did not write. ``version``
+    # defaults to 1 for messages queued before it existed; the pages send 2 unless v1 is asked for.
     from tracing.models import Project
 
     project = Project.objects.get(pk=project_id)
-    services.sandbox_cases_generate(project=project, runs=runs, seed=seed)
+    services.sandbox_cases_generate(project=project, runs=runs, seed=seed, version=version, mode=mode)
     if clean:
         services.sandbox_clean_runs_generate(project=project, runs=clean, seed=seed)
 

@@ -178,15 +178,29 @@ def evaluation(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_POST
 def sandbox_generate(request: HttpRequest, slug: str) -> HttpResponse:
-    """Queue sandbox runs with injected faults; they appear in the trace list as `sandbox/task-…` traces."""
+    """Queue sandbox runs (failed v2 runs unless v1 is asked for; fault-free v1 runs for campaigns): they appear in
+    the trace list as ``sandbox2/task-…`` and ``sandbox/task-…`` traces. A bad field says so on the page."""
     membership = access.project_for(request, slug, Role.ANNOTATOR, access.CONTRIBUTORS_ONLY)
     form = SandboxForm(request.POST)
-    if form.is_valid():
+    if not form.is_valid():
+        messages.error(
+            request,
+            "Sandbox runs not generated: "
+            + "; ".join(
+                f"{form.fields[f].label or f}: {e}" for f, errors in form.errors.items() for e in errors
+            ),
+        )
+    else:
+        messages.success(
+            request, "Sandbox runs queued: they appear in the trace list as the worker writes them."
+        )
         services.sandbox_generate_start(
             project=membership.project,
             runs=form.cleaned_data["runs"],
             seed=form.cleaned_data["seed"],
             clean=form.cleaned_data.get("clean") or 0,
+            version=form.cleaned_data["version"],
+            mode=form.cleaned_data["mode"],
         )
     if request.POST.get("next") == "campaigns":
         return redirect("attribution:campaign_list", slug=slug)

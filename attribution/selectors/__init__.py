@@ -11,7 +11,7 @@ from sys import intern
 
 from django.db.models import Count, QuerySet
 
-from tracing.models import Agent, GoldLabel, Step, Trace
+from tracing.models import Agent, GoldLabel, Step, StepKind, Trace
 
 from ..methods.base import StepView, TraceView
 from ..models import AttributionRun, ProjectLlmSettings, Verdict
@@ -434,6 +434,15 @@ def reusable_run(
     return None
 
 
+# What each replay of the counterfactual search was for (``methods.counterfactual._Search``), as the inspector says it.
+REPLAY_PURPOSES = {
+    "window": "bisection: a window of suspects, cut where the ranker's suspicion halves",
+    "prefix": "binary search: every candidate up to here",
+    "confirm": "confirmation: the found step alone",
+    "scan": "scan: one step alone",
+}
+
+
 def replay_inspector_context(verdict: Verdict, selected: int | None) -> dict:
     """The replays a counterfactual verdict made, and one of them beside the original run from its first correction.
 
@@ -444,6 +453,9 @@ def replay_inspector_context(verdict: Verdict, selected: int | None) -> dict:
     for number, replay in enumerate(replays):
         replay["number"] = number
         replay["flipped"] = replay.get("outcome") == "success"
+        replay["why"] = REPLAY_PURPOSES.get(
+            str(replay.get("purpose") or ""), str(replay.get("purpose") or "")
+        )
     if not replays:
         return {"verdict": verdict, "replays": [], "replay": None}
     if selected is None or not 0 <= selected < len(replays):
@@ -457,13 +469,26 @@ def replay_inspector_context(verdict: Verdict, selected: int | None) -> dict:
         .order_by("index")[:300]
     )
     corrected = {int(k): v for k, v in (replay.get("corrected_content") or {}).items()}
+    # The continuation is what the replayer said: shown like the original's steps (the trace's agent colours, the
+    # kinds' names), an agent the trace never had in the neutral colour.
+    colours = {a.name: a.colour for a in Agent.objects.filter(trace=verdict.trace)}
+    kinds = dict(StepKind.choices)
+    continuation = [
+        {
+            **step,
+            "colour": colours.get(str(step.get("agent") or ""), 11),
+            "kind_display": kinds.get(str(step.get("kind") or ""), str(step.get("kind") or "")),
+        }
+        for step in (replay.get("continuation") or [])[:300]
+        if isinstance(step, dict)
+    ]
     return {
         "verdict": verdict,
         "replays": replays,
         "replay": replay,
         "first": first,
         "original": original,
-        "continuation": (replay.get("continuation") or [])[:300],
+        "continuation": continuation,
         "corrected": corrected,
         "original_outcome": verdict.trace.get_outcome_display(),
     }

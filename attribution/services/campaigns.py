@@ -620,13 +620,18 @@ def campaign_execute_inline(*, campaign):
     return campaign
 
 
-def sandbox_generate_start(*, project: Project, runs: int, seed: int, clean: int = 0) -> None:
-    """Queue the sandbox generation (``runs`` injected, ``clean`` fault-free) once the request's transaction commits;
-    the task is idempotent by trace name, so a double submit only repeats finished work cheaply."""
+def sandbox_generate_start(
+    *, project: Project, runs: int, seed: int, clean: int = 0, version: int = 2, mode: str = "injected"
+) -> None:
+    """Queue the sandbox generation (``runs`` failed runs of sandbox ``version``, ``mode`` for v2; ``clean``
+    fault-free v1 runs) once the request's transaction commits; the task is idempotent by trace name, so a double
+    submit only repeats finished work cheaply."""
     from ..tasks import generate_sandbox_cases_task
 
     project_id = project.pk
-    transaction.on_commit(lambda: generate_sandbox_cases_task.delay(project_id, runs, seed, clean))
+    transaction.on_commit(
+        lambda: generate_sandbox_cases_task.delay(project_id, runs, seed, clean, version=version, mode=mode)
+    )
 
 
 def sandbox_clean_runs_generate(*, project: Project, runs: int, seed: int) -> tuple[int, int]:

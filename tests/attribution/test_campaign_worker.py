@@ -78,3 +78,38 @@ def test_a_campaign_survives_a_worker_killed_mid_campaign_without_repeating_fini
     assert cases.count() == kept.count() == done.kept
     assert GoldLabel.objects.filter(trace__in=cases).count() == cases.count()
     assert set(kept.values_list("result_trace_id", flat=True)) == set(cases.values_list("pk", flat=True))
+
+
+def test_the_pages_generate_sandbox_v2_runs_unless_v1_is_asked_for(project, owner, client, celery_worker):
+    """The runs page's sandbox form, through the worker: v2 failures by default (the replayer cannot know their
+    fault), v1 ones only when asked, and fault-free runs for campaigns are v1 either way."""
+    from django.urls import reverse
+
+    from attribution.replay import sandbox, sandbox_v2
+
+    client.force_login(owner)
+    url = reverse("attribution:sandbox_generate", args=[project.slug])
+    assert client.post(url, {"runs": "3", "seed": "5", "clean": "1"}).status_code == 302
+    v2 = wait_for(
+        lambda: (
+            names
+            if len(names := [t for t in Trace.objects.filter(project=project).values_list("name", flat=True)])
+            >= 2
+            and any(sandbox_v2.parse_name(n) for n in names)
+            else None
+        ),
+        timeout=60,
+    )
+    assert any(sandbox_v2.parse_name(n) for n in v2)
+    assert not any((sandbox.parse_name(n) or (0, ()))[1] for n in v2)  # no v1 failure
+    assert client.post(url, {"runs": "3", "seed": "5", "version": "1", "mode": "natural"}).status_code == 302
+    wait_for(
+        lambda: any(
+            (sandbox.parse_name(n) or (0, ()))[1]
+            for n in Trace.objects.filter(project=project).values_list("name", flat=True)
+        ),
+        timeout=60,
+    )
+    refused = client.post(url, {"runs": "2", "seed": "5", "version": "3"}, follow=True).content.decode()
+    assert "Sandbox runs not generated: Sandbox: Select a valid choice." in refused
+    assert 'name="version"' in refused and 'name="mode"' in refused

@@ -157,8 +157,9 @@ def test_sandbox_generate_keeps_broken_runs_labelled_as_injected_and_counterfact
     from tracing.models import GoldLabel, Trace
 
     out = io.StringIO()
-    call_command("sandbox_generate", "--project", project.name, "--runs", "6", "--seed", "3", stdout=out)
-    call_command("sandbox_generate", "--project", project.name, "--runs", "6", "--seed", "3", stdout=out)
+    args = ("--project", project.name, "--version", "1", "--runs", "6", "--seed", "3")
+    call_command("sandbox_generate", *args, stdout=out)
+    call_command("sandbox_generate", *args, stdout=out)
     traces = list(Trace.objects.filter(project=project))
     assert traces and len(traces) <= 6  # the second call added nothing
     assert all(t.provenance == "injected" and t.outcome == "failed" for t in traces)

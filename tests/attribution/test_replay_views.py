@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import html
+import re
+
 import pytest
 from django.urls import reverse
 
@@ -27,6 +30,20 @@ def test_the_replay_inspector_shows_the_flip_beside_the_original_run(owner_clien
     body = owner_client.get(reverse("attribution:replay_inspector", args=[verdict.pk])).content.decode()
     assert "the outcome flips" in body and "Counterfactual continuation" in body
     assert f"#{verdict.step_index}" in body and "corrected in the replay" in body
+    from attribution.selectors import REPLAY_PURPOSES
+
+    assert any(
+        f"<td>{html.escape(why)}</td>" in body for why in REPLAY_PURPOSES.values()
+    )  # what each replay was for, in words
+    # The continuation looks like the original: kinds by name, each agent in the trace's own colour.
+    continuation = body[body.index("Counterfactual continuation") :]
+    assert "tool_call" not in continuation.split("</ol>")[0].replace('class="step kind-tool_call', "")
+    assert "Tool call" in continuation
+    colours = dict(
+        re.findall(r'agent-chip c(\d+)">([^<]+)<', body[: body.index("Counterfactual continuation")])
+    )
+    shown = re.findall(r'agent-chip c(\d+)">([^<]+)<', continuation)
+    assert shown and all(colours.get(c) == name for c, name in shown if name in colours.values())
     other = owner_client.get(reverse("attribution:replay_inspector", args=[verdict.pk]), {"replay": "0"})
     assert other.status_code == 200
 

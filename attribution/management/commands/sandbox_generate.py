@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
 from attribution import services
 from tracing import services as tracing_services
@@ -25,8 +25,9 @@ class Command(BaseCommand):
             "--version",
             type=int,
             choices=(1, 2),
-            default=1,
-            help="2: sandbox v2 failures, labelled at the step whose resample alone saves the run",
+            default=2,
+            help="2 (default): sandbox v2 failures, labelled at the step whose resample alone saves the run; "
+            "1: v1 runs, whose replayer rebuilds the fault from the run's name (kept for regression)",
         )
         parser.add_argument(
             "--mode",
@@ -40,14 +41,12 @@ class Command(BaseCommand):
             "--clean",
             type=int,
             default=0,
-            help="also store this many fault-free (successful) runs, for injection campaigns",
+            help="also store this many fault-free (successful) v1 runs, for injection campaigns",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
         project, _ = tracing_services.project_get_or_create(name=options["project"])
         if options["version"] == 2:
-            if options["clean"]:
-                raise CommandError("--clean is for --version 1")
             kept, existing = services.sandbox_cases_generate(
                 project=project, runs=options["runs"], seed=options["seed"], version=2, mode=options["mode"]
             )
@@ -55,19 +54,19 @@ class Command(BaseCommand):
                 f"Sandbox v2: {kept} new {options['mode']} failed run(s) in {project.name!r}"
                 f"{f', {existing} already there' if existing else ''}."
             )
-            return
-        kept, existing = services.sandbox_cases_generate(
-            project=project, runs=options["runs"], seed=options["seed"]
-        )
-        self.stdout.write(
-            f"Sandbox: {kept} new failed run(s) with an injected fault in {project.name!r}"
-            f"{f', {existing} already there' if existing else ''}."
-        )
+        else:
+            kept, existing = services.sandbox_cases_generate(
+                project=project, runs=options["runs"], seed=options["seed"]
+            )
+            self.stdout.write(
+                f"Sandbox v1: {kept} new failed run(s) with an injected fault in {project.name!r}"
+                f"{f', {existing} already there' if existing else ''}."
+            )
         if options["clean"]:
             written, there = services.sandbox_clean_runs_generate(
                 project=project, runs=options["clean"], seed=options["seed"]
             )
             self.stdout.write(
-                f"Sandbox: {written} new successful run(s) to inject faults into"
+                f"Sandbox v1: {written} new successful run(s) to inject faults into"
                 f"{f', {there} already there' if there else ''}."
             )
