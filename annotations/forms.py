@@ -7,6 +7,7 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from attribution.taxonomy import is_known
+from tracing.forms import TraceScopeField
 from tracing.models import LabelSource, Role
 
 from .exporters import DEFAULT_FORMAT, Exporter, all_exporters, format_choices
@@ -52,6 +53,10 @@ class QueueForm(forms.Form):
         required=False, choices=[("", "any"), ("yes", "with gold label"), ("no", "without")]
     )
     format = forms.CharField(required=False, max_length=40)
+    # Or every filter of the trace list, carried by its "Review them in a queue" link (the source is then a search,
+    # and the page does not show the fields the scope stands for).
+    scope = TraceScopeField()
+    SCOPED_OUT = ("source", "q", "gold", "format", "threshold")
     threshold = forms.FloatField(
         required=False, min_value=0, max_value=1, initial=DEFAULT_THRESHOLD, label="Confidence below"
     )
@@ -88,12 +93,16 @@ class QueueForm(forms.Form):
         data = super().clean()
         if data.get("assignment") == Assignment.NAMED and not data.get("annotators"):
             self.add_error("annotators", "Name at least one annotator, or let anyone label.")
+        if data.get("scope") is not None:
+            data["source"] = QueueSource.SEARCH
         return data
 
     def filter_params(self) -> dict[str, Any]:
         data = self.cleaned_data
         params: dict[str, Any] = {"limit": data["limit"]}
-        if data["source"] == QueueSource.SEARCH:
+        if data.get("scope") is not None:
+            params["scope"] = data["scope"].data.urlencode()
+        elif data["source"] == QueueSource.SEARCH:
             params.update(q=data["q"], gold=data["gold"], format=data["format"])
         if data["source"] == QueueSource.LOW_CONFIDENCE:
             params["threshold"] = DEFAULT_THRESHOLD if data["threshold"] is None else data["threshold"]

@@ -4,6 +4,9 @@ from typing import Any
 
 from django import forms
 
+from tracing.forms import TraceScopeField
+from tracing.selectors import TraceFilters
+
 from . import outbound
 from .methods import all_methods
 from .models import AutoAttribute, ProjectAttribution, ProjectLlmSettings
@@ -41,11 +44,26 @@ class StartRunForm(forms.Form):
         required=False, choices=[("", "any"), ("yes", "with gold label"), ("no", "without")]
     )
     format = forms.CharField(required=False, max_length=40)
+    # Or every filter of the trace list, carried by its "Attribute them" link (then the three above are not shown).
+    scope = TraceScopeField()
 
     def __init__(self, *args: Any, project: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["method"].choices = method_choices()
         _preselect(self, project)
+
+    def trace_filters(self) -> tuple[TraceFilters, str]:
+        """The valid form's trace set as selector filters, and in words (the run's description)."""
+        data = self.cleaned_data
+        if data.get("scope") is not None:
+            return data["scope"].filters(), f"trace list: {data['scope'].describe()}"
+        filters = TraceFilters(q=data["q"], has_gold=data["gold"], source_format=data["format"])
+        described = ", ".join(
+            f"{k}={v}"
+            for k, v in (("search", data["q"]), ("gold", data["gold"]), ("format", data["format"]))
+            if v
+        )
+        return filters, described or "all traces"
 
 
 class EvaluationForm(forms.Form):

@@ -68,16 +68,20 @@ def trace_attribute(request: HttpRequest, trace_id: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def run_list(request: HttpRequest, slug: str) -> HttpResponse:
     membership = access.project_for(request, slug)
+    # ?scope=<the trace list's query string>: the traces its "Attribute them" link was clicked on.
+    scope = request.POST.get("scope") if request.method == "POST" else request.GET.get("scope")
     form = (
         StartRunForm(request.POST)
         if request.method == "POST"
-        else StartRunForm(initial={"with_ground_truth": True}, project=membership.project)
+        else StartRunForm(
+            initial={"with_ground_truth": True, "scope": scope or ""}, project=membership.project
+        )
     )
     if request.method == "POST":
         access.contributor(membership)
         if form.is_valid():
             try:
-                run = _start_filtered_run(request, membership, form.cleaned_data)
+                run = _start_filtered_run(request, membership, form)
                 return redirect("attribution:run_detail", run_id=run.pk)
             except MethodError as exc:
                 form.add_error(None, str(exc))
@@ -86,6 +90,7 @@ def run_list(request: HttpRequest, slug: str) -> HttpResponse:
         "membership": membership,
         "form": form,
         "runs": selectors.runs_for_project(membership.project.pk),
+        "scope": tracing_selectors.trace_scope(project=membership.project, scope=scope or ""),
         "sandbox_form": SandboxForm(),
         "auto_form": AutoAttributeForm(project=membership.project),
         "auto": selectors.auto_attribute_status(project=membership.project),
@@ -122,23 +127,14 @@ def run_auto(request: HttpRequest, slug: str) -> HttpResponse:
 OWNERS_AUTO = "Only the project's owners choose automatic attribution"
 
 
-def _start_filtered_run(request: HttpRequest, membership: Membership, data: dict) -> AttributionRun:
-    filters = tracing_selectors.TraceFilters(q=data["q"], has_gold=data["gold"], source_format=data["format"])
-    ids = tracing_selectors.trace_ids(project=membership.project, filters=filters)
-    described = (
-        ", ".join(
-            f"{k}={v}"
-            for k, v in (("search", data["q"]), ("gold", data["gold"]), ("format", data["format"]))
-            if v
-        )
-        or "all traces"
-    )
+def _start_filtered_run(request: HttpRequest, membership: Membership, form: StartRunForm) -> AttributionRun:
+    filters, described = form.trace_filters()
     return services.run_create(
         project=membership.project,
-        method=data["method"],
-        trace_ids=ids,
+        method=form.cleaned_data["method"],
+        trace_ids=tracing_selectors.trace_ids(project=membership.project, filters=filters),
         user=request.user,
-        with_ground_truth=data["with_ground_truth"],
+        with_ground_truth=form.cleaned_data["with_ground_truth"],
         description=described,
     )
 

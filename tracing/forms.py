@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from django import forms
+from django.http import QueryDict
 
 from . import extensions
 from .formats import all_formats
@@ -140,9 +141,57 @@ class TraceFilterForm(forms.Form):
             extra={name: data[name] for name in self.extension_names if data.get(name) not in (None, "")},
         )
 
+    @classmethod
+    def for_scope(cls, scope: str) -> TraceFilterForm:
+        """The trace list's filters from its query string: the *scope* an "Attribute them" or "Review them" link
+        carries from the trace list to the run and queue forms (bound; call ``is_valid()``)."""
+        return cls(QueryDict(scope))
+
+    def describe(self) -> str:
+        """The active filters in words, for a run's description and a queue's source (after ``is_valid()``)."""
+        data = self.cleaned_data
+        parts = [f"search “{data['q']}”"] if data.get("q") else []
+        for name in ("outcome", "format", "has_gold"):
+            if data.get(name):
+                field = self.fields[name]
+                parts.append(f"{field.label.lower()}: {dict(field.choices).get(data[name], data[name])}")
+        if (data.get("agent") or "").strip():
+            parts.append(f"agent {data['agent'].strip()}")
+        if data.get("from") or data.get("to"):
+            parts.append(f"started {data.get('from') or '…'} to {data.get('to') or '…'}")
+        for name in self.extension_names:
+            if data.get(name) not in (None, ""):
+                field = self.fields[name]
+                choices = dict(getattr(field, "choices", ()) or ())
+                parts.append(f"{(field.label or name).lower()}: {choices.get(data[name], data[name])}")
+        return ", ".join(parts) or "every trace"
+
     def error_text(self) -> str:
         """The errors in one sentence, naming the parameters: the API's 400 answer."""
         return "; ".join(f"{name}: {' '.join(errors)}" for name, errors in self.errors.items())
+
+
+SCOPE_MAX_LENGTH = 2000  # characters of a trace-list query string a run or queue form carries as its scope
+
+
+class TraceScopeField(forms.CharField):
+    """A hidden field holding the trace list's query string (see ``TraceFilterForm.for_scope``): the traces a run or
+    a queue is about. Cleans to the valid bound filter form, or None when empty; bad filters are refused with the
+    trace list's own messages."""
+
+    widget = forms.HiddenInput
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(required=False, max_length=SCOPE_MAX_LENGTH, **kwargs)
+
+    def clean(self, value: Any) -> TraceFilterForm | None:  # type: ignore[override]
+        text = super().clean(value).lstrip("?")
+        if not text:
+            return None
+        form = TraceFilterForm.for_scope(text)
+        if not form.is_valid():
+            raise forms.ValidationError(f"The trace list's filters are not valid: {form.error_text()}")
+        return form
 
 
 class DateInput(forms.DateInput):

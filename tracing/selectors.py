@@ -529,6 +529,28 @@ def trace_ids(*, project: Project, filters: TraceFilters) -> list[int]:
     return list(trace_list(project=project, filters=filters).values_list("pk", flat=True))
 
 
+def trace_scope(*, project: Project, scope: str) -> dict[str, Any] | None:
+    """What a trace-list scope (its query string, carried by "Attribute them" / "Review them") selects: the query
+    (to link back), the filters in words and how many traces match; ``{"error": …}`` for bad filters; None when
+    there is no scope."""
+    from .forms import SCOPE_MAX_LENGTH, TraceFilterForm
+
+    scope = (scope or "").lstrip("?")
+    if not scope:
+        return None
+    if len(scope) > SCOPE_MAX_LENGTH:
+        return {"error": f"The trace list's filters are longer than {SCOPE_MAX_LENGTH} characters."}
+    form = TraceFilterForm.for_scope(scope)
+    if not form.is_valid():
+        return {"error": f"The trace list's filters are not valid: {form.error_text()}"}
+    return {
+        "ok": True,
+        "query": scope,
+        "describe": form.describe(),
+        "count": trace_count(project=project, filters=form.filters()),
+    }
+
+
 def trace_count(*, project: Project, filters: TraceFilters) -> int:
     return trace_list(project=project, filters=filters).count()
 

@@ -53,12 +53,36 @@ def queue_candidate_ids(*, project: Project, source: str, params: dict) -> list[
     if source == QueueSource.DISAGREE:
         return _disagreeing_trace_ids(project)[:limit]
     filters = tracing_selectors.TraceFilters(has_gold="no")
-    if source == QueueSource.SEARCH:
+    if source == QueueSource.SEARCH and params.get("scope"):
+        filters = scope_filters(params["scope"])
+    elif source == QueueSource.SEARCH:
         filters = tracing_selectors.TraceFilters(
             q=params.get("q", ""), has_gold=params.get("gold", ""), source_format=params.get("format", "")
         )
     traces = tracing_selectors.trace_list(project=project, filters=filters).order_by("pk")
     return list(traces.values_list("pk", flat=True)[:limit])
+
+
+def scope_filters(scope: str) -> tracing_selectors.TraceFilters:
+    """A queue's trace-list scope as filters (validated when the queue was made; a filter the trace list no longer
+    knows is left out, as the trace list itself leaves out an invalid one)."""
+    from tracing.forms import TraceFilterForm
+
+    form = TraceFilterForm.for_scope(scope)
+    form.is_valid()
+    return form.filters()
+
+
+def queue_source_text(queue: ReviewQueue) -> str:
+    """Where a queue's items come from, in words: a scope's filters are spelled out."""
+    from tracing.forms import TraceFilterForm
+
+    scope = (queue.filter or {}).get("scope")
+    if queue.source == QueueSource.SEARCH and scope:
+        form = TraceFilterForm.for_scope(scope)
+        form.is_valid()
+        return f"The trace list: {form.describe()}"
+    return queue.get_source_display()
 
 
 def _disagreeing_trace_ids(project: Project) -> list[int]:
@@ -100,7 +124,7 @@ def labellers(*, project: Project) -> list[Membership]:
 
 def queues_for_project(*, project: Project, user: AbstractBaseUser) -> list[ReviewQueue]:
     submitted = Q(items__copies__status=CopyStatus.SUBMITTED)
-    return list(
+    queues = list(
         ReviewQueue.objects.filter(project=project)
         .annotate(
             item_total=Count("items", distinct=True),
@@ -113,6 +137,9 @@ def queues_for_project(*, project: Project, user: AbstractBaseUser) -> list[Revi
         )
         .order_by("-created_at", "-id")
     )
+    for queue in queues:
+        queue.source_text = queue_source_text(queue)
+    return queues
 
 
 def queue_progress(*, queue: ReviewQueue, user: AbstractBaseUser) -> dict:

@@ -33,10 +33,16 @@ def queue_list(request: HttpRequest, slug: str) -> HttpResponse:
     project = membership.project
     # GET parameters pre-fill the form, so a trace-list search can be turned into a queue by a link:
     # ?source=search&q=…&gold=no&format=whowhen
+    # ?scope=<the trace list's query string>: its "Review them in a queue" link, every filter of the list.
     initial = {
-        k: v for k, v in request.GET.items() if k in ("name", "source", "q", "gold", "format", "threshold")
+        k: v
+        for k, v in request.GET.items()
+        if k in ("name", "source", "q", "gold", "format", "threshold", "scope")
     }
+    if initial.get("scope"):
+        initial["source"] = "search"
     form = QueueForm(request.POST or None, project=project, initial=initial)
+    scope = request.POST.get("scope") if request.method == "POST" else request.GET.get("scope")
     if request.method == "POST":
         access.require_role(membership, Role.OWNER, OWNERS_ONLY)
         if form.is_valid():
@@ -47,6 +53,7 @@ def queue_list(request: HttpRequest, slug: str) -> HttpResponse:
         "membership": membership,
         "form": form,
         "queues": selectors.queues_for_project(project=project, user=request.user),
+        "scope": tracing_selectors.trace_scope(project=project, scope=scope or ""),
     }
     return render(request, "annotations/queue_list.html", context, status=400 if form.errors else 200)
 

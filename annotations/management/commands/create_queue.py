@@ -32,6 +32,12 @@ class Command(PureJsonMixin, BaseCommand):
         parser.add_argument("--gold", choices=["", "yes", "no"], default="", help="with --source search")
         parser.add_argument("--format", default="", help="with --source search: one source format")
         parser.add_argument(
+            "--scope",
+            default="",
+            help="every filter of the trace list, as its query string (e.g. 'outcome=failed&agent=WebSurfer'); "
+            "the source is then a search",
+        )
+        parser.add_argument(
             "--threshold", type=float, default=DEFAULT_THRESHOLD, help="with --source low_confidence"
         )
         parser.add_argument("--limit", type=int, default=DEFAULT_LIMIT, help="at most this many traces")
@@ -77,6 +83,7 @@ class Command(PureJsonMixin, BaseCommand):
                 "q": options["q"],
                 "gold": options["gold"],
                 "format": options["format"],
+                "scope": options["scope"],
                 "threshold": options["threshold"],
                 "limit": options["limit"],
                 "overlap": options["overlap"],

@@ -1,0 +1,145 @@
+"""Acting on the traces a trace-list search shows: its "Attribute them" and "Review them in a queue" links carry
+every filter of the list (the scope) to the run and queue forms, which start a run over exactly those traces, or
+fill a queue with them and refill it from the same filters."""
+
+from __future__ import annotations
+
+import html
+import re
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from django.urls import reverse
+
+from annotations.models import QueueItem, ReviewQueue
+from attribution.models import AttributionRun
+from tests.conftest import import_now, incoming_path, whowhen_files
+from tracing import selectors as tracing_selectors
+from tracing import services as tracing_services
+from tracing.forms import TraceFilterForm
+from tracing.models import Role, Trace
+
+pytestmark = pytest.mark.django_db
+
+SCOPE = "agent=WebSurfer&outcome=failed&has_gold=yes"
+
+
+@pytest.fixture
+def traces(project):
+    files = [p for p in whowhen_files() if p.parent.name == "Hand-Crafted"][:4]
+    files += [p for p in whowhen_files() if p.parent.name == "Algorithm-Generated"][:3]
+    import_now(project, *(incoming_path(p, f"{p.parent.name}/{p.name}") for p in files))
+    return list(Trace.objects.filter(project=project))
+
+
+def _matching(project, scope: str) -> set[int]:
+    form = TraceFilterForm.for_scope(scope)
+    assert form.is_valid(), form.errors
+    return set(tracing_selectors.trace_ids(project=project, filters=form.filters()))
+
+
+def _link(page: str, text: str) -> str:
+    match = re.search(r'<a class="act" href="([^"]+)">' + text, page)
+    assert match, f"no {text!r} link"
+    return html.unescape(match.group(1))
+
+
+def test_the_trace_list_links_its_filters_to_a_run_and_a_queue(owner_client, project, traces):
+    page = owner_client.get(
+        reverse("tracing:trace_list", args=[project.slug]) + "?" + SCOPE + "&page=1"
+    ).content
+    page = page.decode()
+    for text, target in (
+        ("Attribute them", "attribution:run_list"),
+        ("Review them in a queue", "annotations:queue_list"),
+    ):
+        url = urlsplit(_link(page, text))
+        assert url.path == reverse(target, args=[project.slug])
+        scope = parse_qs(url.query)["scope"][0]
+        assert parse_qs(scope) == parse_qs(SCOPE)  # every filter, not the page
+
+
+def test_the_links_follow_the_role(client, make_user, project, traces):
+    annotator, viewer = make_user("ann"), make_user("vi")
+    tracing_services.membership_set(project=project, user=annotator, role=Role.ANNOTATOR)
+    tracing_services.membership_set(project=project, user=viewer, role=Role.VIEWER)
+    url = reverse("tracing:trace_list", args=[project.slug]) + "?" + SCOPE
+    client.force_login(annotator)
+    page = client.get(url).content.decode()
+    assert "Attribute them" in page and "Review them in a queue" not in page  # queues are an owner's
+    client.force_login(viewer)
+    assert "Attribute them" not in client.get(url).content.decode()
+
+
+def test_a_run_over_the_scope_attributes_exactly_the_traces_the_list_shows(owner_client, project, traces):
+    wanted = _matching(project, SCOPE)
+    assert 0 < len(wanted) < len(traces)
+    url = reverse("attribution:run_list", args=[project.slug])
+    page = owner_client.get(url, {"scope": SCOPE}).content.decode()
+    assert f"The <strong>{len(wanted)}</strong> trace" in page
+    assert "agent WebSurfer" in page and 'name="q"' not in page.split('id="start-run"')[1].split("</form>")[0]
+    response = owner_client.post(url, {"method": "heuristic", "with_ground_truth": "on", "scope": SCOPE})
+    assert response.status_code == 302
+    run = AttributionRun.objects.get(project=project)
+    assert set(run.trace_ids) == wanted
+    assert run.description.startswith("trace list: ") and "agent WebSurfer" in run.description
+
+
+def test_bad_filters_in_a_scope_start_nothing_and_say_why(owner_client, project, traces):
+    url = reverse("attribution:run_list", args=[project.slug])
+    response = owner_client.post(url, {"method": "heuristic", "scope": "from=2025-13-40&outcome=sideways"})
+    assert response.status_code == 400 and not AttributionRun.objects.exists()
+    assert "The trace list&#x27;s filters are not valid" in response.content.decode()
+    page = owner_client.get(url, {"scope": "outcome=sideways"}).content.decode()
+    assert "not valid" in page and 'name="q"' in page  # the plain fields are back
+
+
+def test_a_queue_from_the_scope_holds_the_list_and_refills_from_it(owner_client, project, traces):
+    url = reverse("annotations:queue_list", args=[project.slug])
+    page = owner_client.get(url, {"scope": SCOPE}).content.decode()
+    wanted = _matching(project, SCOPE)
+    assert f"the <strong>{len(wanted)}</strong> trace" in page
+    response = owner_client.post(
+        url,
+        {
+            "name": "WebSurfer failures",
+            "scope": SCOPE,
+            "source": "no_gold",  # the scope decides: a trace-list search
+            "limit": "50",
+            "overlap": "1",
+            "assignment": "anyone",
+            "taxonomy": "agent_error_taxonomy",
+            "step_tolerance": "1",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    queue = ReviewQueue.objects.get(project=project)
+    assert queue.source == "search" and queue.filter["scope"]
+    assert set(QueueItem.objects.filter(queue=queue).values_list("trace_id", flat=True)) == wanted
+    listing = owner_client.get(url).content.decode()
+    assert "The trace list: " in listing and "agent WebSurfer" in listing
+    # Traces that match later join at a refill; the others stay out.
+    more = [p for p in whowhen_files() if p.parent.name == "Hand-Crafted"][4:10]
+    import_now(project, *(incoming_path(p, f"{p.parent.name}/{p.name}") for p in more))
+    wanted_now = _matching(project, SCOPE)
+    assert wanted_now > wanted
+    assert owner_client.post(reverse("annotations:queue_refill", args=[queue.pk])).status_code == 302
+    assert set(QueueItem.objects.filter(queue=queue).values_list("trace_id", flat=True)) == wanted_now
+
+
+def test_create_queue_takes_a_scope_and_refuses_a_bad_one(project, traces):
+    import json
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    out = StringIO()
+    call_command(
+        "create_queue", "--project", project.name, "--name", "cli", "--scope", SCOPE, "--json", stdout=out
+    )
+    report = json.loads(out.getvalue())
+    assert report["items"] == len(_matching(project, SCOPE))
+    with pytest.raises(CommandError, match="scope: The trace list's filters are not valid: outcome"):
+        call_command(
+            "create_queue", "--project", project.name, "--name", "bad", "--scope", "outcome=sideways"
+        )
