@@ -88,12 +88,12 @@ def _baseline(base: dict[str, Any], figure: str, x0: float, label_y: float, bott
     }
 
 
-def _legend(y: float, muted: bool) -> list[dict[str, Any]]:
+def _legend(y: float, muted: bool, baselines: bool = True) -> list[dict[str, Any]]:
     items = [
         ("agent", "agent accuracy"),
         ("step", "step accuracy"),
         ("whisker", "95% interval"),
-        ("baseline", "best trivial baseline"),
+        *([("baseline", "best trivial baseline")] if baselines else []),
     ]
     if muted:
         items.append(("muted", "too few traces to rank"))
@@ -180,7 +180,7 @@ def accuracy_chart(
         "axis_y": bottom,
         "panels": panels,
         "rows": labels,
-        "legend": _legend(bottom + 34, muted),
+        "legend": _legend(bottom + 34, muted, baselines=bool(baselines)),
     }
 
 

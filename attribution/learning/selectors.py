@@ -88,6 +88,21 @@ def attributor_models_of(*, project: Project, limit: int = 100) -> list[Attribut
     return list(AttributorModel.objects.filter(project=project).select_related("created_by")[:limit])
 
 
+def model_versions(*, model: AttributorModel, limit: int = 12) -> list[AttributorModel]:
+    """The trained versions of ``model``'s name in its project, oldest first (the last ``limit``): what each round
+    of labels bought, for the model page."""
+    from ..models import AttributorStatus
+
+    newest = (
+        AttributorModel.objects.filter(
+            project_id=model.project_id, name=model.name, status=AttributorStatus.SUCCEEDED
+        )
+        .only("id", "name", "version", "n_traces", "cv", "created_at", "retrained_from_id")
+        .order_by("-version")[:limit]
+    )
+    return sorted(newest, key=lambda m: m.version)
+
+
 def attribution_settings_of(*, project: Project) -> ProjectAttribution | None:
     """The project's attribution settings (default attributor, stored calibration), or None before the first write."""
     return (

@@ -164,7 +164,52 @@ def _results(model: AttributorModel) -> dict[str, Any]:
         "confusion": confusion_matrix_from_counts(summary.get("confusion") or {}, chart_id="model-confusion"),
         "sources": sorted((summary.get("sources") or {}).items()),
         "habits": _habits(summary.get("habits")),
+        **_versions(model),
     }
+
+
+def _versions(model: AttributorModel) -> dict[str, Any]:
+    """Each trained version of the model's name: its labelled traces, cross-validated figures, the best baseline on
+    its folds and the change from the version before (the project's learning loop, in figures), and as a chart."""
+    rows, previous = [], None
+    for version in selectors.model_versions(model=model):
+        cv = version.cv or {}
+        if not cv.get("intervals"):
+            continue
+        best = {f: best_baseline(cv, f) for f in ("agent", "step")} if cv.get("baselines") else {}
+        row = {
+            "model": version,
+            "current": version.pk == model.pk,
+            "agent": cv["agent_accuracy"],
+            "step": cv["step_accuracy"],
+            "agent_ci": cv["intervals"]["agent"],
+            "step_ci": cv["intervals"]["step"],
+            "n": cv.get("n", version.n_traces),
+            "best_agent": best.get("agent", (None, None))[1],
+            "best_step": best.get("step", (None, None))[1],
+            "agent_change": None if previous is None else cv["agent_accuracy"] - previous["agent"],
+            "step_change": None if previous is None else cv["step_accuracy"] - previous["step"],
+        }
+        rows.append(row)
+        previous = row
+    if len(rows) < 2:
+        return {"versions": None}
+    chart = accuracy_chart(
+        [
+            {
+                "label": f"v{r['model'].version}" + (" (this one)" if r["current"] else ""),
+                "agent": r["agent"],
+                "agent_ci": r["agent_ci"],
+                "step": r["step"],
+                "step_ci": r["step_ci"],
+                "n": r["n"],
+            }
+            for r in rows
+        ],
+        chart_id=f"model-{model.pk}-versions",
+        title=f"Cross-validated accuracy of every version of {model.name}, with 95% intervals",
+    )
+    return {"versions": rows, "versions_chart": chart}
 
 
 def _habits(habits: Any) -> dict[str, Any] | None:

@@ -37,6 +37,15 @@ def pct(value: float | None) -> str:
 
 
 @register.filter
+def points(change: float | None) -> str:
+    """A change of accuracy in percentage points, signed ("+4.2 pp", "−1.0 pp"); a dash when there is none."""
+    if change is None:
+        return "—"
+    value = round(100 * change, 1)
+    return "±0.0 pp" if value == 0 else f"{'+' if value > 0 else '−'}{abs(value):.1f} pp"
+
+
+@register.filter
 def ci(interval: list[float] | None) -> str:
     """A Wilson 95% interval as the small grey span the figure tables show after a figure."""
     from django.utils.html import format_html

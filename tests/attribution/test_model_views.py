@@ -247,3 +247,27 @@ def test_no_get_of_the_models_pages_writes(owner_client, project, trained):
     ]
     assert not writes, writes
     assert not ProjectAttribution.objects.filter(project=project).exists()
+
+
+def test_the_model_page_shows_every_version_and_what_more_labels_changed(owner_client, project):
+    """Version 1 on eight labelled traces, version 2 on those and eight more: the page lists both with their
+    cross-validated figures, the change in points and a chart; a lone version has no such section."""
+    labelled(project, n=8)
+    first = train(project, name="team")
+    page = owner_client.get(model_url(first)).content.decode()
+    assert 'id="versions"' not in page
+    files = [p for p in whowhen_files() if p.parent.name == "Algorithm-Generated"][:8]
+    import_now(project, *(incoming_path(p, f"{p.parent.name}/{p.name}") for p in files))
+    second = train(project, name="team")
+    assert second.version == 2 and second.n_traces > first.n_traces
+    page = owner_client.get(model_url(second)).content.decode()
+    section = page[page.index('id="versions"') :]
+    section = section[: section.index("</section>")]
+    assert section.index("team v1") < section.index('team v2 <span class="muted">(this one)</span>')
+    assert f">{first.cv['n']}</td>" in section and f">{second.cv['n']}</td>" in section
+    change = round(100 * (second.cv["agent_accuracy"] - first.cv["agent_accuracy"]), 1)
+    expected = "±0.0 pp" if change == 0 else f"{'+' if change > 0 else '−'}{abs(change):.1f} pp"
+    assert expected in section
+    assert "<svg" in section and "v2 (this one)" in section
+    # From version 1's page, version 2 is a link.
+    assert model_url(second) in owner_client.get(model_url(first)).content.decode()
