@@ -325,6 +325,8 @@ class ExportForm(forms.Form):
     )
     seed = forms.IntegerField(initial=0, min_value=0, max_value=2**31 - 1, label="Split seed")
     test_percent = forms.IntegerField(initial=20, min_value=0, max_value=100, label="Test split %")
+    # Only the traces the trace list shows (every filter of it), carried by its "Export them" link.
+    scope = TraceScopeField()
 
     @property
     def exporters(self) -> list[Exporter]:
@@ -347,6 +349,7 @@ class ExportForm(forms.Form):
             date_to=data["date_to"],
             seed=data["seed"],
             test_percent=data["test_percent"],
+            scope=data["scope"].data.urlencode() if data.get("scope") is not None else "",
         )
 
 

@@ -143,3 +143,53 @@ def test_create_queue_takes_a_scope_and_refuses_a_bad_one(project, traces):
         call_command(
             "create_queue", "--project", project.name, "--name", "bad", "--scope", "outcome=sideways"
         )
+
+
+def test_an_export_of_the_scope_holds_exactly_the_labelled_traces_the_list_shows(
+    owner_client, project, traces
+):
+    from annotations.models import DatasetExport
+    from annotations.selectors import ExportFilters, export_cases
+
+    wanted = _matching(project, SCOPE)
+    cases = export_cases(project=project, filters=ExportFilters(scope=SCOPE))
+    assert {c.trace_id for c in cases} == wanted  # every one of them is labelled (has_gold=yes)
+    url = reverse("annotations:export_builder", args=[project.slug])
+    page = owner_client.get(url, {"scope": SCOPE}).content.decode()
+    assert f"Only the <strong>{len(wanted)}</strong> trace" in page and 'name="scope"' in page
+    assert f"<strong>{len(wanted)} case" in page  # the preview counts the scope's cases
+    preview = owner_client.get(
+        reverse("annotations:export_preview", args=[project.slug]),
+        {"scope": SCOPE, "sources": ["imported"], "seed": "0", "test_percent": "20", "format": "csv"},
+        HTTP_HX_REQUEST="true",
+    ).content.decode()
+    assert f"{len(wanted)} case" in preview
+    form = {"scope": SCOPE, "sources": ["imported"], "seed": "0", "test_percent": "20", "format": "csv"}
+    assert owner_client.post(url, form).status_code == 302
+    export = DatasetExport.objects.get(project=project)
+    assert export.filters["scope"] == SCOPE
+    bad = owner_client.post(url, form | {"scope": "outcome=sideways"})
+    assert bad.status_code == 400 and "not valid" in bad.content.decode()
+
+
+def test_export_dataset_takes_a_scope(project, traces, tmp_path):
+    import json
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    out = tmp_path / "scoped.jsonl"
+    call_command(
+        "export_dataset", "--project", project.name, "--format", "whowhen-jsonl", "--out", str(out),
+        "--scope", SCOPE, stdout=StringIO(),
+    )  # fmt: skip
+    manifest = json.loads(out.with_name("scoped.jsonl.manifest.json").read_text())
+    assert (
+        manifest["counts"]["cases"] == len(_matching(project, SCOPE))
+        and manifest["filters"]["scope"] == SCOPE
+    )
+    with pytest.raises(CommandError, match="--scope: The trace list's filters are not valid"):
+        call_command(
+            "export_dataset", "--project", project.name, "--format", "csv", "--out", str(out),
+            "--scope", "from=2025-02-30",
+        )  # fmt: skip

@@ -18,6 +18,7 @@ from django.db.models import IntegerField, QuerySet, Value, When
 from django.utils import timezone
 
 from attribution.taxonomy import TAXONOMY_VERSION
+from tracing import selectors as tracing_selectors
 from tracing.models import ErrorLabel, GoldLabel, LabelSource, Project, Trace
 
 from ..models import DatasetExport
@@ -50,6 +51,7 @@ class ExportFilters:
     date_to: date | None = None  # inclusive
     seed: int = 0
     test_percent: int = 20
+    scope: str = ""  # the trace list's query string: only the traces it shows (its "Export them" link)
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -155,11 +157,23 @@ def _chosen_labels(project: Project, filters: ExportFilters) -> QuerySet[GoldLab
         )
         .order_by("trace_id", "priority", "-created_at", "-id")
     )
+    if filters.scope:
+        labels = labels.filter(trace__in=_scope_traces(project, filters.scope))
     if filters.date_from:
         labels = labels.filter(trace__created_at__gte=_day_start(filters.date_from))
     if filters.date_to:
         labels = labels.filter(trace__created_at__lt=_day_start(filters.date_to) + timedelta(days=1))
     return labels
+
+
+def _scope_traces(project: Project, scope: str) -> QuerySet:
+    """The traces a trace-list scope shows, as a subquery of their ids (checked when the export was asked for; a
+    filter the trace list no longer knows is left out, as the list itself leaves out an invalid one)."""
+    from tracing.forms import TraceFilterForm
+
+    form = TraceFilterForm.for_scope(scope)
+    form.is_valid()
+    return tracing_selectors.trace_list(project=project, filters=form.filters()).order_by().values("pk")
 
 
 @dataclass

@@ -9,6 +9,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from tracing import selectors as tracing_selectors
 from tracing.models import Membership, Role
 
 from .. import access, selectors, services
@@ -27,7 +28,11 @@ def export_builder(request: HttpRequest, slug: str) -> HttpResponse:
     """The dataset builder: filters and format on top, the project's exports (with live progress) below."""
     membership = _exporter_membership(request, slug)
     project = membership.project
-    form = ExportForm(request.POST or None)
+    # ?scope=<the trace list's query string>: its "Export them" link, only the traces the list shows.
+    scope = tracing_selectors.trace_scope(project=project, scope=request.GET.get("scope", ""))
+    form = ExportForm(
+        request.POST or None, initial={"scope": scope["query"]} if scope and scope.get("ok") else {}
+    )
     if request.method == "POST" and form.is_valid():
         if selectors.export_case_count(project=project, filters=form.filters()):
             export = services.export_create(
@@ -37,12 +42,16 @@ def export_builder(request: HttpRequest, slug: str) -> HttpResponse:
         form.add_error(None, "No labelled trace matches these filters: there is nothing to export.")
     if request.htmx:  # the export list polling for progress
         return render(request, "annotations/export_builder.html#exports", _builder_context(membership, form))
-    filters = form.filters() if form.is_bound and form.is_valid() else selectors.ExportFilters()
+    if form.is_bound:
+        filters = form.filters() if form.is_valid() else selectors.ExportFilters()
+        scope = tracing_selectors.trace_scope(project=project, scope=request.POST.get("scope", ""))
+    else:
+        filters = selectors.ExportFilters(scope=scope["query"] if scope and scope.get("ok") else "")
     preview = selectors.export_preview(project=project, filters=filters)
     return render(
         request,
         "annotations/export_builder.html",
-        _builder_context(membership, form) | {"preview": preview},
+        _builder_context(membership, form) | {"preview": preview, "scope": scope},
         status=400 if form.errors else 200,
     )
 

@@ -410,6 +410,7 @@ def test_the_builder_starts_an_export_with_the_chosen_filters(owner_client, proj
         "date_to": "2030-01-01",
         "seed": 9,
         "test_percent": 30,
+        "scope": "",  # every labelled trace, not a trace-list scope
     }
 
 

@@ -69,6 +69,10 @@ def first_cases(cases) -> list[tuple]:
         ExportFilters(verified_only=True, seed=11, test_percent=25),
         ExportFilters(verified_only=True, seed=11, test_percent=75),
         ExportFilters(min_agreement=0.5),  # built in Python: the agreement is computed there
+        # Only the traces a trace-list search shows ("case-1", "case-10" … "case-19"), in SQL and in Python
+        ExportFilters(scope="q=case-1"),
+        ExportFilters(scope="q=case-1&has_gold=yes", verified_only=True, seed=4),
+        ExportFilters(scope="q=case-1", min_agreement=0.5),
     ],
 )
 def test_the_preview_says_what_the_manifest_will_say(project, filters):

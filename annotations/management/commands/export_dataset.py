@@ -12,11 +12,13 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from annotations.exporters import all_exporters
 from annotations.selectors import ExportFilters, export_cases, export_manifest
 from annotations.services import write_atomically
+from tracing.forms import TraceScopeField
 from tracing.models import LabelSource, Project
 
 
@@ -52,6 +54,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--until", type=date.fromisoformat, default=None, help="traces imported on/before"
         )
+        parser.add_argument(
+            "--scope",
+            default="",
+            help="only the traces the trace list shows for these filters, as its query string "
+            "(e.g. 'outcome=failed&agent=WebSurfer')",
+        )
         parser.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
         parser.add_argument(
             "--test-percent", type=int, default=20, help="share of cases in the test split (0..100)"
@@ -63,6 +71,11 @@ class Command(BaseCommand):
             raise CommandError(f"no project named {options['project']!r}")
         if not 0 <= options["test_percent"] <= 100:
             raise CommandError("--test-percent must be between 0 and 100")
+        scope = TraceScopeField()
+        try:
+            scoped = scope.clean(options["scope"])
+        except ValidationError as exc:
+            raise CommandError(f"--scope: {' '.join(exc.messages)}") from None
         filters = ExportFilters(
             sources=options["sources"] or list(LabelSource.values),
             verified_only=options["verified_only"],
@@ -71,6 +84,7 @@ class Command(BaseCommand):
             date_to=options["until"],
             seed=options["seed"],
             test_percent=options["test_percent"],
+            scope=scoped.data.urlencode() if scoped is not None else "",
         )
         started = time.perf_counter()
         cases = export_cases(project=project, filters=filters)
