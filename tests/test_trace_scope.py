@@ -193,3 +193,17 @@ def test_export_dataset_takes_a_scope(project, traces, tmp_path):
             "export_dataset", "--project", project.name, "--format", "csv", "--out", str(out),
             "--scope", "from=2025-02-30",
         )  # fmt: skip
+
+
+def test_the_format_counts_filter_the_list_and_traces_made_here_can_be_filtered(
+    owner_client, project, traces
+):
+    from attribution import services as attribution_services
+
+    attribution_services.sandbox_cases_generate(project=project, runs=3, seed=2, version=2)
+    url = reverse("tracing:trace_list", args=[project.slug])
+    page = owner_client.get(url).content.decode()
+    assert 'href="?format=whowhen"' in page and 'href="?format=sandbox"' in page
+    sandbox = owner_client.get(url, {"format": "sandbox"}).content.decode()
+    made = Trace.objects.filter(project=project, source_format="sandbox").count()
+    assert made and f"{made} matching trace" in sandbox and "Select a valid choice" not in sandbox

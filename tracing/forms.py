@@ -69,6 +69,14 @@ def ordering_choices() -> list[tuple[str, str]]:
     ]
 
 
+# Source formats of traces Culprit makes itself rather than imports (no parser of that name): the sandboxes' runs and
+# the fault-injected copies of traces that had no format; the trace list filters on them as on any other.
+MADE_HERE_FORMATS = (
+    ("sandbox", "Sandbox runs (made here)"),
+    ("injected", "Fault-injected copies (made here)"),
+)
+
+
 class TraceFilterForm(forms.Form):
     """The trace list's filters, in the page's URL (bookmarkable) and in ``GET /api/traces``: one form, so both
     accept and refuse the same values with the same messages."""
@@ -97,7 +105,9 @@ class TraceFilterForm(forms.Form):
         if self.data.get("gold") and not self.data.get("has_gold"):  # the parameter's name in older bookmarks
             self.data = self.data.copy()
             self.data["has_gold"] = self.data["gold"]
-        self.fields["format"].choices = [("", "Any format")] + [(f.name, f.label) for f in all_formats()]
+        self.fields["format"].choices = (
+            [("", "Any format")] + [(f.name, f.label) for f in all_formats()] + list(MADE_HERE_FORMATS)
+        )
         self.fields["ordering"].choices = ordering_choices()
         # "from" is a Python keyword, so these two are added here rather than declared above.
         self.fields["from"] = forms.DateField(required=False, label="Started from", widget=DateInput())
