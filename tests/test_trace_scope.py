@@ -165,9 +165,13 @@ def test_an_export_of_the_scope_holds_exactly_the_labelled_traces_the_list_shows
     ).content.decode()
     assert f"{len(wanted)} case" in preview
     form = {"scope": SCOPE, "sources": ["imported"], "seed": "0", "test_percent": "20", "format": "csv"}
-    assert owner_client.post(url, form).status_code == 302
+    response = owner_client.post(url, form)
     export = DatasetExport.objects.get(project=project)
     assert export.filters["scope"] == SCOPE
+    assert response.status_code == 302 and response["Location"].endswith(f"#export-{export.pk}")
+    back = owner_client.get(response["Location"].split("#")[0]).content.decode()
+    assert f"Only the <strong>{len(wanted)}</strong> trace" in back  # the builder keeps the scope
+    assert "only agent WebSurfer" in back or "only outcome: Failed" in back  # the export says it was scoped
     bad = owner_client.post(url, form | {"scope": "outcome=sideways"})
     assert bad.status_code == 400 and "not valid" in bad.content.decode()
 

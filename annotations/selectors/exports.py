@@ -166,6 +166,18 @@ def _chosen_labels(project: Project, filters: ExportFilters) -> QuerySet[GoldLab
     return labels
 
 
+def export_scope_text(export: DatasetExport) -> str:
+    """The trace-list filters an export was limited to, in words; "" for an export of every labelled trace."""
+    from tracing.forms import TraceFilterForm
+
+    scope = (export.filters or {}).get("scope") or ""
+    if not scope:
+        return ""
+    form = TraceFilterForm.for_scope(scope)
+    form.is_valid()
+    return form.describe()
+
+
 def _scope_traces(project: Project, scope: str) -> QuerySet:
     """The traces a trace-list scope shows, as a subquery of their ids (checked when the export was asked for; a
     filter the trace list no longer knows is left out, as the list itself leaves out an invalid one)."""

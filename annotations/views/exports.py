@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
@@ -16,6 +17,7 @@ from .. import access, selectors, services
 from ..exporters import get_exporter
 from ..forms import ExportForm
 from ..models import DatasetExport, ExportStatus
+from ..selectors.exports import export_scope_text
 
 
 def _exporter_membership(request: HttpRequest, slug: str) -> Membership:
@@ -38,7 +40,11 @@ def export_builder(request: HttpRequest, slug: str) -> HttpResponse:
             export = services.export_create(
                 project=project, fmt=form.cleaned_data["format"], filters=form.filters(), user=request.user
             )
-            return redirect(f"{request.path}#export-{export.pk}")
+            # Back to the same traces: the builder keeps the scope it was asked with.
+            scope_query = (
+                f"?{urlencode({'scope': request.POST['scope']})}" if request.POST.get("scope") else ""
+            )
+            return redirect(f"{request.path}{scope_query}#export-{export.pk}")
         form.add_error(None, "No labelled trace matches these filters: there is nothing to export.")
     if request.htmx:  # the export list polling for progress
         return render(request, "annotations/export_builder.html#exports", _builder_context(membership, form))
@@ -77,6 +83,8 @@ def export_preview(request: HttpRequest, slug: str) -> HttpResponse:
 
 def _builder_context(membership: Membership, form: ExportForm) -> dict[str, object]:
     exports = list(selectors.exports_for_project(project=membership.project))
+    for export in exports:
+        export.scope_text = export_scope_text(export)
     return {
         "project": membership.project,
         "membership": membership,
