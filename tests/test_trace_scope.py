@@ -118,6 +118,12 @@ def test_a_queue_from_the_scope_holds_the_list_and_refills_from_it(owner_client,
     assert set(QueueItem.objects.filter(queue=queue).values_list("trace_id", flat=True)) == wanted
     listing = owner_client.get(url).content.decode()
     assert "The trace list: " in listing and "agent WebSurfer" in listing
+    detail = owner_client.get(reverse("annotations:queue_detail", args=[queue.pk])).content.decode()
+    assert (
+        "The trace list: " in detail
+        and "scope agent=" not in detail
+        and "see them in the trace list" in detail
+    )
     # Traces that match later join at a refill; the others stay out.
     more = [p for p in whowhen_files() if p.parent.name == "Hand-Crafted"][4:10]
     import_now(project, *(incoming_path(p, f"{p.parent.name}/{p.name}") for p in more))

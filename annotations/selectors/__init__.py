@@ -46,6 +46,7 @@ from .queues import (
     may_label,
     queue_candidate_ids,
     queue_progress,
+    queue_source_text,
     queues_for_project,
     taxonomy_groups,
 )
@@ -87,6 +88,7 @@ __all__ = [
     "may_adjudicate",
     "may_label",
     "queue_candidate_ids",
+    "queue_source_text",
     "queue_annotators",
     "queue_items",
     "queue_progress",

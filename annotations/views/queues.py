@@ -78,6 +78,7 @@ def queue_detail(request: HttpRequest, queue_id: int) -> HttpResponse:
         "may_label": selectors.may_label(queue=queue, membership=membership),
         "annotators": selectors.queue_annotators(queue=queue),
         "labellers": selectors.labellers(project=queue.project),
+        "source_text": selectors.queue_source_text(queue),
     }
     return render(request, "annotations/queue_detail.html", context, status=400 if form.errors else 200)
 
