@@ -157,6 +157,14 @@ class TraceFilterForm(forms.Form):
         carries from the trace list to the run and queue forms (bound; call ``is_valid()``)."""
         return cls(QueryDict(scope))
 
+    @classmethod
+    def saved_scope(cls, scope: str) -> TraceFilterForm:
+        """A scope stored with a queue or an export, read back with its fields cleaned: it was checked when it was
+        saved, so a filter the trace list no longer knows is left out, as the list itself leaves out an invalid one."""
+        form = cls.for_scope(scope)
+        form.is_valid()
+        return form
+
     def describe(self) -> str:
         """The active filters in words, for a run's description and a queue's source (after ``is_valid()``)."""
         data = self.cleaned_data

@@ -171,21 +171,15 @@ def export_scope_text(export: DatasetExport) -> str:
     from tracing.forms import TraceFilterForm
 
     scope = (export.filters or {}).get("scope") or ""
-    if not scope:
-        return ""
-    form = TraceFilterForm.for_scope(scope)
-    form.is_valid()
-    return form.describe()
+    return TraceFilterForm.saved_scope(scope).describe() if scope else ""
 
 
 def _scope_traces(project: Project, scope: str) -> QuerySet:
-    """The traces a trace-list scope shows, as a subquery of their ids (checked when the export was asked for; a
-    filter the trace list no longer knows is left out, as the list itself leaves out an invalid one)."""
+    """The traces a trace-list scope shows, as a subquery of their ids."""
     from tracing.forms import TraceFilterForm
 
-    form = TraceFilterForm.for_scope(scope)
-    form.is_valid()
-    return tracing_selectors.trace_list(project=project, filters=form.filters()).order_by().values("pk")
+    filters = TraceFilterForm.saved_scope(scope).filters()
+    return tracing_selectors.trace_list(project=project, filters=filters).order_by().values("pk")
 
 
 @dataclass

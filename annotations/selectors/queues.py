@@ -64,13 +64,10 @@ def queue_candidate_ids(*, project: Project, source: str, params: dict) -> list[
 
 
 def scope_filters(scope: str) -> tracing_selectors.TraceFilters:
-    """A queue's trace-list scope as filters (validated when the queue was made; a filter the trace list no longer
-    knows is left out, as the trace list itself leaves out an invalid one)."""
+    """A queue's trace-list scope as filters."""
     from tracing.forms import TraceFilterForm
 
-    form = TraceFilterForm.for_scope(scope)
-    form.is_valid()
-    return form.filters()
+    return TraceFilterForm.saved_scope(scope).filters()
 
 
 def queue_source_text(queue: ReviewQueue) -> str:
@@ -79,9 +76,7 @@ def queue_source_text(queue: ReviewQueue) -> str:
 
     scope = (queue.filter or {}).get("scope")
     if queue.source == QueueSource.SEARCH and scope:
-        form = TraceFilterForm.for_scope(scope)
-        form.is_valid()
-        return f"The trace list: {form.describe()}"
+        return f"The trace list: {TraceFilterForm.saved_scope(scope).describe()}"
     return queue.get_source_display()
 
 
