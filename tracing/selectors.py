@@ -533,19 +533,19 @@ def trace_scope(*, project: Project, scope: str) -> dict[str, Any] | None:
     """What a trace-list scope (its query string, carried by "Attribute them" / "Review them") selects: the query
     (to link back), the filters in words and how many traces match; ``{"error": …}`` for bad filters; None when
     there is no scope."""
-    from .forms import SCOPE_MAX_LENGTH, TraceFilterForm
+    from django.core.exceptions import ValidationError
 
-    scope = (scope or "").lstrip("?")
-    if not scope:
+    from .forms import TraceScopeField
+
+    try:
+        form = TraceScopeField().clean(scope)
+    except ValidationError as exc:
+        return {"error": " ".join(exc.messages)}
+    if form is None:
         return None
-    if len(scope) > SCOPE_MAX_LENGTH:
-        return {"error": f"The trace list's filters are longer than {SCOPE_MAX_LENGTH} characters."}
-    form = TraceFilterForm.for_scope(scope)
-    if not form.is_valid():
-        return {"error": f"The trace list's filters are not valid: {form.error_text()}"}
     return {
         "ok": True,
-        "query": scope,
+        "query": form.data.urlencode(),
         "describe": form.describe(),
         "count": trace_count(project=project, filters=form.filters()),
     }

@@ -31,28 +31,25 @@ def export_builder(request: HttpRequest, slug: str) -> HttpResponse:
     membership = _exporter_membership(request, slug)
     project = membership.project
     # ?scope=<the trace list's query string>: its "Export them" link, only the traces the list shows.
-    scope = tracing_selectors.trace_scope(project=project, scope=request.GET.get("scope", ""))
-    form = ExportForm(
-        request.POST or None, initial={"scope": scope["query"]} if scope and scope.get("ok") else {}
-    )
+    raw_scope = (request.POST if request.method == "POST" else request.GET).get("scope", "")
+    scope = tracing_selectors.trace_scope(project=project, scope=raw_scope)
+    scoped = scope["query"] if scope and scope.get("ok") else ""
+    form = ExportForm(request.POST or None, initial={"scope": scoped})
     if request.method == "POST" and form.is_valid():
         if selectors.export_case_count(project=project, filters=form.filters()):
             export = services.export_create(
                 project=project, fmt=form.cleaned_data["format"], filters=form.filters(), user=request.user
             )
             # Back to the same traces: the builder keeps the scope it was asked with.
-            scope_query = (
-                f"?{urlencode({'scope': request.POST['scope']})}" if request.POST.get("scope") else ""
-            )
+            scope_query = f"?{urlencode({'scope': scoped})}" if scoped else ""
             return redirect(f"{request.path}{scope_query}#export-{export.pk}")
         form.add_error(None, "No labelled trace matches these filters: there is nothing to export.")
     if request.htmx:  # the export list polling for progress
         return render(request, "annotations/export_builder.html#exports", _builder_context(membership, form))
     if form.is_bound:
         filters = form.filters() if form.is_valid() else selectors.ExportFilters()
-        scope = tracing_selectors.trace_scope(project=project, scope=request.POST.get("scope", ""))
     else:
-        filters = selectors.ExportFilters(scope=scope["query"] if scope and scope.get("ok") else "")
+        filters = selectors.ExportFilters(scope=scoped)
     preview = selectors.export_preview(project=project, filters=filters)
     return render(
         request,

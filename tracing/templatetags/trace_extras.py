@@ -99,3 +99,16 @@ def sort_header(context: dict, key: str, label: str, numeric: bool = False, css:
         "css": css,
         "aria": ("descending" if descending else "ascending") if active else "none",
     }
+
+
+@register.simple_tag(takes_context=True)
+def project_tab(context: template.Context, section: str, url_name: str, label: str) -> str:
+    """One tab of the project's tab bar (``base.html``): a link to the project's page ``url_name``, marked current
+    when the page being shown belongs to ``section`` (``config.navigation``)."""
+    from django.urls import reverse
+    from django.utils.html import format_html
+
+    href = reverse(url_name, args=[context["project"].slug])
+    if context.get("nav_section") == section:
+        return format_html('<a href="{}" class="active" aria-current="page">{}</a>', href, label)
+    return format_html('<a href="{}">{}</a>', href, label)
