@@ -482,12 +482,15 @@ def jobs_for_batch(*, project: Project, batch: str) -> list[IngestJob]:
     return with_traces(list(IngestJob.objects.filter(project=project, batch=batch).order_by("id")))
 
 
-def with_traces(jobs: list[IngestJob]) -> list[IngestJob]:
-    """Attach ``job.traces`` (the traces each job produced, in file order) with one query for all jobs."""
-    ids = [pk for job in jobs for pk in job.trace_ids]
-    traces = Trace.objects.in_bulk(ids) if ids else {}
+def with_traces(jobs: list[IngestJob], shown: int = 5) -> list[IngestJob]:
+    """Attach ``job.traces`` (the first ``shown`` traces each job produced, in file order) and ``job.more_traces``
+    (how many it produced beyond them) with one query for all jobs. A bundle job names thousands of traces, and the
+    upload pages poll every second: they load what they show, not every trace of the bundle."""
+    ids = [pk for job in jobs for pk in job.trace_ids[:shown]]
+    traces = Trace.objects.only("pk", "name", "step_count").in_bulk(ids) if ids else {}
     for job in jobs:
-        job.traces = [traces[pk] for pk in job.trace_ids if pk in traces]
+        job.traces = [traces[pk] for pk in job.trace_ids[:shown] if pk in traces]
+        job.more_traces = max(0, len(job.trace_ids) - shown)
     return jobs
 
 

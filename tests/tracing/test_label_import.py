@@ -306,3 +306,63 @@ def test_label_text_is_escaped_on_the_trace_page(project, owner_client):
     body = owner_client.get(reverse("tracing:trace_detail", args=[trace.pk])).content.decode()
     assert "<script>alert(1)" not in body and "&lt;script&gt;alert(1)&lt;/script&gt;" in body
     assert "<img src=x" not in body and "&lt;img src=x" in body
+
+
+# --- the upload page's account of a label file --------------------------------------------------------------------
+
+AGENTRX = ROOT / "tests" / "fixtures" / "agentrx"
+
+
+def test_a_label_file_for_runs_not_imported_yet_says_how_many_wait_and_groups_its_warnings(
+    project, owner_client
+):
+    labels = _import(project, AGENTRX / "ground_truth" / "magentic_one_ground_truth.json")
+    assert labels.report["waiting"] == 3 and labels.report["labels"] == 0
+    url = reverse("tracing:upload_batch", args=[project.slug, labels.batch])
+    body = owner_client.get(url).content.decode()
+    assert "3 runs not in the project yet: their labels attach when they are imported" in body
+    # Three "no trace … yet" warnings are one kind: the first is shown, the others folded under it.
+    assert body.count("in this project yet: its labels wait for it") == 3
+    assert "and 2 more like it" in body and "of 1 kind" not in body
+
+    run = _import(project, AGENTRX / "magentic" / "2dfc4c37-fec1-4518-84a7-10095d30ad75.json")
+    report = IngestJob.objects.get(pk=labels.pk).report
+    assert report["waiting"] == 2 and report["labels"] >= 1
+    assert GoldLabel.objects.filter(trace_id=run.trace_ids[0]).exists()
+    body = owner_client.get(reverse("tracing:upload", args=[project.slug])).content.decode()
+    assert "label attached" in body or "labels attached" in body
+    assert "2 waiting for their traces" in body
+
+
+def test_warnings_group_by_kind_in_order_of_first_appearance():
+    from tracing.templatetags.ingest_report import warning_groups
+
+    groups = warning_groups(
+        [
+            "no trace 'a' in this project yet: its labels wait for it",
+            "step 13: failed_agent 'Websurfer' differs in case from 'WebSurfer'",
+            'no trace "b-2" in this project yet: its labels wait for it',
+            "step 7: failed_agent 'Websurfer' differs in case from 'WebSurfer'",
+            "the run has no question",
+        ]
+    )
+    assert [(g["first"][:8], len(g["more"])) for g in groups] == [
+        ("no trace", 1),
+        ("step 13:", 1),
+        ("the run ", 0),
+    ]
+
+
+def test_the_upload_pages_load_only_the_traces_they_name(project, owner_client):
+    from tracing.selectors import with_traces
+
+    bundle = "\n".join(
+        json.dumps({"question": f"q{i}", "history": [{"role": "Planner", "content": f"step {i}"}]})
+        for i in range(12)
+    )
+    (job,) = import_now(project, incoming_bytes("bundle.jsonl", bundle.encode()))
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    (shown,) = with_traces([IngestJob.objects.get(pk=job.pk)])
+    assert len(shown.traces) == 5 and shown.more_traces == 7
+    body = owner_client.get(reverse("tracing:upload_batch", args=[project.slug, job.batch])).content.decode()
+    assert "and 7 more traces" in body

@@ -211,7 +211,9 @@ def _import_job(job: IngestJob) -> None:
 class _Report:
     """What the import report shows for one file: counts and warnings, capped so a noisy file stays readable."""
 
-    MAX_WARNINGS = 50
+    # Kept one by one (the upload page groups them by kind, ``ingest_report.warning_groups``): a label file for a
+    # whole benchmark warns once per run that is not in the project yet, and every one of those is worth a line.
+    MAX_WARNINGS = 500
     MAX_DUPLICATES = 200  # listed one by one; the count goes on past it
 
     def __init__(self) -> None:
@@ -220,6 +222,7 @@ class _Report:
         self.steps = 0
         self.agents = 0
         self.labels = 0
+        self.waiting = 0  # label sets kept for traces the project does not hold yet
         self.duplicates = 0
         self.duplicate_of: list[dict[str, Any]] = []
         self.warnings: list[str] = []
@@ -248,6 +251,7 @@ class _Report:
             "steps": self.steps,
             "agents": self.agents,
             "labels": self.labels,
+            "waiting": self.waiting,
             "duplicates": self.duplicates,
             "duplicate_of": self.duplicate_of,
             "warnings": warnings,
@@ -259,6 +263,7 @@ def _attach_labels(job: IngestJob, labels: ParsedLabels, report: _Report) -> Non
         trace_ids, written, warnings = labels_attach(project=job.project, labels=labels, job_id=job.pk)
     report.items += 1
     report.labels += written
+    report.waiting += int(not trace_ids)
     report.warn(warnings)
 
 

@@ -350,4 +350,5 @@ def _report_attached(job_id: int, trace: Trace, written: int, waiting: str) -> N
     notes = [w for w in report.get("warnings", []) if w != waiting]
     report["warnings"] = [*notes, f"attached to trace {trace.name!r} (#{trace.pk}) when it was imported"]
     report["labels"] = report.get("labels", 0) + written
+    report["waiting"] = max(0, report.get("waiting", 0) - 1)
     IngestJob.objects.filter(pk=job_id).update(report=report)

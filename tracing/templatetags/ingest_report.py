@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -25,3 +26,25 @@ def import_totals(jobs: Iterable[Any]) -> dict[str, int]:
         elif job.status == JobStatus.DUPLICATE:
             duplicates += report.get("traces", len(job.trace_ids)) + report.get("duplicates", 0)
     return {"imported": imported, "duplicates": duplicates}
+
+
+# What varies between warnings of one kind: quoted names and ids, and numbers (a step, a line, a count).
+_VARYING = re.compile(r"'[^']*'|\"[^\"]*\"|\d+")
+
+
+@register.filter
+def warning_groups(warnings: Iterable[str]) -> list[dict[str, Any]]:
+    """An import report's warnings grouped by kind, in order of first appearance: ``[{"first": message, "more":
+    [the others like it]}]``. Two warnings are of one kind when they differ only in quoted values and numbers, so a
+    label file for fifty runs the project does not hold says "no trace … yet" once, with the other 49 folded under
+    it, instead of a wall of lines."""
+    groups: dict[str, dict[str, Any]] = {}
+    for message in warnings:
+        text = str(message)
+        key = _VARYING.sub("…", text)
+        group = groups.get(key)
+        if group is None:
+            groups[key] = {"first": text, "more": []}
+        else:
+            group["more"].append(text)
+    return list(groups.values())
