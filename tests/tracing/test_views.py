@@ -59,6 +59,28 @@ def test_a_viewer_can_read_but_not_upload(client, make_user, project, imported_t
     response = client.post(reverse("tracing:upload", args=[project.slug]), {"files": [upload]})
     assert response.status_code == 403
     assert IngestJob.objects.count() == 1  # only the fixture's
+    # The refusal is a page of the site that says why, not a bare "403 Forbidden".
+    body = response.content.decode()
+    assert "Not allowed" in body and "Viewers cannot upload traces" in body and 'class="topbar"' in body
+
+
+def test_a_missing_page_is_a_page_of_the_site_with_the_path_escaped(owner_client):
+    response = owner_client.get("/no/such/<b>page</b>/")
+    body = response.content.decode()
+    assert response.status_code == 404
+    assert "Page not found" in body and "<b>page</b>" not in body and "Your projects" in body
+
+
+def test_the_server_error_page_renders_without_a_request():
+    from django.template.loader import get_template
+
+    body = get_template("500.html").render({})
+    assert "Something went wrong on our side" in body and "/static/" in body
+
+
+def test_the_browser_s_favicon_request_is_redirected_to_the_icon(client):
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301 and response["Location"].endswith(".svg")
 
 
 def test_an_annotator_can_upload(client, make_user, project):

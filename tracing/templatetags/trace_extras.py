@@ -112,3 +112,17 @@ def project_tab(context: template.Context, section: str, url_name: str, label: s
     if context.get("nav_section") == section:
         return format_html('<a href="{}" class="active" aria-current="page">{}</a>', href, label)
     return format_html('<a href="{}">{}</a>', href, label)
+
+
+@register.filter
+def ago(value: Any) -> str:
+    """ "just now" under a minute, else the largest unit: "3 minutes ago", "2 hours ago" (not "0 minutes ago", nor
+    "2 hours, 3 minutes ago")."""
+    from django.utils import timezone
+    from django.utils.timesince import timesince
+
+    if not value:
+        return ""
+    if (timezone.now() - value).total_seconds() < 60:
+        return "just now"
+    return f"{timesince(value, depth=1)} ago"
