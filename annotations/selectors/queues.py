@@ -8,7 +8,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, Q
+from django.db.models import Count, Exists, OuterRef, Q
 
 from attribution.methods.base import StepView, TraceView
 from attribution.models import Verdict
@@ -26,7 +26,7 @@ from ..agreement import (
     rater_kappa,
     unanimous,
 )
-from ..models import Annotation, Assignment, CopyStatus, QueueItem, QueueSource, ReviewQueue
+from ..models import Annotation, Assignment, CopyStatus, QueueItem, QueueSource, ReviewQueue, Skip
 
 DEFAULT_LIMIT = 500  # traces a new queue takes from its filter unless told otherwise
 MAX_LIMIT = 20_000
@@ -154,6 +154,24 @@ def queue_progress(*, queue: ReviewQueue, user: AbstractBaseUser) -> dict:
 # --- the labelling screen ----------------------------------------------------------------------------------------
 
 
+def labelling_progress(*, queue: ReviewQueue, user: AbstractBaseUser) -> dict[str, int]:
+    """Where a labeller stands, for the labelling screen: the answers they gave in this queue, and the items still
+    open to them -- an open copy on an item they have not answered, skipped or been given, and that is not resolved
+    (what ``annotation_claim`` could hand them next). Two counts over the queue's copies, whatever its size."""
+    mine = Annotation.objects.filter(item=OuterRef("item"), annotator=user)
+    skipped = Skip.objects.filter(item=OuterRef("item"), annotator=user)
+    left = (
+        Annotation.objects.filter(queue=queue, status=CopyStatus.OPEN, item__resolved_label__isnull=True)
+        .exclude(Exists(mine))
+        .exclude(Exists(skipped))
+        .values("item")
+        .distinct()
+        .count()
+    )
+    done = Annotation.objects.filter(queue=queue, annotator=user, status=CopyStatus.SUBMITTED).count()
+    return {"done": done, "left": left, "total": done + left + 1}
+
+
 def taxonomy_groups(family: str) -> list[dict]:
     """The family's categories by group, numbered for the keyboard: a group digit, then a category digit."""
     groups: dict[str, list] = {}
@@ -196,6 +214,7 @@ def label_context(*, annotation: Annotation, page: int, per_page: int) -> dict:
         "agent_graph": agent_graph_drawing(view, highlight=highlight),
         "evidence": _evidence(view, verdicts) if evidence_wanted else [],
         "groups": taxonomy_groups(queue.taxonomy),
+        "progress": labelling_progress(queue=queue, user=annotation.annotator),
         "draft_key": f"{annotation.pk}:{int(annotation.leased_at.timestamp()) if annotation.leased_at else 0}",
     }
 

@@ -154,6 +154,20 @@ def test_the_labelling_page_shows_verdicts_unless_blind_and_escapes_trace_text(
     assert "heuristic" not in blind and "What the methods say" not in blind
 
 
+def test_the_labelling_page_says_how_far_the_labeller_is(project, owner, make_trace, ann, bob):
+    for _ in range(3):
+        make_trace()
+    queue = services.queue_create(project=project, user=owner, name="Q", source="no_gold", overlap=1)
+    client = _client(ann)
+    page = client.get(reverse("annotations:queue_next", args=[queue.pk]), follow=True).content.decode()
+    assert "2 more after this one" in page and "answered by you" not in page
+    _label_next(client, queue, step=1)
+    # Bob holds the third item: it is not open to Ann any more.
+    services.annotation_claim(queue=queue, user=bob)
+    page = client.get(reverse("annotations:queue_next", args=[queue.pk]), follow=True).content.decode()
+    assert "1 answered by you" in page and "the last one for you" in page
+
+
 def test_a_submission_without_a_step_is_refused_and_the_item_stays_yours(project, owner, make_trace, ann):
     make_trace()
     queue = services.queue_create(project=project, user=owner, name="Q", source="no_gold")
