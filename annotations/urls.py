@@ -17,6 +17,7 @@ urlpatterns = [
     path("items/<int:item_id>/adjudicate/", views.adjudicate_item, name="adjudicate_item"),
     path("label/<int:annotation_id>/", views.label, name="label"),
     path("label/<int:annotation_id>/skip/", views.skip, name="skip"),
+    path("answers/<int:annotation_id>/edit/", views.answer_edit, name="answer_edit"),
     path("traces/<int:trace_id>/label/", views.trace_label, name="trace_label"),
     path("traces/<int:trace_id>/label/remove/", views.trace_label_remove, name="trace_label_remove"),
     path("projects/<slug:slug>/invitations/", views.invitations, name="invitations"),

@@ -106,6 +106,11 @@ PAGES: dict[str, dict[str, dict[str, Any]]] = {
     "annotations:trace_label": {"POST": CONTRIBUTE},
     "annotations:trace_label_remove": {"POST": CONTRIBUTE},
     "annotations:skip": {"POST": expect(viewer=403, annotator=302, owner=302)},
+    # The fixture's copy is leased, not answered: its annotator is sent on to the next item, like anyone else.
+    "annotations:answer_edit": {
+        "GET": expect(viewer=403, annotator=302, owner=302),
+        "POST": expect(viewer=403, annotator=302, owner=302),
+    },
     # Exports hold the project's curated data: annotators and owners build and download them, viewers do not.
     "annotations:export_builder": {"GET": expect(viewer=403), "POST": CONTRIBUTE},
     "annotations:export_preview": {"GET": expect(viewer=403)},

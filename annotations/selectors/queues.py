@@ -6,6 +6,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, Exists, OuterRef, Q
@@ -172,6 +173,36 @@ def labelling_progress(*, queue: ReviewQueue, user: AbstractBaseUser) -> dict[st
     return {"done": done, "left": left, "total": done + left + 1}
 
 
+def last_answer(*, queue: ReviewQueue, user: AbstractBaseUser) -> Annotation | None:
+    """The labeller's most recent answer in the queue that can still change (its item is not decided): what the
+    labelling screen's "previous answer" link reopens."""
+    return (
+        Annotation.objects.filter(
+            queue=queue, annotator=user, status=CopyStatus.SUBMITTED, item__resolved_label__isnull=True
+        )
+        .select_related("item__trace")
+        .order_by("-submitted_at", "-pk")
+        .first()
+    )
+
+
+def answer_data(*, annotation: Annotation) -> dict[str, Any]:
+    """A submitted answer as the labelling form sends it (the further errors as its parallel lists), to show it
+    again for a revision."""
+    further = list(annotation.further_errors.order_by("position"))
+    return {
+        "step_index": [str(annotation.step_index)] if annotation.step_index is not None else [""],
+        "agent_name": [annotation.agent_name],
+        "category": [annotation.category],
+        "reason": [annotation.reason],
+        "lead_time_ms": ["0"],
+        "error_step": [str(e.step_index) for e in further],
+        "error_agent": [e.agent_name for e in further],
+        "error_category": [e.category for e in further],
+        "error_note": [e.note for e in further],
+    }
+
+
 def taxonomy_groups(family: str) -> list[dict]:
     """The family's categories by group, numbered for the keyboard: a group digit, then a category digit."""
     groups: dict[str, list] = {}
@@ -190,7 +221,10 @@ def taxonomy_groups(family: str) -> list[dict]:
     ]
 
 
-def label_context(*, annotation: Annotation, page: int, per_page: int) -> dict:
+def label_context(*, annotation: Annotation, page: int, per_page: int, editing: bool = False) -> dict:
+    """What the labelling screen shows: the trace's window of steps, the methods' verdicts (unless the queue is
+    blind), the taxonomy, where the labeller stands, and the answer they gave last (to revise it). ``editing``: the
+    screen shows a submitted answer to revise, not a leased copy to answer."""
     from attribution.selectors import agent_graph_drawing, trace_view
 
     queue, trace = annotation.queue, annotation.item.trace
@@ -215,7 +249,11 @@ def label_context(*, annotation: Annotation, page: int, per_page: int) -> dict:
         "evidence": _evidence(view, verdicts) if evidence_wanted else [],
         "groups": taxonomy_groups(queue.taxonomy),
         "progress": labelling_progress(queue=queue, user=annotation.annotator),
-        "draft_key": f"{annotation.pk}:{int(annotation.leased_at.timestamp()) if annotation.leased_at else 0}",
+        "editing": editing,
+        "previous": None if editing else last_answer(queue=queue, user=annotation.annotator),
+        "draft_key": f"edit:{annotation.pk}:{int(annotation.submitted_at.timestamp())}"
+        if editing and annotation.submitted_at
+        else f"{annotation.pk}:{int(annotation.leased_at.timestamp()) if annotation.leased_at else 0}",
     }
 
 

@@ -252,11 +252,7 @@ def annotation_submit(
     further: Iterable[ErrorSpec] = (),
 ) -> Annotation:
     """Take the answer: the decisive error on the copy itself, further errors as its ``AnnotationError`` rows."""
-    trace = annotation.item.trace
-    # The decisive category is checked by the form (any known code, as before); the further ones here.
-    decisive = _checked_error(trace, ErrorSpec(step_index, agent_name), taxonomy=annotation.queue.taxonomy)
-    decisive = replace(decisive, category=category[:80])
-    further = _checked_further(trace, decisive, further, taxonomy=annotation.queue.taxonomy)
+    decisive, further = _checked_answer(annotation, step_index, agent_name, category, further)
     now = timezone.now()
     with transaction.atomic():
         updated = Annotation.objects.filter(
@@ -275,20 +271,73 @@ def annotation_submit(
             raise QueueError(
                 "Your lease on this item ran out and it went to someone else; your answer was not saved."
             )
-        AnnotationError.objects.bulk_create(
-            [
-                AnnotationError(
-                    annotation_id=annotation.pk,
-                    position=i,
-                    step_index=e.step_index,
-                    agent_name=e.agent_name,
-                    category=e.category,
-                    note=e.note,
-                )
-                for i, e in enumerate(further)
-            ]
-        )
+        _write_further(annotation.pk, further)
     return Annotation.objects.get(pk=annotation.pk)
+
+
+def annotation_revise(
+    *,
+    annotation: Annotation,
+    user: AbstractBaseUser,
+    step_index: int,
+    agent_name: str = "",
+    category: str = "",
+    reason: str = "",
+    lead_time_ms: int = 0,
+    further: Iterable[ErrorSpec] = (),
+) -> Annotation:
+    """Change an answer its annotator already gave (a second look, as Label Studio's history allows), while the item
+    is not decided: once an owner turned the answers into the trace's gold label, the answer is part of that
+    decision and stays as it was. The item row is locked first, as ``item_resolve`` locks it, so a revision and an
+    adjudication of the same item never interleave. The time spent is added to the answer's lead time."""
+    decisive, further = _checked_answer(annotation, step_index, agent_name, category, further)
+    with transaction.atomic():
+        item = QueueItem.objects.select_for_update().filter(pk=annotation.item_id).first()
+        if item is None or item.resolved_label_id is not None:
+            raise QueueError("This item has been decided by an owner; its answers can no longer change.")
+        copy = (
+            Annotation.objects.select_for_update()
+            .filter(pk=annotation.pk, annotator=user, status=CopyStatus.SUBMITTED)
+            .first()
+        )
+        if copy is None:
+            raise QueueError("This answer is not yours to change.")
+        Annotation.objects.filter(pk=copy.pk).update(
+            agent_name=decisive.agent_name,
+            step_index=step_index,
+            category=decisive.category,
+            reason=reason,
+            lead_time_ms=min(copy.lead_time_ms + max(0, lead_time_ms), MAX_LEAD_TIME_MS),
+        )
+        AnnotationError.objects.filter(annotation_id=copy.pk).delete()
+        _write_further(copy.pk, further)
+    return Annotation.objects.get(pk=annotation.pk)
+
+
+def _checked_answer(
+    annotation: Annotation, step_index: int, agent_name: str, category: str, further: Iterable[ErrorSpec]
+) -> tuple[ErrorSpec, list[ErrorSpec]]:
+    trace = annotation.item.trace
+    # The decisive category is checked by the form (any known code, as before); the further ones here.
+    decisive = _checked_error(trace, ErrorSpec(step_index, agent_name), taxonomy=annotation.queue.taxonomy)
+    decisive = replace(decisive, category=category[:80])
+    return decisive, _checked_further(trace, decisive, further, taxonomy=annotation.queue.taxonomy)
+
+
+def _write_further(annotation_id: int, further: list[ErrorSpec]) -> None:
+    AnnotationError.objects.bulk_create(
+        [
+            AnnotationError(
+                annotation_id=annotation_id,
+                position=i,
+                step_index=e.step_index,
+                agent_name=e.agent_name,
+                category=e.category,
+                note=e.note,
+            )
+            for i, e in enumerate(further)
+        ]
+    )
 
 
 def _agent_of_step(trace_id: int, step_index: int) -> str:

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -146,8 +146,40 @@ def label(request: HttpRequest, annotation_id: int) -> HttpResponse:
     return _render_label(request, annotation, membership, form)
 
 
+@login_required
+@require_http_methods(["GET", "POST"])
+def answer_edit(request: HttpRequest, annotation_id: int) -> HttpResponse:
+    """Reopen an answer its annotator gave, on the labelling screen, to change it while the item is undecided."""
+    annotation, membership = access.annotation_for(request, annotation_id)
+    _labeller(annotation.queue, membership)
+    if annotation.annotator_id != request.user.pk or annotation.status != CopyStatus.SUBMITTED:
+        messages.info(request, "That is not an answer of yours; here is your next item.")
+        return redirect("annotations:queue_next", queue_id=annotation.queue_id)
+    if request.method == "POST":
+        form = AnswerForm(request.POST)
+        if form.is_valid():
+            try:
+                services.annotation_revise(
+                    annotation=annotation, user=request.user, **form.cleaned_data_for_submit()
+                )
+                messages.success(request, f"Your answer on {annotation.item.trace.name} was changed.")
+                return redirect("annotations:queue_next", queue_id=annotation.queue_id)
+            except services.QueueError as exc:
+                form.add_error(None, str(exc))
+    else:
+        data = QueryDict(mutable=True)
+        for name, values in selectors.answer_data(annotation=annotation).items():
+            data.setlist(name, values)
+        form = AnswerForm(data)
+    return _render_label(request, annotation, membership, form, editing=True)
+
+
 def _render_label(
-    request: HttpRequest, annotation: Annotation, membership: Membership, form: AnswerForm
+    request: HttpRequest,
+    annotation: Annotation,
+    membership: Membership,
+    form: AnswerForm,
+    editing: bool = False,
 ) -> HttpResponse:
     where = StepForm(request.GET)
     data = where.cleaned_data if where.is_valid() else {}
@@ -158,7 +190,9 @@ def _render_label(
         if target is not None
         else data.get("page")
     )
-    context = selectors.label_context(annotation=annotation, page=page or 1, per_page=per_page)
+    context = selectors.label_context(
+        annotation=annotation, page=page or 1, per_page=per_page, editing=editing
+    )
     context.update(membership=membership, form=form, target=target)
     return render(request, "annotations/label.html", context, status=400 if form.errors else 200)
 

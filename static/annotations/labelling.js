@@ -1,5 +1,5 @@
 // The labelling screen, keyboard first. The form is plain HTML and works without this script; the script adds the
-// key map (j/k, Enter, a, x, digits, o, r, s, ?, Ctrl+Enter), keeps a draft in localStorage so a reload (or paging to
+// key map (j/k, Enter, a, x, digits, o, r, s, b, ?, Ctrl+Enter), keeps a draft in localStorage so a reload (or paging to
 // another window of steps) loses nothing, and measures the time spent while the page is visible.
 // Further errors (besides the decisive one) are rows of the form, built from a <template> with .value and
 // .textContent only, so trace text never becomes markup.
@@ -224,9 +224,13 @@
     leadInput.value = String(Math.round(elapsed()));
     try { window.localStorage.removeItem(key); } catch (e) { /* nothing to clean */ }
   });
-  skipForm.addEventListener("submit", function () {
-    try { window.localStorage.removeItem(key); } catch (e) { /* nothing to clean */ }
-  });
+  // A revision of a submitted answer has no skip (the item is answered) but a way back to the next item.
+  if (skipForm) {
+    skipForm.addEventListener("submit", function () {
+      try { window.localStorage.removeItem(key); } catch (e) { /* nothing to clean */ }
+    });
+  }
+  const previousAnswer = document.getElementById("previous-answer");
   [stepInput, agentInput, categoryInput, reasonInput].forEach(function (input) {
     input.addEventListener("input", function () { render(); saveDraft(); });
     input.addEventListener("change", function () { render(); saveDraft(); });
@@ -267,7 +271,8 @@
       case "a": event.preventDefault(); addCurrent(); break;
       case "x": event.preventDefault(); removeFurther(active); break;
       case "r": event.preventDefault(); reasonInput.focus(); break;
-      case "s": event.preventDefault(); skipForm.requestSubmit(); break;
+      case "s": if (skipForm) { event.preventDefault(); skipForm.requestSubmit(); } break;
+      case "b": if (previousAnswer) { event.preventDefault(); saveDraft(); previousAnswer.click(); } break;
       case "?": event.preventDefault(); toggleCheatsheet(); break;
       case "Escape": pendingGroup = null; groups.forEach(function (g) { g.classList.remove("open"); }); break;
       default: break;

@@ -168,6 +168,57 @@ def test_the_labelling_page_says_how_far_the_labeller_is(project, owner, make_tr
     assert "1 answered by you" in page and "the last one for you" in page
 
 
+def test_an_annotator_changes_their_last_answer_until_an_owner_decides_the_item(
+    project, owner, make_trace, ann, bob
+):
+    first = make_trace(steps=6)
+    make_trace(steps=6)
+    queue = services.queue_create(project=project, user=owner, name="Q", source="no_gold", overlap=1)
+    client = _client(ann)
+    _label_next(client, queue, step=1, reason="first look")
+    answer = Annotation.objects.get(annotator=ann, status=CopyStatus.SUBMITTED)
+    assert answer.item.trace_id == first.pk
+    # The next item's screen links back to it (key b).
+    page = client.get(reverse("annotations:queue_next", args=[queue.pk]), follow=True).content.decode()
+    edit = reverse("annotations:answer_edit", args=[answer.pk])
+    assert f'href="{edit}"' in page and "Your last answer" in page
+    # The answer comes back as it was given, further errors included; "Save" changes it in place.
+    page = client.get(edit).content.decode()
+    assert "Changing your answer" in page and "first look" in page and 'id="skip-form"' not in page
+    response = client.post(
+        edit,
+        {
+            "step_index": 4,
+            "reason": "second look",
+            "lead_time_ms": 1000,
+            "error_step": ["2"],
+            "error_agent": [""],
+            "error_category": [""],
+            "error_note": ["also wrong"],
+        },
+    )
+    assert response.status_code == 302 and response["Location"].endswith(f"/queues/{queue.pk}/next/")
+    answer.refresh_from_db()
+    assert (answer.step_index, answer.agent_name, answer.reason) == (4, "Coder", "second look")
+    assert answer.lead_time_ms == 4200 + 1000
+    assert [(e.step_index, e.note) for e in answer.further_errors.all()] == [(2, "also wrong")]
+    page = client.get(edit).content.decode()
+    assert "also wrong" in page
+    # The queue's item list offers the same to its annotator (and to nobody else).
+    detail = reverse("annotations:queue_detail", args=[queue.pk])
+    assert f'href="{edit}">change yours' in client.get(detail).content.decode()
+    assert "change yours" not in _client(owner).get(detail).content.decode()
+    # Someone else's answer is not theirs to change.
+    assert _client(bob).get(edit).status_code == 302
+    # Once an owner decides the item, the answer is part of that decision.
+    services.item_resolve(item=answer.item, user=owner, step_index=4)
+    response = client.post(edit, {"step_index": 5, "lead_time_ms": 0})
+    assert response.status_code == 400 and "decided by an owner" in response.content.decode()
+    answer.refresh_from_db()
+    assert answer.step_index == 4
+    assert "change yours" not in client.get(detail).content.decode()
+
+
 def test_a_submission_without_a_step_is_refused_and_the_item_stays_yours(project, owner, make_trace, ann):
     make_trace()
     queue = services.queue_create(project=project, user=owner, name="Q", source="no_gold")

@@ -145,6 +145,25 @@ def test_an_annotator_labels_a_queue_item_with_the_keyboard_only(live_server, pa
     (error,) = answer.further_errors.all()
     assert (error.step_index, error.agent_name) == (4, "Coder") and error.category.startswith("memory.")
 
+    # A second look: "b" reopens the answer just given, as it was; changed and saved, the next item comes back.
+    kb.press("b")
+    page.wait_for_selector(".editing-note")
+    assert "long run" in page.inner_text(".trace-name")
+    assert page.input_value("#id_step_index") == "2"
+    assert page.input_value("#id_reason") == "Checker ignored the retrieved table"
+    page.wait_for_selector("#step-4.further")
+    for _ in range(3):
+        kb.press("j")
+    page.wait_for_selector("#step-3.current")
+    kb.press("Enter")
+    page.wait_for_selector("#step-3.decisive")
+    kb.press("Control+Enter")
+    page.wait_for_selector("text=Your answer on long run was changed")
+    assert "short run" in page.inner_text(".trace-name")
+    answer.refresh_from_db()
+    assert (answer.step_index, answer.agent_name, answer.status) == (3, "Planner", CopyStatus.SUBMITTED)
+    assert [e.step_index for e in answer.further_errors.all()] == [4]
+
     kb.press("s")  # skip the second item: the queue has nothing else for ann
     page.wait_for_selector("text=Nothing left for you in this queue")
     assert Skip.objects.filter(annotator=ann, item__trace__name="short run").exists()
