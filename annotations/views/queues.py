@@ -185,6 +185,8 @@ def _render_label(
     data = where.cleaned_data if where.is_valid() else {}
     per_page = settings.CULPRIT_STEPS_PER_PAGE
     target = data.get("step")
+    if editing and target is None and not data.get("page"):
+        target = annotation.step_index  # a revision opens where the answer points
     page = (
         tracing_selectors.page_of_step(index=target, per_page=per_page)
         if target is not None

@@ -152,8 +152,8 @@ def test_an_annotator_labels_a_queue_item_with_the_keyboard_only(live_server, pa
     assert page.input_value("#id_step_index") == "2"
     assert page.input_value("#id_reason") == "Checker ignored the retrieved table"
     page.wait_for_selector("#step-4.further")
-    for _ in range(3):
-        kb.press("j")
+    page.wait_for_selector("#step-2.current")  # it opens on the answer's step
+    kb.press("j")
     page.wait_for_selector("#step-3.current")
     kb.press("Enter")
     page.wait_for_selector("#step-3.decisive")
