@@ -30,6 +30,7 @@ run: setup
 	@$(BIN)/python manage.py create_queue --project Demo --name "Check the demo's failed runs" --source search \
 	  --gold yes --overlap 1 --owner demo --if-missing \
 	  --instructions "Confirm or correct the heuristic's verdict: which agent broke the run, and at which step."
+	@$(BIN)/python manage.py train_attributor --project Demo --name "Demo's own" --if-missing
 	@echo "Starting the web server on http://$(HOST):$(PORT)/ and a Celery worker (Ctrl+C stops both)"
 	@trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
 	  $(BIN)/celery -A config --quiet worker -B --loglevel=WARNING --concurrency=2 --without-mingle --without-gossip & worker=$$!; \

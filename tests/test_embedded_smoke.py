@@ -110,3 +110,56 @@ def test_make_run_mode_imports_through_the_filesystem_broker(tmp_path):
     assert demo.stdout.splitlines()[-1] == again.stdout.splitlines()[-1]
     assert "0 new trace file(s)" in again.stdout
     assert run("shell", "-c", jobs).stdout == before  # the demo files are not uploaded again
+
+
+def _make_run_commands() -> list[list[str]]:
+    """The ``manage.py`` commands of the Makefile's ``run`` recipe, in order (the demo ``make run`` sets up)."""
+    import shlex
+
+    recipe, lines, inside = (ROOT / "Makefile").read_text().splitlines(), [], False
+    for line in recipe:
+        if line.startswith("run:"):
+            inside = True
+            continue
+        if inside and line and not line.startswith("\t"):
+            break
+        if inside:
+            lines.append(line.strip())
+    joined = "\n".join(lines).replace("\\\n", " ")
+    commands = []
+    for line in joined.splitlines():
+        line = line.strip().lstrip("@")
+        if line.startswith("$(BIN)/python manage.py "):
+            args = shlex.split(
+                line.split("manage.py ", 1)[1].replace("$(HOST)", "127.0.0.1").replace("$(PORT)", "8000")
+            )
+            commands.append(args)
+    return commands
+
+
+def test_make_run_s_demo_set_up_succeeds_and_is_idempotent(tmp_path):
+    """Every command ``make run`` runs before starting the servers, as it runs them, twice: a new user's first
+    ``make run`` and their second must both reach the server."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in ("DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "MEDIA_ROOT", "CELERY_TASK_DEFAULT_QUEUE")
+    }
+    env["CULPRIT_VAR_DIR"] = str(tmp_path / "var")
+    commands = _make_run_commands()
+    names = [c[0] for c in commands]
+    assert names[:2] == ["migrate", "bootstrap_demo"] and "train_attributor" in names
+    for attempt in (1, 2):
+        for args in commands:
+            done = subprocess.run(
+                [sys.executable, "manage.py", *args],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            assert done.returncode == 0, f"attempt {attempt}: {' '.join(args)}\n{done.stdout}\n{done.stderr}"
+            if args[0] == "train_attributor":
+                assert ("Already trained" in done.stdout) == (attempt == 2), done.stdout

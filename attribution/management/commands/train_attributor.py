@@ -13,6 +13,7 @@ from attribution.learning.services import (
     attributor_train,
 )
 from attribution.methods.base import MethodError
+from attribution.models import AttributorModel
 from tracing.management.commands._pure_json import PureJsonMixin
 from tracing.models import Project
 
@@ -38,6 +39,11 @@ class Command(PureJsonMixin, BaseCommand):
         )
         parser.add_argument("--folds", type=int, default=DEFAULT_FOLDS)
         parser.add_argument("--make-default", action="store_true", help="make it the first project's default")
+        parser.add_argument(
+            "--if-missing",
+            action="store_true",
+            help="train only if the first project has no trained model of this name yet (else report that one)",
+        )
         parser.add_argument("--json", action="store_true")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -48,6 +54,16 @@ class Command(PureJsonMixin, BaseCommand):
                 raise CommandError(f"no project called {name!r}")
             projects.append(project)
         sources = [s.strip() for s in options["sources"].split(",") if s.strip()]
+        existing = (
+            AttributorModel.objects.filter(project=projects[0], name=options["name"], status="succeeded")
+            .order_by("-version")
+            .first()
+            if options["if_missing"]
+            else None
+        )
+        if existing is not None:
+            self._report(existing, options, trained=False)
+            return
         try:
             row = attributor_create(
                 project=projects[0],
@@ -64,6 +80,9 @@ class Command(PureJsonMixin, BaseCommand):
             raise CommandError(f"training failed: {row.error}")
         if options["make_default"]:
             attributor_make_default(model=row)
+        self._report(row, options, trained=True)
+
+    def _report(self, row: AttributorModel, options: dict[str, Any], *, trained: bool) -> None:
         out = {
             "name": row.name,
             "version": row.version,
@@ -77,6 +96,7 @@ class Command(PureJsonMixin, BaseCommand):
                 "baselines": row.cv["baselines"],
             },
             "seconds": row.seconds,
+            "trained": trained,
         }
         if options["json"]:
             self.stdout.write(json.dumps(out, indent=2))
@@ -84,7 +104,8 @@ class Command(PureJsonMixin, BaseCommand):
         pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
         ci = row.cv["intervals"]
         self.stdout.write(
-            f"Trained {row.label} on {row.n_traces} traces ({row.n_steps} candidate steps) in {row.seconds:.1f} s.\n"
+            ("Trained " if trained else "Already trained (not trained again): ")
+            + f"{row.label} on {row.n_traces} traces ({row.n_steps} candidate steps) in {row.seconds:.1f} s.\n"
             f"{row.cv['folds']}-fold cross-validated: agent {pct(row.cv['agent_accuracy'])} "
             f"[{pct(ci['agent'][0])}–{pct(ci['agent'][1])}], step {pct(row.cv['step_accuracy'])} "
             f"[{pct(ci['step'][0])}–{pct(ci['step'][1])}]"
