@@ -177,11 +177,15 @@ class Attributor:
         return "; ".join(parts)
 
     def strongest_features(self, limit: int = 12) -> list[dict[str, Any]]:
-        """The dense and label-prior features with the largest weights, strongest first."""
+        """The dense and label-prior features with the largest weights, strongest first; a feature whose weight
+        rounds to zero is left out (a project with few labels keeps most weights at nothing, and a list of
+        "+0.000" strongest features says nothing)."""
         names = (*DENSE, *EVIDENCE)
         w = self.weights[: N_DENSE + N_EVIDENCE]
         order = np.argsort(-np.abs(w))[:limit]
-        return [{"feature": names[k], "weight": round(float(w[k]), 3)} for k in order]
+        return [
+            {"feature": names[k], "weight": round(float(w[k]), 3)} for k in order if round(float(w[k]), 3) != 0
+        ]
 
     # --- storage ------------------------------------------------------------------------------------------------
 
