@@ -184,7 +184,9 @@ class Attributor:
         w = self.weights[: N_DENSE + N_EVIDENCE]
         order = np.argsort(-np.abs(w))[:limit]
         return [
-            {"feature": names[k], "weight": round(float(w[k]), 3)} for k in order if round(float(w[k]), 3) != 0
+            {"feature": names[k], "weight": round(float(w[k]), 3)}
+            for k in order
+            if round(float(w[k]), 3) != 0
         ]
 
     # --- storage ------------------------------------------------------------------------------------------------
