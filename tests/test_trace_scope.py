@@ -217,3 +217,31 @@ def test_the_format_counts_filter_the_list_and_traces_made_here_can_be_filtered(
     sandbox = owner_client.get(url, {"format": "sandbox"}).content.decode()
     made = Trace.objects.filter(project=project, source_format="sandbox").count()
     assert made and f"{made} matching trace" in sandbox and "Select a valid choice" not in sandbox
+
+
+def test_an_upload_links_to_its_own_traces_and_they_travel_as_a_scope(owner_client, project, traces):
+    """Upload page -> "see them in the trace list" (?batch=) -> "Attribute them": a run over exactly that upload."""
+    earlier = set(Trace.objects.filter(project=project).values_list("pk", flat=True))
+    files = [p for p in whowhen_files() if p.parent.name == "Algorithm-Generated"][3:5]
+    jobs = import_now(project, *(incoming_path(p, f"{p.parent.name}/{p.name}") for p in files))
+    batch = jobs[0].batch
+    new = set(Trace.objects.filter(project=project).values_list("pk", flat=True)) - earlier
+    assert len(new) == 2
+    page = owner_client.get(reverse("tracing:upload_batch", args=[project.slug, batch])).content.decode()
+    link = reverse("tracing:trace_list", args=[project.slug]) + f"?batch={batch}"
+    assert f'href="{link}">see the 2 in the trace list' in page
+    listing = owner_client.get(link).content.decode()
+    assert "2 matching traces" in listing and "Only the traces of" in listing
+    assert f'name="batch" value="{batch}"' in listing  # kept when another filter changes
+    assert _matching(project, f"batch={batch}") == new
+    assert _matching(project, f"batch={batch}&outcome=succeeded") == {
+        t.pk for t in Trace.objects.filter(pk__in=new, outcome="succeeded")
+    }
+    url = reverse("attribution:run_list", args=[project.slug])
+    response = owner_client.post(url, {"method": "heuristic", "scope": f"batch={batch}"})
+    assert response.status_code == 302
+    run = AttributionRun.objects.get(project=project)
+    assert set(run.trace_ids) == new and "uploaded together" in run.description
+    # Not a UUID: refused with the list's message, nothing started.
+    response = owner_client.post(url, {"method": "heuristic", "scope": "batch=nope"})
+    assert response.status_code == 400 and AttributionRun.objects.count() == 1

@@ -98,6 +98,9 @@ class TraceFilterForm(forms.Form):
         choices=[("", "Any label"), ("yes", "Has gold label"), ("no", "No gold label")],
     )
     ordering = forms.ChoiceField(required=False, label="Sort")
+    # The traces one upload made (the upload page links here): with the other filters, it travels into runs,
+    # queues and exports as part of the scope.
+    batch = forms.UUIDField(required=False, label="Upload", widget=forms.HiddenInput)
     page = forms.IntegerField(required=False, min_value=1)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -148,6 +151,7 @@ class TraceFilterForm(forms.Form):
             started_from=data.get("from"),
             started_to=data.get("to"),
             ordering=data.get("ordering") or "",
+            batch=data.get("batch"),
             extra={name: data[name] for name in self.extension_names if data.get(name) not in (None, "")},
         )
 
@@ -177,6 +181,8 @@ class TraceFilterForm(forms.Form):
             parts.append(f"agent {data['agent'].strip()}")
         if data.get("from") or data.get("to"):
             parts.append(f"started {data.get('from') or '…'} to {data.get('to') or '…'}")
+        if data.get("batch"):
+            parts.append(f"uploaded together (upload {str(data['batch'])[:8]})")
         for name in self.extension_names:
             if data.get(name) not in (None, ""):
                 field = self.fields[name]

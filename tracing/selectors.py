@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -73,6 +74,7 @@ class TraceFilters:
     started_from: date | None = None
     started_to: date | None = None  # inclusive
     ordering: str = ""  # a key of ORDERINGS, "-" for descending; "" is newest import first
+    batch: uuid.UUID | None = None  # only the traces one upload (an IngestJob batch) made
     extra: dict[str, Any] = field(
         default_factory=dict
     )  # the extensions' filters (tracing.extensions), cleaned
@@ -130,6 +132,7 @@ def trace_list_count(*, filters: TraceFilters, found: search.Found | None) -> in
         or filters.agent
         or filters.started_from
         or filters.started_to
+        or filters.batch
         or filters.extra
     )
     return None if found is None or narrowed else len(found.trace_ids)
@@ -149,6 +152,12 @@ def trace_list(
         traces = traces.filter(has_gold=False)
     if filters.source_format:
         traces = traces.filter(source_format=filters.source_format)
+    if filters.batch:
+        traces = traces.filter(
+            upload_id__in=IngestJob.objects.filter(
+                project=project, batch=filters.batch, upload__isnull=False
+            ).values("upload_id")
+        )
     if filters.outcome:
         traces = traces.filter(outcome=filters.outcome)
     if filters.agent:

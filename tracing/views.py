@@ -89,6 +89,7 @@ def trace_list(request: HttpRequest, slug: str) -> HttpResponse:
         "extra_columns": extensions.trace_list_columns(),
         "querystring": _without(request, "page"),
         "sort_querystring": _without(request, "page", "ordering"),
+        "all_uploads_querystring": _without(request, "page", "batch"),
     }
     template = "tracing/trace_list.html#results" if request.htmx else "tracing/trace_list.html"
     return render(request, template, context)
