@@ -223,7 +223,14 @@ def test_an_upload_links_to_its_own_traces_and_they_travel_as_a_scope(owner_clie
     """Upload page -> "see them in the trace list" (?batch=) -> "Attribute them": a run over exactly that upload."""
     earlier = set(Trace.objects.filter(project=project).values_list("pk", flat=True))
     files = [p for p in whowhen_files() if p.parent.name == "Algorithm-Generated"][3:5]
-    jobs = import_now(project, *(incoming_path(p, f"{p.parent.name}/{p.name}") for p in files))
+    # The first file again: "already imported" (its bytes share the earlier upload), not part of what this one made.
+    again = [p for p in whowhen_files() if p.parent.name == "Hand-Crafted"][0]
+    jobs = import_now(
+        project,
+        *(incoming_path(p, f"{p.parent.name}/{p.name}") for p in files),
+        incoming_path(again, f"{again.parent.name}/{again.name}"),
+    )
+    assert jobs[-1].status == "duplicate"
     batch = jobs[0].batch
     new = set(Trace.objects.filter(project=project).values_list("pk", flat=True)) - earlier
     assert len(new) == 2

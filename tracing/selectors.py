@@ -153,9 +153,11 @@ def trace_list(
     if filters.source_format:
         traces = traces.filter(source_format=filters.source_format)
     if filters.batch:
+        # The traces the upload's files made. A file whose bytes were imported before shares that import's stored
+        # upload (it is marked "already imported", not succeeded), so it would bring in traces it did not make.
         traces = traces.filter(
             upload_id__in=IngestJob.objects.filter(
-                project=project, batch=filters.batch, upload__isnull=False
+                project=project, batch=filters.batch, status=JobStatus.SUCCEEDED, upload__isnull=False
             ).values("upload_id")
         )
     if filters.outcome:
