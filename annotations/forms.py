@@ -4,6 +4,7 @@ from typing import Any
 
 from django import forms
 from django.contrib.auth import get_user_model
+from django.http import QueryDict
 from django.utils import timezone
 
 from attribution.taxonomy import is_known
@@ -204,6 +205,15 @@ class AnswerForm(forms.Form):
     category = forms.CharField(required=False, max_length=80)
     reason = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
     lead_time_ms = forms.IntegerField(required=False, min_value=0)
+
+    @classmethod
+    def showing(cls, answer: dict[str, list[str]]) -> AnswerForm:
+        """The form bound to a given answer (``selectors.answer_data``: each field's values as the screen sends
+        them), to show it again for a revision."""
+        data = QueryDict(mutable=True)
+        for name, values in answer.items():
+            data.setlist(name, values)
+        return cls(data)
 
     def clean_category(self) -> str:
         code = self.cleaned_data["category"].strip()

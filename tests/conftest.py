@@ -110,6 +110,22 @@ def test_database_url() -> str:
 test_database_url.__test__ = False  # a helper, not a test
 
 
+def embedded_env(tmp_path: Path) -> dict[str, str]:
+    """This process's environment without the servers' addresses (so settings fall back to SQLite and the
+    filesystem broker) and with its var/ folder in ``tmp_path``: what ``make run`` sees on a new machine."""
+    servers = (
+        "DATABASE_URL",
+        "CELERY_BROKER_URL",
+        "REDIS_URL",
+        "MEDIA_ROOT",
+        "CELERY_TASK_DEFAULT_QUEUE",
+        "CULPRIT_LLM_CACHE_URL",
+    )
+    env = {k: v for k, v in os.environ.items() if k not in servers}
+    env["CULPRIT_VAR_DIR"] = str(tmp_path / "var")
+    return env
+
+
 def process_env(**overrides: str) -> dict[str, str]:
     env = os.environ.copy()
     env["DATABASE_URL"] = test_database_url()

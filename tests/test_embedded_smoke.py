@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, embedded_env
 
 pytestmark = pytest.mark.embedded
 
@@ -55,21 +54,8 @@ print("EXPORT", export.status, export.cases_total, bool(export.file), export.err
 """
 
 
-def _embedded_env(tmp_path) -> dict[str, str]:
-    """This process's environment without the servers' addresses (so settings fall back to SQLite and the
-    filesystem broker), with its var/ folder in ``tmp_path``: what ``make run`` sees on a new machine."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k
-        not in ("DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "MEDIA_ROOT", "CELERY_TASK_DEFAULT_QUEUE")
-    }
-    env["CULPRIT_VAR_DIR"] = str(tmp_path / "var")
-    return env
-
-
 def test_make_run_mode_imports_through_the_filesystem_broker(tmp_path):
-    env = _embedded_env(tmp_path)
+    env = embedded_env(tmp_path)
     manage = [sys.executable, "manage.py"]
 
     def run(*args: str) -> subprocess.CompletedProcess:
@@ -147,7 +133,7 @@ def _make_run_commands() -> list[list[str]]:
 def test_make_run_s_demo_set_up_succeeds_and_is_idempotent(tmp_path):
     """Every command ``make run`` runs before starting the servers, as it runs them, twice: a new user's first
     ``make run`` and their second must both reach the server."""
-    env = _embedded_env(tmp_path)
+    env = embedded_env(tmp_path)
     commands = _make_run_commands()
     names = [c[0] for c in commands]
     assert names[:2] == ["migrate", "bootstrap_demo"] and "train_attributor" in names

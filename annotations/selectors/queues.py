@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
 from attribution.methods.base import StepView, TraceView
 from attribution.models import Verdict
@@ -155,16 +155,26 @@ def queue_progress(*, queue: ReviewQueue, user: AbstractBaseUser) -> dict:
 # --- the labelling screen ----------------------------------------------------------------------------------------
 
 
-def labelling_progress(*, queue: ReviewQueue, user: AbstractBaseUser) -> dict[str, int]:
-    """Where a labeller stands, for the labelling screen: the answers they gave in this queue, and the items still
-    open to them -- an open copy on an item they have not answered, skipped or been given, and that is not resolved
-    (what ``annotation_claim`` could hand them next). Two counts over the queue's copies, whatever its size."""
+def copies_open_to(*, queue: ReviewQueue, user: AbstractBaseUser) -> QuerySet[Annotation]:
+    """The queue's copies this person may be given: on items they hold no copy of, have not skipped, and that no
+    owner has decided. ``annotation_claim`` takes the next one from here; the labelling screen counts them."""
     mine = Annotation.objects.filter(item=OuterRef("item"), annotator=user)
     skipped = Skip.objects.filter(item=OuterRef("item"), annotator=user)
-    left = (
-        Annotation.objects.filter(queue=queue, status=CopyStatus.OPEN, item__resolved_label__isnull=True)
+    resolved = QueueItem.objects.filter(pk=OuterRef("item"), resolved_label__isnull=False)
+    return (
+        Annotation.objects.filter(queue=queue)
         .exclude(Exists(mine))
         .exclude(Exists(skipped))
+        .exclude(Exists(resolved))
+    )
+
+
+def labelling_progress(*, queue: ReviewQueue, user: AbstractBaseUser) -> dict[str, int]:
+    """Where a labeller stands, for the labelling screen: the answers they gave in this queue, and the items still
+    open to them (an open copy ``copies_open_to`` them). Two counts over the queue's copies, whatever its size."""
+    left = (
+        copies_open_to(queue=queue, user=user)
+        .filter(status=CopyStatus.OPEN)
         .values("item")
         .distinct()
         .count()

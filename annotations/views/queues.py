@@ -7,7 +7,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, QueryDict
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -167,10 +167,7 @@ def answer_edit(request: HttpRequest, annotation_id: int) -> HttpResponse:
             except services.QueueError as exc:
                 form.add_error(None, str(exc))
     else:
-        data = QueryDict(mutable=True)
-        for name, values in selectors.answer_data(annotation=annotation).items():
-            data.setlist(name, values)
-        form = AnswerForm(data)
+        form = AnswerForm.showing(selectors.answer_data(annotation=annotation))
     return _render_label(request, annotation, membership, form, editing=True)
 
 

@@ -4,24 +4,18 @@ and without a hot cache."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, embedded_env
 
 pytestmark = pytest.mark.embedded
 
 
 def test_schema_retrieval_works_on_sqlite_without_redis(tmp_path):
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "MEDIA_ROOT", "CULPRIT_LLM_CACHE_URL")
-    }
-    env["CULPRIT_VAR_DIR"] = str(tmp_path / "var")
+    env = embedded_env(tmp_path)
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
