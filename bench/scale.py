@@ -334,6 +334,7 @@ def main() -> None:
     }
     if not (args.reuse and Project.objects.filter(name=PROJECT).exists()):
         Project.objects.filter(name=PROJECT).delete()
+        vacuum_analyze()  # the rows of an earlier run's project (autovacuum may be off, or not have run yet)
         with tempfile.TemporaryDirectory() as folder:
             bundles, figures["bundle_steps"] = write_bundles(args.traces, Path(folder))
             figures["import"] = _progress("import", import_bundle(bundles))
