@@ -73,42 +73,28 @@ FORWARD = [
         OR (NEW.agent_id IS NOT NULL AND NEW.agent_id IS DISTINCT FROM OLD.agent_id)
     ) EXECUTE FUNCTION tracing_step_references_changed()
     """,
-    """
-    CREATE FUNCTION tracing_trace_steps_gone() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        IF EXISTS (SELECT 1 FROM old_rows o WHERE EXISTS (SELECT 1 FROM tracing_step s WHERE s.trace_id = o.id)) THEN
-            RAISE EXCEPTION 'a deleted trace still has steps' USING ERRCODE = 'foreign_key_violation';
-        END IF;
-        RETURN NULL;
-    END $$
-    """,
-    """
-    CREATE TRIGGER tracing_trace_steps_gone AFTER DELETE ON tracing_trace
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION tracing_trace_steps_gone()
-    """,
-    """
-    CREATE FUNCTION tracing_agent_steps_gone() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        IF EXISTS (SELECT 1 FROM old_rows o WHERE EXISTS (SELECT 1 FROM tracing_step s WHERE s.agent_id = o.id)) THEN
-            RAISE EXCEPTION 'a deleted agent still has steps' USING ERRCODE = 'foreign_key_violation';
-        END IF;
-        RETURN NULL;
-    END $$
-    """,
-    """
-    CREATE TRIGGER tracing_agent_steps_gone AFTER DELETE ON tracing_agent
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION tracing_agent_steps_gone()
-    """,
 ]
+# Deleting a trace, or an agent, that a step still names. One function and trigger per referenced table.
+STEPS_GONE = """
+    CREATE FUNCTION tracing_TARGET_steps_gone() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF EXISTS (SELECT 1 FROM old_rows o WHERE EXISTS (SELECT 1 FROM tracing_step s WHERE s.TARGET_id = o.id)) THEN
+            RAISE EXCEPTION 'a deleted TARGET still has steps' USING ERRCODE = 'foreign_key_violation';
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER tracing_TARGET_steps_gone AFTER DELETE ON tracing_TARGET
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION tracing_TARGET_steps_gone()
+"""
+TARGETS = ("trace", "agent")
+FORWARD += [STEPS_GONE.replace("TARGET", target) for target in TARGETS]
 BACKWARD = [
-    "DROP TRIGGER IF EXISTS tracing_agent_steps_gone ON tracing_agent",
-    "DROP FUNCTION IF EXISTS tracing_agent_steps_gone()",
-    "DROP TRIGGER IF EXISTS tracing_trace_steps_gone ON tracing_trace",
-    "DROP FUNCTION IF EXISTS tracing_trace_steps_gone()",
-    "DROP TRIGGER IF EXISTS tracing_step_references_changed ON tracing_step",
-    "DROP FUNCTION IF EXISTS tracing_step_references_changed()",
-    "DROP TRIGGER IF EXISTS tracing_step_references_inserted ON tracing_step",
-    "DROP FUNCTION IF EXISTS tracing_step_references_inserted()",
+    f"DROP TRIGGER IF EXISTS {trigger} ON {table}; DROP FUNCTION IF EXISTS {trigger}()"
+    for trigger, table in [
+        *[(f"tracing_{target}_steps_gone", f"tracing_{target}") for target in reversed(TARGETS)],
+        ("tracing_step_references_changed", "tracing_step"),
+        ("tracing_step_references_inserted", "tracing_step"),
+    ]
 ]
 
 
