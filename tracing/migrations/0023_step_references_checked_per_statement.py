@@ -18,29 +18,28 @@ from django.db import migrations, models
 
 from ._postgresql import on_postgresql
 
+# The traces, then the agents, that the inserted steps name: locked as a foreign-key check locks them, and all there.
+NAMED_BY_NEW_STEPS = """
+        SELECT count(DISTINCT TARGET_id) INTO wanted FROM new_steps;
+        SELECT count(*) INTO found FROM (
+            SELECT 1 FROM tracing_TARGET WHERE id IN (SELECT TARGET_id FROM new_steps) ORDER BY id FOR KEY SHARE
+        ) AS locked;
+        IF found < wanted THEN
+            RAISE EXCEPTION 'a step names A_TARGET that does not exist' USING ERRCODE = 'foreign_key_violation';
+        END IF;
+"""
 FORWARD = [
     """
     CREATE FUNCTION tracing_step_references_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
     DECLARE
         wanted integer;
         found integer;
-    BEGIN
-        SELECT count(DISTINCT trace_id) INTO wanted FROM new_steps;
-        SELECT count(*) INTO found FROM (
-            SELECT 1 FROM tracing_trace WHERE id IN (SELECT trace_id FROM new_steps) ORDER BY id FOR KEY SHARE
-        ) AS locked;
-        IF found < wanted THEN
-            RAISE EXCEPTION 'a step names a trace that does not exist' USING ERRCODE = 'foreign_key_violation';
-        END IF;
-        SELECT count(DISTINCT agent_id) INTO wanted FROM new_steps;
-        IF wanted > 0 THEN
-            SELECT count(*) INTO found FROM (
-                SELECT 1 FROM tracing_agent WHERE id IN (SELECT agent_id FROM new_steps) ORDER BY id FOR KEY SHARE
-            ) AS locked;
-            IF found < wanted THEN
-                RAISE EXCEPTION 'a step names an agent that does not exist' USING ERRCODE = 'foreign_key_violation';
-            END IF;
-        END IF;
+    BEGIN"""
+    + "".join(
+        NAMED_BY_NEW_STEPS.replace("A_TARGET", named).replace("TARGET", target)
+        for target, named in (("trace", "a trace"), ("agent", "an agent"))
+    )
+    + """
         RETURN NULL;
     END $$
     """,
