@@ -70,9 +70,11 @@ _SPANS_BY = {
     f"WHERE project_id = %s AND trace_id = %s AND {column} = k.v OFFSET 0) AS o"
     for column in ("span_id", "parent_span_id")
 }
+# ``span_id <> ''``: the condition of the partial index ``step_trace_span`` (migration 0024), which a join on a
+# column cannot prove.
 _STEPS_BY_SPAN = (
     "SELECT s.id FROM unnest(%s::text[]) AS k(v) CROSS JOIN LATERAL "
-    "(SELECT id FROM tracing_step WHERE trace_id = %s AND span_id = k.v OFFSET 0) AS s"
+    "(SELECT id FROM tracing_step WHERE trace_id = %s AND span_id = k.v AND span_id <> '' OFFSET 0) AS s"
 )
 
 
@@ -438,7 +440,7 @@ class _Build:
         with connection.cursor() as cursor:
             cursor.execute(
                 f"SELECT st.id, st.index, st.parent_index, o.path FROM {OtlpSpan._meta.db_table} o "
-                f"JOIN {Step._meta.db_table} st ON st.trace_id = %s AND st.span_id = o.span_id "
+                f"JOIN {Step._meta.db_table} st ON st.trace_id = %s AND st.span_id = o.span_id AND st.span_id <> '' "
                 "WHERE o.project_id = %s AND o.trace_id = %s AND o.path >= %s",
                 [self.trace.pk, self.project_id, self.trace_id, first_key],
             )
