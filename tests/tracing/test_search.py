@@ -13,6 +13,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from tests.plans import explain
 from tracing import search, selectors, services
 from tracing.formats import ParsedGold, ParsedStep, ParsedTrace
 from tracing.models import Step, Trace
@@ -168,18 +169,10 @@ def test_the_name_match_reads_the_trigram_indexes_on_postgresql(project, traces)
         pytest.skip("the trigram indexes exist on PostgreSQL only")
     # Without the project's filter: a test project's few traces are cheaper to read through its own index.
     sql, params = Trace.objects.filter(search._named("excel")).order_by().values("pk").query.sql_with_params()
-    plan = _plan(sql, params)
+    plan = explain(sql, params)
     assert all(f"trace_{key}_trigrams" in plan for key in ("name", "question", "external")), plan
     # The trigram indexes hold indexed traces only (migration 0024); the pending ones come through their own index.
     assert "trace_search_pending" in plan, plan
-
-
-def _plan(sql: str, params=None) -> str:
-    with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL enable_seqscan = off")
-        cursor.execute("SET LOCAL enable_indexscan = off")
-        cursor.execute("EXPLAIN " + sql, params)
-        return "\n".join(row[0] for row in cursor.fetchall())
 
 
 def test_the_search_reads_stored_documents_and_only_the_pending_steps_text_on_postgresql(project, traces):
@@ -193,11 +186,11 @@ def test_the_search_reads_stored_documents_and_only_the_pending_steps_text_on_po
     (sql,) = [
         q["sql"] for q in ctx.captured_queries if "websearch_to_tsquery" in q["sql"] and " FROM " in q["sql"]
     ]
-    plan = _plan(sql)
+    plan = explain(sql)
     assert "trace_search_pending" in plan and "tracesearch_document" in plan
     assert plan.count("to_tsvector") == 1  # the unindexed half only: the indexed half checks stored vectors
     documents, params = search._indexed('"opened the page"').values("pk").query.sql_with_params()
-    assert "stepsearch_document" in _plan(documents, params)  # a phrase: the step documents
+    assert "stepsearch_document" in explain(documents, params)  # a phrase: the step documents
 
 
 def test_long_agent_names_wrap_between_words_never_inside_one():

@@ -10,6 +10,7 @@ from django.db import connection
 from django.urls import reverse
 
 from tests.conftest import SHARED, import_now, incoming_path
+from tests.plans import explain
 from tracing import services
 from tracing.formats import ParsedGold, ParsedStep, ParsedTrace
 from tracing.models import Trace
@@ -107,13 +108,7 @@ def test_the_search_is_served_by_the_gin_index_on_postgresql(three):
         pytest.skip("the GIN index exists on PostgreSQL only")
     from tracing.search import trace_matches
 
-    sql, params = Trace.objects.filter(trace_matches("WebSurfer")).values("pk").query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL enable_seqscan = off")
-        cursor.execute("SET LOCAL enable_indexscan = off")
-        cursor.execute("EXPLAIN " + sql, params)
-        plan = "\n".join(row[0] for row in cursor.fetchall())
-    assert "stepsearch_document" in plan
+    assert "stepsearch_document" in explain(Trace.objects.filter(trace_matches("WebSurfer")).values("pk"))
 
 
 def test_filters_combine_and_live_in_the_url(owner_client, project, three):

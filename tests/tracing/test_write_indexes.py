@@ -11,6 +11,7 @@ import pytest
 from django.db import connection
 from django.db.models.expressions import RawSQL
 
+from tests.plans import explain
 from tracing import search, services
 from tracing.models import Step, Trace
 from tracing.services.otlp_build import _STEPS_BY_SPAN
@@ -24,19 +25,11 @@ def _postgresql_only():
         pytest.skip("partial indexes of PostgreSQL")
 
 
-def _plan(queryset) -> str:
-    sql, params = queryset.query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL enable_seqscan = off")
-        cursor.execute("EXPLAIN " + sql, params)
-        return "\n".join(row[0] for row in cursor.fetchall())
-
-
 def test_steps_are_found_by_span_id_through_the_partial_index(imported_trace):
     by_label = Step.objects.filter(trace=imported_trace, span_id="a1b2").order_by()  # a label file's span
     by_build = Step.objects.filter(pk__in=RawSQL(_STEPS_BY_SPAN, [["a1b2", "c3d4"], imported_trace.pk]))  # noqa: S611
     for queryset in (by_label, by_build):
-        assert "step_trace_span" in _plan(queryset.values("pk"))
+        assert "step_trace_span" in explain(queryset.values("pk"))
 
 
 def test_a_new_trace_is_found_by_its_task_before_and_after_the_indexer_ran(imported_trace):
@@ -46,5 +39,5 @@ def test_a_new_trace_is_found_by_its_task_before_and_after_the_indexer_ran(impor
     services.search_index_pending()
     assert not Trace.objects.get(pk=imported_trace.pk).search_pending
     assert imported_trace.pk in search.find(word, project_id=imported_trace.project_id).trace_ids
-    plan = _plan(Trace.objects.filter(search._named(word)).order_by().values("pk"))
+    plan = explain(Trace.objects.filter(search._named(word)).order_by().values("pk"))
     assert "trace_question_trigrams" in plan and "trace_search_pending" in plan
