@@ -167,6 +167,16 @@ def test_a_raw_serialised_by_hand_is_what_json_dumps_writes(raw):
     except ValueError:
         expected = json.dumps(writer.finite(raw), ensure_ascii=False, default=str)
     assert writer._json(raw) == expected.replace("\\u0000", "\\ufffd")
+    assert writer._json(raw) == expected.replace("\\u0000", "\\ufffd")  # the second time from the kept texts
+
+
+def test_a_kept_raw_text_is_never_given_to_equal_values_of_another_type():
+    """Kept by their items, the texts of all-string objects must not answer for 1 == 1.0 == True look-alikes."""
+    assert writer._json({"n": "1"}) == '{"n": "1"}'
+    assert writer._json({"n": 1}) == '{"n": 1}'
+    assert writer._json({"n": True}) == '{"n": true}'
+    assert writer._json({"n": ["1"]}) == '{"n": ["1"]}'  # not hashable: never kept
+    assert writer._json({"n": "1"}) == '{"n": "1"}'
 
 
 # The depth check as it was, one regex pass for the strings: the reference the faster one must agree with.

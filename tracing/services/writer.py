@@ -581,20 +581,37 @@ def _step_row(index: int, step: ParsedStep, agent: str | None, warnings: list[st
 # ``json.dumps`` with options builds an encoder per call: a third of its cost for a step's small ``raw`` (issue 19).
 _ENCODE = json.JSONEncoder(ensure_ascii=False, default=str, allow_nan=False).encode
 _ENCODE_FINITE = json.JSONEncoder(ensure_ascii=False, default=str).encode
+# The JSON text of small all-string objects seen lately, by their items (bounded: at most this many, this short).
+_SMALL_JSON: dict[tuple, str] = {}
+_SMALL_JSON_KEPT, _SMALL_JSON_LENGTH = 4096, 256
 
 
 def _json(value: object) -> str | None:
     if value is None:
         return None
-    if type(value) is dict and all(type(k) is str and type(v) is str for k, v in value.items()):
-        # A step's ``raw`` is most often a few strings (Who&When: name and role): the very text json.dumps writes
-        # for it, built directly, ~3x faster (issue 19).
-        text = "{" + ", ".join(f"{_quoted(k)}: {_quoted(v)}" for k, v in value.items()) + "}"
-    else:
+    if type(value) is dict:
+        # A step's ``raw`` is most often a few short strings (Who&When: name and role), the same ones step after
+        # step: their text is kept (a tuple of items equal to one of all-string items holds the same strings), and
+        # otherwise it is the very text json.dumps writes, built directly, ~3x faster (issue 19).
         try:
-            text = _ENCODE(value)
-        except ValueError:  # NaN / Infinity: valid for Python's json, refused by PostgreSQL's jsonb
-            text = _ENCODE_FINITE(finite(value))
+            key: tuple | None = tuple(value.items())
+            text = _SMALL_JSON.get(key)
+        except TypeError:  # a list or dict inside: not hashable
+            key = text = None
+        if text is not None:
+            return text
+        if key is not None and all(type(k) is str and type(v) is str for k, v in key):
+            text = "{" + ", ".join(f"{_quoted(k)}: {_quoted(v)}" for k, v in key) + "}"
+            text = text.replace("\\u0000", "\\ufffd")
+            if len(text) <= _SMALL_JSON_LENGTH:
+                if len(_SMALL_JSON) >= _SMALL_JSON_KEPT:
+                    _SMALL_JSON.clear()
+                _SMALL_JSON[key] = text
+            return text
+    try:
+        text = _ENCODE(value)
+    except ValueError:  # NaN / Infinity: valid for Python's json, refused by PostgreSQL's jsonb
+        text = _ENCODE_FINITE(finite(value))
     # jsonb refuses \u0000 as well: neutralise it in the serialised text.
     return text.replace("\\u0000", "\\ufffd")
 
@@ -656,6 +673,38 @@ def _step_copy(columns: Iterable[str]) -> Iterator[Any]:
 
 def _copy_tails(rows: list[dict]) -> list[str] | None:
     """Every row's ``_TAIL_COLUMNS`` in COPY's text format, as psycopg's ``write_row`` writes them; None when a
+    value is of a type this does not write (the rows are then copied value by value). Spelled out column by column
+    (the index is an int, the kind one of ``STEP_KINDS``, texts and JSON are strings, and the parent, times and
+    token counts are most often all empty): a loop asking every value's type cost the parse-ahead child about
+    twice as much (issue 19)."""
+    tails = []
+    text = _copy_str
+    for row in rows:
+        parent, started, ended = row["parent_index"], row["started_at"], row["ended_at"]
+        tokens_in, tokens_out = row["input_tokens"], row["output_tokens"]
+        if parent is None and started is None and ended is None and tokens_in is None and tokens_out is None:
+            parent = started = ended = tokens_in = tokens_out = _NULL
+        else:
+            parent, started, ended = _copy_text(parent), _copy_text(started), _copy_text(ended)
+            tokens_in, tokens_out = _copy_text(tokens_in), _copy_text(tokens_out)
+            if None in (parent, started, ended, tokens_in, tokens_out):
+                return None
+        arguments, raw = row["tool_arguments"], row["raw"]
+        arguments = _NULL if arguments is None else text(_json(arguments))
+        raw = _NULL if raw is None else text(_json(raw))
+        tails.append(
+            f"{row['index']}\t{text(row['speaker'])}\t{text(row['recipient'])}\t{row['kind']}\t"
+            f"{text(row['content'])}\t{text(row['tool_name'])}\t{arguments}\t{parent}\t{text(row['span_id'])}\t"
+            f"{started}\t{ended}\t{tokens_in}\t{tokens_out}\t{raw}"
+        )
+    return tails
+
+
+_NULL = "\\N"
+
+
+def _copy_tails_old(rows: list[dict]) -> list[str] | None:
+    """Every row's ``_TAIL_COLUMNS`` in COPY's text format, as psycopg's ``write_row`` writes them; None when a
     value is of a type this does not write (the rows are then copied value by value)."""
     tails = []
     for row in rows:
@@ -678,23 +727,28 @@ def _copy_text(value: object) -> str | None:
         return "\\N"
     kind = type(value)
     if kind is str:
-        # A chain of C replacements where needed: ~3 us a Who&When step, against ~25 for one regex substitution.
-        if "\\" in value:
-            value = value.replace("\\", "\\\\")
-        if "\n" in value:
-            value = value.replace("\n", "\\n")
-        if "\t" in value:
-            value = value.replace("\t", "\\t")
-        if "\r" in value:
-            value = value.replace("\r", "\\r")
-        if "\b" in value or "\v" in value or "\f" in value:
-            value = value.replace("\b", "\\b").replace("\v", "\\v").replace("\f", "\\f")
-        return value
+        return _copy_str(value)
     if kind is int:
         return str(value)
     if kind is datetime:
         return str(value)
     return None
+
+
+def _copy_str(value: str) -> str:
+    """Text in COPY's text format: a chain of C replacements where needed (~3 us a Who&When step, against ~25 for
+    one regex substitution)."""
+    if "\\" in value:
+        value = value.replace("\\", "\\\\")
+    if "\n" in value:
+        value = value.replace("\n", "\\n")
+    if "\t" in value:
+        value = value.replace("\t", "\\t")
+    if "\r" in value:
+        value = value.replace("\r", "\\r")
+    if "\b" in value or "\v" in value or "\f" in value:
+        value = value.replace("\b", "\\b").replace("\v", "\\v").replace("\f", "\\f")
+    return value
 
 
 def _mark_for_search(trace_ids: set[int]) -> None:
