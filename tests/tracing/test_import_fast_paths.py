@@ -227,6 +227,10 @@ def test_an_agent_built_positionally_is_the_agent_the_keywords_build(project):
     assert fast.trace is trace and fast._state.adding
 
 
+def test_agent_rows_written_as_text_fill_every_column_of_the_table():
+    assert writer.AGENT_COLUMNS == tuple(f.column for f in Agent._meta.concrete_fields)
+
+
 HOSTILE_TEXTS = [
     "plain",
     "a\\b\\\\c \\N \\. \\t",  # backslashes, and what COPY would read as NULL or an escape if left alone

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, fields
+from typing import NamedTuple
 
 from ..formats import ParsedGold, ParsedLabels
 from ..formats.base import finite, scrub_nul
@@ -16,6 +17,21 @@ from .advisory import external_ids_lock
 from .agent_names import agent_resolve
 
 DECISIVE_IMPACT = "HIGH"
+
+
+class AgentRef(NamedTuple):
+    """An agent the writer just created, as its steps and labels refer to it (no model instance: issue 19)."""
+
+    pk: int
+    name: str
+
+
+class _StepRef(NamedTuple):
+    """A step of a trace being written, as a label resolves it: where it is, and its agent."""
+
+    index: int
+    span_id: str
+    agent: AgentRef | None
 
 
 def gold_write(*, trace: Trace, labels: Iterable[ParsedGold], source: str, warnings: list[str]) -> int:
@@ -41,8 +57,8 @@ class LabelRows:
         self,
         *,
         trace: Trace,
-        steps: list[tuple[str, Agent | None]],
-        agents: list[Agent],
+        steps: list[tuple[str, AgentRef | None]],
+        agents: list[AgentRef],
         labels: list[ParsedGold],
         source: str,
         warnings: list[str],
@@ -97,23 +113,23 @@ class _NewTrace:
     """A trace being written in a batch: steps and agents come from the writer's rows, label rows are collected."""
 
     def __init__(
-        self, trace: Trace, steps: list[tuple[str, Agent | None]], agents: list[Agent], rows: LabelRows
+        self, trace: Trace, steps: list[tuple[str, AgentRef | None]], agents: list[AgentRef], rows: LabelRows
     ) -> None:
         self.trace, self.steps, self._agents, self.rows = trace, steps, agents, rows
         self.gold: list[GoldLabel] = []
         self.errors: list[ErrorLabel] = []
 
-    def step_at(self, index: int) -> Step | None:
+    def step_at(self, index: int) -> _StepRef | None:
         if not isinstance(index, int) or not 0 <= index < len(self.steps):
             return None
         span_id, agent = self.steps[index]
-        return Step(trace=self.trace, index=index, span_id=span_id, agent=agent)
+        return _StepRef(index, span_id, agent)
 
-    def step_with_span(self, span_id: str) -> Step | None:
+    def step_with_span(self, span_id: str) -> _StepRef | None:
         index = next((i for i, (span, _) in enumerate(self.steps) if span == span_id), None)
         return None if index is None else self.step_at(index)
 
-    def agents(self) -> list[Agent]:
+    def agents(self) -> list[AgentRef]:
         return self._agents
 
     def gold_exists(self, row: dict) -> bool:
@@ -132,9 +148,12 @@ class _NewTrace:
 
 
 _Target = _StoredTrace | _NewTrace
+_AnyStep = Step | _StepRef
 
 
-def _gold_create(target: _Target, label: ParsedGold, step: Step, source: str, warnings: list[str]) -> bool:
+def _gold_create(
+    target: _Target, label: ParsedGold, step: _AnyStep, source: str, warnings: list[str]
+) -> bool:
     agent_name, agent = _label_agent(target, label, step, warnings)
     row = {
         "trace": target.trace,
@@ -145,7 +164,10 @@ def _gold_create(target: _Target, label: ParsedGold, step: Step, source: str, wa
     }
     if target.gold_exists(row):
         return False
-    target.gold_add(GoldLabel(**row, agent=agent, reason=_gold_reason(label), confidence=label.confidence))
+    agent_id = agent.pk if agent else None
+    target.gold_add(
+        GoldLabel(**row, agent_id=agent_id, reason=_gold_reason(label), confidence=label.confidence)
+    )
     return True
 
 
@@ -182,7 +204,7 @@ def _error_labels_write(target: _Target, labels: list[ParsedGold], source: str, 
                 trace=trace,
                 step_index=step.index if step else None,
                 span_id=_clean(label.span_id)[:200],
-                agent=agent,
+                agent_id=agent.pk if agent else None,
                 agent_name=agent_name[:200],
                 family=label.family[:40],
                 category=_clean(label.category)[:120],
@@ -200,7 +222,7 @@ def _error_labels_write(target: _Target, labels: list[ParsedGold], source: str, 
     return int(_gold_create(target, labels[decisive], step, source, warnings))
 
 
-def decisive_index(labels: list[ParsedGold], steps: list[Step | None]) -> int | None:
+def decisive_index(labels: list[ParsedGold], steps: list[_AnyStep | None]) -> int | None:
     """Which label is decisive: the one its source marks; else the earliest HIGH-impact error in run order (lowest
     step index, file order breaking ties), else the earliest error at all. Labels without a step never are."""
     placed = [(step.index, i) for i, step in enumerate(steps) if step is not None]
@@ -216,8 +238,8 @@ def decisive_index(labels: list[ParsedGold], steps: list[Step | None]) -> int | 
 
 
 def _label_agent(
-    target: _Target, label: ParsedGold, step: Step, warnings: list[str]
-) -> tuple[str, Agent | None]:
+    target: _Target, label: ParsedGold, step: _AnyStep, warnings: list[str]
+) -> tuple[str, Agent | AgentRef | None]:
     """The label's agent as the trace spells it. A name that only matches up to case, spacing or a known alias
     ("Websurfer", "web_surfer" -> "WebSurfer") takes the trace's spelling, since scoring compares names exactly; a
     name the trace does not know is kept as given (Who&When has such labels) and round-trips unchanged."""
@@ -232,7 +254,7 @@ def _label_agent(
     return agent.name, agent
 
 
-def _resolve_step(target: _Target, label: ParsedGold, warnings: list[str]) -> Step | None:
+def _resolve_step(target: _Target, label: ParsedGold, warnings: list[str]) -> _AnyStep | None:
     """The labelled step: by index when the label gives one (re-imported exports give both, and a Who&When file
     has no span ids), else by the source's span id."""
     trace = target.trace
