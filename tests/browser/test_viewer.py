@@ -165,6 +165,24 @@ def test_no_viewer_page_is_wider_than_the_window(live_server, page, traces):
     _shot(page, "viewer-whowhen")
 
 
+def test_a_flat_trace_gives_its_steps_the_whole_width_and_a_span_tree_shares_it(live_server, page, traces):
+    """The trace body has two columns only beside a waterfall: a Who&When run has no spans, and its steps sat in the
+    left 40% of a wide window with the right side empty."""
+    page.set_viewport_size({"width": 1300, "height": 900})
+    log_in(page, live_server.url, "ada")
+
+    def widths(trace: Trace) -> tuple[float, float]:
+        page.goto(f"{live_server.url}/traces/{trace.pk}/")
+        page.locator(".step-list").wait_for()
+        body = page.locator(".trace-body").bounding_box()["width"]
+        return page.locator(".step-list").bounding_box()["width"], body
+
+    steps, body = widths(traces["whowhen"])
+    assert page.locator(".waterfall").count() == 0 and steps >= 0.95 * body
+    steps, body = widths(traces["trail"])
+    assert page.locator(".waterfall").count() == 1 and 0.45 * body < steps < 0.7 * body
+
+
 def _heuristic_verdict(trace: Trace):
     """The offline heuristic's verdict on the trace, stored as a run would store it (the run itself is tested in
     tests/attribution; here only the pages that show it are)."""
