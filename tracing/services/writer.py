@@ -738,22 +738,6 @@ def _copy_tails(rows: list[dict]) -> list[str] | None:
 _NULL = "\\N"
 
 
-def _copy_tails_old(rows: list[dict]) -> list[str] | None:
-    """Every row's ``_TAIL_COLUMNS`` in COPY's text format, as psycopg's ``write_row`` writes them; None when a
-    value is of a type this does not write (the rows are then copied value by value)."""
-    tails = []
-    for row in rows:
-        fields = []
-        for column in _TAIL_COLUMNS:
-            value = row[column]
-            text = _copy_text(_json(value) if column in _JSON_COLUMNS else value)
-            if text is None:
-                return None
-            fields.append(text)
-        tails.append("\t".join(fields))
-    return tails
-
-
 def _copy_text(value: object) -> str | None:
     """A value in COPY's text format: ``\\N`` for NULL; in text a backslash and the control characters COPY
     reads as separators or escapes are escaped (psycopg's ``_dump_repl``); a datetime as ``str()``, as psycopg's
