@@ -221,17 +221,13 @@ def _agents_create(traces: list[Trace], prepared: list[PreparedTrace]) -> dict[i
     if not rows:
         return by_trace
     ids = _sequence_ids(Agent, len(rows))
-    columns = ", ".join(connection.ops.quote_name(c) for c in AGENT_COLUMNS)
-    with connection.cursor() as cursor, connection.wrap_database_errors:
-        with cursor.cursor.copy(
-            f"COPY {connection.ops.quote_name(Agent._meta.db_table)} ({columns}) FROM STDIN"
-        ) as copy:
-            copy.write(
-                "".join(
-                    f"{pk}\t{trace_pk}\t{_copy_str(name)}\t{_copy_str(prompt)}\t{position}\t{steps}\n"
-                    for pk, (trace_pk, name, prompt, position, steps) in zip(ids, rows, strict=True)
-                )
+    with connection.wrap_database_errors, _copy_into(Agent, AGENT_COLUMNS) as copy:
+        copy.write(
+            "".join(
+                f"{pk}\t{trace_pk}\t{_copy_str(name)}\t{_copy_str(prompt)}\t{position}\t{steps}\n"
+                for pk, (trace_pk, name, prompt, position, steps) in zip(ids, rows, strict=True)
             )
+        )
     for pk, (trace_pk, name, *_) in zip(ids, rows, strict=True):
         by_trace[trace_pk][name] = AgentRef(pk, name)
     return by_trace
@@ -662,7 +658,7 @@ def _copy_steps(rows: Iterable[dict], *, mark: bool = True) -> None:
     """COPY is ~4x faster than a multi-row INSERT for steps (bench/ingest.py: 3.5k -> 14k steps/s on 2 cores).
     ``mark=False``: the caller created the traces in this transaction, already marked for search."""
     traces: set[int] = set()
-    with _step_copy(STEP_COLUMNS) as copy:
+    with _copy_into(Step, STEP_COLUMNS) as copy:
         for row in rows:
             traces.add(row["trace_id"])
             values = list(_STEP_VALUES(row))
@@ -680,7 +676,7 @@ def _copy_step_lines(
     trace's id, the agent's and the tail, one write per trace. Formatting every value through psycopg's
     ``write_row`` was half the importer's own time for many small traces (issue 19); the tails are made where the
     trace was prepared, in the parse-ahead child."""
-    with _step_copy(("trace_id", "agent_id", *_TAIL_COLUMNS)) as copy:
+    with _copy_into(Step, ("trace_id", "agent_id", *_TAIL_COLUMNS)) as copy:
         for trace, p in pairs:
             ids = {name: f"{trace.pk}\t{agent.pk}\t" for name, agent in agents[trace.pk].items()}
             none = f"{trace.pk}\t\\N\t"
@@ -698,11 +694,12 @@ _TAIL_COLUMNS = tuple(c for c in STEP_COLUMNS if c not in ("trace_id", "agent_id
 
 
 @contextmanager
-def _step_copy(columns: Iterable[str]) -> Iterator[Any]:
-    """A psycopg COPY into the steps table's ``columns``, on Django's connection."""
-    names = ", ".join(f'"{c}"' for c in columns)
+def _copy_into(model: type[Model], columns: Iterable[str]) -> Iterator[Any]:
+    """A psycopg COPY into ``columns`` of ``model``'s table, on Django's connection."""
+    names = ", ".join(connection.ops.quote_name(c) for c in columns)
+    table = connection.ops.quote_name(model._meta.db_table)
     with connection.cursor() as cursor:
-        with cursor.cursor.copy(f"COPY {Step._meta.db_table} ({names}) FROM STDIN") as copy:
+        with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
             yield copy
 
 
