@@ -35,10 +35,20 @@ def rebuild_otlp_trace_task(self, project_id: int, trace_id: str) -> None:
 
 
 @shared_task(base=JobTask, bind=True, name="tracing.build_otlp_traces")
-def build_otlp_traces_task(self, project_id: int, trace_ids: list[str]) -> None:
+def build_otlp_traces_task(
+    self, project_id: int, trace_ids: list[str], wait_for_parents: bool = True
+) -> None:
     # The builds one OTLP request asked for: new traces in one transaction, the others one by one. Idempotent as
-    # rebuild_otlp_trace_task is (a redelivery finds the built spans built and builds the rest).
-    services.otlp_traces_rebuild(project_id=project_id, trace_ids=trace_ids)
+    # rebuild_otlp_trace_task is (a redelivery finds the built spans built and builds the rest). A new trace still
+    # missing a parent span waits: the request that brings the parent builds it whole, else this task, sent again
+    # for it alone, does PARENT_WAIT seconds later (a lost message is the reaper's, as for any unbuilt span).
+    from .services.otlp_build_many import PARENT_WAIT
+
+    waiting = services.otlp_traces_rebuild(
+        project_id=project_id, trace_ids=trace_ids, wait_for_parents=wait_for_parents
+    )
+    if waiting:
+        broker.send(build_otlp_traces_task, project_id, waiting, False, countdown=PARENT_WAIT)
 
 
 @shared_task(name="tracing.search_index")

@@ -150,3 +150,56 @@ class _Counter:
     def __call__(self, execute, sql, params, many, context):
         self.statements += 1
         return execute(sql, params, many, context)
+
+
+def test_a_new_trace_missing_a_parent_waits_for_it_and_is_then_built_whole(project):
+    """An SDK exports children first: a request holding a trace's sub-agents but not its root leaves the trace
+    unbuilt (its build would be moved entirely by the root), and the request that brings the root builds it whole,
+    as new, in the batch."""
+    split, complete = trees()[1], trees()[2]
+    order = split.by_end()  # the root ends last
+    first = store(project, order[:-1] + complete.by_end())
+    waiting = otlp_traces_rebuild(project_id=project.pk, trace_ids=first, wait_for_parents=True)
+
+    assert waiting == [split.trace_id.hex()]
+    assert not Trace.objects.filter(project=project, external_id=split.trace_id.hex()).exists()
+    assert not OtlpSpan.objects.filter(project=project, trace_id=split.trace_id.hex(), built=True).exists()
+    built = Trace.objects.get(project=project, external_id=complete.trace_id.hex())
+    assert steps_of(built) == parser_steps(complete)
+
+    again = otlp_traces_rebuild(
+        project_id=project.pk, trace_ids=store(project, order[-1:]), wait_for_parents=True
+    )
+    assert again == []
+    trace = Trace.objects.get(project=project, external_id=split.trace_id.hex())
+    assert steps_of(trace) == parser_steps(split)
+    assert not OtlpSpan.objects.filter(project=project, trace_id=split.trace_id.hex(), built=False).exists()
+
+
+def test_a_trace_whose_parent_never_comes_is_built_by_the_later_build(project, monkeypatch):
+    """The task sends the waiting traces again, ``PARENT_WAIT`` seconds later and without waiting: what has arrived
+    by then is built, spans without their parent shown as roots (and moved under it if it comes after all)."""
+    from tracing import tasks
+    from tracing.services.otlp_build_many import PARENT_WAIT
+
+    tree = trees()[3]
+    sent = []
+
+    def capture(task, *args, countdown=None):
+        sent.append((task.name, args, countdown))
+        return True
+
+    monkeypatch.setattr(tasks.broker, "send", capture)
+    tasks.build_otlp_traces_task.run(project.pk, store(project, tree.by_end()[:-1]))
+    assert sent == [("tracing.build_otlp_traces", (project.pk, [tree.trace_id.hex()], False), PARENT_WAIT)]
+    assert not Trace.objects.filter(project=project, external_id=tree.trace_id.hex()).exists()
+
+    tasks.build_otlp_traces_task.run(*sent[0][1])  # what the worker runs PARENT_WAIT seconds later
+    trace = Trace.objects.get(project=project, external_id=tree.trace_id.hex())
+    assert trace.metadata["span_count"] == len(tree.spans) - 1
+    assert not OtlpSpan.objects.filter(project=project, trace_id=tree.trace_id.hex(), built=False).exists()
+
+    otlp_traces_rebuild(
+        project_id=project.pk, trace_ids=store(project, tree.by_end()[-1:]), wait_for_parents=True
+    )
+    assert steps_of(Trace.objects.get(pk=trace.pk)) == parser_steps(tree)

@@ -349,11 +349,16 @@ def otlp_trace_rebuild(*, project_id: int, trace_id: str) -> Trace | None:
     return otlp_trace_build(project_id=project_id, trace_id=trace_id)
 
 
-def otlp_traces_rebuild(*, project_id: int, trace_ids: list[str]) -> None:
+def otlp_traces_rebuild(
+    *, project_id: int, trace_ids: list[str], wait_for_parents: bool = False
+) -> list[str]:
     """``otlp_trace_rebuild`` for the traces one request marked: their marks go first, then new traces are built
-    together and the others one by one (``otlp_build_many``)."""
+    together and the others one by one (``otlp_build_many``). With ``wait_for_parents``, new traces still missing a
+    parent span are left unbuilt and returned: the caller builds them later."""
     OtlpPendingBuild.objects.filter(project_id=project_id, trace_id__in=list(trace_ids)).delete()
-    otlp_traces_build(project_id=project_id, trace_ids=list(trace_ids))
+    return otlp_traces_build(
+        project_id=project_id, trace_ids=list(trace_ids), wait_for_parents=wait_for_parents
+    )
 
 
 def otlp_builds_reap(*, stale_after: int, enqueue: Any) -> dict[str, int]:

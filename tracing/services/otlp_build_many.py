@@ -10,49 +10,74 @@ fixed number of statements for up to ``BATCH_TRACES`` traces. The rest -- traces
 one another build holds, one too big, one whose every span waits for a parent -- go to ``otlp_trace_build``, one at a
 time, as before.
 
+A new trace some of whose spans name a parent not received yet is, when the caller asks (``wait_for_parents``: a
+request's build), left unbuilt for now: an SDK exports spans as they end, children first, so the rest of such a
+trace is usually in the exporter's next request, whose build then takes the whole trace as new. Built at once, its
+first part became steps and the parents' arrival moved every one of them (a known trace's incremental build, ~4x
+a new trace's cost in ``bench/otlp_ingest.py`` ``wide``, where 19 of 200 traces straddle two requests). The caller
+builds the traces left waiting ``PARENT_WAIT`` seconds later whatever has arrived by then (``tracing.tasks``); the
+reaper's sweep of unbuilt spans covers a lost task.
+
 Locks: the same per-trace advisory lock as ``otlp_build._lock``, but tried (``pg_try_advisory_xact_lock``), never
 waited on, so two batches never deadlock; a trace whose lock is held is built singly afterwards (which waits).
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from typing import Any
 
+import psycopg
 from django.db import connection, transaction
 from django.db.models import Count
 
 from .. import extensions
 from ..formats.base import ParsedAgent, ParsedTrace
 from ..models import OtlpSpan, Project, Trace
-from .otlp_build import _ROW_FIELDS, BUILD_BATCH, OTLP_FORMAT, otlp_trace_build, save_placements
+from .otlp_build import BUILD_BATCH, OTLP_FORMAT, otlp_trace_build, save_placements
 from .otlp_derive import _defaults, _derive, _level
-from .otlp_records import _header, _parsed
+from .otlp_records import _header, _parsed, _row_service
 from .writer import trace_prepare, traces_create_prepared
 
 BATCH_TRACES = 200  # traces per transaction
 BATCH_SPANS = 20_000  # spans per transaction (what one worker holds parsed at once)
+PARENT_WAIT = 2.0  # seconds a new trace whose spans name a parent not received yet may wait for it
 
 
-def otlp_traces_build(*, project_id: int, trace_ids: list[str]) -> None:
-    """Build every trace of ``trace_ids``: new ones together, the others one by one."""
+def otlp_traces_build(*, project_id: int, trace_ids: list[str], wait_for_parents: bool = False) -> list[str]:
+    """Build every trace of ``trace_ids``: new ones together, the others one by one. With ``wait_for_parents``, a
+    new trace whose spans name a parent not received yet is left unbuilt; returns those trace ids."""
     trace_ids = sorted(set(trace_ids))
-    left = _new_traces_build(project_id, trace_ids) if connection.vendor == "postgresql" else trace_ids
+    if connection.vendor != "postgresql":
+        left, waiting = trace_ids, []
+    else:
+        left, waiting = _new_traces_build(project_id, trace_ids, wait_for_parents)
     for trace_id in left:
         otlp_trace_build(project_id=project_id, trace_id=trace_id)
+    return waiting
 
 
-def _new_traces_build(project_id: int, trace_ids: list[str]) -> list[str]:
+def _new_traces_build(
+    project_id: int, trace_ids: list[str], wait_for_parents: bool
+) -> tuple[list[str], list[str]]:
     """Build the new traces among ``trace_ids``, ``BATCH_TRACES`` per transaction; the trace ids left to the
-    one-by-one build."""
+    one-by-one build, and those left waiting for a parent."""
     left: list[str] = []
+    waiting: list[str] = []
     for start in range(0, len(trace_ids), BATCH_TRACES):
         with transaction.atomic():
-            left += _build_batch(project_id, trace_ids[start : start + BATCH_TRACES])
-    return left
+            batch_left, batch_waiting = _build_batch(
+                project_id, trace_ids[start : start + BATCH_TRACES], wait_for_parents
+            )
+        left += batch_left
+        waiting += batch_waiting
+    return left, waiting
 
 
-def _build_batch(project_id: int, trace_ids: list[str]) -> list[str]:
+def _build_batch(
+    project_id: int, trace_ids: list[str], wait_for_parents: bool
+) -> tuple[list[str], list[str]]:
     locked = _try_locks(project_id, trace_ids)
     known = set(
         Trace.objects.filter(
@@ -60,13 +85,12 @@ def _build_batch(project_id: int, trace_ids: list[str]) -> list[str]:
         ).values_list("external_id", flat=True)
     )
     new = _small([t for t in locked if t not in known], project_id)
-    rows: dict[str, list[Any]] = defaultdict(list)
-    if new:
-        spans = OtlpSpan.objects.filter(project_id=project_id, trace_id__in=new, built=False)
-        for row in spans.order_by("pk").only("trace_id", *_ROW_FIELDS):
-            rows[row.trace_id].append(row)
-    items, placements, built = [], [], set()
+    rows = _unbuilt_rows(project_id, new) if new else {}
+    items, placements, built, waiting = [], [], set(), []
     for trace_id in new:
+        if wait_for_parents and _parent_missing(rows[trace_id]):
+            waiting.append(trace_id)
+            continue
         made = _prepare(trace_id, rows[trace_id]) if rows[trace_id] else None
         if made is None:
             continue
@@ -78,7 +102,81 @@ def _build_batch(project_id: int, trace_ids: list[str]) -> list[str]:
         created = traces_create_prepared(project=Project.objects.get(pk=project_id), upload=None, items=items)
         save_placements(placements)
         extensions.traces_arrived(project_id, [t.pk for t in created])
-    return [t for t in trace_ids if t not in built]
+    return [t for t in trace_ids if t not in built and t not in waiting], waiting
+
+
+class SpanRow:
+    """A stored span as a first build reads it: the ``OtlpSpan`` fields ``_derive`` and ``save_placements`` use,
+    without a model instance (building the instances of a request's 512 rows cost about as much as reading them)."""
+
+    __slots__ = (
+        "pk",
+        "trace_id",
+        "span_id",
+        "parent_span_id",
+        "resource",
+        "scope",
+        "span",
+        "payload",
+        "encoding",
+        "error",
+        "received_at",
+        "_parsed",
+        "_service",
+    )
+
+    def __init__(self, values: tuple) -> None:
+        (
+            self.pk,
+            self.trace_id,
+            self.span_id,
+            self.parent_span_id,
+            self.resource,
+            self.scope,
+            self.span,
+            self.payload,
+            self.encoding,
+            self.error,
+            self.received_at,
+        ) = values
+        self._parsed = None
+
+
+def _unbuilt_rows(project_id: int, trace_ids: list[str]) -> dict[str, list[SpanRow]]:
+    """The unbuilt spans of ``trace_ids`` in arrival order, by trace. Read in binary (the payloads are not hex-coded
+    and decoded again); the JSON of a resource or scope, the same for every span an SDK sends, is decoded once and
+    shared, and so is the resource's service name."""
+    rows: dict[str, list[SpanRow]] = defaultdict(list)
+    decoded: dict[str | None, Any] = {None: None}
+    services: dict[int, str] = {}
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(
+            "SELECT id, trace_id, span_id, parent_span_id, resource::text, scope::text, span::text, payload, "
+            f"encoding, error, received_at FROM {OtlpSpan._meta.db_table} "
+            "WHERE project_id = %s AND trace_id = ANY(%s) AND NOT built ORDER BY id",
+            [project_id, trace_ids],
+            binary=True,
+        )
+        for values in cursor:
+            row = SpanRow(values)
+            for text in (row.resource, row.scope):
+                if text not in decoded:
+                    decoded[text] = json.loads(text)
+            row.resource, row.scope = decoded[row.resource], decoded[row.scope]
+            row.span = json.loads(row.span) if row.span is not None else None
+            row.payload = bytes(row.payload) if row.payload is not None else None
+            key = id(row.resource)
+            if key not in services:
+                services[key] = _row_service(row)
+            row._service = services[key]
+            rows[row.trace_id].append(row)
+    return rows
+
+
+def _parent_missing(rows: list[Any]) -> bool:
+    """Whether a span of these names a parent that is not among them (a part of the trace is still to come)."""
+    ids = {row.span_id for row in rows}
+    return any(row.parent_span_id and row.parent_span_id not in ids for row in rows)
 
 
 def _try_locks(project_id: int, trace_ids: list[str]) -> list[str]:

@@ -66,6 +66,10 @@ def _record(row: Any) -> dict[str, Any]:
 
 
 def _row_service(row: Any) -> str:
+    """The service.name of the row's resource (kept on the row when its loader worked it out once for many)."""
+    known = getattr(row, "_service", None)
+    if known is not None:
+        return known
     resource = row.resource if isinstance(row.resource, dict) else {}
     return _service(flatten_attributes(unwrap_otlp_attributes(resource.get("attributes"))))
 
