@@ -203,3 +203,25 @@ def test_a_trace_whose_parent_never_comes_is_built_by_the_later_build(project, m
         project_id=project.pk, trace_ids=store(project, tree.by_end()[-1:]), wait_for_parents=True
     )
     assert steps_of(Trace.objects.get(pk=trace.pk)) == parser_steps(tree)
+
+
+def test_a_trace_waits_for_its_parent_once_so_a_long_run_is_built_as_it_goes(project):
+    """A long run's root ends last, many requests later: the trace waits for the next request once, and from its
+    second request on it is built as its spans come (steps under a root that has not come yet move under it)."""
+    tree = trees()[4]
+    order = tree.by_end()
+    parts = in_batches(order[:-1], len(order) // 3)
+    assert otlp_traces_rebuild(
+        project_id=project.pk, trace_ids=store(project, parts[0]), wait_for_parents=True
+    )
+    assert not Trace.objects.filter(project=project, external_id=tree.trace_id.hex()).exists()
+
+    for part in parts[1:]:
+        assert not otlp_traces_rebuild(
+            project_id=project.pk, trace_ids=store(project, part), wait_for_parents=True
+        )
+        assert not OtlpSpan.objects.filter(
+            project=project, trace_id=tree.trace_id.hex(), built=False
+        ).exists()
+    otlp_traces_rebuild(project_id=project.pk, trace_ids=store(project, order[-1:]), wait_for_parents=True)
+    assert steps_of(Trace.objects.get(project=project, external_id=tree.trace_id.hex())) == parser_steps(tree)

@@ -170,6 +170,8 @@ def _store(project: Project, rows: list[tuple], *, mark_builds: bool = False) ->
 
     One statement per request with one array per column (unnest): a VALUES list of 512 rows x 11 placeholders spent
     more time having its placeholders converted by the driver than PostgreSQL spent inserting (bench/otlp_ingest.py).
+    Every span of one request gets the statement's time as ``received_at`` (not the transaction's: a build tells
+    the requests apart by it, ``otlp_build_many._waits_for_parent``, and tells a span re-sent during it).
     The marks are a second data-modifying CTE over the upsert's RETURNING, taken in trace id order as
     ``otlp_builds_mark`` takes them, so two requests marking the same traces cannot deadlock."""
     if connection.vendor != "postgresql":
@@ -194,11 +196,11 @@ def _store(project: Project, rows: list[tuple], *, mark_builds: bool = False) ->
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS[2:])
     sql = (
         f"WITH upserted AS (INSERT INTO {table} (project_id, {', '.join(_COLUMNS)}, built, received_at, agent, "
-        f"step_span, step_count, shown_leaf) SELECT %b, {values}, false, now(), '', '', 0, false FROM unnest(%b::int[], "
+        f"step_span, step_count, shown_leaf) SELECT %b, {values}, false, statement_timestamp(), '', '', 0, false FROM unnest(%b::int[], "
         + ", ".join(f"%b::{_TYPES[c]}[]" for c in per_span)
         + f") AS v(g, {', '.join(per_span)}) "
         f"ON CONFLICT (project_id, trace_id, span_id) DO UPDATE SET {updates}, built = false, "
-        f"received_at = now() WHERE {changed} RETURNING trace_id), "
+        f"received_at = statement_timestamp() WHERE {changed} RETURNING trace_id), "
         "touched AS (SELECT DISTINCT trace_id FROM upserted)"
     )
     params = [project.pk, *per_group, numbers, trace_ids, span_ids, spans, payloads, parents, starts, errors]

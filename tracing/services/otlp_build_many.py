@@ -14,9 +14,10 @@ A new trace some of whose spans name a parent not received yet is, when the call
 request's build), left unbuilt for now: an SDK exports spans as they end, children first, so the rest of such a
 trace is usually in the exporter's next request, whose build then takes the whole trace as new. Built at once, its
 first part became steps and the parents' arrival moved every one of them (a known trace's incremental build, ~4x
-a new trace's cost in ``bench/otlp_ingest.py`` ``wide``, where 19 of 200 traces straddle two requests). The caller
-builds the traces left waiting ``PARENT_WAIT`` seconds later whatever has arrived by then (``tracing.tasks``); the
-reaper's sweep of unbuilt spans covers a lost task.
+a new trace's cost in ``bench/otlp_ingest.py`` ``wide``, where 19 of 200 traces straddle two requests). A trace
+waits once: the build of its second request builds it, parent or not (a long run whose root ends last is built as it
+goes), and so does the build the caller sends ``PARENT_WAIT`` seconds later if no request comes (``tracing.tasks``);
+the reaper's sweep of unbuilt spans covers a lost task.
 
 Locks: the same per-trace advisory lock as ``otlp_build._lock``, but tried (``pg_try_advisory_xact_lock``), never
 waited on, so two batches never deadlock; a trace whose lock is held is built singly afterwards (which waits).
@@ -88,7 +89,7 @@ def _build_batch(
     rows = _unbuilt_rows(project_id, new) if new else {}
     items, placements, built, waiting = [], [], set(), []
     for trace_id in new:
-        if wait_for_parents and _parent_missing(rows[trace_id]):
+        if wait_for_parents and _waits_for_parent(rows[trace_id]):
             waiting.append(trace_id)
             continue
         made = _prepare(trace_id, rows[trace_id]) if rows[trace_id] else None
@@ -173,10 +174,14 @@ def _unbuilt_rows(project_id: int, trace_ids: list[str]) -> dict[str, list[SpanR
     return rows
 
 
-def _parent_missing(rows: list[Any]) -> bool:
-    """Whether a span of these names a parent that is not among them (a part of the trace is still to come)."""
+def _waits_for_parent(rows: list[SpanRow]) -> bool:
+    """Whether a span of these names a parent that is not among them (a part of the trace is still to come) and
+    they all came in one request (they share the request's ``received_at``): a trace waits for the next request at
+    most once, so a long run whose root ends last is built as it goes, from its second request on."""
     ids = {row.span_id for row in rows}
-    return any(row.parent_span_id and row.parent_span_id not in ids for row in rows)
+    return len({row.received_at for row in rows}) == 1 and any(
+        row.parent_span_id and row.parent_span_id not in ids for row in rows
+    )
 
 
 def _try_locks(project_id: int, trace_ids: list[str]) -> list[str]:
