@@ -92,21 +92,39 @@ def test_new_traces_start_marked_and_the_indexer_writes_one_document_per_step(pr
 
 @pytest.mark.django_db
 def test_the_indexer_gives_way_to_a_trace_build_waiting_in_the_queue(project, monkeypatch):
-    """Between batches the indexer looks for a build waiting (an OTLP build's mark): the traces users wait to see
-    come first, so it stops after its batch and queues its next run a few seconds later."""
+    """The indexer looks for a build waiting (an OTLP build's mark): the traces users wait to see come first. One
+    waiting as it starts gets a small batch only; one that comes during a run stops it after its batch. Either way
+    the next run is queued a few seconds later."""
     from tracing.models import OtlpPendingBuild
     from tracing.services import search_index
 
     traces = [_trace(project, f"t{i}", [f"word{i} alpha", "beta gamma", f"delta{i}"]) for i in range(4)]
     monkeypatch.setattr(search_index, "BATCH_STEPS", 3)
+    monkeypatch.setattr(search_index, "GIVING_WAY_STEPS", 2)
     OtlpPendingBuild.objects.create(project=project, trace_id="ab" * 16, queued_at=timezone.now())
     cache.delete(QUEUED_KEY)
-    assert services.search_index_run() == 3  # one batch, then the build's turn
-    assert StepSearch.objects.count() == 3
+    assert services.search_index_run() == 2  # waiting as it starts: a small batch, then the build's turn
+    assert StepSearch.objects.count() == 2
     assert cache.get(QUEUED_KEY), "the next run is queued"
+
     OtlpPendingBuild.objects.all().delete()  # the build started
     cache.delete(QUEUED_KEY)
-    assert services.search_index_run() == 9
+    batches = []
+    real_batch = search_index._index_batch
+
+    def batch_then_a_build_arrives(*args):
+        batches.append(args)
+        if len(batches) == 1:
+            OtlpPendingBuild.objects.create(project=project, trace_id="cd" * 16, queued_at=timezone.now())
+        return real_batch(*args)
+
+    monkeypatch.setattr(search_index, "_index_batch", batch_then_a_build_arrives)
+    assert services.search_index_run() == 3  # one whole batch, then the build that came meanwhile
+    assert cache.get(QUEUED_KEY)
+
+    OtlpPendingBuild.objects.all().delete()
+    cache.delete(QUEUED_KEY)
+    assert services.search_index_run() == 7
     assert all(_indexed_exactly(t) for t in traces)
 
 
