@@ -292,7 +292,9 @@ class Step(models.Model):
             # one: most imported steps do not (Who&When, AgentRx), and keeping their empty ids in this index was
             # a sixth of the server's time writing them (issue 19, migration 0024). A query for a given span id
             # implies the condition; one that joins on span ids says it (``otlp_build``).
-            models.Index(fields=["trace", "span_id"], name="step_trace_span", condition=~Q(span_id="")),
+            # Led by the span id: the OTLP builder's probes compare the trace as ``trace_id + 0`` so that this is
+            # the only index they can use, whatever the planner's statistics say (migration 0025).
+            models.Index(fields=["span_id", "trace"], name="step_span_trace", condition=~Q(span_id="")),
         ]
 
     def __str__(self) -> str:
@@ -533,12 +535,15 @@ class OtlpSpan(models.Model):
 
     class Meta:
         constraints = [
-            # Re-sent spans replace themselves (upsert on this key); also the builder's lookups by span id.
-            models.UniqueConstraint(fields=["project", "trace_id", "span_id"], name="otlpspan_unique_span"),
+            # Re-sent spans replace themselves (upsert on this key); also the builder's lookups by span id, which
+            # is why the span id leads: a probe that cannot use the project (``project_id + 0``) has this index
+            # alone to use, whatever the planner's statistics say (``otlp_build._SPANS_BY``).
+            models.UniqueConstraint(fields=["span_id", "trace_id", "project"], name="otlpspan_unique_span"),
         ]
         indexes = [
-            # The builder: spans of a trace waiting for a parent that just arrived.
-            models.Index(fields=["project", "trace_id", "parent_span_id"], name="otlpspan_trace_parent"),
+            # The builder: the children of the spans a build takes (waiting for a parent that just arrived); led by
+            # the parent's id for the same reason as the unique key above.
+            models.Index(fields=["parent_span_id"], condition=~Q(parent_span_id=""), name="otlpspan_parent"),
             # The builder: steps after an insertion point (path range) and a re-sent span's subtree (path prefix).
             models.Index(fields=["project", "trace_id", "path"], name="otlpspan_trace_path"),
             # The builder: a trace's spans not built yet (a scan of the trace's rows would grow with it); the reaper:
