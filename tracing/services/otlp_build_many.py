@@ -36,7 +36,7 @@ from django.db.models import Count
 from .. import extensions
 from ..formats.base import ParsedAgent, ParsedTrace
 from ..models import OtlpSpan, Project, Trace
-from .otlp_build import BUILD_BATCH, OTLP_FORMAT, otlp_trace_build, save_placements
+from .otlp_build import _ROW_FIELDS, BUILD_BATCH, OTLP_FORMAT, otlp_trace_build, save_placements
 from .otlp_derive import _defaults, _derive, _level
 from .otlp_records import _header, _parsed, _row_service
 from .writer import trace_prepare, traces_create_prepared
@@ -106,40 +106,22 @@ def _build_batch(
     return [t for t in trace_ids if t not in built and t not in waiting], waiting
 
 
-class SpanRow:
-    """A stored span as a first build reads it: the ``OtlpSpan`` fields ``_derive`` and ``save_placements`` use,
-    without a model instance (building the instances of a request's 512 rows cost about as much as reading them)."""
+# What a first build reads of a stored span: ``otlp_build``'s fields but the placement it is about to write, and the
+# trace id (one query reads many traces).
+_READ = ("id", "trace_id", *(f for f in _ROW_FIELDS if f not in ("id", "path", "built")))
+_JSON = {"resource", "scope", "span"}  # read as text: one decoding for the many spans that share a resource
 
-    __slots__ = (
-        "pk",
-        "trace_id",
-        "span_id",
-        "parent_span_id",
-        "resource",
-        "scope",
-        "span",
-        "payload",
-        "encoding",
-        "error",
-        "received_at",
-        "_parsed",
-        "_service",
-    )
+
+class SpanRow:
+    """A stored span as a first build reads it (``_READ``, the id as ``pk``): the ``OtlpSpan`` fields ``_derive``
+    and ``save_placements`` use, without a model instance (building the instances of a request's 512 rows cost about
+    as much as reading them)."""
+
+    __slots__ = ("pk", *_READ[1:], "_parsed", "_service")
 
     def __init__(self, values: tuple) -> None:
-        (
-            self.pk,
-            self.trace_id,
-            self.span_id,
-            self.parent_span_id,
-            self.resource,
-            self.scope,
-            self.span,
-            self.payload,
-            self.encoding,
-            self.error,
-            self.received_at,
-        ) = values
+        for name, value in zip(self.__slots__, values, strict=False):
+            setattr(self, name, value)
         self._parsed = None
 
 
@@ -152,8 +134,7 @@ def _unbuilt_rows(project_id: int, trace_ids: list[str]) -> dict[str, list[SpanR
     services: dict[int, str] = {}
     with psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(
-            "SELECT id, trace_id, span_id, parent_span_id, resource::text, scope::text, span::text, payload, "
-            f"encoding, error, received_at FROM {OtlpSpan._meta.db_table} "
+            f"SELECT {', '.join(f'{c}::text' if c in _JSON else c for c in _READ)} FROM {OtlpSpan._meta.db_table} "
             "WHERE project_id = %s AND trace_id = ANY(%s) AND NOT built ORDER BY id",
             [project_id, trace_ids],
             binary=True,
