@@ -10,6 +10,7 @@ from . import services
 from .job_tasks import JobTask, resend_when_busy
 from .jobs import JobBusy
 from .models import IngestJob
+from .services.otlp_build_many import PARENT_WAIT
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +43,6 @@ def build_otlp_traces_task(
     # rebuild_otlp_trace_task is (a redelivery finds the built spans built and builds the rest). A new trace still
     # missing a parent span waits: the request that brings the parent builds it whole, else this task, sent again
     # for it alone, does PARENT_WAIT seconds later (a lost message is the reaper's, as for any unbuilt span).
-    from .services.otlp_build_many import PARENT_WAIT
-
     waiting = services.otlp_traces_rebuild(
         project_id=project_id, trace_ids=trace_ids, wait_for_parents=wait_for_parents
     )

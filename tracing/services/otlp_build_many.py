@@ -130,8 +130,8 @@ def _unbuilt_rows(project_id: int, trace_ids: list[str]) -> dict[str, list[SpanR
     and decoded again); the JSON of a resource or scope, the same for every span an SDK sends, is decoded once and
     shared, and so is the resource's service name."""
     rows: dict[str, list[SpanRow]] = defaultdict(list)
-    decoded: dict[str | None, Any] = {None: None}
-    services: dict[int, str] = {}
+    scopes: dict[str, Any] = {}
+    resources: dict[str, tuple[Any, str]] = {}  # text -> (decoded, its service name)
     with psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(
             f"SELECT {', '.join(f'{c}::text' if c in _JSON else c for c in _READ)} FROM {OtlpSpan._meta.db_table} "
@@ -141,16 +141,16 @@ def _unbuilt_rows(project_id: int, trace_ids: list[str]) -> dict[str, list[SpanR
         )
         for values in cursor:
             row = SpanRow(values)
-            for text in (row.resource, row.scope):
-                if text not in decoded:
-                    decoded[text] = json.loads(text)
-            row.resource, row.scope = decoded[row.resource], decoded[row.scope]
+            text = row.resource
+            if text not in resources:
+                row.resource, row._service = json.loads(text), None
+                resources[text] = (row.resource, _row_service(row))
+            row.resource, row._service = resources[text]
+            if row.scope not in scopes:
+                scopes[row.scope] = json.loads(row.scope)
+            row.scope = scopes[row.scope]
             row.span = json.loads(row.span) if row.span is not None else None
             row.payload = bytes(row.payload) if row.payload is not None else None
-            key = id(row.resource)
-            if key not in services:
-                services[key] = _row_service(row)
-            row._service = services[key]
             rows[row.trace_id].append(row)
     return rows
 

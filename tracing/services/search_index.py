@@ -97,9 +97,8 @@ def search_index_run() -> int:
         return gave_way
 
     try:
-        if (
-            builds_waiting()
-        ):  # a small batch only, so that indexing still moves on under a steady stream of builds
+        # Builds wait already: a small batch only, so that indexing still moves on under a steady stream of them.
+        if builds_waiting():
             gave_way = True
             indexed = search_index_pending(batch_steps=GIVING_WAY_STEPS, stop=lambda: True)
         else:
