@@ -241,6 +241,18 @@ class ErrorOut(Schema):
     detail: str | list[dict[str, Any]]
 
 
+class OtlpStatusOut(Schema):
+    waiting_spans: int = Field(
+        description=f"spans received and not built into steps yet (counted up to {selectors.ARRIVING_CAP:,})"
+    )
+    waiting_traces: int = Field(description="the traces those spans belong to")
+    more: bool = Field(description="more spans wait than were counted")
+    oldest_waiting_at: datetime | None = Field(description="when the oldest counted span was received")
+    stalled: bool = Field(
+        description="the oldest has waited longer than building takes (CULPRIT_OTLP_STALLED_AFTER): is a worker running?"
+    )
+
+
 class TraceQuery(Schema):
     """Documents the parameters; they are validated by ``TraceFilterForm``, as on the web page."""
 
@@ -361,6 +373,26 @@ def list_jobs(request: HttpRequest, batch: str = "", limit: int = 50) -> list[di
         except ValueError:
             raise HttpError(400, "batch must be an upload batch id (a UUID)") from None
     return [_job(j) for j in jobs[:limit]]
+
+
+@api.get(
+    "/otlp/status",
+    response=OtlpStatusOut,
+    summary="Spans the OTLP endpoint received for this project that are not built into steps yet",
+)
+def otlp_status(request: HttpRequest, trace_id: str = "") -> dict[str, Any]:
+    """The project's, or with ``trace_id`` (hex, as exporters send it) one trace's. A run's spans are queryable as
+    steps once ``waiting_spans`` is 0."""
+    if len(trace_id) > 64:
+        raise HttpError(400, "trace_id is at most 64 characters")
+    arriving = selectors.otlp_arriving(project=request.auth.project, trace_id=trace_id.lower() or None)
+    return {
+        "waiting_spans": arriving.spans,
+        "waiting_traces": arriving.traces,
+        "more": arriving.capped,
+        "oldest_waiting_at": arriving.oldest,
+        "stalled": arriving.stalled,
+    }
 
 
 @api.get("/jobs/{job_id}", response=JobOut, summary="One ingest job with its status, error and import report")

@@ -227,6 +227,14 @@ class StepJumpForm(forms.Form):
     step = forms.IntegerField(required=False, min_value=0)
 
 
+class LiveForm(forms.Form):
+    """What a page showed when it was drawn, so the live banner can say what came since: the newest trace's id
+    (a project's list) or the trace's step count (a trace page)."""
+
+    after = forms.IntegerField(required=False, min_value=0, max_value=2**63 - 1)
+    steps = forms.IntegerField(required=False, min_value=0, max_value=2**31 - 1)
+
+
 class StepWindowForm(forms.Form):
     """Which long text of a step to fetch (``part``: its content when not given, its raw JSON, or the root's
     output, the run's final answer), from character ``offset`` (0-based; the start when not given)."""

@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import uuid
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
+from django.db import connection
 from django.db.models import (
     Case,
     Count,
@@ -28,9 +29,11 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce, Greatest, Left, Length, Substr
 from django.http import Http404
+from django.utils import timezone
 
 from . import extensions, search, waterfall
 from .chat import Message, chat_of
+from .formats.otlp_json import OtlpJson
 from .long_text import CONTENT, RAW, LongText, pretty_json, root_output
 from .models import (
     Agent,
@@ -41,6 +44,7 @@ from .models import (
     IngestJob,
     JobStatus,
     Membership,
+    OtlpSpan,
     Project,
     Step,
     StepKind,
@@ -593,3 +597,80 @@ def trace_page(*, trace: Trace, page: int, per_page: int) -> dict[str, Any]:
         "error_count": sum(map(len, errors_by_step.values())) + len(unplaced_errors),
         "blame": blame_strip(trace=trace, steps=window.steps),
     }
+
+
+# --- live OTLP ingestion ------------------------------------------------------------------------------------------
+
+ARRIVING_CAP = (
+    10_000  # waiting spans counted at most (the banner says "10,000+"): each poll reads a bounded part
+)
+
+
+@dataclass(frozen=True)
+class Arriving:
+    """OTLP spans received and not built into steps yet (a project's, or one trace's), as the live banner shows
+    them: how many (``ARRIVING_CAP`` at most), in how many traces, since when."""
+
+    spans: int
+    traces: int
+    oldest: datetime | None
+    capped: bool
+    ever: bool  # whether the project (or trace) ever received a span, built or not
+
+    @property
+    def waited(self) -> float:
+        """Seconds the oldest counted span has waited."""
+        return (timezone.now() - self.oldest).total_seconds() if self.oldest else 0.0
+
+    @property
+    def count_text(self) -> str:
+        return f"{self.spans:,}{'+' if self.capped else ''}"
+
+    @property
+    def waited_text(self) -> str:
+        """How long the oldest has waited, once that is worth saying (5 s or more): "12 s", "3 min"."""
+        seconds = int(self.waited)
+        if seconds < 5:
+            return ""
+        return f"{seconds} s" if seconds < 120 else f"{seconds // 60} min"
+
+    @property
+    def stalled(self) -> bool:
+        """Waiting longer than a build takes: the worker is probably not running (or far behind)."""
+        return self.waited > settings.CULPRIT_OTLP_STALLED_AFTER
+
+
+def otlp_arriving(*, project: Project, trace_id: str | None = None) -> Arriving:
+    """The project's (or the trace's) spans waiting to be built, and whether any span ever came: one statement, a
+    capped read of the index of unbuilt spans and one index probe."""
+    table = OtlpSpan._meta.db_table
+    where, params = "project_id = %s", [project.pk]
+    if trace_id is not None:
+        where, params = where + " AND trace_id = %s", [*params, trace_id]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT count(*), count(DISTINCT trace_id), min(received_at), "  # noqa: S608 (fixed names)
+            f"EXISTS (SELECT 1 FROM {table} WHERE {where}) "
+            f"FROM (SELECT trace_id, received_at FROM {table} WHERE {where} AND NOT built LIMIT %s) AS waiting",
+            [*params, *params, ARRIVING_CAP + 1],
+        )
+        spans, traces, oldest, ever = cursor.fetchone()
+    if isinstance(oldest, str):  # SQLite returns the text it stores
+        oldest = datetime.fromisoformat(oldest)
+    if oldest is not None and timezone.is_naive(oldest):
+        oldest = timezone.make_aware(oldest, timezone.utc)
+    return Arriving(min(spans, ARRIVING_CAP), traces, oldest, spans > ARRIVING_CAP, bool(ever))
+
+
+def is_otlp_received(trace: Trace) -> bool:
+    """A trace the OTLP endpoint builds (it may still grow), not an uploaded file."""
+    return trace.upload_id is None and trace.source_format == OtlpJson.name and bool(trace.external_id)
+
+
+def traces_since(*, project: Project, after: int, cap: int = 1000) -> int:
+    """How many of the project's traces are newer than trace ``after`` (the newest a page showed), at most ``cap``."""
+    return Trace.objects.filter(project=project, pk__gt=after).values("pk")[:cap].count()
+
+
+def newest_trace_id(*, project: Project) -> int:
+    return Trace.objects.filter(project=project).aggregate(newest=Max("pk"))["newest"] or 0

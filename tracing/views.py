@@ -7,6 +7,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.functional import cached_property
 from django.views.decorators.http import require_GET, require_http_methods
 
@@ -15,6 +16,7 @@ from config import ratelimit
 from . import access, extensions, selectors, services
 from .formats import all_formats
 from .forms import (
+    LiveForm,
     MemberForm,
     ProjectForm,
     StepJumpForm,
@@ -91,6 +93,10 @@ def trace_list(request: HttpRequest, slug: str) -> HttpResponse:
         "sort_querystring": _without(request, "page", "ordering"),
         "all_uploads_querystring": _without(request, "page", "batch"),
     }
+    if not request.htmx:
+        context["live"] = _project_live(
+            membership.project, selectors.newest_trace_id(project=membership.project)
+        )
     template = "tracing/trace_list.html#results" if request.htmx else "tracing/trace_list.html"
     return render(request, template, context)
 
@@ -163,8 +169,78 @@ def trace_detail(request: HttpRequest, trace_id: int) -> HttpResponse:
         "target": target,
         "kinds": StepKind,
     }
+    if not request.htmx and selectors.is_otlp_received(trace):
+        context["live"] = _trace_live(trace, trace.step_count)
     template = "tracing/trace_detail.html#steps" if request.htmx else "tracing/trace_detail.html"
     return render(request, template, context)
+
+
+@login_required
+@require_GET
+def project_live(request: HttpRequest, slug: str) -> HttpResponse:
+    """The live banner of a project that receives OTLP spans, which its trace list polls: the spans waiting to be
+    built, and how many traces came since trace ``after`` (the newest the list showed)."""
+    membership = access.project_for(request, slug)
+    form = LiveForm(request.GET)
+    if not form.is_valid():
+        return _form_errors(form)
+    live = _project_live(membership.project, form.cleaned_data["after"] or 0)
+    return render(request, "tracing/_live.html", {"live": live})
+
+
+@login_required
+@require_GET
+def trace_live(request: HttpRequest, trace_id: int) -> HttpResponse:
+    """The live banner of a trace the OTLP endpoint builds, which its page polls: its spans waiting to be built, and
+    how many steps it gained since the page showed ``steps``."""
+    trace, _membership = access.trace_for(request, trace_id)
+    form = LiveForm(request.GET)
+    if not form.is_valid():
+        return _form_errors(form)
+    steps = form.cleaned_data["steps"]
+    live = _trace_live(trace, trace.step_count if steps is None else steps)
+    return render(request, "tracing/_live.html", {"live": live})
+
+
+def _project_live(project: Any, after: int, drawn: bool = False) -> dict[str, Any]:
+    """Every trace list watches for new traces (an exporter's first spans, a teammate's upload); it says it is live,
+    and looks every 3 s rather than 10, once the project has received OTLP spans. ``drawn``: the list itself, which
+    shows every trace up to ``after``."""
+    arriving = selectors.otlp_arriving(project=project)
+    return {
+        "poll": f"{reverse('tracing:project_live', args=[project.slug])}?after={after}",
+        "every": 3 if arriving.ever else 10,
+        "receives": arriving.ever,
+        "arriving": arriving,
+        "new": 0 if drawn else selectors.traces_since(project=project, after=after),
+        "new_url": reverse("tracing:trace_list", args=[project.slug]),
+        "noun": "trace",
+        "whole_project": True,
+    }
+
+
+def _trace_live(trace: Any, shown: int) -> dict[str, Any]:
+    """``shown``: the step count the page was drawn with; new steps are mostly appended, so "show" opens the page
+    of the first step beyond them."""
+    url = reverse("tracing:trace_detail", args=[trace.pk])
+    return {
+        "poll": f"{reverse('tracing:trace_live', args=[trace.pk])}?steps={shown}",
+        "every": 3,
+        "receives": True,
+        "arriving": selectors.otlp_arriving(project=trace.project, trace_id=trace.external_id),
+        "new": max(0, trace.step_count - shown),
+        "new_url": f"{url}?step={shown}#step-{shown}" if trace.step_count > shown else url,
+        "noun": "step",
+        "whole_project": False,
+    }
+
+
+def _form_errors(form: Any) -> HttpResponse:
+    return HttpResponse(
+        "; ".join(e for errors in form.errors.values() for e in errors),
+        status=400,
+        content_type="text/plain; charset=utf-8",
+    )
 
 
 @login_required
