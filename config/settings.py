@@ -250,9 +250,10 @@ CELERY_BEAT_SCHEDULE["retrain-due"] = {
 # Traces that arrive in a project that attributes new traces automatically are attributed by one run per sweep
 # (attribution.services.auto); an OTLP trace once it is this many seconds old and no build of it is waiting.
 CULPRIT_AUTO_ATTRIBUTE_SETTLE = env_int("CULPRIT_AUTO_ATTRIBUTE_SETTLE", 20)
-# The live banner of a project or trace receiving OTLP spans warns once the oldest span waiting to be built has waited
-# this long (a build takes seconds; 100,000 spans of one trace about 30): is a worker running?
-CULPRIT_OTLP_STALLED_AFTER = env_int("CULPRIT_OTLP_STALLED_AFTER", 60)
+# Pages warn that no worker may be running once work has waited this long for one: an import, run or export job no
+# worker has started (a free worker starts one within a second), OTLP spans not built yet (a build takes seconds;
+# 100,000 spans of one trace about 30).
+CULPRIT_WORKER_STALLED_AFTER = env_int("CULPRIT_WORKER_STALLED_AFTER", 60)
 CELERY_BEAT_SCHEDULE["auto-attribute"] = {
     "task": "attribution.auto_attribute",
     "schedule": env_int("CULPRIT_AUTO_ATTRIBUTE_EVERY", 10),

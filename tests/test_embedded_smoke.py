@@ -54,6 +54,19 @@ print("EXPORT", export.status, export.cases_total, bool(export.file), export.err
 """
 
 
+LIVE_BANNER = """
+from tests.tracing.test_otlp_incremental import SpanTree, request
+from tracing import selectors
+from tracing.models import Project
+from tracing.services.otlp import otlp_spans_store_protobuf
+project = Project.objects.get(slug="demo")
+tree = SpanTree(agents=1, calls=2)
+otlp_spans_store_protobuf(project=project, message=request(tree.by_start()))
+a = selectors.otlp_arriving(project=project)
+print("LIVE", a.spans == len(tree.spans), a.traces, a.ever, 0 <= a.waited < 60, a.stalled)
+"""
+
+
 def test_make_run_mode_imports_through_the_filesystem_broker(tmp_path):
     env = embedded_env(tmp_path)
     manage = [sys.executable, "manage.py"]
@@ -97,6 +110,10 @@ def test_make_run_mode_imports_through_the_filesystem_broker(tmp_path):
     assert "EXPORT succeeded" in result.stdout and "True" in result.stdout.split("EXPORT", 1)[1], (
         result.stdout
     )
+    live = run(
+        "shell", "-c", LIVE_BANNER
+    )  # SQLite gives received_at back as text: the banner reads it as UTC
+    assert "LIVE True 1 True True False" in live.stdout, live.stdout + live.stderr
     jobs = "from tracing.models import IngestJob; print('JOBS', IngestJob.objects.count())"
     before = run("shell", "-c", jobs).stdout
     again = run("bootstrap_demo")  # idempotent, same printed password

@@ -92,6 +92,22 @@ def test_the_import_page_says_the_worker_stopped_and_which_attempt_comes(project
     assert "the worker stopped; retrying (attempt 2 of 3)" in owner_client.get(url).content.decode()
 
 
+def test_the_import_page_says_when_no_worker_has_started_a_job_for_longer_than_one_takes(
+    project, owner_client, settings
+):
+    settings.CULPRIT_WORKER_STALLED_AFTER = 60
+    job = lost_ingest_job(project)
+    url = reverse("tracing:upload_batch", args=[project.slug, job.batch])
+    IngestJob.objects.filter(pk=job.pk).update(status=JobStatus.QUEUED, attempts=0, created_at=timezone.now())
+    assert "no worker has started it" not in owner_client.get(url).content.decode()
+    IngestJob.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(minutes=5))
+    page = owner_client.get(url).content.decode()
+    assert "queued for 5 min and no worker has started it" in page and "Celery worker is running" in page
+    IngestJob.objects.filter(pk=job.pk).update(attempts=1)  # a worker took it once: the retry message instead
+    page = owner_client.get(url).content.decode()
+    assert "no worker has started it" not in page and "retrying (attempt 2 of 3)" in page
+
+
 def test_a_job_running_on_a_live_worker_is_never_claimed_twice(project):
     job = lost_ingest_job(project)
     IngestJob.objects.filter(pk=job.pk).update(

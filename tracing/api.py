@@ -249,7 +249,7 @@ class OtlpStatusOut(Schema):
     more: bool = Field(description="more spans wait than were counted")
     oldest_waiting_at: datetime | None = Field(description="when the oldest counted span was received")
     stalled: bool = Field(
-        description="the oldest has waited longer than building takes (CULPRIT_OTLP_STALLED_AFTER): is a worker running?"
+        description="the oldest has waited longer than building takes (CULPRIT_WORKER_STALLED_AFTER): is a worker running?"
     )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
@@ -91,6 +92,15 @@ class Job(models.Model):
         if self.status == QUEUED and self.attempts >= 1:
             return self.attempts + 1
         return None
+
+    @property
+    def unstarted_for(self) -> int | None:
+        """Seconds a job no worker has started yet has waited, once that is longer than a free worker takes to start
+        one (``CULPRIT_WORKER_STALLED_AFTER``): the page then says a worker may not be running. Else None."""
+        if self.status != QUEUED or self.attempts or self.created_at is None:
+            return None
+        waited = int((timezone.now() - self.created_at).total_seconds())
+        return waited if waited > settings.CULPRIT_WORKER_STALLED_AFTER else None
 
     @property
     def retrying_attempt(self) -> int | None:

@@ -504,7 +504,8 @@ class OtlpSpan(models.Model):
     builder (``services/otlp_build.py``) turns spans with ``built`` false into steps and fills the placement columns,
     so later spans find their parent's path, agent and step without re-reading the trace."""
 
-    # No index of its own: every index below starts with the project (a lone one only slowed every accept).
+    # No index of its own (a lone one only slowed every accept): the indexes below that serve a project's reads start
+    # with it; the builder's probes by span id or parent id use indexes led by the id (migration 0025).
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="otlp_spans", db_index=False)
     trace_id = models.CharField(max_length=64)
     span_id = models.CharField(max_length=32)

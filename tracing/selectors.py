@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from django.conf import settings
@@ -618,26 +618,18 @@ class Arriving:
     ever: bool  # whether the project (or trace) ever received a span, built or not
 
     @property
-    def waited(self) -> float:
+    def waited(self) -> int:
         """Seconds the oldest counted span has waited."""
-        return (timezone.now() - self.oldest).total_seconds() if self.oldest else 0.0
+        return int((timezone.now() - self.oldest).total_seconds()) if self.oldest else 0
 
     @property
     def count_text(self) -> str:
         return f"{self.spans:,}{'+' if self.capped else ''}"
 
     @property
-    def waited_text(self) -> str:
-        """How long the oldest has waited, once that is worth saying (5 s or more): "12 s", "3 min"."""
-        seconds = int(self.waited)
-        if seconds < 5:
-            return ""
-        return f"{seconds} s" if seconds < 120 else f"{seconds // 60} min"
-
-    @property
     def stalled(self) -> bool:
         """Waiting longer than a build takes: the worker is probably not running (or far behind)."""
-        return self.waited > settings.CULPRIT_OTLP_STALLED_AFTER
+        return self.waited > settings.CULPRIT_WORKER_STALLED_AFTER
 
 
 def otlp_arriving(*, project: Project, trace_id: str | None = None) -> Arriving:
@@ -655,10 +647,10 @@ def otlp_arriving(*, project: Project, trace_id: str | None = None) -> Arriving:
             [*params, *params, ARRIVING_CAP + 1],
         )
         spans, traces, oldest, ever = cursor.fetchone()
-    if isinstance(oldest, str):  # SQLite returns the text it stores
+    if isinstance(oldest, str):  # SQLite returns the text it stores, in UTC
         oldest = datetime.fromisoformat(oldest)
     if oldest is not None and timezone.is_naive(oldest):
-        oldest = timezone.make_aware(oldest, timezone.utc)
+        oldest = oldest.replace(tzinfo=UTC)
     return Arriving(min(spans, ARRIVING_CAP), traces, oldest, spans > ARRIVING_CAP, bool(ever))
 
 

@@ -92,7 +92,7 @@ def test_a_trace_page_shows_its_waiting_spans_then_its_new_steps(owner_client, p
 def test_spans_waiting_longer_than_a_build_takes_warn_that_no_worker_may_be_running(
     owner_client, project, settings
 ):
-    settings.CULPRIT_OTLP_STALLED_AFTER = 60
+    settings.CULPRIT_WORKER_STALLED_AFTER = 60
     _store(project, SpanTree(agents=1, calls=2).by_start())
     poll = reverse("tracing:project_live", args=[project.slug]) + "?after=0"
     assert "live-warning" not in owner_client.get(poll).content.decode()

@@ -115,6 +115,16 @@ def project_tab(context: template.Context, section: str, url_name: str, label: s
 
 
 @register.filter
+def seconds(value: int | float | None) -> str:
+    """A wait as people say it: "45 s" under two minutes, else "3 min", "2 h 5 min"."""
+    total = int(value or 0)
+    if total < 120:
+        return f"{total} s"
+    hours, minutes = divmod(total // 60, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
+@register.filter
 def ago(value: Any) -> str:
     """ "just now" under a minute, else the largest unit: "3 minutes ago", "2 hours ago" (not "0 minutes ago", nor
     "2 hours, 3 minutes ago")."""
