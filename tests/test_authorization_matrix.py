@@ -55,6 +55,7 @@ PAGES: dict[str, dict[str, dict[str, Any]]] = {
     "tracing:project_list": {"GET": expect(outsider=200)},
     "tracing:trace_list": {"GET": READ},
     "tracing:project_live": {"GET": READ},
+    "tracing:traces_delete": {"GET": OWNER_ONLY, "POST": OWNER_WRITE},
     "tracing:project_members": {"GET": READ, "POST": OWNER_WRITE},
     "tracing:project_tokens": {"GET": OWNER_ONLY, "POST": OWNER_WRITE},
     "tracing:project_audit": {"GET": OWNER_ONLY},
@@ -62,6 +63,7 @@ PAGES: dict[str, dict[str, dict[str, Any]]] = {
     "tracing:upload_batch": {"GET": READ},
     "tracing:trace_detail": {"GET": READ},
     "tracing:trace_live": {"GET": READ},
+    "tracing:trace_delete": {"POST": OWNER_WRITE},
     "tracing:trace_original": {"GET": READ},
     "tracing:step_content": {"GET": READ},
     "attribution:trace_panel": {"GET": READ},
@@ -138,6 +140,10 @@ API: dict[str, tuple[str, dict[str, int]]] = {
     "api:list_traces": ("GET", {"none": 401, "other": 200, "own": 200}),
     "api:get_trace": ("GET", {"none": 401, "other": 404, "own": 200}),
     "api:list_steps": ("GET", {"none": 401, "other": 404, "own": 200}),
+    "api:delete_trace": (
+        "DELETE",
+        {"none": 401, "other": 404, "own": 204},
+    ),  # the own token's maker is an owner
     "api:upload": ("POST", {"none": 401, "other": 422, "own": 422}),
     "api:list_methods": ("GET", {"none": 401, "other": 200, "own": 200}),
     "api:create_run": ("POST", {"none": 401, "other": 400, "own": 400}),  # not a JSON body
@@ -297,7 +303,12 @@ def test_each_api_endpoint_answers_each_token_as_the_matrix_says(name, world, cl
     url = resolve(name, world["kwargs"])
     for who, want in expected.items():
         headers = {} if who == "none" else {"HTTP_AUTHORIZATION": f"Bearer {world['tokens'][who]}"}
-        response = client.get(url, **headers) if method == "GET" else client.post(url, {}, **headers)
+        if method == "GET":
+            response = client.get(url, **headers)
+        elif method == "POST":
+            response = client.post(url, {}, **headers)
+        else:
+            response = client.generic(method, url, **headers)
         assert response.status_code == want, f"{method} {url} with {who} token: {response.status_code}"
 
 

@@ -26,7 +26,7 @@ from config import ratelimit
 from . import extensions, selectors, services
 from .formats import all_formats
 from .forms import TraceFilterForm
-from .models import ApiToken, DuplicatePolicy, IngestJob, Step, Trace
+from .models import ApiToken, DuplicatePolicy, IngestJob, Membership, Role, Step, Trace
 
 MAX_PAGE = 500
 
@@ -473,6 +473,25 @@ def get_trace(request: HttpRequest, trace_id: int) -> dict[str, Any]:
             for e in trace.error_labels.order_by("position", "id")
         ],
     }
+
+
+@api.delete(
+    "/traces/{trace_id}",
+    response={204: None, 403: ErrorOut, 404: ErrorOut},
+    summary="Delete a trace with everything labelled on it (a token an owner made, while they are one)",
+)
+def delete_trace(request: HttpRequest, trace_id: int) -> Any:
+    """As the trace page's Delete button: its steps, labels, verdicts, review items and search rows go with it, and
+    for a trace the OTLP endpoint built, the spans it stored. The audit log names the token's creator."""
+    trace = _own(Trace, request, trace_id)
+    creator = request.auth.created_by
+    if (
+        creator is None
+        or not Membership.objects.filter(project=request.auth.project, user=creator, role=Role.OWNER).exists()
+    ):
+        return Status(403, {"detail": "only a token made by one of the project's owners may delete traces"})
+    services.traces_delete(project=request.auth.project, trace_ids=[trace.pk], actor=creator)
+    return Status(204, None)
 
 
 @api.get("/traces/{trace_id}/steps", response=StepPage, summary="A window of a trace's steps, in order")

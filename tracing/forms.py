@@ -218,6 +218,18 @@ class TraceScopeField(forms.CharField):
         return form
 
 
+class TraceDeleteForm(forms.Form):
+    """Deleting the traces of a trace-list scope (empty: every trace of the project). ``expected`` is the count the
+    confirmation showed: when traces arrived or went since, the page asks again with the new count."""
+
+    scope = TraceScopeField()
+    expected = forms.IntegerField(min_value=0, widget=forms.HiddenInput)
+    confirm = forms.BooleanField(
+        required=True,
+        error_messages={"required": "Tick the box to confirm: deleted traces cannot be brought back."},
+    )
+
+
 class DateInput(forms.DateInput):
     input_type = "date"
 

@@ -3,25 +3,28 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.functional import cached_property
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from config import ratelimit
 
 from . import access, extensions, selectors, services
 from .formats import all_formats
 from .forms import (
+    SCOPE_MAX_LENGTH,
     LiveForm,
     MemberForm,
     ProjectForm,
     StepJumpForm,
     StepWindowForm,
     TokenForm,
+    TraceDeleteForm,
     TraceFilterForm,
     UploadForm,
 )
@@ -351,6 +354,63 @@ def trace_original(request: HttpRequest, trace_id: int) -> FileResponse:
     response["Content-Security-Policy"] = "default-src 'none'; sandbox"
     response["X-Content-Type-Options"] = "nosniff"
     return response
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def traces_delete(request: HttpRequest, slug: str) -> HttpResponse:
+    """Delete the traces a trace-list scope selects (``scope``: the list's query string; empty, every trace), owners
+    only. GET shows what would go and asks to confirm; POST deletes when the count it confirmed still holds."""
+    membership = access.project_for(request, slug, Role.OWNER, "Only owners can delete traces")
+    project = membership.project
+    form = TraceDeleteForm(request.POST) if request.method == "POST" else None
+    scope = (request.POST if form is not None else request.GET).get("scope", "")
+    filters_form = TraceFilterForm.for_scope(scope.lstrip("?"))
+    if len(scope) > SCOPE_MAX_LENGTH or not filters_form.is_valid():
+        return HttpResponse(
+            f"The trace list's filters are not valid: {filters_form.error_text() or 'too long'}",
+            status=400,
+            content_type="text/plain; charset=utf-8",
+        )
+    filters = filters_form.filters()
+    count = selectors.trace_count(project=project, filters=filters)
+    changed = False
+    if form is not None and form.is_valid():
+        if form.cleaned_data["expected"] == count and count <= services.MAX_DELETE:
+            ids = selectors.trace_ids(project=project, filters=filters)
+            deleted = services.traces_delete(project=project, trace_ids=ids, actor=request.user)
+            messages.success(request, f"Deleted {deleted} trace{'s' if deleted != 1 else ''}.")
+            return redirect("tracing:trace_list", project.slug)
+        changed = form.cleaned_data["expected"] != count
+    sample = list(selectors.trace_list(project=project, filters=filters).values_list("pk", "name")[:20])
+    return render(
+        request,
+        "tracing/traces_delete.html",
+        {
+            "project": project,
+            "membership": membership,
+            "form": form,
+            "scope": filters_form.data.urlencode(),
+            "describe": filters_form.describe(),
+            "count": count,
+            "sample": sample,
+            "more": count - len(sample),
+            "too_many": count > services.MAX_DELETE,
+            "max_delete": services.MAX_DELETE,
+            "changed": changed,
+        },
+        status=200 if form is None or not form.errors and not changed else 400,
+    )
+
+
+@login_required
+@require_POST
+def trace_delete(request: HttpRequest, trace_id: int) -> HttpResponse:
+    """Delete one trace from its page (owners only), then back to the project's list."""
+    trace, _membership = access.trace_for(request, trace_id, Role.OWNER, "Only owners can delete traces")
+    services.traces_delete(project=trace.project, trace_ids=[trace.pk], actor=request.user)
+    messages.success(request, f"Deleted trace “{trace.name}”.")
+    return redirect("tracing:trace_list", trace.project.slug)
 
 
 @login_required

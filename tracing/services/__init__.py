@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .audit import audit_record
+from .deletion import MAX_DELETE, traces_delete
 from .ingest import MAX_INGEST_ATTEMPTS, ingest_job_fail, ingest_job_run, ingest_jobs_create, ingest_jobs_reap
 from .labels import gold_write, labels_attach
 from .otlp import otlp_id, otlp_spans_store, otlp_trace_rebuild, otlp_traces_rebuild
@@ -14,6 +15,7 @@ from .uploads import IncomingFile, expand_incoming, incoming_from_upload, raw_up
 from .writer import STEP_BATCH_SIZE, trace_create_from_parsed, trace_replace_from_parsed
 
 __all__ = [
+    "MAX_DELETE",
     "MAX_INGEST_ATTEMPTS",
     "STEP_BATCH_SIZE",
     "IncomingFile",
@@ -44,5 +46,6 @@ __all__ = [
     "search_index_schedule",
     "trace_create_from_parsed",
     "trace_replace_from_parsed",
+    "traces_delete",
     "trace_totals_store",
 ]
