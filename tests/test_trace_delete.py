@@ -149,3 +149,35 @@ def _who_and_when(subset: str, n: int):
     from tests.conftest import whowhen_files
 
     return [p for p in whowhen_files() if p.parent.name == subset and '"WebSurfer"' in p.read_text()][:n]
+
+
+def test_a_run_over_deleted_traces_lets_them_go_and_still_finishes(owner_client, project):
+    from attribution.models import RunStatus
+
+    ids = [bytes([i]) * 16 for i in (1, 2, 3)]
+    a, b, c = (send(project, SpanTree(agents=1, calls=2, trace_id=i).by_start(), trace_id=i) for i in ids)
+    run = AttributionRun.objects.create(
+        project=project,
+        method="heuristic",
+        trace_ids=[a.pk, b.pk, c.pk],
+        total=3,
+        done=1,
+        status=RunStatus.RUNNING,
+    )
+    Verdict.objects.create(run=run, trace=b, method="heuristic", agent_name="x", step_index=0)
+    owner_client.post(reverse("tracing:trace_delete", args=[b.pk]))  # the verdict it wrote goes too
+    run.refresh_from_db()
+    assert (run.trace_ids, run.total, run.done, run.status) == ([a.pk, c.pk], 2, 0, RunStatus.RUNNING)
+    Verdict.objects.create(run=run, trace=a, method="heuristic", agent_name="x", step_index=0)
+    AttributionRun.objects.filter(pk=run.pk).update(done=1)
+    owner_client.post(
+        reverse("tracing:trace_delete", args=[c.pk])
+    )  # the one left to do: nothing is left to wait for
+    run.refresh_from_db()
+    assert (run.total, run.done, run.status) == (1, 1, RunStatus.SUCCEEDED)
+    finished = AttributionRun.objects.create(
+        project=project, method="heuristic", trace_ids=[a.pk], total=1, done=1, status=RunStatus.SUCCEEDED
+    )
+    owner_client.post(reverse("tracing:trace_delete", args=[a.pk]))
+    finished.refresh_from_db()
+    assert (finished.trace_ids, finished.total, finished.done) == ([a.pk], 1, 1)  # history stays as it was

@@ -87,6 +87,12 @@ class StepsMovedHook(Protocol):
         step count. Every other old index still holds the same step; a new index nothing maps to is a new step."""
 
 
+class TracesDeletedHook(Protocol):
+    def __call__(self, project_id: int, trace_ids: list[int]) -> None:
+        """These traces are about to be deleted, inside the transaction that deletes them (their rows and what
+        cascades from them are still there): work in progress over them lets them go."""
+
+
 class TracesArrivedHook(Protocol):
     def __call__(self, project_id: int, trace_ids: list[int]) -> None:
         """New traces came in from outside (an import, the API, the OTLP receiver), inside the transaction that wrote
@@ -100,6 +106,7 @@ class _Registry:
     step_scores: list[StepScoreProvider] = field(default_factory=list)
     steps_moved: list[StepsMovedHook] = field(default_factory=list)
     traces_arrived: list[TracesArrivedHook] = field(default_factory=list)
+    traces_deleted: list[TracesDeletedHook] = field(default_factory=list)
     category_namer: Callable[[str, str], str] | None = None  # (category, family) -> a person's name
 
 
@@ -124,6 +131,11 @@ def register_steps_moved(hook: StepsMovedHook) -> None:
 def register_traces_arrived(hook: TracesArrivedHook) -> None:
     if hook not in _registry.traces_arrived:
         _registry.traces_arrived.append(hook)
+
+
+def register_traces_deleted(hook: TracesDeletedHook) -> None:
+    if hook not in _registry.traces_deleted:
+        _registry.traces_deleted.append(hook)
 
 
 def register_category_namer(namer: Callable[[str, str], str]) -> None:
@@ -191,6 +203,13 @@ def traces_arrived(project_id: int, trace_ids: list[int]) -> None:
     """Tell every registered hook that these traces arrived (see ``TracesArrivedHook``)."""
     if trace_ids:
         for hook in _registry.traces_arrived:
+            hook(project_id, trace_ids)
+
+
+def traces_deleted(project_id: int, trace_ids: list[int]) -> None:
+    """Tell every registered hook that these traces are being deleted (see ``TracesDeletedHook``)."""
+    if trace_ids:
+        for hook in _registry.traces_deleted:
             hook(project_id, trace_ids)
 
 

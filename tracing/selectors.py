@@ -569,6 +569,11 @@ def trace_scope(*, project: Project, scope: str) -> dict[str, Any] | None:
     }
 
 
+def trace_names(*, project: Project, filters: TraceFilters, limit: int) -> list[tuple[int, str]]:
+    """(id, name) of the first ``limit`` traces the list shows, in its order."""
+    return list(trace_list(project=project, filters=filters).values_list("pk", "name")[:limit])
+
+
 def trace_count(*, project: Project, filters: TraceFilters) -> int:
     return trace_list(project=project, filters=filters).count()
 

@@ -382,7 +382,7 @@ def traces_delete(request: HttpRequest, slug: str) -> HttpResponse:
             messages.success(request, f"Deleted {deleted} trace{'s' if deleted != 1 else ''}.")
             return redirect("tracing:trace_list", project.slug)
         changed = form.cleaned_data["expected"] != count
-    sample = list(selectors.trace_list(project=project, filters=filters).values_list("pk", "name")[:20])
+    sample = selectors.trace_names(project=project, filters=filters, limit=20)
     return render(
         request,
         "tracing/traces_delete.html",

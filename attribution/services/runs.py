@@ -14,6 +14,7 @@ from decimal import Decimal
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Count, F, Sum
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from tracing.models import Project, Trace
@@ -464,6 +465,29 @@ def _verdict_row(run: AttributionRun, trace: Trace, result: MethodResult | None,
         output_tokens=result.output_tokens,
         cost=Decimal(str(round(result.cost, 6))),
     )
+
+
+def runs_forget_traces(project_id: int, trace_ids: list[int]) -> None:
+    """Traces deleted while runs over them are queued or running (``tracing.extensions.traces_deleted``, inside the
+    deleting transaction): each such run drops them, with the verdicts it wrote for them, so its counters still add
+    up and it finishes when the rest is done. A finished run keeps its figures as they were."""
+    gone = set(trace_ids)
+    live = AttributionRun.objects.select_for_update().filter(
+        project_id=project_id, status__in=[RunStatus.QUEUED, RunStatus.RUNNING]
+    )
+    for run in live.only("pk", "trace_ids"):
+        kept = [t for t in run.trace_ids if t not in gone]
+        if len(kept) == len(run.trace_ids):
+            continue
+        written = Verdict.objects.filter(run=run, trace_id__in=trace_ids)
+        failed = written.filter(status=VerdictStatus.FAILED).count()
+        AttributionRun.objects.filter(pk=run.pk).update(
+            trace_ids=kept,
+            total=Greatest(F("total") - (len(run.trace_ids) - len(kept)), 0),
+            done=Greatest(F("done") - written.count(), 0),
+            failed=Greatest(F("failed") - failed, 0),
+        )
+        _finish_if_done(run.pk)
 
 
 def _finish_if_done(run_id: int) -> None:

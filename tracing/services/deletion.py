@@ -9,6 +9,7 @@ from typing import Any
 
 from django.db import transaction
 
+from .. import extensions
 from ..formats.otlp_json import OtlpJson
 from ..models import OtlpPendingBuild, OtlpSpan, Project, Step, Trace
 from .audit import audit_record
@@ -52,15 +53,14 @@ def _delete_batch(project: Project, ids: list[int]) -> list[str]:
     received = sorted(
         external for _, external, upload, fmt in rows if upload is None and fmt == OtlpJson.name and external
     )
-    for (
-        trace_id
-    ) in received:  # a build of the trace running now finishes first; one that comes later finds nothing
+    # A build of such a trace running now finishes first; one that comes later finds no spans to build.
+    for trace_id in received:
         _lock(project.pk, trace_id)
     if received:
         OtlpSpan.objects.filter(project=project, trace_id__in=received).delete()
         OtlpPendingBuild.objects.filter(project=project, trace_id__in=received).delete()
-    Step.objects.filter(
-        trace_id__in=ids
-    ).delete()  # one statement: no row points at a step, so none is loaded
+    extensions.traces_deleted(project.pk, ids)
+    # The steps in one statement (no row points at a step, so none is loaded), then the traces and what cascades.
+    Step.objects.filter(trace_id__in=ids).delete()
     Trace.objects.filter(pk__in=ids).delete()
     return [name for name, *_ in rows]
