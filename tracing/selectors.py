@@ -606,9 +606,8 @@ def trace_page(*, trace: Trace, page: int, per_page: int) -> dict[str, Any]:
 
 # --- live OTLP ingestion ------------------------------------------------------------------------------------------
 
-ARRIVING_CAP = (
-    10_000  # waiting spans counted at most (the banner says "10,000+"): each poll reads a bounded part
-)
+# Waiting spans counted at most (the banner then says "10,000+"): each poll reads a bounded part of the index.
+ARRIVING_CAP = 10_000
 
 
 @dataclass(frozen=True)

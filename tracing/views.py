@@ -97,9 +97,8 @@ def trace_list(request: HttpRequest, slug: str) -> HttpResponse:
         "all_uploads_querystring": _without(request, "page", "batch"),
     }
     if not request.htmx:
-        context["live"] = _project_live(
-            membership.project, selectors.newest_trace_id(project=membership.project)
-        )
+        newest = selectors.newest_trace_id(project=membership.project)
+        context["live"] = _project_live(membership.project, newest, drawn=True)
     template = "tracing/trace_list.html#results" if request.htmx else "tracing/trace_list.html"
     return render(request, template, context)
 
@@ -239,11 +238,11 @@ def _trace_live(trace: Any, shown: int) -> dict[str, Any]:
 
 
 def _form_errors(form: Any) -> HttpResponse:
-    return HttpResponse(
-        "; ".join(e for errors in form.errors.values() for e in errors),
-        status=400,
-        content_type="text/plain; charset=utf-8",
-    )
+    return _bad_request("; ".join(e for errors in form.errors.values() for e in errors))
+
+
+def _bad_request(message: str) -> HttpResponse:
+    return HttpResponse(message, status=400, content_type="text/plain; charset=utf-8")
 
 
 @login_required
@@ -255,11 +254,7 @@ def step_content(request: HttpRequest, trace_id: int, index: int) -> HttpRespons
     trace, _membership = access.trace_for(request, trace_id)
     form = StepWindowForm(request.GET)
     if not form.is_valid():
-        return HttpResponse(
-            "; ".join(e for errors in form.errors.values() for e in errors),
-            status=400,
-            content_type="text/plain; charset=utf-8",
-        )
+        return _form_errors(form)
     offset, size = form.cleaned_data["offset"] or 0, settings.CULPRIT_STEP_WINDOW_CHARS
     part = form.cleaned_data["part"] or "content"
     window = selectors.step_content_window(trace=trace, index=index, offset=offset, size=size, part=part)
@@ -367,10 +362,8 @@ def traces_delete(request: HttpRequest, slug: str) -> HttpResponse:
     scope = (request.POST if form is not None else request.GET).get("scope", "")
     filters_form = TraceFilterForm.for_scope(scope.lstrip("?"))
     if len(scope) > SCOPE_MAX_LENGTH or not filters_form.is_valid():
-        return HttpResponse(
-            f"The trace list's filters are not valid: {filters_form.error_text() or 'too long'}",
-            status=400,
-            content_type="text/plain; charset=utf-8",
+        return _bad_request(
+            f"The trace list's filters are not valid: {filters_form.error_text() or 'too long'}"
         )
     filters = filters_form.filters()
     count = selectors.trace_count(project=project, filters=filters)

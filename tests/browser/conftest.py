@@ -65,6 +65,12 @@ def page(browser, tmp_path, request):
 PASSWORD = "a-long-test-password"
 
 
+def screenshot(page, name: str) -> None:
+    """A full-page screenshot to look at, when CULPRIT_SCREENSHOTS names a folder (the flows' tests take them)."""
+    if folder := os.environ.get("CULPRIT_SCREENSHOTS"):
+        page.screenshot(path=os.path.join(folder, f"{name}.png"), full_page=True)
+
+
 def log_in(page, base_url: str, username: str, password: str = PASSWORD) -> None:
     """Sign in through the login form, as a person does, and wait for the page it leads to."""
     page.goto(f"{base_url}/accounts/login/")

@@ -3,14 +3,12 @@ trace came and shows it; the trace page says its new steps came and opens where 
 
 from __future__ import annotations
 
-import os
 import urllib.request
-from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
 
-from tests.browser.conftest import log_in
+from tests.browser.conftest import log_in, screenshot
 from tests.conftest import wait_for
 from tests.tracing.test_otlp_incremental import SpanTree, in_batches, request
 from tracing import services
@@ -30,11 +28,6 @@ def _send(base_url: str, token: str, spans) -> None:
         assert response.status == 200
 
 
-def _shot(page, name: str) -> None:
-    if folder := os.environ.get("CULPRIT_SCREENSHOTS"):
-        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
-
-
 def test_a_person_watches_spans_arrive_as_a_new_trace_and_then_as_new_steps(live_server, celery_worker, page):
     user = get_user_model().objects.create_user("ada", password="a-long-test-password")
     project = services.project_create(name="Live", owner=user)
@@ -52,7 +45,7 @@ def test_a_person_watches_spans_arrive_as_a_new_trace_and_then_as_new_steps(live
     first, second = in_batches(tree.by_start(), len(tree.spans) // 2 + 1)
     _send(live_server.url, token, first)
     page.wait_for_selector("#live >> text=1 new trace · show", timeout=30_000)
-    _shot(page, "otlp-live-list")
+    screenshot(page, "otlp-live-list")
     page.click("#live >> text=1 new trace · show")
     page.wait_for_load_state("networkidle")
     page.click(f"text={Trace.objects.get(project=project, external_id=tree.trace_id.hex()).name}")
@@ -64,7 +57,7 @@ def test_a_person_watches_spans_arrive_as_a_new_trace_and_then_as_new_steps(live
     added = Trace.objects.get(project=project, external_id=tree.trace_id.hex()).step_count - shown
     assert added > 0
     page.wait_for_selector(f"#live >> text={added} new steps · show", timeout=30_000)
-    _shot(page, "otlp-live-trace")
+    screenshot(page, "otlp-live-trace")
     page.click(f"#live >> text={added} new steps · show")
     page.wait_for_selector(f"#step-{shown}")
     assert f"step={shown}" in page.url

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 from django.contrib.auth import get_user_model
 
-from tests.browser.conftest import log_in
+from tests.browser.conftest import log_in, screenshot
 from tests.conftest import import_now, incoming_path, whowhen_files
 from tracing import services
 from tracing.models import Role, Trace
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-def _shot(page, name: str) -> None:
-    if folder := os.environ.get("CULPRIT_SCREENSHOTS"):
-        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
 
 
 def test_an_owner_deletes_a_trace_then_a_filtered_list(live_server, page):
@@ -43,7 +35,7 @@ def test_an_owner_deletes_a_trace_then_a_filtered_list(live_server, page):
     page.wait_for_selector("text=2 matching traces")
     page.click("text=Delete them…")
     page.wait_for_selector('.delete-count >> text="2"')
-    _shot(page, "traces-delete-confirm")
+    screenshot(page, "traces-delete-confirm")
     page.check("input[name=confirm]")
     page.click("text=Delete 2 traces")
     page.wait_for_selector(".messages >> text=Deleted 2 traces.")

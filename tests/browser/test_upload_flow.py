@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
 
-from tests.browser.conftest import log_in
+from tests.browser.conftest import log_in, screenshot
 from tests.conftest import sample_file
 from tracing import services
 from tracing.models import IngestJob, Role, Trace
@@ -30,11 +29,6 @@ async ([selector, files]) => {
   zone.dispatchEvent(new DragEvent("drop", {bubbles: true, cancelable: true, dataTransfer: transfer}));
 }
 """
-
-
-def _shot(page, name: str) -> None:
-    if folder := os.environ.get("CULPRIT_SCREENSHOTS"):
-        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
 
 
 def test_a_person_drops_files_watches_them_import_and_finds_the_gold_step(live_server, celery_worker, page):
@@ -64,7 +58,7 @@ def test_a_person_drops_files_watches_them_import_and_finds_the_gold_step(live_s
         raise AssertionError(f"two imports never succeeded on the page; the jobs: {jobs}") from exc
     page.wait_for_selector(".job[data-status=failed]")
     page.wait_for_function("() => !document.querySelector('.jobs[hx-trigger]')")  # polling stopped
-    _shot(page, "upload-finished")
+    screenshot(page, "upload-finished")
     failed = page.inner_text(".job[data-status=failed]")
     assert "broken.json: the JSON ends unexpectedly" in failed and "truncated" in failed
     assert page.locator(".job[data-status=succeeded]").count() == 2
@@ -83,7 +77,7 @@ def test_a_person_drops_files_watches_them_import_and_finds_the_gold_step(live_s
     assert (
         json.loads(hand.read_text())["history"][gold.step_index]["content"][:40] in highlighted.inner_text()
     )
-    _shot(page, "trace-gold-step")
+    screenshot(page, "trace-gold-step")
 
     # Jump to another step with the form, as a person would.
     page.fill("#jump-step", "0")
@@ -111,7 +105,7 @@ def test_many_formats_dropped_together_import_like_the_cli_does(live_server, cel
     page.evaluate(DROP_FILES, ["#dropzone", [{"name": f.name, "body": f.read_text()} for f in files]])
     page.wait_for_selector(f".job[data-status=succeeded] >> nth={len(files) - 1}", timeout=60_000)
     page.wait_for_function("() => !document.querySelector('.jobs[hx-trigger]')")
-    _shot(page, "upload-many-formats")
+    screenshot(page, "upload-many-formats")
     formats = page.locator(".job .tag").all_inner_texts()
     assert {f.split(" ")[0] for f in formats} == {
         "trail-labels",

@@ -16,9 +16,8 @@ from .audit import audit_record
 from .otlp_build import _lock
 
 DELETE_BATCH = 100  # traces per transaction
-MAX_DELETE = (
-    5000  # traces one request may delete (a request stays bounded: the list's filters narrow a larger set)
-)
+# Traces one request may delete: a request stays bounded (the list's filters narrow a larger set).
+MAX_DELETE = 5000
 NAMES_KEPT = 20  # trace names the audit event lists
 
 
@@ -32,17 +31,19 @@ def traces_delete(*, project: Project, trace_ids: list[int], actor: Any = None) 
             f"at most {MAX_DELETE:,} traces at a time: narrow the selection ({len(ids):,} traces)"
         )
     names: list[str] = []
-    for start in range(0, len(ids), DELETE_BATCH):
-        with transaction.atomic():
-            names += _delete_batch(project, ids[start : start + DELETE_BATCH])
-    if names:
-        audit_record(
-            action="traces.deleted",
-            project=project,
-            actor=actor,
-            target=names[0] if len(names) == 1 else f"{len(names)} traces",
-            details={"count": len(names), "names": names[:NAMES_KEPT]},
-        )
+    try:
+        for start in range(0, len(ids), DELETE_BATCH):
+            with transaction.atomic():
+                names += _delete_batch(project, ids[start : start + DELETE_BATCH])
+    finally:  # the batches that went are recorded even when a later one fails
+        if names:
+            audit_record(
+                action="traces.deleted",
+                project=project,
+                actor=actor,
+                target=names[0] if len(names) == 1 else f"{len(names)} traces",
+                details={"count": len(names), "names": names[:NAMES_KEPT]},
+            )
     return len(names)
 
 
