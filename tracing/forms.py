@@ -219,10 +219,9 @@ class TraceScopeField(forms.CharField):
 
 
 class TraceDeleteForm(forms.Form):
-    """Deleting the traces of a trace-list scope (empty: every trace of the project). ``expected`` is the count the
-    confirmation showed: when traces arrived or went since, the page asks again with the new count."""
+    """Confirming the deletion of a trace-list scope's traces (the view reads the scope, as the trace list does).
+    ``expected`` is the count the confirmation showed: when traces arrived or went since, the page asks again."""
 
-    scope = TraceScopeField()
     expected = forms.IntegerField(min_value=0, widget=forms.HiddenInput)
     confirm = forms.BooleanField(
         required=True,

@@ -13,7 +13,7 @@ from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
-from django.db.models import Count, F, Sum
+from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
@@ -479,13 +479,14 @@ def runs_forget_traces(project_id: int, trace_ids: list[int]) -> None:
         kept = [t for t in run.trace_ids if t not in gone]
         if len(kept) == len(run.trace_ids):
             continue
-        written = Verdict.objects.filter(run=run, trace_id__in=trace_ids)
-        failed = written.filter(status=VerdictStatus.FAILED).count()
+        written = Verdict.objects.filter(run=run, trace_id__in=trace_ids).aggregate(
+            done=Count("pk"), failed=Count("pk", filter=Q(status=VerdictStatus.FAILED))
+        )
         AttributionRun.objects.filter(pk=run.pk).update(
             trace_ids=kept,
             total=Greatest(F("total") - (len(run.trace_ids) - len(kept)), 0),
-            done=Greatest(F("done") - written.count(), 0),
-            failed=Greatest(F("failed") - failed, 0),
+            done=Greatest(F("done") - written["done"], 0),
+            failed=Greatest(F("failed") - written["failed"], 0),
         )
         _finish_if_done(run.pk)
 

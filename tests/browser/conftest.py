@@ -71,6 +71,19 @@ def screenshot(page, name: str) -> None:
         page.screenshot(path=os.path.join(folder, f"{name}.png"), full_page=True)
 
 
+def owned_project(name: str, username: str):
+    """A project ``name`` and its owner ``username`` (password ``PASSWORD``), as the flows' tests start."""
+    from django.contrib.auth import get_user_model
+
+    from tracing import services
+    from tracing.models import Role
+
+    user = get_user_model().objects.create_user(username, password=PASSWORD)
+    project = services.project_create(name=name, owner=user)
+    services.membership_set(project=project, user=user, role=Role.OWNER)
+    return project
+
+
 def log_in(page, base_url: str, username: str, password: str = PASSWORD) -> None:
     """Sign in through the login form, as a person does, and wait for the page it leads to."""
     page.goto(f"{base_url}/accounts/login/")

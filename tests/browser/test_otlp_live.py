@@ -6,13 +6,12 @@ from __future__ import annotations
 import urllib.request
 
 import pytest
-from django.contrib.auth import get_user_model
 
-from tests.browser.conftest import log_in, screenshot
+from tests.browser.conftest import log_in, owned_project, screenshot
 from tests.conftest import wait_for
 from tests.tracing.test_otlp_incremental import SpanTree, in_batches, request
 from tracing import services
-from tracing.models import OtlpSpan, Role, Trace
+from tracing.models import OtlpSpan, Trace
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -29,9 +28,7 @@ def _send(base_url: str, token: str, spans) -> None:
 
 
 def test_a_person_watches_spans_arrive_as_a_new_trace_and_then_as_new_steps(live_server, celery_worker, page):
-    user = get_user_model().objects.create_user("ada", password="a-long-test-password")
-    project = services.project_create(name="Live", owner=user)
-    services.membership_set(project=project, user=user, role=Role.OWNER)
+    project = owned_project("Live", "ada")
     token = services.api_token_create(project=project, name="otel", user=None)[1]
     earlier = SpanTree(agents=1, calls=2, trace_id=bytes.fromhex("22" * 16), seed=7)
     _send(live_server.url, token, earlier.by_start())

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth import get_user_model
 
-from tests.browser.conftest import log_in, screenshot
+from tests.browser.conftest import log_in, owned_project, screenshot
 from tests.conftest import import_now, incoming_path, whowhen_files
-from tracing import services
-from tracing.models import Role, Trace
+from tracing.models import Trace
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def test_an_owner_deletes_a_trace_then_a_filtered_list(live_server, page):
-    user = get_user_model().objects.create_user("ada", password="a-long-test-password")
-    project = services.project_create(name="Tidy", owner=user)
-    services.membership_set(project=project, user=user, role=Role.OWNER)
+    project = owned_project("Tidy", "ada")
     hand = [p for p in whowhen_files() if p.parent.name == "Hand-Crafted"][:3]
     algo = [p for p in whowhen_files() if p.parent.name == "Algorithm-Generated"][:2]
     for path in hand + algo:

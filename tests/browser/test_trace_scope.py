@@ -6,22 +6,18 @@ from __future__ import annotations
 import re
 
 import pytest
-from django.contrib.auth import get_user_model
 
 from annotations.models import QueueItem, ReviewQueue
-from tests.browser.conftest import log_in
+from tests.browser.conftest import log_in, owned_project
 from tests.conftest import import_now, incoming_path, whowhen_files
 from tracing import selectors as tracing_selectors
-from tracing import services
-from tracing.models import Outcome, Role
+from tracing.models import Outcome
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def test_an_owner_turns_a_filtered_trace_list_into_a_queue(live_server, page):
-    user = get_user_model().objects.create_user("ines", password="a-long-test-password")
-    project = services.project_create(name="Scoped", owner=user)
-    services.membership_set(project=project, user=user, role=Role.OWNER)
+    project = owned_project("Scoped", "ines")
     files = [p for p in whowhen_files() if p.parent.name == "Hand-Crafted"][:3]
     files += [p for p in whowhen_files() if p.parent.name == "Algorithm-Generated"][:3]
     import_now(project, *[incoming_path(p, f"{p.parent.name}/{p.name}") for p in files])
