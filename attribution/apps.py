@@ -15,6 +15,7 @@ class AttributionConfig(AppConfig):
         from .api import router
         from .replay.hook_contract import openapi_extend
         from .services.auto import traces_arrived
+        from .services.campaigns import campaigns_forget_traces
         from .services.runs import runs_forget_traces
 
         # ready() can run twice (some test runners re-populate apps); the router is attached once.
@@ -28,4 +29,6 @@ class AttributionConfig(AppConfig):
         trace_list.register()
         step_moves.register()  # verdicts' per-step scores follow a renumbered OTLP step
         extensions.register_traces_arrived(traces_arrived)  # new traces wait for automatic attribution
-        extensions.register_traces_deleted(runs_forget_traces)  # a run over deleted traces can still finish
+        # Runs and campaigns over deleted traces let them go and can still finish.
+        extensions.register_traces_deleted(runs_forget_traces)
+        extensions.register_traces_deleted(campaigns_forget_traces)

@@ -181,3 +181,70 @@ def test_a_run_over_deleted_traces_lets_them_go_and_still_finishes(owner_client,
     owner_client.post(reverse("tracing:trace_delete", args=[a.pk]))
     finished.refresh_from_db()
     assert (finished.trace_ids, finished.total, finished.done) == ([a.pk], 1, 1)  # history stays as it was
+
+
+def test_a_campaign_over_deleted_traces_lets_them_go_and_still_finishes(owner_client, project):
+    from attribution import services as attribution_services
+    from attribution.models import CampaignStatus, Injection, InjectionCampaign, InjectionStatus
+
+    ids = [bytes([i]) * 16 for i in (4, 5, 6)]
+    a, b, c = (send(project, SpanTree(agents=1, calls=2, trace_id=i).by_start(), trace_id=i) for i in ids)
+    campaign = InjectionCampaign.objects.create(
+        project=project, trace_ids=[a.pk, b.pk, c.pk], status=CampaignStatus.RUNNING, total=4, done=2, kept=1
+    )
+
+    def planned(origin, key, status=InjectionStatus.PENDING):
+        return Injection.objects.create(
+            campaign=campaign, origin=origin, key=key, fault_kind="x", status=status
+        )
+
+    planned(a, "a1", InjectionStatus.KEPT)
+    waiting = planned(a, "a2")
+    planned(b, "b1", InjectionStatus.DISCARDED)
+    left = planned(c, "c1")
+    owner_client.post(reverse("tracing:trace_delete", args=[a.pk]))  # one kept, one still to replay
+    campaign.refresh_from_db()
+    assert (campaign.trace_ids, campaign.total, campaign.done, campaign.kept) == ([b.pk, c.pk], 2, 1, 0)
+    assert campaign.status == CampaignStatus.RUNNING
+    # The deleted injection's task, delivered now, finds nothing to do; the campaign counts nothing for it.
+    assert attribution_services.injection_execute(injection_id=waiting.pk) is None
+    owner_client.post(reverse("tracing:trace_delete", args=[c.pk]))  # its last pending injection goes
+    campaign.refresh_from_db()
+    assert (campaign.total, campaign.done, campaign.status) == (1, 1, CampaignStatus.SUCCEEDED)
+    assert not Injection.objects.filter(pk=left.pk).exists()
+
+    queued = InjectionCampaign.objects.create(project=project, trace_ids=[b.pk], status=CampaignStatus.QUEUED)
+    owner_client.post(reverse("tracing:trace_delete", args=[b.pk]))  # nothing left to break
+    queued.refresh_from_db()
+    assert queued.status == CampaignStatus.CANCELLED
+    assert queued.stop_reason == "every trace it was to break was deleted"
+    campaign.refresh_from_db()
+    assert (campaign.trace_ids, campaign.total, campaign.done) == ([b.pk], 1, 1)  # finished: kept as it was
+
+
+@pytest.mark.django_db(
+    transaction=True
+)  # the verdict's write meets the deletion at commit, as it does in a worker
+def test_a_trace_deleted_while_a_model_attributes_it_counts_nothing(project, monkeypatch):
+    """A slow method (an LLM judge) is attributing the trace when an owner deletes it: the verdict's write fails on
+    the missing trace and the run's counters stay as the deletion left them; a task for it sent later does nothing."""
+    from attribution.methods.base import MethodResult
+    from attribution.models import RunStatus
+    from attribution.services import runs
+
+    ids = [bytes([i]) * 16 for i in (7, 8)]
+    a, b = (send(project, SpanTree(agents=1, calls=2, trace_id=i).by_start(), trace_id=i) for i in ids)
+    run = AttributionRun.objects.create(
+        project=project, method="heuristic", trace_ids=[a.pk, b.pk], total=2, status=RunStatus.RUNNING
+    )
+
+    def deleted_meanwhile(run_, trace, *args, **kwargs):
+        services.traces_delete(project=project, trace_ids=[trace.pk])
+        return MethodResult(agent="x", step=0, confidence=0.5, reason="r"), ""
+
+    monkeypatch.setattr(runs, "_attribute", deleted_meanwhile)
+    assert runs.run_trace(run_id=run.pk, trace_id=a.pk) is None
+    run.refresh_from_db()
+    assert (run.trace_ids, run.total, run.done, run.status) == ([b.pk], 1, 0, RunStatus.RUNNING)
+    assert runs.run_trace(run_id=run.pk, trace_id=a.pk) is None  # redelivered: nothing to do
+    assert not Verdict.objects.filter(run=run).exists()

@@ -9,7 +9,8 @@ from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import Count, F, Q
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from tracing.jobs import LIVE_STATUSES
@@ -323,6 +324,51 @@ def campaign_finish_if_done(campaign_id: int) -> None:
     ).update(status=CampaignStatus.SUCCEEDED, finished_at=timezone.now())
 
 
+def campaigns_forget_traces(project_id: int, trace_ids: list[int]) -> None:
+    """Traces deleted while campaigns over them are queued or running (``tracing.extensions.traces_deleted``, inside
+    the deleting transaction, before the traces go): each such campaign drops them and the injections planned on them
+    (which the deletion takes with the traces), so its counters still add up and it finishes when the rest is done.
+    An injection being replayed now settles into nothing (``_injection_settle``). A finished campaign keeps its
+    figures as they were, as a finished run does."""
+    from ..models import CampaignStatus, Injection, InjectionCampaign, InjectionStatus
+
+    gone = set(trace_ids)
+    live = InjectionCampaign.objects.select_for_update().filter(
+        project_id=project_id, status__in=LIVE_STATUSES
+    )
+    for campaign in live.only("pk", "trace_ids"):
+        kept = [t for t in campaign.trace_ids if t not in gone]
+        if len(kept) == len(campaign.trace_ids):
+            continue
+        doomed = Injection.objects.filter(campaign=campaign, origin_id__in=trace_ids)
+        # Locked first: one settling now either commits before this reads it or finds it gone.
+        list(doomed.select_for_update().values_list("pk", flat=True))
+        settled = ~Q(status=InjectionStatus.PENDING)
+        counts = doomed.aggregate(
+            planned=Count("pk"),
+            settled=Count("pk", filter=settled),
+            kept=Count("pk", filter=Q(status=InjectionStatus.KEPT)),
+            failed=Count("pk", filter=Q(status=InjectionStatus.FAILED)),
+        )
+        InjectionCampaign.objects.filter(pk=campaign.pk).update(
+            trace_ids=kept,
+            total=Greatest(F("total") - counts["planned"], 0),
+            done=Greatest(F("done") - counts["settled"], 0),
+            kept=Greatest(F("kept") - counts["kept"], 0),
+            failed=Greatest(F("failed") - counts["failed"], 0),
+        )
+        doomed.delete()  # before the traces, so the campaign that finishes now holds none of them
+        if kept:
+            campaign_finish_if_done(campaign.pk)
+        else:
+            _campaign_stop(
+                campaign.pk,
+                CampaignStatus.CANCELLED,
+                "every trace it was to break was deleted",
+                from_statuses=LIVE_STATUSES,
+            )
+
+
 def _reserve_replay(campaign_id: int) -> str:
     """Take one replay from the campaign's budget; "" when granted, else why not. Atomic across workers: a budget
     found spent stops the campaign cleanly (status *stopped*, the injections not started skipped)."""
@@ -347,7 +393,7 @@ def _reserve_replay(campaign_id: int) -> str:
     return spent
 
 
-def injection_execute(*, injection_id: int):  # -> Injection
+def injection_execute(*, injection_id: int):  # -> Injection | None
     """Break one origin trace at one step, replay it, and keep the case when the run now fails.
 
     Safe to call again after a crash: a settled injection is returned untouched, and a replay that finished before
@@ -355,9 +401,13 @@ def injection_execute(*, injection_id: int):  # -> Injection
     """
     from ..models import CampaignStatus, Injection, InjectionStatus, ReplayRecord
 
-    injection = Injection.objects.select_related("campaign", "origin", "campaign__project").get(
-        pk=injection_id
+    injection = (
+        Injection.objects.select_related("campaign", "origin", "campaign__project")
+        .filter(pk=injection_id)
+        .first()
     )
+    if injection is None:  # its trace was deleted (``campaigns_forget_traces``) after it was queued
+        return None
     campaign = injection.campaign
     if injection.status != InjectionStatus.PENDING:
         return injection
@@ -512,7 +562,9 @@ def _injection_settle(injection, status: str, *, record=None, error: str = ""):
     from ..models import Injection, InjectionCampaign, InjectionStatus
 
     with transaction.atomic():
-        locked = Injection.objects.select_for_update().get(pk=injection.pk)
+        locked = Injection.objects.select_for_update().filter(pk=injection.pk).first()
+        if locked is None:  # its trace was deleted during the replay: the campaign no longer counts it
+            return injection
         if locked.status != InjectionStatus.PENDING:
             return locked
         if record is not None:

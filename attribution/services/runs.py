@@ -147,9 +147,12 @@ def run_trace(*, run_id: int, trace_id: int) -> Verdict | None:
     existing = Verdict.objects.filter(run=run, trace_id=trace_id).first()
     if existing is not None or run.status not in (RunStatus.RUNNING, RunStatus.QUEUED):
         return existing
-    trace = Trace.objects.get(pk=trace_id, project=run.project)
+    trace = Trace.objects.filter(pk=trace_id, project=run.project).first()
+    if trace is None:  # deleted after the task was sent: the run let it go (``runs_forget_traces``)
+        return None
     result, error = _attribute(run, trace)
-    # No network I/O past this point: the verdict and the counters are written together.
+    # No network I/O past this point: the verdict and the counters are written together. A trace deleted during the
+    # call fails the write (its foreign key) and counts nothing, as the run already let it go.
     return _store_verdict(run, trace, result, error)
 
 
