@@ -26,8 +26,8 @@ def clean_text(text: str | None) -> str:
 
 
 def stored_agent(name: str | None) -> str | None:
-    """The agent name a step is stored with (None: no agent)."""
-    return name[:AGENT_NAME_LENGTH] if name else None
+    """The agent name a step is stored with (None: no agent); NUL as U+FFFD, as in text."""
+    return clean_text(name)[:AGENT_NAME_LENGTH] if name else None
 
 
 def stored_kind(kind: str) -> str:

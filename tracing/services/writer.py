@@ -116,7 +116,7 @@ class PreparedTrace:
 def trace_prepare(parsed: ParsedTrace) -> PreparedTrace:
     """The rows of a parsed trace whose steps are a list, with everything derived from them; no query."""
     warnings = list(parsed.warnings)
-    prompts = {a.name: a.system_prompt for a in parsed.agents}
+    prompts = {stored_agent(a.name): _clean(a.system_prompt) for a in parsed.agents}
     agents: dict[str, str] = {}
     for name in (stored_agent(a.name) for a in parsed.agents):
         if name and name not in agents:
@@ -135,7 +135,7 @@ def trace_prepare(parsed: ParsedTrace) -> PreparedTrace:
     totals.add(rows)
     for item in parsed.agents:  # the last non-empty prompt declared for a name wins, as in ``_AgentBook``
         if item.system_prompt and item.name:
-            agents[item.name[:200]] = item.system_prompt
+            agents[stored_agent(item.name)] = _clean(item.system_prompt)
     header = _header(parsed)
     return PreparedTrace(
         parsed=parsed,
@@ -447,11 +447,11 @@ def _suffix_candidate(name: str, parsed: ParsedTrace, upload: RawUpload | None, 
 
 def _header(parsed: ParsedTrace) -> dict[str, object]:
     return {
-        "name": parsed.name[:300],
+        "name": _clean(parsed.name)[:300],
         "source_format": parsed.source_format,
-        "external_id": parsed.external_id[:200],
-        "question": parsed.question,
-        "ground_truth": parsed.ground_truth,
+        "external_id": _clean(parsed.external_id)[:200],
+        "question": _clean(parsed.question),
+        "ground_truth": _clean(parsed.ground_truth),
         "outcome": parsed.outcome,
         "metadata": scrub_nul(finite(parsed.metadata)),
     }
@@ -505,11 +505,11 @@ class _AgentBook:
         self.trace = trace
         self.by_name: dict[str, Agent] = {}
         self.counts: dict[str, int] = {}
-        self.prompts = {a.name: a.system_prompt for a in parsed.agents}
+        self.prompts = {stored_agent(a.name): _clean(a.system_prompt) for a in parsed.agents}
         self.ensure(a.name for a in parsed.agents)
 
     def ensure(self, names: Iterable[str | None]) -> None:
-        new = [n[:200] for n in dict.fromkeys(n for n in names if n) if n[:200] not in self.by_name]
+        new = [n for n in dict.fromkeys(stored_agent(n) for n in names if n) if n and n not in self.by_name]
         start = len(self.by_name)
         rows = Agent.objects.bulk_create(
             Agent(trace=self.trace, name=name, system_prompt=self.prompts.get(name, ""), position=start + i)
@@ -522,15 +522,16 @@ class _AgentBook:
         declared = list(declared)
         self.ensure(a.name for a in declared)
         for item in declared:
-            agent = self.by_name[item.name[:200]]
-            if item.system_prompt and agent.system_prompt != item.system_prompt:
-                agent.system_prompt = item.system_prompt
+            agent = self.by_name[stored_agent(item.name)]
+            prompt = _clean(item.system_prompt)
+            if prompt and agent.system_prompt != prompt:
+                agent.system_prompt = prompt
                 agent.save(update_fields=["system_prompt"])
 
     def get(self, name: str | None) -> Agent | None:
         if not name:
             return None
-        agent = self.by_name.get(name[:200])
+        agent = self.by_name.get(stored_agent(name))
         if agent is not None:
             self.counts[agent.name] = self.counts.get(agent.name, 0) + 1
         return agent
