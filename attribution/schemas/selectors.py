@@ -202,9 +202,15 @@ def schema_for_project(*, project: Project, schema_id: int) -> ErrorSchema | Non
 
 def schema_detail_context(schema: ErrorSchema) -> dict[str, Any]:
     exemplars = list(schema.exemplars.select_related("trace").order_by("created_at")[:200])
+    # A shared schema is also used by the projects that opted in to the library: their traces are theirs, so this
+    # page lists only its own project's uses and counts the others.
+    all_uses = SchemaUse.objects.filter(schema=schema)
     uses = list(
-        SchemaUse.objects.filter(schema=schema).select_related("verdict", "trace").order_by("-id")[:50]
+        all_uses.filter(trace__project_id=schema.project_id)
+        .select_related("verdict", "trace")
+        .order_by("-id")[:50]
     )
+    elsewhere = all_uses.exclude(trace__project_id=schema.project_id).count()
     settled = schema.hits + schema.misses
     return {
         "schema": schema,
@@ -212,6 +218,7 @@ def schema_detail_context(schema: ErrorSchema) -> dict[str, Any]:
         "independent": len({e.independence for e in exemplars}),
         "events": list(schema.events.select_related("actor")[:100]),
         "uses": uses,
+        "uses_elsewhere": elsewhere,
         "precision": round(schema.hits / settled, 3) if settled else None,
     }
 

@@ -291,6 +291,38 @@ def test_projects_are_isolated_unless_they_opt_in_to_shared_schemas(project, mak
     ]
 
 
+@pytest.mark.django_db
+def test_a_shared_schemas_page_shows_its_own_projects_uses_and_only_counts_the_others(
+    project, make_project, owner, owner_client
+):
+    """Another project that opted in to the library uses the schema on its own traces: their names stay theirs."""
+    from django.urls import reverse
+
+    cases(project, 2)
+    schema_services.schemas_distill(project=project)
+    schema = the_schema(project)
+    schema_services.schema_edit(
+        schema=schema,
+        user=owner,
+        title=schema.title,
+        context=schema.context,
+        detection_text=schema.detection_text,
+        category=schema.category,
+        scope=SchemaScope.SHARED,
+    )
+    other = make_project("Bravo")
+    schema_services.library_settings_save(project=other, use_shared_library=True)
+    (theirs,) = upload(other, failing_import("scipy"), "Algorithm-Generated/bravo-secret-incident.json")
+    GoldLabel.objects.filter(trace=theirs).delete()
+    run = services.run_create(project=other, method="schema_guided", trace_ids=[theirs.pk], enqueue=False)
+    services.run_execute_inline(run=run)
+    assert SchemaUse.objects.filter(schema=schema, trace=theirs).exists()
+    page = owner_client.get(reverse("attribution:schema_detail", args=[project.slug, schema.pk]))
+    assert page.status_code == 200
+    assert b"bravo-secret-incident" not in page.content
+    assert b"And 1 use in other projects" in page.content
+
+
 # --- the method -------------------------------------------------------------------------------------------------------
 
 
