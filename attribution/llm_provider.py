@@ -31,6 +31,10 @@ def _configure_litellm(module: ModuleType) -> None:
             litellm_logger.removeHandler(handler)
         litellm_logger.propagate = True
     outbound.install_litellm_guard()
+    # Counting the tokens of a llama, Command R or Replicate model would fetch its tokenizer from Hugging Face with
+    # litellm's own HTTP client, past the outbound policy (and stall an offline server on retries): the tiktoken
+    # count litellm ships with is close enough for budgets.
+    module.disable_hf_tokenizer_download = True
     atexit.register(_quiet_aiohttp_transports)
 
 

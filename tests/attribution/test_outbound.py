@@ -445,3 +445,22 @@ def test_litellm_connections_are_checked_at_connect_time(production, project, li
     with pytest.raises(MethodError, match="loopback address .* does not allow it"):
         llm.complete_json(system="s", user="u", purpose="probe", validate=lambda answer: None)
     assert seen == []
+
+
+@pytest.mark.parametrize(
+    "model", ["ollama/llama-3-8b", "replicate/meta/llama-2-70b-chat", "cohere/command-r"]
+)
+def test_counting_tokens_never_fetches_a_tokenizer(project, monkeypatch, model):
+    """litellm would download a llama / Command R tokenizer from Hugging Face with its own client, past the policy;
+    it counts with the tiktoken encoding it ships instead, and opens no connection."""
+    from attribution.llm import LlmClient
+    from attribution.llm_provider import litellm
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"a connection was opened: {args!r}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    client = LlmClient(model=model)
+    assert client.count_tokens("the agent searched the web " * 20) > 20
+    assert litellm.disable_hf_tokenizer_download is True
