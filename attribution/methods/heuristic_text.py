@@ -41,7 +41,10 @@ _EMPTY_SCAN = Alternation(
     ),
     Branch(r"\bnot found\b", "not found", anchored=True),
     Branch(r"\breturned no\b", "returned no", anchored=True),
-    Branch(r"^\s*(?:None|\[\]|\{\}|nan|null)\s*$", "none|[]|{}|nan|null"),
+    # A line of its own, padded with spaces or tabs only: ``^\s*`` would run on over every following blank line
+    # from each line start, quadratic in a run of blank lines (a match starts on the word's own line instead; the
+    # snippet collapses the whitespace either way).
+    Branch(r"^[^\S\n]*(?:None|\[\]|\{\}|nan|null)[^\S\n]*$", "none|[]|{}|nan|null"),
     Branch(r"Code output:\s*$", "code output:", anchored=True),
     Branch(r"\bNothing to summarize\b", "nothing to summarize", anchored=True),
     flags=re.MULTILINE,
@@ -52,7 +55,7 @@ _NO_CODE_SCAN = Alternation(
     Branch(r"No code block detected", "no code block detected", anchored=True),
 )
 _DONE_SCAN = Alternation(
-    Branch(r"^\s*TERMINATE\s*$", "terminate"),
+    Branch(r"^[^\S\n]*TERMINATE[^\S\n]*$", "terminate"),  # a line of its own, as above
     Branch(r"\bRequest satisfied\b", "request satisfied", anchored=True),
     Branch(r"FINAL ANSWER:", "final answer:", anchored=True),
     Branch(

@@ -52,7 +52,9 @@ MARGIN_TOKENS = 64
 KEPT_KINDS = ("human", "system")
 NOT_ACTIONS = ("tool_result", "human", "system")
 
-_FINAL_LINE = re.compile(r"final\s+answer\s*(?:is)?\s*[:：]\s*(.+)", re.IGNORECASE)
+# Possessive: neither "is" nor the colon starts with a space, so giving spaces back never helps, and trying to was
+# quadratic in a long run of them.
+_FINAL_LINE = re.compile(r"final\s++answer\s*+(?:is\s*+)?[:：]\s*(.+)", re.IGNORECASE)
 _TERMINATE = re.compile(r"^\W*terminate\W*$", re.IGNORECASE)
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")

@@ -35,7 +35,9 @@ KINDS: dict[str, str] = {
 }
 
 _NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?(?![\w.])")
-_CALL_ARGS = re.compile(r"\(([^()]*,[^()]*)\)")
+# Arguments with a comma, up to the first comma and then to the paren: the same matches as ``[^()]*,[^()]*``,
+# which tried every comma of a long run as the one (quadratic).
+_CALL_ARGS = re.compile(r"\(([^(),]*+,[^()]*+)\)")
 _NOT_ACTIONS = ("tool_result", "human", "system")
 
 

@@ -509,7 +509,8 @@ def campaign_detail_context(campaign, status: str = "") -> dict:
     counts = dict(
         campaign.injections.values_list("status").annotate(n=Count("pk")).values_list("status", "n")
     )
-    if status in InjectionStatus.values:
+    status = status if status in InjectionStatus.values else ""  # anything else shows them all
+    if status:
         injections = injections.filter(status=status)
     return {
         "campaign": campaign,
