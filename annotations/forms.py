@@ -240,7 +240,7 @@ class AnswerForm(forms.Form):
         errors: list[ErrorSpec] = []
         for position, (step, agent, category, note) in enumerate(zip(*columns, strict=True), start=1):
             step, category = step.strip(), category.strip()
-            if not step.isdigit():
+            if not (step.isascii() and step.isdigit()):
                 raise forms.ValidationError(f"Further error {position} has no step.")
             if category and not is_known(category):
                 raise forms.ValidationError(f"Further error {position}: unknown category {category!r}.")

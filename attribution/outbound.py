@@ -62,10 +62,10 @@ def parse_rule(entry: str) -> _Rule:
     host, port = entry, None
     if entry.startswith("["):  # [v6]:port
         host, _, rest = entry[1:].partition("]")
-        port = int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else None
+        port = int(rest[1:]) if rest.startswith(":") and rest[1:].isascii() and rest[1:].isdigit() else None
     elif entry.count(":") == 1:
         name, _, number = entry.partition(":")
-        if number.isdigit():
+        if number.isascii() and number.isdigit():
             host, port = name, int(number)
     try:
         return _Rule(network=ipaddress.ip_network(host, strict=False), port=port)

@@ -57,10 +57,13 @@ def trace_attribute(request: HttpRequest, trace_id: int) -> HttpResponse:
             )
         except MethodError as exc:
             error = str(exc)
-    if not request.htmx:
+    error = error or "; ".join(e for errs in form.errors.values() for e in errs)
+    if not request.htmx:  # without JavaScript: the trace's page, saying why nothing started
+        if error:
+            messages.error(request, error)
         return redirect("tracing:trace_detail", trace_id=trace.pk)
     context = _panel_context(trace, membership)
-    context["error"] = error or "; ".join(e for errs in form.errors.values() for e in errs)
+    context["error"] = error
     return render(request, "attribution/trace_panel.html", context)
 
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from django.utils.cache import patch_vary_headers
 
 
@@ -39,17 +41,47 @@ class ContentSecurityPolicyMiddleware:
         return response
 
 
+def request_refusal(exc: BaseException) -> tuple[str, int] | None:
+    """Why Django refused to read a request (its parameters, form or files), said so a person can act on it, and the
+    status; None for any other exception. Django's own answer is a bare "Bad Request (400)" page, from the JSON API
+    too."""
+    if isinstance(exc, TooManyFieldsSent):
+        return f"too many parameters in one request: at most {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS:,}", 400
+    if isinstance(exc, TooManyFilesSent):
+        return f"too many files in one request: at most {settings.DATA_UPLOAD_MAX_NUMBER_FILES:,}", 400
+    if isinstance(exc, RequestDataTooBig):
+        return f"the request body is over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE // (1024 * 1024)} MB", 413
+    if isinstance(exc, MultiPartParserError):
+        return "a malformed multipart/form-data body (no boundary, or a part that does not end)", 400
+    return None
+
+
+def refusal_response(request: HttpRequest, message: str, status: int) -> HttpResponse:
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": message}, status=status)
+    return HttpResponse(f"{message}\n", status=status, content_type="text/plain; charset=utf-8")
+
+
 class RejectNulMiddleware:
     """A query string with a NUL character is answered ``400`` here: PostgreSQL text cannot hold NUL, so such a
-    search would otherwise fail deep in a query as a server error. (Forms reject NUL on their own.)"""
+    search would otherwise fail deep in a query as a server error. (Forms reject NUL on their own.) A request Django
+    will not read (too many parameters or files, too big, malformed multipart) is answered here too, with the reason
+    (``request_refusal``), whether it shows here or in a view."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if any("\x00" in key or any("\x00" in v for v in values) for key, values in request.GET.lists()):
-            message = "NUL characters are not allowed in the query string"
-            if request.path.startswith("/api/"):
-                return JsonResponse({"detail": message}, status=400)
-            return HttpResponse(f"{message}\n", status=400, content_type="text/plain")
+        try:
+            nul = any(
+                "\x00" in key or any("\x00" in v for v in values) for key, values in request.GET.lists()
+            )
+        except TooManyFieldsSent as exc:
+            return self.process_exception(request, exc)
+        if nul:
+            return refusal_response(request, "NUL characters are not allowed in the query string", 400)
         return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
+        refused = request_refusal(exc)
+        return None if refused is None else refusal_response(request, *refused)

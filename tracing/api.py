@@ -10,9 +10,9 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from django.conf import settings
-from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFilesSent
+from django.core.exceptions import SuspiciousOperation
 from django.http import HttpRequest, HttpResponse
+from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import get_object_or_404
 from ninja import Field, File, Form, NinjaAPI, Query, Schema, Status
 from ninja.errors import HttpError
@@ -22,6 +22,7 @@ from ninja.throttling import BaseThrottle
 from pydantic import ConfigDict, ModelWrapValidatorHandler, ValidationInfo, model_validator
 
 from config import ratelimit
+from config.middleware import request_refusal
 
 from . import extensions, selectors, services
 from .formats import all_formats
@@ -102,18 +103,12 @@ api = CulpritApi(
 
 
 @api.exception_handler(SuspiciousOperation)
-def _refused_request(request: HttpRequest, exc: SuspiciousOperation) -> HttpResponse:
+@api.exception_handler(MultiPartParserError)
+def _refused_request(request: HttpRequest, exc: Exception) -> HttpResponse:
     """Django refuses too many files or too big a body while ninja reads the request; without this the client would
     get Django's bare HTML "Bad Request (400)" from a JSON API."""
-    if isinstance(exc, TooManyFilesSent):
-        detail = f"too many files in one request: at most {settings.DATA_UPLOAD_MAX_NUMBER_FILES}"
-    elif isinstance(exc, RequestDataTooBig):
-        detail = f"the request body is over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE // (1024 * 1024)} MB"
-    else:
-        detail = "the request was refused as malformed"
-    return api.create_response(
-        request, {"detail": detail}, status=413 if isinstance(exc, RequestDataTooBig) else 400
-    )
+    detail, status = request_refusal(exc) or ("the request was refused as malformed", 400)
+    return api.create_response(request, {"detail": detail}, status=status)
 
 
 class FormatOut(Schema):

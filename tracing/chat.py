@@ -213,7 +213,7 @@ def _openinference(attributes: dict) -> list[Message]:
         for key, value in attributes.items():
             if key.startswith(prefix):
                 number, _, rest = key[len(prefix) :].partition(".")
-                if number.isdigit():
+                if number.isascii() and number.isdigit():
                     numbered.setdefault(int(number), {})[rest] = value
         for _, fields in sorted(numbered.items()):
             message = Message(

@@ -289,5 +289,18 @@ class MemberForm(forms.Form):
 
 
 class TokenForm(forms.Form):
+    """Create a token (a name), or revoke one (``revoke``: its id; a post that names the field revokes, never
+    creates)."""
+
     name = forms.CharField(max_length=100, required=False, initial="exporter")
-    revoke = forms.IntegerField(required=False)
+    revoke = forms.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
+
+    @property
+    def revoking(self) -> bool:
+        return "revoke" in self.data
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if self.revoking and data.get("revoke") is None and "revoke" not in self.errors:
+            self.add_error("revoke", "Say which token to revoke.")
+        return data

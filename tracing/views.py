@@ -137,6 +137,8 @@ def upload(request: HttpRequest, slug: str) -> HttpResponse:
 def upload_batch(request: HttpRequest, slug: str, batch: str) -> HttpResponse:
     membership = access.project_for(request, slug)
     jobs = selectors.jobs_for_batch(project=membership.project, batch=batch)
+    if not jobs:  # no such upload in this project (another project's batch id included)
+        raise Http404("No such upload.")
     if request.htmx:
         return _render_jobs(request, membership, jobs)
     return render(
@@ -312,11 +314,14 @@ def project_tokens(request: HttpRequest, slug: str) -> HttpResponse:
     membership = access.project_for(request, slug, Role.OWNER, "Only owners manage API tokens")
     new_token = ""
     form = TokenForm(request.POST) if request.method == "POST" else TokenForm()
-    if request.method == "POST" and form.is_valid():
-        if revoke := form.cleaned_data.get("revoke"):
-            token = selectors.api_token_of(project=membership.project, token_id=revoke)
-            services.api_token_revoke(token=token, actor=request.user)
-            return redirect("tracing:project_tokens", slug=slug)
+    status = 200
+    if request.method == "POST" and not form.is_valid():
+        status = 400
+    elif request.method == "POST" and form.revoking:
+        token = selectors.api_token_of(project=membership.project, token_id=form.cleaned_data["revoke"])
+        services.api_token_revoke(token=token, actor=request.user)
+        return redirect("tracing:project_tokens", slug=slug)
+    elif request.method == "POST":
         # Rendered, not redirected: the plain token is shown this once and is never stored.
         _, new_token = services.api_token_create(
             project=membership.project, name=form.cleaned_data["name"], user=request.user
@@ -330,7 +335,7 @@ def project_tokens(request: HttpRequest, slug: str) -> HttpResponse:
         "tokens": selectors.api_tokens_of(project=membership.project),
         "base_url": request.build_absolute_uri("/"),
     }
-    return render(request, "tracing/project_tokens.html", context)
+    return render(request, "tracing/project_tokens.html", context, status=status)
 
 
 @login_required

@@ -161,8 +161,8 @@ def _chosen_labels(project: Project, filters: ExportFilters) -> QuerySet[GoldLab
         labels = labels.filter(trace__in=_scope_traces(project, filters.scope))
     if filters.date_from:
         labels = labels.filter(trace__created_at__gte=_day_start(filters.date_from))
-    if filters.date_to:
-        labels = labels.filter(trace__created_at__lt=_day_start(filters.date_to) + timedelta(days=1))
+    if filters.date_to and filters.date_to < date.max - timedelta(days=1):  # the last days bound nothing
+        labels = labels.filter(trace__created_at__lt=_day_start(filters.date_to + timedelta(days=1)))
     return labels
 
 

@@ -73,7 +73,7 @@ def invitations(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 def _int(value: str) -> int:
-    return int(value) if value.isdigit() and len(value) < 19 else 0
+    return int(value) if value.isascii() and value.isdigit() and len(value) < 19 else 0
 
 
 @require_http_methods(["GET", "POST"])

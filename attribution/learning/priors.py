@@ -135,7 +135,9 @@ class LabelPriors:
                 if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= data["n"]:
                     raise ValueError("a label prior count out of range")
                 if positional:
-                    if not (isinstance(key, str) and key.isdigit() and int(key) < MAX_POSITION):
+                    if not (
+                        isinstance(key, str) and key.isascii() and key.isdigit() and int(key) < MAX_POSITION
+                    ):
                         raise ValueError("a label prior position out of range")
                     out[int(key)] = value
                 else:

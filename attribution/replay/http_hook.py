@@ -208,7 +208,7 @@ class HttpHookReplayer:
                 if response.status_code in TRANSIENT_STATUSES:
                     raise _Transient(f"HTTP {response.status_code}")
                 declared = response.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > contract.MAX_RESPONSE_BYTES:
+                if declared.isascii() and declared.isdigit() and int(declared) > contract.MAX_RESPONSE_BYTES:
                     raise self._error(f"response body of {int(declared)} bytes is over the 5 MB limit")
                 chunks, size = [], 0
                 for chunk in response.iter_bytes():

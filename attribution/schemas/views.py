@@ -84,8 +84,14 @@ def schema_retire(request: HttpRequest, slug: str, schema_id: int) -> HttpRespon
     schema, membership = _schema_for(request, slug, schema_id)
     _owner(membership)
     form = RetireForm(request.POST)
-    reason = form.cleaned_data["reason"] if form.is_valid() else ""
-    services.schema_retire(schema=schema, user=request.user, reason=reason)
+    if not form.is_valid():  # the schema stays as it is; the page says why
+        context = selectors.schema_detail_context(schema) | {
+            "project": membership.project,
+            "membership": membership,
+            "retire_form": form,
+        }
+        return render(request, "attribution/schema_detail.html", context, status=400)
+    services.schema_retire(schema=schema, user=request.user, reason=form.cleaned_data["reason"])
     return redirect("attribution:schema_detail", slug=slug, schema_id=schema.pk)
 
 

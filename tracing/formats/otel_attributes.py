@@ -175,7 +175,7 @@ def _listify(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     items = {k: _listify(v) for k, v in node.items()}
-    if items and all(k.isdigit() for k in items):
+    if items and all(k.isascii() and k.isdigit() for k in items):
         return [items[k] for k in sorted(items, key=int)]
     return items
 

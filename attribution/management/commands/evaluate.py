@@ -219,7 +219,7 @@ def _attributor(name: str) -> AttributorModel:
     """A trained model by NAME (its newest version) or NAME:vN."""
     base, _, version = name.partition(":v")
     rows = AttributorModel.objects.filter(name=base, status="succeeded")
-    if version.isdigit():
+    if version.isascii() and version.isdigit():
         rows = rows.filter(version=int(version))
     row = rows.order_by("-version", "-pk").first()
     if row is None:
