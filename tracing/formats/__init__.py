@@ -87,6 +87,8 @@ def detect_format_scored(source: Source) -> tuple[TraceFormat, float]:
     if source.size == 0 or not source.head.strip():
         raise TraceFormatError("the file is empty")
     if b"\x00" in source.head[:4096]:
+        if _is_utf16_text(source.head[:4096]):
+            raise TraceFormatError("UTF-16 text: save it as UTF-8")
         raise TraceFormatError(
             "binary data, not a JSON or text trace (a zip must end in .zip or start with PK)"
         )
@@ -99,6 +101,30 @@ def detect_format_scored(source: Source) -> tuple[TraceFormat, float]:
         document = source.json()  # a syntax error or truncation is the more useful message
         raise TraceFormatError(f"JSON of an unknown shape ({describe_shape(document)}); looked for: {labels}")
     raise TraceFormatError(f"not JSON and not a recognised trace format (looked for: {labels})")
+
+
+def _is_utf16_text(head: bytes) -> bool:
+    """Text saved as UTF-16 (Windows' "Unicode"), with or without a byte-order mark: it decodes cleanly, and holds
+    printable characters only, many of them ASCII (JSON and logs are mostly ASCII; random bytes are not)."""
+    for bom, encoding in ((b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be")):
+        if head.startswith(bom):
+            head, encodings = head[2:], [encoding]
+            break
+    else:
+        encodings = ["utf-16-le", "utf-16-be"]
+    sample = head[: len(head) // 2 * 2]
+    for encoding in encodings:
+        try:
+            text = sample.decode(encoding)
+        except UnicodeDecodeError as exc:
+            if exc.start < len(sample) - 4:  # only a surrogate pair cut in two at the end is forgiven
+                continue
+            text = sample[: exc.start].decode(encoding)
+        if not text or "\x00" in text or not all(c.isprintable() or c in "\t\r\n" for c in text):
+            continue
+        if sum(c < "\x80" for c in text) * 2 >= len(text):
+            return True
+    return False
 
 
 def _safe_detect(fmt: TraceFormat, source: Source) -> float:

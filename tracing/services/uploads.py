@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import lzma
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +33,9 @@ class IncomingFile:
     name: str
     size: int
     open: Callable[[], IO[bytes]]
+    # The SHA-256 of the bytes when already known: a zip member is read through once (hashed, its CRC checked)
+    # before it is handed on, so storing it need not read it a third time.
+    sha256: str | None = None
 
 
 def incoming_from_upload(uploaded: Any) -> IncomingFile:
@@ -70,16 +75,17 @@ def _sha256(fh: IO[bytes]) -> str:
 
 def raw_upload_store(*, project: Project, incoming: IncomingFile, user: AbstractBaseUser | None) -> RawUpload:
     """Store the bytes once per project; the same bytes again return the existing row."""
-    with incoming.open() as fh:
-        sha = _sha256(fh)
+    sha = incoming.sha256
+    if sha is None:
+        with incoming.open() as fh:
+            sha = _sha256(fh)
     existing = RawUpload.objects.filter(project=project, sha256=sha).first()
     if existing:
         return existing
     upload = RawUpload(
         project=project, sha256=sha, filename=incoming.name[:500], size=incoming.size, uploaded_by=user
     )
-    with incoming.open() as fh:
-        upload.file.save(sha, File(fh), save=False)
+    _file_save(upload, incoming)
     try:
         with transaction.atomic():
             upload.save()
@@ -88,9 +94,29 @@ def raw_upload_store(*, project: Project, incoming: IncomingFile, user: Abstract
     return upload
 
 
+def _file_save(upload: RawUpload, incoming: IncomingFile) -> None:
+    """Write the bytes to storage. A read that fails half-way (storage full, a member that will not inflate)
+    takes the partly written file away with it, so no truncated file is left behind without a row."""
+    storage, target = upload.file.storage, upload.file.field.generate_filename(upload, upload.sha256)
+    was_there = storage.exists(target)
+    try:
+        with incoming.open() as fh:
+            upload.file.save(upload.sha256, File(fh), save=False)
+    except BaseException:
+        # Only a file this call created: one that was there before belongs to someone else (storage then saves
+        # under another name, which this call never learns), and a file some row points at is never removed.
+        if not was_there and storage.exists(target) and not RawUpload.objects.filter(file=target).exists():
+            storage.delete(target)
+        raise
+
+
+# A local file header, and the end of an archive that holds no files (all an empty zip consists of).
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+
+
 def _is_zip(incoming: IncomingFile) -> bool:
     with incoming.open() as fh:
-        return fh.read(4) == b"PK\x03\x04"
+        return fh.read(4) in _ZIP_MAGIC
 
 
 def _zip_members(incoming: IncomingFile) -> Iterator[IncomingFile | tuple[str, str]]:
@@ -99,7 +125,7 @@ def _zip_members(incoming: IncomingFile) -> Iterator[IncomingFile | tuple[str, s
         with incoming.open() as fh:
             archive = zipfile.ZipFile(fh)
             infos = [i for i in archive.infolist() if not i.is_dir()]
-    except (zipfile.BadZipFile, OSError) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:  # ValueError: a name that is not UTF-8
         yield incoming.name, f"not a valid zip archive ({exc})"
         return
     infos = [i for i in infos if not _is_junk_member(i.filename)]
@@ -116,15 +142,101 @@ def _zip_members(incoming: IncomingFile) -> Iterator[IncomingFile | tuple[str, s
         if error := _size_error(info.file_size) or _ratio_error(info):
             yield name, error
             continue
-        member = IncomingFile(name=name, size=info.file_size, open=_member_opener(incoming, info.filename))
-        if info.filename.lower().endswith(".zip") or (info.file_size >= 4 and _is_zip(member)):
-            # Archives are opened one level deep: nesting would multiply every limit above by itself.
-            yield (
-                name,
-                "a zip inside a zip is not unpacked: upload the inner archive on its own, or unzip it first",
-            )
+        if error := _member_error(info):
+            yield name, error
+            continue
+        if info.filename.lower().endswith(".zip"):
+            yield name, _NESTED_ZIP
+            continue
+        member = IncomingFile(name=name, size=info.file_size, open=_member_opener(incoming, info))
+        # Read through once before anything is stored: a member that will not inflate, or fails its CRC, fails
+        # alone here with a message, instead of half-way through storing it.
+        try:
+            nested, member.sha256 = _member_digest(member)
+        except _MEMBER_READ_ERRORS as exc:
+            yield name, _member_read_error(exc, info)
+            continue
+        if nested:
+            yield name, _NESTED_ZIP
             continue
         yield member
+
+
+# Archives are opened one level deep: nesting would multiply every limit above by itself.
+_NESTED_ZIP = "a zip inside a zip is not unpacked: upload the inner archive on its own, or unzip it first"
+
+# What reading a member can raise: RuntimeError (encrypted, or a compression module missing), NotImplementedError
+# (compression method), zipfile.BadZipFile (bad CRC, a header that disagrees with the directory), zlib/lzma errors
+# and EOFError (corrupt or cut compressed data), OSError (bzip2's invalid data, or the upload itself unreadable).
+_MEMBER_READ_ERRORS = (
+    RuntimeError,
+    NotImplementedError,
+    zipfile.BadZipFile,
+    zlib.error,
+    lzma.LZMAError,
+    EOFError,
+    OSError,
+    ValueError,
+)
+
+_ENCRYPTED = "encrypted zip member: Culprit cannot read password-protected archives"
+_METHOD_NAMES = {
+    1: "Shrink",
+    6: "Implode",
+    9: "Deflate64",
+    10: "PKWARE Implode",
+    12: "BZIP2",
+    14: "LZMA",
+    93: "Zstandard",
+    95: "XZ",
+    98: "PPMd",
+}
+_SUPPORTED_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+
+
+def _unsupported_method(method: int) -> str:
+    label = _METHOD_NAMES.get(method, f"method {method}")
+    return f"zip member compressed with an unsupported method ({label}); re-zip it with the standard Deflate"
+
+
+def _member_error(info: zipfile.ZipInfo) -> str | None:
+    """Why a member cannot be read, judged from the central directory before it is opened."""
+    if info.flag_bits & 0x41:  # bit 0: encrypted; bit 6: strong encryption
+        return _ENCRYPTED
+    if info.compress_type not in _SUPPORTED_METHODS:
+        return _unsupported_method(info.compress_type)
+    return None
+
+
+def _member_read_error(exc: BaseException, info: zipfile.ZipInfo) -> str:
+    """The reason a member failed while it was read, for the person who uploaded it."""
+    text = str(exc)
+    if "encrypt" in text:
+        return _ENCRYPTED
+    if isinstance(exc, NotImplementedError) or (isinstance(exc, RuntimeError) and "requires" in text):
+        return _unsupported_method(info.compress_type)  # a method zipfile knows but this Python cannot unpack
+    if "CRC" in text:
+        return "zip member is corrupt (bad CRC)"
+    if isinstance(exc, zipfile.BadZipFile):
+        return f"zip member is corrupt ({text})"
+    if isinstance(exc, (zlib.error, lzma.LZMAError, EOFError)):
+        return "zip member is corrupt (its compressed data cannot be unpacked)"
+    logger.warning("zip member %s could not be read", info.filename, exc_info=exc)
+    return f"zip member could not be read ({type(exc).__name__}: {text})"
+
+
+def _member_digest(member: IncomingFile) -> tuple[bool, str | None]:
+    """Read a member through: (True, None) when it is itself a zip (read no further), else (False, its SHA-256).
+    Reading to the end is what makes zipfile check the CRC."""
+    digest = hashlib.sha256()
+    with member.open() as fh:
+        head = fh.read(1024 * 1024)
+        if head[:4] in _ZIP_MAGIC:
+            return True, None
+        digest.update(head)
+        for chunk in iter(lambda: fh.read(1024 * 1024), b""):
+            digest.update(chunk)
+    return False, digest.hexdigest()
 
 
 def _archive_error(infos: list[zipfile.ZipInfo]) -> str | None:
@@ -156,7 +268,7 @@ def _ratio_error(info: zipfile.ZipInfo) -> str | None:
     return None
 
 
-def _member_opener(incoming: IncomingFile, member: str) -> Callable[[], IO[bytes]]:
+def _member_opener(incoming: IncomingFile, member: zipfile.ZipInfo) -> Callable[[], IO[bytes]]:
     """Opens the member as a stream (never unpacked to memory or disk as a whole), closing the archive after."""
 
     @contextmanager
