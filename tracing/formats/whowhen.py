@@ -8,6 +8,7 @@ agent; Hand-Crafted (Magentic-One) puts the speaker in ``history[i].role``, e.g.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import Any
@@ -47,6 +48,10 @@ class WhoAndWhen:
             return 0.0  # not one JSON document (JSON Lines, or broken): detection reports it if nothing fits
         if isinstance(document, dict) and _looks_like_history(document.get("history")):
             return 0.95 if "mistake_agent" in document or "question" in document else 0.6
+        if isinstance(document, dict) and isinstance(document.get("history"), list) and document["history"]:
+            # Who&When's own label keys around a history with odd items: ours, and parse() names the bad item (a
+            # streamed file is claimed from its head alike) rather than "JSON of an unknown shape".
+            return 0.9 if "mistake_agent" in document or "mistake_step" in document else 0.0
         return 0.0
 
     def parse(self, source: Source) -> Iterator[ParsedTrace]:
@@ -56,13 +61,17 @@ class WhoAndWhen:
             yield parse_streaming(
                 source,
                 name=_trace_name(source.name, "Who&When"),
-                parse_message=_parse_message,
+                parse_message=_parse_history_item,
                 finish=_finish_streamed,
             )
             return
         document = source.json()
         if not isinstance(document, dict) or not isinstance(document.get("history"), list):
             raise TraceFormatError("a Who&When file must be an object with a 'history' list")
+        for index, message in enumerate(document["history"]):
+            if not isinstance(message, dict):
+                raise TraceFormatError(_not_a_message(index, message))  # as the streamed path says it
+        document = _without_lone_surrogates(document)
         yield parse_document(document, name=_trace_name(source.name, _subset(document)))
 
 
@@ -131,6 +140,47 @@ def _text(value: Any) -> str:
     if value is None:
         return ""
     return value if isinstance(value, str) else str(value)
+
+
+def _parse_history_item(index: int, message: Any) -> ParsedStep:
+    """A step from ``history[index]`` of a Who&When file; every item is one, so anything but an object fails the
+    file (skipping it would move ``mistake_step`` onto another step)."""
+    if not isinstance(message, dict):
+        raise TraceFormatError(_not_a_message(index, message))
+    return _parse_message(index, message)
+
+
+def _not_a_message(index: int, value: Any) -> str:
+    if value is None:
+        what = "null"
+    elif isinstance(value, bool):
+        what = "a boolean"
+    elif isinstance(value, (int, float)):
+        what = "a number"
+    elif isinstance(value, str):
+        what = "a string"
+    else:
+        what = "a list" if isinstance(value, list) else f"a {type(value).__name__}"
+    return f"history[{index}] is {what}, not a {{role, content}} object: every history item must be one step"
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_lone_surrogates(value: Any) -> Any:
+    """``value`` with lone UTF-16 surrogates (JSON's "\\ud800" with no other half, which json.loads keeps and
+    PostgreSQL refuses) as U+FFFD, as the streamed path reads them; unchanged containers are returned as they are."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value) if _LONE_SURROGATE.search(value) else value
+    if isinstance(value, list):
+        items = [_without_lone_surrogates(v) for v in value]
+        return value if all(a is b for a, b in zip(items, value)) else items
+    if isinstance(value, dict):
+        pairs = [(_without_lone_surrogates(k), _without_lone_surrogates(v)) for k, v in value.items()]
+        return (
+            value if all(a is k and b is v for (a, b), (k, v) in zip(pairs, value.items())) else dict(pairs)
+        )
+    return value
 
 
 def _parse_message(index: int, message: Any) -> ParsedStep:
