@@ -276,9 +276,6 @@ class TraceFormat(Protocol):
     def parse(self, source: Source) -> Iterator[ParsedTrace | ParsedLabels]: ...
 
 
-_SPEAKER = re.compile(r"^(?P<name>.*?)\s*\((?:\s*->\s*(?P<to>[^)]*)|(?P<tag>[^)]*))\)\s*$")
-
-
 @dataclass(frozen=True)
 class Speaker:
     agent: str
@@ -294,15 +291,29 @@ def normalise_speaker(raw: str) -> Speaker:
 
 
 def _normalise_speaker(raw: str) -> Speaker:
+    r"""Split ``name (tag)`` / ``name (-> recipient)`` at the first ``(`` after the last inner ``)``.
+
+    This is what the former regex ``^(?P<name>.*?)\s*\((?:\s*->\s*(?P<to>[^)]*)|(?P<tag>[^)]*))\)\s*$``
+    matched (the bracket must close at the very end with no ``)`` inside; the name is the shortest such prefix, may
+    not hold a newline, and may not be empty), computed with string scans so it is linear in the name's length:
+    the regex backtracked quadratically on names like ``a( ( ( ...`` with no closing bracket."""
     text = (raw or "").strip()
-    match = _SPEAKER.match(text)
-    if not match or not match["name"]:
+    end = len(text) - 1
+    if end < 0 or text[end] != ")":
         return Speaker(agent=text)
-    if match["to"] is not None:
-        return Speaker(agent=match["name"], recipient=match["to"].strip())
-    return Speaker(agent=match["name"], tag=match["tag"].strip().lower())
+    opening = text.find("(", text.rfind(")", 0, end) + 1, end)
+    if opening <= 0:  # no bracket to split at, or nothing before it
+        return Speaker(agent=text)
+    name = text[:opening].rstrip()
+    if "\n" in name:
+        return Speaker(agent=text)
+    inner = text[opening + 1 : end]
+    rest = inner.lstrip()
+    if rest.startswith("->"):
+        return Speaker(agent=name, recipient=rest[2:].strip())
+    return Speaker(agent=name, tag=inner.strip().lower())
 
 
-# A run repeats a handful of speakers in every step, and the answer is immutable: one regex match per name, not per
-# step (issue 19). Short names only, so a hostile file cannot fill the cache with big strings.
+# A run repeats a handful of speakers in every step, and the answer is immutable: one parse per name, not per step
+# (issue 19). Short names only, so a hostile file cannot fill the cache with big strings.
 _normalise_speaker_cached = lru_cache(maxsize=4096)(_normalise_speaker)

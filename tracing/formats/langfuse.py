@@ -59,7 +59,6 @@ _AGENT_NAMES = (
     re.compile(r"^agent_run\s*\[(.+)\]$"),
     re.compile(r"^(\w+)(?:\.run|\s+run)$"),
 )
-_BRACKETED = re.compile(r"\[([^\]]+)\]\s*$")
 _QUESTION_KEYS = ("message", "input", "question", "query", "task", "prompt")
 _TOOL_PREFIXES = ("running tool: ", "execute_tool ")
 _EVENT_SUFFIX = re.compile(
@@ -161,7 +160,8 @@ def _parse_trace(trace: dict[str, Any], observations: list[Any], *, name: str) -
         raise TraceFormatError(f"{label} has no observations: there are no steps to import")
     spans = _drop_repeats([_span(o) for o in observations])
     default = _default_agent(spans, trace)
-    steps, agents = steps_from_spans(spans, default_agent=default)
+    loops: list[str] = []
+    steps, agents = steps_from_spans(spans, default_agent=default, warnings=loops)
     if not steps:
         raise TraceFormatError(
             f"{label}: no observation carries any input or output: there are no steps to import"
@@ -177,7 +177,7 @@ def _parse_trace(trace: dict[str, Any], observations: list[Any], *, name: str) -
         if any(o.get("level") == "ERROR" and not o.get("parentObservationId") for o in observations)
         else "unknown",
         metadata=_trace_metadata(trace, observations),
-        warnings=_warnings(observations),
+        warnings=_warnings(observations) + loops,
     )
 
 
@@ -316,8 +316,22 @@ def _default_agent(spans: list[Span], trace: dict[str, Any]) -> str:
     if root is not None and root.agent:
         return root.agent
     name = root.name if root is not None else str(trace.get("name") or "application")
-    match = _BRACKETED.search(name)
-    return match[1] if match else name
+    return _bracketed(name) or name
+
+
+def _bracketed(name: str) -> str | None:
+    """What the name's closing "[...]" holds ("workflow [planner]" -> "planner"), or None.
+
+    The same answer as ``re.search(r"\\[([^\\]]+)\\]\\s*$", name)[1]`` (from the first "[" after the last "]"
+    before the closing one), found with string methods: the regex retried every "[" to the end of the name, so
+    a name of 50,000 "[" took seconds.
+    """
+    stripped = name.rstrip()  # the same white space as \s
+    if not stripped.endswith("]"):
+        return None
+    close = len(stripped) - 1
+    start = stripped.find("[", stripped.rfind("]", 0, close) + 1, close - 1)
+    return stripped[start + 1 : close] if start != -1 else None
 
 
 def _instructions(attributes: dict[str, Any]) -> str:

@@ -163,12 +163,15 @@ def _parse_trace(trace_id: str, runs: list[dict[str, Any]], warnings: list[str],
         (s for s in spans if s.parent_id not in ids), key=lambda s: (s.start is None, s.start or 0)
     )
     root_run = roots[0].raw if roots else runs[0]
-    steps, agents = steps_from_spans(spans, default_agent=str(root_run.get("name") or "application"))
+    loops: list[str] = []
+    steps, agents = steps_from_spans(
+        spans, default_agent=str(root_run.get("name") or "application"), warnings=loops
+    )
     if not steps:
         raise TraceFormatError(
             f"trace {trace_id}: no run has inputs or outputs: there are no steps to import"
         )
-    own = [w for w in warnings if any(run["id"] in w for run in runs)]
+    own = [w for w in warnings if any(run["id"] in w for run in runs)] + loops
     missing = sorted({s.parent_id for s in spans if s.parent_id and s.parent_id not in ids})
     if missing:
         own.append(

@@ -63,7 +63,7 @@ def assemble(
             )
         if span.span_id not in parents and _is_silent(span):
             span.input = _shown_attributes(span)
-    steps, agents = steps_from_spans(spans, default_agent=default_agent)
+    steps, agents = steps_from_spans(spans, default_agent=default_agent, warnings=warnings)
     if not steps:
         raise TraceFormatError(f"trace {trace_id} has spans but none with any content to show")
     roots = [s for s in spans if not s.parent_id or s.parent_id not in ids]

@@ -53,7 +53,7 @@ def parse_time(value: Any) -> datetime | None:
     """ISO 8601 strings (with or without Z), or Unix epoch numbers in s, ms, us or ns, as aware datetimes."""
     if value in (None, "", 0, "0"):
         return None
-    if isinstance(value, (int, float)) or (isinstance(value, str) and value.isdigit()):
+    if isinstance(value, (int, float)) or (isinstance(value, str) and value.isascii() and value.isdigit()):
         number = float(value)
         for divisor in (1, 1e3, 1e6, 1e9):  # pick the unit that lands between 2001 and 2100
             seconds = number / divisor
@@ -64,7 +64,7 @@ def parse_time(value: Any) -> datetime | None:
         text = value.strip().replace("Z", "+00:00")
         if "." in text:  # Python < 3.11-safe: trim fractions beyond microseconds ("…12.123456789+00:00")
             head, _, tail = text.partition(".")
-            digits = "".join(c for c in tail if c.isdigit())
+            digits = "".join(c for c in tail if c.isascii() and c.isdigit())
             zone = tail[len(digits) :]
             text = f"{head}.{digits[:6]}{zone}"
         try:
@@ -81,15 +81,52 @@ def _text(value: Any) -> str:
     return json_text(value).strip()
 
 
-def _ordered(spans: list[Span]) -> list[Span]:
+def _parent(span: Span, by_id: dict[str, Span], loop_roots: set[str]) -> Span | None:
+    """The span's parent in the tree: none for a root (no parent, a parent missing from the input, itself, or the
+    span chosen to break a loop of parent links)."""
+    if span.span_id in loop_roots and by_id.get(span.span_id) is span:
+        return None
+    parent = by_id.get(span.parent_id or "")
+    return None if parent is span else parent
+
+
+def _loop_roots(spans: list[Span], by_id: dict[str, Span]) -> tuple[set[str], int]:
+    """Where to break loops of parent links, and how many spans were in one.
+
+    Spans whose parent links form a loop (A's parent is B, B's parent is A) would reach no root and be lost. Each
+    loop is broken at its earliest-starting member (the first in the input on a tie), which becomes a root as a
+    span that is its own parent does; the other members keep their links. Linear: each span is walked once."""
+    never = datetime.max.replace(tzinfo=UTC)
+    position: dict[str, int] = {}
+    for index, span in enumerate(spans):
+        position.setdefault(span.span_id, index)
+    roots: set[str] = set()
+    looping = 0
+    state: dict[str, bool] = {}  # span id -> still on the current walk
+    for span in spans:
+        path: list[str] = []
+        current: Span | None = by_id[span.span_id]
+        while current is not None and current.span_id not in state:
+            state[current.span_id] = True
+            path.append(current.span_id)
+            current = _parent(current, by_id, roots)
+        if current is not None and state[current.span_id]:  # the walk came back to itself: a loop
+            members = path[path.index(current.span_id) :]
+            looping += len(members)
+            roots.add(min(members, key=lambda i: (by_id[i].start or never, position[i])))
+        for ident in path:
+            state[ident] = False
+    return roots, looping
+
+
+def _ordered(spans: list[Span], by_id: dict[str, Span], loop_roots: set[str]) -> list[Span]:
     """Depth-first in start-time order: a parent always precedes its children, siblings run in time order."""
-    by_id = {span.span_id: span for span in spans}
     roots: list[Span] = []
     for span in spans:
         span.children = []
     for span in spans:
-        parent = by_id.get(span.parent_id or "")
-        if parent is not None and parent is not span:
+        parent = _parent(span, by_id, loop_roots)
+        if parent is not None:
             parent.children.append(span)
         else:
             roots.append(span)
@@ -99,7 +136,7 @@ def _ordered(spans: list[Span]) -> list[Span]:
     stack = sorted(roots, key=lambda s: s.start or never, reverse=True)
     while stack:
         span = stack.pop()
-        if span.span_id in seen:  # a cycle in broken input: visit each span once
+        if span.span_id in seen:  # a repeated span id in broken input: visit each id once
             continue
         seen.add(span.span_id)
         order.append(span)
@@ -108,19 +145,29 @@ def _ordered(spans: list[Span]) -> list[Span]:
 
 
 def steps_from_spans(
-    spans: Iterable[Span], *, default_agent: str = ""
+    spans: Iterable[Span], *, default_agent: str = "", warnings: list[str] | None = None
 ) -> tuple[list[ParsedStep], list[ParsedAgent]]:
+    """Steps and agents of a span tree. Problems with the tree (parent links forming a loop) are appended to
+    ``warnings`` when given, for the trace's import report."""
     spans = list(spans)
-    order = _ordered(spans)
     by_id = {span.span_id: span for span in spans}
+    loop_roots, looping = _loop_roots(spans, by_id)
+    if looping and warnings is not None:
+        warnings.append(
+            f"{looping} span(s) have parent links that form a loop: each loop is broken at its earliest span, "
+            "which is shown as a root"
+        )
+    order = _ordered(spans, by_id, loop_roots)
     agent_of: dict[str, str] = {}
-    step_of: dict[str, int] = {}  # span id -> index of the last step emitted for it (children hang from it)
+    # span id -> the step its children hang from: the last step emitted for it, else its own parent's (so finding
+    # the nearest ancestor with a step is one look-up, not a walk up the chain of content-less spans)
+    anchor_of: dict[str, int | None] = {}
     steps: list[ParsedStep] = []
     agents: dict[str, ParsedAgent] = {}
     root_name = default_agent or (order[0].name if order else "application")
 
     for span in order:
-        parent = by_id.get(span.parent_id or "")
+        parent = _parent(span, by_id, loop_roots)
         inherited = agent_of.get(parent.span_id) if parent else None
         agent = span.agent or inherited or root_name
         agent_of[span.span_id] = agent
@@ -128,24 +175,14 @@ def steps_from_spans(
             agents[agent] = ParsedAgent(name=agent)
         if span.system_prompt and not agents[agent].system_prompt:
             agents[agent].system_prompt = span.system_prompt
-        parent_step = _nearest_step(span, by_id, step_of)
+        parent_step = anchor_of.get(parent.span_id) if parent else None
+        anchor_of[span.span_id] = parent_step
         for step in _steps_for(span, agent):
             step.parent = parent_step
             steps.append(step)
-            step_of[span.span_id] = len(steps) - 1
-            parent_step = step_of[span.span_id] if step.kind == "tool_call" else parent_step
+            anchor_of[span.span_id] = len(steps) - 1
+            parent_step = len(steps) - 1 if step.kind == "tool_call" else parent_step
     return steps, list(agents.values())
-
-
-def _nearest_step(span: Span, by_id: dict[str, Span], step_of: dict[str, int]) -> int | None:
-    seen: set[str] = set()
-    current = by_id.get(span.parent_id or "")
-    while current is not None and current.span_id not in seen:
-        if current.span_id in step_of:
-            return step_of[current.span_id]
-        seen.add(current.span_id)
-        current = by_id.get(current.parent_id or "")
-    return None
 
 
 def _steps_for(span: Span, agent: str) -> list[ParsedStep]:

@@ -157,8 +157,13 @@ _HTML_TAGS = set(
 )
 _TYPED = re.compile(r"^[A-Z]\w*(?:Message|Event)\s*\((?P<name>[^()]+)\)$")
 _ROLE_IN_MESSAGE = re.compile(r"^(?P<name>[\w .-]{1,40}?)\((?P<profile>[^()]{1,40})\):")
+# The leading run stays on its own line and, like the runs around the colon, never gives back what it took:
+# letting it cross blank lines made every line start rescan the rest of the file (quadratic on "\n" * 50000).
+# The text found is the same (only the match's start moves to its own line): the old run could only end where
+# a line's own run ends, and the first line that matches is still found first.
 _TASK_LINE = re.compile(
-    r"^[#*\s]*(?:task|question|task_prompt|instruction|enter your prompt)\**\s*:\**\s*(?P<text>\S[^\n]*)$",
+    r"^(?:[#*]|[^\S\n])*+(?:task|question|task_prompt|instruction|enter your prompt)"
+    r"\**+\s*+:\**\s*+(?P<text>\S[^\n]*+)$",
     re.IGNORECASE | re.MULTILINE,
 )
 

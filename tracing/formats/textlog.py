@@ -166,16 +166,18 @@ _RESULT_HEADER = re.compile(
 _CALL_HEADER = re.compile(
     r"ToolCallRequest|FunctionCall|tool[ _-]?call|function[ _-]?call|using tool", re.IGNORECASE
 )
+# Possessive runs: "\s*#*\s*" could split a long blank run between its two "\s*" in quadratically many ways.
+# No alternative starts with white space or "#" can follow "#", so giving back never found a match anyway.
 _RESULT_BODY = re.compile(
-    r"^\s*(?:exitcode:|\*{3,} Response from calling (?:tool|function)|Observation:|#*\s*Tool Output:"
+    r"^\s*+(?:exitcode:|\*{3,} Response from calling (?:tool|function)|Observation:|#*+\s*+Tool Output:"
     r"|\[FunctionExecutionResult\()",
     re.IGNORECASE,
 )
 _CALL_BODY = re.compile(
-    r"^\s*(?:\*{3,} Suggested (?:tool|function) call|#*\s*Using tool:|Action:|\[FunctionCall\()",
+    r"^\s*+(?:\*{3,} Suggested (?:tool|function) call|#*+\s*+Using tool:|Action:|\[FunctionCall\()",
     re.IGNORECASE,
 )
-_THOUGHT_BODY = re.compile(r"^\s*#*\s*(?:Thought|Thinking|Reasoning)\s*:", re.IGNORECASE)
+_THOUGHT_BODY = re.compile(r"^\s*+#*+\s*+(?:Thought|Thinking|Reasoning)\s*+:", re.IGNORECASE)
 
 
 def kind_from_cues(header: str, body: str, speaker: str = "") -> str:

@@ -95,7 +95,7 @@ def parse_document(document: Any, *, name: str) -> ParsedTrace:
     _hang_children_from_openers(spans)
     _hang_actions_from_model_calls(spans)
     default = _default_agent(raw_spans, agent_names)
-    steps, agents = steps_from_spans(spans, default_agent=default)
+    steps, agents = steps_from_spans(spans, default_agent=default, warnings=warnings)
     if not steps:
         raise TraceFormatError("no span in this TRAIL trace carries any text: there are no steps to import")
     facts = _harness_facts(raw_spans)
