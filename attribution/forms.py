@@ -79,8 +79,10 @@ class EvaluationForm(forms.Form):
 
 
 class LlmSettingsForm(forms.ModelForm):
+    # Keys and headers are a few hundred characters at most; a megabyte pasted by mistake is refused, not stored.
     api_key = forms.CharField(
         required=False,
+        max_length=4096,
         widget=forms.PasswordInput(render_value=False),
         label="API key",
         help_text="Stored encrypted. Leave empty to keep the current key.",
@@ -88,6 +90,7 @@ class LlmSettingsForm(forms.ModelForm):
     clear_api_key = forms.BooleanField(required=False, label="Remove the stored key")
     replay_hook_auth = forms.CharField(
         required=False,
+        max_length=4096,
         widget=forms.PasswordInput(render_value=False),
         label="Replay hook Authorization header",
         help_text='Sent as the Authorization header, e.g. "Bearer …". Stored encrypted; '

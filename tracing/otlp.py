@@ -27,7 +27,7 @@ from config import broker, ratelimit
 
 from . import services
 from .formats import TraceFormatError
-from .formats.base import check_json_depth
+from .formats.base import check_json_depth, json_message
 from .models import ApiToken, Project
 from .services import otlp
 
@@ -120,7 +120,7 @@ def receive_traces(request: HttpRequest) -> HttpResponse:
         zlib.error,
         gzip.BadGzipFile,
     ) as exc:
-        return _error(400, f"not a valid OTLP trace export: {exc}", protobuf)
+        return _error(400, f"not a valid OTLP trace export: {_why(exc)}", protobuf)
     if not _enqueue_rebuilds(token.project_id, marked):
         # The spans are stored; the rebuild is not queued. Exporters retry a 503 (never a 500), and the retry stores
         # the same spans again (no duplicates) and queues the rebuild once the broker is back.
@@ -132,6 +132,21 @@ def receive_traces(request: HttpRequest) -> HttpResponse:
         response["Retry-After"] = str(broker.RETRY_AFTER)
         return response
     return _success(rejected, protobuf)
+
+
+def _why(exc: Exception) -> str:
+    """What was wrong with the body, in words an exporter's operator can act on (not a parser's exception text)."""
+    if isinstance(exc, TraceFormatError):
+        return str(exc)
+    if isinstance(exc, DecodeError):
+        return "the body is not a protobuf ExportTraceServiceRequest (is the content type right?)"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"the JSON body is not UTF-8 text (invalid byte at offset {exc.start})"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"the body is not JSON ({json_message(exc).lower()} at line {exc.lineno}, column {exc.colno})"
+    if isinstance(exc, (zlib.error, gzip.BadGzipFile)):
+        return "the body is sent as Content-Encoding: gzip but is not gzip data"
+    return str(exc)
 
 
 def _enqueue_rebuilds(project_id: int, marked: list[str]) -> bool:

@@ -175,6 +175,19 @@ def test_a_broken_body_is_a_400_with_a_reason(client, token, settings):
         client, token, gzip.compress(b"0" * 5_000_000), "application/json", HTTP_CONTENT_ENCODING="gzip"
     )
     assert bomb.status_code == 400 and "size limit" in bomb.json()["message"]
+    # What was wrong, in words (not the parser's exception text).
+    for body, content_type, extra, expected in (
+        (
+            b'{"resourceSpans": [}',
+            "application/json",
+            {},
+            "the body is not JSON (expecting value at line 1, column 20)",
+        ),
+        (b'{"a": "\xff"}', "application/json", {}, "not UTF-8 text (invalid byte at offset 7)"),
+        (b"not gzip", "application/json", {"HTTP_CONTENT_ENCODING": "gzip"}, "is not gzip data"),
+    ):
+        answer = _post(client, token, body, content_type, **extra)
+        assert answer.status_code == 400 and expected in answer.json()["message"], answer.json()
 
 
 @pytest.mark.django_db
@@ -191,3 +204,14 @@ def test_a_real_worker_builds_the_trace_from_received_spans(celery_worker, clien
     assert _post(client, token, _request(AGENT, LLM, TOOL).SerializeToString()).status_code == 200
     trace = wait_for(lambda: Trace.objects.filter(project=project, external_id=TRACE.hex()).first())
     assert trace.step_count == 4
+
+
+def test_a_json_error_reads_without_a_dangling_at():
+    import json
+
+    from tracing.formats.base import json_message
+
+    try:
+        json.loads('{"a": "x\ny"}')
+    except json.JSONDecodeError as exc:
+        assert json_message(exc) == "Invalid control character"

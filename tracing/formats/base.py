@@ -167,6 +167,11 @@ class Source:
 # Readers that need the whole document in memory refuse files above this size (a parsed JSON document takes 5-10x
 # its size in Python objects, so 64 MB already means ~500 MB of RAM). Who&When and every JSON Lines format stream
 # instead and take files of any size up to the upload limit.
+def json_message(exc: json.JSONDecodeError) -> str:
+    """The decoder's reason without its dangling "at" ("Invalid control character at" + where)."""
+    return exc.msg.removesuffix(" at")
+
+
 MAX_WHOLE_JSON_BYTES = 64 * 1024 * 1024
 
 
@@ -194,7 +199,7 @@ def load_json(source: Source) -> Any:
                 f"the JSON ends unexpectedly at line {exc.lineno}, column {exc.colno}: the file looks truncated"
             ) from None
         raise TraceFormatError(
-            f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+            f"not valid JSON: {json_message(exc)} at line {exc.lineno}, column {exc.colno}"
         ) from None
 
 
