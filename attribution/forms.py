@@ -34,7 +34,7 @@ def _preselect(form: forms.Form, project: Any) -> None:
 
 
 class StartRunForm(forms.Form):
-    method = forms.ChoiceField()
+    method = forms.ChoiceField(widget=forms.Select(attrs={"aria-label": "Attribution method"}))
     with_ground_truth = forms.BooleanField(
         required=False, initial=True, label="Show the task's answer to the method"
     )

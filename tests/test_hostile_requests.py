@@ -74,3 +74,12 @@ def test_too_many_parameters_or_a_multipart_body_without_boundary_get_a_reason(c
     assert "multipart" in answer.json()["detail"]
     page = client.get(f"/accounts/login/?{query}")
     assert page.status_code == 400 and b"too many parameters" in page.content
+
+
+def test_a_preview_of_filters_out_of_range_says_what_is_wrong(owner_client, project, imported_trace):
+    url = reverse("annotations:export_preview", args=[project.slug])
+    answer = owner_client.get(
+        url, {"sources": "imported", "test_percent": "150", "seed": "0"}, HTTP_HX_REQUEST="true"
+    )
+    assert answer.status_code == 200
+    assert b"Test split %: Ensure this value is less than or equal to 100." in answer.content

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from django.db import connection
+from django.db import connection, models
 from django.db.models import Case as SqlCase
 from django.db.models import IntegerField, QuerySet, Value, When
 from django.utils import timezone
@@ -452,6 +452,25 @@ def export_case_count(*, project: Project, filters: ExportFilters) -> int:
 
 
 # --- the pages -----------------------------------------------------------------------------------------------------
+
+
+def answers_not_gold(*, project: Project) -> list[dict[str, Any]]:
+    """Per review queue of the project, how many items people answered that are not gold labels yet (so no export
+    holds them): ``[{"queue_id", "name", "items"}]``. An answer becomes a gold label when an owner accepts a
+    unanimous item or decides one on the queue's adjudication page. One aggregate query."""
+    from django.db.models import Count
+
+    from ..models import CopyStatus, QueueItem
+
+    return list(
+        QueueItem.objects.filter(
+            queue__project=project, resolved_label__isnull=True, copies__status=CopyStatus.SUBMITTED
+        )
+        .values("queue_id", "queue__name")
+        .annotate(items=Count("id", distinct=True))
+        .order_by("queue__name")
+        .values("queue_id", "items", name=models.F("queue__name"))
+    )
 
 
 def exports_for_project(*, project: Project, limit: int = 50) -> QuerySet[DatasetExport]:

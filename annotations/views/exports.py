@@ -88,6 +88,7 @@ def _builder_context(membership: Membership, form: ExportForm) -> dict[str, obje
         "form": form,
         "exports": exports,
         "pending": any(not e.is_finished for e in exports),
+        "not_gold": selectors.answers_not_gold(project=membership.project),
     }
 
 

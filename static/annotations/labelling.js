@@ -212,6 +212,13 @@
     groups.forEach(function (g, i) { g.classList.toggle("open", pendingGroup === i + 1); });
     showChosen();
     render();
+    if (pendingGroup !== null) {
+      // The legend may be scrolled out of sight: bring the group's categories into view and say what comes next.
+      const group = groups[pendingGroup - 1];
+      group.scrollIntoView({ block: "nearest" });
+      summary.textContent = "Category group " + pendingGroup + " (" + group.dataset.name +
+        "): now the category's digit; 0 clears.";
+    }
     saveDraft();
   }
 

@@ -51,9 +51,17 @@
     bar.value = 0;
     if (event.detail.successful) {
       status.textContent = "Uploaded. Importing below.";
+      status.dataset.importing = "true";
       input.value = "";
     } else {
       status.textContent = "The upload failed (" + (event.detail.xhr ? event.detail.xhr.status : "network") + "). Nothing was imported; try again.";
+    }
+  });
+  // Once every file of the upload is through (its list stops polling), the line says so instead of "Importing".
+  document.body.addEventListener("htmx:afterSwap", function () {
+    if (status.dataset.importing === "true" && !document.querySelector("#upload-results .jobs[hx-trigger]")) {
+      status.dataset.importing = "false";
+      status.textContent = "Uploaded and imported: each file's result is below.";
     }
   });
   zone.dataset.ready = "true"; // the drop handlers are in place (the script is deferred: the zone exists before them)

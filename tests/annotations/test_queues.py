@@ -264,3 +264,21 @@ def test_the_agreement_report_counts_pairs_alpha_and_judge_versus_human(
     # Only trace 0 has a human majority (both said step 2); the heuristic got it right.
     (row,) = report["methods"]
     assert (row["method"], row["n"], row["agent"], row["step_exact"]) == ("heuristic", 1, 1.0, 1.0)
+
+
+def test_the_export_page_says_which_answers_are_not_gold_labels_yet(project, owner, make_trace, ann, client):
+    from django.urls import reverse
+
+    make_trace()
+    queue = _queue(project, owner, name="Check them", overlap=1)
+    copy = services.annotation_claim(queue=queue, user=ann)
+    services.annotation_submit(annotation=copy, user=ann, step_index=1)
+    assert selectors.answers_not_gold(project=project) == [
+        {"queue_id": queue.pk, "items": 1, "name": "Check them"}
+    ]
+    client.force_login(owner)
+    page = client.get(reverse("annotations:export_builder", args=[project.slug])).content.decode()
+    assert "Answers from review queues count once they are gold labels" in page
+    assert f'href="{reverse("annotations:adjudication", args=[queue.pk])}">Check them</a> (1 item)' in page
+    services.queue_accept_unanimous(queue=queue, user=owner)
+    assert selectors.answers_not_gold(project=project) == []

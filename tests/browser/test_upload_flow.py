@@ -62,6 +62,7 @@ def test_a_person_drops_files_watches_them_import_and_finds_the_gold_step(live_s
     failed = page.inner_text(".job[data-status=failed]")
     assert "broken.json: the JSON ends unexpectedly" in failed and "truncated" in failed
     assert page.locator(".job[data-status=succeeded]").count() == 2
+    assert "1 failed" in page.inner_text(".jobs-summary")  # counted where the eye lands first
 
     trace = Trace.objects.get(project=project, name=f"Hand-Crafted/{hand.stem}")
     gold = trace.gold_labels.get()

@@ -36,6 +36,18 @@ def _assert_nothing_imported() -> None:
         ("list.json", b"[1, 2, 3]", "JSON of an unknown shape (a list of 3 item(s))"),
         ("broken.json", b'{"history": [}', "not valid JSON"),
         ("nohistory.json", b'{"question": "q", "history": []}', "the 'history' list is empty"),
+        # The format it was meant to be, and what that reader says, instead of every format's name.
+        (
+            "historyless.json",
+            b'{"history": 5}',
+            "it looks like Who&When JSON, whose reader says: a Who&When file must be an object with a 'history' list",
+        ),
+        ("spans.json", b'{"resourceSpans": 5}', "it looks like OpenTelemetry OTLP/JSON, whose reader says: "),
+        (
+            "other.json",
+            b'{"foo": 1}',
+            "formats Culprit reads fits (the upload page lists them)",
+        ),
     ],
 )
 def test_a_bad_file_fails_with_its_name_and_the_reason(project, name, data, reason):

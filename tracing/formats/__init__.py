@@ -96,11 +96,59 @@ def detect_format_scored(source: Source) -> tuple[TraceFormat, float]:
     best_score, best = scored[0]
     if best_score >= MIN_CONFIDENCE:
         return best, best_score
-    labels = ", ".join(f.label for f in all_formats())
+    closest = _closest(best, best_score, source)
     if source.head_text()[:1] in ("{", "["):
         document = source.json()  # a syntax error or truncation is the more useful message
-        raise TraceFormatError(f"JSON of an unknown shape ({describe_shape(document)}); looked for: {labels}")
-    raise TraceFormatError(f"not JSON and not a recognised trace format (looked for: {labels})")
+        raise TraceFormatError(f"JSON of an unknown shape ({describe_shape(document)}){closest}")
+    raise TraceFormatError(f"not JSON and not a recognised trace format{closest}")
+
+
+# A format that scored at least this, though too little to claim the file, is named as the closest with its reader's
+# own complaint.
+CLOSEST_AT = 0.1
+# The top-level keys that say which format a JSON object meant to be (its detector may still score it 0: a Who&When
+# file whose history is not a list). That format's reader then says what is wrong.
+_KEY_HINTS = {
+    "history": "whowhen",
+    "resourceSpans": "otlp-json",
+    "observations": "langfuse",
+    "trajectory_id": "agentrx-labels",
+    "traj": "taubench",
+    "spans": "trail",
+    "post": "langsmith",
+    "patch": "langsmith",
+}
+
+
+def _closest(best: TraceFormat, score: float, source: Source) -> str:
+    """ "; it looks like X, whose reader says: …" when one format came near (by its score, or by a top-level key that
+    only it uses), else where to find the list of formats (twenty-odd names in red helped no one)."""
+    candidate = _hinted(source) or (best if score >= CLOSEST_AT else None)
+    if candidate is not None:
+        try:
+            next(iter(candidate.parse(source)), None)
+        except TraceFormatError as exc:
+            return f"; it looks like {candidate.label}, whose reader says: {exc}"
+        except Exception:  # a reader that fails otherwise names no reason worth showing
+            return f"; it looks most like {candidate.label}"
+        return f"; it looks most like {candidate.label} (choose that format to import it as one)"
+    return f"; none of the {len(all_formats())} formats Culprit reads fits (the upload page lists them)"
+
+
+def _hinted(source: Source) -> TraceFormat | None:
+    if source.head_text()[:1] != "{":
+        return None
+    try:
+        document = source.json()
+    except TraceFormatError:
+        return None
+    if not isinstance(document, dict):
+        return None
+    by_name = {f.name: f for f in all_formats()}
+    for key in document:
+        if key in _KEY_HINTS:
+            return by_name.get(_KEY_HINTS[key])
+    return None
 
 
 def _is_utf16_text(head: bytes) -> bool:

@@ -15,17 +15,20 @@ register = template.Library()
 
 @register.simple_tag
 def import_totals(jobs: Iterable[Any]) -> dict[str, int]:
-    """``{"imported": n, "duplicates": m}`` over finished jobs. A job marked "already imported" counts every trace it
-    names as a duplicate (its bytes were seen before: it has no report of its own, or one of linked traces)."""
-    imported = duplicates = 0
+    """``{"imported": n, "duplicates": m, "failed": f}`` over finished jobs (``failed``: files). A job marked "already
+    imported" counts every trace it names as a duplicate (its bytes were seen before: it has no report of its own, or
+    one of linked traces)."""
+    imported = duplicates = failed = 0
     for job in jobs:
         report = job.report or {}
-        if job.status == JobStatus.SUCCEEDED:
+        if job.status == JobStatus.FAILED:
+            failed += 1
+        elif job.status == JobStatus.SUCCEEDED:
             imported += report.get("traces", 0)
             duplicates += report.get("duplicates", 0)
         elif job.status == JobStatus.DUPLICATE:
             duplicates += report.get("traces", len(job.trace_ids)) + report.get("duplicates", 0)
-    return {"imported": imported, "duplicates": duplicates}
+    return {"imported": imported, "duplicates": duplicates, "failed": failed}
 
 
 # What varies between warnings of one kind: quoted names and ids, and numbers (a step, a line, a count).
