@@ -174,7 +174,7 @@ def _success(rejected: int, protobuf: bool) -> HttpResponse:
     if rejected:
         response.partial_success.rejected_spans = rejected
         response.partial_success.error_message = (
-            f"{rejected} span(s) without a valid traceId/spanId were dropped"
+            f"{rejected} span(s) were dropped: not an object, or without a valid traceId/spanId"
         )
     if protobuf:
         return HttpResponse(response.SerializeToString(), content_type=PROTOBUF)

@@ -196,6 +196,11 @@ def test_spans_without_ids_are_reported_as_rejected(client, token):
     response = _post(client, token, _request(AGENT, broken).SerializeToString())
     parsed = trace_service_pb2.ExportTraceServiceResponse.FromString(response.content)
     assert parsed.partial_success.rejected_spans == 1
+    # JSON entries that are not objects, at any level, are counted too (not a silent 200).
+    body = json.dumps({"resourceSpans": [None, 1, {"scopeSpans": ["x", {"spans": [None, 2]}]}]}).encode()
+    answer = _post(client, token, body, "application/json").json()
+    assert answer["partialSuccess"]["rejectedSpans"] == "5"
+    assert "not an object" in answer["partialSuccess"]["errorMessage"]
 
 
 @pytest.mark.worker

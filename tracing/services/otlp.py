@@ -114,6 +114,9 @@ def _json_rows(document: Any) -> tuple[list[tuple], int]:
     rows: dict[tuple[str, str], tuple] = {}
     rejected = 0
     for resource, scope, span in _spans(document):
+        if span is None:  # not an object
+            rejected += 1
+            continue
         trace_id, span_id = otlp_id(span.get("traceId")), otlp_id(span.get("spanId"))
         if not trace_id or not span_id:
             rejected += 1
@@ -295,20 +298,23 @@ def _service(attributes: dict[str, Any]) -> str:
     return name.strip()[:200] if isinstance(name, str) else ""
 
 
-def _spans(document: dict[str, Any]) -> Iterable[tuple[dict, dict, dict]]:
+def _spans(document: dict[str, Any]) -> Iterable[tuple[dict, dict, Any]]:
+    """(resource, scope, span) of every span entry; an entry that is not an object, at any level, comes as a span of
+    None so that the answer counts it as rejected (an exporter is told, not answered with a silent 200)."""
     for resource_spans in document.get("resourceSpans") or []:
         if not isinstance(resource_spans, dict):
+            yield {}, {}, None
             continue
         resource = resource_spans.get("resource") if isinstance(resource_spans.get("resource"), dict) else {}
-        for scope_spans in (
-            resource_spans.get("scopeSpans") or resource_spans.get("instrumentationLibrarySpans") or []
-        ):
+        groups = resource_spans.get("scopeSpans") or resource_spans.get("instrumentationLibrarySpans") or []
+        for scope_spans in groups if isinstance(groups, list) else [None]:
             if not isinstance(scope_spans, dict):
+                yield resource, {}, None
                 continue
             scope = scope_spans.get("scope") if isinstance(scope_spans.get("scope"), dict) else {}
-            for span in scope_spans.get("spans") or []:
-                if isinstance(span, dict):
-                    yield resource, scope, span
+            spans = scope_spans.get("spans") or []
+            for span in spans if isinstance(spans, list) else [None]:
+                yield resource, scope, span if isinstance(span, dict) else None
 
 
 # --- queueing builds (debounce) --------------------------------------------------------------------------------------
