@@ -100,6 +100,19 @@ def cases(project, n: int, flavour: str = "pandas") -> list[Trace]:
     ]
 
 
+def share(schema: ErrorSchema, owner) -> None:
+    """Offer the schema to the projects that opted in to the shared library (its owner edits its scope)."""
+    schema_services.schema_edit(
+        schema=schema,
+        user=owner,
+        title=schema.title,
+        context=schema.context,
+        detection_text=schema.detection_text,
+        category=schema.category,
+        scope=SchemaScope.SHARED,
+    )
+
+
 def the_schema(project) -> ErrorSchema:
     return ErrorSchema.objects.get(project=project, key__contains="first_code")
 
@@ -274,15 +287,7 @@ def test_projects_are_isolated_unless_they_opt_in_to_shared_schemas(project, mak
     query = features.Query(style="group", terms=tuple(the_schema(project).search_text.split()))
     assert index.retrieve(project_id=other.pk, query=query, use_cache=False)[0] == []
     schema = the_schema(project)
-    schema_services.schema_edit(
-        schema=schema,
-        user=owner,
-        title=schema.title,
-        context=schema.context,
-        detection_text=schema.detection_text,
-        category=schema.category,
-        scope=SchemaScope.SHARED,
-    )
+    share(schema, owner)
     assert index.retrieve(project_id=other.pk, query=query, use_cache=False)[0] == []  # not opted in
     schema_services.library_settings_save(project=other, use_shared_library=True)
     assert SchemaLibrarySettings.objects.get(project=other).use_shared_library
@@ -301,15 +306,7 @@ def test_a_shared_schemas_page_shows_its_own_projects_uses_and_only_counts_the_o
     cases(project, 2)
     schema_services.schemas_distill(project=project)
     schema = the_schema(project)
-    schema_services.schema_edit(
-        schema=schema,
-        user=owner,
-        title=schema.title,
-        context=schema.context,
-        detection_text=schema.detection_text,
-        category=schema.category,
-        scope=SchemaScope.SHARED,
-    )
+    share(schema, owner)
     other = make_project("Bravo")
     schema_services.library_settings_save(project=other, use_shared_library=True)
     (theirs,) = upload(other, failing_import("scipy"), "Algorithm-Generated/bravo-secret-incident.json")
