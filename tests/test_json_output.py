@@ -48,8 +48,13 @@ def test_every_command_with_json_prints_pure_json_on_stdout(project, tmp_path: P
     from attribution.services import sandbox_clean_runs_generate
 
     files = sorted(DEMO.glob("*.json"))[:4]
-    for path in files[:3]:
-        (job,) = import_now(project, incoming_path(path, f"Hand-Crafted/{path.name}"))
+    # Four labelled runs: cross-validation, like training, needs at least four.
+    algo = sorted((DEMO.parent / "Algorithm-Generated").glob("*.json"))[0]
+    for path, name in [
+        *((p, f"Hand-Crafted/{p.name}") for p in files[:3]),
+        (algo, f"Algorithm-Generated/{algo.name}"),
+    ]:
+        (job,) = import_now(project, incoming_path(path, name))
         assert job.status == JobStatus.SUCCEEDED, job.error
     sandbox_clean_runs_generate(project=project, runs=1, seed=3)
     trace_id = project.traces.filter(gold_labels__isnull=False).values_list("pk", flat=True).first()
@@ -120,3 +125,27 @@ def test_whatever_prints_inside_a_json_command_goes_to_stderr(capsys):
     assert json.loads(out) == {"ok": True} and "chatting" in err
     call_command(Noisy())  # without --json nothing is moved
     assert "chatting" in capsys.readouterr().out
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_command_that_fails_with_json_still_prints_json_and_exits_non_zero():
+    env = process_env(CULPRIT_LLM_CACHE_URL="off", LITELLM_LOCAL_MODEL_COST_MAP="True")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "train_attributor",
+            "--project",
+            "no such project",
+            "--name",
+            "m",
+            "--json",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode != 0 and "no project called" in done.stderr
+    assert json.loads(done.stdout) == {"error": "no project called 'no such project'"}

@@ -68,6 +68,18 @@ STEP_RULES = ("model", "blend", "prior")
 STEP_PRIOR_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0)
 
 
+# What a stored model's numbers may be. A trained model's weights are a regularised logit's (well under 100) and its
+# feature means and scales those of counts and ratios; anything past these is a damaged row, refused on reading,
+# not a model whose scores overflow into NaN in a verdict.
+MAX_WEIGHT = 1e6
+MAX_MOMENT = 1e12
+MIN_SCALE = 1e-12
+
+
+def _bounded(values: np.ndarray, limit: float) -> bool:
+    return bool(np.isfinite(values).all() and (np.abs(values) <= limit).all())
+
+
 class ModelFormatError(ValueError):
     """A stored model that is not one this code can use (wrong feature set, shapes, or values)."""
 
@@ -114,8 +126,11 @@ class Attributor:
         if not trace.steps:
             raise MethodError("the trace has no steps")
         f = features or trace_features(trace, with_ground_truth=with_ground_truth)
-        raw = self.step_scores(f)
+        with np.errstate(over="ignore", invalid="ignore"):
+            raw = self.step_scores(f)
         candidates = f.candidates
+        if not np.isfinite(raw[candidates]).all():  # a model read from storage that passed its bounds, still
+            raise MethodError("the model scores this trace with numbers out of range: train it again")
         probs = _softmax(raw[candidates])
         prob = dict(zip(candidates, probs.tolist()))
         step = candidates[
@@ -229,7 +244,7 @@ class Attributor:
             scale = np.asarray(data["scale"], dtype=np.float64)
             weights = np.asarray(data["weights"], dtype=np.float64)
             priors = LabelPriors.from_dict(data.get("priors"))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ModelFormatError(f"unreadable arrays: {exc}") from None
         if (
             mean.shape != (N_DENSE,)
@@ -241,9 +256,9 @@ class Attributor:
             raise ModelFormatError("trained with other agent features: train the model again")
         try:
             agent_weights = np.asarray(data["agent_weights"], dtype=np.float64)
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ModelFormatError(f"unreadable agent weights: {exc}") from None
-        if agent_weights.shape != (len(agent_model.FEATURES),) or not np.isfinite(agent_weights).all():
+        if agent_weights.shape != (len(agent_model.FEATURES),) or not _bounded(agent_weights, MAX_WEIGHT):
             raise ModelFormatError("agent weights of the wrong shape or with non-finite values")
         if data.get("agent_rule") not in agent_model.RULES:
             raise ModelFormatError("an unknown agent rule")
@@ -257,10 +272,10 @@ class Attributor:
         ):
             raise ModelFormatError("a step prior weight out of range")
         if (
-            not (np.isfinite(mean).all() and np.isfinite(scale).all() and np.isfinite(weights).all())
-            or (scale <= 0).any()
+            not (_bounded(mean, MAX_MOMENT) and _bounded(scale, MAX_MOMENT) and _bounded(weights, MAX_WEIGHT))
+            or (scale < MIN_SCALE).any()
         ):
-            raise ModelFormatError("arrays with non-finite or non-positive scale values")
+            raise ModelFormatError("arrays with values out of range (non-finite, huge, or a scale near zero)")
         return cls(
             mean=mean,
             scale=scale,

@@ -130,6 +130,7 @@ def attributor_train(*, model_id: int) -> AttributorModel:
             stage="trained",
             n_traces=result["n_traces"],
             n_steps=result["n_steps"],
+            folds=result["cv"]["folds"],  # the folds it could make (no more than the traces' groups)
             cv=result["cv"],
             summary=result["summary"],
             parameters=model.to_dict(),
@@ -229,14 +230,24 @@ def train(
         if k % 25 == 0:
             progress(int(30 * k / max(1, len(examples))), f"reading trace {k + 1} of {len(examples)}")
     usable = [e for e in examples if id(e) in prepared]
+    # A label whose step is not in its trace any more (the trace was re-imported shorter, the label file was wrong)
+    # teaches nothing: it is left out, and said so.
+    skipped = [e.view.name or f"trace {e.view.trace_id}" for e in examples if id(e) not in prepared]
     if len(usable) < MIN_TRAINING_TRACES:
+        left_out = (
+            f" ({len(skipped)} more label{'s' if len(skipped) != 1 else ''} point outside {'their' if len(skipped) != 1 else 'its'} trace: "
+            f"{', '.join(skipped[:5])}{', …' if len(skipped) > 5 else ''})"
+            if skipped
+            else ""
+        )
         raise MethodError(
-            f"{len(usable)} labelled trace{'s' if len(usable) != 1 else ''} to learn from; "
+            f"{len(usable)} labelled trace{'s' if len(usable) != 1 else ''} to learn from{left_out}; "
             f"at least {MIN_TRAINING_TRACES} are needed (label more, or add training projects)"
         )
     by_view = {id(e.view): prepared[id(e)] for e in usable}  # trace ids are 0 outside the database
     predictions: list[tuple[Example, Any]] = []
     done = {"folds": 0}
+    folds = max(2, min(folds, len({e.group or e.view.trace_id for e in usable})))  # as cross_validate does
 
     def fitter(train_set: list[Example]):
         model = fit(train_set, prepared=[prepared[id(e)] for e in train_set])
@@ -274,6 +285,7 @@ def train(
             "confusion": agent_confusion(predictions),
             "habits": habits(model, usable),
             "sources": dict(Counter(e.source for e in usable)),
+            "skipped": {"count": len(skipped), "traces": skipped[:20]},
         },
     }
 

@@ -8,6 +8,7 @@ move in the same transaction as the verdict they count, and a cancelled run stop
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
 
@@ -17,6 +18,7 @@ from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
+from tracing.formats.base import finite
 from tracing.models import Project, Trace
 
 from ..methods import MethodError, MethodResult, get_method
@@ -458,16 +460,23 @@ def _verdict_row(run: AttributionRun, trace: Trace, result: MethodResult | None,
         method=run.method,
         agent_name=result.agent[:200],
         step_index=result.step,
-        confidence=max(0.0, min(1.0, float(result.confidence))),
+        confidence=_unit(result.confidence),
         reason=result.reason,
         category=result.category[:80],
-        scores=[round(float(s), 4) for s in result.scores],
-        details=result.details,
+        # A method's numbers are written as JSON, which has no NaN or infinity: one such value in a batch's COPY
+        # failed every verdict of the batch and left the run running.
+        scores=[round(float(s), 4) if math.isfinite(s) else 0.0 for s in result.scores],
+        details=finite(result.details),
         calls=result.calls,
         input_tokens=result.input_tokens,
         output_tokens=result.output_tokens,
         cost=Decimal(str(round(result.cost, 6))),
     )
+
+
+def _unit(value: float) -> float:
+    value = float(value)
+    return max(0.0, min(1.0, value)) if math.isfinite(value) else 0.0
 
 
 def runs_forget_traces(project_id: int, trace_ids: list[int]) -> None:

@@ -332,3 +332,105 @@ def test_a_stored_model_that_no_longer_reads_is_reported_not_used(labelled, proj
     row.refresh_from_db()
     with pytest.raises(MethodError, match="train the model again"):
         attributor_load(row)
+
+
+def test_numbers_past_any_trained_model_are_refused_on_reading():
+    model = Attributor(
+        mean=np.zeros(len(DENSE)),
+        scale=np.ones(len(DENSE)),
+        weights=np.zeros(len(DENSE) + len(EVIDENCE) + 2**14),
+        priors=LabelPriors.fit([Label(agent="planner", step=3, rank=1)]),
+    )
+    good = json.loads(json.dumps(model.to_dict()))
+    for change in (
+        {"weights": [1e308] * len(good["weights"])},
+        {"mean": [1e308] * len(DENSE)},
+        {"scale": [1e-300] * len(DENSE)},
+        {"weights": [10**400] + good["weights"][1:]},  # an int too big for a float
+        {"agent_weights": [1e300] * len(good["agent_weights"])},
+    ):
+        with pytest.raises(ModelFormatError):
+            Attributor.from_dict(good | change)
+
+
+@pytest.mark.django_db
+def test_a_verdict_with_non_finite_numbers_fails_alone_and_the_run_finishes(labelled, project, monkeypatch):
+    """A method whose numbers overflow: its verdict is written without them, the rest of the batch with it, and
+    the run ends (one NaN in a batch's COPY failed every verdict of the batch and left the run running)."""
+    from attribution.methods.base import MethodResult
+
+    def overflowing(self, view, **kwargs):
+        return MethodResult(
+            agent="x",
+            step=0,
+            confidence=float("nan"),
+            reason="r",
+            scores=[float("inf")],
+            details={"p": float("nan")},
+        )
+
+    monkeypatch.setattr(type(HEURISTIC), "run", overflowing)
+    run = services.run_create(
+        project=project, method="heuristic", trace_ids=[t.pk for t in labelled[:3]], enqueue=False
+    )
+    run = services.run_execute_inline(run=run)
+    assert run.status == "succeeded" and run.done == 3
+    verdict = Verdict.objects.filter(run=run).first()
+    assert verdict.confidence == 0.0 and verdict.scores == [0.0] and verdict.details == {"p": "nan"}
+
+
+@pytest.mark.django_db
+def test_evaluate_model_names_the_evaluated_projects_own_first_and_asks_whose_when_unclear(make_project):
+    first, second, target = make_project("First"), make_project("Second"), make_project("Target")
+    for p in (first, second, target):
+        _import(p, FILES[:5])
+    own = attributor_train(model_id=attributor_create(project=target, name="m", enqueue=False).pk)
+    attributor_train(model_id=attributor_create(project=first, name="m", enqueue=False).pk)
+    elsewhere = attributor_train(model_id=attributor_create(project=second, name="only", enqueue=False).pk)
+    attributor_train(model_id=attributor_create(project=first, name="only2", enqueue=False).pk)
+
+    def evaluated(model, project="Target"):
+        out = io.StringIO()
+        call_command(
+            "evaluate", "--project", project, "--method", "learned", "--model", model, "--json", stdout=out
+        )
+        return json.loads(out.getvalue())["attributor"]
+
+    assert evaluated("m") == own.label  # the project's own, though First has one of that name too
+    assert evaluated("only") == elsewhere.label  # one project has it: a transfer
+    attributor_train(model_id=attributor_create(project=first, name="only", enqueue=False).pk)
+    with pytest.raises(Exception, match="several projects; say whose: First/only, Second/only"):
+        evaluated("only")
+    assert evaluated("Second/only:v1") == elsewhere.label
+
+
+@pytest.mark.django_db
+def test_labels_outside_their_trace_are_left_out_and_said_so(labelled, project):
+    from tracing.models import GoldLabel
+
+    GoldLabel.objects.filter(trace__in=labelled[:2]).update(step_index=5000)
+    row = attributor_train(
+        model_id=attributor_create(project=project, name="stale", folds=50, enqueue=False).pk
+    )
+    assert row.status == "succeeded" and row.n_traces == 10
+    skipped = row.summary["skipped"]
+    assert skipped["count"] == 2 and set(skipped["traces"]) == {t.name for t in labelled[:2]}
+    assert row.folds == row.cv["folds"] == 10  # what it could make, not what was asked
+    GoldLabel.objects.filter(trace__in=labelled[2:9]).update(step_index=5000)
+    failed = attributor_train(model_id=attributor_create(project=project, name="stale", enqueue=False).pk)
+    assert failed.status == "failed" and "9 more labels point outside their trace" in failed.error
+    with pytest.raises(
+        Exception, match="needs at least 4 labelled traces .* it has 3 \\(9 more with a label outside"
+    ):
+        call_command("evaluate", "--project", project.name, "--method", "heuristic", "--cv", "3")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("command", "option", "value"),
+    [("evaluate", "--cv", "1"), ("evaluate", "--cv", "-3"), ("train_attributor", "--folds", "0")],
+)
+def test_folds_out_of_range_are_refused(project, command, option, value):
+    required = ["--method", "heuristic"] if command == "evaluate" else ["--name", "m"]
+    with pytest.raises(Exception, match="folds: give 2 to"):
+        call_command(command, "--project", project.name, *required, option, value)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from typing import Any
@@ -8,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from attribution import selectors, services
 from attribution.evaluation import score
+from attribution.learning.services import MIN_TRAINING_TRACES
 from attribution.methods import MethodError, all_methods
 from attribution.models import AttributorModel
 from attribution.selectors import evaluation_records, labelled_trace_ids
@@ -33,7 +35,7 @@ class Command(PureJsonMixin, BaseCommand):
         )
         parser.add_argument(
             "--cv",
-            type=int,
+            type=_folds,
             default=0,
             metavar="K",
             help="K-fold cross-validation within the project, grouped by trace (learned, heuristic)",
@@ -96,7 +98,9 @@ class Command(PureJsonMixin, BaseCommand):
         self, project: Project, method: str, ids: list[int], options: dict[str, Any]
     ) -> dict[str, Any]:
         with_truth = not options["without_ground_truth"]
-        attributor = _attributor(options["model"]) if method == "learned" and options["model"] else None
+        attributor = (
+            _attributor(options["model"], project) if method == "learned" and options["model"] else None
+        )
         run = (
             selectors.reusable_run(
                 project=project, method=method, trace_ids=ids, with_ground_truth=with_truth
@@ -162,10 +166,15 @@ class Command(PureJsonMixin, BaseCommand):
             raise CommandError("--cv applies to the methods that learn from labels: learned, heuristic")
         with_truth = not options["without_ground_truth"]
         in_split = set(labelled_trace_ids(project=project, split=options["split"]))
-        examples = [e for e in training_examples(project_ids=[project.pk]) if e.view.trace_id in in_split]
-        if len(examples) < 2:
+        labelled = [e for e in training_examples(project_ids=[project.pk]) if e.view.trace_id in in_split]
+        # A label whose step is not in its trace scores nothing honestly (a baseline could even learn the bad index).
+        examples = [e for e in labelled if 0 <= e.step < len(e.view.steps)]
+        skipped = len(labelled) - len(examples)
+        if len(examples) < MIN_TRAINING_TRACES:
             raise CommandError(
-                "cross-validation needs at least two labelled traces in this project (and split)"
+                f"cross-validation needs at least {MIN_TRAINING_TRACES} labelled traces in this project (and "
+                f"split); it has {len(examples)}"
+                + (f" ({skipped} more with a label outside its trace)" if skipped else "")
             )
 
         def learned(train):
@@ -184,7 +193,10 @@ class Command(PureJsonMixin, BaseCommand):
             if method == "learned"
             else {"heuristic (calibrated)": calibrated, "heuristic": built_in}
         )
-        result = cross_validate(examples, fitters, k=options["cv"])
+        try:
+            result = cross_validate(examples, fitters, k=options["cv"])
+        except MethodError as exc:
+            raise CommandError(str(exc)) from None
         rows = [
             {
                 "project": project.name,
@@ -215,16 +227,43 @@ BASELINE_NAMES = {
 }
 
 
-def _attributor(name: str) -> AttributorModel:
-    """A trained model by NAME (its newest version) or NAME:vN."""
-    base, _, version = name.partition(":v")
-    rows = AttributorModel.objects.filter(name=base, status="succeeded")
-    if version.isascii() and version.isdigit():
+def _attributor(name: str, project: Project) -> AttributorModel:
+    """A trained model by [PROJECT/]NAME[:vN], its newest version unless one is named: the evaluated project's own
+    first, else the one project that has a model of that name (a transfer); a name several other projects use must
+    say whose."""
+    owner, _, rest = name.rpartition("/")
+    base, _, version = rest.partition(":v")
+    rows = AttributorModel.objects.filter(name=base, status="succeeded").select_related("project")
+    if version:
+        if not (version.isascii() and version.isdigit()):
+            raise CommandError(f"{name!r}: a version is written NAME:vN, N a whole number")
         rows = rows.filter(version=int(version))
+    if owner:
+        rows = rows.filter(project__name=owner)
+    elif rows.filter(project=project).exists():
+        rows = rows.filter(project=project)
+    else:
+        projects = sorted(set(rows.values_list("project__name", flat=True)))
+        if len(projects) > 1:
+            raise CommandError(
+                f"models called {base!r} are in several projects; say whose: "
+                + ", ".join(f"{p}/{rest}" for p in projects)
+            )
     row = rows.order_by("-version", "-pk").first()
     if row is None:
         raise CommandError(f"no trained model called {name!r}")
     return row
+
+
+def _folds(value: str) -> int:
+    """--cv K: 0 (the default) for none, else at least two folds."""
+    try:
+        folds = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if folds != 0 and not 2 <= folds <= 50:
+        raise argparse.ArgumentTypeError(f"{folds} folds: give 2 to 50 (or 0 for none)")
+    return folds
 
 
 def format_table(r: dict[str, Any]) -> str:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import argparse
 import json
 from typing import Any
 
@@ -37,7 +38,9 @@ class Command(PureJsonMixin, BaseCommand):
             default=",".join(VERIFIED_SOURCES),
             help=f"label sources to learn from, comma-separated (default: {','.join(VERIFIED_SOURCES)})",
         )
-        parser.add_argument("--folds", type=int, default=DEFAULT_FOLDS)
+        parser.add_argument(
+            "--folds", type=_folds, default=DEFAULT_FOLDS, help="cross-validation folds, 2 to 10 (default 5)"
+        )
         parser.add_argument("--make-default", action="store_true", help="make it the first project's default")
         parser.add_argument(
             "--if-missing",
@@ -97,6 +100,8 @@ class Command(PureJsonMixin, BaseCommand):
             },
             "seconds": row.seconds,
             "trained": trained,
+            # Labels left out because their step is not in their trace.
+            "skipped": (row.summary or {}).get("skipped", {"count": 0, "traces": []}),
         }
         if options["json"]:
             self.stdout.write(json.dumps(out, indent=2))
@@ -111,3 +116,13 @@ class Command(PureJsonMixin, BaseCommand):
             f"[{pct(ci['step'][0])}–{pct(ci['step'][1])}]"
             + ("; it is now the project's default." if options["make_default"] else "")
         )
+
+
+def _folds(value: str) -> int:
+    try:
+        folds = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if not 2 <= folds <= 10:
+        raise argparse.ArgumentTypeError(f"{folds} folds: give 2 to 10")
+    return folds
