@@ -71,6 +71,10 @@ class Command(BaseCommand):
             raise CommandError(f"no project named {options['project']!r}")
         if not 0 <= options["test_percent"] <= 100:
             raise CommandError("--test-percent must be between 0 and 100")
+        minimum = options["min_agreement"]
+        if minimum is not None and not 0 <= minimum <= 1:  # NaN fails this too
+            raise CommandError("--min-agreement must be between 0 and 1")
+        out = _out_path(options["out"])
         scope = TraceScopeField()
         try:
             scoped = scope.clean(options["scope"])
@@ -91,7 +95,6 @@ class Command(BaseCommand):
         if not cases:
             raise CommandError("no labelled trace of the project matches these filters: nothing to export")
         manifest = export_manifest(project=project, filters=filters, cases=cases, fmt=options["format"])
-        out = Path(options["out"]).resolve()
         manifest["counts"]["steps_written"] = write_atomically(out, cases, manifest, options["format"])
         Path(f"{out}.manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
         seconds = time.perf_counter() - started
@@ -108,3 +111,20 @@ class Command(BaseCommand):
                 f"wrote {out} ({out.stat().st_size:,} bytes): {len(cases)} case(s), {steps:,} steps, "
                 f"train {splits['train']} / test {splits['test']}, in {seconds:.1f} s"
             )
+
+
+def _out_path(value: str) -> Path:
+    """Where to write: a new file or a regular file to replace, in a folder that exists. The export is renamed into
+    place, so anything else there -- a device such as /dev/null, a folder, a socket -- would be replaced by a file
+    (``-`` is not standard output here: it would be a file called "-")."""
+    if value in ("", "-"):
+        raise CommandError("--out needs a file name (the export is written to a file, with its manifest beside it)")
+    out = Path(value).resolve()
+    if out.exists() and not out.is_file():
+        raise CommandError(f"--out {value}: exists and is not a regular file; name a new file or one to replace")
+    if not out.parent.is_dir():
+        raise CommandError(f"--out {value}: the folder {out.parent} does not exist")
+    manifest = Path(f"{out}.manifest.json")
+    if manifest.exists() and not manifest.is_file():
+        raise CommandError(f"--out {value}: {manifest} exists and is not a regular file")
+    return out

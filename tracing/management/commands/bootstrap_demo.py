@@ -26,11 +26,15 @@ class Command(BaseCommand):
         username, password = options["username"], _demo_password()
         User = get_user_model()
         user = User.objects.filter(username=username).first()
+        kept = False
         if user is None:
             user = User.objects.create_superuser(username=username, email="", password=password)
         elif not user.check_password(password):
-            user.set_password(password)
-            user.save(update_fields=["password"])
+            if user.last_login is None:  # never used: the demo login of an install that lost var/ (or a new one)
+                user.set_password(password)
+                user.save(update_fields=["password"])
+            else:  # someone signs in with it: their password is theirs to change, not this command's
+                kept = True
         project, _ = services.project_get_or_create(name=options["project"], owner=user)
         services.membership_set(project=project, user=user, role=Role.OWNER)
         files = {str(p.relative_to(DEMO_DATA)): p for p in sorted(DEMO_DATA.rglob("*.json"))}
@@ -51,7 +55,16 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Demo project {project.name!r}: {imported} new trace file(s), {len(files)} in the demo set."
         )
-        self.stdout.write(self.style.SUCCESS(f"Log in at {options['url']} as  {username} / {password}"))
+        if kept:
+            self.stdout.write(
+                self.style.WARNING(
+                    f"Log in at {options['url']} as  {username}  with the password it has: the account was used "
+                    f"and its password is not the demo one, so it was left as it is "
+                    f"(`manage.py changepassword {username}` sets a new one)"
+                )
+            )
+        else:
+            self.stdout.write(self.style.SUCCESS(f"Log in at {options['url']} as  {username} / {password}"))
 
 
 def _demo_password() -> str:
