@@ -34,6 +34,7 @@ def _assert_nothing_imported() -> None:
             "JSON of an unknown shape (an object with keys foo, bar)",
         ),
         ("list.json", b"[1, 2, 3]", "JSON of an unknown shape (a list of 3 item(s))"),
+        ("object.json", b"{}", "JSON of an unknown shape (an empty object)"),
         ("broken.json", b'{"history": [}', "not valid JSON"),
         ("nohistory.json", b'{"question": "q", "history": []}', "the 'history' list is empty"),
         # The format it was meant to be, and what that reader says, instead of every format's name.

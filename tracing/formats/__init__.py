@@ -188,7 +188,9 @@ def _safe_detect(fmt: TraceFormat, source: Source) -> float:
 
 def describe_shape(document: object) -> str:
     if isinstance(document, dict):
-        keys = ", ".join(list(map(str, document))[:8]) or "no keys"
+        if not document:
+            return "an empty object"
+        keys = ", ".join(list(map(str, document))[:8])
         return f"an object with keys {keys}"
     if isinstance(document, list):
         return f"a list of {len(document)} item(s)"
