@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from .audit import audit_record
 from .deletion import MAX_DELETE, traces_delete
-from .ingest import MAX_INGEST_ATTEMPTS, ingest_job_fail, ingest_job_run, ingest_jobs_create, ingest_jobs_reap
+from .ingest import (
+    MAX_INGEST_ATTEMPTS,
+    ingest_job_fail,
+    ingest_job_run,
+    ingest_jobs_create,
+    ingest_jobs_reap,
+    ingest_jobs_stop,
+)
 from .labels import gold_write, labels_attach
 from .otlp import otlp_id, otlp_spans_store, otlp_trace_rebuild, otlp_traces_rebuild
 from .projects import LastOwnerError, membership_change, membership_set, project_create, project_get_or_create
@@ -31,6 +38,7 @@ __all__ = [
     "ingest_job_run",
     "ingest_jobs_create",
     "ingest_jobs_reap",
+    "ingest_jobs_stop",
     "labels_attach",
     "membership_change",
     "otlp_id",

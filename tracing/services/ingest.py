@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from .. import extensions
 from ..formats import ParsedLabels, ParsedTrace, Source, TraceFormatError, detect_format_scored, get_format
+from ..jobs import LIVE_STATUSES
 from ..models import DuplicatePolicy, IngestJob, JobStatus, Project, Trace
 from .advisory import external_ids_lock
 from .duplicates import twin_labels_attach, twins_find
@@ -498,6 +499,16 @@ def _report_trace(
 def _committed_trace_ids(job: IngestJob) -> list[int]:
     """Traces this job (any attempt of it) created: the list as committed, not as held in memory."""
     return list(IngestJob.objects.values_list("trace_ids", flat=True).get(pk=job.pk))
+
+
+def ingest_jobs_stop(*, job_ids: list[int], reason: str) -> int:
+    """Fail the unfinished jobs among ``job_ids`` (a command interrupted by Ctrl-C: no worker or reaper may pick them
+    up later), taking out what a running one had committed. Returns how many were stopped; finished jobs stay."""
+    stopped = 0
+    for job in IngestJob.objects.filter(pk__in=job_ids, status__in=LIVE_STATUSES).select_related("upload"):
+        _undo(job)
+        stopped += IngestJob.fail_live(job.pk, f"{job.filename}: {reason}")
+    return stopped
 
 
 def _undo(job: IngestJob) -> None:

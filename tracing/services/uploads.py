@@ -290,10 +290,16 @@ def expand_incoming(incoming: IncomingFile) -> Iterator[IncomingFile | tuple[str
         yield incoming.name, error
     elif incoming.size == 0:
         yield incoming.name, "the file is empty"
-    elif incoming.size >= 4 and _is_zip(incoming):
-        yield from _zip_members(incoming)
     else:
-        yield incoming
+        try:  # also the first read of a file: one that cannot be read fails alone, by name
+            is_zip = _is_zip(incoming)
+        except OSError as exc:
+            yield incoming.name, f"cannot read it: {(exc.strerror or str(exc)).lower()}"
+            return
+        if is_zip:
+            yield from _zip_members(incoming)
+        else:
+            yield incoming
 
 
 def failed_uploads_purge(*, older_than: int) -> int:

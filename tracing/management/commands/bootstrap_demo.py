@@ -30,7 +30,9 @@ class Command(BaseCommand):
         if user is None:
             user = User.objects.create_superuser(username=username, email="", password=password)
         elif not user.check_password(password):
-            if user.last_login is None:  # never used: the demo login of an install that lost var/ (or a new one)
+            if (
+                user.last_login is None
+            ):  # never used: the demo login of an install that lost var/ (or a new one)
                 user.set_password(password)
                 user.save(update_fields=["password"])
             else:  # someone signs in with it: their password is theirs to change, not this command's

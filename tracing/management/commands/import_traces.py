@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
 
 from tracing import services
 from tracing.formats import all_formats
@@ -38,52 +41,93 @@ class Command(PureJsonMixin, BaseCommand):
         parser.add_argument("--json", action="store_true", help="print one JSON list, one object per file")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        project, created = services.project_get_or_create(name=options["project"])
-        if created and not options["json"]:
-            self.stdout.write(f"Created project {project.name!r}")
-        results = []
-        for path_text in options["paths"]:
-            results.extend(
-                self._import_path(project, Path(path_text), options["format"], options["duplicates"])
-            )
-        if options["json"]:
-            self.stdout.write(json.dumps(results, indent=2))
-        else:
-            self._print_table(results)
+        if not options["project"].strip():
+            raise CommandError("--project needs a name; it was blank")
+        self._jobs: list[int] = []  # jobs this invocation created, in order
+        self._failures: list[dict[str, Any]] = []  # paths that never became jobs
+        try:
+            results = self._import(options)
+        except KeyboardInterrupt:
+            raise self._interrupted(options) from None
+        self._report(results, options)
         failed = sum(r["status"] == "failed" for r in results)
         if failed:
             raise CommandError(f"{failed} of {len(results)} file(s) failed to import")
 
-    def _import_path(self, project: Any, path: Path, fmt: str, duplicates: str) -> list[dict[str, Any]]:
-        if not path.exists():
-            return [_failure(str(path), "no such file or directory")]
-        files = (
-            [path]
-            if path.is_file()
-            else sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file()
-                and p.suffix.lower() in FOLDER_EXTENSIONS
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    def _import(self, options: dict[str, Any]) -> list[dict[str, Any]]:
+        # Every path is looked at before anything is created: a command whose paths are all missing or unusable
+        # leaves no empty project behind.
+        planned = [_collect(Path(path_text)) for path_text in options["paths"]]
+        self._failures = [item for item in planned if isinstance(item, dict)]
+        if len(self._failures) == len(planned):
+            return self._failures
+        project, created = services.project_get_or_create(name=options["project"])
+        if created and not options["json"]:
+            self.stdout.write(f"Created project {project.name!r}")
+        results = []
+        for item in planned:
+            if isinstance(item, dict):
+                results.append(item)
+            else:
+                results.extend(self._import_files(project, item, options["format"], options["duplicates"]))
+        return results
+
+    def _import_files(
+        self, project: Any, files: list[Path], fmt: str, duplicates: str
+    ) -> list[dict[str, Any]]:
+        incoming, failures, renamed = [], [], {}
+        for p in files:
+            name = _shown(p)
+            if name != str(p):
+                renamed[name] = f"its name is not valid UTF-8; it was imported as {name!r}"
+            try:
+                size = p.stat().st_size
+            except OSError as exc:  # gone or unreadable since the folder was listed
+                failures.append(_failure(name, _cannot_read(exc)))
+                continue
+            incoming.append(services.IncomingFile(name=name, size=size, open=lambda p=p: p.open("rb")))
+        # One transaction: a Ctrl-C half-way through storing the files leaves no queued job behind for a worker.
+        with transaction.atomic():
+            jobs = services.ingest_jobs_create(
+                project=project,
+                files=incoming,
+                user=None,
+                requested_format=fmt,
+                duplicates=duplicates,
+                enqueue=False,
             )
-        )
-        incoming = [
-            services.IncomingFile(name=str(p), size=p.stat().st_size, open=lambda p=p: p.open("rb"))
-            for p in files
-        ]
-        jobs = services.ingest_jobs_create(
-            project=project,
-            files=incoming,
-            user=None,
-            requested_format=fmt,
-            duplicates=duplicates,
-            enqueue=False,
-        )
+        self._jobs.extend(job.pk for job in jobs)
         ran = [_run(job) for job in jobs]
         # Described after the whole batch: a label file that waited for a trace of a later file reports where its
         # labels finally went, not that they were waiting.
-        return [_describe(IngestJob.objects.get(pk=job.pk)) for job in ran]
+        results = [_describe(IngestJob.objects.get(pk=job.pk)) for job in ran]
+        for result in results:
+            for name, warning in renamed.items():
+                if result["path"] == name or result["path"].startswith(
+                    f"{name}/"
+                ):  # the file, or its zip members
+                    result["warnings"] = [warning, *result["warnings"]]
+        return failures + results
+
+    def _interrupted(self, options: dict[str, Any]) -> CommandError:
+        """Ctrl-C: this invocation's unfinished jobs fail (what a running one committed is taken back out), so no
+        worker or reaper picks them up later; what finished stays."""
+        stopped = services.ingest_jobs_stop(job_ids=self._jobs, reason=INTERRUPTED)
+        jobs = IngestJob.objects.filter(pk__in=self._jobs).order_by("pk")
+        done = sum(job.status != JobStatus.FAILED for job in jobs)
+        if options["json"]:
+            self._report(self._failures + [_describe(job) for job in jobs], options)
+        return CommandError(
+            f"interrupted (Ctrl-C): {done} file(s) imported or duplicate, {stopped} stopped before they were "
+            "imported (marked failed)",
+            returncode=130,
+        )
+
+    def _report(self, results: list[dict[str, Any]], options: dict[str, Any]) -> None:
+        if options["json"]:
+            self.stdout.write(json.dumps(results, indent=2))
+        else:
+            self._print_table(results)
 
     def _print_table(self, results: list[dict[str, Any]]) -> None:
         for r in results:
@@ -100,10 +144,54 @@ class Command(PureJsonMixin, BaseCommand):
         self.stdout.write(", ".join(f"{n} {word}" for word, n in counts.items()))
 
 
+INTERRUPTED = "interrupted (Ctrl-C) before it was imported"
+
+
 def _run(job: IngestJob) -> IngestJob:
     if job.status == JobStatus.QUEUED:
         return services.ingest_job_run(job_id=job.pk)
     return job
+
+
+def _collect(path: Path) -> list[Path] | dict[str, Any]:
+    """The files a path names, or the failure that says why it gives none. Never opens anything but a folder:
+    a FIFO would block, /dev/zero would never end."""
+    name = _shown(path)
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return _failure(name, "no such file or directory")
+    except OSError as exc:
+        return _failure(name, _cannot_read(exc))
+    if stat.S_ISREG(mode):
+        return [path]
+    if not stat.S_ISDIR(mode):
+        return _failure(name, "not a regular file (a device, pipe or socket); it was not read")
+    try:
+        with os.scandir(path):
+            pass
+    except OSError as exc:
+        return _failure(name, _cannot_read(exc))
+    files = sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in FOLDER_EXTENSIONS
+        and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    )
+    if not files:
+        extensions = ", ".join(sorted(FOLDER_EXTENSIONS))
+        return _failure(name, f"no trace files in this folder (it is searched for {extensions} files)")
+    return files
+
+
+def _shown(path: Path) -> str:
+    """The path as text that can be stored and printed: bytes of a name that are not UTF-8 become U+FFFD."""
+    return os.fsencode(path).decode("utf-8", "replace")
+
+
+def _cannot_read(exc: OSError) -> str:
+    return f"cannot read it: {(exc.strerror or str(exc)).lower()}"
 
 
 def _failure(path: str, reason: str) -> dict[str, Any]:
