@@ -83,6 +83,18 @@ def auto_attribute_set(
     return settings
 
 
+def auto_attribute_check(*, project: Project, method: str = "") -> None:
+    """Raise ``MethodError`` when the sweep could not start a run of ``method`` (empty: the project's default) for
+    this project -- a method that needs a model the project has none of, the learned method without a default trained
+    model (``runs.run_ready``, the rules ``run_create`` applies)."""
+    from .runs import run_ready
+
+    if not method:
+        row = ProjectAttribution.objects.filter(project=project).first()
+        method = row.default_method if row is not None else ProjectAttribution().default_method
+    run_ready(project=project, method=method)
+
+
 def auto_attribute_sweep(*, enqueue: bool = True, now=None) -> list[AttributionRun]:
     """Celery beat: one run per project over its settled marks (see the module's docstring). Returns the runs."""
     from .runs import run_create

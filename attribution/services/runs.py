@@ -11,6 +11,7 @@ import logging
 import math
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
+from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
@@ -52,16 +53,12 @@ def run_create(
 ) -> AttributionRun:
     """Record a run over ``trace_ids`` (only the project's own traces are kept) and queue it. The learned method
     uses ``attributor`` (a trained model, possibly of another project: transfer), else the project's default."""
-    chosen = get_method(method)  # MethodError for an unknown name
+    chosen, model, chosen_model = run_ready(
+        project=project, method=method, model=model, attributor=attributor
+    )
     wants_llm = chosen.needs_llm or getattr(
         chosen, "wants_llm", False
     )  # schema_guided: a model if there is one
-    if wants_llm:
-        model = model or _project_model(project)
-        if not model and chosen.needs_llm:
-            raise MethodError(
-                f"{chosen.label} needs a model: set one on the project's LLM settings page first"
-            )
     ids = list(
         Trace.objects.filter(project=project, pk__in=list(trace_ids))
         .order_by("pk")
@@ -70,13 +67,7 @@ def run_create(
     if not ids:
         raise MethodError("no traces to attribute: the selection is empty")
     params: dict = {"with_ground_truth": with_ground_truth}
-    if getattr(chosen, "needs_attributor", False):
-        chosen_model = attributor or _default_attributor(project)
-        if chosen_model is None:
-            raise MethodError(
-                "the learned method needs a trained model: train one on the project's model page and "
-                "make it the default"
-            )
+    if chosen_model is not None:
         params["attributor"] = chosen_model.pk
         model = chosen_model.label
     run = AttributionRun.objects.create(
@@ -94,6 +85,30 @@ def run_create(
 
         transaction.on_commit(lambda: start_run_task.delay(run.pk))
     return run
+
+
+def run_ready(
+    *, project: Project, method: str, model: str = "", attributor: AttributorModel | None = None
+) -> tuple[Any, str, AttributorModel | None]:
+    """Whether a run of ``method`` can start in this project: (the method, the LLM it would use, the trained model
+    it would use), or ``MethodError`` saying what is missing (an unknown method, a model the project has none of, the
+    learned method without a default trained model). ``run_create`` and the automatic attribution settings ask it."""
+    chosen = get_method(method)  # MethodError for an unknown name
+    if chosen.needs_llm or getattr(chosen, "wants_llm", False):
+        model = model or _project_model(project)
+        if not model and chosen.needs_llm:
+            raise MethodError(
+                f"{chosen.label} needs a model: set one on the project's LLM settings page first"
+            )
+    chosen_model = None
+    if getattr(chosen, "needs_attributor", False):
+        chosen_model = attributor or _default_attributor(project)
+        if chosen_model is None:
+            raise MethodError(
+                "the learned method needs a trained model: train one on the project's model page and "
+                "make it the default"
+            )
+    return chosen, model, chosen_model
 
 
 def _default_attributor(project: Project) -> AttributorModel | None:

@@ -15,8 +15,18 @@ from django.urls import reverse
 from annotations.forms import QueueForm
 from annotations.models import Assignment, QueueSource, ReviewQueue, TaxonomyFamily
 from annotations.selectors import DEFAULT_LIMIT, DEFAULT_THRESHOLD
+from tracing.formats import all_formats
 from tracing.management.commands._pure_json import PureJsonMixin
-from tracing.models import Project
+from tracing.models import Project, Trace
+
+
+def known_formats(project: Project) -> list[str]:
+    """What ``--format`` may be: the trace list's format filter values (the formats of the project's traces, e.g.
+    ``sandbox``) and the importable formats."""
+    present = (
+        Trace.objects.filter(project=project).values_list("source_format", flat=True).distinct().order_by()
+    )
+    return sorted({f.name for f in all_formats()} | set(present))
 
 
 class Command(PureJsonMixin, BaseCommand):
@@ -30,7 +40,11 @@ class Command(PureJsonMixin, BaseCommand):
         parser.add_argument("--source", choices=QueueSource.values, default=QueueSource.NO_GOLD)
         parser.add_argument("--q", default="", help="with --source search: the trace list's search")
         parser.add_argument("--gold", choices=["", "yes", "no"], default="", help="with --source search")
-        parser.add_argument("--format", default="", help="with --source search: one source format")
+        parser.add_argument(
+            "--format",
+            default="",
+            help="with --source search: one source format (an importable format, or one of the project's traces')",
+        )
         parser.add_argument(
             "--scope",
             default="",
@@ -63,6 +77,8 @@ class Command(PureJsonMixin, BaseCommand):
         project = Project.objects.filter(name=options["project"]).first()
         if project is None:
             raise CommandError(f"no project named {options['project']!r}")
+        if options["format"] and options["format"] not in (known := known_formats(project)):
+            raise CommandError(f"unknown format {options['format']!r} (known formats: {', '.join(known)})")
         existing = ReviewQueue.objects.filter(project=project, name=options["name"].strip()).first()
         if existing is not None and options["if_missing"]:
             self._report(existing, options, created=False)

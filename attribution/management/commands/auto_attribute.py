@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from attribution import services
 from attribution.methods import MethodError, all_methods
 from attribution.models import AutoAttribute
+from attribution.services.auto import auto_attribute_check
 from tracing.models import Project
 
 
@@ -29,6 +30,9 @@ class Command(BaseCommand):
         if project is None:
             raise CommandError(f"no such project: {name!r}")
         try:
+            # As ``attribute`` and ``evaluate`` do: refuse a method whose runs could not start.
+            if options["mode"] != AutoAttribute.OFF:
+                auto_attribute_check(project=project, method=options["method"])
             settings = services.auto_attribute_set(
                 project=project, mode=options["mode"], method=options["method"]
             )

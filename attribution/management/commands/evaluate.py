@@ -48,12 +48,25 @@ class Command(PureJsonMixin, BaseCommand):
             help="dev: the part methods may be tuned on; heldout: the part kept back",
         )
         parser.add_argument("--json", action="store_true")
+
+        def jobs(value: str) -> int:  # 0: the default; more than 64 processes is a typo, not a plan
+            from argparse import ArgumentTypeError
+
+            try:
+                number = int(value)
+            except ValueError:
+                raise ArgumentTypeError(f"{value!r} is not a whole number") from None
+            if not 0 <= number <= 64:
+                raise ArgumentTypeError(f"must be between 0 (the default) and 64, not {number}")
+            return number
+
         parser.add_argument(
             "--jobs",
-            type=int,
+            type=jobs,
             default=0,
             metavar="N",
-            help="processes for an offline method's traces (default: one per CPU core, at most 8; 1: this one)",
+            help="processes for an offline method's traces (0 to 64; default 0: one per CPU core, at most 8; "
+            "1: this one)",
         )
         parser.add_argument(
             "--reuse",

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import argparse
 import json
+import math
+from collections.abc import Callable
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -10,6 +13,46 @@ from attribution.methods import MethodError
 from attribution.models import Injection
 from tracing.management.commands._pure_json import PureJsonMixin
 from tracing.models import Outcome, Project, Trace
+
+# The campaign form's bounds (``CampaignForm``) and the columns' (max_tokens: a positive bigint; max_cost: 10 digits,
+# 4 decimals). A budget is spent once the campaign's count reaches it, so a budget of 0 would stop the campaign before
+# its first replay: every budget is at least one replay, one token, one hundredth of a cent.
+MAX_FAULTS_PER_TRACE = 20
+MAX_REPLAYS = 1_000_000
+MAX_TOKENS = 2**63 - 1
+MIN_COST, MAX_COST = 0.0001, 999_999.9999
+
+
+def _whole(low: int, high: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low:,} and {high:,}, not {number:,}")
+        return number
+
+    return parse
+
+
+def _dollars(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{value!r} is not an amount of dollars") from None
+    if not math.isfinite(number) or not MIN_COST <= number <= MAX_COST:
+        raise argparse.ArgumentTypeError(f"must be between ${MIN_COST} and ${MAX_COST:,}, not {value}")
+    return number
+
+
+CHECKED: dict[str, Callable[[Any], Any]] = {
+    "faults_per_trace": _whole(1, MAX_FAULTS_PER_TRACE),
+    "seed": _whole(0, 10**9),
+    "max_replays": _whole(1, MAX_REPLAYS),
+    "max_tokens": _whole(1, MAX_TOKENS),
+    "max_cost": _dollars,
+}
 
 
 class Command(PureJsonMixin, BaseCommand):
@@ -24,20 +67,43 @@ class Command(PureJsonMixin, BaseCommand):
         parser.add_argument(
             "--traces", default="", help="comma-separated trace ids (default: every successful trace)"
         )
-        parser.add_argument("--faults-per-trace", type=int, default=3)
-        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument(
+            "--faults-per-trace",
+            type=CHECKED["faults_per_trace"],
+            default=3,
+            help=f"1 to {MAX_FAULTS_PER_TRACE}",
+        )
+        parser.add_argument("--seed", type=CHECKED["seed"], default=0)
         parser.add_argument(
             "--writer",
             choices=["perturb", "llm"],
             default="perturb",
             help="how faults are written into real traces: offline perturbations or the project's model",
         )
-        parser.add_argument("--max-replays", type=int, default=None)
-        parser.add_argument("--max-tokens", type=int, default=None)
-        parser.add_argument("--max-cost", type=float, default=None)
+        parser.add_argument(
+            "--max-replays",
+            type=CHECKED["max_replays"],
+            default=None,
+            help=f"budget: 1 to {MAX_REPLAYS:,} replays",
+        )
+        parser.add_argument(
+            "--max-tokens", type=CHECKED["max_tokens"], default=None, help="budget: tokens (>= 1)"
+        )
+        parser.add_argument(
+            "--max-cost",
+            type=CHECKED["max_cost"],
+            default=None,
+            help=f"budget: dollars ({MIN_COST} to {MAX_COST:,})",
+        )
         parser.add_argument("--json", action="store_true", help="print one JSON object")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        for name, parse in CHECKED.items():  # again for call_command's keyword options, which skip ``type``
+            if options.get(name) is not None:
+                try:
+                    options[name] = parse(options[name])
+                except argparse.ArgumentTypeError as exc:
+                    raise CommandError(f"--{name.replace('_', '-')}: {exc}") from None
         project = Project.objects.filter(name=options["project"]).first()
         if project is None:
             raise CommandError(f"no project named {options['project']!r}")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from typing import TYPE_CHECKING, Any
@@ -227,6 +228,36 @@ def _summary_v2(rows: list[dict[str, Any]], learned: bool) -> dict[str, Any]:
     }
 
 
+MAX_RUNS = 100_000  # the documented runs are 200 (docs/replay-and-injection.md)
+MAX_SEED = 10**9
+
+
+def _whole(low: int, high: int) -> Any:
+    def parse(value: Any) -> int:
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low:,} and {high:,}, not {number:,}")
+        return number
+
+    return parse
+
+
+CHECKED = {"runs": _whole(1, MAX_RUNS), "seed": _whole(0, MAX_SEED)}
+
+
+def _from_litellm(exc: BaseException) -> bool:
+    """A provider's or litellm's error (theirs derive from openai's), as opposed to a bug of ours."""
+    return any(cls.__module__.split(".")[0] in ("litellm", "openai", "httpx") for cls in type(exc).__mro__)
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception's message on one line (litellm's run to several, with a tutorial)."""
+    return " ".join(str(exc).split("\n", 1)[0].split()) or type(exc).__name__
+
+
 class Command(PureJsonMixin, BaseCommand):
     help = (
         "Benchmark counterfactual attribution on the built-in sandbox multi-agent system: generate tasks, inject "
@@ -238,8 +269,8 @@ class Command(PureJsonMixin, BaseCommand):
             super().add_base_argument(parser, *args, **kwargs)
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--runs", type=int, required=True)
-        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--runs", type=CHECKED["runs"], required=True, help=f"1 to {MAX_RUNS:,}")
+        parser.add_argument("--seed", type=CHECKED["seed"], default=0, help=f"0 to {MAX_SEED:,}")
         parser.add_argument("--json", action="store_true")
         parser.add_argument(
             "--judge-model",
@@ -264,10 +295,11 @@ class Command(PureJsonMixin, BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["runs"] < 1:
-            raise CommandError("--runs must be at least 1")
-        if options["seed"] < 0:
-            raise CommandError("--seed must not be negative")
+        for name, parse in CHECKED.items():  # again for call_command's keyword options, which skip ``type``
+            try:
+                options[name] = parse(options[name])
+            except argparse.ArgumentTypeError as exc:
+                raise CommandError(f"--{name}: {exc}") from None
         if options["api_base"] and not options["judge_model"]:
             raise CommandError("--api-base needs --judge-model")
         if options["version"] == 2:
@@ -279,13 +311,26 @@ class Command(PureJsonMixin, BaseCommand):
         if options["judge_model"]:
             from attribution.llm import LlmClient, cache_from_settings
 
-            judge = LlmClient(
-                model=options["judge_model"],
-                api_base=options["api_base"],
-                method="all_at_once",
-                cache=cache_from_settings(),
-            )
-        self._print(benchmark(options["runs"], options["seed"], judge), options["json"])
+            try:
+                judge = LlmClient(
+                    model=options["judge_model"],
+                    api_base=options["api_base"],
+                    method="all_at_once",
+                    cache=cache_from_settings(),
+                )
+            except (
+                Exception
+            ) as exc:  # litellm refuses a model it cannot route (BadRequestError, ValueError, ...)
+                raise CommandError(f"--judge-model {options['judge_model']!r}: {_reason(exc)}") from None
+        try:
+            result = benchmark(options["runs"], options["seed"], judge)
+        except MethodError as exc:
+            raise CommandError(_reason(exc)) from None
+        except Exception as exc:
+            if judge is None or not _from_litellm(exc):
+                raise
+            raise CommandError(f"--judge-model {options['judge_model']!r}: {_reason(exc)}") from None
+        self._print(result, options["json"])
 
     def _print(self, result: dict[str, Any], as_json: bool) -> None:
         if as_json:

@@ -1,11 +1,32 @@
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from attribution import services
 from tracing import services as tracing_services
+
+MAX_RUNS = 100_000  # the documented runs are at most 20 (docs/replay-and-injection.md); the page allows 500
+MAX_SEED = 10**9
+
+
+def _whole(low: int, high: int) -> Any:
+    def parse(value: Any) -> int:
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low:,} and {high:,}, not {number:,}")
+        return number
+
+    return parse
+
+
+# --runs 0 is documented: fault-free runs only (with --clean).
+CHECKED = {"runs": _whole(0, MAX_RUNS), "clean": _whole(0, MAX_RUNS), "seed": _whole(0, MAX_SEED)}
 
 
 class Command(BaseCommand):
@@ -35,16 +56,28 @@ class Command(BaseCommand):
             default="injected",
             help="v2: runs selected for an injected scenario, or natural failures as they come",
         )
-        parser.add_argument("--runs", type=int, default=10)
-        parser.add_argument("--seed", type=int, default=1)
+        parser.add_argument(
+            "--runs",
+            type=CHECKED["runs"],
+            default=10,
+            help=f"sandbox runs to try (0 to {MAX_RUNS:,}; 0 with --clean: fault-free runs only)",
+        )
+        parser.add_argument("--seed", type=CHECKED["seed"], default=1, help=f"0 to {MAX_SEED:,}")
         parser.add_argument(
             "--clean",
-            type=int,
+            type=CHECKED["clean"],
             default=0,
-            help="also store this many fault-free (successful) v1 runs, for injection campaigns",
+            help=f"also store this many fault-free (successful) v1 runs, for injection campaigns (0 to {MAX_RUNS:,})",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        for name, parse in CHECKED.items():  # again for call_command's keyword options, which skip ``type``
+            try:
+                options[name] = parse(options[name])
+            except argparse.ArgumentTypeError as exc:
+                raise CommandError(f"--{name}: {exc}") from None
+        if not options["runs"] and not options["clean"]:
+            raise CommandError("nothing to generate: --runs 0 needs --clean N (fault-free runs)")
         project, _ = tracing_services.project_get_or_create(name=options["project"])
         if options["version"] == 2:
             kept, existing = services.sandbox_cases_generate(

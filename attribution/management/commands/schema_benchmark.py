@@ -3,17 +3,23 @@ exemplars each, like real ones) and times Q retrievals of synthetic trace querie
 structured filter, the lexical index, the floor, the schema cards from the database), warm (fingerprints not seen
 before, cards from the Redis card store) and hot (the same queries again, whole answers from Redis). The in-process
 index is built once before timing (its build time is printed apart: it is paid once per process and schema change,
-not per retrieval)."""
+not per retrieval).
+
+It writes: the project ``schema-benchmark-N`` and its N schemas go into the configured database (``DATABASE_URL``),
+and stay there for the next run. The largest documented run is 50,000 schemas (docs/schemas.md); at most
+``MAX_SCHEMAS``."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from attribution.methods.heuristic import WEIGHTS
@@ -38,20 +44,55 @@ EXCEPTIONS = [
     "httperror",
 ]
 BATCH = 2000
+MAX_SCHEMAS = 100_000  # twice the largest documented run (50,000, docs/schemas.md)
+MAX_QUERIES = 10_000
+
+
+def _whole(low: int, high: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low:,} and {high:,}, not {number:,}")
+        return number
+
+    return parse
+
+
+CHECKED: dict[str, Callable[[Any], int]] = {
+    "schemas": _whole(1, MAX_SCHEMAS),
+    "queries": _whole(1, MAX_QUERIES),
+}
 
 
 class Command(PureJsonMixin, BaseCommand):
     help = (
-        "Time error-schema retrieval over N synthetic schemas; prints p50_ms and p95_ms (target p95 < 20 ms)."
+        "Time error-schema retrieval over N synthetic schemas; prints p50_ms and p95_ms (target p95 < 20 ms). "
+        "Writes into the configured database: a project named schema-benchmark-N with N synthetic schemas (kept, "
+        "and reused by the next run of the same size)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--schemas", type=int, default=50_000)
-        parser.add_argument("--queries", type=int, default=200)
+        parser.add_argument(
+            "--schemas",
+            type=CHECKED["schemas"],
+            default=50_000,
+            help=f"synthetic schemas written to the database (1 to {MAX_SCHEMAS:,}; default 50,000)",
+        )
+        parser.add_argument(
+            "--queries", type=CHECKED["queries"], default=200, help=f"timed retrievals (1 to {MAX_QUERIES:,})"
+        )
         parser.add_argument("--seed", type=int, default=7)
         parser.add_argument("--json", action="store_true")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        for name, parse in CHECKED.items():  # again for call_command's keyword options, which skip ``type``
+            try:
+                options[name] = parse(options[name])
+            except argparse.ArgumentTypeError as exc:
+                raise CommandError(f"--{name}: {exc}") from None
         rng = random.Random(options["seed"])
         project = self._filled(options["schemas"], rng)
         queries = [_query(rng) for _ in range(options["queries"])]
