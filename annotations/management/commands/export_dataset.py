@@ -118,10 +118,14 @@ def _out_path(value: str) -> Path:
     place, so anything else there -- a device such as /dev/null, a folder, a socket -- would be replaced by a file
     (``-`` is not standard output here: it would be a file called "-")."""
     if value in ("", "-"):
-        raise CommandError("--out needs a file name (the export is written to a file, with its manifest beside it)")
+        raise CommandError(
+            "--out needs a file name (the export is written to a file, with its manifest beside it)"
+        )
     out = Path(value).resolve()
     if out.exists() and not out.is_file():
-        raise CommandError(f"--out {value}: exists and is not a regular file; name a new file or one to replace")
+        raise CommandError(
+            f"--out {value}: exists and is not a regular file; name a new file or one to replace"
+        )
     if not out.parent.is_dir():
         raise CommandError(f"--out {value}: the folder {out.parent} does not exist")
     manifest = Path(f"{out}.manifest.json")
