@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from attribution import services
 from attribution.methods import MethodError
 from attribution.models import Injection
+from tracing.management.commands._arguments import check_options, whole
 from tracing.management.commands._pure_json import PureJsonMixin
 from tracing.models import Outcome, Project, Trace
 
@@ -21,19 +22,6 @@ MAX_FAULTS_PER_TRACE = 20
 MAX_REPLAYS = 1_000_000
 MAX_TOKENS = 2**63 - 1
 MIN_COST, MAX_COST = 0.0001, 999_999.9999
-
-
-def _whole(low: int, high: int) -> Callable[[Any], int]:
-    def parse(value: Any) -> int:
-        try:
-            number = int(value)
-        except (TypeError, ValueError):
-            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-        if not low <= number <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low:,} and {high:,}, not {number:,}")
-        return number
-
-    return parse
 
 
 def _dollars(value: Any) -> float:
@@ -47,10 +35,10 @@ def _dollars(value: Any) -> float:
 
 
 CHECKED: dict[str, Callable[[Any], Any]] = {
-    "faults_per_trace": _whole(1, MAX_FAULTS_PER_TRACE),
-    "seed": _whole(0, 10**9),
-    "max_replays": _whole(1, MAX_REPLAYS),
-    "max_tokens": _whole(1, MAX_TOKENS),
+    "faults_per_trace": whole(1, MAX_FAULTS_PER_TRACE),
+    "seed": whole(0, 10**9),
+    "max_replays": whole(1, MAX_REPLAYS),
+    "max_tokens": whole(1, MAX_TOKENS),
     "max_cost": _dollars,
 }
 
@@ -98,12 +86,7 @@ class Command(PureJsonMixin, BaseCommand):
         parser.add_argument("--json", action="store_true", help="print one JSON object")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        for name, parse in CHECKED.items():  # again for call_command's keyword options, which skip ``type``
-            if options.get(name) is not None:
-                try:
-                    options[name] = parse(options[name])
-                except argparse.ArgumentTypeError as exc:
-                    raise CommandError(f"--{name.replace('_', '-')}: {exc}") from None
+        check_options(options, CHECKED)  # again for call_command's keyword options, which skip ``type``
         project = Project.objects.filter(name=options["project"]).first()
         if project is None:
             raise CommandError(f"no project named {options['project']!r}")

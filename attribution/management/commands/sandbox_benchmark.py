@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from typing import TYPE_CHECKING, Any
@@ -11,6 +10,7 @@ from attribution.methods.base import MethodError
 from attribution.methods.counterfactual import METHOD as COUNTERFACTUAL
 from attribution.methods.heuristic import METHOD as HEURISTIC
 from attribution.replay.sandbox import generate_task, inject, run, to_view
+from tracing.management.commands._arguments import check_options, whole
 from tracing.management.commands._pure_json import PureJsonMixin
 
 if TYPE_CHECKING:
@@ -232,20 +232,7 @@ MAX_RUNS = 100_000  # the documented runs are 200 (docs/replay-and-injection.md)
 MAX_SEED = 10**9
 
 
-def _whole(low: int, high: int) -> Any:
-    def parse(value: Any) -> int:
-        try:
-            number = int(value)
-        except (TypeError, ValueError):
-            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-        if not low <= number <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low:,} and {high:,}, not {number:,}")
-        return number
-
-    return parse
-
-
-CHECKED = {"runs": _whole(1, MAX_RUNS), "seed": _whole(0, MAX_SEED)}
+CHECKED = {"runs": whole(1, MAX_RUNS), "seed": whole(0, MAX_SEED)}
 
 
 def _from_litellm(exc: BaseException) -> bool:
@@ -295,11 +282,7 @@ class Command(PureJsonMixin, BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        for name, parse in CHECKED.items():  # again for call_command's keyword options, which skip ``type``
-            try:
-                options[name] = parse(options[name])
-            except argparse.ArgumentTypeError as exc:
-                raise CommandError(f"--{name}: {exc}") from None
+        check_options(options, CHECKED)  # again for call_command's keyword options, which skip ``type``
         if options["api_base"] and not options["judge_model"]:
             raise CommandError("--api-base needs --judge-model")
         if options["version"] == 2:

@@ -1,32 +1,19 @@
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from attribution import services
 from tracing import services as tracing_services
+from tracing.management.commands._arguments import check_options, whole
 
 MAX_RUNS = 100_000  # the documented runs are at most 20 (docs/replay-and-injection.md); the page allows 500
 MAX_SEED = 10**9
 
 
-def _whole(low: int, high: int) -> Any:
-    def parse(value: Any) -> int:
-        try:
-            number = int(value)
-        except (TypeError, ValueError):
-            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-        if not low <= number <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low:,} and {high:,}, not {number:,}")
-        return number
-
-    return parse
-
-
 # --runs 0 is documented: fault-free runs only (with --clean).
-CHECKED = {"runs": _whole(0, MAX_RUNS), "clean": _whole(0, MAX_RUNS), "seed": _whole(0, MAX_SEED)}
+CHECKED = {"runs": whole(0, MAX_RUNS), "clean": whole(0, MAX_RUNS), "seed": whole(0, MAX_SEED)}
 
 
 class Command(BaseCommand):
@@ -71,11 +58,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        for name, parse in CHECKED.items():  # again for call_command's keyword options, which skip ``type``
-            try:
-                options[name] = parse(options[name])
-            except argparse.ArgumentTypeError as exc:
-                raise CommandError(f"--{name}: {exc}") from None
+        check_options(options, CHECKED)  # again for call_command's keyword options, which skip ``type``
         if not options["runs"] and not options["clean"]:
             raise CommandError("nothing to generate: --runs 0 needs --clean N (fault-free runs)")
         project, _ = tracing_services.project_get_or_create(name=options["project"])

@@ -11,7 +11,6 @@ and stay there for the next run. The largest documented run is 50,000 schemas (d
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import statistics
@@ -19,13 +18,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
 from attribution.methods.heuristic import WEIGHTS
 from attribution.models import ErrorSchema, SchemaExemplar, SchemaStatus
 from attribution.schemas import features, index
 from tracing import services as tracing_services
+from tracing.management.commands._arguments import check_options, whole
 from tracing.management.commands._pure_json import PureJsonMixin
 from tracing.models import Project, Trace
 
@@ -48,22 +48,9 @@ MAX_SCHEMAS = 100_000  # twice the largest documented run (50,000, docs/schemas.
 MAX_QUERIES = 10_000
 
 
-def _whole(low: int, high: int) -> Callable[[Any], int]:
-    def parse(value: Any) -> int:
-        try:
-            number = int(value)
-        except (TypeError, ValueError):
-            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-        if not low <= number <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low:,} and {high:,}, not {number:,}")
-        return number
-
-    return parse
-
-
 CHECKED: dict[str, Callable[[Any], int]] = {
-    "schemas": _whole(1, MAX_SCHEMAS),
-    "queries": _whole(1, MAX_QUERIES),
+    "schemas": whole(1, MAX_SCHEMAS),
+    "queries": whole(1, MAX_QUERIES),
 }
 
 
@@ -88,11 +75,7 @@ class Command(PureJsonMixin, BaseCommand):
         parser.add_argument("--json", action="store_true")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        for name, parse in CHECKED.items():  # again for call_command's keyword options, which skip ``type``
-            try:
-                options[name] = parse(options[name])
-            except argparse.ArgumentTypeError as exc:
-                raise CommandError(f"--{name}: {exc}") from None
+        check_options(options, CHECKED)  # again for call_command's keyword options, which skip ``type``
         rng = random.Random(options["seed"])
         project = self._filled(options["schemas"], rng)
         queries = [_query(rng) for _ in range(options["queries"])]

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import argparse
 import json
 from typing import Any
 
@@ -15,6 +14,7 @@ from attribution.learning.services import (
 )
 from attribution.methods.base import MethodError
 from attribution.models import AttributorModel
+from tracing.management.commands._arguments import whole
 from tracing.management.commands._pure_json import PureJsonMixin
 from tracing.models import Project
 
@@ -39,7 +39,10 @@ class Command(PureJsonMixin, BaseCommand):
             help=f"label sources to learn from, comma-separated (default: {','.join(VERIFIED_SOURCES)})",
         )
         parser.add_argument(
-            "--folds", type=_folds, default=DEFAULT_FOLDS, help="cross-validation folds, 2 to 10 (default 5)"
+            "--folds",
+            type=whole(2, 10),
+            default=DEFAULT_FOLDS,
+            help="cross-validation folds, 2 to 10 (default 5)",
         )
         parser.add_argument("--make-default", action="store_true", help="make it the first project's default")
         parser.add_argument(
@@ -116,13 +119,3 @@ class Command(PureJsonMixin, BaseCommand):
             f"[{pct(ci['step'][0])}–{pct(ci['step'][1])}]"
             + ("; it is now the project's default." if options["make_default"] else "")
         )
-
-
-def _folds(value: str) -> int:
-    try:
-        folds = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if not 2 <= folds <= 10:
-        raise argparse.ArgumentTypeError(f"{folds} folds: give 2 to 10")
-    return folds
