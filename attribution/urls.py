@@ -48,4 +48,5 @@ urlpatterns = [
     path("projects/<slug:slug>/models/retrain/", model_views.model_retrain_after, name="model_retrain_after"),
     path("models/<int:model_id>/", model_views.model_detail, name="model_detail"),
     path("models/<int:model_id>/default/", model_views.model_make_default, name="model_make_default"),
+    path("models/<int:model_id>/delete/", model_views.model_delete, name="model_delete"),
 ]

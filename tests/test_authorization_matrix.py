@@ -94,6 +94,7 @@ PAGES: dict[str, dict[str, dict[str, Any]]] = {
     "attribution:model_detail": {"GET": READ},
     # The world's model is still queued: making it the default is refused with a message, after the role check.
     "attribution:model_make_default": {"POST": CONTRIBUTE},
+    "attribution:model_delete": {"POST": OWNER_WRITE},
     "annotations:queue_list": {"GET": READ, "POST": OWNER_WRITE},
     "annotations:queue_detail": {"GET": READ},
     "annotations:queue_refill": {"POST": OWNER_WRITE},

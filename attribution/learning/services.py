@@ -349,6 +349,30 @@ def attributor_make_default(
     return settings
 
 
+def attributor_delete(*, model: AttributorModel, actor: AbstractBaseUser | None = None) -> None:
+    """Delete a model an owner no longer wants. Not the project's default (another is chosen first, so the learned
+    method never finds its model gone) and not one being trained (its worker would write into nothing). Runs and
+    verdicts it made keep their figures and name it; a version retrained from it forgets where it came from."""
+    from tracing.services import audit_record
+
+    with transaction.atomic():
+        locked = AttributorModel.objects.select_for_update().filter(pk=model.pk).first()
+        if locked is None:
+            return
+        if ProjectAttribution.objects.filter(attributor=locked).exists():
+            raise MethodError("it is the project's default: make another model the default first")
+        if locked.status in (AttributorStatus.QUEUED, AttributorStatus.RUNNING):
+            raise MethodError("it is being trained: delete it once its training has ended")
+        audit_record(
+            action="attributor.deleted",
+            project=locked.project,
+            actor=actor,
+            target=locked.label,
+            details={"model_id": locked.pk, "status": locked.status},
+        )
+        locked.delete()
+
+
 def attributor_load(model: AttributorModel) -> Attributor:
     """The stored arrays as a usable model (never unpickled: see ``Attributor.from_dict``)."""
     try:

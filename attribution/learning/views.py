@@ -148,6 +148,19 @@ def model_make_default(request: HttpRequest, model_id: int) -> HttpResponse:
     return redirect("attribution:model_detail", model_id=model.pk)
 
 
+@login_required
+@require_POST
+def model_delete(request: HttpRequest, model_id: int) -> HttpResponse:
+    model, membership = access.model_for(request, model_id, Role.OWNER, "Only owners delete models")
+    try:
+        services.attributor_delete(model=model, actor=request.user)
+    except MethodError as exc:
+        messages.error(request, f"{model.label} was not deleted: {exc}")
+        return redirect("attribution:model_detail", model_id=model.pk)
+    messages.success(request, f"Deleted {model.label}.")
+    return redirect("attribution:model_list", slug=membership.project.slug)
+
+
 # --- what the pages show -------------------------------------------------------------------------------------------
 
 

@@ -271,3 +271,30 @@ def test_the_model_page_shows_every_version_and_what_more_labels_changed(owner_c
     assert "<svg" in section and "v2 (this one)" in section
     # From version 1's page, version 2 is a link.
     assert model_url(second) in owner_client.get(model_url(first)).content.decode()
+
+
+def test_an_owner_deletes_a_model_that_is_neither_the_default_nor_training(owner_client, project, trained):
+    from attribution.learning.services import attributor_make_default
+    from tracing.models import AuditEvent
+
+    attributor_make_default(model=trained)
+    refused = owner_client.post(model_url(trained, "delete"), follow=True)
+    assert b"make another model the default first" in refused.content
+    training = attributor_create(project=project, name="later", enqueue=False)
+    assert (
+        b"delete it once its training has ended"
+        in owner_client.post(model_url(training, "delete"), follow=True).content
+    )
+    spare = train(project, name="spare")
+    page = owner_client.get(model_url(spare)).content.decode()
+    assert (
+        "Delete this model" in page
+        and "Delete this model" not in owner_client.get(model_url(trained)).content.decode()
+    )
+    answer = owner_client.post(model_url(spare, "delete"))
+    assert answer.status_code == 302 and answer["Location"] == list_url(project)
+    assert not AttributorModel.objects.filter(pk=spare.pk).exists()
+    assert AttributorModel.objects.filter(pk__in=[trained.pk, training.pk]).count() == 2
+    assert AuditEvent.objects.filter(
+        project=project, action="attributor.deleted", target=spare.label
+    ).exists()
