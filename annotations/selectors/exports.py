@@ -466,10 +466,9 @@ def answers_not_gold(*, project: Project) -> list[dict[str, Any]]:
         QueueItem.objects.filter(
             queue__project=project, resolved_label__isnull=True, copies__status=CopyStatus.SUBMITTED
         )
-        .values("queue_id", "queue__name")
+        .values("queue_id", name=models.F("queue__name"))
         .annotate(items=Count("id", distinct=True))
-        .order_by("queue__name")
-        .values("queue_id", "items", name=models.F("queue__name"))
+        .order_by("name")
     )
 
 

@@ -327,7 +327,7 @@ def campaign_finish_if_done(campaign_id: int) -> None:
 def campaigns_forget_traces(project_id: int, trace_ids: list[int]) -> None:
     """Traces deleted while campaigns over them are queued or running (``tracing.extensions.traces_deleted``, inside
     the deleting transaction, before the traces go): each such campaign drops them and the injections planned on them
-    (which the deletion takes with the traces), so its counters still add up and it finishes when the rest is done.
+    (deleted here, just before the traces), so its counters still add up and it finishes when the rest is done.
     An injection being replayed now settles into nothing (``_injection_settle``). A finished campaign keeps its
     figures as they were, as a finished run does."""
     from ..models import CampaignStatus, Injection, InjectionCampaign, InjectionStatus

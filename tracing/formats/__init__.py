@@ -144,11 +144,8 @@ def _hinted(source: Source) -> TraceFormat | None:
         return None
     if not isinstance(document, dict):
         return None
-    by_name = {f.name: f for f in all_formats()}
-    for key in document:
-        if key in _KEY_HINTS:
-            return by_name.get(_KEY_HINTS[key])
-    return None
+    hinted = next((_KEY_HINTS[key] for key in document if key in _KEY_HINTS), None)
+    return get_format(hinted) if hinted else None
 
 
 def _is_utf16_text(head: bytes) -> bool:

@@ -167,12 +167,12 @@ class Source:
 # Readers that need the whole document in memory refuse files above this size (a parsed JSON document takes 5-10x
 # its size in Python objects, so 64 MB already means ~500 MB of RAM). Who&When and every JSON Lines format stream
 # instead and take files of any size up to the upload limit.
+MAX_WHOLE_JSON_BYTES = 64 * 1024 * 1024
+
+
 def json_message(exc: json.JSONDecodeError) -> str:
     """The decoder's reason without its dangling "at" ("Invalid control character at" + where)."""
     return exc.msg.removesuffix(" at")
-
-
-MAX_WHOLE_JSON_BYTES = 64 * 1024 * 1024
 
 
 def load_json(source: Source) -> Any:

@@ -294,12 +294,17 @@ def expand_incoming(incoming: IncomingFile) -> Iterator[IncomingFile | tuple[str
         try:  # also the first read of a file: one that cannot be read fails alone, by name
             is_zip = _is_zip(incoming)
         except OSError as exc:
-            yield incoming.name, f"cannot read it: {(exc.strerror or str(exc)).lower()}"
+            yield incoming.name, cannot_read(exc)
             return
         if is_zip:
             yield from _zip_members(incoming)
         else:
             yield incoming
+
+
+def cannot_read(exc: OSError) -> str:
+    """Why a file could not be read, as a file's failure says it ("cannot read it: permission denied")."""
+    return f"cannot read it: {(exc.strerror or str(exc)).lower()}"
 
 
 def failed_uploads_purge(*, older_than: int) -> int:

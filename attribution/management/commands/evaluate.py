@@ -9,7 +9,6 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from attribution import selectors, services
 from attribution.evaluation import score
-from attribution.learning.services import MIN_TRAINING_TRACES
 from attribution.methods import MethodError, all_methods
 from attribution.models import AttributorModel
 from attribution.selectors import evaluation_records, labelled_trace_ids
@@ -172,6 +171,7 @@ class Command(PureJsonMixin, BaseCommand):
         from attribution.learning.cv import cross_validate
         from attribution.learning.model import fit
         from attribution.learning.selectors import training_examples
+        from attribution.learning.services import MIN_TRAINING_TRACES
         from attribution.methods.heuristic import METHOD as HEURISTIC
 
         method = options["method"]

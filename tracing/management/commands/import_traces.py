@@ -13,6 +13,7 @@ from tracing import services
 from tracing.formats import all_formats
 from tracing.management.commands._pure_json import PureJsonMixin
 from tracing.models import DuplicatePolicy, GoldLabel, IngestJob, JobStatus, Trace
+from tracing.services.uploads import cannot_read
 
 # Extensions picked up when walking a folder; a file named explicitly is always tried, whatever its name.
 FOLDER_EXTENSIONS = {".json", ".jsonl", ".ndjson", ".zip", ".log", ".txt"}
@@ -83,7 +84,7 @@ class Command(PureJsonMixin, BaseCommand):
             try:
                 size = p.stat().st_size
             except OSError as exc:  # gone or unreadable since the folder was listed
-                failures.append(_failure(name, _cannot_read(exc)))
+                failures.append(_failure(name, cannot_read(exc)))
                 continue
             incoming.append(services.IncomingFile(name=name, size=size, open=lambda p=p: p.open("rb")))
         # One transaction: a Ctrl-C half-way through storing the files leaves no queued job behind for a worker.
@@ -162,7 +163,7 @@ def _collect(path: Path) -> list[Path] | dict[str, Any]:
     except (FileNotFoundError, NotADirectoryError):
         return _failure(name, "no such file or directory")
     except OSError as exc:
-        return _failure(name, _cannot_read(exc))
+        return _failure(name, cannot_read(exc))
     if stat.S_ISREG(mode):
         return [path]
     if not stat.S_ISDIR(mode):
@@ -171,7 +172,7 @@ def _collect(path: Path) -> list[Path] | dict[str, Any]:
         with os.scandir(path):
             pass
     except OSError as exc:
-        return _failure(name, _cannot_read(exc))
+        return _failure(name, cannot_read(exc))
     files = sorted(
         p
         for p in path.rglob("*")
@@ -188,10 +189,6 @@ def _collect(path: Path) -> list[Path] | dict[str, Any]:
 def _shown(path: Path) -> str:
     """The path as text that can be stored and printed: bytes of a name that are not UTF-8 become U+FFFD."""
     return os.fsencode(path).decode("utf-8", "replace")
-
-
-def _cannot_read(exc: OSError) -> str:
-    return f"cannot read it: {(exc.strerror or str(exc)).lower()}"
 
 
 def _failure(path: str, reason: str) -> dict[str, Any]:
