@@ -288,20 +288,14 @@ class CampaignForm(forms.Form):
         self.project = project
 
     def clean_max_cost(self) -> Any:
-        # The model form's rule: a money cap on a model nobody can price would never trigger (its calls cost $0 as
-        # far as anyone knows), so it is refused instead of promised. Without a model nothing can be spent.
+        # The model form's rule (shared with ``inject_faults --max-cost``): no money cap on a model nobody can price.
+        from .services import campaign_cost_cap_refusal
+
         value = self.cleaned_data.get("max_cost")
         if value is None or self.project is None:
             return value
-        row = ProjectLlmSettings.objects.filter(project=self.project).first()
-        if row is None or not row.model:
-            return value
-        priced = row.input_price_per_mtok is not None and row.output_price_per_mtok is not None
-        if not priced and model_facts(row.model)["prices"] is None:
-            raise forms.ValidationError(
-                f"No price is known for the project's model ({row.model}), so a money cap "
-                "cannot be enforced: give its prices on the model page, or use Max tokens."
-            )
+        if (refusal := campaign_cost_cap_refusal(project=self.project)) is not None:
+            raise forms.ValidationError(f"{refusal}: give its prices on the model page, or use Max tokens.")
         return value
 
 

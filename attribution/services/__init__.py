@@ -7,6 +7,7 @@ from .auto import auto_attribute_set, auto_attribute_sweep, traces_arrived
 from .campaigns import (
     campaign_cancel,
     campaign_claim,
+    campaign_cost_cap_refusal,
     campaign_create,
     campaign_execute_inline,
     campaign_finish_if_done,
@@ -48,6 +49,7 @@ __all__ = [
     "RunReplayStore",
     "campaign_cancel",
     "campaign_claim",
+    "campaign_cost_cap_refusal",
     "campaign_create",
     "campaign_execute_inline",
     "campaign_finish_if_done",

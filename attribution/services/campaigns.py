@@ -96,6 +96,22 @@ def _sandbox_v2_generate(*, project: Project, runs: int, seed: int, mode: str) -
 # --- injection campaigns ----------------------------------------------------------------------------------------------
 
 
+def campaign_cost_cap_refusal(*, project: Project) -> str | None:
+    """Why a campaign of ``project`` cannot take a money budget, or None when it can (the campaign form and
+    ``inject_faults --max-cost`` both ask). A money cap on a model nobody can price would never trigger (its calls
+    cost $0 as far as anyone knows), so it is refused instead of promised; without a model nothing can be spent."""
+    from ..llm import model_prices
+
+    row = ProjectLlmSettings.objects.filter(project=project).first()
+    if row is None or not row.model:
+        return None
+    if row.input_price_per_mtok is not None and row.output_price_per_mtok is not None:
+        return None
+    if model_prices(row.model) is not None:
+        return None
+    return f"No price is known for the project's model ({row.model}), so a money cap cannot be enforced"
+
+
 def campaign_create(
     *,
     project: Project,

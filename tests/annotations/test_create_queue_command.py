@@ -61,3 +61,26 @@ def test_named_annotators_and_bad_options_are_checked(project, make_user, make_p
     with pytest.raises(CommandError, match="overlap"):
         create("--project", "Alpha", "--name", "x", "--overlap", "0")
     assert ReviewQueue.objects.count() == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "source", [["--source", "no_gold"], ["--source", "disagree"], ["--source", "low_confidence"], []]
+)
+def test_format_with_a_source_other_than_search_is_refused_before_anything_is_written(
+    project, make_trace, source
+):
+    make_trace()
+    with pytest.raises(CommandError, match=r"^--format only applies with --source search \(the source is "):
+        create("--project", "Alpha", "--name", "x", *source, "--format", "whowhen")
+    assert not ReviewQueue.objects.exists()
+
+
+@pytest.mark.django_db
+def test_format_with_a_scope_is_refused_and_with_a_search_it_filters(project, make_trace):
+    make_trace()
+    with pytest.raises(CommandError, match="with --scope, put format=... in the scope"):
+        create("--project", "Alpha", "--name", "x", "--scope", "outcome=failed", "--format", "whowhen")
+    assert not ReviewQueue.objects.exists()
+    made = create("--project", "Alpha", "--name", "x", "--source", "search", "--format", "whowhen")
+    assert ReviewQueue.objects.get(pk=made["queue"]).filter["format"] == "whowhen"

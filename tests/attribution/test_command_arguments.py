@@ -81,6 +81,25 @@ def test_inject_faults_checks_keyword_options_too(capsys, project, clean_runs):
 
 
 @pytest.mark.django_db
+def test_inject_faults_refuses_a_money_budget_for_a_model_without_a_price_as_the_form_does(
+    capsys, project, clean_runs
+):
+    # litellm's map has no price for a made-up model (an Ollama model is in it, at $0, so it is priced).
+    ProjectLlmSettings.objects.create(project=project, model="openai/made-up-model")
+    message = refused(capsys, "inject_faults", "--project", project.name, "--max-cost", "0.5")
+    assert message.startswith("--max-cost: No price is known for the project's model (openai/made-up-model)")
+    assert "--max-tokens" in message
+    assert InjectionCampaign.objects.count() == 0
+    # the same rule as the campaign form: a token budget works for every model, and prices make a money cap work
+    call_command(
+        "inject_faults", "--project", project.name, "--max-tokens", "5000", "--json", stdout=StringIO()
+    )
+    ProjectLlmSettings.objects.filter(project=project).update(input_price_per_mtok=1, output_price_per_mtok=2)
+    call_command("inject_faults", "--project", project.name, "--max-cost", "0.5", "--json", stdout=StringIO())
+    assert InjectionCampaign.objects.count() == 2
+
+
+@pytest.mark.django_db
 def test_inject_faults_with_a_budget_still_runs(project, clean_runs):
     out = StringIO()
     call_command(

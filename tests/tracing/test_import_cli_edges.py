@@ -8,6 +8,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -104,6 +105,41 @@ def test_a_path_that_is_not_a_regular_file_fails_by_name_without_being_read(tmp_
     assert results[0]["path"] == special
     assert results[0]["error"].startswith(f"{special}: not a regular file")
     assert IngestJob.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_fifo_or_socket_inside_a_folder_fails_by_name_and_the_rest_imports(tmp_path):
+    folder = tmp_path / "logs"
+    (folder / "deeper").mkdir(parents=True)
+    shutil.copy(GOOD, folder / "good.json")
+    fifo = folder / "deeper" / "pipe.jsonl"
+    os.mkfifo(fifo)  # opening it would block: the test hangs if the command ever reads it
+    sock = socket.socket(socket.AF_UNIX)
+    sock_path = folder / "live.log"
+    try:
+        sock.bind(str(sock_path))
+        results, error = _call(str(folder), "--project", "P")
+    finally:
+        sock.close()
+    assert error is not None and error.returncode == 1 and "2 of 3 file(s) failed" in str(error)
+    by_path = {r["path"]: r for r in results}
+    assert by_path[str(folder / "good.json")]["status"] == "imported"
+    assert by_path[str(fifo)]["status"] == "failed"
+    assert by_path[str(fifo)]["error"] == f"{fifo}: not a regular file (a FIFO); it was not read"
+    assert by_path[str(sock_path)]["error"] == f"{sock_path}: not a regular file (a socket); it was not read"
+    assert [job.filename for job in IngestJob.objects.all()] == [str(folder / "good.json")]
+
+
+@pytest.mark.django_db
+def test_a_folder_holding_only_a_fifo_fails_it_by_name_and_creates_no_project(tmp_path):
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="1 of 1 file"):
+        call_command("import_traces", str(tmp_path), "--project", "P", stdout=out, stderr=out)
+    assert f"failed     {fifo}: not a regular file (a FIFO)" in out.getvalue()
+    assert "0 imported, 0 duplicate, 1 failed" in out.getvalue()
+    assert not Project.objects.exists() and not IngestJob.objects.exists()
 
 
 @pytest.mark.django_db

@@ -74,6 +74,16 @@ class Command(PureJsonMixin, BaseCommand):
         parser.add_argument("--json", action="store_true", help="print {queue, name, items, url} as JSON")
 
     def handle(self, *args, **options) -> None:
+        # --format narrows a trace-list search and nothing else: the other sources (and a --scope, which carries its
+        # own format=) would drop it without a word, so it is refused before anything is looked up or written.
+        if options["format"] and options["scope"]:
+            raise CommandError(
+                "--format only applies with --source search; with --scope, put format=... in the scope"
+            )
+        if options["format"] and options["source"] != QueueSource.SEARCH:
+            raise CommandError(
+                f"--format only applies with --source search (the source is {options['source']})"
+            )
         project = Project.objects.filter(name=options["project"]).first()
         if project is None:
             raise CommandError(f"no project named {options['project']!r}")

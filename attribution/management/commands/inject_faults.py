@@ -90,6 +90,12 @@ class Command(PureJsonMixin, BaseCommand):
         project = Project.objects.filter(name=options["project"]).first()
         if project is None:
             raise CommandError(f"no project named {options['project']!r}")
+        if options["max_cost"] is not None and (
+            refusal := services.campaign_cost_cap_refusal(project=project)
+        ):
+            raise CommandError(
+                f"--max-cost: {refusal}: give its prices on the model page, or use --max-tokens"
+            )
         if options["traces"]:
             try:
                 ids = [int(x) for x in options["traces"].split(",") if x.strip()]

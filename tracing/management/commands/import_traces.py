@@ -59,25 +59,25 @@ class Command(PureJsonMixin, BaseCommand):
         # Every path is looked at before anything is created: a command whose paths are all missing or unusable
         # leaves no empty project behind.
         planned = [_collect(Path(path_text)) for path_text in options["paths"]]
-        self._failures = [item for item in planned if isinstance(item, dict)]
-        if len(self._failures) == len(planned):
+        self._failures = [entry for entries in planned for entry in entries if isinstance(entry, dict)]
+        if all(isinstance(entry, dict) for entries in planned for entry in entries):
             return self._failures
         project, created = services.project_get_or_create(name=options["project"])
         if created and not options["json"]:
             self.stdout.write(f"Created project {project.name!r}")
         results = []
-        for item in planned:
-            if isinstance(item, dict):
-                results.append(item)
-            else:
-                results.extend(self._import_files(project, item, options["format"], options["duplicates"]))
+        for entries in planned:
+            results.extend(self._import_files(project, entries, options["format"], options["duplicates"]))
         return results
 
     def _import_files(
-        self, project: Any, files: list[Path], fmt: str, duplicates: str
+        self, project: Any, entries: list[Path | dict[str, Any]], fmt: str, duplicates: str
     ) -> list[dict[str, Any]]:
         incoming, failures, renamed = [], [], {}
-        for p in files:
+        for p in entries:
+            if isinstance(p, dict):  # refused by _collect: never opened
+                failures.append(p)
+                continue
             name = _shown(p)
             if name != str(p):
                 renamed[name] = f"its name is not valid UTF-8; it was imported as {name!r}"
@@ -87,6 +87,8 @@ class Command(PureJsonMixin, BaseCommand):
                 failures.append(_failure(name, cannot_read(exc)))
                 continue
             incoming.append(services.IncomingFile(name=name, size=size, open=lambda p=p: p.open("rb")))
+        if not incoming:
+            return failures
         # One transaction: a Ctrl-C half-way through storing the files leaves no queued job behind for a worker.
         with transaction.atomic():
             jobs = services.ingest_jobs_create(
@@ -154,36 +156,52 @@ def _run(job: IngestJob) -> IngestJob:
     return job
 
 
-def _collect(path: Path) -> list[Path] | dict[str, Any]:
-    """The files a path names, or the failure that says why it gives none. Never opens anything but a folder:
-    a FIFO would block, /dev/zero would never end."""
+def _collect(path: Path) -> list[Path | dict[str, Any]]:
+    """The files a path names, each with the failure that says why it gives none in its place (a path that gives no
+    file at all is one failure). Never opens anything but a folder: a FIFO would block, /dev/zero would never end."""
     name = _shown(path)
     try:
         mode = path.stat().st_mode
     except (FileNotFoundError, NotADirectoryError):
-        return _failure(name, "no such file or directory")
+        return [_failure(name, "no such file or directory")]
     except OSError as exc:
-        return _failure(name, cannot_read(exc))
+        return [_failure(name, cannot_read(exc))]
     if stat.S_ISREG(mode):
         return [path]
     if not stat.S_ISDIR(mode):
-        return _failure(name, "not a regular file (a device, pipe or socket); it was not read")
+        return [_failure(name, f"not a regular file ({_kind(mode)}); it was not read")]
     try:
         with os.scandir(path):
             pass
     except OSError as exc:
-        return _failure(name, cannot_read(exc))
-    files = sorted(
-        p
-        for p in path.rglob("*")
-        if p.is_file()
-        and p.suffix.lower() in FOLDER_EXTENSIONS
+        return [_failure(name, cannot_read(exc))]
+    # What the folder holds goes through the same checks as a path named on the command line: a FIFO, socket or
+    # device with a trace file's name fails by name instead of being skipped without a word.
+    entries = [
+        entry
+        for p in sorted(path.rglob("*"))
+        if p.suffix.lower() in FOLDER_EXTENSIONS
         and not any(part.startswith(".") for part in p.relative_to(path).parts)
-    )
-    if not files:
+        and not p.is_dir()
+        for entry in _collect(p)
+    ]
+    if not entries:
         extensions = ", ".join(sorted(FOLDER_EXTENSIONS))
-        return _failure(name, f"no trace files in this folder (it is searched for {extensions} files)")
-    return files
+        return [_failure(name, f"no trace files in this folder (it is searched for {extensions} files)")]
+    return entries
+
+
+def _kind(mode: int) -> str:
+    """What a file that is neither a regular file nor a folder is, for a message."""
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    return "of an unknown kind"
 
 
 def _shown(path: Path) -> str:
