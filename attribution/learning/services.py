@@ -21,7 +21,8 @@ from django.utils import timezone
 
 from tracing.models import GoldLabel, Project
 
-from ..methods.base import MethodError
+from ..methods.base import MethodError, MethodResult
+from ..methods.heuristic import verdict as heuristic_verdict
 from ..models import AttributorModel, AttributorStatus, ProjectAttribution
 from .calibration import Calibration
 from .cv import cross_validate
@@ -260,8 +261,20 @@ def train(
 
         return predict
 
+    def heuristic(_train_set: list[Example]):
+        # The built-in heuristic on the same folds, from the analysis each trace's features already hold: what a
+        # project without this model gets, beside what the model gives.
+        def predict(view):
+            agent, step = heuristic_verdict(by_view[id(view)].features.analysis, view)
+            return MethodResult(agent=agent, step=step, confidence=0.0, reason="")
+
+        return predict
+
     cv = cross_validate(
-        usable, {"learned": fitter}, k=folds, on_prediction=lambda e, r: predictions.append((e, r))
+        usable,
+        {"learned": fitter, "heuristic": heuristic},
+        k=folds,
+        on_prediction=lambda e, r: predictions.append((e, r)),
     )
     progress(92, "final fit on every label")
     model = fit(usable, prepared=[prepared[id(e)] for e in usable], label=label)
@@ -272,13 +285,9 @@ def train(
         "n_steps": int(model.meta["n_steps"]),
         "cv": {
             "folds": cv["folds"],
-            "n": learned["n"],
-            "agent_accuracy": learned["agent_accuracy"],
-            "step_accuracy": learned["step_accuracy"],
-            "joint_accuracy": learned["joint_accuracy"],
-            "intervals": learned["intervals"],
-            "step_accuracy_within": learned["step_accuracy_within"],
+            **_figures(learned),
             "baselines": learned["baselines"],
+            "heuristic": _figures(cv["methods"]["heuristic"]),
         },
         "summary": {
             "strongest_features": model.strongest_features(),
@@ -287,6 +296,21 @@ def train(
             "sources": dict(Counter(e.source for e in usable)),
             "skipped": {"count": len(skipped), "traces": skipped[:20]},
         },
+    }
+
+
+def _figures(scored: dict[str, Any]) -> dict[str, Any]:
+    """What the model page and ``train_attributor --json`` show of a scored method."""
+    return {
+        key: scored[key]
+        for key in (
+            "n",
+            "agent_accuracy",
+            "step_accuracy",
+            "joint_accuracy",
+            "intervals",
+            "step_accuracy_within",
+        )
     }
 
 

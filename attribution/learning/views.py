@@ -169,8 +169,11 @@ def _results(model: AttributorModel) -> dict[str, Any]:
     if not cv.get("intervals"):
         return {"cv": None}
     result = cv | {"baselines": cv.get("baselines") or {}}
+    heuristic = cv.get("heuristic") if isinstance(cv.get("heuristic"), dict) else None
     return {
         "cv": cv,
+        "heuristic": heuristic,
+        "assessment": _assessment(result, heuristic),
         "baselines": baseline_rows(result) if result["baselines"] else [],
         "chart": _chart(model, result),
         "features": _features(summary.get("strongest_features") or []),
@@ -236,28 +239,70 @@ def _habits(habits: Any) -> dict[str, Any] | None:
     }
 
 
-def _chart(model: AttributorModel, result: dict[str, Any]) -> dict[str, Any]:
-    row = {
-        "label": model.label,
-        "agent": result["agent_accuracy"],
-        "agent_ci": result["intervals"]["agent"],
-        "step": result["step_accuracy"],
-        "step_ci": result["intervals"]["step"],
-        "n": result.get("n", 0),
+def _assessment(result: dict[str, Any], heuristic: dict[str, Any] | None) -> dict[str, Any]:
+    """Whether the model is worth making the default, in words: per figure, its cross-validated accuracy against
+    the built-in heuristic on the same folds (models trained before 2026-12-04 have no such figure) and against the
+    strongest trivial baseline fitted on the training folds."""
+    figures = []
+    for figure, word in (("agent", "Agent"), ("step", "Step")):
+        value = result[f"{figure}_accuracy"]
+        row: dict[str, Any] = {"figure": word, "value": value, "heuristic": None, "baseline": None}
+        if heuristic is not None:
+            row["heuristic"] = heuristic[f"{figure}_accuracy"]
+            row["heuristic_points"] = round(100 * (value - row["heuristic"]), 1)
+            row["heuristic_gap"] = abs(row["heuristic_points"])
+        if result["baselines"]:
+            name, best = best_baseline(result, figure)
+            row["baseline"], row["baseline_name"] = best, _baseline_label(figure, name)
+            row["above_baseline"] = value > best
+        figures.append(row)
+    below = heuristic is not None and all(row["heuristic_points"] < 0 for row in figures)
+    n = result.get("n", 0)
+    return {
+        "figures": figures,
+        "below_heuristic": below,
+        "n": n,
+        "trace_points": round(100 / n, 1) if n else 0,
     }
+
+
+def _baseline_label(figure: str, name: str) -> str:
+    return _CHART_BASELINE_NAMES[figure].get(name) or BASELINE_NAMES.get(name, name)  # the evaluation's words
+
+
+def _chart(model: AttributorModel, result: dict[str, Any]) -> dict[str, Any]:
+    rows = [_chart_row(model.label, result)]
+    if isinstance(result.get("heuristic"), dict):
+        rows.append(_chart_row("heuristic (same folds)", result["heuristic"]))
     lines = []
     for figure in ("agent", "step") if result["baselines"] else ():
         name, value = best_baseline(result, figure)
-        label = _CHART_BASELINE_NAMES[figure].get(name) or BASELINE_NAMES.get(
-            name, name
-        )  # the evaluation's words
-        lines.append({"label": label, figure: value, "step" if figure == "agent" else "agent": None})
+        lines.append(
+            {
+                "label": _baseline_label(figure, name),
+                figure: value,
+                "step" if figure == "agent" else "agent": None,
+            }
+        )
     return accuracy_chart(
-        [row],
+        rows,
         lines,
         chart_id=f"model-{model.pk}-chart",
-        title=f"Cross-validated agent and step accuracy of {model.label}, with 95% intervals",
+        title=f"Cross-validated agent and step accuracy of {model.label}"
+        + (" and of the heuristic on the same folds" if len(rows) > 1 else "")
+        + ", with 95% intervals",
     )
+
+
+def _chart_row(label: str, figures: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "label": label,
+        "agent": figures["agent_accuracy"],
+        "agent_ci": figures["intervals"]["agent"],
+        "step": figures["step_accuracy"],
+        "step_ci": figures["intervals"]["step"],
+        "n": figures.get("n", 0),
+    }
 
 
 def _features(features: list[dict[str, Any]]) -> list[dict[str, Any]]:

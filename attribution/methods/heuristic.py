@@ -675,6 +675,13 @@ def _described(calibration: Calibration) -> dict:
     return _DESCRIPTION[1]
 
 
+def verdict(a: Analysis, trace: TraceView) -> tuple[str, int]:
+    """The agent and step an analysis names: the most suspicious candidate, charged to the agent answerable for it
+    (the learned models' cross-validation scores the heuristic on its folds from the analysis it already made)."""
+    step = _pick(a.raw, a.candidates)
+    return a.ctx.steps[a.ctx.blamed(step)].agent or (trace.agents[0] if trace.agents else ""), step
+
+
 class Heuristic:
     name = "heuristic"
     label = "Heuristic signals (offline; priors calibrated on the project's own labels once it has 20)"
@@ -694,8 +701,7 @@ class Heuristic:
         table = calibration.priors_for(trace) if calibration is not None else None
         a = analyse(trace, with_ground_truth=with_ground_truth, priors=table)
         ctx, signals, found, raw, candidates = a.ctx, a.signals, a.found, a.raw, a.candidates
-        step = _pick(raw, candidates)
-        agent = ctx.steps[ctx.blamed(step)].agent or (trace.agents[0] if trace.agents else "")
+        agent, step = verdict(a, trace)
         top = max(raw)
         # Suspicion: odds relative to the most suspicious step (1.0 there). Confidence: the verdict's share of the
         # (tempered) odds over all candidates, its posterior under the same naive-Bayes reading.

@@ -165,6 +165,22 @@ def test_training_as_a_job_writes_cross_validated_figures_and_a_summary(labelled
 
 
 @pytest.mark.django_db
+def test_the_cross_validation_scores_the_built_in_heuristic_on_the_same_traces(labelled, project):
+    """The model page compares a model with what a project has without it: the heuristic's figures in the model's
+    CV are the heuristic's own verdicts (it learns nothing, so every fold gives the same answer as a plain run)."""
+    row = attributor_train(model_id=attributor_create(project=project, name="vs", enqueue=False).pk)
+    assert row.status == "succeeded", row.error
+    heuristic = row.cv["heuristic"]
+    examples = training_examples(project_ids=[project.pk])
+    runs = [(HEURISTIC.run(e.view), e) for e in examples]
+    assert heuristic["n"] == row.cv["n"] == len(examples) == 12
+    assert heuristic["agent_accuracy"] == round(sum(r.agent == e.agent for r, e in runs) / 12, 4)
+    assert heuristic["step_accuracy"] == round(sum(r.step == e.step for r, e in runs) / 12, 4)
+    lo, hi = heuristic["intervals"]["agent"]
+    assert lo <= heuristic["agent_accuracy"] <= hi
+
+
+@pytest.mark.django_db
 def test_too_few_labels_fail_with_a_sentence(project):
     _import(project, FILES[:2])
     row = attributor_train(model_id=attributor_create(project=project, name="tiny", enqueue=False).pk)

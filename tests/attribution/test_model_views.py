@@ -162,6 +162,39 @@ def test_a_trained_model_shows_its_chart_features_and_confusion_with_hostile_nam
     assert "Make default" in body and trained.feature_set in body
 
 
+def test_the_model_page_says_how_the_model_compares_with_the_heuristic_and_the_baselines(
+    owner_client, trained
+):
+    heuristic = trained.cv["heuristic"]
+    body = owner_client.get(model_url(trained)).content.decode()
+    assert "heuristic (built-in priors)" in body and "heuristic (same folds)" in body  # table row, chart bar
+    assert body.count("<li><strong>Agent: ") == 1 and body.count("<li><strong>Step: ") == 1
+    assert "the heuristic (" in body and "one trace is" in body
+    # Figures set by hand: below the heuristic on both -> a warning beside Make default; above the baselines.
+    cv = trained.cv | {
+        "agent_accuracy": 0.5,
+        "step_accuracy": 0.2,
+        "heuristic": heuristic | {"agent_accuracy": 0.75, "step_accuracy": 0.21},
+        "baselines": {
+            name: figure | {"agent": 0.1, "step": 0.25} for name, figure in trained.cv["baselines"].items()
+        },
+    }
+    AttributorModel.objects.filter(pk=trained.pk).update(cv=cv)
+    body = owner_client.get(model_url(trained)).content.decode()
+    assert (
+        "<strong>Agent: 50.0%</strong> — 25.0 points below the heuristic (75.0%); above every trivial baseline"
+        in body
+    )
+    assert "<strong>Step: 20.0%</strong> — 1.0 point below the heuristic (21.0%); " in body
+    assert "not above the trivial baseline" in body
+    assert "names fewer agents and fewer steps right than the built-in heuristic" in body
+    # A model trained before the comparison existed shows neither the row nor the warning.
+    AttributorModel.objects.filter(pk=trained.pk).update(cv={k: v for k, v in cv.items() if k != "heuristic"})
+    body = owner_client.get(model_url(trained)).content.decode()
+    assert "heuristic (built-in priors)" not in body and "names fewer agents" not in body
+    assert "<strong>Agent: 50.0%</strong>; above every trivial baseline" in body
+
+
 def test_making_a_model_the_default_sets_the_projects_method_and_the_forms_preselect_it(
     owner_client, project, trained
 ):
