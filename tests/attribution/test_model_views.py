@@ -168,6 +168,10 @@ def test_the_model_page_says_how_the_model_compares_with_the_heuristic_and_the_b
     heuristic = trained.cv["heuristic"]
     body = owner_client.get(model_url(trained)).content.decode()
     assert "heuristic (built-in priors)" in body and "heuristic (same folds)" in body  # table row, chart bar
+    listing = owner_client.get(list_url(trained.project)).content.decode()
+    for figure in ("agent", "step"):  # the list shows both beside each model's own figures
+        value = heuristic[f"{figure}_accuracy"]
+        assert f'<span class="vs-heuristic">heuristic {100 * value:.1f}%</span>' in listing
     assert body.count("<li><strong>Agent: ") == 1 and body.count("<li><strong>Step: ") == 1
     assert "the heuristic (" in body and "one trace is" in body
     # Figures set by hand: below the heuristic on both -> a warning beside Make default; above the baselines.
