@@ -209,8 +209,12 @@ def test_train_attributor_prints_the_documented_json(labelled, project):
     )
     result = json.loads(out.getvalue())
     assert {"name", "version", "n_traces", "n_steps", "cv", "seconds"} <= set(result)
-    assert {"agent_accuracy", "step_accuracy", "folds"} <= set(result["cv"])
+    assert {"agent_accuracy", "step_accuracy", "folds", "heuristic"} <= set(result["cv"])
+    assert {"agent_accuracy", "step_accuracy", "intervals"} <= set(result["cv"]["heuristic"])
     assert result["n_traces"] == 12
+    text = io.StringIO()
+    call_command("train_attributor", "--project", project.name, "--name", "cli", "--if-missing", stdout=text)
+    assert "(the heuristic on the same folds: agent " in text.getvalue()
 
 
 @pytest.mark.django_db

@@ -100,6 +100,8 @@ class Command(PureJsonMixin, BaseCommand):
                 "folds": row.cv["folds"],
                 "intervals": row.cv["intervals"],
                 "baselines": row.cv["baselines"],
+                # The built-in heuristic scored on the same folds (models trained before 2026-12-04 have none).
+                **({"heuristic": row.cv["heuristic"]} if row.cv.get("heuristic") else {}),
             },
             "seconds": row.seconds,
             "trained": trained,
@@ -117,5 +119,11 @@ class Command(PureJsonMixin, BaseCommand):
             f"{row.cv['folds']}-fold cross-validated: agent {pct(row.cv['agent_accuracy'])} "
             f"[{pct(ci['agent'][0])}–{pct(ci['agent'][1])}], step {pct(row.cv['step_accuracy'])} "
             f"[{pct(ci['step'][0])}–{pct(ci['step'][1])}]"
+            + (
+                f" (the heuristic on the same folds: agent {pct(heuristic['agent_accuracy'])}, "
+                f"step {pct(heuristic['step_accuracy'])})"
+                if (heuristic := row.cv.get("heuristic"))
+                else ""
+            )
             + ("; it is now the project's default." if options["make_default"] else "")
         )
