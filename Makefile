@@ -23,7 +23,7 @@ run: setup
 	@mkdir -p var
 	@$(BIN)/python manage.py migrate --noinput -v0
 	@$(BIN)/python manage.py bootstrap_demo --url http://$(HOST):$(PORT)/
-	@$(BIN)/python manage.py sandbox_generate --project Demo --runs 8 --seed 1 --clean 4
+	@$(BIN)/python manage.py sandbox_generate --project Demo --runs 40 --seed 1 --clean 4
 	@$(BIN)/python manage.py evaluate --project Demo --method heuristic --reuse
 	@$(BIN)/python manage.py distill_schemas --project Demo
 	@$(BIN)/python manage.py auto_attribute --project Demo --mode failed

@@ -261,11 +261,15 @@ def train(
 
         return predict
 
-    def heuristic(_train_set: list[Example]):
-        # The built-in heuristic on the same folds, from the analysis each trace's features already hold: what a
-        # project without this model gets, beside what the model gives.
+    def heuristic(train_set: list[Example]):
+        # What the project gets without the model, on the same folds: the heuristic, with its priors calibrated on
+        # the training folds' labels once they are enough (as a project's are: ``calibration_refresh``), scored
+        # from the analysis each trace's features already hold.
+        calibration = Calibration.fit((e.view, e.step) for e in train_set)
+
         def predict(view):
-            agent, step = heuristic_verdict(by_view[id(view)].features.analysis, view)
+            table = calibration.priors_for(view)
+            agent, step = heuristic_verdict(by_view[id(view)].features.analysis, view, table)
             return MethodResult(agent=agent, step=step, confidence=0.0, reason="")
 
         return predict

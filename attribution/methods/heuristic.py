@@ -675,10 +675,18 @@ def _described(calibration: Calibration) -> dict:
     return _DESCRIPTION[1]
 
 
-def verdict(a: Analysis, trace: TraceView) -> tuple[str, int]:
-    """The agent and step an analysis names: the most suspicious candidate, charged to the agent answerable for it
-    (the learned models' cross-validation scores the heuristic on its folds from the analysis it already made)."""
-    step = _pick(a.raw, a.candidates)
+def verdict(
+    a: Analysis, trace: TraceView, priors: dict[str, dict[tuple[str, int], float]] | None = None
+) -> tuple[str, int]:
+    """The agent and step an analysis names: the most suspicious candidate, charged to the agent answerable for it.
+    ``priors``: another prior table (a calibration's) to score the same signals with, as ``analyse`` would -- the
+    learned models' cross-validation scores the project's heuristic on its folds from the analysis it already made."""
+    raw = a.raw
+    if priors is not None:
+        raw = _log_priors(a.ctx, priors)
+        for signal in a.signals:
+            raw[signal.step] += signal.weight
+    step = _pick(raw, a.candidates)
     return a.ctx.steps[a.ctx.blamed(step)].agent or (trace.agents[0] if trace.agents else ""), step
 
 

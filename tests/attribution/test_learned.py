@@ -325,6 +325,25 @@ def test_the_heuristic_is_calibrated_once_the_project_has_enough_labels_and_neve
 
 
 @pytest.mark.django_db
+def test_the_models_cv_scores_the_heuristic_calibrated_as_a_run_would_be(project):
+    """The model page's heuristic row re-scores the analysis the features hold with the training folds' calibrated
+    priors: the same verdict as a heuristic run with that calibration."""
+    from attribution.methods.heuristic import PRIORS, verdict
+
+    traces = _import(project, FILES[: MIN_LABELS + 4])
+    views = [trace_view(t) for t in traces]
+    calibration = Calibration.fit((v, t.gold_labels.get().step_index) for v, t in zip(views[3:], traces[3:]))
+    # Traces outside the calibration, and inside it (their own label left out).
+    for view in views[:3] + views[3:6]:
+        table = calibration.priors_for(view)
+        assert table is not None and table != PRIORS  # priors that differ from the built-in ones
+        run = HEURISTIC.run(view, calibration=calibration)
+        analysis = trace_features(view).analysis
+        assert verdict(analysis, view, table) == (run.agent, run.step)
+    assert verdict(analysis, view) == (HEURISTIC.run(view).agent, HEURISTIC.run(view).step)
+
+
+@pytest.mark.django_db
 def test_below_twenty_labels_the_built_in_priors_apply(project):
     traces = _import(project, FILES[:5])
     calibration = calibration_refresh(project=project)

@@ -167,7 +167,9 @@ def test_the_model_page_says_how_the_model_compares_with_the_heuristic_and_the_b
 ):
     heuristic = trained.cv["heuristic"]
     body = owner_client.get(model_url(trained)).content.decode()
-    assert "heuristic (built-in priors)" in body and "heuristic (same folds)" in body  # table row, chart bar
+    assert (
+        "priors calibrated on the training folds" in body and "heuristic (same folds)" in body
+    )  # table row, chart bar
     listing = owner_client.get(list_url(trained.project)).content.decode()
     for figure in ("agent", "step"):  # the list shows both beside each model's own figures
         value = heuristic[f"{figure}_accuracy"]
@@ -191,11 +193,11 @@ def test_the_model_page_says_how_the_model_compares_with_the_heuristic_and_the_b
     )
     assert "<strong>Step: 20.0%</strong> — 1.0 point below the heuristic (21.0%); " in body
     assert "not above the trivial baseline" in body
-    assert "names fewer agents and fewer steps right than the built-in heuristic" in body
+    assert "names fewer agents and fewer steps right than the heuristic" in body
     # A model trained before the comparison existed shows neither the row nor the warning.
     AttributorModel.objects.filter(pk=trained.pk).update(cv={k: v for k, v in cv.items() if k != "heuristic"})
     body = owner_client.get(model_url(trained)).content.decode()
-    assert "heuristic (built-in priors)" not in body and "names fewer agents" not in body
+    assert "priors calibrated on the training folds" not in body and "names fewer agents" not in body
     assert "<strong>Agent: 50.0%</strong>; above every trivial baseline" in body
 
 
