@@ -117,7 +117,17 @@ def _path(span_id: str, by_id: dict[str, Any], context: dict[str, Placed], paths
             break
         chain.append(current)
         current = row.parent_span_id or None
-    if current is None or current in chain:
+    if current is not None and current in chain:  # a loop of parent links (broken input)
+        start = chain.index(current)
+        prefix = b""
+        for ident in _broken(chain[start:], by_id):
+            prefix += _level(_parsed(by_id[ident]))
+            paths[ident] = prefix
+        prefix, chain = (
+            paths[current],
+            chain[:start],
+        )  # the rest of the chain hangs from where it entered the loop
+    elif current is None:
         prefix = b""
     elif current in paths:
         prefix = paths[current]
@@ -127,3 +137,18 @@ def _path(span_id: str, by_id: dict[str, Any], context: dict[str, Placed], paths
         prefix += _level(_parsed(by_id[ident]))
         paths[ident] = prefix
     return paths[span_id]
+
+
+def _broken(loop: list[str], by_id: dict[str, Any]) -> list[str]:
+    """The members of a loop of parent links (child to parent: each one's parent is the next, the last one's is the
+    first), from root down, broken where ``formats/spans.py`` breaks such a loop: at its earliest-starting member
+    (the first received on a tie)."""
+    received = {ident: position for position, ident in enumerate(by_id)}
+
+    def when(ident: str) -> tuple:
+        start = _parsed(by_id[ident]).start
+        return (0, start, received[ident]) if start is not None else (1, received[ident])
+
+    root = min(range(len(loop)), key=lambda k: when(loop[k]))
+    # Down from the root: its child in the loop is the member before it, round to the one after it.
+    return [loop[(root - k) % len(loop)] for k in range(len(loop))]
