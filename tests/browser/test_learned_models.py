@@ -45,7 +45,9 @@ def test_a_person_trains_a_model_follows_it_and_makes_it_the_default(live_server
     assert model.status == AttributorStatus.SUCCEEDED and model.folds == 3
     assert page.locator("#model-body[hx-trigger]").count() == 0
     assert page.locator("h1").inner_text() == "Model triage <b>bold</b> v1"  # shown as text, never as markup
-    assert page.locator(".accuracy-chart .chart-panel .chart-bar.agent rect").count() == 1
+    # The model's bar and the heuristic's on the same folds, and where the model stands in words.
+    assert page.locator(".accuracy-chart .chart-panel .chart-bar.agent rect").count() == 2
+    assert page.locator("tr.reference").count() == 1 and page.locator(".assessment li").count() == 2
     assert page.locator(".accuracy-chart .chart-panel .chart-baseline line").count() == 2
     assert page.locator(".feature-bars li").count() >= 1
     assert page.locator(".confusion-matrix .matrix-cell.diagonal").count() >= 1
