@@ -195,6 +195,9 @@ else:
         "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600),
         "unacked_restore_interval": env_int("CELERY_UNACKED_RESTORE_INTERVAL", 10),
         "unacked_restore_throttle": env_int("CELERY_UNACKED_RESTORE_THROTTLE", 10),
+        # The lock a worker holds while it puts such tasks back. A worker killed while holding it (SIGKILL, OOM)
+        # leaves it in Redis until it expires, and no worker restores anything meanwhile: kombu's default is 300 s.
+        "unacked_mutex_expire": env_int("CELERY_UNACKED_MUTEX_EXPIRE", 60),
     }
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "culprit")
 # Job state lives in the database (IngestJob and friends), never in a result backend.

@@ -171,6 +171,8 @@ class WorkerProcess:
                     CELERY_VISIBILITY_TIMEOUT=self.VISIBILITY_TIMEOUT,
                     CELERY_UNACKED_RESTORE_INTERVAL="2",
                     CELERY_UNACKED_RESTORE_THROTTLE="1",
+                    # A worker killed during a restore sweep holds its lock until this expires.
+                    CELERY_UNACKED_MUTEX_EXPIRE="5",
                     **self.env,
                 ),
                 stdout=out,

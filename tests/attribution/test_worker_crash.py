@@ -38,3 +38,22 @@ def test_a_run_survives_a_worker_killed_mid_run_with_one_verdict_per_trace(proje
     assert done.done == done.total == len(ids)
     assert Verdict.objects.filter(run=run).count() == len(ids)
     assert set(Verdict.objects.filter(run=run).values_list("trace_id", flat=True)) == set(ids)
+
+
+def test_the_restore_lock_a_killed_worker_leaves_behind_expires_within_a_minute():
+    """Workers put a dead worker's tasks back under one lock in Redis. A worker killed during that sweep never
+    releases it, and until it expires no task is restored (kombu's default is five minutes): the app's broker
+    options keep it to a minute."""
+    from config.celery import app
+
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        qos = channel.qos
+        assert qos.unacked_mutex_expire <= 60
+        client = channel.client
+        lock = client.lock(qos.unacked_mutex_key + ":test", timeout=qos.unacked_mutex_expire)
+        assert lock.acquire(blocking=False)  # acquired as a sweep does, and never released: the worker died
+        try:
+            assert 0 < client.ttl(qos.unacked_mutex_key + ":test") <= 60
+        finally:
+            client.delete(qos.unacked_mutex_key + ":test")
