@@ -303,19 +303,12 @@ def train(
     }
 
 
+# What the model page and ``train_attributor --json`` show of a scored method.
+_SHOWN = ("n", "agent_accuracy", "step_accuracy", "joint_accuracy", "intervals", "step_accuracy_within")
+
+
 def _figures(scored: dict[str, Any]) -> dict[str, Any]:
-    """What the model page and ``train_attributor --json`` show of a scored method."""
-    return {
-        key: scored[key]
-        for key in (
-            "n",
-            "agent_accuracy",
-            "step_accuracy",
-            "joint_accuracy",
-            "intervals",
-            "step_accuracy_within",
-        )
-    }
+    return {key: scored[key] for key in _SHOWN}
 
 
 def habits(model: Attributor, examples: list[Example], limit: int = 5) -> dict[str, Any]:

@@ -241,8 +241,8 @@ def _habits(habits: Any) -> dict[str, Any] | None:
 
 def _assessment(result: dict[str, Any], heuristic: dict[str, Any] | None) -> dict[str, Any]:
     """Whether the model is worth making the default, in words: per figure, its cross-validated accuracy against
-    the heuristic on the same folds (calibrated as the project's is) (models trained before 2026-12-04 have no such figure) and against the
-    strongest trivial baseline fitted on the training folds."""
+    the heuristic on the same folds, calibrated as the project's is (models trained before 2026-12-04 have no such
+    figure), and against the strongest trivial baseline fitted on the training folds."""
     figures = []
     for figure, word in (("agent", "Agent"), ("step", "Step")):
         value = result[f"{figure}_accuracy"]

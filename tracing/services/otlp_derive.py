@@ -123,10 +123,8 @@ def _path(span_id: str, by_id: dict[str, Any], context: dict[str, Placed], paths
         for ident in _broken(chain[start:], by_id):
             prefix += _level(_parsed(by_id[ident]))
             paths[ident] = prefix
-        prefix, chain = (
-            paths[current],
-            chain[:start],
-        )  # the rest of the chain hangs from where it entered the loop
+        # The rest of the chain hangs from the member where it entered the loop.
+        prefix, chain = paths[current], chain[:start]
     elif current is None:
         prefix = b""
     elif current in paths:
