@@ -175,7 +175,7 @@ def _results(model: AttributorModel) -> dict[str, Any]:
         "heuristic": heuristic,
         "assessment": _assessment(result, heuristic),
         "baselines": baseline_rows(result) if result["baselines"] else [],
-        "chart": _chart(model, result),
+        "chart": _chart(model, result, heuristic),
         "features": _features(summary.get("strongest_features") or []),
         "confusion": confusion_matrix_from_counts(summary.get("confusion") or {}, chart_id="model-confusion"),
         "sources": sorted((summary.get("sources") or {}).items()),
@@ -270,10 +270,12 @@ def _baseline_label(figure: str, name: str) -> str:
     return _CHART_BASELINE_NAMES[figure].get(name) or BASELINE_NAMES.get(name, name)  # the evaluation's words
 
 
-def _chart(model: AttributorModel, result: dict[str, Any]) -> dict[str, Any]:
+def _chart(
+    model: AttributorModel, result: dict[str, Any], heuristic: dict[str, Any] | None
+) -> dict[str, Any]:
     rows = [_chart_row(model.label, result)]
-    if isinstance(result.get("heuristic"), dict):
-        rows.append(_chart_row("heuristic (same folds)", result["heuristic"]))
+    if heuristic is not None:
+        rows.append(_chart_row("heuristic (same folds)", heuristic))
     lines = []
     for figure in ("agent", "step") if result["baselines"] else ():
         name, value = best_baseline(result, figure)

@@ -100,7 +100,7 @@ class Command(PureJsonMixin, BaseCommand):
                 "folds": row.cv["folds"],
                 "intervals": row.cv["intervals"],
                 "baselines": row.cv["baselines"],
-                # The built-in heuristic scored on the same folds (models trained before 2026-12-04 have none).
+                # The heuristic on the same folds, calibrated as the project's is (models trained before 2026-12-04: none).
                 **({"heuristic": row.cv["heuristic"]} if row.cv.get("heuristic") else {}),
             },
             "seconds": row.seconds,
