@@ -271,7 +271,8 @@ CULPRIT_CACHE_URL = os.environ.get("CULPRIT_CACHE_URL") or (
 CACHES = {
     "default": (
         {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # clear() deletes the cache's own keys, never the broker's queues beside them (Django's flushes the db)
+            "BACKEND": "config.cache.PrefixedRedisCache",
             "LOCATION": CULPRIT_CACHE_URL,
             "KEY_PREFIX": "culprit",
         }

@@ -228,8 +228,27 @@ def wait_for(probe, timeout: float = 60, worker: WorkerProcess | None = None):
             return result
         time.sleep(0.2)
     raise AssertionError(
-        f"nothing after {timeout}s" + (f"; the worker's log ends:\n{worker.tail()}" if worker else "")
+        f"nothing after {timeout}s"
+        + (f"; the broker holds {broker_state()}; the worker's log ends:\n{worker.tail()}" if worker else "")
     )
+
+
+def broker_state() -> str:
+    """What Redis holds for this session's queue: why a task the worker should have had never reached it."""
+    import redis
+
+    queue = settings.CELERY_TASK_DEFAULT_QUEUE
+    try:
+        client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+        now = time.time()
+        ages = [round(now - score, 1) for _, score in client.zrange("unacked_index", 0, -1, withscores=True)]
+        return (
+            f"{client.llen(queue)} queued, {len(ages)} unacknowledged (ages {ages[:10]} s), "
+            f"bindings {sorted(client.smembers('_kombu.binding.' + queue))}, "
+            f"restore lock ttl {client.ttl('unacked_mutex')} s"
+        )
+    except redis.RedisError as exc:
+        return f"(Redis did not answer: {exc})"
 
 
 def wait_for_jobs(jobs: list[IngestJob], timeout: float = 60) -> list[IngestJob]:
