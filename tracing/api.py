@@ -10,7 +10,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from django.core.exceptions import SuspiciousOperation
+from django.core.exceptions import SuspiciousOperation, ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import get_object_or_404
@@ -26,7 +26,7 @@ from config.middleware import request_refusal
 
 from . import extensions, selectors, services
 from .formats import all_formats
-from .forms import TraceFilterForm
+from .forms import FolderPathsField, TraceFilterForm, upload_names
 from .models import ApiToken, DuplicatePolicy, IngestJob, Membership, Role, Step, Trace
 
 MAX_PAGE = 500
@@ -332,9 +332,11 @@ def upload(
     files: list[UploadedFile] = File(...),  # noqa: B008 - ninja's way to declare a file field
     format: str = Form(""),
     duplicates: str = Form(DuplicatePolicy.SKIP),
+    paths: list[str] | None = Form(None),  # noqa: B008 - a repeated form field, as files above
 ) -> Status:
     """``duplicates``: ``skip`` (the default) leaves out traces whose content is already in the project and lists
-    them in the job's report (``duplicates``, ``duplicate_of``); ``import`` writes them again."""
+    them in the job's report (``duplicates``, ``duplicate_of``); ``import`` writes them again. ``paths``: one per
+    file, the folder it came from (``Hand-Crafted/7.json``), named as ``import_traces`` names a folder's files."""
     known = {f.name for f in all_formats()}
     if format and format not in known:
         return Status(
@@ -342,8 +344,17 @@ def upload(
         )
     if duplicates not in DuplicatePolicy.values:
         return Status(422, {"detail": f"duplicates must be one of {', '.join(DuplicatePolicy.values)}"})
+    try:
+        paths = FolderPathsField(required=False).clean(paths or [])
+    except ValidationError as exc:
+        return Status(422, {"detail": " ".join(exc.messages)})
+    if paths and len(paths) != len(files):
+        return Status(422, {"detail": f"{len(paths)} paths came with {len(files)} files: one per file"})
     token: ApiToken = request.auth
-    incoming = [services.incoming_from_upload(f) for f in files]
+    incoming = [
+        services.incoming_from_upload(f, name=name)
+        for f, name in zip(files, upload_names(files, paths), strict=True)
+    ]
     jobs = services.ingest_jobs_create(
         project=token.project, files=incoming, user=None, requested_format=format, duplicates=duplicates
     )

@@ -36,6 +36,32 @@ class MultipleFileField(forms.FileField):
         return [single(data, initial)]
 
 
+class FolderPathsField(forms.Field):
+    """The folder each uploaded file came from, in the files' order: a browser sends a dropped or chosen folder's
+    files with their path inside it (``Hand-Crafted/7.json``), which the multipart file name cannot carry (Django
+    keeps its last part). "" for a file that came by itself."""
+
+    widget = forms.MultipleHiddenInput
+    MAX_LENGTH = 500
+
+    def to_python(self, value: Any) -> list[str]:
+        if not value:
+            return []
+        if not isinstance(value, (list, tuple)):
+            raise forms.ValidationError("The folder paths must be a list, one per file.")
+        return [self._clean_one(str(v)) for v in value]
+
+    def _clean_one(self, path: str) -> str:
+        if len(path) > self.MAX_LENGTH or "\x00" in path:
+            raise forms.ValidationError(
+                f"A folder path is over {self.MAX_LENGTH} characters or holds a NUL byte."
+            )
+        parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
+        if ".." in parts:
+            raise forms.ValidationError(f"The folder path {path[:100]!r} climbs out of its folder ('..').")
+        return "/".join(parts)
+
+
 def format_choices() -> list[tuple[str, str]]:
     return [("", "Detect automatically")] + [(f.name, f.label) for f in all_formats()]
 
@@ -51,12 +77,34 @@ class UploadForm(forms.Form):
         initial=DuplicatePolicy.SKIP,
     )
 
+    paths = FolderPathsField(required=False)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["format"].choices = format_choices()
 
     def clean_duplicates(self) -> str:
         return self.cleaned_data.get("duplicates") or DuplicatePolicy.SKIP
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        files, paths = data.get("files") or [], data.get("paths") or []
+        if paths and len(paths) != len(files):
+            self.add_error("paths", f"{len(paths)} folder paths came with {len(files)} files: one per file.")
+        return data
+
+    def names(self) -> list[str]:
+        return upload_names(self.cleaned_data["files"], self.cleaned_data.get("paths") or [])
+
+
+def upload_names(files: list[Any], paths: list[str]) -> list[str]:
+    """Each uploaded file's name as the import records it: its path inside a dropped folder (``FolderPathsField``,
+    cleaned), as ``import_traces`` names a folder's files, else its own name. Only the path's folders are taken:
+    the file's name is always its own."""
+    return [
+        "/".join([*path.split("/")[:-1], f.name]) if path else f.name
+        for f, path in zip(files, paths or [""] * len(files), strict=True)
+    ]
 
 
 def ordering_choices() -> list[tuple[str, str]]:

@@ -110,7 +110,10 @@ def upload(request: HttpRequest, slug: str) -> HttpResponse:
     membership = access.project_for(request, slug, Role.ANNOTATOR, "Viewers cannot upload traces")
     form = UploadForm(request.POST, request.FILES) if request.method == "POST" else UploadForm()
     if request.method == "POST" and form.is_valid():
-        files = [services.incoming_from_upload(f) for f in form.cleaned_data["files"]]
+        files = [
+            services.incoming_from_upload(f, name=name)
+            for f, name in zip(form.cleaned_data["files"], form.names(), strict=True)
+        ]
         jobs = services.ingest_jobs_create(
             project=membership.project,
             files=files,
@@ -127,6 +130,8 @@ def upload(request: HttpRequest, slug: str) -> HttpResponse:
         "form": form,
         "recent": selectors.recent_jobs(project=membership.project),
         "max_mb": settings.CULPRIT_MAX_UPLOAD_BYTES // (1024 * 1024),
+        "max_bytes": settings.CULPRIT_MAX_UPLOAD_BYTES,
+        "max_files": settings.CULPRIT_MAX_FILES_PER_UPLOAD,
         "formats": [f.label for f in all_formats()],
     }
     return render(request, "tracing/upload.html", context, status=400 if form.errors else 200)

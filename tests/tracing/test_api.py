@@ -66,6 +66,26 @@ def test_an_unknown_format_is_refused_with_the_list_of_formats(client, token):
     assert IngestJob.objects.count() == 0
 
 
+def test_an_upload_through_the_api_names_files_by_the_folder_paths_given(client, token):
+    files = [SimpleUploadedFile("7.json", GOOD.read_bytes()), SimpleUploadedFile("b.json", b"{}")]
+    response = client.post(
+        "/api/uploads", {"files": files, "paths": ["Hand-Crafted/7.json", ""]}, **_auth(token)
+    )
+    assert response.status_code == 202
+    assert [j["filename"] for j in response.json()["jobs"]] == ["Hand-Crafted/7.json", "b.json"]
+
+
+@pytest.mark.parametrize(
+    ("paths", "detail"),
+    [(["../x.json"], "climbs out of its folder"), (["a/x.json", "b/y.json"], "2 paths came with 1 files")],
+)
+def test_bad_folder_paths_through_the_api_are_refused_and_nothing_is_queued(client, token, paths, detail):
+    files = [SimpleUploadedFile("x.json", GOOD.read_bytes())]
+    response = client.post("/api/uploads", {"files": files, "paths": paths}, **_auth(token))
+    assert response.status_code == 422 and detail in response.json()["detail"]
+    assert IngestJob.objects.count() == 0
+
+
 def test_traces_steps_and_labels_read_back(client, token, imported_trace):
     listed = client.get("/api/traces", {"q": imported_trace.question[:20]}, **_auth(token)).json()
     assert listed["count"] == 1 and listed["items"][0]["id"] == imported_trace.pk

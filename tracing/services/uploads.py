@@ -38,9 +38,10 @@ class IncomingFile:
     sha256: str | None = None
 
 
-def incoming_from_upload(uploaded: Any) -> IncomingFile:
-    """An IncomingFile over a Django UploadedFile. It is one handle that services read more than once (hash,
-    then store), so each open() rewinds it, and closing leaves it open for the next reader."""
+def incoming_from_upload(uploaded: Any, name: str = "") -> IncomingFile:
+    """An IncomingFile over a Django UploadedFile, called ``name`` (default: the file's own). It is one handle that
+    services read more than once (hash, then store), so each open() rewinds it, and closing leaves it open for the
+    next reader."""
 
     @contextmanager
     def rewound() -> Iterator[IO[bytes]]:
@@ -48,7 +49,7 @@ def incoming_from_upload(uploaded: Any) -> IncomingFile:
         yield uploaded
         uploaded.seek(0)
 
-    return IncomingFile(name=uploaded.name or "upload", size=uploaded.size, open=rewound)
+    return IncomingFile(name=name or uploaded.name or "upload", size=uploaded.size, open=rewound)
 
 
 def _human_size(size: int) -> str:
