@@ -124,6 +124,8 @@ def upload(request: HttpRequest, slug: str) -> HttpResponse:
         if request.htmx:
             return _render_jobs(request, membership, selectors.with_traces(jobs))
         return redirect("tracing:upload_batch", slug=slug, batch=jobs[0].batch)
+    if request.method == "POST" and request.htmx:  # the page's script shows the reason beside the drop zone
+        return _form_errors(form)
     context = {
         "membership": membership,
         "project": membership.project,

@@ -208,9 +208,13 @@
     } else {
       const left = parts.reduce(function (n, part) { return n + part.length; }, 0);
       parts = [];
+      const xhr = event.detail.xhr;
+      // The server's reason, when it gave one in words (a refused form, a rate limit, a request too big).
+      const said = xhr && /^text\/plain/.test(xhr.getResponseHeader("Content-Type") || "")
+        ? xhr.responseText.trim().slice(0, 300) : "";
       status.textContent = "The upload" + (total > 1 ? "'s part " + sent + " of " + total : "") + " failed ("
-        + (event.detail.xhr ? event.detail.xhr.status : "network") + "). Nothing of "
-        + (total > 1 ? "that part" : "it") + " was imported" + (left ? "; " + plural(left, "more file") + " were not sent" : "")
+        + (said || (xhr && xhr.status ? "HTTP " + xhr.status : "network")) + "). Nothing of "
+        + (total > 1 ? "that part" : "it") + " was imported" + (left ? "; " + plural(left, "more file") + (left === 1 ? " was" : " were") + " not sent" : "")
         + "; try again.";
     }
   });

@@ -150,3 +150,35 @@ def test_more_files_than_one_request_carries_go_in_parts(live_server, celery_wor
     assert IngestJob.objects.filter(project=project).count() == 5
     assert len(set(IngestJob.objects.filter(project=project).values_list("batch", flat=True))) == 3
     assert page.locator("#upload-results .jobs-summary").count() == 3
+
+
+def test_a_refused_part_says_why_and_what_was_not_sent(live_server, celery_worker, page, settings):
+    from django.core.cache import cache
+
+    settings.CULPRIT_MAX_FILES_PER_UPLOAD = 1
+    settings.CULPRIT_RATE_LIMITS = settings.CULPRIT_RATE_LIMITS | {"upload": "1/m"}
+    cache.clear()  # the rate counters (only the cache's own keys: the broker shares the database)
+    project = owned_project("Refused", "fole")
+    run = json.loads(sample_file("Hand-Crafted").read_text())
+    copies = [
+        {"name": f"copy{i}.json", "body": json.dumps(run | {"question": f"({i}) {run['question']}"})}
+        for i in range(3)
+    ]
+    log_in(page, live_server.url, "fole")
+    page.goto(f"{live_server.url}/projects/{project.slug}/upload/")
+    page.wait_for_selector("#dropzone[data-ready]")
+    page.evaluate(
+        """(files) => {
+          const transfer = new DataTransfer();
+          for (const f of files) transfer.items.add(new File([f.body], f.name, {type: "application/json"}));
+          const zone = document.querySelector("#dropzone");
+          zone.dispatchEvent(new DragEvent("drop", {bubbles: true, cancelable: true, dataTransfer: transfer}));
+        }""",
+        copies,
+    )
+    page.wait_for_function("() => document.querySelector('#upload-status').textContent.includes('failed')")
+    text = page.inner_text("#upload-status")
+    assert "part 2 of 3 failed (Too many requests; try again shortly. (retry after" in text
+    assert "1 more file was not sent" in text
+    assert IngestJob.objects.filter(project=project).count() == 1
+    cache.clear()
