@@ -545,6 +545,10 @@ class AttributorModel(models.Model):
         default=dict, blank=True
     )  # {agent_accuracy, step_accuracy, intervals, baselines, ...}
     summary = models.JSONField(default=dict, blank=True)  # strongest features, agent confusion, label counts
+    # The labelled traces its final fit learned from, and the runs they were derived from (a fault-injected copy
+    # teaches about its original): scored on them, a model shows its memory, so the evaluation page leaves them out.
+    # None for a model trained before it was kept (``learning.selectors.trained_on`` then reads it from the labels).
+    trained_trace_ids = models.JSONField(null=True, blank=True)
     parameters = models.JSONField(default=dict, blank=True)
     seconds = models.FloatField(default=0)
     error = models.TextField(blank=True)

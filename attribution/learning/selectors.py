@@ -60,6 +60,40 @@ def _group(trace: Trace) -> str:
     return origin.name or f"trace {origin.pk}"
 
 
+def trained_with_origins(trace_ids: Iterable[int]) -> list[int]:
+    """``trace_ids`` and the traces they were derived from: what a model trained on them has seen."""
+    ids = set(trace_ids)
+    ids |= set(
+        Trace.objects.filter(pk__in=ids, derived_from__isnull=False).values_list("derived_from_id", flat=True)
+    )
+    return sorted(ids)
+
+
+def trained_on(model: AttributorModel) -> frozenset[int]:
+    """The traces ``model`` learned from and their origins (``AttributorModel.trained_trace_ids``). For a model
+    trained before that was kept, every trace of its training projects with a label from one of its sources: a
+    superset (traces labelled since are counted too), so such a model's figures leave out more, never less."""
+    if model.trained_trace_ids is not None:
+        return frozenset(model.trained_trace_ids)
+    labels = GoldLabel.objects.filter(
+        trace__project_id__in=model.training_project_ids, source__in=model.label_sources or VERIFIED_SOURCES
+    )
+    return frozenset(trained_with_origins(labels.values_list("trace_id", flat=True).distinct()))
+
+
+def in_sample_traces(trace_ids: Iterable[int], trained: frozenset[int]) -> set[int]:
+    """Those of ``trace_ids`` a model that learned from ``trained`` has seen: one of them, or a copy derived from
+    one of them (a trace derived from a trained one is in ``trained`` already when it was trained on itself)."""
+    ids = set(trace_ids)
+    if not ids or not trained:
+        return set()
+    seen = ids & trained
+    seen |= set(
+        Trace.objects.filter(pk__in=ids - seen, derived_from_id__in=trained).values_list("pk", flat=True)
+    )
+    return seen
+
+
 def labelled_traces_count(*, project_ids: Iterable[int], sources: Iterable[str] = VERIFIED_SOURCES) -> int:
     """How many traces of these projects carry a label of one of ``sources``: one count in SQL, what an automatic
     retrain compares with the count when the model was queued."""

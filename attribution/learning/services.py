@@ -29,7 +29,7 @@ from .cv import cross_validate
 from .features import FEATURE_SET
 from .model import Attributor, Example, ModelFormatError, fit, prepare
 from .priors import name_key
-from .selectors import VERIFIED_SOURCES, labelled_traces_count, training_examples
+from .selectors import VERIFIED_SOURCES, labelled_traces_count, trained_with_origins, training_examples
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +134,7 @@ def attributor_train(*, model_id: int) -> AttributorModel:
             folds=result["cv"]["folds"],  # the folds it could make (no more than the traces' groups)
             cv=result["cv"],
             summary=result["summary"],
+            trained_trace_ids=trained_with_origins(result["trace_ids"]),
             parameters=model.to_dict(),
             seconds=round(time.perf_counter() - started, 2),
             finished_at=timezone.now(),
@@ -285,6 +286,7 @@ def train(
     learned = cv["methods"]["learned"]
     return {
         "model": model,
+        "trace_ids": sorted({e.view.trace_id for e in usable if e.view.trace_id}),
         "n_traces": len(usable),
         "n_steps": int(model.meta["n_steps"]),
         "cv": {

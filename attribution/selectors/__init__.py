@@ -4,7 +4,7 @@ the evaluation page's in ``evaluation_page`` (re-exported here)."""
 # ruff: noqa: E402 -- the evaluation page's reads are imported at the end, after the reads they use
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from itertools import groupby
 from operator import itemgetter
 from sys import intern
@@ -153,13 +153,14 @@ def labelled_trace_ids(*, project, split: str = "all") -> list[int]:
     ]
 
 
-def evaluation_records(*, run: AttributionRun, split: str = "all") -> list:
+def evaluation_records(*, run: AttributionRun, split: str = "all", leave_out: Collection[int] = ()) -> list:
     """One evaluation record per verdict of ``run`` whose trace has a gold label; failed verdicts count as wrong.
     Four queries for the whole run, on plain rows: the traces are named by a subquery on the run's verdicts (a list
     of 5,000 ids cost 0.4 s to send), and no model instance is built (prefetching 33,000 of them at 5,000 traces
     took 1.6 s of the 2.6 s this took). The rows are streamed, and an agent's name (interned) and a set of acting
     agents are one object however many records share them: a run's records name a few dozen agents, and with a
-    string per name and record the records of 20,000 traces took 40 MB instead of 15 (issue 19)."""
+    string per name and record the records of 20,000 traces took 40 MB instead of 15 (issue 19). ``leave_out``:
+    traces not to score (those a learned run's model trained on)."""
     from ..evaluation import Record
     from ..splits import split_of
 
@@ -212,8 +213,10 @@ def evaluation_records(*, run: AttributionRun, split: str = "all") -> list:
         n_steps,
     ) in rows:
         gold = golds.get(trace_id)
-        if gold is None or (
-            split != "all" and split_of(source_format=fmt, external_id=external, name=name) != split
+        if (
+            gold is None
+            or trace_id in leave_out
+            or (split != "all" and split_of(source_format=fmt, external_id=external, name=name) != split)
         ):
             continue
         ok = status == "ok"

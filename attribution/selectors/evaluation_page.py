@@ -4,6 +4,7 @@ the baselines in plain words, and how many traces are labelled."""
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from django.db.models import Count
 
@@ -69,7 +70,11 @@ def evaluation_comparison(*, project, split: str) -> list[dict]:
     stamp = _gold_stamp(project)
     for method, (run, labelled) in evaluation_runs(project=project).items():
         scored = _scored_run(run, split=split, labelled=labelled, stamp=stamp)
-        if scored["result"] is not None:
+        if scored["result"] is None and scored.get("memorised"):
+            rows.append(
+                {"method": method, "run": run, "labelled": labelled, "memorised": scored["memorised"]}
+            )
+        elif scored["result"] is not None:
             result = scored["result"]
             rows.append(
                 {
@@ -81,8 +86,12 @@ def evaluation_comparison(*, project, split: str) -> list[dict]:
                     "errors": _expand(scored["errors"]),
                     "small": labelled < MIN_RANKED_TRACES,
                     "ranked": result["n"] >= MIN_RANKED_TRACES,
+                    "memorised": scored.get("memorised"),
                 }
             )
+    # A learned run every scored trace of which its model learned from has no figure at all: listed apart.
+    memory_only = [r for r in rows if "result" not in r]
+    rows = [r for r in rows if "result" in r]
     ranked = sorted(
         (r for r in rows if r["ranked"]),
         key=lambda r: (-r["result"]["step_accuracy"], -r["result"]["agent_accuracy"], r["method"]),
@@ -96,7 +105,7 @@ def evaluation_comparison(*, project, split: str) -> list[dict]:
             r["method"],
         ),
     )
-    return ranked + unranked
+    return ranked + unranked + memory_only
 
 
 # A finished run's score changes only when its traces' gold labels (or the traces) change, so it is kept for a day
@@ -144,10 +153,11 @@ def _scored_run(run: AttributionRun, *, split: str, labelled: int, stamp: str) -
     from ..evaluation import score
 
     # The run's creation time too: ids start again in a new database (a test run, a restore), times do not.
-    key = f"eval-score:v2:{run.pk}:{run.created_at.timestamp()}:{split}:{labelled}:{stamp}"
+    key = f"eval-score:v3:{run.pk}:{run.created_at.timestamp()}:{split}:{labelled}:{stamp}"
     scored = cache.get(key)
     if scored is None:
-        records = evaluation_records(run=run, split=split)
+        memorised, model = _memorised(run)
+        records = evaluation_records(run=run, split=split, leave_out=memorised)
         # The confusion and step-error pictures need only how often each pair and each error occurs: a few hundred
         # bytes to keep, where the records themselves would be ~1 MB at 20,000 traces.
         pairs = Counter((r.gold_agent, r.pred_agent) for r in records)
@@ -156,9 +166,62 @@ def _scored_run(run: AttributionRun, *, split: str, labelled: int, stamp: str) -
             "result": score(records) if records else None,
             "pairs": list(pairs.items()),
             "errors": list(errors.items()),
+            "memorised": _memory_note(run, model, memorised, split),
         }
         cache.set(key, scored, SCORE_CACHE_SECONDS)
     return scored
+
+
+def _memorised(run: AttributionRun) -> tuple[set[int], Any]:
+    """A learned run's traces that its model learned from (scored on them, it would show its memory, not how it
+    attributes a new failure), and the model; nothing for other methods."""
+    from ..learning.selectors import in_sample_traces, trained_on
+    from ..models import AttributorModel
+
+    if run.method != "learned" or not run.params.get("attributor"):
+        return set(), None
+    model = AttributorModel.objects.filter(pk=run.params["attributor"]).first()
+    if model is None:
+        return set(), None
+    return in_sample_traces(
+        Verdict.objects.filter(run=run).values_list("trace_id", flat=True), trained_on(model)
+    ), model
+
+
+def _memory_note(run: AttributionRun, model: Any, memorised: set[int], split: str) -> dict | None:
+    """What the page says of the traces it left out of a learned run's score: how many (in this split), and the
+    model whose cross-validated figures stand for it instead."""
+    if model is None:
+        if run.method == "learned":
+            return {"deleted": True, "left_out": 0}
+        return None
+    if not memorised:
+        return None
+    from ..splits import split_of
+
+    left_out = (
+        len(memorised)
+        if split == "all"
+        else sum(
+            1
+            for fmt, external, name in Trace.objects.filter(pk__in=memorised, gold_labels__isnull=False)
+            .distinct()
+            .values_list("source_format", "external_id", "name")
+            if split_of(source_format=fmt, external_id=external, name=name) == split
+        )
+    )
+    if not left_out:
+        return None
+    cv = model.cv or {}
+    return {
+        "deleted": False,
+        "left_out": left_out,
+        "model_id": model.pk,
+        "model": model.label,
+        "cv_agent": cv.get("agent_accuracy"),
+        "cv_step": cv.get("step_accuracy"),
+        "cv_n": cv.get("n"),
+    }
 
 
 # The trivial baselines of attribution.evaluation.baselines, in plain words, in the order the page lists them.
@@ -245,8 +308,9 @@ def evaluation_page(*, project, method: str, split: str) -> dict:
     from ..charts import confusion_matrix, step_error_histogram
 
     everything = evaluation_comparison(project=project, split=split)
-    comparison = [r for r in everything if r["ranked"]]
-    single = [r for r in everything if not r["ranked"]]
+    memory_only = [r for r in everything if "result" not in r]
+    comparison = [r for r in everything if r.get("ranked")]
+    single = [r for r in everything if "result" in r and not r["ranked"]]
     selected = next((r for r in comparison if r["method"] == method), None)
     # Baselines are drawn from the run over the most traces: its figures are the steadiest.
     reference = max(comparison, key=lambda r: r["result"]["n"], default=None)
@@ -255,6 +319,9 @@ def evaluation_page(*, project, method: str, split: str) -> dict:
         "single_runs": single,
         "selected": selected,
         "selected_single": next((r for r in single if r["method"] == method), None),
+        # Learned runs scored without the traces their model learned from, and those left with none to score.
+        "memorised": [r for r in everything if r.get("memorised")],
+        "selected_memory_only": next((r for r in memory_only if r["method"] == method), None),
         "run": selected["run"] if selected else None,
         "result": selected["result"] if selected else None,
         "baselines": baseline_rows(selected["result"]) if selected else [],

@@ -1,0 +1,114 @@
+"""A learned run is scored without the traces its model learned from: on them a model shows what it remembers, not
+how it attributes a new failure (the demo's model scored 54% agent / 46% step on its own 46 training labels, against
+41% / 26% cross-validated). The page says how many it left out and shows the model's cross-validated figures."""
+
+from __future__ import annotations
+
+import pytest
+
+from attribution.learning.selectors import in_sample_traces, trained_on
+from attribution.learning.services import attributor_create, attributor_train
+from attribution.models import AttributorModel, AttributorStatus
+from tests.attribution.test_evaluation_page import chart_of, make_run, make_traces, page
+from tests.conftest import import_now, incoming_path, whowhen_files
+from tracing.models import JobStatus, Trace
+
+pytestmark = pytest.mark.django_db
+
+
+def trained_model(project, traces, **fields) -> AttributorModel:
+    return AttributorModel.objects.create(
+        project=project,
+        name="triage",
+        training_projects=[{"id": project.pk, "name": project.name}],
+        label_sources=["imported"],
+        status=AttributorStatus.SUCCEEDED,
+        cv={"n": len(traces), "agent_accuracy": 0.413, "step_accuracy": 0.261},
+        trained_trace_ids=[t.pk for t in traces],
+        **fields,
+    )
+
+
+def test_a_learned_run_is_scored_only_on_traces_its_model_never_saw(owner_client, project):
+    traces = make_traces(project, 30)
+    model = trained_model(project, traces[:18])
+    run = make_run(
+        project, "learned", traces, right=18
+    )  # right on every trace it learned from, wrong on the rest
+    run.params = {"attributor": model.pk}
+    run.save(update_fields=["params"])
+    make_run(project, "heuristic", traces, right=6)
+
+    body = page(owner_client, project, method="learned")
+    assert f'learned <span class="muted">run #{run.pk}, n=12</span>' in body
+    assert "Leaves out 18 labelled traces that" in body and "triage v1</a> learned from" in body
+    assert "Its cross-validated figures (n=18): agent 41.3%, step 26.1%." in body
+    # 0 of 12 out-of-sample traces right: ranked below the heuristic's 6 of 30, not above it at 18 of 30.
+    assert body.index(">learned</a>") > body.index(">heuristic</a>")
+    assert "without the 18 traces its model learned from" in body
+    assert "0.0%" in chart_of(body)
+
+
+def test_a_run_over_nothing_but_its_model_s_training_traces_has_no_figure(owner_client, project):
+    traces = make_traces(project, 12)
+    model = trained_model(project, traces)
+    run = make_run(project, "learned", traces, right=12)
+    run.params = {"attributor": model.pk}
+    run.save(update_fields=["params"])
+    make_run(project, "heuristic", traces, right=6)
+
+    body = page(owner_client, project, method="learned")
+    assert f"learned run #{run.pk} has no figure here" in body
+    assert (
+        "all 12 labelled traces it covered in this split are ones" in body and "(n=12): agent 41.3%" in body
+    )
+    assert "100.0%" not in body  # what it would have claimed
+    assert ">learned</a>" not in body  # not in the comparison, nor in the chart
+    assert "learned" not in chart_of(body)
+
+
+def test_copies_derived_from_a_training_trace_count_as_seen(project):
+    traces = make_traces(project, 3)
+    copy = Trace.objects.create(project=project, name="task-0-injected", derived_from=traces[0])
+    unrelated = Trace.objects.create(project=project, name="other")
+    model = trained_model(project, traces[:1])
+    seen = in_sample_traces([traces[0].pk, traces[1].pk, copy.pk, unrelated.pk], trained_on(model))
+    assert seen == {traces[0].pk, copy.pk}
+
+
+def test_a_model_trained_before_its_traces_were_kept_is_read_from_the_labels(project):
+    traces = make_traces(project, 4)
+    model = trained_model(
+        project,
+        traces,
+    )
+    AttributorModel.objects.filter(pk=model.pk).update(trained_trace_ids=None, label_sources=[])
+    model.refresh_from_db()
+    assert trained_on(model) == {t.pk for t in traces}  # every labelled trace of its training projects
+
+
+def test_a_run_whose_model_was_deleted_says_its_figures_may_be_in_sample(owner_client, project):
+    traces = make_traces(project, 12)
+    model = trained_model(project, traces)
+    run = make_run(project, "learned", traces, right=12)
+    run.params = {"attributor": model.pk}
+    run.save(update_fields=["params"])
+    model.delete()
+    body = page(owner_client, project, method="learned")
+    assert (
+        "The model this run used is deleted" in body and "its model is deleted: may be in-sample" not in body
+    )
+    assert "n=12" in body
+
+
+def test_training_keeps_the_traces_a_model_learned_from(project, owner):
+    files = [p for p in whowhen_files() if p.parent.name == "Hand-Crafted"][:6]
+    jobs = import_now(project, *(incoming_path(p, f"{p.parent.name}/{p.name}") for p in files))
+    assert all(j.status == JobStatus.SUCCEEDED for j in jobs)
+    row = attributor_train(
+        model_id=attributor_create(project=project, name="triage", user=owner, folds=3, enqueue=False).pk
+    )
+    assert row.status == AttributorStatus.SUCCEEDED, row.error
+    assert sorted(row.trained_trace_ids) == sorted(
+        Trace.objects.filter(project=project).values_list("pk", flat=True)
+    )
