@@ -66,6 +66,11 @@ class ScoreOut(Schema):
     step_accuracy: float
     agent_interval: list[float] = Field(description="Wilson 95% interval of the agent accuracy")
     step_interval: list[float] = Field(description="Wilson 95% interval of the step accuracy")
+    left_out: int = Field(
+        0,
+        description="labelled traces not scored because the run's learned model trained on them "
+        "(on them it shows its memory); its cross-validated figures are on the model",
+    )
 
 
 class RunOut(Schema):

@@ -121,7 +121,8 @@ def _expand(counted: list) -> list:
 
 def run_score(*, run: AttributionRun) -> dict | None:
     """The run's exact-match accuracy against the project's gold labels (``n`` scored traces, Wilson intervals), as
-    the evaluation page computes and caches it; None when none of its traces has a gold label."""
+    the evaluation page computes and caches it; None when none of its traces has a gold label (or, for a learned
+    run, none its model did not learn from: ``left_out`` says how many of those there were)."""
     scored = _scored_run(
         run, split="all", labelled=labelled_count(project=run.project), stamp=_gold_stamp(run.project)
     )
@@ -134,6 +135,7 @@ def run_score(*, run: AttributionRun) -> dict | None:
         "step_accuracy": result["step_accuracy"],
         "agent_interval": list(result["intervals"]["agent"]),
         "step_interval": list(result["intervals"]["step"]),
+        "left_out": (scored.get("memorised") or {}).get("left_out", 0),
     }
 
 

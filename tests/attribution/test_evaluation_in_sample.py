@@ -112,3 +112,19 @@ def test_training_keeps_the_traces_a_model_learned_from(project, owner):
     assert sorted(row.trained_trace_ids) == sorted(
         Trace.objects.filter(project=project).values_list("pk", flat=True)
     )
+
+
+def test_the_api_scores_a_learned_run_without_its_training_traces_and_says_how_many(client, project, owner):
+    from attribution import selectors
+    from tracing import services
+
+    traces = make_traces(project, 30)
+    model = trained_model(project, traces[:18])
+    run = make_run(project, "learned", traces, right=18)
+    run.params = {"attributor": model.pk}
+    run.save(update_fields=["params"])
+    score = selectors.run_score(run=run)
+    assert (score["n"], score["left_out"], score["step_accuracy"]) == (12, 18, 0.0)
+    token = services.api_token_create(project=project, name="ci", user=owner)[1]
+    body = client.get(f"/api/runs/{run.pk}", HTTP_AUTHORIZATION=f"Bearer {token}").json()
+    assert body["score"]["n"] == 12 and body["score"]["left_out"] == 18
