@@ -128,3 +128,34 @@ def test_the_api_scores_a_learned_run_without_its_training_traces_and_says_how_m
     token = services.api_token_create(project=project, name="ci", user=owner)[1]
     body = client.get(f"/api/runs/{run.pk}", HTTP_AUTHORIZATION=f"Bearer {token}").json()
     assert body["score"]["n"] == 12 and body["score"]["left_out"] == 18
+
+
+def test_evaluate_leaves_out_what_the_model_trained_on_and_says_how_many(project, owner):
+    import io
+    import json
+
+    from django.core.management import call_command
+
+    files = [p for p in whowhen_files() if p.parent.name == "Hand-Crafted"][:10]
+    first = import_now(project, *(incoming_path(p, f"{p.parent.name}/{p.name}") for p in files[:6]))
+    assert all(j.status == JobStatus.SUCCEEDED for j in first)
+    attributor_train(
+        model_id=attributor_create(project=project, name="triage", user=owner, folds=3, enqueue=False).pk
+    )
+    later = import_now(project, *(incoming_path(p, f"{p.parent.name}/{p.name}") for p in files[6:]))
+    assert all(j.status == JobStatus.SUCCEEDED for j in later)
+    out = io.StringIO()
+    call_command(
+        "evaluate",
+        "--project",
+        project.name,
+        "--method",
+        "learned",
+        "--model",
+        "triage",
+        "--json",
+        stdout=out,
+    )
+    result = json.loads(out.getvalue())
+    assert (result["n"], result["left_out"]) == (4, 6)
+    assert "6 trace(s) the model trained on are left out" in result["warning"]

@@ -9,7 +9,7 @@ import pickle
 
 import numpy as np
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from attribution import services
 from attribution.learning import Attributor, Example, ModelFormatError, fit
@@ -434,7 +434,12 @@ def test_evaluate_model_names_the_evaluated_projects_own_first_and_asks_whose_wh
         )
         return json.loads(out.getvalue())["attributor"]
 
-    assert evaluated("m") == own.label  # the project's own, though First has one of that name too
+    # The project's own, though First has one of that name too: trained on every label here, it has nothing to be
+    # scored on that it did not learn from, and says so.
+    with pytest.raises(
+        CommandError, match=f"every labelled trace here \\(5\\) is one {own.label} trained on"
+    ):
+        evaluated("m")
     assert evaluated("only") == elsewhere.label  # one project has it: a transfer
     attributor_train(model_id=attributor_create(project=first, name="only", enqueue=False).pk)
     with pytest.raises(Exception, match="several projects; say whose: First/only, Second/only"):

@@ -137,9 +137,10 @@ class Command(PureJsonMixin, BaseCommand):
         run = services.run_execute_inline(run=run, jobs=jobs)
         train = None
         extra: dict[str, Any] = {}
+        left_out: set[int] = set()
         if method == "learned":
             from attribution.learning.cv import record
-            from attribution.learning.selectors import training_examples
+            from attribution.learning.selectors import in_sample_traces, trained_on, training_examples
 
             row = AttributorModel.objects.get(pk=run.params["attributor"])
             training_ids = row.training_project_ids
@@ -149,11 +150,20 @@ class Command(PureJsonMixin, BaseCommand):
                 for e in training_examples(project_ids=training_ids, sources=row.label_sources)
             ]
             extra = {"attributor": row.label, "training_projects": [p["name"] for p in row.training_projects]}
-            if project.pk in training_ids:
+            # Scored on the traces it learned from, a model shows its memory: they are left out, as on the page.
+            left_out = in_sample_traces(ids, trained_on(row))
+            if left_out:
+                extra["left_out"] = len(left_out)
                 extra["warning"] = (
-                    "the model was trained on this project's labels: these figures are in-sample; "
-                    "use --cv K for honest ones"
+                    f"{len(left_out)} trace(s) the model trained on are left out of the score; "
+                    "use --cv K for cross-validated figures on all of them"
                 )
+        records = evaluation_records(run=run, leave_out=left_out)
+        if not records and left_out:
+            raise CommandError(
+                f"every labelled trace here ({len(left_out)}) is one {extra['attributor']} trained on: scored on "
+                "them it would show its memory; use --cv K, or evaluate on a project it did not learn from"
+            )
         return {
             "project": project.name,
             "method": run.method,
@@ -163,7 +173,7 @@ class Command(PureJsonMixin, BaseCommand):
             "run_id": run.pk,
             "failed": run.failed,
             **extra,
-            **score(evaluation_records(run=run), train=train),
+            **score(records, train=train),
         }
 
     def _cross_validate(self, project: Project, options: dict[str, Any]) -> None:
