@@ -29,14 +29,18 @@ def trained_model(project, traces, **fields) -> AttributorModel:
     )
 
 
+def learned_run(model: AttributorModel, traces, *, right: int):
+    """A finished learned run of ``model`` over ``traces``, right on the first ``right`` (``make_run``)."""
+    run = make_run(model.project, "learned", traces, right=right)
+    run.params = {"attributor": model.pk}
+    run.save(update_fields=["params"])
+    return run
+
+
 def test_a_learned_run_is_scored_only_on_traces_its_model_never_saw(owner_client, project):
     traces = make_traces(project, 30)
     model = trained_model(project, traces[:18])
-    run = make_run(
-        project, "learned", traces, right=18
-    )  # right on every trace it learned from, wrong on the rest
-    run.params = {"attributor": model.pk}
-    run.save(update_fields=["params"])
+    run = learned_run(model, traces, right=18)  # right on every trace it learned from, wrong on the rest
     make_run(project, "heuristic", traces, right=6)
 
     body = page(owner_client, project, method="learned")
@@ -52,9 +56,7 @@ def test_a_learned_run_is_scored_only_on_traces_its_model_never_saw(owner_client
 def test_a_run_over_nothing_but_its_model_s_training_traces_has_no_figure(owner_client, project):
     traces = make_traces(project, 12)
     model = trained_model(project, traces)
-    run = make_run(project, "learned", traces, right=12)
-    run.params = {"attributor": model.pk}
-    run.save(update_fields=["params"])
+    run = learned_run(model, traces, right=12)
     make_run(project, "heuristic", traces, right=6)
 
     body = page(owner_client, project, method="learned")
@@ -90,9 +92,7 @@ def test_a_model_trained_before_its_traces_were_kept_is_read_from_the_labels(pro
 def test_a_run_whose_model_was_deleted_says_its_figures_may_be_in_sample(owner_client, project):
     traces = make_traces(project, 12)
     model = trained_model(project, traces)
-    run = make_run(project, "learned", traces, right=12)
-    run.params = {"attributor": model.pk}
-    run.save(update_fields=["params"])
+    learned_run(model, traces, right=12)
     model.delete()
     body = page(owner_client, project, method="learned")
     assert (
@@ -120,9 +120,7 @@ def test_the_api_scores_a_learned_run_without_its_training_traces_and_says_how_m
 
     traces = make_traces(project, 30)
     model = trained_model(project, traces[:18])
-    run = make_run(project, "learned", traces, right=18)
-    run.params = {"attributor": model.pk}
-    run.save(update_fields=["params"])
+    run = learned_run(model, traces, right=18)
     score = selectors.run_score(run=run)
     assert (score["n"], score["left_out"], score["step_accuracy"]) == (12, 18, 0.0)
     token = services.api_token_create(project=project, name="ci", user=owner)[1]

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from tests.browser.conftest import log_in, owned_project, screenshot
+from tests.browser.test_upload_flow import DROP_FILES
 from tests.conftest import sample_file
 from tracing.models import IngestJob, Trace
 
@@ -120,29 +121,23 @@ def test_a_folder_with_no_trace_file_says_so_and_sends_nothing(live_server, page
     assert not IngestJob.objects.filter(project=project).exists()
 
 
+def _copies(n: int) -> list[dict[str, str]]:
+    """``n`` copies of one run, each made different by its question, so none is skipped as a duplicate."""
+    run = json.loads(sample_file("Hand-Crafted").read_text())
+    return [
+        {"name": f"copy{i}.json", "body": json.dumps(run | {"question": f"({i}) {run['question']}"})}
+        for i in range(n)
+    ]
+
+
 def test_more_files_than_one_request_carries_go_in_parts(live_server, celery_worker, page, settings):
     settings.CULPRIT_MAX_FILES_PER_UPLOAD = 2
     settings.DATA_UPLOAD_MAX_NUMBER_FILES = 2  # what the server refuses beyond: a part over it would fail
     project = owned_project("Parts", "folc")
-    hand = sample_file("Hand-Crafted")
-    run = json.loads(hand.read_text())
-    # Five copies of one run, each made different by its question, so none is skipped as a duplicate.
-    copies = [
-        {"name": f"copy{i}.json", "body": json.dumps(run | {"question": f"({i}) {run['question']}"})}
-        for i in range(5)
-    ]
+    copies = _copies(5)
     log_in(page, live_server.url, "folc")
     page.goto(f"{live_server.url}/projects/{project.slug}/upload/")
-    page.wait_for_selector("#dropzone[data-ready]")
-    page.evaluate(
-        """(files) => {
-          const transfer = new DataTransfer();
-          for (const f of files) transfer.items.add(new File([f.body], f.name, {type: "application/json"}));
-          const zone = document.querySelector("#dropzone");
-          zone.dispatchEvent(new DragEvent("drop", {bubbles: true, cancelable: true, dataTransfer: transfer}));
-        }""",
-        copies,
-    )
+    page.evaluate(DROP_FILES, ["#dropzone", copies])
     page.wait_for_function(
         "() => document.querySelector('#upload-status').textContent.includes('in 3 parts')"
     )
@@ -159,23 +154,10 @@ def test_a_refused_part_says_why_and_what_was_not_sent(live_server, celery_worke
     settings.CULPRIT_RATE_LIMITS = settings.CULPRIT_RATE_LIMITS | {"upload": "1/m"}
     cache.clear()  # the rate counters (only the cache's own keys: the broker shares the database)
     project = owned_project("Refused", "fole")
-    run = json.loads(sample_file("Hand-Crafted").read_text())
-    copies = [
-        {"name": f"copy{i}.json", "body": json.dumps(run | {"question": f"({i}) {run['question']}"})}
-        for i in range(3)
-    ]
+    copies = _copies(3)
     log_in(page, live_server.url, "fole")
     page.goto(f"{live_server.url}/projects/{project.slug}/upload/")
-    page.wait_for_selector("#dropzone[data-ready]")
-    page.evaluate(
-        """(files) => {
-          const transfer = new DataTransfer();
-          for (const f of files) transfer.items.add(new File([f.body], f.name, {type: "application/json"}));
-          const zone = document.querySelector("#dropzone");
-          zone.dispatchEvent(new DragEvent("drop", {bubbles: true, cancelable: true, dataTransfer: transfer}));
-        }""",
-        copies,
-    )
+    page.evaluate(DROP_FILES, ["#dropzone", copies])
     page.wait_for_function("() => document.querySelector('#upload-status').textContent.includes('failed')")
     text = page.inner_text("#upload-status")
     assert "part 2 of 3 failed (Too many requests; try again shortly. (retry after" in text
