@@ -201,14 +201,13 @@ def _memory_note(run: AttributionRun, model: Any, memorised: set[int], split: st
         return None
     from ..splits import split_of
 
+    labelled = Trace.objects.filter(pk__in=memorised, gold_labels__isnull=False).distinct()
     left_out = (
-        len(memorised)
+        labelled.count()
         if split == "all"
         else sum(
             1
-            for fmt, external, name in Trace.objects.filter(pk__in=memorised, gold_labels__isnull=False)
-            .distinct()
-            .values_list("source_format", "external_id", "name")
+            for fmt, external, name in labelled.values_list("source_format", "external_id", "name")
             if split_of(source_format=fmt, external_id=external, name=name) == split
         )
     )

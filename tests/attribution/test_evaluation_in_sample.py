@@ -157,3 +157,19 @@ def test_evaluate_leaves_out_what_the_model_trained_on_and_says_how_many(project
     result = json.loads(out.getvalue())
     assert (result["n"], result["left_out"]) == (4, 6)
     assert "6 trace(s) the model trained on are left out" in result["warning"]
+
+
+def test_on_a_split_the_page_counts_only_that_split_s_left_out_traces(owner_client, project):
+    from attribution.splits import split_of
+
+    traces = make_traces(project, 40)
+    model = trained_model(project, traces[:30])
+    learned_run(model, traces, right=30)
+    held = sum(
+        1
+        for t in traces[:30]
+        if split_of(source_format=t.source_format, external_id=t.external_id, name=t.name) == "heldout"
+    )
+    assert 0 < held < 30
+    body = page(owner_client, project, method="learned", split="heldout")
+    assert f"Leaves out {held} labelled trace{'s' if held != 1 else ''} that" in body
