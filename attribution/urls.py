@@ -49,4 +49,5 @@ urlpatterns = [
     path("models/<int:model_id>/", model_views.model_detail, name="model_detail"),
     path("models/<int:model_id>/default/", model_views.model_make_default, name="model_make_default"),
     path("models/<int:model_id>/delete/", model_views.model_delete, name="model_delete"),
+    path("models/<int:model_id>/score-unseen/", model_views.model_score_unseen, name="model_score_unseen"),
 ]

@@ -95,6 +95,8 @@ PAGES: dict[str, dict[str, dict[str, Any]]] = {
     # The world's model is still queued: making it the default is refused with a message, after the role check.
     "attribution:model_make_default": {"POST": CONTRIBUTE},
     "attribution:model_delete": {"POST": OWNER_WRITE},
+    # The world's model is still queued: scoring it is refused with a message, after the role check.
+    "attribution:model_score_unseen": {"POST": CONTRIBUTE},
     "annotations:queue_list": {"GET": READ, "POST": OWNER_WRITE},
     "annotations:queue_detail": {"GET": READ},
     "annotations:queue_refill": {"POST": OWNER_WRITE},

@@ -94,6 +94,16 @@ def in_sample_traces(trace_ids: Iterable[int], trained: frozenset[int]) -> set[i
     return seen
 
 
+def labelled_unseen(model: AttributorModel) -> list[int]:
+    """The labelled traces of the model's project that it never learned from (nor a copy of): on them its verdicts
+    say how it does on failures it has not seen -- the labels confirmed since it was trained, in a project it
+    trained on."""
+    from ..selectors import labelled_trace_ids
+
+    ids = labelled_trace_ids(project=model.project)
+    return sorted(set(ids) - in_sample_traces(ids, trained_on(model)))
+
+
 def labelled_traces_count(*, project_ids: Iterable[int], sources: Iterable[str] = VERIFIED_SOURCES) -> int:
     """How many traces of these projects carry a label of one of ``sources``: one count in SQL, what an automatic
     retrain compares with the count when the model was queued."""

@@ -29,7 +29,13 @@ from .cv import cross_validate
 from .features import FEATURE_SET
 from .model import Attributor, Example, ModelFormatError, fit, prepare
 from .priors import name_key
-from .selectors import VERIFIED_SOURCES, labelled_traces_count, trained_with_origins, training_examples
+from .selectors import (
+    VERIFIED_SOURCES,
+    labelled_traces_count,
+    labelled_unseen,
+    trained_with_origins,
+    training_examples,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -370,6 +376,29 @@ def attributor_make_default(
             details={"model_id": model.pk},
         )
     return settings
+
+
+def attributor_score_unseen(*, model: AttributorModel, user: AbstractBaseUser | None = None):
+    """Queue a learned run of ``model`` over the project's labelled traces it never learned from: its figure on
+    failures it has not seen (``selectors.labelled_unseen``). MethodError when there are none yet."""
+    from ..services import run_create
+
+    if model.status != AttributorStatus.SUCCEEDED:
+        raise MethodError(f"{model.label} is not trained")
+    ids = labelled_unseen(model)
+    if not ids:
+        raise MethodError(
+            f"every labelled trace of {model.project.name} is one {model.label} learned from: "
+            "confirm or label more runs, then score it on them"
+        )
+    return run_create(
+        project=model.project,
+        method="learned",
+        trace_ids=ids,
+        user=user,
+        attributor=model,
+        description=f"{model.label} on the {len(ids)} labelled trace{'s' if len(ids) != 1 else ''} it never learned from",
+    )
 
 
 def attributor_delete(*, model: AttributorModel, actor: AbstractBaseUser | None = None) -> None:

@@ -17,7 +17,7 @@ from .. import access
 from ..charts import accuracy_chart, confusion_matrix_from_counts
 from ..evaluation import best_baseline
 from ..methods.base import MethodError
-from ..models import AttributorModel, ProjectAttribution
+from ..models import AttributorModel, AttributorStatus, ProjectAttribution
 from ..selectors.evaluation_page import _CHART_BASELINE_NAMES, BASELINE_NAMES, baseline_rows
 from . import selectors, services
 from .agents import RULES
@@ -133,6 +133,7 @@ def model_detail(request: HttpRequest, model_id: int) -> HttpResponse:
         "membership": membership,
         "model": model,
         "is_default": settings is not None and settings.attributor_id == model.pk,
+        "unseen": len(selectors.labelled_unseen(model)) if model.status == AttributorStatus.SUCCEEDED else 0,
     } | _results(model)
     return render(request, _partial(request, "attribution/model_detail.html", "body"), context)
 
@@ -146,6 +147,19 @@ def model_make_default(request: HttpRequest, model_id: int) -> HttpResponse:
     except MethodError as exc:
         messages.error(request, str(exc))
     return redirect("attribution:model_detail", model_id=model.pk)
+
+
+@login_required
+@require_POST
+def model_score_unseen(request: HttpRequest, model_id: int) -> HttpResponse:
+    """Run the model over the project's labelled traces it never learned from, and show that run."""
+    model, membership = access.model_for(request, model_id, Role.ANNOTATOR, TRAINERS_ONLY)
+    try:
+        run = services.attributor_score_unseen(model=model, user=request.user)
+    except MethodError as exc:
+        messages.error(request, str(exc))
+        return redirect("attribution:model_detail", model_id=model.pk)
+    return redirect("attribution:run_detail", run_id=run.pk)
 
 
 @login_required

@@ -422,7 +422,14 @@ def run_detail_context(run: AttributionRun) -> dict:
                 "step_ok": bool(gold and v.status == "ok" and v.step_index == gold.step_index),
             }
         )
-    return {"run": run, "rows": rows, "usage": llm_usage(project=run.project, run=run)}
+    scored = run_scored(run=run) if run.status == "succeeded" else None
+    return {
+        "run": run,
+        "rows": rows,
+        "usage": llm_usage(project=run.project, run=run),
+        "score": scored["result"] if scored else None,
+        "memorised": scored.get("memorised") if scored else None,
+    }
 
 
 def reusable_run(
@@ -595,3 +602,4 @@ from .evaluation_page import evaluation_runs as evaluation_runs
 from .evaluation_page import labelled_count as labelled_count
 from .evaluation_page import latest_evaluation_run as latest_evaluation_run
 from .evaluation_page import run_score as run_score
+from .evaluation_page import run_scored as run_scored

@@ -119,13 +119,19 @@ def _expand(counted: list) -> list:
     return [value for value, n in counted for _ in range(n)]
 
 
+def run_scored(*, run: AttributionRun) -> dict:
+    """A finished run as the evaluation page scores it on all its labelled traces (cached): ``result`` (None when
+    it has none to score) and, for a learned run, ``memorised``: what it left out (``_memory_note``)."""
+    return _scored_run(
+        run, split="all", labelled=labelled_count(project=run.project), stamp=_gold_stamp(run.project)
+    )
+
+
 def run_score(*, run: AttributionRun) -> dict | None:
     """The run's exact-match accuracy against the project's gold labels (``n`` scored traces, Wilson intervals), as
     the evaluation page computes and caches it; None when none of its traces has a gold label (or, for a learned
     run, none its model did not learn from: ``left_out`` says how many of those there were)."""
-    scored = _scored_run(
-        run, split="all", labelled=labelled_count(project=run.project), stamp=_gold_stamp(run.project)
-    )
+    scored = run_scored(run=run)
     result = scored["result"]
     if not result:
         return None

@@ -173,3 +173,70 @@ def test_on_a_split_the_page_counts_only_that_split_s_left_out_traces(owner_clie
     assert 0 < held < 30
     body = page(owner_client, project, method="learned", split="heldout")
     assert f"Leaves out {held} labelled trace{'s' if held != 1 else ''} that" in body
+
+
+def _import(project, files) -> None:
+    jobs = import_now(project, *(incoming_path(p, f"{p.parent.name}/{p.name}") for p in files))
+    assert all(j.status == JobStatus.SUCCEEDED for j in jobs), [j.error for j in jobs]
+
+
+def _trained_on_six_then_four_more(project, owner) -> AttributorModel:
+    files = [p for p in whowhen_files() if p.parent.name == "Hand-Crafted"][:10]
+    _import(project, files[:6])
+    model = attributor_train(
+        model_id=attributor_create(project=project, name="triage", user=owner, folds=3, enqueue=False).pk
+    )
+    _import(project, files[6:])
+    return model
+
+
+def test_the_model_page_scores_it_on_the_labels_it_never_saw(owner_client, project, owner):
+    from django.urls import reverse
+
+    from attribution import services
+    from attribution.models import AttributionRun
+
+    model = _trained_on_six_then_four_more(project, owner)
+    body = owner_client.get(reverse("attribution:model_detail", args=[model.pk])).content.decode()
+    assert "4 labelled traces of Alpha are not among those it learned from" in body
+    assert "Score it on those traces" in body
+
+    response = owner_client.post(reverse("attribution:model_score_unseen", args=[model.pk]))
+    run = AttributionRun.objects.get()
+    assert response["Location"] == reverse("attribution:run_detail", args=[run.pk])
+    unseen = set(Trace.objects.filter(project=project).values_list("pk", flat=True)) - set(
+        model.trained_trace_ids
+    )
+    assert set(run.trace_ids) == unseen and len(unseen) == 4
+    assert run.params["attributor"] == model.pk and "never learned from" in run.description
+
+    services.run_execute_inline(run=run)
+    page_body = owner_client.get(reverse("attribution:run_detail", args=[run.pk])).content.decode()
+    assert "On its 4 labelled traces: agent <strong>" in page_body
+    assert "Leaves out" not in page_body  # nothing of it was seen in training
+
+
+def test_a_model_that_saw_every_label_has_nothing_to_be_scored_on(owner_client, project, owner):
+    from django.urls import reverse
+
+    from attribution import services
+    from attribution.models import AttributionRun
+
+    _import(project, [p for p in whowhen_files() if p.parent.name == "Hand-Crafted"][:6])
+    model = attributor_train(
+        model_id=attributor_create(project=project, name="triage", user=owner, folds=3, enqueue=False).pk
+    )
+    body = owner_client.get(reverse("attribution:model_detail", args=[model.pk])).content.decode()
+    assert "Every labelled trace of Alpha is one it learned from" in body
+    response = owner_client.post(reverse("attribution:model_score_unseen", args=[model.pk]), follow=True)
+    assert "every labelled trace of Alpha is one triage v1 learned from" in response.content.decode()
+    assert not AttributionRun.objects.exists()
+
+    # Run over its own labels anyway (the evaluation page's button): the run's page has no figure and says why.
+    run = services.run_create(
+        project=project, method="learned", trace_ids=model.trained_trace_ids, attributor=model, enqueue=False
+    )
+    services.run_execute_inline(run=run)
+    page_body = owner_client.get(reverse("attribution:run_detail", args=[run.pk])).content.decode()
+    assert "No figure: all 6 labelled traces of this run are ones" in page_body
+    assert "On its" not in page_body
