@@ -20,6 +20,7 @@ from .forms import (
     default_method,
     model_facts,
 )
+from .learning import selectors as learning_selectors
 from .methods import MethodError, all_methods
 from .models import AttributionRun, ProjectLlmSettings
 
@@ -171,6 +172,8 @@ def evaluation(request: HttpRequest, slug: str) -> HttpResponse:
         "method": method,
         "split": split,
     }
+    ids, model = learning_selectors.evaluation_selection(project=membership.project, method=method)
+    context |= {"to_run": len(ids), "to_run_model": model}
     return render(request, "attribution/evaluation.html", context)
 
 
@@ -279,14 +282,17 @@ def evaluation_start(request: HttpRequest, slug: str) -> HttpResponse:
     form = EvaluationForm(request.POST)
     if not form.is_valid():
         return redirect("attribution:evaluation", slug=slug)
-    ids = selectors.labelled_trace_ids(project=membership.project)
+    method = form.cleaned_data["method"]
+    ids, model = learning_selectors.evaluation_selection(project=membership.project, method=method)
     try:
         run = services.run_create(
             project=membership.project,
-            method=form.cleaned_data["method"],
+            method=method,
             trace_ids=ids,
             user=request.user,
-            description="evaluation",
+            description=f"evaluation (the labels {model.label} never learned from)"
+            if model
+            else "evaluation",
         )
     except MethodError as exc:
         return render(

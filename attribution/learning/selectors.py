@@ -104,6 +104,20 @@ def labelled_unseen(model: AttributorModel) -> list[int]:
     return sorted(set(ids) - in_sample_traces(ids, trained_on(model)))
 
 
+def evaluation_selection(*, project: Project, method: str) -> tuple[list[int], AttributorModel | None]:
+    """What the evaluation page's Run button attributes: every labelled trace, or for the learned method with a
+    trained default model, those the model never learned from (a figure on the others would be its memory), and
+    that model."""
+    from ..selectors import labelled_trace_ids
+
+    if method == "learned":
+        settings = attribution_settings_of(project=project)
+        model = settings.attributor if settings is not None else None
+        if model is not None and model.status == "succeeded":
+            return labelled_unseen(model), model
+    return labelled_trace_ids(project=project), None
+
+
 def labelled_traces_count(*, project_ids: Iterable[int], sources: Iterable[str] = VERIFIED_SOURCES) -> int:
     """How many traces of these projects carry a label of one of ``sources``: one count in SQL, what an automatic
     retrain compares with the count when the model was queued."""

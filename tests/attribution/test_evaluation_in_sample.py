@@ -240,3 +240,21 @@ def test_a_model_that_saw_every_label_has_nothing_to_be_scored_on(owner_client, 
     page_body = owner_client.get(reverse("attribution:run_detail", args=[run.pk])).content.decode()
     assert "No figure: all 6 labelled traces of this run are ones" in page_body
     assert "On its" not in page_body
+
+
+def test_the_evaluation_page_runs_the_default_model_on_the_labels_it_never_saw(owner_client, project, owner):
+    from django.urls import reverse
+
+    from attribution.learning.services import attributor_make_default
+    from attribution.models import AttributionRun
+
+    model = _trained_on_six_then_four_more(project, owner)
+    attributor_make_default(model=model, actor=owner)
+    body = page(owner_client, project, method="learned")
+    assert "Run learned on the 4 labelled traces triage v1 never learned from" in body
+    owner_client.post(reverse("attribution:evaluation_start", args=[project.slug]), {"method": "learned"})
+    run = AttributionRun.objects.get()
+    assert set(run.trace_ids).isdisjoint(model.trained_trace_ids) and len(run.trace_ids) == 4
+    assert run.description == "evaluation (the labels triage v1 never learned from)"
+    # Other methods still run on every labelled trace.
+    assert "Run heuristic on all labelled traces" in page(owner_client, project, method="heuristic")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils.html import escape
 
 from attribution.learning.services import attributor_create, attributor_train
 from attribution.models import AttributorModel, AttributorStatus, ProjectAttribution
@@ -220,7 +221,8 @@ def test_making_a_model_the_default_sets_the_projects_method_and_the_forms_prese
     evaluation = owner_client.get(f"/attribution/projects/{project.slug}/evaluation/").content.decode()
     assert (
         '<option value="learned" selected>' in evaluation
-        and "Run learned on all labelled traces" in evaluation
+        and f"Every labelled trace here is one {escape(trained.label)}, the default model, learned from"
+        in evaluation
     )
 
 
