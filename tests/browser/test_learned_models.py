@@ -63,3 +63,16 @@ def test_a_person_trains_a_model_follows_it_and_makes_it_the_default(live_server
     assert "learned" in page.inner_text(".default-method")
     assert page.locator("#models tr.selected .badge.default-model").count() == 1
     page.screenshot(path="/tmp/models-list.png", full_page=True)
+
+    # Runs labelled after training score the model on failures it has not seen, in one click from its page.
+    more = [p for p in whowhen_files() if p.parent.name == "Hand-Crafted"][12:15]
+    if not more:  # only the demo's copies beside the checkout: every label went into training
+        return
+    import_now(project, *(incoming_path(p, f"{p.parent.name}/{p.name}") for p in more))
+    page.goto(f"{live_server.url}/attribution/models/{model.pk}/")
+    assert f"{len(more)} labelled traces of Learning are not among those it learned from" in page.inner_text(
+        "#unseen"
+    )
+    page.click("#unseen button")
+    page.wait_for_selector(".run-score", timeout=60_000)
+    assert f"On its {len(more)} labelled traces: agent" in page.inner_text(".run-score")
