@@ -345,16 +345,11 @@ def upload(
     if duplicates not in DuplicatePolicy.values:
         return Status(422, {"detail": f"duplicates must be one of {', '.join(DuplicatePolicy.values)}"})
     try:
-        paths = FolderPathsField(required=False).clean(paths or [])
+        names = upload_names(files, FolderPathsField(required=False).clean(paths or []))
     except ValidationError as exc:
         return Status(422, {"detail": " ".join(exc.messages)})
-    if paths and len(paths) != len(files):
-        return Status(422, {"detail": f"{len(paths)} paths came with {len(files)} files: one per file"})
     token: ApiToken = request.auth
-    incoming = [
-        services.incoming_from_upload(f, name=name)
-        for f, name in zip(files, upload_names(files, paths), strict=True)
-    ]
+    incoming = [services.incoming_from_upload(f, name=name) for f, name in zip(files, names, strict=True)]
     jobs = services.ingest_jobs_create(
         project=token.project, files=incoming, user=None, requested_format=format, duplicates=duplicates
     )

@@ -88,19 +88,24 @@ class UploadForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        files, paths = data.get("files") or [], data.get("paths") or []
-        if paths and len(paths) != len(files):
-            self.add_error("paths", f"{len(paths)} folder paths came with {len(files)} files: one per file.")
+        if "files" in data and "paths" in data:
+            try:
+                data["names"] = upload_names(data["files"], data["paths"])
+            except forms.ValidationError as exc:
+                self.add_error("paths", exc)
         return data
 
     def names(self) -> list[str]:
-        return upload_names(self.cleaned_data["files"], self.cleaned_data.get("paths") or [])
+        """Each file's name as the import records it (``upload_names``), in the files' order."""
+        return self.cleaned_data["names"]
 
 
 def upload_names(files: list[Any], paths: list[str]) -> list[str]:
     """Each uploaded file's name as the import records it: its path inside a dropped folder (``FolderPathsField``,
     cleaned), as ``import_traces`` names a folder's files, else its own name. Only the path's folders are taken:
-    the file's name is always its own."""
+    the file's name is always its own. ValidationError unless there is one path per file, or none."""
+    if paths and len(paths) != len(files):
+        raise forms.ValidationError(f"{len(paths)} folder paths came with {len(files)} files: one per file.")
     return [
         "/".join([*path.split("/")[:-1], f.name]) if path else f.name
         for f, path in zip(files, paths or [""] * len(files), strict=True)

@@ -77,7 +77,10 @@ def test_an_upload_through_the_api_names_files_by_the_folder_paths_given(client,
 
 @pytest.mark.parametrize(
     ("paths", "detail"),
-    [(["../x.json"], "climbs out of its folder"), (["a/x.json", "b/y.json"], "2 paths came with 1 files")],
+    [
+        (["../x.json"], "climbs out of its folder"),
+        (["a/x.json", "b/y.json"], "2 folder paths came with 1 files"),
+    ],
 )
 def test_bad_folder_paths_through_the_api_are_refused_and_nothing_is_queued(client, token, paths, detail):
     files = [SimpleUploadedFile("x.json", GOOD.read_bytes())]
