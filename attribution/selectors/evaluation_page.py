@@ -188,7 +188,8 @@ def _memorised(run: AttributionRun) -> tuple[set[int], Any]:
 
     if run.method != "learned" or not run.params.get("attributor"):
         return set(), None
-    model = AttributorModel.objects.filter(pk=run.params["attributor"]).first()
+    # Not its weights: the page needs its name, figures and training set only.
+    model = AttributorModel.objects.defer("parameters", "summary").filter(pk=run.params["attributor"]).first()
     if model is None:
         return set(), None
     return in_sample_traces(
