@@ -3,7 +3,6 @@ SIGKILL mid-campaign without running a finished replay again or writing a case t
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 
 import pytest
@@ -50,22 +49,16 @@ def test_a_campaign_survives_a_worker_killed_mid_campaign_without_repeating_fini
     finished_before = set(ReplayRecord.objects.filter(campaign=campaign).values_list("trace_id", "key"))
     assert len(finished_before) < 20, "the campaign finished before the kill: make replays slower"
     celery_worker.start()
-    # As in test_worker_crash: a kill between Redis handing over a task and the worker recording it loses that task,
-    # and only beat's reaper brings it back; it runs here once the broker has had its chance (30 s).
-    reap_from = time.monotonic() + 30
-
-    def finished():
-        found = (
+    done = wait_for(
+        lambda: (
             InjectionCampaign.objects.filter(pk=campaign.pk)
             .exclude(status__in=[CampaignStatus.QUEUED, CampaignStatus.RUNNING])
             .first()
-        )
-        if found is None and time.monotonic() > reap_from:
-            services.jobs_reap(stale_after=3600, running_after=5)
-            time.sleep(1.8)
-        return found
-
-    done = wait_for(finished, timeout=150, worker=celery_worker)
+        ),
+        timeout=150,
+        worker=celery_worker,
+        reap_after=30,  # beat's reaper, once the broker had its chance (see test_worker_crash)
+    )
 
     assert done.status == CampaignStatus.SUCCEEDED, done.stop_reason or done.error
     assert done.done == done.total == 20

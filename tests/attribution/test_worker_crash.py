@@ -37,18 +37,12 @@ def test_a_run_survives_a_worker_killed_mid_run_with_one_verdict_per_trace(proje
         "the run finished before the kill: use more traces"
     )
     celery_worker.start()
-    # The broker's redelivery comes after the test worker's 8 s visibility timeout; from 30 s on, beat's reaper runs
-    # every 2 s as it does every CULPRIT_REAP_EVERY s in production (with a 5 s quiet period instead of 45).
-    reap_from = time.monotonic() + 30
-
-    def finished():
-        found = AttributionRun.objects.filter(pk=run.pk, status=RunStatus.SUCCEEDED).first()
-        if found is None and time.monotonic() > reap_from:
-            services.jobs_reap(stale_after=3600, running_after=5)
-            time.sleep(1.8)
-        return found
-
-    done = wait_for(finished, timeout=120, worker=celery_worker)  # a stalled run says why: the worker's log
+    done = wait_for(
+        lambda: AttributionRun.objects.filter(pk=run.pk, status=RunStatus.SUCCEEDED).first(),
+        timeout=120,
+        worker=celery_worker,  # a stalled run says why: the end of the worker's log
+        reap_after=30,  # the broker's redelivery comes after the test worker's 8 s visibility timeout
+    )
     assert done.done == done.total == len(ids)
     assert Verdict.objects.filter(run=run).count() == len(ids)
     assert set(Verdict.objects.filter(run=run).values_list("trace_id", flat=True)) == set(ids)
@@ -85,14 +79,12 @@ def test_a_run_whose_tasks_the_broker_lost_is_restarted_by_the_reaper(project, c
     time.sleep(3)
     assert Verdict.objects.filter(run=run).count() == written  # nothing left to redeliver
 
-    def reaped():
-        found = AttributionRun.objects.filter(pk=run.pk, status=RunStatus.SUCCEEDED).first()
-        if found is None:
-            services.jobs_reap(stale_after=3600, running_after=2)
-            time.sleep(1)
-        return found
-
-    done = wait_for(reaped, timeout=90, worker=celery_worker)
+    done = wait_for(
+        lambda: AttributionRun.objects.filter(pk=run.pk, status=RunStatus.SUCCEEDED).first(),
+        timeout=90,
+        worker=celery_worker,
+        reap_after=0,
+    )
     assert done.done == done.total == len(ids) and done.attempts >= 2  # started again by the reaper
     assert Verdict.objects.filter(run=run).count() == len(ids)
 
