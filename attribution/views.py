@@ -172,8 +172,9 @@ def evaluation(request: HttpRequest, slug: str) -> HttpResponse:
         "method": method,
         "split": split,
     }
-    ids, model = learning_selectors.evaluation_selection(project=membership.project, method=method)
-    context |= {"to_run": len(ids), "to_run_model": model}
+    if method == "learned":  # its Run button names the traces its model never learned from
+        ids, model = learning_selectors.evaluation_selection(project=membership.project, method=method)
+        context |= {"to_run": len(ids), "to_run_model": model}
     return render(request, "attribution/evaluation.html", context)
 
 

@@ -67,11 +67,12 @@ def evaluation_comparison(*, project, split: str) -> list[dict]:
     accuracy; smaller ones follow, largest first, marked ``ranked: False``: their figures are too noisy to order.
     Each row carries the scored ``result`` and the (gold, predicted) agents and step errors of its verdicts."""
     rows = []
+    memory_only = []  # learned runs every scored trace of which their model learned from: no figure, listed last
     stamp = _gold_stamp(project)
     for method, (run, labelled) in evaluation_runs(project=project).items():
         scored = _scored_run(run, split=split, labelled=labelled, stamp=stamp)
         if scored["result"] is None and scored.get("memorised"):
-            rows.append(
+            memory_only.append(
                 {"method": method, "run": run, "labelled": labelled, "memorised": scored["memorised"]}
             )
         elif scored["result"] is not None:
@@ -89,9 +90,6 @@ def evaluation_comparison(*, project, split: str) -> list[dict]:
                     "memorised": scored.get("memorised"),
                 }
             )
-    # A learned run every scored trace of which its model learned from has no figure at all: listed apart.
-    memory_only = [r for r in rows if "result" not in r]
-    rows = [r for r in rows if "result" in r]
     ranked = sorted(
         (r for r in rows if r["ranked"]),
         key=lambda r: (-r["result"]["step_accuracy"], -r["result"]["agent_accuracy"], r["method"]),
