@@ -52,6 +52,8 @@ _MODULES = [
     "langsmith",
     # chat transcripts
     "openai_chat",
+    # framework run logs (JSON or text)
+    "crewai_log",
     # raw text logs, the generic fallback last
     "text_magentic",
     "text_ag2",
