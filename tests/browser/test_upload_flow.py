@@ -98,6 +98,7 @@ def test_many_formats_dropped_together_import_like_the_cli_does(live_server, cel
         trail,
         FIXTURES / "textlogs" / "ag2.log",
         FIXTURES / "textlogs" / "unknown_framework.log",
+        FIXTURES / "textlogs" / "crewai.log",
         FIXTURES / "otlp" / "multi_agent_genai.json",
         FIXTURES / "openai_chat" / "refund_handoff.json",
     ]
@@ -113,6 +114,7 @@ def test_many_formats_dropped_together_import_like_the_cli_does(live_server, cel
         "trail",
         "text-ag2",
         "text-log",
+        "text-crewai",
         "otlp-json",
         "openai-chat",
     }

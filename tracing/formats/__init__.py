@@ -61,6 +61,7 @@ _MODULES = [
     "text_metagpt",
     "text_openmanus",
     "text_appworld",
+    "text_crewai",
     "text_generic",
 ]
 

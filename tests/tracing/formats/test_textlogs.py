@@ -13,6 +13,7 @@ from tracing.formats.base import ParsedTrace
 from tracing.formats.text_ag2 import FORMAT as AG2
 from tracing.formats.text_appworld import FORMAT as APPWORLD
 from tracing.formats.text_chatdev import FORMAT as CHATDEV
+from tracing.formats.text_crewai import FORMAT as CREWAI
 from tracing.formats.text_generic import FORMAT as GENERIC
 from tracing.formats.text_magentic import FORMAT as MAGENTIC
 from tracing.formats.text_metagpt import FORMAT as METAGPT
@@ -27,6 +28,7 @@ SPECIFIC = {
     "metagpt": METAGPT,
     "openmanus": OPENMANUS,
     "appworld": APPWORLD,
+    "crewai": CREWAI,
 }
 ALL_LOGS = sorted(LOGS.glob("*.log"))
 
@@ -60,6 +62,12 @@ EXPECTED = {
     ),
     "openmanus": ("text-openmanus", 17, ["User", "PlanningFlow", "Manus", "Data_Analysis"], "succeeded"),
     "appworld": ("text-appworld", 13, ["Supervisor", "spotify"], "failed"),
+    "crewai": (
+        "text-crewai",
+        13,
+        ["Senior Research Analyst", "Tech Content Writer", "Chief Editor"],
+        "unknown",
+    ),
     "unknown_framework": (
         "text-log",
         8,
@@ -146,8 +154,14 @@ def test_each_fixture_parses_into_one_trace_with_its_turns_agents_and_outcome(st
     assert [a.name for a in trace.agents] == agents
     assert trace.outcome == outcome
     assert all(s.speaker and s.content for s in trace.steps)
-    # Every step has its agent, except ChatDev's own bookkeeping (phase tables, code updates), which no agent says.
-    assert all(s.agent or (stem == "chatdev" and s.speaker in ("ChatDev", "System")) for s in trace.steps)
+    # Every step has its agent, except ChatDev's own bookkeeping (phase tables, code updates), which no agent says,
+    # and the tasks a CrewAI crew hands its agents (its author wrote them).
+    assert all(
+        s.agent
+        or (stem == "chatdev" and s.speaker in ("ChatDev", "System"))
+        or (stem == "crewai" and s.kind == "human")
+        for s in trace.steps
+    )
     assert {s.kind for s in trace.steps} <= {
         "message",
         "thought",
@@ -381,7 +395,7 @@ def test_an_unknown_framework_imports_through_the_fallback_with_sensible_speaker
     assert "429 Client Error: Too Many Requests" in trace.steps[2].content
     assert trace.warnings == [
         "imported by the generic text-log fallback: speakers guessed from header lines like "
-        "'# Agent: Senior Research Analyst'"
+        "'### Senior Research Analyst'"
     ]
 
 
@@ -510,7 +524,8 @@ def test_each_log_imports_end_to_end_with_its_format_steps_and_agents(project, p
     )
     assert trace.outcome == outcome
     assert all(
-        step.agent_id or step.speaker in ("ChatDev", "System") for step in Step.objects.filter(trace=trace)
+        step.agent_id or step.speaker in ("ChatDev", "System", "Crew task")
+        for step in Step.objects.filter(trace=trace)
     )
     if fmt_name == "text-log":
         assert any("generic text-log fallback" in w for w in job.report["warnings"])
