@@ -52,6 +52,7 @@ _MODULES = [
     "langsmith",
     # chat transcripts
     "openai_chat",
+    "autogen_messages",
     # framework run logs (JSON or text)
     "crewai_log",
     # raw text logs, the generic fallback last
