@@ -63,6 +63,7 @@ _MODULES = [
     "text_openmanus",
     "text_appworld",
     "text_crewai",
+    "text_smolagents",
     "text_generic",
 ]
 
