@@ -50,9 +50,6 @@ _KEYS = (
 _TIME = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
 _ENTRY = re.compile(rf"^(?P<ts>{_TIME}): (?=(?:task_name|task|agent)=\")", re.MULTILINE)
 _FIELD = re.compile(rf"(?:\A|\", )(?P<key>{'|'.join(_KEYS)})=\"")
-_OLD_LAYOUT = re.compile(
-    r'\Aagent="(?P<agent>[^\n]*?)", task="(?P<task>.*)", status="(?P<status>[^"\n]*)"\Z', re.DOTALL
-)
 _STATUS = re.compile(r"\bstatus=\"(?:started|completed|failed)\"")
 _STATUSES = ("started", "completed", "failed")
 _TASK_SPEAKER = "Crew task"
@@ -141,9 +138,9 @@ def _fields(body: str) -> dict[str, str]:
     ``output`` (the crew's last field and the one most likely to hold ``", key="``) ends the entry. Older releases
     wrote ``agent, task, status`` with the output as ``task``: there the status is the last field, found from the
     end, and the task is all that lies between."""
-    old = _OLD_LAYOUT.match(body)
-    if old:
-        return {"agent": old["agent"], "task": old["task"], "status": old["status"]}
+    old = _old_layout(body)
+    if old is not None:
+        return old
     fields: dict[str, str] = {}
     found: list[re.Match[str]] = []
     position, last = 0, -1
@@ -167,6 +164,23 @@ def _fields(body: str) -> dict[str, str]:
         value = body[found[-1].end() :]
         fields[found[-1]["key"]] = value[:-1] if value.endswith('"') else value
     return fields
+
+
+def _old_layout(body: str) -> dict[str, str] | None:
+    """``agent="…", task="…", status="…"``: the agent ends at the first ``", task="`` of its line, the status is the
+    last field. String searches, not a pattern: a backtracking one was quadratic on a line of ``", task="``."""
+    agent_end = body.find('", task="', 0, max(0, body.find("\n")) if "\n" in body else len(body))
+    status_at = body.rfind('", status="')
+    if not body.startswith('agent="') or agent_end < 0 or status_at < agent_end or not body.endswith('"'):
+        return None
+    status = body[status_at + len('", status="') : -1]
+    if '"' in status or "\n" in status:
+        return None
+    return {
+        "agent": body[len('agent="') : agent_end],
+        "task": body[agent_end + len('", task="') : status_at],
+        "status": status,
+    }
 
 
 def _key(entry: dict[str, Any]) -> str:

@@ -34,9 +34,16 @@ from collections.abc import Iterator
 from typing import Any
 
 from .base import ParsedStep, ParsedTrace, Source
-from .textlog import AgentNames, build_trace, count_matches, head_text, parse_json_loose, read_text
+from .textlog import (
+    AgentNames,
+    build_trace,
+    count_matches,
+    head_text,
+    panel_title,
+    parse_json_loose,
+    read_text,
+)
 
-_PANEL_TOP = re.compile(r"^╭─+ ?(?P<title>.*?) ?─*╮\s*$", re.MULTILINE)
 _PANEL_TITLES = re.compile(
     r"^╭─+ ?(?:🤖 Agent Started|🔧 Agent Tool Execution|✅ Agent Final Answer) ?─", re.MULTILINE
 )
@@ -87,8 +94,8 @@ def _panels(text: str) -> Iterator[tuple[str, str]]:
     lines = text.split("\n")
     i = 0
     while i < len(lines):
-        top = _PANEL_TOP.match(lines[i])
-        if top is None:
+        title = panel_title(lines[i], "╭", "╮")
+        if title is None:
             i += 1
             continue
         body: list[str] = []
@@ -101,7 +108,7 @@ def _panels(text: str) -> Iterator[tuple[str, str]]:
             body.append(line.rstrip())
             i += 1
         i += 1
-        yield top["title"].strip(), _dedent(body)
+        yield title, _dedent(body)
 
 
 def _dedent(lines: list[str]) -> str:

@@ -35,11 +35,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .base import ParsedStep, ParsedTrace, Source
-from .textlog import AgentNames, build_trace, count_matches, head_text, read_text
+from .textlog import AgentNames, build_trace, count_matches, head_text, panel_title, read_text
 
-_NEW_RUN = re.compile(r"^╭─+ ?New run(?: - (?P<agent>.+?))? ?─+╮$")
 _STEP = re.compile(r"^━+ Step (?P<n>\d+) ━+$")
-_PLAN = re.compile(r"^─+ ?(?P<title>Initial plan|Updated plan|Plan)\b.*?─+$")
+_PLANS = ("Initial plan", "Updated plan", "Plan")
 _CODE_NEW = re.compile(r"^\s?─ Executing (?:parsed )?code:? ─+\s?$")
 _CODE_OLD = re.compile(r"^╭─ Executing (?:this|parsed) code:? ─+╮$")
 _RULE_END = re.compile(r"^\s?─{3,}\s?$")
@@ -49,7 +48,9 @@ _FOOTER = re.compile(
     r"^\\?\[Step (?P<n>\d+): Duration (?P<d>[\d.]+) seconds(?:\| Input tokens: (?P<i>[\d,]+) \| "
     r"Output tokens: (?P<o>[\d,]+))?\\?\]$"
 )
-_RESULT_START = re.compile(r"^(?P<key>Execution logs|Observations|Out - Final answer|Final answer|Out):[ \t]?")
+_RESULT_START = re.compile(
+    r"^(?P<key>Execution logs|Observations|Out - Final answer|Final answer|Out):[ \t]?"
+)
 _ERROR = re.compile(
     r"^(?:Error in code parsing|Code execution failed|Error executing tool|Error in generating|Error while|"
     r"Error:|Reached max steps\.)"
@@ -66,7 +67,7 @@ class SmolagentsConsoleLog:
         text = head_text(source)
         if text is None:
             return 0.0
-        runs = count_matches(re.compile(r"^╭─+ ?New run(?: - .+?)? ?─+╮$", re.MULTILINE), text)
+        runs = sum(1 for line in text.split("\n") if _new_run(line) is not None)
         steps = count_matches(re.compile(r"^━+ Step \d+ ━+$", re.MULTILINE), text)
         footers = count_matches(re.compile(r"^\\?\[Step \d+: Duration [\d.]+ seconds", re.MULTILINE), text)
         if runs and (steps or footers):
@@ -88,6 +89,23 @@ class SmolagentsConsoleLog:
             metadata={"models": run.models} if run.models else {},
             warnings=warnings,
         )
+
+
+def _new_run(line: str) -> tuple[str | None] | None:
+    """``(agent name or None,)`` for a ``New run`` panel's top border, None for another line."""
+    title = panel_title(line, "╭", "╮")
+    if title is None or not (title == "New run" or title.startswith("New run - ")):
+        return None
+    return (title[len("New run - ") :].strip() or None,) if title != "New run" else (None,)
+
+
+def _plan(line: str) -> str | None:
+    """The title of a plan rule (``──── Initial plan ────``), None for another line."""
+    line = line.rstrip()
+    if not (line.startswith("─") and line.endswith("─")):
+        return None
+    title = line.strip("─ ")
+    return title if title.startswith(_PLANS) else None
 
 
 @dataclass
@@ -166,9 +184,9 @@ class _Run:
         if self.pending_pop and line.strip() and not _FOOTER.match(line.strip()):
             self.stack.pop()
             self.pending_pop = False
-        if (found := _NEW_RUN.match(line)) is not None:
+        if (run := _new_run(line)) is not None:
             body, after = _box_body(lines, i + 1)
-            self.new_run(found["agent"], _dedent(body), lines[after - 1])
+            self.new_run(run[0], _dedent(body), lines[after - 1] if after - 1 < len(lines) else "")
             return after
         if (found := _STEP.match(line)) is not None:
             self.agent.step_first = None
@@ -190,9 +208,9 @@ class _Run:
             if found is not None:
                 self.tool_call(found["name"], found["args"])
             return after
-        if (found := _PLAN.match(line)) is not None:
+        if (title := _plan(line)) is not None:
             j = self.until_marker(lines, i + 1)
-            self.add("thought", _dedent(lines[i + 1 : j]) or found["title"])
+            self.add("thought", _dedent(lines[i + 1 : j]) or title)
             return j
         if (found := _FOOTER.match(line.strip())) is not None:
             self.footer(found)
@@ -213,7 +231,7 @@ class _Run:
         while i < len(lines):
             line = lines[i].rstrip()
             if (
-                _NEW_RUN.match(line)
+                _new_run(line) is not None
                 or _STEP.match(line)
                 or _CODE_NEW.match(line)
                 or _CODE_OLD.match(line)
@@ -229,12 +247,14 @@ class _Run:
     # --- what each marker means ------------------------------------------------------------------------------------
 
     def new_run(self, name: str | None, task: str, bottom: str) -> None:
-        model = re.match(r"^╰─ (?P<m>.+?) ─+╯$", bottom.rstrip())
-        if model and model["m"] not in self.models:
-            self.models.append(model["m"])
+        model = panel_title(bottom, "╰", "╯")
+        if model and model not in self.models:
+            self.models.append(model)
         if name is None and not self.stack:
             self.question = task
-            self.steps.append(ParsedStep(speaker="user", agent=None, kind="human", content=task, recipient=_MAIN))
+            self.steps.append(
+                ParsedStep(speaker="user", agent=None, kind="human", content=task, recipient=_MAIN)
+            )
             self.stack.append(_Agent(self.names(_MAIN)))
             return
         manager = self.agent.name
@@ -263,7 +283,12 @@ class _Run:
             self.end_managed_run()
             return
         last = self.steps[-1] if self.steps else None
-        if agent.call is not None and last is not None and last.kind == "tool_result" and last.parent == agent.call:
+        if (
+            agent.call is not None
+            and last is not None
+            and last.kind == "tool_result"
+            and last.parent == agent.call
+        ):
             last.content += f"\n{key}: {value}" if key == "Out" else f"\n{value}"
             return
         if key == "Out" and value == "None" and agent.call is None:

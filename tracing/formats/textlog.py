@@ -290,6 +290,15 @@ def build_trace(
     )
 
 
+def panel_title(line: str, left: str, right: str) -> str | None:
+    """The title drawn in a Rich panel's top (``╭── Title ──╮``) or bottom border line, None for another line. String
+    operations: a pattern with two runs of ``─`` around a lazy title backtracked quadratically on a long border."""
+    line = line.rstrip()
+    if not (line.startswith(left) and line.endswith(right) and len(line) >= 2):
+        return None
+    return line[1:-1].strip("─ ")
+
+
 def count_matches(pattern: re.Pattern[str], text: str, limit: int = 50) -> int:
     """How many times ``pattern`` matches, stopping at ``limit`` (detectors only need to know "a few")."""
     count = 0
