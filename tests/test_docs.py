@@ -278,3 +278,14 @@ def test_the_readme_headline_results_quote_the_attribution_matrix() -> None:
         best = f"{row[5].split(' (')[0]} / {row[6].split(' (')[0]}"
         quoted = (row[0].split(" <br>")[0], row[2].split(" <br>")[0], best)
         assert (heuristic, learned, baseline) == quoted, dataset
+
+
+def test_the_pages_count_the_trace_formats_there_are_and_the_format_table_names_each():
+    from tracing.formats import all_formats
+
+    names = [fmt.name for fmt in all_formats()]
+    for page in (ROOT / "README.md", ROOT / "docs" / "formats.md"):
+        counts = {int(n) for n in re.findall(r"\b(\d+) (?:trace )?formats\b", page.read_text())}
+        assert counts == {len(names)}, page.name
+    table = (ROOT / "docs" / "formats.md").read_text()
+    assert [n for n in names if f"`{n}`" not in table] == []
