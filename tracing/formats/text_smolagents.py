@@ -29,6 +29,8 @@ right (``unknown``).
 
 from __future__ import annotations
 
+import ast
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -129,18 +131,14 @@ def _box_body(lines: list[str], start: int) -> tuple[list[str], int]:
     return body, i + 1
 
 
-def _dedent(lines: list[str], cut: int | None = None) -> str:
-    if cut is None:
-        widths = [len(line) - len(line.lstrip(" ")) for line in lines if line.strip()]
-        cut = min(widths, default=0)
+def _dedent(lines: list[str]) -> str:
+    widths = [len(line) - len(line.lstrip(" ")) for line in lines if line.strip()]
+    cut = min(widths, default=0)
     return "\n".join(line[cut:].rstrip() for line in lines).strip("\n")
 
 
 def _arguments(text: str) -> Any:
     """A tool call's arguments as printed (a Python dict repr or JSON): data when it reads as a literal."""
-    import ast
-    import json
-
     stripped = text.strip()
     for reader in (json.loads, ast.literal_eval):
         try:
@@ -188,7 +186,7 @@ class _Run:
             body, after = _box_body(lines, i + 1)
             self.new_run(run[0], _dedent(body), lines[after - 1] if after - 1 < len(lines) else "")
             return after
-        if (found := _STEP.match(line)) is not None:
+        if _STEP.match(line):
             self.agent.step_first = None
             return i + 1
         if _CODE_NEW.match(line):
