@@ -53,6 +53,7 @@ _MODULES = [
     # chat transcripts
     "openai_chat",
     "autogen_messages",
+    "langchain_messages",
     # framework run logs (JSON or text)
     "crewai_log",
     # raw text logs, the generic fallback last

@@ -110,9 +110,9 @@ def _messages_text(messages: list[dict[str, Any]]) -> str:
 
 
 def _message_text(message: dict[str, Any]) -> str:
-    pieces = [_content_text(message.get("content"))]
+    pieces = [content_text(message.get("content"))]
     if "parts" in message:
-        pieces.append(_content_text(message["parts"]))
+        pieces.append(content_text(message["parts"]))
     if isinstance(message.get("text"), str):
         pieces.append(message["text"])
     calls = message.get("tool_calls") or (message.get("additional_kwargs") or {}).get("tool_calls") or []
@@ -123,7 +123,7 @@ def _message_text(message: dict[str, Any]) -> str:
     return "\n".join(p for p in pieces if p).strip()
 
 
-def _content_text(content: Any) -> str:
+def content_text(content: Any) -> str:
     if content is None:
         return ""
     if isinstance(content, str):
