@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .base import ParsedStep, ParsedTrace, Source, TraceFormatError, json_text
+from .chat_text import as_int
 from .jsonlines import peek, read_values
 from .textlog import AgentNames, build_trace, is_human, outcome_from_tail, parse_json_loose
 
@@ -142,8 +143,8 @@ def _trace(source: Source, messages: list[dict[str, Any]], stop_reason: str) -> 
         )
         usage = message.get("models_usage")
         if isinstance(usage, dict):
-            step.input_tokens = _count(usage.get("prompt_tokens"))
-            step.output_tokens = _count(usage.get("completion_tokens"))
+            step.input_tokens = as_int(usage.get("prompt_tokens"))
+            step.output_tokens = as_int(usage.get("completion_tokens"))
         _classify(step, message, calls, len(steps))
         steps.append(step)
     question = next((s.content for s in steps if s.kind == "human"), "")
@@ -207,10 +208,6 @@ def _time(value: Any) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)  # AutoGen writes UTC
-
-
-def _count(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 FORMAT = AutoGenMessages()

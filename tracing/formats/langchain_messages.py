@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .base import ParsedStep, ParsedTrace, Source, TraceFormatError
-from .chat_text import content_text
+from .chat_text import as_int, content_text
 from .jsonlines import peek, read_values
 from .textlog import AgentNames, build_trace
 
@@ -140,8 +140,8 @@ def _trace(source: Source, messages: list[dict[str, Any]]) -> ParsedTrace:
                 steps.append(_step(message, agent, agent, "message", ""))
         usage = message.get("usage_metadata")
         if isinstance(usage, dict) and len(steps) > first:
-            steps[first].input_tokens = _count(usage.get("input_tokens"))
-            steps[first].output_tokens = _count(usage.get("output_tokens"))
+            steps[first].input_tokens = as_int(usage.get("input_tokens"))
+            steps[first].output_tokens = as_int(usage.get("output_tokens"))
     question = next((s.content for s in steps if s.kind == "human"), "")
     return build_trace(
         source, fmt=LangChainMessages.name, label=LangChainMessages.label, steps=steps, question=question
@@ -161,10 +161,6 @@ def _step(message: dict[str, Any], speaker: str, agent: str | None, kind: str, c
 
 def _args_text(args: Any) -> str:
     return args if isinstance(args, str) else json.dumps(args, ensure_ascii=False, default=str)
-
-
-def _count(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 FORMAT = LangChainMessages()

@@ -39,6 +39,7 @@ from .textlog import (
     build_trace,
     count_matches,
     head_text,
+    panel_body,
     panel_title,
     parse_json_loose,
     read_text,
@@ -98,23 +99,8 @@ def _panels(text: str) -> Iterator[tuple[str, str]]:
         if title is None:
             i += 1
             continue
-        body: list[str] = []
-        i += 1
-        while i < len(lines) and not lines[i].lstrip().startswith("╰"):
-            line = lines[i].rstrip()
-            if line.startswith("│"):
-                line = line[1:]
-                line = line[:-1] if line.endswith("│") else line
-            body.append(line.rstrip())
-            i += 1
-        i += 1
-        yield title, _dedent(body)
-
-
-def _dedent(lines: list[str]) -> str:
-    widths = [len(line) - len(line.lstrip(" ")) for line in lines if line.strip()]
-    cut = min(widths, default=0)
-    return "\n".join(line[cut:] for line in lines).strip("\n")
+        body, i = panel_body(lines, i + 1)
+        yield title, body
 
 
 def _fields(body: str) -> dict[str, str]:

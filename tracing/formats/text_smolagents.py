@@ -37,7 +37,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from .base import ParsedStep, ParsedTrace, Source
-from .textlog import AgentNames, build_trace, count_matches, head_text, panel_title, read_text
+from .textlog import (
+    AgentNames,
+    build_trace,
+    count_matches,
+    dedent_body,
+    head_text,
+    panel_body,
+    panel_title,
+    read_text,
+)
 
 _STEP = re.compile(r"^━+ Step (?P<n>\d+) ━+$")
 _PLANS = ("Initial plan", "Updated plan", "Plan")
@@ -118,23 +127,8 @@ class _Agent:
     call: int | None = None  # its code or tool call whose output the next result lines are
 
 
-def _box_body(lines: list[str], start: int) -> tuple[list[str], int]:
-    """The text inside a ``│ … │`` box from ``start`` up to its ``╰`` line, and the index after that line."""
-    body, i = [], start
-    while i < len(lines) and not lines[i].startswith("╰"):
-        line = lines[i].rstrip()
-        if line.startswith("│"):
-            line = line[1:]
-            line = line[:-1] if line.endswith("│") else line
-        body.append(line.rstrip())
-        i += 1
-    return body, i + 1
-
-
 def _dedent(lines: list[str]) -> str:
-    widths = [len(line) - len(line.lstrip(" ")) for line in lines if line.strip()]
-    cut = min(widths, default=0)
-    return "\n".join(line[cut:].rstrip() for line in lines).strip("\n")
+    return dedent_body("\n".join(line.rstrip() for line in lines)).strip("\n")
 
 
 def _arguments(text: str) -> Any:
@@ -183,8 +177,8 @@ class _Run:
             self.stack.pop()
             self.pending_pop = False
         if (run := _new_run(line)) is not None:
-            body, after = _box_body(lines, i + 1)
-            self.new_run(run[0], _dedent(body), lines[after - 1] if after - 1 < len(lines) else "")
+            body, after = panel_body(lines, i + 1)
+            self.new_run(run[0], body, lines[after - 1] if after - 1 < len(lines) else "")
             return after
         if _STEP.match(line):
             self.agent.step_first = None
@@ -196,12 +190,12 @@ class _Run:
             self.code(_dedent(lines[i + 1 : j]))
             return j + 1
         if _CODE_OLD.match(line):
-            body, after = _box_body(lines, i + 1)
-            self.code(_dedent([_LINE_NUMBER.sub("", b, count=1) for b in body]))
+            body, after = panel_body(lines, i + 1)
+            self.code(_dedent([_LINE_NUMBER.sub("", b, count=1) for b in body.split("\n")]))
             return after
         if _BOX_TOP.match(line):
-            body, after = _box_body(lines, i + 1)
-            text = " ".join(part.strip() for part in body if part.strip())
+            body, after = panel_body(lines, i + 1)
+            text = " ".join(part.strip() for part in body.split("\n") if part.strip())
             found = _CALL.match(text)
             if found is not None:
                 self.tool_call(found["name"], found["args"])

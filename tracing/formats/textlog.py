@@ -299,6 +299,20 @@ def panel_title(line: str, left: str, right: str) -> str | None:
     return line[1:-1].strip("─ ")
 
 
+def panel_body(lines: list[str], start: int) -> tuple[str, int]:
+    """The text inside a Rich panel whose top border is the line before ``start``: its ``│ … │`` lines up to the
+    ``╰`` border, the border, the padding and the common indentation taken off; and the index after the border."""
+    body, i = [], start
+    while i < len(lines) and not lines[i].lstrip().startswith("╰"):
+        line = lines[i].rstrip()
+        if line.startswith("│"):
+            line = line[1:]
+            line = line[:-1] if line.endswith("│") else line
+        body.append(line.rstrip())
+        i += 1
+    return dedent_body("\n".join(body)).strip("\n"), i + 1
+
+
 def count_matches(pattern: re.Pattern[str], text: str, limit: int = 50) -> int:
     """How many times ``pattern`` matches, stopping at ``limit`` (detectors only need to know "a few")."""
     count = 0
