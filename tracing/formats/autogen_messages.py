@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from .base import ParsedStep, ParsedTrace, Source, TraceFormatError, json_text
+from .base import ParsedStep, ParsedTrace, Source, TraceFormatError, json_text, mostly
 from .chat_text import as_int
 from .jsonlines import peek, read_values
 from .textlog import AgentNames, build_trace, is_human, outcome_from_tail, parse_json_loose
@@ -95,10 +95,7 @@ def _messages(document: Any) -> list[Any] | None:
         found = _thread(document.get("agent_states"))
     else:
         found = document
-    # The first message and most of the first 20 must be AutoGen's; a bad one further on is refused by name when
-    # the messages are read, instead of the file being of no known format.
-    head = [_is_message(m) for m in found[:20]] if isinstance(found, list) and found else []
-    return found if head and head[0] and sum(head) * 2 >= len(head) else None
+    return found if mostly(found, _is_message) else None
 
 
 def _thread(states: Any) -> list[Any] | None:

@@ -263,6 +263,16 @@ def list_of_records_confidence(
     return 0.0
 
 
+def mostly(records: Any, is_record: Callable[[Any], bool]) -> bool:
+    """Detection for a list of records one bad one must not hide: the first record and at least half of the first
+    20 pass ``is_record``. A bad record further on is then refused by its position when the file is parsed, instead
+    of the whole file being "of no known format"."""
+    if not isinstance(records, list) or not records:
+        return False
+    head = [is_record(r) for r in records[:20]]
+    return head[0] and sum(head) * 2 >= len(head)
+
+
 def json_text(value: Any) -> str:
     """Text for a step's content: strings as they are, anything else as readable JSON."""
     if value is None:

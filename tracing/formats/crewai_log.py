@@ -27,7 +27,7 @@ from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any
 
-from .base import ParsedAgent, ParsedStep, ParsedTrace, Source, TraceFormatError, json_text
+from .base import ParsedAgent, ParsedStep, ParsedTrace, Source, TraceFormatError, json_text, mostly
 from .textlog import AgentNames, head_text, read_text, utc
 
 # What CrewAI's ``LogEntry`` may hold, in the order the crew passes them; a key outside this list is text of a value.
@@ -101,11 +101,8 @@ def _json_entries(source: Source, *, quiet: bool) -> list[dict[str, Any]] | None
             return None
         raise TraceFormatError("a CrewAI JSON log must be a non-empty list of entries")
     if quiet:
-        # Detection: the first entry and most of the first 20 look like CrewAI's (a bad entry further on is then
-        # refused by name when parsing, instead of the file being of no known format).
-        head = [_is_entry(e) for e in document[:20]]
         seen = any(_is_entry(e) and e["status"] in _STATUSES for e in document[:20])
-        return document if head[0] and sum(head) * 2 > len(head) and seen else None
+        return document if mostly(document, _is_entry) and seen else None
     for position, entry in enumerate(document):
         if not _is_entry(entry):
             raise TraceFormatError(

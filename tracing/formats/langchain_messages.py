@@ -20,7 +20,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from .base import ParsedStep, ParsedTrace, Source, TraceFormatError
+from .base import ParsedStep, ParsedTrace, Source, TraceFormatError, mostly
 from .chat_text import as_int, content_text
 from .jsonlines import peek, read_values
 from .textlog import AgentNames, build_trace
@@ -94,13 +94,9 @@ def _message(value: Any) -> dict[str, Any] | None:
 
 
 def _messages(document: Any) -> list[Any] | None:
-    """The messages of a list or a state ``{messages}``: the first one and most of the first 20 must be LangChain's
-    (a bad one further on is refused by name when read, instead of the file being of no known format)."""
+    """The messages of a list or a state ``{messages}``, when they are mostly LangChain's (``base.mostly``)."""
     found = document.get("messages") if isinstance(document, dict) else document
-    if not isinstance(found, list) or not found:
-        return None
-    head = [_message(m) is not None for m in found[:20]]
-    return found if head[0] and sum(head) * 2 >= len(head) else None
+    return found if mostly(found, lambda m: _message(m) is not None) else None
 
 
 def _trace(source: Source, messages: list[dict[str, Any]]) -> ParsedTrace:
