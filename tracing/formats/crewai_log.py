@@ -52,7 +52,15 @@ _ENTRY = re.compile(rf"^(?P<ts>{_TIME}): (?=(?:task_name|task|agent)=\")", re.MU
 _FIELD = re.compile(rf"(?:\A|\", )(?P<key>{'|'.join(_KEYS)})=\"")
 _STATUS = re.compile(r"\bstatus=\"(?:started|completed|failed)\"")
 _STATUSES = ("started", "completed", "failed")
-_TASK_SPEAKER = "Crew task"
+TASK_SPEAKER = "Crew task"  # who hands an agent its task: the crew's author, not an agent
+
+
+def task_handoff(agent: str, description: str, **extra: Any) -> ParsedStep:
+    """A task handed to a crew's agent: a ``human`` step (no agent wrote it) addressed to the agent. Both CrewAI
+    readers (this run log and the console log, ``text_crewai``) make them so."""
+    return ParsedStep(
+        speaker=TASK_SPEAKER, agent=None, kind="human", content=description, recipient=agent, **extra
+    )
 
 
 class CrewAILog:
@@ -60,8 +68,7 @@ class CrewAILog:
     label = "CrewAI run log (output_log_file)"
 
     def detect(self, source: Source) -> float:
-        head = source.head_text().lstrip("\ufeff \t\r\n")
-        if head.startswith("["):
+        if source.head_text().startswith("["):
             return 0.95 if _json_entries(source, quiet=True) else 0.0
         text = head_text(source)
         if text is None:
@@ -71,7 +78,7 @@ class CrewAILog:
 
     def parse(self, source: Source) -> Iterator[ParsedTrace]:
         warnings: list[str] = []
-        if source.head_text().lstrip("\ufeff \t\r\n").startswith("["):
+        if source.head_text().startswith("["):
             entries = _json_entries(source, quiet=False) or []
         else:
             text, warnings = read_text(source)
@@ -217,16 +224,7 @@ def _trace(name: str, entries: list[dict[str, Any]], warnings: list[str]) -> Par
         if status == "started":
             description = json_text(entry.get("task"))
             question = question or description
-            step = ParsedStep(
-                speaker=_TASK_SPEAKER,
-                agent=None,
-                kind="human",
-                content=description,
-                recipient=agent,
-                tool_name="",
-                started_at=when,
-                raw=raw,
-            )
+            step = task_handoff(agent, description, started_at=when, raw=raw)
             steps.append(step)
             open_tasks.append((_key(entry), agent, step))
             continue

@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .base import ParsedStep, ParsedTrace, Source
+from .crewai_log import task_handoff
 from .textlog import (
     AgentNames,
     build_trace,
@@ -53,7 +54,6 @@ _SECTIONS = ("Task", "Thought", "Using tool", "Tool Input", "Tool Output", "Fina
 _SECTION = re.compile(rf"^## (?P<name>{'|'.join(_SECTIONS)}):[ \t]*", re.MULTILINE)
 _FIELD = re.compile(r"^(?P<name>Agent|Task|Thought|Using Tool|Final Answer):[ \t]*", re.MULTILINE)
 _FAILURE_TITLE = re.compile(r"\b(?:error|failed|failure)\b", re.IGNORECASE)
-_TASK_SPEAKER = "Crew task"
 
 
 class CrewAIConsoleLog:
@@ -140,7 +140,7 @@ class _Run:
 
     def task(self, agent: str, description: str) -> None:
         self.question = self.question or description
-        self.add(_TASK_SPEAKER, None, "human", description, recipient=agent)
+        self.steps.append(task_handoff(agent, description))
 
     def tool(self, agent: str, thought: str, tool: str) -> None:
         if thought:
