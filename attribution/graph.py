@@ -95,11 +95,25 @@ _BACKGROUND_SHARE = 0.2
 _BACKGROUND_MIN_STEPS = 6
 _MAX_TOKEN_LENGTH = 200
 _NO_FILE = (sys.maxsize, sys.maxsize)  # after the last file name: starts after everything
+_THOUSANDS = re.compile(r"\d{1,3}(?:,\d{3})+")
+
+
+def canonical_number(number: str) -> str:
+    """A number as the value it states, so that a restatement is the same token: thousands separators dropped, and
+    a decimal part's trailing zeros ("1,814,443", "1814443.0" and "1814443.00" are one value; "2.50" is "2.5").
+    Anything else (a version "1.2.0", a list "1,2") is left as written."""
+    whole, dot, fraction = number.partition(".")
+    if "," in whole and _THOUSANDS.fullmatch(whole):
+        whole = whole.replace(",", "")
+    if dot and fraction.isdigit():
+        fraction = fraction.rstrip("0")
+        return f"{whole}.{fraction}" if fraction else whole
+    return whole + dot + fraction
 
 
 def tokens_of(text: str) -> Iterator[str]:
-    """The distinctive tokens of ``text``, normalised (numbers without thousands separators, URLs without trailing
-    punctuation), in order, repeats included: the matches of ``_TOKEN``, found faster (see above)."""
+    """The distinctive tokens of ``text``, normalised (numbers as ``canonical_number`` writes them, URLs without
+    trailing punctuation), in order, repeats included: the matches of ``_TOKEN``, found faster (see above)."""
     if "://" in text:
         if _URL_IN_WORD.search(text):
             yield from _tokens_of_slowly(text)
@@ -145,7 +159,7 @@ def tokens_of(text: str) -> Iterator[str]:
             if kind == "code":
                 token = text[start:position]
             elif kind == "number":
-                token = match[0].replace(",", "")
+                token = canonical_number(match[0])
             elif kind == "url":
                 token = match[0].rstrip(".,;:!?")
             else:
@@ -194,7 +208,7 @@ def _tokens_of_slowly(text: str) -> Iterator[str]:
         elif kind == "file":
             token = match["file"]
         elif kind == "number":
-            token = match["number"].replace(",", "")
+            token = canonical_number(match["number"])
         else:
             token = match["ident"]
             if not _CODE_LIKE.search(token):

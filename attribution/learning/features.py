@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
+from ..graph import canonical_number
 from ..methods.base import TraceView
 from ..methods.heuristic import WEIGHTS, Analysis, analyse
 
@@ -169,6 +170,11 @@ def _hasher():
     return _HASHER
 
 
+def _numbers(text: str) -> list[str]:
+    """The numbers ``text`` states, as values (a restated "1,814,443" is the tool's "1814443.0")."""
+    return [canonical_number(n) for n in _NUMBER.findall(text)]
+
+
 def _log(x: float) -> float:
     return math.log1p(max(0.0, x))
 
@@ -196,9 +202,9 @@ def trace_features(
     turns: Counter[str] = Counter()
     kind_ranks: Counter[str] = Counter()
     question = set(_WORDS.findall(trace.question.lower()))
-    seen_numbers = set(_NUMBER.findall(trace.question))
+    seen_numbers = set(_numbers(trace.question))
     for prompt in trace.system_prompts.values():
-        seen_numbers.update(_NUMBER.findall(prompt))
+        seen_numbers.update(_numbers(prompt))
     earlier: dict[str, list[set]] = {}
     graph = ctx.graph
     dependants = _dependants(graph, n)
@@ -257,7 +263,7 @@ def trace_features(
             ("url", _URL),
         ):
             row[_COLUMN[name]] = float(bool(pattern.search(text)))
-        numbers = _NUMBER.findall(text)
+        numbers = _numbers(text)
         new = [v for v in numbers if v not in seen_numbers]
         row[_COLUMN["numbers_log"]] = _log(len(numbers))
         row[_COLUMN["new_numbers_log"]] = _log(len(new))

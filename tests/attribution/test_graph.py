@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from attribution.graph import agent_graph, ancestors, build_graph, explain_use, tokens_of
+from attribution.graph import agent_graph, ancestors, build_graph, canonical_number, explain_use, tokens_of
 from attribution.methods.base import StepView, TraceView
 from attribution.selectors import trace_view
 from tests.conftest import ROOT, SHARED, import_now, incoming_path, whowhen_files
@@ -107,6 +107,34 @@ def test_distinctive_tokens_are_numbers_urls_quotes_files_and_code_like_names():
         "camelCase",
         "2020",
     ]
+
+
+@pytest.mark.parametrize(
+    ("written", "value"),
+    [
+        ("1,814,443", "1814443"),
+        ("1814443.0", "1814443"),
+        ("1,814,443.00", "1814443"),
+        ("2.50", "2.5"),
+        ("10.05", "10.05"),
+        ("1.2.0", "1.2.0"),  # a version, not a number with a decimal part
+        ("1,2", "1,2"),  # a list, not thousands
+    ],
+)
+def test_a_number_is_read_as_the_value_it_states(written, value):
+    assert canonical_number(written) == value
+
+
+def test_an_answer_restating_a_tools_number_in_another_notation_uses_the_tool():
+    # A LangGraph tool returns floats; the agent writes the same value with separators. Read as different tokens,
+    # the answer's number would look like one nobody produced.
+    trace = _trace(
+        _step(0, "math", 'add({"a": 1796317, "b": 18126})', kind="tool_call"),
+        _step(1, "math", "1814443.0", kind="tool_result", parent=0),
+        _step(2, "math", "The combined headcount is 1,814,443 employees."),
+    )
+    graph = build_graph(trace)
+    assert graph.edges[1, 2]["via"] == "1814443" and "uses" in _kinds(graph, 1, 2)
 
 
 def test_a_token_in_a_system_prompt_links_nothing():

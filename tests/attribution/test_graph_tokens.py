@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from attribution.graph import _TOKEN, tokens_of
+from attribution.graph import _TOKEN, canonical_number, tokens_of
 from tests.conftest import whowhen_files
 
 EXTENSIONS = (
@@ -36,7 +36,7 @@ def reference_tokens(text: str) -> Iterator[str]:
         elif kind == "file":
             token = match["file"]
         elif kind == "number":
-            token = match["number"].replace(",", "")
+            token = canonical_number(match["number"])
         else:
             token = match["ident"]
             if not CODE_LIKE.search(token):
