@@ -30,16 +30,25 @@ FEATURES = (
     "planner",
     "first_actor",
     "last_actor",
+    "error_top",
 )
-DEFAULT = np.array([1.0, 0, 0, 0, 0, 0, 0, 0])
+DEFAULT = np.array([1.0, 0, 0, 0, 0, 0, 0, 0, 0])
+# What models stored before ``error_top`` was a feature list; their weights are read with a zero for it.
+FEATURES_BEFORE_ERRORS = FEATURES[:-1]
 L2 = 1.0
 _PLANNER = (_COLUMN["role_planner-message"], _COLUMN["role_planner-thought"])
 
 
 def candidates(
-    f: TraceFeatures, rows: list[int], probs: np.ndarray, priors: LabelPriors, without: Label | None = None
+    f: TraceFeatures,
+    rows: list[int],
+    probs: np.ndarray,
+    priors: LabelPriors,
+    without: Label | None = None,
+    errors: np.ndarray | None = None,
 ) -> tuple[list[str], np.ndarray]:
-    """The agents answerable for any candidate step and their feature rows (in first-appearance order)."""
+    """The agents answerable for any candidate step and their feature rows (in first-appearance order). ``errors``:
+    the error detector's log odds of ``rows`` (``errors.ErrorDetector``), when the model has one."""
     names = list(dict.fromkeys(f.agents[i] for i in rows if f.agents[i]))
     if not names:
         return [], np.zeros((0, len(FEATURES)))
@@ -53,6 +62,7 @@ def candidates(
     shares = {a: sum(1 for i in actions if f.agents[i] == a) / max(1, len(actions)) for a in names}
     planners = {f.agents[i] for i in range(len(f.agents)) if f.agents[i] and f.dense[i, list(_PLANNER)].any()}
     prior = priors.agent_shares(names, without)
+    error_top = f.agents[rows[int(np.argmax(errors))]] if errors is not None and len(errors) else None
     x = np.array(
         [
             [
@@ -64,6 +74,7 @@ def candidates(
                 float(a in planners),
                 float(bool(actions) and f.agents[actions[0]] == a),
                 float(bool(actions) and f.agents[actions[-1]] == a),
+                float(a == error_top),
             ]
             for k, a in enumerate(names)
         ]
@@ -81,8 +92,9 @@ def candidates(
 # traces almost never offers -- TRAIL GAIA's training folds kept the heuristic's pick while ``mass`` named 86-93% of
 # their inner traces right against its 69-76%. Among 5%, 10% and 20% on the dev split only (``attribution.splits``),
 # 20% moved TRAIL GAIA's agent accuracy 72 -> 78% and no other collection's agent or step figure; a two-trace lead
-# (p = 0.25) still never switches.
-RULES = ("heuristic", "mass", "majority", "top", "bayes", "logit")
+# (p = 0.25) still never switches. ``errors`` names the agent of the error detector's likeliest step
+# (``errors.ErrorDetector``: trained on every labelled error of a run, not only the decisive one).
+RULES = ("heuristic", "mass", "majority", "top", "bayes", "logit", "errors")
 SIGNIFICANCE = 0.2
 
 
@@ -96,6 +108,7 @@ def choose(names: list[str], x: np.ndarray, rule: str, weights: np.ndarray, orde
         "majority": lambda k: (round(float(x[k, 3]), 9), x[k, 0]),
         "bayes": lambda k: (round(float(x[k, 0] + x[k, 3]), 9),),
         "logit": lambda k: (round(float(x[k] @ weights), 9),),
+        "errors": lambda k: (x[k, 8], x[k, 0]),
     }[rule]
     best = max(range(len(names)), key=lambda k: (*keys(k), -rank.get(names[k], len(rank))))
     return names[best]
@@ -113,7 +126,7 @@ def select(
     for k, (names, x, gold) in enumerate(rows):
         if not names:
             continue
-        for rule in RULES[:-1]:
+        for rule in (r for r in RULES if r != "logit"):
             hits[rule][k] = name_key(choose(names, x, rule, DEFAULT, names)) == name_key(gold)
     for fold in range(folds):
         weights = fit([r for k, r in enumerate(rows) if k % folds != fold])

@@ -28,6 +28,8 @@ from scipy.optimize import minimize
 
 from ..methods.base import MethodError, MethodResult, TraceView
 from . import agents as agent_model
+from .errors import ErrorDetector
+from .errors import held_out as errors_held_out
 from .features import DENSE, FEATURE_SET, HASH_FEATURES, TraceFeatures, trace_features
 from .priors import COLUMNS as PRIOR_COLUMNS
 from .priors import Label, LabelPriors, name_key
@@ -95,6 +97,7 @@ class Example:
     group: str = (
         ""  # traces with the same group stay in the same fold (a trace and the cases derived from it)
     )
+    errors: tuple[int, ...] = ()  # every labelled error's step, the decisive one among them (``errors``)
 
 
 @dataclass
@@ -107,6 +110,9 @@ class Attributor:
     agent_weights: np.ndarray = field(default_factory=lambda: agent_model.DEFAULT.copy())
     step_rule: str = STEP_RULES[0]
     step_prior_weight: float = 1.0  # the power of the labels' share of a step index under ``blend``
+    errors: ErrorDetector | None = (
+        None  # trained on every labelled error (``errors``); the agent model reads it
+    )
     feature_set: str = FEATURE_SET
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -136,7 +142,13 @@ class Attributor:
         step = candidates[
             pick_step(candidates, probs, self.priors, self.step_rule, weight=self.step_prior_weight)
         ]
-        names, agent_x = agent_model.candidates(f, candidates, probs, self.priors)
+        names, agent_x = agent_model.candidates(
+            f,
+            candidates,
+            probs,
+            self.priors,
+            errors=self.errors.log_odds(f, candidates) if self.errors is not None else None,
+        )
         mass = {a: round(float(math.exp(v)), 4) for a, v in zip(names, agent_x[:, 0])}
         agent = (
             agent_model.choose(names, agent_x, self.agent_rule, self.agent_weights, trace.agents)
@@ -222,6 +234,7 @@ class Attributor:
             "agent_weights": [round(float(v), 6) for v in self.agent_weights],
             "step_rule": self.step_rule,
             "step_prior_weight": self.step_prior_weight,
+            "error_detector": self.errors.to_dict() if self.errors is not None else None,
         }
 
     @classmethod
@@ -252,12 +265,16 @@ class Attributor:
             or weights.shape != (N_DENSE + N_EVIDENCE + HASH_FEATURES,)
         ):
             raise ModelFormatError("arrays of the wrong shape")
-        if data.get("agent_features") != list(agent_model.FEATURES):
+        before_errors = data.get("agent_features") == list(agent_model.FEATURES_BEFORE_ERRORS)
+        if data.get("agent_features") != list(agent_model.FEATURES) and not before_errors:
             raise ModelFormatError("trained with other agent features: train the model again")
         try:
             agent_weights = np.asarray(data["agent_weights"], dtype=np.float64)
+            errors = ErrorDetector.from_dict(data.get("error_detector"))
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
-            raise ModelFormatError(f"unreadable agent weights: {exc}") from None
+            raise ModelFormatError(f"unreadable agent weights or error detector: {exc}") from None
+        if before_errors and agent_weights.shape == (len(agent_model.FEATURES_BEFORE_ERRORS),):
+            agent_weights = np.append(agent_weights, 0.0)  # a model from before the error detector
         if agent_weights.shape != (len(agent_model.FEATURES),) or not _bounded(agent_weights, MAX_WEIGHT):
             raise ModelFormatError("agent weights of the wrong shape or with non-finite values")
         if data.get("agent_rule") not in agent_model.RULES:
@@ -285,6 +302,7 @@ class Attributor:
             agent_weights=agent_weights,
             step_rule=data.get("step_rule", STEP_RULES[0]),
             step_prior_weight=float(step_prior_weight),
+            errors=errors,
             meta=meta or {},
         )
 
@@ -298,6 +316,7 @@ class _Prepared:
     candidates: list[int]
     gold: int  # position of the gold step within candidates
     label: Label  # the gold label as the label priors count it
+    errors: frozenset[int] = frozenset()  # the steps of every labelled error, as the candidates name them
     design: sparse.csr_matrix | None = (
         None  # dense and word columns of the candidates, built once (``_base``)
     )
@@ -320,6 +339,7 @@ def prepare(example: Example, with_ground_truth: bool = True) -> _Prepared | Non
         candidates=candidates,
         gold=candidates.index(step),
         label=Label(agent=name_key(example.agent), step=step, rank=f.ranks[step]),
+        errors=frozenset(f.blamed[i] for i in example.errors if 0 <= i < len(view.steps)) | {step},
     )
 
 
@@ -351,11 +371,18 @@ def fit(
     weights, iterations = _optimise(rows, strength, priors)
     agent_rule, agent_weights, agent_accuracy = agent_model.RULES[0], agent_model.DEFAULT.copy(), {}
     step_rule, step_weight, step_accuracy = STEP_RULES[0], 1.0, {}
+    detector = ErrorDetector.fit(rows)
     if held_out:
         step_rule, step_weight, step_accuracy = select_step_rule(rows, held_out[strength])
+        errors_of = errors_held_out(rows)
         agent_rule, agent_weights, agent_accuracy = agent_model.select(
             [
-                (*agent_model.candidates(r.features, r.candidates, *held_out[strength][k]), r.label.agent)
+                (
+                    *agent_model.candidates(
+                        r.features, r.candidates, *held_out[strength][k], errors=errors_of[k]
+                    ),
+                    r.label.agent,
+                )
                 for k, r in enumerate(rows)
             ]
         )
@@ -368,10 +395,12 @@ def fit(
         agent_weights=agent_weights,
         step_rule=step_rule,
         step_prior_weight=step_weight,
+        errors=detector,
         meta={
             "label": label,
             "n_traces": len(rows),
             "n_steps": int(sum(len(r.candidates) for r in rows)),
+            "n_errors": int(sum(len(r.errors) for r in rows)),
             "iterations": iterations,
             "strength": strength,
             "agent_rule": agent_rule,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from tracing.models import GoldLabel, LabelSource, Project, Trace
+from tracing.models import ErrorLabel, GoldLabel, LabelSource, Project, Trace
 
 from ..models import AttributorModel, ProjectAttribution
 from ..selectors import gold_for, labelled_count, trace_view
@@ -37,7 +37,9 @@ def training_examples(
     trace name (unique within a project), not by database id, so the folds of the same data are the same
     on every machine and after every re-import."""
     out = []
-    for trace in training_traces(project_ids=project_ids, sources=sources):
+    traces = training_traces(project_ids=project_ids, sources=sources)
+    errors = error_steps(trace_ids=[t.pk for t in traces], sources=sources)
+    for trace in traces:
         gold = gold_for(trace)
         if gold is None:  # training_traces keeps only traces with one
             continue
@@ -48,9 +50,24 @@ def training_examples(
                 step=gold.step_index,
                 source=gold.source,
                 group=_group(trace),
+                errors=errors.get(trace.pk, ()),
             )
         )
     return out
+
+
+def error_steps(
+    *, trace_ids: list[int], sources: Iterable[str] = VERIFIED_SOURCES
+) -> dict[int, tuple[int, ...]]:
+    """The steps of every labelled error of these traces (``ErrorLabel``: AgentRx's failures, TRAIL's errors), by
+    trace, from the given label sources; an error not tied to a step is left out."""
+    out: dict[int, list[int]] = {}
+    rows = ErrorLabel.objects.filter(
+        trace_id__in=trace_ids, step_index__isnull=False, source__in=list(sources)
+    ).values_list("trace_id", "step_index")
+    for trace_id, step in rows.order_by("trace_id", "step_index").iterator(chunk_size=5000):
+        out.setdefault(trace_id, []).append(step)
+    return {t: tuple(dict.fromkeys(steps)) for t, steps in out.items()}
 
 
 def _group(trace: Trace) -> str:

@@ -336,6 +336,11 @@ def habits(model: Attributor, examples: list[Example], limit: int = 5) -> dict[s
         if model.meta.get("step_rule_accuracy")
         else None,
         "strength": model.meta.get("strength"),
+        # Every labelled error the step-level detector learnt from (``errors``), the decisive ones included; None
+        # for a model without one.
+        "errors": {"n": model.meta.get("n_errors", 0), "traces": model.meta.get("n_traces", 0)}
+        if model.errors is not None
+        else None,
         "agents": [{"name": spelled.get(a, a), "share": c / n} for a, c in priors.agents.most_common(limit)],
         "ranks": [{"rank": r, "share": c / n} for r, c in priors.ranks.most_common(limit)],
     }

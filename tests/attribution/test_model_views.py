@@ -159,6 +159,8 @@ def test_a_trained_model_shows_its_chart_features_and_confusion_with_hostile_nam
     if habits["step_prior_weight"] is not None:  # the weight the likelihood chose
         assert f"share of a step index: {habits['step_prior_weight']}" in body
     assert habits["agents"] and habits["agents"][0]["name"] in confusion["rows"]
+    if habits.get("errors"):  # the step-level detector of every labelled error, and what it learnt from
+        assert f"learnt from {habits['errors']['n']} labelled error" in body
     assert "style=" not in body  # the Content-Security-Policy forbids style attributes
     assert "Make default" in body and trained.feature_set in body
 
