@@ -90,6 +90,22 @@ def test_agreement_is_on_the_decisive_error_and_consensus_writes_every_error_lab
     assert labels[1].description == "late slip" and labels[1].agent_name == "Checker"
 
 
+def test_the_further_errors_a_team_labels_reach_the_learned_models_training(project, owner, make_trace, ann):
+    from attribution.learning.selectors import training_examples
+
+    trace = make_trace(steps=8)
+    queue = _queue(project, owner, overlap=1)
+    _submit(queue, ann, 3, further=[ErrorSpec(5, category=CAT), ErrorSpec(1)], category=CAT)
+    # An answer is not a verified label until it is accepted.
+    assert training_examples(project_ids=[project.pk]) == []
+    assert services.queue_accept_unanimous(queue=queue, user=owner) == 1
+    (example,) = training_examples(project_ids=[project.pk])
+    assert example.view.trace_id == trace.pk and example.step == 3
+    # The decisive error and both further ones: the error detector's positives.
+    assert sorted(example.errors) == [1, 3, 5]
+    assert training_examples(project_ids=[project.pk], sources=["imported"]) == []
+
+
 def test_an_owner_picks_the_decisive_error_among_every_labelled_error_and_can_change_it(
     project, owner, make_trace, ann, bob
 ):
