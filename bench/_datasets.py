@@ -13,11 +13,14 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 DATA, DEVDATA = SHARED / "data", SHARED / "devdata"
 AGENTRX_LABELS = DATA / "traces" / "agentrx" / "ground_truth" / "magentic_one_ground_truth.json"
+TAU_RUNS = DATA / "traces" / "agentrx" / "tau_retail" / "tau_dataset_failed.json"
+TAU_LABELS = DATA / "traces" / "agentrx" / "ground_truth" / "tau_ground_truth.json"
 
 DATASETS = {
     "whowhen-hand": "Who&When Hand-Crafted (Magentic-One)",
     "whowhen-algo": "Who&When Algorithm-Generated (AG2)",
     "agentrx-magentic": "AgentRx Magentic-One",
+    "agentrx-tau": "AgentRx tau-bench retail",
     "trail-gaia": "TRAIL GAIA (smolagents)",
     "trail-swe": "TRAIL SWE-bench (smolagents)",
 }
@@ -40,6 +43,8 @@ def files(name: str) -> list[tuple[str, Path]]:
             if AGENTRX_LABELS.exists() and runs
             else []
         )
+    if name == "agentrx-tau":  # 29 failed runs in one file; the user simulator is blamed in some
+        return _named([TAU_RUNS, TAU_LABELS]) if TAU_RUNS.exists() and TAU_LABELS.exists() else []
     if name in ("trail-gaia", "trail-swe"):
         folder = "gaia" if name == "trail-gaia" else "swe_bench"
         paths = [

@@ -1,7 +1,8 @@
 """Attribution accuracy, measured: datasets × methods × baselines, each figure with its Wilson 95% interval.
 
-Datasets: Who&When Hand-Crafted and Algorithm-Generated, AgentRx Magentic-One, TRAIL GAIA and SWE-bench (from
-``../shared/data`` and ``../shared/devdata``, imported through the product's own import path), and sandbox v2.
+Datasets: Who&When Hand-Crafted and Algorithm-Generated, AgentRx Magentic-One and tau-bench retail, TRAIL GAIA and
+SWE-bench (from ``../shared/data`` and ``../shared/devdata``, imported through the product's own import path), and
+sandbox v2.
 
 - ``heuristic``: the built-in priors, nothing fitted;
 - ``heuristic (calibrated)``: priors refit from the training folds' labels (``attribution.learning.calibration``);
