@@ -6,7 +6,7 @@ default model is retrained (``learning.services.attributors_retrain_due``).
 Each k is drawn ``--draws`` times (seeded) from the dev part; the figure is the mean over draws, with the range. k = 0
 is the heuristic (nothing learned). The most-blamed / commonest-step baseline is fitted on the same k traces.
 
-Prints JSON. Usage: python bench/learning_curve.py [--draws 5] [--datasets whowhen-algo,whowhen-hand,trail-gaia,sandbox-v2]\n(sandbox v2: the pool is the injected faults of other seeds, the scored set the seed's injected and natural failures).
+Prints JSON. Usage: python bench/learning_curve.py [--draws 5] [--datasets whowhen-algo,whowhen-hand,trail-gaia,agentrx-tau,sandbox-v2]\n(sandbox v2: the pool is the injected faults of other seeds, the scored set the seed's injected and natural failures).
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--draws", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--datasets", default="whowhen-algo,whowhen-hand,trail-gaia,sandbox-v2")
+    parser.add_argument("--datasets", default="whowhen-algo,whowhen-hand,trail-gaia,agentrx-tau,sandbox-v2")
     args = parser.parse_args()
     started = time.perf_counter()
     out = {
