@@ -106,16 +106,17 @@ def built_in(train: list[Example]):
     return lambda view: HEURISTIC.run(view)
 
 
+def learners() -> dict[str, Any]:
+    """The methods every real collection is scored with, by name: the built-in heuristic, the heuristic calibrated on
+    the training labels, and the learned model (features computed once per trace across folds)."""
+    return {"heuristic": built_in, "heuristic (calibrated)": calibrated, "learned": _Features().learned}
+
+
 def real_dataset(name: str, folds: int) -> dict[str, Any]:
     project = _datasets.load(name)
     examples = training_examples(project_ids=[project.pk])
-    features = _Features()
     started = time.perf_counter()
-    cv = cross_validate(
-        examples,
-        {"heuristic": built_in, "heuristic (calibrated)": calibrated, "learned": features.learned},
-        k=folds,
-    )
+    cv = cross_validate(examples, learners(), k=folds)
     methods = {m: _figures(r) for m, r in cv["methods"].items()}
     methods["schema_guided"] = _schema_guided(project)
     return {
@@ -132,18 +133,13 @@ def heldout_dataset(name: str) -> dict[str, Any]:
     """The held-back part of a collection (``attribution.splits``: 30% by a hash of each trace's identity), scored
     once by methods and baselines fitted on its dev part only: the figures nothing was ever chosen on."""
     dev, held = _datasets.dev_and_heldout(name)
-    features = _Features()
     out: dict[str, Any] = {
         "label": _datasets.DATASETS[name],
         "n_dev": len(dev),
         "n": len(held),
         "methods": {},
     }
-    for method, fitter in (
-        ("heuristic", built_in),
-        ("heuristic (calibrated)", calibrated),
-        ("learned", features.learned),
-    ):
+    for method, fitter in learners().items():
         predictor = fitter(dev)
         out["methods"][method] = _figures(score([record(e, predict(predictor, e)) for e in held]))
     out["baselines"] = baselines([record(e, None) for e in held], [record(e, None) for e in dev])
@@ -154,12 +150,7 @@ def dev_dataset(name: str, folds: int) -> dict[str, Any]:
     """The dev part of a collection only, cross-validated the way ``real_dataset`` does the whole: where a change
     to a method is measured before the held-back part is run once."""
     dev, _ = _datasets.dev_and_heldout(name)
-    features = _Features()
-    cv = cross_validate(
-        dev,
-        {"heuristic": built_in, "heuristic (calibrated)": calibrated, "learned": features.learned},
-        k=folds,
-    )
+    cv = cross_validate(dev, learners(), k=folds)
     return {
         "label": _datasets.DATASETS[name],
         "n": len(dev),

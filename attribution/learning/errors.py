@@ -43,11 +43,9 @@ def _columns(features: TraceFeatures, rows: list[int]) -> np.ndarray:
 
 
 def error_steps(r: _Prepared) -> np.ndarray:
-    """0/1 per candidate of a prepared trace: whether it is one of the trace's labelled errors (the decisive step
-    always is)."""
-    y = np.array([int(c in r.errors) for c in r.candidates])
-    y[r.gold] = 1
-    return y
+    """0/1 per candidate of a prepared trace: whether it is one of the trace's labelled errors (``prepare`` counts
+    the decisive step among them)."""
+    return np.array([int(c in r.errors) for c in r.candidates])
 
 
 @dataclass
